@@ -1,0 +1,169 @@
+"""curate(): local media in, measured + decided + selected clips out, optionally written as a
+manifest and report to a folder (the service layer uploads that folder).
+
+Order matters: identity needs every clip's embedding; duplicates are resolved only among clips
+that pass every other check, so that a rejected copy never "wins" over a usable one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from loraforge.curation import identity
+from loraforge.curation.decision import Decision, decide
+from loraforge.curation.dedup import duplicate_groups
+from loraforge.curation.errors import InvalidInput
+from loraforge.curation.faces import FaceBackend, make_backend
+from loraforge.curation.frames import load_media
+from loraforge.curation.metrics import ClipMetrics, measure
+from loraforge.curation.people import PeopleDetector
+from loraforge.curation.policy import CurationPolicy
+from loraforge.curation.selection import Selection, select
+
+
+@dataclass(frozen=True)
+class MediaItem:
+    path: Path
+    clip_id: str | None = None  # default: the file stem
+    source_id: str | None = None  # the original upload this clip was cut from; default: clip_id
+
+
+@dataclass
+class ClipResult:
+    metrics: ClipMetrics
+    decision: Decision
+    selected: bool = False
+    thumbnail: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass
+class CurationResult:
+    clips: list[ClipResult]
+    selection: Selection
+    policy: CurationPolicy
+    backend: str
+    identity_threshold: float | None
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+    def clip(self, clip_id: str) -> ClipResult:
+        for c in self.clips:
+            if c.metrics.clip_id == clip_id:
+                return c
+        raise KeyError(clip_id)
+
+    def rejection_counts(self) -> dict[str, int]:
+        counts = Counter(code for c in self.clips for code in c.decision.reason_codes)
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _items(items: Sequence[MediaItem | Path | str]) -> list[MediaItem]:
+    out, seen = [], set()
+    for it in items:
+        it = it if isinstance(it, MediaItem) else MediaItem(Path(it))
+        cid = it.clip_id or Path(it.path).stem
+        if cid in seen:
+            raise InvalidInput(f"two inputs share the clip id {cid!r}; give each a unique clip_id")
+        seen.add(cid)
+        out.append(MediaItem(Path(it.path), cid, it.source_id or cid))
+    return out
+
+
+def measure_all(
+    items: Sequence[MediaItem | Path | str],
+    policy: CurationPolicy,
+    backend: FaceBackend,
+    people: PeopleDetector | None = None,
+    workers: int | None = None,
+):
+    people = people or PeopleDetector()
+
+    def one(it: MediaItem):
+        media = load_media(it.path, policy.frames_per_clip)
+        return measure(
+            media,
+            backend,
+            people,
+            clip_id=it.clip_id,
+            source_id=it.source_id,
+            embed_frames=policy.embed_frames,
+            people_frames=policy.people_frames,
+        )
+
+    # two clips in flight: one decodes (FFmpeg, GIL released) while the other is analysed;
+    # results keep input order, so the outcome does not depend on scheduling
+    workers = max(1, min(workers or (os.cpu_count() or 1), 4))
+    if workers == 1:
+        return [one(it) for it in _items(items)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, _items(items)))
+
+
+def curate(
+    items: Sequence[MediaItem | Path | str],
+    policy: CurationPolicy | None = None,
+    *,
+    references: Sequence[Path | str] = (),
+    backend: FaceBackend | None = None,
+    people: PeopleDetector | None = None,
+    out_dir: Path | str | None = None,
+) -> CurationResult:
+    policy = policy or CurationPolicy()
+    backend = backend or make_backend("dlib")
+    if not items:
+        raise InvalidInput("no clips or photos to curate; give at least one file")
+    measured = measure_all(items, policy, backend, people)
+    metrics = [mc.metrics for mc in measured]
+
+    threshold = policy.identity_max_distance or backend.same_person_distance
+    ref = identity.reference_embedding([Path(r) for r in references], backend) if references else None
+    ids = identity.assign(metrics, threshold, ref)
+    for m in metrics:
+        res = ids[m.clip_id]
+        m.identity_distance, m.identity_match, m.identity_cluster = res.distance, res.match, res.cluster
+
+    first = {m.clip_id: decide(m, policy, identity_threshold=threshold) for m in metrics}
+    dup_max = policy.duplicate_max_distance or backend.duplicate_distance
+    dups = duplicate_groups(
+        [m for m in metrics if first[m.clip_id].keep], policy.duplicate_max_phash, dup_max
+    )
+    results = []
+    for mc in measured:
+        m = mc.metrics
+        d = (
+            decide(m, policy, identity_threshold=threshold, duplicate_of=dups[m.clip_id])
+            if m.clip_id in dups
+            else first[m.clip_id]
+        )
+        results.append(ClipResult(m, d, False, mc.thumbnail))
+    results.sort(key=lambda c: c.metrics.clip_id)
+
+    kinds = {m.kind for m in metrics}
+    selection = select(
+        [c.metrics for c in results if c.decision.keep],
+        policy,
+        "video" if "video" in kinds else "photo",
+    )
+    chosen = set(selection.selected)
+    for c in results:
+        c.selected = c.metrics.clip_id in chosen
+    result = CurationResult(results, selection, policy, backend.name, threshold)
+    if out_dir is not None:
+        write_outputs(result, Path(out_dir))
+    return result
+
+
+def write_outputs(result: CurationResult, out_dir: Path) -> dict[str, Path]:
+    from loraforge.curation.manifest import write_manifest
+    from loraforge.curation.report import write_report
+
+    pq_path, json_path = write_manifest(result, out_dir)
+    html_path = write_report(result, out_dir)
+    result.outputs = {"manifest_parquet": pq_path, "manifest_json": json_path, "report_html": html_path}
+    return result.outputs

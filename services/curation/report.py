@@ -1,0 +1,118 @@
+"""Human report: an HTML contact sheet, rejection counts and PNG charts, in a local folder.
+
+Charts compare the selected set with the policy targets (angle mix) and show the spread of
+expressions, lighting and identity distance. matplotlib runs on the Agg backend: no display.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+if TYPE_CHECKING:
+    from loraforge.curation.pipeline import CurationResult
+
+
+def _bar_vs_target(path: Path, title: str, labels, actual, target=None) -> None:
+    fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
+    xs = range(len(labels))
+    ax.bar([x - 0.2 for x in xs] if target else list(xs), actual, width=0.4, label="selected")
+    if target:
+        ax.bar([x + 0.2 for x in xs], target, width=0.4, label="target")
+        ax.legend()
+    ax.set_xticks(list(xs), labels, rotation=20)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_charts(result: CurationResult, out_dir: Path) -> list[Path]:
+    sel = result.selection
+    n = max(1, len(sel.selected))
+    groups = list(result.policy.angle_mix)
+    paths = []
+    p = out_dir / "angles.png"
+    _bar_vs_target(
+        p,
+        "Angle mix (share of selection)",
+        groups,
+        [sel.angle_counts.get(g, 0) / n for g in groups],
+        [result.policy.angle_mix[g] for g in groups],
+    )
+    paths.append(p)
+    for name, counts in (("expressions", sel.expression_counts), ("lighting", sel.lighting_counts)):
+        p = out_dir / f"{name}.png"
+        labels = sorted(counts) or ["none"]
+        _bar_vs_target(p, f"{name.capitalize()} in the selection", labels, [counts.get(k, 0) for k in labels])
+        paths.append(p)
+    p = out_dir / "identity.png"
+    fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
+    d = [c.metrics.identity_distance for c in result.clips if c.metrics.identity_distance is not None]
+    ax.hist(d or [0.0], bins=20, color="tab:blue")
+    if result.identity_threshold is not None:
+        ax.axvline(result.identity_threshold, color="tab:red", label="same-person cut")
+        ax.legend()
+    ax.set_title("Identity distance to the subject")
+    ax.set_xlabel("embedding distance (lower = more similar)")
+    fig.tight_layout()
+    fig.savefig(p)
+    plt.close(fig)
+    paths.append(p)
+    return paths
+
+
+def write_report(result: CurationResult, out_dir: Path) -> Path:
+    out_dir = Path(out_dir)
+    thumbs = out_dir / "thumbs"
+    thumbs.mkdir(parents=True, exist_ok=True)
+    charts = write_charts(result, out_dir)
+    counts = result.rejection_counts()
+    esc = html.escape
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>Curation report</title>",
+        "<style>body{font-family:sans-serif}.grid{display:flex;flex-wrap:wrap;gap:8px}"
+        ".card{width:330px;border:2px solid #ccc;padding:4px;font-size:12px}"
+        ".keep{border-color:#2a2}.reject{border-color:#c22}.sel{background:#efe}"
+        "img{max-width:320px}</style></head><body>",
+        f"<h1>Curation report</h1><p>{len(result.clips)} items, "
+        f"{sum(c.decision.keep for c in result.clips)} kept, "
+        f"{len(result.selection.selected)} selected (target {result.selection.target_size}).</p>",
+        "<h2>Rejections by reason</h2><table>",
+        *(f"<tr><td>{esc(k)}</td><td>{v}</td></tr>" for k, v in counts.items()),
+        "</table><h2>What is missing</h2><ul>",
+        *(f"<li>{esc(m.message)}</li>" for m in result.selection.missing),
+        "</ul><h2>Charts</h2>",
+        *(f"<img src='{esc(p.name)}' alt='{esc(p.stem)}'>" for p in charts),
+        "<h2>Contact sheet</h2><div class='grid'>",
+    ]
+    for c in result.clips:
+        m = c.metrics
+        thumb = thumbs / f"{m.clip_id}.jpg"
+        if c.thumbnail is not None:
+            cv2.imwrite(str(thumb), c.thumbnail)
+        cls = ("keep" if c.decision.keep else "reject") + (" sel" if c.selected else "")
+        lines = [
+            f"<b>{esc(m.clip_id)}</b> {'SELECTED' if c.selected else ''} "
+            f"{'keep' if c.decision.keep else 'reject'}",
+            f"{m.kind} {m.width}x{m.height} {m.duration_s:.1f}s q={m.quality_score:.2f}",
+            f"people {m.people_count}, face {m.largest_face_ratio:.0%} sharp {m.face_sharpness:.0f}",
+            f"angle {m.angle_bucket} (yaw {m.yaw}, pitch {m.pitch}), {m.expression}",
+            f"light {m.lighting} luma {m.mean_luma:.0f}, motion {m.motion}",
+            *(f"<span style='color:#c22'>{esc(r.message)}</span>" for r in c.decision.reasons),
+            *(f"<span style='color:#a70'>{esc(r.message)}</span>" for r in c.decision.flags),
+        ]
+        parts.append(
+            f"<div class='card {cls}'><img src='thumbs/{esc(thumb.name)}'><br>" + "<br>".join(lines) + "</div>"
+        )
+    parts.append("</div></body></html>")
+    path = out_dir / "report.html"
+    path.write_text("\n".join(parts))
+    return path

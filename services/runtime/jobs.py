@@ -1,0 +1,250 @@
+"""Jobs: the one lifecycle every service shares, stored in a JetStream key-value bucket.
+
+`PENDING -> RUNNING -> SUCCEEDED | FAILED | CANCELLED` (PENDING may also go straight to
+FAILED or CANCELLED). Every write names the revision it read: two writers that read the same
+revision cannot both win; the loser gets `Conflict` and re-reads. Terminal states are final.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from pydantic import BaseModel, Field
+
+from loraforge.runtime.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidInput,
+    InvalidTransition,
+    NotFound,
+)
+from loraforge.runtime.keys import validate_slug
+
+
+class JobState(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+ALLOWED_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.PENDING: frozenset({JobState.PENDING, JobState.RUNNING, JobState.FAILED, JobState.CANCELLED}),
+    JobState.RUNNING: frozenset({JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}),
+    JobState.SUCCEEDED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+}
+
+
+class ArtifactRef(BaseModel):
+    bucket: str
+    key: str
+    kind: str = ""  # e.g. "clip", "keyframe", "manifest", "lora", "preview", "report"
+    size: int = 0
+    sha256: str = ""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Job(BaseModel):
+    id: str
+    kind: str  # the service that owns it: ingest, curation, captioning, trainer, render
+    tenant: str
+    project: str
+    state: JobState = JobState.PENDING
+    progress: float = Field(default=0.0, ge=0.0, le=1.0)
+    message: str = ""
+    created_at: datetime = Field(default_factory=_now)
+    updated_at: datetime = Field(default_factory=_now)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    artifacts: list[ArtifactRef] = Field(default_factory=list)
+    params: dict[str, Any] = Field(default_factory=dict)
+    result: dict[str, Any] = Field(default_factory=dict)
+    cancel_requested: bool = False
+    # The KV revision this copy was read at; not stored, used for compare-and-set.
+    revision: int = Field(default=0, exclude=True)
+
+
+def new_job_id(request_id: str | None = None, *, scope: str = "") -> str:
+    """Time-ordered random id, or a stable one derived from a client's idempotency key."""
+    if request_id:
+        return "r" + hashlib.sha256(f"{scope}\0{request_id}".encode()).hexdigest()[:24]
+    return f"j{time.time_ns():016x}{secrets.token_hex(4)}"
+
+
+class JobStore:
+    def __init__(self, kv: Any, bucket: str):
+        self._kv = kv
+        self.bucket = bucket
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, bucket: str, history: int = 10) -> JobStore:
+        """Bind to the bucket, creating it on first use."""
+        try:
+            kv = await js.key_value(bucket)
+        except BucketNotFoundError:
+            kv = await js.create_key_value(
+                js_api.KeyValueConfig(bucket=bucket, history=history, storage=js_api.StorageType.FILE)
+            )
+        return cls(kv, bucket)
+
+    @staticmethod
+    def _key(tenant: str, project: str, job_id: str) -> str:
+        return f"{tenant}.{project}.{job_id}"
+
+    async def create(self, job: Job) -> Job:
+        validate_slug(job.tenant, "tenant")
+        validate_slug(job.project, "project")
+        if job.state is not JobState.PENDING:
+            raise InvalidTransition(f"a new job starts PENDING, not {job.state}")
+        try:
+            rev = await self._kv.create(self._key(job.tenant, job.project, job.id), _encode(job))
+        except KeyWrongLastSequenceError:
+            raise AlreadyExists(f"job {job.id} already exists") from None
+        return job.model_copy(update={"revision": rev})
+
+    async def create_or_get(self, job: Job) -> tuple[Job, bool]:
+        """Idempotent start: the same id twice returns the stored job and `False`."""
+        try:
+            return await self.create(job), True
+        except AlreadyExists:
+            return await self.get(job.tenant, job.project, job.id), False
+
+    async def get(self, tenant: str, project: str, job_id: str) -> Job:
+        try:
+            entry = await self._kv.get(self._key(tenant, project, job_id))
+        except KeyNotFoundError:
+            raise NotFound(f"job {job_id} not found in {tenant}/{project}") from None
+        if entry.value is None:
+            raise NotFound(f"job {job_id} not found in {tenant}/{project}")
+        return _decode(entry.value, entry.revision)
+
+    async def find(self, tenant: str, job_id: str) -> Job:
+        """Look a job up by id within a tenant when the project is not known."""
+        keys = await self._keys(f"{tenant}.*.{job_id}")
+        if not keys:
+            raise NotFound(f"job {job_id} not found for tenant {tenant}")
+        _, project, _ = keys[0].split(".", 2)
+        return await self.get(tenant, project, job_id)
+
+    async def list(
+        self,
+        tenant: str,
+        project: str | None = None,
+        *,
+        kind: str | None = None,
+        states: Iterable[JobState] = (),
+    ) -> list[Job]:
+        pattern = f"{tenant}.{project or '*'}.*"
+        wanted = set(states)
+        jobs = []
+        for key in await self._keys(pattern):
+            try:
+                entry = await self._kv.get(key)
+            except KeyNotFoundError:
+                continue  # deleted between listing and reading
+            if entry.value is None:
+                continue
+            job = _decode(entry.value, entry.revision)
+            if (kind is None or job.kind == kind) and (not wanted or job.state in wanted):
+                jobs.append(job)
+        return sorted(jobs, key=lambda j: (j.created_at, j.id), reverse=True)
+
+    async def update(self, job: Job, **changes: Any) -> Job:
+        """Write `job` with `changes` applied, if nobody else wrote since `job.revision`."""
+        new_state = JobState(changes.get("state", job.state))
+        if new_state not in ALLOWED_TRANSITIONS[job.state]:
+            raise InvalidTransition(
+                f"job {job.id} is {job.state}; it cannot become {new_state}"
+            )
+        if "progress" in changes and not 0.0 <= float(changes["progress"]) <= 1.0:
+            raise InvalidInput(f"progress must lie in [0, 1], got {changes['progress']}")
+        now = _now()
+        changes["updated_at"] = now
+        if new_state is JobState.RUNNING and job.started_at is None:
+            changes["started_at"] = now
+        if new_state.terminal:
+            changes["finished_at"] = now
+            if new_state is JobState.SUCCEEDED:
+                changes["progress"] = 1.0
+        updated = job.model_validate({**job.model_dump(), **changes})
+        try:
+            rev = await self._kv.update(
+                self._key(job.tenant, job.project, job.id), _encode(updated), last=job.revision
+            )
+        except KeyWrongLastSequenceError:
+            raise Conflict(
+                f"job {job.id} changed since revision {job.revision}; re-read it and retry"
+            ) from None
+        return updated.model_copy(update={"revision": rev})
+
+    async def mutate(
+        self, tenant: str, project: str, job_id: str, change: Callable[[Job], dict[str, Any]],
+        attempts: int = 8,
+    ) -> Job:
+        """Read-modify-write with retry on conflict. `change` may raise to abort."""
+        for _ in range(attempts):
+            job = await self.get(tenant, project, job_id)
+            try:
+                return await self.update(job, **change(job))
+            except Conflict:
+                continue
+        raise Conflict(f"job {job_id} kept changing under us; try again")
+
+    async def request_cancel(self, tenant: str, project: str, job_id: str) -> Job:
+        """PENDING jobs are cancelled at once; RUNNING ones are flagged for their worker."""
+
+        def change(job: Job) -> dict[str, Any]:
+            if job.state.terminal:
+                return {}
+            if job.state is JobState.PENDING:
+                return {"state": JobState.CANCELLED, "message": "cancelled before it started"}
+            return {"cancel_requested": True, "message": "cancellation requested"}
+
+        job = await self.get(tenant, project, job_id)
+        if job.state.terminal:
+            return job
+        return await self.mutate(tenant, project, job_id, change)
+
+    async def _keys(self, pattern: str) -> list[str]:
+        # A watch with a subject filter lets the server do the matching; nats-py's
+        # `keys(filters=...)` would fetch every key and substring-match on the client.
+        watcher = await self._kv.watch(pattern, ignore_deletes=True, meta_only=True)
+        keys: list[str] = []
+        try:
+            async for entry in watcher:
+                if entry is None:  # end of the initial values
+                    break
+                if entry.operation is None:
+                    keys.append(entry.key)
+        finally:
+            await watcher.stop()
+        return keys
+
+
+def _encode(job: Job) -> bytes:
+    return job.model_dump_json().encode()
+
+
+def _decode(data: bytes, revision: int) -> Job:
+    return Job.model_validate_json(data).model_copy(update={"revision": revision})

@@ -1,0 +1,213 @@
+"""Typed settings for every loraforge process, read from `LORAFORGE_*` environment variables.
+
+Nested groups use `__`: `LORAFORGE_NATS__URL`, `LORAFORGE_S3__SECRET_KEY`. Unknown
+`LORAFORGE_*` variables are refused so that a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from loraforge.runtime.errors import ConfigurationError
+
+ENV_PREFIX = "LORAFORGE_"
+
+# Values that ship in examples and dev defaults; never acceptable once real data is at stake.
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "change-me", "changeme", "minioadmin", "loraforge-dev-secret", "secret", "password"}
+)
+
+SERVICE_NAMES = ("gateway", "ingest", "curation", "captioning", "trainer", "render")
+BACKEND_SERVICES = ("ingest", "curation", "captioning", "trainer", "render")
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NatsSettings(_Group):
+    url: str = "nats://127.0.0.1:14222"
+    # One stream carries every pipeline event; tests give each test its own stream and root.
+    stream: str = "LF"
+    subject_root: str = "lf"
+    jobs_bucket: str = "lf_jobs"
+    duplicate_window_s: float = 120.0
+    max_deliver: int = Field(default=5, ge=1)
+    ack_wait_s: float = Field(default=60.0, gt=0)
+    # Redelivery back-off after a failed handler; the last value repeats.
+    backoff_s: tuple[float, ...] = (1.0, 5.0, 15.0, 60.0)
+    connect_timeout_s: float = 2.0
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        if not re.match(r"^(nats|tls|ws|wss)://", url):
+            raise ValueError(f"{url!r} is not a NATS URL; write it as nats://HOST:PORT")
+        return url
+
+
+class S3Settings(_Group):
+    endpoint: str = "127.0.0.1:18333"
+    access_key: str = "loraforge"
+    secret_key: SecretStr = SecretStr("loraforge-dev-secret")
+    secure: bool = False
+    region: str = "us-east-1"
+    # Prefix for bucket names, so several deployments (or tests) can share one S3 server.
+    bucket_prefix: str = ""
+    presign_expiry_s: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
+    # 16 MiB parts keep memory flat while streaming multi-GB footage.
+    part_size: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _host_port(cls, endpoint: str) -> str:
+        if "://" in endpoint or "/" in endpoint:
+            raise ValueError(
+                f"{endpoint!r}: give the S3 endpoint as HOST:PORT (no scheme or path); "
+                "set LORAFORGE_S3__SECURE=true for TLS"
+            )
+        return endpoint
+
+
+class ServerSettings(_Group):
+    host: str = "127.0.0.1"
+    grpc_port: int = Field(default=0, ge=0, le=65535)
+    http_port: int = Field(default=0, ge=0, le=65535)
+    # 0 disables the Prometheus endpoint (tests); the stack and containers set a port.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    shutdown_grace_s: float = 5.0
+    # Server-side cap on any single RPC that does not carry a tighter client deadline.
+    default_rpc_timeout_s: float = 30.0
+    startup_attempts: int = Field(default=5, ge=1)
+    startup_backoff_s: float = 0.5
+
+
+class EndpointSettings(_Group):
+    """Where each backend's gRPC server is reached (gateway, CLI, other services)."""
+
+    ingest: str = "127.0.0.1:17101"
+    curation: str = "127.0.0.1:17102"
+    captioning: str = "127.0.0.1:17103"
+    trainer: str = "127.0.0.1:17104"
+    render: str = "127.0.0.1:17105"
+    gateway: str = "http://127.0.0.1:17100"
+
+    def grpc_target(self, service: str) -> str:
+        if service not in BACKEND_SERVICES:
+            raise ConfigurationError(
+                f"unknown service {service!r}; choose one of {', '.join(BACKEND_SERVICES)}"
+            )
+        return getattr(self, service)
+
+
+class LogSettings(_Group):
+    level: str = "INFO"
+    format: str = Field(default="console", pattern="^(console|json)$")
+
+
+class StackSettings(_Group):
+    """The no-Docker local stack (`loraforge stack up`)."""
+
+    data_dir: Path = Path(".loraforge")
+    nats_port: int = 14222
+    nats_monitor_port: int = 18222
+    s3_port: int = 18333
+    # SeaweedFS needs master, volume and filer ports besides S3 (each also uses port+10000
+    # for gRPC unless told otherwise; we assign every port explicitly).
+    weed_base_port: int = 19330
+    gateway_port: int = 17100
+    service_base_port: int = 17101
+    metrics_base_port: int = 17201
+
+
+class ModelSettings(_Group):
+    dir: Path = Path("models")
+
+
+class K8sSettings(_Group):
+    namespace: str = "loraforge"
+    trainer_image: str = "loraforge/trainer:latest"
+    render_image: str = "loraforge/render:latest"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    env: Environment = Environment.DEVELOPMENT
+    tenant: str = "default"
+    nats: NatsSettings = NatsSettings()
+    s3: S3Settings = S3Settings()
+    server: ServerSettings = ServerSettings()
+    endpoints: EndpointSettings = EndpointSettings()
+    log: LogSettings = LogSettings()
+    stack: StackSettings = StackSettings()
+    models: ModelSettings = ModelSettings()
+    k8s: K8sSettings = K8sSettings()
+
+    def model_post_init(self, __context: Any) -> None:
+        if self.env is Environment.PRODUCTION:
+            secret = self.s3.secret_key.get_secret_value()
+            if secret.lower() in PLACEHOLDER_SECRETS or len(secret) < 12:
+                raise ConfigurationError(
+                    "LORAFORGE_S3__SECRET_KEY is a placeholder or shorter than 12 characters; "
+                    "production needs the real object-store secret (from a Secret or .env)"
+                )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment, refusing unknown LORAFORGE_ variables.
+
+    Raises ConfigurationError listing every problem, never a bare validation traceback.
+    """
+    known = _known_env_names()
+    unknown = sorted(k for k in os.environ if k.startswith(ENV_PREFIX) and not _is_known(k, known))
+    if unknown:
+        raise ConfigurationError(
+            f"unknown setting(s) {', '.join(unknown)}; valid names look like "
+            f"{ENV_PREFIX}NATS__URL or {ENV_PREFIX}S3__ENDPOINT (see README, 'Settings')"
+        )
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{ENV_PREFIX}{'__'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigurationError(f"invalid settings: {problems}") from None
+
+
+def _known_env_names() -> dict[str, type[BaseModel] | None]:
+    names: dict[str, type[BaseModel] | None] = {}
+    for name, field in Settings.model_fields.items():
+        ann = field.annotation
+        group = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        names[f"{ENV_PREFIX}{name.upper()}"] = group
+    return names
+
+
+def _is_known(key: str, known: dict[str, type[BaseModel] | None]) -> bool:
+    if key in known:
+        return True
+    head, sep, rest = key.partition("__")
+    group = known.get(head)
+    if not sep or group is None:
+        return False
+    return rest.lower() in group.model_fields

@@ -1,0 +1,120 @@
+"""End to end on short clips made from real photos; one curate() run shared by the module."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import pyarrow.parquet as pq
+import pytest
+
+import media as M
+from loraforge.curation.pipeline import MediaItem, curate
+
+
+def _crop_copy(t: int):
+    # the same shot, 4 % cropped and re-scaled: a near-copy that must collapse into one
+    f = M.astronaut_frame(t)
+    return cv2.resize(f[8:-8, 10:-10], (M.W, M.H))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, backend, small_policy):
+    d = tmp_path_factory.mktemp("clips")
+    clips = {
+        "ast": M.astronaut_frame,
+        "ast_crop": _crop_copy,
+        "hop": M.hopper_frame,
+        "two": M.two_people_frame,
+        "dark": lambda t: M.darken(M.astronaut_frame(t)),
+        "blur": lambda t: M.blur(M.astronaut_frame(t)),
+        "lb": lambda t: M.letterbox(M.astronaut_frame(t)),
+        "txt": lambda t: M.with_text(M.astronaut_frame(t)),
+    }
+    items = [MediaItem(M.write_clip(d / f"{k}.mp4", fn), source_id="src_a") for k, fn in clips.items()]
+    out = d / "out"
+    return curate(items, small_policy, backend=backend, out_dir=out), out, items
+
+
+def test_clean_clip_is_kept_and_selected(run):
+    res, _, _ = run
+    c = res.clip("ast")
+    m = c.metrics
+    assert c.decision.keep and c.selected
+    assert m.people_count == 1 and m.face_frames_fraction == 1.0
+    assert m.duration_s == pytest.approx(2.5, abs=0.2) and (m.width, m.height) == (480, 360)
+    assert m.angle_bucket == "frontal" and m.expression == "smiling"
+    assert not m.burned_in_text and not m.logo_or_watermark
+    assert m.letterbox_fraction == 0 and len(m.embedding) == 128 and len(m.landmarks) == 68
+
+
+def test_two_people_rejected_with_reason(run):
+    c = run[0].clip("two")
+    assert not c.decision.keep
+    assert "people_count" in c.decision.reason_codes
+    assert "people_count: 2 persons in frame (max 1)" in [r.message for r in c.decision.reasons]
+
+
+@pytest.mark.parametrize(
+    ("clip", "code"),
+    [
+        ("dark", "too_dark"),
+        ("blur", "face_blurry"),
+        ("lb", "letterbox"),
+        ("txt", "burned_in_text"),
+        ("hop", "identity_mismatch"),  # no references: the dominant identity is the astronaut
+    ],
+)
+def test_defects_rejected(run, clip, code):
+    c = run[0].clip(clip)
+    assert not c.decision.keep
+    assert code in c.decision.reason_codes, c.decision.reasons
+
+
+def test_only_the_expected_reason(run):
+    # each defect must not drag in unrelated reasons (false positives)
+    res = run[0]
+    assert res.clip("lb").decision.reason_codes == ["letterbox"]
+    assert res.clip("txt").decision.reason_codes == ["burned_in_text"]
+    assert res.clip("hop").decision.reason_codes == ["identity_mismatch"]
+
+
+def test_near_copies_collapse_to_one(run):
+    res = run[0]
+    a, b = res.clip("ast"), res.clip("ast_crop")
+    assert a.decision.keep != b.decision.keep
+    loser = b if a.decision.keep else a
+    assert loser.decision.reason_codes == ["near_duplicate"]
+    # the lower-quality copy goes; the winner is the better one
+    winner = a if a.decision.keep else b
+    assert winner.metrics.quality_score >= loser.metrics.quality_score
+    # the darkened copy is no near-duplicate candidate: it is rejected for light first
+    assert "near_duplicate" not in res.clip("dark").decision.reason_codes
+
+
+def test_manifest_and_report_written(run):
+    res, out, items = run
+    table = pq.read_table(out / "manifest.parquet")
+    assert table.num_rows == len(items)
+    rows = {r["clip_id"]: r for r in table.to_pylist()}
+    assert rows["two"]["decision"] == "reject" and "people_count" in rows["two"]["reason_codes"]
+    assert rows["ast"]["selected"] is True
+    doc = json.loads((out / "manifest.json").read_text())
+    assert doc["rejection_counts"]["people_count"] >= 1
+    assert len(doc["clips"]) == len(items)
+    html = (out / "report.html").read_text()
+    assert "people_count: 2 persons in frame (max 1)" in html
+    for name in ("angles", "expressions", "lighting", "identity"):
+        assert (out / f"{name}.png").stat().st_size > 1000
+    assert len(list((out / "thumbs").glob("*.jpg"))) == len(items)
+    assert res.selection.missing  # 1-2 usable clips cannot meet a target of 4
+
+
+def test_deterministic(run, backend, small_policy):
+    res, _, items = run
+    again = curate(items[:3], small_policy, backend=backend)
+    first = curate(items[:3], small_policy, backend=backend)
+    key = lambda r: [(c.metrics.clip_id, c.decision.reason_codes, c.selected) for c in r.clips]  # noqa: E731
+    assert key(again) == key(first)
+    assert again.selection.selected == first.selection.selected
+    assert [c.metrics.quality_score for c in again.clips] == [c.metrics.quality_score for c in first.clips]
