@@ -1,0 +1,3 @@
+from loraforge.captioning.main import main
+
+main()

@@ -1,0 +1,3 @@
+from loraforge.curation.main import main
+
+main()

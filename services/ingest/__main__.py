@@ -1,0 +1,3 @@
+from loraforge.ingest.main import main
+
+main()

@@ -1,0 +1,143 @@
+"""Encoding planned clips (plus first/middle/last keyframes) with ffmpeg.
+
+One ffmpeg process per clip, run a few at a time: each seeks straight to its window
+(input ``-ss`` is frame-accurate when re-encoding: ffmpeg decodes from the previous keyframe
+and drops frames before the target), so the source is decoded about once in total. The
+keyframes come out of the same process through a ``split``/``select`` branch, which avoids a
+second decode per clip and guarantees they are frames of the encoded clip.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from loraforge.ingest.hashing import sha256_file
+from loraforge.ingest.models import Clip, ClipPlan, ProbeResult, SkippedSegment
+from loraforge.ingest.options import CutOptions
+from loraforge.ingest.tools import MediaTools, run, tail
+from loraforge.runtime.errors import Cancelled
+
+_ENCODE_TIMEOUT = 600.0
+
+
+def output_size(probe: ProbeResult, max_long_side: int | None) -> tuple[int, int]:
+    """Display size capped to ``max_long_side``; both sides even, as yuv420p/H.264 require."""
+    w, h = probe.width, probe.height
+    scale = 1.0
+    if max_long_side and max(w, h) > max_long_side:
+        scale = max_long_side / max(w, h)
+    if scale == 1.0:
+        return max(2, w // 2 * 2), max(2, h // 2 * 2)
+    # Round down so the long side never exceeds the cap.
+    return max(2, int(w * scale / 2.0) * 2), max(2, int(h * scale / 2.0) * 2)
+
+
+@dataclass(frozen=True)
+class _Job:
+    index: int
+    plan: ClipPlan
+    out: Path
+
+
+def keyframe_indices(frames: int) -> list[int]:
+    return sorted({0, frames // 2, frames - 1})
+
+
+def _command(src: Path, job: _Job, size: tuple[int, int], fps: float, opts: CutOptions,
+             tools: MediaTools, keyframe_pattern: str) -> list[str]:
+    plan = job.plan
+    w, h = size
+    picks = "+".join(f"eq(n\\,{i})" for i in keyframe_indices(plan.out_frames))
+    # ffmpeg rotates by the display matrix itself (autorotate) before our filters, so W x H
+    # here are display dimensions and the output carries no rotation flag.
+    # Formats are set per branch after the split: a shared format would let the JPEG branch
+    # negotiate full-range (yuvj420p) for the video branch too.
+    graph = (f"[0:v:0]fps={fps:.6g},scale={w}:{h},setsar=1,split=2[e][kf];"
+             f"[e]scale=out_range=tv,format=yuv420p[enc];"
+             f"[kf]select='{picks}',scale=out_range=pc,format=yuvj420p[kfo]")
+    args = [tools.ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+            "-ss", f"{plan.start:.6f}", "-t", f"{plan.end - plan.start:.6f}", "-i", str(src),
+            "-filter_complex", graph,
+            "-map", "[enc]", "-frames:v", str(plan.out_frames),
+            "-c:v", "libx264", "-preset", opts.preset, "-crf", str(opts.crf), "-pix_fmt", "yuv420p",
+            "-movflags", "+faststart"]
+    if opts.keep_audio:
+        args += ["-map", "0:a:0?", "-c:a", "aac", "-b:a", "128k", "-shortest"]
+    else:
+        args += ["-an"]
+    args += ["-sn", "-dn", "-map_metadata", "-1", str(job.out)]
+    args += ["-map", "[kfo]", "-fps_mode", "passthrough", "-frames:v", "3"]
+    args += ["-q:v", "2"] if opts.keyframe_format == "jpg" else []
+    args += ["-progress", "pipe:1", keyframe_pattern]
+    return args
+
+
+def cut_clips(src: Path, probe: ProbeResult, plans: Sequence[ClipPlan], outdir: Path, opts: CutOptions,
+              tools: MediaTools, stem: str = "clip", progress: Callable[[float], None] | None = None,
+              cancel_check: Callable[[], bool] | None = None) -> tuple[list[Clip], list[SkippedSegment]]:
+    outdir.mkdir(parents=True, exist_ok=True)
+    fps = opts.fps or probe.fps
+    size = output_size(probe, opts.max_long_side)
+    jobs = [_Job(i, p, outdir / f"{stem}_{i:04d}.mp4") for i, p in enumerate(plans)]
+    workers = opts.workers or max(1, min(4, os.cpu_count() or 1))
+    done = 0
+
+    def one(job: _Job) -> Clip | SkippedSegment:
+        nonlocal done
+        if cancel_check is not None and cancel_check():
+            raise Cancelled(f"{src.name}: ingest cancelled")
+        ext = opts.keyframe_format
+        pattern = str(outdir / f"{job.out.stem}_kf%d.{ext}")
+        proc = run(_command(src, job, size, fps, opts, tools, pattern), timeout=_ENCODE_TIMEOUT)
+        if proc.returncode != 0 or not job.out.is_file():
+            job.out.unlink(missing_ok=True)
+            return SkippedSegment(job.plan.shot_index, job.plan.start, job.plan.end,
+                                  f"encode failed: {tail(proc.stderr, 3)[:300]}")
+        frames = _frames_written(proc.stdout) or job.plan.out_frames
+        keyframes = []
+        # The image2 muxer numbers the selected frames 1..3 in order of keyframe_indices.
+        for k, idx in enumerate(keyframe_indices(job.plan.out_frames)):
+            produced = outdir / f"{job.out.stem}_kf{k + 1}.{ext}"
+            label = _label(idx, job.plan.out_frames)
+            final = outdir / f"{job.out.stem}_{label}.{ext}"
+            if produced.is_file():
+                produced.replace(final)
+                keyframes.append(final)
+        done += 1
+        if progress is not None:
+            progress(done / max(1, len(jobs)))
+        return Clip(path=job.out, shot_index=job.plan.shot_index, source_start=job.plan.start,
+                    source_end=job.plan.end, source_start_frame=job.plan.start_frame,
+                    source_end_frame=job.plan.end_frame, frames=frames, fps=float(fps), width=size[0],
+                    height=size[1], keyframes=tuple(keyframes), sha256=sha256_file(job.out))
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(one, jobs))
+    clips = [r for r in results if isinstance(r, Clip)]
+    failed = [r for r in results if isinstance(r, SkippedSegment)]
+    return clips, failed
+
+
+def _label(index: int, frames: int) -> str:
+    if index == 0:
+        return "first"
+    if index == frames - 1:
+        return "last"
+    return "middle"
+
+
+def _frames_written(progress_out: bytes) -> int | None:
+    """Last ``frame=`` of ffmpeg's -progress report (the encoded clip is the first output)."""
+    value = None
+    for line in progress_out.decode("ascii", "replace").splitlines():
+        if line.startswith("frame="):
+            try:
+                value = int(line[6:])
+            except ValueError:
+                pass
+    return value if value and value > 0 else None
+

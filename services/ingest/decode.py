@@ -1,0 +1,95 @@
+"""One low-resolution decode pass over a video.
+
+Shot detection only needs small frames, and scaling inside ffmpeg (multi-threaded, before the
+pipe) is much cheaper than decoding full frames into Python and shrinking them there, which is
+what PySceneDetect's own OpenCV backend does. The same pass measures what probing can only
+estimate: the exact frame count and every frame's timestamp (so VFR sources are handled), via
+ffmpeg's ``showinfo`` filter on stderr.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+from loraforge.ingest.models import ProbeResult
+from loraforge.ingest.tools import MediaTools
+from loraforge.runtime.errors import Cancelled
+
+_SHOWINFO = re.compile(rb"\bn:\s*(\d+)\s+pts:\s*(-?\d+)\s+pts_time:\s*(-?[\d.]+)")
+
+
+def analysis_size(probe: ProbeResult, width: int) -> tuple[int, int]:
+    """Small size with the display aspect, even dimensions (some scalers require it)."""
+    w = min(width, probe.width)
+    h = max(2, int(round(w * probe.height / probe.width / 2.0)) * 2)
+    return max(2, w // 2 * 2), h
+
+
+class LowResDecode:
+    """Iterate BGR frames (OpenCV's channel order, what PySceneDetect detectors expect).
+
+    After iteration: ``pts`` holds each frame's time in seconds, ``frames`` the count,
+    ``errors`` the decoder's complaints (empty for a clean file).
+    """
+
+    def __init__(self, path: Path, probe: ProbeResult, width: int, tools: MediaTools,
+                 cancel_check: Callable[[], bool] | None = None) -> None:
+        self.path = Path(path)
+        self.size = analysis_size(probe, width)
+        self.tools = tools
+        self.cancel_check = cancel_check
+        self.pts: list[float] = []
+        self.frames = 0
+        self.errors: list[str] = []
+        self.returncode: int | None = None
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        w, h = self.size
+        args = [
+            self.tools.ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "info",
+            "-i", str(self.path), "-map", "0:v:0", "-an", "-sn", "-dn",
+            # area scaling averages pixels like cv2.INTER_AREA; showinfo logs each frame's pts.
+            "-vf", f"scale={w}:{h}:flags=area,showinfo",
+            # passthrough: the rawvideo muxer would otherwise duplicate/drop frames to a constant
+            # rate, and pipe frames would no longer match showinfo's timestamps.
+            "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "bgr24", "pipe:1",
+        ]
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        errors: deque[str] = deque(maxlen=20)
+        reader = threading.Thread(target=self._read_stderr, args=(proc.stderr, errors), daemon=True)
+        reader.start()
+        frame_bytes = w * h * 3
+        assert proc.stdout is not None
+        drained = False
+        try:
+            while True:
+                buf = proc.stdout.read(frame_bytes)
+                if len(buf) < frame_bytes:
+                    drained = True
+                    break
+                self.frames += 1
+                if self.cancel_check is not None and self.frames % 32 == 0 and self.cancel_check():
+                    raise Cancelled(f"{self.path.name}: ingest cancelled")
+                yield np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3)
+        finally:
+            if not drained:
+                proc.kill()  # consumer stopped early (cancel or error)
+            proc.stdout.close()
+            self.returncode = proc.wait()
+            reader.join(timeout=10)
+            self.errors = list(errors)
+
+    def _read_stderr(self, stream, errors: deque[str]) -> None:  # type: ignore[no-untyped-def]
+        for line in stream:
+            m = _SHOWINFO.search(line)
+            if m:
+                self.pts.append(float(m.group(3)))
+            elif b"rror" in line or b"nvalid" in line or b"runcat" in line or b"corrupt" in line or b"partial file" in line:
+                errors.append(line.decode("utf-8", "replace").strip())
+        stream.close()

@@ -1,0 +1,83 @@
+"""Photos: one normalised image per upload.
+
+EXIF orientation is applied to the pixels (phones store portrait shots sideways plus a tag),
+and the result is saved without EXIF, so no later stage can rotate it a second time.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from loraforge.ingest.errors import CorruptMedia, UnsupportedFormat, VideoTooLarge, VideoTooSmall
+from loraforge.ingest.options import ImageFormat, MediaLimits
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+_PIL_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp"}
+
+
+@dataclass(frozen=True)
+class PhotoResult:
+    path: Path
+    width: int
+    height: int
+    format: str          # source format
+    exif_orientation: int  # 1 = upright; 6 = needed 90 deg clockwise, ...
+
+
+def normalize_photo(src: Path, dest_stem: Path, fmt: ImageFormat = "png", max_long_side: int | None = None,
+                    limits: MediaLimits | None = None) -> PhotoResult:
+    limits = limits or MediaLimits()
+    name = Path(src).name
+    try:
+        with warnings.catch_warnings():
+            # Our own pixel limit below replaces PIL's DecompressionBombWarning.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(src)
+    except UnidentifiedImageError as exc:
+        raise UnsupportedFormat(f"{name}: the image cannot be decoded; save it as JPEG or PNG and upload again") from exc
+    except Image.DecompressionBombError as exc:
+        raise VideoTooLarge(f"{name}: the image is too large to decode safely; downscale it and upload again") from exc
+    with im:
+        kind = _PIL_FORMATS.get(im.format or "")
+        if kind is None:
+            raise UnsupportedFormat(f"{name}: {im.format} images are not supported; convert to JPEG or PNG")
+        w, h = im.size
+        # Header size check before decoding any pixels.
+        if w * h > limits.photo_max_pixels:
+            raise VideoTooLarge(f"{name}: the photo is {w}x{h} ({w * h / 1e6:.0f} MP), above the limit of "
+                                f"{limits.photo_max_pixels / 1e6:.0f} MP; downscale it and upload again")
+        if min(w, h) < limits.min_side:
+            raise VideoTooSmall(f"{name}: the photo is {w}x{h} px, below the minimum of {limits.min_side} px per "
+                                f"side; upload the original, full-size photo")
+        orientation = int(im.getexif().get(0x0112, 1) or 1)
+        try:
+            im.load()
+            upright = ImageOps.exif_transpose(im)
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise CorruptMedia(f"{name}: the image data is damaged or truncated ({exc}); upload it again") from exc
+        upright = _to_rgb(upright)
+        if max_long_side and max(upright.size) > max_long_side:
+            upright.thumbnail((max_long_side, max_long_side), Image.Resampling.LANCZOS)
+        out = dest_stem.with_suffix("." + fmt)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "jpg":
+            upright.save(out, "JPEG", quality=95, subsampling=0)
+        else:
+            upright.save(out, "PNG", compress_level=1)  # speed over size: this is a work file
+        return PhotoResult(path=out, width=upright.width, height=upright.height, format=kind,
+                           exif_orientation=orientation)
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        # Transparent pixels over white, not PIL's default of whatever colour hides under alpha
+        # (often black), which a LoRA would learn as part of the subject.
+        rgba = im.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return im.convert("RGB")

@@ -1,0 +1,98 @@
+"""Clip planning: which source frame ranges become training clips.
+
+Pure arithmetic on shots and timestamps, so it is unit-testable without any video. Time
+boundaries are placed half-way between frames: a cut at ``-ss``/``-t`` then selects exactly the
+intended frames whatever rounding ffmpeg applies to timestamps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from loraforge.ingest.models import ClipPlan, Shot, SkippedSegment
+from loraforge.ingest.options import ClipOptions
+from loraforge.ingest.shots import Analysis
+
+_EPS = 1e-6
+
+
+def boundary_time(a: Analysis, frame: int) -> float:
+    """Time between frame-1 and frame (start of the file / end of the last frame at the edges)."""
+    n = a.frame_count
+    if frame <= 0:
+        return 0.0
+    if frame >= n:
+        return a.time_at(n - 1) + 1.0 / a.fps
+    return 0.5 * (a.time_at(frame - 1) + a.time_at(frame))
+
+
+def plan_clips(shots: Sequence[Shot], a: Analysis, opts: ClipOptions,
+               out_fps: float) -> tuple[list[ClipPlan], list[SkippedSegment]]:
+    plans: list[ClipPlan] = []
+    skipped: list[SkippedSegment] = []
+    max_out = int(math.floor(opts.max_seconds * out_fps + _EPS))
+    min_out = int(math.ceil(opts.min_seconds * out_fps - _EPS))
+
+    for shot in shots:
+        s, e = shot.start_frame, shot.end_frame
+        # Trim only where the shot meets another picture; the file's own start/end is safe.
+        if shot.starts_with != "start":
+            s += opts.trim_frames
+        if shot.ends_with != "end":
+            e -= opts.trim_frames
+        if e - s <= 0:
+            skipped.append(SkippedSegment(shot.index, shot.start, shot.end,
+                                          f"shot too short: {shot.end - shot.start:.2f} s, nothing left after "
+                                          f"trimming {opts.trim_frames} frames at each cut"))
+            continue
+        t0, t1 = boundary_time(a, s), boundary_time(a, e)
+        length = t1 - t0
+        if length + _EPS < opts.min_seconds:
+            skipped.append(SkippedSegment(shot.index, t0, t1,
+                                          f"shot too short: {length:.2f} s after trimming, minimum clip is "
+                                          f"{opts.min_seconds:g} s"))
+            continue
+
+        pieces, leftovers = _split(s, e, length, opts)
+        for ls, le in leftovers:
+            skipped.append(SkippedSegment(shot.index, boundary_time(a, ls), boundary_time(a, le),
+                                          f"remainder of a long shot: "
+                                          f"{boundary_time(a, le) - boundary_time(a, ls):.2f} s is below the "
+                                          f"minimum clip of {opts.min_seconds:g} s"))
+        for ps, pe in pieces:
+            c0, c1 = boundary_time(a, ps), boundary_time(a, pe)
+            out_frames = min(max_out, int(math.floor((c1 - c0) * out_fps + _EPS)))
+            if out_frames < min_out or out_frames < 1:
+                skipped.append(SkippedSegment(shot.index, c0, c1,
+                                              f"too short at {out_fps:g} fps: {out_frames} frames, minimum "
+                                              f"{min_out}"))
+                continue
+            plans.append(ClipPlan(shot_index=shot.index, start_frame=ps, end_frame=pe, start=c0, end=c1,
+                                  out_frames=out_frames))
+    return plans, skipped
+
+
+def _split(s: int, e: int, length: float, opts: ClipOptions) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Split frames [s, e) lasting ``length`` s into clips within [min, max] seconds.
+
+    Equal pieces close to the target length when such a split exists; otherwise (e.g. 5.5 s with
+    3-5 s clips) as many max-length pieces as fit, centred in the shot, the rest reported.
+    """
+    frames = e - s
+    if length <= opts.max_seconds + _EPS:
+        return [(s, e)], []
+    k_lo = math.ceil(length / opts.max_seconds - _EPS)
+    k_hi = math.floor(length / opts.min_seconds + _EPS)
+    if k_lo <= k_hi:
+        k = min(max(round(length / opts.target_seconds), k_lo), k_hi)
+        edges = [s + round(j * frames / k) for j in range(k + 1)]
+        return list(zip(edges[:-1], edges[1:])), []
+    k = max(1, math.floor(length / opts.max_seconds))
+    per = int(math.floor(frames * opts.max_seconds / length))  # frames in max_seconds
+    used = per * k
+    lead = (frames - used) // 2
+    start = s + lead
+    pieces = [(start + j * per, start + (j + 1) * per) for j in range(k)]
+    leftovers = [(a, b) for a, b in ((s, start), (start + used, e)) if b > a]
+    return pieces, leftovers

@@ -1,0 +1,105 @@
+"""Media type detection from content, not from the file name.
+
+Uploads arrive with whatever name the user's phone or browser gave them (``.MOV`` that is
+really MP4, ``.jpg`` that is HEIC, text saved as ``.mp4``), so the first bytes decide. The
+extension is only used to phrase a better error.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+from loraforge.ingest.errors import AudioOnly, EmptyFile, UnsupportedFormat
+
+VIDEO_FORMATS = ("mp4", "mov", "mkv", "webm", "avi")
+PHOTO_FORMATS = ("jpg", "png", "webp", "bmp")
+ACCEPTED = "videos (" + ", ".join(VIDEO_FORMATS) + ") or photos (" + ", ".join(PHOTO_FORMATS) + ")"
+
+_HEAD = 4096
+
+
+class MediaKind(str, enum.Enum):
+    VIDEO = "video"
+    PHOTO = "photo"
+    ARCHIVE = "archive"
+
+
+@dataclass(frozen=True)
+class Sniffed:
+    kind: MediaKind
+    format: str  # one of VIDEO_FORMATS, PHOTO_FORMATS or "zip"
+
+
+# ISO-BMFF brands that mean QuickTime rather than MP4; the difference only matters for labels.
+_QT_BRANDS = {b"qt  "}
+# Brands of audio-only ISO files: reject early with a clear message instead of at probe time.
+_AUDIO_BRANDS = {b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B "}
+_ISO_BOXES = {b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"}
+
+
+def sniff(path: Path) -> Sniffed:
+    """Classify ``path`` by its first bytes; raise a helpful error for anything we don't take."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        raise EmptyFile(f"{path.name}: the file is empty (0 bytes); upload it again")
+    with path.open("rb") as fh:
+        head = fh.read(_HEAD)
+
+    if head.startswith(b"\xff\xd8\xff"):
+        return Sniffed(MediaKind.PHOTO, "jpg")
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return Sniffed(MediaKind.PHOTO, "png")
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return Sniffed(MediaKind.PHOTO, "webp")
+    if head[:2] == b"BM" and len(head) >= 26 and int.from_bytes(head[2:6], "little") in (0, size):
+        # The BMP header repeats the file size; checking it avoids taking any text starting
+        # with "BM" for a bitmap.
+        return Sniffed(MediaKind.PHOTO, "bmp")
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return Sniffed(MediaKind.VIDEO, "avi")
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        # EBML: the DocType says whether this is WebM or generic Matroska.
+        return Sniffed(MediaKind.VIDEO, "webm" if b"webm" in head[:64] else "mkv")
+    if len(head) >= 12 and head[4:8] in _ISO_BOXES:
+        brand = head[8:12] if head[4:8] == b"ftyp" else b""
+        if brand in _AUDIO_BRANDS:
+            raise AudioOnly(f"{path.name}: this is an audio file ({brand.decode().strip()}) with no video; "
+                            f"upload the video itself, not its sound track")
+        if brand.startswith((b"heic", b"heix", b"mif1", b"msf1", b"avif")):
+            raise UnsupportedFormat(f"{path.name}: HEIC/AVIF photos are not supported; "
+                                    f"export the photo as JPEG or PNG and upload that")
+        return Sniffed(MediaKind.VIDEO, "mov" if brand in _QT_BRANDS or head[4:8] != b"ftyp" else "mp4")
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return Sniffed(MediaKind.ARCHIVE, "zip")
+
+    raise UnsupportedFormat(f"{path.name}: {_describe(head, path)}; upload {ACCEPTED}")
+
+
+def _describe(head: bytes, path: Path) -> str:
+    """Say what the content looks like, because "unsupported" alone does not help anyone."""
+    audio = {b"ID3": "an MP3 audio file", b"fLaC": "a FLAC audio file", b"OggS": "an Ogg file (audio or Theora)"}
+    for magic, what in audio.items():
+        if head.startswith(magic):
+            return f"the content is {what}, not a video or photo"
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "the content is a WAV audio file, not a video or photo"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF images are not supported (convert to PNG or MP4)"
+    if head.startswith((b"II*\x00", b"MM\x00*")):
+        return "TIFF images are not supported (convert to PNG or JPEG)"
+    if head.startswith(b"\x1f\x8b"):
+        return "the content is a gzip archive; only zip archives are accepted"
+    if head[:1] == b"\x47" and len(head) > 188 and head[188:189] == b"\x47":
+        return "MPEG-TS streams are not supported (remux to mp4: ffmpeg -i in.ts -c copy out.mp4)"
+    sample = head[:512]
+    if sample and all(b in b"\t\n\r" or 32 <= b < 127 or b >= 128 for b in sample):
+        try:
+            sample.decode("utf-8")
+            ext = path.suffix.lower() or "no extension"
+            return f"the content is text, not media (named {ext}, but the bytes are not a video or photo)"
+        except UnicodeDecodeError:
+            pass
+    return "the content is not a recognised video or photo format"

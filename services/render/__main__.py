@@ -1,0 +1,3 @@
+from loraforge.render.main import main
+
+main()

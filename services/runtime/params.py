@@ -1,0 +1,92 @@
+"""Typed parameters of every job kind: what the servicers convert requests into and what
+job records carry. Validation here is the one place a bad request is refused."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from loraforge.runtime.errors import InvalidInput
+
+
+class LoraType(StrEnum):
+    CHARACTER = "character"
+    EFFECT = "effect"
+    STYLE = "style"
+    BACKGROUND = "background"
+    POSE = "pose"
+    EXPRESSION = "expression"
+    LIGHTING = "lighting"
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def parse(cls, **values: Any) -> _Params:
+        """Build from wire values, where proto3 sends 0 / "" for "not set"."""
+        cleaned = {k: v for k, v in values.items() if v not in (0, 0.0, "", None, [], {})}
+        try:
+            return cls(**cleaned)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}" for e in exc.errors()
+            )
+            raise InvalidInput(f"invalid {cls.__name__}: {problems}") from None
+
+
+class IngestParams(_Params):
+    sources: list[str] = Field(min_length=1, max_length=10_000)
+    min_s: float = Field(default=2.0, gt=0, le=60)
+    max_s: float = Field(default=5.0, gt=0, le=120)
+    fps: float = Field(default=16.0, gt=0, le=120)
+    max_long_side: int | None = Field(default=None, ge=64, le=8192)
+
+    @model_validator(mode="after")
+    def _range(self) -> IngestParams:
+        if self.min_s > self.max_s:
+            raise ValueError(f"min_s ({self.min_s}) must not exceed max_s ({self.max_s})")
+        return self
+
+
+class CurationParams(_Params):
+    reference_keys: list[str] = Field(default_factory=list)
+    target_size: int | None = Field(default=None, ge=1, le=10_000)
+    lora_type: LoraType = LoraType.CHARACTER
+    policy_overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class CaptioningParams(_Params):
+    dataset_id: str = Field(min_length=1)
+    trigger: str = Field(min_length=2, max_length=64)
+    lora_type: LoraType = LoraType.CHARACTER
+    source: str = Field(default="attributes", pattern="^(attributes|vlm|openai)$")
+
+
+class TrainingParams(_Params):
+    dataset_id: str = Field(min_length=1)
+    base_preset: str = Field(min_length=1)
+    rank: int = Field(default=32, ge=1, le=1024)
+    alpha: int | None = Field(default=None, ge=1, le=4096)
+    learning_rate: float = Field(default=1e-4, gt=0, lt=1)
+    steps: int = Field(default=1000, ge=1, le=1_000_000)
+    resolution: int | None = Field(default=None, ge=64, le=4096)
+    frames: int | None = Field(default=None, ge=1, le=1025)
+    seed: int = 0
+    extra: dict[str, Any] = Field(default_factory=dict)
+    on_kubernetes: bool = False
+
+
+class LoraWeightParams(_Params):
+    lora_key: str = Field(min_length=1)
+    adapter_name: str = ""
+    weight: float = Field(default=1.0, ge=-4, le=4)
+
+
+class RenderParams(_Params):
+    scenario_yaml: str = Field(min_length=1, max_length=1_000_000)
+    image_preset: str = ""
+    video_preset: str = ""
+    loras: list[LoraWeightParams] = Field(default_factory=list)

@@ -1,0 +1,3 @@
+from loraforge.trainer.main import main
+
+main()

@@ -1,0 +1,220 @@
+"""Zip safety, photos (EXIF), content sniffing, hashing, URL sources and clip planning."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from footage import photo
+from loraforge.ingest import ArchiveLimits, ClipOptions, IngestOptions, Shot, process_source
+from loraforge.ingest import errors as E
+from loraforge.ingest.archive import extract_zip
+from loraforge.ingest.hashing import sha256_file
+from loraforge.ingest.plan import plan_clips
+from loraforge.ingest.shots import Analysis
+from loraforge.ingest.sniff import MediaKind, Sniffed, sniff
+from PIL import Image
+
+# --- zip -----------------------------------------------------------------------------------
+
+
+def test_zip_with_parent_entries_is_rejected(tmp_path: Path, make_zip) -> None:
+    z = make_zip("evil.zip", {"ok.jpg": b"fine", "photos/../../escape.txt": b"pwned"})
+    dest = tmp_path / "x" / "dest"
+    with pytest.raises(E.UnsafeArchive, match=r"evil\.zip: entry .*outside"):
+        extract_zip(z, dest)
+    assert not (tmp_path / "x" / "escape.txt").exists() and not (tmp_path / "escape.txt").exists()
+    assert not list(dest.rglob("*")) if dest.exists() else True  # nothing extracted at all
+
+
+@pytest.mark.parametrize("name", ["/etc/cron.d/evil", "C:/Windows/evil.jpg", "..\\..\\evil.jpg"])
+def test_zip_absolute_and_windows_paths_rejected(tmp_path: Path, make_zip, name: str) -> None:
+    z = make_zip("abs.zip", {name: b"x"})
+    with pytest.raises(E.UnsafeArchive):
+        extract_zip(z, tmp_path / "dest")
+
+
+def test_zip_symlink_rejected(tmp_path: Path, make_zip) -> None:
+    z = make_zip("link.zip", {"a.jpg": b"x"}, symlinks={"b.jpg": "/etc/passwd"})
+    with pytest.raises(E.UnsafeArchive, match="symbolic link"):
+        extract_zip(z, tmp_path / "dest")
+
+
+def test_zip_expanding_past_limit(tmp_path: Path, make_zip) -> None:
+    z = make_zip("big.zip", {"a.bin": b"\x00" * 3_000_000, "b.bin": b"\x00" * 3_000_000})
+    assert z.stat().st_size < 100_000
+    with pytest.raises(E.ArchiveTooLarge, match="limit of 5.0 MB"):
+        extract_zip(z, tmp_path / "dest", ArchiveLimits(max_total_bytes=5_000_000))
+    assert not list((tmp_path / "dest").rglob("*.bin"))
+
+
+def test_zip_bomb_ratio_caught_while_streaming(tmp_path: Path, make_zip) -> None:
+    z = make_zip("bomb.zip", {"zeros.bin": b"\x00" * 40_000_000})
+    with pytest.raises(E.ArchiveTooLarge, match="zip bomb"):
+        extract_zip(z, tmp_path / "dest")
+    assert not (tmp_path / "dest" / "zeros.bin").exists()
+
+
+def test_zip_entry_count_limit(tmp_path: Path, make_zip) -> None:
+    z = make_zip("many.zip", {f"f{i}.jpg": b"x" for i in range(11)})
+    with pytest.raises(E.ArchiveTooLarge, match="11 entries"):
+        extract_zip(z, tmp_path / "dest", ArchiveLimits(max_entries=10))
+
+
+def test_zip_good_extraction_skips_junk(tmp_path: Path, make_zip) -> None:
+    z = make_zip("ok.zip", {"a/b/c.jpg": b"1", "d.png": b"2", "__MACOSX/a/._c.jpg": b"j", ".DS_Store": b"j"})
+    out = extract_zip(z, tmp_path / "dest")
+    assert sorted(p.relative_to(tmp_path / "dest").as_posix() for p in out) == ["a/b/c.jpg", "d.png"]
+    assert (tmp_path / "dest" / "a/b/c.jpg").read_bytes() == b"1"
+
+
+def test_corrupt_zip(tmp_path: Path) -> None:
+    p = tmp_path / "broken.zip"
+    p.write_bytes(b"PK\x03\x04" + b"\x00" * 50)
+    with pytest.raises(E.CorruptArchive, match="broken.zip"):
+        extract_zip(p, tmp_path / "dest")
+
+
+# --- photos ----------------------------------------------------------------------------------
+
+
+def _exif_jpeg(path: Path, pixels: np.ndarray, orientation: int) -> None:
+    im = Image.fromarray(pixels)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    im.save(path, "JPEG", quality=95, exif=exif.tobytes())
+
+
+def test_photo_exif_orientation_applied(tmp_path: Path) -> None:
+    pixels = photo("astronaut")[100:300, 50:350]  # 300 wide, 200 high
+    src = tmp_path / "portrait.jpg"
+    _exif_jpeg(src, pixels, orientation=6)  # 6: display rotated 90 degrees clockwise
+    res = process_source(src, IngestOptions(), tmp_path / "out")
+    item, = res.clips
+    assert res.kind == "photo" and item.frames == 1 and item.keyframes == (item.path,)
+    out = np.asarray(Image.open(item.path).convert("RGB"), np.float32)
+    assert out.shape == (300, 200, 3)
+    cw = np.rot90(pixels, k=-1).astype(np.float32)
+    ccw = np.rot90(pixels, k=1).astype(np.float32)
+    assert np.abs(out - cw).mean() < 8 < np.abs(out - ccw).mean()
+    assert 0x0112 not in Image.open(item.path).getexif()
+
+
+def test_photo_detected_by_content_and_resized(tmp_path: Path) -> None:
+    src = tmp_path / "actually_png.jpg"
+    Image.fromarray(photo("coffee")).save(src, "PNG")
+    webp = tmp_path / "pic.bin"
+    Image.fromarray(photo("chelsea")).save(webp, "WEBP")
+    bmp = tmp_path / "pic.bmp"
+    Image.fromarray(photo("rocket")).save(bmp, "BMP")
+    assert sniff(src).format == "png" and sniff(webp).format == "webp" and sniff(bmp).format == "bmp"
+    res = process_source(src, IngestOptions(photo_format="jpg", photo_max_long_side=300), tmp_path / "o")
+    assert res.format == "png" and res.clips[0].path.suffix == ".jpg"
+    assert (res.clips[0].width, res.clips[0].height) == (300, 200)
+    assert process_source(webp, IngestOptions(), tmp_path / "w").format == "webp"
+
+
+def test_photo_with_alpha_goes_on_white(tmp_path: Path) -> None:
+    rgba = np.zeros((100, 100, 4), np.uint8)
+    rgba[25:75, 25:75] = (255, 0, 0, 255)
+    src = tmp_path / "logo.png"
+    Image.fromarray(rgba, "RGBA").save(src)
+    out = np.asarray(Image.open(process_source(src, IngestOptions(), tmp_path / "o").clips[0].path))
+    assert out.shape == (100, 100, 3) and tuple(out[0, 0]) == (255, 255, 255) and tuple(out[50, 50]) == (255, 0, 0)
+
+
+def test_truncated_and_tiny_photos(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(photo("astronaut")).save(buf, "JPEG")
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 3])
+    with pytest.raises(E.CorruptMedia, match="cut.jpg: .*truncated"):
+        process_source(cut, IngestOptions(), tmp_path / "o")
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (16, 16)).save(tiny)
+    with pytest.raises(E.VideoTooSmall, match="16x16"):
+        process_source(tiny, IngestOptions(), tmp_path / "o2")
+
+
+@pytest.mark.parametrize("head,error,word", [
+    (b"ID3\x03\x00" + b"\x00" * 100, E.UnsupportedFormat, "MP3"),
+    (b"GIF89a" + b"\x00" * 100, E.UnsupportedFormat, "GIF"),
+    (b"\x00\x00\x00\x18ftypheic" + b"\x00" * 100, E.UnsupportedFormat, "HEIC"),
+    (b"\x7fELF" + b"\x00" * 100, E.UnsupportedFormat, "not a recognised"),
+])
+def test_sniff_explains_what_it_saw(tmp_path: Path, head: bytes, error: type, word: str) -> None:
+    p = tmp_path / "upload.mp4"
+    p.write_bytes(head)
+    with pytest.raises(error, match=word):
+        sniff(p)
+
+
+def test_sniff_video_containers(tmp_path: Path) -> None:
+    from footage import lavfi_video
+    for name, fmt in [("a.mkv", "mkv"), ("a.webm", "webm"), ("a.avi", "avi"), ("a.mov", "mov")]:
+        codec = ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8"] if fmt == "webm" else \
+            ["-c:v", "mpeg4"] if fmt == "avi" else ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+        p = lavfi_video(tmp_path / name, 0.2, extra=codec)
+        # Renamed to a misleading extension: content still decides.
+        q = p.rename(p.with_suffix(".dat"))
+        assert sniff(q) == Sniffed(MediaKind.VIDEO, fmt)
+
+
+def test_sha256_streams_whole_file(tmp_path: Path) -> None:
+    p = tmp_path / "blob"
+    data = np.random.default_rng(0).bytes(3 * 1024 * 1024 + 17)
+    p.write_bytes(data)
+    assert sha256_file(p) == hashlib.sha256(data).hexdigest()
+
+
+def test_url_source_without_yt_dlp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from loraforge.ingest.url import fetch_url
+    monkeypatch.setitem(sys.modules, "yt_dlp", None)  # makes the import fail like a missing package
+    with pytest.raises(E.UrlSourceUnavailable, match="yt-dlp.*upload the file"):
+        fetch_url("https://example.com/v", tmp_path)
+    with pytest.raises(E.UrlFetchFailed, match="http"):
+        fetch_url("file:///etc/passwd", tmp_path)
+
+
+# --- planning (pure) -------------------------------------------------------------------------
+
+
+def _analysis(n: int, fps: float = 30.0) -> Analysis:
+    return Analysis(cuts=(), luma=np.full(n, 100.0), pts=np.arange(n) / fps, fps=fps,
+                    variable_frame_rate=False, frame_count=n)
+
+
+def _shot(i: int, s: int, e: int, a: Analysis, starts="cut", ends="cut") -> Shot:
+    return Shot(i, s, e, a.time_at(s), a.time_at(e), ends_with=ends, starts_with=starts)
+
+
+@pytest.mark.parametrize("seconds,expected", [(3.2, 1), (5.0, 1), (9.0, 2), (12.0, 3), (20.0, 5), (31.0, 8)])
+def test_long_shots_split_within_bounds(seconds: float, expected: int) -> None:
+    n = int(seconds * 30) + 4
+    a = _analysis(n)
+    plans, skipped = plan_clips([_shot(0, 0, n, a)], a, ClipOptions(), 16.0)
+    assert len(plans) == expected and not skipped
+    for p in plans:
+        assert 3.0 <= p.out_frames / 16 <= 5.0 and p.duration <= 5.0 + 1 / 30
+    # Contiguous, inside the trimmed shot, no overlap.
+    assert plans[0].start_frame == 2 and plans[-1].end_frame == n - 2
+    assert all(x.end_frame == y.start_frame for x, y in zip(plans, plans[1:]))
+
+
+def test_awkward_length_keeps_max_clip_and_reports_rest() -> None:
+    a = _analysis(5 * 30 + 15 + 4)  # 5.5 s after trimming: neither one nor two clips of 3-5 s fit
+    plans, skipped = plan_clips([_shot(0, 0, a.frame_count, a)], a, ClipOptions(), 16.0)
+    assert len(plans) == 1 and plans[0].out_frames == 80
+    assert skipped and all("remainder" in s.reason for s in skipped)
+
+
+def test_trim_only_at_cuts_and_short_shots_skipped() -> None:
+    a = _analysis(300)
+    shots = [_shot(0, 0, 120, a, starts="start"), _shot(1, 120, 200, a), _shot(2, 200, 300, a, ends="end")]
+    plans, skipped = plan_clips(shots, a, ClipOptions(trim_frames=3), 16.0)
+    assert [(p.start_frame, p.end_frame) for p in plans] == [(0, 117), (203, 300)]
+    assert len(skipped) == 1 and skipped[0].shot_index == 1 and "too short" in skipped[0].reason
