@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import grpc
 
+from loraforge.curation.worker import build_policy, check_reference_keys
 from loraforge.runtime.job_service import JobService
+from loraforge.runtime.keys import ProjectRef
 from loraforge.runtime.params import CurationParams
 from loraforge.runtime.servicers import (
     JobCalls,
@@ -31,6 +33,9 @@ class CurationServicer(JobCalls, curation_pb2_grpc.CurationServiceServicer):
             reference_keys=list(request.reference_keys), target_size=request.target_size,
             lora_type=request.lora_type, policy_overrides=dict_from_struct(request.policy_overrides),
         )
+        # refuse at the door what the job would fail on: bad overrides, foreign references
+        build_policy(params)
+        check_reference_keys(ProjectRef(tenant, project), params.reference_keys)
         job = await self.jobs.start(tenant, project, params.model_dump(mode="json"),
                                     request.request_id or None)
         return job_to_wire(job)

@@ -77,3 +77,11 @@ class UrlSourceUnavailable(IngestError):
 
 class UrlFetchFailed(IngestError):
     """yt-dlp could not fetch the URL (no network, private video, bad URL)."""
+
+
+class ForeignSource(IngestError):
+    """A source key outside the job's own `<tenant>/<project>/` prefix (or not a key at all)."""
+
+
+class NoSourceUsable(IngestError):
+    """Every source of a job failed; the message lists each file's error."""

@@ -1,11 +1,12 @@
-"""Composition root of the ingest service: settings -> clients -> service -> server."""
+"""Composition root of the ingest service: settings -> clients -> service -> server + worker."""
 
 from __future__ import annotations
 
 from loraforge.ingest.servicer import IngestServicer
+from loraforge.ingest.worker import IngestWork
 from loraforge.runtime.grpc_server import GrpcServer
 from loraforge.runtime.host import Clients, run_service
-from loraforge.runtime.job_service import JobService
+from loraforge.runtime.job_service import JobService, JobWorker
 
 NAME = "ingest"
 
@@ -13,6 +14,8 @@ NAME = "ingest"
 async def mount(clients: Clients, server: GrpcServer) -> None:
     jobs = JobService(NAME, clients.jobs, clients.bus)
     server.add(IngestServicer(jobs))
+    work = IngestWork(clients.store)
+    await JobWorker(NAME, clients.jobs, clients.bus, work.run).start()
 
 
 def main() -> None:

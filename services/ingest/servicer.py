@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import grpc
 
+from loraforge.ingest.layout import check_source
 from loraforge.runtime.job_service import JobService
+from loraforge.runtime.keys import ProjectRef
 from loraforge.runtime.params import IngestParams
 from loraforge.runtime.servicers import JobCalls, job_to_wire, scope_from_wire
 from loraforge.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
@@ -26,6 +28,10 @@ class IngestServicer(JobCalls, ingest_pb2_grpc.IngestServiceServicer):
             sources=list(request.sources), min_s=request.min_s, max_s=request.max_s,
             fps=request.fps, max_long_side=request.max_long_side,
         )
+        # Refuse other tenants' (and projects') keys here, before a job exists; the worker
+        # checks again, for jobs started by other paths.
+        ref = ProjectRef(tenant, project)
+        params = params.model_copy(update={"sources": [check_source(ref, s) for s in params.sources]})
         job = await self.jobs.start(tenant, project, params.model_dump(mode="json"),
                                     request.request_id or None)
         return job_to_wire(job)

@@ -21,8 +21,8 @@ BACKENDS = ["ingest", "curation", "captioning", "trainer", "render"]
 async def running(settings):
     started: list[ServiceProcess] = []
 
-    async def start(name: str, drain_delay_s: float = 0.0) -> tuple[ServiceProcess, grpc.aio.Channel]:
-        mount = importlib.import_module(f"loraforge.{name}.main").mount
+    async def start(name: str, drain_delay_s: float = 0.0, mount=None) -> tuple[ServiceProcess, grpc.aio.Channel]:
+        mount = mount or importlib.import_module(f"loraforge.{name}.main").mount
         proc = ServiceProcess(name, settings, mount, drain_delay_s=drain_delay_s)
         await proc.start()
         started.append(proc)
@@ -58,16 +58,25 @@ async def test_backend_serves_health_and_reflection(running, name: str) -> None:
     await channel.close()
 
 
+async def _job_calls_only(clients, server) -> None:
+    # The servicer without the ingest worker, so the job stays PENDING until cancelled (the
+    # worker itself is covered in tests/integration/ingest).
+    from loraforge.ingest.servicer import IngestServicer
+    from loraforge.runtime.job_service import JobService
+
+    server.add(IngestServicer(JobService("ingest", clients.jobs, clients.bus)))
+
+
 async def test_ingest_job_calls_and_idempotent_start(running) -> None:
-    _, channel = await running("ingest")
+    _, channel = await running("ingest", mount=_job_calls_only)
     stub = ingest_pb2_grpc.IngestServiceStub(channel)
     scope = common_pb2.ProjectScope(tenant="acme", project="jane")
-    req = ingest_pb2.StartIngestRequest(scope=scope, request_id="k1", sources=["raw/a.mp4"], max_s=5)
+    req = ingest_pb2.StartIngestRequest(scope=scope, request_id="k1", sources=["acme/jane/a.mp4"], max_s=5)
     job = await stub.StartIngest(req, timeout=5)
     again = await stub.StartIngest(req, timeout=5)
     assert job.id == again.id
     assert job.state == common_pb2.JOB_STATE_PENDING
-    assert job.params["sources"] == ["raw/a.mp4"]
+    assert job.params["sources"] == ["acme/jane/a.mp4"]
     got = await stub.GetJob(common_pb2.GetJobRequest(scope=scope, job_id=job.id), timeout=5)
     assert got.id == job.id and got.created_at.seconds > 0
     listed = await stub.ListJobs(common_pb2.ListJobsRequest(scope=scope), timeout=5)

@@ -1,0 +1,59 @@
+# loraforge developer entry points. Two commands do all the set-up on a fresh machine:
+#   make run    the main job on the embedded default (local stack, tiny model, example footage)
+#   make test   the whole test suite (unit + integration against real NATS and S3 servers)
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+EXTRAS ?= all
+STAMP := $(VENV)/.installed-$(EXTRAS)
+PYTEST_ARGS ?=
+
+.PHONY: install proto proto-check test test-unit test-integration run up down status bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# Reinstall only when the dependency list changes.
+$(STAMP): pyproject.toml setup.py | $(PY)
+	$(PIP) install --quiet -e ".[$(EXTRAS)]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+proto: $(STAMP)
+	$(PY) scripts/gen_proto.py
+
+proto-check: $(STAMP)
+	$(PY) scripts/gen_proto.py --check
+
+# pytest exits 5 when it collected nothing (e.g. a filter matched no test): not a failure.
+test: $(STAMP) proto-check
+	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
+
+test-unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
+
+test-integration: $(STAMP)
+	$(PY) -m pytest -q tests/integration $(PYTEST_ARGS)
+
+run: $(STAMP)
+	$(VENV)/bin/loraforge run $(ARGS)
+
+up: $(STAMP)
+	$(VENV)/bin/loraforge stack up
+
+down: $(STAMP)
+	$(VENV)/bin/loraforge stack down
+
+status: $(STAMP)
+	$(VENV)/bin/loraforge stack status
+
+bench: $(STAMP)
+	$(PY) bench/ingest.py
+	$(PY) bench/curation.py
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache

@@ -1,0 +1,513 @@
+"""The curation job: a project's ingested clips in, a committed dataset out.
+
+    clips bucket   <tenant>/<project>/clips/<source_sha16>/<clip_id>.mp4 (+ keyframes) and one
+                   manifest JSON per source (see `discover_clips`, the one place that reads
+                   ingest's layout)
+    raw bucket     reference photos, keys under <tenant>/<project>/ (`reference_keys`)
+ -> datasets bucket <tenant>/<project>/datasets/<dataset_id>/
+                   manifest.parquet, manifest.json, report.html, *.png, thumbs/*.jpg, and
+                   dataset.json LAST: the commit marker. A dataset without dataset.json is
+                   unfinished and is simply written again.
+
+`dataset_id` is a hash of what decides the outcome (clip set with content hashes, policy,
+references, LoRA type), so a redelivered or repeated job finds its committed dataset and does no
+work twice; a different input never overwrites an existing dataset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import mimetypes
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from pydantic import ValidationError
+
+from loraforge.curation.errors import InvalidPolicy
+from loraforge.curation.faces import FaceBackend, make_backend
+from loraforge.curation.people import PeopleDetector
+from loraforge.curation.policy import CurationPolicy
+from loraforge.runtime.errors import Cancelled, InvalidInput, LoraforgeError, NotFound
+from loraforge.runtime.events import Delivery, Event, EventBus
+from loraforge.runtime.job_service import JobContext, JobOutcome, JobService
+from loraforge.runtime.jobs import ArtifactRef, Job
+from loraforge.runtime.keys import ProjectRef, validate_key_part
+from loraforge.runtime.params import CurationParams
+from loraforge.runtime.storage import Bucket, ObjectStore
+
+log = logging.getLogger(__name__)
+
+DATASET_RECORD = "dataset.json"
+DATASET_VERSION = 1
+VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
+PHOTO_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+MEDIA_EXTS = VIDEO_EXTS | PHOTO_EXTS
+REFERENCE_EXTS = PHOTO_EXTS
+INGESTED_EVENT = "clips.ingested"
+CURATED_EVENT = "dataset.curated"
+
+# progress bands of the job: discover/download, measure (curate), upload
+_DOWNLOAD = (0.02, 0.20)
+_MEASURE = (0.20, 0.85)
+_UPLOAD = (0.85, 0.99)
+
+
+# -- inputs ---------------------------------------------------------------------------------
+
+
+def build_policy(params: CurationParams) -> CurationPolicy:
+    """Defaults + the job's overrides; `target_size` of the request wins over an override.
+
+    Raises InvalidPolicy (an InvalidInput) naming the fields to fix.
+    """
+    overrides = dict(params.policy_overrides)
+    if params.target_size is not None:
+        overrides["target_size"] = params.target_size
+    return CurationPolicy.from_overrides(overrides)
+
+
+def check_reference_keys(project: ProjectRef, keys: list[str]) -> list[str]:
+    """Reference photos are raw-bucket keys of this tenant and project, and photos."""
+    out = []
+    for key in keys:
+        parts = key.split("/")
+        if not key.startswith(project.prefix) or any(p in {"", ".", ".."} for p in parts):
+            raise InvalidInput(
+                f"reference {key!r} is not a raw key of {project.tenant}/{project.project}: "
+                f"give keys that start with {project.prefix!r} (upload the photo to raw first)"
+            )
+        for p in parts:
+            validate_key_part(p)
+        if PurePosixPath(key).suffix.lower() not in REFERENCE_EXTS:
+            raise InvalidInput(
+                f"reference {key!r} is not a photo; use one of {', '.join(sorted(REFERENCE_EXTS))}"
+            )
+        out.append(key)
+    return sorted(set(out))
+
+
+@dataclass(frozen=True)
+class IngestedClip:
+    clip_id: str  # unique within the project (qualified with the source when ids collide)
+    key: str  # clips-bucket key of the clip (video) or normalized photo
+    source_id: str  # the source it was cut from (ingest's source sha256, or its folder)
+    sha256: str = ""
+    keyframe_keys: tuple[str, ...] = ()
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+def _first(d: dict, *names: str) -> Any:
+    for n in names:
+        v = d.get(n)
+        if v not in (None, "", [], {}):
+            return v
+    return None
+
+
+def _resolve(project: ProjectRef, base: str, value: Any, *, is_key: bool = False) -> str | None:
+    """A key from a manifest: absolute within the project, or relative to `base` (a bare file
+    name, or a local path whose basename is the object's name). An object key (`is_key`) that
+    names another tenant/project is refused, never re-based."""
+    if isinstance(value, dict):
+        is_key = is_key or bool(_first(value, "key", "object_key"))
+        value = _first(value, "key", "object_key", "path")
+    if not isinstance(value, str) or not value:
+        return None
+    if value.startswith(project.prefix):
+        key = value
+    elif is_key and "/" in value:
+        return None
+    else:
+        key = f"{base}/{PurePosixPath(value).name}" if base else None
+    if key is None or ".." in key.split("/") or not key.startswith(project.prefix):
+        return None
+    return key
+
+
+def discover_clips(store: ObjectStore, project: ProjectRef) -> list[IngestedClip]:
+    """Every ingested clip of the project, read from ingest's per-source manifests.
+
+    Tolerant on purpose (the one function to adjust when ingest's layout changes):
+    - manifests: any `*.json` under `<p>/manifests/` or `<p>/clips/` in the clips bucket;
+      each is `{"clips": [...], "sha256"|"source_sha256"|"source_id": ...}`, possibly nested
+      under "result" (ingest's FileOutcome);
+    - a clip entry names its object by `key`/`clip_key`/`object_key`, else by `path`/`file`
+      (its basename, in the source's folder `<p>/clips/<sha16>/` or the manifest's folder);
+      its id is `clip_id`/`id`, else the object's stem; keyframes by `keyframe_keys`/`keyframes`;
+    - manifests that cannot be read, and entries outside the project, are skipped with a warning;
+    - no manifest at all: every video file under `<p>/clips/` is a clip (source = its folder).
+    Clip ids that collide across sources are qualified as `<source16>-<id>`; sorted by id.
+    """
+    objects = list(store.list(Bucket.CLIPS, project.prefix))
+    existing = {o.key for o in objects}
+    manifests = sorted(
+        o.key for o in objects
+        if o.key.endswith(".json")
+        and (o.key.startswith(project.key("manifests") + "/")
+             or o.key.startswith(project.key("clips") + "/"))
+    )
+    found: list[IngestedClip] = []
+    for mkey in manifests:
+        try:
+            doc = store.get_json(Bucket.CLIPS, mkey)
+        except (LoraforgeError, ValueError) as exc:
+            log.warning("skipping unreadable ingest manifest %s: %s", mkey, exc)
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("result"), dict) and "clips" not in doc:
+            doc = {**doc["result"], **{k: v for k, v in doc.items() if k != "result"}}
+        if not isinstance(doc, dict) or not isinstance(doc.get("clips"), list):
+            continue
+        source = str(_first(doc, "source_sha256", "sha256", "source_id") or PurePosixPath(mkey).stem)
+        mdir = str(PurePosixPath(mkey).parent)
+        clip_dir = _first(doc, "clips_prefix", "clip_prefix")
+        if not (isinstance(clip_dir, str) and clip_dir.startswith(project.prefix)):
+            clip_dir = project.key("clips", source[:16]) if _is_hex(source) else mdir
+        for entry in doc["clips"]:
+            if not isinstance(entry, dict):
+                continue
+            raw = _first(entry, "key", "clip_key", "object_key")
+            if raw:
+                key = _resolve(project, mdir, raw, is_key=True)
+            else:
+                local = _first(entry, "path", "file", "name")
+                key = _resolve(project, clip_dir, local)
+                if key not in existing:
+                    key = _resolve(project, mdir, local)
+            if (key is None or key not in existing
+                    or PurePosixPath(key).suffix.lower() not in MEDIA_EXTS):
+                log.warning("manifest %s: skipping a clip entry without a stored media object "
+                            "in this project: %s", mkey,
+                            {k: entry.get(k) for k in ("clip_id", "id", "key", "path")})
+                continue
+            kfs = _first(entry, "keyframe_keys", "keyframes") or []
+            keyframes = tuple(
+                k for k in (_resolve(project, str(PurePosixPath(key).parent), v,
+                                     is_key=bool(entry.get("keyframe_keys"))) for v in kfs) if k
+            )
+            cid = str(_first(entry, "clip_id", "id") or PurePosixPath(key).stem)
+            found.append(IngestedClip(cid, key, source, str(entry.get("sha256") or ""), keyframes,
+                                      {k: v for k, v in entry.items() if not isinstance(v, (dict, list))}))
+    if not manifests:
+        for o in objects:
+            p = PurePosixPath(o.key)
+            if o.key.startswith(project.key("clips") + "/") and p.suffix.lower() in VIDEO_EXTS:
+                found.append(IngestedClip(p.stem, o.key, p.parent.name, "", ()))
+    # one entry per object; ids unique
+    by_key: dict[str, IngestedClip] = {}
+    for c in found:
+        by_key.setdefault(c.key, c)
+    clips = list(by_key.values())
+    counts: dict[str, int] = {}
+    for c in clips:
+        counts[c.clip_id] = counts.get(c.clip_id, 0) + 1
+    clips = [
+        c if counts[c.clip_id] == 1 else IngestedClip(
+            f"{c.source_id[:16]}-{c.clip_id}", c.key, c.source_id, c.sha256, c.keyframe_keys, c.meta)
+        for c in clips
+    ]
+    return sorted(clips, key=lambda c: c.clip_id)
+
+
+def _is_hex(s: str) -> bool:
+    return len(s) >= 16 and all(ch in "0123456789abcdef" for ch in s.lower())
+
+
+def dataset_id_for(clips: list[IngestedClip], policy: CurationPolicy, references: list[str],
+                   lora_type: str) -> str:
+    """Stable id of a dataset: the same clips (content), policy, references and type -> same id."""
+    doc = {
+        "v": DATASET_VERSION,
+        "clips": sorted([c.clip_id, c.key, c.sha256] for c in clips),
+        "policy": policy.model_dump(mode="json"),
+        "references": sorted(references),
+        "lora_type": lora_type,
+    }
+    blob = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    return "ds-" + hashlib.sha256(blob).hexdigest()[:20]
+
+
+def selection_hash(clips: list[dict]) -> str:
+    blob = json.dumps(sorted([c["clip_id"], c["key"], c.get("sha256", "")] for c in clips),
+                      separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+# -- the work -------------------------------------------------------------------------------
+
+
+class _CountingBackend:
+    """Wraps the face backend: counts frames for progress and stops the thread on cancel."""
+
+    def __init__(self, inner: FaceBackend, cancelled: threading.Event):
+        self._inner = inner
+        self._cancelled = cancelled
+        self.calls = 0
+        self.name = inner.name
+        self.same_person_distance = inner.same_person_distance
+        self.duplicate_distance = inner.duplicate_distance
+
+    def detect(self, image_bgr, embed_largest: bool = True):
+        if self._cancelled.is_set():
+            raise Cancelled("curation was cancelled")
+        self.calls += 1
+        return self._inner.detect(image_bgr, embed_largest)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class CurationWorker:
+    """`work(job, ctx)` for `JobWorker("curation", ...)`."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        *,
+        backend_factory: Callable[[], FaceBackend] = make_backend,
+        people: PeopleDetector | None = None,
+        poll_s: float = 0.5,
+    ):
+        self._store = store
+        self._backend_factory = backend_factory
+        self._backend: FaceBackend | None = None
+        self._backend_lock = threading.Lock()
+        self._people = people
+        self._poll_s = poll_s
+
+    async def __call__(self, job: Job, ctx: JobContext) -> JobOutcome:
+        try:
+            params = CurationParams.model_validate(job.params)
+        except ValidationError as exc:
+            raise InvalidInput(f"invalid curation parameters: {exc}") from None
+        project = ProjectRef(job.tenant, job.project)
+        policy = build_policy(params)
+        references = check_reference_keys(project, params.reference_keys)
+
+        await ctx.progress(_DOWNLOAD[0], "listing ingested clips")
+        clips = await asyncio.to_thread(discover_clips, self._store, project)
+        if not clips:
+            raise InvalidInput(
+                f"{project.tenant}/{project.project} has no ingested clips; run ingest first "
+                "(`loraforge ingest`), then curate"
+            )
+        for ref in references:
+            if await asyncio.to_thread(self._store.stat, Bucket.RAW, ref) is None:
+                raise InvalidInput(f"reference photo raw/{ref} does not exist; upload it first")
+        dataset_id = dataset_id_for(clips, policy, references, params.lora_type.value)
+        prefix = project.key("datasets", dataset_id)
+
+        committed = await self._committed(prefix)
+        if committed is not None:
+            log.info("dataset %s already committed; job %s reuses it", dataset_id, job.id)
+            return self._outcome(job, committed, prefix)
+
+        with tempfile.TemporaryDirectory(prefix=f"curation-{job.id}-") as tmp:
+            work = Path(tmp)
+            items = await self._download(clips, references, work, ctx)
+            result = await self._curate(items, policy, [work / "refs" / Path(r).name for r in references],
+                                        work / "out", ctx, len(clips))
+            await ctx.progress(_UPLOAD[0], "storing the dataset")
+            record = self._record(job, params, policy, dataset_id, clips, result, references)
+            artifacts = await self._upload(work / "out", prefix, ctx)
+            record["artifacts"] = [a.model_dump() for a in artifacts]
+            stored = await asyncio.to_thread(
+                self._store.put_json, Bucket.DATASETS, f"{prefix}/{DATASET_RECORD}", record)
+            record["artifacts"].append(ArtifactRef(
+                bucket=stored.bucket, key=stored.key, kind="dataset", size=stored.size,
+                sha256=stored.sha256 or "").model_dump())
+        return self._outcome(job, record, prefix)
+
+    # -- steps -------------------------------------------------------------------------------
+
+    async def _committed(self, prefix: str) -> dict | None:
+        key = f"{prefix}/{DATASET_RECORD}"
+        if await asyncio.to_thread(self._store.stat, Bucket.DATASETS, key) is None:
+            return None
+        try:
+            record = await asyncio.to_thread(self._store.get_json, Bucket.DATASETS, key)
+        except NotFound:
+            return None
+        st = await asyncio.to_thread(self._store.stat, Bucket.DATASETS, key)
+        record.setdefault("artifacts", [])
+        if st is not None and not any(a.get("kind") == "dataset" for a in record["artifacts"]):
+            record["artifacts"].append(ArtifactRef(
+                bucket=st.bucket, key=key, kind="dataset", size=st.size).model_dump())
+        return record
+
+    async def _download(self, clips: list[IngestedClip], references: list[str], work: Path,
+                        ctx: JobContext) -> list[Any]:
+        from loraforge.curation.pipeline import MediaItem
+
+        total = len(clips) + len(references)
+        done = 0
+        items = []
+        for c in clips:
+            path = work / "clips" / f"{c.clip_id}{PurePosixPath(c.key).suffix.lower()}"
+            await asyncio.to_thread(self._store.download, Bucket.CLIPS, c.key, path)
+            items.append(MediaItem(path, clip_id=c.clip_id, source_id=c.source_id))
+            done += 1
+            await ctx.progress(_lerp(_DOWNLOAD, done / total), f"downloaded {done}/{total} files")
+        for ref in references:
+            await asyncio.to_thread(self._store.download, Bucket.RAW, ref,
+                                    work / "refs" / PurePosixPath(ref).name)
+            done += 1
+            await ctx.progress(_lerp(_DOWNLOAD, done / total), f"downloaded {done}/{total} files")
+        return items
+
+    def _face_backend(self) -> FaceBackend:
+        with self._backend_lock:
+            if self._backend is None:
+                self._backend = self._backend_factory()
+            return self._backend
+
+    async def _curate(self, items: list, policy: CurationPolicy, refs: list[Path], out: Path,
+                      ctx: JobContext, n_clips: int):
+        from loraforge.curation.pipeline import curate
+
+        cancelled = threading.Event()
+        backend = _CountingBackend(await asyncio.to_thread(self._face_backend), cancelled)
+        expected = max(1, n_clips * policy.frames_per_clip + len(refs))
+        task = asyncio.ensure_future(asyncio.to_thread(
+            curate, items, policy, references=refs, backend=backend, people=self._people,
+            out_dir=out))
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=self._poll_s)
+                if task.done():
+                    break
+                frac = min(backend.calls / expected, 1.0)
+                await ctx.progress(_lerp(_MEASURE, frac),
+                                   f"measuring clips ({min(backend.calls, expected)}/{expected} frames)")
+        except Cancelled:
+            cancelled.set()
+            try:
+                await task  # the thread stops at its next frame
+            except Exception:  # noqa: BLE001 - we are cancelling anyway
+                pass
+            raise
+        result = task.result()
+        await ctx.progress(_MEASURE[1], "measured every clip")
+        return result
+
+    async def _upload(self, out: Path, prefix: str, ctx: JobContext) -> list[ArtifactRef]:
+        files = sorted(p for p in out.rglob("*") if p.is_file())
+        refs = []
+        for i, path in enumerate(files):
+            rel = path.relative_to(out).as_posix()
+            ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            st = await asyncio.to_thread(self._store.put_file, Bucket.DATASETS, f"{prefix}/{rel}", path,
+                                         content_type=ctype)
+            refs.append(ArtifactRef(bucket=st.bucket, key=st.key, kind=_artifact_kind(rel),
+                                    size=st.size, sha256=st.sha256 or ""))
+            if i % 5 == 4 or i == len(files) - 1:
+                await ctx.progress(_lerp(_UPLOAD, (i + 1) / len(files)), f"stored {i + 1}/{len(files)} files")
+        return refs
+
+    def _record(self, job: Job, params: CurationParams, policy: CurationPolicy, dataset_id: str,
+                clips: list[IngestedClip], result: Any, references: list[str]) -> dict:
+        by_id = {c.clip_id: c for c in clips}
+        selected = [
+            {"clip_id": cid, "key": by_id[cid].key, "sha256": by_id[cid].sha256,
+             "source_id": by_id[cid].source_id, "keyframe_keys": list(by_id[cid].keyframe_keys)}
+            for cid in result.selection.selected
+        ]
+        kept = sum(c.decision.keep for c in result.clips)
+        return {
+            "version": DATASET_VERSION,
+            "id": dataset_id,
+            "tenant": job.tenant,
+            "project": job.project,
+            "job_id": job.id,
+            "lora_type": params.lora_type.value,
+            "policy": policy.model_dump(mode="json"),
+            "reference_keys": references,
+            "backend": result.backend,
+            "counts": {"clips": len(result.clips), "kept": kept,
+                       "rejected": len(result.clips) - kept, "selected": len(selected)},
+            "rejection_counts": result.rejection_counts(),
+            "missing": [m.message for m in result.selection.missing],
+            "target_size": result.selection.target_size,
+            "selected": selected,
+            "content_hash": selection_hash(selected),
+            "inputs": [{"clip_id": c.clip_id, "key": c.key, "sha256": c.sha256} for c in clips],
+            "manifest": "manifest.json",
+            "report": "report.html",
+        }
+
+    def _outcome(self, job: Job, record: dict, prefix: str) -> JobOutcome:
+        counts = record["counts"]
+        data = {
+            "job_id": job.id,
+            "dataset_id": record["id"],
+            "kept": counts["kept"],
+            "rejected": counts["rejected"],
+            "selected": counts["selected"],
+            "missing": record["missing"],
+            "lora_type": record["lora_type"],
+            "prefix": prefix,
+        }
+        event = Event(id=f"curation-curated-{job.id}", type=CURATED_EVENT,
+                      tenant=job.tenant, project=job.project, data=data)
+        return JobOutcome(
+            message=(f"dataset {record['id']}: {counts['selected']} selected, {counts['kept']} kept, "
+                     f"{counts['rejected']} rejected"),
+            artifacts=[ArtifactRef(**a) for a in record.get("artifacts", [])],
+            result={**data, "rejection_counts": record.get("rejection_counts", {}),
+                    "report_key": f"{prefix}/report.html", "manifest_key": f"{prefix}/manifest.json",
+                    "dataset_key": f"{prefix}/{DATASET_RECORD}"},
+            events=[event],
+        )
+
+
+def _artifact_kind(rel: str) -> str:
+    if rel.startswith("manifest."):
+        return "manifest"
+    if rel == "report.html":
+        return "report"
+    if rel.startswith("thumbs/"):
+        return "thumbnail"
+    if rel.endswith(".png"):
+        return "chart"
+    return "file"
+
+
+def _lerp(span: tuple[float, float], f: float) -> float:
+    return span[0] + (span[1] - span[0]) * max(0.0, min(1.0, f))
+
+
+# -- auto-curation on ingest ----------------------------------------------------------------
+
+
+class AutoCurator:
+    """`clips.ingested` -> a curation job for that project (durable consumer `curation-auto`).
+
+    The job's request id derives from the event id, so a redelivered event finds the job it
+    started the first time. Event data may carry `curation` params (reference_keys, ...).
+    """
+
+    DURABLE = "curation-auto"
+
+    def __init__(self, jobs: JobService, bus: EventBus, *, enabled: bool = True):
+        self._jobs = jobs
+        self._bus = bus
+        self.enabled = enabled
+
+    async def start(self) -> None:
+        if self.enabled:
+            await self._bus.subscribe(self.DURABLE, INGESTED_EVENT, self.handle)
+
+    async def handle(self, event: Event, delivery: Delivery) -> None:
+        raw = event.data.get("curation") if isinstance(event.data.get("curation"), dict) else {}
+        params = CurationParams.parse(**raw)
+        build_policy(params)
+        check_reference_keys(ProjectRef(event.tenant, event.project), params.reference_keys)
+        job = await self._jobs.start(event.tenant, event.project, params.model_dump(mode="json"),
+                                     request_id=f"auto-{event.id}")
+        log.info("clips.ingested %s -> curation job %s (%s)", event.id, job.id, job.state)

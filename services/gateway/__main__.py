@@ -1,0 +1,3 @@
+from loraforge.gateway.main import main
+
+main()

@@ -1,0 +1,233 @@
+"""The curation service end to end: real NATS + S3, the service in-process over real gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+
+import grpc
+import pyarrow.parquet as pq
+import pytest
+
+from loraforge.curation.worker import AutoCurator, discover_clips
+from loraforge.runtime.events import Event
+from loraforge.runtime.job_service import JobService
+from loraforge.runtime.jobs import JobState
+from loraforge.runtime.keys import ProjectRef
+from loraforge.runtime.servicers import struct_from_dict
+from loraforge.runtime.storage import Bucket
+from loraforge.v1 import common_pb2, curation_pb2
+
+from .seed import OVERRIDES, PROJECT, TENANT, seed_project
+
+SCOPE = common_pb2.ProjectScope(tenant=TENANT, project=PROJECT)
+TERMINAL = {common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED}
+
+
+async def wait_job(stub, job_id: str, timeout: float = 45.0) -> common_pb2.Job:
+    deadline = time.monotonic() + timeout
+    seen_progress = set()
+    while True:
+        job = await stub.GetJob(common_pb2.GetJobRequest(scope=SCOPE, job_id=job_id), timeout=5)
+        seen_progress.add(round(job.progress, 2))
+        if job.state in TERMINAL:
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} still {job.state} ({job.message})"
+        await asyncio.sleep(0.2)
+
+
+def start_request(request_id: str, **kw) -> curation_pb2.StartCurationRequest:
+    overrides = kw.pop("overrides", OVERRIDES)
+    return curation_pb2.StartCurationRequest(
+        scope=SCOPE, request_id=request_id, target_size=kw.pop("target_size", 4),
+        policy_overrides=struct_from_dict(overrides), **kw)
+
+
+async def collect(bus, event_type: str, durable: str) -> list[Event]:
+    got: list[Event] = []
+
+    async def handler(event, delivery):
+        got.append(event)
+
+    await bus.subscribe(durable, event_type, handler)
+    return got
+
+
+async def test_curation_job_stores_a_committed_dataset(curation_service, store, bus, local_clips):
+    keys = await asyncio.to_thread(seed_project, store, local_clips)
+    curated = await collect(bus, "dataset.curated", "test-curated")
+    progress = await collect(bus, "curation.progress", "test-progress")
+    _, stub = await curation_service(auto_curate=False)
+
+    job = await stub.StartCuration(start_request("run-1"), timeout=10)
+    again = await stub.StartCuration(start_request("run-1"), timeout=10)
+    assert again.id == job.id
+    done = await wait_job(stub, job.id)
+    assert done.state == common_pb2.JOB_STATE_SUCCEEDED, done.message
+
+    result = dict(done.result)
+    ds = result["dataset_id"]
+    prefix = f"{TENANT}/{PROJECT}/datasets/{ds}"
+    record = store.get_json(Bucket.DATASETS, f"{prefix}/dataset.json")
+    assert record["id"] == ds and record["lora_type"] == "character"
+    assert record["policy"]["min_short_side_px"] == 256 and record["policy"]["target_size"] == 4
+    selected = {c["clip_id"]: c["key"] for c in record["selected"]}
+    assert "ast-000" in selected and selected["ast-000"] == keys["ast-000"]
+    assert "two-000" not in selected and "dark-001" not in selected
+    assert len(record["content_hash"]) == 64
+    assert record["counts"]["selected"] == len(selected)
+    assert record["counts"]["kept"] + record["counts"]["rejected"] == len(local_clips)
+
+    manifest = store.get_json(Bucket.DATASETS, f"{prefix}/manifest.json")
+    rows = {c["clip_id"]: c for c in manifest["clips"]}
+    assert set(rows) == set(keys)
+    assert rows["two-000"]["decision"] == "reject"
+    assert "people_count" in rows["two-000"]["reason_codes"]
+    assert rows["two-000"]["people_count"] == 2
+    assert "too_dark" in rows["dark-001"]["reason_codes"]
+    assert rows["ast-000"]["decision"] == "keep" and rows["ast-000"]["selected"]
+    table = pq.read_table(io.BytesIO(store.get_bytes(Bucket.DATASETS, f"{prefix}/manifest.parquet")))
+    assert sorted(table.column("clip_id").to_pylist()) == sorted(keys)
+    html = store.get_bytes(Bucket.DATASETS, f"{prefix}/report.html").decode()
+    assert "people_count" in html and "two-000" in html
+    stored = {o.key.removeprefix(prefix + "/") for o in store.list(Bucket.DATASETS, prefix + "/")}
+    assert {"angles.png", "identity.png", "thumbs/ast-000.jpg", "dataset.json"} <= stored
+    kinds = {a.kind for a in done.artifacts}
+    assert {"manifest", "report", "chart", "thumbnail", "dataset"} <= kinds
+
+    for _ in range(50):
+        if curated:
+            break
+        await asyncio.sleep(0.1)
+    assert len(curated) == 1
+    ev = curated[0]
+    assert ev.tenant == TENANT and ev.project == PROJECT
+    assert ev.data["job_id"] == job.id and ev.data["dataset_id"] == ds
+    assert ev.data["kept"] == record["counts"]["kept"]
+    assert ev.data["rejected"] == record["counts"]["rejected"] >= 2
+    assert ev.data["selected"] == len(selected)
+    assert ev.data["missing"] == record["missing"] and ev.data["missing"]  # 4 clips < target mix
+    assert any(0 < e.data["progress"] < 1 for e in progress)
+
+    # the same inputs again (a new request): same dataset id, nothing recomputed or rewritten
+    before = store.stat(Bucket.DATASETS, f"{prefix}/dataset.json").etag
+    t = time.monotonic()
+    second = await wait_job(stub, (await stub.StartCuration(start_request("run-2"), timeout=10)).id)
+    assert second.state == common_pb2.JOB_STATE_SUCCEEDED and second.id != job.id
+    assert dict(second.result)["dataset_id"] == ds
+    assert store.stat(Bucket.DATASETS, f"{prefix}/dataset.json").etag == before
+    assert time.monotonic() - t < 5
+    # another policy gives another dataset id
+    other = await stub.StartCuration(start_request("run-3", target_size=2), timeout=10)
+    other_done = await wait_job(stub, other.id)
+    assert other_done.state == common_pb2.JOB_STATE_SUCCEEDED, other_done.message
+    assert dict(other_done.result)["dataset_id"] != ds
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"overrides": {"max_people": 0}}, "max_people"),
+        ({"overrides": {"no_such_threshold": 3}}, "no_such_threshold"),
+        ({"overrides": {"min_duration_s": 9, "max_duration_s": 3}}, "min_duration_s"),
+        ({"reference_keys": ["other/jane/references/a.jpg"]}, "acme/jane/"),
+        ({"reference_keys": ["acme/jane/references/../x.jpg"]}, "reference"),
+        ({"lora_type": "cartoon"}, "lora_type"),
+    ],
+)
+async def test_bad_requests_are_refused_with_a_reason(curation_service, kwargs, fragment):
+    _, stub = await curation_service(auto_curate=False)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.StartCuration(start_request("bad", **kwargs), timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert fragment in info.value.details()
+    listed = await stub.ListJobs(common_pb2.ListJobsRequest(scope=SCOPE), timeout=5)
+    assert list(listed.jobs) == []
+
+
+async def test_a_job_with_a_bad_policy_fails_with_the_reason(curation_service, store, local_clips):
+    # a job that reached the queue without the servicer's check (e.g. an older gateway)
+    proc, stub = await curation_service(auto_curate=False)
+    await asyncio.to_thread(seed_project, store, local_clips[:1])
+    jobs = JobService("curation", proc.clients.jobs, proc.clients.bus)
+    job = await jobs.start(TENANT, PROJECT, {"policy_overrides": {"max_people": -1}})
+    done = await wait_job(stub, job.id, timeout=15)
+    assert done.state == common_pb2.JOB_STATE_FAILED
+    assert "max_people" in done.message and "invalid curation policy" in done.message
+
+
+async def test_a_project_without_clips_fails_clearly(curation_service):
+    proc, stub = await curation_service(auto_curate=False)
+    job = await stub.StartCuration(start_request("empty"), timeout=10)
+    done = await wait_job(stub, job.id, timeout=15)
+    assert done.state == common_pb2.JOB_STATE_FAILED
+    assert "no ingested clips" in done.message and "ingest" in done.message
+
+
+async def test_clips_ingested_starts_a_curation_job(curation_service, store, bus, local_clips):
+    await asyncio.to_thread(seed_project, store, local_clips[:2])
+    curated = await collect(bus, "dataset.curated", "test-curated-auto")
+    proc, stub = await curation_service(auto_curate=True)
+    event = Event(id="ingest-done-1", type="clips.ingested", tenant=TENANT, project=PROJECT,
+                  data={"job_id": "ingest-job", "clips": 2,
+                        "curation": {"policy_overrides": OVERRIDES}})
+    await bus.publish(event)
+    deadline = time.monotonic() + 10
+    jobs = []
+    while not jobs and time.monotonic() < deadline:
+        jobs = list((await stub.ListJobs(common_pb2.ListJobsRequest(scope=SCOPE), timeout=5)).jobs)
+        await asyncio.sleep(0.1)
+    assert len(jobs) == 1
+    # a redelivered event (new stream message, same event id) starts no second job
+    await AutoCurator(JobService("curation", proc.clients.jobs, proc.clients.bus), proc.clients.bus
+                      ).handle(event, None)
+    done = await wait_job(stub, jobs[0].id)
+    assert done.state == common_pb2.JOB_STATE_SUCCEEDED, done.message
+    listed = (await stub.ListJobs(common_pb2.ListJobsRequest(scope=SCOPE), timeout=5)).jobs
+    assert [j.id for j in listed] == [jobs[0].id]
+    for _ in range(50):
+        if curated:
+            break
+        await asyncio.sleep(0.1)
+    assert [e.data["job_id"] for e in curated] == [jobs[0].id]
+
+
+async def test_auto_curation_can_be_turned_off(curation_service, store, bus, local_clips):
+    proc, stub = await curation_service(auto_curate=False)
+    await bus.publish(Event(type="clips.ingested", tenant=TENANT, project=PROJECT, data={}))
+    await asyncio.sleep(1.0)
+    listed = await stub.ListJobs(common_pb2.ListJobsRequest(scope=SCOPE), timeout=5)
+    assert list(listed.jobs) == []
+    names = [c.name async for c in _consumers(bus)]
+    assert "curation-auto" not in names and "curation-workers" in names
+
+
+async def _consumers(bus):
+    for info in await bus.jetstream.consumers_info(bus.settings.stream):
+        yield info
+
+
+async def test_discovery_reads_ingest_manifests_tolerantly(store, local_clips):
+    project = ProjectRef(TENANT, PROJECT)
+    clip = local_clips[0]
+    base = f"{TENANT}/{PROJECT}/clips/abcdef0123456789"
+    store.put_file(Bucket.CLIPS, f"{base}/shot-000.mp4", clip.path)
+    store.put_file(Bucket.CLIPS, f"{TENANT}/{PROJECT}/clips/1111111111111111/shot-000.mp4", clip.path)
+    # ingest's FileOutcome shape with local paths, manifest beside the clips
+    store.put_json(Bucket.CLIPS, f"{base}/manifest.json", {"source": "/tmp/in.mp4", "result": {
+        "sha256": "abcdef0123456789" * 4, "kind": "video",
+        "clips": [{"path": "/work/tmp/shot-000.mp4", "keyframes": ["/w/shot-000.kf0.jpg"]}]}})
+    # explicit keys, manifest under manifests/, one foreign key that must be ignored
+    store.put_json(Bucket.CLIPS, f"{TENANT}/{PROJECT}/manifests/1111111111111111.json", {
+        "source_sha256": "1111111111111111" * 4,
+        "clips": [{"clip_id": "shot-000", "key": f"{TENANT}/{PROJECT}/clips/1111111111111111/shot-000.mp4"},
+                  {"clip_id": "evil", "key": f"other/{PROJECT}/clips/x/evil.mp4"}]})
+    store.put_bytes(Bucket.CLIPS, f"{TENANT}/{PROJECT}/manifests/broken.json", b"{not json")
+    found = discover_clips(store, project)
+    assert [(c.clip_id, c.key) for c in found] == [
+        ("1111111111111111-shot-000", f"{TENANT}/{PROJECT}/clips/1111111111111111/shot-000.mp4"),
+        ("abcdef0123456789-shot-000", f"{base}/shot-000.mp4"),
+    ]
+    assert found[1].keyframe_keys == (f"{base}/shot-000.kf0.jpg",)
+    assert found[1].source_id.startswith("abcdef0123456789")
