@@ -125,3 +125,28 @@ async def test_shutdown_reports_not_serving_before_closing(running) -> None:
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert proc.clients.bus.is_connected is False
     await channel.close()
+
+
+async def test_metrics_endpoint_counts_rpcs(settings) -> None:
+    import urllib.request
+
+    from loraforge.ingest.main import mount
+    from loraforge.runtime.grpc_client import aio_channel
+    from loraforge.stack.binaries import free_port
+
+    port = free_port()
+    with_metrics = settings.model_copy(
+        update={"server": settings.server.model_copy(update={"metrics_port": port})})
+    proc = ServiceProcess("ingest", with_metrics, mount, drain_delay_s=0)
+    await proc.start()
+    try:
+        channel = aio_channel(f"127.0.0.1:{proc.port}")
+        stub = ingest_pb2_grpc.IngestServiceStub(channel)
+        scope = common_pb2.ProjectScope(tenant="acme", project="jane")
+        await stub.ListJobs(common_pb2.ListJobsRequest(scope=scope), timeout=5)
+        body = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode())
+        assert 'loraforge_rpc_seconds_count{code="OK",method="/loraforge.v1.IngestService/ListJobs"' in body
+        await channel.close()
+    finally:
+        await proc.stop()
