@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import grpc
-
 from loraforge.curation.worker import build_policy, check_reference_keys
 from loraforge.runtime.job_service import JobService
 from loraforge.runtime.keys import ProjectRef

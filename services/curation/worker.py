@@ -28,9 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pydantic import ValidationError
-
-from loraforge.curation.errors import InvalidPolicy
 from loraforge.curation.faces import FaceBackend, make_backend
 from loraforge.curation.people import PeopleDetector
 from loraforge.curation.policy import CurationPolicy
@@ -41,6 +38,7 @@ from loraforge.runtime.jobs import ArtifactRef, Job
 from loraforge.runtime.keys import ProjectRef, validate_key_part
 from loraforge.runtime.params import CurationParams
 from loraforge.runtime.storage import Bucket, ObjectStore
+from pydantic import ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -389,8 +387,8 @@ class CurationWorker:
             cancelled.set()
             try:
                 await task  # the thread stops at its next frame
-            except Exception:  # noqa: BLE001 - we are cancelling anyway
-                pass
+            except Exception as exc:  # noqa: BLE001 - we are cancelling anyway
+                log.debug("curation thread ended with %s after cancel", exc)
             raise
         result = task.result()
         await ctx.progress(_MEASURE[1], "measured every clip")
@@ -504,6 +502,9 @@ class AutoCurator:
             await self._bus.subscribe(self.DURABLE, INGESTED_EVENT, self.handle)
 
     async def handle(self, event: Event, delivery: Delivery) -> None:
+        if event.data.get("clips") == 0:
+            log.info("clips.ingested %s brought no clips; nothing to curate", event.id)
+            return
         raw = event.data.get("curation") if isinstance(event.data.get("curation"), dict) else {}
         params = CurationParams.parse(**raw)
         build_policy(params)

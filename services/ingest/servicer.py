@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import grpc
-
 from loraforge.ingest.layout import check_source
 from loraforge.runtime.job_service import JobService
 from loraforge.runtime.keys import ProjectRef

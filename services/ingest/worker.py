@@ -22,6 +22,7 @@ every `tick_s`, and a cancellation reaches the core through its `cancel_check`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -34,8 +35,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
-
-from pydantic import ValidationError
 
 from loraforge.ingest import layout
 from loraforge.ingest.archive import extract_zip
@@ -54,6 +53,7 @@ from loraforge.runtime.jobs import ArtifactRef, Job
 from loraforge.runtime.keys import ProjectRef
 from loraforge.runtime.params import IngestParams
 from loraforge.runtime.storage import Bucket, ObjectStore
+from pydantic import ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -362,10 +362,9 @@ class IngestWork:
         except BaseException:
             if not task.done():
                 tracker.cancelled.set()  # the core's cancel_check now says yes
-                try:
+                # Wait for the thread to stop; how it ended does not matter any more.
+                with contextlib.suppress(BaseException):
                     await task
-                except BaseException:  # noqa: BLE001 - the thread's own end does not matter now
-                    pass
             raise
 
     async def _report(self, run: _JobRun) -> None:
@@ -415,7 +414,7 @@ def _report(source: str, name: str, *, sha: str | None = None, original: str | N
             error: str | None = None, error_type: str | None = None, archive: str | None = None,
             ) -> dict[str, Any]:
     return {"source": source, "file": name, "archive": archive, "sha256": sha, "raw_key": original,
-            "manifest_key": None, "clips": 0, "clip_keys": [], "skipped": [], "error": error,
+            "manifest_key": None, "clips": 0, "skipped": [], "error": error,
             "error_type": error_type, "reused": False}
 
 
@@ -427,7 +426,7 @@ def _report_from_manifest(manifest: dict[str, Any], source: str, name: str, mkey
                      error=error.get("message"), error_type=error.get("type"), archive=src.get("archive"))
     clips = manifest.get("clips") or []
     report.update({
-        "manifest_key": mkey, "clips": len(clips), "clip_keys": [c["key"] for c in clips],
+        "manifest_key": mkey, "clips": len(clips),
         "skipped": [{"start": s.get("start"), "end": s.get("end"), "reason": s.get("reason")}
                     for s in manifest.get("skipped") or []],
         "reused": reused,

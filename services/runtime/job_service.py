@@ -100,7 +100,7 @@ class JobContext:
 
     async def check_cancelled(self) -> None:
         job = await self._jobs.get(self.job.tenant, self.job.project, self.job.id)
-        if job.cancel_requested:
+        if job.cancel_requested or job.state is JobState.CANCELLED:
             raise Cancelled(f"job {job.id} was cancelled")
 
 

@@ -59,6 +59,7 @@ class StoredObject:
     sha256: str | None = None
     etag: str | None = None
     content_type: str | None = None
+    metadata: dict[str, str] | None = None
 
 
 class _HashingReader(io.RawIOBase):
@@ -192,12 +193,14 @@ class ObjectStore:
         *,
         content_type: str = "application/octet-stream",
         metadata: dict[str, str] | None = None,
+        sha256: str | None = None,
     ) -> StoredObject:
         path = Path(path)
         size = path.stat().st_size
         with path.open("rb") as fh:
             return self.put_stream(
-                bucket, key, fh, length=size, content_type=content_type, metadata=metadata
+                bucket, key, fh, length=size, sha256=sha256, content_type=content_type,
+                metadata=metadata,
             )
 
     def put_bytes(
@@ -232,8 +235,11 @@ class ObjectStore:
             raise self._translate(exc, f"stat {name}/{key}") from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise self._unavailable(exc, f"stat {name}/{key}") from exc
+        # User metadata comes back as x-amz-meta-* headers; strip the prefix.
+        meta = {k.lower().removeprefix("x-amz-meta-"): v for k, v in (st.metadata or {}).items()
+                if k.lower().startswith("x-amz-meta-")}
         return StoredObject(
-            name, key, st.size or 0, etag=st.etag, content_type=st.content_type
+            name, key, st.size or 0, etag=st.etag, content_type=st.content_type, metadata=meta
         )
 
     def exists(self, bucket: Bucket | str, key: str) -> bool:

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 import pytest
-
 from loraforge.curation.main import mount
 from loraforge.runtime.host import ServiceProcess
 from loraforge.v1 import curation_pb2_grpc

@@ -13,9 +13,8 @@ import cv2
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "unit" / "curation"))
 
-import media as M  # noqa: E402
-
-from loraforge.runtime.storage import Bucket, ObjectStore  # noqa: E402
+import media as M
+from loraforge.runtime.storage import Bucket, ObjectStore
 
 TENANT, PROJECT = "acme", "jane"
 # test clips are 480x360, 2.5 s at 8 fps: lower the size floor, sample fewer frames
@@ -76,8 +75,9 @@ def seed_project(store: ObjectStore, clips: list[LocalClip], tenant: str = TENAN
             "width": M.W, "height": M.H, "fps": M.FPS, "frames": 20,
         })
     for sha16, entries in by_source.items():
-        store.put_json(Bucket.CLIPS, f"{tenant}/{project}/manifests/{sha16}.json", {
-            "source_sha256": sha16 * 4, "kind": "video", "clips": entries,
+        # as services/ingest/worker.py writes it: beside the clips, named by the options hash
+        store.put_json(Bucket.CLIPS, f"{tenant}/{project}/clips/{sha16}/manifest-0123abcd.json", {
+            "source_sha256": sha16 * 4, "kind": "video", "clips": entries, "skipped": [],
         })
     return keys
 

@@ -18,12 +18,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "ingest"))
 
-from footage import ShotSpec, lavfi_video, make_footage, photo  # noqa: E402
-from loraforge.ingest.main import mount  # noqa: E402
-from loraforge.runtime.events import Delivery, Event  # noqa: E402
-from loraforge.runtime.host import ServiceProcess  # noqa: E402
-from loraforge.v1 import common_pb2, ingest_pb2_grpc  # noqa: E402
-from PIL import Image  # noqa: E402
+from footage import ShotSpec, lavfi_video, make_footage, photo
+from loraforge.ingest.main import mount
+from loraforge.runtime.events import Delivery, Event
+from loraforge.runtime.host import ServiceProcess
+from loraforge.v1 import common_pb2, ingest_pb2_grpc
+from PIL import Image
 
 TENANT, PROJECT = "acme", "jane"
 SCOPE = common_pb2.ProjectScope(tenant=TENANT, project=PROJECT)

@@ -123,3 +123,15 @@ def test_wrong_credentials_and_dead_endpoint_are_named(settings) -> None:
     dead = ObjectStore.connect(settings.s3.model_copy(update={"endpoint": endpoint}))
     with pytest.raises(Unavailable, match=endpoint):
         dead.ping()
+
+
+def test_metadata_round_trips_and_put_file_checks_sha(store: ObjectStore, tmp_path) -> None:
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(b"frames")
+    key = ProjectRef("acme", "jane").key("sources", "x.mp4")
+    store.put_file(Bucket.RAW, key, path, metadata={"original-name": "My Clip.mp4"},
+                   sha256=hashlib.sha256(b"frames").hexdigest())
+    assert store.stat(Bucket.RAW, key).metadata == {"original-name": "My Clip.mp4"}
+    with pytest.raises(IntegrityError):
+        store.put_file(Bucket.RAW, ProjectRef("acme", "jane").key("sources", "y.mp4"), path,
+                       sha256="1" * 64)

@@ -1,0 +1,184 @@
+"""`loraforge curate`: select a training set from a project's ingested clips.
+
+Reference photos are local files, uploaded once to the raw bucket under a content-addressed
+key; the job runs in the curation service (settings.endpoints.curation); the result is read
+back from the dataset it stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import grpc
+import typer
+from google.protobuf import json_format
+from loraforge.cli.output import console, emit_json, fail
+from loraforge.runtime.errors import LoraforgeError
+from loraforge.runtime.keys import ProjectRef
+from loraforge.runtime.params import LoraType
+from loraforge.runtime.servicers import struct_from_dict
+from loraforge.runtime.settings import Settings, load_settings
+from loraforge.runtime.storage import Bucket, ObjectStore
+from loraforge.v1 import common_pb2, curation_pb2, curation_pb2_grpc
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+PHOTO_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
+               ".webp": "image/webp", ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff"}
+_TERMINAL = {common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED}
+_STATE = {v: k.removeprefix("JOB_STATE_") for k, v in common_pb2.JobState.items()}
+
+
+def register(app: typer.Typer) -> None:
+    app.command("curate")(curate)
+
+
+def upload_reference(store: ObjectStore, project: ProjectRef, path: Path) -> str:
+    """Content-addressed raw key `<tenant>/<project>/references/<sha256>.<ext>`; uploads once."""
+    ext = path.suffix.lower()
+    if ext not in PHOTO_TYPES:
+        raise LoraforgeError(f"{path}: a reference must be a photo ({', '.join(sorted(PHOTO_TYPES))})")
+    if not path.is_file():
+        raise LoraforgeError(f"{path}: no such file")
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    key = project.key("references", f"{h.hexdigest()}{'.jpg' if ext == '.jpeg' else ext}")
+    store.put_if_absent_file(Bucket.RAW, key, path, content_type=PHOTO_TYPES[ext])
+    return key
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise LoraforgeError(f"--set {item!r}: write it as KEY=VALUE, e.g. max_people=1")
+        try:
+            out[name.strip()] = json.loads(value)
+        except ValueError:
+            out[name.strip()] = value
+    return out
+
+
+def _rpc_error(exc: grpc.RpcError, settings: Settings) -> str:
+    code = exc.code() if hasattr(exc, "code") else None
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return (f"the curation service at {settings.endpoints.curation} is not reachable; "
+                "start it (`loraforge stack up`) or fix LORAFORGE_ENDPOINTS__CURATION")
+    return exc.details() if hasattr(exc, "details") else str(exc)
+
+
+def curate(
+    project: str = typer.Option(..., "--project", "-p", help="Project whose ingested clips to curate."),
+    tenant: str = typer.Option("default", "--tenant", help="Tenant the project belongs to."),
+    reference: Annotated[list[Path] | None, typer.Option(
+        "--reference", "-r", help="Reference photo of the subject (repeat for several).")] = None,
+    target: int = typer.Option(60, "--target", min=1, max=10_000, help="Clips to select."),
+    lora_type: Annotated[LoraType, typer.Option("--type", help="What the LoRA learns.")] = LoraType.CHARACTER,
+    policy: Annotated[list[str] | None, typer.Option(
+        "--set", help="Policy override KEY=VALUE (JSON value), e.g. --set min_short_side_px=256.")] = None,
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for the job and show the result."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON (every clip)."),
+) -> None:
+    """Measure every ingested clip, reject unusable ones, select a balanced training set."""
+    reference, policy = reference or [], policy or []
+    try:
+        settings = load_settings()
+        ref = ProjectRef(tenant, project)
+        store = ObjectStore.connect(settings.s3) if (reference or wait) else None
+        overrides = parse_overrides(policy)
+        keys = [upload_reference(store, ref, p) for p in reference]  # type: ignore[arg-type]
+    except LoraforgeError as exc:
+        fail(str(exc), as_json=as_json, code=2)
+    scope = common_pb2.ProjectScope(tenant=tenant, project=project)
+    request = curation_pb2.StartCurationRequest(
+        scope=scope, request_id=uuid.uuid4().hex, reference_keys=keys, target_size=target,
+        lora_type=lora_type.value, policy_overrides=struct_from_dict(overrides),
+    )
+    with grpc.insecure_channel(settings.endpoints.curation) as channel:
+        stub = curation_pb2_grpc.CurationServiceStub(channel)
+        try:
+            job = stub.StartCuration(request, timeout=30)
+        except grpc.RpcError as exc:
+            fail(_rpc_error(exc, settings), as_json=as_json,
+                 code=2 if exc.code() == grpc.StatusCode.INVALID_ARGUMENT else 1)
+        if not wait:
+            if as_json:
+                emit_json({"job_id": job.id, "state": _STATE[job.state]})
+            else:
+                console.print(f"curation job [bold]{job.id}[/bold] started "
+                              f"(references: {len(keys)}); follow it with --wait")
+            return
+        job = _follow(stub, scope, job, as_json, settings)
+    if job.state != common_pb2.JOB_STATE_SUCCEEDED:
+        fail(f"curation job {job.id} {_STATE[job.state].lower()}: {job.message}", as_json=as_json)
+    result = json_format.MessageToDict(job.result)
+    try:
+        record = store.get_json(Bucket.DATASETS, result["dataset_key"])  # type: ignore[union-attr]
+        manifest = store.get_json(Bucket.DATASETS, result["manifest_key"]) if as_json else None  # type: ignore[union-attr]
+    except (LoraforgeError, KeyError) as exc:
+        fail(f"job {job.id} succeeded but its dataset cannot be read: {exc}", as_json=as_json)
+    report = {"bucket": store.bucket_name(Bucket.DATASETS), "key": result["report_key"]}  # type: ignore[union-attr]
+    if as_json:
+        emit_json(_json_summary(job, record, manifest, report))
+    else:
+        _print_summary(job, record, report)
+
+
+def _follow(stub: Any, scope: common_pb2.ProjectScope, job: Any, as_json: bool, settings: Settings) -> Any:
+    progress = Progress(TextColumn("[bold]curation[/bold]"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                        TimeElapsedColumn(), TextColumn("{task.description}"), console=console,
+                        transient=True, disable=as_json)
+    with progress:
+        task = progress.add_task(job.message or "queued", total=1.0)
+        while job.state not in _TERMINAL:
+            time.sleep(0.5)
+            try:
+                job = stub.GetJob(common_pb2.GetJobRequest(scope=scope, job_id=job.id), timeout=10)
+            except KeyboardInterrupt:
+                stub.CancelJob(common_pb2.CancelJobRequest(scope=scope, job_id=job.id), timeout=10)
+                fail(f"cancelled job {job.id}", as_json=as_json, code=130)
+            except grpc.RpcError as exc:
+                fail(f"{_rpc_error(exc, settings)} (job {job.id} keeps running; "
+                     "check it again later)", as_json=as_json)
+            progress.update(task, completed=job.progress, description=job.message)
+    return job
+
+
+def _json_summary(job: Any, record: dict, manifest: dict | None, report: dict) -> dict:
+    clips = [
+        {"clip_id": c["clip_id"], "decision": c["decision"], "selected": c["selected"],
+         "reason_codes": c["reason_codes"], "reasons": c["reasons"],
+         "flag_codes": c["flag_codes"], "flags": c["flags"], "source_id": c.get("source_id")}
+        for c in (manifest or {}).get("clips", [])
+    ]
+    return {
+        "job_id": job.id, "state": _STATE[job.state], "dataset_id": record["id"],
+        "lora_type": record["lora_type"], "counts": record["counts"],
+        "rejection_counts": record["rejection_counts"], "missing": record["missing"],
+        "selected": [c["clip_id"] for c in record["selected"]], "report": report, "clips": clips,
+    }
+
+
+def _print_summary(job: Any, record: dict, report: dict) -> None:
+    counts = record["counts"]
+    console.print(f"[green]dataset {record['id']}[/green]: {counts['selected']} selected "
+                  f"(target {record.get('target_size')}), {counts['kept']} kept, "
+                  f"{counts['rejected']} rejected of {counts['clips']} clips")
+    if record["rejection_counts"]:
+        table = Table("rejected because", "clips")
+        for reason, n in record["rejection_counts"].items():
+            table.add_row(reason, str(n))
+        console.print(table)
+    if record["missing"]:
+        console.print("[yellow]missing for a balanced set:[/yellow]")
+        for line in record["missing"]:
+            console.print(f"  - {line}")
+    console.print(f"report: s3://{report['bucket']}/{report['key']}")

@@ -1,0 +1,238 @@
+"""`loraforge ingest`: upload local footage (or pass URLs / raw keys), start an ingest job,
+follow it to the end and show what came out of each file."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import grpc
+import typer
+from loraforge.cli.output import console, emit_json, err_console, fail
+
+TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+RPC_TIMEOUT_S = 15.0
+POLL_S = 0.5
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ingest")(ingest)
+
+
+def ingest(
+    sources: Annotated[list[str], typer.Argument(
+        metavar="PATH_OR_URL...", show_default=False,
+        help="Videos, photos, folders, zips, http(s) URLs, or keys already in the raw bucket "
+             "(<tenant>/<project>/...).")],
+    project: str = typer.Option(..., "--project", "-p", help="Project name, e.g. jane-doe."),
+    tenant: str = typer.Option("default", "--tenant", help="Tenant the project belongs to."),
+    min_s: float = typer.Option(2.0, "--min-s", help="Shortest clip, seconds."),
+    max_s: float = typer.Option(5.0, "--max-s", help="Longest clip, seconds."),
+    fps: float = typer.Option(16.0, "--fps", help="Frame rate of the clips."),
+    max_long_side: int = typer.Option(0, "--max-long-side",
+                                      help="Cap on the clips' longest side in pixels (0: keep)."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the job until it ends."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """Cut footage into training clips and keyframes (the first pipeline stage)."""
+    from loraforge.runtime.errors import LoraforgeError, Unavailable
+    from loraforge.runtime.keys import ProjectRef
+    from loraforge.runtime.settings import load_settings
+
+    try:
+        settings = load_settings()
+        ref = ProjectRef(tenant, project)
+    except LoraforgeError as exc:
+        fail(str(exc), as_json=as_json, code=2)
+    try:
+        keys, local_names = _resolve_sources(settings, ref, sources, as_json)
+    except Unavailable as exc:
+        fail(f"{exc}", as_json=as_json)
+    except LoraforgeError as exc:
+        fail(str(exc), as_json=as_json, code=2)
+
+    from loraforge.runtime.grpc_client import sync_channel
+    from loraforge.v1 import ingest_pb2, ingest_pb2_grpc
+
+    target = settings.endpoints.ingest
+    with sync_channel(target) as channel:
+        stub = ingest_pb2_grpc.IngestServiceStub(channel)
+        request = ingest_pb2.StartIngestRequest(
+            scope=_scope(ref), request_id=f"cli-{uuid.uuid4().hex}", sources=keys,
+            min_s=min_s, max_s=max_s, fps=fps, max_long_side=max_long_side,
+        )
+        job = _call(stub.StartIngest, request, target, as_json)
+        if wait and not _terminal(job):
+            job = _follow(stub, ref, job, target, as_json)
+    view = _job_view(job, local_names)
+    if as_json:
+        emit_json(view)
+    else:
+        _print(view, waited=wait)
+    if view["state"] in ("FAILED", "CANCELLED"):
+        raise SystemExit(1)
+
+
+# -- sources -----------------------------------------------------------------------------------
+
+
+def _resolve_sources(settings: Any, ref: Any, sources: list[str], as_json: bool) -> tuple[list[str], dict[str, str]]:
+    """URLs and raw keys pass through; local paths are uploaded. Returns (job sources, key ->
+    local name for the report)."""
+    from loraforge.ingest.layout import is_url
+
+    keys: list[str | None] = []
+    local: list[Path] = []
+    for s in sources:
+        if is_url(s) or (s.startswith(ref.prefix) and not Path(s).exists()):
+            keys.append(s)
+        else:
+            keys.append(None)
+            local.append(Path(s))
+    names: dict[str, str] = {}
+    if local:
+        from loraforge.ingest.upload import expand_paths, upload_local
+        from loraforge.runtime.storage import ObjectStore
+
+        expand_paths(local)  # refuse a missing path before touching the network
+        store = ObjectStore.connect(settings.s3)
+        store.ensure_buckets()
+        with _spinner(as_json, "uploading") as status:
+            def on_file(path: Path, i: int, total: int) -> None:
+                if status is not None:
+                    status.update(f"uploading {i + 1}/{total}: {path.name}")
+
+            uploaded = upload_local(store, ref, local, on_file=on_file)
+        for u in uploaded:
+            names[u.key] = str(u.path)
+        if not as_json:
+            new = sum(u.created for u in uploaded)
+            console.print(f"uploaded {new} new file(s), {len(uploaded) - new} already stored")
+        uploaded_keys = list(dict.fromkeys(u.key for u in uploaded))
+    else:
+        uploaded_keys = []
+    out = [k for k in keys if k is not None] + uploaded_keys
+    return out, names
+
+
+class _NoSpinner:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _spinner(as_json: bool, text: str) -> Any:
+    return _NoSpinner() if as_json else err_console.status(text)
+
+
+# -- gRPC --------------------------------------------------------------------------------------
+
+
+def _scope(ref: Any) -> Any:
+    from loraforge.v1 import common_pb2
+
+    return common_pb2.ProjectScope(tenant=ref.tenant, project=ref.project)
+
+
+def _call(method: Any, request: Any, target: str, as_json: bool) -> Any:
+    """One call with a deadline. The channel retries UNAVAILABLE itself; StartIngest carries a
+    request id, so a retried start never makes a second job."""
+    from loraforge.runtime.grpc_client import unavailable_hint
+
+    try:
+        return method(request, timeout=RPC_TIMEOUT_S)
+    except grpc.RpcError as exc:
+        code = exc.code()
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            fail(f"{unavailable_hint(target, 'ingest')} ({code.name.lower()})", as_json=as_json)
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            fail(exc.details() or "invalid request", as_json=as_json, code=2)
+        fail(f"{code.name}: {exc.details()}", as_json=as_json)
+
+
+def _state(job: Any) -> str:
+    from loraforge.v1 import common_pb2
+
+    return common_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_")
+
+
+def _terminal(job: Any) -> bool:
+    return _state(job) in TERMINAL
+
+
+def _follow(stub: Any, ref: Any, job: Any, target: str, as_json: bool) -> Any:
+    from loraforge.v1 import common_pb2
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    request = common_pb2.GetJobRequest(scope=_scope(ref), job_id=job.id)
+    try:
+        if as_json:
+            while not _terminal(job):
+                time.sleep(POLL_S)
+                job = _call(stub.GetJob, request, target, as_json)
+            return job
+        with Progress(TextColumn("[bold]ingest[/bold] {task.fields[state]:<9}"), BarColumn(),
+                      TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+                      TextColumn("{task.description}"), console=err_console, transient=False) as bar:
+            task = bar.add_task(job.message, total=1.0, state=_state(job))
+            while True:
+                bar.update(task, completed=job.progress, description=job.message[:60], state=_state(job))
+                if _terminal(job):
+                    return job
+                time.sleep(POLL_S)
+                job = _call(stub.GetJob, request, target, as_json)
+    except KeyboardInterrupt:
+        fail(f"stopped following job {job.id}; it keeps running in the service "
+             f"(cancel it through the ingest CancelJob call)", as_json=as_json, code=130)
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+def _job_view(job: Any, local_names: dict[str, str]) -> dict[str, Any]:
+    from loraforge.runtime.servicers import dict_from_struct
+
+    result = dict_from_struct(job.result)
+    sources = []
+    for r in result.get("sources", []):
+        name = local_names.get(r.get("source", ""), r.get("source"))
+        error = r.get("error")
+        key_name = str(r.get("source", "")).rsplit("/", 1)[-1]
+        if error and r.get("source") in local_names and key_name:
+            # The service names uploads by content hash; show the user's file name instead.
+            error = error.replace(key_name, Path(local_names[r["source"]]).name)
+        if r.get("archive"):
+            name = f"{name} :: {r.get('file')}"
+        sources.append({
+            "source": name, "key": r.get("source"), "clips": int(r.get("clips") or 0),
+            "skipped": r.get("skipped") or [], "error": error, "reused": bool(r.get("reused")),
+            "manifest": r.get("manifest_key"),
+        })
+    return {
+        "job_id": job.id, "state": _state(job), "message": job.message,
+        "tenant": job.tenant, "project": job.project, "progress": job.progress,
+        "clips": int(result.get("clips") or 0), "sources": sources,
+        "errors": [s for s in sources if s["error"]],
+    }
+
+
+def _print(view: dict[str, Any], *, waited: bool) -> None:
+    from rich.table import Table
+
+    color = {"SUCCEEDED": "green", "FAILED": "red", "CANCELLED": "yellow"}.get(view["state"], "cyan")
+    console.print(f"job [bold]{view['job_id']}[/bold] [{color}]{view['state']}[/{color}] "
+                  f"({view['tenant']}/{view['project']}): {view['message']}")
+    if not view["sources"]:
+        if not waited:
+            console.print("not waiting for it (--no-wait)")
+        return
+    table = Table("source", "clips", "skipped", "note")
+    for s in view["sources"]:
+        note = f"[red]{s['error']}[/red]" if s["error"] else ("already ingested" if s["reused"] else "")
+        table.add_row(s["source"], str(s["clips"]), str(len(s["skipped"])), note)
+    console.print(table)
+    console.print(f"{view['clips']} clip(s) in total, {len(view['errors'])} file(s) with errors")

@@ -1,0 +1,46 @@
+"""Gateway knobs that are not (yet) in `runtime.settings`: limits, rate, token lifetimes.
+
+They are constructor arguments of the app (tests shrink them); `main.py` uses the defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from loraforge.runtime.settings import Settings
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    # Streamed multipart uploads through the gateway; bigger files use presigned PUT.
+    max_upload_bytes: int = 2 * 1024**3
+    # Presigned PUTs are checked at commit time against this cap.
+    max_presigned_upload_bytes: int = 50 * 1024**3
+    # Every other request body (JSON): scenario YAML may be up to 1 MB.
+    max_body_bytes: int = 2 * 1024 * 1024
+    # Token bucket per API key: sustained requests per second and burst size.
+    rate_per_s: float = 20.0
+    rate_burst: int = 60
+    # Download links (LoRAs, reports, previews) expire quickly; upload links live longer.
+    download_url_ttl_s: int = 900
+    upload_url_ttl_s: int = 3600
+    # Review-page tokens.
+    page_token_ttl_s: int = 3600
+    # How long an API-key lookup is cached in process (revocation takes at most this long).
+    key_cache_ttl_s: float = 10.0
+    # Webhooks: per-attempt timeout and attempts (exponential back-off between them).
+    webhook_timeout_s: float = 5.0
+    webhook_attempts: int = 5
+    webhook_backoff_s: float = 0.5
+    # SSE: how often the job record is polled, and the keep-alive comment interval.
+    sse_poll_s: float = 0.5
+    sse_keepalive_s: float = 15.0
+
+
+def gateway_bucket(settings: Settings) -> str:
+    """The gateway's own KV bucket (API keys, projects, webhooks), named after the jobs
+    bucket so that tests, which give every test its own jobs bucket, stay isolated.
+
+    TODO(runtime): a `nats.gateway_bucket` setting would make this explicit."""
+    jobs = settings.nats.jobs_bucket
+    return jobs.replace("jobs", "gateway") if "jobs" in jobs else f"{jobs}_gateway"
