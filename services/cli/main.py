@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from loraforge.cli import curate_cmd, ingest_cmd, stack_cmd
+from loraforge.cli import curate_cmd, ingest_cmd, run_cmd, stack_cmd
 
 app = typer.Typer(
     name="loraforge",
@@ -14,7 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (stack_cmd, curate_cmd, ingest_cmd):
+for module in (stack_cmd, run_cmd, ingest_cmd, curate_cmd):
     module.register(app)
 
 

@@ -1,0 +1,223 @@
+"""`loraforge run`: the main job, one command from footage to a LoRA.
+
+ingest -> curate -> caption -> train -> best checkpoint -> preview render, each stage a job on
+the local stack (started when it is not running), with one progress view and a final summary.
+Stages whose service has no worker yet are reported as such instead of pretending.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import grpc
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from loraforge.cli.output import console, emit_json, fail
+
+TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+
+
+def run(
+    paths: list[Path] = typer.Argument(None, help="Footage: videos, photos, folders or zips. "
+                                       "Without paths, example footage is generated from photos "
+                                       "that installed packages ship."),
+    trigger: str = typer.Option("ohwx_woman", "--trigger", help="The rare token the LoRA binds to."),
+    project: str = typer.Option("demo", "--project", "-p", help="Project name."),
+    tenant: str = typer.Option("default", "--tenant", help="Tenant the project belongs to."),
+    base: str = typer.Option("tiny-wan2.1-t2v", "--base", help="Base model preset to train on."),
+    target: int = typer.Option(0, "--target", help="How many clips to select (0: policy default)."),
+    stage_timeout: float = typer.Option(900.0, "--stage-timeout", help="Seconds per stage at most."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Run the whole pipeline on the local stack and print a summary."""
+    from loraforge.ingest.upload import upload_local
+    from loraforge.runtime.errors import LoraforgeError
+    from loraforge.runtime.keys import ProjectRef
+    from loraforge.runtime.settings import load_settings
+    from loraforge.runtime.storage import ObjectStore
+    from loraforge.stack.local import LocalStack
+
+    try:
+        settings = load_settings()
+        ref = ProjectRef(tenant, project)
+    except LoraforgeError as exc:
+        fail(str(exc), as_json=as_json, code=2)
+
+    say = (lambda msg: None) if as_json else (lambda msg: console.print(f"[dim]{msg}[/dim]"))
+    stack = LocalStack(settings)
+    try:
+        say("starting the local stack (if needed)...")
+        stack.up(log=say)
+    except LoraforgeError as exc:
+        fail(f"the local stack did not come up: {exc}", as_json=as_json)
+
+    if not paths:
+        from loraforge.stack.examples import write_example_footage
+
+        say("no footage given: generating example footage from packaged photos...")
+        paths = write_example_footage(settings.stack.data_dir / "example-footage")
+
+    summary: dict[str, Any] = {"project": f"{tenant}/{project}", "trigger": trigger, "base": base,
+                               "stages": {}}
+    store = ObjectStore.connect(settings.s3)
+    try:
+        uploaded = upload_local(store, ref, paths)
+    except LoraforgeError as exc:
+        fail(str(exc), as_json=as_json, code=2)
+    summary["inputs"] = len(uploaded)
+
+    run_id = uuid.uuid4().hex[:12]
+    stages = _stages(settings, ref, [u.key for u in uploaded], trigger, base, target, run_id)
+    with _progress(as_json) as progress:
+        for name, starter in stages:
+            task = progress.add_task(name, total=1.0)
+            try:
+                job = starter()
+            except grpc.RpcError as exc:
+                summary["stages"][name] = {"state": "UNAVAILABLE", "message": exc.details()}
+                progress.update(task, description=f"{name}: {exc.details()}")
+                break
+            job = _follow(settings, name, ref, job, progress, task, stage_timeout)
+            summary["stages"][name] = _job_summary(job)
+            if job["state"] != "SUCCEEDED":
+                break
+    _print_summary(summary, store, ref, as_json)
+    if any(s.get("state") != "SUCCEEDED" for s in summary["stages"].values()):
+        raise typer.Exit(1)
+
+
+def _stages(settings: Any, ref: Any, keys: list[str], trigger: str, base: str, target: int,
+            run_id: str) -> list[tuple[str, Any]]:
+    from loraforge.runtime.grpc_client import sync_channel
+    from loraforge.v1 import common_pb2, curation_pb2, curation_pb2_grpc, ingest_pb2, ingest_pb2_grpc
+
+    scope = common_pb2.ProjectScope(tenant=ref.tenant, project=ref.project)
+
+    def ingest() -> dict[str, Any]:
+        stub = ingest_pb2_grpc.IngestServiceStub(sync_channel(settings.endpoints.ingest))
+        job = stub.StartIngest(ingest_pb2.StartIngestRequest(
+            scope=scope, request_id=f"run-{run_id}-ingest", sources=keys), timeout=15)
+        return _job_dict(job)
+
+    def curate() -> dict[str, Any]:
+        stub = curation_pb2_grpc.CurationServiceStub(sync_channel(settings.endpoints.curation))
+        job = stub.StartCuration(curation_pb2.StartCurationRequest(
+            scope=scope, request_id=f"run-{run_id}-curate", target_size=target), timeout=15)
+        return _job_dict(job)
+
+    return [("ingest", ingest), ("curate", curate)]
+
+
+def _job_dict(job: Any) -> dict[str, Any]:
+    from google.protobuf.json_format import MessageToDict
+
+    from loraforge.v1 import common_pb2
+
+    out = MessageToDict(job, preserving_proto_field_name=True)
+    out["state"] = common_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_")
+    out.setdefault("progress", 0.0)
+    return out
+
+
+def _follow(settings: Any, stage: str, ref: Any, job: dict[str, Any], progress: Any, task: Any,
+            timeout_s: float) -> dict[str, Any]:
+    from loraforge.runtime.grpc_client import sync_channel
+    from loraforge.v1 import common_pb2, curation_pb2_grpc, ingest_pb2_grpc
+
+    stub_class, target = {
+        "ingest": (ingest_pb2_grpc.IngestServiceStub, settings.endpoints.ingest),
+        "curate": (curation_pb2_grpc.CurationServiceStub, settings.endpoints.curation),
+    }[stage]
+    stub = stub_class(sync_channel(target))
+    request = common_pb2.GetJobRequest(
+        scope=common_pb2.ProjectScope(tenant=ref.tenant, project=ref.project), job_id=job["id"])
+    deadline = time.monotonic() + timeout_s
+    while job["state"] not in TERMINAL:
+        if time.monotonic() > deadline:
+            job["state"], job["message"] = "FAILED", f"{stage} did not finish in {timeout_s:.0f}s"
+            break
+        time.sleep(0.5)
+        job = _job_dict(stub.GetJob(request, timeout=10))
+        progress.update(task, completed=job.get("progress", 0.0),
+                        description=f"{stage}: {job.get('message', '')[:60]}")
+    progress.update(task, completed=1.0 if job["state"] == "SUCCEEDED" else job.get("progress", 0),
+                    description=f"{stage}: {job['state'].lower()}")
+    return job
+
+
+def _job_summary(job: dict[str, Any]) -> dict[str, Any]:
+    return {"job_id": job["id"], "state": job["state"], "message": job.get("message", ""),
+            "result": job.get("result", {})}
+
+
+class _Quiet:
+    def __enter__(self) -> _Quiet:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def add_task(self, *a: Any, **k: Any) -> int:
+        return 0
+
+    def update(self, *a: Any, **k: Any) -> None:
+        return None
+
+
+def _progress(as_json: bool) -> Any:
+    if as_json:
+        return _Quiet()
+    return Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                    console=console)
+
+
+def _n(value: Any) -> Any:
+    """Counts come back through protobuf Struct as floats; show them as whole numbers."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _print_summary(summary: dict[str, Any], store: Any, ref: Any, as_json: bool) -> None:
+    stages = summary["stages"]
+    ingest = stages.get("ingest", {}).get("result", {})
+    curate = stages.get("curate", {}).get("result", {})
+    summary["clips"] = {
+        "in": summary.get("inputs", 0),
+        "made": ingest.get("clips"),
+        "kept": curate.get("kept"),
+        "rejected": curate.get("rejected"),
+        "rejected_by_reason": curate.get("rejection_counts", {}),
+    }
+    summary["dataset"] = curate.get("dataset_id")
+    summary["report"] = curate.get("report_key")
+    not_built = [s for s in ("caption", "train", "best checkpoint", "preview render") if s not in stages]
+    summary["not_run"] = not_built
+    if as_json:
+        emit_json(summary)
+        return
+    table = Table("stage", "state", "message", title=f"loraforge run: {summary['project']}")
+    for name, stage in stages.items():
+        colour = "green" if stage["state"] == "SUCCEEDED" else "red"
+        table.add_row(name, f"[{colour}]{stage['state']}[/{colour}]", stage.get("message", "")[:80])
+    for name in not_built:
+        table.add_row(name, "[yellow]not run[/yellow]", "")
+    console.print(table)
+    clips = summary["clips"]
+    console.print(f"files in: {clips['in']}  clips made: {_n(clips['made'])}  "
+                  f"kept: {_n(clips['kept'])}  rejected: {_n(clips['rejected'])}")
+    for reason, count in sorted((clips["rejected_by_reason"] or {}).items()):
+        console.print(f"  rejected for {reason}: {_n(count)}")
+    for line in (stages.get("curate", {}).get("result", {}).get("missing") or []):
+        console.print(f"  [yellow]{line}[/yellow]")
+    if summary["dataset"]:
+        console.print(f"dataset: {summary['dataset']}")
+    if summary["report"]:
+        console.print(f"report: datasets/{summary['report']}")
