@@ -230,16 +230,18 @@ class JobStore:
         # A watch with a subject filter lets the server do the matching; nats-py's
         # `keys(filters=...)` would fetch every key and substring-match on the client.
         watcher = await self._kv.watch(pattern, ignore_deletes=True, meta_only=True)
-        keys: list[str] = []
+        # A dict, not a list: a key written while we watch arrives twice (initial value and
+        # live update); callers must see each job once.
+        keys: dict[str, None] = {}
         try:
             async for entry in watcher:
                 if entry is None:  # end of the initial values
                     break
                 if entry.operation is None:
-                    keys.append(entry.key)
+                    keys[entry.key] = None
         finally:
             await watcher.stop()
-        return keys
+        return list(keys)
 
 
 def _encode(job: Job) -> bytes:
