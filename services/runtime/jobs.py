@@ -244,8 +244,18 @@ class JobStore:
         return list(keys)
 
 
+# NATS refuses messages over its max_payload (1 MiB by default); keep job records well below.
+MAX_JOB_RECORD_BYTES = 512 * 1024
+
+
 def _encode(job: Job) -> bytes:
-    return job.model_dump_json().encode()
+    data = job.model_dump_json().encode()
+    if len(data) > MAX_JOB_RECORD_BYTES:
+        raise InvalidInput(
+            f"job {job.id} record is {len(data)} bytes (max {MAX_JOB_RECORD_BYTES}); store large "
+            "results as an object (a manifest) and reference it from the job"
+        )
+    return data
 
 
 def _decode(data: bytes, revision: int) -> Job:

@@ -102,3 +102,12 @@ async def test_mutate_retries_through_conflicts(jobs: JobStore) -> None:
 
     await asyncio.gather(*(bump() for _ in range(5)))
     assert (await jobs.get("acme", "jane", job.id)).result == {"n": 5}
+
+
+async def test_oversized_job_record_is_refused_and_the_stored_one_kept(jobs: JobStore) -> None:
+    from loraforge.runtime.errors import InvalidInput
+
+    job = await jobs.create(_job())
+    with pytest.raises(InvalidInput, match="store large results as an object"):
+        await jobs.update(job, result={"blob": "x" * 600_000})
+    assert (await jobs.get("acme", "jane", job.id)).result == {}
