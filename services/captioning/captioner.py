@@ -18,7 +18,12 @@ from loraforge.captioning.errors import InvalidCaption, InvalidTemplate
 from loraforge.captioning.sources import CaptionSource, ClipInput, Draft
 from loraforge.captioning.templates import CaptionTemplate, load_templates
 from loraforge.captioning.text import find_hedges, normalize, strip_hedges, tidy
-from loraforge.captioning.tokens import EstimateTokenizer, TextTokenizer, check_user_length, limit_for
+from loraforge.captioning.tokens import (
+    EstimateTokenizer,
+    TextTokenizer,
+    check_user_length,
+    limit_for,
+)
 from loraforge.captioning.trigger import validate_trigger
 
 log = logging.getLogger(__name__)
@@ -119,8 +124,9 @@ def render_fitting(template: CaptionTemplate, values: dict[str, str], tokenizer:
         raise InvalidCaption(f"{what}: even without optional parts the caption is {m} tokens, over "
                              f"the {tokenizer.max_tokens} of {tokenizer.name}; shorten the shared "
                              "motion text or the template's fixed words")
-    return text, m, [f"caption was {n} tokens, over the {tokenizer.max_tokens}-token limit of "
-                     f"{tokenizer.name}; dropped {', '.join(dropped)} to fit ({m} tokens)"]
+    warning = (f"caption was {n} tokens, over the {tokenizer.max_tokens}-token limit of "
+               f"{tokenizer.name}; dropped {', '.join(dropped)} to fit ({m} tokens)")
+    return text, m, [warning]
 
 
 def caption_clips(clips: Sequence[ClipInput], sources: Sequence[CaptionSource], options: CaptionOptions,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from loraforge.captioning.servicer import CaptioningServicer
+from loraforge.captioning.worker import CaptioningWorker, sources_factory
 from loraforge.runtime.grpc_server import GrpcServer
 from loraforge.runtime.host import Clients, run_service
-from loraforge.runtime.job_service import JobService
+from loraforge.runtime.job_service import JobService, JobWorker
 
 NAME = "captioning"
 
@@ -13,6 +14,8 @@ NAME = "captioning"
 async def mount(clients: Clients, server: GrpcServer) -> None:
     jobs = JobService(NAME, clients.jobs, clients.bus)
     server.add(CaptioningServicer(jobs))
+    await JobWorker(NAME, clients.jobs, clients.bus, CaptioningWorker(
+        clients.store, sources=sources_factory(clients.settings.captioning))).start()
 
 
 def main() -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import subprocess
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
-from PIL import Image
-
 from loraforge.runtime.errors import InvalidInput
+from PIL import Image
 
 VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
@@ -40,6 +40,13 @@ def probe(path: Path) -> MediaInfo:
     path = Path(path)
     if not path.is_file():
         raise InvalidInput(f"{path} does not exist")
+    st = path.stat()
+    # exports probe the same clip several times (limits, frames, report): decode it once
+    return _probe(path.resolve(), st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=1024)
+def _probe(path: Path, _mtime_ns: int, _size: int) -> MediaInfo:
     if not is_video(path):
         try:
             with Image.open(path) as im:
@@ -62,7 +69,7 @@ def probe(path: Path) -> MediaInfo:
 
 def _run(args: list[str], what: str) -> None:
     proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args],
-                          capture_output=True, timeout=120)
+                          capture_output=True, timeout=120, check=False)
     if proc.returncode != 0:
         raise InvalidInput(f"{what} failed: {proc.stderr.decode(errors='replace')[-400:]}")
 
@@ -95,8 +102,8 @@ def sample_frames(path: Path, n: int = 4, max_side: int = 512) -> list[Image.Ima
             img = im.convert("RGB")
         img.thumbnail((max_side, max_side))
         return [img]
-    import numpy as np
     import imageio_ffmpeg
+    import numpy as np
 
     info = probe(path)
     want = {min(info.frames - 1, int((i + 0.5) * info.frames / n)) for i in range(n)}

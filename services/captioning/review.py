@@ -15,12 +15,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
-
 from loraforge.captioning.errors import InvalidCaption
 from loraforge.runtime.errors import NotFound
 from loraforge.runtime.keys import ProjectRef, validate_key_part
 from loraforge.runtime.storage import Bucket, ObjectStore
+from pydantic import BaseModel, Field
 
 RUN_RECORD = "_run.json"
 

@@ -24,7 +24,8 @@ class CaptioningServicer(JobCalls, captioning_pb2_grpc.CaptioningServiceServicer
         tenant, project = scope_from_wire(request.scope)
         params = CaptioningParams.parse(
             dataset_id=request.dataset_id, trigger=request.trigger, lora_type=request.lora_type,
-            source=request.source,
+            source=request.source, class_noun=request.class_noun,
+            base_preset=request.base_preset, motion=request.motion,
         )
         job = await self.jobs.start(tenant, project, params.model_dump(mode="json"),
                                     request.request_id or None)

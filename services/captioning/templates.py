@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from loraforge.captioning.errors import InvalidTemplate
 from loraforge.captioning.text import tidy
 from loraforge.runtime.params import LoraType

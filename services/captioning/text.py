@@ -22,15 +22,15 @@ _HEDGE_RE = re.compile(r"\b(" + "|".join(HEDGE_WORDS) + r")\b", re.IGNORECASE)
 
 # Rewrites applied in order: the copula survives ("appears to be smiling" -> "is smiling").
 _STRIP_RULES: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"\bit\s+(?:appears|seems)\s+(?:that\s+)?", re.I), ""),
-    (re.compile(r"\b(?:appears|seems)\s+to\s+be\b", re.I), "is"),
-    (re.compile(r"\b(?:appear|seem)\s+to\s+be\b", re.I), "are"),
-    (re.compile(r"\b(?:appears|seems|appear|seem|appearing)\s+to\s+", re.I), ""),
-    (re.compile(r"\b(?:might|may|could)\s+be\b", re.I), "is"),
-    (re.compile(r"\b(?:is|are)\s+(?:likely|probably|possibly|perhaps|apparently|presumably)\s+", re.I), "is "),
-    (re.compile(r"\bwhat\s+(?:looks|seems|appears)\s+(?:like|to\s+be)\s+", re.I), ""),
-    (re.compile(r"\b(?:possibly|likely|probably|perhaps|maybe|apparently|presumably|seemingly)\b,?\s*", re.I), ""),
-    (re.compile(r"\bmight\s+", re.I), ""),
+    (re.compile(r"\bit\s+(?:appears|seems)\s+(?:that\s+)?", re.IGNORECASE), ""),
+    (re.compile(r"\b(?:appears|seems)\s+to\s+be\b", re.IGNORECASE), "is"),
+    (re.compile(r"\b(?:appear|seem)\s+to\s+be\b", re.IGNORECASE), "are"),
+    (re.compile(r"\b(?:appears|seems|appear|seem|appearing)\s+to\s+", re.IGNORECASE), ""),
+    (re.compile(r"\b(?:might|may|could)\s+be\b", re.IGNORECASE), "is"),
+    (re.compile(r"\b(?:is|are)\s+(?:likely|probably|possibly|perhaps|apparently|presumably)\s+", re.IGNORECASE), "is "),
+    (re.compile(r"\bwhat\s+(?:looks|seems|appears)\s+(?:like|to\s+be)\s+", re.IGNORECASE), ""),
+    (re.compile(r"\b(?:possibly|likely|probably|perhaps|maybe|apparently|presumably|seemingly)\b,?\s*", re.IGNORECASE), ""),
+    (re.compile(r"\bmight\s+", re.IGNORECASE), ""),
 ]
 
 _BOILERPLATE = re.compile(
@@ -38,7 +38,7 @@ _BOILERPLATE = re.compile(
     r"(?:shows|depicts|features|captures|presents|we\s+see)?\s*[:,]?\s*"
     r"|^\s*(?:an?\s+)?(?:photo|picture|image|video|close-up photo)\s+of\s+"
     r"|^\s*there\s+is\s+|^\s*we\s+see\s+",
-    re.I,
+    re.IGNORECASE,
 )
 
 _IDENTITY = re.compile(
@@ -47,7 +47,7 @@ _IDENTITY = re.compile(
     r"|skin\s+(?:tone|colou?r)|complexion|(?:round|oval|square|heart[- ]shaped|long|narrow)\s+face"
     r"|face\s+shape|cheekbones|jawline|freckles|ethnicity"
     r"|asian|caucasian|african|hispanic|latina|latino)\b",
-    re.I,
+    re.IGNORECASE,
 )
 
 
@@ -76,7 +76,7 @@ def split_phrases(text: str) -> list[str]:
         sentence = _BOILERPLATE.sub("", sentence)
         for phrase in re.split(r"[,;]\s*|\s+while\s+|\s+as\s+", sentence):
             phrase = tidy(strip_hedges(phrase))
-            phrase = re.sub(r"^(?:and|with|then|also)\s+", "", phrase, flags=re.I)
+            phrase = re.sub(r"^(?:and|with|then|also)\s+", "", phrase, flags=re.IGNORECASE)
             phrase = _dedupe_words(phrase)
             if phrase and re.search(r"[A-Za-z]", phrase):
                 out.append(phrase[0].lower() + phrase[1:] if phrase[:2] != phrase[:2].upper() else phrase)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from loraforge.captioning.errors import InvalidCaption
 from loraforge.runtime.errors import InvalidInput
 
 CLIP_MAX_TOKENS = 77
@@ -97,7 +98,7 @@ class HFTokenizer:
     def vocab_size(self) -> int:
         if hasattr(self._tok, "get_vocab_size"):
             return int(self._tok.get_vocab_size())
-        return int(len(self._tok))
+        return len(self._tok)
 
     def count(self, text: str) -> int:
         return len(self._ids(text, True))
@@ -106,7 +107,16 @@ class HFTokenizer:
         ids = self._ids(word, False)
         if len(ids) != 1:
             return None
+        # the one token must BE the word (not <unk>): strip BPE/sentencepiece word markers
+        piece = self._piece(ids[0]).replace("</w>", "").replace("\u2581", "").replace("\u0120", "")
+        if piece.lower() != word.lower():
+            return None
         return ids[0] if ids[0] < COMMON_RANK_FRACTION * self.vocab_size else None
+
+    def _piece(self, token_id: int) -> str:
+        if hasattr(self._tok, "id_to_token"):
+            return self._tok.id_to_token(token_id) or ""
+        return str(self._tok.convert_ids_to_tokens(token_id) or "")
 
 
 def load_tokenizer(path: str | Path, max_tokens: int | None = None) -> HFTokenizer:
@@ -161,7 +171,7 @@ def check_user_length(text: str, tokenizer: TextTokenizer, *, what: str = "capti
     """User-written captions are never cut silently: too long is an error saying by how much."""
     n = tokenizer.count(text)
     if n > tokenizer.max_tokens:
-        raise InvalidInput(
+        raise InvalidCaption(
             f"{what} is {n} tokens but {tokenizer.name} reads at most {tokenizer.max_tokens}; "
             f"shorten it by about {n - tokenizer.max_tokens} tokens (drop the least important "
             "phrases at the end)")

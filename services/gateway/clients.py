@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import json_format, struct_pb2
-
 from loraforge.gateway.models import (
     JOB_KINDS,
     Artifact,
@@ -141,7 +140,8 @@ class BackendClients:
     async def start_captioning(self, tenant: str, project: str, req: CaptioningStart) -> Job:
         msg = captioning_pb2.StartCaptioningRequest(
             scope=self._scope(tenant, project), request_id=req.request_id or "",
-            dataset_id=req.dataset_id, trigger=req.trigger, lora_type=req.lora_type, source=req.source)
+            dataset_id=req.dataset_id, trigger=req.trigger, lora_type=req.lora_type, source=req.source,
+            class_noun=req.class_noun, base_preset=req.base_preset, motion=req.motion)
         return job_from_wire(await self._call("captioning", "StartCaptioning", msg))
 
     async def start_training(self, tenant: str, project: str, req: TrainingStart) -> Job:

@@ -1,30 +1,55 @@
-"""Composition root of the gateway: settings -> app -> uvicorn (graceful on SIGTERM)."""
+"""Composition root of the gateway: settings -> clients -> app -> uvicorn (graceful on SIGTERM)."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
-from loraforge.runtime.errors import ConfigurationError
+from loraforge.runtime.errors import ConfigurationError, Unavailable
 from loraforge.runtime.logging import configure_logging
-from loraforge.runtime.metrics import Metrics
-from loraforge.runtime.settings import load_settings
+from loraforge.runtime.settings import Environment, Settings, load_settings
+
+
+async def serve(settings: Settings) -> None:
+    import uvicorn
+    from loraforge.gateway.app import create_app
+    from loraforge.gateway.auth import write_dev_key
+    from loraforge.gateway.clients import BackendClients
+    from loraforge.gateway.config import gateway_bucket
+    from loraforge.gateway.state import GatewayState
+    from loraforge.runtime.host import connect_clients
+
+    clients = await connect_clients("gateway", settings)  # NATS + S3 + job store, with retries
+    backends = BackendClients.from_settings(settings.endpoints)
+    state = await GatewayState.open(clients.bus.jetstream, gateway_bucket(settings))
+    if settings.env is Environment.DEVELOPMENT:
+        path = settings.stack.data_dir / "gateway-dev-key"
+        await write_dev_key(state, settings.tenant, path)
+        sys.stderr.write(f"gateway: development API key for tenant {settings.tenant!r} in {path}\n")
+    app = create_app(settings, clients.metrics, backends=backends, store=clients.store,
+                     jobs_store=clients.jobs, state=state, bus=clients.bus)
+    config = uvicorn.Config(app, host=settings.server.host, port=settings.server.http_port or 8080,
+                            log_config=None,
+                            timeout_graceful_shutdown=int(settings.server.shutdown_grace_s))
+    try:
+        await uvicorn.Server(config).serve()
+    finally:
+        await backends.close()
+        await clients.bus.close()
 
 
 def main() -> None:
-    import uvicorn
-
-    from loraforge.gateway.app import create_app
-
     try:
         settings = load_settings()
     except ConfigurationError as exc:
         sys.stderr.write(f"gateway: {exc}\n")
         raise SystemExit(2) from None
     configure_logging(settings.log, "gateway")
-    app = create_app(settings, Metrics("gateway"))
-    port = settings.server.http_port or 8080
-    uvicorn.run(app, host=settings.server.host, port=port, log_config=None,
-                timeout_graceful_shutdown=int(settings.server.shutdown_grace_s))
+    try:
+        asyncio.run(serve(settings))
+    except (Unavailable, ConfigurationError) as exc:
+        sys.stderr.write(f"gateway: cannot start: {exc}\n")
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -146,6 +146,9 @@ class CaptioningStart(_Start):
     trigger: str = Field(min_length=2, max_length=64)
     lora_type: LoraTypeName = "character"
     source: Literal["attributes", "vlm", "openai"] = "attributes"
+    class_noun: str = Field(default="", max_length=64, description="e.g. woman, man, dog")
+    base_preset: str = Field(default="", max_length=100, description="sets the caption token limit")
+    motion: str = Field(default="", max_length=500, description="effect LoRAs: the shared motion")
 
 
 class TrainingStart(_Start):
@@ -239,19 +242,24 @@ Decision = Literal["keep", "reject"]
 class Caption(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "clip_id": "a1b2c3d4-0001", "text": "j4ne smiling, close-up, soft window light",
-        "trigger": "j4ne", "approved": False, "updated_at": "2025-01-01T12:00:00Z"}]})
+        "trigger": "j4ne", "approved": False, "approved_by": "", "edited": False,
+        "author": "machine:attributes", "updated_at": "2025-01-01T12:00:00Z", "versions": 1,
+        "warnings": []}]})
     clip_id: str
     text: str
     trigger: str = ""
     approved: bool = False
+    approved_by: str = ""
+    edited: bool = Field(default=False, description="the current text was written by a person")
+    author: str = ""
     updated_at: datetime | None = None
-    edited: bool = False
+    versions: int = 1
+    warnings: list[str] = Field(default_factory=list)
 
 
 class CaptionEdit(BaseModel):
     model_config = _ex({"text": "j4ne laughing, medium shot, outdoor daylight"})
-    text: str = Field(min_length=1, max_length=2000)
-    trigger: str | None = Field(default=None, min_length=2, max_length=64)
+    text: str = Field(min_length=1, max_length=2000, description="must contain the trigger word")
 
 
 class CaptionList(BaseModel):

@@ -17,12 +17,11 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
+from loraforge.runtime.errors import AlreadyExists, NotFound
+from loraforge.runtime.keys import validate_slug
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
-
-from loraforge.runtime.errors import AlreadyExists, NotFound
-from loraforge.runtime.keys import validate_slug
 
 
 def now() -> datetime:

@@ -63,6 +63,9 @@ class CaptioningParams(_Params):
     trigger: str = Field(min_length=2, max_length=64)
     lora_type: LoraType = LoraType.CHARACTER
     source: str = Field(default="attributes", pattern="^(attributes|vlm|openai)$")
+    class_noun: str = Field(default="person", min_length=1, max_length=40)
+    base_preset: str | None = None  # sets the caption length limit (CLIP 77 / umT5 512)
+    motion: str | None = Field(default=None, max_length=500)  # effect LoRAs: shared motion text
 
 
 class TrainingParams(_Params):

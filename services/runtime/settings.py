@@ -137,6 +137,16 @@ class ModelSettings(_Group):
     dir: Path = Path("models")
 
 
+class CaptioningSettings(_Group):
+    """Where captioning models are provisioned (all optional: measured attributes always work)."""
+
+    vlm_dir: Path | None = None  # a transformers vision-language model on local disk
+    tokenizer_dir: Path | None = None  # the target model's tokenizer, for length/rarity checks
+    openai_url: str = ""  # an OpenAI-compatible chat endpoint (e.g. vLLM) with image input
+    openai_model: str = ""
+    openai_api_key: SecretStr = SecretStr("")
+
+
 class K8sSettings(_Group):
     namespace: str = "loraforge"
     trainer_image: str = "loraforge/trainer:latest"
@@ -160,6 +170,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     stack: StackSettings = StackSettings()
     models: ModelSettings = ModelSettings()
+    captioning: CaptioningSettings = CaptioningSettings()
     k8s: K8sSettings = K8sSettings()
 
     def model_post_init(self, __context: Any) -> None:

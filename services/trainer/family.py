@@ -49,7 +49,12 @@ def config_hash(*configs: Any) -> str:
         if cfg is None:
             h.update(b"none")
             continue
-        data = dict(cfg) if not isinstance(cfg, str) else cfg
+        if isinstance(cfg, str):
+            data: Any = cfg
+        elif hasattr(cfg, "to_dict"):  # transformers PretrainedConfig
+            data = cfg.to_dict()
+        else:  # diffusers FrozenDict
+            data = dict(cfg)
         h.update(json.dumps(data, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from loraforge.v1 import common_pb2 as loraforge_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dloraforge/v1/captioning.proto\x12\x0cloraforge.v1\x1a\x19loraforge/v1/common.proto\"\x9f\x01\n\x16StartCaptioningRequest\x12)\n\x05scope\x18\x01 \x01(\x0b\x32\x1a.loraforge.v1.ProjectScope\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x12\n\ndataset_id\x18\x03 \x01(\t\x12\x0f\n\x07trigger\x18\x04 \x01(\t\x12\x11\n\tlora_type\x18\x05 \x01(\t\x12\x0e\n\x06source\x18\x06 \x01(\t2\xa4\x02\n\x11\x43\x61ptioningService\x12J\n\x0fStartCaptioning\x12$.loraforge.v1.StartCaptioningRequest\x1a\x11.loraforge.v1.Job\x12\x38\n\x06GetJob\x12\x1b.loraforge.v1.GetJobRequest\x1a\x11.loraforge.v1.Job\x12I\n\x08ListJobs\x12\x1d.loraforge.v1.ListJobsRequest\x1a\x1e.loraforge.v1.ListJobsResponse\x12>\n\tCancelJob\x12\x1e.loraforge.v1.CancelJobRequest\x1a\x11.loraforge.v1.Jobb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dloraforge/v1/captioning.proto\x12\x0cloraforge.v1\x1a\x19loraforge/v1/common.proto\"\xd8\x01\n\x16StartCaptioningRequest\x12)\n\x05scope\x18\x01 \x01(\x0b\x32\x1a.loraforge.v1.ProjectScope\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x12\n\ndataset_id\x18\x03 \x01(\t\x12\x0f\n\x07trigger\x18\x04 \x01(\t\x12\x11\n\tlora_type\x18\x05 \x01(\t\x12\x0e\n\x06source\x18\x06 \x01(\t\x12\x12\n\nclass_noun\x18\x07 \x01(\t\x12\x13\n\x0b\x62\x61se_preset\x18\x08 \x01(\t\x12\x0e\n\x06motion\x18\t \x01(\t2\xa4\x02\n\x11\x43\x61ptioningService\x12J\n\x0fStartCaptioning\x12$.loraforge.v1.StartCaptioningRequest\x1a\x11.loraforge.v1.Job\x12\x38\n\x06GetJob\x12\x1b.loraforge.v1.GetJobRequest\x1a\x11.loraforge.v1.Job\x12I\n\x08ListJobs\x12\x1d.loraforge.v1.ListJobsRequest\x1a\x1e.loraforge.v1.ListJobsResponse\x12>\n\tCancelJob\x12\x1e.loraforge.v1.CancelJobRequest\x1a\x11.loraforge.v1.Jobb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,7 +33,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'loraforge.v1.captioning_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STARTCAPTIONINGREQUEST']._serialized_start=75
-  _globals['_STARTCAPTIONINGREQUEST']._serialized_end=234
-  _globals['_CAPTIONINGSERVICE']._serialized_start=237
-  _globals['_CAPTIONINGSERVICE']._serialized_end=529
+  _globals['_STARTCAPTIONINGREQUEST']._serialized_end=291
+  _globals['_CAPTIONINGSERVICE']._serialized_start=294
+  _globals['_CAPTIONINGSERVICE']._serialized_end=586
 # @@protoc_insertion_point(module_scope)

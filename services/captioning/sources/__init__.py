@@ -44,9 +44,8 @@ class AttributeSource:
 
 def frames_of(clip: ClipInput, n: int) -> list:
     """Images a model looks at: sampled video frames, else the keyframes."""
-    from PIL import Image
-
     from loraforge.captioning.media import sample_frames
+    from PIL import Image
 
     if clip.media is not None:
         return sample_frames(clip.media, n)

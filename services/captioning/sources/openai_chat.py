@@ -11,12 +11,11 @@ import base64
 import io
 
 import httpx
-from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
-
-from loraforge.captioning.sources import ClipInput, Draft, frames_of
 from loraforge.captioning.slots import phrases_to_slots
+from loraforge.captioning.sources import ClipInput, Draft, frames_of
 from loraforge.captioning.sources.vlm import DEFAULT_PROMPT
 from loraforge.runtime.errors import InvalidInput, Unavailable
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 SYSTEM = ("You write training captions for a video model. Describe only what is visible, as "
           "short comma-separated phrases, with no uncertainty words.")

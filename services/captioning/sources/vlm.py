@@ -10,8 +10,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from loraforge.captioning.sources import ClipInput, Draft, frames_of
 from loraforge.captioning.slots import phrases_to_slots
+from loraforge.captioning.sources import ClipInput, Draft, frames_of
 from loraforge.runtime.errors import InvalidInput
 
 DEFAULT_PROMPT = ("Describe the person's hair, clothing, action, expression, the camera angle, "

@@ -1,0 +1,250 @@
+"""API keys, tenants, rate limits and review-page tokens.
+
+Keys are `lf_<key id>_<43 random url-safe chars>` (256 bits from `secrets`). Only their
+SHA-256 is stored: a plain, unsalted hash is the right tool for high-entropy random tokens
+(nobody can brute-force 2^256, so a slow KDF or a pepper adds nothing but latency), and it
+lets us look a key up by its hash in O(1). The key id in the clear names the key in logs and
+rate limits without revealing it.
+
+A key belongs to exactly one tenant; every lookup is scoped by that tenant, so another
+tenant's project or job simply does not exist for it (404, never 403).
+
+Review-page tokens are short-lived HMAC-signed grants for one dataset of one project, made
+from an API key by `POST .../review-link`; they can do nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import pathlib
+import secrets
+import time
+from dataclasses import dataclass
+
+from fastapi import Depends, Path, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from loraforge.gateway.models import SLUG_PATTERN
+from loraforge.gateway.problems import RateLimited, Unauthenticated
+from loraforge.gateway.state import GatewayState, now
+from loraforge.runtime.errors import NotFound
+from loraforge.runtime.keys import validate_slug
+
+KEY_PREFIX = "lf_"
+
+
+def hash_key(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _key_id(token: str) -> str:
+    parts = token.split("_")
+    return parts[1] if len(parts) >= 3 and parts[0] == "lf" else "unknown"
+
+
+async def create_api_key(state: GatewayState, tenant: str, name: str = "") -> str:
+    """Admin bootstrap: a new key for `tenant`; the clear text is returned once, never stored.
+
+    Used by tests, by `loraforge` CLI (admin) and by the dev stack (`write_dev_key`)."""
+    validate_slug(tenant, "tenant")
+    key_id = secrets.token_hex(4)
+    token = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+    await state.add_key(hash_key(token), {
+        "tenant": tenant, "key_id": key_id, "name": name, "created_at": now().isoformat()})
+    return token
+
+
+async def revoke_api_key(state: GatewayState, token: str) -> None:
+    await state.revoke_key(hash_key(token))
+
+
+async def write_dev_key(state: GatewayState, tenant: str, path: pathlib.Path) -> str:
+    """Development only: create a key once and keep it in `path` (mode 0600) for the stack."""
+    if path.exists():
+        token = path.read_text().strip()
+        if await state.key_record(hash_key(token)) is not None:
+            return token
+    token = await create_api_key(state, tenant, name="dev-default")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return token
+
+
+@dataclass(frozen=True)
+class Principal:
+    tenant: str
+    key_id: str
+    # Set for review-page tokens: the only project and dataset they may touch.
+    page_project: str | None = None
+    page_dataset: str | None = None
+
+    @property
+    def is_page(self) -> bool:
+        return self.page_project is not None
+
+
+class TokenBucket:
+    """In-memory token bucket per API key (per process; N replicas allow N times the rate)."""
+
+    def __init__(self, rate_per_s: float, burst: int):
+        self.rate = rate_per_s
+        self.burst = burst
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: str) -> None:
+        now_s = time.monotonic()
+        tokens, last = self._buckets.get(key, (float(self.burst), now_s))
+        tokens = min(float(self.burst), tokens + (now_s - last) * self.rate)
+        if tokens < 1.0:
+            self._buckets[key] = (tokens, now_s)
+            raise RateLimited(
+                f"rate limit of {self.rate:g} requests/s (burst {self.burst}) exceeded for key "
+                f"{key}; slow down and retry after the Retry-After seconds",
+                retry_after_s=(1.0 - tokens) / self.rate)
+        self._buckets[key] = (tokens - 1.0, now_s)
+        if len(self._buckets) > 100_000:  # forget idle keys
+            self._buckets = {k: v for k, v in self._buckets.items() if now_s - v[1] < 60}
+
+
+class KeyCache:
+    def __init__(self, ttl_s: float):
+        self._ttl = ttl_s
+        self._entries: dict[str, tuple[float, dict | None]] = {}
+
+    async def lookup(self, state: GatewayState, digest: str) -> dict | None:
+        hit = self._entries.get(digest)
+        if hit is not None and time.monotonic() - hit[0] < self._ttl:
+            return hit[1]
+        record = await state.key_record(digest)
+        self._entries[digest] = (time.monotonic(), record)
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        return record
+
+
+# -- review-page tokens ---------------------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sign_page_token(secret: bytes, tenant: str, project: str, dataset: str, key_id: str,
+                    ttl_s: int) -> tuple[str, float]:
+    exp = time.time() + ttl_s
+    payload = _b64(json.dumps({"t": tenant, "p": project, "d": dataset, "k": key_id,
+                               "exp": int(exp)}, separators=(",", ":")).encode())
+    sig = _b64(hmac.new(secret, payload.encode(), hashlib.sha256).digest())
+    return f"{payload}.{sig}", exp
+
+
+def verify_page_token(secret: bytes, token: str) -> Principal:
+    try:
+        payload, sig = token.split(".")
+        expected = _b64(hmac.new(secret, payload.encode(), hashlib.sha256).digest())
+        if not hmac.compare_digest(sig, expected):
+            raise ValueError("bad signature")
+        data = json.loads(_unb64(payload))
+        if time.time() > float(data["exp"]):
+            raise Unauthenticated("the review link expired; ask for a new one "
+                                  "(POST .../datasets/{id}/review-link)")
+        return Principal(data["t"], data["k"], data["p"], data["d"])
+    except Unauthenticated:
+        raise
+    except Exception:  # noqa: BLE001 - anything malformed is simply not a token
+        raise Unauthenticated("the review token is invalid; open the page from a fresh review "
+                              "link") from None
+
+
+# -- FastAPI dependencies -------------------------------------------------------------------
+
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
+                              description="API key (`lf_...`); or send it as a Bearer token")
+bearer = HTTPBearer(auto_error=False, description="API key as `Authorization: Bearer lf_...`")
+review_header = APIKeyHeader(name="X-Review-Token", auto_error=False,
+                             description="short-lived review-page token (review page only)")
+
+
+@dataclass
+class AuthContext:
+    state: GatewayState
+    limiter: TokenBucket
+    keys: KeyCache
+    page_secret: bytes | None = None
+    _lock: asyncio.Lock | None = None
+
+    async def secret(self) -> bytes:
+        if self.page_secret is None:
+            self.page_secret = await self.state.page_secret()
+        return self.page_secret
+
+
+def _auth(request: Request) -> AuthContext:
+    return request.app.state.gw.auth
+
+
+async def _from_key(ctx: AuthContext, token: str) -> Principal:
+    record = await ctx.keys.lookup(ctx.state, hash_key(token))
+    if record is None:
+        raise Unauthenticated("unknown or revoked API key; check the key or ask an admin for one")
+    principal = Principal(record["tenant"], record["key_id"])
+    ctx.limiter.take(principal.key_id)
+    return principal
+
+
+def _token_from(x_api_key: str | None, creds: HTTPAuthorizationCredentials | None) -> str | None:
+    if x_api_key:
+        return x_api_key.strip()
+    if creds is not None and creds.credentials:
+        return creds.credentials.strip()
+    return None
+
+
+async def require_key(
+    request: Request,
+    x_api_key: str | None = Security(api_key_header),
+    creds: HTTPAuthorizationCredentials | None = Security(bearer),
+) -> Principal:
+    """An API key is required (401 without one)."""
+    token = _token_from(x_api_key, creds)
+    if not token:
+        raise Unauthenticated("this endpoint needs an API key: send `X-API-Key: lf_...` or "
+                              "`Authorization: Bearer lf_...`")
+    return await _from_key(_auth(request), token)
+
+
+async def require_key_or_page(
+    request: Request,
+    x_api_key: str | None = Security(api_key_header),
+    creds: HTTPAuthorizationCredentials | None = Security(bearer),
+    review_token: str | None = Security(review_header),
+) -> Principal:
+    """An API key, or a review-page token (checked against the path by `dataset_access`)."""
+    token = _token_from(x_api_key, creds)
+    if token:
+        return await _from_key(_auth(request), token)
+    if review_token:
+        ctx = _auth(request)
+        principal = verify_page_token(await ctx.secret(), review_token)
+        ctx.limiter.take(f"page:{principal.key_id}")
+        return principal
+    raise Unauthenticated("send an API key (`X-API-Key`) or a review token (`X-Review-Token`)")
+
+
+def dataset_access(
+    project: str = Path(pattern=SLUG_PATTERN, examples=["jane-doe"]),
+    dataset_id: str = Path(pattern=r"^[A-Za-z0-9._=-]{1,100}$", examples=["ds-0123456789abcdef0123"]),
+    principal: Principal = Depends(require_key_or_page),
+) -> Principal:
+    """A page token only opens the one dataset it was made for (others are 404)."""
+    if principal.is_page and (principal.page_project != project or principal.page_dataset != dataset_id):
+        raise NotFound(f"dataset {dataset_id!r} not found")
+    return principal

@@ -1,0 +1,204 @@
+"""Datasets as curation leaves them, plus what review adds beside them.
+
+Curation's layout (read-only here; see loraforge.curation.worker):
+
+    datasets  <t>/<p>/datasets/<dataset_id>/dataset.json     commit marker + summary
+                                            manifest.json    every clip: metrics, decision
+                                            report.html, *.png (charts), thumbs/<clip_id>.jpg
+
+What the gateway writes beside it (one object per clip, so two reviewers never overwrite each
+other's work):
+
+    datasets  <t>/<p>/datasets/<dataset_id>/review/decisions/<clip_id>.json   accept/reject override
+              <t>/<p>/datasets/<dataset_id>/captions/<clip_id>.json           captioning's (INTERIM access)
+              <t>/<p>/datasets/<dataset_id>/exports/<export_id>.json          INTERIM export manifest
+
+INTERIM: captioning has no caption RPCs (list/edit/approve) or export RPC yet. Until it does,
+captions are read and written in captioning's own layout through its storage class
+(`loraforge.captioning.review.CaptionReviewStore`: one versioned record per clip plus
+`captions/_run.json` with the trigger), so both sides always agree on the format. Once
+captioning has the calls, these methods become gRPC calls in `clients.py` and this import goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+from typing import Any
+
+from loraforge.captioning.review import CaptionRecord, CaptionReviewStore
+from loraforge.gateway.models import Caption, Decision
+from loraforge.runtime.errors import InvalidInput, NotFound
+from loraforge.runtime.keys import ProjectRef, validate_key_part
+from loraforge.runtime.storage import Bucket, ObjectStore
+
+DATASET_RECORD = "dataset.json"
+MANIFEST = "manifest.json"
+REPORT = "report.html"
+
+# Clip-level metrics shown on the review page (the manifest has many more).
+REVIEW_METRICS = (
+    "kind", "width", "height", "duration_s", "quality_score", "sharpness", "face_sharpness",
+    "largest_face_ratio", "people_count", "angle_bucket", "yaw", "pitch", "expression",
+    "lighting", "mean_luma", "motion", "identity_distance", "identity_match",
+)
+
+
+def dataset_prefix(tenant: str, project: str, dataset_id: str) -> str:
+    try:
+        validate_key_part(dataset_id)
+    except InvalidInput:
+        raise NotFound(f"dataset {dataset_id!r} not found") from None
+    return ProjectRef(tenant, project).key("datasets", dataset_id)
+
+
+def _clip_part(clip_id: str) -> str:
+    try:
+        return validate_key_part(clip_id)
+    except InvalidInput:
+        raise NotFound(f"clip {clip_id!r} not found") from None
+
+
+def _caption(rec: CaptionRecord, trigger: str) -> Caption:
+    cur = rec.current
+    return Caption(clip_id=rec.clip_id, text=cur.text, trigger=trigger, approved=rec.approved,
+                   approved_by=rec.approved_by, edited=cur.by_human, author=cur.author,
+                   updated_at=cur.created_at, versions=len(rec.versions), warnings=cur.warnings)
+
+
+class DatasetStore:
+    def __init__(self, store: ObjectStore):
+        self._store = store
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+    async def _json_or_none(self, key: str) -> Any:
+        try:
+            return await self._run(self._store.get_json, Bucket.DATASETS, key)
+        except NotFound:
+            return None
+
+    # -- curation outputs --------------------------------------------------------------------
+
+    async def list(self, tenant: str, project: str) -> list[dict[str, Any]]:
+        prefix = ProjectRef(tenant, project).key("datasets") + "/"
+        objs = await self._run(lambda: list(self._store.list(Bucket.DATASETS, prefix)))
+        out = []
+        for o in objs:
+            rest = o.key[len(prefix):].split("/")
+            if len(rest) == 2 and rest[1] == DATASET_RECORD:
+                record = await self._json_or_none(o.key)
+                if isinstance(record, dict):
+                    out.append(record)
+        return out
+
+    async def record(self, tenant: str, project: str, dataset_id: str) -> dict[str, Any]:
+        record = await self._json_or_none(f"{dataset_prefix(tenant, project, dataset_id)}/{DATASET_RECORD}")
+        if not isinstance(record, dict):
+            raise NotFound(f"dataset {dataset_id!r} not found in project {project!r} "
+                           "(or its curation job has not finished)")
+        return record
+
+    async def manifest(self, tenant: str, project: str, dataset_id: str) -> dict[str, Any]:
+        doc = await self._json_or_none(f"{dataset_prefix(tenant, project, dataset_id)}/{MANIFEST}")
+        if not isinstance(doc, dict):
+            raise NotFound(f"dataset {dataset_id!r} has no manifest")
+        return doc
+
+    async def files(self, tenant: str, project: str, dataset_id: str) -> list[tuple[str, int]]:
+        prefix = dataset_prefix(tenant, project, dataset_id) + "/"
+        objs = await self._run(lambda: list(self._store.list(Bucket.DATASETS, prefix)))
+        return [(o.key, o.size) for o in objs]
+
+    # -- decision overrides ------------------------------------------------------------------
+
+    def _decision_key(self, tenant: str, project: str, dataset_id: str, clip_id: str) -> str:
+        return f"{dataset_prefix(tenant, project, dataset_id)}/review/decisions/{_clip_part(clip_id)}.json"
+
+    async def overrides(self, tenant: str, project: str, dataset_id: str) -> dict[str, dict[str, Any]]:
+        prefix = f"{dataset_prefix(tenant, project, dataset_id)}/review/decisions/"
+        objs = await self._run(lambda: list(self._store.list(Bucket.DATASETS, prefix)))
+        docs = await asyncio.gather(*(self._json_or_none(o.key) for o in objs))
+        return {d["clip_id"]: d for d in docs if isinstance(d, dict) and d.get("decision")}
+
+    async def set_override(self, tenant: str, project: str, dataset_id: str, clip_id: str,
+                           decision: Decision | None, note: str, by: str) -> dict[str, Any]:
+        key = self._decision_key(tenant, project, dataset_id, clip_id)
+        doc = {"clip_id": clip_id, "decision": decision, "note": note, "by": by,
+               "at": datetime.now(UTC).isoformat()}
+        # A null decision is stored too (not deleted): the history of who changed what stays.
+        await self._run(self._store.put_json, Bucket.DATASETS, key, doc)
+        return doc
+
+    # -- captions (INTERIM, see module doc) --------------------------------------------------
+
+    def _captions(self, tenant: str, project: str, dataset_id: str) -> CaptionReviewStore:
+        dataset_prefix(tenant, project, dataset_id)  # 404 for a bad id
+        return CaptionReviewStore(self._store, ProjectRef(tenant, project), dataset_id)
+
+    async def trigger(self, tenant: str, project: str, dataset_id: str) -> str:
+        run = await self._run(self._captions(tenant, project, dataset_id).load_run)
+        return str((run or {}).get("trigger") or "")
+
+    async def captions(self, tenant: str, project: str, dataset_id: str) -> dict[str, Caption]:
+        trigger = await self.trigger(tenant, project, dataset_id)
+        records = await self._run(self._captions(tenant, project, dataset_id).list)
+        return {r.clip_id: _caption(r, trigger) for r in records if r.versions}
+
+    async def caption(self, tenant: str, project: str, dataset_id: str, clip_id: str) -> Caption | None:
+        _clip_part(clip_id)
+        rec = await self._run(self._captions(tenant, project, dataset_id).get, clip_id)
+        if rec is None or not rec.versions:
+            return None
+        return _caption(rec, await self.trigger(tenant, project, dataset_id))
+
+    async def edit_caption(self, tenant: str, project: str, dataset_id: str, clip_id: str,
+                           text: str, user: str) -> Caption:
+        _clip_part(clip_id)
+        store = self._captions(tenant, project, dataset_id)
+        trigger = await self.trigger(tenant, project, dataset_id)
+        text = " ".join(text.split())
+        if not text:
+            raise InvalidInput(f"the caption of {clip_id} is empty; write what the clip shows")
+        if trigger and trigger not in text:
+            raise InvalidInput(f"the caption must contain the trigger {trigger!r}")
+        rec = await self._run(lambda: store.edit(clip_id, text, user=user))
+        return _caption(rec, trigger)
+
+    async def approve_caption(self, tenant: str, project: str, dataset_id: str, clip_id: str,
+                              user: str) -> Caption:
+        _clip_part(clip_id)
+        store = self._captions(tenant, project, dataset_id)
+        rec = await self._run(lambda: store.approve(clip_id, user=user))
+        return _caption(rec, await self.trigger(tenant, project, dataset_id))
+
+    # -- exports (INTERIM) -------------------------------------------------------------------
+
+    async def write_export(self, tenant: str, project: str, dataset_id: str,
+                           doc: dict[str, Any]) -> str:
+        export_id = f"ex-{datetime.now(UTC):%Y%m%d%H%M%S}-{secrets.token_hex(3)}"
+        key = f"{dataset_prefix(tenant, project, dataset_id)}/exports/{export_id}.json"
+        await self._run(self._store.put_json, Bucket.DATASETS, key, {**doc, "export_id": export_id})
+        return key
+
+
+def clip_rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    clips = manifest.get("clips")
+    return [c for c in clips if isinstance(c, dict) and c.get("clip_id")] if isinstance(clips, list) else []
+
+
+def chart_keys(files: list[tuple[str, int]], prefix: str) -> list[tuple[str, int]]:
+    return [(k, s) for k, s in files
+            if k.endswith(".png") and "/" not in k[len(prefix) + 1:]]
+
+
+def is_thumb(key: str) -> bool:
+    return "/thumbs/" in key and PurePosixPath(key).suffix.lower() in {".jpg", ".jpeg", ".png", ".webp"}
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, default=str)

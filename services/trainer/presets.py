@@ -1,0 +1,149 @@
+"""Named base-model presets: which family module builds them and where their weights live.
+
+Real presets resolve to ``<models dir>/<preset name>`` (settings ``LORAFORGE_MODELS__DIR``;
+``/models`` in the Kubernetes Jobs, a read-only PVC) holding the diffusers-format pipeline
+(``model_index.json`` and one folder per component), provisioned by the operator. No code
+downloads anything: ``hub_reference`` only tells the operator what to put there.
+
+``tiny-*`` presets are the same pipelines built from small configs with random weights
+(seeded), with tokenizers built in code (:mod:`loraforge.trainer.tiny_text`). They go through
+exactly the same training, caching and export code as real weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from loraforge.runtime.errors import InvalidInput, NotFound
+from loraforge.trainer import flux, sd15, sdxl, wan
+
+FAMILY_MODULES: dict[str, ModuleType] = {
+    "wan": wan, "sdxl": sdxl, "flux": flux, "sd1.5": sd15,
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    family: str
+    variant: str
+    tiny: bool
+    description: str
+    hub_reference: str = ""  # where an operator gets the diffusers weights (never fetched here)
+
+    @property
+    def module(self) -> ModuleType:
+        return FAMILY_MODULES[self.family]
+
+    @property
+    def stride(self) -> int:
+        return int(self.module.STRIDE)
+
+    @property
+    def is_video(self) -> bool:
+        return self.family == "wan"
+
+    @property
+    def defaults(self) -> Any:
+        return self.module.DEFAULTS
+
+
+_REAL = [
+    Preset("wan2.1-t2v-1.3b", "wan", "t2v", False, "Wan 2.1 text-to-video 1.3B",
+           "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"),
+    Preset("wan2.1-t2v-14b", "wan", "t2v", False, "Wan 2.1 text-to-video 14B",
+           "Wan-AI/Wan2.1-T2V-14B-Diffusers"),
+    Preset("wan2.1-i2v-14b", "wan", "i2v", False, "Wan 2.1 image-to-video 14B (480p)",
+           "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"),
+    Preset("wan2.1-flf2v-14b", "wan", "flf2v", False, "Wan 2.1 first-last-frame-to-video 14B",
+           "Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers"),
+    Preset("wan2.2-t2v-a14b", "wan", "t2v-a14b", False,
+           "Wan 2.2 text-to-video A14B (high-noise + low-noise experts)",
+           "Wan-AI/Wan2.2-T2V-A14B-Diffusers"),
+    Preset("sdxl", "sdxl", "base", False, "Stable Diffusion XL 1.0 base",
+           "stabilityai/stable-diffusion-xl-base-1.0"),
+    Preset("flux.1-dev", "flux", "dev", False, "FLUX.1 [dev]", "black-forest-labs/FLUX.1-dev"),
+    Preset("sd1.5", "sd1.5", "base", False, "Stable Diffusion 1.5",
+           "stable-diffusion-v1-5/stable-diffusion-v1-5"),
+]
+_TINY = [
+    Preset("tiny-wan2.1-t2v", "wan", "t2v", True, "tiny random Wan 2.1 T2V (tests, demo)"),
+    Preset("tiny-wan2.1-i2v", "wan", "i2v", True, "tiny random Wan 2.1 I2V"),
+    Preset("tiny-wan2.1-flf2v", "wan", "flf2v", True, "tiny random Wan 2.1 FLF2V"),
+    Preset("tiny-wan2.2-t2v", "wan", "t2v-a14b", True, "tiny random Wan 2.2 T2V, two experts"),
+    Preset("tiny-sdxl", "sdxl", "base", True, "tiny random SDXL"),
+    Preset("tiny-flux", "flux", "dev", True, "tiny random FLUX.1-dev"),
+    Preset("tiny-sd1.5", "sd1.5", "base", True, "tiny random SD 1.5"),
+]
+PRESETS: dict[str, Preset] = {p.name: p for p in _REAL + _TINY}
+
+#: Seed of the random weights of every tiny preset (same weights in every process).
+TINY_SEED = 0
+
+
+class PresetNotProvisioned(NotFound):
+    """A real preset whose weights are not in the models directory."""
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise InvalidInput(
+            f"unknown base preset {name!r}; valid presets: {', '.join(PRESETS)}"
+        ) from None
+
+
+def default_models_dir() -> Path:
+    from loraforge.runtime.settings import load_settings
+
+    return Path(load_settings().models.dir)
+
+
+def weights_path(preset: Preset, models_dir: Path | None = None) -> Path:
+    return Path(models_dir or default_models_dir()) / preset.name
+
+
+def check_provisioned(preset: Preset, models_dir: Path | None = None) -> Path:
+    path = weights_path(preset, models_dir)
+    if not (path / "model_index.json").is_file():
+        raise PresetNotProvisioned(
+            f"base weights for preset {preset.name!r} are not provisioned: expected a "
+            f"diffusers-format pipeline (model_index.json + component folders) at {path}. "
+            f"Put the weights of {preset.hub_reference or preset.name} there (or set "
+            "LORAFORGE_MODELS__DIR); loraforge never downloads them at run time."
+        )
+    return path
+
+
+def load_pipeline(preset: Preset | str, models_dir: Path | None = None,
+                  dtype: torch.dtype = torch.float32) -> Any:
+    """The family's diffusers pipeline for a preset (tiny: built; real: from local disk)."""
+    p = get_preset(preset) if isinstance(preset, str) else preset
+    if p.tiny:
+        return p.module.build_tiny(p.variant, TINY_SEED)
+    return p.module.load_pretrained(check_provisioned(p, models_dir), p.variant, dtype)
+
+
+def list_presets(models_dir: Path | None = None) -> list[dict[str, Any]]:
+    """One row per preset for ``loraforge presets``: name, family, where the weights come
+    from, and whether they are present."""
+    rows = []
+    for p in PRESETS.values():
+        if p.tiny:
+            source, present = f"built in code (random weights, seed {TINY_SEED})", True
+        else:
+            path = weights_path(p, models_dir)
+            source = f"{path} (diffusers format; provision from {p.hub_reference})"
+            present = (path / "model_index.json").is_file()
+        rows.append({
+            "name": p.name, "family": p.family, "variant": p.variant, "tiny": p.tiny,
+            "description": p.description, "weights": source, "provisioned": present,
+            "stride": p.stride,
+        })
+    return rows

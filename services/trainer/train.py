@@ -1,0 +1,535 @@
+"""The LoRA training loop: one code path for every family and for tiny and real weights.
+
+Objectives
+- ``flow`` (Wan, Flux): x_t = (1 - s) x0 + s noise, the model predicts noise - x0 at
+  timestep s (Wan gets s * 1000, Flux s). s is drawn uniform or logit-normal
+  (sigmoid(N(mean, std))), then shifted: s' = shift s / (1 + (shift - 1) s).
+- ``epsilon`` / ``v_prediction`` (SDXL, SD1.5): DDPM forward process of the pipeline's own
+  beta schedule, t uniform in [0, 1000); the target is the noise or the velocity.
+
+Memory savers (documented in ``DEFAULTS.reasoning`` per family):
+- ``gradient_checkpointing``: diffusers' own recomputation in the denoiser.
+- ``fp8_base``: frozen base ``Linear`` weights stored as ``float8_e4m3fn`` (1 byte/param;
+  a 14B Wan fits in ~14 GB) and up-cast per matmul; LoRA weights stay fp32. Works on CPU
+  too (slowly); refused with DoRA.
+- ``block_swap=N``: the last N transformer blocks live on the CPU and are moved to the GPU
+  for their forward (and recompute) only; needs gradient checkpointing, which it turns on.
+  A no-op with a warning on CPU.
+- bf16 autocast on CUDA (``mixed_precision="bf16"``); fp32 on CPU.
+- AdamW 8-bit (bitsandbytes) on CUDA when importable, else torch AdamW.
+
+Checkpoints (``<output_dir>/checkpoints/step-NNNNNNNN/``) hold the LoRA tensors, optimizer,
+LR scheduler and every RNG state (noise generator, torch, numpy, python); batches are a pure
+function of (seed, epoch), so a resumed run replays exactly what the uninterrupted run
+would have done. A cancel (``should_cancel`` returning True) stops after the current
+optimizer step and writes a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from loraforge.runtime.errors import InvalidInput
+from loraforge.trainer import cache as cache_mod
+from loraforge.trainer.config import Resolved, RunConfig, resolve
+from loraforge.trainer.dataset import CaptionedDataset, DatasetConfig
+from loraforge.trainer.family import config_hash
+from loraforge.trainer.presets import TINY_SEED, Preset, load_pipeline, weights_path
+
+ADAPTER = "default"
+STATE_FILE = "training_state.pt"
+LORA_FILE = "adapter.safetensors"
+
+
+@dataclass
+class TrainResult:
+    status: str  # "succeeded" | "cancelled"
+    step: int
+    files: dict[str, Path] = field(default_factory=dict)
+    checkpoints: list[Path] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    eval_losses: dict[int, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    """Train one LoRA. ``pipeline`` may be passed in (tests reuse a built tiny pipeline)."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        *,
+        pipeline: Any = None,
+        cache_store: cache_mod.CacheStore | None = None,
+        on_progress: Callable[[int, int, float], None] | None = None,
+        should_cancel: Callable[[int], bool] | None = None,
+        log: Callable[[str], None] | None = None,
+    ):
+        self.config = config
+        self.preset, self.args = resolve(config)
+        self.family = self.preset.module
+        self.variant = self.preset.variant
+        self.device = _device(config.device)
+        self.on_progress = on_progress
+        self.should_cancel = should_cancel
+        self.log = log or (lambda msg: None)
+        self.dataset = CaptionedDataset.scan(
+            DatasetConfig(
+                path=config.dataset, resolution=self.args.resolution, frames=self.args.frames,
+                frame_sampling=config.frame_sampling, slide_stride=config.slide_stride,
+                target_fps=config.target_fps, repeats=config.repeats, bucketing=config.bucketing,
+            ),
+            self.preset.family, self.preset.stride,
+        )
+        self.cache = cache_store or (
+            cache_mod.LocalCacheStore(config.cache_dir) if config.cache_dir
+            else cache_mod.MemoryCacheStore()
+        )
+        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.pipe = pipeline if pipeline is not None else load_pipeline(
+            self.preset, config.models_dir, dtype=dtype)
+        self.autocast = self.device.type == "cuda" and config.mixed_precision == "bf16"
+        self.model_id = cache_mod.model_fingerprint(
+            self.preset.name, config_hash(*self.family.model_configs(self.pipe)),
+            None if self.preset.tiny else weights_path(self.preset, config.models_dir),
+            TINY_SEED if self.preset.tiny else None,
+        )
+        self.models: dict[str, torch.nn.Module] = {}
+        self.params: dict[str, torch.nn.Parameter] = {}
+        self.encoded: dict[int, dict[str, torch.Tensor]] = {}
+        self.texts: dict[str, dict[str, torch.Tensor]] = {}
+        self._epoch_batches: dict[int, list[list[int]]] = {}
+        self._prepared = False
+
+    # ------------------------------------------------------------ setup
+
+    def _selected_denoisers(self) -> dict[str, torch.nn.Module]:
+        all_models = self.family.denoisers(self.pipe)
+        if self.variant == "t2v-a14b" and self.config.expert != "both":
+            keep = "transformer" if self.config.expert == "high" else "transformer_2"
+            return {keep: all_models[keep]}
+        return all_models
+
+    def prepare(self) -> None:
+        if self._prepared:
+            return
+        self._encode_all()
+        from peft import LoraConfig
+
+        for comp in self.pipe.components.values():
+            if isinstance(comp, torch.nn.Module):
+                comp.requires_grad_(False)
+        torch.manual_seed(self.config.seed)
+        for name, model in self._selected_denoisers().items():
+            model.to(self.device)
+            model.add_adapter(LoraConfig(
+                r=self.args.rank, lora_alpha=self.args.alpha,
+                target_modules=self.args.target_modules, init_lora_weights=True,
+                use_dora=self.config.use_dora,
+            ), adapter_name=ADAPTER)
+            model.train()
+            for pname, p in model.named_parameters():
+                if p.requires_grad:
+                    p.data = p.data.float()
+                    self.params[f"{name}/{pname}"] = p
+            if self.config.gradient_checkpointing or self.config.block_swap:
+                model.enable_gradient_checkpointing()
+            if self.config.fp8_base:
+                n = fp8_base_weights(model)
+                self.log(f"{name}: {n} Linear weights stored in float8_e4m3fn")
+            if self.config.block_swap:
+                enable_block_swap(model, self.config.block_swap, self.device)
+            self.models[name] = model
+        if not self.params:
+            raise InvalidInput(
+                f"no module matched target_modules {self.args.target_modules} in {self.preset.name}"
+            )
+        self._prepared = True
+
+    def _encode_all(self) -> None:
+        """Latents and text embeddings for every sample, from the cache or computed once."""
+        enc_device = self.device
+        for i, s in enumerate(self.dataset.samples):
+            key = cache_mod.media_key(self.model_id, s.key, self.variant)
+            got = self.cache.get("latents", key)
+            if got is None:
+                pixels = self.dataset.load_pixels(i).unsqueeze(0)
+                got = {k: v[0] for k, v in
+                       self.family.encode_media(self.pipe, pixels, enc_device, self.variant).items()}
+                self.cache.put("latents", key, got)
+            self.encoded[i] = got
+        for caption in sorted({s.caption for s in self.dataset.samples}):
+            key = cache_mod.text_key(self.model_id, caption)
+            got = self.cache.get("text", key)
+            if got is None:
+                got = {k: v[0] for k, v in
+                       self.family.encode_text(self.pipe, [caption], enc_device).items()}
+                self.cache.put("text", key, got)
+            self.texts[caption] = got
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        params = list(self.params.values())
+        if self.config.optimizer == "adamw8bit" and self.device.type == "cuda":
+            try:
+                import bitsandbytes as bnb  # type: ignore[import-not-found]
+
+                return bnb.optim.AdamW8bit(params, lr=self.args.learning_rate,
+                                           weight_decay=self.config.weight_decay)
+            except ImportError:
+                self.log("bitsandbytes not importable: using torch AdamW")
+        return torch.optim.AdamW(params, lr=self.args.learning_rate,
+                                 weight_decay=self.config.weight_decay)
+
+    def _scheduler(self, opt: torch.optim.Optimizer) -> Any:
+        from diffusers.optimization import get_scheduler
+
+        name = {"constant": "constant_with_warmup"}.get(self.args.lr_scheduler, self.args.lr_scheduler)
+        return get_scheduler(name, opt, num_warmup_steps=self.args.warmup_steps,
+                             num_training_steps=self.args.steps)
+
+    # ------------------------------------------------------------ batches and noise
+
+    def batch_at(self, i: int) -> list[int]:
+        """The i-th micro-batch of the run (pure function of seed and i)."""
+        n = len(self._batches(0))
+        epoch = i // n
+        return self._batches(epoch)[i % n]
+
+    def _batches(self, epoch: int) -> list[list[int]]:
+        if epoch not in self._epoch_batches:
+            self._epoch_batches = {epoch: self.dataset.batches(epoch, self.args.batch_size,
+                                                               self.config.seed)}
+        return self._epoch_batches[epoch]
+
+    def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        batch: dict[str, list[torch.Tensor]] = {}
+        for i in indices:
+            for k, v in {**self.encoded[i], **self.texts[self.dataset.samples[i].caption]}.items():
+                batch.setdefault(k, []).append(v)
+        return {k: torch.stack(v).to(self.device) for k, v in batch.items()}
+
+    def sample_timesteps(self, n: int, gen: torch.Generator, lo: float = 0.0, hi: float = 1.0
+                         ) -> torch.Tensor:
+        a = self.args
+        if a.objective == "flow":
+            if a.timestep_sampling == "logit_normal":
+                s = torch.sigmoid(torch.randn(n, generator=gen) * self.config.logit_std
+                                  + self.config.logit_mean)
+            else:
+                s = torch.rand(n, generator=gen)
+            shift = a.flow_shift
+            s = shift * s / (1 + (shift - 1) * s)
+            return (lo + (hi - lo) * s).clamp(1e-4, 1.0)
+        return torch.randint(0, self._ddpm().config.num_train_timesteps, (n,), generator=gen)
+
+    def _ddpm(self) -> Any:
+        if not hasattr(self, "_ddpm_sched"):
+            from diffusers import DDPMScheduler
+
+            cfg = dict(self.pipe.scheduler.config)
+            self._ddpm_sched = DDPMScheduler(
+                num_train_timesteps=cfg.get("num_train_timesteps", 1000),
+                beta_start=cfg.get("beta_start", 0.00085), beta_end=cfg.get("beta_end", 0.012),
+                beta_schedule=cfg.get("beta_schedule", "scaled_linear"),
+                prediction_type=self.args.objective,
+            )
+        return self._ddpm_sched
+
+    def loss_on(self, name: str, batch: dict[str, torch.Tensor], noise: torch.Tensor,
+                t: torch.Tensor) -> torch.Tensor:
+        x0 = batch["latents"].float()
+        model = self.models.get(name) or self.family.denoisers(self.pipe)[name]
+        t = t.to(self.device)
+        noise = noise.to(self.device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+            if self.args.objective == "flow":
+                s = t.view(-1, *([1] * (x0.dim() - 1)))
+                noisy = (1 - s) * x0 + s * noise
+                pred = self.family.predict(self.pipe, model, noisy, t, batch, self.variant)
+                target = noise - x0
+            else:
+                sched = self._ddpm()
+                noisy = sched.add_noise(x0, noise, t)
+                pred = self.family.predict(self.pipe, model, noisy, t, batch, self.variant)
+                target = noise if self.args.objective == "epsilon" else sched.get_velocity(x0, noise, t)
+        return F.mse_loss(pred.float(), target.float())
+
+    def _route(self, gen: torch.Generator, n: int) -> tuple[str, torch.Tensor]:
+        """Which denoiser this micro-batch trains, and its timesteps."""
+        names = list(self.models)
+        if self.variant == "t2v-a14b":
+            from loraforge.trainer.wan import expert_range
+
+            name = names[int(torch.randint(0, len(names), (1,), generator=gen))] if len(names) > 1 else names[0]
+            lo, hi = expert_range(self.variant, name)
+            return name, self.sample_timesteps(n, gen, lo, hi)
+        return names[0], self.sample_timesteps(n, gen)
+
+    @torch.no_grad()
+    def evaluate(self, seed: int = 1234, n_timesteps: int = 4) -> float:
+        """Held-out denoising loss: every sample at fixed noise and fixed timesteps."""
+        self.prepare()
+        gen = torch.Generator("cpu").manual_seed(seed)
+        total, count = 0.0, 0
+        for m in self.models.values():
+            m.eval()
+        for name in self.models:
+            lo, hi = (0.0, 1.0)
+            if self.variant == "t2v-a14b":
+                from loraforge.trainer.wan import expert_range
+
+                lo, hi = expert_range(self.variant, name)
+            for i in range(len(self.dataset.samples)):
+                batch = self.collate([i])
+                for k in range(n_timesteps):
+                    noise = torch.randn(batch["latents"].shape, generator=gen)
+                    frac = (k + 0.5) / n_timesteps
+                    if self.args.objective == "flow":
+                        t = torch.tensor([lo + (hi - lo) * frac])
+                    else:
+                        t = torch.tensor([int(frac * self._ddpm().config.num_train_timesteps)])
+                    total += float(self.loss_on(name, batch, noise, t))
+                    count += 1
+        for m in self.models.values():
+            m.train()
+        return total / count
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self) -> TrainResult:
+        start_time = time.monotonic()
+        self.prepare()
+        opt = self._optimizer()
+        sched = self._scheduler(opt)
+        gen = torch.Generator("cpu").manual_seed(self.config.seed)
+        step = 0
+        ckpt_root = Path(self.config.output_dir) / "checkpoints"
+        if self.config.resume:
+            ckpt = latest_checkpoint(ckpt_root) if self.config.resume == "latest" else Path(self.config.resume)
+            if ckpt is not None:
+                step = self._load_checkpoint(ckpt, opt, sched, gen)
+                self.log(f"resumed from {ckpt} at step {step}")
+            elif self.config.resume != "latest":
+                raise InvalidInput(f"checkpoint {self.config.resume} does not exist")
+        result = TrainResult(status="succeeded", step=step)
+        if self.config.eval_every and step == 0:
+            result.eval_losses[0] = self.evaluate()
+        accum = self.config.grad_accum
+        while step < self.args.steps:
+            opt.zero_grad(set_to_none=True)
+            step_loss = 0.0
+            for j in range(accum):
+                batch = self.collate(self.batch_at(step * accum + j))
+                name, t = self._route(gen, batch["latents"].shape[0])
+                noise = torch.randn(batch["latents"].shape, generator=gen)
+                loss = self.loss_on(name, batch, noise, t) / accum
+                loss.backward()
+                step_loss += float(loss.detach())
+            if self.config.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(list(self.params.values()), self.config.max_grad_norm)
+            opt.step()
+            sched.step()
+            step += 1
+            result.losses.append(step_loss)
+            if self.on_progress:
+                self.on_progress(step, self.args.steps, step_loss)
+            if self.config.eval_every and step % self.config.eval_every == 0:
+                result.eval_losses[step] = self.evaluate()
+            cancelled = bool(self.should_cancel and self.should_cancel(step))
+            if (self.config.checkpoint_every and step % self.config.checkpoint_every == 0) or cancelled:
+                if step < self.args.steps or cancelled:
+                    result.checkpoints.append(self._save_checkpoint(ckpt_root, step, opt, sched, gen))
+            if cancelled:
+                result.status = "cancelled"
+                break
+        result.step = step
+        if result.status == "succeeded":
+            if self.config.eval_every and step not in result.eval_losses:
+                result.eval_losses[step] = self.evaluate()
+            result.files = self.export()
+        result.seconds = time.monotonic() - start_time
+        return result
+
+    # ------------------------------------------------------------ checkpoints
+
+    def lora_state(self) -> dict[str, torch.Tensor]:
+        return {k: p.detach().cpu().clone() for k, p in self.params.items()}
+
+    def _save_checkpoint(self, root: Path, step: int, opt: Any, sched: Any,
+                         gen: torch.Generator) -> Path:
+        root.mkdir(parents=True, exist_ok=True)
+        final = root / f"step-{step:08d}"
+        tmp = root / f".tmp-step-{step:08d}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        save_file(self.lora_state(), str(tmp / LORA_FILE),
+                  metadata={"step": str(step), "preset": self.preset.name})
+        torch.save({
+            "step": step,
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "noise_rng": gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "numpy_rng": np.random.get_state(),
+            "python_rng": random.getstate(),
+            "config": self.config.model_dump(mode="json"),
+        }, tmp / STATE_FILE)
+        (tmp / "run_config.json").write_text(json.dumps(self.args.training_args(), indent=2))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        kept = sorted(p for p in root.glob("step-*") if p.is_dir())
+        for old in kept[: -self.config.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        self.log(f"checkpoint {final}")
+        return final
+
+    def _load_checkpoint(self, path: Path, opt: Any, sched: Any, gen: torch.Generator) -> int:
+        if not (path / STATE_FILE).is_file():
+            raise InvalidInput(f"{path} is not a loraforge checkpoint (no {STATE_FILE})")
+        tensors = load_file(str(path / LORA_FILE))
+        missing = set(self.params) - set(tensors)
+        if missing:
+            raise InvalidInput(
+                f"checkpoint {path} does not match this run (missing {sorted(missing)[:3]}); "
+                "resume with the same preset, rank and target modules"
+            )
+        with torch.no_grad():
+            for k, p in self.params.items():
+                p.copy_(tensors[k].to(p.device, p.dtype))
+        state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["noise_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        np.random.set_state(state["numpy_rng"])
+        random.setstate(state["python_rng"])
+        return int(state["step"])
+
+    # ------------------------------------------------------------ output
+
+    def metadata(self) -> dict[str, str]:
+        a = self.args
+        return {
+            "format": "pt",
+            "loraforge.version": "1",
+            "loraforge.trigger": self.config.trigger,
+            "loraforge.base_preset": self.preset.name,
+            "loraforge.family": self.preset.family,
+            "loraforge.rank": str(a.rank),
+            "loraforge.alpha": str(a.alpha),
+            "loraforge.steps": str(a.steps),
+            "loraforge.dataset_id": self.config.dataset_id,
+            "loraforge.dataset_hash": self.dataset.content_hash,
+            "loraforge.training_args": json.dumps(a.training_args(), sort_keys=True),
+            # kohya-style keys that UIs (ComfyUI-Manager, A1111) display
+            "ss_network_dim": str(a.rank),
+            "ss_network_alpha": str(a.alpha),
+            "ss_base_model_version": self.preset.name,
+        }
+
+    def export(self, output_dir: Path | None = None) -> dict[str, Path]:
+        """Write the LoRA file(s) in the family's ComfyUI layout, atomically."""
+        from peft.utils import get_peft_model_state_dict
+
+        out_dir = Path(output_dir or self.config.output_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        names = self.family.output_files(self.variant, self.config.name)
+        files: dict[str, Path] = {}
+        for attr, model in self.models.items():
+            peft_sd = {k: v.detach().float().cpu()
+                       for k, v in get_peft_model_state_dict(model, adapter_name=ADAPTER).items()}
+            sd = self.family.to_comfy(peft_sd, self.args.alpha)
+            meta = self.metadata()
+            if self.variant == "t2v-a14b":
+                meta["loraforge.expert"] = "high_noise" if attr == "transformer" else "low_noise"
+            path = out_dir / names[attr]
+            tmp = path.with_suffix(".safetensors.tmp")
+            save_file(sd, str(tmp), metadata=meta)
+            os.replace(tmp, path)
+            files[attr] = path
+        return files
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    found = sorted(p for p in Path(root).glob("step-*") if (p / STATE_FILE).is_file())
+    return found[-1] if found else None
+
+
+def train(config: RunConfig | dict[str, Any], **kwargs: Any) -> TrainResult:
+    cfg = config if isinstance(config, RunConfig) else RunConfig.parse(config)
+    return Trainer(cfg, **kwargs).run()
+
+
+# ---------------------------------------------------------------- memory savers
+
+def fp8_base_weights(model: torch.nn.Module) -> int:
+    """Store every frozen ``nn.Linear`` weight as float8_e4m3fn, up-cast per call."""
+    if not hasattr(torch, "float8_e4m3fn"):
+        warnings.warn("this torch has no float8 dtype; fp8_base ignored", stacklevel=2)
+        return 0
+    n = 0
+    for module in model.modules():
+        if type(module) is torch.nn.Linear and not module.weight.requires_grad:
+            w = module.weight
+            module.weight = torch.nn.Parameter(w.data.to(torch.float8_e4m3fn), requires_grad=False)
+
+            def forward(x: torch.Tensor, _m: torch.nn.Linear = module) -> torch.Tensor:
+                b = None if _m.bias is None else _m.bias.to(x.dtype)
+                return F.linear(x, _m.weight.to(x.dtype), b)
+
+            module.forward = forward  # type: ignore[method-assign]
+            n += 1
+    return n
+
+
+def enable_block_swap(model: torch.nn.Module, n_blocks: int, device: torch.device) -> int:
+    """Keep the last ``n_blocks`` transformer blocks on the CPU between uses."""
+    if device.type != "cuda":
+        warnings.warn("block_swap only saves memory on a GPU; ignored on CPU", stacklevel=2)
+        return 0
+    blocks: list[torch.nn.Module] = []
+    for attr in ("blocks", "transformer_blocks", "single_transformer_blocks"):
+        blocks += list(getattr(model, attr, []) or [])
+    chosen = blocks[-n_blocks:] if n_blocks < len(blocks) else blocks
+    for blk in chosen:
+        blk.to("cpu")
+        blk.register_forward_pre_hook(lambda m, a: m.to(device, non_blocking=True))
+        blk.register_forward_hook(lambda m, a, o: m.to("cpu", non_blocking=True))
+    return len(chosen)
+
+
+def describe_defaults() -> dict[str, dict[str, Any]]:
+    from loraforge.trainer.presets import FAMILY_MODULES
+
+    return {fam: mod.DEFAULTS.as_dict() for fam, mod in FAMILY_MODULES.items()}
+
+
+def preset_for(config: RunConfig) -> Preset:
+    return resolve(config)[0]
+
+
+
