@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
 from loraforge.curation.errors import BackendUnavailable
 from loraforge.evaluation.images import ImageLike, to_bgr_list, to_pil_rgb
 

@@ -125,9 +125,9 @@ def choose_checkpoint(evals: Sequence[CheckpointEval]) -> CheckpointChoice:
 
 
 def _reason(best: Mapping, rows: Sequence[Mapping]) -> str:
-    parts = [f"step {best['step']} has the highest total {best['total']:.3f} "
-             f"(likeness {best['likeness']:.3f}, identity mean {best['identity_mean']}, "
-             f"p10 {best['identity_p10']}, faces found in {best['face_rate']:.0%} of renders)"]
+    parts = [(f"step {best['step']} has the highest total {best['total']:.3f} "
+              f"(likeness {best['likeness']:.3f}, identity mean {best['identity_mean']}, "
+              f"p10 {best['identity_p10']}, faces found in {best['face_rate']:.0%} of renders)")]
     collapsed = [r["step"] for r in rows if r["collapsed"]]
     if collapsed:
         parts.append(f"collapsed (renders alike outside the face, overfit): steps {collapsed}")

@@ -30,7 +30,6 @@ from itertools import combinations
 import cv2
 import imagehash
 import numpy as np
-
 from loraforge.curation.faces import FaceBackend
 from loraforge.curation.geometry import Box
 from loraforge.evaluation.images import ImageLike, to_bgr_list, to_pil_rgb
@@ -56,7 +55,8 @@ class DiversityScore:
     def as_dict(self) -> dict:
         r = None if self.mean_pairwise is None else round(self.mean_pairwise, 4)
         return {"collapse_similarity": r, "collapsed": self.collapsed,
-                "duplicate_pair_rate": round(self.duplicate_pair_rate, 4)}
+                "duplicate_pair_rate": round(self.duplicate_pair_rate, 4),
+                "collapse_threshold": self.threshold}
 
 
 def _masked(img: np.ndarray, boxes: Sequence[Box]) -> tuple[np.ndarray, np.ndarray]:

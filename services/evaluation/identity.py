@@ -26,11 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
+from loraforge.curation.errors import InvalidReference
 from loraforge.curation.faces import FaceBackend, normalize
 from loraforge.curation.geometry import Box
-from loraforge.curation.pose import bucket, estimate_pose
-from loraforge.curation.errors import InvalidReference
+from loraforge.curation.pose import estimate_pose
 from loraforge.evaluation.images import ImageLike, to_bgr, to_bgr_list
 
 # the low percentile reported next to the mean: a checkpoint whose worst renders drift to
@@ -43,7 +42,7 @@ _BUCKET_ANGLE = {"frontal": 0.0, "three_quarter": 30.0, "above": 30.0, "below": 
 
 def similarity_from_distance(distance: float, same_person_distance: float) -> float:
     """The documented mapping above: 0.5 on the backend's same-person threshold."""
-    return float(np.clip(1.0 - distance, 0.0, 1.0))
+    return float(np.clip(1.0 - distance / (2.0 * same_person_distance), 0.0, 1.0))
 
 
 @dataclass(frozen=True)

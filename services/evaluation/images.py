@@ -11,7 +11,6 @@ from typing import Any, Union
 
 import cv2
 import numpy as np
-
 from loraforge.evaluation.errors import InvalidRenders
 
 ImageLike = Union[np.ndarray, "Any", str, Path]  # ndarray is BGR; PIL images are RGB

@@ -14,12 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 from loraforge.evaluation.choose import CheckpointChoice
 from loraforge.evaluation.diversity import COLLAPSE_THRESHOLD
 from loraforge.evaluation.validation import ValidationLog
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 COLUMNS = ["step", "total", "likeness", "identity_mean", "identity_p10", "face_rate",
            "match_rate", "collapse_similarity", "collapsed", "adherence", "clip_score",
@@ -84,7 +83,8 @@ def write_report(choice: CheckpointChoice, out_dir: Path | str,
         "collapse": _plot(out / "collapse.png", "Non-face similarity across renders",
                           "mean pairwise similarity",
                           [("collapse similarity", steps, [r["collapse_similarity"] for r in rows])],
-                          choice.step, (COLLAPSE_THRESHOLD, "collapse threshold")),
+                          choice.step, (rows[0].get("collapse_threshold", COLLAPSE_THRESHOLD),
+                                        "collapse threshold")),
     }
     if any(r["adherence"] is not None for r in rows):
         plots["adherence"] = _plot(out / "adherence.png", "Prompt adherence (CLIP)",

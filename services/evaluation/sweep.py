@@ -25,14 +25,13 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage
-from optuna.trial import TrialState
-
 from loraforge.evaluation.errors import TrialFailed
 from loraforge.runtime.errors import InvalidInput
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ class CategoricalParam:
     choices: tuple
 
 
-Param = Union[FloatParam, IntParam, CategoricalParam]
+Param = FloatParam | IntParam | CategoricalParam
 SearchSpace = Mapping[str, Param]
 ReportCallback = Callable[[int, float], None]
 TrialRunner = Callable[[dict, ReportCallback], float]
@@ -270,11 +269,11 @@ def best_params_for_reuse(study: optuna.Study, lora_type: str,
     steps = int(p.pop("steps"))
     tuned_size = study.user_attrs.get("dataset_size")
     if dataset_size and tuned_size:
-        steps = max(MIN_REUSE_STEPS, int(round(steps * dataset_size / tuned_size / 50.0)) * 50)
+        steps = max(MIN_REUSE_STEPS, round(steps * dataset_size / tuned_size / 50.0) * 50)
     return {
         "learning_rate": lr,
         "rank": rank,
-        "alpha": max(1, int(round(rank * ratio))),
+        "alpha": max(1, round(rank * ratio)),
         "steps": steps,
         "extra": p,  # family-specific knobs (timestep shift/sampling, noise offset)
         "lora_type": lora_type,

@@ -8,10 +8,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import media as M  # noqa: E402
-
-from loraforge.curation.dlib_backend import DlibBackend  # noqa: E402
-from loraforge.evaluation.identity import build_references  # noqa: E402
+import media as M
+from loraforge.curation.dlib_backend import DlibBackend
+from loraforge.evaluation.identity import build_references
 
 
 class MemoBackend:

@@ -3,11 +3,10 @@ the numbers mean nothing, the shapes, pairing, truncation and skipping do."""
 
 from __future__ import annotations
 
+import media as M
 import numpy as np
 import pytest
 import torch
-
-import media as M
 from loraforge.curation.errors import BackendUnavailable
 from loraforge.evaluation.adherence import ClipScorer, load_clip_scorer, score_adherence
 from loraforge.evaluation.choose import choose_checkpoint, evaluate_checkpoint
@@ -16,8 +15,7 @@ from loraforge.evaluation.choose import choose_checkpoint, evaluate_checkpoint
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory):
     from tokenizers import pre_tokenizers
-    from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor,
-                              CLIPTokenizer)
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
     # a byte-level vocabulary without merges: every character is a token
     chars = pre_tokenizers.ByteLevel.alphabet()
@@ -28,11 +26,12 @@ def clip_dir(tmp_path_factory):
     tok = CLIPTokenizer(vocab=vocab, merges=[])
     torch.manual_seed(0)
     cfg = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
-                         bos_token_id=bos, eos_token_id=eos, pad_token_id=eos),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=2, image_size=32, patch_size=8),
+        text_config={"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 64,
+                     "num_hidden_layers": 2, "num_attention_heads": 2,
+                     "max_position_embeddings": 77, "bos_token_id": bos, "eos_token_id": eos,
+                     "pad_token_id": eos},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
         projection_dim=16)
     d = tmp_path_factory.mktemp("clip")
     CLIPModel(cfg).save_pretrained(d)

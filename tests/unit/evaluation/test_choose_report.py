@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-import pytest
-
 import media as M
+import pytest
 from loraforge.evaluation.adherence import AdherenceScore
 from loraforge.evaluation.choose import CheckpointEval, choose_checkpoint, evaluate_checkpoint
 from loraforge.evaluation.diversity import DiversityScore

@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-import numpy as np
-
 import media as M
+import numpy as np
 from loraforge.curation.geometry import Box
 from loraforge.evaluation.diversity import COLLAPSE_THRESHOLD, score_diversity
 

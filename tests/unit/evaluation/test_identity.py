@@ -1,10 +1,8 @@
 from __future__ import annotations
 
+import media as M
 import numpy as np
 import pytest
-from PIL import Image
-
-import media as M
 from loraforge.curation.errors import InvalidReference
 from loraforge.curation.faces import DetectedFace
 from loraforge.evaluation.identity import (
@@ -12,6 +10,7 @@ from loraforge.evaluation.identity import (
     score_identity,
     similarity_from_distance,
 )
+from PIL import Image
 
 
 def test_similarity_mapping_is_anchored_on_the_backend_threshold(backend):

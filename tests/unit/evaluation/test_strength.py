@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-import pytest
-
 import media as M
+import pytest
 from loraforge.evaluation.errors import InvalidRenders
 from loraforge.evaluation.strength import band, pick_weight, recommend_strength
 

@@ -4,8 +4,6 @@ import math
 
 import optuna
 import pytest
-from optuna.trial import TrialState
-
 from loraforge.evaluation.errors import TrialFailed
 from loraforge.evaluation.sweep import (
     CategoricalParam,
@@ -16,6 +14,7 @@ from loraforge.evaluation.sweep import (
     run_sweep,
 )
 from loraforge.runtime.errors import InvalidInput
+from optuna.trial import TrialState
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from loraforge.evaluation.validation import ValidationLog, ValidationRecord
 from loraforge.runtime.errors import InvalidInput
 
