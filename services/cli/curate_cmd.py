@@ -9,29 +9,27 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
-import grpc
 import typer
 from google.protobuf import json_format
+from loraforge.cli.jobs import call, follow, job_state
+from loraforge.cli.jobs import scope as wire_scope
 from loraforge.cli.output import console, emit_json, fail
 from loraforge.runtime.errors import LoraforgeError
+from loraforge.runtime.grpc_client import sync_channel
 from loraforge.runtime.keys import ProjectRef
 from loraforge.runtime.params import LoraType
 from loraforge.runtime.servicers import struct_from_dict
-from loraforge.runtime.settings import Settings, load_settings
+from loraforge.runtime.settings import load_settings
 from loraforge.runtime.storage import Bucket, ObjectStore
 from loraforge.v1 import common_pb2, curation_pb2, curation_pb2_grpc
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 PHOTO_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
                ".webp": "image/webp", ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff"}
-_TERMINAL = {common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED}
-_STATE = {v: k.removeprefix("JOB_STATE_") for k, v in common_pb2.JobState.items()}
 
 
 def register(app: typer.Typer) -> None:
@@ -67,14 +65,6 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _rpc_error(exc: grpc.RpcError, settings: Settings) -> str:
-    code = exc.code() if hasattr(exc, "code") else None
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return (f"the curation service at {settings.endpoints.curation} is not reachable; "
-                "start it (`loraforge stack up`) or fix LORAFORGE_ENDPOINTS__CURATION")
-    return exc.details() if hasattr(exc, "details") else str(exc)
-
-
 def curate(
     project: str = typer.Option(..., "--project", "-p", help="Project whose ingested clips to curate."),
     tenant: str = typer.Option("default", "--tenant", help="Tenant the project belongs to."),
@@ -97,28 +87,26 @@ def curate(
         keys = [upload_reference(store, ref, p) for p in reference]  # type: ignore[arg-type]
     except LoraforgeError as exc:
         fail(str(exc), as_json=as_json, code=2)
-    scope = common_pb2.ProjectScope(tenant=tenant, project=project)
+    scope = wire_scope(tenant, project)
     request = curation_pb2.StartCurationRequest(
         scope=scope, request_id=uuid.uuid4().hex, reference_keys=keys, target_size=target,
         lora_type=lora_type.value, policy_overrides=struct_from_dict(overrides),
     )
-    with grpc.insecure_channel(settings.endpoints.curation) as channel:
+    endpoint = settings.endpoints.curation
+    with sync_channel(endpoint) as channel:
         stub = curation_pb2_grpc.CurationServiceStub(channel)
-        try:
-            job = stub.StartCuration(request, timeout=30)
-        except grpc.RpcError as exc:
-            fail(_rpc_error(exc, settings), as_json=as_json,
-                 code=2 if exc.code() == grpc.StatusCode.INVALID_ARGUMENT else 1)
+        job = call(stub.StartCuration, request, service="curation", target=endpoint, as_json=as_json,
+                   timeout=30)
         if not wait:
             if as_json:
-                emit_json({"job_id": job.id, "state": _STATE[job.state]})
+                emit_json({"job_id": job.id, "state": job_state(job)})
             else:
                 console.print(f"curation job [bold]{job.id}[/bold] started "
                               f"(references: {len(keys)}); follow it with --wait")
             return
-        job = _follow(stub, scope, job, as_json, settings)
+        job = follow(stub, scope, job, service="curation", target=endpoint, as_json=as_json)
     if job.state != common_pb2.JOB_STATE_SUCCEEDED:
-        fail(f"curation job {job.id} {_STATE[job.state].lower()}: {job.message}", as_json=as_json)
+        fail(f"curation job {job.id} {job_state(job).lower()}: {job.message}", as_json=as_json)
     result = json_format.MessageToDict(job.result)
     try:
         record = store.get_json(Bucket.DATASETS, result["dataset_key"])  # type: ignore[union-attr]
@@ -132,26 +120,6 @@ def curate(
         _print_summary(job, record, report)
 
 
-def _follow(stub: Any, scope: common_pb2.ProjectScope, job: Any, as_json: bool, settings: Settings) -> Any:
-    progress = Progress(TextColumn("[bold]curation[/bold]"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                        TimeElapsedColumn(), TextColumn("{task.description}"), console=console,
-                        transient=True, disable=as_json)
-    with progress:
-        task = progress.add_task(job.message or "queued", total=1.0)
-        while job.state not in _TERMINAL:
-            time.sleep(0.5)
-            try:
-                job = stub.GetJob(common_pb2.GetJobRequest(scope=scope, job_id=job.id), timeout=10)
-            except KeyboardInterrupt:
-                stub.CancelJob(common_pb2.CancelJobRequest(scope=scope, job_id=job.id), timeout=10)
-                fail(f"cancelled job {job.id}", as_json=as_json, code=130)
-            except grpc.RpcError as exc:
-                fail(f"{_rpc_error(exc, settings)} (job {job.id} keeps running; "
-                     "check it again later)", as_json=as_json)
-            progress.update(task, completed=job.progress, description=job.message)
-    return job
-
-
 def _json_summary(job: Any, record: dict, manifest: dict | None, report: dict) -> dict:
     clips = [
         {"clip_id": c["clip_id"], "decision": c["decision"], "selected": c["selected"],
@@ -160,7 +128,7 @@ def _json_summary(job: Any, record: dict, manifest: dict | None, report: dict) -
         for c in (manifest or {}).get("clips", [])
     ]
     return {
-        "job_id": job.id, "state": _STATE[job.state], "dataset_id": record["id"],
+        "job_id": job.id, "state": job_state(job), "dataset_id": record["id"],
         "lora_type": record["lora_type"], "counts": record["counts"],
         "rejection_counts": record["rejection_counts"], "missing": record["missing"],
         "selected": [c["clip_id"] for c in record["selected"]], "report": report, "clips": clips,

@@ -3,18 +3,13 @@ follow it to the end and show what came out of each file."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
-import grpc
 import typer
+from loraforge.cli.jobs import call, follow, is_terminal, job_state, scope
 from loraforge.cli.output import console, emit_json, err_console, fail
-
-TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
-RPC_TIMEOUT_S = 15.0
-POLL_S = 0.5
 
 
 def register(app: typer.Typer) -> None:
@@ -60,12 +55,13 @@ def ingest(
     with sync_channel(target) as channel:
         stub = ingest_pb2_grpc.IngestServiceStub(channel)
         request = ingest_pb2.StartIngestRequest(
-            scope=_scope(ref), request_id=f"cli-{uuid.uuid4().hex}", sources=keys,
+            scope=scope(ref.tenant, ref.project), request_id=f"cli-{uuid.uuid4().hex}", sources=keys,
             min_s=min_s, max_s=max_s, fps=fps, max_long_side=max_long_side,
         )
-        job = _call(stub.StartIngest, request, target, as_json)
-        if wait and not _terminal(job):
-            job = _follow(stub, ref, job, target, as_json)
+        job = call(stub.StartIngest, request, service="ingest", target=target, as_json=as_json)
+        if wait and not is_terminal(job):
+            job = follow(stub, scope(ref.tenant, ref.project), job, service="ingest", target=target,
+                         as_json=as_json)
     view = _job_view(job, local_names)
     if as_json:
         emit_json(view)
@@ -129,67 +125,6 @@ def _spinner(as_json: bool, text: str) -> Any:
     return _NoSpinner() if as_json else err_console.status(text)
 
 
-# -- gRPC --------------------------------------------------------------------------------------
-
-
-def _scope(ref: Any) -> Any:
-    from loraforge.v1 import common_pb2
-
-    return common_pb2.ProjectScope(tenant=ref.tenant, project=ref.project)
-
-
-def _call(method: Any, request: Any, target: str, as_json: bool) -> Any:
-    """One call with a deadline. The channel retries UNAVAILABLE itself; StartIngest carries a
-    request id, so a retried start never makes a second job."""
-    from loraforge.runtime.grpc_client import unavailable_hint
-
-    try:
-        return method(request, timeout=RPC_TIMEOUT_S)
-    except grpc.RpcError as exc:
-        code = exc.code()
-        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            fail(f"{unavailable_hint(target, 'ingest')} ({code.name.lower()})", as_json=as_json)
-        if code == grpc.StatusCode.INVALID_ARGUMENT:
-            fail(exc.details() or "invalid request", as_json=as_json, code=2)
-        fail(f"{code.name}: {exc.details()}", as_json=as_json)
-
-
-def _state(job: Any) -> str:
-    from loraforge.v1 import common_pb2
-
-    return common_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_")
-
-
-def _terminal(job: Any) -> bool:
-    return _state(job) in TERMINAL
-
-
-def _follow(stub: Any, ref: Any, job: Any, target: str, as_json: bool) -> Any:
-    from loraforge.v1 import common_pb2
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    request = common_pb2.GetJobRequest(scope=_scope(ref), job_id=job.id)
-    try:
-        if as_json:
-            while not _terminal(job):
-                time.sleep(POLL_S)
-                job = _call(stub.GetJob, request, target, as_json)
-            return job
-        with Progress(TextColumn("[bold]ingest[/bold] {task.fields[state]:<9}"), BarColumn(),
-                      TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
-                      TextColumn("{task.description}"), console=err_console, transient=False) as bar:
-            task = bar.add_task(job.message, total=1.0, state=_state(job))
-            while True:
-                bar.update(task, completed=job.progress, description=job.message[:60], state=_state(job))
-                if _terminal(job):
-                    return job
-                time.sleep(POLL_S)
-                job = _call(stub.GetJob, request, target, as_json)
-    except KeyboardInterrupt:
-        fail(f"stopped following job {job.id}; it keeps running in the service "
-             f"(cancel it through the ingest CancelJob call)", as_json=as_json, code=130)
-
-
 # -- output ------------------------------------------------------------------------------------
 
 
@@ -213,7 +148,7 @@ def _job_view(job: Any, local_names: dict[str, str]) -> dict[str, Any]:
             "manifest": r.get("manifest_key"),
         })
     return {
-        "job_id": job.id, "state": _state(job), "message": job.message,
+        "job_id": job.id, "state": job_state(job), "message": job.message,
         "tenant": job.tenant, "project": job.project, "progress": job.progress,
         "clips": int(result.get("clips") or 0), "sources": sources,
         "errors": [s for s in sources if s["error"]],

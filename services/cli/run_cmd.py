@@ -7,19 +7,16 @@ Stages whose service has no worker yet are reported as such instead of pretendin
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import grpc
 import typer
+from loraforge.cli.jobs import RPC_TIMEOUT_S, follow, is_terminal, job_state, scope
+from loraforge.cli.output import console, emit_json, fail
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-
-from loraforge.cli.output import console, emit_json, fail
-
-TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
 
 
 def register(app: typer.Typer) -> None:
@@ -77,18 +74,27 @@ def run(
 
     run_id = uuid.uuid4().hex[:12]
     stages = _stages(settings, ref, [u.key for u in uploaded], trigger, base, target, run_id)
+    wire = scope(ref.tenant, ref.project)
     with _progress(as_json) as progress:
         for name, starter in stages:
             task = progress.add_task(name, total=1.0)
             try:
-                job = starter()
+                job, stub, service, endpoint = starter()
             except grpc.RpcError as exc:
                 summary["stages"][name] = {"state": "UNAVAILABLE", "message": exc.details()}
                 progress.update(task, description=f"{name}: {exc.details()}")
                 break
-            job = _follow(settings, name, ref, job, progress, task, stage_timeout)
+            job = follow(stub, wire, job, service=service, target=endpoint, as_json=as_json,
+                         timeout_s=stage_timeout, progress=(progress, task))
             summary["stages"][name] = _job_summary(job)
-            if job["state"] != "SUCCEEDED":
+            if not is_terminal(job):
+                summary["stages"][name].update(
+                    state="FAILED", message=f"{name} did not finish in {stage_timeout:.0f}s "
+                                            f"(job {job.id} keeps running)")
+            state = summary["stages"][name]["state"]
+            progress.update(task, completed=1.0 if state == "SUCCEEDED" else job.progress,
+                            description=f"{name}: {state.lower()}")
+            if state != "SUCCEEDED":
                 break
     _print_summary(summary, store, ref, as_json)
     if any(s.get("state") != "SUCCEEDED" for s in summary["stages"].values()):
@@ -97,73 +103,41 @@ def run(
 
 def _stages(settings: Any, ref: Any, keys: list[str], trigger: str, base: str, target: int,
             run_id: str) -> list[tuple[str, Any]]:
+    """(stage, (start() -> Job, stub, service, endpoint)) in pipeline order."""
     from loraforge.runtime.grpc_client import sync_channel
-    from loraforge.v1 import common_pb2, curation_pb2, curation_pb2_grpc, ingest_pb2, ingest_pb2_grpc
+    from loraforge.v1 import curation_pb2, curation_pb2_grpc, ingest_pb2, ingest_pb2_grpc
 
-    scope = common_pb2.ProjectScope(tenant=ref.tenant, project=ref.project)
+    wire = scope(ref.tenant, ref.project)
 
-    def ingest() -> dict[str, Any]:
-        stub = ingest_pb2_grpc.IngestServiceStub(sync_channel(settings.endpoints.ingest))
+    def ingest() -> tuple[Any, Any, str, str]:
+        endpoint = settings.endpoints.ingest
+        stub = ingest_pb2_grpc.IngestServiceStub(sync_channel(endpoint))
         job = stub.StartIngest(ingest_pb2.StartIngestRequest(
-            scope=scope, request_id=f"run-{run_id}-ingest", sources=keys), timeout=15)
-        return _job_dict(job)
+            scope=wire, request_id=f"run-{run_id}-ingest", sources=keys), timeout=RPC_TIMEOUT_S)
+        return job, stub, "ingest", endpoint
 
-    def curate() -> dict[str, Any]:
-        stub = curation_pb2_grpc.CurationServiceStub(sync_channel(settings.endpoints.curation))
+    def curate() -> tuple[Any, Any, str, str]:
+        endpoint = settings.endpoints.curation
+        stub = curation_pb2_grpc.CurationServiceStub(sync_channel(endpoint))
         job = stub.StartCuration(curation_pb2.StartCurationRequest(
-            scope=scope, request_id=f"run-{run_id}-curate", target_size=target), timeout=15)
-        return _job_dict(job)
+            scope=wire, request_id=f"run-{run_id}-curate", target_size=target), timeout=RPC_TIMEOUT_S)
+        return job, stub, "curation", endpoint
 
     return [("ingest", ingest), ("curate", curate)]
 
 
-def _job_dict(job: Any) -> dict[str, Any]:
-    from google.protobuf.json_format import MessageToDict
+def _job_summary(job: Any) -> dict[str, Any]:
+    from loraforge.runtime.servicers import dict_from_struct
 
-    from loraforge.v1 import common_pb2
-
-    out = MessageToDict(job, preserving_proto_field_name=True)
-    out["state"] = common_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_")
-    out.setdefault("progress", 0.0)
-    return out
-
-
-def _follow(settings: Any, stage: str, ref: Any, job: dict[str, Any], progress: Any, task: Any,
-            timeout_s: float) -> dict[str, Any]:
-    from loraforge.runtime.grpc_client import sync_channel
-    from loraforge.v1 import common_pb2, curation_pb2_grpc, ingest_pb2_grpc
-
-    stub_class, target = {
-        "ingest": (ingest_pb2_grpc.IngestServiceStub, settings.endpoints.ingest),
-        "curate": (curation_pb2_grpc.CurationServiceStub, settings.endpoints.curation),
-    }[stage]
-    stub = stub_class(sync_channel(target))
-    request = common_pb2.GetJobRequest(
-        scope=common_pb2.ProjectScope(tenant=ref.tenant, project=ref.project), job_id=job["id"])
-    deadline = time.monotonic() + timeout_s
-    while job["state"] not in TERMINAL:
-        if time.monotonic() > deadline:
-            job["state"], job["message"] = "FAILED", f"{stage} did not finish in {timeout_s:.0f}s"
-            break
-        time.sleep(0.5)
-        job = _job_dict(stub.GetJob(request, timeout=10))
-        progress.update(task, completed=job.get("progress", 0.0),
-                        description=f"{stage}: {job.get('message', '')[:60]}")
-    progress.update(task, completed=1.0 if job["state"] == "SUCCEEDED" else job.get("progress", 0),
-                    description=f"{stage}: {job['state'].lower()}")
-    return job
-
-
-def _job_summary(job: dict[str, Any]) -> dict[str, Any]:
-    return {"job_id": job["id"], "state": job["state"], "message": job.get("message", ""),
-            "result": job.get("result", {})}
+    return {"job_id": job.id, "state": job_state(job), "message": job.message,
+            "result": dict_from_struct(job.result)}
 
 
 class _Quiet:
     def __enter__(self) -> _Quiet:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         return None
 
     def add_task(self, *a: Any, **k: Any) -> int:

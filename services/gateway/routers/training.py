@@ -1,11 +1,13 @@
 """Training-run files in the `loras` bucket, and render results, through expiring links.
 
-INTERIM layout (the trainer writes nothing yet; adjust `run_prefix` when it does):
+INTERIM layout (the trainer's service layer does not upload yet; its plan is
+`<t>/<p>/runs/<run_id>/` in `loras`, see loraforge.trainer.cli; adjust here when it lands):
 
-    loras  <t>/<p>/runs/<run_id>/checkpoints/*.safetensors   checkpoints
+    loras  <t>/<p>/runs/<run_id>/config.json
+                                checkpoints/<step>/*.safetensors   (optimizer state etc. not listed)
                                 previews/*.(png|jpg|webp|mp4|gif)
                                 scores.json (or *.json under scores/)
-                                best.safetensors, last.safetensors
+                                best.safetensors, last.safetensors (or job.result best_key/last_key)
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ async def run_artifacts(g: Gateway, tenant: str, project: str, run_id: str) -> R
     for o in objs:
         rel = o.key[len(prefix):]
         suffix = PurePosixPath(rel).suffix.lower()
-        if rel.startswith("checkpoints/") or (suffix == ".safetensors" and "/" not in rel):
+        if suffix == ".safetensors" and (rel.startswith("checkpoints/") or "/" not in rel):
             out.checkpoints.append(await g.link(Bucket.LORAS, o.key, size=o.size, kind="checkpoint"))
+        elif rel.startswith("checkpoints/"):
+            continue  # optimizer / scheduler state: not for download
         elif rel.startswith("previews/") or suffix in MEDIA:
             out.previews.append(await g.link(Bucket.LORAS, o.key, size=o.size, kind="preview"))
         elif rel.startswith("scores") or rel.endswith("scores.json"):

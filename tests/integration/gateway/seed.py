@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+from loraforge.captioning.review import CaptionReviewStore
+from loraforge.runtime.keys import ProjectRef
 from loraforge.runtime.storage import Bucket, ObjectStore
 from PIL import Image
 
@@ -41,9 +43,11 @@ def seed_dataset(store: ObjectStore, tenant: str, project: str, trigger: str = "
         "rejection_counts": {"too_dark": 1}, "clips": rows})
     store.put_bytes(Bucket.DATASETS, f"{prefix}/angles.png", _image((90, 90, 200), "PNG"), "image/png")
     store.put_bytes(Bucket.DATASETS, f"{prefix}/report.html", b"<html>report</html>", "text/html")
+    # captions as the captioning service stores them (its own storage class)
+    captions = CaptionReviewStore(store, ProjectRef(tenant, project), DATASET_ID)
     for cid, *_ in CLIPS[:2]:
-        store.put_json(Bucket.DATASETS, f"{prefix}/captions/{cid}.json", {
-            "clip_id": cid, "text": f"{trigger} smiling, close-up", "trigger": trigger, "approved": False})
+        captions.save_generated(cid, f"{trigger} smiling, close-up", author="attributes")
+    captions.save_run({"trigger": trigger, "lora_type": "character"})
     store.put_json(Bucket.DATASETS, f"{prefix}/dataset.json", {
         "version": 1, "id": DATASET_ID, "tenant": tenant, "project": project, "job_id": "jseed",
         "lora_type": "character", "counts": {"clips": 3, "kept": 2, "rejected": 1, "selected": 2},

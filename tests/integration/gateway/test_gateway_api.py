@@ -263,3 +263,39 @@ async def test_openapi_is_served_and_complete(gateway, path) -> None:
     for name in ("IngestStart", "TrainingStart", "RenderSubmit", "Job", "Problem", "ProjectCreate"):
         assert schemas[name].get("examples"), name
     assert {"APIKeyHeader", "HTTPBearer"} <= set(doc["components"]["securitySchemes"])
+
+
+async def test_training_run_files_through_expiring_links(gateway, store) -> None:
+    async with await gateway.client("acme") as c:
+        await c.post("/v1/projects", json={"name": "jane"})
+        r = await c.post("/v1/projects/jane/training-runs",
+                         json={"dataset_id": "ds-1", "preset": "tiny-sdxl", "rank": 8, "steps": 10})
+        assert r.status_code == 201, r.text
+        run = r.json()
+        assert run["kind"] == "trainer" and run["params"]["base_preset"] == "tiny-sdxl"
+        prefix = f"acme/jane/runs/{run['id']}"
+        store.put_bytes(Bucket.LORAS, f"{prefix}/checkpoints/step-00000010/lora.safetensors", b"w10")
+        store.put_bytes(Bucket.LORAS, f"{prefix}/checkpoints/step-00000010/optimizer.pt", b"opt")
+        store.put_bytes(Bucket.LORAS, f"{prefix}/previews/step-10-seed-0.png", b"png")
+        store.put_json(Bucket.LORAS, f"{prefix}/scores.json", {"best_step": 10})
+        store.put_bytes(Bucket.LORAS, f"{prefix}/best.safetensors", b"best-lora")
+
+        files = (await c.get(f"/v1/projects/jane/training-runs/{run['id']}/artifacts")).json()
+        names = sorted(x["key"].rsplit("/", 1)[1] for x in files["checkpoints"])
+        assert names == ["best.safetensors", "lora.safetensors"]  # no optimizer state
+        assert len(files["previews"]) == 1 and len(files["scores"]) == 1
+        best = (await c.get(f"/v1/projects/jane/training-runs/{run['id']}/lora")).json()
+        async with httpx.AsyncClient() as s3:
+            assert (await s3.get(best["url"])).content == b"best-lora"
+        assert "X-Amz-Expires=900" in best["url"]  # short-lived
+        _problem(await c.get(f"/v1/projects/jane/training-runs/{run['id']}/lora",
+                             params={"which": "last"}), 404)
+        async with await gateway.client("globex") as g:
+            await g.post("/v1/projects", json={"name": "jane"})
+            _problem(await g.get(f"/v1/projects/jane/training-runs/{run['id']}/artifacts"), 404)
+
+        cancelled = (await c.post(f"/v1/projects/jane/training-runs/{run['id']}/cancel")).json()
+        assert cancelled["state"] == "CANCELLED"
+        render = (await c.post("/v1/projects/jane/renders", json={"scenario_yaml": "shots: []\n"})).json()
+        res = (await c.get(f"/v1/projects/jane/renders/{render['id']}/results")).json()
+        assert res["job"]["id"] == render["id"] and res["results"] == []

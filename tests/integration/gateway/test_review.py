@@ -40,7 +40,16 @@ async def test_dataset_review_api_and_page_tokens(gateway, store) -> None:
         _problem(await c.put(f"{base}/clips/nope/decision", json={"decision": "keep"}), 404)
         r = await c.put(f"{base}/captions/{first}", json={"text": "j4ne  laughing outdoors"})
         assert r.json()["text"] == "j4ne laughing outdoors" and r.json()["edited"] is True
+        assert r.json()["versions"] == 2 and r.json()["trigger"] == "j4ne"
+        assert "trigger" in _problem(await c.put(f"{base}/captions/{first}", json={"text": "a woman"}), 400)["detail"]
+        _problem(await c.put(f"{base}/captions/{dark}", json={"text": "j4ne in the dark"}), 404)  # not captioned
         assert (await c.post(f"{base}/captions/{first}/approve")).json()["approved"] is True
+        # the captioning service reads the same record: edited by a person, approved, locked
+        from loraforge.captioning.review import CaptionReviewStore
+        from loraforge.runtime.keys import ProjectRef
+
+        rec = CaptionReviewStore(store, ProjectRef("acme", "jane"), DATASET_ID).require(first)
+        assert rec.text == "j4ne laughing outdoors" and rec.approved and rec.locked
 
         export = (await c.post(f"{base}/exports")).json()
         assert export["clips"] == 1  # the dark one stays rejected, the first one was rejected
