@@ -1,0 +1,178 @@
+"""The render service's work: one render job = one scenario rendered and stored in `renders/`.
+
+Requests come through gRPC (SubmitRender) or straight from batch systems on NATS
+(`<root>.render.requests` with the scenario in `data` and no `job_id`): both become a job whose
+id derives from the request id, so a resubmitted or redelivered request never renders twice
+and answers with the same artifacts. `render.json` under the job's prefix is written last; when
+it exists the job is done and nothing is rendered again.
+
+    renders  <t>/<p>/renders/<job_id>/keyframe_NN.png, transition_NN.mp4, <name>.mp4,
+             <name>_strip.png, render.json (commit marker)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from loraforge.render.scenario import Scenario, ScenarioLora, parse_scenario
+from loraforge.runtime.errors import Cancelled, InvalidInput, NotFound
+from loraforge.runtime.events import Delivery, Event
+from loraforge.runtime.job_service import JobContext, JobOutcome, JobService, JobWorker
+from loraforge.runtime.jobs import ArtifactRef, Job
+from loraforge.runtime.keys import ProjectRef
+from loraforge.runtime.params import RenderParams
+from loraforge.runtime.storage import Bucket, ObjectStore
+
+COMPLETED_EVENT = "render.completed"
+RECORD = "render.json"
+
+
+def render_prefix(ref: ProjectRef, job_id: str) -> str:
+    return ref.key("renders", job_id)
+
+
+class RenderWork:
+    """`work(job, ctx)` for `JobWorker("render", ...)`."""
+
+    def __init__(self, store: ObjectStore, *, models_dir: Path | None = None,
+                 steps: int | None = None, tick_s: float = 0.5):
+        self._store = store
+        self._models_dir = models_dir
+        self._steps = steps
+        self._tick_s = tick_s
+
+    async def __call__(self, job: Job, ctx: JobContext) -> JobOutcome:
+        ref = ProjectRef(job.tenant, job.project)
+        params = RenderParams.model_validate(job.params)
+        scenario = self._scenario(params)
+        prefix = render_prefix(ref, job.id)
+        existing = await asyncio.to_thread(self._store.stat, Bucket.RENDERS, f"{prefix}/{RECORD}")
+        if existing is not None:  # rendered before (redelivery or retry): answer the same
+            record = await asyncio.to_thread(self._store.get_json, Bucket.RENDERS, f"{prefix}/{RECORD}")
+            return self._outcome(job, record)
+
+        progress = {"fraction": 0.0, "message": "starting"}
+        cancelled = threading.Event()
+        with tempfile.TemporaryDirectory(prefix=f"render-{job.id}-") as tmp:
+            loras = await asyncio.to_thread(self._fetch_loras, ref, scenario, Path(tmp) / "loras")
+
+            def run() -> Any:
+                from loraforge.render.executor import ScenarioRenderer
+
+                renderer = ScenarioRenderer(
+                    lambda lora: loras[lora.name], steps=self._steps, models_dir=self._models_dir,
+                    progress=lambda f, m: progress.update(fraction=f, message=m),
+                    cancelled=cancelled.is_set)
+                return renderer.render(scenario, Path(tmp) / "out")
+
+            task = asyncio.ensure_future(asyncio.to_thread(run))
+            try:
+                while not task.done():
+                    await asyncio.wait({task}, timeout=self._tick_s)
+                    if not task.done():
+                        await ctx.progress(0.9 * progress["fraction"], progress["message"])
+            except Cancelled:
+                cancelled.set()
+                await asyncio.gather(task, return_exceptions=True)
+                raise
+            result = task.result()
+            record = await asyncio.to_thread(self._upload, prefix, result, scenario)
+        return self._outcome(job, record)
+
+    def _scenario(self, params: RenderParams) -> Scenario:
+        scenario = parse_scenario(params.scenario_yaml)
+        overrides: dict[str, Any] = {}
+        if params.image_preset:
+            overrides["image_preset"] = params.image_preset
+        if params.video_preset:
+            overrides["video_preset"] = params.video_preset
+        if params.loras:
+            weights = {w.adapter_name or w.lora_key: w.weight for w in params.loras}
+            overrides["loras"] = [
+                lora.model_copy(update={"weight": weights.get(lora.name, lora.weight)})
+                for lora in scenario.loras
+            ]
+        if overrides:
+            scenario = Scenario.model_validate({**scenario.model_dump(), **overrides})
+        return scenario
+
+    def _fetch_loras(self, ref: ProjectRef, scenario: Scenario, dest: Path) -> dict[str, Path]:
+        paths = {}
+        for lora in scenario.loras:
+            paths[lora.name] = self._fetch_lora(ref, lora, dest)
+        return paths
+
+    def _fetch_lora(self, ref: ProjectRef, lora: ScenarioLora, dest: Path) -> Path:
+        if not lora.path.startswith(ref.prefix) or ".." in lora.path.split("/"):
+            raise InvalidInput(
+                f"LoRA {lora.name!r}: {lora.path!r} is not a key in the loras bucket under "
+                f"{ref.prefix} (renders only use LoRAs of their own project)"
+            )
+        if self._store.stat(Bucket.LORAS, lora.path) is None:
+            raise NotFound(f"LoRA {lora.name!r}: loras/{lora.path} does not exist; train it or "
+                           "upload it first")
+        return self._store.download(Bucket.LORAS, lora.path, dest / f"{lora.name}.safetensors")
+
+    def _upload(self, prefix: str, result: Any, scenario: Scenario) -> dict[str, Any]:
+        artifacts = []
+
+        def put(path: Path | None, kind: str, content_type: str) -> str | None:
+            if path is None:
+                return None
+            stored = self._store.put_file(Bucket.RENDERS, f"{prefix}/{path.name}", path,
+                                          content_type=content_type)
+            artifacts.append({"bucket": "renders", "key": stored.key, "kind": kind,
+                              "size": stored.size, "sha256": stored.sha256 or ""})
+            return stored.key
+
+        record = {
+            "scenario": scenario.model_dump(mode="json"),
+            "keyframes": [put(p, "keyframe", "image/png") for p in result.keyframes],
+            "transitions": [put(p, "transition", "video/mp4") for p in result.transitions],
+            "film": put(result.film, "film", "video/mp4"),
+            "thumbnails": put(result.thumbnails, "thumbnails", "image/png"),
+            "warnings": result.warnings,
+        }
+        record["artifacts"] = artifacts
+        self._store.put_json(Bucket.RENDERS, f"{prefix}/{RECORD}", record)
+        return record
+
+    @staticmethod
+    def _outcome(job: Job, record: dict[str, Any]) -> JobOutcome:
+        data = {"job_id": job.id, "keyframes": record["keyframes"],
+                "transitions": record["transitions"], "film": record["film"],
+                "thumbnails": record["thumbnails"], "warnings": record["warnings"]}
+        n = len(record["keyframes"])
+        return JobOutcome(
+            message=f"{n} keyframe(s), {len(record['transitions'])} transition(s)"
+                    + (", film joined" if record["film"] else ""),
+            artifacts=[ArtifactRef(**a) for a in record["artifacts"]],
+            result=data,
+            events=[Event(id=f"render-completed-{job.id}", type=COMPLETED_EVENT,
+                          tenant=job.tenant, project=job.project, data=data)],
+        )
+
+
+class RenderRequests:
+    """The `render.requests` handler: batch submissions (scenario, no job id) become jobs;
+    job requests run on this worker. One durable consumer shared by every worker replica."""
+
+    def __init__(self, jobs: JobService, worker: JobWorker):
+        self._jobs = jobs
+        self._worker = worker
+
+    async def handle(self, event: Event, delivery: Delivery) -> None:
+        if "job_id" in event.data:
+            await self._worker.handle(event, delivery)
+            return
+        data = dict(event.data)
+        request_id = str(data.pop("request_id", "") or event.id)
+        params = RenderParams.parse(**data)
+        # Starting publishes a `render.requests` event carrying the job id, which a worker
+        # (maybe this one) then runs; the same request id always maps to the same job.
+        await self._jobs.start(event.tenant, event.project, params.model_dump(mode="json"),
+                               request_id=request_id)
