@@ -81,6 +81,7 @@ class ScenarioRenderer:
 
         preset = get_preset(preset_name)
         pipe = load_pipeline(preset, self._models_dir)
+        pipe.set_progress_bar_config(disable=True)  # progress goes to the job, not stderr
         names, weights = [], []
         for lora in (lo for lo in scenario.loras if lo.stage is stage):
             path = self._resolve(lora)

@@ -131,7 +131,7 @@ class Scenario(_Strict):
         names = [lora.name for lora in self.loras]
         if len(set(names)) != len(names):
             raise ValueError("two LoRAs share a name; adapter names must be unique")
-        if self.pairing is Pairing.PAIRS and len(self.shots) % 2:
+        if self.pairing is Pairing.PAIRS and len(self.shots) > 1 and len(self.shots) % 2:
             raise ValueError(
                 f"pairing 'pairs' joins shots 1->2, 3->4, ...; {len(self.shots)} shots leave the last "
                 "one alone: add a shot or use pairing: chained"

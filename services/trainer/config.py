@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from loraforge.runtime.errors import InvalidInput
 from loraforge.trainer.dataset import check_frames, parse_resolution
 from loraforge.trainer.presets import Preset, get_preset
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
 class RunConfig(BaseModel):

@@ -36,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from loraforge.runtime.errors import InvalidInput
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")

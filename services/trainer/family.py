@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-
 from loraforge.runtime.errors import InvalidInput
 
 

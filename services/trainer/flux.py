@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from loraforge.trainer.family import FamilyDefaults, peft_to_diffusion_model_keys
 from loraforge.trainer.sdxl import tiny_vae
 
@@ -57,11 +56,14 @@ DEFAULTS = FamilyDefaults(
 
 def build_tiny(variant: str, seed: int = 0) -> Any:
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
-
     from loraforge.trainer.tiny_text import (
-        TINY_BOS_ID, TINY_EOS_ID, TINY_PAD_ID, TINY_VOCAB_SIZE, tiny_tokenizer,
+        TINY_BOS_ID,
+        TINY_EOS_ID,
+        TINY_PAD_ID,
+        TINY_VOCAB_SIZE,
+        tiny_tokenizer,
     )
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     torch.manual_seed(seed + 2)
     transformer = FluxTransformer2DModel(

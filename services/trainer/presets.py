@@ -18,7 +18,6 @@ from types import ModuleType
 from typing import Any
 
 import torch
-
 from loraforge.runtime.errors import InvalidInput, NotFound
 from loraforge.trainer import flux, sd15, sdxl, wan
 

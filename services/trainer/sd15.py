@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from loraforge.trainer.family import FamilyDefaults, peft_to_kohya_keys
 from loraforge.trainer.sdxl import tiny_vae
 
@@ -45,11 +44,14 @@ DEFAULTS = FamilyDefaults(
 
 def build_tiny(variant: str, seed: int = 0) -> Any:
     from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     from loraforge.trainer.tiny_text import (
-        TINY_BOS_ID, TINY_EOS_ID, TINY_PAD_ID, TINY_VOCAB_SIZE, tiny_tokenizer,
+        TINY_BOS_ID,
+        TINY_EOS_ID,
+        TINY_PAD_ID,
+        TINY_VOCAB_SIZE,
+        tiny_tokenizer,
     )
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed + 2)
     unet = UNet2DConditionModel(

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from loraforge.trainer.family import FamilyDefaults, peft_to_kohya_keys
 
 FAMILY = "sdxl"
@@ -52,9 +51,8 @@ DEFAULTS = FamilyDefaults(
 
 
 def _tiny_clip(seed: int, with_projection: bool) -> Any:
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
     from loraforge.trainer.tiny_text import TINY_BOS_ID, TINY_EOS_ID, TINY_PAD_ID, TINY_VOCAB_SIZE
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
     cfg = CLIPTextConfig(
@@ -82,7 +80,6 @@ def tiny_vae(seed: int, latent_channels: int = 4, **kw: Any) -> Any:
 
 def build_tiny(variant: str, seed: int = 0) -> Any:
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-
     from loraforge.trainer.tiny_text import tiny_tokenizer
 
     torch.manual_seed(seed + 2)

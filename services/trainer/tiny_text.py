@@ -17,18 +17,7 @@ from transformers import PreTrainedTokenizerFast
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
 
-_WORDS = """
-a an the and or of in on at to with without from by for is are was be being while
-woman man person girl boy people face head hair eyes mouth smile smiling talking laughing
-looking camera front profile left right side view close up upper body full shot portrait
-indoor outdoor studio lighting light dark day night evening sunset sunrise white black red
-green blue yellow brown gray grey blond blonde short long wearing dress shirt jacket coat
-background wall room street park city forest beach sky water sitting standing walking
-running turning turns head movement slight slowly fast moving motion pattern square circle
-stripe stripes bar bars dot dots spinning rotating bouncing sliding diagonal horizontal
-vertical center corner frame video image photo style effect pose expression neutral serious
-happy sad glasses hat scene soft hard warm cool bright high low quality detailed sharp
-""".split()
+_WORDS = ["a", "an", "the", "and", "or", "of", "in", "on", "at", "to", "with", "without", "from", "by", "for", "is", "are", "was", "be", "being", "while", "woman", "man", "person", "girl", "boy", "people", "face", "head", "hair", "eyes", "mouth", "smile", "smiling", "talking", "laughing", "looking", "camera", "front", "profile", "left", "right", "side", "view", "close", "up", "upper", "body", "full", "shot", "portrait", "indoor", "outdoor", "studio", "lighting", "light", "dark", "day", "night", "evening", "sunset", "sunrise", "white", "black", "red", "green", "blue", "yellow", "brown", "gray", "grey", "blond", "blonde", "short", "long", "wearing", "dress", "shirt", "jacket", "coat", "background", "wall", "room", "street", "park", "city", "forest", "beach", "sky", "water", "sitting", "standing", "walking", "running", "turning", "turns", "head", "movement", "slight", "slowly", "fast", "moving", "motion", "pattern", "square", "circle", "stripe", "stripes", "bar", "bars", "dot", "dots", "spinning", "rotating", "bouncing", "sliding", "diagonal", "horizontal", "vertical", "center", "corner", "frame", "video", "image", "photo", "style", "effect", "pose", "expression", "neutral", "serious", "happy", "sad", "glasses", "hat", "scene", "soft", "hard", "warm", "cool", "bright", "high", "low", "quality", "detailed", "sharp"]
 
 
 def tiny_vocab() -> dict[str, int]:

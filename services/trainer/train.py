@@ -41,14 +41,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
-
 from loraforge.runtime.errors import InvalidInput
 from loraforge.trainer import cache as cache_mod
-from loraforge.trainer.config import Resolved, RunConfig, resolve
+from loraforge.trainer.config import RunConfig, resolve
 from loraforge.trainer.dataset import CaptionedDataset, DatasetConfig
 from loraforge.trainer.family import config_hash
 from loraforge.trainer.presets import TINY_SEED, Preset, load_pipeline, weights_path
+from safetensors.torch import load_file, save_file
 
 ADAPTER = "default"
 STATE_FILE = "training_state.pt"

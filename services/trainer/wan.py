@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from loraforge.trainer.family import FamilyDefaults, peft_to_diffusion_model_keys, to_pil_list
 
 FAMILY = "wan"
@@ -85,6 +84,12 @@ def build_tiny(variant: str, seed: int = 0) -> Any:
         WanPipeline,
         WanTransformer3DModel,
     )
+    from loraforge.trainer.tiny_text import (
+        TINY_EOS_ID,
+        TINY_PAD_ID,
+        TINY_VOCAB_SIZE,
+        tiny_tokenizer,
+    )
     from transformers import (
         CLIPImageProcessor,
         CLIPVisionConfig,
@@ -92,8 +97,6 @@ def build_tiny(variant: str, seed: int = 0) -> Any:
         UMT5Config,
         UMT5EncoderModel,
     )
-
-    from loraforge.trainer.tiny_text import TINY_EOS_ID, TINY_PAD_ID, TINY_VOCAB_SIZE, tiny_tokenizer
 
     torch.manual_seed(seed)
     text_encoder = UMT5EncoderModel(UMT5Config(

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from loraforge.trainer.synthetic import write_image_dataset, write_video_dataset
 
 

@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import torch
-
 from loraforge.trainer.cache import LocalCacheStore
 from loraforge.trainer.config import RunConfig
 from loraforge.trainer.dataset import CaptionedDataset, DatasetConfig, make_buckets

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from loraforge.runtime.errors import InvalidInput, NotFound
 from loraforge.trainer import presets
 from loraforge.trainer.config import RunConfig, resolve

@@ -13,11 +13,10 @@ from typing import Any
 
 import pytest
 import torch
-from safetensors import safe_open
-
 from loraforge.trainer.config import RunConfig
 from loraforge.trainer.presets import load_pipeline
 from loraforge.trainer.train import Trainer, latest_checkpoint
+from safetensors import safe_open
 
 PROMPT = "s86b5p, checkered square moving diagonally, dark blue background"
 

@@ -1,0 +1,225 @@
+"""LoRA train-step benchmark: step time, peak memory, FLOP rate (and MFU on a GPU).
+
+    .venv/bin/python bench/train_step.py                         # every tiny preset, CPU
+    .venv/bin/python bench/train_step.py --preset tiny-wan2.1-t2v --resolution 64 --frames 9
+    .venv/bin/python bench/train_step.py --preset wan2.1-t2v-1.3b --full --resolution 480p --frames 33
+
+Random weights only. Tiny presets (default) build the whole tiny pipeline; ``--full`` builds
+the real preset's denoiser at full size from its published architecture config (no weights
+needed, nothing downloaded) on the available device (bf16 on CUDA). The step is one
+forward + backward + AdamW update of the LoRA (the family's default rank and targets) on
+synthetic latents and text embeddings of the right shapes: the same ``family.predict`` the
+trainer uses. FLOPs come from ``torch.utils.flop_counter`` over one step; MFU is achieved
+FLOP/s over a dense bf16 matmul measured in the same run (fp32 matmul on CPU, reported as
+"matmul util"). Peak memory: ``torch.cuda.max_memory_allocated`` on a GPU, peak RSS of the
+process on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import platform
+import resource
+import sys
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from loraforge.trainer.dataset import parse_resolution
+from loraforge.trainer.presets import PRESETS, TINY_SEED, get_preset
+
+TINY = [n for n in PRESETS if n.startswith("tiny-")]
+
+
+def full_denoiser(name: str) -> tuple[Any, Any]:
+    """(pipe-like namespace, denoiser) at the real architecture size, random weights."""
+    from diffusers import (
+        FluxPipeline,
+        FluxTransformer2DModel,
+        UNet2DConditionModel,
+        WanTransformer3DModel,
+    )
+
+    p = get_preset(name)
+    if p.family == "wan":
+        big = "14b" in name
+        kw: dict[str, Any] = dict(
+            patch_size=(1, 2, 2), num_attention_heads=40 if big else 12, attention_head_dim=128,
+            in_channels=16, out_channels=16, text_dim=4096, freq_dim=256,
+            ffn_dim=13824 if big else 8960, num_layers=40 if big else 30, cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads", eps=1e-6,
+        )
+        if p.variant in ("i2v", "flf2v"):
+            kw.update(in_channels=36, image_dim=1280)
+            if p.variant == "flf2v":
+                kw["pos_embed_seq_len"] = 2 * 257
+        model = WanTransformer3DModel(**kw)
+        return SimpleNamespace(), model
+    if p.family == "flux":
+        model = FluxTransformer2DModel(guidance_embeds=True)
+        return SimpleNamespace(_pack_latents=FluxPipeline._pack_latents,
+                               _prepare_latent_image_ids=FluxPipeline._prepare_latent_image_ids), model
+    if p.family == "sdxl":
+        model = UNet2DConditionModel(
+            sample_size=128, block_out_channels=(320, 640, 1280), layers_per_block=2,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20),
+            cross_attention_dim=2048, use_linear_projection=True, addition_embed_type="text_time",
+            addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
+        )
+        return SimpleNamespace(vae_scale_factor=8), model
+    model = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
+    return SimpleNamespace(vae_scale_factor=8), model
+
+
+def synthetic_batch(family: str, variant: str, model: Any, w: int, h: int, frames: int,
+                    tiny: bool, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    c = model.config
+    lh, lw = h // 8, w // 8
+    r = lambda *s: torch.randn(*s, device=device, dtype=dtype)
+    if family == "wan":
+        lt = (frames - 1) // 4 + 1
+        b = {"latents": r(1, 16, lt, lh, lw), "prompt_embeds": r(1, 64 if tiny else 512, c.text_dim)}
+        if variant in ("i2v", "flf2v"):
+            k = 2 if variant == "flf2v" else 1
+            tokens = 17 if tiny else 257
+            b["condition"] = r(1, c.in_channels - 16, lt, lh, lw)
+            b["image_embeds"] = r(1, k * tokens, c.image_dim)
+        return b
+    if family == "flux":
+        return {"latents": r(1, c.in_channels // 4, lh, lw),
+                "prompt_embeds": r(1, 64 if tiny else 512, c.joint_attention_dim),
+                "pooled_prompt_embeds": r(1, c.pooled_projection_dim)}
+    b = {"latents": r(1, c.in_channels, lh, lw), "prompt_embeds": r(1, 77, c.cross_attention_dim)}
+    if family == "sdxl":
+        b["pooled_prompt_embeds"] = r(1, c.projection_class_embeddings_input_dim
+                                      - 6 * c.addition_time_embed_dim)
+    return b
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
+    n = 4096 if device.type == "cuda" else 1024
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    bm = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ bm
+    _sync(device)
+    reps = 50 if device.type == "cuda" else 5
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ bm
+    _sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench(name: str, resolution: str | None, frames: int | None, full: bool, steps: int,
+          device: torch.device, gradient_checkpointing: bool) -> dict[str, Any]:
+    from peft import LoraConfig
+    from torch.utils.flop_counter import FlopCounterMode
+
+    p = get_preset(name)
+    fam = p.module
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if full:
+        pipe, model = full_denoiser(name)
+    else:
+        pipe = fam.build_tiny(p.variant, TINY_SEED)
+        model = next(iter(fam.denoisers(pipe).values()))
+    res = resolution or ("64" if p.tiny else p.defaults.resolution)
+    w, h = parse_resolution(res, p.stride, p.family)
+    f = frames or (9 if p.tiny and p.family == "wan" else p.defaults.frames)
+    model.requires_grad_(False)
+    model.to(device)
+    if dtype != torch.float32:
+        model.to(dtype=dtype)
+    model.add_adapter(LoraConfig(r=p.defaults.rank, lora_alpha=p.defaults.alpha,
+                                 target_modules=list(p.defaults.target_modules)))
+    params = [q for q in model.parameters() if q.requires_grad]
+    for q in params:
+        q.data = q.data.float()
+    if gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    model.train()
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    batch = synthetic_batch(p.family, p.variant, model, w, h, f, p.tiny, device, dtype)
+    flow = p.defaults.objective == "flow"
+
+    def step() -> None:
+        x0 = batch["latents"]
+        noise = torch.randn_like(x0)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            if flow:
+                t = torch.full((1,), 0.5, device=device)
+                pred = fam.predict(pipe, model, 0.5 * x0 + 0.5 * noise, t, batch, p.variant)
+                target = noise - x0
+            else:
+                t = torch.full((1,), 500, device=device, dtype=torch.long)
+                pred = fam.predict(pipe, model, x0 + noise, t, batch, p.variant)
+                target = noise
+        loss = torch.nn.functional.mse_loss(pred.float(), target.float())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()  # warm-up (allocations, kernels)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    flops = counter.get_total_flops()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    dt_step = (time.perf_counter() - t) / steps
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
+    n_params = sum(q.numel() for q in model.parameters())
+    return {"preset": name, "size": f"{w}x{h}", "frames": f, "params_M": n_params / 1e6,
+            "lora_M": sum(q.numel() for q in params) / 1e6, "step_s": dt_step,
+            "peak_MiB": peak, "gflop_step": flops / 1e9, "achieved_gflops": flops / dt_step / 1e9}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", action="append", help="preset (repeatable); default: every tiny preset")
+    ap.add_argument("--resolution", help="480p, 720p, 512, 1024, WxH (default: 64 for tiny)")
+    ap.add_argument("--frames", type=int, help="frames per sample (4k+1) for Wan")
+    ap.add_argument("--full", action="store_true", help="real-size architecture, random weights")
+    ap.add_argument("--steps", type=int, default=5, help="timed steps (after one warm-up)")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    ap.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations")
+    args = ap.parse_args(argv)
+    device = torch.device("cuda" if (args.device == "auto" and torch.cuda.is_available())
+                          else ("cpu" if args.device == "auto" else args.device))
+    names = args.preset or TINY
+    peak_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    peak = matmul_peak(device, peak_dtype)
+    label = "MFU (bf16 matmul)" if device.type == "cuda" else "matmul util (fp32)"
+    print(f"# {dt.date.today()} {platform.machine()} {device} torch {torch.__version__} "
+          f"threads {torch.get_num_threads()}; dense matmul {peak / 1e9:.1f} GFLOP/s")
+    print(f"| preset | size | frames | params M | LoRA M | step s | peak MiB | GFLOP/step | {label} |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name in names:
+        r = bench(name, args.resolution, args.frames, args.full, args.steps, device,
+                  args.gradient_checkpointing)
+        print(f"| {r['preset']} | {r['size']} | {r['frames']} | {r['params_M']:.2f} | "
+              f"{r['lora_M']:.3f} | {r['step_s']:.3f} | {r['peak_MiB']:.0f} | "
+              f"{r['gflop_step']:.2f} | {r['achieved_gflops'] * 1e9 / peak:.1%} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
