@@ -4,8 +4,9 @@ itself here; commands talk to the local stack by default (settings.endpoints).""
 from __future__ import annotations
 
 import typer
-
-from loraforge.cli import curate_cmd, ingest_cmd, run_cmd, stack_cmd
+from loraforge.cli import caption_cmd, curate_cmd, export_cmd, ingest_cmd, run_cmd, stack_cmd
+from loraforge.cli import jobs_cmd, render_cmd, sweep_cmd  # render / jobs / sweep
+from loraforge.cli import train_cmd  # train / presets / lora pull
 
 app = typer.Typer(
     name="loraforge",
@@ -14,7 +15,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (stack_cmd, run_cmd, ingest_cmd, curate_cmd):
+for module in (stack_cmd, run_cmd, ingest_cmd, curate_cmd, caption_cmd, export_cmd,
+               render_cmd, jobs_cmd, sweep_cmd,
+               train_cmd):
     module.register(app)
 
 

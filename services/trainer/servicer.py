@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import grpc
-
 from loraforge.runtime.job_service import JobService
 from loraforge.runtime.params import TrainingParams
 from loraforge.runtime.servicers import (
@@ -34,6 +33,12 @@ class TrainerServicer(JobCalls, trainer_pb2_grpc.TrainerServiceServicer):
             seed=request.run.seed, extra=dict_from_struct(request.run.extra),
             on_kubernetes=request.on_kubernetes,
         )
+        # Refuse what can never run before a job exists: an unknown preset, Kubernetes runs.
+        from loraforge.trainer.presets import get_preset
+        from loraforge.trainer.worker import refuse_kubernetes
+
+        get_preset(params.base_preset)
+        refuse_kubernetes(params)
         job = await self.jobs.start(tenant, project, params.model_dump(mode="json"),
                                     request.request_id or None)
         return job_to_wire(job)

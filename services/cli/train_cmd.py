@@ -1,0 +1,211 @@
+"""`loraforge train`: train a LoRA on a captioned dataset (a job in the trainer service);
+`loraforge presets`: the base models one can train on; `loraforge lora pull`: download a
+run's LoRA files from the object store.
+
+    loras  <t>/<p>/runs/<run_id>/last.safetensors, best.safetensors,
+           checkpoints/step-N/adapter.safetensors, run.json (written last)
+"""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from loraforge.cli.jobs import call, follow, is_terminal, job_state, scope
+from loraforge.cli.output import console, emit_json, fail
+
+lora_app = typer.Typer(help="Trained LoRAs in the object store.", no_args_is_help=True)
+
+
+class Which(StrEnum):
+    BEST = "best"
+    LAST = "last"
+    ALL = "all"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+    app.command("presets")(presets)
+    app.add_typer(lora_app, name="lora")
+
+
+# ---------------------------------------------------------------- train
+
+def train(
+    project: str = typer.Option(..., "--project", "-p", help="Project whose dataset to train on."),
+    base: str = typer.Option(..., "--base", help="Base model preset (see `loraforge presets`)."),
+    tenant: str = typer.Option("default", "--tenant", help="Tenant the project belongs to."),
+    dataset: str | None = typer.Option(None, "--dataset", help="Dataset id (default: the project's "
+                                       "newest captioned dataset)."),
+    rank: int | None = typer.Option(None, "--rank", help="LoRA rank (default 32)."),
+    lr: float | None = typer.Option(None, "--lr", help="Learning rate (default 1e-4)."),
+    steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (default 1000)."),
+    resolution: int | None = typer.Option(None, "--resolution", help="Training resolution "
+                                          "(default: the family's)."),
+    frames: int | None = typer.Option(None, "--frames", help="Frames per video sample, 4k+1 (Wan)."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the job to its end."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Train a LoRA on a captioned dataset; prints where the LoRA files are stored."""
+    from loraforge.runtime.errors import LoraforgeError, NotFound, Unavailable
+    from loraforge.runtime.grpc_client import sync_channel
+    from loraforge.runtime.keys import ProjectRef
+    from loraforge.runtime.servicers import dict_from_struct
+    from loraforge.runtime.settings import load_settings
+    from loraforge.runtime.storage import ObjectStore
+    from loraforge.trainer.presets import get_preset
+    from loraforge.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
+
+    try:
+        get_preset(base)  # the service's rule, before any network call
+        settings = load_settings()
+        ref = ProjectRef(tenant, project)
+    except LoraforgeError as exc:
+        fail(str(exc), as_json=as_json, code=2)
+    store = ObjectStore.connect(settings.s3)
+    try:
+        dataset_id = dataset or newest_captioned_dataset(store, ref)
+    except Unavailable as exc:
+        fail(str(exc), as_json=as_json)
+    except (NotFound, LoraforgeError) as exc:
+        fail(str(exc), as_json=as_json, code=2)
+    run = common_pb2.TrainingRun(dataset_id=dataset_id, base_preset=base, rank=rank or 0,
+                                 learning_rate=lr or 0.0, steps=steps or 0,
+                                 resolution=resolution or 0, frames=frames or 0, seed=seed or 0)
+    wire = scope(tenant, project)
+    target = settings.endpoints.trainer
+    with sync_channel(target) as channel:
+        stub = trainer_pb2_grpc.TrainerServiceStub(channel)
+        request = trainer_pb2.StartTrainingRequest(scope=wire, request_id=f"cli-{uuid.uuid4().hex}",
+                                                   run=run)
+        job = call(stub.StartTraining, request, service="trainer", target=target, as_json=as_json)
+        if wait and not is_terminal(job):
+            job = follow(stub, wire, job, service="trainer", target=target, as_json=as_json)
+    state = job_state(job)
+    result = dict_from_struct(job.result)
+    view = {"job_id": job.id, "run_id": job.id, "state": state, "message": job.message,
+            "tenant": tenant, "project": project, "dataset_id": dataset_id, "base_preset": base,
+            **{k: result[k] for k in ("run_prefix", "last_key", "best_key", "trigger", "steps",
+                                      "final_loss") if k in result}}
+    if state in ("FAILED", "CANCELLED"):
+        fail(f"training job {job.id} {state.lower()}: {job.message}", as_json=as_json)
+    if as_json:
+        emit_json(view)
+        return
+    if state != "SUCCEEDED":
+        console.print(f"training job [bold]{job.id}[/bold] {state} on dataset {dataset_id} "
+                      "(not waiting for it: --no-wait)")
+        return
+    console.print(f"trained [bold]{base}[/bold] LoRA on dataset {dataset_id}: {job.message}")
+    console.print(f"  best  loras/{view.get('best_key', '?')}")
+    console.print(f"  last  loras/{view.get('last_key', '?')}")
+    console.print(f"pull it with: loraforge lora pull {job.id} --project {project} "
+                  + ("" if tenant == "default" else f"--tenant {tenant} ") + "--out DIR")
+
+
+def newest_captioned_dataset(store: Any, ref: Any) -> str:
+    """The committed dataset whose captioning run record is the newest."""
+    from loraforge.captioning.review import RUN_RECORD
+    from loraforge.cli.datasets import dataset_ids
+    from loraforge.runtime.errors import NotFound
+    from loraforge.runtime.storage import Bucket
+
+    best: tuple[float, str] | None = None
+    bucket = store.bucket_name(Bucket.DATASETS)
+    for ds in dataset_ids(store, ref):
+        key = ref.key("datasets", ds, "captions", RUN_RECORD)
+        if store.stat(Bucket.DATASETS, key) is None:
+            continue
+        with store._errors(f"stat {bucket}/{key}"):
+            modified = store._client.stat_object(bucket, key).last_modified
+        stamp = (modified.timestamp() if modified else 0.0, ds)
+        if best is None or stamp > best:
+            best = stamp
+    if best is None:
+        raise NotFound(f"project {ref.tenant}/{ref.project} has no captioned dataset yet; run "
+                       "`loraforge caption` first (or pass --dataset ID)")
+    return best[1]
+
+
+# ---------------------------------------------------------------- presets
+
+def presets(as_json: bool = typer.Option(False, "--json", help="Print a JSON list.")) -> None:
+    """Base model presets: family, whether the weights are provisioned, where they come from."""
+    from loraforge.trainer.presets import list_presets
+
+    try:
+        from loraforge.runtime.settings import load_settings
+
+        models_dir = Path(load_settings().models.dir)
+    except Exception:  # noqa: BLE001 - no settings: the presets' own default
+        models_dir = None
+    rows = list_presets(models_dir)
+    if as_json:
+        emit_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table("preset", "family", "variant", "ready", "description")
+    for r in rows:
+        table.add_row(r["name"], r["family"], r["variant"],
+                      "yes" if r["provisioned"] else "no", r["description"])
+    console.print(table)
+    missing = [r for r in rows if not r["provisioned"]]
+    if missing:
+        console.print(f"{len(missing)} preset(s) need their weights provisioned, e.g. "
+                      f"{missing[0]['weights']}")
+
+
+# ---------------------------------------------------------------- lora pull
+
+@lora_app.command("pull")
+def pull(
+    run_id: Annotated[str, typer.Argument(help="Training run (job) id.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the files to.")],
+    project: str = typer.Option(..., "--project", "-p", help="Project of the run."),
+    tenant: str = typer.Option("default", "--tenant", help="Tenant the project belongs to."),
+    which: Annotated[Which, typer.Option("--which", help="best, last, or all (LoRA files, "
+                                         "checkpoints and run.json).")] = Which.BEST,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Download a trained LoRA from loras/<tenant>/<project>/runs/RUN_ID/."""
+    from loraforge.runtime.errors import LoraforgeError, Unavailable
+    from loraforge.runtime.keys import ProjectRef
+    from loraforge.runtime.settings import load_settings
+    from loraforge.runtime.storage import Bucket, ObjectStore
+    from loraforge.trainer.worker import RECORD, run_prefix
+
+    try:
+        settings = load_settings()
+        prefix = run_prefix(ProjectRef(tenant, project), run_id)
+    except LoraforgeError as exc:
+        fail(str(exc), as_json=as_json, code=2)
+    store = ObjectStore.connect(settings.s3)
+    try:
+        if store.stat(Bucket.LORAS, f"{prefix}/{RECORD}") is None:
+            fail(f"run {run_id} of {tenant}/{project} has no {RECORD} in loras/{prefix}/: it does "
+                 "not exist or has not finished (check the training job)", as_json=as_json, code=2)
+        keys = [o.key for o in store.list(Bucket.LORAS, prefix + "/")]
+        if which is not Which.ALL:
+            keys = [k for k in keys if k.rsplit("/", 1)[-1].startswith(f"{which.value}.")
+                    and k.count("/") == prefix.count("/") + 1]
+        written = []
+        for key in sorted(keys):
+            dest = out / key[len(prefix) + 1:]
+            store.download(Bucket.LORAS, key, dest)
+            written.append(str(dest))
+    except Unavailable as exc:
+        fail(str(exc), as_json=as_json)
+    except LoraforgeError as exc:
+        fail(str(exc), as_json=as_json)
+    if not written:
+        fail(f"run {run_id} has no {which.value} LoRA file", as_json=as_json, code=2)
+    if as_json:
+        emit_json({"run_id": run_id, "prefix": prefix, "files": written})
+        return
+    for path in written:
+        console.print(path)

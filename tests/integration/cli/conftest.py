@@ -1,0 +1,100 @@
+"""Fixtures: test footage made once per session, the captioning service in-process, and the
+environment that points the CLI at this test's NATS, S3 and service."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+from loraforge.captioning.main import mount
+from loraforge.runtime.host import ServiceProcess
+
+from .seed import LocalClip, make_local_clips
+
+
+@pytest.fixture(scope="session")
+def local_clips(tmp_path_factory) -> list[LocalClip]:
+    """11 clips: one more than the hosted Wan minimum of 10 samples."""
+    return make_local_clips(tmp_path_factory.mktemp("cli-footage"), 11)
+
+
+@pytest.fixture
+async def captioning(settings) -> AsyncIterator[ServiceProcess]:
+    proc = ServiceProcess("captioning", settings, mount, drain_delay_s=0.0)
+    await proc.start()
+    try:
+        yield proc
+    finally:
+        await proc.stop()
+
+
+def cli_env(settings, captioning_target: str) -> dict[str, str]:
+    """Settings refuse unknown LORAFORGE_* variables: only real ones, from the test settings."""
+    nats, s3 = settings.nats, settings.s3
+    return {
+        "LORAFORGE_ENV": "test",
+        "LORAFORGE_NATS__URL": nats.url,
+        "LORAFORGE_NATS__STREAM": nats.stream,
+        "LORAFORGE_NATS__SUBJECT_ROOT": nats.subject_root,
+        "LORAFORGE_NATS__JOBS_BUCKET": nats.jobs_bucket,
+        "LORAFORGE_S3__ENDPOINT": s3.endpoint,
+        "LORAFORGE_S3__ACCESS_KEY": s3.access_key,
+        "LORAFORGE_S3__SECRET_KEY": s3.secret_key.get_secret_value(),
+        "LORAFORGE_S3__BUCKET_PREFIX": s3.bucket_prefix,
+        "LORAFORGE_ENDPOINTS__CAPTIONING": captioning_target,
+    }
+
+
+@dataclass
+class Ran:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def _clean_env(overrides: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LORAFORGE_")}
+    return {**env, **overrides, "COLUMNS": "200"}
+
+
+@pytest.fixture
+def cli(settings, captioning, monkeypatch):
+    """Runs `loraforge ...` in-process (typer's CliRunner, in a thread: the service shares this
+    loop). Settings refuse unknown LORAFORGE_* variables, so only ours are set."""
+    from loraforge.cli.main import app
+    from typer.testing import CliRunner
+
+    for name in [k for k in os.environ if k.startswith("LORAFORGE_")]:
+        monkeypatch.delenv(name)
+    for name, value in cli_env(settings, f"127.0.0.1:{captioning.port}").items():
+        monkeypatch.setenv(name, value)
+
+    async def run(*args: str):
+        return await asyncio.to_thread(CliRunner().invoke, app, list(args))
+
+    return run
+
+
+@pytest.fixture
+def cli_process(settings, captioning):
+    """Runs `python -m loraforge.cli.main ...` as its own process, as a user does. Used for
+    the commands that run ffmpeg: forking this process, which hosts the gRPC service, lets
+    gRPC's threads write into the child's stderr, which imageio's ffmpeg parsing trips on."""
+    base = cli_env(settings, f"127.0.0.1:{captioning.port}")
+
+    async def run(*args: str, **env: str) -> Ran:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "loraforge.cli.main", *args, env=_clean_env({**base, **env}),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        return Ran(proc.returncode or 0, out.decode(), err.decode())
+
+    return run

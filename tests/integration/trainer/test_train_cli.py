@@ -1,0 +1,76 @@
+"""`loraforge train / presets / lora pull` against the trainer service in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+
+import pytest
+from loraforge.runtime.host import ServiceProcess
+from loraforge.trainer.main import mount
+
+from .test_trainer_service import PROJECT, TENANT, seed_captioned_dataset
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture
+async def cli(settings, monkeypatch):
+    from loraforge.cli.main import app
+    from typer.testing import CliRunner
+
+    proc = ServiceProcess("trainer", settings, mount, drain_delay_s=0)
+    await proc.start()
+    nats, s3 = settings.nats, settings.s3
+    for name in [k for k in os.environ if k.startswith("LORAFORGE_")]:
+        monkeypatch.delenv(name)
+    for name, value in {
+        "LORAFORGE_ENV": "test", "LORAFORGE_NATS__URL": nats.url,
+        "LORAFORGE_NATS__STREAM": nats.stream, "LORAFORGE_NATS__SUBJECT_ROOT": nats.subject_root,
+        "LORAFORGE_NATS__JOBS_BUCKET": nats.jobs_bucket, "LORAFORGE_S3__ENDPOINT": s3.endpoint,
+        "LORAFORGE_S3__ACCESS_KEY": s3.access_key,
+        "LORAFORGE_S3__SECRET_KEY": s3.secret_key.get_secret_value(),
+        "LORAFORGE_S3__BUCKET_PREFIX": s3.bucket_prefix,
+        "LORAFORGE_ENDPOINTS__TRAINER": f"127.0.0.1:{proc.port}",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    async def run(*args: str):
+        return await asyncio.to_thread(CliRunner().invoke, app, list(args))
+
+    try:
+        yield run
+    finally:
+        await proc.stop()
+
+
+async def test_train_then_pull(cli, store, tmp_path) -> None:
+    ran = await cli("presets", "--json")
+    assert ran.exit_code == 0, ran.output
+    assert "tiny-wan2.1-t2v" in {r["name"] for r in json.loads(ran.stdout)}
+
+    bad = await cli("train", "--project", PROJECT, "--tenant", TENANT, "--base", "nope", "--json")
+    assert bad.exit_code == 2 and "unknown base preset" in bad.output
+
+    seed_captioned_dataset(store, tmp_path)
+    ran = await cli("train", "--project", PROJECT, "--tenant", TENANT, "--base", "tiny-wan2.1-t2v",
+                    "--steps", "2", "--rank", "4", "--json")
+    assert ran.exit_code == 0, ran.output
+    view = json.loads(ran.stdout)
+    assert view["state"] == "SUCCEEDED" and view["best_key"].endswith("/best.safetensors")
+
+    out = tmp_path / "pulled"
+    ran = await cli("lora", "pull", view["run_id"], "--project", PROJECT, "--tenant", TENANT,
+                    "--out", str(out), "--json")
+    assert ran.exit_code == 0, ran.output
+    assert [p.name for p in out.iterdir()] == ["best.safetensors"]
+    ran = await cli("lora", "pull", view["run_id"], "--project", PROJECT, "--tenant", TENANT,
+                    "--out", str(out), "--which", "all")
+    assert ran.exit_code == 0, ran.output
+    assert {"best.safetensors", "last.safetensors", "run.json"} <= {p.name for p in out.iterdir()}
+    assert list((out / "checkpoints").glob("step-*/adapter.safetensors"))
+
+    missing = await cli("lora", "pull", "nope", "--project", PROJECT, "--tenant", TENANT,
+                        "--out", str(out))
+    assert missing.exit_code == 2 and "no run.json" in missing.output

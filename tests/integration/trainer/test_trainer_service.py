@@ -1,0 +1,137 @@
+"""The trainer service end to end on a tiny preset: a captioned dataset in the real object
+store -> StartTraining -> a LoRA (last/best), checkpoints and run.json in `loras/`."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from loraforge.captioning.review import CaptionReviewStore
+from loraforge.runtime.events import Delivery, Event
+from loraforge.runtime.host import ServiceProcess
+from loraforge.runtime.jobs import JobState
+from loraforge.runtime.keys import ProjectRef
+from loraforge.runtime.storage import Bucket
+from loraforge.trainer.main import mount
+from loraforge.trainer.synthetic import TRIGGER, write_video_dataset
+from loraforge.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
+from safetensors import safe_open
+
+pytestmark = pytest.mark.timeout(240)
+
+TENANT, PROJECT = "acme", "jane"
+DS = "ds-train0000000000000001"
+
+
+def seed_captioned_dataset(store, tmp_path, dataset_id: str = DS, clips: int = 2) -> None:
+    """Clips in `clips/`, dataset.json (curation's commit marker) and one caption record per
+    clip plus the captioning run record (trigger) in `datasets/`."""
+    local = write_video_dataset(tmp_path / "local", clips=clips, frames=9, size=(64, 48))
+    ref = ProjectRef(TENANT, PROJECT)
+    review = CaptionReviewStore(store, ref, dataset_id)
+    selected = []
+    for video in sorted((local / "videos").glob("*.mp4")):
+        cid = video.stem.replace("_", "-")
+        key = f"{TENANT}/{PROJECT}/clips/src0/{cid}.mp4"
+        store.put_file(Bucket.CLIPS, key, video, content_type="video/mp4")
+        selected.append({"clip_id": cid, "key": key})
+        text = (local / "captions" / f"{video.stem}.txt").read_text()
+        review.save_generated(cid, text, author="machine:attributes")
+    review.save_run({"trigger": TRIGGER, "lora_type": "effect"})
+    store.put_json(Bucket.DATASETS, f"{TENANT}/{PROJECT}/datasets/{dataset_id}/dataset.json",
+                   {"id": dataset_id, "lora_type": "effect", "selected": selected})
+
+
+@pytest.fixture
+async def trainer_service(settings):
+    proc = ServiceProcess("trainer", settings, mount, drain_delay_s=0)
+    await proc.start()
+    try:
+        yield proc
+    finally:
+        await proc.stop()
+
+
+async def _wait_terminal(jobs, job_id, timeout=180):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        job = await jobs.get(TENANT, PROJECT, job_id)
+        if job.state.terminal:
+            return job
+        assert asyncio.get_running_loop().time() < deadline, f"stuck in {job.state}: {job.message}"
+        await asyncio.sleep(0.3)
+
+
+def _request(request_id: str, **run):
+    values = {"dataset_id": DS, "base_preset": "tiny-wan2.1-t2v", "steps": 4, "rank": 4, "seed": 1}
+    values.update(run)
+    return trainer_pb2.StartTrainingRequest(
+        scope=common_pb2.ProjectScope(tenant=TENANT, project=PROJECT), request_id=request_id,
+        run=common_pb2.TrainingRun(**values))
+
+
+async def test_training_job_stores_a_loadable_lora_and_run_record(
+        trainer_service, store, bus, tmp_path) -> None:
+    seed_captioned_dataset(store, tmp_path)
+    completed: list[Event] = []
+
+    async def record(event: Event, delivery: Delivery) -> None:
+        completed.append(event)
+
+    await bus.subscribe("test-training-completed", "training.completed", record)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{trainer_service.port}")
+    stub = trainer_pb2_grpc.TrainerServiceStub(channel)
+    job = await stub.StartTraining(_request("train-1"), timeout=10)
+    done = await _wait_terminal(trainer_service.clients.jobs, job.id)
+    assert done.state is JobState.SUCCEEDED, done.message
+
+    prefix = f"{TENANT}/{PROJECT}/runs/{job.id}"
+    assert done.result["run_prefix"] == prefix
+    assert done.result["last_key"] == f"{prefix}/last.safetensors"
+    assert done.result["best_key"] == f"{prefix}/best.safetensors"
+    for which in ("last", "best"):
+        path = store.download(Bucket.LORAS, f"{prefix}/{which}.safetensors", tmp_path / f"{which}.safetensors")
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata()
+            assert meta["loraforge.base_preset"] == "tiny-wan2.1-t2v"
+            assert meta["loraforge.trigger"] == TRIGGER
+            assert meta["loraforge.dataset_id"] == DS
+            assert len(list(f.keys())) > 0
+    run = store.get_json(Bucket.LORAS, f"{prefix}/run.json")
+    assert run["steps"] == 4 and len(run["loss_history"]) == 4
+    assert run["trigger"] == TRIGGER and run["dataset_hash"]
+    assert run["checkpoints"], "a 4-step run keeps at least one checkpoint"
+    for key in run["checkpoints"].values():
+        assert store.exists(Bucket.LORAS, key) and "/checkpoints/step-" in key
+    kinds = {a.kind for a in done.artifacts}
+    assert {"lora", "checkpoint", "manifest"} <= kinds
+
+    for _ in range(50):
+        if completed:
+            break
+        await asyncio.sleep(0.1)
+    assert [e.id for e in completed] == [f"training-completed-{job.id}"]
+    assert completed[0].data["last_key"] == done.result["last_key"]
+
+    # The same request id answers with the same job; nothing is trained again.
+    again = await stub.StartTraining(_request("train-1"), timeout=10)
+    assert again.id == job.id and again.state == common_pb2.JOB_STATE_SUCCEEDED
+    await channel.close()
+
+
+async def test_unknown_preset_and_kubernetes_are_refused_at_start(trainer_service, store) -> None:
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{trainer_service.port}")
+    stub = trainer_pb2_grpc.TrainerServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.StartTraining(_request("bad-1", base_preset="not-a-model"), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "unknown base preset 'not-a-model'" in err.value.details()
+    request = _request("k8s-1")
+    request.on_kubernetes = True
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.StartTraining(request, timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "on_kubernetes" in err.value.details()
+    assert await trainer_service.clients.jobs.list(TENANT, PROJECT) == []
+    await channel.close()
