@@ -79,6 +79,9 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
         base_port=free_port_block(7),
         data_dir=root / "weed",
         s3_config=write_s3_identities(root / "s3.json", S3_ACCESS, S3_SECRET),
+        # Hundreds of per-test buckets: small volumes, a high cap (volumes are sparse files).
+        max_volumes=4000,
+        volume_size_limit_mb=32,
     )
     weed.data_dir.mkdir(parents=True)
     logs = root / "logs"
@@ -141,7 +144,29 @@ def unique() -> str:
 
 
 @pytest.fixture
-def settings(infra: Infra, unique: str, tmp_path: Path) -> Settings:
+def settings(infra: Infra, unique: str, tmp_path: Path) -> Iterator[Settings]:
+    yield _test_settings(infra, unique, tmp_path)
+    _drop_buckets(infra, f"t{unique}-")
+
+
+def _drop_buckets(infra: Infra, prefix: str) -> None:
+    """Remove the test's buckets so the S3 server's volumes do not run out over a long run."""
+    from minio import Minio
+
+    client = Minio(infra.s3_endpoint, access_key=infra.s3_access, secret_key=infra.s3_secret,
+                   secure=False)
+    try:
+        for bucket in client.list_buckets():
+            if not bucket.name.startswith(prefix):
+                continue
+            for obj in client.list_objects(bucket.name, recursive=True):
+                client.remove_object(bucket.name, obj.object_name)
+            client.remove_bucket(bucket.name)
+    except Exception:  # noqa: BLE001 - cleanup must never fail a test
+        pass
+
+
+def _test_settings(infra: Infra, unique: str, tmp_path: Path) -> Settings:
     return Settings(
         env="test",
         nats=NatsSettings(

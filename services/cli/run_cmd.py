@@ -1,8 +1,8 @@
 """`loraforge run`: the main job, one command from footage to a LoRA.
 
-ingest -> curate -> caption -> train -> best checkpoint -> preview render, each stage a job on
-the local stack (started when it is not running), with one progress view and a final summary.
-Stages whose service has no worker yet are reported as such instead of pretending.
+ingest -> curate -> caption -> train (with the best checkpoint chosen) -> preview render, each
+stage a job on the local stack (started when it is not running), with one progress view and a
+final summary. A stage that fails stops the run; the summary says which and why.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def run(
         for name, starter in stages:
             task = progress.add_task(name, total=1.0)
             try:
-                job, stub, service, endpoint = starter()
+                job, stub, service, endpoint = starter(summary["stages"])
             except grpc.RpcError as exc:
                 summary["stages"][name] = {"state": "UNAVAILABLE", "message": exc.details()}
                 progress.update(task, description=f"{name}: {exc.details()}")
@@ -103,27 +103,97 @@ def run(
 
 def _stages(settings: Any, ref: Any, keys: list[str], trigger: str, base: str, target: int,
             run_id: str) -> list[tuple[str, Any]]:
-    """(stage, (start() -> Job, stub, service, endpoint)) in pipeline order."""
+    """(stage, start(previous stages) -> (Job, stub, service, endpoint)) in pipeline order."""
     from loraforge.runtime.grpc_client import sync_channel
-    from loraforge.v1 import curation_pb2, curation_pb2_grpc, ingest_pb2, ingest_pb2_grpc
+    from loraforge.v1 import (
+        captioning_pb2,
+        captioning_pb2_grpc,
+        common_pb2,
+        curation_pb2,
+        curation_pb2_grpc,
+        ingest_pb2,
+        ingest_pb2_grpc,
+        render_pb2,
+        render_pb2_grpc,
+        trainer_pb2,
+        trainer_pb2_grpc,
+    )
 
     wire = scope(ref.tenant, ref.project)
+    tiny = base.startswith("tiny-")
 
-    def ingest() -> tuple[Any, Any, str, str]:
+    def ingest(prev: dict[str, Any]) -> tuple[Any, Any, str, str]:
         endpoint = settings.endpoints.ingest
         stub = ingest_pb2_grpc.IngestServiceStub(sync_channel(endpoint))
         job = stub.StartIngest(ingest_pb2.StartIngestRequest(
             scope=wire, request_id=f"run-{run_id}-ingest", sources=keys), timeout=RPC_TIMEOUT_S)
         return job, stub, "ingest", endpoint
 
-    def curate() -> tuple[Any, Any, str, str]:
+    def curate(prev: dict[str, Any]) -> tuple[Any, Any, str, str]:
         endpoint = settings.endpoints.curation
         stub = curation_pb2_grpc.CurationServiceStub(sync_channel(endpoint))
         job = stub.StartCuration(curation_pb2.StartCurationRequest(
             scope=wire, request_id=f"run-{run_id}-curate", target_size=target), timeout=RPC_TIMEOUT_S)
         return job, stub, "curation", endpoint
 
-    return [("ingest", ingest), ("curate", curate)]
+    def caption(prev: dict[str, Any]) -> tuple[Any, Any, str, str]:
+        endpoint = settings.endpoints.captioning
+        stub = captioning_pb2_grpc.CaptioningServiceStub(sync_channel(endpoint))
+        job = stub.StartCaptioning(captioning_pb2.StartCaptioningRequest(
+            scope=wire, request_id=f"run-{run_id}-caption",
+            dataset_id=prev["curate"]["result"]["dataset_id"], trigger=trigger,
+            lora_type="character", source="attributes", base_preset=base), timeout=RPC_TIMEOUT_S)
+        return job, stub, "captioning", endpoint
+
+    def train(prev: dict[str, Any]) -> tuple[Any, Any, str, str]:
+        endpoint = settings.endpoints.trainer
+        stub = trainer_pb2_grpc.TrainerServiceStub(sync_channel(endpoint))
+        # Tiny presets are the demo: few steps at the preset's small default size. Real presets
+        # get the family defaults (proto zero = default).
+        run = common_pb2.TrainingRun(dataset_id=prev["curate"]["result"]["dataset_id"],
+                                     base_preset=base, rank=8 if tiny else 0,
+                                     steps=40 if tiny else 0, seed=1)
+        job = stub.StartTraining(trainer_pb2.StartTrainingRequest(
+            scope=wire, request_id=f"run-{run_id}-train", run=run), timeout=RPC_TIMEOUT_S)
+        return job, stub, "trainer", endpoint
+
+    def preview(prev: dict[str, Any]) -> tuple[Any, Any, str, str]:
+        endpoint = settings.endpoints.render
+        stub = render_pb2_grpc.RenderServiceStub(sync_channel(endpoint))
+        scenario = preview_scenario(base, prev["train"]["result"]["best_key"], trigger)
+        job = stub.SubmitRender(render_pb2.SubmitRenderRequest(
+            scope=wire, request_id=f"run-{run_id}-preview",
+            render=common_pb2.RenderRequest(scenario_yaml=scenario)), timeout=RPC_TIMEOUT_S)
+        return job, stub, "render", endpoint
+
+    return [("ingest", ingest), ("curate", curate), ("caption", caption), ("train", train),
+            ("preview render", preview)]
+
+
+def preview_scenario(base: str, lora_key: str, trigger: str) -> str:
+    """A small scenario that shows the trained LoRA: two shots with the trigger, and for a
+    video base one transition rendered by the base model with the LoRA on it."""
+    import yaml
+
+    video = base.removeprefix("tiny-").startswith("wan")
+    tiny = base.startswith("tiny-")
+    shots = [{"prompt": f"{trigger}, a person looking at the camera, soft light", "seed": 1},
+             {"prompt": f"{trigger}, a person turning the head and smiling, outdoors", "seed": 2}]
+    scenario: dict[str, Any] = {
+        "name": "preview",
+        "image_preset": "tiny-sdxl" if tiny else "sdxl",
+        "shots": shots if video else shots[:1],
+        "loras": [{"name": "trained", "path": lora_key, "type": "character", "trigger": trigger,
+                   "stage": "video" if video else "image"}],
+        "output": {"width": 64, "height": 64} if tiny else {"width": 832, "height": 480},
+        "steps": 2 if tiny else 30,
+    }
+    if video:
+        scenario["video_preset"] = base
+        scenario["transition"] = {"frames": 9 if tiny else 81, "fps": 8 if tiny else 16}
+    else:
+        scenario["image_preset"] = base
+    return yaml.safe_dump(scenario, sort_keys=False)
 
 
 def _job_summary(job: Any) -> dict[str, Any]:
@@ -172,7 +242,13 @@ def _print_summary(summary: dict[str, Any], store: Any, ref: Any, as_json: bool)
     }
     summary["dataset"] = curate.get("dataset_id")
     summary["report"] = curate.get("report_key")
-    not_built = [s for s in ("caption", "train", "best checkpoint", "preview render") if s not in stages]
+    train = stages.get("train", {}).get("result", {})
+    render = stages.get("preview render", {}).get("result", {})
+    summary["lora"] = {"best": train.get("best_key"), "last": train.get("last_key"),
+                       "best_step": train.get("best_step"), "best_reason": train.get("best_reason"),
+                       "final_loss": train.get("final_loss")}
+    summary["preview"] = render.get("film") or (render.get("keyframes") or [None])[0]
+    not_built = [s for s in ("ingest", "curate", "caption", "train", "preview render") if s not in stages]
     summary["not_run"] = not_built
     if as_json:
         emit_json(summary)
@@ -195,3 +271,13 @@ def _print_summary(summary: dict[str, Any], store: Any, ref: Any, as_json: bool)
         console.print(f"dataset: {summary['dataset']}")
     if summary["report"]:
         console.print(f"report: datasets/{summary['report']}")
+    lora = summary["lora"]
+    if lora["best"]:
+        step = f" (step {_n(lora['best_step'])}: {lora['best_reason']})" if lora["best_step"] is not None else ""
+        console.print(f"LoRA: loras/{lora['best']}{step}")
+        console.print(f"  pull it: loraforge lora pull {stages['train']['job_id']} "
+                      f"--project {summary['project'].split('/')[1]} --out ./lora")
+    if lora["final_loss"] is not None:
+        console.print(f"final training loss: {lora['final_loss']:.4f}")
+    if summary["preview"]:
+        console.print(f"preview: renders/{summary['preview']}")

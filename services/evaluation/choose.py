@@ -19,6 +19,12 @@ any likeness, so it can only win when every checkpoint is collapsed; the soft sl
 near-collapsed checkpoint lose against an equally like but more varied one. Adherence is used
 only when it was scored for every checkpoint, so that a missing score never decides. Ties are
 broken deterministically: the earlier step (fewer steps = less overfit, cheaper to reproduce).
+
+Fallback: when no render of any checkpoint shows a scorable face (a tiny random base model, a
+LoRA type without a person such as style or effect, or no reference face to compare with),
+likeness is unmeasurable and every total above would be equal noise. The checkpoint with the
+lowest held-out validation loss is chosen instead (earlier step on a tie), and the reason says
+so; without any validation loss either, the last step is kept.
 """
 
 from __future__ import annotations
@@ -95,6 +101,7 @@ class CheckpointChoice:
     reason: str
     objective: str = OBJECTIVE
     adherence_used: bool = False
+    basis: str = "likeness"  # "likeness" | "validation_loss" | "last_step" (see the fallback)
 
     def row(self, step: int) -> dict:
         return next(r for r in self.rows if r["step"] == step)
@@ -117,11 +124,41 @@ def choose_checkpoint(evals: Sequence[CheckpointEval]) -> CheckpointChoice:
                "likeness": round(lk, 4), "adherence_term": round(adh, 4),
                "collapse_penalty": round(pen, 4), "total": round(lk + adh - pen, 6)}
         rows.append(row)
+    if all(e.identity.mean is None for e in evals):
+        return _fallback_choice(rows, use_adh)
     # rounded totals so that float noise never decides; then the earlier step
     best = min(rows, key=lambda r: (-r["total"], r["step"]))
     for r in rows:
         r["chosen"] = r is best
     return CheckpointChoice(best["step"], rows, _reason(best, rows), OBJECTIVE, use_adh)
+
+
+NO_FACE = ("no render of any checkpoint shows a face that could be compared with the references, "
+           "so likeness is unmeasurable (a tiny or random base model, a LoRA type without a "
+           "person such as style or effect, or no reference face)")
+
+
+def _fallback_choice(rows: list[dict], use_adh: bool) -> CheckpointChoice:
+    """Likeness unmeasurable: lowest held-out validation loss, else the last step."""
+    with_loss = [r for r in rows if r["val_loss"] is not None]
+    if with_loss:
+        best = min(with_loss, key=lambda r: (round(float(r["val_loss"]), 9), r["step"]))
+        basis = "validation_loss"
+        parts = [(f"{NO_FACE}: step {best['step']} has the lowest held-out validation loss "
+                  f"{float(best['val_loss']):.6g} of {len(with_loss)} checkpoint(s)")]
+    else:
+        best = max(rows, key=lambda r: r["step"])
+        basis = "last_step"
+        parts = [(f"{NO_FACE}, and no validation loss was recorded: the last step "
+                  f"{best['step']} is kept")]
+    for r in rows:
+        r["chosen"] = r is best
+    collapsed = [r["step"] for r in rows if r["collapsed"]]
+    if collapsed:
+        parts.append(f"renders alike across prompts and seeds (possible collapse): steps {collapsed}")
+    objective = ("likeness unmeasurable (no face in any render): lowest held-out validation loss "
+                 "wins, earlier step on a tie")
+    return CheckpointChoice(best["step"], rows, "; ".join(parts), objective, use_adh, basis)
 
 
 def _reason(best: Mapping, rows: Sequence[Mapping]) -> str:

@@ -89,6 +89,10 @@ class WeedLaunch:
     data_dir: Path
     s3_config: Path
     host: str = "127.0.0.1"
+    # Every bucket is a SeaweedFS collection that grows 7 volumes at a time; 0 lets weed derive
+    # the cap from free disk / volume size, which runs out quickly with many buckets (tests).
+    max_volumes: int = 0
+    volume_size_limit_mb: int = 1024
 
     @property
     def endpoint(self) -> str:
@@ -116,8 +120,8 @@ class WeedLaunch:
             "-s3.port.lance=0",
             f"-s3.config={self.s3_config}",
             "-master.telemetry=false",
-            "-master.volumeSizeLimitMB=1024",
-            "-volume.max=0",
+            f"-master.volumeSizeLimitMB={self.volume_size_limit_mb}",
+            f"-volume.max={self.max_volumes}",
         ]
 
     def ports(self) -> list[int]:

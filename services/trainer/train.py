@@ -450,8 +450,10 @@ class Trainer:
             "ss_base_model_version": self.preset.name,
         }
 
-    def export(self, output_dir: Path | None = None) -> dict[str, Path]:
-        """Write the LoRA file(s) in the family's ComfyUI layout, atomically."""
+    def export(self, output_dir: Path | None = None,
+               extra_metadata: dict[str, str] | None = None) -> dict[str, Path]:
+        """Write the LoRA file(s) in the family's ComfyUI layout, atomically (the current
+        LoRA parameters; ``extra_metadata`` is added to the file header)."""
         from peft.utils import get_peft_model_state_dict
 
         out_dir = Path(output_dir or self.config.output_dir)
@@ -462,7 +464,7 @@ class Trainer:
             peft_sd = {k: v.detach().float().cpu()
                        for k, v in get_peft_model_state_dict(model, adapter_name=ADAPTER).items()}
             sd = self.family.to_comfy(peft_sd, self.args.alpha)
-            meta = self.metadata()
+            meta = {**self.metadata(), **(extra_metadata or {})}
             if self.variant == "t2v-a14b":
                 meta["loraforge.expert"] = "high_noise" if attr == "transformer" else "low_noise"
             path = out_dir / names[attr]

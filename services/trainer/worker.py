@@ -7,10 +7,15 @@ stored in `loras/`.
          (videos/<clip_id>.mp4 + captions/<clip_id>.txt; images/<clip_id>.<ext> + .txt)
       -> a RunConfig -> Trainer.run() in a thread (progress -> JobContext.progress; a cancel
          stops after the current optimizer step)
+      -> likeness evaluation of every checkpoint and the final step (checkpoints.py):
+         previews rendered with each step's LoRA, scored against reference faces from the
+         dataset's keyframes (identity, collapse, held-out validation loss), one step chosen
+         (lowest validation loss when no preview shows a face)
       -> loras  <t>/<p>/runs/<job_id>/last.safetensors          the final LoRA
-                                      best.safetensors          = last until likeness
-                                                                  evaluation is wired
+                                      best.safetensors          the chosen step's LoRA
                                       checkpoints/step-N/adapter.safetensors
+                                      previews/step-N/NN.png    the evaluation's renders
+                                      report/report.{html,md} + checkpoints.csv + plots
                                       run.json                  commit marker, written last
 
 Wan 2.2 A14B writes one file per expert: `last.safetensors` is the high-noise expert and
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 import tempfile
 import threading
@@ -41,6 +47,8 @@ from loraforge.runtime.keys import ProjectRef, validate_key_part
 from loraforge.runtime.params import TrainingParams
 from loraforge.runtime.storage import Bucket, ObjectStore
 
+log = logging.getLogger(__name__)
+
 COMPLETED_EVENT = "training.completed"
 RECORD = "run.json"
 LORA_CONTENT_TYPE = "application/octet-stream"
@@ -48,8 +56,9 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 # RunConfig fields the service owns: `extra` may not point them elsewhere.
 RESERVED_EXTRA = frozenset({"preset", "dataset", "output_dir", "cache_dir", "models_dir", "name",
                             "dataset_id", "resume"})
-# Download 0-5 %, training 5-90 %, upload 90-100 %.
-TRAIN_START, TRAIN_END = 0.05, 0.90
+# Download 0-5 %, training 5-80 %, evaluation 80-95 %, upload 95-100 %.
+TRAIN_START, TRAIN_END = 0.05, 0.80
+EVAL_END = 0.95
 
 
 def run_prefix(ref: ProjectRef, job_id: str) -> str:
@@ -105,8 +114,12 @@ class TrainingWork:
             await ctx.progress(0.0, "downloading the captioned dataset")
             info = await asyncio.to_thread(self._download, ref, params, workdir / "dataset")
             await ctx.progress(TRAIN_START, f"{info['samples']} captioned clip(s) downloaded")
-            config = self._config(params, info, workdir)
-            record = await self._train(job, ctx, ref, params, config, info, prefix, workdir)
+            from loraforge.trainer.checkpoints import split_extra
+
+            eval_settings, extra = split_extra(params.extra)
+            config = self._config(params.model_copy(update={"extra": extra}), info, workdir)
+            record = await self._train(job, ctx, ref, params, config, info, prefix, workdir,
+                                       eval_settings)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         return self._outcome(job, record)
@@ -148,8 +161,12 @@ class TrainingWork:
             raise InvalidInput(
                 f"dataset {params.dataset_id} has no captioned clips; run captioning "
                 "(`loraforge caption`) before training")
+        from loraforge.trainer.checkpoints import reference_candidates
+
         return {"dataset": dest, "dataset_id": dataset.id, "samples": n, "skipped": skipped,
-                "trigger": str(run.get("trigger") or ""), "lora_type": dataset.lora_type}
+                "trigger": str(run.get("trigger") or ""), "lora_type": dataset.lora_type,
+                "captions": [t for t in texts.values() if t and t.strip()],
+                "reference_keyframes": reference_candidates(dataset.clips, 12)}
 
     def _still(self, clip: Any, stem: Path, video: Path) -> Path:
         for key in clip.keyframe_keys[:1]:
@@ -192,12 +209,15 @@ class TrainingWork:
             "cache_dir": self.cache_dir, "models_dir": self._models_dir, "device": self._device,
         }
         values.update(params.extra)
+        if "eval_every" not in params.extra:  # a held-out loss at every checkpoint
+            values["eval_every"] = values["checkpoint_every"]
         return RunConfig.parse({k: v for k, v in values.items() if v is not None})
 
     # ------------------------------------------------------------ training
 
     async def _train(self, job: Job, ctx: JobContext, ref: ProjectRef, params: TrainingParams,
-                     config: Any, info: dict[str, Any], prefix: str, workdir: Path) -> dict[str, Any]:
+                     config: Any, info: dict[str, Any], prefix: str, workdir: Path,
+                     eval_settings: Any) -> dict[str, Any]:
         state: dict[str, Any] = {"step": 0, "total": 1, "loss": None, "message": "loading the base model"}
         cancelled = threading.Event()
         logs: list[str] = []
@@ -234,9 +254,107 @@ class TrainingWork:
         trainer, result = task.result()
         if result.status != "succeeded":
             raise Cancelled(f"training of job {job.id} stopped at step {result.step}")
-        await ctx.progress(TRAIN_END, "uploading the LoRA")
+        await asyncio.to_thread(self._upload_checkpoints, prefix, ckpt_root, uploaded)
+        evaluation: Any = ("likeness evaluation was turned off (extra.evaluate = false): best "
+                           "is the final step")
+        if eval_settings.enabled:
+            await ctx.progress(TRAIN_END, "evaluating checkpoints")
+            try:
+                evaluation = await self._evaluate(job, ctx, trainer, result, info, ckpt_root,
+                                                  uploaded, workdir, eval_settings, logs)
+            except Cancelled:
+                raise
+            except Exception as e:  # the trained LoRA is still worth keeping
+                log.exception("likeness evaluation of job %s failed", job.id)
+                evaluation = (f"likeness evaluation failed ({type(e).__name__}: {e}): best is "
+                              "the final step")
+        await ctx.progress(EVAL_END, "uploading the LoRA")
         return await asyncio.to_thread(self._commit, job, prefix, ckpt_root, uploaded, trainer,
-                                       result, info, params)
+                                       result, info, params, evaluation)
+
+    # ------------------------------------------------------------ evaluation
+
+    async def _evaluate(self, job: Job, ctx: JobContext, trainer: Any, result: Any,
+                        info: dict[str, Any], ckpt_root: Path, uploaded: dict[int, dict[str, Any]],
+                        workdir: Path, settings: Any, logs: list[str]) -> Any:
+        """Every checkpoint + the final step, in a thread; progress published meanwhile."""
+        from loraforge.trainer.checkpoints import CheckpointEvaluator, validation_prompts
+
+        state: dict[str, Any] = {"frac": 0.0, "message": "evaluating checkpoints"}
+        cancelled = threading.Event()
+
+        def progress(frac: float, message: str) -> None:
+            state.update(frac=frac, message=message)
+
+        def run() -> Any:
+            states = self._checkpoint_states(trainer, result, ckpt_root, uploaded,
+                                             workdir / "eval" / "checkpoints")
+            refs = self._reference_images(info["reference_keyframes"], workdir / "eval" / "refs")
+            prompts = validation_prompts(info["trigger"], info["captions"],
+                                         settings.captions_in_prompts)
+            evaluator = CheckpointEvaluator(trainer, settings, progress=progress,
+                                            should_cancel=cancelled.is_set, log=logs.append)
+            return evaluator.run(states, result.eval_losses, refs, prompts, workdir / "eval",
+                                 title=f"LoRA evaluation: job {job.id}")
+
+        task = asyncio.ensure_future(asyncio.to_thread(run))
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=self._tick_s)
+                if not task.done():
+                    await ctx.progress(TRAIN_END + (EVAL_END - TRAIN_END) * state["frac"],
+                                       state["message"])
+        except Cancelled:
+            cancelled.set()
+            await asyncio.gather(task, return_exceptions=True)
+            raise
+        return task.result()
+
+    def _checkpoint_states(self, trainer: Any, result: Any, ckpt_root: Path,
+                           uploaded: dict[int, dict[str, Any]], dl: Path) -> dict[int, Any]:
+        """step -> loader of its LoRA tensors: local checkpoints, pruned ones from `loras/`,
+        and the final step from the trainer itself."""
+        from loraforge.trainer.train import LORA_FILE
+        from safetensors.torch import load_file
+
+        paths: dict[int, Path] = {}
+        for d in ckpt_root.glob("step-*") if ckpt_root.is_dir() else []:
+            try:
+                paths[int(d.name.removeprefix("step-"))] = d / LORA_FILE
+            except ValueError:
+                continue
+        states: dict[int, Any] = {}
+        for step in sorted(set(paths) | set(uploaded)):
+            if step >= result.step:
+                continue
+
+            def load(step: int = step) -> Any:
+                path = paths.get(step)
+                if path is None or not path.is_file():
+                    path = self._store.download(Bucket.LORAS, uploaded[step]["key"],
+                                                dl / f"step-{step}.safetensors")
+                return load_file(str(path))
+
+            states[step] = load
+        final = trainer.lora_state()
+        states[result.step] = lambda: final
+        return states
+
+    def _reference_images(self, candidates: list[Any], dest: Path) -> list[tuple[Any, Any, str]]:
+        """The dataset's keyframes (most frontal first), as (BGR image, pose, key)."""
+        import cv2
+
+        out = []
+        for i, c in enumerate(candidates):
+            try:
+                path = self._store.download(Bucket.CLIPS, c.key, dest / f"{i:03d}{Path(c.key).suffix}")
+            except Exception as e:  # noqa: BLE001 - a missing keyframe is one reference less
+                log.warning("reference keyframe %s not readable: %s", c.key, e)
+                continue
+            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if img is not None:
+                out.append((img, c.pose or None, c.key))
+        return out
 
     def _upload_checkpoints(self, prefix: str, root: Path, uploaded: dict[int, dict[str, Any]]) -> None:
         from loraforge.trainer.train import LORA_FILE
@@ -259,15 +377,17 @@ class TrainingWork:
                               "size": stored.size, "sha256": stored.sha256 or ""}
 
     def _commit(self, job: Job, prefix: str, ckpt_root: Path, uploaded: dict[int, dict[str, Any]],
-                trainer: Any, result: Any, info: dict[str, Any], params: TrainingParams) -> dict[str, Any]:
+                trainer: Any, result: Any, info: dict[str, Any], params: TrainingParams,
+                evaluation: Any = None) -> dict[str, Any]:
         self._upload_checkpoints(prefix, ckpt_root, uploaded)
         artifacts = [uploaded[s] for s in sorted(uploaded)]
         names = list(result.files)  # denoiser attributes, first = the main file
         files: dict[str, dict[str, str]] = {}
+        evaluated = not isinstance(evaluation, str)
+        best_files = evaluation.best_files if evaluated else result.files
         for i, attr in enumerate(names):
-            path = Path(result.files[attr])
-            suffix = "" if i == 0 else "." + _expert_tag(path, attr)
-            for which in ("last", "best"):
+            suffix = "" if i == 0 else "." + _expert_tag(Path(result.files[attr]), attr)
+            for which, path in (("last", Path(result.files[attr])), ("best", Path(best_files[attr]))):
                 stored = self._store.put_file(Bucket.LORAS, f"{prefix}/{which}{suffix}.safetensors",
                                               path, content_type=LORA_CONTENT_TYPE)
                 files.setdefault(which, {})[attr] = stored.key
@@ -275,10 +395,14 @@ class TrainingWork:
                                   "size": stored.size, "sha256": stored.sha256 or ""})
         main = names[0]
         a = trainer.args
+        ev: dict[str, Any] = {"best_step": result.step, "best_reason": evaluation,
+                              "report_key": None, "evaluation": None}
+        if evaluated:
+            ev = self._upload_evaluation(prefix, evaluation, artifacts)
         record = {
             "job_id": job.id, "run_prefix": prefix,
             "last_key": files["last"][main], "best_key": files["best"][main],
-            "files": files, "best_is": "last (likeness evaluation not wired yet)",
+            "files": files, "best_is": f"step {ev['best_step']}", **ev,
             "base_preset": params.base_preset, "family": trainer.preset.family,
             "dataset_id": info["dataset_id"], "dataset_hash": trainer.dataset.content_hash,
             "samples": len(trainer.dataset.samples), "skipped_clips": info["skipped"],
@@ -301,12 +425,41 @@ class TrainingWork:
         self._store.put_json(Bucket.LORAS, f"{prefix}/{RECORD}", record)
         return record
 
+    def _upload_evaluation(self, prefix: str, evaluation: Any, artifacts: list[dict[str, Any]]
+                           ) -> dict[str, Any]:
+        previews: dict[str, list[str]] = {}
+        for step, paths in sorted(evaluation.previews.items()):
+            for p in paths:
+                stored = self._store.put_file(Bucket.LORAS, f"{prefix}/previews/step-{step}/{p.name}",
+                                              p, content_type="image/png")
+                previews.setdefault(str(step), []).append(stored.key)
+                artifacts.append({"bucket": "loras", "key": stored.key, "kind": "preview",
+                                  "size": stored.size, "sha256": stored.sha256 or ""})
+        types = {".html": "text/html", ".md": "text/markdown", ".csv": "text/csv",
+                 ".png": "image/png", ".txt": "text/plain"}
+        report_key = None
+        for p in sorted(evaluation.report_dir.iterdir()):
+            if not p.is_file():
+                continue
+            stored = self._store.put_file(Bucket.LORAS, f"{prefix}/report/{p.name}", p,
+                                          content_type=types.get(p.suffix, "application/octet-stream"))
+            if p.name == "report.html":
+                report_key = stored.key
+                artifacts.append({"bucket": "loras", "key": stored.key, "kind": "report",
+                                  "size": stored.size, "sha256": stored.sha256 or ""})
+        summary = evaluation.summary()
+        summary["previews"] = previews
+        return {"best_step": evaluation.best_step, "best_reason": evaluation.reason,
+                "report_key": report_key, "evaluation": summary}
+
     @staticmethod
     def _outcome(job: Job, record: dict[str, Any]) -> JobOutcome:
         data = {"job_id": job.id, "run_prefix": record["run_prefix"], "last_key": record["last_key"],
                 "best_key": record["best_key"], "base_preset": record["base_preset"],
                 "dataset_id": record["dataset_id"], "trigger": record["trigger"],
-                "steps": record["steps"], "final_loss": record["metrics"]["final_loss"]}
+                "steps": record["steps"], "final_loss": record["metrics"]["final_loss"],
+                "best_step": record.get("best_step"), "best_reason": record.get("best_reason"),
+                "report_key": record.get("report_key")}
         artifacts = [ArtifactRef(**a) for a in record["artifacts"]]
         artifacts.append(ArtifactRef(bucket="loras", key=f"{record['run_prefix']}/{RECORD}",
                                      kind="manifest"))

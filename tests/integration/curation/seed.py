@@ -13,7 +13,7 @@ import cv2
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "unit" / "curation"))
 
-import media as M
+import curation_media as M
 from loraforge.runtime.storage import Bucket, ObjectStore
 
 TENANT, PROJECT = "acme", "jane"

@@ -7,6 +7,7 @@ import asyncio
 
 import grpc
 import pytest
+import torch
 from loraforge.captioning.review import CaptionReviewStore
 from loraforge.runtime.events import Delivery, Event
 from loraforge.runtime.host import ServiceProcess
@@ -17,6 +18,7 @@ from loraforge.trainer.main import mount
 from loraforge.trainer.synthetic import TRIGGER, write_video_dataset
 from loraforge.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
 from safetensors import safe_open
+from safetensors.torch import load_file
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -105,7 +107,38 @@ async def test_training_job_stores_a_loadable_lora_and_run_record(
     for key in run["checkpoints"].values():
         assert store.exists(Bucket.LORAS, key) and "/checkpoints/step-" in key
     kinds = {a.kind for a in done.artifacts}
-    assert {"lora", "checkpoint", "manifest"} <= kinds
+    assert {"lora", "checkpoint", "manifest", "preview", "report"} <= kinds
+
+    # likeness evaluation: the tiny random model renders no face, so the choice falls back to
+    # the lowest held-out validation loss, which every checkpoint has (eval_every = interval)
+    best_step, reason = done.result["best_step"], done.result["best_reason"]
+    assert run["best_step"] == best_step and run["best_reason"] == reason
+    assert "likeness is unmeasurable" in reason and "validation loss" in reason
+    table = run["evaluation"]["checkpoints"]
+    assert [r["step"] for r in table] == sorted(int(s) for s in run["checkpoints"]) + [4]
+    assert all(r["val_loss"] is not None for r in table)
+    assert [r["step"] for r in table if r["chosen"]] == [best_step]
+    assert best_step == min(table, key=lambda r: (r["val_loss"], r["step"]))["step"]
+    assert done.result["report_key"] == run["report_key"] == f"{prefix}/report/report.html"
+    for name in ("report.html", "report.md", "checkpoints.csv", "collapse.png"):
+        assert store.exists(Bucket.LORAS, f"{prefix}/report/{name}"), name
+    for r in table:
+        assert len(run["evaluation"]["previews"][str(r["step"])]) == 4
+        assert store.exists(Bucket.LORAS, f"{prefix}/previews/step-{r['step']}/00.png")
+    best = load_file(str(tmp_path / "best.safetensors"))
+    if best_step == run["steps"]:
+        chosen = load_file(str(tmp_path / "last.safetensors"))
+    else:  # the checkpoint's trainer tensors in the LoRA file layout (wan's to_comfy)
+        from loraforge.trainer.wan import to_comfy
+
+        raw = load_file(str(store.download(Bucket.LORAS, run["checkpoints"][str(best_step)],
+                                           tmp_path / "chosen.safetensors")))
+        chosen = to_comfy({k.split("/", 1)[1].replace(".default", ""): v for k, v in raw.items()},
+                          run["alpha"])
+    assert set(best) == set(chosen)
+    assert all(torch.equal(best[k], chosen[k]) for k in best)
+    with safe_open(str(tmp_path / "best.safetensors"), "pt") as f:
+        assert f.metadata()["loraforge.checkpoint_step"] == str(best_step)
 
     for _ in range(50):
         if completed:

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-import media as M
+import curation_media as M
 from loraforge.curation.errors import BackendUnavailable, InvalidReference
 from loraforge.curation.faces import embedding_distance, make_backend
 from loraforge.curation.identity import assign, reference_embedding

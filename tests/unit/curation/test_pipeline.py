@@ -8,7 +8,7 @@ import cv2
 import pyarrow.parquet as pq
 import pytest
 
-import media as M
+import curation_media as M
 from loraforge.curation.pipeline import MediaItem, curate
 
 

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-import media as M
+import curation_media as M
 from loraforge.curation.errors import InvalidPolicy, UnreadableMedia, UnsupportedMedia
 from loraforge.curation.frames import load_media, sample_indices, sample_video
 from loraforge.curation.geometry import Box

@@ -3,7 +3,7 @@ the numbers mean nothing, the shapes, pairing, truncation and skipping do."""
 
 from __future__ import annotations
 
-import media as M
+import evaluation_media as M
 import numpy as np
 import pytest
 import torch

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-import media as M
+import evaluation_media as M
 import pytest
 from loraforge.evaluation.adherence import AdherenceScore
 from loraforge.evaluation.choose import CheckpointEval, choose_checkpoint, evaluate_checkpoint
@@ -103,3 +103,46 @@ def test_report_has_table_plots_and_explanation(planted, tmp_path):
     assert "step 200" in page and "<table>" in page and "collapse.png" in page
     lines = files.csv.read_text().splitlines()
     assert lines[0].startswith("step,total,likeness") and len(lines) == 4
+
+
+def test_planted_choice_is_by_likeness_even_when_validation_loss_disagrees(planted):
+    # faces were found, so the held-out loss does not decide: step 200 (the reference face,
+    # varied) still wins with the worst loss of the three
+    swapped = [CheckpointEval(e.step, e.identity, e.diversity, e.adherence,
+                              {100: 0.01, 200: 0.9, 300: 0.02}[e.step]) for e in planted]
+    c = choose_checkpoint(swapped)
+    assert c.step == 200 and c.basis == "likeness" and "unmeasurable" not in c.reason
+
+
+def _faceless(step, val_loss, collapse=0.4, collapsed=False):
+    ident = IdentityScore(4, 0, 0.0, None, None, 0.0)
+    return CheckpointEval(step, ident, DiversityScore(4, collapse, collapse, 0.0, collapsed, 0.85),
+                          val_loss=val_loss)
+
+
+def test_no_face_anywhere_falls_back_to_the_lowest_validation_loss():
+    c = choose_checkpoint([_faceless(100, 0.31), _faceless(200, 0.22), _faceless(300, 0.25),
+                           _faceless(400, 0.27, collapse=0.9, collapsed=True)])
+    assert c.step == 200 and c.basis == "validation_loss"
+    assert "likeness is unmeasurable" in c.reason and "lowest held-out validation loss" in c.reason
+    assert "[400]" in c.reason  # the collapse signal is still reported
+    assert [r["step"] for r in c.rows if r["chosen"]] == [200]
+    # a tie on the loss goes to the earlier step; a missing loss never wins
+    assert choose_checkpoint([_faceless(300, 0.2), _faceless(100, 0.2),
+                              _faceless(200, None)]).step == 100
+    # no loss at all: the last step is kept, and said so
+    c = choose_checkpoint([_faceless(100, None), _faceless(200, None)])
+    assert c.step == 200 and c.basis == "last_step" and "no validation loss" in c.reason
+
+
+def test_fallback_report_is_written(tmp_path):
+    c = choose_checkpoint([_faceless(1, 0.5), _faceless(2, 0.4)])
+    files = write_report(c, tmp_path / "r")
+    assert "Chosen checkpoint: step 2" in files.markdown.read_text()
+    assert "validation_loss" in files.plots
+
+
+def test_one_face_is_enough_to_choose_by_likeness():
+    # a checkpoint whose renders show the face beats faceless ones with a lower loss
+    c = choose_checkpoint([_faceless(100, 0.1), _eval(200, 0.7)])
+    assert c.step == 200 and c.basis == "likeness"

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-import media as M
+import evaluation_media as M
 import numpy as np
 from loraforge.curation.geometry import Box
 from loraforge.evaluation.diversity import COLLAPSE_THRESHOLD, score_diversity

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-import media as M
+import evaluation_media as M
 import numpy as np
 import pytest
 from loraforge.curation.errors import InvalidReference

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-import media as M
+import evaluation_media as M
 import pytest
 from loraforge.evaluation.errors import InvalidRenders
 from loraforge.evaluation.strength import band, pick_weight, recommend_strength

@@ -1,0 +1,350 @@
+"""Which checkpoint of a finished training run to ship as `best`: likeness evaluation.
+
+After `Trainer.run()` (the service sets ``eval_every`` = the checkpoint interval, so every
+checkpoint and the final step have a held-out validation loss), for each checkpoint and the
+final step:
+
+  1. its LoRA tensors are copied into the trainer's own pipeline (the PEFT adapter is still
+     attached to the denoiser(s), so nothing is loaded twice and the render is exactly the
+     trained LoRA at that step);
+  2. a few previews are rendered: validation prompts = the trigger alone + 2-3 of the
+     dataset's captions, fixed seeds, the training resolution, few inference steps (Wan: a
+     short clip, its middle frame); the same prompts and seeds for every checkpoint;
+  3. the previews are scored by :mod:`loraforge.evaluation`: identity against references
+     built from the dataset's keyframes (most frontal first, per curation's head-pose
+     buckets / yaw-pitch; the training stills when the dataset has no keyframes), diversity /
+     collapse, and the held-out validation loss;
+  4. :func:`loraforge.evaluation.choose.choose_checkpoint` picks the step. When no preview of
+     any checkpoint shows a face (tiny random models, style/effect LoRAs) it falls back to the
+     lowest validation loss and says so in the reason.
+
+Everything here runs in a worker thread and is bounded by :class:`EvalSettings` (default 4
+previews per checkpoint at the training resolution, 4 inference steps). Evaluation settings
+come from the job's ``extra`` under the ``eval_*`` names of :data:`EVAL_EXTRA`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from loraforge.runtime.errors import Cancelled, InvalidInput
+
+# job `extra` key -> EvalSettings field; popped before the RunConfig is built
+EVAL_EXTRA = {"eval_previews": "previews", "eval_inference_steps": "inference_steps",
+              "eval_face_backend": "face_backend", "eval_seed": "seed",
+              "eval_max_references": "max_references", "evaluate": "enabled"}
+# Trainer.evaluate()'s fixed protocol (seed 1234, 4 timesteps at (k + 0.5) / 4), for the report
+VAL_NOISE_SEED = 1234
+VAL_TIMESTEPS = (125, 375, 625, 875)
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    enabled: bool = True
+    previews: int = 4  # renders per checkpoint
+    inference_steps: int = 4
+    face_backend: str = "dlib"
+    seed: int = 0  # previews use seeds seed, seed + 1, ...
+    max_references: int = 5
+    reference_candidates: int = 12  # keyframes downloaded / looked at, most frontal first
+    video_frames: int = 5  # Wan previews: a short clip (4k + 1 frames), its middle frame kept
+    captions_in_prompts: int = 3
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.previews <= 64:
+            raise InvalidInput(f"eval_previews must be 1..64, got {self.previews}")
+        if not 1 <= self.inference_steps <= 200:
+            raise InvalidInput(f"eval_inference_steps must be 1..200, got {self.inference_steps}")
+        if self.max_references < 1:
+            raise InvalidInput("eval_max_references must be at least 1")
+
+
+def split_extra(extra: Mapping[str, Any]) -> tuple[EvalSettings, dict[str, Any]]:
+    """(evaluation settings, the rest of `extra` for the RunConfig)."""
+    rest = {k: v for k, v in extra.items() if k not in EVAL_EXTRA}
+    values = {EVAL_EXTRA[k]: v for k, v in extra.items() if k in EVAL_EXTRA}
+    try:
+        return EvalSettings(**values), rest
+    except TypeError as e:
+        raise InvalidInput(f"bad evaluation settings in extra: {e}") from None
+
+
+def validation_prompts(trigger: str, captions: Sequence[str], n_captions: int = 3) -> list[str]:
+    """The trigger alone, then up to `n_captions` distinct dataset captions spread over the
+    (sorted) set: caption-like prompts the LoRA was trained on, deterministic per dataset."""
+    prompts = [trigger.strip()] if trigger.strip() else []
+    distinct = sorted({c.strip() for c in captions if c and c.strip()} - set(prompts))
+    if distinct and n_captions > 0:
+        k = min(n_captions, len(distinct))
+        idx = sorted({round(i * (len(distinct) - 1) / max(1, k - 1)) for i in range(k)})
+        prompts += [distinct[i][:300] for i in idx]
+    return prompts or ["a photo"]
+
+
+# ---------------------------------------------------------------- references
+
+@dataclass(frozen=True)
+class ReferenceCandidate:
+    key: str  # clips bucket
+    pose: dict[str, Any]  # yaw / pitch / bucket from the curation manifest (may be empty)
+
+
+def reference_candidates(clips: Sequence[Any], limit: int) -> list[ReferenceCandidate]:
+    """Keyframes of the curated clips, most frontal first (curation's yaw/pitch, else its
+    head-pose bucket; unknown poses last), then in dataset order."""
+    from loraforge.evaluation.identity import _pose_angle
+
+    cands = []
+    for order, clip in enumerate(clips):
+        m = getattr(clip, "metrics", None) or {}
+        pose = {k: v for k, v in {"yaw": m.get("yaw"), "pitch": m.get("pitch"),
+                                  "bucket": m.get("angle_bucket")}.items() if v is not None}
+        for j, key in enumerate(getattr(clip, "keyframe_keys", None) or []):
+            if Path(key).suffix.lower() in (".jpg", ".jpeg", ".png", ".webp", ".bmp"):
+                cands.append((_pose_angle(pose or None, None, 0, 0), order, j,
+                              ReferenceCandidate(key, pose)))
+    cands.sort(key=lambda c: c[:3])
+    return [c[3] for c in cands[:limit]]
+
+
+# ---------------------------------------------------------------- results
+
+@dataclass
+class RunEvaluation:
+    best_step: int
+    reason: str
+    basis: str
+    objective: str
+    rows: list[dict]
+    prompts: list[str]
+    previews: dict[int, list[Path]]  # step -> PNG files
+    report_dir: Path
+    best_files: dict[str, Path]  # denoiser attribute -> exported best LoRA file
+    references: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {"best_step": self.best_step, "best_reason": self.reason, "basis": self.basis,
+                "objective": self.objective, "prompts": self.prompts,
+                "references": self.references, "settings": self.settings,
+                "seconds": round(self.seconds, 3), "checkpoints": self.rows}
+
+
+# ---------------------------------------------------------------- the evaluation
+
+def _plain(o: Any) -> Any:
+    return o.item() if hasattr(o, "item") else str(o)
+
+
+def _to_bgr(frame: torch.Tensor | np.ndarray) -> np.ndarray:
+    """(C, H, W) or (H, W, C), float in [0, 1] -> BGR uint8."""
+    a = frame.detach().float().cpu().numpy() if isinstance(frame, torch.Tensor) else np.asarray(frame)
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
+        a = a.transpose(1, 2, 0)
+    if a.dtype != np.uint8:
+        a = (np.clip(a, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    if a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    return np.ascontiguousarray(a[..., :3][..., ::-1])
+
+
+def _first_render(out: Any, video: bool) -> np.ndarray:
+    """The pipeline output (output_type="pt") -> one BGR image; a video's middle frame."""
+    if isinstance(out, (list, tuple)):
+        out = out[0]
+    t = out if isinstance(out, torch.Tensor) else torch.as_tensor(np.asarray(out))
+    if video:
+        if t.dim() == 5:  # (B, F, C, H, W)
+            t = t[0]
+        return _to_bgr(t[t.shape[0] // 2])
+    if t.dim() == 4:
+        t = t[0]
+    return _to_bgr(t)
+
+
+class CheckpointEvaluator:
+    """Render, score and choose; `trainer` is the finished Trainer (its pipeline and params)."""
+
+    def __init__(self, trainer: Any, settings: EvalSettings, *,
+                 progress: Callable[[float, str], None] | None = None,
+                 should_cancel: Callable[[], bool] | None = None,
+                 log: Callable[[str], None] | None = None):
+        self.trainer = trainer
+        self.settings = settings
+        self.progress = progress or (lambda f, m: None)
+        self.should_cancel = should_cancel or (lambda: False)
+        self.log = log or (lambda m: None)
+
+    # -------------------------------------------- LoRA state
+
+    def load_state(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        params = self.trainer.params
+        missing = set(params) - set(tensors)
+        if missing:
+            raise InvalidInput(f"checkpoint does not match the trained LoRA (missing "
+                               f"{sorted(missing)[:3]})")
+        with torch.no_grad():
+            for k, p in params.items():
+                p.copy_(tensors[k].to(p.device, p.dtype))
+
+    # -------------------------------------------- previews
+
+    def _size(self) -> tuple[int, int]:
+        from loraforge.trainer.dataset import parse_resolution
+
+        t = self.trainer
+        return parse_resolution(t.args.resolution, t.preset.stride, t.preset.family)
+
+    def _still(self, index: int, last: bool = False) -> Any:
+        from loraforge.trainer.family import to_pil_list
+
+        px = self.trainer.dataset.load_pixels(index)  # (C, F, H, W)
+        return to_pil_list(px[:, -1 if last else 0].unsqueeze(0))[0]
+
+    def render(self, prompts: Sequence[str]) -> list[np.ndarray]:
+        t = self.trainer
+        video = t.preset.is_video
+        w, h = self._size()
+        frames = 1
+        extra: dict[str, Any] = {}
+        if video:
+            frames = min(int(t.args.frames), self.settings.video_frames)
+            frames = max(1, (frames - 1) // 4 * 4 + 1)
+            if t.variant in ("i2v", "flf2v"):
+                extra["image"] = self._still(0)
+                if t.variant == "flf2v":
+                    extra["last_image"] = self._still(0, last=True)
+        for m in t.family.denoisers(t.pipe).values():
+            m.eval()
+        if hasattr(t.pipe, "set_progress_bar_config"):
+            t.pipe.set_progress_bar_config(disable=True)
+        cuda = t.device.type == "cuda"
+        out = []
+        for i in range(self.settings.previews):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                res = t.family.generate(t.pipe, prompts[i % len(prompts)], self.settings.seed + i,
+                                        w, h, frames, steps=self.settings.inference_steps,
+                                        variant=t.variant, **extra)
+            out.append(_first_render(res, video))
+        return out
+
+    # -------------------------------------------- references
+
+    def references(self, images: Sequence[tuple[np.ndarray, dict | None, str]], backend: Any
+                   ) -> tuple[Any, dict[str, Any]]:
+        """ReferenceFaces (or None) and a description for the record. `images` are
+        (BGR image, pose metadata, name); without any, the training stills are used."""
+        from loraforge.curation.errors import InvalidReference
+        from loraforge.evaluation.identity import build_references
+
+        source = "keyframes"
+        if not images:
+            source = "training stills"
+            ds = self.trainer.dataset
+            n = min(len(ds.samples), self.settings.reference_candidates)
+            images = []
+            for i in range(n):
+                px = ds.load_pixels(i)
+                mid = px[:, px.shape[1] // 2]
+                images.append((_to_bgr((mid + 1) / 2), None, f"sample[{i}]"))
+        try:
+            refs = build_references([im for im, _, _ in images], backend,
+                                    poses=[p for _, p, _ in images],
+                                    max_refs=self.settings.max_references)
+        except InvalidReference as e:
+            return None, {"source": source, "candidates": len(images), "used": 0,
+                          "backend": backend.name, "note": str(e)}
+        names = {f"image[{i}]": n for i, (_, _, n) in enumerate(images)}
+        return refs, {"source": source, "candidates": len(images), "used": len(refs.sources),
+                      "backend": backend.name,
+                      "images": [names.get(s, s) for s in refs.sources]}
+
+    # -------------------------------------------- scoring
+
+    @staticmethod
+    def _faces_only(step: int, imgs: list[np.ndarray], backend: Any, val_loss: float | None) -> Any:
+        """No references: faces are still detected (masked for diversity), nothing to compare."""
+        from loraforge.evaluation.choose import CheckpointEval
+        from loraforge.evaluation.diversity import score_diversity
+        from loraforge.evaluation.identity import IdentityScore, RenderFace
+
+        per = []
+        for img in imgs:
+            boxes = tuple(f.box for f in backend.detect(img, embed_largest=False))
+            per.append(RenderFace(False, None, None, boxes))
+        n = len(imgs)
+        ident = IdentityScore(n, 0, sum(1 for r in per if r.boxes) / n, None, None, 0.0, per)
+        div = score_diversity(imgs, [r.boxes for r in per])
+        return CheckpointEval(step, ident, div, val_loss=val_loss)
+
+    def run(self, states: Mapping[int, Callable[[], Mapping[str, torch.Tensor]]],
+            val_losses: Mapping[int, float], reference_images: Sequence[tuple[np.ndarray, dict | None, str]],
+            prompts: Sequence[str], out_dir: Path, title: str = "LoRA evaluation") -> RunEvaluation:
+        """`states`: step -> a loader of that step's LoRA tensors (trainer param names)."""
+        import cv2
+        from loraforge.curation.faces import make_backend
+        from loraforge.evaluation.choose import choose_checkpoint, evaluate_checkpoint
+        from loraforge.evaluation.report import write_report
+        from loraforge.evaluation.validation import ValidationLog, ValidationRecord
+
+        start = time.monotonic()
+        steps = sorted(states)
+        if not steps:
+            raise InvalidInput("no checkpoint to evaluate")
+        self.progress(0.0, "building reference faces")
+        backend = make_backend(self.settings.face_backend)
+        refs, ref_info = self.references(reference_images, backend)
+        self.log(f"evaluation references: {ref_info}")
+        prompts = list(prompts)
+        render_prompts = [prompts[i % len(prompts)] for i in range(self.settings.previews)]
+        evals, previews = [], {}
+        for n, step in enumerate(steps):
+            if self.should_cancel():
+                raise Cancelled(f"evaluation stopped before step {step}")
+            self.progress(n / len(steps), f"evaluating checkpoint step {step} "
+                                          f"({n + 1}/{len(steps)}): rendering previews")
+            self.load_state(states[step]())
+            imgs = self.render(prompts)
+            d = out_dir / "previews" / f"step-{step}"
+            d.mkdir(parents=True, exist_ok=True)
+            previews[step] = []
+            for i, img in enumerate(imgs):
+                p = d / f"{i:02d}.png"
+                cv2.imwrite(str(p), img)
+                previews[step].append(p)
+            vl = val_losses.get(step)
+            if refs is not None:
+                evals.append(evaluate_checkpoint(step, imgs, refs, backend, prompts=render_prompts,
+                                                 val_loss=vl))
+            else:
+                evals.append(self._faces_only(step, imgs, backend, vl))
+        choice = choose_checkpoint(evals)
+        reason = choice.reason
+        if refs is None:
+            reason = f"no reference face in the dataset's {ref_info['source']}; {reason}"
+        self.progress(0.95, f"chose step {choice.step}; writing the report")
+        log = ValidationLog()
+        n_samples = len(self.trainer.dataset.samples)
+        for s in sorted(val_losses):
+            log.record(ValidationRecord(int(s), float(val_losses[s]), VAL_TIMESTEPS, VAL_NOISE_SEED,
+                                        n_samples))
+        report_dir = out_dir / "report"
+        write_report(choice, report_dir, validation=log if val_losses else None, title=title)
+        (report_dir / "reason.txt").write_text(reason + "\n")
+        # the chosen step's LoRA in the family's file layout, like `last`
+        self.load_state(states[choice.step]())
+        best = self.trainer.export(out_dir / "best", extra_metadata={
+            "loraforge.checkpoint_step": str(choice.step),
+            "loraforge.best_reason": reason[:1000]})
+        rows = json.loads(json.dumps(choice.rows, default=_plain))
+        return RunEvaluation(choice.step, reason, choice.basis, choice.objective, rows, prompts,
+                             previews, report_dir, best, ref_info, asdict(self.settings),
+                             time.monotonic() - start)
