@@ -152,18 +152,44 @@ class Scenario(_Strict):
     def transition_for(self, pair_index: int) -> Transition:
         return self.transitions[pair_index] if self.transitions else self.transition
 
+    def _length_warnings(self) -> list[str]:
+        return _scenario_length_warnings(self)
+
     def character_triggers(self) -> list[str]:
         return [lora.trigger for lora in self.loras if lora.type is LoraType.CHARACTER and lora.trigger]
 
     def warnings(self) -> list[str]:
         """Problems that do not stop a render but usually spoil it."""
-        out = []
+        out = self._length_warnings()
         for trigger in self.character_triggers():
             for i, shot in enumerate(self.shots, start=1):
                 if trigger not in shot.prompt:
                     out.append(f"shot {i}: the prompt does not contain the character trigger {trigger!r}; "
                                "the character LoRA will barely show")
         return out
+
+
+def _token_count(preset: str, text: str) -> tuple[int, int, str]:
+    """(tokens, limit, encoder) with the captioning tokenizer estimate for the preset's encoder.
+
+    The estimate over-counts slightly, so a warning may come a little early, never late."""
+    from loraforge.captioning.tokens import EstimateTokenizer, limit_for
+
+    encoder, limit = limit_for(preset)
+    return EstimateTokenizer(max_tokens=limit).count(text), limit, encoder
+
+
+def _scenario_length_warnings(scenario: Scenario) -> list[str]:
+    out = []
+    for i, shot in enumerate(scenario.shots, start=1):
+        for label, text in (("prompt", shot.prompt), ("negative prompt", shot.negative_prompt)):
+            if not text:
+                continue
+            tokens, limit, encoder = _token_count(scenario.image_preset, text)
+            if tokens > limit:
+                out.append(f"shot {i}: the {label} is about {tokens} tokens; {encoder} reads only "
+                           f"{limit}, the rest is cut: shorten it (60-100 tokens work best)")
+    return out
 
 
 def parse_scenario(text: str) -> Scenario:

@@ -149,3 +149,11 @@ def test_odd_shot_count_with_pairs_is_refused() -> None:
 def test_not_yaml_is_refused() -> None:
     with pytest.raises(InvalidInput, match="YAML"):
         parse_scenario("shots: [unclosed")
+
+
+def test_prompt_beyond_the_text_encoder_limit_is_a_warning() -> None:
+    long_prompt = "ohwx_woman " + ", ".join(f"detail number {i} in the scene" for i in range(40))
+    text = SCENARIO.replace('"ohwx_woman walking on a beach, morning light"', f'"{long_prompt}"')
+    warnings = parse_scenario(text).warnings()
+    assert any("shot 1" in w and "77" in w and "cut" in w for w in warnings), warnings
+    assert not any("shot 2" in w and "tokens" in w for w in warnings)
