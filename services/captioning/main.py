@@ -13,7 +13,7 @@ NAME = "captioning"
 
 async def mount(clients: Clients, server: GrpcServer) -> None:
     jobs = JobService(NAME, clients.jobs, clients.bus)
-    server.add(CaptioningServicer(jobs))
+    server.add(CaptioningServicer(jobs, clients.store))
     await JobWorker(NAME, clients.jobs, clients.bus, CaptioningWorker(
         clients.store, sources=sources_factory(clients.settings.captioning))).start()
 

@@ -120,6 +120,24 @@ class CaptionReviewStore:
             rec.approved, rec.approved_by = True, user
         return self._put(rec)
 
+    def checked_edit(self, clip_id: str, text: str, *, user: str = "user",
+                     approve: bool = False) -> CaptionRecord:
+        """A person's edit, refused (not rewritten) when it breaks the dataset's rules: the
+        trigger, the template's fixed parts, the shared effect text, the token limit."""
+        from loraforge.captioning.captioner import validate_user_caption
+        from loraforge.captioning.templates import CaptionTemplate
+        from loraforge.captioning.tokens import EstimateTokenizer, limit_for
+
+        run = self.load_run()
+        if run:
+            template = (CaptionTemplate.from_dict(run["lora_type"], run["template"])
+                        if run.get("template") else None)
+            limit = limit_for(run.get("base_preset"))[1]
+            text = validate_user_caption(text, trigger=run["trigger"],
+                                         tokenizer=EstimateTokenizer(max_tokens=limit),
+                                         template=template, shared=run.get("shared") or {})
+        return self.edit(clip_id, text, user=user, approve=approve)
+
     def approve(self, clip_id: str, *, user: str = "user", approved: bool = True) -> CaptionRecord:
         rec = self.require(clip_id)
         rec.approved, rec.approved_by = approved, (user if approved else "")

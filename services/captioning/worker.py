@@ -109,7 +109,8 @@ class CaptioningWorker:
             written += wrote
         await asyncio.to_thread(review.save_run, {
             "trigger": run.trigger, "lora_type": run.lora_type, "template": run.template,
-            "shared": run.shared, "tokenizer": run.tokenizer, "source": params.source, "job_id": job.id})
+            "shared": run.shared, "tokenizer": run.tokenizer, "source": params.source, "job_id": job.id,
+            "class_noun": params.class_noun, "base_preset": params.base_preset})
         data = {"job_id": job.id, "dataset_id": dataset.id, "captions": len(run.captions),
                 "written": written, "kept": len(run.captions) - written, "trigger": run.trigger,
                 "lora_type": run.lora_type, "prefix": review.prefix, "warnings": run.warnings[:50]}

@@ -90,7 +90,8 @@ def train(
     view = {"job_id": job.id, "run_id": job.id, "state": state, "message": job.message,
             "tenant": tenant, "project": project, "dataset_id": dataset_id, "base_preset": base,
             **{k: result[k] for k in ("run_prefix", "last_key", "best_key", "trigger", "steps",
-                                      "final_loss") if k in result}}
+                                      "final_loss", "best_step", "best_reason", "report_key")
+               if k in result}}
     if state in ("FAILED", "CANCELLED"):
         fail(f"training job {job.id} {state.lower()}: {job.message}", as_json=as_json)
     if as_json:
@@ -101,7 +102,12 @@ def train(
                       "(not waiting for it: --no-wait)")
         return
     console.print(f"trained [bold]{base}[/bold] LoRA on dataset {dataset_id}: {job.message}")
-    console.print(f"  best  loras/{view.get('best_key', '?')}")
+    console.print(f"  best  loras/{view.get('best_key', '?')}"
+                  + (f" (step {view['best_step']})" if view.get("best_step") is not None else ""))
+    if view.get("best_reason"):
+        console.print(f"        why: {view['best_reason']}")
+    if view.get("report_key"):
+        console.print(f"  report  loras/{view['report_key']}")
     console.print(f"  last  loras/{view.get('last_key', '?')}")
     console.print(f"pull it with: loraforge lora pull {job.id} --project {project} "
                   + ("" if tenant == "default" else f"--tenant {tenant} ") + "--out DIR")

@@ -22,18 +22,31 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from loraforge.v1 import common_pb2 as loraforge_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dloraforge/v1/captioning.proto\x12\x0cloraforge.v1\x1a\x19loraforge/v1/common.proto\"\xd8\x01\n\x16StartCaptioningRequest\x12)\n\x05scope\x18\x01 \x01(\x0b\x32\x1a.loraforge.v1.ProjectScope\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x12\n\ndataset_id\x18\x03 \x01(\t\x12\x0f\n\x07trigger\x18\x04 \x01(\t\x12\x11\n\tlora_type\x18\x05 \x01(\t\x12\x0e\n\x06source\x18\x06 \x01(\t\x12\x12\n\nclass_noun\x18\x07 \x01(\t\x12\x13\n\x0b\x62\x61se_preset\x18\x08 \x01(\t\x12\x0e\n\x06motion\x18\t \x01(\t2\xa4\x02\n\x11\x43\x61ptioningService\x12J\n\x0fStartCaptioning\x12$.loraforge.v1.StartCaptioningRequest\x1a\x11.loraforge.v1.Job\x12\x38\n\x06GetJob\x12\x1b.loraforge.v1.GetJobRequest\x1a\x11.loraforge.v1.Job\x12I\n\x08ListJobs\x12\x1d.loraforge.v1.ListJobsRequest\x1a\x1e.loraforge.v1.ListJobsResponse\x12>\n\tCancelJob\x12\x1e.loraforge.v1.CancelJobRequest\x1a\x11.loraforge.v1.Jobb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dloraforge/v1/captioning.proto\x12\x0cloraforge.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19loraforge/v1/common.proto\"l\n\x0e\x43\x61ptionVersion\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06\x61uthor\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04note\x18\x04 \x01(\t\"\x99\x01\n\rCaptionRecord\x12\x0f\n\x07\x63lip_id\x18\x01 \x01(\t\x12\x12\n\ndataset_id\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x10\n\x08\x61pproved\x18\x04 \x01(\x08\x12\x13\n\x0b\x61pproved_by\x18\x05 \x01(\t\x12.\n\x08versions\x18\x06 \x03(\x0b\x32\x1c.loraforge.v1.CaptionVersion\"T\n\x13ListCaptionsRequest\x12)\n\x05scope\x18\x01 \x01(\x0b\x32\x1a.loraforge.v1.ProjectScope\x12\x12\n\ndataset_id\x18\x02 \x01(\t\"E\n\x14ListCaptionsResponse\x12-\n\x08\x63\x61ptions\x18\x01 \x03(\x0b\x32\x1b.loraforge.v1.CaptionRecord\"\x91\x01\n\x12\x45\x64itCaptionRequest\x12)\n\x05scope\x18\x01 \x01(\x0b\x32\x1a.loraforge.v1.ProjectScope\x12\x12\n\ndataset_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63lip_id\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x0c\n\x04user\x18\x05 \x01(\t\x12\x0f\n\x07\x61pprove\x18\x06 \x01(\x08\"\x85\x01\n\x15\x41pproveCaptionRequest\x12)\n\x05scope\x18\x01 \x01(\x0b\x32\x1a.loraforge.v1.ProjectScope\x12\x12\n\ndataset_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63lip_id\x18\x03 \x01(\t\x12\x0c\n\x04user\x18\x04 \x01(\t\x12\x0e\n\x06revoke\x18\x05 \x01(\x08\"\xd8\x01\n\x16StartCaptioningRequest\x12)\n\x05scope\x18\x01 \x01(\x0b\x32\x1a.loraforge.v1.ProjectScope\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x12\n\ndataset_id\x18\x03 \x01(\t\x12\x0f\n\x07trigger\x18\x04 \x01(\t\x12\x11\n\tlora_type\x18\x05 \x01(\t\x12\x0e\n\x06source\x18\x06 \x01(\t\x12\x12\n\nclass_noun\x18\x07 \x01(\t\x12\x13\n\x0b\x62\x61se_preset\x18\x08 \x01(\t\x12\x0e\n\x06motion\x18\t \x01(\t2\x9d\x04\n\x11\x43\x61ptioningService\x12J\n\x0fStartCaptioning\x12$.loraforge.v1.StartCaptioningRequest\x1a\x11.loraforge.v1.Job\x12\x38\n\x06GetJob\x12\x1b.loraforge.v1.GetJobRequest\x1a\x11.loraforge.v1.Job\x12I\n\x08ListJobs\x12\x1d.loraforge.v1.ListJobsRequest\x1a\x1e.loraforge.v1.ListJobsResponse\x12>\n\tCancelJob\x12\x1e.loraforge.v1.CancelJobRequest\x1a\x11.loraforge.v1.Job\x12U\n\x0cListCaptions\x12!.loraforge.v1.ListCaptionsRequest\x1a\".loraforge.v1.ListCaptionsResponse\x12L\n\x0b\x45\x64itCaption\x12 .loraforge.v1.EditCaptionRequest\x1a\x1b.loraforge.v1.CaptionRecord\x12R\n\x0e\x41pproveCaption\x12#.loraforge.v1.ApproveCaptionRequest\x1a\x1b.loraforge.v1.CaptionRecordb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'loraforge.v1.captioning_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STARTCAPTIONINGREQUEST']._serialized_start=75
-  _globals['_STARTCAPTIONINGREQUEST']._serialized_end=291
-  _globals['_CAPTIONINGSERVICE']._serialized_start=294
-  _globals['_CAPTIONINGSERVICE']._serialized_end=586
+  _globals['_CAPTIONVERSION']._serialized_start=107
+  _globals['_CAPTIONVERSION']._serialized_end=215
+  _globals['_CAPTIONRECORD']._serialized_start=218
+  _globals['_CAPTIONRECORD']._serialized_end=371
+  _globals['_LISTCAPTIONSREQUEST']._serialized_start=373
+  _globals['_LISTCAPTIONSREQUEST']._serialized_end=457
+  _globals['_LISTCAPTIONSRESPONSE']._serialized_start=459
+  _globals['_LISTCAPTIONSRESPONSE']._serialized_end=528
+  _globals['_EDITCAPTIONREQUEST']._serialized_start=531
+  _globals['_EDITCAPTIONREQUEST']._serialized_end=676
+  _globals['_APPROVECAPTIONREQUEST']._serialized_start=679
+  _globals['_APPROVECAPTIONREQUEST']._serialized_end=812
+  _globals['_STARTCAPTIONINGREQUEST']._serialized_start=815
+  _globals['_STARTCAPTIONINGREQUEST']._serialized_end=1031
+  _globals['_CAPTIONINGSERVICE']._serialized_start=1034
+  _globals['_CAPTIONINGSERVICE']._serialized_end=1575
 # @@protoc_insertion_point(module_scope)

@@ -55,6 +55,21 @@ class CaptioningServiceStub:
                 request_serializer=loraforge_dot_v1_dot_common__pb2.CancelJobRequest.SerializeToString,
                 response_deserializer=loraforge_dot_v1_dot_common__pb2.Job.FromString,
                 _registered_method=True)
+        self.ListCaptions = channel.unary_unary(
+                '/loraforge.v1.CaptioningService/ListCaptions',
+                request_serializer=loraforge_dot_v1_dot_captioning__pb2.ListCaptionsRequest.SerializeToString,
+                response_deserializer=loraforge_dot_v1_dot_captioning__pb2.ListCaptionsResponse.FromString,
+                _registered_method=True)
+        self.EditCaption = channel.unary_unary(
+                '/loraforge.v1.CaptioningService/EditCaption',
+                request_serializer=loraforge_dot_v1_dot_captioning__pb2.EditCaptionRequest.SerializeToString,
+                response_deserializer=loraforge_dot_v1_dot_captioning__pb2.CaptionRecord.FromString,
+                _registered_method=True)
+        self.ApproveCaption = channel.unary_unary(
+                '/loraforge.v1.CaptioningService/ApproveCaption',
+                request_serializer=loraforge_dot_v1_dot_captioning__pb2.ApproveCaptionRequest.SerializeToString,
+                response_deserializer=loraforge_dot_v1_dot_captioning__pb2.CaptionRecord.FromString,
+                _registered_method=True)
 
 
 class CaptioningServiceServicer:
@@ -86,6 +101,26 @@ class CaptioningServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListCaptions(self, request, context):
+        """Review: every edit is a new version (the old ones are kept); an approved caption, or one
+        a person wrote last, is never overwritten by a re-run of captioning.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EditCaption(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveCaption(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CaptioningServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -108,6 +143,21 @@ def add_CaptioningServiceServicer_to_server(servicer, server):
                     servicer.CancelJob,
                     request_deserializer=loraforge_dot_v1_dot_common__pb2.CancelJobRequest.FromString,
                     response_serializer=loraforge_dot_v1_dot_common__pb2.Job.SerializeToString,
+            ),
+            'ListCaptions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCaptions,
+                    request_deserializer=loraforge_dot_v1_dot_captioning__pb2.ListCaptionsRequest.FromString,
+                    response_serializer=loraforge_dot_v1_dot_captioning__pb2.ListCaptionsResponse.SerializeToString,
+            ),
+            'EditCaption': grpc.unary_unary_rpc_method_handler(
+                    servicer.EditCaption,
+                    request_deserializer=loraforge_dot_v1_dot_captioning__pb2.EditCaptionRequest.FromString,
+                    response_serializer=loraforge_dot_v1_dot_captioning__pb2.CaptionRecord.SerializeToString,
+            ),
+            'ApproveCaption': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveCaption,
+                    request_deserializer=loraforge_dot_v1_dot_captioning__pb2.ApproveCaptionRequest.FromString,
+                    response_serializer=loraforge_dot_v1_dot_captioning__pb2.CaptionRecord.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -218,6 +268,87 @@ class CaptioningService:
             '/loraforge.v1.CaptioningService/CancelJob',
             loraforge_dot_v1_dot_common__pb2.CancelJobRequest.SerializeToString,
             loraforge_dot_v1_dot_common__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCaptions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loraforge.v1.CaptioningService/ListCaptions',
+            loraforge_dot_v1_dot_captioning__pb2.ListCaptionsRequest.SerializeToString,
+            loraforge_dot_v1_dot_captioning__pb2.ListCaptionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EditCaption(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loraforge.v1.CaptioningService/EditCaption',
+            loraforge_dot_v1_dot_captioning__pb2.EditCaptionRequest.SerializeToString,
+            loraforge_dot_v1_dot_captioning__pb2.CaptionRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveCaption(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loraforge.v1.CaptioningService/ApproveCaption',
+            loraforge_dot_v1_dot_captioning__pb2.ApproveCaptionRequest.SerializeToString,
+            loraforge_dot_v1_dot_captioning__pb2.CaptionRecord.FromString,
             options,
             channel_credentials,
             insecure,

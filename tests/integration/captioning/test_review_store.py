@@ -3,6 +3,8 @@ person's work."""
 
 from __future__ import annotations
 
+import pytest
+
 from loraforge.captioning.captioner import CaptionOptions, caption_clips
 from loraforge.captioning.dataset import read_dataset
 from loraforge.captioning.review import CaptionReviewStore
@@ -113,3 +115,48 @@ async def test_worker_captions_a_dataset_and_keeps_edits(store, tmp_path) -> Non
 
     with pytest.raises(InvalidInput, match="not a rare token"):
         await worker(bad, _Ctx())
+
+
+async def test_review_through_grpc(store, settings) -> None:
+    """List, edit and approve over real gRPC; an edit without the trigger is refused."""
+    import grpc
+
+    from loraforge.captioning.main import mount
+    from loraforge.runtime.host import ServiceProcess
+    from loraforge.v1 import captioning_pb2, captioning_pb2_grpc, common_pb2
+
+    review = CaptionReviewStore(store, PROJECT, DS)
+    metrics = [{"clip_id": f"c{i}", "angle_bucket": "frontal", "expression": "smiling"} for i in range(2)]
+    run = _run(metrics)
+    _store_run(review, run)
+    review.save_run({"trigger": run.trigger, "lora_type": run.lora_type, "template": run.template,
+                     "shared": run.shared})
+    proc = ServiceProcess("captioning", settings, mount, drain_delay_s=0)
+    await proc.start()
+    try:
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{proc.port}")
+        stub = captioning_pb2_grpc.CaptioningServiceStub(channel)
+        scope = common_pb2.ProjectScope(tenant="acme", project="jane")
+        listed = await stub.ListCaptions(captioning_pb2.ListCaptionsRequest(scope=scope, dataset_id=DS), timeout=10)
+        assert [c.clip_id for c in listed.captions] == ["c0", "c1"]
+        edited = await stub.EditCaption(captioning_pb2.EditCaptionRequest(
+            scope=scope, dataset_id=DS, clip_id="c0", text="ohwx_woman, woman, laughing, red scarf",
+            user="ann", approve=True), timeout=10)
+        assert edited.approved and edited.approved_by == "ann" and len(edited.versions) == 2
+        assert edited.versions[0].author.startswith("machine")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.EditCaption(captioning_pb2.EditCaptionRequest(
+                scope=scope, dataset_id=DS, clip_id="c1", text="a woman laughing"), timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "ohwx_woman" in info.value.details()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.ApproveCaption(captioning_pb2.ApproveCaptionRequest(
+                scope=scope, dataset_id=DS, clip_id="nope"), timeout=10)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        approved = await stub.ApproveCaption(captioning_pb2.ApproveCaptionRequest(
+            scope=scope, dataset_id=DS, clip_id="c1", user="bob"), timeout=10)
+        assert approved.approved
+        assert review.get("c0").text == "ohwx_woman, woman, laughing, red scarf"
+        await channel.close()
+    finally:
+        await proc.stop()
