@@ -160,3 +160,46 @@ async def test_review_through_grpc(store, settings) -> None:
         await channel.close()
     finally:
         await proc.stop()
+
+
+async def test_dataset_curated_starts_captioning_only_with_project_defaults(store, settings, bus) -> None:
+    import asyncio
+
+    from loraforge.captioning.auto import save_defaults
+    from loraforge.captioning.main import mount
+    from loraforge.runtime.events import Event
+    from loraforge.runtime.host import ServiceProcess
+
+    proc = ServiceProcess("captioning", settings, mount, drain_delay_s=0)
+    await proc.start()
+    try:
+        other = ProjectRef("acme", "nodefaults")
+        await bus.publish(Event(type="dataset.curated", tenant="acme", project="nodefaults",
+                                data={"dataset_id": DS, "selected": 3}))
+        save_defaults(store, PROJECT, trigger="ohwx_woman", class_noun="woman")
+        event = Event(type="dataset.curated", tenant="acme", project="jane",
+                      data={"dataset_id": DS, "selected": 3})
+        await bus.publish(event)
+        await bus.publish(event)  # a duplicate publish, and later a redelivery, start one job
+        jobs = proc.clients.jobs
+        for _ in range(100):
+            started = await jobs.list("acme", "jane", kind="captioning")
+            if started:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+        started = await jobs.list("acme", "jane", kind="captioning")
+        assert len(started) == 1
+        assert started[0].params["trigger"] == "ohwx_woman" and started[0].params["dataset_id"] == DS
+        assert await jobs.list(other.tenant, other.project, kind="captioning") == []
+    finally:
+        await proc.stop()
+
+
+def test_defaults_are_validated(store) -> None:
+    from loraforge.captioning.auto import load_defaults, save_defaults
+    from loraforge.runtime.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="source"):
+        save_defaults(store, PROJECT, trigger="ohwx_woman", source="telepathy")
+    assert load_defaults(store, PROJECT) is None
