@@ -15,6 +15,7 @@ from google.protobuf import json_format, struct_pb2
 from loraforge.gateway.models import (
     JOB_KINDS,
     Artifact,
+    Caption,
     CaptioningStart,
     CurationStart,
     IngestStart,
@@ -82,6 +83,19 @@ def job_from_wire(msg: common_pb2.Job) -> Job:
         params=json_format.MessageToDict(msg.params), result=json_format.MessageToDict(msg.result),
         cancel_requested=msg.cancel_requested,
     )
+
+
+def caption_from_wire(msg: captioning_pb2.CaptionRecord, trigger: str = "") -> Caption | None:
+    """A captioning record as the API shows it; None for a clip with no caption yet.
+
+    The wire record has no per-version warnings, so `warnings` is always empty here."""
+    if not msg.versions:
+        return None
+    cur = msg.versions[-1]
+    return Caption(clip_id=msg.clip_id, text=msg.text or cur.text, trigger=trigger,
+                   approved=msg.approved, approved_by=msg.approved_by,
+                   edited=cur.author.startswith("user:"), author=cur.author,
+                   updated_at=_time(cur, "created_at"), versions=len(msg.versions))
 
 
 class BackendClients:
@@ -164,6 +178,38 @@ class BackendClients:
         msg = render_pb2.SubmitRenderRequest(
             scope=self._scope(tenant, project), request_id=req.request_id or "", render=render)
         return job_from_wire(await self._call("render", "SubmitRender", msg))
+
+    # -- caption review (captioning) ----------------------------------------------------------
+
+    async def list_captions(self, tenant: str, project: str, dataset_id: str,
+                            trigger: str = "") -> list[Caption]:
+        msg = captioning_pb2.ListCaptionsRequest(scope=self._scope(tenant, project),
+                                                 dataset_id=dataset_id)
+        resp = await self._call("captioning", "ListCaptions", msg)
+        caps = (caption_from_wire(r, trigger) for r in resp.captions)
+        return sorted((c for c in caps if c is not None), key=lambda c: c.clip_id)
+
+    async def edit_caption(self, tenant: str, project: str, dataset_id: str, clip_id: str,
+                           text: str, user: str, trigger: str = "") -> Caption:
+        msg = captioning_pb2.EditCaptionRequest(scope=self._scope(tenant, project),
+                                                dataset_id=dataset_id, clip_id=clip_id,
+                                                text=text, user=user)
+        return self._one_caption(await self._call("captioning", "EditCaption", msg), trigger)
+
+    async def approve_caption(self, tenant: str, project: str, dataset_id: str, clip_id: str,
+                              user: str, trigger: str = "") -> Caption:
+        msg = captioning_pb2.ApproveCaptionRequest(scope=self._scope(tenant, project),
+                                                   dataset_id=dataset_id, clip_id=clip_id,
+                                                   user=user)
+        return self._one_caption(await self._call("captioning", "ApproveCaption", msg), trigger)
+
+    @staticmethod
+    def _one_caption(msg: captioning_pb2.CaptionRecord, trigger: str) -> Caption:
+        cap = caption_from_wire(msg, trigger)
+        if cap is None:  # the service answered a record without any version: a backend bug
+            raise RpcFailure("captioning", grpc.StatusCode.INTERNAL,
+                             f"caption record of {msg.clip_id!r} has no versions")
+        return cap
 
     # -- the job calls every backend has -----------------------------------------------------
 

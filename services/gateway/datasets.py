@@ -10,14 +10,12 @@ What the gateway writes beside it (one object per clip, so two reviewers never o
 other's work):
 
     datasets  <t>/<p>/datasets/<dataset_id>/review/decisions/<clip_id>.json   accept/reject override
-              <t>/<p>/datasets/<dataset_id>/captions/<clip_id>.json           captioning's (INTERIM access)
               <t>/<p>/datasets/<dataset_id>/exports/<export_id>.json          INTERIM export manifest
 
-INTERIM: captioning has no caption RPCs (list/edit/approve) or export RPC yet. Until it does,
-captions are read and written in captioning's own layout through its storage class
-(`loraforge.captioning.review.CaptionReviewStore`: one versioned record per clip plus
-`captions/_run.json` with the trigger), so both sides always agree on the format. Once
-captioning has the calls, these methods become gRPC calls in `clients.py` and this import goes.
+Captions are captioning's: listed, edited and approved through its RPCs (`clients.py`), never
+read or written here. One thing the RPCs do not return yet is the dataset's trigger word, so
+`trigger()` reads it from captioning's run record (`captions/_run.json`, a plain JSON object
+with a `trigger` field) -- INTERIM until ListCaptionsResponse carries it.
 """
 
 from __future__ import annotations
@@ -29,8 +27,7 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any
 
-from loraforge.captioning.review import CaptionRecord, CaptionReviewStore
-from loraforge.gateway.models import Caption, Decision
+from loraforge.gateway.models import Decision
 from loraforge.runtime.errors import InvalidInput, NotFound
 from loraforge.runtime.keys import ProjectRef, validate_key_part
 from loraforge.runtime.storage import Bucket, ObjectStore
@@ -38,6 +35,7 @@ from loraforge.runtime.storage import Bucket, ObjectStore
 DATASET_RECORD = "dataset.json"
 MANIFEST = "manifest.json"
 REPORT = "report.html"
+CAPTION_RUN = "captions/_run.json"  # captioning's run record (trigger, type, template)
 
 # Clip-level metrics shown on the review page (the manifest has many more).
 REVIEW_METRICS = (
@@ -60,13 +58,6 @@ def _clip_part(clip_id: str) -> str:
         return validate_key_part(clip_id)
     except InvalidInput:
         raise NotFound(f"clip {clip_id!r} not found") from None
-
-
-def _caption(rec: CaptionRecord, trigger: str) -> Caption:
-    cur = rec.current
-    return Caption(clip_id=rec.clip_id, text=cur.text, trigger=trigger, approved=rec.approved,
-                   approved_by=rec.approved_by, edited=cur.by_human, author=cur.author,
-                   updated_at=cur.created_at, versions=len(rec.versions), warnings=cur.warnings)
 
 
 class DatasetStore:
@@ -134,47 +125,13 @@ class DatasetStore:
         await self._run(self._store.put_json, Bucket.DATASETS, key, doc)
         return doc
 
-    # -- captions (INTERIM, see module doc) --------------------------------------------------
-
-    def _captions(self, tenant: str, project: str, dataset_id: str) -> CaptionReviewStore:
-        dataset_prefix(tenant, project, dataset_id)  # 404 for a bad id
-        return CaptionReviewStore(self._store, ProjectRef(tenant, project), dataset_id)
+    # -- captions: captioning's, through clients.py; only the trigger is read here -------------
 
     async def trigger(self, tenant: str, project: str, dataset_id: str) -> str:
-        run = await self._run(self._captions(tenant, project, dataset_id).load_run)
-        return str((run or {}).get("trigger") or "")
-
-    async def captions(self, tenant: str, project: str, dataset_id: str) -> dict[str, Caption]:
-        trigger = await self.trigger(tenant, project, dataset_id)
-        records = await self._run(self._captions(tenant, project, dataset_id).list)
-        return {r.clip_id: _caption(r, trigger) for r in records if r.versions}
-
-    async def caption(self, tenant: str, project: str, dataset_id: str, clip_id: str) -> Caption | None:
-        _clip_part(clip_id)
-        rec = await self._run(self._captions(tenant, project, dataset_id).get, clip_id)
-        if rec is None or not rec.versions:
-            return None
-        return _caption(rec, await self.trigger(tenant, project, dataset_id))
-
-    async def edit_caption(self, tenant: str, project: str, dataset_id: str, clip_id: str,
-                           text: str, user: str) -> Caption:
-        _clip_part(clip_id)
-        store = self._captions(tenant, project, dataset_id)
-        trigger = await self.trigger(tenant, project, dataset_id)
-        text = " ".join(text.split())
-        if not text:
-            raise InvalidInput(f"the caption of {clip_id} is empty; write what the clip shows")
-        if trigger and trigger not in text:
-            raise InvalidInput(f"the caption must contain the trigger {trigger!r}")
-        rec = await self._run(lambda: store.edit(clip_id, text, user=user))
-        return _caption(rec, trigger)
-
-    async def approve_caption(self, tenant: str, project: str, dataset_id: str, clip_id: str,
-                              user: str) -> Caption:
-        _clip_part(clip_id)
-        store = self._captions(tenant, project, dataset_id)
-        rec = await self._run(lambda: store.approve(clip_id, user=user))
-        return _caption(rec, await self.trigger(tenant, project, dataset_id))
+        """The trigger word captioning used for this dataset ("" before it ran). INTERIM: read
+        from captioning's run record, see the module doc."""
+        run = await self._json_or_none(f"{dataset_prefix(tenant, project, dataset_id)}/{CAPTION_RUN}")
+        return str(run.get("trigger") or "") if isinstance(run, dict) else ""
 
     # -- exports (INTERIM) -------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,9 +35,10 @@ from loraforge.gateway.models import (
 )
 from loraforge.gateway.problems import PROBLEM_RESPONSES, RpcFailure
 from loraforge.gateway.routers.training import run_artifacts
-from loraforge.runtime.errors import NotFound
+from loraforge.runtime.errors import InvalidInput, NotFound
 from loraforge.runtime.storage import Bucket
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/projects/{project}/datasets", tags=["datasets"],
                    responses=PROBLEM_RESPONSES)
 DATASET_ID = Path(pattern=r"^[A-Za-z0-9._=-]{1,100}$", examples=["ds-0123456789abcdef0123"])
@@ -91,12 +93,28 @@ async def get_dataset(request: Request, project: str = PROJECT, dataset_id: str 
     return await _detail(gw(request), principal.tenant, project, dataset_id)
 
 
-async def _review(g: Gateway, tenant: str, project: str, dataset_id: str) -> ReviewData:
+async def _captions(g: Gateway, tenant: str, project: str, dataset_id: str,
+                    trigger: str) -> dict[str, Caption]:
+    caps = await g.backends.list_captions(tenant, project, dataset_id, trigger)
+    return {c.clip_id: c for c in caps}
+
+
+async def _review(g: Gateway, tenant: str, project: str, dataset_id: str, *,
+                  need_captions: bool = False) -> ReviewData:
+    """`need_captions`: fail when captioning cannot be asked (an export must not silently
+    lose its captions); the review page itself shows the clips without them."""
     ds = DatasetStore(g.store)
     detail = await _detail(g, tenant, project, dataset_id)
     manifest = await ds.manifest(tenant, project, dataset_id)
     overrides = await ds.overrides(tenant, project, dataset_id)
-    captions = await ds.captions(tenant, project, dataset_id)
+    trigger = await ds.trigger(tenant, project, dataset_id)
+    try:
+        captions = await _captions(g, tenant, project, dataset_id, trigger)
+    except RpcFailure as exc:
+        if need_captions:
+            raise
+        log.warning("review of %s without captions: %s", dataset_id, exc)
+        captions = {}
     prefix = dataset_prefix(tenant, project, dataset_id)
     thumbs = {k for k, _ in await ds.files(tenant, project, dataset_id) if "/thumbs/" in k}
     clips = []
@@ -114,7 +132,6 @@ async def _review(g: Gateway, tenant: str, project: str, dataset_id: str) -> Rev
             metrics={k: row.get(k) for k in REVIEW_METRICS if k in row},
             thumbnail_url=(await g.link(Bucket.DATASETS, thumb)).url if thumb in thumbs else None,
             caption=captions.get(cid)))
-    trigger = await ds.trigger(tenant, project, dataset_id)
     runs = []
     try:
         jobs = await g.backends.list_jobs("trainer", tenant, project, (), 20)
@@ -167,12 +184,14 @@ async def set_decision(body: DecisionSet, request: Request, project: str = PROJE
 @router.get("/{dataset_id}/captions", response_model=CaptionList, operation_id="list_captions")
 async def list_captions(request: Request, project: str = PROJECT, dataset_id: str = DATASET_ID,
                         principal: Principal = Depends(dataset_access)) -> CaptionList:
-    """INTERIM: read from the dataset's caption objects until captioning has list RPCs."""
+    """Every captioned clip of the dataset, as the captioning service has it."""
     g = gw(request)
     await g.state.project(principal.tenant, project)
-    await DatasetStore(g.store).record(principal.tenant, project, dataset_id)
-    caps = await DatasetStore(g.store).captions(principal.tenant, project, dataset_id)
-    return CaptionList(captions=sorted(caps.values(), key=lambda c: c.clip_id))
+    ds = DatasetStore(g.store)
+    await ds.record(principal.tenant, project, dataset_id)
+    trigger = await ds.trigger(principal.tenant, project, dataset_id)
+    return CaptionList(captions=await g.backends.list_captions(principal.tenant, project,
+                                                              dataset_id, trigger))
 
 
 @router.put("/{dataset_id}/captions/{clip_id}", response_model=Caption, operation_id="edit_caption")
@@ -180,13 +199,19 @@ async def edit_caption(body: CaptionEdit, request: Request, project: str = PROJE
                        dataset_id: str = DATASET_ID, clip_id: str = CLIP_ID,
                        principal: Principal = Depends(dataset_access)) -> Caption:
     """A person's edit: a new version of the caption (the history stays). The clip must have
-    been captioned first. INTERIM: written in captioning's layout, see `datasets.py`."""
+    been captioned first; captioning refuses text that breaks the dataset's rules (trigger,
+    template, token limit)."""
     g = gw(request)
     await g.state.project(principal.tenant, project)
-    await DatasetStore(g.store).record(principal.tenant, project, dataset_id)
+    ds = DatasetStore(g.store)
+    await ds.record(principal.tenant, project, dataset_id)
     await _known_clip(g, principal.tenant, project, dataset_id, clip_id)
-    return await DatasetStore(g.store).edit_caption(principal.tenant, project, dataset_id, clip_id,
-                                                    body.text, user=f"key-{principal.key_id}")
+    text = " ".join(body.text.split())
+    if not text:
+        raise InvalidInput(f"the caption of {clip_id} is empty; write what the clip shows")
+    return await g.backends.edit_caption(
+        principal.tenant, project, dataset_id, clip_id, text, user=f"key-{principal.key_id}",
+        trigger=await ds.trigger(principal.tenant, project, dataset_id))
 
 
 @router.post("/{dataset_id}/captions/{clip_id}/approve", response_model=Caption,
@@ -198,8 +223,10 @@ async def approve_caption(request: Request, project: str = PROJECT, dataset_id: 
     await g.state.project(principal.tenant, project)
     ds = DatasetStore(g.store)
     await ds.record(principal.tenant, project, dataset_id)
-    return await ds.approve_caption(principal.tenant, project, dataset_id, clip_id,
-                                    user=f"key-{principal.key_id}")
+    await _known_clip(g, principal.tenant, project, dataset_id, clip_id)
+    return await g.backends.approve_caption(
+        principal.tenant, project, dataset_id, clip_id, user=f"key-{principal.key_id}",
+        trigger=await ds.trigger(principal.tenant, project, dataset_id))
 
 
 @router.post("/{dataset_id}/exports", status_code=201, response_model=ExportOut,
@@ -211,7 +238,7 @@ async def start_export(request: Request, dataset_id: str = DATASET_ID,
     (kohya / diffusion-pipe layout) is captioning's export job once it has the RPC."""
     principal, project = scope
     g = gw(request)
-    review = await _review(g, principal.tenant, project, dataset_id)
+    review = await _review(g, principal.tenant, project, dataset_id, need_captions=True)
     ds = DatasetStore(g.store)
     record = await ds.record(principal.tenant, project, dataset_id)
     keys = {str(c.get("clip_id")): c.get("key") for c in record.get("inputs") or [] if isinstance(c, dict)}

@@ -45,12 +45,15 @@ async def _ingest_mount(clients: Clients, server: Any) -> None:
 
 
 def _servicer_mount(name: str) -> Callable[[Clients, Any], Awaitable[None]]:
-    """The backend's servicer without its worker: jobs stay PENDING (no media stack needed)."""
+    """The backend's servicer without its worker: jobs stay PENDING (no media stack needed).
+    Captioning's servicer also serves the caption review calls, so it gets the object store
+    (as in `loraforge.captioning.main.mount`)."""
 
     async def mount(clients: Clients, server: Any) -> None:
         module = importlib.import_module(f"loraforge.{name}.servicer")
         cls = getattr(module, f"{name.capitalize()}Servicer")
-        server.add(cls(JobService(name, clients.jobs, clients.bus)))
+        jobs = JobService(name, clients.jobs, clients.bus)
+        server.add(cls(jobs, clients.store) if name == "captioning" else cls(jobs))
 
     return mount
 

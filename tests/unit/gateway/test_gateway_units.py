@@ -90,3 +90,25 @@ def test_only_clients_imports_generated_code() -> None:
     offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
                  if p.name != "clients.py" and "loraforge.v1" in p.read_text()]
     assert offenders == []
+
+
+def test_caption_from_wire() -> None:
+    from datetime import UTC, datetime
+
+    from google.protobuf import timestamp_pb2
+    from loraforge.gateway.clients import caption_from_wire
+    from loraforge.v1 import captioning_pb2
+
+    assert caption_from_wire(captioning_pb2.CaptionRecord(clip_id="c1")) is None  # not captioned
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(datetime(2025, 1, 1, 12, tzinfo=UTC))
+    msg = captioning_pb2.CaptionRecord(
+        clip_id="c1", dataset_id="ds", text="j4ne waving", approved=True, approved_by="key-1",
+        versions=[captioning_pb2.CaptionVersion(text="j4ne smiling", author="machine:attributes"),
+                  captioning_pb2.CaptionVersion(text="j4ne waving", author="user:key-1",
+                                                created_at=ts)])
+    cap = caption_from_wire(msg, "j4ne")
+    assert cap is not None
+    assert (cap.text, cap.trigger, cap.approved, cap.approved_by) == ("j4ne waving", "j4ne", True, "key-1")
+    assert cap.edited and cap.author == "user:key-1" and cap.versions == 2
+    assert cap.updated_at == datetime(2025, 1, 1, 12, tzinfo=UTC)
