@@ -1,8 +1,8 @@
 """`loraforge caption`: caption a curated dataset (a job in the captioning service), then show
 every caption with its trigger; `caption edit` / `caption approve` for review.
 
-The review subcommands work directly on the object store (CaptionReviewStore) for now: the
-captioning gRPC has no review calls yet. Once it has, they should go through the service.
+The review subcommands call the captioning service's review RPCs (ListCaptions, EditCaption,
+ApproveCaption); with `--api` every subcommand goes through the gateway's REST API instead.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import typer
 from loraforge.cli.datasets import resolve_dataset
 from loraforge.cli.jobs import call, follow, is_terminal, job_state, scope
 from loraforge.cli.output import console, emit_json, fail
+from loraforge.cli.remote import remote_of
 from loraforge.runtime.params import LoraType
 
-INTERIM = ("Interim: writes the caption records in the object store directly "
-           "(LORAFORGE_S3__*), until the captioning service has review calls.")
+INTERIM = ("Goes through the captioning service (settings.endpoints.captioning), or the "
+           "gateway with --api.")
 
 caption_app = typer.Typer(
     help="Caption a curated dataset; review (edit, approve) its captions.",
@@ -75,6 +76,11 @@ def caption(
         missing = " and ".join(n for n, v in (("--project", project), ("--trigger", trigger)) if not v)
         fail(f"missing {missing}: `loraforge caption --project NAME --trigger WORD`",
              as_json=as_json, code=2)
+    remote = remote_of(ctx)
+    if remote is not None:
+        _remote_caption(remote, project, trigger, dataset, lora_type, source, class_noun, base, motion,
+                        wait, as_json)
+        return
     _caption(project, tenant, trigger, dataset, lora_type, source, class_noun, base, motion,
              wait, as_json)
 
@@ -178,52 +184,71 @@ def _print(view: dict[str, Any]) -> None:
     console.print("review: `loraforge caption edit CLIP_ID TEXT` / `loraforge caption approve CLIP_ID`")
 
 
-# -- review (interim: the object store directly) ------------------------------------------------
+# -- review (through the captioning service's review RPCs) -------------------------------------
 
 
-def _review(project: str, tenant: str, dataset: str | None, as_json: bool) -> Any:
-    from loraforge.captioning.review import CaptionReviewStore
-    from loraforge.runtime.errors import LoraforgeError, Unavailable
-    from loraforge.runtime.keys import ProjectRef
-    from loraforge.runtime.settings import load_settings
-    from loraforge.runtime.storage import ObjectStore
+class _Review:
+    """ListCaptions / EditCaption / ApproveCaption on one dataset (the newest by default)."""
 
-    try:
-        settings = load_settings()
-        ref = ProjectRef(tenant, project)
-        store = ObjectStore.connect(settings.s3)
-        dataset_id, _ = resolve_dataset(store, ref, dataset)
-    except Unavailable as exc:
-        fail(str(exc), as_json=as_json)
-    except LoraforgeError as exc:
-        fail(str(exc), as_json=as_json, code=2)
-    return CaptionReviewStore(store, ref, dataset_id)
+    def __init__(self, project: str, tenant: str, dataset: str | None, as_json: bool):
+        from loraforge.runtime.errors import LoraforgeError, Unavailable
+        from loraforge.runtime.keys import ProjectRef
+        from loraforge.runtime.settings import load_settings
+        from loraforge.runtime.storage import ObjectStore
+
+        try:
+            settings = load_settings()
+            ref = ProjectRef(tenant, project)
+            store = ObjectStore.connect(settings.s3)
+            self.dataset_id, _ = resolve_dataset(store, ref, dataset)
+        except Unavailable as exc:
+            fail(str(exc), as_json=as_json)
+        except LoraforgeError as exc:
+            fail(str(exc), as_json=as_json, code=2)
+        self.scope = scope(tenant, project)
+        self.target = settings.endpoints.captioning
+        self.as_json = as_json
+
+    def _call(self, name: str, request: Any) -> Any:
+        from loraforge.runtime.grpc_client import sync_channel
+        from loraforge.v1 import captioning_pb2_grpc
+
+        with sync_channel(self.target) as channel:
+            stub = captioning_pb2_grpc.CaptioningServiceStub(channel)
+            return call(getattr(stub, name), request, service="captioning", target=self.target,
+                        as_json=self.as_json)
+
+    def list(self) -> list[Any]:
+        from loraforge.v1 import captioning_pb2
+
+        return list(self._call("ListCaptions", captioning_pb2.ListCaptionsRequest(
+            scope=self.scope, dataset_id=self.dataset_id)).captions)
+
+    def edit(self, clip_id: str, text: str, *, user: str, approve: bool) -> Any:
+        from loraforge.v1 import captioning_pb2
+
+        return self._call("EditCaption", captioning_pb2.EditCaptionRequest(
+            scope=self.scope, dataset_id=self.dataset_id, clip_id=clip_id, text=text, user=user,
+            approve=approve))
+
+    def approve(self, clip_id: str, *, user: str, revoke: bool) -> Any:
+        from loraforge.v1 import captioning_pb2
+
+        return self._call("ApproveCaption", captioning_pb2.ApproveCaptionRequest(
+            scope=self.scope, dataset_id=self.dataset_id, clip_id=clip_id, user=user, revoke=revoke))
 
 
 def _record_view(rec: Any) -> dict[str, Any]:
+    """A CaptionRecord (wire) as the CLI shows it."""
     return {"clip_id": rec.clip_id, "dataset_id": rec.dataset_id, "text": rec.text,
-            "approved": rec.approved, "approved_by": rec.approved_by, "author": rec.current.author,
-            "versions": len(rec.versions)}
-
-
-def _check_edit(review: Any, text: str) -> str:
-    """The rules the captioner holds a person's caption to, from the run that made the
-    captions (trigger, template, shared text). Length is checked with the estimate."""
-    from loraforge.captioning.captioner import validate_user_caption
-    from loraforge.captioning.templates import CaptionTemplate
-    from loraforge.captioning.tokens import EstimateTokenizer
-
-    run = review.load_run()
-    if not run:
-        return text.strip()
-    template = CaptionTemplate.from_dict(run["lora_type"], run["template"]) if run.get("template") else None
-    return validate_user_caption(text, trigger=run["trigger"], tokenizer=EstimateTokenizer(),
-                                 template=template, shared=run.get("shared") or {})
+            "approved": rec.approved, "approved_by": rec.approved_by,
+            "author": rec.versions[-1].author if rec.versions else "", "versions": len(rec.versions)}
 
 
 @caption_app.command("edit", help=f"Replace one clip's caption with TEXT (a new version; the "
                      f"old ones are kept). A re-run of captioning keeps it. {INTERIM}")
 def edit(
+    ctx: typer.Context,
     clip_id: str = typer.Argument(..., help="Clip id, as `loraforge caption` lists them."),
     text: str = typer.Argument(..., help="The new caption, starting with the trigger."),
     project: str = typer.Option(..., "--project", "-p", help="Project name."),
@@ -233,25 +258,20 @@ def edit(
     user: str = typer.Option(_default_user(), "--user", help="Who edits (kept in the history)."),
     as_json: bool = typer.Option(False, "--json", help="Print the record as JSON."),
 ) -> None:
-    from loraforge.runtime.errors import LoraforgeError, Unavailable
-
-    review = _review(project, tenant, dataset, as_json)
-    try:
-        rec = review.edit(clip_id, _check_edit(review, text), user=user, approve=approve)
-    except Unavailable as exc:
-        fail(str(exc), as_json=as_json)
-    except LoraforgeError as exc:
-        fail(str(exc), as_json=as_json, code=2)
+    if remote_of(ctx) is not None:
+        _remote_edit(remote_of(ctx), clip_id, text, project, dataset, approve, as_json)
+        return
+    rec = _Review(project, tenant, dataset, as_json).edit(clip_id, text, user=user, approve=approve)
     if as_json:
         emit_json(_record_view(rec))
     else:
-        run = review.load_run() or {}
-        console.print(f"{rec.clip_id}:", _highlight(rec.text, run.get("trigger") or rec.text.split(",")[0]),
+        console.print(f"{rec.clip_id}:", _highlight(rec.text, rec.text.split(",")[0]),
                       f"(version {len(rec.versions) - 1}{', approved' if rec.approved else ''})")
 
 
 @caption_app.command("approve", help=f"Approve captions as they are (a re-run keeps them). {INTERIM}")
 def approve(
+    ctx: typer.Context,
     clip_ids: Annotated[list[str] | None, typer.Argument(help="Clip ids to approve.",
                                                          show_default=False)] = None,
     project: str = typer.Option(..., "--project", "-p", help="Project name."),
@@ -262,20 +282,102 @@ def approve(
     user: str = typer.Option(_default_user(), "--user", help="Who approves."),
     as_json: bool = typer.Option(False, "--json", help="Print the records as JSON."),
 ) -> None:
-    from loraforge.runtime.errors import LoraforgeError, Unavailable
-
     if not clip_ids and not every:
         fail("name the clips to approve, or pass --all", as_json=as_json, code=2)
-    review = _review(project, tenant, dataset, as_json)
-    try:
-        ids = [r.clip_id for r in review.list()] if every else list(clip_ids or [])
-        recs = [review.approve(cid, user=user, approved=not revoke) for cid in ids]
-    except Unavailable as exc:
-        fail(str(exc), as_json=as_json)
-    except LoraforgeError as exc:
-        fail(str(exc), as_json=as_json, code=2)
+    if remote_of(ctx) is not None:
+        _remote_approve(remote_of(ctx), clip_ids or [], every, revoke, project, dataset, as_json)
+        return
+    review = _Review(project, tenant, dataset, as_json)
+    ids = [r.clip_id for r in review.list()] if every else list(clip_ids or [])
+    recs = [review.approve(cid, user=user, revoke=revoke) for cid in ids]
     if as_json:
         emit_json({"dataset_id": review.dataset_id, "captions": [_record_view(r) for r in recs]})
     else:
         word = "withdrew approval of" if revoke else "approved"
         console.print(f"{word} {len(recs)} caption(s) of dataset {review.dataset_id}")
+
+
+# -- remote (--api): the gateway's captioning-jobs and datasets/{id}/captions -------------------
+
+
+def _caption_view(c: dict[str, Any]) -> dict[str, Any]:
+    return {"clip_id": c["clip_id"], "text": c["text"], "approved": c.get("approved", False),
+            "edited": c.get("edited", False), "author": c.get("author", ""),
+            "versions": c.get("versions", 1), "warnings": c.get("warnings", [])}
+
+
+def _remote_caption(remote: Any, project: str, trigger: str, dataset: str | None,
+                    lora_type: LoraType | None, source: Source, class_noun: str | None,
+                    base: str | None, motion: str | None, wait: bool, as_json: bool) -> None:
+    from loraforge.captioning.trigger import validate_trigger
+    from loraforge.runtime.errors import LoraforgeError
+
+    try:
+        validate_trigger(trigger)
+    except LoraforgeError as exc:
+        fail(str(exc), as_json=as_json, code=2)
+    with remote:
+        dataset_id = dataset or remote.newest_dataset(project, as_json=as_json)
+        body = {"dataset_id": dataset_id, "trigger": trigger, "source": source.value,
+                "lora_type": lora_type.value if lora_type else None, "class_noun": class_noun or "",
+                "base_preset": base or "", "motion": motion or ""}
+        job = remote.start(project, "captioning", body, as_json=as_json)
+        if wait and job["state"] not in ("SUCCEEDED", "FAILED", "CANCELLED"):
+            job = remote.follow(project, "captioning", job, as_json=as_json)
+        if not wait and job["state"] not in ("SUCCEEDED", "FAILED", "CANCELLED"):
+            if as_json:
+                emit_json({"job_id": job["id"], "state": job["state"], "dataset_id": dataset_id})
+            else:
+                console.print(f"captioning job [bold]{job['id']}[/bold] {job['state']} for dataset "
+                              f"{dataset_id} (not waiting for it: --no-wait)")
+            return
+        if job["state"] != "SUCCEEDED":
+            fail(f"captioning job {job['id']} {job['state'].lower()}: {job.get('message', '')}",
+                 as_json=as_json)
+        caps = remote.request("GET", f"/v1/projects/{project}/datasets/{dataset_id}/captions",
+                              as_json=as_json)["captions"]
+    result = job.get("result") or {}
+    view = {"job_id": job["id"], "state": job["state"], "message": job.get("message", ""),
+            "dataset_id": dataset_id, "tenant": None, "project": project,
+            "trigger": result.get("trigger", trigger), "lora_type": result.get("lora_type"),
+            "written": int(result.get("written") or 0), "kept": int(result.get("kept") or 0),
+            "captions": [_caption_view(c) for c in caps], "warnings": list(result.get("warnings") or [])}
+    if as_json:
+        emit_json(view)
+    else:
+        view["tenant"] = "(key's tenant)"
+        _print(view)
+
+
+def _remote_edit(remote: Any, clip_id: str, text: str, project: str, dataset: str | None,
+                 approve: bool, as_json: bool) -> None:
+    """PUT .../captions/CLIP (the gateway records the key as the author), then approve."""
+    with remote:
+        dataset_id = dataset or remote.newest_dataset(project, as_json=as_json)
+        base = f"/v1/projects/{project}/datasets/{dataset_id}/captions/{clip_id}"
+        rec = remote.request("PUT", base, json={"text": text}, as_json=as_json)
+        if approve:
+            rec = remote.request("POST", f"{base}/approve", as_json=as_json)
+    view = {"dataset_id": dataset_id, **_caption_view(rec), "approved_by": rec.get("approved_by", "")}
+    if as_json:
+        emit_json(view)
+    else:
+        console.print(f"{view['clip_id']}:", _highlight(view["text"], rec.get("trigger") or text.split(",")[0]),
+                      f"(version {view['versions'] - 1}{', approved' if view['approved'] else ''})")
+
+
+def _remote_approve(remote: Any, clip_ids: list[str], every: bool, revoke: bool, project: str,
+                    dataset: str | None, as_json: bool) -> None:
+    if revoke:
+        fail("--revoke has no equivalent in the gateway's API; withdraw approvals locally "
+             "(without --api)", as_json=as_json, code=2)
+    with remote:
+        dataset_id = dataset or remote.newest_dataset(project, as_json=as_json)
+        base = f"/v1/projects/{project}/datasets/{dataset_id}/captions"
+        if every:
+            clip_ids = [c["clip_id"] for c in remote.request("GET", base, as_json=as_json)["captions"]]
+        recs = [remote.request("POST", f"{base}/{cid}/approve", as_json=as_json) for cid in clip_ids]
+    if as_json:
+        emit_json({"dataset_id": dataset_id, "captions": [_caption_view(r) for r in recs]})
+    else:
+        console.print(f"approved {len(recs)} caption(s) of dataset {dataset_id}")

@@ -66,6 +66,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def curate(
+    ctx: typer.Context,
     project: str = typer.Option(..., "--project", "-p", help="Project whose ingested clips to curate."),
     tenant: str = typer.Option("default", "--tenant", help="Tenant the project belongs to."),
     reference: Annotated[list[Path] | None, typer.Option(
@@ -79,6 +80,12 @@ def curate(
 ) -> None:
     """Measure every ingested clip, reject unusable ones, select a balanced training set."""
     reference, policy = reference or [], policy or []
+    from loraforge.cli.remote import remote_of
+
+    remote = remote_of(ctx)
+    if remote is not None:
+        _remote_curate(remote, project, reference, target, lora_type, policy, wait, as_json)
+        return
     try:
         settings = load_settings()
         ref = ProjectRef(tenant, project)
@@ -150,3 +157,59 @@ def _print_summary(job: Any, record: dict, report: dict) -> None:
         for line in record["missing"]:
             console.print(f"  - {line}")
     console.print(f"report: s3://{report['bucket']}/{report['key']}")
+
+
+def _remote_curate(remote: Any, project: str, reference: list[Path], target: int, lora_type: LoraType,
+                   policy: list[str], wait: bool, as_json: bool) -> None:
+    """POST .../curation-jobs (references uploaded with POST .../uploads), follow, then the
+    dataset's summary from GET .../datasets/{id}."""
+    try:
+        overrides = parse_overrides(policy)
+        for path in reference:
+            if path.suffix.lower() not in PHOTO_TYPES:
+                raise LoraforgeError(f"{path}: a reference must be a photo "
+                                     f"({', '.join(sorted(PHOTO_TYPES))})")
+            if not path.is_file():
+                raise LoraforgeError(f"{path}: no such file")
+    except LoraforgeError as exc:
+        fail(str(exc), as_json=as_json, code=2)
+    with remote:
+        keys = [remote.upload(project, path, as_json=as_json)["key"] for path in reference]
+        job = remote.start(project, "curation", {
+            "reference_keys": keys, "target_size": target, "lora_type": lora_type.value,
+            "policy_overrides": overrides}, as_json=as_json)
+        if not wait:
+            if as_json:
+                emit_json({"job_id": job["id"], "state": job["state"]})
+            else:
+                console.print(f"curation job [bold]{job['id']}[/bold] started "
+                              f"(references: {len(keys)}); follow it with --wait")
+            return
+        job = remote.follow(project, "curation", job, as_json=as_json)
+        if job["state"] != "SUCCEEDED":
+            fail(f"curation job {job['id']} {job['state'].lower()}: {job.get('message', '')}",
+                 as_json=as_json)
+        result = job.get("result") or {}
+        dataset_id = result.get("dataset_id") or str(result.get("dataset_key", "")).rsplit("/", 2)[-2:][0]
+        detail = remote.request("GET", f"/v1/projects/{project}/datasets/{dataset_id}", as_json=as_json)
+    report = detail.get("report") or {}
+    view = {"job_id": job["id"], "state": job["state"], "dataset_id": detail["id"],
+            "lora_type": detail.get("lora_type"), "counts": detail.get("counts", {}),
+            "rejection_counts": detail.get("rejection_counts", {}), "missing": detail.get("missing", []),
+            "report": {"key": report.get("key"), "url": report.get("url")}}
+    if as_json:
+        emit_json(view)
+        return
+    counts = view["counts"]
+    console.print(f"[green]dataset {view['dataset_id']}[/green]: {counts.get('selected', 0)} selected "
+                  f"(target {target}), {counts.get('kept', 0)} kept, {counts.get('rejected', 0)} "
+                  f"rejected of {counts.get('clips', 0)} clips")
+    if view["rejection_counts"]:
+        table = Table("rejected because", "clips")
+        for reason, n in view["rejection_counts"].items():
+            table.add_row(reason, str(n))
+        console.print(table)
+    for line in view["missing"]:
+        console.print(f"  [yellow]missing:[/yellow] {line}")
+    if report.get("url"):
+        console.print(f"report: {report['url']}")

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 from loraforge.cli.datasets import resolve_dataset
 from loraforge.cli.output import console, emit_json, err_console, fail
+from loraforge.cli.remote import local_only
 
 
 class Format(StrEnum):
@@ -33,6 +34,7 @@ def register(app: typer.Typer) -> None:
 
 
 def export(
+    ctx: typer.Context,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Target layout.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write it: a new (empty) folder; "
                                       "for the Wan zips a folder or a .zip path.")],
@@ -45,6 +47,7 @@ def export(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Export a captioned dataset for a trainer, and validate the result by reading it back."""
+    local_only(ctx, "export", as_json=as_json)
     from loraforge.captioning.dataset import read_dataset
     from loraforge.captioning.errors import ExportRefused
     from loraforge.captioning.exports import FORMATS

@@ -17,6 +17,7 @@ def register(app: typer.Typer) -> None:
 
 
 def ingest(
+    ctx: typer.Context,
     sources: Annotated[list[str], typer.Argument(
         metavar="PATH_OR_URL...", show_default=False,
         help="Videos, photos, folders, zips, http(s) URLs, or keys already in the raw bucket "
@@ -32,6 +33,12 @@ def ingest(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Cut footage into training clips and keyframes (the first pipeline stage)."""
+    from loraforge.cli.remote import remote_of
+
+    remote = remote_of(ctx)
+    if remote is not None:
+        _remote_ingest(remote, sources, project, min_s, max_s, fps, max_long_side, wait, as_json)
+        return
     from loraforge.runtime.errors import LoraforgeError, Unavailable
     from loraforge.runtime.keys import ProjectRef
     from loraforge.runtime.settings import load_settings
@@ -125,13 +132,75 @@ def _spinner(as_json: bool, text: str) -> Any:
     return _NoSpinner() if as_json else err_console.status(text)
 
 
+# -- remote (--api) ---------------------------------------------------------------------------
+
+
+def _remote_ingest(remote: Any, sources: list[str], project: str, min_s: float, max_s: float,
+                   fps: float, max_long_side: int, wait: bool, as_json: bool) -> None:
+    """The same job through the gateway: local files are uploaded with POST .../uploads (the
+    tenant is the API key's), URLs and raw keys pass through."""
+    from loraforge.ingest.layout import is_url
+    from loraforge.runtime.errors import LoraforgeError
+
+    with remote:
+        remote.ensure_project(project, as_json=as_json)
+        keys: list[str] = []
+        local: list[str] = []
+        for s in sources:
+            parts = s.split("/")
+            if is_url(s) or (not Path(s).exists() and len(parts) > 2 and parts[1] == project):
+                keys.append(s)
+            else:
+                local.append(s)
+        names: dict[str, str] = {}
+        if local:
+            from loraforge.ingest.upload import expand_paths
+
+            try:
+                files = expand_paths(local)
+            except LoraforgeError as exc:
+                fail(str(exc), as_json=as_json, code=2)
+            new = 0
+            with _spinner(as_json, "uploading") as status:
+                for i, path in enumerate(files):
+                    if status is not None:
+                        status.update(f"uploading {i + 1}/{len(files)}: {path.name}")
+                    up = remote.upload(project, path, as_json=as_json)
+                    names[up["key"]] = str(path)
+                    new += bool(up.get("created"))
+                    keys.append(up["key"])
+            if not as_json:
+                console.print(f"uploaded {new} new file(s), {len(files) - new} already stored")
+        body = {"sources": list(dict.fromkeys(keys)), "min_s": min_s, "max_s": max_s, "fps": fps,
+                "max_long_side": max_long_side or None}
+        job = remote.start(project, "ingest", body, as_json=as_json)
+        if wait and job["state"] not in ("SUCCEEDED", "FAILED", "CANCELLED"):
+            job = remote.follow(project, "ingest", job, as_json=as_json)
+    head = {"job_id": job["id"], "state": job["state"], "message": job.get("message", ""),
+            "tenant": None, "project": job.get("project", project), "progress": job.get("progress", 0.0),
+            "api": remote.api}
+    view = _view(head, job.get("result") or {}, names)
+    if as_json:
+        emit_json(view)
+    else:
+        view["tenant"] = "(key's tenant)"
+        _print(view, waited=wait)
+    if view["state"] in ("FAILED", "CANCELLED"):
+        raise SystemExit(1)
+
+
 # -- output ------------------------------------------------------------------------------------
 
 
 def _job_view(job: Any, local_names: dict[str, str]) -> dict[str, Any]:
     from loraforge.runtime.servicers import dict_from_struct
 
-    result = dict_from_struct(job.result)
+    return _view({"job_id": job.id, "state": job_state(job), "message": job.message,
+                  "tenant": job.tenant, "project": job.project, "progress": job.progress},
+                 dict_from_struct(job.result), local_names)
+
+
+def _view(head: dict[str, Any], result: dict[str, Any], local_names: dict[str, str]) -> dict[str, Any]:
     sources = []
     for r in result.get("sources", []):
         name = local_names.get(r.get("source", ""), r.get("source"))
@@ -148,8 +217,7 @@ def _job_view(job: Any, local_names: dict[str, str]) -> dict[str, Any]:
             "manifest": r.get("manifest_key"),
         })
     return {
-        "job_id": job.id, "state": job_state(job), "message": job.message,
-        "tenant": job.tenant, "project": job.project, "progress": job.progress,
+        **head,
         "clips": int(result.get("clips") or 0), "sources": sources,
         "errors": [s for s in sources if s["error"]],
     }

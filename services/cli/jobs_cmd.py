@@ -39,6 +39,7 @@ def _stub(kind: str, channel: Any) -> Any:
 
 
 def jobs(
+    ctx: typer.Context,
     project: str = typer.Option("", "--project", "-p", help="Only this project (default: all of the tenant's)."),
     tenant: str = typer.Option("default", "--tenant", help="Tenant whose jobs to list."),
     kind: Annotated[list[str] | None, typer.Option("--kind", "-k", help=KIND_HELP)] = None,
@@ -46,7 +47,8 @@ def jobs(
     limit: int = typer.Option(0, "--limit", help="At most this many jobs per service (0: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
-    """List jobs across the services, newest first."""
+    """List jobs across the services, newest first (with --api: GET /v1/jobs of the key's
+    tenant)."""
     from loraforge.runtime.errors import LoraforgeError
     from loraforge.runtime.settings import load_settings
 
@@ -57,6 +59,12 @@ def jobs(
     bad_states = [s for s in state if s.lower() not in STATES]
     if bad_states:
         fail(f"unknown --state {', '.join(bad_states)}; choose from {', '.join(STATES)}", as_json=as_json, code=2)
+    from loraforge.cli.remote import remote_of
+
+    remote = remote_of(ctx)
+    if remote is not None:
+        _remote_jobs(remote, project, kind, state, limit, as_json)
+        return
     try:
         settings = load_settings()
         if project:
@@ -79,6 +87,26 @@ def jobs(
         return
     for note in skipped:
         err_console.print(f"[yellow]skipped[/yellow] {note['service']} ({note['target']}): {note['reason']}")
+    _print(rows)
+
+
+def _remote_jobs(remote: Any, project: str, kind: list[str], state: list[str], limit: int,
+                 as_json: bool) -> None:
+    params: list[tuple[str, Any]] = [("kind", k.lower()) for k in kind]
+    params += [("state", s.upper()) for s in state]
+    if project:
+        params.append(("project", project))
+    if limit:
+        params.append(("limit", min(limit, 1000)))
+    with remote:
+        found = remote.request("GET", "/v1/jobs", params=params, as_json=as_json)["jobs"]
+    rows = [{"service": j["kind"], "job_id": j["id"], "kind": j["kind"], "tenant": None,
+             "project": j["project"], "state": j["state"], "progress": round(j.get("progress", 0.0), 4),
+             "message": j.get("message", ""), "created_at": j.get("created_at"),
+             "updated_at": j.get("updated_at"), "finished_at": j.get("finished_at")} for j in found]
+    if as_json:
+        emit_json({"api": remote.api, "project": project or None, "jobs": rows, "skipped": []})
+        return
     _print(rows)
 
 

@@ -1,12 +1,23 @@
 """`loraforge`: the command line. Each command group lives in its own module and registers
-itself here; commands talk to the local stack by default (settings.endpoints)."""
+itself here; commands talk to the local stack by default (settings.endpoints), or to a remote
+gateway with `--api URL --key KEY` (env LF_API / LF_API_KEY; see loraforge.cli.remote)."""
 
 from __future__ import annotations
 
 import typer
-from loraforge.cli import caption_cmd, curate_cmd, export_cmd, ingest_cmd, run_cmd, stack_cmd
-from loraforge.cli import jobs_cmd, render_cmd, sweep_cmd  # render / jobs / sweep
-from loraforge.cli import train_cmd  # train / presets / lora pull
+from loraforge.cli import (  # render / jobs / sweep
+    caption_cmd,
+    curate_cmd,
+    export_cmd,
+    ingest_cmd,
+    jobs_cmd,
+    remote,
+    render_cmd,
+    run_cmd,
+    stack_cmd,
+    sweep_cmd,
+    train_cmd,  # train / presets / lora pull
+)
 
 app = typer.Typer(
     name="loraforge",
@@ -14,6 +25,34 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    api: str | None = typer.Option(
+        None, "--api", envvar=remote.ENV_API, metavar="URL",
+        help="Talk to a remote gateway at URL (e.g. https://lf.example.com) instead of the local "
+             f"stack; also ${remote.ENV_API}. Local-only commands (stack, export, sweep, run) refuse it."),
+    key: str | None = typer.Option(
+        None, "--key", envvar=remote.ENV_KEY, metavar="KEY",
+        help=f"API key for --api (sent as X-API-Key); also ${remote.ENV_KEY}."),
+) -> None:
+    """Raw footage or photos in, a trained LoRA and renders out.
+
+    Talks to the local stack by default; `--api URL --key KEY` (or LF_API / LF_API_KEY) sends
+    ingest, curate, caption, train, render, jobs and lora pull to a remote gateway instead."""
+    if key and not api:
+        from loraforge.cli.output import fail
+
+        fail(f"--key (or ${remote.ENV_KEY}) needs --api URL (or ${remote.ENV_API})", code=2)
+    if api and not api.startswith(("http://", "https://")):
+        from loraforge.cli.output import fail
+
+        fail(f"--api {api!r}: give the gateway's URL, e.g. https://lf.example.com", code=2)
+    ctx.obj = remote.CliContext(api=api or None, key=key or None)
+
 
 for module in (stack_cmd, run_cmd, ingest_cmd, curate_cmd, caption_cmd, export_cmd,
                render_cmd, jobs_cmd, sweep_cmd,

@@ -19,6 +19,7 @@ def register(app: typer.Typer) -> None:
 
 
 def render(
+    ctx: typer.Context,
     scenario_file: Annotated[Path, typer.Argument(
         metavar="SCENARIO.yaml", show_default=False,
         help="The scenario (YAML or JSON): shots, LoRAs, transitions.")],
@@ -76,6 +77,12 @@ def render(
     if not project:
         fail("--project is required to submit a render (or pass --no-submit to only check/export)",
              as_json=as_json, code=2)
+    from loraforge.cli.remote import remote_of
+
+    remote = remote_of(ctx)
+    if remote is not None:
+        _remote_render(remote, view, text, project, request_id, wait, links, as_json)
+        return
     from loraforge.runtime.keys import ProjectRef
     from loraforge.runtime.settings import load_settings
 
@@ -104,6 +111,36 @@ def render(
     if as_json:
         emit_json(view)
     else:
+        _print(view, waited=wait)
+    if view["state"] in ("FAILED", "CANCELLED"):
+        raise SystemExit(1)
+
+
+def _remote_render(remote: Any, view: dict[str, Any], text: str, project: str, request_id: str,
+                   wait: bool, links: bool, as_json: bool) -> None:
+    """POST .../renders, follow, then GET .../renders/{id}/results (expiring links)."""
+    with remote:
+        job = remote.start(project, "render", {"scenario_yaml": text, "request_id": request_id or None},
+                           as_json=as_json)
+        if wait and job["state"] not in ("SUCCEEDED", "FAILED", "CANCELLED"):
+            job = remote.follow(project, "render", job, as_json=as_json)
+        results = (remote.request("GET", f"/v1/projects/{project}/renders/{job['id']}/results",
+                                  as_json=as_json)["results"]
+                   if links and job["state"] == "SUCCEEDED" else [])
+    result = job.get("result") or {}
+    view.update({
+        "job_id": job["id"], "state": job["state"], "message": job.get("message", ""),
+        "tenant": None, "project": job.get("project", project), "progress": job.get("progress", 0.0),
+        "keyframes": list(result.get("keyframes") or []),
+        "transitions": list(result.get("transitions") or []),
+        "film": result.get("film"), "thumbnails": result.get("thumbnails"),
+        "render_warnings": list(result.get("warnings") or []),
+        "artifacts": job.get("artifacts") or [], "links": {r["key"]: r["url"] for r in results},
+    })
+    if as_json:
+        emit_json(view)
+    else:
+        view["tenant"] = "(key's tenant)"
         _print(view, waited=wait)
     if view["state"] in ("FAILED", "CANCELLED"):
         raise SystemExit(1)

@@ -15,6 +15,7 @@ import grpc
 import typer
 from loraforge.cli.jobs import RPC_TIMEOUT_S, follow, is_terminal, job_state, scope
 from loraforge.cli.output import console, emit_json, fail
+from loraforge.cli.remote import local_only
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -24,6 +25,7 @@ def register(app: typer.Typer) -> None:
 
 
 def run(
+    ctx: typer.Context,
     paths: list[Path] = typer.Argument(None, help="Footage: videos, photos, folders or zips. "
                                        "Without paths, example footage is generated from photos "
                                        "that installed packages ship."),
@@ -36,6 +38,7 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Run the whole pipeline on the local stack and print a summary."""
+    local_only(ctx, "run", as_json=as_json)
     from loraforge.ingest.upload import upload_local
     from loraforge.runtime.errors import LoraforgeError
     from loraforge.runtime.keys import ProjectRef

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict
 
 import typer
-from rich.table import Table
-
 from loraforge.cli.output import console, emit_json, fail
+from loraforge.cli.remote import local_only
 from loraforge.runtime.errors import LoraforgeError
 from loraforge.runtime.settings import load_settings
 from loraforge.stack.local import ComponentStatus, LocalStack
+from rich.table import Table
 
 stack_app = typer.Typer(help="Run NATS, S3 (SeaweedFS) and every service locally, no Docker.",
                         no_args_is_help=True)
@@ -43,10 +43,12 @@ def _show(statuses: list[ComponentStatus], as_json: bool) -> None:
 
 @stack_app.command()
 def up(
+    ctx: typer.Context,
     timeout: float = typer.Option(90.0, help="Seconds to wait for each component to be healthy."),
     as_json: bool = JSON,
 ) -> None:
     """Start every component that is not running yet, and wait until each is healthy."""
+    local_only(ctx, "stack up", as_json=as_json)
     stack = _stack(as_json)
     say = (lambda msg: None) if as_json else (lambda msg: console.print(f"[dim]{msg}[/dim]"))
     try:
@@ -58,8 +60,9 @@ def up(
 
 
 @stack_app.command()
-def down(as_json: bool = JSON) -> None:
+def down(ctx: typer.Context, as_json: bool = JSON) -> None:
     """Stop what `up` started (and nothing else). Data stays in the data dir."""
+    local_only(ctx, "stack down", as_json=as_json)
     stack = _stack(as_json)
     say = (lambda msg: None) if as_json else (lambda msg: console.print(f"[dim]{msg}[/dim]"))
     stopped = stack.down(log=say)
@@ -70,9 +73,10 @@ def down(as_json: bool = JSON) -> None:
 
 
 @stack_app.command()
-def status(as_json: bool = JSON) -> None:
+def status(ctx: typer.Context, as_json: bool = JSON) -> None:
     """Each component with its address and health (SERVING, or why not). Exit 1 if any is
     not SERVING."""
+    local_only(ctx, "stack status", as_json=as_json)
     statuses = _stack(as_json).status()
     _show(statuses, as_json)
     if not all(s.health == "SERVING" for s in statuses):

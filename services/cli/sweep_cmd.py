@@ -17,6 +17,7 @@ from typing import Any
 
 import typer
 from loraforge.cli.output import console, emit_json, err_console, fail
+from loraforge.cli.remote import local_only
 
 LORA_TYPES = ("character", "background", "style", "pose", "expression", "lighting", "effect")
 
@@ -30,6 +31,7 @@ def study_path(settings: Any, project: str, study: str) -> Path:
 
 
 def sweep(
+    ctx: typer.Context,
     project: str = typer.Option(..., "--project", "-p", help="Project whose dataset the trials train on."),
     base: str = typer.Option(..., "--base", help="Base model preset, e.g. sdxl, wan2.1-t2v-14b, tiny-sdxl."),
     trials: int = typer.Option(..., "--trials", "-n", min=1,
@@ -49,6 +51,7 @@ def sweep(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Tune training hyper-parameters with short runs on the trainer service."""
+    local_only(ctx, "sweep", as_json=as_json)
     from loraforge.evaluation.sweep import (
         best_params_for_reuse,
         default_space,

@@ -35,6 +35,7 @@ def register(app: typer.Typer) -> None:
 # ---------------------------------------------------------------- train
 
 def train(
+    ctx: typer.Context,
     project: str = typer.Option(..., "--project", "-p", help="Project whose dataset to train on."),
     base: str = typer.Option(..., "--base", help="Base model preset (see `loraforge presets`)."),
     tenant: str = typer.Option("default", "--tenant", help="Tenant the project belongs to."),
@@ -51,6 +52,7 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Train a LoRA on a captioned dataset; prints where the LoRA files are stored."""
+    from loraforge.cli.remote import remote_of
     from loraforge.runtime.errors import LoraforgeError, NotFound, Unavailable
     from loraforge.runtime.grpc_client import sync_channel
     from loraforge.runtime.keys import ProjectRef
@@ -60,6 +62,15 @@ def train(
     from loraforge.trainer.presets import get_preset
     from loraforge.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
 
+    remote = remote_of(ctx)
+    if remote is not None:
+        try:
+            get_preset(base)
+        except LoraforgeError as exc:
+            fail(str(exc), as_json=as_json, code=2)
+        _remote_train(remote, project, base, dataset, rank, lr, steps, resolution, frames, seed,
+                      wait, as_json)
+        return
     try:
         get_preset(base)  # the service's rule, before any network call
         settings = load_settings()
@@ -111,6 +122,37 @@ def train(
     console.print(f"  last  loras/{view.get('last_key', '?')}")
     console.print(f"pull it with: loraforge lora pull {job.id} --project {project} "
                   + ("" if tenant == "default" else f"--tenant {tenant} ") + "--out DIR")
+
+
+def _remote_train(remote: Any, project: str, base: str, dataset: str | None, rank: int | None,
+                  lr: float | None, steps: int | None, resolution: int | None, frames: int | None,
+                  seed: int | None, wait: bool, as_json: bool) -> None:
+    """POST .../training-runs and follow it; the LoRA comes with `lora pull --api`."""
+    with remote:
+        dataset_id = dataset or remote.newest_dataset(project, as_json=as_json)
+        job = remote.start(project, "trainer", {
+            "dataset_id": dataset_id, "preset": base, "rank": rank, "learning_rate": lr,
+            "steps": steps, "resolution": resolution, "frames": frames, "seed": seed}, as_json=as_json)
+        if wait and job["state"] not in ("SUCCEEDED", "FAILED", "CANCELLED"):
+            job = remote.follow(project, "trainer", job, as_json=as_json)
+    state, result = job["state"], job.get("result") or {}
+    view = {"job_id": job["id"], "run_id": job["id"], "state": state, "message": job.get("message", ""),
+            "project": project, "dataset_id": dataset_id, "base_preset": base, "api": remote.api,
+            **{k: result[k] for k in ("run_prefix", "last_key", "best_key", "trigger", "steps",
+                                      "final_loss", "best_step", "best_reason", "report_key")
+               if k in result}}
+    if state in ("FAILED", "CANCELLED"):
+        fail(f"training job {job['id']} {state.lower()}: {view['message']}", as_json=as_json)
+    if as_json:
+        emit_json(view)
+        return
+    if state != "SUCCEEDED":
+        console.print(f"training job [bold]{job['id']}[/bold] {state} on dataset {dataset_id} "
+                      "(not waiting for it: --no-wait)")
+        return
+    console.print(f"trained [bold]{base}[/bold] LoRA on dataset {dataset_id}: {view['message']}")
+    console.print(f"pull it with: loraforge --api {remote.api} lora pull {job['id']} "
+                  f"--project {project} --out DIR")
 
 
 def newest_captioned_dataset(store: Any, ref: Any) -> str:
@@ -168,8 +210,38 @@ def presets(as_json: bool = typer.Option(False, "--json", help="Print a JSON lis
 
 # ---------------------------------------------------------------- lora pull
 
+
+def _remote_pull(remote: Any, run_id: str, out: Path, project: str, which: str, as_json: bool) -> None:
+    """GET .../training-runs/RUN_ID/lora?which= (an expiring link), then download it; `all`
+    takes every checkpoint and score file from .../artifacts."""
+    base = f"/v1/projects/{project}/training-runs/{run_id}"
+    with remote:
+        if which == "all":
+            arts = remote.request("GET", f"{base}/artifacts", as_json=as_json)
+            links = [link for group in ("checkpoints", "scores", "other") for link in arts.get(group, [])]
+            prefix = f"runs/{run_id}/"
+        else:
+            links = [remote.request("GET", f"{base}/lora", params={"which": which}, as_json=as_json)]
+            prefix = ""
+        if not links:
+            fail(f"run {run_id} has no files to pull yet", as_json=as_json, code=2)
+        written = []
+        for link in links:
+            key = link["key"]
+            rel = key.split(prefix, 1)[1] if prefix and prefix in key else key.rsplit("/", 1)[-1]
+            dest = out / rel
+            remote.download(link["url"], dest, as_json=as_json)
+            written.append(str(dest))
+    if as_json:
+        emit_json({"run_id": run_id, "api": remote.api, "files": written})
+        return
+    for path in written:
+        console.print(path)
+
+
 @lora_app.command("pull")
 def pull(
+    ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="Training run (job) id.")],
     out: Annotated[Path, typer.Option("--out", help="Folder to write the files to.")],
     project: str = typer.Option(..., "--project", "-p", help="Project of the run."),
@@ -179,6 +251,12 @@ def pull(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Download a trained LoRA from loras/<tenant>/<project>/runs/RUN_ID/."""
+    from loraforge.cli.remote import remote_of
+
+    remote = remote_of(ctx)
+    if remote is not None:
+        _remote_pull(remote, run_id, out, project, which.value, as_json)
+        return
     from loraforge.runtime.errors import LoraforgeError, Unavailable
     from loraforge.runtime.keys import ProjectRef
     from loraforge.runtime.settings import load_settings
