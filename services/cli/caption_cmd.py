@@ -88,6 +88,7 @@ def caption(
 def _caption(project: str, tenant: str, trigger: str, dataset: str | None, lora_type: LoraType | None,
              source: Source, class_noun: str | None, base: str | None, motion: str | None,
              wait: bool, as_json: bool) -> None:
+    from loraforge.captioning.auto import save_defaults
     from loraforge.captioning.trigger import validate_trigger
     from loraforge.runtime.errors import LoraforgeError, NotFound, Unavailable
     from loraforge.runtime.grpc_client import sync_channel
@@ -110,6 +111,12 @@ def _caption(project: str, tenant: str, trigger: str, dataset: str | None, lora_
     except (NotFound, LoraforgeError) as exc:
         fail(str(exc), as_json=as_json, code=2)
     kind = lora_type.value if lora_type else str(record.get("lora_type") or "")
+    try:
+        # Later datasets of this project are captioned the same way, automatically.
+        save_defaults(store, ref, trigger=trigger, lora_type=kind, source=source.value,
+                      class_noun=class_noun, base_preset=base, motion=motion)
+    except LoraforgeError as exc:
+        fail(str(exc), as_json=as_json, code=2)
     wire = scope(tenant, project)
     target = settings.endpoints.captioning
     with sync_channel(target) as channel:
