@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from loraforge.runtime.events import Delivery, Event, EventBus
-from loraforge.runtime.job_service import JobService
+from loraforge.runtime.job_service import JobService, follow_up_request_id
 from loraforge.runtime.keys import ProjectRef
 from loraforge.runtime.params import CaptioningParams
 from loraforge.runtime.storage import Bucket, ObjectStore
@@ -74,5 +74,5 @@ class AutoCaptioner:
         params = CaptioningParams.parse(dataset_id=dataset_id, **{
             k: v for k, v in defaults.items() if k in _DEFAULT_FIELDS})
         job = await self._jobs.start(event.tenant, event.project, params.model_dump(mode="json"),
-                                     request_id=f"auto-{event.id}")
+                                     request_id=follow_up_request_id(event.id))
         log.info("dataset.curated %s -> captioning job %s (%s)", event.id, job.id, job.state)

@@ -135,7 +135,10 @@ def _stages(settings: Any, ref: Any, keys: list[str], trigger: str, base: str, t
     def curate(prev: dict[str, Any]) -> tuple[Any, Any, str, str]:
         endpoint = settings.endpoints.curation
         stub = curation_pb2_grpc.CurationServiceStub(sync_channel(endpoint))
-        job = stub.StartCuration(curation_pb2.StartCurationRequest(
+        # Ingest's `clips.ingested` already started a curation job with default settings:
+        # follow that one instead of curating the same clips twice.
+        auto = None if target else _automatic_curation(stub, wire, ref, prev["ingest"]["job_id"])
+        job = auto or stub.StartCuration(curation_pb2.StartCurationRequest(
             scope=wire, request_id=f"run-{run_id}-curate", target_size=target), timeout=RPC_TIMEOUT_S)
         return job, stub, "curation", endpoint
 
@@ -171,6 +174,30 @@ def _stages(settings: Any, ref: Any, keys: list[str], trigger: str, base: str, t
 
     return [("ingest", ingest), ("curate", curate), ("caption", caption), ("train", train),
             ("preview render", preview)]
+
+
+def _automatic_curation(stub: Any, wire: Any, ref: Any, ingest_job_id: str,
+                        wait_s: float = 10.0) -> Any | None:
+    """The curation job that `clips.ingested` of this ingest job started, if it shows up."""
+    import time
+
+    from loraforge.ingest.layout import ingested_event_id
+    from loraforge.runtime.job_service import follow_up_request_id
+    from loraforge.runtime.jobs import new_job_id
+    from loraforge.v1 import common_pb2
+
+    request_id = follow_up_request_id(ingested_event_id(ingest_job_id))
+    job_id = new_job_id(request_id, scope=f"{ref.tenant}/{ref.project}/curation")
+    request = common_pb2.GetJobRequest(scope=wire, job_id=job_id)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            return stub.GetJob(request, timeout=RPC_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                return None
+        time.sleep(0.3)
+    return None
 
 
 def preview_scenario(base: str, lora_key: str, trigger: str) -> str:

@@ -52,12 +52,6 @@ def sweep(
 ) -> None:
     """Tune training hyper-parameters with short runs on the trainer service."""
     local_only(ctx, "sweep", as_json=as_json)
-    from loraforge.evaluation.sweep import (
-        best_params_for_reuse,
-        default_space,
-        load_study,
-        run_sweep,
-    )
     from loraforge.runtime.errors import LoraforgeError
     from loraforge.runtime.keys import ProjectRef
     from loraforge.runtime.settings import load_settings
@@ -71,37 +65,89 @@ def sweep(
         from loraforge.runtime.keys import validate_key_part
         from loraforge.trainer.presets import get_preset
 
-        preset = get_preset(base)
+        get_preset(base)
         study = validate_key_part(study or f"{base}-{lora_type}".replace(".", "_"))
     except LoraforgeError as exc:
         fail(str(exc), as_json=as_json, code=2)
 
-    path = study_path(settings, ref.project, study)
-    runner = make_trial_runner(settings, ref, base, dataset or None, max_steps=max_steps,
-                               timeout_s=trial_timeout_s, as_json=as_json, study=study)
     try:
-        result = run_sweep(runner, default_space(preset.family), trials, path, study,
-                           direction="minimize", seed=seed, lora_type=lora_type, family=preset.family)
-        reuse = None
-        if result.best_params is not None:
-            reuse = best_params_for_reuse(load_study(path, study), reuse_for or lora_type)
+        view = run_study(settings, ref, base, trials=trials, study=study, dataset_id=dataset or None,
+                         lora_type=lora_type, reuse_for=reuse_for or lora_type,
+                         max_steps=max_steps, trial_timeout_s=trial_timeout_s, seed=seed,
+                         as_json=as_json)
     except LoraforgeError as exc:
         fail(str(exc), as_json=as_json, code=2)
-    view = {"study": study, "storage": str(path), "project": ref.project, "tenant": ref.tenant,
-            "base": base, "objective": "final training loss (lower is better)",
-            **{k: v for k, v in result.as_dict().items() if k not in ("study_name", "storage_url")},
-            "reuse": reuse}
     if as_json:
         emit_json(view)
     else:
         _print(view)
-    if result.best_trial is None:
+    if view["best_trial"] is None:
         raise SystemExit(1)
+
+
+def run_study(settings: Any, ref: Any, base: str, *, trials: int, study: str,
+              dataset_id: str | None = None, lora_type: str = "character",
+              reuse_for: str | None = None, max_steps: int = 0, trial_timeout_s: float = 3600.0,
+              seed: int = 0, as_json: bool = True, space: Any = None) -> dict[str, Any]:
+    """The sweep behind the command: run (or continue) `study` until it holds `trials` finished
+    trials, each a training job on the trainer at `settings.endpoints.trainer`; returns the
+    command's view (trials, best trial, the best parameters adapted for `reuse_for`). `space`
+    overrides the family's default search space.
+    Raises LoraforgeError for bad input; the caller decides how to report it."""
+    from loraforge.evaluation.sweep import (
+        best_params_for_reuse,
+        default_space,
+        load_study,
+        run_sweep,
+    )
+    from loraforge.trainer.presets import get_preset
+
+    preset = get_preset(base)
+    path = study_path(settings, ref.project, study)
+    runner = make_trial_runner(settings, ref, base, dataset_id, max_steps=max_steps,
+                               timeout_s=trial_timeout_s, as_json=as_json, study=study,
+                               trial_extra=SWEEP_TRIAL_EXTRA)
+    result = run_sweep(runner, space or default_space(preset.family), trials, path, study,
+                       direction="minimize", seed=seed, lora_type=lora_type, family=preset.family)
+    reuse = None
+    if result.best_params is not None:
+        reuse = best_params_for_reuse(load_study(path, study), reuse_for or lora_type)
+        reuse["extra"] = trainer_extra(reuse["extra"])  # as `loraforge train` takes them
+    return {"study": study, "storage": str(path), "project": ref.project, "tenant": ref.tenant,
+            "base": base, "objective": "final training loss (lower is better)",
+            **{k: v for k, v in result.as_dict().items() if k not in ("study_name", "storage_url")},
+            "reuse": reuse}
 
 
 # -- the trial runner: one training job per trial ----------------------------------------------
 
 TrialRunnerFn = Callable[[dict, Callable[[int, float], None]], float]
+
+# Trials are scored by final training loss only: the trainer's per-checkpoint likeness
+# evaluation (preview renders) would cost time and GPU for nothing the sweep reads.
+SWEEP_TRIAL_EXTRA: dict[str, Any] = {"evaluate": False}
+
+
+def trainer_extra(extra: dict[str, Any]) -> dict[str, Any]:
+    """The search space's schedule knobs -> the trainer's RunConfig fields.
+
+    `timestep_shift` is the trainer's `flow_shift`; `timestep_sampling` "uniform" is plain uniform
+    timesteps (shift 1), "shift" uniform timesteps shifted by `timestep_shift`, "logit_normal"
+    logit-normal timesteps shifted by it. `noise_offset` (SD families) has no trainer
+    counterpart yet and is dropped. Other keys pass through unchanged."""
+    out = dict(extra)
+    shift = out.pop("timestep_shift", None)
+    sampling = out.pop("timestep_sampling", None)
+    out.pop("noise_offset", None)
+    if sampling == "uniform":
+        out.update(timestep_sampling="uniform", flow_shift=1.0)
+    elif sampling is not None:
+        out["timestep_sampling"] = "uniform" if sampling == "shift" else sampling
+        if shift is not None:
+            out["flow_shift"] = float(shift)
+    elif shift is not None:
+        out["flow_shift"] = float(shift)
+    return out
 
 
 def training_run(params: dict, *, dataset_id: str, base: str, max_steps: int = 0,
@@ -120,8 +166,10 @@ def training_run(params: dict, *, dataset_id: str, base: str, max_steps: int = 0
 
 
 def make_trial_runner(settings: Any, ref: Any, base: str, dataset_id: str | None, *,
-                      max_steps: int, timeout_s: float, as_json: bool, study: str) -> TrialRunnerFn:
-    """A runner that trains each trial on the trainer service and scores it by final loss."""
+                      max_steps: int, timeout_s: float, as_json: bool, study: str,
+                      trial_extra: dict[str, Any] | None = None) -> TrialRunnerFn:
+    """A runner that trains each trial on the trainer service and scores it by final loss.
+    `trial_extra` is merged into every job's `extra` (e.g. {"evaluate": False})."""
     state: dict[str, Any] = {"dataset": dataset_id}
 
     def run(params: dict, report: Callable[[int, float], None]) -> float:
@@ -137,7 +185,7 @@ def make_trial_runner(settings: Any, ref: Any, base: str, dataset_id: str | None
 
             state["dataset"], _ = resolve_dataset(ObjectStore.connect(settings.s3), ref, None)
         fields = training_run(params, dataset_id=state["dataset"], base=base, max_steps=max_steps)
-        extra = fields.pop("extra")
+        extra = {**trainer_extra(fields.pop("extra")), **(trial_extra or {})}
         target = settings.endpoints.trainer
         sc = scope(ref.tenant, ref.project)
         with sync_channel(target) as channel:

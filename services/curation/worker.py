@@ -33,7 +33,7 @@ from loraforge.curation.people import PeopleDetector
 from loraforge.curation.policy import CurationPolicy
 from loraforge.runtime.errors import Cancelled, InvalidInput, LoraforgeError, NotFound
 from loraforge.runtime.events import Delivery, Event, EventBus
-from loraforge.runtime.job_service import JobContext, JobOutcome, JobService
+from loraforge.runtime.job_service import JobContext, JobOutcome, JobService, follow_up_request_id
 from loraforge.runtime.jobs import ArtifactRef, Job
 from loraforge.runtime.keys import ProjectRef, validate_key_part
 from loraforge.runtime.params import CurationParams
@@ -510,5 +510,5 @@ class AutoCurator:
         build_policy(params)
         check_reference_keys(ProjectRef(event.tenant, event.project), params.reference_keys)
         job = await self._jobs.start(event.tenant, event.project, params.model_dump(mode="json"),
-                                     request_id=f"auto-{event.id}")
+                                     request_id=follow_up_request_id(event.id))
         log.info("clips.ingested %s -> curation job %s (%s)", event.id, job.id, job.state)

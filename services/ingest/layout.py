@@ -87,3 +87,9 @@ def check_source(ref: ProjectRef, source: str) -> str:
             f"in the raw bucket under '{ref.prefix}' (upload local files first, e.g. with "
             "`loraforge ingest PATH`) or http(s) URLs")
     return key
+
+
+def ingested_event_id(job_id: str) -> str:
+    """The id of the one `clips.ingested` event an ingest job publishes (stable: de-duplicated
+    on redelivery, and followers can derive the jobs it starts)."""
+    return f"ingest-clips-ingested-{job_id}"

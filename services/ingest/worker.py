@@ -178,7 +178,7 @@ class IngestWork:
             raise NoSourceUsable(f"no source could be ingested ({len(failed)} failed): {lines}")
         manifests = [r["manifest_key"] for r in run.reports if r.get("manifest_key") and not r["error"]]
         event = Event(
-            id=f"ingest-clips-ingested-{run.job.id}", type=INGESTED_EVENT,
+            id=layout.ingested_event_id(run.job.id), type=INGESTED_EVENT,
             tenant=run.job.tenant, project=run.job.project,
             data={"job_id": run.job.id, "clips": result["clips"], "manifests": manifests},
         )

@@ -20,6 +20,13 @@ from loraforge.runtime.keys import validate_slug
 log = logging.getLogger(__name__)
 
 
+def follow_up_request_id(event_id: str) -> str:
+    """The request id of a job an event starts automatically (e.g. curation on
+    `clips.ingested`): a redelivered event finds the job it started, and a client that knows
+    the event id can find the job too."""
+    return f"auto-{event_id}"
+
+
 class JobService:
     """The four calls every backend exposes, on the shared job store."""
 
