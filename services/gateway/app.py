@@ -17,7 +17,7 @@ from loraforge.gateway.clients import BackendClients
 from loraforge.gateway.config import GatewayConfig
 from loraforge.gateway.deps import Gateway
 from loraforge.gateway.limits import BodyLimit
-from loraforge.gateway.routers import datasets, jobs, projects, review, training, uploads, webhooks
+from loraforge.gateway.routers import datasets, jobs, keys, projects, review, training, uploads, webhooks
 from loraforge.gateway.state import GatewayState
 from loraforge.runtime.events import EventBus
 from loraforge.runtime.healthcheck import grpc_health
@@ -83,7 +83,7 @@ def create_app(
     app.add_middleware(BodyLimit, upload_bytes=config.max_upload_bytes + 64 * 1024,
                        body_bytes=config.max_body_bytes)
 
-    for module in (projects, uploads, jobs, datasets, training, webhooks, review):
+    for module in (projects, keys, uploads, jobs, datasets, training, webhooks, review):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["ops"])

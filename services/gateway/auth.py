@@ -125,6 +125,10 @@ class KeyCache:
             self._entries.clear()
         return record
 
+    def forget(self, digest: str) -> None:
+        """Drop a cached key (after revocation; other gateway replicas see it within the ttl)."""
+        self._entries.pop(digest, None)
+
 
 # -- review-page tokens ---------------------------------------------------------------------
 

@@ -299,3 +299,21 @@ async def test_training_run_files_through_expiring_links(gateway, store) -> None
         render = (await c.post("/v1/projects/jane/renders", json={"scenario_yaml": "shots: []\n"})).json()
         res = (await c.get(f"/v1/projects/jane/renders/{render['id']}/results")).json()
         assert res["job"]["id"] == render["id"] and res["results"] == []
+
+
+async def test_key_rotation_issue_then_revoke(gateway) -> None:
+    async with await gateway.client("acme") as acme:
+        assert (await acme.post("/v1/projects", json={"name": "rot"})).status_code == 201
+        issued = await acme.post("/v1/keys", json={"name": "farm"})
+        assert issued.status_code == 201, issued.text
+        new_key = issued.json()["key"]
+        assert new_key.startswith("lf_") and issued.json()["tenant"] == "acme"
+        async with await gateway.client() as anon:
+            headers = {"X-API-Key": new_key}
+            # the new key sees the same tenant's projects
+            names = [p["name"] for p in (await anon.get("/v1/projects", headers=headers)).json()["projects"]]
+            assert "rot" in names
+            assert (await anon.delete("/v1/keys/current", headers=headers)).status_code == 204
+            _problem(await anon.get("/v1/projects", headers=headers), 401)
+        # the old key still works
+        assert (await acme.get("/v1/projects")).status_code == 200
