@@ -1,8 +1,11 @@
 """Webhook delivery: job events from the bus -> signed POSTs to registered URLs.
 
 One durable consumer (`gateway-webhooks`) shared by every gateway replica, so each event is
-delivered by one of them. The handler only enqueues; each webhook has its own queue and
-worker, so a slow receiver never holds up others and its calls arrive in order.
+delivered by one of them. Each webhook has its own queue and worker, so a slow receiver never
+holds up others and its calls arrive in order; the handler waits until every call of the event
+was made (or gave up after its retries) before the event is acked, so a gateway that dies
+mid-delivery leaves the event to another replica: delivery is at least once (receivers
+de-duplicate on `X-Loraforge-Delivery`).
 
 Signature: `X-Loraforge-Signature: sha256=<hex>` where hex = HMAC-SHA256(secret,
 f"{timestamp}." + body) and `X-Loraforge-Timestamp` carries the Unix seconds; receivers should
@@ -106,15 +109,20 @@ class WebhookDispatcher:
                 payload["progress"] = job.progress
             except LoraforgeError:
                 pass
-        for hook in hooks:
-            self._enqueue(hook, {**payload, "webhook_id": hook["id"]}, event.tenant, event.project)
+        done = [self._enqueue(hook, {**payload, "webhook_id": hook["id"]}, event.tenant, event.project)
+                for hook in hooks]
+        await asyncio.gather(*done)
 
-    def _enqueue(self, hook: dict[str, Any], payload: dict[str, Any], tenant: str, project: str) -> None:
+    def _enqueue(self, hook: dict[str, Any], payload: dict[str, Any], tenant: str,
+                 project: str) -> asyncio.Future[bool]:
         hid = hook["id"]
         if hid not in self._queues:
             self._queues[hid] = asyncio.Queue()
             self._workers[hid] = asyncio.create_task(self._worker(hid), name=f"webhook:{hid}")
-        self._queues[hid].put_nowait(({**hook, "_tenant": tenant, "_project": project}, payload))
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queues[hid].put_nowait(({**hook, "_tenant": tenant, "_project": project, "_done": done},
+                                      payload))
+        return done
 
     async def _worker(self, hid: str) -> None:
         q = self._queues[hid]
@@ -123,14 +131,20 @@ class WebhookDispatcher:
             if item is None:
                 return
             hook, payload = item
-            ok = await self._deliver(hook, payload)
-            if payload["final"] and hook.get("job_id"):
-                try:
-                    await self._state.delete_webhook(hook["_tenant"], hook["_project"], hid)
-                except LoraforgeError:
-                    pass
-            if not ok:
-                self.failed += 1
+            done = hook.pop("_done")
+            ok = False
+            try:
+                ok = await self._deliver(hook, payload)
+                if payload["final"] and hook.get("job_id"):
+                    try:
+                        await self._state.delete_webhook(hook["_tenant"], hook["_project"], hid)
+                    except LoraforgeError:
+                        pass
+                if not ok:
+                    self.failed += 1
+            finally:
+                if not done.done():
+                    done.set_result(ok)
 
     async def _deliver(self, hook: dict[str, Any], payload: dict[str, Any]) -> bool:
         body = json.dumps(payload, separators=(",", ":"), default=str).encode()
