@@ -95,6 +95,9 @@ class LocalStack:
             "LORAFORGE_S3__SECRET_KEY": s3.secret_key.get_secret_value(),
             "LORAFORGE_SERVER__HOST": HOST,
             "LORAFORGE_LOG__FORMAT": "json",
+            # Services run with the data dir as cwd: hand them absolute paths.
+            "LORAFORGE_STACK__DATA_DIR": str(self.data_dir),
+            "LORAFORGE_MODELS__DIR": str(Path(self.settings.models.dir).resolve()),
         }
         for i, name in enumerate(BACKEND_SERVICES):
             env[f"LORAFORGE_ENDPOINTS__{name.upper()}"] = f"{HOST}:{st.service_base_port + i}"
