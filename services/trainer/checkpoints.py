@@ -16,10 +16,21 @@ final step:
      collapse, and the held-out validation loss;
   4. :func:`loraforge.evaluation.choose.choose_checkpoint` picks the step. When no preview of
      any checkpoint shows a face (tiny random models, style/effect LoRAs) it falls back to the
-     lowest validation loss and says so in the reason.
+     lowest validation loss and says so in the reason;
+  5. strength: the chosen step's LoRA is rendered again (the same prompts and seeds) at each
+     adapter weight of :data:`STRENGTH_WEIGHTS` and
+     :func:`loraforge.evaluation.strength.recommend_strength` recommends one. The weight is
+     applied by multiplying the PEFT ``LoraLayer.scaling`` of the trained adapter in every
+     denoiser (what diffusers' ``set_adapters(..., adapter_weights=w)`` does; one code path for
+     Wan, SDXL, Flux and SD1.5, whatever the target modules) and restored afterwards. When
+     likeness is unmeasurable (no reference face, or no face in any render at any weight:
+     tiny random models, style LoRAs) the recommendation is the documented default of the
+     LoRA type, :data:`loraforge.render.scenario.DEFAULT_LORA_WEIGHTS` (1.0 for a character),
+     and the reason says so. ``extra.eval_strength = false`` skips only this pass.
 
 Everything here runs in a worker thread and is bounded by :class:`EvalSettings` (default 4
-previews per checkpoint at the training resolution, 4 inference steps). Evaluation settings
+previews per checkpoint at the training resolution, 4 inference steps; the strength pass is
+``len(STRENGTH_WEIGHTS)`` more preview sets of the chosen step). Evaluation settings
 come from the job's ``extra`` under the ``eval_*`` names of :data:`EVAL_EXTRA`.
 """
 
@@ -27,7 +38,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +51,10 @@ from loraforge.runtime.errors import Cancelled, InvalidInput
 # job `extra` key -> EvalSettings field; popped before the RunConfig is built
 EVAL_EXTRA = {"eval_previews": "previews", "eval_inference_steps": "inference_steps",
               "eval_face_backend": "face_backend", "eval_seed": "seed",
-              "eval_max_references": "max_references", "evaluate": "enabled"}
+              "eval_max_references": "max_references", "evaluate": "enabled",
+              "eval_strength": "strength"}
+# adapter weights tried for the strength recommendation (document 002: weak / normal / strong)
+STRENGTH_WEIGHTS = (0.5, 0.7, 0.9, 1.0, 1.2)
 # Trainer.evaluate()'s fixed protocol (seed 1234, 4 timesteps at (k + 0.5) / 4), for the report
 VAL_NOISE_SEED = 1234
 VAL_TIMESTEPS = (125, 375, 625, 875)
@@ -56,6 +71,7 @@ class EvalSettings:
     reference_candidates: int = 12  # keyframes downloaded / looked at, most frontal first
     video_frames: int = 5  # Wan previews: a short clip (4k + 1 frames), its middle frame kept
     captions_in_prompts: int = 3
+    strength: bool = True  # recommend an adapter weight for the chosen step
 
     def __post_init__(self) -> None:
         if not 1 <= self.previews <= 64:
@@ -130,12 +146,62 @@ class RunEvaluation:
     references: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    recommended_weight: float | None = None
+    strength_reason: str = ""
+    strength_rows: list[dict] = field(default_factory=list)  # one per adapter weight
 
     def summary(self) -> dict[str, Any]:
         return {"best_step": self.best_step, "best_reason": self.reason, "basis": self.basis,
                 "objective": self.objective, "prompts": self.prompts,
                 "references": self.references, "settings": self.settings,
-                "seconds": round(self.seconds, 3), "checkpoints": self.rows}
+                "seconds": round(self.seconds, 3), "checkpoints": self.rows,
+                "recommended_weight": self.recommended_weight,
+                "strength_reason": self.strength_reason, "strengths": self.strength_rows}
+
+
+def default_weight(lora_type: Any) -> float:
+    """The documented default adapter weight of a LoRA type (scenario.DEFAULT_LORA_WEIGHTS;
+    1.0 for a character and for an unknown type)."""
+    from loraforge.render.scenario import DEFAULT_LORA_WEIGHTS
+    from loraforge.runtime.params import LoraType
+
+    try:
+        return DEFAULT_LORA_WEIGHTS[LoraType(str(getattr(lora_type, "value", lora_type) or
+                                                 "character"))]
+    except (ValueError, KeyError):
+        return 1.0
+
+
+def _type_name(lora_type: Any) -> str:
+    return str(getattr(lora_type, "value", lora_type) or "character")
+
+
+def default_strength(lora_type: Any, why: str) -> tuple[float, str]:
+    """(the type's default weight, a reason saying why the default was used)."""
+    w = default_weight(lora_type)
+    return w, (f"{why}; recommending the documented default weight {w} for a "
+               f"{_type_name(lora_type)} LoRA")
+
+
+@contextmanager
+def adapter_scale(models: Iterable[torch.nn.Module], weight: float, adapter: str = "default"
+                  ) -> Iterator[int]:
+    """Multiply the PEFT adapter's scaling (alpha / r) of every LoRA layer by `weight` for the
+    duration: the LoRA's contribution becomes `weight` x (B A x) exactly as a ComfyUI / diffusers
+    LoRA weight. Restored on exit, whatever happens. Yields the number of layers scaled."""
+    from peft.tuners.lora import LoraLayer
+
+    saved: list[tuple[dict, Any]] = []
+    try:
+        for model in models:
+            for m in model.modules():
+                if isinstance(m, LoraLayer) and adapter in m.scaling:
+                    saved.append((m.scaling, m.scaling[adapter]))
+                    m.scaling[adapter] = m.scaling[adapter] * float(weight)
+        yield len(saved)
+    finally:
+        for scaling, value in saved:
+            scaling[adapter] = value
 
 
 # ---------------------------------------------------------------- the evaluation
@@ -285,10 +351,74 @@ class CheckpointEvaluator:
         div = score_diversity(imgs, [r.boxes for r in per])
         return CheckpointEval(step, ident, div, val_loss=val_loss)
 
+    # -------------------------------------------- strength
+
+    def _adapter_models(self) -> list[torch.nn.Module]:
+        t = self.trainer
+        models = getattr(t, "models", None) or t.family.denoisers(t.pipe)
+        return list(models.values())
+
+    def render_at(self, weight: float, prompts: Sequence[str]) -> list[np.ndarray]:
+        """The preview set with the loaded LoRA applied at adapter weight `weight`."""
+        from loraforge.trainer.train import ADAPTER
+
+        with adapter_scale(self._adapter_models(), weight, ADAPTER) as n:
+            if not n:
+                raise InvalidInput("no LoRA layer of the trained adapter to scale")
+            return self.render(prompts)
+
+    def strength(self, refs: Any, backend: Any, prompts: Sequence[str], lora_type: Any = None,
+                 weights: Sequence[float] = STRENGTH_WEIGHTS,
+                 on_weight: Callable[[int, float], None] | None = None
+                 ) -> tuple[float | None, str, list[dict]]:
+        """(recommended weight, reason, one row per weight) for the LoRA currently loaded.
+        Unmeasurable likeness gives the type's default weight; nothing is rendered without
+        references."""
+        from loraforge.evaluation.strength import recommend_strength
+
+        if not self.settings.strength:
+            return default_strength(lora_type, "the strength pass was turned off "
+                                               "(extra.eval_strength = false)") + ([],)
+        if refs is None:
+            return default_strength(lora_type, "likeness is unmeasurable (no reference face in "
+                                               "the dataset), so no weight was rendered") + ([],)
+        order = sorted({round(float(w), 4) for w in weights})
+
+        def render_at(w: float) -> list[np.ndarray]:
+            if self.should_cancel():
+                raise Cancelled(f"strength evaluation stopped before weight {w}")
+            if on_weight is not None:
+                on_weight(order.index(w) if w in order else 0, w)
+            return self.render_at(w, prompts)
+
+        try:
+            rec = recommend_strength(render_at, refs, backend, weights=order)
+        except Cancelled:
+            raise
+        except Exception as e:  # noqa: BLE001 - the checkpoint choice stands without a strength
+            self.log(f"strength evaluation failed: {type(e).__name__}: {e}")
+            return default_strength(lora_type, f"the strength evaluation failed "
+                                               f"({type(e).__name__}: {e})") + ([],)
+        rows = json.loads(json.dumps(rec.rows, default=_plain))
+        weight, reason = rec.weight, rec.reason
+        if all(not r.get("n_faces") for r in rows):
+            weight, reason = default_strength(
+                lora_type, f"likeness is unmeasurable: no render at weights "
+                           f"{', '.join(str(w) for w in order)} shows a face")
+        elif weight is None:
+            weight, reason = default_strength(lora_type, rec.reason)
+        for r in rows:
+            r["recommended"] = r["weight"] == weight
+        return weight, reason, rows
+
     def run(self, states: Mapping[int, Callable[[], Mapping[str, torch.Tensor]]],
             val_losses: Mapping[int, float], reference_images: Sequence[tuple[np.ndarray, dict | None, str]],
-            prompts: Sequence[str], out_dir: Path, title: str = "LoRA evaluation") -> RunEvaluation:
-        """`states`: step -> a loader of that step's LoRA tensors (trainer param names)."""
+            prompts: Sequence[str], out_dir: Path, title: str = "LoRA evaluation",
+            lora_type: Any = None, weights: Sequence[float] = STRENGTH_WEIGHTS,
+            backend: Any = None) -> RunEvaluation:
+        """`states`: step -> a loader of that step's LoRA tensors (trainer param names);
+        `lora_type` picks the default weight when likeness is unmeasurable; `backend` is a
+        face backend (default: ``make_backend(settings.face_backend)``)."""
         import cv2
         from loraforge.curation.faces import make_backend
         from loraforge.evaluation.choose import choose_checkpoint, evaluate_checkpoint
@@ -300,16 +430,17 @@ class CheckpointEvaluator:
         if not steps:
             raise InvalidInput("no checkpoint to evaluate")
         self.progress(0.0, "building reference faces")
-        backend = make_backend(self.settings.face_backend)
+        backend = backend or make_backend(self.settings.face_backend)
         refs, ref_info = self.references(reference_images, backend)
         self.log(f"evaluation references: {ref_info}")
         prompts = list(prompts)
         render_prompts = [prompts[i % len(prompts)] for i in range(self.settings.previews)]
         evals, previews = [], {}
+        units = len(steps) + (len(weights) if self.settings.strength and refs is not None else 0)
         for n, step in enumerate(steps):
             if self.should_cancel():
                 raise Cancelled(f"evaluation stopped before step {step}")
-            self.progress(n / len(steps), f"evaluating checkpoint step {step} "
+            self.progress(0.95 * n / units, f"evaluating checkpoint step {step} "
                                           f"({n + 1}/{len(steps)}): rendering previews")
             self.load_state(states[step]())
             imgs = self.render(prompts)
@@ -330,7 +461,7 @@ class CheckpointEvaluator:
         reason = choice.reason
         if refs is None:
             reason = f"no reference face in the dataset's {ref_info['source']}; {reason}"
-        self.progress(0.95, f"chose step {choice.step}; writing the report")
+        self.progress(0.95 * len(steps) / units, f"chose step {choice.step}; writing the report")
         log = ValidationLog()
         n_samples = len(self.trainer.dataset.samples)
         for s in sorted(val_losses):
@@ -345,6 +476,13 @@ class CheckpointEvaluator:
             "loraforge.checkpoint_step": str(choice.step),
             "loraforge.best_reason": reason[:1000]})
         rows = json.loads(json.dumps(choice.rows, default=_plain))
+        # the adapter weight for the chosen step (its tensors are loaded)
+        weight, s_reason, s_rows = self.strength(
+            refs, backend, prompts, lora_type, weights,
+            on_weight=lambda i, w: self.progress(0.95 * (len(steps) + i) / units,
+                                                 f"step {choice.step} at LoRA weight {w}"))
+        self.log(f"recommended LoRA weight {weight}: {s_reason}")
+        (report_dir / "strength.txt").write_text(f"recommended weight {weight}: {s_reason}\n")
         return RunEvaluation(choice.step, reason, choice.basis, choice.objective, rows, prompts,
                              previews, report_dir, best, ref_info, asdict(self.settings),
-                             time.monotonic() - start)
+                             time.monotonic() - start, weight, s_reason, s_rows)

@@ -295,7 +295,8 @@ class TrainingWork:
             evaluator = CheckpointEvaluator(trainer, settings, progress=progress,
                                             should_cancel=cancelled.is_set, log=logs.append)
             return evaluator.run(states, result.eval_losses, refs, prompts, workdir / "eval",
-                                 title=f"LoRA evaluation: job {job.id}")
+                                 title=f"LoRA evaluation: job {job.id}",
+                                 lora_type=info["lora_type"])
 
         task = asyncio.ensure_future(asyncio.to_thread(run))
         try:
@@ -397,6 +398,11 @@ class TrainingWork:
         a = trainer.args
         ev: dict[str, Any] = {"best_step": result.step, "best_reason": evaluation,
                               "report_key": None, "evaluation": None}
+        if not evaluated:  # no renders: the LoRA type's documented default weight
+            from loraforge.trainer.checkpoints import default_strength
+
+            ev["recommended_weight"], ev["strength_reason"] = default_strength(
+                info["lora_type"], "likeness was not evaluated (see best_reason)")
         if evaluated:
             ev = self._upload_evaluation(prefix, evaluation, artifacts)
         record = {
@@ -450,7 +456,9 @@ class TrainingWork:
         summary = evaluation.summary()
         summary["previews"] = previews
         return {"best_step": evaluation.best_step, "best_reason": evaluation.reason,
-                "report_key": report_key, "evaluation": summary}
+                "report_key": report_key, "evaluation": summary,
+                "recommended_weight": evaluation.recommended_weight,
+                "strength_reason": evaluation.strength_reason}
 
     @staticmethod
     def _outcome(job: Job, record: dict[str, Any]) -> JobOutcome:
@@ -459,7 +467,9 @@ class TrainingWork:
                 "dataset_id": record["dataset_id"], "trigger": record["trigger"],
                 "steps": record["steps"], "final_loss": record["metrics"]["final_loss"],
                 "best_step": record.get("best_step"), "best_reason": record.get("best_reason"),
-                "report_key": record.get("report_key")}
+                "report_key": record.get("report_key"),
+                "recommended_weight": record.get("recommended_weight"),
+                "strength_reason": record.get("strength_reason")}
         artifacts = [ArtifactRef(**a) for a in record["artifacts"]]
         artifacts.append(ArtifactRef(bucket="loras", key=f"{record['run_prefix']}/{RECORD}",
                                      kind="manifest"))

@@ -120,6 +120,12 @@ async def test_training_job_stores_a_loadable_lora_and_run_record(
     assert [r["step"] for r in table if r["chosen"]] == [best_step]
     assert best_step == min(table, key=lambda r: (r["val_loss"], r["step"]))["step"]
     assert done.result["report_key"] == run["report_key"] == f"{prefix}/report/report.html"
+    # strength: no face anywhere, so the documented default of an effect LoRA (1.0), said so
+    weight, why = done.result["recommended_weight"], done.result["strength_reason"]
+    assert weight == run["recommended_weight"] == run["evaluation"]["recommended_weight"] == 1.0
+    assert why == run["strength_reason"] == run["evaluation"]["strength_reason"]
+    assert "unmeasurable" in why and "effect" in why
+    assert isinstance(run["evaluation"]["strengths"], list)
     for name in ("report.html", "report.md", "checkpoints.csv", "collapse.png"):
         assert store.exists(Bucket.LORAS, f"{prefix}/report/{name}"), name
     for r in table:

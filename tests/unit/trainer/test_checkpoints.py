@@ -77,3 +77,105 @@ def test_evaluator_renders_scores_and_exports_the_chosen_checkpoint(one_clip, tm
     # the final LoRA differs from checkpoint 2 (it trained one more step)
     last = load_file(str(result.files["transformer"]))
     assert any(not torch.equal(last[k], best[k]) for k in best if "lora" in k)
+
+
+class _PlantedFaces:
+    """A face backend that reads a planted LoRA weight from pixel (0, 0) of a render (value =
+    100 x weight) and embeds a face whose angle to the reference grows with |weight - 0.9|:
+    likeness peaks at the planted weight 0.9."""
+
+    name = "planted"
+    same_person_distance = 0.6
+    duplicate_distance = 0.1
+
+    def detect(self, image_bgr, embed_largest=True):
+        import numpy as np
+        from loraforge.curation.faces import DetectedFace
+        from loraforge.curation.geometry import Box
+
+        theta = abs(float(image_bgr[0, 0, 0]) / 100.0 - PLANTED) * 2.0
+        emb = np.array([np.cos(theta), np.sin(theta), 0.0, 0.0], np.float32)
+        return [DetectedFace(Box(0.0, 0.0, 4.0, 4.0), 1.0, None, emb if embed_largest else None)]
+
+
+PLANTED = 0.9
+
+
+def test_strength_recommendation_finds_the_planted_weight_through_adapter_scaling(one_clip, tmp_path):
+    import numpy as np
+    from loraforge.trainer.checkpoints import STRENGTH_WEIGHTS, adapter_scale
+    from loraforge.trainer.train import ADAPTER
+    from peft.tuners.lora import LoraLayer
+
+    cfg = RunConfig.parse({"preset": "tiny-wan2.1-t2v", "dataset": one_clip,
+                           "output_dir": tmp_path / "out", "trigger": TRIGGER, "steps": 2,
+                           "rank": 4, "eval_every": 1, "seed": 1})
+    trainer = Trainer(cfg)
+    result = trainer.run()
+    layers = [m for model in trainer.models.values() for m in model.modules()
+              if isinstance(m, LoraLayer)]
+    base = [m.scaling[ADAPTER] for m in layers]
+    # the weight scales the LoRA's contribution linearly and is restored afterwards
+    lin = next(m for m in layers if isinstance(m.get_base_layer(), torch.nn.Linear))
+    wt = lin.get_base_layer().weight
+    x = torch.randn(2, lin.in_features, device=wt.device, dtype=wt.dtype)
+    outs = {}
+    with torch.no_grad():
+        for w in (0.0, 0.5, 1.0):
+            with adapter_scale(trainer.models.values(), w, ADAPTER) as n:
+                assert n == len(layers)
+                outs[w] = lin(x).float()
+    assert not torch.allclose(outs[0.0], outs[1.0])
+    assert torch.allclose(outs[0.5], (outs[0.0] + outs[1.0]) / 2, atol=1e-5)
+    assert [m.scaling[ADAPTER] for m in layers] == base
+
+    # renders: the effective weight, read back from the adapter's scaling, planted in pixel
+    # (0, 0); noise elsewhere so that previews differ (not collapsed)
+    weights_seen: list[float] = []
+
+    def render(prompts):
+        w = round(layers[0].scaling[ADAPTER] / base[0], 4)
+        weights_seen.append(w)
+        rng = np.random.default_rng(len(weights_seen))
+        imgs = []
+        for _ in range(2):
+            img = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+            img[0, 0, 0] = round(100 * w)
+            imgs.append(img)
+        return imgs
+
+    ref = np.zeros((32, 32, 3), np.uint8)
+    ref[0, 0, 0] = round(100 * PLANTED)
+    ev = CheckpointEvaluator(trainer, EvalSettings(previews=2, inference_steps=1))
+    ev.render = render
+    final = trainer.lora_state()
+    out = ev.run({2: lambda: final}, result.eval_losses, [(ref, None, "ref.png")], [TRIGGER],
+                 tmp_path / "eval", lora_type="character", backend=_PlantedFaces())
+    assert weights_seen == [1.0] + list(STRENGTH_WEIGHTS)  # the checkpoint, then each weight
+    assert out.recommended_weight == PLANTED, out.strength_reason
+    assert "lowest" in out.strength_reason
+    assert [r["weight"] for r in out.strength_rows] == list(STRENGTH_WEIGHTS)
+    assert [r["weight"] for r in out.strength_rows if r["recommended"]] == [PLANTED]
+    summary = out.summary()
+    assert summary["recommended_weight"] == PLANTED and summary["strengths"] == out.strength_rows
+    assert [m.scaling[ADAPTER] for m in layers] == base  # restored after the pass
+
+    # faceless renders at every weight (tiny models, style LoRAs): the type's default weight
+    class NoFaces(_PlantedFaces):
+        def detect(self, image_bgr, embed_largest=True):
+            return [] if image_bgr[0, 0, 0] != 90 else super().detect(image_bgr, embed_largest)
+
+    ref[0, 0, 0] = 90
+    refs_backend = NoFaces()
+    ref_faces, _ = ev.references([(ref, None, "ref.png")], refs_backend)
+    w, reason, rows = ev.strength(ref_faces, refs_backend, [TRIGGER], "style", weights=(0.5, 1.0))
+    assert w == 0.9 and "unmeasurable" in reason and "style" in reason
+    assert [r["recommended"] for r in rows] == [False, False]
+    # no reference face: nothing rendered, the default (1.0 for a character)
+    n = len(weights_seen)
+    w, reason, rows = ev.strength(None, refs_backend, [TRIGGER], "character")
+    assert (w, rows, len(weights_seen)) == (1.0, [], n) and "unmeasurable" in reason
+    # turned off
+    off = CheckpointEvaluator(trainer, EvalSettings(previews=2, strength=False))
+    w, reason, rows = off.strength(ref_faces, refs_backend, [TRIGGER], "pose")
+    assert (w, rows) == (0.7, []) and "eval_strength" in reason
