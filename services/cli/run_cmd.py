@@ -276,7 +276,9 @@ def _print_summary(summary: dict[str, Any], store: Any, ref: Any, as_json: bool)
     render = stages.get("preview render", {}).get("result", {})
     summary["lora"] = {"best": train.get("best_key"), "last": train.get("last_key"),
                        "best_step": train.get("best_step"), "best_reason": train.get("best_reason"),
-                       "final_loss": train.get("final_loss")}
+                       "final_loss": train.get("final_loss"),
+                       "recommended_weight": train.get("recommended_weight"),
+                       "strength_reason": train.get("strength_reason")}
     summary["preview"] = render.get("film") or (render.get("keyframes") or [None])[0]
     not_built = [s for s in ("ingest", "curate", "caption", "train", "preview render") if s not in stages]
     summary["not_run"] = not_built
@@ -307,6 +309,9 @@ def _print_summary(summary: dict[str, Any], store: Any, ref: Any, as_json: bool)
         console.print(f"LoRA: loras/{lora['best']}{step}")
         console.print(f"  pull it: loraforge lora pull {stages['train']['job_id']} "
                       f"--project {summary['project'].split('/')[1]} --out ./lora")
+    if lora.get("recommended_weight") is not None:
+        console.print(f"recommended LoRA strength: {lora['recommended_weight']} "
+                      f"({lora['strength_reason']})")
     if lora["final_loss"] is not None:
         console.print(f"final training loss: {lora['final_loss']:.4f}")
     if summary["preview"]:
