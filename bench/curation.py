@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=8.0)
     args = ap.parse_args()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as d:
         paths = [Path(d) / f"clip{i}.mp4" for i in range(args.clips)]
         for i, p in enumerate(paths):
@@ -77,10 +78,11 @@ def main() -> None:
     dec_rate, cur_rate = footage / t_dec, footage / t_cur
     rows = [
         ("decode only (floor)", t_dec, dec_rate),
-        ("curation (8 frames/clip)", t_cur, cur_rate),
+        ("curation (8 frames/clip, 1 embedded)", t_cur, cur_rate),
     ]
     print(f"{args.clips} clips x {args.seconds:g} s of {W}x{H}@{FPS} H.264 = {footage:g} s, "
-          f"{frames} frames; cpus={os.cpu_count()}; python {sys.version.split()[0]}")
+          f"{frames} frames; cpus={os.cpu_count()}; python {sys.version.split()[0]}; "
+          f"load average (1 min) {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
     print("| stage | wall s | footage s / wall s |")
     print("|---|---:|---:|")
     for name, wall, rate in rows:

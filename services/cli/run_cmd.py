@@ -59,6 +59,7 @@ def run(
         stack.up(log=say)
     except LoraforgeError as exc:
         fail(f"the local stack did not come up: {exc}", as_json=as_json)
+    settings = stack.client_settings()  # the stack's own ports, whatever the defaults
 
     if not paths:
         from loraforge.stack.examples import write_example_footage

@@ -77,3 +77,8 @@ class InsightFaceBackend:
         else:
             out = [out[0]] + [DetectedFace(d.box, d.score, d.landmarks, None) for d in out[1:]] if out else out
         return out
+
+    def embed(self, image_bgr: np.ndarray, face: DetectedFace) -> np.ndarray | None:
+        """Embedding of the largest face in the frame (insightface embeds while detecting)."""
+        found = [d for d in self.detect(image_bgr, embed_largest=True) if d.embedding is not None]
+        return found[0].embedding if found else None

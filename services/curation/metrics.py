@@ -142,6 +142,22 @@ def quality_score(m: ClipMetrics) -> float:
     return round(max(0.0, min(1.0, s)), 6)
 
 
+def _embed_best(backend: FaceBackend, frames, picks) -> list[np.ndarray]:
+    """Embeddings of the largest face on the picked frames: the sharpest, largest frontal
+    views first (the embedding is most reliable on those), then the best of the rest."""
+    out = []
+    embed = getattr(backend, "embed", None)
+    for _, _, pos, face in picks:
+        if embed is not None:
+            e = embed(frames[pos].image, face)
+        else:  # a backend without embed(): detect again on that frame, embedding the largest
+            found = backend.detect(frames[pos].image, embed_largest=True)
+            e = found[0].embedding if found else None
+        if e is not None:
+            out.append(e)
+    return out
+
+
 def measure(
     media: SampledMedia,
     backend: FaceBackend,
@@ -154,21 +170,22 @@ def measure(
 ) -> MeasuredClip:
     frames = media.frames
     n = len(frames)
-    # embed the largest face on a few frames spread over the clip: identity is stable within a
-    # clip and the ResNet embedding is the most expensive per-frame step
     spread = lambda k: {frames[i].index for i in np.linspace(0, n - 1, min(n, k)).round().astype(int)}  # noqa: E731
-    embed_at = spread(embed_frames)
     # the body detector costs as much as the face detector; people who share the shot are
     # there for a good part of it, so a few frames spread over the clip are enough
     people_at = spread(people_frames)
     body_counts: list[int] = []
-    face_ratios, face_sharp, poses, exprs, embeds, counts, extras = [], [], [], [], [], [], []
+    face_ratios, face_sharp, poses, exprs, counts, extras = [], [], [], [], [], []
     best = (-1.0, 0, None)  # (face sharpness * size, frame position, landmarks)
+    # (not frontal, -(face sharpness * size), frame position, largest face): embedding candidates
+    candidates: list[tuple[bool, float, int, DetectedFace]] = []
     qualities, grays, flow_pairs = [], [], []
     for pos, fr in enumerate(frames):
         img = fr.image
         h, w = img.shape[:2]
-        faces = backend.detect(img, embed_largest=fr.index in embed_at)
+        # detect only; the ResNet embedding (the costliest step) runs afterwards on the frames
+        # picked below, since identity is stable within a clip
+        faces = backend.detect(img, embed_largest=False)
         counts.append(len(faces))
         if fr.index in people_at:
             c, extra = _people_in_frame(faces, people.detect(img))
@@ -179,12 +196,11 @@ def measure(
             face_ratios.append(f.box.h / h)
             fs = face_sharpness(img, *f.box.clipped(w, h))
             face_sharp.append(fs)
-            if f.embedding is not None:
-                embeds.append(f.embedding)
             if f.landmarks is not None:
                 p = estimate_pose(f.landmarks, w, h)
                 if p is not None:
                     poses.append(p)
+                candidates.append((p is None or bucket(p) != "frontal", -fs * f.box.h, pos, f))
                 exprs.append(measure_expression(f.landmarks))
                 if fs * f.box.h > best[0]:
                     best = (fs * f.box.h, pos, f.landmarks)
@@ -230,6 +246,7 @@ def measure(
         m.expression = expression_label(
             m.smiling_fraction, m.mouth_open_fraction, m.talking, m.eyes_closed_fraction
         )
+    embeds = _embed_best(backend, frames, sorted(candidates, key=lambda c: c[:3])[:embed_frames])
     if embeds:
         m.embedding = normalize(np.mean(embeds, axis=0)).round(6).tolist()
 

@@ -18,8 +18,9 @@ class CurationPolicy(BaseModel):
 
     # sampling
     frames_per_clip: int = Field(8, ge=1, le=64)
-    # the ResNet embedding is the costliest step; identity is stable within a clip
-    embed_frames: int = Field(2, ge=1, le=64, description="frames whose face is embedded")
+    # the ResNet embedding is the costliest step; identity is stable within a clip, so by default
+    # only the sharpest, largest frontal view of the face is embedded
+    embed_frames: int = Field(1, ge=1, le=64, description="frames whose face is embedded")
     people_frames: int = Field(3, ge=1, le=64, description="frames run through the body detector")
 
     # people and face

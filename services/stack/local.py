@@ -19,7 +19,7 @@ from pathlib import Path
 
 from loraforge.runtime.errors import LoraforgeError, Unavailable
 from loraforge.runtime.healthcheck import grpc_health, http_health
-from loraforge.runtime.settings import BACKEND_SERVICES, Settings
+from loraforge.runtime.settings import BACKEND_SERVICES, EndpointSettings, Settings
 from loraforge.runtime.storage import ObjectStore
 from loraforge.stack.binaries import (
     NatsLaunch,
@@ -82,6 +82,17 @@ class LocalStack:
         components.append(Component("gateway", "http", f"http://{HOST}:{st.gateway_port}",
                                     [sys.executable, "-m", "loraforge.gateway"], env=env))
         return components
+
+    def client_settings(self) -> Settings:
+        """Settings for a client of this stack (CLI commands): its NATS, S3 and services."""
+        st = self.settings.stack
+        endpoints = {name: f"{HOST}:{st.service_base_port + i}"
+                     for i, name in enumerate(BACKEND_SERVICES)}
+        return self.settings.model_copy(update={
+            "nats": self.settings.nats.model_copy(update={"url": f"nats://{HOST}:{st.nats_port}"}),
+            "s3": self.settings.s3.model_copy(update={"endpoint": f"{HOST}:{st.s3_port}"}),
+            "endpoints": EndpointSettings(**endpoints, gateway=f"http://{HOST}:{st.gateway_port}"),
+        })
 
     def _service_env(self) -> dict[str, str]:
         st, s3 = self.settings.stack, self.settings.s3

@@ -14,34 +14,9 @@ import pytest
 from loraforge.runtime.events import Event, EventBus
 from loraforge.runtime.settings import NatsSettings, S3Settings
 from loraforge.runtime.storage import Bucket, ObjectStore
-from loraforge.stack.binaries import free_port, free_port_block
+from .conftest import cli as _cli
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture
-def stack_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LORAFORGE_")}
-    services = free_port_block(5)
-    metrics = free_port_block(5)
-    env.update({
-        "LORAFORGE_STACK__DATA_DIR": str(tmp_path / "data"),
-        "LORAFORGE_STACK__NATS_PORT": str(free_port()),
-        "LORAFORGE_STACK__NATS_MONITOR_PORT": str(free_port()),
-        "LORAFORGE_STACK__S3_PORT": str(free_port()),
-        "LORAFORGE_STACK__WEED_BASE_PORT": str(free_port_block(7)),
-        "LORAFORGE_STACK__GATEWAY_PORT": str(free_port()),
-        "LORAFORGE_STACK__SERVICE_BASE_PORT": str(services),
-        "LORAFORGE_STACK__METRICS_BASE_PORT": str(metrics),
-    })
-    yield env
-    # Whatever happened in the test, leave nothing running.
-    _cli(env, "stack", "down")
-
-
-def _cli(env: dict[str, str], *args: str, check: bool = False) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "loraforge.cli.main", *args], env=env,
-                          capture_output=True, text=True, timeout=200, check=check)
 
 
 def _pids(status: dict) -> list[int]:
