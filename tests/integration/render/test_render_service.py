@@ -143,3 +143,24 @@ async def test_bad_scenario_is_refused_with_the_field(render_service) -> None:
     done = await _wait_terminal(proc.clients.jobs, "acme", "jane", job.id)
     assert done.state is JobState.FAILED and "4k+1" in done.message
     await channel.close()
+
+
+async def test_cancel_a_running_render(render_service) -> None:
+    proc = await render_service()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{proc.port}")
+    stub = render_pb2_grpc.RenderServiceStub(channel)
+    scope = common_pb2.ProjectScope(tenant="acme", project="jane")
+    slow = FOUR_SHOTS.replace("steps: 2", "steps: 6").replace("frames: 9", "frames: 17")
+    job = await stub.SubmitRender(render_pb2.SubmitRenderRequest(
+        scope=scope, request_id="to-cancel", render=common_pb2.RenderRequest(scenario_yaml=slow)),
+        timeout=10)
+    jobs = proc.clients.jobs
+    for _ in range(300):
+        if (await jobs.get("acme", "jane", job.id)).state is JobState.RUNNING:
+            break
+        await asyncio.sleep(0.05)
+    await stub.CancelJob(common_pb2.CancelJobRequest(scope=scope, job_id=job.id), timeout=10)
+    done = await _wait_terminal(jobs, "acme", "jane", job.id, timeout=120)
+    assert done.state is JobState.CANCELLED
+    assert done.result.get("film") is None  # nothing was committed
+    await channel.close()
