@@ -3,7 +3,9 @@
 Same graph as our own render: base model loaders, a LoRA loader chain with the scenario's
 weights, text encoders, a sampler per shot, then per pair a first/last-frame video node fed
 by the two decoded keyframes, decode, and a video combine of all transitions. Model file
-names are ComfyUI's usual ones for each family; users point them at their own files.
+names are ComfyUI's usual ones for each family; users point them at their own files. LoRAs
+are named `<adapter name>.safetensors`: copy (or `loraforge lora pull`) each LoRA under that
+name into ComfyUI's models/loras.
 """
 
 from __future__ import annotations
@@ -53,7 +55,9 @@ def _video_mode(preset: str) -> str:
 
 
 def _lora_file(lora: ScenarioLora) -> str:
-    return re.sub(r".*/", "", lora.path) or f"{lora.name}.safetensors"
+    """The file name ComfyUI should find in models/loras: the scenario's adapter name, since
+    trained files are all called best/last.safetensors and would collide by basename."""
+    return f"{lora.name}.safetensors"
 
 
 @dataclass

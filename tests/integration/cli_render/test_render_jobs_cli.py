@@ -50,8 +50,9 @@ async def test_comfyui_export_without_a_stack(cli, tmp_path):
     for node in wf.values():
         by_class.setdefault(node["class_type"], []).append(node)
     assert by_class["CheckpointLoaderSimple"][0]["inputs"]["ckpt_name"] == "sd_xl_base_1.0.safetensors"
-    # image-stage LoRAs only, chained; ComfyUI is given the file's base name
-    assert [n["inputs"]["lora_name"] for n in by_class["LoraLoader"]] == ["last.safetensors"] * 2
+    # image-stage LoRAs only, chained; files named by adapter (trained files are all last.*)
+    assert [n["inputs"]["lora_name"] for n in by_class["LoraLoader"]] == ["jane.safetensors",
+                                                                          "paint.safetensors"]
     strengths = sorted(n["inputs"]["strength_model"] for n in by_class["LoraLoader"])
     assert strengths == [0.9, 1.0]  # style default 0.9, character default 1.0
     assert [n["inputs"]["strength_model"] for n in by_class["LoraLoaderModelOnly"]] == [0.5]

@@ -87,7 +87,7 @@ def test_loras_prompts_and_structure_match_the_scenario() -> None:
     for node in workflow.values():
         by_class.setdefault(node["class_type"], []).append(node)
     loras = {n["inputs"]["lora_name"]: n["inputs"]["strength_model"] for n in by_class["LoraLoader"]}
-    assert loras == {"best.safetensors": 1.0, "film.safetensors": 0.75}  # character default 1.0
+    assert loras == {"jane.safetensors": 1.0, "film-look.safetensors": 0.75}  # character default 1.0
     assert by_class["LoraLoaderModelOnly"][0]["inputs"]["strength_model"] == 1.0
     # The second LoRA is chained after the first.
     first, second = by_class["LoraLoader"]
