@@ -9,8 +9,10 @@ the real preset's denoiser at full size from its published architecture config (
 needed, nothing downloaded) on the available device (bf16 on CUDA). The step is one
 forward + backward + AdamW update of the LoRA (the family's default rank and targets) on
 synthetic latents and text embeddings of the right shapes: the same ``family.predict`` the
-trainer uses. FLOPs come from ``torch.utils.flop_counter`` over one step; MFU is achieved
-FLOP/s over a dense bf16 matmul measured in the same run (fp32 matmul on CPU, reported as
+trainer uses. FLOPs come from ``torch.utils.flop_counter`` over one forward, with the
+backward derived per op (see ``train_flops``); MFU is achieved model FLOP/s (no recompute)
+and HFU hardware FLOP/s (with the checkpoint recompute) over a dense bf16 matmul measured in
+the same run (fp32 matmul on CPU, reported as
 "matmul util"). Peak memory: ``torch.cuda.max_memory_allocated`` on a GPU, peak RSS of the
 process on CPU.
 """
@@ -18,23 +20,52 @@ process on CPU.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import platform
 import resource
 import sys
 import time
 from types import SimpleNamespace
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from loraforge.trainer.dataset import parse_resolution
+from loraforge.trainer.kernels import attention_backend, compile_blocks
+from loraforge.trainer.memory import (
+    checkpoint_last_blocks,
+    enable_block_swap,
+    fp8_base_weights,
+    transformer_blocks,
+)
 from loraforge.trainer.presets import PRESETS, TINY_SEED, get_preset
 
 TINY = [n for n in PRESETS if n.startswith("tiny-")]
 
 
-def full_denoiser(name: str) -> tuple[Any, Any]:
-    """(pipe-like namespace, denoiser) at the real architecture size, random weights."""
+def full_denoiser(name: str, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
+    """(pipe-like namespace, denoiser) at the real architecture size, random weights.
+
+    Built directly on ``device`` in ``dtype``: random-initialising 14B parameters in fp32 on
+    the CPU takes minutes and 56 GB. (The trainer loads real weights on the CPU instead, so
+    a model bigger than the card can be fp8-converted and block-swapped before moving.)
+    """
+    with torch.device(device), _default_dtype(dtype):
+        return _full_denoiser(name)
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+def _full_denoiser(name: str) -> tuple[Any, Any]:
     from diffusers import (
         FluxPipeline,
         FluxTransformer2DModel,
@@ -101,18 +132,39 @@ def synthetic_batch(family: str, variant: str, model: Any, w: int, h: int, frame
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
-    n = 4096 if device.type == "cuda" else 1024
+    n = 8192 if device.type == "cuda" else 1024
     a = torch.randn(n, n, device=device, dtype=dtype)
     bm = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
         a @ bm
     _sync(device)
-    reps = 50 if device.type == "cuda" else 5
+    reps = 20 if device.type == "cuda" else 5
     t = time.perf_counter()
     for _ in range(reps):
         a @ bm
     _sync(device)
     return 2 * n**3 * reps / (time.perf_counter() - t)
+
+
+def train_flops(forward: Callable[[], Any]) -> tuple[float, float]:
+    """(FLOPs of one training step, FLOPs of its forward), counted on the forward alone.
+
+    Counting a whole step under FlopCounterMode ran the H100 out of memory at 81 frames:
+    its module tracker keeps tensors alive through the checkpoint recompute. So count the
+    forward (no graph kept) and derive the backward per op: the base weights are frozen,
+    so a matmul's backward is the input gradient alone (1x its forward); attention's backward
+    is 2.5x its forward (flash attention: 5 matmuls against 2). The LoRA weight gradients
+    (rank/width, ~2%) are left out, so the step figure is a slight undercount.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        forward()  # attention kernel does not change the count
+    total = counter.get_total_flops()
+    attention = sum(v for op, v in counter.get_flop_counts().get("Global", {}).items()
+                    if "attention" in str(op))
+    return 2 * (total - attention) + 3.5 * attention, total
 
 
 def _sync(device: torch.device) -> None:
@@ -121,38 +173,46 @@ def _sync(device: torch.device) -> None:
 
 
 def bench(name: str, resolution: str | None, frames: int | None, full: bool, steps: int,
-          device: torch.device, gradient_checkpointing: bool) -> dict[str, Any]:
+          device: torch.device, gradient_checkpointing: bool, fp8: bool = False,
+          block_swap: int = 0, attention: str = "auto",
+          checkpoint_blocks: int | None = None, compile_: bool = False) -> dict[str, Any]:
     from peft import LoraConfig
-    from torch.utils.flop_counter import FlopCounterMode
 
     p = get_preset(name)
     fam = p.module
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if full:
-        pipe, model = full_denoiser(name)
+        pipe, model = full_denoiser(name, device, dtype)
     else:
         pipe = fam.build_tiny(p.variant, TINY_SEED)
         model = next(iter(fam.denoisers(pipe).values()))
+        model.to(device=device, dtype=dtype)
     res = resolution or ("64" if p.tiny else p.defaults.resolution)
     w, h = parse_resolution(res, p.stride, p.family)
     f = frames or (9 if p.tiny and p.family == "wan" else p.defaults.frames)
     model.requires_grad_(False)
-    model.to(device)
-    if dtype != torch.float32:
-        model.to(dtype=dtype)
+    # Same order as Trainer.prepare: adapter, fp32 LoRA, checkpointing, fp8, block swap.
     model.add_adapter(LoraConfig(r=p.defaults.rank, lora_alpha=p.defaults.alpha,
                                  target_modules=list(p.defaults.target_modules)))
     params = [q for q in model.parameters() if q.requires_grad]
     for q in params:
         q.data = q.data.float()
-    if gradient_checkpointing:
+    if gradient_checkpointing or block_swap:
         model.enable_gradient_checkpointing()
+        if checkpoint_blocks is not None:
+            checkpoint_last_blocks(model, checkpoint_blocks)
+    if fp8:
+        fp8_base_weights(model)
+    if compile_:
+        compile_blocks(model)
+    if block_swap:
+        enable_block_swap(model, block_swap, device)
     model.train()
     opt = torch.optim.AdamW(params, lr=1e-4)
     batch = synthetic_batch(p.family, p.variant, model, w, h, f, p.tiny, device, dtype)
     flow = p.defaults.objective == "flow"
 
-    def step() -> None:
+    def loss_of_step() -> torch.Tensor:
         x0 = batch["latents"]
         noise = torch.randn_like(x0)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -164,17 +224,23 @@ def bench(name: str, resolution: str | None, frames: int | None, full: bool, ste
                 t = torch.full((1,), 500, device=device, dtype=torch.long)
                 pred = fam.predict(pipe, model, x0 + noise, t, batch, p.variant)
                 target = noise
-        loss = torch.nn.functional.mse_loss(pred.float(), target.float())
-        loss.backward()
+        return torch.nn.functional.mse_loss(pred.float(), target.float())
+
+    def step() -> None:
+        with attention_backend(attention, device):
+            loss_of_step().backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
     step()  # warm-up (allocations, kernels)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        step()
-    flops = counter.get_total_flops()
+    model_flops, fwd_flops = train_flops(loss_of_step)
+    recomputed = 0.0
+    if gradient_checkpointing or block_swap:
+        n = len(transformer_blocks(model)) or 1
+        recomputed = 1.0 if checkpoint_blocks is None else min(checkpoint_blocks, n) / n
+    hw_flops = model_flops + recomputed * fwd_flops
     if device.type == "cuda":
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     _sync(device)
     t = time.perf_counter()
@@ -187,9 +253,16 @@ def bench(name: str, resolution: str | None, frames: int | None, full: bool, ste
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
     n_params = sum(q.numel() for q in model.parameters())
+    saver = "+".join(x for x, on in ((f"sdpa:{attention}", attention != "auto"),
+                                      ("compile", compile_),
+                                      ("ckpt" if checkpoint_blocks is None else f"ckpt{checkpoint_blocks}",
+                                       gradient_checkpointing or block_swap),
+                                      ("fp8", fp8), (f"swap{block_swap}", block_swap)) if on)
     return {"preset": name, "size": f"{w}x{h}", "frames": f, "params_M": n_params / 1e6,
             "lora_M": sum(q.numel() for q in params) / 1e6, "step_s": dt_step,
-            "peak_MiB": peak, "gflop_step": flops / 1e9, "achieved_gflops": flops / dt_step / 1e9}
+            "peak_MiB": peak, "gflop_step": model_flops / 1e9,
+            "achieved_gflops": model_flops / dt_step / 1e9,
+            "hw_gflops": hw_flops / dt_step / 1e9, "savers": saver or "-"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,6 +274,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=5, help="timed steps (after one warm-up)")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations")
+    ap.add_argument("--fp8", action="store_true", help="frozen base Linear weights in scaled fp8")
+    ap.add_argument("--block-swap", type=int, default=0, metavar="N",
+                    help="keep the last N blocks' frozen weights in host memory (CUDA only)")
+    ap.add_argument("--checkpoint-blocks", type=int, metavar="N",
+                    help="with --gradient-checkpointing: recompute only the last N blocks")
+    ap.add_argument("--compile", action="store_true", help="torch.compile each transformer block")
+    ap.add_argument("--attention", default="auto", choices=["auto", "cudnn", "flash", "efficient", "math"],
+                    help="SDPA kernel preference on CUDA (auto: cuDNN on Hopper)")
     args = ap.parse_args(argv)
     device = torch.device("cuda" if (args.device == "auto" and torch.cuda.is_available())
                           else ("cpu" if args.device == "auto" else args.device))
@@ -210,14 +291,18 @@ def main(argv: list[str] | None = None) -> int:
     label = "MFU (bf16 matmul)" if device.type == "cuda" else "matmul util (fp32)"
     print(f"# {dt.date.today()} {platform.machine()} {device} torch {torch.__version__} "
           f"threads {torch.get_num_threads()}; dense matmul {peak / 1e9:.1f} GFLOP/s")
-    print(f"| preset | size | frames | params M | LoRA M | step s | peak MiB | GFLOP/step | {label} |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| preset | savers | size | frames | params M | LoRA M | step s | peak MiB | "
+          f"GFLOP/step | {label} | HFU |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in names:
         r = bench(name, args.resolution, args.frames, args.full, args.steps, device,
-                  args.gradient_checkpointing)
-        print(f"| {r['preset']} | {r['size']} | {r['frames']} | {r['params_M']:.2f} | "
-              f"{r['lora_M']:.3f} | {r['step_s']:.3f} | {r['peak_MiB']:.0f} | "
-              f"{r['gflop_step']:.2f} | {r['achieved_gflops'] * 1e9 / peak:.1%} |", flush=True)
+                  args.gradient_checkpointing, args.fp8, args.block_swap, args.attention,
+                  args.checkpoint_blocks, args.compile)
+        print(f"| {r['preset']} | {r['savers']} | {r['size']} | {r['frames']} | "
+              f"{r['params_M']:.2f} | {r['lora_M']:.3f} | {r['step_s']:.3f} | "
+              f"{r['peak_MiB']:.0f} | {r['gflop_step']:.2f} | "
+              f"{r['achieved_gflops'] * 1e9 / peak:.1%} | {r['hw_gflops'] * 1e9 / peak:.1%} |",
+              flush=True)
     return 0
 
 

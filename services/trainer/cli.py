@@ -54,10 +54,14 @@ _OVERRIDES: list[tuple[str, str, Any, str]] = [
     ("--device", "device", str, "auto | cpu | cuda | cuda:N"),
     ("--optimizer", "optimizer", str, "adamw | adamw8bit (8-bit needs bitsandbytes + CUDA)"),
     ("--block-swap", "block_swap", int, "transformer blocks kept on the CPU (GPU only)"),
+    ("--checkpoint-blocks", "checkpoint_blocks", int,
+     "recompute only the last N blocks (default all; needs --gradient-checkpointing)"),
+    ("--attention", "attention", str, "auto | cudnn | flash | efficient | math (CUDA SDPA kernel)"),
 ]
 _BOOL_FLAGS: list[tuple[str, str, str]] = [
     ("--dora", "use_dora", "train DoRA instead of plain LoRA"),
     ("--gradient-checkpointing", "gradient_checkpointing", "recompute activations (less memory)"),
+    ("--compile-blocks", "compile_blocks", "torch.compile each transformer block (CUDA)"),
     ("--fp8-base", "fp8_base", "store frozen base Linear weights in float8 (14B models)"),
 ]
 

@@ -67,6 +67,14 @@ class RunConfig(BaseModel):
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1")
     mixed_precision: Literal["bf16", "no"] = "bf16"
     gradient_checkpointing: bool = False
+    checkpoint_blocks: int | None = Field(
+        default=None, ge=0,
+        description="recompute only the last N transformer blocks (default: all when "
+                    "gradient_checkpointing); must cover block_swap")
+    compile_blocks: bool = Field(
+        default=False, description="torch.compile each transformer block (CUDA; first steps slower)")
+    attention: Literal["auto", "cudnn", "flash", "efficient", "math"] = Field(
+        default="auto", description="SDPA kernel preference on CUDA (auto: cuDNN on Hopper)")
     optimizer: Literal["adamw", "adamw8bit"] = "adamw8bit"
     weight_decay: float = Field(default=0.01, ge=0)
     max_grad_norm: float = Field(default=1.0, ge=0)
@@ -154,6 +162,13 @@ def resolve(config: RunConfig) -> tuple[Preset, Resolved]:
         raise InvalidInput(f"{preset.family} is a flow-matching model; objective must be 'flow'")
     if preset.family in ("sdxl", "sd1.5") and objective == "flow":
         raise InvalidInput(f"{preset.family} is a DDPM model; use objective epsilon or v_prediction")
+    if config.checkpoint_blocks is not None:
+        if not (config.gradient_checkpointing or config.block_swap):
+            raise InvalidInput("checkpoint_blocks needs gradient_checkpointing")
+        if config.checkpoint_blocks < config.block_swap:
+            raise InvalidInput(
+                f"checkpoint_blocks {config.checkpoint_blocks} < block_swap {config.block_swap}: "
+                "a swapped block must be recomputed; raise checkpoint_blocks")
     if config.use_dora and config.fp8_base:
         raise InvalidInput("use_dora needs the full-precision base weights; turn off fp8_base")
     if preset.variant != "t2v-a14b" and config.expert != "both":

@@ -9,12 +9,13 @@ Objectives
 
 Memory savers (documented in ``DEFAULTS.reasoning`` per family):
 - ``gradient_checkpointing``: diffusers' own recomputation in the denoiser.
-- ``fp8_base``: frozen base ``Linear`` weights stored as ``float8_e4m3fn`` (1 byte/param;
-  a 14B Wan fits in ~14 GB) and up-cast per matmul; LoRA weights stay fp32. Works on CPU
-  too (slowly); refused with DoRA.
-- ``block_swap=N``: the last N transformer blocks live on the CPU and are moved to the GPU
-  for their forward (and recompute) only; needs gradient checkpointing, which it turns on.
-  A no-op with a warning on CPU.
+- ``fp8_base``: frozen base ``Linear`` weights stored as ``float8_e4m3fn`` with a scale per
+  output row (1 byte/param: a 14B Wan holds ~14 GB), up-cast per matmul; the backward keeps
+  only the fp8 weight. LoRA weights stay fp32. Works on CPU too (slowly); refused with DoRA.
+- ``block_swap=N``: the frozen weights of the last N transformer blocks live in pinned host
+  memory and are copied in (prefetched on a side stream) when the block runs, forward and
+  recompute; needs gradient checkpointing, which it turns on. A no-op with a warning on CPU.
+  See ``memory.py``.
 - bf16 autocast on CUDA (``mixed_precision="bf16"``); fp32 on CPU.
 - AdamW 8-bit (bitsandbytes) on CUDA when importable, else torch AdamW.
 
@@ -32,8 +33,8 @@ import os
 import random
 import shutil
 import time
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,12 @@ from loraforge.trainer import cache as cache_mod
 from loraforge.trainer.config import RunConfig, resolve
 from loraforge.trainer.dataset import CaptionedDataset, DatasetConfig
 from loraforge.trainer.family import config_hash
+from loraforge.trainer.kernels import attention_backend, compile_blocks
+from loraforge.trainer.memory import (
+    checkpoint_last_blocks,
+    enable_block_swap,
+    fp8_base_weights,
+)
 from loraforge.trainer.presets import TINY_SEED, Preset, load_pipeline, weights_path
 from safetensors.torch import load_file, save_file
 
@@ -119,6 +126,7 @@ class Trainer:
         self.texts: dict[str, dict[str, torch.Tensor]] = {}
         self._epoch_batches: dict[int, list[list[int]]] = {}
         self._prepared = False
+        self._need_encoders: Callable[[], None] = lambda: None
 
     # ------------------------------------------------------------ setup
 
@@ -140,7 +148,8 @@ class Trainer:
                 comp.requires_grad_(False)
         torch.manual_seed(self.config.seed)
         for name, model in self._selected_denoisers().items():
-            model.to(self.device)
+            # The adapter, fp8 and block swap are set up where the weights were loaded (the
+            # CPU for real presets), so a 14B model never has to fit on the GPU whole.
             model.add_adapter(LoraConfig(
                 r=self.args.rank, lora_alpha=self.args.alpha,
                 target_modules=self.args.target_modules, init_lora_weights=True,
@@ -153,11 +162,19 @@ class Trainer:
                     self.params[f"{name}/{pname}"] = p
             if self.config.gradient_checkpointing or self.config.block_swap:
                 model.enable_gradient_checkpointing()
+                if self.config.checkpoint_blocks is not None:
+                    checkpoint_last_blocks(model, self.config.checkpoint_blocks)
             if self.config.fp8_base:
                 n = fp8_base_weights(model)
                 self.log(f"{name}: {n} Linear weights stored in float8_e4m3fn")
+            if self.config.compile_blocks and self.device.type == "cuda":
+                compile_blocks(model)
             if self.config.block_swap:
-                enable_block_swap(model, self.config.block_swap, self.device)
+                swapper = enable_block_swap(model, self.config.block_swap, self.device)
+                if swapper is not None:
+                    self.log(f"{name}: {len(swapper.blocks)} blocks swapped to host memory")
+            else:
+                model.to(self.device)
             self.models[name] = model
         if not self.params:
             raise InvalidInput(
@@ -167,11 +184,47 @@ class Trainer:
 
     def _encode_all(self) -> None:
         """Latents and text embeddings for every sample, from the cache or computed once."""
+        with self._encoders_on_device():
+            self._encode_samples()
+
+    @contextmanager
+    def _encoders_on_device(self) -> Iterator[None]:
+        """VAE and text encoders on the compute device while encoding, on the CPU after.
+
+        Encoders load on the CPU with the pipeline and go to the GPU only for a cache miss;
+        then they go back, so the denoiser has the whole card (a Wan T5 is 11 GB in bf16).
+        """
+        denoisers = set(self.family.denoisers(self.pipe))
+        encoders = [m for name, m in self.pipe.components.items()
+                    if isinstance(m, torch.nn.Module) and name not in denoisers]
+        moved: list[tuple[torch.nn.Module, torch.device]] = []
+
+        def to_device() -> None:
+            if moved or self.device.type == "cpu":
+                return
+            for m in encoders:
+                p = next(iter(m.parameters()), None)
+                if p is not None and p.device != self.device:
+                    moved.append((m, p.device))
+                    m.to(self.device)
+
+        self._need_encoders = to_device
+        try:
+            yield
+        finally:
+            self._need_encoders = lambda: None
+            for m, home in moved:
+                m.to(home)
+            if moved and self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    def _encode_samples(self) -> None:
         enc_device = self.device
         for i, s in enumerate(self.dataset.samples):
             key = cache_mod.media_key(self.model_id, s.key, self.variant)
             got = self.cache.get("latents", key)
             if got is None:
+                self._need_encoders()
                 pixels = self.dataset.load_pixels(i).unsqueeze(0)
                 got = {k: v[0] for k, v in
                        self.family.encode_media(self.pipe, pixels, enc_device, self.variant).items()}
@@ -181,6 +234,7 @@ class Trainer:
             key = cache_mod.text_key(self.model_id, caption)
             got = self.cache.get("text", key)
             if got is None:
+                self._need_encoders()
                 got = {k: v[0] for k, v in
                        self.family.encode_text(self.pipe, [caption], enc_device).items()}
                 self.cache.put("text", key, got)
@@ -341,8 +395,9 @@ class Trainer:
                 batch = self.collate(self.batch_at(step * accum + j))
                 name, t = self._route(gen, batch["latents"].shape[0])
                 noise = torch.randn(batch["latents"].shape, generator=gen)
-                loss = self.loss_on(name, batch, noise, t) / accum
-                loss.backward()
+                with attention_backend(self.config.attention, self.device):
+                    loss = self.loss_on(name, batch, noise, t) / accum
+                    loss.backward()
                 step_loss += float(loss.detach())
             if self.config.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(list(self.params.values()), self.config.max_grad_norm)
@@ -483,44 +538,6 @@ def latest_checkpoint(root: Path) -> Path | None:
 def train(config: RunConfig | dict[str, Any], **kwargs: Any) -> TrainResult:
     cfg = config if isinstance(config, RunConfig) else RunConfig.parse(config)
     return Trainer(cfg, **kwargs).run()
-
-
-# ---------------------------------------------------------------- memory savers
-
-def fp8_base_weights(model: torch.nn.Module) -> int:
-    """Store every frozen ``nn.Linear`` weight as float8_e4m3fn, up-cast per call."""
-    if not hasattr(torch, "float8_e4m3fn"):
-        warnings.warn("this torch has no float8 dtype; fp8_base ignored", stacklevel=2)
-        return 0
-    n = 0
-    for module in model.modules():
-        if type(module) is torch.nn.Linear and not module.weight.requires_grad:
-            w = module.weight
-            module.weight = torch.nn.Parameter(w.data.to(torch.float8_e4m3fn), requires_grad=False)
-
-            def forward(x: torch.Tensor, _m: torch.nn.Linear = module) -> torch.Tensor:
-                b = None if _m.bias is None else _m.bias.to(x.dtype)
-                return F.linear(x, _m.weight.to(x.dtype), b)
-
-            module.forward = forward  # type: ignore[method-assign]
-            n += 1
-    return n
-
-
-def enable_block_swap(model: torch.nn.Module, n_blocks: int, device: torch.device) -> int:
-    """Keep the last ``n_blocks`` transformer blocks on the CPU between uses."""
-    if device.type != "cuda":
-        warnings.warn("block_swap only saves memory on a GPU; ignored on CPU", stacklevel=2)
-        return 0
-    blocks: list[torch.nn.Module] = []
-    for attr in ("blocks", "transformer_blocks", "single_transformer_blocks"):
-        blocks += list(getattr(model, attr, []) or [])
-    chosen = blocks[-n_blocks:] if n_blocks < len(blocks) else blocks
-    for blk in chosen:
-        blk.to("cpu")
-        blk.register_forward_pre_hook(lambda m, a: m.to(device, non_blocking=True))
-        blk.register_forward_hook(lambda m, a, o: m.to("cpu", non_blocking=True))
-    return len(chosen)
 
 
 def describe_defaults() -> dict[str, dict[str, Any]]:

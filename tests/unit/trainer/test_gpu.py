@@ -1,0 +1,52 @@
+"""The trainer's CUDA-only paths (skipped without a GPU): block swap's copies and prefetch
+stream, fp8 under bf16 autocast, the SDPA kernel choice. Self-contained (no conftest
+fixtures) so it also runs on a bare GPU machine with ``--noconftest``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+
+def _train(dataset: Path, out: Path, **kw: object):
+    from loraforge.trainer.config import RunConfig
+    from loraforge.trainer.train import Trainer
+
+    trainer = Trainer(RunConfig(preset="tiny-wan2.1-t2v", dataset=dataset, output_dir=out,
+                                steps=12, rank=4, learning_rate=1e-3, seed=5, device="cuda",
+                                optimizer="adamw", resolution="64x48", frames=9, **kw))
+    return trainer, trainer.run()
+
+
+def test_fp8_block_swap_and_partial_checkpointing_train_like_the_plain_run(tmp_path: Path) -> None:
+    from loraforge.trainer.memory import transformer_blocks
+    from loraforge.trainer.synthetic import write_video_dataset
+
+    data = write_video_dataset(tmp_path / "data", clips=2, frames=9)
+    plain, plain_result = _train(data, tmp_path / "plain", gradient_checkpointing=True)
+    saver, saver_result = _train(data, tmp_path / "saver", gradient_checkpointing=True,
+                                 fp8_base=True, block_swap=2, checkpoint_blocks=2,
+                                 attention="cudnn")
+    assert plain_result.status == saver_result.status == "succeeded"
+    losses = torch.tensor(saver_result.losses)
+    assert torch.isfinite(losses).all()
+    # Same seed, same batches: fp8 weights move the loss curve a little, not its course.
+    ref = torch.tensor(plain_result.losses)
+    assert ((losses - ref).abs() / ref.abs()).max() < 0.25
+    model = saver.models["transformer"]
+    last = transformer_blocks(model)[-1]
+    frozen = [p for p in last.parameters() if not p.requires_grad]
+    lora = [p for p in last.parameters() if p.requires_grad]
+    # Both blocks swapped; the backward ends on the first, so the last one's base weights are
+    # back in pinned host memory. Its LoRA weights never left the GPU.
+    assert frozen and all(p.device.type == "cpu" and p.is_pinned() for p in frozen)
+    assert lora and all(p.device.type == "cuda" for p in lora)
+    assert last.attn1.to_q.base_layer.weight.dtype == torch.float8_e4m3fn
+    assert saver_result.files and all(Path(f).exists() for f in saver_result.files.values())
