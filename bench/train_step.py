@@ -26,8 +26,8 @@ import platform
 import resource
 import sys
 import time
-from types import SimpleNamespace
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import torch

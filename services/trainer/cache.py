@@ -7,21 +7,24 @@ and sampling), or the caption text. The same clip at another resolution or frame
 a different entry; an edited caption is a new text entry.
 
 :class:`CacheStore` is the storage interface. :class:`LocalCacheStore` keeps safetensors
-files in a directory; the trainer service will back the same interface with the object
-store (``models`` bucket for text/latent caches under the tenant's prefix) - see
-``ObjectStoreCacheStore`` below, which is the marked extension point.
+files in a directory; :class:`ObjectStoreCacheStore` (what the trainer service uses) puts
+the object store behind such a directory, so later runs and sweeps on any replica or
+Kubernetes pod reuse the entries.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from safetensors.torch import load_file, save_file
+
+log = logging.getLogger(__name__)
 
 
 class CacheStore(Protocol):
@@ -82,15 +85,75 @@ class MemoryCacheStore:
         self.data[(kind, key)] = tensors
 
 
-class ObjectStoreCacheStore:  # pragma: no cover - service-layer extension point
-    """TODO(service layer): back :class:`CacheStore` with ``loraforge.runtime.storage``
-    (bucket ``models``, key ``<tenant>/<project>/cache/<kind>/<key>.safetensors``, written
-    with ``put_if_absent_file`` so concurrent runs never half-write an entry)."""
+class ObjectStoreCacheStore:
+    """The object store as the shared cache, a local directory in front of it.
 
-    def __init__(self, *_: object, **__: object) -> None:
-        raise NotImplementedError(
-            "the object-store cache is provided by the trainer service; use LocalCacheStore"
-        )
+    Entries live in the ``models`` bucket under ``<prefix>/<kind>/<key[:2]>/<key>.safetensors``
+    (the trainer service uses ``<tenant>/cache``: every run and sweep of a tenant shares its
+    latents, and tenants never see each other's). Keys are content hashes, so an entry never
+    changes: writes are put-if-absent, and a concurrent run that wrote the same entry first
+    wins harmlessly. Reads fill the local directory, so one run reads each entry once.
+    A failing object store never fails a run: the entry is recomputed (a miss).
+    """
+
+    def __init__(self, store: Any, prefix: str, local_dir: Path | str):
+        self.store = store
+        self.prefix = prefix.strip("/")
+        self.local = LocalCacheStore(local_dir)
+        self.hits = 0  # read from the object store
+        self.local_hits = 0
+        self.misses = 0
+        self.uploads = 0
+
+    def object_key(self, kind: str, key: str) -> str:
+        return f"{self.prefix}/{kind}/{key[:2]}/{key}.safetensors"
+
+    def get(self, kind: str, key: str) -> dict[str, torch.Tensor] | None:
+        from loraforge.runtime.errors import LoraforgeError
+        from loraforge.runtime.storage import Bucket
+
+        got = self.local.get(kind, key)
+        if got is not None:
+            self.local_hits += 1
+            self._publish(kind, key)  # a local copy from before this store had it
+            return got
+        path = self.local._path(kind, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
+        os.close(fd)
+        try:
+            if self.store.stat(Bucket.MODELS, self.object_key(kind, key)) is None:
+                self.misses += 1
+                return None
+            self.store.download(Bucket.MODELS, self.object_key(kind, key), tmp)
+            tensors = load_file(tmp)
+            os.replace(tmp, path)
+        except (LoraforgeError, OSError, ValueError, RuntimeError) as exc:
+            log.warning("cache entry %s/%s unreadable from the object store (%s): recomputing",
+                        kind, key, exc)
+            self.misses += 1
+            return None
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        self.hits += 1
+        return tensors
+
+    def put(self, kind: str, key: str, tensors: dict[str, torch.Tensor]) -> None:
+        self.local.put(kind, key, tensors)
+        self._publish(kind, key)
+
+    def _publish(self, kind: str, key: str) -> None:
+        from loraforge.runtime.errors import LoraforgeError
+        from loraforge.runtime.storage import Bucket
+
+        try:
+            _, wrote = self.store.put_if_absent_file(
+                Bucket.MODELS, self.object_key(kind, key), self.local._path(kind, key))
+        except (LoraforgeError, OSError) as exc:
+            log.warning("cache entry %s/%s not uploaded (%s): it stays local", kind, key, exc)
+            return
+        self.uploads += int(wrote)
 
 
 def model_fingerprint(preset_name: str, config_hash: str, weights_dir: Path | None,

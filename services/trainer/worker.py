@@ -23,8 +23,11 @@ Wan 2.2 A14B writes one file per expert: `last.safetensors` is the high-noise ex
 names all of them.
 
 `run.json` existing means the job is done: a redelivered or retried job answers with it and
-trains nothing again. Latents and text embeddings are cached under
-`<workdir_root>/cache` (a local directory; the object-store cache is not wired yet).
+trains nothing again. A job redelivered before that (a crashed worker or an evicted pod)
+resumes from the newest checkpoint it uploaded: each upload carries the optimizer, scheduler
+and RNG state of that step. Latents and text embeddings are cached in `models/<tenant>/cache/`
+(ObjectStoreCacheStore: shared by every run, sweep and replica of the tenant) with a local copy
+under `<workdir_root>/cache`.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ COMPLETED_EVENT = "training.completed"
 RECORD = "run.json"
 LORA_CONTENT_TYPE = "application/octet-stream"
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+RESUME_FILES = ("training_state.pt", "run_config.json")
 # RunConfig fields the service owns: `extra` may not point them elsewhere.
 RESERVED_EXTRA = frozenset({"preset", "dataset", "output_dir", "cache_dir", "models_dir", "name",
                             "dataset_id", "resume"})
@@ -221,17 +225,25 @@ class TrainingWork:
         state: dict[str, Any] = {"step": 0, "total": 1, "loss": None, "message": "loading the base model"}
         cancelled = threading.Event()
         logs: list[str] = []
-        uploaded: dict[int, dict[str, Any]] = {}
         ckpt_root = Path(config.output_dir) / "checkpoints"
+        # A redelivered job (worker crash, pod eviction) resumes from its newest upload.
+        uploaded = await asyncio.to_thread(self._remote_checkpoints, prefix)
+        restored = await asyncio.to_thread(self._restore_latest, prefix, uploaded, ckpt_root)
+        if restored is not None:
+            config = config.model_copy(update={"resume": "latest"})
+            logs.append(f"resuming from the uploaded checkpoint of step {restored}")
+            state["step"] = restored
 
         def on_progress(step: int, total: int, loss: float) -> None:
             state.update(step=step, total=total, loss=loss,
                          message=f"step {step}/{total}, loss {loss:.4f}")
 
         def run() -> Any:
+            from loraforge.trainer.cache import ObjectStoreCacheStore
             from loraforge.trainer.train import Trainer
 
-            trainer = Trainer(config, on_progress=on_progress,
+            cache = ObjectStoreCacheStore(self._store, f"{ref.tenant}/cache", self.cache_dir)
+            trainer = Trainer(config, cache_store=cache, on_progress=on_progress,
                               should_cancel=lambda _s: cancelled.is_set(),
                               log=lambda m: logs.append(m))
             state["message"] = f"training {trainer.args.steps} steps"
@@ -358,7 +370,14 @@ class TrainingWork:
         return out
 
     def _upload_checkpoints(self, prefix: str, root: Path, uploaded: dict[int, dict[str, Any]]) -> None:
-        from loraforge.trainer.train import LORA_FILE
+        """New local checkpoints -> `loras/<prefix>/checkpoints/step-N/`.
+
+        The LoRA stays for every step (evaluation scores them all); the resume state
+        (optimizer, scheduler, RNG: as big as the LoRA twice over) only for the newest step,
+        so a redelivered job resumes from there. State files go up before the LoRA, which
+        marks the step as uploaded.
+        """
+        from loraforge.trainer.train import LORA_FILE, STATE_FILE
 
         if not root.is_dir():
             return
@@ -369,13 +388,52 @@ class TrainingWork:
                 continue
             if step in uploaded or not (d / LORA_FILE).is_file():
                 continue
+            base = f"{prefix}/checkpoints/step-{step}"
             try:
-                stored = self._store.put_file(Bucket.LORAS, f"{prefix}/checkpoints/step-{step}/{LORA_FILE}",
+                for name in RESUME_FILES:
+                    if (d / name).is_file():
+                        self._store.put_file(Bucket.LORAS, f"{base}/{name}", d / name)
+                stored = self._store.put_file(Bucket.LORAS, f"{base}/{LORA_FILE}",
                                               d / LORA_FILE, content_type=LORA_CONTENT_TYPE)
             except FileNotFoundError:  # pruned (keep_checkpoints) while we looked
                 continue
             uploaded[step] = {"bucket": "loras", "key": stored.key, "kind": "checkpoint",
                               "size": stored.size, "sha256": stored.sha256 or ""}
+            previous = max((s for s in uploaded if s < step), default=None)
+            if previous is not None:  # the only older step that still has its state
+                self._store.delete(Bucket.LORAS, f"{prefix}/checkpoints/step-{previous}/{STATE_FILE}")
+
+    def _remote_checkpoints(self, prefix: str) -> dict[int, dict[str, Any]]:
+        """Checkpoints a previous delivery of this job uploaded (step -> artifact)."""
+        from loraforge.trainer.train import LORA_FILE
+
+        found: dict[int, dict[str, Any]] = {}
+        for obj in self._store.list(Bucket.LORAS, f"{prefix}/checkpoints/"):
+            parts = obj.key.removeprefix(f"{prefix}/checkpoints/").split("/")
+            if len(parts) == 2 and parts[1] == LORA_FILE and parts[0].startswith("step-"):
+                try:
+                    step = int(parts[0].removeprefix("step-"))
+                except ValueError:
+                    continue
+                found[step] = {"bucket": "loras", "key": obj.key, "kind": "checkpoint",
+                               "size": obj.size, "sha256": obj.sha256 or ""}
+        return found
+
+    def _restore_latest(self, prefix: str, uploaded: dict[int, dict[str, Any]], ckpt_root: Path
+                        ) -> int | None:
+        """Download the newest uploaded checkpoint that has its resume state; its step."""
+        from loraforge.trainer.train import LORA_FILE, STATE_FILE
+
+        for step in sorted(uploaded, reverse=True):
+            base = f"{prefix}/checkpoints/step-{step}"
+            if self._store.stat(Bucket.LORAS, f"{base}/{STATE_FILE}") is None:
+                continue
+            dest = ckpt_root / f"step-{step:08d}"
+            for name in (*RESUME_FILES, LORA_FILE):
+                if self._store.stat(Bucket.LORAS, f"{base}/{name}") is not None:
+                    self._store.download(Bucket.LORAS, f"{base}/{name}", dest / name)
+            return step
+        return None
 
     def _commit(self, job: Job, prefix: str, ckpt_root: Path, uploaded: dict[int, dict[str, Any]],
                 trainer: Any, result: Any, info: dict[str, Any], params: TrainingParams,
@@ -421,7 +479,10 @@ class TrainingWork:
                 "eval_losses": {str(k): v for k, v in result.eval_losses.items()},
                 "seconds": round(result.seconds, 3),
             },
-            "loss_history": result.losses,
+            "loss_history": result.losses,  # this delivery's steps (after resumed_from_step)
+            "resumed_from_step": result.step - len(result.losses),
+            "cache": {k: getattr(trainer.cache, k, None)
+                      for k in ("hits", "local_hits", "misses", "uploads")},
             "checkpoints": {str(s): uploaded[s]["key"] for s in sorted(uploaded)},
             "training_args": json.loads(json.dumps(a.training_args(), default=str)),
             "warnings": list(a.warnings) + list(getattr(trainer.dataset, "skipped", []) or []),

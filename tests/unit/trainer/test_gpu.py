@@ -30,7 +30,7 @@ def test_fp8_block_swap_and_partial_checkpointing_train_like_the_plain_run(tmp_p
     from loraforge.trainer.synthetic import write_video_dataset
 
     data = write_video_dataset(tmp_path / "data", clips=2, frames=9)
-    plain, plain_result = _train(data, tmp_path / "plain", gradient_checkpointing=True)
+    _, plain_result = _train(data, tmp_path / "plain", gradient_checkpointing=True)
     saver, saver_result = _train(data, tmp_path / "saver", gradient_checkpointing=True,
                                  fp8_base=True, block_swap=2, checkpoint_blocks=2,
                                  attention="cudnn")

@@ -10,8 +10,8 @@ import torch
 from loraforge.trainer.memory import (
     FP8,
     BlockSwapper,
-    checkpoint_last_blocks,
     _Fp8Linear,
+    checkpoint_last_blocks,
     fp8_base_weights,
     quantize_fp8,
     transformer_blocks,
@@ -31,7 +31,7 @@ def test_scaled_fp8_is_accurate_at_any_weight_magnitude(std: float) -> None:
     ref = x @ w.T
     q, scale = quantize_fp8(w)
     assert q.dtype == FP8 and scale.shape == (256, 1)
-    rel = lambda y: ((y - ref).norm() / ref.norm()).item()  # noqa: E731
+    rel = lambda y: ((y - ref).norm() / ref.norm()).item()
     scaled = rel(x @ (q.float() * scale).T)
     plain = rel(x @ w.to(FP8).float().T)  # what an unscaled cast would compute
     assert scaled < 0.04
