@@ -175,7 +175,7 @@ def _sync(device: torch.device) -> None:
 def bench(name: str, resolution: str | None, frames: int | None, full: bool, steps: int,
           device: torch.device, gradient_checkpointing: bool, fp8: bool = False,
           block_swap: int = 0, attention: str = "auto",
-          checkpoint_blocks: int | None = None, compile_: bool = False) -> dict[str, Any]:
+          checkpoint_blocks: int | None = None, compile_: str = "") -> dict[str, Any]:
     from peft import LoraConfig
 
     p = get_preset(name)
@@ -203,8 +203,10 @@ def bench(name: str, resolution: str | None, frames: int | None, full: bool, ste
             checkpoint_last_blocks(model, checkpoint_blocks)
     if fp8:
         fp8_base_weights(model)
-    if compile_:
+    if compile_ == "blocks":
         compile_blocks(model)
+    elif compile_ == "model":  # experiment: the whole forward, checkpoint regions included
+        model.compile()
     if block_swap:
         enable_block_swap(model, block_swap, device)
     model.train()
@@ -232,7 +234,8 @@ def bench(name: str, resolution: str | None, frames: int | None, full: bool, ste
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    step()  # warm-up (allocations, kernels)
+    for _ in range(3 if compile_ else 1):  # warm-up (allocations, kernels, compiled variants)
+        step()
     model_flops, fwd_flops = train_flops(loss_of_step)
     recomputed = 0.0
     if gradient_checkpointing or block_swap:
@@ -254,7 +257,7 @@ def bench(name: str, resolution: str | None, frames: int | None, full: bool, ste
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
     n_params = sum(q.numel() for q in model.parameters())
     saver = "+".join(x for x, on in ((f"sdpa:{attention}", attention != "auto"),
-                                      ("compile", compile_),
+                                      (f"compile:{compile_}", compile_),
                                       ("ckpt" if checkpoint_blocks is None else f"ckpt{checkpoint_blocks}",
                                        gradient_checkpointing or block_swap),
                                       ("fp8", fp8), (f"swap{block_swap}", block_swap)) if on)
@@ -279,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="keep the last N blocks' frozen weights in host memory (CUDA only)")
     ap.add_argument("--checkpoint-blocks", type=int, metavar="N",
                     help="with --gradient-checkpointing: recompute only the last N blocks")
-    ap.add_argument("--compile", action="store_true", help="torch.compile each transformer block")
+    ap.add_argument("--compile", choices=["blocks", "model"], default="",
+                    help="torch.compile each transformer block's forward, or the whole model")
     ap.add_argument("--attention", default="auto", choices=["auto", "cudnn", "flash", "efficient", "math"],
                     help="SDPA kernel preference on CUDA (auto: cuDNN on Hopper)")
     args = ap.parse_args(argv)
