@@ -63,7 +63,7 @@ def ingest(
         stub = ingest_pb2_grpc.IngestServiceStub(channel)
         request = ingest_pb2.StartIngestRequest(
             scope=scope(ref.tenant, ref.project), request_id=f"cli-{uuid.uuid4().hex}", sources=keys,
-            min_s=min_s, max_s=max_s, fps=fps, max_long_side=max_long_side,
+            min_s=min_s, max_s=max_s, fps=fps, max_long_side=max_long_side or None,  # 0: keep
         )
         job = call(stub.StartIngest, request, service="ingest", target=target, as_json=as_json)
         if wait and not is_terminal(job):

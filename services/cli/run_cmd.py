@@ -140,7 +140,8 @@ def _stages(settings: Any, ref: Any, keys: list[str], trigger: str, base: str, t
         # follow that one instead of curating the same clips twice.
         auto = None if target else _automatic_curation(stub, wire, ref, prev["ingest"]["job_id"])
         job = auto or stub.StartCuration(curation_pb2.StartCurationRequest(
-            scope=wire, request_id=f"run-{run_id}-curate", target_size=target), timeout=RPC_TIMEOUT_S)
+            scope=wire, request_id=f"run-{run_id}-curate",
+            target_size=target or None), timeout=RPC_TIMEOUT_S)
         return job, stub, "curation", endpoint
 
     def caption(prev: dict[str, Any]) -> tuple[Any, Any, str, str]:
@@ -156,10 +157,10 @@ def _stages(settings: Any, ref: Any, keys: list[str], trigger: str, base: str, t
         endpoint = settings.endpoints.trainer
         stub = trainer_pb2_grpc.TrainerServiceStub(sync_channel(endpoint))
         # Tiny presets are the demo: few steps at the preset's small default size. Real presets
-        # get the family defaults (proto zero = default).
+        # get the family defaults (an unset optional field = default).
         run = common_pb2.TrainingRun(dataset_id=prev["curate"]["result"]["dataset_id"],
-                                     base_preset=base, rank=8 if tiny else 0,
-                                     steps=40 if tiny else 0, seed=1)
+                                     base_preset=base, rank=8 if tiny else None,
+                                     steps=40 if tiny else None, seed=1)
         job = stub.StartTraining(trainer_pb2.StartTrainingRequest(
             scope=wire, request_id=f"run-{run_id}-train", run=run), timeout=RPC_TIMEOUT_S)
         return job, stub, "trainer", endpoint

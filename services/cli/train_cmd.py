@@ -84,9 +84,10 @@ def train(
         fail(str(exc), as_json=as_json)
     except (NotFound, LoraforgeError) as exc:
         fail(str(exc), as_json=as_json, code=2)
-    run = common_pb2.TrainingRun(dataset_id=dataset_id, base_preset=base, rank=rank or 0,
-                                 learning_rate=lr or 0.0, steps=steps or 0,
-                                 resolution=resolution or 0, frames=frames or 0, seed=seed or 0)
+    # optional fields: None leaves one unset (the service's default), a value is sent as is
+    run = common_pb2.TrainingRun(dataset_id=dataset_id, base_preset=base, rank=rank,
+                                 learning_rate=lr, steps=steps, resolution=resolution,
+                                 frames=frames, seed=seed)
     wire = scope(tenant, project)
     target = settings.endpoints.trainer
     with sync_channel(target) as channel:

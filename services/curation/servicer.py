@@ -11,6 +11,7 @@ from loraforge.runtime.servicers import (
     JobCalls,
     dict_from_struct,
     job_to_wire,
+    present_fields,
     scope_from_wire,
 )
 from loraforge.v1 import common_pb2, curation_pb2, curation_pb2_grpc
@@ -29,8 +30,9 @@ class CurationServicer(JobCalls, curation_pb2_grpc.CurationServiceServicer):
     ) -> common_pb2.Job:
         tenant, project = scope_from_wire(request.scope)
         params = CurationParams.parse(
-            reference_keys=list(request.reference_keys), target_size=request.target_size,
-            lora_type=request.lora_type, policy_overrides=dict_from_struct(request.policy_overrides),
+            reference_keys=list(request.reference_keys), lora_type=request.lora_type,
+            policy_overrides=dict_from_struct(request.policy_overrides),
+            present=present_fields(request, "target_size"),
         )
         # refuse at the door what the job would fail on: bad overrides, foreign references
         build_policy(params)

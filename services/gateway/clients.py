@@ -140,14 +140,14 @@ class BackendClients:
     async def start_ingest(self, tenant: str, project: str, req: IngestStart) -> Job:
         msg = ingest_pb2.StartIngestRequest(
             scope=self._scope(tenant, project), request_id=req.request_id or "",
-            sources=req.sources, min_s=req.min_s or 0.0, max_s=req.max_s or 0.0, fps=req.fps or 0.0,
-            max_long_side=req.max_long_side or 0)
+            sources=req.sources, min_s=req.min_s, max_s=req.max_s, fps=req.fps,
+            max_long_side=req.max_long_side)  # optional fields: None leaves them unset
         return job_from_wire(await self._call("ingest", "StartIngest", msg))
 
     async def start_curation(self, tenant: str, project: str, req: CurationStart) -> Job:
         msg = curation_pb2.StartCurationRequest(
             scope=self._scope(tenant, project), request_id=req.request_id or "",
-            reference_keys=req.reference_keys, target_size=req.target_size or 0,
+            reference_keys=req.reference_keys, target_size=req.target_size,
             lora_type=req.lora_type, policy_overrides=_struct(req.policy_overrides))
         return job_from_wire(await self._call("curation", "StartCuration", msg))
 
@@ -159,11 +159,12 @@ class BackendClients:
         return job_from_wire(await self._call("captioning", "StartCaptioning", msg))
 
     async def start_training(self, tenant: str, project: str, req: TrainingStart) -> Job:
+        # The numbers are proto3 `optional`: None leaves a field unset (the service's default),
+        # any value, 0 included, is sent as is.
         run = common_pb2.TrainingRun(
-            dataset_id=req.dataset_id, base_preset=req.preset, rank=req.rank or 0,
-            alpha=req.alpha or 0, learning_rate=req.learning_rate or 0.0, steps=req.steps or 0,
-            resolution=req.resolution or 0, frames=req.frames or 0, seed=req.seed or 0,
-            extra=_struct(req.extra))
+            dataset_id=req.dataset_id, base_preset=req.preset, rank=req.rank, alpha=req.alpha,
+            learning_rate=req.learning_rate, steps=req.steps, resolution=req.resolution,
+            frames=req.frames, seed=req.seed, extra=_struct(req.extra))
         msg = trainer_pb2.StartTrainingRequest(
             scope=self._scope(tenant, project), request_id=req.request_id or "", run=run,
             on_kubernetes=req.on_kubernetes)

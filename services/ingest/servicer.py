@@ -7,7 +7,7 @@ from loraforge.ingest.layout import check_source
 from loraforge.runtime.job_service import JobService
 from loraforge.runtime.keys import ProjectRef
 from loraforge.runtime.params import IngestParams
-from loraforge.runtime.servicers import JobCalls, job_to_wire, scope_from_wire
+from loraforge.runtime.servicers import JobCalls, job_to_wire, present_fields, scope_from_wire
 from loraforge.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
 
 
@@ -24,8 +24,8 @@ class IngestServicer(JobCalls, ingest_pb2_grpc.IngestServiceServicer):
     ) -> common_pb2.Job:
         tenant, project = scope_from_wire(request.scope)
         params = IngestParams.parse(
-            sources=list(request.sources), min_s=request.min_s, max_s=request.max_s,
-            fps=request.fps, max_long_side=request.max_long_side,
+            sources=list(request.sources),
+            present=present_fields(request, "min_s", "max_s", "fps", "max_long_side"),
         )
         # Refuse other tenants' (and projects') keys here, before a job exists; the worker
         # checks again, for jobs started by other paths.

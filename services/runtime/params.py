@@ -3,6 +3,7 @@ job records carry. Validation here is the one place a bad request is refused."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
@@ -25,9 +26,14 @@ class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     @classmethod
-    def parse(cls, **values: Any) -> _Params:
-        """Build from wire values, where proto3 sends 0 / "" for "not set"."""
+    def parse(cls, *, present: Mapping[str, Any] | None = None, **values: Any) -> _Params:
+        """Build from wire values, where plain proto3 fields send 0 / "" for "not set".
+
+        `present` holds the fields whose presence the wire carries (proto3 `optional`, read
+        with `present_fields`): they are validated as sent, so an explicit 0 is refused where
+        0 is invalid instead of silently becoming the default."""
         cleaned = {k: v for k, v in values.items() if v not in (0, 0.0, "", None, [], {})}
+        cleaned.update(present or {})
         try:
             return cls(**cleaned)
         except ValidationError as exc:

@@ -43,6 +43,12 @@ def scope_from_wire(scope: common_pb2.ProjectScope, *, project_required: bool = 
     return scope.tenant, scope.project
 
 
+def present_fields(message: Any, *names: str) -> dict[str, Any]:
+    """The named proto3 `optional` fields that are set on `message`, with their values (0
+    included); unset fields are left out so the domain default applies."""
+    return {name: getattr(message, name) for name in names if message.HasField(name)}
+
+
 def struct_from_dict(value: dict[str, Any]) -> struct_pb2.Struct:
     out = struct_pb2.Struct()
     out.update(json_safe(value))

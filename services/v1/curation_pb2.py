@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from loraforge.v1 import common_pb2 as loraforge_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bloraforge/v1/curation.proto\x12\x0cloraforge.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x19loraforge/v1/common.proto\"\xc8\x01\n\x14StartCurationRequest\x12)\n\x05scope\x18\x01 \x01(\x0b\x32\x1a.loraforge.v1.ProjectScope\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x16\n\x0ereference_keys\x18\x03 \x03(\t\x12\x13\n\x0btarget_size\x18\x04 \x01(\x05\x12\x11\n\tlora_type\x18\x05 \x01(\t\x12\x31\n\x10policy_overrides\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct2\x9e\x02\n\x0f\x43urationService\x12\x46\n\rStartCuration\x12\".loraforge.v1.StartCurationRequest\x1a\x11.loraforge.v1.Job\x12\x38\n\x06GetJob\x12\x1b.loraforge.v1.GetJobRequest\x1a\x11.loraforge.v1.Job\x12I\n\x08ListJobs\x12\x1d.loraforge.v1.ListJobsRequest\x1a\x1e.loraforge.v1.ListJobsResponse\x12>\n\tCancelJob\x12\x1e.loraforge.v1.CancelJobRequest\x1a\x11.loraforge.v1.Jobb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bloraforge/v1/curation.proto\x12\x0cloraforge.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x19loraforge/v1/common.proto\"\xdd\x01\n\x14StartCurationRequest\x12)\n\x05scope\x18\x01 \x01(\x0b\x32\x1a.loraforge.v1.ProjectScope\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x16\n\x0ereference_keys\x18\x03 \x03(\t\x12\x18\n\x0btarget_size\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x11\n\tlora_type\x18\x05 \x01(\t\x12\x31\n\x10policy_overrides\x18\x06 \x01(\x0b\x32\x17.google.protobuf.StructB\x0e\n\x0c_target_size2\x9e\x02\n\x0f\x43urationService\x12\x46\n\rStartCuration\x12\".loraforge.v1.StartCurationRequest\x1a\x11.loraforge.v1.Job\x12\x38\n\x06GetJob\x12\x1b.loraforge.v1.GetJobRequest\x1a\x11.loraforge.v1.Job\x12I\n\x08ListJobs\x12\x1d.loraforge.v1.ListJobsRequest\x1a\x1e.loraforge.v1.ListJobsResponse\x12>\n\tCancelJob\x12\x1e.loraforge.v1.CancelJobRequest\x1a\x11.loraforge.v1.Jobb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,7 +34,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'loraforge.v1.curation_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STARTCURATIONREQUEST']._serialized_start=103
-  _globals['_STARTCURATIONREQUEST']._serialized_end=303
-  _globals['_CURATIONSERVICE']._serialized_start=306
-  _globals['_CURATIONSERVICE']._serialized_end=592
+  _globals['_STARTCURATIONREQUEST']._serialized_end=324
+  _globals['_CURATIONSERVICE']._serialized_start=327
+  _globals['_CURATIONSERVICE']._serialized_end=613
 # @@protoc_insertion_point(module_scope)

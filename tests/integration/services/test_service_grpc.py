@@ -96,6 +96,8 @@ async def test_ingest_job_calls_and_idempotent_start(running) -> None:
         ({"sources": []}, "sources"),
         ({"sources": ["a.mp4"], "min_s": 6, "max_s": 5}, "min_s"),
         ({"sources": ["a.mp4"], "fps": 500}, "fps"),
+        ({"sources": ["a.mp4"], "min_s": 0}, "min_s"),  # optional: an explicit 0 is not "unset"
+        ({"sources": ["a.mp4"], "max_long_side": 0}, "max_long_side"),
     ],
 )
 async def test_bad_requests_are_invalid_argument_with_a_reason(running, request_kwargs, fragment) -> None:
@@ -110,6 +112,42 @@ async def test_bad_requests_are_invalid_argument_with_a_reason(running, request_
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.StartIngest(ingest_pb2.StartIngestRequest(scope=bad_scope, sources=["a"]), timeout=5)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    await channel.close()
+
+
+async def _trainer_calls_only(clients, server) -> None:
+    from loraforge.runtime.job_service import JobService
+    from loraforge.trainer.servicer import TrainerServicer
+
+    server.add(TrainerServicer(JobService("trainer", clients.jobs, clients.bus)))
+
+
+async def test_trainer_refuses_rank_zero_and_defaults_an_unset_rank(running) -> None:
+    """TrainingRun's numbers are proto3 `optional`: rank 0 sent on the wire is refused with
+    INVALID_ARGUMENT naming the field, an omitted rank takes the default."""
+    from loraforge.runtime.params import TrainingParams
+    from loraforge.v1 import trainer_pb2, trainer_pb2_grpc
+
+    _, channel = await running("trainer", mount=_trainer_calls_only)
+    stub = trainer_pb2_grpc.TrainerServiceStub(channel)
+    scope = common_pb2.ProjectScope(tenant="acme", project="jane")
+
+    def start(request_id: str, **run) -> trainer_pb2.StartTrainingRequest:
+        return trainer_pb2.StartTrainingRequest(scope=scope, request_id=request_id, run=common_pb2.TrainingRun(
+            dataset_id="ds-1", base_preset="tiny-wan2.1-t2v", **run))
+
+    for field in ("rank", "steps", "learning_rate"):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.StartTraining(start(f"zero-{field}", **{field: 0}), timeout=5)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in info.value.details()
+    defaults = TrainingParams.model_fields
+    job = await stub.StartTraining(start("unset", steps=4), timeout=5)
+    assert job.params["rank"] == defaults["rank"].default == 32
+    assert job.params["learning_rate"] == defaults["learning_rate"].default
+    assert job.params["steps"] == 4
+    given = await stub.StartTraining(start("given", rank=8, seed=0), timeout=5)
+    assert (given.params["rank"], given.params["seed"]) == (8, 0)
     await channel.close()
 
 
