@@ -66,7 +66,9 @@ class RunConfig(BaseModel):
     models_dir: Path | None = Field(default=None, description="overrides LORAFORGE_MODELS__DIR")
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1")
     mixed_precision: Literal["bf16", "no"] = "bf16"
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | None = Field(
+        default=None, description="recompute activations; default: on for real presets on CUDA "
+        "(Wan 1.3B at 480x832x33 needs 46 GB without it, 5 GB with), off for tiny ones")
     checkpoint_blocks: int | None = Field(
         default=None, ge=0,
         description="recompute only the last N transformer blocks (default: all when "
@@ -163,8 +165,8 @@ def resolve(config: RunConfig) -> tuple[Preset, Resolved]:
     if preset.family in ("sdxl", "sd1.5") and objective == "flow":
         raise InvalidInput(f"{preset.family} is a DDPM model; use objective epsilon or v_prediction")
     if config.checkpoint_blocks is not None:
-        if not (config.gradient_checkpointing or config.block_swap):
-            raise InvalidInput("checkpoint_blocks needs gradient_checkpointing")
+        if config.gradient_checkpointing is False and not config.block_swap:
+            raise InvalidInput("checkpoint_blocks needs gradient_checkpointing (it is turned off)")
         if config.checkpoint_blocks < config.block_swap:
             raise InvalidInput(
                 f"checkpoint_blocks {config.checkpoint_blocks} < block_swap {config.block_swap}: "

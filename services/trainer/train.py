@@ -115,6 +115,11 @@ class Trainer:
         self.pipe = pipeline if pipeline is not None else load_pipeline(
             self.preset, config.models_dir, dtype=dtype)
         self.autocast = self.device.type == "cuda" and config.mixed_precision == "bf16"
+        gc = config.gradient_checkpointing
+        if gc is None:
+            gc = (self.device.type == "cuda" and not self.preset.tiny) or (
+                config.checkpoint_blocks is not None)
+        self.gradient_checkpointing = bool(gc or config.block_swap)
         self.model_id = cache_mod.model_fingerprint(
             self.preset.name, config_hash(*self.family.model_configs(self.pipe)),
             None if self.preset.tiny else weights_path(self.preset, config.models_dir),
@@ -160,7 +165,7 @@ class Trainer:
                 if p.requires_grad:
                     p.data = p.data.float()
                     self.params[f"{name}/{pname}"] = p
-            if self.config.gradient_checkpointing or self.config.block_swap:
+            if self.gradient_checkpointing:
                 model.enable_gradient_checkpointing()
                 if self.config.checkpoint_blocks is not None:
                     checkpoint_last_blocks(model, self.config.checkpoint_blocks)

@@ -67,8 +67,10 @@ DEFAULTS = FamilyDefaults(
         "use for characters and effects; the seeds' rank 64-128 / lr 5e-5..1e-4 is for "
         "harder identities (override rank). Uniform timesteps with shift 3.0 puts more steps "
         "at high noise, where motion and identity are formed (musubi-tuner's Wan default). "
-        "480p x 33 frames fits a 24 GB card for 1.3B; 14B needs fp8 base weights and block "
-        "swap. >= 800 steps (seed 004)."
+        "Measured on an H100 (bench/README.md): 1.3B at 480x832x33 takes 46 GB without "
+        "gradient checkpointing (on by default for real presets on CUDA) and 480x832x81 takes "
+        "12 GB with it; 14B fits 24 GB at 480x832x33 with fp8_base + block_swap 30 (17.7 GB). "
+        ">= 800 steps (seed 004)."
     ),
 )
 

@@ -138,4 +138,4 @@ def test_checkpoint_blocks_must_cover_block_swap() -> None:
                           block_swap=2, checkpoint_blocks=1))
     with pytest.raises(InvalidInput, match="needs gradient_checkpointing"):
         resolve(RunConfig(preset="tiny-wan2.1-t2v", dataset="d", output_dir="o",
-                          checkpoint_blocks=1))
+                          gradient_checkpointing=False, checkpoint_blocks=1))
