@@ -139,3 +139,34 @@ def write_report(choice: CheckpointChoice, out_dir: Path | str,
     html_path = out / "report.html"
     html_path.write_text(page)
     return ReportFiles(md_path, html_path, out / "checkpoints.csv", plots)
+
+
+def write_loss_curve(path: Path | str, train_losses: Sequence[float], first_step: int = 1,
+                     eval_losses: dict[int, float] | None = None) -> Path:
+    """Training loss per optimizer step (raw, and a moving average: a flow-matching loss is
+    dominated by the sampled timestep, so single steps are noise) plus held-out losses."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(7, 3.4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    steps = list(range(first_step, first_step + len(train_losses)))
+    if train_losses:
+        ax.plot(steps, train_losses, color="#9ab", linewidth=0.8, label="train loss")
+        window = max(1, min(50, len(train_losses) // 10))
+        if window > 1:
+            avg = [sum(train_losses[max(0, i - window + 1): i + 1]) / (i + 1 - max(0, i - window + 1))
+                   for i in range(len(train_losses))]
+            ax.plot(steps, avg, color="#246", linewidth=1.6, label=f"moving average ({window})")
+    if eval_losses:
+        xs = sorted(eval_losses)
+        ax.plot(xs, [eval_losses[x] for x in xs], color="#c50", marker="o",
+                label="held-out loss (fixed noise/timesteps)")
+    ax.set_title("Loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return path

@@ -305,13 +305,19 @@ def build_gpu_job(
             "backoffLimit": backoff_limit,
             "activeDeadlineSeconds": active_deadline_seconds or defaults["active_deadline_seconds"],
             "ttlSecondsAfterFinished": ttl_seconds_after_finished,
-            # A pod evicted or preempted (node drain, spot reclaim) does not use up a retry.
+            # A pod evicted or preempted (node drain, spot reclaim) does not use up a retry;
+            # exit code 2 (our entry points' "bad input": unknown preset, bad run config)
+            # fails the Job at once, since a retry would fail the same way.
             "podFailurePolicy": {
                 "rules": [
                     {
                         "action": "Ignore",
                         "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
-                    }
+                    },
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {"operator": "In", "values": [2]},
+                    },
                 ]
             },
             "template": {

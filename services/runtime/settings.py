@@ -151,6 +151,9 @@ class K8sSettings(_Group):
     namespace: str = "loraforge"
     trainer_image: str = "loraforge/trainer:latest"
     render_image: str = "loraforge/render:latest"
+    # The trainer service runs `on_kubernetes` jobs as GPU Jobs. Off by default: it needs the
+    # Kubernetes API (in-cluster config or ~/.kube/config) and the Job RBAC of k8s/base.
+    training_jobs: bool = False
 
 
 class Settings(BaseSettings):

@@ -1,10 +1,12 @@
 """``loraforge-train``: run one LoRA training, locally or as the process of a Kubernetes Job.
 
 Local: ``loraforge-train --run-config run.yaml [--steps 1200 --rank 64 ...]``.
-In a Job (``k8s_jobs.default_command``): ``loraforge-train --run RUN_ID``; the run config is
-fetched through a :class:`RunConfigSource`. The object-store source is the service layer's
-to provide (marked TODO below); ``--run-config-dir`` reads ``<dir>/<RUN_ID>.json`` so the
-Job path can be exercised without it.
+In a Job (``k8s_jobs.default_command``): ``loraforge-train --run RUN_ID`` runs the trainer
+service's own pipeline on the run spec the service stored for RUN_ID (k8s_run.run_in_pod:
+dataset download, training, evaluation, upload to ``loras/``, run.json), with settings from
+the ``LORAFORGE_*`` environment; only ``--device`` and ``--models-dir`` apply there.
+``--run RUN_ID --run-config-dir DIR`` instead trains the plain run config ``DIR/<RUN_ID>.json``
+on local folders.
 
 Exit codes: 0 succeeded, 2 bad input (message says what to fix), 3 cancelled (SIGTERM /
 SIGINT: stops after the current step and writes a checkpoint; rerun with ``--resume latest``).
@@ -83,19 +85,6 @@ class DirectoryRunConfigSource:
         return json.loads(path.read_text())
 
 
-class ObjectStoreRunConfigSource:  # pragma: no cover - service-layer extension point
-    """TODO(service layer): read ``<tenant>/<project>/runs/<run_id>/config.json`` from the
-    ``loras`` bucket (loraforge.runtime.storage.ObjectStore.get_json), download the dataset
-    export into a local folder and rewrite ``dataset``/``output_dir`` to local paths; after
-    training, upload checkpoints and the LoRA to ``loras/`` and report job state."""
-
-    def fetch(self, run_id: str) -> dict[str, Any]:
-        raise InvalidInput(
-            "fetching run configs from the object store is not wired yet; pass "
-            "--run-config-dir DIR (reads DIR/<RUN_ID>.json) or --run-config FILE"
-        )
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="loraforge-train",
@@ -105,9 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--run-config", metavar="FILE",
                      help="JSON or YAML run config (preset, dataset, output_dir, rank, ...)")
     src.add_argument("--run", metavar="RUN_ID",
-                     help="Kubernetes Job mode: fetch the run config of RUN_ID")
+                     help="Kubernetes Job mode: run the trainer service's job RUN_ID from "
+                          "the run spec it stored in the object store")
     p.add_argument("--run-config-dir", metavar="DIR",
-                   help="with --run: read DIR/<RUN_ID>.json instead of the object store")
+                   help="with --run: train the run config DIR/<RUN_ID>.json instead")
     for flag, _field, typ, help_ in _OVERRIDES:
         p.add_argument(flag, type=typ, default=None, help=help_)
     for flag, _field, help_ in _BOOL_FLAGS:
@@ -139,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
             from loraforge.runtime.k8s_jobs import validate_run_id
 
             validate_run_id(ns.run)
-            source: RunConfigSource = (DirectoryRunConfigSource(Path(ns.run_config_dir))
-                                       if ns.run_config_dir else ObjectStoreRunConfigSource())
+            if not ns.run_config_dir:
+                return _run_job(ns.run, overrides)
+            source: RunConfigSource = DirectoryRunConfigSource(Path(ns.run_config_dir))
             data = source.fetch(ns.run)
             data.update(overrides)
             config = RunConfig.parse(data)
@@ -156,6 +147,18 @@ def main(argv: list[str] | None = None) -> int:
     except LoraforgeError as exc:
         print(f"loraforge-train: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _run_job(run_id: str, overrides: dict[str, Any]) -> int:
+    """The pod of a Kubernetes Job: the run spec carries the parameters, not flags."""
+    from loraforge.trainer.k8s_run import run_in_pod
+
+    ignored = sorted(set(overrides) - {"device", "models_dir"})
+    if ignored:
+        raise InvalidInput(f"--run {run_id} takes its parameters from the run spec; only "
+                           f"--device and --models-dir apply (not {', '.join(ignored)})")
+    return run_in_pod(run_id, device=overrides.get("device"),
+                      models_dir=overrides.get("models_dir"))
 
 
 def _train(config: Any) -> int:

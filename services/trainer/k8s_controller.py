@@ -120,8 +120,11 @@ class TrainingJobController:
 
     def watch(self, run_id: str, on_status: Callable[[JobStatus], None] | None = None,
               on_log: Callable[[str], None] | None = None, poll_s: float = 5.0,
-              timeout_s: float | None = None) -> JobStatus:
-        """Poll until the Job ends; report each status change and each new log line."""
+              timeout_s: float | None = None,
+              should_stop: Callable[[], bool] | None = None) -> JobStatus:
+        """Poll until the Job ends; report each status change and each new log line.
+        `timeout_s` or `should_stop` (checked after each poll) end the watch early, with the
+        last status seen."""
         seen_lines = 0
         last: JobStatus | None = None
         start = time.monotonic()
@@ -138,6 +141,8 @@ class TrainingJobController:
             if st.terminal:
                 return st
             if timeout_s is not None and time.monotonic() - start > timeout_s:
+                return st
+            if should_stop is not None and should_stop():
                 return st
             self.sleep(poll_s)
 

@@ -18,6 +18,10 @@ stored in `loras/`.
                                       report/report.{html,md} + checkpoints.csv + plots
                                       run.json                  commit marker, written last
 
+`params.on_kubernetes`: the same pipeline runs in a Kubernetes Job's pod instead
+(k8s_run.py: the service writes the run spec, creates and watches the Job, relays its progress
+and answers with the run.json the pod committed).
+
 Wan 2.2 A14B writes one file per expert: `last.safetensors` is the high-noise expert and
 `last.low_noise.safetensors` the low-noise one (likewise for best); `files` in run.json
 names all of them.
@@ -40,7 +44,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loraforge.runtime.errors import Cancelled, InvalidInput
 from loraforge.runtime.events import Event
@@ -49,6 +53,9 @@ from loraforge.runtime.jobs import ArtifactRef, Job
 from loraforge.runtime.keys import ProjectRef, validate_key_part
 from loraforge.runtime.params import TrainingParams
 from loraforge.runtime.storage import Bucket, ObjectStore
+
+if TYPE_CHECKING:
+    from loraforge.trainer.k8s_run import KubernetesTraining
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +77,14 @@ def run_prefix(ref: ProjectRef, job_id: str) -> str:
 
 
 def refuse_kubernetes(params: TrainingParams) -> None:
+    """For a trainer service without Kubernetes Jobs (LORAFORGE_K8S__TRAINING_JOBS off)."""
     if params.on_kubernetes:
         raise InvalidInput(
-            "on_kubernetes training is not wired into the trainer service yet (it needs a "
-            "cluster and the object-store run-config source); start the run without "
-            "on_kubernetes to train on this service's own device, or run "
-            "`loraforge-train --run-config FILE` in a Job yourself"
+            "on_kubernetes training is not enabled on this trainer service: set "
+            "LORAFORGE_K8S__TRAINING_JOBS=true (with LORAFORGE_K8S__NAMESPACE and "
+            "LORAFORGE_K8S__TRAINER_IMAGE) where the service can reach the Kubernetes API with "
+            "the Job RBAC of k8s/base/rbac.yaml; or start the run without on_kubernetes to "
+            "train on this service's own device"
         )
 
 
@@ -88,8 +97,10 @@ class TrainingWork:
     """`work(job, ctx)` for `JobWorker("trainer", ...)`."""
 
     def __init__(self, store: ObjectStore, *, models_dir: Path | None = None,
-                 workdir_root: Path | None = None, device: str = "auto", tick_s: float = 0.5):
+                 workdir_root: Path | None = None, device: str = "auto", tick_s: float = 0.5,
+                 kubernetes: KubernetesTraining | None = None):
         self._store = store
+        self._kubernetes = kubernetes  # runs on_kubernetes jobs (k8s_run.py); None: refused
         self._models_dir = Path(models_dir) if models_dir else None
         self._root = Path(workdir_root or Path(tempfile.gettempdir()) / "loraforge-trainer")
         self._device = device
@@ -102,7 +113,8 @@ class TrainingWork:
     async def __call__(self, job: Job, ctx: JobContext) -> JobOutcome:
         ref = ProjectRef(job.tenant, job.project)
         params = TrainingParams.model_validate(job.params)
-        refuse_kubernetes(params)
+        if self._kubernetes is None:
+            refuse_kubernetes(params)
         from loraforge.trainer.presets import get_preset
 
         get_preset(params.base_preset)  # InvalidInput for an unknown preset (job FAILED)
@@ -110,6 +122,8 @@ class TrainingWork:
         if await asyncio.to_thread(self._store.stat, Bucket.LORAS, f"{prefix}/{RECORD}") is not None:
             record = await asyncio.to_thread(self._store.get_json, Bucket.LORAS, f"{prefix}/{RECORD}")
             return self._outcome(job, record)
+        if params.on_kubernetes and self._kubernetes is not None:  # the pod runs this same code
+            return self._outcome(job, await self._kubernetes.run(job, ctx, prefix))
 
         workdir = self._root / "runs" / job.id
         shutil.rmtree(workdir, ignore_errors=True)
@@ -262,6 +276,9 @@ class TrainingWork:
         except Cancelled:
             cancelled.set()
             await asyncio.gather(task, return_exceptions=True)
+            # The trainer checkpoints the step it stopped at: upload it, so an evicted pod or
+            # a stopped worker resumes from there rather than from the last periodic upload.
+            await asyncio.to_thread(self._upload_checkpoints, prefix, ckpt_root, uploaded)
             raise
         trainer, result = task.result()
         if result.status != "succeeded":
@@ -489,8 +506,23 @@ class TrainingWork:
             "finished_at": time.time(),
             "artifacts": artifacts,
         }
+        record["loss_curve_key"] = self._upload_loss_curve(prefix, result, artifacts)
         self._store.put_json(Bucket.LORAS, f"{prefix}/{RECORD}", record)
         return record
+
+    def _upload_loss_curve(self, prefix: str, result: Any, artifacts: list[dict[str, Any]]
+                           ) -> str:
+        from loraforge.evaluation.report import write_loss_curve
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = write_loss_curve(Path(tmp) / "loss.png", result.losses,
+                                    first_step=result.step - len(result.losses) + 1,
+                                    eval_losses=result.eval_losses)
+            stored = self._store.put_file(Bucket.LORAS, f"{prefix}/report/loss.png", path,
+                                          content_type="image/png")
+        artifacts.append({"bucket": "loras", "key": stored.key, "kind": "report",
+                          "size": stored.size, "sha256": stored.sha256 or ""})
+        return stored.key
 
     def _upload_evaluation(self, prefix: str, evaluation: Any, artifacts: list[dict[str, Any]]
                            ) -> dict[str, Any]:

@@ -60,6 +60,9 @@ async def test_redelivered_job_resumes_from_its_uploaded_checkpoint(
     whole = await _train(stub, "resume-reference", jobs)
     whole_run = store.get_json(Bucket.LORAS, f"{whole.result['run_prefix']}/run.json")
     assert whole_run["resumed_from_step"] == 0
+    # The loss curve is stored even with evaluation off.
+    assert whole_run["loss_curve_key"] == f"{whole.result['run_prefix']}/report/loss.png"
+    assert store.get_bytes(Bucket.LORAS, whole_run["loss_curve_key"])[:4] == b"\x89PNG"
     # Only the newest checkpoint keeps its (large) resume state in the object store.
     steps = sorted(int(s) for s in whole_run["checkpoints"])
     prefix = whole.result["run_prefix"]
