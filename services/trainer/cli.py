@@ -62,7 +62,8 @@ _OVERRIDES: list[tuple[str, str, Any, str]] = [
 ]
 _BOOL_FLAGS: list[tuple[str, str, str]] = [
     ("--dora", "use_dora", "train DoRA instead of plain LoRA"),
-    ("--gradient-checkpointing", "gradient_checkpointing", "recompute activations (less memory)"),
+    ("--gradient-checkpointing", "gradient_checkpointing",
+     "recompute activations (default: on for real presets on CUDA, off for tiny ones)"),
     ("--compile-blocks", "compile_blocks", "torch.compile each transformer block (CUDA)"),
     ("--fp8-base", "fp8_base", "store frozen base Linear weights in float8 (14B models)"),
 ]
