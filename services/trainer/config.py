@@ -171,8 +171,17 @@ def resolve(config: RunConfig) -> tuple[Preset, Resolved]:
             raise InvalidInput(
                 f"checkpoint_blocks {config.checkpoint_blocks} < block_swap {config.block_swap}: "
                 "a swapped block must be recomputed; raise checkpoint_blocks")
-    if config.use_dora and config.fp8_base:
-        raise InvalidInput("use_dora needs the full-precision base weights; turn off fp8_base")
+    if config.use_dora:
+        # peft trains DoRA fine, but no consumer of the file applies it as trained: diffusers'
+        # Wan loader rejects `dora_scale`, its SDXL/Flux/SD1.5 loaders drop it silently (so
+        # previews, checkpoint evaluation and the render service would judge a different
+        # adapter), and ComfyUI normalises an output-axis scale by the base weight's norm
+        # where peft uses the adapted weight's. Refused until the export and our loader agree.
+        raise InvalidInput(
+            "use_dora is not available yet: the DoRA magnitude would be dropped or rejected "
+            "when the LoRA is loaded for previews, evaluation and rendering (diffusers) and "
+            "applied with a different normalisation in ComfyUI; train a plain LoRA (a higher "
+            "rank, e.g. 64, gives it more capacity)")
     if preset.variant != "t2v-a14b" and config.expert != "both":
         raise InvalidInput("expert applies only to Wan 2.2 A14B presets (two experts)")
     steps = config.steps or (d.steps if not preset.tiny else 20)
