@@ -99,19 +99,9 @@ def train(
             job = follow(stub, wire, job, service="trainer", target=target, as_json=as_json)
     state = job_state(job)
     result = dict_from_struct(job.result)
-    view = {"job_id": job.id, "run_id": job.id, "state": state, "message": job.message,
-            "tenant": tenant, "project": project, "dataset_id": dataset_id, "base_preset": base,
-            **{k: result[k] for k in ("run_prefix", "last_key", "best_key", "trigger", "steps",
-                                      "final_loss", "best_step", "best_reason", "report_key")
-               if k in result}}
-    if state in ("FAILED", "CANCELLED"):
-        fail(f"training job {job.id} {state.lower()}: {job.message}", as_json=as_json)
-    if as_json:
-        emit_json(view)
-        return
-    if state != "SUCCEEDED":
-        console.print(f"training job [bold]{job.id}[/bold] {state} on dataset {dataset_id} "
-                      "(not waiting for it: --no-wait)")
+    view = _view(job.id, state, job.message, result, tenant=tenant, project=project,
+                 dataset_id=dataset_id, base_preset=base)
+    if not _succeeded(view, as_json):
         return
     console.print(f"trained [bold]{base}[/bold] LoRA on dataset {dataset_id}: {job.message}")
     console.print(f"  best  loras/{view.get('best_key', '?')}"
@@ -123,6 +113,32 @@ def train(
     console.print(f"  last  loras/{view.get('last_key', '?')}")
     console.print(f"pull it with: loraforge lora pull {job.id} --project {project} "
                   + ("" if tenant == "default" else f"--tenant {tenant} ") + "--out DIR")
+
+
+RESULT_KEYS = ("run_prefix", "last_key", "best_key", "trigger", "steps", "final_loss",
+               "best_step", "best_reason", "report_key")
+
+
+def _view(job_id: str, state: str, message: str, result: dict[str, Any], **context: Any
+          ) -> dict[str, Any]:
+    """What `train` reports (and prints with --json), local or remote."""
+    return {"job_id": job_id, "run_id": job_id, "state": state, "message": message, **context,
+            **{k: result[k] for k in RESULT_KEYS if k in result}}
+
+
+def _succeeded(view: dict[str, Any], as_json: bool) -> bool:
+    """Fail on FAILED/CANCELLED, print --json or the not-waited state; True to go on."""
+    state, job_id = view["state"], view["job_id"]
+    if state in ("FAILED", "CANCELLED"):
+        fail(f"training job {job_id} {state.lower()}: {view['message']}", as_json=as_json)
+    if as_json:
+        emit_json(view)
+        return False
+    if state != "SUCCEEDED":
+        console.print(f"training job [bold]{job_id}[/bold] {state} on dataset "
+                      f"{view['dataset_id']} (not waiting for it: --no-wait)")
+        return False
+    return True
 
 
 def _remote_train(remote: Any, project: str, base: str, dataset: str | None, rank: int | None,
@@ -137,19 +153,9 @@ def _remote_train(remote: Any, project: str, base: str, dataset: str | None, ran
         if wait and job["state"] not in ("SUCCEEDED", "FAILED", "CANCELLED"):
             job = remote.follow(project, "trainer", job, as_json=as_json)
     state, result = job["state"], job.get("result") or {}
-    view = {"job_id": job["id"], "run_id": job["id"], "state": state, "message": job.get("message", ""),
-            "project": project, "dataset_id": dataset_id, "base_preset": base, "api": remote.api,
-            **{k: result[k] for k in ("run_prefix", "last_key", "best_key", "trigger", "steps",
-                                      "final_loss", "best_step", "best_reason", "report_key")
-               if k in result}}
-    if state in ("FAILED", "CANCELLED"):
-        fail(f"training job {job['id']} {state.lower()}: {view['message']}", as_json=as_json)
-    if as_json:
-        emit_json(view)
-        return
-    if state != "SUCCEEDED":
-        console.print(f"training job [bold]{job['id']}[/bold] {state} on dataset {dataset_id} "
-                      "(not waiting for it: --no-wait)")
+    view = _view(job["id"], state, job.get("message", ""), result, project=project,
+                 dataset_id=dataset_id, base_preset=base, api=remote.api)
+    if not _succeeded(view, as_json):
         return
     console.print(f"trained [bold]{base}[/bold] LoRA on dataset {dataset_id}: {view['message']}")
     console.print(f"pull it with: loraforge --api {remote.api} lora pull {job['id']} "

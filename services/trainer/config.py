@@ -164,6 +164,11 @@ def resolve(config: RunConfig) -> tuple[Preset, Resolved]:
         raise InvalidInput(f"{preset.family} is a flow-matching model; objective must be 'flow'")
     if preset.family in ("sdxl", "sd1.5") and objective == "flow":
         raise InvalidInput(f"{preset.family} is a DDPM model; use objective epsilon or v_prediction")
+    if (config.block_swap or config.checkpoint_blocks is not None) and preset.family in (
+            "sdxl", "sd1.5"):
+        raise InvalidInput(
+            f"block_swap and checkpoint_blocks act on transformer blocks (Wan, Flux); "
+            f"{preset.family} is a UNet: use gradient_checkpointing alone")
     if config.checkpoint_blocks is not None:
         if config.gradient_checkpointing is False and not config.block_swap:
             raise InvalidInput("checkpoint_blocks needs gradient_checkpointing (it is turned off)")

@@ -139,3 +139,12 @@ def test_checkpoint_blocks_must_cover_block_swap() -> None:
     with pytest.raises(InvalidInput, match="needs gradient_checkpointing"):
         resolve(RunConfig(preset="tiny-wan2.1-t2v", dataset="d", output_dir="o",
                           gradient_checkpointing=False, checkpoint_blocks=1))
+
+
+def test_block_options_are_refused_for_unets() -> None:
+    from loraforge.runtime.errors import InvalidInput
+    from loraforge.trainer.config import RunConfig, resolve
+
+    for option in ({"block_swap": 2}, {"checkpoint_blocks": 2}):
+        with pytest.raises(InvalidInput, match="sdxl is a UNet"):
+            resolve(RunConfig(preset="tiny-sdxl", dataset="d", output_dir="o", **option))
