@@ -8,6 +8,7 @@ run's LoRA files from the object store.
 
 from __future__ import annotations
 
+import json
 import uuid
 from enum import StrEnum
 from pathlib import Path
@@ -48,6 +49,12 @@ def train(
                                           "(default: the family's)."),
     frames: int | None = typer.Option(None, "--frames", help="Frames per video sample, 4k+1 (Wan)."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed."),
+    dora: bool = typer.Option(False, "--dora", help="Train DoRA (a learned magnitude per output "
+                              "row on top of the LoRA pair); ComfyUI loads the file as is."),
+    options: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help=(
+        "Any other training option, repeatable (values are JSON, else text), e.g. --set "
+        "block_swap=20 --set fp8_base=true --set timestep_sampling=logit_normal; "
+        "`loraforge-train --help` lists them.")),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the job to its end."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
@@ -63,16 +70,16 @@ def train(
     from loraforge.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
 
     remote = remote_of(ctx)
-    if remote is not None:
-        try:
-            get_preset(base)
-        except LoraforgeError as exc:
-            fail(str(exc), as_json=as_json, code=2)
-        _remote_train(remote, project, base, dataset, rank, lr, steps, resolution, frames, seed,
-                      wait, as_json)
-        return
     try:
         get_preset(base)  # the service's rule, before any network call
+        extra = parse_options(options) | ({"use_dora": True} if dora else {})
+    except LoraforgeError as exc:
+        fail(str(exc), as_json=as_json, code=2)
+    if remote is not None:
+        _remote_train(remote, project, base, dataset, rank, lr, steps, resolution, frames, seed,
+                      extra, wait, as_json)
+        return
+    try:
         settings = load_settings()
         ref = ProjectRef(tenant, project)
     except LoraforgeError as exc:
@@ -88,6 +95,7 @@ def train(
     run = common_pb2.TrainingRun(dataset_id=dataset_id, base_preset=base, rank=rank,
                                  learning_rate=lr, steps=steps, resolution=resolution,
                                  frames=frames, seed=seed)
+    run.extra.update(extra)
     wire = scope(tenant, project)
     target = settings.endpoints.trainer
     with sync_channel(target) as channel:
@@ -141,15 +149,34 @@ def _succeeded(view: dict[str, Any], as_json: bool) -> bool:
     return True
 
 
+def parse_options(options: list[str]) -> dict[str, Any]:
+    """``["block_swap=20", "fp8_base=true", "expert=high"]`` -> a dict for ``TrainingRun.extra``
+    (values parsed as JSON, else kept as text); the trainer validates names and values."""
+    from loraforge.runtime.errors import InvalidInput
+
+    out: dict[str, Any] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InvalidInput(f"--set {option!r}: expected KEY=VALUE, e.g. --set block_swap=20")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 def _remote_train(remote: Any, project: str, base: str, dataset: str | None, rank: int | None,
                   lr: float | None, steps: int | None, resolution: int | None, frames: int | None,
-                  seed: int | None, wait: bool, as_json: bool) -> None:
+                  seed: int | None, extra: dict[str, Any], wait: bool, as_json: bool) -> None:
     """POST .../training-runs and follow it; the LoRA comes with `lora pull --api`."""
     with remote:
         dataset_id = dataset or remote.newest_dataset(project, as_json=as_json)
         job = remote.start(project, "trainer", {
             "dataset_id": dataset_id, "preset": base, "rank": rank, "learning_rate": lr,
-            "steps": steps, "resolution": resolution, "frames": frames, "seed": seed}, as_json=as_json)
+            "steps": steps, "resolution": resolution, "frames": frames, "seed": seed,
+            "extra": extra}, as_json=as_json)
         if wait and job["state"] not in ("SUCCEEDED", "FAILED", "CANCELLED"):
             job = remote.follow(project, "trainer", job, as_json=as_json)
     state, result = job["state"], job.get("result") or {}

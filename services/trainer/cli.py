@@ -61,7 +61,7 @@ _OVERRIDES: list[tuple[str, str, Any, str]] = [
     ("--attention", "attention", str, "auto | cudnn | flash | efficient | math (CUDA SDPA kernel)"),
 ]
 _BOOL_FLAGS: list[tuple[str, str, str]] = [
-    ("--dora", "use_dora", "train DoRA: refused for now, no LoRA loader applies it as trained"),
+    ("--dora", "use_dora", "train DoRA (magnitude + direction); the file carries dora_scale in ComfyUI's convention, not with --fp8-base"),
     ("--gradient-checkpointing", "gradient_checkpointing",
      "recompute activations (default: on for real presets on CUDA, off for tiny ones)"),
     ("--compile-blocks", "compile_blocks", "torch.compile each transformer block (CUDA)"),

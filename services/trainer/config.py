@@ -35,7 +35,9 @@ class RunConfig(BaseModel):
         "differs from the preset's"))
     rank: int | None = Field(default=None, ge=1, le=1024, description="LoRA rank")
     alpha: float | None = Field(default=None, gt=0, description="LoRA alpha (scale alpha/rank)")
-    use_dora: bool = Field(default=False, description="train DoRA (weight-decomposed LoRA)")
+    use_dora: bool = Field(default=False, description=(
+        "train DoRA (weight-decomposed LoRA): a magnitude per output row on top of the LoRA "
+        "pair; the file carries it as dora_scale (see trainer/dora.py)"))
     target_modules: list[str] | None = Field(default=None, description="module name suffixes")
     learning_rate: float | None = Field(default=None, gt=0, lt=1)
     lr_scheduler: Literal["constant", "cosine", "linear"] | None = None
@@ -176,17 +178,11 @@ def resolve(config: RunConfig) -> tuple[Preset, Resolved]:
             raise InvalidInput(
                 f"checkpoint_blocks {config.checkpoint_blocks} < block_swap {config.block_swap}: "
                 "a swapped block must be recomputed; raise checkpoint_blocks")
-    if config.use_dora:
-        # peft trains DoRA fine, but no consumer of the file applies it as trained: diffusers'
-        # Wan loader rejects `dora_scale`, its SDXL/Flux/SD1.5 loaders drop it silently (so
-        # previews, checkpoint evaluation and the render service would judge a different
-        # adapter), and ComfyUI normalises an output-axis scale by the base weight's norm
-        # where peft uses the adapted weight's. Refused until the export and our loader agree.
-        raise InvalidInput(
-            "use_dora is not available yet: the DoRA magnitude would be dropped or rejected "
-            "when the LoRA is loaded for previews, evaluation and rendering (diffusers) and "
-            "applied with a different normalisation in ComfyUI; train a plain LoRA (a higher "
-            "rank, e.g. 64, gives it more capacity)")
+    if config.use_dora and config.fp8_base:
+        # peft's DoRA layer renormalises with the base weight it reads every step; the fp8
+        # weight holds row-scaled values (the scale is kept beside it), so the norm is wrong.
+        raise InvalidInput("use_dora cannot be combined with fp8_base: DoRA normalises by the "
+                           "full-precision base weight; turn one of them off")
     if preset.variant != "t2v-a14b" and config.expert != "both":
         raise InvalidInput("expert applies only to Wan 2.2 A14B presets (two experts)")
     steps = config.steps or (d.steps if not preset.tiny else 20)

@@ -72,6 +72,12 @@ def split_peft_key(key: str) -> tuple[str, str]:
     raise InvalidInput(f"unexpected LoRA parameter name {key!r}")
 
 
+def _dora_scale_shape(value: torch.Tensor) -> torch.Tensor:
+    """ComfyUI divides ``dora_scale`` by a [out, 1, ...] norm: a flat vector would broadcast
+    to [out, out] (see :mod:`loraforge.trainer.dora` for what the value holds)."""
+    return (value if value.dim() > 1 else value.reshape(-1, 1)).contiguous()
+
+
 def peft_to_diffusion_model_keys(
     peft_sd: dict[str, torch.Tensor], alpha: float, rename: dict[str, str] | None = None,
     prefix: str = "diffusion_model.",
@@ -87,7 +93,7 @@ def peft_to_diffusion_model_keys(
         for src, dst in (rename or {}).items():
             name = name.replace(src, dst)
         if part == "lora_magnitude_vector":
-            out[f"{prefix}{name}.dora_scale"] = value.reshape(-1, 1).contiguous()
+            out[f"{prefix}{name}.dora_scale"] = _dora_scale_shape(value)
             continue
         out[f"{prefix}{name}.{part}.weight"] = value.contiguous()
         if part == "lora_A":
@@ -104,7 +110,7 @@ def peft_to_kohya_keys(
         module, part = split_peft_key(key)
         name = prefix + kohya_name(module)
         if part == "lora_magnitude_vector":
-            out[f"{name}.dora_scale"] = value.reshape(-1, 1).contiguous()
+            out[f"{name}.dora_scale"] = _dora_scale_shape(value)
         elif part == "lora_A":
             out[f"{name}.lora_down.weight"] = value.contiguous()
             out[f"{name}.alpha"] = torch.tensor(float(alpha))

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from loraforge.trainer import dora
 from loraforge.trainer.family import FamilyDefaults, peft_to_kohya_keys
 from loraforge.trainer.sdxl import tiny_vae
 
@@ -123,7 +124,7 @@ def output_files(variant: str, name: str) -> dict[str, str]:
 
 
 def load_lora_into_pipeline(pipe: Any, files: dict[str, Path], adapter_name: str) -> None:
-    pipe.load_lora_weights(str(files["unet"]), adapter_name=adapter_name)
+    dora.load_lora(pipe, files["unet"], "unet", to_comfy, adapter_name, "unet")
 
 
 @torch.no_grad()

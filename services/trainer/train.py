@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from loraforge.runtime.errors import InvalidInput
 from loraforge.trainer import cache as cache_mod
+from loraforge.trainer import dora
 from loraforge.trainer.config import RunConfig, resolve
 from loraforge.trainer.dataset import CaptionedDataset, DatasetConfig
 from loraforge.trainer.family import config_hash
@@ -504,6 +505,7 @@ class Trainer:
             "loraforge.dataset_id": self.config.dataset_id,
             "loraforge.dataset_hash": self.dataset.content_hash,
             "loraforge.training_args": json.dumps(a.training_args(), sort_keys=True),
+            **({"loraforge.dora_convention": dora.DORA_CONVENTION} if self.config.use_dora else {}),
             # kohya-style keys that UIs (ComfyUI-Manager, A1111) display
             "ss_network_dim": str(a.rank),
             "ss_network_alpha": str(a.alpha),
@@ -523,6 +525,8 @@ class Trainer:
         for attr, model in self.models.items():
             peft_sd = {k: v.detach().float().cpu()
                        for k, v in get_peft_model_state_dict(model, adapter_name=ADAPTER).items()}
+            if self.config.use_dora:
+                peft_sd = dora.comfy_magnitudes(model, peft_sd, self.args.alpha / self.args.rank)
             sd = self.family.to_comfy(peft_sd, self.args.alpha)
             meta = {**self.metadata(), **(extra_metadata or {})}
             if self.variant == "t2v-a14b":

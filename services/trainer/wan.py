@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from loraforge.trainer import dora
 from loraforge.trainer.family import FamilyDefaults, peft_to_diffusion_model_keys, to_pil_list
 
 FAMILY = "wan"
@@ -268,8 +269,9 @@ def output_files(variant: str, name: str) -> dict[str, str]:
 
 def load_lora_into_pipeline(pipe: Any, files: dict[str, Path], adapter_name: str) -> None:
     for attr, path in files.items():
-        pipe.load_lora_weights(str(path), adapter_name=adapter_name,
-                               load_into_transformer_2=attr == "transformer_2")
+        # both experts' keys are named `transformer.` in diffusers; the flag picks the model
+        dora.load_lora(pipe, path, attr, to_comfy, adapter_name, "transformer",
+                       load_into_transformer_2=attr == "transformer_2")
 
 
 @torch.no_grad()

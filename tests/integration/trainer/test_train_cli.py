@@ -9,6 +9,7 @@ import os
 import pytest
 from loraforge.runtime.host import ServiceProcess
 from loraforge.trainer.main import mount
+from safetensors import safe_open
 
 from .test_trainer_service import PROJECT, TENANT, seed_captioned_dataset
 
@@ -53,9 +54,14 @@ async def test_train_then_pull(cli, store, tmp_path) -> None:
     bad = await cli("train", "--project", PROJECT, "--tenant", TENANT, "--base", "nope", "--json")
     assert bad.exit_code == 2 and "unknown base preset" in bad.output
 
+    bad = await cli("train", "--project", PROJECT, "--tenant", TENANT, "--base", "tiny-sdxl",
+                    "--set", "block_swap", "--json")
+    assert bad.exit_code == 2 and "expected KEY=VALUE" in bad.output
+
     seed_captioned_dataset(store, tmp_path)
     ran = await cli("train", "--project", PROJECT, "--tenant", TENANT, "--base", "tiny-wan2.1-t2v",
-                    "--steps", "2", "--rank", "4", "--json")
+                    "--steps", "2", "--rank", "4", "--dora", "--set", "timestep_sampling=logit_normal",
+                    "--json")
     assert ran.exit_code == 0, ran.output
     view = json.loads(ran.stdout)
     assert view["state"] == "SUCCEEDED" and view["best_key"].endswith("/best.safetensors")
@@ -65,6 +71,9 @@ async def test_train_then_pull(cli, store, tmp_path) -> None:
                     "--out", str(out), "--json")
     assert ran.exit_code == 0, ran.output
     assert [p.name for p in out.iterdir()] == ["best.safetensors"]
+    with safe_open(str(out / "best.safetensors"), "pt") as f:  # --dora and --set reached the run
+        assert any(k.endswith(".dora_scale") for k in f.keys())  # noqa: SIM118 (not a dict)
+        assert json.loads(f.metadata()["loraforge.training_args"])["timestep_sampling"] == "logit_normal"
     ran = await cli("lora", "pull", view["run_id"], "--project", PROJECT, "--tenant", TENANT,
                     "--out", str(out), "--which", "all")
     assert ran.exit_code == 0, ran.output

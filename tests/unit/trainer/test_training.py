@@ -164,14 +164,6 @@ def test_keep_last_k_checkpoints(one_image: Path, tmp_path: Path) -> None:
     assert names == ["step-00000003", "step-00000004"]  # step 5 is the final export
 
 
-def test_dora_is_refused_with_the_reason(one_image: Path, tmp_path: Path) -> None:
-    # Trained fine by peft, but diffusers' Wan loader rejects `dora_scale` and its other
-    # loaders drop it: the LoRA our own renderer would use is not the one trained.
-    with pytest.raises(InvalidInput, match="use_dora is not available yet.*plain LoRA"):
-        Trainer(RunConfig(preset="tiny-flux", dataset=one_image, output_dir=tmp_path / "d",
-                          steps=2, rank=2, use_dora=True))
-
-
 def test_fp8_base_runs_on_cpu(one_image: Path, tmp_path: Path) -> None:
     fp8 = Trainer(RunConfig(preset="tiny-flux", dataset=one_image, output_dir=tmp_path / "f",
                             steps=2, rank=2, fp8_base=True))
