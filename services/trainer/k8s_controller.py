@@ -9,14 +9,16 @@ State mapping (Job status -> loraforge job lifecycle):
 (reason in the message, e.g. BackoffLimitExceeded / DeadlineExceeded); ``active >= 1`` ->
 RUNNING; otherwise PENDING; a Job that is gone after we created it -> CANCELLED.
 Creation is idempotent: the Job name is deterministic, and a 409 from the API means the
-Job is already there.
+Job is already there. Logs are followed in the newest pod (a retried Job gets a new one),
+timestamped, and after the first read only for a window since the previous poll.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from loraforge.runtime.k8s_jobs import build_gpu_job, job_name
@@ -42,6 +44,57 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
 
 def _status_code(exc: BaseException) -> int | None:
     return getattr(exc, "status", None)
+
+
+# a poll asks for the lines of the last (time since the previous poll + this) seconds
+LOG_WINDOW_MARGIN_S = 60
+
+
+def _log_time(stamp: str) -> tuple[int, int] | None:
+    """``2026-11-23T12:00:01.5Z`` -> (epoch seconds, nanoseconds); None when not a timestamp.
+    Kubernetes writes RFC 3339 with up to 9 fraction digits and trims trailing zeros, so the
+    strings do not sort as text."""
+    head, _, frac = stamp.rstrip("Z").partition(".")
+    try:
+        when = datetime.fromisoformat(head).replace(tzinfo=UTC)
+        nanos = int(frac.ljust(9, "0")[:9]) if frac else 0
+    except ValueError:
+        return None
+    return int(when.timestamp()), nanos
+
+
+@dataclass
+class LogCursor:
+    """Where a watch is in one pod's log: the newest timestamp returned and the lines that
+    carried it (two lines can share a timestamp; a window may return both again)."""
+
+    pod: str = ""
+    last: tuple[int, int] | None = None
+    at_last: list[str] = field(default_factory=list)
+    polled_at: float | None = None
+
+    def reset(self, pod: str) -> None:
+        self.pod, self.last, self.at_last, self.polled_at = pod, None, [], None
+
+    def take(self, raw_lines: list[str]) -> list[str]:
+        fresh: list[str] = []
+        seen_at_last = list(self.at_last)
+        for raw in raw_lines:
+            stamp, _, line = raw.partition(" ")
+            when = _log_time(stamp)
+            if when is None:  # not timestamped (the API always does; be lenient)
+                when, line = self.last or (0, 0), raw
+            if self.last is not None and when < self.last:
+                continue
+            if when == self.last:
+                if line in seen_at_last:
+                    seen_at_last.remove(line)
+                    continue
+                self.at_last.append(line)
+            else:
+                self.last, self.at_last, seen_at_last = when, [line], []
+            fresh.append(line)
+        return fresh
 
 
 class TrainingJobController:
@@ -99,24 +152,41 @@ class TrainingJobController:
             return JobStatus("RUNNING", "pod running")
         return JobStatus("PENDING", "waiting for a GPU node")
 
-    def logs(self, run_id: str, since_seconds: int | None = None) -> str:
-        """Log text of the Job's newest pod ('' while none is scheduled)."""
+    def _newest_pod(self, run_id: str) -> str | None:
+        """Name of the Job's newest pod: after a retry (backoffLimit) the old one may linger."""
         pods = self.core.list_namespaced_pod(
             self.namespace, label_selector=f"job-name={job_name('train', run_id)}")
         items = list(_get(pods, "items", []) or [])
         if not items:
-            return ""
-        pod = items[-1]
-        name = _get(_get(pod, "metadata"), "name")
-        kwargs = {"container": "train"}
-        if since_seconds:
-            kwargs["since_seconds"] = since_seconds
+            return None
+        newest = max(enumerate(items), key=lambda ip: (
+            str(_get(_get(ip[1], "metadata"), "creation_timestamp", "") or ""), ip[0]))[1]
+        return _get(_get(newest, "metadata"), "name")
+
+    def new_log_lines(self, run_id: str, cursor: LogCursor) -> list[str]:
+        """Log lines of the Job's newest pod that ``cursor`` has not returned yet.
+
+        Asks the API for timestamped lines, and once it has some, only for a window since
+        the previous poll (plus a margin for clock skew), so a long run's log is not read again
+        in full at every poll; lines are told apart by their timestamps.
+        """
+        pod = self._newest_pod(run_id)
+        if pod is None:
+            return []
+        if pod != cursor.pod:
+            cursor.reset(pod)
+        kwargs: dict[str, Any] = {"container": "train", "timestamps": True}
+        now = time.monotonic()
+        if cursor.last is not None and cursor.polled_at is not None:
+            kwargs["since_seconds"] = int(now - cursor.polled_at) + LOG_WINDOW_MARGIN_S
         try:
-            return self.core.read_namespaced_pod_log(name, self.namespace, **kwargs) or ""
+            text = self.core.read_namespaced_pod_log(pod, self.namespace, **kwargs) or ""
         except Exception as exc:
             if _status_code(exc) in (400, 404):  # container not started yet / pod gone
-                return ""
+                return []
             raise
+        cursor.polled_at = now
+        return cursor.take(text.splitlines())
 
     def watch(self, run_id: str, on_status: Callable[[JobStatus], None] | None = None,
               on_log: Callable[[str], None] | None = None, poll_s: float = 5.0,
@@ -125,7 +195,7 @@ class TrainingJobController:
         """Poll until the Job ends; report each status change and each new log line.
         `timeout_s` or `should_stop` (checked after each poll) end the watch early, with the
         last status seen."""
-        seen_lines = 0
+        cursor = LogCursor()
         last: JobStatus | None = None
         start = time.monotonic()
         while True:
@@ -134,10 +204,8 @@ class TrainingJobController:
                 on_status(st)
             last = st
             if on_log:
-                lines = self.logs(run_id).splitlines()
-                for line in lines[seen_lines:]:
+                for line in self.new_log_lines(run_id, cursor):
                     on_log(line)
-                seen_lines = max(seen_lines, len(lines))
             if st.terminal:
                 return st
             if timeout_s is not None and time.monotonic() - start > timeout_s:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from loraforge.runtime.k8s_jobs import build_gpu_job
 from loraforge.trainer import cli
-from loraforge.trainer.k8s_controller import JobStatus, TrainingJobController
+from loraforge.trainer.k8s_controller import JobStatus, LogCursor, TrainingJobController
 
 
 def test_help_describes_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
@@ -136,3 +136,48 @@ def test_generated_job_validates_against_kubernetes_schema() -> None:
     ctl = TrainingJobController(FakeK8s(), FakeK8s(), "loraforge", "loraforge/trainer:1")
     job = ctl.manifest("run-7", env={"LORAFORGE_LOG__LEVEL": "DEBUG"})
     kv.validate(job, kv.latest_version(), strict=True)
+
+
+def test_log_cursor_returns_each_line_once_across_overlapping_windows() -> None:
+    cursor = LogCursor()
+    # 01.500000001 is after 01.5, though "…01.5Z" sorts after it as text (Kubernetes trims
+    # trailing zeros of the fraction)
+    first = ["2026-11-23T12:00:01.5Z a", "2026-11-23T12:00:01.5Z b",
+             "2026-11-23T12:00:01.500000001Z c"]
+    assert cursor.take(first) == ["a", "b", "c"]
+    again = first + ["2026-11-23T12:00:02Z d", "2026-11-23T12:00:02Z d"]
+    assert cursor.take(again) == ["d", "d"]  # the window overlaps; two equal lines both count
+    assert cursor.take(["2026-11-23T12:00:01.4Z old", "2026-11-23T12:00:02Z d",
+                        "2026-11-23T12:00:02Z d", "2026-11-23T12:00:02.000000001Z e"]) == ["e"]
+
+
+def test_watch_asks_for_a_window_and_follows_a_retried_pod() -> None:
+    api = FakeK8s()
+    ctl = TrainingJobController(api, api, "loraforge", "img", sleep=lambda s: None)
+    ctl.create("run-9")
+    api.statuses = [{"active": 1}, {"active": 1}, {"active": 1},
+                    {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}]
+    pods = [[{"metadata": {"name": "p1", "creation_timestamp": "2026-11-23T12:00:00Z"}}]] * 2 + [[
+        {"metadata": {"name": "p2", "creation_timestamp": "2026-11-23T12:05:00Z"}},
+        {"metadata": {"name": "p1", "creation_timestamp": "2026-11-23T12:00:00Z"}}]] * 2
+    logs = {"p1": "2026-11-23T12:00:10Z one\n2026-11-23T12:00:20Z two",
+            "p2": "2026-11-23T12:05:10Z retry-1"}
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def list_pods(namespace: str, label_selector: str) -> dict[str, Any]:
+        return {"items": pods.pop(0) if len(pods) > 1 else pods[0]}
+
+    def read_log(name: str, namespace: str, **kw: Any) -> str:
+        calls.append((name, kw))
+        return logs[name]
+
+    api.list_namespaced_pod = list_pods  # type: ignore[method-assign]
+    api.read_namespaced_pod_log = read_log  # type: ignore[method-assign]
+    lines: list[str] = []
+    assert ctl.watch("run-9", on_log=lines.append).state == "SUCCEEDED"
+    # the retried pod's first lines are not skipped because the old pod had more
+    assert lines == ["one", "two", "retry-1"]
+    assert [c[0] for c in calls] == ["p1", "p1", "p2", "p2"]
+    assert all(kw["timestamps"] for _, kw in calls)
+    assert "since_seconds" not in calls[0][1] and calls[1][1]["since_seconds"] >= 60
+    assert "since_seconds" not in calls[2][1]  # a new pod is read from its start
