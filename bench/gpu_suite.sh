@@ -21,3 +21,6 @@ run wan13b-81-ckpt8      --preset wan2.1-t2v-1.3b --resolution 480p --frames 81 
 # Wan 2.1 14B at 480p on a 24 GB budget: fp8 base weights + block swap.
 run wan14b-33-swap30     --preset wan2.1-t2v-14b --resolution 480p --frames 33 --fp8 --block-swap 30
 run wan14b-81-swap30     --preset wan2.1-t2v-14b --resolution 480p --frames 81 --fp8 --block-swap 30
+# ... and at 81 frames with the block inputs in host memory (what should fit 24 GB).
+run wan14b-81-swap30-off --preset wan2.1-t2v-14b --resolution 480p --frames 81 --fp8 --block-swap 30 --offload-activations
+run wan13b-81-ckpt-off   --preset wan2.1-t2v-1.3b --resolution 480p --frames 81 --gradient-checkpointing --offload-activations

@@ -34,6 +34,7 @@ import torch
 from loraforge.trainer.dataset import parse_resolution
 from loraforge.trainer.kernels import attention_backend, compile_blocks
 from loraforge.trainer.memory import (
+    ActivationOffload,
     checkpoint_last_blocks,
     enable_block_swap,
     fp8_base_weights,
@@ -175,7 +176,8 @@ def _sync(device: torch.device) -> None:
 def bench(name: str, resolution: str | None, frames: int | None, full: bool, steps: int,
           device: torch.device, gradient_checkpointing: bool, fp8: bool = False,
           block_swap: int = 0, attention: str = "auto",
-          checkpoint_blocks: int | None = None, compile_: str = "") -> dict[str, Any]:
+          checkpoint_blocks: int | None = None, compile_: str = "",
+          offload: bool = False) -> dict[str, Any]:
     from peft import LoraConfig
 
     p = get_preset(name)
@@ -230,7 +232,9 @@ def bench(name: str, resolution: str | None, frames: int | None, full: bool, ste
 
     def step() -> None:
         with attention_backend(attention, device):
-            loss_of_step().backward()
+            with ActivationOffload(model, device) if offload else contextlib.nullcontext():
+                loss = loss_of_step()
+            loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -260,7 +264,8 @@ def bench(name: str, resolution: str | None, frames: int | None, full: bool, ste
                                       (f"compile:{compile_}", compile_),
                                       ("ckpt" if checkpoint_blocks is None else f"ckpt{checkpoint_blocks}",
                                        gradient_checkpointing or block_swap),
-                                      ("fp8", fp8), (f"swap{block_swap}", block_swap)) if on)
+                                      ("fp8", fp8), (f"swap{block_swap}", block_swap),
+                                      ("offload", offload)) if on)
     return {"preset": name, "size": f"{w}x{h}", "frames": f, "params_M": n_params / 1e6,
             "lora_M": sum(q.numel() for q in params) / 1e6, "step_s": dt_step,
             "peak_MiB": peak, "gflop_step": model_flops / 1e9,
@@ -282,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="keep the last N blocks' frozen weights in host memory (CUDA only)")
     ap.add_argument("--checkpoint-blocks", type=int, metavar="N",
                     help="with --gradient-checkpointing: recompute only the last N blocks")
+    ap.add_argument("--offload-activations", action="store_true",
+                    help="keep tensors saved for backward (block inputs) in pinned host memory")
     ap.add_argument("--compile", choices=["blocks", "model"], default="",
                     help="torch.compile each transformer block's forward, or the whole model")
     ap.add_argument("--attention", default="auto", choices=["auto", "cudnn", "flash", "efficient", "math"],
@@ -301,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         r = bench(name, args.resolution, args.frames, args.full, args.steps, device,
                   args.gradient_checkpointing, args.fp8, args.block_swap, args.attention,
-                  args.checkpoint_blocks, args.compile)
+                  args.checkpoint_blocks, args.compile, args.offload_activations)
         print(f"| {r['preset']} | {r['savers']} | {r['size']} | {r['frames']} | "
               f"{r['params_M']:.2f} | {r['lora_M']:.3f} | {r['step_s']:.3f} | "
               f"{r['peak_MiB']:.0f} | {r['gflop_step']:.2f} | "

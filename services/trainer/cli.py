@@ -66,6 +66,8 @@ _BOOL_FLAGS: list[tuple[str, str, str]] = [
      "recompute activations (default: on for real presets on CUDA, off for tiny ones)"),
     ("--compile-blocks", "compile_blocks", "torch.compile each transformer block (CUDA)"),
     ("--fp8-base", "fp8_base", "store frozen base Linear weights in float8 (14B models)"),
+    ("--offload-activations", "offload_activations",
+     "keep saved activations (block inputs) in pinned host memory (CUDA)"),
 ]
 
 

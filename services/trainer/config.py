@@ -84,6 +84,10 @@ class RunConfig(BaseModel):
     max_grad_norm: float = Field(default=1.0, ge=0)
     fp8_base: bool = Field(default=False, description="store frozen base Linear weights in fp8")
     block_swap: int = Field(default=0, ge=0, description="transformer blocks kept on the CPU")
+    offload_activations: bool = Field(default=False, description=(
+        "keep the tensors saved for backward (with gradient checkpointing: each block's input) "
+        "in pinned host memory (CUDA); with fp8_base + block_swap this is what fits Wan 14B at "
+        "480x832x81 frames on a 24 GB card"))
 
     @classmethod
     def parse(cls, values: dict[str, Any]) -> RunConfig:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -231,3 +232,70 @@ def checkpoint_last_blocks(model: torch.nn.Module, n_blocks: int) -> int:
 
         m._gradient_checkpointing_func = partial
     return n_blocks
+
+
+# ---------------------------------------------------------------- activation offload
+
+class ActivationOffload:
+    """Keep the tensors autograd saves during a forward pass in (pinned) host memory.
+
+    Use it as a context manager around the forward (the backward runs outside). Under
+    gradient checkpointing, torch saves each checkpointed block's *inputs* through the hooks
+    of the enclosing context (the block's own activations go through the checkpoint's
+    inner hooks and are recomputed), so what moves is one hidden state per block: for Wan
+    14B at 480x832x81 those are most of the memory left after fp8 + block swap. Parameters
+    and buffers of ``model`` stay put (autograd saves frozen weights for the input
+    gradient), and so do small tensors; a tensor saved by several blocks (the text
+    embedding, the timestep projection, RoPE) is copied once per forward.
+    """
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, min_bytes: int = 1 << 20,
+                 storage: str = "cpu"):
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:
+            # tensors report "cuda:0": compare against the same spelling
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.min_bytes = min_bytes
+        self.storage = storage
+        self.model = model
+        self.pin = self.device.type == "cuda" and storage == "cpu"
+        self.copies = 0
+        self.bytes = 0
+        self._hooks: Any = None
+        self._seen: dict[tuple, torch.Tensor] = {}
+
+    def _pack(self, t: torch.Tensor) -> Any:
+        if (isinstance(t, torch.nn.Parameter) or t.device != self.device
+                or t.numel() * t.element_size() < self.min_bytes
+                or t.untyped_storage().data_ptr() in self._frozen):
+            return t
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(),
+               t.dtype, t._version)
+        host = self._seen.get(key)
+        if host is None:
+            host = torch.empty(t.shape, dtype=t.dtype, device=self.storage, pin_memory=self.pin)
+            # stream-ordered: the device memory is not reused before this copy has run
+            host.copy_(t, non_blocking=self.pin)
+            self._seen[key] = host
+            self.copies += 1
+            self.bytes += t.numel() * t.element_size()
+        return (self.device, host)
+
+    @staticmethod
+    def _unpack(packed: Any) -> torch.Tensor:
+        if isinstance(packed, torch.Tensor):
+            return packed
+        device, host = packed
+        return host.to(device, non_blocking=True)
+
+    def __enter__(self) -> ActivationOffload:
+        self._frozen = {t.untyped_storage().data_ptr()
+                        for t in [*self.model.parameters(), *self.model.buffers()]}
+        self._seen = {}
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._hooks.__exit__(*exc)
+        self._seen = {}

@@ -16,6 +16,9 @@ Memory savers (documented in ``DEFAULTS.reasoning`` per family):
   memory and are copied in (prefetched on a side stream) when the block runs, forward and
   recompute; needs gradient checkpointing, which it turns on. A no-op with a warning on CPU.
   See ``memory.py``.
+- ``offload_activations``: the tensors autograd saves in the forward (under checkpointing,
+  each block's input) are kept in pinned host memory and copied back for the backward.
+  CUDA only (ignored on CPU).
 - bf16 autocast on CUDA (``mixed_precision="bf16"``); fp32 on CPU.
 - AdamW 8-bit (bitsandbytes) on CUDA when importable, else torch AdamW.
 
@@ -28,6 +31,7 @@ optimizer step and writes a checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -50,6 +54,7 @@ from loraforge.trainer.dataset import CaptionedDataset, DatasetConfig
 from loraforge.trainer.family import config_hash
 from loraforge.trainer.kernels import attention_backend, compile_blocks
 from loraforge.trainer.memory import (
+    ActivationOffload,
     checkpoint_last_blocks,
     enable_block_swap,
     fp8_base_weights,
@@ -175,6 +180,9 @@ class Trainer:
                 self.log(f"{name}: {n} Linear weights stored in float8_e4m3fn")
             if self.config.compile_blocks and self.device.type == "cuda":
                 compile_blocks(model)
+            if self.config.offload_activations and self.device.type != "cuda":
+                self.log("offload_activations only saves memory on a GPU: ignored on "
+                         f"{self.device.type}")
             if self.config.block_swap:
                 swapper = enable_block_swap(model, self.config.block_swap, self.device)
                 if swapper is not None:
@@ -333,6 +341,12 @@ class Trainer:
                 target = noise if self.args.objective == "epsilon" else sched.get_velocity(x0, noise, t)
         return F.mse_loss(pred.float(), target.float())
 
+    def _offload(self, name: str) -> Any:
+        """The forward pass's saved tensors go to host memory (``offload_activations``, CUDA)."""
+        if not self.config.offload_activations or self.device.type != "cuda":
+            return contextlib.nullcontext()
+        return ActivationOffload(self.models[name], self.device)
+
     def _route(self, gen: torch.Generator, n: int) -> tuple[str, torch.Tensor]:
         """Which denoiser this micro-batch trains, and its timesteps."""
         names = list(self.models)
@@ -402,7 +416,8 @@ class Trainer:
                 name, t = self._route(gen, batch["latents"].shape[0])
                 noise = torch.randn(batch["latents"].shape, generator=gen)
                 with attention_backend(self.config.attention, self.device):
-                    loss = self.loss_on(name, batch, noise, t) / accum
+                    with self._offload(name):
+                        loss = self.loss_on(name, batch, noise, t) / accum
                     loss.backward()
                 step_loss += float(loss.detach())
             if self.config.max_grad_norm:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from loraforge.trainer.memory import (
     FP8,
+    ActivationOffload,
     BlockSwapper,
     _Fp8Linear,
     checkpoint_last_blocks,
@@ -148,3 +149,51 @@ def test_block_options_are_refused_for_unets() -> None:
     for option in ({"block_swap": 2}, {"checkpoint_blocks": 2}):
         with pytest.raises(InvalidInput, match="sdxl is a UNet"):
             resolve(RunConfig(preset="tiny-sdxl", dataset="d", output_dir="o", **option))
+
+
+def test_activation_offload_moves_block_inputs_not_weights_and_keeps_gradients() -> None:
+    model = _tiny_wan_with_lora()
+    ref = copy.deepcopy(model)
+    blocks = transformer_blocks(model)
+    block_inputs: list[torch.Tensor] = []
+    for blk in blocks:
+        blk.register_forward_pre_hook(lambda m, args: block_inputs.append(args[0]) if
+                                      len(block_inputs) < len(blocks) else None)
+    # device == storage == CPU: the hooks run as on a GPU, with copies to "host" memory.
+    offload = ActivationOffload(model, torch.device("cpu"), min_bytes=1)
+    packed: list[tuple[torch.Tensor, bool]] = []  # (saved tensor, moved to host?)
+    pack = offload._pack
+
+    def spy(t: torch.Tensor) -> object:
+        out = pack(t)
+        packed.append((t, not isinstance(out, torch.Tensor)))
+        return out
+
+    offload._pack = spy  # type: ignore[method-assign]
+
+    g = torch.Generator().manual_seed(3)
+    c = model.config
+    x = torch.randn(1, c.in_channels, 3, 8, 8, generator=g)
+    text = torch.randn(1, 16, c.text_dim, generator=g)
+    with offload:
+        out = model(hidden_states=x, timestep=torch.tensor([500]), encoder_hidden_states=text,
+                    return_dict=False)[0]
+    loss = out.square().mean()
+    loss.backward()
+    ref_loss, ref_grads = _loss_and_grads(ref)
+    assert loss.item() == pytest.approx(ref_loss, rel=1e-6)
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p.grad, ref_grads[n], rtol=1e-5, atol=1e-7)
+
+    frozen = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    moved = [t for t, host in packed if host]
+    kept = [t for t, host in packed if not host]
+    assert moved and kept  # frozen weights are saved too (for the input gradient): they stay
+    assert not any(isinstance(t, torch.nn.Parameter) or t.untyped_storage().data_ptr() in frozen
+                   for t in moved)
+    # every checkpointed block's input went to host memory ...
+    ptrs = {t.untyped_storage().data_ptr() for t in moved}
+    assert all(h.untyped_storage().data_ptr() in ptrs for h in block_inputs)
+    # ... and a tensor every block saves (the text embedding) was copied once
+    assert offload.copies < len(moved)

@@ -171,3 +171,12 @@ def test_fp8_base_runs_on_cpu(one_image: Path, tmp_path: Path) -> None:
     base = fp8.models["transformer"].transformer_blocks[0].attn.to_q.base_layer
     assert base.weight.dtype == torch.float8_e4m3fn
     assert fp8.run().status == "succeeded"
+
+
+def test_offload_activations_is_accepted_and_said_to_be_ignored_on_cpu(one_clip: Path,
+                                                                       tmp_path: Path) -> None:
+    logs: list[str] = []
+    trainer = Trainer(RunConfig(preset="tiny-wan2.1-t2v", dataset=one_clip, output_dir=tmp_path,
+                                steps=1, rank=2, offload_activations=True), log=logs.append)
+    assert trainer.run().status == "succeeded"
+    assert any("offload_activations only saves memory on a GPU" in m for m in logs)
