@@ -83,10 +83,11 @@ class JobOutcome:
 class JobContext:
     """Handed to the work: report progress, and learn of cancellation at each report."""
 
-    def __init__(self, job: Job, jobs: JobStore, bus: EventBus):
+    def __init__(self, job: Job, jobs: JobStore, bus: EventBus, progress_type: str | None = None):
         self.job = job
         self._jobs = jobs
         self._bus = bus
+        self._progress_type = progress_type or f"{job.kind}.progress"
 
     async def progress(self, fraction: float, message: str = "", **result: Any) -> None:
         fraction = min(max(fraction, 0.0), 1.0)
@@ -101,8 +102,10 @@ class JobContext:
 
         self.job = await self._jobs.mutate(self.job.tenant, self.job.project, self.job.id, change)
         await self._bus.publish(Event(
-            type=f"{self.job.kind}.progress", tenant=self.job.tenant, project=self.job.project,
-            data={"job_id": self.job.id, "progress": fraction, "message": message},
+            type=self._progress_type, tenant=self.job.tenant, project=self.job.project,
+            # the work's own fields (the trainer's step and preview keys) ride along
+            data={"job_id": self.job.id, "progress": fraction, "message": message,
+                  **({"result": result} if result else {})},
         ))
 
     async def check_cancelled(self) -> None:
@@ -115,13 +118,16 @@ Work = Callable[[Job, JobContext], Awaitable[JobOutcome]]
 
 
 class JobWorker:
-    """Consumes `<kind>.requests` (a work queue shared by every replica) and runs `work`."""
+    """Consumes `<kind>.requests` (a work queue shared by every replica) and runs `work`;
+    progress goes out as `progress_type` (default `<kind>.progress`)."""
 
-    def __init__(self, kind: str, jobs: JobStore, bus: EventBus, work: Work):
+    def __init__(self, kind: str, jobs: JobStore, bus: EventBus, work: Work,
+                 progress_type: str | None = None):
         self.kind = kind
         self._jobs = jobs
         self._bus = bus
         self._work = work
+        self._progress_type = progress_type
 
     async def start(self) -> None:
         await self._bus.subscribe(f"{self.kind}-workers", f"{self.kind}.requests", self.handle)
@@ -137,7 +143,7 @@ class JobWorker:
             await self._finish(job, JobState.CANCELLED, "cancelled")
             return
         job = await self._jobs.update(job, state=JobState.RUNNING, message="running")
-        ctx = JobContext(job, self._jobs, self._bus)
+        ctx = JobContext(job, self._jobs, self._bus, self._progress_type)
         try:
             outcome = await self._work(job, ctx)
         except Cancelled:

@@ -242,9 +242,13 @@ class CheckpointEvaluator:
     def __init__(self, trainer: Any, settings: EvalSettings, *,
                  progress: Callable[[float, str], None] | None = None,
                  should_cancel: Callable[[], bool] | None = None,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None,
+                 rendered: Mapping[int, Sequence[Path]] | None = None):
         self.trainer = trainer
         self.settings = settings
+        # step -> previews already rendered with that step's LoRA and these settings (during
+        # training, by :meth:`render_step`): run() scores them instead of rendering again
+        self.rendered = dict(rendered or {})
         self.progress = progress or (lambda f, m: None)
         self.should_cancel = should_cancel or (lambda: False)
         self.log = log or (lambda m: None)
@@ -301,6 +305,31 @@ class CheckpointEvaluator:
                                         variant=t.variant, **extra)
             out.append(_first_render(res, video))
         return out
+
+    def render_step(self, step: int, prompts: Sequence[str], out_dir: Path) -> list[Path]:
+        """Render the previews of the LoRA as it is now (``step``'s) into
+        ``out_dir/previews/step-N/NN.png``; remembered for :meth:`run`."""
+        import cv2
+
+        d = out_dir / "previews" / f"step-{step}"
+        d.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i, img in enumerate(self.render(prompts)):
+            p = d / f"{i:02d}.png"
+            cv2.imwrite(str(p), img)  # PNG: read back bit-identical for scoring
+            paths.append(p)
+        self.rendered[step] = paths
+        return paths
+
+    def _previews_of(self, step: int, state: Callable[[], Mapping[str, torch.Tensor]],
+                     prompts: Sequence[str], out_dir: Path) -> tuple[list[Path], list[np.ndarray]]:
+        import cv2
+
+        paths = list(self.rendered.get(step) or [])
+        if not paths or not all(p.is_file() for p in paths):
+            self.load_state(state())
+            paths = self.render_step(step, prompts, out_dir)
+        return paths, [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths]
 
     # -------------------------------------------- references
 
@@ -419,7 +448,6 @@ class CheckpointEvaluator:
         """`states`: step -> a loader of that step's LoRA tensors (trainer param names);
         `lora_type` picks the default weight when likeness is unmeasurable; `backend` is a
         face backend (default: ``make_backend(settings.face_backend)``)."""
-        import cv2
         from loraforge.curation.faces import make_backend
         from loraforge.evaluation.choose import choose_checkpoint, evaluate_checkpoint
         from loraforge.evaluation.report import write_report
@@ -442,15 +470,7 @@ class CheckpointEvaluator:
                 raise Cancelled(f"evaluation stopped before step {step}")
             self.progress(0.95 * n / units, f"evaluating checkpoint step {step} "
                                           f"({n + 1}/{len(steps)}): rendering previews")
-            self.load_state(states[step]())
-            imgs = self.render(prompts)
-            d = out_dir / "previews" / f"step-{step}"
-            d.mkdir(parents=True, exist_ok=True)
-            previews[step] = []
-            for i, img in enumerate(imgs):
-                p = d / f"{i:02d}.png"
-                cv2.imwrite(str(p), img)
-                previews[step].append(p)
+            previews[step], imgs = self._previews_of(step, states[step], prompts, out_dir)
             vl = val_losses.get(step)
             if refs is not None:
                 evals.append(evaluate_checkpoint(step, imgs, refs, backend, prompts=render_prompts,

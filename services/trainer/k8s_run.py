@@ -44,6 +44,8 @@ from loraforge.runtime.storage import Bucket, ObjectStore
 
 SPEC = "k8s-spec.json"
 POINTER_PREFIX = "_k8s/train/"
+# progress fields of the pod's lines relayed as they are (LivePreviews.announce)
+PREVIEW_FIELDS = ("preview_step", "preview_keys", "previews")
 TAIL_LINES = 20
 # Exit codes of the pod, as `loraforge-train` documents them.
 EXIT_OK, EXIT_CANCELLED = 0, 3
@@ -132,6 +134,7 @@ class KubernetesTraining:
         state: dict[str, Any] = {"progress": 0.0, "message": f"Kubernetes Job {name} created",
                                  "step": None}
         tail: deque[str] = deque(maxlen=TAIL_LINES)
+        previews: dict[str, Any] = {}
         stop = threading.Event()
 
         def on_status(st: Any) -> None:
@@ -145,6 +148,9 @@ class KubernetesTraining:
             if event is None or event.get("event") != "progress":
                 tail.append(line)
                 return
+            for key in PREVIEW_FIELDS:  # the newest previews the pod uploaded
+                if key in event:
+                    previews[key] = event[key]
             step, total = event.get("step"), event.get("total")
             state["progress"] = float(event.get("progress") or 0.0)
             state["message"] = str(event.get("message") or f"step {step}/{total}")
@@ -161,7 +167,7 @@ class KubernetesTraining:
                 await asyncio.wait({task}, timeout=self.tick_s)
                 if not task.done():
                     extra = {"step": state["step"]} if state["step"] is not None else {}
-                    await ctx.progress(state["progress"], state["message"], **extra)
+                    await ctx.progress(state["progress"], state["message"], **extra, **previews)
         except Cancelled:
             await asyncio.to_thread(self.controller.cancel, run_id)
             stop.set()
@@ -217,16 +223,20 @@ class PodContext:
         self._min_interval_s = min_interval_s
         self._last_message = ""
         self._last_step_at = float("-inf")
+        self._last_preview: Any = None
 
     async def progress(self, fraction: float, message: str = "", **result: Any) -> None:
         self.check()
         now = time.monotonic()
-        if message == self._last_message:
+        new_preview = result.get("preview_step") not in (None, self._last_preview)
+        if message == self._last_message and not new_preview:
             return
-        if "step" in result:  # phase messages (download, evaluation, upload) always go out
+        if "step" in result and not new_preview:  # phase messages and new previews always go out
             if now - self._last_step_at < self._min_interval_s:
                 return
+        if "step" in result:
             self._last_step_at = now
+        self._last_preview = result.get("preview_step", self._last_preview)
         self._last_message = message
         out = self._out or sys.stdout
         print(json.dumps({"event": "progress", "progress": round(min(max(fraction, 0.0), 1.0), 4),

@@ -21,8 +21,11 @@ async def mount(clients: Clients, server: GrpcServer, *,
     server.add(TrainerServicer(jobs, kubernetes=kubernetes is not None))
     work = TrainingWork(clients.store, models_dir=clients.settings.models.dir,
                         kubernetes=kubernetes)
-    # One durable consumer for every replica: `trainer.requests` is a work queue.
-    await JobWorker(NAME, clients.jobs, clients.bus, work).start()
+    # One durable consumer for every replica: `trainer.requests` is a work queue. Progress
+    # (with each evaluated step's preview keys) is `training.progress`, beside
+    # `training.completed`.
+    await JobWorker(NAME, clients.jobs, clients.bus, work,
+                    progress_type="training.progress").start()
 
 
 def main() -> None:

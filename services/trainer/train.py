@@ -96,6 +96,7 @@ class Trainer:
         on_progress: Callable[[int, int, float], None] | None = None,
         should_cancel: Callable[[int], bool] | None = None,
         log: Callable[[str], None] | None = None,
+        on_eval: Callable[[int], None] | None = None,
     ):
         self.config = config
         self.preset, self.args = resolve(config)
@@ -105,6 +106,8 @@ class Trainer:
         self.on_progress = on_progress
         self.should_cancel = should_cancel
         self.log = log or (lambda msg: None)
+        # called with the step after each held-out evaluation (previews are rendered there)
+        self.on_eval = on_eval
         self.dataset = CaptionedDataset.scan(
             DatasetConfig(
                 path=config.dataset, resolution=self.args.resolution, frames=self.args.frames,
@@ -341,6 +344,22 @@ class Trainer:
                 target = noise if self.args.objective == "epsilon" else sched.get_velocity(x0, noise, t)
         return F.mse_loss(pred.float(), target.float())
 
+    def _after_eval(self, step: int) -> None:
+        """Run ``on_eval`` (preview renders) without touching the training's random streams,
+        so a run with previews trains exactly like one without, resumed or not."""
+        if self.on_eval is None:
+            return
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            np_state, py_state = np.random.get_state(), random.getstate()
+            try:
+                self.on_eval(step)
+            finally:
+                np.random.set_state(np_state)
+                random.setstate(py_state)
+                for model in self.models.values():
+                    model.train()
+
     def _offload(self, name: str) -> Any:
         """The forward pass's saved tensors go to host memory (``offload_activations``, CUDA)."""
         if not self.config.offload_activations or self.device.type != "cuda":
@@ -430,6 +449,7 @@ class Trainer:
                 self.on_progress(step, self.args.steps, step_loss)
             if self.config.eval_every and step % self.config.eval_every == 0:
                 result.eval_losses[step] = self.evaluate()
+                self._after_eval(step)
             cancelled = bool(self.should_cancel and self.should_cancel(step))
             if (self.config.checkpoint_every and step % self.config.checkpoint_every == 0) or cancelled:
                 if step < self.args.steps or cancelled:
@@ -441,6 +461,7 @@ class Trainer:
         if result.status == "succeeded":
             if self.config.eval_every and step not in result.eval_losses:
                 result.eval_losses[step] = self.evaluate()
+                self._after_eval(step)
             result.files = self.export()
         result.seconds = time.monotonic() - start_time
         return result

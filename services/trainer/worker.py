@@ -6,15 +6,18 @@ stored in `loras/`.
          store) downloaded into a local folder in the trainer core's seed layout
          (videos/<clip_id>.mp4 + captions/<clip_id>.txt; images/<clip_id>.<ext> + .txt)
       -> a RunConfig -> Trainer.run() in a thread (progress -> JobContext.progress; a cancel
-         stops after the current optimizer step)
+         stops after the current optimizer step); at each evaluation (= checkpoint) step the
+         validation prompts are rendered with the LoRA as it is, uploaded, and their keys go
+         out in `training.progress` (live_previews.py)
       -> likeness evaluation of every checkpoint and the final step (checkpoints.py):
-         previews rendered with each step's LoRA, scored against reference faces from the
+         previews (those rendered while training, else rendered now with each step's LoRA)
+         scored against reference faces from the
          dataset's keyframes (identity, collapse, held-out validation loss), one step chosen
          (lowest validation loss when no preview shows a face)
       -> loras  <t>/<p>/runs/<job_id>/last.safetensors          the final LoRA
                                       best.safetensors          the chosen step's LoRA
                                       checkpoints/step-N/adapter.safetensors
-                                      previews/step-N/NN.png    the evaluation's renders
+                                      previews/step-N/NN.png    renders of each evaluated step
                                       report/report.{html,md} + checkpoints.csv + plots
                                       run.json                  commit marker, written last
 
@@ -44,6 +47,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from loraforge.runtime.errors import Cancelled, InvalidInput
@@ -53,6 +57,7 @@ from loraforge.runtime.jobs import ArtifactRef, Job
 from loraforge.runtime.keys import ProjectRef, validate_key_part
 from loraforge.runtime.params import TrainingParams
 from loraforge.runtime.storage import Bucket, ObjectStore
+from loraforge.trainer.live_previews import LivePreviews, preview_key
 
 if TYPE_CHECKING:
     from loraforge.trainer.k8s_run import KubernetesTraining
@@ -252,6 +257,11 @@ class TrainingWork:
             state.update(step=step, total=total, loss=loss,
                          message=f"step {step}/{total}, loss {loss:.4f}")
 
+        # previews of each evaluated step, rendered while training (the evaluation after it
+        # scores these instead of rendering them again); uploaded and announced as they come
+        rendered: dict[int, list[Path]] = {}
+        live = LivePreviews()
+
         def run() -> Any:
             from loraforge.trainer.cache import ObjectStoreCacheStore
             from loraforge.trainer.train import Trainer
@@ -260,6 +270,9 @@ class TrainingWork:
             trainer = Trainer(config, cache_store=cache, on_progress=on_progress,
                               should_cancel=lambda _s: cancelled.is_set(),
                               log=lambda m: logs.append(m))
+            if eval_settings.enabled and eval_settings.previews > 0:
+                trainer.on_eval = self._preview_renderer(trainer, eval_settings, info, workdir,
+                                                         rendered, state, logs)
             state["message"] = f"training {trainer.args.steps} steps"
             result = trainer.run()
             return trainer, result
@@ -269,10 +282,11 @@ class TrainingWork:
             while not task.done():
                 await asyncio.wait({task}, timeout=self._tick_s)
                 if not task.done():
+                    await asyncio.to_thread(self._upload_checkpoints, prefix, ckpt_root, uploaded)
+                    await asyncio.to_thread(live.upload, self._store, prefix, rendered)
                     frac = state["step"] / max(1, state["total"])
                     await ctx.progress(TRAIN_START + (TRAIN_END - TRAIN_START) * frac,
-                                       state["message"], step=state["step"])
-                    await asyncio.to_thread(self._upload_checkpoints, prefix, ckpt_root, uploaded)
+                                       state["message"], step=state["step"], **live.announce())
         except Cancelled:
             cancelled.set()
             await asyncio.gather(task, return_exceptions=True)
@@ -284,13 +298,17 @@ class TrainingWork:
         if result.status != "succeeded":
             raise Cancelled(f"training of job {job.id} stopped at step {result.step}")
         await asyncio.to_thread(self._upload_checkpoints, prefix, ckpt_root, uploaded)
+        if await asyncio.to_thread(live.upload, self._store, prefix, rendered):
+            await ctx.progress(TRAIN_END, f"trained {result.step} steps", step=result.step,
+                               **live.announce())
         evaluation: Any = ("likeness evaluation was turned off (extra.evaluate = false): best "
                            "is the final step")
         if eval_settings.enabled:
             await ctx.progress(TRAIN_END, "evaluating checkpoints")
             try:
                 evaluation = await self._evaluate(job, ctx, trainer, result, info, ckpt_root,
-                                                  uploaded, workdir, eval_settings, logs)
+                                                  uploaded, workdir, eval_settings, logs,
+                                                  rendered)
             except Cancelled:
                 raise
             except Exception as e:  # the trained LoRA is still worth keeping
@@ -299,13 +317,35 @@ class TrainingWork:
                               "the final step")
         await ctx.progress(EVAL_END, "uploading the LoRA")
         return await asyncio.to_thread(self._commit, job, prefix, ckpt_root, uploaded, trainer,
-                                       result, info, params, evaluation)
+                                       result, info, params, evaluation, live.artifacts)
+
+    @staticmethod
+    def _preview_renderer(trainer: Any, settings: Any, info: dict[str, Any], workdir: Path,
+                          rendered: dict[int, list[Path]], state: dict[str, Any],
+                          logs: list[str]) -> Callable[[int], None]:
+        """The trainer's ``on_eval``: render the validation prompts with the LoRA as it is at
+        that step, with the settings the evaluation after training uses."""
+        from loraforge.trainer.checkpoints import CheckpointEvaluator, validation_prompts
+
+        prompts = validation_prompts(info["trigger"], info["captions"], settings.captions_in_prompts)
+        renderer = CheckpointEvaluator(trainer, settings, log=logs.append)
+
+        def on_eval(step: int) -> None:
+            state["message"] = f"step {step}: rendering previews"
+            try:
+                rendered[step] = renderer.render_step(step, prompts, workdir / "eval")
+            except Exception as e:  # noqa: BLE001 - previews are a view, training goes on
+                log.warning("previews at step %s failed: %s", step, e)
+                logs.append(f"previews at step {step} failed ({type(e).__name__}: {e})")
+
+        return on_eval
 
     # ------------------------------------------------------------ evaluation
 
     async def _evaluate(self, job: Job, ctx: JobContext, trainer: Any, result: Any,
                         info: dict[str, Any], ckpt_root: Path, uploaded: dict[int, dict[str, Any]],
-                        workdir: Path, settings: Any, logs: list[str]) -> Any:
+                        workdir: Path, settings: Any, logs: list[str],
+                        rendered: dict[int, list[Path]]) -> Any:
         """Every checkpoint + the final step, in a thread; progress published meanwhile."""
         from loraforge.trainer.checkpoints import CheckpointEvaluator, validation_prompts
 
@@ -322,7 +362,8 @@ class TrainingWork:
             prompts = validation_prompts(info["trigger"], info["captions"],
                                          settings.captions_in_prompts)
             evaluator = CheckpointEvaluator(trainer, settings, progress=progress,
-                                            should_cancel=cancelled.is_set, log=logs.append)
+                                            should_cancel=cancelled.is_set, log=logs.append,
+                                            rendered=rendered)
             return evaluator.run(states, result.eval_losses, refs, prompts, workdir / "eval",
                                  title=f"LoRA evaluation: job {job.id}",
                                  lora_type=info["lora_type"])
@@ -454,7 +495,8 @@ class TrainingWork:
 
     def _commit(self, job: Job, prefix: str, ckpt_root: Path, uploaded: dict[int, dict[str, Any]],
                 trainer: Any, result: Any, info: dict[str, Any], params: TrainingParams,
-                evaluation: Any = None) -> dict[str, Any]:
+                evaluation: Any = None, live_previews: dict[str, dict[str, Any]] | None = None
+                ) -> dict[str, Any]:
         self._upload_checkpoints(prefix, ckpt_root, uploaded)
         artifacts = [uploaded[s] for s in sorted(uploaded)]
         names = list(result.files)  # denoiser attributes, first = the main file
@@ -479,7 +521,7 @@ class TrainingWork:
             ev["recommended_weight"], ev["strength_reason"] = default_strength(
                 info["lora_type"], "likeness was not evaluated (see best_reason)")
         if evaluated:
-            ev = self._upload_evaluation(prefix, evaluation, artifacts)
+            ev = self._upload_evaluation(prefix, evaluation, artifacts, live_previews or {})
         record = {
             "job_id": job.id, "run_prefix": prefix,
             "last_key": files["last"][main], "best_key": files["best"][main],
@@ -524,16 +566,19 @@ class TrainingWork:
                           "size": stored.size, "sha256": stored.sha256 or ""})
         return stored.key
 
-    def _upload_evaluation(self, prefix: str, evaluation: Any, artifacts: list[dict[str, Any]]
-                           ) -> dict[str, Any]:
+    def _upload_evaluation(self, prefix: str, evaluation: Any, artifacts: list[dict[str, Any]],
+                           live_previews: dict[str, dict[str, Any]]) -> dict[str, Any]:
         previews: dict[str, list[str]] = {}
         for step, paths in sorted(evaluation.previews.items()):
             for p in paths:
-                stored = self._store.put_file(Bucket.LORAS, f"{prefix}/previews/step-{step}/{p.name}",
-                                              p, content_type="image/png")
-                previews.setdefault(str(step), []).append(stored.key)
-                artifacts.append({"bucket": "loras", "key": stored.key, "kind": "preview",
-                                  "size": stored.size, "sha256": stored.sha256 or ""})
+                key = preview_key(prefix, step, p)
+                artifact = live_previews.get(key)  # uploaded while training
+                if artifact is None:
+                    stored = self._store.put_file(Bucket.LORAS, key, p, content_type="image/png")
+                    artifact = {"bucket": "loras", "key": stored.key, "kind": "preview",
+                                "size": stored.size, "sha256": stored.sha256 or ""}
+                previews.setdefault(str(step), []).append(artifact["key"])
+                artifacts.append(artifact)
         types = {".html": "text/html", ".md": "text/markdown", ".csv": "text/csv",
                  ".png": "image/png", ".txt": "text/plain"}
         report_key = None

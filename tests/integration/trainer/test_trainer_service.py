@@ -82,6 +82,12 @@ async def test_training_job_stores_a_loadable_lora_and_run_record(
         completed.append(event)
 
     await bus.subscribe("test-training-completed", "training.completed", record)
+    progress: list[Event] = []
+
+    async def record_progress(event: Event, delivery: Delivery) -> None:
+        progress.append(event)
+
+    await bus.subscribe("test-training-progress", "training.progress", record_progress)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{trainer_service.port}")
     stub = trainer_pb2_grpc.TrainerServiceStub(channel)
     job = await stub.StartTraining(_request("train-1"), timeout=10)
@@ -131,6 +137,15 @@ async def test_training_job_stores_a_loadable_lora_and_run_record(
     for r in table:
         assert len(run["evaluation"]["previews"][str(r["step"])]) == 4
         assert store.exists(Bucket.LORAS, f"{prefix}/previews/step-{r['step']}/00.png")
+    # previews were rendered while training, announced with their keys, and the evaluation
+    # scored those very files (same keys, not uploaded again)
+    announced = [e.data["result"] for e in progress if "preview_keys" in e.data.get("result", {})]
+    assert announced, [e.data for e in progress]
+    for step, keys in announced[-1]["previews"].items():
+        assert keys == run["evaluation"]["previews"][step]
+        assert all(store.exists(Bucket.LORAS, k) for k in keys)
+    preview_artifacts = [a.key for a in done.artifacts if a.kind == "preview"]
+    assert len(preview_artifacts) == len(set(preview_artifacts)) == 4 * len(table)
     best = load_file(str(tmp_path / "best.safetensors"))
     if best_step == run["steps"]:
         chosen = load_file(str(tmp_path / "last.safetensors"))

@@ -179,3 +179,44 @@ def test_strength_recommendation_finds_the_planted_weight_through_adapter_scalin
     off = CheckpointEvaluator(trainer, EvalSettings(previews=2, strength=False))
     w, reason, rows = off.strength(ref_faces, refs_backend, [TRIGGER], "pose")
     assert (w, rows) == (0.7, []) and "eval_strength" in reason
+
+
+def test_previews_rendered_during_training_are_what_the_evaluation_scores(one_clip, tmp_path):
+    """`on_eval` renders each evaluated step while training; the run trains exactly as one
+    without it, and the evaluation afterwards scores those files instead of rendering again."""
+    def config(out):
+        return RunConfig.parse({"preset": "tiny-wan2.1-t2v", "dataset": one_clip,
+                                "output_dir": out, "trigger": TRIGGER, "steps": 3, "rank": 4,
+                                "checkpoint_every": 2, "eval_every": 2, "seed": 1})
+
+    plain = Trainer(config(tmp_path / "plain"))
+    plain.run()
+
+    trainer = Trainer(config(tmp_path / "live"))
+    settings = EvalSettings(previews=2, inference_steps=2)
+    prompts = validation_prompts(TRIGGER, ["a", "b"])
+    live = CheckpointEvaluator(trainer, settings)
+    trainer.on_eval = lambda step: live.render_step(step, prompts, tmp_path / "eval")
+    result = trainer.run()
+    assert sorted(live.rendered) == [2, 3]  # the eval interval and the final step
+    for k, v in plain.lora_state().items():  # rendering drew no training randomness
+        assert torch.equal(trainer.lora_state()[k], v), k
+
+    # the live renders equal a render of the same step afterwards (so reusing them is exact)
+    final = trainer.lora_state()
+    again = CheckpointEvaluator(trainer, settings)
+    again.load_state(final)
+    import cv2
+    fresh = again.render_step(3, prompts, tmp_path / "again")
+    assert all((cv2.imread(str(a)) == cv2.imread(str(b))).all()
+               for a, b in zip(fresh, live.rendered[3], strict=True))
+
+    ev = CheckpointEvaluator(trainer, settings, rendered=live.rendered)
+    renders: list[int] = []
+    ev.render = lambda p: renders.append(1) or live.render(p)  # type: ignore[method-assign]
+    ckpt = result.checkpoints[0]
+    out = ev.run({2: lambda: load_file(str(ckpt / LORA_FILE)), 3: lambda: final},
+                 result.eval_losses, [], prompts, tmp_path / "eval")
+    assert out.previews == {2: live.rendered[2], 3: live.rendered[3]}
+    # only the strength pass renders (no reference face: it is skipped), no preview again
+    assert renders == []

@@ -199,12 +199,18 @@ async def test_pod_context_prints_json_progress_and_stops_on_signal() -> None:
     await ctx.progress(0.0, "downloading the captioned dataset")
     await ctx.progress(0.1, "step 1/4, loss 0.5", step=1)
     await ctx.progress(0.2, "step 2/4, loss 0.4", step=2)  # throttled: within min_interval_s
+    # new previews are never throttled (the service relays their keys); the same ones are
+    await ctx.progress(0.3, "step 2: rendering previews", step=2, preview_step=2,
+                       preview_keys=["k/00.png"])
+    await ctx.progress(0.35, "step 3/4, loss 0.3", step=3, preview_step=2,
+                       preview_keys=["k/00.png"])
     await ctx.progress(0.8, "evaluating checkpoints")
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [(e["event"], e["message"]) for e in lines] == [
         ("progress", "downloading the captioned dataset"), ("progress", "step 1/4, loss 0.5"),
-        ("progress", "evaluating checkpoints")]
+        ("progress", "step 2: rendering previews"), ("progress", "evaluating checkpoints")]
     assert lines[1]["step"] == 1 and lines[1]["progress"] == 0.1
+    assert lines[2]["preview_keys"] == ["k/00.png"]
     stop.set()
     with pytest.raises(Cancelled):
         await ctx.progress(0.9, "uploading the LoRA")

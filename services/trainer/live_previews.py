@@ -1,0 +1,48 @@
+"""Previews rendered during training: uploaded to ``loras/<run>/previews/step-N/`` as they
+appear and announced in the job's progress (``lf.training.progress`` and the job record), so
+a user can look at step 500's renders while step 900 trains and stop a run that went wrong."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from loraforge.runtime.storage import Bucket, ObjectStore
+
+
+def preview_key(prefix: str, step: int, path: Path) -> str:
+    return f"{prefix}/previews/step-{step}/{path.name}"
+
+
+class LivePreviews:
+    """What has been uploaded so far (touched only from the worker's event loop thread)."""
+
+    def __init__(self) -> None:
+        self.artifacts: dict[str, dict[str, Any]] = {}  # object key -> artifact record
+        self.by_step: dict[int, list[str]] = {}
+
+    def upload(self, store: ObjectStore, prefix: str, rendered: Mapping[int, Sequence[Path]]) -> int:
+        """Upload previews of steps not uploaded yet; returns how many files went up."""
+        n = 0
+        for step, paths in sorted(dict(rendered).items()):  # the training thread adds steps
+            if step in self.by_step:
+                continue
+            keys = []
+            for path in paths:
+                key = preview_key(prefix, step, path)
+                stored = store.put_file(Bucket.LORAS, key, path, content_type="image/png")
+                self.artifacts[key] = {"bucket": "loras", "key": stored.key, "kind": "preview",
+                                       "size": stored.size, "sha256": stored.sha256 or ""}
+                keys.append(stored.key)
+                n += 1
+            self.by_step[step] = keys
+        return n
+
+    def announce(self) -> dict[str, Any]:
+        """Progress fields: the newest step's previews and every step's, by step."""
+        if not self.by_step:
+            return {}
+        newest = max(self.by_step)
+        return {"preview_step": newest, "preview_keys": self.by_step[newest],
+                "previews": {str(s): keys for s, keys in sorted(self.by_step.items())}}
