@@ -133,12 +133,11 @@ def trainer_extra(extra: dict[str, Any]) -> dict[str, Any]:
 
     `timestep_shift` is the trainer's `flow_shift`; `timestep_sampling` "uniform" is plain uniform
     timesteps (shift 1), "shift" uniform timesteps shifted by `timestep_shift`, "logit_normal"
-    logit-normal timesteps shifted by it. `noise_offset` (SD families) has no trainer
-    counterpart yet and is dropped. Other keys pass through unchanged."""
+    logit-normal timesteps shifted by it. Other keys (`noise_offset` of the SD families
+    included) pass through unchanged."""
     out = dict(extra)
     shift = out.pop("timestep_shift", None)
     sampling = out.pop("timestep_sampling", None)
-    out.pop("noise_offset", None)
     if sampling == "uniform":
         out.update(timestep_sampling="uniform", flow_shift=1.0)
     elif sampling is not None:

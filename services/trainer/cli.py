@@ -47,6 +47,7 @@ _OVERRIDES: list[tuple[str, str, Any, str]] = [
     ("--seed", "seed", int, "random seed (LoRA init, noise, timesteps, batch order)"),
     ("--timestep-sampling", "timestep_sampling", str, "uniform | logit_normal (flow models)"),
     ("--flow-shift", "flow_shift", float, "timestep shift for flow models"),
+    ("--noise-offset", "noise_offset", float, "SD families: per-channel noise offset (~0.05)"),
     ("--expert", "expert", str, "Wan 2.2 A14B: both | high | low"),
     ("--checkpoint-every", "checkpoint_every", int, "steps between checkpoints (0: none)"),
     ("--keep-checkpoints", "keep_checkpoints", int, "how many recent checkpoints to keep"),

@@ -58,6 +58,9 @@ class RunConfig(BaseModel):
     flow_shift: float | None = Field(default=None, gt=0)
     logit_mean: float = 0.0
     logit_std: float = Field(default=1.0, gt=0)
+    noise_offset: float = Field(default=0.0, ge=0, le=1, description=(
+        "SD families: add this times a per-channel constant to the training noise, so the "
+        "model learns to change an image's overall brightness (kohya's noise offset; ~0.05)"))
     expert: Literal["both", "high", "low"] = Field(
         default="both", description="Wan 2.2 A14B: which expert(s) to train")
     checkpoint_every: int = Field(default=0, ge=0, description="steps between checkpoints; 0: none")
@@ -170,6 +173,11 @@ def resolve(config: RunConfig) -> tuple[Preset, Resolved]:
         raise InvalidInput(f"{preset.family} is a flow-matching model; objective must be 'flow'")
     if preset.family in ("sdxl", "sd1.5") and objective == "flow":
         raise InvalidInput(f"{preset.family} is a DDPM model; use objective epsilon or v_prediction")
+    if config.noise_offset and objective == "flow":
+        # Flow matching interpolates to pure noise at t = 1, so the mean-brightness blind spot
+        # of DDPM's schedule (the reason for the offset) does not arise; peers apply it to SD.
+        raise InvalidInput(f"noise_offset applies to SD families (epsilon / v-prediction); "
+                           f"{preset.family} trains with flow matching: leave it at 0")
     if (config.block_swap or config.checkpoint_blocks is not None) and preset.family in (
             "sdxl", "sd1.5"):
         raise InvalidInput(

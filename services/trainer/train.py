@@ -344,6 +344,15 @@ class Trainer:
                 target = noise if self.args.objective == "epsilon" else sched.get_velocity(x0, noise, t)
         return F.mse_loss(pred.float(), target.float())
 
+    def training_noise(self, shape: torch.Size, gen: torch.Generator) -> torch.Tensor:
+        """Gaussian noise; with ``noise_offset`` plus a constant per sample and channel (drawn
+        after the noise, from the same generator, so a resumed run draws the same)."""
+        noise = torch.randn(shape, generator=gen)
+        if self.config.noise_offset:
+            offset = torch.randn((*shape[:2], *[1] * (len(shape) - 2)), generator=gen)
+            noise = noise + self.config.noise_offset * offset
+        return noise
+
     def _after_eval(self, step: int) -> None:
         """Run ``on_eval`` (preview renders) without touching the training's random streams,
         so a run with previews trains exactly like one without, resumed or not."""
@@ -394,7 +403,7 @@ class Trainer:
             for i in range(len(self.dataset.samples)):
                 batch = self.collate([i])
                 for k in range(n_timesteps):
-                    noise = torch.randn(batch["latents"].shape, generator=gen)
+                    noise = self.training_noise(batch["latents"].shape, gen)
                     frac = (k + 0.5) / n_timesteps
                     if self.args.objective == "flow":
                         t = torch.tensor([lo + (hi - lo) * frac])

@@ -89,3 +89,12 @@ def test_training_run_maps_sweep_params_to_trainer_fields():
     assert fields == {"dataset_id": "ds", "base_preset": "tiny-wan2.1-t2v", "rank": 16, "alpha": 8,
                       "learning_rate": 2e-4, "steps": 10, "seed": 0,
                       "extra": {"timestep_shift": 3.0, "timestep_sampling": "shift"}}
+
+
+def test_trainer_extra_maps_schedule_knobs_and_keeps_noise_offset() -> None:
+    assert sweep_cmd.trainer_extra({"timestep_shift": 5.0, "timestep_sampling": "shift"}) == {
+        "timestep_sampling": "uniform", "flow_shift": 5.0}
+    assert sweep_cmd.trainer_extra({"timestep_sampling": "uniform", "timestep_shift": 3.0}) == {
+        "timestep_sampling": "uniform", "flow_shift": 1.0}
+    assert sweep_cmd.trainer_extra({"noise_offset": 0.05, "rank": 8}) == {
+        "noise_offset": 0.05, "rank": 8}

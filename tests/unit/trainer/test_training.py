@@ -180,3 +180,23 @@ def test_offload_activations_is_accepted_and_said_to_be_ignored_on_cpu(one_clip:
                                 steps=1, rank=2, offload_activations=True), log=logs.append)
     assert trainer.run().status == "succeeded"
     assert any("offload_activations only saves memory on a GPU" in m for m in logs)
+
+
+def test_noise_offset_shifts_each_channel_by_a_constant(one_image: Path, tmp_path: Path) -> None:
+    def trainer(offset: float) -> Trainer:
+        return Trainer(RunConfig(preset="tiny-sd1.5", dataset=one_image, output_dir=tmp_path,
+                                 steps=1, rank=2, noise_offset=offset))
+
+    shape = torch.Size((2, 4, 8, 8))
+    plain = trainer(0.0).training_noise(shape, torch.Generator().manual_seed(3))
+    offset = trainer(0.1).training_noise(shape, torch.Generator().manual_seed(3))
+    diff = offset - plain  # the same Gaussian draw first, then the offset
+    assert torch.allclose(diff, diff[..., :1, :1].expand_as(diff))
+    assert diff.abs().amax() > 0 and diff[0, 0, 0, 0] != diff[0, 1, 0, 0]
+    assert trainer(0.1).run().status == "succeeded"
+
+
+def test_noise_offset_is_refused_for_flow_matching(one_image: Path, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="noise_offset applies to SD families"):
+        Trainer(RunConfig(preset="tiny-flux", dataset=one_image, output_dir=tmp_path,
+                          steps=1, rank=2, noise_offset=0.05))
