@@ -149,6 +149,25 @@ def settings(infra: Infra, unique: str, tmp_path: Path) -> Iterator[Settings]:
     _drop_buckets(infra, f"t{unique}-")
 
 
+@pytest.fixture
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The test settings as the LORAFORGE_* environment a CLI run or a service process reads
+    (settings refuse unknown LORAFORGE_* names, so only real ones)."""
+    nats, s3 = settings.nats, settings.s3
+    return {
+        "LORAFORGE_ENV": "test",
+        "LORAFORGE_NATS__URL": nats.url,
+        "LORAFORGE_NATS__STREAM": nats.stream,
+        "LORAFORGE_NATS__SUBJECT_ROOT": nats.subject_root,
+        "LORAFORGE_NATS__JOBS_BUCKET": nats.jobs_bucket,
+        "LORAFORGE_S3__ENDPOINT": s3.endpoint,
+        "LORAFORGE_S3__ACCESS_KEY": s3.access_key,
+        "LORAFORGE_S3__SECRET_KEY": s3.secret_key.get_secret_value(),
+        "LORAFORGE_S3__BUCKET_PREFIX": s3.bucket_prefix,
+        "LORAFORGE_STACK__DATA_DIR": str(settings.stack.data_dir),
+    }
+
+
 def _drop_buckets(infra: Infra, prefix: str) -> None:
     """Remove the test's buckets so the S3 server's volumes do not run out over a long run."""
     from minio import Minio

@@ -32,21 +32,8 @@ async def captioning(settings) -> AsyncIterator[ServiceProcess]:
         await proc.stop()
 
 
-def cli_env(settings, captioning_target: str) -> dict[str, str]:
-    """Settings refuse unknown LORAFORGE_* variables: only real ones, from the test settings."""
-    nats, s3 = settings.nats, settings.s3
-    return {
-        "LORAFORGE_ENV": "test",
-        "LORAFORGE_NATS__URL": nats.url,
-        "LORAFORGE_NATS__STREAM": nats.stream,
-        "LORAFORGE_NATS__SUBJECT_ROOT": nats.subject_root,
-        "LORAFORGE_NATS__JOBS_BUCKET": nats.jobs_bucket,
-        "LORAFORGE_S3__ENDPOINT": s3.endpoint,
-        "LORAFORGE_S3__ACCESS_KEY": s3.access_key,
-        "LORAFORGE_S3__SECRET_KEY": s3.secret_key.get_secret_value(),
-        "LORAFORGE_S3__BUCKET_PREFIX": s3.bucket_prefix,
-        "LORAFORGE_ENDPOINTS__CAPTIONING": captioning_target,
-    }
+def cli_env(settings_env: dict[str, str], captioning: ServiceProcess) -> dict[str, str]:
+    return {**settings_env, "LORAFORGE_ENDPOINTS__CAPTIONING": f"127.0.0.1:{captioning.port}"}
 
 
 @dataclass
@@ -66,7 +53,7 @@ def _clean_env(overrides: dict[str, str]) -> dict[str, str]:
 
 
 @pytest.fixture
-def cli(settings, captioning, monkeypatch):
+def cli(settings_env, captioning, monkeypatch):
     """Runs `loraforge ...` in-process (typer's CliRunner, in a thread: the service shares this
     loop). Settings refuse unknown LORAFORGE_* variables, so only ours are set."""
     from loraforge.cli.main import app
@@ -74,7 +61,7 @@ def cli(settings, captioning, monkeypatch):
 
     for name in [k for k in os.environ if k.startswith("LORAFORGE_")]:
         monkeypatch.delenv(name)
-    for name, value in cli_env(settings, f"127.0.0.1:{captioning.port}").items():
+    for name, value in cli_env(settings_env, captioning).items():
         monkeypatch.setenv(name, value)
 
     async def run(*args: str):
@@ -84,11 +71,11 @@ def cli(settings, captioning, monkeypatch):
 
 
 @pytest.fixture
-def cli_process(settings, captioning):
+def cli_process(settings_env, captioning):
     """Runs `python -m loraforge.cli.main ...` as its own process, as a user does. Used for
     the commands that run ffmpeg: forking this process, which hosts the gRPC service, lets
     gRPC's threads write into the child's stderr, which imageio's ffmpeg parsing trips on."""
-    base = cli_env(settings, f"127.0.0.1:{captioning.port}")
+    base = cli_env(settings_env, captioning)
 
     async def run(*args: str, **env: str) -> Ran:
         proc = await asyncio.create_subprocess_exec(

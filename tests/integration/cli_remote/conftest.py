@@ -6,74 +6,25 @@ it: `python -m loraforge.cli.main --api URL --key KEY ...`."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from loraforge.gateway.app import create_app
-from loraforge.gateway.clients import BackendClients
-from loraforge.gateway.config import gateway_bucket
-from loraforge.gateway.state import GatewayState
-from loraforge.runtime.events import EventBus
-from loraforge.runtime.host import ServiceProcess
-from loraforge.runtime.jobs import JobStore
-from loraforge.runtime.metrics import Metrics
-from loraforge.stack.binaries import free_port
 
-from ..gateway.conftest import TEST_CONFIG, GatewayStack, _servicer_mount
+from ..gateway.conftest import GatewayStack, make_gateway  # noqa: F401 (fixture)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "ingest"))
 
 
 @pytest.fixture
-async def remote_gateway(settings, store) -> AsyncIterator[GatewayStack]:
-    import uvicorn
+async def remote_gateway(make_gateway) -> GatewayStack:
+    """The gateway stack with the real ingest service (media work included)."""
     from loraforge.ingest.main import mount as ingest_mount
 
-    cleanups: list[Callable[[], Awaitable[None]]] = []
-    try:
-        procs: dict[str, ServiceProcess] = {}
-        for name in ("ingest", "curation", "captioning", "trainer", "render"):
-            mount = ingest_mount if name == "ingest" else _servicer_mount(name)
-            proc = ServiceProcess(name, settings, mount, drain_delay_s=0)
-            await proc.start()
-            procs[name] = proc
-            cleanups.append(proc.stop)
-        bus = await EventBus.connect(settings.nats, name="cli-remote-test")
-        cleanups.append(bus.close)
-        jobs = await JobStore.open(bus.jetstream, settings.nats.jobs_bucket)
-        state = await GatewayState.open(bus.jetstream, gateway_bucket(settings))
-        backends = BackendClients({n: f"127.0.0.1:{p.port}" for n, p in procs.items()}, timeout_s=5)
-        cleanups.append(backends.close)
-        app = create_app(settings, Metrics("gateway"), backends=backends, store=store,
-                         jobs_store=jobs, state=state, bus=bus, config=TEST_CONFIG)
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                               lifespan="on"))
-        task = asyncio.create_task(server.serve())
-        for _ in range(250):
-            if server.started:
-                break
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.02)
-
-        async def stop_server() -> None:
-            server.should_exit = True
-            await asyncio.wait_for(task, timeout=10)
-
-        cleanups.append(stop_server)
-        yield GatewayStack(f"http://127.0.0.1:{port}", state, backends, procs, app)
-    finally:
-        for cleanup in reversed(cleanups):
-            try:
-                await cleanup()
-            except Exception as exc:  # noqa: BLE001 - best-effort teardown
-                logging.getLogger(__name__).warning("teardown step failed: %s", exc)
+    return await make_gateway(ingest_mount=ingest_mount)
 
 
 @dataclass

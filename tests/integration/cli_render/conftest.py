@@ -23,22 +23,8 @@ async def render_service(settings) -> AsyncIterator[ServiceProcess]:
         await proc.stop()
 
 
-def cli_env(settings, render_target: str) -> dict[str, str]:
-    """Settings refuse unknown LORAFORGE_* variables: only real ones, from the test settings."""
-    nats, s3 = settings.nats, settings.s3
-    env = {
-        "LORAFORGE_ENV": "test",
-        "LORAFORGE_NATS__URL": nats.url,
-        "LORAFORGE_NATS__STREAM": nats.stream,
-        "LORAFORGE_NATS__SUBJECT_ROOT": nats.subject_root,
-        "LORAFORGE_NATS__JOBS_BUCKET": nats.jobs_bucket,
-        "LORAFORGE_S3__ENDPOINT": s3.endpoint,
-        "LORAFORGE_S3__ACCESS_KEY": s3.access_key,
-        "LORAFORGE_S3__SECRET_KEY": s3.secret_key.get_secret_value(),
-        "LORAFORGE_S3__BUCKET_PREFIX": s3.bucket_prefix,
-        "LORAFORGE_STACK__DATA_DIR": str(settings.stack.data_dir),
-        "LORAFORGE_ENDPOINTS__RENDER": render_target,
-    }
+def cli_env(settings_env: dict[str, str], render_target: str) -> dict[str, str]:
+    env = {**settings_env, "LORAFORGE_ENDPOINTS__RENDER": render_target}
     # nothing listens on these: `loraforge jobs` must skip them with a note
     for name in ("INGEST", "CURATION", "CAPTIONING", "TRAINER"):
         env[f"LORAFORGE_ENDPOINTS__{name}"] = f"127.0.0.1:{free_port()}"
@@ -46,7 +32,7 @@ def cli_env(settings, render_target: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def cli(settings, render_service, monkeypatch):
+def cli(settings_env, render_service, monkeypatch):
     """Runs `loraforge ...` in-process (typer's CliRunner, in a thread: the service shares this
     loop). Returns the typer Result."""
     import typer
@@ -61,7 +47,7 @@ def cli(settings, render_service, monkeypatch):
 
     for name in [k for k in os.environ if k.startswith("LORAFORGE_")]:
         monkeypatch.delenv(name)
-    for name, value in cli_env(settings, f"127.0.0.1:{render_service.port}").items():
+    for name, value in cli_env(settings_env, f"127.0.0.1:{render_service.port}").items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("COLUMNS", "200")
 

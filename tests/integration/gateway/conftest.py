@@ -77,52 +77,65 @@ class GatewayStack:
         return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=30)
 
 
-@pytest.fixture
-async def make_gateway(settings, store) -> AsyncIterator[Callable[..., Awaitable[GatewayStack]]]:
+async def start_gateway(settings: Any, store: Any, cleanups: list[Callable[[], Awaitable[None]]],
+                        config: GatewayConfig = TEST_CONFIG,
+                        ingest_mount: Callable[[Clients, Any], Awaitable[None]] = _ingest_mount,
+                        ) -> GatewayStack:
+    """Every backend in-process (ingest with `ingest_mount`, the others servicer-only), then
+    the app on uvicorn; what needs undoing is appended to `cleanups`."""
     import uvicorn
 
+    procs: dict[str, ServiceProcess] = {}
+    for name in ("ingest", "curation", "captioning", "trainer", "render"):
+        mount = ingest_mount if name == "ingest" else _servicer_mount(name)
+        proc = ServiceProcess(name, settings, mount, drain_delay_s=0)
+        await proc.start()
+        procs[name] = proc
+        cleanups.append(proc.stop)
+    bus = await EventBus.connect(settings.nats, name="gateway-test")
+    cleanups.append(bus.close)
+    jobs = await JobStore.open(bus.jetstream, settings.nats.jobs_bucket)
+    state = await GatewayState.open(bus.jetstream, gateway_bucket(settings))
+    backends = BackendClients({n: f"127.0.0.1:{p.port}" for n, p in procs.items()}, timeout_s=5)
+    cleanups.append(backends.close)
+    app = create_app(settings, Metrics("gateway"), backends=backends, store=store,
+                     jobs_store=jobs, state=state, bus=bus, config=config)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    for _ in range(250):
+        if server.started:
+            break
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+
+    async def stop_server() -> None:
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=10)
+
+    cleanups.append(stop_server)
+    return GatewayStack(f"http://127.0.0.1:{port}", state, backends, procs, app)
+
+
+@pytest.fixture
+async def make_gateway(settings, store) -> AsyncIterator[Callable[..., Awaitable[GatewayStack]]]:
     cleanups: list[Callable[[], Awaitable[None]]] = []
 
-    async def make(config: GatewayConfig = TEST_CONFIG) -> GatewayStack:
-        procs: dict[str, ServiceProcess] = {}
-        for name in ("ingest", "curation", "captioning", "trainer", "render"):
-            mount = _ingest_mount if name == "ingest" else _servicer_mount(name)
-            proc = ServiceProcess(name, settings, mount, drain_delay_s=0)
-            await proc.start()
-            procs[name] = proc
-            cleanups.append(proc.stop)
-        bus = await EventBus.connect(settings.nats, name="gateway-test")
-        cleanups.append(bus.close)
-        jobs = await JobStore.open(bus.jetstream, settings.nats.jobs_bucket)
-        state = await GatewayState.open(bus.jetstream, gateway_bucket(settings))
-        backends = BackendClients({n: f"127.0.0.1:{p.port}" for n, p in procs.items()}, timeout_s=5)
-        cleanups.append(backends.close)
-        app = create_app(settings, Metrics("gateway"), backends=backends, store=store,
-                         jobs_store=jobs, state=state, bus=bus, config=config)
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                               lifespan="on"))
-        task = asyncio.create_task(server.serve())
-        for _ in range(200):
-            if server.started:
-                break
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.02)
+    async def make(config: GatewayConfig = TEST_CONFIG,
+                   ingest_mount: Callable[[Clients, Any], Awaitable[None]] = _ingest_mount,
+                   ) -> GatewayStack:
+        return await start_gateway(settings, store, cleanups, config, ingest_mount)
 
-        async def stop_server() -> None:
-            server.should_exit = True
-            await asyncio.wait_for(task, timeout=10)
-
-        cleanups.append(stop_server)
-        return GatewayStack(f"http://127.0.0.1:{port}", state, backends, procs, app)
-
-    yield make
-    for cleanup in reversed(cleanups):
-        try:
-            await cleanup()
-        except Exception as exc:  # noqa: BLE001 - best-effort teardown
-            logging.getLogger(__name__).warning("teardown step failed: %s", exc)
+    try:
+        yield make
+    finally:
+        for cleanup in reversed(cleanups):
+            try:
+                await cleanup()
+            except Exception as exc:  # noqa: BLE001 - best-effort teardown
+                logging.getLogger(__name__).warning("teardown step failed: %s", exc)
 
 
 @pytest.fixture

@@ -17,24 +17,16 @@ pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture
-async def cli(settings, monkeypatch):
+async def cli(settings, settings_env, monkeypatch):
     from loraforge.cli.main import app
     from typer.testing import CliRunner
 
     proc = ServiceProcess("trainer", settings, mount, drain_delay_s=0)
     await proc.start()
-    nats, s3 = settings.nats, settings.s3
     for name in [k for k in os.environ if k.startswith("LORAFORGE_")]:
         monkeypatch.delenv(name)
-    for name, value in {
-        "LORAFORGE_ENV": "test", "LORAFORGE_NATS__URL": nats.url,
-        "LORAFORGE_NATS__STREAM": nats.stream, "LORAFORGE_NATS__SUBJECT_ROOT": nats.subject_root,
-        "LORAFORGE_NATS__JOBS_BUCKET": nats.jobs_bucket, "LORAFORGE_S3__ENDPOINT": s3.endpoint,
-        "LORAFORGE_S3__ACCESS_KEY": s3.access_key,
-        "LORAFORGE_S3__SECRET_KEY": s3.secret_key.get_secret_value(),
-        "LORAFORGE_S3__BUCKET_PREFIX": s3.bucket_prefix,
-        "LORAFORGE_ENDPOINTS__TRAINER": f"127.0.0.1:{proc.port}",
-    }.items():
+    env = {**settings_env, "LORAFORGE_ENDPOINTS__TRAINER": f"127.0.0.1:{proc.port}"}
+    for name, value in env.items():
         monkeypatch.setenv(name, value)
 
     async def run(*args: str):
