@@ -38,7 +38,7 @@ WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
 COPY services/ services/
 RUN pip wheel --no-deps --wheel-dir /wheels . \
- && pip install "$(ls /wheels/loraforge-*.whl)[trainer]" \
+ && pip install "$(ls /wheels/loraforge-*.whl)[trainer,cuda]" \
  && python -c "import torch, sys; v = torch.__version__; print(v); sys.exit(0 if '+cu' in v else 'torch is not a CUDA build: ' + v)"
 
 # ---- runtime -----------------------------------------------------------------------------
