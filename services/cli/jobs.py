@@ -92,9 +92,34 @@ def follow(stub: Any, scope: Any, job: Any, *, service: str, target: str, as_jso
                       TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
                       TextColumn("{task.description}"), console=err_console, transient=False) as bar:
             task = bar.add_task(job.message, total=1.0, state=job_state(job))
-            return poll(lambda j: bar.update(task, completed=j.progress, description=j.message[:60],
-                                             state=job_state(j)))
+            announced: set[int] = set()
+
+            def update(j: Any) -> None:
+                bar.update(task, completed=j.progress, description=j.message[:60],
+                           state=job_state(j))
+                note = preview_note(job_result(j), announced)
+                if note:
+                    bar.console.print(note)
+
+            return poll(update)
     except KeyboardInterrupt:
         fail(f"stopped following {service} job {job.id}; it keeps running in the service. "
              f"Cancel it with the {service} service's CancelJob call (job id {job.id}, "
              f"project {scope.tenant}/{scope.project})", as_json=as_json, code=130)
+
+
+def preview_note(result: dict[str, Any], announced: set[int]) -> str | None:
+    """A line for previews a training job rendered since the last poll (its result carries
+    ``preview_step`` and ``preview_keys``); ``announced`` remembers the steps said already."""
+    step, keys = result.get("preview_step"), result.get("preview_keys") or []
+    if step is None or not keys or int(step) in announced:
+        return None
+    announced.add(int(step))
+    folder = str(keys[0]).rsplit("/", 1)[0]
+    return f"previews of step {int(step)}: loras/{folder}/ ({len(keys)} images)"
+
+
+def job_result(job: Any) -> dict[str, Any]:
+    from loraforge.runtime.servicers import dict_from_struct
+
+    return dict_from_struct(job.result) if job.HasField("result") else {}

@@ -25,6 +25,7 @@ from typing import Any, Self
 
 import httpx
 import typer
+from loraforge.cli.jobs import preview_note
 from loraforge.cli.output import err_console, fail
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
@@ -253,9 +254,16 @@ class Remote:
                           TextColumn("{task.description}"), console=err_console,
                           transient=False) as bar:
                 task = bar.add_task(job.get("message", ""), total=1.0, state=job["state"])
-                return poll(lambda j: bar.update(task, completed=j.get("progress", 0.0),
-                                                 description=str(j.get("message", ""))[:60],
-                                                 state=j["state"]))
+                announced: set[int] = set()
+
+                def update(j: dict[str, Any]) -> None:
+                    bar.update(task, completed=j.get("progress", 0.0),
+                               description=str(j.get("message", ""))[:60], state=j["state"])
+                    note = preview_note(j.get("result") or {}, announced)
+                    if note:
+                        bar.console.print(note)
+
+                return poll(update)
         except KeyboardInterrupt:
             fail(f"stopped following {kind} job {job['id']}; it keeps running. Cancel it with "
                  f"POST {self.api}/v1/projects/{project}/{SEGMENTS[kind]}/{job['id']}/cancel",

@@ -101,3 +101,19 @@ def test_ctrl_c_stops_following_and_says_the_job_keeps_running(monkeypatch, caps
     assert exc.value.code == 130
     error = json.loads(capsys.readouterr().out)["error"]
     assert "keeps running" in error and "CancelJob" in error and "j1" in error
+
+
+def test_preview_note_says_each_rendered_step_once() -> None:
+    from google.protobuf import struct_pb2
+
+    job = _job(common_pb2.JOB_STATE_RUNNING, 0.5)
+    announced: set[int] = set()
+    assert jobs.preview_note(jobs.job_result(job), announced) is None  # no result yet
+    result = struct_pb2.Struct()
+    result.update({"step": 500, "preview_step": 500,
+                   "preview_keys": [f"acme/jane/runs/j1/previews/step-500/{i:02d}.png"
+                                    for i in range(4)]})
+    job.result.CopyFrom(result)
+    assert jobs.preview_note(jobs.job_result(job), announced) == (
+        "previews of step 500: loras/acme/jane/runs/j1/previews/step-500/ (4 images)")
+    assert jobs.preview_note(jobs.job_result(job), announced) is None
