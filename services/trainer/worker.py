@@ -47,7 +47,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from loraforge.runtime.errors import Cancelled, InvalidInput
@@ -277,24 +277,19 @@ class TrainingWork:
             result = trainer.run()
             return trainer, result
 
-        task = asyncio.ensure_future(asyncio.to_thread(run))
-        try:
-            while not task.done():
-                await asyncio.wait({task}, timeout=self._tick_s)
-                if not task.done():
-                    await asyncio.to_thread(self._upload_checkpoints, prefix, ckpt_root, uploaded)
-                    await asyncio.to_thread(live.upload, self._store, prefix, rendered)
-                    frac = state["step"] / max(1, state["total"])
-                    await ctx.progress(TRAIN_START + (TRAIN_END - TRAIN_START) * frac,
-                                       state["message"], step=state["step"], **live.announce())
-        except Cancelled:
-            cancelled.set()
-            await asyncio.gather(task, return_exceptions=True)
+        async def tick() -> None:
+            await asyncio.to_thread(self._upload_checkpoints, prefix, ckpt_root, uploaded)
+            await asyncio.to_thread(live.upload, self._store, prefix, rendered)
+            frac = state["step"] / max(1, state["total"])
+            await ctx.progress(TRAIN_START + (TRAIN_END - TRAIN_START) * frac,
+                               state["message"], step=state["step"], **live.announce())
+
+        async def after_cancel() -> None:
             # The trainer checkpoints the step it stopped at: upload it, so an evicted pod or
             # a stopped worker resumes from there rather than from the last periodic upload.
             await asyncio.to_thread(self._upload_checkpoints, prefix, ckpt_root, uploaded)
-            raise
-        trainer, result = task.result()
+
+        trainer, result = await self._in_thread(run, cancelled, tick, after_cancel)
         if result.status != "succeeded":
             raise Cancelled(f"training of job {job.id} stopped at step {result.step}")
         await asyncio.to_thread(self._upload_checkpoints, prefix, ckpt_root, uploaded)
@@ -368,16 +363,28 @@ class TrainingWork:
                                  title=f"LoRA evaluation: job {job.id}",
                                  lora_type=info["lora_type"])
 
-        task = asyncio.ensure_future(asyncio.to_thread(run))
+        async def tick() -> None:
+            await ctx.progress(TRAIN_END + (EVAL_END - TRAIN_END) * state["frac"], state["message"])
+
+        return await self._in_thread(run, cancelled, tick)
+
+    async def _in_thread(self, fn: Callable[[], Any], cancelled: threading.Event,
+                         tick: Callable[[], Awaitable[None]],
+                         after_cancel: Callable[[], Awaitable[None]] | None = None) -> Any:
+        """Run ``fn`` in a thread and ``tick`` (progress, uploads) every ``tick_s`` until it
+        returns. A cancel (``Cancelled`` from the job context) sets ``cancelled``, which ``fn``
+        watches, waits for it to stop, runs ``after_cancel`` and re-raises."""
+        task = asyncio.ensure_future(asyncio.to_thread(fn))
         try:
             while not task.done():
                 await asyncio.wait({task}, timeout=self._tick_s)
                 if not task.done():
-                    await ctx.progress(TRAIN_END + (EVAL_END - TRAIN_END) * state["frac"],
-                                       state["message"])
+                    await tick()
         except Cancelled:
             cancelled.set()
             await asyncio.gather(task, return_exceptions=True)
+            if after_cancel is not None:
+                await after_cancel()
             raise
         return task.result()
 
