@@ -15,7 +15,9 @@ diffusers drops every ``dora_scale`` key (its SD/SDXL/Flux loaders warn, its Wan
 fails), so :func:`load_dora_file` converts the file back to peft's own layout (module names of
 the diffusers model, ``lora_magnitude_vector`` = m, alpha folded into ``lora_B``) and hands that
 to ``load_lora_weights``, which then builds real DoRA layers. Recovering m needs the base
-weights, which the pipeline being loaded into has.
+weights, which the pipeline being loaded into has. A DoRA file without that metadata key
+(kohya, LyCORIS) holds m itself and is read that way; one with a magnitude per *input*
+channel (LyCORIS ``wd_on_output=False``) has no peft equivalent and is refused.
 """
 
 from __future__ import annotations
@@ -117,16 +119,20 @@ def _pair(sd: Mapping[str, torch.Tensor], prefix: str) -> tuple[torch.Tensor, to
 
 
 def to_peft_layout(sd: Mapping[str, torch.Tensor], denoiser: torch.nn.Module, to_comfy: ToComfy,
-                   component: str) -> dict[str, torch.Tensor]:
+                   component: str, convention: str = DORA_CONVENTION) -> dict[str, torch.Tensor]:
     """A ComfyUI-layout DoRA file -> diffusers/peft keys ``<component>.<module>.lora_A.weight``,
-    ``lora_B.weight`` (alpha / rank folded in) and ``lora_magnitude_vector``."""
+    ``lora_B.weight`` (alpha / rank folded in) and ``lora_magnitude_vector``.
+
+    ``convention``: ours (``comfyui-base-norm``), or ``lycoris`` for files other trainers
+    wrote (kohya / LyCORIS store the magnitude itself as ``dora_scale``)."""
     modules = _file_prefixes(denoiser, to_comfy)
     prefixes = {k.rsplit(".", 2)[0] for k in sd if k.endswith((".lora_A.weight", ".lora_down.weight"))}
     unknown = sorted(p for p in prefixes if p not in modules)
     if unknown:
         raise InvalidInput(
             f"DoRA file names {len(unknown)} layers this model does not have (first: {unknown[0]}); "
-            "it was trained for a different base model")
+            "it was trained for a different base model, or names its layers in a way loraforge "
+            "does not map (ComfyUI may still load it)")
     out: dict[str, torch.Tensor] = {}
     for prefix in sorted(prefixes):
         name = modules[prefix]
@@ -143,9 +149,19 @@ def to_peft_layout(sd: Mapping[str, torch.Tensor], denoiser: torch.nn.Module, to
                 raise InvalidInput(
                     f"DoRA file: layer {prefix} is {lora_b.shape[0]}x{lora_a.flatten(1).shape[1]} "
                     f"but {tuple(w.shape)} in this model; it was trained for a different base model")
-            delta = delta_weight(lora_a, lora_b, scaling, w.shape)
-            out[f"{key}.lora_magnitude_vector"] = magnitude_from_comfy(
-                sd[f"{prefix}.dora_scale"], w, delta)
+            scale = sd[f"{prefix}.dora_scale"]
+            if scale.shape[0] != w.shape[0] or scale.numel() != w.shape[0]:
+                raise InvalidInput(
+                    f"DoRA file: {prefix}.dora_scale has shape {tuple(scale.shape)}, a magnitude "
+                    "per input channel (LyCORIS wd_on_output=False); diffusers' DoRA keeps one "
+                    "per output row, so only ComfyUI can apply this file")
+            if convention == DORA_CONVENTION:
+                delta = delta_weight(lora_a, lora_b, scaling, w.shape)
+                magnitude = magnitude_from_comfy(scale, w, delta)
+            else:
+                flat = scale.float().flatten()
+                magnitude = flat if w.dim() == 2 else flat.reshape(1, -1, *[1] * (w.dim() - 2))
+            out[f"{key}.lora_magnitude_vector"] = magnitude
     return out
 
 
@@ -153,7 +169,9 @@ def load_dora_file(pipe: Any, path: Path, denoiser_attr: str, to_comfy: ToComfy,
                    adapter_name: str, component: str, **load_kwargs: Any) -> None:
     """Load one of our DoRA files into ``pipe`` as a peft DoRA adapter named ``adapter_name``."""
     denoiser = getattr(pipe, denoiser_attr)
-    peft_sd = to_peft_layout(load_file(str(path)), denoiser, to_comfy, component)
+    with safe_open(str(path), "pt") as f:
+        convention = (f.metadata() or {}).get("loraforge.dora_convention", "lycoris")
+    peft_sd = to_peft_layout(load_file(str(path)), denoiser, to_comfy, component, convention)
     pipe.load_lora_weights(peft_sd, adapter_name=adapter_name, **load_kwargs)
 
 

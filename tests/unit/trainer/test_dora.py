@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 from loraforge.runtime.errors import InvalidInput
-from loraforge.trainer import dora
+from loraforge.trainer import dora, sd15
 from loraforge.trainer.config import RunConfig
 from loraforge.trainer.family import peft_to_kohya_keys
 from loraforge.trainer.presets import load_pipeline
@@ -125,10 +125,38 @@ def test_a_dora_file_for_another_model_is_refused(one_image: Path, tmp_path: Pat
     pipe: Any = load_pipeline("tiny-sd1.5")
     with pytest.raises(InvalidInput, match="trained for a different base model"):
         dora.load_lora(pipe, result.files["unet"], "unet",
-                       lambda sd, a: peft_to_kohya_keys(sd, a), "d", "unet")
+                       sd15.to_comfy, "d", "unet")
 
 
 def test_dora_with_fp8_base_is_refused(one_image: Path, tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="use_dora cannot be combined with fp8_base"):
         Trainer(RunConfig(preset="tiny-flux", dataset=one_image, output_dir=tmp_path,
                           steps=2, rank=2, use_dora=True, fp8_base=True))
+
+
+def test_a_foreign_dora_file_is_read_in_lycoris_convention_or_refused(one_image: Path,
+                                                                      tmp_path: Path) -> None:
+    """kohya / LyCORIS files store the magnitude itself as dora_scale (no loraforge metadata);
+    an input-axis scale (LyCORIS wd_on_output=False) cannot become a peft DoRA layer."""
+    from safetensors.torch import load_file, save_file
+
+    trainer = Trainer(RunConfig(preset="tiny-sd1.5", dataset=one_image, output_dir=tmp_path,
+                                steps=2, rank=2, learning_rate=5e-2, use_dora=True))
+    ours = load_file(str(trainer.run().files["unet"]))
+    pipe = load_pipeline("tiny-sd1.5")
+    key = next(k for k in ours if k.endswith(".dora_scale"))
+    foreign = {k: v for k, v in ours.items()}
+    foreign[key] = torch.full_like(ours[key], 0.5)
+    save_file(foreign, str(tmp_path / "kohya.safetensors"))  # no loraforge metadata
+    dora.load_lora(pipe, tmp_path / "kohya.safetensors", "unet",
+                   sd15.to_comfy, "k", "unet")
+    name = key.removeprefix("lora_unet_").removesuffix(".dora_scale")
+    layer = next(m for n, m in pipe.unet.named_modules()
+                 if n.replace(".", "_") == name and hasattr(m, "lora_magnitude_vector"))
+    assert torch.allclose(layer.lora_magnitude_vector["k"].weight, torch.full((layer.out_features,), 0.5))
+
+    foreign[key] = torch.ones(1, layer.in_features)  # one per input channel
+    save_file(foreign, str(tmp_path / "input-axis.safetensors"))
+    with pytest.raises(InvalidInput, match="per input channel"):
+        dora.load_lora(load_pipeline("tiny-sd1.5"), tmp_path / "input-axis.safetensors", "unet",
+                       sd15.to_comfy, "k", "unet")
