@@ -32,6 +32,7 @@ from loraforge.gateway.state import GatewayState
 from loraforge.runtime.errors import LoraforgeError
 from loraforge.runtime.events import Delivery, Event, EventBus
 from loraforge.runtime.jobs import JobStore
+from loraforge.runtime.job_service import job_event_parts
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class WebhookDispatcher:
         await self._client.aclose()
 
     async def handle(self, event: Event, delivery: Delivery) -> None:
-        kind, _, what = event.type.partition(".")
+        kind, what = job_event_parts(event.type)
         if kind not in JOB_KINDS or not (what == "progress" or what in TERMINAL):
             return
         job_id = event.data.get("job_id")

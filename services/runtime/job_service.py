@@ -80,14 +80,32 @@ class JobOutcome:
     events: list[Event] = field(default_factory=list)
 
 
+# Progress event type of a job kind where it is not `<kind>.progress`: the trainer's joins the
+# pipeline's `training.*` events (`training.completed`).
+PROGRESS_EVENTS = {"trainer": "training.progress"}
+
+
+def progress_event(kind: str) -> str:
+    return PROGRESS_EVENTS.get(kind, f"{kind}.progress")
+
+
+def job_event_parts(event_type: str) -> tuple[str, str]:
+    """``ingest.progress`` -> (``ingest``, ``progress``); ``training.progress`` -> (``trainer``,
+    ``progress``): the job kind an event is about, and what happened."""
+    for kind, name in PROGRESS_EVENTS.items():
+        if event_type == name:
+            return kind, "progress"
+    kind, _, what = event_type.partition(".")
+    return kind, what
+
+
 class JobContext:
     """Handed to the work: report progress, and learn of cancellation at each report."""
 
-    def __init__(self, job: Job, jobs: JobStore, bus: EventBus, progress_type: str | None = None):
+    def __init__(self, job: Job, jobs: JobStore, bus: EventBus):
         self.job = job
         self._jobs = jobs
         self._bus = bus
-        self._progress_type = progress_type or f"{job.kind}.progress"
 
     async def progress(self, fraction: float, message: str = "", **result: Any) -> None:
         fraction = min(max(fraction, 0.0), 1.0)
@@ -102,7 +120,7 @@ class JobContext:
 
         self.job = await self._jobs.mutate(self.job.tenant, self.job.project, self.job.id, change)
         await self._bus.publish(Event(
-            type=self._progress_type, tenant=self.job.tenant, project=self.job.project,
+            type=progress_event(self.job.kind), tenant=self.job.tenant, project=self.job.project,
             # the work's own fields (the trainer's step and preview keys) ride along
             data={"job_id": self.job.id, "progress": fraction, "message": message,
                   **({"result": result} if result else {})},
@@ -118,16 +136,13 @@ Work = Callable[[Job, JobContext], Awaitable[JobOutcome]]
 
 
 class JobWorker:
-    """Consumes `<kind>.requests` (a work queue shared by every replica) and runs `work`;
-    progress goes out as `progress_type` (default `<kind>.progress`)."""
+    """Consumes `<kind>.requests` (a work queue shared by every replica) and runs `work`."""
 
-    def __init__(self, kind: str, jobs: JobStore, bus: EventBus, work: Work,
-                 progress_type: str | None = None):
+    def __init__(self, kind: str, jobs: JobStore, bus: EventBus, work: Work):
         self.kind = kind
         self._jobs = jobs
         self._bus = bus
         self._work = work
-        self._progress_type = progress_type
 
     async def start(self) -> None:
         await self._bus.subscribe(f"{self.kind}-workers", f"{self.kind}.requests", self.handle)
@@ -143,7 +158,7 @@ class JobWorker:
             await self._finish(job, JobState.CANCELLED, "cancelled")
             return
         job = await self._jobs.update(job, state=JobState.RUNNING, message="running")
-        ctx = JobContext(job, self._jobs, self._bus, self._progress_type)
+        ctx = JobContext(job, self._jobs, self._bus)
         try:
             outcome = await self._work(job, ctx)
         except Cancelled:

@@ -22,10 +22,9 @@ async def mount(clients: Clients, server: GrpcServer, *,
     work = TrainingWork(clients.store, models_dir=clients.settings.models.dir,
                         kubernetes=kubernetes)
     # One durable consumer for every replica: `trainer.requests` is a work queue. Progress
-    # (with each evaluated step's preview keys) is `training.progress`, beside
-    # `training.completed`.
-    await JobWorker(NAME, clients.jobs, clients.bus, work,
-                    progress_type="training.progress").start()
+    # (with each evaluated step's preview keys) goes out as `training.progress`
+    # (job_service.PROGRESS_EVENTS).
+    await JobWorker(NAME, clients.jobs, clients.bus, work).start()
 
 
 def main() -> None:

@@ -38,3 +38,13 @@ def test_proto_zero_values_mean_defaults() -> None:
 def test_bad_parameters_name_the_field(cls, values, fragment: str) -> None:
     with pytest.raises(InvalidInput, match=fragment):
         cls.parse(**values)
+
+
+def test_progress_events_and_the_job_kind_they_name() -> None:
+    from loraforge.runtime.job_service import job_event_parts, progress_event
+
+    assert progress_event("ingest") == "ingest.progress"
+    assert progress_event("trainer") == "training.progress"  # beside training.completed
+    assert job_event_parts("training.progress") == ("trainer", "progress")
+    assert job_event_parts("trainer.succeeded") == ("trainer", "succeeded")
+    assert job_event_parts("ingest.progress") == ("ingest", "progress")
