@@ -24,3 +24,5 @@ run wan14b-81-swap30     --preset wan2.1-t2v-14b --resolution 480p --frames 81 -
 # ... and at 81 frames with the block inputs in host memory (what should fit 24 GB).
 run wan14b-81-swap30-off --preset wan2.1-t2v-14b --resolution 480p --frames 81 --fp8 --block-swap 30 --offload-activations
 run wan13b-81-ckpt-off   --preset wan2.1-t2v-1.3b --resolution 480p --frames 81 --gradient-checkpointing --offload-activations
+# Where the 1.3B step's time goes at the best setting (kernel time per category, top ops).
+run wan13b-81-ckpt10-prof --preset wan2.1-t2v-1.3b --resolution 480p --frames 81 --gradient-checkpointing --checkpoint-blocks 10 --profile 30

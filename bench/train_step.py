@@ -3,6 +3,7 @@
     .venv/bin/python bench/train_step.py                         # every tiny preset, CPU
     .venv/bin/python bench/train_step.py --preset tiny-wan2.1-t2v --resolution 64 --frames 9
     .venv/bin/python bench/train_step.py --preset wan2.1-t2v-1.3b --full --resolution 480p --frames 33
+    ... --profile 30      # then one step under torch.profiler: time per op category, top 30 ops
 
 Random weights only. Tiny presets (default) build the whole tiny pipeline; ``--full`` builds
 the real preset's denoiser at full size from its published architecture config (no weights
@@ -173,11 +174,61 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+# op name fragments -> category, first match wins (kernel names on CUDA, aten ops on CPU)
+OP_CATEGORIES = (
+    ("attention", ("flash", "fmha", "cudnn", "attention", "sdpa", "scaled_dot_product")),
+    ("matmul", ("gemm", "xmma", "cutlass", "aten::mm", "aten::addmm", "aten::bmm", "matmul",
+                "aten::linear", "nvjet")),
+    ("norm", ("norm", "rms", "welford")),
+    ("copy/cast", ("copy", "memcpy", "memset", "to_copy", "cast", "fill")),
+    ("optimizer", ("adam", "foreach", "multi_tensor")),
+)
+
+
+def categorize(name: str) -> str:
+    low = name.lower()
+    for category, fragments in OP_CATEGORIES:
+        if any(f in low for f in fragments):
+            return category
+    return "elementwise/other"
+
+
+def profile_step(step: Callable[[], None], device: torch.device, top: int) -> str:
+    """One step under torch.profiler: self time per op category and the ``top`` ops, as
+    markdown (device kernel time on CUDA, CPU op time on CPU)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        step()
+        _sync(device)
+    rows = []
+    for ev in prof.key_averages():
+        if cuda:
+            t = getattr(ev, "self_device_time_total", None) or getattr(ev, "self_cuda_time_total", 0)
+        else:
+            t = ev.self_cpu_time_total
+        if t > 0 and (cuda or ev.key.startswith("aten::")):
+            rows.append((ev.key, t / 1e3, ev.count))
+    total = sum(t for _, t, _ in rows) or 1.0
+    by_cat: dict[str, float] = {}
+    for name, t, _ in rows:
+        by_cat[categorize(name)] = by_cat.get(categorize(name), 0.0) + t
+    out = [f"profile of one step ({'device kernels' if cuda else 'CPU aten ops'}, self time)",
+           "", "| category | ms | share |", "|---|---:|---:|"]
+    out += [f"| {c} | {t:.1f} | {t / total:.1%} |" for c, t in sorted(by_cat.items(), key=lambda x: -x[1])]
+    out += ["", "| op | category | calls | ms | share |", "|---|---|---:|---:|---:|"]
+    for name, t, n in sorted(rows, key=lambda r: -r[1])[:top]:
+        out.append(f"| {name[:80]} | {categorize(name)} | {n} | {t:.1f} | {t / total:.1%} |")
+    return "\n".join(out)
+
+
 def bench(name: str, resolution: str | None, frames: int | None, full: bool, steps: int,
           device: torch.device, gradient_checkpointing: bool, fp8: bool = False,
           block_swap: int = 0, attention: str = "auto",
           checkpoint_blocks: int | None = None, compile_: str = "",
-          offload: bool = False) -> dict[str, Any]:
+          offload: bool = False, profile_top: int = 0) -> dict[str, Any]:
     from peft import LoraConfig
 
     p = get_preset(name)
@@ -260,6 +311,7 @@ def bench(name: str, resolution: str | None, frames: int | None, full: bool, ste
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
     n_params = sum(q.numel() for q in model.parameters())
+    profile = profile_step(step, device, profile_top) if profile_top else ""
     saver = "+".join(x for x, on in ((f"sdpa:{attention}", attention != "auto"),
                                       (f"compile:{compile_}", compile_),
                                       ("ckpt" if checkpoint_blocks is None else f"ckpt{checkpoint_blocks}",
@@ -270,7 +322,7 @@ def bench(name: str, resolution: str | None, frames: int | None, full: bool, ste
             "lora_M": sum(q.numel() for q in params) / 1e6, "step_s": dt_step,
             "peak_MiB": peak, "gflop_step": model_flops / 1e9,
             "achieved_gflops": model_flops / dt_step / 1e9,
-            "hw_gflops": hw_flops / dt_step / 1e9, "savers": saver or "-"}
+            "hw_gflops": hw_flops / dt_step / 1e9, "savers": saver or "-", "profile": profile}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --gradient-checkpointing: recompute only the last N blocks")
     ap.add_argument("--offload-activations", action="store_true",
                     help="keep tensors saved for backward (block inputs) in pinned host memory")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="after timing, profile one step: time per op category and the top N ops")
     ap.add_argument("--compile", choices=["blocks", "model"], default="",
                     help="torch.compile each transformer block's forward, or the whole model")
     ap.add_argument("--attention", default="auto", choices=["auto", "cudnn", "flash", "efficient", "math"],
@@ -308,12 +362,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         r = bench(name, args.resolution, args.frames, args.full, args.steps, device,
                   args.gradient_checkpointing, args.fp8, args.block_swap, args.attention,
-                  args.checkpoint_blocks, args.compile, args.offload_activations)
+                  args.checkpoint_blocks, args.compile, args.offload_activations, args.profile)
         print(f"| {r['preset']} | {r['savers']} | {r['size']} | {r['frames']} | "
               f"{r['params_M']:.2f} | {r['lora_M']:.3f} | {r['step_s']:.3f} | "
               f"{r['peak_MiB']:.0f} | {r['gflop_step']:.2f} | "
               f"{r['achieved_gflops'] * 1e9 / peak:.1%} | {r['hw_gflops'] * 1e9 / peak:.1%} |",
               flush=True)
+        if r["profile"]:
+            print(f"\n{r['profile']}\n", flush=True)
     return 0
 
 
