@@ -18,6 +18,10 @@ to ``load_lora_weights``, which then builds real DoRA layers. Recovering m needs
 weights, which the pipeline being loaded into has. A DoRA file without that metadata key
 (kohya, LyCORIS) holds m itself and is read that way; one with a magnitude per *input*
 channel (LyCORIS ``wd_on_output=False``) has no peft equivalent and is refused.
+
+At an adapter weight w other than 1 the two consumers differ: ComfyUI blends the weights,
+``W + w (W' - W)``; peft (``set_adapters``) scales dW inside the decomposition and keeps m.
+Both equal the trained layer at w = 1 and the base at w = 0.
 """
 
 from __future__ import annotations
