@@ -51,6 +51,9 @@ def train(
     seed: int | None = typer.Option(None, "--seed", help="Random seed."),
     dora: bool = typer.Option(False, "--dora", help="Train DoRA (a learned magnitude per output "
                               "row on top of the LoRA pair); ComfyUI loads the file as is."),
+    prompts: list[str] = typer.Option([], "--prompt", help=(
+        "Validation prompt for the previews rendered at each checkpoint, repeatable (the trigger "
+        "is put in front where missing); default: the trigger alone and a few captions.")),
     options: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help=(
         "Any other training option, repeatable (values are JSON, else text), e.g. --set "
         "block_swap=20 --set fp8_base=true --set timestep_sampling=logit_normal; "
@@ -72,7 +75,8 @@ def train(
     remote = remote_of(ctx)
     try:
         get_preset(base)  # the service's rule, before any network call
-        extra = parse_options(options) | ({"use_dora": True} if dora else {})
+        extra = (parse_options(options) | ({"use_dora": True} if dora else {})
+                 | ({"eval_prompts": list(prompts)} if prompts else {}))
     except LoraforgeError as exc:
         fail(str(exc), as_json=as_json, code=2)
     if remote is not None:

@@ -52,7 +52,9 @@ from loraforge.runtime.errors import Cancelled, InvalidInput
 EVAL_EXTRA = {"eval_previews": "previews", "eval_inference_steps": "inference_steps",
               "eval_face_backend": "face_backend", "eval_seed": "seed",
               "eval_max_references": "max_references", "evaluate": "enabled",
-              "eval_strength": "strength"}
+              "eval_strength": "strength", "eval_prompts": "prompts"}
+MAX_PROMPTS = 16
+MAX_PROMPT_CHARS = 500
 # adapter weights tried for the strength recommendation (document 002: weak / normal / strong)
 STRENGTH_WEIGHTS = (0.5, 0.7, 0.9, 1.0, 1.2)
 # Trainer.evaluate()'s fixed protocol (seed 1234, 4 timesteps at (k + 0.5) / 4), for the report
@@ -72,8 +74,18 @@ class EvalSettings:
     video_frames: int = 5  # Wan previews: a short clip (4k + 1 frames), its middle frame kept
     captions_in_prompts: int = 3
     strength: bool = True  # recommend an adapter weight for the chosen step
+    prompts: tuple[str, ...] = ()  # the user's validation prompts (else trigger + captions)
 
     def __post_init__(self) -> None:
+        if isinstance(self.prompts, str) or not all(isinstance(p, str) for p in self.prompts):
+            raise InvalidInput("eval_prompts must be a list of prompts (text)")
+        prompts = tuple(p.strip() for p in self.prompts)
+        if any(not p for p in prompts):
+            raise InvalidInput("eval_prompts: a prompt is empty; remove it or write one")
+        if len(prompts) > MAX_PROMPTS or any(len(p) > MAX_PROMPT_CHARS for p in prompts):
+            raise InvalidInput(f"eval_prompts: at most {MAX_PROMPTS} prompts of at most "
+                               f"{MAX_PROMPT_CHARS} characters each")
+        object.__setattr__(self, "prompts", prompts)
         if not 1 <= self.previews <= 64:
             raise InvalidInput(f"eval_previews must be 1..64, got {self.previews}")
         if not 1 <= self.inference_steps <= 200:
@@ -92,10 +104,16 @@ def split_extra(extra: Mapping[str, Any]) -> tuple[EvalSettings, dict[str, Any]]
         raise InvalidInput(f"bad evaluation settings in extra: {e}") from None
 
 
-def validation_prompts(trigger: str, captions: Sequence[str], n_captions: int = 3) -> list[str]:
-    """The trigger alone, then up to `n_captions` distinct dataset captions spread over the
+def validation_prompts(trigger: str, captions: Sequence[str], n_captions: int = 3,
+                       custom: Sequence[str] = ()) -> list[str]:
+    """The user's prompts (``custom``, the trigger put in front where a prompt lacks it), else
+    the trigger alone, then up to `n_captions` distinct dataset captions spread over the
     (sorted) set: caption-like prompts the LoRA was trained on, deterministic per dataset."""
-    prompts = [trigger.strip()] if trigger.strip() else []
+    trigger = trigger.strip()
+    if custom:
+        return [p if not trigger or trigger.lower() in p.lower() else f"{trigger}, {p}"
+                for p in custom]
+    prompts = [trigger] if trigger else []
     distinct = sorted({c.strip() for c in captions if c and c.strip()} - set(prompts))
     if distinct and n_captions > 0:
         k = min(n_captions, len(distinct))

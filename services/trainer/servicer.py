@@ -43,12 +43,13 @@ class TrainerServicer(JobCalls, trainer_pb2_grpc.TrainerServiceServicer):
     ) -> common_pb2.Job:
         tenant, project = scope_from_wire(request.scope)
         params = training_params_from_wire(request)
-        # Refuse what can never run before a job exists: an unknown preset, Kubernetes runs
-        # on a service without Kubernetes Jobs.
+        # Refuse what can never run before a job exists: an unknown preset, unknown or
+        # mistyped options in extra, Kubernetes runs on a service without Kubernetes Jobs.
         from loraforge.trainer.presets import get_preset
-        from loraforge.trainer.worker import refuse_kubernetes
+        from loraforge.trainer.worker import refuse_kubernetes, validate_extra
 
         get_preset(params.base_preset)
+        validate_extra(params.extra)
         if not self.kubernetes:
             refuse_kubernetes(params)
         job = await self.jobs.start(tenant, project, params.model_dump(mode="json"),

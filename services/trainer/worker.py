@@ -48,7 +48,7 @@ import threading
 import time
 from pathlib import Path
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from loraforge.runtime.errors import Cancelled, InvalidInput
 from loraforge.runtime.events import Event
@@ -79,6 +79,35 @@ EVAL_END = 0.95
 
 def run_prefix(ref: ProjectRef, job_id: str) -> str:
     return ref.key("runs", job_id)
+
+
+def validate_extra(extra: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """(evaluation settings, RunConfig options) of a job's ``extra``, each option checked by
+    name and type against RunConfig, so a typo or a wrong value is refused when the job is
+    started, not when it runs."""
+    from loraforge.trainer.checkpoints import split_extra
+    from loraforge.trainer.config import RunConfig
+    from pydantic import TypeAdapter, ValidationError
+
+    settings, rest = split_extra(extra)
+    bad = sorted(RESERVED_EXTRA & set(rest))
+    if bad:
+        raise InvalidInput(f"extra may not set {', '.join(bad)}: the trainer service sets them")
+    fields = RunConfig.model_fields
+    unknown = sorted(set(rest) - set(fields))
+    if unknown:
+        raise InvalidInput(
+            f"unknown training option(s) {', '.join(unknown)}; the options are RunConfig's "
+            "fields (`loraforge-train --help` lists them, e.g. block_swap, fp8_base, use_dora)")
+    for name, value in rest.items():
+        field = fields[name]
+        try:
+            typ = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+            TypeAdapter(typ).validate_python(value)
+        except ValidationError as exc:
+            reason = exc.errors()[0].get("msg", str(exc))
+            raise InvalidInput(f"training option {name}={value!r}: {reason}") from None
+    return settings, rest
 
 
 def refuse_kubernetes(params: TrainingParams) -> None:
@@ -137,9 +166,7 @@ class TrainingWork:
             await ctx.progress(0.0, "downloading the captioned dataset")
             info = await asyncio.to_thread(self._download, ref, params, workdir / "dataset")
             await ctx.progress(TRAIN_START, f"{info['samples']} captioned clip(s) downloaded")
-            from loraforge.trainer.checkpoints import split_extra
-
-            eval_settings, extra = split_extra(params.extra)
+            eval_settings, extra = validate_extra(params.extra)
             config = self._config(params.model_copy(update={"extra": extra}), info, workdir)
             record = await self._train(job, ctx, ref, params, config, info, prefix, workdir,
                                        eval_settings)
@@ -219,9 +246,7 @@ class TrainingWork:
     def _config(self, params: TrainingParams, info: dict[str, Any], workdir: Path) -> Any:
         from loraforge.trainer.config import RunConfig
 
-        bad = sorted(RESERVED_EXTRA & set(params.extra))
-        if bad:
-            raise InvalidInput(f"extra may not set {', '.join(bad)}: the trainer service sets them")
+        validate_extra(params.extra)
         values: dict[str, Any] = {
             "preset": params.base_preset, "dataset": info["dataset"],
             "output_dir": workdir / "out", "trigger": info["trigger"],
@@ -322,7 +347,8 @@ class TrainingWork:
         that step, with the settings the evaluation after training uses."""
         from loraforge.trainer.checkpoints import CheckpointEvaluator, validation_prompts
 
-        prompts = validation_prompts(info["trigger"], info["captions"], settings.captions_in_prompts)
+        prompts = validation_prompts(info["trigger"], info["captions"], settings.captions_in_prompts,
+                                     settings.prompts)
         renderer = CheckpointEvaluator(trainer, settings, log=logs.append)
 
         def on_eval(step: int) -> None:
@@ -355,7 +381,7 @@ class TrainingWork:
                                              workdir / "eval" / "checkpoints")
             refs = self._reference_images(info["reference_keyframes"], workdir / "eval" / "refs")
             prompts = validation_prompts(info["trigger"], info["captions"],
-                                         settings.captions_in_prompts)
+                                         settings.captions_in_prompts, settings.prompts)
             evaluator = CheckpointEvaluator(trainer, settings, progress=progress,
                                             should_cancel=cancelled.is_set, log=logs.append,
                                             rendered=rendered)

@@ -53,7 +53,7 @@ async def test_train_then_pull(cli, store, tmp_path) -> None:
     seed_captioned_dataset(store, tmp_path)
     ran = await cli("train", "--project", PROJECT, "--tenant", TENANT, "--base", "tiny-wan2.1-t2v",
                     "--steps", "2", "--rank", "4", "--dora", "--set", "timestep_sampling=logit_normal",
-                    "--json")
+                    "--prompt", "a square on a beach", "--json")
     assert ran.exit_code == 0, ran.output
     view = json.loads(ran.stdout)
     assert view["state"] == "SUCCEEDED" and view["best_key"].endswith("/best.safetensors")
@@ -70,6 +70,8 @@ async def test_train_then_pull(cli, store, tmp_path) -> None:
                     "--out", str(out), "--which", "all")
     assert ran.exit_code == 0, ran.output
     assert {"best.safetensors", "last.safetensors", "run.json"} <= {p.name for p in out.iterdir()}
+    run = json.loads((out / "run.json").read_text())
+    assert run["evaluation"]["prompts"] == [f"{run['trigger']}, a square on a beach"]
     assert list((out / "checkpoints").glob("step-*/adapter.safetensors"))
 
     missing = await cli("lora", "pull", "nope", "--project", PROJECT, "--tenant", TENANT,

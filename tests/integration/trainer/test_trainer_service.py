@@ -187,5 +187,19 @@ async def test_unknown_preset_and_kubernetes_are_refused_at_start(trainer_servic
         await stub.StartTraining(request, timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "on_kubernetes" in err.value.details()
+    # a typo or a wrong value in extra is refused before a job exists, naming the option
+    from google.protobuf import struct_pb2
+
+    for extra, says in (({"blok_swap": 20}, "unknown training option(s) blok_swap"),
+                        ({"block_swap": -1}, "block_swap=-1"),
+                        ({"eval_prompts": [""]}, "eval_prompts: a prompt is empty")):
+        request = _request("extra-1")
+        struct = struct_pb2.Struct()
+        struct.update(extra)
+        request.run.extra.CopyFrom(struct)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.StartTraining(request, timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert says in err.value.details()
     assert await trainer_service.clients.jobs.list(TENANT, PROJECT) == []
     await channel.close()

@@ -220,3 +220,15 @@ def test_previews_rendered_during_training_are_what_the_evaluation_scores(one_cl
     assert out.previews == {2: live.rendered[2], 3: live.rendered[3]}
     # only the strength pass renders (no reference face: it is skipped), no preview again
     assert renders == []
+
+
+def test_users_validation_prompts_get_the_trigger_and_are_checked():
+    assert validation_prompts(TRIGGER, ["a caption"], custom=("a woman on a beach",
+                                                              f"{TRIGGER.upper()} dancing")) == [
+        f"{TRIGGER}, a woman on a beach", f"{TRIGGER.upper()} dancing"]
+    assert validation_prompts("", [], custom=("a cat",)) == ["a cat"]
+    settings, rest = split_extra({"eval_prompts": [" a cat "], "rank": 4})
+    assert settings.prompts == ("a cat",) and rest == {"rank": 4}
+    for bad, says in (("a cat", "list of prompts"), ([""], "empty"), (["x" * 501], "at most")):
+        with pytest.raises(InvalidInput, match=says):
+            split_extra({"eval_prompts": bad})

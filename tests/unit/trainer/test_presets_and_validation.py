@@ -104,3 +104,16 @@ def test_sd15_config_on_sdxl(one_image: Path) -> None:
 def test_flow_family_refuses_ddpm_objective(one_clip: Path) -> None:
     with pytest.raises(InvalidInput, match="flow-matching model"):
         resolve(_cfg(one_clip, objective="epsilon"))
+
+
+def test_extra_options_are_checked_by_name_and_type_before_a_job_runs() -> None:
+    from loraforge.trainer.worker import validate_extra
+
+    settings, rest = validate_extra({"block_swap": 20, "use_dora": True, "evaluate": False})
+    assert rest == {"block_swap": 20, "use_dora": True} and settings.enabled is False
+    for extra, says in (({"blok_swap": 2}, "unknown training option"),
+                        ({"block_swap": "x"}, "block_swap='x'"),
+                        ({"timestep_sampling": "nope"}, "timestep_sampling='nope'"),
+                        ({"output_dir": "/tmp"}, "the trainer service sets them")):
+        with pytest.raises(InvalidInput, match=says):
+            validate_extra(extra)
