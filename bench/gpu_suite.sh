@@ -18,6 +18,9 @@ run wan13b-81-ckpt-flash --preset wan2.1-t2v-1.3b --resolution 480p --frames 81 
 run wan13b-81-ckpt       --preset wan2.1-t2v-1.3b --resolution 480p --frames 81 --gradient-checkpointing
 run wan13b-81-ckpt12     --preset wan2.1-t2v-1.3b --resolution 480p --frames 81 --gradient-checkpointing --checkpoint-blocks 12
 run wan13b-81-ckpt8      --preset wan2.1-t2v-1.3b --resolution 480p --frames 81 --gradient-checkpointing --checkpoint-blocks 8
+# Selective checkpointing (matmul/attention outputs kept): every block, then only the last 20.
+run wan13b-81-sel        --preset wan2.1-t2v-1.3b --resolution 480p --frames 81 --selective
+run wan13b-81-sel20      --preset wan2.1-t2v-1.3b --resolution 480p --frames 81 --selective --checkpoint-blocks 20
 # Wan 2.1 14B at 480p on a 24 GB budget: fp8 base weights + block swap.
 run wan14b-33-swap30     --preset wan2.1-t2v-14b --resolution 480p --frames 33 --fp8 --block-swap 30
 run wan14b-81-swap30     --preset wan2.1-t2v-14b --resolution 480p --frames 81 --fp8 --block-swap 30

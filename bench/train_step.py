@@ -39,6 +39,7 @@ from loraforge.trainer.memory import (
     checkpoint_last_blocks,
     enable_block_swap,
     fp8_base_weights,
+    selective_checkpoint,
     transformer_blocks,
 )
 from loraforge.trainer.presets import PRESETS, TINY_SEED, get_preset
@@ -228,7 +229,7 @@ def bench(name: str, resolution: str | None, frames: int | None, full: bool, ste
           device: torch.device, gradient_checkpointing: bool, fp8: bool = False,
           block_swap: int = 0, attention: str = "auto",
           checkpoint_blocks: int | None = None, compile_: str = "",
-          offload: bool = False, profile_top: int = 0) -> dict[str, Any]:
+          offload: bool = False, profile_top: int = 0, selective: bool = False) -> dict[str, Any]:
     from peft import LoraConfig
 
     p = get_preset(name)
@@ -250,8 +251,8 @@ def bench(name: str, resolution: str | None, frames: int | None, full: bool, ste
     params = [q for q in model.parameters() if q.requires_grad]
     for q in params:
         q.data = q.data.float()
-    if gradient_checkpointing or block_swap:
-        model.enable_gradient_checkpointing()
+    if gradient_checkpointing or block_swap or selective:
+        model.enable_gradient_checkpointing(selective_checkpoint if selective else None)
         if checkpoint_blocks is not None:
             checkpoint_last_blocks(model, checkpoint_blocks)
     if fp8:
@@ -292,8 +293,8 @@ def bench(name: str, resolution: str | None, frames: int | None, full: bool, ste
     for _ in range(3 if compile_ else 1):  # warm-up (allocations, kernels, compiled variants)
         step()
     model_flops, fwd_flops = train_flops(loss_of_step)
-    recomputed = 0.0
-    if gradient_checkpointing or block_swap:
+    recomputed = 0.0  # selective: matmuls and attention are not recomputed
+    if (gradient_checkpointing or block_swap) and not selective:
         n = len(transformer_blocks(model)) or 1
         recomputed = 1.0 if checkpoint_blocks is None else min(checkpoint_blocks, n) / n
     hw_flops = model_flops + recomputed * fwd_flops
@@ -315,7 +316,8 @@ def bench(name: str, resolution: str | None, frames: int | None, full: bool, ste
     saver = "+".join(x for x, on in ((f"sdpa:{attention}", attention != "auto"),
                                       (f"compile:{compile_}", compile_),
                                       ("ckpt" if checkpoint_blocks is None else f"ckpt{checkpoint_blocks}",
-                                       gradient_checkpointing or block_swap),
+                                       gradient_checkpointing or block_swap or selective),
+                                      ("selective", selective),
                                       ("fp8", fp8), (f"swap{block_swap}", block_swap),
                                       ("offload", offload)) if on)
     return {"preset": name, "size": f"{w}x{h}", "frames": f, "params_M": n_params / 1e6,
@@ -341,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --gradient-checkpointing: recompute only the last N blocks")
     ap.add_argument("--offload-activations", action="store_true",
                     help="keep tensors saved for backward (block inputs) in pinned host memory")
+    ap.add_argument("--selective", action="store_true",
+                    help="selective checkpointing: keep matmul/attention outputs, recompute the rest")
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="after timing, profile one step: time per op category and the top N ops")
     ap.add_argument("--compile", choices=["blocks", "model"], default="",
@@ -362,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         r = bench(name, args.resolution, args.frames, args.full, args.steps, device,
                   args.gradient_checkpointing, args.fp8, args.block_swap, args.attention,
-                  args.checkpoint_blocks, args.compile, args.offload_activations, args.profile)
+                  args.checkpoint_blocks, args.compile, args.offload_activations, args.profile,
+                  args.selective)
         print(f"| {r['preset']} | {r['savers']} | {r['size']} | {r['frames']} | "
               f"{r['params_M']:.2f} | {r['lora_M']:.3f} | {r['step_s']:.3f} | "
               f"{r['peak_MiB']:.0f} | {r['gflop_step']:.2f} | "

@@ -65,6 +65,8 @@ _BOOL_FLAGS: list[tuple[str, str, str]] = [
     ("--dora", "use_dora", "train DoRA (magnitude + direction); the file carries dora_scale in ComfyUI's convention, not with --fp8-base"),
     ("--gradient-checkpointing", "gradient_checkpointing",
      "recompute activations (default: on for real presets on CUDA, off for tiny ones)"),
+    ("--selective-checkpointing", "selective_checkpointing",
+     "checkpointing that keeps matmul/attention outputs, recomputes only elementwise ops"),
     ("--compile-blocks", "compile_blocks", "torch.compile each transformer block (CUDA)"),
     ("--fp8-base", "fp8_base", "store frozen base Linear weights in float8 (14B models)"),
     ("--offload-activations", "offload_activations",

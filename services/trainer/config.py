@@ -78,6 +78,9 @@ class RunConfig(BaseModel):
         default=None, ge=0,
         description="recompute only the last N transformer blocks (default: all when "
                     "gradient_checkpointing); must cover block_swap")
+    selective_checkpointing: bool = Field(default=False, description=(
+        "with gradient checkpointing: keep matmul and attention outputs and recompute only the "
+        "elementwise work between them (PyTorch selective activation checkpointing)"))
     compile_blocks: bool = Field(
         default=False, description="torch.compile each transformer block (CUDA; first steps slower)")
     attention: Literal["auto", "cudnn", "flash", "efficient", "math"] = Field(
@@ -190,6 +193,9 @@ def resolve(config: RunConfig) -> tuple[Preset, Resolved]:
             raise InvalidInput(
                 f"checkpoint_blocks {config.checkpoint_blocks} < block_swap {config.block_swap}: "
                 "a swapped block must be recomputed; raise checkpoint_blocks")
+    if config.selective_checkpointing and config.gradient_checkpointing is False:
+        raise InvalidInput("selective_checkpointing is a kind of gradient checkpointing, which is "
+                           "turned off; turn it on or drop selective_checkpointing")
     if config.use_dora and config.fp8_base:
         # peft's DoRA layer renormalises with the base weight it reads every step; the fp8
         # weight holds row-scaled values (the scale is kept beside it), so the norm is wrong.

@@ -207,6 +207,42 @@ def enable_block_swap(model: torch.nn.Module, n_blocks: int, device: torch.devic
     return swapper
 
 
+# ---------------------------------------------------------------- selective checkpointing
+
+def _saved_ops() -> frozenset:
+    aten = torch.ops.aten
+    names = ("mm", "addmm", "bmm", "_scaled_dot_product_cudnn_attention",
+             "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+             "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_fused_attention_overrideable")
+    return frozenset(getattr(aten, n).default for n in names if hasattr(aten, n))
+
+
+SAVED_OPS = _saved_ops()
+
+
+def _keep_matmuls_and_attention(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> Any:
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    return CheckpointPolicy.MUST_SAVE if op in SAVED_OPS else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def _selective_context() -> Any:
+    from torch.utils.checkpoint import create_selective_checkpoint_contexts
+
+    return create_selective_checkpoint_contexts(_keep_matmuls_and_attention)
+
+
+def selective_checkpoint(module: torch.nn.Module, *args: Any) -> Any:
+    """diffusers' ``gradient_checkpointing_func`` with PyTorch's selective activation
+    checkpointing: the outputs of matmuls and attention (the FLOPs) are kept, and only the
+    elementwise work between them (norms, modulation, RoPE, activations, LoRA scaling) runs
+    again in the backward. It holds more memory than recomputing whole blocks and less than
+    no checkpointing, and recomputes almost no FLOPs."""
+    from torch.utils.checkpoint import checkpoint
+
+    return checkpoint(module.__call__, *args, use_reentrant=False, context_fn=_selective_context)
+
+
 # ---------------------------------------------------------------- partial checkpointing
 
 def checkpoint_last_blocks(model: torch.nn.Module, n_blocks: int) -> int:

@@ -16,6 +16,8 @@ Memory savers (documented in ``DEFAULTS.reasoning`` per family):
   memory and are copied in (prefetched on a side stream) when the block runs, forward and
   recompute; needs gradient checkpointing, which it turns on. A no-op with a warning on CPU.
   See ``memory.py``.
+- ``selective_checkpointing``: checkpointed blocks keep their matmul and attention outputs and
+  recompute only the elementwise work (PyTorch's selective activation checkpointing).
 - ``offload_activations``: the tensors autograd saves in the forward (under checkpointing,
   each block's input) are kept in pinned host memory and copied back for the backward.
   CUDA only (ignored on CPU).
@@ -58,6 +60,7 @@ from loraforge.trainer.memory import (
     checkpoint_last_blocks,
     enable_block_swap,
     fp8_base_weights,
+    selective_checkpoint,
 )
 from loraforge.trainer.presets import TINY_SEED, Preset, load_pipeline, weights_path
 from safetensors.torch import load_file, save_file
@@ -128,7 +131,7 @@ class Trainer:
         if gc is None:
             gc = (self.device.type == "cuda" and not self.preset.tiny) or (
                 config.checkpoint_blocks is not None)
-        self.gradient_checkpointing = bool(gc or config.block_swap)
+        self.gradient_checkpointing = bool(gc or config.block_swap or config.selective_checkpointing)
         self.model_id = cache_mod.model_fingerprint(
             self.preset.name, config_hash(*self.family.model_configs(self.pipe)),
             None if self.preset.tiny else weights_path(self.preset, config.models_dir),
@@ -175,7 +178,8 @@ class Trainer:
                     p.data = p.data.float()
                     self.params[f"{name}/{pname}"] = p
             if self.gradient_checkpointing:
-                model.enable_gradient_checkpointing()
+                model.enable_gradient_checkpointing(
+                    selective_checkpoint if self.config.selective_checkpointing else None)
                 if self.config.checkpoint_blocks is not None:
                     checkpoint_last_blocks(model, self.config.checkpoint_blocks)
             if self.config.fp8_base:

@@ -80,3 +80,39 @@ def test_activation_offload_lowers_peak_memory_and_keeps_gradients() -> None:
     off_peak, off_grad = run(True)
     torch.testing.assert_close(off_grad, plain_grad)
     assert off_peak < plain_peak - 4 * 32 * 2**20, (plain_peak, off_peak)
+
+
+@pytest.mark.parametrize("attention", ["cudnn", "flash", "efficient"])
+def test_selective_checkpointing_keeps_the_cuda_attention_kernels_output(attention: str) -> None:
+    """On CUDA, SDPA dispatches to kernel-specific ops: each must be among the saved ones, or
+    the attention would silently run again in the backward."""
+    import copy
+
+    from peft import LoraConfig
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from loraforge.trainer.kernels import attention_backend
+    from loraforge.trainer.memory import selective_checkpoint
+    from loraforge.trainer.presets import TINY_SEED
+    from loraforge.trainer.wan import build_tiny
+
+    model = build_tiny("t2v", TINY_SEED).transformer.to("cuda", torch.bfloat16)
+    model.requires_grad_(False)
+    model.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v"],
+                                 init_lora_weights="gaussian"))
+    selective = copy.deepcopy(model)
+    selective.enable_gradient_checkpointing(selective_checkpoint)
+
+    def backward_flops(m: torch.nn.Module) -> int:
+        g = torch.Generator("cuda").manual_seed(3)
+        c = m.config
+        x = torch.randn(1, c.in_channels, 3, 16, 16, generator=g, device="cuda", dtype=torch.bfloat16)
+        text = torch.randn(1, 16, c.text_dim, generator=g, device="cuda", dtype=torch.bfloat16)
+        with attention_backend(attention, torch.device("cuda")):
+            out = m(hidden_states=x, timestep=torch.tensor([500], device="cuda"),
+                    encoder_hidden_states=text, return_dict=False)[0]
+            with FlopCounterMode(display=False) as counter:
+                out.float().square().mean().backward()
+        return counter.get_total_flops()
+
+    assert backward_flops(selective) == backward_flops(model)

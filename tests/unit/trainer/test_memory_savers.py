@@ -15,6 +15,7 @@ from loraforge.trainer.memory import (
     checkpoint_last_blocks,
     fp8_base_weights,
     quantize_fp8,
+    selective_checkpoint,
     transformer_blocks,
 )
 from loraforge.trainer.presets import TINY_SEED
@@ -197,3 +198,36 @@ def test_activation_offload_moves_block_inputs_not_weights_and_keeps_gradients()
     assert all(h.untyped_storage().data_ptr() in ptrs for h in block_inputs)
     # ... and a tensor every block saves (the text embedding) was copied once
     assert offload.copies < len(moved)
+
+
+def test_selective_checkpointing_recomputes_no_matmul_or_attention() -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def backward_flops(model: torch.nn.Module) -> tuple[int, dict[str, torch.Tensor]]:
+        g = torch.Generator().manual_seed(3)
+        c = model.config
+        x = torch.randn(1, c.in_channels, 3, 8, 8, generator=g)
+        text = torch.randn(1, 16, c.text_dim, generator=g)
+        out = model(hidden_states=x, timestep=torch.tensor([500]), encoder_hidden_states=text,
+                    return_dict=False)[0]
+        with FlopCounterMode(display=False) as counter:
+            out.square().mean().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        return counter.get_total_flops(), grads
+
+    full = _tiny_wan_with_lora()  # whole blocks recomputed
+    plain = copy.deepcopy(full)
+    plain.disable_gradient_checkpointing()
+    selective = copy.deepcopy(full)
+    selective.enable_gradient_checkpointing(selective_checkpoint)
+    calls = [0]
+    for blk in transformer_blocks(selective):
+        blk.register_forward_pre_hook(lambda m, a: calls.__setitem__(0, calls[0] + 1))
+    full_flops, _ = backward_flops(full)
+    plain_flops, plain_grads = backward_flops(plain)
+    sel_flops, sel_grads = backward_flops(selective)
+    assert calls[0] == 2 * len(transformer_blocks(selective))  # checkpointed: run again
+    assert full_flops > plain_flops  # the recomputed forward's matmuls and attention
+    assert sel_flops == plain_flops  # none of those run again
+    for k in plain_grads:
+        torch.testing.assert_close(sel_grads[k], plain_grads[k], rtol=1e-5, atol=1e-7)

@@ -200,3 +200,18 @@ def test_noise_offset_is_refused_for_flow_matching(one_image: Path, tmp_path: Pa
     with pytest.raises(InvalidInput, match="noise_offset applies to SD families"):
         Trainer(RunConfig(preset="tiny-flux", dataset=one_image, output_dir=tmp_path,
                           steps=1, rank=2, noise_offset=0.05))
+
+
+def test_selective_checkpointing_trains_like_no_checkpointing(one_clip: Path, tmp_path: Path) -> None:
+    def run(**kw: Any) -> dict[str, torch.Tensor]:
+        trainer = Trainer(RunConfig(preset="tiny-wan2.1-t2v", dataset=one_clip, steps=3, rank=4,
+                                    learning_rate=1e-2, seed=3, output_dir=tmp_path / str(kw), **kw))
+        assert trainer.run().status == "succeeded"
+        return trainer.lora_state()
+
+    plain, selective = run(), run(selective_checkpointing=True)
+    for k, v in plain.items():
+        torch.testing.assert_close(selective[k], v, rtol=1e-5, atol=1e-6)
+    with pytest.raises(InvalidInput, match="selective_checkpointing is a kind of gradient"):
+        Trainer(RunConfig(preset="tiny-wan2.1-t2v", dataset=one_clip, output_dir=tmp_path / "x",
+                          selective_checkpointing=True, gradient_checkpointing=False))
