@@ -218,12 +218,31 @@ def _saved_ops() -> frozenset:
 
 
 SAVED_OPS = _saved_ops()
+# A matmul whose inner dimension is this small is recomputed, not kept: LoRA's up-projection
+# (inner dimension = rank) writes an output as big as the layer's for rank/width of its FLOPs.
+# Every base projection of Wan, Flux, SDXL and SD1.5 has an inner dimension of 320 or more.
+RECOMPUTE_INNER_DIM = 256
+
+
+def _inner_dim(op: Any, args: tuple[Any, ...]) -> int | None:
+    aten = torch.ops.aten
+    a = args[1] if op is aten.addmm.default else args[0] if op in (aten.mm.default,
+                                                                    aten.bmm.default) else None
+    return a.shape[-1] if isinstance(a, torch.Tensor) else None
+
+
+def keep_op_output(op: Any, args: tuple[Any, ...]) -> bool:
+    """Whether selective checkpointing keeps this op's output (else it is recomputed)."""
+    if op not in SAVED_OPS:
+        return False
+    inner = _inner_dim(op, args)
+    return inner is None or inner > RECOMPUTE_INNER_DIM
 
 
 def _keep_matmuls_and_attention(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> Any:
     from torch.utils.checkpoint import CheckpointPolicy
 
-    return CheckpointPolicy.MUST_SAVE if op in SAVED_OPS else CheckpointPolicy.PREFER_RECOMPUTE
+    return CheckpointPolicy.MUST_SAVE if keep_op_output(op, args) else CheckpointPolicy.PREFER_RECOMPUTE
 
 
 def _selective_context() -> Any:
