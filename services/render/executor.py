@@ -86,8 +86,9 @@ class ScenarioRenderer:
         for lora in (lo for lo in scenario.loras if lo.stage is stage):
             path = self._resolve(lora)
             check_compatible(lora.name, path, preset_name)
-            preset.module.load_lora_into_pipeline(pipe, {"transformer": path} if preset.is_video
-                                                  else {"unet": path}, lora.name)
+            # the family's denoiser attribute (unet for SD, transformer for Flux and Wan)
+            attr = next(iter(preset.module.output_files(preset.variant, lora.name)))
+            preset.module.load_lora_into_pipeline(pipe, {attr: path}, lora.name)
             names.append(lora.name)
             weights.append(lora.effective_weight)
         if names:

@@ -20,8 +20,10 @@ weights, which the pipeline being loaded into has. A DoRA file without that meta
 channel (LyCORIS ``wd_on_output=False``) has no peft equivalent and is refused.
 
 At an adapter weight w other than 1 the two consumers differ: ComfyUI blends the weights,
-``W + w (W' - W)``; peft (``set_adapters``) scales dW inside the decomposition and keeps m.
-Both equal the trained layer at w = 1 and the base at w = 0.
+``W + w (W' - W)``; peft (``set_adapters``, so our previews' strength sweep and the render
+service) scales dW inside the decomposition and keeps m. Both give the trained layer at
+w = 1; at w = 0 ComfyUI gives the base layer and peft ``m * W / ||W||`` (the learned
+magnitude on the base direction).
 """
 
 from __future__ import annotations

@@ -25,24 +25,31 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def make_lora(preset_name: str, path: Path, *, rank: int = 4, alpha: float = 4.0,
-              scale: float = 0.5, seed: int = 0) -> Path:
+              scale: float = 0.5, seed: int = 0, dora: bool = False) -> Path:
+    from loraforge.trainer import dora as dora_file
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
     preset = get_preset(preset_name)
     pipe = load_pipeline(preset)
-    unet = pipe.unet
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights=True,
-                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    denoiser = next(iter(preset.module.denoisers(pipe).values()))
+    denoiser.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights=True,
+                                    target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+                                    use_dora=dora))
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, param in unet.named_parameters():
+        for name, param in denoiser.named_parameters():
             if "lora_B" in name:  # PEFT initialises B to zero (a no-op adapter): make it act
                 param.copy_(torch.randn(param.shape, generator=gen) * scale)
-    peft_sd = {k: v.detach().float().cpu() for k, v in get_peft_model_state_dict(unet).items()}
+            if "lora_magnitude_vector" in name:  # and moves the magnitude off ||W||
+                param.mul_(1.0 + 0.2 * torch.rand(param.shape, generator=gen))
+    peft_sd = {k: v.detach().float().cpu() for k, v in get_peft_model_state_dict(denoiser).items()}
     assert peft_sd, "the adapter has no parameters"
-    save_file(preset.module.to_comfy(peft_sd, alpha), str(path),
-              metadata={"loraforge.family": preset.family})
+    meta = {"loraforge.family": preset.family}
+    if dora:
+        peft_sd = dora_file.comfy_magnitudes(denoiser, peft_sd, alpha / rank)
+        meta["loraforge.dora_convention"] = dora_file.DORA_CONVENTION
+    save_file(preset.module.to_comfy(peft_sd, alpha), str(path), metadata=meta)
     return path
 
 
@@ -108,3 +115,14 @@ def test_sd15_lora_on_an_sdxl_pipeline_is_refused_with_the_reason(sd15_lora, sdx
     assert "'hero'" in message and "trained for SD1.5" in message and "SDXL (tiny-sdxl)" in message
     assert not list(out.glob("*.png"))  # refused before any keyframe
 
+
+
+@pytest.mark.parametrize("dora", [False, True], ids=["lora", "dora"])
+def test_a_flux_lora_or_dora_reaches_the_flux_keyframe(dora, tmp_path):
+    path = make_lora("tiny-flux", tmp_path / "hero.safetensors", scale=2.0, dora=dora)
+    base = _render(_scenario(None, lora=False, preset="tiny-flux"), None, tmp_path / "base")
+    off = _render(_scenario(0.0, preset="tiny-flux"), path, tmp_path / "w0")
+    on = _render(_scenario(1.0, preset="tiny-flux"), path, tmp_path / "w1")
+    if not dora:  # peft keeps a DoRA's magnitude at weight 0 (see trainer/dora.py)
+        assert np.abs(off - base).max() <= 1.0
+    assert np.abs(on - base).mean() > 1.0
