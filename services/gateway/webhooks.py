@@ -31,8 +31,8 @@ from loraforge.gateway.sse import api_job
 from loraforge.gateway.state import GatewayState
 from loraforge.runtime.errors import LoraforgeError
 from loraforge.runtime.events import Delivery, Event, EventBus
-from loraforge.runtime.jobs import JobStore
 from loraforge.runtime.job_service import job_event_parts
+from loraforge.runtime.jobs import JobStore
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 log = logging.getLogger(__name__)

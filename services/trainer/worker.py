@@ -46,8 +46,8 @@ import shutil
 import tempfile
 import threading
 import time
-from pathlib import Path
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from loraforge.runtime.errors import Cancelled, InvalidInput

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "ingest"))
 
 
 @pytest.fixture
-async def remote_gateway(make_gateway) -> GatewayStack:
+async def remote_gateway(make_gateway) -> GatewayStack:  # noqa: F811 (the fixture)
     """The gateway stack with the real ingest service (media work included)."""
     from loraforge.ingest.main import mount as ingest_mount
 

@@ -53,9 +53,8 @@ def test_fp8_block_swap_and_partial_checkpointing_train_like_the_plain_run(tmp_p
 
 
 def test_activation_offload_lowers_peak_memory_and_keeps_gradients() -> None:
-    from torch.utils.checkpoint import checkpoint
-
     from loraforge.trainer.memory import ActivationOffload
+    from torch.utils.checkpoint import checkpoint
 
     torch.manual_seed(0)
     layers = torch.nn.Sequential(*[torch.nn.Linear(1024, 1024) for _ in range(8)]).cuda()
@@ -93,13 +92,12 @@ def test_selective_checkpointing_keeps_the_cuda_attention_kernels_output(
 
     monkeypatch.setattr(memory, "RECOMPUTE_INNER_DIM", 0)  # the tiny model's matmuls are small
 
-    from peft import LoraConfig
-    from torch.utils.flop_counter import FlopCounterMode
-
     from loraforge.trainer.kernels import attention_backend
     from loraforge.trainer.memory import selective_checkpoint
     from loraforge.trainer.presets import TINY_SEED
     from loraforge.trainer.wan import build_tiny
+    from peft import LoraConfig
+    from torch.utils.flop_counter import FlopCounterMode
 
     model = build_tiny("t2v", TINY_SEED).transformer.to("cuda", torch.bfloat16)
     model.requires_grad_(False)
