@@ -68,7 +68,8 @@ def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
         torch.set_default_dtype(old)
 
 
-def _full_denoiser(name: str) -> tuple[Any, Any]:
+def _full_denoiser(name: str, num_layers: int | None = None) -> tuple[Any, Any]:
+    """``num_layers``: fewer Wan blocks than the real model (to study one block)."""
     from diffusers import (
         FluxPipeline,
         FluxTransformer2DModel,
@@ -82,7 +83,8 @@ def _full_denoiser(name: str) -> tuple[Any, Any]:
         kw: dict[str, Any] = dict(
             patch_size=(1, 2, 2), num_attention_heads=40 if big else 12, attention_head_dim=128,
             in_channels=16, out_channels=16, text_dim=4096, freq_dim=256,
-            ffn_dim=13824 if big else 8960, num_layers=40 if big else 30, cross_attn_norm=True,
+            ffn_dim=13824 if big else 8960, num_layers=num_layers or (40 if big else 30),
+            cross_attn_norm=True,
             qk_norm="rms_norm_across_heads", eps=1e-6,
         )
         if p.variant in ("i2v", "flf2v"):
