@@ -166,8 +166,14 @@ def model_fingerprint(preset_name: str, config_hash: str, weights_dir: Path | No
     return h.hexdigest()[:24]
 
 
+# Bumped when the pixels a sample becomes change for the same file (2: EXIF orientation is
+# applied to photos), so no latent of the old preprocessing is reused.
+MEDIA_PREPROCESSING = 2
+
+
 def media_key(model_id: str, sample_key: str, variant: str) -> str:
-    return hashlib.sha256(f"media|{model_id}|{variant}|{sample_key}".encode()).hexdigest()
+    return hashlib.sha256(
+        f"media|{MEDIA_PREPROCESSING}|{model_id}|{variant}|{sample_key}".encode()).hexdigest()
 
 
 def text_key(model_id: str, caption: str) -> str:

@@ -33,6 +33,7 @@ import random
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -212,7 +213,7 @@ class CaptionedDataset:
             from PIL import Image
 
             with Image.open(path) as im:
-                size = im.size
+                size = _upright(im).size  # a phone photo's EXIF rotation decides its bucket
             self.samples.append(Sample(path, caption, "image", (0,), nearest_bucket(size, buckets),
                                        digest))
             return
@@ -282,13 +283,21 @@ class CaptionedDataset:
             from PIL import Image
 
             with Image.open(s.media) as im:
-                frames = [np.asarray(im.convert("RGB"))]
+                frames = [np.asarray(_upright(im).convert("RGB"))]
         else:
             frames = read_frames(s.media, s.frame_indices)
         w, h = s.bucket
         arr = np.stack([_cover_crop(f, w, h) for f in frames])  # F, H, W, C
         t = torch.from_numpy(arr).permute(3, 0, 1, 2).float() / 127.5 - 1.0
         return t
+
+
+def _upright(im: Any) -> Any:
+    """The image as it is meant to be seen: cameras store portrait shots sideways plus an
+    EXIF orientation (ingest stores photos upright already; local folders may not be)."""
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(im) or im
 
 
 def _caption_for(root: Path, media: Path) -> Path | None:

@@ -71,3 +71,28 @@ def test_cache_reused_across_runs(tmp_path: Path, one_clip: Path) -> None:
     other = LocalCacheStore(tmp_path / "cache")
     Trainer(cfg.model_copy(update={"frames": 9}), cache_store=other, pipeline=first.pipe)._encode_all()
     assert (other.hits, other.misses) == (1, 1)  # caption reused, 9-frame latents are new
+
+
+def test_a_sideways_phone_photo_is_trained_upright(tmp_path: Path) -> None:
+    """A portrait shot stored landscape with EXIF orientation 6 (rotate 90 degrees clockwise
+    to view) gets a portrait bucket and upright pixels, like the same photo stored upright."""
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    upright = Image.fromarray(data.astronaut()).crop((0, 0, 320, 480))  # portrait
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # what the camera wrote: landscape
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    for name, image, kw in (("exif", stored, {"exif": exif}), ("plain", upright, {})):
+        folder = tmp_path / name / "images"
+        folder.mkdir(parents=True)
+        image.save(folder / "a.jpg", quality=95, **kw)
+        (folder / "a.txt").write_text("s86b5p, an astronaut")
+    got = [CaptionedDataset.scan(DatasetConfig(tmp_path / n, "512", frames=1), "sdxl", 8)
+           for n in ("exif", "plain")]
+    assert got[0].samples[0].bucket == got[1].samples[0].bucket
+    w, h = got[0].samples[0].bucket
+    assert h > w  # portrait
+    a, b = (g.load_pixels(0).numpy() for g in got)
+    assert np.abs(a - b).mean() < 0.05  # the same picture (JPEG noise aside), not rotated
