@@ -66,14 +66,18 @@ def _tiny_wan_with_lora() -> torch.nn.Module:
     return model
 
 
-def _loss_and_grads(model: torch.nn.Module) -> tuple[float, dict[str, torch.Tensor]]:
+def _forward(model: torch.nn.Module) -> torch.Tensor:
+    """The denoiser on a fixed small latent clip and text embedding."""
     g = torch.Generator().manual_seed(3)
     c = model.config
     x = torch.randn(1, c.in_channels, 3, 8, 8, generator=g)
     text = torch.randn(1, 16, c.text_dim, generator=g)
-    out = model(hidden_states=x, timestep=torch.tensor([500]), encoder_hidden_states=text,
-                return_dict=False)[0]
-    loss = out.square().mean()
+    return model(hidden_states=x, timestep=torch.tensor([500]), encoder_hidden_states=text,
+                 return_dict=False)[0]
+
+
+def _loss_and_grads(model: torch.nn.Module) -> tuple[float, dict[str, torch.Tensor]]:
+    loss = _forward(model).square().mean()
     loss.backward()
     return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
@@ -172,13 +176,8 @@ def test_activation_offload_moves_block_inputs_not_weights_and_keeps_gradients()
 
     offload._pack = spy  # type: ignore[method-assign]
 
-    g = torch.Generator().manual_seed(3)
-    c = model.config
-    x = torch.randn(1, c.in_channels, 3, 8, 8, generator=g)
-    text = torch.randn(1, 16, c.text_dim, generator=g)
     with offload:
-        out = model(hidden_states=x, timestep=torch.tensor([500]), encoder_hidden_states=text,
-                    return_dict=False)[0]
+        out = _forward(model)
     loss = out.square().mean()
     loss.backward()
     ref_loss, ref_grads = _loss_and_grads(ref)
@@ -206,12 +205,7 @@ def test_selective_checkpointing_recomputes_no_matmul_or_attention(
     from torch.utils.flop_counter import FlopCounterMode
 
     def backward_flops(model: torch.nn.Module) -> tuple[int, dict[str, torch.Tensor]]:
-        g = torch.Generator().manual_seed(3)
-        c = model.config
-        x = torch.randn(1, c.in_channels, 3, 8, 8, generator=g)
-        text = torch.randn(1, 16, c.text_dim, generator=g)
-        out = model(hidden_states=x, timestep=torch.tensor([500]), encoder_hidden_states=text,
-                    return_dict=False)[0]
+        out = _forward(model)
         with FlopCounterMode(display=False) as counter:
             out.square().mean().backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
