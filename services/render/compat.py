@@ -33,7 +33,7 @@ def preset_family(preset: str) -> str:
 
 def lora_family(path: Path) -> str | None:
     """The family a LoRA file was trained for, or None when nothing tells."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as fh:
@@ -50,7 +50,7 @@ def lora_family(path: Path) -> str | None:
                 if family == "sd":
                     return _sd_from_metadata(meta)
             return family
-    except (OSError, ValueError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, json.JSONDecodeError, SafetensorError) as exc:
         raise InvalidInput(f"{path.name} is not a readable .safetensors LoRA ({exc})") from None
 
 

@@ -94,8 +94,14 @@ def comfy_magnitudes(model: torch.nn.Module, peft_sd: dict[str, torch.Tensor],
 
 
 def has_dora(path: Path) -> bool:
-    with safe_open(str(path), "pt") as f:
-        return any(k.endswith(".dora_scale") for k in f.keys())  # noqa: SIM118 (not a dict)
+    from safetensors import SafetensorError
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return any(k.endswith(".dora_scale") for k in f.keys())  # noqa: SIM118 (not a dict)
+    except (OSError, SafetensorError) as exc:
+        raise InvalidInput(f"{path.name} is not a readable .safetensors LoRA ({exc}); "
+                           "export it again or pick another file") from None
 
 
 def _file_prefixes(denoiser: torch.nn.Module, to_comfy: ToComfy) -> dict[str, str]:

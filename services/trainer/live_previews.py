@@ -11,6 +11,13 @@ from typing import Any
 from loraforge.runtime.storage import Bucket, ObjectStore
 
 
+def lora_artifact(obj: Any, kind: str) -> dict[str, Any]:
+    """The run record's artifact entry for an object in ``loras/`` (a stored or listed object:
+    anything with ``key``, ``size`` and ``sha256``)."""
+    return {"bucket": "loras", "key": obj.key, "kind": kind, "size": obj.size,
+            "sha256": obj.sha256 or ""}
+
+
 def preview_key(prefix: str, step: int, path: Path) -> str:
     return f"{prefix}/previews/step-{step}/{path.name}"
 
@@ -32,8 +39,7 @@ class LivePreviews:
             for path in paths:
                 key = preview_key(prefix, step, path)
                 stored = store.put_file(Bucket.LORAS, key, path, content_type="image/png")
-                self.artifacts[key] = {"bucket": "loras", "key": stored.key, "kind": "preview",
-                                       "size": stored.size, "sha256": stored.sha256 or ""}
+                self.artifacts[key] = lora_artifact(stored, "preview")
                 keys.append(stored.key)
                 n += 1
             self.by_step[step] = keys

@@ -57,7 +57,7 @@ from loraforge.runtime.jobs import ArtifactRef, Job
 from loraforge.runtime.keys import ProjectRef, validate_key_part
 from loraforge.runtime.params import TrainingParams
 from loraforge.runtime.storage import Bucket, ObjectStore
-from loraforge.trainer.live_previews import LivePreviews, preview_key
+from loraforge.trainer.live_previews import LivePreviews, lora_artifact, preview_key
 
 if TYPE_CHECKING:
     from loraforge.trainer.k8s_run import KubernetesTraining
@@ -488,8 +488,7 @@ class TrainingWork:
                                               d / LORA_FILE, content_type=LORA_CONTENT_TYPE)
             except FileNotFoundError:  # pruned (keep_checkpoints) while we looked
                 continue
-            uploaded[step] = {"bucket": "loras", "key": stored.key, "kind": "checkpoint",
-                              "size": stored.size, "sha256": stored.sha256 or ""}
+            uploaded[step] = lora_artifact(stored, "checkpoint")
             previous = max((s for s in uploaded if s < step), default=None)
             if previous is not None:  # the only older step that still has its state
                 self._store.delete(Bucket.LORAS, f"{prefix}/checkpoints/step-{previous}/{STATE_FILE}")
@@ -506,8 +505,7 @@ class TrainingWork:
                     step = int(parts[0].removeprefix("step-"))
                 except ValueError:
                     continue
-                found[step] = {"bucket": "loras", "key": obj.key, "kind": "checkpoint",
-                               "size": obj.size, "sha256": obj.sha256 or ""}
+                found[step] = lora_artifact(obj, "checkpoint")
         return found
 
     def _restore_latest(self, prefix: str, uploaded: dict[int, dict[str, Any]], ckpt_root: Path
@@ -542,8 +540,7 @@ class TrainingWork:
                 stored = self._store.put_file(Bucket.LORAS, f"{prefix}/{which}{suffix}.safetensors",
                                               path, content_type=LORA_CONTENT_TYPE)
                 files.setdefault(which, {})[attr] = stored.key
-                artifacts.append({"bucket": "loras", "key": stored.key, "kind": "lora",
-                                  "size": stored.size, "sha256": stored.sha256 or ""})
+                artifacts.append(lora_artifact(stored, "lora"))
         main = names[0]
         a = trainer.args
         ev: dict[str, Any] = {"best_step": result.step, "best_reason": evaluation,
@@ -595,8 +592,7 @@ class TrainingWork:
                                     eval_losses=result.eval_losses)
             stored = self._store.put_file(Bucket.LORAS, f"{prefix}/report/loss.png", path,
                                           content_type="image/png")
-        artifacts.append({"bucket": "loras", "key": stored.key, "kind": "report",
-                          "size": stored.size, "sha256": stored.sha256 or ""})
+        artifacts.append(lora_artifact(stored, "report"))
         return stored.key
 
     def _upload_evaluation(self, prefix: str, evaluation: Any, artifacts: list[dict[str, Any]],
@@ -608,8 +604,7 @@ class TrainingWork:
                 artifact = live_previews.get(key)  # uploaded while training
                 if artifact is None:
                     stored = self._store.put_file(Bucket.LORAS, key, p, content_type="image/png")
-                    artifact = {"bucket": "loras", "key": stored.key, "kind": "preview",
-                                "size": stored.size, "sha256": stored.sha256 or ""}
+                    artifact = lora_artifact(stored, "preview")
                 previews.setdefault(str(step), []).append(artifact["key"])
                 artifacts.append(artifact)
         types = {".html": "text/html", ".md": "text/markdown", ".csv": "text/csv",
@@ -622,8 +617,7 @@ class TrainingWork:
                                           content_type=types.get(p.suffix, "application/octet-stream"))
             if p.name == "report.html":
                 report_key = stored.key
-                artifacts.append({"bucket": "loras", "key": stored.key, "kind": "report",
-                                  "size": stored.size, "sha256": stored.sha256 or ""})
+                artifacts.append(lora_artifact(stored, "report"))
         summary = evaluation.summary()
         summary["previews"] = previews
         return {"best_step": evaluation.best_step, "best_reason": evaluation.reason,

@@ -138,12 +138,18 @@ def _events(api: SubprocessK8s, name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.startswith("{")]
 
 
-async def test_job_runs_the_pipeline_in_the_pod_and_succeeds(k8s_trainer, store, tmp_path) -> None:
-    service, api = k8s_trainer
+async def _start(service, store, tmp_path, request_id: str, steps: int):
+    """A captioned dataset, then an on_kubernetes StartTraining: (channel, stub, job)."""
     seed_captioned_dataset(store, tmp_path)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
     stub = trainer_pb2_grpc.TrainerServiceStub(channel)
-    job = await stub.StartTraining(_request("k8s-ok", steps=2), timeout=10)
+    job = await stub.StartTraining(_request(request_id, steps=steps), timeout=10)
+    return channel, stub, job
+
+
+async def test_job_runs_the_pipeline_in_the_pod_and_succeeds(k8s_trainer, store, tmp_path) -> None:
+    service, api = k8s_trainer
+    channel, _, job = await _start(service, store, tmp_path, "k8s-ok", steps=2)
     done = await _wait_terminal(service.clients.jobs, job.id, timeout=240)
     name = f"loraforge-train-{job.id}"
     assert done.state is JobState.SUCCEEDED, (done.message, api.read_namespaced_pod_log(name, ""))
@@ -171,10 +177,7 @@ async def test_job_runs_the_pipeline_in_the_pod_and_succeeds(k8s_trainer, store,
 
 async def test_cancel_deletes_the_job_and_stops_the_pod(k8s_trainer, store, tmp_path) -> None:
     service, api = k8s_trainer
-    seed_captioned_dataset(store, tmp_path)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
-    stub = trainer_pb2_grpc.TrainerServiceStub(channel)
-    job = await stub.StartTraining(_request("k8s-cancel", steps=100_000), timeout=10)
+    channel, stub, job = await _start(service, store, tmp_path, "k8s-cancel", steps=100_000)
     name = f"loraforge-train-{job.id}"
     jobs = service.clients.jobs
     deadline = asyncio.get_running_loop().time() + 120

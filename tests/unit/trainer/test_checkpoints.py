@@ -189,18 +189,41 @@ def test_previews_rendered_during_training_are_what_the_evaluation_scores(one_cl
                                 "output_dir": out, "trigger": TRIGGER, "steps": 3, "rank": 4,
                                 "checkpoint_every": 2, "eval_every": 2, "seed": 1})
 
+    import random
+
+    import numpy as np
+
+    def global_rngs():  # what a checkpoint saves besides the trainer's own noise generator
+        return torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
+
+    def reseed():
+        torch.manual_seed(0), np.random.seed(0), random.seed(0)
+
+    reseed()
     plain = Trainer(config(tmp_path / "plain"))
     plain.run()
+    plain_rngs = global_rngs()
 
+    reseed()
     trainer = Trainer(config(tmp_path / "live"))
     settings = EvalSettings(previews=2, inference_steps=2)
     prompts = validation_prompts(TRIGGER, ["a", "b"])
     live = CheckpointEvaluator(trainer, settings)
-    trainer.on_eval = lambda step: live.render_step(step, prompts, tmp_path / "eval")
+
+    def on_eval(step):  # draws from every global generator, as a renderer may
+        torch.rand(3), np.random.rand(), random.random()
+        live.render_step(step, prompts, tmp_path / "eval")
+
+    trainer.on_eval = on_eval
     result = trainer.run()
     assert sorted(live.rendered) == [2, 3]  # the eval interval and the final step
     for k, v in plain.lora_state().items():  # rendering drew no training randomness
         assert torch.equal(trainer.lora_state()[k], v), k
+    # and left the global generators as a run without previews leaves them (checkpoints
+    # save those, so a resumed run continues the same streams)
+    live_rngs = global_rngs()
+    assert torch.equal(live_rngs[0], plain_rngs[0])
+    assert (live_rngs[1] == plain_rngs[1]).all() and live_rngs[2] == plain_rngs[2]
 
     # the live renders equal a render of the same step afterwards (so reusing them is exact)
     final = trainer.lora_state()

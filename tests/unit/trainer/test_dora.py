@@ -18,7 +18,7 @@ from peft import LoraConfig, inject_adapter_in_model
 from peft.utils import get_peft_model_state_dict
 from safetensors import safe_open
 
-from .test_training import _generate
+from .test_training import reload_and_compare
 
 
 def comfyui_weight_decompose(dora_scale: torch.Tensor, weight: torch.Tensor,
@@ -108,12 +108,7 @@ def test_dora_run_exports_a_file_our_loader_reproduces(preset: str, one_clip: Pa
         assert sum(k.endswith(".dora_scale") for k in keys) == n_pairs
         assert scale.dim() == 2 and scale.shape[1] == 1
 
-    for m in trainer.models.values():
-        m.eval()
-    trained = _generate(trainer, trainer.pipe)
-    fresh = load_pipeline(preset)
-    trainer.family.load_lora_into_pipeline(fresh, result.files, "d")
-    assert torch.allclose(_generate(trainer, fresh), trained, atol=1e-5)
+    fresh, _ = reload_and_compare(trainer, result.files)
     layers = [m for d in trainer.family.denoisers(fresh).values() for m in d.modules()
               if type(m).__name__ == "DoraLinearLayer"]
     assert layers  # diffusers built real DoRA layers, not a plain LoRA
@@ -160,3 +155,14 @@ def test_a_foreign_dora_file_is_read_in_lycoris_convention_or_refused(one_image:
     with pytest.raises(InvalidInput, match="per input channel"):
         dora.load_lora(load_pipeline("tiny-sd1.5"), tmp_path / "input-axis.safetensors", "unet",
                        sd15.to_comfy, "k", "unet")
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage, not safetensors"], ids=["empty", "garbage"])
+def test_an_unreadable_lora_file_is_refused_with_the_reason(content: bytes, tmp_path: Path) -> None:
+    from loraforge.render.compat import check_compatible
+
+    path = tmp_path / "hero.safetensors"
+    path.write_bytes(content)
+    for load in (lambda: dora.has_dora(path), lambda: check_compatible("hero", path, "tiny-sdxl")):
+        with pytest.raises(InvalidInput, match="not a readable .safetensors LoRA"):
+            load()

@@ -33,6 +33,21 @@ def _generate(trainer: Trainer, pipe: Any) -> torch.Tensor:
     return fam.generate(pipe, PROMPT, 0, w, h, trainer.args.frames, 2, **kw)
 
 
+def reload_and_compare(trainer: Trainer, files: dict[str, Path]) -> tuple[Any, torch.Tensor]:
+    """Load the exported file(s) into a fresh pipeline through the family's loader and check
+    it renders what the trained model renders; returns (fresh pipeline, its base render)."""
+    for m in trainer.models.values():
+        m.eval()
+    with_lora = _generate(trainer, trainer.pipe)
+    fresh = load_pipeline(trainer.preset.name)
+    base = _generate(trainer, fresh)
+    trainer.family.load_lora_into_pipeline(fresh, files, "t")
+    loaded = _generate(trainer, fresh)
+    assert torch.allclose(loaded, with_lora, atol=1e-5)
+    assert (loaded - base).abs().max() > 1e-3  # the LoRA changes the output
+    return fresh, base
+
+
 def _train_and_check(preset: str, dataset: Path, out: Path, steps: int, lr: float,
                      min_drop: float) -> tuple[Trainer, Any]:
     cfg = RunConfig(preset=preset, dataset=dataset, output_dir=out, steps=steps,
@@ -45,15 +60,7 @@ def _train_and_check(preset: str, dataset: Path, out: Path, steps: int, lr: floa
     assert after < (1 - min_drop) * before, (before, after)
 
     # the file loads with diffusers and reproduces the trained model's output exactly
-    for m in trainer.models.values():
-        m.eval()
-    with_lora = _generate(trainer, trainer.pipe)
-    fresh = load_pipeline(preset)
-    base = _generate(trainer, fresh)
-    trainer.family.load_lora_into_pipeline(fresh, result.files, "s86b5p")
-    loaded = _generate(trainer, fresh)
-    assert torch.allclose(loaded, with_lora, atol=1e-5)
-    assert (loaded - base).abs().max() > 1e-3  # the LoRA changes the output
+    reload_and_compare(trainer, result.files)
     return trainer, result
 
 
@@ -121,12 +128,7 @@ def test_other_presets_train_and_load(preset: str, one_clip: Path, one_image: Pa
     if preset == "tiny-wan2.2-t2v":
         assert sorted(p.name for p in result.files.values()) == [
             "lora.high_noise.safetensors", "lora.low_noise.safetensors"]
-    for m in trainer.models.values():
-        m.eval()
-    with_lora = _generate(trainer, trainer.pipe)
-    fresh = load_pipeline(preset)
-    trainer.family.load_lora_into_pipeline(fresh, result.files, "t")
-    assert torch.allclose(_generate(trainer, fresh), with_lora, atol=1e-5)
+    reload_and_compare(trainer, result.files)
 
 
 def test_resume_reproduces_uninterrupted_run(one_clip: Path, tmp_path: Path) -> None:
