@@ -92,8 +92,8 @@ class RunConfig(BaseModel):
     block_swap: int = Field(default=0, ge=0, description="transformer blocks kept on the CPU")
     offload_activations: bool = Field(default=False, description=(
         "keep the tensors saved for backward (with gradient checkpointing: each block's input) "
-        "in pinned host memory (CUDA); with fp8_base + block_swap this is what fits Wan 14B at "
-        "480x832x81 frames on a 24 GB card"))
+        "in pinned host memory (CUDA); with fp8_base + block_swap it should fit Wan 14B at "
+        "480x832x81 in 24 GB (counted on the CPU, not yet measured: bench/README)"))
 
     @classmethod
     def parse(cls, values: dict[str, Any]) -> RunConfig:
