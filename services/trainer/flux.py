@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from loraforge.runtime.errors import InvalidInput
 from loraforge.trainer import dora
 from loraforge.trainer.family import FamilyDefaults, peft_to_diffusion_model_keys
+from loraforge.trainer.inference import StepHook, check_guidance, cpu_generator, step_kwargs
 from loraforge.trainer.sdxl import tiny_vae
 
 FAMILY = "flux"
@@ -169,9 +171,29 @@ def load_lora_into_pipeline(pipe: Any, files: dict[str, Path], adapter_name: str
     dora.load_lora(pipe, files["transformer"], "transformer", to_comfy, adapter_name, "transformer")
 
 
+#: Distilled guidance (the embedding FLUX.1-dev was distilled with) of renders and previews:
+#: Black Forest Labs' reference and diffusers' default.
+DISTILLED_GUIDANCE = 3.5
+#: True CFG of a render when the scenario does not set one: off (dev is guidance-distilled;
+#: true CFG doubles the cost and only helps with a negative prompt, at 1.5-4).
+RENDER_GUIDANCE = 1.0
+
+
 @torch.no_grad()
 def generate(pipe: Any, prompt: str, seed: int, width: int, height: int, frames: int = 1,
-             steps: int = 4, variant: str = "dev", **_: Any) -> Any:
-    return pipe(prompt=prompt, width=width, height=height, num_inference_steps=steps,
-                guidance_scale=3.5, generator=torch.Generator("cpu").manual_seed(seed),
-                output_type="pt", max_sequence_length=max_sequence_length(pipe)).images
+             steps: int = 4, variant: str = "dev", *, guidance: float = 1.0,
+             negative_prompt: str = "", distilled_guidance: float = DISTILLED_GUIDANCE,
+             on_step: StepHook | None = None, output_type: str = "pt", **_: Any) -> Any:
+    """(B, C, H, W) images in [0, 1]. ``distilled_guidance`` is the embedded guidance of the
+    dev model (one forward); ``guidance`` > 1 with a ``negative_prompt`` adds true CFG
+    (diffusers' ``true_cfg_scale``: a second forward on the negative prompt)."""
+    g = check_guidance(guidance)
+    if g > 1.0 and not negative_prompt:
+        raise InvalidInput(f"Flux true CFG (guidance {g}) needs a negative prompt; Flux dev is "
+                           "guidance-distilled: set distilled guidance instead, or add a "
+                           "negative prompt")
+    return pipe(prompt=prompt, negative_prompt=negative_prompt or None, true_cfg_scale=g,
+                width=width, height=height, num_inference_steps=steps,
+                guidance_scale=check_guidance(distilled_guidance), generator=cpu_generator(seed),
+                output_type=output_type, max_sequence_length=max_sequence_length(pipe),
+                **step_kwargs(on_step)).images

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from loraforge.trainer import dora
 from loraforge.trainer.family import FamilyDefaults, peft_to_kohya_keys
+from loraforge.trainer.inference import StepHook, check_guidance, cpu_generator, step_kwargs
 from loraforge.trainer.sdxl import tiny_vae
 
 FAMILY = "sd1.5"
@@ -127,9 +128,18 @@ def load_lora_into_pipeline(pipe: Any, files: dict[str, Path], adapter_name: str
     dora.load_lora(pipe, files["unet"], "unet", to_comfy, adapter_name, "unet")
 
 
+#: Guidance of a render when the scenario does not set one: the SD1.5 reference and diffusers default.
+RENDER_GUIDANCE = 7.5
+
+
 @torch.no_grad()
 def generate(pipe: Any, prompt: str, seed: int, width: int, height: int, frames: int = 1,
-             steps: int = 4, variant: str = "base", **_: Any) -> Any:
-    return pipe(prompt=prompt, width=width, height=height, num_inference_steps=steps,
-                guidance_scale=1.0, generator=torch.Generator("cpu").manual_seed(seed),
-                output_type="pt").images
+             steps: int = 4, variant: str = "base", *, guidance: float = 1.0,
+             negative_prompt: str = "", on_step: StepHook | None = None,
+             output_type: str = "pt", **_: Any) -> Any:
+    """(B, C, H, W) images in [0, 1]. ``guidance`` > 1 runs true CFG against
+    ``negative_prompt``; the default 1.0 is the cheap preview setting."""
+    return pipe(prompt=prompt, negative_prompt=negative_prompt or None, width=width,
+                height=height, num_inference_steps=steps, guidance_scale=check_guidance(guidance),
+                generator=cpu_generator(seed), output_type=output_type,
+                **step_kwargs(on_step)).images

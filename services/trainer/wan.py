@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from loraforge.runtime.errors import InvalidInput
 from loraforge.trainer import dora
 from loraforge.trainer.family import FamilyDefaults, peft_to_diffusion_model_keys, to_pil_list
+from loraforge.trainer.inference import StepHook, check_guidance, cpu_generator, step_kwargs
 
 FAMILY = "wan"
 STRIDE = 16  # VAE 8x * patch 2
@@ -277,14 +279,35 @@ def load_lora_into_pipeline(pipe: Any, files: dict[str, Path], adapter_name: str
                        load_into_transformer_2=attr == "transformer_2")
 
 
+#: Guidance of a render when the scenario does not set one: diffusers' and the Wan reference
+#: code's default for T2V/I2V/FLF2V (sample_guide_scale 5.0).
+RENDER_GUIDANCE = 5.0
+
+
 @torch.no_grad()
 def generate(pipe: Any, prompt: str, seed: int, width: int, height: int, frames: int,
-             steps: int = 4, variant: str = "t2v", image: Any = None, last_image: Any = None) -> Any:
+             steps: int = 4, variant: str = "t2v", image: Any = None, last_image: Any = None,
+             *, guidance: float = 1.0, negative_prompt: str = "", on_step: StepHook | None = None,
+             output_type: str = "pt") -> Any:
+    """(B, F, C, H, W) frames in [0, 1] (or latents with ``output_type="latent"``).
+
+    ``guidance`` > 1 runs true CFG against ``negative_prompt`` (both Wan 2.2 experts use it);
+    the default 1.0 is the cheap preview setting (one forward per step). ``image`` (i2v,
+    flf2v) is the first frame and ``last_image`` (flf2v) the last, PIL images or tensors;
+    the pipeline resizes them to width x height."""
+    if variant in ("i2v", "flf2v") and image is None:
+        raise InvalidInput(f"Wan {variant} needs a first-frame image")
+    if variant == "flf2v" and last_image is None:
+        raise InvalidInput("Wan flf2v needs a last-frame image")
+    g = check_guidance(guidance)
     kwargs: dict[str, Any] = dict(
-        prompt=prompt, height=height, width=width, num_frames=frames, num_inference_steps=steps,
-        guidance_scale=1.0, generator=torch.Generator("cpu").manual_seed(seed), output_type="pt",
-        max_sequence_length=max_sequence_length(pipe),
+        prompt=prompt, negative_prompt=negative_prompt or None, height=height, width=width,
+        num_frames=frames, num_inference_steps=steps, guidance_scale=g,
+        generator=cpu_generator(seed), output_type=output_type,
+        max_sequence_length=max_sequence_length(pipe), **step_kwargs(on_step),
     )
+    if getattr(pipe, "transformer_2", None) is not None:
+        kwargs["guidance_scale_2"] = g
     if variant in ("i2v", "flf2v"):
         kwargs["image"] = image
         if variant == "flf2v":
