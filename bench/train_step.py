@@ -239,61 +239,84 @@ def bench(name: str, resolution: str | None, frames: int | None, full: bool, ste
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if full:
         pipe, model = full_denoiser(name, device, dtype)
+        experts = [model]
+        if p.variant == "t2v-a14b":  # Wan 2.2 A14B: a low-noise expert of the same shape
+            experts.append(full_denoiser(name, device, dtype)[1])
     else:
         pipe = fam.build_tiny(p.variant, TINY_SEED)
-        model = next(iter(fam.denoisers(pipe).values()))
-        model.to(device=device, dtype=dtype)
+        experts = list(fam.denoisers(pipe).values())
+        for m in experts:
+            m.to(device=device, dtype=dtype)
+    # Two experts (Wan 2.2 A14B): both carry a LoRA and stay resident (the trainer trains
+    # both in one run), and each step trains one of them on its own timestep range, as
+    # Trainer._route does; the timed steps alternate so that both are measured.
+    model = experts[0]
     res = resolution or ("64" if p.tiny else p.defaults.resolution)
     w, h = parse_resolution(res, p.stride, p.family)
     f = frames or (9 if p.tiny and p.family == "wan" else p.defaults.frames)
-    model.requires_grad_(False)
-    # Same order as Trainer.prepare: adapter, fp32 LoRA, checkpointing, fp8, block swap.
-    model.add_adapter(LoraConfig(r=p.defaults.rank, lora_alpha=p.defaults.alpha,
+    params = []
+    for m in experts:
+        m.requires_grad_(False)
+        # Same order as Trainer.prepare: adapter, fp32 LoRA, checkpointing, fp8, block swap.
+        m.add_adapter(LoraConfig(r=p.defaults.rank, lora_alpha=p.defaults.alpha,
                                  target_modules=list(p.defaults.target_modules)))
-    params = [q for q in model.parameters() if q.requires_grad]
-    for q in params:
-        q.data = q.data.float()
-    if gradient_checkpointing or block_swap or selective:
-        model.enable_gradient_checkpointing(selective_checkpoint if selective else None)
-        if checkpoint_blocks is not None:
-            checkpoint_last_blocks(model, checkpoint_blocks)
-    if fp8:
-        fp8_base_weights(model)
-    if compile_ == "blocks":
-        compile_blocks(model)
-    elif compile_ == "model":  # experiment: the whole forward, checkpoint regions included
-        model.compile()
-    if block_swap:
-        enable_block_swap(model, block_swap, device)
-    model.train()
+        own = [q for q in m.parameters() if q.requires_grad]
+        for q in own:
+            q.data = q.data.float()
+        params += own
+        if gradient_checkpointing or block_swap or selective:
+            m.enable_gradient_checkpointing(selective_checkpoint if selective else None)
+            if checkpoint_blocks is not None:
+                checkpoint_last_blocks(m, checkpoint_blocks)
+        if fp8:
+            fp8_base_weights(m)
+        if compile_ == "blocks":
+            compile_blocks(m)
+        elif compile_ == "model":  # experiment: the whole forward, checkpoint regions included
+            m.compile()
+        if block_swap:
+            enable_block_swap(m, block_swap, device)
+        m.train()
     opt = torch.optim.AdamW(params, lr=1e-4)
     batch = synthetic_batch(p.family, p.variant, model, w, h, f, p.tiny, device, dtype)
     flow = p.defaults.objective == "flow"
+    # the middle of each expert's sigma range (the whole range for one denoiser)
+    sigmas = [0.5] * len(experts)
+    if len(experts) > 1:
+        from loraforge.trainer.wan import expert_range
+
+        names = ("transformer", "transformer_2")
+        sigmas = [sum(expert_range(p.variant, names[i])) / 2 for i in range(len(experts))]
+    turn = [0]
 
     def loss_of_step() -> torch.Tensor:
+        i = turn[0] % len(experts)
         x0 = batch["latents"]
         noise = torch.randn_like(x0)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             if flow:
-                t = torch.full((1,), 0.5, device=device)
-                pred = fam.predict(pipe, model, 0.5 * x0 + 0.5 * noise, t, batch, p.variant)
+                s = sigmas[i]
+                t = torch.full((1,), s, device=device)
+                pred = fam.predict(pipe, experts[i], (1 - s) * x0 + s * noise, t, batch, p.variant)
                 target = noise - x0
             else:
                 t = torch.full((1,), 500, device=device, dtype=torch.long)
-                pred = fam.predict(pipe, model, x0 + noise, t, batch, p.variant)
+                pred = fam.predict(pipe, experts[i], x0 + noise, t, batch, p.variant)
                 target = noise
         return torch.nn.functional.mse_loss(pred.float(), target.float())
 
     def step() -> None:
+        active = experts[turn[0] % len(experts)]
         with attention_backend(attention, device):
-            with ActivationOffload(model, device) if offload else contextlib.nullcontext():
+            with ActivationOffload(active, device) if offload else contextlib.nullcontext():
                 loss = loss_of_step()
             loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        turn[0] += 1
 
-    for _ in range(3 if compile_ else 1):  # warm-up (allocations, kernels, compiled variants)
-        step()
+    for _ in range((3 if compile_ else 1) * len(experts)):  # warm-up (allocations, kernels,
+        step()                                                 # compiled variants), each expert
     model_flops, fwd_flops = train_flops(loss_of_step)
     recomputed = 0.0  # selective: matmuls and attention are not recomputed
     if (gradient_checkpointing or block_swap) and not selective:
@@ -313,7 +336,7 @@ def bench(name: str, resolution: str | None, frames: int | None, full: bool, ste
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
-    n_params = sum(q.numel() for q in model.parameters())
+    n_params = sum(q.numel() for m in experts for q in m.parameters())
     profile = profile_step(step, device, profile_top) if profile_top else ""
     saver = "+".join(x for x, on in ((f"sdpa:{attention}", attention != "auto"),
                                       (f"compile:{compile_}", compile_),
