@@ -5,6 +5,12 @@ with long GOPs a seek decodes from the previous keyframe anyway, so N seeks can 
 one pass, and one pass has a predictable cost equal to the decode floor. Next to each sampled
 frame we keep a small grey copy of the frame right after it, which is what optical flow needs to
 measure camera shake (samples seconds apart would measure scene change instead).
+
+Ingest stores those same frames for each clip it cuts (its analysis proxy, ingest/proxy.py):
+`load_media(..., analysis=proxy)` reads them from there and does not decode the clip at all;
+without a proxy, or when the policy samples frames the proxy does not hold, the clip is decoded
+as above. Either way frames come at analysis size (long side at most ANALYSIS_LONG_SIDE), so a
+decision does not depend on which path produced them.
 """
 
 from __future__ import annotations
@@ -16,17 +22,26 @@ import cv2
 import numpy as np
 
 from loraforge.curation.errors import UnreadableMedia, UnsupportedMedia
+from loraforge.ingest.proxy import (  # the proxy's format and curation's sampling: one definition
+    ANALYSIS_LONG_SIDE,
+    FLOW_WIDTH,  # flow on 160 px wide frames: enough to tell shake from a pan, and cheap
+    analysis_size,
+    read_proxy,
+    sample_indices,
+    small_gray,
+)
 
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
-FLOW_WIDTH = 160  # flow on 160 px wide frames: enough to tell shake from a pan, and cheap
+__all__ = ["FLOW_WIDTH", "Frame", "SampledMedia", "load_media", "load_photo", "load_proxy", "media_kind",
+           "sample_indices", "sample_video", "small_gray"]
 
 
 @dataclass(frozen=True)
 class Frame:
     index: int  # frame number in the clip (0 for a photo)
     time_s: float
-    image: np.ndarray  # BGR uint8, full resolution
+    image: np.ndarray  # BGR uint8; videos at analysis size (long side <= ANALYSIS_LONG_SIDE)
     next_small_gray: np.ndarray | None = None  # the following frame, FLOW_WIDTH wide
 
 
@@ -34,7 +49,7 @@ class Frame:
 class SampledMedia:
     path: Path
     kind: str  # "video" | "photo"
-    width: int
+    width: int  # the clip's or photo's own size (frames of a video may be smaller)
     height: int
     fps: float
     duration_s: float
@@ -52,20 +67,6 @@ def media_kind(path: Path) -> str:
         f"{path.name}: unsupported file type {suffix or '(none)'}; give a video "
         f"({', '.join(sorted(VIDEO_SUFFIXES))}) or a photo ({', '.join(sorted(PHOTO_SUFFIXES))})"
     )
-
-
-def sample_indices(frame_count: int, n: int) -> list[int]:
-    """Centres of n equal slices of the clip, so the first and last moments are covered too."""
-    if frame_count <= 0 or n <= 0:
-        return []
-    n = min(n, frame_count)
-    return sorted({min(frame_count - 1, int((i + 0.5) * frame_count / n)) for i in range(n)})
-
-
-def small_gray(image: np.ndarray, width: int = FLOW_WIDTH) -> np.ndarray:
-    h, w = image.shape[:2]
-    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
-    return cv2.resize(gray, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
 
 
 def load_photo(path: Path) -> SampledMedia:
@@ -107,7 +108,7 @@ def sample_video(path: Path, n: int = 8) -> SampledMedia:
             if idx in wanted:
                 ok, img = cap.retrieve()
                 if ok:
-                    pending = (idx, img)
+                    pending = (idx, _to_analysis_size(img))
             idx += 1
         if pending is not None:
             frames.append(Frame(pending[0], pending[0] / fps if fps else 0.0, pending[1], None))
@@ -121,6 +122,34 @@ def sample_video(path: Path, n: int = 8) -> SampledMedia:
     return SampledMedia(path, "video", width, height, fps, duration, count, frames)
 
 
-def load_media(path: Path, n: int = 8) -> SampledMedia:
+def _to_analysis_size(image: np.ndarray) -> np.ndarray:
+    h, w = image.shape[:2]
+    size = analysis_size(w, h, ANALYSIS_LONG_SIDE)
+    return image if size == (w, h) else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def load_proxy(analysis: Path, clip_path: Path, n: int = 8) -> SampledMedia | None:
+    """The sampled frames from ingest's analysis proxy; None when it does not hold the n frames
+    the policy samples (the caller decodes the clip instead). Raises UnreadableMedia when the
+    proxy is damaged."""
+    try:
+        proxy = read_proxy(Path(analysis), n)
+    except (OSError, ValueError) as exc:
+        raise UnreadableMedia(f"{Path(clip_path).name}: {exc}; ingest the source again") from None
+    if proxy is None:
+        return None
+    fps = proxy.fps
+    frames = [Frame(i, i / fps if fps else 0.0, proxy.frames[i], proxy.next_small_gray.get(i))
+              for i in sorted(proxy.frames)]
+    return SampledMedia(Path(clip_path), "video", proxy.width, proxy.height, fps,
+                        proxy.frame_count / fps if fps else 0.0, proxy.frame_count, frames)
+
+
+def load_media(path: Path, n: int = 8, analysis: Path | None = None) -> SampledMedia:
+    """A clip's sampled frames (from its analysis proxy when given and sufficient) or a photo."""
     path = Path(path)
+    if analysis is not None:
+        media = load_proxy(analysis, path, n)
+        if media is not None:
+            return media
     return sample_video(path, n) if media_kind(path) == "video" else load_photo(path)

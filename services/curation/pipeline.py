@@ -33,6 +33,9 @@ class MediaItem:
     path: Path
     clip_id: str | None = None  # default: the file stem
     source_id: str | None = None  # the original upload this clip was cut from; default: clip_id
+    # ingest's analysis proxy of the clip (ingest/proxy.py): its sampled frames are read from
+    # there and the clip is not decoded (then `path` need not exist unless the proxy falls short)
+    analysis: Path | None = None
 
 
 @dataclass
@@ -71,7 +74,7 @@ def _items(items: Sequence[MediaItem | Path | str]) -> list[MediaItem]:
         if cid in seen:
             raise InvalidInput(f"two inputs share the clip id {cid!r}; give each a unique clip_id")
         seen.add(cid)
-        out.append(MediaItem(Path(it.path), cid, it.source_id or cid))
+        out.append(MediaItem(Path(it.path), cid, it.source_id or cid, it.analysis))
     return out
 
 
@@ -85,7 +88,7 @@ def measure_all(
     people = people or PeopleDetector()
 
     def one(it: MediaItem):
-        media = load_media(it.path, policy.frames_per_clip)
+        media = load_media(it.path, policy.frames_per_clip, it.analysis)
         return measure(
             media,
             backend,

@@ -99,6 +99,8 @@ class IngestedClip:
     sha256: str = ""
     keyframe_keys: tuple[str, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # ingest's analysis proxy of the clip (sampled frames; ingest/proxy.py), "" when it has none
+    analysis_key: str = field(default="", compare=False, hash=False)
 
 
 def _first(d: dict, *names: str) -> Any:
@@ -190,8 +192,11 @@ def discover_clips(store: ObjectStore, project: ProjectRef) -> list[IngestedClip
                                      is_key=bool(entry.get("keyframe_keys"))) for v in kfs) if k
             )
             cid = str(_first(entry, "clip_id", "id") or PurePosixPath(key).stem)
+            analysis = _resolve(project, str(PurePosixPath(key).parent), entry.get("analysis_key"),
+                                is_key=True)
             found.append(IngestedClip(cid, key, source, str(entry.get("sha256") or ""), keyframes,
-                                      {k: v for k, v in entry.items() if not isinstance(v, (dict, list))}))
+                                      {k: v for k, v in entry.items() if not isinstance(v, (dict, list))},
+                                      analysis if analysis in existing else ""))
     if not manifests:
         for o in objects:
             p = PurePosixPath(o.key)
@@ -207,7 +212,8 @@ def discover_clips(store: ObjectStore, project: ProjectRef) -> list[IngestedClip
         counts[c.clip_id] = counts.get(c.clip_id, 0) + 1
     clips = [
         c if counts[c.clip_id] == 1 else IngestedClip(
-            f"{c.source_id[:16]}-{c.clip_id}", c.key, c.source_id, c.sha256, c.keyframe_keys, c.meta)
+            f"{c.source_id[:16]}-{c.clip_id}", c.key, c.source_id, c.sha256, c.keyframe_keys, c.meta,
+            c.analysis_key)
         for c in clips
     ]
     return sorted(clips, key=lambda c: c.clip_id)
@@ -235,6 +241,23 @@ def selection_hash(clips: list[dict]) -> str:
     blob = json.dumps(sorted([c["clip_id"], c["key"], c.get("sha256", "")] for c in clips),
                       separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
+
+
+def fetch_clip(store: ObjectStore, clip: IngestedClip, folder: Path, n_frames: int) -> tuple[Path, Path | None]:
+    """What measuring a clip needs, downloaded to `folder`: its analysis proxy when it has one
+    holding the policy's n_frames sampled frames (the clip itself is then not downloaded:
+    curation does not decode it), else the clip. Returns (clip path, proxy path or None)."""
+    from loraforge.ingest.proxy import proxy_covers
+
+    path = folder / f"{clip.clip_id}{PurePosixPath(clip.key).suffix.lower()}"
+    if clip.analysis_key:
+        analysis = folder / f"{clip.clip_id}_analysis.zip"
+        store.download(Bucket.CLIPS, clip.analysis_key, analysis)
+        if proxy_covers(analysis, n_frames):
+            return path, analysis
+        analysis.unlink(missing_ok=True)
+    store.download(Bucket.CLIPS, clip.key, path)
+    return path, None
 
 
 # -- the work -------------------------------------------------------------------------------
@@ -308,7 +331,7 @@ class CurationWorker:
 
         with tempfile.TemporaryDirectory(prefix=f"curation-{job.id}-") as tmp:
             work = Path(tmp)
-            items = await self._download(clips, references, work, ctx)
+            items = await self._download(clips, references, work, ctx, policy.frames_per_clip)
             result = await self._curate(items, policy, [work / "refs" / Path(r).name for r in references],
                                         work / "out", ctx, len(clips))
             await ctx.progress(_UPLOAD[0], "storing the dataset")
@@ -340,16 +363,15 @@ class CurationWorker:
         return record
 
     async def _download(self, clips: list[IngestedClip], references: list[str], work: Path,
-                        ctx: JobContext) -> list[Any]:
+                        ctx: JobContext, n_frames: int) -> list[Any]:
         from loraforge.curation.pipeline import MediaItem
 
         total = len(clips) + len(references)
         done = 0
         items = []
         for c in clips:
-            path = work / "clips" / f"{c.clip_id}{PurePosixPath(c.key).suffix.lower()}"
-            await asyncio.to_thread(self._store.download, Bucket.CLIPS, c.key, path)
-            items.append(MediaItem(path, clip_id=c.clip_id, source_id=c.source_id))
+            path, analysis = await asyncio.to_thread(fetch_clip, self._store, c, work / "clips", n_frames)
+            items.append(MediaItem(path, clip_id=c.clip_id, source_id=c.source_id, analysis=analysis))
             done += 1
             await ctx.progress(_lerp(_DOWNLOAD, done / total), f"downloaded {done}/{total} files")
         for ref in references:

@@ -9,17 +9,21 @@ second decode per clip and guarantees they are frames of the encoded clip.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from loraforge.ingest import proxy
 from loraforge.ingest.hashing import sha256_file
 from loraforge.ingest.models import Clip, ClipPlan, ProbeResult, SkippedSegment
 from loraforge.ingest.options import CutOptions
 from loraforge.ingest.tools import MediaTools, run, tail
 from loraforge.runtime.errors import Cancelled
+
+log = logging.getLogger(__name__)
 
 _ENCODE_TIMEOUT = 600.0
 
@@ -47,8 +51,14 @@ def keyframe_indices(frames: int) -> list[int]:
     return sorted({0, frames // 2, frames - 1})
 
 
+def proxy_frames(frames: int) -> list[int]:
+    """Frame numbers of a clip the analysis proxy needs (sampled frames and the ones after)."""
+    samples, nexts = proxy.wanted(frames)
+    return sorted(set(samples) | set(nexts))
+
+
 def _command(src: Path, job: _Job, size: tuple[int, int], fps: float, opts: CutOptions,
-             tools: MediaTools, keyframe_pattern: str) -> list[str]:
+             tools: MediaTools, keyframe_pattern: str, raw_out: Path | None = None) -> list[str]:
     plan = job.plan
     w, h = size
     picks = "+".join(f"eq(n\\,{i})" for i in keyframe_indices(plan.out_frames))
@@ -56,10 +66,21 @@ def _command(src: Path, job: _Job, size: tuple[int, int], fps: float, opts: CutO
     # here are display dimensions and the output carries no rotation flag.
     # Formats are set per branch after the split: a shared format would let the JPEG branch
     # negotiate full-range (yuvj420p) for the video branch too.
-    graph = (f"[0:v:0]fps={fps:.6g},scale={w}:{h},setsar=1,split=2[e][kf];"
+    graph = (f"[0:v:0]fps={fps:.6g},scale={w}:{h},setsar=1,split={3 if raw_out else 2}[e][kf]"
+             f"{'[an]' if raw_out else ''};"
              f"[e]scale=out_range=tv,format=yuv420p[enc];"
              f"[kf]select='{picks}',scale=out_range=pc,format=yuvj420p[kfo]")
-    args = [tools.ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+    if raw_out is not None:
+        # The analysis proxy's frames, from the same graph: raw BGR at analysis size, packed by
+        # proxy.write_proxy after the process ends (no image encoding inside ffmpeg).
+        aw, ah = proxy.analysis_size(w, h)
+        an_picks = "+".join(f"eq(n\\,{i})" for i in proxy_frames(plan.out_frames))
+        # An explicit scale converts to BGR inside this branch: with only format=bgr24 here,
+        # format negotiation would make the shared chain before the split BGR, and the clip
+        # would then be encoded from a BGR->YUV round trip (a different clip).
+        flags = ":flags=area" if (aw, ah) != (w, h) else ""
+        graph += f";[an]select='{an_picks}',scale={aw}:{ah}{flags},format=bgr24[ano]"
+    args = [tools.ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-progress", "pipe:1",
             "-ss", f"{plan.start:.6f}", "-t", f"{plan.end - plan.start:.6f}", "-i", str(src),
             "-filter_complex", graph,
             "-map", "[enc]", "-frames:v", str(plan.out_frames),
@@ -72,7 +93,10 @@ def _command(src: Path, job: _Job, size: tuple[int, int], fps: float, opts: CutO
     args += ["-sn", "-dn", "-map_metadata", "-1", str(job.out)]
     args += ["-map", "[kfo]", "-fps_mode", "passthrough", "-frames:v", "3"]
     args += ["-q:v", "2"] if opts.keyframe_format == "jpg" else []
-    args += ["-progress", "pipe:1", keyframe_pattern]
+    args += [keyframe_pattern]
+    if raw_out is not None:
+        args += ["-map", "[ano]", "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "bgr24",
+                 str(raw_out)]
     return args
 
 
@@ -80,7 +104,7 @@ def cut_clips(src: Path, probe: ProbeResult, plans: Sequence[ClipPlan], outdir: 
               tools: MediaTools, stem: str = "clip", progress: Callable[[float], None] | None = None,
               cancel_check: Callable[[], bool] | None = None) -> tuple[list[Clip], list[SkippedSegment]]:
     outdir.mkdir(parents=True, exist_ok=True)
-    fps = opts.fps or probe.fps
+    default_fps = opts.fps or probe.fps
     size = output_size(probe, opts.max_long_side)
     jobs = [_Job(i, p, outdir / f"{stem}_{i:04d}.mp4") for i, p in enumerate(plans)]
     workers = opts.workers or max(1, min(4, os.cpu_count() or 1))
@@ -92,12 +116,17 @@ def cut_clips(src: Path, probe: ProbeResult, plans: Sequence[ClipPlan], outdir: 
             raise Cancelled(f"{src.name}: ingest cancelled")
         ext = opts.keyframe_format
         pattern = str(outdir / f"{job.out.stem}_kf%d.{ext}")
-        proc = run(_command(src, job, size, fps, opts, tools, pattern), timeout=_ENCODE_TIMEOUT)
+        fps = job.plan.fps or default_fps  # plan_clips' rate: never above the source's own
+        raw = outdir / f"{job.out.stem}_analysis.raw" if opts.analysis_proxy else None
+        proc = run(_command(src, job, size, fps, opts, tools, pattern, raw), timeout=_ENCODE_TIMEOUT)
         if proc.returncode != 0 or not job.out.is_file():
             job.out.unlink(missing_ok=True)
+            if raw is not None:
+                raw.unlink(missing_ok=True)
             return SkippedSegment(job.plan.shot_index, job.plan.start, job.plan.end,
                                   f"encode failed: {tail(proc.stderr, 3)[:300]}")
         frames = _frames_written(proc.stdout) or job.plan.out_frames
+        analysis = _pack_proxy(raw, job, size, frames, fps) if raw is not None else None
         keyframes = []
         # The image2 muxer numbers the selected frames 1..3 in order of keyframe_indices.
         for k, idx in enumerate(keyframe_indices(job.plan.out_frames)):
@@ -113,13 +142,31 @@ def cut_clips(src: Path, probe: ProbeResult, plans: Sequence[ClipPlan], outdir: 
         return Clip(path=job.out, shot_index=job.plan.shot_index, source_start=job.plan.start,
                     source_end=job.plan.end, source_start_frame=job.plan.start_frame,
                     source_end_frame=job.plan.end_frame, frames=frames, fps=float(fps), width=size[0],
-                    height=size[1], keyframes=tuple(keyframes), sha256=sha256_file(job.out))
+                    height=size[1], keyframes=tuple(keyframes), sha256=sha256_file(job.out),
+                    analysis=analysis)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(one, jobs))
     clips = [r for r in results if isinstance(r, Clip)]
     failed = [r for r in results if isinstance(r, SkippedSegment)]
     return clips, failed
+
+
+def _pack_proxy(raw: Path, job: _Job, size: tuple[int, int], frames: int, fps: float) -> Path | None:
+    """The raw frames ffmpeg wrote -> the clip's analysis proxy; None (curation then decodes the
+    clip) when they do not cover the clip as it came out, e.g. fewer frames than planned."""
+    try:
+        got = proxy.read_raw_frames(raw, proxy.analysis_size(*size), proxy_frames(job.plan.out_frames))
+        samples, _ = proxy.wanted(frames)
+        if not set(samples) <= set(got):
+            return None
+        return proxy.write_proxy(job.out.with_name(f"{job.out.stem}_analysis.zip"), got,
+                                 frame_count=frames, fps=float(fps), width=size[0], height=size[1])
+    except (OSError, ValueError) as exc:
+        log.warning("%s: no analysis proxy (%s); curation will decode the clip", job.out.name, exc)
+        return None
+    finally:
+        raw.unlink(missing_ok=True)
 
 
 def _label(index: int, frames: int) -> str:

@@ -3,6 +3,8 @@
     raw    <t>/<p>/sources/<sha256>.<ext>                    originals, content-addressed
     clips  <t>/<p>/clips/<sha16>/<clip_id>.mp4                clips (photos: .png / .jpg)
            <t>/<p>/clips/<sha16>/<clip_id>_<first|middle|last>.jpg   keyframes
+           <t>/<p>/clips/<sha16>/<clip_id>_analysis.zip              analysis proxy (proxy.py):
+                                                                     curation reads it, not the clip
            <t>/<p>/clips/<sha16>/manifest-<options_hash>.json        written last: commit marker
 
 `sha16` is the first 16 hex digits of the source's sha256; `clip_id` starts with the first 8
@@ -63,6 +65,11 @@ def clips_prefix(ref: ProjectRef, sha256: str) -> str:
 
 def manifest_key(ref: ProjectRef, sha256: str, options_hash: str) -> str:
     return ref.key("clips", sha256[:16], f"manifest-{options_hash}.json")
+
+
+def analysis_key(ref: ProjectRef, sha256: str, clip_id: str) -> str:
+    """The clip's analysis proxy: sampled frames curation measures instead of decoding the clip."""
+    return ref.key("clips", sha256[:16], f"{clip_id}_analysis.zip")
 
 
 def clip_id(options_hash: str, index: int) -> str:

@@ -75,6 +75,9 @@ class ClipPlan(_Dictable):
     start: float      # seconds in the source: cut window [start, end)
     end: float
     out_frames: int   # frames the encoded clip will have
+    # Output rate of this clip: the target rate, or the source's own rate where the source is
+    # slower (frames are dropped to reach a lower rate, never duplicated to reach a higher one).
+    fps: float = 0.0
 
     @property
     def duration(self) -> float:
@@ -103,6 +106,7 @@ class Clip(_Dictable):
     height: int
     keyframes: tuple[Path, ...]  # first, middle, last frame
     sha256: str = ""
+    analysis: Path | None = None  # the analysis proxy curation reads instead of the clip (proxy.py)
 
     @property
     def duration(self) -> float:
@@ -120,6 +124,9 @@ class SourceResult(_Dictable):
     clips: tuple[Clip, ...] = ()
     skipped: tuple[SkippedSegment, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
+    # Videos: the source's measured rate against the training rate asked for (see
+    # ``plan.frame_rate_report``); None for photos.
+    frame_rate: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,9 @@ class CutOptions:
     keyframe_format: ImageFormat = "jpg"
     # Parallel ffmpeg encodes; 0 = one per CPU core (at most 4).
     workers: int = 0
+    # Write each clip's analysis proxy (sampled frames for curation, see proxy.py) from the
+    # same ffmpeg pass, so curation never decodes the clip again.
+    analysis_proxy: bool = True
 
     def __post_init__(self) -> None:
         _check(self.fps is None or (0 < self.fps <= 120), "fps must be in (0, 120] or None to keep the source rate")

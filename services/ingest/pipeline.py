@@ -27,7 +27,7 @@ from loraforge.ingest.hashing import sha256_file
 from loraforge.ingest.models import Clip, FileOutcome, SourceResult
 from loraforge.ingest.options import IngestOptions
 from loraforge.ingest.photo import normalize_photo
-from loraforge.ingest.plan import plan_clips
+from loraforge.ingest.plan import frame_rate_report, plan_clips
 from loraforge.ingest.probe import probe as probe_video
 from loraforge.ingest.shots import analyse, build_shots
 from loraforge.ingest.sniff import MediaKind, sniff
@@ -121,7 +121,7 @@ def process_source(path: Path | str, options: IngestOptions | None = None, workd
     report("done", 1.0)
     return SourceResult(source=path, sha256=digest, kind="video", format=sniffed.format, probe=info,
                         shots=tuple(shots), clips=tuple(clips), skipped=tuple(skipped) + tuple(failed),
-                        timings=timings)
+                        timings=timings, frame_rate=frame_rate_report(analysis, options.cut.fps, plans))
 
 
 def process_many(paths: Iterable[Path | str], options: IngestOptions | None = None, workdir: Path | str = ".",

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
 from loraforge.ingest.models import ClipPlan, Shot, SkippedSegment
 from loraforge.ingest.options import ClipOptions
 from loraforge.ingest.shots import Analysis
@@ -27,12 +29,43 @@ def boundary_time(a: Analysis, frame: int) -> float:
     return 0.5 * (a.time_at(frame - 1) + a.time_at(frame))
 
 
+# A window whose own rate is within 1 % of the target is encoded at the target: at most one
+# frame in a hundred repeated or dropped, invisible, and it keeps a nominal 16 fps source (that
+# measures 15.9x from its timestamps) at a clean 16. Below that the source's rate is kept.
+_RATE_TOLERANCE = 0.01
+
+
+def clip_rate(a: Analysis, start: int, end: int, target: float) -> float:
+    """Output rate of source frames [start, end): the target, or the window's own rate where the
+    source is slower, so no frame is ever duplicated to pad a slow source up to the training
+    rate (a 10 fps street camera stays 10 fps; a 30 fps film drops to 16). The own rate is one
+    over the median frame interval: exact for constant-rate footage, and for variable-rate
+    footage the rate most of the window runs at."""
+    steps = np.diff(a.pts[start:end]) if end - start > 1 else np.empty(0)
+    steps = steps[steps > 0]
+    own = 1.0 / float(np.median(steps)) if len(steps) else a.fps
+    return target if own >= target * (1 - _RATE_TOLERANCE) else round(own, 3)
+
+
+def frame_rate_report(a: Analysis, target: float | None, plans: Sequence[ClipPlan]) -> dict:
+    """What ingest tells the user about rate: the source's measured rate, the rate asked for, and
+    whether (and in how many clips) the source was slower, which then is the clips' rate."""
+    slow = [p for p in plans if target and p.fps < target]
+    return {
+        "source_fps": round(a.fps, 3),
+        "target_fps": target,
+        "variable": a.variable_frame_rate,
+        "below_target": bool(target and a.fps < target * (1 - _RATE_TOLERANCE)),
+        "clips_below_target": len(slow),
+        "clip_fps": sorted({p.fps for p in plans}),
+    }
+
+
 def plan_clips(shots: Sequence[Shot], a: Analysis, opts: ClipOptions,
                out_fps: float) -> tuple[list[ClipPlan], list[SkippedSegment]]:
+    """``out_fps`` is the target rate; each clip gets ``clip_rate`` of its own window."""
     plans: list[ClipPlan] = []
     skipped: list[SkippedSegment] = []
-    max_out = int(math.floor(opts.max_seconds * out_fps + _EPS))
-    min_out = int(math.ceil(opts.min_seconds * out_fps - _EPS))
 
     for shot in shots:
         s, e = shot.start_frame, shot.end_frame
@@ -62,14 +95,17 @@ def plan_clips(shots: Sequence[Shot], a: Analysis, opts: ClipOptions,
                                           f"minimum clip of {opts.min_seconds:g} s"))
         for ps, pe in pieces:
             c0, c1 = boundary_time(a, ps), boundary_time(a, pe)
-            out_frames = min(max_out, int(math.floor((c1 - c0) * out_fps + _EPS)))
+            fps = clip_rate(a, ps, pe, out_fps)
+            max_out = int(math.floor(opts.max_seconds * fps + _EPS))
+            min_out = int(math.ceil(opts.min_seconds * fps - _EPS))
+            out_frames = min(max_out, pe - ps, int(math.floor((c1 - c0) * fps + _EPS)))
             if out_frames < min_out or out_frames < 1:
                 skipped.append(SkippedSegment(shot.index, c0, c1,
-                                              f"too short at {out_fps:g} fps: {out_frames} frames, minimum "
+                                              f"too short at {fps:g} fps: {out_frames} frames, minimum "
                                               f"{min_out}"))
                 continue
             plans.append(ClipPlan(shot_index=shot.index, start_frame=ps, end_frame=pe, start=c0, end=c1,
-                                  out_frames=out_frames))
+                                  out_frames=out_frames, fps=fps))
     return plans, skipped
 
 

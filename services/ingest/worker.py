@@ -59,7 +59,9 @@ log = logging.getLogger(__name__)
 
 # Bump when the manifest layout or the meaning of the core's output changes: it is part of the
 # options hash, so old manifests are then not reused.
-MANIFEST_VERSION = 1
+# 2: clips of sources slower than the target rate keep the source's rate (1 padded them with
+#    duplicated frames); each clip has an analysis proxy; the manifest reports the frame rate.
+MANIFEST_VERSION = 2
 INGESTED_EVENT = "clips.ingested"
 _T = TypeVar("_T")
 ProcessMany = Callable[..., list[FileOutcome]]
@@ -272,6 +274,7 @@ class IngestWork:
             "clips": items,
             "skipped": [s.to_dict() for s in result.skipped],
             "timings": result.timings,
+            "frame_rate": result.frame_rate,
         })
         stored = await asyncio.to_thread(self._store.put_json, Bucket.CLIPS, mkey, manifest)
         run.add_artifact(Bucket.CLIPS, mkey, "manifest", stored.size)
@@ -338,6 +341,13 @@ class IngestWork:
             meta = clip.to_dict()
             meta.pop("path", None)
             meta.pop("keyframes", None)
+            meta.pop("analysis", None)
+            if clip.analysis is not None:
+                # before the manifest (the commit marker), like every object it names
+                st = self._store.put_file(Bucket.CLIPS, layout.analysis_key(run.ref, sha, cid), clip.analysis,
+                                          content_type="application/zip")
+                run.add_artifact(Bucket.CLIPS, st.key, "analysis", st.size)
+                meta["analysis_key"] = st.key
             items.append({"clip_id": cid, "kind": kind, "key": stored.key, "size": stored.size,
                           "keyframes": keyframes, "keyframe_keys": list(keyframes.values()),
                           "duration": round(clip.duration, 4), **meta})
@@ -406,7 +416,7 @@ def _manifest_base(run: _JobRun, f: _File, sha: str, original: str) -> dict[str,
         "job_id": run.job.id,
         "created_at": datetime.now(UTC).isoformat(),
         "kind": None, "format": None, "probe": None, "shots": [], "clips": [], "skipped": [],
-        "error": None,
+        "frame_rate": None, "error": None,
     }
 
 
@@ -414,7 +424,7 @@ def _report(source: str, name: str, *, sha: str | None = None, original: str | N
             error: str | None = None, error_type: str | None = None, archive: str | None = None,
             ) -> dict[str, Any]:
     return {"source": source, "file": name, "archive": archive, "sha256": sha, "raw_key": original,
-            "manifest_key": None, "clips": 0, "skipped": [], "error": error,
+            "manifest_key": None, "clips": 0, "skipped": [], "frame_rate": None, "error": error,
             "error_type": error_type, "reused": False}
 
 
@@ -426,7 +436,7 @@ def _report_from_manifest(manifest: dict[str, Any], source: str, name: str, mkey
                      error=error.get("message"), error_type=error.get("type"), archive=src.get("archive"))
     clips = manifest.get("clips") or []
     report.update({
-        "manifest_key": mkey, "clips": len(clips),
+        "manifest_key": mkey, "clips": len(clips), "frame_rate": manifest.get("frame_rate"),
         "skipped": [{"start": s.get("start"), "end": s.get("end"), "reason": s.get("reason")}
                     for s in manifest.get("skipped") or []],
         "reused": reused,

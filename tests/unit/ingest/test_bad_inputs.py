@@ -182,10 +182,13 @@ def test_probe_paths_agree_and_see_rotation_audio_vfr(tmp_path: Path) -> None:
         assert v.container.startswith("matroska") and v.duration == pytest.approx(7.93, abs=0.1)
         if tools.ffprobe:
             assert v.variable_frame_rate
-    # Without ffprobe the decode pass measures it; the clips come out at a constant 16 fps.
+    # Without ffprobe the decode pass measures it. The clip lies in the 10 fps part: it keeps
+    # 10 fps (padding it to 16 would repeat frames), and the source is flagged as below 16 fps.
     res = process_source(vfr, IngestOptions(), tmp_path / "out", tools=TOOLS.without_ffprobe())
     assert res.probe.variable_frame_rate and res.probe.frame_count == 120
-    assert res.clips and all(c.fps == 16.0 and 3.0 <= c.duration <= 5.0 for c in res.clips)
+    assert res.clips and all(c.fps == 10.0 and 3.0 <= c.duration <= 5.0 for c in res.clips)
+    assert res.frame_rate["below_target"] and res.frame_rate["clip_fps"] == [10.0]
+    assert all(probe(c.path).frame_count == c.frames == round(c.duration * 10) for c in res.clips)
     assert not process_source(base, IngestOptions(), tmp_path / "out2").probe.variable_frame_rate
 
 

@@ -1,0 +1,71 @@
+"""Frame rate (never padded up) and the analysis proxy curation reads instead of the clip."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from footage import ShotSpec, make_footage, read_frames
+from loraforge.curation.frames import load_media, sample_video
+from loraforge.ingest import IngestOptions, process_source
+from loraforge.ingest.options import CutOptions
+from loraforge.ingest.proxy import proxy_covers, read_proxy
+
+
+@pytest.fixture(scope="module")
+def street10(tmp_path_factory: pytest.TempPathFactory):
+    """A 10 fps camera: 5 s panning over a real photo, every frame different."""
+    d = tmp_path_factory.mktemp("street10")
+    return make_footage(d / "street10.mp4", [ShotSpec("astronaut", 50, "pan")], fps=10.0)
+
+
+def test_slow_source_keeps_its_rate_and_is_flagged(street10, tmp_path: Path) -> None:
+    res = process_source(street10.path, IngestOptions(), tmp_path / "out")
+    assert res.frame_rate["below_target"] and res.frame_rate["source_fps"] == pytest.approx(10.0)
+    assert res.frame_rate["target_fps"] == 16.0 and res.frame_rate["clip_fps"] == [10.0]
+    clip, = res.clips
+    assert clip.fps == 10.0 and 3.0 <= clip.duration <= 5.0
+    # no frame repeated: padding 10 -> 16 fps would make ~6 of every 16 consecutive pairs equal
+    frames = read_frames(clip.path, (64, 48))
+    assert len(frames) == clip.frames
+    steps = np.abs(np.diff(frames, axis=0)).mean(axis=(1, 2, 3))
+    assert steps.min() > 0.5, steps
+
+
+def test_fast_source_is_brought_down_to_the_target(tmp_path: Path) -> None:
+    foot = make_footage(tmp_path / "film30.mp4", [ShotSpec("coffee", 120, "pan")], fps=30.0)
+    res = process_source(foot.path, IngestOptions(), tmp_path / "out")
+    assert not res.frame_rate["below_target"] and res.frame_rate["clip_fps"] == [16.0]
+    assert all(c.fps == 16.0 for c in res.clips)
+
+
+def test_proxy_holds_the_clips_sampled_frames_and_leaves_the_clip_unchanged(street10, tmp_path: Path) -> None:
+    res = process_source(street10.path, IngestOptions(), tmp_path / "with")
+    plain = process_source(street10.path, IngestOptions(cut=CutOptions(analysis_proxy=False)), tmp_path / "without")
+    clip, = res.clips
+    # the proxy branch must not change what the clip is encoded from (format negotiation)
+    assert clip.sha256 == plain.clips[0].sha256 == hashlib.sha256(clip.path.read_bytes()).hexdigest()
+    assert plain.clips[0].analysis is None and clip.analysis is not None
+    with zipfile.ZipFile(clip.analysis) as z:
+        assert all(i.compress_type == zipfile.ZIP_STORED for i in z.infolist())
+
+    decoded = sample_video(clip.path, 8)
+    proxied = load_media(clip.path, 8, analysis=clip.analysis)
+    assert [f.index for f in proxied.frames] == [f.index for f in decoded.frames]
+    assert (proxied.width, proxied.height, proxied.frame_count) == (decoded.width, decoded.height, decoded.frame_count)
+    assert proxied.fps == decoded.fps == 10.0
+    for p, d in zip(proxied.frames, decoded.frames):
+        # the same pictures: only the clip's x264 error and the proxy's JPEG error apart
+        assert np.abs(p.image.astype(float) - d.image).mean() < 3.0
+        assert (p.next_small_gray is None) == (d.next_small_gray is None)
+        if p.next_small_gray is not None:
+            assert np.abs(p.next_small_gray.astype(float) - d.next_small_gray).mean() < 2.0
+
+    # a policy sampling other frames than the proxy holds decodes the clip instead
+    assert proxy_covers(clip.analysis, 8) and not proxy_covers(clip.analysis, 12)
+    assert read_proxy(clip.analysis, 12) is None
+    other = load_media(clip.path, 12, analysis=clip.analysis)
+    assert [f.index for f in other.frames] == [f.index for f in sample_video(clip.path, 12).frames]
