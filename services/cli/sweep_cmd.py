@@ -2,14 +2,23 @@
 trainer service (document 003: tune the character LoRA, reuse the best parameters for the
 project's other LoRA types).
 
-Each trial is one StartTraining job with the trial's parameters, followed to its end; its final
-training loss (the job result's `final_loss`) is the trial's score, lower is better, and is
-reported to the pruner. The study lives in `<stack data dir>/sweeps/<project>/<study>.db`, so
-running the same command again continues the sweep instead of starting over.
+Each trial is one StartTraining job with the trial's parameters (only what the search space
+holds; the rest is the family default, as for `loraforge train`). The objective
+(`--objective`, evaluation/sweep.py: OBJECTIVES): `validation_loss`, the job's validation loss
+on its held-out clips, reported to the pruner at every evaluation while the job trains (the
+job's progress carries them) and scored as its lowest; a pruned trial's job is cancelled. Or
+`likeness`, the identity similarity of the previews of the checkpoint the trainer chose, per
+evaluated checkpoint once the job's evaluation is done. `auto` picks likeness for a character
+LoRA on real weights (tiny random models never render a face) and validation loss otherwise.
+Every trial evaluates at the same steps, so the pruner compares like with like. Each trial's
+user attrs say why it scored what it did. The study lives in
+`<stack data dir>/sweeps/<project>/<study>.db`, so running the same command again continues
+the sweep instead of starting over.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +57,10 @@ def sweep(
     trial_timeout_s: float = typer.Option(3600.0, "--trial-timeout-s",
                                           help="Give up on a trial's job after this long."),
     seed: int = typer.Option(0, "--seed", help="Sampler seed (same seed, same proposals)."),
+    objective: str = typer.Option("auto", "--objective", help=(
+        "What the sweep optimises: likeness (identity similarity of the previews to the "
+        "references), validation_loss (held-out clips), or auto: likeness for a character "
+        "LoRA on real weights, else validation loss.")),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Tune training hyper-parameters with short runs on the trainer service."""
@@ -59,6 +72,9 @@ def sweep(
     for name, value in (("--lora-type", lora_type), ("--reuse-for", reuse_for or lora_type)):
         if value not in LORA_TYPES:
             fail(f"unknown {name} {value!r}; choose from {', '.join(LORA_TYPES)}", as_json=as_json, code=2)
+    if objective not in ("auto", *OBJECTIVE_NAMES):
+        fail(f"unknown --objective {objective!r}; choose from auto, {', '.join(OBJECTIVE_NAMES)}",
+             as_json=as_json, code=2)
     try:
         settings = load_settings()
         ref = ProjectRef(tenant, project)
@@ -74,7 +90,7 @@ def sweep(
         view = run_study(settings, ref, base, trials=trials, study=study, dataset_id=dataset or None,
                          lora_type=lora_type, reuse_for=reuse_for or lora_type,
                          max_steps=max_steps, trial_timeout_s=trial_timeout_s, seed=seed,
-                         as_json=as_json)
+                         as_json=as_json, objective=objective)
     except LoraforgeError as exc:
         fail(str(exc), as_json=as_json, code=2)
     if as_json:
@@ -88,11 +104,13 @@ def sweep(
 def run_study(settings: Any, ref: Any, base: str, *, trials: int, study: str,
               dataset_id: str | None = None, lora_type: str = "character",
               reuse_for: str | None = None, max_steps: int = 0, trial_timeout_s: float = 3600.0,
-              seed: int = 0, as_json: bool = True, space: Any = None) -> dict[str, Any]:
+              seed: int = 0, as_json: bool = True, space: Any = None,
+              objective: str = "auto") -> dict[str, Any]:
     """The sweep behind the command: run (or continue) `study` until it holds `trials` finished
     trials, each a training job on the trainer at `settings.endpoints.trainer`; returns the
     command's view (trials, best trial, the best parameters adapted for `reuse_for`). `space`
-    overrides the family's default search space.
+    overrides the family's default search space; `objective` is auto, likeness or
+    validation_loss (module docstring).
     Raises LoraforgeError for bad input; the caller decides how to report it."""
     from loraforge.evaluation.sweep import (
         best_params_for_reuse,
@@ -102,77 +120,114 @@ def run_study(settings: Any, ref: Any, base: str, *, trials: int, study: str,
     )
     from loraforge.trainer.presets import get_preset
 
+    from loraforge.trainer.config import checkpoint_interval
+
     preset = get_preset(base)
     path = study_path(settings, ref.project, study)
+    goal = choose_objective(objective, lora_type, preset)
+    space = space or default_space(preset.family)
+    # one evaluation cadence for every trial (about four evaluations of the shortest)
+    steps = space.get("steps")
+    shortest = min(getattr(steps, "low", None) or preset.defaults.steps, max_steps or 10**9)
+    trial_extra = {**TRIAL_EXTRA[goal], "eval_every": checkpoint_interval(shortest)}
     runner = make_trial_runner(settings, ref, base, dataset_id, max_steps=max_steps,
                                timeout_s=trial_timeout_s, as_json=as_json, study=study,
-                               trial_extra=SWEEP_TRIAL_EXTRA)
-    result = run_sweep(runner, space or default_space(preset.family), trials, path, study,
-                       direction="minimize", seed=seed, lora_type=lora_type, family=preset.family)
+                               trial_extra=trial_extra, objective=goal)
+    result = run_sweep(runner, space, trials, path, study, objective=goal, seed=seed,
+                       lora_type=lora_type, family=preset.family)
     reuse = None
     if result.best_params is not None:
         reuse = best_params_for_reuse(load_study(path, study), reuse_for or lora_type)
         reuse["extra"] = trainer_extra(reuse["extra"])  # as `loraforge train` takes them
     return {"study": study, "storage": str(path), "project": ref.project, "tenant": ref.tenant,
-            "base": base, "objective": "final training loss (lower is better)",
+            "base": base, "objective": goal,
+            "objective_description": OBJECTIVE_DESCRIPTIONS[goal],
             **{k: v for k, v in result.as_dict().items() if k not in ("study_name", "storage_url")},
             "reuse": reuse}
 
 
 # -- the trial runner: one training job per trial ----------------------------------------------
 
-TrialRunnerFn = Callable[[dict, Callable[[int, float], None]], float]
+TrialRunnerFn = Callable[[dict, Callable[[int, float], None]], Any]
 
-# Trials are scored by final training loss only: the trainer's per-checkpoint likeness
-# evaluation (preview renders) would cost time and GPU for nothing the sweep reads.
-SWEEP_TRIAL_EXTRA: dict[str, Any] = {"evaluate": False}
+OBJECTIVE_NAMES = ("likeness", "validation_loss")
+OBJECTIVE_DESCRIPTIONS = {
+    "likeness": "likeness of the chosen checkpoint's previews to the reference faces (higher "
+                "is better)",
+    "validation_loss": "lowest validation loss on the held-out clips (lower is better)",
+}
+# A validation-loss sweep skips the likeness evaluation (preview renders): time and GPU for
+# nothing it reads. A likeness sweep needs it.
+TRIAL_EXTRA: dict[str, dict[str, Any]] = {"validation_loss": {"evaluate": False},
+                                          "likeness": {}}
+IDENTITY_TYPES = frozenset({"character"})
+
+
+def choose_objective(objective: str, lora_type: str, preset: Any) -> str:
+    """`auto`: likeness where it can be measured (an identity LoRA on real weights: tiny
+    random models never render a face), else validation loss."""
+    if objective != "auto":
+        return objective
+    return "likeness" if lora_type in IDENTITY_TYPES and not preset.tiny else "validation_loss"
 
 
 def trainer_extra(extra: dict[str, Any]) -> dict[str, Any]:
-    """The search space's schedule knobs -> the trainer's RunConfig fields.
+    """The search space's schedule knobs -> the trainer's RunConfig fields
+    (evaluation/sweep.py: schedule_extra)."""
+    from loraforge.evaluation.sweep import schedule_extra
 
-    `timestep_shift` is the trainer's `flow_shift`; `timestep_sampling` "uniform" is plain uniform
-    timesteps (shift 1), "shift" uniform timesteps shifted by `timestep_shift`, "logit_normal"
-    logit-normal timesteps shifted by it. Other keys (`noise_offset` of the SD families
-    included) pass through unchanged."""
-    out = dict(extra)
-    shift = out.pop("timestep_shift", None)
-    sampling = out.pop("timestep_sampling", None)
-    if sampling == "uniform":
-        out.update(timestep_sampling="uniform", flow_shift=1.0)
-    elif sampling is not None:
-        out["timestep_sampling"] = "uniform" if sampling == "shift" else sampling
-        if shift is not None:
-            out["flow_shift"] = float(shift)
-    elif shift is not None:
-        out["flow_shift"] = float(shift)
-    return out
+    return schedule_extra(extra)
 
 
 def training_run(params: dict, *, dataset_id: str, base: str, max_steps: int = 0,
                  seed: int = 0) -> dict[str, Any]:
-    """Sweep parameters -> TrainingRun fields (alpha from the alpha ratio; the family's
-    schedule knobs in `extra`)."""
-    p = dict(params)
-    rank = int(p.pop("rank"))
-    ratio = float(p.pop("alpha_ratio", 1.0))
-    steps = int(p.pop("steps"))
-    if max_steps:
-        steps = min(steps, max_steps)
-    return {"dataset_id": dataset_id, "base_preset": base, "rank": rank,
-            "alpha": max(1, round(rank * ratio)), "learning_rate": float(p.pop("learning_rate")),
-            "steps": steps, "seed": seed, "extra": p}
+    """Sweep parameters -> TrainingRun fields: what the space searches (alpha from the alpha
+    ratio, the family's schedule knobs in `extra`); the rest stays unset = family default."""
+    from loraforge.evaluation.sweep import training_fields
+    from loraforge.trainer.presets import get_preset
+
+    d = get_preset(base).defaults
+    fields = training_fields(params, d.rank, max_steps=max_steps, default_steps=d.steps)
+    return {"dataset_id": dataset_id, "base_preset": base, "seed": seed, **fields}
+
+
+def trial_score(objective: str, result: dict[str, Any], job_id: str) -> Any:
+    """A finished job's result -> the trial's TrialScore (value and why)."""
+    from loraforge.evaluation.errors import TrialFailed
+    from loraforge.evaluation.sweep import TrialScore
+    from loraforge.trainer.sweep_trials import validation_score
+
+    vals = {int(k): float(v) for k, v in (result.get("val_losses") or {}).items()}
+    if objective == "validation_loss":
+        return validation_score(vals, f"training job {job_id}")
+    likeness = {int(k): float(v) for k, v in (result.get("likeness") or {}).items()}
+    best = result.get("best_step")
+    if not likeness or best is None or int(best) not in likeness:
+        # the likeness formula multiplies by the share of renders with a face: none is 0
+        return TrialScore(0.0, f"likeness 0: unmeasurable for job {job_id} "
+                               f"({result.get('best_reason') or 'no evaluation'})",
+                          {"objective": objective, "job": job_id, "best_step": best,
+                           "val_losses": {str(k): v for k, v in sorted(vals.items())}})
+    best = int(best)
+    return TrialScore(likeness[best], f"likeness {likeness[best]:.4g} of step {best}, the "
+                                      f"checkpoint the trainer chose: {result.get('best_reason')}",
+                      {"objective": objective, "job": job_id, "best_step": best,
+                       "likeness": {str(k): v for k, v in sorted(likeness.items())},
+                       "val_losses": {str(k): v for k, v in sorted(vals.items())}})
 
 
 def make_trial_runner(settings: Any, ref: Any, base: str, dataset_id: str | None, *,
                       max_steps: int, timeout_s: float, as_json: bool, study: str,
-                      trial_extra: dict[str, Any] | None = None) -> TrialRunnerFn:
-    """A runner that trains each trial on the trainer service and scores it by final loss.
+                      trial_extra: dict[str, Any] | None = None,
+                      objective: str = "validation_loss") -> TrialRunnerFn:
+    """A runner that trains each trial on the trainer service and scores it by `objective`,
+    reporting each evaluation to the pruner as it comes (a pruned trial's job is cancelled).
     `trial_extra` is merged into every job's `extra` (e.g. {"evaluate": False})."""
     state: dict[str, Any] = {"dataset": dataset_id}
 
-    def run(params: dict, report: Callable[[int, float], None]) -> float:
-        from loraforge.cli.jobs import call, follow, is_terminal, job_state, scope
+    def run(params: dict, report: Callable[[int, float], None]) -> Any:
+        import optuna
+        from loraforge.cli.jobs import POLL_S, call, is_terminal, job_state, scope
         from loraforge.evaluation.errors import TrialFailed
         from loraforge.runtime.grpc_client import sync_channel
         from loraforge.runtime.servicers import dict_from_struct, struct_from_dict
@@ -184,29 +239,49 @@ def make_trial_runner(settings: Any, ref: Any, base: str, dataset_id: str | None
 
             state["dataset"], _ = resolve_dataset(ObjectStore.connect(settings.s3), ref, None)
         fields = training_run(params, dataset_id=state["dataset"], base=base, max_steps=max_steps)
-        extra = {**trainer_extra(fields.pop("extra")), **(trial_extra or {})}
+        extra = {**fields.pop("extra"), **(trial_extra or {})}  # already the trainer's names
         target = settings.endpoints.trainer
         sc = scope(ref.tenant, ref.project)
+        reported: set[int] = set()
+
+        def report_new(result: dict[str, Any], values_key: str) -> None:
+            for step, value in sorted((int(k), float(v))
+                                      for k, v in (result.get(values_key) or {}).items()):
+                if step > 0 and step not in reported:  # step 0: the untrained LoRA
+                    reported.add(step)
+                    report(step, value)
+
         with sync_channel(target) as channel:
             stub = trainer_pb2_grpc.TrainerServiceStub(channel)
             request = trainer_pb2.StartTrainingRequest(
                 scope=sc, request_id=f"sweep-{study}-{uuid.uuid4().hex[:12]}",
                 run=common_pb2.TrainingRun(**fields, extra=struct_from_dict(extra)))
             job = call(stub.StartTraining, request, service="trainer", target=target, as_json=as_json)
-            if not is_terminal(job):
-                job = follow(stub, sc, job, service="trainer", target=target, as_json=as_json,
-                             timeout_s=timeout_s)
-            if not is_terminal(job):
-                stub.CancelJob(common_pb2.CancelJobRequest(scope=sc, job_id=job.id), timeout=10)
-                raise TrialFailed(f"training job {job.id} did not finish within {timeout_s:.0f} s")
+            get = common_pb2.GetJobRequest(scope=sc, job_id=job.id)
+            deadline = time.monotonic() + timeout_s
+            try:
+                while True:
+                    if objective == "validation_loss":  # as the job trains
+                        report_new(dict_from_struct(job.result), "val_losses")
+                    if is_terminal(job):
+                        break
+                    if time.monotonic() > deadline:
+                        stub.CancelJob(common_pb2.CancelJobRequest(scope=sc, job_id=job.id),
+                                       timeout=10)
+                        raise TrialFailed(f"training job {job.id} did not finish within "
+                                          f"{timeout_s:.0f} s")
+                    time.sleep(POLL_S)
+                    job = call(stub.GetJob, get, service="trainer", target=target, as_json=as_json)
+            except optuna.TrialPruned:
+                if not is_terminal(job):  # free the trainer for the next trial
+                    stub.CancelJob(common_pb2.CancelJobRequest(scope=sc, job_id=job.id), timeout=10)
+                raise
         if job_state(job) != "SUCCEEDED":
             raise TrialFailed(f"training job {job.id} {job_state(job).lower()}: {job.message}")
         result = dict_from_struct(job.result)
-        loss = result.get("final_loss")
-        if loss is None:
-            raise TrialFailed(f"training job {job.id} reported no final loss")
-        report(int(result.get("steps") or fields["steps"]), float(loss))
-        return float(loss)
+        if objective == "likeness":  # per evaluated checkpoint, once the evaluation is done
+            report_new(result, "likeness")
+        return trial_score(objective, result, job.id)
 
     return run
 
@@ -217,19 +292,19 @@ def make_trial_runner(settings: Any, ref: Any, base: str, dataset_id: str | None
 def _print(view: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table("trial", "state", "loss", "params")
+    table = Table("trial", "state", view["objective"], "params", "why")
     for t in view["trials"]:
         value = "" if t["value"] is None else f"{t['value']:.5g}"
         params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in sorted(t["params"].items()))
-        table.add_row(str(t["number"]), t["state"], value, params)
+        table.add_row(str(t["number"]), t["state"], value, params, t.get("reason", ""))
     console.print(table)
     console.print(f"study [bold]{view['study']}[/bold] ({view['storage']}): {view['n_complete']} complete, "
                   f"{view['n_pruned']} pruned, {view['n_failed']} failed")
     if view["best_trial"] is None:
         err_console.print("[red]no trial completed[/red]: nothing to reuse yet")
         return
-    console.print(f"best: trial {view['best_trial']}, final loss {view['best_value']:.5g}")
+    console.print(f"best: trial {view['best_trial']}, {view['objective']} {view['best_value']:.5g}")
     reuse = view["reuse"]
     console.print(f"reuse for {reuse['lora_type']} LoRAs: learning_rate={reuse['learning_rate']:.3g} "
                   f"rank={reuse['rank']} alpha={reuse['alpha']} steps={reuse['steps']} "

@@ -5,13 +5,22 @@ parameters for the project's other LoRA types (background, style, pose, expressi
 re-tuning a type only if it underperforms. ``run_sweep`` is the first half,
 ``best_params_for_reuse`` the second.
 
+The objective (what users want from a LoRA, :data:`OBJECTIVES`): ``likeness``, the identity
+similarity of the trial's previews to the reference faces (maximised), when it is measurable
+(an identity LoRA on real weights); otherwise ``validation_loss``, the denoising loss on the
+held-out validation clips at fixed noise and timesteps (minimised). Never the training loss:
+one random timestep of one batch is noise, and it falls while a LoRA overfits. A study keeps
+the objective it was created with (study user attr ``objective``).
+
 The trial runner is injected: ``trial_runner(params, report_cb) -> score`` runs a short training
-trial (the trainer service supplies a local-process or Kubernetes runner) and calls
-``report_cb(step, score)`` at each intermediate evaluation (e.g. the identity score of that
-step's previews). ``report_cb`` raises ``optuna.TrialPruned`` when the pruner says the trial is
-worse than the median of earlier trials at that step: the runner must let it propagate (stop
-training, free the GPU). A runner that cannot finish (OOM, divergence) raises ``TrialFailed``;
-the trial is recorded as failed and the sweep goes on.
+trial (``loraforge sweep``: a job on the trainer service; :mod:`loraforge.trainer.sweep_trials`:
+in process) and calls ``report_cb(step, score)`` at each intermediate evaluation (the
+validation loss of that step). ``report_cb`` raises ``optuna.TrialPruned`` when the pruner says
+the trial is worse than the median of earlier trials at that step: the runner must let it
+propagate (stop training, free the GPU). The score may be a :class:`TrialScore`, whose reason
+and details become the trial's user attrs (why it scored what it did). A runner that cannot
+finish (OOM, divergence) raises ``TrialFailed``; the trial is recorded as failed and the
+sweep goes on.
 
 ``n_trials`` is the TOTAL wanted for the study: re-running the same call after a crash
 continues where it stopped instead of starting over (trials a crashed process left RUNNING are
@@ -23,7 +32,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +65,21 @@ class CategoricalParam:
 Param = FloatParam | IntParam | CategoricalParam
 SearchSpace = Mapping[str, Param]
 ReportCallback = Callable[[int, float], None]
-TrialRunner = Callable[[dict, ReportCallback], float]
+TrialRunner = Callable[[dict, ReportCallback], "float | TrialScore"]
+
+#: objective -> Optuna direction (module docstring)
+OBJECTIVES = {"likeness": "maximize", "validation_loss": "minimize"}
+
+
+@dataclass(frozen=True)
+class TrialScore:
+    """A trial's score with why: ``reason`` (one sentence) and ``details`` (JSON-able values:
+    the job, the validation loss per step, the chosen step...) are stored as user attrs."""
+
+    value: float
+    reason: str
+    details: Mapping[str, Any] = field(default_factory=dict)
+
 
 RANKS = (8, 16, 32, 64, 128)
 FLOW_MATCHING_FAMILIES = frozenset({"wan", "flux"})
@@ -151,7 +174,9 @@ class SweepResult:
 def summarize(study: optuna.Study, url: str = "") -> SweepResult:
     trials = study.get_trials(deepcopy=False)
     rows = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
-             "last_step": t.last_step} for t in trials]
+             "last_step": t.last_step,
+             "intermediate": {str(k): v for k, v in sorted(t.intermediate_values.items())},
+             "reason": t.user_attrs.get("reason", "")} for t in trials]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = None
     if complete:
@@ -177,7 +202,8 @@ def run_sweep(
     storage_path: Path | str,
     study_name: str,
     pruner: optuna.pruners.BasePruner | None = None,
-    direction: str = "maximize",
+    direction: str | None = None,
+    objective: str | None = None,
     seed: int = 0,
     baseline_params: Sequence[Mapping] = (),
     lora_type: str = "character",
@@ -191,10 +217,21 @@ def run_sweep(
     have finished, then a trial is stopped when its reported score at a step is below the median
     of earlier trials at that step. ``baseline_params`` are enqueued (only when the study is
     new) so the documented defaults are always among the trials. The TPE sampler is seeded, so
-    the same call on a new study proposes the same parameters.
+    the same call on a new study proposes the same parameters. ``objective`` (a key of
+    :data:`OBJECTIVES`) sets the direction and is recorded; without it ``direction`` is used
+    as given (default maximize).
     """
     if n_trials < 1:
         raise InvalidInput(f"n_trials must be at least 1, got {n_trials}")
+    if objective is not None:
+        if objective not in OBJECTIVES:
+            raise InvalidInput(f"unknown sweep objective {objective!r}; one of "
+                               f"{', '.join(OBJECTIVES)}")
+        if direction is not None and direction != OBJECTIVES[objective]:
+            raise InvalidInput(f"objective {objective} is {OBJECTIVES[objective]}d, not "
+                               f"{direction}d")
+        direction = OBJECTIVES[objective]
+    direction = direction or "maximize"
     for p in baseline_params:
         check_params(p, space)
     storage = open_storage(storage_path)
@@ -204,12 +241,18 @@ def run_sweep(
         pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
     )
     existing = study.get_trials(deepcopy=False)
+    recorded = study.user_attrs.get("objective")
+    if existing and objective is not None and recorded not in (None, objective):
+        raise InvalidInput(f"study {study_name!r} optimises {recorded}, not {objective}: its "
+                           "trials' scores would not compare; use another study name")
     for t in existing:
         if t.state == TrialState.RUNNING:  # left behind by a crashed process
             storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
     if not existing:
         study.set_user_attr("lora_type", lora_type)
         study.set_user_attr("family", family)
+        if objective is not None:
+            study.set_user_attr("objective", objective)
         study.set_user_attr("space", json.dumps({k: asdict(v) | {"kind": type(v).__name__}
                                                  for k, v in space.items()}))
         if dataset_size is not None:
@@ -225,10 +268,21 @@ def run_sweep(
         def report_cb(step: int, score: float) -> None:
             trial.report(float(score), int(step))
             if trial.should_prune():
-                raise optuna.TrialPruned(f"trial {trial.number} pruned at step {step} "
-                                         f"(score {score:.4g} below the median)")
+                others = [t.intermediate_values[step] for t in trial.study.get_trials(
+                    deepcopy=False, states=(TrialState.COMPLETE,)) if step in t.intermediate_values]
+                median = sorted(others)[len(others) // 2] if others else None
+                why = (f"pruned at step {step}: {objective or 'score'} {score:.4g} is worse than "
+                       + (f"the median {median:.4g} of " if median is not None else "")
+                       + "the finished trials at that step")
+                trial.set_user_attr("reason", why)
+                raise optuna.TrialPruned(f"trial {trial.number} {why}")
 
         value = trial_runner(params, report_cb)
+        if isinstance(value, TrialScore):
+            trial.set_user_attr("reason", value.reason)
+            for k, v in value.details.items():
+                trial.set_user_attr(k, json.loads(json.dumps(v, default=str)))
+            value = value.value
         if value is None or not math.isfinite(float(value)):
             raise TrialFailed(f"trial {trial.number}: the runner returned no finite score")
         return float(value)
@@ -237,6 +291,50 @@ def run_sweep(
         study.optimize(objective, n_trials=remaining, timeout=timeout_s, catch=(TrialFailed,),
                        gc_after_trial=False)
     return summarize(study, storage_url(storage_path))
+
+
+def schedule_extra(extra: Mapping[str, Any]) -> dict[str, Any]:
+    """The search space's schedule knobs -> the trainer's RunConfig fields.
+
+    `timestep_shift` is the trainer's `flow_shift`; `timestep_sampling` "uniform" is plain uniform
+    timesteps (shift 1), "shift" uniform timesteps shifted by `timestep_shift`, "logit_normal"
+    logit-normal timesteps shifted by it. Other keys (`noise_offset` of the SD families
+    included) pass through unchanged."""
+    out = dict(extra)
+    shift = out.pop("timestep_shift", None)
+    sampling = out.pop("timestep_sampling", None)
+    if sampling == "uniform":
+        out.update(timestep_sampling="uniform", flow_shift=1.0)
+    elif sampling is not None:
+        out["timestep_sampling"] = "uniform" if sampling == "shift" else sampling
+        if shift is not None:
+            out["flow_shift"] = float(shift)
+    elif shift is not None:
+        out["flow_shift"] = float(shift)
+    return out
+
+
+def training_fields(params: Mapping[str, Any], default_rank: int, max_steps: int = 0,
+                    default_steps: int = 0) -> dict[str, Any]:
+    """A trial's parameters -> training fields (rank, alpha, learning_rate, steps, extra):
+    only what the search space holds; what it does not search stays unset, so the trainer's
+    family default applies (trainer/config.py). ``alpha_ratio`` becomes alpha at the trial's
+    rank (the family's rank, ``default_rank``, when rank is not searched); ``max_steps`` caps
+    the steps, searched or the family's (``default_steps``)."""
+    p = dict(params)
+    out: dict[str, Any] = {}
+    if "rank" in p:
+        out["rank"] = int(p.pop("rank"))
+    if "alpha_ratio" in p:
+        out["alpha"] = max(1, round(out.get("rank", default_rank) * float(p.pop("alpha_ratio"))))
+    if "learning_rate" in p:
+        out["learning_rate"] = float(p.pop("learning_rate"))
+    if "steps" in p:
+        out["steps"] = int(p.pop("steps"))
+    if max_steps and out.get("steps", default_steps) > max_steps:  # the sweep's cap
+        out["steps"] = max_steps
+    out["extra"] = schedule_extra(p)
+    return out
 
 
 # document 003's suggested inference weight per LoRA type (ranges given as their middle);
@@ -263,17 +361,19 @@ def best_params_for_reuse(study: optuna.Study, lora_type: str,
         raise InvalidInput(f"study {study.study_name!r} has no completed trial to reuse; run "
                            "more trials")
     p = dict(res.best_params)
-    rank = int(p.pop("rank"))
-    ratio = float(p.pop("alpha_ratio", 1.0))
-    lr = float(p.pop("learning_rate"))
-    steps = int(p.pop("steps"))
+    # a parameter the space did not search is None: the family default (trainer/config.py)
+    rank = int(p.pop("rank")) if "rank" in p else None
+    ratio = p.pop("alpha_ratio", None)
+    lr = float(p.pop("learning_rate")) if "learning_rate" in p else None
+    steps = int(p.pop("steps")) if "steps" in p else None
     tuned_size = study.user_attrs.get("dataset_size")
-    if dataset_size and tuned_size:
+    if steps is not None and dataset_size and tuned_size:
         steps = max(MIN_REUSE_STEPS, round(steps * dataset_size / tuned_size / 50.0) * 50)
     return {
         "learning_rate": lr,
         "rank": rank,
-        "alpha": max(1, round(rank * ratio)),
+        "alpha": (max(1, round(rank * float(ratio if ratio is not None else 1.0)))
+                  if rank is not None else None),
         "steps": steps,
         "extra": p,  # family-specific knobs (timestep shift/sampling, noise offset)
         "lora_type": lora_type,

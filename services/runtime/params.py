@@ -75,15 +75,18 @@ class CaptioningParams(_Params):
 
 
 class TrainingParams(_Params):
+    """A training job. Every number left None is the preset family's default, filled in by
+    the trainer alone (trainer/config.py: resolve), so no path has its own defaults."""
+
     dataset_id: str = Field(min_length=1)
     base_preset: str = Field(min_length=1)
-    rank: int = Field(default=32, ge=1, le=1024)
+    rank: int | None = Field(default=None, ge=1, le=1024)
     alpha: int | None = Field(default=None, ge=1, le=4096)
-    learning_rate: float = Field(default=1e-4, gt=0, lt=1)
-    steps: int = Field(default=1000, ge=1, le=1_000_000)
+    learning_rate: float | None = Field(default=None, gt=0, lt=1)
+    steps: int | None = Field(default=None, ge=1, le=1_000_000)
     resolution: int | None = Field(default=None, ge=64, le=4096)
     frames: int | None = Field(default=None, ge=1, le=1025)
-    seed: int = 0
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
     extra: dict[str, Any] = Field(default_factory=dict)
     on_kubernetes: bool = False
 

@@ -1,8 +1,8 @@
 """Which checkpoint of a finished training run to ship as `best`: likeness evaluation.
 
-After `Trainer.run()` (the service sets ``eval_every`` = the checkpoint interval, so every
-checkpoint and the final step have a held-out validation loss), for each checkpoint and the
-final step:
+After `Trainer.run()` (``eval_every`` defaults to the checkpoint interval, so every
+checkpoint and the final step have a validation loss, measured on the validation clips only:
+train.py), for each checkpoint and the final step:
 
   1. its LoRA tensors are copied into the trainer's own pipeline (the PEFT adapter is still
      attached to the denoiser(s), so nothing is loaded twice and the render is exactly the
@@ -57,9 +57,6 @@ MAX_PROMPTS = 16
 MAX_PROMPT_CHARS = 500
 # adapter weights tried for the strength recommendation (document 002: weak / normal / strong)
 STRENGTH_WEIGHTS = (0.5, 0.7, 0.9, 1.0, 1.2)
-# Trainer.evaluate()'s fixed protocol (seed 1234, 4 timesteps at (k + 0.5) / 4), for the report
-VAL_NOISE_SEED = 1234
-VAL_TIMESTEPS = (125, 375, 625, 875)
 
 
 @dataclass(frozen=True)
@@ -292,9 +289,12 @@ class CheckpointEvaluator:
         return parse_resolution(t.args.resolution, t.preset.stride, t.preset.family)
 
     def _still(self, index: int, last: bool = False) -> Any:
+        """First (last) frame of a validation clip (of a training clip without a validation
+        set): I2V / FLF2V previews start from frames the LoRA was not trained on."""
         from loraforge.trainer.family import to_pil_list
 
-        px = self.trainer.dataset.load_pixels(index)  # (C, F, H, W)
+        ds = self.trainer.validation if self.trainer.validation.samples else self.trainer.dataset
+        px = ds.load_pixels(index % len(ds.samples))  # (C, F, H, W)
         return to_pil_list(px[:, -1 if last else 0].unsqueeze(0))[0]
 
     def render(self, prompts: Sequence[str]) -> list[np.ndarray]:
@@ -462,7 +462,8 @@ class CheckpointEvaluator:
             val_losses: Mapping[int, float], reference_images: Sequence[tuple[np.ndarray, dict | None, str]],
             prompts: Sequence[str], out_dir: Path, title: str = "LoRA evaluation",
             lora_type: Any = None, weights: Sequence[float] = STRENGTH_WEIGHTS,
-            backend: Any = None) -> RunEvaluation:
+            backend: Any = None, val_bands: Mapping[int, Mapping[str, float]] | None = None
+            ) -> RunEvaluation:
         """`states`: step -> a loader of that step's LoRA tensors (trainer param names);
         `lora_type` picks the default weight when likeness is unmeasurable; `backend` is a
         face backend (default: ``make_backend(settings.face_backend)``)."""
@@ -501,10 +502,16 @@ class CheckpointEvaluator:
             reason = f"no reference face in the dataset's {ref_info['source']}; {reason}"
         self.progress(0.95 * len(steps) / units, f"chose step {choice.step}; writing the report")
         log = ValidationLog()
-        n_samples = len(self.trainer.dataset.samples)
+        n_samples = len(self.trainer.validation.samples)
+        from loraforge.trainer.train import VAL_NOISE_SEED
+
+        # the validation protocol (train.py: Trainer.evaluate), timesteps on a 0..1000 scale
+        timesteps = tuple(int(f * 1000) for f in self.trainer.validation_timesteps())
         for s in sorted(val_losses):
-            log.record(ValidationRecord(int(s), float(val_losses[s]), VAL_TIMESTEPS, VAL_NOISE_SEED,
-                                        n_samples))
+            bands = (val_bands or {}).get(s) or {}
+            log.record(ValidationRecord(int(s), float(val_losses[s]), timesteps, VAL_NOISE_SEED,
+                                        n_samples, dict(zip(timesteps, bands.values(),
+                                                            strict=False))))
         report_dir = out_dir / "report"
         write_report(choice, report_dir, validation=log if val_losses else None, title=title)
         (report_dir / "reason.txt").write_text(reason + "\n")

@@ -1,8 +1,28 @@
 """The run configuration of one training run, its validation, and family defaults.
 
 A run config is a JSON/YAML mapping (``loraforge-train --run-config FILE``) or built in code.
-Fields left unset (``None``) take the family default of the preset
-(:data:`loraforge.trainer.wan.DEFAULTS` etc.); :func:`resolve` returns the concrete values.
+
+One source of truth for training defaults: a field left unset (``None``) takes the family
+default of the preset (:data:`loraforge.trainer.wan.DEFAULTS` etc.), whichever way the run
+was started (the trainer service through gRPC, the gateway's API, ``loraforge train``,
+``loraforge sweep``, ``loraforge-train``): every path hands unset fields down as unset and
+:func:`resolve` alone fills them in. ``loraforge presets --json`` shows each preset's
+resolved defaults (:func:`effective_defaults`).
+
+Alpha (stated once, here): the LoRA update is scaled by ``alpha / rank``. Unset, alpha keeps
+the family's ratio at the rank in use (``rank x family alpha / family rank``), so choosing
+only a rank changes the capacity, not the size of the update (SDXL: rank 64 -> alpha 32).
+
+Length: ``steps`` (optimizer steps) or ``epochs`` (passes over the training samples), never
+both; epochs become steps with the training set's size and the batch (seed 004:
+``steps = epochs x ceil(N / batch_size)``; here the micro-batches of one epoch, which also
+respects buckets, divided by ``grad_accum``), see :func:`steps_per_epoch`.
+
+Validation (seed 004): an explicit validation set (``validation_dataset``), or
+``min(floor(N x (1 - validation_split)), max_validation_samples)`` clips split off the
+dataset, at least one when the dataset has two or more clips and ``validation_split`` < 1
+(one held-out clip is the least that lets checkpoints be compared on data they never saw).
+Validation clips are never trained on (every window of a clip goes to the same side).
 Every refusal is an :class:`~loraforge.runtime.errors.InvalidInput` saying what to change.
 """
 
@@ -42,7 +62,11 @@ class RunConfig(BaseModel):
     learning_rate: float | None = Field(default=None, gt=0, lt=1)
     lr_scheduler: Literal["constant", "cosine", "linear"] | None = None
     warmup_steps: int | None = Field(default=None, ge=0)
-    steps: int | None = Field(default=None, ge=1, le=1_000_000, description="optimizer steps")
+    steps: int | None = Field(default=None, ge=1, le=1_000_000, description=(
+        "optimizer steps (family default if neither steps nor epochs is set)"))
+    epochs: int | None = Field(default=None, ge=1, le=100_000, description=(
+        "passes over the training samples instead of steps: steps = epochs x steps per epoch "
+        "(seed 004: epochs x ceil(N / batch_size)); refused together with steps"))
     batch_size: int | None = Field(default=None, ge=1, le=64)
     grad_accum: int = Field(default=1, ge=1, le=256, description="gradient accumulation steps")
     resolution: str | int | None = Field(default=None, description="480p, 720p, 512, 1024, WxH")
@@ -63,10 +87,22 @@ class RunConfig(BaseModel):
         "model learns to change an image's overall brightness (kohya's noise offset; ~0.05)"))
     expert: Literal["both", "high", "low"] = Field(
         default="both", description="Wan 2.2 A14B: which expert(s) to train")
-    checkpoint_every: int = Field(default=0, ge=0, description="steps between checkpoints; 0: none")
+    checkpoint_every: int | None = Field(default=None, ge=0, description=(
+        "steps between checkpoints; 0: none; unset: about four per run (at most every 250)"))
     keep_checkpoints: int = Field(default=3, ge=1)
     resume: str | None = Field(default=None, description="'latest' or a checkpoint directory")
-    eval_every: int = Field(default=0, ge=0, description="steps between held-out loss evaluations")
+    eval_every: int | None = Field(default=None, ge=0, description=(
+        "steps between validation-loss evaluations; 0: none; unset: at every checkpoint"))
+    validation_split: float = Field(default=0.9, gt=0, le=1, description=(
+        "fraction of the dataset's clips trained on (seed 004's split); the rest, at most "
+        "max_validation_samples, is the validation set; 1.0: no validation set"))
+    max_validation_samples: int = Field(default=5, ge=1, le=1000, description=(
+        "most clips split off for validation (seed 004's max_split_val_dataset_sample; 5 is "
+        "its documented example)"))
+    validation_dataset: Path | None = Field(default=None, description=(
+        "an explicit validation set (same layout as dataset); then nothing is split off"))
+    validation_bands: int = Field(default=4, ge=1, le=20, description=(
+        "timestep bands of the validation loss (fixed noise, one fixed timestep per band)"))
     cache_dir: Path | None = Field(default=None, description="latent / text-embedding cache")
     models_dir: Path | None = Field(default=None, description="overrides LORAFORGE_MODELS__DIR")
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1")
@@ -119,6 +155,15 @@ class RunConfig(BaseModel):
         return cls.parse(data)
 
 
+def checkpoint_interval(steps: int) -> int:
+    """About four checkpoints per run, at most every 250 steps, at least every step."""
+    return max(1, min(250, steps // 4))
+
+
+#: seed 004: total steps >= 800 (below it the hosted service's LoRAs under-train)
+MIN_REAL_STEPS = 800
+
+
 class Resolved(BaseModel):
     """A run config with every default filled in from the preset's family."""
 
@@ -132,12 +177,16 @@ class Resolved(BaseModel):
     lr_scheduler: str
     warmup_steps: int
     steps: int
+    epochs: int | None = None  # as asked (then steps = epochs x steps_per_epoch)
+    steps_per_epoch: int | None = None  # known once the dataset is scanned
     batch_size: int
     resolution: str
     frames: int
     objective: str
     timestep_sampling: str
     flow_shift: float
+    checkpoint_every: int
+    eval_every: int
     warnings: list[str]
 
     def training_args(self) -> dict[str, Any]:
@@ -146,7 +195,10 @@ class Resolved(BaseModel):
         return args
 
 
-def resolve(config: RunConfig) -> tuple[Preset, Resolved]:
+def resolve(config: RunConfig, steps_per_epoch: int | None = None) -> tuple[Preset, Resolved]:
+    """The concrete values of a run config. ``steps_per_epoch`` (optimizer steps in one pass
+    over the training samples, :func:`steps_per_epoch`) is needed when the config gives
+    ``epochs``; without it ``steps`` is the family default and ``epochs`` is reported as is."""
     preset = get_preset(config.preset)
     d = preset.defaults
     notes: list[str] = []
@@ -203,24 +255,73 @@ def resolve(config: RunConfig) -> tuple[Preset, Resolved]:
                            "full-precision base weight; turn one of them off")
     if preset.variant != "t2v-a14b" and config.expert != "both":
         raise InvalidInput("expert applies only to Wan 2.2 A14B presets (two experts)")
+    if config.steps is not None and config.epochs is not None:
+        raise InvalidInput(
+            f"set steps or epochs, not both (steps={config.steps}, epochs={config.epochs}): "
+            "steps counts optimizer steps, epochs passes over the training samples "
+            "(steps = epochs x steps per epoch)")
+    # tiny presets are tests and demos: 20 steps unless asked
     steps = config.steps or (d.steps if not preset.tiny else 20)
-    if not preset.tiny and steps < 800:
-        notes.append(f"{steps} steps is below the 800 the seeds recommend as a minimum")
+    if config.epochs is not None and steps_per_epoch is not None:
+        steps = config.epochs * steps_per_epoch
+    if not preset.tiny and steps < MIN_REAL_STEPS:
+        if config.epochs is not None and steps_per_epoch:
+            need = -(-MIN_REAL_STEPS // steps_per_epoch)
+            notes.append(f"{config.epochs} epochs x {steps_per_epoch} steps = {steps} steps is "
+                         f"below the {MIN_REAL_STEPS} the seeds recommend as a minimum: use at "
+                         f"least {need} epochs")
+        else:
+            notes.append(f"{steps} steps is below the {MIN_REAL_STEPS} the seeds recommend as "
+                         "a minimum")
     rank = config.rank or d.rank
+    if config.alpha is not None:
+        alpha = float(config.alpha)
+    else:  # the family's alpha/rank ratio at the rank in use (module docstring)
+        alpha = float(d.alpha) * rank / d.rank
+    checkpoint_every = (config.checkpoint_every if config.checkpoint_every is not None
+                        else checkpoint_interval(steps))
+    if config.eval_every is not None:
+        eval_every = config.eval_every
+    else:  # a validation loss at every checkpoint (the checkpoint choice reads it)
+        eval_every = checkpoint_every or checkpoint_interval(steps)
     return preset, Resolved(
         config=config,
         rank=rank,
-        alpha=float(config.alpha if config.alpha is not None else (d.alpha if config.rank is None else rank)),
+        alpha=alpha,
         target_modules=list(config.target_modules or d.target_modules),
         learning_rate=config.learning_rate or d.learning_rate,
         lr_scheduler=config.lr_scheduler or d.lr_scheduler,
         warmup_steps=config.warmup_steps if config.warmup_steps is not None else min(d.warmup_steps, steps // 10),
         steps=steps,
+        epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch,
         batch_size=config.batch_size or d.batch_size,
         resolution=resolution,
         frames=frames,
         objective=objective,
         timestep_sampling=config.timestep_sampling or d.timestep_sampling,
         flow_shift=config.flow_shift if config.flow_shift is not None else d.flow_shift,
+        checkpoint_every=checkpoint_every,
+        eval_every=eval_every,
         warnings=notes,
     )
+
+
+def steps_per_epoch(micro_batches: int, grad_accum: int) -> int:
+    """Optimizer steps in one pass over the training samples: its micro-batches (seed 004's
+    ceil(N / batch_size) when every sample shares one bucket) over ``grad_accum``."""
+    return max(1, -(-micro_batches // max(1, grad_accum)))
+
+
+#: RunConfig fields that say where things are, not how to train (left out of comparisons
+#: and of `loraforge presets --json`)
+LOCATION_FIELDS = frozenset({"dataset", "output_dir", "cache_dir", "models_dir", "device",
+                             "name", "trigger", "dataset_id", "resume", "validation_dataset"})
+
+
+def effective_defaults(preset_name: str) -> dict[str, Any]:
+    """What a run on ``preset_name`` gets when nothing is set: the resolved config of an
+    empty run config (``loraforge presets --json``)."""
+    _, resolved = resolve(RunConfig(preset=preset_name, dataset=Path("."), output_dir=Path(".")))
+    args = resolved.training_args()
+    return {k: v for k, v in sorted(args.items()) if k not in LOCATION_FIELDS and k != "preset"}

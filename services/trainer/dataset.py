@@ -276,6 +276,25 @@ class CaptionedDataset:
         rng.shuffle(out)
         return out
 
+    @property
+    def media(self) -> list[Path]:
+        """The distinct media files (clips, photos), in scan order."""
+        return list(dict.fromkeys(s.media for s in self.samples))
+
+    def subset(self, media: set[Path]) -> CaptionedDataset:
+        """The samples of these media files (every window of a clip), as a dataset."""
+        return CaptionedDataset(self.config, self.family, self.stride,
+                                [s for s in self.samples if s.media in media])
+
+    def split_validation(self, n_val: int, seed: int) -> tuple[CaptionedDataset, CaptionedDataset]:
+        """(training, validation): ``n_val`` media files drawn by ``seed`` (the same files
+        for the same dataset and seed, so a resumed run validates on the same clips). Split
+        by file, not by sample, so no window of a validation clip is ever trained on."""
+        files = self.media
+        rng = random.Random(f"validation:{seed}")
+        chosen = set(rng.sample(sorted(files), n_val)) if n_val else set()
+        return self.subset(set(files) - chosen), self.subset(chosen)
+
     def load_pixels(self, index: int) -> torch.Tensor:
         """(C, F, H, W) float in [-1, 1] at the sample's bucket size."""
         s = self.samples[index]
@@ -290,6 +309,16 @@ class CaptionedDataset:
         arr = np.stack([_cover_crop(f, w, h) for f in frames])  # F, H, W, C
         t = torch.from_numpy(arr).permute(3, 0, 1, 2).float() / 127.5 - 1.0
         return t
+
+
+def validation_count(n_files: int, split: float, max_samples: int) -> int:
+    """Seed 004's rule: min(N x (1 - split), max_split_val_dataset_sample) files held out,
+    floored, but at least one when there are two or more files and split < 1 (a dataset of
+    fewer than 10 clips would otherwise never be validated; seed 004 asks for 10+)."""
+    if split >= 1 or n_files < 2:
+        return 0
+    n = math.floor(n_files * (1 - split) + 1e-9)  # 10 x (1 - 0.9) is 0.99999...
+    return max(1, min(n, max_samples, n_files - 1))
 
 
 def _upright(im: Any) -> Any:

@@ -24,6 +24,13 @@ Memory savers (documented in ``DEFAULTS.reasoning`` per family):
 - bf16 autocast on CUDA (``mixed_precision="bf16"``); fp32 on CPU.
 - AdamW 8-bit (bitsandbytes) on CUDA when importable, else torch AdamW.
 
+Validation: the clips of the validation set (config.py: an explicit set, or seed 004's split)
+are encoded like the training samples but never batched for training. At each evaluation
+(``eval_every``) every validation sample is denoised at fixed noise (seed
+:data:`VAL_NOISE_SEED`) and one fixed timestep at the centre of each of ``validation_bands``
+equal bands of the noise range; the mean is the validation loss, the per-band means say where
+it moved (high noise: composition and motion; low noise: detail).
+
 Checkpoints (``<output_dir>/checkpoints/step-NNNNNNNN/``) hold the LoRA tensors, optimizer,
 LR scheduler and every RNG state (noise generator, torch, numpy, python); batches are a pure
 function of (seed, epoch), so a resumed run replays exactly what the uninterrupted run
@@ -51,8 +58,8 @@ import torch.nn.functional as F
 from loraforge.runtime.errors import InvalidInput
 from loraforge.trainer import cache as cache_mod
 from loraforge.trainer import dora
-from loraforge.trainer.config import RunConfig, resolve
-from loraforge.trainer.dataset import CaptionedDataset, DatasetConfig
+from loraforge.trainer.config import RunConfig, resolve, steps_per_epoch
+from loraforge.trainer.dataset import CaptionedDataset, DatasetConfig, validation_count
 from loraforge.trainer.family import config_hash
 from loraforge.trainer.kernels import attention_backend, compile_blocks
 from loraforge.trainer.memory import (
@@ -68,6 +75,8 @@ from safetensors.torch import load_file, save_file
 ADAPTER = "default"
 STATE_FILE = "training_state.pt"
 LORA_FILE = "adapter.safetensors"
+#: the validation loss's fixed noise (the same draws at every evaluation of a run)
+VAL_NOISE_SEED = 1234
 
 
 @dataclass
@@ -77,7 +86,8 @@ class TrainResult:
     files: dict[str, Path] = field(default_factory=dict)
     checkpoints: list[Path] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
-    eval_losses: dict[int, float] = field(default_factory=dict)
+    eval_losses: dict[int, float] = field(default_factory=dict)  # validation loss by step
+    eval_bands: dict[int, dict[str, float]] = field(default_factory=dict)  # by timestep band
     seconds: float = 0.0
 
 
@@ -111,14 +121,16 @@ class Trainer:
         self.log = log or (lambda msg: None)
         # called with the step after each held-out evaluation (previews are rendered there)
         self.on_eval = on_eval
-        self.dataset = CaptionedDataset.scan(
-            DatasetConfig(
-                path=config.dataset, resolution=self.args.resolution, frames=self.args.frames,
-                frame_sampling=config.frame_sampling, slide_stride=config.slide_stride,
-                target_fps=config.target_fps, repeats=config.repeats, bucketing=config.bucketing,
-            ),
-            self.preset.family, self.preset.stride,
-        )
+        self.dataset, self.validation = plan_datasets(config, self.args)
+        # epochs -> steps needs the training set's size: resolve again with it
+        per_epoch = steps_per_epoch(len(self.dataset.batches(0, self.args.batch_size, config.seed)),
+                                    config.grad_accum)
+        self.preset, self.args = resolve(config, per_epoch)
+        if not self.validation.samples:
+            self.args = self.args.model_copy(update={"warnings": [*self.args.warnings, (
+                f"no validation set: the dataset has {len(self.dataset.media)} clip(s) and "
+                f"validation_split={config.validation_split}; checkpoints cannot be compared on "
+                "unseen data (add clips, lower validation_split or give validation_dataset)")]})
         self.cache = cache_store or (
             cache_mod.LocalCacheStore(config.cache_dir) if config.cache_dir
             else cache_mod.MemoryCacheStore()
@@ -140,6 +152,8 @@ class Trainer:
         self.models: dict[str, torch.nn.Module] = {}
         self.params: dict[str, torch.nn.Parameter] = {}
         self.encoded: dict[int, dict[str, torch.Tensor]] = {}
+        self.val_encoded: dict[int, dict[str, torch.Tensor]] = {}
+        self.val_losses: dict[int, float] = {}  # validation loss by step, as measured
         self.texts: dict[str, dict[str, torch.Tensor]] = {}
         self._epoch_batches: dict[int, list[list[int]]] = {}
         self._prepared = False
@@ -240,18 +254,10 @@ class Trainer:
                 torch.cuda.empty_cache()
 
     def _encode_samples(self) -> None:
+        self.encoded = self._encode_media(self.dataset)
+        self.val_encoded = self._encode_media(self.validation)
         enc_device = self.device
-        for i, s in enumerate(self.dataset.samples):
-            key = cache_mod.media_key(self.model_id, s.key, self.variant)
-            got = self.cache.get("latents", key)
-            if got is None:
-                self._need_encoders()
-                pixels = self.dataset.load_pixels(i).unsqueeze(0)
-                got = {k: v[0] for k, v in
-                       self.family.encode_media(self.pipe, pixels, enc_device, self.variant).items()}
-                self.cache.put("latents", key, got)
-            self.encoded[i] = got
-        for caption in sorted({s.caption for s in self.dataset.samples}):
+        for caption in sorted({s.caption for s in self.dataset.samples + self.validation.samples}):
             key = cache_mod.text_key(self.model_id, caption)
             got = self.cache.get("text", key)
             if got is None:
@@ -260,6 +266,20 @@ class Trainer:
                        self.family.encode_text(self.pipe, [caption], enc_device).items()}
                 self.cache.put("text", key, got)
             self.texts[caption] = got
+
+    def _encode_media(self, ds: CaptionedDataset) -> dict[int, dict[str, torch.Tensor]]:
+        out = {}
+        for i, s in enumerate(ds.samples):
+            key = cache_mod.media_key(self.model_id, s.key, self.variant)
+            got = self.cache.get("latents", key)
+            if got is None:
+                self._need_encoders()
+                pixels = ds.load_pixels(i).unsqueeze(0)
+                got = {k: v[0] for k, v in
+                       self.family.encode_media(self.pipe, pixels, self.device, self.variant).items()}
+                self.cache.put("latents", key, got)
+            out[i] = got
+        return out
 
     def _optimizer(self) -> torch.optim.Optimizer:
         params = list(self.params.values())
@@ -296,9 +316,14 @@ class Trainer:
         return self._epoch_batches[epoch]
 
     def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """A training batch: indices into the training set (never the validation set)."""
+        return self._collate(self.encoded, self.dataset, indices)
+
+    def _collate(self, encoded: dict[int, dict[str, torch.Tensor]], ds: CaptionedDataset,
+                 indices: list[int]) -> dict[str, torch.Tensor]:
         batch: dict[str, list[torch.Tensor]] = {}
         for i in indices:
-            for k, v in {**self.encoded[i], **self.texts[self.dataset.samples[i].caption]}.items():
+            for k, v in {**encoded[i], **self.texts[ds.samples[i].caption]}.items():
                 batch.setdefault(k, []).append(v)
         return {k: torch.stack(v).to(self.device) for k, v in batch.items()}
 
@@ -390,34 +415,72 @@ class Trainer:
             return name, self.sample_timesteps(n, gen, lo, hi)
         return names[0], self.sample_timesteps(n, gen)
 
+    def validation_timesteps(self) -> list[float]:
+        """The centre of each timestep band, as a fraction of the noise range."""
+        n = self.config.validation_bands
+        return [(k + 0.5) / n for k in range(n)]
+
     @torch.no_grad()
-    def evaluate(self, seed: int = 1234, n_timesteps: int = 4) -> float:
-        """Held-out denoising loss: every sample at fixed noise and fixed timesteps."""
+    def evaluate(self, seed: int = VAL_NOISE_SEED) -> tuple[float, dict[str, float]] | None:
+        """Validation loss: every validation sample at fixed noise and one fixed timestep per
+        band (module docstring); (mean, mean per band) or None without a validation set."""
         self.prepare()
+        if not self.validation.samples:
+            return None
         gen = torch.Generator("cpu").manual_seed(seed)
-        total, count = 0.0, 0
+        fracs = self.validation_timesteps()
+        per_band: list[list[float]] = [[] for _ in fracs]
         for m in self.models.values():
             m.eval()
-        for name in self.models:
-            lo, hi = (0.0, 1.0)
-            if self.variant == "t2v-a14b":
-                from loraforge.trainer.wan import expert_range
+        try:
+            for name in self.models:
+                lo, hi = (0.0, 1.0)
+                if self.variant == "t2v-a14b":
+                    from loraforge.trainer.wan import expert_range
 
-                lo, hi = expert_range(self.variant, name)
-            for i in range(len(self.dataset.samples)):
-                batch = self.collate([i])
-                for k in range(n_timesteps):
-                    noise = self.training_noise(batch["latents"].shape, gen)
-                    frac = (k + 0.5) / n_timesteps
-                    if self.args.objective == "flow":
-                        t = torch.tensor([lo + (hi - lo) * frac])
-                    else:
-                        t = torch.tensor([int(frac * self._ddpm().config.num_train_timesteps)])
-                    total += float(self.loss_on(name, batch, noise, t))
-                    count += 1
-        for m in self.models.values():
-            m.train()
-        return total / count
+                    lo, hi = expert_range(self.variant, name)
+                for i in range(len(self.validation.samples)):
+                    batch = self._collate(self.val_encoded, self.validation, [i])
+                    for k, frac in enumerate(fracs):
+                        noise = self.training_noise(batch["latents"].shape, gen)
+                        if self.args.objective == "flow":
+                            t = torch.tensor([lo + (hi - lo) * frac])
+                        else:
+                            t = torch.tensor([int(frac * self._ddpm().config.num_train_timesteps)])
+                        per_band[k].append(float(self.loss_on(name, batch, noise, t)))
+        finally:
+            for m in self.models.values():
+                m.train()
+        bands = {self.band_label(k): sum(v) / len(v) for k, v in enumerate(per_band)}
+        return sum(bands.values()) / len(bands), bands
+
+    def validation_summary(self) -> dict[str, Any]:
+        """What the validation loss is measured on, for the run record."""
+        root = Path(self.config.validation_dataset or self.config.dataset)
+        return {
+            "source": "validation_dataset" if self.config.validation_dataset else (
+                "split" if self.validation.samples else "none"),
+            "clips": [str(m.relative_to(root)) for m in self.validation.media],
+            "samples": len(self.validation.samples),
+            "training_clips": len(self.dataset.media),
+            "split": self.config.validation_split,
+            "max_validation_samples": self.config.max_validation_samples,
+            "noise_seed": VAL_NOISE_SEED,
+            "bands": [self.band_label(k) for k in range(self.config.validation_bands)],
+        }
+
+    def band_label(self, k: int) -> str:
+        """``t=0.12`` (flow: the noise fraction) or ``t=125`` (DDPM timestep) of band k."""
+        frac = self.validation_timesteps()[k]
+        if self.args.objective == "flow":
+            return f"t={frac:.3f}"
+        return f"t={int(frac * self._ddpm().config.num_train_timesteps)}"
+
+    def _validate(self, result: TrainResult, step: int) -> None:
+        got = self.evaluate()
+        if got is not None:
+            result.eval_losses[step], result.eval_bands[step] = got
+            self.val_losses[step] = got[0]  # read by on_eval and the service's progress
 
     # ------------------------------------------------------------ the loop
 
@@ -437,8 +500,9 @@ class Trainer:
             elif self.config.resume != "latest":
                 raise InvalidInput(f"checkpoint {self.config.resume} does not exist")
         result = TrainResult(status="succeeded", step=step)
-        if self.config.eval_every and step == 0:
-            result.eval_losses[0] = self.evaluate()
+        eval_every, ckpt_every = self.args.eval_every, self.args.checkpoint_every
+        if eval_every and step == 0:
+            self._validate(result, 0)
         accum = self.config.grad_accum
         while step < self.args.steps:
             opt.zero_grad(set_to_none=True)
@@ -460,11 +524,11 @@ class Trainer:
             result.losses.append(step_loss)
             if self.on_progress:
                 self.on_progress(step, self.args.steps, step_loss)
-            if self.config.eval_every and step % self.config.eval_every == 0:
-                result.eval_losses[step] = self.evaluate()
+            if eval_every and step % eval_every == 0:
+                self._validate(result, step)
                 self._after_eval(step)
             cancelled = bool(self.should_cancel and self.should_cancel(step))
-            if (self.config.checkpoint_every and step % self.config.checkpoint_every == 0) or cancelled:
+            if (ckpt_every and step % ckpt_every == 0) or cancelled:
                 if step < self.args.steps or cancelled:
                     result.checkpoints.append(self._save_checkpoint(ckpt_root, step, opt, sched, gen))
             if cancelled:
@@ -472,8 +536,8 @@ class Trainer:
                 break
         result.step = step
         if result.status == "succeeded":
-            if self.config.eval_every and step not in result.eval_losses:
-                result.eval_losses[step] = self.evaluate()
+            if eval_every and step % eval_every:  # the final step is always evaluated
+                self._validate(result, step)
                 self._after_eval(step)
             result.files = self.export()
         result.seconds = time.monotonic() - start_time
@@ -586,6 +650,38 @@ class Trainer:
             os.replace(tmp, path)
             files[attr] = path
         return files
+
+
+def plan_datasets(config: RunConfig, args: Any) -> tuple[CaptionedDataset, CaptionedDataset]:
+    """(training set, validation set) of a run config (config.py's validation rule)."""
+    from loraforge.trainer.presets import get_preset
+
+    preset = get_preset(config.preset)
+
+    def scan(path: Path) -> CaptionedDataset:
+        return CaptionedDataset.scan(
+            DatasetConfig(
+                path=path, resolution=args.resolution, frames=args.frames,
+                frame_sampling=config.frame_sampling, slide_stride=config.slide_stride,
+                target_fps=config.target_fps, repeats=config.repeats, bucketing=config.bucketing,
+            ),
+            preset.family, preset.stride,
+        )
+
+    full = scan(config.dataset)
+    if config.validation_dataset is not None:
+        val = scan(config.validation_dataset)
+        overlap = {s.content_hash for s in full.samples} & {s.content_hash for s in val.samples}
+        if overlap:
+            raise InvalidInput(
+                f"validation_dataset {config.validation_dataset} holds {len(overlap)} file(s) "
+                f"that are also in the training dataset {config.dataset}: a validation set must "
+                "be data the LoRA never trains on; remove them from one of the two")
+        # validation samples are only denoised, never repeated
+        return full, CaptionedDataset(val.config, val.family, val.stride, val.samples)
+    n_val = validation_count(len(full.media), config.validation_split,
+                             config.max_validation_samples)
+    return full.split_validation(n_val, config.seed)
 
 
 def latest_checkpoint(root: Path) -> Path | None:

@@ -122,11 +122,6 @@ def refuse_kubernetes(params: TrainingParams) -> None:
         )
 
 
-def checkpoint_interval(steps: int) -> int:
-    """About four checkpoints per run, at most every 250 steps, at least every step."""
-    return max(1, min(250, steps // 4))
-
-
 class TrainingWork:
     """`work(job, ctx)` for `JobWorker("trainer", ...)`."""
 
@@ -247,18 +242,17 @@ class TrainingWork:
         from loraforge.trainer.config import RunConfig
 
         validate_extra(params.extra)
+        # Unset numbers stay unset: the RunConfig's resolve() fills in the family defaults
+        # (and the checkpoint / validation cadence) exactly as for loraforge-train.
         values: dict[str, Any] = {
             "preset": params.base_preset, "dataset": info["dataset"],
             "output_dir": workdir / "out", "trigger": info["trigger"],
             "dataset_id": params.dataset_id, "rank": params.rank, "alpha": params.alpha,
             "learning_rate": params.learning_rate, "steps": params.steps,
             "resolution": params.resolution, "frames": params.frames, "seed": params.seed,
-            "checkpoint_every": checkpoint_interval(params.steps),
             "cache_dir": self.cache_dir, "models_dir": self._models_dir, "device": self._device,
         }
         values.update(params.extra)
-        if "eval_every" not in params.extra:  # a held-out loss at every checkpoint
-            values["eval_every"] = values["checkpoint_every"]
         return RunConfig.parse({k: v for k, v in values.items() if v is not None})
 
     # ------------------------------------------------------------ training
@@ -299,6 +293,7 @@ class TrainingWork:
                 trainer.on_eval = self._preview_renderer(trainer, eval_settings, info, workdir,
                                                          rendered, state, logs)
             state["message"] = f"training {trainer.args.steps} steps"
+            state["trainer"] = trainer  # tick() publishes its validation losses as they come
             result = trainer.run()
             return trainer, result
 
@@ -306,8 +301,13 @@ class TrainingWork:
             await asyncio.to_thread(self._upload_checkpoints, prefix, ckpt_root, uploaded)
             await asyncio.to_thread(live.upload, self._store, prefix, rendered)
             frac = state["step"] / max(1, state["total"])
+            # the validation loss of every evaluation so far: a sweep reports each to its
+            # pruner while the run goes on (cli/sweep_cmd.py)
+            vals = dict(getattr(state.get("trainer"), "val_losses", {}))
             await ctx.progress(TRAIN_START + (TRAIN_END - TRAIN_START) * frac,
-                               state["message"], step=state["step"], **live.announce())
+                               state["message"], step=state["step"], **live.announce(),
+                               **({"val_losses": {str(k): v for k, v in sorted(vals.items())}}
+                                  if vals else {}))
 
         async def after_cancel() -> None:
             # The trainer checkpoints the step it stopped at: upload it, so an evicted pod or
@@ -387,7 +387,7 @@ class TrainingWork:
                                             rendered=rendered)
             return evaluator.run(states, result.eval_losses, refs, prompts, workdir / "eval",
                                  title=f"LoRA evaluation: job {job.id}",
-                                 lora_type=info["lora_type"])
+                                 lora_type=info["lora_type"], val_bands=result.eval_bands)
 
         async def tick() -> None:
             await ctx.progress(TRAIN_END + (EVAL_END - TRAIN_END) * state["frac"], state["message"])
@@ -561,11 +561,15 @@ class TrainingWork:
             "samples": len(trainer.dataset.samples), "skipped_clips": info["skipped"],
             "trigger": info["trigger"], "lora_type": info["lora_type"],
             "rank": a.rank, "alpha": a.alpha, "steps": result.step,
+            # epochs as asked and what they became (steps = epochs x steps_per_epoch)
+            "epochs": a.epochs, "steps_per_epoch": a.steps_per_epoch,
+            "validation": trainer.validation_summary(),
             "metrics": {
                 "final_loss": result.losses[-1] if result.losses else None,
                 "mean_loss_last_10": (sum(result.losses[-10:]) / len(result.losses[-10:])
                                       if result.losses else None),
                 "eval_losses": {str(k): v for k, v in result.eval_losses.items()},
+                "eval_bands": {str(k): v for k, v in result.eval_bands.items()},
                 "seconds": round(result.seconds, 3),
             },
             "loss_history": result.losses,  # this delivery's steps (after resumed_from_step)
@@ -634,7 +638,10 @@ class TrainingWork:
                 "best_step": record.get("best_step"), "best_reason": record.get("best_reason"),
                 "report_key": record.get("report_key"),
                 "recommended_weight": record.get("recommended_weight"),
-                "strength_reason": record.get("strength_reason")}
+                "strength_reason": record.get("strength_reason"),
+                # what a sweep scores (evaluation/sweep.py: OBJECTIVES)
+                "val_losses": record["metrics"].get("eval_losses") or {},
+                "likeness": _likeness_by_step(record)}
         artifacts = [ArtifactRef(**a) for a in record["artifacts"]]
         artifacts.append(ArtifactRef(bucket="loras", key=f"{record['run_prefix']}/{RECORD}",
                                      kind="manifest"))
@@ -646,6 +653,16 @@ class TrainingWork:
             events=[Event(id=f"training-completed-{job.id}", type=COMPLETED_EVENT,
                           tenant=job.tenant, project=job.project, data=data)],
         )
+
+
+def _likeness_by_step(record: dict[str, Any]) -> dict[str, float]:
+    """Each evaluated step's likeness when the evaluation measured it (a face in the
+    previews and in the references), else empty."""
+    ev = record.get("evaluation") or {}
+    if ev.get("basis") != "likeness":
+        return {}
+    return {str(r["step"]): float(r["likeness"]) for r in ev.get("checkpoints") or []
+            if r.get("likeness") is not None}
 
 
 def _expert_tag(path: Path, attr: str) -> str:

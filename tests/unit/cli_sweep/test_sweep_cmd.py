@@ -88,7 +88,7 @@ def test_training_run_maps_sweep_params_to_trainer_fields():
         dataset_id="ds", base="tiny-wan2.1-t2v", max_steps=10)
     assert fields == {"dataset_id": "ds", "base_preset": "tiny-wan2.1-t2v", "rank": 16, "alpha": 8,
                       "learning_rate": 2e-4, "steps": 10, "seed": 0,
-                      "extra": {"timestep_shift": 3.0, "timestep_sampling": "shift"}}
+                      "extra": {"timestep_sampling": "uniform", "flow_shift": 3.0}}
 
 
 def test_trainer_extra_maps_schedule_knobs_and_keeps_noise_offset() -> None:

@@ -25,7 +25,9 @@ def _start(**run: Any) -> trainer_pb2.StartTrainingRequest:
 def test_unset_training_numbers_take_the_defaults() -> None:
     params = training_params_from_wire(_start())
     assert params == DEFAULTS
-    assert (params.rank, params.learning_rate, params.steps) == (32, 1e-4, 1000)
+    # unset stays unset: the trainer fills in the preset family's defaults (trainer/config.py)
+    assert (params.rank, params.alpha, params.learning_rate, params.steps, params.seed) == (
+        None, None, None, None, None)
 
 
 @pytest.mark.parametrize("field", ["rank", "alpha", "learning_rate", "steps", "resolution", "frames"])

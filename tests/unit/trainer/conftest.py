@@ -26,3 +26,9 @@ def one_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def one_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_image_dataset(tmp_path_factory.mktemp("oneimage"), images=1)
+
+
+@pytest.fixture(scope="session")
+def two_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two clips: one trains, one is split off for validation (seed 004's rule, at least one)."""
+    return write_video_dataset(tmp_path_factory.mktemp("twoclips"), clips=2, frames=9)

@@ -41,8 +41,8 @@ def test_settings_prompts_and_reference_order():
     assert got[0].pose == {"bucket": "frontal"}
 
 
-def test_evaluator_renders_scores_and_exports_the_chosen_checkpoint(one_clip, tmp_path):
-    cfg = RunConfig.parse({"preset": "tiny-wan2.1-t2v", "dataset": one_clip,
+def test_evaluator_renders_scores_and_exports_the_chosen_checkpoint(two_clips, tmp_path):
+    cfg = RunConfig.parse({"preset": "tiny-wan2.1-t2v", "dataset": two_clips,
                            "output_dir": tmp_path / "out", "trigger": TRIGGER, "steps": 3,
                            "rank": 4, "checkpoint_every": 1, "eval_every": 1, "seed": 1})
     trainer = Trainer(cfg)
