@@ -42,9 +42,17 @@ def train(
     tenant: str = typer.Option("default", "--tenant", help="Tenant the project belongs to."),
     dataset: str | None = typer.Option(None, "--dataset", help="Dataset id (default: the project's "
                                        "newest captioned dataset)."),
-    rank: int | None = typer.Option(None, "--rank", help="LoRA rank (default 32)."),
-    lr: float | None = typer.Option(None, "--lr", help="Learning rate (default 1e-4)."),
-    steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (default 1000)."),
+    rank: int | None = typer.Option(None, "--rank", help="LoRA rank (default: the family's; "
+                                    "`loraforge presets --json` shows every default)."),
+    alpha: int | None = typer.Option(None, "--alpha", help="LoRA alpha: the update is scaled by "
+                                     "alpha/rank (default: the family's alpha/rank ratio at "
+                                     "this rank)."),
+    lr: float | None = typer.Option(None, "--lr", help="Learning rate (default: the family's)."),
+    steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (default: the "
+                                     "family's; or give --epochs)."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Passes over the training clips "
+                                      "instead of --steps: steps = epochs x ceil(clips / batch), "
+                                      "shown in the run record."),
     resolution: int | None = typer.Option(None, "--resolution", help="Training resolution "
                                           "(default: the family's)."),
     frames: int | None = typer.Option(None, "--frames", help="Frames per video sample, 4k+1 (Wan)."),
@@ -76,12 +84,13 @@ def train(
     try:
         get_preset(base)  # the service's rule, before any network call
         extra = (parse_options(options) | ({"use_dora": True} if dora else {})
-                 | ({"eval_prompts": list(prompts)} if prompts else {}))
+                 | ({"eval_prompts": list(prompts)} if prompts else {})
+                 | ({"epochs": epochs} if epochs is not None else {}))
     except LoraforgeError as exc:
         fail(str(exc), as_json=as_json, code=2)
     if remote is not None:
         _remote_train(remote, project, base, dataset, rank, lr, steps, resolution, frames, seed,
-                      extra, wait, as_json)
+                      extra, wait, as_json, alpha=alpha)
         return
     try:
         settings = load_settings()
@@ -95,11 +104,8 @@ def train(
         fail(str(exc), as_json=as_json)
     except (NotFound, LoraforgeError) as exc:
         fail(str(exc), as_json=as_json, code=2)
-    # optional fields: None leaves one unset (the service's default), a value is sent as is
-    run = common_pb2.TrainingRun(dataset_id=dataset_id, base_preset=base, rank=rank,
-                                 learning_rate=lr, steps=steps, resolution=resolution,
-                                 frames=frames, seed=seed)
-    run.extra.update(extra)
+    run = training_run(dataset_id, base, rank=rank, alpha=alpha, learning_rate=lr, steps=steps,
+                       resolution=resolution, frames=frames, seed=seed, extra=extra)
     wire = scope(tenant, project)
     target = settings.endpoints.trainer
     with sync_channel(target) as channel:
@@ -153,6 +159,16 @@ def _succeeded(view: dict[str, Any], as_json: bool) -> bool:
     return True
 
 
+def training_run(dataset_id: str, base: str, extra: dict[str, Any], **numbers: Any) -> Any:
+    """The TrainingRun `loraforge train` sends: optional fields, None leaves one unset (the
+    family default, filled in by the trainer alone), a value is sent as is."""
+    from loraforge.v1 import common_pb2
+
+    run = common_pb2.TrainingRun(dataset_id=dataset_id, base_preset=base, **numbers)
+    run.extra.update(extra)
+    return run
+
+
 def parse_options(options: list[str]) -> dict[str, Any]:
     """``["block_swap=20", "fp8_base=true", "expert=high"]`` -> a dict for ``TrainingRun.extra``
     (values parsed as JSON, else kept as text); the trainer validates names and values."""
@@ -173,12 +189,14 @@ def parse_options(options: list[str]) -> dict[str, Any]:
 
 def _remote_train(remote: Any, project: str, base: str, dataset: str | None, rank: int | None,
                   lr: float | None, steps: int | None, resolution: int | None, frames: int | None,
-                  seed: int | None, extra: dict[str, Any], wait: bool, as_json: bool) -> None:
+                  seed: int | None, extra: dict[str, Any], wait: bool, as_json: bool,
+                  alpha: int | None = None) -> None:
     """POST .../training-runs and follow it; the LoRA comes with `lora pull --api`."""
     with remote:
         dataset_id = dataset or remote.newest_dataset(project, as_json=as_json)
         job = remote.start(project, "trainer", {
-            "dataset_id": dataset_id, "preset": base, "rank": rank, "learning_rate": lr,
+            "dataset_id": dataset_id, "preset": base, "rank": rank, "alpha": alpha,
+            "learning_rate": lr,
             "steps": steps, "resolution": resolution, "frames": frames, "seed": seed,
             "extra": extra}, as_json=as_json)
         if wait and job["state"] not in ("SUCCEEDED", "FAILED", "CANCELLED"):
@@ -219,8 +237,10 @@ def newest_captioned_dataset(store: Any, ref: Any) -> str:
 
 # ---------------------------------------------------------------- presets
 
-def presets(as_json: bool = typer.Option(False, "--json", help="Print a JSON list.")) -> None:
-    """Base model presets: family, whether the weights are provisioned, where they come from."""
+def presets(as_json: bool = typer.Option(False, "--json", help="Print a JSON list (with each "
+                                         "preset's effective training defaults).")) -> None:
+    """Base model presets: family, whether the weights are provisioned, where they come from,
+    and (--json) the training defaults a run gets for every option left unset."""
     from loraforge.trainer.presets import list_presets
 
     try:

@@ -32,11 +32,20 @@ _OVERRIDES: list[tuple[str, str, Any, str]] = [
     ("--trigger", "trigger", str, "trigger word, recorded in the file's metadata"),
     ("--dataset-id", "dataset_id", str, "dataset id, recorded in the file's metadata"),
     ("--rank", "rank", int, "LoRA rank (family default if unset)"),
-    ("--alpha", "alpha", float, "LoRA alpha; scale is alpha/rank"),
+    ("--alpha", "alpha", float, "LoRA alpha; the update is scaled by alpha/rank (unset: the "
+                                "family's alpha/rank ratio at this rank)"),
     ("--lr", "learning_rate", float, "learning rate"),
     ("--lr-scheduler", "lr_scheduler", str, "constant | cosine | linear"),
     ("--warmup-steps", "warmup_steps", int, "linear warm-up steps"),
     ("--steps", "steps", int, "optimizer steps (>= 800 recommended for real models)"),
+    ("--epochs", "epochs", int, "passes over the training clips instead of --steps "
+                                "(steps = epochs x ceil(clips / batch))"),
+    ("--validation-split", "validation_split", float,
+     "fraction of the clips trained on (default 0.9); the rest validates (1.0: none)"),
+    ("--max-validation-samples", "max_validation_samples", int,
+     "most clips split off for validation (default 5)"),
+    ("--validation-dataset", "validation_dataset", str,
+     "an explicit validation set folder (nothing is split off then)"),
     ("--batch-size", "batch_size", int, "samples per micro-batch"),
     ("--grad-accum", "grad_accum", int, "micro-batches per optimizer step"),
     ("--resolution", "resolution", str, "480p | 720p | 512 | 768 | 1024 | WxH"),
@@ -49,7 +58,10 @@ _OVERRIDES: list[tuple[str, str, Any, str]] = [
     ("--flow-shift", "flow_shift", float, "timestep shift for flow models"),
     ("--noise-offset", "noise_offset", float, "SD families: per-channel noise offset (~0.05)"),
     ("--expert", "expert", str, "Wan 2.2 A14B: both | high | low"),
-    ("--checkpoint-every", "checkpoint_every", int, "steps between checkpoints (0: none)"),
+    ("--checkpoint-every", "checkpoint_every", int,
+     "steps between checkpoints (0: none; default about four per run)"),
+    ("--eval-every", "eval_every", int,
+     "steps between validation-loss evaluations (0: none; default at every checkpoint)"),
     ("--keep-checkpoints", "keep_checkpoints", int, "how many recent checkpoints to keep"),
     ("--resume", "resume", str, "'latest' or a checkpoint directory"),
     ("--cache-dir", "cache_dir", str, "latent / text-embedding cache folder"),
@@ -147,12 +159,22 @@ def main(argv: list[str] | None = None) -> int:
             config = RunConfig.parse(overrides)
         _, resolved = resolve(config)
         if ns.print_config:
+            if config.epochs is not None or config.dataset.is_dir():
+                resolved = planned(config)  # epochs -> steps needs the training set's size
             print(json.dumps(resolved.training_args(), indent=2, sort_keys=True))
             return 0
         return _train(config)
     except LoraforgeError as exc:
         print(f"loraforge-train: error: {exc}", file=sys.stderr)
         return 2
+
+
+def planned(config: Any) -> Any:
+    """The resolved config as the trainer will run it (the dataset scanned and split, epochs
+    converted), without loading a model."""
+    from loraforge.trainer.train import plan
+
+    return plan(config)[1]
 
 
 def _run_job(run_id: str, overrides: dict[str, Any]) -> int:

@@ -131,7 +131,10 @@ def load_pipeline(preset: Preset | str, models_dir: Path | None = None,
 
 def list_presets(models_dir: Path | None = None) -> list[dict[str, Any]]:
     """One row per preset for ``loraforge presets``: name, family, where the weights come
-    from, and whether they are present."""
+    from, whether they are present, and ``defaults``: the resolved training config of a run
+    that sets nothing (trainer/config.py: effective_defaults, the one source of defaults)."""
+    from loraforge.trainer.config import effective_defaults
+
     rows = []
     for p in PRESETS.values():
         if p.tiny:
@@ -143,6 +146,6 @@ def list_presets(models_dir: Path | None = None) -> list[dict[str, Any]]:
         rows.append({
             "name": p.name, "family": p.family, "variant": p.variant, "tiny": p.tiny,
             "description": p.description, "weights": source, "provisioned": present,
-            "stride": p.stride,
+            "stride": p.stride, "defaults": effective_defaults(p.name),
         })
     return rows

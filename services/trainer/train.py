@@ -112,7 +112,8 @@ class Trainer:
         on_eval: Callable[[int], None] | None = None,
     ):
         self.config = config
-        self.preset, self.args = resolve(config)
+        # the dataset scanned and split, the config resolved with its size (epochs -> steps)
+        self.preset, self.args, self.dataset, self.validation = plan(config)
         self.family = self.preset.module
         self.variant = self.preset.variant
         self.device = _device(config.device)
@@ -121,11 +122,6 @@ class Trainer:
         self.log = log or (lambda msg: None)
         # called with the step after each held-out evaluation (previews are rendered there)
         self.on_eval = on_eval
-        self.dataset, self.validation = plan_datasets(config, self.args)
-        # epochs -> steps needs the training set's size: resolve again with it
-        per_epoch = steps_per_epoch(len(self.dataset.batches(0, self.args.batch_size, config.seed)),
-                                    config.grad_accum)
-        self.preset, self.args = resolve(config, per_epoch)
         if not self.validation.samples:
             self.args = self.args.model_copy(update={"warnings": [*self.args.warnings, (
                 f"no validation set: the dataset has {len(self.dataset.media)} clip(s) and "
@@ -650,6 +646,17 @@ class Trainer:
             os.replace(tmp, path)
             files[attr] = path
         return files
+
+
+def plan(config: RunConfig) -> tuple[Preset, Any, CaptionedDataset, CaptionedDataset]:
+    """(preset, resolved config, training set, validation set) of a run config: the dataset
+    scanned and split, then resolved again with its size (epochs -> steps)."""
+    _, first = resolve(config)
+    train, val = plan_datasets(config, first)
+    per_epoch = steps_per_epoch(len(train.batches(0, first.batch_size, config.seed)),
+                                config.grad_accum)
+    preset, resolved = resolve(config, per_epoch)
+    return preset, resolved, train, val
 
 
 def plan_datasets(config: RunConfig, args: Any) -> tuple[CaptionedDataset, CaptionedDataset]:
