@@ -71,7 +71,10 @@ def curate(
     tenant: str = typer.Option("default", "--tenant", help="Tenant the project belongs to."),
     reference: Annotated[list[Path] | None, typer.Option(
         "--reference", "-r", help="Reference photo of the subject (repeat for several).")] = None,
-    target: int = typer.Option(60, "--target", min=1, max=10_000, help="Clips to select."),
+    # no default of its own: the policy's (50-80 clips, 20-30 photos) is the automatic curation's
+    # too, so a plain `curate` after ingest finds that job's dataset instead of curating again
+    target: int | None = typer.Option(None, "--target", min=1, max=10_000,
+                                      help="Clips to select [default: the policy's, 80 clips / 30 photos]."),
     lora_type: Annotated[LoraType, typer.Option("--type", help="What the LoRA learns.")] = LoraType.CHARACTER,
     policy: Annotated[list[str] | None, typer.Option(
         "--set", help="Policy override KEY=VALUE (JSON value), e.g. --set min_short_side_px=256.")] = None,
@@ -96,8 +99,8 @@ def curate(
         fail(str(exc), as_json=as_json, code=2)
     scope = wire_scope(tenant, project)
     request = curation_pb2.StartCurationRequest(
-        scope=scope, request_id=uuid.uuid4().hex, reference_keys=keys, target_size=target,
-        lora_type=lora_type.value, policy_overrides=struct_from_dict(overrides),
+        scope=scope, request_id=uuid.uuid4().hex, reference_keys=keys,
+        **({"target_size": target} if target is not None else {}), lora_type=lora_type.value, policy_overrides=struct_from_dict(overrides),
     )
     endpoint = settings.endpoints.curation
     with sync_channel(endpoint) as channel:
@@ -159,7 +162,7 @@ def _print_summary(job: Any, record: dict, report: dict) -> None:
     console.print(f"report: s3://{report['bucket']}/{report['key']}")
 
 
-def _remote_curate(remote: Any, project: str, reference: list[Path], target: int, lora_type: LoraType,
+def _remote_curate(remote: Any, project: str, reference: list[Path], target: int | None, lora_type: LoraType,
                    policy: list[str], wait: bool, as_json: bool) -> None:
     """POST .../curation-jobs (references uploaded with POST .../uploads), follow, then the
     dataset's summary from GET .../datasets/{id}."""
@@ -202,7 +205,7 @@ def _remote_curate(remote: Any, project: str, reference: list[Path], target: int
         return
     counts = view["counts"]
     console.print(f"[green]dataset {view['dataset_id']}[/green]: {counts.get('selected', 0)} selected "
-                  f"(target {target}), {counts.get('kept', 0)} kept, {counts.get('rejected', 0)} "
+                  f"(target {target or 'default'}), {counts.get('kept', 0)} kept, {counts.get('rejected', 0)} "
                   f"rejected of {counts.get('clips', 0)} clips")
     if view["rejection_counts"]:
         table = Table("rejected because", "clips")

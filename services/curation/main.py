@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from loraforge.curation.servicer import CurationServicer
-from loraforge.curation.worker import AutoCurator, CurationWorker
+from loraforge.curation.worker import AutoCurator, CurationJobs, CurationWorker
 from loraforge.runtime.grpc_server import GrpcServer
 from loraforge.runtime.host import Clients, run_service
-from loraforge.runtime.job_service import JobService, JobWorker
+from loraforge.runtime.job_service import JobWorker
 
 NAME = "curation"
 
 
 async def mount(clients: Clients, server: GrpcServer, *, auto_curate: bool = True) -> None:
-    jobs = JobService(NAME, clients.jobs, clients.bus)
+    # a start for a dataset another job is computing returns that job (CurationJobs)
+    jobs = CurationJobs(clients.jobs, clients.bus, clients.store)
     server.add(CurationServicer(jobs))
-    await JobWorker(NAME, clients.jobs, clients.bus, CurationWorker(clients.store)).start()
+    worker = CurationWorker(clients.store, jobs=clients.jobs, bus=clients.bus)
+    await JobWorker(NAME, clients.jobs, clients.bus, worker).start()
+    # every curation process measures clips of any job (the `curation.measure` work queue)
+    await worker.start_measuring()
     # `clips.ingested` -> a curation job (turn off with functools.partial(mount, auto_curate=False))
     await AutoCurator(jobs, clients.bus, enabled=auto_curate).start()
 

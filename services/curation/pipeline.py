@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from loraforge.curation import identity
-from loraforge.curation.decision import Decision, decide
+from loraforge.curation.decision import Decision, dataset_context, decide
 from loraforge.curation.dedup import duplicate_groups
 from loraforge.curation.errors import InvalidInput
 from loraforge.curation.faces import FaceBackend, make_backend
 from loraforge.curation.frames import load_media
-from loraforge.curation.metrics import ClipMetrics, measure
+from loraforge.curation.metrics import ClipMetrics, MeasuredClip, measure
 from loraforge.curation.people import PeopleDetector
 from loraforge.curation.policy import CurationPolicy
 from loraforge.curation.selection import Selection, select
@@ -116,12 +116,16 @@ def curate(
     backend: FaceBackend | None = None,
     people: PeopleDetector | None = None,
     out_dir: Path | str | None = None,
+    measured: Sequence[MeasuredClip] | None = None,
 ) -> CurationResult:
+    """`measured`: clips measured already (by measure_all, here or on other workers: the
+    service's per-clip measure tasks); `items` is then not read."""
     policy = policy or CurationPolicy()
     backend = backend or make_backend("dlib")
-    if not items:
+    if not items and not measured:
         raise InvalidInput("no clips or photos to curate; give at least one file")
-    measured = measure_all(items, policy, backend, people)
+    if measured is None:
+        measured = measure_all(items, policy, backend, people)
     metrics = [mc.metrics for mc in measured]
 
     threshold = policy.identity_max_distance or backend.same_person_distance
@@ -131,7 +135,9 @@ def curate(
         res = ids[m.clip_id]
         m.identity_distance, m.identity_match, m.identity_cluster = res.distance, res.match, res.cluster
 
-    first = {m.clip_id: decide(m, policy, identity_threshold=threshold) for m in metrics}
+    # what a decision needs from the other clips (effect types: the majority motion direction)
+    ctx = dataset_context(metrics, policy)
+    first = {m.clip_id: decide(m, policy, identity_threshold=threshold, context=ctx) for m in metrics}
     dup_max = policy.duplicate_max_distance or backend.duplicate_distance
     dups = duplicate_groups(
         [m for m in metrics if first[m.clip_id].keep], policy.duplicate_max_phash, dup_max
@@ -140,7 +146,7 @@ def curate(
     for mc in measured:
         m = mc.metrics
         d = (
-            decide(m, policy, identity_threshold=threshold, duplicate_of=dups[m.clip_id])
+            decide(m, policy, identity_threshold=threshold, duplicate_of=dups[m.clip_id], context=ctx)
             if m.clip_id in dups
             else first[m.clip_id]
         )

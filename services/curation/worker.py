@@ -21,6 +21,9 @@ import hashlib
 import json
 import logging
 import mimetypes
+import os
+import pickle
+import socket
 import tempfile
 import threading
 from collections.abc import Callable
@@ -34,7 +37,7 @@ from loraforge.curation.policy import CurationPolicy
 from loraforge.runtime.errors import Cancelled, InvalidInput, LoraforgeError, NotFound
 from loraforge.runtime.events import Delivery, Event, EventBus
 from loraforge.runtime.job_service import JobContext, JobOutcome, JobService, follow_up_request_id
-from loraforge.runtime.jobs import ArtifactRef, Job
+from loraforge.runtime.jobs import ArtifactRef, Job, JobStore, new_job_id
 from loraforge.runtime.keys import ProjectRef, validate_key_part
 from loraforge.runtime.params import CurationParams
 from loraforge.runtime.storage import Bucket, ObjectStore
@@ -55,20 +58,32 @@ CURATED_EVENT = "dataset.curated"
 _DOWNLOAD = (0.02, 0.20)
 _MEASURE = (0.20, 0.85)
 _UPLOAD = (0.85, 0.99)
+_DOWNLOAD_AND_MEASURE = (_DOWNLOAD[0], _MEASURE[1])  # measure tasks download their own clip
+
+# Beside a dataset while it is computed, deleted after its commit:
+CLAIM = "_job.json"  # the job computing it: another job for the same dataset follows that one
+MEASURED = "_measured"  # <clip_id>.pkl per measured clip, <clip_id>.error.json when it failed
+MEASURE_EVENT = "curation.measure"  # one task per clip; a work queue shared by every process
+MEASURE_DURABLE = "curation-measure"
+# A job whose clips stop getting measured for this long fails (and is retried): every worker
+# died or none consumes the queue. A clip takes seconds; a stuck redelivery up to max_deliver
+# x ack_wait.
+MEASURE_STALL_S = 600.0
 
 
 # -- inputs ---------------------------------------------------------------------------------
 
 
 def build_policy(params: CurationParams) -> CurationPolicy:
-    """Defaults + the job's overrides; `target_size` of the request wins over an override.
+    """The LoRA type's defaults + the job's overrides; `target_size` of the request wins over
+    an override. The type is part of the policy, so it is in the policy hash and dataset id.
 
     Raises InvalidPolicy (an InvalidInput) naming the fields to fix.
     """
     overrides = dict(params.policy_overrides)
     if params.target_size is not None:
         overrides["target_size"] = params.target_size
-    return CurationPolicy.from_overrides(overrides)
+    return CurationPolicy.for_type(params.lora_type.value, overrides)
 
 
 def check_reference_keys(project: ProjectRef, keys: list[str]) -> list[str]:
@@ -291,16 +306,26 @@ class CurationWorker:
         self,
         store: ObjectStore,
         *,
+        jobs: JobStore | None = None,
+        bus: EventBus | None = None,
         backend_factory: Callable[[], FaceBackend] = make_backend,
         people: PeopleDetector | None = None,
         poll_s: float = 0.5,
+        measure_stall_s: float = MEASURE_STALL_S,
     ):
+        """With `jobs`, a job that finds another one computing the same dataset follows it.
+        With `bus` too, clips are measured through the `curation.measure` work queue, shared by
+        every curation process (`start_measuring`); without, in this process."""
         self._store = store
+        self._jobs = jobs
+        self._bus = bus if jobs is not None else None
         self._backend_factory = backend_factory
         self._backend: FaceBackend | None = None
         self._backend_lock = threading.Lock()
         self._people = people
         self._poll_s = poll_s
+        self._measure_stall_s = measure_stall_s
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
 
     async def __call__(self, job: Job, ctx: JobContext) -> JobOutcome:
         try:
@@ -327,13 +352,25 @@ class CurationWorker:
         committed = await self._committed(prefix)
         if committed is not None:
             log.info("dataset %s already committed; job %s reuses it", dataset_id, job.id)
+            await asyncio.to_thread(self._drop_claim, prefix, job.id)
             return self._outcome(job, committed, prefix)
+        # one curation per dataset: a job that finds another one computing it follows that one
+        followed = await self._follow_other(job, ctx, prefix)
+        if followed is not None:
+            return self._outcome(job, followed, prefix)
+        await asyncio.to_thread(self._store.put_json, Bucket.DATASETS, f"{prefix}/{CLAIM}",
+                                {"job_id": job.id, "worker": self.worker_id})
 
         with tempfile.TemporaryDirectory(prefix=f"curation-{job.id}-") as tmp:
             work = Path(tmp)
-            items = await self._download(clips, references, work, ctx, policy.frames_per_clip)
-            result = await self._curate(items, policy, [work / "refs" / Path(r).name for r in references],
-                                        work / "out", ctx, len(clips))
+            refs = [work / "refs" / Path(r).name for r in references]
+            if self._bus is not None:
+                measured = await self._measure_on_queue(job, ctx, clips, policy, params, dataset_id, prefix)
+                await self._download([], references, work, ctx, policy.frames_per_clip)
+                result = await self._curate([], policy, refs, work / "out", ctx, 0, measured=measured)
+            else:
+                items = await self._download(clips, references, work, ctx, policy.frames_per_clip)
+                result = await self._curate(items, policy, refs, work / "out", ctx, len(clips))
             await ctx.progress(_UPLOAD[0], "storing the dataset")
             record = self._record(job, params, policy, dataset_id, clips, result, references)
             artifacts = await self._upload(work / "out", prefix, ctx)
@@ -343,7 +380,166 @@ class CurationWorker:
             record["artifacts"].append(ArtifactRef(
                 bucket=stored.bucket, key=stored.key, kind="dataset", size=stored.size,
                 sha256=stored.sha256 or "").model_dump())
+        await asyncio.to_thread(self._clean_up, prefix)
         return self._outcome(job, record, prefix)
+
+    # -- one curation per dataset ------------------------------------------------------------
+
+    async def _follow_other(self, job: Job, ctx: JobContext, prefix: str) -> dict | None:
+        """Another live job claims this dataset: wait for its commit, mirroring its progress,
+        and return the record; None when no other job holds it (or it ended without one, then
+        this job takes over)."""
+        if self._jobs is None:
+            return None
+        while True:
+            other = await self._claimant(job, prefix)
+            if other is None:
+                return None
+            await ctx.progress(other.progress, f"following job {other.id} (same clips and policy): "
+                                               f"{other.message}")
+            await asyncio.sleep(self._poll_s)
+            committed = await self._committed(prefix)
+            if committed is not None:
+                return committed
+
+    async def _claimant(self, job: Job, prefix: str) -> Job | None:
+        """The live job other than `job` that claims the dataset, if any."""
+        try:
+            claim = await asyncio.to_thread(self._store.get_json, Bucket.DATASETS, f"{prefix}/{CLAIM}")
+        except (NotFound, ValueError):
+            return None
+        other_id = claim.get("job_id") if isinstance(claim, dict) else None
+        if not other_id or other_id == job.id or self._jobs is None:
+            return None
+        try:
+            other = await self._jobs.get(job.tenant, job.project, other_id)
+        except NotFound:
+            return None
+        return None if other.state.terminal else other
+
+    def _drop_claim(self, prefix: str, job_id: str) -> None:
+        """The claim a start wrote for this job, when the job found the dataset committed."""
+        try:
+            claim = self._store.get_json(Bucket.DATASETS, f"{prefix}/{CLAIM}")
+            if isinstance(claim, dict) and claim.get("job_id") == job_id:
+                self._store.delete(Bucket.DATASETS, f"{prefix}/{CLAIM}")
+        except (LoraforgeError, ValueError) as exc:
+            log.debug("claim of %s left in place: %s", prefix, exc)
+
+    def _clean_up(self, prefix: str) -> None:
+        """After the commit: the claim and the per-clip measurements are not part of the dataset."""
+        for key in [f"{prefix}/{CLAIM}", *(o.key for o in self._store.list(Bucket.DATASETS, f"{prefix}/{MEASURED}/"))]:
+            try:
+                self._store.delete(Bucket.DATASETS, key)
+            except LoraforgeError as exc:  # leftovers are harmless: nothing reads them after the commit
+                log.warning("could not delete %s: %s", key, exc)
+
+    # -- measuring through the work queue ----------------------------------------------------
+
+    async def _measure_on_queue(self, job: Job, ctx: JobContext, clips: list[IngestedClip],
+                                policy: CurationPolicy, params: CurationParams, dataset_id: str,
+                                prefix: str) -> list[Any]:
+        """One `curation.measure` task per clip; any curation process measures it and stores
+        the result under `<dataset>/_measured/<clip_id>.pkl`; this job waits for all of them.
+        Results are keyed by dataset (clip content + policy), so a retried job reuses them."""
+        assert self._bus is not None
+        policy_doc = policy.model_dump(mode="json")
+        for c in clips:
+            await self._bus.publish(Event(
+                id=f"curation-measure-{job.id}-{c.clip_id}", type=MEASURE_EVENT, tenant=job.tenant,
+                project=job.project,
+                data={"job_id": job.id, "dataset_id": dataset_id, "prefix": prefix,
+                      "policy": policy_doc, "lora_type": params.lora_type.value,
+                      "clip": {"clip_id": c.clip_id, "key": c.key, "source_id": c.source_id,
+                               "sha256": c.sha256, "analysis_key": c.analysis_key}}))
+        wanted = {c.clip_id for c in clips}
+        done: set[str] = set()
+        last_change = asyncio.get_running_loop().time()
+        while True:
+            listed = await asyncio.to_thread(lambda: [o.key for o in self._store.list(
+                Bucket.DATASETS, f"{prefix}/{MEASURED}/")])
+            names = {PurePosixPath(k).name for k in listed}
+            for name in names:
+                if name.endswith(".error.json"):
+                    error = await asyncio.to_thread(self._store.get_json, Bucket.DATASETS,
+                                                    f"{prefix}/{MEASURED}/{name}")
+                    if error.get("job_id") == job.id:
+                        if error.get("permanent"):
+                            raise InvalidInput(error.get("message", "a clip could not be measured"))
+                        raise LoraforgeError(error.get("message", "a clip could not be measured"))
+            now_done = {n.removesuffix(".pkl") for n in names if n.endswith(".pkl")} & wanted
+            if now_done != done:
+                done, last_change = now_done, asyncio.get_running_loop().time()
+            await ctx.progress(_lerp(_DOWNLOAD_AND_MEASURE, len(done) / len(wanted)),
+                               f"measured {len(done)}/{len(wanted)} clips")
+            if done == wanted:
+                break
+            if asyncio.get_running_loop().time() - last_change > self._measure_stall_s:
+                raise LoraforgeError(f"no clip measured for {self._measure_stall_s:.0f} s "
+                                     f"({len(done)}/{len(wanted)} done); is a curation worker running?")
+            await asyncio.sleep(self._poll_s)
+        by_id = {}
+        for cid in sorted(wanted):
+            blob = await asyncio.to_thread(self._store.get_bytes, Bucket.DATASETS,
+                                           f"{prefix}/{MEASURED}/{cid}.pkl")
+            # written by a curation worker of this deployment into the datasets bucket, which
+            # only the services write: trusted as much as the code that reads it
+            by_id[cid] = pickle.loads(blob)["measured"]
+        return [by_id[c.clip_id] for c in clips]
+
+    async def start_measuring(self, concurrency: int = 2) -> None:
+        """Take `curation.measure` tasks: `concurrency` clips at a time in this process (two
+        keep both cores busy: dlib and OpenCV release the GIL for most of a clip's work)."""
+        if self._bus is None:
+            raise RuntimeError("measuring from the queue needs the worker built with jobs and bus")
+        for _ in range(max(1, concurrency)):
+            await self._bus.subscribe(MEASURE_DURABLE, MEASURE_EVENT, self.measure_task)
+
+    async def measure_task(self, event: Event, delivery: Delivery) -> None:
+        data = event.data
+        try:
+            clip = IngestedClip(**{k: data["clip"][k] for k in ("clip_id", "key", "source_id", "sha256")},
+                                analysis_key=data["clip"].get("analysis_key", ""))
+            prefix, job_id = str(data["prefix"]), str(data["job_id"])
+            policy = CurationPolicy.model_validate(data["policy"])
+            validate_key_part(clip.clip_id)
+        except (KeyError, TypeError, ValidationError, InvalidInput) as exc:
+            raise InvalidInput(f"malformed curation.measure task {event.id}: {exc}") from None
+        project = ProjectRef(event.tenant, event.project)
+        if not (prefix.startswith(project.key("datasets") + "/") and clip.key.startswith(project.prefix)):
+            raise InvalidInput(f"curation.measure task {event.id} names keys outside {project.prefix}")
+        if self._jobs is not None:
+            try:
+                owner = await self._jobs.get(event.tenant, event.project, job_id)
+            except NotFound:
+                return  # the job is gone: nobody waits for this clip
+            if owner.state.terminal or owner.cancel_requested:
+                return
+        result_key = f"{prefix}/{MEASURED}/{clip.clip_id}.pkl"
+        if await asyncio.to_thread(self._store.stat, Bucket.DATASETS, result_key) is not None:
+            return  # measured before (a redelivery, or a retried job of the same dataset)
+        try:
+            measured = await asyncio.to_thread(self._measure_one, clip, policy)
+        except Exception as exc:
+            permanent = isinstance(exc, InvalidInput)  # e.g. an undecodable clip
+            if permanent or delivery.attempt >= self._bus.settings.max_deliver:  # type: ignore[union-attr]
+                await asyncio.to_thread(self._store.put_json, Bucket.DATASETS,
+                                        f"{prefix}/{MEASURED}/{clip.clip_id}.error.json",
+                                        {"job_id": job_id, "permanent": permanent,
+                                         "message": f"{clip.clip_id}: {exc}"})
+            raise
+        blob = pickle.dumps({"worker": self.worker_id, "measured": measured}, protocol=pickle.HIGHEST_PROTOCOL)
+        await asyncio.to_thread(self._store.put_bytes, Bucket.DATASETS, result_key, blob,
+                                content_type="application/octet-stream")
+
+    def _measure_one(self, clip: IngestedClip, policy: CurationPolicy) -> Any:
+        from loraforge.curation.pipeline import MediaItem, measure_all
+
+        backend = self._face_backend()
+        with tempfile.TemporaryDirectory(prefix="curation-measure-") as tmp:
+            path, analysis = fetch_clip(self._store, clip, Path(tmp), policy.frames_per_clip)
+            item = MediaItem(path, clip_id=clip.clip_id, source_id=clip.source_id, analysis=analysis)
+            return measure_all([item], policy, backend, self._people, workers=1)[0]
 
     # -- steps -------------------------------------------------------------------------------
 
@@ -388,7 +584,7 @@ class CurationWorker:
             return self._backend
 
     async def _curate(self, items: list, policy: CurationPolicy, refs: list[Path], out: Path,
-                      ctx: JobContext, n_clips: int):
+                      ctx: JobContext, n_clips: int, measured: list | None = None):
         from loraforge.curation.pipeline import curate
 
         cancelled = threading.Event()
@@ -396,7 +592,7 @@ class CurationWorker:
         expected = max(1, n_clips * policy.frames_per_clip + len(refs))
         task = asyncio.ensure_future(asyncio.to_thread(
             curate, items, policy, references=refs, backend=backend, people=self._people,
-            out_dir=out))
+            out_dir=out, measured=measured))
         try:
             while not task.done():
                 await asyncio.wait({task}, timeout=self._poll_s)
@@ -500,6 +696,62 @@ def _artifact_kind(rel: str) -> str:
 
 def _lerp(span: tuple[float, float], f: float) -> float:
     return span[0] + (span[1] - span[0]) * max(0.0, min(1.0, f))
+
+
+# -- starts --------------------------------------------------------------------------------
+
+
+class CurationJobs(JobService):
+    """Curation's job calls. A start for a dataset that another live job is computing (same
+    clips, policy, references and type: the same `dataset_id`) returns that job, so a user's
+    `loraforge curate` during the automatic curation follows it instead of queueing a second
+    one; a start after it committed gets a job of its own that finds the dataset at once."""
+
+    def __init__(self, jobs: JobStore, bus: EventBus, store: ObjectStore):
+        super().__init__("curation", jobs, bus)
+        self._store = store
+
+    async def start(self, tenant: str, project: str, params: dict[str, Any],
+                    request_id: str | None = None) -> Job:
+        if request_id is not None:
+            try:  # the same request again: its own job, whatever it became
+                return await self._jobs.get(tenant, project,
+                                            new_job_id(request_id, scope=f"{tenant}/{project}/{self.kind}"))
+            except NotFound:
+                pass
+        prefix, running = await self._live_job_for(tenant, project, params)
+        if running is not None:
+            log.info("curation start for %s/%s: job %s is computing the same dataset; returning it",
+                     tenant, project, running.id)
+            return running
+        job = await super().start(tenant, project, params, request_id)
+        if prefix is not None and not job.state.terminal:
+            # claimed from the start, so that a start while this one is still queued finds it
+            await asyncio.to_thread(self._store.put_json, Bucket.DATASETS, f"{prefix}/{CLAIM}",
+                                    {"job_id": job.id})
+        return job
+
+    async def _live_job_for(self, tenant: str, project: str,
+                            params: dict[str, Any]) -> tuple[str | None, Job | None]:
+        """(the dataset's prefix, the live job claiming it); (None, None) when the dataset
+        cannot be named yet (no clips, bad parameters: the job itself reports those)."""
+        try:
+            p = CurationParams.model_validate(params)
+            policy = build_policy(p)
+            ref = ProjectRef(tenant, project)
+            references = check_reference_keys(ref, p.reference_keys)
+            clips = await asyncio.to_thread(discover_clips, self._store, ref)
+        except (LoraforgeError, ValidationError, ValueError):
+            return None, None
+        if not clips:
+            return None, None
+        prefix = ref.key("datasets", dataset_id_for(clips, policy, references, p.lora_type.value))
+        try:
+            claim = await asyncio.to_thread(self._store.get_json, Bucket.DATASETS, f"{prefix}/{CLAIM}")
+            job = await self._jobs.get(tenant, project, str(claim["job_id"]))
+        except (LoraforgeError, ValueError, KeyError, TypeError):
+            return prefix, None
+        return prefix, None if job.state.terminal else job
 
 
 # -- auto-curation on ingest ----------------------------------------------------------------
