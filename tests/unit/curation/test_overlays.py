@@ -1,0 +1,137 @@
+"""Text, subtitles, logos and watermarks on footage made from real photos (libx264): camera
+pans and animation are not overlays; hard subtitles and a corner logo are, with their evidence
+in the metrics, the decision, the manifest and the report."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+import quality_media as Q
+from loraforge.curation.decision import decide
+from loraforge.curation.frames import load_media
+from loraforge.curation.metrics import measure
+from loraforge.curation.overlays import camera_shifts, static_logos
+from loraforge.curation.people import PeopleDetector
+from loraforge.curation.pipeline import MediaItem, curate
+from loraforge.curation.policy import CurationPolicy
+from loraforge.curation.report import annotate
+
+POLICY = CurationPolicy(min_short_side_px=256, frames_per_clip=6)
+FACELESS = POLICY.model_copy(update={"require_face": False, "max_people": None, "light_on": "frame"})
+
+CLIPS = {
+    # 1.5 px a frame (~4 px between samples): horizontal edges stay put, everything else crawls
+    "slow_pan": lambda t: Q.pan(Q.coffee(), t, 1.5),
+    "gradient": Q.animated_gradient,
+    "subtitles": lambda t: Q.subtitles(Q.portrait(t), t),
+    "logo": lambda t: Q.corner_logo(Q.portrait(t)),
+    # a painted sign on the photo: text that moves with the camera
+    "sign": lambda t: Q.pan(Q.with_sign(Q.coffee()), t, 5),
+}
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    d = tmp_path_factory.mktemp("overlays")
+    return {name: Q.write_h264(d / f"{name}.mp4", fn) for name, fn in CLIPS.items()}
+
+
+@pytest.fixture(scope="module")
+def measured(clips, backend):
+    people = PeopleDetector()
+    return {
+        name: measure(load_media(p, POLICY.frames_per_clip), backend, people, clip_id=name, source_id=name).metrics
+        for name, p in clips.items()
+    }
+
+
+@pytest.mark.parametrize("name", ["slow_pan", "gradient"])
+def test_pans_and_animation_are_not_overlays(measured, name):
+    m = measured[name]
+    assert not m.burned_in_text and not m.logo_or_watermark
+    assert m.text_evidence == [] and m.watermark_evidence == []
+    d = decide(m, FACELESS)
+    assert "watermark" not in d.reason_codes and "burned_in_text" not in d.reason_codes
+
+
+def test_camera_motion_is_measured(measured):
+    # 1.5 px a frame at 640 px, samples ~3 frames apart: about 0.7 % of the width per sample
+    assert 0.003 < measured["slow_pan"].camera_shift < 0.015
+    assert measured["gradient"].camera_shift == 0  # bands sweeping are no camera motion
+
+
+def test_hard_subtitles_are_burned_in_text_with_evidence(measured):
+    m = measured["subtitles"]
+    assert m.burned_in_text and not m.logo_or_watermark
+    ev = m.text_evidence[0]
+    x, y, w, h = ev["box"]
+    assert ev["kind"] == "subtitle" and y > 0.75 and 0.3 < w < 0.9 and abs(x + w / 2 - 0.5) < 0.1
+    assert len(ev["frames"]) >= 2 and set(ev["frames"]) <= set(m.ocr_frames)
+    assert any(word in ev["text"] for word in ("Where", "night", "home", "swear"))
+    d = decide(m, POLICY)
+    assert d.reason_codes == ["burned_in_text"], d.reasons
+    assert d.reasons[0].evidence[0]["box"] == ev["box"]
+    assert "subtitle" in d.reasons[0].message and "frames" in d.reasons[0].message
+
+
+def test_corner_logo_is_a_watermark_with_its_box(measured):
+    m = measured["logo"]
+    assert m.logo_or_watermark and not m.burned_in_text
+    x, y, w, h = m.watermark_evidence[0]["box"]
+    # drawn centred at (582, 46) of 640x360 with a 26 px ring: the top-right corner
+    assert 0.8 < x + w / 2 < 0.97 and y + h / 2 < 0.25 and w < 0.2 and h < 0.3
+    d = decide(m, POLICY)
+    assert d.reason_codes == ["watermark"], d.reasons
+    assert "x=0.8" in d.reasons[0].message or "x=0.9" in d.reasons[0].message
+
+
+def test_scene_text_is_flagged_not_rejected(measured):
+    m = measured["sign"]
+    assert m.scene_text and not m.burned_in_text and not m.logo_or_watermark
+    assert "HOTEL" in m.scene_text_evidence[0]["text"].replace(" ", "").upper()
+    d = decide(m, FACELESS)
+    assert d.keep and "scene_text" in d.flag_codes
+
+
+def test_static_scenery_beside_a_moving_subject_is_no_logo():
+    # a locked-off shot: the coffee stays, Grace Hopper's portrait slides across its left half;
+    # the cup's edges are static and the picture changes next to them, but not all around
+    bg = cv2.resize(Q.coffee(), (Q.W, Q.H))
+    face = cv2.resize(cv2.imread(str(__import__("matplotlib.cbook").cbook.get_sample_data(
+        "grace_hopper.jpg", asfileobj=False))), (160, 200))
+    grays = []
+    for t in range(6):
+        f = bg.copy()
+        x = 20 + 40 * t
+        f[80:280, x : x + 160] = face
+        grays.append(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY))
+    shifts = camera_shifts(grays)
+    assert all(s == (0.0, 0.0) for s in shifts)  # the sliding portrait is not camera motion
+    assert static_logos(grays, shifts) == []
+
+
+def test_evidence_reaches_manifest_and_report(clips, backend, tmp_path):
+    items = [MediaItem(clips["subtitles"]), MediaItem(clips["logo"])]
+    res = curate(items, POLICY, backend=backend, out_dir=tmp_path)
+    doc = json.loads((tmp_path / "manifest.json").read_text())
+    rows = {r["clip_id"]: r for r in doc["clips"]}
+    sub = rows["subtitles"]
+    assert sub["text_evidence"] and sub["evidence"][0]["code"] == "burned_in_text"
+    assert sub["evidence"][0]["box"] == sub["text_evidence"][0]["box"]
+    assert rows["logo"]["evidence"][0]["code"] == "watermark"
+    html = (tmp_path / "report.html").read_text()
+    for c in res.clips:
+        for r in c.decision.reasons:
+            assert r.message in html.replace("&#x27;", "'")
+    # the thumbnails carry the evidence box in red, where the logo is (top right)
+    c = res.clip("logo")
+    drawn = annotate(c.thumbnail, c)
+    red = np.all(drawn == (40, 40, 220), axis=-1) & ~np.all(c.thumbnail == (40, 40, 220), axis=-1)
+    ys, xs = np.nonzero(red)
+    th, tw = drawn.shape[:2]
+    assert len(xs) > 20 and xs.min() > 0.7 * tw and ys.max() < 0.4 * th
+    assert (tmp_path / "thumbs" / "logo.jpg").stat().st_size > 1000
