@@ -5,20 +5,22 @@ under it moves or changes. Everything here tests exactly that, on the sampled fr
 QUALITY_WIDTH, inside the black bars:
 
 * Global motion: phase correlation between consecutive samples gives the camera's translation
-  (a pan, a tilt, a handheld drift). Scene content follows it; an overlay does not.
-* Static-edge blobs (logos, watermarks): edges present at the same pixels in PERSIST of the
-  frames, grouped into compact blobs. A blob is an overlay only when, in most consecutive
-  pairs, either
-    - the camera moved and the blob's pixels match better where they were than where the
-      camera motion would have carried them (a horizon under a horizontal pan matches both
-      ways and is not counted; a tracked object matches its shifted place), or
-    - the camera did not move, yet the content on every in-frame side of the blob changed
-      while the blob did not (an object beside one moving person changes on one side only).
+  (a pan, a tilt, a handheld drift), kept only when following it explains most of the textured
+  picture (a subject walking in front of a locked-off camera is not camera motion).
+* Static-edge blobs (logos, watermarks): Canny edges at the same pixels in PERSIST of the
+  frames, grouped into blobs. A blob is an overlay only when, in most consecutive pairs,
+    - the camera moved and the blob matches where it was far better than where the camera
+      would have carried it (a horizon under a horizontal pan matches both ways and does not
+      count), or
+    - the camera stood still, and on every in-frame side of the blob the picture changed
+      (RING_CHANGED_SHARE of each side's pixels) while the blob did not (scenery beside one
+      moving person changes on one side only).
   A blob must also be compact (at most LOGO_MAX_W x LOGO_MAX_H of the picture) and lie in the
-  outer band of the frame where channels and stock sites put their marks; a blob in the middle
-  needs the pan evidence (the camera moved under it) in most pairs.
-  Smooth animation (gradients, colour cycling) has no persistent Canny edges at all, and a slow
-  pan moves every scene edge except those parallel to it, which the match test discards.
+  outer band where channels and stock sites put their marks; in the middle of the picture,
+  where a subject the camera tracks also stays put, three quarters of the pairs must show the
+  camera moving under it.
+  Smooth animation (gradients, colour cycling) leaves no persistent Canny edges at all, and a
+  slow pan moves every scene edge except those parallel to it, which the match test discards.
 * Text (PP-OCR detection on TEXT_FRAMES frames, recognition to confirm, see text.py): a line is
     - subtitle/caption: a line-shaped box in the bottom SUBTITLE_BAND (or top TOP_BAND) of the
       picture that does not move with the camera;
@@ -400,8 +402,10 @@ def measure_overlays(
     # a static-edge blob that is a confirmed text line is reported once, as that text
     text_logos = [e for e in texts if e.kind == "text_logo"]
     texts = [e for e in texts if e.kind != "text_logo"]
-    logos = [lg for lg in logos if not any(_overlaps(lg.box, t.box) for t in texts)]
+    logos = _merge_near([lg for lg in logos if not any(_overlaps(lg.box, t.box) for t in texts)])
     marks = text_logos + [lg for lg in logos if not any(_overlaps(lg.box, t.box) for t in text_logos)]
+    # a word of a subtitle line read on its own is part of that line, not scene text
+    scene = [e for e in scene if not any(_same_line(e.box, t.box) for t in texts)]
     return OverlayStats(
         static_overlay_fraction=covered / float(h * w),
         text_frames_fraction=len(text_frames) / len(ocr_at) if ocr_at else 0.0,
@@ -414,6 +418,31 @@ def measure_overlays(
         camera_shift=camera,
         ocr_frames=[indices[p] for p in ocr_at],
     )
+
+
+def _same_line(a, b) -> bool:
+    """Boxes on one text line: vertical overlap of most of the lower one, horizontally touching."""
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    gap = max(a[0], b[0]) - min(a[0] + a[2], b[0] + b[2])
+    return iy >= 0.5 * min(a[3], b[3]) and gap <= 2 * max(a[3], b[3])
+
+
+def _merge_near(logos: list[OverlayEvidence], gap: float = 0.02) -> list[OverlayEvidence]:
+    """One mark drawn as separate pieces (a ring and a bar under it) is one piece of evidence:
+    boxes closer than ``gap`` of the frame are merged."""
+    out: list[OverlayEvidence] = []
+    for lg in sorted(logos, key=lambda e: -e.box[2] * e.box[3]):
+        for i, o in enumerate(out):
+            a, b = lg.box, o.box
+            if (max(a[0], b[0]) - min(a[0] + a[2], b[0] + b[2]) <= gap
+                    and max(a[1], b[1]) - min(a[1] + a[3], b[1] + b[3]) <= gap):
+                x0, y0 = min(a[0], b[0]), min(a[1], b[1])
+                x1, y1 = max(a[0] + a[2], b[0] + b[2]), max(a[1] + a[3], b[1] + b[3])
+                out[i] = OverlayEvidence(o.kind, (x0, y0, x1 - x0, y1 - y0), o.frames, None, max(o.score, lg.score))
+                break
+        else:
+            out.append(lg)
+    return out
 
 
 def _overlaps(a, b) -> bool:
