@@ -54,6 +54,15 @@ def _video_mode(preset: str) -> str:
     return "t2v-1.3b" if "1.3b" in name else "t2v"
 
 
+def _guidance(scenario: Scenario, preset: str) -> float:
+    """The scenario's cfg, or the family's render default (the same number render uses)."""
+    if scenario.cfg is not None:
+        return scenario.cfg
+    from loraforge.trainer.presets import get_preset
+
+    return float(get_preset(preset).module.RENDER_GUIDANCE)
+
+
 def _lora_file(lora: ScenarioLora) -> str:
     """The file name ComfyUI should find in models/loras: the scenario's adapter name, since
     trained files are all called best/last.safetensors and would collide by basename."""
@@ -94,16 +103,28 @@ def export_workflow(scenario: Scenario) -> dict[str, dict[str, Any]]:
 
     keyframes: list[Link] = []
     for i, shot in enumerate(scenario.shots, start=1):
+        if shot.image:
+            # The user's own keyframe: put the file (its name below) in ComfyUI's input/ folder.
+            loaded = g.add("LoadImage", f"shot {i} image", image=shot.image.rsplit("/", 1)[-1])
+            scaled = g.add("ImageScale", f"shot {i} fit", image=[loaded, 0],
+                           upscale_method="lanczos", width=w, height=h, crop="center")
+            keyframes.append([scaled, 0])
+            continue
         pos = g.add("CLIPTextEncode", f"shot {i} prompt", text=shot.prompt, clip=clip)
         neg = g.add("CLIPTextEncode", f"shot {i} negative", text=shot.negative_prompt, clip=clip)
         positive: Link = [pos, 0]
         if family == "flux.1-dev":
-            positive = [g.add("FluxGuidance", f"shot {i} guidance", conditioning=positive, guidance=3.5), 0]
+            distilled = scenario.distilled_guidance
+            if distilled is None:
+                from loraforge.trainer.flux import DISTILLED_GUIDANCE as distilled
+            positive = [g.add("FluxGuidance", f"shot {i} guidance", conditioning=positive,
+                              guidance=distilled), 0]
             latent = g.add("EmptySD3LatentImage", f"shot {i} latent", width=w, height=h, batch_size=1)
         else:
             latent = g.add("EmptyLatentImage", f"shot {i} latent", width=w, height=h, batch_size=1)
         sample = g.add("KSampler", f"shot {i} sampler", model=model, seed=shot.seed,
-                       steps=scenario.steps, cfg=scenario.cfg, sampler_name="euler",
+                       steps=scenario.steps, cfg=_guidance(scenario, scenario.image_preset),
+                       sampler_name="euler",
                        scheduler="normal", positive=positive, negative=[neg, 0],
                        latent_image=[latent, 0], denoise=1.0)
         image = g.add("VAEDecode", f"shot {i} decode", samples=[sample, 0], vae=vae)
@@ -159,7 +180,8 @@ def export_workflow(scenario: Scenario) -> dict[str, dict[str, Any]]:
                           length=tr.frames, batch_size=1)
             positive, negative, latent = [pos, 0], [neg, 0], [empty, 0]
         sample = g.add("KSampler", f"transition {p} sampler", model=vmodel,
-                       seed=scenario.shots[a].seed, steps=scenario.steps, cfg=scenario.cfg,
+                       seed=scenario.shots[a].seed, steps=scenario.steps,
+                       cfg=_guidance(scenario, scenario.video_preset),
                        sampler_name="uni_pc", scheduler="simple", positive=positive,
                        negative=negative, latent_image=latent, denoise=1.0)
         frames: Link = [g.add("VAEDecode", f"transition {p} decode", samples=[sample, 0], vae=vvae), 0]

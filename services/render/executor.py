@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import ImageOps
 
 from loraforge.render.compat import check_compatible
 from loraforge.render.film import join, thumbnail_strip
 from loraforge.render.scenario import Scenario, ScenarioLora, Stage
-from loraforge.runtime.errors import Cancelled
+from loraforge.runtime.errors import Cancelled, InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ class RenderResult:
     film: Path | None = None
     thumbnails: Path | None = None
     warnings: list[str] = field(default_factory=list)
+    # stage -> where its pipeline ran: device, dtype, offload, vae_tiling, reason
+    placement: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _pil(image: Any) -> Any:
@@ -62,25 +65,87 @@ def _write_video(frames: Any, path: Path, fps: int) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where render pipelines run (settings `LORAFORGE_RENDER__*`; a scenario's `memory:`
+    block overrides offload and vae_tiling): see loraforge.render.device."""
+
+    device: str = "auto"
+    dtype: str = "auto"
+    offload: str = "auto"
+    vae_tiling: str = "auto"
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Placement:
+        r = settings.render
+        return cls(device=r.device, dtype=r.dtype, offload=r.offload, vae_tiling=r.vae_tiling)
+
+
+def fit_image(image: Any, width: int, height: int) -> Any:
+    """An input image as a keyframe of the output size: centre-cropped to the output's aspect
+    ratio, then resized (Lanczos). Never stretched: a portrait photo in a landscape film loses
+    its top and bottom rather than looking squashed."""
+    from PIL import Image, ImageOps
+
+    return ImageOps.fit(image.convert("RGB"), (width, height), method=Image.Resampling.LANCZOS)
+
+
+def _pin_frames(frames: Any, first: Any, last: Any | None) -> Any:
+    """Put the keyframes themselves as the first (and last) frame of a decoded video, so the
+    film's cuts land on identical pictures (see ScenarioRenderer.render)."""
+    import torch
+
+    out = frames.clone()
+    for index, image in ((0, first), (-1, last)):
+        if image is None:
+            continue
+        px = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        out[index] = px.to(out)
+    return out
+
+
 class ScenarioRenderer:
     def __init__(self, resolve_lora: LoraResolver, *, steps: int | None = None,
                  progress: Progress = lambda f, m: None, cancelled: Callable[[], bool] = lambda: False,
-                 models_dir: Path | None = None):
+                 models_dir: Path | None = None, placement: Placement = Placement(),
+                 resolve_image: Callable[[str], Path] | None = None,
+                 free_bytes: int | None = None):
         self._resolve = resolve_lora
+        self._resolve_image = resolve_image
         self._steps = steps
         self._progress = progress
         self._cancelled = cancelled
         self._models_dir = models_dir
+        self._placement = placement
+        self._free_bytes = free_bytes  # plan for this much free memory (tests); None = ask the card
+        self.plans: dict[str, Any] = {}  # stage -> MemoryPlan of the last render (record, tests)
+        self.pipelines: dict[str, Any] = {}  # stage -> the placed pipeline, while rendering
+        self.placement: dict[str, dict[str, Any]] = {}
 
     def _check(self) -> None:
         if self._cancelled():
             raise Cancelled("render cancelled")
 
-    def _pipeline(self, preset_name: str, stage: Stage, scenario: Scenario) -> tuple[Any, Any, str]:
+    def _on_step(self, _step: int) -> None:
+        self._check()  # a cancel stops between two denoising steps, not after the whole shot
+
+    def _pipeline(self, preset_name: str, stage: Stage, scenario: Scenario, frames: int = 1
+                  ) -> tuple[Any, Any, str]:
+        from loraforge.render.device import (
+            denoiser_device_dtype,
+            place,
+            plan_memory,
+            resolve_device,
+            resolve_dtype,
+        )
+        from loraforge.render.schedulers import set_scheduler
         from loraforge.trainer.presets import get_preset, load_pipeline
 
         preset = get_preset(preset_name)
-        pipe = load_pipeline(preset, self._models_dir)
+        device = resolve_device(self._placement.device)
+        dtype = resolve_dtype(self._placement.dtype, device)
+        # real weights load in the render dtype (a 14B Wan in fp32 would need 57 GB of RAM)
+        pipe = load_pipeline(preset, self._models_dir, dtype=dtype)
         pipe.set_progress_bar_config(disable=True)  # progress goes to the job, not stderr
         names, weights = [], []
         for lora in (lo for lo in scenario.loras if lo.stage is stage):
@@ -93,7 +158,39 @@ class ScenarioRenderer:
             weights.append(lora.effective_weight)
         if names:
             pipe.set_adapters(names, adapter_weights=weights)
+        flow = preset.family in ("wan", "flux")
+        set_scheduler(pipe, scenario.video_scheduler if stage is Stage.VIDEO else scenario.image_scheduler,
+                      flow=flow)
+        memory = scenario.memory
+        offload = memory.offload if memory.offload != "auto" else self._placement.offload
+        tiling = memory.vae_tiling if memory.vae_tiling != "auto" else self._placement.vae_tiling
+        plan = plan_memory(pipe, preset.family, device, dtype, width=scenario.output.width,
+                           height=scenario.output.height, frames=frames,
+                           free_bytes=self._free_bytes, offload=offload, vae_tiling=tiling)
+        place(pipe, device, dtype, plan, preset.family)
+        self.plans[stage.value] = plan
+        on, dt = denoiser_device_dtype(pipe)
+        self.placement[stage.value] = {
+            "preset": preset_name, "device": str(device), "dtype": str(dtype).removeprefix("torch."),
+            "weights_device": str(on), "weights_dtype": str(dt).removeprefix("torch."),
+            "offload": plan.offload, "vae_tiling": plan.vae_tiling, "reason": plan.reason}
+        self.pipelines[stage.value] = pipe
         return pipe, preset.module, preset.variant
+
+    def _guidance(self, family: Any, scenario: Scenario) -> dict[str, Any]:
+        kw: dict[str, Any] = {"guidance": family.RENDER_GUIDANCE if scenario.cfg is None else scenario.cfg}
+        if family.FAMILY == "flux" and scenario.distilled_guidance is not None:
+            kw["distilled_guidance"] = scenario.distilled_guidance
+        return kw
+
+    def _given_image(self, key: str, w: int, h: int) -> Any:
+        from PIL import Image
+
+        if self._resolve_image is None:
+            raise InvalidInput("this renderer was given no way to read input images")
+        with Image.open(self._resolve_image(key)) as img:
+            img = ImageOps.exif_transpose(img)
+            return fit_image(img, w, h)
 
     def render(self, scenario: Scenario, out_dir: Path) -> RenderResult:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -103,36 +200,73 @@ class ScenarioRenderer:
         pairs = scenario.pairs()
         total = len(scenario.shots) + len(pairs) + 1
 
-        pipe, family, variant = self._pipeline(scenario.image_preset, Stage.IMAGE, scenario)
-        images = []
+        images: list[Any] = [None] * len(scenario.shots)
+        for i, shot in enumerate(scenario.shots):
+            if shot.image:
+                images[i] = self._given_image(shot.image, w, h)
+        # A scenario whose every keyframe is the user's own needs no image model at all.
+        if any(img is None for img in images):
+            pipe, family, variant = self._pipeline(scenario.image_preset, Stage.IMAGE, scenario)
+            guidance = self._guidance(family, scenario)
         for i, shot in enumerate(scenario.shots, start=1):
             self._check()
             self._progress((i - 1) / total, f"keyframe {i}/{len(scenario.shots)}")
-            out = family.generate(pipe, shot.prompt, shot.seed, w, h, steps=steps, variant=variant)
-            image = _pil(out[0])
+            if images[i - 1] is None:
+                out = family.generate(pipe, shot.prompt, shot.seed, w, h, steps=steps,
+                                      variant=variant, negative_prompt=shot.negative_prompt,
+                                      on_step=self._on_step, **guidance)
+                images[i - 1] = _pil(out[0])
             path = out_dir / f"keyframe_{i:02d}.png"
-            image.save(path)
-            images.append(image)
+            images[i - 1].save(path)
             result.keyframes.append(path)
-        del pipe
+        if self.pipelines.pop(Stage.IMAGE.value, None) is not None:
+            del pipe  # free the image model before the video model loads
+            _empty_cache()
 
         if pairs:
-            vpipe, vfamily, vvariant = self._pipeline(scenario.video_preset, Stage.VIDEO, scenario)
+            frames_max = max(scenario.transition_for(p).frames for p in range(len(pairs)))
+            vpipe, vfamily, vvariant = self._pipeline(scenario.video_preset, Stage.VIDEO, scenario,
+                                                      frames=frames_max)
+            vguidance = self._guidance(vfamily, scenario)
             for p, (a, b) in enumerate(pairs, start=1):
                 self._check()
                 self._progress((len(scenario.shots) + p - 1) / total, f"transition {p}/{len(pairs)}")
                 tr = scenario.transition_for(p - 1)
                 prompt = tr.prompt or scenario.shots[b].prompt
+                last = images[b] if vvariant == "flf2v" else None
                 frames = vfamily.generate(vpipe, prompt, scenario.shots[a].seed, w, h, tr.frames,
                                           steps=steps, variant=vvariant, image=images[a],
-                                          last_image=images[b])
-                path = _write_video(frames[0], out_dir / f"transition_{p:02d}.mp4", tr.fps)
+                                          last_image=images[b], guidance=vguidance["guidance"],
+                                          negative_prompt=scenario.shots[b].negative_prompt,
+                                          on_step=self._on_step,
+                                          pin_first_frame=vvariant in ("i2v", "flf2v"))
+                video = frames[0]
+                if vvariant in ("i2v", "flf2v"):
+                    # The model is conditioned on the keyframes and reproduces them through
+                    # the VAE with a small colour shift; the film cuts from one video to the
+                    # next on these frames, so they are the keyframes exactly.
+                    video = _pin_frames(video, images[a], last)
+                path = _write_video(video, out_dir / f"transition_{p:02d}.mp4", tr.fps)
                 result.transitions.append(path)
+            self.pipelines.pop(Stage.VIDEO.value, None)
+            del vpipe
+            _empty_cache()
             self._check()
             self._progress((total - 1) / total, "joining the film")
             result.film = join(result.transitions, out_dir / f"{scenario.name}.mp4",
                                fps=scenario.transition_for(0).fps, mode=scenario.join.value,
                                crossfade_s=scenario.crossfade_s)
             result.thumbnails = thumbnail_strip(result.film, out_dir / f"{scenario.name}_strip.png")
+        result.placement = dict(self.placement)
         self._progress(1.0, "done")
         return result
+
+
+def _empty_cache() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,7 +1,11 @@
-"""Composition root of the render service: settings -> clients -> service -> server."""
+"""Composition root of the render service: settings -> clients -> service -> server.
+
+The GPU queue worker (`python -m loraforge.render.worker`, compose `render-worker`) mounts
+the same queue without the gRPC server (:func:`mount_queue`)."""
 
 from __future__ import annotations
 
+from loraforge.render.executor import Placement
 from loraforge.render.servicer import RenderServicer
 from loraforge.render.worker import RenderRequests, RenderWork
 from loraforge.runtime.grpc_server import GrpcServer
@@ -11,13 +15,26 @@ from loraforge.runtime.job_service import JobService, JobWorker
 NAME = "render"
 
 
+async def mount_queue(clients: Clients, jobs: JobService, *, kubernetes: bool = True) -> None:
+    """Consume `render.requests` (one durable consumer for every replica: a work queue).
+    `kubernetes`: run each job as a GPU Job when LORAFORGE_K8S__RENDER_JOBS is on (the
+    service); a worker that is itself the GPU process passes False."""
+    settings = clients.settings
+    k8s = None
+    if kubernetes and settings.k8s.render_jobs:
+        from loraforge.render.k8s_run import KubernetesRender
+
+        k8s = KubernetesRender.from_settings(settings, clients.store)
+    work = RenderWork(clients.store, models_dir=settings.models.dir,
+                      placement=Placement.from_settings(settings), kubernetes=k8s)
+    requests = RenderRequests(jobs, JobWorker(NAME, clients.jobs, clients.bus, work))
+    await clients.bus.subscribe(f"{NAME}-workers", f"{NAME}.requests", requests.handle)
+
+
 async def mount(clients: Clients, server: GrpcServer) -> None:
     jobs = JobService(NAME, clients.jobs, clients.bus)
-    server.add(RenderServicer(jobs))
-    work = RenderWork(clients.store, models_dir=clients.settings.models.dir)
-    requests = RenderRequests(jobs, JobWorker(NAME, clients.jobs, clients.bus, work))
-    # One durable consumer for every replica: `render.requests` is a work queue.
-    await clients.bus.subscribe(f"{NAME}-workers", f"{NAME}.requests", requests.handle)
+    server.add(RenderServicer(jobs, clients.store))
+    await mount_queue(clients, jobs)
 
 
 def main() -> None:

@@ -37,6 +37,13 @@ VIDEO_PRESETS = (
 class Pairing(StrEnum):
     PAIRS = "pairs"  # 1->2, 3->4, ... (the source document's workflow)
     CHAINED = "chained"  # 1->2, 2->3, 3->4, ...
+    EACH = "each"  # one video per shot from its keyframe alone (i2v, t2v; not flf2v)
+
+
+# Schedulers a scenario may pick per stage; "default" keeps the pipeline's own (the one its
+# weights ship with). loraforge.render.schedulers builds them.
+IMAGE_SCHEDULERS = ("default", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "unipc")
+FLOW_SCHEDULERS = ("default", "euler", "unipc", "dpmpp_2m")
 
 
 class Join(StrEnum):
@@ -52,6 +59,11 @@ class Shot(_Strict):
     prompt: str = Field(min_length=1, max_length=4000)
     negative_prompt: str = ""
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    # The user's own keyframe instead of a generated one: a key in the project's raw bucket
+    # (`<tenant>/<project>/sources/<sha256>.<ext>`, what uploads store; `loraforge render`
+    # uploads a local path there first). It is the first frame of the shot's video (i2v) or
+    # one end of a first/last-frame video (flf2v). Checked before the job runs.
+    image: str = Field(default="", max_length=1024)
 
 
 class Stage(StrEnum):
@@ -97,6 +109,14 @@ class Output(_Strict):
         return self
 
 
+class Memory(_Strict):
+    """Overrides of the render settings' memory savers for this scenario (auto = chosen from
+    the card's free memory and the model size, loraforge.render.device.plan_memory)."""
+
+    offload: str = Field(default="auto", pattern=r"^(auto|none|model|group)$")
+    vae_tiling: str = Field(default="auto", pattern=r"^(auto|on|off)$")
+
+
 class Scenario(_Strict):
     name: str = Field(default="film", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
     image_preset: str = "sdxl"
@@ -110,7 +130,14 @@ class Scenario(_Strict):
     crossfade_s: float = Field(default=0.5, ge=0.0, le=5.0)
     output: Output = Output()
     steps: int = Field(default=30, ge=1, le=200)
-    cfg: float = Field(default=5.0, ge=0.0, le=30.0)
+    # True classifier-free guidance against each shot's negative prompt (1 = off). None = the
+    # family's RENDER_GUIDANCE (Wan 5, SDXL 5, SD1.5 7.5, Flux 1: see the family modules).
+    cfg: float | None = Field(default=None, ge=0.0, le=30.0)
+    # Flux dev's embedded (distilled) guidance; None = flux.DISTILLED_GUIDANCE (3.5).
+    distilled_guidance: float | None = Field(default=None, ge=0.0, le=30.0)
+    image_scheduler: str = "default"
+    video_scheduler: str = "default"
+    memory: Memory = Memory()
 
     @field_validator("image_preset")
     @classmethod
@@ -126,8 +153,31 @@ class Scenario(_Strict):
             raise ValueError(f"unknown video preset {value!r}; choose one of {', '.join(VIDEO_PRESETS)}")
         return value
 
+    @field_validator("image_scheduler")
+    @classmethod
+    def _image_scheduler(cls, value: str) -> str:
+        if value not in IMAGE_SCHEDULERS:
+            raise ValueError(f"unknown image scheduler {value!r}; choose one of {', '.join(IMAGE_SCHEDULERS)}")
+        return value
+
+    @field_validator("video_scheduler")
+    @classmethod
+    def _video_scheduler(cls, value: str) -> str:
+        if value not in FLOW_SCHEDULERS:
+            raise ValueError(f"unknown video scheduler {value!r}; Wan is a flow-matching model: "
+                             f"choose one of {', '.join(FLOW_SCHEDULERS)}")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
+        if self.pairing is Pairing.EACH and "flf2v" in self.video_preset:
+            raise ValueError("pairing 'each' makes one video per shot, but a first/last-frame "
+                             f"preset ({self.video_preset}) needs two shots per video: use pairs "
+                             "or chained, or an i2v/t2v preset")
+        if "flux" in self.image_preset and self.image_scheduler not in ("default", "euler"):
+            raise ValueError(f"image scheduler {self.image_scheduler!r}: Flux samples with its "
+                             "resolution-dependent shift, which only its flow-matching Euler "
+                             "scheduler takes: use default or euler")
         names = [lora.name for lora in self.loras]
         if len(set(names)) != len(names):
             raise ValueError("two LoRAs share a name; adapter names must be unique")
@@ -143,6 +193,8 @@ class Scenario(_Strict):
     def pairs(self) -> list[tuple[int, int]]:
         """0-based (first, last) shot indices of each transition video."""
         n = len(self.shots)
+        if self.pairing is Pairing.EACH:
+            return [(i, i) for i in range(n)]
         if n < 2:
             return []
         if self.pairing is Pairing.PAIRS:

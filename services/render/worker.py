@@ -18,6 +18,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from loraforge.render.executor import Placement
+from loraforge.render.inputs import check_input_images, fetch_input_images
 from loraforge.render.scenario import Scenario, ScenarioLora, parse_scenario
 from loraforge.runtime.errors import Cancelled, InvalidInput, NotFound
 from loraforge.runtime.events import Delivery, Event
@@ -39,11 +41,16 @@ class RenderWork:
     """`work(job, ctx)` for `JobWorker("render", ...)`."""
 
     def __init__(self, store: ObjectStore, *, models_dir: Path | None = None,
-                 steps: int | None = None, tick_s: float = 0.5):
+                 steps: int | None = None, tick_s: float = 0.5,
+                 placement: Placement | None = None, free_bytes: int | None = None,
+                 kubernetes: Any = None):
         self._store = store
         self._models_dir = models_dir
         self._steps = steps
         self._tick_s = tick_s
+        self._placement = placement or Placement()
+        self._free_bytes = free_bytes
+        self._k8s = kubernetes  # KubernetesRender: each job runs as a GPU Job
 
     async def __call__(self, job: Job, ctx: JobContext) -> JobOutcome:
         ref = ProjectRef(job.tenant, job.project)
@@ -55,9 +62,21 @@ class RenderWork:
             record = await asyncio.to_thread(self._store.get_json, Bucket.RENDERS, f"{prefix}/{RECORD}")
             return self._outcome(job, record)
 
+        if self._k8s is not None:
+            # refuse bad inputs here, before a GPU node is asked for
+            await asyncio.to_thread(check_input_images, self._store, ref,
+                                    [shot.image for shot in scenario.shots])
+            await asyncio.to_thread(self._check_loras, ref, scenario)
+            record = await self._k8s.run(job, ctx, f"{prefix}/{RECORD}")
+            return self._outcome(job, record)
+
         progress = {"fraction": 0.0, "message": "starting"}
         cancelled = threading.Event()
         with tempfile.TemporaryDirectory(prefix=f"render-{job.id}-") as tmp:
+            # inputs first: a bad LoRA or image fails the job before any model loads
+            images = await asyncio.to_thread(fetch_input_images, self._store, ref,
+                                             [shot.image for shot in scenario.shots],
+                                             Path(tmp) / "inputs")
             loras = await asyncio.to_thread(self._fetch_loras, ref, scenario, Path(tmp) / "loras")
 
             def run() -> Any:
@@ -66,7 +85,8 @@ class RenderWork:
                 renderer = ScenarioRenderer(
                     lambda lora: loras[lora.name], steps=self._steps, models_dir=self._models_dir,
                     progress=lambda f, m: progress.update(fraction=f, message=m),
-                    cancelled=cancelled.is_set)
+                    cancelled=cancelled.is_set, placement=self._placement,
+                    resolve_image=images.__getitem__, free_bytes=self._free_bytes)
                 return renderer.render(scenario, Path(tmp) / "out")
 
             task = asyncio.ensure_future(asyncio.to_thread(run))
@@ -106,7 +126,11 @@ class RenderWork:
             paths[lora.name] = self._fetch_lora(ref, lora, dest)
         return paths
 
-    def _fetch_lora(self, ref: ProjectRef, lora: ScenarioLora, dest: Path) -> Path:
+    def _check_loras(self, ref: ProjectRef, scenario: Scenario) -> None:
+        for lora in scenario.loras:
+            self._check_lora(ref, lora)
+
+    def _check_lora(self, ref: ProjectRef, lora: ScenarioLora) -> None:
         if not lora.path.startswith(ref.prefix) or ".." in lora.path.split("/"):
             raise InvalidInput(
                 f"LoRA {lora.name!r}: {lora.path!r} is not a key in the loras bucket under "
@@ -115,6 +139,9 @@ class RenderWork:
         if self._store.stat(Bucket.LORAS, lora.path) is None:
             raise NotFound(f"LoRA {lora.name!r}: loras/{lora.path} does not exist; train it or "
                            "upload it first")
+
+    def _fetch_lora(self, ref: ProjectRef, lora: ScenarioLora, dest: Path) -> Path:
+        self._check_lora(ref, lora)
         return self._store.download(Bucket.LORAS, lora.path, dest / f"{lora.name}.safetensors")
 
     def _upload(self, prefix: str, result: Any, scenario: Scenario) -> dict[str, Any]:
@@ -136,6 +163,7 @@ class RenderWork:
             "film": put(result.film, "film", "video/mp4"),
             "thumbnails": put(result.thumbnails, "thumbnails", "image/png"),
             "warnings": result.warnings,
+            "placement": result.placement,
         }
         record["artifacts"] = artifacts
         self._store.put_json(Bucket.RENDERS, f"{prefix}/{RECORD}", record)
@@ -176,3 +204,48 @@ class RenderRequests:
         # (maybe this one) then runs; the same request id always maps to the same job.
         await self._jobs.start(event.tenant, event.project, params.model_dump(mode="json"),
                                request_id=request_id)
+
+
+# ------------------------------------------------------------------ entry point
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m loraforge.render.worker`: the GPU render queue worker (compose
+    `render-worker`): consumes `render.requests` with the render service's own composition
+    (loraforge.render.main.mount_queue), renders on this machine, publishes
+    `render.completed`. `--job RUN_ID`: render that one job and exit (a Kubernetes render Job's
+    pod, see loraforge.render.k8s_run)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m loraforge.render.worker",
+                                     description=main.__doc__.split("\n\n")[0] if main.__doc__ else None)
+    parser.add_argument("--job", metavar="RUN_ID", help="render one job (a Kubernetes render Job)")
+    args = parser.parse_args(argv)
+    if args.job:
+        import sys
+
+        from loraforge.render.k8s_run import run_in_pod
+        from loraforge.runtime.errors import ConfigurationError
+        from loraforge.runtime.logging import configure_logging
+        from loraforge.runtime.settings import load_settings
+
+        try:
+            settings = load_settings()
+            configure_logging(settings.log, "render-job")
+            code = run_in_pod(args.job, settings=settings)
+        except (InvalidInput, ConfigurationError) as exc:  # a retry would fail the same way
+            sys.stderr.write(f"render job {args.job}: {exc}\n")
+            raise SystemExit(2) from None
+        raise SystemExit(code)
+
+    from loraforge.render.main import NAME, mount_queue
+    from loraforge.runtime.host import Clients, run_worker
+
+    async def mount(clients: Clients) -> None:
+        jobs = JobService(NAME, clients.jobs, clients.bus)
+        await mount_queue(clients, jobs, kubernetes=False)  # this process is the GPU
+
+    run_worker(NAME, mount)
+
+
+if __name__ == "__main__":
+    main()

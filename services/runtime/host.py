@@ -136,3 +136,67 @@ def run_service(name: str, mount: Mount, **overrides: Any) -> None:
         log.error("%s cannot start: %s", name, exc)
         sys.stderr.write(f"{name}: cannot start: {exc}\n")
         raise SystemExit(2) from None
+
+
+# ------------------------------------------------------------------ queue workers (no gRPC)
+
+WorkerMount = Callable[[Clients], Awaitable[None]]
+
+
+class WorkerProcess:
+    """A queue worker: the clients and consumers of a service without its gRPC server (the GPU
+    render worker). Serves only Prometheus /metrics, which is also its health check. Shutdown:
+    stop consumers (a job in progress finishes or is redelivered) -> drain NATS."""
+
+    def __init__(self, name: str, settings: Settings, mount: WorkerMount):
+        self.name = name
+        self.settings = settings
+        self._mount = mount
+        self._stopped = asyncio.Event()
+        self.clients: Clients | None = None
+
+    async def start(self) -> None:
+        self.clients = await connect_clients(self.name, self.settings)
+        try:
+            await self._mount(self.clients)
+            self.clients.metrics.serve(self.settings.server.host, self.settings.server.metrics_port)
+        except BaseException:
+            await self.clients.bus.close()
+            raise
+
+    async def stop(self) -> None:
+        if self._stopped.is_set() or self.clients is None:
+            return
+        self._stopped.set()
+        log.info("%s shutting down", self.name)
+        await self.clients.bus.close()
+        self.clients.metrics.close()
+        log.info("%s stopped", self.name)
+
+
+async def work_until_signalled(process: WorkerProcess) -> None:
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_requested.set)
+    await process.start()
+    log.info("%s worker ready", process.name)
+    await stop_requested.wait()
+    await process.stop()
+
+
+def run_worker(name: str, mount: WorkerMount, **overrides: Any) -> None:
+    """Entry point of a queue worker (`python -m loraforge.render.worker`): exits 2 with a
+    clear message when settings are wrong or NATS/S3 stay unreachable, like run_service."""
+    try:
+        settings = load_settings(**overrides)
+    except ConfigurationError as exc:
+        sys.stderr.write(f"{name}: {exc}\n")
+        raise SystemExit(2) from None
+    configure_logging(settings.log, f"{name}-worker")
+    try:
+        asyncio.run(work_until_signalled(WorkerProcess(name, settings, mount)))
+    except (Unavailable, ConfigurationError) as exc:
+        log.error("%s worker cannot start: %s", name, exc)
+        sys.stderr.write(f"{name}: cannot start: {exc}\n")
+        raise SystemExit(2) from None

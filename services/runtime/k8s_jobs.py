@@ -140,7 +140,7 @@ def default_command(kind: JobKind, run_id: str) -> list[str]:
     validate_run_id(run_id)
     if kind == "train":
         return ["loraforge-train", "--run", run_id]
-    return ["python", "-m", "loraforge.render.worker"]
+    return ["python", "-m", "loraforge.render.worker", "--job", run_id]
 
 
 def _check_quantity(name: str, value: str) -> str:

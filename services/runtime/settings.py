@@ -154,6 +154,23 @@ class K8sSettings(_Group):
     # The trainer service runs `on_kubernetes` jobs as GPU Jobs. Off by default: it needs the
     # Kubernetes API (in-cluster config or ~/.kube/config) and the Job RBAC of k8s/base.
     training_jobs: bool = False
+    # The render service runs each render job as a GPU Job (`python -m loraforge.render.worker
+    # --job ID` in the pod) instead of in its own process. Same requirements as training_jobs.
+    render_jobs: bool = False
+
+
+class RenderSettings(_Group):
+    """Where and how renders run; a scenario's `memory:` block overrides offload and tiling.
+
+    device: auto (CUDA when present, else CPU) | cpu | cuda | cuda:N. dtype: auto (bf16 on
+    CUDA, fp32 on CPU) | bf16 | fp16 | fp32. offload: auto (chosen from the card's free memory
+    and the model size: loraforge.render.device.plan_memory) | none | model | group.
+    vae_tiling: auto | on | off."""
+
+    device: str = "auto"
+    dtype: str = "auto"
+    offload: str = "auto"
+    vae_tiling: str = "auto"
 
 
 class Settings(BaseSettings):
@@ -175,6 +192,7 @@ class Settings(BaseSettings):
     models: ModelSettings = ModelSettings()
     captioning: CaptioningSettings = CaptioningSettings()
     k8s: K8sSettings = K8sSettings()
+    render: RenderSettings = RenderSettings()
 
     def model_post_init(self, __context: Any) -> None:
         if self.env is Environment.PRODUCTION:

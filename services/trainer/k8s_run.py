@@ -30,13 +30,12 @@ import json
 import signal
 import sys
 import threading
-import time
-from collections import deque
 from collections.abc import Mapping
 from typing import Any, TextIO
 
 from loraforge.runtime.errors import Cancelled, ConfigurationError, InvalidInput
 from loraforge.runtime.jobs import Job
+from loraforge.runtime.k8s_controller import PodContext, Relay, relay_job
 from loraforge.runtime.k8s_jobs import job_name, validate_run_id
 from loraforge.runtime.keys import ProjectRef
 from loraforge.runtime.params import TrainingParams
@@ -46,7 +45,6 @@ SPEC = "k8s-spec.json"
 POINTER_PREFIX = "_k8s/train/"
 # progress fields of the pod's lines relayed as they are (LivePreviews.announce)
 PREVIEW_FIELDS = ("preview_step", "preview_keys", "previews")
-TAIL_LINES = 20
 # Exit codes of the pod, as `loraforge-train` documents them.
 EXIT_OK, EXIT_CANCELLED = 0, 3
 
@@ -131,53 +129,21 @@ class KubernetesTraining:
         run_id = await asyncio.to_thread(write_spec, self.store, job)
         name = job_name("train", run_id)
         await asyncio.to_thread(self.controller.create, run_id, self.env)
-        state: dict[str, Any] = {"progress": 0.0, "message": f"Kubernetes Job {name} created",
-                                 "step": None}
-        tail: deque[str] = deque(maxlen=TAIL_LINES)
-        previews: dict[str, Any] = {}
-        stop = threading.Event()
+        relay = Relay(message=f"Kubernetes Job {name} created")
 
-        def on_status(st: Any) -> None:
-            if st.state == "PENDING":
-                state["message"] = f"Kubernetes Job {name}: waiting for a GPU node"
-            elif st.state == "RUNNING" and state["step"] is None:
-                state["message"] = f"Kubernetes Job {name}: pod running"
-
-        def on_log(line: str) -> None:
-            event = _json_line(line)
-            if event is None or event.get("event") != "progress":
-                tail.append(line)
-                return
+        def on_event(event: dict[str, Any]) -> None:
             for key in PREVIEW_FIELDS:  # the newest previews the pod uploaded
                 if key in event:
-                    previews[key] = event[key]
+                    relay.extra[key] = event[key]
             step, total = event.get("step"), event.get("total")
-            state["progress"] = float(event.get("progress") or 0.0)
-            state["message"] = str(event.get("message") or f"step {step}/{total}")
+            if not event.get("message"):
+                relay.message = f"step {step}/{total}"
             if isinstance(step, int):
-                state["step"] = step
+                relay.extra["step"] = step
 
-        def watch() -> Any:
-            return self.controller.watch(run_id, on_status=on_status, on_log=on_log,
-                                         poll_s=self.poll_s, should_stop=stop.is_set)
-
-        task = asyncio.ensure_future(asyncio.to_thread(watch))
-        try:
-            while not task.done():
-                await asyncio.wait({task}, timeout=self.tick_s)
-                if not task.done():
-                    extra = {"step": state["step"]} if state["step"] is not None else {}
-                    await ctx.progress(state["progress"], state["message"], **extra, **previews)
-        except Cancelled:
-            await asyncio.to_thread(self.controller.cancel, run_id)
-            stop.set()
-            await asyncio.gather(task, return_exceptions=True)
-            raise
-        except BaseException:  # shutdown: leave the Job running, a redelivery re-attaches
-            stop.set()
-            raise
-        final = task.result()
-        return await asyncio.to_thread(self._finish, job, name, prefix, final, list(tail))
+        final = await relay_job(self.controller, run_id, ctx, relay, on_event,
+                                poll_s=self.poll_s, tick_s=self.tick_s)
+        return await asyncio.to_thread(self._finish, job, name, prefix, final, list(relay.tail))
 
     def _finish(self, job: Job, name: str, prefix: str, final: Any, tail: list[str]
                 ) -> dict[str, Any]:
@@ -196,59 +162,7 @@ class KubernetesTraining:
         return self.store.get_json(Bucket.LORAS, f"{prefix}/{RECORD}")
 
 
-def _json_line(line: str) -> dict[str, Any] | None:
-    if not line.startswith("{"):
-        return None
-    try:
-        value = json.loads(line)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
 # ----------------------------------------------------------------------------------- pod side
-
-class PodContext:
-    """What ``TrainingWork`` needs of a JobContext, in a pod: progress as JSON lines on
-    stdout (the service reads them from the pod log), Cancelled once SIGTERM arrived.
-
-    Steps are reported at most every `min_interval_s`: the service re-reads the whole pod
-    log at each poll, and a long run would otherwise print a line every half second."""
-
-    def __init__(self, job: Job, stop: threading.Event, out: TextIO | None = None,
-                 min_interval_s: float = 5.0):
-        self.job = job
-        self._stop = stop
-        self._out = out
-        self._min_interval_s = min_interval_s
-        self._last_message = ""
-        self._last_step_at = float("-inf")
-        self._last_preview: Any = None
-
-    async def progress(self, fraction: float, message: str = "", **result: Any) -> None:
-        self.check()
-        now = time.monotonic()
-        new_preview = result.get("preview_step") not in (None, self._last_preview)
-        if message == self._last_message and not new_preview:
-            return
-        if "step" in result and not new_preview:  # phase messages and new previews always go out
-            if now - self._last_step_at < self._min_interval_s:
-                return
-        if "step" in result:
-            self._last_step_at = now
-        self._last_preview = result.get("preview_step", self._last_preview)
-        self._last_message = message
-        out = self._out or sys.stdout
-        print(json.dumps({"event": "progress", "progress": round(min(max(fraction, 0.0), 1.0), 4),
-                          "message": message, **result}, default=str), file=out, flush=True)
-
-    async def check_cancelled(self) -> None:
-        self.check()
-
-    def check(self) -> None:
-        if self._stop.is_set():
-            raise Cancelled(f"job {self.job.id}: stopped by a signal")
-
 
 def run_in_pod(run_id: str, *, device: str | None = None, models_dir: str | None = None,
                settings: Any = None, out: TextIO | None = None) -> int:

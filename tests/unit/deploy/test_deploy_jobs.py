@@ -84,7 +84,7 @@ def test_templates_run_what_the_runtime_expects():
     train = fill_template("train", "r-42")["spec"]["template"]["spec"]["containers"][0]
     assert train["command"] == ["loraforge-train", "--run", "r-42"]
     render = fill_template("render", "r-42")["spec"]["template"]["spec"]["containers"][0]
-    assert render["command"] == ["python", "-m", "loraforge.render.worker"]
+    assert render["command"] == ["python", "-m", "loraforge.render.worker", "--job", "r-42"]
 
 
 @pytest.mark.parametrize("kind", KINDS)

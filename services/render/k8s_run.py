@@ -1,0 +1,161 @@
+"""Renders as Kubernetes Jobs (`LORAFORGE_K8S__RENDER_JOBS`): the render service's side and the
+pod's side, the same protocol as training's (loraforge.trainer.k8s_run) with render's keys.
+
+Service (:class:`KubernetesRender`, used by ``RenderWork`` when the setting is on):
+    1. the job (scenario and overrides) ->
+         renders  <t>/<p>/renders/<job_id>/k8s-spec.json
+       and the pointer the pod finds from the run id (= job id) alone:
+         renders  _k8s/render/<run_id>.json  -> {tenant, project, job_id}
+    2. the Job: ``RenderJobController.create`` -> ``python -m loraforge.render.worker --job
+       <run_id>`` on a GPU node with more than ``nvidia.com/gpu.memory`` 22000 MiB (a 24 GB
+       card: render's memory planner fits Wan 14B there with group offload)
+    3. progress lines of the pod -> ``ctx.progress``; a cancel deletes the Job (the pod's
+       SIGTERM stops the render between two denoising steps)
+    4. Complete -> the pod's render.json -> the same JobOutcome as a local render.
+
+Pod (:func:`run_in_pod`): settings from the environment, the job from the spec, then
+``RenderWork`` itself (inputs, LoRAs, render on the GPU, upload, render.json), with progress
+as JSON lines on stdout. Exit 0 done, 3 cancelled; a bad input raises InvalidInput (exit 2:
+the Job fails at once, see runtime/k8s_jobs.py's podFailurePolicy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import threading
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+from loraforge.runtime.errors import Cancelled, ConfigurationError, InvalidInput
+from loraforge.runtime.jobs import Job
+from loraforge.runtime.k8s_controller import GpuJobController, PodContext, Relay, relay_job
+from loraforge.runtime.k8s_jobs import job_name, validate_run_id
+from loraforge.runtime.keys import ProjectRef
+from loraforge.runtime.storage import Bucket, ObjectStore
+
+SPEC = "k8s-spec.json"
+POINTER_PREFIX = "_k8s/render/"
+EXIT_OK, EXIT_CANCELLED = 0, 3
+
+
+class RenderJobController(GpuJobController):
+    kind = "render"
+
+
+class KubernetesRenderFailed(InvalidInput):
+    """The render Job ended Failed after Kubernetes retried its pod: failed at once (a
+    redelivery would find the same failed Job)."""
+
+
+def pointer_key(run_id: str) -> str:
+    return f"{POINTER_PREFIX}{validate_run_id(run_id)}.json"
+
+
+def spec_key(ref: ProjectRef, job_id: str) -> str:
+    return ref.key("renders", job_id, SPEC)
+
+
+def write_spec(store: ObjectStore, job: Job) -> str:
+    run_id = validate_run_id(job.id)
+    ref = ProjectRef(job.tenant, job.project)
+    store.put_json(Bucket.RENDERS, spec_key(ref, job.id), {
+        "run_id": run_id,
+        "job": {"id": job.id, "kind": job.kind, "tenant": job.tenant, "project": job.project,
+                "params": job.params},
+    })
+    store.put_json(Bucket.RENDERS, pointer_key(run_id),
+                   {"tenant": job.tenant, "project": job.project, "job_id": job.id})
+    return run_id
+
+
+def read_spec(store: ObjectStore, run_id: str) -> Job:
+    key = pointer_key(run_id)
+    if store.stat(Bucket.RENDERS, key) is None:
+        raise InvalidInput(f"no render spec for run {run_id!r} (renders/{key} is missing): the "
+                           "render service writes it before it creates the Job")
+    pointer = store.get_json(Bucket.RENDERS, key)
+    ref = ProjectRef(pointer["tenant"], pointer["project"])
+    spec = store.get_json(Bucket.RENDERS, spec_key(ref, pointer["job_id"]))
+    job = Job.model_validate(spec["job"])
+    if (job.id, job.tenant, job.project) != (run_id, ref.tenant, ref.project):
+        raise InvalidInput(f"render spec of {run_id!r} names job {job.tenant}/{job.project}/{job.id}")
+    return job
+
+
+class KubernetesRender:
+    """Runs a render job as a Kubernetes Job and answers with the render.json it committed."""
+
+    def __init__(self, store: ObjectStore, controller: Any, *, poll_s: float = 5.0,
+                 tick_s: float = 1.0, env: Mapping[str, str] | None = None):
+        self.store = store
+        self.controller = controller  # RenderJobController (or one with the same methods)
+        self.poll_s = poll_s
+        self.tick_s = tick_s
+        self.env = dict(env or {})
+
+    @classmethod
+    def from_settings(cls, settings: Any, store: ObjectStore) -> KubernetesRender:
+        try:
+            controller = RenderJobController.from_cluster(settings.k8s.namespace,
+                                                          settings.k8s.render_image)
+        except Exception as exc:  # no client library, no in-cluster config, no kubeconfig
+            raise ConfigurationError(
+                f"LORAFORGE_K8S__RENDER_JOBS is on but the Kubernetes API is not reachable "
+                f"({type(exc).__name__}: {exc}); run the render service in the cluster (service "
+                "account loraforge-render) or with a kubeconfig, or turn it off") from exc
+        return cls(store, controller)
+
+    async def run(self, job: Job, ctx: Any, record_key: str) -> dict[str, Any]:
+        run_id = await asyncio.to_thread(write_spec, self.store, job)
+        name = job_name("render", run_id)
+        await asyncio.to_thread(self.controller.create, run_id, self.env)
+        relay = Relay(message=f"Kubernetes Job {name} created")
+        final = await relay_job(self.controller, run_id, ctx, relay, lambda event: None,
+                                poll_s=self.poll_s, tick_s=self.tick_s)
+        lines = "\n".join(relay.tail) or "(no log lines)"
+        if final.state == "CANCELLED":
+            raise Cancelled(f"Kubernetes Job {name} of job {job.id} was deleted before it ended")
+        if final.state == "FAILED":
+            raise KubernetesRenderFailed(
+                f"Kubernetes Job {name} failed ({final.message}); its pod's last log lines:\n{lines}")
+        if await asyncio.to_thread(self.store.stat, Bucket.RENDERS, record_key) is None:
+            raise KubernetesRenderFailed(
+                f"Kubernetes Job {name} completed but wrote no renders/{record_key}; its pod's "
+                f"last log lines:\n{lines}")
+        return await asyncio.to_thread(self.store.get_json, Bucket.RENDERS, record_key)
+
+
+def run_in_pod(run_id: str, *, settings: Any = None, out: TextIO | None = None) -> int:
+    """``python -m loraforge.render.worker --job RUN_ID``: 0 done, 3 cancelled; InvalidInput
+    propagates (exit 2 in the entry point)."""
+    from loraforge.render.executor import Placement
+    from loraforge.render.worker import RenderWork
+    from loraforge.runtime.settings import load_settings
+
+    settings = settings or load_settings()
+    store = ObjectStore.connect(settings.s3)
+    job = read_spec(store, validate_run_id(run_id))
+    work = RenderWork(store, models_dir=settings.models.dir,
+                      placement=Placement.from_settings(settings), tick_s=1.0)
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():  # signals reach the main thread
+        def on_signal(signum: int, _frame: Any) -> None:
+            print(f"signal {signum}: stopping after the current denoising step", file=sys.stderr)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+    ctx = PodContext(job, stop, out)
+    stream = out or sys.stdout
+    try:
+        outcome = asyncio.run(work(job, ctx))  # type: ignore[arg-type]
+    except Cancelled as exc:
+        print(json.dumps({"event": "result", "status": "cancelled", "message": str(exc)}),
+              file=stream, flush=True)
+        return EXIT_CANCELLED
+    print(json.dumps({"event": "result", "status": "succeeded", "message": outcome.message}),
+          file=stream, flush=True)
+    return EXIT_OK

@@ -1,0 +1,60 @@
+"""The scenario's scheduler names -> diffusers schedulers, built from the pipeline's own config
+(so the trained noise schedule, prediction type and flow shift are kept; only the sampler
+changes).
+
+SD families (epsilon / v prediction): euler, euler_a (ancestral), dpmpp_2m (DPM-Solver++ 2M),
+dpmpp_2m_karras (with Karras sigmas), ddim, unipc. Flow-matching models (Wan; Flux only
+euler): euler (FlowMatchEuler), unipc and dpmpp_2m in their flow-sigma form, which is how the
+Wan reference code samples (UniPC with flow_shift)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loraforge.runtime.errors import InvalidInput
+
+
+def _flow_shift(config: Any) -> float:
+    return float(config.get("flow_shift") or config.get("shift") or 1.0)
+
+
+def set_scheduler(pipe: Any, name: str, *, flow: bool) -> Any:
+    """Replace ``pipe.scheduler`` by ``name`` (``default`` keeps it); returns the pipeline."""
+    if name == "default":
+        return pipe
+    import diffusers
+
+    config = dict(pipe.scheduler.config)
+    if flow:
+        shift = _flow_shift(config)
+        if name == "euler":
+            sched = diffusers.FlowMatchEulerDiscreteScheduler(shift=shift)
+        elif name == "unipc":
+            sched = diffusers.UniPCMultistepScheduler(
+                prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=shift,
+                num_train_timesteps=1000)
+        elif name == "dpmpp_2m":
+            sched = diffusers.DPMSolverMultistepScheduler(
+                prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=shift,
+                num_train_timesteps=1000, algorithm_type="dpmsolver++", solver_order=2)
+        else:
+            raise InvalidInput(f"scheduler {name!r} does not sample a flow-matching model; use "
+                               "euler, unipc or dpmpp_2m")
+    else:
+        classes = {
+            "euler": (diffusers.EulerDiscreteScheduler, {}),
+            "euler_a": (diffusers.EulerAncestralDiscreteScheduler, {}),
+            "dpmpp_2m": (diffusers.DPMSolverMultistepScheduler,
+                         {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+            "dpmpp_2m_karras": (diffusers.DPMSolverMultistepScheduler,
+                                {"algorithm_type": "dpmsolver++", "solver_order": 2,
+                                 "use_karras_sigmas": True}),
+            "ddim": (diffusers.DDIMScheduler, {}),
+            "unipc": (diffusers.UniPCMultistepScheduler, {}),
+        }
+        if name not in classes:
+            raise InvalidInput(f"unknown scheduler {name!r}; use one of {', '.join(classes)}")
+        cls, extra = classes[name]
+        sched = cls.from_config(config, **extra)
+    pipe.scheduler = sched
+    return pipe
