@@ -17,6 +17,7 @@ work twice; a different input never overwrites an existing dataset.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -26,6 +27,7 @@ import pickle
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -69,6 +71,11 @@ MEASURE_DURABLE = "curation-measure"
 # died or none consumes the queue. A clip takes seconds; a stuck redelivery up to max_deliver
 # x ack_wait.
 MEASURE_STALL_S = 600.0
+# The computing worker rewrites its claim this often; a claim older than CLAIM_STALE_S is a dead
+# worker's (its job request comes back after the bus's ack_wait, 60 s by default), a fresher one
+# a live worker's, whose result a redelivered run of the same job waits for instead of redoing.
+CLAIM_BEAT_S = 5.0
+CLAIM_STALE_S = 30.0
 
 
 # -- inputs ---------------------------------------------------------------------------------
@@ -358,14 +365,27 @@ class CurationWorker:
         followed = await self._follow_other(job, ctx, prefix)
         if followed is not None:
             return self._outcome(job, followed, prefix)
-        await asyncio.to_thread(self._store.put_json, Bucket.DATASETS, f"{prefix}/{CLAIM}",
-                                {"job_id": job.id, "worker": self.worker_id})
+        done = asyncio.Event()
+        beat = asyncio.ensure_future(self._beat_claim(job, prefix, done))
+        try:
+            record = await self._compute(job, ctx, params, policy, clips, references, dataset_id, prefix)
+        finally:
+            done.set()
+            await beat  # its last write lands before the clean-up below
+        await asyncio.to_thread(self._clean_up, prefix)
+        return self._outcome(job, record, prefix)
 
+    async def _compute(self, job: Job, ctx: JobContext, params: CurationParams, policy: CurationPolicy,
+                       clips: list[IngestedClip], references: list[str], dataset_id: str,
+                       prefix: str) -> dict:
+        """Measure, decide, select, write and commit the dataset; returns its record."""
         with tempfile.TemporaryDirectory(prefix=f"curation-{job.id}-") as tmp:
             work = Path(tmp)
             refs = [work / "refs" / Path(r).name for r in references]
+            measured_by: dict[str, int] = {}
             if self._bus is not None:
-                measured = await self._measure_on_queue(job, ctx, clips, policy, params, dataset_id, prefix)
+                measured, measured_by = await self._measure_on_queue(job, ctx, clips, policy, params,
+                                                                     dataset_id, prefix)
                 await self._download([], references, work, ctx, policy.frames_per_clip)
                 result = await self._curate([], policy, refs, work / "out", ctx, 0, measured=measured)
             else:
@@ -373,6 +393,7 @@ class CurationWorker:
                 result = await self._curate(items, policy, refs, work / "out", ctx, len(clips))
             await ctx.progress(_UPLOAD[0], "storing the dataset")
             record = self._record(job, params, policy, dataset_id, clips, result, references)
+            record["measured_by"] = measured_by  # worker -> clips it measured (queue mode)
             artifacts = await self._upload(work / "out", prefix, ctx)
             record["artifacts"] = [a.model_dump() for a in artifacts]
             stored = await asyncio.to_thread(
@@ -380,42 +401,61 @@ class CurationWorker:
             record["artifacts"].append(ArtifactRef(
                 bucket=stored.bucket, key=stored.key, kind="dataset", size=stored.size,
                 sha256=stored.sha256 or "").model_dump())
-        await asyncio.to_thread(self._clean_up, prefix)
-        return self._outcome(job, record, prefix)
+        return record
 
     # -- one curation per dataset ------------------------------------------------------------
 
     async def _follow_other(self, job: Job, ctx: JobContext, prefix: str) -> dict | None:
-        """Another live job claims this dataset: wait for its commit, mirroring its progress,
-        and return the record; None when no other job holds it (or it ended without one, then
-        this job takes over)."""
-        if self._jobs is None:
-            return None
+        """Another live job claims this dataset, or this very job runs on another worker (a
+        request redelivered while its worker was busy, not dead): wait for the commit and
+        return the record, mirroring the other job's progress. None when nobody live holds the
+        dataset (or the holder ended without a commit): this job computes it."""
         while True:
             other = await self._claimant(job, prefix)
             if other is None:
                 return None
-            await ctx.progress(other.progress, f"following job {other.id} (same clips and policy): "
-                                               f"{other.message}")
+            if other.id == job.id:
+                await ctx.check_cancelled()
+            else:
+                await ctx.progress(other.progress, f"following job {other.id} (same clips and policy): "
+                                                   f"{other.message}")
             await asyncio.sleep(self._poll_s)
             committed = await self._committed(prefix)
             if committed is not None:
                 return committed
 
     async def _claimant(self, job: Job, prefix: str) -> Job | None:
-        """The live job other than `job` that claims the dataset, if any."""
+        """The live job computing the dataset that this run should follow, if any: another
+        job, or `job` itself when a live worker other than this one beats its claim."""
         try:
             claim = await asyncio.to_thread(self._store.get_json, Bucket.DATASETS, f"{prefix}/{CLAIM}")
         except (NotFound, ValueError):
             return None
-        other_id = claim.get("job_id") if isinstance(claim, dict) else None
-        if not other_id or other_id == job.id or self._jobs is None:
+        if not isinstance(claim, dict) or not claim.get("job_id"):
+            return None
+        if claim["job_id"] == job.id:
+            beat = claim.get("beat")
+            live = (claim.get("worker") not in (None, self.worker_id) and isinstance(beat, int | float)
+                    and time.time() - beat < CLAIM_STALE_S)
+            return job if live else None
+        if self._jobs is None:
             return None
         try:
-            other = await self._jobs.get(job.tenant, job.project, other_id)
+            other = await self._jobs.get(job.tenant, job.project, str(claim["job_id"]))
         except NotFound:
             return None
         return None if other.state.terminal else other
+
+    async def _beat_claim(self, job: Job, prefix: str, done: asyncio.Event) -> None:
+        """Rewrite this worker's claim every CLAIM_BEAT_S until `done`."""
+        while not done.is_set():
+            try:
+                await asyncio.to_thread(self._store.put_json, Bucket.DATASETS, f"{prefix}/{CLAIM}",
+                                        {"job_id": job.id, "worker": self.worker_id, "beat": time.time()})
+            except LoraforgeError as exc:  # a missed beat only risks a duplicate computation
+                log.warning("could not renew the claim of %s: %s", prefix, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), CLAIM_BEAT_S)
 
     def _drop_claim(self, prefix: str, job_id: str) -> None:
         """The claim a start wrote for this job, when the job found the dataset committed."""
@@ -438,7 +478,7 @@ class CurationWorker:
 
     async def _measure_on_queue(self, job: Job, ctx: JobContext, clips: list[IngestedClip],
                                 policy: CurationPolicy, params: CurationParams, dataset_id: str,
-                                prefix: str) -> list[Any]:
+                                prefix: str) -> tuple[list[Any], dict[str, int]]:
         """One `curation.measure` task per clip; any curation process measures it and stores
         the result under `<dataset>/_measured/<clip_id>.pkl`; this job waits for all of them.
         Results are keyed by dataset (clip content + policy), so a retried job reuses them."""
@@ -478,14 +518,16 @@ class CurationWorker:
                 raise LoraforgeError(f"no clip measured for {self._measure_stall_s:.0f} s "
                                      f"({len(done)}/{len(wanted)} done); is a curation worker running?")
             await asyncio.sleep(self._poll_s)
-        by_id = {}
+        by_id, by_worker = {}, {}
         for cid in sorted(wanted):
             blob = await asyncio.to_thread(self._store.get_bytes, Bucket.DATASETS,
                                            f"{prefix}/{MEASURED}/{cid}.pkl")
             # written by a curation worker of this deployment into the datasets bucket, which
             # only the services write: trusted as much as the code that reads it
-            by_id[cid] = pickle.loads(blob)["measured"]
-        return [by_id[c.clip_id] for c in clips]
+            doc = pickle.loads(blob)
+            by_id[cid] = doc["measured"]
+            by_worker[doc["worker"]] = by_worker.get(doc["worker"], 0) + 1
+        return [by_id[c.clip_id] for c in clips], by_worker
 
     async def start_measuring(self, concurrency: int = 2) -> None:
         """Take `curation.measure` tasks: `concurrency` clips at a time in this process (two
