@@ -31,6 +31,12 @@ def rows(result: CurationResult) -> list[dict]:
             reasons=[r.message for r in c.decision.reasons],
             flag_codes=c.decision.flag_codes,
             flags=[r.message for r in c.decision.flags],
+            # where each reason or flag was seen (box as x/y/w/h fractions, frames, text read)
+            evidence=[
+                {"code": r.code, **e}
+                for r in [*c.decision.reasons, *c.decision.flags]
+                for e in getattr(r, "evidence", ())
+            ],
         )
         out.append(row)
     return out
@@ -48,6 +54,8 @@ def write_manifest(result: CurationResult, out_dir: Path) -> tuple[Path, Path]:
     sel = result.selection
     doc = {
         "version": MANIFEST_VERSION,
+        "lora_type": result.policy.lora_type,
+        "policy_hash": result.policy.policy_hash,
         "policy": result.policy.model_dump(),
         "backend": result.backend,
         "selection": {

@@ -20,17 +20,20 @@ from loraforge.curation.expression import (
 )
 from loraforge.curation.faces import DetectedFace, FaceBackend, normalize
 from loraforge.curation.frames import SampledMedia, small_gray
-from loraforge.curation.geometry import contains_point
-from loraforge.curation.motion import classify
+from loraforge.curation.motion import classify, direction
 from loraforge.curation.overlays import measure_overlays
-from loraforge.curation.people import PeopleDetector
+from loraforge.curation.people import PeopleDetector, Person
 from loraforge.curation.pose import HeadPose, bucket, estimate_pose
 from loraforge.curation.quality import (
+    SubjectQuality,
     face_sharpness,
+    frame_views,
     lighting_bucket,
     measure_frame,
-    to_quality_scale,
+    measure_subject,
+    upper_body_box,
 )
+from loraforge.curation.text import TextReader, default_reader
 
 PHASH_FRAMES = 3
 
@@ -66,6 +69,13 @@ class ClipMetrics:
     # people
     people_count: int = 0
     bodies_without_face: int = 0
+    person_frames_fraction: float = 0.0  # people frames with anyone in them (face or body)
+    # people frames where the main person's whole body is in frame (people.Person.full_body)
+    full_body_fraction: float = 0.0
+    body_height_ratio: float = 0.0  # main person's full-body circle / frame height, median
+    # dominant motion of the picture (motion.direction): moves_left, zoom_in, rotate_cw, ...
+    motion_direction: str | None = None
+    motion_direction_rate: float = 0.0  # frame widths / second
     # identity (filled by identity.assign)
     embedding: list[float] | None = None
     identity_distance: float | None = None
@@ -82,10 +92,29 @@ class ClipMetrics:
     pillarbox_fraction: float = 0.0  # left + right bars
     color_temp_ratio: float = 1.0
     lighting: str = "day"
+    noise: float = 0.0  # robust noise sigma of the picture, grey levels (quality.noise_sigma)
+    # the subject (quality.measure_subject): the head-and-shoulders region around the face on
+    # the frames where one is seen, else around the main person's head (people.py); None where
+    # nobody was found (then the frame values above count)
+    subject_source: str = "frame"  # face | person (head box of a faceless body) | frame
+    subject_box: list[float] | None = None  # x, y, w, h (fractions of the frame), best frame
+    subject_luma: float | None = None  # mean luma of the face core (of the region for a person)
+    subject_highlights_clipped: float | None = None  # of the subject region
+    subject_shadows_clipped: float | None = None
+    subject_sharpness: float | None = None  # Laplacian variance at QUALITY_WIDTH, like sharpness
+    subject_noise: float | None = None
     burned_in_text: bool = False
     logo_or_watermark: bool = False
     text_frames_fraction: float = 0.0
     static_overlay_fraction: float = 0.0
+    # evidence, one dict per finding (overlays.OverlayEvidence.as_dict: kind, box as x/y/w/h
+    # fractions of the frame, frames, text, score)
+    text_evidence: list[dict] = field(default_factory=list)  # subtitles, overlaid text
+    watermark_evidence: list[dict] = field(default_factory=list)  # logos, text logos
+    scene_text: bool = False  # text that belongs to the scene (signs, prints): flagged only
+    scene_text_evidence: list[dict] = field(default_factory=list)
+    camera_shift: float = 0.0  # median camera translation between samples, frame widths
+    ocr_frames: list[int] = field(default_factory=list)  # frames the text detector read
     motion: str = "static"
     motion_speed: float = 0.0
     motion_jitter: float = 0.0
@@ -104,13 +133,13 @@ class MeasuredClip:
     thumbnail: np.ndarray  # BGR, best frame, at most 320 px wide
 
 
-def _people_in_frame(faces: list[DetectedFace], bodies) -> tuple[int, int]:
-    """Faces plus bodies that hold no detected face (someone turned away, or too small)."""
-    extra = 0
-    for b in bodies:
-        if not any(contains_point(b.box, *f.box.center) for f in faces):
-            extra += 1
-    return len(faces) + extra, extra
+def _people_in_frame(persons: list[Person]) -> tuple[int, int, Person | None]:
+    """(people, people without a detected face, the main person): the largest face's person,
+    else the surest body. PeopleDetector already merged each body with its face."""
+    main = next((p for p in persons if p.has_face), None) or max(
+        persons, key=lambda p: p.score, default=None
+    )
+    return len(persons), sum(not p.has_face for p in persons), main
 
 
 def _persistent_count(counts: list[int], share: float = 0.25) -> int:
@@ -127,9 +156,17 @@ def _persistent_count(counts: list[int], share: float = 0.25) -> int:
 
 
 def quality_score(m: ClipMetrics) -> float:
-    """0..1 ranking score among accepted clips: sharp, large, well exposed faces first."""
+    """0..1 ranking score among accepted clips: sharp, large, well exposed faces first; for a
+    clip without a face (style, background, lighting, effect, pose datasets) the frame's own
+    sharpness, exposure and contrast."""
     if m.face_frames_fraction == 0:
-        return 0.0
+        s = (
+            0.45 * min(1.0, m.sharpness / 200.0)
+            + 0.30 * max(0.0, 1.0 - abs(m.mean_luma - 125.0) / 125.0)
+            + 0.25 * min(1.0, m.contrast / 55.0)
+        )
+        s -= 0.1 * max(0.0, m.blockiness - 1.2) + 0.2 * (m.motion == "shaky")
+        return round(max(0.0, min(1.0, s)), 6)
     s = (
         0.35 * min(1.0, m.face_sharpness / 150.0)
         + 0.20 * min(1.0, m.largest_face_ratio / 0.35)
@@ -167,6 +204,7 @@ def measure(
     source_id: str,
     embed_frames: int = 2,
     people_frames: int = 3,
+    text: TextReader | None = None,
 ) -> MeasuredClip:
     frames = media.frames
     n = len(frames)
@@ -175,11 +213,15 @@ def measure(
     # there for a good part of it, so a few frames spread over the clip are enough
     people_at = spread(people_frames)
     body_counts: list[int] = []
+    full_bodies: list[bool] = []
+    body_ratios: list[float] = []
     face_ratios, face_sharp, poses, exprs, counts, extras = [], [], [], [], [], []
     best = (-1.0, 0, None)  # (face sharpness * size, frame position, landmarks)
     # (not frontal, -(face sharpness * size), frame position, largest face): embedding candidates
     candidates: list[tuple[bool, float, int, DetectedFace]] = []
-    qualities, grays, flow_pairs = [], [], []
+    qualities, grays, smalls, flow_pairs = [], [], [], []
+    # (frame position, quality, region as x/y/w/h fractions, found around a face)
+    subjects: list[tuple[int, SubjectQuality, tuple[float, float, float, float], bool]] = []
     for pos, fr in enumerate(frames):
         img = fr.image
         h, w = img.shape[:2]
@@ -187,10 +229,14 @@ def measure(
         # picked below, since identity is stable within a clip
         faces = backend.detect(img, embed_largest=False)
         counts.append(len(faces))
+        main = None  # this frame's main person, where people were looked for
         if fr.index in people_at:
-            c, extra = _people_in_frame(faces, people.detect(img))
+            c, extra, main = _people_in_frame(people.detect(img, [f.box for f in faces]))
             body_counts.append(c)
             extras.append(extra)
+            full_bodies.append(bool(main is not None and main.full_body))
+            if main is not None and main.full_body is not None:
+                body_ratios.append(main.body_height_ratio)
         if faces:
             f = faces[0]
             face_ratios.append(f.box.h / h)
@@ -204,9 +250,18 @@ def measure(
                 exprs.append(measure_expression(f.landmarks))
                 if fs * f.box.h > best[0]:
                     best = (fs * f.box.h, pos, f.landmarks)
-        small = to_quality_scale(img)
-        qualities.append(measure_frame(small))
-        grays.append(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY))
+        views = frame_views(img)
+        qualities.append(measure_frame(img, views))
+        grays.append(views.gray)
+        smalls.append(views.small)
+        # the subject: head and shoulders around the face; without a face (turned away, a pose
+        # clip's small figure) around the main person's head box, light read on the region
+        head = faces[0].box if faces else (main.box if main is not None else None)
+        if head is not None:
+            region = upper_body_box(head, w, h)
+            sq = measure_subject(views, region, faces[0].box if faces else None)
+            if sq is not None:
+                subjects.append((pos, sq, (region.x / w, region.y / h, region.w / w, region.h / h), bool(faces)))
         if fr.next_small_gray is not None:
             flow_pairs.append((small_gray(img), fr.next_small_gray))
 
@@ -226,6 +281,11 @@ def measure(
     # body hits come from few frames and are noisier than faces: they must repeat in half
     m.people_count = max(_persistent_count(counts), _persistent_count(body_counts, 0.5))
     m.bodies_without_face = _persistent_count(extras, 0.5)
+    if body_counts:
+        m.person_frames_fraction = round(float(np.mean([c > 0 for c in body_counts])), 4)
+        m.full_body_fraction = round(float(np.mean(full_bodies)), 4)
+    if body_ratios:
+        m.body_height_ratio = round(float(np.median(body_ratios)), 4)
     if face_ratios:
         m.largest_face_ratio = float(np.median(face_ratios))
         m.face_sharpness = float(np.median(face_sharp))
@@ -260,20 +320,49 @@ def measure(
     m.letterbox_fraction = med("bar_top") + med("bar_bottom")
     m.pillarbox_fraction = med("bar_left") + med("bar_right")
     m.color_temp_ratio = med("color_temp_ratio")
+    m.noise = med("noise")
     m.lighting = lighting_bucket(m.mean_luma, m.contrast, m.color_temp_ratio)
+    if subjects:
+        # medians over the frames that show the subject: a frame where the face is missed does
+        # not pull the subject's light toward the background's
+        # face frames when there are any: a body region is the fallback, not a second opinion
+        use = [s for s in subjects if s[3]] or subjects
+        smed = lambda k: round(float(np.median([getattr(sq, k) for _, sq, _, _ in use])), 4)  # noqa: E731
+        m.subject_source = "face" if use[0][3] else "person"
+        m.subject_luma = smed("luma")
+        m.subject_highlights_clipped = smed("highlights_clipped")
+        m.subject_shadows_clipped = smed("shadows_clipped")
+        m.subject_sharpness = smed("sharpness")
+        m.subject_noise = smed("noise")
+        at_best = [r for p, _, r, _ in use if frames[p].index == m.best_frame_index]
+        m.subject_box = [round(v, 4) for v in (at_best or [use[0][2]])[0]]
 
     # black bars are static edges too: look for overlays inside the picture only
     gh, gw = grays[0].shape
     # plus a few pixels: the bar's own edge is static too
     t, b = (round(med(k) * gh) + 4 * (med(k) > 0) for k in ("bar_top", "bar_bottom"))
     lft, r = (round(med(k) * gw) + 4 * (med(k) > 0) for k in ("bar_left", "bar_right"))
-    ov = measure_overlays([g[t : gh - b, lft : gw - r] for g in grays] if t + b < gh - 16 and lft + r < gw - 16 else grays)
+    ov = measure_overlays(
+        grays,
+        images=smalls,
+        indices=[f.index for f in frames],
+        inner=(lft, t, gw - r, gh - b),
+        reader=text or default_reader(),
+    )
     m.burned_in_text, m.logo_or_watermark = ov.burned_in_text, ov.logo_or_watermark
     m.text_frames_fraction = ov.text_frames_fraction
     m.static_overlay_fraction = float(ov.static_overlay_fraction)
+    m.text_evidence = [e.as_dict() for e in ov.text]
+    m.watermark_evidence = [e.as_dict() for e in ov.watermarks]
+    m.scene_text = bool(ov.scene_text)
+    m.scene_text_evidence = [e.as_dict() for e in ov.scene_text]
+    m.camera_shift = round(ov.camera_shift, 4)
+    m.ocr_frames = ov.ocr_frames
 
     mo = classify(flow_pairs, media.fps)
     m.motion, m.motion_speed, m.motion_jitter = mo.label, mo.mean_speed, mo.jitter
+    md = direction(flow_pairs, media.fps)
+    m.motion_direction, m.motion_direction_rate = md.label, md.rate
 
     picks = np.linspace(0, n - 1, min(n, PHASH_FRAMES)).round().astype(int)
     # phash looks at a 32x32 DCT: shrink with cv2 first, PIL's full-size resample is slow
@@ -287,7 +376,7 @@ def measure(
               "blockiness", "letterbox_fraction", "pillarbox_fraction", "color_temp_ratio",
               "largest_face_ratio", "face_sharpness", "face_frames_fraction", "smiling_fraction",
               "mouth_open_fraction", "mouth_ratio_std", "eyes_closed_fraction", "motion_speed",
-              "motion_jitter", "text_frames_fraction", "static_overlay_fraction"):
+              "motion_jitter", "text_frames_fraction", "static_overlay_fraction", "noise"):
         setattr(m, k, round(float(getattr(m, k)), 4))
     m.quality_score = quality_score(m)
 

@@ -1,4 +1,5 @@
-"""Camera motion from dense optical flow between a sampled frame and the frame right after it.
+"""Motion from dense optical flow between a sampled frame and the frame right after it: how
+much the camera moves (static, moderate, shaky) and which way the picture moves (direction).
 
 Flow runs on 160 px wide grey frames (frames.FLOW_WIDTH): shake is a whole-frame displacement of
 several pixels at that size, and Farneback there costs about a millisecond. Magnitudes are in
@@ -49,3 +50,76 @@ def classify(pairs: list[tuple[np.ndarray, np.ndarray]], fps: float) -> MotionSt
     else:
         label = "moderate"
     return MotionStats(speed, jitter, label)
+
+
+# The direction of a clip's motion, named after how the picture's content moves on screen
+# (a camera panning right makes the content move left; a subject spinning clockwise seen from
+# the camera is rotate_cw): one label a clip, compared across an effect dataset.
+DIRECTIONS = ("moves_left", "moves_right", "moves_up", "moves_down", "zoom_in", "zoom_out",
+              "rotate_cw", "rotate_ccw")
+# flow below this (pixels a frame at FLOW_WIDTH) is noise and encoding wobble, not motion
+_MOVING_PX = 0.25
+# a clip needs this share of moving pixels to have a direction at all
+_MIN_MOVING_SHARE = 0.02
+
+
+@dataclass(frozen=True)
+class Direction:
+    label: str | None  # one of DIRECTIONS; None: no dominant motion
+    rate: float  # speed of the dominant component, frame widths / second
+    components: dict[str, float]  # signed: dx, dy (content motion), zoom, rotation; same unit
+
+
+def _pair_components(flow: np.ndarray) -> tuple[float, float, float, float] | None:
+    """Least-squares similarity motion of the moving pixels, about their centroid:
+    u = a*x - b*y + tx, v = b*x + a*y + ty (image axes, y down). Returns (tx, ty, a*R, b*R) in
+    pixels a frame, R the RMS distance of the moving pixels from their centroid, so that a zoom
+    or a rotation is measured by how far it moves the pixels, like a translation. b > 0 is a
+    clockwise turn on screen (y points down)."""
+    h, w = flow.shape[:2]
+    mag = np.linalg.norm(flow, axis=2)
+    moving = mag > _MOVING_PX
+    if moving.mean() < _MIN_MOVING_SHARE:
+        return None
+    ys, xs = np.nonzero(moving)
+    u, v = flow[ys, xs, 0].astype(np.float64), flow[ys, xs, 1].astype(np.float64)
+    x = xs - xs.mean()
+    y = ys - ys.mean()
+    r2 = float((x * x + y * y).sum())
+    if r2 <= 0:
+        return float(u.mean()), float(v.mean()), 0.0, 0.0
+    # with centred coordinates the normal equations separate: t is the mean flow, and a, b
+    # are the flow's projections on the radial and tangential fields
+    a = float((x * u + y * v).sum() / r2)
+    b = float((x * v - y * u).sum() / r2)
+    radius = float(np.sqrt(r2 / len(x)))
+    return float(u.mean()), float(v.mean()), a * radius, b * radius
+
+
+def direction(pairs: list[tuple[np.ndarray, np.ndarray]], fps: float) -> Direction:
+    """The clip's dominant motion: the largest of the median pan, tilt, zoom and rotation."""
+    comps = []
+    width = 1
+    for a, b in pairs:
+        width = a.shape[1]
+        flow = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 2, 9, 2, 5, 1.1, 0)
+        c = _pair_components(flow)
+        if c is not None:
+            comps.append(c)
+    # a direction has to hold in most pairs: a clip moving only in one pair out of eight has none
+    if not comps or len(comps) * 2 < len(pairs):
+        return Direction(None, 0.0, {})
+    scale = (fps or 1.0) / width
+    dx, dy, zoom, rot = (float(np.median([c[i] for c in comps])) * scale for i in range(4))
+    named = {"dx": dx, "dy": dy, "zoom": zoom, "rotation": rot}
+    key = max(named, key=lambda k: abs(named[k]))
+    rate = abs(named[key])
+    if rate < STATIC_MAX:
+        return Direction(None, rate, {k: round(v, 4) for k, v in named.items()})
+    label = {
+        "dx": ("moves_right", "moves_left"),
+        "dy": ("moves_down", "moves_up"),
+        "zoom": ("zoom_in", "zoom_out"),
+        "rotation": ("rotate_cw", "rotate_ccw"),
+    }[key][0 if named[key] > 0 else 1]
+    return Direction(label, round(rate, 4), {k: round(v, 4) for k, v in named.items()})

@@ -69,6 +69,40 @@ def write_charts(result: CurationResult, out_dir: Path) -> list[Path]:
     return paths
 
 
+# evidence boxes drawn on the thumbnails (BGR): what rejected in red, what is flagged in amber,
+# the subject region the light was judged on in green
+_RED, _AMBER, _GREEN = (40, 40, 220), (0, 170, 255), (60, 180, 60)
+
+
+def _draw(img, box, color) -> None:
+    h, w = img.shape[:2]
+    x, y, bw, bh = box
+    p0 = (int(round(x * w)), int(round(y * h)))
+    p1 = (int(round((x + bw) * w)) - 1, int(round((y + bh) * h)) - 1)
+    cv2.rectangle(img, p0, p1, color, 2)
+
+
+def annotate(thumbnail, clip):
+    """The thumbnail with the subject region and every reason's and flag's evidence box."""
+    img = thumbnail.copy()
+    m = clip.metrics
+    if m.subject_box:
+        _draw(img, m.subject_box, _GREEN)
+    for reasons, color in ((clip.decision.flags, _AMBER), (clip.decision.reasons, _RED)):
+        for r in reasons:
+            for e in getattr(r, "evidence", ()):
+                _draw(img, e["box"], color)
+    return img
+
+
+def _subject_line(m) -> str:
+    noise = m.subject_noise if m.subject_noise is not None else m.noise
+    if m.subject_luma is None:
+        return f"no subject: frame luma {m.mean_luma:.0f}, noise {noise:.1f}"
+    return (f"{m.subject_source} luma {m.subject_luma:.0f} (frame {m.mean_luma:.0f}), "
+            f"sharp {m.subject_sharpness:.0f}, noise {noise:.1f}")
+
+
 def write_report(result: CurationResult, out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     thumbs = out_dir / "thumbs"
@@ -85,6 +119,7 @@ def write_report(result: CurationResult, out_dir: Path) -> Path:
         f"<h1>Curation report</h1><p>{len(result.clips)} items, "
         f"{sum(c.decision.keep for c in result.clips)} kept, "
         f"{len(result.selection.selected)} selected (target {result.selection.target_size}).</p>",
+        f"<p>Policy: {esc(result.policy.lora_type)} LoRA (policy {result.policy.policy_hash}).</p>",
         "<h2>Rejections by reason</h2><table>",
         *(f"<tr><td>{esc(k)}</td><td>{v}</td></tr>" for k, v in counts.items()),
         "</table><h2>What is missing</h2><ul>",
@@ -97,7 +132,7 @@ def write_report(result: CurationResult, out_dir: Path) -> Path:
         m = c.metrics
         thumb = thumbs / f"{m.clip_id}.jpg"
         if c.thumbnail is not None:
-            cv2.imwrite(str(thumb), c.thumbnail)
+            cv2.imwrite(str(thumb), annotate(c.thumbnail, c))
         cls = ("keep" if c.decision.keep else "reject") + (" sel" if c.selected else "")
         lines = [
             f"<b>{esc(m.clip_id)}</b> {'SELECTED' if c.selected else ''} "
@@ -105,7 +140,9 @@ def write_report(result: CurationResult, out_dir: Path) -> Path:
             f"{m.kind} {m.width}x{m.height} {m.duration_s:.1f}s q={m.quality_score:.2f}",
             f"people {m.people_count}, face {m.largest_face_ratio:.0%} sharp {m.face_sharpness:.0f}",
             f"angle {m.angle_bucket} (yaw {m.yaw}, pitch {m.pitch}), {m.expression}",
-            f"light {m.lighting} luma {m.mean_luma:.0f}, motion {m.motion}",
+            f"light {m.lighting} luma {m.mean_luma:.0f}, motion {m.motion}"
+            + (f" {m.motion_direction}" if m.motion_direction else ""),
+            _subject_line(m),
             *(f"<span style='color:#c22'>{esc(r.message)}</span>" for r in c.decision.reasons),
             *(f"<span style='color:#a70'>{esc(r.message)}</span>" for r in c.decision.flags),
         ]

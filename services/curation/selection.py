@@ -5,7 +5,8 @@ Greedy: every round scores each remaining candidate as its quality plus bonuses 
 angle group that is below its quota and for under-represented lighting/expressions, minus
 penalties for an over-used source or for tipping the set into "everyone smiles". Candidates are
 visited in a fixed order (quality, then id) and ties go to the smaller id, so the same input
-and policy always give the same selection.
+and policy always give the same selection. The angle mix steers face datasets (character,
+expression) only; other LoRA types are ranked by quality and spread.
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ def select(
 ) -> Selection:
     kind = kind or ("video" if any(c.kind == "video" for c in candidates) else "photo")
     minimum, target = policy.target_range(kind)
-    quota = _quotas(policy.angle_mix, target)
+    # head angles matter only when the dataset is a face (character, expression)
+    mix = policy.angle_mix if policy.face_type else {}
+    quota = _quotas(mix, target) if mix else {}
     pool = sorted(candidates, key=lambda c: (-c.quality_score, c.clip_id))
     chosen: list[ClipMetrics] = []
     angles: Counter[str] = Counter()
@@ -108,7 +111,7 @@ def select(
 
     missing: list[Missing] = []
     noun = "clips" if kind == "video" else "photos"
-    for g in policy.angle_mix:
+    for g in mix:
         short = quota[g] - angles[g]
         if short > 0:
             missing.append(

@@ -7,10 +7,8 @@ import pytest
 import curation_media as M
 from loraforge.curation.errors import InvalidPolicy, UnreadableMedia, UnsupportedMedia
 from loraforge.curation.frames import load_media, sample_indices, sample_video
-from loraforge.curation.geometry import Box
-from loraforge.curation.metrics import ClipMetrics, _people_in_frame
+from loraforge.curation.metrics import ClipMetrics
 from loraforge.curation.motion import classify
-from loraforge.curation.people import PeopleDetector, PersonBox, window_scores
 from loraforge.curation.policy import CurationPolicy
 from loraforge.curation.quality import black_bars, blockiness, lighting_bucket, measure_frame
 from loraforge.curation.selection import select
@@ -76,20 +74,6 @@ def test_motion_static_vs_shaky():
         dx, dy = rng.integers(-6, 7, size=2)
         pairs.append((g, np.roll(g, (int(dy), int(dx)), axis=(0, 1))))
     assert classify(pairs, 25).label == "shaky"
-
-
-def test_body_without_face_counts_as_a_person():
-    face = type("F", (), {"box": Box(100, 50, 40, 40)})()
-    own_body = PersonBox(Box(80, 30, 80, 200), 1.0)
-    other = PersonBox(Box(300, 30, 80, 200), 1.0)
-    assert _people_in_frame([face], [own_body]) == (1, 0)
-    assert _people_in_frame([face], [own_body, other]) == (2, 1)  # someone turned away
-
-
-def test_people_detector_runs_and_is_quiet_on_a_portrait():
-    scores = window_scores(M.astronaut_frame(0))
-    assert scores.ndim == 2 and scores.size > 0
-    assert PeopleDetector().detect(M.astronaut_frame(0)) == []
 
 
 def _clip(cid, bucket, q, smiling=0.0, source="s1"):
