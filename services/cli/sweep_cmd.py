@@ -199,7 +199,7 @@ def trial_score(objective: str, result: dict[str, Any], job_id: str) -> Any:
 
     vals = {int(k): float(v) for k, v in (result.get("val_losses") or {}).items()}
     if objective == "validation_loss":
-        return validation_score(vals, f"training job {job_id}")
+        return validation_score(vals, job_id)
     likeness = {int(k): float(v) for k, v in (result.get("likeness") or {}).items()}
     best = result.get("best_step")
     if not likeness or best is None or int(best) not in likeness:

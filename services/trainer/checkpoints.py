@@ -8,8 +8,12 @@ train.py), for each checkpoint and the final step:
      attached to the denoiser(s), so nothing is loaded twice and the render is exactly the
      trained LoRA at that step);
   2. a few previews are rendered: validation prompts = the trigger alone + 2-3 of the
-     dataset's captions, fixed seeds, the training resolution, few inference steps (Wan: a
-     short clip, its middle frame); the same prompts and seeds for every checkpoint;
+     dataset's captions, fixed seeds, the training resolution, few inference steps; the same
+     prompts and seeds for every checkpoint. A video LoRA's preview is a short clip
+     (``video_frames``, 17 by default, at most the training frames): ``NN.mp4`` to watch the
+     motion, ``NN_strip.png`` (a contact strip of its frames) and ``NN.png``, its middle frame,
+     which is what likeness scores. I2V / FLF2V previews start from the first (and last)
+     frame of a validation clip, which the LoRA never trained on;
   3. the previews are scored by :mod:`loraforge.evaluation`: identity against references
      built from the dataset's keyframes (most frontal first, per curation's head-pose
      buckets / yaw-pitch; the training stills when the dataset has no keyframes), diversity /
@@ -68,7 +72,9 @@ class EvalSettings:
     seed: int = 0  # previews use seeds seed, seed + 1, ...
     max_references: int = 5
     reference_candidates: int = 12  # keyframes downloaded / looked at, most frontal first
-    video_frames: int = 5  # Wan previews: a short clip (4k + 1 frames), its middle frame kept
+    # Wan previews: a short clip of 4k + 1 frames (at most the training frames): enough to see
+    # an effect's motion (1 s at Wan's 16 fps) at a fraction of a full clip's cost
+    video_frames: int = 17
     captions_in_prompts: int = 3
     strength: bool = True  # recommend an adapter weight for the chosen step
     prompts: tuple[str, ...] = ()  # the user's validation prompts (else trigger + captions)
@@ -237,18 +243,49 @@ def _to_bgr(frame: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a[..., :3][..., ::-1])
 
 
-def _first_render(out: Any, video: bool) -> np.ndarray:
-    """The pipeline output (output_type="pt") -> one BGR image; a video's middle frame."""
+def _frames(out: Any, video: bool) -> list[np.ndarray]:
+    """The pipeline output (output_type="pt") -> BGR frames (one for an image)."""
     if isinstance(out, (list, tuple)):
         out = out[0]
     t = out if isinstance(out, torch.Tensor) else torch.as_tensor(np.asarray(out))
     if video:
         if t.dim() == 5:  # (B, F, C, H, W)
             t = t[0]
-        return _to_bgr(t[t.shape[0] // 2])
+        return [_to_bgr(f) for f in t]
     if t.dim() == 4:
         t = t[0]
-    return _to_bgr(t)
+    return [_to_bgr(t)]
+
+
+PREVIEW_FPS = 16  # Wan's frame rate
+STRIP_FRAMES = 8
+
+
+def write_preview_video(frames: Sequence[np.ndarray], path: Path, fps: int = PREVIEW_FPS) -> Path:
+    """BGR frames -> H.264 MP4 (yuv420p, plays in browsers), through ffmpeg."""
+    import imageio_ffmpeg
+
+    h, w = frames[0].shape[:2]
+    writer = imageio_ffmpeg.write_frames(str(path), (w, h), fps=fps, macro_block_size=1,
+                                         output_params=["-preset", "veryfast", "-crf", "18"])
+    writer.send(None)
+    for f in frames:
+        writer.send(np.ascontiguousarray(f[..., ::-1]))  # RGB
+    writer.close()
+    return path
+
+
+def contact_strip(frames: Sequence[np.ndarray], count: int = STRIP_FRAMES) -> np.ndarray:
+    """Up to ``count`` frames evenly spread over the clip, side by side (BGR)."""
+    n = len(frames)
+    k = min(count, n)
+    idx = sorted({round(i * (n - 1) / max(1, k - 1)) for i in range(k)})
+    return np.concatenate([frames[i] for i in idx], axis=1)
+
+
+def scored_previews(paths: Sequence[Path]) -> list[Path]:
+    """The still of each preview (``NN.png``), what likeness scores; not its clip or strip."""
+    return [p for p in paths if p.suffix == ".png" and not p.stem.endswith("_strip")]
 
 
 class CheckpointEvaluator:
@@ -298,6 +335,11 @@ class CheckpointEvaluator:
         return to_pil_list(px[:, -1 if last else 0].unsqueeze(0))[0]
 
     def render(self, prompts: Sequence[str]) -> list[np.ndarray]:
+        """One BGR still per preview: the image, or a clip's middle frame."""
+        return [f[len(f) // 2] for f in self.render_clips(prompts)]
+
+    def render_clips(self, prompts: Sequence[str]) -> list[list[np.ndarray]]:
+        """The frames of each preview (one for an image model)."""
         t = self.trainer
         video = t.preset.is_video
         w, h = self._size()
@@ -321,7 +363,7 @@ class CheckpointEvaluator:
                 res = t.family.generate(t.pipe, prompts[i % len(prompts)], self.settings.seed + i,
                                         w, h, frames, steps=self.settings.inference_steps,
                                         variant=t.variant, **extra)
-            out.append(_first_render(res, video))
+            out.append(_frames(res, video))
         return out
 
     def render_step(self, step: int, prompts: Sequence[str], out_dir: Path) -> list[Path]:
@@ -332,10 +374,15 @@ class CheckpointEvaluator:
         d = out_dir / "previews" / f"step-{step}"
         d.mkdir(parents=True, exist_ok=True)
         paths = []
-        for i, img in enumerate(self.render(prompts)):
+        for i, frames in enumerate(self.render_clips(prompts)):
             p = d / f"{i:02d}.png"
-            cv2.imwrite(str(p), img)  # PNG: read back bit-identical for scoring
+            cv2.imwrite(str(p), frames[len(frames) // 2])  # PNG: read back bit-identical
             paths.append(p)
+            if len(frames) > 1:  # a video LoRA: its motion, as a clip and a contact strip
+                paths.append(write_preview_video(frames, d / f"{i:02d}.mp4"))
+                strip = d / f"{i:02d}_strip.png"
+                cv2.imwrite(str(strip), contact_strip(frames))
+                paths.append(strip)
         self.rendered[step] = paths
         return paths
 
@@ -347,7 +394,7 @@ class CheckpointEvaluator:
         if not paths or not all(p.is_file() for p in paths):
             self.load_state(state())
             paths = self.render_step(step, prompts, out_dir)
-        return paths, [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths]
+        return paths, [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in scored_previews(paths)]
 
     # -------------------------------------------- references
 

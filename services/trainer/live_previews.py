@@ -18,6 +18,11 @@ def lora_artifact(obj: Any, kind: str) -> dict[str, Any]:
             "sha256": obj.sha256 or ""}
 
 
+def content_type(path: Path) -> str:
+    """A preview's still (NN.png), contact strip (NN_strip.png) or clip (NN.mp4)."""
+    return {".mp4": "video/mp4"}.get(path.suffix, "image/png")
+
+
 def preview_key(prefix: str, step: int, path: Path) -> str:
     return f"{prefix}/previews/step-{step}/{path.name}"
 
@@ -38,7 +43,7 @@ class LivePreviews:
             keys = []
             for path in paths:
                 key = preview_key(prefix, step, path)
-                stored = store.put_file(Bucket.LORAS, key, path, content_type="image/png")
+                stored = store.put_file(Bucket.LORAS, key, path, content_type=content_type(path))
                 self.artifacts[key] = lora_artifact(stored, "preview")
                 keys.append(stored.key)
                 n += 1

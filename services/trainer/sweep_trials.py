@@ -20,25 +20,26 @@ from loraforge.evaluation.sweep import TrialScore, training_fields
 from loraforge.trainer.config import RunConfig, resolve
 
 
-def validation_score(val_losses: dict[int, float], job: str = "") -> TrialScore:
+def validation_score(val_losses: dict[int, float], job_id: str = "") -> TrialScore:
     """A validation-loss trial's score: the lowest validation loss over its evaluations (the
-    checkpoint the trainer ships when likeness is unmeasurable), and why."""
+    checkpoint the trainer ships when likeness is unmeasurable), and why. ``job_id``: the
+    trainer job that trained it, if any (recorded)."""
+    what = f"training job {job_id}" if job_id else "the trial"
     finite = {s: v for s, v in val_losses.items() if math.isfinite(v)}
     if val_losses and not finite:
-        raise TrialFailed(f"{job or 'the trial'} diverged: every validation loss is not finite")
-    val_losses = finite
-    if not val_losses:
+        raise TrialFailed(f"{what} diverged: every validation loss is not finite")
+    if not finite:
         raise TrialFailed(
-            f"{job or 'the trial'} measured no validation loss: the dataset has no validation "
-            "set (it needs two or more clips and validation_split < 1, or a validation_dataset)")
-    step = min(val_losses, key=lambda s: (val_losses[s], s))
+            f"{what} measured no validation loss: the dataset has no validation set (it needs "
+            "two or more clips and validation_split < 1, or a validation_dataset)")
+    step = min(finite, key=lambda s: (finite[s], s))
     return TrialScore(
-        val_losses[step],
-        f"lowest validation loss {val_losses[step]:.5g} at step {step} of "
-        f"{max(val_losses)} (held-out clips, fixed noise and timesteps)",
+        finite[step],
+        f"lowest validation loss {finite[step]:.5g} at step {step} of {max(finite)} "
+        "(held-out clips, fixed noise and timesteps)",
         {"objective": "validation_loss", "best_step": step,
-         "val_losses": {str(k): v for k, v in sorted(val_losses.items())},
-         **({"job": job} if job else {})})
+         "val_losses": {str(k): v for k, v in sorted(finite.items())},
+         **({"job": job_id} if job_id else {})})
 
 
 def local_trial_runner(base: RunConfig, out_root: Path, *, max_steps: int = 0,

@@ -58,6 +58,7 @@ from loraforge.runtime.keys import ProjectRef, validate_key_part
 from loraforge.runtime.params import TrainingParams
 from loraforge.runtime.storage import Bucket, ObjectStore
 from loraforge.trainer.live_previews import LivePreviews, lora_artifact, preview_key
+from loraforge.trainer.live_previews import content_type as preview_content_type
 
 if TYPE_CHECKING:
     from loraforge.trainer.k8s_run import KubernetesTraining
@@ -607,7 +608,8 @@ class TrainingWork:
                 key = preview_key(prefix, step, p)
                 artifact = live_previews.get(key)  # uploaded while training
                 if artifact is None:
-                    stored = self._store.put_file(Bucket.LORAS, key, p, content_type="image/png")
+                    stored = self._store.put_file(Bucket.LORAS, key, p,
+                                                  content_type=preview_content_type(p))
                     artifact = lora_artifact(stored, "preview")
                 previews.setdefault(str(step), []).append(artifact["key"])
                 artifacts.append(artifact)

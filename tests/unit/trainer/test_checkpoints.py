@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import cv2
+import imageio_ffmpeg
+
 import pytest
 import torch
 from loraforge.runtime.errors import InvalidInput
@@ -62,8 +65,17 @@ def test_evaluator_renders_scores_and_exports_the_chosen_checkpoint(two_clips, t
     assert out.best_step == 2 and out.basis == "validation_loss"
     assert "likeness is unmeasurable" in out.reason and "no reference face" in out.reason
     assert [r["step"] for r in out.rows] == [1, 2, 3]
-    assert {s: len(p) for s, p in out.previews.items()} == {1: 2, 2: 2, 3: 2}
-    assert all(p.read_bytes()[:4] == b"\x89PNG" for ps in out.previews.values() for p in ps)
+    # a video LoRA's preview: its middle frame (scored), the clip and a contact strip
+    assert {s: sorted(p.name for p in ps) for s, ps in out.previews.items()} == {
+        s: ["00.mp4", "00.png", "00_strip.png", "01.mp4", "01.png", "01_strip.png"]
+        for s in (1, 2, 3)}
+    png, mp4, strip_png = out.previews[2][:3]
+    still = cv2.imread(str(png))
+    assert png.read_bytes()[:4] == b"\x89PNG" and still.shape[:2] == (32, 32)
+    count, _ = imageio_ffmpeg.count_frames_and_secs(str(mp4))
+    assert count > 1  # decoded back by ffmpeg: a real clip of the pipeline's frames
+    strip = cv2.imread(str(strip_png))
+    assert strip.shape[:2] == (32, 32 * min(count, 8))  # every frame (up to 8) side by side
     assert (out.report_dir / "report.html").is_file() and (out.report_dir / "checkpoints.csv").is_file()
     assert any("step 2" in m for m in seen)
     # best = checkpoint 2's tensors in the LoRA file layout
@@ -147,7 +159,7 @@ def test_strength_recommendation_finds_the_planted_weight_through_adapter_scalin
     ref = np.zeros((32, 32, 3), np.uint8)
     ref[0, 0, 0] = round(100 * PLANTED)
     ev = CheckpointEvaluator(trainer, EvalSettings(previews=2, inference_steps=1))
-    ev.render = render
+    ev.render_clips = lambda prompts: [[img] for img in render(prompts)]  # stills
     final = trainer.lora_state()
     out = ev.run({2: lambda: final}, result.eval_losses, [(ref, None, "ref.png")], [TRIGGER],
                  tmp_path / "eval", lora_type="character", backend=_PlantedFaces())
@@ -231,8 +243,9 @@ def test_previews_rendered_during_training_are_what_the_evaluation_scores(one_cl
     again.load_state(final)
     import cv2
     fresh = again.render_step(3, prompts, tmp_path / "again")
-    assert all((cv2.imread(str(a)) == cv2.imread(str(b))).all()
-               for a, b in zip(fresh, live.rendered[3], strict=True))
+    pngs = [(a, b) for a, b in zip(fresh, live.rendered[3], strict=True) if a.suffix == ".png"]
+    assert len(pngs) == 4  # two stills, two contact strips
+    assert all((cv2.imread(str(a)) == cv2.imread(str(b))).all() for a, b in pngs)
 
     ev = CheckpointEvaluator(trainer, settings, rendered=live.rendered)
     renders: list[int] = []
