@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from loraforge.curation import identity
-from loraforge.curation.decision import Decision, dataset_context, decide
+from loraforge.curation.decision import Decision, Reason, dataset_context, decide
 from loraforge.curation.dedup import duplicate_groups
 from loraforge.curation.errors import InvalidInput
 from loraforge.curation.faces import FaceBackend, make_backend
@@ -117,9 +117,11 @@ def curate(
     people: PeopleDetector | None = None,
     out_dir: Path | str | None = None,
     measured: Sequence[MeasuredClip] | None = None,
+    training_fps: Mapping[str, float] | None = None,
 ) -> CurationResult:
     """`measured`: clips measured already (by measure_all, here or on other workers: the
-    service's per-clip measure tasks); `items` is then not read."""
+    service's per-clip measure tasks); `items` is then not read. `training_fps`: clip id -> the
+    rate ingest cut for (Wan's 16); slower clips are flagged `low_frame_rate`."""
     policy = policy or CurationPolicy()
     backend = backend or make_backend("dlib")
     if not items and not measured:
@@ -150,6 +152,9 @@ def curate(
             if m.clip_id in dups
             else first[m.clip_id]
         )
+        target = (training_fps or {}).get(m.clip_id)
+        if target and m.kind == "video" and 0 < m.fps < target * (1 - LOW_RATE_TOLERANCE):
+            d.flags.append(low_frame_rate(m.fps, target))
         results.append(ClipResult(m, d, False, mc.thumbnail))
     results.sort(key=lambda c: c.metrics.clip_id)
 
@@ -166,6 +171,19 @@ def curate(
     if out_dir is not None:
         write_outputs(result, Path(out_dir))
     return result
+
+
+# as ingest's plan.clip_rate: within 1 % of the training rate counts as that rate
+LOW_RATE_TOLERANCE = 0.01
+
+
+def low_frame_rate(fps: float, target: float) -> Reason:
+    """A flag, not a rejection: ingest keeps a slow source's own rate (no repeated frames), so
+    trained at `target` its motion plays target/fps times faster."""
+    return Reason("low_frame_rate",
+                  f"{fps:g} fps source, below the {target:g} fps training rate: the clip keeps its "
+                  f"own rate (no repeated frames), so its motion plays {target / fps:.1f}x faster "
+                  f"when trained; prefer 24-30 fps footage")
 
 
 def write_outputs(result: CurationResult, out_dir: Path) -> dict[str, Path]:

@@ -28,6 +28,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -188,6 +189,7 @@ def discover_clips(store: ObjectStore, project: ProjectRef) -> list[IngestedClip
             continue
         source = str(_first(doc, "source_sha256", "sha256", "source_id") or PurePosixPath(mkey).stem)
         mdir = str(PurePosixPath(mkey).parent)
+        rate = doc.get("frame_rate") if isinstance(doc.get("frame_rate"), dict) else {}
         clip_dir = _first(doc, "clips_prefix", "clip_prefix")
         if not (isinstance(clip_dir, str) and clip_dir.startswith(project.prefix)):
             clip_dir = project.key("clips", source[:16]) if _is_hex(source) else mdir
@@ -216,9 +218,11 @@ def discover_clips(store: ObjectStore, project: ProjectRef) -> list[IngestedClip
             cid = str(_first(entry, "clip_id", "id") or PurePosixPath(key).stem)
             analysis = _resolve(project, str(PurePosixPath(key).parent), entry.get("analysis_key"),
                                 is_key=True)
+            meta = {k: v for k, v in entry.items() if not isinstance(v, (dict, list))}
+            if isinstance(rate.get("target_fps"), int | float):  # the rate ingest cut for
+                meta["training_fps"] = float(rate["target_fps"])
             found.append(IngestedClip(cid, key, source, str(entry.get("sha256") or ""), keyframes,
-                                      {k: v for k, v in entry.items() if not isinstance(v, (dict, list))},
-                                      analysis if analysis in existing else ""))
+                                      meta, analysis if analysis in existing else ""))
     if not manifests:
         for o in objects:
             p = PurePosixPath(o.key)
@@ -383,14 +387,17 @@ class CurationWorker:
             work = Path(tmp)
             refs = [work / "refs" / Path(r).name for r in references]
             measured_by: dict[str, int] = {}
+            rates = {c.clip_id: c.meta["training_fps"] for c in clips if "training_fps" in c.meta}
             if self._bus is not None:
                 measured, measured_by = await self._measure_on_queue(job, ctx, clips, policy, params,
                                                                      dataset_id, prefix)
                 await self._download([], references, work, ctx, policy.frames_per_clip)
-                result = await self._curate([], policy, refs, work / "out", ctx, 0, measured=measured)
+                result = await self._curate([], policy, refs, work / "out", ctx, 0, measured=measured,
+                                            training_fps=rates)
             else:
                 items = await self._download(clips, references, work, ctx, policy.frames_per_clip)
-                result = await self._curate(items, policy, refs, work / "out", ctx, len(clips))
+                result = await self._curate(items, policy, refs, work / "out", ctx, len(clips),
+                                            training_fps=rates)
             await ctx.progress(_UPLOAD[0], "storing the dataset")
             record = self._record(job, params, policy, dataset_id, clips, result, references)
             record["measured_by"] = measured_by  # worker -> clips it measured (queue mode)
@@ -626,7 +633,8 @@ class CurationWorker:
             return self._backend
 
     async def _curate(self, items: list, policy: CurationPolicy, refs: list[Path], out: Path,
-                      ctx: JobContext, n_clips: int, measured: list | None = None):
+                      ctx: JobContext, n_clips: int, measured: list | None = None,
+                      training_fps: dict[str, float] | None = None):
         from loraforge.curation.pipeline import curate
 
         cancelled = threading.Event()
@@ -634,7 +642,7 @@ class CurationWorker:
         expected = max(1, n_clips * policy.frames_per_clip + len(refs))
         task = asyncio.ensure_future(asyncio.to_thread(
             curate, items, policy, references=refs, backend=backend, people=self._people,
-            out_dir=out, measured=measured))
+            out_dir=out, measured=measured, training_fps=training_fps))
         try:
             while not task.done():
                 await asyncio.wait({task}, timeout=self._poll_s)
@@ -690,6 +698,8 @@ class CurationWorker:
             "counts": {"clips": len(result.clips), "kept": kept,
                        "rejected": len(result.clips) - kept, "selected": len(selected)},
             "rejection_counts": result.rejection_counts(),
+            # flags do not reject: e.g. low_frame_rate, a source slower than the training rate
+            "flag_counts": dict(sorted(Counter(f for c in result.clips for f in c.decision.flag_codes).items())),
             "missing": [m.message for m in result.selection.missing],
             "target_size": result.selection.target_size,
             "selected": selected,
@@ -718,6 +728,7 @@ class CurationWorker:
                      f"{counts['rejected']} rejected"),
             artifacts=[ArtifactRef(**a) for a in record.get("artifacts", [])],
             result={**data, "rejection_counts": record.get("rejection_counts", {}),
+                    "flag_counts": record.get("flag_counts", {}),
                     "report_key": f"{prefix}/report.html", "manifest_key": f"{prefix}/manifest.json",
                     "dataset_key": f"{prefix}/{DATASET_RECORD}"},
             events=[event],

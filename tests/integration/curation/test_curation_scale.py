@@ -112,7 +112,9 @@ async def test_two_workers_share_the_clips_and_agree_with_one(curation_service, 
     # two people alone in their shots: a character dataset keeps one identity (the larger
     # cluster; here a tie, broken the same way in every run) and rejects the other
     assert sorted(r["reason_codes"] for r in (by_shot[0], by_shot[2])) == [[], ["identity_mismatch"]]
-    assert all(r["fps"] == 12.0 for r in by_shot)
+    # the 12 fps source kept its rate and every clip says so (flagged, not rejected)
+    assert all(r["fps"] == 12.0 and "low_frame_rate" in r["flag_codes"] for r in by_shot)
+    assert record["flag_counts"]["low_frame_rate"] == 3
 
     # decoding the clips instead of reading the proxies decides the same
     decoded = curate([MediaItem(p, c.clip_id, c.source_id) for c, p, _ in ingested], policy)
