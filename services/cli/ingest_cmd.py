@@ -26,7 +26,7 @@ def ingest(
     tenant: str = typer.Option("default", "--tenant", help="Tenant the project belongs to."),
     min_s: float = typer.Option(2.0, "--min-s", help="Shortest clip, seconds."),
     max_s: float = typer.Option(5.0, "--max-s", help="Longest clip, seconds."),
-    fps: float = typer.Option(16.0, "--fps", help="Frame rate of the clips."),
+    fps: float = typer.Option(16.0, "--fps", help="Frame rate of the clips (a slower source keeps its own)."),
     max_long_side: int = typer.Option(0, "--max-long-side",
                                       help="Cap on the clips' longest side in pixels (0: keep)."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the job until it ends."),
@@ -214,7 +214,7 @@ def _view(head: dict[str, Any], result: dict[str, Any], local_names: dict[str, s
         sources.append({
             "source": name, "key": r.get("source"), "clips": int(r.get("clips") or 0),
             "skipped": r.get("skipped") or [], "error": error, "reused": bool(r.get("reused")),
-            "manifest": r.get("manifest_key"),
+            "manifest": r.get("manifest_key"), "frame_rate": r.get("frame_rate"),
         })
     return {
         **head,
@@ -236,6 +236,10 @@ def _print(view: dict[str, Any], *, waited: bool) -> None:
     table = Table("source", "clips", "skipped", "note")
     for s in view["sources"]:
         note = f"[red]{s['error']}[/red]" if s["error"] else ("already ingested" if s["reused"] else "")
+        rate = s.get("frame_rate") or {}
+        if rate.get("below_target"):  # clips keep the slower rate: never padded with repeats
+            note = (f"{note}; " if note else "") + (f"[yellow]{rate['source_fps']:g} fps source, below "
+                                                    f"{rate['target_fps']:g} fps: clips keep its rate[/yellow]")
         table.add_row(s["source"], str(s["clips"]), str(len(s["skipped"])), note)
     console.print(table)
     console.print(f"{view['clips']} clip(s) in total, {len(view['errors'])} file(s) with errors")
