@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import grpc
 import typer
 from loraforge.cli.jobs import RPC_TIMEOUT_S, follow, is_terminal, job_state, scope
 from loraforge.cli.output import console, emit_json, fail
 from loraforge.cli.remote import local_only
+from loraforge.runtime.params import LoraType
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -34,6 +35,8 @@ def run(
     tenant: str = typer.Option("default", "--tenant", help="Tenant the project belongs to."),
     base: str = typer.Option("tiny-wan2.1-t2v", "--base", help="Base model preset to train on."),
     target: int = typer.Option(0, "--target", help="How many clips to select (0: policy default)."),
+    lora_type: Annotated[LoraType, typer.Option(
+        "--type", help="What the LoRA learns: decides the curation policy and the captions.")] = LoraType.CHARACTER,
     stage_timeout: float = typer.Option(900.0, "--stage-timeout", help="Seconds per stage at most."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -68,7 +71,7 @@ def run(
         paths = write_example_footage(settings.stack.data_dir / "example-footage")
 
     summary: dict[str, Any] = {"project": f"{tenant}/{project}", "trigger": trigger, "base": base,
-                               "stages": {}}
+                               "lora_type": lora_type.value, "stages": {}}
     store = ObjectStore.connect(settings.s3)
     try:
         uploaded = upload_local(store, ref, paths)
@@ -77,7 +80,7 @@ def run(
     summary["inputs"] = len(uploaded)
 
     run_id = uuid.uuid4().hex[:12]
-    stages = _stages(settings, ref, [u.key for u in uploaded], trigger, base, target, run_id)
+    stages = _stages(settings, ref, [u.key for u in uploaded], trigger, base, target, run_id, lora_type.value)
     wire = scope(ref.tenant, ref.project)
     with _progress(as_json) as progress:
         for name, starter in stages:
@@ -106,7 +109,7 @@ def run(
 
 
 def _stages(settings: Any, ref: Any, keys: list[str], trigger: str, base: str, target: int,
-            run_id: str) -> list[tuple[str, Any]]:
+            run_id: str, lora_type: str = "character") -> list[tuple[str, Any]]:
     """(stage, start(previous stages) -> (Job, stub, service, endpoint)) in pipeline order."""
     from loraforge.runtime.grpc_client import sync_channel
     from loraforge.v1 import (
@@ -136,12 +139,13 @@ def _stages(settings: Any, ref: Any, keys: list[str], trigger: str, base: str, t
     def curate(prev: dict[str, Any]) -> tuple[Any, Any, str, str]:
         endpoint = settings.endpoints.curation
         stub = curation_pb2_grpc.CurationServiceStub(sync_channel(endpoint))
-        # Ingest's `clips.ingested` already started a curation job with default settings:
-        # follow that one instead of curating the same clips twice.
-        auto = None if target else _automatic_curation(stub, wire, ref, prev["ingest"]["job_id"])
+        # Ingest's `clips.ingested` already started a curation job with default settings (a
+        # character policy): follow that one instead of curating the same clips twice.
+        default = not target and lora_type == "character"
+        auto = _automatic_curation(stub, wire, ref, prev["ingest"]["job_id"]) if default else None
         job = auto or stub.StartCuration(curation_pb2.StartCurationRequest(
             scope=wire, request_id=f"run-{run_id}-curate",
-            target_size=target or None), timeout=RPC_TIMEOUT_S)
+            target_size=target or None, lora_type=lora_type), timeout=RPC_TIMEOUT_S)
         return job, stub, "curation", endpoint
 
     def caption(prev: dict[str, Any]) -> tuple[Any, Any, str, str]:
@@ -150,7 +154,7 @@ def _stages(settings: Any, ref: Any, keys: list[str], trigger: str, base: str, t
         job = stub.StartCaptioning(captioning_pb2.StartCaptioningRequest(
             scope=wire, request_id=f"run-{run_id}-caption",
             dataset_id=prev["curate"]["result"]["dataset_id"], trigger=trigger,
-            lora_type="character", source="attributes", base_preset=base), timeout=RPC_TIMEOUT_S)
+            lora_type=lora_type, source="attributes", base_preset=base), timeout=RPC_TIMEOUT_S)
         return job, stub, "captioning", endpoint
 
     def train(prev: dict[str, Any]) -> tuple[Any, Any, str, str]:
@@ -168,7 +172,7 @@ def _stages(settings: Any, ref: Any, keys: list[str], trigger: str, base: str, t
     def preview(prev: dict[str, Any]) -> tuple[Any, Any, str, str]:
         endpoint = settings.endpoints.render
         stub = render_pb2_grpc.RenderServiceStub(sync_channel(endpoint))
-        scenario = preview_scenario(base, prev["train"]["result"]["best_key"], trigger)
+        scenario = preview_scenario(base, prev["train"]["result"]["best_key"], trigger, lora_type)
         job = stub.SubmitRender(render_pb2.SubmitRenderRequest(
             scope=wire, request_id=f"run-{run_id}-preview",
             render=common_pb2.RenderRequest(scenario_yaml=scenario)), timeout=RPC_TIMEOUT_S)
@@ -202,7 +206,7 @@ def _automatic_curation(stub: Any, wire: Any, ref: Any, ingest_job_id: str,
     return None
 
 
-def preview_scenario(base: str, lora_key: str, trigger: str) -> str:
+def preview_scenario(base: str, lora_key: str, trigger: str, lora_type: str = "character") -> str:
     """A small scenario that shows the trained LoRA: two shots with the trigger, and for a
     video base one transition rendered by the base model with the LoRA on it."""
     import yaml
@@ -215,7 +219,7 @@ def preview_scenario(base: str, lora_key: str, trigger: str) -> str:
         "name": "preview",
         "image_preset": "tiny-sdxl" if tiny else "sdxl",
         "shots": shots if video else shots[:1],
-        "loras": [{"name": "trained", "path": lora_key, "type": "character", "trigger": trigger,
+        "loras": [{"name": "trained", "path": lora_key, "type": lora_type, "trigger": trigger,
                    "stage": "video" if video else "image"}],
         "output": {"width": 64, "height": 64} if tiny else {"width": 832, "height": 480},
         "steps": 2 if tiny else 30,
