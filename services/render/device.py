@@ -49,11 +49,13 @@ DTYPES: dict[str, torch.dtype] = {
 # practice with PyTorch's caching allocator.
 RESERVE_FRACTION = 0.05
 RESERVE_MIN_BYTES = 1 * GiB
-# Wan VAE decoder: the widest full-resolution feature map is 96 channels x 4 frames (one
-# latent frame decodes to 4 frames, causally, chunk by chunk) in fp32; about 8 such tensors
-# are alive at once in a residual block with its causal cache. SD/SDXL/Flux VAEs: 128
-# channels x 1 frame at full resolution, same multiplier.
-_DECODE_LIVE_TENSORS = 8
+# VAE decode peak per output pixel = channels x frames of the widest full-resolution feature
+# map x bytes x LIVE: the Wan VAE decodes causally, one latent frame (4 frames) at a time,
+# with 96 channels at full resolution; SD/SDXL/Flux VAEs 128 channels, 1 frame. LIVE = 21 is
+# measured: the real-size Wan 2.1 VAE in fp32 decoding 480x832x81 peaks at 12.0 GiB on an
+# H200 (bench/render_step.py; 832*480*96*4*4 B = 0.61 GB per feature map). The SD-family
+# figure uses the same multiplier (not measured).
+_DECODE_LIVE_TENSORS = 21
 _DECODE_WIDTH = {"wan": (96, 4), "sdxl": (128, 1), "sd1.5": (128, 1), "flux": (128, 1)}
 _TEXT_MODULES = ("text_encoder", "text_encoder_2", "image_encoder")
 
@@ -115,7 +117,8 @@ def estimate_activation_bytes(pipe: Any, family: str, width: int, height: int, f
     Wan: tokens = latent frames x (H/16) x (W/16); the widest live set in a block is the
     attention input/output (q, k, v, out: 4 x hidden) plus the FFN's hidden layer (ffn_dim,
     with its GELU copy: 2 x ffn_dim); diffusers runs Wan's CFG as two separate forwards, so
-    guidance does not double it. Image families (UNet/MMDiT at <= 1024 px): about 1 KiB per
+    guidance does not double it. Checked on an H200 (bench/render_step.py): 1.3B at
+    480x832x81 peaks at 4.7 GiB over 3.2 GiB of weights, as estimated (1.5 GiB). Image families (UNet/MMDiT at <= 1024 px): about 1 KiB per
     output pixel per batch item (SDXL 1024x1024 with CFG's batch of 2 measures ~2 GiB)."""
     size = torch.tensor([], dtype=dtype).element_size()
     if family == "wan":
@@ -126,9 +129,12 @@ def estimate_activation_bytes(pipe: Any, family: str, width: int, height: int, f
     return int(width * height * 1024 * 2)
 
 
-def estimate_decode_bytes(family: str, width: int, height: int) -> int:
+def estimate_decode_bytes(family: str, width: int, height: int,
+                          dtype: torch.dtype = torch.float32) -> int:
+    """Peak of one VAE decode (see _DECODE_LIVE_TENSORS); the Wan VAE always runs in fp32."""
     channels, frames = _DECODE_WIDTH.get(family, (128, 1))
-    return int(width * height * channels * frames * 4 * _DECODE_LIVE_TENSORS)
+    size = 4 if keeps_vae_dtype(family) else torch.tensor([], dtype=dtype).element_size()
+    return int(width * height * channels * frames * size * _DECODE_LIVE_TENSORS)
 
 
 def free_memory(device: torch.device) -> int | None:
@@ -174,7 +180,7 @@ def plan_memory(pipe: Any, family: str, device: torch.device, dtype: torch.dtype
     weights = sum(sizes.values())
     largest = max(sizes.values(), default=0)
     act = estimate_activation_bytes(pipe, family, width, height, frames, dtype)
-    decode = estimate_decode_bytes(family, width, height)
+    decode = estimate_decode_bytes(family, width, height, dtype)
     vae = sizes.get("vae", 0)
     figures = dict(weights_bytes=weights, largest_bytes=largest, activation_bytes=act,
                    decode_bytes=decode)
