@@ -692,6 +692,7 @@ class CurationWorker:
             "project": job.project,
             "job_id": job.id,
             "lora_type": params.lora_type.value,
+            "policy_hash": policy.policy_hash,  # which policy ran (the type's defaults + overrides)
             "policy": policy.model_dump(mode="json"),
             "reference_keys": references,
             "backend": result.backend,

@@ -220,6 +220,7 @@ class DatasetSummary(BaseModel):
         "counts": {"clips": 40, "kept": 31, "rejected": 9, "selected": 30}, "missing": []}]})
     id: str
     lora_type: str = ""
+    policy_hash: str = ""  # the curation policy that ran: the type's defaults + the overrides
     job_id: str = ""
     counts: dict[str, int] = Field(default_factory=dict)
     missing: list[str] = Field(default_factory=list)

@@ -53,6 +53,7 @@ def _ds(request: Request) -> DatasetStore:
 def _summary(record: dict[str, Any]) -> DatasetSummary:
     return DatasetSummary(
         id=str(record.get("id", "")), lora_type=str(record.get("lora_type", "")),
+        policy_hash=str(record.get("policy_hash", "")),
         job_id=str(record.get("job_id", "")),
         counts={k: int(v) for k, v in (record.get("counts") or {}).items() if isinstance(v, int)},
         missing=[str(m) for m in record.get("missing") or []],

@@ -45,6 +45,7 @@ async def test_curate_type_background_keeps_the_empty_scene(curation_service, se
     assert record["lora_type"] == "background" and record["policy"]["max_people"] == 0
     manifest = store.get_json(Bucket.DATASETS, out["report"]["key"].replace("report.html", "manifest.json"))
     assert manifest["lora_type"] == "background" and len(manifest["policy_hash"]) == 12
+    assert record["policy_hash"] == manifest["policy_hash"]
 
     # the same clips as a character dataset: the landscape has no face, the astronaut is kept
     again = await asyncio.to_thread(CliRunner().invoke, app, [*args[:6], "character", *args[7:]])
