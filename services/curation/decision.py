@@ -102,27 +102,30 @@ def _light_and_detail(m: ClipMetrics, p: CurationPolicy, rs: list[Reason], fl: l
     """
     subject = p.light_on == "subject" and m.subject_luma is not None
     if subject:
+        # the region every subject reason was measured on, for the manifest and the report
+        at = ({"kind": m.subject_source, "box": list(m.subject_box), "frames": list(m.subject_frames),
+               "text": None, "score": round(float(m.subject_luma), 4)},) if m.subject_box else ()
         frame = f"frame {m.mean_luma:.0f}/255"
         who = "face" if m.subject_source == "face" else "subject"
         if m.subject_luma < p.min_subject_luma:
-            rs.append(_r("too_dark", f"{who} brightness {m.subject_luma:.0f}/255 (min {p.min_subject_luma:.0f}), {frame}"))
+            rs.append(_r("too_dark", f"{who} brightness {m.subject_luma:.0f}/255 (min {p.min_subject_luma:.0f}), {frame}", at))
         elif m.subject_luma > p.max_subject_luma:
-            rs.append(_r("too_bright", f"{who} brightness {m.subject_luma:.0f}/255 (max {p.max_subject_luma:.0f}), {frame}"))
+            rs.append(_r("too_bright", f"{who} brightness {m.subject_luma:.0f}/255 (max {p.max_subject_luma:.0f}), {frame}", at))
         elif m.mean_luma < p.min_mean_luma:
             fl.append(_r("low_key", f"dark frame ({frame}, min {p.min_mean_luma:.0f}) with a lit {who} "
                                     f"({m.subject_luma:.0f}/255): kept as a low-key shot"))
         if m.subject_highlights_clipped > p.max_highlights_clipped:
             rs.append(_r("highlights_clipped", f"{m.subject_highlights_clipped:.0%} of the subject blown out "
-                                               f"(max {p.max_highlights_clipped:.0%})"))
+                                               f"(max {p.max_highlights_clipped:.0%})", at))
         elif m.highlights_clipped > p.max_highlights_clipped:
             fl.append(_r("highlights_clipped", f"{m.highlights_clipped:.0%} of the frame blown out outside the "
                                                f"subject (max {p.max_highlights_clipped:.0%})"))
         if m.subject_shadows_clipped > p.max_shadows_clipped:
             rs.append(_r("shadows_clipped", f"{m.subject_shadows_clipped:.0%} of the subject crushed to black "
-                                            f"(max {p.max_shadows_clipped:.0%})"))
+                                            f"(max {p.max_shadows_clipped:.0%})", at))
         if m.subject_sharpness < p.min_frame_sharpness:
             rs.append(_r("blurry", f"subject sharpness {m.subject_sharpness:.0f} (min {p.min_frame_sharpness:.0f}), "
-                                   f"frame {m.sharpness:.0f}"))
+                                   f"frame {m.sharpness:.0f}", at))
         noise, where = m.subject_noise, "on the subject"
     else:
         if m.sharpness < p.min_frame_sharpness:
@@ -145,11 +148,11 @@ def _light_and_detail(m: ClipMetrics, p: CurationPolicy, rs: list[Reason], fl: l
                     f"{m.shadows_clipped:.0%} of pixels crushed to black (max {p.max_shadows_clipped:.0%})",
                 )
             )
-        noise, where = m.noise, "in the frame"
+        noise, where, at = m.noise, "in the frame", ()
     if noise > p.max_noise:
-        rs.append(_r("noisy", f"heavy noise {where}: sigma {noise:.1f} grey levels (max {p.max_noise:g})"))
+        rs.append(_r("noisy", f"heavy noise {where}: sigma {noise:.1f} grey levels (max {p.max_noise:g})", at))
     elif noise > p.flag_noise:
-        fl.append(_r("noisy", f"visible noise {where}: sigma {noise:.1f} grey levels (flag above {p.flag_noise:g})"))
+        fl.append(_r("noisy", f"visible noise {where}: sigma {noise:.1f} grey levels (flag above {p.flag_noise:g})", at))
 
 
 def _overlays(m: ClipMetrics, p: CurationPolicy, rs: list[Reason], fl: list[Reason]) -> None:

@@ -98,6 +98,7 @@ class ClipMetrics:
     # nobody was found (then the frame values above count)
     subject_source: str = "frame"  # face | person (head box of a faceless body) | frame
     subject_box: list[float] | None = None  # x, y, w, h (fractions of the frame), best frame
+    subject_frames: list[int] = field(default_factory=list)  # frames the subject was measured on
     subject_luma: float | None = None  # mean luma of the face core (of the region for a person)
     subject_highlights_clipped: float | None = None  # of the subject region
     subject_shadows_clipped: float | None = None
@@ -336,6 +337,7 @@ def measure(
         m.subject_noise = smed("noise")
         at_best = [r for p, _, r, _ in use if frames[p].index == m.best_frame_index]
         m.subject_box = [round(v, 4) for v in (at_best or [use[0][2]])[0]]
+        m.subject_frames = [frames[p].index for p, _, _, _ in use]
 
     # black bars are static edges too: look for overlays inside the picture only
     gh, gw = grays[0].shape

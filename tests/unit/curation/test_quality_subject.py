@@ -92,6 +92,10 @@ def test_underexposed_face_is_rejected_with_the_numbers(measured):
     assert m.subject_luma < POLICY.min_subject_luma
     assert f"face brightness {m.subject_luma:.0f}/255 (min 45)" in msg
     assert f"frame {m.mean_luma:.0f}/255" in msg
+    # its evidence: the region the light was read on, and on which frames
+    ev = next(r.evidence for r in d.reasons if r.code == "too_dark")[0]
+    assert ev["kind"] == "face" and ev["box"] == m.subject_box and ev["frames"] == m.subject_frames
+    assert len(m.subject_frames) >= 4
 
 
 def test_clean_portrait_has_no_light_or_noise_findings(measured):
