@@ -5,6 +5,8 @@ the same queue without the gRPC server (:func:`mount_queue`)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from loraforge.render.executor import Placement
 from loraforge.render.servicer import RenderServicer
 from loraforge.render.worker import RenderRequests, RenderWork
@@ -15,26 +17,26 @@ from loraforge.runtime.job_service import JobService, JobWorker
 NAME = "render"
 
 
-async def mount_queue(clients: Clients, jobs: JobService, *, kubernetes: bool = True) -> None:
+async def mount_queue(clients: Clients, jobs: JobService, kubernetes: Any = None) -> None:
     """Consume `render.requests` (one durable consumer for every replica: a work queue).
-    `kubernetes`: run each job as a GPU Job when LORAFORGE_K8S__RENDER_JOBS is on (the
-    service); a worker that is itself the GPU process passes False."""
+    `kubernetes` (a KubernetesRender): run each job as a GPU Job instead of here."""
     settings = clients.settings
-    k8s = None
-    if kubernetes and settings.k8s.render_jobs:
-        from loraforge.render.k8s_run import KubernetesRender
-
-        k8s = KubernetesRender.from_settings(settings, clients.store)
     work = RenderWork(clients.store, models_dir=settings.models.dir,
-                      placement=Placement.from_settings(settings), kubernetes=k8s)
+                      placement=Placement.from_settings(settings), kubernetes=kubernetes)
     requests = RenderRequests(jobs, JobWorker(NAME, clients.jobs, clients.bus, work))
     await clients.bus.subscribe(f"{NAME}-workers", f"{NAME}.requests", requests.handle)
 
 
-async def mount(clients: Clients, server: GrpcServer) -> None:
+async def mount(clients: Clients, server: GrpcServer, *, kubernetes: Any = None) -> None:
+    """`kubernetes`: the KubernetesRender to use (tests); by default one is built from the
+    settings when LORAFORGE_K8S__RENDER_JOBS is on."""
     jobs = JobService(NAME, clients.jobs, clients.bus)
     server.add(RenderServicer(jobs, clients.store))
-    await mount_queue(clients, jobs)
+    if kubernetes is None and clients.settings.k8s.render_jobs:
+        from loraforge.render.k8s_run import KubernetesRender
+
+        kubernetes = KubernetesRender.from_settings(clients.settings, clients.store)
+    await mount_queue(clients, jobs, kubernetes)
 
 
 def main() -> None:

@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
 
     async def mount(clients: Clients) -> None:
         jobs = JobService(NAME, clients.jobs, clients.bus)
-        await mount_queue(clients, jobs, kubernetes=False)  # this process is the GPU
+        await mount_queue(clients, jobs)  # this process is the GPU: it renders itself
 
     run_worker(NAME, mount)
 
