@@ -7,8 +7,9 @@ holds; the rest is the family default, as for `loraforge train`). The objective
 (`--objective`, evaluation/sweep.py: OBJECTIVES): `validation_loss`, the job's validation loss
 on its held-out clips, reported to the pruner at every evaluation while the job trains (the
 job's progress carries them) and scored as its lowest; a pruned trial's job is cancelled. Or
-`likeness`, the identity similarity of the previews of the checkpoint the trainer chose, per
-evaluated checkpoint once the job's evaluation is done. `auto` picks likeness for a character
+`likeness`, the identity similarity of the previews to the references: each evaluation's
+previews are scored while the job trains (reported to the pruner), the trial's score is that
+of the checkpoint the trainer chose. `auto` picks likeness for a character
 LoRA on real weights (tiny random models never render a face) and validation loss otherwise.
 Every trial evaluates at the same steps, so the pruner compares like with like. Each trial's
 user attrs say why it scored what it did. The study lives in
@@ -161,6 +162,8 @@ OBJECTIVE_DESCRIPTIONS = {
 TRIAL_EXTRA: dict[str, dict[str, Any]] = {"validation_loss": {"evaluate": False},
                                           "likeness": {}}
 IDENTITY_TYPES = frozenset({"character"})
+# the job result / progress field holding the objective's value of each evaluated step
+VALUES_KEY = {"validation_loss": "val_losses", "likeness": "likeness"}
 
 
 def choose_objective(objective: str, lora_type: str, preset: Any) -> str:
@@ -260,9 +263,8 @@ def make_trial_runner(settings: Any, ref: Any, base: str, dataset_id: str | None
             get = common_pb2.GetJobRequest(scope=sc, job_id=job.id)
             deadline = time.monotonic() + timeout_s
             try:
-                while True:
-                    if objective == "validation_loss":  # as the job trains
-                        report_new(dict_from_struct(job.result), "val_losses")
+                while True:  # each evaluation's value as the job trains
+                    report_new(dict_from_struct(job.result), VALUES_KEY[objective])
                     if is_terminal(job):
                         break
                     if time.monotonic() > deadline:
@@ -279,8 +281,7 @@ def make_trial_runner(settings: Any, ref: Any, base: str, dataset_id: str | None
         if job_state(job) != "SUCCEEDED":
             raise TrialFailed(f"training job {job.id} {job_state(job).lower()}: {job.message}")
         result = dict_from_struct(job.result)
-        if objective == "likeness":  # per evaluated checkpoint, once the evaluation is done
-            report_new(result, "likeness")
+        report_new(result, VALUES_KEY[objective])  # evaluations finished after the last poll
         return trial_score(objective, result, job.id)
 
     return run

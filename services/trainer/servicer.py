@@ -46,10 +46,11 @@ class TrainerServicer(JobCalls, trainer_pb2_grpc.TrainerServiceServicer):
         # Refuse what can never run before a job exists: an unknown preset, unknown or
         # mistyped options in extra, Kubernetes runs on a service without Kubernetes Jobs.
         from loraforge.trainer.presets import get_preset
-        from loraforge.trainer.worker import refuse_kubernetes, validate_extra
+        from loraforge.trainer.worker import refuse_conflicts, refuse_kubernetes, validate_extra
 
         get_preset(params.base_preset)
         validate_extra(params.extra)
+        refuse_conflicts(params)
         if not self.kubernetes:
             refuse_kubernetes(params)
         job = await self.jobs.start(tenant, project, params.model_dump(mode="json"),

@@ -72,7 +72,10 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 RESUME_FILES = ("training_state.pt", "run_config.json")
 # RunConfig fields the service owns: `extra` may not point them elsewhere.
 RESERVED_EXTRA = frozenset({"preset", "dataset", "output_dir", "cache_dir", "models_dir", "name",
-                            "dataset_id", "resume"})
+                            "dataset_id", "resume", "validation_dataset"})
+# `extra` keys of the service itself: the dataset's clips to validate on instead of seed
+# 004's split (the service builds `validation_dataset` from them)
+VALIDATION_CLIPS = "validation_clips"
 # Download 0-5 %, training 5-80 %, evaluation 80-95 %, upload 95-100 %.
 TRAIN_START, TRAIN_END = 0.05, 0.80
 EVAL_END = 0.95
@@ -91,6 +94,8 @@ def validate_extra(extra: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     from pydantic import TypeAdapter, ValidationError
 
     settings, rest = split_extra(extra)
+    validation_clip_ids(rest)
+    rest.pop(VALIDATION_CLIPS, None)
     bad = sorted(RESERVED_EXTRA & set(rest))
     if bad:
         raise InvalidInput(f"extra may not set {', '.join(bad)}: the trainer service sets them")
@@ -109,6 +114,23 @@ def validate_extra(extra: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
             reason = exc.errors()[0].get("msg", str(exc))
             raise InvalidInput(f"training option {name}={value!r}: {reason}") from None
     return settings, rest
+
+
+def refuse_conflicts(params: TrainingParams) -> None:
+    """What the job's fields and its extra cannot both say, refused at StartTraining."""
+    if params.steps is not None and params.extra.get("epochs") is not None:
+        raise InvalidInput(
+            f"set steps or epochs, not both (steps={params.steps}, epochs="
+            f"{params.extra['epochs']}): steps counts optimizer steps, epochs passes over the "
+            "training clips (steps = epochs x ceil(clips / batch))")
+
+
+def validation_clip_ids(extra: dict[str, Any]) -> list[str]:
+    """``extra.validation_clips``: clip ids of the dataset held out as the validation set."""
+    ids = extra.get(VALIDATION_CLIPS, [])
+    if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+        raise InvalidInput(f"{VALIDATION_CLIPS} must be a list of clip ids of the dataset")
+    return list(dict.fromkeys(ids))
 
 
 def refuse_kubernetes(params: TrainingParams) -> None:
@@ -183,12 +205,20 @@ class TrainingWork:
         review = CaptionReviewStore(self._store, ref, params.dataset_id)
         texts = review.texts()
         run = review.load_run() or {}
-        skipped, n = [], 0
+        held = set(validation_clip_ids(params.extra))
+        unknown = sorted(held - {c.clip_id for c in dataset.clips})
+        if unknown:
+            raise InvalidInput(f"{VALIDATION_CLIPS} names clip(s) that are not in dataset "
+                               f"{params.dataset_id}: {', '.join(unknown[:5])}")
+        train_dest, val_dest = dest, dest.parent / "validation"
+        skipped, n, n_val = [], 0, 0
         for clip in dataset.clips:
             text = (texts.get(clip.clip_id) or "").strip()
             if not text:
                 skipped.append(clip.clip_id)
                 continue
+            dest = val_dest if clip.clip_id in held else train_dest
+            n_val += clip.clip_id in held
             name = validate_key_part(clip.clip_id)
             suffix = Path(clip.key).suffix.lower() or ".mp4"
             if suffix in IMAGE_EXTS:
@@ -203,13 +233,19 @@ class TrainingWork:
             caption.parent.mkdir(parents=True, exist_ok=True)
             caption.write_text(text, encoding="utf-8")
             n += 1
+        if held and (n_val == 0 or n_val == n):
+            raise InvalidInput(
+                f"{VALIDATION_CLIPS}: {n_val} of the dataset's {n} captioned clips would validate; "
+                "name at least one captioned clip and leave at least one to train on")
+        dest = train_dest
         if n == 0:
             raise InvalidInput(
                 f"dataset {params.dataset_id} has no captioned clips; run captioning "
                 "(`loraforge caption`) before training")
         from loraforge.trainer.checkpoints import reference_candidates
 
-        return {"dataset": dest, "dataset_id": dataset.id, "samples": n, "skipped": skipped,
+        return {"dataset": dest, "dataset_id": dataset.id, "samples": n - n_val, "skipped": skipped,
+                "validation_dataset": val_dest if n_val else None,
                 "trigger": str(run.get("trigger") or ""), "lora_type": dataset.lora_type,
                 "captions": [t for t in texts.values() if t and t.strip()],
                 "reference_keyframes": reference_candidates(dataset.clips, 12)}
@@ -252,8 +288,9 @@ class TrainingWork:
             "learning_rate": params.learning_rate, "steps": params.steps,
             "resolution": params.resolution, "frames": params.frames, "seed": params.seed,
             "cache_dir": self.cache_dir, "models_dir": self._models_dir, "device": self._device,
+            "validation_dataset": info.get("validation_dataset"),
         }
-        values.update(params.extra)
+        values.update({k: v for k, v in params.extra.items() if k != VALIDATION_CLIPS})
         return RunConfig.parse({k: v for k, v in values.items() if v is not None})
 
     # ------------------------------------------------------------ training
@@ -304,11 +341,15 @@ class TrainingWork:
             frac = state["step"] / max(1, state["total"])
             # the validation loss of every evaluation so far: a sweep reports each to its
             # pruner while the run goes on (cli/sweep_cmd.py)
+            # (and the likeness of each step's previews, when it is measurable)
             vals = dict(getattr(state.get("trainer"), "val_losses", {}))
+            likeness = dict(state.get("likeness") or {})
             await ctx.progress(TRAIN_START + (TRAIN_END - TRAIN_START) * frac,
                                state["message"], step=state["step"], **live.announce(),
                                **({"val_losses": {str(k): v for k, v in sorted(vals.items())}}
-                                  if vals else {}))
+                                  if vals else {}),
+                               **({"likeness": {str(k): v for k, v in sorted(likeness.items())}}
+                                  if likeness else {}))
 
         async def after_cancel() -> None:
             # The trainer checkpoints the step it stopped at: upload it, so an evicted pod or
@@ -340,22 +381,44 @@ class TrainingWork:
         return await asyncio.to_thread(self._commit, job, prefix, ckpt_root, uploaded, trainer,
                                        result, info, params, evaluation, live.artifacts)
 
-    @staticmethod
-    def _preview_renderer(trainer: Any, settings: Any, info: dict[str, Any], workdir: Path,
+    def _preview_renderer(self, trainer: Any, settings: Any, info: dict[str, Any], workdir: Path,
                           rendered: dict[int, list[Path]], state: dict[str, Any],
                           logs: list[str]) -> Callable[[int], None]:
         """The trainer's ``on_eval``: render the validation prompts with the LoRA as it is at
-        that step, with the settings the evaluation after training uses."""
+        that step, with the settings the evaluation after training uses, and score their
+        likeness to the dataset's reference faces when there are any (``state["likeness"]``,
+        published with the progress: a likeness sweep prunes on it while the run trains)."""
         from loraforge.trainer.checkpoints import CheckpointEvaluator, validation_prompts
 
         prompts = validation_prompts(info["trigger"], info["captions"], settings.captions_in_prompts,
                                      settings.prompts)
         renderer = CheckpointEvaluator(trainer, settings, log=logs.append)
+        scoring: dict[str, Any] = {}
+
+        def score(step: int, paths: list[Path]) -> None:
+            import cv2
+            from loraforge.curation.faces import make_backend
+            from loraforge.evaluation.choose import likeness
+            from loraforge.evaluation.identity import score_identity
+            from loraforge.trainer.checkpoints import scored_previews
+
+            if "refs" not in scoring:  # once per run: the same references as the evaluation
+                scoring["backend"] = make_backend(settings.face_backend)
+                images = self._reference_images(info["reference_keyframes"],
+                                                workdir / "eval" / "live-refs")
+                scoring["refs"], _ = renderer.references(images, scoring["backend"])
+            if scoring["refs"] is None:
+                return
+            imgs = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in scored_previews(paths)]
+            ident = score_identity(imgs, scoring["refs"], scoring["backend"])
+            if ident.mean is not None:
+                state.setdefault("likeness", {})[step] = round(likeness(ident), 4)
 
         def on_eval(step: int) -> None:
             state["message"] = f"step {step}: rendering previews"
             try:
                 rendered[step] = renderer.render_step(step, prompts, workdir / "eval")
+                score(step, rendered[step])
             except Exception as e:  # noqa: BLE001 - previews are a view, training goes on
                 log.warning("previews at step %s failed: %s", step, e)
                 logs.append(f"previews at step {step} failed ({type(e).__name__}: {e})")

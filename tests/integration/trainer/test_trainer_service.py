@@ -65,6 +65,12 @@ async def _wait_terminal(jobs, job_id, timeout=180):
         await asyncio.sleep(0.3)
 
 
+def _struct(values: dict):
+    from loraforge.runtime.servicers import struct_from_dict
+
+    return struct_from_dict(values)
+
+
 def _request(request_id: str, **run):
     values = {"dataset_id": DS, "base_preset": "tiny-wan2.1-t2v", "steps": 4, "rank": 4, "seed": 1}
     values.update(run)
@@ -134,9 +140,15 @@ async def test_training_job_stores_a_loadable_lora_and_run_record(
     assert isinstance(run["evaluation"]["strengths"], list)
     for name in ("report.html", "report.md", "checkpoints.csv", "collapse.png"):
         assert store.exists(Bucket.LORAS, f"{prefix}/report/{name}"), name
-    for r in table:
-        assert len(run["evaluation"]["previews"][str(r["step"])]) == 4
-        assert store.exists(Bucket.LORAS, f"{prefix}/previews/step-{r['step']}/00.png")
+    for r in table:  # each of the 4 previews of a video LoRA: still, clip, contact strip
+        keys = run["evaluation"]["previews"][str(r["step"])]
+        assert sorted(k.rsplit("/", 1)[1] for k in keys) == sorted(
+            f"{i:02d}{suffix}" for i in range(4) for suffix in (".png", ".mp4", "_strip.png"))
+        assert store.exists(Bucket.LORAS, f"{prefix}/previews/step-{r['step']}/00.mp4")
+    # the validation loss was measured on a held-out clip (two clips: one trains)
+    assert run["validation"]["source"] == "split" and len(run["validation"]["clips"]) == 1
+    assert run["samples"] == 1 and set(run["metrics"]["eval_bands"]) == set(
+        run["metrics"]["eval_losses"])
     # previews were rendered while training, announced with their keys, and the evaluation
     # scored those very files (same keys, not uploaded again)
     announced = [e.data["result"] for e in progress if "preview_keys" in e.data.get("result", {})]
@@ -145,7 +157,7 @@ async def test_training_job_stores_a_loadable_lora_and_run_record(
         assert keys == run["evaluation"]["previews"][step]
         assert all(store.exists(Bucket.LORAS, k) for k in keys)
     preview_artifacts = [a.key for a in done.artifacts if a.kind == "preview"]
-    assert len(preview_artifacts) == len(set(preview_artifacts)) == 4 * len(table)
+    assert len(preview_artifacts) == len(set(preview_artifacts)) == 3 * 4 * len(table)
     best = load_file(str(tmp_path / "best.safetensors"))
     if best_step == run["steps"]:
         chosen = load_file(str(tmp_path / "last.safetensors"))
@@ -203,3 +215,26 @@ async def test_unknown_preset_and_kubernetes_are_refused_at_start(trainer_servic
         assert says in err.value.details()
     assert await trainer_service.clients.jobs.list(TENANT, PROJECT) == []
     await channel.close()
+
+
+async def test_named_validation_clips_are_the_validation_set(trainer_service, store,
+                                                             tmp_path) -> None:
+    """extra.validation_clips: those clips validate (seed 004's explicit validation set) and
+    are not trained on; a clip that is not in the dataset is refused with its name."""
+    seed_captioned_dataset(store, tmp_path, clips=3)
+    jobs = trainer_service.clients.jobs
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{trainer_service.port}") as channel:
+        stub = trainer_pb2_grpc.TrainerServiceStub(channel)
+        req = _request("val-1", steps=2, extra=_struct(
+            {"validation_clips": ["clip-002"], "evaluate": False}))
+        job = await stub.StartTraining(req, timeout=10)
+        bad = await stub.StartTraining(_request("val-2", steps=2, extra=_struct(
+            {"validation_clips": ["clip-009"]})), timeout=10)
+    done = await _wait_terminal(jobs, job.id)
+    assert done.state is JobState.SUCCEEDED, done.message
+    run = store.get_json(Bucket.LORAS, f"{TENANT}/{PROJECT}/runs/{job.id}/run.json")
+    assert run["validation"]["source"] == "validation_dataset"
+    assert run["validation"]["clips"] == ["videos/clip-002.mp4"]
+    assert run["samples"] == 2 and run["validation"]["training_clips"] == 2
+    failed = await _wait_terminal(jobs, bad.id)
+    assert failed.state is JobState.FAILED and "clip-009" in failed.message

@@ -98,3 +98,31 @@ def test_trainer_extra_maps_schedule_knobs_and_keeps_noise_offset() -> None:
         "timestep_sampling": "uniform", "flow_shift": 1.0}
     assert sweep_cmd.trainer_extra({"noise_offset": 0.05, "rank": 8}) == {
         "noise_offset": 0.05, "rank": 8}
+
+
+def test_the_objective_is_likeness_where_measurable_and_scores_say_why() -> None:
+    from loraforge.trainer.presets import get_preset
+
+    assert sweep_cmd.choose_objective("auto", "character", get_preset("sdxl")) == "likeness"
+    # tiny random models never render a face; a style LoRA has no identity to compare
+    assert sweep_cmd.choose_objective("auto", "character", get_preset("tiny-sdxl")) == "validation_loss"
+    assert sweep_cmd.choose_objective("auto", "style", get_preset("sdxl")) == "validation_loss"
+    assert sweep_cmd.choose_objective("likeness", "style", get_preset("sdxl")) == "likeness"
+
+    result = {"val_losses": {"0": 1.2, "2": 0.9, "4": 0.95}, "best_step": 4,
+              "best_reason": "highest likeness", "likeness": {"2": 0.41, "4": 0.52}}
+    score = sweep_cmd.trial_score("likeness", result, "r1")
+    assert score.value == 0.52 and "step 4" in score.reason and score.details["job"] == "r1"
+    val = sweep_cmd.trial_score("validation_loss", result, "r1")
+    assert val.value == 0.9 and val.details["best_step"] == 2
+    # no face in any preview: likeness 0 (the formula's face rate), said so
+    blind = sweep_cmd.trial_score("likeness", {**result, "likeness": {}}, "r2")
+    assert blind.value == 0.0 and "unmeasurable" in blind.reason
+
+
+def test_unsearched_parameters_stay_unset_for_the_family_default() -> None:
+    fields = sweep_cmd.training_run({"learning_rate": 3e-4}, dataset_id="ds", base="sdxl")
+    assert fields == {"dataset_id": "ds", "base_preset": "sdxl", "seed": 0,
+                      "learning_rate": 3e-4, "extra": {}}
+    # the --max-steps cap applies to the family's steps too (SDXL: 1500)
+    assert sweep_cmd.training_run({}, dataset_id="ds", base="sdxl", max_steps=300)["steps"] == 300
