@@ -158,9 +158,10 @@ OBJECTIVE_DESCRIPTIONS = {
     "validation_loss": "lowest validation loss on the held-out clips (lower is better)",
 }
 # A validation-loss sweep skips the likeness evaluation (preview renders): time and GPU for
-# nothing it reads. A likeness sweep needs it.
+# nothing it reads. A likeness sweep needs it, but not the strength pass (five more preview
+# sets of the chosen step, for a weight recommendation no trial score reads).
 TRIAL_EXTRA: dict[str, dict[str, Any]] = {"validation_loss": {"evaluate": False},
-                                          "likeness": {}}
+                                          "likeness": {"eval_strength": False}}
 IDENTITY_TYPES = frozenset({"character"})
 # the job result / progress field holding the objective's value of each evaluated step
 VALUES_KEY = {"validation_loss": "val_losses", "likeness": "likeness"}
