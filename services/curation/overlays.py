@@ -5,13 +5,14 @@ under it moves or changes. Everything here tests exactly that, on the sampled fr
 QUALITY_WIDTH, inside the black bars:
 
 * Global motion: phase correlation between consecutive samples gives the camera's translation
-  (a pan, a tilt, a handheld drift), kept only when following it explains most of the textured
-  picture (a subject walking in front of a locked-off camera is not camera motion).
+  (a pan, a tilt, a handheld drift), ORB matches with RANSAC a zoom or rotation; either is kept
+  only when following it explains most of the textured picture (a subject walking in front of
+  a locked-off camera is not camera motion).
 * Static-edge blobs (logos, watermarks): Canny edges at the same pixels in PERSIST of the
   frames, grouped into blobs. A blob is an overlay only when, in most consecutive pairs,
-    - the camera moved and the blob matches where it was far better than where the camera
-      would have carried it (a horizon under a horizontal pan matches both ways and does not
-      count), or
+    - the camera moved (pan, zoom, rotation) and the blob matches where it was far better than
+      where the camera would have carried it (a horizon under a horizontal pan matches both
+      ways and does not count), or
     - the camera stood still, and on every in-frame side of the blob the picture changed
       (RING_CHANGED_SHARE of each side's pixels) while the blob did not (scenery beside one
       moving person changes on one side only).
@@ -106,21 +107,76 @@ class OverlayStats:
     text: list[OverlayEvidence] = field(default_factory=list)  # subtitles, overlaid text
     watermarks: list[OverlayEvidence] = field(default_factory=list)  # logos, text logos
     scene_text: list[OverlayEvidence] = field(default_factory=list)
-    camera_shift: float = 0.0  # median translation between samples, fraction of the width
+    camera_shift: float = 0.0  # median camera displacement between samples, fraction of the width
     ocr_frames: list[int] = field(default_factory=list)
 
 
 # --- global motion ------------------------------------------------------------------------
 
 
-def camera_shifts(grays: Sequence[np.ndarray]) -> list[tuple[float, float]]:
-    """(dx, dy) in pixels from each sample to the next: content at p in frame k is at p + d in
-    frame k+1. Phase correlation on a 320-px copy with a Hann window. A shift counts as camera
-    motion only when it explains most of the picture: on the textured pixels, following it must
-    match better than standing still for at least half of them. A weak peak (no common content,
-    a cut, a zoom) or a shift that only fits a subject moving in front of a still camera reads
-    as (0, 0)."""
-    out: list[tuple[float, float]] = []
+Motion = np.ndarray  # 2x3 affine: content at p in one sample is at M @ (p, 1) in the next
+
+
+def _translation(dx: float, dy: float) -> Motion:
+    return np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]])
+
+
+def _follow(b: np.ndarray, motion: Motion) -> np.ndarray:
+    """b sampled where the motion carried each pixel of the previous frame: b(M p); -1 outside."""
+    return cv2.warpAffine(
+        b, motion.astype(np.float32), (b.shape[1], b.shape[0]),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderValue=-1.0,
+    )
+
+
+def _displacement(motion: Motion, w: int, h: int) -> float:
+    """Mean displacement (pixels) of a 3x3 grid of points spread over the frame."""
+    xs, ys = np.meshgrid([0.1 * w, 0.5 * w, 0.9 * w], [0.1 * h, 0.5 * h, 0.9 * h])
+    pts = np.stack([xs.ravel(), ys.ravel(), np.ones(9)])
+    return float(np.hypot(*(motion @ pts - pts[:2])).mean())
+
+
+def _explains(a: np.ndarray, b: np.ndarray, motion: Motion) -> bool:
+    """The motion is the camera's when following it matches better than standing still on at
+    least half of the textured pixels (a subject walking in front of a locked-off camera moves
+    only its own pixels)."""
+    followed = _follow(b, motion)
+    gx, gy = cv2.Sobel(a, cv2.CV_32F, 1, 0), cv2.Sobel(a, cv2.CV_32F, 0, 1)
+    textured = (np.hypot(gx, gy) > 40.0) & (followed >= 0)
+    if textured.sum() < 0.02 * a.size:
+        return False  # a flat picture: nothing to tell motion by
+    better = np.abs(followed - a)[textured] + 1.0 < np.abs(b - a)[textured]
+    return bool(better.mean() >= 0.5)
+
+
+def _orb(img: np.ndarray):
+    return cv2.ORB_create(nfeatures=400, fastThreshold=10).detectAndCompute(img.astype(np.uint8), None)
+
+
+def _similarity(fa, fb) -> Motion | None:
+    """Zoom/rotation/translation from ORB matches (``_orb`` of each frame) and RANSAC
+    (cv2.estimateAffinePartial2D)."""
+    (ka, da), (kb, db) = fa, fb
+    if da is None or db is None or len(ka) < 20 or len(kb) < 20:
+        return None
+    matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(da, db)
+    if len(matches) < 20:
+        return None
+    src = np.float32([ka[m.queryIdx].pt for m in matches])
+    dst = np.float32([kb[m.trainIdx].pt for m in matches])
+    motion, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=2.0)
+    if motion is None or inliers is None or int(inliers.sum()) < 15:
+        return None
+    return motion.astype(np.float64)
+
+
+def camera_motion(grays: Sequence[np.ndarray]) -> list[Motion | None]:
+    """The camera's motion from each sample to the next, in pixels of ``grays``; None for a
+    still camera. A translation from phase correlation (pans, tilts, handheld drift) on a
+    320-px copy with a Hann window; when that does not explain the picture, a similarity from
+    ORB matches (zooms, rotations). Either counts only when it explains most of the picture
+    (``_explains``); a motion smaller than MIN_SHIFT_PX reads as a still camera."""
+    out: list[Motion | None] = []
     if len(grays) < 2:
         return out
     h, w = grays[0].shape
@@ -128,28 +184,34 @@ def camera_shifts(grays: Sequence[np.ndarray]) -> list[tuple[float, float]]:
     size = (max(16, round(w * f)), max(16, round(h * f)))
     win = cv2.createHanningWindow(size, cv2.CV_32F)
     small = [cv2.resize(g, size, interpolation=cv2.INTER_AREA).astype(np.float32) for g in grays]
-    for a, b in zip(small, small[1:], strict=False):
+    scale = np.diag([1 / f, 1 / f, 1.0])  # small -> full pixels: M_full = S M_small S^-1
+    unscale = np.diag([f, f, 1.0])
+    features: dict[int, tuple] = {}  # ORB per frame, computed once, only when needed
+
+    def orb(k: int):
+        if k not in features:
+            features[k] = _orb(small[k])
+        return features[k]
+
+    for k, (a, b) in enumerate(zip(small, small[1:], strict=False)):
         (dx, dy), resp = cv2.phaseCorrelate(a, b, win)
-        if resp < 0.05 or np.hypot(dx, dy) * (1 / f) < MIN_SHIFT_PX:
-            out.append((0.0, 0.0))
-            continue
-        m = np.float32([[1, 0, -dx], [0, 1, -dy]])
-        followed = cv2.warpAffine(b, m, size, flags=cv2.INTER_LINEAR, borderValue=-1.0)
-        gx, gy = cv2.Sobel(a, cv2.CV_32F, 1, 0), cv2.Sobel(a, cv2.CV_32F, 0, 1)
-        textured = (np.hypot(gx, gy) > 40.0) & (followed >= 0)
-        if textured.sum() < 0.02 * a.size:
-            out.append((0.0, 0.0))  # a flat picture: nothing to tell motion by
-            continue
-        better = np.abs(followed - a)[textured] + 1.0 < np.abs(b - a)[textured]
-        out.append((dx / f, dy / f) if better.mean() >= 0.5 else (0.0, 0.0))
+        found = None
+        still = np.hypot(dx, dy) / f < MIN_SHIFT_PX
+        if resp >= 0.05 and not still and _explains(a, b, _translation(dx, dy)):
+            found = _translation(dx, dy)
+        elif not (still and resp >= 0.9):  # a sharp peak at zero: nothing moved, skip ORB
+            sim = _similarity(orb(k), orb(k + 1))
+            if sim is not None and _displacement(sim, *size) / f >= MIN_SHIFT_PX and _explains(a, b, sim):
+                found = sim
+        out.append(None if found is None else (scale @ np.vstack([found, [0, 0, 1]]) @ unscale)[:2])
     return out
 
 
-def _patch(img: np.ndarray, x: float, y: float, w: int, h: int) -> np.ndarray | None:
-    """The w x h patch whose top-left corner is at (x, y), sub-pixel; None if it leaves the frame."""
-    if x < 0 or y < 0 or x + w > img.shape[1] or y + h > img.shape[0]:
-        return None
-    return cv2.getRectSubPix(img, (w, h), (x + (w - 1) / 2, y + (h - 1) / 2))
+def camera_shifts(grays: Sequence[np.ndarray]) -> list[tuple[float, float]]:
+    """Translation of the frame centre from each sample to the next ((0, 0): still camera)."""
+    h, w = grays[0].shape if grays else (0, 0)
+    c = np.array([w / 2, h / 2, 1.0])
+    return [(0.0, 0.0) if m is None else tuple(float(v) for v in m @ c - c[:2]) for m in camera_motion(grays)]
 
 
 # --- static-edge logos --------------------------------------------------------------------
@@ -178,20 +240,24 @@ def _diff(a: np.ndarray, b: np.ndarray | None, sel: np.ndarray | None = None) ->
 
 
 def _pair_vote(
-    a: np.ndarray, b: np.ndarray, sel: np.ndarray, box: tuple[int, int, int, int], shift: tuple[float, float]
+    a: np.ndarray, b: np.ndarray, sel: np.ndarray, box: tuple[int, int, int, int], followed: np.ndarray | None
 ) -> str | None:
     """One pair of consecutive samples on one static blob: "pan" or "still" when the pair shows
-    the blob staying while the picture around it moves/changes, None otherwise."""
+    the blob staying while the picture around it moves/changes, None otherwise. ``followed`` is
+    b warped back along the camera motion (None: the camera stood still)."""
     x, y, bw, bh = box
     h, w = a.shape
     blob_a = a[y : y + bh, x : x + bw]
     in_place = _diff(blob_a, b[y : y + bh, x : x + bw], sel)
-    dx, dy = shift
-    if dx or dy:
-        # the camera moved (camera_shifts checked that the picture follows the shift): the blob
-        # must match where it was far better than where the camera would have carried it
-        followed = _diff(blob_a, _patch(b, x + dx, y + dy, bw, bh), sel)
-        if followed is not None and in_place + 2.0 <= STATIC_MATCH_RATIO * followed:
+    if followed is not None:
+        # the camera moved (camera_motion checked that the picture follows it): the blob must
+        # match where it was far better than where the camera would have carried it
+        fb = followed[y : y + bh, x : x + bw]
+        valid = sel & (fb >= 0)
+        if valid.sum() < 0.8 * sel.sum():
+            return None  # carried out of the frame: no verdict
+        moved = _diff(blob_a, fb, valid)
+        if in_place + 2.0 <= STATIC_MATCH_RATIO * moved:
             return "pan"
         return None
     # a still camera: the picture changed on every in-frame side of the blob, the blob did not
@@ -209,11 +275,12 @@ def _pair_vote(
 
 
 def static_logos(
-    grays: Sequence[np.ndarray], shifts: list[tuple[float, float]]
+    grays: Sequence[np.ndarray], motions: list[Motion | None]
 ) -> list[tuple[tuple[int, int, int, int], float]]:
     """Static-edge blobs that behave like overlays: (box in pixels, share of pairs voting)."""
     stack = np.stack([g.astype(np.float32) for g in grays])
     n, h, w = stack.shape
+    followed = [None if mo is None else _follow(stack[k + 1], mo) for k, mo in enumerate(motions)]
     edges = np.stack([cv2.Canny(g, 80, 160) > 0 for g in grays])
     static_px = edges.mean(0) >= PERSIST
     blobs = cv2.dilate(static_px.astype(np.uint8), np.ones((5, 5), np.uint8))
@@ -225,7 +292,7 @@ def static_logos(
         if area < LOGO_MIN_AREA * h * w or bw > LOGO_MAX_W * w or bh > LOGO_MAX_H * h:
             continue
         sel = (static_px & (labels == i))[y : y + bh, x : x + bw]
-        pairs = [_pair_vote(stack[k], stack[k + 1], sel, (x, y, bw, bh), shifts[k]) for k in range(n - 1)]
+        pairs = [_pair_vote(stack[k], stack[k + 1], sel, (x, y, bw, bh), followed[k]) for k in range(n - 1)]
         tested = len(pairs)
         votes = sum(v is not None for v in pairs)
         pan_votes = sum(v == "pan" for v in pairs)
@@ -268,7 +335,7 @@ class _Track:
 
 def _text_tracks(
     lines: dict[int, list[tuple[float, float, float, float]]],
-    shifts: list[tuple[float, float]],
+    motions: list[Motion | None],
     size: tuple[int, int],
 ) -> list[_Track]:
     """Link the boxes of the OCR frames: same place (static) or same place after the camera
@@ -281,7 +348,13 @@ def _text_tracks(
             for t in tracks:
                 p0, b0 = t.boxes[-1]
                 # camera motion between the two OCR frames, in pixels and in box fractions
-                sx, sy = sum(s[0] for s in shifts[p0:pos]), sum(s[1] for s in shifts[p0:pos])
+                # where the camera carried the old box's centre between the two OCR frames
+                cx0, cy0 = (b0[0] + b0[2] / 2) * w, (b0[1] + b0[3] / 2) * h
+                pt = np.array([cx0, cy0])
+                for mo in motions[p0:pos]:
+                    if mo is not None:
+                        pt = mo @ np.array([pt[0], pt[1], 1.0])
+                sx, sy = float(pt[0] - cx0), float(pt[1] - cy0)
                 carried = (b0[0] + sx / w, b0[1] + sy / h, b0[2], b0[3])
                 if max(_iou(b0, box), _iou(carried, box)) < TEXT_MATCH_IOU:
                     continue
@@ -353,17 +426,17 @@ def measure_overlays(
         bx, by, bw, bh = box
         return ((x0 + bx * w) / fw, (y0 + by * h) / fh, bw * w / fw, bh * h / fh)
 
-    shifts = camera_shifts(pic)
+    motions = camera_motion(pic)
     change = 0.0
     if len(pic) >= 3:
         change = float((np.stack(pic).astype(np.float32).std(0) > CHANGE_STD).mean())
     scene_changes = change >= MIN_SCENE_CHANGE
-    camera = float(np.median([np.hypot(*s) for s in shifts]) / w) if shifts else 0.0
+    camera = float(np.median([0.0 if mo is None else _displacement(mo, w, h) for mo in motions]) / w) if motions else 0.0
 
     logos: list[OverlayEvidence] = []
     covered = 0.0
     if len(pic) >= 3 and scene_changes:
-        for (bx, by, bw, bh), share in static_logos(pic, shifts):
+        for (bx, by, bw, bh), share in static_logos(pic, motions):
             covered += bw * bh
             logos.append(
                 OverlayEvidence("logo", full((bx / w, by / h, bw / w, bh / h)), tuple(indices), None, share)
@@ -383,7 +456,7 @@ def measure_overlays(
             for pos in second:
                 lines[pos] = [t.box for t in reader.detect(crops[pos])]
         ocr_at = sorted(lines)
-        tracks = _text_tracks(lines, shifts, (w, h))
+        tracks = _text_tracks(lines, motions, (w, h))
         # burned-in candidates first, then the largest: recognition is capped per clip
         kinds = [(_text_kind(t, scene_changes), t) for t in tracks]
         kinds.sort(key=lambda kt: (kt[0] == "scene_text", -max(b[2] * b[3] for _, b in kt[1].boxes)))

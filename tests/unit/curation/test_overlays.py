@@ -14,7 +14,8 @@ import quality_media as Q
 from loraforge.curation.decision import decide
 from loraforge.curation.frames import load_media
 from loraforge.curation.metrics import measure
-from loraforge.curation.overlays import camera_shifts, static_logos
+from loraforge.curation.overlays import camera_motion, camera_shifts, measure_overlays, static_logos
+from loraforge.curation.quality import frame_views
 from loraforge.curation.people import PeopleDetector
 from loraforge.curation.pipeline import MediaItem, curate
 from loraforge.curation.policy import CurationPolicy
@@ -109,9 +110,10 @@ def test_static_scenery_beside_a_moving_subject_is_no_logo():
         x = 20 + 40 * t
         f[80:280, x : x + 160] = face
         grays.append(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY))
-    shifts = camera_shifts(grays)
-    assert all(s == (0.0, 0.0) for s in shifts)  # the sliding portrait is not camera motion
-    assert static_logos(grays, shifts) == []
+    motions = camera_motion(grays)
+    assert motions == [None] * 5  # the sliding portrait is not camera motion
+    assert camera_shifts(grays) == [(0.0, 0.0)] * 5
+    assert static_logos(grays, motions) == []
 
 
 def test_evidence_reaches_manifest_and_report(clips, backend, tmp_path):
@@ -135,3 +137,27 @@ def test_evidence_reaches_manifest_and_report(clips, backend, tmp_path):
     th, tw = drawn.shape[:2]
     assert len(xs) > 20 and xs.min() > 0.7 * tw and ys.max() < 0.4 * th
     assert (tmp_path / "thumbs" / "logo.jpg").stat().st_size > 1000
+
+
+def _zoom(img: np.ndarray, t: int, rate: float = 0.012) -> np.ndarray:
+    """A slow push-in on the photo's centre (1.2 % a frame), as a dolly or zoom lens does."""
+    ih, iw = img.shape[:2]
+    s = (Q.W / iw) * (1 + rate * t)
+    m = np.float32([[s, 0, Q.W / 2 - s * iw / 2], [0, s, Q.H / 2 - s * ih / 2]])
+    return cv2.warpAffine(img, m, (Q.W, Q.H), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+
+
+def test_zoom_is_camera_motion_and_a_logo_over_it_is_still_found(tmp_path):
+    # static-edge cue only (no OCR): a zoom moves every edge but the one at its centre
+    out = {}
+    for name, fn in (("zoom", lambda t: _zoom(Q.coffee(), t)),
+                     ("zoom_logo", lambda t: Q.corner_logo(_zoom(Q.coffee(), t)))):
+        media = load_media(Q.write_h264(tmp_path / f"{name}.mp4", fn, seconds=3), 8)
+        grays = [frame_views(f.image).gray for f in media.frames]
+        motions = camera_motion(grays)
+        assert sum(m is not None for m in motions) >= 5  # the zoom is seen as camera motion
+        out[name] = measure_overlays(grays, indices=[f.index for f in media.frames])
+    assert not out["zoom"].logo_or_watermark and out["zoom"].watermarks == []
+    assert out["zoom_logo"].logo_or_watermark
+    x, y, w, h = out["zoom_logo"].watermarks[0].box
+    assert x > 0.75 and y < 0.15 and w < 0.2
