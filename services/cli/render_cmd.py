@@ -47,6 +47,10 @@ def render(
         scenario = parse_scenario(text)
     except LoraforgeError as exc:
         fail(f"{scenario_file}: {exc}", as_json=as_json, code=2)
+    try:  # the user's own keyframes given as local files: checked here, uploaded on submit
+        local_images = _local_images(scenario_file, scenario)
+    except LoraforgeError as exc:
+        fail(f"{scenario_file}: {exc}", as_json=as_json, code=2)
     warnings = scenario.warnings()
     if not as_json:
         for w in warnings:
@@ -81,6 +85,11 @@ def render(
 
     remote = remote_of(ctx)
     if remote is not None:
+        if local_images:
+            with remote:
+                keys = {i: remote.upload(project, path, as_json=as_json)["key"]
+                        for i, path in local_images.items()}
+            text = _with_image_keys(text, keys)
         _remote_render(remote, view, text, project, request_id, wait, links, as_json)
         return
     from loraforge.runtime.keys import ProjectRef
@@ -92,6 +101,11 @@ def render(
     except LoraforgeError as exc:
         fail(str(exc), as_json=as_json, code=2)
 
+    if local_images:
+        try:
+            text = _with_image_keys(text, _upload_images(settings, ref, local_images))
+        except LoraforgeError as exc:
+            fail(f"uploading the shots' images: {exc}", as_json=as_json)
     from loraforge.runtime.grpc_client import sync_channel
     from loraforge.v1 import common_pb2, render_pb2, render_pb2_grpc
 
@@ -114,6 +128,52 @@ def render(
         _print(view, waited=wait)
     if view["state"] in ("FAILED", "CANCELLED"):
         raise SystemExit(1)
+
+
+def _local_images(scenario_file: Path, scenario: Any) -> dict[int, Path]:
+    """Shots whose `image:` names a local file (relative to the scenario file, or absolute)
+    rather than a raw-bucket key: shot index -> path, each checked as the service would."""
+    from loraforge.render.inputs import check_image_file
+
+    out: dict[int, Path] = {}
+    for i, shot in enumerate(scenario.shots):
+        if not shot.image:
+            continue
+        path = Path(shot.image).expanduser()
+        if not path.is_absolute():
+            path = scenario_file.parent / path
+        if path.is_file():
+            check_image_file(path, f"shot {i + 1}: {shot.image}")
+            out[i] = path
+    return out
+
+
+def _upload_images(settings: Any, ref: Any, images: dict[int, Path]) -> dict[int, str]:
+    """Store each local keyframe in raw like any upload (content-addressed, stored once)."""
+    import hashlib
+
+    from loraforge.ingest.layout import original_ext, original_key
+    from loraforge.runtime.storage import Bucket, ObjectStore
+
+    store = ObjectStore.connect(settings.s3)
+    keys = {}
+    for i, path in images.items():
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        key = original_key(ref, digest, original_ext(path.name))
+        if store.stat(Bucket.RAW, key) is None:
+            store.put_file(Bucket.RAW, key, path, sha256=digest)
+        keys[i] = key
+    return keys
+
+
+def _with_image_keys(text: str, keys: dict[int, str]) -> str:
+    """The scenario text with those shots' `image:` replaced by their raw-bucket keys."""
+    import yaml
+
+    data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+    for i, key in keys.items():
+        data["shots"][i]["image"] = key
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
 def _remote_render(remote: Any, view: dict[str, Any], text: str, project: str, request_id: str,
