@@ -3,7 +3,11 @@ adapters, a video per pair from its first and last frame, and the joined film.
 
 Model code comes from the trainer's per-family modules (`loraforge.trainer.presets`), so a
 render loads exactly the pipelines and LoRA layouts training produced; tiny presets run the
-same path on CPU.
+same path on CPU. Each stage's pipeline is loaded in the render dtype, gets its LoRAs and
+scheduler, then is placed by `loraforge.render.device` (device, dtype, offload, VAE tiling);
+the result records where each stage ran. A shot with an `image:` uses that picture as its
+keyframe (no image model is loaded when every shot has one), and I2V/FLF2V videos start
+(and FLF2V ones end) on exactly their keyframes.
 """
 
 from __future__ import annotations

@@ -174,6 +174,12 @@ class Scenario(_Strict):
             raise ValueError("pairing 'each' makes one video per shot, but a first/last-frame "
                              f"preset ({self.video_preset}) needs two shots per video: use pairs "
                              "or chained, or an i2v/t2v preset")
+        if "flux" in self.image_preset and (self.cfg or 0) > 1:
+            bare = [i for i, shot in enumerate(self.shots, start=1) if not shot.negative_prompt]
+            if bare:
+                raise ValueError(f"cfg {self.cfg} on Flux is true CFG, which needs a negative prompt "
+                                 f"(shots {', '.join(map(str, bare))} have none): add one, or leave "
+                                 "cfg unset and use distilled_guidance (Flux dev is guidance-distilled)")
         if "flux" in self.image_preset and self.image_scheduler not in ("default", "euler"):
             raise ValueError(f"image scheduler {self.image_scheduler!r}: Flux samples with its "
                              "resolution-dependent shift, which only its flow-matching Euler "

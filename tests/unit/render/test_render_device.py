@@ -227,3 +227,16 @@ def test_bad_input_images_are_refused_with_the_reason(tmp_path):
     for key in ("other/jane/sources/abc.jpg", "acme/jane/../bob/x.jpg", "acme/janet/x.jpg"):
         with pytest.raises(InvalidInput, match="raw bucket"):
             check_image_key(ref, key, 1)
+
+
+def test_scenario_refuses_settings_a_family_cannot_honour():
+    flux = "image_preset: flux.1-dev\ncfg: 4\nshots: [{prompt: a fox}]\n"
+    with pytest.raises(InvalidInput, match="needs a negative prompt"):
+        parse_scenario(flux)
+    assert parse_scenario(flux.replace("a fox}", "a fox, negative_prompt: blurry}")).cfg == 4
+    with pytest.raises(InvalidInput, match="needs two shots per video"):
+        parse_scenario("video_preset: wan2.1-flf2v-14b\npairing: each\nshots: [{prompt: a}]\n")
+    with pytest.raises(InvalidInput, match="flow-matching"):
+        parse_scenario("video_scheduler: euler_a\nshots: [{prompt: a}]\n")
+    with pytest.raises(InvalidInput, match="memory.offload"):
+        parse_scenario("memory: {offload: disk}\nshots: [{prompt: a}]\n")
