@@ -222,7 +222,8 @@ def _subject(m: ClipMetrics, p: CurationPolicy, rs: list[Reason], fl: list[Reaso
                 _r(
                     "no_full_body",
                     f"whole body in frame in {m.full_body_fraction:.0%} of the checked frames "
-                    f"(min {p.min_full_body_fraction:.0%}; head to feet must be visible)",
+                    f"(min {p.min_full_body_fraction:.0%}; head to feet must be visible)"
+                    + (f"; not seen: {', '.join(m.missing_body_parts)}" if m.missing_body_parts else ""),
                 )
             )
     if p.require_face and m.face_frames_fraction > 0:

@@ -22,7 +22,7 @@ from loraforge.curation.faces import DetectedFace, FaceBackend, normalize
 from loraforge.curation.frames import SampledMedia, small_gray
 from loraforge.curation.motion import classify, direction
 from loraforge.curation.overlays import measure_overlays
-from loraforge.curation.people import PeopleDetector, Person
+from loraforge.curation.people import BODY_PARTS, PeopleDetector, Person
 from loraforge.curation.pose import HeadPose, bucket, estimate_pose
 from loraforge.curation.quality import (
     SubjectQuality,
@@ -73,6 +73,8 @@ class ClipMetrics:
     # people frames where the main person's whole body is in frame (people.Person.full_body)
     full_body_fraction: float = 0.0
     body_height_ratio: float = 0.0  # main person's full-body circle / frame height, median
+    # body parts (people.BODY_PARTS) not seen in most checked frames; pose datasets only
+    missing_body_parts: list[str] = field(default_factory=list)
     # dominant motion of the picture (motion.direction): moves_left, zoom_in, rotate_cw, ...
     motion_direction: str | None = None
     motion_direction_rate: float = 0.0  # frame widths / second
@@ -205,6 +207,7 @@ def measure(
     source_id: str,
     embed_frames: int = 2,
     people_frames: int = 3,
+    body_keypoints: bool = False,
     text: TextReader | None = None,
 ) -> MeasuredClip:
     frames = media.frames
@@ -216,6 +219,7 @@ def measure(
     body_counts: list[int] = []
     full_bodies: list[bool] = []
     body_ratios: list[float] = []
+    parts_seen: list[tuple[str, ...]] = []
     face_ratios, face_sharp, poses, exprs, counts, extras = [], [], [], [], [], []
     best = (-1.0, 0, None)  # (face sharpness * size, frame position, landmarks)
     # (not frontal, -(face sharpness * size), frame position, largest face): embedding candidates
@@ -232,12 +236,15 @@ def measure(
         counts.append(len(faces))
         main = None  # this frame's main person, where people were looked for
         if fr.index in people_at:
-            c, extra, main = _people_in_frame(people.detect(img, [f.box for f in faces]))
+            c, extra, main = _people_in_frame(
+                people.detect(img, [f.box for f in faces], keypoints=body_keypoints))
             body_counts.append(c)
             extras.append(extra)
             full_bodies.append(bool(main is not None and main.full_body))
             if main is not None and main.full_body is not None:
                 body_ratios.append(main.body_height_ratio)
+            if body_keypoints:
+                parts_seen.append(main.visible_keypoints if main is not None else ())
         if faces:
             f = faces[0]
             face_ratios.append(f.box.h / h)
@@ -287,6 +294,9 @@ def measure(
         m.full_body_fraction = round(float(np.mean(full_bodies)), 4)
     if body_ratios:
         m.body_height_ratio = round(float(np.median(body_ratios)), 4)
+    if parts_seen:
+        m.missing_body_parts = [part for part in BODY_PARTS
+                                if sum(part in seen for seen in parts_seen) * 2 < len(parts_seen)]
     if face_ratios:
         m.largest_face_ratio = float(np.median(face_ratios))
         m.face_sharpness = float(np.median(face_sharp))

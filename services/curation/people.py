@@ -15,9 +15,11 @@ not standing whole in the frame. Three offline models, each doing what it is goo
   face detector (``mmod_human_face_detector.dat``, in face_recognition_models), which finds
   profiles and small faces that the HOG face detector misses.
 - The face backend's faces (passed in): every face is a person.
+- For pose datasets, MediaPipe's pose landmark model (``data/pose_landmark_full.tflite``) on the
+  main person: 33 body keypoints with their visibility, to tell a whole body from a portrait.
 
 The .tflite files come from the mediapipe 0.10.14 wheel (Apache-2.0, ``data/MEDIAPIPE_LICENSE.txt``;
-3.2 MB together) and run in ``ai-edge-litert``, the TFLite runtime; mediapipe itself cannot be a
+9.6 MB together) and run in ``ai-edge-litert``, the TFLite runtime; mediapipe itself cannot be a
 dependency (it pins protobuf<5). The subject's own body is never a second person: mask regions
 in the body band under a known head (face or detector head box) belong to that head.
 """
@@ -120,6 +122,9 @@ class PersonDetection:
     head: Box
     hips: tuple[float, float]
     body_radius: float  # circle around the hips that holds the whole body
+    # the point of that circle towards the head: with the hips, it sets the landmark crop's
+    # size and rotation (MediaPipe's alignment keypoints 0 and 1)
+    circle: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -128,9 +133,11 @@ class Person:
     score: float
     source: str  # face | detector | region
     has_face: bool
-    # the whole body (the detector's full-body circle) is inside the frame; None: no detection
+    # the whole body is inside the frame (keypoints: nose, shoulder, hip, knee and ankle visible
+    # in frame; without keypoints: the detector's full-body circle); None: no body detection
     full_body: bool | None = None
     body_height_ratio: float = 0.0  # full-body circle diameter / frame height
+    visible_keypoints: tuple[str, ...] = ()  # BODY_PARTS seen in frame (keypoints only)
 
 
 class _Models(threading.local):
@@ -139,6 +146,22 @@ class _Models(threading.local):
     def __init__(self) -> None:
         self.detector = _interpreter("pose_detection.tflite")
         self.segmenter = _interpreter("selfie_segmentation.tflite")
+        self._landmarks = None
+
+    @property
+    def landmarks(self):
+        if self._landmarks is None:  # 6 MB, only for pose datasets
+            self._landmarks = _interpreter("pose_landmark_full.tflite")
+        return self._landmarks
+
+
+# BlazePose keypoint indices of the parts a whole body shows (either side counts)
+BODY_PARTS: dict[str, tuple[int, ...]] = {
+    "nose": (0,), "shoulder": (11, 12), "hip": (23, 24), "knee": (25, 26), "ankle": (27, 28),
+}
+# keypoint visibility (the model's own probability that the point is not occluded)
+KEYPOINT_MIN_VISIBILITY = 0.5
+_LM_SIDE = 256
 
 
 @lru_cache(maxsize=1)
@@ -203,13 +226,36 @@ class PeopleDetector:
             x0, y0 = to_img(cx - r[2] / 2, cy - r[3] / 2)
             x1, y1 = to_img(cx + r[2] / 2, cy + r[3] / 2)
             hips = tuple(float(v) for v in to_img(r[4] + a[k, 0], r[5] + a[k, 1]))
-            circle = to_img(r[6] + a[k, 0], r[7] + a[k, 1])
+            circle = tuple(float(v) for v in to_img(r[6] + a[k, 0], r[7] + a[k, 1]))
             head = Box(float(x0), float(y0), float(x1 - x0), float(y1 - y0))
             radius = float(np.hypot(circle[0] - hips[0], circle[1] - hips[1]))
-            d = PersonDetection(float(scores[k]), head, hips, radius)
+            d = PersonDetection(float(scores[k]), head, hips, radius, circle)
             if _upright_body(d) and all(iou(head, o.head) < 0.3 for o in found):
                 found.append(d)
         return found
+
+    def keypoints(self, rgb: np.ndarray, d: PersonDetection) -> tuple[np.ndarray, np.ndarray]:
+        """BlazePose's 33 body keypoints of one detected person: (33, 2) image pixels and their
+        visibility (0..1). The crop is MediaPipe's: centred on the hips, 2.5 body-circle radii
+        wide, turned so that the hips-to-head axis is upright."""
+        it = self._local.landmarks
+        cx, cy = d.hips
+        dx, dy = d.circle[0] - cx, d.circle[1] - cy
+        size = 2.0 * float(np.hypot(dx, dy)) * 1.25
+        rot = np.pi / 2 - np.arctan2(-dy, dx)
+        c, s = np.cos(rot) * size / _LM_SIDE, np.sin(rot) * size / _LM_SIDE
+        # crop pixel (u, v) -> image: centre + R(rot) @ ((u, v) - 128) * size / 256
+        lin = np.array([[c, -s], [s, c]])
+        aff = np.hstack([lin, (np.array([cx, cy]) - lin @ np.array([_LM_SIDE / 2, _LM_SIDE / 2]))[:, None]])
+        crop = cv2.warpAffine(rgb, aff, (_LM_SIDE, _LM_SIDE), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT)
+        it.set_tensor(it.get_input_details()[0]["index"], (crop.astype(np.float32) / 255.0)[None])
+        it.invoke()
+        out = {o["name"]: o["index"] for o in it.get_output_details()}
+        pts = it.get_tensor(out["Identity"])[0].reshape(-1, 5)[:33].astype(np.float64)
+        xy = pts[:, :2] @ lin.T + aff[:, 2]
+        visibility = 1.0 / (1.0 + np.exp(-np.clip(pts[:, 3], -50, 50)))
+        return xy, visibility
 
     def person_mask(self, rgb: np.ndarray) -> np.ndarray:
         """Probability that each pixel is a person, at the image's size."""
@@ -233,7 +279,7 @@ class PeopleDetector:
 
     # -- counting --------------------------------------------------------------------------
 
-    def detect(self, bgr: np.ndarray, faces: Sequence[Box] = ()) -> list[Person]:
+    def detect(self, bgr: np.ndarray, faces: Sequence[Box] = (), keypoints: bool = False) -> list[Person]:
         """Everyone in the frame: each face; each person the detector finds (in the whole
         frame, then again with the people already found blacked out, so a second person is
         not outscored by the first); and, once someone is in the frame, each region of the
@@ -250,7 +296,15 @@ class PeopleDetector:
         view = rgb
         for round_ in range(MAX_PEEL_ROUNDS):
             bar = self.person_min_score if round_ == 0 else self.second_person_min_score
-            new = sum(self._add_detection(people, d, sw, sh) for d in self.persons(view, bar))
+            found = self.persons(view, bar)
+            if keypoints and round_ == 0 and found:
+                # the main person (the largest face's, else the surest detection): whole body?
+                d = next((d for p in people[:1] for d in found if _same_head(p.box, d.head)), found[0])
+                xy, vis = self.keypoints(rgb, d)
+                seen = _visible_parts(xy, vis, sw, sh)
+                full = all(part in seen for part in BODY_PARTS)
+                self._add_detection(people, d, sw, sh, full_body=full, parts=seen)
+            new = sum(self._add_detection(people, d, sw, sh) for d in found)
             if not people or (round_ > 0 and not new):
                 break
             view = rgb.copy()
@@ -278,14 +332,17 @@ class PeopleDetector:
                 if score >= self.region_min_score or self.cnn_faces(view[y : y + bh, x : x + bw]):
                     people.append(Person(Box(float(x), float(y), float(bw), float(bh)), score, "region", False))
         return [
-            Person(p.box.scaled(1 / f), p.score, p.source, p.has_face, p.full_body, p.body_height_ratio)
+            Person(p.box.scaled(1 / f), p.score, p.source, p.has_face, p.full_body, p.body_height_ratio,
+                   p.visible_keypoints)
             for p in people
         ]
 
     @staticmethod
-    def _add_detection(people: list[Person], d: PersonDetection, sw: int, sh: int) -> int:
-        """Attach a detection to the face it belongs to, or add it as a new person (1)."""
-        full = bool(
+    def _add_detection(people: list[Person], d: PersonDetection, sw: int, sh: int,
+                       full_body: bool | None = None, parts: tuple[str, ...] = ()) -> int:
+        """Attach a detection to the face it belongs to, or add it as a new person (1).
+        ``full_body``: decided from keypoints already; else from the full-body circle."""
+        full = full_body if full_body is not None else bool(
             d.head.y >= -0.02 * sh
             and d.hips[1] + d.body_radius <= 1.02 * sh
             and d.hips[0] - 0.5 * d.body_radius >= -0.02 * sw
@@ -295,10 +352,18 @@ class PeopleDetector:
         for i, p in enumerate(people):
             if _same_head(p.box, d.head):
                 if p.full_body is None:
-                    people[i] = Person(p.box, p.score, p.source, p.has_face, full, ratio)
+                    people[i] = Person(p.box, p.score, p.source, p.has_face, full, ratio, parts)
                 return 0
-        people.append(Person(d.head, d.score, "detector", False, full, ratio))
+        people.append(Person(d.head, d.score, "detector", False, full, ratio, parts))
         return 1
+
+
+def _visible_parts(xy: np.ndarray, vis: np.ndarray, width: int, height: int) -> tuple[str, ...]:
+    """BODY_PARTS with at least one keypoint visible and inside the frame (2 % margin)."""
+    inside = ((xy[:, 0] >= -0.02 * width) & (xy[:, 0] <= 1.02 * width)
+              & (xy[:, 1] >= -0.02 * height) & (xy[:, 1] <= 1.02 * height))
+    ok = inside & (vis >= KEYPOINT_MIN_VISIBILITY)
+    return tuple(part for part, idx in BODY_PARTS.items() if any(ok[i] for i in idx))
 
 
 def _upright_body(d: PersonDetection) -> bool:

@@ -97,6 +97,7 @@ def measure_all(
             source_id=it.source_id,
             embed_frames=policy.embed_frames,
             people_frames=policy.people_frames,
+            body_keypoints=policy.require_full_body,  # pose datasets: keypoints of the body
         )
 
     # two clips in flight: one decodes (FFmpeg, GIL released) while the other is analysed;

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ import skimage.data
 
 import curation_media as M
 import people_media as PM
+from loraforge.curation.decision import dataset_context, decide
 from loraforge.curation.errors import InvalidPolicy
 from loraforge.curation.metrics import ClipMetrics
 from loraforge.curation.motion import direction
@@ -51,6 +54,25 @@ def test_second_person_found(people, backend, scene):
     assert len(found) == 2, found
     other = next(p for p in found if not p.has_face)
     assert other.box.center[0] > 330  # the second person is in the right third, not her body
+
+
+def test_body_keypoints_tell_a_portrait_from_a_whole_body(people, backend):
+    img = M.astronaut()
+    faces = [f.box for f in backend.detect(img, embed_largest=False)]
+    (ast,) = people.detect(img, faces, keypoints=True)
+    assert ast.has_face and ast.full_body is False  # waist-up portrait: no knees, no feet
+    assert {"nose", "shoulder"} <= set(ast.visible_keypoints) and "ankle" not in ast.visible_keypoints
+    # the keypoints land on her: the nose inside the face box, shoulders below it
+    rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    d = people.persons(rgb, 0.5)[0]
+    xy, vis = people.keypoints(rgb, d)
+    face = faces[0]
+    assert face.x < xy[0, 0] < face.x2 and face.y < xy[0, 1] < face.y2 and vis[0] > 0.9
+    assert min(xy[11, 1], xy[12, 1]) > face.y2
+    # the cameraman is seen down to the knees (his feet are behind the frame edge)
+    cam = cv2.cvtColor(skimage.data.camera(), cv2.COLOR_GRAY2BGR)
+    (man,) = people.detect(cam, [], keypoints=True)
+    assert man.full_body is False and "knee" in man.visible_keypoints and "ankle" not in man.visible_keypoints
 
 
 @pytest.mark.parametrize("scene", ["landscape", "cat"])
@@ -198,7 +220,10 @@ def test_landscape_kept_for_background_and_people_rejected(clips, backend, peopl
 def test_pose_needs_a_whole_body(clips, backend, people):
     res = curate([clips["solo"], clips["land"]], CurationPolicy.for_type("pose", SMALL),
                  backend=backend, people=people)
-    assert "no_full_body" in res.clip("solo").decision.reason_codes  # a head-and-shoulders shot
+    solo = res.clip("solo")
+    assert "no_full_body" in solo.decision.reason_codes  # a head-and-shoulders shot
+    msg = next(r.message for r in solo.decision.reasons if r.code == "no_full_body")
+    assert msg.endswith("not seen: hip, knee, ankle"), msg
     assert "no_person" in res.clip("land").decision.reason_codes
     assert "no_face" not in res.clip("land").decision.reason_codes
 
@@ -217,5 +242,14 @@ def test_mixed_motion_directions_flagged_for_effect(tmp_path, backend, people):
     for i in range(3):
         assert res.clip(f"cw{i}").decision.keep, res.clip(f"cw{i}").decision.reasons
     # the same clips for a style LoRA: direction is no rule there
-    style = curate(items, CurationPolicy.for_type("style", SMALL), backend=backend, people=people)
-    assert "motion_direction" not in style.clip("ccw").decision.reason_codes + style.clip("ccw").decision.flag_codes
+    style = CurationPolicy.for_type("style", SMALL)
+    metrics = [c.metrics for c in res.clips]
+    d = decide(ccw.metrics, style, context=dataset_context(metrics, style))
+    assert "motion_direction" not in d.reason_codes + d.flag_codes
+    # two ways, two clips each: no majority, every directed clip is flagged, none rejected
+    split = [replace(m, motion_direction=w) for m, w in zip(metrics, ["rotate_cw", "rotate_cw", "rotate_ccw",
+                                                                      "rotate_ccw"], strict=True)]
+    effect = CurationPolicy.for_type("effect", SMALL)
+    ctx = dataset_context(split, effect)
+    assert ctx.motion_majority is None
+    assert all("motion_direction" in decide(m, effect, context=ctx).flag_codes for m in split)
