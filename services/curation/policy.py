@@ -37,8 +37,9 @@ TYPE_DEFAULTS: dict[str, dict] = {
     "style": {"require_face": False, "max_people": None, "light_on": "frame"},
     # a background/place dataset must not teach a person into the scene
     "background": {"require_face": False, "max_people": 0, "light_on": "frame"},
-    # low-key, neon, silhouettes and hard backlight are what a lighting LoRA learns: the frame
-    # floors that protect a character's face would reject them. 20/255: a night street lit by
+    # low-key, neon, silhouettes and hard backlight are what a lighting LoRA learns: the face and
+    # frame floors that protect a character's likeness would reject them, so the frame decides
+    # (light_on) with lower floors. 20/255: a night street lit by
     # signs reads 25-35, the low-key close-up 48; below 20 little is left to learn
     "lighting": {
         "require_face": False, "max_people": None, "min_mean_luma": 20.0, "max_mean_luma": 240.0,
