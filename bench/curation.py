@@ -1,95 +1,211 @@
-"""Curation throughput on 720p footage vs the decode floor, in the same run.
+"""Curation as a user sees it, on 720p H.264 footage built from real photos: `ingest`, then
+`curate`, against ffmpeg decoding the same source files, all in the same run.
 
-    .venv/bin/python bench/curation.py [--clips 4] [--seconds 8]
+    .venv/bin/python bench/curation.py [--seconds 12] [--profile]
 
-Builds H.264 720p30 clips from a real photo (skimage's astronaut, panning so that every frame
-differs), then times (1) decoding every frame with cv2.VideoCapture alone and (2) the full
-curate() call (sampling, faces, people, pose, expression, quality, overlays, motion, identity,
-dedup, decision, selection). Reports seconds of footage per wall second for both and the ratio.
+Sources (each `--seconds` long, two shots with a hard cut, 1280x720 H.264):
+- interview: the astronaut (Eileen Collins) close up, slow pan, then a wider framing, 30 fps;
+- film_dark: the same face lit by a spot in a dark room (low-key, film grain), 24 fps;
+- hopper: Grace Hopper's portrait, pan and slow zoom, 25 fps;
+- crowd: five people side by side at different sizes (both faces, mirrored and rescaled), 30 fps;
+- street: faceless photos (coffee, rocket), pans, 30 fps.
+
+Timed: (1) `ffmpeg -i SRC -f null -` on every source (the decode floor, all threads);
+(2) ingest: `process_source` per source, as the ingest job runs it (probe, shot detection, cut,
+keyframes, analysis proxies); (3) curate: `curate()` on the clips it produced, reading each
+clip's analysis proxy as the curation service does (faces, people, quality, overlays, motion,
+identity, decision, selection, report files). Also (4) curate decoding the clips instead of
+reading proxies, to show what the proxies save. Ratios are footage seconds per wall second over
+the decode floor's: curation >= 1.0 means curating costs less than decoding the footage once.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
+import platform
+import pstats
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
-import imageio_ffmpeg
+import matplotlib.cbook
+import numpy as np
 import skimage.data
 
-from loraforge.curation.dlib_backend import DlibBackend
-from loraforge.curation.pipeline import MediaItem, curate
-from loraforge.curation.policy import CurationPolicy
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "unit" / "ingest"))
 
-W, H, FPS = 1280, 720, 30
+from footage import encode  # noqa: E402
+from loraforge.curation.faces import make_backend  # noqa: E402
+from loraforge.curation.pipeline import MediaItem, curate  # noqa: E402
+from loraforge.curation.policy import CurationPolicy  # noqa: E402
+from loraforge.ingest import IngestOptions, process_source  # noqa: E402
+from loraforge.ingest.tools import MediaTools  # noqa: E402
 
-
-def make_clip(path: Path, seconds: float, seed: int) -> None:
-    src = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
-    big = cv2.resize(src, (1600, 1600), interpolation=cv2.INTER_CUBIC)
-    proc = subprocess.Popen(
-        [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "rawvideo",
-         "-pix_fmt", "bgr24", "-s", f"{W}x{H}", "-r", str(FPS), "-i", "-",
-         "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", str(path)],
-        stdin=subprocess.PIPE,
-    )
-    n = int(seconds * FPS)
-    for i in range(n):
-        x = 40 + seed * 20 + i
-        proc.stdin.write(cv2.resize(big[0:900, x : x + 1600], (W, H)).tobytes())
-    proc.stdin.close()
-    proc.wait()
+W, H = 1280, 720
+X264 = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p"]
 
 
-def decode_all(paths: list[Path]) -> int:
-    frames = 0
+def _rgb(img: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(img[..., :3])
+
+
+def astronaut() -> np.ndarray:
+    return _rgb(skimage.data.astronaut())
+
+
+def hopper() -> np.ndarray:
+    return _rgb(cv2.cvtColor(cv2.imread(str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))),
+                             cv2.COLOR_BGR2RGB))
+
+
+def window(img: np.ndarray, cx: float, cy: float, scale: float) -> np.ndarray:
+    """A 16:9 window of `img` centred at (cx, cy) (fractions), `scale` of the largest one."""
+    ih, iw = img.shape[:2]
+    cw = min(iw, int(ih * W / H)) * scale
+    ch = cw * H / W
+    x = int(np.clip(cx * iw - cw / 2, 0, iw - cw))
+    y = int(np.clip(cy * ih - ch / 2, 0, ih - ch))
+    return cv2.resize(img[y:y + int(ch), x:x + int(cw)], (W, H), interpolation=cv2.INTER_AREA)
+
+
+def spot(frame: np.ndarray, cx: float, cy: float, rng: np.random.Generator) -> np.ndarray:
+    """Low-key light: a soft spot on the face, the room falling off to near black, grain."""
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    d2 = ((xx - cx * W) / (0.22 * W)) ** 2 + ((yy - cy * H) / (0.35 * H)) ** 2
+    gain = 0.12 + 0.95 * np.exp(-d2)
+    out = frame.astype(np.float32) * gain[..., None] * 0.85
+    out += rng.normal(0, 3.0, out.shape).astype(np.float32)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def crowd_frame(t: float) -> np.ndarray:
+    canvas = np.full((H, W, 3), 70, np.uint8)
+    a, h = astronaut(), hopper()
+    people = [(a[0:300, 140:380], 0.05, 0.35, 300), (h[60:460, 60:460], 0.25, 0.25, 360),
+              (a[0:300, 140:380][:, ::-1], 0.47, 0.30, 330), (h[60:460, 60:460][:, ::-1], 0.66, 0.35, 280),
+              (a[0:300, 140:380], 0.83, 0.40, 240)]
+    for img, x, y, size in people:
+        sw = int(size * img.shape[1] / img.shape[0])
+        tile = cv2.resize(img, (sw, size), interpolation=cv2.INTER_AREA)
+        x0 = int(x * W + 12 * np.sin(t * 2 + x * 9))
+        y0 = int(y * H + 6 * np.cos(t * 3 + x * 5))
+        x1, y1 = min(W, x0 + sw), min(H, y0 + size)
+        canvas[y0:y1, x0:x1] = tile[: y1 - y0, : x1 - x0]
+    return canvas
+
+
+def sources(seconds: float) -> dict[str, tuple[float, callable]]:
+    half = seconds / 2
+    rng = np.random.default_rng(0)
+    a, h = astronaut(), hopper()
+    coffee, rocket = _rgb(skimage.data.coffee()), _rgb(skimage.data.rocket())
+
+    def interview(t):
+        return window(a, 0.42 + 0.05 * t / half, 0.3, 0.55) if t < half else window(a, 0.5 - 0.02 * (t - half), 0.45, 0.9)
+
+    def film_dark(t):
+        f = window(a, 0.44 + 0.03 * t / seconds, 0.3, 0.6) if t < half else window(a, 0.5, 0.4, 0.85)
+        return spot(f, 0.5, 0.45 if t < half else 0.4, rng)
+
+    def grace(t):
+        return window(h, 0.45 + 0.1 * t / half, 0.35, 0.75) if t < half else window(h, 0.5, 0.3, 0.9 - 0.2 * (t - half) / half)
+
+    def street(t):
+        return window(coffee, 0.3 + 0.4 * t / half, 0.5, 0.7) if t < half else window(rocket, 0.5, 0.3 + 0.3 * (t - half) / half, 0.6)
+
+    return {"interview": (30.0, interview), "film_dark": (24.0, film_dark), "hopper": (25.0, grace),
+            "crowd": (30.0, crowd_frame), "street": (30.0, street)}
+
+
+def make_sources(folder: Path, seconds: float) -> list[Path]:
+    out = []
+    for name, (fps, fn) in sources(seconds).items():
+        path = folder / f"{name}.mp4"
+        encode((fn(i / fps) for i in range(int(seconds * fps))), path, (W, H), fps, codec=X264)
+        out.append(path)
+    return out
+
+
+def decode_floor(ffmpeg: str, paths: list[Path]) -> float:
+    t = time.perf_counter()
     for p in paths:
-        cap = cv2.VideoCapture(str(p))
-        while cap.read()[0]:
-            frames += 1
-        cap.release()
-    return frames
+        subprocess.run([ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(p), "-map", "0:v:0",
+                        "-f", "null", "-"], check=True)
+    return time.perf_counter() - t
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--clips", type=int, default=4)
-    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--seconds", type=float, default=12.0, help="length of each of the 5 sources")
+    ap.add_argument("--profile", action="store_true", help="print the top functions of the curate step")
+    ap.add_argument("--keep", type=Path, default=None)
     args = ap.parse_args()
-    load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory() as d:
-        paths = [Path(d) / f"clip{i}.mp4" for i in range(args.clips)]
-        for i, p in enumerate(paths):
-            make_clip(p, args.seconds, i)
-        footage = args.clips * args.seconds
-        backend = DlibBackend()  # model loading is a one-off per worker, not per clip
-        decode_all(paths[:1])  # warm the codec and page cache for both measurements
+    tools = MediaTools.discover()
+    work = args.keep or Path(tempfile.mkdtemp(prefix="bench-curation-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        srcs = make_sources(work, args.seconds)
+        footage = args.seconds * len(srcs)
+        backend = make_backend("dlib")  # model loading is a one-off per worker process
+        decode_floor(tools.ffmpeg, srcs[:1])  # warm the page cache and the binary
+        load0 = os.getloadavg()
+        t_dec = decode_floor(tools.ffmpeg, srcs)
+
         t = time.perf_counter()
-        frames = decode_all(paths)
-        t_dec = time.perf_counter() - t
+        results = [process_source(p, IngestOptions(), work / "ingest" / p.stem, tools=tools) for p in srcs]
+        t_ing = time.perf_counter() - t
+        items = [MediaItem(c.path, f"{r.source.stem}-{i:02d}", r.source.stem, analysis=c.analysis)
+                 for r in results for i, c in enumerate(r.clips)]
+
+        policy = CurationPolicy()
+        # a worker process loads its models once (dlib, the person and text detectors load on
+        # first use): warm them on one clip so the timed runs measure per-clip work only
+        curate(items[:1], policy, backend=backend)
+        prof = cProfile.Profile() if args.profile else None
         t = time.perf_counter()
-        res = curate([MediaItem(p) for p in paths], CurationPolicy(), backend=backend)
+        if prof:
+            prof.enable()
+        res = curate(items, policy, backend=backend, out_dir=work / "dataset")
+        if prof:
+            prof.disable()
         t_cur = time.perf_counter() - t
-    dec_rate, cur_rate = footage / t_dec, footage / t_cur
-    rows = [
-        ("decode only (floor)", t_dec, dec_rate),
-        ("curation (8 frames/clip, 1 embedded)", t_cur, cur_rate),
-    ]
-    print(f"{args.clips} clips x {args.seconds:g} s of {W}x{H}@{FPS} H.264 = {footage:g} s, "
-          f"{frames} frames; cpus={os.cpu_count()}; python {sys.version.split()[0]}; "
-          f"load average (1 min) {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
-    print("| stage | wall s | footage s / wall s |")
-    print("|---|---:|---:|")
-    for name, wall, rate in rows:
-        print(f"| {name} | {wall:.2f} | {rate:.1f} |")
-    print(f"| ratio curation / decode | | {cur_rate / dec_rate:.2f} |")
-    kept = sum(c.decision.keep for c in res.clips)
-    print(f"(sanity: {kept}/{len(res.clips)} clips kept, reasons {res.rejection_counts()})")
+        t = time.perf_counter()
+        res_dec = curate([MediaItem(i.path, i.clip_id, i.source_id) for i in items], policy, backend=backend)
+        t_cur_dec = time.perf_counter() - t
+        load1 = os.getloadavg()
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+    rate = lambda s: footage / s  # noqa: E731
+    print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {len(srcs)} sources x {args.seconds:g} s of {W}x{H} H.264 "
+          f"(24-30 fps) = {footage:g} s; {len(items)} clips; {os.cpu_count()} CPUs; python "
+          f"{platform.python_version()}; load average (1/5 min) {load0[0]:.2f}/{load0[1]:.2f} before, "
+          f"{load1[0]:.2f}/{load1[1]:.2f} after")
+    print("| step | wall s | footage s / wall s | x decode speed |")
+    print("|---|---:|---:|---:|")
+    for name, s in [("ffmpeg decode only (floor)", t_dec), ("ingest (shots, cut, keyframes, proxies)", t_ing),
+                    ("curate (reads the proxies)", t_cur), ("ingest + curate", t_ing + t_cur),
+                    ("curate decoding the clips instead", t_cur_dec)]:
+        print(f"| {name} | {s:.2f} | {rate(s):.1f} | {t_dec / s:.2f} |")
+    print(f"curate target >= 1.0x decode speed: {t_dec / t_cur:.2f}x")
+    per = {}
+    for c in res.clips:
+        per.setdefault(c.metrics.source_id, []).append("keep" if c.decision.keep else ",".join(c.decision.reason_codes))
+    print("decisions: " + "; ".join(f"{k}: {v}" for k, v in per.items()))
+    same = {c.metrics.clip_id: (c.decision.keep, c.decision.reason_codes) for c in res.clips} == {
+        c.metrics.clip_id: (c.decision.keep, c.decision.reason_codes) for c in res_dec.clips}
+    print(f"decisions from proxies == decisions from decoded clips: {same}")
+    if prof:
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
 
 
 if __name__ == "__main__":
