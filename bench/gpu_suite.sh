@@ -29,18 +29,18 @@ train() {  # name, time limit, then train_step.py arguments
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   "$py" -c "import torch, diffusers, peft; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'diffusers', diffusers.__version__, 'peft', peft.__version__)"
 } 2>&1 | tee -a "$log/suite.md"
-# The CUDA-only code paths (trainer memory savers, render placement): pass/fail.
-row pytest 150 "$py" -m pytest -q -m gpu --noconftest -p no:cacheprovider tests/unit/trainer/test_gpu.py \
-  $(ls tests/unit/render/test_gpu*.py 2>/dev/null)
 # Wan 2.1 1.3B at the target shape (480x832x81, rank 32): the step-time target (<= 2.5 s).
 train sel 120 --preset wan2.1-t2v-1.3b --resolution 480p --frames 81 --selective
-# no checkpointing at all: 102 GiB of activations by the CPU count; fits a 141 GB card only
-train none 120 --preset wan2.1-t2v-1.3b --resolution 480p --frames 81
-# Render: seconds per denoising step and peak memory through render's own pipeline code.
-[ -f bench/render_step.py ] && row render 240 "$py" bench/render_step.py ${RENDER_ARGS:---full}
 # Wan 2.1 14B at 81 frames on a 24 GB budget: fp8 base weights + block swap + block inputs in
 # host memory (the CPU count says ~18 GB).
 STEPS=2 train 14b-off 170 --preset wan2.1-t2v-14b --resolution 480p --frames 81 --fp8 --block-swap 30 --offload-activations
+# no checkpointing at all: 102 GiB of activations by the CPU count; fits a 141 GB card only
+train none 120 --preset wan2.1-t2v-1.3b --resolution 480p --frames 81
+# The CUDA-only code paths (trainer memory savers, render placement): pass/fail.
+row pytest 150 "$py" -m pytest -q -m gpu --noconftest -p no:cacheprovider tests/unit/trainer/test_gpu.py \
+  $(ls tests/unit/render/test_gpu*.py 2>/dev/null)
+# Render: seconds per denoising step and peak memory through render's own pipeline code.
+[ -f bench/render_step.py ] && row render 240 "$py" bench/render_step.py ${RENDER_ARGS:---full}
 # Wan 2.2 A14B: two 14B experts resident, each step trains one (alternating).
 STEPS=2 train a14b 170 --preset wan2.2-t2v-a14b --resolution 480p --frames 33 --fp8 --block-swap 30
 # the image families at 1024^2

@@ -307,7 +307,7 @@ def bench(name: str, resolution: str | None, frames: int | None, full: bool, ste
 
     def step() -> None:
         active = experts[turn[0] % len(experts)]
-        with attention_backend(attention, device):
+        with attention_backend(attention, device, p.family):
             with ActivationOffload(active, device) if offload else contextlib.nullcontext():
                 loss = loss_of_step()
             loss.backward()

@@ -2,8 +2,12 @@
 
 At 480x832x81 a Wan 1.3B training step is ~80% attention FLOPs (32,760 tokens). On Hopper
 cuDNN's fused attention is the fastest SDPA kernel PyTorch ships, so ``auto`` puts it
-first there; elsewhere PyTorch's own order stands. The context must cover the backward
-too: gradient checkpointing recomputes attention inside ``loss.backward()``.
+first there; elsewhere PyTorch's own order stands. The exception is Flux: on an H200
+(2026-12-04, torch 2.11.0+cu130) cuDNN's attention backward at Flux's 1024^2 shape (24 heads,
+512 text + 4096 image tokens) hit an illegal memory access, where flash ran (0.89 s/step) and
+so did the memory-efficient kernel (1.14 s/step); ``auto`` puts flash first for Flux. The
+context must cover the backward too: gradient checkpointing recomputes attention inside
+``loss.backward()``.
 """
 
 from __future__ import annotations
@@ -25,18 +29,31 @@ def _order(choice: str) -> list:
     return [first, *[b for b in fallback if b != first]]
 
 
-def attention_backend(choice: str, device: torch.device) -> contextlib.AbstractContextManager:
+#: families whose attention ``auto`` does not run on cuDNN on Hopper (see the module docstring)
+AUTO_FLASH_FAMILIES = frozenset({"flux"})
+
+
+def attention_backend(choice: str, device: torch.device, family: str | None = None
+                      ) -> contextlib.AbstractContextManager:
     """A context that makes SDPA prefer ``choice`` (falling back when it cannot run)."""
     if device.type != "cuda":
         return contextlib.nullcontext()
-    if choice == "auto":
-        major, _ = torch.cuda.get_device_capability(device)
-        if major != 9:
-            return contextlib.nullcontext()
-        choice = "cudnn"
+    kernel = resolve_attention(choice, torch.cuda.get_device_capability(device)[0], family)
+    if kernel is None:
+        return contextlib.nullcontext()
     from torch.nn.attention import sdpa_kernel
 
-    return sdpa_kernel(_order(choice), set_priority=True)
+    return sdpa_kernel(_order(kernel), set_priority=True)
+
+
+def resolve_attention(choice: str, cc_major: int, family: str | None = None) -> str | None:
+    """The kernel to put first on a CUDA card of compute capability ``cc_major``, or None
+    for PyTorch's own order."""
+    if choice != "auto":
+        return choice
+    if cc_major != 9:
+        return None
+    return "flash" if family in AUTO_FLASH_FAMILIES else "cudnn"
 
 
 def compile_blocks(model: torch.nn.Module) -> int:

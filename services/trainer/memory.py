@@ -204,6 +204,16 @@ def enable_block_swap(model: torch.nn.Module, n_blocks: int, device: torch.devic
     for t in [*model.parameters(), *model.buffers()]:
         if id(t) not in keep:
             t.data = t.data.to(device)
+
+    # A forward without autograd (validation loss, previews) has no backward to walk the
+    # blocks back out, so its last block would stay on the card until the next training
+    # step: release it when the whole model's forward ends. (Safe at the model level: no
+    # tensor is saved for a backward, unlike in a block's post-hook under checkpointing.)
+    def release_after_inference(module: torch.nn.Module, args: object, output: object) -> None:
+        if not torch.is_grad_enabled():
+            swapper.release_all()
+
+    swapper.handles.append(model.register_forward_hook(release_after_inference))
     return swapper
 
 

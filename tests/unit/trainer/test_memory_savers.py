@@ -234,3 +234,15 @@ def test_selective_checkpointing_recomputes_no_matmul_or_attention(
     selective.zero_grad(set_to_none=True)
     monkeypatch.setattr(memory, "RECOMPUTE_INNER_DIM", 0)  # keep every matmul's output
     assert backward_flops(selective)[0] == plain_flops
+
+
+def test_auto_attention_kernel_per_card_and_family() -> None:
+    from loraforge.trainer.kernels import resolve_attention
+
+    # Hopper: cuDNN first, except Flux, whose cuDNN backward crashed on an H200 (kernels.py)
+    assert resolve_attention("auto", 9, "wan") == "cudnn"
+    assert resolve_attention("auto", 9, "sdxl") == "cudnn"
+    assert resolve_attention("auto", 9, "flux") == "flash"
+    # elsewhere PyTorch's own order; an explicit choice always wins
+    assert resolve_attention("auto", 8, "wan") is None
+    assert resolve_attention("efficient", 9, "flux") == "efficient"
