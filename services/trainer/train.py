@@ -507,7 +507,7 @@ class Trainer:
                 batch = self.collate(self.batch_at(step * accum + j))
                 name, t = self._route(gen, batch["latents"].shape[0])
                 noise = torch.randn(batch["latents"].shape, generator=gen)
-                with attention_backend(self.config.attention, self.device):
+                with attention_backend(self.config.attention, self.device, self.preset.family):
                     with self._offload(name):
                         loss = self.loss_on(name, batch, noise, t) / accum
                     loss.backward()
