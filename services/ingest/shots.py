@@ -88,8 +88,10 @@ def analyse(path: Path, probe: ProbeResult, opts: ShotOptions, tools: MediaTools
         raise CorruptMedia(f"{path.name}: no video frame could be decoded [{detail[:300]}]; "
                            f"the file is damaged or truncated, upload the complete original again")
     # A container that promises far more frames than decode yields is cut short (for example an
-    # upload that stopped mid-way in a file with its index at the front).
-    if probe.frame_count_exact and n < 0.5 * probe.frame_count and decode.errors:
+    # upload that stopped mid-way in a file with its index at the front). The promise is exact
+    # (ffprobe's count) or estimated from the container's duration (the ffmpeg-only probe); with
+    # decoder errors, under half of either is a truncated file, not a rate estimate gone wrong.
+    if n < 0.5 * probe.frame_count and decode.errors:
         raise CorruptMedia(f"{path.name}: only {n} of {probe.frame_count} frames could be decoded; the file is "
                            f"truncated or damaged, upload the complete original again")
     pts = np.asarray(decode.pts[:n], dtype=np.float64)
