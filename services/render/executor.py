@@ -125,13 +125,23 @@ class ScenarioRenderer:
         self.plans: dict[str, Any] = {}  # stage -> MemoryPlan of the last render (record, tests)
         self.pipelines: dict[str, Any] = {}  # stage -> the placed pipeline, while rendering
         self.placement: dict[str, dict[str, Any]] = {}
+        self._at: tuple[int, int, int, str] = (0, 1, 1, "")
 
     def _check(self) -> None:
         if self._cancelled():
             raise Cancelled("render cancelled")
 
-    def _on_step(self, _step: int) -> None:
-        self._check()  # a cancel stops between two denoising steps, not after the whole shot
+    def _item(self, index: int, total: int, steps: int, message: str) -> None:
+        """Start work item `index` of `total` (a keyframe or a transition) of `steps` steps."""
+        self._at = (index, total, steps, message)
+        self._progress(index / total, message)
+
+    def _on_step(self, step: int) -> None:
+        # a cancel stops between two denoising steps, not after the whole shot; a 14B video
+        # step takes seconds, so progress moves with the steps, not only per transition
+        self._check()
+        index, total, steps, message = self._at
+        self._progress((index + (step + 1) / steps) / total, f"{message}, step {step + 1}/{steps}")
 
     def _pipeline(self, preset_name: str, stage: Stage, scenario: Scenario, frames: int = 1
                   ) -> tuple[Any, Any, str]:
@@ -163,8 +173,10 @@ class ScenarioRenderer:
         if names:
             pipe.set_adapters(names, adapter_weights=weights)
         flow = preset.family in ("wan", "flux")
-        set_scheduler(pipe, scenario.video_scheduler if stage is Stage.VIDEO else scenario.image_scheduler,
-                      flow=flow)
+        if stage is Stage.VIDEO:
+            set_scheduler(pipe, scenario.video_scheduler, flow=flow, shift=scenario.video_flow_shift)
+        else:
+            set_scheduler(pipe, scenario.image_scheduler, flow=flow)
         memory = scenario.memory
         offload = memory.offload if memory.offload != "auto" else self._placement.offload
         tiling = memory.vae_tiling if memory.vae_tiling != "auto" else self._placement.vae_tiling
@@ -214,7 +226,7 @@ class ScenarioRenderer:
             guidance = self._guidance(family, scenario)
         for i, shot in enumerate(scenario.shots, start=1):
             self._check()
-            self._progress((i - 1) / total, f"keyframe {i}/{len(scenario.shots)}")
+            self._item(i - 1, total, steps, f"keyframe {i}/{len(scenario.shots)}")
             if images[i - 1] is None:
                 out = family.generate(pipe, shot.prompt, shot.seed, w, h, steps=steps,
                                       variant=variant, negative_prompt=shot.negative_prompt,
@@ -234,7 +246,7 @@ class ScenarioRenderer:
             vguidance = self._guidance(vfamily, scenario)
             for p, (a, b) in enumerate(pairs, start=1):
                 self._check()
-                self._progress((len(scenario.shots) + p - 1) / total, f"transition {p}/{len(pairs)}")
+                self._item(len(scenario.shots) + p - 1, total, steps, f"transition {p}/{len(pairs)}")
                 tr = scenario.transition_for(p - 1)
                 prompt = tr.prompt or scenario.shots[b].prompt
                 last = images[b] if vvariant == "flf2v" else None

@@ -137,6 +137,9 @@ class Scenario(_Strict):
     distilled_guidance: float | None = Field(default=None, ge=0.0, le=30.0)
     image_scheduler: str = "default"
     video_scheduler: str = "default"
+    # Wan's flow shift; None = the one its scheduler ships with (3.0 in the 480p checkpoints;
+    # the Wan authors use 5.0 at 720p)
+    video_flow_shift: float | None = Field(default=None, ge=0.5, le=20.0)
     memory: Memory = Memory()
 
     @field_validator("image_preset")

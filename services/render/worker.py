@@ -173,7 +173,8 @@ class RenderWork:
     def _outcome(job: Job, record: dict[str, Any]) -> JobOutcome:
         data = {"job_id": job.id, "keyframes": record["keyframes"],
                 "transitions": record["transitions"], "film": record["film"],
-                "thumbnails": record["thumbnails"], "warnings": record["warnings"]}
+                "thumbnails": record["thumbnails"], "warnings": record["warnings"],
+                "placement": record.get("placement", {})}
         n = len(record["keyframes"])
         return JobOutcome(
             message=f"{n} keyframe(s), {len(record['transitions'])} transition(s)"

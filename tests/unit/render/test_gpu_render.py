@@ -84,3 +84,30 @@ def test_plan_reads_the_cards_free_memory():
     free, _ = torch.cuda.mem_get_info()
     assert plan.budget_bytes is not None and 0 < plan.budget_bytes < free
     assert plan.offload == "none"  # a tiny model fits any card
+
+
+@pytest.mark.parametrize("offload", ["auto", "group"])
+def test_scenario_renders_on_the_card_where_the_settings_say(tmp_path, offload):
+    from pathlib import Path
+
+    from loraforge.render.executor import Placement, ScenarioRenderer
+    from loraforge.render.scenario import parse_scenario
+
+    scenario = parse_scenario(f"""
+image_preset: tiny-sdxl
+video_preset: tiny-wan2.1-flf2v
+output: {{width: 64, height: 64}}
+steps: 2
+memory: {{offload: {offload}}}
+transition: {{frames: 5, fps: 8}}
+shots:
+  - {{prompt: "a red ball", seed: 1, negative_prompt: "blurry"}}
+  - {{prompt: "a blue cube", seed: 2}}
+""")
+    renderer = ScenarioRenderer(lambda lora: Path("/nonexistent"), placement=Placement())
+    result = renderer.render(scenario, tmp_path / "out")
+    for stage in ("image", "video"):
+        where = result.placement[stage]
+        assert where["device"].startswith("cuda") and where["dtype"] == "bfloat16", where
+        assert where["offload"] == ("none" if offload == "auto" else "group"), where
+    assert len(result.transitions) == 1 and result.film is not None

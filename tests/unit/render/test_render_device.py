@@ -14,7 +14,7 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
-from loraforge.render.device import GiB, PlacementError, plan_memory
+from loraforge.render.device import GiB, PlacementError, plan_memory, resolve_dtype
 from loraforge.render.executor import Placement, ScenarioRenderer, fit_image
 from loraforge.render.inputs import MAX_PIXELS, check_image_file, check_image_key
 from loraforge.render.scenario import parse_scenario
@@ -49,8 +49,8 @@ def test_render_pipeline_runs_in_the_requested_dtype(tmp_path):
     assert placement["image"]["weights_dtype"] == "bfloat16"
     assert placement["image"]["weights_device"] == "cpu"
     assert img.std() > 0  # a real picture came out of the bf16 pipeline
-    _, auto = _keyframe(tmp_path, "auto", extra="cfg: 1", placement=Placement(device="cpu"))
-    assert auto["image"]["weights_dtype"] == "float32"  # auto on the CPU is fp32
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32  # the CPU default
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
 
 
 def test_cfg_and_negative_prompt_change_the_keyframe(tmp_path):
