@@ -25,13 +25,15 @@ QUALITY_WIDTH, inside the black bars:
 * Text (PP-OCR detection on TEXT_FRAMES frames, recognition to confirm, see text.py): a line is
     - subtitle/caption: a line-shaped box in the bottom SUBTITLE_BAND (or top TOP_BAND) of the
       picture that does not move with the camera;
-    - overlaid text: a box at the same pixels in two OCR frames while the scene changes;
-      in a corner it is a text logo (``@channel``) and counts as a watermark;
+    - overlaid text: a box at the same pixels in two OCR frames while the camera moved; in a
+      corner it is a text logo (``@channel``) and counts as a watermark;
     - scene text: a sign, a T-shirt print, a book cover, anything that moves with the camera,
       or a single sighting outside the bands. Scene text is part of the picture, not an edit:
       it is reported as a flag (with its box and what it reads) so a person can decide, but it
-      does not reject the clip. Limitation: on a locked-off shot of a still scene, text in the
-      bottom band cannot be told from a subtitle and is treated as one.
+      does not reject the clip. Limitation: on a locked-off shot, text that stays put cannot be
+      told from an overlay by motion; in the subtitle bands it is taken for a subtitle, elsewhere
+      (a caption mid-frame, a corner ``@channel``) for scene text, flagged not rejected, unless
+      the static-edge cue finds it as a logo.
   Recognition confirms every line that rejects or flags: at least two letters or digits read
   with confidence (``text.is_text``); detector hits on stripes, patterns and stars drop out.
 """
@@ -66,7 +68,7 @@ LOGO_MAX_W, LOGO_MAX_H = 0.45, 0.35  # of the picture: larger static structures 
 OUTER_BAND = 0.3  # a blob whose centre is within 30 % of an edge is in the "logo zone"
 SUBTITLE_BAND = 0.28  # subtitles and lower thirds live in the bottom 28 % of the picture
 TOP_BAND = 0.12  # top captions, channel names
-TEXT_FRAMES = 3  # OCR frames per clip: the first and last pick, the middle one when text is seen
+TEXT_FRAMES = 3  # OCR frames per clip (_ocr_positions): two, and a third when text is seen
 TEXT_MATCH_IOU = 0.5
 TEXT_MIN_SHIFT_PX = 2.0  # below this camera shift between OCR frames, text boxes cannot tell
 MAX_READS = 6  # recognition calls per clip: tracks beyond these are not read (nor reported)
@@ -319,18 +321,25 @@ def _iou(a, b) -> float:
 
 
 def _ocr_positions(n: int) -> tuple[list[int], list[int]]:
-    """(first round, second round) of sample positions read by OCR."""
-    picks = sorted(set(np.linspace(0, n - 1, min(n, TEXT_FRAMES)).round().astype(int).tolist()))
-    if len(picks) <= 2:
-        return picks, []
-    return [picks[0], picks[-1]], picks[1:-1]
+    """(first round, second round) of sample positions read by OCR: a quarter and three
+    quarters into the samples first (a subtitle shown for half the clip, or a title at its
+    start or end, is on at least one of them, and two frames apart tell static text from text
+    the camera moves), then, only when text was seen, the frames between them, up to
+    TEXT_FRAMES in all."""
+    if n <= 2:
+        return list(range(n)), []
+    first = sorted({round(0.25 * (n - 1)), round(0.75 * (n - 1))})
+    rest = [p for p in np.linspace(0, n - 1, n).round().astype(int).tolist() if p not in first]
+    # the ones nearest the middle, between the first two
+    rest.sort(key=lambda p: abs(p - (n - 1) / 2))
+    return first, sorted(rest[: max(0, TEXT_FRAMES - len(first))])
 
 
 @dataclass
 class _Track:
     boxes: list[tuple[int, tuple[float, float, float, float]]]  # (sample position, box)
-    static: bool = False
-    moved: bool = False
+    static: bool = False  # stayed at its pixels while the camera moved: an overlay
+    moved: bool = False  # moved with the camera: scene text
 
 
 def _text_tracks(
@@ -347,8 +356,7 @@ def _text_tracks(
             best = None
             for t in tracks:
                 p0, b0 = t.boxes[-1]
-                # camera motion between the two OCR frames, in pixels and in box fractions
-                # where the camera carried the old box's centre between the two OCR frames
+                # where the camera carried the old box's centre between the two OCR frames (pixels)
                 cx0, cy0 = (b0[0] + b0[2] / 2) * w, (b0[1] + b0[3] / 2) * h
                 pt = np.array([cx0, cy0])
                 for mo in motions[p0:pos]:
@@ -359,14 +367,11 @@ def _text_tracks(
                 if max(_iou(b0, box), _iou(carried, box)) < TEXT_MATCH_IOU:
                     continue
                 if np.hypot(sx, sy) < TEXT_MIN_SHIFT_PX:
-                    best = (t, "static")  # a still camera: same place
+                    # a still camera: the same place says nothing (a sign behind an interview
+                    # stays put as well as a caption does)
+                    best = (t, "still")
                     break
-                # the box moved by disp; it follows the camera if disp is nearer the camera's
-                # shift than standing still (detector boxes jitter by a pixel or two)
-                ddx = (box[0] + box[2] / 2 - b0[0] - b0[2] / 2) * w
-                ddy = (box[1] + box[3] / 2 - b0[1] - b0[3] / 2) * h
-                moved = np.hypot(ddx - sx, ddy - sy) < np.hypot(ddx, ddy)
-                best = (t, "moved" if moved else "static")
+                best = (t, "moved" if _follows_camera(b0, box, sx / w, sy / h) else "static")
                 break
             if best is None:
                 tracks.append(_Track([(pos, box)]))
@@ -378,19 +383,38 @@ def _text_tracks(
     return tracks
 
 
-def _text_kind(t: _Track, scene_changes: bool) -> str:
+def _follows_camera(b0, b1, sx: float, sy: float, border: float = 0.01) -> bool:
+    """Whether box b1 is b0 carried by the camera shift (sx, sy) (fractions of the frame) rather
+    than b0 standing still. Judged on the box edges across the main direction of motion: both
+    must have moved nearer the camera's shift than zero (a detector box's far edge wanders with
+    the last glyph, so a centre can move half a glyph without the text moving). An edge at the
+    frame border is where the picture cuts the text, not the text's own edge, and is skipped."""
+    i, s = (0, sx) if abs(sx) >= abs(sy) else (1, sy)
+    edges = []
+    for lo, hi in ((b0[i], b1[i]), (b0[i] + b0[i + 2], b1[i] + b1[i + 2])):
+        if min(lo, hi) <= border or max(lo, hi) >= 1 - border:
+            continue
+        edges.append(hi - lo)
+    if not edges:  # both edges cut by the frame: the centre is all there is
+        edges = [(b1[i] + b1[i + 2] / 2) - (b0[i] + b0[i + 2] / 2)]
+    return all(abs(e - s) < abs(e) for e in edges)
+
+
+def _text_kind(t: _Track) -> str:
+    """subtitle | text_logo | text_overlay | scene_text (the rules in the module docstring)."""
     x, y, bw, bh = max((b for _, b in t.boxes), key=lambda b: b[2] * b[3])
     cy = y + bh / 2
     line = bw >= 2 * bh
     band = line and (cy >= 1 - SUBTITLE_BAND or cy <= TOP_BAND)
     if t.moved:
         return "scene_text"
-    if t.static and scene_changes:
+    if t.static:
         if band:
             return "subtitle"
         cx = x + bw / 2
         corner = min(cx, 1 - cx) < OUTER_BAND and min(cy, 1 - cy) < OUTER_BAND
         return "text_logo" if corner else "text_overlay"
+    # a still camera or a single sighting: only the subtitle band tells
     return "subtitle" if band else "scene_text"
 
 
@@ -458,7 +482,7 @@ def measure_overlays(
         ocr_at = sorted(lines)
         tracks = _text_tracks(lines, motions, (w, h))
         # burned-in candidates first, then the largest: recognition is capped per clip
-        kinds = [(_text_kind(t, scene_changes), t) for t in tracks]
+        kinds = [(_text_kind(t), t) for t in tracks]
         kinds.sort(key=lambda kt: (kt[0] == "scene_text", -max(b[2] * b[3] for _, b in kt[1].boxes)))
         for kind, t in kinds[:MAX_READS]:
             pos, box = max(t.boxes, key=lambda pb: pb[1][2] * pb[1][3])

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+import curation_media as M
 import quality_media as Q
 from loraforge.curation.decision import decide
 from loraforge.curation.frames import load_media
@@ -20,6 +21,7 @@ from loraforge.curation.people import PeopleDetector
 from loraforge.curation.pipeline import MediaItem, curate
 from loraforge.curation.policy import CurationPolicy
 from loraforge.curation.report import annotate
+from loraforge.curation.text import default_reader
 
 POLICY = CurationPolicy(min_short_side_px=256, frames_per_clip=6)
 FACELESS = POLICY.model_copy(update={"require_face": False, "max_people": None, "light_on": "frame"})
@@ -102,8 +104,7 @@ def test_static_scenery_beside_a_moving_subject_is_no_logo():
     # a locked-off shot: the coffee stays, Grace Hopper's portrait slides across its left half;
     # the cup's edges are static and the picture changes next to them, but not all around
     bg = cv2.resize(Q.coffee(), (Q.W, Q.H))
-    face = cv2.resize(cv2.imread(str(__import__("matplotlib.cbook").cbook.get_sample_data(
-        "grace_hopper.jpg", asfileobj=False))), (160, 200))
+    face = cv2.resize(M.hopper(), (160, 200))
     grays = []
     for t in range(6):
         f = bg.copy()
@@ -161,3 +162,23 @@ def test_zoom_is_camera_motion_and_a_logo_over_it_is_still_found(tmp_path):
     assert out["zoom_logo"].logo_or_watermark
     x, y, w, h = out["zoom_logo"].watermarks[0].box
     assert x > 0.75 and y < 0.15 and w < 0.2
+
+
+def test_text_on_a_locked_off_shot_is_scene_text(tmp_path):
+    # a shop sign behind someone walking through a locked-off shot: it stays put like a caption
+    # would, so position decides: outside the subtitle bands it is scene text (flag only)
+    bg = cv2.resize(Q.with_sign(Q.coffee()), (Q.W, Q.H))
+    face = cv2.resize(M.hopper(), (150, 190))
+
+    def frame(t: int) -> np.ndarray:
+        f = bg.copy()
+        x = 480 - 24 * t
+        f[150:340, x : x + 150] = face
+        return f
+
+    media = load_media(Q.write_h264(tmp_path / "still_sign.mp4", frame), 6)
+    views = [frame_views(f.image) for f in media.frames]
+    ov = measure_overlays([v.gray for v in views], images=[v.small for v in views],
+                          indices=[f.index for f in media.frames], reader=default_reader())
+    assert not ov.burned_in_text and not ov.logo_or_watermark
+    assert ov.scene_text and "HOTEL" in ov.scene_text[0].text.replace(" ", "").upper()
