@@ -33,7 +33,8 @@ train.py), for each checkpoint and the final step:
      and the reason says so. ``extra.eval_strength = false`` skips only this pass.
 
 Everything here runs in a worker thread and is bounded by :class:`EvalSettings` (default 4
-previews per checkpoint at the training resolution, 4 inference steps; the strength pass is
+previews per checkpoint at the training resolution; 20 inference steps at the family's render
+guidance on real weights, 4 at guidance 1.0 on tiny presets; the strength pass is
 ``len(STRENGTH_WEIGHTS)`` more preview sets of the chosen step). Evaluation settings
 come from the job's ``extra`` under the ``eval_*`` names of :data:`EVAL_EXTRA`.
 """
@@ -54,10 +55,15 @@ from loraforge.runtime.errors import Cancelled, InvalidInput
 
 # job `extra` key -> EvalSettings field; popped before the RunConfig is built
 EVAL_EXTRA = {"eval_previews": "previews", "eval_inference_steps": "inference_steps",
+              "eval_guidance": "guidance",
               "eval_face_backend": "face_backend", "eval_seed": "seed",
               "eval_max_references": "max_references", "evaluate": "enabled",
               "eval_strength": "strength", "eval_prompts": "prompts"}
 MAX_PROMPTS = 16
+# a converged sample of the flow-matching / DDIM schedulers at a fraction of the pipelines'
+# 50 default steps (previews are rendered at every evaluation of every run)
+REAL_PREVIEW_STEPS = 20
+TINY_PREVIEW_STEPS = 4
 MAX_PROMPT_CHARS = 500
 # adapter weights tried for the strength recommendation (document 002: weak / normal / strong)
 STRENGTH_WEIGHTS = (0.5, 0.7, 0.9, 1.0, 1.2)
@@ -67,7 +73,11 @@ STRENGTH_WEIGHTS = (0.5, 0.7, 0.9, 1.0, 1.2)
 class EvalSettings:
     enabled: bool = True
     previews: int = 4  # renders per checkpoint
-    inference_steps: int = 4
+    # None: 4 steps at guidance 1.0 for tiny presets (tests: one forward a step), and for real
+    # weights REAL_PREVIEW_STEPS at the family's render guidance (true CFG for Wan / SD, Flux's
+    # distilled guidance), so a preview looks like what the user will render
+    inference_steps: int | None = None
+    guidance: float | None = None
     face_backend: str = "dlib"
     seed: int = 0  # previews use seeds seed, seed + 1, ...
     max_references: int = 5
@@ -91,7 +101,7 @@ class EvalSettings:
         object.__setattr__(self, "prompts", prompts)
         if not 1 <= self.previews <= 64:
             raise InvalidInput(f"eval_previews must be 1..64, got {self.previews}")
-        if not 1 <= self.inference_steps <= 200:
+        if self.inference_steps is not None and not 1 <= self.inference_steps <= 200:
             raise InvalidInput(f"eval_inference_steps must be 1..200, got {self.inference_steps}")
         if self.max_references < 1:
             raise InvalidInput("eval_max_references must be at least 1")
@@ -334,6 +344,17 @@ class CheckpointEvaluator:
         px = ds.load_pixels(index % len(ds.samples))  # (C, F, H, W)
         return to_pil_list(px[:, -1 if last else 0].unsqueeze(0))[0]
 
+    def _steps(self) -> int:
+        if self.settings.inference_steps is not None:
+            return self.settings.inference_steps
+        return TINY_PREVIEW_STEPS if self.trainer.preset.tiny else REAL_PREVIEW_STEPS
+
+    def _guidance(self) -> float:
+        if self.settings.guidance is not None:
+            return self.settings.guidance
+        t = self.trainer
+        return 1.0 if t.preset.tiny else float(getattr(t.family, "RENDER_GUIDANCE", 1.0))
+
     def render(self, prompts: Sequence[str]) -> list[np.ndarray]:
         """One BGR still per preview: the image, or a clip's middle frame."""
         return [f[len(f) // 2] for f in self.render_clips(prompts)]
@@ -361,7 +382,8 @@ class CheckpointEvaluator:
         for i in range(self.settings.previews):
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
                 res = t.family.generate(t.pipe, prompts[i % len(prompts)], self.settings.seed + i,
-                                        w, h, frames, steps=self.settings.inference_steps,
+                                        w, h, frames, steps=self._steps(),
+                                        guidance=self._guidance(),
                                         variant=t.variant, **extra)
             out.append(_frames(res, video))
         return out
