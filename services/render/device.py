@@ -35,6 +35,8 @@ from typing import Any
 
 import torch
 
+from loraforge.runtime.errors import InvalidInput
+
 log = logging.getLogger(__name__)
 
 GiB = 1024**3
@@ -60,8 +62,9 @@ _DECODE_WIDTH = {"wan": (96, 4), "sdxl": (128, 1), "sd1.5": (128, 1), "flux": (1
 _TEXT_MODULES = ("text_encoder", "text_encoder_2", "image_encoder")
 
 
-class PlacementError(ValueError):
-    """A device/dtype/offload setting that cannot work; the message says what to change."""
+class PlacementError(InvalidInput):
+    """A device/dtype/offload setting that cannot work; the message says what to change (the
+    job fails at once: a retry on the same worker would fail the same way)."""
 
 
 def resolve_device(name: str = "auto") -> torch.device:

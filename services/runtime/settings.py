@@ -10,7 +10,7 @@ import os
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -168,9 +168,9 @@ class RenderSettings(_Group):
     vae_tiling: auto | on | off."""
 
     device: str = "auto"
-    dtype: str = "auto"
-    offload: str = "auto"
-    vae_tiling: str = "auto"
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    offload: Literal["auto", "none", "model", "group"] = "auto"
+    vae_tiling: Literal["auto", "on", "off"] = "auto"
 
 
 class Settings(BaseSettings):

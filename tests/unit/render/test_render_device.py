@@ -107,6 +107,51 @@ shots:
     assert np.abs(first - other).mean() > 5 * err
 
 
+def _last_frame(video: Path) -> np.ndarray:
+    reader = imageio_ffmpeg.read_frames(str(video))
+    meta = next(reader)
+    w, h = meta["size"]
+    last = None
+    for raw in reader:
+        last = raw
+    reader.close()
+    return np.frombuffer(last, dtype=np.uint8).reshape(h, w, 3).astype(np.int16)
+
+
+def test_flf2v_between_two_given_images_and_its_comfyui_export(tmp_path):
+    from loraforge.render.comfyui import export_workflow
+
+    files = {}
+    for name in ("astronaut", "coffee"):
+        files[f"acme/jane/sources/{name}.png"] = tmp_path / f"{name}.png"
+        _photo(name).save(files[f"acme/jane/sources/{name}.png"])
+    scenario = parse_scenario("""
+video_preset: tiny-wan2.1-flf2v
+output: {width: 96, height: 64}
+steps: 1
+transition: {frames: 5, fps: 8}
+shots:
+  - {prompt: "an astronaut", image: "acme/jane/sources/astronaut.png"}
+  - {prompt: "a cup of coffee", image: "acme/jane/sources/coffee.png"}
+""")
+    renderer = ScenarioRenderer(lambda lora: Path("/nonexistent"), resolve_image=files.__getitem__,
+                                placement=Placement(device="cpu"))
+    video = renderer.render(scenario, tmp_path / "out").transitions[0]
+    first, last = _first_frame(video), _last_frame(video)
+    astro = np.asarray(fit_image(_photo("astronaut"), 96, 64), dtype=np.int16)
+    coffee = np.asarray(fit_image(_photo("coffee"), 96, 64), dtype=np.int16)
+    assert np.abs(first - astro).mean() < 6 and np.abs(last - coffee).mean() < 6
+    # the same scenario for ComfyUI: the given images are loaded, fitted and fed to the
+    # first/last-frame node instead of sampled keyframes
+    nodes = export_workflow(scenario)
+    loads = [n["inputs"]["image"] for n in nodes.values() if n["class_type"] == "LoadImage"]
+    assert loads == ["astronaut.png", "coffee.png"]
+    samplers = [n["_meta"]["title"] for n in nodes.values() if n["class_type"] == "KSampler"]
+    assert samplers == ["transition 1 sampler"]  # no keyframe is sampled
+    flf = next(n for n in nodes.values() if n["class_type"] == "WanFirstLastFrameToVideo")
+    assert nodes[flf["inputs"]["start_image"][0]]["class_type"] == "ImageScale"
+
+
 def test_wan_pin_first_frame_is_the_vae_round_trip_of_the_image():
     """At the family level (used by render and previews): frame 0 is the image's own encoding
     decoded, whatever the (random) model predicted for it."""
