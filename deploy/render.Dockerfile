@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
-# loraforge render: render controller (gRPC) and the GPU render worker Job (`python -m loraforge.render.worker`).
-# One image for both roles; the Deployment runs the default entrypoint, the Job overrides
+# loraforge render: the render service (gRPC; with LORAFORGE_K8S__RENDER_JOBS it runs each
+# render as a GPU Job) and the GPU render worker (`python -m loraforge.render.worker`: the
+# queue worker of compose's render-worker, or `--job ID` in a Kubernetes render Job's pod).
+# One image for every role; the Deployment runs the default entrypoint, the others override
 # the command. Build from the repository root:
 #   docker build -f deploy/render.Dockerfile -t loraforge/render:dev .
 #
