@@ -6,10 +6,11 @@ wheel and run with onnxruntime on the CPU: nothing is downloaded. We use rapidoc
 pre/post-processing classes with the paths of those files, not its ``RapidOCR`` pipeline
 (whose angle classifier and full-size resize we do not need).
 
-Cost, measured on the 2-core development machine under load: the detector takes ~45 ms for a
-512x288 frame with one thread (~85 ms at 640x360, ~450 ms when handed a 1280x720 frame, because
-its post-processing works at the input size), so frames are shrunk to OCR_WIDTH first and only
-a few frames per clip are read (``overlays.TEXT_FRAMES``). Recognition (~15-40 ms a line) runs
+Cost, measured on the 2-core development machine (best of 5, one thread): the detector takes
+~27 ms for a 416x234 frame, ~45 ms at 512x288, ~85 ms at 640x360 and ~450 ms when handed a
+1280x720 frame (its post-processing works at the input size), so frames are shrunk to
+OCR_WIDTH first and only a few frames per clip are read (``overlays.TEXT_FRAMES``: two, a
+third when text is seen). Recognition (~15-40 ms a line) runs
 only on boxes that would reject a clip or be reported, to confirm that they hold characters.
 One intra-op thread: curation runs several clips in parallel threads, and ONNX Runtime's own
 pool on top of that only oversubscribes the cores.
@@ -26,7 +27,10 @@ import numpy as np
 
 from loraforge.curation.errors import BackendUnavailable
 
-OCR_WIDTH = 512  # 720p subtitles (~36 px high) become ~14 px: well inside the detector's range
+# 720p subtitles (~36 px high, 5 % of the height) become ~12 px: inside the detector's range
+# (it read every test subtitle and sign at 384-512 px); the cost grows with the pixel count,
+# ~27 ms a frame here against ~45 ms at 512 px
+OCR_WIDTH = 416
 DET_MODEL = "ch_PP-OCRv4_det_infer.onnx"
 REC_MODEL = "ch_PP-OCRv4_rec_infer.onnx"
 # A line counts as text when the recogniser reads at least MIN_CHARS letters or digits with a
