@@ -118,3 +118,21 @@ def test_epochs_become_steps_with_the_training_set_and_batch(video_dataset: Path
                      "--batch-size", "3", "--print-config"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert (printed["epochs"], printed["steps_per_epoch"], printed["steps"]) == (4, 2, 8)
+
+
+def test_i2v_previews_start_from_a_validation_clip(two_clips: Path) -> None:
+    """I2V / FLF2V previews are conditioned on the first (last) frame of a clip the LoRA never
+    trained on."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from loraforge.trainer.checkpoints import CheckpointEvaluator, EvalSettings
+
+    _, _, train, val = plan(_cfg(two_clips, preset="tiny-wan2.1-i2v", frames=5))
+    ev = CheckpointEvaluator(SimpleNamespace(dataset=train, validation=val), EvalSettings())
+    first, last = np.asarray(ev._still(0)), np.asarray(ev._still(0, last=True))
+    px = ((val.load_pixels(0) + 1) * 127.5).round().clamp(0, 255).byte()  # C, F, H, W
+    assert np.array_equal(first, px[:, 0].permute(1, 2, 0).numpy())
+    assert np.array_equal(last, px[:, -1].permute(1, 2, 0).numpy())
+    other = ((train.load_pixels(0) + 1) * 127.5).round().clamp(0, 255).byte()
+    assert not np.array_equal(first, other[:, 0].permute(1, 2, 0).numpy())

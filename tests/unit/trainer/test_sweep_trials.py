@@ -17,7 +17,7 @@ from loraforge.trainer.synthetic import TRIGGER
 from optuna.trial import TrialState
 
 GOOD, BAD = 2e-2, 1e-12
-STEPS, EVERY = 8, 2
+STEPS, EVERY = 6, 2
 
 
 def test_sweep_ranks_by_validation_loss_and_prunes_the_bad_trial_early(video_dataset: Path,
