@@ -1,9 +1,12 @@
-"""Per-frame image quality: sharpness, exposure, contrast, blockiness, black bars, lighting.
+"""Per-frame image quality: sharpness, exposure, contrast, blockiness, black bars, lighting,
+noise; and the same on the subject (``measure_subject``), which curation judges first.
 
 Everything is measured on a copy scaled to a fixed width (QUALITY_WIDTH) so that numbers are
-comparable between 480p phone clips and 4K footage; sharpness in particular (Laplacian variance)
-would otherwise grow with resolution. Exposure and contrast ignore letterbox bars, which would
-otherwise read as crushed shadows.
+comparable between 480p phone clips and 4K footage, and whatever size the frames arrive at
+(full size, or ingest's analysis proxy); sharpness in particular (Laplacian variance) would
+otherwise grow with resolution. Noise is the exception: measured at most QUALITY_WIDTH wide but
+never upscaled, since interpolation would smooth it away. Exposure and contrast ignore
+letterbox bars, which would otherwise read as crushed shadows.
 """
 
 from __future__ import annotations
@@ -241,8 +244,8 @@ def noise_gray(image: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def upper_body_box(face: Box, width: float, height: float) -> Box:
-    """Head and shoulders around a face box, clipped to the frame: the subject region when no
-    person box or mask is known. 1.6 face widths to each side of the face centre and 1.5 face
+    """Head and shoulders around a face box (or a person detector's head box), clipped to the
+    frame: the subject region. 1.6 face widths to each side of the face centre and 1.5 face
     heights below the chin cover the shoulders of a frontal or three-quarter view."""
     cx = face.x + face.w / 2
     x0, x1 = max(0.0, cx - 1.6 * face.w), min(float(width), cx + 1.6 * face.w)
