@@ -139,7 +139,8 @@ def _json_summary(job: Any, record: dict, manifest: dict | None, report: dict) -
     ]
     return {
         "job_id": job.id, "state": job_state(job), "dataset_id": record["id"],
-        "lora_type": record["lora_type"], "counts": record["counts"],
+        "lora_type": record["lora_type"], "policy_hash": record.get("policy_hash", ""),
+        "counts": record["counts"],
         "rejection_counts": record["rejection_counts"], "missing": record["missing"],
         "selected": [c["clip_id"] for c in record["selected"]], "report": report, "clips": clips,
     }
@@ -150,6 +151,7 @@ def _print_summary(job: Any, record: dict, report: dict) -> None:
     console.print(f"[green]dataset {record['id']}[/green]: {counts['selected']} selected "
                   f"(target {record.get('target_size')}), {counts['kept']} kept, "
                   f"{counts['rejected']} rejected of {counts['clips']} clips")
+    console.print(f"policy: {record['lora_type']} LoRA (policy {record.get('policy_hash', '?')})")
     if record["rejection_counts"]:
         table = Table("rejected because", "clips")
         for reason, n in record["rejection_counts"].items():

@@ -45,7 +45,7 @@ async def test_curate_type_background_keeps_the_empty_scene(curation_service, se
     assert record["lora_type"] == "background" and record["policy"]["max_people"] == 0
     manifest = store.get_json(Bucket.DATASETS, out["report"]["key"].replace("report.html", "manifest.json"))
     assert manifest["lora_type"] == "background" and len(manifest["policy_hash"]) == 12
-    assert record["policy_hash"] == manifest["policy_hash"]
+    assert record["policy_hash"] == manifest["policy_hash"] == out["policy_hash"]
 
     # the same clips as a character dataset: the landscape has no face, the astronaut is kept
     again = await asyncio.to_thread(CliRunner().invoke, app, [*args[:6], "character", *args[7:]])
@@ -54,6 +54,9 @@ async def test_curate_type_background_keeps_the_empty_scene(curation_service, se
     assert other["dataset_id"] != out["dataset_id"]  # the type is part of the dataset's identity
     by_id = {c["clip_id"]: c for c in other["clips"]}
     assert "no_face" in by_id["land-000"]["reason_codes"] and by_id["ast-000"]["decision"] == "keep"
+
+    human = await asyncio.to_thread(CliRunner().invoke, app, args[:-1])
+    assert f"policy: background LoRA (policy {out['policy_hash']})" in human.stdout
 
     bad = await asyncio.to_thread(CliRunner().invoke, app, [*args[:6], "portrait", *args[7:]])
     assert bad.exit_code != 0 and "background" in bad.output  # the valid types are listed
