@@ -135,6 +135,35 @@ def validation_prompts(trigger: str, captions: Sequence[str], n_captions: int = 
     return prompts or ["a photo"]
 
 
+class LiveLikeness:
+    """Likeness of each evaluated step's previews while training (the score the evaluation
+    after training gives them: choose.likeness of their identity against the references).
+    ``build`` returns (ReferenceFaces or None, face backend) and is called once, at the first
+    step; None references (no face in the dataset's references) leave every step unscored."""
+
+    def __init__(self, build: Callable[[], tuple[Any, Any]]):
+        self._build = build
+        self._built: tuple[Any, Any] | None = None
+        self.values: dict[int, float] = {}  # step -> likeness (steps with a measurable one)
+
+    def score(self, step: int, paths: Sequence[Path]) -> float | None:
+        import cv2
+        from loraforge.evaluation.choose import likeness
+        from loraforge.evaluation.identity import score_identity
+
+        if self._built is None:
+            self._built = self._build()
+        refs, backend = self._built
+        if refs is None:
+            return None
+        imgs = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in scored_previews(paths)]
+        ident = score_identity(imgs, refs, backend)
+        if ident.mean is None:  # no face in any preview: unmeasurable, not 0
+            return None
+        self.values[step] = round(likeness(ident), 4)  # as the evaluation's rows round it
+        return self.values[step]
+
+
 # ---------------------------------------------------------------- references
 
 @dataclass(frozen=True)

@@ -388,37 +388,32 @@ class TrainingWork:
         that step, with the settings the evaluation after training uses, and score their
         likeness to the dataset's reference faces when there are any (``state["likeness"]``,
         published with the progress: a likeness sweep prunes on it while the run trains)."""
-        from loraforge.trainer.checkpoints import CheckpointEvaluator, validation_prompts
+        from loraforge.trainer.checkpoints import (
+            CheckpointEvaluator,
+            LiveLikeness,
+            validation_prompts,
+        )
 
         prompts = validation_prompts(info["trigger"], info["captions"], settings.captions_in_prompts,
                                      settings.prompts)
         renderer = CheckpointEvaluator(trainer, settings, log=logs.append)
-        scoring: dict[str, Any] = {}
 
-        def score(step: int, paths: list[Path]) -> None:
-            import cv2
+        def references() -> tuple[Any, Any]:  # the same ones the evaluation builds
             from loraforge.curation.faces import make_backend
-            from loraforge.evaluation.choose import likeness
-            from loraforge.evaluation.identity import score_identity
-            from loraforge.trainer.checkpoints import scored_previews
 
-            if "refs" not in scoring:  # once per run: the same references as the evaluation
-                scoring["backend"] = make_backend(settings.face_backend)
-                images = self._reference_images(info["reference_keyframes"],
-                                                workdir / "eval" / "live-refs")
-                scoring["refs"], _ = renderer.references(images, scoring["backend"])
-            if scoring["refs"] is None:
-                return
-            imgs = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in scored_previews(paths)]
-            ident = score_identity(imgs, scoring["refs"], scoring["backend"])
-            if ident.mean is not None:
-                state.setdefault("likeness", {})[step] = round(likeness(ident), 4)
+            backend = make_backend(settings.face_backend)
+            images = self._reference_images(info["reference_keyframes"],
+                                            workdir / "eval" / "live-refs")
+            return renderer.references(images, backend)[0], backend
+
+        live = LiveLikeness(references)
+        state["likeness"] = live.values
 
         def on_eval(step: int) -> None:
             state["message"] = f"step {step}: rendering previews"
             try:
                 rendered[step] = renderer.render_step(step, prompts, workdir / "eval")
-                score(step, rendered[step])
+                live.score(step, rendered[step])
             except Exception as e:  # noqa: BLE001 - previews are a view, training goes on
                 log.warning("previews at step %s failed: %s", step, e)
                 logs.append(f"previews at step {step} failed ({type(e).__name__}: {e})")
