@@ -255,10 +255,13 @@ def presets(as_json: bool = typer.Option(False, "--json", help="Print a JSON lis
         return
     from rich.table import Table
 
-    table = Table("preset", "family", "variant", "ready", "description")
+    table = Table("preset", "family", "variant", "ready", "rank/alpha", "lr", "steps",
+                  "description")
     for r in rows:
+        d = r["defaults"]  # what a run that sets nothing gets (--json: every field)
         table.add_row(r["name"], r["family"], r["variant"],
-                      "yes" if r["provisioned"] else "no", r["description"])
+                      "yes" if r["provisioned"] else "no", f"{d['rank']}/{d['alpha']:g}",
+                      f"{d['learning_rate']:g}", str(d["steps"]), r["description"])
     console.print(table)
     missing = [r for r in rows if not r["provisioned"]]
     if missing:
