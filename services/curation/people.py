@@ -47,8 +47,10 @@ from loraforge.curation.geometry import Box, iou
 PERSON_MIN_SCORE = 0.5
 # Score for a second person, looked for with the people found so far blacked out: people
 # standing beside or behind the subject score 0.44-0.83 there (Grace Hopper small and out of
-# focus 0.44-0.56, the cameraman 0.6-0.83); other things beside the subject stay at or under
-# 0.39 (a horse), the subject's own leftover shoulders under 0.35.
+# focus 0.44-0.56, the cameraman 0.6-0.83); other things beside the subject mostly stay at or
+# under 0.39 (a horse), the subject's own leftover shoulders under 0.35. One known exception:
+# the space-shuttle model beside the astronaut (the example footage's pan) reached 0.58 in one
+# frame; a clip counts a second person only when half its checked frames show one (metrics).
 SECOND_PERSON_MIN_SCORE = 0.45
 # Score on a crop around a region of the person mask that no known person explains. Crops are
 # looked at only beside a person already found (see detect). Measured on crops: people cut by
