@@ -128,8 +128,11 @@ def run_study(settings: Any, ref: Any, base: str, *, trials: int, study: str,
     goal = choose_objective(objective, lora_type, preset)
     space = space or default_space(preset.family)
     # one evaluation cadence for every trial (about four evaluations of the shortest)
+    from loraforge.trainer.config import effective_defaults
+
     steps = space.get("steps")
-    shortest = min(getattr(steps, "low", None) or preset.defaults.steps, max_steps or 10**9)
+    shortest = min(getattr(steps, "low", None) or effective_defaults(base)["steps"],
+                   max_steps or 10**9)
     trial_extra = {**TRIAL_EXTRA[goal], "eval_every": checkpoint_interval(shortest)}
     runner = make_trial_runner(settings, ref, base, dataset_id, max_steps=max_steps,
                                timeout_s=trial_timeout_s, as_json=as_json, study=study,
@@ -188,10 +191,10 @@ def training_run(params: dict, *, dataset_id: str, base: str, max_steps: int = 0
     """Sweep parameters -> TrainingRun fields: what the space searches (alpha from the alpha
     ratio, the family's schedule knobs in `extra`); the rest stays unset = family default."""
     from loraforge.evaluation.sweep import training_fields
-    from loraforge.trainer.presets import get_preset
+    from loraforge.trainer.config import effective_defaults
 
-    d = get_preset(base).defaults
-    fields = training_fields(params, d.rank, max_steps=max_steps, default_steps=d.steps)
+    d = effective_defaults(base)  # what the trainer resolves an unset field to
+    fields = training_fields(params, d["rank"], max_steps=max_steps, default_steps=d["steps"])
     return {"dataset_id": dataset_id, "base_preset": base, "seed": seed, **fields}
 
 

@@ -50,12 +50,12 @@ def local_trial_runner(base: RunConfig, out_root: Path, *, max_steps: int = 0,
     the cadence of the base config's resolved steps), so the pruner compares like with like."""
     from loraforge.trainer.train import Trainer
 
-    preset, resolved = resolve(base)
-    d = preset.defaults
+    _, resolved = resolve(base)
     counter = {"n": 0}
 
     def run(params: dict, report: Callable[[int, float], None]) -> TrialScore:
-        fields = training_fields(params, d.rank, max_steps=max_steps, default_steps=resolved.steps)
+        fields = training_fields(params, resolved.rank, max_steps=max_steps,
+                                 default_steps=resolved.steps)
         extra = fields.pop("extra")
         values = {**base.model_dump(), **fields, **extra,
                   "eval_every": resolved.eval_every,

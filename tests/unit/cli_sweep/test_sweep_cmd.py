@@ -126,3 +126,6 @@ def test_unsearched_parameters_stay_unset_for_the_family_default() -> None:
                       "learning_rate": 3e-4, "extra": {}}
     # the --max-steps cap applies to the family's steps too (SDXL: 1500)
     assert sweep_cmd.training_run({}, dataset_id="ds", base="sdxl", max_steps=300)["steps"] == 300
+    # a tiny preset's own default (20 steps) is below the cap: left unset
+    assert "steps" not in sweep_cmd.training_run({}, dataset_id="ds", base="tiny-sdxl",
+                                                 max_steps=300)
