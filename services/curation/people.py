@@ -11,9 +11,7 @@ not standing whole in the frame. Three offline models, each doing what it is goo
 - MediaPipe's selfie segmentation (``data/selfie_segmentation.tflite``): a person mask. It sees
   backs, shoulders and people cut by the frame edge, but it is a foreground segmenter that
   also paints cats and cups when no person is there, so a region of the mask counts as a person
-  only when a detector confirms it: the person detector on a crop of that region, or dlib's CNN
-  face detector (``mmod_human_face_detector.dat``, in face_recognition_models), which finds
-  profiles and small faces that the HOG face detector misses.
+  only when the person detector confirms it on a crop of that region.
 - The face backend's faces (passed in): every face is a person.
 - For pose datasets, MediaPipe's pose landmark model (``data/pose_landmark_full.tflite``) on the
   main person: 33 body keypoints with their visibility, to tell a whole body from a portrait.
@@ -22,6 +20,11 @@ The .tflite files come from the mediapipe 0.10.14 wheel (Apache-2.0, ``data/MEDI
 9.6 MB together) and run in ``ai-edge-litert``, the TFLite runtime; mediapipe itself cannot be a
 dependency (it pins protobuf<5). The subject's own body is never a second person: mask regions
 in the body band under a known head (face or detector head box) belong to that head.
+
+dlib's CNN face detector (``mmod_human_face_detector.dat``) was measured for this and is not
+used: it finds faces of 80 px and more, so at 320 px (0.75-1.0 s of CPU a frame here) it found
+Grace Hopper's large face but missed the astronaut's (62 px there) and the cameraman's profile,
+which the person detector finds in ~20 ms; upsampling to reach small faces costs seconds a frame.
 """
 
 from __future__ import annotations
@@ -59,8 +62,7 @@ SECOND_PERSON_MIN_SCORE = 0.45
 REGION_MIN_SCORE = 0.5
 # the detector runs again with the people found so far blacked out, at most this many times,
 # and at most this many mask regions (the largest) are checked a frame: in a crowd the count
-# is a lower bound, which is all a "one person" rule needs, at a bounded cost (~0.15 s a region
-# when the CNN face detector has to look)
+# is a lower bound, which is all a "one person" rule needs, at a bounded cost (~40 ms a region)
 MAX_PEEL_ROUNDS = 3
 MAX_REGIONS = 4
 MASK_THRESHOLD = 0.5
@@ -73,11 +75,6 @@ MIN_REGION_FRACTION = 0.012
 BODY_BAND_HEAD_WIDTHS = 1.6
 # all three models look at small inputs (192-256 px); frames are shrunk to this first
 WORK_SIDE = 512
-# the CNN face detector runs only on regions that the person detector did not confirm, shrunk
-# to this size: 0.2-0.3 s a crop measured on a shared 2-core machine (0.6 s at 200 px); its
-# smallest face is ~40 px, a quarter of the crop
-CNN_CROP_SIDE = 160
-CNN_MIN_SIDE = 48
 
 _ANCHOR_STRIDES = (8, 16, 32, 32, 32)
 _DET_SIDE = 224
@@ -170,18 +167,6 @@ KEYPOINT_MIN_VISIBILITY = 0.5
 _LM_SIDE = 256
 
 
-@lru_cache(maxsize=1)
-def _cnn_face_detector():
-    import dlib
-
-    from loraforge.curation.dlib_backend import models_dir
-
-    return dlib.cnn_face_detection_model_v1(str(models_dir() / "mmod_human_face_detector.dat"))
-
-
-_cnn_lock = threading.Lock()
-
-
 def _letterbox(rgb: np.ndarray, side: int) -> tuple[np.ndarray, float, int, int]:
     h, w = rgb.shape[:2]
     f = side / max(h, w)
@@ -200,12 +185,10 @@ class PeopleDetector:
         person_min_score: float = PERSON_MIN_SCORE,
         second_person_min_score: float = SECOND_PERSON_MIN_SCORE,
         region_min_score: float = REGION_MIN_SCORE,
-        use_cnn_faces: bool = True,
     ) -> None:
         self.person_min_score = person_min_score
         self.second_person_min_score = second_person_min_score
         self.region_min_score = region_min_score
-        self.use_cnn_faces = use_cnn_faces
         self._local = _Models()  # fails now, with the fix, if a model or the runtime is missing
 
     # -- models ----------------------------------------------------------------------------
@@ -272,17 +255,6 @@ class PeopleDetector:
         m = it.get_tensor(it.get_output_details()[0]["index"])[0, :, :, 0]
         return cv2.resize(m, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
 
-    def cnn_faces(self, rgb: np.ndarray) -> int:
-        if not self.use_cnn_faces:
-            return 0
-        h, w = rgb.shape[:2]
-        f = min(1.0, CNN_CROP_SIDE / max(h, w))
-        small = cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
-        if min(small.shape[:2]) < CNN_MIN_SIDE:  # smaller than its smallest face (dlib fails on it)
-            return 0
-        with _cnn_lock:  # dlib's CNN detector is not documented as thread-safe
-            return len(_cnn_face_detector()(small, 0))
-
     # -- counting --------------------------------------------------------------------------
 
     def detect(self, bgr: np.ndarray, faces: Sequence[Box] = (), keypoints: bool = False) -> list[Person]:
@@ -335,7 +307,7 @@ class PeopleDetector:
                     crop = view[max(0, y - my) : min(sh, y + bh + my), max(0, x - mx) : min(sw, x + bw + mx)]
                     hits = self.persons(crop, self.region_min_score)
                     score = max([score] + [d.score for d in hits])
-                if score >= self.region_min_score or self.cnn_faces(view[y : y + bh, x : x + bw]):
+                if score >= self.region_min_score:
                     people.append(Person(Box(float(x), float(y), float(bw), float(bh)), score, "region", False))
         return [
             Person(p.box.scaled(1 / f), p.score, p.source, p.has_face, p.full_body, p.body_height_ratio,
