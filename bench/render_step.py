@@ -51,7 +51,7 @@ except ImportError:  # a checkout that is not pip-installed: services/ is the pa
     _spec.loader.exec_module(_mod)
 sys.path.insert(0, str(ROOT / "bench"))
 
-from loraforge.render.device import (  # noqa: E402
+from loraforge.render.device import (
     GiB,
     MemoryPlan,
     component_bytes,
@@ -59,8 +59,8 @@ from loraforge.render.device import (  # noqa: E402
     place,
     plan_memory,
 )
-from loraforge.trainer import wan  # noqa: E402
-from loraforge.trainer.presets import get_preset, load_pipeline  # noqa: E402
+from loraforge.trainer import wan
+from loraforge.trainer.presets import get_preset, load_pipeline
 
 FULL_DEFAULT = ["wan2.1-t2v-1.3b", "wan2.1-i2v-14b", "wan2.1-flf2v-14b"]
 # Parameter counts of the encoders the stand-ins replace (bf16 bytes = 2x): UMT5-XXL encoder
@@ -83,7 +83,12 @@ def full_pipeline(name: str, device: torch.device, dtype: torch.dtype) -> Any:
         WanImageToVideoPipeline,
         WanPipeline,
     )
-    from loraforge.trainer.tiny_text import TINY_EOS_ID, TINY_PAD_ID, TINY_VOCAB_SIZE, tiny_tokenizer
+    from loraforge.trainer.tiny_text import (
+        TINY_EOS_ID,
+        TINY_PAD_ID,
+        TINY_VOCAB_SIZE,
+        tiny_tokenizer,
+    )
     from train_step import full_denoiser
     from transformers import (
         CLIPImageProcessor,
@@ -105,8 +110,8 @@ def full_pipeline(name: str, device: torch.device, dtype: torch.dtype) -> Any:
             eos_token_id=TINY_EOS_ID, decoder_start_token_id=TINY_PAD_ID)).to(dtype).eval()
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
                                         flow_shift=3.0, num_train_timesteps=1000)
-    common = dict(tokenizer=tiny_tokenizer(model_max_length=512), text_encoder=text_encoder,
-                  vae=vae, scheduler=scheduler, transformer=transformer)
+    common = {"tokenizer": tiny_tokenizer(model_max_length=512), "text_encoder": text_encoder,
+              "vae": vae, "scheduler": scheduler, "transformer": transformer}
     if preset.variant == "t2v":
         return WanPipeline(**common)
     with torch.device(device):

@@ -10,7 +10,6 @@ name into ComfyUI's models/loras.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-
 from loraforge.runtime.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -121,8 +120,10 @@ def estimate_activation_bytes(pipe: Any, family: str, width: int, height: int, f
     attention input/output (q, k, v, out: 4 x hidden) plus the FFN's hidden layer (ffn_dim,
     with its GELU copy: 2 x ffn_dim); diffusers runs Wan's CFG as two separate forwards, so
     guidance does not double it. Checked on an H200 (bench/render_step.py): 1.3B at
-    480x832x81 peaks at 4.7 GiB over 3.2 GiB of weights, as estimated (1.5 GiB). Image families (UNet/MMDiT at <= 1024 px): about 1 KiB per
-    output pixel per batch item (SDXL 1024x1024 with CFG's batch of 2 measures ~2 GiB)."""
+    480x832x81 peaks at 4.7 GiB over 3.2 GiB of weights, as estimated (1.5 GiB).
+    Image families (UNet/MMDiT at <= 1024 px): 1 KiB per output pixel per batch item, times 2
+    for CFG's batch (2 GiB for SDXL at 1024x1024): a rough allowance, not measured; it is
+    small beside the weights (SDXL 6.9 GB, Flux 24 GB in bf16), which decide the plan."""
     size = torch.tensor([], dtype=dtype).element_size()
     if family == "wan":
         cfg = pipe.transformer.config
@@ -185,8 +186,8 @@ def plan_memory(pipe: Any, family: str, device: torch.device, dtype: torch.dtype
     act = estimate_activation_bytes(pipe, family, width, height, frames, dtype)
     decode = estimate_decode_bytes(family, width, height, dtype)
     vae = sizes.get("vae", 0)
-    figures = dict(weights_bytes=weights, largest_bytes=largest, activation_bytes=act,
-                   decode_bytes=decode)
+    figures = {"weights_bytes": weights, "largest_bytes": largest, "activation_bytes": act,
+               "decode_bytes": decode}
     if device.type != "cuda":
         if offload in ("model", "group"):
             raise PlacementError(f"offload {offload!r} moves models between host and an "
@@ -195,7 +196,7 @@ def plan_memory(pipe: Any, family: str, device: torch.device, dtype: torch.dtype
     free = free_memory(device) if free_bytes is None else int(free_bytes)
     assert free is not None
     budget = free - max(RESERVE_MIN_BYTES, int(free * RESERVE_FRACTION))
-    gib = lambda n: f"{n / GiB:.1f} GiB"  # noqa: E731
+    gib = lambda n: f"{n / GiB:.1f} GiB"
     if offload != "auto":
         chosen, why = offload, "set in the settings or the scenario"
     elif weights + act + decode <= budget:

@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import ImageOps
-
 from loraforge.render.compat import check_compatible
 from loraforge.render.film import join, thumbnail_strip
 from loraforge.render.scenario import Scenario, ScenarioLora, Stage
 from loraforge.runtime.errors import Cancelled, InvalidInput
+from PIL import ImageOps
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,9 @@ from enum import StrEnum
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
 from loraforge.runtime.errors import InvalidInput
 from loraforge.runtime.params import LoraType
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # Weights the source documents suggest per LoRA type (seeds 002/003).
 DEFAULT_LORA_WEIGHTS: dict[LoraType, float] = {

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-
 from loraforge.render.inputs import check_input_images
 from loraforge.render.scenario import parse_scenario
 from loraforge.runtime.errors import InvalidInput

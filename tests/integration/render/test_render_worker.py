@@ -74,6 +74,13 @@ def _check_i2v(store, record: dict[str, Any], photo: Image.Image, tmp_path: Path
     assert err < 6, f"the first frame is not the uploaded photo (mean error {err:.1f})"
 
 
+def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`python -m loraforge.render.worker`, configured only by LORAFORGE_* variables."""
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "loraforge.render.worker"], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
 async def test_worker_entry_point_renders_a_queued_request(settings, settings_env, store, bus,
                                                            tmp_path):
     key, photo = _upload_photo(store)
@@ -86,9 +93,7 @@ async def test_worker_entry_point_renders_a_queued_request(settings, settings_en
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("LORAFORGE_")},
            **settings_env, "LORAFORGE_RENDER__DEVICE": "cpu"}
     log = tmp_path / "worker.log"
-    with open(log, "wb") as out:
-        worker = subprocess.Popen([sys.executable, "-m", "loraforge.render.worker"], env=env,
-                                  stdout=out, stderr=subprocess.STDOUT)
+    worker = _start_worker(env, log)
     try:
         await bus.publish(Event(type="render.requests", tenant=TENANT, project=PROJECT,
                                 data={"request_id": "batch-i2v",

@@ -35,7 +35,8 @@ shots:
 
 
 def _keyframe(tmp_path: Path, name: str, *, extra: str = "", negative: str = "",
-              placement: Placement = Placement(device="cpu")) -> tuple[np.ndarray, dict]:
+              placement: Placement | None = None) -> tuple[np.ndarray, dict]:
+    placement = placement or Placement(device="cpu")
     scenario = parse_scenario(KEYFRAME.format(
         extra=extra, negative=f', negative_prompt: "{negative}"' if negative else ""))
     renderer = ScenarioRenderer(lambda lora: Path("/nonexistent"), placement=placement)
@@ -205,7 +206,7 @@ def _sizes(pipe) -> dict[str, int]:
 def test_memory_plan_for_real_wan_sizes():
     cuda = torch.device("cuda")
     big = _meta_wan("wan2.1-i2v-14b")
-    kw = dict(width=832, height=480, frames=81, sizes=_sizes(big))
+    kw = {"width": 832, "height": 480, "frames": 81, "sizes": _sizes(big)}
     on_24 = plan_memory(big, "wan", cuda, torch.bfloat16, free_bytes=23 * GiB, **kw)
     assert on_24.offload == "group", on_24.describe()  # 28.6 GB of transformer cannot be resident
     assert 26 * GiB < on_24.largest_bytes < 27 * GiB  # 28.6e9 bytes of bf16 weights
