@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from loraforge.runtime.errors import InvalidInput
@@ -112,8 +112,8 @@ class Memory(_Strict):
     """Overrides of the render settings' memory savers for this scenario (auto = chosen from
     the card's free memory and the model size, loraforge.render.device.plan_memory)."""
 
-    offload: str = Field(default="auto", pattern=r"^(auto|none|model|group)$")
-    vae_tiling: str = Field(default="auto", pattern=r"^(auto|on|off)$")
+    offload: Literal["auto", "none", "model", "group"] = "auto"
+    vae_tiling: Literal["auto", "on", "off"] = "auto"
 
 
 class Scenario(_Strict):
