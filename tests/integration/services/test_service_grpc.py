@@ -124,8 +124,8 @@ async def _trainer_calls_only(clients, server) -> None:
 
 async def test_trainer_refuses_rank_zero_and_defaults_an_unset_rank(running) -> None:
     """TrainingRun's numbers are proto3 `optional`: rank 0 sent on the wire is refused with
-    INVALID_ARGUMENT naming the field, an omitted rank takes the default."""
-    from loraforge.runtime.params import TrainingParams
+    INVALID_ARGUMENT naming the field, an omitted rank stays unset in the job (the trainer
+    fills in the preset family's default: trainer/config.py)."""
     from loraforge.v1 import trainer_pb2, trainer_pb2_grpc
 
     _, channel = await running("trainer", mount=_trainer_calls_only)
@@ -141,10 +141,8 @@ async def test_trainer_refuses_rank_zero_and_defaults_an_unset_rank(running) -> 
             await stub.StartTraining(start(f"zero-{field}", **{field: 0}), timeout=5)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert field in info.value.details()
-    defaults = TrainingParams.model_fields
     job = await stub.StartTraining(start("unset", steps=4), timeout=5)
-    assert job.params["rank"] == defaults["rank"].default == 32
-    assert job.params["learning_rate"] == defaults["learning_rate"].default
+    assert job.params["rank"] is None and job.params["learning_rate"] is None
     assert job.params["steps"] == 4
     given = await stub.StartTraining(start("given", rank=8, seed=0), timeout=5)
     assert (given.params["rank"], given.params["seed"]) == (8, 0)
