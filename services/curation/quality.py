@@ -54,12 +54,29 @@ def laplacian_variance(gray: np.ndarray) -> float:
     return float(cv2.Laplacian(gray, cv2.CV_64F).var())
 
 
+# Sharpness as it would read properly exposed. The Laplacian variance scales with the square of
+# the brightness, so a dim but sharp face (a low-key shot, face core at 54/255) read ~18 against
+# a floor of 30 and was called blurry; its detail is there, only darker. Crops darker than
+# SHARPNESS_REF_LUMA are measured as if gained up to it, at most MAX_EXPOSURE_GAIN (2 stops):
+# brighter crops read as before, and darkness itself is too_dark's business.
+SHARPNESS_REF_LUMA = 100.0
+MAX_EXPOSURE_GAIN = 4.0
+
+
+def sharpness(gray: np.ndarray) -> float:
+    """Laplacian variance, exposure-normalised (see SHARPNESS_REF_LUMA)."""
+    if gray.size == 0:
+        return 0.0
+    gain = min(MAX_EXPOSURE_GAIN, max(1.0, SHARPNESS_REF_LUMA / max(float(gray.mean()), 1.0)))
+    return laplacian_variance(gray) * gain * gain
+
+
 def face_sharpness(image: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> float:
     crop = image[y0:y1, x0:x1]
     if crop.size == 0:
         return 0.0
     gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop
-    return laplacian_variance(cv2.resize(gray, (FACE_CROP, FACE_CROP), interpolation=cv2.INTER_AREA))
+    return sharpness(cv2.resize(gray, (FACE_CROP, FACE_CROP), interpolation=cv2.INTER_AREA))
 
 
 def _bar(profile_mean: np.ndarray, profile_std: np.ndarray) -> int:
@@ -156,7 +173,7 @@ def measure_frame(image: np.ndarray, views: FrameViews | None = None) -> FrameQu
     k = nw / w  # bars in noise-view pixels
     noise_inner = v.noise[round(top * k) : nh - round(bottom * k) or None, round(left * k) : nw - round(right * k) or None]
     return FrameQuality(
-        sharpness=laplacian_variance(inner),
+        sharpness=sharpness(inner),
         mean_luma=float(inner.mean()),
         highlights_clipped=float((inner >= CLIP_HIGH).mean()),
         shadows_clipped=float((inner <= CLIP_LOW).mean()),
@@ -264,7 +281,7 @@ class SubjectQuality:
     luma: float  # mean luma of the face core, or of the person region when no face is seen
     highlights_clipped: float  # fractions of the subject region, as in FrameQuality
     shadows_clipped: float
-    sharpness: float  # Laplacian variance of the region at QUALITY_WIDTH, like the frame's
+    sharpness: float  # exposure-normalised Laplacian variance at QUALITY_WIDTH, like the frame's
     noise: float  # noise_sigma of the region
 
 
@@ -287,6 +304,6 @@ def measure_subject(views: FrameViews, region: Box, face: Box | None = None) -> 
         luma=float(light.mean()),
         highlights_clipped=float((crop >= CLIP_HIGH).mean()),
         shadows_clipped=float((crop <= CLIP_LOW).mean()),
-        sharpness=laplacian_variance(crop),
+        sharpness=sharpness(crop),
         noise=noise_sigma(views.noise[ny0:ny1, nx0:nx1]),
     )

@@ -30,6 +30,8 @@ CLIPS = {
     "lowkey": _lowkey,
     # the same shot a quarter as bright: an underexposed interview
     "under": lambda t: Q.gain(_lowkey(t), 0.25),
+    # at 35 %: a dim face (~54/255), but as sharp as ever
+    "dim": lambda t: Q.gain(_lowkey(t), 0.35),
     # exposed at 15 % with sensor noise sigma 3, gained back up in post
     "pushed": lambda t: Q.pushed(Q.portrait(t), 0.15, 3.0, seed=t),
     # exposed at 20 % with sigma 2: visible grain, still usable
@@ -96,6 +98,17 @@ def test_underexposed_face_is_rejected_with_the_numbers(measured):
     ev = next(r.evidence for r in d.reasons if r.code == "too_dark")[0]
     assert ev["kind"] == "face" and ev["box"] == m.subject_box and ev["frames"] == m.subject_frames
     assert len(m.subject_frames) >= 4
+
+
+def test_a_dim_sharp_face_is_not_called_blurry(measured):
+    m = measured["dim"]
+    assert POLICY.min_subject_luma < m.subject_luma < 70
+    d = decide(m, POLICY)
+    assert d.keep and "face_blurry" not in d.reason_codes, d.reasons
+    # sharpness is read as if exposed properly: the dim face reads like the lit one, within
+    # the spread of the encode
+    lit = measured["lowkey"].face_sharpness
+    assert 0.5 * lit < m.face_sharpness < 2 * lit
 
 
 def test_clean_portrait_has_no_light_or_noise_findings(measured):
