@@ -73,8 +73,10 @@ class CurationPolicy(BaseModel):
     motion_direction_rule: Literal["off", "flag", "reject"] = "off"
     min_face_frames_fraction: float = Field(0.6, ge=0, le=1)
     min_face_height_ratio: float = Field(0.10, ge=0, le=1, description="face box / frame height")
+    # sharpness is quality.sharpness: Laplacian variance read as if the crop were exposed to at
+    # least 100/255 (so dimness is judged by too_dark, not taken for blur)
     min_face_sharpness: float = Field(30.0, ge=0, description="Laplacian var, 128 px face crop")
-    min_frame_sharpness: float = Field(15.0, ge=0)
+    min_frame_sharpness: float = Field(15.0, ge=0, description="frame, or the subject region with one")
 
     # light
     min_mean_luma: float = Field(50.0, ge=0, le=255)
