@@ -108,6 +108,12 @@ def test_epochs_become_steps_with_the_training_set_and_batch(video_dataset: Path
     assert accum.steps == 4 * 2  # 3 micro-batches, 2 per optimizer step -> 2 steps an epoch
     with pytest.raises(InvalidInput, match="set steps or epochs, not both"):
         resolve(_cfg(video_dataset, epochs=4, steps=100))
+    from loraforge.runtime.params import TrainingParams
+    from loraforge.trainer.worker import refuse_conflicts
+
+    with pytest.raises(InvalidInput, match="set steps or epochs, not both"):  # at StartTraining
+        refuse_conflicts(TrainingParams(dataset_id="d", base_preset="sdxl", steps=100,
+                                        extra={"epochs": 4}))
     # seed 004's rule on a real preset: below 800 steps names the epochs that reach it
     _, few = resolve(_cfg(video_dataset, preset="wan2.1-t2v-1.3b", epochs=10), steps_per_epoch=3)
     assert few.steps == 30 and any("at least 267 epochs" in w for w in few.warnings)
