@@ -199,7 +199,8 @@ def _remote_curate(remote: Any, project: str, reference: list[Path], target: int
         detail = remote.request("GET", f"/v1/projects/{project}/datasets/{dataset_id}", as_json=as_json)
     report = detail.get("report") or {}
     view = {"job_id": job["id"], "state": job["state"], "dataset_id": detail["id"],
-            "lora_type": detail.get("lora_type"), "counts": detail.get("counts", {}),
+            "lora_type": detail.get("lora_type"), "policy_hash": detail.get("policy_hash", ""),
+            "counts": detail.get("counts", {}),
             "rejection_counts": detail.get("rejection_counts", {}), "missing": detail.get("missing", []),
             "report": {"key": report.get("key"), "url": report.get("url")}}
     if as_json:
@@ -209,6 +210,7 @@ def _remote_curate(remote: Any, project: str, reference: list[Path], target: int
     console.print(f"[green]dataset {view['dataset_id']}[/green]: {counts.get('selected', 0)} selected "
                   f"(target {target or 'default'}), {counts.get('kept', 0)} kept, {counts.get('rejected', 0)} "
                   f"rejected of {counts.get('clips', 0)} clips")
+    console.print(f"policy: {view['lora_type']} LoRA (policy {view['policy_hash'] or '?'})")
     if view["rejection_counts"]:
         table = Table("rejected because", "clips")
         for reason, n in view["rejection_counts"].items():
