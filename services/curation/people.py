@@ -3,13 +3,13 @@
 A clip of "one person" is rejected when a second person shares the shot: in the background,
 over the shoulder, cut by the frame edge, seen from behind, upper body only. Face detection
 alone misses most of those, and a full-body pedestrian window (HOG 64x128) misses anyone who is
-not standing whole in the frame. Three offline models, each doing what it is good at:
+not standing whole in the frame. Offline models, each doing what it is good at:
 
 - MediaPipe's BlazePose person detector (``data/pose_detection.tflite``): an SSD that finds a
   person from the head and upper body, partial or whole, and gives the hip centre and the
   radius of the circle that holds the full body (what MediaPipe crops for its landmark model).
-- MediaPipe's selfie segmentation (``data/selfie_segmentation.tflite``): a person mask. It sees
-  backs, shoulders and people cut by the frame edge, but it is a foreground segmenter that
+- MediaPipe's selfie segmentation (``data/selfie_segmentation.tflite``): a person mask. It covers
+  shoulders and people cut by the frame edge, but it is a foreground segmenter that
   also paints cats and cups when no person is there, so a region of the mask counts as a person
   only when the person detector confirms it on a crop of that region.
 - The face backend's faces (passed in): every face is a person.
@@ -20,6 +20,9 @@ The .tflite files come from the mediapipe 0.10.14 wheel (Apache-2.0, ``data/MEDI
 9.6 MB together) and run in ``ai-edge-litert``, the TFLite runtime; mediapipe itself cannot be a
 dependency (it pins protobuf<5). The subject's own body is never a second person: mask regions
 in the body band under a known head (face or detector head box) belong to that head.
+
+Limit, measured: the detector needs a head. A second person whose head is out of the picture
+(only shoulders and chest) or a dark backlit silhouette scored 0.1-0.36 and is not counted.
 
 dlib's CNN face detector (``mmod_human_face_detector.dat``) was measured for this and is not
 used: it finds faces of 80 px and more, so at 320 px (0.75-1.0 s of CPU a frame here) it found
@@ -73,7 +76,7 @@ MIN_REGION_FRACTION = 0.012
 # shoulders span ~2.8 face widths (45 cm against 16 cm); arms held out beyond it leave mask
 # regions that the detector does not take for a person (it needs a head)
 BODY_BAND_HEAD_WIDTHS = 1.6
-# all three models look at small inputs (192-256 px); frames are shrunk to this first
+# the models look at small inputs (224-256 px); frames are shrunk to this first
 WORK_SIDE = 512
 
 _ANCHOR_STRIDES = (8, 16, 32, 32, 32)
