@@ -21,8 +21,10 @@ The .tflite files come from the mediapipe 0.10.14 wheel (Apache-2.0, ``data/MEDI
 dependency (it pins protobuf<5). The subject's own body is never a second person: mask regions
 in the body band under a known head (face or detector head box) belong to that head.
 
-Limit, measured: the detector needs a head. A second person whose head is out of the picture
-(only shoulders and chest) or a dark backlit silhouette scored 0.1-0.36 and is not counted.
+The detector needs a head, not a face: a head of hair with no face (the astronaut with her face
+covered by her own hair, as someone seen from behind) scores 0.75-0.9. Limit, measured: a second
+person whose head is out of the picture (only shoulders and chest) or a dark backlit silhouette
+scored 0.1-0.36 and is not counted.
 
 dlib's CNN face detector (``mmod_human_face_detector.dat``) was measured for this and is not
 used: it finds faces of 80 px and more, so at 320 px (0.75-1.0 s of CPU a frame here) it found
@@ -52,8 +54,8 @@ from loraforge.curation.geometry import Box, iou
 # else (cat, coffee, rocket, textures, microscopy) stays under 0.3.
 PERSON_MIN_SCORE = 0.5
 # Score for a second person, looked for with the people found so far blacked out: people
-# standing beside or behind the subject score 0.44-0.83 there (Grace Hopper small and out of
-# focus 0.44-0.56, the cameraman 0.6-0.83); other things beside the subject mostly stay at or
+# standing beside or behind the subject score 0.44-0.9 there (Grace Hopper small and out of
+# focus 0.44-0.56, the cameraman 0.6-0.83, a head seen from behind 0.75-0.9); other things beside the subject mostly stay at or
 # under 0.39 (a horse), the subject's own leftover shoulders under 0.35. One known exception:
 # the space-shuttle model beside the astronaut (the example footage's pan) reached 0.58 in one
 # frame; a clip counts a second person only when half its checked frames show one (metrics).

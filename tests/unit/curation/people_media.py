@@ -75,6 +75,24 @@ def profile_person_beside(t: int = 0) -> np.ndarray:
     return _scene(paste(room(), cam, 20 * PAN + 340, 0, H), t)
 
 
+def back_of_head() -> np.ndarray:
+    """The astronaut's head and shoulders with her face covered by her own hair: a head seen
+    from behind (hair all round, no face) on shoulders, as a person turned away shows."""
+    a = M.astronaut().copy()
+    x0, y0, x1, y1 = 171, 73, 275, 199  # her face (dlib's box, 179, 83, 88 x 88) with chin and ears
+    hair = cv2.resize(a[30:95, 185:300], (x1 - x0, y1 - y0), interpolation=cv2.INTER_CUBIC)
+    mask = np.zeros(a.shape[:2], np.uint8)
+    cv2.ellipse(mask, ((x0 + x1) // 2, (y0 + y1) // 2 - 6), ((x1 - x0) // 2, (y1 - y0) // 2), 0, 0, 360, 255, -1)
+    covered = a.copy()
+    covered[y0:y1, x0:x1] = hair
+    return cv2.GaussianBlur(np.where(mask[..., None] > 0, covered, a), (3, 3), 0)[0:400, 60:420]
+
+
+def second_person_from_behind(t: int = 0) -> np.ndarray:
+    """A second person with their back to the camera, in the background on the right."""
+    return _scene(paste(room(), back_of_head(), 20 * PAN + 320, 60, 260), t)
+
+
 def landscape(t: int = 0) -> np.ndarray:
     """No one at all: skimage's rocket on its launch pad, panning slowly."""
     img = cv2.resize(_bgr(skimage.data.rocket()), (W + 60, H + 45), interpolation=cv2.INTER_AREA)

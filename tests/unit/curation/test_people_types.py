@@ -44,7 +44,8 @@ def test_subject_body_is_not_a_second_person(people, backend):
 
 @pytest.mark.parametrize(
     "scene",
-    ["second_person_cut_by_edge", "profile_person_beside", "second_person_blurred_far"],
+    ["second_person_cut_by_edge", "profile_person_beside", "second_person_blurred_far",
+     "second_person_from_behind"],
 )
 def test_second_person_found(people, backend, scene):
     img = getattr(PM, scene)(10)
@@ -186,6 +187,7 @@ def clips(tmp_path_factory):
         "edge": PM.second_person_cut_by_edge,
         "far": PM.second_person_blurred_far,
         "profile": PM.profile_person_beside,
+        "behind": PM.second_person_from_behind,
         "land": PM.landscape,
     }
     return {k: MediaItem(M.write_clip(d / f"{k}.mp4", fn), source_id=k) for k, fn in scenes.items()}
@@ -201,7 +203,7 @@ def test_second_person_rejected_for_character(as_character):
     res = as_character
     solo = res.clip("solo")
     assert solo.decision.keep and solo.metrics.people_count == 1, solo.decision.reasons
-    for cid in ("edge", "far", "profile"):
+    for cid in ("edge", "far", "profile", "behind"):
         c = res.clip(cid)
         assert c.metrics.people_count == 2 and c.metrics.bodies_without_face == 1, cid
         assert "people_count" in c.decision.reason_codes, (cid, c.decision.reasons)
