@@ -100,7 +100,8 @@ def curate(
     scope = wire_scope(tenant, project)
     request = curation_pb2.StartCurationRequest(
         scope=scope, request_id=uuid.uuid4().hex, reference_keys=keys,
-        **({"target_size": target} if target is not None else {}), lora_type=lora_type.value, policy_overrides=struct_from_dict(overrides),
+        **({"target_size": target} if target is not None else {}),
+        lora_type=lora_type.value, policy_overrides=struct_from_dict(overrides),
     )
     endpoint = settings.endpoints.curation
     with sync_channel(endpoint) as channel:
