@@ -175,7 +175,7 @@ class LoraWeight(BaseModel):
 
 
 class RenderSubmit(_Start):
-    model_config = _ex({"scenario_yaml": "title: beach\nshots:\n  - prompt: j4ne walking on a beach\n",
+    model_config = _ex({"scenario_yaml": "name: beach\nshots:\n  - prompt: j4ne walking on a beach\n",
                         "image_preset": "sdxl", "video_preset": "wan2.1-flf2v-14b",
                         "loras": [{"lora_key": "acme/jane-doe/runs/j01/best.safetensors", "weight": 0.9}]})
     scenario_yaml: str = Field(min_length=1, max_length=1_000_000)

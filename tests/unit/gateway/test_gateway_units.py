@@ -112,3 +112,11 @@ def test_caption_from_wire() -> None:
     assert (cap.text, cap.trigger, cap.approved, cap.approved_by) == ("j4ne waving", "j4ne", True, "key-1")
     assert cap.edited and cap.author == "user:key-1" and cap.versions == 2
     assert cap.updated_at == datetime(2025, 1, 1, 12, tzinfo=UTC)
+
+
+def test_the_render_example_in_the_api_docs_is_a_valid_scenario() -> None:
+    from loraforge.gateway.models import RenderSubmit
+    from loraforge.render.scenario import parse_scenario
+
+    for example in RenderSubmit.model_config["json_schema_extra"]["examples"]:
+        parse_scenario(example["scenario_yaml"])
