@@ -302,6 +302,8 @@ class IngestWork:
                                  item.get("sha256", ""))
                 for kf in item.get("keyframe_keys", []):
                     run.add_artifact(Bucket.CLIPS, kf, "keyframe")
+                if item.get("analysis_key"):
+                    run.add_artifact(Bucket.CLIPS, item["analysis_key"], "analysis")
         return True
 
     async def _keep_original(self, run: _JobRun, f: _File, sha: str) -> str:
