@@ -20,6 +20,13 @@ from loraforge.curation.quality import black_bars, noise_sigma
 POLICY = CurationPolicy(min_short_side_px=256, frames_per_clip=6)
 
 
+def _window_behind(t: int) -> np.ndarray:
+    """Backlit: a blown-out window fills the left quarter of the frame, beside the shoulder."""
+    f = Q.portrait(t)
+    f[:, : Q.W // 4] = 255
+    return f
+
+
 def _lowkey(t: int) -> np.ndarray:
     # one key light on the face, the room falling to 4 % (frame mean ~45/255 against a floor of 50)
     return Q.spotlight(Q.portrait(t), floor=0.04, radius=0.18)
@@ -32,6 +39,9 @@ CLIPS = {
     "under": lambda t: Q.gain(_lowkey(t), 0.25),
     # at 35 %: a dim face (~54/255), but as sharp as ever
     "dim": lambda t: Q.gain(_lowkey(t), 0.35),
+    "window": _window_behind,
+    # two stops over: the face itself burns out
+    "overexposed": lambda t: Q.gain(Q.portrait(t), 2.2),
     # exposed at 15 % with sensor noise sigma 3, gained back up in post
     "pushed": lambda t: Q.pushed(Q.portrait(t), 0.15, 3.0, seed=t),
     # exposed at 20 % with sigma 2: visible grain, still usable
@@ -136,3 +146,17 @@ def test_faceless_types_judge_the_frame(measured):
     d = decide(measured["lowkey"], frame_policy)
     assert "too_dark" in d.reason_codes
     assert "mean brightness" in next(r.message for r in d.reasons if r.code == "too_dark")
+
+
+def test_clipping_is_judged_on_the_subject(measured):
+    # a blown window behind a well exposed face: flagged, not rejected
+    w = measured["window"]
+    assert w.highlights_clipped > POLICY.max_highlights_clipped > w.subject_highlights_clipped
+    d = decide(w, POLICY)
+    assert d.keep and "highlights_clipped" in d.flag_codes, d.reasons
+    # the face itself blown out: rejected, with the subject's share in the message
+    o = measured["overexposed"]
+    d = decide(o, POLICY)
+    assert not d.keep and "highlights_clipped" in d.reason_codes
+    msg = next(r.message for r in d.reasons if r.code == "highlights_clipped")
+    assert f"{o.subject_highlights_clipped:.0%} of the subject blown out" in msg
