@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -65,7 +66,13 @@ _DOWNLOAD_AND_MEASURE = (_DOWNLOAD[0], _MEASURE[1])  # measure tasks download th
 
 # Beside a dataset while it is computed, deleted after its commit:
 CLAIM = "_job.json"  # the job computing it: another job for the same dataset follows that one
-MEASURED = "_measured"  # <clip_id>.pkl per measured clip, <clip_id>.error.json when it failed
+MEASURED = "_measured"  # <clip_id>.error.json when measuring a clip failed (per job)
+MEASURES = "_measures"  # <t>/<p>/datasets/_measures/<measure_key>/<clip hash>.pkl (measure_key)
+# Policy fields that only steer the selection among kept clips: changing them (a user's
+# `--target 40` after the automatic curation) reuses the clips' measurements.
+SELECTION_ONLY = frozenset({"target_size", "video_target_min", "video_target_max", "photo_target_min",
+                            "photo_target_max", "angle_mix", "max_smiling_fraction",
+                            "max_per_source_fraction"})
 MEASURE_EVENT = "curation.measure"  # one task per clip; a work queue shared by every process
 MEASURE_DURABLE = "curation-measure"
 # A job whose clips stop getting measured for this long fails (and is retried): every worker
@@ -261,6 +268,35 @@ def dataset_id_for(clips: list[IngestedClip], policy: CurationPolicy, references
     }
     blob = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
     return "ds-" + hashlib.sha256(blob).hexdigest()[:20]
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """Hash of the code and data files that measure a clip (this package and the proxy
+    reader): measurements pickled by other code are never reused."""
+    h = hashlib.sha256()
+    roots = [Path(__file__).parent, Path(__file__).parent.parent / "ingest"]
+    for root in roots:
+        for path in sorted(root.rglob("*")):
+            if "__pycache__" in path.parts:
+                continue
+            if path.is_file() and (path.suffix == ".py" or root.name == "curation"):
+                h.update(path.relative_to(root.parent).as_posix().encode())
+                h.update(path.read_bytes() if path.suffix == ".py" else str(path.stat().st_size).encode())
+    return h.hexdigest()[:16]
+
+
+def measure_key(policy: CurationPolicy, lora_type: str) -> str:
+    """Which measurements a job can reuse: same code, same policy apart from SELECTION_ONLY."""
+    doc = {"code": code_fingerprint(), "lora_type": lora_type,
+           "policy": {k: v for k, v in policy.model_dump(mode="json").items() if k not in SELECTION_ONLY}}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:20]
+
+
+def measured_name(clip: IngestedClip) -> str:
+    """A clip's measurement file: by its object and content, not its id (ids are qualified
+    differently as a project's clip set grows)."""
+    return hashlib.sha256(f"{clip.key}\0{clip.sha256}".encode()).hexdigest()[:24] + ".pkl"
 
 
 def selection_hash(clips: list[dict]) -> str:
@@ -486,35 +522,45 @@ class CurationWorker:
     async def _measure_on_queue(self, job: Job, ctx: JobContext, clips: list[IngestedClip],
                                 policy: CurationPolicy, params: CurationParams, dataset_id: str,
                                 prefix: str) -> tuple[list[Any], dict[str, int]]:
-        """One `curation.measure` task per clip; any curation process measures it and stores
-        the result under `<dataset>/_measured/<clip_id>.pkl`; this job waits for all of them.
-        Results are keyed by dataset (clip content + policy), so a retried job reuses them."""
+        """One `curation.measure` task per clip not measured yet; any curation process measures
+        it and stores the result under `datasets/_measures/<measure_key>/`; this job waits for
+        all of them. Keyed by code, policy (less its selection-only fields), type and clip
+        content, so a retried job, and a new curation that only asks another selection, reuse
+        them."""
         assert self._bus is not None
+        project = ProjectRef(job.tenant, job.project)
+        cache = project.key("datasets", MEASURES, measure_key(policy, params.lora_type.value))
+        names = {c.clip_id: measured_name(c) for c in clips}
+        stored = await asyncio.to_thread(lambda: {PurePosixPath(o.key).name for o in self._store.list(
+            Bucket.DATASETS, f"{cache}/")})
         policy_doc = policy.model_dump(mode="json")
         for c in clips:
+            if names[c.clip_id] in stored:
+                continue
             await self._bus.publish(Event(
                 id=f"curation-measure-{job.id}-{c.clip_id}", type=MEASURE_EVENT, tenant=job.tenant,
                 project=job.project,
-                data={"job_id": job.id, "dataset_id": dataset_id, "prefix": prefix,
+                data={"job_id": job.id, "dataset_id": dataset_id,
+                      "result_key": f"{cache}/{names[c.clip_id]}",
+                      "error_key": f"{prefix}/{MEASURED}/{c.clip_id}.error.json",
                       "policy": policy_doc, "lora_type": params.lora_type.value,
                       "clip": {"clip_id": c.clip_id, "key": c.key, "source_id": c.source_id,
                                "sha256": c.sha256, "analysis_key": c.analysis_key}}))
-        wanted = {c.clip_id for c in clips}
+        wanted = set(names.values())
         done: set[str] = set()
         last_change = asyncio.get_running_loop().time()
         while True:
-            listed = await asyncio.to_thread(lambda: [o.key for o in self._store.list(
+            listed = await asyncio.to_thread(lambda: {PurePosixPath(o.key).name for o in self._store.list(
+                Bucket.DATASETS, f"{cache}/")})
+            errors = await asyncio.to_thread(lambda: [o.key for o in self._store.list(
                 Bucket.DATASETS, f"{prefix}/{MEASURED}/")])
-            names = {PurePosixPath(k).name for k in listed}
-            for name in names:
-                if name.endswith(".error.json"):
-                    error = await asyncio.to_thread(self._store.get_json, Bucket.DATASETS,
-                                                    f"{prefix}/{MEASURED}/{name}")
-                    if error.get("job_id") == job.id:
-                        if error.get("permanent"):
-                            raise InvalidInput(error.get("message", "a clip could not be measured"))
-                        raise LoraforgeError(error.get("message", "a clip could not be measured"))
-            now_done = {n.removesuffix(".pkl") for n in names if n.endswith(".pkl")} & wanted
+            for key in errors:
+                error = await asyncio.to_thread(self._store.get_json, Bucket.DATASETS, key)
+                if isinstance(error, dict) and error.get("job_id") == job.id:
+                    if error.get("permanent"):
+                        raise InvalidInput(error.get("message", "a clip could not be measured"))
+                    raise LoraforgeError(error.get("message", "a clip could not be measured"))
+            now_done = listed & wanted
             if now_done != done:
                 done, last_change = now_done, asyncio.get_running_loop().time()
             await ctx.progress(_lerp(_DOWNLOAD_AND_MEASURE, len(done) / len(wanted)),
@@ -525,16 +571,18 @@ class CurationWorker:
                 raise LoraforgeError(f"no clip measured for {self._measure_stall_s:.0f} s "
                                      f"({len(done)}/{len(wanted)} done); is a curation worker running?")
             await asyncio.sleep(self._poll_s)
-        by_id, by_worker = {}, {}
-        for cid in sorted(wanted):
-            blob = await asyncio.to_thread(self._store.get_bytes, Bucket.DATASETS,
-                                           f"{prefix}/{MEASURED}/{cid}.pkl")
+        out, by_worker = [], {}
+        for c in clips:
+            blob = await asyncio.to_thread(self._store.get_bytes, Bucket.DATASETS, f"{cache}/{names[c.clip_id]}")
             # written by a curation worker of this deployment into the datasets bucket, which
-            # only the services write: trusted as much as the code that reads it
+            # only the services write, by the same code (code_fingerprint is in the key)
             doc = pickle.loads(blob)
-            by_id[cid] = doc["measured"]
+            measured = doc["measured"]
+            # the same clip may carry another id in another clip set
+            measured.metrics.clip_id, measured.metrics.source_id = c.clip_id, c.source_id
+            out.append(measured)
             by_worker[doc["worker"]] = by_worker.get(doc["worker"], 0) + 1
-        return [by_id[c.clip_id] for c in clips], by_worker
+        return out, by_worker
 
     async def start_measuring(self, concurrency: int = 2) -> None:
         """Take `curation.measure` tasks: `concurrency` clips at a time in this process (two
@@ -549,13 +597,16 @@ class CurationWorker:
         try:
             clip = IngestedClip(**{k: data["clip"][k] for k in ("clip_id", "key", "source_id", "sha256")},
                                 analysis_key=data["clip"].get("analysis_key", ""))
-            prefix, job_id = str(data["prefix"]), str(data["job_id"])
+            result_key, error_key = str(data["result_key"]), str(data["error_key"])
+            job_id = str(data["job_id"])
             policy = CurationPolicy.model_validate(data["policy"])
             validate_key_part(clip.clip_id)
         except (KeyError, TypeError, ValidationError, InvalidInput) as exc:
             raise InvalidInput(f"malformed curation.measure task {event.id}: {exc}") from None
         project = ProjectRef(event.tenant, event.project)
-        if not (prefix.startswith(project.key("datasets") + "/") and clip.key.startswith(project.prefix)):
+        inside = project.key("datasets") + "/"
+        if not (result_key.startswith(inside) and error_key.startswith(inside)
+                and clip.key.startswith(project.prefix)) or ".." in f"{result_key}/{error_key}".split("/"):
             raise InvalidInput(f"curation.measure task {event.id} names keys outside {project.prefix}")
         if self._jobs is not None:
             try:
@@ -564,16 +615,14 @@ class CurationWorker:
                 return  # the job is gone: nobody waits for this clip
             if owner.state.terminal or owner.cancel_requested:
                 return
-        result_key = f"{prefix}/{MEASURED}/{clip.clip_id}.pkl"
         if await asyncio.to_thread(self._store.stat, Bucket.DATASETS, result_key) is not None:
-            return  # measured before (a redelivery, or a retried job of the same dataset)
+            return  # measured before (a redelivery, or another job with the same measure_key)
         try:
             measured = await asyncio.to_thread(self._measure_one, clip, policy)
         except Exception as exc:
             permanent = isinstance(exc, InvalidInput)  # e.g. an undecodable clip
             if permanent or delivery.attempt >= self._bus.settings.max_deliver:  # type: ignore[union-attr]
-                await asyncio.to_thread(self._store.put_json, Bucket.DATASETS,
-                                        f"{prefix}/{MEASURED}/{clip.clip_id}.error.json",
+                await asyncio.to_thread(self._store.put_json, Bucket.DATASETS, error_key,
                                         {"job_id": job_id, "permanent": permanent,
                                          "message": f"{clip.clip_id}: {exc}"})
             raise

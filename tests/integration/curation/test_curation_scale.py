@@ -21,7 +21,7 @@ from loraforge.runtime.storage import Bucket
 from loraforge.v1 import common_pb2, curation_pb2, ingest_pb2, ingest_pb2_grpc
 
 from .seed import M, PROJECT, TENANT
-from .test_curation_service import SCOPE, wait_job
+from .test_curation_service import SCOPE, collect, wait_job
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "unit" / "ingest"))
 from footage import encode  # noqa: E402
@@ -77,7 +77,8 @@ def _start(request_id: str) -> curation_pb2.StartCurationRequest:
                                              policy_overrides=struct_from_dict(OVERRIDES))
 
 
-async def test_two_workers_share_the_clips_and_agree_with_one(curation_service, store, ingested):
+async def test_two_workers_share_the_clips_and_agree_with_one(curation_service, store, bus, ingested):
+    tasks = await collect(bus, "curation.measure", "test-measure-tasks")  # sees every task
     procs = [await curation_service(auto_curate=False) for _ in range(2)]
     stub = procs[0][1]
     job = await stub.StartCuration(_start("user-1"), timeout=10)
@@ -115,6 +116,19 @@ async def test_two_workers_share_the_clips_and_agree_with_one(curation_service, 
     # the 12 fps source kept its rate and every clip says so (flagged, not rejected)
     assert all(r["fps"] == 12.0 and "low_frame_rate" in r["flag_codes"] for r in by_shot)
     assert record["flag_counts"]["low_frame_rate"] == 3
+
+    # another selection of the same clips (a user's --target after the automatic curation):
+    # a new dataset, decided from the stored measurements, nothing measured again
+    other = await stub.StartCuration(curation_pb2.StartCurationRequest(
+        scope=SCOPE, request_id="user-3", target_size=1, policy_overrides=struct_from_dict(OVERRIDES)),
+        timeout=10)
+    assert other.id != job.id
+    redone = await wait_job(stub, other.id, timeout=30)
+    assert redone.state == common_pb2.JOB_STATE_SUCCEEDED, redone.message
+    assert redone.result["dataset_id"] != done.result["dataset_id"]
+    record2 = store.get_json(Bucket.DATASETS, f"{TENANT}/{PROJECT}/datasets/{redone.result['dataset_id']}/dataset.json")
+    assert record2["measured_by"] == record["measured_by"] and record2["counts"]["kept"] == record["counts"]["kept"]
+    assert sorted(t.data["job_id"] for t in tasks) == [job.id] * 3  # none for the second job
 
     # decoding the clips instead of reading the proxies decides the same
     decoded = curate([MediaItem(p, c.clip_id, c.source_id) for c, p, _ in ingested], policy)
