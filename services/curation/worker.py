@@ -1,8 +1,8 @@
 """The curation job: a project's ingested clips in, a committed dataset out.
 
-    clips bucket   <tenant>/<project>/clips/<source_sha16>/<clip_id>.mp4 (+ keyframes) and one
-                   manifest JSON per source (see `discover_clips`, the one place that reads
-                   ingest's layout)
+    clips bucket   <tenant>/<project>/clips/<source_sha16>/<clip_id>.mp4 (+ keyframes, + the
+                   analysis proxy curation reads instead of the clip) and one manifest JSON
+                   per source (see `discover_clips`, the one place that reads ingest's layout)
     raw bucket     reference photos, keys under <tenant>/<project>/ (`reference_keys`)
  -> datasets bucket <tenant>/<project>/datasets/<dataset_id>/
                    manifest.parquet, manifest.json, report.html, *.png, thumbs/*.jpg, and
@@ -11,7 +11,11 @@
 
 `dataset_id` is a hash of what decides the outcome (clip set with content hashes, policy,
 references, LoRA type), so a redelivered or repeated job finds its committed dataset and does no
-work twice; a different input never overwrites an existing dataset.
+work twice; a different input never overwrites an existing dataset. While a dataset is computed
+its job claims it (`_job.json`): a start for it returns that job, a job for it follows it.
+
+Clips are measured through the `curation.measure` work queue (one task per clip, any curation
+process) into `datasets/_measures/<measure_key>/`; the job then decides and selects in one place.
 """
 
 from __future__ import annotations
