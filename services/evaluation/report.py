@@ -144,7 +144,7 @@ def write_report(choice: CheckpointChoice, out_dir: Path | str,
 def write_loss_curve(path: Path | str, train_losses: Sequence[float], first_step: int = 1,
                      eval_losses: dict[int, float] | None = None) -> Path:
     """Training loss per optimizer step (raw, and a moving average: a flow-matching loss is
-    dominated by the sampled timestep, so single steps are noise) plus held-out losses."""
+    dominated by the sampled timestep, so single steps are noise) plus the validation loss."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig = Figure(figsize=(7, 3.4), dpi=100)
@@ -161,7 +161,7 @@ def write_loss_curve(path: Path | str, train_losses: Sequence[float], first_step
     if eval_losses:
         xs = sorted(eval_losses)
         ax.plot(xs, [eval_losses[x] for x in xs], color="#c50", marker="o",
-                label="held-out loss (fixed noise/timesteps)")
+                label="validation loss (held-out clips, fixed noise/timesteps)")
     ax.set_title("Loss")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
