@@ -142,11 +142,110 @@ def decode_floor(ffmpeg: str, paths: list[Path]) -> float:
     return time.perf_counter() - t
 
 
+def through_services(srcs: list[Path], work: Path) -> tuple[float, float, str]:
+    """The same footage through the real services, as `loraforge ingest` then `loraforge curate`
+    see it: nats-server and SeaweedFS on loopback, the ingest and curation services (in this
+    process), sources uploaded to raw, an ingest job, then a user's curation start (which finds
+    the automatic curation that clips.ingested started, and follows it). Returns (ingest s,
+    curate s, how the curate start was answered)."""
+    import asyncio
+    import hashlib
+    import secrets
+
+    import grpc
+    from loraforge.curation.main import mount as curation_mount
+    from loraforge.ingest import layout
+    from loraforge.ingest.main import mount as ingest_mount
+    from loraforge.runtime.host import ServiceProcess
+    from loraforge.runtime.keys import ProjectRef
+    from loraforge.runtime.settings import NatsSettings, S3Settings, Settings
+    from loraforge.runtime.storage import Bucket, ObjectStore
+    from loraforge.stack.binaries import (NatsLaunch, WeedLaunch, free_port, free_port_block, stop_process,
+                                          wait_for_port, write_s3_identities)
+    from loraforge.v1 import common_pb2, curation_pb2, curation_pb2_grpc, ingest_pb2, ingest_pb2_grpc
+
+    access, secret = "bench", "bench-" + secrets.token_hex(6)
+    nats = NatsLaunch(port=free_port(), monitor_port=free_port(), store_dir=work / "nats")
+    weed = WeedLaunch(s3_port=free_port(), base_port=free_port_block(7), data_dir=work / "weed",
+                      s3_config=write_s3_identities(work / "s3.json", access, secret))
+    weed.data_dir.mkdir(parents=True)
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+             for cmd in (nats.command(), weed.command())]
+    settings = Settings(env="test", nats=NatsSettings(url=nats.url, stream="BENCH", subject_root="bench",
+                                                      jobs_bucket="jobs_bench"),
+                        s3=S3Settings(endpoint=weed.endpoint, access_key=access, secret_key=secret,
+                                      bucket_prefix="bench-"),
+                        stack={"data_dir": work / "stack"})
+    ref = ProjectRef("bench", "footage")
+    scope = common_pb2.ProjectScope(tenant=ref.tenant, project=ref.project)
+    terminal = {common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED}
+
+    async def wait(stub, job_id: str) -> common_pb2.Job:
+        while True:
+            job = await stub.GetJob(common_pb2.GetJobRequest(scope=scope, job_id=job_id), timeout=10)
+            if job.state in terminal:
+                if job.state != common_pb2.JOB_STATE_SUCCEEDED:
+                    raise RuntimeError(f"job {job.id}: {job.message}")
+                return job
+            await asyncio.sleep(0.2)
+
+    async def run() -> tuple[float, float, str]:
+        store = ObjectStore.connect(settings.s3)
+        for _ in range(200):  # the S3 port opens before SeaweedFS takes writes
+            try:
+                store.ensure_buckets()
+                break
+            except Exception:  # noqa: BLE001
+                await asyncio.sleep(0.3)
+        services = [ServiceProcess("ingest", settings, ingest_mount, drain_delay_s=0.0),
+                    ServiceProcess("curation", settings, curation_mount, drain_delay_s=0.0)]
+        for sp in services:
+            await sp.start()
+        try:
+            ing = ingest_pb2_grpc.IngestServiceStub(grpc.aio.insecure_channel(f"127.0.0.1:{services[0].port}"))
+            cur = curation_pb2_grpc.CurationServiceStub(grpc.aio.insecure_channel(f"127.0.0.1:{services[1].port}"))
+            t = time.perf_counter()
+            keys = []
+            for p in srcs:  # what `loraforge ingest PATH` uploads first
+                key = layout.original_key(ref, hashlib.sha256(p.read_bytes()).hexdigest(), "mp4")
+                await asyncio.to_thread(store.put_file, Bucket.RAW, key, p)
+                keys.append(key)
+            job = await ing.StartIngest(ingest_pb2.StartIngestRequest(scope=scope, request_id="bench",
+                                                                      sources=keys), timeout=30)
+            await wait(ing, job.id)
+            t_ing = time.perf_counter() - t
+            t = time.perf_counter()
+            job = await cur.StartCuration(curation_pb2.StartCurationRequest(scope=scope, request_id="user"),
+                                          timeout=60)
+            from loraforge.runtime.jobs import new_job_id
+            own = new_job_id("user", scope=f"{ref.tenant}/{ref.project}/curation")
+            answered = (f"{common_pb2.JobState.Name(job.state)} "
+                        f"{'job of its own' if job.id == own else 'automatic curation job'} {job.id}")
+            await wait(cur, job.id)
+            t_cur = time.perf_counter() - t
+            listed = (await cur.ListJobs(common_pb2.ListJobsRequest(scope=scope), timeout=10)).jobs
+            answered += f"; curation jobs in the project: {len({j.id for j in listed})}"
+            return t_ing, t_cur, answered
+        finally:
+            for sp in reversed(services):
+                await sp.stop()
+
+    try:
+        wait_for_port("127.0.0.1", nats.port, 20, procs[0])
+        wait_for_port("127.0.0.1", weed.s3_port, 60, procs[1])
+        return asyncio.run(run())
+    finally:
+        for proc in procs:
+            stop_process(proc, grace_s=3)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=12.0, help="length of each of the 5 sources")
     ap.add_argument("--profile", action="store_true", help="print the top functions of the curate step")
     ap.add_argument("--keep", type=Path, default=None)
+    ap.add_argument("--services", action="store_true",
+                    help="also time ingest and curate through the real services (NATS, S3, gRPC)")
     args = ap.parse_args()
     tools = MediaTools.discover()
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-curation-"))
@@ -180,6 +279,7 @@ def main() -> None:
         t = time.perf_counter()
         res_dec = curate([MediaItem(i.path, i.clip_id, i.source_id) for i in items], policy, backend=backend)
         t_cur_dec = time.perf_counter() - t
+        svc = through_services(srcs, work / "services") if args.services else None
         load1 = os.getloadavg()
     finally:
         if args.keep is None:
@@ -196,6 +296,12 @@ def main() -> None:
                     ("curate (reads the proxies)", t_cur), ("ingest + curate", t_ing + t_cur),
                     ("curate decoding the clips instead", t_cur_dec)]:
         print(f"| {name} | {s:.2f} | {rate(s):.1f} | {t_dec / s:.2f} |")
+    if svc is not None:
+        t_si, t_sc, answered = svc
+        for name, sec in [("services: upload + ingest job", t_si), ("services: user's curate after it", t_sc),
+                          ("services: ingest + curate", t_si + t_sc)]:
+            print(f"| {name} | {sec:.2f} | {rate(sec):.1f} | {t_dec / sec:.2f} |")
+        print(f"(the user's curate start was answered with the {answered})")
     print(f"curate target >= 1.0x decode speed: {t_dec / t_cur:.2f}x")
     per = {}
     for c in res.clips:
