@@ -69,3 +69,20 @@ def test_proxy_holds_the_clips_sampled_frames_and_leaves_the_clip_unchanged(stre
     assert read_proxy(clip.analysis, 12) is None
     other = load_media(clip.path, 12, analysis=clip.analysis)
     assert [f.index for f in other.frames] == [f.index for f in sample_video(clip.path, 12).frames]
+
+
+def test_clip_rate_is_the_target_or_the_slower_source_rate() -> None:
+    from loraforge.ingest.plan import clip_rate
+    from loraforge.ingest.shots import Analysis
+
+    def analysis(pts: np.ndarray) -> Analysis:
+        n = len(pts)
+        return Analysis(cuts=(), luma=np.full(n, 100.0), pts=pts, fps=(n - 1) / (pts[-1] - pts[0]),
+                        variable_frame_rate=False, frame_count=n)
+
+    assert clip_rate(analysis(np.arange(300) / 30.0), 0, 300, 16.0) == 16.0  # film: dropped to 16
+    assert clip_rate(analysis(np.arange(100) / 10.0), 0, 100, 16.0) == 10.0  # street camera: kept
+    assert clip_rate(analysis(np.arange(100) / 15.9), 0, 100, 16.0) == 16.0  # within 1 %: the target
+    # variable rate: 2 s at 30 fps, then 10 fps; each window gets the rate it mostly runs at
+    vfr = analysis(np.concatenate([np.arange(60) / 30.0, 2.0 + np.arange(60) / 10.0]))
+    assert clip_rate(vfr, 0, 60, 16.0) == 16.0 and clip_rate(vfr, 60, 120, 16.0) == 10.0
