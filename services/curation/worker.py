@@ -821,9 +821,10 @@ class CurationJobs(JobService):
     async def start(self, tenant: str, project: str, params: dict[str, Any],
                     request_id: str | None = None) -> Job:
         if request_id is not None:
-            try:  # the same request again: its own job, whatever it became
-                return await self._jobs.get(tenant, project,
-                                            new_job_id(request_id, scope=f"{tenant}/{project}/{self.kind}"))
+            try:  # the same request again: its own job, whatever it became (the base start
+                # also re-publishes the request of a job still PENDING, healing a lost publish)
+                await self._jobs.get(tenant, project, new_job_id(request_id, scope=f"{tenant}/{project}/{self.kind}"))
+                return await super().start(tenant, project, params, request_id)
             except NotFound:
                 pass
         prefix, running = await self._live_job_for(tenant, project, params)
