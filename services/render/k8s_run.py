@@ -31,13 +31,10 @@ from typing import Any, TextIO
 
 from loraforge.runtime.errors import Cancelled, ConfigurationError, InvalidInput
 from loraforge.runtime.jobs import Job
-from loraforge.runtime.k8s_controller import GpuJobController, PodContext, Relay, relay_job
+from loraforge.runtime.k8s_controller import GpuJobController, JobSpecs, PodContext, Relay, relay_job
 from loraforge.runtime.k8s_jobs import job_name, validate_run_id
-from loraforge.runtime.keys import ProjectRef
 from loraforge.runtime.storage import Bucket, ObjectStore
 
-SPEC = "k8s-spec.json"
-POINTER_PREFIX = "_k8s/render/"
 EXIT_OK, EXIT_CANCELLED = 0, 3
 
 
@@ -50,39 +47,12 @@ class KubernetesRenderFailed(InvalidInput):
     redelivery would find the same failed Job)."""
 
 
-def pointer_key(run_id: str) -> str:
-    return f"{POINTER_PREFIX}{validate_run_id(run_id)}.json"
-
-
-def spec_key(ref: ProjectRef, job_id: str) -> str:
-    return ref.key("renders", job_id, SPEC)
+SPECS = JobSpecs(Bucket.RENDERS, "renders", "render", "render service")
+pointer_key, spec_key, read_spec = SPECS.pointer_key, SPECS.spec_key, SPECS.read
 
 
 def write_spec(store: ObjectStore, job: Job) -> str:
-    run_id = validate_run_id(job.id)
-    ref = ProjectRef(job.tenant, job.project)
-    store.put_json(Bucket.RENDERS, spec_key(ref, job.id), {
-        "run_id": run_id,
-        "job": {"id": job.id, "kind": job.kind, "tenant": job.tenant, "project": job.project,
-                "params": job.params},
-    })
-    store.put_json(Bucket.RENDERS, pointer_key(run_id),
-                   {"tenant": job.tenant, "project": job.project, "job_id": job.id})
-    return run_id
-
-
-def read_spec(store: ObjectStore, run_id: str) -> Job:
-    key = pointer_key(run_id)
-    if store.stat(Bucket.RENDERS, key) is None:
-        raise InvalidInput(f"no render spec for run {run_id!r} (renders/{key} is missing): the "
-                           "render service writes it before it creates the Job")
-    pointer = store.get_json(Bucket.RENDERS, key)
-    ref = ProjectRef(pointer["tenant"], pointer["project"])
-    spec = store.get_json(Bucket.RENDERS, spec_key(ref, pointer["job_id"]))
-    job = Job.model_validate(spec["job"])
-    if (job.id, job.tenant, job.project) != (run_id, ref.tenant, ref.project):
-        raise InvalidInput(f"render spec of {run_id!r} names job {job.tenant}/{job.project}/{job.id}")
-    return job
+    return SPECS.write(store, job, job.params)
 
 
 class KubernetesRender:

@@ -28,9 +28,57 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from loraforge.runtime.errors import Cancelled
+from loraforge.runtime.errors import Cancelled, InvalidInput
 from loraforge.runtime.jobs import Job
-from loraforge.runtime.k8s_jobs import JobKind, build_gpu_job, job_name
+from loraforge.runtime.k8s_jobs import JobKind, build_gpu_job, job_name, validate_run_id
+from loraforge.runtime.keys import ProjectRef
+from loraforge.runtime.storage import Bucket, ObjectStore
+
+
+@dataclass(frozen=True)
+class JobSpecs:
+    """Where a kind's Kubernetes Jobs find their job: the spec (the job record) under the
+    tenant's prefix, ``<t>/<p>/<folder>/<job_id>/k8s-spec.json``, and a pointer to it found
+    from the run id alone (the only thing a pod is given), ``_k8s/<kind>/<run_id>.json``.
+    The pointer lives outside every tenant prefix (a slug never starts with '_', like the
+    store's own ``_staging/``) so that the spec itself stays under its tenant's prefix."""
+
+    bucket: Bucket
+    folder: str  # runs | renders
+    kind: str  # train | render
+    writer: str  # who writes the spec, named when it is missing
+
+    def pointer_key(self, run_id: str) -> str:
+        return f"_k8s/{self.kind}/{validate_run_id(run_id)}.json"
+
+    def spec_key(self, ref: ProjectRef, job_id: str) -> str:
+        return ref.key(self.folder, job_id, "k8s-spec.json")
+
+    def write(self, store: ObjectStore, job: Job, params: dict[str, Any]) -> str:
+        """Store the spec, then the pointer (what the pod looks for); the run id (= job id)."""
+        run_id = validate_run_id(job.id)
+        ref = ProjectRef(job.tenant, job.project)
+        store.put_json(self.bucket, self.spec_key(ref, job.id), {
+            "run_id": run_id,
+            "job": {"id": job.id, "kind": job.kind, "tenant": job.tenant,
+                    "project": job.project, "params": params},
+        })
+        store.put_json(self.bucket, self.pointer_key(run_id),
+                       {"tenant": job.tenant, "project": job.project, "job_id": job.id})
+        return run_id
+
+    def read(self, store: ObjectStore, run_id: str) -> Job:
+        key = self.pointer_key(run_id)
+        if store.stat(self.bucket, key) is None:
+            raise InvalidInput(f"no {self.kind} spec for run {run_id!r} ({self.bucket.value}/{key} "
+                               f"is missing): the {self.writer} writes it before it creates the Job")
+        pointer = store.get_json(self.bucket, key)
+        ref = ProjectRef(pointer["tenant"], pointer["project"])
+        job = Job.model_validate(store.get_json(self.bucket, self.spec_key(ref, pointer["job_id"]))["job"])
+        if (job.id, job.tenant, job.project) != (run_id, ref.tenant, ref.project):
+            raise InvalidInput(f"{self.kind} spec of {run_id!r} names job "
+                               f"{job.tenant}/{job.project}/{job.id}")
+        return job
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,8 @@ Service (:class:`KubernetesTraining`, used by ``TrainingWork`` for an on_kuberne
          loras  <t>/<p>/runs/<job_id>/k8s-spec.json
        and a pointer to it, found from the run id alone (the only thing the pod is given):
          loras  _k8s/train/<run_id>.json  -> {tenant, project, job_id}
-       The run id is the job id (25 lowercase hex-ish characters: a valid Job-name tail).
-       The pointer lives outside every tenant prefix (a slug never starts with '_', like
-       the store's own `_staging/`) so that the spec itself stays under its tenant's prefix.
+       The run id is the job id (25 lowercase hex-ish characters: a valid Job-name tail);
+       ``runtime/k8s_controller.py: JobSpecs`` spells both keys, for render Jobs too.
     2. the Job: ``TrainingJobController.create`` -> ``loraforge-train --run <run_id>``
     3. a thread watches it; the pod's JSON progress lines go to ``ctx.progress``
     4. cancel (``ctx.progress`` raises Cancelled) -> the Job is deleted (the pod gets SIGTERM)
@@ -35,14 +34,11 @@ from typing import Any, TextIO
 
 from loraforge.runtime.errors import Cancelled, ConfigurationError, InvalidInput
 from loraforge.runtime.jobs import Job
-from loraforge.runtime.k8s_controller import PodContext, Relay, relay_job
+from loraforge.runtime.k8s_controller import JobSpecs, PodContext, Relay, relay_job
 from loraforge.runtime.k8s_jobs import job_name, validate_run_id
-from loraforge.runtime.keys import ProjectRef
 from loraforge.runtime.params import TrainingParams
 from loraforge.runtime.storage import Bucket, ObjectStore
 
-SPEC = "k8s-spec.json"
-POINTER_PREFIX = "_k8s/train/"
 # progress fields of the pod's lines relayed as they are (LivePreviews.announce)
 PREVIEW_FIELDS = ("preview_step", "preview_keys", "previews")
 # Exit codes of the pod, as `loraforge-train` documents them.
@@ -56,41 +52,14 @@ class KubernetesJobFailed(InvalidInput):
     same failed Job (its name is the run id) and fail again, minutes later."""
 
 
-def pointer_key(run_id: str) -> str:
-    return f"{POINTER_PREFIX}{validate_run_id(run_id)}.json"
-
-
-def spec_key(ref: ProjectRef, job_id: str) -> str:
-    return ref.key("runs", job_id, SPEC)
+SPECS = JobSpecs(Bucket.LORAS, "runs", "train", "trainer service")
+pointer_key, spec_key, read_spec = SPECS.pointer_key, SPECS.spec_key, SPECS.read
 
 
 def write_spec(store: ObjectStore, job: Job) -> str:
-    """Store the spec, then the pointer (the pointer is what the pod looks for); the run id."""
-    run_id = validate_run_id(job.id)
-    ref = ProjectRef(job.tenant, job.project)
+    """The spec is the job record with on_kubernetes off (the pod trains in process)."""
     params = TrainingParams.model_validate(job.params).model_copy(update={"on_kubernetes": False})
-    store.put_json(Bucket.LORAS, spec_key(ref, job.id), {
-        "run_id": run_id,
-        "job": {"id": job.id, "kind": job.kind, "tenant": job.tenant, "project": job.project,
-                "params": params.model_dump(mode="json")},
-    })
-    store.put_json(Bucket.LORAS, pointer_key(run_id),
-                   {"tenant": job.tenant, "project": job.project, "job_id": job.id})
-    return run_id
-
-
-def read_spec(store: ObjectStore, run_id: str) -> Job:
-    key = pointer_key(run_id)
-    if store.stat(Bucket.LORAS, key) is None:
-        raise InvalidInput(f"no run spec for run {run_id!r} (loras/{key} is missing): the "
-                           "trainer service writes it before it creates the Job")
-    pointer = store.get_json(Bucket.LORAS, key)
-    ref = ProjectRef(pointer["tenant"], pointer["project"])
-    spec = store.get_json(Bucket.LORAS, spec_key(ref, pointer["job_id"]))
-    job = Job.model_validate(spec["job"])
-    if (job.id, job.tenant, job.project) != (run_id, ref.tenant, ref.project):
-        raise InvalidInput(f"run spec of {run_id!r} names job {job.tenant}/{job.project}/{job.id}")
-    return job
+    return SPECS.write(store, job, params.model_dump(mode="json"))
 
 
 # ------------------------------------------------------------------------------- service side
