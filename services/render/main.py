@@ -23,8 +23,11 @@ async def mount_queue(clients: Clients, jobs: JobService, kubernetes: Any = None
     settings = clients.settings
     work = RenderWork(clients.store, models_dir=settings.models.dir,
                       placement=Placement.from_settings(settings), kubernetes=kubernetes)
-    requests = RenderRequests(jobs, JobWorker(NAME, clients.jobs, clients.bus, work))
-    await clients.bus.subscribe(f"{NAME}-workers", f"{NAME}.requests", requests.handle)
+    worker = JobWorker(NAME, clients.jobs, clients.bus, work)
+    requests = RenderRequests(jobs, worker)
+    # on_dead_letter: a job request given up on (missing LoRA, dead worker) fails its job.
+    await clients.bus.subscribe(f"{NAME}-workers", f"{NAME}.requests", requests.handle,
+                                on_dead_letter=worker.on_dead_letter)
 
 
 async def mount(clients: Clients, server: GrpcServer, *, kubernetes: Any = None) -> None:

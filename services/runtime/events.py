@@ -13,7 +13,11 @@ Delivery rules, in one place:
   subject `<root>.dlq.<consumer>` with the reason, and is terminated;
 - a consumer that dies mid-handler stops heartbeating (`in_progress`), so JetStream
   redelivers after `ack_wait`; if that was the last attempt, the max-deliveries advisory is
-  turned into a dead letter as well.
+  turned into a dead letter as well;
+- every dead letter of a well-formed event is handed to the subscriber's `on_dead_letter`
+  (the job worker marks the job FAILED with the reason there), so no verdict is lost with
+  the event. If that hook fails on the handler path the event is nak'ed instead of
+  terminated: the next delivery (or the max-deliveries advisory) tries again.
 """
 
 from __future__ import annotations
@@ -80,6 +84,10 @@ class DeadLetter(BaseModel):
 
     def payload(self) -> bytes:
         return base64.b64decode(self.payload_b64)
+
+
+# Told of each dead letter whose payload is a well-formed event (the event, the letter).
+DeadLetterHook = Callable[[Event, DeadLetter], Awaitable[None]]
 
 
 class EventBus:
@@ -172,9 +180,12 @@ class EventBus:
         handler: Handler,
         *,
         batch: int = 1,
+        on_dead_letter: DeadLetterHook | None = None,
     ) -> Consumer:
-        """Start a durable pull consumer running `handler` for `event_type` (wildcards ok)."""
-        consumer = Consumer(self, durable, self.subject(event_type), handler, batch=batch)
+        """Start a durable pull consumer running `handler` for `event_type` (wildcards ok);
+        `on_dead_letter` hears of every event this consumer gives up on."""
+        consumer = Consumer(self, durable, self.subject(event_type), handler, batch=batch,
+                            on_dead_letter=on_dead_letter)
         await consumer.start()
         self._consumers.append(consumer)
         return consumer
@@ -208,8 +219,10 @@ class EventBus:
 
 
 class Consumer:
-    def __init__(self, bus: EventBus, durable: str, subject: str, handler: Handler, *, batch: int):
+    def __init__(self, bus: EventBus, durable: str, subject: str, handler: Handler, *, batch: int,
+                 on_dead_letter: DeadLetterHook | None = None):
         self._bus = bus
+        self._on_dead_letter = on_dead_letter
         self.durable = durable
         self._subject = subject
         self._handler = handler
@@ -317,7 +330,7 @@ class Consumer:
         meta = msg.metadata
         log.error("dead-lettering %s seq=%d on %s: %s: %s", msg.subject, meta.sequence.stream,
                   self.durable, reason, error)
-        await self._bus.dead_letter(DeadLetter(
+        letter = DeadLetter(
             consumer=self.durable,
             subject=msg.subject,
             stream_seq=meta.sequence.stream,
@@ -325,8 +338,30 @@ class Consumer:
             reason=reason,
             error=error,
             payload_b64=base64.b64encode(msg.data).decode(),
-        ))
+        )
+        await self._bus.dead_letter(letter)
+        if not await self._tell_dead_letter(letter):
+            # The verdict (e.g. the job's FAILED) is not stored: keep the event so that the
+            # next delivery, or the max-deliveries advisory after the last, records it.
+            await msg.nak(delay=_backoff(self._settings.backoff_s, meta.num_delivered))
+            return
         await msg.term()
+
+    async def _tell_dead_letter(self, letter: DeadLetter) -> bool:
+        """Run `on_dead_letter` for a well-formed event; False when the hook failed."""
+        if self._on_dead_letter is None:
+            return True
+        try:
+            event = Event.model_validate_json(letter.payload())
+        except ValidationError:
+            return True  # malformed: there is no job or subscriber state to tell
+        try:
+            await self._on_dead_letter(event, letter)
+        except Exception:  # noqa: BLE001 - reported; the caller decides what to keep
+            log.exception("on_dead_letter failed for %s seq=%d on %s", letter.subject,
+                          letter.stream_seq, self.durable)
+            return False
+        return True
 
     async def _on_max_deliveries(self, advisory: Msg) -> None:
         """A message ran out of deliveries without a handler verdict (a crashed worker)."""
@@ -334,7 +369,7 @@ class Consumer:
             info = json.loads(advisory.data)
             seq = int(info["stream_seq"])
             raw = await self._bus.jetstream.get_msg(self._settings.stream, seq)
-            await self._bus.dead_letter(DeadLetter(
+            letter = DeadLetter(
                 consumer=self.durable,
                 subject=raw.subject or "",
                 stream_seq=seq,
@@ -342,7 +377,11 @@ class Consumer:
                 reason="max_deliveries",
                 error="no acknowledgement after the last delivery (worker crashed or hung)",
                 payload_b64=base64.b64encode(raw.data or b"").decode(),
-            ))
+            )
+            await self._bus.dead_letter(letter)
+            # Every live replica of the consumer gets the advisory: the hook must be
+            # idempotent (the job worker's FAILED is a compare-and-set on a non-terminal job).
+            await self._tell_dead_letter(letter)
         except Exception:  # noqa: BLE001 - advisories are best effort; log and move on
             log.exception("could not dead-letter after max deliveries advisory")
 
@@ -389,6 +428,7 @@ async def read_dead_letters(bus: EventBus, consumer: str, timeout: float = 2.0) 
 
 __all__ = [
     "DeadLetter",
+    "DeadLetterHook",
     "Delivery",
     "Event",
     "EventBus",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loraforge.runtime.errors import Cancelled, InvalidInput, LoraforgeError, NotFound
-from loraforge.runtime.events import Delivery, Event, EventBus
+from loraforge.runtime.events import DeadLetter, Delivery, Event, EventBus
 from loraforge.runtime.jobs import ArtifactRef, Job, JobState, JobStore, new_job_id
 from loraforge.runtime.keys import validate_slug
 
@@ -135,8 +135,26 @@ class JobContext:
 Work = Callable[[Job, JobContext], Awaitable[JobOutcome]]
 
 
+class _AlreadyFinal(Exception):
+    """Aborts a finishing write: another writer made the job terminal first."""
+
+    def __init__(self, job: Job):
+        super().__init__(job.id)
+        self.job = job
+
+
 class JobWorker:
-    """Consumes `<kind>.requests` (a work queue shared by every replica) and runs `work`."""
+    """Consumes `<kind>.requests` (a work queue shared by every replica) and runs `work`.
+
+    No job stays RUNNING when its request is given up on: bad input (InvalidInput) fails it at
+    once; any other error the consumer gives up on (a permanent error such as a missing
+    dataset, LoRA or unprovisioned preset, the last failed delivery, or the max-deliveries
+    advisory of a worker that died on its last delivery) reaches `on_dead_letter`, which marks
+    it FAILED with the reason. A finished job's outcome events (`<kind>.<state>` and the work's
+    follow-ups) are stored with it and published again, with the same ids, whenever its
+    request is redelivered: a publish that failed after the job was stored is not lost, and
+    JetStream's de-duplication delivers it once.
+    """
 
     def __init__(self, kind: str, jobs: JobStore, bus: EventBus, work: Work):
         self.kind = kind
@@ -145,7 +163,8 @@ class JobWorker:
         self._work = work
 
     async def start(self) -> None:
-        await self._bus.subscribe(f"{self.kind}-workers", f"{self.kind}.requests", self.handle)
+        await self._bus.subscribe(f"{self.kind}-workers", f"{self.kind}.requests", self.handle,
+                                  on_dead_letter=self.on_dead_letter)
 
     async def handle(self, event: Event, delivery: Delivery) -> None:
         job_id = event.data.get("job_id")
@@ -153,7 +172,10 @@ class JobWorker:
             raise InvalidInput(f"{self.kind} request {event.id} carries no job_id")
         job = await self._jobs.get(event.tenant, event.project, job_id)
         if job.state.terminal:
-            return  # a redelivery after the work was stored: nothing to do twice
+            # A redelivery after the outcome was stored: the work is not done twice, but its
+            # announcement may not have gone out (a publish failed), so it goes out again.
+            await self._announce(job)
+            return
         if job.cancel_requested:
             await self._finish(job, JobState.CANCELLED, "cancelled")
             return
@@ -171,25 +193,54 @@ class JobWorker:
             if delivery.attempt >= self._bus.settings.max_deliver:
                 msg = f"failed after {delivery.attempt} attempts: {exc}"
                 await self._finish(ctx.job, JobState.FAILED, msg)
-            raise  # redelivered (and dead-lettered after the last attempt)
+            # Redelivered, or dead-lettered (a permanent error at once, others after the last
+            # attempt), which fails the job through on_dead_letter.
+            raise
+        follow_ups = [e.model_dump(mode="json") for e in outcome.events]
         await self._finish(ctx.job, JobState.SUCCEEDED, outcome.message,
-                           artifacts=outcome.artifacts, result={**ctx.job.result, **outcome.result})
-        for follow_up in outcome.events:
-            await self._bus.publish(follow_up)
+                           artifacts=outcome.artifacts, result={**ctx.job.result, **outcome.result},
+                           follow_ups=follow_ups)
+
+    async def on_dead_letter(self, event: Event, letter: DeadLetter) -> None:
+        """The consumer gave up on a request: its job (if it is not final yet) becomes FAILED
+        with the reason. Idempotent, as every worker replica hears of an advisory."""
+        job_id = event.data.get("job_id")
+        if not isinstance(job_id, str):
+            return  # not a job's request (e.g. a render batch submission): no record to fail
+        try:
+            job = await self._jobs.get(event.tenant, event.project, job_id)
+        except NotFound:
+            return
+        if letter.reason == "permanent_error":
+            reason = letter.error
+        else:
+            reason = f"gave up after {letter.deliveries} deliveries: {letter.error}"
+        await self._finish(job, JobState.FAILED, reason)
 
     async def _finish(self, job: Job, state: JobState, message: str, **changes: Any) -> None:
         def change(current: Job) -> dict[str, Any]:
             if current.state.terminal:
-                return {}
+                raise _AlreadyFinal(current)  # terminal states are final: keep the first verdict
             return {"state": state, "message": message, **changes}
 
         try:
             final = await self._jobs.mutate(job.tenant, job.project, job.id, change)
+        except _AlreadyFinal as done:
+            final = done.job
         except LoraforgeError:
             log.exception("could not record %s for job %s", state, job.id)
             raise
+        # What was stored, which may be another writer's verdict (a job cancelled first).
+        await self._announce(final)
+
+    async def _announce(self, job: Job) -> None:
+        """Publish a terminal job's `<kind>.<state>` event and its stored follow-ups. The ids
+        are fixed by the job, so announcing twice stores each event once."""
+        state = job.state.value.lower()
         await self._bus.publish(Event(
-            id=f"{self.kind}-{state.value.lower()}-{job.id}",
-            type=f"{self.kind}.{state.value.lower()}", tenant=job.tenant, project=job.project,
-            data={"job_id": job.id, "message": final.message},
+            id=f"{self.kind}-{state}-{job.id}",
+            type=f"{self.kind}.{state}", tenant=job.tenant, project=job.project,
+            data={"job_id": job.id, "message": job.message},
         ))
+        for follow_up in job.follow_ups:
+            await self._bus.publish(Event.model_validate(follow_up))

@@ -2,7 +2,8 @@
 
 `PENDING -> RUNNING -> SUCCEEDED | FAILED | CANCELLED` (PENDING may also go straight to
 FAILED or CANCELLED). Every write names the revision it read: two writers that read the same
-revision cannot both win; the loser gets `Conflict` and re-reads. Terminal states are final.
+revision cannot both win; the loser gets `Conflict` and re-reads. Terminal states are final. A terminal
+job keeps the follow-up events its worker published, so they can be published again.
 """
 
 from __future__ import annotations
@@ -81,6 +82,11 @@ class Job(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     result: dict[str, Any] = Field(default_factory=dict)
     cancel_requested: bool = False
+    # Events (dumped `events.Event`s) that announce the job's outcome to the next stage,
+    # stored in the same write that makes it SUCCEEDED: a redelivered request of a terminal
+    # job publishes them again with the same ids, so a publish that failed once is not lost
+    # and JetStream's de-duplication keeps it exactly once (job_service.JobWorker).
+    follow_ups: list[dict[str, Any]] = Field(default_factory=list)
     # The KV revision this copy was read at; not stored, used for compare-and-set.
     revision: int = Field(default=0, exclude=True)
 
