@@ -66,10 +66,12 @@ def create_app(
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
         if bus is not None and gw.webhooks is None:
             from loraforge.gateway.webhooks import WebhookDispatcher
+            from loraforge.runtime.egress import EgressPolicy
 
             gw.webhooks = WebhookDispatcher(
                 state, jobs_store, timeout_s=config.webhook_timeout_s,
-                attempts=config.webhook_attempts, backoff_s=config.webhook_backoff_s)
+                attempts=config.webhook_attempts, backoff_s=config.webhook_backoff_s,
+                egress=EgressPolicy.from_settings(settings))
             await gw.webhooks.start(bus)
         try:
             yield

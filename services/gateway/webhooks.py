@@ -12,6 +12,10 @@ f"{timestamp}." + body) and `X-Loraforge-Timestamp` carries the Unix seconds; re
 refuse timestamps older than a few minutes (replays). Delivery is retried with exponential
 back-off (tenacity) on network errors, 429 and 5xx; a terminal job state sends one more call
 with `"final": true`, after which a per-job registration is removed.
+
+Egress: every attempt resolves the target again through the egress guard
+(loraforge.runtime.egress) and connects to the checked address, because DNS may have changed
+since registration (which checks too); redirects are never followed (a 3xx is a failed call).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from loraforge.gateway.models import JOB_KINDS
 from loraforge.gateway.sse import api_job
 from loraforge.gateway.state import GatewayState
 from loraforge.runtime.errors import LoraforgeError
+from loraforge.runtime.egress import EgressPolicy
 from loraforge.runtime.events import Delivery, Event, EventBus
 from loraforge.runtime.job_service import job_event_parts
 from loraforge.runtime.jobs import JobStore
@@ -61,8 +66,10 @@ class _Retryable(Exception):
 
 class WebhookDispatcher:
     def __init__(self, state: GatewayState, jobs: JobStore, *, timeout_s: float = 5.0,
-                 attempts: int = 5, backoff_s: float = 0.5, client: httpx.AsyncClient | None = None):
+                 attempts: int = 5, backoff_s: float = 0.5, client: httpx.AsyncClient | None = None,
+                 egress: EgressPolicy | None = None):
         self._state = state
+        self._egress = egress or EgressPolicy()  # no allow-list: public addresses only
         self._jobs = jobs
         self._attempts = attempts
         self._backoff = backoff_s
@@ -152,8 +159,11 @@ class WebhookDispatcher:
 
         async def attempt() -> None:
             ts = str(int(time.time()))
+            # Refused targets are not retried: the next event checks again.
+            target = await self._egress.aresolve(hook["url"])
             try:
-                resp = await self._client.post(hook["url"], content=body, headers={
+                resp = await self._client.post(target.url, content=body, extensions=target.extensions, headers={
+                    **target.headers,
                     "Content-Type": "application/json",
                     SIGNATURE_HEADER: sign(hook["secret"], ts, body),
                     TIMESTAMP_HEADER: ts,
@@ -167,6 +177,8 @@ class WebhookDispatcher:
                 raise _Retryable(f"HTTP {resp.status_code}")
             if resp.status_code >= 400:
                 raise RuntimeError(f"HTTP {resp.status_code}")
+            if resp.status_code >= 300:
+                raise RuntimeError(f"HTTP {resp.status_code} redirect, not followed: register the final URL")
 
         try:
             async for attempt_ctx in AsyncRetrying(

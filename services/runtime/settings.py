@@ -173,6 +173,31 @@ class RenderSettings(_Group):
     vae_tiling: Literal["auto", "on", "off"] = "auto"
 
 
+class EgressSettings(_Group):
+    """Outbound requests to URLs tenants give (URL ingest, webhooks): see runtime/egress.py."""
+
+    # URL ingest makes the ingest worker fetch tenant-given URLs; off unless an operator
+    # turns it on (most clusters have no internet access anyway).
+    url_ingest: bool = False
+    # Comma-separated CIDRs the guard lets through although they are not public, e.g.
+    # "127.0.0.1/32" for a dev/test receiver on loopback; empty in production.
+    allow: str = ""
+
+    @field_validator("allow")
+    @classmethod
+    def _cidrs(cls, text: str) -> str:
+        import ipaddress
+
+        for part in (p.strip() for p in text.split(",")):
+            if part:
+                try:
+                    ipaddress.ip_network(part, strict=False)
+                except ValueError:
+                    raise ValueError(f"{part!r} is not an IP network; write CIDRs separated by commas, "
+                                     f"e.g. 127.0.0.1/32,10.0.5.0/24") from None
+        return text
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -193,6 +218,7 @@ class Settings(BaseSettings):
     captioning: CaptioningSettings = CaptioningSettings()
     k8s: K8sSettings = K8sSettings()
     render: RenderSettings = RenderSettings()
+    egress: EgressSettings = EgressSettings()
 
     def model_post_init(self, __context: Any) -> None:
         if self.env is Environment.PRODUCTION:

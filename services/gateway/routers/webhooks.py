@@ -10,6 +10,7 @@ from loraforge.gateway.deps import gw, project_of
 from loraforge.gateway.models import Webhook, WebhookCreate, WebhookCreated, WebhookList
 from loraforge.gateway.problems import PROBLEM_RESPONSES
 from loraforge.gateway.state import now
+from loraforge.runtime.egress import EgressPolicy
 
 router = APIRouter(prefix="/v1/projects/{project}/webhooks", tags=["webhooks"],
                    responses=PROBLEM_RESPONSES)
@@ -21,8 +22,12 @@ async def create(body: WebhookCreate, request: Request,
     """Register a URL for the project's job events (or one job's). Each call is a POST with
     `X-Loraforge-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>" with the secret>`
     and `X-Loraforge-Timestamp`; progress calls, then one with `"final": true` on the terminal
-    state. Failed deliveries are retried with exponential back-off."""
+    state. Failed deliveries are retried with exponential back-off.
+
+    The URL must resolve to public addresses only (no loopback, private or link-local
+    address: 400 otherwise); each delivery checks again and never follows a redirect."""
     principal, project = scope
+    await EgressPolicy.from_settings(gw(request).settings).aresolve(str(body.url))
     record = {"id": f"wh-{secrets.token_hex(6)}", "url": str(body.url), "job_id": body.job_id,
               "secret": secrets.token_urlsafe(32), "created_at": now().isoformat()}
     await gw(request).state.add_webhook(principal.tenant, project, record)

@@ -22,6 +22,7 @@ from loraforge.runtime.host import Clients, ServiceProcess
 from loraforge.runtime.job_service import JobContext, JobOutcome, JobService, JobWorker
 from loraforge.runtime.jobs import Job, JobStore
 from loraforge.runtime.metrics import Metrics
+from loraforge.runtime.settings import EgressSettings
 from loraforge.stack.binaries import free_port
 
 TEST_CONFIG = GatewayConfig(max_upload_bytes=256 * 1024, rate_per_s=1000, rate_burst=1000,
@@ -98,6 +99,9 @@ async def start_gateway(settings: Any, store: Any, cleanups: list[Callable[[], A
     state = await GatewayState.open(bus.jetstream, gateway_bucket(settings))
     backends = BackendClients({n: f"127.0.0.1:{p.port}" for n, p in procs.items()}, timeout_s=5)
     cleanups.append(backends.close)
+    # The tests' webhook receivers listen on 127.0.0.1, which the egress guard refuses unless
+    # listed; only that one address, so the refusal tests still see 127.0.0.2, ::1, 10/8 ...
+    settings = settings.model_copy(update={"egress": EgressSettings(allow="127.0.0.1/32")})
     app = create_app(settings, Metrics("gateway"), backends=backends, store=store,
                      jobs_store=jobs, state=state, bus=bus, config=config)
     port = free_port()

@@ -174,7 +174,9 @@ def test_sha256_streams_whole_file(tmp_path: Path) -> None:
 def test_url_source_without_yt_dlp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from loraforge.ingest.url import fetch_url
     monkeypatch.setitem(sys.modules, "yt_dlp", None)  # makes the import fail like a missing package
-    with pytest.raises(E.UrlSourceUnavailable, match="yt-dlp.*upload the file"):
+    # URL ingest is off by default (the egress guard); with it on, a page without yt-dlp is
+    # tests/unit/runtime/test_egress.py's case.
+    with pytest.raises(E.UrlSourceUnavailable, match="URL ingest is off.*upload the file"):
         fetch_url("https://example.com/v", tmp_path)
     with pytest.raises(E.UrlFetchFailed, match="http"):
         fetch_url("file:///etc/passwd", tmp_path)
