@@ -117,7 +117,9 @@ async def test_worker_dying_on_every_delivery_ends_failed_after_the_last(setting
         assert final.state is JobState.FAILED
         assert "gave up after 2 deliveries" in final.message
         assert "worker crashed or hung" in final.message
-        assert len(deaths) == nats.max_deliver
+        # Each delivery a replica took killed it (a delivery to a pull request of a replica
+        # already dead would count as an attempt too, without a death).
+        assert 1 <= len(deaths) <= nats.max_deliver
     finally:
         for bus in buses:
             if bus.is_connected:
