@@ -74,6 +74,11 @@ class WebhookDispatcher:
         self._attempts = attempts
         self._backoff = backoff_s
         self._client = client or httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
+        # https targets connect to the checked IP, so the pool's key is the IP: one client per
+        # host name keeps a TLS connection (verified for one name) from carrying another
+        # name's calls to the same address (shared hosting, CDNs).
+        self._timeout_s = timeout_s
+        self._tls_clients: dict[str, httpx.AsyncClient] = {}
         self._queues: dict[str, asyncio.Queue[tuple[dict[str, Any], dict[str, Any]] | None]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self.delivered = 0
@@ -88,6 +93,8 @@ class WebhookDispatcher:
         if self._workers:
             await asyncio.wait(list(self._workers.values()), timeout=10)
         await self._client.aclose()
+        for c in self._tls_clients.values():
+            await c.aclose()
 
     async def handle(self, event: Event, delivery: Delivery) -> None:
         kind, what = job_event_parts(event.type)
@@ -162,7 +169,14 @@ class WebhookDispatcher:
             # Refused targets are not retried: the next event checks again.
             target = await self._egress.aresolve(hook["url"])
             try:
-                resp = await self._client.post(target.url, content=body, extensions=target.extensions, headers={
+                client = self._client
+                if "sni_hostname" in target.extensions:
+                    name = target.extensions["sni_hostname"]
+                    if name not in self._tls_clients:
+                        self._tls_clients[name] = httpx.AsyncClient(timeout=self._timeout_s,
+                                                                    follow_redirects=False)
+                    client = self._tls_clients[name]
+                resp = await client.post(target.url, content=body, extensions=target.extensions, headers={
                     **target.headers,
                     "Content-Type": "application/json",
                     SIGNATURE_HEADER: sign(hook["secret"], ts, body),

@@ -197,9 +197,12 @@ class EgressPolicy:
         Network failures raise httpx.HTTPError."""
         current = url
         sent = dict(headers or {})
-        with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
-            for _hop in range(self.max_redirects + 1):
-                target = self.resolve(current)
+        for _hop in range(self.max_redirects + 1):
+            target = self.resolve(current)
+            # A client per hop: its connection pool is keyed by the IP, and a TLS connection
+            # verified for one name must not carry a request for another. trust_env off: a
+            # proxy would resolve the name again, past the check.
+            with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
                 request = client.build_request("GET", target.url, headers={**sent, **target.headers},
                                                extensions=target.extensions)
                 resp = client.send(request, stream=True)
@@ -221,7 +224,8 @@ class EgressPolicy:
                     ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
                     if accept and not ctype.startswith(accept):
                         return Fetched(False, current, ctype, 0)
-                    declared = int(resp.headers.get("content-length") or 0)
+                    length = resp.headers.get("content-length") or "0"
+                    declared = int(length) if length.isdigit() else 0
                     if declared > max_bytes:
                         raise EgressRefused(f"{current}: {declared} bytes is more than the {max_bytes} "
                                             f"allowed; download it yourself and upload a shorter file")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -32,13 +34,16 @@ VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 64  # bytes only; noth
 class Server:
     """A real HTTP server on a loopback address that records the paths it was asked for."""
 
-    def __init__(self, host: str, routes: dict[str, tuple[int, dict[str, str], bytes]]):
+    def __init__(self, host: str, routes: dict[str, tuple[int, dict[str, str], bytes]],
+                 tls: ssl.SSLContext | None = None):
         self.hits: list[str] = []
+        self.hosts: list[str] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def _answer(self) -> None:
                 outer.hits.append(self.path)
+                outer.hosts.append(self.headers.get("Host", ""))
                 if self.command == "POST":
                     self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 status, headers, body = routes.get(self.path, (404, {}, b""))
@@ -55,6 +60,8 @@ class Server:
                 pass
 
         self.server = ThreadingHTTPServer((host, 0), Handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
@@ -226,5 +233,36 @@ async def test_webhook_delivery_checks_the_target_again_and_follows_no_redirect(
         assert receiver.hits == ["/hook", "/bounce"]  # the redirect was not followed
     finally:
         await strict.close()
+        await dev.close()
+        receiver.close()
+
+
+async def test_https_webhooks_connect_to_the_checked_ip_and_verify_the_name(
+        tmp_path: Path, dns, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection goes to the checked IP, yet TLS still verifies the certificate against
+    the host name (SNI), and the Host header names it: a certificate for another name fails."""
+    from loraforge.gateway.webhooks import WebhookDispatcher
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "1", "-subj", "/CN=hooks.example.com",
+                    "-addext", "subjectAltName=DNS:hooks.example.com",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the receiver's certificate is the only CA
+    receiver = Server("127.0.0.1", {"/hook": (204, {}, b"")}, tls=ctx)
+    dns["hooks.example.com"] = ["127.0.0.1"]
+    dns["other.example.com"] = ["127.0.0.1"]
+    dev = WebhookDispatcher(None, None, attempts=1, egress=LOOPBACK_DEV)  # type: ignore[arg-type]
+    payload = {"type": "ingest.job.progress", "event_id": "e1", "final": False}
+    try:
+        hook = {"id": "wh-000000000002", "secret": "s", "url": f"https://hooks.example.com:{receiver.port}/hook"}
+        assert await dev._deliver(hook, payload) is True
+        assert receiver.hosts == [f"hooks.example.com:{receiver.port}"]
+        other = {**hook, "url": f"https://other.example.com:{receiver.port}/hook"}
+        assert await dev._deliver(other, payload) is False  # certificate is not for this name
+        assert len(receiver.hits) == 1
+    finally:
         await dev.close()
         receiver.close()
