@@ -193,3 +193,38 @@ async def test_follow_up_whose_publish_failed_is_republished_and_the_next_stage_
         assert [j.state for j in await betas.list("acme", "jane", [])] == [JobState.SUCCEEDED]
     finally:
         await flaky.close()
+
+
+MISSING_LORA = """
+image_preset: tiny-sdxl
+shots: [{prompt: "hero on a beach", seed: 1}]
+loras: [{name: hero, path: acme/jane/loras/never-trained.safetensors}]
+output: {width: 64, height: 64}
+steps: 1
+"""
+
+
+async def test_render_with_a_missing_lora_fails_the_job_with_the_reason(bus: EventBus, settings) -> None:
+    """The render service as deployed (its own requests handler, render/main.py): a LoRA that
+    was never trained is a permanent NotFound, and the job says so instead of staying RUNNING."""
+    from loraforge.render.main import mount
+    from loraforge.runtime.host import ServiceProcess
+
+    proc = ServiceProcess("render", settings, mount, drain_delay_s=0)
+    await proc.start()
+    try:
+        await bus.publish(Event(type="render.requests", tenant="acme", project="jane",
+                                data={"request_id": "missing-lora", "scenario_yaml": MISSING_LORA}))
+        found: list[Job] = []
+        for _ in range(200):
+            found = await proc.clients.jobs.list("acme", "jane", kind="render")
+            if found:
+                break
+            await asyncio.sleep(0.05)
+        assert found, "the render request never became a job"
+        final = await _terminal(proc.clients.jobs, found[0], timeout=30)
+        assert final.state is JobState.FAILED
+        assert "loras/acme/jane/loras/never-trained.safetensors does not exist" in final.message
+        assert await _stored(bus, "render.failed") == 1
+    finally:
+        await proc.stop()
