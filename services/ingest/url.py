@@ -39,13 +39,11 @@ def _name_for(url: str, content_type: str) -> str:
 def fetch_url(url: str, dest_dir: Path, max_height: int = 1080, timeout: float = 30.0,
               policy: EgressPolicy | None = None) -> Path:
     """Download the media of ``url`` (a video site's page: best single file, at most
-    ``max_height`` p) into ``dest_dir``. ``policy``: the egress guard (default: from settings)."""
+    ``max_height`` p) into ``dest_dir``. ``policy``: the egress guard (the service builds it from
+    settings: EgressPolicy.from_settings); the default refuses every URL (URL ingest off)."""
     if not url.startswith(("http://", "https://")):
         raise UrlFetchFailed(f"{url!r}: only http(s) URLs are accepted; paste the full link")
-    if policy is None:
-        from loraforge.runtime.settings import load_settings
-
-        policy = EgressPolicy.from_settings(load_settings())
+    policy = policy or EgressPolicy()  # the default: URL ingest off
     if not policy.url_ingest:
         raise UrlSourceUnavailable(
             f"{url}: URL ingest is off on this deployment (an operator turns it on with "

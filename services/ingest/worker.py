@@ -22,6 +22,7 @@ every `tick_s`, and a cancellation reaches the core through its `cancel_check`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import contextlib
 import dataclasses
 import hashlib
@@ -46,6 +47,7 @@ from loraforge.ingest.pipeline import process_many
 from loraforge.ingest.sniff import MediaKind, sniff
 from loraforge.ingest.tools import MediaTools
 from loraforge.ingest.url import fetch_url
+from loraforge.runtime.egress import EgressPolicy
 from loraforge.runtime.errors import Cancelled, InvalidInput, LoraforgeError
 from loraforge.runtime.events import Event
 from loraforge.runtime.job_service import JobContext, JobOutcome
@@ -138,8 +140,10 @@ class IngestWork:
 
     def __init__(self, store: ObjectStore, *, workdir_root: Path | None = None,
                  tools: MediaTools | None = None, process: ProcessMany = process_many,
-                 tick_s: float = 0.5):
+                 tick_s: float = 0.5, egress: EgressPolicy | None = None):
         self._store = store
+        # URL sources: the egress guard from settings (main.py); the default refuses them.
+        self._egress = egress or EgressPolicy()
         self._workdir_root = workdir_root
         self._tools = tools
         self._process = process
@@ -210,7 +214,8 @@ class IngestWork:
         name = PurePosixPath(source).name or source
         try:
             if source.startswith(("http://", "https://")):
-                path = await self._blocking(run, fetch_url, source, folder / "download")
+                path = await self._blocking(run, functools.partial(fetch_url, policy=self._egress),
+                                            source, folder / "download")
                 name = path.name
             else:
                 sha = layout.sha_of_original_key(run.ref, source)
