@@ -228,6 +228,26 @@ class Settings(BaseSettings):
                     "LORAFORGE_S3__SECRET_KEY is a placeholder or shorter than 12 characters; "
                     "production needs the real object-store secret (from a Secret or .env)"
                 )
+            _check_production_egress(self.egress.allow)
+
+
+def _check_production_egress(allow: str) -> None:
+    """Production never lets tenant URLs reach loopback (the object store's filer, every
+    service port) or link-local (cloud metadata credentials), whatever the allow-list says."""
+    import ipaddress
+
+    danger = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("169.254.0.0/16"),
+              ipaddress.ip_network("::1/128"), ipaddress.ip_network("fe80::/10"),
+              ipaddress.ip_network("0.0.0.0/8"))
+    for part in (p.strip() for p in allow.split(",")):
+        if part:
+            net = ipaddress.ip_network(part, strict=False)
+            for bad in danger:
+                if net.version == bad.version and net.overlaps(bad):  # type: ignore[arg-type]
+                    raise ConfigurationError(
+                        f"LORAFORGE_EGRESS__ALLOW: {part} includes {bad} (loopback, link-local or "
+                        f"unspecified), which production never opens to tenant URLs; list only the "
+                        f"private networks of real receivers (e.g. 10.0.5.0/24)")
 
 
 def load_settings(**overrides: Any) -> Settings:

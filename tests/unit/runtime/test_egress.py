@@ -266,3 +266,14 @@ async def test_https_webhooks_connect_to_the_checked_ip_and_verify_the_name(
     finally:
         await dev.close()
         receiver.close()
+
+
+def test_production_refuses_allow_lists_that_open_loopback_or_link_local() -> None:
+    from loraforge.runtime.settings import EgressSettings, Settings
+
+    prod = {"env": "production", "s3": {"secret_key": "a-real-secret-of-some-length"}}
+    for allow in ("127.0.0.1/32", "10.0.5.0/24,169.254.169.254/32", "::1", "0.0.0.0/0"):
+        with pytest.raises(ConfigurationError, match="LORAFORGE_EGRESS__ALLOW.*production"):
+            Settings(**prod, egress=EgressSettings(allow=allow))
+    Settings(**prod, egress=EgressSettings(allow="10.0.5.0/24"))  # a real internal receiver
+    Settings(env="development", egress=EgressSettings(allow="127.0.0.1/32"))
