@@ -285,7 +285,12 @@ class Consumer:
                 await asyncio.sleep(0.5)
                 continue
             for msg in msgs:
-                await self._dispatch(msg)
+                try:
+                    await self._dispatch(msg)
+                except Exception:  # noqa: BLE001 - e.g. the dead letter could not be stored
+                    # Left without a verdict, the message is redelivered after ack_wait; the
+                    # consumer must live on to take it.
+                    log.exception("dispatch failed on consumer %s", self.durable)
 
     async def _dispatch(self, msg: Msg) -> None:
         meta = msg.metadata

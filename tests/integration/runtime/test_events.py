@@ -181,3 +181,28 @@ async def test_unreachable_nats_names_the_address(settings) -> None:
         await EventBus.connect(bad, name="t", attempts=2, backoff_s=0.01)
     assert url in str(info.value)
     assert "LORAFORGE_NATS__URL" in str(info.value)
+
+
+async def test_dead_letter_hook_hears_each_given_up_event_and_a_failed_hook_keeps_it(bus: EventBus) -> None:
+    """`on_dead_letter` is where a job worker records FAILED: if it cannot, the event must not
+    be terminated (the verdict would be lost), but come back and be told again."""
+    attempts: list[int] = []
+    told: list[tuple[str, str]] = []
+
+    async def bad_input(e: Event, d: Delivery) -> None:
+        attempts.append(d.attempt)
+        raise InvalidInput("dataset d1 does not exist")
+
+    async def hook(e: Event, letter) -> None:
+        told.append((e.id, letter.reason))
+        if len(told) == 1:
+            raise RuntimeError("job store unreachable (injected)")
+
+    await bus.subscribe("ingest", "clips.ingested", bad_input, on_dead_letter=hook)
+    event = _event()
+    await bus.publish(event)
+    await _wait_for(lambda: len(told) == 2)
+    await asyncio.sleep(0.5)  # terminated after the hook succeeded: no third delivery
+    assert attempts == [1, 2]
+    assert told == [(event.id, "permanent_error")] * 2
+    assert len(await read_dead_letters(bus, "ingest", timeout=0.5)) == 1  # same letter id
