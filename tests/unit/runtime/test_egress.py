@@ -277,3 +277,12 @@ def test_production_refuses_allow_lists_that_open_loopback_or_link_local() -> No
             Settings(**prod, egress=EgressSettings(allow=allow))
     Settings(**prod, egress=EgressSettings(allow="10.0.5.0/24"))  # a real internal receiver
     Settings(env="development", egress=EgressSettings(allow="127.0.0.1/32"))
+
+
+@pytest.mark.parametrize("url", ["http://2130706433/", "http://0x7f.1/", "http://0177.0.0.1/", "http://127.1/",
+                                 "http://localhost:19333/", "http://[::ffff:7f00:1]/",
+                                 "http://[0:0:0:0:0:ffff:169.254.169.254]/latest/meta-data/"])
+def test_other_spellings_of_internal_addresses_are_refused(url: str) -> None:
+    # Decimal, hex and short IPv4 forms reach the resolver, which answers the real address.
+    with pytest.raises(EgressRefused):
+        EgressPolicy(url_ingest=True).resolve(url)
