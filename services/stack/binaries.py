@@ -32,10 +32,46 @@ def find_binary(name: str) -> str:
     return found
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+class _PortPicker:
+    """Hands out ports below the kernel's ephemeral range, each once per process.
+
+    A port the kernel hands out for ``bind(0)`` lies inside the ephemeral range, so between
+    the pick and the server's own bind any outgoing connection may take it as its source
+    port (seen: a stack service's metrics port "already in use" during the full test suite).
+    Below the range only a server binding it on purpose can take it."""
+
+    def __init__(self) -> None:
+        lo, hi = _ephemeral_range()
+        # SeaweedFS serves gRPC on each port + 10000: keep that below the range too
+        self.lo, self.hi = (10000, lo - 10001) if lo > 25000 else (hi + 1, 55535)
+        # start at a per-process offset so that concurrent processes rarely walk the same ports
+        self.next = self.lo + (os.getpid() * 97) % (self.hi - self.lo)
+
+    def take(self, host: str, count: int = 1) -> int:
+        for _ in range(self.hi - self.lo):
+            base = self.next
+            if base + count > self.hi:
+                base = self.lo
+            self.next = base + count
+            if all(_bindable(host, p) and not port_open(host, p) for p in range(base, base + count)):
+                return base
+        raise RuntimeError(f"no block of {count} free ports found in {self.lo}-{self.hi}")
+
+
+_PICKER = _PortPicker()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A free TCP port for a server we are about to start (see _PortPicker)."""
+    return _PICKER.take(host)
 
 
 def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
@@ -145,14 +181,9 @@ def write_s3_identities(path: Path, access_key: str, secret_key: str) -> Path:
     return path
 
 
-def free_port_block(count: int, host: str = "127.0.0.1", attempts: int = 50) -> int:
+def free_port_block(count: int, host: str = "127.0.0.1") -> int:
     """A base port with `count` consecutive free ports after it (for weed's port family)."""
-    for _ in range(attempts):
-        base = free_port(host)
-        if base + count < 65535 and all(not port_open(host, p) and _bindable(host, p)
-                                        for p in range(base, base + count)):
-            return base
-    raise RuntimeError(f"no block of {count} free ports found")
+    return _PICKER.take(host, count)
 
 
 def _bindable(host: str, port: int) -> bool:
