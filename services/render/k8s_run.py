@@ -22,20 +22,16 @@ the Job fails at once, see runtime/k8s_jobs.py's podFailurePolicy).
 from __future__ import annotations
 
 import asyncio
-import json
-import signal
-import sys
-import threading
 from collections.abc import Mapping
 from typing import Any, TextIO
 
 from loraforge.runtime.errors import Cancelled, ConfigurationError, InvalidInput
 from loraforge.runtime.jobs import Job
-from loraforge.runtime.k8s_controller import GpuJobController, JobSpecs, PodContext, Relay, relay_job
+from loraforge.runtime.k8s_controller import GpuJobController, JobSpecs, Relay, relay_job, run_work_in_pod
 from loraforge.runtime.k8s_jobs import job_name, validate_run_id
 from loraforge.runtime.storage import Bucket, ObjectStore
 
-EXIT_OK, EXIT_CANCELLED = 0, 3
+EXIT_OK, EXIT_CANCELLED = 0, 3  # run_work_in_pod's exit codes
 
 
 class RenderJobController(GpuJobController):
@@ -110,22 +106,4 @@ def run_in_pod(run_id: str, *, settings: Any = None, out: TextIO | None = None) 
     job = read_spec(store, validate_run_id(run_id))
     work = RenderWork(store, models_dir=settings.models.dir,
                       placement=Placement.from_settings(settings), tick_s=1.0)
-    stop = threading.Event()
-    if threading.current_thread() is threading.main_thread():  # signals reach the main thread
-        def on_signal(signum: int, _frame: Any) -> None:
-            print(f"signal {signum}: stopping after the current denoising step", file=sys.stderr)
-            stop.set()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-    ctx = PodContext(job, stop, out)
-    stream = out or sys.stdout
-    try:
-        outcome = asyncio.run(work(job, ctx))  # type: ignore[arg-type]
-    except Cancelled as exc:
-        print(json.dumps({"event": "result", "status": "cancelled", "message": str(exc)}),
-              file=stream, flush=True)
-        return EXIT_CANCELLED
-    print(json.dumps({"event": "result", "status": "succeeded", "message": outcome.message}),
-          file=stream, flush=True)
-    return EXIT_OK
+    return run_work_in_pod(work, job, out, stops_after="the current denoising step")

@@ -406,3 +406,32 @@ class PodContext:
             raise Cancelled(f"job {self.job.id}: stopped by a signal")
 
 
+def run_work_in_pod(work: Callable[[Job, Any], Any], job: Job, out: TextIO | None, *,
+                    stops_after: str, result: Callable[[Any], dict[str, Any]] | None = None
+                    ) -> int:
+    """The pod side of a GPU Job, the same for training and render: SIGTERM/SIGINT stop the
+    work after ``stops_after`` (Kubernetes deletes the Job on cancel), progress goes out as
+    JSON lines through :class:`PodContext`, and the last line is the result. Exit 0 done,
+    3 cancelled; other errors propagate (InvalidInput: exit 2 in the entry points)."""
+    import asyncio
+    import signal
+
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():  # signals reach the main thread
+        def on_signal(signum: int, _frame: Any) -> None:
+            print(f"signal {signum}: stopping after {stops_after}", file=sys.stderr)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+    ctx = PodContext(job, stop, out)
+    stream = out or sys.stdout
+    try:
+        outcome = asyncio.run(work(job, ctx))
+    except Cancelled as exc:
+        print(json.dumps({"event": "result", "status": "cancelled", "message": str(exc)}),
+              file=stream, flush=True)
+        return 3
+    print(json.dumps({"event": "result", "status": "succeeded", "message": outcome.message,
+                      **(result(outcome) if result else {})}), file=stream, flush=True)
+    return 0

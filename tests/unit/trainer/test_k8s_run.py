@@ -15,7 +15,8 @@ from loraforge.runtime.jobs import Job
 from loraforge.runtime.storage import Bucket
 from loraforge.trainer import cli, k8s_run
 from loraforge.trainer.k8s_controller import TrainingJobController
-from loraforge.trainer.k8s_run import KubernetesJobFailed, KubernetesTraining, PodContext
+from loraforge.runtime.k8s_controller import PodContext
+from loraforge.trainer.k8s_run import KubernetesJobFailed, KubernetesTraining
 from loraforge.trainer.worker import TrainingWork
 
 from .test_cli_and_k8s import FakeK8s
