@@ -51,8 +51,8 @@ def check_limits(p: ProbeResult, limits: MediaLimits) -> None:
 
 
 def _ffprobe(path: Path, ffprobe: str) -> dict[str, Any]:
-    # Not ffmpeg-python's ffmpeg.probe: it raises without the stderr text in the message and has
-    # no timeout; the arguments are the same.
+    # ffprobe directly, with a timeout and its stderr in the error: a corrupt upload's message
+    # should say what ffprobe saw.
     proc = run([ffprobe, "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)],
                timeout=_PROBE_TIMEOUT)
     if proc.returncode != 0:
