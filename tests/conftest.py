@@ -33,7 +33,6 @@ S3_SECRET = "loraforge-test-secret-" + secrets.token_hex(4)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    run_slow = os.environ.get("LORAFORGE_TEST_SLOW") == "1"
     try:
         import torch
 
@@ -41,8 +40,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     except Exception:  # noqa: BLE001 - no torch, no GPU
         has_gpu = False
     for item in items:
-        if "slow" in item.keywords and not run_slow:
-            item.add_marker(pytest.mark.skip(reason="slow: set LORAFORGE_TEST_SLOW=1 to run"))
         if "gpu" in item.keywords and not has_gpu:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
 
