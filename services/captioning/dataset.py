@@ -2,6 +2,8 @@
 
     datasets/<tenant>/<project>/datasets/<dataset_id>/dataset.json   commit marker:
         id, lora_type, selected: [{clip_id, key (clips bucket), sha256, keyframe_keys}], ...
+        An item a type's dataset builder derived (curation/builders) has `bucket: "datasets"`
+        (its key and keyframe_keys are there) and `source_clip_id`, the clip it came from.
     .../manifest.json   {"clips": [{clip_id, angle_bucket, largest_face_ratio, expression,
                                     motion, lighting, kind, duration_s, ...}]}
 """
@@ -22,6 +24,7 @@ class DatasetClip:
     key: str  # clips bucket
     keyframe_keys: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
+    bucket: Bucket = Bucket.CLIPS  # where key and keyframe_keys are (derived items: datasets)
 
 
 @dataclass
@@ -54,7 +57,18 @@ def read_dataset(store: ObjectStore, project: ProjectRef, dataset_id: str) -> Cu
         key = entry.get("key") or entry.get("clip_key") or metrics.get(cid, {}).get("key")
         if not cid or not key:
             raise InvalidInput(f"dataset {dataset_id}: a selected clip has no id or clip key: {entry}")
-        clips.append(DatasetClip(cid, key, list(entry.get("keyframe_keys") or []), metrics.get(cid, {})))
+        bucket = entry.get("bucket") or Bucket.CLIPS.value
+        if bucket not in (Bucket.CLIPS.value, Bucket.DATASETS.value) or (
+                bucket == Bucket.DATASETS.value and not str(key).startswith(f"{prefix}/")):
+            raise InvalidInput(f"dataset {dataset_id}: item {cid} names {bucket}/{key}, outside its "
+                               "clips or its own dataset folder; curate again")
+        # a derived item: the measured row of the clip it came from, plus its own fields
+        row = metrics.get(cid) or {**metrics.get(entry.get("source_clip_id"), {}),
+                                   **{k: entry[k] for k in ("kind", "variant", "frame_index",
+                                                            "source_clip_id") if k in entry}}
+        if entry.get("kind") == "image":
+            row["kind"] = "photo"  # captions and the trainer treat a derived image as a still
+        clips.append(DatasetClip(cid, key, list(entry.get("keyframe_keys") or []), row, Bucket(bucket)))
     if not clips:
         raise InvalidInput(f"dataset {dataset_id} selects no clips; curate again with more footage")
     return CuratedDataset(record.get("id", dataset_id), record.get("lora_type", "character"), prefix,

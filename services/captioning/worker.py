@@ -125,10 +125,10 @@ class CaptioningWorker:
     def _download(self, dataset: CuratedDataset, work: Path, media: bool) -> list[ClipInput]:
         out = []
         for c in dataset.clips:
-            keyframes = [self._store.download(Bucket.CLIPS, k, work / c.clip_id / PurePosixPath(k).name)
+            keyframes = [self._store.download(c.bucket, k, work / c.clip_id / PurePosixPath(k).name)
                          for k in c.keyframe_keys[:3]]
             path = None
             if media:  # only models look at the clip itself
-                path = self._store.download(Bucket.CLIPS, c.key, work / c.clip_id / PurePosixPath(c.key).name)
+                path = self._store.download(c.bucket, c.key, work / c.clip_id / PurePosixPath(c.key).name)
             out.append(ClipInput(c.clip_id, path, keyframes, c.metrics))
         return out

@@ -125,7 +125,6 @@ def _download(store: Any, clips: list[Any], captions: dict[str, str], work: Path
     A clip without a caption gets an empty one, which every export refuses by name
     (caption_required): an export never silently leaves a selected clip out."""
     from loraforge.captioning.exports import ExportItem
-    from loraforge.runtime.storage import Bucket
 
     items = []
     status = None if as_json else err_console.status("downloading clips")
@@ -136,7 +135,7 @@ def _download(store: Any, clips: list[Any], captions: dict[str, str], work: Path
             if status is not None:
                 status.update(f"downloading clip {i + 1}/{len(clips)}: {c.clip_id}")
             suffix = PurePosixPath(c.key).suffix.lower() or ".mp4"
-            path = store.download(Bucket.CLIPS, c.key, work / f"{i:04d}{suffix}")
+            path = store.download(c.bucket, c.key, work / f"{i:04d}{suffix}")
             items.append(ExportItem(c.clip_id, path, captions.get(c.clip_id, "")))
     finally:
         if status is not None:

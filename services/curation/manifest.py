@@ -38,6 +38,14 @@ def rows(result: CurationResult) -> list[dict]:
                 for e in getattr(r, "evidence", ())
             ],
         )
+        build = getattr(result, "build", None)  # the type's dataset builder, when it ran
+        if build:
+            cid = c.metrics.clip_id
+            row.update(
+                derived_items=[i["item_id"] for i in build["items"] if i["clip_id"] == cid],
+                build_dropped_codes=[d["code"] for d in build["dropped"] if d["clip_id"] == cid],
+                build_dropped=[d["message"] for d in build["dropped"] if d["clip_id"] == cid],
+            )
         out.append(row)
     return out
 
@@ -67,6 +75,8 @@ def write_manifest(result: CurationResult, out_dir: Path) -> tuple[Path, Path]:
             "missing": [m.message for m in sel.missing],
         },
         "rejection_counts": result.rejection_counts(),
+        # the type's dataset builder: items (derived files + evidence), drops, clusters
+        **({"build": result.build} if getattr(result, "build", None) else {}),
         "clips": data,
     }
     json_path.write_text(json.dumps(doc, indent=1, sort_keys=False))

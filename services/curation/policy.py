@@ -14,7 +14,7 @@ across the clips, seed 004's "all clockwise").
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -137,6 +137,13 @@ class CurationPolicy(BaseModel):
     )
     max_smiling_fraction: float = Field(0.6, ge=0, le=1)
     max_per_source_fraction: float = Field(0.5, gt=0, le=1)
+
+    # identity clusters (identity.assign: HDBSCAN on the face embeddings of all sources, cluster
+    # 0 the largest): the one to train on when no reference photo names the person; None: the
+    # largest. The report lists the clusters with their clips.
+    identity_cluster: int | None = Field(None, ge=0)
+    # the type's dataset builder (builders/__init__.py: its Options model validates these)
+    build_options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> CurationPolicy:

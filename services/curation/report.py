@@ -7,6 +7,7 @@ expressions, lighting and identity distance. matplotlib runs on the Agg backend:
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -149,7 +150,36 @@ def write_report(result: CurationResult, out_dir: Path) -> Path:
         parts.append(
             f"<div class='card {cls}'><img src='thumbs/{esc(thumb.name)}'><br>" + "<br>".join(lines) + "</div>"
         )
-    parts.append("</div></body></html>")
+    parts.append("</div>")
+    parts.extend(_build_section(getattr(result, "build", None)))
+    parts.append("</body></html>")
     path = out_dir / "report.html"
     path.write_text("\n".join(parts))
     return path
+
+
+def _build_section(build: dict | None) -> list[str]:
+    """The type's dataset builder (builders/__init__.py): its items with their evidence, what it
+    left out and why, its summary (clusters, counts)."""
+    if not build:
+        return []
+    esc = html.escape
+    parts = [f"<h2>{esc(build['lora_type'])} dataset: {len(build['items'])} items</h2>",
+             "<h3>Left out by the builder</h3><table>",
+             *(f"<tr><td>{esc(k)}</td><td>{v}</td></tr>" for k, v in build["dropped_counts"].items()),
+             "</table><ul>",
+             *(f"<li>{esc(m)}</li>" for m in build["missing"]),
+             "</ul><h3>Summary</h3><pre>",
+             esc(json.dumps(build["summary"], indent=1, default=str)[:20000]), "</pre>",
+             "<h3>Items</h3><div class='grid'>"]
+    for it in build["items"]:
+        img = (f"<img src='{esc(it['path'])}' style='max-width:320px'><br>"
+               if it["path"] and it["kind"] == "image" else "")
+        ev = ", ".join(f"{esc(str(k))} {esc(str(v))}" for k, v in it["evidence"].items())
+        parts.append(f"<div class='card keep'>{img}<b>{esc(it['item_id'])}</b> {esc(it['variant'])} "
+                     f"(clip {esc(it['clip_id'])}, frame {it['frame_index']})<br>{ev}</div>")
+    parts.append("</div><h3>Dropped</h3><ul>")
+    parts.extend(f"<li>{esc(d['clip_id'])} frame {d['frame_index']}: {esc(d['message'])}</li>"
+                 for d in build["dropped"])
+    parts.append("</ul>")
+    return parts

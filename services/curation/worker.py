@@ -76,7 +76,7 @@ MEASURES = "_measures"  # <t>/<p>/datasets/_measures/<measure_key>/<clip hash>.p
 # `--target 40` after the automatic curation) reuses the clips' measurements.
 SELECTION_ONLY = frozenset({"target_size", "video_target_min", "video_target_max", "photo_target_min",
                             "photo_target_max", "angle_mix", "max_smiling_fraction",
-                            "max_per_source_fraction"})
+                            "max_per_source_fraction", "identity_cluster", "build_options"})
 MEASURE_EVENT = "curation.measure"  # one task per clip; a work queue shared by every process
 MEASURE_DURABLE = "curation-measure"
 # A job whose clips stop getting measured for this long fails (and is retried): every worker
@@ -102,7 +102,11 @@ def build_policy(params: CurationParams) -> CurationPolicy:
     overrides = dict(params.policy_overrides)
     if params.target_size is not None:
         overrides["target_size"] = params.target_size
-    return CurationPolicy.for_type(params.lora_type.value, overrides)
+    policy = CurationPolicy.for_type(params.lora_type.value, overrides)
+    from loraforge.curation.builders import check_options
+
+    check_options(policy)  # the type's dataset builder refuses bad build_options now, not late
+    return policy
 
 
 def check_reference_keys(project: ProjectRef, keys: list[str]) -> list[str]:
@@ -363,6 +367,7 @@ class CurationWorker:
         people: PeopleDetector | None = None,
         poll_s: float = 0.5,
         measure_stall_s: float = MEASURE_STALL_S,
+        models_dir: Path | None = None,
     ):
         """With `jobs`, a job that finds another one computing the same dataset follows it.
         With `bus` too, clips are measured through the `curation.measure` work queue, shared by
@@ -376,6 +381,7 @@ class CurationWorker:
         self._people = people
         self._poll_s = poll_s
         self._measure_stall_s = measure_stall_s
+        self._models_dir = models_dir  # provisioned models of dataset builders (LaMa, ...)
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
 
     async def __call__(self, job: Job, ctx: JobContext) -> JobOutcome:
@@ -438,8 +444,19 @@ class CurationWorker:
                 items = await self._download(clips, references, work, ctx, policy.frames_per_clip)
                 result = await self._curate(items, policy, refs, work / "out", ctx, len(clips),
                                             training_fps=rates)
+            # the type's dataset builder: derived items (masked, filled, cropped frames) from
+            # the selection, written beside the manifest (builders/__init__.py)
+            await ctx.progress(_MEASURE[1], f"building the {policy.lora_type} dataset")
+            build = await asyncio.to_thread(self._build, policy, result, clips, refs, work)
             await ctx.progress(_UPLOAD[0], "storing the dataset")
             record = self._record(job, params, policy, dataset_id, clips, result, references)
+            if build is not None:
+                from loraforge.curation.builders import apply_to_record
+
+                entries = {c.clip_id: {"clip_id": c.clip_id, "key": c.key, "sha256": c.sha256,
+                                       "source_id": c.source_id, "keyframe_keys": list(c.keyframe_keys)}
+                           for c in clips}
+                apply_to_record(record, build, work / "out", prefix, entries)
             record["measured_by"] = measured_by  # worker -> clips it measured (queue mode)
             artifacts = await self._upload(work / "out", prefix, ctx)
             record["artifacts"] = [a.model_dump() for a in artifacts]
@@ -449,6 +466,30 @@ class CurationWorker:
                 bucket=stored.bucket, key=stored.key, kind="dataset", size=stored.size,
                 sha256=stored.sha256 or "").model_dump())
         return record
+
+    def _build(self, policy: CurationPolicy, result: Any, clips: list[IngestedClip], refs: list[Path],
+               work: Path) -> Any:
+        """Run the type's dataset builder on the selection (None: the type has none)."""
+        from loraforge.curation.builders import BuildContext, run_builder, write_build
+
+        by_id = {c.clip_id: c for c in clips}
+
+        def clip_path(clip_id: str) -> Path:
+            c = by_id[clip_id]
+            path = work / "clips" / f"{clip_id}{PurePosixPath(c.key).suffix.lower()}"
+            if not path.is_file():  # measured from its proxy (or on another worker)
+                self._store.download(Bucket.CLIPS, c.key, path)
+            return path
+
+        kinds = {c.metrics.kind for c in result.clips}
+        people = self._people or PeopleDetector()
+        build = run_builder(
+            lambda options: BuildContext(policy, result, work / "out", people, self._face_backend(),
+                                         clip_path, refs, options, self._models_dir),
+            policy, "video" if "video" in kinds else "photo")
+        if build is not None:
+            write_build(build, result, work / "out")
+        return build
 
     # -- one curation per dataset ------------------------------------------------------------
 
@@ -796,6 +837,8 @@ def _artifact_kind(rel: str) -> str:
         return "report"
     if rel.startswith("thumbs/"):
         return "thumbnail"
+    if rel.startswith("derived/"):
+        return "derived"  # a builder's training item (builders/__init__.py)
     if rel.endswith(".png"):
         return "chart"
     return "file"

@@ -168,8 +168,9 @@ class LiveLikeness:
 
 @dataclass(frozen=True)
 class ReferenceCandidate:
-    key: str  # clips bucket
+    key: str  # in `bucket`
     pose: dict[str, Any]  # yaw / pitch / bucket from the curation manifest (may be empty)
+    bucket: str = "clips"  # a dataset builder's derived item: "datasets"
 
 
 def reference_candidates(clips: Sequence[Any], limit: int) -> list[ReferenceCandidate]:
@@ -185,7 +186,7 @@ def reference_candidates(clips: Sequence[Any], limit: int) -> list[ReferenceCand
         for j, key in enumerate(getattr(clip, "keyframe_keys", None) or []):
             if Path(key).suffix.lower() in (".jpg", ".jpeg", ".png", ".webp", ".bmp"):
                 cands.append((_pose_angle(pose or None, None, 0, 0), order, j,
-                              ReferenceCandidate(key, pose)))
+                              ReferenceCandidate(key, pose, str(getattr(clip, "bucket", "clips")))))
     cands.sort(key=lambda c: c[:3])
     return [c[3] for c in cands[:limit]]
 

@@ -223,10 +223,10 @@ class TrainingWork:
             suffix = Path(clip.key).suffix.lower() or ".mp4"
             if suffix in IMAGE_EXTS:
                 media, caption = dest / "images" / f"{name}{suffix}", dest / "images" / f"{name}.txt"
-                self._store.download(Bucket.CLIPS, clip.key, media)
+                self._store.download(clip.bucket, clip.key, media)
             elif video_model:
                 media, caption = dest / "videos" / f"{name}{suffix}", dest / "captions" / f"{name}.txt"
-                self._store.download(Bucket.CLIPS, clip.key, media)
+                self._store.download(clip.bucket, clip.key, media)
             else:  # an image model learns from a still: the clip's keyframe, else its middle frame
                 caption = dest / "images" / f"{name}.txt"
                 self._still(clip, dest / "images" / name, dest.parent / "_stills" / f"{name}{suffix}")
@@ -254,10 +254,10 @@ class TrainingWork:
         for key in clip.keyframe_keys[:1]:
             suffix = Path(key).suffix.lower()
             if suffix in IMAGE_EXTS:
-                return self._store.download(Bucket.CLIPS, key, stem.with_suffix(suffix))
+                return self._store.download(clip.bucket, key, stem.with_suffix(suffix))
         import cv2
 
-        self._store.download(Bucket.CLIPS, clip.key, video)
+        self._store.download(clip.bucket, clip.key, video)
         cap = cv2.VideoCapture(str(video))
         try:
             n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
@@ -510,7 +510,7 @@ class TrainingWork:
         out = []
         for i, c in enumerate(candidates):
             try:
-                path = self._store.download(Bucket.CLIPS, c.key, dest / f"{i:03d}{Path(c.key).suffix}")
+                path = self._store.download(Bucket(c.bucket), c.key, dest / f"{i:03d}{Path(c.key).suffix}")
             except Exception as e:  # noqa: BLE001 - a missing keyframe is one reference less
                 log.warning("reference keyframe %s not readable: %s", c.key, e)
                 continue
