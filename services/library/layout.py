@@ -1,0 +1,102 @@
+"""Every object key of the LoRA library, spelled once (bucket `loras`).
+
+    <t>/<p>/library/<name>/versions/<n>.json       a version's record (commit marker: written
+                                                   last, never rewritten)
+    <t>/<p>/library/<name>/aliases/<alias>.json    {version, moved_at, by, history}: movable
+    <t>/<p>/library/_blobs/<sha256>.safetensors    the LoRA files of every version, content-
+                                                   addressed (a later change to the run cannot
+                                                   alter a version; two versions of one
+                                                   checkpoint share the bytes)
+    <t>/<p>/deployments/<deployment>.json          deployment records (written by the
+                                                   deployments store); a record names the
+                                                   version it serves as
+                                                   {"lora": {"name": ..., "version": n}}, which
+                                                   is what `Library.in_use` reads
+
+`_blobs` cannot collide with a LoRA name: names are slugs, which never start with `_`.
+The training runs a version is made from live beside it (`<t>/<p>/runs/<run_id>/`,
+trainer/worker.py).
+"""
+
+from __future__ import annotations
+
+import re
+
+from loraforge.runtime.errors import InvalidInput
+from loraforge.runtime.keys import ProjectRef, validate_key_part, validate_slug
+from loraforge.runtime.storage import Bucket
+
+BUCKET = Bucket.LORAS
+LIBRARY = "library"
+BLOBS = "_blobs"
+DEPLOYMENTS = "deployments"
+RUNS = "runs"
+RUN_RECORD = "run.json"
+
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+
+
+def validate_name(name: str) -> str:
+    return validate_slug(name, "LoRA name")
+
+
+def validate_alias(alias: str) -> str:
+    """Aliases are slugs that are not numbers (`3` is always version 3)."""
+    validate_slug(alias, "alias")
+    if alias.isdigit():
+        raise InvalidInput(f"alias {alias!r} is a number, which always means a version; "
+                           "pick a name with a letter in it (e.g. 'prod', 'v3-candidate')")
+    return alias
+
+
+def name_prefix(ref: ProjectRef, name: str) -> str:
+    return ref.key(LIBRARY, validate_name(name)) + "/"
+
+
+def library_prefix(ref: ProjectRef) -> str:
+    return ref.key(LIBRARY) + "/"
+
+
+def version_key(ref: ProjectRef, name: str, version: int) -> str:
+    if version < 1:
+        raise InvalidInput(f"version {version}: versions count from 1")
+    return ref.key(LIBRARY, validate_name(name), "versions", f"{int(version)}.json")
+
+
+def versions_prefix(ref: ProjectRef, name: str) -> str:
+    return ref.key(LIBRARY, validate_name(name), "versions") + "/"
+
+
+def alias_key(ref: ProjectRef, name: str, alias: str) -> str:
+    return ref.key(LIBRARY, validate_name(name), "aliases", f"{validate_alias(alias)}.json")
+
+
+def aliases_prefix(ref: ProjectRef, name: str) -> str:
+    return ref.key(LIBRARY, validate_name(name), "aliases") + "/"
+
+
+def blob_key(ref: ProjectRef, sha256: str) -> str:
+    if not _SHA.match(sha256):
+        raise InvalidInput(f"{sha256!r} is not a sha256 hex digest")
+    return ref.key(LIBRARY, BLOBS, f"{sha256}.safetensors")
+
+
+def blobs_prefix(ref: ProjectRef) -> str:
+    return ref.key(LIBRARY, BLOBS) + "/"
+
+
+def run_prefix(ref: ProjectRef, run_id: str) -> str:
+    """The trainer's run folder (trainer/worker.py: run_prefix), no trailing slash."""
+    return ref.key(RUNS, validate_key_part(run_id))
+
+
+def run_record_key(ref: ProjectRef, run_id: str) -> str:
+    return f"{run_prefix(ref, run_id)}/{RUN_RECORD}"
+
+
+def deployments_prefix(ref: ProjectRef) -> str:
+    return ref.key(DEPLOYMENTS) + "/"
+
+
+def deployment_key(ref: ProjectRef, deployment: str) -> str:
+    return ref.key(DEPLOYMENTS, f"{validate_key_part(deployment)}.json")
