@@ -551,6 +551,11 @@ class Trainer:
         tmp = root / f".tmp-step-{step:08d}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
+        # the same step as a LoRA in the family's file layout (what `export` writes), so any
+        # checkpoint can be promoted to the library and loaded like best/last without the
+        # base model (library/store.py reads `<name>[.<expert>].safetensors` beside it);
+        # written first so the resume file below always wins a name clash
+        self.export(tmp, extra_metadata={"loraforge.checkpoint_step": str(step)})
         save_file(self.lora_state(), str(tmp / LORA_FILE),
                   metadata={"step": str(step), "preset": self.preset.name})
         torch.save({

@@ -543,6 +543,12 @@ class TrainingWork:
                 for name in RESUME_FILES:
                     if (d / name).is_file():
                         self._store.put_file(Bucket.LORAS, f"{base}/{name}", d / name)
+                # the step's LoRA in the family's layout (train.py: _save_checkpoint), which
+                # the library promotes when a user picks this checkpoint
+                for export in sorted(d.glob("*.safetensors")):
+                    if export.name != LORA_FILE:
+                        self._store.put_file(Bucket.LORAS, f"{base}/{export.name}", export,
+                                             content_type=LORA_CONTENT_TYPE)
                 stored = self._store.put_file(Bucket.LORAS, f"{base}/{LORA_FILE}",
                                               d / LORA_FILE, content_type=LORA_CONTENT_TYPE)
             except FileNotFoundError:  # pruned (keep_checkpoints) while we looked
