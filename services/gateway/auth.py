@@ -9,8 +9,18 @@ rate limits without revealing it.
 A key belongs to exactly one tenant; every lookup is scoped by that tenant, so another
 tenant's project or job simply does not exist for it (404, never 403).
 
+Keys minted with a key (`POST /v1/keys`) record it as `minted_by`, and revoking a key revokes
+every key minted from it, transitively: a leaked key cannot leave live offspring behind. A
+tenant holds at most `GatewayConfig.max_keys_per_tenant` keys, and the rate limit is one token
+bucket per tenant (every key and review token of the tenant draws from it), so minting keys
+does not multiply the rate.
+
 Review-page tokens are short-lived HMAC-signed grants for one dataset of one project, made
-from an API key by `POST .../review-link`; they can do nothing else.
+from an API key by `POST .../review-link`; they can do nothing else. Each names the key that
+made it and dies with it (checked on every use, cached like keys). A token is `read` (the
+default: the dataset, its clips, captions, previews and scores) or `write` (also keep/reject
+decisions, caption edits and approval); no token ever gets checkpoints, exports, other run
+files or anything outside its dataset.
 """
 
 from __future__ import annotations
@@ -20,18 +30,22 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import pathlib
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import Depends, Path, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from loraforge.gateway.models import SLUG_PATTERN
-from loraforge.gateway.problems import RateLimited, Unauthenticated
+from loraforge.gateway.problems import Forbidden, RateLimited, Unauthenticated
 from loraforge.gateway.state import GatewayState, now
-from loraforge.runtime.errors import NotFound
+from loraforge.runtime.errors import Conflict, NotFound
 from loraforge.runtime.keys import validate_slug
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "lf_"
 
@@ -45,20 +59,36 @@ def _key_id(token: str) -> str:
     return parts[1] if len(parts) >= 3 and parts[0] == "lf" else "unknown"
 
 
-async def create_api_key(state: GatewayState, tenant: str, name: str = "") -> str:
-    """Admin bootstrap: a new key for `tenant`; the clear text is returned once, never stored.
+async def create_api_key(state: GatewayState, tenant: str, name: str = "", *,
+                         minted_by: str | None = None, max_keys: int | None = None) -> str:
+    """A new key for `tenant`; the clear text is returned once, never stored.
 
-    Used by tests, by `loraforge` CLI (admin) and by the dev stack (`write_dev_key`)."""
+    `minted_by`: the key id of the key that asked (the new key dies with it). `max_keys`: the
+    tenant's limit, checked before minting (two concurrent mints may both pass at the limit;
+    the limit bounds a leak's reach, it is not an exact quota). Admin bootstrap (tests, the
+    dev stack's `write_dev_key`) passes neither."""
     validate_slug(tenant, "tenant")
+    if max_keys is not None:
+        held = await state.keys(tenant)
+        if len(held) >= max_keys:
+            raise Conflict(f"tenant {tenant!r} already holds {len(held)} API keys (the limit is "
+                           f"{max_keys}); revoke unused ones (GET /v1/keys, DELETE /v1/keys/{{id}})")
     key_id = secrets.token_hex(4)
     token = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
     await state.add_key(hash_key(token), {
-        "tenant": tenant, "key_id": key_id, "name": name, "created_at": now().isoformat()})
+        "tenant": tenant, "key_id": key_id, "name": name, "created_at": now().isoformat(),
+        "minted_by": minted_by})
+    if minted_by is not None and await state.key_by_id(tenant, minted_by) is None:
+        # The parent was revoked while we minted (its cascade listed the keys before ours
+        # existed): the child must not outlive it.
+        await state.revoke_key_id(tenant, key_id)
+        raise Unauthenticated("the key that asked was revoked meanwhile; no key was issued")
     return token
 
 
-async def revoke_api_key(state: GatewayState, token: str) -> None:
-    await state.revoke_key(hash_key(token))
+async def revoke_api_key(state: GatewayState, token: str) -> list[dict[str, Any]]:
+    """Revoke a key (and the keys it minted); their index records."""
+    return await state.revoke_key(hash_key(token))
 
 
 async def write_dev_key(state: GatewayState, tenant: str, path: pathlib.Path) -> str:
@@ -78,17 +108,28 @@ async def write_dev_key(state: GatewayState, tenant: str, path: pathlib.Path) ->
 class Principal:
     tenant: str
     key_id: str
-    # Set for review-page tokens: the only project and dataset they may touch.
+    # Set for review-page tokens: the only project and dataset they may touch, and whether
+    # they may write there (PAGE_SCOPES).
     page_project: str | None = None
     page_dataset: str | None = None
+    page_scope: str = "read"
 
     @property
     def is_page(self) -> bool:
         return self.page_project is not None
 
+    def require_write(self, what: str) -> None:
+        """Review tokens minted `read` (the default) cannot change anything."""
+        if self.is_page and self.page_scope != "write":
+            raise Forbidden(f"this review link is read-only and cannot {what}; ask the project "
+                            "owner for a link made with scope \"write\"")
+
+
+PAGE_SCOPES = ("read", "write")
+
 
 class TokenBucket:
-    """In-memory token bucket per API key (per process; N replicas allow N times the rate)."""
+    """In-memory token bucket per tenant (per process; N replicas allow N times the rate)."""
 
     def __init__(self, rate_per_s: float, burst: int):
         self.rate = rate_per_s
@@ -102,7 +143,7 @@ class TokenBucket:
         if tokens < 1.0:
             self._buckets[key] = (tokens, now_s)
             raise RateLimited(
-                f"rate limit of {self.rate:g} requests/s (burst {self.burst}) exceeded for key "
+                f"rate limit of {self.rate:g} requests/s (burst {self.burst}) exceeded for "
                 f"{key}; slow down and retry after the Retry-After seconds",
                 retry_after_s=(1.0 - tokens) / self.rate)
         self._buckets[key] = (tokens - 1.0, now_s)
@@ -111,9 +152,13 @@ class TokenBucket:
 
 
 class KeyCache:
+    """API-key records by digest, and key liveness by (tenant, key id) for review tokens,
+    each cached `ttl_s` (revocation reaches other gateway replicas within it)."""
+
     def __init__(self, ttl_s: float):
         self._ttl = ttl_s
         self._entries: dict[str, tuple[float, dict | None]] = {}
+        self._alive: dict[tuple[str, str], tuple[float, bool]] = {}
 
     async def lookup(self, state: GatewayState, digest: str) -> dict | None:
         hit = self._entries.get(digest)
@@ -125,9 +170,26 @@ class KeyCache:
             self._entries.clear()
         return record
 
+    async def alive(self, state: GatewayState, tenant: str, key_id: str) -> bool:
+        hit = self._alive.get((tenant, key_id))
+        if hit is not None and time.monotonic() - hit[0] < self._ttl:
+            return hit[1]
+        ok = await state.key_by_id(tenant, key_id) is not None
+        self._alive[(tenant, key_id)] = (time.monotonic(), ok)
+        if len(self._alive) > 10_000:
+            self._alive.clear()
+        return ok
+
     def forget(self, digest: str) -> None:
         """Drop a cached key (after revocation; other gateway replicas see it within the ttl)."""
-        self._entries.pop(digest, None)
+        record = self._entries.pop(digest, (0.0, None))[1]
+        if record is not None:
+            self._alive.pop((record["tenant"], record["key_id"]), None)
+
+    def forget_tenant(self, tenant: str) -> None:
+        self._entries = {d: e for d, e in self._entries.items()
+                         if e[1] is None or e[1].get("tenant") != tenant}
+        self._alive = {k: v for k, v in self._alive.items() if k[0] != tenant}
 
 
 # -- review-page tokens ---------------------------------------------------------------------
@@ -142,10 +204,12 @@ def _unb64(text: str) -> bytes:
 
 
 def sign_page_token(secret: bytes, tenant: str, project: str, dataset: str, key_id: str,
-                    ttl_s: int) -> tuple[str, float]:
+                    ttl_s: int, scope: str = "read") -> tuple[str, float]:
+    if scope not in PAGE_SCOPES:
+        raise ValueError(f"review token scope {scope!r} is not one of {PAGE_SCOPES}")
     exp = time.time() + ttl_s
     payload = _b64(json.dumps({"t": tenant, "p": project, "d": dataset, "k": key_id,
-                               "exp": int(exp)}, separators=(",", ":")).encode())
+                               "s": scope, "exp": int(exp)}, separators=(",", ":")).encode())
     sig = _b64(hmac.new(secret, payload.encode(), hashlib.sha256).digest())
     return f"{payload}.{sig}", exp
 
@@ -160,7 +224,11 @@ def verify_page_token(secret: bytes, token: str) -> Principal:
         if time.time() > float(data["exp"]):
             raise Unauthenticated("the review link expired; ask for a new one "
                                   "(POST .../datasets/{id}/review-link)")
-        return Principal(data["t"], data["k"], data["p"], data["d"])
+        # Tokens signed before scopes existed carry none: they are read-only.
+        scope = data.get("s", "read")
+        if scope not in PAGE_SCOPES:
+            raise ValueError("unknown scope")
+        return Principal(data["t"], data["k"], data["p"], data["d"], scope)
     except Unauthenticated:
         raise
     except Exception:  # noqa: BLE001 - anything malformed is simply not a token
@@ -183,7 +251,27 @@ class AuthContext:
     limiter: TokenBucket
     keys: KeyCache
     page_secret: bytes | None = None
-    _lock: asyncio.Lock | None = None
+    _touched: dict[tuple[str, str], float] = field(default_factory=dict)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def touch(self, principal: Principal) -> None:
+        """Note the key's use (written in the background, at most every LAST_USED_EVERY_S)."""
+        k = (principal.tenant, principal.key_id)
+        mono = time.monotonic()
+        if mono - self._touched.get(k, -LAST_USED_EVERY_S) < LAST_USED_EVERY_S:
+            return
+        self._touched[k] = mono
+        if len(self._touched) > 100_000:
+            self._touched.clear()
+        task = asyncio.get_running_loop().create_task(self._touch(principal))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _touch(self, principal: Principal) -> None:
+        try:
+            await self.state.touch_key(principal.tenant, principal.key_id, now().isoformat())
+        except Exception as exc:  # noqa: BLE001 - a missed `last_used_at` must not fail a request
+            log.warning("could not record the use of key %s: %s", principal.key_id, exc)
 
     async def secret(self) -> bytes:
         if self.page_secret is None:
@@ -195,12 +283,18 @@ def _auth(request: Request) -> AuthContext:
     return request.app.state.gw.auth
 
 
+# `last_used_at` is written at most this often per key (not on every request: one KV write
+# per call would double the gateway's NATS traffic for a number people read in minutes).
+LAST_USED_EVERY_S = 60.0
+
+
 async def _from_key(ctx: AuthContext, token: str) -> Principal:
     record = await ctx.keys.lookup(ctx.state, hash_key(token))
     if record is None:
         raise Unauthenticated("unknown or revoked API key; check the key or ask an admin for one")
     principal = Principal(record["tenant"], record["key_id"])
-    ctx.limiter.take(principal.key_id)
+    ctx.limiter.take(f"tenant {principal.tenant}")
+    ctx.touch(principal)
     return principal
 
 
@@ -238,7 +332,10 @@ async def require_key_or_page(
     if review_token:
         ctx = _auth(request)
         principal = verify_page_token(await ctx.secret(), review_token)
-        ctx.limiter.take(f"page:{principal.key_id}")
+        if not await ctx.keys.alive(ctx.state, principal.tenant, principal.key_id):
+            raise Unauthenticated("the key that made this review link was revoked; ask for a "
+                                  "new link")
+        ctx.limiter.take(f"tenant {principal.tenant}")
         return principal
     raise Unauthenticated("send an API key (`X-API-Key`) or a review token (`X-Review-Token`)")
 

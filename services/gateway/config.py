@@ -18,14 +18,19 @@ class GatewayConfig:
     max_presigned_upload_bytes: int = 50 * 1024**3
     # Every other request body (JSON): scenario YAML may be up to 1 MB.
     max_body_bytes: int = 2 * 1024 * 1024
-    # Token bucket per API key: sustained requests per second and burst size.
+    # Token bucket per tenant (all its keys and review tokens together): sustained requests
+    # per second and burst size.
     rate_per_s: float = 20.0
     rate_burst: int = 60
+    # API keys a tenant may hold at once: a CI system, a render farm, a few people and their
+    # rotations fit in 20; a leaked key cannot mint more than that.
+    max_keys_per_tenant: int = 20
     # Download links (LoRAs, reports, previews) expire quickly; upload links live longer.
     download_url_ttl_s: int = 900
     upload_url_ttl_s: int = 3600
-    # Review-page tokens.
-    page_token_ttl_s: int = 3600
+    # Review-page tokens: 30 minutes, a review of ~100 clips at ~15 s each (they were 1 h;
+    # API keys do not expire). An expired page asks for a new link.
+    page_token_ttl_s: int = 1800
     # How long an API-key lookup is cached in process (revocation takes at most this long).
     key_cache_ttl_s: float = 10.0
     # Webhooks: per-attempt timeout and attempts (exponential back-off between them).

@@ -22,6 +22,7 @@ async def serve(settings: Settings) -> None:
     clients = await connect_clients("gateway", settings)  # NATS + S3 + job store, with retries
     backends = BackendClients.from_settings(settings.endpoints)
     state = await GatewayState.open(clients.bus.jetstream, gateway_bucket(settings))
+    await state.index_legacy_keys()  # keys made before the key list existed
     if settings.env is Environment.DEVELOPMENT:
         path = settings.stack.data_dir / "gateway-dev-key"
         await write_dev_key(state, settings.tenant, path)

@@ -55,7 +55,8 @@ class Upload(BaseModel):
 class PresignRequest(BaseModel):
     model_config = _ex({"filename": "take1.mp4", "size": 734003200})
     filename: str = Field(min_length=1, max_length=255)
-    size: int | None = Field(default=None, ge=0)
+    size: int = Field(ge=1, description="the file's exact size in bytes: the URL accepts a "
+                      "body of this length only")
 
 
 class PresignedUpload(BaseModel):
@@ -299,12 +300,21 @@ class ReviewData(BaseModel):
     training_runs: list[RunArtifacts] = Field(default_factory=list)
 
 
+class ReviewLinkCreate(BaseModel):
+    model_config = _ex({"scope": "read"})
+    scope: Literal["read", "write"] = Field(
+        default="read", description="read: clips, captions, previews, scores; write: also "
+        "decisions, caption edits and approval")
+
+
 class ReviewLink(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
-        "url": "/review#token=eyJ...", "token": "eyJ...", "expires_at": "2025-01-01T13:00:00Z"}]})
+        "url": "/review#token=eyJ...", "token": "eyJ...", "expires_at": "2025-01-01T13:00:00Z",
+        "scope": "read"}]})
     url: str
     token: str
     expires_at: datetime
+    scope: Literal["read", "write"] = "read"
 
 
 class ExportOut(BaseModel):

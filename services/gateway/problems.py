@@ -34,6 +34,11 @@ class Unauthenticated(GatewayError):
     """No API key, or one we do not know (or revoked)."""
 
 
+class Forbidden(GatewayError):
+    """The caller is known but its grant does not cover this (a read-only review token
+    asking to write); never used between tenants (those get 404)."""
+
+
 class PayloadTooLarge(GatewayError):
     """The request body is over the limit; nothing was stored."""
 
@@ -57,6 +62,7 @@ class RpcFailure(Exception):
 # The only mapping from error classes to HTTP status (first match wins: subclasses first).
 HTTP_STATUS_BY_ERROR: tuple[tuple[type[BaseException], int], ...] = (
     (Unauthenticated, 401),
+    (Forbidden, 403),
     (PayloadTooLarge, 413),
     (RateLimited, 429),
     (IntegrityError, 422),
@@ -196,6 +202,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     for status, desc in (
         (400, "Bad input; `detail` says what to fix"),
         (401, "No or unknown API key"),
+        (403, "A review token's grant does not cover this (read-only token)"),
         (404, "Not found (or another tenant's)"),
         (409, "Conflict with the current state"),
         (413, "Request body too large; nothing was stored"),

@@ -1,6 +1,8 @@
 """The gateway's own records, in one JetStream key-value bucket (see `config.gateway_bucket`):
 
-    apikey.<sha256 of the key>          {tenant, key_id, name, created_at}
+    apikey.<sha256 of the key>          {tenant, key_id, name, created_at, minted_by}
+    keyid.<tenant>.<key_id>             {key_id, digest, name, created_at, minted_by, last_used_at}
+                                        (the tenant's key list, revoke by id, review-token liveness)
     project.<tenant>.<project>          {name, description, created_at}
     webhook.<tenant>.<project>.<id>     {id, url, secret, job_id, created_at}
     secret.page-token                   random signing key of review-page tokens
@@ -84,15 +86,101 @@ class GatewayState:
         return out
 
     # -- API keys ----------------------------------------------------------------------------
+    #
+    # Two records per key: `apikey.<digest>` answers "whose key is this?" on every request,
+    # `keyid.<tenant>.<key_id>` lists a tenant's keys and finds a key by its public id (never
+    # the secret; the digest is only there to delete the first record). A key exists while
+    # both do; revocation deletes the digest record first, so a half-done revocation fails
+    # closed.
 
     async def add_key(self, digest: str, record: dict[str, Any]) -> None:
         await self._create(f"apikey.{digest}", record)
+        await self._create(f"keyid.{record['tenant']}.{record['key_id']}", {
+            "key_id": record["key_id"], "digest": digest, "name": record.get("name", ""),
+            "created_at": record["created_at"], "minted_by": record.get("minted_by"),
+            "last_used_at": None})
 
     async def key_record(self, digest: str) -> dict[str, Any] | None:
         return await self._get(f"apikey.{digest}")
 
-    async def revoke_key(self, digest: str) -> None:
-        await self._kv.delete(f"apikey.{digest}")
+    async def key_by_id(self, tenant: str, key_id: str) -> dict[str, Any] | None:
+        if not key_id.isalnum():
+            return None
+        return await self._get(f"keyid.{tenant}.{key_id}")
+
+    async def keys(self, tenant: str) -> list[dict[str, Any]]:
+        return sorted(await self._values(f"keyid.{tenant}.*"), key=lambda k: k["created_at"])
+
+    async def revoke_key(self, digest: str) -> list[dict[str, Any]]:
+        """Revoke the key with this digest and every key minted by it (transitively); the
+        index records of the keys revoked (`digest` for caches to forget, `key_id`)."""
+        record = await self.key_record(digest)
+        if record is None:
+            return []
+        return await self.revoke_key_id(record["tenant"], record["key_id"])
+
+    async def revoke_key_id(self, tenant: str, key_id: str) -> list[dict[str, Any]]:
+        """Revoke one key of `tenant` by id, with its descendants; NotFound if it is not one
+        of the tenant's live keys."""
+        everything = await self.keys(tenant)
+        by_id = {k["key_id"]: k for k in everything}
+        if key_id not in by_id:
+            raise NotFound(f"key {key_id!r} not found; list the tenant's keys with GET /v1/keys")
+        children: dict[str, list[str]] = {}
+        for k in everything:
+            if k.get("minted_by"):
+                children.setdefault(k["minted_by"], []).append(k["key_id"])
+        doomed, todo = [], [key_id]
+        while todo:
+            kid = todo.pop()
+            doomed.append(kid)
+            todo.extend(c for c in children.get(kid, []) if c not in doomed)
+        return [await self._delete_key(tenant, by_id[kid]) for kid in doomed]
+
+    async def revoke_tenant_keys(self, tenant: str) -> list[dict[str, Any]]:
+        """Admin: revoke every key of `tenant` (a leak whose extent is unknown)."""
+        return [await self._delete_key(tenant, k) for k in await self.keys(tenant)]
+
+    async def _delete_key(self, tenant: str, index: dict[str, Any]) -> dict[str, Any]:
+        await self._kv.delete(f"apikey.{index['digest']}")
+        await self._kv.delete(f"keyid.{tenant}.{index['key_id']}")
+        return index
+
+    async def touch_key(self, tenant: str, key_id: str, when: str) -> None:
+        """Record `last_used_at`; an update against the read revision, so a key revoked in
+        between is not brought back."""
+        key = f"keyid.{tenant}.{key_id}"
+        try:
+            entry = await self._kv.get(key)
+        except KeyNotFoundError:
+            return
+        if entry.value is None:
+            return
+        record = json.loads(entry.value)
+        record["last_used_at"] = when
+        try:
+            await self._kv.update(key, json.dumps(record).encode(), last=entry.revision)
+        except KeyWrongLastSequenceError:
+            pass  # revoked or touched meanwhile
+
+    async def index_legacy_keys(self) -> int:
+        """Keys made before the `keyid.` index get their index record (once, at start), so
+        that they are listed, revocable by id and can back review tokens."""
+        made = 0
+        for key in await self._keys("apikey.*"):
+            record = await self._get(key)
+            if record is None:
+                continue
+            if await self._get(f"keyid.{record['tenant']}.{record['key_id']}") is None:
+                try:
+                    await self._create(f"keyid.{record['tenant']}.{record['key_id']}", {
+                        "key_id": record["key_id"], "digest": key.removeprefix("apikey."),
+                        "name": record.get("name", ""), "created_at": record["created_at"],
+                        "minted_by": record.get("minted_by"), "last_used_at": None})
+                    made += 1
+                except AlreadyExists:
+                    pass
+        return made
 
     # -- projects ----------------------------------------------------------------------------
 

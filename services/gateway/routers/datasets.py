@@ -32,6 +32,8 @@ from loraforge.gateway.models import (
     ReviewClip,
     ReviewData,
     ReviewLink,
+    ReviewLinkCreate,
+    RunArtifacts,
 )
 from loraforge.gateway.problems import PROBLEM_RESPONSES, RpcFailure
 from loraforge.gateway.routers.training import run_artifacts
@@ -148,9 +150,14 @@ async def _review(g: Gateway, tenant: str, project: str, dataset_id: str, *,
 async def review_data(request: Request, project: str = PROJECT, dataset_id: str = DATASET_ID,
                       principal: Principal = Depends(dataset_access)) -> ReviewData:
     """Everything the review page shows: clips with metrics, curation decision, override,
-    effective decision, thumbnail and caption; charts; training previews and scores."""
+    effective decision, thumbnail and caption; charts; training previews and scores (with a
+    review token: previews and scores only, no checkpoints or other run files)."""
     await gw(request).state.project(principal.tenant, project)
-    return await _review(gw(request), principal.tenant, project, dataset_id)
+    data = await _review(gw(request), principal.tenant, project, dataset_id)
+    if principal.is_page:
+        data.training_runs = [RunArtifacts(run_id=r.run_id, previews=r.previews, scores=r.scores)
+                              for r in data.training_runs]
+    return data
 
 
 @router.get("/{dataset_id}/clips", response_model=list[ReviewClip], operation_id="list_clips")
@@ -172,6 +179,7 @@ async def set_decision(body: DecisionSet, request: Request, project: str = PROJE
                        dataset_id: str = DATASET_ID, clip_id: str = CLIP_ID,
                        principal: Principal = Depends(dataset_access)) -> ReviewClip:
     """Override curation's keep/reject for one clip (`null` returns to curation's)."""
+    principal.require_write("change decisions")
     g = gw(request)
     await g.state.project(principal.tenant, project)
     await DatasetStore(g.store).record(principal.tenant, project, dataset_id)
@@ -202,6 +210,7 @@ async def edit_caption(body: CaptionEdit, request: Request, project: str = PROJE
     """A person's edit: a new version of the caption (the history stays). The clip must have
     been captioned first; captioning refuses text that breaks the dataset's rules (trigger,
     template, token limit)."""
+    principal.require_write("edit captions")
     g = gw(request)
     await g.state.project(principal.tenant, project)
     ds = DatasetStore(g.store)
@@ -220,6 +229,8 @@ async def edit_caption(body: CaptionEdit, request: Request, project: str = PROJE
 async def approve_caption(request: Request, project: str = PROJECT, dataset_id: str = DATASET_ID,
                           clip_id: str = CLIP_ID,
                           principal: Principal = Depends(dataset_access)) -> Caption:
+    """Approve the clip's caption (locks it against automatic re-captioning)."""
+    principal.require_write("approve captions")
     g = gw(request)
     await g.state.project(principal.tenant, project)
     ds = DatasetStore(g.store)
@@ -257,14 +268,19 @@ async def start_export(request: Request, dataset_id: str = DATASET_ID,
 
 @router.post("/{dataset_id}/review-link", status_code=201, response_model=ReviewLink,
              operation_id="create_review_link")
-async def review_link(request: Request, dataset_id: str = DATASET_ID,
+async def review_link(request: Request, body: ReviewLinkCreate | None = None,
+                      dataset_id: str = DATASET_ID,
                       scope: tuple[Principal, str] = Depends(project_of)) -> ReviewLink:
     """A short-lived link to the review page of this dataset (the token sits in the URL
-    fragment, so it never reaches server logs; it opens this dataset only)."""
+    fragment, so it never reaches server logs; it opens this dataset only). `read` (the
+    default) shows clips, captions, previews and scores; `write` also sets decisions, edits
+    and approves captions. Never checkpoints or other run files. The link dies with the key
+    that made it."""
     principal, project = scope
     g = gw(request)
+    grant = body.scope if body is not None else "read"
     await DatasetStore(g.store).record(principal.tenant, project, dataset_id)
     token, exp = sign_page_token(await g.auth.secret(), principal.tenant, project, dataset_id,
-                                 principal.key_id, g.config.page_token_ttl_s)
+                                 principal.key_id, g.config.page_token_ttl_s, grant)
     return ReviewLink(url=f"/review/{project}/{dataset_id}#token={token}", token=token,
-                      expires_at=datetime.fromtimestamp(exp, UTC))
+                      expires_at=datetime.fromtimestamp(exp, UTC), scope=grant)

@@ -4,8 +4,11 @@ layout, `loraforge.ingest.layout`). Two ways in:
 - `POST .../uploads` (multipart, field `file`): the body is counted as it arrives (over the
   limit -> 413), spooled to a temporary file while hashed, then streamed to the store through
   a staging key and committed; an aborted upload leaves nothing under `raw`.
-- `POST .../uploads/presigned` -> a URL the client PUTs to (a staging key of this tenant and
-  project), then `POST .../uploads/commit` with the sha256: verified, moved, staging removed.
+- `POST .../uploads/presigned` with the file's size -> a URL the client PUTs to (a staging key
+  of this tenant and project) that accepts a body of exactly that size (Content-Length is a
+  signed header, see `loraforge.gateway.presign`: any other length is refused by the object
+  store and nothing is stored), then `POST .../uploads/commit` with the sha256: verified,
+  moved, staging removed. Abandoned staging objects are removed by the staging sweeper.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from fastapi import APIRouter, Depends, File, Request, UploadFile
 from loraforge.gateway.auth import Principal
 from loraforge.gateway.deps import gw, project_of
 from loraforge.gateway.models import CommitUpload, PresignedUpload, PresignRequest, Upload
+from loraforge.gateway.presign import presigned_put_sized
 from loraforge.gateway.problems import PROBLEM_RESPONSES, PayloadTooLarge
 from loraforge.ingest.layout import original_ext, original_key
 from loraforge.runtime.errors import NotFound
@@ -68,15 +72,16 @@ async def upload(request: Request, file: UploadFile = File(description="the orig
              operation_id="presign_upload")
 async def presign(body: PresignRequest, request: Request,
                   scope: tuple[Principal, str] = Depends(project_of)) -> PresignedUpload:
-    """A URL to PUT one file to directly; commit it afterwards with its sha256."""
+    """A URL to PUT one file of the declared `size` to directly (a body of any other length
+    is refused by the object store); commit it afterwards with its sha256."""
     principal, project = scope
     g = gw(request)
-    if body.size is not None and body.size > g.config.max_presigned_upload_bytes:
+    if body.size > g.config.max_presigned_upload_bytes:
         raise PayloadTooLarge(f"{body.size} bytes is over the {g.config.max_presigned_upload_bytes}"
                               "-byte upload limit")
     staging = f"{STAGING_PREFIX}gw.{principal.tenant}.{project}.{secrets.token_hex(16)}"
     ttl = g.config.upload_url_ttl_s
-    url = await g.blocking(g.store.presigned_put, Bucket.RAW, staging, ttl)
+    url = presigned_put_sized(g.settings.s3, g.store.bucket_name(Bucket.RAW), staging, body.size, ttl)
     return PresignedUpload(url=url, staging_key=staging,
                            expires_at=datetime.now(UTC) + timedelta(seconds=ttl))
 

@@ -102,7 +102,7 @@ async def test_presigned_upload_then_commit(gateway, store) -> None:
         await c.post("/v1/projects", json={"name": "jane"})
         data = b"big original " * 5000
         sha = hashlib.sha256(data).hexdigest()
-        p = (await c.post("/v1/projects/jane/uploads/presigned", json={"filename": "take.mov"})).json()
+        p = (await c.post("/v1/projects/jane/uploads/presigned", json={"filename": "take.mov", "size": len(data)})).json()
         assert p["staging_key"].startswith("_staging/gw.acme.jane.")
         async with httpx.AsyncClient() as s3:
             assert (await s3.put(p["url"], content=data)).status_code == 200
@@ -110,7 +110,7 @@ async def test_presigned_upload_then_commit(gateway, store) -> None:
         _problem(await c.post("/v1/projects/jane/uploads/commit", json=wrong), 422)
         assert _raw_keys(store, "acme/") == []  # a bad checksum commits nothing (and drops staging)
 
-        p = (await c.post("/v1/projects/jane/uploads/presigned", json={"filename": "take.mov"})).json()
+        p = (await c.post("/v1/projects/jane/uploads/presigned", json={"filename": "take.mov", "size": len(data)})).json()
         async with httpx.AsyncClient() as s3:
             await s3.put(p["url"], content=data)
         # another tenant cannot commit (or even see) this staging key

@@ -90,7 +90,7 @@ async def test_review_page_in_a_browser(gateway, store) -> None:
         await c.post("/v1/projects", json={"name": "jane"})
         seed_dataset(store, "acme", "jane")
         base = f"/v1/projects/jane/datasets/{DATASET_ID}"
-        link = (await c.post(f"{base}/review-link")).json()
+        link = (await c.post(f"{base}/review-link", json={"scope": "write"})).json()
         keep_id, edit_id = CLIPS[0][0], CLIPS[1][0]
 
         async with async_playwright() as pw:

@@ -1,0 +1,166 @@
+"""Issue 19's attacks on the gateway, each a regression test against the real app (uvicorn,
+real NATS and S3): keys, review tokens, presigned upload sizes, SSE streams per tenant."""
+
+from __future__ import annotations
+
+import hashlib
+
+import httpx
+from loraforge.gateway.config import GatewayConfig
+from loraforge.runtime.storage import Bucket
+
+from .conftest import TEST_CONFIG
+from .seed import CLIPS, DATASET_ID, seed_dataset
+from .test_gateway_api import _problem
+
+
+async def test_a_leaked_key_cannot_leave_live_keys_behind(gateway) -> None:
+    """Attack: a leaked key mints keys, then the owner revokes it; the minted keys must die
+    with it. Keys are listed (never their secrets) and revocable by id."""
+    async with await gateway.client("acme") as root, await gateway.client() as anon:
+        root_id = (await gateway.key("acme")).split("_")[1]
+        leaked = (await root.post("/v1/keys", json={"name": "ci"})).json()
+        assert leaked["minted_by"] == root_id
+        as_leaked = {"X-API-Key": leaked["key"]}
+        child = (await anon.post("/v1/keys", json={"name": "spawn"}, headers=as_leaked)).json()
+        grandchild = (await anon.post("/v1/keys", json={}, headers={"X-API-Key": child["key"]})).json()
+        sibling = (await root.post("/v1/keys", json={"name": "farm"})).json()
+
+        listing = await root.get("/v1/keys")
+        assert listing.status_code == 200, listing.text
+        rows = {k["id"]: k for k in listing.json()["keys"]}
+        assert set(rows) == {root_id, leaked["id"], child["id"], grandchild["id"], sibling["id"]}
+        assert rows[child["id"]]["minted_by"] == leaked["id"] and rows[root_id]["current"]
+        assert rows[grandchild["id"]]["name"] == "" and rows[child["id"]]["name"] == "spawn"
+        for k in (leaked, child, grandchild, sibling):  # no secret is ever listed
+            assert k["key"] not in listing.text and k["key"].split("_", 2)[2] not in listing.text
+
+        revoked = await root.delete(f"/v1/keys/{leaked['id']}")
+        assert revoked.status_code == 200, revoked.text
+        assert sorted(revoked.json()["revoked"]) == sorted([leaked["id"], child["id"], grandchild["id"]])
+        for k in (leaked, child, grandchild):
+            _problem(await anon.get("/v1/projects", headers={"X-API-Key": k["key"]}), 401)
+        assert (await anon.get("/v1/projects", headers={"X-API-Key": sibling["key"]})).status_code == 200
+        assert (await root.get("/v1/projects")).status_code == 200
+        assert {k["id"] for k in (await root.get("/v1/keys")).json()["keys"]} == {root_id, sibling["id"]}
+        _problem(await root.delete(f"/v1/keys/{leaked['id']}"), 404)  # already gone
+
+        # another tenant neither sees nor revokes acme's keys
+        async with await gateway.client("globex") as globex:
+            assert sibling["id"] not in (await globex.get("/v1/keys")).text
+            _problem(await globex.delete(f"/v1/keys/{sibling['id']}"), 404)
+        assert (await anon.get("/v1/projects", headers={"X-API-Key": sibling["key"]})).status_code == 200
+
+        # revoking the key in use takes its offspring too
+        spawn = (await anon.post("/v1/keys", json={}, headers={"X-API-Key": sibling["key"]})).json()
+        assert (await anon.delete("/v1/keys/current", headers={"X-API-Key": sibling["key"]})).status_code == 204
+        _problem(await anon.get("/v1/projects", headers={"X-API-Key": spawn["key"]}), 401)
+
+        # admin: every key of the tenant
+        await gateway.state.revoke_tenant_keys("acme")
+        gateway.app.state.gw.auth.keys.forget_tenant("acme")
+        _problem(await root.get("/v1/projects"), 401)
+
+
+async def test_minting_keys_neither_exceeds_the_tenant_limit_nor_multiplies_the_rate(make_gateway) -> None:
+    """Attack: mint many keys and spread requests over them. The rate is per tenant and the
+    number of keys is capped."""
+    gw = await make_gateway(GatewayConfig(rate_per_s=0.2, rate_burst=6, max_keys_per_tenant=3,
+                                          max_upload_bytes=TEST_CONFIG.max_upload_bytes))
+    async with await gw.client("acme") as root, await gw.client() as anon:
+        keys = [(await root.post("/v1/keys", json={"name": f"k{i}"})).json()["key"] for i in range(2)]
+        too_many = _problem(await root.post("/v1/keys", json={"name": "k3"}), 409)  # 3rd request
+        assert "limit is 3" in too_many["detail"]
+        codes = [(await anon.get("/v1/projects", headers={"X-API-Key": k})).status_code
+                 for k in keys + [await gw.key("acme")]]  # requests 4..6: the burst is spent
+        assert codes == [200, 200, 200]
+        for k in keys:  # every key of the tenant now waits, not just the one that spent it
+            r = await anon.get("/v1/projects", headers={"X-API-Key": k})
+            _problem(r, 429)
+            assert int(r.headers["Retry-After"]) >= 1
+    async with await gw.client("globex") as other:  # another tenant has its own bucket
+        assert (await other.get("/v1/projects")).status_code == 200
+
+
+async def test_review_tokens_die_with_their_key_and_are_read_only(gateway, store) -> None:
+    """Attack: a review link outlives its key's revocation, downloads checkpoints, reads the
+    Kubernetes spec and approves captions. Now: dead with the key; read-only unless minted
+    with scope write; previews and scores only."""
+    async with await gateway.client("acme") as c, await gateway.client() as page:
+        await c.post("/v1/projects", json={"name": "jane"})
+        seed_dataset(store, "acme", "jane")
+        run = (await c.post("/v1/projects/jane/training-runs", json={
+            "dataset_id": DATASET_ID, "preset": "tiny-sdxl", "rank": 8, "steps": 10})).json()
+        prefix = f"acme/jane/runs/{run['id']}"
+        store.put_bytes(Bucket.LORAS, f"{prefix}/checkpoints/step-00000010/lora.safetensors", b"w10")
+        store.put_bytes(Bucket.LORAS, f"{prefix}/previews/step-10-seed-0.png", b"png")
+        store.put_json(Bucket.LORAS, f"{prefix}/scores.json", {"best_step": 10})
+        store.put_json(Bucket.LORAS, f"{prefix}/k8s-spec.json", {"job": {"params": {}}})
+        base = f"/v1/projects/jane/datasets/{DATASET_ID}"
+        first = CLIPS[0][0]
+
+        key = (await c.post("/v1/keys", json={"name": "reviewer-links"})).json()
+        as_key = {"X-API-Key": key["key"]}
+        link = (await page.post(f"{base}/review-link", headers=as_key)).json()
+        assert link["scope"] == "read"
+        ro = {"X-Review-Token": link["token"]}
+        review = await page.get(f"{base}/review", headers=ro)
+        assert review.status_code == 200, review.text
+        [runs] = review.json()["training_runs"]
+        assert len(runs["previews"]) == 1 and len(runs["scores"]) == 1
+        assert runs["checkpoints"] == [] and runs["other"] == []
+        assert "safetensors" not in review.text and "k8s-spec" not in review.text
+        with_key = (await c.get(f"{base}/review")).json()["training_runs"][0]  # the key sees all
+        assert with_key["checkpoints"] and with_key["other"]
+        assert _problem(await page.post(f"{base}/captions/{first}/approve", headers=ro), 403)["detail"]
+        _problem(await page.put(f"{base}/clips/{first}/decision", json={"decision": "reject"},
+                                headers=ro), 403)
+        _problem(await page.put(f"{base}/captions/{first}", json={"text": "j4ne x"}, headers=ro), 403)
+        _problem(await page.get(f"/v1/projects/jane/training-runs/{run['id']}/artifacts", headers=ro), 401)
+
+        rw = {"X-Review-Token": (await page.post(f"{base}/review-link", json={"scope": "write"},
+                                                 headers=as_key)).json()["token"]}
+        ok = await page.put(f"{base}/clips/{first}/decision", json={"decision": "reject"}, headers=rw)
+        assert ok.status_code == 200, ok.text
+        assert (await page.post(f"{base}/captions/{first}/approve", headers=rw)).json()["approved"]
+        _problem(await page.post(f"{base}/review-link", json={"scope": "admin"}, headers=as_key), 422)
+
+        assert (await page.delete(f"/v1/keys/{key['id']}", headers={"X-API-Key": await gateway.key("acme")})).status_code == 200
+        for token in (ro, rw):
+            assert "revoked" in _problem(await page.get(f"{base}/review", headers=token), 401)["detail"]
+        assert (await c.get(f"{base}/review")).status_code == 200
+
+
+def _staging(store) -> list[str]:
+    return [o.key for o in store.list(Bucket.RAW, "_staging/gw.acme.")]
+
+
+async def test_presigned_upload_accepts_only_the_declared_size(gateway, store) -> None:
+    """Attack: declare a small size, PUT a huge body to the presigned URL. The URL signs the
+    Content-Length: any other length is refused by the object store and nothing is stored."""
+    async with await gateway.client("acme") as c:
+        await c.post("/v1/projects", json={"name": "jane"})
+        data = b"declared bytes " * 4000
+        _problem(await c.post("/v1/projects/jane/uploads/presigned", json={"filename": "a.mov"}), 422)
+        p = (await c.post("/v1/projects/jane/uploads/presigned",
+                          json={"filename": "a.mov", "size": len(data)})).json()
+        assert "content-length" in p["url"].lower()
+        async with httpx.AsyncClient() as s3:
+            bigger = await s3.put(p["url"], content=data + b"x" * 100_000)
+            assert bigger.status_code == 403, bigger.text
+            smaller = await s3.put(p["url"], content=data[:-1])
+            assert smaller.status_code == 403, smaller.text
+            assert _staging(store) == []  # nothing stored by the refused bodies
+
+            async def chunked():  # no Content-Length at all
+                yield data
+                yield b"more"
+
+            assert (await s3.put(p["url"], content=chunked())).status_code >= 400
+            assert _staging(store) == []
+            assert (await s3.put(p["url"], content=data)).status_code == 200
+        sha = hashlib.sha256(data).hexdigest()
+        r = await c.post("/v1/projects/jane/uploads/commit",
+                         json={"staging_key": p["staging_key"], "sha256": sha, "filename": "a.mov"})
+        assert r.status_code == 201, r.text
+        assert r.json()["size"] == len(data) and _staging(store) == []
