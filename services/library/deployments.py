@@ -19,7 +19,9 @@ Calls are render jobs (kind `render`, same lifecycle, SSE and webhooks) whose re
 deployment's warm workers (durable `render-call-<tenant>-<project>-<deployment>`); batch
 systems publish `<root>.render.requests` with `data.deployment` (see loraforge.render.worker).
 
-    loras  <t>/<p>/deployments/<name>/deployment.json     the record (this module writes it)
+    loras  <t>/<p>/deployments/<name>.json                the record (library/layout.py:
+                                                          deployment_key; `lora` = {name,
+                                                          version} is what Library.in_use reads)
            <t>/<p>/deployments/<name>/warm/<worker>.json  a warm worker's heartbeat
 """
 
@@ -38,8 +40,8 @@ from loraforge.runtime.keys import ProjectRef
 from loraforge.runtime.storage import Bucket, ObjectStore
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-DEPLOYMENTS = "deployments"  # key part under <t>/<p>/ in the loras bucket
-RECORD = "deployment.json"
+from loraforge.library import layout
+
 WARM = "warm"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 #: A warm worker beats every BEAT_S; a beat older than STALE_S means the worker is gone
@@ -139,6 +141,7 @@ class LoraVersion:
     lora_type: str
     trigger: str
     strength: float | None  # the recommended weight, when the run measured or set one
+    usage: dict[str, Any]  # what the deployment record carries under `lora`
 
 
 class Deployment(BaseModel):
@@ -152,6 +155,9 @@ class Deployment(BaseModel):
     spec: DeploymentSpec
     lora_key: str
     lora_ref: str
+    # the library version served ({name, version}: Library.in_use refuses its deletion), or
+    # the run and checkpoint for a deployment made straight from a training run
+    lora: dict[str, Any] = Field(default_factory=dict)
     preset: str
     family: str
     variant: str
@@ -185,6 +191,9 @@ class WarmBeat(BaseModel):
     loaded_s: float = 0.0
     placement: dict[str, Any] = Field(default_factory=dict)
     error: str = ""
+    # the record's created_at it was loaded from: a beat for an earlier deployment of the
+    # same name (deleted, created again) never counts for the new one
+    created_at: datetime | None = None
 
 
 class DeploymentView(BaseModel):
@@ -247,23 +256,12 @@ def resolve_lora(store: ObjectStore, ref: ProjectRef, lora: str) -> LoraVersion:
     automatic pick) or `run:<run_id>@<step>` (a checkpoint) straight from a training run."""
     if lora.startswith("run:"):
         return _from_run(store, ref, lora)
-    try:
-        from loraforge.library import resolve as library_resolve  # the LoRA library (H2)
-    except ImportError:
-        raise InvalidInput(f"LoRA {lora!r}: the LoRA library is not available here; name a "
-                           "training run instead (run:<run_id> or run:<run_id>@<step>)") from None
-    version = library_resolve(store, ref, lora)
-    return _from_library(lora, version)
+    from loraforge.library import Library, usage_ref
 
-
-def _from_library(ref: str, version: Any) -> LoraVersion:
-    get = (lambda k, d=None: version.get(k, d)) if isinstance(version, dict) else (
-        lambda k, d=None: getattr(version, k, d))
-    return LoraVersion(ref=ref, key=str(get("lora_key") or get("key")),
-                       base_preset=str(get("base_preset") or ""), family=str(get("family") or ""),
-                       lora_type=str(get("lora_type") or get("type") or ""),
-                       trigger=str(get("trigger") or ""),
-                       strength=get("recommended_weight", get("strength")))
+    version = Library(store, ref).resolve(lora)
+    return LoraVersion(ref=version.ref, key=version.lora_key, base_preset=version.base_preset,
+                       family=version.family, lora_type=version.lora_type, trigger=version.trigger,
+                       strength=version.recommended_strength, usage=usage_ref(version))
 
 
 def _from_run(store: ObjectStore, ref: ProjectRef, lora: str) -> LoraVersion:
@@ -271,7 +269,7 @@ def _from_run(store: ObjectStore, ref: ProjectRef, lora: str) -> LoraVersion:
     run_id, _, step = body.partition("@")
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", run_id):
         raise InvalidInput(f"LoRA {lora!r}: not a run id; write run:<run_id> or run:<run_id>@<step>")
-    key = ref.key("runs", run_id, "run.json")
+    key = layout.run_record_key(ref, run_id)
     if store.stat(Bucket.LORAS, key) is None:
         raise NotFound(f"LoRA {lora!r}: run {run_id} has no finished training in this project")
     run = store.get_json(Bucket.LORAS, key)
@@ -286,13 +284,18 @@ def _from_run(store: ObjectStore, ref: ProjectRef, lora: str) -> LoraVersion:
         file_key = run["best_key"]
     return LoraVersion(ref=lora, key=file_key, base_preset=run.get("base_preset", ""),
                        family=run.get("family", ""), lora_type=run.get("lora_type", ""),
-                       trigger=run.get("trigger", ""), strength=run.get("recommended_weight"))
+                       trigger=run.get("trigger", ""), strength=run.get("recommended_weight"),
+                       usage={"run": run_id, "checkpoint": f"step-{step.removeprefix('step-')}" if step else "best"})
 
 
 # ------------------------------------------------------------------ the store
 
-def deployment_prefix(ref: ProjectRef, name: str) -> str:
-    return ref.key(DEPLOYMENTS, name)
+def record_key(ref: ProjectRef, name: str) -> str:
+    return layout.deployment_key(ref, name)
+
+
+def warm_prefix(ref: ProjectRef, name: str) -> str:
+    return ref.key(layout.DEPLOYMENTS, name, WARM) + "/"
 
 
 def new_name(lora: LoraVersion) -> str:
@@ -327,7 +330,7 @@ class Deployments:
                                f"preset {preset_name!r} is {preset.family}: deploy it on a "
                                f"{lora.family} preset")
         name = spec.name or new_name(lora)
-        key = f"{deployment_prefix(ref, name)}/{RECORD}"
+        key = record_key(ref, name)
         if self._store.stat(Bucket.LORAS, key) is not None:
             raise AlreadyExists(f"deployment {name!r} exists; delete it first or pick another name")
         from loraforge.render.scenario import DEFAULT_LORA_WEIGHTS
@@ -343,7 +346,7 @@ class Deployments:
                 strength = 1.0
         record = Deployment(
             name=name, tenant=ref.tenant, project=ref.project, spec=spec.model_copy(update={"name": name}),
-            lora_key=lora.key, lora_ref=lora.ref, preset=preset_name, family=preset.family,
+            lora_key=lora.key, lora_ref=lora.ref, lora=lora.usage, preset=preset_name, family=preset.family,
             variant=preset.variant, trigger=lora.trigger, strength=float(strength),
             lora_type=lora.lora_type)
         self._store.put_json(Bucket.LORAS, key, record.model_dump(mode="json"))
@@ -352,49 +355,52 @@ class Deployments:
     def get(self, ref: ProjectRef, name: str) -> Deployment:
         if not re.fullmatch(NAME_PATTERN, name):
             raise NotFound(f"deployment {name!r} does not exist")
-        key = f"{deployment_prefix(ref, name)}/{RECORD}"
+        key = record_key(ref, name)
         if self._store.stat(Bucket.LORAS, key) is None:
             raise NotFound(f"deployment {name!r} does not exist in project {ref.project}")
         return Deployment.model_validate(self._store.get_json(Bucket.LORAS, key))
 
     def list(self, ref: ProjectRef) -> list[Deployment]:
         out = []
-        for obj in self._store.list(Bucket.LORAS, ref.key(DEPLOYMENTS) + "/"):
-            if obj.key.endswith(f"/{RECORD}"):
+        prefix = layout.deployments_prefix(ref)
+        for obj in self._store.list(Bucket.LORAS, prefix):
+            rest = obj.key[len(prefix):]
+            if "/" in rest or not rest.endswith(".json"):
+                continue  # a warm beat
+            try:
                 out.append(Deployment.model_validate(self._store.get_json(Bucket.LORAS, obj.key)))
+            except NotFound:  # deleted between the listing and the read
+                continue
         return sorted(out, key=lambda d: d.created_at)
 
     def set_state(self, ref: ProjectRef, name: str, state: DeploymentStatus, message: str = "") -> Deployment:
         record = self.get(ref, name).model_copy(update={"state": state, "message": message})
-        self._store.put_json(Bucket.LORAS, f"{deployment_prefix(ref, name)}/{RECORD}",
-                             record.model_dump(mode="json"))
+        self._store.put_json(Bucket.LORAS, record_key(ref, name), record.model_dump(mode="json"))
         return record
 
     def delete(self, ref: ProjectRef, name: str) -> Deployment:
         """Stop it (workers let it go at their next beat) and remove the record."""
-        record = self.set_state(ref, name, DeploymentStatus.STOPPED, "deleted")
-        for obj in list(self._store.list(Bucket.LORAS, deployment_prefix(ref, name) + "/")):
+        record = self.get(ref, name).model_copy(update={"state": DeploymentStatus.STOPPED,
+                                                        "message": "deleted"})
+        # the record first: its LoRA version is deletable again, and a worker's next beat
+        # finds no record and lets the pipeline go (a beat written after this is harmless)
+        self._store.delete(Bucket.LORAS, record_key(ref, name))
+        for obj in list(self._store.list(Bucket.LORAS, warm_prefix(ref, name))):
             self._store.delete(Bucket.LORAS, obj.key)
         return record
-
-    def using(self, ref: ProjectRef, lora_key: str | None = None, lora_ref: str | None = None) -> list[str]:
-        """Names of the deployments (not stopped) that use a LoRA file or library ref: the
-        library refuses to delete a version while this is not empty."""
-        return [d.name for d in self.list(ref) if d.state is not DeploymentStatus.STOPPED
-                and ((lora_key and d.lora_key == lora_key) or (lora_ref and d.lora_ref == lora_ref))]
 
     # -- warm beats ----------------------------------------------------------------------------
 
     def beat(self, ref: ProjectRef, name: str, beat: WarmBeat) -> None:
-        self._store.put_json(Bucket.LORAS, f"{deployment_prefix(ref, name)}/{WARM}/{beat.worker}.json",
+        self._store.put_json(Bucket.LORAS, f"{warm_prefix(ref, name)}{beat.worker}.json",
                              beat.model_dump(mode="json"))
 
     def drop_beat(self, ref: ProjectRef, name: str, worker: str) -> None:
-        self._store.delete(Bucket.LORAS, f"{deployment_prefix(ref, name)}/{WARM}/{worker}.json")
+        self._store.delete(Bucket.LORAS, f"{warm_prefix(ref, name)}{worker}.json")
 
     def beats(self, ref: ProjectRef, name: str) -> list[WarmBeat]:
         out = []
-        for obj in self._store.list(Bucket.LORAS, f"{deployment_prefix(ref, name)}/{WARM}/"):
+        for obj in self._store.list(Bucket.LORAS, warm_prefix(ref, name)):
             try:
                 out.append(WarmBeat.model_validate(self._store.get_json(Bucket.LORAS, obj.key)))
             except NotFound:
@@ -407,6 +413,7 @@ class Deployments:
 
 def view_of(record: Deployment, beats: list[WarmBeat], *, now: float | None = None) -> DeploymentView:
     now = time.time() if now is None else now
+    beats = [b for b in beats if b.created_at is None or b.created_at == record.created_at]
     fresh = [b for b in beats if now - b.beat_at <= STALE_S]
     warm = [b for b in fresh if b.ready]
     failed = [b for b in fresh if b.error]

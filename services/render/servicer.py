@@ -4,22 +4,35 @@ from __future__ import annotations
 
 import asyncio
 
+import json
+import time
+from typing import TYPE_CHECKING
+
 import grpc
 from loraforge.render.inputs import check_input_images
 from loraforge.render.scenario import parse_scenario
-from loraforge.runtime.errors import InvalidInput
+from typing import Any
+
+from loraforge.runtime.errors import InvalidInput, Unavailable
 from loraforge.runtime.job_service import JobService
 from loraforge.runtime.keys import ProjectRef
 from loraforge.runtime.params import LoraWeightParams, RenderParams
-from loraforge.runtime.servicers import JobCalls, job_to_wire, scope_from_wire
+from loraforge.runtime.servicers import JobCalls, job_to_wire, present_fields, scope_from_wire
 from loraforge.runtime.storage import ObjectStore
 from loraforge.v1 import common_pb2, render_pb2, render_pb2_grpc
 
+if TYPE_CHECKING:
+    from loraforge.runtime.events import EventBus
+    from loraforge.runtime.jobs import JobStore
+
 
 class RenderServicer(JobCalls, render_pb2_grpc.RenderServiceServicer):
-    def __init__(self, jobs: JobService, store: ObjectStore | None = None):
+    def __init__(self, jobs: JobService, store: ObjectStore | None = None, *,
+                 bus: EventBus | None = None, job_store: JobStore | None = None):
         self.jobs = jobs
         self.store = store  # to check the shots' input images at submission
+        self._bus = bus  # deployments: warm requests and calls
+        self._job_store = job_store
 
     def attach(self, server: grpc.aio.Server) -> str:
         render_pb2_grpc.add_RenderServiceServicer_to_server(self, server)
@@ -50,4 +63,86 @@ class RenderServicer(JobCalls, render_pb2_grpc.RenderServiceServicer):
                                         [shot.image for shot in scenario.shots])
         job = await self.jobs.start(tenant, project, params.model_dump(mode="json"),
                                     request.request_id or None)
+        return job_to_wire(job)
+
+    # -- deployments ----------------------------------------------------------------------------
+
+    def _deployments(self) -> Any:
+        from loraforge.library.deployments import Deployments
+
+        if self.store is None or self._bus is None or self._job_store is None:
+            raise Unavailable("this render service was started without deployments")
+        return Deployments(self.store)
+
+    async def CreateDeployment(self, request: render_pb2.DeploymentRequest,
+                               context: grpc.aio.ServicerContext) -> render_pb2.DeploymentReply:
+        from loraforge.library.deployments import parse_spec
+        from loraforge.render.warm import request_warm
+
+        tenant, project = scope_from_wire(request.scope)
+        ref = ProjectRef(tenant, project)
+        try:
+            data = json.loads(request.spec_json or "{}")
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"spec_json is not JSON: {exc}") from None
+        if request.name:
+            data = {**data, "name": request.name}
+        spec = parse_spec(data)
+        records = self._deployments()
+        record = await asyncio.to_thread(records.create, ref, spec)
+        await request_warm(self._bus, record)
+        return render_pb2.DeploymentReply(
+            deployment_json=(await asyncio.to_thread(records.view, ref, record.name)).model_dump_json())
+
+    async def GetDeployment(self, request: render_pb2.DeploymentRequest,
+                            context: grpc.aio.ServicerContext) -> render_pb2.DeploymentReply:
+        from loraforge.library.deployments import DeploymentStatus, view_of
+        from loraforge.render.warm import request_warm
+
+        tenant, project = scope_from_wire(request.scope)
+        ref = ProjectRef(tenant, project)
+        records = self._deployments()
+        record = await asyncio.to_thread(records.get, ref, request.name)
+        beats = await asyncio.to_thread(records.beats, ref, request.name)
+        view = view_of(record, beats)
+        if view.status is DeploymentStatus.PENDING and beats and view.warm_workers == 0:
+            # every worker that held it stopped beating (died): ask for the slots again, at
+            # most once a minute (the event ids of one minute are de-duplicated)
+            await request_warm(self._bus, record, generation=f"{int(time.time() // 60)}")
+        return render_pb2.DeploymentReply(deployment_json=view.model_dump_json())
+
+    async def ListDeployments(self, request: render_pb2.DeploymentRequest,
+                              context: grpc.aio.ServicerContext) -> render_pb2.DeploymentList:
+        from loraforge.library.deployments import view_of
+
+        tenant, project = scope_from_wire(request.scope)
+        ref = ProjectRef(tenant, project)
+        records = self._deployments()
+
+        def views() -> list[str]:
+            return [view_of(d, records.beats(ref, d.name)).model_dump_json() for d in records.list(ref)]
+
+        return render_pb2.DeploymentList(deployment_json=await asyncio.to_thread(views))
+
+    async def DeleteDeployment(self, request: render_pb2.DeploymentRequest,
+                               context: grpc.aio.ServicerContext) -> render_pb2.DeploymentReply:
+        from loraforge.library.deployments import view_of
+
+        tenant, project = scope_from_wire(request.scope)
+        ref = ProjectRef(tenant, project)
+        record = await asyncio.to_thread(self._deployments().delete, ref, request.name)
+        return render_pb2.DeploymentReply(deployment_json=view_of(record, []).model_dump_json())
+
+    async def CallDeployment(self, request: render_pb2.CallDeploymentRequest,
+                             context: grpc.aio.ServicerContext) -> common_pb2.Job:
+        from loraforge.render.warm import start_call
+        from loraforge.runtime.params import DeploymentCallParams
+
+        tenant, project = scope_from_wire(request.scope)
+        self._deployments()
+        params = DeploymentCallParams.parse(
+            deployment=request.deployment, image=request.image, last_image=request.last_image,
+            prompt=request.prompt, present=present_fields(request, "seed"))
+        job = await start_call(self._job_store, self._bus, self.store, tenant, project, params,
+                               request.request_id or None)
         return job_to_wire(job)

@@ -3,7 +3,15 @@
 Requests come through gRPC (SubmitRender) or straight from batch systems on NATS
 (`<root>.render.requests` with the scenario in `data` and no `job_id`): both become a job whose
 id derives from the request id, so a resubmitted or redelivered request never renders twice
-and answers with the same artifacts. `render.json` under the job's prefix is written last; when
+and answers with the same artifacts.
+
+Deployment calls (loraforge.library.deployments) are render jobs too. Batch systems call a
+deployment by publishing `<root>.render.requests` with, in `data`: `deployment` (its name),
+`image` / `last_image` (raw-bucket keys, as the deployment's mode needs), optionally `prompt`,
+`seed` and `request_id` (the idempotency key; default the event id). The job's request then
+goes to the deployment's warm workers (`render.call.<t>.<p>.<name>`, loraforge.render.warm);
+a call request that reaches this queue (a job started elsewhere) is rendered here, loading
+the deployment cold. `render.json` under the job's prefix is written last; when
 it exists the job is done and nothing is rendered again.
 
     renders  <t>/<p>/renders/<job_id>/keyframe_NN.png, transition_NN.mp4, <name>.mp4,
@@ -43,8 +51,9 @@ class RenderWork:
     def __init__(self, store: ObjectStore, *, models_dir: Path | None = None,
                  steps: int | None = None, tick_s: float = 0.5,
                  placement: Placement | None = None, free_bytes: int | None = None,
-                 kubernetes: Any = None):
+                 kubernetes: Any = None, captioning: Any = None):
         self._store = store
+        self._captioning = captioning  # CaptioningSettings: describes a call's input image
         self._models_dir = models_dir
         self._steps = steps
         self._tick_s = tick_s
@@ -54,6 +63,13 @@ class RenderWork:
 
     async def __call__(self, job: Job, ctx: JobContext) -> JobOutcome:
         ref = ProjectRef(job.tenant, job.project)
+        if "deployment" in job.params:  # a deployment call no warm worker took: load it here
+            from loraforge.render.warm import DeploymentCallWork, cold_renderer
+
+            return await DeploymentCallWork(self._store, cold_renderer(
+                self._store, models_dir=self._models_dir, placement=self._placement,
+                free_bytes=self._free_bytes, steps=self._steps),
+                captioning=self._captioning, tick_s=self._tick_s)(job, ctx)
         params = RenderParams.model_validate(job.params)
         scenario = self._scenario(params)
         prefix = render_prefix(ref, job.id)
@@ -190,9 +206,10 @@ class RenderRequests:
     """The `render.requests` handler: batch submissions (scenario, no job id) become jobs;
     job requests run on this worker. One durable consumer shared by every worker replica."""
 
-    def __init__(self, jobs: JobService, worker: JobWorker):
+    def __init__(self, jobs: JobService, worker: JobWorker, *, calls: Any = None):
         self._jobs = jobs
         self._worker = worker
+        self._calls = calls  # (params, tenant, project, request_id) -> Job: a deployment call
 
     async def handle(self, event: Event, delivery: Delivery) -> None:
         if "job_id" in event.data:
@@ -200,6 +217,13 @@ class RenderRequests:
             return
         data = dict(event.data)
         request_id = str(data.pop("request_id", "") or event.id)
+        if "deployment" in data and self._calls is not None:
+            from loraforge.runtime.params import DeploymentCallParams
+
+            seed = {"seed": data.pop("seed")} if "seed" in data else None
+            await self._calls(DeploymentCallParams.parse(present=seed, **data), event.tenant,
+                              event.project, request_id)
+            return
         params = RenderParams.parse(**data)
         # Starting publishes a `render.requests` event carrying the job id, which a worker
         # (maybe this one) then runs; the same request id always maps to the same job.

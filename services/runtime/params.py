@@ -102,3 +102,15 @@ class RenderParams(_Params):
     image_preset: str = ""
     video_preset: str = ""
     loras: list[LoraWeightParams] = Field(default_factory=list)
+
+
+class DeploymentCallParams(_Params):
+    """A call of a deployment (a render job; loraforge.library.deployments): the images are
+    keys in the project's raw bucket (what uploads store). Nothing but the deployment is
+    required: the deployment's mode says which images it needs, its template the prompt."""
+
+    deployment: str = Field(min_length=1, max_length=63)
+    image: str = Field(default="", max_length=1024)  # the first frame (i2v, flf2v)
+    last_image: str = Field(default="", max_length=1024)  # the last frame (flf2v)
+    prompt: str = Field(default="", max_length=4000)  # used when the deployment uses input prompts
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)  # None: the deployment's

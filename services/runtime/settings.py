@@ -171,6 +171,9 @@ class RenderSettings(_Group):
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     offload: Literal["auto", "none", "model", "group"] = "auto"
     vae_tiling: Literal["auto", "on", "off"] = "auto"
+    # Deployments one render worker keeps warm (pipeline loaded and placed, serving calls);
+    # 1: a GPU holds one 14B Wan pipeline resident, a second would push both into offload.
+    warm_slots: int = Field(default=1, ge=0, le=16)
 
 
 class EgressSettings(_Group):

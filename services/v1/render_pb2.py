@@ -25,15 +25,23 @@ _sym_db = _symbol_database.Default()
 from loraforge.v1 import common_pb2 as loraforge_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19loraforge/v1/render.proto\x12\x0cloraforge.v1\x1a\x19loraforge/v1/common.proto\"\x81\x01\n\x13SubmitRenderRequest\x12)\n\x05scope\x18\x01 \x01(\x0b\x32\x1a.loraforge.v1.ProjectScope\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12+\n\x06render\x18\x03 \x01(\x0b\x32\x1b.loraforge.v1.RenderRequest2\x9a\x02\n\rRenderService\x12\x44\n\x0cSubmitRender\x12!.loraforge.v1.SubmitRenderRequest\x1a\x11.loraforge.v1.Job\x12\x38\n\x06GetJob\x12\x1b.loraforge.v1.GetJobRequest\x1a\x11.loraforge.v1.Job\x12I\n\x08ListJobs\x12\x1d.loraforge.v1.ListJobsRequest\x1a\x1e.loraforge.v1.ListJobsResponse\x12>\n\tCancelJob\x12\x1e.loraforge.v1.CancelJobRequest\x1a\x11.loraforge.v1.Jobb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19loraforge/v1/render.proto\x12\x0cloraforge.v1\x1a\x19loraforge/v1/common.proto\"_\n\x11\x44\x65ploymentRequest\x12)\n\x05scope\x18\x01 \x01(\x0b\x32\x1a.loraforge.v1.ProjectScope\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tspec_json\x18\x03 \x01(\t\"*\n\x0f\x44\x65ploymentReply\x12\x17\n\x0f\x64\x65ployment_json\x18\x01 \x01(\t\")\n\x0e\x44\x65ploymentList\x12\x17\n\x0f\x64\x65ployment_json\x18\x01 \x03(\t\"\xb9\x01\n\x15\x43\x61llDeploymentRequest\x12)\n\x05scope\x18\x01 \x01(\x0b\x32\x1a.loraforge.v1.ProjectScope\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x12\n\ndeployment\x18\x03 \x01(\t\x12\r\n\x05image\x18\x04 \x01(\t\x12\x12\n\nlast_image\x18\x05 \x01(\t\x12\x0e\n\x06prompt\x18\x06 \x01(\t\x12\x11\n\x04seed\x18\x07 \x01(\rH\x00\x88\x01\x01\x42\x07\n\x05_seed\"\x81\x01\n\x13SubmitRenderRequest\x12)\n\x05scope\x18\x01 \x01(\x0b\x32\x1a.loraforge.v1.ProjectScope\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12+\n\x06render\x18\x03 \x01(\x0b\x32\x1b.loraforge.v1.RenderRequest2\xaf\x05\n\rRenderService\x12\x44\n\x0cSubmitRender\x12!.loraforge.v1.SubmitRenderRequest\x1a\x11.loraforge.v1.Job\x12\x38\n\x06GetJob\x12\x1b.loraforge.v1.GetJobRequest\x1a\x11.loraforge.v1.Job\x12I\n\x08ListJobs\x12\x1d.loraforge.v1.ListJobsRequest\x1a\x1e.loraforge.v1.ListJobsResponse\x12>\n\tCancelJob\x12\x1e.loraforge.v1.CancelJobRequest\x1a\x11.loraforge.v1.Job\x12R\n\x10\x43reateDeployment\x12\x1f.loraforge.v1.DeploymentRequest\x1a\x1d.loraforge.v1.DeploymentReply\x12O\n\rGetDeployment\x12\x1f.loraforge.v1.DeploymentRequest\x1a\x1d.loraforge.v1.DeploymentReply\x12P\n\x0fListDeployments\x12\x1f.loraforge.v1.DeploymentRequest\x1a\x1c.loraforge.v1.DeploymentList\x12R\n\x10\x44\x65leteDeployment\x12\x1f.loraforge.v1.DeploymentRequest\x1a\x1d.loraforge.v1.DeploymentReply\x12H\n\x0e\x43\x61llDeployment\x12#.loraforge.v1.CallDeploymentRequest\x1a\x11.loraforge.v1.Jobb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'loraforge.v1.render_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SUBMITRENDERREQUEST']._serialized_start=71
-  _globals['_SUBMITRENDERREQUEST']._serialized_end=200
-  _globals['_RENDERSERVICE']._serialized_start=203
-  _globals['_RENDERSERVICE']._serialized_end=485
+  _globals['_DEPLOYMENTREQUEST']._serialized_start=70
+  _globals['_DEPLOYMENTREQUEST']._serialized_end=165
+  _globals['_DEPLOYMENTREPLY']._serialized_start=167
+  _globals['_DEPLOYMENTREPLY']._serialized_end=209
+  _globals['_DEPLOYMENTLIST']._serialized_start=211
+  _globals['_DEPLOYMENTLIST']._serialized_end=252
+  _globals['_CALLDEPLOYMENTREQUEST']._serialized_start=255
+  _globals['_CALLDEPLOYMENTREQUEST']._serialized_end=440
+  _globals['_SUBMITRENDERREQUEST']._serialized_start=443
+  _globals['_SUBMITRENDERREQUEST']._serialized_end=572
+  _globals['_RENDERSERVICE']._serialized_start=575
+  _globals['_RENDERSERVICE']._serialized_end=1262
 # @@protoc_insertion_point(module_scope)

@@ -55,6 +55,31 @@ class RenderServiceStub:
                 request_serializer=loraforge_dot_v1_dot_common__pb2.CancelJobRequest.SerializeToString,
                 response_deserializer=loraforge_dot_v1_dot_common__pb2.Job.FromString,
                 _registered_method=True)
+        self.CreateDeployment = channel.unary_unary(
+                '/loraforge.v1.RenderService/CreateDeployment',
+                request_serializer=loraforge_dot_v1_dot_render__pb2.DeploymentRequest.SerializeToString,
+                response_deserializer=loraforge_dot_v1_dot_render__pb2.DeploymentReply.FromString,
+                _registered_method=True)
+        self.GetDeployment = channel.unary_unary(
+                '/loraforge.v1.RenderService/GetDeployment',
+                request_serializer=loraforge_dot_v1_dot_render__pb2.DeploymentRequest.SerializeToString,
+                response_deserializer=loraforge_dot_v1_dot_render__pb2.DeploymentReply.FromString,
+                _registered_method=True)
+        self.ListDeployments = channel.unary_unary(
+                '/loraforge.v1.RenderService/ListDeployments',
+                request_serializer=loraforge_dot_v1_dot_render__pb2.DeploymentRequest.SerializeToString,
+                response_deserializer=loraforge_dot_v1_dot_render__pb2.DeploymentList.FromString,
+                _registered_method=True)
+        self.DeleteDeployment = channel.unary_unary(
+                '/loraforge.v1.RenderService/DeleteDeployment',
+                request_serializer=loraforge_dot_v1_dot_render__pb2.DeploymentRequest.SerializeToString,
+                response_deserializer=loraforge_dot_v1_dot_render__pb2.DeploymentReply.FromString,
+                _registered_method=True)
+        self.CallDeployment = channel.unary_unary(
+                '/loraforge.v1.RenderService/CallDeployment',
+                request_serializer=loraforge_dot_v1_dot_render__pb2.CallDeploymentRequest.SerializeToString,
+                response_deserializer=loraforge_dot_v1_dot_common__pb2.Job.FromString,
+                _registered_method=True)
 
 
 class RenderServiceServicer:
@@ -86,6 +111,42 @@ class RenderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateDeployment(self, request, context):
+        """Deployments (loraforge.library.deployments): a LoRA version kept warm on render workers
+        and called by name. Create asks for `capacity` warm workers; the status (PENDING ->
+        RUNNING -> STOPPED / FAILED) is read from their heartbeats.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeployment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeployments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDeployment(self, request, context):
+        """Stops it (its warm workers let it go at their next beat) and removes its record.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CallDeployment(self, request, context):
+        """A call: a render job served by the deployment's warm workers; a repeated request_id
+        returns the job it started the first time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RenderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -107,6 +168,31 @@ def add_RenderServiceServicer_to_server(servicer, server):
             'CancelJob': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelJob,
                     request_deserializer=loraforge_dot_v1_dot_common__pb2.CancelJobRequest.FromString,
+                    response_serializer=loraforge_dot_v1_dot_common__pb2.Job.SerializeToString,
+            ),
+            'CreateDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateDeployment,
+                    request_deserializer=loraforge_dot_v1_dot_render__pb2.DeploymentRequest.FromString,
+                    response_serializer=loraforge_dot_v1_dot_render__pb2.DeploymentReply.SerializeToString,
+            ),
+            'GetDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeployment,
+                    request_deserializer=loraforge_dot_v1_dot_render__pb2.DeploymentRequest.FromString,
+                    response_serializer=loraforge_dot_v1_dot_render__pb2.DeploymentReply.SerializeToString,
+            ),
+            'ListDeployments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeployments,
+                    request_deserializer=loraforge_dot_v1_dot_render__pb2.DeploymentRequest.FromString,
+                    response_serializer=loraforge_dot_v1_dot_render__pb2.DeploymentList.SerializeToString,
+            ),
+            'DeleteDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDeployment,
+                    request_deserializer=loraforge_dot_v1_dot_render__pb2.DeploymentRequest.FromString,
+                    response_serializer=loraforge_dot_v1_dot_render__pb2.DeploymentReply.SerializeToString,
+            ),
+            'CallDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CallDeployment,
+                    request_deserializer=loraforge_dot_v1_dot_render__pb2.CallDeploymentRequest.FromString,
                     response_serializer=loraforge_dot_v1_dot_common__pb2.Job.SerializeToString,
             ),
     }
@@ -217,6 +303,141 @@ class RenderService:
             target,
             '/loraforge.v1.RenderService/CancelJob',
             loraforge_dot_v1_dot_common__pb2.CancelJobRequest.SerializeToString,
+            loraforge_dot_v1_dot_common__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loraforge.v1.RenderService/CreateDeployment',
+            loraforge_dot_v1_dot_render__pb2.DeploymentRequest.SerializeToString,
+            loraforge_dot_v1_dot_render__pb2.DeploymentReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loraforge.v1.RenderService/GetDeployment',
+            loraforge_dot_v1_dot_render__pb2.DeploymentRequest.SerializeToString,
+            loraforge_dot_v1_dot_render__pb2.DeploymentReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeployments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loraforge.v1.RenderService/ListDeployments',
+            loraforge_dot_v1_dot_render__pb2.DeploymentRequest.SerializeToString,
+            loraforge_dot_v1_dot_render__pb2.DeploymentList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loraforge.v1.RenderService/DeleteDeployment',
+            loraforge_dot_v1_dot_render__pb2.DeploymentRequest.SerializeToString,
+            loraforge_dot_v1_dot_render__pb2.DeploymentReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CallDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loraforge.v1.RenderService/CallDeployment',
+            loraforge_dot_v1_dot_render__pb2.CallDeploymentRequest.SerializeToString,
             loraforge_dot_v1_dot_common__pb2.Job.FromString,
             options,
             channel_credentials,
