@@ -19,10 +19,24 @@ from loraforge.runtime.errors import ConfigurationError
 
 ENV_PREFIX = "LORAFORGE_"
 
-# Values that ship in examples and dev defaults; never acceptable once real data is at stake.
+# Values that ship in examples and dev defaults; never acceptable once real data is at stake:
+# the settings' own defaults, .env.example's and k8s/overlays/dev/secret.yaml's (a test reads
+# both files and checks every credential in them is refused), and the usual stand-ins.
 PLACEHOLDER_SECRETS = frozenset(
-    {"", "change-me", "changeme", "minioadmin", "loraforge-dev-secret", "secret", "password"}
+    {"", "change-me", "changeme", "minioadmin", "loraforge-dev-secret", "secret", "password",
+     "change_me_loraforge_secret_key", "change-me-dev-only-secret",
+     "change_me_minio_root_password"}
 )
+# A value containing one of these was copied from a template and never filled in.
+PLACEHOLDER_MARKS = ("change_me", "change-me", "changeme", "dev-only", "example")
+# Access keys of the same templates: with the example access key the deployment runs on the
+# dev overlay's (or .env.example's) MinIO user.
+PLACEHOLDER_ACCESS_KEYS = frozenset({"loraforge-dev", "change_me_loraforge", "minioadmin"})
+
+
+def _placeholder(value: str) -> bool:
+    low = value.strip().lower()
+    return low in PLACEHOLDER_SECRETS or any(mark in low for mark in PLACEHOLDER_MARKS)
 
 SERVICE_NAMES = ("gateway", "ingest", "curation", "captioning", "trainer", "render")
 BACKEND_SERVICES = ("ingest", "curation", "captioning", "trainer", "render")
@@ -226,11 +240,23 @@ class Settings(BaseSettings):
     def model_post_init(self, __context: Any) -> None:
         if self.env is Environment.PRODUCTION:
             secret = self.s3.secret_key.get_secret_value()
-            if secret.lower() in PLACEHOLDER_SECRETS or len(secret) < 12:
+            if _placeholder(secret) or len(secret) < 12:
                 raise ConfigurationError(
-                    "LORAFORGE_S3__SECRET_KEY is a placeholder or shorter than 12 characters; "
+                    "LORAFORGE_S3__SECRET_KEY is a placeholder (an example value from "
+                    ".env.example or k8s/overlays/dev) or shorter than 12 characters; "
                     "production needs the real object-store secret (from a Secret or .env)"
                 )
+            access = self.s3.access_key.strip().lower()
+            if access in PLACEHOLDER_ACCESS_KEYS or any(m in access for m in PLACEHOLDER_MARKS):
+                raise ConfigurationError(
+                    f"LORAFORGE_S3__ACCESS_KEY is the example value {self.s3.access_key!r} from "
+                    ".env.example or k8s/overlays/dev; production needs its own object-store user"
+                )
+            openai = self.captioning.openai_api_key.get_secret_value()
+            if openai and _placeholder(openai):
+                raise ConfigurationError(
+                    "LORAFORGE_CAPTIONING__OPENAI_API_KEY is a placeholder; set the real key or "
+                    "leave it empty")
             _check_production_egress(self.egress.allow)
 
 
