@@ -96,6 +96,7 @@ class EventBus:
         self._js: JetStreamContext = nc.jetstream()
         self._settings = settings
         self._consumers: list[Consumer] = []
+        self._background: list[asyncio.Task[None]] = []
 
     @classmethod
     async def connect(
@@ -199,8 +200,20 @@ class EventBus:
             headers={"Nats-Msg-Id": f"dlq-{self._settings.stream}-{letter.stream_seq}-{letter.consumer}"},
         )
 
+    def background(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
+        """Run a task that lives as long as the consumers (the job reaper): it is cancelled
+        on the same shutdown path."""
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._background.append(task)
+        return task
+
     async def stop_consumers(self) -> None:
         """Stop fetching; in-flight handlers finish (bounded by ack_wait)."""
+        tasks, self._background = self._background, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         consumers, self._consumers = self._consumers, []
         await asyncio.gather(*(c.stop() for c in consumers))
 

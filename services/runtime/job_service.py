@@ -7,10 +7,18 @@ idempotent starts, progress events, cancellation and failure handling from here.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import random
+import secrets
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
+
+from nats.js.errors import NotFoundError
 
 from loraforge.runtime.errors import Cancelled, InvalidInput, LoraforgeError, NotFound
 from loraforge.runtime.events import DeadLetter, Delivery, Event, EventBus
@@ -143,8 +151,28 @@ class _AlreadyFinal(Exception):
         self.job = job
 
 
+class _NotMine(Exception):
+    """Aborts a beat or a reap: the record moved on (another worker, a verdict, a fresh beat)."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
 class JobWorker:
     """Consumes `<kind>.requests` (a work queue shared by every replica) and runs `work`.
+
+    Heartbeat and reaper: while a job runs, its worker writes `beat_at` (with its `worker`
+    id, the delivery `attempt` and the request's stream sequence) into the job record every
+    `job_beat_s`. Each JobWorker (one per service process) also runs a reaper for its kind.
+    A RUNNING job whose beat is older than the stale bound has lost its worker. Whether it
+    is failed depends on JetStream, which owns redelivery: while the request is still
+    pending for the consumer and deliveries remain, a live replica will take it (after
+    ack_wait, or once a busy replica is free) and beat again, so the reaper leaves it. It
+    fails the job (compare-and-set on the stale revision: a replica that picked the job up
+    again in between wins) only when no delivery is coming: the dead worker held the last
+    delivery (its max-deliveries advisory may have found no live replica), or the request
+    is no longer pending (acknowledged, terminated, or gone from the stream).
 
     No job stays RUNNING when its request is given up on: bad input (InvalidInput) fails it at
     once; any other error the consumer gives up on (a permanent error such as a missing
@@ -161,10 +189,19 @@ class JobWorker:
         self._jobs = jobs
         self._bus = bus
         self._work = work
+        # Names this process in the jobs it runs (operators see which pod held a lost job).
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
-    async def start(self) -> None:
-        await self._bus.subscribe(f"{self.kind}-workers", f"{self.kind}.requests", self.handle,
+    @property
+    def durable(self) -> str:
+        return f"{self.kind}-workers"
+
+    async def start(self, *, reaper: bool = True) -> None:
+        await self._bus.subscribe(self.durable, f"{self.kind}.requests", self.handle,
                                   on_dead_letter=self.on_dead_letter)
+        if reaper:
+            # Cancelled with the consumers (EventBus.stop_consumers: the one shutdown path).
+            self._bus.background(self._reap_forever(), name=f"reaper:{self.kind}")
 
     async def handle(self, event: Event, delivery: Delivery) -> None:
         job_id = event.data.get("job_id")
@@ -179,8 +216,11 @@ class JobWorker:
         if job.cancel_requested:
             await self._finish(job, JobState.CANCELLED, "cancelled")
             return
-        job = await self._jobs.update(job, state=JobState.RUNNING, message="running")
+        job = await self._jobs.update(job, state=JobState.RUNNING, message="running",
+                                      worker=self.worker_id, attempt=delivery.attempt,
+                                      request_seq=delivery.stream_seq, beat_at=_now())
         ctx = JobContext(job, self._jobs, self._bus)
+        beat = asyncio.create_task(self._beat(job), name=f"beat:{job.id}")
         try:
             outcome = await self._work(job, ctx)
         except Cancelled:
@@ -196,10 +236,113 @@ class JobWorker:
             # Redelivered, or dead-lettered (a permanent error at once, others after the last
             # attempt), which fails the job through on_dead_letter.
             raise
+        finally:
+            beat.cancel()
         follow_ups = [e.model_dump(mode="json") for e in outcome.events]
         await self._finish(ctx.job, JobState.SUCCEEDED, outcome.message,
                            artifacts=outcome.artifacts, result={**ctx.job.result, **outcome.result},
                            follow_ups=follow_ups)
+
+    async def _beat(self, job: Job) -> None:
+        """Write `beat_at` every job_beat_s while this delivery runs the job."""
+        attempt = job.attempt
+
+        def change(current: Job) -> dict[str, Any]:
+            if (current.state is not JobState.RUNNING or current.worker != self.worker_id
+                    or current.attempt != attempt):
+                raise _NotMine(current.id)  # a verdict, or another delivery took it over
+            return {"beat_at": _now()}
+
+        interval = self._bus.settings.job_beat_s
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._jobs.mutate(job.tenant, job.project, job.id, change)
+            except _NotMine:
+                return
+            except Exception as exc:  # noqa: BLE001 - NATS away: the next beat tries again
+                log.warning("could not beat job %s: %s", job.id, exc)
+
+    async def _reap_forever(self) -> None:
+        """One pass every reap_every_s (jittered, so replicas spread out). A pass judges only
+        after this process has seen the store for a whole stale bound: a live worker cut off
+        from NATS for a while (a NATS restart) must get the chance to beat again first."""
+        loop = asyncio.get_running_loop()
+        settings = self._bus.settings
+        seeing_since = loop.time()
+        while True:
+            await asyncio.sleep(settings.reap_every_s * random.uniform(0.8, 1.2))
+            if not self._bus.is_connected:
+                seeing_since = loop.time()
+                continue
+            if loop.time() - seeing_since < settings.job_stale_after:
+                continue
+            try:
+                await self.reap()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a pass that could not see the store
+                log.warning("reaper pass for %s failed: %s", self.kind, exc)
+                seeing_since = loop.time()
+
+    async def reap(self, now: datetime | None = None) -> list[Job]:
+        """Fail this kind's RUNNING jobs whose worker stopped beating and whose request no
+        delivery will bring back; returns the jobs it failed. Safe on every replica at once."""
+        settings = self._bus.settings
+        bound = settings.job_stale_after
+        now = now or _now()
+
+        def stale(job: Job) -> bool:
+            beat = job.beat_at or job.updated_at  # records written before beats existed
+            return job.state is JobState.RUNNING and (now - beat).total_seconds() > bound
+
+        reaped: list[Job] = []
+        for job in await self._jobs.scan(kind=self.kind, states=[JobState.RUNNING]):
+            if not stale(job):
+                continue
+            why = await self._no_delivery_coming(job)
+            if why is None:
+                continue  # JetStream will hand the request to a live replica, which beats
+            beat = job.beat_at or job.updated_at
+            reason = (f"worker {job.worker or 'unknown'} stopped heartbeating at "
+                      f"{beat.isoformat(timespec='seconds')} (attempt {job.attempt} of "
+                      f"{settings.max_deliver}) and {why}; start the job again")
+            seen = job.revision
+
+            def change(current: Job) -> dict[str, Any]:
+                # Compare-and-set on what we judged: a new beat or verdict since then wins.
+                if current.revision != seen or not stale(current):
+                    raise _NotMine(current.id)
+                return {"state": JobState.FAILED, "message": reason}
+
+            try:
+                final = await self._jobs.mutate(job.tenant, job.project, job.id, change,
+                                                attempts=1)
+            except (_NotMine, LoraforgeError):
+                continue  # changed under us: judged again on the next pass
+            log.error("reaped job %s: %s", job.id, reason)
+            await self._announce(final)
+            reaped.append(final)
+        return reaped
+
+    async def _no_delivery_coming(self, job: Job) -> str | None:
+        """Why no delivery of the job's request is coming, or None when one is."""
+        settings = self._bus.settings
+        if job.attempt >= settings.max_deliver:
+            return "that was the request's last delivery"
+        js = self._bus.jetstream
+        try:
+            info = await js.consumer_info(settings.stream, self.durable)
+        except NotFoundError:
+            return f"the consumer {self.durable} no longer exists"
+        if job.request_seq:
+            try:
+                await js.get_msg(settings.stream, job.request_seq)
+            except NotFoundError:
+                return "its request is no longer in the stream"
+            if job.request_seq <= info.ack_floor.stream_seq:
+                return "its request was already acknowledged or given up"
+        return None
 
     async def on_dead_letter(self, event: Event, letter: DeadLetter) -> None:
         """The consumer gave up on a request: its job (if it is not final yet) becomes FAILED

@@ -87,6 +87,13 @@ class Job(BaseModel):
     # job publishes them again with the same ids, so a publish that failed once is not lost
     # and JetStream's de-duplication keeps it exactly once (job_service.JobWorker).
     follow_ups: list[dict[str, Any]] = Field(default_factory=list)
+    # The heartbeat of the worker running it (job_service.JobWorker): which worker process,
+    # on which delivery of the request, and when it last said it was alive. A RUNNING job
+    # whose beat is stale and whose request is not coming back is failed by the reaper.
+    worker: str = ""
+    attempt: int = 0
+    request_seq: int = 0  # the request's stream sequence, to ask JetStream whether it is pending
+    beat_at: datetime | None = None
     # The KV revision this copy was read at; not stored, used for compare-and-set.
     revision: int = Field(default=0, exclude=True)
 
@@ -175,6 +182,27 @@ class JobStore:
             if (kind is None or job.kind == kind) and (not wanted or job.state in wanted):
                 jobs.append(job)
         return sorted(jobs, key=lambda j: (j.created_at, j.id), reverse=True)
+
+    async def scan(self, *, kind: str | None = None, states: Iterable[JobState] = ()) -> list[Job]:
+        """Every tenant's jobs of `kind` in `states` (the reaper's pass): one watch over the
+        bucket that carries the values, instead of a read per key."""
+        wanted = set(states)
+        found: dict[str, Job] = {}
+        watcher = await self._kv.watch("*.*.*", ignore_deletes=True)
+        try:
+            async for entry in watcher:
+                if entry is None:  # end of the initial values
+                    break
+                if entry.operation is not None or entry.value is None:
+                    continue
+                job = _decode(entry.value, entry.revision)
+                if (kind is None or job.kind == kind) and (not wanted or job.state in wanted):
+                    found[entry.key] = job
+                else:
+                    found.pop(entry.key, None)  # a newer revision left the wanted states
+        finally:
+            await watcher.stop()
+        return list(found.values())
 
     async def update(self, job: Job, **changes: Any) -> Job:
         """Write `job` with `changes` applied, if nobody else wrote since `job.revision`."""

@@ -12,7 +12,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from loraforge.runtime.errors import ConfigurationError
@@ -64,6 +67,34 @@ class NatsSettings(_Group):
     # Redelivery back-off after a failed handler; the last value repeats.
     backoff_s: tuple[float, ...] = (1.0, 5.0, 15.0, 60.0)
     connect_timeout_s: float = 2.0
+    # Job heartbeat and reaper (runtime/job_service.py): the worker running a job writes a
+    # beat into its record every job_beat_s; each job worker's reaper looks every
+    # reap_every_s for RUNNING jobs whose beat is older than the stale bound and whose
+    # request JetStream will not hand to a live replica again, and fails them. 0 derives the
+    # bound: ack_wait + the longest back-off + 3 beats, the longest a dead worker's request
+    # takes to reach a live replica (which then beats again).
+    job_beat_s: float = Field(default=10.0, gt=0)
+    job_stale_after_s: float = Field(default=0.0, ge=0)
+    reap_every_s: float = Field(default=30.0, gt=0)
+
+    @property
+    def redelivery_bound_s(self) -> float:
+        """The longest a request without a verdict waits for its next delivery."""
+        return self.ack_wait_s + max(self.backoff_s, default=0.0) + 3 * self.job_beat_s
+
+    @property
+    def job_stale_after(self) -> float:
+        return self.job_stale_after_s or self.redelivery_bound_s
+
+    @model_validator(mode="after")
+    def _stale_bound(self) -> NatsSettings:
+        if self.job_stale_after_s and self.job_stale_after_s < self.redelivery_bound_s:
+            raise ValueError(
+                f"job_stale_after_s={self.job_stale_after_s:g} is shorter than a redelivery "
+                f"(ack_wait + longest back-off + 3 beats = {self.redelivery_bound_s:g}s): the "
+                "reaper would fail jobs JetStream is about to redeliver; raise it or set 0"
+            )
+        return self
 
     @field_validator("url")
     @classmethod
@@ -84,6 +115,14 @@ class S3Settings(_Group):
     presign_expiry_s: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
     # 16 MiB parts keep memory flat while streaming multi-GB footage.
     part_size: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024)
+    # The staging sweeper (storage.py: ObjectStore.sweep_staging, run by every service
+    # process) removes `_staging/` objects older than this. S3 dates a multipart upload by
+    # its start, so the bound covers the longest legit upload plus its commit: a 100 GB
+    # source at 5 MB/s takes ~6 h; 24 h leaves room for slower links.
+    staging_max_age_s: int = Field(default=24 * 3600, ge=60)
+    staging_sweep_every_s: float = Field(default=900.0, gt=0)
+    # Removals per pass, so a backlog never turns one pass into a long storm of deletes.
+    staging_sweep_batch: int = Field(default=1000, ge=1)
 
     @field_validator("endpoint")
     @classmethod
