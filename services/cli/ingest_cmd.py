@@ -29,6 +29,10 @@ def ingest(
     fps: float = typer.Option(16.0, "--fps", help="Frame rate of the clips (a slower source keeps its own)."),
     max_long_side: int = typer.Option(0, "--max-long-side",
                                       help="Cap on the clips' longest side in pixels (0: keep)."),
+    lora_type: str = typer.Option(
+        "", "--type", help="LoRA type the clips are for (character, expression, pose, style, background, "
+                           "lighting, effect): the automatic curation after ingest uses its policy. "
+                           "Default: the project's captioning defaults' type, else character."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the job until it ends."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
@@ -37,7 +41,7 @@ def ingest(
 
     remote = remote_of(ctx)
     if remote is not None:
-        _remote_ingest(remote, sources, project, min_s, max_s, fps, max_long_side, wait, as_json)
+        _remote_ingest(remote, sources, project, min_s, max_s, fps, max_long_side, wait, as_json, lora_type)
         return
     from loraforge.runtime.errors import LoraforgeError, Unavailable
     from loraforge.runtime.keys import ProjectRef
@@ -64,6 +68,7 @@ def ingest(
         request = ingest_pb2.StartIngestRequest(
             scope=scope(ref.tenant, ref.project), request_id=f"cli-{uuid.uuid4().hex}", sources=keys,
             min_s=min_s, max_s=max_s, fps=fps, max_long_side=max_long_side or None,  # 0: keep
+            lora_type=lora_type,
         )
         job = call(stub.StartIngest, request, service="ingest", target=target, as_json=as_json)
         if wait and not is_terminal(job):
@@ -136,7 +141,7 @@ def _spinner(as_json: bool, text: str) -> Any:
 
 
 def _remote_ingest(remote: Any, sources: list[str], project: str, min_s: float, max_s: float,
-                   fps: float, max_long_side: int, wait: bool, as_json: bool) -> None:
+                   fps: float, max_long_side: int, wait: bool, as_json: bool, lora_type: str = "") -> None:
     """The same job through the gateway: local files are uploaded with POST .../uploads (the
     tenant is the API key's), URLs and raw keys pass through."""
     from loraforge.ingest.layout import is_url
@@ -173,6 +178,8 @@ def _remote_ingest(remote: Any, sources: list[str], project: str, min_s: float, 
                 console.print(f"uploaded {new} new file(s), {len(files) - new} already stored")
         body = {"sources": list(dict.fromkeys(keys)), "min_s": min_s, "max_s": max_s, "fps": fps,
                 "max_long_side": max_long_side or None}
+        if lora_type:
+            body["lora_type"] = lora_type
         job = remote.start(project, "ingest", body, as_json=as_json)
         if wait and job["state"] not in ("SUCCEEDED", "FAILED", "CANCELLED"):
             job = remote.follow(project, "ingest", job, as_json=as_json)

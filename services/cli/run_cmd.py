@@ -132,16 +132,18 @@ def _stages(settings: Any, ref: Any, keys: list[str], trigger: str, base: str, t
     def ingest(prev: dict[str, Any]) -> tuple[Any, Any, str, str]:
         endpoint = settings.endpoints.ingest
         stub = ingest_pb2_grpc.IngestServiceStub(sync_channel(endpoint))
+        # the type goes with the ingest: the automatic curation it starts uses the type's policy
         job = stub.StartIngest(ingest_pb2.StartIngestRequest(
-            scope=wire, request_id=f"run-{run_id}-ingest", sources=keys), timeout=RPC_TIMEOUT_S)
+            scope=wire, request_id=f"run-{run_id}-ingest", sources=keys, lora_type=lora_type),
+            timeout=RPC_TIMEOUT_S)
         return job, stub, "ingest", endpoint
 
     def curate(prev: dict[str, Any]) -> tuple[Any, Any, str, str]:
         endpoint = settings.endpoints.curation
         stub = curation_pb2_grpc.CurationServiceStub(sync_channel(endpoint))
-        # Ingest's `clips.ingested` already started a curation job with default settings (a
-        # character policy): follow that one instead of curating the same clips twice.
-        default = not target and lora_type == "character"
+        # Ingest's `clips.ingested` already started a curation job with default settings and
+        # this run's type (sent with the ingest): follow it instead of curating twice.
+        default = not target
         auto = _automatic_curation(stub, wire, ref, prev["ingest"]["job_id"]) if default else None
         job = auto or stub.StartCuration(curation_pb2.StartCurationRequest(
             scope=wire, request_id=f"run-{run_id}-curate",

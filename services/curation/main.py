@@ -21,7 +21,7 @@ async def mount(clients: Clients, server: GrpcServer, *, auto_curate: bool = Tru
     # every curation process measures clips of any job (the `curation.measure` work queue)
     await worker.start_measuring()
     # `clips.ingested` -> a curation job (turn off with functools.partial(mount, auto_curate=False))
-    await AutoCurator(jobs, clients.bus, enabled=auto_curate).start()
+    await AutoCurator(jobs, clients.bus, clients.store, enabled=auto_curate).start()
 
 
 def main() -> None:

@@ -913,14 +913,29 @@ class AutoCurator:
 
     The job's request id derives from the event id, so a redelivered event finds the job it
     started the first time. Event data may carry `curation` params (reference_keys, ...).
+    The LoRA type, and so the policy, is the project's when one is known (`lora_type`): the
+    ingest request's (`loraforge ingest --type`, carried in the event's `curation`), else the
+    type of the project's captioning defaults (`loraforge caption` / `run` record it), else
+    character.
     """
 
     DURABLE = "curation-auto"
 
-    def __init__(self, jobs: JobService, bus: EventBus, *, enabled: bool = True):
+    def __init__(self, jobs: JobService, bus: EventBus, store: ObjectStore | None = None, *,
+                 enabled: bool = True):
         self._jobs = jobs
         self._bus = bus
+        self._store = store
         self.enabled = enabled
+
+    async def project_lora_type(self, ref: ProjectRef) -> str | None:
+        """The type in the project's captioning defaults, if it has any."""
+        if self._store is None:
+            return None
+        from loraforge.captioning.auto import load_defaults  # the one reader of that record
+
+        defaults = await asyncio.to_thread(load_defaults, self._store, ref)
+        return (defaults or {}).get("lora_type") or None
 
     async def start(self) -> None:
         if self.enabled:
@@ -930,10 +945,15 @@ class AutoCurator:
         if event.data.get("clips") == 0:
             log.info("clips.ingested %s brought no clips; nothing to curate", event.id)
             return
-        raw = event.data.get("curation") if isinstance(event.data.get("curation"), dict) else {}
+        raw = dict(event.data.get("curation")) if isinstance(event.data.get("curation"), dict) else {}
+        if not raw.get("lora_type"):
+            known = await self.project_lora_type(ProjectRef(event.tenant, event.project))
+            if known:
+                raw["lora_type"] = known
         params = CurationParams.parse(**raw)
         build_policy(params)
         check_reference_keys(ProjectRef(event.tenant, event.project), params.reference_keys)
         job = await self._jobs.start(event.tenant, event.project, params.model_dump(mode="json"),
                                      request_id=follow_up_request_id(event.id))
-        log.info("clips.ingested %s -> curation job %s (%s)", event.id, job.id, job.state)
+        log.info("clips.ingested %s -> %s curation job %s (%s)", event.id, params.lora_type.value, job.id,
+                 job.state)

@@ -141,7 +141,8 @@ class BackendClients:
         msg = ingest_pb2.StartIngestRequest(
             scope=self._scope(tenant, project), request_id=req.request_id or "",
             sources=req.sources, min_s=req.min_s, max_s=req.max_s, fps=req.fps,
-            max_long_side=req.max_long_side)  # optional fields: None leaves them unset
+            max_long_side=req.max_long_side,  # optional fields: None leaves them unset
+            lora_type=req.lora_type or "")
         return job_from_wire(await self._call("ingest", "StartIngest", msg))
 
     async def start_curation(self, tenant: str, project: str, req: CurationStart) -> Job:

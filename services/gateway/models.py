@@ -129,6 +129,10 @@ class IngestStart(_Start):
     max_s: float | None = Field(default=None, gt=0, le=120)
     fps: float | None = Field(default=None, gt=0, le=120)
     max_long_side: int | None = Field(default=None, ge=64, le=8192)
+    lora_type: LoraTypeName | None = Field(
+        default=None, description="what the clips are for: the automatic curation after this ingest "
+                                  "uses the type's policy (unset: the project's captioning defaults' "
+                                  "type, else character)")
 
 
 class CurationStart(_Start):

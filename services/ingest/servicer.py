@@ -25,6 +25,7 @@ class IngestServicer(JobCalls, ingest_pb2_grpc.IngestServiceServicer):
         tenant, project = scope_from_wire(request.scope)
         params = IngestParams.parse(
             sources=list(request.sources),
+            lora_type=request.lora_type,
             present=present_fields(request, "min_s", "max_s", "fps", "max_long_side"),
         )
         # Refuse other tenants' (and projects') keys here, before a job exists; the worker

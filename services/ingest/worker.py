@@ -183,10 +183,13 @@ class IngestWork:
                 raise LoraforgeError(f"every source failed, some for internal reasons: {lines}")
             raise NoSourceUsable(f"no source could be ingested ({len(failed)} failed): {lines}")
         manifests = [r["manifest_key"] for r in run.reports if r.get("manifest_key") and not r["error"]]
+        data = {"job_id": run.job.id, "clips": result["clips"], "manifests": manifests}
+        lora_type = run.job.params.get("lora_type")
+        if lora_type:  # the automatic curation (curation-auto) uses this type's policy
+            data["curation"] = {"lora_type": lora_type}
         event = Event(
             id=layout.ingested_event_id(run.job.id), type=INGESTED_EVENT,
-            tenant=run.job.tenant, project=run.job.project,
-            data={"job_id": run.job.id, "clips": result["clips"], "manifests": manifests},
+            tenant=run.job.tenant, project=run.job.project, data=data,
         )
         message = f"{result['clips']} clip(s) from {len(run.reports) - len(failed)} source(s)"
         if failed:

@@ -49,6 +49,9 @@ class IngestParams(_Params):
     max_s: float = Field(default=5.0, gt=0, le=120)
     fps: float = Field(default=16.0, gt=0, le=120)
     max_long_side: int | None = Field(default=None, ge=64, le=8192)
+    # what the clips are for: the automatic curation after this ingest curates with that
+    # type's policy; None: the project's captioning defaults' type, else character
+    lora_type: LoraType | None = None
 
     @model_validator(mode="after")
     def _range(self) -> IngestParams:

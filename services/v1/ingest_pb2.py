@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from loraforge.v1 import common_pb2 as loraforge_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19loraforge/v1/ingest.proto\x12\x0cloraforge.v1\x1a\x19loraforge/v1/common.proto\"\xe8\x01\n\x12StartIngestRequest\x12)\n\x05scope\x18\x01 \x01(\x0b\x32\x1a.loraforge.v1.ProjectScope\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0f\n\x07sources\x18\x03 \x03(\t\x12\x12\n\x05min_s\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05max_s\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x10\n\x03\x66ps\x18\x06 \x01(\x01H\x02\x88\x01\x01\x12\x1a\n\rmax_long_side\x18\x07 \x01(\x05H\x03\x88\x01\x01\x42\x08\n\x06_min_sB\x08\n\x06_max_sB\x06\n\x04_fpsB\x10\n\x0e_max_long_side2\x98\x02\n\rIngestService\x12\x42\n\x0bStartIngest\x12 .loraforge.v1.StartIngestRequest\x1a\x11.loraforge.v1.Job\x12\x38\n\x06GetJob\x12\x1b.loraforge.v1.GetJobRequest\x1a\x11.loraforge.v1.Job\x12I\n\x08ListJobs\x12\x1d.loraforge.v1.ListJobsRequest\x1a\x1e.loraforge.v1.ListJobsResponse\x12>\n\tCancelJob\x12\x1e.loraforge.v1.CancelJobRequest\x1a\x11.loraforge.v1.Jobb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19loraforge/v1/ingest.proto\x12\x0cloraforge.v1\x1a\x19loraforge/v1/common.proto\"\xfb\x01\n\x12StartIngestRequest\x12)\n\x05scope\x18\x01 \x01(\x0b\x32\x1a.loraforge.v1.ProjectScope\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0f\n\x07sources\x18\x03 \x03(\t\x12\x12\n\x05min_s\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05max_s\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x10\n\x03\x66ps\x18\x06 \x01(\x01H\x02\x88\x01\x01\x12\x1a\n\rmax_long_side\x18\x07 \x01(\x05H\x03\x88\x01\x01\x12\x11\n\tlora_type\x18\x08 \x01(\tB\x08\n\x06_min_sB\x08\n\x06_max_sB\x06\n\x04_fpsB\x10\n\x0e_max_long_side2\x98\x02\n\rIngestService\x12\x42\n\x0bStartIngest\x12 .loraforge.v1.StartIngestRequest\x1a\x11.loraforge.v1.Job\x12\x38\n\x06GetJob\x12\x1b.loraforge.v1.GetJobRequest\x1a\x11.loraforge.v1.Job\x12I\n\x08ListJobs\x12\x1d.loraforge.v1.ListJobsRequest\x1a\x1e.loraforge.v1.ListJobsResponse\x12>\n\tCancelJob\x12\x1e.loraforge.v1.CancelJobRequest\x1a\x11.loraforge.v1.Jobb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,7 +33,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'loraforge.v1.ingest_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STARTINGESTREQUEST']._serialized_start=71
-  _globals['_STARTINGESTREQUEST']._serialized_end=303
-  _globals['_INGESTSERVICE']._serialized_start=306
-  _globals['_INGESTSERVICE']._serialized_end=586
+  _globals['_STARTINGESTREQUEST']._serialized_end=322
+  _globals['_INGESTSERVICE']._serialized_start=325
+  _globals['_INGESTSERVICE']._serialized_end=605
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StartIngestRequest(_message.Message):
-    __slots__ = ("scope", "request_id", "sources", "min_s", "max_s", "fps", "max_long_side")
+    __slots__ = ("scope", "request_id", "sources", "min_s", "max_s", "fps", "max_long_side", "lora_type")
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SOURCES_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,7 @@ class StartIngestRequest(_message.Message):
     MAX_S_FIELD_NUMBER: _ClassVar[int]
     FPS_FIELD_NUMBER: _ClassVar[int]
     MAX_LONG_SIDE_FIELD_NUMBER: _ClassVar[int]
+    LORA_TYPE_FIELD_NUMBER: _ClassVar[int]
     scope: _common_pb2.ProjectScope
     request_id: str
     sources: _containers.RepeatedScalarFieldContainer[str]
@@ -23,4 +24,5 @@ class StartIngestRequest(_message.Message):
     max_s: float
     fps: float
     max_long_side: int
-    def __init__(self, scope: _Optional[_Union[_common_pb2.ProjectScope, _Mapping]] = ..., request_id: _Optional[str] = ..., sources: _Optional[_Iterable[str]] = ..., min_s: _Optional[float] = ..., max_s: _Optional[float] = ..., fps: _Optional[float] = ..., max_long_side: _Optional[int] = ...) -> None: ...
+    lora_type: str
+    def __init__(self, scope: _Optional[_Union[_common_pb2.ProjectScope, _Mapping]] = ..., request_id: _Optional[str] = ..., sources: _Optional[_Iterable[str]] = ..., min_s: _Optional[float] = ..., max_s: _Optional[float] = ..., fps: _Optional[float] = ..., max_long_side: _Optional[int] = ..., lora_type: _Optional[str] = ...) -> None: ...

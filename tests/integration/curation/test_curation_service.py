@@ -234,3 +234,29 @@ async def test_discovery_reads_ingest_manifests_tolerantly(store, local_clips):
     ]
     assert found[1].keyframe_keys == (f"{base}/shot-000.kf0.jpg",)
     assert found[1].source_id.startswith("abcdef0123456789")
+
+
+async def test_auto_curation_uses_the_projects_lora_type(settings, store, bus):
+    """clips.ingested -> a curation job with the type the ingest request named, else the type of
+    the project's captioning defaults, else character (no curation worker runs: only the
+    started jobs' parameters are looked at)."""
+    from loraforge.captioning.auto import save_defaults
+    from loraforge.runtime.job_service import follow_up_request_id
+    from loraforge.runtime.jobs import JobStore, new_job_id
+
+    job_store = await JobStore.open(bus.jetstream, settings.nats.jobs_bucket)
+    auto = AutoCurator(JobService("curation", job_store, bus), bus, store)
+    typed = ProjectRef(TENANT, PROJECT)
+    await asyncio.to_thread(save_defaults, store, typed, trigger="j4ne", lora_type="background")
+
+    async def ingested(project: str, n: int, **data) -> dict:
+        event = Event(id=f"ingested-type-{project}-{n}", type="clips.ingested", tenant=TENANT,
+                      project=project, data={"job_id": f"ingest-{n}", "clips": 2, **data})
+        await auto.handle(event, None)
+        job_id = new_job_id(follow_up_request_id(event.id), scope=f"{TENANT}/{project}/curation")
+        return (await job_store.get(TENANT, project, job_id)).params
+
+    assert (await ingested(PROJECT, 1))["lora_type"] == "background"  # the captioning defaults'
+    # the ingest request's type (carried in the event's curation params) wins over the defaults
+    assert (await ingested(PROJECT, 2, curation={"lora_type": "style"}))["lora_type"] == "style"
+    assert (await ingested("no-defaults", 3))["lora_type"] == "character"

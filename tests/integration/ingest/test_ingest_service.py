@@ -116,7 +116,8 @@ async def test_batch_with_a_bad_file_succeeds_and_reingest_does_no_work_twice(in
     again = await asyncio.to_thread(upload_local, store, REF, [media, copy])
     assert not any(u.created for u in again)
     assert {u.key for u in again} == {u.key for u in uploads}  # the copy is the same object
-    job2 = await ingest.stub.StartIngest(_start([u.key for u in again], "second"), timeout=5)
+    # (for a pose LoRA: the type changes what curation does with the clips, not the clips)
+    job2 = await ingest.stub.StartIngest(_start([u.key for u in again], "second", lora_type="pose"), timeout=5)
     assert job2.id != job.id
     job2 = await ingest.wait(job2.id)
     assert job2.state == common_pb2.JOB_STATE_SUCCEEDED, job2.message
@@ -129,8 +130,11 @@ async def test_batch_with_a_bad_file_succeeds_and_reingest_does_no_work_twice(in
     assert store.get_json(Bucket.CLIPS, video["manifest_key"]) == manifest
     events = await ingest.wait_events(2)
     assert [e.data["job_id"] for e in events] == [job.id, job2.id]
+    # the automatic curation of the second ingest gets its type; the first names none
+    assert "curation" not in events[0].data and events[1].data["curation"] == {"lora_type": "pose"}
     # A retried StartIngest returns the same job, and its event is not published twice.
-    assert (await ingest.stub.StartIngest(_start([u.key for u in again], "second"), timeout=5)).id == job2.id
+    assert (await ingest.stub.StartIngest(_start([u.key for u in again], "second", lora_type="pose"),
+                                          timeout=5)).id == job2.id
     await asyncio.sleep(0.5)
     assert len(ingest.events) == 2
     assert first_run < 40
