@@ -30,7 +30,7 @@ from loraforge.runtime.logging import configure_logging
 from loraforge.runtime.metrics import Metrics
 from loraforge.runtime.retry import retry_startup
 from loraforge.runtime.settings import Settings, load_settings
-from loraforge.runtime.storage import ObjectStore
+from loraforge.runtime.storage import ObjectStore, sweep_staging_forever
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,13 @@ async def connect_clients(name: str, settings: Settings) -> Clients:
     return Clients(settings, bus, store, jobs, Metrics(name))
 
 
+def _start_sweeper(clients: Clients) -> None:
+    """Every service process sweeps abandoned `_staging/` uploads (storage.py); the task is
+    cancelled with the consumers, on the one shutdown path."""
+    clients.bus.background(sweep_staging_forever(clients.store, clients.settings.s3),
+                           name="staging-sweeper")
+
+
 class ServiceProcess:
     """One running service; `stop()` is the single shutdown path."""
 
@@ -87,6 +94,7 @@ class ServiceProcess:
         self.server = GrpcServer(self.settings.server, metrics=self.clients.metrics)
         try:
             await self._mount(self.clients, self.server)
+            _start_sweeper(self.clients)
             self.port = await self.server.start()
             self.clients.metrics.serve(self.settings.server.host, self.settings.server.metrics_port)
         except BaseException:
@@ -159,6 +167,7 @@ class WorkerProcess:
         self.clients = await connect_clients(self.name, self.settings)
         try:
             await self._mount(self.clients)
+            _start_sweeper(self.clients)
             self.clients.metrics.serve(self.settings.server.host, self.settings.server.metrics_port)
         except BaseException:
             await self.clients.bus.close()

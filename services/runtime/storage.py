@@ -6,25 +6,41 @@ therefore never leaves anything under the final key: readers see the old object 
 one, never half of one.
 
 The client is synchronous (the SDK is); async services call it through `asyncio.to_thread`.
+
+Staging objects an upload left behind (a process killed between its staging write and the
+commit, a presigned upload never committed) are removed by the staging sweeper
+(`sweep_staging`, run by every service process, `sweep_staging_forever`) once they are older
+than `staging_max_age_s`; where the store supports lifecycle rules (MinIO, S3) the same bound
+is also set as a rule on `_staging/` (`ensure_staging_lifecycle`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
+import logging
+import math
+import random
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 import urllib3
 from minio import Minio
-from minio.commonconfig import ComposeSource, CopySource
+from minio.commonconfig import ENABLED, ComposeSource, CopySource, Filter
 from minio.error import S3Error
+from minio.lifecycleconfig import (
+    AbortIncompleteMultipartUpload,
+    Expiration,
+    LifecycleConfig,
+    Rule,
+)
 
 from loraforge.runtime.errors import InvalidInput, LoraforgeError, NotFound, Unavailable
 from loraforge.runtime.settings import S3Settings
@@ -39,7 +55,10 @@ class Bucket(StrEnum):
     RENDERS = "renders"
 
 
+log = logging.getLogger(__name__)
+
 STAGING_PREFIX = "_staging/"
+STAGING_RULE_ID = "loraforge-staging-expiry"
 _SINGLE_COPY_LIMIT = 5 * 1024**3  # S3 CopyObject limit; larger objects use multipart copy
 
 
@@ -49,6 +68,13 @@ class IntegrityError(LoraforgeError):
 
 class UploadInterrupted(LoraforgeError):
     """The source stream broke mid-upload (client went away); nothing was committed."""
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    removed: int  # staging objects older than the bound, deleted by this pass
+    young: int  # staging objects still inside the bound (uploads that may yet commit)
+    more: bool  # the pass stopped at its batch limit: older ones are left for the next
 
 
 @dataclass(frozen=True)
@@ -131,6 +157,55 @@ class ObjectStore:
                         if exc.code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
                             raise
         return created
+
+    def ensure_staging_lifecycle(self) -> list[str]:
+        """Set an expiry rule on `_staging/` (and abort multipart uploads left open) in each
+        bucket whose store supports lifecycle rules; returns the buckets that took it. The
+        sweeper runs regardless, for stores without lifecycle support (SeaweedFS)."""
+        days = max(1, math.ceil(self._settings.staging_max_age_s / 86400))
+        rule = Rule(
+            ENABLED, rule_filter=Filter(prefix=STAGING_PREFIX), rule_id=STAGING_RULE_ID,
+            expiration=Expiration(days=days),
+            abort_incomplete_multipart_upload=AbortIncompleteMultipartUpload(days),
+        )
+        took = []
+        for bucket in Bucket:
+            name = self.bucket_name(bucket)
+            try:
+                current = self._client.get_bucket_lifecycle(name)
+                others = [r for r in (current.rules if current else []) if r.rule_id != STAGING_RULE_ID]
+                self._client.set_bucket_lifecycle(name, LifecycleConfig([*others, rule]))
+                took.append(name)
+            except (S3Error, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+                log.info("no lifecycle rule on %s (%s); the staging sweeper covers it", name, exc)
+        return took
+
+    def sweep_staging(self, *, max_age_s: float | None = None, batch: int | None = None,
+                      now: datetime | None = None) -> SweepResult:
+        """Remove `_staging/` objects older than `max_age_s` (default staging_max_age_s) in
+        every bucket, at most `batch` (staging_sweep_batch) per pass. Safe on every replica
+        at once: deleting an object twice is not an error. S3 dates an object by the start
+        of its upload, so the bound must outlast the longest legit upload plus its commit."""
+        max_age = self._settings.staging_max_age_s if max_age_s is None else max_age_s
+        budget = self._settings.staging_sweep_batch if batch is None else batch
+        cutoff = (now or datetime.now(UTC)) - timedelta(seconds=max_age)
+        removed = young = 0
+        for bucket in Bucket:
+            name = self.bucket_name(bucket)
+            with self._errors(f"sweep {name}/{STAGING_PREFIX}"):
+                for obj in self._client.list_objects(name, prefix=STAGING_PREFIX, recursive=True):
+                    modified = obj.last_modified
+                    if modified is not None and modified.tzinfo is None:
+                        modified = modified.replace(tzinfo=UTC)
+                    if modified is None or modified > cutoff:
+                        young += 1
+                        continue
+                    if removed >= budget:
+                        return SweepResult(removed, young, more=True)
+                    # Bypasses `delete`: raw refuses deletes of originals, not of staging.
+                    self._client.remove_object(name, obj.object_name)
+                    removed += 1
+        return SweepResult(removed, young, more=False)
 
     def ping(self) -> None:
         with self._errors("list buckets"):
@@ -357,7 +432,7 @@ class ObjectStore:
     def _discard(self, name: str, staging: str) -> None:
         try:
             self._client.remove_object(name, staging)
-        except Exception:  # noqa: BLE001 - best effort; staging keys are swept separately
+        except Exception:  # noqa: BLE001 - best effort: the staging sweeper removes what is left
             pass
 
     @staticmethod
@@ -400,3 +475,27 @@ class _ErrorScope:
         if isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)):
             raise self._store._unavailable(exc, self._action) from exc
         return False
+
+
+async def sweep_staging_forever(store: ObjectStore, settings: S3Settings) -> None:
+    """The staging sweeper of a service process: one pass every staging_sweep_every_s
+    (jittered, so replicas spread out; a pass stopped at its batch limit is followed by the
+    next one at once). Store errors are logged and retried on the next pass."""
+    try:
+        await asyncio.to_thread(store.ensure_staging_lifecycle)
+    except Exception as exc:  # noqa: BLE001 - the rule is a bonus; the sweeper is the guarantee
+        log.info("could not set the staging lifecycle rule: %s", exc)
+    await asyncio.sleep(settings.staging_sweep_every_s * random.uniform(0.1, 1.0))
+    while True:
+        try:
+            result = await asyncio.to_thread(
+                store.sweep_staging, max_age_s=settings.staging_max_age_s,
+                batch=settings.staging_sweep_batch)
+        except LoraforgeError as exc:
+            log.warning("staging sweep failed: %s", exc)
+            result = SweepResult(0, 0, more=False)
+        if result.removed:
+            log.info("staging sweep removed %d abandoned upload(s) older than %ds",
+                     result.removed, settings.staging_max_age_s)
+        if not result.more:
+            await asyncio.sleep(settings.staging_sweep_every_s * random.uniform(0.8, 1.2))
