@@ -18,6 +18,8 @@ from loraforge.gateway.config import GatewayConfig
 from loraforge.gateway.deps import Gateway
 from loraforge.gateway.limits import BodyLimit
 from loraforge.gateway.routers import datasets, jobs, keys, projects, review, training, uploads, webhooks
+from loraforge.gateway.routers import compat, library
+from loraforge.gateway.routers import deployments
 from loraforge.gateway.state import GatewayState
 from loraforge.runtime.events import EventBus
 from loraforge.runtime.healthcheck import grpc_health
@@ -87,6 +89,9 @@ def create_app(
 
     for module in (projects, keys, uploads, jobs, datasets, training, webhooks, review):
         app.include_router(module.router)
+    for module in (library, compat):  # the LoRA library; seed 004's hosted API (/api/v1)
+        app.include_router(module.router)
+    app.include_router(deployments.router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

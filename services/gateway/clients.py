@@ -181,6 +181,45 @@ class BackendClients:
             scope=self._scope(tenant, project), request_id=req.request_id or "", render=render)
         return job_from_wire(await self._call("render", "SubmitRender", msg))
 
+    # -- deployments (render) ------------------------------------------------------------------
+    # The records travel as JSON (DeploymentSpec in, DeploymentView out): the render servicer
+    # validates them into typed values; the gateway's routers shape them for their surface.
+
+    async def create_deployment(self, tenant: str, project: str, spec: dict[str, Any]) -> dict[str, Any]:
+        import json
+
+        msg = render_pb2.DeploymentRequest(scope=self._scope(tenant, project),
+                                           spec_json=json.dumps(spec))
+        reply = await self._call("render", "CreateDeployment", msg)
+        return json.loads(reply.deployment_json)
+
+    async def get_deployment(self, tenant: str, project: str, name: str) -> dict[str, Any]:
+        import json
+
+        msg = render_pb2.DeploymentRequest(scope=self._scope(tenant, project), name=name)
+        return json.loads((await self._call("render", "GetDeployment", msg)).deployment_json)
+
+    async def list_deployments(self, tenant: str, project: str) -> list[dict[str, Any]]:
+        import json
+
+        msg = render_pb2.DeploymentRequest(scope=self._scope(tenant, project))
+        reply = await self._call("render", "ListDeployments", msg)
+        return [json.loads(d) for d in reply.deployment_json]
+
+    async def delete_deployment(self, tenant: str, project: str, name: str) -> dict[str, Any]:
+        import json
+
+        msg = render_pb2.DeploymentRequest(scope=self._scope(tenant, project), name=name)
+        return json.loads((await self._call("render", "DeleteDeployment", msg)).deployment_json)
+
+    async def call_deployment(self, tenant: str, project: str, name: str, *, image: str = "",
+                              last_image: str = "", prompt: str = "", seed: int | None = None,
+                              request_id: str | None = None) -> Job:
+        msg = render_pb2.CallDeploymentRequest(
+            scope=self._scope(tenant, project), request_id=request_id or "", deployment=name,
+            image=image, last_image=last_image, prompt=prompt, seed=seed)
+        return job_from_wire(await self._call("render", "CallDeployment", msg))
+
     # -- caption review (captioning) ----------------------------------------------------------
 
     async def list_captions(self, tenant: str, project: str, dataset_id: str,

@@ -81,14 +81,15 @@ class GatewayStack:
 async def start_gateway(settings: Any, store: Any, cleanups: list[Callable[[], Awaitable[None]]],
                         config: GatewayConfig = TEST_CONFIG,
                         ingest_mount: Callable[[Clients, Any], Awaitable[None]] = _ingest_mount,
+                        mounts: dict[str, Callable[[Clients, Any], Awaitable[None]]] | None = None,
                         ) -> GatewayStack:
-    """Every backend in-process (ingest with `ingest_mount`, the others servicer-only), then
-    the app on uvicorn; what needs undoing is appended to `cleanups`."""
+    """Every backend in-process (ingest with `ingest_mount`, `mounts` by name, the others
+    servicer-only), then the app on uvicorn; what needs undoing is appended to `cleanups`."""
     import uvicorn
 
     procs: dict[str, ServiceProcess] = {}
     for name in ("ingest", "curation", "captioning", "trainer", "render"):
-        mount = ingest_mount if name == "ingest" else _servicer_mount(name)
+        mount = (mounts or {}).get(name) or (ingest_mount if name == "ingest" else _servicer_mount(name))
         proc = ServiceProcess(name, settings, mount, drain_delay_s=0)
         await proc.start()
         procs[name] = proc
@@ -129,8 +130,9 @@ async def make_gateway(settings, store) -> AsyncIterator[Callable[..., Awaitable
 
     async def make(config: GatewayConfig = TEST_CONFIG,
                    ingest_mount: Callable[[Clients, Any], Awaitable[None]] = _ingest_mount,
+                   mounts: dict[str, Callable[[Clients, Any], Awaitable[None]]] | None = None,
                    ) -> GatewayStack:
-        return await start_gateway(settings, store, cleanups, config, ingest_mount)
+        return await start_gateway(settings, store, cleanups, config, ingest_mount, mounts)
 
     try:
         yield make

@@ -1,0 +1,175 @@
+"""Seed 004's deploy-and-call flow through the gateway, on real NATS, S3, gRPC and the real
+render service (its warm pool): a LoRA version promoted from a checkpoint that is not the
+run's automatic pick -> deployed with a template over seed 004's `/api/v1/deployments` ->
+RUNNING (a render worker holds it warm) -> called with a first and a last frame and no prompt
+-> a video that starts and ends on the inputs (decoded pixels), rendered with the filled
+template and the trigger. The version cannot be deleted while deployed; another tenant can
+neither see, call nor deploy it.
+
+The run is a training run's committed layout (run.json, exported checkpoints) holding real
+tiny-Wan FLF2V LoRAs with random non-zero weights: what is under test is the library ->
+deployment -> render path, not the trainer (tested in tests/integration/trainer)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import imageio_ffmpeg
+import numpy as np
+import pytest
+from loraforge.library import Library
+from loraforge.render.executor import fit_image
+from loraforge.render.main import mount as render_mount
+from loraforge.runtime.errors import Conflict
+from loraforge.runtime.keys import ProjectRef
+from loraforge.runtime.storage import Bucket
+from PIL import Image
+
+from unit.render.test_lora_weight import make_lora  # tests/ is on sys.path (rootdir)
+
+pytestmark = pytest.mark.timeout(300)
+
+PROJECT, RUN = "fine-tunes", "run-kf2v-1"
+LORA_PROMPT = "然后她开始了s86b5p变身。"
+TEMPLATE = "视频开头展示了{description}。{lora_prompt}"
+
+
+def _write_run(store: Any, tmp: Path, tenant: str) -> None:
+    """What the trainer commits for a 4-step run with checkpoints at 2 and 4 (best = 4)."""
+    prefix = ProjectRef(tenant, PROJECT).key("runs", RUN)
+    for step, seed in ((2, 1), (4, 2)):
+        path = make_lora("tiny-wan2.1-flf2v", tmp / f"step{step}.safetensors", seed=seed)
+        store.put_file(Bucket.LORAS, f"{prefix}/checkpoints/step-{step}/lora.safetensors", path)
+        if step == 4:
+            for which in ("best", "last"):
+                store.put_file(Bucket.LORAS, f"{prefix}/{which}.safetensors", path)
+    store.put_json(Bucket.LORAS, f"{prefix}/run.json", {
+        "job_id": RUN, "run_prefix": prefix, "steps": 4, "best_step": 4,
+        "best_reason": "lowest validation loss at step 4",
+        "best_key": f"{prefix}/best.safetensors", "last_key": f"{prefix}/last.safetensors",
+        "files": {"best": {"transformer": f"{prefix}/best.safetensors"},
+                  "last": {"transformer": f"{prefix}/last.safetensors"}},
+        "base_preset": "tiny-wan2.1-flf2v", "family": "wan", "lora_type": "effect",
+        "trigger": "s86b5p", "recommended_weight": 0.9, "dataset_id": "kf2v-10",
+        "metrics": {"eval_losses": {"2": 0.41, "4": 0.38}},
+        "checkpoints": {"2": f"{prefix}/checkpoints/step-2/adapter.safetensors",
+                        "4": f"{prefix}/checkpoints/step-4/adapter.safetensors"}})
+
+
+def _data_url(image: Image.Image) -> str:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _frames(data: bytes, tmp: Path) -> list[np.ndarray]:
+    path = tmp / "call.mp4"
+    path.write_bytes(data)
+    reader = imageio_ffmpeg.read_frames(str(path))
+    w, h = next(reader)["size"]
+    return [np.frombuffer(f, np.uint8).reshape(h, w, 3) for f in reader]
+
+
+async def _poll(fn, done, timeout: float = 180.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await fn()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(0.3)
+
+
+async def test_deploy_a_promoted_checkpoint_and_call_it_with_first_and_last_frame(
+        make_gateway, store, tmp_path: Path) -> None:
+    from skimage import data
+
+    stack = await make_gateway(mounts={"render": render_mount})
+    bearer = {"Authorization": f"Bearer {await stack.key('acme')}"}
+    other = {"Authorization": f"Bearer {await stack.key('globex')}"}
+    async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
+        r = await http.get("/api/v1/deployments", headers=bearer)  # creates the compat project
+        assert r.status_code == 200 and r.json()["output"]["total"] == 0
+
+        # promote step 2, not the run's automatic pick (step 4), with the reason recorded
+        await asyncio.to_thread(_write_run, store, tmp_path, "acme")
+        library = Library(store, ProjectRef("acme", PROJECT))
+        version = await asyncio.to_thread(
+            library.register, RUN, "transform", checkpoint="step-2",
+            reason="step 2's previews keep the face; step 4 over-bakes the effect")
+        assert (version.ref, version.chosen, version.step) == ("transform:1", "user", 2)
+
+        r = await http.post("/api/v1/deployments", headers=bearer, json={
+            "model_name": "transform:1", "capacity": 1, "plan": "lora",
+            "aigc_config": {"use_input_prompt": False, "prompt": TEMPLATE,
+                            "lora_prompt_default": LORA_PROMPT},
+            "parameters": {"width": 64, "height": 64, "frames": 5, "fps": 8, "steps": 1}})
+        assert r.status_code == 200, r.text
+        out = r.json()["output"]
+        deployed = out["deployed_model"]
+        assert out["status"] in ("PENDING", "RUNNING") and deployed.startswith("transform-ft-")
+
+        async def status() -> dict[str, Any]:
+            r = await http.get(f"/api/v1/deployments/{deployed}", headers=bearer)
+            assert r.status_code == 200, r.text
+            return r.json()["output"]
+
+        out = await _poll(status, lambda o: o["status"] != "PENDING", timeout=120)
+        assert (out["status"], out["ready_capacity"]) == ("RUNNING", 1), out
+
+        first = Image.fromarray(data.astronaut())
+        last = Image.fromarray(data.chelsea())
+        body = {"model": deployed, "input": {"first_frame_url": _data_url(first),
+                                             "last_frame_url": _data_url(last)}}
+        r = await http.post("/api/v1/services/aigc/video-generation/video-synthesis",
+                            headers=bearer, json=body)
+        assert r.status_code == 200, r.text
+        task_id = r.json()["output"]["task_id"]
+
+        async def task() -> dict[str, Any]:
+            return (await http.get(f"/api/v1/tasks/{task_id}", headers=bearer)).json()["output"]
+
+        out = await _poll(task, lambda o: o["task_status"] in ("SUCCEEDED", "FAILED", "CANCELED"))
+        assert out["task_status"] == "SUCCEEDED", out
+        # the template filled: a description of the first frame, the effect text with the trigger
+        prompt = out["actual_prompt"]
+        assert prompt.startswith("视频开头展示了a scene") and prompt.endswith("。" + LORA_PROMPT)
+        assert "s86b5p" in prompt and out["orig_prompt"] == ""
+        video = (await http.get(out["video_url"])).content
+        frames = _frames(video, tmp_path)
+        assert len(frames) == 5
+        for got, image in ((frames[0], first), (frames[-1], last)):
+            want = np.asarray(fit_image(image, 64, 64)).astype(int)
+            assert np.abs(got.astype(int) - want).mean() < 6  # H.264 at crf 18
+
+        # the same call through /v1: a render job served warm (no load), SSE-able like any render
+        job = (await http.get(f"/v1/projects/{PROJECT}/renders/{task_id}", headers=bearer)).json()
+        assert job["result"]["warm"] is True and job["result"]["load_s"] < 0.5
+        assert job["result"]["prompt"] == prompt
+
+        # a deployed version cannot be deleted
+        with pytest.raises(Conflict):
+            await asyncio.to_thread(library.delete, "transform", 1)
+
+        # another tenant: not seen, not callable, not deployable
+        assert (await http.get(f"/api/v1/deployments/{deployed}", headers=other)).status_code == 404
+        r = await http.post("/api/v1/services/aigc/video-generation/video-synthesis",
+                            headers=other, json=body)
+        assert r.status_code == 404, r.text
+        r = await http.post("/api/v1/deployments", headers=other, json={"model_name": "transform:1"})
+        assert r.status_code == 404, r.text
+        assert (await http.get(f"/api/v1/tasks/{task_id}", headers=other)).status_code == 404
+
+        # a call missing the last frame is refused with what to pass
+        r = await http.post(f"/v1/projects/{PROJECT}/deployments/{deployed}/calls", headers=bearer,
+                            json={"image": _data_url(first)})
+        assert r.status_code == 400 and "last_image" in r.json()["detail"]
+
+        r = await http.delete(f"/v1/projects/{PROJECT}/deployments/{deployed}", headers=bearer)
+        assert r.status_code == 200 and r.json()["status"] == "STOPPED"
+        await asyncio.to_thread(library.delete, "transform", 1)  # free again
