@@ -8,9 +8,11 @@ import typer
 from loraforge.cli import (  # render / jobs / sweep
     caption_cmd,
     curate_cmd,
+    deploy_cmd,
     export_cmd,
     ingest_cmd,
     jobs_cmd,
+    lora_cmd,  # lora list / show / promote / tag / rm / checkpoints
     remote,
     render_cmd,
     run_cmd,
@@ -56,8 +58,9 @@ def main(
 
 for module in (stack_cmd, run_cmd, ingest_cmd, curate_cmd, caption_cmd, export_cmd,
                render_cmd, jobs_cmd, sweep_cmd,
-               train_cmd):
+               train_cmd, deploy_cmd):
     module.register(app)
+lora_cmd.register(app)  # its commands join train_cmd's `lora` group
 
 
 if __name__ == "__main__":

@@ -15,6 +15,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -85,8 +88,18 @@ async def _poll(fn, done, timeout: float = 180.0) -> Any:
         await asyncio.sleep(0.3)
 
 
+async def _cli(*args: str, env: dict[str, str]) -> tuple[int, str]:
+    """`python -m loraforge.cli.main ARGS` as a user runs it."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("LORAFORGE_", "LF_"))}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "loraforge.cli.main", *args, env={**base, **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    return proc.returncode or 0, out.decode() + err.decode()
+
+
 async def test_deploy_a_promoted_checkpoint_and_call_it_with_first_and_last_frame(
-        make_gateway, store, tmp_path: Path) -> None:
+        make_gateway, store, settings, settings_env, tmp_path: Path) -> None:
     from skimage import data
 
     stack = await make_gateway(mounts={"render": render_mount})
@@ -151,6 +164,27 @@ async def test_deploy_a_promoted_checkpoint_and_call_it_with_first_and_last_fram
         job = (await http.get(f"/v1/projects/{PROJECT}/renders/{task_id}", headers=bearer)).json()
         assert job["result"]["warm"] is True and job["result"]["load_s"] < 0.5
         assert job["result"]["prompt"] == prompt
+
+        # `loraforge generate` over both transports: a gateway (--api/--key) and the local stack
+        first.save(tmp_path / "first.png")
+        last.save(tmp_path / "last.png")
+        files = ["--image", str(tmp_path / "first.png"), "--last-image", str(tmp_path / "last.png")]
+        code, text = await _cli("--api", stack.url, "--key", bearer["Authorization"][7:], "generate",
+                                deployed, "-p", PROJECT, *files, "-o", str(tmp_path / "remote.mp4"),
+                                "--json", env={})
+        assert code == 0, text
+        remote = json.loads(text)
+        assert remote["state"] == "SUCCEEDED" and remote["prompt"] == prompt and remote["warm"]
+        assert len(_frames((tmp_path / "remote.mp4").read_bytes(), tmp_path)) == 5
+        code, text = await _cli("generate", deployed, "-p", PROJECT, "--tenant", "acme", *files,
+                                "--json", env=settings_env | {"LORAFORGE_ENDPOINTS__RENDER":
+                                                              f"127.0.0.1:{stack.procs['render'].port}"})
+        assert code == 0, text
+        assert json.loads(text)["state"] == "SUCCEEDED"
+        code, text = await _cli("deploy", "list", "-p", PROJECT, "--tenant", "acme", "--json",
+                                env=settings_env | {"LORAFORGE_ENDPOINTS__RENDER":
+                                                    f"127.0.0.1:{stack.procs['render'].port}"})
+        assert code == 0 and [d["name"] for d in json.loads(text)["deployments"]] == [deployed], text
 
         # a deployed version cannot be deleted
         with pytest.raises(Conflict):
