@@ -100,3 +100,47 @@ def deployments_prefix(ref: ProjectRef) -> str:
 
 def deployment_key(ref: ProjectRef, deployment: str) -> str:
     return ref.key(DEPLOYMENTS, f"{validate_key_part(deployment)}.json")
+
+
+# -- seed 004's hosted fine-tuning surface (finetunes.py) ------------------------------------
+#
+#   raw       <t>/<p>/fine-tune-files/<sha256>.zip        the uploaded zip (content-addressed)
+#   clips     <t>/<p>/clips/ft-<sha16>/sample-NNN.<ext>   its videos, + _first/_last images
+#   datasets  <t>/<p>/datasets/ft-<sha20>/                a dataset the trainer reads as is
+#                                                          (dataset.json written last; captions
+#                                                          = the zip's prompts, approved)
+#   datasets  <t>/<p>/fine-tune-files/<file_id>.json      the file record (after the dataset)
+#   loras     <t>/<p>/fine-tunes/<job_id>.json            a fine-tune job's request and plan
+
+FT_FILES = "fine-tune-files"
+FT_JOBS = "fine-tunes"
+
+
+def ft_zip_key(ref: ProjectRef, sha256: str) -> str:
+    if not _SHA.match(sha256):
+        raise InvalidInput(f"{sha256!r} is not a sha256 hex digest")
+    return ref.key(FT_FILES, f"{sha256}.zip")
+
+
+def ft_clip_folder(ref: ProjectRef, sha256: str) -> str:
+    return ref.key("clips", f"ft-{sha256[:16]}")
+
+
+def ft_dataset_id(sha256: str) -> str:
+    return f"ft-{sha256[:20]}"
+
+
+def ft_file_key(ref: ProjectRef, file_id: str) -> str:
+    return ref.key(FT_FILES, f"{validate_key_part(file_id)}.json")
+
+
+def ft_files_prefix(ref: ProjectRef) -> str:
+    return ref.key(FT_FILES) + "/"
+
+
+def ft_job_key(ref: ProjectRef, job_id: str) -> str:
+    return ref.key(FT_JOBS, f"{validate_key_part(job_id)}.json")
+
+
+def ft_jobs_prefix(ref: ProjectRef) -> str:
+    return ref.key(FT_JOBS) + "/"

@@ -123,8 +123,10 @@ class Library:
     # ------------------------------------------------------------------ versions
 
     def register(self, run_id: str, name: str, *, checkpoint: str | int | None = None,
-                 reason: str = "", by: str = "") -> LoraVersion:
-        """A new immutable version `<name>:<n>` from a finished run's checkpoint."""
+                 reason: str = "", by: str = "", only_first: bool = False) -> LoraVersion:
+        """A new immutable version `<name>:<n>` from a finished run's checkpoint.
+        `only_first`: make version 1 unless the name has one (then return it): a name that
+        a fine-tune reserved, registered by whichever reader sees the run finished first."""
         layout.validate_name(name)
         record = self.run_record(run_id)
         pick = parse_checkpoint(checkpoint)
@@ -157,11 +159,13 @@ class Library:
             dataset_id=record.get("dataset_id") or "", dataset_hash=record.get("dataset_hash") or "",
             training=dict(record.get("training_args") or {}),
             scores=self._scores(record, step), created_by=by)
-        return self._commit_version(version)
+        return self._commit_version(version, only_first)
 
-    def _commit_version(self, version: LoraVersion) -> LoraVersion:
+    def _commit_version(self, version: LoraVersion, only_first: bool = False) -> LoraVersion:
         for _ in range(_REGISTER_TRIES):
             n = max(self.version_numbers(version.name), default=0) + 1
+            if only_first and n > 1:
+                return self.get(version.name, 1)
             v = version.model_copy(update={"version": n, "nonce": secrets.token_hex(8)})
             key = layout.version_key(self.ref, v.name, n)
             if self.store.stat(B, key) is not None:
@@ -170,6 +174,8 @@ class Library:
             if self.store.get_json(B, key).get("nonce") == v.nonce:
                 self._move_alias(v.name, LATEST, n, by=v.created_by)
                 return v
+            if only_first:  # another reader registered it first: the same run, the same pick
+                return self.get(version.name, 1)
         raise Conflict(f"could not register a version of {version.name!r}: other registrations "
                        "kept taking the next number; retry")
 
