@@ -13,6 +13,8 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 UPLOAD_SUFFIX = "/uploads"
+# seed 004's hosted API takes its dataset zips here (routers/compat.py)
+UPLOAD_PATHS = ("/api/v1/files",)
 # A refused body is still read (and dropped) up to this much, so that clients which send the
 # whole body before reading the response (most do) see the 413 instead of a reset connection.
 DRAIN_CAP = 64 * 1024 * 1024
@@ -36,7 +38,8 @@ class BodyLimit:
 
     def _limit(self, scope: Scope) -> int:
         path = scope.get("path", "")
-        return self.upload_bytes if path.endswith(UPLOAD_SUFFIX) else self.body_bytes
+        upload = path.endswith(UPLOAD_SUFFIX) or path.rstrip("/") in UPLOAD_PATHS
+        return self.upload_bytes if upload else self.body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
