@@ -30,6 +30,8 @@ from loraforge.library import Library
 from loraforge.render.executor import fit_image
 from loraforge.render.main import mount as render_mount
 from loraforge.runtime.errors import Conflict
+from loraforge.runtime.events import Event
+from loraforge.runtime.jobs import new_job_id
 from loraforge.runtime.keys import ProjectRef
 from loraforge.runtime.storage import Bucket
 from PIL import Image
@@ -99,7 +101,7 @@ async def _cli(*args: str, env: dict[str, str]) -> tuple[int, str]:
 
 
 async def test_deploy_a_promoted_checkpoint_and_call_it_with_first_and_last_frame(
-        make_gateway, store, settings, settings_env, tmp_path: Path) -> None:
+        make_gateway, store, bus, settings_env, tmp_path: Path) -> None:
     from skimage import data
 
     stack = await make_gateway(mounts={"render": render_mount})
@@ -116,6 +118,20 @@ async def test_deploy_a_promoted_checkpoint_and_call_it_with_first_and_last_fram
             library.register, RUN, "transform", checkpoint="step-2",
             reason="step 2's previews keep the face; step 4 over-bakes the effect")
         assert (version.ref, version.chosen, version.step) == ("transform:1", "user", 2)
+
+        # a deployment whose base model is not provisioned here: FAILED with the reason, and
+        # the worker's slot stays free
+        r = await http.post(f"/v1/projects/{PROJECT}/deployments", headers=bearer, json={
+            "lora": "transform:1", "name": "transform-14b", "preset": "wan2.1-flf2v-14b"})
+        assert r.status_code == 201, r.text
+
+        async def bad() -> dict[str, Any]:
+            return (await http.get(f"/v1/projects/{PROJECT}/deployments/transform-14b", headers=bearer)).json()
+
+        failed = await _poll(bad, lambda d: d["status"] != "PENDING", timeout=60)
+        assert failed["status"] == "FAILED" and "could not load" in failed["message"], failed
+        assert (await http.delete(f"/v1/projects/{PROJECT}/deployments/transform-14b",
+                                  headers=bearer)).status_code == 200
 
         r = await http.post("/api/v1/deployments", headers=bearer, json={
             "model_name": "transform:1", "capacity": 1, "plan": "lora",
@@ -185,6 +201,20 @@ async def test_deploy_a_promoted_checkpoint_and_call_it_with_first_and_last_fram
                                 env=settings_env | {"LORAFORGE_ENDPOINTS__RENDER":
                                                     f"127.0.0.1:{stack.procs['render'].port}"})
         assert code == 0 and [d["name"] for d in json.loads(text)["deployments"]] == [deployed], text
+
+        # a batch system calls it by publishing on NATS (render.requests with the deployment)
+        inputs = job["params"]
+        await bus.publish(Event(type="render.requests", tenant="acme", project=PROJECT, data={
+            "deployment": deployed, "image": inputs["image"], "last_image": inputs["last_image"],
+            "seed": 7, "request_id": "batch-0001"}))
+        batch_id = new_job_id("batch-0001", scope=f"acme/{PROJECT}/render")
+
+        async def batch() -> dict[str, Any]:
+            r = await http.get(f"/v1/projects/{PROJECT}/renders/{batch_id}", headers=bearer)
+            return r.json() if r.status_code == 200 else {"state": "NOT_YET"}
+
+        done = await _poll(batch, lambda j: j["state"] in ("SUCCEEDED", "FAILED"), timeout=120)
+        assert done["state"] == "SUCCEEDED" and done["result"]["seed"] == 7, done
 
         # a deployed version cannot be deleted
         with pytest.raises(Conflict):
