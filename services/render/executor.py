@@ -160,7 +160,7 @@ class ScenarioRenderer:
         # real weights load in the render dtype (a 14B Wan in fp32 would need 57 GB of RAM)
         pipe = load_pipeline(preset, self._models_dir, dtype=dtype)
         pipe.set_progress_bar_config(disable=True)  # progress goes to the job, not stderr
-        names, weights = [], []
+        names, weights, applied = [], [], []
         for lora in (lo for lo in scenario.loras if lo.stage is stage):
             path = self._resolve(lora)
             check_compatible(lora.name, path, preset_name)
@@ -169,6 +169,10 @@ class ScenarioRenderer:
             preset.module.load_lora_into_pipeline(pipe, {attr: path}, lora.name)
             names.append(lora.name)
             weights.append(lora.effective_weight)
+            # render.json says which adapters ran at which weight, and whether that weight is
+            # the type's default (scenario.DEFAULT_LORA_WEIGHTS) or the scenario's own
+            applied.append({"name": lora.name, "type": lora.type.value, "weight": lora.effective_weight,
+                            "weight_from": "type_default" if lora.weight is None else "scenario"})
         if names:
             pipe.set_adapters(names, adapter_weights=weights)
         flow = preset.family in ("wan", "flux")
@@ -188,7 +192,8 @@ class ScenarioRenderer:
         self.placement[stage.value] = {
             "preset": preset_name, "device": str(device), "dtype": str(dtype).removeprefix("torch."),
             "weights_device": str(on), "weights_dtype": str(dt).removeprefix("torch."),
-            "offload": plan.offload, "vae_tiling": plan.vae_tiling, "reason": plan.reason}
+            "offload": plan.offload, "vae_tiling": plan.vae_tiling, "reason": plan.reason,
+            "loras": applied}
         self.pipelines[stage.value] = pipe
         return pipe, preset.module, preset.variant
 
