@@ -1,0 +1,123 @@
+"""Expression dataset: face crops with margin, an expression class per clip, balanced.
+
+For every kept clip (the selection first) the face is found on the frames curation sampled,
+its shape measured (``expression.measure_face_shape``: mouth width and corner lift, mouth and
+eye aspect, brow height and inner-brow gap against the inter-ocular distance) and the clip
+classed (``expression.classify_clip``: neutral, smile, laughing, talking, serious, surprised),
+with the person's resting brows taken from the median over the whole set. One crop per clip is
+written, ``derived/<clip_id>/face.png``: a square around the face with the face box at 50 % of
+its height (seed 003: 40-60 %), from the frame that shows the clip's class with the largest,
+sharpest face, at the clip's own resolution (never upscaled). Balance (``balance.py``) keeps any
+class under ``max_class_share`` of the target; ``expressions`` keeps only the classes named.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import cv2
+from pydantic import BaseModel, ConfigDict, Field
+
+from loraforge.curation.balance import Candidate
+from loraforge.curation.builders import BuildContext, BuildResult, Dropped
+from loraforge.curation.builders.labelled import candidates, finish, score_of
+from loraforge.curation.builders.media import write_image
+from loraforge.curation.expression import (
+    CROP_MAX_FRACTION,
+    EXPRESSION_CLASSES,
+    baseline_of,
+    classify_clip,
+    classify_face,
+    face_crop_box,
+    measure_face_shape,
+)
+from loraforge.curation.quality import face_sharpness
+
+ExpressionName = Literal["neutral", "smile", "laughing", "talking", "serious", "surprised"]
+
+
+class ExpressionOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    expressions: list[ExpressionName] | None = Field(None, description="keep only these classes")
+    # seed 002: "too many smiling photos -> the model always smiles"; six classes, none above 40 %
+    max_class_share: float = Field(0.4, gt=0, le=1, description="most of the target one class may fill")
+    face_fraction: float = Field(0.5, ge=0.4, le=0.6, description="face box height / crop height")
+    # a face crop trained at 512 px from under 256 px is a 2x upscale: soft, and the LoRA learns
+    # the softness. Test clips (480x360, faces of ~90 px) set it lower
+    min_crop_px: int = Field(256, ge=32, description="crops smaller than this are left out")
+    max_crop_px: int = Field(1024, ge=64, description="larger crops are scaled down to this")
+
+
+class ExpressionBuilder:
+    lora_type = "expression"
+    Options = ExpressionOptions
+
+    def build(self, ctx: BuildContext) -> BuildResult:
+        opts: ExpressionOptions = ctx.options or ExpressionOptions()
+        if ctx.backend is None:
+            raise RuntimeError("the expression builder needs the face backend curation loaded")
+        selected_ids = {c.metrics.clip_id for c in ctx.selected}
+        dropped: list[Dropped] = []
+        # clip -> [(frame index, image, face, shape)]
+        faces: dict[str, list] = {}
+        cands = candidates(ctx)
+        for c in cands:
+            cid = c.metrics.clip_id
+            found = []
+            for idx, img in ctx.frames(cid, ctx.sampled(cid)):
+                det = ctx.backend.detect(img, embed_largest=False)
+                if det and det[0].landmarks is not None:
+                    found.append((idx, img, det[0], measure_face_shape(det[0].landmarks)))
+            faces[cid] = found
+        baseline = baseline_of([f[3] for found in faces.values() for f in found])
+
+        labelled: list[Candidate] = []
+        evidence: dict[str, dict] = {}
+        paths: dict[str, str] = {}
+        frame_of: dict[str, int] = {}
+        for c in cands:
+            cid, m = c.metrics.clip_id, c.metrics
+            found = faces[cid]
+            if not found:
+                dropped.append(Dropped(cid, "no_face_found", "no_face_found: no face with landmarks on the "
+                                       "frames curation sampled"))
+                continue
+            label, why, per = classify_clip([f[3] for f in found], m.kind == "video", baseline)
+            ev = {"expression": label, "why": why, "frame_classes": per,
+                  "baseline": None if baseline is None else {"brow_height": round(baseline.brow_height, 4),
+                                                             "inner_brow_gap": round(baseline.inner_brow_gap, 4)}}
+            if opts.expressions is not None and label not in opts.expressions:
+                dropped.append(Dropped(cid, "expression_not_wanted", f"expression_not_wanted: {label} ({why}); "
+                                       f"this set keeps {', '.join(opts.expressions)}", evidence=ev))
+                continue
+            # the frame that shows the clip's class (talking: any), largest and sharpest face
+            fits = [f for f, k in zip(found, per, strict=True) if k == label or label == "talking"] or found
+            idx, img, face, shape = max(fits, key=lambda f: (
+                f[2].box.h * face_sharpness(f[1], *f[2].box.clipped(f[1].shape[1], f[1].shape[0]))))
+            h, w = img.shape[:2]
+            box = face_crop_box(face.box.x, face.box.y, face.box.w, face.box.h, w, h, opts.face_fraction)
+            ev.update(frame=idx, face_box=[round(v, 1) for v in (face.box.x, face.box.y, face.box.w, face.box.h)],
+                      shape=shape.as_dict(), frame_class_why=classify_face(shape, baseline)[1])
+            if box is None:
+                dropped.append(Dropped(cid, "face_too_large", f"face_too_large: the face is {face.box.h / min(w, h):.0%} "
+                                       f"of the frame's short side; a crop needs it at most {CROP_MAX_FRACTION:.0%}",
+                                       idx, ev))
+                continue
+            (x, y, side, _), share = box
+            ev.update(crop_box=[x, y, side, side], face_fraction=round(share, 4))
+            if side < opts.min_crop_px:
+                dropped.append(Dropped(cid, "crop_too_small", f"crop_too_small: {side} px around a "
+                                       f"{face.box.h:.0f} px face (min {opts.min_crop_px}); use closer or "
+                                       "higher-resolution footage", idx, ev))
+                continue
+            crop = img[y:y + side, x:x + side]
+            if side > opts.max_crop_px:
+                crop = cv2.resize(crop, (opts.max_crop_px, opts.max_crop_px), interpolation=cv2.INTER_AREA)
+            rel = ctx.item_path(cid, "face.png")
+            write_image(ctx.out_dir / rel, crop)
+            ev["size_px"] = int(crop.shape[0])
+            evidence[cid], paths[cid], frame_of[cid] = ev, rel, idx
+            labelled.append(Candidate(cid, label, score_of(c, selected_ids)))
+        return finish(ctx, labelled, evidence, dropped, opts.max_class_share, "expression",
+                      EXPRESSION_CLASSES, item_path=paths, frame_index=frame_of)

@@ -1,0 +1,54 @@
+"""What the labelled builders (pose, expression, lighting) share: their candidates (kept clips,
+the selection first), how they rank them, and the balanced items they end with."""
+
+from __future__ import annotations
+
+from loraforge.curation.balance import Candidate, balance
+from loraforge.curation.builders import BuildContext, BuildResult, Dropped, Item
+
+
+def candidates(ctx: BuildContext) -> list:
+    """Kept clips, the selection first in its pick order, then the rest by quality: balance may
+    need a kept clip the selection passed over."""
+    chosen = ctx.selected
+    ids = {c.metrics.clip_id for c in chosen}
+    rest = sorted((c for c in ctx.result.clips if c.decision.keep and c.metrics.clip_id not in ids),
+                  key=lambda c: (-c.metrics.quality_score, c.metrics.clip_id))
+    return [*chosen, *rest]
+
+
+def score_of(c, selected_ids: set[str]) -> float:
+    """Balance ranks within a class: the selection's own picks first, then quality."""
+    return (1.0 if c.metrics.clip_id in selected_ids else 0.0) + c.metrics.quality_score
+
+
+def finish(ctx: BuildContext, cands: list[Candidate], evidence: dict[str, dict], dropped: list[Dropped],
+           max_share: float, what: str, classes: tuple[str, ...], item_path: dict[str, str] | None = None,
+           frame_index: dict[str, int] | None = None) -> BuildResult:
+    """Balance the labelled candidates to the selection's target and turn them into items:
+    the clips themselves, or the derived files given in ``item_path`` (item id -> path)."""
+    target = ctx.result.selection.target_size
+    bal = balance(cands, target, max_share) if cands else None
+    items: list[Item] = []
+    clip_of = {cid: ev.get("clip_id", cid) for cid, ev in evidence.items()}
+    kind = "video" if any(c.metrics.kind == "video" for c in ctx.result.clips) else "image"
+    for cand in bal.chosen if bal else []:
+        path = (item_path or {}).get(cand.item_id)
+        items.append(Item(cand.item_id, clip_of[cand.item_id], path,
+                          kind="image" if path else kind,
+                          frame_index=(frame_index or {}).get(cand.item_id),
+                          variant="face_crop" if path else "full",
+                          evidence=evidence[cand.item_id]))
+    for cand in bal.capped if bal else []:
+        n = bal.counts.get(cand.label, 0)
+        if (item_path or {}).get(cand.item_id):  # a derived file that is not an item: not uploaded
+            (ctx.out_dir / item_path[cand.item_id]).unlink(missing_ok=True)
+        dropped.append(Dropped(clip_of[cand.item_id], "class_cap",
+                               f"class_cap: {cand.label} already has {n} of the {target} items "
+                               f"(at most {bal.cap})", evidence=evidence[cand.item_id]))
+    counts = bal.counts if bal else {}
+    summary = {f"{what}_counts": {k: counts.get(k, 0) for k in classes},
+               "candidates": {k: sum(c.label == k for c in cands) for k in classes},
+               "max_class_share": max_share, "class_cap": bal.cap if bal else 0, "target": target}
+    missing = list(bal.missing) if bal else [f"no clip gave a {what} label; add clips that show one"]
+    return BuildResult(items, dropped, summary, missing)
