@@ -7,9 +7,9 @@ any field (``CurationPolicy(min_short_side_px=256)`` or ``policy.model_copy(upda
 
 The LoRA type decides the rest (``CurationPolicy.for_type``, defaults in ``TYPE_DEFAULTS``):
 character and expression need the identity's face; pose needs one whole body in frame; style,
-background, lighting and effect take faceless clips, with their own rules (background: nobody
-in frame; lighting: dark and contrasty frames are the point; effect: one motion direction
-across the clips, seed 004's "all clockwise").
+background, lighting and effect take faceless clips, with their own rules (background: people
+are filled in by its builder; lighting: dark and contrasty frames are the point; effect: one
+motion direction across the clips, seed 004's "all clockwise").
 """
 
 from __future__ import annotations
@@ -33,10 +33,15 @@ TYPE_DEFAULTS: dict[str, dict] = {
     # a pose is learned from the whole body: one person, hips and feet in frame (people.py's
     # full-body circle) in most sampled frames; the face may be turned away or small
     "pose": {"require_face": False, "require_full_body": True},
-    # a style is in every pixel: people may or may not be there, any number
-    "style": {"require_face": False, "max_people": None, "light_on": "frame"},
-    # a background/place dataset must not teach a person into the scene
-    "background": {"require_face": False, "max_people": 0, "light_on": "frame"},
+    # a style is in every pixel: people may or may not be there, any number. Burned-in text
+    # does not reject the clip: the style builder drops the frames the OCR read text on
+    # (builders/style.py), so the rest of a titled shot stays
+    "style": {"require_face": False, "max_people": None, "light_on": "frame", "reject_burned_in_text": False},
+    # a background/place dataset must not teach a person into the scene: people are allowed in
+    # the clips because the background builder (builders/background.py) masks and fills them
+    # in, and drops frames where too much of the picture is people (too_much_fill); max_people=0
+    # as an override keeps only clips with nobody in them
+    "background": {"require_face": False, "max_people": None, "light_on": "frame"},
     # low-key, neon, silhouettes and hard backlight are what a lighting LoRA learns: the face and
     # frame floors that protect a character's likeness would reject them, so the frame decides
     # (light_on) with lower floors. 20/255: a night street lit by

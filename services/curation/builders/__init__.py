@@ -230,6 +230,23 @@ def run_builder(ctx_factory: Callable[[Any], BuildContext], policy: CurationPoli
     return build
 
 
+def build_dataset(result: CurationResult, out_dir: Path, people: PeopleDetector, backend: FaceBackend | None,
+                  clip_path: Callable[[str], Path], references: Sequence[Path] = (),
+                  models_dir: Path | None = None) -> BuildResult | None:
+    """Run the type's builder on a curation result and record it in `out_dir` (the folder
+    pipeline.curate wrote the manifest and report to). None: the type has no builder. What the
+    worker calls; tests call it with `clip_path` pointing at local files."""
+    policy = result.policy
+    kind = "video" if any(c.metrics.kind == "video" for c in result.clips) else "photo"
+    build = run_builder(
+        lambda options: BuildContext(policy, result, Path(out_dir), people, backend, clip_path,
+                                     references, options, models_dir),
+        policy, kind)
+    if build is not None:
+        write_build(build, result, Path(out_dir))
+    return build
+
+
 def write_build(build: BuildResult, result: CurationResult, out_dir: Path) -> Path:
     """build.json (every item and drop with its evidence, the summary) and the manifest's build
     section + per-clip `derived_items` / `build_dropped` (manifest.json and .parquet rewritten

@@ -31,8 +31,9 @@ async def test_curate_type_background_keeps_the_empty_scene(curation_service, se
     proc, _ = await curation_service(auto_curate=False)
     for name, value in _env(settings, proc.port).items():
         monkeypatch.setenv(name, value)
+    # max_people=0: a background set of empty scenes only (by default its builder fills people in)
     args = ["curate", "-p", PROJECT, "--tenant", TENANT, "--type", "background", "--target", "2",
-            "--set", "min_short_side_px=256", "--set", "frames_per_clip=6", "--json"]
+            "--set", "min_short_side_px=256", "--set", "frames_per_clip=6", "--set", "max_people=0", "--json"]
 
     result = await asyncio.to_thread(CliRunner().invoke, app, args)
     assert result.exit_code == 0, result.output
@@ -48,7 +49,7 @@ async def test_curate_type_background_keeps_the_empty_scene(curation_service, se
     assert record["policy_hash"] == manifest["policy_hash"] == out["policy_hash"]
 
     # the same clips as a character dataset: the landscape has no face, the astronaut is kept
-    again = await asyncio.to_thread(CliRunner().invoke, app, [*args[:6], "character", *args[7:]])
+    again = await asyncio.to_thread(CliRunner().invoke, app, [*args[:6], "character", *args[7:13], "--json"])
     assert again.exit_code == 0, again.output
     other = json.loads(again.stdout)
     assert other["dataset_id"] != out["dataset_id"]  # the type is part of the dataset's identity

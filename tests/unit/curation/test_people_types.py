@@ -150,7 +150,8 @@ def test_type_policies_and_errors():
     assert set(LORA_TYPES) == {"character", "expression", "pose", "style", "background", "lighting", "effect"}
     ch, bg = CurationPolicy.for_type("character"), CurationPolicy.for_type("background")
     assert ch == CurationPolicy() and ch.require_face and ch.max_people == 1
-    assert not bg.require_face and bg.max_people == 0 and bg.policy_hash != ch.policy_hash
+    # background: people are filled in by its builder (builders/background.py)
+    assert not bg.require_face and bg.max_people is None and bg.policy_hash != ch.policy_hash
     assert CurationPolicy.for_type("style").max_people is None
     assert CurationPolicy.for_type("pose").require_full_body
     assert CurationPolicy.for_type("effect").motion_direction_rule == "reject"
@@ -213,7 +214,8 @@ def test_second_person_rejected_for_character(as_character):
 
 
 def test_landscape_kept_for_background_and_people_rejected(clips, backend, people):
-    res = curate([clips["land"], clips["solo"]], CurationPolicy.for_type("background", SMALL),
+    # max_people=0: only clips with nobody in them (the builder would fill people in otherwise)
+    res = curate([clips["land"], clips["solo"]], CurationPolicy.for_type("background", {**SMALL, "max_people": 0}),
                  backend=backend, people=people)
     land, solo = res.clip("land"), res.clip("solo")
     assert land.decision.keep and land.selected, land.decision.reasons
