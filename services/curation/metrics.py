@@ -20,7 +20,7 @@ from loraforge.curation.expression import (
 )
 from loraforge.curation.faces import DetectedFace, FaceBackend, normalize
 from loraforge.curation.frames import SampledMedia, small_gray
-from loraforge.curation.motion import classify, direction
+from loraforge.curation.motion import classify, dense_flow, direction
 from loraforge.curation.overlays import measure_overlays
 from loraforge.curation.people import BODY_PARTS, PeopleDetector, Person
 from loraforge.curation.pose import HeadPose, bucket, estimate_pose
@@ -158,28 +158,59 @@ def _persistent_count(counts: list[int], share: float = 0.25) -> int:
     return best
 
 
-def quality_score(m: ClipMetrics) -> float:
-    """0..1 ranking score among accepted clips: sharp, large, well exposed faces first; for a
-    clip without a face (style, background, lighting, effect, pose datasets) the frame's own
+# Subject exposure that ranks best: face-core luma (quality.measure_subject) on the plateau,
+# falling to 0 at the ends. Set on the libx264 test clips: the astronaut's lit face reads ~173,
+# Grace Hopper's ~141, the low-key close-up's ~162, the same shot at a quarter exposure ~37
+# (too_dark), two stops over ~245 (burnt); 90-190 holds every well-lit complexion we measured.
+SUBJECT_LUMA_GOOD = (90.0, 190.0)
+SUBJECT_LUMA_ZERO = (30.0, 245.0)
+
+
+def _subject_exposure(luma: float) -> float:
+    (lo, hi), (z0, z1) = SUBJECT_LUMA_GOOD, SUBJECT_LUMA_ZERO
+    if luma < lo:
+        return max(0.0, (luma - z0) / (lo - z0))
+    if luma > hi:
+        return max(0.0, (z1 - luma) / (z1 - hi))
+    return 1.0
+
+
+def quality_score(m: ClipMetrics, light_on: str = "subject") -> float:
+    """0..1 ranking score among accepted clips, on what the LoRA learns.
+
+    Face types (``light_on="subject"``, a face seen): the face's sharpness and size, the
+    subject's exposure (face core) and clipping, the head-and-shoulders region's sharpness, how
+    often the face is seen and how upright it is (yaw is the selection's angle mix, not
+    quality); the frame's brightness does not count, so a low-key close-up with a well-lit
+    sharp face outranks a bright frame with a soft face. A subject without a face (a person
+    turned away): the region's sharpness and exposure. Faceless types (``light_on="frame"``,
+    style, background, lighting, effect) and clips with no subject: the frame's own
     sharpness, exposure and contrast."""
-    if m.face_frames_fraction == 0:
+    penalty = 0.1 * max(0.0, m.blockiness - 1.2) + 0.2 * (m.motion == "shaky")
+    subject = light_on == "subject" and m.subject_luma is not None
+    if subject and m.subject_source == "face" and m.face_frames_fraction > 0:
+        s = (
+            0.30 * min(1.0, m.face_sharpness / 150.0)
+            + 0.20 * min(1.0, m.largest_face_ratio / 0.35)
+            + 0.20 * _subject_exposure(m.subject_luma)
+            + 0.10 * min(1.0, (m.subject_sharpness or 0.0) / 200.0)
+            + 0.10 * m.face_frames_fraction
+            + 0.05 * (1.0 - min(1.0, abs(m.roll or 0.0) / 45.0))
+            + 0.05 * (1.0 - min(1.0, (m.subject_highlights_clipped or 0.0) / 0.05))
+        )
+    elif subject:
+        s = (
+            0.45 * min(1.0, (m.subject_sharpness or 0.0) / 200.0)
+            + 0.30 * _subject_exposure(m.subject_luma)
+            + 0.25 * min(1.0, m.contrast / 55.0)
+        )
+    else:
         s = (
             0.45 * min(1.0, m.sharpness / 200.0)
             + 0.30 * max(0.0, 1.0 - abs(m.mean_luma - 125.0) / 125.0)
             + 0.25 * min(1.0, m.contrast / 55.0)
         )
-        s -= 0.1 * max(0.0, m.blockiness - 1.2) + 0.2 * (m.motion == "shaky")
-        return round(max(0.0, min(1.0, s)), 6)
-    s = (
-        0.35 * min(1.0, m.face_sharpness / 150.0)
-        + 0.20 * min(1.0, m.largest_face_ratio / 0.35)
-        + 0.15 * max(0.0, 1.0 - abs(m.mean_luma - 125.0) / 125.0)
-        + 0.10 * min(1.0, m.contrast / 55.0)
-        + 0.10 * min(1.0, m.sharpness / 200.0)
-        + 0.10 * m.face_frames_fraction
-    )
-    s -= 0.1 * max(0.0, m.blockiness - 1.2) + 0.2 * (m.motion == "shaky")
-    return round(max(0.0, min(1.0, s)), 6)
+    return round(max(0.0, min(1.0, s - penalty)), 6)
 
 
 def _embed_best(backend: FaceBackend, frames, picks) -> list[np.ndarray]:
@@ -209,7 +240,9 @@ def measure(
     people_frames: int = 3,
     body_keypoints: bool = False,
     text: TextReader | None = None,
+    light_on: str = "subject",
 ) -> MeasuredClip:
+    """``light_on``: the policy's (quality_score ranks the subject or the frame)."""
     frames = media.frames
     n = len(frames)
     spread = lambda k: {frames[i].index for i in np.linspace(0, n - 1, min(n, k)).round().astype(int)}  # noqa: E731
@@ -371,9 +404,10 @@ def measure(
     m.camera_shift = round(ov.camera_shift, 4)
     m.ocr_frames = ov.ocr_frames
 
-    mo = classify(flow_pairs, media.fps)
+    flows = [dense_flow(a, b) for a, b in flow_pairs]  # once, for both readings
+    mo = classify(flow_pairs, media.fps, flows)
     m.motion, m.motion_speed, m.motion_jitter = mo.label, mo.mean_speed, mo.jitter
-    md = direction(flow_pairs, media.fps)
+    md = direction(flow_pairs, media.fps, flows)
     m.motion_direction, m.motion_direction_rate = md.label, md.rate
 
     picks = np.linspace(0, n - 1, min(n, PHASH_FRAMES)).round().astype(int)
@@ -390,7 +424,7 @@ def measure(
               "mouth_open_fraction", "mouth_ratio_std", "eyes_closed_fraction", "motion_speed",
               "motion_jitter", "text_frames_fraction", "static_overlay_fraction", "noise"):
         setattr(m, k, round(float(getattr(m, k)), 4))
-    m.quality_score = quality_score(m)
+    m.quality_score = quality_score(m, light_on)
 
     thumb_src = next((f.image for f in frames if f.index == m.best_frame_index), frames[0].image)
     th, tw = thumb_src.shape[:2]

@@ -24,20 +24,27 @@ class MotionStats:
     label: str  # static | moderate | shaky
 
 
-def flow_speed(a: np.ndarray, b: np.ndarray, fps: float) -> tuple[float, np.ndarray]:
-    flow = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 2, 9, 2, 5, 1.1, 0)
+def dense_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Farneback flow from a to b; computed once per pair and shared by classify and direction."""
+    return cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 2, 9, 2, 5, 1.1, 0)
+
+
+def flow_speed(a: np.ndarray, b: np.ndarray, fps: float, flow: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+    flow = dense_flow(a, b) if flow is None else flow
     w = a.shape[1]
     scale = (fps or 1.0) / w
     mag = float(np.linalg.norm(flow, axis=2).mean()) * scale
     return mag, np.median(flow.reshape(-1, 2), axis=0) * scale
 
 
-def classify(pairs: list[tuple[np.ndarray, np.ndarray]], fps: float) -> MotionStats:
+def classify(pairs: list[tuple[np.ndarray, np.ndarray]], fps: float,
+             flows: list[np.ndarray] | None = None) -> MotionStats:
+    """``flows``: dense_flow of each pair, when the caller has them already."""
     if not pairs:
         return MotionStats(0.0, 0.0, "static")
     speeds, globals_ = [], []
-    for a, b in pairs:
-        s, g = flow_speed(a, b, fps)
+    for i, (a, b) in enumerate(pairs):
+        s, g = flow_speed(a, b, fps, None if flows is None else flows[i])
         speeds.append(s)
         globals_.append(g)
     speed = float(np.median(speeds))
@@ -96,13 +103,15 @@ def _pair_components(flow: np.ndarray) -> tuple[float, float, float, float] | No
     return float(u.mean()), float(v.mean()), a * radius, b * radius
 
 
-def direction(pairs: list[tuple[np.ndarray, np.ndarray]], fps: float) -> Direction:
-    """The clip's dominant motion: the largest of the median pan, tilt, zoom and rotation."""
+def direction(pairs: list[tuple[np.ndarray, np.ndarray]], fps: float,
+              flows: list[np.ndarray] | None = None) -> Direction:
+    """The clip's dominant motion: the largest of the median pan, tilt, zoom and rotation.
+    ``flows``: dense_flow of each pair, when the caller has them already."""
     comps = []
     width = 1
-    for a, b in pairs:
+    for i, (a, b) in enumerate(pairs):
         width = a.shape[1]
-        flow = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 2, 9, 2, 5, 1.1, 0)
+        flow = dense_flow(a, b) if flows is None else flows[i]
         c = _pair_components(flow)
         if c is not None:
             comps.append(c)

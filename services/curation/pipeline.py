@@ -98,6 +98,7 @@ def measure_all(
             embed_frames=policy.embed_frames,
             people_frames=policy.people_frames,
             body_keypoints=policy.require_full_body,  # pose datasets: keypoints of the body
+            light_on=policy.light_on,  # what quality_score ranks on: the subject or the frame
         )
 
     # two clips in flight: one decodes (FFmpeg, GIL released) while the other is analysed;

@@ -88,6 +88,16 @@ MEASURE_STALL_S = 600.0
 # a live worker's, whose result a redelivered run of the same job waits for instead of redoing.
 CLAIM_BEAT_S = 5.0
 CLAIM_STALE_S = 30.0
+# `_measures/` lifecycle (sweep_measures, run after every job's commit): each measure_key folder
+# holds a marker (MEASURES_MARKER: the code fingerprint that wrote it, when a job last used it).
+# A folder of other code, unused for MEASURES_GRACE_S, is never read again (code_fingerprint is
+# part of the key) and is removed; the grace lets jobs of the previous release finish during a
+# rolling upgrade. Entries of clips the project no longer has are removed at once. At most
+# MEASURES_SWEEP_BATCH deletions a sweep (the next job's sweep goes on), so a sweep stays a
+# fraction of a second beside the job.
+MEASURES_MARKER = "_key.json"
+MEASURES_GRACE_S = 86_400.0
+MEASURES_SWEEP_BATCH = 500
 
 
 # -- inputs ---------------------------------------------------------------------------------
@@ -301,6 +311,62 @@ def measure_key(policy: CurationPolicy, lora_type: str) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:20]
 
 
+@dataclass(frozen=True)
+class MeasuresSweep:
+    removed: int  # entries and markers deleted
+    stamped: int  # folders without a marker (older code) given one: removed a grace later
+    more: bool  # the batch ran out before the sweep did
+
+
+def touch_measures(store: ObjectStore, cache: str, lora_type: str, now: float | None = None) -> None:
+    """Mark a measure_key folder as used by this code now (before its tasks are published)."""
+    store.put_json(Bucket.DATASETS, f"{cache}/{MEASURES_MARKER}",
+                   {"code": code_fingerprint(), "lora_type": lora_type, "used_at": now or time.time()})
+
+
+def sweep_measures(store: ObjectStore, project: ProjectRef, clips: list[IngestedClip], *,
+                   now: float | None = None, grace_s: float = MEASURES_GRACE_S,
+                   batch: int = MEASURES_SWEEP_BATCH) -> MeasuresSweep:
+    """Remove what no job will read again from `datasets/_measures/` (see MEASURES_GRACE_S):
+    folders of other code unused for `grace_s`, and entries of clips not in `clips` (the
+    project's clips now). A folder without a marker (written before markers existed) is
+    stamped as other code seen now, and removed a grace later. Safe on every replica at once:
+    deleting twice is not an error."""
+    now = time.time() if now is None else now
+    root = project.key("datasets", MEASURES) + "/"
+    folders: dict[str, list[str]] = {}
+    for obj in store.list(Bucket.DATASETS, root):
+        folder, _, name = obj.key[len(root):].partition("/")
+        if name:
+            folders.setdefault(folder, []).append(name)
+    referenced = {measured_name(c) for c in clips}
+    mine = code_fingerprint()
+    removed = stamped = 0
+    for folder, names in sorted(folders.items()):
+        prefix = f"{root}{folder}"
+        marker: dict = {}
+        if MEASURES_MARKER in names:
+            try:
+                marker = store.get_json(Bucket.DATASETS, f"{prefix}/{MEASURES_MARKER}")
+            except (LoraforgeError, ValueError):
+                marker = {}
+        if not isinstance(marker, dict) or "code" not in marker:
+            store.put_json(Bucket.DATASETS, f"{prefix}/{MEASURES_MARKER}",
+                           {"code": "unknown", "lora_type": None, "used_at": now})
+            stamped += 1
+            continue
+        stale = marker["code"] != mine and now - float(marker.get("used_at", 0.0)) > grace_s
+        # the marker last, so that a folder is never left unmarked while entries remain
+        doomed = (sorted(n for n in names if n != MEASURES_MARKER) + [MEASURES_MARKER] if stale
+                  else [n for n in names if n != MEASURES_MARKER and n not in referenced])
+        for name in doomed:
+            if removed >= batch:
+                return MeasuresSweep(removed, stamped, more=True)
+            store.delete(Bucket.DATASETS, f"{prefix}/{name}")
+            removed += 1
+    return MeasuresSweep(removed, stamped, more=False)
+
+
 def measured_name(clip: IngestedClip) -> str:
     """A clip's measurement file: by its object and content, not its id (ids are qualified
     differently as a project's clip set grows)."""
@@ -423,6 +489,16 @@ class CurationWorker:
             done.set()
             await beat  # its last write lands before the clean-up below
         await asyncio.to_thread(self._clean_up, prefix)
+        try:  # housekeeping: never fails the job it follows
+            # the project's clips listed again now, not this job's list: a job started after
+            # a newer ingest measures clips this one never saw, and their entries must stay
+            swept = await asyncio.to_thread(
+                lambda: sweep_measures(self._store, project, discover_clips(self._store, project)))
+            if swept.removed or swept.stamped:
+                log.info("swept %s/_measures: %d removed, %d stamped%s", project.prefix, swept.removed,
+                         swept.stamped, " (more left)" if swept.more else "")
+        except LoraforgeError as exc:
+            log.warning("measures sweep of %s failed: %s", project.prefix, exc)
         return self._outcome(job, record, prefix)
 
     async def _compute(self, job: Job, ctx: JobContext, params: CurationParams, policy: CurationPolicy,
@@ -575,6 +651,7 @@ class CurationWorker:
         assert self._bus is not None
         project = ProjectRef(job.tenant, job.project)
         cache = project.key("datasets", MEASURES, measure_key(policy, params.lora_type.value))
+        await asyncio.to_thread(touch_measures, self._store, cache, params.lora_type.value)
         names = {c.clip_id: measured_name(c) for c in clips}
         stored = await asyncio.to_thread(lambda: {PurePosixPath(o.key).name for o in self._store.list(
             Bucket.DATASETS, f"{cache}/")})

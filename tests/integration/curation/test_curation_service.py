@@ -260,3 +260,46 @@ async def test_auto_curation_uses_the_projects_lora_type(settings, store, bus):
     # the ingest request's type (carried in the event's curation params) wins over the defaults
     assert (await ingested(PROJECT, 2, curation={"lora_type": "style"}))["lora_type"] == "style"
     assert (await ingested("no-defaults", 3))["lora_type"] == "character"
+
+
+def test_measures_sweep_removes_other_code_and_unreferenced_clips(store, local_clips):
+    """datasets/_measures/: a folder of other code goes a grace after its last use, a folder
+    from before markers is stamped first, entries of clips the project lost go at once, the
+    current code's entries of current clips stay; deletions are bounded per sweep."""
+    from loraforge.curation import worker as w
+
+    project = ProjectRef(TENANT, PROJECT)
+    root = project.key("datasets", w.MEASURES)
+    clips = [w.IngestedClip(clip_id=f"c{i}", key=f"{project.prefix}clips/x/c{i}.mp4", source_id="s",
+                            sha256=f"{i:064x}") for i in range(2)]
+    gone = w.IngestedClip(clip_id="old", key=f"{project.prefix}clips/x/old.mp4", source_id="s",
+                          sha256="f" * 64)
+    now = 1_000_000_000.0
+    put = lambda key: store.put_bytes(Bucket.DATASETS, key, b"pickle")  # noqa: E731
+    for folder in ("current", "other-old", "other-recent", "unmarked"):
+        for c in [*clips, gone]:
+            put(f"{root}/{folder}/{w.measured_name(c)}")
+    w.touch_measures(store, f"{root}/current", "character", now=now - 10 * w.MEASURES_GRACE_S)
+    for folder, used in (("other-old", now - 2 * w.MEASURES_GRACE_S), ("other-recent", now - 60)):
+        store.put_json(Bucket.DATASETS, f"{root}/{folder}/{w.MEASURES_MARKER}",
+                       {"code": "0123456789abcdef", "lora_type": "character", "used_at": used})
+
+    def left() -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for o in store.list(Bucket.DATASETS, f"{root}/"):
+            folder, name = o.key[len(root) + 1:].split("/")
+            out.setdefault(folder, set()).add(name)
+        return out
+
+    assert w.sweep_measures(store, project, clips, now=now, batch=2).more  # bounded
+    first = w.sweep_measures(store, project, clips, now=now)
+    assert not first.more and first.stamped == 1
+    names = {w.measured_name(c) for c in clips}
+    after = left()
+    assert "other-old" not in after  # entries and marker gone
+    assert after["current"] == names | {w.MEASURES_MARKER}  # the lost clip's entry went
+    assert after["other-recent"] == names | {w.MEASURES_MARKER}  # within the grace
+    assert after["unmarked"] == names | {w.measured_name(gone), w.MEASURES_MARKER}  # stamped
+    later = w.sweep_measures(store, project, clips, now=now + 2 * w.MEASURES_GRACE_S)
+    # unmarked: the entries, the lost clip's and the marker; other-recent: the entries and the marker
+    assert later.removed == (len(names) + 2) + (len(names) + 1) and set(left()) == {"current"}

@@ -4,6 +4,8 @@ numbers, sensor noise is flagged or rejected, faceless policies keep judging the
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -46,6 +48,8 @@ CLIPS = {
     "pushed": lambda t: Q.pushed(Q.portrait(t), 0.15, 3.0, seed=t),
     # exposed at 20 % with sigma 2: visible grain, still usable
     "grainy": lambda t: Q.pushed(Q.portrait(t), 0.2, 2.0, seed=t),
+    # a bright, evenly lit frame slightly out of focus (a missed focus pull): face still found
+    "bright_soft": lambda t: cv2.GaussianBlur(Q.gain(Q.portrait(t), 1.15), (0, 0), 2.2),
 }
 
 
@@ -160,3 +164,23 @@ def test_clipping_is_judged_on_the_subject(measured):
     assert not d.keep and "highlights_clipped" in d.reason_codes
     msg = next(r.message for r in d.reasons if r.code == "highlights_clipped")
     assert f"{o.subject_highlights_clipped:.0%} of the subject blown out" in msg
+
+
+def test_ranking_is_on_the_subject_for_face_types(measured):
+    """A dim-background close-up with a well-lit sharp face outranks a bright soft one (the
+    frame's brightness used to decide: the low-key frame reads ~45/255); faceless policies
+    rank on the frame."""
+    from loraforge.curation.metrics import quality_score
+
+    low, soft = measured["lowkey"], measured["bright_soft"]
+    assert low.mean_luma < 60 < soft.mean_luma and soft.face_frames_fraction > 0.5
+    assert low.face_sharpness > soft.face_sharpness
+    assert low.quality_score > soft.quality_score + 0.05, (low.quality_score, soft.quality_score)
+    # the room's light does not rank a face type's clip (it did: 15 % of the score was the
+    # frame's mean luma); a faceless type's ranking is the frame's, dim here
+    lit_room = dataclasses.replace(low, mean_luma=125.0)
+    assert quality_score(lit_room) == quality_score(low) == low.quality_score
+    assert quality_score(low, "frame") < quality_score(lit_room, "frame")
+    assert quality_score(low, "frame") < low.quality_score
+    # an underexposed face ranks below the same shot well exposed
+    assert measured["under"].quality_score < low.quality_score
