@@ -40,6 +40,9 @@ class GatewayConfig:
     # SSE: how often the job record is polled, and the keep-alive comment interval.
     sse_poll_s: float = 0.5
     sse_keepalive_s: float = 15.0
+    # Open SSE streams per tenant (per replica): a dashboard following a training run, its
+    # captioning and a few renders in a few browser tabs stays under 20; beyond it, webhooks.
+    sse_streams_per_tenant: int = 20
 
 
 def gateway_bucket(settings: Settings) -> str:

@@ -154,17 +154,27 @@ class LogCursor:
         return fresh
 
 
+#: Every Kubernetes API call's (connect, read) timeout in seconds, passed as the client's
+#: ``_request_timeout``. Without one a call to an API server that stopped answering (network
+#: partition, overloaded apiserver) blocks its thread forever and the job never ends. 5 s to
+#: connect is many round trips inside a cluster; 30 s to read covers a log window of a chatty
+#: pod on a busy apiserver. A timed-out call raises (urllib3's timeout) like any API error.
+API_TIMEOUT_S: tuple[float, float] = (5.0, 30.0)
+
+
 class GpuJobController:
     #: train or render: the Job's name prefix and container (runtime.k8s_jobs)
     kind: JobKind
 
     def __init__(self, batch_api: Any, core_api: Any, namespace: str, image: str,
-                 sleep: Callable[[float], None] = time.sleep, **job_options: Any):
+                 sleep: Callable[[float], None] = time.sleep,
+                 request_timeout: tuple[float, float] = API_TIMEOUT_S, **job_options: Any):
         self.batch = batch_api
         self.core = core_api
         self.namespace = namespace
         self.image = image
         self.sleep = sleep
+        self.timeout = request_timeout
         self.job_options = job_options
 
     @classmethod
@@ -185,7 +195,7 @@ class GpuJobController:
     def create(self, run_id: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
         body = self.manifest(run_id, env)
         try:
-            self.batch.create_namespaced_job(self.namespace, body)
+            self.batch.create_namespaced_job(self.namespace, body, _request_timeout=self.timeout)
         except Exception as exc:
             if _status_code(exc) != 409:  # 409: already created by an earlier attempt
                 raise
@@ -193,7 +203,8 @@ class GpuJobController:
 
     def status(self, run_id: str) -> JobStatus:
         try:
-            job = self.batch.read_namespaced_job_status(job_name(self.kind, run_id), self.namespace)
+            job = self.batch.read_namespaced_job_status(job_name(self.kind, run_id), self.namespace,
+                                                        _request_timeout=self.timeout)
         except Exception as exc:
             if _status_code(exc) == 404:
                 return JobStatus("CANCELLED", "job not found (deleted)")
@@ -215,7 +226,8 @@ class GpuJobController:
     def _newest_pod(self, run_id: str) -> str | None:
         """Name of the Job's newest pod: after a retry (backoffLimit) the old one may linger."""
         pods = self.core.list_namespaced_pod(
-            self.namespace, label_selector=f"job-name={job_name(self.kind, run_id)}")
+            self.namespace, label_selector=f"job-name={job_name(self.kind, run_id)}",
+            _request_timeout=self.timeout)
         items = list(_get(pods, "items", []) or [])
         if not items:
             return None
@@ -235,7 +247,8 @@ class GpuJobController:
             return []
         if pod != cursor.pod:
             cursor.reset(pod)
-        kwargs: dict[str, Any] = {"container": self.kind, "timestamps": True}
+        kwargs: dict[str, Any] = {"container": self.kind, "timestamps": True,
+                                  "_request_timeout": self.timeout}
         now = time.monotonic()
         if cursor.last is not None and cursor.polled_at is not None:
             kwargs["since_seconds"] = int(now - cursor.polled_at) + LOG_WINDOW_MARGIN_S
@@ -281,7 +294,7 @@ class GpuJobController:
         try:
             self.batch.delete_namespaced_job(
                 job_name(self.kind, run_id), self.namespace, propagation_policy="Foreground",
-                grace_period_seconds=60)
+                grace_period_seconds=60, _request_timeout=self.timeout)
         except Exception as exc:
             if _status_code(exc) == 404:
                 return False

@@ -28,7 +28,7 @@ from loraforge.gateway.models import (
     TrainingStart,
 )
 from loraforge.gateway.problems import PROBLEM_RESPONSES
-from loraforge.gateway.sse import job_events
+from loraforge.gateway.sse import stream
 from loraforge.runtime.errors import NotFound
 
 JOB_ID = Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="job id")
@@ -88,8 +88,7 @@ def _add_kind(kind: str, segment: str, model: type, method: str) -> None:
         job = await g.jobs.get(principal.tenant, project, job_id)
         if job.kind != kind:
             raise NotFound(f"job {job_id} is not a {kind} job")
-        return StreamingResponse(job_events(g, job, request, max_s), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return stream(g, principal.tenant, job, request, max_s)
 
     start.__doc__ = f"Start a {kind} job (idempotent with `request_id`)."
     router.add_api_route(base, start, methods=["POST"], status_code=201, response_model=Job,
@@ -135,5 +134,4 @@ async def any_job_events(request: Request, job_id: str = JOB_ID,
     principal, project = scope
     g = gw(request)
     job = await g.jobs.get(principal.tenant, project, job_id)
-    return StreamingResponse(job_events(g, job, request, max_s), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return stream(g, principal.tenant, job, request, max_s)

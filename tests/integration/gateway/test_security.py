@@ -164,3 +164,46 @@ async def test_presigned_upload_accepts_only_the_declared_size(gateway, store) -
                          json={"staging_key": p["staging_key"], "sha256": sha, "filename": "a.mov"})
         assert r.status_code == 201, r.text
         assert r.json()["size"] == len(data) and _staging(store) == []
+
+
+async def test_progress_streams_per_tenant_are_limited(make_gateway) -> None:
+    """Attack: open progress streams without end (each holds a connection and polls the job
+    store). Beyond the tenant's limit: 429 with Retry-After; a closed stream frees its slot;
+    other tenants are unaffected."""
+    import asyncio
+    import contextlib
+
+    gw = await make_gateway(GatewayConfig(sse_streams_per_tenant=2, rate_per_s=1000, rate_burst=1000,
+                                          sse_poll_s=0.1))
+
+    async def pending_job(client: httpx.AsyncClient) -> str:
+        await client.post("/v1/projects", json={"name": "jane"})
+        r = await client.post("/v1/projects/jane/training-runs", json={
+            "dataset_id": "ds-1", "preset": "tiny-sdxl", "rank": 8, "steps": 10})
+        assert r.status_code == 201, r.text  # stays PENDING: no trainer worker here
+        return f"/v1/projects/jane/training-runs/{r.json()['id']}/events"
+
+    async with await gw.client("acme") as c, await gw.client("globex") as g, \
+            contextlib.AsyncExitStack() as streams:
+        url = await pending_job(c)
+        readers = []  # kept: a dropped line iterator closes its response
+        for _ in range(2):
+            resp = await streams.enter_async_context(c.stream("GET", url))
+            assert resp.status_code == 200
+            readers.append(resp.aiter_lines())
+            assert await readers[-1].__anext__() == "retry: 2000"  # open and sending
+        r = await c.get(url)
+        _problem(r, 429)
+        assert int(r.headers["Retry-After"]) >= 1 and "streams" in r.json()["detail"]
+        other = await pending_job(g)
+        async with g.stream("GET", other) as resp:
+            assert resp.status_code == 200
+        for reader in readers:
+            await reader.aclose()
+        await streams.aclose()  # the client goes away: its slots come back
+        for _ in range(50):
+            async with c.stream("GET", url) as resp:
+                if resp.status_code == 200:
+                    break
+            await asyncio.sleep(0.1)
+        assert resp.status_code == 200

@@ -119,7 +119,7 @@ async def test_worker_entry_point_renders_a_queued_request(settings, settings_en
 class RenderPods(SubprocessK8s):
     """The trainer test's fake Kubernetes API, running render Jobs' commands."""
 
-    def create_namespaced_job(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    def create_namespaced_job(self, namespace: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
         name = body["metadata"]["name"]
         command = body["spec"]["template"]["spec"]["containers"][0]["command"]
         assert command[:3] == ["python", "-m", "loraforge.render.worker"]

@@ -49,7 +49,7 @@ class SubprocessK8s:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.deleted: list[str] = []
 
-    def create_namespaced_job(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    def create_namespaced_job(self, namespace: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
         name = body["metadata"]["name"]
         if name in self.bodies:
             raise _ApiError(409)
@@ -62,7 +62,7 @@ class SubprocessK8s:
                 stdout=out, stderr=subprocess.STDOUT)
         return body
 
-    def read_namespaced_job_status(self, name: str, namespace: str) -> dict[str, Any]:
+    def read_namespaced_job_status(self, name: str, namespace: str, **kw: Any) -> dict[str, Any]:
         if name not in self.bodies:
             raise _ApiError(404)
         code = self.procs[name].poll()
@@ -84,7 +84,7 @@ class SubprocessK8s:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
 
-    def list_namespaced_pod(self, namespace: str, label_selector: str) -> dict[str, Any]:
+    def list_namespaced_pod(self, namespace: str, label_selector: str, **kw: Any) -> dict[str, Any]:
         name = label_selector.removeprefix("job-name=")
         return {"items": [{"metadata": {"name": name}}] if name in self.procs else []}
 

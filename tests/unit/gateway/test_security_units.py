@@ -61,3 +61,58 @@ def test_presigned_put_signs_content_length_per_sigv4() -> None:
     assert parse_qs(urlsplit(other).query)["X-Amz-Signature"] != q["X-Amz-Signature"]
     with pytest.raises(ValueError):
         presigned_put_sized(s3, "raw", "k", 10, 8 * 24 * 3600)
+
+
+def test_kubernetes_calls_time_out_against_an_apiserver_that_never_answers() -> None:
+    """Attack/fault: the API server accepts connections and never answers. Every call of the
+    GPU Job controller (real kubernetes client) must give up after the controller's read
+    timeout instead of blocking its thread forever."""
+    import socket
+    import threading
+    import time
+
+    kubernetes = pytest.importorskip("kubernetes")
+    from loraforge.runtime.k8s_controller import API_TIMEOUT_S, GpuJobController, LogCursor
+
+    assert all(0 < t <= 60 for t in API_TIMEOUT_S)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:  # accept, read nothing, answer nothing
+        silent.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(silent.accept()[0])
+            except OSError:
+                continue
+
+    threading.Thread(target=accept, daemon=True).start()
+    conf = kubernetes.client.Configuration()
+    conf.host = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    conf.retries = False
+    api = kubernetes.client.ApiClient(conf)
+
+    class Train(GpuJobController):
+        kind = "train"
+
+    ctl = Train(kubernetes.client.BatchV1Api(api), kubernetes.client.CoreV1Api(api), "lf", "img:1",
+                request_timeout=(1.0, 0.5))
+    calls = {"create": lambda: ctl.create("run-1"), "status": lambda: ctl.status("run-1"),
+             "logs": lambda: ctl.new_log_lines("run-1", LogCursor()),
+             "cancel": lambda: ctl.cancel("run-1")}
+    try:
+        for name, call in calls.items():
+            t0 = time.monotonic()
+            with pytest.raises(Exception) as err:  # noqa: PT011 - urllib3's timeout, as raised
+                call()
+            took = time.monotonic() - t0
+            assert took < 5, f"{name} blocked {took:.1f}s"
+            assert "timed out" in str(err.value).lower() or "timeout" in type(err.value).__name__.lower(), err.value
+    finally:
+        stop.set()
+        for s in held:
+            s.close()
+        silent.close()

@@ -71,14 +71,14 @@ class FakeK8s:
         self.log_text = ""
         self.deleted: list[tuple[str, dict[str, Any]]] = []
 
-    def create_namespaced_job(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    def create_namespaced_job(self, namespace: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
         name = body["metadata"]["name"]
         if name in self.jobs:
             raise _ApiError(409)
         self.jobs[name] = body
         return body
 
-    def read_namespaced_job_status(self, name: str, namespace: str) -> dict[str, Any]:
+    def read_namespaced_job_status(self, name: str, namespace: str, **kw: Any) -> dict[str, Any]:
         if name not in self.jobs:
             raise _ApiError(404)
         status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
@@ -90,7 +90,7 @@ class FakeK8s:
         del self.jobs[name]
         self.deleted.append((name, kw))
 
-    def list_namespaced_pod(self, namespace: str, label_selector: str) -> dict[str, Any]:
+    def list_namespaced_pod(self, namespace: str, label_selector: str, **kw: Any) -> dict[str, Any]:
         return {"items": [{"metadata": {"name": "pod-1"}}]}
 
     def read_namespaced_pod_log(self, name: str, namespace: str, **kw: Any) -> str:
@@ -164,7 +164,7 @@ def test_watch_asks_for_a_window_and_follows_a_retried_pod() -> None:
             "p2": "2026-11-23T12:05:10Z retry-1"}
     calls: list[tuple[str, dict[str, Any]]] = []
 
-    def list_pods(namespace: str, label_selector: str) -> dict[str, Any]:
+    def list_pods(namespace: str, label_selector: str, **kw: Any) -> dict[str, Any]:
         return {"items": pods.pop(0) if len(pods) > 1 else pods[0]}
 
     def read_log(name: str, namespace: str, **kw: Any) -> str:

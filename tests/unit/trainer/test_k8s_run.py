@@ -53,13 +53,13 @@ class ScriptedK8s(FakeK8s):
         self.on_create = on_create
         self.gate = gate or (lambda i: True)  # may the script advance to step i?
 
-    def create_namespaced_job(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    def create_namespaced_job(self, namespace: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
         out = super().create_namespaced_job(namespace, body)
         if self.on_create:
             self.on_create(body)
         return out
 
-    def read_namespaced_job_status(self, name: str, namespace: str) -> dict[str, Any]:
+    def read_namespaced_job_status(self, name: str, namespace: str, **kw: Any) -> dict[str, Any]:
         if name not in self.jobs:
             return super().read_namespaced_job_status(name, namespace)  # 404
         if self.gate(self.i + 1):
