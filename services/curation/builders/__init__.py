@@ -191,6 +191,11 @@ def builder_for(lora_type: str, kind: str = "video") -> DatasetBuilder | None:
 
 def parse_options(builder: DatasetBuilder | None, lora_type: str, options: dict[str, Any]) -> Any:
     """The builder's Options from policy.build_options; InvalidInput naming what to fix."""
+    from loraforge.curation.size_range import SIZE_OPTIONS, size_overrides
+
+    # the dataset's size bounds (min_items, max_items: size_range.py) are every builder's
+    size_overrides(options or {})
+    options = {k: v for k, v in (options or {}).items() if k not in SIZE_OPTIONS}
     model = getattr(builder, "Options", None) if builder is not None else None
     if model is None:
         if options:
