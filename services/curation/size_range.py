@@ -47,6 +47,28 @@ SIZE_RANGES: dict[tuple[str, str], SizeRange] = {
 }
 
 
+# build_options every builder takes (builders.parse_options leaves them out of the builder's
+# own Options): a project's own bounds instead of the documents', e.g. a small first set
+SIZE_OPTIONS = ("min_items", "max_items")
+
+
+def size_overrides(build_options: dict[str, Any]) -> dict[str, int]:
+    """min_items / max_items from a policy's build_options, checked (positive whole numbers)."""
+    out = {}
+    for k in SIZE_OPTIONS:
+        v = build_options.get(k)
+        if v is None:
+            continue
+        # numbers cross the wire as floats (protobuf Struct): 2.0 is 2
+        if isinstance(v, bool) or not isinstance(v, int | float) or v < 1 or v != int(v):
+            raise InvalidPolicy(f"build_options.{k} must be a whole number >= 1, not {v!r}")
+        out[k] = int(v)
+    if "min_items" in out and "max_items" in out and out["min_items"] > out["max_items"]:
+        raise InvalidPolicy(f"build_options min_items {out['min_items']} is above max_items "
+                            f"{out['max_items']}; lower min_items or raise max_items")
+    return out
+
+
 class DatasetTooSmall(InvalidInput):
     """Fewer usable items than the type's minimum; the message says how many to add."""
 
@@ -67,17 +89,18 @@ class SizeCheck:
 
 
 def size_range(lora_type: str, item_kind: str, overrides: dict[str, Any] | None = None) -> SizeRange | None:
-    """The range of a type's items, or None when the documents give none. `overrides` (a
-    builder's options: min_items, max_items) replace the documents' bounds for a project that
-    knows better, e.g. a small test set."""
+    """The range of a type's items, or None when the documents give none. `overrides` (the
+    policy's build_options min_items / max_items) replace the documents' bounds for a project
+    that knows better, e.g. a small first set."""
     base = SIZE_RANGES.get((lora_type, item_kind))
     if base is None:
         return None
-    o = {k: v for k, v in (overrides or {}).items() if v is not None}
+    o = size_overrides(overrides or {})
     lo = int(o.get("min_items", base.minimum))
     hi = o.get("max_items", base.maximum)
     if hi is not None and lo > hi:
-        raise InvalidPolicy(f"min_items {lo} is above max_items {hi}; lower min_items or raise max_items")
+        raise InvalidPolicy(f"build_options min_items {lo} is above the {lora_type} maximum {hi}; "
+                            "lower min_items or set max_items")
     rec_lo = min(max(base.recommended[0], lo), hi if hi is not None else base.recommended[0])
     rec_hi = max(min(base.recommended[1], hi if hi is not None else base.recommended[1]), rec_lo)
     return SizeRange(lo, (rec_lo, rec_hi), None if hi is None else int(hi), base.source, base.unit)

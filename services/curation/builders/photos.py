@@ -22,9 +22,7 @@ from loraforge.curation.size_range import apply_size_range
 class PhotoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # the set-size bounds, when a project knows better than seed 002's 10 / 50
-    min_items: int | None = Field(None, ge=1)
-    max_items: int | None = Field(None, ge=1)
+    # (the set-size bounds min_items / max_items are every builder's: size_range.SIZE_OPTIONS)
     max_mirror_fraction: float = Field(photo_prep.MAX_MIRROR_FRACTION, ge=0, le=1)
     # read text to find mirror selfies (PP-OCR, ~0.1-0.3 s a photo)
     mirror_check: bool = True
@@ -86,6 +84,5 @@ class PhotoBuilder:
             "mirror_selfies": verdict.mirror_selfies,
         }
         build = BuildResult(items, dropped, summary, missing)
-        apply_size_range(build, "character", "photo",
-                         {"min_items": opts.min_items, "max_items": opts.max_items})
+        apply_size_range(build, "character", "photo", dict(ctx.policy.build_options))
         return build
