@@ -489,7 +489,12 @@ class FinetuneJob(BaseModel):
 
 def finetuned_output(job_id: str) -> str:
     """The library name a fine-tune's LoRA gets (a slug): `ft-<job id>`."""
-    return layout.validate_name(f"ft-{job_id.lower()}"[:63].rstrip("-"))
+    from loraforge.library.store import FINETUNE_PREFIX
+
+    name = f"{FINETUNE_PREFIX}{job_id}"
+    if name != name.lower() or len(name) > 63:  # job ids are j<hex> / r<hex>: never happens
+        raise InvalidInput(f"job id {job_id!r} cannot name a LoRA")
+    return layout.validate_name(name)
 
 
 def save_job(store: ObjectStore, ref: ProjectRef, job: FinetuneJob) -> None:

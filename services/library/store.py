@@ -49,6 +49,7 @@ B = layout.BUCKET
 EXPORT_STEM = "lora"
 MAIN_EXPERT = "high_noise"
 ALIAS_HISTORY = 20
+FINETUNE_PREFIX = "ft-"  # library names of hosted fine-tunes (finetunes.finetuned_output)
 _REGISTER_TRIES = 5
 
 
@@ -231,9 +232,20 @@ class Library:
     def resolve(self, spec: str) -> LoraVersion:
         """`name`, `name:<n>` or `name:<alias>` -> the version (no tag: `latest`)."""
         name, version, alias = parse_spec(spec)
+        if name.startswith(FINETUNE_PREFIX) and not self.version_numbers(name):
+            self._finetune_output(name)
         if version is None:
             version = self.alias(name, alias or LATEST).version
         return self.get(name, version)
+
+    def _finetune_output(self, name: str) -> None:
+        """A hosted fine-tune's `finetuned_output` (`ft-<job id>`) gets its version 1 when
+        first asked for after the run succeeded (finetunes.ensure_output)."""
+        from loraforge.library import finetunes
+
+        job_id = name.removeprefix(FINETUNE_PREFIX)
+        if self.store.stat(B, layout.ft_job_key(self.ref, job_id)) is not None:
+            finetunes.ensure_output(self.store, self.ref, finetunes.get_job(self.store, self.ref, job_id))
 
     def versions(self, name: str) -> list[LoraVersion]:
         return [self.get(name, n) for n in self.version_numbers(name)]

@@ -92,8 +92,12 @@ async def test_seed004_fine_tune_to_a_promoted_checkpoint(gateway, store, kf2v_z
         assert out["loraforge"]["steps"] == 4 and out["loraforge"]["validation_samples"] == 1
 
         deadline = asyncio.get_running_loop().time() + 360
+        seen = ""
         while True:
             out = (await c.get(f"/api/v1/fine-tunes/{job_id}")).json()["output"]
+            if out["message"] != seen:  # where a slow run spends its time (pytest -s)
+                seen = out["message"]
+                print(f"{asyncio.get_running_loop().time():.1f} {out['progress']:.2f} {seen}")
             if out["status"] in ("SUCCEEDED", "FAILED", "CANCELED"):
                 break
             assert asyncio.get_running_loop().time() < deadline, out

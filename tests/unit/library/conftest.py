@@ -72,10 +72,11 @@ TENANT, PROJECT, RUN = "acme", "fx", "run0001"
 
 
 def write_run(store: MemoryStore, *, run_id: str = RUN, steps: int = 8, best: int = 4,
-              exported: tuple[int, ...] = (4, 6, 8), tenant: str = TENANT) -> dict[str, Any]:
+              exported: tuple[int, ...] = (4, 6, 8), tenant: str = TENANT,
+              project: str = PROJECT) -> dict[str, Any]:
     """A finished run: checkpoints at 2, 4, 6, 8 (LoRA exports only at `exported`), best and
     last files, the evaluation rows and validation losses."""
-    prefix = f"{tenant}/{PROJECT}/runs/{run_id}"
+    prefix = f"{tenant}/{project}/runs/{run_id}"
     for s in (2, 4, 6, 8):
         store.put_bytes("loras", f"{prefix}/checkpoints/step-{s}/adapter.safetensors", b"raw%d" % s)
         if s in exported:

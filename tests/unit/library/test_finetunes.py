@@ -90,3 +90,24 @@ def test_usage_counts_latent_tokens_from_the_run() -> None:
     # 81 frames -> 21 latent frames; 480 x 832 / 256 = 1560 tokens a frame
     assert finetunes.usage_tokens(record) == 800 * 2 * 21 * 1560
     assert finetunes.usage_tokens(None) is None
+
+
+def test_finetuned_output_resolves_once_the_run_finished(mem_store) -> None:
+    from loraforge.library import Library
+
+    from tests.unit.library.conftest import write_run
+
+    job = finetunes.FinetuneJob(job_id="j0123abcd", model="tiny-wan2.1-flf2v",
+                                finetuned_output=finetunes.finetuned_output("j0123abcd"),
+                                training_file_ids=["file-1"], hyper_parameters={},
+                                dataset_id="ft-aaaa", steps=8, train_samples=9,
+                                validation_samples=1)
+    finetunes.save_job(mem_store, REF, job)
+    lib = Library(mem_store, REF)
+    with pytest.raises(Exception, match="no LoRA named 'ft-j0123abcd'"):
+        lib.resolve("ft-j0123abcd")  # not finished yet
+    write_run(mem_store, run_id="j0123abcd", tenant="acme", project="fine-tunes")
+    v = lib.resolve("ft-j0123abcd")
+    assert (v.version, v.chosen, v.step) == (1, "automatic", 4)
+    assert lib.resolve("ft-j0123abcd:1").ref == "ft-j0123abcd:1"
+    assert lib.version_numbers("ft-j0123abcd") == [1]
