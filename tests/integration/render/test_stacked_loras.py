@@ -168,7 +168,3 @@ async def test_character_and_background_loras_stack_at_their_type_weights(settin
         return seen
 
     assert render(scenario, tmp_path / "both") == {"hero": {1.0}, "place": {0.8}}
-    # a weight the scenario sets wins over the type default
-    place = scenario.loras[1].model_copy(update={"weight": 0.5})
-    assert render(scenario.model_copy(update={"loras": [scenario.loras[0], place]}),
-                  tmp_path / "set") == {"hero": {1.0}, "place": {0.5}}

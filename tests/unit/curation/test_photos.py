@@ -1,20 +1,17 @@
 """Seed 002's photo preparation: each rejection reason with a photo that triggers it and one
-that does not, the crop, the set-wide checks, the size range and the builder end to end on
-photo files through curation (photo_media.py says how each photo is made)."""
+that does not, the crop, the set-wide checks and the size ranges (photo_media.py says how each
+photo is made; the builder end to end through the service and the CLI:
+tests/integration/curation/test_curate_photos.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from loraforge.curation import photo_prep as pp
-from loraforge.curation.builders import BuildContext, run_builder
 from loraforge.curation.people import PeopleDetector
-from loraforge.curation.pipeline import curate
-from loraforge.curation.policy import CurationPolicy
-from loraforge.curation.size_range import DatasetTooSmall, check_size
+from loraforge.curation.size_range import check_size
 from loraforge.curation.text import default_reader
 
 import photo_media as pm
@@ -169,48 +166,3 @@ def test_seed_003_ranges_per_type():
     assert check_size("expression", "image", 150).status == "recommended"
     assert check_size("pose", "image", 700).keep == 600
     assert check_size("style", "video", 10) is None  # no documented range: no check
-
-
-def test_builder_crops_rejects_and_checks_the_set_size(tmp_path, backend, people, base):
-    """Photo files through curation (character policy) and the photos builder: crops written
-    with their evidence, rejections with reasons, the size message; and below the minimum the
-    dataset fails saying how many photos to add."""
-    img_a, ma = base["astro"]
-    mask = people.person_mask(cv2.cvtColor(img_a, cv2.COLOR_BGR2RGB))
-    photos = {
-        "astro": img_a,
-        "astro-coffee": pm.composite(img_a, mask, pm.background("coffee", (512, 512))),
-        "astro-rocket": pm.composite(img_a, mask, pm.background("rocket", (512, 512))),
-        "astro-closed": pm.close_eyes(img_a, ma.landmarks),
-        "astro-burst": pm.second_shot(img_a),
-    }
-    files = []
-    for name, img in photos.items():
-        files.append(tmp_path / f"{name}.png")
-        cv2.imwrite(str(files[-1]), img)
-    policy = CurationPolicy.for_type("character", {"min_short_side_px": 256, "build_options": {"min_items": 2}})
-    result = curate(files, policy, backend=backend, people=people)
-    out = tmp_path / "out"
-
-    def ctx(options):
-        return BuildContext(policy, result, out, people, backend,
-                            lambda cid: tmp_path / f"{cid}.png", (), options)
-
-    build = run_builder(ctx, policy, "photo")
-    items = {i.item_id: i for i in build.items}
-    dropped = {d.clip_id: d.code for d in build.dropped}
-    assert dropped.get("astro-closed") == "eyes_closed"
-    assert dropped.get("astro-burst") == "look_alike"
-    assert {"astro", "astro-coffee", "astro-rocket"} <= set(items), (result.rejection_counts(), dropped)
-    for it in items.values():
-        crop = cv2.imread(str(out / it.path))
-        x, y, w, h = it.evidence["crop"]
-        assert crop.shape[:2] == (h, w) and it.variant == "portrait"
-        assert it.evidence["subject_share"] >= 0.3
-    size = build.summary["size_range"]
-    assert size["status"] == "below_recommended" and size["minimum"] == 2
-    assert any("more photos" in line for line in build.missing)
-
-    strict = policy.model_copy(update={"build_options": {}})  # seed 002's minimum of 10
-    with pytest.raises(DatasetTooSmall, match=r"add at least \d+ more photos"):
-        run_builder(ctx, strict, "photo")
