@@ -166,3 +166,16 @@ def test_seed_003_ranges_per_type():
     assert check_size("expression", "image", 150).status == "recommended"
     assert check_size("pose", "image", 700).keep == 600
     assert check_size("style", "video", 10) is None  # no documented range: no check
+
+
+def test_full_length_crop_keeps_the_whole_body_with_a_small_margin():
+    m = pp.PhotoMeasure("full", 1200, 1600, face=pp.Box(560, 300, 80, 80), body=pp.Box(480, 240, 260, 1100))
+    crop, kind = pp.crop_box(m)
+    assert kind == "full_body"
+    pad = pp.BODY_MARGIN * 1100
+    assert (crop.x, crop.y, crop.x2, crop.y2) == (round(480 - pad), round(240 - pad), round(740 + pad), round(1340 + pad))
+    assert pp.subject_share(m, crop) == pytest.approx(1 / (1 + 2 * pp.BODY_MARGIN))
+    # a body at the photo's edge: the window moves inside the photo, it is not cut
+    edge = pp.PhotoMeasure("edge", 1200, 1400, face=pp.Box(560, 100, 80, 80), body=pp.Box(480, 40, 260, 1350))
+    crop, _ = pp.crop_box(edge)
+    assert crop.y == 0 and crop.y2 == 1400 and crop.h == 1400
