@@ -306,8 +306,11 @@ class PeopleDetector:
                 view[_body_band(p.box, sw, sh)] = 0
             for x, y, bw, bh in _regions(mask, MIN_REGION_FRACTION * sh * sw):
                 score = 0.0
-                # a tight and a loose crop: a person cut by the region edge needs context
+                # a tight and a loose crop: a person cut by the region edge needs context (the
+                # loose one only when the tight one did not already confirm the region)
                 for margin in (0.2, 0.5):
+                    if score >= self.region_min_score:
+                        break
                     mx, my = int(margin * bw), int(margin * bh)
                     crop = view[max(0, y - my) : min(sh, y + bh + my), max(0, x - mx) : min(sw, x + bw + mx)]
                     hits = self.persons(crop, self.region_min_score)
