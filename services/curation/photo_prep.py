@@ -297,7 +297,7 @@ def measure_photo(clip_id: str, bgr: np.ndarray, backend: FaceBackend, people: A
     f = _largest(backend.detect(bgr, embed_largest=True))
     if f is not None:
         m.face, m.embedding = f.box, f.embedding
-        if f.landmarks is not None:
+        if f.landmarks is not None and len(f.landmarks) == 68:  # iBUG-68 (dlib, insightface)
             lm = np.asarray(f.landmarks, np.float32)
             m.landmarks = lm
             m.eye_aspect_ratio = measure_expression(lm).eye_aspect_ratio

@@ -211,9 +211,19 @@ def parse_options(builder: DatasetBuilder | None, lora_type: str, options: dict[
 
 
 def check_options(policy: CurationPolicy) -> None:
-    """Refuse bad builder options at the start of a job, for every media kind's builder."""
+    """Refuse bad builder options at the start of a job: they must suit the type's video or
+    its photo builder (a type may have one for each, e.g. character:photo, with other options;
+    which one runs depends on the media, known only later)."""
+    errors: list[InvalidInput] = []
     for kind in ("video", "photo"):
-        parse_options(builder_for(policy.lora_type, kind), policy.lora_type, dict(policy.build_options))
+        builder = builder_for(policy.lora_type, kind)
+        try:
+            parse_options(builder, policy.lora_type, dict(policy.build_options))
+            return
+        except InvalidInput as exc:
+            # the message of a builder that has options says which ones it knows
+            errors.insert(0 if getattr(builder, "Options", None) is not None else len(errors), exc)
+    raise errors[0]
 
 
 def run_builder(ctx_factory: Callable[[Any], BuildContext], policy: CurationPolicy,
