@@ -135,19 +135,23 @@ def check_size(lora_type: str, item_kind: str, count: int, overrides: dict[str, 
                      f"{hi} by the builder's ranking (remove {count - hi} to choose yourself)", hi)
 
 
-def apply_size_range(build: Any, lora_type: str, item_kind: str, overrides: dict[str, Any] | None = None
-                     ) -> SizeCheck | None:
+def apply_size_range(build: Any, lora_type: str, item_kind: str, overrides: dict[str, Any] | None = None,
+                     curation_rejections: dict[str, int] | None = None) -> SizeCheck | None:
     """Check a builder's result (builders.BuildResult, items best first) against the range, in
     place: above the maximum the lowest ranked items become `Dropped` (code `over_maximum`);
     away from the recommended range the message joins `missing`; the check goes to
-    `summary["size_range"]`. Below the minimum raises DatasetTooSmall with the message."""
+    `summary["size_range"]`. Below the minimum raises DatasetTooSmall with the message and what
+    was left out (curation's rejection counts, the builder's), since no report is written then."""
     from loraforge.curation.builders import Dropped
 
     check = check_size(lora_type, item_kind, len(build.items), overrides)
     if check is None:
         return None
     if check.status == "below_minimum":
-        raise DatasetTooSmall(f"dataset too small: {check.message}")
+        why = [f"{where}: " + ", ".join(f"{code} {n}" for code, n in counts.items())
+               for where, counts in (("rejected by curation", curation_rejections or {}),
+                                     ("left out by the builder", build.counts())) if counts]
+        raise DatasetTooSmall(f"dataset too small: {check.message}" + (f" ({'; '.join(why)})" if why else ""))
     if check.keep < len(build.items):
         for it in build.items[check.keep:]:
             build.dropped.append(Dropped(it.clip_id, "over_maximum",

@@ -84,5 +84,6 @@ class PhotoBuilder:
             "mirror_selfies": verdict.mirror_selfies,
         }
         build = BuildResult(items, dropped, summary, missing)
-        apply_size_range(build, "character", "photo", dict(ctx.policy.build_options))
+        apply_size_range(build, "character", "photo", dict(ctx.policy.build_options),
+                         ctx.result.rejection_counts())
         return build

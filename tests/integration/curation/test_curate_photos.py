@@ -85,3 +85,4 @@ async def test_curate_photos_gives_crops_reasons_and_the_count_to_add(curation_s
     error = json.loads(failed.stdout)["error"]
     assert "FAILED" in error.upper() and "3 usable photos, below the minimum of 10" in error, error
     assert "add at least 7 more photos" in error
+    assert "left out by the builder: " in error and "eyes_closed 1" in error and "look_alike 1" in error
