@@ -374,14 +374,21 @@ class FinetunePlan:
     eval_every: int
     resolution: int
     trigger: str
+    validation_prompts: list[str] = field(default_factory=list)
 
     def training_extra(self, hp: HyperParameters) -> dict[str, Any]:
-        """The RunConfig options of the run (trainer/worker.py: validate_extra)."""
-        return {"batch_size": hp.batch_size, "resolution": str(self.resolution),
-                "eval_every": self.eval_every, "checkpoint_every": self.eval_every,
-                # every checkpoint stays until it is uploaded (each is promotable)
-                "keep_checkpoints": self.steps // self.eval_every + 1,
-                "validation_clips": self.validation_clips}
+        """The RunConfig options of the run (trainer/worker.py: validate_extra) and, as seed
+        004 evaluates, one preview per validation sample, from its prompt."""
+        extra: dict[str, Any] = {
+            "batch_size": hp.batch_size, "resolution": str(self.resolution),
+            "eval_every": self.eval_every, "checkpoint_every": self.eval_every,
+            # every checkpoint stays until it is uploaded (each is promotable)
+            "keep_checkpoints": self.steps // self.eval_every + 1,
+            "validation_clips": self.validation_clips}
+        if self.validation_prompts:
+            extra["eval_prompts"] = self.validation_prompts
+            extra["eval_previews"] = len(self.validation_prompts)
+        return extra
 
 
 def plan_finetune(store: ObjectStore, ref: ProjectRef, req: FinetuneCreate) -> FinetunePlan:
@@ -436,8 +443,13 @@ def plan_finetune(store: ObjectStore, ref: ProjectRef, req: FinetuneCreate) -> F
             f"(seed 004: steps >= {MIN_STEPS}); use n_epochs >= {need}")
     eval_every = min(steps, hp.eval_epochs * per_epoch)
     side = max(16, math.isqrt(hp.max_pixels) // 16 * 16)
+    from loraforge.captioning.review import CaptionReviewStore
+
+    texts = CaptionReviewStore(store, ref, dataset_id).texts() if val else {}
+    # the trainer's limits on preview prompts (checkpoints.py: MAX_PROMPTS, MAX_PROMPT_CHARS)
+    prompts = [texts[c][:500] for c in val if texts.get(c)][:16]
     return FinetunePlan(req.model, dataset_id, mode, n, n_train, val, per_epoch, steps,
-                        eval_every, side, files[0].trigger)
+                        eval_every, side, files[0].trigger, prompts)
 
 
 def merge_datasets(store: ObjectStore, ref: ProjectRef, dataset_ids: list[str]) -> str:

@@ -19,6 +19,15 @@ def _file(store, n: int, mode: str = "kf2v", file_id: str = "file-1", ds: str = 
         "id": ds, "lora_type": "effect",
         "selected": [{"clip_id": f"sample-{i:03d}", "key": f"acme/fine-tunes/clips/x/{i}.mp4"}
                      for i in range(1, n + 1)]})
+    from loraforge.captioning.review import CaptionRecord, CaptionReviewStore, CaptionVersion
+
+    review = CaptionReviewStore(store, REF, ds)
+    for i in range(1, n + 1):
+        cid = f"sample-{i:03d}"
+        store.put_json("datasets", review.key(cid), CaptionRecord(
+            clip_id=cid, dataset_id=ds, versions=[CaptionVersion(text=f"prompt {i} s86b5p",
+                                                                 author="user:t")]
+        ).model_dump(mode="json"))
     rec = FileRecord(file_id=file_id, name="z.zip", purpose="fine-tune", sha256="0" * 64, size=1,
                      mode=mode, samples=n, dataset_id=ds, trigger="s86b5p",
                      zip_key="acme/fine-tunes/fine-tune-files/x.zip")
@@ -40,6 +49,9 @@ def test_seed004_numbers(mem_store) -> None:
     assert plan.resolution == 512 and plan.trigger == "s86b5p"
     extra = plan.training_extra(_req().hyper_parameters)
     assert extra["validation_clips"] == plan.validation_clips and extra["eval_every"] == 480
+    # seed 004: each checkpoint previews the validation samples' prompts
+    assert extra["eval_prompts"] == [f"prompt {i} s86b5p" for i in (1, 21, 41, 61, 81)]
+    assert extra["eval_previews"] == 5
 
 
 def test_under_800_steps_is_refused_with_the_numbers(mem_store) -> None:
