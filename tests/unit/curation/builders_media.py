@@ -91,3 +91,55 @@ def walker(place_name: str, who: str = "astronaut", height: int = 230, gain: flo
         return composite(place(place_name, t, gain, pan, offset), who, start + speed * t, H - 10, height, gain)[1]
 
     return frame, mask
+
+
+# -- style ---------------------------------------------------------------------------------
+
+
+def graded(img: np.ndarray) -> np.ndarray:
+    """One look for a style set: posterized to 4 levels a channel (flat, cel-like colour), a
+    warm tint and dark, smoothed outlines, as a stylised film would be."""
+    smooth = cv2.bilateralFilter(img, 7, 60, 7)
+    levels = (smooth // 64) * 64 + 32
+    warm = np.clip(levels.astype(np.float32) * np.array([0.75, 0.95, 1.2], np.float32), 0, 255)
+    edges = cv2.Canny(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), 80, 160)
+    warm[cv2.dilate(edges, np.ones((2, 2), np.uint8)) > 0] = (20, 15, 10)
+    return warm.astype(np.uint8)
+
+
+def photo(name: str) -> np.ndarray:
+    if name == "hopper":
+        return M.hopper()
+    if name in ("rocket", "room", "coffee", "brick"):
+        return _plate(name)
+    img = getattr(skimage.data, name)()
+    return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else _bgr(img)
+
+
+def panning(img: np.ndarray, t: int, pan: int = 3) -> np.ndarray:
+    """A 480x360 window panning right over the photo (scaled to leave room for the pan)."""
+    h, w = img.shape[:2]
+    s = max((W + 20 * pan) / w, H / h)
+    big = cv2.resize(img, (round(w * s) + 1, round(h * s) + 1), interpolation=cv2.INTER_AREA)
+    return big[:H, pan * t : pan * t + W].copy()
+
+
+def title(img: np.ndarray, text: str = "CHAPTER ONE") -> np.ndarray:
+    """A title card's text over the picture, centred, white with a dark outline."""
+    out = img.copy()
+    font, scale, th = cv2.FONT_HERSHEY_DUPLEX, 1.4, 3
+    (tw, tht), _ = cv2.getTextSize(text, font, scale, th)
+    org = ((out.shape[1] - tw) // 2, out.shape[0] // 2)
+    cv2.putText(out, text, org, font, scale, (0, 0, 0), th + 4, cv2.LINE_AA)
+    cv2.putText(out, text, org, font, scale, (255, 255, 255), th, cv2.LINE_AA)
+    return out
+
+
+def dissolving(a: str, b: str, start: int = 8, length: int = 8):
+    """A graded shot of `a` dissolving into one of `b` over frames start..start+length."""
+    def frame(t: int) -> np.ndarray:
+        x = float(np.clip((t - start) / length, 0.0, 1.0))
+        fa, fb = graded(panning(photo(a), t)), graded(panning(photo(b), t))
+        return cv2.addWeighted(fa, 1 - x, fb, x, 0)
+
+    return frame

@@ -140,3 +140,55 @@ def test_builder_options_checked_and_lama_needs_its_model(tmp_path):
         LamaInpainter(tmp_path)
     assert builder_for("background").lora_type == "background"
     assert builder_for("effect") is None  # no builder: the selected clips are the dataset
+
+
+# -- style -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def style(tmp_path_factory, backend, people):
+    d = tmp_path_factory.mktemp("style")
+    clips = {
+        "astronaut": lambda t: B.graded(B.panning(B.photo("astronaut"), t)),
+        "chelsea": lambda t: B.graded(B.panning(B.photo("chelsea"), t)),
+        "hopper": lambda t: B.graded(B.panning(B.photo("hopper"), t)),
+        # a place not graded: off the set's look
+        "room-natural": lambda t: B.panning(B.photo("room"), t),
+        # a title over the first half of a graded shot
+        "titled": lambda t: B.title(B.graded(B.panning(B.photo("rocket"), t))) if t < 10
+        else B.graded(B.panning(B.photo("rocket"), t)),
+        # a dissolve from one graded shot into another in the middle of the clip (photos no
+        # other clip shows: a shared moment would make it a near-copy of that clip)
+        "dissolve": B.dissolving("coffee", "camera", start=8, length=8),
+    }
+    paths = {cid: M.write_clip(d / f"{cid}.mp4", fn) for cid, fn in clips.items()}
+    policy = CurationPolicy.for_type("style", {**SMALL, "target_size": 10,
+                                               "build_options": {"frames_per_clip": 2}})
+    out = d / "out"
+    result = curate([MediaItem(p, source_id=cid) for cid, p in paths.items()], policy, backend=backend,
+                    people=people, out_dir=out)
+    return result, build_dataset(result, out, people, backend, lambda cid: paths[cid]), out
+
+
+def test_style_drops_the_off_style_frames(style):
+    result, build, _ = style
+    assert set(result.selection.selected) >= {"astronaut", "chelsea", "hopper", "room-natural"}
+    off = [d for d in build.dropped if d.code == "off_style"]
+    assert {d.clip_id for d in off} == {"room-natural"}, [(d.clip_id, d.message) for d in build.dropped]
+    assert all(d.evidence["style_distance"] > 3.0 > d.evidence["typical_distance"] for d in off)
+    kept = {it.clip_id for it in build.items}
+    assert {"astronaut", "chelsea", "hopper", "titled"} <= kept and "room-natural" not in kept
+    assert all(it.variant == "full" for it in build.items)
+
+
+def test_style_drops_titles_and_dissolves(style):
+    result, build, _ = style
+    titled = result.clip("titled")
+    assert titled.selected and (titled.metrics.text_evidence or titled.metrics.scene_text_evidence)
+    titles = [d for d in build.dropped if d.code == "title"]
+    assert titles and {d.clip_id for d in titles} == {"titled"} and "CHAPTER" in titles[0].message.upper()
+    assert all(it.frame_index >= 10 for it in build.items if it.clip_id == "titled")
+    mixes = [d for d in build.dropped if d.code == "transition"]
+    assert [d.clip_id for d in mixes] == ["dissolve"], [(d.clip_id, d.message) for d in build.dropped]
+    assert 0.15 <= mixes[0].evidence["mix"] <= 0.85
+    assert all(not 8 < it.frame_index < 16 for it in build.items if it.clip_id == "dissolve")
