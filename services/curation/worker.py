@@ -546,7 +546,7 @@ class CurationWorker:
     def _build(self, policy: CurationPolicy, result: Any, clips: list[IngestedClip], refs: list[Path],
                work: Path) -> Any:
         """Run the type's dataset builder on the selection (None: the type has none)."""
-        from loraforge.curation.builders import BuildContext, run_builder, write_build
+        from loraforge.curation.builders import build_dataset
 
         by_id = {c.clip_id: c for c in clips}
 
@@ -557,15 +557,8 @@ class CurationWorker:
                 self._store.download(Bucket.CLIPS, c.key, path)
             return path
 
-        kinds = {c.metrics.kind for c in result.clips}
-        people = self._people or PeopleDetector()
-        build = run_builder(
-            lambda options: BuildContext(policy, result, work / "out", people, self._face_backend(),
-                                         clip_path, refs, options, self._models_dir),
-            policy, "video" if "video" in kinds else "photo")
-        if build is not None:
-            write_build(build, result, work / "out")
-        return build
+        return build_dataset(result, work / "out", self._people or PeopleDetector(), self._face_backend(),
+                             clip_path, refs, self._models_dir)
 
     # -- one curation per dataset ------------------------------------------------------------
 
