@@ -652,8 +652,11 @@ class CurationWorker:
         for c in clips:
             if names[c.clip_id] in stored:
                 continue
+            # The measure key is in the id: a retry on other code (a rolling upgrade) waits
+            # under another key, and its tasks must not be dropped as duplicates of the first.
             await self._bus.publish(Event(
-                id=f"curation-measure-{job.id}-{c.clip_id}", type=MEASURE_EVENT, tenant=job.tenant,
+                id=f"curation-measure-{job.id}-{c.clip_id}-{PurePosixPath(cache).name}",
+                type=MEASURE_EVENT, tenant=job.tenant,
                 project=job.project,
                 data={"job_id": job.id, "dataset_id": dataset_id,
                       "result_key": f"{cache}/{names[c.clip_id]}",
