@@ -37,7 +37,7 @@ lf_...`). A key belongs to one tenant and sees only that tenant's projects (anyt
 404). Review pages use short-lived `X-Review-Token`s from `.../review-link`.
 
 **Errors** are `application/problem+json` (RFC 9457); `detail` says what to fix.
-**Rate limits**: a token bucket per key; 429 carries `Retry-After`.
+**Rate limits**: a token bucket per tenant (all its keys); 429 carries `Retry-After`.
 **Progress**: `GET .../{job_id}/events` (server-sent events) or webhooks.
 """
 
@@ -73,7 +73,10 @@ def create_app(
             gw.webhooks = WebhookDispatcher(
                 state, jobs_store, timeout_s=config.webhook_timeout_s,
                 attempts=config.webhook_attempts, backoff_s=config.webhook_backoff_s,
-                egress=EgressPolicy.from_settings(settings))
+                egress=EgressPolicy.from_settings(settings),
+                concurrency_per_tenant=config.webhook_concurrency_per_tenant,
+                breaker_failures=config.webhook_breaker_failures,
+                cooldown_s=config.webhook_cooldown_s, backlog=config.webhook_backlog)
             await gw.webhooks.start(bus)
         try:
             yield

@@ -33,10 +33,22 @@ class GatewayConfig:
     page_token_ttl_s: int = 1800
     # How long an API-key lookup is cached in process (revocation takes at most this long).
     key_cache_ttl_s: float = 10.0
-    # Webhooks: per-attempt timeout and attempts (exponential back-off between them).
+    # Webhooks (webhooks.py): per-attempt timeout and attempts of one call (exponential
+    # back-off between them).
     webhook_timeout_s: float = 5.0
     webhook_attempts: int = 5
     webhook_backoff_s: float = 0.5
+    # Calls of one tenant in flight at once (across its hooks): enough for a few receivers
+    # answering in ~1 s to keep up with training progress (one event every few seconds per job).
+    webhook_concurrency_per_tenant: int = 4
+    # Circuit breaker: this many calls in a row failing every attempt (~30 s each with the
+    # defaults) open a hook for the cool-down, which doubles per opening in a row (max 10 min).
+    webhook_breaker_failures: int = 3
+    webhook_cooldown_s: float = 30.0
+    # Calls one hook's outbox holds (one KV record): 100 calls of ~2-5 KB (a final call
+    # carries the job) stay well under NATS's 1 MB message limit, and cover a receiver down
+    # while a few dozen jobs finish (their progress calls are dropped first).
+    webhook_backlog: int = 100
     # SSE: how often the job record is polled, and the keep-alive comment interval.
     sse_poll_s: float = 0.5
     sse_keepalive_s: float = 15.0

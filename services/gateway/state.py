@@ -5,6 +5,9 @@
                                         (the tenant's key list, revoke by id, review-token liveness)
     project.<tenant>.<project>          {name, description, created_at}
     webhook.<tenant>.<project>.<id>     {id, url, secret, job_id, created_at}
+    outbox.<tenant>.<project>.<id>      {items: [{event_id, final, payload}], dropped} the hook's
+                                        undelivered calls, oldest first (webhooks.py)
+    whclaim.<tenant>.<project>.<id>     {owner, until}: the replica delivering that outbox
     secret.page-token                   random signing key of review-page tokens
 
 A KV bucket, not the object store: records are tiny, `create` is atomic (no two projects of
@@ -17,13 +20,19 @@ from __future__ import annotations
 import json
 import secrets
 from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Any
 
-from loraforge.runtime.errors import AlreadyExists, NotFound
+from loraforge.runtime.errors import AlreadyExists, Conflict, NotFound
 from loraforge.runtime.keys import validate_slug
 from nats.js import JetStreamContext
 from nats.js import api as js_api
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import (
+    BadRequestError,
+    BucketNotFoundError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+)
 
 
 def now() -> datetime:
@@ -228,6 +237,44 @@ class GatewayState:
     async def delete_webhook(self, tenant: str, project: str, hook_id: str) -> None:
         await self.webhook(tenant, project, hook_id)
         await self._kv.delete(f"webhook.{tenant}.{project}.{hook_id}")
+        await self._kv.delete(f"outbox.{tenant}.{project}.{hook_id}")
+
+    # -- webhook outboxes (see webhooks.py) ---------------------------------------------------
+
+    async def change(self, key: str, fn: Callable[[dict[str, Any] | None], dict[str, Any] | None],
+                     attempts: int = 50) -> dict[str, Any] | None:
+        """Read-modify-write of one record against its revision (another replica or the
+        event handler may change it meanwhile: then read again). `fn` returns the new value,
+        or None to delete the record; the value written is returned."""
+        for _ in range(attempts):
+            try:
+                entry = await self._kv.get(key)
+                revision = entry.revision
+                current = json.loads(entry.value) if entry.value else None
+            except KeyNotFoundError:
+                revision, current = 0, None
+            new = fn(current)
+            try:
+                if new is None:
+                    if current is not None:
+                        await self._kv.delete(key, last=revision)
+                elif revision == 0 or current is None:
+                    if revision == 0:
+                        await self._kv.create(key, json.dumps(new, default=str).encode())
+                    else:
+                        await self._kv.update(key, json.dumps(new, default=str).encode(), last=revision)
+                else:
+                    await self._kv.update(key, json.dumps(new, default=str).encode(), last=revision)
+                return new
+            except (KeyWrongLastSequenceError, BadRequestError):
+                continue  # changed under us
+        raise Conflict(f"{key}: too many concurrent changes; retry")
+
+    async def outbox_keys(self) -> list[str]:
+        return await self._keys("outbox.>")
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        return await self._get(key)
 
     # -- secrets -----------------------------------------------------------------------------
 

@@ -207,3 +207,111 @@ async def test_progress_streams_per_tenant_are_limited(make_gateway) -> None:
                     break
             await asyncio.sleep(0.1)
         assert resp.status_code == 200
+
+
+class _Hooks:
+    """A webhook receiver on loopback that can be made slow (sleeps past the gateway's
+    timeout) or fast; records arrivals and the calls it answered."""
+
+    def __init__(self, slow_s: float = 0.0):
+        import threading
+        import time
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.slow_s = slow_s
+        self.arrivals: list[float] = []
+        self.answered: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                import json as _json
+
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.arrivals.append(time.monotonic())
+                slow = outer.slow_s
+                if slow:
+                    time.sleep(slow)
+                try:
+                    self.send_response(204)
+                    self.end_headers()
+                except OSError:
+                    return  # the gateway gave up waiting
+                if not slow:  # a call that hung is one the gateway gave up on
+                    outer.answered.append(_json.loads(body))
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def finals(self, job_id: str) -> list[dict]:
+        return [p for p in self.answered if p["job_id"] == job_id and p["final"]]
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+async def test_a_slow_receiver_stalls_only_its_own_tenant_and_opens_its_breaker(make_gateway) -> None:
+    """Attack/fault: tenant acme's receiver hangs on every call. globex's receiver must get
+    its events within a bound meanwhile; acme's hook opens after 2 failed calls and gets
+    nothing during its cool-down, its calls held; once the receiver answers again, the held
+    calls (final ones included) arrive, in order."""
+    import asyncio
+    import dataclasses
+    import time
+
+    config = dataclasses.replace(TEST_CONFIG, webhook_timeout_s=0.5, webhook_attempts=2,
+                                 webhook_breaker_failures=2, webhook_cooldown_s=3.0)
+    gw = await make_gateway(config)
+    slow, fast = _Hooks(slow_s=5.0), _Hooks()
+    try:
+        async with await gw.client("acme") as acme, await gw.client("globex") as globex:
+            jobs = {}
+            for client, receiver, name in ((acme, slow, "acme"), (globex, fast, "globex")):
+                await client.post("/v1/projects", json={"name": "jane"})
+                assert (await client.post("/v1/projects/jane/webhooks", json={"url": receiver.url})).status_code == 201
+            acme_jobs = [(await acme.post("/v1/projects/jane/ingest-jobs",
+                                          json={"sources": ["acme/jane/sources/a.mp4"], "request_id": f"a{i}"})).json()["id"]
+                         for i in range(3)]
+            await asyncio.sleep(0.5)  # acme's events are first in line
+            started = time.monotonic()
+            jobs["globex"] = (await globex.post("/v1/projects/jane/ingest-jobs",
+                                                json={"sources": ["globex/jane/sources/b.mp4"]})).json()["id"]
+            while not fast.finals(jobs["globex"]) and time.monotonic() - started < 20:
+                await asyncio.sleep(0.05)
+            took = time.monotonic() - started
+            # the bound: the fake ingest work (~0.2 s) plus a few event hops, far below one
+            # acme call's timeout x attempts (1 s) times acme's 12 calls ahead of it
+            assert fast.finals(jobs["globex"]), "globex's final call never arrived"
+            assert took < 5.0, f"globex waited {took:.1f}s behind acme's slow receiver"
+            progress = [p for p in fast.answered if p["job_id"] == jobs["globex"] and not p["final"]]
+            assert progress and fast.answered[-1]["final"]
+
+            # acme's hook: 2 calls x 2 attempts, then open (3 s cool-down): no arrivals
+            for _ in range(100):
+                if len(slow.arrivals) >= 4:
+                    break
+                await asyncio.sleep(0.1)
+            assert len(slow.arrivals) == 4, slow.arrivals
+            opened = time.monotonic()
+            await asyncio.sleep(1.5)
+            assert len(slow.arrivals) == 4 and time.monotonic() - opened < 3.0  # held while open
+            slow.slow_s = 0.0  # the receiver recovers: the probe after the cool-down closes it
+            for _ in range(150):
+                if all(slow.finals(j) for j in acme_jobs):
+                    break
+                await asyncio.sleep(0.1)
+            assert all(slow.finals(j) for j in acme_jobs), slow.answered
+            assert len({p["event_id"] for p in slow.answered}) == len(slow.answered)  # each once
+            for j in acme_jobs:  # a hook's calls arrive in order: the final after its progress
+                mine = [p for p in slow.answered if p["job_id"] == j]
+                assert mine[-1]["final"] and [p["progress"] for p in mine[:-1]] == sorted(p["progress"] for p in mine[:-1])
+            hook_key = next(k for k in await gw.state.outbox_keys() if ".acme." in k) if await gw.state.outbox_keys() else None
+            assert hook_key is None  # every outbox drained
+    finally:
+        slow.close()
+        fast.close()

@@ -116,3 +116,40 @@ def test_kubernetes_calls_time_out_against_an_apiserver_that_never_answers() -> 
         for s in held:
             s.close()
         silent.close()
+
+
+def _call(n: int, final: bool = False) -> dict:
+    return {"event_id": f"e{n}", "final": final, "payload": {"n": n}}
+
+
+def test_a_full_outbox_drops_progress_first_and_keeps_final_calls() -> None:
+    from loraforge.gateway.webhooks import append_call, remove_call
+
+    rec = None
+    for n, final in enumerate([False, True, False, False, True]):
+        rec = append_call(rec, _call(n, final), backlog=3)
+    # 5 calls into 3 places: the two oldest progress calls went, both finals stayed
+    assert [i["event_id"] for i in rec["items"]] == ["e1", "e3", "e4"] and rec["dropped"] == 2
+    assert append_call(rec, _call(3), backlog=3) == rec  # a redelivered event is held once
+    rec = append_call(rec, _call(5, True), backlog=3)
+    rec = append_call(rec, _call(6, True), backlog=3)
+    # e3 (progress) went first; then only finals were left: the oldest final goes
+    assert [i["event_id"] for i in rec["items"]] == ["e4", "e5", "e6"] and rec["dropped"] == 4
+    rec = remove_call(remove_call(rec, "e4"), "e5")
+    assert [i["event_id"] for i in rec["items"]] == ["e6"]
+    assert remove_call(rec, "e6") is None  # empty: the record goes
+
+
+def test_breaker_opens_after_consecutive_failures_and_backs_off() -> None:
+    from loraforge.gateway.webhooks import MAX_COOLDOWN_S, Breaker
+
+    b = Breaker(failures_to_open=3, cooldown_s=10)
+    assert b.failure(0) == 0 and b.failure(1) == 0 and not b.is_open(1)
+    assert b.failure(2) == 10 and b.is_open(5) and not b.is_open(12.1)
+    b.failure(13), b.failure(14)
+    assert b.failure(15) == 20  # opened again in a row: twice as long
+    b.success()
+    assert not b.is_open(16) and b.failure(16) == 0  # a success resets the count
+    for t in range(100):
+        b.failure(100 + t)
+    assert b.failure(300) <= MAX_COOLDOWN_S
