@@ -3,10 +3,11 @@ from its own dataset, stacked in one render at the types' default weights (chara
 background 0.8: render.scenario.DEFAULT_LORA_WEIGHTS), through the real render service (NATS,
 S3, gRPC), and the same scenario in process to look at the adapters inside the pipeline.
 
-The datasets are built here from real photos: the character set is seed 002's photo
-preparation (photo_prep: measured, checked, cropped around the face) of the astronaut over
-three real backgrounds; the background set is places with nobody in them (scikit-learn's
-temple photo and scikit-image's launch pad), cut into several views.
+The datasets are built here from real photos by the types' own recipes: the character set is
+seed 002's photo preparation (photo_prep: measured, checked, cropped around the face) of the
+astronaut over three real backgrounds; the background set is curation's background policy and
+builder on photos of two places (scikit-learn's temple, scikit-image's launch pad) with her
+standing in them, masked out and filled in.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import cv2
 import grpc
+import numpy as np
 import pytest
 from loraforge.curation import photo_prep
 from loraforge.curation.dlib_backend import DlibBackend
@@ -50,10 +52,9 @@ loras:
 """
 
 
-def character_dataset(root: Path) -> Path:
+def character_dataset(root: Path, backend, people) -> Path:
     """Seed 002's preparation of four photos of the astronaut (her studio portrait and three
     composites over real backgrounds): checked, and the kept ones cropped around the face."""
-    backend, people = DlibBackend(), PeopleDetector()
     img = pm.astronaut()
     mask = people.person_mask(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
     photos = {"studio": img, **{bg: pm.composite(img, mask, pm.background(bg, (512, 512)))
@@ -70,19 +71,46 @@ def character_dataset(root: Path) -> Path:
     return root
 
 
-def background_dataset(root: Path) -> Path:
-    """Places with nobody in them, four views each of two real photos."""
+def _walk_in(place: np.ndarray, figure: np.ndarray, alpha: np.ndarray, x: int, height: int) -> np.ndarray:
+    """The astronaut (waist-up, `height` px) standing at the bottom of a place photo."""
+    w = round(figure.shape[1] * height / figure.shape[0])
+    fig = cv2.resize(figure, (w, height), interpolation=cv2.INTER_AREA).astype(np.float32)
+    a = cv2.resize(alpha, (w, height), interpolation=cv2.INTER_LINEAR)[..., None]
+    out = place.copy()
+    roi = out[-height:, x : x + w].astype(np.float32)
+    out[-height:, x : x + w] = (fig * a + roi * (1 - a)).astype(np.uint8)
+    return out
+
+
+def background_dataset(root: Path, work: Path, backend, people) -> Path:
+    """The background type's own dataset: photos of two places with the astronaut in them,
+    through curation's background policy and its builder (builders/background.py: the person
+    masked and filled in); the builder's inpainted frames are the training images."""
+    from loraforge.curation.builders import build_dataset
+    from loraforge.curation.pipeline import curate
+    from loraforge.curation.policy import CurationPolicy
     from sklearn.datasets import load_sample_image
 
-    places = {"temple": cv2.cvtColor(load_sample_image("china.jpg"), cv2.COLOR_RGB2BGR),
-              "launchpad": pm.background("rocket", (640, 427))}
+    img = pm.astronaut()
+    alpha = people.person_mask(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+    temple = cv2.cvtColor(load_sample_image("china.jpg"), cv2.COLOR_RGB2BGR)
+    shots = {"temple-a": _walk_in(cv2.resize(temple, (768, 512)), img, alpha, 80, 200),
+             "temple-b": _walk_in(cv2.resize(temple[40:, 60:], (768, 512)), img, alpha, 480, 180),
+             "launchpad": _walk_in(pm.background("rocket", (768, 512)), img, alpha, 500, 190)}
+    work.mkdir(parents=True)
+    paths = {}
+    for name, shot in shots.items():
+        paths[name] = work / f"{name}.png"
+        cv2.imwrite(str(paths[name]), shot)
+    policy = CurationPolicy.for_type("background", {"min_short_side_px": 256})
+    result = curate(list(paths.values()), policy, backend=backend, people=people)
+    build = build_dataset(result, work / "out", people, backend, lambda cid: paths[cid])
+    assert build is not None and len(build.items) == 3, [(d.clip_id, d.message) for d in build.dropped]
     root.mkdir(parents=True)
-    for name, img in places.items():
-        h, w = img.shape[:2]
-        for i, (fx, fy) in enumerate(((0.0, 0.0), (0.3, 0.0), (0.0, 0.3), (0.3, 0.3))):
-            view = img[int(fy * h): int(fy * h) + int(0.7 * h), int(fx * w): int(fx * w) + int(0.7 * w)]
-            cv2.imwrite(str(root / f"{name}_{i}.png"), view)
-            (root / f"{name}_{i}.txt").write_text(f"bgtemple, {name}, no people")
+    for it in build.items:
+        assert it.variant == "inpainted"
+        (root / f"{it.item_id}.png").write_bytes((work / "out" / it.path).read_bytes())
+        (root / f"{it.item_id}.txt").write_text(f"bgtemple, {it.clip_id.split('-')[0]}, no people")
     return root
 
 
@@ -121,8 +149,10 @@ async def _wait(jobs, job_id: str, timeout: float = 240):
 
 
 async def test_character_and_background_loras_stack_at_their_type_weights(settings, store, tmp_path):
-    hero = train(character_dataset(tmp_path / "character"), tmp_path / "hero", "ohwx_woman")
-    place = train(background_dataset(tmp_path / "background"), tmp_path / "place", "bgtemple")
+    backend, people = DlibBackend(), PeopleDetector()
+    hero = train(character_dataset(tmp_path / "character", backend, people), tmp_path / "hero", "ohwx_woman")
+    place = train(background_dataset(tmp_path / "background", tmp_path / "bg-work", backend, people),
+                  tmp_path / "place", "bgtemple")
     keys = {}
     for name, path in (("hero", hero), ("place", place)):
         keys[name] = f"{TENANT}/{PROJECT}/runs/stack-{name}/last.safetensors"
