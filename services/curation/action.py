@@ -378,38 +378,3 @@ def analyse_action(frames: Sequence[Frame], people: PeopleDetector, video: bool 
     feats = action_features(bodies, grays)
     label, why = name_action(feats)
     return ActionResult(label, feats, why, bodies)
-
-
-def sample_frames(path, fps: float = 6.0, max_frames: int = 24) -> tuple[list[Frame], float, int, int]:
-    """Frames at about ``fps`` over the whole clip (at most ``max_frames``, spread evenly), at
-    analysis size: the 8 samples curation keeps are too few to measure a gait's bounce or a
-    jump's top. Returns (frames, clip fps, width, height)."""
-    from loraforge.curation.errors import UnreadableMedia
-    from loraforge.ingest.proxy import ANALYSIS_LONG_SIDE, analysis_size
-
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            raise UnreadableMedia(f"{path}: cannot open the clip; re-encode it as H.264 MP4")
-        rate = float(cap.get(cv2.CAP_PROP_FPS)) or 0.0
-        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        if count <= 0 or rate <= 0:
-            raise UnreadableMedia(f"{path}: the clip reports no frames or no rate; re-encode it")
-        n = max(1, min(max_frames, int(round(count / rate * fps))))
-        wanted = {int(round(i)) for i in np.linspace(0, count - 1, n)}
-        size = analysis_size(w, h, ANALYSIS_LONG_SIDE)
-        frames, idx = [], 0
-        while idx <= max(wanted) and cap.grab():
-            if idx in wanted:
-                ok, img = cap.retrieve()
-                if ok:
-                    if (img.shape[1], img.shape[0]) != size:
-                        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
-                    frames.append(Frame(idx, idx / rate, img))
-            idx += 1
-    finally:
-        cap.release()
-    if not frames:
-        raise UnreadableMedia(f"{path}: no frame could be decoded; re-encode the clip")
-    return frames, rate, w, h

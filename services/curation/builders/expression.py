@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from loraforge.curation.balance import Candidate
 from loraforge.curation.builders import BuildContext, BuildResult, Dropped
-from loraforge.curation.builders.labelled import candidates, finish, score_of
+from loraforge.curation.builders.labelled import candidates, finish, read, score_of
 from loraforge.curation.builders.media import write_image
 from loraforge.curation.expression import (
     CROP_MAX_FRACTION,
@@ -58,19 +58,22 @@ class ExpressionBuilder:
         if ctx.backend is None:
             raise RuntimeError("the expression builder needs the face backend curation loaded")
         selected_ids = {c.metrics.clip_id for c in ctx.selected}
-        dropped: list[Dropped] = []
-        # clip -> [(frame index, image, face, shape)]
-        faces: dict[str, list] = {}
-        cands = candidates(ctx)
+        cands, dropped = candidates(ctx)
+        # clip -> [(frame index, face, shape, size x sharpness)]; frames are not kept (a set of
+        # hundreds of 1080p clips would not fit in memory): the chosen one is decoded again
+        faces: dict[str, list | None] = {}
         for c in cands:
             cid = c.metrics.clip_id
             found = []
-            for idx, img in ctx.frames(cid, ctx.sampled(cid)):
+            frames = read(ctx, cid, ctx.sampled(cid), dropped)
+            faces[cid] = None if not frames else found
+            for idx, img in frames:
                 det = ctx.backend.detect(img, embed_largest=False)
                 if det and det[0].landmarks is not None:
-                    found.append((idx, img, det[0], measure_face_shape(det[0].landmarks)))
-            faces[cid] = found
-        baseline = baseline_of([f[3] for found in faces.values() for f in found])
+                    f = det[0]
+                    rank = f.box.h * face_sharpness(img, *f.box.clipped(img.shape[1], img.shape[0]))
+                    found.append((idx, f, measure_face_shape(f.landmarks), rank))
+        baseline = baseline_of([f[2] for found in faces.values() if found for f in found])
 
         labelled: list[Candidate] = []
         evidence: dict[str, dict] = {}
@@ -79,11 +82,13 @@ class ExpressionBuilder:
         for c in cands:
             cid, m = c.metrics.clip_id, c.metrics
             found = faces[cid]
+            if found is None:  # unreadable: dropped already
+                continue
             if not found:
                 dropped.append(Dropped(cid, "no_face_found", "no_face_found: no face with landmarks on the "
                                        "frames curation sampled"))
                 continue
-            label, why, per = classify_clip([f[3] for f in found], m.kind == "video", baseline)
+            label, why, per = classify_clip([f[2] for f in found], m.kind == "video", baseline)
             ev = {"expression": label, "why": why, "frame_classes": per,
                   "baseline": None if baseline is None else {"brow_height": round(baseline.brow_height, 4),
                                                              "inner_brow_gap": round(baseline.inner_brow_gap, 4)}}
@@ -93,8 +98,11 @@ class ExpressionBuilder:
                 continue
             # the frame that shows the clip's class (talking: any), largest and sharpest face
             fits = [f for f, k in zip(found, per, strict=True) if k == label or label == "talking"] or found
-            idx, img, face, shape = max(fits, key=lambda f: (
-                f[2].box.h * face_sharpness(f[1], *f[2].box.clipped(f[1].shape[1], f[1].shape[0]))))
+            idx, face, shape, _ = max(fits, key=lambda f: f[3])
+            again = read(ctx, cid, [idx], dropped)
+            if not again:
+                continue
+            img = again[0][1]
             h, w = img.shape[:2]
             box = face_crop_box(face.box.x, face.box.y, face.box.w, face.box.h, w, h, opts.face_fraction)
             ev.update(frame=idx, face_box=[round(v, 1) for v in (face.box.x, face.box.y, face.box.w, face.box.h)],

@@ -3,18 +3,45 @@ the selection first), how they rank them, and the balanced items they end with."
 
 from __future__ import annotations
 
+import numpy as np
+
 from loraforge.curation.balance import Candidate, balance
 from loraforge.curation.builders import BuildContext, BuildResult, Dropped, Item
+from loraforge.curation.errors import UnreadableMedia
+
+# candidates at most this many times the target: balance needs spares for the classes it caps,
+# and analysing every kept clip of a 1000-clip project (keypoints on 24 frames each, ~3 s a
+# clip) would cost most of an hour for items that could never be picked
+CANDIDATES_PER_TARGET = 3
 
 
-def candidates(ctx: BuildContext) -> list:
-    """Kept clips, the selection first in its pick order, then the rest by quality: balance may
-    need a kept clip the selection passed over."""
+def candidates(ctx: BuildContext) -> tuple[list, list[Dropped]]:
+    """Kept clips, the selection first in its pick order, then the rest by quality (balance may
+    need a kept clip the selection passed over), at most CANDIDATES_PER_TARGET x the target;
+    and the kept clips left unanalysed beyond that, as drops."""
     chosen = ctx.selected
     ids = {c.metrics.clip_id for c in chosen}
     rest = sorted((c for c in ctx.result.clips if c.decision.keep and c.metrics.clip_id not in ids),
                   key=lambda c: (-c.metrics.quality_score, c.metrics.clip_id))
-    return [*chosen, *rest]
+    limit = max(len(chosen), CANDIDATES_PER_TARGET * ctx.result.selection.target_size)
+    every = [*chosen, *rest]
+    spare = [Dropped(c.metrics.clip_id, "not_analysed",
+                     f"not_analysed: {limit} kept clips (the selection, then the best) were enough "
+                     f"candidates for a target of {ctx.result.selection.target_size}")
+             for c in every[limit:]]
+    return every[:limit], spare
+
+
+def read(ctx: BuildContext, clip_id: str, indices: list[int], dropped: list[Dropped]) -> list[tuple[int, np.ndarray]]:
+    """The clip's frames, or [] with a drop saying why (one unreadable clip does not end the job)."""
+    try:
+        frames = ctx.frames(clip_id, indices)
+    except UnreadableMedia as exc:
+        dropped.append(Dropped(clip_id, "unreadable", f"unreadable: {exc}"))
+        return []
+    if not frames:
+        dropped.append(Dropped(clip_id, "unreadable", f"unreadable: none of frames {indices[:8]} decoded"))
+    return frames
 
 
 def score_of(c, selected_ids: set[str]) -> float:

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from loraforge.curation.balance import Candidate
 from loraforge.curation.builders import BuildContext, BuildResult, Dropped
-from loraforge.curation.builders.labelled import candidates, finish, score_of
+from loraforge.curation.builders.labelled import candidates, finish, read, score_of
 from loraforge.curation.lighting import CLASSES, classify, combine, measure_light
 
 LightingName = Literal["sunset", "sunrise", "midday", "indoor", "dramatic"]
@@ -61,21 +61,23 @@ class LightingBuilder:
     def build(self, ctx: BuildContext) -> BuildResult:
         opts: LightingOptions = ctx.options or LightingOptions()
         selected_ids = {c.metrics.clip_id for c in ctx.selected}
-        dropped: list[Dropped] = []
+        todo, dropped = candidates(ctx)
         labelled: list[Candidate] = []
         evidence: dict[str, dict] = {}
-        for c in candidates(ctx):
+        for c in todo:
             m = c.metrics
             sampled = ctx.sampled(m.clip_id)
             pick = sorted({sampled[int(round(i))] for i in np.linspace(0, len(sampled) - 1,
                                                                         min(len(sampled), opts.frames_per_clip))})
             measures = []
-            for _, img in ctx.frames(m.clip_id, pick):
+            for _, img in read(ctx, m.clip_id, pick, dropped):
                 face = None
                 if ctx.backend is not None and m.face_frames_fraction > 0:
                     det = ctx.backend.detect(img, embed_largest=False)
                     face = det[0].box if det else None
                 measures.append(measure_light(img, face))
+            if not measures:
+                continue
             lm = combine(measures)
             hour = capture_hour(ctx.clip_path(m.clip_id)) if m.kind == "photo" else None
             cls = classify(lm, hour)
