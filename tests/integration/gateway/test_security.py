@@ -3,9 +3,11 @@ real NATS and S3): keys, review tokens, presigned upload sizes, SSE streams per 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 import httpx
+from loraforge.gateway import admin
 from loraforge.gateway.config import GatewayConfig
 from loraforge.runtime.storage import Bucket
 
@@ -14,7 +16,7 @@ from .seed import CLIPS, DATASET_ID, seed_dataset
 from .test_gateway_api import _problem
 
 
-async def test_a_leaked_key_cannot_leave_live_keys_behind(gateway) -> None:
+async def test_a_leaked_key_cannot_leave_live_keys_behind(gateway, settings) -> None:
     """Attack: a leaked key mints keys, then the owner revokes it; the minted keys must die
     with it. Keys are listed (never their secrets) and revocable by id."""
     async with await gateway.client("acme") as root, await gateway.client() as anon:
@@ -56,10 +58,20 @@ async def test_a_leaked_key_cannot_leave_live_keys_behind(gateway) -> None:
         assert (await anon.delete("/v1/keys/current", headers={"X-API-Key": sibling["key"]})).status_code == 204
         _problem(await anon.get("/v1/projects", headers={"X-API-Key": spawn["key"]}), 401)
 
-        # admin: every key of the tenant
-        await gateway.state.revoke_tenant_keys("acme")
-        gateway.app.state.gw.auth.keys.forget_tenant("acme")
+        # the key's use is recorded (in the background, at most once a minute)
+        for _ in range(50):
+            rows = {k["id"]: k for k in (await root.get("/v1/keys")).json()["keys"]}
+            if rows[root_id]["last_used_at"]:
+                break
+            await asyncio.sleep(0.1)
+        assert rows[root_id]["last_used_at"]
+
+        # admin (operator command over NATS, not the API): every key of the tenant
+        out = await admin.run(settings, ["keys", "revoke-all", "--tenant", "acme"])
+        assert root_id in out["revoked"]
+        gateway.app.state.gw.auth.keys.forget_tenant("acme")  # else: within the cache ttl
         _problem(await root.get("/v1/projects"), 401)
+        assert (await admin.run(settings, ["keys", "list", "--tenant", "acme"]))["keys"] == []
 
 
 async def test_minting_keys_neither_exceeds_the_tenant_limit_nor_multiplies_the_rate(make_gateway) -> None:
