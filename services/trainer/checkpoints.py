@@ -111,6 +111,10 @@ def split_extra(extra: Mapping[str, Any]) -> tuple[EvalSettings, dict[str, Any]]
     """(evaluation settings, the rest of `extra` for the RunConfig)."""
     rest = {k: v for k, v in extra.items() if k not in EVAL_EXTRA}
     values = {EVAL_EXTRA[k]: v for k, v in extra.items() if k in EVAL_EXTRA}
+    # `extra` crosses the wire as a protobuf Struct, whose numbers are all doubles: a whole
+    # number is the int the field wants (eval_previews=1.0 would break range())
+    values = {k: int(v) if isinstance(v, float) and v.is_integer() and k != "guidance" else v
+              for k, v in values.items()}
     try:
         return EvalSettings(**values), rest
     except TypeError as e:

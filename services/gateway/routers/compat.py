@@ -3,7 +3,7 @@ loraforge with only the host, the key (`Authorization: Bearer lf_...`) and `mode
 loraforge preset name) changed.
 
     POST /api/v1/files                             upload dataset zips (purpose fine-tune)
-    GET  /api/v1/files                             the tenant's uploaded zips
+    GET  /api/v1/files[/{file_id}]                 the tenant's uploaded zips
     POST /api/v1/fine-tunes                        create a fine-tune job
     GET  /api/v1/fine-tunes                        list them
     GET  /api/v1/fine-tunes/{job_id}               status, usage, finetuned_output
@@ -154,6 +154,19 @@ async def list_files(request: Request, scope: tuple[Principal, str] = Depends(co
     records = await g.blocking(finetunes.list_files, g.store, ProjectRef(principal.tenant, project))
     return Envelope(request_id=_rid(), output={"files": [r.model_dump(mode="json") for r in records],
                                                "total": len(records)})
+
+
+@router.get("/files/{file_id}", response_model=Envelope, operation_id="hosted_get_file")
+async def get_file(request: Request,
+                   file_id: str = PathParam(pattern=r"^[A-Za-z0-9_-]{1,64}$"),
+                   scope: tuple[Principal, str] = Depends(compat_project)) -> Envelope:
+    """One uploaded zip: its kind (i2v / kf2v), samples, the trigger found in its prompts and
+    the dataset it became."""
+    principal, project = scope
+    g = gw(request)
+    rec = await g.blocking(finetunes.get_file, g.store, ProjectRef(principal.tenant, project),
+                           file_id)
+    return Envelope(request_id=_rid(), output=rec.model_dump(mode="json"))
 
 
 async def _output(g: Gateway, ref: ProjectRef, job: finetunes.FinetuneJob,

@@ -68,6 +68,8 @@ async def test_seed004_fine_tune_to_a_promoted_checkpoint(gateway, store, kf2v_z
         (up,) = body["data"]["uploaded_files"]
         assert up["name"] == kf2v_zip.name
         file_id = up["file_id"]
+        info = (await c.get(f"/api/v1/files/{file_id}")).json()["output"]
+        assert (info["mode"], info["samples"], info["trigger"]) == ("kf2v", 10, "s86b5p")
 
         # refusals of the request, before any training
         base = {"model": "tiny-wan2.1-flf2v", "training_file_ids": [file_id],

@@ -123,3 +123,18 @@ def test_finetuned_output_resolves_once_the_run_finished(mem_store) -> None:
     assert (v.version, v.chosen, v.step) == (1, "automatic", 4)
     assert lib.resolve("ft-j0123abcd:1").ref == "ft-j0123abcd:1"
     assert lib.version_numbers("ft-j0123abcd") == [1]
+
+
+def test_the_plans_options_survive_the_wire(mem_store) -> None:
+    """The extra goes through StartTraining's protobuf Struct (every number a double) and
+    must still be what the trainer's RunConfig and evaluation settings take."""
+    from google.protobuf import json_format
+    from loraforge.runtime.servicers import struct_from_dict
+    from loraforge.trainer.worker import validate_extra
+
+    _file(mem_store, 10)
+    plan = plan_finetune(mem_store, REF, _req(n_epochs=800, batch_size=9, eval_epochs=200))
+    wired = json_format.MessageToDict(struct_from_dict(plan.training_extra(_req().hyper_parameters)))
+    settings, options = validate_extra(wired)
+    assert settings.previews == 1 and settings.prompts == ("prompt 1 s86b5p",)
+    assert options["eval_every"] == 200.0 and "validation_clips" not in options
