@@ -20,6 +20,8 @@ Measured per frame, each as a number written as evidence:
 Classes (``classify``): dramatic = strong key/fill (>= 2.5 stops) in a low-key picture; then
 with sky in frame, warm light (< 4300 K) is a low sun (sunrise or sunset) and the rest midday;
 without sky, bright daylight-coloured light with hard contrast is midday outdoors, else indoor.
+A photo's EXIF exposure (aperture, shutter, ISO -> scene EV) is absolute light and overrules the
+sky heuristic: EV <= 9 is indoors, EV >= 12 with daylight colour is outdoors by day.
 Sunrise and sunset look alike in a single picture: the capture time decides when the file
 carries one (hour < 12: sunrise); without it the sky's hue does (a low sun after dusk-side haze
 is redder/more saturated, a dawn sky pinker and paler), which is a heuristic and is marked so
@@ -65,6 +67,11 @@ DARK_LUMA = 40
 OUTDOOR_MIN_LUMA = 120
 DAYLIGHT_MIN_K = 4800.0
 OUTDOOR_MIN_STOPS = 1.5
+# EV at ISO 100 (log2 N^2/t - log2 ISO/100), the standard exposure tables: home interiors 5-7,
+# bright offices and shops 8-9 (at most 9 here), sunset 10-12, overcast daylight 12-13, full sun
+# 14-16 (at least 12 here); between, the picture decides
+INDOOR_MAX_EV = 9.0
+DAYLIGHT_MIN_EV = 12.0
 
 
 @dataclass(frozen=True)
@@ -225,6 +232,13 @@ def combine(measures: list[LightMeasure]) -> LightMeasure:
     )
 
 
+def scene_ev(f_number: float | None, exposure_s: float | None, iso: float | None) -> float | None:
+    """EV at ISO 100 of a correctly exposed shot, or None when a value is missing or absurd."""
+    if not f_number or not exposure_s or not iso or f_number <= 0 or exposure_s <= 0 or iso <= 0:
+        return None
+    return math.log2(f_number * f_number / exposure_s) - math.log2(iso / 100.0)
+
+
 def sun_side(m: LightMeasure, capture_hour: float | None) -> tuple[str, str]:
     """(sunrise | sunset, what decided it): the capture time when known, else the sky's colour.
     Heuristic without a time: dusk skies after a day's haze and dust read more saturated
@@ -243,11 +257,22 @@ class LightClass:
     sun_side_from: str | None = None  # capture_time | sky_colour (sunrise/sunset only)
 
 
-def classify(m: LightMeasure, capture_hour: float | None = None) -> LightClass:
+def classify(m: LightMeasure, capture_hour: float | None = None, scene_ev: float | None = None) -> LightClass:
+    """``scene_ev``: the scene's exposure value at ISO 100 from a photo's EXIF (aperture,
+    shutter, ISO), the one measure of absolute light a picture carries: it overrules the sky
+    heuristic where the two disagree (a blue backdrop read as sky in a dim room; a sunny street
+    with no sky in frame)."""
     if m.key_fill_stops >= DRAMATIC_MIN_STOPS and m.dark_fraction >= DRAMATIC_MIN_DARK:
         return LightClass("dramatic", f"key/fill {m.key_fill_stops:.1f} stops on the {m.contrast_on} "
                           f"(>= {DRAMATIC_MIN_STOPS}), {m.dark_fraction:.0%} of the frame in deep shadow "
                           f"(>= {DRAMATIC_MIN_DARK:.0%}), light from the {m.direction}")
+    if scene_ev is not None and scene_ev <= INDOOR_MAX_EV:
+        return LightClass("indoor", f"EXIF exposure EV {scene_ev:.1f} (<= {INDOOR_MAX_EV}): interior light levels, "
+                          f"{m.cct_k:.0f} K")
+    if (scene_ev is not None and scene_ev >= DAYLIGHT_MIN_EV and m.cct_k >= WARM_MAX_K
+            and m.sky_fraction < SKY_MIN_FRACTION):
+        return LightClass("midday", f"EXIF exposure EV {scene_ev:.1f} (>= {DAYLIGHT_MIN_EV}): daylight outdoors, "
+                          f"{m.cct_k:.0f} K, no sky in frame")
     if m.sky_fraction >= SKY_MIN_FRACTION:
         if m.cct_k < WARM_MAX_K:
             side, by = sun_side(m, capture_hour)

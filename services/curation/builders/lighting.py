@@ -4,7 +4,8 @@ dramatic), balanced across classes.
 For every kept clip (the selection first), up to ``frames_per_clip`` of the frames curation
 sampled are measured (``lighting.measure_light``: colour temperature of the light, sky share
 and colour, key/fill contrast on the face when one is seen else on the frame, light direction,
-deep-shadow share), combined by medians and classed (``lighting.classify``). Sunrise against
+deep-shadow share), combined by medians and classed (``lighting.classify``; a photo's EXIF
+exposure, when it has one, is absolute light and overrules the sky heuristic). Sunrise against
 sunset is decided by the capture time when the file carries one (a photo's EXIF
 DateTimeOriginal), else by the sky's colour, which is a heuristic (``sun_side_from`` in the
 evidence says which). The items are the clips (or photos) themselves, full frames: a lighting
@@ -24,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from loraforge.curation.balance import Candidate
 from loraforge.curation.builders import BuildContext, BuildResult, Dropped
 from loraforge.curation.builders.labelled import candidates, finish, read, score_of
-from loraforge.curation.lighting import CLASSES, classify, combine, measure_light
+from loraforge.curation.lighting import CLASSES, classify, combine, measure_light, scene_ev
 
 LightingName = Literal["sunset", "sunrise", "midday", "indoor", "dramatic"]
 
@@ -38,20 +39,30 @@ class LightingOptions(BaseModel):
     frames_per_clip: int = Field(4, ge=1, le=64)
 
 
-def capture_hour(path: Path) -> float | None:
-    """The local hour a photo was taken (EXIF DateTimeOriginal), or None."""
+def photo_exif(path: Path) -> tuple[float | None, float | None]:
+    """(local hour the photo was taken, scene EV at ISO 100) from its EXIF; None where absent."""
     try:
         from PIL import Image
 
         with Image.open(path) as im:
             exif = im.getexif()
-            raw = exif.get_ifd(0x8769).get(0x9003) or exif.get(0x0132)  # DateTimeOriginal, DateTime
-        if not raw:
-            return None
-        t = datetime.strptime(str(raw).strip("\x00 "), "%Y:%m:%d %H:%M:%S")
-        return t.hour + t.minute / 60
+            sub = exif.get_ifd(0x8769)
     except (OSError, ValueError, SyntaxError):
-        return None
+        return None, None
+    hour = None
+    raw = sub.get(0x9003) or exif.get(0x0132)  # DateTimeOriginal, else DateTime
+    if raw:
+        try:
+            t = datetime.strptime(str(raw).strip("\x00 "), "%Y:%m:%d %H:%M:%S")
+            hour = t.hour + t.minute / 60
+        except ValueError:
+            pass
+    num = lambda v: float(v) if v is not None else None  # noqa: E731  (IFDRational -> float)
+    try:
+        ev = scene_ev(num(sub.get(0x829D)), num(sub.get(0x829A)), num(sub.get(0x8827)))  # FNumber, ExposureTime, ISO
+    except (TypeError, ValueError, ZeroDivisionError):
+        ev = None
+    return hour, ev
 
 
 class LightingBuilder:
@@ -79,10 +90,11 @@ class LightingBuilder:
             if not measures:
                 continue
             lm = combine(measures)
-            hour = capture_hour(ctx.clip_path(m.clip_id)) if m.kind == "photo" else None
-            cls = classify(lm, hour)
+            hour, exposure = photo_exif(ctx.clip_path(m.clip_id)) if m.kind == "photo" else (None, None)
+            cls = classify(lm, hour, exposure)
             ev = {"lighting": cls.label, "why": cls.why, "sun_side_from": cls.sun_side_from,
-                  "capture_hour": hour, "frames": pick, **lm.as_dict()}
+                  "capture_hour": hour, "scene_ev": None if exposure is None else round(exposure, 2),
+                  "frames": pick, **lm.as_dict()}
             if opts.lighting is not None and cls.label not in opts.lighting:
                 dropped.append(Dropped(m.clip_id, "lighting_not_wanted", f"lighting_not_wanted: {cls.label} "
                                        f"({cls.why}); this set keeps {', '.join(opts.lighting)}", evidence=ev))

@@ -243,11 +243,27 @@ def test_sunrise_or_sunset_from_the_capture_time():
     assert L.classify(m).sun_side_from == "sky_colour"  # no time: the sky's hue, a heuristic
 
 
-def _photo(path, img, when: str | None = None):
+def test_exif_exposure_overrules_the_sky_heuristic():
+    # f/2, 1/50 s, ISO 800: EV 4.6, a living room; f/8, 1/500 s, ISO 100: EV 15, full sun
+    assert L.scene_ev(2.0, 1 / 50, 800) == pytest.approx(4.64, abs=0.01)
+    assert L.scene_ev(8.0, 1 / 500, 100) == pytest.approx(14.97, abs=0.01)
+    assert L.scene_ev(None, 1 / 50, 800) is None
+    sky = L.measure_light(LM.midday())
+    assert L.classify(sky, scene_ev=4.6).label == "indoor"  # a sky-blue wall in a dim room
+    assert L.classify(sky, scene_ev=11.0).label == "midday"  # between: the picture decides
+    street = L.measure_light(LM.fit(LM.grade(LM.china(0.0, 1.0)[200:], (1.0, 1.0, 1.0), 1.0)))
+    assert street.sky_fraction < L.SKY_MIN_FRACTION  # the lower half of the photo: no sky
+    assert L.classify(street, scene_ev=15.0).label == "midday"
+
+
+def _photo(path, img, when: str | None = None, exposure: tuple[float, float, int] | None = None):
     im = Image.fromarray(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
     exif = Image.Exif()
     if when:
         exif[0x0132] = when  # DateTime
+    if exposure:  # f-number, shutter (s), ISO
+        sub = exif.get_ifd(0x8769)
+        sub[0x829D], sub[0x829A], sub[0x8827] = exposure
     im.save(path, quality=95, exif=exif.tobytes())
     return path
 
@@ -263,7 +279,7 @@ def test_lighting_builder_classes_photos_and_caps_a_class(tmp_path, backend, peo
         "noon-c": _photo(d / "noon-c.jpg", big(LM.fit(LM.grade(LM.china(0.35, 1.0), (0.95, 1.0, 1.05), 1.2)))),
         "dawn": _photo(d / "dawn.jpg", big(LM.fit(LM.grade(LM.china(0.2, 0.9, True), (1.0, 0.62, 0.30), 0.8))),
                        "2024:06:01 06:40:00"),
-        "cafe": _photo(d / "cafe.jpg", big(LM.indoor_coffee())),
+        "cafe": _photo(d / "cafe.jpg", big(LM.indoor_coffee()), exposure=(2.0, 1 / 50, 800)),  # EV 4.6
     }
     policy = CurationPolicy.for_type("lighting", {**SMALL, "target_size": 4, "duplicate_max_phash": 0})
     out = tmp_path / "out"
@@ -278,6 +294,8 @@ def test_lighting_builder_classes_photos_and_caps_a_class(tmp_path, backend, peo
     dawn = next(i for i in build.items if i.clip_id == "dawn")
     assert dawn.evidence["sun_side_from"] == "capture_time" and dawn.evidence["capture_hour"] == pytest.approx(6.667, abs=0.01)
     assert dawn.kind == "image" and dawn.path is None  # the photo itself is the item
+    cafe = next(i for i in build.items if i.clip_id == "cafe")
+    assert cafe.evidence["scene_ev"] == pytest.approx(4.64, abs=0.01) and "EXIF exposure" in cafe.evidence["why"]
     assert sorted(d.code for d in build.dropped) == ["class_cap", "class_cap"]
     assert build.missing and "midday" in build.missing[0] and "1 item(s) short of the target 4" in build.missing[0]
     assert build.summary["lighting_counts"] == {"sunset": 0, "sunrise": 1, "midday": 1, "indoor": 1, "dramatic": 0}
