@@ -148,9 +148,11 @@ class Breaker:
         self.open_until = 0.0
 
     def failure(self, now: float) -> float:
-        """Count a failed call; the cool-down to wait when this opens the breaker, else 0."""
+        """Count a failed call; the cool-down to wait when this opens the breaker, else 0.
+        After an opening, the first call is a probe (half-open): its failure opens the
+        breaker again at once, for twice as long."""
         self.failures += 1
-        if self.failures < self.failures_to_open:
+        if self.failures < self.failures_to_open and self.openings == 0:
             return 0.0
         self.failures = 0
         self.openings += 1

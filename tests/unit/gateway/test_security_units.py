@@ -146,8 +146,7 @@ def test_breaker_opens_after_consecutive_failures_and_backs_off() -> None:
     b = Breaker(failures_to_open=3, cooldown_s=10)
     assert b.failure(0) == 0 and b.failure(1) == 0 and not b.is_open(1)
     assert b.failure(2) == 10 and b.is_open(5) and not b.is_open(12.1)
-    b.failure(13), b.failure(14)
-    assert b.failure(15) == 20  # opened again in a row: twice as long
+    assert b.failure(13) == 20  # the probe after the cool-down failed: open again, twice as long
     b.success()
     assert not b.is_open(16) and b.failure(16) == 0  # a success resets the count
     for t in range(100):
