@@ -9,8 +9,9 @@ render workers and called by name, in the project's style and in seed 004's host
                                                          at /v1/projects/{p}/renders/{job_id}
                                                          (+ /events, /results) like any render
 
-Seed 004's compatibility surface (the project is `X-Loraforge-Project`, default
-`fine-tunes`, created on first use; `Authorization: Bearer KEY` as everywhere):
+Seed 004's compatibility surface (the project is the `X-Project` header, default `fine-tunes`,
+created on first use, as for /api/v1/files and fine-tunes in compat.py; `Authorization:
+Bearer KEY` as everywhere):
 
     POST   /api/v1/deployments                           {model_name, aigc_config, capacity, plan}
     GET    /api/v1/deployments                           output.deployments
@@ -37,10 +38,11 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Path, Request
-from loraforge.gateway.auth import Principal, require_key
+from fastapi import APIRouter, Depends, Path, Request
+from loraforge.gateway.auth import Principal
 from loraforge.gateway.deps import Gateway, gw, project_of
-from loraforge.gateway.models import SLUG_PATTERN, Job
+from loraforge.gateway.models import Job
+from loraforge.gateway.routers.compat import compat_project
 from loraforge.gateway.problems import PROBLEM_RESPONSES
 from loraforge.library.deployments import GenerationDefaults, PromptSettings
 from loraforge.runtime.errors import InvalidInput, NotFound
@@ -53,7 +55,6 @@ DEPLOYMENT = Path(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="deployment 
                   examples=["money-rain-ft-202511111122-1a2b"])
 DEPLOYED_MODEL = Path(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="the deployed_model",
                       examples=["money-rain-ft-202511111122-1a2b"])
-COMPAT_PROJECT = "fine-tunes"  # the project seed 004's paths (which name none) work in
 MAX_DATA_URL_BYTES = 20 * 2**20  # a 4096x4096 PNG photo is ~15-20 MB
 
 
@@ -200,26 +201,6 @@ async def call(body: CallBody, request: Request, name: str = DEPLOYMENT,
 
 
 # ------------------------------------------------------------------ seed 004's shapes
-
-async def compat_project(request: Request, principal: Principal = Depends(require_key),
-                         x_loraforge_project: str | None = Header(default=None, pattern=SLUG_PATTERN)
-                         ) -> tuple[Principal, str]:
-    """The project of a `/api/v1` call: `X-Loraforge-Project`, or `fine-tunes` (created on
-    first use, so seed 004's scripts run unchanged)."""
-    state = gw(request).state
-    if x_loraforge_project:
-        await state.project(principal.tenant, x_loraforge_project)  # 404 if not the tenant's
-        return principal, x_loraforge_project
-    try:
-        await state.project(principal.tenant, COMPAT_PROJECT)
-    except NotFound:
-        try:
-            await state.create_project(principal.tenant, COMPAT_PROJECT,
-                                       "seed 004 compatibility API (/api/v1)")
-        except Exception:  # noqa: BLE001 - created by a concurrent first call
-            await state.project(principal.tenant, COMPAT_PROJECT)
-    return principal, COMPAT_PROJECT
-
 
 class AigcConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")

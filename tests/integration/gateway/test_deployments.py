@@ -1,14 +1,12 @@
-"""Seed 004's deploy-and-call flow through the gateway, on real NATS, S3, gRPC and the real
-render service (its warm pool): a LoRA version promoted from a checkpoint that is not the
-run's automatic pick -> deployed with a template over seed 004's `/api/v1/deployments` ->
-RUNNING (a render worker holds it warm) -> called with a first and a last frame and no prompt
--> a video that starts and ends on the inputs (decoded pixels), rendered with the filled
-template and the trigger. The version cannot be deleted while deployed; another tenant can
-neither see, call nor deploy it.
-
-The run is a training run's committed layout (run.json, exported checkpoints) holding real
-tiny-Wan FLF2V LoRAs with random non-zero weights: what is under test is the library ->
-deployment -> render path, not the trainer (tested in tests/integration/trainer)."""
+"""Seed 004's whole flow through the gateway, on real NATS, S3, gRPC, a real trainer worker and
+the real render service (its warm pool), tiny FLF2V preset: upload a kf2v zip of 10 samples ->
+fine-tune with hyper_parameters -> SUCCEEDED with usage -> export a checkpoint that is not the
+automatic pick -> deploy it with a template over `/api/v1/deployments` -> RUNNING (a render
+worker holds it warm) -> call it with a first and a last frame and no prompt -> a video that
+starts and ends on the inputs (decoded pixels), rendered with the filled template and the
+trigger. Also: the same call over the CLI (both transports) and a batch call on NATS; a
+deployment whose base model is not provisioned FAILS with the reason; the version cannot be
+deleted while deployed; another tenant can neither see, call nor deploy it."""
 
 from __future__ import annotations
 
@@ -26,45 +24,23 @@ import httpx
 import imageio_ffmpeg
 import numpy as np
 import pytest
-from loraforge.library import Library
 from loraforge.render.executor import fit_image
 from loraforge.render.main import mount as render_mount
-from loraforge.runtime.errors import Conflict
 from loraforge.runtime.events import Event
 from loraforge.runtime.jobs import new_job_id
-from loraforge.runtime.keys import ProjectRef
-from loraforge.runtime.storage import Bucket
 from PIL import Image
 
-from unit.render.test_lora_weight import make_lora  # tests/ is on sys.path (rootdir)
+from tests.integration.library.conftest import kf2v_zip, trainer_worker  # noqa: F401 (fixtures)
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(600)
 
-PROJECT, RUN = "fine-tunes", "run-kf2v-1"
+PROJECT = "fine-tunes"
+# seed 004's hyper-parameters at test size: 4 epochs x ceil(9 / 9) = 4 steps (the 800-step
+# rule is checked for real presets only), a checkpoint evaluated every 2 epochs
+HP = {"n_epochs": 4, "batch_size": 9, "learning_rate": 1e-4, "split": 0.9,
+      "max_split_val_dataset_sample": 5, "eval_epochs": 2, "max_pixels": 1024}
 LORA_PROMPT = "然后她开始了s86b5p变身。"
 TEMPLATE = "视频开头展示了{description}。{lora_prompt}"
-
-
-def _write_run(store: Any, tmp: Path, tenant: str) -> None:
-    """What the trainer commits for a 4-step run with checkpoints at 2 and 4 (best = 4)."""
-    prefix = ProjectRef(tenant, PROJECT).key("runs", RUN)
-    for step, seed in ((2, 1), (4, 2)):
-        path = make_lora("tiny-wan2.1-flf2v", tmp / f"step{step}.safetensors", seed=seed)
-        store.put_file(Bucket.LORAS, f"{prefix}/checkpoints/step-{step}/lora.safetensors", path)
-        if step == 4:
-            for which in ("best", "last"):
-                store.put_file(Bucket.LORAS, f"{prefix}/{which}.safetensors", path)
-    store.put_json(Bucket.LORAS, f"{prefix}/run.json", {
-        "job_id": RUN, "run_prefix": prefix, "steps": 4, "best_step": 4,
-        "best_reason": "lowest validation loss at step 4",
-        "best_key": f"{prefix}/best.safetensors", "last_key": f"{prefix}/last.safetensors",
-        "files": {"best": {"transformer": f"{prefix}/best.safetensors"},
-                  "last": {"transformer": f"{prefix}/last.safetensors"}},
-        "base_preset": "tiny-wan2.1-flf2v", "family": "wan", "lora_type": "effect",
-        "trigger": "s86b5p", "recommended_weight": 0.9, "dataset_id": "kf2v-10",
-        "metrics": {"eval_losses": {"2": 0.41, "4": 0.38}},
-        "checkpoints": {"2": f"{prefix}/checkpoints/step-2/adapter.safetensors",
-                        "4": f"{prefix}/checkpoints/step-4/adapter.safetensors"}})
 
 
 def _data_url(image: Image.Image) -> str:
@@ -101,7 +77,7 @@ async def _cli(*args: str, env: dict[str, str]) -> tuple[int, str]:
 
 
 async def test_deploy_a_promoted_checkpoint_and_call_it_with_first_and_last_frame(
-        make_gateway, store, bus, settings_env, tmp_path: Path) -> None:
+        make_gateway, store, bus, settings_env, kf2v_zip, trainer_worker, tmp_path: Path) -> None:
     from skimage import data
 
     stack = await make_gateway(mounts={"render": render_mount})
@@ -111,18 +87,37 @@ async def test_deploy_a_promoted_checkpoint_and_call_it_with_first_and_last_fram
         r = await http.get("/api/v1/deployments", headers=bearer)  # creates the compat project
         assert r.status_code == 200 and r.json()["output"]["total"] == 0
 
-        # promote step 2, not the run's automatic pick (step 4), with the reason recorded
-        await asyncio.to_thread(_write_run, store, tmp_path, "acme")
-        library = Library(store, ProjectRef("acme", PROJECT))
-        version = await asyncio.to_thread(
-            library.register, RUN, "transform", checkpoint="step-2",
-            reason="step 2's previews keep the face; step 4 over-bakes the effect")
-        assert (version.ref, version.chosen, version.step) == ("transform:1", "user", 2)
+        # upload -> fine-tune -> SUCCEEDED with usage
+        with kf2v_zip.open("rb") as fh:
+            r = await http.post("/api/v1/files", headers=bearer, data={"purpose": "fine-tune"},
+                                files={"files": (kf2v_zip.name, fh, "application/zip")})
+        assert r.status_code == 200, r.text
+        (up,) = r.json()["data"]["uploaded_files"]
+        r = await http.post("/api/v1/fine-tunes", headers=bearer, json={
+            "model": "tiny-wan2.1-flf2v", "training_file_ids": [up["file_id"]],
+            "training_type": "efficient_sft", "hyper_parameters": HP})
+        assert r.status_code == 200, r.text
+        job_id = r.json()["output"]["job_id"]
+
+        async def fine_tune() -> dict[str, Any]:
+            return (await http.get(f"/api/v1/fine-tunes/{job_id}", headers=bearer)).json()["output"]
+
+        ft = await _poll(fine_tune, lambda o: o["status"] in ("SUCCEEDED", "FAILED", "CANCELED"), 360)
+        assert ft["status"] == "SUCCEEDED" and ft["usage"] > 0, ft
+
+        # export a checkpoint that is not the automatic pick, with the reason
+        cps = (await http.get(f"/api/v1/fine-tunes/{job_id}/checkpoints", headers=bearer)).json()["output"]
+        (picked,) = [cp for cp in cps if not cp["automatic_pick"]]
+        r = await http.get(f"/api/v1/fine-tunes/{job_id}/export/{picked['checkpoint']}", headers=bearer,
+                           params={"reason": "its previews keep the face; the last over-bakes the effect"})
+        assert r.status_code == 200, r.text
+        name, version = ft["finetuned_output"], r.json()["output"]["version"]
+        lora_ref = f"{name}:{version}"
 
         # a deployment whose base model is not provisioned here: FAILED with the reason, and
         # the worker's slot stays free
         r = await http.post(f"/v1/projects/{PROJECT}/deployments", headers=bearer, json={
-            "lora": "transform:1", "name": "transform-14b", "preset": "wan2.1-flf2v-14b"})
+            "lora": lora_ref, "name": "transform-14b", "preset": "wan2.1-flf2v-14b"})
         assert r.status_code == 201, r.text
 
         async def bad() -> dict[str, Any]:
@@ -134,14 +129,14 @@ async def test_deploy_a_promoted_checkpoint_and_call_it_with_first_and_last_fram
                                   headers=bearer)).status_code == 200
 
         r = await http.post("/api/v1/deployments", headers=bearer, json={
-            "model_name": "transform:1", "capacity": 1, "plan": "lora",
+            "model_name": lora_ref, "capacity": 1, "plan": "lora",
             "aigc_config": {"use_input_prompt": False, "prompt": TEMPLATE,
                             "lora_prompt_default": LORA_PROMPT},
             "parameters": {"width": 64, "height": 64, "frames": 5, "fps": 8, "steps": 1}})
         assert r.status_code == 200, r.text
         out = r.json()["output"]
         deployed = out["deployed_model"]
-        assert out["status"] in ("PENDING", "RUNNING") and deployed.startswith("transform-ft-")
+        assert out["status"] in ("PENDING", "RUNNING") and "-ft-" in deployed
 
         async def status() -> dict[str, Any]:
             r = await http.get(f"/api/v1/deployments/{deployed}", headers=bearer)
@@ -217,15 +212,15 @@ async def test_deploy_a_promoted_checkpoint_and_call_it_with_first_and_last_fram
         assert done["state"] == "SUCCEEDED" and done["result"]["seed"] == 7, done
 
         # a deployed version cannot be deleted
-        with pytest.raises(Conflict):
-            await asyncio.to_thread(library.delete, "transform", 1)
+        r = await http.delete(f"/v1/projects/{PROJECT}/loras/{name}/versions/{version}", headers=bearer)
+        assert r.status_code == 409 and deployed in r.text, r.text
 
         # another tenant: not seen, not callable, not deployable
         assert (await http.get(f"/api/v1/deployments/{deployed}", headers=other)).status_code == 404
         r = await http.post("/api/v1/services/aigc/video-generation/video-synthesis",
                             headers=other, json=body)
         assert r.status_code == 404, r.text
-        r = await http.post("/api/v1/deployments", headers=other, json={"model_name": "transform:1"})
+        r = await http.post("/api/v1/deployments", headers=other, json={"model_name": lora_ref})
         assert r.status_code == 404, r.text
         assert (await http.get(f"/api/v1/tasks/{task_id}", headers=other)).status_code == 404
 
@@ -236,4 +231,5 @@ async def test_deploy_a_promoted_checkpoint_and_call_it_with_first_and_last_fram
 
         r = await http.delete(f"/v1/projects/{PROJECT}/deployments/{deployed}", headers=bearer)
         assert r.status_code == 200 and r.json()["status"] == "STOPPED"
-        await asyncio.to_thread(library.delete, "transform", 1)  # free again
+        r = await http.delete(f"/v1/projects/{PROJECT}/loras/{name}/versions/{version}", headers=bearer)
+        assert r.status_code in (200, 204), r.text  # free again
