@@ -7,8 +7,11 @@ classed (``expression.classify_clip``: neutral, smile, laughing, talking, seriou
 with the person's resting brows taken from the median over the whole set. One crop per clip is
 written, ``derived/<clip_id>/face.png``: a square around the face with the face box at 50 % of
 its height (seed 003: 40-60 %), from the frame that shows the clip's class with the largest,
-sharpest face, at the clip's own resolution (never upscaled). Balance (``balance.py``) keeps any
-class under ``max_class_share`` of the target; ``expressions`` keeps only the classes named.
+sharpest face, at the clip's own resolution (never upscaled). In a video set the item is the
+clip itself cropped to a fixed square around the face (``derived/<clip_id>/face.mp4``, the still
+beside it as evidence), since talking and laughter are motion; a face that moves out of a fixed
+crop leaves the still as the item, with the reason. Balance (``balance.py``) keeps any class
+under ``max_class_share`` of the target; ``expressions`` keeps only the classes named.
 """
 
 from __future__ import annotations
@@ -47,6 +50,45 @@ class ExpressionOptions(BaseModel):
     # the softness. Test clips (480x360, faces of ~90 px) set it lower
     min_crop_px: int = Field(256, ge=32, description="crops smaller than this are left out")
     max_crop_px: int = Field(1024, ge=64, description="larger crops are scaled down to this")
+    clips: bool = Field(True, description="video sets: the item is the clip cropped to the face")
+
+
+# the fixed crop of a clip: the face's share of it on every sampled frame must stay in this
+# range (a little wider than the still's 40-60 %: a head moves as it talks)
+CLIP_FACE_RANGE = (0.35, 0.65)
+
+
+def _crop_clip(ctx: BuildContext, cid: str, boxes: list, w: int, h: int,
+               opts: ExpressionOptions) -> tuple[str | None, str | None]:
+    """(derived path of the face-cropped clip, None) or (None, why not)."""
+    import numpy as np
+
+    from loraforge.ingest.tools import MediaTools, run, tail
+
+    med = [float(np.median([getattr(b, k) for b in boxes])) for k in ("x", "y", "w", "h")]
+    box = face_crop_box(*med, w, h, opts.face_fraction)
+    if box is None:
+        return None, "the face is too large for a fixed crop"
+    (x, y, side, _), _ = box
+    x, y, side = x - x % 2, y - y % 2, side - side % 2  # 4:2:0 video: even offsets and size
+    for b in boxes:
+        share = max(b.w, b.h) / side
+        if not (CLIP_FACE_RANGE[0] <= share <= CLIP_FACE_RANGE[1]) or b.x < x or b.y < y or \
+                b.x2 > x + side or b.y2 > y + side:
+            return None, (f"the face moves out of a fixed crop (its share {share:.0%}, "
+                          f"range {CLIP_FACE_RANGE[0]:.0%}-{CLIP_FACE_RANGE[1]:.0%}); the still is the item")
+    out = min(side, opts.max_crop_px)
+    out -= out % 2
+    rel = ctx.item_path(cid, "face.mp4")
+    dst = ctx.out_dir / rel
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    # crf 18: visually lossless, so the crop adds no visible generation to the clip's own encode
+    res = run([MediaTools.discover().ffmpeg, "-y", "-v", "error", "-i", str(ctx.clip_path(cid)),
+               "-vf", f"crop={side}:{side}:{x}:{y},scale={out}:{out}:flags=area", "-an",
+               "-c:v", "libx264", "-crf", "18", "-preset", "veryfast", "-pix_fmt", "yuv420p", str(dst)], timeout=600)
+    if res.returncode != 0 or not dst.is_file():
+        return None, f"ffmpeg could not crop the clip: {tail(res.stderr)}"
+    return rel, None
 
 
 class ExpressionBuilder:
@@ -78,6 +120,7 @@ class ExpressionBuilder:
         labelled: list[Candidate] = []
         evidence: dict[str, dict] = {}
         paths: dict[str, str] = {}
+        kinds: dict[str, str] = {}
         frame_of: dict[str, int] = {}
         for c in cands:
             cid, m = c.metrics.clip_id, c.metrics
@@ -126,6 +169,20 @@ class ExpressionBuilder:
             write_image(ctx.out_dir / rel, crop)
             ev["size_px"] = int(crop.shape[0])
             evidence[cid], paths[cid], frame_of[cid] = ev, rel, idx
+            if m.kind == "video" and opts.clips:
+                # a video LoRA learns talking and laughter as motion: the clip cropped to a fixed
+                # square around the face's median box, when the face stays 35-65 % of it and
+                # inside it on every sampled frame (else the still is the item, and says why)
+                clip_rel, why_not = _crop_clip(ctx, cid, [f[1].box for f in found], w, h, opts)
+                ev["clip_crop"] = why_not or "ok"
+                if clip_rel is not None:
+                    ev["still"] = rel
+                    paths[cid], kinds[cid] = clip_rel, "video"
+                    frame_of.pop(cid)
             labelled.append(Candidate(cid, label, score_of(c, selected_ids)))
-        return finish(ctx, labelled, evidence, dropped, opts.max_class_share, "expression",
-                      EXPRESSION_CLASSES, item_path=paths, frame_index=frame_of)
+        build = finish(ctx, labelled, evidence, dropped, opts.max_class_share, "expression",
+                       EXPRESSION_CLASSES, item_path=paths, frame_index=frame_of, item_kind=kinds)
+        for d in build.dropped:  # a capped clip's still is not uploaded either
+            if d.code == "class_cap" and d.evidence.get("still"):
+                (ctx.out_dir / d.evidence["still"]).unlink(missing_ok=True)
+        return build

@@ -51,7 +51,7 @@ def score_of(c, selected_ids: set[str]) -> float:
 
 def finish(ctx: BuildContext, cands: list[Candidate], evidence: dict[str, dict], dropped: list[Dropped],
            max_share: float, what: str, classes: tuple[str, ...], item_path: dict[str, str] | None = None,
-           frame_index: dict[str, int] | None = None) -> BuildResult:
+           frame_index: dict[str, int] | None = None, item_kind: dict[str, str] | None = None) -> BuildResult:
     """Balance the labelled candidates to the selection's target and turn them into items:
     the clips themselves, or the derived files given in ``item_path`` (item id -> path)."""
     target = ctx.result.selection.target_size
@@ -62,7 +62,7 @@ def finish(ctx: BuildContext, cands: list[Candidate], evidence: dict[str, dict],
     for cand in bal.chosen if bal else []:
         path = (item_path or {}).get(cand.item_id)
         items.append(Item(cand.item_id, clip_of[cand.item_id], path,
-                          kind="image" if path else kind,
+                          kind=(item_kind or {}).get(cand.item_id, "image" if path else kind),
                           frame_index=(frame_index or {}).get(cand.item_id),
                           variant="face_crop" if path else "full",
                           evidence=evidence[cand.item_id]))

@@ -58,17 +58,20 @@ async def test_curate_pose_expression_lighting_build_their_datasets(curation_ser
     kp = store.get_json(Bucket.DATASETS, f"{prefix}/derived/walk-000/keypoints.json")
     assert len(kp["frames"]) == 6 and len(kp["frames"][0]["keypoints"]) == 33
 
-    # expression: the portrait's face cropped at half the crop; the walker's face is too small
+    # expression: the portrait's clip cropped to her face (the face at half the crop), its still
+    # beside it; the walker's face is too small
     out, record, prefix = await curate("expression", "min_face_height_ratio=0.15",
                                        'build_options={"min_crop_px": 96}')
     (item,) = record["selected"]
     assert item["bucket"] == "datasets" and item["source_clip_id"] == "face-000" and item["variant"] == "face_crop"
-    crop = tmp_path / "face.png"
-    await asyncio.to_thread(store.download, Bucket.DATASETS, item["key"], crop)
-    img = cv2.imread(str(crop))
+    assert item["kind"] == "video" and item["key"] == f"{prefix}/derived/face-000/face.mp4"
     build = store.get_json(Bucket.DATASETS, f"{prefix}/build.json")
     ev = build["items"][0]["evidence"]
+    still = tmp_path / "face.png"
+    await asyncio.to_thread(store.download, Bucket.DATASETS, f"{prefix}/{ev['still']}", still)
+    img = cv2.imread(str(still))
     assert ev["expression"] == "smile" and 0.4 <= ev["face_fraction"] <= 0.6 and img.shape[0] == ev["size_px"]
+    assert store.stat(Bucket.DATASETS, item["key"]).size > 1000
 
     # lighting: the walker under the temple's daylight sky, the portrait in the room
     out, record, prefix = await curate("lighting")

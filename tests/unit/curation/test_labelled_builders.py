@@ -193,12 +193,23 @@ def test_expression_builder_crops_faces_at_40_to_60_percent(expression_clips, ba
     build = build_dataset(result, tmp_path, people, backend, lambda cid: expression_clips[cid])
     assert len(build.items) == 2 and not build.dropped
     for item in build.items:
-        assert item.kind == "image" and item.variant == "face_crop" and item.evidence["expression"] == "smile"
-        crop = cv2.imread(str(tmp_path / item.path))
+        assert item.kind == "video" and item.variant == "face_crop" and item.evidence["expression"] == "smile"
+        assert item.path.endswith("face.mp4") and item.evidence["clip_crop"] == "ok"
+        # the still (the clip's best frame of its class) measured again: the face is 40-60 % of it
+        crop = cv2.imread(str(tmp_path / item.evidence["still"]))
         assert crop.shape[0] == crop.shape[1] == item.evidence["size_px"]
-        # measured again on the written crop: the face box is 40-60 % of its height
         (face, *_) = backend.detect(crop, embed_largest=False)
         assert 0.4 <= face.box.h / crop.shape[0] <= 0.6, (item.item_id, face.box, crop.shape)
+        # the clip cropped to a fixed square around the face: every frame kept, the face at 35-65 %
+        cap = cv2.VideoCapture(str(tmp_path / item.path))
+        frames = []
+        while (ok := cap.read())[0]:
+            frames.append(ok[1])
+        cap.release()
+        assert len(frames) == 16 and frames[0].shape[0] == frames[0].shape[1]
+        for fr in (frames[0], frames[-1]):
+            (face, *_) = backend.detect(fr, embed_largest=False)
+            assert 0.35 <= face.box.h / fr.shape[0] <= 0.65
     assert build.summary["expression_counts"]["smile"] == 2
 
     # too small for the default 256 px floor: left out with the reason and the fix
