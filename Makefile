@@ -10,7 +10,7 @@ EXTRAS ?= all
 STAMP := $(VENV)/.installed-$(EXTRAS)
 PYTEST_ARGS ?=
 
-.PHONY: install proto proto-check test test-unit test-integration run up down status bench clean
+.PHONY: install proto proto-check test test-unit test-integration test-faults run up down status bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ test-unit: $(STAMP)
 
 test-integration: $(STAMP)
 	$(PY) -m pytest -q tests/integration $(PYTEST_ARGS)
+
+# Fault injection on one real local stack (kill -9, NATS restart, S3 outage, poison, tenants);
+# also part of `make test` (tests/faults is under pytest's testpaths).
+test-faults: $(STAMP)
+	$(PY) -m pytest -q tests/faults $(PYTEST_ARGS)
 
 run: $(STAMP)
 	$(VENV)/bin/loraforge run $(ARGS)
