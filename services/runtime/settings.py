@@ -119,7 +119,7 @@ class S3Settings(_Group):
     # process) removes `_staging/` objects older than this. S3 dates a multipart upload by
     # its start, so the bound covers the longest legit upload plus its commit: a 100 GB
     # source at 5 MB/s takes ~6 h; 24 h leaves room for slower links.
-    staging_max_age_s: int = Field(default=24 * 3600, ge=60)
+    staging_max_age_s: int = Field(default=24 * 3600, ge=1)
     staging_sweep_every_s: float = Field(default=900.0, gt=0)
     # Removals per pass, so a backlog never turns one pass into a long storm of deletes.
     staging_sweep_batch: int = Field(default=1000, ge=1)
