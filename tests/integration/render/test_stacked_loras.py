@@ -115,7 +115,7 @@ def background_dataset(root: Path, work: Path, backend, people) -> Path:
 
 
 def train(dataset: Path, out: Path, trigger: str) -> Path:
-    cfg = RunConfig(preset="tiny-sdxl", dataset=dataset, output_dir=out, steps=4, rank=4, alpha=4,
+    cfg = RunConfig(preset="tiny-sdxl", dataset=dataset, output_dir=out, steps=2, rank=4, alpha=4,
                     learning_rate=1e-2, resolution=64, eval_every=0, checkpoint_every=0,
                     validation_split=1.0, trigger=trigger, dataset_id=dataset.name)
     return Trainer(cfg).run().files["unet"]
