@@ -78,6 +78,11 @@ async def test_curate_photos_gives_crops_reasons_and_the_count_to_add(curation_s
     size = record["build"]["summary"]["size_range"]
     assert (size["count"], size["status"], size["recommended"]) == (3, "below_recommended", [20, 30])
     assert any("add about 17 more photos" in line for line in out["missing"])
+    # the same in the manifest and the report
+    manifest = store.get_json(Bucket.DATASETS, out["report"]["key"].replace("report.html", "manifest.json"))
+    assert manifest["build"]["summary"]["size_range"]["status"] == "below_recommended"
+    report = store.get_bytes(Bucket.DATASETS, out["report"]["key"]).decode()
+    assert "add about 17 more photos" in report and "look_alike" in report
 
     # seed 002's own minimum (10): the job fails and says how many to add
     failed = await asyncio.to_thread(CliRunner().invoke, app, [*base, "--json"])
