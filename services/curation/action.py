@@ -76,6 +76,7 @@ GESTURE_MIN_WRIST_MOTION = 0.10
 # the background flow is measured on this many corner points at most, and needs this many
 MAX_FLOW_POINTS = 200
 MIN_FLOW_POINTS = 12
+FB_MAX_ERROR = 1.0  # px: a point tracked forward and back lands this close to its start
 
 
 @dataclass(frozen=True)
@@ -105,13 +106,16 @@ class BodyFrame:
         pts = [self.xy[i] for i in (a, b) if self.seen(i)]
         return np.mean(pts, axis=0) if pts else None
 
-    def box(self) -> tuple[float, float, float, float]:
-        """x0, y0, x1, y1 of the visible keypoints, grown by 15 % (limbs have thickness)."""
+    def box(self, grow: float = 0.4) -> tuple[float, float, float, float]:
+        """x0, y0, x1, y1 of the visible keypoints, grown by ``grow`` of its size each side: the
+        joints' hull is smaller than the person (hair, clothes, a helmet held at the hip; 15 %
+        left the astronaut's helmet outside, and its corners, moving with her, outvoted a
+        low-texture background in the camera's measure)."""
         pts = self.xy[[i for i in range(len(self.xy)) if self.seen(i)]]
         pts = pts if len(pts) else self.xy
         x0, y0 = pts.min(0)
         x1, y1 = pts.max(0)
-        mx, my = 0.15 * (x1 - x0) + 4, 0.15 * (y1 - y0) + 4
+        mx, my = grow * (x1 - x0) + 4, grow * (y1 - y0) + 4
         return float(x0 - mx), float(y0 - my), float(x1 + mx), float(y1 + my)
 
     def as_dict(self, width: int, height: int) -> dict:
@@ -163,10 +167,15 @@ def track_body(frames: Sequence[Frame], people: PeopleDetector) -> list[BodyFram
 
 
 def background_shift(prev_gray: np.ndarray, gray: np.ndarray,
-                     exclude: tuple[float, float, float, float] | None) -> np.ndarray | None:
-    """The camera's translation between two frames (pixels, median of sparse optical flow on
-    corner points outside the person's box): what a pan adds to every position in the picture.
-    None when the background has too little texture to tell."""
+                     exclude: tuple[float, float, float, float] | None,
+                     prior: np.ndarray | None = None) -> np.ndarray | None:
+    """The camera's translation between two frames (pixels): the median motion of corner points
+    outside the person's box that track forward and back to where they started (within
+    FB_MAX_ERROR px). Frames analysed 1/6 s apart under a fast pan move 50-150 px, more than
+    pyramidal LK finds alone, so it starts from guesses and keeps the one most points confirm:
+    phase correlation of the frames with the person's box filled flat, the previous pair's
+    shift (``prior``: a pan is smooth) and no motion. None when the background has too little
+    texture to tell."""
     mask = np.full(gray.shape, 255, np.uint8)
     if exclude is not None:
         x0, y0, x1, y1 = (int(round(v)) for v in exclude)
@@ -174,22 +183,25 @@ def background_shift(prev_gray: np.ndarray, gray: np.ndarray,
     pts = cv2.goodFeaturesToTrack(prev_gray, MAX_FLOW_POINTS, 0.01, 8, mask=mask)
     if pts is None or len(pts) < MIN_FLOW_POINTS:
         return None
-    # frames analysed 1/6 s apart under a fast pan move by 50-150 px: pyramidal LK alone loses
-    # that, so phase correlation (the person's box filled with the frame's mean) gives the
-    # first guess and LK refines it on the background's corners
     a, b = prev_gray.astype(np.float32), gray.astype(np.float32)
     if exclude is not None:
         a = np.where(mask > 0, a, a.mean())
         b = np.where(mask > 0, b, b.mean())
-    win = cv2.createHanningWindow(a.shape[::-1], cv2.CV_32F)
-    (gx, gy), _ = cv2.phaseCorrelate(a, b, win)
-    guess = (pts + np.array([gx, gy], np.float32)).astype(np.float32)
-    nxt, status, _ = cv2.calcOpticalFlowPyrLK(prev_gray, gray, pts, guess.copy(), winSize=(21, 21), maxLevel=3,
+    (gx, gy), _ = cv2.phaseCorrelate(a, b, cv2.createHanningWindow(a.shape[::-1], cv2.CV_32F))
+    guesses = [np.array([gx, gy], np.float32), np.zeros(2, np.float32)]
+    if prior is not None:
+        guesses.insert(1, np.asarray(prior, np.float32))
+    best: tuple[int, np.ndarray] | None = None
+    for g in guesses:
+        start = (pts + g).astype(np.float32)
+        nxt, st, _ = cv2.calcOpticalFlowPyrLK(prev_gray, gray, pts, start, winSize=(21, 21), maxLevel=3,
                                               flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
-    ok = status.ravel() == 1
-    if ok.sum() < MIN_FLOW_POINTS:
-        return None
-    return np.median((nxt - pts).reshape(-1, 2)[ok], axis=0)
+        back, st2, _ = cv2.calcOpticalFlowPyrLK(gray, prev_gray, nxt, (nxt - g).astype(np.float32),
+                                                winSize=(21, 21), maxLevel=3, flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
+        ok = (st.ravel() == 1) & (st2.ravel() == 1) & (np.linalg.norm((back - pts).reshape(-1, 2), axis=1) < FB_MAX_ERROR)
+        if ok.sum() >= MIN_FLOW_POINTS and (best is None or ok.sum() > best[0]):
+            best = (int(ok.sum()), np.median((nxt - pts).reshape(-1, 2)[ok], axis=0))
+    return None if best is None else best[1]
 
 
 @dataclass
@@ -310,12 +322,16 @@ def action_features(bodies: Sequence[BodyFrame | None], grays: Sequence[np.ndarr
     offset = np.zeros(2)
     offsets = [np.zeros(2)]
     compensated = True
+    last: np.ndarray | None = None
     for k in range(1, len(grays)):
         prev = bodies[k - 1] or bodies[k]
-        shift = background_shift(grays[k - 1], grays[k], prev.box() if prev is not None else None)
+        shift = background_shift(grays[k - 1], grays[k], prev.box() if prev is not None else None, last)
         if shift is None:
-            compensated = False
-            shift = np.zeros(2)
+            # too little background between the frames (the person fills it, or a flat wall):
+            # a pan is smooth, so the previous pair's shift stands in; without one, unknown
+            compensated = compensated and last is not None
+            shift = last if last is not None else np.zeros(2)
+        last = shift
         offset = offset + shift  # a still point of the world moves by the background's shift
         offsets.append(offset.copy())
     feats.camera_compensated = compensated
