@@ -29,12 +29,15 @@ async def test_no_server_errors_on_generated_requests(gateway, store, tmp_path) 
            f"{gateway.url}/openapi.json", "--checks", "not_a_server_error",
            "--phases", "examples,fuzzing", "--max-examples", "4", "--workers", "2",
            "--request-timeout", "10", "--suppress-health-check", "all",
-           "--exclude-path-regex", r".*/events$",  # streams: covered by the SSE test
+           # streams: covered by the SSE tests; revoking its own key mid-run would turn every
+           # later request into a 401
+           "--exclude-path-regex", r"(.*/events|^/v1/keys/current)$",
            "-H", f"X-API-Key: {key}"]
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "", "NO_COLOR": "1"}
     proc = await asyncio.create_subprocess_exec(
         *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path, env=env)
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout=90)
+    # ~500 requests take ~40 s on an idle 2-core machine; 95 s were measured under load 14.
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=240)
     text = out.decode(errors="replace")
     assert proc.returncode == 0, text[-6000:]
     generated = re.search(r"(\d+) generated", text)
