@@ -8,6 +8,7 @@ import numpy as np
 from loraforge.curation.balance import Candidate, balance
 from loraforge.curation.builders import BuildContext, BuildResult, Dropped, Item
 from loraforge.curation.errors import UnreadableMedia
+from loraforge.curation.size_range import apply_size_range
 
 # candidates at most this many times the target: balance needs spares for the classes it caps,
 # and analysing every kept clip of a 1000-clip project (keypoints on 24 frames each, ~3 s a
@@ -78,4 +79,11 @@ def finish(ctx: BuildContext, cands: list[Candidate], evidence: dict[str, dict],
                "candidates": {k: sum(c.label == k for c in cands) for k in classes},
                "max_class_share": max_share, "class_cap": bal.cap if bal else 0, "target": target}
     missing = list(bal.missing) if bal else [f"no clip gave a {what} label; add clips that show one"]
-    return BuildResult(items, dropped, summary, missing)
+    build = BuildResult(items, dropped, summary, missing)
+    # seed 003's size range for the type's images (frames, crops, photos); clips trained as they
+    # are have none for these types. Below the minimum the job fails saying how many to add
+    kinds = {i.kind for i in items}
+    if kinds == {"image"}:
+        apply_size_range(build, ctx.policy.lora_type, "image", dict(ctx.policy.build_options),
+                         ctx.result.rejection_counts())
+    return build

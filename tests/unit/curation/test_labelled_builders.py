@@ -296,7 +296,9 @@ def test_lighting_builder_classes_photos_and_caps_a_class(tmp_path, backend, peo
                        "2024:06:01 06:40:00"),
         "cafe": _photo(d / "cafe.jpg", big(LM.indoor_coffee()), exposure=(2.0, 1 / 50, 800)),  # EV 4.6
     }
-    policy = CurationPolicy.for_type("lighting", {**SMALL, "target_size": 4, "duplicate_max_phash": 0})
+    # seed 003 wants 150-800 lighting frames: a test set of 3 sets its own minimum (min_items)
+    policy = CurationPolicy.for_type("lighting", {**SMALL, "target_size": 4, "duplicate_max_phash": 0,
+                                                  "build_options": {"min_items": 3}})
     out = tmp_path / "out"
     result = curate([MediaItem(p, source_id=cid) for cid, p in photos.items()], policy,
                     backend=backend, people=people, out_dir=out)
@@ -314,6 +316,13 @@ def test_lighting_builder_classes_photos_and_caps_a_class(tmp_path, backend, peo
     assert sorted(d.code for d in build.dropped) == ["class_cap", "class_cap"]
     assert build.missing and "midday" in build.missing[0] and "1 item(s) short of the target 4" in build.missing[0]
     assert build.summary["lighting_counts"] == {"sunset": 0, "sunrise": 1, "midday": 1, "indoor": 1, "dramatic": 0}
+    assert build.summary["size_range"]["status"] == "below_recommended"  # 3 of seed 003's 250-400
+
+    # without the project's own minimum, seed 003's 150 applies: the job fails saying what to add
+    result.policy = policy.model_copy(update={"build_options": {}})
+    (tmp_path / "strict").mkdir()
+    with pytest.raises(InvalidInput, match="add at least 147 more frames"):
+        build_dataset(result, tmp_path / "strict", people, backend, lambda cid: photos[cid])
 
 
 def test_balance_caps_each_class_at_its_share():
