@@ -327,3 +327,79 @@ async def test_a_slow_receiver_stalls_only_its_own_tenant_and_opens_its_breaker(
     finally:
         slow.close()
         fast.close()
+
+
+async def test_held_webhook_calls_survive_their_gateway_and_another_replica_delivers_them(settings) -> None:
+    """Fault: the receiver is down while events come in, then the gateway that took them
+    stops. The calls are in the hook's durable outbox (NATS KV): another gateway replica
+    finds them and delivers them, in order, once the receiver is back."""
+    from datetime import UTC, datetime, timedelta
+
+    from loraforge.gateway.config import gateway_bucket
+    from loraforge.gateway.state import GatewayState
+    from loraforge.gateway.webhooks import WebhookDispatcher
+    from loraforge.runtime.egress import EgressPolicy
+    from loraforge.runtime.events import Event, EventBus
+    from loraforge.runtime.settings import EgressSettings
+
+    bus = await EventBus.connect(settings.nats, name="webhook-replicas")
+    receiver = _Hooks()
+    down = [True]
+    import http.server
+
+    handler = receiver.server.RequestHandlerClass
+    real_post = handler.do_POST
+
+    def maybe_down(self: http.server.BaseHTTPRequestHandler) -> None:
+        if down[0]:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(503)
+            self.end_headers()
+            return
+        real_post(self)
+
+    handler.do_POST = maybe_down
+    egress = EgressPolicy.from_settings(settings.model_copy(update={"egress": EgressSettings(allow="127.0.0.1/32")}))
+    replicas: list[WebhookDispatcher] = []
+    try:
+        state = await GatewayState.open(bus.jetstream, gateway_bucket(settings))
+        await state.add_webhook("acme", "jane", {
+            "id": "wh-00000000beef", "url": receiver.url, "job_id": None, "secret": "s",
+            "created_at": (datetime.now(UTC) - timedelta(minutes=1)).isoformat()})
+
+        def dispatcher() -> WebhookDispatcher:
+            d = WebhookDispatcher(state, None, attempts=1, backoff_s=0.01, egress=egress,  # type: ignore[arg-type]
+                                  breaker_failures=1, cooldown_s=60)
+            replicas.append(d)
+            return d
+
+        first = dispatcher()
+        for n in range(3):
+            await first.handle(Event(type="ingest.progress", tenant="acme", project="jane",
+                                     data={"job_id": "j1", "progress": (n + 1) / 4}), None)  # type: ignore[arg-type]
+        key = "outbox.acme.jane.wh-00000000beef"
+        for _ in range(50):  # the first call failed: the hook is open for a minute, calls held
+            if first.failed:
+                break
+            await asyncio.sleep(0.1)
+        assert first.failed == 1 and len((await state.get(key))["items"]) == 3
+        await first.close()  # this replica goes away; its calls stay in the outbox
+
+        down[0] = False
+        second = dispatcher()
+        second._scanner = asyncio.create_task(second._scan())  # what start() runs besides the consumer
+        for _ in range(100):
+            if len(receiver.answered) == 3:
+                break
+            await asyncio.sleep(0.1)
+        assert [p["progress"] for p in receiver.answered] == [0.25, 0.5, 0.75]
+        for _ in range(20):
+            if await state.get(key) is None:
+                break
+            await asyncio.sleep(0.1)
+        assert await state.get(key) is None  # delivered calls leave the outbox
+    finally:
+        for d in replicas[1:]:
+            await d.close()
+        receiver.close()
+        await bus.close()
