@@ -131,6 +131,14 @@ class RenderServicer(JobCalls, render_pb2_grpc.RenderServiceServicer):
         tenant, project = scope_from_wire(request.scope)
         ref = ProjectRef(tenant, project)
         record = await asyncio.to_thread(self._deployments().delete, ref, request.name)
+        # its calls' work queue goes too (a durable consumer lives until deleted); a warm
+        # worker still bound to it lets the deployment go at its next beat
+        from nats.js.errors import NotFoundError
+
+        try:
+            await self._bus.jetstream.delete_consumer(self._bus.settings.stream, record.consumer)
+        except NotFoundError:
+            pass
         return render_pb2.DeploymentReply(deployment_json=view_of(record, []).model_dump_json())
 
     async def CallDeployment(self, request: render_pb2.CallDeploymentRequest,

@@ -48,13 +48,18 @@ async def _ingest_mount(clients: Clients, server: Any) -> None:
 def _servicer_mount(name: str) -> Callable[[Clients, Any], Awaitable[None]]:
     """The backend's servicer without its worker: jobs stay PENDING (no media stack needed).
     Captioning's servicer also serves the caption review calls, so it gets the object store
-    (as in `loraforge.captioning.main.mount`)."""
+    (as in `loraforge.captioning.main.mount`); render's serves deployments (store and bus)."""
 
     async def mount(clients: Clients, server: Any) -> None:
         module = importlib.import_module(f"loraforge.{name}.servicer")
         cls = getattr(module, f"{name.capitalize()}Servicer")
         jobs = JobService(name, clients.jobs, clients.bus)
-        server.add(cls(jobs, clients.store) if name == "captioning" else cls(jobs))
+        if name == "captioning":
+            server.add(cls(jobs, clients.store))
+        elif name == "render":  # deployments: records in S3, warm requests and calls on NATS
+            server.add(cls(jobs, clients.store, bus=clients.bus, job_store=clients.jobs))
+        else:
+            server.add(cls(jobs))
 
     return mount
 
