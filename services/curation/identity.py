@@ -1,5 +1,6 @@
 """Who is in each clip: one embedding per clip, compared with reference photos or, without
-references, with the dominant identity among all clips (DBSCAN on the clip embeddings).
+references, with an identity cluster among all clips (HDBSCAN on the clip embeddings: the
+largest, or the one the user picks by its number, policy.identity_cluster).
 
 Distances are euclidean on L2-normalised embeddings; the cut-off is the face backend's
 ``same_person_distance`` unless the policy overrides it.
@@ -12,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.cluster import DBSCAN
 
 from loraforge.curation.errors import InvalidReference
+from loraforge.runtime.errors import InvalidInput
 from loraforge.curation.faces import FaceBackend, normalize
 from loraforge.curation.frames import load_photo
 from loraforge.curation.metrics import ClipMetrics
@@ -44,29 +45,78 @@ def reference_embedding(paths: Sequence[Path], backend: FaceBackend) -> np.ndarr
 
 
 def assign(
-    clips: Sequence[ClipMetrics], threshold: float, reference: np.ndarray | None = None
+    clips: Sequence[ClipMetrics], threshold: float, reference: np.ndarray | None = None,
+    cluster: int | None = None,
 ) -> dict[str, IdentityResult]:
+    """Each clip's identity cluster, distance and match.
+
+    Clusters: HDBSCAN on the clips' face embeddings across all sources, numbered by size
+    (0 the largest; ties: the one holding the first clip id); a clip no cluster takes is noise
+    (cluster None). Which identity the dataset is of: the reference photos' (distance to their
+    mean under `threshold`), else cluster `cluster` (the user's pick, after seeing the report's
+    clusters), else the largest. A noise clip matches the chosen cluster when its distance to
+    the cluster's centre is under `threshold`.
+    """
+    if reference is not None and cluster is not None:
+        raise InvalidInput("give reference photos or an identity cluster, not both: the references "
+                           "already say who the dataset is of")
     ids = [c.clip_id for c in clips if c.embedding is not None]
     out = {c.clip_id: IdentityResult(None, None, None) for c in clips}
     if not ids:
+        if cluster is not None:
+            raise InvalidInput(f"identity cluster {cluster} was asked for, but no clip shows a face "
+                               "that could be embedded")
         return out
-    # sort by id so that DBSCAN sees the same order for the same input (its labels depend on it)
+    # sort by id so that the clustering sees the same order for the same input
     order = sorted(ids)
     by_id = {c.clip_id: c for c in clips}
     x = np.array([by_id[i].embedding for i in order], np.float32)
+    labels = clusters(x, threshold)
     if reference is not None:
         d = np.linalg.norm(x - normalize(reference)[None, :], axis=1)
-        for i, dist in zip(order, d, strict=True):
-            out[i] = IdentityResult(round(float(dist), 4), bool(dist < threshold), None)
+        for i, dist, lab in zip(order, d, labels, strict=True):
+            out[i] = IdentityResult(round(float(dist), 4), bool(dist < threshold), None if lab < 0 else int(lab))
         return out
-    labels = DBSCAN(eps=threshold, min_samples=1, metric="euclidean").fit_predict(x)
-    sizes: dict[int, int] = {}
-    for lab in labels:
-        sizes[int(lab)] = sizes.get(int(lab), 0) + 1
-    # largest cluster wins; on a tie the one holding the first clip id (labels follow id order)
-    dominant = min(sizes, key=lambda lab: (-sizes[lab], lab))
-    centre = normalize(x[labels == dominant].mean(0))
+    found = sorted({int(lab) for lab in labels if lab >= 0})
+    if cluster is not None and cluster not in found:
+        sizes = ", ".join(f"{lab}: {int((labels == lab).sum())} clips" for lab in found) or "none"
+        raise InvalidInput(f"identity cluster {cluster} does not exist; the clips form clusters {sizes} "
+                           "(the curation report lists them); pick one of those or give a reference photo")
+    chosen = cluster if cluster is not None else (found[0] if found else None)
+    if chosen is None:  # every face is noise (one clip each): the first clip's face leads
+        centre = normalize(x[0])
+    else:
+        centre = normalize(x[labels == chosen].mean(0))
     for i, lab, v in zip(order, labels, x, strict=True):
         dist = float(np.linalg.norm(v - centre))
-        out[i] = IdentityResult(round(dist, 4), bool(lab == dominant), int(lab))
+        match = bool(lab == chosen) if lab >= 0 else dist < threshold
+        out[i] = IdentityResult(round(dist, 4), match, None if lab < 0 else int(lab))
     return out
+
+
+def clusters(x: np.ndarray, threshold: float) -> np.ndarray:
+    """Identity cluster per embedding (-1: noise), 0 the largest cluster.
+
+    HDBSCAN (min_cluster_size 2, min_samples 1: two clips of a face make an identity) finds
+    clusters of any density, so a person filmed often in one place does not swallow a person
+    seen in a few clips, which a single DBSCAN radius would chain together through look-alike
+    frames. Clusters closer than half the backend's same-person distance are merged
+    (cluster_selection_epsilon): one person under different light stays one cluster. Fewer
+    than 3 embeddings: the same-person distance decides directly."""
+    n = len(x)
+    if n < 3:
+        if n == 2 and float(np.linalg.norm(x[0] - x[1])) < threshold:
+            return np.array([0, 0])
+        return np.array([0] * n) if n == 1 else np.array([0, 1])
+    from sklearn.cluster import HDBSCAN
+
+    raw = HDBSCAN(min_cluster_size=2, min_samples=1, cluster_selection_epsilon=0.5 * threshold,
+                  allow_single_cluster=True, metric="euclidean", copy=True).fit_predict(x)
+    sizes: dict[int, int] = {}
+    first: dict[int, int] = {}
+    for i, lab in enumerate(raw):
+        if lab >= 0:
+            sizes[int(lab)] = sizes.get(int(lab), 0) + 1
+            first.setdefault(int(lab), i)
+    rank = {lab: k for k, lab in enumerate(sorted(sizes, key=lambda lab: (-sizes[lab], first[lab])))}
+    return np.array([rank.get(int(lab), -1) for lab in raw])

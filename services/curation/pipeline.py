@@ -134,7 +134,7 @@ def curate(
 
     threshold = policy.identity_max_distance or backend.same_person_distance
     ref = identity.reference_embedding([Path(r) for r in references], backend) if references else None
-    ids = identity.assign(metrics, threshold, ref)
+    ids = identity.assign(metrics, threshold, ref, policy.identity_cluster if policy.face_type else None)
     for m in metrics:
         res = ids[m.clip_id]
         m.identity_distance, m.identity_match, m.identity_cluster = res.distance, res.match, res.cluster

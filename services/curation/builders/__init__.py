@@ -278,7 +278,21 @@ def write_build(build: BuildResult, result: CurationResult, out_dir: Path) -> Pa
     return path
 
 
+def _plain(o: Any) -> Any:
+    """numpy scalars and arrays in builders' evidence, as JSON values."""
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"{type(o).__name__} in a builder's evidence is not JSON-able")
+
+
 def build_doc(build: BuildResult, result: CurationResult) -> dict[str, Any]:
+    """Plain JSON values only: it goes into build.json, the manifest and dataset.json."""
+    return json.loads(json.dumps(_build_doc(build, result), default=_plain))
+
+
+def _build_doc(build: BuildResult, result: CurationResult) -> dict[str, Any]:
     return {
         "lora_type": result.policy.lora_type,
         "items": [asdict(i) for i in build.items],
@@ -320,12 +334,13 @@ def apply_to_record(record: dict[str, Any], build: BuildResult, out_dir: Path, p
                      "sha256": _sha256(Path(out_dir) / it.path), "source_id": src.get("source_id", ""),
                      "keyframe_keys": [key] if it.kind == "image" else []}
         entry.update(source_clip_id=it.clip_id, kind=it.kind, variant=it.variant,
-                     frame_index=it.frame_index)
+                     frame_index=None if it.frame_index is None else int(it.frame_index))
         items.append(entry)
     record["selected_clips"] = record.get("selected", [])
     record["selected"] = items
     record["counts"] = {**record.get("counts", {}), "items": len(items)}
     record["content_hash"] = selection_hash(items)
     record["missing"] = [*record.get("missing", []), *build.missing]
-    record["build"] = {"record": BUILD_RECORD, "items": len(items), "dropped_counts": build.counts(),
-                       "summary": build.summary}
+    record["build"] = json.loads(json.dumps(
+        {"record": BUILD_RECORD, "items": len(items), "dropped_counts": build.counts(), "summary": build.summary},
+        default=_plain))

@@ -143,3 +143,18 @@ def dissolving(a: str, b: str, start: int = 8, length: int = 8):
         return cv2.addWeighted(fa, 1 - x, fb, x, 0)
 
     return frame
+
+
+# -- character -------------------------------------------------------------------------------
+
+
+def pair(t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Grace Hopper (left, near the camera: the larger face, the subject) and the astronaut
+    (right, further back) in the motorcycle room, both moving right; returns (frame, the
+    astronaut's known mask, Hopper's known mask)."""
+    bg = place("coffee", t, 1.0, pan=2)
+    # cut by the frame's bottom edge: a body's flat bottom edge in the picture is a static line
+    # to the overlay detector (a lower-third bar)
+    frame, hop = composite(bg, "hopper", 10 + t, H + 30, 330)
+    frame, ast = composite(frame, "astronaut", 330 + 2 * t, H + 30, 230)
+    return frame, ast, hop & ~ast

@@ -17,7 +17,7 @@ from loraforge.curation.builders.masks import person_mask
 from loraforge.curation.builders.media import read_frames
 from loraforge.curation.builders.scenes import balanced_pick
 from loraforge.curation.people import PERSON_MIN_SCORE, PeopleDetector
-from loraforge.curation.pipeline import MediaItem, curate
+from loraforge.curation.pipeline import MediaItem, curate, measure_all
 from loraforge.curation.policy import CurationPolicy
 from loraforge.runtime.errors import ConfigurationError, InvalidInput
 
@@ -192,3 +192,94 @@ def test_style_drops_titles_and_dissolves(style):
     assert [d.clip_id for d in mixes] == ["dissolve"], [(d.clip_id, d.message) for d in build.dropped]
     assert 0.15 <= mixes[0].evidence["mix"] <= 0.85
     assert all(not 8 < it.frame_index < 16 for it in build.items if it.clip_id == "dissolve")
+
+
+# -- character -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def character(tmp_path_factory, backend, people):
+    d = tmp_path_factory.mktemp("character")
+    clips = {
+        # the astronaut in three places, Grace Hopper in two: two identities across sources
+        "ast-rocket": B.walker("rocket", "astronaut", 345, start=20, speed=4)[0],
+        "ast-brick": B.walker("brick", "astronaut", 345, gain=0.9, start=60, speed=3)[0],
+        "ast-close": M.astronaut_frame,
+        "hop-room": B.walker("room", "hopper", 300, speed=4)[0],
+        "hop-close": M.hopper_frame,
+        # both in one shot: the astronaut (larger) is the subject, Hopper must go
+        "pair": lambda t: B.pair(t)[0],
+    }
+    paths = {cid: M.write_clip(d / f"{cid}.mp4", fn) for cid, fn in clips.items()}
+    items = [MediaItem(p, source_id=cid) for cid, p in paths.items()]
+    # max_people unset: clips with someone beside the subject reach the builder, which isolates
+    opts = {**SMALL, "max_people": None, "target_size": 6,
+            "build_options": {"frames_per_clip": 1, "cutout": True}}
+    measured = measure_all(items, CurationPolicy.for_type("character", opts), backend, people)
+    return d, paths, measured, opts
+
+
+def _curate_character(character, backend, people, name, **extra):
+    d, paths, measured, opts = character
+    policy = CurationPolicy.for_type("character", {**opts, **extra})
+    out = d / name
+    result = curate([], policy, backend=backend, people=people, out_dir=out, measured=measured)
+    return result, build_dataset(result, out, people, backend, lambda cid: paths[cid]), out
+
+
+def test_two_identities_split_into_two_clusters_and_either_can_be_picked(character, backend, people):
+    result, build, _ = _curate_character(character, backend, people, "largest")
+    cl = {c.metrics.clip_id: c.metrics.identity_cluster for c in result.clips}
+    assert cl["ast-rocket"] == cl["ast-brick"] == cl["ast-close"] == 0, cl
+    assert cl["hop-room"] == cl["hop-close"] == 1, cl
+    assert cl["pair"] in (0, 1)  # whichever face dlib embeds as the larger there
+    assert set(result.selection.selected) >= {"ast-rocket", "ast-brick", "ast-close"}
+    assert not set(result.selection.selected) & {"hop-room", "hop-close"}
+    assert sorted(build.summary["identity_clusters"]) == ["0", "1"]
+    assert any("2 identity clusters" in m for m in build.missing)
+
+    other, _, _ = _curate_character(character, backend, people, "hopper", identity_cluster=1,
+                                    build_options={"frames_per_clip": 1})
+    assert set(other.selection.selected) >= {"hop-room", "hop-close"}
+    assert not set(other.selection.selected) & {"ast-rocket", "ast-brick", "ast-close"}
+    assert "identity_mismatch" in other.clip("ast-close").decision.reason_codes
+    with pytest.raises(InvalidInput, match="identity cluster 5 does not exist; the clips form clusters 0: "):
+        _curate_character(character, backend, people, "none", identity_cluster=5)
+
+
+def test_character_subject_isolated_from_the_other_person(character, backend, people):
+    pair_cluster = next(m.metrics.identity_cluster for m in character[2] if m.metrics.clip_id == "pair")
+    result, build, out = _curate_character(character, backend, people, "isolated", identity_cluster=pair_cluster,
+                                           build_options={"frames_per_clip": 3, "cutout": True})
+    by_clip = {}
+    for it in build.items:
+        by_clip.setdefault(it.clip_id, []).append(it)
+    # alone in the shot: the clip itself is the item, plus its cut-out
+    solo = [cid for cid in result.selection.selected if cid != "pair"
+            and {it.variant for it in by_clip.get(cid, [])} == {"full", "cutout"}]
+    assert solo, [(d.clip_id, d.message) for d in build.dropped]
+    assert all(next(i for i in by_clip[cid] if i.variant == "full").path is None for cid in solo)
+    pair_items = by_clip["pair"]
+    isolated = [it for it in pair_items if it.variant in ("subject_crop", "others_filled")]
+    assert isolated and not [it for it in pair_items if it.variant == "full"], pair_items
+    assert any(d.code == "clip_has_others" and d.clip_id == "pair" for d in build.dropped)
+    it = isolated[0]
+    _, ast, hop = B.pair(it.frame_index)
+    cut = next(c for c in pair_items if c.variant == "cutout" and c.frame_index == it.frame_index)
+    x, y, w, h = cut.evidence["crop"]
+    # the subject is whoever the cut-out holds; the other person must be gone everywhere
+    subj, other = (ast, hop) if ast[y : y + h, x : x + w].sum() > hop[y : y + h, x : x + w].sum() else (hop, ast)
+    if it.variant == "subject_crop":
+        cx, cy, cw, ch = it.evidence["crop"]
+        assert other[cy : cy + ch, cx : cx + cw].mean() <= 0.01  # the other is outside the crop
+        assert subj[cy : cy + ch, cx : cx + cw].sum() >= 0.98 * subj.sum()  # the subject inside
+    else:
+        img = cv2.imread(str(out / it.path))
+        (_, decoded), = read_frames(character[1]["pair"], [it.frame_index])
+        same = (np.abs(img.astype(int) - decoded.astype(int)).max(axis=2) <= 6) & other
+        assert same.sum() / other.sum() <= 0.02
+    # the cut-out: the subject on white, the other person nowhere
+    cimg = cv2.imread(str(out / cut.path))
+    painted = (cimg != 255).any(axis=2)
+    assert other[y : y + h, x : x + w][painted].mean() <= 0.01
+    assert painted[subj[y : y + h, x : x + w]].mean() >= 0.95
