@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 
 from loraforge.curation.geometry import Box
+from loraforge.curation.quality import black_bars
 
 CLASSES = ("sunset", "sunrise", "midday", "indoor", "dramatic")
 
@@ -167,6 +168,15 @@ def measure_light(bgr: np.ndarray, face: Box | None = None) -> LightMeasure:
     h, w = bgr.shape[:2]
     f = WORK_WIDTH / w
     small = cv2.resize(bgr, (WORK_WIDTH, max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    # letterbox/pillarbox bars are not shadow: measured inside the picture only (a 2.39:1 film
+    # in a 16:9 frame is a quarter black, which would read as a low-key shot)
+    # (and 4 px more: the bar's edge, blended by the downscale and the 7x7 texture window,
+    # would keep the sky from touching the picture's top)
+    t, b, lft, r = (v + 4 if v else 0 for v in black_bars(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)))
+    if t or b or lft or r:
+        small = small[t:small.shape[0] - b, lft:small.shape[1] - r]
+        if face is not None:
+            face = Box(face.x - lft / f, face.y - t / f, face.w, face.h)
     sky = sky_mask(small)
     lin = _srgb_to_linear(small[..., ::-1])  # RGB linear
     # the light: shades of grey on the lit, unclipped surfaces (not the sky, not black or blown)

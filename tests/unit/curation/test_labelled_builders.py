@@ -333,3 +333,10 @@ def test_balance_caps_each_class_at_its_share():
     # one class only (a "running" LoRA): never cut
     b = balance(cands[:8], 5, 0.4)
     assert len(b.chosen) == 5 and not b.missing
+
+
+def test_letterbox_bars_are_not_shadow_or_a_missing_sky():
+    # a 2.35:1 grade of the sunset: 12 % black bars top and bottom are left out of every measure
+    plain, barred = L.measure_light(LM.sunset()), L.measure_light(M.letterbox(LM.sunset(), 0.12))
+    assert L.classify(barred).label == "sunset"
+    assert abs(barred.dark_fraction - plain.dark_fraction) < 0.02 and barred.sky_fraction > L.SKY_MIN_FRACTION
