@@ -78,11 +78,26 @@ def curate(
     lora_type: Annotated[LoraType, typer.Option("--type", help="What the LoRA learns.")] = LoraType.CHARACTER,
     policy: Annotated[list[str] | None, typer.Option(
         "--set", help="Policy override KEY=VALUE (JSON value), e.g. --set min_short_side_px=256.")] = None,
+    identity_cluster: int | None = typer.Option(
+        None, "--identity-cluster", min=0,
+        help="Character/expression: the identity cluster to train on (the report lists them; 0 is the "
+             "largest) when no --reference names the person."),
+    build: Annotated[list[str] | None, typer.Option(
+        "--build", help="Option of the type's dataset builder KEY=VALUE (JSON value), e.g. --build cutout=true, "
+                        "--build inpainter=lama.")] = None,
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for the job and show the result."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON (every clip)."),
 ) -> None:
     """Measure every ingested clip, reject unusable ones, select a balanced training set."""
-    reference, policy = reference or [], policy or []
+    reference, policy = reference or [], list(policy or [])
+    # both are policy fields (identity_cluster, build_options): one path to the service
+    if identity_cluster is not None:
+        policy.append(f"identity_cluster={identity_cluster}")
+    if build:
+        try:
+            policy.append("build_options=" + json.dumps(parse_overrides(build)))
+        except LoraforgeError as exc:
+            fail(str(exc).replace("--set", "--build"), as_json=as_json, code=2)
     from loraforge.cli.remote import remote_of
 
     remote = remote_of(ctx)
