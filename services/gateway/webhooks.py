@@ -95,8 +95,11 @@ class _Refused(Exception):
 # Upper bound of a hook's cool-down however often it opened in a row.
 MAX_COOLDOWN_S = 600.0
 # A delivery worker's claim on an outbox lasts this long unless renewed (a dead replica's
-# outboxes are taken over after at most this); renewed when half of it is left.
-CLAIM_TTL_S = 30.0
+# outboxes are taken over after at most this; a stopping one releases them at once); renewed
+# between calls once half of it is gone. Longer than one call can take with the defaults
+# (5 attempts x 5 s timeout + 7.5 s of back-off = 32.5 s), so a live worker never loses it
+# mid-call.
+CLAIM_TTL_S = 120.0
 # How often each replica looks for outboxes nobody is delivering (another replica died,
 # or the events came in while this one was starting).
 SCAN_EVERY_S = 2.0
