@@ -8,6 +8,7 @@ import hashlib
 
 import httpx
 from loraforge.gateway import admin
+from loraforge.gateway.auth import hash_key
 from loraforge.gateway.config import GatewayConfig
 from loraforge.runtime.storage import Bucket
 
@@ -66,9 +67,17 @@ async def test_a_leaked_key_cannot_leave_live_keys_behind(gateway, settings) -> 
             await asyncio.sleep(0.1)
         assert rows[root_id]["last_used_at"]
 
+        # a key made before the key index existed is indexed at start: listed, revocable
+        legacy = "lf_0badc0de_" + "x" * 43
+        await gateway.state._create(f"apikey.{hash_key(legacy)}", {
+            "tenant": "acme", "key_id": "0badc0de", "name": "old", "created_at": "2025-01-01T00:00:00+00:00"})
+        assert await gateway.state.index_legacy_keys() == 1
+        assert "0badc0de" in {k["id"] for k in (await root.get("/v1/keys")).json()["keys"]}
+
         # admin (operator command over NATS, not the API): every key of the tenant
         out = await admin.run(settings, ["keys", "revoke-all", "--tenant", "acme"])
-        assert root_id in out["revoked"]
+        assert {root_id, "0badc0de"} <= set(out["revoked"])
+        _problem(await anon.get("/v1/projects", headers={"X-API-Key": legacy}), 401)
         gateway.app.state.gw.auth.keys.forget_tenant("acme")  # else: within the cache ttl
         _problem(await root.get("/v1/projects"), 401)
         assert (await admin.run(settings, ["keys", "list", "--tenant", "acme"]))["keys"] == []
