@@ -232,7 +232,7 @@ async def test_rate_limit_is_429_with_retry_after(make_gateway) -> None:
         r = await c.get("/v1/projects")
         _problem(r, 429)
         assert int(r.headers["Retry-After"]) >= 1
-    async with await gw.client("globex") as other:  # buckets are per key
+    async with await gw.client("globex") as other:  # buckets are per tenant
         assert (await other.get("/v1/projects")).status_code == 200
 
 
