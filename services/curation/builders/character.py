@@ -4,7 +4,9 @@ background (seed 003: "segmented character instances, identity clustering, plain
 Who the subject is was decided before the builder: the reference photos, else the identity
 cluster the user picked (policy.identity_cluster), else the largest (identity.assign, HDBSCAN
 on the face embeddings of all sources); curation kept and selected that identity's clips.
-Per selected clip, a few measured frames (the sharpest first) are checked:
+With the default one-person policy (max_people 1) the kept clips are the items as they are.
+With max_people unset or above 1, per selected clip a few measured frames (the sharpest
+first) are checked:
 - nobody else in any of them: the clip itself is the item (a video model trains on motion);
 - someone else in a frame (a clip let through with max_people above 1 or unset, or a person
   the clip-level count did not hold): that frame becomes an image item with the subject
@@ -122,8 +124,15 @@ class CharacterBuilder:
         items: list[Item] = []
         dropped: list[Dropped] = []
         isolated = 0
+        # with the default one-person policy the clips kept have nobody else in them: they are
+        # the items as they are, and no frame is decoded unless cut-outs are asked for
+        isolate = ctx.policy.max_people is None or ctx.policy.max_people > 1
         for c in ctx.selected:
             m = c.metrics
+            if not isolate and not opt.cutout:
+                items.append(Item(m.clip_id, m.clip_id, None, m.kind if m.kind == "video" else "image", None,
+                                  "full", {"others_seen": False}))
+                continue
             indices = spread(ctx.sampled(m.clip_id), opt.frames_per_clip, m.best_frame_index)
             frame_items: list[Item] = []
             others_seen = False
@@ -145,7 +154,7 @@ class CharacterBuilder:
                       "others_fraction": round(float(others.mean()), 4)}
                 if opt.cutout:
                     cutouts.append(self._cutout(ctx, m.clip_id, base, idx, frame, subject, opt, ev))
-                if not others.any():
+                if not others.any() or not isolate:
                     continue
                 others_seen = True
                 x0, y0, x1, y1 = _bbox(subject, CROP_MARGIN)
@@ -170,13 +179,9 @@ class CharacterBuilder:
                 write_image(ctx.out_dir / path, fill.fill(frame, others))
                 frame_items.append(Item(f"{base}-isolated", m.clip_id, path, "image", idx, "others_filled",
                                         {**ev, "inpainter": fill.name}))
-            if not others_seen and m.kind == "video":
-                items.append(Item(m.clip_id, m.clip_id, None, "video", None, "full", {"others_seen": False}))
-            elif not others_seen:
-                path = ctx.item_path(m.clip_id, f"{m.clip_id}.png")
-                (_, img), = ctx.frames(m.clip_id, [0])
-                write_image(ctx.out_dir / path, img)
-                items.append(Item(m.clip_id, m.clip_id, path, "image", 0, "full", {"others_seen": False}))
+            if not others_seen:  # the clip (or photo) itself
+                items.append(Item(m.clip_id, m.clip_id, None, "video" if m.kind == "video" else "image", None,
+                                  "full", {"others_seen": False}))
             else:
                 isolated += 1
                 dropped.append(Dropped(m.clip_id, "clip_has_others",

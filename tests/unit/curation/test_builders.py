@@ -283,3 +283,12 @@ def test_character_subject_isolated_from_the_other_person(character, backend, pe
     painted = (cimg != 255).any(axis=2)
     assert other[y : y + h, x : x + w][painted].mean() <= 0.01
     assert painted[subj[y : y + h, x : x + w]].mean() >= 0.95
+
+
+def test_character_default_policy_keeps_the_clips_as_they_are(character, backend, people):
+    # max_people 1 (the default): the kept clips have nobody else, nothing is decoded or derived
+    result, build, out = _curate_character(character, backend, people, "default", max_people=1,
+                                           build_options={})
+    assert [it.clip_id for it in build.items] == result.selection.selected
+    assert all(it.path is None and it.variant == "full" for it in build.items)
+    assert not (out / "derived").exists()
