@@ -171,34 +171,39 @@ class DeploymentRenderer:
         return _write_video(video, out_dir / "video.mp4", self.fps)
 
 
-def describe_image(path: Path, source: str, captioning: Any) -> str:
-    """A description of an input image for a prompt template's {description}: the caption
-    source's free text (local VLM or OpenAI-compatible endpoint), else a phrase from the
-    measured attributes (offline; a still has no face or motion metrics, so mostly colours)."""
-    from loraforge.captioning.sources import ClipInput
+def describe_image(path: Path, source: str, captioning: Any) -> tuple[str, str, str]:
+    """A description of an input image for a prompt template's {description}: (text, the
+    source that wrote it, a warning). The caption source's free text (local VLM or
+    OpenAI-compatible endpoint) when it answers; else a phrase from the measured attributes
+    (offline; a still has no face or motion metrics, so mostly colours), with the reason the
+    model was not used: a call never fails because a captioning model is down or missing."""
+    from loraforge.captioning.sources import AttributeSource, ClipInput
     from loraforge.captioning.worker import sources_factory
     from loraforge.runtime.settings import CaptioningSettings
 
-    sources = sources_factory(captioning or CaptioningSettings())(source)
+    warning = ""
+    try:
+        sources = sources_factory(captioning or CaptioningSettings())(source)
+    except InvalidInput as exc:  # the model is not provisioned on this worker
+        sources, warning = [AttributeSource()], f"caption source {source}: {exc}; used attributes"
     clip = ClipInput(clip_id="input", keyframes=[path])
     slots: dict[str, str] = {}
     for s in reversed(sources):  # a model's text first; attributes are the fallback
         try:
             draft = s.describe(clip)
-        except LoraforgeError:
-            raise
         except Exception as exc:  # noqa: BLE001 - a model/endpoint failure falls back
             log.warning("caption source %s failed on the input image: %s", s.name, exc)
+            warning = f"caption source {s.name} failed ({exc}); used attributes"
             continue
         if draft.text.strip():
-            return draft.text.strip().rstrip(".")
+            return draft.text.strip().rstrip("."), s.name, warning
         slots.update(draft.slots)
     parts = ["a scene"]
     if slots.get("colors"):
         parts.append(f"in {slots['colors']} tones")
     if slots.get("lighting"):
         parts.append(f"with {slots['lighting']}")
-    return " ".join(parts)
+    return " ".join(parts), "attributes", warning
 
 
 # ------------------------------------------------------------------ the call as a job
@@ -240,13 +245,13 @@ class DeploymentCallWork:
             d = deployment.spec.defaults
             first = renderer.fit(images[params.image]) if params.image else None
             last = renderer.fit(images[params.last_image]) if params.last_image else None
-            description = ""
+            description, described_by, caption_warning = "", "", ""
             settings = deployment.spec.prompt
             by_input = settings.use_input_prompt and params.prompt.strip()
             if settings.needs_description and not by_input and first is not None:
                 await ctx.progress(0.02, f"describing the input image ({settings.caption_source})")
-                description = await asyncio.to_thread(describe_image, images[params.image],
-                                                      settings.caption_source, self._captioning)
+                description, described_by, caption_warning = await asyncio.to_thread(
+                    describe_image, images[params.image], settings.caption_source, self._captioning)
             prompt, prompt_from = fill_prompt(settings, trigger=deployment.trigger,
                                               call_prompt=params.prompt, description=description)
             if not prompt:
@@ -272,14 +277,15 @@ class DeploymentCallWork:
                 raise
             path = task.result()
             render_s = time.monotonic() - started
-            warnings = []
+            warnings = [caption_warning] if caption_warning else []
             if deployment.trigger and deployment.trigger not in prompt:
                 warnings.append(f"the prompt does not contain the trigger {deployment.trigger!r}; "
                                 "the LoRA will barely show")
             info = {"deployment": deployment.name, "lora": deployment.lora_ref,
                     "lora_key": deployment.lora_key, "preset": deployment.preset,
                     "mode": deployment.mode, "strength": deployment.strength, "prompt": prompt,
-                    "prompt_from": prompt_from, "description": description, "seed": call.seed,
+                    "prompt_from": prompt_from, "description": description,
+                    "described_by": described_by, "seed": call.seed,
                     "inputs": {"image": params.image, "last_image": params.last_image},
                     "width": renderer.width, "height": renderer.height,
                     "frames": renderer.frames if renderer.video else 1, "fps": renderer.fps,

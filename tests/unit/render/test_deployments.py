@@ -4,7 +4,10 @@ two calls from first + last frames (tiny Wan FLF2V, CPU)."""
 
 from __future__ import annotations
 
+import json
+import threading
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -136,8 +139,8 @@ def test_a_loaded_deployment_renders_calls_from_first_and_last_frame(tmp_path: P
     Image.fromarray(data.astronaut()).save(first_path)
     Image.fromarray(data.chelsea()).save(last_path)
     first, last = renderer.fit(first_path), renderer.fit(last_path)
-    description = describe_image(first_path, "attributes", None)
-    assert description.startswith("a scene")
+    description, by, warning = describe_image(first_path, "attributes", None)
+    assert description.startswith("a scene") and (by, warning) == ("attributes", "")
     for n in range(2):  # the same placed pipeline serves every call
         steps = []
         out = renderer.render(PreparedCall(prompt=f"{description}. {LORA_TEXT}", seed=n, first=first, last=last),
@@ -151,3 +154,45 @@ def test_a_loaded_deployment_renders_calls_from_first_and_last_frame(tmp_path: P
             assert np.abs(got.astype(int) - np.asarray(want).astype(int)).mean() < 6
         assert np.abs(frames[0].astype(int) - frames[-1].astype(int)).mean() > 20
     renderer.release()
+
+
+class _Chat(BaseHTTPRequestHandler):
+    """An OpenAI-compatible chat endpoint (an external service): answers with a description."""
+
+    bodies: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _Chat.bodies.append(body)
+        out = json.dumps({"choices": [{"message": {"content": "An astronaut in a white suit. "}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_the_description_comes_from_the_chat_model_and_falls_back_to_attributes(tmp_path: Path) -> None:
+    from skimage import data
+
+    from loraforge.runtime.settings import CaptioningSettings
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Chat)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        path = tmp_path / "first.png"
+        Image.fromarray(data.astronaut()).save(path)
+        settings = CaptioningSettings(openai_url=f"http://127.0.0.1:{server.server_port}/v1",
+                                      openai_model="qwen-vl")
+        text, by, warning = describe_image(path, "openai", settings)
+        assert (text, by, warning) == ("An astronaut in a white suit", "openai", "")
+        content = _Chat.bodies[-1]["messages"][-1]["content"]
+        assert any(part["type"] == "image_url" for part in content)  # the image was sent
+        # not provisioned on this worker: attributes, saying why
+        text, by, warning = describe_image(path, "vlm", CaptioningSettings())
+        assert by == "attributes" and "LORAFORGE_CAPTIONING__VLM_DIR" in warning
+    finally:
+        server.shutdown()
