@@ -95,6 +95,11 @@ class Envelope(BaseModel):
     output: Any = Field(description="the job (or list, or checkpoint) as the hosted API names it")
 
 
+def _time(t: Any) -> str:
+    """The hosted API's time format: `2024-10-29 16:53:53` (UTC here)."""
+    return t.strftime("%Y-%m-%d %H:%M:%S")
+
+
 def _spool(upload: UploadFile, dest: Path, limit: int) -> int:
     size = 0
     with dest.open("wb") as out:
@@ -179,13 +184,13 @@ async def _output(g: Gateway, ref: ProjectRef, job: finetunes.FinetuneJob,
         lora = await g.blocking(finetunes.ensure_output, g.store, ref, job)
         record = await g.blocking(Library(g.store, ref).run_record, job.job_id)
     return {
-        "job_id": job.job_id, "status": finetunes.STATUS[run.state],
+        "job_id": job.job_id, "job_name": job.job_id, "status": finetunes.STATUS[run.state],
         "finetuned_output": job.finetuned_output, "model": job.model, "base_model": job.model,
         "training_file_ids": job.training_file_ids,
         "validation_file_ids": job.validation_file_ids, "training_type": job.training_type,
         "hyper_parameters": job.hyper_parameters,
-        "create_time": job.created_at.isoformat(),
-        "end_time": run.finished_at.isoformat() if run.finished_at else None,
+        "create_time": _time(job.created_at),
+        "end_time": _time(run.finished_at) if run.finished_at else None,
         "usage": finetunes.usage_tokens(record),
         "message": run.message, "progress": run.progress,
         "loraforge": {"project": ref.project, "dataset_id": job.dataset_id, "steps": job.steps,
@@ -225,11 +230,16 @@ async def create_fine_tune(body: finetunes.FinetuneCreate, request: Request,
 @router.get("/fine-tunes", response_model=Envelope, operation_id="hosted_list_fine_tunes")
 async def list_fine_tunes(request: Request, scope: tuple[Principal, str] = Depends(compat_project),
                           page_no: int = Query(default=1, ge=1),
-                          page_size: int = Query(default=20, ge=1, le=100)) -> Envelope:
+                          page_size: int = Query(default=10, ge=1, le=100),
+                          model: str | None = Query(default=None, max_length=100,
+                                                    description="only jobs on this preset")
+                          ) -> Envelope:
+    """The project's fine-tunes, newest first (seed 004's list: page_no, page_size, model)."""
     principal, project = scope
     g = gw(request)
     ref = ProjectRef(principal.tenant, project)
-    jobs = await g.blocking(finetunes.list_jobs, g.store, ref)
+    jobs = [j for j in await g.blocking(finetunes.list_jobs, g.store, ref)
+            if model is None or j.model == model]
     page = jobs[(page_no - 1) * page_size: page_no * page_size]
     return Envelope(request_id=_rid(), output={
         "page_no": page_no, "page_size": page_size, "total": len(jobs),
@@ -265,7 +275,10 @@ async def fine_tune_checkpoints(request: Request, job_id: str = JOB_ID,
     out = []
     for c in cps:
         previews = [(await g.link(Bucket.LORAS, k, kind="preview")).url for k in c.previews]
-        out.append({"checkpoint": c.name, "step": c.step, "job_id": job.job_id,
+        name = f"checkpoint-{c.step}"  # the hosted API's spelling; export takes step-N too
+        out.append({"checkpoint": name, "checkpoint_id": f"{job.job_id}:{name}",
+                    "full_name": f"{job.job_id}:{name}", "step": c.step, "job_id": job.job_id,
+                    "model_name": job.finetuned_output,
                     "status": "SUCCEEDED" if c.promotable else "UNAVAILABLE",
                     "automatic_pick": c.automatic_pick, "last": c.last,
                     "val_loss": c.val_loss, "likeness": c.likeness, "previews": previews,

@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import httpx
 import pytest
 from loraforge.runtime.storage import Bucket
 
 from tests.integration.library.conftest import long_clip_bytes, zip_variant
 
-pytestmark = pytest.mark.timeout(420)
+pytestmark = pytest.mark.timeout(660)
 PROJECT = "fine-tunes"
 HP = {"n_epochs": 4, "batch_size": 9, "learning_rate": 1e-4, "split": 0.9,
       "max_split_val_dataset_sample": 5, "eval_epochs": 2, "max_pixels": 1024}
@@ -24,6 +25,20 @@ async def _upload(client, path: Path, name: str | None = None):
     with path.open("rb") as fh:
         return await client.post("/api/v1/files", files={"files": (name or path.name, fh, "application/zip")},
                                  data={"purpose": "fine-tune", "descriptions": "a fine-tune training data file for wan"})
+
+
+async def _get(client, path: str):
+    """A poll that survives a dropped keep-alive connection: the server shares this test's
+    event loop with the training worker, and a loop starved past uvicorn's keep-alive timeout
+    closes an idle connection just as the next poll reuses it."""
+    for attempt in range(3):
+        try:
+            return await client.get(path)
+        except httpx.TransportError:
+            if attempt == 2:
+                raise
+            await asyncio.sleep(0.5)
+    raise AssertionError("unreachable")
 
 
 def _stored(store, tenant: str) -> dict[str, int]:
@@ -93,10 +108,10 @@ async def test_seed004_fine_tune_to_a_promoted_checkpoint(gateway, store, kf2v_z
         job_id = out["job_id"]
         assert out["loraforge"]["steps"] == 4 and out["loraforge"]["validation_samples"] == 1
 
-        deadline = asyncio.get_running_loop().time() + 360
+        deadline = asyncio.get_running_loop().time() + 540  # a loaded 2-core CI box: 5 min
         seen = ""
         while True:
-            out = (await c.get(f"/api/v1/fine-tunes/{job_id}")).json()["output"]
+            out = (await _get(c, f"/api/v1/fine-tunes/{job_id}")).json()["output"]
             if out["message"] != seen:  # where a slow run spends its time (pytest -s)
                 seen = out["message"]
                 print(f"{asyncio.get_running_loop().time():.1f} {out['progress']:.2f} {seen}")
@@ -124,7 +139,8 @@ async def test_seed004_fine_tune_to_a_promoted_checkpoint(gateway, store, kf2v_z
 
         name = out["finetuned_output"]
         lora = (await c.get(f"/v1/projects/{PROJECT}/loras/{name}/versions/latest")).json()
-        assert (lora["version"], lora["step"], lora["checkpoint"]) == (2, other["step"], other["checkpoint"])
+        assert (lora["version"], lora["step"], lora["checkpoint"]) == (2, other["step"], f"step-{other['step']}")
+        assert other["checkpoint"] == f"checkpoint-{other['step']}"
         assert lora["reason"] == "its previews keep the effect cleaner"
         assert lora["trigger"] == "s86b5p" and lora["base_preset"] == "tiny-wan2.1-flf2v"
         first = (await c.get(f"/v1/projects/{PROJECT}/loras/{name}/versions/1")).json()
