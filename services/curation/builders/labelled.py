@@ -8,7 +8,7 @@ import numpy as np
 from loraforge.curation.balance import Candidate, balance
 from loraforge.curation.builders import BuildContext, BuildResult, Dropped, Item
 from loraforge.curation.errors import UnreadableMedia
-from loraforge.curation.size_range import apply_size_range
+from loraforge.curation.size_range import DatasetTooSmall, apply_size_range
 
 # candidates at most this many times the target: balance needs spares for the classes it caps,
 # and analysing every kept clip of a 1000-clip project (keypoints on 24 frames each, ~3 s a
@@ -80,6 +80,12 @@ def finish(ctx: BuildContext, cands: list[Candidate], evidence: dict[str, dict],
                "max_class_share": max_share, "class_cap": bal.cap if bal else 0, "target": target}
     missing = list(bal.missing) if bal else [f"no clip gave a {what} label; add clips that show one"]
     build = BuildResult(items, dropped, summary, missing)
+    if not items:
+        # nothing to train on: fail with what was left out and why, not an empty dataset
+        left = ", ".join(f"{code} {n}" for code, n in build.counts().items()) or "no kept clips"
+        fixes = "; ".join(sorted({d.message.split(": ", 1)[-1] for d in dropped})[:3])
+        raise DatasetTooSmall(f"no {ctx.policy.lora_type} items: the builder left out every clip ({left})"
+                              + (f": {fixes}" if fixes else ""))
     # seed 003's size range for the type's images (frames, crops, photos); clips trained as they
     # are have none for these types. Below the minimum the job fails saying how many to add
     kinds = {i.kind for i in items}

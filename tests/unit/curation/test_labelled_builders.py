@@ -220,13 +220,12 @@ def test_expression_builder_crops_faces_at_40_to_60_percent(expression_clips, ba
     assert build.summary["expression_counts"] == {"neutral": 1, "smile": 0, "laughing": 0, "talking": 1,
                                                   "serious": 0, "surprised": 0}
 
-    # too small for the default 256 px floor: left out with the reason and the fix
+    # too small for the default 256 px floor: every clip left out, the job fails with the reason and the fix
     strict = result.policy.model_copy(update={"build_options": {}})
     result.policy = strict
     (tmp_path / "strict").mkdir()
-    build2 = build_dataset(result, tmp_path / "strict", people, backend, lambda cid: expression_clips[cid])
-    assert not build2.items and {d.code for d in build2.dropped} == {"crop_too_small"}
-    assert "higher-resolution footage" in build2.dropped[0].message
+    with pytest.raises(InvalidInput, match=r"no expression items: .*\(crop_too_small 2\).*higher-resolution footage"):
+        build_dataset(result, tmp_path / "strict", people, backend, lambda cid: expression_clips[cid])
 
 
 def test_builder_options_refused_with_the_known_ones():
