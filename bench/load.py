@@ -1,0 +1,243 @@
+"""Gateway load: job-status latency under a sustained request rate, and job submission
+throughput, against the local stack (real gateway process -> gRPC -> services -> NATS KV).
+
+    .venv/bin/python bench/load.py [--rate 200] [--seconds 30] [--submit 200]
+
+What it does:
+1. brings the local stack up in a private data dir on free ports (or uses a running one with
+   `--use-stack`), and starts one more gateway process on it whose per-tenant rate limit is
+   raised above the offered load (`--rate-limit`, default 2x the rate): the gateway's default
+   limit (20 req/s per tenant) would answer most of this load with 429, and the bench
+   measures serving, not throttling;
+2. creates a few captioning jobs (on a dataset that does not exist: they fail at once in the
+   worker, so the services stay idle while the gateway is measured) to have job ids to poll;
+3. status: GET /v1/projects/{p}/captioning-jobs/{id} at a constant arrival rate (open loop:
+   a request is sent on schedule whether or not earlier ones answered, so a slow server shows
+   as latency, not as a lower rate), for --seconds; prints p50/p90/p99/max and errors
+   (anything but 200, timeouts included);
+4. submission: --submit POSTs of captioning jobs with distinct request ids, --concurrency at a
+   time (closed loop), prints jobs/s, p50/p99 and errors.
+
+Target (issue 19): status p99 < 50 ms at 200 req/s with 0 errors. Figures in bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _serve_gateway(rate_limit: float) -> None:
+    """The gateway's own composition root (`loraforge.gateway.main`), run as a child with the
+    bench's per-tenant rate limit: `create_app` builds its default `GatewayConfig` from the
+    name in its module, which only this process replaces."""
+    import dataclasses
+
+    import loraforge.gateway.app as app_module
+    from loraforge.gateway.config import GatewayConfig
+
+    app_module.GatewayConfig = lambda: dataclasses.replace(  # type: ignore[assignment]
+        GatewayConfig(), rate_per_s=rate_limit, rate_burst=int(rate_limit * 2))
+    from loraforge.gateway.main import main
+
+    main()
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def _line(name: str, latencies: list[float], errors: int, extra: str = "") -> str:
+    ms = [x * 1000 for x in latencies]
+    return (f"{name:<12} n={len(latencies) + errors:<6} ok={len(latencies):<6} errors={errors:<4} "
+            f"p50={_percentile(ms, 0.5):6.1f}ms p90={_percentile(ms, 0.9):6.1f}ms "
+            f"p99={_percentile(ms, 0.99):6.1f}ms max={max(ms, default=float('nan')):6.1f}ms {extra}")
+
+
+async def _submit(client: httpx.AsyncClient, project: str, request_id: str) -> httpx.Response:
+    return await client.post(f"/v1/projects/{project}/captioning-jobs", json={
+        "dataset_id": "bench-no-such-dataset", "trigger": "ohwx_bench", "request_id": request_id})
+
+
+async def status_load(base: str, key: str, project: str, rate: float, seconds: float,
+                      jobs: list[str]) -> tuple[list[float], int, list[str]]:
+    latencies: list[float] = []
+    errors: list[str] = []
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(base_url=base, headers={"X-API-Key": key}, limits=limits,
+                                 timeout=5.0) as client:
+        # At most this many in flight; a request waiting for a slot counts its wait (latency
+        # runs from its scheduled send time, so a slow server is not hidden by a slow client).
+        slots = asyncio.Semaphore(256)
+
+        async def one(i: int, scheduled: float) -> None:
+            async with slots:
+                try:
+                    r = await client.get(
+                        f"/v1/projects/{project}/captioning-jobs/{jobs[i % len(jobs)]}")
+                except httpx.HTTPError as exc:
+                    errors.append(type(exc).__name__)
+                    return
+            if r.status_code == 200:
+                latencies.append(time.perf_counter() - scheduled)
+            else:
+                errors.append(str(r.status_code))
+
+        tasks = []
+        start = time.perf_counter()
+        total = int(rate * seconds)
+        for i in range(total):
+            # Open loop: each request leaves at its scheduled time (sleep(0) still yields, so
+            # a generator that fell behind lets the requests it made go out).
+            scheduled = start + i / rate
+            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+            tasks.append(asyncio.create_task(one(i, scheduled)))
+        await asyncio.gather(*tasks)
+        achieved = total / (time.perf_counter() - start)
+    print(f"status: offered {rate:.0f} req/s for {seconds:.0f}s, sent at {achieved:.0f} req/s")
+    return latencies, len(errors), errors
+
+
+async def submit_load(base: str, key: str, project: str, n: int, concurrency: int
+                      ) -> tuple[list[float], int, float]:
+    latencies: list[float] = []
+    errors = 0
+    sem = asyncio.Semaphore(concurrency)
+    run = f"{time.time_ns():x}"
+    async with httpx.AsyncClient(base_url=base, headers={"X-API-Key": key}, timeout=10.0) as client:
+        async def one(i: int) -> None:
+            nonlocal errors
+            async with sem:
+                t0 = time.perf_counter()
+                try:
+                    r = await _submit(client, project, f"bench-{run}-{i}")
+                except httpx.HTTPError:
+                    errors += 1
+                    return
+                if r.status_code in (200, 201):
+                    latencies.append(time.perf_counter() - t0)
+                else:
+                    errors += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        elapsed = time.perf_counter() - start
+    return latencies, errors, len(latencies) / elapsed
+
+
+async def seed_jobs(base: str, key: str, project: str, n: int) -> list[str]:
+    async with httpx.AsyncClient(base_url=base, headers={"X-API-Key": key}, timeout=10.0) as client:
+        r = await client.post("/v1/projects", json={"name": project})
+        if r.status_code not in (201, 409):  # 409: made by an earlier run on this stack
+            r.raise_for_status()
+        ids = []
+        for i in range(n):
+            r = await _submit(client, project, f"bench-seed-{i}")
+            r.raise_for_status()
+            ids.append(r.json()["id"])
+        return ids
+
+
+def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the bench gateway exited ({proc.returncode}); see its log")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"the bench gateway at {url} did not become healthy in {timeout:.0f}s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rate", type=float, default=200.0, help="status requests per second")
+    ap.add_argument("--seconds", type=float, default=30.0, help="how long the status load runs")
+    ap.add_argument("--submit", type=int, default=200, help="job submissions to time")
+    ap.add_argument("--concurrency", type=int, default=16, help="submissions in flight")
+    ap.add_argument("--rate-limit", type=float, default=0.0,
+                    help="the bench gateway's per-tenant limit (default: 2x --rate)")
+    ap.add_argument("--use-stack", action="store_true",
+                    help="use the stack of the current LORAFORGE_* settings instead of a private one")
+    ap.add_argument("--serve-gateway", type=float, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve_gateway is not None:
+        _serve_gateway(args.serve_gateway)
+        return
+
+    from loraforge.runtime.settings import load_settings
+    from loraforge.stack.binaries import free_port, free_port_block
+    from loraforge.stack.local import LocalStack
+
+    tmp = None
+    if not args.use_stack:
+        tmp = tempfile.mkdtemp(prefix="lf-load-")
+        os.environ.update({
+            "LORAFORGE_STACK__DATA_DIR": f"{tmp}/data",
+            "LORAFORGE_STACK__NATS_PORT": str(free_port()),
+            "LORAFORGE_STACK__NATS_MONITOR_PORT": str(free_port()),
+            "LORAFORGE_STACK__S3_PORT": str(free_port()),
+            "LORAFORGE_STACK__WEED_BASE_PORT": str(free_port_block(7)),
+            "LORAFORGE_STACK__GATEWAY_PORT": str(free_port()),
+            "LORAFORGE_STACK__SERVICE_BASE_PORT": str(free_port_block(5)),
+            "LORAFORGE_STACK__METRICS_BASE_PORT": str(free_port_block(5)),
+        })
+    stack = LocalStack(load_settings())
+    print("bringing the stack up...", flush=True)
+    stack.up(timeout_s=180)
+    gateway = None
+    try:
+        client = stack.client_settings()
+        port = free_port()
+        env = {**os.environ, **stack._service_env(), "LORAFORGE_SERVER__HTTP_PORT": str(port),
+               "LORAFORGE_ENV": "development"}
+        data_dir = Path(env["LORAFORGE_STACK__DATA_DIR"])
+        log = (data_dir / "logs" / "bench-gateway.log").open("ab")
+        limit = args.rate_limit or 2 * args.rate
+        gateway = subprocess.Popen([sys.executable, str(Path(__file__).resolve()),
+                                    "--serve-gateway", str(limit)], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, cwd=data_dir, start_new_session=True)
+        base = f"http://127.0.0.1:{port}"
+        _wait_http(base, gateway)
+        key = (data_dir / "gateway-dev-key").read_text().strip()
+        project = "bench"
+        print(f"gateway {base} (rate limit {limit:.0f}/s per tenant); tenant "
+              f"{client.tenant!r}; load average {os.getloadavg()[0]:.2f}", flush=True)
+        jobs = asyncio.run(seed_jobs(base, key, project, 20))
+        time.sleep(3)  # the seeded jobs fail in the worker; let the services go idle
+        lat, errors, kinds = asyncio.run(status_load(base, key, project, args.rate, args.seconds, jobs))
+        print(_line("job status", lat, errors, f"errors by kind: {sorted(set(kinds))}" if kinds else ""))
+        lat, errors, per_s = asyncio.run(submit_load(base, key, project, args.submit, args.concurrency))
+        print(_line("submission", lat, errors, f"throughput={per_s:.0f} jobs/s "
+                                               f"(concurrency {args.concurrency})"))
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
+    finally:
+        if gateway is not None:
+            gateway.terminate()
+            try:
+                gateway.wait(15)
+            except subprocess.TimeoutExpired:
+                gateway.kill()
+        if tmp is not None:
+            stack.down()
+
+
+if __name__ == "__main__":
+    main()
