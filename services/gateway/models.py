@@ -346,6 +346,10 @@ class Webhook(BaseModel):
     url: str
     job_id: str | None = None
     created_at: datetime
+    pending: int = Field(default=0, description="calls waiting in the hook's outbox (its "
+                         "receiver is slow, failing, or paused by the circuit breaker)")
+    dropped: int = Field(default=0, description="calls dropped because the outbox was full "
+                         "(progress calls first)")
 
 
 class WebhookCreated(Webhook):

@@ -36,9 +36,15 @@ async def create(body: WebhookCreate, request: Request,
 
 @router.get("", response_model=WebhookList, operation_id="list_webhooks")
 async def list_(request: Request, scope: tuple[Principal, str] = Depends(project_of)) -> WebhookList:
+    """The project's hooks, with how many calls each has waiting and has dropped."""
     principal, project = scope
-    hooks = await gw(request).state.webhooks(principal.tenant, project)
-    return WebhookList(webhooks=[Webhook.model_validate(h) for h in hooks])
+    state = gw(request).state
+    out = []
+    for h in await state.webhooks(principal.tenant, project):
+        box = await state.get(f"outbox.{principal.tenant}.{project}.{h['id']}") or {}
+        out.append(Webhook.model_validate({**h, "pending": len(box.get("items", [])),
+                                           "dropped": int(box.get("dropped", 0))}))
+    return WebhookList(webhooks=out)
 
 
 @router.delete("/{hook_id}", status_code=204, operation_id="delete_webhook")

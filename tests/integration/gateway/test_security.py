@@ -321,6 +321,8 @@ async def test_a_slow_receiver_stalls_only_its_own_tenant_and_opens_its_breaker(
             opened = time.monotonic()
             await asyncio.sleep(1.5)
             assert len(slow.arrivals) == 4 and time.monotonic() - opened < 3.0  # held while open
+            [held] = (await acme.get("/v1/projects/jane/webhooks")).json()["webhooks"]
+            assert held["pending"] >= 3 and held["dropped"] == 0  # at least the 3 finals wait
             slow.slow_s = 0.0  # the receiver recovers: the probe after the cool-down closes it
             for _ in range(150):
                 if all(slow.finals(j) for j in acme_jobs):
