@@ -80,6 +80,17 @@ async def test_curate_background_and_style_then_export_kohya(curation_service, s
     assert len(pngs) == 2 and all(p.with_suffix(".txt").read_text().startswith("bgplace") for p in pngs)
     assert all(np.array_equal(cv2.imread(str(p)).shape, (360, 480, 3)) for p in pngs)
 
+    # the trainer lays the same derived images out for an image model (tiny-sdxl), with captions
+    from loraforge.runtime.params import TrainingParams
+    from loraforge.trainer.worker import TrainingWork
+
+    info = await asyncio.to_thread(
+        TrainingWork(store, workdir_root=tmp_path / "trainer")._download, ProjectRef(TENANT, PROJECT),
+        TrainingParams(dataset_id=out["dataset_id"], base_preset="tiny-sdxl"), tmp_path / "train" / "dataset")
+    assert info["samples"] == 2 and info["lora_type"] == "background"
+    laid = sorted((tmp_path / "train" / "dataset" / "images").glob("*.png"))
+    assert [p.stem for p in laid] == sorted(i["clip_id"] for i in items)
+
     # style: full frames of each shot, nothing filled in
     out, record, prefix = await curate("style")
     assert {i["variant"] for i in record["selected"]} == {"full"}
