@@ -115,7 +115,11 @@ class BackgroundBuilder:
                     continue
                 kept_desc.append(desc)
                 box = _bbox(pm.mask)
-                cands.append({"clip_id": m.clip_id, "index": idx, "image": filled, "desc": desc,
+                # written now, not held: a long 1080p selection would not fit in memory; the
+                # frames the scene balance leaves out are deleted below
+                path = ctx.item_path(m.clip_id, f"{m.clip_id}-f{idx:05d}.png")
+                write_image(ctx.out_dir / path, filled)
+                cands.append({"clip_id": m.clip_id, "index": idx, "path": path, "desc": desc,
                               "score": m.quality_score - pm.fraction,  # less invented first
                               "evidence": {**ev, "inpainter": inpainter.name if pm.fraction else None,
                                            "filled_box": box}})
@@ -129,14 +133,12 @@ class BackgroundBuilder:
         items = []
         for i in picked:
             c = cands[i]
-            name = f"{c['clip_id']}-f{c['index']:05d}.png"
-            path = ctx.item_path(c["clip_id"], name)
-            write_image(ctx.out_dir / path, c["image"])
-            items.append(Item(f"{c['clip_id']}-f{c['index']:05d}", c["clip_id"], path, "image", c["index"],
+            items.append(Item(f"{c['clip_id']}-f{c['index']:05d}", c["clip_id"], c["path"], "image", c["index"],
                               "inpainted" if c["evidence"]["fill_fraction"] > 0 else "full",
                               {**c["evidence"], "scene_cluster": labels[i]}))
         for i, c in enumerate(cands):
             if i not in chosen:
+                (ctx.out_dir / c["path"]).unlink(missing_ok=True)
                 lab = labels[i]
                 dropped.append(Dropped(c["clip_id"], "scene_dominant",
                                        f"scene_dominant: place {lab} already gives {taken[lab]} of {len(picked)} "

@@ -111,13 +111,17 @@ class StyleBuilder:
                     dropped.append(Dropped(m.clip_id, why[0], why[1], idx, why[2]))
             best = m.best_frame_index if m.best_frame_index in clean else None
             for idx in spread(clean, opt.frames_per_clip, best):
-                cands.append({"clip_id": m.clip_id, "index": idx, "image": frames[idx],
+                # written now, not held in memory; an off-style frame's file is deleted below
+                path = ctx.item_path(m.clip_id, f"{m.clip_id}-f{idx:05d}.png")
+                write_image(ctx.out_dir / path, frames[idx])
+                cands.append({"clip_id": m.clip_id, "index": idx, "path": path,
                               "desc": style_descriptor(frames[idx])})
         flags, dist = outliers([cd["desc"] for cd in cands], opt.outlier_z)
         items = []
         typical = float(np.median(dist)) if dist else 0.0
         for cd, off, d in zip(cands, flags, dist, strict=True):
             if off:
+                (ctx.out_dir / cd["path"]).unlink(missing_ok=True)
                 dropped.append(Dropped(cd["clip_id"], "off_style",
                                        f"off_style: {d:.2f} robust standard deviations from the set's look on "
                                        f"its furthest feature (the typical frame {typical:.2f}, limit "
@@ -125,9 +129,7 @@ class StyleBuilder:
                                        {"style_distance": d, "typical_distance": round(typical, 4)}))
                 continue
             item_id = f"{cd['clip_id']}-f{cd['index']:05d}"
-            path = ctx.item_path(cd["clip_id"], f"{item_id}.png")
-            write_image(ctx.out_dir / path, cd["image"])
-            items.append(Item(item_id, cd["clip_id"], path, "image", cd["index"], "full",
+            items.append(Item(item_id, cd["clip_id"], cd["path"], "image", cd["index"], "full",
                               {"style_distance": d, "typical_distance": round(typical, 4)}))
         summary = {"candidates": len(cands), "items": len(items), "outlier_z": opt.outlier_z,
                    "typical_style_distance": round(typical, 4)}

@@ -115,6 +115,7 @@ def test_background_scenes_balanced(background):
     n_rocket = sum(it.clip_id.startswith("rocket") for it in build.items)
     assert n_rocket <= int(np.ceil(0.4 * len(build.items))), (n_rocket, len(build.items))
     assert any(d.code == "scene_dominant" for d in build.dropped)
+    assert len(list((out / "derived").rglob("*.png"))) == len(build.items)  # the left-out frames' files are gone
     # recorded: build.json, the manifest's build section and rows, the report
     doc = json.loads((out / "build.json").read_text())
     assert len(doc["items"]) == len(build.items) and doc["dropped_counts"]["too_much_fill"] >= 1
@@ -171,7 +172,7 @@ def style(tmp_path_factory, backend, people):
 
 
 def test_style_drops_the_off_style_frames(style):
-    result, build, _ = style
+    result, build, out = style
     assert set(result.selection.selected) >= {"astronaut", "chelsea", "hopper", "room-natural"}
     off = [d for d in build.dropped if d.code == "off_style"]
     assert {d.clip_id for d in off} == {"room-natural"}, [(d.clip_id, d.message) for d in build.dropped]
@@ -179,6 +180,7 @@ def test_style_drops_the_off_style_frames(style):
     kept = {it.clip_id for it in build.items}
     assert {"astronaut", "chelsea", "hopper", "titled"} <= kept and "room-natural" not in kept
     assert all(it.variant == "full" for it in build.items)
+    assert len(list((out / "derived").rglob("*.png"))) == len(build.items)
 
 
 def test_style_drops_titles_and_dissolves(style):
