@@ -274,12 +274,18 @@ def _from_run(store: ObjectStore, ref: ProjectRef, lora: str) -> LoraVersion:
         raise NotFound(f"LoRA {lora!r}: run {run_id} has no finished training in this project")
     run = store.get_json(Bucket.LORAS, key)
     if step:
-        checkpoints = run.get("checkpoints") or {}
-        wanted = step.removeprefix("step-")
-        if wanted not in checkpoints:
-            raise NotFound(f"LoRA {lora!r}: run {run_id} has no checkpoint at step {wanted}; "
-                           f"it has {', '.join(sorted(checkpoints, key=int)) or 'none'}")
-        file_key = checkpoints[wanted]
+        # The checkpoint's exported LoRA file (the family's ComfyUI layout, as best/last are),
+        # not the raw training adapter beside its optimizer state.
+        from loraforge.library import Library
+
+        wanted = f"step-{step.removeprefix('step-')}"
+        infos = {info.name: info for info in Library(store, ref).checkpoints(run_id)}
+        if wanted not in infos:
+            raise NotFound(f"LoRA {lora!r}: run {run_id} has no checkpoint {wanted}; "
+                           f"it has {', '.join(infos) or 'none'}")
+        if not infos[wanted].promotable:
+            raise InvalidInput(f"LoRA {lora!r}: {infos[wanted].why_not}")
+        file_key = infos[wanted].files["main"]
     else:
         file_key = run["best_key"]
     return LoraVersion(ref=lora, key=file_key, base_preset=run.get("base_preset", ""),

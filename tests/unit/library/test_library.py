@@ -140,3 +140,16 @@ def test_parse_checkpoint() -> None:
     for bad in ("step-x", "0", "newest"):
         with pytest.raises(InvalidInput):
             parse_checkpoint(bad)
+
+
+def test_a_deployment_of_a_run_checkpoint_takes_its_exported_file(mem_store) -> None:
+    from loraforge.library.deployments import resolve_lora
+
+    write_run(mem_store)
+    picked = resolve_lora(mem_store, REF, f"run:{RUN}@step-6")
+    assert mem_store.get_bytes("loras", picked.key) == b"comfy-step-6"  # not the raw adapter
+    assert mem_store.get_bytes("loras", resolve_lora(mem_store, REF, f"run:{RUN}").key) == b"comfy-step-4"
+    with pytest.raises(InvalidInput, match="no exported LoRA file"):
+        resolve_lora(mem_store, REF, f"run:{RUN}@2")
+    with pytest.raises(NotFound, match="step-2, step-4, step-6, step-8"):
+        resolve_lora(mem_store, REF, f"run:{RUN}@step-3")
