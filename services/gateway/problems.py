@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from loraforge.runtime import errors
 from loraforge.runtime.storage import IntegrityError, UploadInterrupted
+from nats import errors as nats_errors
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -74,6 +75,12 @@ HTTP_STATUS_BY_ERROR: tuple[tuple[type[BaseException], int], ...] = (
     (errors.InvalidTransition, 409),
     (errors.Cancelled, 409),
     (errors.Unavailable, 503),
+    # The gateway's own records and job reads go to NATS (KV, JetStream): a timeout or a lost
+    # connection there is a moment's unavailability, which a client should retry, not a bug.
+    (TimeoutError, 503),  # nats.errors.TimeoutError is an asyncio.TimeoutError
+    (nats_errors.ConnectionClosedError, 503),
+    (nats_errors.NoServersError, 503),
+    (nats_errors.NoRespondersError, 503),
     (errors.ConfigurationError, 500),
     (errors.LoraforgeError, 500),
 )
@@ -156,6 +163,8 @@ def _detail(exc: BaseException, status: int) -> str:
         if status >= 500:
             return f"the {exc.service} service failed ({exc.details}); see its log"
         return exc.details or f"the {exc.service} service refused the request"
+    if status == 503 and isinstance(exc, (TimeoutError, nats_errors.Error)):
+        return "the gateway's event bus (NATS) did not answer in time; retry in a few seconds"
     if status == 500:
         return "internal error in the gateway; see its log"
     return str(exc) or type(exc).__name__
@@ -169,6 +178,8 @@ def install(app: FastAPI) -> None:
         headers = None
         if isinstance(exc, RateLimited):
             headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+        elif status == 503:
+            headers = {"Retry-After": "2"}
         if status == 401:
             headers = {"WWW-Authenticate": 'Bearer realm="loraforge"'}
         return problem_response(status, _detail(exc, status), request, headers)

@@ -12,6 +12,7 @@ from loraforge.gateway import problems
 from loraforge.gateway.auth import TokenBucket, hash_key, sign_page_token, verify_page_token
 from loraforge.gateway.problems import RateLimited, RpcFailure, Unauthenticated
 from loraforge.gateway.webhooks import sign, verify
+from nats import errors as nats_errors
 from loraforge.runtime import errors
 
 
@@ -69,6 +70,7 @@ def test_key_hash_is_sha256_hex() -> None:
     (RpcFailure("ingest", grpc.StatusCode.DEADLINE_EXCEEDED, "slow"), 504),
     (RpcFailure("ingest", grpc.StatusCode.INTERNAL, "boom"), 502),
     (RuntimeError("bug"), 500),
+    (nats_errors.TimeoutError(), 503), (nats_errors.ConnectionClosedError(), 503),
 ])
 def test_one_mapping_from_errors_to_http(exc: BaseException, status: int) -> None:
     assert problems.status_for(exc) == status
