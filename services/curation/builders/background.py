@@ -28,6 +28,7 @@ from loraforge.curation.builders import BuildContext, BuildResult, Dropped, Item
 from loraforge.curation.builders.inpaint import make_inpainter
 from loraforge.curation.builders.masks import person_mask
 from loraforge.curation.builders.media import write_image
+from loraforge.curation.size_range import apply_size_range
 from loraforge.curation.builders.scenes import SCENE_DISTANCE, balanced_pick, scene_clusters, scene_descriptor
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,12 @@ class BackgroundBuilder:
             missing.append("no frame was usable as a background: every frame had people over more than "
                            f"{opt.max_fill_fraction:.0%} of it or was left with a person; add wide shots of "
                            "the places")
-        return BuildResult(items, dropped, summary, missing)
+        build = BuildResult(items, dropped, summary, missing)
+        # seed 003's size range (size_range.py): below the minimum the job fails saying how many
+        # to add, above the maximum the last picks go (the pick order keeps the places balanced)
+        apply_size_range(build, "background", "image", dict(ctx.policy.build_options),
+                         ctx.result.rejection_counts())
+        return build
 
 
 def _rgb(bgr: np.ndarray) -> np.ndarray:

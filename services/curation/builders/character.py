@@ -30,6 +30,7 @@ from loraforge.curation.builders.inpaint import OpenCVInpainter
 from loraforge.curation.builders.masks import person_mask
 from loraforge.curation.builders.media import write_image
 from loraforge.curation.geometry import Box
+from loraforge.curation.size_range import apply_size_range
 
 # Crop margin around the subject's mask, a share of its size on each side: room for the hair
 # and the hands the dilation may not have reached, and some context for the caption.
@@ -205,7 +206,13 @@ class CharacterBuilder:
         if len(clusters) > 1 and ctx.policy.identity_cluster is None and not ctx.references:
             missing.append(f"the faces form {len(clusters)} identity clusters; this set is of the largest "
                            "(cluster 0); pick another with --identity-cluster N or give a reference photo")
-        return BuildResult(items, dropped, summary, missing)
+        build = BuildResult(items, dropped, summary, missing)
+        if any(it.path is not None for it in items):
+            # frames were derived (isolated subjects, cut-outs): seed 003's range for character
+            # frames (size_range.py); clips kept as they are stay as curation selected them
+            apply_size_range(build, "character", "image", dict(ctx.policy.build_options),
+                             ctx.result.rejection_counts())
+        return build
 
     @staticmethod
     def _cutout(ctx: BuildContext, clip_id: str, base: str, idx: int, frame: np.ndarray,

@@ -26,6 +26,7 @@ from loraforge.curation.builders import BuildContext, BuildResult, Dropped, Item
 from loraforge.curation.builders.background import spread
 from loraforge.curation.builders.media import write_image
 from loraforge.curation.builders.scenes import outliers, style_descriptor
+from loraforge.curation.size_range import apply_size_range
 
 # A fade frame is darker than this share of the clip's median brightness (ingest trims fade
 # ramps below 0.85 of the shot's level; a fade that survived into a clip is far darker).
@@ -134,7 +135,9 @@ class StyleBuilder:
         summary = {"candidates": len(cands), "items": len(items), "outlier_z": opt.outlier_z,
                    "typical_style_distance": round(typical, 4)}
         missing = [] if items else ["no frame kept its style: add footage of the look"]
-        return BuildResult(items, dropped, summary, missing)
+        build = BuildResult(items, dropped, summary, missing)
+        apply_size_range(build, "style", "image", dict(ctx.policy.build_options), ctx.result.rejection_counts())
+        return build
 
     @staticmethod
     def _transition_or_title(idx: int, order: list[int], greys: dict, median_luma: float,

@@ -38,7 +38,8 @@ async def test_curate_background_and_style_then_export_kohya(curation_service, s
     for name, value in _env(settings, proc.port).items():
         monkeypatch.setenv(name, value)
     base = ["curate", "-p", PROJECT, "--tenant", TENANT, "--target", "2", "--set", "min_short_side_px=256",
-            "--set", "frames_per_clip=4", "--set", "people_frames=2", "--build", "frames_per_clip=1", "--json"]
+            "--set", "frames_per_clip=4", "--set", "people_frames=2", "--build", "frames_per_clip=1",
+            "--build", "min_items=1", "--json"]  # min_items: a test-sized set (size_range.py)
 
     async def curate(lora_type: str) -> tuple[dict, dict, str]:
         result = await asyncio.to_thread(CliRunner().invoke, app, [*base, "--type", lora_type])

@@ -33,7 +33,8 @@ async def test_curate_type_background_keeps_the_empty_scene(curation_service, se
         monkeypatch.setenv(name, value)
     # max_people=0: a background set of empty scenes only (by default its builder fills people in)
     args = ["curate", "-p", PROJECT, "--tenant", TENANT, "--type", "background", "--target", "2",
-            "--set", "min_short_side_px=256", "--set", "frames_per_clip=6", "--set", "max_people=0", "--json"]
+            "--set", "min_short_side_px=256", "--set", "frames_per_clip=6", "--set", "max_people=0",
+            "--build", "min_items=1", "--json"]  # min_items: one clip, below seed 003's 100 frames
 
     result = await asyncio.to_thread(CliRunner().invoke, app, args)
     assert result.exit_code == 0, result.output

@@ -102,7 +102,8 @@ def background_dataset(root: Path, work: Path, backend, people) -> Path:
     for name, shot in shots.items():
         paths[name] = work / f"{name}.png"
         cv2.imwrite(str(paths[name]), shot)
-    policy = CurationPolicy.for_type("background", {"min_short_side_px": 256})
+    # min_items: three photos, below seed 003's 100 background frames (size_range.py)
+    policy = CurationPolicy.for_type("background", {"min_short_side_px": 256, "build_options": {"min_items": 1}})
     result = curate(list(paths.values()), policy, backend=backend, people=people)
     build = build_dataset(result, work / "out", people, backend, lambda cid: paths[cid])
     assert build is not None and len(build.items) == 3, [(d.clip_id, d.message) for d in build.dropped]

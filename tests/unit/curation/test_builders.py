@@ -52,7 +52,8 @@ def background(tmp_path_factory, backend, people):
         frame, mask = B.walker(pl, who, height, gain, pan=pan, offset=offset)
         paths[cid] = M.write_clip(d / f"{cid}.mp4", frame)
         masks[cid] = mask
-    policy = CurationPolicy.for_type("background", {**SMALL, "target_size": 6})
+    # min_items: a test-sized set, below seed 003's 100 frames (size_range.py)
+    policy = CurationPolicy.for_type("background", {**SMALL, "target_size": 6, "build_options": {"min_items": 1}})
     out = d / "out"
     result = curate([MediaItem(p, source_id=cid) for cid, p in paths.items()], policy, backend=backend,
                     people=people, out_dir=out)
@@ -164,7 +165,7 @@ def style(tmp_path_factory, backend, people):
     }
     paths = {cid: M.write_clip(d / f"{cid}.mp4", fn) for cid, fn in clips.items()}
     policy = CurationPolicy.for_type("style", {**SMALL, "target_size": 10,
-                                               "build_options": {"frames_per_clip": 2}})
+                                               "build_options": {"frames_per_clip": 2, "min_items": 1}})
     out = d / "out"
     result = curate([MediaItem(p, source_id=cid) for cid, p in paths.items()], policy, backend=backend,
                     people=people, out_dir=out)
@@ -216,7 +217,7 @@ def character(tmp_path_factory, backend, people):
     items = [MediaItem(p, source_id=cid) for cid, p in paths.items()]
     # max_people unset: clips with someone beside the subject reach the builder, which isolates
     opts = {**SMALL, "max_people": None, "target_size": 6,
-            "build_options": {"frames_per_clip": 1, "cutout": True}}
+            "build_options": {"frames_per_clip": 1, "cutout": True, "min_items": 1}}
     measured = measure_all(items, CurationPolicy.for_type("character", opts), backend, people)
     return d, paths, measured, opts
 
@@ -241,7 +242,7 @@ def test_two_identities_split_into_two_clusters_and_either_can_be_picked(charact
     assert any("2 identity clusters" in m for m in build.missing)
 
     other, _, _ = _curate_character(character, backend, people, "hopper", identity_cluster=1,
-                                    build_options={"frames_per_clip": 1})
+                                    build_options={"frames_per_clip": 1, "min_items": 1})
     assert set(other.selection.selected) >= {"hop-room", "hop-close"}
     assert not set(other.selection.selected) & {"ast-rocket", "ast-brick", "ast-close"}
     assert "identity_mismatch" in other.clip("ast-close").decision.reason_codes
@@ -252,7 +253,7 @@ def test_two_identities_split_into_two_clusters_and_either_can_be_picked(charact
 def test_character_subject_isolated_from_the_other_person(character, backend, people):
     pair_cluster = next(m.metrics.identity_cluster for m in character[2] if m.metrics.clip_id == "pair")
     result, build, out = _curate_character(character, backend, people, "isolated", identity_cluster=pair_cluster,
-                                           build_options={"frames_per_clip": 3, "cutout": True})
+                                           build_options={"frames_per_clip": 3, "cutout": True, "min_items": 1})
     by_clip = {}
     for it in build.items:
         by_clip.setdefault(it.clip_id, []).append(it)
