@@ -15,6 +15,7 @@ from typing import Any
 
 from loraforge.runtime.errors import InvalidInput, Unavailable
 from loraforge.runtime.job_service import JobService
+from loraforge.runtime.jobs import JobState
 from loraforge.runtime.keys import ProjectRef
 from loraforge.runtime.params import LoraWeightParams, RenderParams
 from loraforge.runtime.servicers import JobCalls, job_to_wire, present_fields, scope_from_wire
@@ -139,6 +140,13 @@ class RenderServicer(JobCalls, render_pb2_grpc.RenderServiceServicer):
             await self._bus.jetstream.delete_consumer(self._bus.settings.stream, record.consumer)
         except NotFoundError:
             pass
+        # Calls still waiting in that queue will never be served: they fail now, with why,
+        # instead of staying PENDING (calls already rendering finish on their warm worker).
+        for job in await self.jobs.list(tenant, project, [JobState.PENDING]):
+            if job.params.get("deployment") == request.name:
+                await self.jobs.fail_pending(
+                    job, f"deployment {request.name!r} was deleted before this call was served; "
+                         "deploy it again and repeat the call")
         return render_pb2.DeploymentReply(deployment_json=view_of(record, []).model_dump_json())
 
     async def CallDeployment(self, request: render_pb2.CallDeploymentRequest,

@@ -461,7 +461,7 @@ class WarmPool:
             return held.renderer
 
         work = DeploymentCallWork(self._store, render_on_warm, captioning=self._captioning, warm=True)
-        worker = JobWorker("render", self._jobs, self._bus, work)
+        worker = JobWorker("render", self._jobs, self._bus, work, durable=deployment.consumer)
         await self._beat(ref, held)  # RUNNING before the first call can arrive
         held.consumer = await self._bus.subscribe(deployment.consumer, deployment.call_subject,
                                                   worker.handle, on_dead_letter=worker.on_dead_letter)

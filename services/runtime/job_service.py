@@ -78,6 +78,23 @@ class JobService:
         await self.get(tenant, project, job_id)
         return await self._jobs.request_cancel(tenant, project, job_id)
 
+    async def fail_pending(self, job: Job, reason: str) -> Job:
+        """FAILED with `reason` if the job is still PENDING (its request will never be served,
+        e.g. the queue it waits in was deleted), announced like any outcome; a job a worker
+        took up meanwhile is left to it."""
+
+        def change(current: Job) -> dict[str, Any]:
+            if current.state is not JobState.PENDING:
+                raise _NotMine(current.id)
+            return {"state": JobState.FAILED, "message": reason}
+
+        try:
+            final = await self._jobs.mutate(job.tenant, job.project, job.id, change)
+        except _NotMine:
+            return await self._jobs.get(job.tenant, job.project, job.id)
+        await announce(self._bus, self.kind, final)
+        return final
+
 
 @dataclass
 class JobOutcome:
@@ -184,17 +201,22 @@ class JobWorker:
     JetStream's de-duplication delivers it once.
     """
 
-    def __init__(self, kind: str, jobs: JobStore, bus: EventBus, work: Work):
+    def __init__(self, kind: str, jobs: JobStore, bus: EventBus, work: Work, *,
+                 durable: str | None = None):
         self.kind = kind
         self._jobs = jobs
         self._bus = bus
         self._work = work
+        # The consumer this worker's requests come through: `<kind>-workers`, or another queue
+        # of the same kind (a deployment's calls); recorded in each job it runs, so the reaper
+        # asks the right consumer whether a delivery is still coming.
+        self._durable = durable or f"{kind}-workers"
         # Names this process in the jobs it runs (operators see which pod held a lost job).
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
     @property
     def durable(self) -> str:
-        return f"{self.kind}-workers"
+        return self._durable
 
     async def start(self, *, reaper: bool = True) -> None:
         await self._bus.subscribe(self.durable, f"{self.kind}.requests", self.handle,
@@ -218,7 +240,8 @@ class JobWorker:
             return
         job = await self._jobs.update(job, state=JobState.RUNNING, message="running",
                                       worker=self.worker_id, attempt=delivery.attempt,
-                                      request_seq=delivery.stream_seq, beat_at=_now())
+                                      request_seq=delivery.stream_seq, consumer=self.durable,
+                                      beat_at=_now())
         ctx = JobContext(job, self._jobs, self._bus)
         beat = asyncio.create_task(self._beat(job), name=f"beat:{job.id}")
         try:
@@ -331,10 +354,11 @@ class JobWorker:
         if job.attempt >= settings.max_deliver:
             return "that was the request's last delivery"
         js = self._bus.jetstream
+        durable = job.consumer or self.durable  # records written before `consumer` existed
         try:
-            info = await js.consumer_info(settings.stream, self.durable)
+            info = await js.consumer_info(settings.stream, durable)
         except NotFoundError:
-            return f"the consumer {self.durable} no longer exists"
+            return f"the consumer {durable} no longer exists"
         if job.request_seq:
             try:
                 await js.get_msg(settings.stream, job.request_seq)
@@ -377,13 +401,17 @@ class JobWorker:
         await self._announce(final)
 
     async def _announce(self, job: Job) -> None:
-        """Publish a terminal job's `<kind>.<state>` event and its stored follow-ups. The ids
-        are fixed by the job, so announcing twice stores each event once."""
-        state = job.state.value.lower()
-        await self._bus.publish(Event(
-            id=f"{self.kind}-{state}-{job.id}",
-            type=f"{self.kind}.{state}", tenant=job.tenant, project=job.project,
-            data={"job_id": job.id, "message": job.message},
-        ))
-        for follow_up in job.follow_ups:
-            await self._bus.publish(Event.model_validate(follow_up))
+        await announce(self._bus, self.kind, job)
+
+
+async def announce(bus: EventBus, kind: str, job: Job) -> None:
+    """Publish a terminal job's `<kind>.<state>` event and its stored follow-ups. The ids are
+    fixed by the job, so announcing twice stores each event once."""
+    state = job.state.value.lower()
+    await bus.publish(Event(
+        id=f"{kind}-{state}-{job.id}",
+        type=f"{kind}.{state}", tenant=job.tenant, project=job.project,
+        data={"job_id": job.id, "message": job.message},
+    ))
+    for follow_up in job.follow_ups:
+        await bus.publish(Event.model_validate(follow_up))

@@ -93,6 +93,7 @@ class Job(BaseModel):
     worker: str = ""
     attempt: int = 0
     request_seq: int = 0  # the request's stream sequence, to ask JetStream whether it is pending
+    consumer: str = ""  # the durable consumer that delivered it (a deployment's calls have their own)
     beat_at: datetime | None = None
     # The KV revision this copy was read at; not stored, used for compare-and-set.
     revision: int = Field(default=0, exclude=True)

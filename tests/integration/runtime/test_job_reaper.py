@@ -159,3 +159,52 @@ def test_a_stale_bound_shorter_than_a_redelivery_is_refused() -> None:
     with pytest.raises(ValueError, match="reaper would fail jobs JetStream is about to redeliver"):
         NatsSettings(ack_wait_s=60, backoff_s=(1.0, 60.0), job_beat_s=10, job_stale_after_s=100)
     assert NatsSettings(ack_wait_s=60, backoff_s=(1.0, 60.0), job_beat_s=10).job_stale_after == 150
+
+
+async def test_a_job_from_another_queue_of_its_kind_is_judged_by_that_queue(
+    nats: NatsSettings, jobs: JobStore, bus: EventBus
+) -> None:
+    """Injects: a job whose request came through another queue of its kind (a deployment's
+    calls) loses its worker with a delivery left, while the kind's main queue has acked later
+    requests. Must hold: the reaper asks the queue that delivered it (recorded in the job) and
+    leaves the job, since that queue will deliver it again."""
+    replicas = Replicas(nats, jobs)
+    calls_bus = await EventBus.connect(nats, name="calls-replica")
+    try:
+        async def dies(job: Job, ctx: JobContext) -> JobOutcome:
+            await asyncio.sleep(0.5)
+            await calls_bus._nc.close()  # kill -9
+            raise asyncio.CancelledError
+
+        calls = JobWorker("probe", jobs, calls_bus, dies, durable="probe-calls")
+        await calls_bus.subscribe("probe-calls", "probe.calls", calls.handle)
+        call = await jobs.create(Job(id="jcall0001", kind="probe", tenant="acme", project="jane"))
+        from loraforge.runtime.events import Event
+
+        await bus.publish(Event(id="call-1", type="probe.calls", tenant="acme", project="jane",
+                                data={"job_id": call.id}))
+        running = await _stale(nats, jobs, call)
+        assert running.consumer == "probe-calls"
+        await replicas.start(dies=False)  # the main queue acks a later request
+        later = await JobService("probe", jobs, bus).start("acme", "jane", {})
+        await _until(jobs, later, lambda j: j.state is JobState.SUCCEEDED, 10)
+        judge = await replicas.start(dies=False, consume=False)
+        assert await judge.reap() == []
+        assert (await jobs.get("acme", "jane", call.id)).state is JobState.RUNNING
+    finally:
+        await replicas.close()
+
+
+async def test_fail_pending_fails_only_a_job_nobody_took_and_announces_it(
+    jobs: JobStore, bus: EventBus
+) -> None:
+    service = JobService("probe", jobs, bus)
+    waiting = await service.start("acme", "jane", {})
+    taken = await service.start("acme", "jane", {"n": 2})
+    taken = await jobs.update(taken, state=JobState.RUNNING)
+    failed = await service.fail_pending(waiting, "its queue was deleted")
+    assert (failed.state, failed.message) == (JobState.FAILED, "its queue was deleted")
+    assert (await service.fail_pending(taken, "x")).state is JobState.RUNNING
+    subject = bus.subject("probe.failed")
+    info = await bus.jetstream.stream_info(bus.settings.stream, subjects_filter=subject)
+    assert (info.state.subjects or {}).get(subject) == 1
