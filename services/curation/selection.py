@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from loraforge.curation.metrics import ClipMetrics
 from loraforge.curation.policy import CurationPolicy
 from loraforge.curation.pose import BUCKET_GROUP
+from loraforge.curation.size_range import check_size
 
 GROUP_LABEL = {
     "frontal": "frontal",
@@ -144,6 +145,15 @@ def select(
             missing.append(
                 Missing("lighting", 0, f"all selected {noun} are in {only} light; other lighting would add variety")
             )
+    if kind == "video":
+        # Clips trained as they are: the documents' range for the type's clip sets (seed 000
+        # for a character, seed 004 for an effect; size_range.py). Said, not enforced: the
+        # policy's minimum above is what a set is judged by, and a builder that derives frames
+        # checks its own items against seed 003's table.
+        check = check_size(policy.lora_type, "video", len(chosen), dict(policy.build_options))
+        if check is not None and check.status != "recommended":
+            short = max(0, check.range.recommended[0] - len(chosen))
+            missing.append(Missing("size_range", short, check.message))
     return Selection(
         selected=[c.clip_id for c in chosen],
         target_size=target,

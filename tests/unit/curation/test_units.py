@@ -98,3 +98,18 @@ def test_selection_steers_to_angle_mix_and_reports_missing():
     assert select(list(reversed(pool)), policy, "photo").selected == sel.selected  # deterministic
     # all frontal candidates smile: the set is told to get non-smiling ones
     assert any(m.code == "expression" for m in sel.missing)
+
+
+def test_a_clip_set_is_told_where_it_stands_against_its_types_range():
+    """Seed 000's range for a character's clips (20 minimum, 50-100 recommended): a set of 12
+    is told how many to add; a project's own min_items/max_items replace the documents'."""
+    def clip(i):
+        return ClipMetrics(f"c{i:02d}", f"c{i:02d}", "s1", "video", 512, 512, 16, 3.0, 48,
+                           face_frames_fraction=1.0, angle_bucket="frontal", quality_score=0.5)
+
+    pool = [clip(i) for i in range(12)]
+    [msg] = [m.message for m in select(pool, CurationPolicy(), "video").missing if m.code == "size_range"]
+    assert "12 usable clips, below the minimum of 20" in msg and "add at least 8 more clips" in msg
+    own = CurationPolicy(build_options={"min_items": 5, "max_items": 12})
+    assert not [m for m in select(pool, own, "video").missing if m.code == "size_range"]
+    assert not [m for m in select(pool, CurationPolicy(), "photo").missing if m.code == "size_range"]
