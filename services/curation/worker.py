@@ -744,6 +744,10 @@ class CurationWorker:
                                         {"job_id": job_id, "permanent": permanent,
                                          "message": f"{clip.clip_id}: {exc}"})
             raise
+        if await asyncio.to_thread(self._store.stat, Bucket.DATASETS, result_key) is not None:
+            # Another delivery of this task (a redelivery while this one was measuring under
+            # load) stored it first: entries are immutable, the job may already have read it.
+            return
         blob = pickle.dumps({"worker": self.worker_id, "measured": measured}, protocol=pickle.HIGHEST_PROTOCOL)
         await asyncio.to_thread(self._store.put_bytes, Bucket.DATASETS, result_key, blob,
                                 content_type="application/octet-stream")

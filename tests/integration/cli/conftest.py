@@ -63,6 +63,12 @@ def cli(settings_env, captioning, monkeypatch):
         monkeypatch.delenv(name)
     for name, value in cli_env(settings_env, captioning).items():
         monkeypatch.setenv(name, value)
+    # the console read COLUMNS when loraforge.cli.output was first imported, maybe by an
+    # earlier test in this process (pytest-xdist workers run many files)
+    from loraforge.cli import output
+
+    for console in (output.console, output.err_console):
+        monkeypatch.setattr(console, "width", 200)
 
     async def run(*args: str):
         return await asyncio.to_thread(CliRunner().invoke, app, list(args))

@@ -50,6 +50,12 @@ def cli(settings_env, render_service, monkeypatch):
     for name, value in cli_env(settings_env, f"127.0.0.1:{render_service.port}").items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("COLUMNS", "200")
+    # the console reads COLUMNS once, when loraforge.cli.output is first imported: maybe by an
+    # earlier test in this process (pytest-xdist workers run many files)
+    from loraforge.cli import output
+
+    for console in (output.console, output.err_console):
+        monkeypatch.setattr(console, "width", 200)
 
     async def run(*args: str):
         return await asyncio.to_thread(CliRunner().invoke, app, list(args))
