@@ -44,11 +44,13 @@ async def run(settings: Settings, argv: list[str]) -> dict[str, Any]:
     from loraforge.gateway.config import gateway_bucket
     from loraforge.gateway.state import GatewayState
     from loraforge.runtime.events import EventBus
+    from loraforge.runtime.jobs import JobStore
 
     args = parser().parse_args(argv)
     bus = await EventBus.connect(settings.nats, name="gateway-admin")
     try:
-        state = await GatewayState.open(bus.jetstream, gateway_bucket(settings))
+        jobs = await JobStore.open(bus.jetstream, settings.nats.jobs_bucket)
+        state = await GatewayState.open(bus.jetstream, gateway_bucket(settings), jobs.projects)
         if args.action == "list":
             return {"keys": [{k: v for k, v in r.items() if k != "digest"}
                              for r in await state.keys(args.tenant)]}

@@ -21,8 +21,10 @@ async def serve(settings: Settings) -> None:
 
     clients = await connect_clients("gateway", settings)  # NATS + S3 + job store, with retries
     backends = BackendClients.from_settings(settings.endpoints)
-    state = await GatewayState.open(clients.bus.jetstream, gateway_bucket(settings))
+    state = await GatewayState.open(clients.bus.jetstream, gateway_bucket(settings),
+                                    clients.jobs.projects)
     await state.index_legacy_keys()  # keys made before the key list existed
+    await state.move_legacy_projects()  # projects made before the shared registry
     if settings.env is Environment.DEVELOPMENT:
         path = settings.stack.data_dir / "gateway-dev-key"
         await write_dev_key(state, settings.tenant, path)

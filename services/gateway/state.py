@@ -3,16 +3,16 @@
     apikey.<sha256 of the key>          {tenant, key_id, name, created_at, minted_by}
     keyid.<tenant>.<key_id>             {key_id, digest, name, created_at, minted_by, last_used_at}
                                         (the tenant's key list, revoke by id, review-token liveness)
-    project.<tenant>.<project>          {name, description, created_at}
     webhook.<tenant>.<project>.<id>     {id, url, secret, job_id, created_at}
     outbox.<tenant>.<project>.<id>      {items: [{event_id, final, payload}], dropped} the hook's
                                         undelivered calls, oldest first (webhooks.py)
     whclaim.<tenant>.<project>.<id>     {owner, until}: the replica delivering that outbox
     secret.page-token                   random signing key of review-page tokens
 
-A KV bucket, not the object store: records are tiny, `create` is atomic (no two projects of
-the same name, one signing secret for every replica), reads are fast, and NATS is already
-what every process connects to. Nothing here is a backend's data.
+A KV bucket, not the object store: records are tiny, `create` is atomic (one signing secret
+for every replica), reads are fast, and NATS is already what every process connects to.
+Nothing here is a backend's data. Projects are not here either: they are the services' and the
+gateway's one registry (runtime/projects.py), which `GatewayState` is given.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from loraforge.runtime.errors import AlreadyExists, Conflict, NotFound
-from loraforge.runtime.keys import validate_slug
+from loraforge.runtime.projects import ProjectRegistry
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import (
@@ -40,12 +40,13 @@ def now() -> datetime:
 
 
 class GatewayState:
-    def __init__(self, kv: Any, bucket: str):
+    def __init__(self, kv: Any, bucket: str, projects: ProjectRegistry):
         self._kv = kv
         self.bucket = bucket
+        self.registry = projects
 
     @classmethod
-    async def open(cls, js: JetStreamContext, bucket: str) -> GatewayState:
+    async def open(cls, js: JetStreamContext, bucket: str, projects: ProjectRegistry) -> GatewayState:
         try:
             kv = await js.key_value(bucket)
         except BucketNotFoundError:
@@ -54,7 +55,7 @@ class GatewayState:
                     bucket=bucket, history=1, storage=js_api.StorageType.FILE))
             except Exception:  # noqa: BLE001 - another replica created it first
                 kv = await js.key_value(bucket)
-        return cls(kv, bucket)
+        return cls(kv, bucket, projects)
 
     # -- generic -----------------------------------------------------------------------------
 
@@ -194,29 +195,31 @@ class GatewayState:
     # -- projects ----------------------------------------------------------------------------
 
     async def create_project(self, tenant: str, name: str, description: str) -> dict[str, Any]:
-        validate_slug(tenant, "tenant")
-        validate_slug(name, "project")
-        record = {"name": name, "description": description, "created_at": now().isoformat()}
-        try:
-            await self._create(f"project.{tenant}.{name}", record)
-        except AlreadyExists:
-            raise AlreadyExists(
-                f"project {name!r} already exists; pick another name or use it") from None
-        return record
+        return await self.registry.create(tenant, name, description, created_by="api")
 
     async def project(self, tenant: str, name: str) -> dict[str, Any]:
         """The project record, or NotFound (also for invalid names and other tenants)."""
-        try:
-            validate_slug(name, "project")
-        except Exception:  # noqa: BLE001 - an invalid name is simply not one of the tenant's
-            raise NotFound(f"project {name!r} not found") from None
-        record = await self._get(f"project.{tenant}.{name}")
-        if record is None:
-            raise NotFound(f"project {name!r} not found; create it with POST /v1/projects")
-        return record
+        return await self.registry.get(tenant, name)
 
     async def projects(self, tenant: str) -> list[dict[str, Any]]:
-        return sorted(await self._values(f"project.{tenant}.*"), key=lambda p: p["name"])
+        return await self.registry.list(tenant)
+
+    async def move_legacy_projects(self) -> int:
+        """Projects recorded in this bucket before the shared registry existed move into it
+        (same name and description); returns how many moved."""
+        moved = 0
+        for key in await self._keys("project.*.*"):
+            record = await self._get(key)
+            _, tenant, name = key.split(".", 2)
+            if record is not None:
+                try:
+                    await self.registry.create(tenant, name, record.get("description", ""),
+                                               created_by="api")
+                    moved += 1
+                except AlreadyExists:
+                    pass
+            await self._kv.delete(key)
+        return moved
 
     # -- webhooks ----------------------------------------------------------------------------
 

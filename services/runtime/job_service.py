@@ -52,6 +52,8 @@ class JobService:
     ) -> Job:
         validate_slug(tenant, "tenant")
         validate_slug(project, "project")
+        # A job makes its project exist, for the gateway too (one registry: runtime/projects.py)
+        await self._jobs.projects.ensure(tenant, project, created_by=self.kind)
         job_id = new_job_id(request_id, scope=f"{tenant}/{project}/{self.kind}")
         job, _created = await self._jobs.create_or_get(
             Job(id=job_id, kind=self.kind, tenant=tenant, project=project, params=params)

@@ -29,6 +29,7 @@ from loraforge.runtime.errors import (
     NotFound,
 )
 from loraforge.runtime.keys import validate_slug
+from loraforge.runtime.projects import ProjectRegistry
 
 
 class JobState(StrEnum):
@@ -107,20 +108,23 @@ def new_job_id(request_id: str | None = None, *, scope: str = "") -> str:
 
 
 class JobStore:
-    def __init__(self, kv: Any, bucket: str):
+    def __init__(self, kv: Any, bucket: str, projects: ProjectRegistry):
         self._kv = kv
         self.bucket = bucket
+        # The projects the jobs live in (runtime/projects.py), opened with the store so that
+        # every holder of a job store (each service, the gateway) shares the one registry.
+        self.projects = projects
 
     @classmethod
     async def open(cls, js: JetStreamContext, bucket: str, history: int = 10) -> JobStore:
-        """Bind to the bucket, creating it on first use."""
+        """Bind to the bucket (and the project registry beside it), creating them on first use."""
         try:
             kv = await js.key_value(bucket)
         except BucketNotFoundError:
             kv = await js.create_key_value(
                 js_api.KeyValueConfig(bucket=bucket, history=history, storage=js_api.StorageType.FILE)
             )
-        return cls(kv, bucket)
+        return cls(kv, bucket, await ProjectRegistry.open(js, f"{bucket}_projects"))
 
     @staticmethod
     def _key(tenant: str, project: str, job_id: str) -> str:

@@ -102,7 +102,7 @@ async def start_gateway(settings: Any, store: Any, cleanups: list[Callable[[], A
     bus = await EventBus.connect(settings.nats, name="gateway-test")
     cleanups.append(bus.close)
     jobs = await JobStore.open(bus.jetstream, settings.nats.jobs_bucket)
-    state = await GatewayState.open(bus.jetstream, gateway_bucket(settings))
+    state = await GatewayState.open(bus.jetstream, gateway_bucket(settings), jobs.projects)
     backends = BackendClients({n: f"127.0.0.1:{p.port}" for n, p in procs.items()}, timeout_s=5)
     cleanups.append(backends.close)
     # The tests' webhook receivers listen on 127.0.0.1, which the egress guard refuses unless

@@ -317,3 +317,36 @@ async def test_key_rotation_issue_then_revoke(gateway) -> None:
             _problem(await anon.get("/v1/projects", headers=headers), 401)
         # the old key still works
         assert (await acme.get("/v1/projects")).status_code == 200
+
+
+async def test_a_project_made_on_the_local_stack_is_the_gateways_too(gateway, store) -> None:
+    """`loraforge ingest --project cli-made` talks gRPC to the ingest service, never to the
+    gateway; the project it makes is in the one registry, so the API finds it."""
+    import grpc
+    from loraforge.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
+
+    data = b"cli-source-bytes"
+    key = f"acme/cli-made/sources/{hashlib.sha256(data).hexdigest()}.mp4"
+    store.put_bytes(Bucket.RAW, key, data)  # what the CLI's upload does
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.procs['ingest'].port}") as channel:
+        job = await ingest_pb2_grpc.IngestServiceStub(channel).StartIngest(
+            ingest_pb2.StartIngestRequest(scope=common_pb2.ProjectScope(tenant="acme", project="cli-made"),
+                                          sources=[key]), timeout=10)
+    async with await gateway.client("acme") as acme, await gateway.client("globex") as globex:
+        r = await acme.get("/v1/projects/cli-made")
+        assert r.status_code == 200, r.text
+        assert "cli-made" in [p["name"] for p in (await acme.get("/v1/projects")).json()["projects"]]
+        r = await acme.get(f"/v1/projects/cli-made/ingest-jobs/{job.id}")
+        assert r.status_code == 200 and r.json()["id"] == job.id
+        _problem(await globex.get("/v1/projects/cli-made"), 404)
+        _problem(await acme.post("/v1/projects", json={"name": "cli-made"}), 409)
+
+
+async def test_projects_recorded_by_an_older_gateway_move_into_the_registry(gateway) -> None:
+    state = gateway.state
+    await state._create("project.acme.legacy", {"name": "legacy", "description": "old",
+                                                "created_at": "2025-01-01T00:00:00+00:00"})
+    assert await state.move_legacy_projects() == 1
+    assert (await state.project("acme", "legacy"))["description"] == "old"
+    assert await state._get("project.acme.legacy") is None
+    assert await state.move_legacy_projects() == 0

@@ -351,6 +351,7 @@ async def test_held_webhook_calls_survive_their_gateway_and_another_replica_deli
     from loraforge.gateway.webhooks import WebhookDispatcher
     from loraforge.runtime.egress import EgressPolicy
     from loraforge.runtime.events import Event, EventBus
+    from loraforge.runtime.jobs import JobStore
     from loraforge.runtime.settings import EgressSettings
 
     bus = await EventBus.connect(settings.nats, name="webhook-replicas")
@@ -373,7 +374,8 @@ async def test_held_webhook_calls_survive_their_gateway_and_another_replica_deli
     egress = EgressPolicy.from_settings(settings.model_copy(update={"egress": EgressSettings(allow="127.0.0.1/32")}))
     replicas: list[WebhookDispatcher] = []
     try:
-        state = await GatewayState.open(bus.jetstream, gateway_bucket(settings))
+        jobs = await JobStore.open(bus.jetstream, settings.nats.jobs_bucket)
+        state = await GatewayState.open(bus.jetstream, gateway_bucket(settings), jobs.projects)
         await state.add_webhook("acme", "jane", {
             "id": "wh-00000000beef", "url": receiver.url, "job_id": None, "secret": "s",
             "created_at": (datetime.now(UTC) - timedelta(minutes=1)).isoformat()})
