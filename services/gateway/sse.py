@@ -1,7 +1,7 @@
 """Server-sent events for a job's progress, read from the job store (read-only).
 
 The job record in the KV bucket is the truth (events may be missed, a record cannot): we
-poll it and send `progress` whenever its revision changes, `done` once it is terminal, and a
+poll it and send `progress` whenever what the API shows of it changes, `done` once it is terminal, and a
 comment line as keep-alive so proxies do not time the stream out.
 
 Each open stream holds a connection and polls the job store, so a tenant may hold at most
@@ -39,12 +39,15 @@ def _frame(event: str, job: StoredJob) -> str:
 
 async def job_events(g: Gateway, job: StoredJob, request: Request, max_s: float) -> AsyncIterator[str]:
     yield "retry: 2000\n\n"
-    last_rev = -1
+    last_view: dict | None = None
     last_sent = time.monotonic()
     deadline = time.monotonic() + max_s
     while True:
-        if job.revision != last_rev:
-            last_rev = job.revision
+        # What the client can see changed; a worker's heartbeat (a new revision that only
+        # moves `beat_at` and `updated_at`) is no progress to report
+        view = api_job(job).model_dump(mode="json", exclude={"updated_at"})
+        if view != last_view:
+            last_view = view
             last_sent = time.monotonic()
             if job.state.terminal:
                 yield _frame("done", job)

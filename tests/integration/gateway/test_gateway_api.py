@@ -350,3 +350,41 @@ async def test_projects_recorded_by_an_older_gateway_move_into_the_registry(gate
     assert (await state.project("acme", "legacy"))["description"] == "old"
     assert await state._get("project.acme.legacy") is None
     assert await state.move_legacy_projects() == 0
+
+
+async def test_progress_stream_reports_changes_not_heartbeats(gateway, bus, settings) -> None:
+    """A worker's heartbeat rewrites the job record every few seconds; a client watching the
+    job's events hears of what changed (progress, state), not of every beat."""
+    from datetime import UTC, datetime
+
+    from loraforge.runtime.jobs import JobState, JobStore
+
+    jobs = await JobStore.open(bus.jetstream, settings.nats.jobs_bucket)
+    async with await gateway.client("acme") as c:
+        assert (await c.post("/v1/projects", json={"name": "beats"})).status_code == 201
+        from loraforge.runtime.job_service import JobService
+
+        job = await JobService("probe", jobs, bus).start("acme", "beats", {})  # no worker takes it
+        job = await jobs.update(job, state=JobState.RUNNING, progress=0.1, beat_at=datetime.now(UTC))
+        events: list[tuple[str, dict]] = []
+
+        async def watch() -> None:
+            async with c.stream("GET", f"/v1/projects/beats/jobs/{job.id}/events") as s:
+                kind = None
+                async for line in s.aiter_lines():
+                    if line.startswith("event: "):
+                        kind = line[7:]
+                    elif line.startswith("data: ") and kind:
+                        events.append((kind, json.loads(line[6:])))
+                        if kind == "done":
+                            return
+
+        watcher = asyncio.create_task(watch())
+        for _ in range(6):  # beats: only beat_at (and updated_at) move
+            await asyncio.sleep(0.15)
+            job = await jobs.update(job, beat_at=datetime.now(UTC))
+        job = await jobs.update(job, progress=0.5, message="half")
+        await asyncio.sleep(0.3)
+        await jobs.update(job, state=JobState.SUCCEEDED, message="done")
+        await asyncio.wait_for(watcher, 15)
+    assert [(k, e["progress"]) for k, e in events] == [("progress", 0.1), ("progress", 0.5), ("done", 1.0)]
