@@ -208,8 +208,8 @@ def inspect_zip(path: Path, name: str = "") -> ZipDataset:
                     dst.write(chunk)
             try:
                 media = probe(local)
-            except InvalidInput:
-                raise _refuse(name, f"line {n}: {s.video} cannot be decoded as video") from None
+            except InvalidInput as exc:
+                raise _refuse(name, f"line {n}: {s.video} cannot be decoded as video ({exc})") from None
             finally:
                 local.unlink(missing_ok=True)
             if max(media.width, media.height) > LIMITS.max_side:
