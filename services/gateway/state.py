@@ -24,12 +24,11 @@ from collections.abc import Callable
 from typing import Any
 
 from loraforge.runtime.errors import AlreadyExists, Conflict, NotFound
+from loraforge.runtime.events import open_key_value
 from loraforge.runtime.projects import ProjectRegistry
 from nats.js import JetStreamContext
-from nats.js import api as js_api
 from nats.js.errors import (
     BadRequestError,
-    BucketNotFoundError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
 )
@@ -47,15 +46,7 @@ class GatewayState:
 
     @classmethod
     async def open(cls, js: JetStreamContext, bucket: str, projects: ProjectRegistry) -> GatewayState:
-        try:
-            kv = await js.key_value(bucket)
-        except BucketNotFoundError:
-            try:
-                kv = await js.create_key_value(js_api.KeyValueConfig(
-                    bucket=bucket, history=1, storage=js_api.StorageType.FILE))
-            except Exception:  # noqa: BLE001 - another replica created it first
-                kv = await js.key_value(bucket)
-        return cls(kv, bucket, projects)
+        return cls(await open_key_value(js, bucket), bucket, projects)
 
     # -- generic -----------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
-from nats.js.errors import NotFoundError
+from nats.js.errors import BucketNotFoundError, NotFoundError
 from pydantic import BaseModel, Field, ValidationError
 
 from loraforge.runtime.errors import InvalidInput, NotFound, Unavailable
@@ -454,3 +454,16 @@ __all__ = [
     "Handler",
     "read_dead_letters",
 ]
+
+
+async def open_key_value(js: JetStreamContext, bucket: str, *, history: int = 1) -> Any:
+    """A JetStream key-value bucket, created on first use (file storage). Many processes may
+    open it at once: one that loses the race to create it binds to the winner's."""
+    try:
+        return await js.key_value(bucket)
+    except BucketNotFoundError:
+        try:
+            return await js.create_key_value(js_api.KeyValueConfig(
+                bucket=bucket, history=history, storage=js_api.StorageType.FILE))
+        except Exception:  # noqa: BLE001 - another process created it first
+            return await js.key_value(bucket)

@@ -17,8 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from nats.js import JetStreamContext
-from nats.js import api as js_api
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from pydantic import BaseModel, Field
 
 from loraforge.runtime.errors import (
@@ -28,6 +27,7 @@ from loraforge.runtime.errors import (
     InvalidTransition,
     NotFound,
 )
+from loraforge.runtime.events import open_key_value
 from loraforge.runtime.keys import validate_slug
 from loraforge.runtime.projects import ProjectRegistry
 
@@ -118,12 +118,7 @@ class JobStore:
     @classmethod
     async def open(cls, js: JetStreamContext, bucket: str, history: int = 10) -> JobStore:
         """Bind to the bucket (and the project registry beside it), creating them on first use."""
-        try:
-            kv = await js.key_value(bucket)
-        except BucketNotFoundError:
-            kv = await js.create_key_value(
-                js_api.KeyValueConfig(bucket=bucket, history=history, storage=js_api.StorageType.FILE)
-            )
+        kv = await open_key_value(js, bucket, history=history)
         return cls(kv, bucket, await ProjectRegistry.open(js, f"{bucket}_projects"))
 
     @staticmethod

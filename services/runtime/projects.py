@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nats.js import JetStreamContext
-from nats.js import api as js_api
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from loraforge.runtime.errors import AlreadyExists, InvalidInput, NotFound
+from loraforge.runtime.events import open_key_value
 from loraforge.runtime.keys import validate_slug
 
 
@@ -32,15 +32,7 @@ class ProjectRegistry:
 
     @classmethod
     async def open(cls, js: JetStreamContext, bucket: str) -> ProjectRegistry:
-        try:
-            kv = await js.key_value(bucket)
-        except BucketNotFoundError:
-            try:
-                kv = await js.create_key_value(js_api.KeyValueConfig(
-                    bucket=bucket, history=1, storage=js_api.StorageType.FILE))
-            except Exception:  # noqa: BLE001 - another process created it first
-                kv = await js.key_value(bucket)
-        return cls(kv, bucket)
+        return cls(await open_key_value(js, bucket), bucket)
 
     async def create(self, tenant: str, name: str, description: str = "", *,
                      created_by: str = "api") -> dict[str, Any]:
