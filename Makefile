@@ -20,7 +20,7 @@ $(PY):
 	$(PIP) install --quiet --upgrade pip
 
 # Reinstall only when the dependency list changes.
-$(STAMP): pyproject.toml setup.py | $(PY)
+$(STAMP): pyproject.toml | $(PY)
 	$(PIP) install --quiet -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 

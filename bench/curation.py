@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "unit" / "ingest"))
 
 from footage import encode  # noqa: E402
+
 from loraforge.curation.faces import make_backend  # noqa: E402
 from loraforge.curation.pipeline import MediaItem, curate  # noqa: E402
 from loraforge.curation.policy import CurationPolicy  # noqa: E402
@@ -65,8 +66,12 @@ def astronaut() -> np.ndarray:
 
 
 def hopper() -> np.ndarray:
-    return _rgb(cv2.cvtColor(cv2.imread(str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))),
-                             cv2.COLOR_BGR2RGB))
+    return _rgb(
+        cv2.cvtColor(
+            cv2.imread(str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))),
+            cv2.COLOR_BGR2RGB,
+        )
+    )
 
 
 def window(img: np.ndarray, cx: float, cy: float, scale: float) -> np.ndarray:
@@ -76,7 +81,7 @@ def window(img: np.ndarray, cx: float, cy: float, scale: float) -> np.ndarray:
     ch = cw * H / W
     x = int(np.clip(cx * iw - cw / 2, 0, iw - cw))
     y = int(np.clip(cy * ih - ch / 2, 0, ih - ch))
-    return cv2.resize(img[y:y + int(ch), x:x + int(cw)], (W, H), interpolation=cv2.INTER_AREA)
+    return cv2.resize(img[y : y + int(ch), x : x + int(cw)], (W, H), interpolation=cv2.INTER_AREA)
 
 
 def spot(frame: np.ndarray, cx: float, cy: float, rng: np.random.Generator) -> np.ndarray:
@@ -92,9 +97,13 @@ def spot(frame: np.ndarray, cx: float, cy: float, rng: np.random.Generator) -> n
 def crowd_frame(t: float) -> np.ndarray:
     canvas = np.full((H, W, 3), 70, np.uint8)
     a, h = astronaut(), hopper()
-    people = [(a[0:300, 140:380], 0.05, 0.35, 300), (h[60:460, 60:460], 0.25, 0.25, 360),
-              (a[0:300, 140:380][:, ::-1], 0.47, 0.30, 330), (h[60:460, 60:460][:, ::-1], 0.66, 0.35, 280),
-              (a[0:300, 140:380], 0.83, 0.40, 240)]
+    people = [
+        (a[0:300, 140:380], 0.05, 0.35, 300),
+        (h[60:460, 60:460], 0.25, 0.25, 360),
+        (a[0:300, 140:380][:, ::-1], 0.47, 0.30, 330),
+        (h[60:460, 60:460][:, ::-1], 0.66, 0.35, 280),
+        (a[0:300, 140:380], 0.83, 0.40, 240),
+    ]
     for img, x, y, size in people:
         sw = int(size * img.shape[1] / img.shape[0])
         tile = cv2.resize(img, (sw, size), interpolation=cv2.INTER_AREA)
@@ -112,20 +121,41 @@ def sources(seconds: float) -> dict[str, tuple[float, callable]]:
     coffee, rocket = _rgb(skimage.data.coffee()), _rgb(skimage.data.rocket())
 
     def interview(t):
-        return window(a, 0.42 + 0.05 * t / half, 0.3, 0.55) if t < half else window(a, 0.5 - 0.02 * (t - half), 0.45, 0.9)
+        return (
+            window(a, 0.42 + 0.05 * t / half, 0.3, 0.55)
+            if t < half
+            else window(a, 0.5 - 0.02 * (t - half), 0.45, 0.9)
+        )
 
     def film_dark(t):
-        f = window(a, 0.44 + 0.03 * t / seconds, 0.3, 0.6) if t < half else window(a, 0.5, 0.4, 0.85)
+        f = (
+            window(a, 0.44 + 0.03 * t / seconds, 0.3, 0.6)
+            if t < half
+            else window(a, 0.5, 0.4, 0.85)
+        )
         return spot(f, 0.5, 0.45 if t < half else 0.4, rng)
 
     def grace(t):
-        return window(h, 0.45 + 0.1 * t / half, 0.35, 0.75) if t < half else window(h, 0.5, 0.3, 0.9 - 0.2 * (t - half) / half)
+        return (
+            window(h, 0.45 + 0.1 * t / half, 0.35, 0.75)
+            if t < half
+            else window(h, 0.5, 0.3, 0.9 - 0.2 * (t - half) / half)
+        )
 
     def street(t):
-        return window(coffee, 0.3 + 0.4 * t / half, 0.5, 0.7) if t < half else window(rocket, 0.5, 0.3 + 0.3 * (t - half) / half, 0.6)
+        return (
+            window(coffee, 0.3 + 0.4 * t / half, 0.5, 0.7)
+            if t < half
+            else window(rocket, 0.5, 0.3 + 0.3 * (t - half) / half, 0.6)
+        )
 
-    return {"interview": (30.0, interview), "film_dark": (24.0, film_dark), "hopper": (25.0, grace),
-            "crowd": (30.0, crowd_frame), "street": (30.0, street)}
+    return {
+        "interview": (30.0, interview),
+        "film_dark": (24.0, film_dark),
+        "hopper": (25.0, grace),
+        "crowd": (30.0, crowd_frame),
+        "street": (30.0, street),
+    }
 
 
 def make_sources(folder: Path, seconds: float) -> list[Path]:
@@ -146,8 +176,23 @@ def cpu_s() -> float:
 def decode_floor(ffmpeg: str, paths: list[Path]) -> float:
     t = time.perf_counter()
     for p in paths:
-        subprocess.run([ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(p), "-map", "0:v:0",
-                        "-f", "null", "-"], check=True)
+        subprocess.run(
+            [
+                ffmpeg,
+                "-nostdin",
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-i",
+                str(p),
+                "-map",
+                "0:v:0",
+                "-f",
+                "null",
+                "-",
+            ],
+            check=True,
+        )
     return time.perf_counter() - t
 
 
@@ -162,6 +207,7 @@ def through_services(srcs: list[Path], work: Path) -> tuple[float, float, str]:
     import secrets
 
     import grpc
+
     from loraforge.curation.main import mount as curation_mount
     from loraforge.ingest import layout
     from loraforge.ingest.main import mount as ingest_mount
@@ -169,29 +215,61 @@ def through_services(srcs: list[Path], work: Path) -> tuple[float, float, str]:
     from loraforge.runtime.keys import ProjectRef
     from loraforge.runtime.settings import NatsSettings, S3Settings, Settings
     from loraforge.runtime.storage import Bucket, ObjectStore
-    from loraforge.stack.binaries import (NatsLaunch, WeedLaunch, free_port, free_port_block, stop_process,
-                                          wait_for_port, write_s3_identities)
-    from loraforge.v1 import common_pb2, curation_pb2, curation_pb2_grpc, ingest_pb2, ingest_pb2_grpc
+    from loraforge.stack.binaries import (
+        NatsLaunch,
+        WeedLaunch,
+        free_port,
+        free_port_block,
+        stop_process,
+        wait_for_port,
+        write_s3_identities,
+    )
+    from loraforge.v1 import (
+        common_pb2,
+        curation_pb2,
+        curation_pb2_grpc,
+        ingest_pb2,
+        ingest_pb2_grpc,
+    )
 
     access, secret = "bench", "bench-" + secrets.token_hex(6)
     nats = NatsLaunch(port=free_port(), monitor_port=free_port(), store_dir=work / "nats")
-    weed = WeedLaunch(s3_port=free_port(), base_port=free_port_block(7), data_dir=work / "weed",
-                      s3_config=write_s3_identities(work / "s3.json", access, secret))
+    weed = WeedLaunch(
+        s3_port=free_port(),
+        base_port=free_port_block(7),
+        data_dir=work / "weed",
+        s3_config=write_s3_identities(work / "s3.json", access, secret),
+    )
     weed.data_dir.mkdir(parents=True)
-    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-             for cmd in (nats.command(), weed.command())]
-    settings = Settings(env="test", nats=NatsSettings(url=nats.url, stream="BENCH", subject_root="bench",
-                                                      jobs_bucket="jobs_bench"),
-                        s3=S3Settings(endpoint=weed.endpoint, access_key=access, secret_key=secret,
-                                      bucket_prefix="bench-"),
-                        stack={"data_dir": work / "stack"})
+    procs = [
+        subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        for cmd in (nats.command(), weed.command())
+    ]
+    settings = Settings(
+        env="test",
+        nats=NatsSettings(
+            url=nats.url, stream="BENCH", subject_root="bench", jobs_bucket="jobs_bench"
+        ),
+        s3=S3Settings(
+            endpoint=weed.endpoint, access_key=access, secret_key=secret, bucket_prefix="bench-"
+        ),
+        stack={"data_dir": work / "stack"},
+    )
     ref = ProjectRef("bench", "footage")
     scope = common_pb2.ProjectScope(tenant=ref.tenant, project=ref.project)
-    terminal = {common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED}
+    terminal = {
+        common_pb2.JOB_STATE_SUCCEEDED,
+        common_pb2.JOB_STATE_FAILED,
+        common_pb2.JOB_STATE_CANCELLED,
+    }
 
     async def wait(stub, job_id: str) -> common_pb2.Job:
         while True:
-            job = await stub.GetJob(common_pb2.GetJobRequest(scope=scope, job_id=job_id), timeout=10)
+            job = await stub.GetJob(
+                common_pb2.GetJobRequest(scope=scope, job_id=job_id), timeout=10
+            )
             if job.state in terminal:
                 if job.state != common_pb2.JOB_STATE_SUCCEEDED:
                     raise RuntimeError(f"job {job.id}: {job.message}")
@@ -204,32 +282,44 @@ def through_services(srcs: list[Path], work: Path) -> tuple[float, float, str]:
             try:
                 store.ensure_buckets()
                 break
-            except Exception:  # noqa: BLE001
+            except Exception:
                 await asyncio.sleep(0.3)
-        services = [ServiceProcess("ingest", settings, ingest_mount, drain_delay_s=0.0),
-                    ServiceProcess("curation", settings, curation_mount, drain_delay_s=0.0)]
+        services = [
+            ServiceProcess("ingest", settings, ingest_mount, drain_delay_s=0.0),
+            ServiceProcess("curation", settings, curation_mount, drain_delay_s=0.0),
+        ]
         for sp in services:
             await sp.start()
         try:
-            ing = ingest_pb2_grpc.IngestServiceStub(grpc.aio.insecure_channel(f"127.0.0.1:{services[0].port}"))
-            cur = curation_pb2_grpc.CurationServiceStub(grpc.aio.insecure_channel(f"127.0.0.1:{services[1].port}"))
+            ing = ingest_pb2_grpc.IngestServiceStub(
+                grpc.aio.insecure_channel(f"127.0.0.1:{services[0].port}")
+            )
+            cur = curation_pb2_grpc.CurationServiceStub(
+                grpc.aio.insecure_channel(f"127.0.0.1:{services[1].port}")
+            )
             t = time.perf_counter()
             keys = []
             for p in srcs:  # what `loraforge ingest PATH` uploads first
                 key = layout.original_key(ref, hashlib.sha256(p.read_bytes()).hexdigest(), "mp4")
                 await asyncio.to_thread(store.put_file, Bucket.RAW, key, p)
                 keys.append(key)
-            job = await ing.StartIngest(ingest_pb2.StartIngestRequest(scope=scope, request_id="bench",
-                                                                      sources=keys), timeout=30)
+            job = await ing.StartIngest(
+                ingest_pb2.StartIngestRequest(scope=scope, request_id="bench", sources=keys),
+                timeout=30,
+            )
             await wait(ing, job.id)
             t_ing = time.perf_counter() - t
             t = time.perf_counter()
-            job = await cur.StartCuration(curation_pb2.StartCurationRequest(scope=scope, request_id="user"),
-                                          timeout=60)
+            job = await cur.StartCuration(
+                curation_pb2.StartCurationRequest(scope=scope, request_id="user"), timeout=60
+            )
             from loraforge.runtime.jobs import new_job_id
+
             own = new_job_id("user", scope=f"{ref.tenant}/{ref.project}/curation")
-            answered = (f"{common_pb2.JobState.Name(job.state)} "
-                        f"{'job of its own' if job.id == own else 'automatic curation job'} {job.id}")
+            answered = (
+                f"{common_pb2.JobState.Name(job.state)} "
+                f"{'job of its own' if job.id == own else 'automatic curation job'} {job.id}"
+            )
             await wait(cur, job.id)
             t_cur = time.perf_counter() - t
             listed = (await cur.ListJobs(common_pb2.ListJobsRequest(scope=scope), timeout=10)).jobs
@@ -251,10 +341,15 @@ def through_services(srcs: list[Path], work: Path) -> tuple[float, float, str]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=12.0, help="length of each of the 5 sources")
-    ap.add_argument("--profile", action="store_true", help="print the top functions of the curate step")
+    ap.add_argument(
+        "--profile", action="store_true", help="print the top functions of the curate step"
+    )
     ap.add_argument("--keep", type=Path, default=None)
-    ap.add_argument("--services", action="store_true",
-                    help="also time ingest and curate through the real services (NATS, S3, gRPC)")
+    ap.add_argument(
+        "--services",
+        action="store_true",
+        help="also time ingest and curate through the real services (NATS, S3, gRPC)",
+    )
     args = ap.parse_args()
     tools = MediaTools.discover()
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-curation-"))
@@ -270,10 +365,15 @@ def main() -> None:
         c_dec = cpu_s() - c
 
         t, c = time.perf_counter(), cpu_s()
-        results = [process_source(p, IngestOptions(), work / "ingest" / p.stem, tools=tools) for p in srcs]
+        results = [
+            process_source(p, IngestOptions(), work / "ingest" / p.stem, tools=tools) for p in srcs
+        ]
         t_ing, c_ing = time.perf_counter() - t, cpu_s() - c
-        items = [MediaItem(c.path, f"{r.source.stem}-{i:02d}", r.source.stem, analysis=c.analysis)
-                 for r in results for i, c in enumerate(r.clips)]
+        items = [
+            MediaItem(c.path, f"{r.source.stem}-{i:02d}", r.source.stem, analysis=c.analysis)
+            for r in results
+            for i, c in enumerate(r.clips)
+        ]
 
         policy = CurationPolicy()
         # a worker process loads its models and libraries once (dlib, the person and text
@@ -290,7 +390,9 @@ def main() -> None:
             prof.disable()
         t_cur, c_cur = time.perf_counter() - t, cpu_s() - c
         t, c = time.perf_counter(), cpu_s()
-        res_dec = curate([MediaItem(i.path, i.clip_id, i.source_id) for i in items], policy, backend=backend)
+        res_dec = curate(
+            [MediaItem(i.path, i.clip_id, i.source_id) for i in items], policy, backend=backend
+        )
         t_cur_dec, c_cur_dec = time.perf_counter() - t, cpu_s() - c
         svc = through_services(srcs, work / "services") if args.services else None
         load1 = os.getloadavg()
@@ -299,30 +401,45 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
 
     rate = lambda s: footage / s  # noqa: E731
-    print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {len(srcs)} sources x {args.seconds:g} s of {W}x{H} H.264 "
-          f"(24-30 fps) = {footage:g} s; {len(items)} clips; {os.cpu_count()} CPUs; python "
-          f"{platform.python_version()}; load average (1/5 min) {load0[0]:.2f}/{load0[1]:.2f} before, "
-          f"{load1[0]:.2f}/{load1[1]:.2f} after")
+    print(
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {len(srcs)} sources x {args.seconds:g} s of {W}x{H} H.264 "
+        f"(24-30 fps) = {footage:g} s; {len(items)} clips; {os.cpu_count()} CPUs; python "
+        f"{platform.python_version()}; load average (1/5 min) {load0[0]:.2f}/{load0[1]:.2f} before, "
+        f"{load1[0]:.2f}/{load1[1]:.2f} after"
+    )
     print("| step | wall s | footage s / wall s | x decode speed | CPU s | x decode (CPU) |")
     print("|---|---:|---:|---:|---:|---:|")
-    for name, s, cs in [("ffmpeg decode only (floor)", t_dec, c_dec),
-                        ("ingest (shots, cut, keyframes, proxies)", t_ing, c_ing),
-                        ("curate (reads the proxies)", t_cur, c_cur), ("ingest + curate", t_ing + t_cur, c_ing + c_cur),
-                        ("curate decoding the clips instead", t_cur_dec, c_cur_dec)]:
-        print(f"| {name} | {s:.2f} | {rate(s):.1f} | {t_dec / s:.2f} | {cs:.2f} | {c_dec / cs:.2f} |")
+    for name, s, cs in [
+        ("ffmpeg decode only (floor)", t_dec, c_dec),
+        ("ingest (shots, cut, keyframes, proxies)", t_ing, c_ing),
+        ("curate (reads the proxies)", t_cur, c_cur),
+        ("ingest + curate", t_ing + t_cur, c_ing + c_cur),
+        ("curate decoding the clips instead", t_cur_dec, c_cur_dec),
+    ]:
+        print(
+            f"| {name} | {s:.2f} | {rate(s):.1f} | {t_dec / s:.2f} | {cs:.2f} | {c_dec / cs:.2f} |"
+        )
     if svc is not None:
         t_si, t_sc, answered = svc
-        for name, sec in [("services: upload + ingest job", t_si), ("services: user's curate after it", t_sc),
-                          ("services: ingest + curate", t_si + t_sc)]:
+        for name, sec in [
+            ("services: upload + ingest job", t_si),
+            ("services: user's curate after it", t_sc),
+            ("services: ingest + curate", t_si + t_sc),
+        ]:
             print(f"| {name} | {sec:.2f} | {rate(sec):.1f} | {t_dec / sec:.2f} | | |")
         print(f"(the user's curate start was answered with the {answered})")
-    print(f"curate target >= 1.0x decode speed: {t_dec / t_cur:.2f}x (wall), {c_dec / c_cur:.2f}x (CPU)")
+    print(
+        f"curate target >= 1.0x decode speed: {t_dec / t_cur:.2f}x (wall), {c_dec / c_cur:.2f}x (CPU)"
+    )
     per = {}
     for c in res.clips:
-        per.setdefault(c.metrics.source_id, []).append("keep" if c.decision.keep else ",".join(c.decision.reason_codes))
+        per.setdefault(c.metrics.source_id, []).append(
+            "keep" if c.decision.keep else ",".join(c.decision.reason_codes)
+        )
     print("decisions: " + "; ".join(f"{k}: {v}" for k, v in per.items()))
     same = {c.metrics.clip_id: (c.decision.keep, c.decision.reason_codes) for c in res.clips} == {
-        c.metrics.clip_id: (c.decision.keep, c.decision.reason_codes) for c in res_dec.clips}
+        c.metrics.clip_id: (c.decision.keep, c.decision.reason_codes) for c in res_dec.clips
+    }
     print(f"decisions from proxies == decisions from decoded clips: {same}")
     if prof:
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,7 +47,8 @@ def _serve_gateway(rate_limit: float) -> None:
     from loraforge.gateway.config import GatewayConfig
 
     app_module.GatewayConfig = lambda: dataclasses.replace(  # type: ignore[assignment]
-        GatewayConfig(), rate_per_s=rate_limit, rate_burst=int(rate_limit * 2))
+        GatewayConfig(), rate_per_s=rate_limit, rate_burst=int(rate_limit * 2)
+    )
     from loraforge.gateway.main import main
 
     main()
@@ -63,23 +63,33 @@ def _percentile(values: list[float], q: float) -> float:
 
 def _line(name: str, latencies: list[float], errors: int, extra: str = "") -> str:
     ms = [x * 1000 for x in latencies]
-    return (f"{name:<12} n={len(latencies) + errors:<6} ok={len(latencies):<6} errors={errors:<4} "
-            f"p50={_percentile(ms, 0.5):6.1f}ms p90={_percentile(ms, 0.9):6.1f}ms "
-            f"p99={_percentile(ms, 0.99):6.1f}ms max={max(ms, default=float('nan')):6.1f}ms {extra}")
+    return (
+        f"{name:<12} n={len(latencies) + errors:<6} ok={len(latencies):<6} errors={errors:<4} "
+        f"p50={_percentile(ms, 0.5):6.1f}ms p90={_percentile(ms, 0.9):6.1f}ms "
+        f"p99={_percentile(ms, 0.99):6.1f}ms max={max(ms, default=float('nan')):6.1f}ms {extra}"
+    )
 
 
 async def _submit(client: httpx.AsyncClient, project: str, request_id: str) -> httpx.Response:
-    return await client.post(f"/v1/projects/{project}/captioning-jobs", json={
-        "dataset_id": "bench-no-such-dataset", "trigger": "ohwx_bench", "request_id": request_id})
+    return await client.post(
+        f"/v1/projects/{project}/captioning-jobs",
+        json={
+            "dataset_id": "bench-no-such-dataset",
+            "trigger": "ohwx_bench",
+            "request_id": request_id,
+        },
+    )
 
 
-async def status_load(base: str, key: str, project: str, rate: float, seconds: float,
-                      jobs: list[str]) -> tuple[list[float], int, list[str]]:
+async def status_load(
+    base: str, key: str, project: str, rate: float, seconds: float, jobs: list[str]
+) -> tuple[list[float], int, list[str]]:
     latencies: list[float] = []
     errors: list[str] = []
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    async with httpx.AsyncClient(base_url=base, headers={"X-API-Key": key}, limits=limits,
-                                 timeout=5.0) as client:
+    async with httpx.AsyncClient(
+        base_url=base, headers={"X-API-Key": key}, limits=limits, timeout=5.0
+    ) as client:
         # At most this many in flight; a request waiting for a slot counts its wait (latency
         # runs from its scheduled send time, so a slow server is not hidden by a slow client).
         slots = asyncio.Semaphore(256)
@@ -88,7 +98,8 @@ async def status_load(base: str, key: str, project: str, rate: float, seconds: f
             async with slots:
                 try:
                     r = await client.get(
-                        f"/v1/projects/{project}/captioning-jobs/{jobs[i % len(jobs)]}")
+                        f"/v1/projects/{project}/captioning-jobs/{jobs[i % len(jobs)]}"
+                    )
                 except httpx.HTTPError as exc:
                     errors.append(type(exc).__name__)
                     return
@@ -112,13 +123,15 @@ async def status_load(base: str, key: str, project: str, rate: float, seconds: f
     return latencies, len(errors), errors
 
 
-async def submit_load(base: str, key: str, project: str, n: int, concurrency: int
-                      ) -> tuple[list[float], int, float]:
+async def submit_load(
+    base: str, key: str, project: str, n: int, concurrency: int
+) -> tuple[list[float], int, float]:
     latencies: list[float] = []
     errors = 0
     sem = asyncio.Semaphore(concurrency)
     run = f"{time.time_ns():x}"
     async with httpx.AsyncClient(base_url=base, headers={"X-API-Key": key}, timeout=10.0) as client:
+
         async def one(i: int) -> None:
             nonlocal errors
             async with sem:
@@ -167,15 +180,24 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--rate", type=float, default=200.0, help="status requests per second")
     ap.add_argument("--seconds", type=float, default=30.0, help="how long the status load runs")
     ap.add_argument("--submit", type=int, default=200, help="job submissions to time")
     ap.add_argument("--concurrency", type=int, default=16, help="submissions in flight")
-    ap.add_argument("--rate-limit", type=float, default=0.0,
-                    help="the bench gateway's per-tenant limit (default: 2x --rate)")
-    ap.add_argument("--use-stack", action="store_true",
-                    help="use the stack of the current LORAFORGE_* settings instead of a private one")
+    ap.add_argument(
+        "--rate-limit",
+        type=float,
+        default=0.0,
+        help="the bench gateway's per-tenant limit (default: 2x --rate)",
+    )
+    ap.add_argument(
+        "--use-stack",
+        action="store_true",
+        help="use the stack of the current LORAFORGE_* settings instead of a private one",
+    )
     ap.add_argument("--serve-gateway", type=float, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_gateway is not None:
@@ -189,16 +211,18 @@ def main() -> None:
     tmp = None
     if not args.use_stack:
         tmp = tempfile.mkdtemp(prefix="lf-load-")
-        os.environ.update({
-            "LORAFORGE_STACK__DATA_DIR": f"{tmp}/data",
-            "LORAFORGE_STACK__NATS_PORT": str(free_port()),
-            "LORAFORGE_STACK__NATS_MONITOR_PORT": str(free_port()),
-            "LORAFORGE_STACK__S3_PORT": str(free_port()),
-            "LORAFORGE_STACK__WEED_BASE_PORT": str(free_port_block(7)),
-            "LORAFORGE_STACK__GATEWAY_PORT": str(free_port()),
-            "LORAFORGE_STACK__SERVICE_BASE_PORT": str(free_port_block(5)),
-            "LORAFORGE_STACK__METRICS_BASE_PORT": str(free_port_block(5)),
-        })
+        os.environ.update(
+            {
+                "LORAFORGE_STACK__DATA_DIR": f"{tmp}/data",
+                "LORAFORGE_STACK__NATS_PORT": str(free_port()),
+                "LORAFORGE_STACK__NATS_MONITOR_PORT": str(free_port()),
+                "LORAFORGE_STACK__S3_PORT": str(free_port()),
+                "LORAFORGE_STACK__WEED_BASE_PORT": str(free_port_block(7)),
+                "LORAFORGE_STACK__GATEWAY_PORT": str(free_port()),
+                "LORAFORGE_STACK__SERVICE_BASE_PORT": str(free_port_block(5)),
+                "LORAFORGE_STACK__METRICS_BASE_PORT": str(free_port_block(5)),
+            }
+        )
     stack = LocalStack(load_settings())
     print("bringing the stack up...", flush=True)
     stack.up(timeout_s=180)
@@ -206,27 +230,53 @@ def main() -> None:
     try:
         client = stack.client_settings()
         port = free_port()
-        env = {**os.environ, **stack._service_env(), "LORAFORGE_SERVER__HTTP_PORT": str(port),
-               "LORAFORGE_ENV": "development"}
+        env = {
+            **os.environ,
+            **stack._service_env(),
+            "LORAFORGE_SERVER__HTTP_PORT": str(port),
+            "LORAFORGE_ENV": "development",
+        }
         data_dir = Path(env["LORAFORGE_STACK__DATA_DIR"])
         log = (data_dir / "logs" / "bench-gateway.log").open("ab")
         limit = args.rate_limit or 2 * args.rate
-        gateway = subprocess.Popen([sys.executable, str(Path(__file__).resolve()),
-                                    "--serve-gateway", str(limit)], env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, cwd=data_dir, start_new_session=True)
+        gateway = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--serve-gateway", str(limit)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=data_dir,
+            start_new_session=True,
+        )
         base = f"http://127.0.0.1:{port}"
         _wait_http(base, gateway)
         key = (data_dir / "gateway-dev-key").read_text().strip()
         project = "bench"
-        print(f"gateway {base} (rate limit {limit:.0f}/s per tenant); tenant "
-              f"{client.tenant!r}; load average {os.getloadavg()[0]:.2f}", flush=True)
+        print(
+            f"gateway {base} (rate limit {limit:.0f}/s per tenant); tenant "
+            f"{client.tenant!r}; load average {os.getloadavg()[0]:.2f}",
+            flush=True,
+        )
         jobs = asyncio.run(seed_jobs(base, key, project, 20))
         time.sleep(3)  # the seeded jobs fail in the worker; let the services go idle
-        lat, errors, kinds = asyncio.run(status_load(base, key, project, args.rate, args.seconds, jobs))
-        print(_line("job status", lat, errors, f"errors by kind: {sorted(set(kinds))}" if kinds else ""))
-        lat, errors, per_s = asyncio.run(submit_load(base, key, project, args.submit, args.concurrency))
-        print(_line("submission", lat, errors, f"throughput={per_s:.0f} jobs/s "
-                                               f"(concurrency {args.concurrency})"))
+        lat, errors, kinds = asyncio.run(
+            status_load(base, key, project, args.rate, args.seconds, jobs)
+        )
+        print(
+            _line(
+                "job status", lat, errors, f"errors by kind: {sorted(set(kinds))}" if kinds else ""
+            )
+        )
+        lat, errors, per_s = asyncio.run(
+            submit_load(base, key, project, args.submit, args.concurrency)
+        )
+        print(
+            _line(
+                "submission",
+                lat,
+                errors,
+                f"throughput={per_s:.0f} jobs/s (concurrency {args.concurrency})",
+            )
+        )
         print(f"load average after: {os.getloadavg()[0]:.2f}")
     finally:
         if gateway is not None:

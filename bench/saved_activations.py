@@ -28,11 +28,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from train_step import _full_denoiser  # noqa: E402 (bench/ is not a package)
-
-from loraforge.trainer.dataset import parse_resolution  # noqa: E402
-from loraforge.trainer.memory import keep_op_output  # noqa: E402
-from loraforge.trainer.presets import get_preset  # noqa: E402
+from loraforge.trainer.dataset import parse_resolution
+from loraforge.trainer.memory import keep_op_output
+from loraforge.trainer.presets import get_preset
+from train_step import _full_denoiser
 
 
 def _nbytes(tensors: Any) -> int:
@@ -66,8 +65,13 @@ def measure(name: str, latent_frames: int) -> tuple[dict[str, int], int]:
         _, model = _full_denoiser(name, num_layers=1)  # one block is enough; they are all alike
     model.to(torch.bfloat16)
     model.requires_grad_(False)
-    model.add_adapter(LoraConfig(r=p.defaults.rank, lora_alpha=p.defaults.alpha,
-                                 target_modules=list(p.defaults.target_modules)))
+    model.add_adapter(
+        LoraConfig(
+            r=p.defaults.rank,
+            lora_alpha=p.defaults.alpha,
+            target_modules=list(p.defaults.target_modules),
+        )
+    )
     for q in model.parameters():
         if q.requires_grad:
             q.data = q.data.float()
@@ -77,10 +81,16 @@ def measure(name: str, latent_frames: int) -> tuple[dict[str, int], int]:
     x = torch.randn(1, 16, latent_frames, h // 8, w // 8, dtype=torch.bfloat16)
     text = torch.randn(1, 512, model.config.text_dim, dtype=torch.bfloat16)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        model(hidden_states=x, timestep=torch.tensor([500]), encoder_hidden_states=text,
-              return_dict=False)
-    block_args = [a.detach().requires_grad_(a.is_floating_point()) if isinstance(a, torch.Tensor)
-                  else a for a in args["a"]]
+        model(
+            hidden_states=x,
+            timestep=torch.tensor([500]),
+            encoder_hidden_states=text,
+            return_dict=False,
+        )
+    block_args = [
+        a.detach().requires_grad_(a.is_floating_point()) if isinstance(a, torch.Tensor) else a
+        for a in args["a"]
+    ]
     frozen = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
     tokens = block_args[0].shape[1]
 
@@ -99,16 +109,23 @@ def measure(name: str, latent_frames: int) -> tuple[dict[str, int], int]:
         with torch.no_grad(), kept:
             block(*block_args)
     inputs = _nbytes([a for a in block_args if isinstance(a, torch.Tensor)])
-    return {"none": _nbytes(saved), "selective": _nbytes(kept.outputs) + inputs,
-            "full": inputs}, tokens
+    return {
+        "none": _nbytes(saved),
+        "selective": _nbytes(kept.outputs) + inputs,
+        "full": inputs,
+    }, tokens
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="wan2.1-t2v-1.3b", help="a real Wan preset")
     ap.add_argument("--frames", type=int, default=81, help="frames to scale to (4k+1)")
-    ap.add_argument("--sample-latent-frames", type=int, default=2,
-                    help="latent frames of the clip actually run on the CPU")
+    ap.add_argument(
+        "--sample-latent-frames",
+        type=int,
+        default=2,
+        help="latent frames of the clip actually run on the CPU",
+    )
     args = ap.parse_args(argv)
     p = get_preset(args.preset)
     if p.family != "wan" or p.tiny:
@@ -118,8 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     target = ((args.frames - 1) // 4 + 1) * (h // 16) * (w // 16)
     scale = target / tokens
     n_blocks = 40 if "14b" in args.preset else 30
-    print(f"# {args.preset}, one block measured at {tokens} tokens, scaled to {w}x{h}x{args.frames} "
-          f"= {target} tokens; {n_blocks} blocks")
+    print(
+        f"# {args.preset}, one block measured at {tokens} tokens, scaled to {w}x{h}x{args.frames} "
+        f"= {target} tokens; {n_blocks} blocks"
+    )
     print("| mode | per block MiB | all blocks GiB |")
     print("|---|---:|---:|")
     for mode in ("none", "selective", "full"):

@@ -32,6 +32,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
+
 from loraforge.trainer.dataset import parse_resolution
 from loraforge.trainer.kernels import attention_backend, compile_blocks
 from loraforge.trainer.memory import (
@@ -80,13 +81,20 @@ def _full_denoiser(name: str, num_layers: int | None = None) -> tuple[Any, Any]:
     p = get_preset(name)
     if p.family == "wan":
         big = "14b" in name
-        kw: dict[str, Any] = dict(
-            patch_size=(1, 2, 2), num_attention_heads=40 if big else 12, attention_head_dim=128,
-            in_channels=16, out_channels=16, text_dim=4096, freq_dim=256,
-            ffn_dim=13824 if big else 8960, num_layers=num_layers or (40 if big else 30),
-            cross_attn_norm=True,
-            qk_norm="rms_norm_across_heads", eps=1e-6,
-        )
+        kw: dict[str, Any] = {
+            "patch_size": (1, 2, 2),
+            "num_attention_heads": 40 if big else 12,
+            "attention_head_dim": 128,
+            "in_channels": 16,
+            "out_channels": 16,
+            "text_dim": 4096,
+            "freq_dim": 256,
+            "ffn_dim": 13824 if big else 8960,
+            "num_layers": num_layers or (40 if big else 30),
+            "cross_attn_norm": True,
+            "qk_norm": "rms_norm_across_heads",
+            "eps": 1e-6,
+        }
         if p.variant in ("i2v", "flf2v"):
             kw.update(in_channels=36, image_dim=1280)
             if p.variant == "flf2v":
@@ -95,30 +103,53 @@ def _full_denoiser(name: str, num_layers: int | None = None) -> tuple[Any, Any]:
         return SimpleNamespace(), model
     if p.family == "flux":
         model = FluxTransformer2DModel(guidance_embeds=True)
-        return SimpleNamespace(_pack_latents=FluxPipeline._pack_latents,
-                               _prepare_latent_image_ids=FluxPipeline._prepare_latent_image_ids), model
+        return SimpleNamespace(
+            _pack_latents=FluxPipeline._pack_latents,
+            _prepare_latent_image_ids=FluxPipeline._prepare_latent_image_ids,
+        ), model
     if p.family == "sdxl":
         model = UNet2DConditionModel(
-            sample_size=128, block_out_channels=(320, 640, 1280), layers_per_block=2,
+            sample_size=128,
+            block_out_channels=(320, 640, 1280),
+            layers_per_block=2,
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
             up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-            transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20),
-            cross_attention_dim=2048, use_linear_projection=True, addition_embed_type="text_time",
-            addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
+            transformer_layers_per_block=(1, 2, 10),
+            attention_head_dim=(5, 10, 20),
+            cross_attention_dim=2048,
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=256,
+            projection_class_embeddings_input_dim=2816,
         )
         return SimpleNamespace(vae_scale_factor=8), model
     model = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
     return SimpleNamespace(vae_scale_factor=8), model
 
 
-def synthetic_batch(family: str, variant: str, model: Any, w: int, h: int, frames: int,
-                    tiny: bool, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def synthetic_batch(
+    family: str,
+    variant: str,
+    model: Any,
+    w: int,
+    h: int,
+    frames: int,
+    tiny: bool,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> dict[str, torch.Tensor]:
     c = model.config
     lh, lw = h // 8, w // 8
-    r = lambda *s: torch.randn(*s, device=device, dtype=dtype)
+
+    def r(*s):
+        return torch.randn(*s, device=device, dtype=dtype)
+
     if family == "wan":
         lt = (frames - 1) // 4 + 1
-        b = {"latents": r(1, 16, lt, lh, lw), "prompt_embeds": r(1, 64 if tiny else 512, c.text_dim)}
+        b = {
+            "latents": r(1, 16, lt, lh, lw),
+            "prompt_embeds": r(1, 64 if tiny else 512, c.text_dim),
+        }
         if variant in ("i2v", "flf2v"):
             k = 2 if variant == "flf2v" else 1
             tokens = 17 if tiny else 257
@@ -126,13 +157,16 @@ def synthetic_batch(family: str, variant: str, model: Any, w: int, h: int, frame
             b["image_embeds"] = r(1, k * tokens, c.image_dim)
         return b
     if family == "flux":
-        return {"latents": r(1, c.in_channels // 4, lh, lw),
-                "prompt_embeds": r(1, 64 if tiny else 512, c.joint_attention_dim),
-                "pooled_prompt_embeds": r(1, c.pooled_projection_dim)}
+        return {
+            "latents": r(1, c.in_channels // 4, lh, lw),
+            "prompt_embeds": r(1, 64 if tiny else 512, c.joint_attention_dim),
+            "pooled_prompt_embeds": r(1, c.pooled_projection_dim),
+        }
     b = {"latents": r(1, c.in_channels, lh, lw), "prompt_embeds": r(1, 77, c.cross_attention_dim)}
     if family == "sdxl":
-        b["pooled_prompt_embeds"] = r(1, c.projection_class_embeddings_input_dim
-                                      - 6 * c.addition_time_embed_dim)
+        b["pooled_prompt_embeds"] = r(
+            1, c.projection_class_embeddings_input_dim - 6 * c.addition_time_embed_dim
+        )
     return b
 
 
@@ -167,8 +201,9 @@ def train_flops(forward: Callable[[], Any]) -> tuple[float, float]:
     with counter, torch.no_grad():
         forward()  # attention kernel does not change the count
     total = counter.get_total_flops()
-    attention = sum(v for op, v in counter.get_flop_counts().get("Global", {}).items()
-                    if "attention" in str(op))
+    attention = sum(
+        v for op, v in counter.get_flop_counts().get("Global", {}).items() if "attention" in str(op)
+    )
     return 2 * (total - attention) + 3.5 * attention, total
 
 
@@ -180,8 +215,20 @@ def _sync(device: torch.device) -> None:
 # op name fragments -> category, first match wins (kernel names on CUDA, aten ops on CPU)
 OP_CATEGORIES = (
     ("attention", ("flash", "fmha", "cudnn", "attention", "sdpa", "scaled_dot_product")),
-    ("matmul", ("gemm", "xmma", "cutlass", "aten::mm", "aten::addmm", "aten::bmm", "matmul",
-                "aten::linear", "nvjet")),
+    (
+        "matmul",
+        (
+            "gemm",
+            "xmma",
+            "cutlass",
+            "aten::mm",
+            "aten::addmm",
+            "aten::bmm",
+            "matmul",
+            "aten::linear",
+            "nvjet",
+        ),
+    ),
     ("norm", ("norm", "rms", "welford")),
     ("copy/cast", ("copy", "memcpy", "memset", "to_copy", "cast", "fill")),
     ("optimizer", ("adam", "foreach", "multi_tensor")),
@@ -209,7 +256,9 @@ def profile_step(step: Callable[[], None], device: torch.device, top: int) -> st
     rows = []
     for ev in prof.key_averages():
         if cuda:
-            t = getattr(ev, "self_device_time_total", None) or getattr(ev, "self_cuda_time_total", 0)
+            t = getattr(ev, "self_device_time_total", None) or getattr(
+                ev, "self_cuda_time_total", 0
+            )
         else:
             t = ev.self_cpu_time_total
         if t > 0 and (cuda or ev.key.startswith("aten::")):
@@ -218,20 +267,39 @@ def profile_step(step: Callable[[], None], device: torch.device, top: int) -> st
     by_cat: dict[str, float] = {}
     for name, t, _ in rows:
         by_cat[categorize(name)] = by_cat.get(categorize(name), 0.0) + t
-    out = [f"profile of one step ({'device kernels' if cuda else 'CPU aten ops'}, self time)",
-           "", "| category | ms | share |", "|---|---:|---:|"]
-    out += [f"| {c} | {t:.1f} | {t / total:.1%} |" for c, t in sorted(by_cat.items(), key=lambda x: -x[1])]
+    out = [
+        f"profile of one step ({'device kernels' if cuda else 'CPU aten ops'}, self time)",
+        "",
+        "| category | ms | share |",
+        "|---|---:|---:|",
+    ]
+    out += [
+        f"| {c} | {t:.1f} | {t / total:.1%} |"
+        for c, t in sorted(by_cat.items(), key=lambda x: -x[1])
+    ]
     out += ["", "| op | category | calls | ms | share |", "|---|---|---:|---:|---:|"]
     for name, t, n in sorted(rows, key=lambda r: -r[1])[:top]:
         out.append(f"| {name[:80]} | {categorize(name)} | {n} | {t:.1f} | {t / total:.1%} |")
     return "\n".join(out)
 
 
-def bench(name: str, resolution: str | None, frames: int | None, full: bool, steps: int,
-          device: torch.device, gradient_checkpointing: bool, fp8: bool = False,
-          block_swap: int = 0, attention: str = "auto",
-          checkpoint_blocks: int | None = None, compile_: str = "",
-          offload: bool = False, profile_top: int = 0, selective: bool = False) -> dict[str, Any]:
+def bench(
+    name: str,
+    resolution: str | None,
+    frames: int | None,
+    full: bool,
+    steps: int,
+    device: torch.device,
+    gradient_checkpointing: bool,
+    fp8: bool = False,
+    block_swap: int = 0,
+    attention: str = "auto",
+    checkpoint_blocks: int | None = None,
+    compile_: str = "",
+    offload: bool = False,
+    profile_top: int = 0,
+    selective: bool = False,
+) -> dict[str, Any]:
     from peft import LoraConfig
 
     p = get_preset(name)
@@ -258,8 +326,13 @@ def bench(name: str, resolution: str | None, frames: int | None, full: bool, ste
     for m in experts:
         m.requires_grad_(False)
         # Same order as Trainer.prepare: adapter, fp32 LoRA, checkpointing, fp8, block swap.
-        m.add_adapter(LoraConfig(r=p.defaults.rank, lora_alpha=p.defaults.alpha,
-                                 target_modules=list(p.defaults.target_modules)))
+        m.add_adapter(
+            LoraConfig(
+                r=p.defaults.rank,
+                lora_alpha=p.defaults.alpha,
+                target_modules=list(p.defaults.target_modules),
+            )
+        )
         own = [q for q in m.parameters() if q.requires_grad]
         for q in own:
             q.data = q.data.float()
@@ -316,7 +389,7 @@ def bench(name: str, resolution: str | None, frames: int | None, full: bool, ste
         turn[0] += 1
 
     for _ in range((3 if compile_ else 1) * len(experts)):  # warm-up (allocations, kernels,
-        step()                                                 # compiled variants), each expert
+        step()  # compiled variants), each expert
     model_flops, fwd_flops = train_flops(loss_of_step)
     recomputed = 0.0  # selective: matmuls and attention are not recomputed
     if (gradient_checkpointing or block_swap) and not selective:
@@ -338,23 +411,43 @@ def bench(name: str, resolution: str | None, frames: int | None, full: bool, ste
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
     n_params = sum(q.numel() for m in experts for q in m.parameters())
     profile = profile_step(step, device, profile_top) if profile_top else ""
-    saver = "+".join(x for x, on in ((f"sdpa:{attention}", attention != "auto"),
-                                      (f"compile:{compile_}", compile_),
-                                      ("ckpt" if checkpoint_blocks is None else f"ckpt{checkpoint_blocks}",
-                                       gradient_checkpointing or block_swap or selective),
-                                      ("selective", selective),
-                                      ("fp8", fp8), (f"swap{block_swap}", block_swap),
-                                      ("offload", offload)) if on)
-    return {"preset": name, "size": f"{w}x{h}", "frames": f, "params_M": n_params / 1e6,
-            "lora_M": sum(q.numel() for q in params) / 1e6, "step_s": dt_step,
-            "peak_MiB": peak, "gflop_step": model_flops / 1e9,
-            "achieved_gflops": model_flops / dt_step / 1e9,
-            "hw_gflops": hw_flops / dt_step / 1e9, "savers": saver or "-", "profile": profile}
+    saver = "+".join(
+        x
+        for x, on in (
+            (f"sdpa:{attention}", attention != "auto"),
+            (f"compile:{compile_}", compile_),
+            (
+                "ckpt" if checkpoint_blocks is None else f"ckpt{checkpoint_blocks}",
+                gradient_checkpointing or block_swap or selective,
+            ),
+            ("selective", selective),
+            ("fp8", fp8),
+            (f"swap{block_swap}", block_swap),
+            ("offload", offload),
+        )
+        if on
+    )
+    return {
+        "preset": name,
+        "size": f"{w}x{h}",
+        "frames": f,
+        "params_M": n_params / 1e6,
+        "lora_M": sum(q.numel() for q in params) / 1e6,
+        "step_s": dt_step,
+        "peak_MiB": peak,
+        "gflop_step": model_flops / 1e9,
+        "achieved_gflops": model_flops / dt_step / 1e9,
+        "hw_gflops": hw_flops / dt_step / 1e9,
+        "savers": saver or "-",
+        "profile": profile,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--preset", action="append", help="preset (repeatable); default: every tiny preset")
+    ap.add_argument(
+        "--preset", action="append", help="preset (repeatable); default: every tiny preset"
+    )
     ap.add_argument("--resolution", help="480p, 720p, 512, 1024, WxH (default: 64 for tiny)")
     ap.add_argument("--frames", type=int, help="frames per sample (4k+1) for Wan")
     ap.add_argument("--full", action="store_true", help="real-size architecture, random weights")
@@ -362,42 +455,92 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations")
     ap.add_argument("--fp8", action="store_true", help="frozen base Linear weights in scaled fp8")
-    ap.add_argument("--block-swap", type=int, default=0, metavar="N",
-                    help="keep the last N blocks' frozen weights in host memory (CUDA only)")
-    ap.add_argument("--checkpoint-blocks", type=int, metavar="N",
-                    help="with --gradient-checkpointing: recompute only the last N blocks")
-    ap.add_argument("--offload-activations", action="store_true",
-                    help="keep tensors saved for backward (block inputs) in pinned host memory")
-    ap.add_argument("--selective", action="store_true",
-                    help="selective checkpointing: keep matmul/attention outputs, recompute the rest")
-    ap.add_argument("--profile", type=int, default=0, metavar="N",
-                    help="after timing, profile one step: time per op category and the top N ops")
-    ap.add_argument("--compile", choices=["blocks", "model"], default="",
-                    help="torch.compile each transformer block's forward, or the whole model")
-    ap.add_argument("--attention", default="auto", choices=["auto", "cudnn", "flash", "efficient", "math"],
-                    help="SDPA kernel preference on CUDA (auto: cuDNN on Hopper)")
+    ap.add_argument(
+        "--block-swap",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep the last N blocks' frozen weights in host memory (CUDA only)",
+    )
+    ap.add_argument(
+        "--checkpoint-blocks",
+        type=int,
+        metavar="N",
+        help="with --gradient-checkpointing: recompute only the last N blocks",
+    )
+    ap.add_argument(
+        "--offload-activations",
+        action="store_true",
+        help="keep tensors saved for backward (block inputs) in pinned host memory",
+    )
+    ap.add_argument(
+        "--selective",
+        action="store_true",
+        help="selective checkpointing: keep matmul/attention outputs, recompute the rest",
+    )
+    ap.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after timing, profile one step: time per op category and the top N ops",
+    )
+    ap.add_argument(
+        "--compile",
+        choices=["blocks", "model"],
+        default="",
+        help="torch.compile each transformer block's forward, or the whole model",
+    )
+    ap.add_argument(
+        "--attention",
+        default="auto",
+        choices=["auto", "cudnn", "flash", "efficient", "math"],
+        help="SDPA kernel preference on CUDA (auto: cuDNN on Hopper)",
+    )
     args = ap.parse_args(argv)
-    device = torch.device("cuda" if (args.device == "auto" and torch.cuda.is_available())
-                          else ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if (args.device == "auto" and torch.cuda.is_available())
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     names = args.preset or TINY
     peak_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     peak = matmul_peak(device, peak_dtype)
     label = "MFU (bf16 matmul)" if device.type == "cuda" else "matmul util (fp32)"
-    print(f"# {dt.date.today()} {platform.machine()} {device} torch {torch.__version__} "
-          f"threads {torch.get_num_threads()}; dense matmul {peak / 1e9:.1f} GFLOP/s")
-    print(f"| preset | savers | size | frames | params M | LoRA M | step s | peak MiB | "
-          f"GFLOP/step | {label} | HFU |")
+    print(
+        f"# {dt.date.today()} {platform.machine()} {device} torch {torch.__version__} "
+        f"threads {torch.get_num_threads()}; dense matmul {peak / 1e9:.1f} GFLOP/s"
+    )
+    print(
+        f"| preset | savers | size | frames | params M | LoRA M | step s | peak MiB | "
+        f"GFLOP/step | {label} | HFU |"
+    )
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in names:
-        r = bench(name, args.resolution, args.frames, args.full, args.steps, device,
-                  args.gradient_checkpointing, args.fp8, args.block_swap, args.attention,
-                  args.checkpoint_blocks, args.compile, args.offload_activations, args.profile,
-                  args.selective)
-        print(f"| {r['preset']} | {r['savers']} | {r['size']} | {r['frames']} | "
-              f"{r['params_M']:.2f} | {r['lora_M']:.3f} | {r['step_s']:.3f} | "
-              f"{r['peak_MiB']:.0f} | {r['gflop_step']:.2f} | "
-              f"{r['achieved_gflops'] * 1e9 / peak:.1%} | {r['hw_gflops'] * 1e9 / peak:.1%} |",
-              flush=True)
+        r = bench(
+            name,
+            args.resolution,
+            args.frames,
+            args.full,
+            args.steps,
+            device,
+            args.gradient_checkpointing,
+            args.fp8,
+            args.block_swap,
+            args.attention,
+            args.checkpoint_blocks,
+            args.compile,
+            args.offload_activations,
+            args.profile,
+            args.selective,
+        )
+        print(
+            f"| {r['preset']} | {r['savers']} | {r['size']} | {r['frames']} | "
+            f"{r['params_M']:.2f} | {r['lora_M']:.3f} | {r['step_s']:.3f} | "
+            f"{r['peak_MiB']:.0f} | {r['gflop_step']:.2f} | "
+            f"{r['achieved_gflops'] * 1e9 / peak:.1%} | {r['hw_gflops'] * 1e9 / peak:.1%} |",
+            flush=True,
+        )
         if r["profile"]:
             print(f"\n{r['profile']}\n", flush=True)
     return 0

@@ -12,8 +12,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# Metadata first, then the code (services/ is the `loraforge` import root, see setup.py).
-COPY pyproject.toml setup.py README.md ./
+# Metadata first, then the code (services/loraforge is the package).
+COPY pyproject.toml README.md ./
 COPY services/ services/
 RUN pip install --upgrade pip \
  && pip wheel --no-deps --wheel-dir /wheels . \

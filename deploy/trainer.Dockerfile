@@ -35,7 +35,7 @@ ENV PATH=/opt/venv/bin:$PATH
 RUN pip install --upgrade pip \
  && pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
 WORKDIR /src
-COPY pyproject.toml setup.py README.md ./
+COPY pyproject.toml README.md ./
 COPY services/ services/
 RUN pip wheel --no-deps --wheel-dir /wheels . \
  && pip install "$(ls /wheels/loraforge-*.whl)[trainer,cuda]" \

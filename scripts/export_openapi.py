@@ -1,6 +1,6 @@
 """Write the gateway's OpenAPI document to docs/openapi.json (no servers needed).
 
-    python scripts/export_openapi.py [OUTPUT]
+python scripts/export_openapi.py [OUTPUT]
 """
 
 from __future__ import annotations
@@ -21,8 +21,14 @@ def openapi() -> dict[str, Any]:
 
     # The schema depends only on the routes: the clients are never called here.
     backends = BackendClients({})
-    app = create_app(Settings(env="test"), Metrics("gateway"), backends=backends, store=None,  # type: ignore[arg-type]
-                     jobs_store=None, state=None)  # type: ignore[arg-type]
+    app = create_app(
+        Settings(env="test"),
+        Metrics("gateway"),
+        backends=backends,
+        store=None,  # type: ignore[arg-type]
+        jobs_store=None,
+        state=None,
+    )  # type: ignore[arg-type]
     return app.openapi()
 
 

@@ -8,6 +8,7 @@ never see each other's data.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -38,7 +39,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         import torch
 
         has_gpu = torch.cuda.is_available()
-    except Exception:  # noqa: BLE001 - no torch, no GPU
+    except Exception:
         has_gpu = False
     for item in items:
         if "gpu" in item.keywords and not has_gpu:
@@ -47,7 +48,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         # worker, so its module fixtures (a trained run, a started stack) are built once; the
         # fault suite's files share one worker and its one local stack.
         path = item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group("faults" if path.startswith("tests/faults/") else path))
+        item.add_marker(
+            pytest.mark.xdist_group("faults" if path.startswith("tests/faults/") else path)
+        )
 
 
 def _docker_reachable() -> bool:
@@ -58,7 +61,7 @@ def _docker_reachable() -> bool:
 
         docker.from_env(timeout=2).ping()
         return True
-    except Exception:  # noqa: BLE001 - any failure means "use the binaries"
+    except Exception:
         return False
 
 
@@ -93,8 +96,9 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
     try:
         for name, cmd in (("nats", nats.command()), ("weed", weed.command())):
             out = (logs / f"{name}.log").open("wb")
-            procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                          start_new_session=True))
+            procs.append(
+                subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            )
         wait_for_port("127.0.0.1", nats.port, 20, procs[0])
         wait_for_port("127.0.0.1", weed.s3_port, 60, procs[1])
         _wait_s3_ready(weed.endpoint)
@@ -123,7 +127,7 @@ def _wait_s3_ready(endpoint: str, timeout: float = 60) -> None:
             client.remove_object(bucket, "probe")
             client.remove_bucket(bucket)
             return
-        except Exception as exc:  # noqa: BLE001 - keep polling until the deadline
+        except Exception as exc:
             last = exc
             time.sleep(0.3)
     raise TimeoutError(f"S3 at {endpoint} never accepted a write: {last}")
@@ -133,9 +137,10 @@ def _containers() -> Iterator[Infra]:
     from testcontainers.minio import MinioContainer
     from testcontainers.nats import NatsContainer
 
-    with NatsContainer("nats:2.10-alpine", jetstream=True) as nats_c, MinioContainer(
-        access_key=S3_ACCESS, secret_key=S3_SECRET
-    ) as minio_c:
+    with (
+        NatsContainer("nats:2.10-alpine", jetstream=True) as nats_c,
+        MinioContainer(access_key=S3_ACCESS, secret_key=S3_SECRET) as minio_c,
+    ):
         cfg = minio_c.get_config()
         yield Infra(nats_c.nats_uri(), cfg["endpoint"], S3_ACCESS, S3_SECRET)
 
@@ -175,8 +180,9 @@ def _drop_buckets(infra: Infra, prefix: str) -> None:
     """Remove the test's buckets so the S3 server's volumes do not run out over a long run."""
     from minio import Minio
 
-    client = Minio(infra.s3_endpoint, access_key=infra.s3_access, secret_key=infra.s3_secret,
-                   secure=False)
+    client = Minio(
+        infra.s3_endpoint, access_key=infra.s3_access, secret_key=infra.s3_secret, secure=False
+    )
     try:
         for bucket in client.list_buckets():
             if not bucket.name.startswith(prefix):
@@ -184,7 +190,7 @@ def _drop_buckets(infra: Infra, prefix: str) -> None:
             for obj in client.list_objects(bucket.name, recursive=True):
                 client.remove_object(bucket.name, obj.object_name)
             client.remove_bucket(bucket.name)
-    except Exception:  # noqa: BLE001 - cleanup must never fail a test
+    except Exception:
         pass
 
 
@@ -220,10 +226,8 @@ async def bus(settings: Settings) -> AsyncIterator:
         yield bus
     finally:
         await bus.stop_consumers()
-        try:
+        with contextlib.suppress(Exception):
             await bus.jetstream.delete_stream(settings.nats.stream)
-        except Exception:  # noqa: BLE001 - cleanup only
-            pass
         await bus.close()
 
 

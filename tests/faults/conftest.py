@@ -121,8 +121,13 @@ class FaultStack:
         from loraforge.runtime.storage import STAGING_PREFIX, Bucket, ObjectStore
 
         store = ObjectStore.connect(self.settings.s3)
-        return [f"{b.value}/{o.object_name}" for b in Bucket for o in store._client.list_objects(
-            store.bucket_name(b), prefix=STAGING_PREFIX, recursive=True)]
+        return [
+            f"{b.value}/{o.object_name}"
+            for b in Bucket
+            for o in store._client.list_objects(
+                store.bucket_name(b), prefix=STAGING_PREFIX, recursive=True
+            )
+        ]
 
 
 def _running(pid: int) -> bool:
@@ -182,8 +187,9 @@ def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack
             os.environ.update(saved)
 
 
-def write_footage(dest: Path, names: tuple[str, ...] = ("pan", "zoom"), seconds: float = 2.5
-                  ) -> list[Path]:
+def write_footage(
+    dest: Path, names: tuple[str, ...] = ("pan", "zoom"), seconds: float = 2.5
+) -> list[Path]:
     """Short H.264 takes of the packaged astronaut photo (the example footage's pan and zoom),
     shorter than the demo's so each stage stays in seconds."""
     import imageio_ffmpeg
@@ -198,8 +204,14 @@ def write_footage(dest: Path, names: tuple[str, ...] = ("pan", "zoom"), seconds:
         if path.exists():
             continue
         writer = imageio_ffmpeg.write_frames(
-            str(path), SIZE, fps=FPS, codec="libx264", pix_fmt_out="yuv420p", quality=None,
-            output_params=["-crf", "20", "-preset", "veryfast"], macro_block_size=16,
+            str(path),
+            SIZE,
+            fps=FPS,
+            codec="libx264",
+            pix_fmt_out="yuv420p",
+            quality=None,
+            output_params=["-crf", "20", "-preset", "veryfast"],
+            macro_block_size=16,
         )
         writer.send(None)
         for frame in _frames(name, int(seconds * FPS)):

@@ -16,20 +16,30 @@ from loraforge.runtime.keys import ProjectRef
 from loraforge.runtime.storage import Bucket, ObjectStore
 
 # The service (process and job kind) behind each stage of `loraforge run`.
-SERVICE = {"ingest": "ingest", "curate": "curation", "caption": "captioning",
-           "train": "trainer", "preview render": "render"}
+SERVICE = {
+    "ingest": "ingest",
+    "curate": "curation",
+    "caption": "captioning",
+    "train": "trainer",
+    "preview render": "render",
+}
 # Where a stage's output lives, and which key part names one output (a clip folder per
 # source, a dataset, a training run, a render): a stage done twice shows a second one.
-OUTPUT = {"ingest": (Bucket.CLIPS, "clips"), "curate": (Bucket.DATASETS, "datasets"),
-          "train": (Bucket.LORAS, "runs"), "preview render": (Bucket.RENDERS, "renders")}
+OUTPUT = {
+    "ingest": (Bucket.CLIPS, "clips"),
+    "curate": (Bucket.DATASETS, "datasets"),
+    "train": (Bucket.LORAS, "runs"),
+    "preview render": (Bucket.RENDERS, "renders"),
+}
 
 
 TRAIN_STEPS = 12
 
 
 class Pipeline:
-    def __init__(self, fs: Any, tenant: str, project: str, footage: list[Path],
-                 base: str = "tiny-wan2.1-t2v"):
+    def __init__(
+        self, fs: Any, tenant: str, project: str, footage: list[Path], base: str = "tiny-wan2.1-t2v"
+    ):
         self.fs, self.ref = fs, ProjectRef(tenant, project)
         self.store = ObjectStore.connect(fs.settings.s3)
         keys = [u.key for u in upload_local(self.store, self.ref, footage)]
@@ -49,10 +59,19 @@ class Pipeline:
         def start(prev: dict[str, Any]) -> tuple[Any, Any, str, str]:
             endpoint = self.fs.settings.endpoints.trainer
             stub = trainer_pb2_grpc.TrainerServiceStub(sync_channel(endpoint))
-            run = common_pb2.TrainingRun(dataset_id=prev["curate"]["result"]["dataset_id"],
-                                         base_preset=base, rank=8, steps=TRAIN_STEPS, seed=1)
-            job = stub.StartTraining(trainer_pb2.StartTrainingRequest(
-                scope=self.wire, request_id=f"faults-{run_id}-train", run=run), timeout=15)
+            run = common_pb2.TrainingRun(
+                dataset_id=prev["curate"]["result"]["dataset_id"],
+                base_preset=base,
+                rank=8,
+                steps=TRAIN_STEPS,
+                seed=1,
+            )
+            job = stub.StartTraining(
+                trainer_pb2.StartTrainingRequest(
+                    scope=self.wire, request_id=f"faults-{run_id}-train", run=run
+                ),
+                timeout=15,
+            )
             return job, stub, "trainer", endpoint
 
         return start
@@ -73,9 +92,10 @@ class Pipeline:
         # A service that was just killed may take a moment to answer again.
         for _ in range(100):
             try:
-                return stub.GetJob(common_pb2.GetJobRequest(scope=self.wire, job_id=job.id),
-                                   timeout=5)
-            except Exception:  # noqa: BLE001 - retried until the service is back
+                return stub.GetJob(
+                    common_pb2.GetJobRequest(scope=self.wire, job_id=job.id), timeout=5
+                )
+            except Exception:
                 time.sleep(0.2)
         raise AssertionError(f"GetJob {job.id} never answered")
 
@@ -88,8 +108,10 @@ class Pipeline:
             if time.monotonic() > deadline:
                 from .stream import consumers
 
-                raise AssertionError(f"job {job.id} still {job_state(job)}: {job.message}; "
-                                     f"consumers: {consumers(self.fs)}")
+                raise AssertionError(
+                    f"job {job.id} still {job_state(job)}: {job.message}; "
+                    f"consumers: {consumers(self.fs)}"
+                )
             time.sleep(poll_s)
 
     def finish(self, stage: str, timeout_s: float) -> Any:
@@ -103,7 +125,7 @@ class Pipeline:
         prefix = f"{self.ref.tenant}/{self.ref.project}/{part}/"
         found: Counter = Counter()
         for obj in self.store.list(bucket, prefix):
-            name = obj.key[len(prefix):].split("/", 1)[0]
+            name = obj.key[len(prefix) :].split("/", 1)[0]
             if not name.startswith("_"):  # datasets/_measures: per-clip cache, not an output
                 found[name] += 1
         return found

@@ -19,9 +19,12 @@ def events_about(fs: Any, job_id: str) -> Counter:
         js = bus.jetstream
         info = await js.stream_info(bus.settings.stream)
         last = info.state.last_seq
-        sub = await js.subscribe(f"{bus.settings.subject_root}.>", ordered_consumer=True,
-                                 deliver_policy=js_api.DeliverPolicy.ALL,
-                                 stream=bus.settings.stream)
+        sub = await js.subscribe(
+            f"{bus.settings.subject_root}.>",
+            ordered_consumer=True,
+            deliver_policy=js_api.DeliverPolicy.ALL,
+            stream=bus.settings.stream,
+        )
         found: Counter = Counter()
         root = f"{bus.settings.subject_root}."
         try:
@@ -35,8 +38,9 @@ def events_about(fs: Any, job_id: str) -> Counter:
                         event = Event.model_validate_json(msg.data)
                     except ValueError:
                         event = None
-                    if event is not None and (job_id in event.id
-                                              or event.data.get("job_id") == job_id):
+                    if event is not None and (
+                        job_id in event.id or event.data.get("job_id") == job_id
+                    ):
                         found[event.type] += 1
                 if msg.metadata.sequence.stream >= last:
                     break
@@ -53,8 +57,10 @@ def consumers(fs: Any) -> dict[str, str]:
     async def read(bus, jobs, store) -> dict[str, str]:
         out = {}
         for info in await bus.jetstream.consumers_info(bus.settings.stream):
-            out[info.name] = (f"pending={info.num_pending} ack_pending={info.num_ack_pending} "
-                              f"redelivered={info.num_redelivered} waiting={info.num_waiting}")
+            out[info.name] = (
+                f"pending={info.num_pending} ack_pending={info.num_ack_pending} "
+                f"redelivered={info.num_redelivered} waiting={info.num_waiting}"
+            )
         return out
 
     return fs.run(read)

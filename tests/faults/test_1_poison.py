@@ -33,12 +33,15 @@ def test_poison_messages_are_dead_lettered_fail_their_jobs_and_others_run(
     fault_stack: FaultStack, tmp_path: Path
 ) -> None:
     async def inject(bus, jobs, store):
-        await bus.jetstream.publish(bus.subject("ingest.requests"), POISON,
-                                    stream=bus.settings.stream)
+        await bus.jetstream.publish(
+            bus.subject("ingest.requests"), POISON, stream=bus.settings.stream
+        )
         training = await JobService("trainer", jobs, bus).start(
-            "acme", "poison", {"dataset_id": "ds-never-curated", "base_preset": "tiny-sdxl"})
+            "acme", "poison", {"dataset_id": "ds-never-curated", "base_preset": "tiny-sdxl"}
+        )
         ingest = await JobService("ingest", jobs, bus).start(
-            "acme", "poison", {"sources": [MISSING_SOURCE]})
+            "acme", "poison", {"sources": [MISSING_SOURCE]}
+        )
         return training, ingest
 
     t0 = time.monotonic()
@@ -53,9 +56,12 @@ def test_poison_messages_are_dead_lettered_fail_their_jobs_and_others_run(
         while True:
             states = [await jobs.get("acme", "poison", j.id) for j in (training, missing)]
             # The shared stack's other cases may dead-letter too: only this case's letters.
-            letters = [letter for consumer in ("ingest-workers", "trainer-workers")
-                       for letter in await read_dead_letters(bus, consumer)
-                       if letter.payload() == POISON or training.id.encode() in letter.payload()]
+            letters = [
+                letter
+                for consumer in ("ingest-workers", "trainer-workers")
+                for letter in await read_dead_letters(bus, consumer)
+                if letter.payload() == POISON or training.id.encode() in letter.payload()
+            ]
             if all(s.state.terminal for s in states) and len(letters) >= 2:
                 return states, letters
             if time.monotonic() > deadline:
@@ -66,7 +72,14 @@ def test_poison_messages_are_dead_lettered_fail_their_jobs_and_others_run(
     assert "ds-never-curated" in training_job.message, training_job.message
     assert missing_job.state.value == "FAILED", missing_job
     assert sorted((letter.consumer, letter.reason) for letter in letters) == [
-        ("ingest-workers", "malformed"), ("trainer-workers", "permanent_error")]
-    report("poison messages", dead_letters=sorted(letter.reason for letter in letters),
-           poison_job=training_job.message[:90], missing_source_job=missing_job.message[:60],
-           good_job="SUCCEEDED", seconds=round(time.monotonic() - t0, 1))
+        ("ingest-workers", "malformed"),
+        ("trainer-workers", "permanent_error"),
+    ]
+    report(
+        "poison messages",
+        dead_letters=sorted(letter.reason for letter in letters),
+        poison_job=training_job.message[:90],
+        missing_source_job=missing_job.message[:60],
+        good_job="SUCCEEDED",
+        seconds=round(time.monotonic() - t0, 1),
+    )

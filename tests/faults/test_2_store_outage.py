@@ -25,7 +25,9 @@ pytestmark = pytest.mark.timeout(900)
 OUTAGE_S = 10.0
 
 
-def test_object_store_unavailable_for_10s_mid_upload(fault_stack: FaultStack, tmp_path: Path) -> None:
+def test_object_store_unavailable_for_10s_mid_upload(
+    fault_stack: FaultStack, tmp_path: Path
+) -> None:
     pipeline = Pipeline(fault_stack, "acme", "s3outage", write_footage(tmp_path / "footage"))
     pipeline.start("ingest")
     pipeline.wait(("RUNNING",), 120, poll_s=0.02)
@@ -41,6 +43,11 @@ def test_object_store_unavailable_for_10s_mid_upload(fault_stack: FaultStack, tm
     assert stored.keys() == named.keys()
     assert all(stored[k] == size for k, size in named.items() if size), (stored, named)
     assert fault_stack.staging_swept() == []
-    report("object store down 10 s mid-upload", attempts=record.attempt,
-           down_s=round(back_at - down_at, 1), recovered_s=round(time.monotonic() - back_at, 1),
-           objects=len(stored), half_committed=0)
+    report(
+        "object store down 10 s mid-upload",
+        attempts=record.attempt,
+        down_s=round(back_at - down_at, 1),
+        recovered_s=round(time.monotonic() - back_at, 1),
+        objects=len(stored),
+        half_committed=0,
+    )

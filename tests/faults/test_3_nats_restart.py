@@ -37,9 +37,11 @@ def test_nats_restart_mid_pipeline_loses_no_event(fault_stack: FaultStack, tmp_p
     time.sleep(NATS_DOWN_S)
     back_at = fault_stack.restart()
     figures = {"nats_down_s": round(back_at - down_at, 1)}
-    expected = {"ingest": ("ingest.succeeded", "clips.ingested"),
-                "curate": ("curation.succeeded", "dataset.curated"),
-                "caption": ("captioning.succeeded",)}
+    expected = {
+        "ingest": ("ingest.succeeded", "clips.ingested"),
+        "curate": ("curation.succeeded", "dataset.curated"),
+        "caption": ("captioning.succeeded",),
+    }
     for stage, must in expected.items():
         if stage != "ingest":
             pipeline.start(stage)

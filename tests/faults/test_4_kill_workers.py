@@ -31,8 +31,9 @@ pytestmark = pytest.mark.timeout(1800)
 STAGE_TIMEOUT_S = 600.0
 
 
-@pytest.mark.parametrize("stage_order", [("ingest", "curate", "caption", "train",
-                                          "preview render")])
+@pytest.mark.parametrize(
+    "stage_order", [("ingest", "curate", "caption", "train", "preview render")]
+)
 def test_kill_9_of_each_worker_mid_job_completes_exactly_once(
     fault_stack: FaultStack, tmp_path: Path, stage_order: tuple[str, ...]
 ) -> None:
@@ -60,10 +61,13 @@ def test_kill_9_of_each_worker_mid_job_completes_exactly_once(
             outputs = pipeline.outputs(stage)
             expected = pipeline.sources if stage == "ingest" else 1
             assert len(outputs) == expected, (stage, outputs)
-        figures[stage] = {"attempts": record.attempt, "recovered_s": round(recovered_s, 1),
-                          "succeeded_events": events[f"{service}.succeeded"],
-                          "outputs": len(outputs) if outputs else None,
-                          "staging_left_by_kill": len(fault_stack.staging_objects())}
+        figures[stage] = {
+            "attempts": record.attempt,
+            "recovered_s": round(recovered_s, 1),
+            "succeeded_events": events[f"{service}.succeeded"],
+            "outputs": len(outputs) if outputs else None,
+            "staging_left_by_kill": len(fault_stack.staging_objects()),
+        }
     # The chain's triggers: one clips.ingested for the ingest job, one dataset.curated.
     ingest_events = events_about(fault_stack, pipeline.done["ingest"]["job_id"])
     assert ingest_events.get("clips.ingested") == 1, ingest_events

@@ -62,7 +62,11 @@ def test_20_concurrent_pipelines_from_4_tenants_complete_without_crossing(
         for bucket in (Bucket.RAW, Bucket.CLIPS, Bucket.DATASETS):
             projects = {o.key.split("/")[1] for o in pipelines[0].store.list(bucket, f"{tenant}/")}
             assert projects == set(PROJECTS), (tenant, bucket, projects)
-    report("20 concurrent pipelines, 4 tenants", pipelines=len(pipelines),
-           ingest_succeeded=sum(s[0] == "SUCCEEDED" for s in states),
-           curation_succeeded=sum(s[1] == "SUCCEEDED" for s in states),
-           cross_tenant_objects=len(crossed), seconds=round(elapsed, 1))
+    report(
+        "20 concurrent pipelines, 4 tenants",
+        pipelines=len(pipelines),
+        ingest_succeeded=sum(s[0] == "SUCCEEDED" for s in states),
+        curation_succeeded=sum(s[1] == "SUCCEEDED" for s in states),
+        cross_tenant_objects=len(crossed),
+        seconds=round(elapsed, 1),
+    )

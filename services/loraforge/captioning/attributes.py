@@ -15,20 +15,39 @@ from typing import Any
 from PIL import Image
 
 ANGLE = {
-    "frontal": "front view", "three_quarter": "three-quarter view",
-    "profile_left": "profile view", "profile_right": "profile view",
-    "above": "high angle view", "below": "low angle view",
+    "frontal": "front view",
+    "three_quarter": "three-quarter view",
+    "profile_left": "profile view",
+    "profile_right": "profile view",
+    "above": "high angle view",
+    "below": "low angle view",
 }
 EXPRESSION = {
-    "neutral": "neutral expression", "smiling": "smiling", "talking": "talking",
-    "mouth_open": "mouth open", "eyes_closed": "eyes closed",
+    "neutral": "neutral expression",
+    "smiling": "smiling",
+    "talking": "talking",
+    "mouth_open": "mouth open",
+    "eyes_closed": "eyes closed",
 }
-CAMERA = {"static": "static camera", "moderate": "smooth camera movement", "shaky": "handheld camera"}
-LIGHTING = {"day": "daylight", "evening": "warm evening light", "studio": "soft studio lighting",
-            "low_light": "low light"}
+CAMERA = {
+    "static": "static camera",
+    "moderate": "smooth camera movement",
+    "shaky": "handheld camera",
+}
+LIGHTING = {
+    "day": "daylight",
+    "evening": "warm evening light",
+    "studio": "soft studio lighting",
+    "low_light": "low light",
+}
 # face height / frame height -> shot size (a head is ~1/7.5 of a standing body)
-SHOT_SIZES = [(0.40, "close-up"), (0.22, "medium close-up"), (0.12, "medium shot"),
-              (0.06, "cowboy shot"), (0.0, "full body shot")]
+SHOT_SIZES = [
+    (0.40, "close-up"),
+    (0.22, "medium close-up"),
+    (0.12, "medium shot"),
+    (0.06, "cowboy shot"),
+    (0.0, "full body shot"),
+]
 
 
 def shot_size(face_ratio: float | None) -> str:
@@ -49,14 +68,25 @@ def _colour_name(rgb: tuple[int, int, int]) -> str:
     deg = h * 360
     if (deg < 45 or deg >= 345) and l < 0.45 and s < 0.6:
         return "brown"
-    for limit, name in ((15, "red"), (45, "orange"), (70, "yellow"), (165, "green"),
-                        (200, "teal"), (255, "blue"), (290, "purple"), (345, "pink"), (360, "red")):
+    for limit, name in (
+        (15, "red"),
+        (45, "orange"),
+        (70, "yellow"),
+        (165, "green"),
+        (200, "teal"),
+        (255, "blue"),
+        (290, "purple"),
+        (345, "pink"),
+        (360, "red"),
+    ):
         if deg < limit:
             return name
     return "red"  # pragma: no cover
 
 
-def dominant_colours(images: list[Path | Image.Image], top: int = 2, min_share: float = 0.15) -> list[str]:
+def dominant_colours(
+    images: list[Path | Image.Image], top: int = 2, min_share: float = 0.15
+) -> list[str]:
     """Named colours covering >= min_share of the pixels of the keyframes, most common first."""
     counts: Counter[str] = Counter()
     total = 0
@@ -66,13 +96,15 @@ def dominant_colours(images: list[Path | Image.Image], top: int = 2, min_share: 
         q = small.quantize(colors=6, method=Image.Quantize.MEDIANCUT)
         palette = q.getpalette() or []
         for count, idx in q.getcolors() or []:
-            rgb = tuple(palette[idx * 3: idx * 3 + 3])
+            rgb = tuple(palette[idx * 3 : idx * 3 + 3])
             counts[_colour_name(rgb)] += count
             total += count
     return [name for name, c in counts.most_common(top) if total and c / total >= min_share]
 
 
-def slots_from_metrics(metrics: dict[str, Any], keyframes: list[Path | Image.Image] = ()) -> dict[str, str]:
+def slots_from_metrics(
+    metrics: dict[str, Any], keyframes: list[Path | Image.Image] = ()
+) -> dict[str, str]:
     slots: dict[str, str] = {}
     if metrics.get("angle_bucket") in ANGLE:
         slots["angle"] = ANGLE[metrics["angle_bucket"]]

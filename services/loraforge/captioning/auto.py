@@ -49,7 +49,9 @@ class AutoCaptioner:
 
     DURABLE = "captioning-auto"
 
-    def __init__(self, jobs: JobService, bus: EventBus, store: ObjectStore, *, enabled: bool = True):
+    def __init__(
+        self, jobs: JobService, bus: EventBus, store: ObjectStore, *, enabled: bool = True
+    ):
         self._jobs = jobs
         self._bus = bus
         self._store = store
@@ -65,14 +67,25 @@ class AutoCaptioner:
             log.info("dataset.curated %s selected nothing; nothing to caption", event.id)
             return
         ref = ProjectRef(event.tenant, event.project)
-        sent = event.data.get("captioning") if isinstance(event.data.get("captioning"), dict) else None
+        sent = (
+            event.data.get("captioning") if isinstance(event.data.get("captioning"), dict) else None
+        )
         defaults = sent or await asyncio.to_thread(load_defaults, self._store, ref)
         if not defaults or not defaults.get("trigger"):
-            log.info("dataset %s of %s has no captioning defaults (no trigger word chosen); "
-                     "caption it with `loraforge caption --trigger WORD`", dataset_id, ref.prefix)
+            log.info(
+                "dataset %s of %s has no captioning defaults (no trigger word chosen); "
+                "caption it with `loraforge caption --trigger WORD`",
+                dataset_id,
+                ref.prefix,
+            )
             return
-        params = CaptioningParams.parse(dataset_id=dataset_id, **{
-            k: v for k, v in defaults.items() if k in _DEFAULT_FIELDS})
-        job = await self._jobs.start(event.tenant, event.project, params.model_dump(mode="json"),
-                                     request_id=follow_up_request_id(event.id))
+        params = CaptioningParams.parse(
+            dataset_id=dataset_id, **{k: v for k, v in defaults.items() if k in _DEFAULT_FIELDS}
+        )
+        job = await self._jobs.start(
+            event.tenant,
+            event.project,
+            params.model_dump(mode="json"),
+            request_id=follow_up_request_id(event.id),
+        )
         log.info("dataset.curated %s -> captioning job %s (%s)", event.id, job.id, job.state)

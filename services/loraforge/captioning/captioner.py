@@ -86,7 +86,9 @@ def merge_drafts(drafts: Sequence[Draft]) -> dict[str, str]:
             if not value:
                 continue
             if slot == "details":
-                details += [v for v in value.split(", ") if normalize(v) not in map(normalize, details)]
+                details += [
+                    v for v in value.split(", ") if normalize(v) not in map(normalize, details)
+                ]
             else:
                 merged.setdefault(slot, value)
     if details:
@@ -103,8 +105,9 @@ def _effect_candidates(drafts: Sequence[Draft]) -> str:
     return ", ".join(v for k, v in merged.items() if k in ("action", "motion"))
 
 
-def render_fitting(template: CaptionTemplate, values: dict[str, str], tokenizer: TextTokenizer,
-                   what: str) -> tuple[str, int, list[str]]:
+def render_fitting(
+    template: CaptionTemplate, values: dict[str, str], tokenizer: TextTokenizer, what: str
+) -> tuple[str, int, list[str]]:
     text = template.render(values)
     n = tokenizer.count(text)
     if n <= tokenizer.max_tokens:
@@ -121,16 +124,24 @@ def render_fitting(template: CaptionTemplate, values: dict[str, str], tokenizer:
                 break
     m = tokenizer.count(text)
     if m > tokenizer.max_tokens:
-        raise InvalidCaption(f"{what}: even without optional parts the caption is {m} tokens, over "
-                             f"the {tokenizer.max_tokens} of {tokenizer.name}; shorten the shared "
-                             "motion text or the template's fixed words")
-    warning = (f"caption was {n} tokens, over the {tokenizer.max_tokens}-token limit of "
-               f"{tokenizer.name}; dropped {', '.join(dropped)} to fit ({m} tokens)")
+        raise InvalidCaption(
+            f"{what}: even without optional parts the caption is {m} tokens, over "
+            f"the {tokenizer.max_tokens} of {tokenizer.name}; shorten the shared "
+            "motion text or the template's fixed words"
+        )
+    warning = (
+        f"caption was {n} tokens, over the {tokenizer.max_tokens}-token limit of "
+        f"{tokenizer.name}; dropped {', '.join(dropped)} to fit ({m} tokens)"
+    )
     return text, m, [warning]
 
 
-def caption_clips(clips: Sequence[ClipInput], sources: Sequence[CaptionSource], options: CaptionOptions,
-                  progress: Callable[[int, int], None] | None = None) -> CaptionRun:
+def caption_clips(
+    clips: Sequence[ClipInput],
+    sources: Sequence[CaptionSource],
+    options: CaptionOptions,
+    progress: Callable[[int, int], None] | None = None,
+) -> CaptionRun:
     tokenizer = options.text_tokenizer()
     trigger = validate_trigger(options.trigger, options.tokenizer)
     template = options.template()
@@ -147,8 +158,10 @@ def caption_clips(clips: Sequence[ClipInput], sources: Sequence[CaptionSource], 
         if options.motion:
             hedges = find_hedges(options.motion)
             if hedges:
-                raise InvalidCaption(f"the motion text uses hedging words ({', '.join(hedges)}); "
-                                     "state the motion plainly")
+                raise InvalidCaption(
+                    f"the motion text uses hedging words ({', '.join(hedges)}); "
+                    "state the motion plainly"
+                )
             shared["motion"] = tidy(options.motion)
         else:
             shared["motion"] = distill_motion([_effect_candidates(d) for d in drafts])
@@ -167,43 +180,72 @@ def caption_clips(clips: Sequence[ClipInput], sources: Sequence[CaptionSource], 
         if "background" in template.slots and "environment" in values:
             values.setdefault("background", values["environment"])
         if "colors" not in template.slots and values.get("colors") and "details" in template.slots:
-            values["details"] = ", ".join(filter(None, [values.get("details"), f"{values['colors']} tones"]))
+            values["details"] = ", ".join(
+                filter(None, [values.get("details"), f"{values['colors']} tones"])
+            )
         text, n, warnings = render_fitting(template, values, tokenizer, clip.clip_id)
         if find_hedges(text):  # belt and braces: a template word or a source slipped one in
-            raise InvalidCaption(f"{clip.clip_id}: caption still hedges ({find_hedges(text)}): {text!r}")
-        captions.append(Caption(clip.clip_id, text, values, [d.source for d in clip_drafts],
-                                " / ".join(d.text for d in clip_drafts if d.text), n, warnings))
+            raise InvalidCaption(
+                f"{clip.clip_id}: caption still hedges ({find_hedges(text)}): {text!r}"
+            )
+        captions.append(
+            Caption(
+                clip.clip_id,
+                text,
+                values,
+                [d.source for d in clip_drafts],
+                " / ".join(d.text for d in clip_drafts if d.text),
+                n,
+                warnings,
+            )
+        )
         for w in warnings:
             log.warning("%s: %s", clip.clip_id, w)
     check_shared(captions, shared)
-    return CaptionRun(trigger, options.lora_type, template.to_dict(), captions, shared, tokenizer.name)
+    return CaptionRun(
+        trigger, options.lora_type, template.to_dict(), captions, shared, tokenizer.name
+    )
 
 
 def check_shared(captions: Sequence[Caption], shared: Mapping[str, str]) -> None:
     for c in captions:
         for slot, text in shared.items():
             if text not in c.text:
-                raise InvalidCaption(f"{c.clip_id}: the shared {slot} text {text!r} must appear "
-                                     "unchanged in every caption of the dataset")
+                raise InvalidCaption(
+                    f"{c.clip_id}: the shared {slot} text {text!r} must appear "
+                    "unchanged in every caption of the dataset"
+                )
 
 
-def validate_user_caption(text: str, *, trigger: str, tokenizer: TextTokenizer,
-                          template: CaptionTemplate | None = None,
-                          shared: Mapping[str, str] | None = None, what: str = "caption") -> str:
+def validate_user_caption(
+    text: str,
+    *,
+    trigger: str,
+    tokenizer: TextTokenizer,
+    template: CaptionTemplate | None = None,
+    shared: Mapping[str, str] | None = None,
+    what: str = "caption",
+) -> str:
     """A caption a person wrote: refused (not rewritten) when it breaks a rule."""
     text = (text or "").strip()
     if not text:
-        raise InvalidCaption(f"{what} is empty; write what the clip shows, starting with {trigger!r}")
+        raise InvalidCaption(
+            f"{what} is empty; write what the clip shows, starting with {trigger!r}"
+        )
     hedges = find_hedges(text)
     if hedges:
-        raise InvalidCaption(f"{what} uses hedging words ({', '.join(hedges)}); state what is "
-                             "visible plainly (e.g. 'smiling', not 'appears to be smiling')")
+        raise InvalidCaption(
+            f"{what} uses hedging words ({', '.join(hedges)}); state what is "
+            "visible plainly (e.g. 'smiling', not 'appears to be smiling')"
+        )
     if template is not None and template.trigger_first and not text.startswith(trigger):
         raise InvalidCaption(f"{what} must start with the trigger {trigger!r}")
     if trigger not in text:
         raise InvalidCaption(f"{what} must contain the trigger {trigger!r}")
     for slot, value in (shared or {}).items():
         if value not in text:
-            raise InvalidCaption(f"{what} must keep the dataset's shared {slot} text unchanged: {value!r}")
+            raise InvalidCaption(
+                f"{what} must keep the dataset's shared {slot} text unchanged: {value!r}"
+            )
     check_user_length(text, tokenizer, what=what)
     return text

@@ -21,8 +21,10 @@ from loraforge.captioning.text import normalize, split_phrases
 def distill_motion(drafts: list[str], *, min_share: float = 0.5) -> str:
     texts = [t for t in drafts if t and t.strip()]
     if len(texts) < 2:
-        raise InvalidCaption("distilling the effect's motion needs at least 2 draft captions; "
-                             "give the motion text yourself (--motion)")
+        raise InvalidCaption(
+            "distilling the effect's motion needs at least 2 draft captions; "
+            "give the motion text yourself (--motion)"
+        )
     need = max(2, math.ceil(min_share * len(texts)))
     per_draft = [split_phrases(t) for t in texts]
     df: Counter[str] = Counter()
@@ -41,7 +43,8 @@ def distill_motion(drafts: list[str], *, min_share: float = 0.5) -> str:
     if best is None:
         raise InvalidCaption(
             f"the {len(texts)} draft captions share no motion phrase (none recurs in {need} of "
-            "them); give the effect's motion text yourself (--motion)")
+            "them); give the effect's motion text yourself (--motion)"
+        )
     return best
 
 
@@ -50,7 +53,7 @@ def _best_ngram(texts: list[str], need: int) -> str | None:
         df: Counter[str] = Counter()
         for t in texts:
             words = t.split()
-            df.update({" ".join(words[i:i + n]) for i in range(len(words) - n + 1)})
+            df.update({" ".join(words[i : i + n]) for i in range(len(words) - n + 1)})
         hits = [(c, g) for g, c in df.items() if c >= need]
         if hits:
             return max(hits)[1]

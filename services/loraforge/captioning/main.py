@@ -15,8 +15,12 @@ NAME = "captioning"
 async def mount(clients: Clients, server: GrpcServer, *, auto_caption: bool = True) -> None:
     jobs = JobService(NAME, clients.jobs, clients.bus)
     server.add(CaptioningServicer(jobs, clients.store))
-    await JobWorker(NAME, clients.jobs, clients.bus, CaptioningWorker(
-        clients.store, sources=sources_factory(clients.settings.captioning))).start()
+    await JobWorker(
+        NAME,
+        clients.jobs,
+        clients.bus,
+        CaptioningWorker(clients.store, sources=sources_factory(clients.settings.captioning)),
+    ).start()
     # `dataset.curated` -> a captioning job for projects that chose their trigger word.
     await AutoCaptioner(jobs, clients.bus, clients.store, enabled=auto_caption).start()
 

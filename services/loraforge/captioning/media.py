@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from loraforge.runtime.errors import InvalidInput
 from PIL import Image
+
+from loraforge.runtime.errors import InvalidInput
 
 VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
@@ -64,12 +65,18 @@ def _probe(path: Path, _mtime_ns: int, _size: int) -> MediaInfo:
     except (RuntimeError, OSError, StopIteration) as exc:
         raise InvalidInput(f"{path.name} cannot be decoded as video ({exc})") from None
     w, h = meta["size"]
-    return MediaInfo(path, "video", int(w), int(h), float(secs), float(meta.get("fps") or 0), int(frames))
+    return MediaInfo(
+        path, "video", int(w), int(h), float(secs), float(meta.get("fps") or 0), int(frames)
+    )
 
 
 def _run(args: list[str], what: str) -> None:
-    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args],
-                          capture_output=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
     if proc.returncode != 0:
         raise InvalidInput(f"{what} failed: {proc.stderr.decode(errors='replace')[-400:]}")
 
@@ -78,15 +85,32 @@ def extract_frame(video: Path, out: Path, which: str = "first") -> Path:
     """first | middle | last frame of a video as an image (format from `out`'s suffix)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     if which == "first":
-        _run(["-i", str(video), "-frames:v", "1", "-q:v", "2", str(out)], f"first frame of {video.name}")
+        _run(
+            ["-i", str(video), "-frames:v", "1", "-q:v", "2", str(out)],
+            f"first frame of {video.name}",
+        )
     elif which == "middle":
         info = probe(video)
-        _run(["-ss", f"{info.duration_s / 2:.3f}", "-i", str(video), "-frames:v", "1", "-q:v", "2",
-              str(out)], f"middle frame of {video.name}")
+        _run(
+            [
+                "-ss",
+                f"{info.duration_s / 2:.3f}",
+                "-i",
+                str(video),
+                "-frames:v",
+                "1",
+                "-q:v",
+                "2",
+                str(out),
+            ],
+            f"middle frame of {video.name}",
+        )
     elif which == "last":
         # decode the last second and keep overwriting: the file ends as the last frame
-        _run(["-sseof", "-1", "-i", str(video), "-update", "1", "-q:v", "2", str(out)],
-             f"last frame of {video.name}")
+        _run(
+            ["-sseof", "-1", "-i", str(video), "-update", "1", "-q:v", "2", str(out)],
+            f"last frame of {video.name}",
+        )
     else:
         raise ValueError(which)
     if not out.is_file():

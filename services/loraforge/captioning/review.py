@@ -15,11 +15,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from loraforge.captioning.errors import InvalidCaption
 from loraforge.runtime.errors import NotFound
 from loraforge.runtime.keys import ProjectRef, validate_key_part
 from loraforge.runtime.storage import Bucket, ObjectStore
-from pydantic import BaseModel, Field
 
 RUN_RECORD = "_run.json"
 
@@ -71,13 +72,17 @@ class CaptionReviewStore:
     def get(self, clip_id: str) -> CaptionRecord | None:
         if self._store.stat(Bucket.DATASETS, self.key(clip_id)) is None:
             return None
-        return CaptionRecord.model_validate(self._store.get_json(Bucket.DATASETS, self.key(clip_id)))
+        return CaptionRecord.model_validate(
+            self._store.get_json(Bucket.DATASETS, self.key(clip_id))
+        )
 
     def require(self, clip_id: str) -> CaptionRecord:
         rec = self.get(clip_id)
         if rec is None:
-            raise NotFound(f"dataset {self.dataset_id} has no caption for clip {clip_id!r}; "
-                           "run captioning first")
+            raise NotFound(
+                f"dataset {self.dataset_id} has no caption for clip {clip_id!r}; "
+                "run captioning first"
+            )
         return rec
 
     def list(self) -> list[CaptionRecord]:
@@ -85,7 +90,9 @@ class CaptionReviewStore:
         for obj in self._store.list(Bucket.DATASETS, self.prefix + "/"):
             name = obj.key.rsplit("/", 1)[-1]
             if name.endswith(".json") and name != RUN_RECORD:
-                out.append(CaptionRecord.model_validate(self._store.get_json(Bucket.DATASETS, obj.key)))
+                out.append(
+                    CaptionRecord.model_validate(self._store.get_json(Bucket.DATASETS, obj.key))
+                )
         return sorted(out, key=lambda r: r.clip_id)
 
     def texts(self) -> dict[str, str]:
@@ -95,9 +102,15 @@ class CaptionReviewStore:
         self._store.put_json(Bucket.DATASETS, self.key(rec.clip_id), rec.model_dump(mode="json"))
         return rec
 
-    def save_generated(self, clip_id: str, text: str, *, author: str = "machine",
-                       slots: dict[str, str] | None = None, warnings: list[str] | None = None
-                       ) -> tuple[CaptionRecord, bool]:
+    def save_generated(
+        self,
+        clip_id: str,
+        text: str,
+        *,
+        author: str = "machine",
+        slots: dict[str, str] | None = None,
+        warnings: list[str] | None = None,
+    ) -> tuple[CaptionRecord, bool]:
         """(record, written). Locked captions and unchanged text are kept as they are."""
         if not author.startswith("machine"):
             author = f"machine:{author}"
@@ -105,12 +118,14 @@ class CaptionReviewStore:
         if rec is not None and (rec.locked or rec.text == text):
             return rec, False
         rec = rec or CaptionRecord(clip_id=clip_id, dataset_id=self.dataset_id)
-        rec.versions.append(CaptionVersion(text=text, author=author, slots=slots or {},
-                                           warnings=warnings or []))
+        rec.versions.append(
+            CaptionVersion(text=text, author=author, slots=slots or {}, warnings=warnings or [])
+        )
         return self._put(rec), True
 
-    def edit(self, clip_id: str, text: str, *, user: str = "user", approve: bool = False,
-             note: str = "") -> CaptionRecord:
+    def edit(
+        self, clip_id: str, text: str, *, user: str = "user", approve: bool = False, note: str = ""
+    ) -> CaptionRecord:
         """A person's edit (validate it first with captioner.validate_user_caption)."""
         if not text or not text.strip():
             raise InvalidCaption(f"caption of {clip_id} is empty; write what the clip shows")
@@ -120,8 +135,9 @@ class CaptionReviewStore:
             rec.approved, rec.approved_by = True, user
         return self._put(rec)
 
-    def checked_edit(self, clip_id: str, text: str, *, user: str = "user",
-                     approve: bool = False) -> CaptionRecord:
+    def checked_edit(
+        self, clip_id: str, text: str, *, user: str = "user", approve: bool = False
+    ) -> CaptionRecord:
         """A person's edit, refused (not rewritten) when it breaks the dataset's rules: the
         trigger, the template's fixed parts, the shared effect text, the token limit."""
         from loraforge.captioning.captioner import validate_user_caption
@@ -130,12 +146,19 @@ class CaptionReviewStore:
 
         run = self.load_run()
         if run:
-            template = (CaptionTemplate.from_dict(run["lora_type"], run["template"])
-                        if run.get("template") else None)
+            template = (
+                CaptionTemplate.from_dict(run["lora_type"], run["template"])
+                if run.get("template")
+                else None
+            )
             limit = limit_for(run.get("base_preset"))[1]
-            text = validate_user_caption(text, trigger=run["trigger"],
-                                         tokenizer=EstimateTokenizer(max_tokens=limit),
-                                         template=template, shared=run.get("shared") or {})
+            text = validate_user_caption(
+                text,
+                trigger=run["trigger"],
+                tokenizer=EstimateTokenizer(max_tokens=limit),
+                template=template,
+                shared=run.get("shared") or {},
+            )
         return self.edit(clip_id, text, user=user, approve=approve)
 
     def approve(self, clip_id: str, *, user: str = "user", approved: bool = True) -> CaptionRecord:
@@ -147,8 +170,12 @@ class CaptionReviewStore:
         """Bring back an older text as a new version (history stays linear)."""
         rec = self.require(clip_id)
         if not 0 <= version < len(rec.versions):
-            raise InvalidCaption(f"{clip_id} has versions 0..{len(rec.versions) - 1}, not {version}")
-        return self.edit(clip_id, rec.versions[version].text, user=user, note=f"revert to v{version}")
+            raise InvalidCaption(
+                f"{clip_id} has versions 0..{len(rec.versions) - 1}, not {version}"
+            )
+        return self.edit(
+            clip_id, rec.versions[version].text, user=user, note=f"revert to v{version}"
+        )
 
     def save_run(self, run: dict[str, Any]) -> None:
         self._store.put_json(Bucket.DATASETS, f"{self.prefix}/{RUN_RECORD}", run)

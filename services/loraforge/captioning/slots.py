@@ -14,27 +14,62 @@ from loraforge.captioning.text import names_identity_trait, split_phrases
 
 _RULES: list[tuple[str, re.Pattern[str]]] = [
     ("hair", re.compile(r"\b(hair|haired|bangs|ponytail|braids?|bun|curls|bald)\b", re.IGNORECASE)),
-    ("clothing", re.compile(
-        r"\b(wearing|wears|dressed|dress|shirt|t-shirt|blouse|jacket|coat|sweater|hoodie|suit|"
-        r"jeans|skirt|trousers|pants|hat|cap|scarf|glasses|sunglasses|uniform|outfit|top|vest|"
-        r"necklace|earrings)\b", re.IGNORECASE)),
-    ("expression", re.compile(
-        r"\b(smil\w*|laugh\w*|grin\w*|frown\w*|serious|neutral|surprised|sad|happy|angry|"
-        r"expression|talking|speaking|mouth|eyes closed)\b", re.IGNORECASE)),
-    ("shot", re.compile(r"\b(close-up|closeup|medium shot|wide shot|full body|upper body|portrait|"
-                        r"headshot|shot)\b", re.IGNORECASE)),
-    ("angle", re.compile(r"\b(view|angle|profile|from above|from below|overhead)\b", re.IGNORECASE)),
-    ("lighting", re.compile(r"\b(light|lighting|lit|sunlight|sunlit|shadows?|sunset|sunrise|"
-                            r"golden hour|backlit|neon|dim|bright)\b", re.IGNORECASE)),
-    ("environment", re.compile(
-        r"\b(background|room|indoors?|outdoors?|street|park|office|kitchen|studio|beach|forest|"
-        r"city|wall|field|sky|garden|stage|car|building|window|sea|mountains?|snow|road|cafe|"
-        r"in front of|behind her|behind him)\b", re.IGNORECASE)),
+    (
+        "clothing",
+        re.compile(
+            r"\b(wearing|wears|dressed|dress|shirt|t-shirt|blouse|jacket|coat|sweater|hoodie|suit|"
+            r"jeans|skirt|trousers|pants|hat|cap|scarf|glasses|sunglasses|uniform|outfit|top|vest|"
+            r"necklace|earrings)\b",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        "expression",
+        re.compile(
+            r"\b(smil\w*|laugh\w*|grin\w*|frown\w*|serious|neutral|surprised|sad|happy|angry|"
+            r"expression|talking|speaking|mouth|eyes closed)\b",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        "shot",
+        re.compile(
+            r"\b(close-up|closeup|medium shot|wide shot|full body|upper body|portrait|"
+            r"headshot|shot)\b",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        "angle",
+        re.compile(r"\b(view|angle|profile|from above|from below|overhead)\b", re.IGNORECASE),
+    ),
+    (
+        "lighting",
+        re.compile(
+            r"\b(light|lighting|lit|sunlight|sunlit|shadows?|sunset|sunrise|"
+            r"golden hour|backlit|neon|dim|bright)\b",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        "environment",
+        re.compile(
+            r"\b(background|room|indoors?|outdoors?|street|park|office|kitchen|studio|beach|forest|"
+            r"city|wall|field|sky|garden|stage|car|building|window|sea|mountains?|snow|road|cafe|"
+            r"in front of|behind her|behind him)\b",
+            re.IGNORECASE,
+        ),
+    ),
 ]
-_SUBJECT = re.compile(r"^(?:an?|the|one)\s+(?:young\s+|old\s+|middle-aged\s+|little\s+)?"
-                      r"(woman|man|girl|boy|person|child|lady|guy|people|couple|dog|cat)\b", re.IGNORECASE)
+_SUBJECT = re.compile(
+    r"^(?:an?|the|one)\s+(?:young\s+|old\s+|middle-aged\s+|little\s+)?"
+    r"(woman|man|girl|boy|person|child|lady|guy|people|couple|dog|cat)\b",
+    re.IGNORECASE,
+)
 _ING = re.compile(r"\b\w{3,}ing\b", re.IGNORECASE)
-_PRONOUN_LEAD = re.compile(r"^(?:she|he|they|the (?:woman|man|person))\s+(?:has|have|is|are)\s+", re.IGNORECASE)
+_PRONOUN_LEAD = re.compile(
+    r"^(?:she|he|they|the (?:woman|man|person))\s+(?:has|have|is|are)\s+", re.IGNORECASE
+)
 _PRONOUN_VERB = re.compile(r"^(?:she|he|they)\s+(?=\w+s?\b)", re.IGNORECASE)
 # the template says "wearing {clothing}": the value is the garment, not the verb
 _CLOTHING_LEAD = re.compile(r"^(?:is\s+)?(?:wearing|wears|dressed\s+in)\s+", re.IGNORECASE)
@@ -61,7 +96,9 @@ def phrases_to_slots(text: str, *, keep_identity: bool = False) -> dict[str, str
 
 
 def _slot_of(phrase: str) -> str:
-    if _SUBJECT.match(phrase) and not any(r.search(phrase) for s, r in _RULES if s in ("hair", "clothing")):
+    if _SUBJECT.match(phrase) and not any(
+        r.search(phrase) for s, r in _RULES if s in ("hair", "clothing")
+    ):
         return "subject"
     for slot, rule in _RULES:
         if rule.search(phrase):

@@ -26,17 +26,36 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from loraforge.captioning.errors import InvalidTemplate
 from loraforge.captioning.text import tidy
 from loraforge.runtime.params import LoraType
 
 # Every slot a source can fill. Unknown names in a user template are refused: they would
 # never be filled and the part would silently vanish.
-SLOTS = frozenset({
-    "trigger", "class_noun", "subject", "hair", "clothing", "action", "expression", "angle",
-    "shot", "environment", "background", "lighting", "colors", "motion", "pose", "details",
-    "face_shape", "eye_color", "skin_color",
-})
+SLOTS = frozenset(
+    {
+        "trigger",
+        "class_noun",
+        "subject",
+        "hair",
+        "clothing",
+        "action",
+        "expression",
+        "angle",
+        "shot",
+        "environment",
+        "background",
+        "lighting",
+        "colors",
+        "motion",
+        "pose",
+        "details",
+        "face_shape",
+        "eye_color",
+        "skin_color",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -53,7 +72,11 @@ class CaptionTemplate:
     def from_dict(cls, lora_type: str, doc: Mapping[str, Any]) -> CaptionTemplate:
         if isinstance(doc, list):  # shorthand: just the parts
             doc = {"parts": doc}
-        if not isinstance(doc, Mapping) or not isinstance(doc.get("parts"), list) or not doc["parts"]:
+        if (
+            not isinstance(doc, Mapping)
+            or not isinstance(doc.get("parts"), list)
+            or not doc["parts"]
+        ):
             raise InvalidTemplate(f"template {lora_type!r}: needs a non-empty list 'parts'")
         unknown_keys = set(doc) - {"parts", "separator", "shared", "exclude", "trigger_first"}
         if unknown_keys:
@@ -65,18 +88,28 @@ class CaptionTemplate:
             fields.append(tuple(_fields_of(lora_type, part)))
         used = [f for fs in fields for f in fs]
         if used.count("trigger") != 1:
-            raise InvalidTemplate(f"template {lora_type!r}: use {{trigger}} exactly once "
-                                  f"(found {used.count('trigger')})")
+            raise InvalidTemplate(
+                f"template {lora_type!r}: use {{trigger}} exactly once "
+                f"(found {used.count('trigger')})"
+            )
         t = cls(
-            lora_type=lora_type, parts=tuple(doc["parts"]), separator=str(doc.get("separator", ", ")),
-            shared=tuple(doc.get("shared", ())), exclude=tuple(doc.get("exclude", ())),
-            trigger_first=bool(doc.get("trigger_first", True)), _fields=tuple(fields),
+            lora_type=lora_type,
+            parts=tuple(doc["parts"]),
+            separator=str(doc.get("separator", ", ")),
+            shared=tuple(doc.get("shared", ())),
+            exclude=tuple(doc.get("exclude", ())),
+            trigger_first=bool(doc.get("trigger_first", True)),
+            _fields=tuple(fields),
         )
         for name in (*t.shared, *t.exclude):
             if name not in SLOTS:
-                raise InvalidTemplate(f"template {lora_type!r}: unknown slot {name!r} in shared/exclude")
+                raise InvalidTemplate(
+                    f"template {lora_type!r}: unknown slot {name!r} in shared/exclude"
+                )
         if t.trigger_first and "trigger" not in fields[0]:
-            raise InvalidTemplate(f"template {lora_type!r}: trigger_first needs {{trigger}} in the first part")
+            raise InvalidTemplate(
+                f"template {lora_type!r}: trigger_first needs {{trigger}} in the first part"
+            )
         return t
 
     @property
@@ -95,8 +128,13 @@ class CaptionTemplate:
         return self.separator.join(p for p in out if p.strip())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"parts": list(self.parts), "separator": self.separator, "shared": list(self.shared),
-                "exclude": list(self.exclude), "trigger_first": self.trigger_first}
+        return {
+            "parts": list(self.parts),
+            "separator": self.separator,
+            "shared": list(self.shared),
+            "exclude": list(self.exclude),
+            "trigger_first": self.trigger_first,
+        }
 
 
 def _fields_of(lora_type: str, part: str) -> list[str]:
@@ -109,28 +147,40 @@ def _fields_of(lora_type: str, part: str) -> list[str]:
         if name is None:
             continue
         if not name.isidentifier() or spec or conv:
-            raise InvalidTemplate(f"template {lora_type!r}: {{{name}}} in {part!r}: use bare slot "
-                                  "names like {clothing}, no attributes, indexes or formats")
+            raise InvalidTemplate(
+                f"template {lora_type!r}: {{{name}}} in {part!r}: use bare slot "
+                "names like {clothing}, no attributes, indexes or formats"
+            )
         if name not in SLOTS:
-            raise InvalidTemplate(f"template {lora_type!r}: unknown slot {{{name}}} in {part!r}; "
-                                  f"known slots: {', '.join(sorted(SLOTS))}")
+            raise InvalidTemplate(
+                f"template {lora_type!r}: unknown slot {{{name}}} in {part!r}; "
+                f"known slots: {', '.join(sorted(SLOTS))}"
+            )
         names.append(name)
     return names
 
 
 def default_templates() -> dict[str, CaptionTemplate]:
-    text = resources.files("loraforge.captioning").joinpath("data", "templates.json").read_text("utf-8")
+    text = (
+        resources.files("loraforge.captioning")
+        .joinpath("data", "templates.json")
+        .read_text("utf-8")
+    )
     doc = json.loads(text)
     return {k: CaptionTemplate.from_dict(k, v) for k, v in doc.items() if not k.startswith("_")}
 
 
-def load_templates(user: str | Path | Mapping[str, Any] | None = None) -> dict[str, CaptionTemplate]:
+def load_templates(
+    user: str | Path | Mapping[str, Any] | None = None,
+) -> dict[str, CaptionTemplate]:
     """Defaults, overridden per LoRA type by the user's templates (a dict, a YAML/JSON file, or
     YAML/JSON text)."""
     templates = default_templates()
     if user is None:
         return templates
-    if isinstance(user, Path) or (isinstance(user, str) and "\n" not in user and Path(user).is_file()):
+    if isinstance(user, Path) or (
+        isinstance(user, str) and "\n" not in user and Path(user).is_file()
+    ):
         user = Path(user).read_text("utf-8")
     if isinstance(user, str):
         try:
@@ -143,7 +193,9 @@ def load_templates(user: str | Path | Mapping[str, Any] | None = None) -> dict[s
         if key.startswith("_"):
             continue
         if key not in {t.value for t in LoraType}:
-            raise InvalidTemplate(f"unknown LoRA type {key!r} in templates; use one of "
-                                  f"{', '.join(t.value for t in LoraType)}")
+            raise InvalidTemplate(
+                f"unknown LoRA type {key!r} in templates; use one of "
+                f"{', '.join(t.value for t in LoraType)}"
+            )
         templates[key] = CaptionTemplate.from_dict(key, value)
     return templates

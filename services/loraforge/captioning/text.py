@@ -15,8 +15,21 @@ from __future__ import annotations
 import re
 
 HEDGE_WORDS = (
-    "appears", "appear", "appearing", "seems", "seem", "seemingly", "possibly", "possible",
-    "likely", "probably", "might", "perhaps", "maybe", "apparently", "presumably",
+    "appears",
+    "appear",
+    "appearing",
+    "seems",
+    "seem",
+    "seemingly",
+    "possibly",
+    "possible",
+    "likely",
+    "probably",
+    "might",
+    "perhaps",
+    "maybe",
+    "apparently",
+    "presumably",
 )
 _HEDGE_RE = re.compile(r"\b(" + "|".join(HEDGE_WORDS) + r")\b", re.IGNORECASE)
 
@@ -27,9 +40,21 @@ _STRIP_RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\b(?:appear|seem)\s+to\s+be\b", re.IGNORECASE), "are"),
     (re.compile(r"\b(?:appears|seems|appear|seem|appearing)\s+to\s+", re.IGNORECASE), ""),
     (re.compile(r"\b(?:might|may|could)\s+be\b", re.IGNORECASE), "is"),
-    (re.compile(r"\b(?:is|are)\s+(?:likely|probably|possibly|perhaps|apparently|presumably)\s+", re.IGNORECASE), "is "),
+    (
+        re.compile(
+            r"\b(?:is|are)\s+(?:likely|probably|possibly|perhaps|apparently|presumably)\s+",
+            re.IGNORECASE,
+        ),
+        "is ",
+    ),
     (re.compile(r"\bwhat\s+(?:looks|seems|appears)\s+(?:like|to\s+be)\s+", re.IGNORECASE), ""),
-    (re.compile(r"\b(?:possibly|likely|probably|perhaps|maybe|apparently|presumably|seemingly)\b,?\s*", re.IGNORECASE), ""),
+    (
+        re.compile(
+            r"\b(?:possibly|likely|probably|perhaps|maybe|apparently|presumably|seemingly)\b,?\s*",
+            re.IGNORECASE,
+        ),
+        "",
+    ),
     (re.compile(r"\bmight\s+", re.IGNORECASE), ""),
 ]
 
@@ -79,7 +104,9 @@ def split_phrases(text: str) -> list[str]:
             phrase = re.sub(r"^(?:and|with|then|also)\s+", "", phrase, flags=re.IGNORECASE)
             phrase = _dedupe_words(phrase)
             if phrase and re.search(r"[A-Za-z]", phrase):
-                out.append(phrase[0].lower() + phrase[1:] if phrase[:2] != phrase[:2].upper() else phrase)
+                out.append(
+                    phrase[0].lower() + phrase[1:] if phrase[:2] != phrase[:2].upper() else phrase
+                )
     return out
 
 

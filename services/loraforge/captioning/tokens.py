@@ -132,8 +132,9 @@ def load_tokenizer(path: str | Path, max_tokens: int | None = None) -> HFTokeniz
         limit = max_tokens or int(getattr(tok, "model_max_length", 0) or 0)
     except (ImportError, OSError, ValueError):
         if not (path / "tokenizer.json").is_file():
-            raise InvalidInput(f"{path} holds no tokenizer (vocab.json+merges.txt, spiece.model "
-                               "or tokenizer.json)") from None
+            raise InvalidInput(
+                f"{path} holds no tokenizer (vocab.json+merges.txt, spiece.model or tokenizer.json)"
+            ) from None
         from tokenizers import Tokenizer
 
         tok, limit = Tokenizer.from_file(str(path / "tokenizer.json")), max_tokens or 0
@@ -149,22 +150,30 @@ class Fitted:
     warning: str | None = None
 
 
-def fit(text: str, tokenizer: TextTokenizer, *, what: str = "caption", separator: str = ",") -> Fitted:
+def fit(
+    text: str, tokenizer: TextTokenizer, *, what: str = "caption", separator: str = ","
+) -> Fitted:
     """Cut a generated caption at phrase boundaries until it fits, warning when it was cut.
     The first phrase (the trigger, by template) is never dropped."""
     n = tokenizer.count(text)
     if n <= tokenizer.max_tokens:
         return Fitted(text, n)
-    parts = [p for p in text.split(separator)]
+    parts = list(text.split(separator))
     while len(parts) > 1 and tokenizer.count(separator.join(parts)) > tokenizer.max_tokens:
         parts.pop()
     cut = separator.join(parts).strip()
     m = tokenizer.count(cut)
     if m > tokenizer.max_tokens:
-        raise InvalidInput(f"{what}: even its first phrase is {m} tokens, over the "
-                           f"{tokenizer.max_tokens}-token limit of {tokenizer.name}")
-    return Fitted(cut, m, f"{what} was {n} tokens, over the {tokenizer.max_tokens}-token limit "
-                          f"of {tokenizer.name}; cut to {m} tokens: {cut!r}")
+        raise InvalidInput(
+            f"{what}: even its first phrase is {m} tokens, over the "
+            f"{tokenizer.max_tokens}-token limit of {tokenizer.name}"
+        )
+    return Fitted(
+        cut,
+        m,
+        f"{what} was {n} tokens, over the {tokenizer.max_tokens}-token limit "
+        f"of {tokenizer.name}; cut to {m} tokens: {cut!r}",
+    )
 
 
 def check_user_length(text: str, tokenizer: TextTokenizer, *, what: str = "caption") -> int:
@@ -174,5 +183,6 @@ def check_user_length(text: str, tokenizer: TextTokenizer, *, what: str = "capti
         raise InvalidCaption(
             f"{what} is {n} tokens but {tokenizer.name} reads at most {tokenizer.max_tokens}; "
             f"shorten it by about {n - tokenizer.max_tokens} tokens (drop the least important "
-            "phrases at the end)")
+            "phrases at the end)"
+        )
     return n

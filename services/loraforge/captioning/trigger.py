@@ -27,8 +27,10 @@ _DIGITS = "23456789"
 
 def _problem(trigger: str, tokenizer: TextTokenizer | None) -> str | None:
     if not _SHAPE.match(trigger or ""):
-        return ("it must be 2-64 letters, digits, '_' or '-' with no spaces "
-                "(one token the caption can start with)")
+        return (
+            "it must be 2-64 letters, digits, '_' or '-' with no spaces "
+            "(one token the caption can start with)"
+        )
     low = trigger.lower()
     parts = [p for p in re.split(r"[_-]", low) if p]
     joined = "".join(parts)
@@ -36,14 +38,18 @@ def _problem(trigger: str, tokenizer: TextTokenizer | None) -> str | None:
         return f"{joined!r} is a common English word, which the model already has a meaning for"
     rare = [p for p in parts if not p.isdigit() and not is_dictionary_word(p)]
     if not rare:
-        return (f"every part of it ({', '.join(parts)}) is a common English word or a number; "
-                "at least one part must be a made-up token")
+        return (
+            f"every part of it ({', '.join(parts)}) is a common English word or a number; "
+            "at least one part must be a made-up token"
+        )
     if tokenizer is not None:
         for candidate in [low, *rare]:
             rank = tokenizer.common_rank(candidate)
             if rank is not None:
-                return (f"{candidate!r} is a single common token (id {rank}) of {tokenizer.name}, "
-                        "so the model already knows it")
+                return (
+                    f"{candidate!r} is a single common token (id {rank}) of {tokenizer.name}, "
+                    "so the model already knows it"
+                )
     return None
 
 
@@ -73,5 +79,6 @@ def validate_trigger(trigger: str, tokenizer: TextTokenizer | None = None) -> st
         suggestion = suggest_trigger(trigger, tokenizer)
         raise InvalidTrigger(
             f"trigger {trigger!r} is not a rare token: {problem}. Use a made-up token such as "
-            f"{suggestion!r} (or a rare token plus the class, like '{suggestion}_woman')")
+            f"{suggestion!r} (or a rare token plus the class, like '{suggestion}_woman')"
+        )
     return trigger

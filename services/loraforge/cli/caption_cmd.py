@@ -13,18 +13,22 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
+
 from loraforge.cli.datasets import resolve_dataset
 from loraforge.cli.jobs import call, follow, is_terminal, job_state, scope
 from loraforge.cli.output import console, emit_json, fail
 from loraforge.cli.remote import remote_of
 from loraforge.runtime.params import LoraType
 
-INTERIM = ("Goes through the captioning service (settings.endpoints.captioning), or the "
-           "gateway with --api.")
+INTERIM = (
+    "Goes through the captioning service (settings.endpoints.captioning), or the "
+    "gateway with --api."
+)
 
 caption_app = typer.Typer(
     help="Caption a curated dataset; review (edit, approve) its captions.",
-    invoke_without_command=True, no_args_is_help=False,
+    invoke_without_command=True,
+    no_args_is_help=False,
 )
 
 
@@ -41,31 +45,47 @@ def register(app: typer.Typer) -> None:
 def _default_user() -> str:
     try:
         return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no login name (containers): a neutral one
+    except Exception:
         return "user"
 
 
 @caption_app.callback(invoke_without_command=True)
 def caption(
     ctx: typer.Context,
-    project: str | None = typer.Option(None, "--project", "-p", help="Project to caption (required)."),
-    trigger: str | None = typer.Option(None, "--trigger", help="Rare token every caption starts "
-                                       "with, e.g. ohwx_woman (required)."),
+    project: str | None = typer.Option(
+        None, "--project", "-p", help="Project to caption (required)."
+    ),
+    trigger: str | None = typer.Option(
+        None, "--trigger", help="Rare token every caption starts with, e.g. ohwx_woman (required)."
+    ),
     tenant: str = typer.Option("default", "--tenant", help="Tenant the project belongs to."),
-    dataset: str | None = typer.Option(None, "--dataset", help="Dataset id (default: the project's "
-                                       "newest curated dataset)."),
-    lora_type: Annotated[LoraType | None, typer.Option(
-        "--type", help="What the LoRA learns (default: the dataset's type).")] = None,
-    source: Annotated[Source, typer.Option("--source", help="Where descriptions come from: measured "
-                                           "attributes, a local VLM, or an OpenAI-style API.")
-                      ] = Source.ATTRIBUTES,
-    class_noun: str | None = typer.Option(None, "--class-noun", help="Class word after the trigger, "
-                                          "e.g. woman (default: person)."),
-    base: str | None = typer.Option(None, "--base", help="Base model preset the captions are for "
-                                    "(sets the token limit)."),
-    motion: str | None = typer.Option(None, "--motion", help="Effect LoRAs: the motion every "
-                                      "sample shares."),
-    wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the job and show the captions."),
+    dataset: str | None = typer.Option(
+        None, "--dataset", help="Dataset id (default: the project's newest curated dataset)."
+    ),
+    lora_type: Annotated[
+        LoraType | None,
+        typer.Option("--type", help="What the LoRA learns (default: the dataset's type)."),
+    ] = None,
+    source: Annotated[
+        Source,
+        typer.Option(
+            "--source",
+            help="Where descriptions come from: measured "
+            "attributes, a local VLM, or an OpenAI-style API.",
+        ),
+    ] = Source.ATTRIBUTES,
+    class_noun: str | None = typer.Option(
+        None, "--class-noun", help="Class word after the trigger, e.g. woman (default: person)."
+    ),
+    base: str | None = typer.Option(
+        None, "--base", help="Base model preset the captions are for (sets the token limit)."
+    ),
+    motion: str | None = typer.Option(
+        None, "--motion", help="Effect LoRAs: the motion every sample shares."
+    ),
+    wait: bool = typer.Option(
+        True, "--wait/--no-wait", help="Follow the job and show the captions."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Caption a curated dataset: every caption starts with the trigger; edited or approved
@@ -73,21 +93,58 @@ def caption(
     if ctx.invoked_subcommand is not None:
         return
     if not project or not trigger:
-        missing = " and ".join(n for n, v in (("--project", project), ("--trigger", trigger)) if not v)
-        fail(f"missing {missing}: `loraforge caption --project NAME --trigger WORD`",
-             as_json=as_json, code=2)
+        missing = " and ".join(
+            n for n, v in (("--project", project), ("--trigger", trigger)) if not v
+        )
+        fail(
+            f"missing {missing}: `loraforge caption --project NAME --trigger WORD`",
+            as_json=as_json,
+            code=2,
+        )
     remote = remote_of(ctx)
     if remote is not None:
-        _remote_caption(remote, project, trigger, dataset, lora_type, source, class_noun, base, motion,
-                        wait, as_json)
+        _remote_caption(
+            remote,
+            project,
+            trigger,
+            dataset,
+            lora_type,
+            source,
+            class_noun,
+            base,
+            motion,
+            wait,
+            as_json,
+        )
         return
-    _caption(project, tenant, trigger, dataset, lora_type, source, class_noun, base, motion,
-             wait, as_json)
+    _caption(
+        project,
+        tenant,
+        trigger,
+        dataset,
+        lora_type,
+        source,
+        class_noun,
+        base,
+        motion,
+        wait,
+        as_json,
+    )
 
 
-def _caption(project: str, tenant: str, trigger: str, dataset: str | None, lora_type: LoraType | None,
-             source: Source, class_noun: str | None, base: str | None, motion: str | None,
-             wait: bool, as_json: bool) -> None:
+def _caption(
+    project: str,
+    tenant: str,
+    trigger: str,
+    dataset: str | None,
+    lora_type: LoraType | None,
+    source: Source,
+    class_noun: str | None,
+    base: str | None,
+    motion: str | None,
+    wait: bool,
+    as_json: bool,
+) -> None:
     from loraforge.captioning.auto import save_defaults
     from loraforge.captioning.trigger import validate_trigger
     from loraforge.runtime.errors import LoraforgeError, NotFound, Unavailable
@@ -113,8 +170,16 @@ def _caption(project: str, tenant: str, trigger: str, dataset: str | None, lora_
     kind = lora_type.value if lora_type else str(record.get("lora_type") or "")
     try:
         # Later datasets of this project are captioned the same way, automatically.
-        save_defaults(store, ref, trigger=trigger, lora_type=kind, source=source.value,
-                      class_noun=class_noun, base_preset=base, motion=motion)
+        save_defaults(
+            store,
+            ref,
+            trigger=trigger,
+            lora_type=kind,
+            source=source.value,
+            class_noun=class_noun,
+            base_preset=base,
+            motion=motion,
+        )
     except LoraforgeError as exc:
         fail(str(exc), as_json=as_json, code=2)
     wire = scope(tenant, project)
@@ -122,10 +187,19 @@ def _caption(project: str, tenant: str, trigger: str, dataset: str | None, lora_
     with sync_channel(target) as channel:
         stub = captioning_pb2_grpc.CaptioningServiceStub(channel)
         request = captioning_pb2.StartCaptioningRequest(
-            scope=wire, request_id=f"cli-{uuid.uuid4().hex}", dataset_id=dataset_id, trigger=trigger,
-            lora_type=kind, source=source.value, class_noun=class_noun or "", base_preset=base or "",
-            motion=motion or "")
-        job = call(stub.StartCaptioning, request, service="captioning", target=target, as_json=as_json)
+            scope=wire,
+            request_id=f"cli-{uuid.uuid4().hex}",
+            dataset_id=dataset_id,
+            trigger=trigger,
+            lora_type=kind,
+            source=source.value,
+            class_noun=class_noun or "",
+            base_preset=base or "",
+            motion=motion or "",
+        )
+        job = call(
+            stub.StartCaptioning, request, service="captioning", target=target, as_json=as_json
+        )
         if wait and not is_terminal(job):
             job = follow(stub, wire, job, service="captioning", target=target, as_json=as_json)
     state = job_state(job)
@@ -133,8 +207,10 @@ def _caption(project: str, tenant: str, trigger: str, dataset: str | None, lora_
         if as_json:
             emit_json({"job_id": job.id, "state": state, "dataset_id": dataset_id})
         else:
-            console.print(f"captioning job [bold]{job.id}[/bold] {state} for dataset {dataset_id} "
-                          "(not waiting for it: --no-wait)")
+            console.print(
+                f"captioning job [bold]{job.id}[/bold] {state} for dataset {dataset_id} "
+                "(not waiting for it: --no-wait)"
+            )
         return
     if state != "SUCCEEDED":
         fail(f"captioning job {job.id} {state.lower()}: {job.message}", as_json=as_json)
@@ -154,15 +230,30 @@ def _view(store: Any, ref: Any, dataset_id: str, job: Any, trigger: str) -> dict
 
     result = dict_from_struct(job.result)
     records = CaptionReviewStore(store, ref, dataset_id).list()
-    captions = [{
-        "clip_id": r.clip_id, "text": r.text, "approved": r.approved, "edited": r.current.by_human,
-        "author": r.current.author, "versions": len(r.versions), "warnings": list(r.current.warnings),
-    } for r in records]
+    captions = [
+        {
+            "clip_id": r.clip_id,
+            "text": r.text,
+            "approved": r.approved,
+            "edited": r.current.by_human,
+            "author": r.current.author,
+            "versions": len(r.versions),
+            "warnings": list(r.current.warnings),
+        }
+        for r in records
+    ]
     return {
-        "job_id": job.id, "state": job_state(job), "message": job.message, "dataset_id": dataset_id,
-        "tenant": ref.tenant, "project": ref.project, "trigger": result.get("trigger", trigger),
-        "lora_type": result.get("lora_type"), "written": int(result.get("written") or 0),
-        "kept": int(result.get("kept") or 0), "captions": captions,
+        "job_id": job.id,
+        "state": job_state(job),
+        "message": job.message,
+        "dataset_id": dataset_id,
+        "tenant": ref.tenant,
+        "project": ref.project,
+        "trigger": result.get("trigger", trigger),
+        "lora_type": result.get("lora_type"),
+        "written": int(result.get("written") or 0),
+        "kept": int(result.get("kept") or 0),
+        "captions": captions,
         "warnings": list(result.get("warnings") or []),
     }
 
@@ -178,9 +269,11 @@ def _highlight(text: str, trigger: str) -> Any:
 def _print(view: dict[str, Any]) -> None:
     from rich.table import Table
 
-    console.print(f"[green]dataset {view['dataset_id']}[/green] ({view['tenant']}/{view['project']}): "
-                  f"{len(view['captions'])} captions, {view['written']} new, {view['kept']} kept "
-                  f"(job {view['job_id']})")
+    console.print(
+        f"[green]dataset {view['dataset_id']}[/green] ({view['tenant']}/{view['project']}): "
+        f"{len(view['captions'])} captions, {view['written']} new, {view['kept']} kept "
+        f"(job {view['job_id']})"
+    )
     table = Table("clip", "caption", "status")
     for c in view["captions"]:
         status = "approved" if c["approved"] else ("edited" if c["edited"] else "")
@@ -188,7 +281,9 @@ def _print(view: dict[str, Any]) -> None:
     console.print(table)
     for w in view["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {w}")
-    console.print("review: `loraforge caption edit CLIP_ID TEXT` / `loraforge caption approve CLIP_ID`")
+    console.print(
+        "review: `loraforge caption edit CLIP_ID TEXT` / `loraforge caption approve CLIP_ID`"
+    )
 
 
 # -- review (through the captioning service's review RPCs) -------------------------------------
@@ -222,38 +317,72 @@ class _Review:
 
         with sync_channel(self.target) as channel:
             stub = captioning_pb2_grpc.CaptioningServiceStub(channel)
-            return call(getattr(stub, name), request, service="captioning", target=self.target,
-                        as_json=self.as_json)
+            return call(
+                getattr(stub, name),
+                request,
+                service="captioning",
+                target=self.target,
+                as_json=self.as_json,
+            )
 
     def list(self) -> list[Any]:
         from loraforge.v1 import captioning_pb2
 
-        return list(self._call("ListCaptions", captioning_pb2.ListCaptionsRequest(
-            scope=self.scope, dataset_id=self.dataset_id)).captions)
+        return list(
+            self._call(
+                "ListCaptions",
+                captioning_pb2.ListCaptionsRequest(scope=self.scope, dataset_id=self.dataset_id),
+            ).captions
+        )
 
     def edit(self, clip_id: str, text: str, *, user: str, approve: bool) -> Any:
         from loraforge.v1 import captioning_pb2
 
-        return self._call("EditCaption", captioning_pb2.EditCaptionRequest(
-            scope=self.scope, dataset_id=self.dataset_id, clip_id=clip_id, text=text, user=user,
-            approve=approve))
+        return self._call(
+            "EditCaption",
+            captioning_pb2.EditCaptionRequest(
+                scope=self.scope,
+                dataset_id=self.dataset_id,
+                clip_id=clip_id,
+                text=text,
+                user=user,
+                approve=approve,
+            ),
+        )
 
     def approve(self, clip_id: str, *, user: str, revoke: bool) -> Any:
         from loraforge.v1 import captioning_pb2
 
-        return self._call("ApproveCaption", captioning_pb2.ApproveCaptionRequest(
-            scope=self.scope, dataset_id=self.dataset_id, clip_id=clip_id, user=user, revoke=revoke))
+        return self._call(
+            "ApproveCaption",
+            captioning_pb2.ApproveCaptionRequest(
+                scope=self.scope,
+                dataset_id=self.dataset_id,
+                clip_id=clip_id,
+                user=user,
+                revoke=revoke,
+            ),
+        )
 
 
 def _record_view(rec: Any) -> dict[str, Any]:
     """A CaptionRecord (wire) as the CLI shows it."""
-    return {"clip_id": rec.clip_id, "dataset_id": rec.dataset_id, "text": rec.text,
-            "approved": rec.approved, "approved_by": rec.approved_by,
-            "author": rec.versions[-1].author if rec.versions else "", "versions": len(rec.versions)}
+    return {
+        "clip_id": rec.clip_id,
+        "dataset_id": rec.dataset_id,
+        "text": rec.text,
+        "approved": rec.approved,
+        "approved_by": rec.approved_by,
+        "author": rec.versions[-1].author if rec.versions else "",
+        "versions": len(rec.versions),
+    }
 
 
-@caption_app.command("edit", help=f"Replace one clip's caption with TEXT (a new version; the "
-                     f"old ones are kept). A re-run of captioning keeps it. {INTERIM}")
+@caption_app.command(
+    "edit",
+    help=f"Replace one clip's caption with TEXT (a new version; the "
+    f"old ones are kept). A re-run of captioning keeps it. {INTERIM}",
+)
 def edit(
     ctx: typer.Context,
     clip_id: str = typer.Argument(..., help="Clip id, as `loraforge caption` lists them."),
@@ -272,15 +401,21 @@ def edit(
     if as_json:
         emit_json(_record_view(rec))
     else:
-        console.print(f"{rec.clip_id}:", _highlight(rec.text, rec.text.split(",")[0]),
-                      f"(version {len(rec.versions) - 1}{', approved' if rec.approved else ''})")
+        console.print(
+            f"{rec.clip_id}:",
+            _highlight(rec.text, rec.text.split(",")[0]),
+            f"(version {len(rec.versions) - 1}{', approved' if rec.approved else ''})",
+        )
 
 
-@caption_app.command("approve", help=f"Approve captions as they are (a re-run keeps them). {INTERIM}")
+@caption_app.command(
+    "approve", help=f"Approve captions as they are (a re-run keeps them). {INTERIM}"
+)
 def approve(
     ctx: typer.Context,
-    clip_ids: Annotated[list[str] | None, typer.Argument(help="Clip ids to approve.",
-                                                         show_default=False)] = None,
+    clip_ids: Annotated[
+        list[str] | None, typer.Argument(help="Clip ids to approve.", show_default=False)
+    ] = None,
     project: str = typer.Option(..., "--project", "-p", help="Project name."),
     tenant: str = typer.Option("default", "--tenant", help="Tenant the project belongs to."),
     dataset: str | None = typer.Option(None, "--dataset", help="Dataset id (default: the newest)."),
@@ -308,14 +443,30 @@ def approve(
 
 
 def _caption_view(c: dict[str, Any]) -> dict[str, Any]:
-    return {"clip_id": c["clip_id"], "text": c["text"], "approved": c.get("approved", False),
-            "edited": c.get("edited", False), "author": c.get("author", ""),
-            "versions": c.get("versions", 1), "warnings": c.get("warnings", [])}
+    return {
+        "clip_id": c["clip_id"],
+        "text": c["text"],
+        "approved": c.get("approved", False),
+        "edited": c.get("edited", False),
+        "author": c.get("author", ""),
+        "versions": c.get("versions", 1),
+        "warnings": c.get("warnings", []),
+    }
 
 
-def _remote_caption(remote: Any, project: str, trigger: str, dataset: str | None,
-                    lora_type: LoraType | None, source: Source, class_noun: str | None,
-                    base: str | None, motion: str | None, wait: bool, as_json: bool) -> None:
+def _remote_caption(
+    remote: Any,
+    project: str,
+    trigger: str,
+    dataset: str | None,
+    lora_type: LoraType | None,
+    source: Source,
+    class_noun: str | None,
+    base: str | None,
+    motion: str | None,
+    wait: bool,
+    as_json: bool,
+) -> None:
     from loraforge.captioning.trigger import validate_trigger
     from loraforge.runtime.errors import LoraforgeError
 
@@ -325,9 +476,15 @@ def _remote_caption(remote: Any, project: str, trigger: str, dataset: str | None
         fail(str(exc), as_json=as_json, code=2)
     with remote:
         dataset_id = dataset or remote.newest_dataset(project, as_json=as_json)
-        body = {"dataset_id": dataset_id, "trigger": trigger, "source": source.value,
-                "lora_type": lora_type.value if lora_type else None, "class_noun": class_noun or "",
-                "base_preset": base or "", "motion": motion or ""}
+        body = {
+            "dataset_id": dataset_id,
+            "trigger": trigger,
+            "source": source.value,
+            "lora_type": lora_type.value if lora_type else None,
+            "class_noun": class_noun or "",
+            "base_preset": base or "",
+            "motion": motion or "",
+        }
         job = remote.start(project, "captioning", body, as_json=as_json)
         if wait and job["state"] not in ("SUCCEEDED", "FAILED", "CANCELLED"):
             job = remote.follow(project, "captioning", job, as_json=as_json)
@@ -335,20 +492,34 @@ def _remote_caption(remote: Any, project: str, trigger: str, dataset: str | None
             if as_json:
                 emit_json({"job_id": job["id"], "state": job["state"], "dataset_id": dataset_id})
             else:
-                console.print(f"captioning job [bold]{job['id']}[/bold] {job['state']} for dataset "
-                              f"{dataset_id} (not waiting for it: --no-wait)")
+                console.print(
+                    f"captioning job [bold]{job['id']}[/bold] {job['state']} for dataset "
+                    f"{dataset_id} (not waiting for it: --no-wait)"
+                )
             return
         if job["state"] != "SUCCEEDED":
-            fail(f"captioning job {job['id']} {job['state'].lower()}: {job.get('message', '')}",
-                 as_json=as_json)
-        caps = remote.request("GET", f"/v1/projects/{project}/datasets/{dataset_id}/captions",
-                              as_json=as_json)["captions"]
+            fail(
+                f"captioning job {job['id']} {job['state'].lower()}: {job.get('message', '')}",
+                as_json=as_json,
+            )
+        caps = remote.request(
+            "GET", f"/v1/projects/{project}/datasets/{dataset_id}/captions", as_json=as_json
+        )["captions"]
     result = job.get("result") or {}
-    view = {"job_id": job["id"], "state": job["state"], "message": job.get("message", ""),
-            "dataset_id": dataset_id, "tenant": None, "project": project,
-            "trigger": result.get("trigger", trigger), "lora_type": result.get("lora_type"),
-            "written": int(result.get("written") or 0), "kept": int(result.get("kept") or 0),
-            "captions": [_caption_view(c) for c in caps], "warnings": list(result.get("warnings") or [])}
+    view = {
+        "job_id": job["id"],
+        "state": job["state"],
+        "message": job.get("message", ""),
+        "dataset_id": dataset_id,
+        "tenant": None,
+        "project": project,
+        "trigger": result.get("trigger", trigger),
+        "lora_type": result.get("lora_type"),
+        "written": int(result.get("written") or 0),
+        "kept": int(result.get("kept") or 0),
+        "captions": [_caption_view(c) for c in caps],
+        "warnings": list(result.get("warnings") or []),
+    }
     if as_json:
         emit_json(view)
     else:
@@ -356,8 +527,15 @@ def _remote_caption(remote: Any, project: str, trigger: str, dataset: str | None
         _print(view)
 
 
-def _remote_edit(remote: Any, clip_id: str, text: str, project: str, dataset: str | None,
-                 approve: bool, as_json: bool) -> None:
+def _remote_edit(
+    remote: Any,
+    clip_id: str,
+    text: str,
+    project: str,
+    dataset: str | None,
+    approve: bool,
+    as_json: bool,
+) -> None:
     """PUT .../captions/CLIP (the gateway records the key as the author), then approve."""
     with remote:
         dataset_id = dataset or remote.newest_dataset(project, as_json=as_json)
@@ -365,25 +543,47 @@ def _remote_edit(remote: Any, clip_id: str, text: str, project: str, dataset: st
         rec = remote.request("PUT", base, json={"text": text}, as_json=as_json)
         if approve:
             rec = remote.request("POST", f"{base}/approve", as_json=as_json)
-    view = {"dataset_id": dataset_id, **_caption_view(rec), "approved_by": rec.get("approved_by", "")}
+    view = {
+        "dataset_id": dataset_id,
+        **_caption_view(rec),
+        "approved_by": rec.get("approved_by", ""),
+    }
     if as_json:
         emit_json(view)
     else:
-        console.print(f"{view['clip_id']}:", _highlight(view["text"], rec.get("trigger") or text.split(",")[0]),
-                      f"(version {view['versions'] - 1}{', approved' if view['approved'] else ''})")
+        console.print(
+            f"{view['clip_id']}:",
+            _highlight(view["text"], rec.get("trigger") or text.split(",")[0]),
+            f"(version {view['versions'] - 1}{', approved' if view['approved'] else ''})",
+        )
 
 
-def _remote_approve(remote: Any, clip_ids: list[str], every: bool, revoke: bool, project: str,
-                    dataset: str | None, as_json: bool) -> None:
+def _remote_approve(
+    remote: Any,
+    clip_ids: list[str],
+    every: bool,
+    revoke: bool,
+    project: str,
+    dataset: str | None,
+    as_json: bool,
+) -> None:
     if revoke:
-        fail("--revoke has no equivalent in the gateway's API; withdraw approvals locally "
-             "(without --api)", as_json=as_json, code=2)
+        fail(
+            "--revoke has no equivalent in the gateway's API; withdraw approvals locally "
+            "(without --api)",
+            as_json=as_json,
+            code=2,
+        )
     with remote:
         dataset_id = dataset or remote.newest_dataset(project, as_json=as_json)
         base = f"/v1/projects/{project}/datasets/{dataset_id}/captions"
         if every:
-            clip_ids = [c["clip_id"] for c in remote.request("GET", base, as_json=as_json)["captions"]]
-        recs = [remote.request("POST", f"{base}/{cid}/approve", as_json=as_json) for cid in clip_ids]
+            clip_ids = [
+                c["clip_id"] for c in remote.request("GET", base, as_json=as_json)["captions"]
+            ]
+        recs = [
+            remote.request("POST", f"{base}/{cid}/approve", as_json=as_json) for cid in clip_ids
+        ]
     if as_json:
         emit_json({"dataset_id": dataset_id, "captions": [_caption_view(r) for r in recs]})
     else:

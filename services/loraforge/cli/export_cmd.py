@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
 import typer
+
 from loraforge.cli.datasets import resolve_dataset
 from loraforge.cli.output import console, emit_json, err_console, fail
 from loraforge.cli.remote import local_only
@@ -36,14 +37,24 @@ def register(app: typer.Typer) -> None:
 def export(
     ctx: typer.Context,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Target layout.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write it: a new (empty) folder; "
-                                      "for the Wan zips a folder or a .zip path.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Where to write it: a new (empty) folder; "
+            "for the Wan zips a folder or a .zip path.",
+        ),
+    ],
     project: str = typer.Option(..., "--project", "-p", help="Project whose dataset to export."),
     tenant: str = typer.Option("default", "--tenant", help="Tenant the project belongs to."),
     dataset: str | None = typer.Option(None, "--dataset", help="Dataset id (default: the newest)."),
-    trigger: str | None = typer.Option(None, "--trigger", help="Trigger word (default: the one the "
-                                       "dataset was captioned with)."),
-    class_noun: str = typer.Option("person", "--class-noun", help="kohya: class word of the folder."),
+    trigger: str | None = typer.Option(
+        None, "--trigger", help="Trigger word (default: the one the dataset was captioned with)."
+    ),
+    class_noun: str = typer.Option(
+        "person", "--class-noun", help="kohya: class word of the folder."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Export a captioned dataset for a trainer, and validate the result by reading it back."""
@@ -74,8 +85,12 @@ def export(
     except LoraforgeError as exc:
         fail(str(exc), as_json=as_json, code=2)
     if not captions:
-        fail(f"dataset {dataset_id} has no captions yet; run `loraforge caption --project {project} "
-             "--trigger WORD` first", as_json=as_json, code=2)
+        fail(
+            f"dataset {dataset_id} has no captions yet; run `loraforge caption --project {project} "
+            "--trigger WORD` first",
+            as_json=as_json,
+            code=2,
+        )
     trigger = trigger or run.get("trigger") or ""
     if not trigger and fmt is Format.KOHYA:
         fail("kohya needs the trigger word: pass --trigger", as_json=as_json, code=2)
@@ -84,8 +99,9 @@ def export(
     with tempfile.TemporaryDirectory(prefix="loraforge-export-") as tmp:
         try:
             items = _download(store, clips, captions, Path(tmp), as_json)
-            result = run_export(fmt.value, items, out, trigger=trigger, lora_type=lora_type,
-                                class_noun=class_noun)
+            result = run_export(
+                fmt.value, items, out, trigger=trigger, lora_type=lora_type, class_noun=class_noun
+            )
         except ExportRefused as exc:
             _refused(exc, fmt.value, as_json)
         except Unavailable as exc:
@@ -98,12 +114,22 @@ def export(
         fail(f"the {fmt.value} export at {result.path} does not read back: {exc}", as_json=as_json)
     expected = int(result.report.get("train_samples", len(items)))
     if len(read_back) != expected:
-        fail(f"the {fmt.value} export at {result.path} reads back {len(read_back)} samples, "
-             f"not {expected}", as_json=as_json)
+        fail(
+            f"the {fmt.value} export at {result.path} reads back {len(read_back)} samples, "
+            f"not {expected}",
+            as_json=as_json,
+        )
     view = {
-        "format": fmt.value, "path": str(result.path), "files": [str(f) for f in result.files],
-        "dataset_id": dataset_id, "tenant": tenant, "project": project, "trigger": trigger,
-        "samples": len(items), "validated": len(read_back), "report": result.report,
+        "format": fmt.value,
+        "path": str(result.path),
+        "files": [str(f) for f in result.files],
+        "dataset_id": dataset_id,
+        "tenant": tenant,
+        "project": project,
+        "trigger": trigger,
+        "samples": len(items),
+        "validated": len(read_back),
+        "report": result.report,
     }
     if as_json:
         emit_json(view)
@@ -119,8 +145,9 @@ def _refused(exc: Any, fmt: str, as_json: bool) -> None:
     fail(f"{fmt} export refused by rule '{exc.rule}': {detail}", code=2)
 
 
-def _download(store: Any, clips: list[Any], captions: dict[str, str], work: Path,
-              as_json: bool) -> list[Any]:
+def _download(
+    store: Any, clips: list[Any], captions: dict[str, str], work: Path, as_json: bool
+) -> list[Any]:
     """The dataset's clips as local files with their current captions, in the dataset's order.
     A clip without a caption gets an empty one, which every export refuses by name
     (caption_required): an export never silently leaves a selected clip out."""
@@ -144,15 +171,19 @@ def _download(store: Any, clips: list[Any], captions: dict[str, str], work: Path
 
 
 def _print(view: dict[str, Any]) -> None:
-    console.print(f"[green]exported[/green] {view['samples']} sample(s) of dataset {view['dataset_id']} "
-                  f"as {view['format']} to [bold]{view['path']}[/bold] "
-                  f"(read back and checked: {view['validated']})")
+    console.print(
+        f"[green]exported[/green] {view['samples']} sample(s) of dataset {view['dataset_id']} "
+        f"as {view['format']} to [bold]{view['path']}[/bold] "
+        f"(read back and checked: {view['validated']})"
+    )
     report = dict(view["report"])
     if "recommended_n_epochs" in report:
-        console.print(f"Wan step rule: {report['train_samples']} training samples at batch size "
-                      f"{report['batch_size']} make {report['steps_per_epoch']} steps per epoch; set "
-                      f"n_epochs to at least [bold]{report['recommended_n_epochs']}[/bold] to reach "
-                      f"the {report['min_total_steps']} steps the service needs")
+        console.print(
+            f"Wan step rule: {report['train_samples']} training samples at batch size "
+            f"{report['batch_size']} make {report['steps_per_epoch']} steps per epoch; set "
+            f"n_epochs to at least [bold]{report['recommended_n_epochs']}[/bold] to reach "
+            f"the {report['min_total_steps']} steps the service needs"
+        )
     for k, v in report.items():
         console.print(f"  {k}: {v}")
     if len(view["files"]) > 1 and view["format"].startswith("wan"):

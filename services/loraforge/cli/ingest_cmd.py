@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
 from loraforge.cli.jobs import call, follow, is_terminal, job_state, scope
 from loraforge.cli.output import console, emit_json, err_console, fail
 
@@ -18,21 +19,32 @@ def register(app: typer.Typer) -> None:
 
 def ingest(
     ctx: typer.Context,
-    sources: Annotated[list[str], typer.Argument(
-        metavar="PATH_OR_URL...", show_default=False,
-        help="Videos, photos, folders, zips, http(s) URLs, or keys already in the raw bucket "
-             "(<tenant>/<project>/...).")],
+    sources: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="PATH_OR_URL...",
+            show_default=False,
+            help="Videos, photos, folders, zips, http(s) URLs, or keys already in the raw bucket "
+            "(<tenant>/<project>/...).",
+        ),
+    ],
     project: str = typer.Option(..., "--project", "-p", help="Project name, e.g. jane-doe."),
     tenant: str = typer.Option("default", "--tenant", help="Tenant the project belongs to."),
     min_s: float = typer.Option(2.0, "--min-s", help="Shortest clip, seconds."),
     max_s: float = typer.Option(5.0, "--max-s", help="Longest clip, seconds."),
-    fps: float = typer.Option(16.0, "--fps", help="Frame rate of the clips (a slower source keeps its own)."),
-    max_long_side: int = typer.Option(0, "--max-long-side",
-                                      help="Cap on the clips' longest side in pixels (0: keep)."),
+    fps: float = typer.Option(
+        16.0, "--fps", help="Frame rate of the clips (a slower source keeps its own)."
+    ),
+    max_long_side: int = typer.Option(
+        0, "--max-long-side", help="Cap on the clips' longest side in pixels (0: keep)."
+    ),
     lora_type: str = typer.Option(
-        "", "--type", help="LoRA type the clips are for (character, expression, pose, style, background, "
-                           "lighting, effect): the automatic curation after ingest uses its policy. "
-                           "Default: the project's captioning defaults' type, else character."),
+        "",
+        "--type",
+        help="LoRA type the clips are for (character, expression, pose, style, background, "
+        "lighting, effect): the automatic curation after ingest uses its policy. "
+        "Default: the project's captioning defaults' type, else character.",
+    ),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the job until it ends."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
@@ -41,7 +53,9 @@ def ingest(
 
     remote = remote_of(ctx)
     if remote is not None:
-        _remote_ingest(remote, sources, project, min_s, max_s, fps, max_long_side, wait, as_json, lora_type)
+        _remote_ingest(
+            remote, sources, project, min_s, max_s, fps, max_long_side, wait, as_json, lora_type
+        )
         return
     from loraforge.runtime.errors import LoraforgeError, Unavailable
     from loraforge.runtime.keys import ProjectRef
@@ -66,14 +80,25 @@ def ingest(
     with sync_channel(target) as channel:
         stub = ingest_pb2_grpc.IngestServiceStub(channel)
         request = ingest_pb2.StartIngestRequest(
-            scope=scope(ref.tenant, ref.project), request_id=f"cli-{uuid.uuid4().hex}", sources=keys,
-            min_s=min_s, max_s=max_s, fps=fps, max_long_side=max_long_side or None,  # 0: keep
+            scope=scope(ref.tenant, ref.project),
+            request_id=f"cli-{uuid.uuid4().hex}",
+            sources=keys,
+            min_s=min_s,
+            max_s=max_s,
+            fps=fps,
+            max_long_side=max_long_side or None,  # 0: keep
             lora_type=lora_type,
         )
         job = call(stub.StartIngest, request, service="ingest", target=target, as_json=as_json)
         if wait and not is_terminal(job):
-            job = follow(stub, scope(ref.tenant, ref.project), job, service="ingest", target=target,
-                         as_json=as_json)
+            job = follow(
+                stub,
+                scope(ref.tenant, ref.project),
+                job,
+                service="ingest",
+                target=target,
+                as_json=as_json,
+            )
     view = _job_view(job, local_names)
     if as_json:
         emit_json(view)
@@ -86,7 +111,9 @@ def ingest(
 # -- sources -----------------------------------------------------------------------------------
 
 
-def _resolve_sources(settings: Any, ref: Any, sources: list[str], as_json: bool) -> tuple[list[str], dict[str, str]]:
+def _resolve_sources(
+    settings: Any, ref: Any, sources: list[str], as_json: bool
+) -> tuple[list[str], dict[str, str]]:
     """URLs and raw keys pass through; local paths are uploaded. Returns (job sources, key ->
     local name for the report)."""
     from loraforge.ingest.layout import is_url
@@ -108,6 +135,7 @@ def _resolve_sources(settings: Any, ref: Any, sources: list[str], as_json: bool)
         store = ObjectStore.connect(settings.s3)
         store.ensure_buckets()
         with _spinner(as_json, "uploading") as status:
+
             def on_file(path: Path, i: int, total: int) -> None:
                 if status is not None:
                     status.update(f"uploading {i + 1}/{total}: {path.name}")
@@ -140,8 +168,18 @@ def _spinner(as_json: bool, text: str) -> Any:
 # -- remote (--api) ---------------------------------------------------------------------------
 
 
-def _remote_ingest(remote: Any, sources: list[str], project: str, min_s: float, max_s: float,
-                   fps: float, max_long_side: int, wait: bool, as_json: bool, lora_type: str = "") -> None:
+def _remote_ingest(
+    remote: Any,
+    sources: list[str],
+    project: str,
+    min_s: float,
+    max_s: float,
+    fps: float,
+    max_long_side: int,
+    wait: bool,
+    as_json: bool,
+    lora_type: str = "",
+) -> None:
     """The same job through the gateway: local files are uploaded with POST .../uploads (the
     tenant is the API key's), URLs and raw keys pass through."""
     from loraforge.ingest.layout import is_url
@@ -176,16 +214,27 @@ def _remote_ingest(remote: Any, sources: list[str], project: str, min_s: float, 
                     keys.append(up["key"])
             if not as_json:
                 console.print(f"uploaded {new} new file(s), {len(files) - new} already stored")
-        body = {"sources": list(dict.fromkeys(keys)), "min_s": min_s, "max_s": max_s, "fps": fps,
-                "max_long_side": max_long_side or None}
+        body = {
+            "sources": list(dict.fromkeys(keys)),
+            "min_s": min_s,
+            "max_s": max_s,
+            "fps": fps,
+            "max_long_side": max_long_side or None,
+        }
         if lora_type:
             body["lora_type"] = lora_type
         job = remote.start(project, "ingest", body, as_json=as_json)
         if wait and job["state"] not in ("SUCCEEDED", "FAILED", "CANCELLED"):
             job = remote.follow(project, "ingest", job, as_json=as_json)
-    head = {"job_id": job["id"], "state": job["state"], "message": job.get("message", ""),
-            "tenant": None, "project": job.get("project", project), "progress": job.get("progress", 0.0),
-            "api": remote.api}
+    head = {
+        "job_id": job["id"],
+        "state": job["state"],
+        "message": job.get("message", ""),
+        "tenant": None,
+        "project": job.get("project", project),
+        "progress": job.get("progress", 0.0),
+        "api": remote.api,
+    }
     view = _view(head, job.get("result") or {}, names)
     if as_json:
         emit_json(view)
@@ -202,12 +251,23 @@ def _remote_ingest(remote: Any, sources: list[str], project: str, min_s: float, 
 def _job_view(job: Any, local_names: dict[str, str]) -> dict[str, Any]:
     from loraforge.runtime.servicers import dict_from_struct
 
-    return _view({"job_id": job.id, "state": job_state(job), "message": job.message,
-                  "tenant": job.tenant, "project": job.project, "progress": job.progress},
-                 dict_from_struct(job.result), local_names)
+    return _view(
+        {
+            "job_id": job.id,
+            "state": job_state(job),
+            "message": job.message,
+            "tenant": job.tenant,
+            "project": job.project,
+            "progress": job.progress,
+        },
+        dict_from_struct(job.result),
+        local_names,
+    )
 
 
-def _view(head: dict[str, Any], result: dict[str, Any], local_names: dict[str, str]) -> dict[str, Any]:
+def _view(
+    head: dict[str, Any], result: dict[str, Any], local_names: dict[str, str]
+) -> dict[str, Any]:
     sources = []
     for r in result.get("sources", []):
         name = local_names.get(r.get("source", ""), r.get("source"))
@@ -218,14 +278,22 @@ def _view(head: dict[str, Any], result: dict[str, Any], local_names: dict[str, s
             error = error.replace(key_name, Path(local_names[r["source"]]).name)
         if r.get("archive"):
             name = f"{name} :: {r.get('file')}"
-        sources.append({
-            "source": name, "key": r.get("source"), "clips": int(r.get("clips") or 0),
-            "skipped": r.get("skipped") or [], "error": error, "reused": bool(r.get("reused")),
-            "manifest": r.get("manifest_key"), "frame_rate": r.get("frame_rate"),
-        })
+        sources.append(
+            {
+                "source": name,
+                "key": r.get("source"),
+                "clips": int(r.get("clips") or 0),
+                "skipped": r.get("skipped") or [],
+                "error": error,
+                "reused": bool(r.get("reused")),
+                "manifest": r.get("manifest_key"),
+                "frame_rate": r.get("frame_rate"),
+            }
+        )
     return {
         **head,
-        "clips": int(result.get("clips") or 0), "sources": sources,
+        "clips": int(result.get("clips") or 0),
+        "sources": sources,
         "errors": [s for s in sources if s["error"]],
     }
 
@@ -233,20 +301,30 @@ def _view(head: dict[str, Any], result: dict[str, Any], local_names: dict[str, s
 def _print(view: dict[str, Any], *, waited: bool) -> None:
     from rich.table import Table
 
-    color = {"SUCCEEDED": "green", "FAILED": "red", "CANCELLED": "yellow"}.get(view["state"], "cyan")
-    console.print(f"job [bold]{view['job_id']}[/bold] [{color}]{view['state']}[/{color}] "
-                  f"({view['tenant']}/{view['project']}): {view['message']}")
+    color = {"SUCCEEDED": "green", "FAILED": "red", "CANCELLED": "yellow"}.get(
+        view["state"], "cyan"
+    )
+    console.print(
+        f"job [bold]{view['job_id']}[/bold] [{color}]{view['state']}[/{color}] "
+        f"({view['tenant']}/{view['project']}): {view['message']}"
+    )
     if not view["sources"]:
         if not waited:
             console.print("not waiting for it (--no-wait)")
         return
     table = Table("source", "clips", "skipped", "note")
     for s in view["sources"]:
-        note = f"[red]{s['error']}[/red]" if s["error"] else ("already ingested" if s["reused"] else "")
+        note = (
+            f"[red]{s['error']}[/red]"
+            if s["error"]
+            else ("already ingested" if s["reused"] else "")
+        )
         rate = s.get("frame_rate") or {}
         if rate.get("below_target"):  # clips keep the slower rate: never padded with repeats
-            note = (f"{note}; " if note else "") + (f"[yellow]{rate['source_fps']:g} fps source, below "
-                                                    f"{rate['target_fps']:g} fps: clips keep its rate[/yellow]")
+            note = (f"{note}; " if note else "") + (
+                f"[yellow]{rate['source_fps']:g} fps source, below "
+                f"{rate['target_fps']:g} fps: clips keep its rate[/yellow]"
+            )
         table.add_row(s["source"], str(s["clips"]), str(len(s["skipped"])), note)
     console.print(table)
     console.print(f"{view['clips']} clip(s) in total, {len(view['errors'])} file(s) with errors")

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import grpc
+
 from loraforge.cli.output import err_console, fail
 
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
@@ -39,8 +40,15 @@ def is_terminal(job: Any) -> bool:
     return job_state(job) in TERMINAL
 
 
-def call(method: Any, request: Any, *, service: str, target: str, as_json: bool,
-         timeout: float = RPC_TIMEOUT_S) -> Any:
+def call(
+    method: Any,
+    request: Any,
+    *,
+    service: str,
+    target: str,
+    as_json: bool,
+    timeout: float = RPC_TIMEOUT_S,
+) -> Any:
     """One call with a deadline. The channel (grpc_client.sync_channel) retries UNAVAILABLE
     itself; Start* requests carry a request id, so a retried start never makes a second job."""
     from loraforge.runtime.grpc_client import unavailable_hint
@@ -56,8 +64,17 @@ def call(method: Any, request: Any, *, service: str, target: str, as_json: bool,
         fail(f"{service}: {code.name}: {exc.details()}", as_json=as_json)
 
 
-def follow(stub: Any, scope: Any, job: Any, *, service: str, target: str, as_json: bool,
-           timeout_s: float | None = None, progress: tuple[Any, Any] | None = None) -> Any:
+def follow(
+    stub: Any,
+    scope: Any,
+    job: Any,
+    *,
+    service: str,
+    target: str,
+    as_json: bool,
+    timeout_s: float | None = None,
+    progress: tuple[Any, Any] | None = None,
+) -> Any:
     """Poll GetJob until the job ends; returns the last Job seen.
 
     A rich progress bar on stderr, none with --json. `progress=(Progress, task_id)` draws into
@@ -82,30 +99,44 @@ def follow(stub: Any, scope: Any, job: Any, *, service: str, target: str, as_jso
     try:
         if progress is not None:
             bar, task = progress
-            return poll(lambda j: bar.update(task, completed=j.progress,
-                                             description=f"{service}: {j.message[:60]}"))
+            return poll(
+                lambda j: bar.update(
+                    task, completed=j.progress, description=f"{service}: {j.message[:60]}"
+                )
+            )
         if as_json:
             return poll(lambda j: None)
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        with Progress(TextColumn(f"[bold]{service}[/bold] " + "{task.fields[state]:<9}"), BarColumn(),
-                      TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
-                      TextColumn("{task.description}"), console=err_console, transient=False) as bar:
+        with Progress(
+            TextColumn(f"[bold]{service}[/bold] " + "{task.fields[state]:<9}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=err_console,
+            transient=False,
+        ) as bar:
             task = bar.add_task(job.message, total=1.0, state=job_state(job))
             announced: set[int] = set()
 
             def update(j: Any) -> None:
-                bar.update(task, completed=j.progress, description=j.message[:60],
-                           state=job_state(j))
+                bar.update(
+                    task, completed=j.progress, description=j.message[:60], state=job_state(j)
+                )
                 note = preview_note(job_result(j), announced)
                 if note:
                     bar.console.print(note)
 
             return poll(update)
     except KeyboardInterrupt:
-        fail(f"stopped following {service} job {job.id}; it keeps running in the service. "
-             f"Cancel it with the {service} service's CancelJob call (job id {job.id}, "
-             f"project {scope.tenant}/{scope.project})", as_json=as_json, code=130)
+        fail(
+            f"stopped following {service} job {job.id}; it keeps running in the service. "
+            f"Cancel it with the {service} service's CancelJob call (job id {job.id}, "
+            f"project {scope.tenant}/{scope.project})",
+            as_json=as_json,
+            code=130,
+        )
 
 
 def preview_note(result: dict[str, Any], announced: set[int]) -> str | None:

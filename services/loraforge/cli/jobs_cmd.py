@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
 import typer
+
 from loraforge.cli.output import console, emit_json, err_console, fail
 
 KINDS = ("ingest", "curation", "captioning", "trainer", "render")
@@ -40,7 +41,9 @@ def _stub(kind: str, channel: Any) -> Any:
 
 def jobs(
     ctx: typer.Context,
-    project: str = typer.Option("", "--project", "-p", help="Only this project (default: all of the tenant's)."),
+    project: str = typer.Option(
+        "", "--project", "-p", help="Only this project (default: all of the tenant's)."
+    ),
     tenant: str = typer.Option("default", "--tenant", help="Tenant whose jobs to list."),
     kind: Annotated[list[str] | None, typer.Option("--kind", "-k", help=KIND_HELP)] = None,
     state: Annotated[list[str] | None, typer.Option("--state", "-s", help=STATE_HELP)] = None,
@@ -55,10 +58,18 @@ def jobs(
     kind, state = kind or [], state or []
     bad_kinds = [k for k in kind if k.lower() not in KINDS]
     if bad_kinds:
-        fail(f"unknown --kind {', '.join(bad_kinds)}; choose from {', '.join(KINDS)}", as_json=as_json, code=2)
+        fail(
+            f"unknown --kind {', '.join(bad_kinds)}; choose from {', '.join(KINDS)}",
+            as_json=as_json,
+            code=2,
+        )
     bad_states = [s for s in state if s.lower() not in STATES]
     if bad_states:
-        fail(f"unknown --state {', '.join(bad_states)}; choose from {', '.join(STATES)}", as_json=as_json, code=2)
+        fail(
+            f"unknown --state {', '.join(bad_states)}; choose from {', '.join(STATES)}",
+            as_json=as_json,
+            code=2,
+        )
     from loraforge.cli.remote import remote_of
 
     remote = remote_of(ctx)
@@ -77,21 +88,31 @@ def jobs(
     kinds = [k.lower() for k in kind] or list(KINDS)
     states = [s.lower() for s in state]
     with ThreadPoolExecutor(max_workers=len(kinds)) as pool:
-        answers = list(pool.map(lambda k: _list(k, getattr(settings.endpoints, k), tenant, project,
-                                                states, limit), kinds))
-    rows = sorted((j for found, _ in answers for j in found), key=lambda j: j["created_at"] or "",
-                  reverse=True)
+        answers = list(
+            pool.map(
+                lambda k: _list(k, getattr(settings.endpoints, k), tenant, project, states, limit),
+                kinds,
+            )
+        )
+    rows = sorted(
+        (j for found, _ in answers for j in found),
+        key=lambda j: j["created_at"] or "",
+        reverse=True,
+    )
     skipped = [note for _, note in answers if note]
     if as_json:
         emit_json({"tenant": tenant, "project": project or None, "jobs": rows, "skipped": skipped})
         return
     for note in skipped:
-        err_console.print(f"[yellow]skipped[/yellow] {note['service']} ({note['target']}): {note['reason']}")
+        err_console.print(
+            f"[yellow]skipped[/yellow] {note['service']} ({note['target']}): {note['reason']}"
+        )
     _print(rows)
 
 
-def _remote_jobs(remote: Any, project: str, kind: list[str], state: list[str], limit: int,
-                 as_json: bool) -> None:
+def _remote_jobs(
+    remote: Any, project: str, kind: list[str], state: list[str], limit: int, as_json: bool
+) -> None:
     params: list[tuple[str, Any]] = [("kind", k.lower()) for k in kind]
     params += [("state", s.upper()) for s in state]
     if project:
@@ -100,26 +121,41 @@ def _remote_jobs(remote: Any, project: str, kind: list[str], state: list[str], l
         params.append(("limit", min(limit, 1000)))
     with remote:
         found = remote.request("GET", "/v1/jobs", params=params, as_json=as_json)["jobs"]
-    rows = [{"service": j["kind"], "job_id": j["id"], "kind": j["kind"], "tenant": None,
-             "project": j["project"], "state": j["state"], "progress": round(j.get("progress", 0.0), 4),
-             "message": j.get("message", ""), "created_at": j.get("created_at"),
-             "updated_at": j.get("updated_at"), "finished_at": j.get("finished_at")} for j in found]
+    rows = [
+        {
+            "service": j["kind"],
+            "job_id": j["id"],
+            "kind": j["kind"],
+            "tenant": None,
+            "project": j["project"],
+            "state": j["state"],
+            "progress": round(j.get("progress", 0.0), 4),
+            "message": j.get("message", ""),
+            "created_at": j.get("created_at"),
+            "updated_at": j.get("updated_at"),
+            "finished_at": j.get("finished_at"),
+        }
+        for j in found
+    ]
     if as_json:
         emit_json({"api": remote.api, "project": project or None, "jobs": rows, "skipped": []})
         return
     _print(rows)
 
 
-def _list(kind: str, target: str, tenant: str, project: str, states: list[str],
-          limit: int) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
+def _list(
+    kind: str, target: str, tenant: str, project: str, states: list[str], limit: int
+) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
     import grpc
+
     from loraforge.runtime.grpc_client import sync_channel, unavailable_hint
     from loraforge.v1 import common_pb2
 
     request = common_pb2.ListJobsRequest(
         scope=common_pb2.ProjectScope(tenant=tenant, project=project),
         states=[common_pb2.JobState.Value(f"JOB_STATE_{s.upper()}") for s in states],
-        page_size=max(0, limit))
+        page_size=max(0, limit),
+    )
     try:
         with sync_channel(target) as channel:
             response = _stub(kind, channel).ListJobs(request, timeout=LIST_TIMEOUT_S)
@@ -139,10 +175,19 @@ def _row(kind: str, job: Any) -> dict[str, Any]:
     def ts(field: str) -> str | None:
         return getattr(job, field).ToDatetime().isoformat() + "Z" if job.HasField(field) else None
 
-    return {"service": kind, "job_id": job.id, "kind": job.kind or kind, "tenant": job.tenant,
-            "project": job.project, "state": job_state(job), "progress": round(job.progress, 4),
-            "message": job.message, "created_at": ts("created_at"), "updated_at": ts("updated_at"),
-            "finished_at": ts("finished_at")}
+    return {
+        "service": kind,
+        "job_id": job.id,
+        "kind": job.kind or kind,
+        "tenant": job.tenant,
+        "project": job.project,
+        "state": job_state(job),
+        "progress": round(job.progress, 4),
+        "message": job.message,
+        "created_at": ts("created_at"),
+        "updated_at": ts("updated_at"),
+        "finished_at": ts("finished_at"),
+    }
 
 
 def _print(rows: list[dict[str, Any]]) -> None:
@@ -155,8 +200,14 @@ def _print(rows: list[dict[str, Any]]) -> None:
     table = Table("created", "service", "project", "job", "state", "progress", "message")
     for r in rows:
         color = colors.get(r["state"], "white")
-        table.add_row((r["created_at"] or "")[:19].replace("T", " "), r["service"], r["project"],
-                      r["job_id"], f"[{color}]{r['state']}[/{color}]", f"{100 * r['progress']:.0f}%",
-                      r["message"][:80])
+        table.add_row(
+            (r["created_at"] or "")[:19].replace("T", " "),
+            r["service"],
+            r["project"],
+            r["job_id"],
+            f"[{color}]{r['state']}[/{color}]",
+            f"{100 * r['progress']:.0f}%",
+            r["message"][:80],
+        )
     console.print(table)
     console.print(f"{len(rows)} job(s)")

@@ -5,6 +5,7 @@ gateway with `--api URL --key KEY` (env LF_API / LF_API_KEY; see loraforge.cli.r
 from __future__ import annotations
 
 import typer
+
 from loraforge.cli import (  # render / jobs / sweep
     caption_cmd,
     curate_cmd,
@@ -29,17 +30,24 @@ app = typer.Typer(
 )
 
 
-
 @app.callback()
 def main(
     ctx: typer.Context,
     api: str | None = typer.Option(
-        None, "--api", envvar=remote.ENV_API, metavar="URL",
+        None,
+        "--api",
+        envvar=remote.ENV_API,
+        metavar="URL",
         help="Talk to a remote gateway at URL (e.g. https://lf.example.com) instead of the local "
-             f"stack; also ${remote.ENV_API}. Local-only commands (stack, export, sweep, run) refuse it."),
+        f"stack; also ${remote.ENV_API}. Local-only commands (stack, export, sweep, run) refuse it.",
+    ),
     key: str | None = typer.Option(
-        None, "--key", envvar=remote.ENV_KEY, metavar="KEY",
-        help=f"API key for --api (sent as X-API-Key); also ${remote.ENV_KEY}."),
+        None,
+        "--key",
+        envvar=remote.ENV_KEY,
+        metavar="KEY",
+        help=f"API key for --api (sent as X-API-Key); also ${remote.ENV_KEY}.",
+    ),
 ) -> None:
     """Raw footage or photos in, a trained LoRA and renders out.
 
@@ -56,9 +64,19 @@ def main(
     ctx.obj = remote.CliContext(api=api or None, key=key or None)
 
 
-for module in (stack_cmd, run_cmd, ingest_cmd, curate_cmd, caption_cmd, export_cmd,
-               render_cmd, jobs_cmd, sweep_cmd,
-               train_cmd, deploy_cmd):
+for module in (
+    stack_cmd,
+    run_cmd,
+    ingest_cmd,
+    curate_cmd,
+    caption_cmd,
+    export_cmd,
+    render_cmd,
+    jobs_cmd,
+    sweep_cmd,
+    train_cmd,
+    deploy_cmd,
+):
     module.register(app)
 lora_cmd.register(app)  # its commands join train_cmd's `lora` group
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
 from loraforge.cli.jobs import call, follow, is_terminal, job_state, scope
 from loraforge.cli.output import console, emit_json, err_console, fail
 
@@ -20,19 +21,34 @@ def register(app: typer.Typer) -> None:
 
 def render(
     ctx: typer.Context,
-    scenario_file: Annotated[Path, typer.Argument(
-        metavar="SCENARIO.yaml", show_default=False,
-        help="The scenario (YAML or JSON): shots, LoRAs, transitions.")],
+    scenario_file: Annotated[
+        Path,
+        typer.Argument(
+            metavar="SCENARIO.yaml",
+            show_default=False,
+            help="The scenario (YAML or JSON): shots, LoRAs, transitions.",
+        ),
+    ],
     project: str = typer.Option("", "--project", "-p", help="Project name (needed to submit)."),
     tenant: str = typer.Option("default", "--tenant", help="Tenant the project belongs to."),
-    comfyui_out: Annotated[Path | None, typer.Option(
-        "--comfyui-out", help="Also write the scenario as a ComfyUI API workflow (JSON).")] = None,
-    submit: bool = typer.Option(True, "--submit/--no-submit",
-                                help="Submit to the render service (--no-submit: check/export only)."),
-    request_id: str = typer.Option("", "--request-id",
-                                   help="Idempotency key: the same id never renders twice."),
+    comfyui_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--comfyui-out", help="Also write the scenario as a ComfyUI API workflow (JSON)."
+        ),
+    ] = None,
+    submit: bool = typer.Option(
+        True,
+        "--submit/--no-submit",
+        help="Submit to the render service (--no-submit: check/export only).",
+    ),
+    request_id: str = typer.Option(
+        "", "--request-id", help="Idempotency key: the same id never renders twice."
+    ),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the job until it ends."),
-    links: bool = typer.Option(True, "--links/--no-links", help="Presigned download links for the outputs."),
+    links: bool = typer.Option(
+        True, "--links/--no-links", help="Presigned download links for the outputs."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Render a scenario: keyframe images, transition videos and the joined film."""
@@ -56,8 +72,12 @@ def render(
         for w in warnings:
             err_console.print(f"[yellow]warning:[/yellow] {w}")
 
-    view: dict[str, Any] = {"scenario": scenario.name, "shots": len(scenario.shots),
-                            "transitions_planned": len(scenario.pairs()), "warnings": warnings}
+    view: dict[str, Any] = {
+        "scenario": scenario.name,
+        "shots": len(scenario.shots),
+        "transitions_planned": len(scenario.pairs()),
+        "warnings": warnings,
+    }
     if comfyui_out is not None:
         from loraforge.render.comfyui import export_workflow
 
@@ -74,21 +94,28 @@ def render(
         if as_json:
             emit_json(view)
         elif comfyui_out is None:
-            console.print(f"scenario {scenario.name!r} is valid: {len(scenario.shots)} shot(s), "
-                          f"{len(scenario.pairs())} transition(s)")
+            console.print(
+                f"scenario {scenario.name!r} is valid: {len(scenario.shots)} shot(s), "
+                f"{len(scenario.pairs())} transition(s)"
+            )
         return
 
     if not project:
-        fail("--project is required to submit a render (or pass --no-submit to only check/export)",
-             as_json=as_json, code=2)
+        fail(
+            "--project is required to submit a render (or pass --no-submit to only check/export)",
+            as_json=as_json,
+            code=2,
+        )
     from loraforge.cli.remote import remote_of
 
     remote = remote_of(ctx)
     if remote is not None:
         if local_images:
             with remote:
-                keys = {i: remote.upload(project, path, as_json=as_json)["key"]
-                        for i, path in local_images.items()}
+                keys = {
+                    i: remote.upload(project, path, as_json=as_json)["key"]
+                    for i, path in local_images.items()
+                }
             text = _with_image_keys(text, keys)
         _remote_render(remote, view, text, project, request_id, wait, links, as_json)
         return
@@ -114,8 +141,10 @@ def render(
     with sync_channel(target) as channel:
         stub = render_pb2_grpc.RenderServiceStub(channel)
         request = render_pb2.SubmitRenderRequest(
-            scope=sc, request_id=request_id or f"cli-{uuid.uuid4().hex}",
-            render=common_pb2.RenderRequest(scenario_yaml=text))
+            scope=sc,
+            request_id=request_id or f"cli-{uuid.uuid4().hex}",
+            render=common_pb2.RenderRequest(scenario_yaml=text),
+        )
         job = call(stub.SubmitRender, request, service="render", target=target, as_json=as_json)
         if wait and not is_terminal(job):
             job = follow(stub, sc, job, service="render", target=target, as_json=as_json)
@@ -176,27 +205,51 @@ def _with_image_keys(text: str, keys: dict[int, str]) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
-def _remote_render(remote: Any, view: dict[str, Any], text: str, project: str, request_id: str,
-                   wait: bool, links: bool, as_json: bool) -> None:
+def _remote_render(
+    remote: Any,
+    view: dict[str, Any],
+    text: str,
+    project: str,
+    request_id: str,
+    wait: bool,
+    links: bool,
+    as_json: bool,
+) -> None:
     """POST .../renders, follow, then GET .../renders/{id}/results (expiring links)."""
     with remote:
-        job = remote.start(project, "render", {"scenario_yaml": text, "request_id": request_id or None},
-                           as_json=as_json)
+        job = remote.start(
+            project,
+            "render",
+            {"scenario_yaml": text, "request_id": request_id or None},
+            as_json=as_json,
+        )
         if wait and job["state"] not in ("SUCCEEDED", "FAILED", "CANCELLED"):
             job = remote.follow(project, "render", job, as_json=as_json)
-        results = (remote.request("GET", f"/v1/projects/{project}/renders/{job['id']}/results",
-                                  as_json=as_json)["results"]
-                   if links and job["state"] == "SUCCEEDED" else [])
+        results = (
+            remote.request(
+                "GET", f"/v1/projects/{project}/renders/{job['id']}/results", as_json=as_json
+            )["results"]
+            if links and job["state"] == "SUCCEEDED"
+            else []
+        )
     result = job.get("result") or {}
-    view.update({
-        "job_id": job["id"], "state": job["state"], "message": job.get("message", ""),
-        "tenant": None, "project": job.get("project", project), "progress": job.get("progress", 0.0),
-        "keyframes": list(result.get("keyframes") or []),
-        "transitions": list(result.get("transitions") or []),
-        "film": result.get("film"), "thumbnails": result.get("thumbnails"),
-        "render_warnings": list(result.get("warnings") or []),
-        "artifacts": job.get("artifacts") or [], "links": {r["key"]: r["url"] for r in results},
-    })
+    view.update(
+        {
+            "job_id": job["id"],
+            "state": job["state"],
+            "message": job.get("message", ""),
+            "tenant": None,
+            "project": job.get("project", project),
+            "progress": job.get("progress", 0.0),
+            "keyframes": list(result.get("keyframes") or []),
+            "transitions": list(result.get("transitions") or []),
+            "film": result.get("film"),
+            "thumbnails": result.get("thumbnails"),
+            "render_warnings": list(result.get("warnings") or []),
+            "artifacts": job.get("artifacts") or [],
+            "links": {r["key"]: r["url"] for r in results},
+        }
+    )
     if as_json:
         emit_json(view)
     else:
@@ -211,14 +264,21 @@ def _job_view(job: Any) -> dict[str, Any]:
 
     result = dict_from_struct(job.result)
     return {
-        "job_id": job.id, "state": job_state(job), "message": job.message,
-        "tenant": job.tenant, "project": job.project, "progress": job.progress,
+        "job_id": job.id,
+        "state": job_state(job),
+        "message": job.message,
+        "tenant": job.tenant,
+        "project": job.project,
+        "progress": job.progress,
         "keyframes": list(result.get("keyframes") or []),
         "transitions": list(result.get("transitions") or []),
-        "film": result.get("film"), "thumbnails": result.get("thumbnails"),
+        "film": result.get("film"),
+        "thumbnails": result.get("thumbnails"),
         "render_warnings": list(result.get("warnings") or []),
-        "artifacts": [{"bucket": a.bucket, "key": a.key, "kind": a.kind, "size": a.size}
-                      for a in job.artifacts],
+        "artifacts": [
+            {"bucket": a.bucket, "key": a.key, "kind": a.kind, "size": a.size}
+            for a in job.artifacts
+        ],
     }
 
 
@@ -226,11 +286,13 @@ def _add_links(settings: Any, view: dict[str, Any]) -> None:
     """key -> presigned GET URL; left out (keys only) when the store cannot sign."""
     from loraforge.runtime.storage import Bucket, ObjectStore
 
-    keys = [k for k in view["keyframes"] + view["transitions"] + [view["film"], view["thumbnails"]] if k]
+    keys = [
+        k for k in view["keyframes"] + view["transitions"] + [view["film"], view["thumbnails"]] if k
+    ]
     try:
         store = ObjectStore.connect(settings.s3)
         view["links"] = {k: store.presigned_get(Bucket.RENDERS, k) for k in keys}
-    except Exception as exc:  # noqa: BLE001 - links are a convenience; the keys stay printed
+    except Exception as exc:
         view["links"] = {}
         view["links_error"] = str(exc)
 
@@ -238,20 +300,29 @@ def _add_links(settings: Any, view: dict[str, Any]) -> None:
 def _print(view: dict[str, Any], *, waited: bool) -> None:
     from rich.table import Table
 
-    color = {"SUCCEEDED": "green", "FAILED": "red", "CANCELLED": "yellow"}.get(view["state"], "cyan")
-    console.print(f"render job [bold]{view['job_id']}[/bold] [{color}]{view['state']}[/{color}] "
-                  f"({view['tenant']}/{view['project']}): {view['message']}")
+    color = {"SUCCEEDED": "green", "FAILED": "red", "CANCELLED": "yellow"}.get(
+        view["state"], "cyan"
+    )
+    console.print(
+        f"render job [bold]{view['job_id']}[/bold] [{color}]{view['state']}[/{color}] "
+        f"({view['tenant']}/{view['project']}): {view['message']}"
+    )
     if view["state"] != "SUCCEEDED":
         if not waited:
             console.print("not waiting for it (--no-wait)")
         return
     links = view.get("links") or {}
     table = Table("kind", "key", "link", show_lines=False)
-    rows = ([("keyframe", k) for k in view["keyframes"]] + [("transition", k) for k in view["transitions"]]
-            + ([("film", view["film"])] if view["film"] else [])
-            + ([("thumbnails", view["thumbnails"])] if view["thumbnails"] else []))
+    rows = (
+        [("keyframe", k) for k in view["keyframes"]]
+        + [("transition", k) for k in view["transitions"]]
+        + ([("film", view["film"])] if view["film"] else [])
+        + ([("thumbnails", view["thumbnails"])] if view["thumbnails"] else [])
+    )
     for kind, key in rows:
         table.add_row(kind, f"renders/{key}", links.get(key, ""))
     console.print(table)
     if view.get("links_error"):
-        console.print(f"[yellow]no download links[/yellow] ({view['links_error']}); the keys are in the renders bucket")
+        console.print(
+            f"[yellow]no download links[/yellow] ({view['links_error']}); the keys are in the renders bucket"
+        )

@@ -13,12 +13,13 @@ from typing import Annotated, Any
 
 import grpc
 import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
 from loraforge.cli.jobs import RPC_TIMEOUT_S, follow, is_terminal, job_state, scope
 from loraforge.cli.output import console, emit_json, fail
 from loraforge.cli.remote import local_only
 from loraforge.runtime.params import LoraType
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 
 def register(app: typer.Typer) -> None:
@@ -27,17 +28,28 @@ def register(app: typer.Typer) -> None:
 
 def run(
     ctx: typer.Context,
-    paths: list[Path] = typer.Argument(None, help="Footage: videos, photos, folders or zips. "
-                                       "Without paths, example footage is generated from photos "
-                                       "that installed packages ship."),
-    trigger: str = typer.Option("ohwx_woman", "--trigger", help="The rare token the LoRA binds to."),
+    paths: list[Path] = typer.Argument(
+        None,
+        help="Footage: videos, photos, folders or zips. "
+        "Without paths, example footage is generated from photos "
+        "that installed packages ship.",
+    ),
+    trigger: str = typer.Option(
+        "ohwx_woman", "--trigger", help="The rare token the LoRA binds to."
+    ),
     project: str = typer.Option("demo", "--project", "-p", help="Project name."),
     tenant: str = typer.Option("default", "--tenant", help="Tenant the project belongs to."),
     base: str = typer.Option("tiny-wan2.1-t2v", "--base", help="Base model preset to train on."),
     target: int = typer.Option(0, "--target", help="How many clips to select (0: policy default)."),
-    lora_type: Annotated[LoraType, typer.Option(
-        "--type", help="What the LoRA learns: decides the curation policy and the captions.")] = LoraType.CHARACTER,
-    stage_timeout: float = typer.Option(900.0, "--stage-timeout", help="Seconds per stage at most."),
+    lora_type: Annotated[
+        LoraType,
+        typer.Option(
+            "--type", help="What the LoRA learns: decides the curation policy and the captions."
+        ),
+    ] = LoraType.CHARACTER,
+    stage_timeout: float = typer.Option(
+        900.0, "--stage-timeout", help="Seconds per stage at most."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Run the whole pipeline on the local stack and print a summary."""
@@ -70,8 +82,13 @@ def run(
         say("no footage given: generating example footage from packaged photos...")
         paths = write_example_footage(settings.stack.data_dir / "example-footage")
 
-    summary: dict[str, Any] = {"project": f"{tenant}/{project}", "trigger": trigger, "base": base,
-                               "lora_type": lora_type.value, "stages": {}}
+    summary: dict[str, Any] = {
+        "project": f"{tenant}/{project}",
+        "trigger": trigger,
+        "base": base,
+        "lora_type": lora_type.value,
+        "stages": {},
+    }
     store = ObjectStore.connect(settings.s3)
     try:
         uploaded = upload_local(store, ref, paths)
@@ -80,7 +97,9 @@ def run(
     summary["inputs"] = len(uploaded)
 
     run_id = uuid.uuid4().hex[:12]
-    stages = _stages(settings, ref, [u.key for u in uploaded], trigger, base, target, run_id, lora_type.value)
+    stages = _stages(
+        settings, ref, [u.key for u in uploaded], trigger, base, target, run_id, lora_type.value
+    )
     wire = scope(ref.tenant, ref.project)
     with _progress(as_json) as progress:
         for name, starter in stages:
@@ -91,16 +110,29 @@ def run(
                 summary["stages"][name] = {"state": "UNAVAILABLE", "message": exc.details()}
                 progress.update(task, description=f"{name}: {exc.details()}")
                 break
-            job = follow(stub, wire, job, service=service, target=endpoint, as_json=as_json,
-                         timeout_s=stage_timeout, progress=(progress, task))
+            job = follow(
+                stub,
+                wire,
+                job,
+                service=service,
+                target=endpoint,
+                as_json=as_json,
+                timeout_s=stage_timeout,
+                progress=(progress, task),
+            )
             summary["stages"][name] = _job_summary(job)
             if not is_terminal(job):
                 summary["stages"][name].update(
-                    state="FAILED", message=f"{name} did not finish in {stage_timeout:.0f}s "
-                                            f"(job {job.id} keeps running)")
+                    state="FAILED",
+                    message=f"{name} did not finish in {stage_timeout:.0f}s "
+                    f"(job {job.id} keeps running)",
+                )
             state = summary["stages"][name]["state"]
-            progress.update(task, completed=1.0 if state == "SUCCEEDED" else job.progress,
-                            description=f"{name}: {state.lower()}")
+            progress.update(
+                task,
+                completed=1.0 if state == "SUCCEEDED" else job.progress,
+                description=f"{name}: {state.lower()}",
+            )
             if state != "SUCCEEDED":
                 break
     _print_summary(summary, store, ref, as_json)
@@ -108,8 +140,16 @@ def run(
         raise typer.Exit(1)
 
 
-def _stages(settings: Any, ref: Any, keys: list[str], trigger: str, base: str, target: int,
-            run_id: str, lora_type: str = "character") -> list[tuple[str, Any]]:
+def _stages(
+    settings: Any,
+    ref: Any,
+    keys: list[str],
+    trigger: str,
+    base: str,
+    target: int,
+    run_id: str,
+    lora_type: str = "character",
+) -> list[tuple[str, Any]]:
     """(stage, start(previous stages) -> (Job, stub, service, endpoint)) in pipeline order."""
     from loraforge.runtime.grpc_client import sync_channel
     from loraforge.v1 import (
@@ -133,9 +173,12 @@ def _stages(settings: Any, ref: Any, keys: list[str], trigger: str, base: str, t
         endpoint = settings.endpoints.ingest
         stub = ingest_pb2_grpc.IngestServiceStub(sync_channel(endpoint))
         # the type goes with the ingest: the automatic curation it starts uses the type's policy
-        job = stub.StartIngest(ingest_pb2.StartIngestRequest(
-            scope=wire, request_id=f"run-{run_id}-ingest", sources=keys, lora_type=lora_type),
-            timeout=RPC_TIMEOUT_S)
+        job = stub.StartIngest(
+            ingest_pb2.StartIngestRequest(
+                scope=wire, request_id=f"run-{run_id}-ingest", sources=keys, lora_type=lora_type
+            ),
+            timeout=RPC_TIMEOUT_S,
+        )
         return job, stub, "ingest", endpoint
 
     def curate(prev: dict[str, Any]) -> tuple[Any, Any, str, str]:
@@ -145,18 +188,32 @@ def _stages(settings: Any, ref: Any, keys: list[str], trigger: str, base: str, t
         # this run's type (sent with the ingest): follow it instead of curating twice.
         default = not target
         auto = _automatic_curation(stub, wire, ref, prev["ingest"]["job_id"]) if default else None
-        job = auto or stub.StartCuration(curation_pb2.StartCurationRequest(
-            scope=wire, request_id=f"run-{run_id}-curate",
-            target_size=target or None, lora_type=lora_type), timeout=RPC_TIMEOUT_S)
+        job = auto or stub.StartCuration(
+            curation_pb2.StartCurationRequest(
+                scope=wire,
+                request_id=f"run-{run_id}-curate",
+                target_size=target or None,
+                lora_type=lora_type,
+            ),
+            timeout=RPC_TIMEOUT_S,
+        )
         return job, stub, "curation", endpoint
 
     def caption(prev: dict[str, Any]) -> tuple[Any, Any, str, str]:
         endpoint = settings.endpoints.captioning
         stub = captioning_pb2_grpc.CaptioningServiceStub(sync_channel(endpoint))
-        job = stub.StartCaptioning(captioning_pb2.StartCaptioningRequest(
-            scope=wire, request_id=f"run-{run_id}-caption",
-            dataset_id=prev["curate"]["result"]["dataset_id"], trigger=trigger,
-            lora_type=lora_type, source="attributes", base_preset=base), timeout=RPC_TIMEOUT_S)
+        job = stub.StartCaptioning(
+            captioning_pb2.StartCaptioningRequest(
+                scope=wire,
+                request_id=f"run-{run_id}-caption",
+                dataset_id=prev["curate"]["result"]["dataset_id"],
+                trigger=trigger,
+                lora_type=lora_type,
+                source="attributes",
+                base_preset=base,
+            ),
+            timeout=RPC_TIMEOUT_S,
+        )
         return job, stub, "captioning", endpoint
 
     def train(prev: dict[str, Any]) -> tuple[Any, Any, str, str]:
@@ -164,28 +221,45 @@ def _stages(settings: Any, ref: Any, keys: list[str], trigger: str, base: str, t
         stub = trainer_pb2_grpc.TrainerServiceStub(sync_channel(endpoint))
         # Tiny presets are the demo: few steps at the preset's small default size. Real presets
         # get the family defaults (an unset optional field = default).
-        run = common_pb2.TrainingRun(dataset_id=prev["curate"]["result"]["dataset_id"],
-                                     base_preset=base, rank=8 if tiny else None,
-                                     steps=40 if tiny else None, seed=1)
-        job = stub.StartTraining(trainer_pb2.StartTrainingRequest(
-            scope=wire, request_id=f"run-{run_id}-train", run=run), timeout=RPC_TIMEOUT_S)
+        run = common_pb2.TrainingRun(
+            dataset_id=prev["curate"]["result"]["dataset_id"],
+            base_preset=base,
+            rank=8 if tiny else None,
+            steps=40 if tiny else None,
+            seed=1,
+        )
+        job = stub.StartTraining(
+            trainer_pb2.StartTrainingRequest(scope=wire, request_id=f"run-{run_id}-train", run=run),
+            timeout=RPC_TIMEOUT_S,
+        )
         return job, stub, "trainer", endpoint
 
     def preview(prev: dict[str, Any]) -> tuple[Any, Any, str, str]:
         endpoint = settings.endpoints.render
         stub = render_pb2_grpc.RenderServiceStub(sync_channel(endpoint))
         scenario = preview_scenario(base, prev["train"]["result"]["best_key"], trigger, lora_type)
-        job = stub.SubmitRender(render_pb2.SubmitRenderRequest(
-            scope=wire, request_id=f"run-{run_id}-preview",
-            render=common_pb2.RenderRequest(scenario_yaml=scenario)), timeout=RPC_TIMEOUT_S)
+        job = stub.SubmitRender(
+            render_pb2.SubmitRenderRequest(
+                scope=wire,
+                request_id=f"run-{run_id}-preview",
+                render=common_pb2.RenderRequest(scenario_yaml=scenario),
+            ),
+            timeout=RPC_TIMEOUT_S,
+        )
         return job, stub, "render", endpoint
 
-    return [("ingest", ingest), ("curate", curate), ("caption", caption), ("train", train),
-            ("preview render", preview)]
+    return [
+        ("ingest", ingest),
+        ("curate", curate),
+        ("caption", caption),
+        ("train", train),
+        ("preview render", preview),
+    ]
 
 
-def _automatic_curation(stub: Any, wire: Any, ref: Any, ingest_job_id: str,
-                        wait_s: float = 10.0) -> Any | None:
+def _automatic_curation(
+    stub: Any, wire: Any, ref: Any, ingest_job_id: str, wait_s: float = 10.0
+) -> Any | None:
     """The curation job that `clips.ingested` of this ingest job started, if it shows up."""
     import time
 
@@ -215,14 +289,23 @@ def preview_scenario(base: str, lora_key: str, trigger: str, lora_type: str = "c
 
     video = base.removeprefix("tiny-").startswith("wan")
     tiny = base.startswith("tiny-")
-    shots = [{"prompt": f"{trigger}, a person looking at the camera, soft light", "seed": 1},
-             {"prompt": f"{trigger}, a person turning the head and smiling, outdoors", "seed": 2}]
+    shots = [
+        {"prompt": f"{trigger}, a person looking at the camera, soft light", "seed": 1},
+        {"prompt": f"{trigger}, a person turning the head and smiling, outdoors", "seed": 2},
+    ]
     scenario: dict[str, Any] = {
         "name": "preview",
         "image_preset": "tiny-sdxl" if tiny else "sdxl",
         "shots": shots if video else shots[:1],
-        "loras": [{"name": "trained", "path": lora_key, "type": lora_type, "trigger": trigger,
-                   "stage": "video" if video else "image"}],
+        "loras": [
+            {
+                "name": "trained",
+                "path": lora_key,
+                "type": lora_type,
+                "trigger": trigger,
+                "stage": "video" if video else "image",
+            }
+        ],
         "output": {"width": 64, "height": 64} if tiny else {"width": 832, "height": 480},
         "steps": 2 if tiny else 30,
     }
@@ -237,8 +320,12 @@ def preview_scenario(base: str, lora_key: str, trigger: str, lora_type: str = "c
 def _job_summary(job: Any) -> dict[str, Any]:
     from loraforge.runtime.servicers import dict_from_struct
 
-    return {"job_id": job.id, "state": job_state(job), "message": job.message,
-            "result": dict_from_struct(job.result)}
+    return {
+        "job_id": job.id,
+        "state": job_state(job),
+        "message": job.message,
+        "result": dict_from_struct(job.result),
+    }
 
 
 class _Quiet:
@@ -258,8 +345,9 @@ class _Quiet:
 def _progress(as_json: bool) -> Any:
     if as_json:
         return _Quiet()
-    return Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                    console=console)
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
+    )
 
 
 def _n(value: Any) -> Any:
@@ -282,13 +370,19 @@ def _print_summary(summary: dict[str, Any], store: Any, ref: Any, as_json: bool)
     summary["report"] = curate.get("report_key")
     train = stages.get("train", {}).get("result", {})
     render = stages.get("preview render", {}).get("result", {})
-    summary["lora"] = {"best": train.get("best_key"), "last": train.get("last_key"),
-                       "best_step": train.get("best_step"), "best_reason": train.get("best_reason"),
-                       "final_loss": train.get("final_loss"),
-                       "recommended_weight": train.get("recommended_weight"),
-                       "strength_reason": train.get("strength_reason")}
+    summary["lora"] = {
+        "best": train.get("best_key"),
+        "last": train.get("last_key"),
+        "best_step": train.get("best_step"),
+        "best_reason": train.get("best_reason"),
+        "final_loss": train.get("final_loss"),
+        "recommended_weight": train.get("recommended_weight"),
+        "strength_reason": train.get("strength_reason"),
+    }
     summary["preview"] = render.get("film") or (render.get("keyframes") or [None])[0]
-    not_built = [s for s in ("ingest", "curate", "caption", "train", "preview render") if s not in stages]
+    not_built = [
+        s for s in ("ingest", "curate", "caption", "train", "preview render") if s not in stages
+    ]
     summary["not_run"] = not_built
     if as_json:
         emit_json(summary)
@@ -301,11 +395,13 @@ def _print_summary(summary: dict[str, Any], store: Any, ref: Any, as_json: bool)
         table.add_row(name, "[yellow]not run[/yellow]", "")
     console.print(table)
     clips = summary["clips"]
-    console.print(f"files in: {clips['in']}  clips made: {_n(clips['made'])}  "
-                  f"kept: {_n(clips['kept'])}  rejected: {_n(clips['rejected'])}")
+    console.print(
+        f"files in: {clips['in']}  clips made: {_n(clips['made'])}  "
+        f"kept: {_n(clips['kept'])}  rejected: {_n(clips['rejected'])}"
+    )
     for reason, count in sorted((clips["rejected_by_reason"] or {}).items()):
         console.print(f"  rejected for {reason}: {_n(count)}")
-    for line in (stages.get("curate", {}).get("result", {}).get("missing") or []):
+    for line in stages.get("curate", {}).get("result", {}).get("missing") or []:
         console.print(f"  [yellow]{line}[/yellow]")
     if summary["dataset"]:
         console.print(f"dataset: {summary['dataset']}")
@@ -313,13 +409,20 @@ def _print_summary(summary: dict[str, Any], store: Any, ref: Any, as_json: bool)
         console.print(f"report: datasets/{summary['report']}")
     lora = summary["lora"]
     if lora["best"]:
-        step = f" (step {_n(lora['best_step'])}: {lora['best_reason']})" if lora["best_step"] is not None else ""
+        step = (
+            f" (step {_n(lora['best_step'])}: {lora['best_reason']})"
+            if lora["best_step"] is not None
+            else ""
+        )
         console.print(f"LoRA: loras/{lora['best']}{step}")
-        console.print(f"  pull it: loraforge lora pull {stages['train']['job_id']} "
-                      f"--project {summary['project'].split('/')[1]} --out ./lora")
+        console.print(
+            f"  pull it: loraforge lora pull {stages['train']['job_id']} "
+            f"--project {summary['project'].split('/')[1]} --out ./lora"
+        )
     if lora.get("recommended_weight") is not None:
-        console.print(f"recommended LoRA strength: {lora['recommended_weight']} "
-                      f"({lora['strength_reason']})")
+        console.print(
+            f"recommended LoRA strength: {lora['recommended_weight']} ({lora['strength_reason']})"
+        )
     if lora["final_loss"] is not None:
         console.print(f"final training loss: {lora['final_loss']:.4f}")
     if summary["preview"]:

@@ -5,15 +5,17 @@ from __future__ import annotations
 from dataclasses import asdict
 
 import typer
+from rich.table import Table
+
 from loraforge.cli.output import console, emit_json, fail
 from loraforge.cli.remote import local_only
 from loraforge.runtime.errors import LoraforgeError
 from loraforge.runtime.settings import load_settings
 from loraforge.stack.local import ComponentStatus, LocalStack
-from rich.table import Table
 
-stack_app = typer.Typer(help="Run NATS, S3 (SeaweedFS) and every service locally, no Docker.",
-                        no_args_is_help=True)
+stack_app = typer.Typer(
+    help="Run NATS, S3 (SeaweedFS) and every service locally, no Docker.", no_args_is_help=True
+)
 
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
@@ -31,8 +33,12 @@ def _stack(as_json: bool) -> LocalStack:
 
 def _show(statuses: list[ComponentStatus], as_json: bool) -> None:
     if as_json:
-        emit_json({"components": [asdict(s) for s in statuses],
-                   "healthy": all(s.health == "SERVING" for s in statuses)})
+        emit_json(
+            {
+                "components": [asdict(s) for s in statuses],
+                "healthy": all(s.health == "SERVING" for s in statuses),
+            }
+        )
         return
     table = Table("component", "address", "pid", "health")
     for s in statuses:
@@ -54,8 +60,12 @@ def up(
     try:
         statuses = stack.up(timeout_s=timeout, log=say)
     except LoraforgeError as exc:
-        fail(f"{exc}\nThe components that did start are still running: `loraforge stack down` "
-             "stops them.", as_json=as_json, code=1)
+        fail(
+            f"{exc}\nThe components that did start are still running: `loraforge stack down` "
+            "stops them.",
+            as_json=as_json,
+            code=1,
+        )
     _show(statuses, as_json)
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+
 from loraforge.cli.output import console, emit_json, err_console, fail
 from loraforge.cli.remote import local_only
 
@@ -42,26 +43,46 @@ def study_path(settings: Any, project: str, study: str) -> Path:
 
 def sweep(
     ctx: typer.Context,
-    project: str = typer.Option(..., "--project", "-p", help="Project whose dataset the trials train on."),
-    base: str = typer.Option(..., "--base", help="Base model preset, e.g. sdxl, wan2.1-t2v-14b, tiny-sdxl."),
-    trials: int = typer.Option(..., "--trials", "-n", min=1,
-                               help="Trials the study should hold in total (a re-run continues)."),
+    project: str = typer.Option(
+        ..., "--project", "-p", help="Project whose dataset the trials train on."
+    ),
+    base: str = typer.Option(
+        ..., "--base", help="Base model preset, e.g. sdxl, wan2.1-t2v-14b, tiny-sdxl."
+    ),
+    trials: int = typer.Option(
+        ...,
+        "--trials",
+        "-n",
+        min=1,
+        help="Trials the study should hold in total (a re-run continues).",
+    ),
     study: str = typer.Option("", "--study", help="Study name (default: <base>-<lora type>)."),
     tenant: str = typer.Option("default", "--tenant", help="Tenant the project belongs to."),
-    dataset: str = typer.Option("", "--dataset", help="Dataset id (default: the project's newest)."),
-    lora_type: str = typer.Option("character", "--lora-type",
-                                  help=f"LoRA type being tuned ({', '.join(LORA_TYPES)})."),
-    reuse_for: str = typer.Option("", "--reuse-for",
-                                  help="Also print the best parameters adapted for this LoRA type."),
-    max_steps: int = typer.Option(0, "--max-steps", min=0,
-                                  help="Cap on each trial's training steps (0: the trial's own)."),
-    trial_timeout_s: float = typer.Option(3600.0, "--trial-timeout-s",
-                                          help="Give up on a trial's job after this long."),
+    dataset: str = typer.Option(
+        "", "--dataset", help="Dataset id (default: the project's newest)."
+    ),
+    lora_type: str = typer.Option(
+        "character", "--lora-type", help=f"LoRA type being tuned ({', '.join(LORA_TYPES)})."
+    ),
+    reuse_for: str = typer.Option(
+        "", "--reuse-for", help="Also print the best parameters adapted for this LoRA type."
+    ),
+    max_steps: int = typer.Option(
+        0, "--max-steps", min=0, help="Cap on each trial's training steps (0: the trial's own)."
+    ),
+    trial_timeout_s: float = typer.Option(
+        3600.0, "--trial-timeout-s", help="Give up on a trial's job after this long."
+    ),
     seed: int = typer.Option(0, "--seed", help="Sampler seed (same seed, same proposals)."),
-    objective: str = typer.Option("auto", "--objective", help=(
-        "What the sweep optimises: likeness (identity similarity of the previews to the "
-        "references), validation_loss (held-out clips), or auto: likeness for a character "
-        "LoRA on real weights, else validation loss.")),
+    objective: str = typer.Option(
+        "auto",
+        "--objective",
+        help=(
+            "What the sweep optimises: likeness (identity similarity of the previews to the "
+            "references), validation_loss (held-out clips), or auto: likeness for a character "
+            "LoRA on real weights, else validation loss."
+        ),
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Tune training hyper-parameters with short runs on the trainer service."""
@@ -72,10 +93,17 @@ def sweep(
 
     for name, value in (("--lora-type", lora_type), ("--reuse-for", reuse_for or lora_type)):
         if value not in LORA_TYPES:
-            fail(f"unknown {name} {value!r}; choose from {', '.join(LORA_TYPES)}", as_json=as_json, code=2)
+            fail(
+                f"unknown {name} {value!r}; choose from {', '.join(LORA_TYPES)}",
+                as_json=as_json,
+                code=2,
+            )
     if objective not in ("auto", *OBJECTIVE_NAMES):
-        fail(f"unknown --objective {objective!r}; choose from auto, {', '.join(OBJECTIVE_NAMES)}",
-             as_json=as_json, code=2)
+        fail(
+            f"unknown --objective {objective!r}; choose from auto, {', '.join(OBJECTIVE_NAMES)}",
+            as_json=as_json,
+            code=2,
+        )
     try:
         settings = load_settings()
         ref = ProjectRef(tenant, project)
@@ -88,10 +116,21 @@ def sweep(
         fail(str(exc), as_json=as_json, code=2)
 
     try:
-        view = run_study(settings, ref, base, trials=trials, study=study, dataset_id=dataset or None,
-                         lora_type=lora_type, reuse_for=reuse_for or lora_type,
-                         max_steps=max_steps, trial_timeout_s=trial_timeout_s, seed=seed,
-                         as_json=as_json, objective=objective)
+        view = run_study(
+            settings,
+            ref,
+            base,
+            trials=trials,
+            study=study,
+            dataset_id=dataset or None,
+            lora_type=lora_type,
+            reuse_for=reuse_for or lora_type,
+            max_steps=max_steps,
+            trial_timeout_s=trial_timeout_s,
+            seed=seed,
+            as_json=as_json,
+            objective=objective,
+        )
     except LoraforgeError as exc:
         fail(str(exc), as_json=as_json, code=2)
     if as_json:
@@ -102,11 +141,23 @@ def sweep(
         raise SystemExit(1)
 
 
-def run_study(settings: Any, ref: Any, base: str, *, trials: int, study: str,
-              dataset_id: str | None = None, lora_type: str = "character",
-              reuse_for: str | None = None, max_steps: int = 0, trial_timeout_s: float = 3600.0,
-              seed: int = 0, as_json: bool = True, space: Any = None,
-              objective: str = "auto") -> dict[str, Any]:
+def run_study(
+    settings: Any,
+    ref: Any,
+    base: str,
+    *,
+    trials: int,
+    study: str,
+    dataset_id: str | None = None,
+    lora_type: str = "character",
+    reuse_for: str | None = None,
+    max_steps: int = 0,
+    trial_timeout_s: float = 3600.0,
+    seed: int = 0,
+    as_json: bool = True,
+    space: Any = None,
+    objective: str = "auto",
+) -> dict[str, Any]:
     """The sweep behind the command: run (or continue) `study` until it holds `trials` finished
     trials, each a training job on the trainer at `settings.endpoints.trainer`; returns the
     command's view (trials, best trial, the best parameters adapted for `reuse_for`). `space`
@@ -119,9 +170,8 @@ def run_study(settings: Any, ref: Any, base: str, *, trials: int, study: str,
         load_study,
         run_sweep,
     )
-    from loraforge.trainer.presets import get_preset
-
     from loraforge.trainer.config import checkpoint_interval
+    from loraforge.trainer.presets import get_preset
 
     preset = get_preset(base)
     path = study_path(settings, ref.project, study)
@@ -131,23 +181,48 @@ def run_study(settings: Any, ref: Any, base: str, *, trials: int, study: str,
     from loraforge.trainer.config import effective_defaults
 
     steps = space.get("steps")
-    shortest = min(getattr(steps, "low", None) or effective_defaults(base)["steps"],
-                   max_steps or 10**9)
+    shortest = min(
+        getattr(steps, "low", None) or effective_defaults(base)["steps"], max_steps or 10**9
+    )
     trial_extra = {**TRIAL_EXTRA[goal], "eval_every": checkpoint_interval(shortest)}
-    runner = make_trial_runner(settings, ref, base, dataset_id, max_steps=max_steps,
-                               timeout_s=trial_timeout_s, as_json=as_json, study=study,
-                               trial_extra=trial_extra, objective=goal)
-    result = run_sweep(runner, space, trials, path, study, objective=goal, seed=seed,
-                       lora_type=lora_type, family=preset.family)
+    runner = make_trial_runner(
+        settings,
+        ref,
+        base,
+        dataset_id,
+        max_steps=max_steps,
+        timeout_s=trial_timeout_s,
+        as_json=as_json,
+        study=study,
+        trial_extra=trial_extra,
+        objective=goal,
+    )
+    result = run_sweep(
+        runner,
+        space,
+        trials,
+        path,
+        study,
+        objective=goal,
+        seed=seed,
+        lora_type=lora_type,
+        family=preset.family,
+    )
     reuse = None
     if result.best_params is not None:
         reuse = best_params_for_reuse(load_study(path, study), reuse_for or lora_type)
         reuse["extra"] = trainer_extra(reuse["extra"])  # as `loraforge train` takes them
-    return {"study": study, "storage": str(path), "project": ref.project, "tenant": ref.tenant,
-            "base": base, "objective": goal,
-            "objective_description": OBJECTIVE_DESCRIPTIONS[goal],
-            **{k: v for k, v in result.as_dict().items() if k not in ("study_name", "storage_url")},
-            "reuse": reuse}
+    return {
+        "study": study,
+        "storage": str(path),
+        "project": ref.project,
+        "tenant": ref.tenant,
+        "base": base,
+        "objective": goal,
+        "objective_description": OBJECTIVE_DESCRIPTIONS[goal],
+        **{k: v for k, v in result.as_dict().items() if k not in ("study_name", "storage_url")},
+        "reuse": reuse,
+    }
 
 
 # -- the trial runner: one training job per trial ----------------------------------------------
@@ -157,14 +232,16 @@ TrialRunnerFn = Callable[[dict, Callable[[int, float], None]], Any]
 OBJECTIVE_NAMES = ("likeness", "validation_loss")
 OBJECTIVE_DESCRIPTIONS = {
     "likeness": "likeness of the chosen checkpoint's previews to the reference faces (higher "
-                "is better)",
+    "is better)",
     "validation_loss": "lowest validation loss on the held-out clips (lower is better)",
 }
 # A validation-loss sweep skips the likeness evaluation (preview renders): time and GPU for
 # nothing it reads. A likeness sweep needs it, but not the strength pass (five more preview
 # sets of the chosen step, for a weight recommendation no trial score reads).
-TRIAL_EXTRA: dict[str, dict[str, Any]] = {"validation_loss": {"evaluate": False},
-                                          "likeness": {"eval_strength": False}}
+TRIAL_EXTRA: dict[str, dict[str, Any]] = {
+    "validation_loss": {"evaluate": False},
+    "likeness": {"eval_strength": False},
+}
 IDENTITY_TYPES = frozenset({"character"})
 # the job result / progress field holding the objective's value of each evaluated step
 VALUES_KEY = {"validation_loss": "val_losses", "likeness": "likeness"}
@@ -186,8 +263,9 @@ def trainer_extra(extra: dict[str, Any]) -> dict[str, Any]:
     return schedule_extra(extra)
 
 
-def training_run(params: dict, *, dataset_id: str, base: str, max_steps: int = 0,
-                 seed: int = 0) -> dict[str, Any]:
+def training_run(
+    params: dict, *, dataset_id: str, base: str, max_steps: int = 0, seed: int = 0
+) -> dict[str, Any]:
     """Sweep parameters -> TrainingRun fields: what the space searches (alpha from the alpha
     ratio, the family's schedule knobs in `extra`); the rest stays unset = family default."""
     from loraforge.evaluation.sweep import training_fields
@@ -200,7 +278,6 @@ def training_run(params: dict, *, dataset_id: str, base: str, max_steps: int = 0
 
 def trial_score(objective: str, result: dict[str, Any], job_id: str) -> Any:
     """A finished job's result -> the trial's TrialScore (value and why)."""
-    from loraforge.evaluation.errors import TrialFailed
     from loraforge.evaluation.sweep import TrialScore
     from loraforge.trainer.sweep_trials import validation_score
 
@@ -211,22 +288,45 @@ def trial_score(objective: str, result: dict[str, Any], job_id: str) -> Any:
     best = result.get("best_step")
     if not likeness or best is None or int(best) not in likeness:
         # the likeness formula multiplies by the share of renders with a face: none is 0
-        return TrialScore(0.0, f"likeness 0: unmeasurable for job {job_id} "
-                               f"({result.get('best_reason') or 'no evaluation'})",
-                          {"objective": objective, "job": job_id, "best_step": best,
-                           "val_losses": {str(k): v for k, v in sorted(vals.items())}})
+        return TrialScore(
+            0.0,
+            f"likeness 0: unmeasurable for job {job_id} "
+            f"({result.get('best_reason') or 'no evaluation'})",
+            {
+                "objective": objective,
+                "job": job_id,
+                "best_step": best,
+                "val_losses": {str(k): v for k, v in sorted(vals.items())},
+            },
+        )
     best = int(best)
-    return TrialScore(likeness[best], f"likeness {likeness[best]:.4g} of step {best}, the "
-                                      f"checkpoint the trainer chose: {result.get('best_reason')}",
-                      {"objective": objective, "job": job_id, "best_step": best,
-                       "likeness": {str(k): v for k, v in sorted(likeness.items())},
-                       "val_losses": {str(k): v for k, v in sorted(vals.items())}})
+    return TrialScore(
+        likeness[best],
+        f"likeness {likeness[best]:.4g} of step {best}, the "
+        f"checkpoint the trainer chose: {result.get('best_reason')}",
+        {
+            "objective": objective,
+            "job": job_id,
+            "best_step": best,
+            "likeness": {str(k): v for k, v in sorted(likeness.items())},
+            "val_losses": {str(k): v for k, v in sorted(vals.items())},
+        },
+    )
 
 
-def make_trial_runner(settings: Any, ref: Any, base: str, dataset_id: str | None, *,
-                      max_steps: int, timeout_s: float, as_json: bool, study: str,
-                      trial_extra: dict[str, Any] | None = None,
-                      objective: str = "validation_loss") -> TrialRunnerFn:
+def make_trial_runner(
+    settings: Any,
+    ref: Any,
+    base: str,
+    dataset_id: str | None,
+    *,
+    max_steps: int,
+    timeout_s: float,
+    as_json: bool,
+    study: str,
+    trial_extra: dict[str, Any] | None = None,
+    objective: str = "validation_loss",
+) -> TrialRunnerFn:
     """A runner that trains each trial on the trainer service and scores it by `objective`,
     reporting each evaluation to the pruner as it comes (a pruned trial's job is cancelled).
     `trial_extra` is merged into every job's `extra` (e.g. {"evaluate": False})."""
@@ -234,6 +334,7 @@ def make_trial_runner(settings: Any, ref: Any, base: str, dataset_id: str | None
 
     def run(params: dict, report: Callable[[int, float], None]) -> Any:
         import optuna
+
         from loraforge.cli.jobs import POLL_S, call, is_terminal, job_state, scope
         from loraforge.evaluation.errors import TrialFailed
         from loraforge.runtime.grpc_client import sync_channel
@@ -252,8 +353,9 @@ def make_trial_runner(settings: Any, ref: Any, base: str, dataset_id: str | None
         reported: set[int] = set()
 
         def report_new(result: dict[str, Any], values_key: str) -> None:
-            for step, value in sorted((int(k), float(v))
-                                      for k, v in (result.get(values_key) or {}).items()):
+            for step, value in sorted(
+                (int(k), float(v)) for k, v in (result.get(values_key) or {}).items()
+            ):
                 if step > 0 and step not in reported:  # step 0: the untrained LoRA
                     reported.add(step)
                     report(step, value)
@@ -261,9 +363,13 @@ def make_trial_runner(settings: Any, ref: Any, base: str, dataset_id: str | None
         with sync_channel(target) as channel:
             stub = trainer_pb2_grpc.TrainerServiceStub(channel)
             request = trainer_pb2.StartTrainingRequest(
-                scope=sc, request_id=f"sweep-{study}-{uuid.uuid4().hex[:12]}",
-                run=common_pb2.TrainingRun(**fields, extra=struct_from_dict(extra)))
-            job = call(stub.StartTraining, request, service="trainer", target=target, as_json=as_json)
+                scope=sc,
+                request_id=f"sweep-{study}-{uuid.uuid4().hex[:12]}",
+                run=common_pb2.TrainingRun(**fields, extra=struct_from_dict(extra)),
+            )
+            job = call(
+                stub.StartTraining, request, service="trainer", target=target, as_json=as_json
+            )
             get = common_pb2.GetJobRequest(scope=sc, job_id=job.id)
             deadline = time.monotonic() + timeout_s
             try:
@@ -272,10 +378,12 @@ def make_trial_runner(settings: Any, ref: Any, base: str, dataset_id: str | None
                     if is_terminal(job):
                         break
                     if time.monotonic() > deadline:
-                        stub.CancelJob(common_pb2.CancelJobRequest(scope=sc, job_id=job.id),
-                                       timeout=10)
-                        raise TrialFailed(f"training job {job.id} did not finish within "
-                                          f"{timeout_s:.0f} s")
+                        stub.CancelJob(
+                            common_pb2.CancelJobRequest(scope=sc, job_id=job.id), timeout=10
+                        )
+                        raise TrialFailed(
+                            f"training job {job.id} did not finish within {timeout_s:.0f} s"
+                        )
                     time.sleep(POLL_S)
                     job = call(stub.GetJob, get, service="trainer", target=target, as_json=as_json)
             except optuna.TrialPruned:
@@ -300,17 +408,23 @@ def _print(view: dict[str, Any]) -> None:
     table = Table("trial", "state", view["objective"], "params", "why")
     for t in view["trials"]:
         value = "" if t["value"] is None else f"{t['value']:.5g}"
-        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in sorted(t["params"].items()))
+        params = ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in sorted(t["params"].items())
+        )
         table.add_row(str(t["number"]), t["state"], value, params, t.get("reason", ""))
     console.print(table)
-    console.print(f"study [bold]{view['study']}[/bold] ({view['storage']}): {view['n_complete']} complete, "
-                  f"{view['n_pruned']} pruned, {view['n_failed']} failed")
+    console.print(
+        f"study [bold]{view['study']}[/bold] ({view['storage']}): {view['n_complete']} complete, "
+        f"{view['n_pruned']} pruned, {view['n_failed']} failed"
+    )
     if view["best_trial"] is None:
         err_console.print("[red]no trial completed[/red]: nothing to reuse yet")
         return
     console.print(f"best: trial {view['best_trial']}, {view['objective']} {view['best_value']:.5g}")
     reuse = view["reuse"]
-    console.print(f"reuse for {reuse['lora_type']} LoRAs: learning_rate={reuse['learning_rate']:.3g} "
-                  f"rank={reuse['rank']} alpha={reuse['alpha']} steps={reuse['steps']} "
-                  f"extra={reuse['extra']} (suggested weight {reuse['suggested_weight']})")
+    console.print(
+        f"reuse for {reuse['lora_type']} LoRAs: learning_rate={reuse['learning_rate']:.3g} "
+        f"rank={reuse['rank']} alpha={reuse['alpha']} steps={reuse['steps']} "
+        f"extra={reuse['extra']} (suggested weight {reuse['suggested_weight']})"
+    )

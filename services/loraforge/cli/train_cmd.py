@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
 from loraforge.cli.jobs import call, follow, is_terminal, job_state, scope
 from loraforge.cli.output import console, emit_json, fail
 
@@ -35,37 +36,69 @@ def register(app: typer.Typer) -> None:
 
 # ---------------------------------------------------------------- train
 
+
 def train(
     ctx: typer.Context,
     project: str = typer.Option(..., "--project", "-p", help="Project whose dataset to train on."),
     base: str = typer.Option(..., "--base", help="Base model preset (see `loraforge presets`)."),
     tenant: str = typer.Option("default", "--tenant", help="Tenant the project belongs to."),
-    dataset: str | None = typer.Option(None, "--dataset", help="Dataset id (default: the project's "
-                                       "newest captioned dataset)."),
-    rank: int | None = typer.Option(None, "--rank", help="LoRA rank (default: the family's; "
-                                    "`loraforge presets --json` shows every default)."),
-    alpha: int | None = typer.Option(None, "--alpha", help="LoRA alpha: the update is scaled by "
-                                     "alpha/rank (default: the family's alpha/rank ratio at "
-                                     "this rank)."),
+    dataset: str | None = typer.Option(
+        None, "--dataset", help="Dataset id (default: the project's newest captioned dataset)."
+    ),
+    rank: int | None = typer.Option(
+        None,
+        "--rank",
+        help="LoRA rank (default: the family's; `loraforge presets --json` shows every default).",
+    ),
+    alpha: int | None = typer.Option(
+        None,
+        "--alpha",
+        help="LoRA alpha: the update is scaled by "
+        "alpha/rank (default: the family's alpha/rank ratio at "
+        "this rank).",
+    ),
     lr: float | None = typer.Option(None, "--lr", help="Learning rate (default: the family's)."),
-    steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (default: the "
-                                     "family's; or give --epochs)."),
-    epochs: int | None = typer.Option(None, "--epochs", help="Passes over the training clips "
-                                      "instead of --steps: steps = epochs x ceil(clips / batch), "
-                                      "shown in the run record."),
-    resolution: int | None = typer.Option(None, "--resolution", help="Training resolution "
-                                          "(default: the family's)."),
-    frames: int | None = typer.Option(None, "--frames", help="Frames per video sample, 4k+1 (Wan)."),
+    steps: int | None = typer.Option(
+        None, "--steps", help="Optimizer steps (default: the family's; or give --epochs)."
+    ),
+    epochs: int | None = typer.Option(
+        None,
+        "--epochs",
+        help="Passes over the training clips "
+        "instead of --steps: steps = epochs x ceil(clips / batch), "
+        "shown in the run record.",
+    ),
+    resolution: int | None = typer.Option(
+        None, "--resolution", help="Training resolution (default: the family's)."
+    ),
+    frames: int | None = typer.Option(
+        None, "--frames", help="Frames per video sample, 4k+1 (Wan)."
+    ),
     seed: int | None = typer.Option(None, "--seed", help="Random seed."),
-    dora: bool = typer.Option(False, "--dora", help="Train DoRA (a learned magnitude per output "
-                              "row on top of the LoRA pair); ComfyUI loads the file as is."),
-    prompts: list[str] = typer.Option([], "--prompt", help=(
-        "Validation prompt for the previews rendered at each checkpoint, repeatable (the trigger "
-        "is put in front where missing); default: the trigger alone and a few captions.")),
-    options: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help=(
-        "Any other training option, repeatable (values are JSON, else text), e.g. --set "
-        "block_swap=20 --set fp8_base=true --set timestep_sampling=logit_normal; "
-        "`loraforge-train --help` lists them.")),
+    dora: bool = typer.Option(
+        False,
+        "--dora",
+        help="Train DoRA (a learned magnitude per output "
+        "row on top of the LoRA pair); ComfyUI loads the file as is.",
+    ),
+    prompts: list[str] = typer.Option(
+        [],
+        "--prompt",
+        help=(
+            "Validation prompt for the previews rendered at each checkpoint, repeatable (the trigger "
+            "is put in front where missing); default: the trigger alone and a few captions."
+        ),
+    ),
+    options: list[str] = typer.Option(
+        [],
+        "--set",
+        metavar="KEY=VALUE",
+        help=(
+            "Any other training option, repeatable (values are JSON, else text), e.g. --set "
+            "block_swap=20 --set fp8_base=true --set timestep_sampling=logit_normal; "
+            "`loraforge-train --help` lists them."
+        ),
+    ),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the job to its end."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
@@ -78,19 +111,36 @@ def train(
     from loraforge.runtime.settings import load_settings
     from loraforge.runtime.storage import ObjectStore
     from loraforge.trainer.presets import get_preset
-    from loraforge.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
+    from loraforge.v1 import trainer_pb2, trainer_pb2_grpc
 
     remote = remote_of(ctx)
     try:
         get_preset(base)  # the service's rule, before any network call
-        extra = (parse_options(options) | ({"use_dora": True} if dora else {})
-                 | ({"eval_prompts": list(prompts)} if prompts else {})
-                 | ({"epochs": epochs} if epochs is not None else {}))
+        extra = (
+            parse_options(options)
+            | ({"use_dora": True} if dora else {})
+            | ({"eval_prompts": list(prompts)} if prompts else {})
+            | ({"epochs": epochs} if epochs is not None else {})
+        )
     except LoraforgeError as exc:
         fail(str(exc), as_json=as_json, code=2)
     if remote is not None:
-        _remote_train(remote, project, base, dataset, rank, lr, steps, resolution, frames, seed,
-                      extra, wait, as_json, alpha=alpha)
+        _remote_train(
+            remote,
+            project,
+            base,
+            dataset,
+            rank,
+            lr,
+            steps,
+            resolution,
+            frames,
+            seed,
+            extra,
+            wait,
+            as_json,
+            alpha=alpha,
+        )
         return
     try:
         settings = load_settings()
@@ -104,44 +154,84 @@ def train(
         fail(str(exc), as_json=as_json)
     except (NotFound, LoraforgeError) as exc:
         fail(str(exc), as_json=as_json, code=2)
-    run = training_run(dataset_id, base, rank=rank, alpha=alpha, learning_rate=lr, steps=steps,
-                       resolution=resolution, frames=frames, seed=seed, extra=extra)
+    run = training_run(
+        dataset_id,
+        base,
+        rank=rank,
+        alpha=alpha,
+        learning_rate=lr,
+        steps=steps,
+        resolution=resolution,
+        frames=frames,
+        seed=seed,
+        extra=extra,
+    )
     wire = scope(tenant, project)
     target = settings.endpoints.trainer
     with sync_channel(target) as channel:
         stub = trainer_pb2_grpc.TrainerServiceStub(channel)
-        request = trainer_pb2.StartTrainingRequest(scope=wire, request_id=f"cli-{uuid.uuid4().hex}",
-                                                   run=run)
+        request = trainer_pb2.StartTrainingRequest(
+            scope=wire, request_id=f"cli-{uuid.uuid4().hex}", run=run
+        )
         job = call(stub.StartTraining, request, service="trainer", target=target, as_json=as_json)
         if wait and not is_terminal(job):
             job = follow(stub, wire, job, service="trainer", target=target, as_json=as_json)
     state = job_state(job)
     result = dict_from_struct(job.result)
-    view = _view(job.id, state, job.message, result, tenant=tenant, project=project,
-                 dataset_id=dataset_id, base_preset=base)
+    view = _view(
+        job.id,
+        state,
+        job.message,
+        result,
+        tenant=tenant,
+        project=project,
+        dataset_id=dataset_id,
+        base_preset=base,
+    )
     if not _succeeded(view, as_json):
         return
     console.print(f"trained [bold]{base}[/bold] LoRA on dataset {dataset_id}: {job.message}")
-    console.print(f"  best  loras/{view.get('best_key', '?')}"
-                  + (f" (step {view['best_step']})" if view.get("best_step") is not None else ""))
+    console.print(
+        f"  best  loras/{view.get('best_key', '?')}"
+        + (f" (step {view['best_step']})" if view.get("best_step") is not None else "")
+    )
     if view.get("best_reason"):
         console.print(f"        why: {view['best_reason']}")
     if view.get("report_key"):
         console.print(f"  report  loras/{view['report_key']}")
     console.print(f"  last  loras/{view.get('last_key', '?')}")
-    console.print(f"pull it with: loraforge lora pull {job.id} --project {project} "
-                  + ("" if tenant == "default" else f"--tenant {tenant} ") + "--out DIR")
+    console.print(
+        f"pull it with: loraforge lora pull {job.id} --project {project} "
+        + ("" if tenant == "default" else f"--tenant {tenant} ")
+        + "--out DIR"
+    )
 
 
-RESULT_KEYS = ("run_prefix", "last_key", "best_key", "trigger", "steps", "final_loss",
-               "best_step", "best_reason", "report_key")
+RESULT_KEYS = (
+    "run_prefix",
+    "last_key",
+    "best_key",
+    "trigger",
+    "steps",
+    "final_loss",
+    "best_step",
+    "best_reason",
+    "report_key",
+)
 
 
-def _view(job_id: str, state: str, message: str, result: dict[str, Any], **context: Any
-          ) -> dict[str, Any]:
+def _view(
+    job_id: str, state: str, message: str, result: dict[str, Any], **context: Any
+) -> dict[str, Any]:
     """What `train` reports (and prints with --json), local or remote."""
-    return {"job_id": job_id, "run_id": job_id, "state": state, "message": message, **context,
-            **{k: result[k] for k in RESULT_KEYS if k in result}}
+    return {
+        "job_id": job_id,
+        "run_id": job_id,
+        "state": state,
+        "message": message,
+        **context,
+        **{k: result[k] for k in RESULT_KEYS if k in result},
+    }
 
 
 def _succeeded(view: dict[str, Any], as_json: bool) -> bool:
@@ -153,8 +243,10 @@ def _succeeded(view: dict[str, Any], as_json: bool) -> bool:
         emit_json(view)
         return False
     if state != "SUCCEEDED":
-        console.print(f"training job [bold]{job_id}[/bold] {state} on dataset "
-                      f"{view['dataset_id']} (not waiting for it: --no-wait)")
+        console.print(
+            f"training job [bold]{job_id}[/bold] {state} on dataset "
+            f"{view['dataset_id']} (not waiting for it: --no-wait)"
+        )
         return False
     return True
 
@@ -187,28 +279,62 @@ def parse_options(options: list[str]) -> dict[str, Any]:
     return out
 
 
-def _remote_train(remote: Any, project: str, base: str, dataset: str | None, rank: int | None,
-                  lr: float | None, steps: int | None, resolution: int | None, frames: int | None,
-                  seed: int | None, extra: dict[str, Any], wait: bool, as_json: bool,
-                  alpha: int | None = None) -> None:
+def _remote_train(
+    remote: Any,
+    project: str,
+    base: str,
+    dataset: str | None,
+    rank: int | None,
+    lr: float | None,
+    steps: int | None,
+    resolution: int | None,
+    frames: int | None,
+    seed: int | None,
+    extra: dict[str, Any],
+    wait: bool,
+    as_json: bool,
+    alpha: int | None = None,
+) -> None:
     """POST .../training-runs and follow it; the LoRA comes with `lora pull --api`."""
     with remote:
         dataset_id = dataset or remote.newest_dataset(project, as_json=as_json)
-        job = remote.start(project, "trainer", {
-            "dataset_id": dataset_id, "preset": base, "rank": rank, "alpha": alpha,
-            "learning_rate": lr,
-            "steps": steps, "resolution": resolution, "frames": frames, "seed": seed,
-            "extra": extra}, as_json=as_json)
+        job = remote.start(
+            project,
+            "trainer",
+            {
+                "dataset_id": dataset_id,
+                "preset": base,
+                "rank": rank,
+                "alpha": alpha,
+                "learning_rate": lr,
+                "steps": steps,
+                "resolution": resolution,
+                "frames": frames,
+                "seed": seed,
+                "extra": extra,
+            },
+            as_json=as_json,
+        )
         if wait and job["state"] not in ("SUCCEEDED", "FAILED", "CANCELLED"):
             job = remote.follow(project, "trainer", job, as_json=as_json)
     state, result = job["state"], job.get("result") or {}
-    view = _view(job["id"], state, job.get("message", ""), result, project=project,
-                 dataset_id=dataset_id, base_preset=base, api=remote.api)
+    view = _view(
+        job["id"],
+        state,
+        job.get("message", ""),
+        result,
+        project=project,
+        dataset_id=dataset_id,
+        base_preset=base,
+        api=remote.api,
+    )
     if not _succeeded(view, as_json):
         return
     console.print(f"trained [bold]{base}[/bold] LoRA on dataset {dataset_id}: {view['message']}")
-    console.print(f"pull it with: loraforge --api {remote.api} lora pull {job['id']} "
-                  f"--project {project} --out DIR")
+    console.print(
+        f"pull it with: loraforge --api {remote.api} lora pull {job['id']} "
+        f"--project {project} --out DIR"
+    )
 
 
 def newest_captioned_dataset(store: Any, ref: Any) -> str:
@@ -230,15 +356,21 @@ def newest_captioned_dataset(store: Any, ref: Any) -> str:
         if best is None or stamp > best:
             best = stamp
     if best is None:
-        raise NotFound(f"project {ref.tenant}/{ref.project} has no captioned dataset yet; run "
-                       "`loraforge caption` first (or pass --dataset ID)")
+        raise NotFound(
+            f"project {ref.tenant}/{ref.project} has no captioned dataset yet; run "
+            "`loraforge caption` first (or pass --dataset ID)"
+        )
     return best[1]
 
 
 # ---------------------------------------------------------------- presets
 
-def presets(as_json: bool = typer.Option(False, "--json", help="Print a JSON list (with each "
-                                         "preset's effective training defaults).")) -> None:
+
+def presets(
+    as_json: bool = typer.Option(
+        False, "--json", help="Print a JSON list (with each preset's effective training defaults)."
+    ),
+) -> None:
     """Base model presets: family, whether the weights are provisioned, where they come from,
     and (--json) the training defaults a run gets for every option left unset."""
     from loraforge.trainer.presets import list_presets
@@ -247,7 +379,7 @@ def presets(as_json: bool = typer.Option(False, "--json", help="Print a JSON lis
         from loraforge.runtime.settings import load_settings
 
         models_dir = Path(load_settings().models.dir)
-    except Exception:  # noqa: BLE001 - no settings: the presets' own default
+    except Exception:
         models_dir = None
     rows = list_presets(models_dir)
     if as_json:
@@ -255,34 +387,49 @@ def presets(as_json: bool = typer.Option(False, "--json", help="Print a JSON lis
         return
     from rich.table import Table
 
-    table = Table("preset", "family", "variant", "ready", "rank/alpha", "lr", "steps",
-                  "description")
+    table = Table(
+        "preset", "family", "variant", "ready", "rank/alpha", "lr", "steps", "description"
+    )
     for r in rows:
         d = r["defaults"]  # what a run that sets nothing gets (--json: every field)
-        table.add_row(r["name"], r["family"], r["variant"],
-                      "yes" if r["provisioned"] else "no", f"{d['rank']}/{d['alpha']:g}",
-                      f"{d['learning_rate']:g}", str(d["steps"]), r["description"])
+        table.add_row(
+            r["name"],
+            r["family"],
+            r["variant"],
+            "yes" if r["provisioned"] else "no",
+            f"{d['rank']}/{d['alpha']:g}",
+            f"{d['learning_rate']:g}",
+            str(d["steps"]),
+            r["description"],
+        )
     console.print(table)
     missing = [r for r in rows if not r["provisioned"]]
     if missing:
-        console.print(f"{len(missing)} preset(s) need their weights provisioned, e.g. "
-                      f"{missing[0]['weights']}")
+        console.print(
+            f"{len(missing)} preset(s) need their weights provisioned, e.g. {missing[0]['weights']}"
+        )
 
 
 # ---------------------------------------------------------------- lora pull
 
 
-def _remote_pull(remote: Any, run_id: str, out: Path, project: str, which: str, as_json: bool) -> None:
+def _remote_pull(
+    remote: Any, run_id: str, out: Path, project: str, which: str, as_json: bool
+) -> None:
     """GET .../training-runs/RUN_ID/lora?which= (an expiring link), then download it; `all`
     takes every checkpoint and score file from .../artifacts."""
     base = f"/v1/projects/{project}/training-runs/{run_id}"
     with remote:
         if which == "all":
             arts = remote.request("GET", f"{base}/artifacts", as_json=as_json)
-            links = [link for group in ("checkpoints", "scores", "other") for link in arts.get(group, [])]
+            links = [
+                link for group in ("checkpoints", "scores", "other") for link in arts.get(group, [])
+            ]
             prefix = f"runs/{run_id}/"
         else:
-            links = [remote.request("GET", f"{base}/lora", params={"which": which}, as_json=as_json)]
+            links = [
+                remote.request("GET", f"{base}/lora", params={"which": which}, as_json=as_json)
+            ]
             prefix = ""
         if not links:
             fail(f"run {run_id} has no files to pull yet", as_json=as_json, code=2)
@@ -307,8 +454,10 @@ def pull(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the files to.")],
     project: str = typer.Option(..., "--project", "-p", help="Project of the run."),
     tenant: str = typer.Option("default", "--tenant", help="Tenant the project belongs to."),
-    which: Annotated[Which, typer.Option("--which", help="best, last, or all (LoRA files, "
-                                         "checkpoints and run.json).")] = Which.BEST,
+    which: Annotated[
+        Which,
+        typer.Option("--which", help="best, last, or all (LoRA files, checkpoints and run.json)."),
+    ] = Which.BEST,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Download a trained LoRA from loras/<tenant>/<project>/runs/RUN_ID/."""
@@ -332,15 +481,23 @@ def pull(
     store = ObjectStore.connect(settings.s3)
     try:
         if store.stat(Bucket.LORAS, f"{prefix}/{RECORD}") is None:
-            fail(f"run {run_id} of {tenant}/{project} has no {RECORD} in loras/{prefix}/: it does "
-                 "not exist or has not finished (check the training job)", as_json=as_json, code=2)
+            fail(
+                f"run {run_id} of {tenant}/{project} has no {RECORD} in loras/{prefix}/: it does "
+                "not exist or has not finished (check the training job)",
+                as_json=as_json,
+                code=2,
+            )
         keys = [o.key for o in store.list(Bucket.LORAS, prefix + "/")]
         if which is not Which.ALL:
-            keys = [k for k in keys if k.rsplit("/", 1)[-1].startswith(f"{which.value}.")
-                    and k.count("/") == prefix.count("/") + 1]
+            keys = [
+                k
+                for k in keys
+                if k.rsplit("/", 1)[-1].startswith(f"{which.value}.")
+                and k.count("/") == prefix.count("/") + 1
+            ]
         written = []
         for key in sorted(keys):
-            dest = out / key[len(prefix) + 1:]
+            dest = out / key[len(prefix) + 1 :]
             store.download(Bucket.LORAS, key, dest)
             written.append(str(dest))
     except Unavailable as exc:

@@ -35,7 +35,12 @@ import cv2
 import numpy as np
 
 from loraforge.curation.frames import Frame
-from loraforge.curation.people import KEYPOINT_MIN_VISIBILITY, PERSON_MIN_SCORE, WORK_SIDE, PeopleDetector
+from loraforge.curation.people import (
+    KEYPOINT_MIN_VISIBILITY,
+    PERSON_MIN_SCORE,
+    WORK_SIDE,
+    PeopleDetector,
+)
 
 ACTIONS = ("walking", "running", "jumping", "standing", "sitting", "gesturing")
 
@@ -43,12 +48,39 @@ ACTIONS = ("walking", "running", "jumping", "standing", "sitting", "gesturing")
 NOSE, L_SHOULDER, R_SHOULDER, L_ELBOW, R_ELBOW, L_WRIST, R_WRIST = 0, 11, 12, 13, 14, 15, 16
 L_HIP, R_HIP, L_KNEE, R_KNEE, L_ANKLE, R_ANKLE = 23, 24, 25, 26, 27, 28
 KEYPOINT_NAMES = (
-    "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye",
-    "right_eye_outer", "left_ear", "right_ear", "mouth_left", "mouth_right", "left_shoulder",
-    "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_pinky",
-    "right_pinky", "left_index", "right_index", "left_thumb", "right_thumb", "left_hip", "right_hip",
-    "left_knee", "right_knee", "left_ankle", "right_ankle", "left_heel", "right_heel",
-    "left_foot_index", "right_foot_index",
+    "nose",
+    "left_eye_inner",
+    "left_eye",
+    "left_eye_outer",
+    "right_eye_inner",
+    "right_eye",
+    "right_eye_outer",
+    "left_ear",
+    "right_ear",
+    "mouth_left",
+    "mouth_right",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_pinky",
+    "right_pinky",
+    "left_index",
+    "right_index",
+    "left_thumb",
+    "right_thumb",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+    "left_heel",
+    "right_heel",
+    "left_foot_index",
+    "right_foot_index",
 )
 
 STATURE_PER_TORSO = 3.4  # adult stature / shoulder-to-hip length (anthropometric tables)
@@ -98,7 +130,10 @@ class BodyFrame:
             return False
         if self.width and self.height:
             x, y = self.xy[i]
-            return bool(-0.02 * self.width <= x <= 1.02 * self.width and -0.02 * self.height <= y <= 1.02 * self.height)
+            return bool(
+                -0.02 * self.width <= x <= 1.02 * self.width
+                and -0.02 * self.height <= y <= 1.02 * self.height
+            )
         return True
 
     def mid(self, a: int, b: int) -> np.ndarray | None:
@@ -147,8 +182,13 @@ def track_body(frames: Sequence[Frame], people: PeopleDetector) -> list[BodyFram
     for fr in frames:
         h, w = fr.image.shape[:2]
         f = min(1.0, WORK_SIDE / max(h, w))
-        small = cv2.resize(fr.image, (max(1, round(w * f)), max(1, round(h * f))),
-                           interpolation=cv2.INTER_AREA) if f < 1.0 else fr.image
+        small = (
+            cv2.resize(
+                fr.image, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA
+            )
+            if f < 1.0
+            else fr.image
+        )
         rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
         found = people.persons(rgb, PERSON_MIN_SCORE)
         if not found:
@@ -166,9 +206,12 @@ def track_body(frames: Sequence[Frame], people: PeopleDetector) -> list[BodyFram
     return out
 
 
-def background_shift(prev_gray: np.ndarray, gray: np.ndarray,
-                     exclude: tuple[float, float, float, float] | None,
-                     prior: np.ndarray | None = None) -> np.ndarray | None:
+def background_shift(
+    prev_gray: np.ndarray,
+    gray: np.ndarray,
+    exclude: tuple[float, float, float, float] | None,
+    prior: np.ndarray | None = None,
+) -> np.ndarray | None:
     """The camera's translation between two frames (pixels): the median motion of corner points
     outside the person's box that track forward and back to where they started (within
     FB_MAX_ERROR px). Frames analysed 1/6 s apart under a fast pan move 50-150 px, more than
@@ -179,7 +222,7 @@ def background_shift(prev_gray: np.ndarray, gray: np.ndarray,
     mask = np.full(gray.shape, 255, np.uint8)
     if exclude is not None:
         x0, y0, x1, y1 = (int(round(v)) for v in exclude)
-        mask[max(0, y0):max(0, y1), max(0, x0):max(0, x1)] = 0
+        mask[max(0, y0) : max(0, y1), max(0, x0) : max(0, x1)] = 0
     pts = cv2.goodFeaturesToTrack(prev_gray, MAX_FLOW_POINTS, 0.01, 8, mask=mask)
     if pts is None or len(pts) < MIN_FLOW_POINTS:
         return None
@@ -194,11 +237,29 @@ def background_shift(prev_gray: np.ndarray, gray: np.ndarray,
     best: tuple[int, np.ndarray] | None = None
     for g in guesses:
         start = (pts + g).astype(np.float32)
-        nxt, st, _ = cv2.calcOpticalFlowPyrLK(prev_gray, gray, pts, start, winSize=(21, 21), maxLevel=3,
-                                              flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
-        back, st2, _ = cv2.calcOpticalFlowPyrLK(gray, prev_gray, nxt, (nxt - g).astype(np.float32),
-                                                winSize=(21, 21), maxLevel=3, flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
-        ok = (st.ravel() == 1) & (st2.ravel() == 1) & (np.linalg.norm((back - pts).reshape(-1, 2), axis=1) < FB_MAX_ERROR)
+        nxt, st, _ = cv2.calcOpticalFlowPyrLK(
+            prev_gray,
+            gray,
+            pts,
+            start,
+            winSize=(21, 21),
+            maxLevel=3,
+            flags=cv2.OPTFLOW_USE_INITIAL_FLOW,
+        )
+        back, st2, _ = cv2.calcOpticalFlowPyrLK(
+            gray,
+            prev_gray,
+            nxt,
+            (nxt - g).astype(np.float32),
+            winSize=(21, 21),
+            maxLevel=3,
+            flags=cv2.OPTFLOW_USE_INITIAL_FLOW,
+        )
+        ok = (
+            (st.ravel() == 1)
+            & (st2.ravel() == 1)
+            & (np.linalg.norm((back - pts).reshape(-1, 2), axis=1) < FB_MAX_ERROR)
+        )
         if ok.sum() >= MIN_FLOW_POINTS and (best is None or ok.sum() > best[0]):
             best = (int(ok.sum()), np.median((nxt - pts).reshape(-1, 2)[ok], axis=0))
     return None if best is None else best[1]
@@ -244,7 +305,9 @@ def _stature(b: BodyFrame) -> tuple[float, str] | None:
     if b.seen(L_SHOULDER) and b.seen(R_SHOULDER):
         # a shot cut above the hips: shoulder breadth, the least reliable (a body turned
         # sideways shows narrow shoulders and reads small, hence fast)
-        return float(np.linalg.norm(b.xy[L_SHOULDER] - b.xy[R_SHOULDER])) / SHOULDERS_PER_STATURE, "shoulders"
+        return float(
+            np.linalg.norm(b.xy[L_SHOULDER] - b.xy[R_SHOULDER])
+        ) / SHOULDERS_PER_STATURE, "shoulders"
     return None
 
 
@@ -271,8 +334,10 @@ def _knee(b: BodyFrame, stature: float) -> tuple[float, float] | None:
     return best
 
 
-def action_features(bodies: Sequence[BodyFrame | None], grays: Sequence[np.ndarray] | None = None,
-                    ) -> ActionFeatures:
+def action_features(
+    bodies: Sequence[BodyFrame | None],
+    grays: Sequence[np.ndarray] | None = None,
+) -> ActionFeatures:
     """Features over the frames where the body was found. ``grays``: each frame in grey (same
     size as the keypoints' frames) to measure the camera's pan; None for a photo."""
     seen = [(i, b) for i, b in enumerate(bodies) if b is not None]
@@ -297,12 +362,20 @@ def action_features(bodies: Sequence[BodyFrame | None], grays: Sequence[np.ndarr
     if len(knees) * 2 >= len(seen):  # legs seen whole in at least half the frames
         feats.knee_angle = float(np.median([k[0] for k in knees]))
         feats.thigh_slope = float(np.median([k[1] for k in knees]))
-    strides = [abs(float(b.xy[L_ANKLE, 0] - b.xy[R_ANKLE, 0])) / height
-               for _, b in seen if b.seen(L_ANKLE) and b.seen(R_ANKLE)]
+    strides = [
+        abs(float(b.xy[L_ANKLE, 0] - b.xy[R_ANKLE, 0])) / height
+        for _, b in seen
+        if b.seen(L_ANKLE) and b.seen(R_ANKLE)
+    ]
     if strides:
         feats.stride = float(np.median(strides))
-    raised = [any(b.seen(wr) and b.seen(sh) and b.xy[wr, 1] < b.xy[sh, 1]
-                  for wr, sh in ((L_WRIST, L_SHOULDER), (R_WRIST, R_SHOULDER))) for _, b in seen]
+    raised = [
+        any(
+            b.seen(wr) and b.seen(sh) and b.xy[wr, 1] < b.xy[sh, 1]
+            for wr, sh in ((L_WRIST, L_SHOULDER), (R_WRIST, R_SHOULDER))
+        )
+        for _, b in seen
+    ]
     feats.wrist_raised_fraction = float(np.mean(raised))
 
     # wrists against the shoulder centre, in torso lengths
@@ -313,7 +386,9 @@ def action_features(bodies: Sequence[BodyFrame | None], grays: Sequence[np.ndarr
         for wr in rel:
             if sh is not None and b.seen(wr):
                 rel[wr].append((b.xy[wr] - sh) / torso)
-    motions = [float(np.sqrt(np.var(np.array(v), axis=0).sum())) for v in rel.values() if len(v) >= 3]
+    motions = [
+        float(np.sqrt(np.var(np.array(v), axis=0).sum())) for v in rel.values() if len(v) >= 3
+    ]
     feats.wrist_motion = max(motions) if motions else None
 
     if grays is None or len(seen) < 2:
@@ -325,7 +400,9 @@ def action_features(bodies: Sequence[BodyFrame | None], grays: Sequence[np.ndarr
     last: np.ndarray | None = None
     for k in range(1, len(grays)):
         prev = bodies[k - 1] or bodies[k]
-        shift = background_shift(grays[k - 1], grays[k], prev.box() if prev is not None else None, last)
+        shift = background_shift(
+            grays[k - 1], grays[k], prev.box() if prev is not None else None, last
+        )
         if shift is None:
             # too little background between the frames (the person fills it, or a flat wall):
             # a pan is smooth, so the previous pair's shift stands in; without one, unknown
@@ -365,12 +442,21 @@ def name_action(f: ActionFeatures) -> tuple[str | None, str]:
     standing."""
     if f.frames_with_body == 0 or f.body_height_px <= 0:
         return None, "no body keypoints found"
-    if (f.knee_angle is not None and f.thigh_slope is not None
-            and f.knee_angle <= SITTING_MAX_KNEE_DEG and f.thigh_slope <= SITTING_MAX_THIGH_SLOPE):
-        return "sitting", (f"knee {f.knee_angle:.0f} deg (<= {SITTING_MAX_KNEE_DEG:.0f}), thigh slope "
-                           f"{f.thigh_slope:.2f} (<= {SITTING_MAX_THIGH_SLOPE})")
+    if (
+        f.knee_angle is not None
+        and f.thigh_slope is not None
+        and f.knee_angle <= SITTING_MAX_KNEE_DEG
+        and f.thigh_slope <= SITTING_MAX_THIGH_SLOPE
+    ):
+        return "sitting", (
+            f"knee {f.knee_angle:.0f} deg (<= {SITTING_MAX_KNEE_DEG:.0f}), thigh slope "
+            f"{f.thigh_slope:.2f} (<= {SITTING_MAX_THIGH_SLOPE})"
+        )
     if f.hip_lift is not None and f.hip_lift >= JUMP_MIN_LIFT:
-        return "jumping", f"hips rise {f.hip_lift:.2f} body heights above their level (>= {JUMP_MIN_LIFT})"
+        return (
+            "jumping",
+            f"hips rise {f.hip_lift:.2f} body heights above their level (>= {JUMP_MIN_LIFT})",
+        )
     if f.ground_speed is not None and f.ground_speed >= RUNNING_MIN_SPEED:
         return "running", f"moves {f.ground_speed:.2f} body heights/s (>= {RUNNING_MIN_SPEED})"
     if f.ground_speed is not None and f.ground_speed >= MOVING_MIN_SPEED:
@@ -380,12 +466,16 @@ def name_action(f: ActionFeatures) -> tuple[str | None, str]:
             return "gesturing", "a hand raised above the shoulder line"
         return "standing", "upright, no hand raised (a photo: no motion to measure)"
     if f.wrist_motion is not None and f.wrist_motion >= GESTURE_MIN_WRIST_MOTION:
-        return "gesturing", (f"body still ({f.ground_speed:.2f} body heights/s), wrists move "
-                             f"{f.wrist_motion:.2f} torso lengths (>= {GESTURE_MIN_WRIST_MOTION})")
+        return "gesturing", (
+            f"body still ({f.ground_speed:.2f} body heights/s), wrists move "
+            f"{f.wrist_motion:.2f} torso lengths (>= {GESTURE_MIN_WRIST_MOTION})"
+        )
     return "standing", f"body still ({f.ground_speed:.2f} body heights/s), arms quiet"
 
 
-def analyse_action(frames: Sequence[Frame], people: PeopleDetector, video: bool = True) -> ActionResult:
+def analyse_action(
+    frames: Sequence[Frame], people: PeopleDetector, video: bool = True
+) -> ActionResult:
     """Keypoints on every frame, the features and the action of one clip (or photo)."""
     bodies = track_body(frames, people)
     grays = None

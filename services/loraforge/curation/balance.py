@@ -41,7 +41,9 @@ def balance(cands: Sequence[Candidate], target: int, max_share: float) -> Balanc
     labels = Counter(c.label for c in cands)
     k = max(1, len(labels))
     cap = max(1, math.floor(max(max_share, 1.0 / k) * target + 1e-9))
-    queues = {lab: sorted((c for c in cands if c.label == lab), key=lambda c: -c.score) for lab in labels}
+    queues = {
+        lab: sorted((c for c in cands if c.label == lab), key=lambda c: -c.score) for lab in labels
+    }
     chosen: list[Candidate] = []
     taken: Counter = Counter()
     # classes take turns, the best remaining candidate of each class per turn
@@ -65,5 +67,6 @@ def balance(cands: Sequence[Candidate], target: int, max_share: float) -> Balanc
             f"{target - len(chosen)} item(s) short of the target {target}: no class may fill more "
             f"than {cap} ({max(max_share, 1.0 / k):.0%})"
             + (f" and {', '.join(full)} {'is' if len(full) == 1 else 'are'} full" if full else "")
-            + "; add clips of the other classes")
+            + "; add clips of the other classes"
+        )
     return Balanced(chosen, capped, cap, dict(sorted(taken.items())), missing)

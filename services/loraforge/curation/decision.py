@@ -87,12 +87,16 @@ def _where(evidence: list[dict], limit: int = 2) -> str:
         x, y, w, h = e["box"]
         said = f" {e['text']!r}" if e.get("text") else ""
         frames = ",".join(str(f) for f in e["frames"])
-        parts.append(f"{e['kind'].replace('_', ' ')}{said} at x={x:.2f} y={y:.2f} w={w:.2f} h={h:.2f} (frames {frames})")
+        parts.append(
+            f"{e['kind'].replace('_', ' ')}{said} at x={x:.2f} y={y:.2f} w={w:.2f} h={h:.2f} (frames {frames})"
+        )
     more = f" and {len(evidence) - limit} more" if len(evidence) > limit else ""
     return "; ".join(parts) + more
 
 
-def _light_and_detail(m: ClipMetrics, p: CurationPolicy, rs: list[Reason], fl: list[Reason]) -> None:
+def _light_and_detail(
+    m: ClipMetrics, p: CurationPolicy, rs: list[Reason], fl: list[Reason]
+) -> None:
     """Exposure, clipping, sharpness and noise.
 
     With a subject (a face was seen) and ``light_on="subject"``, the subject region decides and
@@ -103,37 +107,97 @@ def _light_and_detail(m: ClipMetrics, p: CurationPolicy, rs: list[Reason], fl: l
     subject = p.light_on == "subject" and m.subject_luma is not None
     if subject:
         # the region every subject reason was measured on, for the manifest and the report
-        at = ({"kind": m.subject_source, "box": list(m.subject_box), "frames": list(m.subject_frames),
-               "text": None, "score": round(float(m.subject_luma), 4)},) if m.subject_box else ()
+        at = (
+            (
+                {
+                    "kind": m.subject_source,
+                    "box": list(m.subject_box),
+                    "frames": list(m.subject_frames),
+                    "text": None,
+                    "score": round(float(m.subject_luma), 4),
+                },
+            )
+            if m.subject_box
+            else ()
+        )
         frame = f"frame {m.mean_luma:.0f}/255"
         who = "face" if m.subject_source == "face" else "subject"
         if m.subject_luma < p.min_subject_luma:
-            rs.append(_r("too_dark", f"{who} brightness {m.subject_luma:.0f}/255 (min {p.min_subject_luma:.0f}), {frame}", at))
+            rs.append(
+                _r(
+                    "too_dark",
+                    f"{who} brightness {m.subject_luma:.0f}/255 (min {p.min_subject_luma:.0f}), {frame}",
+                    at,
+                )
+            )
         elif m.subject_luma > p.max_subject_luma:
-            rs.append(_r("too_bright", f"{who} brightness {m.subject_luma:.0f}/255 (max {p.max_subject_luma:.0f}), {frame}", at))
+            rs.append(
+                _r(
+                    "too_bright",
+                    f"{who} brightness {m.subject_luma:.0f}/255 (max {p.max_subject_luma:.0f}), {frame}",
+                    at,
+                )
+            )
         elif m.mean_luma < p.min_mean_luma:
-            fl.append(_r("low_key", f"dark frame ({frame}, min {p.min_mean_luma:.0f}) with a lit {who} "
-                                    f"({m.subject_luma:.0f}/255): kept as a low-key shot"))
+            fl.append(
+                _r(
+                    "low_key",
+                    f"dark frame ({frame}, min {p.min_mean_luma:.0f}) with a lit {who} "
+                    f"({m.subject_luma:.0f}/255): kept as a low-key shot",
+                )
+            )
         if m.subject_highlights_clipped > p.max_highlights_clipped:
-            rs.append(_r("highlights_clipped", f"{m.subject_highlights_clipped:.0%} of the subject blown out "
-                                               f"(max {p.max_highlights_clipped:.0%})", at))
+            rs.append(
+                _r(
+                    "highlights_clipped",
+                    f"{m.subject_highlights_clipped:.0%} of the subject blown out "
+                    f"(max {p.max_highlights_clipped:.0%})",
+                    at,
+                )
+            )
         elif m.highlights_clipped > p.max_highlights_clipped:
-            fl.append(_r("highlights_clipped", f"{m.highlights_clipped:.0%} of the frame blown out outside the "
-                                               f"subject (max {p.max_highlights_clipped:.0%})"))
+            fl.append(
+                _r(
+                    "highlights_clipped",
+                    f"{m.highlights_clipped:.0%} of the frame blown out outside the "
+                    f"subject (max {p.max_highlights_clipped:.0%})",
+                )
+            )
         if m.subject_shadows_clipped > p.max_shadows_clipped:
-            rs.append(_r("shadows_clipped", f"{m.subject_shadows_clipped:.0%} of the subject crushed to black "
-                                            f"(max {p.max_shadows_clipped:.0%})", at))
+            rs.append(
+                _r(
+                    "shadows_clipped",
+                    f"{m.subject_shadows_clipped:.0%} of the subject crushed to black "
+                    f"(max {p.max_shadows_clipped:.0%})",
+                    at,
+                )
+            )
         if m.subject_sharpness < p.min_frame_sharpness:
-            rs.append(_r("blurry", f"subject sharpness {m.subject_sharpness:.0f} (min {p.min_frame_sharpness:.0f}), "
-                                   f"frame {m.sharpness:.0f}", at))
+            rs.append(
+                _r(
+                    "blurry",
+                    f"subject sharpness {m.subject_sharpness:.0f} (min {p.min_frame_sharpness:.0f}), "
+                    f"frame {m.sharpness:.0f}",
+                    at,
+                )
+            )
         noise, where = m.subject_noise, "on the subject"
     else:
         if m.sharpness < p.min_frame_sharpness:
-            rs.append(_r("blurry", f"frame sharpness {m.sharpness:.0f} (min {p.min_frame_sharpness:.0f})"))
+            rs.append(
+                _r("blurry", f"frame sharpness {m.sharpness:.0f} (min {p.min_frame_sharpness:.0f})")
+            )
         if m.mean_luma < p.min_mean_luma:
-            rs.append(_r("too_dark", f"mean brightness {m.mean_luma:.0f}/255 (min {p.min_mean_luma:.0f})"))
+            rs.append(
+                _r("too_dark", f"mean brightness {m.mean_luma:.0f}/255 (min {p.min_mean_luma:.0f})")
+            )
         if m.mean_luma > p.max_mean_luma:
-            rs.append(_r("too_bright", f"mean brightness {m.mean_luma:.0f}/255 (max {p.max_mean_luma:.0f})"))
+            rs.append(
+                _r(
+                    "too_bright",
+                    f"mean brightness {m.mean_luma:.0f}/255 (max {p.max_mean_luma:.0f})",
+                )
+            )
         if m.highlights_clipped > p.max_highlights_clipped:
             rs.append(
                 _r(
@@ -150,9 +214,21 @@ def _light_and_detail(m: ClipMetrics, p: CurationPolicy, rs: list[Reason], fl: l
             )
         noise, where, at = m.noise, "in the frame", ()
     if noise > p.max_noise:
-        rs.append(_r("noisy", f"heavy noise {where}: sigma {noise:.1f} grey levels (max {p.max_noise:g})", at))
+        rs.append(
+            _r(
+                "noisy",
+                f"heavy noise {where}: sigma {noise:.1f} grey levels (max {p.max_noise:g})",
+                at,
+            )
+        )
     elif noise > p.flag_noise:
-        fl.append(_r("noisy", f"visible noise {where}: sigma {noise:.1f} grey levels (flag above {p.flag_noise:g})", at))
+        fl.append(
+            _r(
+                "noisy",
+                f"visible noise {where}: sigma {noise:.1f} grey levels (flag above {p.flag_noise:g})",
+                at,
+            )
+        )
 
 
 def _overlays(m: ClipMetrics, p: CurationPolicy, rs: list[Reason], fl: list[Reason]) -> None:
@@ -164,11 +240,17 @@ def _overlays(m: ClipMetrics, p: CurationPolicy, rs: list[Reason], fl: list[Reas
         rs.append(_r("burned_in_text", what, ev))
     if m.logo_or_watermark and p.reject_watermark:
         ev = m.watermark_evidence
-        what = ("static overlay: " + _where(ev)) if ev else "a static logo or watermark is overlaid on the picture"
+        what = (
+            ("static overlay: " + _where(ev))
+            if ev
+            else "a static logo or watermark is overlaid on the picture"
+        )
         rs.append(_r("watermark", what, ev))
     if m.scene_text:
         ev = m.scene_text_evidence
-        fl.append(_r("scene_text", "text in the scene (kept; it may be learned): " + _where(ev), ev))
+        fl.append(
+            _r("scene_text", "text in the scene (kept; it may be learned): " + _where(ev), ev)
+        )
 
 
 @dataclass(frozen=True)
@@ -186,7 +268,9 @@ def dataset_context(metrics: list[ClipMetrics], policy: CurationPolicy) -> Datas
         return DatasetContext()
     counts = Counter(m.motion_direction for m in metrics if m.motion_direction)
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    majority = ranked[0][0] if ranked and (len(ranked) == 1 or ranked[0][1] > ranked[1][1]) else None
+    majority = (
+        ranked[0][0] if ranked and (len(ranked) == 1 or ranked[0][1] > ranked[1][1]) else None
+    )
     return DatasetContext(majority, tuple(ranked))
 
 
@@ -196,7 +280,9 @@ def _subject(m: ClipMetrics, p: CurationPolicy, rs: list[Reason], fl: list[Reaso
     lighting and effect (max_people None)."""
     if p.require_face:
         if m.face_frames_fraction == 0:
-            rs.append(_r("no_face", "no face found in any sampled frame (a visible face is required)"))
+            rs.append(
+                _r("no_face", "no face found in any sampled frame (a visible face is required)")
+            )
         elif m.face_frames_fraction < p.min_face_frames_fraction:
             rs.append(
                 _r(
@@ -206,9 +292,16 @@ def _subject(m: ClipMetrics, p: CurationPolicy, rs: list[Reason], fl: list[Reaso
                 )
             )
     if p.max_people == 0 and m.people_count > 0:
-        without = f" ({m.bodies_without_face} without a visible face)" if m.bodies_without_face else ""
-        rs.append(_r("people_count", f"{m.people_count} person{'s' * (m.people_count > 1)} in frame{without}; "
-                                     f"a {p.lora_type} dataset needs none"))
+        without = (
+            f" ({m.bodies_without_face} without a visible face)" if m.bodies_without_face else ""
+        )
+        rs.append(
+            _r(
+                "people_count",
+                f"{m.people_count} person{'s' * (m.people_count > 1)} in frame{without}; "
+                f"a {p.lora_type} dataset needs none",
+            )
+        )
     elif p.max_people is not None and m.people_count > p.max_people:
         extra = f", {m.bodies_without_face} without a visible face" if m.bodies_without_face else ""
         rs.append(
@@ -216,14 +309,23 @@ def _subject(m: ClipMetrics, p: CurationPolicy, rs: list[Reason], fl: list[Reaso
         )
     if p.require_full_body:
         if m.person_frames_fraction == 0:
-            rs.append(_r("no_person", f"nobody found in any sampled frame (a {p.lora_type} dataset needs a person)"))
+            rs.append(
+                _r(
+                    "no_person",
+                    f"nobody found in any sampled frame (a {p.lora_type} dataset needs a person)",
+                )
+            )
         elif m.full_body_fraction < p.min_full_body_fraction:
             rs.append(
                 _r(
                     "no_full_body",
                     f"whole body in frame in {m.full_body_fraction:.0%} of the checked frames "
                     f"(min {p.min_full_body_fraction:.0%}; head to feet must be visible)"
-                    + (f"; not seen: {', '.join(m.missing_body_parts)}" if m.missing_body_parts else ""),
+                    + (
+                        f"; not seen: {', '.join(m.missing_body_parts)}"
+                        if m.missing_body_parts
+                        else ""
+                    ),
                 )
             )
     if p.require_face and m.face_frames_fraction > 0:
@@ -237,23 +339,35 @@ def _subject(m: ClipMetrics, p: CurationPolicy, rs: list[Reason], fl: list[Reaso
             )
         if m.face_sharpness < p.min_face_sharpness:
             rs.append(
-                _r("face_blurry", f"face sharpness {m.face_sharpness:.0f} (min {p.min_face_sharpness:.0f})")
+                _r(
+                    "face_blurry",
+                    f"face sharpness {m.face_sharpness:.0f} (min {p.min_face_sharpness:.0f})",
+                )
             )
 
 
-def _motion_direction(m: ClipMetrics, p: CurationPolicy, ctx: DatasetContext, rs: list[Reason],
-                      fl: list[Reason]) -> None:
+def _motion_direction(
+    m: ClipMetrics, p: CurationPolicy, ctx: DatasetContext, rs: list[Reason], fl: list[Reason]
+) -> None:
     """Effect datasets: every clip moves the same way (seed 004: all clockwise, not mixed)."""
     if p.motion_direction_rule == "off" or not m.motion_direction or not ctx.motion_counts:
         return
     ways = ", ".join(f"{n} {d}" for d, n in ctx.motion_counts)
     if ctx.motion_majority is None:
-        fl.append(_r("motion_direction", f"motion {m.motion_direction}, but the clips are split ({ways}); "
-                                         "an effect should move one way in every clip"))
+        fl.append(
+            _r(
+                "motion_direction",
+                f"motion {m.motion_direction}, but the clips are split ({ways}); "
+                "an effect should move one way in every clip",
+            )
+        )
     elif m.motion_direction != ctx.motion_majority:
-        r = _r("motion_direction", f"motion {m.motion_direction} ({m.motion_direction_rate:.2f} frame widths/s) "
-                                   f"against the dataset's {ctx.motion_majority} ({ways}); an effect should "
-                                   "move one way in every clip")
+        r = _r(
+            "motion_direction",
+            f"motion {m.motion_direction} ({m.motion_direction_rate:.2f} frame widths/s) "
+            f"against the dataset's {ctx.motion_majority} ({ways}); an effect should "
+            "move one way in every clip",
+        )
         (rs if p.motion_direction_rule == "reject" else fl).append(r)
 
 
@@ -277,13 +391,23 @@ def decide(
             rs.append(_r("too_long", f"{m.duration_s:.1f} s long (max {p.max_duration_s:g} s)"))
     if m.short_side < p.min_short_side_px:
         rs.append(
-            _r("low_resolution", f"{m.width}x{m.height}, short side {m.short_side} px (min {p.min_short_side_px})")
+            _r(
+                "low_resolution",
+                f"{m.width}x{m.height}, short side {m.short_side} px (min {p.min_short_side_px})",
+            )
         )
     bars = max(m.letterbox_fraction, m.pillarbox_fraction)
     if bars > p.reject_letterbox_fraction:
-        rs.append(_r("letterbox", f"black bars cover {bars:.0%} of the frame (max {p.reject_letterbox_fraction:.0%})"))
+        rs.append(
+            _r(
+                "letterbox",
+                f"black bars cover {bars:.0%} of the frame (max {p.reject_letterbox_fraction:.0%})",
+            )
+        )
     elif bars > p.max_letterbox_fraction:
-        fl.append(_r("letterbox", f"black bars cover {bars:.0%} of the frame; crop before training"))
+        fl.append(
+            _r("letterbox", f"black bars cover {bars:.0%} of the frame; crop before training")
+        )
     _overlays(m, p, rs, fl)
     if m.motion == "shaky" and p.reject_shaky:
         rs.append(_r("shaky", f"camera shake ({m.motion_jitter:.2f} frame widths/s of jitter)"))
@@ -292,17 +416,31 @@ def decide(
     if m.identity_match is False and p.face_type:
         lim = f" (max {identity_threshold:.2f})" if identity_threshold is not None else ""
         rs.append(
-            _r("identity_mismatch", f"face does not match the subject, distance {m.identity_distance:.2f}{lim}")
+            _r(
+                "identity_mismatch",
+                f"face does not match the subject, distance {m.identity_distance:.2f}{lim}",
+            )
         )
     if duplicate_of is not None:
         rs.append(_r("near_duplicate", f"near-copy of {duplicate_of}, which is kept instead"))
 
     if m.blockiness > p.max_blockiness:
-        fl.append(_r("blocky", f"compression blocks visible (blockiness {m.blockiness:.2f}, max {p.max_blockiness:.2f})"))
+        fl.append(
+            _r(
+                "blocky",
+                f"compression blocks visible (blockiness {m.blockiness:.2f}, max {p.max_blockiness:.2f})",
+            )
+        )
     if m.contrast < p.min_contrast:
         fl.append(_r("low_contrast", f"contrast {m.contrast:.0f} (min {p.min_contrast:.0f})"))
     if m.eyes_closed_fraction > p.max_eyes_closed_fraction:
         fl.append(_r("eyes_closed", f"eyes closed in {m.eyes_closed_fraction:.0%} of frames"))
-    if p.require_face and 0 < m.face_frames_fraction < 1 and not any(r.code == "no_face" for r in rs):
-        fl.append(_r("face_intermittent", f"face visible in {m.face_frames_fraction:.0%} of frames"))
+    if (
+        p.require_face
+        and 0 < m.face_frames_fraction < 1
+        and not any(r.code == "no_face" for r in rs)
+    ):
+        fl.append(
+            _r("face_intermittent", f"face visible in {m.face_frames_fraction:.0%} of frames")
+        )
     return Decision(not rs, rs, fl)

@@ -46,7 +46,9 @@ def models_dir() -> Path:
         )
     d = Path(next(iter(spec.submodule_search_locations))) / "models"
     if not (d / "shape_predictor_68_face_landmarks.dat").is_file():
-        raise BackendUnavailable(f"{d}: dlib model files missing; reinstall face_recognition_models")
+        raise BackendUnavailable(
+            f"{d}: dlib model files missing; reinstall face_recognition_models"
+        )
     return d
 
 
@@ -80,7 +82,9 @@ def _fill_detector_pool(n: int) -> None:
     dlib, first = _models()[:2]
     with _detectors_lock:
         while _detectors_built < n:
-            _free_detectors.append(first if _detectors_built == 0 else dlib.get_frontal_face_detector())
+            _free_detectors.append(
+                first if _detectors_built == 0 else dlib.get_frontal_face_detector()
+            )
             _detectors_built += 1
 
 
@@ -115,10 +119,14 @@ class DlibBackend:
         """The RGB copy detection and embedding run on, and its scale against the frame."""
         h, w = image_bgr.shape[:2]
         f = min(1.0, DETECT_MAX_SIDE / max(h, w))
-        work = image_bgr if f == 1.0 else cv2.resize(
-            image_bgr, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA
+        work = (
+            image_bgr
+            if f == 1.0
+            else cv2.resize(image_bgr, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA)
         )
-        return cv2.cvtColor(work, cv2.COLOR_BGR2RGB), f  # contiguous; numpy's [..., ::-1] copy is slower
+        return cv2.cvtColor(
+            work, cv2.COLOR_BGR2RGB
+        ), f  # contiguous; numpy's [..., ::-1] copy is slower
 
     def detect(self, image_bgr: np.ndarray, embed_largest: bool = True) -> list[DetectedFace]:
         rgb, f = self._work_image(image_bgr)
@@ -156,7 +164,9 @@ class DlibBackend:
         rgb, f = self._work_image(image_bgr)
         dl = self._dlib
         left, top = round(face.box.x * f), round(face.box.y * f)
-        rect = dl.rectangle(left, top, left + round(face.box.w * f) - 1, top + round(face.box.h * f) - 1)
+        rect = dl.rectangle(
+            left, top, left + round(face.box.w * f) - 1, top + round(face.box.h * f) - 1
+        )
         pts = np.rint(np.asarray(face.landmarks, np.float64) * f).astype(int)
         shape = dl.full_object_detection(rect, [dl.point(int(x), int(y)) for x, y in pts])
         with self._lock:

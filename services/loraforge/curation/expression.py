@@ -61,7 +61,9 @@ def measure_expression(landmarks: np.ndarray) -> FaceExpression:
     return FaceExpression(mouth_w / jaw, (lip_centre_y - corners_y) / face_h, mar, ear)
 
 
-def expression_label(smiling_frac: float, open_frac: float, talking: bool, closed_frac: float) -> str:
+def expression_label(
+    smiling_frac: float, open_frac: float, talking: bool, closed_frac: float
+) -> str:
     """One label per clip for the report and for spreading the selection."""
     if closed_frac > 0.5:
         return "eyes_closed"
@@ -130,8 +132,14 @@ def measure_face_shape(landmarks: np.ndarray) -> FaceShape:
     iod = max(_d(le, re), 1e-6)
     brow = (_d(p[17:22].mean(0), le) + _d(p[22:27].mean(0), re)) / (2.0 * iod)
     lift = (p[62][1] - (p[48][1] + p[54][1]) / 2.0) / iod
-    return FaceShape(e.mouth_width_ratio, lift, e.mouth_aspect_ratio, e.eye_aspect_ratio,
-                     brow, _d(p[21], p[22]) / iod)
+    return FaceShape(
+        e.mouth_width_ratio,
+        lift,
+        e.mouth_aspect_ratio,
+        e.eye_aspect_ratio,
+        brow,
+        _d(p[21], p[22]) / iod,
+    )
 
 
 @dataclass(frozen=True)
@@ -145,36 +153,52 @@ class ShapeBaseline:
 def baseline_of(shapes: list[FaceShape]) -> ShapeBaseline | None:
     if len(shapes) < 3:  # a median of fewer says little about a resting face
         return None
-    return ShapeBaseline(float(np.median([s.brow_height for s in shapes])),
-                         float(np.median([s.inner_brow_gap for s in shapes])))
+    return ShapeBaseline(
+        float(np.median([s.brow_height for s in shapes])),
+        float(np.median([s.inner_brow_gap for s in shapes])),
+    )
 
 
 def classify_face(s: FaceShape, baseline: ShapeBaseline | None = None) -> tuple[str, str]:
     """(class, why) of one face; never "talking", which needs several frames (classify_clip)."""
     smiling = s.mouth_width_ratio >= SMILE_WIDTH_RATIO or s.corner_lift >= SMILE_LIFT_IOD
-    raised = (s.brow_height - baseline.brow_height >= BROW_RAISE_IOD if baseline
-              else s.brow_height >= BROW_RAISED_ABS)
+    raised = (
+        s.brow_height - baseline.brow_height >= BROW_RAISE_IOD
+        if baseline
+        else s.brow_height >= BROW_RAISED_ABS
+    )
     if raised and s.mouth_aspect_ratio >= SURPRISE_MIN_MAR and not smiling:
-        return "surprised", (f"brows raised ({s.brow_height:.2f} IOD), mouth open "
-                             f"(aspect {s.mouth_aspect_ratio:.2f} >= {SURPRISE_MIN_MAR})")
+        return "surprised", (
+            f"brows raised ({s.brow_height:.2f} IOD), mouth open "
+            f"(aspect {s.mouth_aspect_ratio:.2f} >= {SURPRISE_MIN_MAR})"
+        )
     if smiling and s.mouth_aspect_ratio >= LAUGH_MIN_MAR:
-        return "laughing", (f"smile (mouth {s.mouth_width_ratio:.2f} of the jaw) with the mouth open "
-                            f"(aspect {s.mouth_aspect_ratio:.2f} >= {LAUGH_MIN_MAR})")
+        return "laughing", (
+            f"smile (mouth {s.mouth_width_ratio:.2f} of the jaw) with the mouth open "
+            f"(aspect {s.mouth_aspect_ratio:.2f} >= {LAUGH_MIN_MAR})"
+        )
     if smiling:
-        return "smile", (f"mouth {s.mouth_width_ratio:.2f} of the jaw (>= {SMILE_WIDTH_RATIO}) or corners "
-                         f"lifted {s.corner_lift:.3f} IOD (>= {SMILE_LIFT_IOD})")
+        return "smile", (
+            f"mouth {s.mouth_width_ratio:.2f} of the jaw (>= {SMILE_WIDTH_RATIO}) or corners "
+            f"lifted {s.corner_lift:.3f} IOD (>= {SMILE_LIFT_IOD})"
+        )
     lowered = baseline is not None and (
         baseline.brow_height - s.brow_height >= BROW_LOWER_IOD
-        or baseline.inner_brow_gap - s.inner_brow_gap >= BROW_FURROW_IOD)
+        or baseline.inner_brow_gap - s.inner_brow_gap >= BROW_FURROW_IOD
+    )
     if s.mouth_aspect_ratio < MOUTH_OPEN_MAR and (lowered or s.corner_lift <= SERIOUS_MAX_LIFT_IOD):
-        why = ("brows lowered or drawn together" if lowered
-               else f"mouth corners turned down ({s.corner_lift:.3f} IOD <= {SERIOUS_MAX_LIFT_IOD})")
+        why = (
+            "brows lowered or drawn together"
+            if lowered
+            else f"mouth corners turned down ({s.corner_lift:.3f} IOD <= {SERIOUS_MAX_LIFT_IOD})"
+        )
         return "serious", why
     return "neutral", "no smile, brows at rest, mouth closed or still"
 
 
-def classify_clip(shapes: list[FaceShape], video: bool,
-                  baseline: ShapeBaseline | None = None) -> tuple[str, str, list[str]]:
+def classify_clip(
+    shapes: list[FaceShape], video: bool, baseline: ShapeBaseline | None = None
+) -> tuple[str, str, list[str]]:
     """(class, why, per-frame classes) of a clip's faces: talking when the mouth opens and
     closes across frames (the spread of its aspect ratio, as metrics.talking), unless the face
     laughs or smiles through most of it; else the most common frame class (ties: the stronger
@@ -186,7 +210,11 @@ def classify_clip(shapes: list[FaceShape], video: bool,
     spread = float(np.std(mars)) if len(mars) > 1 else 0.0
     smiley = sum(c in ("smile", "laughing") for c in per) * 2 > len(per)
     if video and len(mars) >= 3 and spread >= TALKING_MAR_STD and not smiley:
-        return "talking", f"mouth opens and closes (aspect spread {spread:.2f} >= {TALKING_MAR_STD})", per
+        return (
+            "talking",
+            f"mouth opens and closes (aspect spread {spread:.2f} >= {TALKING_MAR_STD})",
+            per,
+        )
     order = {c: i for i, c in enumerate(EXPRESSION_CLASSES)}
     label = max(set(per), key=lambda c: (per.count(c), order[c]))
     return label, f"{per.count(label)}/{len(per)} frames {label}", per
@@ -201,8 +229,15 @@ CROP_MIN_FRACTION, CROP_MAX_FRACTION = 0.4, 0.6
 CROP_HEADROOM = 0.08
 
 
-def face_crop_box(face_x: float, face_y: float, face_w: float, face_h: float, width: int, height: int,
-                  fraction: float = CROP_FACE_FRACTION) -> tuple[tuple[int, int, int, int], float] | None:
+def face_crop_box(
+    face_x: float,
+    face_y: float,
+    face_w: float,
+    face_h: float,
+    width: int,
+    height: int,
+    fraction: float = CROP_FACE_FRACTION,
+) -> tuple[tuple[int, int, int, int], float] | None:
     """A square crop (x, y, side, side) around a face with the face at ``fraction`` of its
     height, moved inside the frame where the face is near an edge; and the face's share of it.
     None when even the largest square the frame allows leaves the face above

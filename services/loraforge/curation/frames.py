@@ -33,8 +33,18 @@ from loraforge.ingest.proxy import (  # the proxy's format and curation's sampli
 
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
-__all__ = ["FLOW_WIDTH", "Frame", "SampledMedia", "load_media", "load_photo", "load_proxy", "media_kind",
-           "sample_indices", "sample_video", "small_gray"]
+__all__ = [
+    "FLOW_WIDTH",
+    "Frame",
+    "SampledMedia",
+    "load_media",
+    "load_photo",
+    "load_proxy",
+    "media_kind",
+    "sample_indices",
+    "sample_video",
+    "small_gray",
+]
 
 
 @dataclass(frozen=True)
@@ -139,10 +149,20 @@ def load_proxy(analysis: Path, clip_path: Path, n: int = 8) -> SampledMedia | No
     if proxy is None:
         return None
     fps = proxy.fps
-    frames = [Frame(i, i / fps if fps else 0.0, proxy.frames[i], proxy.next_small_gray.get(i))
-              for i in sorted(proxy.frames)]
-    return SampledMedia(Path(clip_path), "video", proxy.width, proxy.height, fps,
-                        proxy.frame_count / fps if fps else 0.0, proxy.frame_count, frames)
+    frames = [
+        Frame(i, i / fps if fps else 0.0, proxy.frames[i], proxy.next_small_gray.get(i))
+        for i in sorted(proxy.frames)
+    ]
+    return SampledMedia(
+        Path(clip_path),
+        "video",
+        proxy.width,
+        proxy.height,
+        fps,
+        proxy.frame_count / fps if fps else 0.0,
+        proxy.frame_count,
+        frames,
+    )
 
 
 def load_media(path: Path, n: int = 8, analysis: Path | None = None) -> SampledMedia:

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from loraforge.curation.errors import InvalidReference
-from loraforge.runtime.errors import InvalidInput
 from loraforge.curation.faces import FaceBackend, normalize
 from loraforge.curation.frames import load_photo
 from loraforge.curation.metrics import ClipMetrics
+from loraforge.runtime.errors import InvalidInput
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,9 @@ def reference_embedding(paths: Sequence[Path], backend: FaceBackend) -> np.ndarr
 
 
 def assign(
-    clips: Sequence[ClipMetrics], threshold: float, reference: np.ndarray | None = None,
+    clips: Sequence[ClipMetrics],
+    threshold: float,
+    reference: np.ndarray | None = None,
     cluster: int | None = None,
 ) -> dict[str, IdentityResult]:
     """Each clip's identity cluster, distance and match.
@@ -58,14 +60,18 @@ def assign(
     the cluster's centre is under `threshold`.
     """
     if reference is not None and cluster is not None:
-        raise InvalidInput("give reference photos or an identity cluster, not both: the references "
-                           "already say who the dataset is of")
+        raise InvalidInput(
+            "give reference photos or an identity cluster, not both: the references "
+            "already say who the dataset is of"
+        )
     ids = [c.clip_id for c in clips if c.embedding is not None]
     out = {c.clip_id: IdentityResult(None, None, None) for c in clips}
     if not ids:
         if cluster is not None:
-            raise InvalidInput(f"identity cluster {cluster} was asked for, but no clip shows a face "
-                               "that could be embedded")
+            raise InvalidInput(
+                f"identity cluster {cluster} was asked for, but no clip shows a face "
+                "that could be embedded"
+            )
         return out
     # sort by id so that the clustering sees the same order for the same input
     order = sorted(ids)
@@ -75,13 +81,17 @@ def assign(
     if reference is not None:
         d = np.linalg.norm(x - normalize(reference)[None, :], axis=1)
         for i, dist, lab in zip(order, d, labels, strict=True):
-            out[i] = IdentityResult(round(float(dist), 4), bool(dist < threshold), None if lab < 0 else int(lab))
+            out[i] = IdentityResult(
+                round(float(dist), 4), bool(dist < threshold), None if lab < 0 else int(lab)
+            )
         return out
     found = sorted({int(lab) for lab in labels if lab >= 0})
     if cluster is not None and cluster not in found:
         sizes = ", ".join(f"{lab}: {int((labels == lab).sum())} clips" for lab in found) or "none"
-        raise InvalidInput(f"identity cluster {cluster} does not exist; the clips form clusters {sizes} "
-                           "(the curation report lists them); pick one of those or give a reference photo")
+        raise InvalidInput(
+            f"identity cluster {cluster} does not exist; the clips form clusters {sizes} "
+            "(the curation report lists them); pick one of those or give a reference photo"
+        )
     chosen = cluster if cluster is not None else (found[0] if found else None)
     if chosen is None:  # every face is noise (one clip each): the first clip's face leads
         centre = normalize(x[0])
@@ -110,13 +120,21 @@ def clusters(x: np.ndarray, threshold: float) -> np.ndarray:
         return np.array([0] * n) if n == 1 else np.array([0, 1])
     from sklearn.cluster import HDBSCAN
 
-    raw = HDBSCAN(min_cluster_size=2, min_samples=1, cluster_selection_epsilon=0.5 * threshold,
-                  allow_single_cluster=True, metric="euclidean", copy=True).fit_predict(x)
+    raw = HDBSCAN(
+        min_cluster_size=2,
+        min_samples=1,
+        cluster_selection_epsilon=0.5 * threshold,
+        allow_single_cluster=True,
+        metric="euclidean",
+        copy=True,
+    ).fit_predict(x)
     sizes: dict[int, int] = {}
     first: dict[int, int] = {}
     for i, lab in enumerate(raw):
         if lab >= 0:
             sizes[int(lab)] = sizes.get(int(lab), 0) + 1
             first.setdefault(int(lab), i)
-    rank = {lab: k for k, lab in enumerate(sorted(sizes, key=lambda lab: (-sizes[lab], first[lab])))}
+    rank = {
+        lab: k for k, lab in enumerate(sorted(sizes, key=lambda lab: (-sizes[lab], first[lab])))
+    }
     return np.array([rank.get(int(lab), -1) for lab in raw])

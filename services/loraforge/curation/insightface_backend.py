@@ -75,7 +75,11 @@ class InsightFaceBackend:
         if not embed_largest:
             out = [DetectedFace(d.box, d.score, d.landmarks, None) for d in out]
         else:
-            out = [out[0]] + [DetectedFace(d.box, d.score, d.landmarks, None) for d in out[1:]] if out else out
+            out = (
+                [out[0]] + [DetectedFace(d.box, d.score, d.landmarks, None) for d in out[1:]]
+                if out
+                else out
+            )
         return out
 
     def embed(self, image_bgr: np.ndarray, face: DetectedFace) -> np.ndarray | None:

@@ -80,7 +80,9 @@ class LightMeasure:
     cct_k: float  # correlated colour temperature of the estimated light
     illuminant_rgb: tuple[float, float, float]  # linear, normalised to sum 1
     sky_fraction: float
-    sky_hue: float | None  # OpenCV hue 0-180 of the sky (blue ~100-120, orange ~10-20, pink ~160-175)
+    sky_hue: (
+        float | None
+    )  # OpenCV hue 0-180 of the sky (blue ~100-120, orange ~10-20, pink ~160-175)
     sky_saturation: float | None  # 0-255
     key_fill_stops: float
     contrast_on: str  # face | frame
@@ -90,9 +92,16 @@ class LightMeasure:
     dark_fraction: float
 
     def as_dict(self) -> dict:
-        return {k: (round(v, 4) if isinstance(v, float) else
-                    [round(x, 4) for x in v] if isinstance(v, tuple) else v)
-                for k, v in asdict(self).items()}
+        return {
+            k: (
+                round(v, 4)
+                if isinstance(v, float)
+                else [round(x, 4) for x in v]
+                if isinstance(v, tuple)
+                else v
+            )
+            for k, v in asdict(self).items()
+        }
 
 
 def _srgb_to_linear(x: np.ndarray) -> np.ndarray:
@@ -121,16 +130,21 @@ def sky_mask(bgr_small: np.ndarray) -> np.ndarray:
     gray = cv2.cvtColor(bgr_small, cv2.COLOR_BGR2GRAY).astype(np.float32)
     mean = cv2.blur(gray, (7, 7))
     texture = np.sqrt(np.maximum(cv2.blur(gray * gray, (7, 7)) - mean * mean, 0))
-    h, s, v = hsv[..., 0].astype(np.int32), hsv[..., 1].astype(np.int32), hsv[..., 2].astype(np.int32)
+    h, s, _v = (
+        hsv[..., 0].astype(np.int32),
+        hsv[..., 1].astype(np.int32),
+        hsv[..., 2].astype(np.int32),
+    )
     blue = (h >= 85) & (h <= 130)  # clear or hazy blue sky (hazy: low saturation, still blue-ish)
     warm = ((h <= 30) | (h >= 150)) & (s >= 40)  # a low sun's orange/red/pink gradient
     pale = s < 30  # overcast/white sky
     cand = (texture <= SKY_MAX_TEXTURE) & (
         (blue & (mean >= SKY_MIN_LUMA_BLUE))
         | (warm & (mean >= SKY_MIN_LUMA) & (texture <= SKY_MAX_TEXTURE_WARM))
-        | (pale & (mean >= SKY_MIN_LUMA)))
+        | (pale & (mean >= SKY_MIN_LUMA))
+    )
     cand = cv2.morphologyEx(cand.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    n, labels = cv2.connectedComponents(cand)
+    _n, labels = cv2.connectedComponents(cand)
     top = set(np.unique(labels[0][labels[0] > 0]).tolist())
     # a white wall touching the top of an indoor frame is smooth and pale too: pale regions
     # count only when they also hold some blue or warm sky colour (5 %)
@@ -151,8 +165,8 @@ def _halves_stops(lum: np.ndarray) -> tuple[str, float, float]:
     """(direction, stops along it, key/fill stops) of a luminance patch (linear)."""
     h, w = lum.shape
     eps = 1e-4
-    left, right = lum[:, : w // 2].mean() + eps, lum[:, w - w // 2:].mean() + eps
-    top, bottom = lum[: h // 2].mean() + eps, lum[h - h // 2:].mean() + eps
+    left, right = lum[:, : w // 2].mean() + eps, lum[:, w - w // 2 :].mean() + eps
+    top, bottom = lum[: h // 2].mean() + eps, lum[h - h // 2 :].mean() + eps
     lr, tb = math.log2(right / left), math.log2(bottom / top)
     if max(abs(lr), abs(tb)) < 0.5:  # within half a stop: even light
         direction, strength = "even", max(abs(lr), abs(tb))
@@ -174,7 +188,7 @@ def measure_light(bgr: np.ndarray, face: Box | None = None) -> LightMeasure:
     # would keep the sky from touching the picture's top)
     t, b, lft, r = (v + 4 if v else 0 for v in black_bars(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)))
     if t or b or lft or r:
-        small = small[t:small.shape[0] - b, lft:small.shape[1] - r]
+        small = small[t : small.shape[0] - b, lft : small.shape[1] - r]
         if face is not None:
             face = Box(face.x - lft / f, face.y - t / f, face.w, face.h)
     sky = sky_mask(small)
@@ -191,7 +205,9 @@ def measure_light(bgr: np.ndarray, face: Box | None = None) -> LightMeasure:
         hsv = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)
         # hue is circular (red wraps at 0/180): average it as an angle
         ang = hsv[..., 0][sky].astype(np.float64) * (2 * np.pi / 180)
-        sky_hue = float((math.degrees(math.atan2(np.sin(ang).mean(), np.cos(ang).mean())) % 360) / 2)
+        sky_hue = float(
+            (math.degrees(math.atan2(np.sin(ang).mean(), np.cos(ang).mean())) % 360) / 2
+        )
         sky_sat = float(hsv[..., 1][sky].mean())
 
     lum = 0.2126 * lin[..., 0] + 0.7152 * lin[..., 1] + 0.0722 * lin[..., 2]
@@ -231,14 +247,19 @@ def combine(measures: list[LightMeasure]) -> LightMeasure:
     sats = [m.sky_saturation for m in measures if m.sky_saturation is not None]
     ill = np.median([m.illuminant_rgb for m in measures], axis=0)
     return LightMeasure(
-        cct_k=med("cct_k"), illuminant_rgb=tuple(float(v) for v in ill / ill.sum()),
+        cct_k=med("cct_k"),
+        illuminant_rgb=tuple(float(v) for v in ill / ill.sum()),
         sky_fraction=med("sky_fraction"),
         sky_hue=float(np.median(hues)) if hues else None,
         sky_saturation=float(np.median(sats)) if sats else None,
         key_fill_stops=med("key_fill_stops"),
-        contrast_on="face" if sum(m.contrast_on == "face" for m in measures) * 2 >= len(measures) else "frame",
-        direction=max(set(dirs), key=dirs.count), direction_strength=med("direction_strength"),
-        mean_luma=med("mean_luma"), dark_fraction=med("dark_fraction"),
+        contrast_on="face"
+        if sum(m.contrast_on == "face" for m in measures) * 2 >= len(measures)
+        else "frame",
+        direction=max(set(dirs), key=dirs.count),
+        direction_strength=med("direction_strength"),
+        mean_luma=med("mean_luma"),
+        dark_fraction=med("dark_fraction"),
     )
 
 
@@ -267,32 +288,63 @@ class LightClass:
     sun_side_from: str | None = None  # capture_time | sky_colour (sunrise/sunset only)
 
 
-def classify(m: LightMeasure, capture_hour: float | None = None, scene_ev: float | None = None) -> LightClass:
+def classify(
+    m: LightMeasure, capture_hour: float | None = None, scene_ev: float | None = None
+) -> LightClass:
     """``scene_ev``: the scene's exposure value at ISO 100 from a photo's EXIF (aperture,
     shutter, ISO), the one measure of absolute light a picture carries: it overrules the sky
     heuristic where the two disagree (a blue backdrop read as sky in a dim room; a sunny street
     with no sky in frame)."""
     if m.key_fill_stops >= DRAMATIC_MIN_STOPS and m.dark_fraction >= DRAMATIC_MIN_DARK:
-        return LightClass("dramatic", f"key/fill {m.key_fill_stops:.1f} stops on the {m.contrast_on} "
-                          f"(>= {DRAMATIC_MIN_STOPS}), {m.dark_fraction:.0%} of the frame in deep shadow "
-                          f"(>= {DRAMATIC_MIN_DARK:.0%}), light from the {m.direction}")
+        return LightClass(
+            "dramatic",
+            f"key/fill {m.key_fill_stops:.1f} stops on the {m.contrast_on} "
+            f"(>= {DRAMATIC_MIN_STOPS}), {m.dark_fraction:.0%} of the frame in deep shadow "
+            f"(>= {DRAMATIC_MIN_DARK:.0%}), light from the {m.direction}",
+        )
     if scene_ev is not None and scene_ev <= INDOOR_MAX_EV:
-        return LightClass("indoor", f"EXIF exposure EV {scene_ev:.1f} (<= {INDOOR_MAX_EV}): interior light levels, "
-                          f"{m.cct_k:.0f} K")
-    if (scene_ev is not None and scene_ev >= DAYLIGHT_MIN_EV and m.cct_k >= WARM_MAX_K
-            and m.sky_fraction < SKY_MIN_FRACTION):
-        return LightClass("midday", f"EXIF exposure EV {scene_ev:.1f} (>= {DAYLIGHT_MIN_EV}): daylight outdoors, "
-                          f"{m.cct_k:.0f} K, no sky in frame")
+        return LightClass(
+            "indoor",
+            f"EXIF exposure EV {scene_ev:.1f} (<= {INDOOR_MAX_EV}): interior light levels, "
+            f"{m.cct_k:.0f} K",
+        )
+    if (
+        scene_ev is not None
+        and scene_ev >= DAYLIGHT_MIN_EV
+        and m.cct_k >= WARM_MAX_K
+        and m.sky_fraction < SKY_MIN_FRACTION
+    ):
+        return LightClass(
+            "midday",
+            f"EXIF exposure EV {scene_ev:.1f} (>= {DAYLIGHT_MIN_EV}): daylight outdoors, "
+            f"{m.cct_k:.0f} K, no sky in frame",
+        )
     if m.sky_fraction >= SKY_MIN_FRACTION:
         if m.cct_k < WARM_MAX_K:
             side, by = sun_side(m, capture_hour)
-            return LightClass(side, f"sky {m.sky_fraction:.0%} of the frame, warm light {m.cct_k:.0f} K "
-                              f"(< {WARM_MAX_K:.0f}): a low sun; {side} by {by.replace('_', ' ')}", by)
-        return LightClass("midday", f"sky {m.sky_fraction:.0%} of the frame, daylight {m.cct_k:.0f} K "
-                          f"(>= {WARM_MAX_K:.0f})")
-    if (m.mean_luma >= OUTDOOR_MIN_LUMA and m.cct_k >= DAYLIGHT_MIN_K
-            and m.key_fill_stops >= OUTDOOR_MIN_STOPS):
-        return LightClass("midday", f"no sky in frame, but bright ({m.mean_luma:.0f}) hard "
-                          f"({m.key_fill_stops:.1f} stops) daylight ({m.cct_k:.0f} K)")
-    return LightClass("indoor", f"no sky in frame ({m.sky_fraction:.0%} < {SKY_MIN_FRACTION:.0%}), "
-                      f"{m.cct_k:.0f} K, key/fill {m.key_fill_stops:.1f} stops")
+            return LightClass(
+                side,
+                f"sky {m.sky_fraction:.0%} of the frame, warm light {m.cct_k:.0f} K "
+                f"(< {WARM_MAX_K:.0f}): a low sun; {side} by {by.replace('_', ' ')}",
+                by,
+            )
+        return LightClass(
+            "midday",
+            f"sky {m.sky_fraction:.0%} of the frame, daylight {m.cct_k:.0f} K "
+            f"(>= {WARM_MAX_K:.0f})",
+        )
+    if (
+        m.mean_luma >= OUTDOOR_MIN_LUMA
+        and m.cct_k >= DAYLIGHT_MIN_K
+        and m.key_fill_stops >= OUTDOOR_MIN_STOPS
+    ):
+        return LightClass(
+            "midday",
+            f"no sky in frame, but bright ({m.mean_luma:.0f}) hard "
+            f"({m.key_fill_stops:.1f} stops) daylight ({m.cct_k:.0f} K)",
+        )
+    return LightClass(
+        "indoor",
+        f"no sky in frame ({m.sky_fraction:.0%} < {SKY_MIN_FRACTION:.0%}), "
+        f"{m.cct_k:.0f} K, key/fill {m.key_fill_stops:.1f} stops",
+    )

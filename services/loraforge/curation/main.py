@@ -15,8 +15,9 @@ async def mount(clients: Clients, server: GrpcServer, *, auto_curate: bool = Tru
     # a start for a dataset another job is computing returns that job (CurationJobs)
     jobs = CurationJobs(clients.jobs, clients.bus, clients.store)
     server.add(CurationServicer(jobs))
-    worker = CurationWorker(clients.store, jobs=clients.jobs, bus=clients.bus,
-                            models_dir=clients.settings.models.dir)  # dataset builders' models
+    worker = CurationWorker(
+        clients.store, jobs=clients.jobs, bus=clients.bus, models_dir=clients.settings.models.dir
+    )  # dataset builders' models
     await JobWorker(NAME, clients.jobs, clients.bus, worker).start()
     # every curation process measures clips of any job (the `curation.measure` work queue)
     await worker.start_measuring()

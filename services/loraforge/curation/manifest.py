@@ -56,7 +56,9 @@ def write_manifest(result: CurationResult, out_dir: Path) -> tuple[Path, Path]:
     data = rows(result)
     pq_path = out_dir / "manifest.parquet"
     table = pa.Table.from_pylist(data) if data else pa.table({"clip_id": pa.array([], pa.string())})
-    table = table.replace_schema_metadata({"loraforge.curation.manifest_version": str(MANIFEST_VERSION)})
+    table = table.replace_schema_metadata(
+        {"loraforge.curation.manifest_version": str(MANIFEST_VERSION)}
+    )
     pq.write_table(table, pq_path)
     json_path = out_dir / "manifest.json"
     sel = result.selection

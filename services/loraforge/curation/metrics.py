@@ -245,7 +245,10 @@ def measure(
     """``light_on``: the policy's (quality_score ranks the subject or the frame)."""
     frames = media.frames
     n = len(frames)
-    spread = lambda k: {frames[i].index for i in np.linspace(0, n - 1, min(n, k)).round().astype(int)}  # noqa: E731
+
+    def spread(k):
+        return {frames[i].index for i in np.linspace(0, n - 1, min(n, k)).round().astype(int)}
+
     # the body detector costs as much as the face detector; people who share the shot are
     # there for a good part of it, so a few frames spread over the clip are enough
     people_at = spread(people_frames)
@@ -270,7 +273,8 @@ def measure(
         main = None  # this frame's main person, where people were looked for
         if fr.index in people_at:
             c, extra, main = _people_in_frame(
-                people.detect(img, [f.box for f in faces], keypoints=body_keypoints))
+                people.detect(img, [f.box for f in faces], keypoints=body_keypoints)
+            )
             body_counts.append(c)
             extras.append(extra)
             full_bodies.append(bool(main is not None and main.full_body))
@@ -302,7 +306,9 @@ def measure(
             region = upper_body_box(head, w, h)
             sq = measure_subject(views, region, faces[0].box if faces else None)
             if sq is not None:
-                subjects.append((pos, sq, (region.x / w, region.y / h, region.w / w, region.h / h), bool(faces)))
+                subjects.append(
+                    (pos, sq, (region.x / w, region.y / h, region.w / w, region.h / h), bool(faces))
+                )
         if fr.next_small_gray is not None:
             flow_pairs.append((small_gray(img), fr.next_small_gray))
 
@@ -328,8 +334,11 @@ def measure(
     if body_ratios:
         m.body_height_ratio = round(float(np.median(body_ratios)), 4)
     if parts_seen:
-        m.missing_body_parts = [part for part in BODY_PARTS
-                                if sum(part in seen for seen in parts_seen) * 2 < len(parts_seen)]
+        m.missing_body_parts = [
+            part
+            for part in BODY_PARTS
+            if sum(part in seen for seen in parts_seen) * 2 < len(parts_seen)
+        ]
     if face_ratios:
         m.largest_face_ratio = float(np.median(face_ratios))
         m.face_sharpness = float(np.median(face_sharp))
@@ -337,7 +346,9 @@ def measure(
         m.landmarks = np.round(np.asarray(best[2]), 1).tolist()
         m.best_frame_index = frames[best[1]].index
     if poses:
-        pose = HeadPose(*(float(np.median([getattr(p, k) for p in poses])) for k in ("yaw", "pitch", "roll")))
+        pose = HeadPose(
+            *(float(np.median([getattr(p, k) for p in poses])) for k in ("yaw", "pitch", "roll"))
+        )
         m.yaw, m.pitch, m.roll = round(pose.yaw, 2), round(pose.pitch, 2), round(pose.roll, 2)
         m.angle_bucket = bucket(pose)
     if exprs:
@@ -346,7 +357,9 @@ def measure(
         m.mouth_open_fraction = float(np.mean([e.mouth_open for e in exprs]))
         m.eyes_closed_fraction = float(np.mean([e.eyes_closed for e in exprs]))
         m.mouth_ratio_std = float(np.std(mars)) if len(mars) > 1 else 0.0
-        m.talking = media.kind == "video" and len(mars) >= 3 and m.mouth_ratio_std >= TALKING_MAR_STD
+        m.talking = (
+            media.kind == "video" and len(mars) >= 3 and m.mouth_ratio_std >= TALKING_MAR_STD
+        )
         m.expression = expression_label(
             m.smiling_fraction, m.mouth_open_fraction, m.talking, m.eyes_closed_fraction
         )
@@ -413,16 +426,41 @@ def measure(
     picks = np.linspace(0, n - 1, min(n, PHASH_FRAMES)).round().astype(int)
     # phash looks at a 32x32 DCT: shrink with cv2 first, PIL's full-size resample is slow
     m.phashes = [
-        str(imagehash.phash(Image.fromarray(cv2.cvtColor(
-            cv2.resize(frames[i].image, (128, 128), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB
-        ))))
+        str(
+            imagehash.phash(
+                Image.fromarray(
+                    cv2.cvtColor(
+                        cv2.resize(frames[i].image, (128, 128), interpolation=cv2.INTER_AREA),
+                        cv2.COLOR_BGR2RGB,
+                    )
+                )
+            )
+        )
         for i in sorted(set(picks.tolist()))
     ]
-    for k in ("sharpness", "mean_luma", "highlights_clipped", "shadows_clipped", "contrast",
-              "blockiness", "letterbox_fraction", "pillarbox_fraction", "color_temp_ratio",
-              "largest_face_ratio", "face_sharpness", "face_frames_fraction", "smiling_fraction",
-              "mouth_open_fraction", "mouth_ratio_std", "eyes_closed_fraction", "motion_speed",
-              "motion_jitter", "text_frames_fraction", "static_overlay_fraction", "noise"):
+    for k in (
+        "sharpness",
+        "mean_luma",
+        "highlights_clipped",
+        "shadows_clipped",
+        "contrast",
+        "blockiness",
+        "letterbox_fraction",
+        "pillarbox_fraction",
+        "color_temp_ratio",
+        "largest_face_ratio",
+        "face_sharpness",
+        "face_frames_fraction",
+        "smiling_fraction",
+        "mouth_open_fraction",
+        "mouth_ratio_std",
+        "eyes_closed_fraction",
+        "motion_speed",
+        "motion_jitter",
+        "text_frames_fraction",
+        "static_overlay_fraction",
+        "noise",
+    ):
         setattr(m, k, round(float(getattr(m, k)), 4))
     m.quality_score = quality_score(m, light_on)
 

@@ -29,7 +29,9 @@ def dense_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 2, 9, 2, 5, 1.1, 0)
 
 
-def flow_speed(a: np.ndarray, b: np.ndarray, fps: float, flow: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+def flow_speed(
+    a: np.ndarray, b: np.ndarray, fps: float, flow: np.ndarray | None = None
+) -> tuple[float, np.ndarray]:
     flow = dense_flow(a, b) if flow is None else flow
     w = a.shape[1]
     scale = (fps or 1.0) / w
@@ -37,8 +39,9 @@ def flow_speed(a: np.ndarray, b: np.ndarray, fps: float, flow: np.ndarray | None
     return mag, np.median(flow.reshape(-1, 2), axis=0) * scale
 
 
-def classify(pairs: list[tuple[np.ndarray, np.ndarray]], fps: float,
-             flows: list[np.ndarray] | None = None) -> MotionStats:
+def classify(
+    pairs: list[tuple[np.ndarray, np.ndarray]], fps: float, flows: list[np.ndarray] | None = None
+) -> MotionStats:
     """``flows``: dense_flow of each pair, when the caller has them already."""
     if not pairs:
         return MotionStats(0.0, 0.0, "static")
@@ -62,8 +65,16 @@ def classify(pairs: list[tuple[np.ndarray, np.ndarray]], fps: float,
 # The direction of a clip's motion, named after how the picture's content moves on screen
 # (a camera panning right makes the content move left; a subject spinning clockwise seen from
 # the camera is rotate_cw): one label a clip, compared across an effect dataset.
-DIRECTIONS = ("moves_left", "moves_right", "moves_up", "moves_down", "zoom_in", "zoom_out",
-              "rotate_cw", "rotate_ccw")
+DIRECTIONS = (
+    "moves_left",
+    "moves_right",
+    "moves_up",
+    "moves_down",
+    "zoom_in",
+    "zoom_out",
+    "rotate_cw",
+    "rotate_ccw",
+)
 # flow below this (pixels a frame at FLOW_WIDTH) is noise and encoding wobble, not motion
 _MOVING_PX = 0.25
 # a clip needs this share of moving pixels to have a direction at all
@@ -83,7 +94,7 @@ def _pair_components(flow: np.ndarray) -> tuple[float, float, float, float] | No
     pixels a frame, R the RMS distance of the moving pixels from their centroid, so that a zoom
     or a rotation is measured by how far it moves the pixels, like a translation. b > 0 is a
     clockwise turn on screen (y points down)."""
-    h, w = flow.shape[:2]
+    _h, _w = flow.shape[:2]
     mag = np.linalg.norm(flow, axis=2)
     moving = mag > _MOVING_PX
     if moving.mean() < _MIN_MOVING_SHARE:
@@ -103,8 +114,9 @@ def _pair_components(flow: np.ndarray) -> tuple[float, float, float, float] | No
     return float(u.mean()), float(v.mean()), a * radius, b * radius
 
 
-def direction(pairs: list[tuple[np.ndarray, np.ndarray]], fps: float,
-              flows: list[np.ndarray] | None = None) -> Direction:
+def direction(
+    pairs: list[tuple[np.ndarray, np.ndarray]], fps: float, flows: list[np.ndarray] | None = None
+) -> Direction:
     """The clip's dominant motion: the largest of the median pan, tilt, zoom and rotation.
     ``flows``: dense_flow of each pair, when the caller has them already."""
     comps = []

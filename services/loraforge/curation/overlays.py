@@ -40,6 +40,7 @@ QUALITY_WIDTH, inside the black bars:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -126,8 +127,11 @@ def _translation(dx: float, dy: float) -> Motion:
 def _follow(b: np.ndarray, motion: Motion) -> np.ndarray:
     """b sampled where the motion carried each pixel of the previous frame: b(M p); -1 outside."""
     return cv2.warpAffine(
-        b, motion.astype(np.float32), (b.shape[1], b.shape[0]),
-        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderValue=-1.0,
+        b,
+        motion.astype(np.float32),
+        (b.shape[1], b.shape[0]),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderValue=-1.0,
     )
 
 
@@ -152,7 +156,9 @@ def _explains(a: np.ndarray, b: np.ndarray, motion: Motion) -> bool:
 
 
 def _orb(img: np.ndarray):
-    return cv2.ORB_create(nfeatures=400, fastThreshold=10).detectAndCompute(img.astype(np.uint8), None)
+    return cv2.ORB_create(nfeatures=400, fastThreshold=10).detectAndCompute(
+        img.astype(np.uint8), None
+    )
 
 
 def _similarity(fa, fb) -> Motion | None:
@@ -166,7 +172,9 @@ def _similarity(fa, fb) -> Motion | None:
         return None
     src = np.float32([ka[m.queryIdx].pt for m in matches])
     dst = np.float32([kb[m.trainIdx].pt for m in matches])
-    motion, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=2.0)
+    motion, inliers = cv2.estimateAffinePartial2D(
+        src, dst, method=cv2.RANSAC, ransacReprojThreshold=2.0
+    )
     if motion is None or inliers is None or int(inliers.sum()) < 15:
         return None
     return motion.astype(np.float64)
@@ -195,7 +203,7 @@ def camera_motion(grays: Sequence[np.ndarray]) -> list[Motion | None]:
             features[k] = _orb(small[k])
         return features[k]
 
-    for k, (a, b) in enumerate(zip(small, small[1:], strict=False)):
+    for k, (a, b) in enumerate(itertools.pairwise(small)):
         (dx, dy), resp = cv2.phaseCorrelate(a, b, win)
         found = None
         still = np.hypot(dx, dy) / f < MIN_SHIFT_PX
@@ -203,7 +211,11 @@ def camera_motion(grays: Sequence[np.ndarray]) -> list[Motion | None]:
             found = _translation(dx, dy)
         elif not (still and resp >= 0.9):  # a sharp peak at zero: nothing moved, skip ORB
             sim = _similarity(orb(k), orb(k + 1))
-            if sim is not None and _displacement(sim, *size) / f >= MIN_SHIFT_PX and _explains(a, b, sim):
+            if (
+                sim is not None
+                and _displacement(sim, *size) / f >= MIN_SHIFT_PX
+                and _explains(a, b, sim)
+            ):
                 found = sim
         out.append(None if found is None else (scale @ np.vstack([found, [0, 0, 1]]) @ unscale)[:2])
     return out
@@ -213,13 +225,18 @@ def camera_shifts(grays: Sequence[np.ndarray]) -> list[tuple[float, float]]:
     """Translation of the frame centre from each sample to the next ((0, 0): still camera)."""
     h, w = grays[0].shape if grays else (0, 0)
     c = np.array([w / 2, h / 2, 1.0])
-    return [(0.0, 0.0) if m is None else tuple(float(v) for v in m @ c - c[:2]) for m in camera_motion(grays)]
+    return [
+        (0.0, 0.0) if m is None else tuple(float(v) for v in m @ c - c[:2])
+        for m in camera_motion(grays)
+    ]
 
 
 # --- static-edge logos --------------------------------------------------------------------
 
 
-def _ring_sides(x: int, y: int, bw: int, bh: int, w: int, h: int) -> list[tuple[int, int, int, int]]:
+def _ring_sides(
+    x: int, y: int, bw: int, bh: int, w: int, h: int
+) -> list[tuple[int, int, int, int]]:
     """The strips (x, y, w, h) just outside a box, on each side that lies inside the frame."""
     m = max(8, round(0.5 * max(bw, bh)))
     sides = []
@@ -242,7 +259,11 @@ def _diff(a: np.ndarray, b: np.ndarray | None, sel: np.ndarray | None = None) ->
 
 
 def _pair_vote(
-    a: np.ndarray, b: np.ndarray, sel: np.ndarray, box: tuple[int, int, int, int], followed: np.ndarray | None
+    a: np.ndarray,
+    b: np.ndarray,
+    sel: np.ndarray,
+    box: tuple[int, int, int, int],
+    followed: np.ndarray | None,
 ) -> str | None:
     """One pair of consecutive samples on one static blob: "pan" or "still" when the pair shows
     the blob staying while the picture around it moves/changes, None otherwise. ``followed`` is
@@ -267,10 +288,21 @@ def _pair_vote(
     if len(sides) < 2:
         return None
     changed = [
-        float((np.abs(a[sy : sy + sh, sx : sx + sw] - b[sy : sy + sh, sx : sx + sw]) >= RING_CHANGE).mean())
+        float(
+            (
+                np.abs(a[sy : sy + sh, sx : sx + sw] - b[sy : sy + sh, sx : sx + sw]) >= RING_CHANGE
+            ).mean()
+        )
         for sx, sy, sw, sh in sides
     ]
-    ring = float(np.mean([_diff(a[sy : sy + sh, sx : sx + sw], b[sy : sy + sh, sx : sx + sw]) for sx, sy, sw, sh in sides]))
+    ring = float(
+        np.mean(
+            [
+                _diff(a[sy : sy + sh, sx : sx + sw], b[sy : sy + sh, sx : sx + sw])
+                for sx, sy, sw, sh in sides
+            ]
+        )
+    )
     if min(changed) >= RING_CHANGED_SHARE and in_place <= STATIC_MATCH_RATIO * ring:
         return "still"
     return None
@@ -294,7 +326,10 @@ def static_logos(
         if area < LOGO_MIN_AREA * h * w or bw > LOGO_MAX_W * w or bh > LOGO_MAX_H * h:
             continue
         sel = (static_px & (labels == i))[y : y + bh, x : x + bw]
-        pairs = [_pair_vote(stack[k], stack[k + 1], sel, (x, y, bw, bh), followed[k]) for k in range(n - 1)]
+        pairs = [
+            _pair_vote(stack[k], stack[k + 1], sel, (x, y, bw, bh), followed[k])
+            for k in range(n - 1)
+        ]
         tested = len(pairs)
         votes = sum(v is not None for v in pairs)
         pan_votes = sum(v == "pan" for v in pairs)
@@ -455,7 +490,11 @@ def measure_overlays(
     if len(pic) >= 3:
         change = float((np.stack(pic).astype(np.float32).std(0) > CHANGE_STD).mean())
     scene_changes = change >= MIN_SCENE_CHANGE
-    camera = float(np.median([0.0 if mo is None else _displacement(mo, w, h) for mo in motions]) / w) if motions else 0.0
+    camera = (
+        float(np.median([0.0 if mo is None else _displacement(mo, w, h) for mo in motions]) / w)
+        if motions
+        else 0.0
+    )
 
     logos: list[OverlayEvidence] = []
     covered = 0.0
@@ -463,7 +502,9 @@ def measure_overlays(
         for (bx, by, bw, bh), share in static_logos(pic, motions):
             covered += bw * bh
             logos.append(
-                OverlayEvidence("logo", full((bx / w, by / h, bw / w, bh / h)), tuple(indices), None, share)
+                OverlayEvidence(
+                    "logo", full((bx / w, by / h, bw / w, bh / h)), tuple(indices), None, share
+                )
             )
 
     texts: list[OverlayEvidence] = []
@@ -483,13 +524,17 @@ def measure_overlays(
         tracks = _text_tracks(lines, motions, (w, h))
         # burned-in candidates first, then the largest: recognition is capped per clip
         kinds = [(_text_kind(t), t) for t in tracks]
-        kinds.sort(key=lambda kt: (kt[0] == "scene_text", -max(b[2] * b[3] for _, b in kt[1].boxes)))
+        kinds.sort(
+            key=lambda kt: (kt[0] == "scene_text", -max(b[2] * b[3] for _, b in kt[1].boxes))
+        )
         for kind, t in kinds[:MAX_READS]:
             pos, box = max(t.boxes, key=lambda pb: pb[1][2] * pb[1][3])
-            (said, score), = reader.read(crops[pos], [box])
+            ((said, score),) = reader.read(crops[pos], [box])
             if not is_text(said, score):
                 continue
-            ev = OverlayEvidence(kind, full(box), tuple(indices[p] for p, _ in t.boxes), said, score)
+            ev = OverlayEvidence(
+                kind, full(box), tuple(indices[p] for p, _ in t.boxes), said, score
+            )
             if kind == "scene_text":
                 scene.append(ev)
             else:
@@ -500,7 +545,9 @@ def measure_overlays(
     text_logos = [e for e in texts if e.kind == "text_logo"]
     texts = [e for e in texts if e.kind != "text_logo"]
     logos = _merge_near([lg for lg in logos if not any(_overlaps(lg.box, t.box) for t in texts)])
-    marks = text_logos + [lg for lg in logos if not any(_overlaps(lg.box, t.box) for t in text_logos)]
+    marks = text_logos + [
+        lg for lg in logos if not any(_overlaps(lg.box, t.box) for t in text_logos)
+    ]
     # a word of a subtitle line read on its own is part of that line, not scene text
     scene = [e for e in scene if not any(_same_line(e.box, t.box) for t in texts)]
     return OverlayStats(
@@ -531,11 +578,15 @@ def _merge_near(logos: list[OverlayEvidence], gap: float = 0.02) -> list[Overlay
     for lg in sorted(logos, key=lambda e: -e.box[2] * e.box[3]):
         for i, o in enumerate(out):
             a, b = lg.box, o.box
-            if (max(a[0], b[0]) - min(a[0] + a[2], b[0] + b[2]) <= gap
-                    and max(a[1], b[1]) - min(a[1] + a[3], b[1] + b[3]) <= gap):
+            if (
+                max(a[0], b[0]) - min(a[0] + a[2], b[0] + b[2]) <= gap
+                and max(a[1], b[1]) - min(a[1] + a[3], b[1] + b[3]) <= gap
+            ):
                 x0, y0 = min(a[0], b[0]), min(a[1], b[1])
                 x1, y1 = max(a[0] + a[2], b[0] + b[2]), max(a[1] + a[3], b[1] + b[3])
-                out[i] = OverlayEvidence(o.kind, (x0, y0, x1 - x0, y1 - y0), o.frames, None, max(o.score, lg.score))
+                out[i] = OverlayEvidence(
+                    o.kind, (x0, y0, x1 - x0, y1 - y0), o.frames, None, max(o.score, lg.score)
+                )
                 break
         else:
             out.append(lg)

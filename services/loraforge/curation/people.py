@@ -116,7 +116,9 @@ def _interpreter(name: str):
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError as e:  # pragma: no cover - depends on the install
-        raise BackendUnavailable("ai-edge-litert is not installed; install loraforge[curation]") from e
+        raise BackendUnavailable(
+            "ai-edge-litert is not installed; install loraforge[curation]"
+        ) from e
     it = Interpreter(model_path=str(_data(name)), num_threads=1)
     it.allocate_tensors()
     return it
@@ -165,7 +167,11 @@ class _Models(threading.local):
 
 # BlazePose keypoint indices of the parts a whole body shows (either side counts)
 BODY_PARTS: dict[str, tuple[int, ...]] = {
-    "nose": (0,), "shoulder": (11, 12), "hip": (23, 24), "knee": (25, 26), "ankle": (27, 28),
+    "nose": (0,),
+    "shoulder": (11, 12),
+    "hip": (23, 24),
+    "knee": (25, 26),
+    "ankle": (27, 28),
 }
 # keypoint visibility (the model's own probability that the point is not occluded)
 KEYPOINT_MIN_VISIBILITY = 0.5
@@ -240,9 +246,16 @@ class PeopleDetector:
         c, s = np.cos(rot) * size / _LM_SIDE, np.sin(rot) * size / _LM_SIDE
         # crop pixel (u, v) -> image: centre + R(rot) @ ((u, v) - 128) * size / 256
         lin = np.array([[c, -s], [s, c]])
-        aff = np.hstack([lin, (np.array([cx, cy]) - lin @ np.array([_LM_SIDE / 2, _LM_SIDE / 2]))[:, None]])
-        crop = cv2.warpAffine(rgb, aff, (_LM_SIDE, _LM_SIDE), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT)
+        aff = np.hstack(
+            [lin, (np.array([cx, cy]) - lin @ np.array([_LM_SIDE / 2, _LM_SIDE / 2]))[:, None]]
+        )
+        crop = cv2.warpAffine(
+            rgb,
+            aff,
+            (_LM_SIDE, _LM_SIDE),
+            flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+        )
         it.set_tensor(it.get_input_details()[0]["index"], (crop.astype(np.float32) / 255.0)[None])
         it.invoke()
         out = {o["name"]: o["index"] for o in it.get_output_details()}
@@ -262,7 +275,9 @@ class PeopleDetector:
 
     # -- counting --------------------------------------------------------------------------
 
-    def detect(self, bgr: np.ndarray, faces: Sequence[Box] = (), keypoints: bool = False) -> list[Person]:
+    def detect(
+        self, bgr: np.ndarray, faces: Sequence[Box] = (), keypoints: bool = False
+    ) -> list[Person]:
         """Everyone in the frame: each face; each person the detector finds (in the whole
         frame, then again with the people already found blacked out, so a second person is
         not outscored by the first); and, once someone is in the frame, each region of the
@@ -270,8 +285,11 @@ class PeopleDetector:
         h, w = bgr.shape[:2]
         f = min(1.0, WORK_SIDE / max(h, w))
         rgb = cv2.cvtColor(
-            cv2.resize(bgr, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
-            if f < 1.0 else bgr,
+            cv2.resize(
+                bgr, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA
+            )
+            if f < 1.0
+            else bgr,
             cv2.COLOR_BGR2RGB,
         )
         sh, sw = rgb.shape[:2]
@@ -282,7 +300,9 @@ class PeopleDetector:
             found = self.persons(view, bar)
             if keypoints and round_ == 0 and found:
                 # the main person (the largest face's, else the surest detection): whole body?
-                d = next((d for p in people[:1] for d in found if _same_head(p.box, d.head)), found[0])
+                d = next(
+                    (d for p in people[:1] for d in found if _same_head(p.box, d.head)), found[0]
+                )
                 xy, vis = self.keypoints(rgb, d)
                 seen = _visible_parts(xy, vis, sw, sh)
                 full = all(part in seen for part in BODY_PARTS)
@@ -312,27 +332,50 @@ class PeopleDetector:
                     if score >= self.region_min_score:
                         break
                     mx, my = int(margin * bw), int(margin * bh)
-                    crop = view[max(0, y - my) : min(sh, y + bh + my), max(0, x - mx) : min(sw, x + bw + mx)]
+                    crop = view[
+                        max(0, y - my) : min(sh, y + bh + my), max(0, x - mx) : min(sw, x + bw + mx)
+                    ]
                     hits = self.persons(crop, self.region_min_score)
                     score = max([score] + [d.score for d in hits])
                 if score >= self.region_min_score:
-                    people.append(Person(Box(float(x), float(y), float(bw), float(bh)), score, "region", False))
+                    people.append(
+                        Person(
+                            Box(float(x), float(y), float(bw), float(bh)), score, "region", False
+                        )
+                    )
         return [
-            Person(p.box.scaled(1 / f), p.score, p.source, p.has_face, p.full_body, p.body_height_ratio,
-                   p.visible_keypoints)
+            Person(
+                p.box.scaled(1 / f),
+                p.score,
+                p.source,
+                p.has_face,
+                p.full_body,
+                p.body_height_ratio,
+                p.visible_keypoints,
+            )
             for p in people
         ]
 
     @staticmethod
-    def _add_detection(people: list[Person], d: PersonDetection, sw: int, sh: int,
-                       full_body: bool | None = None, parts: tuple[str, ...] = ()) -> int:
+    def _add_detection(
+        people: list[Person],
+        d: PersonDetection,
+        sw: int,
+        sh: int,
+        full_body: bool | None = None,
+        parts: tuple[str, ...] = (),
+    ) -> int:
         """Attach a detection to the face it belongs to, or add it as a new person (1).
         ``full_body``: decided from keypoints already; else from the full-body circle."""
-        full = full_body if full_body is not None else bool(
-            d.head.y >= -0.02 * sh
-            and d.hips[1] + d.body_radius <= 1.02 * sh
-            and d.hips[0] - 0.5 * d.body_radius >= -0.02 * sw
-            and d.hips[0] + 0.5 * d.body_radius <= 1.02 * sw
+        full = (
+            full_body
+            if full_body is not None
+            else bool(
+                d.head.y >= -0.02 * sh
+                and d.hips[1] + d.body_radius <= 1.02 * sh
+                and d.hips[0] - 0.5 * d.body_radius >= -0.02 * sw
+                and d.hips[0] + 0.5 * d.body_radius <= 1.02 * sw
+            )
         )
         ratio = float(2 * d.body_radius / sh)
         for i, p in enumerate(people):
@@ -346,8 +389,12 @@ class PeopleDetector:
 
 def _visible_parts(xy: np.ndarray, vis: np.ndarray, width: int, height: int) -> tuple[str, ...]:
     """BODY_PARTS with at least one keypoint visible and inside the frame (2 % margin)."""
-    inside = ((xy[:, 0] >= -0.02 * width) & (xy[:, 0] <= 1.02 * width)
-              & (xy[:, 1] >= -0.02 * height) & (xy[:, 1] <= 1.02 * height))
+    inside = (
+        (xy[:, 0] >= -0.02 * width)
+        & (xy[:, 0] <= 1.02 * width)
+        & (xy[:, 1] >= -0.02 * height)
+        & (xy[:, 1] <= 1.02 * height)
+    )
     ok = inside & (vis >= KEYPOINT_MIN_VISIBILITY)
     return tuple(part for part, idx in BODY_PARTS.items() if any(ok[i] for i in idx))
 
@@ -407,5 +454,7 @@ def _same_head(face: Box, head: Box) -> bool:
     the face's centre, over mouth and chin), so it matches when its centre lies within half a
     face size of the face box."""
     hx, hy = head.center
-    return (face.x - 0.5 * face.w <= hx <= face.x2 + 0.5 * face.w
-            and face.y - 0.5 * face.h <= hy <= face.y2 + 0.5 * face.h)
+    return (
+        face.x - 0.5 * face.w <= hx <= face.x2 + 0.5 * face.w
+        and face.y - 0.5 * face.h <= hy <= face.y2 + 0.5 * face.h
+    )

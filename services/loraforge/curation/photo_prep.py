@@ -124,13 +124,19 @@ class PhotoMeasure:
     def evidence(self) -> dict[str, Any]:
         r = lambda v, n=3: None if v is None else round(float(v), n)  # noqa: E731
         return {
-            "face_box": None if self.face is None else [round(v, 1) for v in
-                                                         (self.face.x, self.face.y, self.face.w, self.face.h)],
-            "eye_aspect_ratio": r(self.eye_aspect_ratio), "yaw": r(self.yaw, 1),
-            "pitch": r(self.pitch, 1), "roll": r(self.roll, 1), "nose_ratio": r(self.nose_ratio),
-            "shadow_halves": r(self.shadow_halves, 2), "shadow_eyes": r(self.shadow_eyes, 2),
-            "body_box": None if self.body is None else [round(v, 1) for v in
-                                                         (self.body.x, self.body.y, self.body.w, self.body.h)],
+            "face_box": None
+            if self.face is None
+            else [round(v, 1) for v in (self.face.x, self.face.y, self.face.w, self.face.h)],
+            "eye_aspect_ratio": r(self.eye_aspect_ratio),
+            "yaw": r(self.yaw, 1),
+            "pitch": r(self.pitch, 1),
+            "roll": r(self.roll, 1),
+            "nose_ratio": r(self.nose_ratio),
+            "shadow_halves": r(self.shadow_halves, 2),
+            "shadow_eyes": r(self.shadow_eyes, 2),
+            "body_box": None
+            if self.body is None
+            else [round(v, 1) for v in (self.body.x, self.body.y, self.body.w, self.body.h)],
             "mirrored_text": self.mirrored_text,
         }
 
@@ -184,8 +190,14 @@ def face_shadow(bgr: np.ndarray, landmarks: np.ndarray) -> tuple[float, float]:
     tip_y, mouth_y = q[30, 1], q[51, 1]
     eyes = lum[(face > 0) & (ys >= brow_y) & (ys <= bridge_y)]
     cheeks = lum[(face > 0) & (ys >= tip_y) & (ys <= mouth_y)]
-    halves = _ratio(float(np.median(left)), float(np.median(right))) if left.size and right.size else 1.0
-    band = _ratio(float(np.median(eyes)), float(np.median(cheeks))) if eyes.size and cheeks.size else 1.0
+    halves = (
+        _ratio(float(np.median(left)), float(np.median(right))) if left.size and right.size else 1.0
+    )
+    band = (
+        _ratio(float(np.median(eyes)), float(np.median(cheeks)))
+        if eyes.size and cheeks.size
+        else 1.0
+    )
     return halves, band
 
 
@@ -204,11 +216,14 @@ def _hist(hsv: np.ndarray, mask: np.ndarray | None) -> np.ndarray | None:
 def clothes_box(face: Box, width: int, height: int) -> tuple[int, int, int, int]:
     """The chest below the face: 2.4 face widths wide, from below the chin down 2 face heights."""
     cx = face.x + face.w / 2
-    return Box(cx - 1.2 * face.w, face.y2 + 0.35 * face.h, 2.4 * face.w, 2.0 * face.h).clipped(width, height)
+    return Box(cx - 1.2 * face.w, face.y2 + 0.35 * face.h, 2.4 * face.w, 2.0 * face.h).clipped(
+        width, height
+    )
 
 
-def layout_histograms(bgr: np.ndarray, face: Box | None, person_mask: np.ndarray | None
-                      ) -> tuple[np.ndarray | None, np.ndarray | None]:
+def layout_histograms(
+    bgr: np.ndarray, face: Box | None, person_mask: np.ndarray | None
+) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(clothes, background) colour histograms: the chest under the face; everything the person
     mask leaves (without a mask: outside a band 3 face widths wide under the face)."""
     h, w = bgr.shape[:2]
@@ -224,7 +239,7 @@ def layout_histograms(bgr: np.ndarray, face: Box | None, person_mask: np.ndarray
         bg = np.ones((h, w), np.uint8)
         if face is not None:
             x0, _, x1, _ = Box(face.x - face.w, 0, 3 * face.w, h).clipped(w, h)
-            bg[int(max(0, face.y - 0.5 * face.h)):, x0:x1] = 0
+            bg[int(max(0, face.y - 0.5 * face.h)) :, x0:x1] = 0
     # a background must be seen to be compared: a tight portrait leaves a thin edge of it
     bg = cv2.erode(bg, np.ones((9, 9), np.uint8))
     background = _hist(hsv, bg) if bg.mean() > 0.08 else None
@@ -248,8 +263,15 @@ def mirrored_text(bgr: np.ndarray, reader: Any) -> list[dict]:
     out = []
     for box, (t0, s0), (t1, s1) in zip(boxes, plain, flipped, strict=True):
         if is_text(t1, s1) and s1 >= s0 + MIRROR_SCORE_MARGIN:
-            out.append({"box": [round(v, 4) for v in box], "text": t1, "score": round(s1, 3),
-                        "unflipped_text": t0, "unflipped_score": round(s0, 3)})
+            out.append(
+                {
+                    "box": [round(v, 4) for v in box],
+                    "text": t1,
+                    "score": round(s1, 3),
+                    "unflipped_text": t0,
+                    "unflipped_score": round(s0, 3),
+                }
+            )
     # a photo with more readable lines than mirrored ones is not a mirror image (a mirrored
     # reading of a symmetric word such as "OTTO" is not evidence)
     readable = sum(1 for t, s in plain if is_text(t, s))
@@ -273,7 +295,13 @@ def body_box(bgr: np.ndarray, people: Any, face: Box | None) -> Box | None:
     d = next((d for d in found if face is not None and _same_head(face, d.head)), found[0])
     xy, vis = people.keypoints(rgb, d)
     h, w = bgr.shape[:2]
-    seen = (vis >= KEYPOINT_MIN_VISIBILITY) & (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
+    seen = (
+        (vis >= KEYPOINT_MIN_VISIBILITY)
+        & (xy[:, 0] >= 0)
+        & (xy[:, 0] < w)
+        & (xy[:, 1] >= 0)
+        & (xy[:, 1] < h)
+    )
     if not all(any(seen[i] for i in idx) for idx in BODY_PARTS.values()):
         return None
     pts = xy[seen]
@@ -288,8 +316,9 @@ def body_box(bgr: np.ndarray, people: Any, face: Box | None) -> Box | None:
     return Box(float(x0), float(y0), float(x1 - x0), float(y1 - y0))
 
 
-def measure_photo(clip_id: str, bgr: np.ndarray, backend: FaceBackend, people: Any = None,
-                  reader: Any = None) -> PhotoMeasure:
+def measure_photo(
+    clip_id: str, bgr: np.ndarray, backend: FaceBackend, people: Any = None, reader: Any = None
+) -> PhotoMeasure:
     """Measure one photo: its largest face (landmarks, embedding, eyes, pose, shadow, nose),
     the whole body when it is in frame, the layout histograms and mirrored text."""
     h, w = bgr.shape[:2]
@@ -320,29 +349,60 @@ def photo_reasons(m: PhotoMeasure) -> list[PhotoReason]:
     """What rejects this photo on its own (set-wide reasons: decide_set)."""
     out: list[PhotoReason] = []
     if m.face is None or m.landmarks is None:
-        return [PhotoReason("no_face", "no_face: no face found in the photo; a likeness LoRA "
-                                       "learns from photos where the face is visible")]
+        return [
+            PhotoReason(
+                "no_face",
+                "no_face: no face found in the photo; a likeness LoRA "
+                "learns from photos where the face is visible",
+            )
+        ]
     if m.face.h < MIN_FACE_PX:
-        out.append(PhotoReason(
-            "face_too_small", f"face_too_small: the face is {m.face.h:.0f} px high (min {MIN_FACE_PX}); "
-            "use a larger original or a closer shot", {"face_px": round(m.face.h, 1)}))
+        out.append(
+            PhotoReason(
+                "face_too_small",
+                f"face_too_small: the face is {m.face.h:.0f} px high (min {MIN_FACE_PX}); "
+                "use a larger original or a closer shot",
+                {"face_px": round(m.face.h, 1)},
+            )
+        )
     if m.eye_aspect_ratio is not None and m.eye_aspect_ratio < CLOSED_EYES_EAR:
-        out.append(PhotoReason(
-            "eyes_closed", f"eyes_closed: eye aspect ratio {m.eye_aspect_ratio:.2f} (open eyes read "
-            f">= {CLOSED_EYES_EAR:.2f})", {"eye_aspect_ratio": round(m.eye_aspect_ratio, 3)}))
+        out.append(
+            PhotoReason(
+                "eyes_closed",
+                f"eyes_closed: eye aspect ratio {m.eye_aspect_ratio:.2f} (open eyes read "
+                f">= {CLOSED_EYES_EAR:.2f})",
+                {"eye_aspect_ratio": round(m.eye_aspect_ratio, 3)},
+            )
+        )
     if m.yaw is not None and abs(m.yaw) < SHADOW_MAX_YAW:
         worst = max(m.shadow_halves or 1.0, m.shadow_eyes or 1.0)
         if worst > MAX_SHADOW_RATIO:
-            where = "one half of the face" if (m.shadow_halves or 0) >= (m.shadow_eyes or 0) else "the eyes"
-            out.append(PhotoReason(
-                "harsh_shadow", f"harsh_shadow: a shadow across {where}, lighting ratio {worst:.1f}:1 "
-                f"(max {MAX_SHADOW_RATIO:.0f}:1); use a photo in softer or frontal light",
-                {"shadow_halves": round(m.shadow_halves or 1.0, 2), "shadow_eyes": round(m.shadow_eyes or 1.0, 2)}))
+            where = (
+                "one half of the face"
+                if (m.shadow_halves or 0) >= (m.shadow_eyes or 0)
+                else "the eyes"
+            )
+            out.append(
+                PhotoReason(
+                    "harsh_shadow",
+                    f"harsh_shadow: a shadow across {where}, lighting ratio {worst:.1f}:1 "
+                    f"(max {MAX_SHADOW_RATIO:.0f}:1); use a photo in softer or frontal light",
+                    {
+                        "shadow_halves": round(m.shadow_halves or 1.0, 2),
+                        "shadow_eyes": round(m.shadow_eyes or 1.0, 2),
+                    },
+                )
+            )
     if m.pitch is not None and abs(m.pitch) > MAX_PITCH:
         view = "from below" if m.pitch > 0 else "from above"
-        out.append(PhotoReason(
-            "extreme_angle", f"extreme_angle: shot {view}, head pitch {m.pitch:+.0f} deg (max +-{MAX_PITCH:.0f}); "
-            "such angles distort the face's proportions", {"pitch": round(m.pitch, 1)}))
+        out.append(
+            PhotoReason(
+                "extreme_angle",
+                f"extreme_angle: shot {view}, head pitch {m.pitch:+.0f} deg (max +-{MAX_PITCH:.0f}); "
+                "such angles distort the face's proportions",
+                {"pitch": round(m.pitch, 1)},
+            )
+        )
     return out
 
 
@@ -363,13 +423,17 @@ def crop_box(m: PhotoMeasure) -> tuple[Box, str]:
     if m.body is not None:
         b = m.body
         pad = BODY_MARGIN * b.h
-        return _fit(b.x - pad, b.y - pad, b.w + 2 * pad, b.h + 2 * pad, m.width, m.height), "full_body"
+        return _fit(
+            b.x - pad, b.y - pad, b.w + 2 * pad, b.h + 2 * pad, m.width, m.height
+        ), "full_body"
     if m.face is None:
         return Box(0, 0, m.width, m.height), "full_frame"
     f = m.face
     ch = f.h / PORTRAIT_FACE_FRACTION
     cw = ch * PORTRAIT_ASPECT
-    return _fit(f.x + f.w / 2 - cw / 2, f.y - PORTRAIT_TOP * ch, cw, ch, m.width, m.height), "portrait"
+    return _fit(
+        f.x + f.w / 2 - cw / 2, f.y - PORTRAIT_TOP * ch, cw, ch, m.width, m.height
+    ), "portrait"
 
 
 def subject_share(m: PhotoMeasure, crop: Box) -> float:
@@ -413,9 +477,13 @@ def lookalike(a: PhotoMeasure, b: PhotoMeasure, same_person: float | None = None
     # a tight portrait shows too little background to compare: clothes and pose decide
     if background is not None and background < LOOKALIKE_BACKGROUND:
         return None
-    return {"of": a.clip_id, "clothes_similarity": round(clothes, 3),
-            "background_similarity": None if background is None else round(background, 3),
-            "yaw_difference": round(abs(a.yaw - b.yaw), 1), "pitch_difference": round(abs(a.pitch - b.pitch), 1)}
+    return {
+        "of": a.clip_id,
+        "clothes_similarity": round(clothes, 3),
+        "background_similarity": None if background is None else round(background, 3),
+        "yaw_difference": round(abs(a.yaw - b.yaw), 1),
+        "pitch_difference": round(abs(a.pitch - b.pitch), 1),
+    }
 
 
 @dataclass
@@ -426,8 +494,12 @@ class SetDecision:
     mirror_selfies: list[str]
 
 
-def decide_set(measures: Sequence[PhotoMeasure], rank: Sequence[str], same_person: float | None = None,
-               max_mirror_fraction: float = MAX_MIRROR_FRACTION) -> SetDecision:
+def decide_set(
+    measures: Sequence[PhotoMeasure],
+    rank: Sequence[str],
+    same_person: float | None = None,
+    max_mirror_fraction: float = MAX_MIRROR_FRACTION,
+) -> SetDecision:
     """Photo reasons, then the set-wide ones, in `rank` order (best first): a look-alike of a
     better-ranked kept photo is rejected; wide-angle outliers against the set's median nose
     ratio; mirror selfies beyond `max_mirror_fraction` of what is kept (the lowest ranked go)."""
@@ -439,22 +511,44 @@ def decide_set(measures: Sequence[PhotoMeasure], rank: Sequence[str], same_perso
         if rs:
             rejected[cid] = rs
 
-    frontal = [by_id[c].nose_ratio for c in order if c not in rejected and by_id[c].nose_ratio is not None
-               and by_id[c].yaw is not None and abs(by_id[c].yaw) <= WIDE_ANGLE_MAX_YAW]
+    frontal = [
+        by_id[c].nose_ratio
+        for c in order
+        if c not in rejected
+        and by_id[c].nose_ratio is not None
+        and by_id[c].yaw is not None
+        and abs(by_id[c].yaw) <= WIDE_ANGLE_MAX_YAW
+    ]
     baseline = float(np.median(frontal)) if len(frontal) >= WIDE_ANGLE_MIN_BASELINE else None
     for cid in order:
         m = by_id[cid]
-        if cid in rejected or m.nose_ratio is None or m.yaw is None or abs(m.yaw) > WIDE_ANGLE_MAX_YAW:
+        if (
+            cid in rejected
+            or m.nose_ratio is None
+            or m.yaw is None
+            or abs(m.yaw) > WIDE_ANGLE_MAX_YAW
+        ):
             continue
         limit = baseline * (1 + WIDE_ANGLE_EXCESS) if baseline is not None else WIDE_ANGLE_ABSOLUTE
         if m.nose_ratio > limit:
-            against = (f"{(m.nose_ratio / baseline - 1):+.0%} against this person's median {baseline:.3f}"
-                       if baseline is not None else f"above {WIDE_ANGLE_ABSOLUTE} with too few photos for a median")
-            rejected[cid] = [PhotoReason(
-                "wide_angle", f"wide_angle: nose width / face width {m.nose_ratio:.3f}, {against} (limit "
-                f"{limit:.3f}): a close wide-angle shot enlarges the nose; use a photo taken from further "
-                "away", {"nose_ratio": round(m.nose_ratio, 4), "baseline": None if baseline is None else round(baseline, 4),
-                         "limit": round(limit, 4)})]
+            against = (
+                f"{(m.nose_ratio / baseline - 1):+.0%} against this person's median {baseline:.3f}"
+                if baseline is not None
+                else f"above {WIDE_ANGLE_ABSOLUTE} with too few photos for a median"
+            )
+            rejected[cid] = [
+                PhotoReason(
+                    "wide_angle",
+                    f"wide_angle: nose width / face width {m.nose_ratio:.3f}, {against} (limit "
+                    f"{limit:.3f}): a close wide-angle shot enlarges the nose; use a photo taken from further "
+                    "away",
+                    {
+                        "nose_ratio": round(m.nose_ratio, 4),
+                        "baseline": None if baseline is None else round(baseline, 4),
+                        "limit": round(limit, 4),
+                    },
+                )
+            ]
 
     kept: list[PhotoMeasure] = []
     for cid in order:
@@ -463,10 +557,15 @@ def decide_set(measures: Sequence[PhotoMeasure], rank: Sequence[str], same_perso
         m = by_id[cid]
         hit = next((ev for k in kept if (ev := lookalike(k, m, same_person)) is not None), None)
         if hit is not None:
-            rejected[cid] = [PhotoReason(
-                "look_alike", f"look_alike: same clothes, background and pose as {hit['of']} (clothes "
-                f"{hit['clothes_similarity']:.2f}, background {hit['background_similarity']}, min "
-                f"{LOOKALIKE_CLOTHES}/{LOOKALIKE_BACKGROUND}); it teaches that outfit and place twice", hit)]
+            rejected[cid] = [
+                PhotoReason(
+                    "look_alike",
+                    f"look_alike: same clothes, background and pose as {hit['of']} (clothes "
+                    f"{hit['clothes_similarity']:.2f}, background {hit['background_similarity']}, min "
+                    f"{LOOKALIKE_CLOTHES}/{LOOKALIKE_BACKGROUND}); it teaches that outfit and place twice",
+                    hit,
+                )
+            ]
             continue
         kept.append(m)
 
@@ -474,9 +573,14 @@ def decide_set(measures: Sequence[PhotoMeasure], rank: Sequence[str], same_perso
     allowed = int(max_mirror_fraction * len(kept))
     for cid in mirrors[allowed:]:
         m = by_id[cid]
-        rejected[cid] = [PhotoReason(
-            "mirror_selfie", f"mirror_selfie: mirrored text {m.mirrored_text[0]['text']!r} in the picture, and "
-            f"{len(mirrors)} of {len(kept)} photos are mirror images (at most {max_mirror_fraction:.0%} are kept); "
-            "replace some with photos taken by someone else", {"mirrored_text": m.mirrored_text})]
+        rejected[cid] = [
+            PhotoReason(
+                "mirror_selfie",
+                f"mirror_selfie: mirrored text {m.mirrored_text[0]['text']!r} in the picture, and "
+                f"{len(mirrors)} of {len(kept)} photos are mirror images (at most {max_mirror_fraction:.0%} are kept); "
+                "replace some with photos taken by someone else",
+                {"mirrored_text": m.mirrored_text},
+            )
+        ]
     kept_ids = [m.clip_id for m in kept if m.clip_id not in rejected]
     return SetDecision(kept_ids, rejected, baseline, mirrors)

@@ -133,15 +133,25 @@ def curate(
     metrics = [mc.metrics for mc in measured]
 
     threshold = policy.identity_max_distance or backend.same_person_distance
-    ref = identity.reference_embedding([Path(r) for r in references], backend) if references else None
-    ids = identity.assign(metrics, threshold, ref, policy.identity_cluster if policy.face_type else None)
+    ref = (
+        identity.reference_embedding([Path(r) for r in references], backend) if references else None
+    )
+    ids = identity.assign(
+        metrics, threshold, ref, policy.identity_cluster if policy.face_type else None
+    )
     for m in metrics:
         res = ids[m.clip_id]
-        m.identity_distance, m.identity_match, m.identity_cluster = res.distance, res.match, res.cluster
+        m.identity_distance, m.identity_match, m.identity_cluster = (
+            res.distance,
+            res.match,
+            res.cluster,
+        )
 
     # what a decision needs from the other clips (effect types: the majority motion direction)
     ctx = dataset_context(metrics, policy)
-    first = {m.clip_id: decide(m, policy, identity_threshold=threshold, context=ctx) for m in metrics}
+    first = {
+        m.clip_id: decide(m, policy, identity_threshold=threshold, context=ctx) for m in metrics
+    }
     dup_max = policy.duplicate_max_distance or backend.duplicate_distance
     dups = duplicate_groups(
         [m for m in metrics if first[m.clip_id].keep], policy.duplicate_max_phash, dup_max
@@ -150,7 +160,9 @@ def curate(
     for mc in measured:
         m = mc.metrics
         d = (
-            decide(m, policy, identity_threshold=threshold, duplicate_of=dups[m.clip_id], context=ctx)
+            decide(
+                m, policy, identity_threshold=threshold, duplicate_of=dups[m.clip_id], context=ctx
+            )
             if m.clip_id in dups
             else first[m.clip_id]
         )
@@ -182,10 +194,12 @@ LOW_RATE_TOLERANCE = 0.01
 def low_frame_rate(fps: float, target: float) -> Reason:
     """A flag, not a rejection: ingest keeps a slow source's own rate (no repeated frames), so
     trained at `target` its motion plays target/fps times faster."""
-    return Reason("low_frame_rate",
-                  f"{fps:g} fps source, below the {target:g} fps training rate: the clip keeps its "
-                  f"own rate (no repeated frames), so its motion plays {target / fps:.1f}x faster "
-                  f"when trained; prefer 24-30 fps footage")
+    return Reason(
+        "low_frame_rate",
+        f"{fps:g} fps source, below the {target:g} fps training rate: the clip keeps its "
+        f"own rate (no repeated frames), so its motion plays {target / fps:.1f}x faster "
+        f"when trained; prefer 24-30 fps footage",
+    )
 
 
 def write_outputs(result: CurationResult, out_dir: Path) -> dict[str, Path]:
@@ -194,5 +208,9 @@ def write_outputs(result: CurationResult, out_dir: Path) -> dict[str, Path]:
 
     pq_path, json_path = write_manifest(result, out_dir)
     html_path = write_report(result, out_dir)
-    result.outputs = {"manifest_parquet": pq_path, "manifest_json": json_path, "report_html": html_path}
+    result.outputs = {
+        "manifest_parquet": pq_path,
+        "manifest_json": json_path,
+        "report_html": html_path,
+    }
     return result.outputs

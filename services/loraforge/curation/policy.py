@@ -20,8 +20,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from loraforge.curation.errors import InvalidPolicy
 
-LoraTypeName = Literal["character", "expression", "pose", "style", "background", "lighting", "effect"]
-LORA_TYPES: tuple[str, ...] = ("character", "expression", "pose", "style", "background", "lighting", "effect")
+LoraTypeName = Literal[
+    "character", "expression", "pose", "style", "background", "lighting", "effect"
+]
+LORA_TYPES: tuple[str, ...] = (
+    "character",
+    "expression",
+    "pose",
+    "style",
+    "background",
+    "lighting",
+    "effect",
+)
 # types whose dataset is one identity's face: face required, identity matched, angle mix
 FACE_TYPES = ("character", "expression")
 MOTION_DIRECTION_RULES = ("off", "flag", "reject")
@@ -36,7 +46,12 @@ TYPE_DEFAULTS: dict[str, dict] = {
     # a style is in every pixel: people may or may not be there, any number. Burned-in text
     # does not reject the clip: the style builder drops the frames the OCR read text on
     # (builders/style.py), so the rest of a titled shot stays
-    "style": {"require_face": False, "max_people": None, "light_on": "frame", "reject_burned_in_text": False},
+    "style": {
+        "require_face": False,
+        "max_people": None,
+        "light_on": "frame",
+        "reject_burned_in_text": False,
+    },
     # a background/place dataset must not teach a person into the scene: people are allowed in
     # the clips because the background builder (builders/background.py) masks and fills them
     # in, and drops frames where too much of the picture is people (too_much_fill); max_people=0
@@ -47,12 +62,22 @@ TYPE_DEFAULTS: dict[str, dict] = {
     # (light_on) with lower floors. 20/255: a night street lit by
     # signs reads 25-35, the issue's low-key close-up 48; below 20 little is left to learn
     "lighting": {
-        "require_face": False, "max_people": None, "min_mean_luma": 20.0, "max_mean_luma": 240.0,
-        "max_highlights_clipped": 0.4, "max_shadows_clipped": 0.7, "light_on": "frame",
+        "require_face": False,
+        "max_people": None,
+        "min_mean_luma": 20.0,
+        "max_mean_luma": 240.0,
+        "max_highlights_clipped": 0.4,
+        "max_shadows_clipped": 0.7,
+        "light_on": "frame",
     },
     # an effect is its motion: the clips must agree on its direction (seed 004: a "360 spin"
     # set must spin one way only, mixed directions teach neither)
-    "effect": {"require_face": False, "max_people": None, "motion_direction_rule": "reject", "light_on": "frame"},
+    "effect": {
+        "require_face": False,
+        "max_people": None,
+        "motion_direction_rule": "reject",
+        "light_on": "frame",
+    },
 }
 
 
@@ -81,7 +106,9 @@ class CurationPolicy(BaseModel):
     # sharpness is quality.sharpness: Laplacian variance read as if the crop were exposed to at
     # least 100/255 (so dimness is judged by too_dark, not taken for blur)
     min_face_sharpness: float = Field(30.0, ge=0, description="Laplacian var, 128 px face crop")
-    min_frame_sharpness: float = Field(15.0, ge=0, description="frame, or the subject region with one")
+    min_frame_sharpness: float = Field(
+        15.0, ge=0, description="frame, or the subject region with one"
+    )
 
     # light
     min_mean_luma: float = Field(50.0, ge=0, le=255)
@@ -189,7 +216,9 @@ class CurationPolicy(BaseModel):
         """The type's defaults, then the project's overrides on top. Unknown types and an
         override of ``lora_type`` itself are refused with what to use instead."""
         if lora_type not in TYPE_DEFAULTS:
-            raise InvalidPolicy(f"unknown LoRA type {lora_type!r}; use one of {', '.join(LORA_TYPES)}")
+            raise InvalidPolicy(
+                f"unknown LoRA type {lora_type!r}; use one of {', '.join(LORA_TYPES)}"
+            )
         overrides = dict(overrides or {})
         if overrides.get("lora_type", lora_type) != lora_type:
             raise InvalidPolicy(

@@ -61,9 +61,7 @@ def estimate_pose(landmarks: np.ndarray, width: int, height: int) -> HeadPose | 
     pts = np.asarray(landmarks, np.float64)[_LANDMARK_IDS]
     f = float(width)
     cam = np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]], np.float64)
-    ok, rvec, _ = cv2.solvePnP(
-        _MODEL_POINTS, pts, cam, np.zeros(4), flags=cv2.SOLVEPNP_ITERATIVE
-    )
+    ok, rvec, _ = cv2.solvePnP(_MODEL_POINTS, pts, cam, np.zeros(4), flags=cv2.SOLVEPNP_ITERATIVE)
     if not ok:
         return None
     rot, _ = cv2.Rodrigues(rvec)

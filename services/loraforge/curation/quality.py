@@ -47,7 +47,9 @@ def to_quality_scale(image: np.ndarray) -> np.ndarray:
     if w == QUALITY_WIDTH:
         return image
     interp = cv2.INTER_AREA if w > QUALITY_WIDTH else cv2.INTER_LINEAR
-    return cv2.resize(image, (QUALITY_WIDTH, max(1, round(h * QUALITY_WIDTH / w))), interpolation=interp)
+    return cv2.resize(
+        image, (QUALITY_WIDTH, max(1, round(h * QUALITY_WIDTH / w))), interpolation=interp
+    )
 
 
 def laplacian_variance(gray: np.ndarray) -> float:
@@ -171,7 +173,10 @@ def measure_frame(image: np.ndarray, views: FrameViews | None = None) -> FrameQu
     means = inner_bgr.reshape(-1, 3).mean(0)
     nh, nw = v.noise.shape
     k = nw / w  # bars in noise-view pixels
-    noise_inner = v.noise[round(top * k) : nh - round(bottom * k) or None, round(left * k) : nw - round(right * k) or None]
+    noise_inner = v.noise[
+        round(top * k) : nh - round(bottom * k) or None,
+        round(left * k) : nw - round(right * k) or None,
+    ]
     return FrameQuality(
         sharpness=sharpness(inner),
         mean_luma=float(inner.mean()),
@@ -239,7 +244,9 @@ def noise_sigma(gray: np.ndarray) -> float:
     h, w = (r.shape[0] // b) * b, (r.shape[1] // b) * b
     # block means by an exact integer-factor area resize (a block touches clipping when the
     # mean of its clipped-pixel mask is above 0): numpy's reshape-and-reduce numbers, cheaper
-    rb = cv2.resize(r[:h, :w], (w // b, h // b), interpolation=cv2.INTER_AREA) * (np.sqrt(np.pi / 2) / 6)
+    rb = cv2.resize(r[:h, :w], (w // b, h // b), interpolation=cv2.INTER_AREA) * (
+        np.sqrt(np.pi / 2) / 6
+    )
     gc = g[:h, :w]
     clipped = ((gc <= CLIP_LOW) | (gc >= CLIP_HIGH)).astype(np.float32)
     ok = cv2.resize(clipped, (w // b, h // b), interpolation=cv2.INTER_AREA) == 0
@@ -259,7 +266,9 @@ def noise_gray(image: np.ndarray) -> tuple[np.ndarray, float]:
     if w <= NOISE_WIDTH:
         return gray, 1.0
     f = NOISE_WIDTH / w
-    return cv2.resize(gray, (NOISE_WIDTH, max(1, round(gray.shape[0] * f))), interpolation=cv2.INTER_AREA), f
+    return cv2.resize(
+        gray, (NOISE_WIDTH, max(1, round(gray.shape[0] * f))), interpolation=cv2.INTER_AREA
+    ), f
 
 
 def upper_body_box(face: Box, width: float, height: float) -> Box:
@@ -287,7 +296,9 @@ class SubjectQuality:
     noise: float  # noise_sigma of the region
 
 
-def measure_subject(views: FrameViews, region: Box, face: Box | None = None) -> SubjectQuality | None:
+def measure_subject(
+    views: FrameViews, region: Box, face: Box | None = None
+) -> SubjectQuality | None:
     """Quality of the subject ``region`` (pixels of the original frame); light is read on the
     face core when a face is given. None when the region is too small to measure."""
     sh, sw = views.gray.shape

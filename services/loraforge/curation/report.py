@@ -22,16 +22,24 @@ if TYPE_CHECKING:
 
 # chart canvas and colours (BGR): matplotlib's default blue and orange, red for a cut line
 _CW, _CH = 500, 300
-_BLUE, _ORANGE, _CUT, _INK, _GRID = (180, 119, 31), (14, 127, 255), (40, 39, 214), (40, 40, 40), (225, 225, 225)
+_BLUE, _ORANGE, _CUT, _INK, _GRID = (
+    (180, 119, 31),
+    (14, 127, 255),
+    (40, 39, 214),
+    (40, 40, 40),
+    (225, 225, 225),
+)
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 # plot area inside the canvas: room for the title above, tick labels below and left
 _L, _T, _R, _B = 48, 34, 488, 236
 
 
 def _text(img, s: str, org, scale=0.42, color=_INK, center=False) -> None:
-    (tw, th), _ = cv2.getTextSize(s, _FONT, scale, 1)
+    (tw, _th), _ = cv2.getTextSize(s, _FONT, scale, 1)
     x, y = org
-    cv2.putText(img, s, (int(x - tw / 2) if center else int(x), int(y)), _FONT, scale, color, 1, cv2.LINE_AA)
+    cv2.putText(
+        img, s, (int(x - tw / 2) if center else int(x), int(y)), _FONT, scale, color, 1, cv2.LINE_AA
+    )
 
 
 def _nice_max(v: float) -> float:
@@ -66,8 +74,12 @@ def _bar_vs_target(path: Path, title: str, labels: Sequence[str], actual, target
         x0 = _L + slot * i + slot * 0.1
         for j, (vals, color) in enumerate(series):
             h = (_B - _T) * float(vals[i]) / top
-            cv2.rectangle(img, (int(x0 + j * bw), int(_B - h)), (int(x0 + (j + 1) * bw) - 2, _B), color, -1)
-        _text(img, str(label)[:16], (_L + slot * (i + 0.5), _B + 16 + 12 * (i % 2)), 0.38, center=True)
+            cv2.rectangle(
+                img, (int(x0 + j * bw), int(_B - h)), (int(x0 + (j + 1) * bw) - 2, _B), color, -1
+            )
+        _text(
+            img, str(label)[:16], (_L + slot * (i + 0.5), _B + 16 + 12 * (i % 2)), 0.38, center=True
+        )
     if target:
         for k, (name, color) in enumerate((("selected", _BLUE), ("target", _ORANGE))):
             y = _T + 6 + 16 * k
@@ -76,8 +88,9 @@ def _bar_vs_target(path: Path, title: str, labels: Sequence[str], actual, target
     cv2.imwrite(str(path), img)
 
 
-def _histogram(path: Path, title: str, values: Sequence[float], cut: float | None, xlabel: str,
-               bins: int = 20) -> None:
+def _histogram(
+    path: Path, title: str, values: Sequence[float], cut: float | None, xlabel: str, bins: int = 20
+) -> None:
     vals = np.asarray(list(values) or [0.0], np.float64)
     hi = max(float(vals.max()), cut or 0.0)
     lo = min(float(vals.min()), cut if cut is not None else hi)
@@ -88,7 +101,9 @@ def _histogram(path: Path, title: str, values: Sequence[float], cut: float | Non
     px = lambda v: _L + (_R - _L) * (v - lo) / (hi - lo)  # noqa: E731
     for c, a, b in zip(counts, edges[:-1], edges[1:], strict=True):
         if c:
-            cv2.rectangle(img, (int(px(a)), int(_B - (_B - _T) * c / top)), (int(px(b)) - 1, _B), _BLUE, -1)
+            cv2.rectangle(
+                img, (int(px(a)), int(_B - (_B - _T) * c / top)), (int(px(b)) - 1, _B), _BLUE, -1
+            )
     for v in (lo, (lo + hi) / 2, hi):
         _text(img, f"{v:.2f}", (px(v), _B + 16), 0.38, center=True)
     if cut is not None:
@@ -114,12 +129,21 @@ def write_charts(result: CurationResult, out_dir: Path) -> list[Path]:
     for name, counts in (("expressions", sel.expression_counts), ("lighting", sel.lighting_counts)):
         p = out_dir / f"{name}.png"
         labels = sorted(counts) or ["none"]
-        _bar_vs_target(p, f"{name.capitalize()} in the selection", labels, [counts.get(k, 0) for k in labels])
+        _bar_vs_target(
+            p, f"{name.capitalize()} in the selection", labels, [counts.get(k, 0) for k in labels]
+        )
         paths.append(p)
     p = out_dir / "identity.png"
-    d = [c.metrics.identity_distance for c in result.clips if c.metrics.identity_distance is not None]
-    _histogram(p, "Identity distance to the subject", d, result.identity_threshold,
-               "embedding distance (lower = more similar)")
+    d = [
+        c.metrics.identity_distance for c in result.clips if c.metrics.identity_distance is not None
+    ]
+    _histogram(
+        p,
+        "Identity distance to the subject",
+        d,
+        result.identity_threshold,
+        "embedding distance (lower = more similar)",
+    )
     paths.append(p)
     return paths
 
@@ -154,8 +178,10 @@ def _subject_line(m) -> str:
     noise = m.subject_noise if m.subject_noise is not None else m.noise
     if m.subject_luma is None:
         return f"no subject: frame luma {m.mean_luma:.0f}, noise {noise:.1f}"
-    return (f"{m.subject_source} luma {m.subject_luma:.0f} (frame {m.mean_luma:.0f}), "
-            f"sharp {m.subject_sharpness:.0f}, noise {noise:.1f}")
+    return (
+        f"{m.subject_source} luma {m.subject_luma:.0f} (frame {m.mean_luma:.0f}), "
+        f"sharp {m.subject_sharpness:.0f}, noise {noise:.1f}"
+    )
 
 
 def write_report(result: CurationResult, out_dir: Path) -> Path:
@@ -202,7 +228,9 @@ def write_report(result: CurationResult, out_dir: Path) -> Path:
             *(f"<span style='color:#a70'>{esc(r.message)}</span>" for r in c.decision.flags),
         ]
         parts.append(
-            f"<div class='card {cls}'><img src='thumbs/{esc(thumb.name)}'><br>" + "<br>".join(lines) + "</div>"
+            f"<div class='card {cls}'><img src='thumbs/{esc(thumb.name)}'><br>"
+            + "<br>".join(lines)
+            + "</div>"
         )
     parts.append("</div>")
     parts.extend(_build_section(getattr(result, "build", None)))
@@ -218,22 +246,32 @@ def _build_section(build: dict | None) -> list[str]:
     if not build:
         return []
     esc = html.escape
-    parts = [f"<h2>{esc(build['lora_type'])} dataset: {len(build['items'])} items</h2>",
-             "<h3>Left out by the builder</h3><table>",
-             *(f"<tr><td>{esc(k)}</td><td>{v}</td></tr>" for k, v in build["dropped_counts"].items()),
-             "</table><ul>",
-             *(f"<li>{esc(m)}</li>" for m in build["missing"]),
-             "</ul><h3>Summary</h3><pre>",
-             esc(json.dumps(build["summary"], indent=1, default=str)[:20000]), "</pre>",
-             "<h3>Items</h3><div class='grid'>"]
+    parts = [
+        f"<h2>{esc(build['lora_type'])} dataset: {len(build['items'])} items</h2>",
+        "<h3>Left out by the builder</h3><table>",
+        *(f"<tr><td>{esc(k)}</td><td>{v}</td></tr>" for k, v in build["dropped_counts"].items()),
+        "</table><ul>",
+        *(f"<li>{esc(m)}</li>" for m in build["missing"]),
+        "</ul><h3>Summary</h3><pre>",
+        esc(json.dumps(build["summary"], indent=1, default=str)[:20000]),
+        "</pre>",
+        "<h3>Items</h3><div class='grid'>",
+    ]
     for it in build["items"]:
-        img = (f"<img src='{esc(it['path'])}' style='max-width:320px'><br>"
-               if it["path"] and it["kind"] == "image" else "")
+        img = (
+            f"<img src='{esc(it['path'])}' style='max-width:320px'><br>"
+            if it["path"] and it["kind"] == "image"
+            else ""
+        )
         ev = ", ".join(f"{esc(str(k))} {esc(str(v))}" for k, v in it["evidence"].items())
-        parts.append(f"<div class='card keep'>{img}<b>{esc(it['item_id'])}</b> {esc(it['variant'])} "
-                     f"(clip {esc(it['clip_id'])}, frame {it['frame_index']})<br>{ev}</div>")
+        parts.append(
+            f"<div class='card keep'>{img}<b>{esc(it['item_id'])}</b> {esc(it['variant'])} "
+            f"(clip {esc(it['clip_id'])}, frame {it['frame_index']})<br>{ev}</div>"
+        )
     parts.append("</div><h3>Dropped</h3><ul>")
-    parts.extend(f"<li>{esc(d['clip_id'])} frame {d['frame_index']}: {esc(d['message'])}</li>"
-                 for d in build["dropped"])
+    parts.extend(
+        f"<li>{esc(d['clip_id'])} frame {d['frame_index']}: {esc(d['message'])}</li>"
+        for d in build["dropped"]
+    )
     parts.append("</ul>")
     return parts

@@ -89,7 +89,9 @@ def select(
             if g in quota and quota[g] > 0:
                 deficit = quota[g] - angles[g]
                 s += 0.6 * deficit / quota[g] if deficit > 0 else -0.6
-            if n_sources > 1 and sources[c.source_id] + 1 > policy.max_per_source_fraction * (k + 1):
+            if n_sources > 1 and sources[c.source_id] + 1 > policy.max_per_source_fraction * (
+                k + 1
+            ):
                 s -= 0.3
             if n_lights > 1 and lights[c.lighting] < k / n_lights:
                 s += 0.1
@@ -126,12 +128,16 @@ def select(
     if len(chosen) < minimum:
         short = minimum - len(chosen)
         missing.append(
-            Missing("total", short, f"{short} more usable {noun} would reach the minimum of {minimum}")
+            Missing(
+                "total", short, f"{short} more usable {noun} would reach the minimum of {minimum}"
+            )
         )
     if chosen:
         max_smile = math.floor(policy.max_smiling_fraction * max(len(chosen), minimum))
         if smiling > max_smile:
-            need = math.ceil((smiling - policy.max_smiling_fraction * len(chosen)) / policy.max_smiling_fraction)
+            need = math.ceil(
+                (smiling - policy.max_smiling_fraction * len(chosen)) / policy.max_smiling_fraction
+            )
             missing.append(
                 Missing(
                     "expression",
@@ -143,7 +149,11 @@ def select(
         if len(lights) == 1 and len(chosen) >= 5:
             only = next(iter(lights))
             missing.append(
-                Missing("lighting", 0, f"all selected {noun} are in {only} light; other lighting would add variety")
+                Missing(
+                    "lighting",
+                    0,
+                    f"all selected {noun} are in {only} light; other lighting would add variety",
+                )
             )
     if kind == "video":
         # Clips trained as they are: the documents' range for the type's clip sets (seed 000

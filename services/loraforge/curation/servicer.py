@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+
 from loraforge.curation.worker import build_policy, check_reference_keys
 from loraforge.runtime.job_service import JobService
 from loraforge.runtime.keys import ProjectRef
@@ -30,13 +31,15 @@ class CurationServicer(JobCalls, curation_pb2_grpc.CurationServiceServicer):
     ) -> common_pb2.Job:
         tenant, project = scope_from_wire(request.scope)
         params = CurationParams.parse(
-            reference_keys=list(request.reference_keys), lora_type=request.lora_type,
+            reference_keys=list(request.reference_keys),
+            lora_type=request.lora_type,
             policy_overrides=dict_from_struct(request.policy_overrides),
             present=present_fields(request, "target_size"),
         )
         # refuse at the door what the job would fail on: bad overrides, foreign references
         build_policy(params)
         check_reference_keys(ProjectRef(tenant, project), params.reference_keys)
-        job = await self.jobs.start(tenant, project, params.model_dump(mode="json"),
-                                    request.request_id or None)
+        job = await self.jobs.start(
+            tenant, project, params.model_dump(mode="json"), request.request_id or None
+        )
         return job_to_wire(job)

@@ -64,8 +64,10 @@ def size_overrides(build_options: dict[str, Any]) -> dict[str, int]:
             raise InvalidPolicy(f"build_options.{k} must be a whole number >= 1, not {v!r}")
         out[k] = int(v)
     if "min_items" in out and "max_items" in out and out["min_items"] > out["max_items"]:
-        raise InvalidPolicy(f"build_options min_items {out['min_items']} is above max_items "
-                            f"{out['max_items']}; lower min_items or raise max_items")
+        raise InvalidPolicy(
+            f"build_options min_items {out['min_items']} is above max_items "
+            f"{out['max_items']}; lower min_items or raise max_items"
+        )
     return out
 
 
@@ -77,18 +79,29 @@ class DatasetTooSmall(InvalidInput):
 class SizeCheck:
     count: int
     range: SizeRange
-    status: str  # below_minimum | below_recommended | recommended | above_recommended | above_maximum
+    status: (
+        str  # below_minimum | below_recommended | recommended | above_recommended | above_maximum
+    )
     message: str
     keep: int  # how many items to keep (the maximum when above it, else all)
 
     def as_dict(self) -> dict[str, Any]:
         r = self.range
-        return {"count": self.count, "minimum": r.minimum, "recommended": list(r.recommended),
-                "maximum": r.maximum, "source": r.source, "status": self.status,
-                "message": self.message, "kept": self.keep}
+        return {
+            "count": self.count,
+            "minimum": r.minimum,
+            "recommended": list(r.recommended),
+            "maximum": r.maximum,
+            "source": r.source,
+            "status": self.status,
+            "message": self.message,
+            "kept": self.keep,
+        }
 
 
-def size_range(lora_type: str, item_kind: str, overrides: dict[str, Any] | None = None) -> SizeRange | None:
+def size_range(
+    lora_type: str, item_kind: str, overrides: dict[str, Any] | None = None
+) -> SizeRange | None:
     """The range of a type's items, or None when the documents give none. `overrides` (the
     policy's build_options min_items / max_items) replace the documents' bounds for a project
     that knows better, e.g. a small first set."""
@@ -99,15 +112,18 @@ def size_range(lora_type: str, item_kind: str, overrides: dict[str, Any] | None 
     lo = int(o.get("min_items", base.minimum))
     hi = o.get("max_items", base.maximum)
     if hi is not None and lo > hi:
-        raise InvalidPolicy(f"build_options min_items {lo} is above the {lora_type} maximum {hi}; "
-                            "lower min_items or set max_items")
+        raise InvalidPolicy(
+            f"build_options min_items {lo} is above the {lora_type} maximum {hi}; "
+            "lower min_items or set max_items"
+        )
     rec_lo = min(max(base.recommended[0], lo), hi if hi is not None else base.recommended[0])
     rec_hi = max(min(base.recommended[1], hi if hi is not None else base.recommended[1]), rec_lo)
     return SizeRange(lo, (rec_lo, rec_hi), None if hi is None else int(hi), base.source, base.unit)
 
 
-def check_size(lora_type: str, item_kind: str, count: int, overrides: dict[str, Any] | None = None
-               ) -> SizeCheck | None:
+def check_size(
+    lora_type: str, item_kind: str, count: int, overrides: dict[str, Any] | None = None
+) -> SizeCheck | None:
     """Where `count` items stand against the type's range, with a message that says how many
     more or fewer to add. None when the type has no documented range for that kind."""
     r = size_range(lora_type, item_kind, overrides)
@@ -115,28 +131,60 @@ def check_size(lora_type: str, item_kind: str, count: int, overrides: dict[str, 
         return None
     lo, (rlo, rhi), hi, u = r.minimum, r.recommended, r.maximum, r.unit
     what = f"{lora_type} LoRA ({r.source}: {lo} minimum, {rlo}-{rhi} recommended" + (
-        f", {hi} maximum)" if hi is not None else ")")
+        f", {hi} maximum)" if hi is not None else ")"
+    )
     if count < lo:
-        return SizeCheck(count, r, "below_minimum",
-                         f"{count} usable {u}, below the minimum of {lo} for a {what}: add at least "
-                         f"{lo - count} more {u} (about {rlo - count} for the recommended size)", count)
+        return SizeCheck(
+            count,
+            r,
+            "below_minimum",
+            f"{count} usable {u}, below the minimum of {lo} for a {what}: add at least "
+            f"{lo - count} more {u} (about {rlo - count} for the recommended size)",
+            count,
+        )
     if count < rlo:
-        return SizeCheck(count, r, "below_recommended",
-                         f"{count} usable {u} for a {what}: add about {rlo - count} more {u} to reach "
-                         "the recommended size", count)
+        return SizeCheck(
+            count,
+            r,
+            "below_recommended",
+            f"{count} usable {u} for a {what}: add about {rlo - count} more {u} to reach "
+            "the recommended size",
+            count,
+        )
     if count <= rhi:
-        return SizeCheck(count, r, "recommended", f"{count} {u}, within the recommended range for a {what}", count)
+        return SizeCheck(
+            count,
+            r,
+            "recommended",
+            f"{count} {u}, within the recommended range for a {what}",
+            count,
+        )
     if hi is None or count <= hi:
-        return SizeCheck(count, r, "above_recommended",
-                         f"{count} {u} for a {what}: {count - rhi} more than the recommended size; "
-                         "fine, or remove the weakest for a faster run", count)
-    return SizeCheck(count, r, "above_maximum",
-                     f"{count} {u} for a {what}: {count - hi} over the maximum, trimmed to the best "
-                     f"{hi} by the builder's ranking (remove {count - hi} to choose yourself)", hi)
+        return SizeCheck(
+            count,
+            r,
+            "above_recommended",
+            f"{count} {u} for a {what}: {count - rhi} more than the recommended size; "
+            "fine, or remove the weakest for a faster run",
+            count,
+        )
+    return SizeCheck(
+        count,
+        r,
+        "above_maximum",
+        f"{count} {u} for a {what}: {count - hi} over the maximum, trimmed to the best "
+        f"{hi} by the builder's ranking (remove {count - hi} to choose yourself)",
+        hi,
+    )
 
 
-def apply_size_range(build: Any, lora_type: str, item_kind: str, overrides: dict[str, Any] | None = None,
-                     curation_rejections: dict[str, int] | None = None) -> SizeCheck | None:
+def apply_size_range(
+    build: Any,
+    lora_type: str,
+    item_kind: str,
+    overrides: dict[str, Any] | None = None,
+    curation_rejections: dict[str, int] | None = None,
+) -> SizeCheck | None:
     """Check a builder's result (builders.BuildResult, items best first) against the range, in
     place: above the maximum the lowest ranked items become `Dropped` (code `over_maximum`);
     away from the recommended range the message joins `missing`; the check goes to
@@ -148,17 +196,30 @@ def apply_size_range(build: Any, lora_type: str, item_kind: str, overrides: dict
     if check is None:
         return None
     if check.status == "below_minimum":
-        why = [f"{where}: " + ", ".join(f"{code} {n}" for code, n in counts.items())
-               for where, counts in (("rejected by curation", curation_rejections or {}),
-                                     ("left out by the builder", build.counts())) if counts]
-        raise DatasetTooSmall(f"dataset too small: {check.message}" + (f" ({'; '.join(why)})" if why else ""))
+        why = [
+            f"{where}: " + ", ".join(f"{code} {n}" for code, n in counts.items())
+            for where, counts in (
+                ("rejected by curation", curation_rejections or {}),
+                ("left out by the builder", build.counts()),
+            )
+            if counts
+        ]
+        raise DatasetTooSmall(
+            f"dataset too small: {check.message}" + (f" ({'; '.join(why)})" if why else "")
+        )
     if check.keep < len(build.items):
-        for it in build.items[check.keep:]:
-            build.dropped.append(Dropped(it.clip_id, "over_maximum",
-                                         f"over_maximum: ranked below the best {check.keep} "
-                                         f"(the {lora_type} maximum, {check.range.source})",
-                                         it.frame_index, {"item_id": it.item_id}))
-        del build.items[check.keep:]
+        for it in build.items[check.keep :]:
+            build.dropped.append(
+                Dropped(
+                    it.clip_id,
+                    "over_maximum",
+                    f"over_maximum: ranked below the best {check.keep} "
+                    f"(the {lora_type} maximum, {check.range.source})",
+                    it.frame_index,
+                    {"item_id": it.item_id},
+                )
+            )
+        del build.items[check.keep :]
     if check.status != "recommended":
         build.missing.append(check.message)
     build.summary["size_range"] = check.as_dict()

@@ -94,7 +94,12 @@ class TextReader:
             }
         )
         self._rec = TextRecognizer(
-            {**common, "model_path": _model_path(REC_MODEL), "rec_img_shape": [3, 48, 320], "rec_batch_num": 6}
+            {
+                **common,
+                "model_path": _model_path(REC_MODEL),
+                "rec_img_shape": [3, 48, 320],
+                "rec_batch_num": 6,
+            }
         )
 
     @staticmethod
@@ -102,7 +107,9 @@ class TextReader:
         h, w = image.shape[:2]
         if w <= OCR_WIDTH:
             return image
-        return cv2.resize(image, (OCR_WIDTH, max(1, round(h * OCR_WIDTH / w))), interpolation=cv2.INTER_AREA)
+        return cv2.resize(
+            image, (OCR_WIDTH, max(1, round(h * OCR_WIDTH / w))), interpolation=cv2.INTER_AREA
+        )
 
     def detect(self, image_bgr: np.ndarray) -> list[TextLine]:
         """Text lines in the image, as axis-aligned boxes in fractions of its size."""
@@ -118,10 +125,14 @@ class TextReader:
             x1, y1 = np.clip(q.max(0), 0, [w, h])
             if x1 - x0 < 2 or y1 - y0 < 2:
                 continue
-            out.append(TextLine((float(x0 / w), float(y0 / h), float((x1 - x0) / w), float((y1 - y0) / h))))
+            out.append(
+                TextLine((float(x0 / w), float(y0 / h), float((x1 - x0) / w), float((y1 - y0) / h)))
+            )
         return out
 
-    def read(self, image_bgr: np.ndarray, boxes: list[tuple[float, float, float, float]]) -> list[tuple[str, float]]:
+    def read(
+        self, image_bgr: np.ndarray, boxes: list[tuple[float, float, float, float]]
+    ) -> list[tuple[str, float]]:
         """Recognise each box (fractions of the image); a little margin around each line."""
         h, w = image_bgr.shape[:2]
         crops = []
@@ -129,7 +140,7 @@ class TextReader:
             m = 0.15 * bh * h
             x0, y0 = int(max(0, x * w - m)), int(max(0, y * h - m))
             x1, y1 = int(min(w, (x + bw) * w + m)), int(min(h, (y + bh) * h + m))
-            crops.append(image_bgr[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)])
+            crops.append(image_bgr[y0 : max(y1, y0 + 1), x0 : max(x1, x0 + 1)])
         if not crops:
             return []
         res, _ = self._rec(crops)

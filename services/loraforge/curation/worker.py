@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from pydantic import ValidationError
+
 from loraforge.curation.faces import FaceBackend, make_backend
 from loraforge.curation.people import PeopleDetector
 from loraforge.curation.policy import CurationPolicy
@@ -49,7 +51,6 @@ from loraforge.runtime.jobs import ArtifactRef, Job, JobStore, new_job_id
 from loraforge.runtime.keys import ProjectRef, validate_key_part
 from loraforge.runtime.params import CurationParams
 from loraforge.runtime.storage import Bucket, ObjectStore
-from pydantic import ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +75,20 @@ MEASURED = "_measured"  # <clip_id>.error.json when measuring a clip failed (per
 MEASURES = "_measures"  # <t>/<p>/datasets/_measures/<measure_key>/<clip hash>.pkl (measure_key)
 # Policy fields that only steer the selection among kept clips: changing them (a user's
 # `--target 40` after the automatic curation) reuses the clips' measurements.
-SELECTION_ONLY = frozenset({"target_size", "video_target_min", "video_target_max", "photo_target_min",
-                            "photo_target_max", "angle_mix", "max_smiling_fraction",
-                            "max_per_source_fraction", "identity_cluster", "build_options"})
+SELECTION_ONLY = frozenset(
+    {
+        "target_size",
+        "video_target_min",
+        "video_target_max",
+        "photo_target_min",
+        "photo_target_max",
+        "angle_mix",
+        "max_smiling_fraction",
+        "max_per_source_fraction",
+        "identity_cluster",
+        "build_options",
+    }
+)
 MEASURE_EVENT = "curation.measure"  # one task per clip; a work queue shared by every process
 MEASURE_DURABLE = "curation-measure"
 # A job whose clips stop getting measured for this long fails (and is retried): every worker
@@ -196,10 +208,13 @@ def discover_clips(store: ObjectStore, project: ProjectRef) -> list[IngestedClip
     objects = list(store.list(Bucket.CLIPS, project.prefix))
     existing = {o.key for o in objects}
     manifests = sorted(
-        o.key for o in objects
+        o.key
+        for o in objects
         if o.key.endswith(".json")
-        and (o.key.startswith(project.key("manifests") + "/")
-             or o.key.startswith(project.key("clips") + "/"))
+        and (
+            o.key.startswith(project.key("manifests") + "/")
+            or o.key.startswith(project.key("clips") + "/")
+        )
     )
     found: list[IngestedClip] = []
     for mkey in manifests:
@@ -212,7 +227,9 @@ def discover_clips(store: ObjectStore, project: ProjectRef) -> list[IngestedClip
             doc = {**doc["result"], **{k: v for k, v in doc.items() if k != "result"}}
         if not isinstance(doc, dict) or not isinstance(doc.get("clips"), list):
             continue
-        source = str(_first(doc, "source_sha256", "sha256", "source_id") or PurePosixPath(mkey).stem)
+        source = str(
+            _first(doc, "source_sha256", "sha256", "source_id") or PurePosixPath(mkey).stem
+        )
         mdir = str(PurePosixPath(mkey).parent)
         rate = doc.get("frame_rate") if isinstance(doc.get("frame_rate"), dict) else {}
         clip_dir = _first(doc, "clips_prefix", "clip_prefix")
@@ -229,25 +246,50 @@ def discover_clips(store: ObjectStore, project: ProjectRef) -> list[IngestedClip
                 key = _resolve(project, clip_dir, local)
                 if key not in existing:
                     key = _resolve(project, mdir, local)
-            if (key is None or key not in existing
-                    or PurePosixPath(key).suffix.lower() not in MEDIA_EXTS):
-                log.warning("manifest %s: skipping a clip entry without a stored media object "
-                            "in this project: %s", mkey,
-                            {k: entry.get(k) for k in ("clip_id", "id", "key", "path")})
+            if (
+                key is None
+                or key not in existing
+                or PurePosixPath(key).suffix.lower() not in MEDIA_EXTS
+            ):
+                log.warning(
+                    "manifest %s: skipping a clip entry without a stored media object "
+                    "in this project: %s",
+                    mkey,
+                    {k: entry.get(k) for k in ("clip_id", "id", "key", "path")},
+                )
                 continue
             kfs = _first(entry, "keyframe_keys", "keyframes") or []
             keyframes = tuple(
-                k for k in (_resolve(project, str(PurePosixPath(key).parent), v,
-                                     is_key=bool(entry.get("keyframe_keys"))) for v in kfs) if k
+                k
+                for k in (
+                    _resolve(
+                        project,
+                        str(PurePosixPath(key).parent),
+                        v,
+                        is_key=bool(entry.get("keyframe_keys")),
+                    )
+                    for v in kfs
+                )
+                if k
             )
             cid = str(_first(entry, "clip_id", "id") or PurePosixPath(key).stem)
-            analysis = _resolve(project, str(PurePosixPath(key).parent), entry.get("analysis_key"),
-                                is_key=True)
+            analysis = _resolve(
+                project, str(PurePosixPath(key).parent), entry.get("analysis_key"), is_key=True
+            )
             meta = {k: v for k, v in entry.items() if not isinstance(v, (dict, list))}
             if isinstance(rate.get("target_fps"), int | float):  # the rate ingest cut for
                 meta["training_fps"] = float(rate["target_fps"])
-            found.append(IngestedClip(cid, key, source, str(entry.get("sha256") or ""), keyframes,
-                                      meta, analysis if analysis in existing else ""))
+            found.append(
+                IngestedClip(
+                    cid,
+                    key,
+                    source,
+                    str(entry.get("sha256") or ""),
+                    keyframes,
+                    meta,
+                    analysis if analysis in existing else "",
+                )
+            )
     if not manifests:
         for o in objects:
             p = PurePosixPath(o.key)
@@ -262,9 +304,17 @@ def discover_clips(store: ObjectStore, project: ProjectRef) -> list[IngestedClip
     for c in clips:
         counts[c.clip_id] = counts.get(c.clip_id, 0) + 1
     clips = [
-        c if counts[c.clip_id] == 1 else IngestedClip(
-            f"{c.source_id[:16]}-{c.clip_id}", c.key, c.source_id, c.sha256, c.keyframe_keys, c.meta,
-            c.analysis_key)
+        c
+        if counts[c.clip_id] == 1
+        else IngestedClip(
+            f"{c.source_id[:16]}-{c.clip_id}",
+            c.key,
+            c.source_id,
+            c.sha256,
+            c.keyframe_keys,
+            c.meta,
+            c.analysis_key,
+        )
         for c in clips
     ]
     return sorted(clips, key=lambda c: c.clip_id)
@@ -274,8 +324,9 @@ def _is_hex(s: str) -> bool:
     return len(s) >= 16 and all(ch in "0123456789abcdef" for ch in s.lower())
 
 
-def dataset_id_for(clips: list[IngestedClip], policy: CurationPolicy, references: list[str],
-                   lora_type: str) -> str:
+def dataset_id_for(
+    clips: list[IngestedClip], policy: CurationPolicy, references: list[str], lora_type: str
+) -> str:
     """Stable id of a dataset: the same clips (content), policy, references and type -> same id."""
     doc = {
         "v": DATASET_VERSION,
@@ -300,15 +351,24 @@ def code_fingerprint() -> str:
                 continue
             if path.is_file() and (path.suffix == ".py" or root.name == "curation"):
                 h.update(path.relative_to(root.parent).as_posix().encode())
-                h.update(path.read_bytes() if path.suffix == ".py" else str(path.stat().st_size).encode())
+                h.update(
+                    path.read_bytes() if path.suffix == ".py" else str(path.stat().st_size).encode()
+                )
     return h.hexdigest()[:16]
 
 
 def measure_key(policy: CurationPolicy, lora_type: str) -> str:
     """Which measurements a job can reuse: same code, same policy apart from SELECTION_ONLY."""
-    doc = {"code": code_fingerprint(), "lora_type": lora_type,
-           "policy": {k: v for k, v in policy.model_dump(mode="json").items() if k not in SELECTION_ONLY}}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:20]
+    doc = {
+        "code": code_fingerprint(),
+        "lora_type": lora_type,
+        "policy": {
+            k: v for k, v in policy.model_dump(mode="json").items() if k not in SELECTION_ONLY
+        },
+    }
+    return hashlib.sha256(
+        json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()[:20]
 
 
 @dataclass(frozen=True)
@@ -318,15 +378,26 @@ class MeasuresSweep:
     more: bool  # the batch ran out before the sweep did
 
 
-def touch_measures(store: ObjectStore, cache: str, lora_type: str, now: float | None = None) -> None:
+def touch_measures(
+    store: ObjectStore, cache: str, lora_type: str, now: float | None = None
+) -> None:
     """Mark a measure_key folder as used by this code now (before its tasks are published)."""
-    store.put_json(Bucket.DATASETS, f"{cache}/{MEASURES_MARKER}",
-                   {"code": code_fingerprint(), "lora_type": lora_type, "used_at": now or time.time()})
+    store.put_json(
+        Bucket.DATASETS,
+        f"{cache}/{MEASURES_MARKER}",
+        {"code": code_fingerprint(), "lora_type": lora_type, "used_at": now or time.time()},
+    )
 
 
-def sweep_measures(store: ObjectStore, project: ProjectRef, clips: list[IngestedClip], *,
-                   now: float | None = None, grace_s: float = MEASURES_GRACE_S,
-                   batch: int = MEASURES_SWEEP_BATCH) -> MeasuresSweep:
+def sweep_measures(
+    store: ObjectStore,
+    project: ProjectRef,
+    clips: list[IngestedClip],
+    *,
+    now: float | None = None,
+    grace_s: float = MEASURES_GRACE_S,
+    batch: int = MEASURES_SWEEP_BATCH,
+) -> MeasuresSweep:
     """Remove what no job will read again from `datasets/_measures/` (see MEASURES_GRACE_S):
     folders of other code unused for `grace_s`, and entries of clips not in `clips` (the
     project's clips now). A folder without a marker (written before markers existed) is
@@ -336,7 +407,7 @@ def sweep_measures(store: ObjectStore, project: ProjectRef, clips: list[Ingested
     root = project.key("datasets", MEASURES) + "/"
     folders: dict[str, list[str]] = {}
     for obj in store.list(Bucket.DATASETS, root):
-        folder, _, name = obj.key[len(root):].partition("/")
+        folder, _, name = obj.key[len(root) :].partition("/")
         if name:
             folders.setdefault(folder, []).append(name)
     referenced = {measured_name(c) for c in clips}
@@ -351,14 +422,20 @@ def sweep_measures(store: ObjectStore, project: ProjectRef, clips: list[Ingested
             except (LoraforgeError, ValueError):
                 marker = {}
         if not isinstance(marker, dict) or "code" not in marker:
-            store.put_json(Bucket.DATASETS, f"{prefix}/{MEASURES_MARKER}",
-                           {"code": "unknown", "lora_type": None, "used_at": now})
+            store.put_json(
+                Bucket.DATASETS,
+                f"{prefix}/{MEASURES_MARKER}",
+                {"code": "unknown", "lora_type": None, "used_at": now},
+            )
             stamped += 1
             continue
         stale = marker["code"] != mine and now - float(marker.get("used_at", 0.0)) > grace_s
         # the marker last, so that a folder is never left unmarked while entries remain
-        doomed = (sorted(n for n in names if n != MEASURES_MARKER) + [MEASURES_MARKER] if stale
-                  else [n for n in names if n != MEASURES_MARKER and n not in referenced])
+        doomed = (
+            sorted(n for n in names if n != MEASURES_MARKER) + [MEASURES_MARKER]
+            if stale
+            else [n for n in names if n != MEASURES_MARKER and n not in referenced]
+        )
         for name in doomed:
             if removed >= batch:
                 return MeasuresSweep(removed, stamped, more=True)
@@ -374,12 +451,15 @@ def measured_name(clip: IngestedClip) -> str:
 
 
 def selection_hash(clips: list[dict]) -> str:
-    blob = json.dumps(sorted([c["clip_id"], c["key"], c.get("sha256", "")] for c in clips),
-                      separators=(",", ":")).encode()
+    blob = json.dumps(
+        sorted([c["clip_id"], c["key"], c.get("sha256", "")] for c in clips), separators=(",", ":")
+    ).encode()
     return hashlib.sha256(blob).hexdigest()
 
 
-def fetch_clip(store: ObjectStore, clip: IngestedClip, folder: Path, n_frames: int) -> tuple[Path, Path | None]:
+def fetch_clip(
+    store: ObjectStore, clip: IngestedClip, folder: Path, n_frames: int
+) -> tuple[Path, Path | None]:
     """What measuring a clip needs, downloaded to `folder`: its analysis proxy when it has one
     holding the policy's n_frames sampled frames (the clip itself is then not downloaded:
     curation does not decode it), else the clip. Returns (clip path, proxy path or None)."""
@@ -484,7 +564,9 @@ class CurationWorker:
         done = asyncio.Event()
         beat = asyncio.ensure_future(self._beat_claim(job, prefix, done))
         try:
-            record = await self._compute(job, ctx, params, policy, clips, references, dataset_id, prefix)
+            record = await self._compute(
+                job, ctx, params, policy, clips, references, dataset_id, prefix
+            )
         finally:
             done.set()
             await beat  # its last write lands before the clean-up below
@@ -493,17 +575,31 @@ class CurationWorker:
             # the project's clips listed again now, not this job's list: a job started after
             # a newer ingest measures clips this one never saw, and their entries must stay
             swept = await asyncio.to_thread(
-                lambda: sweep_measures(self._store, project, discover_clips(self._store, project)))
+                lambda: sweep_measures(self._store, project, discover_clips(self._store, project))
+            )
             if swept.removed or swept.stamped:
-                log.info("swept %s/_measures: %d removed, %d stamped%s", project.prefix, swept.removed,
-                         swept.stamped, " (more left)" if swept.more else "")
+                log.info(
+                    "swept %s/_measures: %d removed, %d stamped%s",
+                    project.prefix,
+                    swept.removed,
+                    swept.stamped,
+                    " (more left)" if swept.more else "",
+                )
         except LoraforgeError as exc:
             log.warning("measures sweep of %s failed: %s", project.prefix, exc)
         return self._outcome(job, record, prefix)
 
-    async def _compute(self, job: Job, ctx: JobContext, params: CurationParams, policy: CurationPolicy,
-                       clips: list[IngestedClip], references: list[str], dataset_id: str,
-                       prefix: str) -> dict:
+    async def _compute(
+        self,
+        job: Job,
+        ctx: JobContext,
+        params: CurationParams,
+        policy: CurationPolicy,
+        clips: list[IngestedClip],
+        references: list[str],
+        dataset_id: str,
+        prefix: str,
+    ) -> dict:
         """Measure, decide, select, write and commit the dataset; returns its record."""
         with tempfile.TemporaryDirectory(prefix=f"curation-{job.id}-") as tmp:
             work = Path(tmp)
@@ -511,15 +607,18 @@ class CurationWorker:
             measured_by: dict[str, int] = {}
             rates = {c.clip_id: c.meta["training_fps"] for c in clips if "training_fps" in c.meta}
             if self._bus is not None:
-                measured, measured_by = await self._measure_on_queue(job, ctx, clips, policy, params,
-                                                                     dataset_id, prefix)
+                measured, measured_by = await self._measure_on_queue(
+                    job, ctx, clips, policy, params, dataset_id, prefix
+                )
                 await self._download([], references, work, ctx, policy.frames_per_clip)
-                result = await self._curate([], policy, refs, work / "out", ctx, 0, measured=measured,
-                                            training_fps=rates)
+                result = await self._curate(
+                    [], policy, refs, work / "out", ctx, 0, measured=measured, training_fps=rates
+                )
             else:
                 items = await self._download(clips, references, work, ctx, policy.frames_per_clip)
-                result = await self._curate(items, policy, refs, work / "out", ctx, len(clips),
-                                            training_fps=rates)
+                result = await self._curate(
+                    items, policy, refs, work / "out", ctx, len(clips), training_fps=rates
+                )
             # the type's dataset builder: derived items (masked, filled, cropped frames) from
             # the selection, written beside the manifest (builders/__init__.py)
             await ctx.progress(_MEASURE[1], f"building the {policy.lora_type} dataset")
@@ -529,22 +628,42 @@ class CurationWorker:
             if build is not None:
                 from loraforge.curation.builders import apply_to_record
 
-                entries = {c.clip_id: {"clip_id": c.clip_id, "key": c.key, "sha256": c.sha256,
-                                       "source_id": c.source_id, "keyframe_keys": list(c.keyframe_keys)}
-                           for c in clips}
+                entries = {
+                    c.clip_id: {
+                        "clip_id": c.clip_id,
+                        "key": c.key,
+                        "sha256": c.sha256,
+                        "source_id": c.source_id,
+                        "keyframe_keys": list(c.keyframe_keys),
+                    }
+                    for c in clips
+                }
                 apply_to_record(record, build, work / "out", prefix, entries)
             record["measured_by"] = measured_by  # worker -> clips it measured (queue mode)
             artifacts = await self._upload(work / "out", prefix, ctx)
             record["artifacts"] = [a.model_dump() for a in artifacts]
             stored = await asyncio.to_thread(
-                self._store.put_json, Bucket.DATASETS, f"{prefix}/{DATASET_RECORD}", record)
-            record["artifacts"].append(ArtifactRef(
-                bucket=stored.bucket, key=stored.key, kind="dataset", size=stored.size,
-                sha256=stored.sha256 or "").model_dump())
+                self._store.put_json, Bucket.DATASETS, f"{prefix}/{DATASET_RECORD}", record
+            )
+            record["artifacts"].append(
+                ArtifactRef(
+                    bucket=stored.bucket,
+                    key=stored.key,
+                    kind="dataset",
+                    size=stored.size,
+                    sha256=stored.sha256 or "",
+                ).model_dump()
+            )
         return record
 
-    def _build(self, policy: CurationPolicy, result: Any, clips: list[IngestedClip], refs: list[Path],
-               work: Path) -> Any:
+    def _build(
+        self,
+        policy: CurationPolicy,
+        result: Any,
+        clips: list[IngestedClip],
+        refs: list[Path],
+        work: Path,
+    ) -> Any:
         """Run the type's dataset builder on the selection (None: the type has none)."""
         from loraforge.curation.builders import build_dataset
 
@@ -557,8 +676,15 @@ class CurationWorker:
                 self._store.download(Bucket.CLIPS, c.key, path)
             return path
 
-        return build_dataset(result, work / "out", self._people or PeopleDetector(), self._face_backend(),
-                             clip_path, refs, self._models_dir)
+        return build_dataset(
+            result,
+            work / "out",
+            self._people or PeopleDetector(),
+            self._face_backend(),
+            clip_path,
+            refs,
+            self._models_dir,
+        )
 
     # -- one curation per dataset ------------------------------------------------------------
 
@@ -574,8 +700,10 @@ class CurationWorker:
             if other.id == job.id:
                 await ctx.check_cancelled()
             else:
-                await ctx.progress(other.progress, f"following job {other.id} (same clips and policy): "
-                                                   f"{other.message}")
+                await ctx.progress(
+                    other.progress,
+                    f"following job {other.id} (same clips and policy): {other.message}",
+                )
             await asyncio.sleep(self._poll_s)
             committed = await self._committed(prefix)
             if committed is not None:
@@ -585,15 +713,20 @@ class CurationWorker:
         """The live job computing the dataset that this run should follow, if any: another
         job, or `job` itself when a live worker other than this one beats its claim."""
         try:
-            claim = await asyncio.to_thread(self._store.get_json, Bucket.DATASETS, f"{prefix}/{CLAIM}")
+            claim = await asyncio.to_thread(
+                self._store.get_json, Bucket.DATASETS, f"{prefix}/{CLAIM}"
+            )
         except (NotFound, ValueError):
             return None
         if not isinstance(claim, dict) or not claim.get("job_id"):
             return None
         if claim["job_id"] == job.id:
             beat = claim.get("beat")
-            live = (claim.get("worker") not in (None, self.worker_id) and isinstance(beat, int | float)
-                    and time.time() - beat < CLAIM_STALE_S)
+            live = (
+                claim.get("worker") not in (None, self.worker_id)
+                and isinstance(beat, int | float)
+                and time.time() - beat < CLAIM_STALE_S
+            )
             return job if live else None
         if self._jobs is None:
             return None
@@ -607,8 +740,12 @@ class CurationWorker:
         """Rewrite this worker's claim every CLAIM_BEAT_S until `done`."""
         while not done.is_set():
             try:
-                await asyncio.to_thread(self._store.put_json, Bucket.DATASETS, f"{prefix}/{CLAIM}",
-                                        {"job_id": job.id, "worker": self.worker_id, "beat": time.time()})
+                await asyncio.to_thread(
+                    self._store.put_json,
+                    Bucket.DATASETS,
+                    f"{prefix}/{CLAIM}",
+                    {"job_id": job.id, "worker": self.worker_id, "beat": time.time()},
+                )
             except LoraforgeError as exc:  # a missed beat only risks a duplicate computation
                 log.warning("could not renew the claim of %s: %s", prefix, exc)
             with contextlib.suppress(TimeoutError):
@@ -625,17 +762,29 @@ class CurationWorker:
 
     def _clean_up(self, prefix: str) -> None:
         """After the commit: the claim and the per-clip measurements are not part of the dataset."""
-        for key in [f"{prefix}/{CLAIM}", *(o.key for o in self._store.list(Bucket.DATASETS, f"{prefix}/{MEASURED}/"))]:
+        for key in [
+            f"{prefix}/{CLAIM}",
+            *(o.key for o in self._store.list(Bucket.DATASETS, f"{prefix}/{MEASURED}/")),
+        ]:
             try:
                 self._store.delete(Bucket.DATASETS, key)
-            except LoraforgeError as exc:  # leftovers are harmless: nothing reads them after the commit
+            except (
+                LoraforgeError
+            ) as exc:  # leftovers are harmless: nothing reads them after the commit
                 log.warning("could not delete %s: %s", key, exc)
 
     # -- measuring through the work queue ----------------------------------------------------
 
-    async def _measure_on_queue(self, job: Job, ctx: JobContext, clips: list[IngestedClip],
-                                policy: CurationPolicy, params: CurationParams, dataset_id: str,
-                                prefix: str) -> tuple[list[Any], dict[str, int]]:
+    async def _measure_on_queue(
+        self,
+        job: Job,
+        ctx: JobContext,
+        clips: list[IngestedClip],
+        policy: CurationPolicy,
+        params: CurationParams,
+        dataset_id: str,
+        prefix: str,
+    ) -> tuple[list[Any], dict[str, int]]:
         """One `curation.measure` task per clip not measured yet; any curation process measures
         it and stores the result under `datasets/_measures/<measure_key>/`; this job waits for
         all of them. Keyed by code, policy (less its selection-only fields), type and clip
@@ -646,32 +795,53 @@ class CurationWorker:
         cache = project.key("datasets", MEASURES, measure_key(policy, params.lora_type.value))
         await asyncio.to_thread(touch_measures, self._store, cache, params.lora_type.value)
         names = {c.clip_id: measured_name(c) for c in clips}
-        stored = await asyncio.to_thread(lambda: {PurePosixPath(o.key).name for o in self._store.list(
-            Bucket.DATASETS, f"{cache}/")})
+        stored = await asyncio.to_thread(
+            lambda: {
+                PurePosixPath(o.key).name for o in self._store.list(Bucket.DATASETS, f"{cache}/")
+            }
+        )
         policy_doc = policy.model_dump(mode="json")
         for c in clips:
             if names[c.clip_id] in stored:
                 continue
             # The measure key is in the id: a retry on other code (a rolling upgrade) waits
             # under another key, and its tasks must not be dropped as duplicates of the first.
-            await self._bus.publish(Event(
-                id=f"curation-measure-{job.id}-{c.clip_id}-{PurePosixPath(cache).name}",
-                type=MEASURE_EVENT, tenant=job.tenant,
-                project=job.project,
-                data={"job_id": job.id, "dataset_id": dataset_id,
-                      "result_key": f"{cache}/{names[c.clip_id]}",
-                      "error_key": f"{prefix}/{MEASURED}/{c.clip_id}.error.json",
-                      "policy": policy_doc, "lora_type": params.lora_type.value,
-                      "clip": {"clip_id": c.clip_id, "key": c.key, "source_id": c.source_id,
-                               "sha256": c.sha256, "analysis_key": c.analysis_key}}))
+            await self._bus.publish(
+                Event(
+                    id=f"curation-measure-{job.id}-{c.clip_id}-{PurePosixPath(cache).name}",
+                    type=MEASURE_EVENT,
+                    tenant=job.tenant,
+                    project=job.project,
+                    data={
+                        "job_id": job.id,
+                        "dataset_id": dataset_id,
+                        "result_key": f"{cache}/{names[c.clip_id]}",
+                        "error_key": f"{prefix}/{MEASURED}/{c.clip_id}.error.json",
+                        "policy": policy_doc,
+                        "lora_type": params.lora_type.value,
+                        "clip": {
+                            "clip_id": c.clip_id,
+                            "key": c.key,
+                            "source_id": c.source_id,
+                            "sha256": c.sha256,
+                            "analysis_key": c.analysis_key,
+                        },
+                    },
+                )
+            )
         wanted = set(names.values())
         done: set[str] = set()
         last_change = asyncio.get_running_loop().time()
         while True:
-            listed = await asyncio.to_thread(lambda: {PurePosixPath(o.key).name for o in self._store.list(
-                Bucket.DATASETS, f"{cache}/")})
-            errors = await asyncio.to_thread(lambda: [o.key for o in self._store.list(
-                Bucket.DATASETS, f"{prefix}/{MEASURED}/")])
+            listed = await asyncio.to_thread(
+                lambda: {
+                    PurePosixPath(o.key).name
+                    for o in self._store.list(Bucket.DATASETS, f"{cache}/")
+                }
+            )
+            errors = await asyncio.to_thread(
+                lambda: [o.key for o in self._store.list(Bucket.DATASETS, f"{prefix}/{MEASURED}/")]
+            )
             for key in errors:
                 error = await asyncio.to_thread(self._store.get_json, Bucket.DATASETS, key)
                 if isinstance(error, dict) and error.get("job_id") == job.id:
@@ -681,17 +851,23 @@ class CurationWorker:
             now_done = listed & wanted
             if now_done != done:
                 done, last_change = now_done, asyncio.get_running_loop().time()
-            await ctx.progress(_lerp(_DOWNLOAD_AND_MEASURE, len(done) / len(wanted)),
-                               f"measured {len(done)}/{len(wanted)} clips")
+            await ctx.progress(
+                _lerp(_DOWNLOAD_AND_MEASURE, len(done) / len(wanted)),
+                f"measured {len(done)}/{len(wanted)} clips",
+            )
             if done == wanted:
                 break
             if asyncio.get_running_loop().time() - last_change > self._measure_stall_s:
-                raise LoraforgeError(f"no clip measured for {self._measure_stall_s:.0f} s "
-                                     f"({len(done)}/{len(wanted)} done); is a curation worker running?")
+                raise LoraforgeError(
+                    f"no clip measured for {self._measure_stall_s:.0f} s "
+                    f"({len(done)}/{len(wanted)} done); is a curation worker running?"
+                )
             await asyncio.sleep(self._poll_s)
         out, by_worker = [], {}
         for c in clips:
-            blob = await asyncio.to_thread(self._store.get_bytes, Bucket.DATASETS, f"{cache}/{names[c.clip_id]}")
+            blob = await asyncio.to_thread(
+                self._store.get_bytes, Bucket.DATASETS, f"{cache}/{names[c.clip_id]}"
+            )
             # written by a curation worker of this deployment into the datasets bucket, which
             # only the services write, by the same code (code_fingerprint is in the key)
             doc = pickle.loads(blob)
@@ -713,8 +889,10 @@ class CurationWorker:
     async def measure_task(self, event: Event, delivery: Delivery) -> None:
         data = event.data
         try:
-            clip = IngestedClip(**{k: data["clip"][k] for k in ("clip_id", "key", "source_id", "sha256")},
-                                analysis_key=data["clip"].get("analysis_key", ""))
+            clip = IngestedClip(
+                **{k: data["clip"][k] for k in ("clip_id", "key", "source_id", "sha256")},
+                analysis_key=data["clip"].get("analysis_key", ""),
+            )
             result_key, error_key = str(data["result_key"]), str(data["error_key"])
             job_id = str(data["job_id"])
             policy = CurationPolicy.model_validate(data["policy"])
@@ -723,9 +901,14 @@ class CurationWorker:
             raise InvalidInput(f"malformed curation.measure task {event.id}: {exc}") from None
         project = ProjectRef(event.tenant, event.project)
         inside = project.key("datasets") + "/"
-        if not (result_key.startswith(inside) and error_key.startswith(inside)
-                and clip.key.startswith(project.prefix)) or ".." in f"{result_key}/{error_key}".split("/"):
-            raise InvalidInput(f"curation.measure task {event.id} names keys outside {project.prefix}")
+        if not (
+            result_key.startswith(inside)
+            and error_key.startswith(inside)
+            and clip.key.startswith(project.prefix)
+        ) or ".." in f"{result_key}/{error_key}".split("/"):
+            raise InvalidInput(
+                f"curation.measure task {event.id} names keys outside {project.prefix}"
+            )
         if self._jobs is not None:
             try:
                 owner = await self._jobs.get(event.tenant, event.project, job_id)
@@ -740,17 +923,27 @@ class CurationWorker:
         except Exception as exc:
             permanent = isinstance(exc, InvalidInput)  # e.g. an undecodable clip
             if permanent or delivery.attempt >= self._bus.settings.max_deliver:  # type: ignore[union-attr]
-                await asyncio.to_thread(self._store.put_json, Bucket.DATASETS, error_key,
-                                        {"job_id": job_id, "permanent": permanent,
-                                         "message": f"{clip.clip_id}: {exc}"})
+                await asyncio.to_thread(
+                    self._store.put_json,
+                    Bucket.DATASETS,
+                    error_key,
+                    {"job_id": job_id, "permanent": permanent, "message": f"{clip.clip_id}: {exc}"},
+                )
             raise
         if await asyncio.to_thread(self._store.stat, Bucket.DATASETS, result_key) is not None:
             # Another delivery of this task (a redelivery while this one was measuring under
             # load) stored it first: entries are immutable, the job may already have read it.
             return
-        blob = pickle.dumps({"worker": self.worker_id, "measured": measured}, protocol=pickle.HIGHEST_PROTOCOL)
-        await asyncio.to_thread(self._store.put_bytes, Bucket.DATASETS, result_key, blob,
-                                content_type="application/octet-stream")
+        blob = pickle.dumps(
+            {"worker": self.worker_id, "measured": measured}, protocol=pickle.HIGHEST_PROTOCOL
+        )
+        await asyncio.to_thread(
+            self._store.put_bytes,
+            Bucket.DATASETS,
+            result_key,
+            blob,
+            content_type="application/octet-stream",
+        )
 
     def _measure_one(self, clip: IngestedClip, policy: CurationPolicy) -> Any:
         from loraforge.curation.pipeline import MediaItem, measure_all
@@ -758,7 +951,9 @@ class CurationWorker:
         backend = self._face_backend()
         with tempfile.TemporaryDirectory(prefix="curation-measure-") as tmp:
             path, analysis = fetch_clip(self._store, clip, Path(tmp), policy.frames_per_clip)
-            item = MediaItem(path, clip_id=clip.clip_id, source_id=clip.source_id, analysis=analysis)
+            item = MediaItem(
+                path, clip_id=clip.clip_id, source_id=clip.source_id, analysis=analysis
+            )
             return measure_all([item], policy, backend, self._people, workers=1)[0]
 
     # -- steps -------------------------------------------------------------------------------
@@ -774,25 +969,37 @@ class CurationWorker:
         st = await asyncio.to_thread(self._store.stat, Bucket.DATASETS, key)
         record.setdefault("artifacts", [])
         if st is not None and not any(a.get("kind") == "dataset" for a in record["artifacts"]):
-            record["artifacts"].append(ArtifactRef(
-                bucket=st.bucket, key=key, kind="dataset", size=st.size).model_dump())
+            record["artifacts"].append(
+                ArtifactRef(bucket=st.bucket, key=key, kind="dataset", size=st.size).model_dump()
+            )
         return record
 
-    async def _download(self, clips: list[IngestedClip], references: list[str], work: Path,
-                        ctx: JobContext, n_frames: int) -> list[Any]:
+    async def _download(
+        self,
+        clips: list[IngestedClip],
+        references: list[str],
+        work: Path,
+        ctx: JobContext,
+        n_frames: int,
+    ) -> list[Any]:
         from loraforge.curation.pipeline import MediaItem
 
         total = len(clips) + len(references)
         done = 0
         items = []
         for c in clips:
-            path, analysis = await asyncio.to_thread(fetch_clip, self._store, c, work / "clips", n_frames)
-            items.append(MediaItem(path, clip_id=c.clip_id, source_id=c.source_id, analysis=analysis))
+            path, analysis = await asyncio.to_thread(
+                fetch_clip, self._store, c, work / "clips", n_frames
+            )
+            items.append(
+                MediaItem(path, clip_id=c.clip_id, source_id=c.source_id, analysis=analysis)
+            )
             done += 1
             await ctx.progress(_lerp(_DOWNLOAD, done / total), f"downloaded {done}/{total} files")
         for ref in references:
-            await asyncio.to_thread(self._store.download, Bucket.RAW, ref,
-                                    work / "refs" / PurePosixPath(ref).name)
+            await asyncio.to_thread(
+                self._store.download, Bucket.RAW, ref, work / "refs" / PurePosixPath(ref).name
+            )
             done += 1
             await ctx.progress(_lerp(_DOWNLOAD, done / total), f"downloaded {done}/{total} files")
         return items
@@ -803,30 +1010,50 @@ class CurationWorker:
                 self._backend = self._backend_factory()
             return self._backend
 
-    async def _curate(self, items: list, policy: CurationPolicy, refs: list[Path], out: Path,
-                      ctx: JobContext, n_clips: int, measured: list | None = None,
-                      training_fps: dict[str, float] | None = None):
+    async def _curate(
+        self,
+        items: list,
+        policy: CurationPolicy,
+        refs: list[Path],
+        out: Path,
+        ctx: JobContext,
+        n_clips: int,
+        measured: list | None = None,
+        training_fps: dict[str, float] | None = None,
+    ):
         from loraforge.curation.pipeline import curate
 
         cancelled = threading.Event()
         backend = _CountingBackend(await asyncio.to_thread(self._face_backend), cancelled)
         expected = max(1, n_clips * policy.frames_per_clip + len(refs))
-        task = asyncio.ensure_future(asyncio.to_thread(
-            curate, items, policy, references=refs, backend=backend, people=self._people,
-            out_dir=out, measured=measured, training_fps=training_fps))
+        task = asyncio.ensure_future(
+            asyncio.to_thread(
+                curate,
+                items,
+                policy,
+                references=refs,
+                backend=backend,
+                people=self._people,
+                out_dir=out,
+                measured=measured,
+                training_fps=training_fps,
+            )
+        )
         try:
             while not task.done():
                 await asyncio.wait({task}, timeout=self._poll_s)
                 if task.done():
                     break
                 frac = min(backend.calls / expected, 1.0)
-                await ctx.progress(_lerp(_MEASURE, frac),
-                                   f"measuring clips ({min(backend.calls, expected)}/{expected} frames)")
+                await ctx.progress(
+                    _lerp(_MEASURE, frac),
+                    f"measuring clips ({min(backend.calls, expected)}/{expected} frames)",
+                )
         except Cancelled:
             cancelled.set()
             try:
                 await task  # the thread stops at its next frame
-            except Exception as exc:  # noqa: BLE001 - we are cancelling anyway
+            except Exception as exc:
                 log.debug("curation thread ended with %s after cancel", exc)
             raise
         result = task.result()
@@ -839,20 +1066,43 @@ class CurationWorker:
         for i, path in enumerate(files):
             rel = path.relative_to(out).as_posix()
             ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-            st = await asyncio.to_thread(self._store.put_file, Bucket.DATASETS, f"{prefix}/{rel}", path,
-                                         content_type=ctype)
-            refs.append(ArtifactRef(bucket=st.bucket, key=st.key, kind=_artifact_kind(rel),
-                                    size=st.size, sha256=st.sha256 or ""))
+            st = await asyncio.to_thread(
+                self._store.put_file, Bucket.DATASETS, f"{prefix}/{rel}", path, content_type=ctype
+            )
+            refs.append(
+                ArtifactRef(
+                    bucket=st.bucket,
+                    key=st.key,
+                    kind=_artifact_kind(rel),
+                    size=st.size,
+                    sha256=st.sha256 or "",
+                )
+            )
             if i % 5 == 4 or i == len(files) - 1:
-                await ctx.progress(_lerp(_UPLOAD, (i + 1) / len(files)), f"stored {i + 1}/{len(files)} files")
+                await ctx.progress(
+                    _lerp(_UPLOAD, (i + 1) / len(files)), f"stored {i + 1}/{len(files)} files"
+                )
         return refs
 
-    def _record(self, job: Job, params: CurationParams, policy: CurationPolicy, dataset_id: str,
-                clips: list[IngestedClip], result: Any, references: list[str]) -> dict:
+    def _record(
+        self,
+        job: Job,
+        params: CurationParams,
+        policy: CurationPolicy,
+        dataset_id: str,
+        clips: list[IngestedClip],
+        result: Any,
+        references: list[str],
+    ) -> dict:
         by_id = {c.clip_id: c for c in clips}
         selected = [
-            {"clip_id": cid, "key": by_id[cid].key, "sha256": by_id[cid].sha256,
-             "source_id": by_id[cid].source_id, "keyframe_keys": list(by_id[cid].keyframe_keys)}
+            {
+                "clip_id": cid,
+                "key": by_id[cid].key,
+                "sha256": by_id[cid].sha256,
+                "source_id": by_id[cid].source_id,
+                "keyframe_keys": list(by_id[cid].keyframe_keys),
+            }
             for cid in result.selection.selected
         ]
         kept = sum(c.decision.keep for c in result.clips)
@@ -867,11 +1117,17 @@ class CurationWorker:
             "policy": policy.model_dump(mode="json"),
             "reference_keys": references,
             "backend": result.backend,
-            "counts": {"clips": len(result.clips), "kept": kept,
-                       "rejected": len(result.clips) - kept, "selected": len(selected)},
+            "counts": {
+                "clips": len(result.clips),
+                "kept": kept,
+                "rejected": len(result.clips) - kept,
+                "selected": len(selected),
+            },
             "rejection_counts": result.rejection_counts(),
             # flags do not reject: e.g. low_frame_rate, a source slower than the training rate
-            "flag_counts": dict(sorted(Counter(f for c in result.clips for f in c.decision.flag_codes).items())),
+            "flag_counts": dict(
+                sorted(Counter(f for c in result.clips for f in c.decision.flag_codes).items())
+            ),
             "missing": [m.message for m in result.selection.missing],
             "target_size": result.selection.target_size,
             "selected": selected,
@@ -893,16 +1149,27 @@ class CurationWorker:
             "lora_type": record["lora_type"],
             "prefix": prefix,
         }
-        event = Event(id=f"curation-curated-{job.id}", type=CURATED_EVENT,
-                      tenant=job.tenant, project=job.project, data=data)
+        event = Event(
+            id=f"curation-curated-{job.id}",
+            type=CURATED_EVENT,
+            tenant=job.tenant,
+            project=job.project,
+            data=data,
+        )
         return JobOutcome(
-            message=(f"dataset {record['id']}: {counts['selected']} selected, {counts['kept']} kept, "
-                     f"{counts['rejected']} rejected"),
+            message=(
+                f"dataset {record['id']}: {counts['selected']} selected, {counts['kept']} kept, "
+                f"{counts['rejected']} rejected"
+            ),
             artifacts=[ArtifactRef(**a) for a in record.get("artifacts", [])],
-            result={**data, "rejection_counts": record.get("rejection_counts", {}),
-                    "flag_counts": record.get("flag_counts", {}),
-                    "report_key": f"{prefix}/report.html", "manifest_key": f"{prefix}/manifest.json",
-                    "dataset_key": f"{prefix}/{DATASET_RECORD}"},
+            result={
+                **data,
+                "rejection_counts": record.get("rejection_counts", {}),
+                "flag_counts": record.get("flag_counts", {}),
+                "report_key": f"{prefix}/report.html",
+                "manifest_key": f"{prefix}/manifest.json",
+                "dataset_key": f"{prefix}/{DATASET_RECORD}",
+            },
             events=[event],
         )
 
@@ -938,29 +1205,38 @@ class CurationJobs(JobService):
         super().__init__("curation", jobs, bus)
         self._store = store
 
-    async def start(self, tenant: str, project: str, params: dict[str, Any],
-                    request_id: str | None = None) -> Job:
+    async def start(
+        self, tenant: str, project: str, params: dict[str, Any], request_id: str | None = None
+    ) -> Job:
         if request_id is not None:
             try:  # the same request again: its own job, whatever it became (the base start
                 # also re-publishes the request of a job still PENDING, healing a lost publish)
-                await self._jobs.get(tenant, project, new_job_id(request_id, scope=f"{tenant}/{project}/{self.kind}"))
+                await self._jobs.get(
+                    tenant, project, new_job_id(request_id, scope=f"{tenant}/{project}/{self.kind}")
+                )
                 return await super().start(tenant, project, params, request_id)
             except NotFound:
                 pass
         prefix, running = await self._live_job_for(tenant, project, params)
         if running is not None:
-            log.info("curation start for %s/%s: job %s is computing the same dataset; returning it",
-                     tenant, project, running.id)
+            log.info(
+                "curation start for %s/%s: job %s is computing the same dataset; returning it",
+                tenant,
+                project,
+                running.id,
+            )
             return running
         job = await super().start(tenant, project, params, request_id)
         if prefix is not None and not job.state.terminal:
             # claimed from the start, so that a start while this one is still queued finds it
-            await asyncio.to_thread(self._store.put_json, Bucket.DATASETS, f"{prefix}/{CLAIM}",
-                                    {"job_id": job.id})
+            await asyncio.to_thread(
+                self._store.put_json, Bucket.DATASETS, f"{prefix}/{CLAIM}", {"job_id": job.id}
+            )
         return job
 
-    async def _live_job_for(self, tenant: str, project: str,
-                            params: dict[str, Any]) -> tuple[str | None, Job | None]:
+    async def _live_job_for(
+        self, tenant: str, project: str, params: dict[str, Any]
+    ) -> tuple[str | None, Job | None]:
         """(the dataset's prefix, the live job claiming it); (None, None) when the dataset
         cannot be named yet (no clips, bad parameters: the job itself reports those)."""
         try:
@@ -975,7 +1251,9 @@ class CurationJobs(JobService):
             return None, None
         prefix = ref.key("datasets", dataset_id_for(clips, policy, references, p.lora_type.value))
         try:
-            claim = await asyncio.to_thread(self._store.get_json, Bucket.DATASETS, f"{prefix}/{CLAIM}")
+            claim = await asyncio.to_thread(
+                self._store.get_json, Bucket.DATASETS, f"{prefix}/{CLAIM}"
+            )
             job = await self._jobs.get(tenant, project, str(claim["job_id"]))
         except (LoraforgeError, ValueError, KeyError, TypeError):
             return prefix, None
@@ -998,8 +1276,14 @@ class AutoCurator:
 
     DURABLE = "curation-auto"
 
-    def __init__(self, jobs: JobService, bus: EventBus, store: ObjectStore | None = None, *,
-                 enabled: bool = True):
+    def __init__(
+        self,
+        jobs: JobService,
+        bus: EventBus,
+        store: ObjectStore | None = None,
+        *,
+        enabled: bool = True,
+    ):
         self._jobs = jobs
         self._bus = bus
         self._store = store
@@ -1022,7 +1306,9 @@ class AutoCurator:
         if event.data.get("clips") == 0:
             log.info("clips.ingested %s brought no clips; nothing to curate", event.id)
             return
-        raw = dict(event.data.get("curation")) if isinstance(event.data.get("curation"), dict) else {}
+        raw = (
+            dict(event.data.get("curation")) if isinstance(event.data.get("curation"), dict) else {}
+        )
         if not raw.get("lora_type"):
             known = await self.project_lora_type(ProjectRef(event.tenant, event.project))
             if known:
@@ -1030,7 +1316,16 @@ class AutoCurator:
         params = CurationParams.parse(**raw)
         build_policy(params)
         check_reference_keys(ProjectRef(event.tenant, event.project), params.reference_keys)
-        job = await self._jobs.start(event.tenant, event.project, params.model_dump(mode="json"),
-                                     request_id=follow_up_request_id(event.id))
-        log.info("clips.ingested %s -> %s curation job %s (%s)", event.id, params.lora_type.value, job.id,
-                 job.state)
+        job = await self._jobs.start(
+            event.tenant,
+            event.project,
+            params.model_dump(mode="json"),
+            request_id=follow_up_request_id(event.id),
+        )
+        log.info(
+            "clips.ingested %s -> %s curation job %s (%s)",
+            event.id,
+            params.lora_type.value,
+            job.id,
+            job.state,
+        )

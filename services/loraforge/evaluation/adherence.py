@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from loraforge.curation.errors import BackendUnavailable
 from loraforge.evaluation.images import ImageLike, to_bgr_list, to_pil_rgb
 
@@ -37,9 +38,11 @@ class AdherenceScore:
     per_render: list[float] = field(default_factory=list)  # cosine per render
 
     def as_dict(self) -> dict:
-        return {"adherence": None if self.normalised is None else round(self.normalised, 4),
-                "clip_score": None if self.clip_score is None else round(self.clip_score, 2),
-                "adherence_note": self.note}
+        return {
+            "adherence": None if self.normalised is None else round(self.normalised, 4),
+            "clip_score": None if self.clip_score is None else round(self.clip_score, 2),
+            "adherence_note": self.note,
+        }
 
 
 def skipped(note: str) -> AdherenceScore:
@@ -52,9 +55,11 @@ class ClipScorer:
     def __init__(self, model_dir: Path | str, device: str = "cpu") -> None:
         d = Path(model_dir)
         if not (d / "config.json").is_file():
-            raise BackendUnavailable(f"{d}: no CLIP model there (config.json missing); provision "
-                                     "a CLIPModel saved with save_pretrained, or leave it unset "
-                                     "to skip prompt adherence")
+            raise BackendUnavailable(
+                f"{d}: no CLIP model there (config.json missing); provision "
+                "a CLIPModel saved with save_pretrained, or leave it unset "
+                "to skip prompt adherence"
+            )
         import torch
         from transformers import CLIPModel, CLIPProcessor
 
@@ -74,9 +79,14 @@ class ClipScorer:
         out = []
         with self._torch.inference_mode():
             for s in range(0, len(imgs), BATCH):
-                inp = self.processor(text=list(prompts[s : s + BATCH]), images=imgs[s : s + BATCH],
-                                     return_tensors="pt", padding=True, truncation=True,
-                                     max_length=self.max_tokens)
+                inp = self.processor(
+                    text=list(prompts[s : s + BATCH]),
+                    images=imgs[s : s + BATCH],
+                    return_tensors="pt",
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_tokens,
+                )
                 inp = {k: v.to(self.device) for k, v in inp.items()}
                 # the full forward returns both projected, L2-normalised embeddings under names
                 # that are stable across transformers versions (get_*_features changed type)
@@ -95,12 +105,20 @@ def score_adherence(
 ) -> AdherenceScore:
     """One prompt per render (or one prompt for all of them)."""
     if scorer is None:
-        return skipped("skipped: no CLIP model provisioned (set a local CLIP directory to score "
-                       "prompt adherence)")
+        return skipped(
+            "skipped: no CLIP model provisioned (set a local CLIP directory to score "
+            "prompt adherence)"
+        )
     if not prompts:
         return skipped("skipped: no prompts recorded for these renders")
     ps = [prompts] * len(renders) if isinstance(prompts, str) else list(prompts)
     cos = scorer.cosines(renders, ps)
     mean = float(cos.mean())
-    return AdherenceScore(False, "", mean, 100.0 * max(mean, 0.0),
-                          float(np.clip(mean / FULL_COSINE, 0.0, 1.0)), [float(c) for c in cos])
+    return AdherenceScore(
+        False,
+        "",
+        mean,
+        100.0 * max(mean, 0.0),
+        float(np.clip(mean / FULL_COSINE, 0.0, 1.0)),
+        [float(c) for c in cos],
+    )

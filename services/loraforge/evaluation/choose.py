@@ -119,10 +119,17 @@ def choose_checkpoint(evals: Sequence[CheckpointEval]) -> CheckpointChoice:
         lk = likeness(e.identity)
         adh = W_ADHERENCE * e.adherence.normalised if use_adh else 0.0
         pen = collapse_penalty(e.diversity)
-        row = {"step": e.step, **e.identity.as_dict(), **e.diversity.as_dict(),
-               **e.adherence.as_dict(), "val_loss": e.val_loss,
-               "likeness": round(lk, 4), "adherence_term": round(adh, 4),
-               "collapse_penalty": round(pen, 4), "total": round(lk + adh - pen, 6)}
+        row = {
+            "step": e.step,
+            **e.identity.as_dict(),
+            **e.diversity.as_dict(),
+            **e.adherence.as_dict(),
+            "val_loss": e.val_loss,
+            "likeness": round(lk, 4),
+            "adherence_term": round(adh, 4),
+            "collapse_penalty": round(pen, 4),
+            "total": round(lk + adh - pen, 6),
+        }
         rows.append(row)
     if all(e.identity.mean is None for e in evals):
         return _fallback_choice(rows, use_adh)
@@ -133,9 +140,11 @@ def choose_checkpoint(evals: Sequence[CheckpointEval]) -> CheckpointChoice:
     return CheckpointChoice(best["step"], rows, _reason(best, rows), OBJECTIVE, use_adh)
 
 
-NO_FACE = ("no render of any checkpoint shows a face that could be compared with the references, "
-           "so likeness is unmeasurable (a tiny or random base model, a LoRA type without a "
-           "person such as style or effect, or no reference face)")
+NO_FACE = (
+    "no render of any checkpoint shows a face that could be compared with the references, "
+    "so likeness is unmeasurable (a tiny or random base model, a LoRA type without a "
+    "person such as style or effect, or no reference face)"
+)
 
 
 def _fallback_choice(rows: list[dict], use_adh: bool) -> CheckpointChoice:
@@ -144,35 +153,55 @@ def _fallback_choice(rows: list[dict], use_adh: bool) -> CheckpointChoice:
     if with_loss:
         best = min(with_loss, key=lambda r: (round(float(r["val_loss"]), 9), r["step"]))
         basis = "validation_loss"
-        parts = [(f"{NO_FACE}: step {best['step']} has the lowest held-out validation loss "
-                  f"{float(best['val_loss']):.6g} of {len(with_loss)} checkpoint(s)")]
+        parts = [
+            (
+                f"{NO_FACE}: step {best['step']} has the lowest held-out validation loss "
+                f"{float(best['val_loss']):.6g} of {len(with_loss)} checkpoint(s)"
+            )
+        ]
     else:
         best = max(rows, key=lambda r: r["step"])
         basis = "last_step"
-        parts = [(f"{NO_FACE}, and no validation loss was recorded: the last step "
-                  f"{best['step']} is kept")]
+        parts = [
+            (
+                f"{NO_FACE}, and no validation loss was recorded: the last step "
+                f"{best['step']} is kept"
+            )
+        ]
     for r in rows:
         r["chosen"] = r is best
     collapsed = [r["step"] for r in rows if r["collapsed"]]
     if collapsed:
-        parts.append(f"renders alike across prompts and seeds (possible collapse): steps {collapsed}")
-    objective = ("likeness unmeasurable (no face in any render): lowest held-out validation loss "
-                 "wins, earlier step on a tie")
+        parts.append(
+            f"renders alike across prompts and seeds (possible collapse): steps {collapsed}"
+        )
+    objective = (
+        "likeness unmeasurable (no face in any render): lowest held-out validation loss "
+        "wins, earlier step on a tie"
+    )
     return CheckpointChoice(best["step"], rows, "; ".join(parts), objective, use_adh, basis)
 
 
 def _reason(best: Mapping, rows: Sequence[Mapping]) -> str:
-    parts = [(f"step {best['step']} has the highest total {best['total']:.3f} "
-              f"(likeness {best['likeness']:.3f}, identity mean {best['identity_mean']}, "
-              f"p10 {best['identity_p10']}, faces found in {best['face_rate']:.0%} of renders)")]
+    parts = [
+        (
+            f"step {best['step']} has the highest total {best['total']:.3f} "
+            f"(likeness {best['likeness']:.3f}, identity mean {best['identity_mean']}, "
+            f"p10 {best['identity_p10']}, faces found in {best['face_rate']:.0%} of renders)"
+        )
+    ]
     collapsed = [r["step"] for r in rows if r["collapsed"]]
     if collapsed:
         parts.append(f"collapsed (renders alike outside the face, overfit): steps {collapsed}")
     if best["collapsed"]:
-        parts.append("WARNING: every checkpoint is collapsed; retrain with fewer steps, a lower "
-                     "learning rate or a more varied dataset")
+        parts.append(
+            "WARNING: every checkpoint is collapsed; retrain with fewer steps, a lower "
+            "learning rate or a more varied dataset"
+        )
     later = [r for r in rows if r["step"] > best["step"]]
     if later:
-        parts.append(f"{len(later)} later checkpoint(s) score lower: training past "
-                     f"step {best['step']} did not help")
+        parts.append(
+            f"{len(later)} later checkpoint(s) score lower: training past "
+            f"step {best['step']} did not help"
+        )
     return "; ".join(parts)

@@ -30,6 +30,7 @@ from itertools import combinations
 import cv2
 import imagehash
 import numpy as np
+
 from loraforge.curation.faces import FaceBackend
 from loraforge.curation.geometry import Box
 from loraforge.evaluation.images import ImageLike, to_bgr_list, to_pil_rgb
@@ -54,9 +55,12 @@ class DiversityScore:
 
     def as_dict(self) -> dict:
         r = None if self.mean_pairwise is None else round(self.mean_pairwise, 4)
-        return {"collapse_similarity": r, "collapsed": self.collapsed,
-                "duplicate_pair_rate": round(self.duplicate_pair_rate, 4),
-                "collapse_threshold": self.threshold}
+        return {
+            "collapse_similarity": r,
+            "collapsed": self.collapsed,
+            "duplicate_pair_rate": round(self.duplicate_pair_rate, 4),
+            "collapse_threshold": self.threshold,
+        }
 
 
 def _masked(img: np.ndarray, boxes: Sequence[Box]) -> tuple[np.ndarray, np.ndarray]:
@@ -90,8 +94,13 @@ def _features(img: np.ndarray, keep: np.ndarray) -> _Features:
     mask = keep if keep.any() else None
     hist = cv2.calcHist([hsv], [0, 1, 2], mask, [8, 4, 4], [0, 180, 0, 256, 0, 256])
     hist = cv2.normalize(hist, None).flatten()
-    g = cv2.resize(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), (THUMB, THUMB),
-                   interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
+    g = (
+        cv2.resize(
+            cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), (THUMB, THUMB), interpolation=cv2.INTER_AREA
+        )
+        .astype(np.float32)
+        .ravel()
+    )
     g -= g.mean()
     n = float(np.linalg.norm(g))
     return _Features(ph, hist, g / n if n > 0 else g)
@@ -124,8 +133,11 @@ def score_diversity(
     if face_boxes is not None and len(face_boxes) != len(imgs):
         raise ValueError(f"{len(face_boxes)} face box lists for {len(imgs)} renders")
     if face_boxes is None:
-        face_boxes = ([[f.box for f in backend.detect(i, embed_largest=False)] for i in imgs]
-                      if backend is not None else [[] for _ in imgs])
+        face_boxes = (
+            [[f.box for f in backend.detect(i, embed_largest=False)] for i in imgs]
+            if backend is not None
+            else [[] for _ in imgs]
+        )
     feats = [_features(*_masked(i, b)) for i, b in zip(imgs, face_boxes, strict=True)]
     sims = [pair_similarity(a, b) for a, b in combinations(feats, 2)]
     if not sims:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from loraforge.curation.errors import InvalidReference
 from loraforge.curation.faces import FaceBackend, normalize
 from loraforge.curation.geometry import Box
@@ -36,8 +37,14 @@ from loraforge.evaluation.images import ImageLike, to_bgr, to_bgr_list
 # another face is worse than its mean says, and p10 of 8-16 previews is the 1-2 worst ones
 LOW_PERCENTILE = 10.0
 # how far from frontal a reference may be and still rank as "frontal" (curation's bucket uses 15)
-_BUCKET_ANGLE = {"frontal": 0.0, "three_quarter": 30.0, "above": 30.0, "below": 30.0,
-                 "profile_left": 90.0, "profile_right": 90.0}
+_BUCKET_ANGLE = {
+    "frontal": 0.0,
+    "three_quarter": 30.0,
+    "above": 30.0,
+    "below": 30.0,
+    "profile_left": 90.0,
+    "profile_right": 90.0,
+}
 
 
 def similarity_from_distance(distance: float, same_person_distance: float) -> float:
@@ -83,8 +90,10 @@ def build_references(
     are skipped, and none at all is an error because nothing could be scored.
     """
     if poses is not None and len(poses) != len(images):
-        raise InvalidReference(f"{len(poses)} pose entries for {len(images)} reference images; "
-                               "give one entry (or None) per image")
+        raise InvalidReference(
+            f"{len(poses)} pose entries for {len(images)} reference images; "
+            "give one entry (or None) per image"
+        )
     cands = []
     for i, src in enumerate(images):
         img = to_bgr(src)
@@ -97,8 +106,10 @@ def build_references(
         name = str(src) if isinstance(src, (str, Path)) else f"image[{i}]"
         cands.append((angle, -f.box.area, i, name, f.embedding))
     if not cands:
-        raise InvalidReference("no face found in any reference image; give clear, frontal, well "
-                               "lit photos of the person")
+        raise InvalidReference(
+            "no face found in any reference image; give clear, frontal, well "
+            "lit photos of the person"
+        )
     cands.sort(key=lambda c: (round(c[0], 3), c[1], c[2]))
     used = cands[: max_refs or len(cands)]
     embs = np.stack([normalize(c[4]) for c in used])
@@ -124,11 +135,14 @@ class IdentityScore:
     per_render: list[RenderFace] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"n_renders": self.n_renders, "n_faces": self.n_faces,
-                "face_rate": round(self.face_rate, 4),
-                "identity_mean": None if self.mean is None else round(self.mean, 4),
-                "identity_p10": None if self.p10 is None else round(self.p10, 4),
-                "match_rate": round(self.match_rate, 4)}
+        return {
+            "n_renders": self.n_renders,
+            "n_faces": self.n_faces,
+            "face_rate": round(self.face_rate, 4),
+            "identity_mean": None if self.mean is None else round(self.mean, 4),
+            "identity_p10": None if self.p10 is None else round(self.p10, 4),
+            "match_rate": round(self.match_rate, 4),
+        }
 
 
 def score_identity(
@@ -137,8 +151,10 @@ def score_identity(
     """Largest face of each render against the reference centroid (see module docstring)."""
     if references.backend != backend.name:
         # embeddings of different models live in different spaces; comparing them is noise
-        raise InvalidReference(f"references were embedded with {references.backend!r} but the "
-                               f"renders with {backend.name!r}; rebuild the references")
+        raise InvalidReference(
+            f"references were embedded with {references.backend!r} but the "
+            f"renders with {backend.name!r}; rebuild the references"
+        )
     imgs = to_bgr_list(renders)
     t = backend.same_person_distance
     per: list[RenderFace] = []

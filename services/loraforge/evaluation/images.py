@@ -11,6 +11,7 @@ from typing import Any, Union
 
 import cv2
 import numpy as np
+
 from loraforge.evaluation.errors import InvalidRenders
 
 ImageLike = Union[np.ndarray, "Any", str, Path]  # ndarray is BGR; PIL images are RGB
@@ -38,8 +39,9 @@ def to_bgr(img: ImageLike) -> np.ndarray:
     if hasattr(img, "convert"):  # PIL.Image without importing PIL here
         rgb = np.asarray(img.convert("RGB"))
         return np.ascontiguousarray(rgb[:, :, ::-1])
-    raise InvalidRenders(f"unsupported image type {type(img).__name__}; give BGR arrays, PIL "
-                         "images or file paths")
+    raise InvalidRenders(
+        f"unsupported image type {type(img).__name__}; give BGR arrays, PIL images or file paths"
+    )
 
 
 def to_bgr_list(images: Sequence[ImageLike], what: str = "renders") -> list[np.ndarray]:

@@ -48,25 +48,31 @@ class StrengthRecommendation:
     reason: str
 
 
-def pick_weight(rows: Sequence[dict], tolerance: float = DEFAULT_TOLERANCE,
-                min_face_rate: float = MIN_FACE_RATE) -> tuple[float | None, str]:
+def pick_weight(
+    rows: Sequence[dict], tolerance: float = DEFAULT_TOLERANCE, min_face_rate: float = MIN_FACE_RATE
+) -> tuple[float | None, str]:
     """The rule in the module docstring, on rows with weight, likeness, face_rate, collapsed."""
     rows = sorted(rows, key=lambda r: r["weight"])
     ok = [r for r in rows if not r["collapsed"] and r["face_rate"] >= min_face_rate]
     if not ok:
         fallback = [r for r in rows if not r["collapsed"]]
         if not fallback:
-            return None, ("every weight gives collapsed renders (the same picture whatever the "
-                          "prompt): the LoRA is overfit; use an earlier checkpoint")
+            return None, (
+                "every weight gives collapsed renders (the same picture whatever the "
+                "prompt): the LoRA is overfit; use an earlier checkpoint"
+            )
         r = max(fallback, key=lambda r: (r["likeness"], -r["weight"]))
-        return r["weight"], (f"no weight finds a face in {min_face_rate:.0%} of renders; "
-                             f"{r['weight']} has the best likeness {r['likeness']:.3f}")
+        return r["weight"], (
+            f"no weight finds a face in {min_face_rate:.0%} of renders; "
+            f"{r['weight']} has the best likeness {r['likeness']:.3f}"
+        )
     best = max(r["likeness"] for r in ok)
     chosen = next(r for r in ok if r["likeness"] >= best - tolerance)
     return chosen["weight"], (
         f"weight {chosen['weight']} ({band(chosen['weight'])}) has likeness "
         f"{chosen['likeness']:.3f}, within {tolerance} of the best {best:.3f} among "
-        f"non-collapsed weights, and is the lowest such weight")
+        f"non-collapsed weights, and is the lowest such weight"
+    )
 
 
 def recommend_strength(
@@ -82,10 +88,18 @@ def recommend_strength(
         raise InvalidRenders("no LoRA weights to evaluate; give e.g. 0.5 .. 1.2")
     rows = []
     for w in sorted({round(float(w), 4) for w in weights}):
-        ev = evaluate_checkpoint(0, render_at(w), references, backend,
-                                 collapse_threshold=collapse_threshold)
-        rows.append({"weight": w, "band": band(w), **ev.identity.as_dict(),
-                     **ev.diversity.as_dict(), "likeness": round(likeness(ev.identity), 4)})
+        ev = evaluate_checkpoint(
+            0, render_at(w), references, backend, collapse_threshold=collapse_threshold
+        )
+        rows.append(
+            {
+                "weight": w,
+                "band": band(w),
+                **ev.identity.as_dict(),
+                **ev.diversity.as_dict(),
+                "likeness": round(likeness(ev.identity), 4),
+            }
+        )
     weight, reason = pick_weight(rows, tolerance, min_face_rate)
     for r in rows:
         r["recommended"] = r["weight"] == weight

@@ -37,10 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from loraforge.evaluation.errors import TrialFailed
-from loraforge.runtime.errors import InvalidInput
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
+
+from loraforge.evaluation.errors import TrialFailed
+from loraforge.runtime.errors import InvalidInput
 
 
 @dataclass(frozen=True)
@@ -119,8 +120,9 @@ def suggest(trial: optuna.Trial, space: SearchSpace) -> dict:
         elif isinstance(p, CategoricalParam):
             params[name] = trial.suggest_categorical(name, list(p.choices))
         else:
-            raise InvalidInput(f"search space entry {name!r}: unknown parameter type "
-                               f"{type(p).__name__}")
+            raise InvalidInput(
+                f"search space entry {name!r}: unknown parameter type {type(p).__name__}"
+            )
     return params
 
 
@@ -129,10 +131,10 @@ def check_params(params: Mapping, space: SearchSpace) -> None:
     for name, v in params.items():
         p = space.get(name)
         if p is None:
-            raise InvalidInput(f"baseline parameter {name!r} is not in the search space "
-                               f"({sorted(space)})")
-        ok = (v in p.choices if isinstance(p, CategoricalParam)
-              else p.low <= v <= p.high)
+            raise InvalidInput(
+                f"baseline parameter {name!r} is not in the search space ({sorted(space)})"
+            )
+        ok = v in p.choices if isinstance(p, CategoricalParam) else p.low <= v <= p.high
         if not ok:
             raise InvalidInput(f"baseline {name}={v!r} is outside the search space {p}")
 
@@ -173,10 +175,18 @@ class SweepResult:
 
 def summarize(study: optuna.Study, url: str = "") -> SweepResult:
     trials = study.get_trials(deepcopy=False)
-    rows = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
-             "last_step": t.last_step,
-             "intermediate": {str(k): v for k, v in sorted(t.intermediate_values.items())},
-             "reason": t.user_attrs.get("reason", "")} for t in trials]
+    rows = [
+        {
+            "number": t.number,
+            "state": t.state.name,
+            "value": t.value,
+            "params": t.params,
+            "last_step": t.last_step,
+            "intermediate": {str(k): v for k, v in sorted(t.intermediate_values.items())},
+            "reason": t.user_attrs.get("reason", ""),
+        }
+        for t in trials
+    ]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = None
     if complete:
@@ -184,7 +194,8 @@ def summarize(study: optuna.Study, url: str = "") -> SweepResult:
         sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
         best = min(complete, key=lambda t: (sign * t.value, t.number))
     return SweepResult(
-        study.study_name, url,
+        study.study_name,
+        url,
         None if best is None else best.number,
         None if best is None else best.value,
         None if best is None else dict(best.params),
@@ -225,26 +236,33 @@ def run_sweep(
         raise InvalidInput(f"n_trials must be at least 1, got {n_trials}")
     if objective is not None:
         if objective not in OBJECTIVES:
-            raise InvalidInput(f"unknown sweep objective {objective!r}; one of "
-                               f"{', '.join(OBJECTIVES)}")
+            raise InvalidInput(
+                f"unknown sweep objective {objective!r}; one of {', '.join(OBJECTIVES)}"
+            )
         if direction is not None and direction != OBJECTIVES[objective]:
-            raise InvalidInput(f"objective {objective} is {OBJECTIVES[objective]}d, not "
-                               f"{direction}d")
+            raise InvalidInput(
+                f"objective {objective} is {OBJECTIVES[objective]}d, not {direction}d"
+            )
         direction = OBJECTIVES[objective]
     direction = direction or "maximize"
     for p in baseline_params:
         check_params(p, space)
     storage = open_storage(storage_path)
     study = optuna.create_study(
-        storage=storage, study_name=study_name, direction=direction, load_if_exists=True,
+        storage=storage,
+        study_name=study_name,
+        direction=direction,
+        load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
     )
     existing = study.get_trials(deepcopy=False)
     recorded = study.user_attrs.get("objective")
     if existing and objective is not None and recorded not in (None, objective):
-        raise InvalidInput(f"study {study_name!r} optimises {recorded}, not {objective}: its "
-                           "trials' scores would not compare; use another study name")
+        raise InvalidInput(
+            f"study {study_name!r} optimises {recorded}, not {objective}: its "
+            "trials' scores would not compare; use another study name"
+        )
     for t in existing:
         if t.state == TrialState.RUNNING:  # left behind by a crashed process
             storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
@@ -253,8 +271,10 @@ def run_sweep(
         study.set_user_attr("family", family)
         if objective is not None:
             study.set_user_attr("objective", objective)
-        study.set_user_attr("space", json.dumps({k: asdict(v) | {"kind": type(v).__name__}
-                                                 for k, v in space.items()}))
+        study.set_user_attr(
+            "space",
+            json.dumps({k: asdict(v) | {"kind": type(v).__name__} for k, v in space.items()}),
+        )
         if dataset_size is not None:
             study.set_user_attr("dataset_size", int(dataset_size))
         for p in baseline_params:
@@ -268,12 +288,17 @@ def run_sweep(
         def report_cb(step: int, score: float) -> None:
             trial.report(float(score), int(step))
             if trial.should_prune():
-                others = [t.intermediate_values[step] for t in trial.study.get_trials(
-                    deepcopy=False, states=(TrialState.COMPLETE,)) if step in t.intermediate_values]
+                others = [
+                    t.intermediate_values[step]
+                    for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                    if step in t.intermediate_values
+                ]
                 median = sorted(others)[len(others) // 2] if others else None
-                why = (f"pruned at step {step}: {objective or 'score'} {score:.4g} is worse than "
-                       + (f"the median {median:.4g} of " if median is not None else "")
-                       + "the finished trials at that step")
+                why = (
+                    f"pruned at step {step}: {objective or 'score'} {score:.4g} is worse than "
+                    + (f"the median {median:.4g} of " if median is not None else "")
+                    + "the finished trials at that step"
+                )
                 trial.set_user_attr("reason", why)
                 raise optuna.TrialPruned(f"trial {trial.number} {why}")
 
@@ -288,8 +313,13 @@ def run_sweep(
         return float(value)
 
     if remaining > 0:
-        study.optimize(objective, n_trials=remaining, timeout=timeout_s, catch=(TrialFailed,),
-                       gc_after_trial=False)
+        study.optimize(
+            objective,
+            n_trials=remaining,
+            timeout=timeout_s,
+            catch=(TrialFailed,),
+            gc_after_trial=False,
+        )
     return summarize(study, storage_url(storage_path))
 
 
@@ -314,8 +344,9 @@ def schedule_extra(extra: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def training_fields(params: Mapping[str, Any], default_rank: int, max_steps: int = 0,
-                    default_steps: int = 0) -> dict[str, Any]:
+def training_fields(
+    params: Mapping[str, Any], default_rank: int, max_steps: int = 0, default_steps: int = 0
+) -> dict[str, Any]:
     """A trial's parameters -> training fields (rank, alpha, learning_rate, steps, extra):
     only what the search space holds; what it does not search stays unset, so the trainer's
     family default applies (trainer/config.py). ``alpha_ratio`` becomes alpha at the trial's
@@ -339,13 +370,21 @@ def training_fields(params: Mapping[str, Any], default_rank: int, max_steps: int
 
 # document 003's suggested inference weight per LoRA type (ranges given as their middle);
 # "effect" (Wan effects, document 004) is applied at full strength
-SUGGESTED_WEIGHT = {"character": 1.0, "background": 0.8, "style": 0.9, "pose": 0.7,
-                    "expression": 0.6, "lighting": 0.7, "effect": 1.0}
+SUGGESTED_WEIGHT = {
+    "character": 1.0,
+    "background": 0.8,
+    "style": 0.9,
+    "pose": 0.7,
+    "expression": 0.6,
+    "lighting": 0.7,
+    "effect": 1.0,
+}
 MIN_REUSE_STEPS = 500  # document 002's lower bound for a LoRA
 
 
-def best_params_for_reuse(study: optuna.Study, lora_type: str,
-                          dataset_size: int | None = None) -> dict:
+def best_params_for_reuse(
+    study: optuna.Study, lora_type: str, dataset_size: int | None = None
+) -> dict:
     """Best trial's parameters as training parameters for ``lora_type`` of the same project.
 
     Learning rate, rank, alpha ratio and the schedule parameters carry over unchanged (the
@@ -358,8 +397,9 @@ def best_params_for_reuse(study: optuna.Study, lora_type: str,
         raise InvalidInput(f"unknown LoRA type {lora_type!r}; one of {sorted(SUGGESTED_WEIGHT)}")
     res = summarize(study)
     if res.best_params is None:
-        raise InvalidInput(f"study {study.study_name!r} has no completed trial to reuse; run "
-                           "more trials")
+        raise InvalidInput(
+            f"study {study.study_name!r} has no completed trial to reuse; run more trials"
+        )
     p = dict(res.best_params)
     # a parameter the space did not search is None: the family default (trainer/config.py)
     rank = int(p.pop("rank")) if "rank" in p else None
@@ -372,13 +412,19 @@ def best_params_for_reuse(study: optuna.Study, lora_type: str,
     return {
         "learning_rate": lr,
         "rank": rank,
-        "alpha": (max(1, round(rank * float(ratio if ratio is not None else 1.0)))
-                  if rank is not None else None),
+        "alpha": (
+            max(1, round(rank * float(ratio if ratio is not None else 1.0)))
+            if rank is not None
+            else None
+        ),
         "steps": steps,
         "extra": p,  # family-specific knobs (timestep shift/sampling, noise offset)
         "lora_type": lora_type,
         "suggested_weight": SUGGESTED_WEIGHT[lora_type],
-        "source": {"study": study.study_name, "trial": res.best_trial,
-                   "value": res.best_value,
-                   "tuned_on": study.user_attrs.get("lora_type", "character")},
+        "source": {
+            "study": study.study_name,
+            "trial": res.best_trial,
+            "value": res.best_value,
+            "tuned_on": study.user_attrs.get("lora_type", "character"),
+        },
     }

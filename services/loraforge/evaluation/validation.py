@@ -37,9 +37,14 @@ class ValidationRecord:
 
     @classmethod
     def from_json(cls, d: dict) -> ValidationRecord:
-        return cls(int(d["step"]), float(d["loss"]), tuple(int(t) for t in d["timesteps"]),
-                   int(d["noise_seed"]), int(d["n_samples"]),
-                   {int(k): float(v) for k, v in (d.get("per_timestep") or {}).items()})
+        return cls(
+            int(d["step"]),
+            float(d["loss"]),
+            tuple(int(t) for t in d["timesteps"]),
+            int(d["noise_seed"]),
+            int(d["n_samples"]),
+            {int(k): float(v) for k, v in (d.get("per_timestep") or {}).items()},
+        )
 
 
 class ValidationLog:

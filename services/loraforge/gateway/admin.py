@@ -22,14 +22,17 @@ from loraforge.runtime.settings import Settings, load_settings
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m loraforge.gateway.admin",
-                                description="operator commands on API keys")
+    p = argparse.ArgumentParser(
+        prog="python -m loraforge.gateway.admin", description="operator commands on API keys"
+    )
     sub = p.add_subparsers(dest="what", required=True)
     keys = sub.add_parser("keys").add_subparsers(dest="action", required=True)
-    for name, help_ in (("list", "the tenant's keys (ids, never secrets)"),
-                        ("create", "a new key for the tenant (printed once)"),
-                        ("revoke", "one key by id, and every key minted from it"),
-                        ("revoke-all", "every key of the tenant (a leak of unknown extent)")):
+    for name, help_ in (
+        ("list", "the tenant's keys (ids, never secrets)"),
+        ("create", "a new key for the tenant (printed once)"),
+        ("revoke", "one key by id, and every key minted from it"),
+        ("revoke-all", "every key of the tenant (a leak of unknown extent)"),
+    ):
         a = keys.add_parser(name, help=help_)
         a.add_argument("--tenant", required=True)
         if name == "create":
@@ -52,8 +55,12 @@ async def run(settings: Settings, argv: list[str]) -> dict[str, Any]:
         jobs = await JobStore.open(bus.jetstream, settings.nats.jobs_bucket)
         state = await GatewayState.open(bus.jetstream, gateway_bucket(settings), jobs.projects)
         if args.action == "list":
-            return {"keys": [{k: v for k, v in r.items() if k != "digest"}
-                             for r in await state.keys(args.tenant)]}
+            return {
+                "keys": [
+                    {k: v for k, v in r.items() if k != "digest"}
+                    for r in await state.keys(args.tenant)
+                ]
+            }
         if args.action == "create":
             return {"key": await create_api_key(state, args.tenant, name=args.name)}
         if args.action == "revoke":

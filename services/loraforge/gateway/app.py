@@ -11,15 +11,27 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
 from loraforge.gateway import problems
 from loraforge.gateway.auth import AuthContext, KeyCache, TokenBucket
 from loraforge.gateway.clients import BackendClients
 from loraforge.gateway.config import GatewayConfig
 from loraforge.gateway.deps import Gateway
 from loraforge.gateway.limits import BodyLimit
-from loraforge.gateway.routers import datasets, jobs, keys, projects, review, training, uploads, webhooks
-from loraforge.gateway.routers import compat, library
-from loraforge.gateway.routers import deployments
+from loraforge.gateway.routers import (
+    compat,
+    datasets,
+    deployments,
+    jobs,
+    keys,
+    library,
+    projects,
+    review,
+    training,
+    uploads,
+    webhooks,
+)
 from loraforge.gateway.state import GatewayState
 from loraforge.runtime.events import EventBus
 from loraforge.runtime.healthcheck import grpc_health
@@ -27,7 +39,6 @@ from loraforge.runtime.jobs import JobStore
 from loraforge.runtime.metrics import Metrics
 from loraforge.runtime.settings import Settings
 from loraforge.runtime.storage import ObjectStore
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 DESCRIPTION = """\
 loraforge turns footage or photos into trained LoRAs and renders with them.
@@ -57,10 +68,18 @@ def create_app(
     """`bus` given: webhook deliveries run while the app runs (needs the ASGI lifespan)."""
     config = config or GatewayConfig()
     gw = Gateway(
-        settings=settings, config=config, backends=backends, store=store, jobs=jobs_store,
-        state=state, metrics=metrics,
-        auth=AuthContext(state, TokenBucket(config.rate_per_s, config.rate_burst),
-                         KeyCache(config.key_cache_ttl_s)),
+        settings=settings,
+        config=config,
+        backends=backends,
+        store=store,
+        jobs=jobs_store,
+        state=state,
+        metrics=metrics,
+        auth=AuthContext(
+            state,
+            TokenBucket(config.rate_per_s, config.rate_burst),
+            KeyCache(config.key_cache_ttl_s),
+        ),
         webhooks=webhook_dispatcher,
     )
 
@@ -71,12 +90,17 @@ def create_app(
             from loraforge.runtime.egress import EgressPolicy
 
             gw.webhooks = WebhookDispatcher(
-                state, jobs_store, timeout_s=config.webhook_timeout_s,
-                attempts=config.webhook_attempts, backoff_s=config.webhook_backoff_s,
+                state,
+                jobs_store,
+                timeout_s=config.webhook_timeout_s,
+                attempts=config.webhook_attempts,
+                backoff_s=config.webhook_backoff_s,
                 egress=EgressPolicy.from_settings(settings),
                 concurrency_per_tenant=config.webhook_concurrency_per_tenant,
                 breaker_failures=config.webhook_breaker_failures,
-                cooldown_s=config.webhook_cooldown_s, backlog=config.webhook_backlog)
+                cooldown_s=config.webhook_cooldown_s,
+                backlog=config.webhook_backlog,
+            )
             await gw.webhooks.start(bus)
         try:
             yield
@@ -87,8 +111,11 @@ def create_app(
     app = FastAPI(title="loraforge", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.gw = gw
     problems.install(app)
-    app.add_middleware(BodyLimit, upload_bytes=config.max_upload_bytes + 64 * 1024,
-                       body_bytes=config.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        upload_bytes=config.max_upload_bytes + 64 * 1024,
+        body_bytes=config.max_body_bytes,
+    )
 
     for module in (projects, keys, uploads, jobs, datasets, training, webhooks, review):
         app.include_router(module.router)
@@ -104,7 +131,9 @@ def create_app(
     @app.get("/readyz", tags=["ops"], responses={503: {"description": "a backend is not serving"}})
     def readyz(response: Response) -> dict[str, str]:
         """Every backend answers gRPC health with SERVING."""
-        status = {name: grpc_health(target, timeout=1.0) for name, target in backends.targets.items()}
+        status = {
+            name: grpc_health(target, timeout=1.0) for name, target in backends.targets.items()
+        }
         if any(s != "SERVING" for s in status.values()):
             response.status_code = 503
         return status

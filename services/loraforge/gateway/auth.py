@@ -39,6 +39,7 @@ from typing import Any
 
 from fastapi import Depends, Path, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
 from loraforge.gateway.models import SLUG_PATTERN
 from loraforge.gateway.problems import Forbidden, RateLimited, Unauthenticated
 from loraforge.gateway.state import GatewayState, now
@@ -59,8 +60,14 @@ def _key_id(token: str) -> str:
     return parts[1] if len(parts) >= 3 and parts[0] == "lf" else "unknown"
 
 
-async def create_api_key(state: GatewayState, tenant: str, name: str = "", *,
-                         minted_by: str | None = None, max_keys: int | None = None) -> str:
+async def create_api_key(
+    state: GatewayState,
+    tenant: str,
+    name: str = "",
+    *,
+    minted_by: str | None = None,
+    max_keys: int | None = None,
+) -> str:
     """A new key for `tenant`; the clear text is returned once, never stored.
 
     `minted_by`: the key id of the key that asked (the new key dies with it). `max_keys`: the
@@ -71,13 +78,22 @@ async def create_api_key(state: GatewayState, tenant: str, name: str = "", *,
     if max_keys is not None:
         held = await state.keys(tenant)
         if len(held) >= max_keys:
-            raise Conflict(f"tenant {tenant!r} already holds {len(held)} API keys (the limit is "
-                           f"{max_keys}); revoke unused ones (GET /v1/keys, DELETE /v1/keys/{{id}})")
+            raise Conflict(
+                f"tenant {tenant!r} already holds {len(held)} API keys (the limit is "
+                f"{max_keys}); revoke unused ones (GET /v1/keys, DELETE /v1/keys/{{id}})"
+            )
     key_id = secrets.token_hex(4)
     token = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
-    await state.add_key(hash_key(token), {
-        "tenant": tenant, "key_id": key_id, "name": name, "created_at": now().isoformat(),
-        "minted_by": minted_by})
+    await state.add_key(
+        hash_key(token),
+        {
+            "tenant": tenant,
+            "key_id": key_id,
+            "name": name,
+            "created_at": now().isoformat(),
+            "minted_by": minted_by,
+        },
+    )
     if minted_by is not None and await state.key_by_id(tenant, minted_by) is None:
         # The parent was revoked while we minted (its cascade listed the keys before ours
         # existed): the child must not outlive it.
@@ -121,8 +137,10 @@ class Principal:
     def require_write(self, what: str) -> None:
         """Review tokens minted `read` (the default) cannot change anything."""
         if self.is_page and self.page_scope != "write":
-            raise Forbidden(f"this review link is read-only and cannot {what}; ask the project "
-                            "owner for a link made with scope \"write\"")
+            raise Forbidden(
+                f"this review link is read-only and cannot {what}; ask the project "
+                'owner for a link made with scope "write"'
+            )
 
 
 PAGE_SCOPES = ("read", "write")
@@ -145,7 +163,8 @@ class TokenBucket:
             raise RateLimited(
                 f"rate limit of {self.rate:g} requests/s (burst {self.burst}) exceeded for "
                 f"{key}; slow down and retry after the Retry-After seconds",
-                retry_after_s=(1.0 - tokens) / self.rate)
+                retry_after_s=(1.0 - tokens) / self.rate,
+            )
         self._buckets[key] = (tokens - 1.0, now_s)
         if len(self._buckets) > 100_000:  # forget idle keys
             self._buckets = {k: v for k, v in self._buckets.items() if now_s - v[1] < 60}
@@ -187,8 +206,9 @@ class KeyCache:
             self._alive.pop((record["tenant"], record["key_id"]), None)
 
     def forget_tenant(self, tenant: str) -> None:
-        self._entries = {d: e for d, e in self._entries.items()
-                         if e[1] is None or e[1].get("tenant") != tenant}
+        self._entries = {
+            d: e for d, e in self._entries.items() if e[1] is None or e[1].get("tenant") != tenant
+        }
         self._alive = {k: v for k, v in self._alive.items() if k[0] != tenant}
 
 
@@ -203,13 +223,24 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def sign_page_token(secret: bytes, tenant: str, project: str, dataset: str, key_id: str,
-                    ttl_s: int, scope: str = "read") -> tuple[str, float]:
+def sign_page_token(
+    secret: bytes,
+    tenant: str,
+    project: str,
+    dataset: str,
+    key_id: str,
+    ttl_s: int,
+    scope: str = "read",
+) -> tuple[str, float]:
     if scope not in PAGE_SCOPES:
         raise ValueError(f"review token scope {scope!r} is not one of {PAGE_SCOPES}")
     exp = time.time() + ttl_s
-    payload = _b64(json.dumps({"t": tenant, "p": project, "d": dataset, "k": key_id,
-                               "s": scope, "exp": int(exp)}, separators=(",", ":")).encode())
+    payload = _b64(
+        json.dumps(
+            {"t": tenant, "p": project, "d": dataset, "k": key_id, "s": scope, "exp": int(exp)},
+            separators=(",", ":"),
+        ).encode()
+    )
     sig = _b64(hmac.new(secret, payload.encode(), hashlib.sha256).digest())
     return f"{payload}.{sig}", exp
 
@@ -222,8 +253,9 @@ def verify_page_token(secret: bytes, token: str) -> Principal:
             raise ValueError("bad signature")
         data = json.loads(_unb64(payload))
         if time.time() > float(data["exp"]):
-            raise Unauthenticated("the review link expired; ask for a new one "
-                                  "(POST .../datasets/{id}/review-link)")
+            raise Unauthenticated(
+                "the review link expired; ask for a new one (POST .../datasets/{id}/review-link)"
+            )
         # Tokens signed before scopes existed carry none: they are read-only.
         scope = data.get("s", "read")
         if scope not in PAGE_SCOPES:
@@ -231,18 +263,25 @@ def verify_page_token(secret: bytes, token: str) -> Principal:
         return Principal(data["t"], data["k"], data["p"], data["d"], scope)
     except Unauthenticated:
         raise
-    except Exception:  # noqa: BLE001 - anything malformed is simply not a token
-        raise Unauthenticated("the review token is invalid; open the page from a fresh review "
-                              "link") from None
+    except Exception:
+        raise Unauthenticated(
+            "the review token is invalid; open the page from a fresh review link"
+        ) from None
 
 
 # -- FastAPI dependencies -------------------------------------------------------------------
 
-api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
-                              description="API key (`lf_...`); or send it as a Bearer token")
+api_key_header = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    description="API key (`lf_...`); or send it as a Bearer token",
+)
 bearer = HTTPBearer(auto_error=False, description="API key as `Authorization: Bearer lf_...`")
-review_header = APIKeyHeader(name="X-Review-Token", auto_error=False,
-                             description="short-lived review-page token (review page only)")
+review_header = APIKeyHeader(
+    name="X-Review-Token",
+    auto_error=False,
+    description="short-lived review-page token (review page only)",
+)
 
 
 @dataclass
@@ -270,7 +309,7 @@ class AuthContext:
     async def _touch(self, principal: Principal) -> None:
         try:
             await self.state.touch_key(principal.tenant, principal.key_id, now().isoformat())
-        except Exception as exc:  # noqa: BLE001 - a missed `last_used_at` must not fail a request
+        except Exception as exc:
             log.warning("could not record the use of key %s: %s", principal.key_id, exc)
 
     async def secret(self) -> bytes:
@@ -314,8 +353,10 @@ async def require_key(
     """An API key is required (401 without one)."""
     token = _token_from(x_api_key, creds)
     if not token:
-        raise Unauthenticated("this endpoint needs an API key: send `X-API-Key: lf_...` or "
-                              "`Authorization: Bearer lf_...`")
+        raise Unauthenticated(
+            "this endpoint needs an API key: send `X-API-Key: lf_...` or "
+            "`Authorization: Bearer lf_...`"
+        )
     return await _from_key(_auth(request), token)
 
 
@@ -333,8 +374,9 @@ async def require_key_or_page(
         ctx = _auth(request)
         principal = verify_page_token(await ctx.secret(), review_token)
         if not await ctx.keys.alive(ctx.state, principal.tenant, principal.key_id):
-            raise Unauthenticated("the key that made this review link was revoked; ask for a "
-                                  "new link")
+            raise Unauthenticated(
+                "the key that made this review link was revoked; ask for a new link"
+            )
         ctx.limiter.take(f"tenant {principal.tenant}")
         return principal
     raise Unauthenticated("send an API key (`X-API-Key`) or a review token (`X-Review-Token`)")
@@ -342,10 +384,14 @@ async def require_key_or_page(
 
 def dataset_access(
     project: str = Path(pattern=SLUG_PATTERN, examples=["jane-doe"]),
-    dataset_id: str = Path(pattern=r"^[A-Za-z0-9._=-]{1,100}$", examples=["ds-0123456789abcdef0123"]),
+    dataset_id: str = Path(
+        pattern=r"^[A-Za-z0-9._=-]{1,100}$", examples=["ds-0123456789abcdef0123"]
+    ),
     principal: Principal = Depends(require_key_or_page),
 ) -> Principal:
     """A page token only opens the one dataset it was made for (others are 404)."""
-    if principal.is_page and (principal.page_project != project or principal.page_dataset != dataset_id):
+    if principal.is_page and (
+        principal.page_project != project or principal.page_dataset != dataset_id
+    ):
         raise NotFound(f"dataset {dataset_id!r} not found")
     return principal

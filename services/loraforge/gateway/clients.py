@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import json_format, struct_pb2
+
 from loraforge.gateway.models import (
     JOB_KINDS,
     Artifact,
@@ -73,14 +74,22 @@ def _time(msg: Any, name: str) -> datetime | None:
 
 def job_from_wire(msg: common_pb2.Job) -> Job:
     return Job(
-        id=msg.id, kind=msg.kind, project=msg.project,
+        id=msg.id,
+        kind=msg.kind,
+        project=msg.project,
         state=_STATE_NAMES.get(msg.state, "PENDING"),  # type: ignore[arg-type]
-        progress=msg.progress, message=msg.message,
-        created_at=_time(msg, "created_at"), updated_at=_time(msg, "updated_at"),
-        started_at=_time(msg, "started_at"), finished_at=_time(msg, "finished_at"),
-        artifacts=[Artifact(bucket=a.bucket, key=a.key, kind=a.kind, size=a.size, sha256=a.sha256)
-                   for a in msg.artifacts],
-        params=json_format.MessageToDict(msg.params), result=json_format.MessageToDict(msg.result),
+        progress=msg.progress,
+        message=msg.message,
+        created_at=_time(msg, "created_at"),
+        updated_at=_time(msg, "updated_at"),
+        started_at=_time(msg, "started_at"),
+        finished_at=_time(msg, "finished_at"),
+        artifacts=[
+            Artifact(bucket=a.bucket, key=a.key, kind=a.kind, size=a.size, sha256=a.sha256)
+            for a in msg.artifacts
+        ],
+        params=json_format.MessageToDict(msg.params),
+        result=json_format.MessageToDict(msg.result),
         cancel_requested=msg.cancel_requested,
     )
 
@@ -92,10 +101,17 @@ def caption_from_wire(msg: captioning_pb2.CaptionRecord, trigger: str = "") -> C
     if not msg.versions:
         return None
     cur = msg.versions[-1]
-    return Caption(clip_id=msg.clip_id, text=msg.text or cur.text, trigger=trigger,
-                   approved=msg.approved, approved_by=msg.approved_by,
-                   edited=cur.author.startswith("user:"), author=cur.author,
-                   updated_at=_time(cur, "created_at"), versions=len(msg.versions))
+    return Caption(
+        clip_id=msg.clip_id,
+        text=msg.text or cur.text,
+        trigger=trigger,
+        approved=msg.approved,
+        approved_by=msg.approved_by,
+        edited=cur.author.startswith("user:"),
+        author=cur.author,
+        updated_at=_time(cur, "created_at"),
+        versions=len(msg.versions),
+    )
 
 
 class BackendClients:
@@ -139,57 +155,94 @@ class BackendClients:
 
     async def start_ingest(self, tenant: str, project: str, req: IngestStart) -> Job:
         msg = ingest_pb2.StartIngestRequest(
-            scope=self._scope(tenant, project), request_id=req.request_id or "",
-            sources=req.sources, min_s=req.min_s, max_s=req.max_s, fps=req.fps,
+            scope=self._scope(tenant, project),
+            request_id=req.request_id or "",
+            sources=req.sources,
+            min_s=req.min_s,
+            max_s=req.max_s,
+            fps=req.fps,
             max_long_side=req.max_long_side,  # optional fields: None leaves them unset
-            lora_type=req.lora_type or "")
+            lora_type=req.lora_type or "",
+        )
         return job_from_wire(await self._call("ingest", "StartIngest", msg))
 
     async def start_curation(self, tenant: str, project: str, req: CurationStart) -> Job:
         msg = curation_pb2.StartCurationRequest(
-            scope=self._scope(tenant, project), request_id=req.request_id or "",
-            reference_keys=req.reference_keys, target_size=req.target_size,
-            lora_type=req.lora_type, policy_overrides=_struct(req.policy_overrides))
+            scope=self._scope(tenant, project),
+            request_id=req.request_id or "",
+            reference_keys=req.reference_keys,
+            target_size=req.target_size,
+            lora_type=req.lora_type,
+            policy_overrides=_struct(req.policy_overrides),
+        )
         return job_from_wire(await self._call("curation", "StartCuration", msg))
 
     async def start_captioning(self, tenant: str, project: str, req: CaptioningStart) -> Job:
         msg = captioning_pb2.StartCaptioningRequest(
-            scope=self._scope(tenant, project), request_id=req.request_id or "",
-            dataset_id=req.dataset_id, trigger=req.trigger, lora_type=req.lora_type, source=req.source,
-            class_noun=req.class_noun, base_preset=req.base_preset, motion=req.motion)
+            scope=self._scope(tenant, project),
+            request_id=req.request_id or "",
+            dataset_id=req.dataset_id,
+            trigger=req.trigger,
+            lora_type=req.lora_type,
+            source=req.source,
+            class_noun=req.class_noun,
+            base_preset=req.base_preset,
+            motion=req.motion,
+        )
         return job_from_wire(await self._call("captioning", "StartCaptioning", msg))
 
     async def start_training(self, tenant: str, project: str, req: TrainingStart) -> Job:
         # The numbers are proto3 `optional`: None leaves a field unset (the service's default),
         # any value, 0 included, is sent as is.
         run = common_pb2.TrainingRun(
-            dataset_id=req.dataset_id, base_preset=req.preset, rank=req.rank, alpha=req.alpha,
-            learning_rate=req.learning_rate, steps=req.steps, resolution=req.resolution,
-            frames=req.frames, seed=req.seed, extra=_struct(req.extra))
+            dataset_id=req.dataset_id,
+            base_preset=req.preset,
+            rank=req.rank,
+            alpha=req.alpha,
+            learning_rate=req.learning_rate,
+            steps=req.steps,
+            resolution=req.resolution,
+            frames=req.frames,
+            seed=req.seed,
+            extra=_struct(req.extra),
+        )
         msg = trainer_pb2.StartTrainingRequest(
-            scope=self._scope(tenant, project), request_id=req.request_id or "", run=run,
-            on_kubernetes=req.on_kubernetes)
+            scope=self._scope(tenant, project),
+            request_id=req.request_id or "",
+            run=run,
+            on_kubernetes=req.on_kubernetes,
+        )
         return job_from_wire(await self._call("trainer", "StartTraining", msg))
 
     async def submit_render(self, tenant: str, project: str, req: RenderSubmit) -> Job:
         render = common_pb2.RenderRequest(
-            scenario_yaml=req.scenario_yaml, image_preset=req.image_preset,
+            scenario_yaml=req.scenario_yaml,
+            image_preset=req.image_preset,
             video_preset=req.video_preset,
-            loras=[common_pb2.LoraWeight(lora_key=w.lora_key, adapter_name=w.adapter_name,
-                                         weight=w.weight) for w in req.loras])
+            loras=[
+                common_pb2.LoraWeight(
+                    lora_key=w.lora_key, adapter_name=w.adapter_name, weight=w.weight
+                )
+                for w in req.loras
+            ],
+        )
         msg = render_pb2.SubmitRenderRequest(
-            scope=self._scope(tenant, project), request_id=req.request_id or "", render=render)
+            scope=self._scope(tenant, project), request_id=req.request_id or "", render=render
+        )
         return job_from_wire(await self._call("render", "SubmitRender", msg))
 
     # -- deployments (render) ------------------------------------------------------------------
     # The records travel as JSON (DeploymentSpec in, DeploymentView out): the render servicer
     # validates them into typed values; the gateway's routers shape them for their surface.
 
-    async def create_deployment(self, tenant: str, project: str, spec: dict[str, Any]) -> dict[str, Any]:
+    async def create_deployment(
+        self, tenant: str, project: str, spec: dict[str, Any]
+    ) -> dict[str, Any]:
         import json
 
-        msg = render_pb2.DeploymentRequest(scope=self._scope(tenant, project),
-                                           spec_json=json.dumps(spec))
+        msg = render_pb2.DeploymentRequest(
+            scope=self._scope(tenant, project), spec_json=json.dumps(spec)
+        )
         reply = await self._call("render", "CreateDeployment", msg)
         return json.loads(reply.deployment_json)
 
@@ -212,44 +265,77 @@ class BackendClients:
         msg = render_pb2.DeploymentRequest(scope=self._scope(tenant, project), name=name)
         return json.loads((await self._call("render", "DeleteDeployment", msg)).deployment_json)
 
-    async def call_deployment(self, tenant: str, project: str, name: str, *, image: str = "",
-                              last_image: str = "", prompt: str = "", seed: int | None = None,
-                              request_id: str | None = None) -> Job:
+    async def call_deployment(
+        self,
+        tenant: str,
+        project: str,
+        name: str,
+        *,
+        image: str = "",
+        last_image: str = "",
+        prompt: str = "",
+        seed: int | None = None,
+        request_id: str | None = None,
+    ) -> Job:
         msg = render_pb2.CallDeploymentRequest(
-            scope=self._scope(tenant, project), request_id=request_id or "", deployment=name,
-            image=image, last_image=last_image, prompt=prompt, seed=seed)
+            scope=self._scope(tenant, project),
+            request_id=request_id or "",
+            deployment=name,
+            image=image,
+            last_image=last_image,
+            prompt=prompt,
+            seed=seed,
+        )
         return job_from_wire(await self._call("render", "CallDeployment", msg))
 
     # -- caption review (captioning) ----------------------------------------------------------
 
-    async def list_captions(self, tenant: str, project: str, dataset_id: str,
-                            trigger: str = "") -> list[Caption]:
-        msg = captioning_pb2.ListCaptionsRequest(scope=self._scope(tenant, project),
-                                                 dataset_id=dataset_id)
+    async def list_captions(
+        self, tenant: str, project: str, dataset_id: str, trigger: str = ""
+    ) -> list[Caption]:
+        msg = captioning_pb2.ListCaptionsRequest(
+            scope=self._scope(tenant, project), dataset_id=dataset_id
+        )
         resp = await self._call("captioning", "ListCaptions", msg)
         caps = (caption_from_wire(r, trigger) for r in resp.captions)
         return sorted((c for c in caps if c is not None), key=lambda c: c.clip_id)
 
-    async def edit_caption(self, tenant: str, project: str, dataset_id: str, clip_id: str,
-                           text: str, user: str, trigger: str = "") -> Caption:
-        msg = captioning_pb2.EditCaptionRequest(scope=self._scope(tenant, project),
-                                                dataset_id=dataset_id, clip_id=clip_id,
-                                                text=text, user=user)
+    async def edit_caption(
+        self,
+        tenant: str,
+        project: str,
+        dataset_id: str,
+        clip_id: str,
+        text: str,
+        user: str,
+        trigger: str = "",
+    ) -> Caption:
+        msg = captioning_pb2.EditCaptionRequest(
+            scope=self._scope(tenant, project),
+            dataset_id=dataset_id,
+            clip_id=clip_id,
+            text=text,
+            user=user,
+        )
         return self._one_caption(await self._call("captioning", "EditCaption", msg), trigger)
 
-    async def approve_caption(self, tenant: str, project: str, dataset_id: str, clip_id: str,
-                              user: str, trigger: str = "") -> Caption:
-        msg = captioning_pb2.ApproveCaptionRequest(scope=self._scope(tenant, project),
-                                                   dataset_id=dataset_id, clip_id=clip_id,
-                                                   user=user)
+    async def approve_caption(
+        self, tenant: str, project: str, dataset_id: str, clip_id: str, user: str, trigger: str = ""
+    ) -> Caption:
+        msg = captioning_pb2.ApproveCaptionRequest(
+            scope=self._scope(tenant, project), dataset_id=dataset_id, clip_id=clip_id, user=user
+        )
         return self._one_caption(await self._call("captioning", "ApproveCaption", msg), trigger)
 
     @staticmethod
     def _one_caption(msg: captioning_pb2.CaptionRecord, trigger: str) -> Caption:
         cap = caption_from_wire(msg, trigger)
         if cap is None:  # the service answered a record without any version: a backend bug
-            raise RpcFailure("captioning", grpc.StatusCode.INTERNAL,
-                             f"caption record of {msg.clip_id!r} has no versions")
+            raise RpcFailure(
+                "captioning",
+                grpc.StatusCode.INTERNAL,
+                f"caption record of {msg.clip_id!r} has no versions",
+            )
         return cap
 
     # -- the job calls every backend has -----------------------------------------------------
@@ -258,11 +344,19 @@ class BackendClients:
         msg = common_pb2.GetJobRequest(scope=self._scope(tenant, project), job_id=job_id)
         return job_from_wire(await self._call(kind, "GetJob", msg))
 
-    async def list_jobs(self, kind: str, tenant: str, project: str | None,
-                        states: Iterable[str] = (), page_size: int = 0) -> list[Job]:
+    async def list_jobs(
+        self,
+        kind: str,
+        tenant: str,
+        project: str | None,
+        states: Iterable[str] = (),
+        page_size: int = 0,
+    ) -> list[Job]:
         msg = common_pb2.ListJobsRequest(
-            scope=self._scope(tenant, project), states=[_STATE_VALUES[s] for s in states],
-            page_size=page_size)
+            scope=self._scope(tenant, project),
+            states=[_STATE_VALUES[s] for s in states],
+            page_size=page_size,
+        )
         resp = await self._call(kind, "ListJobs", msg)
         return [job_from_wire(j) for j in resp.jobs]
 

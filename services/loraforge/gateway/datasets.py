@@ -39,9 +39,24 @@ CAPTION_RUN = "captions/_run.json"  # captioning's run record (trigger, type, te
 
 # Clip-level metrics shown on the review page (the manifest has many more).
 REVIEW_METRICS = (
-    "kind", "width", "height", "duration_s", "quality_score", "sharpness", "face_sharpness",
-    "largest_face_ratio", "people_count", "angle_bucket", "yaw", "pitch", "expression",
-    "lighting", "mean_luma", "motion", "identity_distance", "identity_match",
+    "kind",
+    "width",
+    "height",
+    "duration_s",
+    "quality_score",
+    "sharpness",
+    "face_sharpness",
+    "largest_face_ratio",
+    "people_count",
+    "angle_bucket",
+    "yaw",
+    "pitch",
+    "expression",
+    "lighting",
+    "mean_luma",
+    "motion",
+    "identity_distance",
+    "identity_match",
 )
 
 
@@ -80,7 +95,7 @@ class DatasetStore:
         objs = await self._run(lambda: list(self._store.list(Bucket.DATASETS, prefix)))
         out = []
         for o in objs:
-            rest = o.key[len(prefix):].split("/")
+            rest = o.key[len(prefix) :].split("/")
             if len(rest) == 2 and rest[1] == DATASET_RECORD:
                 record = await self._json_or_none(o.key)
                 if isinstance(record, dict):
@@ -88,10 +103,14 @@ class DatasetStore:
         return out
 
     async def record(self, tenant: str, project: str, dataset_id: str) -> dict[str, Any]:
-        record = await self._json_or_none(f"{dataset_prefix(tenant, project, dataset_id)}/{DATASET_RECORD}")
+        record = await self._json_or_none(
+            f"{dataset_prefix(tenant, project, dataset_id)}/{DATASET_RECORD}"
+        )
         if not isinstance(record, dict):
-            raise NotFound(f"dataset {dataset_id!r} not found in project {project!r} "
-                           "(or its curation job has not finished)")
+            raise NotFound(
+                f"dataset {dataset_id!r} not found in project {project!r} "
+                "(or its curation job has not finished)"
+            )
         return record
 
     async def manifest(self, tenant: str, project: str, dataset_id: str) -> dict[str, Any]:
@@ -110,17 +129,32 @@ class DatasetStore:
     def _decision_key(self, tenant: str, project: str, dataset_id: str, clip_id: str) -> str:
         return f"{dataset_prefix(tenant, project, dataset_id)}/review/decisions/{_clip_part(clip_id)}.json"
 
-    async def overrides(self, tenant: str, project: str, dataset_id: str) -> dict[str, dict[str, Any]]:
+    async def overrides(
+        self, tenant: str, project: str, dataset_id: str
+    ) -> dict[str, dict[str, Any]]:
         prefix = f"{dataset_prefix(tenant, project, dataset_id)}/review/decisions/"
         objs = await self._run(lambda: list(self._store.list(Bucket.DATASETS, prefix)))
         docs = await asyncio.gather(*(self._json_or_none(o.key) for o in objs))
         return {d["clip_id"]: d for d in docs if isinstance(d, dict) and d.get("decision")}
 
-    async def set_override(self, tenant: str, project: str, dataset_id: str, clip_id: str,
-                           decision: Decision | None, note: str, by: str) -> dict[str, Any]:
+    async def set_override(
+        self,
+        tenant: str,
+        project: str,
+        dataset_id: str,
+        clip_id: str,
+        decision: Decision | None,
+        note: str,
+        by: str,
+    ) -> dict[str, Any]:
         key = self._decision_key(tenant, project, dataset_id, clip_id)
-        doc = {"clip_id": clip_id, "decision": decision, "note": note, "by": by,
-               "at": datetime.now(UTC).isoformat()}
+        doc = {
+            "clip_id": clip_id,
+            "decision": decision,
+            "note": note,
+            "by": by,
+            "at": datetime.now(UTC).isoformat(),
+        }
         # A null decision is stored too (not deleted): the history of who changed what stays.
         await self._run(self._store.put_json, Bucket.DATASETS, key, doc)
         return doc
@@ -130,13 +164,16 @@ class DatasetStore:
     async def trigger(self, tenant: str, project: str, dataset_id: str) -> str:
         """The trigger word captioning used for this dataset ("" before it ran). INTERIM: read
         from captioning's run record, see the module doc."""
-        run = await self._json_or_none(f"{dataset_prefix(tenant, project, dataset_id)}/{CAPTION_RUN}")
+        run = await self._json_or_none(
+            f"{dataset_prefix(tenant, project, dataset_id)}/{CAPTION_RUN}"
+        )
         return str(run.get("trigger") or "") if isinstance(run, dict) else ""
 
     # -- exports (INTERIM) -------------------------------------------------------------------
 
-    async def write_export(self, tenant: str, project: str, dataset_id: str,
-                           doc: dict[str, Any]) -> str:
+    async def write_export(
+        self, tenant: str, project: str, dataset_id: str, doc: dict[str, Any]
+    ) -> str:
         export_id = f"ex-{datetime.now(UTC):%Y%m%d%H%M%S}-{secrets.token_hex(3)}"
         key = f"{dataset_prefix(tenant, project, dataset_id)}/exports/{export_id}.json"
         await self._run(self._store.put_json, Bucket.DATASETS, key, {**doc, "export_id": export_id})
@@ -145,16 +182,24 @@ class DatasetStore:
 
 def clip_rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     clips = manifest.get("clips")
-    return [c for c in clips if isinstance(c, dict) and c.get("clip_id")] if isinstance(clips, list) else []
+    return (
+        [c for c in clips if isinstance(c, dict) and c.get("clip_id")]
+        if isinstance(clips, list)
+        else []
+    )
 
 
 def chart_keys(files: list[tuple[str, int]], prefix: str) -> list[tuple[str, int]]:
-    return [(k, s) for k, s in files
-            if k.endswith(".png") and "/" not in k[len(prefix) + 1:]]
+    return [(k, s) for k, s in files if k.endswith(".png") and "/" not in k[len(prefix) + 1 :]]
 
 
 def is_thumb(key: str) -> bool:
-    return "/thumbs/" in key and PurePosixPath(key).suffix.lower() in {".jpg", ".jpeg", ".png", ".webp"}
+    return "/thumbs/" in key and PurePosixPath(key).suffix.lower() in {
+        ".jpg",
+        ".jpeg",
+        ".png",
+        ".webp",
+    }
 
 
 def dumps(value: Any) -> str:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from fastapi import Depends, Path, Request
+
 from loraforge.gateway.auth import AuthContext, Principal, require_key
 from loraforge.gateway.clients import BackendClients
 from loraforge.gateway.config import GatewayConfig
@@ -39,12 +40,18 @@ class Gateway:
         """The object store SDK is synchronous: run it off the event loop."""
         return await asyncio.to_thread(fn, *args, **kwargs)
 
-    async def link(self, bucket: Bucket, key: str, *, size: int = 0, kind: str = "",
-                   ttl_s: int | None = None) -> Link:
+    async def link(
+        self, bucket: Bucket, key: str, *, size: int = 0, kind: str = "", ttl_s: int | None = None
+    ) -> Link:
         ttl = ttl_s or self.config.download_url_ttl_s
         url = await self.blocking(self.store.presigned_get, bucket, key, ttl)
-        return Link(key=key, url=url, expires_at=datetime.now(UTC) + timedelta(seconds=ttl),
-                    size=size, kind=kind)
+        return Link(
+            key=key,
+            url=url,
+            expires_at=datetime.now(UTC) + timedelta(seconds=ttl),
+            size=size,
+            kind=kind,
+        )
 
 
 def gw(request: Request) -> Gateway:
@@ -54,8 +61,9 @@ def gw(request: Request) -> Gateway:
 PROJECT = Path(pattern=SLUG_PATTERN, examples=["jane-doe"], description="project name (a slug)")
 
 
-async def project_of(request: Request, project: str = PROJECT,
-                     principal: Principal = Depends(require_key)) -> tuple[Principal, str]:
+async def project_of(
+    request: Request, project: str = PROJECT, principal: Principal = Depends(require_key)
+) -> tuple[Principal, str]:
     """The caller's project (404 when it is not one of its tenant's)."""
     await gw(request).state.project(principal.tenant, project)
     return principal, project

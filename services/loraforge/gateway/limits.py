@@ -8,9 +8,10 @@ staging key only after the whole body arrived.
 
 from __future__ import annotations
 
-from loraforge.gateway.problems import PROBLEM_JSON
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from loraforge.gateway.problems import PROBLEM_JSON
 
 UPLOAD_SUFFIX = "/uploads"
 # seed 004's hosted API takes its dataset zips here (routers/compat.py)
@@ -74,18 +75,35 @@ class BodyLimit:
 
 
 def _detail(scope: Scope, size: int, limit: int) -> str:
-    hint = (" ; use POST .../uploads/presigned for big files"
-            if scope.get("path", "").endswith(UPLOAD_SUFFIX) else "")
+    hint = (
+        " ; use POST .../uploads/presigned for big files"
+        if scope.get("path", "").endswith(UPLOAD_SUFFIX)
+        else ""
+    )
     return f"request body of {size}+ bytes is over the {limit}-byte limit; nothing was stored{hint}"
 
 
 async def _too_large(send: Send, scope: Scope, size: int, limit: int) -> None:
     import json
 
-    body = json.dumps({"type": "urn:loraforge:problem:content-too-large", "title": "Content Too Large",
-                       "status": 413, "detail": _detail(scope, size, limit),
-                       "instance": scope.get("path", "")}).encode()
-    await send({"type": "http.response.start", "status": 413, "headers": [
-        (b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close")]})
+    body = json.dumps(
+        {
+            "type": "urn:loraforge:problem:content-too-large",
+            "title": "Content Too Large",
+            "status": 413,
+            "detail": _detail(scope, size, limit),
+            "instance": scope.get("path", ""),
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

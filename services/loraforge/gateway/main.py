@@ -12,6 +12,7 @@ from loraforge.runtime.settings import Environment, Settings, load_settings
 
 async def serve(settings: Settings) -> None:
     import uvicorn
+
     from loraforge.gateway.app import create_app
     from loraforge.gateway.auth import write_dev_key
     from loraforge.gateway.clients import BackendClients
@@ -21,19 +22,31 @@ async def serve(settings: Settings) -> None:
 
     clients = await connect_clients("gateway", settings)  # NATS + S3 + job store, with retries
     backends = BackendClients.from_settings(settings.endpoints)
-    state = await GatewayState.open(clients.bus.jetstream, gateway_bucket(settings),
-                                    clients.jobs.projects)
+    state = await GatewayState.open(
+        clients.bus.jetstream, gateway_bucket(settings), clients.jobs.projects
+    )
     await state.index_legacy_keys()  # keys made before the key list existed
     await state.move_legacy_projects()  # projects made before the shared registry
     if settings.env is Environment.DEVELOPMENT:
         path = settings.stack.data_dir / "gateway-dev-key"
         await write_dev_key(state, settings.tenant, path)
         sys.stderr.write(f"gateway: development API key for tenant {settings.tenant!r} in {path}\n")
-    app = create_app(settings, clients.metrics, backends=backends, store=clients.store,
-                     jobs_store=clients.jobs, state=state, bus=clients.bus)
-    config = uvicorn.Config(app, host=settings.server.host, port=settings.server.http_port or 8080,
-                            log_config=None,
-                            timeout_graceful_shutdown=int(settings.server.shutdown_grace_s))
+    app = create_app(
+        settings,
+        clients.metrics,
+        backends=backends,
+        store=clients.store,
+        jobs_store=clients.jobs,
+        state=state,
+        bus=clients.bus,
+    )
+    config = uvicorn.Config(
+        app,
+        host=settings.server.host,
+        port=settings.server.http_port or 8080,
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.server.shutdown_grace_s),
+    )
     try:
         await uvicorn.Server(config).serve()
     finally:

@@ -27,8 +27,9 @@ def _hmac(key: bytes, msg: str) -> bytes:
     return hmac.new(key, msg.encode(), hashlib.sha256).digest()
 
 
-def presigned_put_sized(s3: S3Settings, bucket: str, key: str, size: int, expires_s: int,
-                        now: datetime | None = None) -> str:
+def presigned_put_sized(
+    s3: S3Settings, bucket: str, key: str, size: int, expires_s: int, now: datetime | None = None
+) -> str:
     """A path-style URL for `PUT /<bucket>/<key>` that only a body of exactly `size` bytes
     passes."""
     if not 1 <= expires_s <= MAX_EXPIRES_S:
@@ -49,12 +50,22 @@ def presigned_put_sized(s3: S3Settings, bucket: str, key: str, size: int, expire
         "X-Amz-Expires": str(expires_s),
         "X-Amz-SignedHeaders": signed_headers,
     }
-    query = "&".join(f"{quote(k, safe='~')}={quote(v, safe='~')}" for k, v in sorted(params.items()))
-    canonical = "\n".join([
-        "PUT", path, query, f"content-length:{size}\nhost:{host}\n", signed_headers,
-        "UNSIGNED-PAYLOAD"])
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope,
-                         hashlib.sha256(canonical.encode()).hexdigest()])
+    query = "&".join(
+        f"{quote(k, safe='~')}={quote(v, safe='~')}" for k, v in sorted(params.items())
+    )
+    canonical = "\n".join(
+        [
+            "PUT",
+            path,
+            query,
+            f"content-length:{size}\nhost:{host}\n",
+            signed_headers,
+            "UNSIGNED-PAYLOAD",
+        ]
+    )
+    to_sign = "\n".join(
+        ["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()]
+    )
     k = _hmac(("AWS4" + s3.secret_key.get_secret_value()).encode(), day)
     for part in (s3.region, "s3", "aws4_request"):
         k = _hmac(k, part)

@@ -15,11 +15,12 @@ import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from loraforge.runtime import errors
-from loraforge.runtime.storage import IntegrityError, UploadInterrupted
 from nats import errors as nats_errors
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from loraforge.runtime import errors
+from loraforge.runtime.storage import IntegrityError, UploadInterrupted
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +118,18 @@ class Problem(BaseModel):
     instance: str | None = None
     errors: list[dict[str, Any]] | None = None
 
-    model_config = {"json_schema_extra": {"examples": [{
-        "type": "urn:loraforge:problem:not-found", "title": "Not Found", "status": 404,
-        "detail": "project 'jane' not found; create it with POST /v1/projects",
-    }]}}
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "type": "urn:loraforge:problem:not-found",
+                    "title": "Not Found",
+                    "status": 404,
+                    "detail": "project 'jane' not found; create it with POST /v1/projects",
+                }
+            ]
+        }
+    }
 
 
 def status_for(exc: BaseException) -> int:
@@ -139,14 +148,23 @@ def _slug(status: int) -> str:
         return "error"
 
 
-def problem_response(status: int, detail: str, request: Request | None = None,
-                     headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+def problem_response(
+    status: int,
+    detail: str,
+    request: Request | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
     try:
         title = HTTPStatus(status).phrase
     except ValueError:
         title = "Error"
-    body: dict[str, Any] = {"type": TYPE_BASE + _slug(status), "title": title, "status": status,
-                            "detail": detail}
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + _slug(status),
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
     if request is not None:
         body["instance"] = request.url.path
     body.update({k: v for k, v in extra.items() if v is not None})
@@ -156,8 +174,10 @@ def problem_response(status: int, detail: str, request: Request | None = None,
 def _detail(exc: BaseException, status: int) -> str:
     if isinstance(exc, RpcFailure):
         if exc.code is grpc.StatusCode.UNAVAILABLE:
-            return (f"the {exc.service} service is not reachable right now ({exc.details}); "
-                    "retry later, or start it (`loraforge stack up`)")
+            return (
+                f"the {exc.service} service is not reachable right now ({exc.details}); "
+                "retry later, or start it (`loraforge stack up`)"
+            )
         if exc.code is grpc.StatusCode.DEADLINE_EXCEEDED:
             return f"the {exc.service} service did not answer in time; retry the request"
         if status >= 500:
@@ -194,7 +214,11 @@ def install(app: FastAPI) -> None:
 
     async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [
-            {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")}
+            {
+                "loc": [str(p) for p in e.get("loc", ())],
+                "msg": e.get("msg", ""),
+                "type": e.get("type", ""),
+            }
             for e in exc.errors()
         ]
         detail = "; ".join(f"{'.'.join(p['loc'])}: {p['msg']}" for p in problems[:10])

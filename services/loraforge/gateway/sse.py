@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
+
 from loraforge.gateway.models import Job
 from loraforge.gateway.problems import RateLimited
 from loraforge.runtime.errors import NotFound
@@ -37,7 +38,9 @@ def _frame(event: str, job: StoredJob) -> str:
     return f"id: {job.revision}\nevent: {event}\ndata: {data}\n\n"
 
 
-async def job_events(g: Gateway, job: StoredJob, request: Request, max_s: float) -> AsyncIterator[str]:
+async def job_events(
+    g: Gateway, job: StoredJob, request: Request, max_s: float
+) -> AsyncIterator[str]:
     yield "retry: 2000\n\n"
     last_view: dict | None = None
     last_sent = time.monotonic()
@@ -84,7 +87,8 @@ class StreamSlots:
             raise RateLimited(
                 f"tenant {tenant} already has {held} progress streams open (the limit is "
                 f"{self.per_tenant}); close one, or use webhooks to follow many jobs",
-                retry_after_s=FULL_RETRY_AFTER_S)
+                retry_after_s=FULL_RETRY_AFTER_S,
+            )
         self.open[tenant] = held + 1
 
     def give(self, tenant: str) -> None:
@@ -95,9 +99,13 @@ class StreamSlots:
             self.open.pop(tenant, None)
 
 
-def stream(g: Gateway, tenant: str, job: StoredJob, request: Request, max_s: float) -> StreamingResponse:
+def stream(
+    g: Gateway, tenant: str, job: StoredJob, request: Request, max_s: float
+) -> StreamingResponse:
     """The job's SSE response, holding one of the tenant's stream slots while it runs."""
-    slots: StreamSlots = g.extra.setdefault("sse_slots", StreamSlots(g.config.sse_streams_per_tenant))
+    slots: StreamSlots = g.extra.setdefault(
+        "sse_slots", StreamSlots(g.config.sse_streams_per_tenant)
+    )
     slots.take(tenant)
 
     async def body() -> AsyncIterator[str]:
@@ -107,5 +115,8 @@ def stream(g: Gateway, tenant: str, job: StoredJob, request: Request, max_s: flo
         finally:
             slots.give(tenant)
 
-    return StreamingResponse(body(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        body(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -17,21 +17,23 @@ gateway's one registry (runtime/projects.py), which `GatewayState` is given.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
-from datetime import UTC, datetime
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
-from loraforge.runtime.errors import AlreadyExists, Conflict, NotFound
-from loraforge.runtime.events import open_key_value
-from loraforge.runtime.projects import ProjectRegistry
 from nats.js import JetStreamContext
 from nats.js.errors import (
     BadRequestError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
 )
+
+from loraforge.runtime.errors import AlreadyExists, Conflict, NotFound
+from loraforge.runtime.events import open_key_value
+from loraforge.runtime.projects import ProjectRegistry
 
 
 def now() -> datetime:
@@ -45,7 +47,9 @@ class GatewayState:
         self.registry = projects
 
     @classmethod
-    async def open(cls, js: JetStreamContext, bucket: str, projects: ProjectRegistry) -> GatewayState:
+    async def open(
+        cls, js: JetStreamContext, bucket: str, projects: ProjectRegistry
+    ) -> GatewayState:
         return cls(await open_key_value(js, bucket), bucket, projects)
 
     # -- generic -----------------------------------------------------------------------------
@@ -96,10 +100,17 @@ class GatewayState:
 
     async def add_key(self, digest: str, record: dict[str, Any]) -> None:
         await self._create(f"apikey.{digest}", record)
-        await self._create(f"keyid.{record['tenant']}.{record['key_id']}", {
-            "key_id": record["key_id"], "digest": digest, "name": record.get("name", ""),
-            "created_at": record["created_at"], "minted_by": record.get("minted_by"),
-            "last_used_at": None})
+        await self._create(
+            f"keyid.{record['tenant']}.{record['key_id']}",
+            {
+                "key_id": record["key_id"],
+                "digest": digest,
+                "name": record.get("name", ""),
+                "created_at": record["created_at"],
+                "minted_by": record.get("minted_by"),
+                "last_used_at": None,
+            },
+        )
 
     async def key_record(self, digest: str) -> dict[str, Any] | None:
         return await self._get(f"apikey.{digest}")
@@ -174,10 +185,17 @@ class GatewayState:
                 continue
             if await self._get(f"keyid.{record['tenant']}.{record['key_id']}") is None:
                 try:
-                    await self._create(f"keyid.{record['tenant']}.{record['key_id']}", {
-                        "key_id": record["key_id"], "digest": key.removeprefix("apikey."),
-                        "name": record.get("name", ""), "created_at": record["created_at"],
-                        "minted_by": record.get("minted_by"), "last_used_at": None})
+                    await self._create(
+                        f"keyid.{record['tenant']}.{record['key_id']}",
+                        {
+                            "key_id": record["key_id"],
+                            "digest": key.removeprefix("apikey."),
+                            "name": record.get("name", ""),
+                            "created_at": record["created_at"],
+                            "minted_by": record.get("minted_by"),
+                            "last_used_at": None,
+                        },
+                    )
                     made += 1
                 except AlreadyExists:
                     pass
@@ -204,8 +222,9 @@ class GatewayState:
             _, tenant, name = key.split(".", 2)
             if record is not None:
                 try:
-                    await self.registry.create(tenant, name, record.get("description", ""),
-                                               created_by="api")
+                    await self.registry.create(
+                        tenant, name, record.get("description", ""), created_by="api"
+                    )
                     moved += 1
                 except AlreadyExists:
                     pass
@@ -218,7 +237,9 @@ class GatewayState:
         await self._create(f"webhook.{tenant}.{project}.{record['id']}", record)
 
     async def webhooks(self, tenant: str, project: str) -> list[dict[str, Any]]:
-        return sorted(await self._values(f"webhook.{tenant}.{project}.*"), key=lambda w: w["created_at"])
+        return sorted(
+            await self._values(f"webhook.{tenant}.{project}.*"), key=lambda w: w["created_at"]
+        )
 
     async def webhook(self, tenant: str, project: str, hook_id: str) -> dict[str, Any]:
         if not hook_id.replace("-", "").isalnum():
@@ -235,8 +256,12 @@ class GatewayState:
 
     # -- webhook outboxes (see webhooks.py) ---------------------------------------------------
 
-    async def change(self, key: str, fn: Callable[[dict[str, Any] | None], dict[str, Any] | None],
-                     attempts: int = 50) -> dict[str, Any] | None:
+    async def change(
+        self,
+        key: str,
+        fn: Callable[[dict[str, Any] | None], dict[str, Any] | None],
+        attempts: int = 50,
+    ) -> dict[str, Any] | None:
         """Read-modify-write of one record against its revision (another replica or the
         event handler may change it meanwhile: then read again). `fn` returns the new value,
         or None to delete the record; the value written is returned."""
@@ -256,7 +281,9 @@ class GatewayState:
                     if revision == 0:
                         await self._kv.create(key, json.dumps(new, default=str).encode())
                     else:
-                        await self._kv.update(key, json.dumps(new, default=str).encode(), last=revision)
+                        await self._kv.update(
+                            key, json.dumps(new, default=str).encode(), last=revision
+                        )
                 else:
                     await self._kv.update(key, json.dumps(new, default=str).encode(), last=revision)
                 return new
@@ -276,10 +303,8 @@ class GatewayState:
         key = "secret.page-token"
         record = await self._get(key)
         if record is None:
-            try:
+            with contextlib.suppress(AlreadyExists):
                 await self._create(key, {"secret": secrets.token_hex(32)})
-            except AlreadyExists:
-                pass
             record = await self._get(key)
         assert record is not None
         return bytes.fromhex(record["secret"])

@@ -43,6 +43,7 @@ since registration (which checks too); redirects are never followed (a 3xx is a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -54,15 +55,16 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+
 from loraforge.gateway.models import JOB_KINDS
 from loraforge.gateway.sse import api_job
 from loraforge.gateway.state import GatewayState
-from loraforge.runtime.errors import LoraforgeError
 from loraforge.runtime.egress import EgressPolicy
+from loraforge.runtime.errors import LoraforgeError
 from loraforge.runtime.events import Delivery, Event, EventBus
 from loraforge.runtime.job_service import job_event_parts
 from loraforge.runtime.jobs import JobStore
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,9 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
-def verify(secret: str, timestamp: str, body: bytes, signature: str, tolerance_s: float = 300) -> bool:
+def verify(
+    secret: str, timestamp: str, body: bytes, signature: str, tolerance_s: float = 300
+) -> bool:
     """What a receiver does (and the tests do)."""
     if abs(time.time() - float(timestamp)) > tolerance_s:
         return False
@@ -105,11 +109,16 @@ CLAIM_TTL_S = 120.0
 SCAN_EVERY_S = 2.0
 
 
-def append_call(record: dict[str, Any] | None, call: dict[str, Any], backlog: int) -> dict[str, Any]:
+def append_call(
+    record: dict[str, Any] | None, call: dict[str, Any], backlog: int
+) -> dict[str, Any]:
     """The outbox `record` with `call` appended, under the backlog policy (see the module
     docstring): full -> drop the oldest progress call, else the oldest final one. A call
     already held (same event id: a redelivered event) is not added twice."""
-    out = {"items": list((record or {}).get("items", [])), "dropped": int((record or {}).get("dropped", 0))}
+    out = {
+        "items": list((record or {}).get("items", [])),
+        "dropped": int((record or {}).get("dropped", 0)),
+    }
     if any(i["event_id"] == call["event_id"] for i in out["items"]):
         return out
     out["items"].append(call)
@@ -119,8 +128,12 @@ def append_call(record: dict[str, Any] | None, call: dict[str, Any], backlog: in
         victim = next((i for i in out["items"] if not i["final"]), None) or out["items"][0]
         out["items"].remove(victim)
         out["dropped"] += 1
-        log.warning("webhook outbox full (%d calls): dropped %s call of event %s", backlog,
-                    "a final" if victim["final"] else "a progress", victim["event_id"])
+        log.warning(
+            "webhook outbox full (%d calls): dropped %s call of event %s",
+            backlog,
+            "a final" if victim["final"] else "a progress",
+            victim["event_id"],
+        )
     return out
 
 
@@ -165,10 +178,21 @@ class Breaker:
 
 
 class WebhookDispatcher:
-    def __init__(self, state: GatewayState, jobs: JobStore, *, timeout_s: float = 5.0,
-                 attempts: int = 5, backoff_s: float = 0.5, client: httpx.AsyncClient | None = None,
-                 egress: EgressPolicy | None = None, concurrency_per_tenant: int = 4,
-                 breaker_failures: int = 3, cooldown_s: float = 30.0, backlog: int = 100):
+    def __init__(
+        self,
+        state: GatewayState,
+        jobs: JobStore,
+        *,
+        timeout_s: float = 5.0,
+        attempts: int = 5,
+        backoff_s: float = 0.5,
+        client: httpx.AsyncClient | None = None,
+        egress: EgressPolicy | None = None,
+        concurrency_per_tenant: int = 4,
+        breaker_failures: int = 3,
+        cooldown_s: float = 30.0,
+        backlog: int = 100,
+    ):
         self._state = state
         self._egress = egress or EgressPolicy()  # no allow-list: public addresses only
         self._jobs = jobs
@@ -221,14 +245,23 @@ class WebhookDispatcher:
         if not isinstance(job_id, str):
             return
         hooks = await self._state.webhooks(event.tenant, event.project)
-        hooks = [h for h in hooks if h.get("job_id") in (None, job_id)
-                 and datetime.fromisoformat(h["created_at"]) <= event.time]
+        hooks = [
+            h
+            for h in hooks
+            if h.get("job_id") in (None, job_id)
+            and datetime.fromisoformat(h["created_at"]) <= event.time
+        ]
         if not hooks:
             return
         final = what in TERMINAL
         payload: dict[str, Any] = {
-            "event_id": event.id, "type": event.type, "time": event.time.isoformat(),
-            "project": event.project, "job_id": job_id, "kind": kind, "final": final,
+            "event_id": event.id,
+            "type": event.type,
+            "time": event.time.isoformat(),
+            "project": event.project,
+            "job_id": job_id,
+            "kind": kind,
+            "final": final,
             "state": "RUNNING" if not final else what.upper(),
             "progress": event.data.get("progress", 1.0 if what == "succeeded" else None),
             "message": event.data.get("message", ""),
@@ -243,7 +276,11 @@ class WebhookDispatcher:
                 pass
         for hook in hooks:
             key = f"outbox.{event.tenant}.{event.project}.{hook['id']}"
-            call = {"event_id": event.id, "final": final, "payload": {**payload, "webhook_id": hook["id"]}}
+            call = {
+                "event_id": event.id,
+                "final": final,
+                "payload": {**payload, "webhook_id": hook["id"]},
+            }
             drops = [0]
 
             def append(record: dict[str, Any] | None, c: dict[str, Any] = call) -> dict[str, Any]:
@@ -271,7 +308,7 @@ class WebhookDispatcher:
                     self._ensure_worker(key)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - NATS hiccup: look again next time
+            except Exception as exc:
                 log.warning("webhook outbox scan failed: %s", exc)
             await asyncio.sleep(SCAN_EVERY_S)
 
@@ -300,7 +337,7 @@ class WebhookDispatcher:
             await self._state.change("whclaim." + key.removeprefix("outbox."), drop)
         except (_Taken, LoraforgeError):
             pass
-        except Exception as exc:  # noqa: BLE001 - the lease expires anyway
+        except Exception as exc:
             log.debug("webhook claim of %s not released: %s", key, exc)
 
     async def _worker(self, key: str) -> None:
@@ -332,8 +369,13 @@ class WebhookDispatcher:
                     self.failed += 1
                     opened = breaker.failure(time.monotonic())
                     if opened:
-                        log.warning("webhook %s open after %d failed calls: holding %d calls for "
-                                    "%.0f s", hid, breaker.failures_to_open, len(record["items"]), opened)
+                        log.warning(
+                            "webhook %s open after %d failed calls: holding %d calls for %.0f s",
+                            hid,
+                            breaker.failures_to_open,
+                            len(record["items"]),
+                            opened,
+                        )
                     continue  # the same call again (after the cool-down when open)
                 if outcome == "ok":
                     breaker.success()
@@ -341,14 +383,12 @@ class WebhookDispatcher:
                     self.failed += 1
                 await self._state.change(key, lambda r, e=call["event_id"]: remove_call(r, e))
                 if call["final"] and hook.get("job_id"):
-                    try:
+                    with contextlib.suppress(LoraforgeError):
                         await self._state.delete_webhook(tenant, project, hid)
-                    except LoraforgeError:
-                        pass
                     return
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - NATS trouble: the scan restarts the worker
+        except Exception as exc:
             log.warning("webhook delivery of %s stopped: %s", key, exc)
         finally:
             if not self._closing:
@@ -378,26 +418,32 @@ class WebhookDispatcher:
             ts = str(int(time.time()))
             try:
                 target = await self._egress.aresolve(hook["url"])
-            except Exception as exc:  # noqa: BLE001 - refused targets are not retried
+            except Exception as exc:
                 raise _Refused(f"target refused: {exc}") from exc
             try:
                 client = self._client
                 if "sni_hostname" in target.extensions:
                     name = target.extensions["sni_hostname"]
                     if name not in self._tls_clients:
-                        self._tls_clients[name] = httpx.AsyncClient(timeout=self._timeout_s,
-                                                                    follow_redirects=False)
+                        self._tls_clients[name] = httpx.AsyncClient(
+                            timeout=self._timeout_s, follow_redirects=False
+                        )
                     client = self._tls_clients[name]
                 async with self._slots(tenant):
-                    resp = await client.post(target.url, content=body, extensions=target.extensions, headers={
-                        **target.headers,
-                        "Content-Type": "application/json",
-                        SIGNATURE_HEADER: sign(hook["secret"], ts, body),
-                        TIMESTAMP_HEADER: ts,
-                        "X-Loraforge-Event": payload["type"],
-                        "X-Loraforge-Delivery": f"{payload['event_id']}:{hook['id']}",
-                        "User-Agent": "loraforge-webhooks/1",
-                    })
+                    resp = await client.post(
+                        target.url,
+                        content=body,
+                        extensions=target.extensions,
+                        headers={
+                            **target.headers,
+                            "Content-Type": "application/json",
+                            SIGNATURE_HEADER: sign(hook["secret"], ts, body),
+                            TIMESTAMP_HEADER: ts,
+                            "X-Loraforge-Event": payload["type"],
+                            "X-Loraforge-Delivery": f"{payload['event_id']}:{hook['id']}",
+                            "User-Agent": "loraforge-webhooks/1",
+                        },
+                    )
             except httpx.HTTPError as exc:
                 raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
             if resp.status_code == 429 or resp.status_code >= 500:
@@ -405,7 +451,9 @@ class WebhookDispatcher:
             if resp.status_code >= 400:
                 raise _Refused(f"HTTP {resp.status_code}")
             if resp.status_code >= 300:
-                raise _Refused(f"HTTP {resp.status_code} redirect, not followed: register the final URL")
+                raise _Refused(
+                    f"HTTP {resp.status_code} redirect, not followed: register the final URL"
+                )
 
         try:
             async for attempt_ctx in AsyncRetrying(
@@ -417,11 +465,14 @@ class WebhookDispatcher:
                 with attempt_ctx:
                     await attempt()
         except _Retryable as exc:
-            log.warning("webhook %s to %s failed on %s: %s", hook["id"], hook["url"], payload["type"], exc)
+            log.warning(
+                "webhook %s to %s failed on %s: %s", hook["id"], hook["url"], payload["type"], exc
+            )
             return "retry"
-        except Exception as exc:  # noqa: BLE001 - log and drop; the job is unaffected
-            log.warning("webhook %s to %s gave up on %s: %s", hook["id"], hook["url"],
-                        payload["type"], exc)
+        except Exception as exc:
+            log.warning(
+                "webhook %s to %s gave up on %s: %s", hook["id"], hook["url"], payload["type"], exc
+            )
             return "refused"
         self.delivered += 1
         return "ok"

@@ -13,12 +13,24 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "process_source": "pipeline", "process_many": "pipeline",
-    "IngestOptions": "options", "ShotOptions": "options", "ClipOptions": "options", "CutOptions": "options",
-    "ArchiveLimits": "options", "MediaLimits": "options",
-    "SourceResult": "models", "FileOutcome": "models", "Clip": "models", "ClipPlan": "models", "Shot": "models",
-    "SkippedSegment": "models", "ProbeResult": "models",
-    "extract_zip": "archive", "sha256_file": "hashing", "fetch_url": "url",
+    "process_source": "pipeline",
+    "process_many": "pipeline",
+    "IngestOptions": "options",
+    "ShotOptions": "options",
+    "ClipOptions": "options",
+    "CutOptions": "options",
+    "ArchiveLimits": "options",
+    "MediaLimits": "options",
+    "SourceResult": "models",
+    "FileOutcome": "models",
+    "Clip": "models",
+    "ClipPlan": "models",
+    "Shot": "models",
+    "SkippedSegment": "models",
+    "ProbeResult": "models",
+    "extract_zip": "archive",
+    "sha256_file": "hashing",
+    "fetch_url": "url",
     "MediaTools": "tools",
 }
 

@@ -22,7 +22,9 @@ _DRIVE = re.compile(r"^[a-zA-Z]:")
 def _is_junk(name: str) -> bool:
     """macOS resource forks and Finder/Explorer litter: never media, often not even valid files."""
     parts = PurePosixPath(name).parts
-    return any(p == "__MACOSX" or p.startswith("._") or p in (".DS_Store", "Thumbs.db") for p in parts)
+    return any(
+        p == "__MACOSX" or p.startswith("._") or p in (".DS_Store", "Thumbs.db") for p in parts
+    )
 
 
 def _safe_relpath(archive: str, info: zipfile.ZipInfo) -> PurePosixPath:
@@ -30,18 +32,24 @@ def _safe_relpath(archive: str, info: zipfile.ZipInfo) -> PurePosixPath:
     # Zips made on Windows may use backslashes; treat them as separators so "..\\x" is caught too.
     norm = name.replace("\\", "/")
     if norm.startswith("/") or _DRIVE.match(norm):
-        raise UnsafeArchive(f"{archive}: entry {name!r} has an absolute path; "
-                            f"re-create the zip with relative paths (e.g. zip -r out.zip folder/)")
+        raise UnsafeArchive(
+            f"{archive}: entry {name!r} has an absolute path; "
+            f"re-create the zip with relative paths (e.g. zip -r out.zip folder/)"
+        )
     parts = [p for p in norm.split("/") if p not in ("", ".")]
     if any(p == ".." for p in parts):
-        raise UnsafeArchive(f"{archive}: entry {name!r} points outside the archive folder ('..'); "
-                            f"re-create the zip from the folder itself")
+        raise UnsafeArchive(
+            f"{archive}: entry {name!r} points outside the archive folder ('..'); "
+            f"re-create the zip from the folder itself"
+        )
     if "\x00" in norm:
         raise UnsafeArchive(f"{archive}: entry {name!r} contains a NUL byte; re-create the zip")
     mode = info.external_attr >> 16
     if stat.S_ISLNK(mode):
-        raise UnsafeArchive(f"{archive}: entry {name!r} is a symbolic link, which is not allowed; "
-                            f"zip the files themselves (zip without --symlinks)")
+        raise UnsafeArchive(
+            f"{archive}: entry {name!r} is a symbolic link, which is not allowed; "
+            f"zip the files themselves (zip without --symlinks)"
+        )
     return PurePosixPath(*parts) if parts else PurePosixPath(".")
 
 
@@ -58,13 +66,17 @@ def extract_zip(path: Path, dest: Path, limits: ArchiveLimits | None = None) -> 
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise CorruptArchive(f"{name}: the zip cannot be read ({exc}); upload it again or re-create it") from exc
+        raise CorruptArchive(
+            f"{name}: the zip cannot be read ({exc}); upload it again or re-create it"
+        ) from exc
 
     with zf:
         infos = zf.infolist()
         if len(infos) > limits.max_entries:
-            raise ArchiveTooLarge(f"{name}: the zip has {len(infos)} entries, more than the limit of "
-                                  f"{limits.max_entries}; split it into several zips")
+            raise ArchiveTooLarge(
+                f"{name}: the zip has {len(infos)} entries, more than the limit of "
+                f"{limits.max_entries}; split it into several zips"
+            )
         # Validate every name before writing anything.
         planned: list[tuple[zipfile.ZipInfo, PurePosixPath]] = []
         declared = 0
@@ -87,8 +99,10 @@ def extract_zip(path: Path, dest: Path, limits: ArchiveLimits | None = None) -> 
                 target = (root / rel).resolve()
                 # Belt and braces: the name checks above should make this impossible.
                 if root != target and root not in target.parents:
-                    raise UnsafeArchive(f"{name}: entry {info.filename!r} resolves outside the extraction folder; "
-                                        f"re-create the zip with relative paths")
+                    raise UnsafeArchive(
+                        f"{name}: entry {info.filename!r} resolves outside the extraction folder; "
+                        f"re-create the zip with relative paths"
+                    )
                 target.parent.mkdir(parents=True, exist_ok=True)
                 current[:] = [target]
                 entry_bytes = 0
@@ -102,19 +116,24 @@ def extract_zip(path: Path, dest: Path, limits: ArchiveLimits | None = None) -> 
                         if entry_bytes > budget_ratio and entry_bytes > 16 * _CHUNK:
                             raise ArchiveTooLarge(
                                 f"{name}: entry {info.filename!r} expands more than {limits.max_ratio:.0f}x "
-                                f"(a zip bomb?); upload the files without such compression")
+                                f"(a zip bomb?); upload the files without such compression"
+                            )
                         out.write(chunk)
                 written_paths.append(target)
                 current.clear()
         except FileExistsError as exc:
             current.clear()  # it existed before: not ours to delete
             _cleanup(written_paths)
-            raise UnsafeArchive(f"{name}: the zip contains {Path(exc.filename).name!r} twice; "
-                                f"rename one of the duplicates and re-create the zip") from exc
+            raise UnsafeArchive(
+                f"{name}: the zip contains {Path(exc.filename).name!r} twice; "
+                f"rename one of the duplicates and re-create the zip"
+            ) from exc
         except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, NotImplementedError) as exc:
             _cleanup(written_paths + current)
-            raise CorruptArchive(f"{name}: an entry cannot be extracted ({exc}); re-create the zip "
-                                 f"with standard (deflate) compression") from exc
+            raise CorruptArchive(
+                f"{name}: an entry cannot be extracted ({exc}); re-create the zip "
+                f"with standard (deflate) compression"
+            ) from exc
         except BaseException:
             _cleanup(written_paths + current)
             raise
@@ -129,6 +148,7 @@ def _cleanup(paths: list[Path]) -> None:
 def _too_large(name: str, size: int, limits: ArchiveLimits, partial: bool = False) -> str:
     what = "expands past" if partial else "would expand to"
     amount = "" if partial else f" {size / 1e6:.1f} MB,"
-    return (f"{name}: the zip {what}{amount} more than the limit of {limits.max_total_bytes / 1e6:.1f} MB; "
-            f"split it into smaller zips or upload the files directly")
-
+    return (
+        f"{name}: the zip {what}{amount} more than the limit of {limits.max_total_bytes / 1e6:.1f} MB; "
+        f"split it into smaller zips or upload the files directly"
+    )

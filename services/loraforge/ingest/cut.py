@@ -9,6 +9,7 @@ second decode per clip and guarantees they are frames of the encoded clip.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -57,8 +58,16 @@ def proxy_frames(frames: int) -> list[int]:
     return sorted(set(samples) | set(nexts))
 
 
-def _command(src: Path, job: _Job, size: tuple[int, int], fps: float, opts: CutOptions,
-             tools: MediaTools, keyframe_pattern: str, raw_out: Path | None = None) -> list[str]:
+def _command(
+    src: Path,
+    job: _Job,
+    size: tuple[int, int],
+    fps: float,
+    opts: CutOptions,
+    tools: MediaTools,
+    keyframe_pattern: str,
+    raw_out: Path | None = None,
+) -> list[str]:
     plan = job.plan
     w, h = size
     picks = "+".join(f"eq(n\\,{i})" for i in keyframe_indices(plan.out_frames))
@@ -66,10 +75,12 @@ def _command(src: Path, job: _Job, size: tuple[int, int], fps: float, opts: CutO
     # here are display dimensions and the output carries no rotation flag.
     # Formats are set per branch after the split: a shared format would let the JPEG branch
     # negotiate full-range (yuvj420p) for the video branch too.
-    graph = (f"[0:v:0]fps={fps:.6g},scale={w}:{h},setsar=1,split={3 if raw_out else 2}[e][kf]"
-             f"{'[an]' if raw_out else ''};"
-             f"[e]scale=out_range=tv,format=yuv420p[enc];"
-             f"[kf]select='{picks}',scale=out_range=pc,format=yuvj420p[kfo]")
+    graph = (
+        f"[0:v:0]fps={fps:.6g},scale={w}:{h},setsar=1,split={3 if raw_out else 2}[e][kf]"
+        f"{'[an]' if raw_out else ''};"
+        f"[e]scale=out_range=tv,format=yuv420p[enc];"
+        f"[kf]select='{picks}',scale=out_range=pc,format=yuvj420p[kfo]"
+    )
     if raw_out is not None:
         # The analysis proxy's frames, from the same graph: raw BGR at analysis size, packed by
         # proxy.write_proxy after the process ends (no image encoding inside ffmpeg).
@@ -80,12 +91,38 @@ def _command(src: Path, job: _Job, size: tuple[int, int], fps: float, opts: CutO
         # would then be encoded from a BGR->YUV round trip (a different clip).
         flags = ":flags=area" if (aw, ah) != (w, h) else ""
         graph += f";[an]select='{an_picks}',scale={aw}:{ah}{flags},format=bgr24[ano]"
-    args = [tools.ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-progress", "pipe:1",
-            "-ss", f"{plan.start:.6f}", "-t", f"{plan.end - plan.start:.6f}", "-i", str(src),
-            "-filter_complex", graph,
-            "-map", "[enc]", "-frames:v", str(plan.out_frames),
-            "-c:v", "libx264", "-preset", opts.preset, "-crf", str(opts.crf), "-pix_fmt", "yuv420p",
-            "-movflags", "+faststart"]
+    args = [
+        tools.ffmpeg,
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-progress",
+        "pipe:1",
+        "-ss",
+        f"{plan.start:.6f}",
+        "-t",
+        f"{plan.end - plan.start:.6f}",
+        "-i",
+        str(src),
+        "-filter_complex",
+        graph,
+        "-map",
+        "[enc]",
+        "-frames:v",
+        str(plan.out_frames),
+        "-c:v",
+        "libx264",
+        "-preset",
+        opts.preset,
+        "-crf",
+        str(opts.crf),
+        "-pix_fmt",
+        "yuv420p",
+        "-movflags",
+        "+faststart",
+    ]
     if opts.keep_audio:
         args += ["-map", "0:a:0?", "-c:a", "aac", "-b:a", "128k", "-shortest"]
     else:
@@ -95,14 +132,31 @@ def _command(src: Path, job: _Job, size: tuple[int, int], fps: float, opts: CutO
     args += ["-q:v", "2"] if opts.keyframe_format == "jpg" else []
     args += [keyframe_pattern]
     if raw_out is not None:
-        args += ["-map", "[ano]", "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "bgr24",
-                 str(raw_out)]
+        args += [
+            "-map",
+            "[ano]",
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "bgr24",
+            str(raw_out),
+        ]
     return args
 
 
-def cut_clips(src: Path, probe: ProbeResult, plans: Sequence[ClipPlan], outdir: Path, opts: CutOptions,
-              tools: MediaTools, stem: str = "clip", progress: Callable[[float], None] | None = None,
-              cancel_check: Callable[[], bool] | None = None) -> tuple[list[Clip], list[SkippedSegment]]:
+def cut_clips(
+    src: Path,
+    probe: ProbeResult,
+    plans: Sequence[ClipPlan],
+    outdir: Path,
+    opts: CutOptions,
+    tools: MediaTools,
+    stem: str = "clip",
+    progress: Callable[[float], None] | None = None,
+    cancel_check: Callable[[], bool] | None = None,
+) -> tuple[list[Clip], list[SkippedSegment]]:
     outdir.mkdir(parents=True, exist_ok=True)
     default_fps = opts.fps or probe.fps
     size = output_size(probe, opts.max_long_side)
@@ -118,13 +172,19 @@ def cut_clips(src: Path, probe: ProbeResult, plans: Sequence[ClipPlan], outdir: 
         pattern = str(outdir / f"{job.out.stem}_kf%d.{ext}")
         fps = job.plan.fps or default_fps  # plan_clips' rate: never above the source's own
         raw = outdir / f"{job.out.stem}_analysis.raw" if opts.analysis_proxy else None
-        proc = run(_command(src, job, size, fps, opts, tools, pattern, raw), timeout=_ENCODE_TIMEOUT)
+        proc = run(
+            _command(src, job, size, fps, opts, tools, pattern, raw), timeout=_ENCODE_TIMEOUT
+        )
         if proc.returncode != 0 or not job.out.is_file():
             job.out.unlink(missing_ok=True)
             if raw is not None:
                 raw.unlink(missing_ok=True)
-            return SkippedSegment(job.plan.shot_index, job.plan.start, job.plan.end,
-                                  f"encode failed: {tail(proc.stderr, 3)[:300]}")
+            return SkippedSegment(
+                job.plan.shot_index,
+                job.plan.start,
+                job.plan.end,
+                f"encode failed: {tail(proc.stderr, 3)[:300]}",
+            )
         frames = _frames_written(proc.stdout) or job.plan.out_frames
         analysis = _pack_proxy(raw, job, size, frames, fps) if raw is not None else None
         keyframes = []
@@ -139,11 +199,21 @@ def cut_clips(src: Path, probe: ProbeResult, plans: Sequence[ClipPlan], outdir: 
         done += 1
         if progress is not None:
             progress(done / max(1, len(jobs)))
-        return Clip(path=job.out, shot_index=job.plan.shot_index, source_start=job.plan.start,
-                    source_end=job.plan.end, source_start_frame=job.plan.start_frame,
-                    source_end_frame=job.plan.end_frame, frames=frames, fps=float(fps), width=size[0],
-                    height=size[1], keyframes=tuple(keyframes), sha256=sha256_file(job.out),
-                    analysis=analysis)
+        return Clip(
+            path=job.out,
+            shot_index=job.plan.shot_index,
+            source_start=job.plan.start,
+            source_end=job.plan.end,
+            source_start_frame=job.plan.start_frame,
+            source_end_frame=job.plan.end_frame,
+            frames=frames,
+            fps=float(fps),
+            width=size[0],
+            height=size[1],
+            keyframes=tuple(keyframes),
+            sha256=sha256_file(job.out),
+            analysis=analysis,
+        )
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(one, jobs))
@@ -152,16 +222,26 @@ def cut_clips(src: Path, probe: ProbeResult, plans: Sequence[ClipPlan], outdir: 
     return clips, failed
 
 
-def _pack_proxy(raw: Path, job: _Job, size: tuple[int, int], frames: int, fps: float) -> Path | None:
+def _pack_proxy(
+    raw: Path, job: _Job, size: tuple[int, int], frames: int, fps: float
+) -> Path | None:
     """The raw frames ffmpeg wrote -> the clip's analysis proxy; None (curation then decodes the
     clip) when they do not cover the clip as it came out, e.g. fewer frames than planned."""
     try:
-        got = proxy.read_raw_frames(raw, proxy.analysis_size(*size), proxy_frames(job.plan.out_frames))
+        got = proxy.read_raw_frames(
+            raw, proxy.analysis_size(*size), proxy_frames(job.plan.out_frames)
+        )
         samples, _ = proxy.wanted(frames)
         if not set(samples) <= set(got):
             return None
-        return proxy.write_proxy(job.out.with_name(f"{job.out.stem}_analysis.zip"), got,
-                                 frame_count=frames, fps=float(fps), width=size[0], height=size[1])
+        return proxy.write_proxy(
+            job.out.with_name(f"{job.out.stem}_analysis.zip"),
+            got,
+            frame_count=frames,
+            fps=float(fps),
+            width=size[0],
+            height=size[1],
+        )
     except (OSError, ValueError) as exc:
         log.warning("%s: no analysis proxy (%s); curation will decode the clip", job.out.name, exc)
         return None
@@ -182,9 +262,6 @@ def _frames_written(progress_out: bytes) -> int | None:
     value = None
     for line in progress_out.decode("ascii", "replace").splitlines():
         if line.startswith("frame="):
-            try:
+            with contextlib.suppress(ValueError):
                 value = int(line[6:])
-            except ValueError:
-                pass
     return value if value and value > 0 else None
-

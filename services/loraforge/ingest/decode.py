@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+
 from loraforge.ingest.models import ProbeResult
 from loraforge.ingest.tools import MediaTools
 from loraforge.runtime.errors import Cancelled
@@ -38,8 +39,14 @@ class LowResDecode:
     ``errors`` the decoder's complaints (empty for a clean file).
     """
 
-    def __init__(self, path: Path, probe: ProbeResult, width: int, tools: MediaTools,
-                 cancel_check: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        probe: ProbeResult,
+        width: int,
+        tools: MediaTools,
+        cancel_check: Callable[[], bool] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.size = analysis_size(probe, width)
         self.tools = tools
@@ -52,15 +59,34 @@ class LowResDecode:
     def __iter__(self) -> Iterator[np.ndarray]:
         w, h = self.size
         args = [
-            self.tools.ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "info",
-            "-i", str(self.path), "-map", "0:v:0", "-an", "-sn", "-dn",
+            self.tools.ffmpeg,
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "info",
+            "-i",
+            str(self.path),
+            "-map",
+            "0:v:0",
+            "-an",
+            "-sn",
+            "-dn",
             # area scaling averages pixels like cv2.INTER_AREA; showinfo logs each frame's pts.
-            "-vf", f"scale={w}:{h}:flags=area,showinfo",
+            "-vf",
+            f"scale={w}:{h}:flags=area,showinfo",
             # passthrough: the rawvideo muxer would otherwise duplicate/drop frames to a constant
             # rate, and pipe frames would no longer match showinfo's timestamps.
-            "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "bgr24", "pipe:1",
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "bgr24",
+            "pipe:1",
         ]
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         errors: deque[str] = deque(maxlen=20)
         reader = threading.Thread(target=self._read_stderr, args=(proc.stderr, errors), daemon=True)
         reader.start()
@@ -90,6 +116,12 @@ class LowResDecode:
             m = _SHOWINFO.search(line)
             if m:
                 self.pts.append(float(m.group(3)))
-            elif b"rror" in line or b"nvalid" in line or b"runcat" in line or b"corrupt" in line or b"partial file" in line:
+            elif (
+                b"rror" in line
+                or b"nvalid" in line
+                or b"runcat" in line
+                or b"corrupt" in line
+                or b"partial file" in line
+            ):
                 errors.append(line.decode("utf-8", "replace").strip())
         stream.close()

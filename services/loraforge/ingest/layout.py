@@ -48,8 +48,8 @@ def sha_of_original_key(ref: ProjectRef, key: str) -> str | None:
     prefix = originals_prefix(ref)
     if not key.startswith(prefix):
         return None
-    stem = key[len(prefix):].split(".", 1)[0]
-    return stem if _SHA256.match(stem) and "/" not in key[len(prefix):] else None
+    stem = key[len(prefix) :].split(".", 1)[0]
+    return stem if _SHA256.match(stem) and "/" not in key[len(prefix) :] else None
 
 
 def find_original(store: ObjectStore, ref: ProjectRef, sha256: str) -> str | None:
@@ -92,7 +92,8 @@ def check_source(ref: ProjectRef, source: str) -> str:
         raise ForeignSource(
             f"{source!r} is not an object key of {ref.tenant}/{ref.project}: sources must be keys "
             f"in the raw bucket under '{ref.prefix}' (upload local files first, e.g. with "
-            "`loraforge ingest PATH`) or http(s) URLs")
+            "`loraforge ingest PATH`) or http(s) URLs"
+        )
     return key
 
 

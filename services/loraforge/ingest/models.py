@@ -36,19 +36,19 @@ class _Dictable:
 @dataclass(frozen=True)
 class ProbeResult(_Dictable):
     path: Path
-    container: str          # demuxer name, e.g. "mov,mp4,m4a,3gp,3g2,mj2" or "matroska,webm"
-    codec: str              # video codec, e.g. "h264"
-    width: int              # as displayed, i.e. after rotation and pixel aspect
+    container: str  # demuxer name, e.g. "mov,mp4,m4a,3gp,3g2,mj2" or "matroska,webm"
+    codec: str  # video codec, e.g. "h264"
+    width: int  # as displayed, i.e. after rotation and pixel aspect
     height: int
-    coded_width: int        # as stored in the stream
+    coded_width: int  # as stored in the stream
     coded_height: int
-    rotation: int           # clockwise degrees the player turns the picture: 0, 90, 180, 270
-    fps: float              # average frame rate
+    rotation: int  # clockwise degrees the player turns the picture: 0, 90, 180, 270
+    fps: float  # average frame rate
     variable_frame_rate: bool
-    duration: float         # seconds
-    frame_count: int        # exact when the container or a decode pass says so, else estimated
+    duration: float  # seconds
+    frame_count: int  # exact when the container or a decode pass says so, else estimated
     frame_count_exact: bool
-    bitrate: int | None     # bits per second, whole file
+    bitrate: int | None  # bits per second, whole file
     has_audio: bool
     pixel_format: str | None = None
     sample_aspect_ratio: float = 1.0
@@ -59,8 +59,8 @@ class ProbeResult(_Dictable):
 class Shot(_Dictable):
     index: int
     start_frame: int  # inclusive, in decoded source frames
-    end_frame: int    # exclusive
-    start: float      # seconds
+    end_frame: int  # exclusive
+    start: float  # seconds
     end: float
     # Why this shot ends: "cut", "fade" (black span follows) or "end" (end of video).
     ends_with: str = "cut"
@@ -71,10 +71,10 @@ class Shot(_Dictable):
 class ClipPlan(_Dictable):
     shot_index: int
     start_frame: int
-    end_frame: int    # exclusive
-    start: float      # seconds in the source: cut window [start, end)
+    end_frame: int  # exclusive
+    start: float  # seconds in the source: cut window [start, end)
     end: float
-    out_frames: int   # frames the encoded clip will have
+    out_frames: int  # frames the encoded clip will have
     # Output rate of this clip: the target rate, or the source's own rate where the source is
     # slower (frames are dropped to reach a lower rate, never duplicated to reach a higher one).
     fps: float = 0.0
@@ -96,7 +96,7 @@ class SkippedSegment(_Dictable):
 class Clip(_Dictable):
     path: Path
     shot_index: int
-    source_start: float   # seconds
+    source_start: float  # seconds
     source_end: float
     source_start_frame: int
     source_end_frame: int  # exclusive
@@ -117,8 +117,8 @@ class Clip(_Dictable):
 class SourceResult(_Dictable):
     source: Path
     sha256: str
-    kind: str                     # "video" or "photo"
-    format: str                   # sniffed container/image format
+    kind: str  # "video" or "photo"
+    format: str  # sniffed container/image format
     probe: ProbeResult | None
     shots: tuple[Shot, ...] = ()
     clips: tuple[Clip, ...] = ()

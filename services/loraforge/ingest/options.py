@@ -52,13 +52,24 @@ class ShotOptions:
     fade_ramp_ratio: float = 0.85
 
     def __post_init__(self) -> None:
-        _check(self.detector in ("adaptive", "content"),
-               f"shot detector {self.detector!r} is unknown; use 'adaptive' or 'content'")
-        _check(self.adaptive_threshold > 0, "adaptive_threshold must be > 0; PySceneDetect's default is 3.0")
-        _check(self.content_threshold > 0, "content_threshold must be > 0; PySceneDetect's default is 27.0")
+        _check(
+            self.detector in ("adaptive", "content"),
+            f"shot detector {self.detector!r} is unknown; use 'adaptive' or 'content'",
+        )
+        _check(
+            self.adaptive_threshold > 0,
+            "adaptive_threshold must be > 0; PySceneDetect's default is 3.0",
+        )
+        _check(
+            self.content_threshold > 0,
+            "content_threshold must be > 0; PySceneDetect's default is 27.0",
+        )
         _check(self.window_width >= 1, "window_width must be >= 1 frame; the default is 2")
         _check(self.min_shot_frames >= 1, "min_shot_frames must be >= 1")
-        _check(32 <= self.analysis_width <= 1920, "analysis_width must be between 32 and 1920 px; 256 is the default")
+        _check(
+            32 <= self.analysis_width <= 1920,
+            "analysis_width must be between 32 and 1920 px; 256 is the default",
+        )
         _check(0 <= self.black_threshold < 255, "black_threshold must be a luma value in [0, 255)")
         _check(0 < self.fade_ramp_ratio <= 1, "fade_ramp_ratio must be in (0, 1]")
 
@@ -78,11 +89,15 @@ class ClipOptions:
 
     def __post_init__(self) -> None:
         _check(self.min_seconds > 0, "min_seconds must be > 0")
-        _check(self.max_seconds >= self.min_seconds,
-               f"max_seconds ({self.max_seconds}) is below min_seconds ({self.min_seconds}); raise max or lower min")
-        _check(self.min_seconds <= self.target_seconds <= self.max_seconds,
-               f"target_seconds ({self.target_seconds}) must lie between min_seconds ({self.min_seconds}) "
-               f"and max_seconds ({self.max_seconds})")
+        _check(
+            self.max_seconds >= self.min_seconds,
+            f"max_seconds ({self.max_seconds}) is below min_seconds ({self.min_seconds}); raise max or lower min",
+        )
+        _check(
+            self.min_seconds <= self.target_seconds <= self.max_seconds,
+            f"target_seconds ({self.target_seconds}) must lie between min_seconds ({self.min_seconds}) "
+            f"and max_seconds ({self.max_seconds})",
+        )
         _check(0 <= self.trim_frames <= 30, "trim_frames must be between 0 and 30")
 
     @classmethod
@@ -90,7 +105,9 @@ class ClipOptions:
         """Defaults matching a target model's clip length limit."""
         limits = {"wan2.2": (3.0, 4.0, 5.0), "wan2.5": (3.0, 5.0, 10.0)}
         if model not in limits:
-            raise InvalidOptions(f"no clip preset for model {model!r}; known: {', '.join(sorted(limits))}")
+            raise InvalidOptions(
+                f"no clip preset for model {model!r}; known: {', '.join(sorted(limits))}"
+            )
         lo, target, hi = limits[model]
         values = {"min_seconds": lo, "target_seconds": target, "max_seconds": hi, **overrides}
         return cls(**values)  # type: ignore[arg-type]
@@ -116,15 +133,31 @@ class CutOptions:
     analysis_proxy: bool = True
 
     def __post_init__(self) -> None:
-        _check(self.fps is None or (0 < self.fps <= 120), "fps must be in (0, 120] or None to keep the source rate")
-        _check(self.max_long_side is None or self.max_long_side >= 16, "max_long_side must be >= 16 px or None")
+        _check(
+            self.fps is None or (0 < self.fps <= 120),
+            "fps must be in (0, 120] or None to keep the source rate",
+        )
+        _check(
+            self.max_long_side is None or self.max_long_side >= 16,
+            "max_long_side must be >= 16 px or None",
+        )
         _check(0 <= self.crf <= 51, "crf must be between 0 and 51")
         _check(self.preset in _X264_PRESETS, f"preset must be one of {', '.join(_X264_PRESETS)}")
         _check(self.keyframe_format in ("jpg", "png"), "keyframe_format must be 'jpg' or 'png'")
         _check(self.workers >= 0, "workers must be >= 0 (0 = automatic)")
 
 
-_X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+_X264_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+)
 
 
 @dataclass(frozen=True)
@@ -158,8 +191,10 @@ class MediaLimits:
     def __post_init__(self) -> None:
         _check(1 <= self.min_side <= self.max_side, "min_side must be >= 1 and <= max_side")
         _check(self.max_pixels >= self.min_side**2, "max_pixels is below min_side squared")
-        _check(self.max_duration_seconds > 0 and math.isfinite(self.max_duration_seconds),
-               "max_duration_seconds must be a positive number")
+        _check(
+            self.max_duration_seconds > 0 and math.isfinite(self.max_duration_seconds),
+            "max_duration_seconds must be a positive number",
+        )
 
 
 @dataclass(frozen=True)
@@ -175,5 +210,7 @@ class IngestOptions:
 
     def __post_init__(self) -> None:
         _check(self.photo_format in ("jpg", "png"), "photo_format must be 'jpg' or 'png'")
-        _check(self.photo_max_long_side is None or self.photo_max_long_side >= 16,
-               "photo_max_long_side must be >= 16 px or None")
+        _check(
+            self.photo_max_long_side is None or self.photo_max_long_side >= 16,
+            "photo_max_long_side must be >= 16 px or None",
+        )

@@ -10,9 +10,10 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image, ImageOps, UnidentifiedImageError
+
 from loraforge.ingest.errors import CorruptMedia, UnsupportedFormat, VideoTooLarge, VideoTooSmall
 from loraforge.ingest.options import ImageFormat, MediaLimits
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 _PIL_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp"}
 
@@ -22,12 +23,17 @@ class PhotoResult:
     path: Path
     width: int
     height: int
-    format: str          # source format
+    format: str  # source format
     exif_orientation: int  # 1 = upright; 6 = needed 90 deg clockwise, ...
 
 
-def normalize_photo(src: Path, dest_stem: Path, fmt: ImageFormat = "png", max_long_side: int | None = None,
-                    limits: MediaLimits | None = None) -> PhotoResult:
+def normalize_photo(
+    src: Path,
+    dest_stem: Path,
+    fmt: ImageFormat = "png",
+    max_long_side: int | None = None,
+    limits: MediaLimits | None = None,
+) -> PhotoResult:
     limits = limits or MediaLimits()
     name = Path(src).name
     try:
@@ -36,27 +42,39 @@ def normalize_photo(src: Path, dest_stem: Path, fmt: ImageFormat = "png", max_lo
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(src)
     except UnidentifiedImageError as exc:
-        raise UnsupportedFormat(f"{name}: the image cannot be decoded; save it as JPEG or PNG and upload again") from exc
+        raise UnsupportedFormat(
+            f"{name}: the image cannot be decoded; save it as JPEG or PNG and upload again"
+        ) from exc
     except Image.DecompressionBombError as exc:
-        raise VideoTooLarge(f"{name}: the image is too large to decode safely; downscale it and upload again") from exc
+        raise VideoTooLarge(
+            f"{name}: the image is too large to decode safely; downscale it and upload again"
+        ) from exc
     with im:
         kind = _PIL_FORMATS.get(im.format or "")
         if kind is None:
-            raise UnsupportedFormat(f"{name}: {im.format} images are not supported; convert to JPEG or PNG")
+            raise UnsupportedFormat(
+                f"{name}: {im.format} images are not supported; convert to JPEG or PNG"
+            )
         w, h = im.size
         # Header size check before decoding any pixels.
         if w * h > limits.photo_max_pixels:
-            raise VideoTooLarge(f"{name}: the photo is {w}x{h} ({w * h / 1e6:.0f} MP), above the limit of "
-                                f"{limits.photo_max_pixels / 1e6:.0f} MP; downscale it and upload again")
+            raise VideoTooLarge(
+                f"{name}: the photo is {w}x{h} ({w * h / 1e6:.0f} MP), above the limit of "
+                f"{limits.photo_max_pixels / 1e6:.0f} MP; downscale it and upload again"
+            )
         if min(w, h) < limits.min_side:
-            raise VideoTooSmall(f"{name}: the photo is {w}x{h} px, below the minimum of {limits.min_side} px per "
-                                f"side; upload the original, full-size photo")
+            raise VideoTooSmall(
+                f"{name}: the photo is {w}x{h} px, below the minimum of {limits.min_side} px per "
+                f"side; upload the original, full-size photo"
+            )
         orientation = int(im.getexif().get(0x0112, 1) or 1)
         try:
             im.load()
             upright = ImageOps.exif_transpose(im)
         except (OSError, SyntaxError, ValueError) as exc:
-            raise CorruptMedia(f"{name}: the image data is damaged or truncated ({exc}); upload it again") from exc
+            raise CorruptMedia(
+                f"{name}: the image data is damaged or truncated ({exc}); upload it again"
+            ) from exc
         upright = _to_rgb(upright)
         if max_long_side and max(upright.size) > max_long_side:
             upright.thumbnail((max_long_side, max_long_side), Image.Resampling.LANCZOS)
@@ -66,8 +84,13 @@ def normalize_photo(src: Path, dest_stem: Path, fmt: ImageFormat = "png", max_lo
             upright.save(out, "JPEG", quality=95, subsampling=0)
         else:
             upright.save(out, "PNG", compress_level=1)  # speed over size: this is a work file
-        return PhotoResult(path=out, width=upright.width, height=upright.height, format=kind,
-                           exif_orientation=orientation)
+        return PhotoResult(
+            path=out,
+            width=upright.width,
+            height=upright.height,
+            format=kind,
+            exif_orientation=orientation,
+        )
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:

@@ -46,9 +46,14 @@ _DETECT_SPAN = (0.05, 0.5)
 _CUT_SPAN = (0.5, 1.0)
 
 
-def process_source(path: Path | str, options: IngestOptions | None = None, workdir: Path | str = ".",
-                   progress_cb: ProgressCb | None = None, cancel_check: CancelCheck | None = None,
-                   tools: MediaTools | None = None) -> SourceResult:
+def process_source(
+    path: Path | str,
+    options: IngestOptions | None = None,
+    workdir: Path | str = ".",
+    progress_cb: ProgressCb | None = None,
+    cancel_check: CancelCheck | None = None,
+    tools: MediaTools | None = None,
+) -> SourceResult:
     """Turn one video or photo into training items under ``workdir``.
 
     Raises an ``IngestError`` (an ``InvalidInput``) for unusable input and ``Cancelled`` when
@@ -64,40 +69,79 @@ def process_source(path: Path | str, options: IngestOptions | None = None, workd
 
     sniffed = sniff(path)
     if sniffed.kind is MediaKind.ARCHIVE:
-        raise UnsupportedFormat(f"{path.name}: a zip archive cannot be processed as one source; "
-                                f"submit it as a batch so each file inside is processed")
+        raise UnsupportedFormat(
+            f"{path.name}: a zip archive cannot be processed as one source; "
+            f"submit it as a batch so each file inside is processed"
+        )
     if path.stat().st_size > options.limits.max_file_bytes:
-        raise FileTooLarge(f"{path.name}: the file is larger than {options.limits.max_file_bytes / 1e9:.0f} GB; "
-                          f"upload a shorter or more compressed version")
+        raise FileTooLarge(
+            f"{path.name}: the file is larger than {options.limits.max_file_bytes / 1e9:.0f} GB; "
+            f"upload a shorter or more compressed version"
+        )
     digest = sha256_file(path)
     workdir.mkdir(parents=True, exist_ok=True)
 
     if sniffed.kind is MediaKind.PHOTO:
-        photo = normalize_photo(path, workdir / "photo", options.photo_format, options.photo_max_long_side,
-                                options.limits)
-        item = Clip(path=photo.path, shot_index=0, source_start=0.0, source_end=0.0, source_start_frame=0,
-                    source_end_frame=1, frames=1, fps=0.0, width=photo.width, height=photo.height,
-                    keyframes=(photo.path,), sha256=sha256_file(photo.path))
+        photo = normalize_photo(
+            path,
+            workdir / "photo",
+            options.photo_format,
+            options.photo_max_long_side,
+            options.limits,
+        )
+        item = Clip(
+            path=photo.path,
+            shot_index=0,
+            source_start=0.0,
+            source_end=0.0,
+            source_start_frame=0,
+            source_end_frame=1,
+            frames=1,
+            fps=0.0,
+            width=photo.width,
+            height=photo.height,
+            keyframes=(photo.path,),
+            sha256=sha256_file(photo.path),
+        )
         timings["total"] = time.perf_counter() - t
         report("done", 1.0)
-        return SourceResult(source=path, sha256=digest, kind="photo", format=sniffed.format, probe=None,
-                            clips=(item,), timings=timings)
+        return SourceResult(
+            source=path,
+            sha256=digest,
+            kind="photo",
+            format=sniffed.format,
+            probe=None,
+            clips=(item,),
+            timings=timings,
+        )
 
     report("probe", 0.0)
     info = probe_video(path, tools, options.limits)
     timings["probe"] = time.perf_counter() - t
     clip_opts = options.clips
     if info.duration + 1e-6 < clip_opts.min_seconds:
-        raise VideoTooShort(f"{path.name}: the video lasts {info.duration:.2f} s, shorter than the minimum clip "
-                            f"length of {clip_opts.min_seconds:g} s; upload a longer video")
+        raise VideoTooShort(
+            f"{path.name}: the video lasts {info.duration:.2f} s, shorter than the minimum clip "
+            f"length of {clip_opts.min_seconds:g} s; upload a longer video"
+        )
     report("probe", _DETECT_SPAN[0])
 
     t = time.perf_counter()
-    analysis = analyse(path, info, options.shots, tools,
-                       progress=lambda f: report("detect", _lerp(_DETECT_SPAN, f)), cancel_check=cancel_check)
+    analysis = analyse(
+        path,
+        info,
+        options.shots,
+        tools,
+        progress=lambda f: report("detect", _lerp(_DETECT_SPAN, f)),
+        cancel_check=cancel_check,
+    )
     # The decode pass measured what probing estimated.
-    info = dataclasses.replace(info, frame_count=analysis.frame_count, frame_count_exact=True,
-                               variable_frame_rate=analysis.variable_frame_rate or info.variable_frame_rate)
+    info = dataclasses.replace(
+        info,
+        frame_count=analysis.frame_count,
+        frame_count_exact=True,
+        variable_frame_rate=analysis.variable_frame_rate or info.variable_frame_rate,
+    )
     shots = build_shots(analysis, options.shots)
     out_fps = options.cut.fps or analysis.fps
     plans, skipped = plan_clips(shots, analysis, clip_opts, out_fps)
@@ -105,28 +149,57 @@ def process_source(path: Path | str, options: IngestOptions | None = None, workd
     report("detect", _DETECT_SPAN[1])
 
     if not plans:
-        reasons = "; ".join(sorted({s.reason.split(":")[0] for s in skipped})) or "no bright, steady shot found"
-        raise NoUsableClips(f"{path.name}: no segment of at least {clip_opts.min_seconds:g} s without a cut or "
-                            f"fade was found ({len(shots)} shots; {reasons}); upload footage with longer "
-                            f"continuous shots")
+        reasons = (
+            "; ".join(sorted({s.reason.split(":")[0] for s in skipped}))
+            or "no bright, steady shot found"
+        )
+        raise NoUsableClips(
+            f"{path.name}: no segment of at least {clip_opts.min_seconds:g} s without a cut or "
+            f"fade was found ({len(shots)} shots; {reasons}); upload footage with longer "
+            f"continuous shots"
+        )
     _check_cancel(cancel_check, path)
 
     t = time.perf_counter()
-    clips, failed = cut_clips(path, info, plans, workdir, options.cut, tools,
-                              progress=lambda f: report("cut", _lerp(_CUT_SPAN, f)), cancel_check=cancel_check)
+    clips, failed = cut_clips(
+        path,
+        info,
+        plans,
+        workdir,
+        options.cut,
+        tools,
+        progress=lambda f: report("cut", _lerp(_CUT_SPAN, f)),
+        cancel_check=cancel_check,
+    )
     timings["cut"] = time.perf_counter() - t
     if not clips:
-        raise NoUsableClips(f"{path.name}: every clip failed to encode ({failed[0].reason}); "
-                            f"the file is probably damaged, upload the original again")
+        raise NoUsableClips(
+            f"{path.name}: every clip failed to encode ({failed[0].reason}); "
+            f"the file is probably damaged, upload the original again"
+        )
     report("done", 1.0)
-    return SourceResult(source=path, sha256=digest, kind="video", format=sniffed.format, probe=info,
-                        shots=tuple(shots), clips=tuple(clips), skipped=tuple(skipped) + tuple(failed),
-                        timings=timings, frame_rate=frame_rate_report(analysis, options.cut.fps, plans))
+    return SourceResult(
+        source=path,
+        sha256=digest,
+        kind="video",
+        format=sniffed.format,
+        probe=info,
+        shots=tuple(shots),
+        clips=tuple(clips),
+        skipped=tuple(skipped) + tuple(failed),
+        timings=timings,
+        frame_rate=frame_rate_report(analysis, options.cut.fps, plans),
+    )
 
 
-def process_many(paths: Iterable[Path | str], options: IngestOptions | None = None, workdir: Path | str = ".",
-                 progress_cb: Callable[[int, int, str, float], None] | None = None,
-                 cancel_check: CancelCheck | None = None, tools: MediaTools | None = None) -> list[FileOutcome]:
+def process_many(
+    paths: Iterable[Path | str],
+    options: IngestOptions | None = None,
+    workdir: Path | str = ".",
+    progress_cb: Callable[[int, int, str, float], None] | None = None,
+    cancel_check: CancelCheck | None = None,
+    tools: MediaTools | None = None,
+) -> list[FileOutcome]:
     """Process every file (zips expanded) independently; one file's error never stops the rest.
 
     ``progress_cb(file_index, file_count, stage, fraction)``. Returns one ``FileOutcome`` per
@@ -140,15 +213,22 @@ def process_many(paths: Iterable[Path | str], options: IngestOptions | None = No
     for i, p in enumerate(Path(x) for x in paths):
         try:
             if p.is_file() and p.stat().st_size > 0 and sniff(p).kind is MediaKind.ARCHIVE:
-                members = extract_zip(p, workdir / "_unzipped" / f"{i:03d}-{_slug(p.stem)}", options.archive)
+                members = extract_zip(
+                    p, workdir / "_unzipped" / f"{i:03d}-{_slug(p.stem)}", options.archive
+                )
                 items.extend((m, p) for m in members)
                 continue
         except IngestError as exc:
             items.append(FileOutcome(source=p, error=str(exc), error_type=type(exc).__name__))
             continue
         except OSError as exc:
-            items.append(FileOutcome(source=p, error=f"{p.name}: cannot be read ({exc.strerror}); upload it again",
-                                     error_type="Unreadable"))
+            items.append(
+                FileOutcome(
+                    source=p,
+                    error=f"{p.name}: cannot be read ({exc.strerror}); upload it again",
+                    error_type="Unreadable",
+                )
+            )
             continue
         items.append((p, None))
 
@@ -162,18 +242,32 @@ def process_many(paths: Iterable[Path | str], options: IngestOptions | None = No
         cb = (lambda stage, f, n=n: progress_cb(n, total, stage, f)) if progress_cb else None
         try:
             if not src.is_file():
-                raise MissingFile(f"{src.name}: the file does not exist or is not a regular file; upload it again")
-            result = process_source(src, options, workdir / f"{n:03d}-{_slug(src.stem)}", cb, cancel_check, tools)
+                raise MissingFile(
+                    f"{src.name}: the file does not exist or is not a regular file; upload it again"
+                )
+            result = process_source(
+                src, options, workdir / f"{n:03d}-{_slug(src.stem)}", cb, cancel_check, tools
+            )
             outcomes.append(FileOutcome(source=src, result=result, archive=archive))
         except Cancelled:
             raise
         except IngestError as exc:
-            outcomes.append(FileOutcome(source=src, error=str(exc), error_type=type(exc).__name__, archive=archive))
+            outcomes.append(
+                FileOutcome(
+                    source=src, error=str(exc), error_type=type(exc).__name__, archive=archive
+                )
+            )
         except Exception as exc:  # a bug or an environment problem: report it, keep the batch going
             log.exception("ingest failed unexpectedly on %s", src)
-            outcomes.append(FileOutcome(source=src, archive=archive, error_type="internal",
-                                        error=f"{src.name}: internal error while processing ({type(exc).__name__}: "
-                                              f"{exc}); retry later, and report it if it persists"))
+            outcomes.append(
+                FileOutcome(
+                    source=src,
+                    archive=archive,
+                    error_type="internal",
+                    error=f"{src.name}: internal error while processing ({type(exc).__name__}: "
+                    f"{exc}); retry later, and report it if it persists",
+                )
+            )
     return outcomes
 
 

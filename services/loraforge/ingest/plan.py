@@ -7,6 +7,7 @@ intended frames whatever rounding ffmpeg applies to timestamps.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -61,8 +62,9 @@ def frame_rate_report(a: Analysis, target: float | None, plans: Sequence[ClipPla
     }
 
 
-def plan_clips(shots: Sequence[Shot], a: Analysis, opts: ClipOptions,
-               out_fps: float) -> tuple[list[ClipPlan], list[SkippedSegment]]:
+def plan_clips(
+    shots: Sequence[Shot], a: Analysis, opts: ClipOptions, out_fps: float
+) -> tuple[list[ClipPlan], list[SkippedSegment]]:
     """``out_fps`` is the target rate; each clip gets ``clip_rate`` of its own window."""
     plans: list[ClipPlan] = []
     skipped: list[SkippedSegment] = []
@@ -75,24 +77,42 @@ def plan_clips(shots: Sequence[Shot], a: Analysis, opts: ClipOptions,
         if shot.ends_with != "end":
             e -= opts.trim_frames
         if e - s <= 0:
-            skipped.append(SkippedSegment(shot.index, shot.start, shot.end,
-                                          f"shot too short: {shot.end - shot.start:.2f} s, nothing left after "
-                                          f"trimming {opts.trim_frames} frames at each cut"))
+            skipped.append(
+                SkippedSegment(
+                    shot.index,
+                    shot.start,
+                    shot.end,
+                    f"shot too short: {shot.end - shot.start:.2f} s, nothing left after "
+                    f"trimming {opts.trim_frames} frames at each cut",
+                )
+            )
             continue
         t0, t1 = boundary_time(a, s), boundary_time(a, e)
         length = t1 - t0
         if length + _EPS < opts.min_seconds:
-            skipped.append(SkippedSegment(shot.index, t0, t1,
-                                          f"shot too short: {length:.2f} s after trimming, minimum clip is "
-                                          f"{opts.min_seconds:g} s"))
+            skipped.append(
+                SkippedSegment(
+                    shot.index,
+                    t0,
+                    t1,
+                    f"shot too short: {length:.2f} s after trimming, minimum clip is "
+                    f"{opts.min_seconds:g} s",
+                )
+            )
             continue
 
         pieces, leftovers = _split(s, e, length, opts)
         for ls, le in leftovers:
-            skipped.append(SkippedSegment(shot.index, boundary_time(a, ls), boundary_time(a, le),
-                                          f"remainder of a long shot: "
-                                          f"{boundary_time(a, le) - boundary_time(a, ls):.2f} s is below the "
-                                          f"minimum clip of {opts.min_seconds:g} s"))
+            skipped.append(
+                SkippedSegment(
+                    shot.index,
+                    boundary_time(a, ls),
+                    boundary_time(a, le),
+                    f"remainder of a long shot: "
+                    f"{boundary_time(a, le) - boundary_time(a, ls):.2f} s is below the "
+                    f"minimum clip of {opts.min_seconds:g} s",
+                )
+            )
         for ps, pe in pieces:
             c0, c1 = boundary_time(a, ps), boundary_time(a, pe)
             fps = clip_rate(a, ps, pe, out_fps)
@@ -100,16 +120,32 @@ def plan_clips(shots: Sequence[Shot], a: Analysis, opts: ClipOptions,
             min_out = int(math.ceil(opts.min_seconds * fps - _EPS))
             out_frames = min(max_out, pe - ps, int(math.floor((c1 - c0) * fps + _EPS)))
             if out_frames < min_out or out_frames < 1:
-                skipped.append(SkippedSegment(shot.index, c0, c1,
-                                              f"too short at {fps:g} fps: {out_frames} frames, minimum "
-                                              f"{min_out}"))
+                skipped.append(
+                    SkippedSegment(
+                        shot.index,
+                        c0,
+                        c1,
+                        f"too short at {fps:g} fps: {out_frames} frames, minimum {min_out}",
+                    )
+                )
                 continue
-            plans.append(ClipPlan(shot_index=shot.index, start_frame=ps, end_frame=pe, start=c0, end=c1,
-                                  out_frames=out_frames, fps=fps))
+            plans.append(
+                ClipPlan(
+                    shot_index=shot.index,
+                    start_frame=ps,
+                    end_frame=pe,
+                    start=c0,
+                    end=c1,
+                    out_frames=out_frames,
+                    fps=fps,
+                )
+            )
     return plans, skipped
 
 
-def _split(s: int, e: int, length: float, opts: ClipOptions) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+def _split(
+    s: int, e: int, length: float, opts: ClipOptions
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """Split frames [s, e) lasting ``length`` s into clips within [min, max] seconds.
 
     Equal pieces close to the target length when such a split exists; otherwise (e.g. 5.5 s with
@@ -123,7 +159,7 @@ def _split(s: int, e: int, length: float, opts: ClipOptions) -> tuple[list[tuple
     if k_lo <= k_hi:
         k = min(max(round(length / opts.target_seconds), k_lo), k_hi)
         edges = [s + round(j * frames / k) for j in range(k + 1)]
-        return list(zip(edges[:-1], edges[1:])), []
+        return list(itertools.pairwise(edges)), []
     k = max(1, math.floor(length / opts.max_seconds))
     per = int(math.floor(frames * opts.max_seconds / length))  # frames in max_seconds
     used = per * k

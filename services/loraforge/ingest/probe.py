@@ -7,6 +7,7 @@ pass in ``decode.py`` replaces them with measured values.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -22,7 +23,9 @@ from loraforge.ingest.tools import MediaTools, run, tail
 _PROBE_TIMEOUT = 120.0
 
 
-def probe(path: Path, tools: MediaTools | None = None, limits: MediaLimits | None = None) -> ProbeResult:
+def probe(
+    path: Path, tools: MediaTools | None = None, limits: MediaLimits | None = None
+) -> ProbeResult:
     """Describe the first video stream of ``path``; raise an ``IngestError`` for unusable files."""
     path = Path(path)
     tools = tools or MediaTools.discover()
@@ -36,15 +39,21 @@ def check_limits(p: ProbeResult, limits: MediaLimits) -> None:
     name = p.path.name
     short, long_ = sorted((p.width, p.height))
     if short < limits.min_side:
-        raise VideoTooSmall(f"{name}: the video is {p.width}x{p.height} px, below the minimum of "
-                            f"{limits.min_side} px per side; upload the original, higher-resolution video")
+        raise VideoTooSmall(
+            f"{name}: the video is {p.width}x{p.height} px, below the minimum of "
+            f"{limits.min_side} px per side; upload the original, higher-resolution video"
+        )
     if long_ > limits.max_side or p.width * p.height > limits.max_pixels:
-        raise VideoTooLarge(f"{name}: the video is {p.width}x{p.height} px, above the limit of "
-                            f"{limits.max_side} px per side ({limits.max_pixels / 1e6:.1f} MP); "
-                            f"downscale it (e.g. to 3840x2160) and upload again")
+        raise VideoTooLarge(
+            f"{name}: the video is {p.width}x{p.height} px, above the limit of "
+            f"{limits.max_side} px per side ({limits.max_pixels / 1e6:.1f} MP); "
+            f"downscale it (e.g. to 3840x2160) and upload again"
+        )
     if p.duration > limits.max_duration_seconds:
-        raise VideoTooLarge(f"{name}: the video lasts {p.duration / 60:.0f} min, above the limit of "
-                            f"{limits.max_duration_seconds / 60:.0f} min; cut it into shorter parts")
+        raise VideoTooLarge(
+            f"{name}: the video lasts {p.duration / 60:.0f} min, above the limit of "
+            f"{limits.max_duration_seconds / 60:.0f} min; cut it into shorter parts"
+        )
 
 
 # --- ffprobe -------------------------------------------------------------------------------
@@ -53,8 +62,10 @@ def check_limits(p: ProbeResult, limits: MediaLimits) -> None:
 def _ffprobe(path: Path, ffprobe: str) -> dict[str, Any]:
     # ffprobe directly, with a timeout and its stderr in the error: a corrupt upload's message
     # should say what ffprobe saw.
-    proc = run([ffprobe, "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)],
-               timeout=_PROBE_TIMEOUT)
+    proc = run(
+        [ffprobe, "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)],
+        timeout=_PROBE_TIMEOUT,
+    )
     if proc.returncode != 0:
         raise _corrupt(path, tail(proc.stderr))
     try:
@@ -63,8 +74,11 @@ def _ffprobe(path: Path, ffprobe: str) -> dict[str, Any]:
         raise _corrupt(path, f"unreadable ffprobe output: {exc}") from exc
     fmt = data.get("format", {})
     streams = data.get("streams", [])
-    videos = [s for s in streams if s.get("codec_type") == "video"
-              and not s.get("disposition", {}).get("attached_pic")]
+    videos = [
+        s
+        for s in streams
+        if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")
+    ]
     has_audio = any(s.get("codec_type") == "audio" for s in streams)
     if not videos:
         return {"no_video": True, "has_audio": has_audio, "container": fmt.get("format_name", "")}
@@ -110,10 +124,28 @@ _VFR_SCAN_PACKETS = 600
 
 def _packets_vary(path: Path, ffprobe: str, stream: int) -> bool:
     """Whether frame durations vary over the first packets (demux only, no decoding: ~0.1 s)."""
-    proc = run([ffprobe, "-v", "error", "-select_streams", str(stream), "-read_intervals",
-                f"%+#{_VFR_SCAN_PACKETS}", "-show_entries", "packet=pts_time", "-of", "csv=p=0", str(path)],
-               timeout=_PROBE_TIMEOUT)
-    times = sorted(t for t in (_float(x.strip().strip(",")) for x in proc.stdout.decode().split()) if t is not None)
+    proc = run(
+        [
+            ffprobe,
+            "-v",
+            "error",
+            "-select_streams",
+            str(stream),
+            "-read_intervals",
+            f"%+#{_VFR_SCAN_PACKETS}",
+            "-show_entries",
+            "packet=pts_time",
+            "-of",
+            "csv=p=0",
+            str(path),
+        ],
+        timeout=_PROBE_TIMEOUT,
+    )
+    times = sorted(
+        t
+        for t in (_float(x.strip().strip(",")) for x in proc.stdout.decode().split())
+        if t is not None
+    )
     return durations_vary(times)
 
 
@@ -122,24 +154,31 @@ def durations_vary(times: list[float]) -> bool:
     the +-1 tick jitter that millisecond timebases (Matroska) put on constant-rate video."""
     if len(times) < 4:
         return False
-    gaps = sorted(b - a for a, b in zip(times, times[1:]))
+    gaps = sorted(b - a for a, b in itertools.pairwise(times))
     median = gaps[len(gaps) // 2]
     # Ignore the extreme 1% on each side: a single dropped or duplicated frame is not VFR.
     trim = len(gaps) // 100
-    core = gaps[trim:len(gaps) - trim] if trim else gaps
+    core = gaps[trim : len(gaps) - trim] if trim else gaps
     return median > 0 and (core[-1] - core[0]) > 0.5 * median
 
 
 # --- ffmpeg -i fallback ----------------------------------------------------------------------
 
 _INPUT = re.compile(r"^Input #0, (?P<fmt>.+?), from ", re.MULTILINE)
-_DURATION = re.compile(r"Duration: (?P<d>N/A|\d+:\d+:\d+(?:\.\d+)?)(?:, start: [-\d.]+)?, bitrate: (?P<b>N/A|\d+) kb/s")
-_STREAM = re.compile(r"^\s*Stream #0:\d+(?:\[[^\]]*\])?(?:\([^)]*\))?: (?P<type>Video|Audio|Data|Subtitle|Attachment): (?P<rest>.*)$", re.MULTILINE)
+_DURATION = re.compile(
+    r"Duration: (?P<d>N/A|\d+:\d+:\d+(?:\.\d+)?)(?:, start: [-\d.]+)?, bitrate: (?P<b>N/A|\d+) kb/s"
+)
+_STREAM = re.compile(
+    r"^\s*Stream #0:\d+(?:\[[^\]]*\])?(?:\([^)]*\))?: (?P<type>Video|Audio|Data|Subtitle|Attachment): (?P<rest>.*)$",
+    re.MULTILINE,
+)
 _SIZE = re.compile(r"(?:^|[ ,])(?P<w>\d{1,6})x(?P<h>\d{1,6})(?:[ ,]|$)")
 _SAR = re.compile(r"\[SAR (?P<n>\d+):(?P<d>\d+) DAR")
 _FPS = re.compile(r"(?P<v>[\d.]+)(?P<k>k?) fps")
 _TBR = re.compile(r"(?P<v>[\d.]+)(?P<k>k?) tbr")
-_ROT_MATRIX = re.compile(r"(?:displaymatrix|display matrix): rotation of (?P<r>-?[\d.]+) degrees", re.IGNORECASE)
+_ROT_MATRIX = re.compile(
+    r"(?:displaymatrix|display matrix): rotation of (?P<r>-?[\d.]+) degrees", re.IGNORECASE
+)
 _ROT_TAG = re.compile(r"^\s*rotate\s*:\s*(?P<r>-?\d+)", re.MULTILINE)
 
 
@@ -149,7 +188,11 @@ def _ffmpeg_info(path: Path, ffmpeg: str) -> dict[str, Any]:
     text = proc.stderr.decode("utf-8", "replace")
     head = _INPUT.search(text)
     if not head:
-        lines = [line for line in text.splitlines() if str(path) in line or "Error" in line or "error" in line]
+        lines = [
+            line
+            for line in text.splitlines()
+            if str(path) in line or "Error" in line or "error" in line
+        ]
         raise _corrupt(path, " | ".join(lines[-3:]) or tail(proc.stderr))
     streams = list(_STREAM.finditer(text))
     videos = [m for m in streams if m["type"] == "Video" and "attached pic" not in m["rest"]]
@@ -168,7 +211,7 @@ def _ffmpeg_info(path: Path, ffmpeg: str) -> dict[str, Any]:
     tbr = _TBR.search(rest)
     # Side data and metadata of this stream sit between its line and the next stream line.
     nxt = next((m.start() for m in streams if m.start() > v.start()), len(text))
-    block = text[v.end():nxt]
+    block = text[v.end() : nxt]
     rot = 0.0
     if m := _ROT_MATRIX.search(block):
         rot = -float(m["r"])
@@ -183,7 +226,9 @@ def _ffmpeg_info(path: Path, ffmpeg: str) -> dict[str, Any]:
         "codec": codec,
         "coded_width": int(size["w"]) if size else 0,
         "coded_height": int(size["h"]) if size else 0,
-        "sar": float(Fraction(int(sar["n"]), int(sar["d"]))) if sar and int(sar["d"]) and int(sar["n"]) else 1.0,
+        "sar": float(Fraction(int(sar["n"]), int(sar["d"])))
+        if sar and int(sar["d"]) and int(sar["n"])
+        else 1.0,
         "rotation": rot,
         "fps": avg or real,
         "vfr": bool(avg and real and abs(real - avg) / avg > 0.01),
@@ -220,12 +265,18 @@ def _finish(path: Path, raw: dict[str, Any]) -> ProbeResult:
     name = path.name
     if raw.get("no_video"):
         if raw["has_audio"]:
-            raise AudioOnly(f"{name}: the file has an audio track but no video; upload the video itself")
-        raise CorruptMedia(f"{name}: the file has no video stream ({raw['container']}); upload a video file")
+            raise AudioOnly(
+                f"{name}: the file has an audio track but no video; upload the video itself"
+            )
+        raise CorruptMedia(
+            f"{name}: the file has no video stream ({raw['container']}); upload a video file"
+        )
     cw, ch = raw["coded_width"], raw["coded_height"]
     if cw <= 0 or ch <= 0:
-        raise CorruptMedia(f"{name}: the video stream has no picture size (damaged header); "
-                           f"re-export the video and upload it again")
+        raise CorruptMedia(
+            f"{name}: the video stream has no picture size (damaged header); "
+            f"re-export the video and upload it again"
+        )
     rotation = int(round(raw["rotation"] / 90.0)) * 90 % 360
     sar = raw["sar"] or 1.0
     # Display size: pixel aspect first (it applies to stored pixels), then rotation.
@@ -234,23 +285,40 @@ def _finish(path: Path, raw: dict[str, Any]) -> ProbeResult:
         dw, dh = dh, dw
     fps = raw["fps"]
     if not fps or not math.isfinite(fps) or fps <= 0 or fps > 1000:
-        raise CorruptMedia(f"{name}: the video has no usable frame rate; re-export it with a constant frame rate")
+        raise CorruptMedia(
+            f"{name}: the video has no usable frame rate; re-export it with a constant frame rate"
+        )
     duration = raw["duration"]
     frame_count = raw["frame_count"]
     if not duration and frame_count:
         duration = frame_count / fps
     if not duration or duration <= 0:
-        raise CorruptMedia(f"{name}: the video reports no duration (damaged or still being written); "
-                           f"upload the complete file again")
+        raise CorruptMedia(
+            f"{name}: the video reports no duration (damaged or still being written); "
+            f"upload the complete file again"
+        )
     exact = frame_count is not None and frame_count > 0
     if not exact:
         frame_count = max(1, int(round(duration * fps)))
     return ProbeResult(
-        path=path, container=raw["container"], codec=raw["codec"], width=int(dw), height=int(dh),
-        coded_width=cw, coded_height=ch, rotation=rotation, fps=float(fps),
-        variable_frame_rate=bool(raw["vfr"]), duration=float(duration), frame_count=int(frame_count),
-        frame_count_exact=exact, bitrate=raw["bitrate"], has_audio=bool(raw["has_audio"]),
-        pixel_format=raw.get("pix_fmt"), sample_aspect_ratio=float(sar), source=raw["source"],
+        path=path,
+        container=raw["container"],
+        codec=raw["codec"],
+        width=int(dw),
+        height=int(dh),
+        coded_width=cw,
+        coded_height=ch,
+        rotation=rotation,
+        fps=float(fps),
+        variable_frame_rate=bool(raw["vfr"]),
+        duration=float(duration),
+        frame_count=int(frame_count),
+        frame_count_exact=exact,
+        bitrate=raw["bitrate"],
+        has_audio=bool(raw["has_audio"]),
+        pixel_format=raw.get("pix_fmt"),
+        sample_aspect_ratio=float(sar),
+        source=raw["source"],
     )
 
 
@@ -262,7 +330,9 @@ def _corrupt(path: Path, detail: str) -> CorruptMedia:
         why = "the file is damaged or truncated"
     else:
         why = "the file cannot be read as a video"
-    return CorruptMedia(f"{path.name}: {why} [{detail.strip()[:300]}]; upload the complete original file again")
+    return CorruptMedia(
+        f"{path.name}: {why} [{detail.strip()[:300]}]; upload the complete original file again"
+    )
 
 
 def _rate(value: str | None) -> float | None:

@@ -83,8 +83,15 @@ class Proxy:
         return bool(samples) and set(samples) <= set(self.indices)
 
 
-def write_proxy(out: Path, frames: dict[int, np.ndarray], *, frame_count: int, fps: float,
-                width: int, height: int) -> Path:
+def write_proxy(
+    out: Path,
+    frames: dict[int, np.ndarray],
+    *,
+    frame_count: int,
+    fps: float,
+    width: int,
+    height: int,
+) -> Path:
     """``frames``: index -> BGR frame at analysis size, for the sampled indices and the ones
     after them (``wanted``). Missing ones (a clip shorter than planned) are left out."""
     samples, _ = wanted(frame_count)
@@ -93,11 +100,23 @@ def write_proxy(out: Path, frames: dict[int, np.ndarray], *, frame_count: int, f
         raise ValueError("no sampled frame to store in the analysis proxy")
     ah, aw = frames[samples[0]].shape[:2]
     nexts = [i for i in samples if i + 1 in frames]
-    meta = {"version": PROXY_VERSION, "frame_count": frame_count, "fps": fps, "width": width,
-            "height": height, "analysis_width": aw, "analysis_height": ah, "indices": samples,
-            "next": nexts}
-    jpeg = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
-            cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
+    meta = {
+        "version": PROXY_VERSION,
+        "frame_count": frame_count,
+        "fps": fps,
+        "width": width,
+        "height": height,
+        "analysis_width": aw,
+        "analysis_height": ah,
+        "indices": samples,
+        "next": nexts,
+    }
+    jpeg = [
+        cv2.IMWRITE_JPEG_QUALITY,
+        JPEG_QUALITY,
+        cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+        cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444,
+    ]
     out.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as z:
         z.writestr("proxy.json", json.dumps(meta))
@@ -115,7 +134,8 @@ def proxy_covers(path: Path, n: int) -> bool:
         with zipfile.ZipFile(path) as z:
             meta = json.loads(z.read("proxy.json"))
         return meta.get("version") == PROXY_VERSION and Proxy(
-            int(meta["frame_count"]), 0.0, 0, 0, [int(i) for i in meta["indices"]]).covers(n)
+            int(meta["frame_count"]), 0.0, 0, 0, [int(i) for i in meta["indices"]]
+        ).covers(n)
     except (OSError, zipfile.BadZipFile, KeyError, json.JSONDecodeError, TypeError, ValueError):
         return False
 
@@ -128,8 +148,13 @@ def read_proxy(path: Path, n: int = SAMPLE_FRAMES) -> Proxy | None:
             meta = json.loads(z.read("proxy.json"))
             if meta.get("version") != PROXY_VERSION:
                 return None
-            proxy = Proxy(int(meta["frame_count"]), float(meta["fps"]), int(meta["width"]),
-                          int(meta["height"]), [int(i) for i in meta["indices"]])
+            proxy = Proxy(
+                int(meta["frame_count"]),
+                float(meta["fps"]),
+                int(meta["width"]),
+                int(meta["height"]),
+                [int(i) for i in meta["indices"]],
+            )
             if not proxy.covers(n):
                 return None
             samples, _ = wanted(proxy.frame_count, n)
@@ -137,7 +162,9 @@ def read_proxy(path: Path, n: int = SAMPLE_FRAMES) -> Proxy | None:
             for i in samples:
                 proxy.frames[i] = _decode(z.read(f"frame-{i:06d}.jpg"), cv2.IMREAD_COLOR)
                 if i in nexts:
-                    proxy.next_small_gray[i] = _decode(z.read(f"next-{i:06d}.png"), cv2.IMREAD_GRAYSCALE)
+                    proxy.next_small_gray[i] = _decode(
+                        z.read(f"next-{i:06d}.png"), cv2.IMREAD_GRAYSCALE
+                    )
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, TypeError) as exc:
         raise ValueError(f"{Path(path).name}: damaged analysis proxy ({exc})") from None
     return proxy
@@ -164,4 +191,7 @@ def read_raw_frames(raw: Path, size: tuple[int, int], indices: list[int]) -> dic
     data = raw.read_bytes()
     per = w * h * 3
     count = min(len(indices), len(data) // per)
-    return {indices[k]: np.frombuffer(data, np.uint8, per, k * per).reshape(h, w, 3) for k in range(count)}
+    return {
+        indices[k]: np.frombuffer(data, np.uint8, per, k * per).reshape(h, w, 3)
+        for k in range(count)
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+
 from loraforge.ingest.layout import check_source
 from loraforge.runtime.job_service import JobService
 from loraforge.runtime.keys import ProjectRef
@@ -31,7 +32,10 @@ class IngestServicer(JobCalls, ingest_pb2_grpc.IngestServiceServicer):
         # Refuse other tenants' (and projects') keys here, before a job exists; the worker
         # checks again, for jobs started by other paths.
         ref = ProjectRef(tenant, project)
-        params = params.model_copy(update={"sources": [check_source(ref, s) for s in params.sources]})
-        job = await self.jobs.start(tenant, project, params.model_dump(mode="json"),
-                                    request.request_id or None)
+        params = params.model_copy(
+            update={"sources": [check_source(ref, s) for s in params.sources]}
+        )
+        job = await self.jobs.start(
+            tenant, project, params.model_dump(mode="json"), request.request_id or None
+        )
         return job_to_wire(job)

@@ -20,7 +20,7 @@ ACCEPTED = "videos (" + ", ".join(VIDEO_FORMATS) + ") or photos (" + ", ".join(P
 _HEAD = 4096
 
 
-class MediaKind(str, enum.Enum):
+class MediaKind(enum.StrEnum):
     VIDEO = "video"
     PHOTO = "photo"
     ARCHIVE = "archive"
@@ -66,13 +66,19 @@ def sniff(path: Path) -> Sniffed:
     if len(head) >= 12 and head[4:8] in _ISO_BOXES:
         brand = head[8:12] if head[4:8] == b"ftyp" else b""
         if brand in _AUDIO_BRANDS:
-            raise AudioOnly(f"{path.name}: this is an audio file ({brand.decode().strip()}) with no video; "
-                            f"upload the video itself, not its sound track")
+            raise AudioOnly(
+                f"{path.name}: this is an audio file ({brand.decode().strip()}) with no video; "
+                f"upload the video itself, not its sound track"
+            )
         if brand.startswith((b"heic", b"heix", b"mif1", b"msf1", b"avif")):
-            raise UnsupportedFormat(f"{path.name}: HEIC/AVIF photos are not supported; "
-                                    f"export the photo as JPEG or PNG and upload that")
-        return Sniffed(MediaKind.VIDEO, "mov" if brand in _QT_BRANDS or head[4:8] != b"ftyp" else "mp4")
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+            raise UnsupportedFormat(
+                f"{path.name}: HEIC/AVIF photos are not supported; "
+                f"export the photo as JPEG or PNG and upload that"
+            )
+        return Sniffed(
+            MediaKind.VIDEO, "mov" if brand in _QT_BRANDS or head[4:8] != b"ftyp" else "mp4"
+        )
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return Sniffed(MediaKind.ARCHIVE, "zip")
 
     raise UnsupportedFormat(f"{path.name}: {_describe(head, path)}; upload {ACCEPTED}")
@@ -80,7 +86,11 @@ def sniff(path: Path) -> Sniffed:
 
 def _describe(head: bytes, path: Path) -> str:
     """Say what the content looks like, because "unsupported" alone does not help anyone."""
-    audio = {b"ID3": "an MP3 audio file", b"fLaC": "a FLAC audio file", b"OggS": "an Ogg file (audio or Theora)"}
+    audio = {
+        b"ID3": "an MP3 audio file",
+        b"fLaC": "a FLAC audio file",
+        b"OggS": "an Ogg file (audio or Theora)",
+    }
     for magic, what in audio.items():
         if head.startswith(magic):
             return f"the content is {what}, not a video or photo"

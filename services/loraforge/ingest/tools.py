@@ -42,7 +42,11 @@ def _discover() -> MediaTools:
     if env_probe is not None:
         return MediaTools(ffmpeg=ffmpeg, ffprobe=env_probe or None)
     sibling = Path(ffmpeg).with_name("ffprobe")
-    ffprobe = str(sibling) if sibling.is_file() and os.access(sibling, os.X_OK) else shutil.which("ffprobe")
+    ffprobe = (
+        str(sibling)
+        if sibling.is_file() and os.access(sibling, os.X_OK)
+        else shutil.which("ffprobe")
+    )
     return MediaTools(ffmpeg=ffmpeg, ffprobe=ffprobe)
 
 
@@ -59,7 +63,9 @@ def _imageio_ffmpeg() -> str | None:
 
 def run(args: list[str], timeout: float | None = None) -> subprocess.CompletedProcess[bytes]:
     """Run a tool capturing output; never raises on a non-zero exit (callers interpret it)."""
-    return subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False)
+    return subprocess.run(
+        args, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False
+    )
 
 
 def tail(data: bytes, lines: int = 6) -> str:

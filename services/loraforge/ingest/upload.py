@@ -22,23 +22,41 @@ from loraforge.runtime.storage import Bucket, ObjectStore
 
 # What a folder is expanded to (files named explicitly are uploaded whatever their name; the
 # worker then says what is wrong with them).
-MEDIA_SUFFIXES = frozenset({
-    ".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi",
-    ".jpg", ".jpeg", ".png", ".webp", ".bmp",
-    ".zip",
-})
-_CONTENT_TYPES = {".mp4": "video/mp4", ".mov": "video/quicktime", ".mkv": "video/x-matroska",
-                  ".webm": "video/webm", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
-                  ".png": "image/png", ".zip": "application/zip"}
+MEDIA_SUFFIXES = frozenset(
+    {
+        ".mp4",
+        ".mov",
+        ".m4v",
+        ".mkv",
+        ".webm",
+        ".avi",
+        ".jpg",
+        ".jpeg",
+        ".png",
+        ".webp",
+        ".bmp",
+        ".zip",
+    }
+)
+_CONTENT_TYPES = {
+    ".mp4": "video/mp4",
+    ".mov": "video/quicktime",
+    ".mkv": "video/x-matroska",
+    ".webm": "video/webm",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".zip": "application/zip",
+}
 
 
 @dataclass(frozen=True)
 class Uploaded:
     path: Path
-    key: str          # in the raw bucket
+    key: str  # in the raw bucket
     sha256: str
     size: int
-    created: bool     # False: the same content was already stored
+    created: bool  # False: the same content was already stored
 
 
 def expand_paths(paths: Iterable[Path | str]) -> list[Path]:
@@ -49,13 +67,17 @@ def expand_paths(paths: Iterable[Path | str]) -> list[Path]:
         p = Path(raw).expanduser()
         if p.is_dir():
             found = sorted(
-                f for f in p.rglob("*")
-                if f.is_file() and f.suffix.lower() in MEDIA_SUFFIXES
+                f
+                for f in p.rglob("*")
+                if f.is_file()
+                and f.suffix.lower() in MEDIA_SUFFIXES
                 and not any(part.startswith(".") for part in f.relative_to(p).parts)
             )
             if not found:
-                raise InvalidInput(f"{p}: the folder holds no videos, photos or zips "
-                                   f"({', '.join(sorted(MEDIA_SUFFIXES))})")
+                raise InvalidInput(
+                    f"{p}: the folder holds no videos, photos or zips "
+                    f"({', '.join(sorted(MEDIA_SUFFIXES))})"
+                )
             out.extend(found)
         elif p.is_file():
             out.append(p)
@@ -72,8 +94,13 @@ def expand_paths(paths: Iterable[Path | str]) -> list[Path]:
     return unique
 
 
-def upload_local(store: ObjectStore, ref: ProjectRef, paths: Iterable[Path | str], *,
-                 on_file: Callable[[Path, int, int], None] | None = None) -> list[Uploaded]:
+def upload_local(
+    store: ObjectStore,
+    ref: ProjectRef,
+    paths: Iterable[Path | str],
+    *,
+    on_file: Callable[[Path, int, int], None] | None = None,
+) -> list[Uploaded]:
     """Upload every file under `paths` to raw, content-addressed; returns them in order.
 
     `on_file(path, index, total)` is called before each file (for progress output).
@@ -91,7 +118,8 @@ def upload_local(store: ObjectStore, ref: ProjectRef, paths: Iterable[Path | str
         key = layout.original_key(ref, sha, layout.original_ext(path.name))
         ctype = _CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
         stored, created = store.put_if_absent_file(
-            Bucket.RAW, key, path, content_type=ctype, metadata={"original-name": _ascii(path.name)})
+            Bucket.RAW, key, path, content_type=ctype, metadata={"original-name": _ascii(path.name)}
+        )
         done.append(Uploaded(path, stored.key, sha, stored.size, created))
     return done
 

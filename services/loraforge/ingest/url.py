@@ -24,8 +24,13 @@ from loraforge.ingest.errors import UrlFetchFailed, UrlSourceUnavailable
 from loraforge.runtime.egress import EgressPolicy, EgressRefused
 
 # Content types saved as they are; the ingest worker sniffs the bytes afterwards anyway.
-MEDIA_TYPES = ("video/", "image/", "application/zip", "application/x-zip-compressed",
-               "application/octet-stream")
+MEDIA_TYPES = (
+    "video/",
+    "image/",
+    "application/zip",
+    "application/x-zip-compressed",
+    "application/octet-stream",
+)
 
 
 def _name_for(url: str, content_type: str) -> str:
@@ -36,8 +41,13 @@ def _name_for(url: str, content_type: str) -> str:
     return stem
 
 
-def fetch_url(url: str, dest_dir: Path, max_height: int = 1080, timeout: float = 30.0,
-              policy: EgressPolicy | None = None) -> Path:
+def fetch_url(
+    url: str,
+    dest_dir: Path,
+    max_height: int = 1080,
+    timeout: float = 30.0,
+    policy: EgressPolicy | None = None,
+) -> Path:
     """Download the media of ``url`` (a video site's page: best single file, at most
     ``max_height`` p) into ``dest_dir``. ``policy``: the egress guard (the service builds it from
     settings: EgressPolicy.from_settings); the default refuses every URL (URL ingest off)."""
@@ -47,7 +57,8 @@ def fetch_url(url: str, dest_dir: Path, max_height: int = 1080, timeout: float =
     if not policy.url_ingest:
         raise UrlSourceUnavailable(
             f"{url}: URL ingest is off on this deployment (an operator turns it on with "
-            f"LORAFORGE_EGRESS__URL_INGEST=true); download the video yourself and upload the file")
+            f"LORAFORGE_EGRESS__URL_INGEST=true); download the video yourself and upload the file"
+        )
     dest_dir = Path(dest_dir)
     part = dest_dir / "direct.part"
     try:
@@ -55,8 +66,10 @@ def fetch_url(url: str, dest_dir: Path, max_height: int = 1080, timeout: float =
     except EgressRefused as exc:
         raise UrlFetchFailed(str(exc)) from None
     except httpx.HTTPError as exc:
-        raise UrlFetchFailed(f"{url}: the download failed ({type(exc).__name__}: {exc}); check the link, "
-                             f"or download the file yourself and upload it") from None
+        raise UrlFetchFailed(
+            f"{url}: the download failed ({type(exc).__name__}: {exc}); check the link, "
+            f"or download the file yourself and upload it"
+        ) from None
     if got.saved:
         if got.size == 0:
             part.unlink(missing_ok=True)
@@ -65,21 +78,26 @@ def fetch_url(url: str, dest_dir: Path, max_height: int = 1080, timeout: float =
     return _via_yt_dlp(got.url, dest_dir, max_height, timeout, policy)
 
 
-def _via_yt_dlp(url: str, dest_dir: Path, max_height: int, timeout: float, policy: EgressPolicy) -> Path:
+def _via_yt_dlp(
+    url: str, dest_dir: Path, max_height: int, timeout: float, policy: EgressPolicy
+) -> Path:
     """A web page: yt-dlp finds the media URL, the guard downloads it."""
     try:
         import yt_dlp  # type: ignore[import-not-found]
     except ImportError as exc:
         raise UrlSourceUnavailable(
             f"{url}: URL sources need the optional package yt-dlp, which this ingest worker does not have; "
-            f"download the video yourself and upload the file (or ask an operator to install yt-dlp)") from exc
+            f"download the video yourself and upload the file (or ask an operator to install yt-dlp)"
+        ) from exc
 
     opts: dict[str, Any] = {
         # A single progressive file over http(s): merging separate audio/video streams would
         # need ffmpeg inside yt-dlp (and we drop audio anyway), and HLS/DASH fragments would be
         # fetched by yt-dlp, past the egress guard.
-        "format": (f"best[height<={max_height}][ext=mp4][protocol^=http]/"
-                   f"best[height<={max_height}][protocol^=http]/best[protocol^=http]"),
+        "format": (
+            f"best[height<={max_height}][ext=mp4][protocol^=http]/"
+            f"best[height<={max_height}][protocol^=http]/best[protocol^=http]"
+        ),
         # The generic extractor follows whatever a page embeds or links to (any host, any
         # address); only sites with a dedicated extractor are accepted.
         "allowed_extractors": ["default", "-generic"],
@@ -94,22 +112,38 @@ def _via_yt_dlp(url: str, dest_dir: Path, max_height: int, timeout: float, polic
             info = ydl.extract_info(url, download=False)
     except Exception as exc:  # yt-dlp raises its own DownloadError for network and site failures
         text = str(exc)
-        hint = ("there is no network access from this worker; download the video yourself and upload the file"
-                if any(s in text for s in ("Name or service not known", "Temporary failure", "timed out",
-                                            "Network is unreachable", "Connection refused"))
-                else "if it is a web page, it must be a video site yt-dlp knows (or link the video file "
-                     "itself); check that the link is public and correct, or upload the file instead")
+        hint = (
+            "there is no network access from this worker; download the video yourself and upload the file"
+            if any(
+                s in text
+                for s in (
+                    "Name or service not known",
+                    "Temporary failure",
+                    "timed out",
+                    "Network is unreachable",
+                    "Connection refused",
+                )
+            )
+            else "if it is a web page, it must be a video site yt-dlp knows (or link the video file "
+            "itself); check that the link is public and correct, or upload the file instead"
+        )
         raise UrlFetchFailed(f"{url}: the page gave no video ({text[:200]}); {hint}") from exc
     media = info.get("url") if isinstance(info, dict) else None
     if not isinstance(media, str):
-        raise UrlFetchFailed(f"{url}: no single downloadable video file on this page; upload the file instead")
+        raise UrlFetchFailed(
+            f"{url}: no single downloadable video file on this page; upload the file instead"
+        )
     headers = {k: v for k, v in (info.get("http_headers") or {}).items() if isinstance(v, str)}
-    dest = dest_dir / re.sub(r"[^A-Za-z0-9._-]", "_", f"{info.get('id') or 'video'}.{info.get('ext') or 'mp4'}")
+    dest = dest_dir / re.sub(
+        r"[^A-Za-z0-9._-]", "_", f"{info.get('id') or 'video'}.{info.get('ext') or 'mp4'}"
+    )
     try:
         policy.download(media, dest, headers=headers, timeout=timeout)
     except EgressRefused as exc:
         raise UrlFetchFailed(str(exc)) from None
     except httpx.HTTPError as exc:
-        raise UrlFetchFailed(f"{url}: downloading the video failed ({type(exc).__name__}: {exc}); "
-                             f"upload the file instead") from None
+        raise UrlFetchFailed(
+            f"{url}: downloading the video failed ({type(exc).__name__}: {exc}); "
+            f"upload the file instead"
+        ) from None
     return dest

@@ -22,9 +22,9 @@ every `tick_s`, and a cancellation reaches the core through its `cancel_check`.
 from __future__ import annotations
 
 import asyncio
-import functools
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
+
+from pydantic import ValidationError
 
 from loraforge.ingest import layout
 from loraforge.ingest.archive import extract_zip
@@ -55,7 +57,6 @@ from loraforge.runtime.jobs import ArtifactRef, Job
 from loraforge.runtime.keys import ProjectRef
 from loraforge.runtime.params import IngestParams
 from loraforge.runtime.storage import Bucket, ObjectStore
-from pydantic import ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,9 @@ def ingest_options(params: IngestParams) -> IngestOptions:
     target = min(max(default_target, params.min_s), params.max_s)
     try:
         return IngestOptions(
-            clips=ClipOptions(min_seconds=params.min_s, max_seconds=params.max_s, target_seconds=target),
+            clips=ClipOptions(
+                min_seconds=params.min_s, max_seconds=params.max_s, target_seconds=target
+            ),
             cut=CutOptions(fps=params.fps, max_long_side=params.max_long_side),
             photo_max_long_side=params.max_long_side,
         )
@@ -87,8 +90,11 @@ def ingest_options(params: IngestParams) -> IngestOptions:
 
 def options_hash(options: IngestOptions) -> str:
     """Stable over runs: every option (defaults included) plus the manifest version."""
-    blob = json.dumps({"manifest_version": MANIFEST_VERSION, "options": dataclasses.asdict(options)},
-                      sort_keys=True, default=str)
+    blob = json.dumps(
+        {"manifest_version": MANIFEST_VERSION, "options": dataclasses.asdict(options)},
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -97,7 +103,7 @@ class _File:
     """One file to ingest (a zip member counts as one)."""
 
     name: str
-    source: str          # the job's source string it came from
+    source: str  # the job's source string it came from
     path: Path
     archive: str | None = None
 
@@ -130,17 +136,28 @@ class _JobRun:
     artifacts: dict[tuple[str, str], ArtifactRef] = field(default_factory=dict)
     tracker: _Tracker = field(default_factory=_Tracker)
 
-    def add_artifact(self, bucket: Bucket, key: str, kind: str, size: int = 0, sha256: str = "") -> None:
-        self.artifacts.setdefault((bucket.value, key),
-                                  ArtifactRef(bucket=bucket.value, key=key, kind=kind, size=size, sha256=sha256))
+    def add_artifact(
+        self, bucket: Bucket, key: str, kind: str, size: int = 0, sha256: str = ""
+    ) -> None:
+        self.artifacts.setdefault(
+            (bucket.value, key),
+            ArtifactRef(bucket=bucket.value, key=key, kind=kind, size=size, sha256=sha256),
+        )
 
 
 class IngestWork:
     """The work of an ingest job. Construct once per process with its clients."""
 
-    def __init__(self, store: ObjectStore, *, workdir_root: Path | None = None,
-                 tools: MediaTools | None = None, process: ProcessMany = process_many,
-                 tick_s: float = 0.5, egress: EgressPolicy | None = None):
+    def __init__(
+        self,
+        store: ObjectStore,
+        *,
+        workdir_root: Path | None = None,
+        tools: MediaTools | None = None,
+        process: ProcessMany = process_many,
+        tick_s: float = 0.5,
+        egress: EgressPolicy | None = None,
+    ):
         self._store = store
         # URL sources: the egress guard from settings (main.py); the default refuses them.
         self._egress = egress or EgressPolicy()
@@ -182,43 +199,62 @@ class IngestWork:
                 # Not the input's fault: let the job worker retry (and fail after the last try).
                 raise LoraforgeError(f"every source failed, some for internal reasons: {lines}")
             raise NoSourceUsable(f"no source could be ingested ({len(failed)} failed): {lines}")
-        manifests = [r["manifest_key"] for r in run.reports if r.get("manifest_key") and not r["error"]]
+        manifests = [
+            r["manifest_key"] for r in run.reports if r.get("manifest_key") and not r["error"]
+        ]
         data = {"job_id": run.job.id, "clips": result["clips"], "manifests": manifests}
         lora_type = run.job.params.get("lora_type")
         if lora_type:  # the automatic curation (curation-auto) uses this type's policy
             data["curation"] = {"lora_type": lora_type}
         event = Event(
-            id=layout.ingested_event_id(run.job.id), type=INGESTED_EVENT,
-            tenant=run.job.tenant, project=run.job.project, data=data,
+            id=layout.ingested_event_id(run.job.id),
+            type=INGESTED_EVENT,
+            tenant=run.job.tenant,
+            project=run.job.project,
+            data=data,
         )
         message = f"{result['clips']} clip(s) from {len(run.reports) - len(failed)} source(s)"
         if failed:
             message += f"; {len(failed)} file(s) failed"
-        return JobOutcome(message=message, artifacts=list(run.artifacts.values()), result=result,
-                          events=[event])
+        return JobOutcome(
+            message=message, artifacts=list(run.artifacts.values()), result=result, events=[event]
+        )
 
     @staticmethod
     def _result(run: _JobRun) -> dict[str, Any]:
         return {
             "sources": run.reports,
             "clips": sum(r["clips"] for r in run.reports),
-            "errors": [{"source": r["source"], "file": r["file"], "error": r["error"],
-                        "error_type": r["error_type"]} for r in run.reports if r["error"]],
+            "errors": [
+                {
+                    "source": r["source"],
+                    "file": r["file"],
+                    "error": r["error"],
+                    "error_type": r["error_type"],
+                }
+                for r in run.reports
+                if r["error"]
+            ],
             "manifests": [r["manifest_key"] for r in run.reports if r.get("manifest_key")],
             "options_hash": run.options_hash,
         }
 
     # -- sources -------------------------------------------------------------------------------
 
-    async def _ingest_source(self, run: _JobRun, index: int, source: str, span: tuple[float, float],
-                             tools: MediaTools) -> None:
+    async def _ingest_source(
+        self, run: _JobRun, index: int, source: str, span: tuple[float, float], tools: MediaTools
+    ) -> None:
         folder = run.workdir / f"{index:04d}"
         folder.mkdir()
         name = PurePosixPath(source).name or source
         try:
             if source.startswith(("http://", "https://")):
-                path = await self._blocking(run, functools.partial(fetch_url, policy=self._egress),
-                                            source, folder / "download")
+                path = await self._blocking(
+                    run,
+                    functools.partial(fetch_url, policy=self._egress),
+                    source,
+                    folder / "download",
+                )
                 name = path.name
             else:
                 sha = layout.sha_of_original_key(run.ref, source)
@@ -230,23 +266,29 @@ class IngestWork:
                 await self._blocking(run, self._store.download, Bucket.RAW, source, path)
             files = [_File(name, source, path)]
             if _is_zip(path):
-                members = await self._blocking(run, extract_zip, path, folder / "unzipped",
-                                               run.options.archive)
+                members = await self._blocking(
+                    run, extract_zip, path, folder / "unzipped", run.options.archive
+                )
                 root = folder / "unzipped"
-                files = [_File(str(m.relative_to(root)), source, m, archive=source) for m in members]
+                files = [
+                    _File(str(m.relative_to(root)), source, m, archive=source) for m in members
+                ]
         except IngestError as exc:
             run.reports.append(_report(source, name, error=str(exc), error_type=type(exc).__name__))
             return
         for k, f in enumerate(files):
-            sub = (span[0] + (span[1] - span[0]) * k / len(files),
-                   span[0] + (span[1] - span[0]) * (k + 1) / len(files))
+            sub = (
+                span[0] + (span[1] - span[0]) * k / len(files),
+                span[0] + (span[1] - span[0]) * (k + 1) / len(files),
+            )
             outdir = folder / f"out-{k:04d}"
             await self._ingest_file(run, f, outdir, sub, tools)
             f.path.unlink(missing_ok=True)  # keep the temp folder small on long batches
             shutil.rmtree(outdir, ignore_errors=True)
 
-    async def _ingest_file(self, run: _JobRun, f: _File, outdir: Path, span: tuple[float, float],
-                           tools: MediaTools) -> None:
+    async def _ingest_file(
+        self, run: _JobRun, f: _File, outdir: Path, span: tuple[float, float], tools: MediaTools
+    ) -> None:
         sha = await self._blocking(run, sha256_file, f.path)
         if await self._reuse(run, f, sha):
             return
@@ -255,16 +297,38 @@ class IngestWork:
         def progress(_n: int, _total: int, stage: str, fraction: float) -> None:
             run.tracker.set(span[0] + (span[1] - span[0]) * 0.9 * fraction, f"{f.name}: {stage}")
 
-        outcomes = await self._blocking(run, self._process, [f.path], run.options, outdir,
-                                        progress, run.tracker.cancel_check, tools)
-        outcome = outcomes[0] if outcomes else FileOutcome(
-            source=f.path, error=f"{f.name}: the media core returned nothing", error_type="internal")
+        outcomes = await self._blocking(
+            run,
+            self._process,
+            [f.path],
+            run.options,
+            outdir,
+            progress,
+            run.tracker.cancel_check,
+            tools,
+        )
+        outcome = (
+            outcomes[0]
+            if outcomes
+            else FileOutcome(
+                source=f.path,
+                error=f"{f.name}: the media core returned nothing",
+                error_type="internal",
+            )
+        )
         mkey = layout.manifest_key(run.ref, sha, run.options_hash)
         manifest = _manifest_base(run, f, sha, original)
         if outcome.result is None:
             manifest["error"] = {"type": outcome.error_type, "message": outcome.error}
-            report = _report(f.source, f.name, sha=sha, original=original, error=outcome.error,
-                             error_type=outcome.error_type, archive=f.archive)
+            report = _report(
+                f.source,
+                f.name,
+                sha=sha,
+                original=original,
+                error=outcome.error,
+                error_type=outcome.error_type,
+                archive=f.archive,
+            )
             if outcome.error_type != "internal":
                 # Input errors are facts about the bytes: remember them, a re-ingest reuses them.
                 await asyncio.to_thread(self._store.put_json, Bucket.CLIPS, mkey, manifest)
@@ -274,16 +338,18 @@ class IngestWork:
         run.tracker.set(span[0] + (span[1] - span[0]) * 0.9, f"{f.name}: uploading")
         items = await self._blocking(run, self._upload_items, run, sha, outcome.result)
         result = outcome.result
-        manifest.update({
-            "kind": result.kind,
-            "format": result.format,
-            "probe": _without_path(result.probe.to_dict()) if result.probe else None,
-            "shots": [s.to_dict() for s in result.shots],
-            "clips": items,
-            "skipped": [s.to_dict() for s in result.skipped],
-            "timings": result.timings,
-            "frame_rate": result.frame_rate,
-        })
+        manifest.update(
+            {
+                "kind": result.kind,
+                "format": result.format,
+                "probe": _without_path(result.probe.to_dict()) if result.probe else None,
+                "shots": [s.to_dict() for s in result.shots],
+                "clips": items,
+                "skipped": [s.to_dict() for s in result.skipped],
+                "timings": result.timings,
+                "frame_rate": result.frame_rate,
+            }
+        )
         stored = await asyncio.to_thread(self._store.put_json, Bucket.CLIPS, mkey, manifest)
         run.add_artifact(Bucket.CLIPS, mkey, "manifest", stored.size)
         run.reports.append(_report_from_manifest(manifest, f.source, f.name, mkey, reused=False))
@@ -306,8 +372,13 @@ class IngestWork:
         if not report["error"]:
             run.add_artifact(Bucket.CLIPS, mkey, "manifest")
             for item in manifest.get("clips", []):
-                run.add_artifact(Bucket.CLIPS, item["key"], item.get("kind", "clip"), item.get("size", 0),
-                                 item.get("sha256", ""))
+                run.add_artifact(
+                    Bucket.CLIPS,
+                    item["key"],
+                    item.get("kind", "clip"),
+                    item.get("size", 0),
+                    item.get("sha256", ""),
+                )
                 for kf in item.get("keyframe_keys", []):
                     run.add_artifact(Bucket.CLIPS, kf, "keyframe")
                 if item.get("analysis_key"):
@@ -320,7 +391,9 @@ class IngestWork:
         if existing is not None:
             return existing
         key = layout.original_key(run.ref, sha, layout.original_ext(f.name))
-        stored, _ = await self._blocking(run, self._store.put_if_absent_file, Bucket.RAW, key, f.path)
+        stored, _ = await self._blocking(
+            run, self._store.put_if_absent_file, Bucket.RAW, key, f.path
+        )
         return stored.key
 
     def _upload_items(self, run: _JobRun, sha: str, result: SourceResult) -> list[dict[str, Any]]:
@@ -333,17 +406,27 @@ class IngestWork:
             prefix = layout.clips_prefix(run.ref, sha)
             ext = clip.path.suffix.lower()
             kind = "photo" if result.kind == "photo" else "clip"
-            content_type = {".mp4": "video/mp4", ".png": "image/png", ".jpg": "image/jpeg"}.get(ext, "")
-            stored = self._store.put_file(Bucket.CLIPS, f"{prefix}{cid}{ext}", clip.path,
-                                          content_type=content_type or "application/octet-stream")
+            content_type = {".mp4": "video/mp4", ".png": "image/png", ".jpg": "image/jpeg"}.get(
+                ext, ""
+            )
+            stored = self._store.put_file(
+                Bucket.CLIPS,
+                f"{prefix}{cid}{ext}",
+                clip.path,
+                content_type=content_type or "application/octet-stream",
+            )
             run.add_artifact(Bucket.CLIPS, stored.key, kind, stored.size, clip.sha256)
             keyframes: dict[str, str] = {}
             if kind == "clip":
                 for kf in clip.keyframes:
                     label = kf.stem.rsplit("_", 1)[-1]
                     kext = kf.suffix.lower()
-                    st = self._store.put_file(Bucket.CLIPS, f"{prefix}{cid}_{label}{kext}", kf,
-                                              content_type="image/jpeg" if kext == ".jpg" else "image/png")
+                    st = self._store.put_file(
+                        Bucket.CLIPS,
+                        f"{prefix}{cid}_{label}{kext}",
+                        kf,
+                        content_type="image/jpeg" if kext == ".jpg" else "image/png",
+                    )
                     run.add_artifact(Bucket.CLIPS, st.key, "keyframe", st.size)
                     keyframes[label] = st.key
             else:
@@ -354,13 +437,26 @@ class IngestWork:
             meta.pop("analysis", None)
             if clip.analysis is not None:
                 # before the manifest (the commit marker), like every object it names
-                st = self._store.put_file(Bucket.CLIPS, layout.analysis_key(run.ref, sha, cid), clip.analysis,
-                                          content_type="application/zip")
+                st = self._store.put_file(
+                    Bucket.CLIPS,
+                    layout.analysis_key(run.ref, sha, cid),
+                    clip.analysis,
+                    content_type="application/zip",
+                )
                 run.add_artifact(Bucket.CLIPS, st.key, "analysis", st.size)
                 meta["analysis_key"] = st.key
-            items.append({"clip_id": cid, "kind": kind, "key": stored.key, "size": stored.size,
-                          "keyframes": keyframes, "keyframe_keys": list(keyframes.values()),
-                          "duration": round(clip.duration, 4), **meta})
+            items.append(
+                {
+                    "clip_id": cid,
+                    "kind": kind,
+                    "key": stored.key,
+                    "size": stored.size,
+                    "keyframes": keyframes,
+                    "keyframe_keys": list(keyframes.values()),
+                    "duration": round(clip.duration, 4),
+                    **meta,
+                }
+            )
         return items
 
     # -- threads, progress and cancellation ---------------------------------------------------
@@ -425,30 +521,68 @@ def _manifest_base(run: _JobRun, f: _File, sha: str, original: str) -> dict[str,
         "clips_prefix": layout.clips_prefix(run.ref, sha),
         "job_id": run.job.id,
         "created_at": datetime.now(UTC).isoformat(),
-        "kind": None, "format": None, "probe": None, "shots": [], "clips": [], "skipped": [],
-        "frame_rate": None, "error": None,
+        "kind": None,
+        "format": None,
+        "probe": None,
+        "shots": [],
+        "clips": [],
+        "skipped": [],
+        "frame_rate": None,
+        "error": None,
     }
 
 
-def _report(source: str, name: str, *, sha: str | None = None, original: str | None = None,
-            error: str | None = None, error_type: str | None = None, archive: str | None = None,
-            ) -> dict[str, Any]:
-    return {"source": source, "file": name, "archive": archive, "sha256": sha, "raw_key": original,
-            "manifest_key": None, "clips": 0, "skipped": [], "frame_rate": None, "error": error,
-            "error_type": error_type, "reused": False}
+def _report(
+    source: str,
+    name: str,
+    *,
+    sha: str | None = None,
+    original: str | None = None,
+    error: str | None = None,
+    error_type: str | None = None,
+    archive: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "source": source,
+        "file": name,
+        "archive": archive,
+        "sha256": sha,
+        "raw_key": original,
+        "manifest_key": None,
+        "clips": 0,
+        "skipped": [],
+        "frame_rate": None,
+        "error": error,
+        "error_type": error_type,
+        "reused": False,
+    }
 
 
-def _report_from_manifest(manifest: dict[str, Any], source: str, name: str, mkey: str, *,
-                          reused: bool) -> dict[str, Any]:
+def _report_from_manifest(
+    manifest: dict[str, Any], source: str, name: str, mkey: str, *, reused: bool
+) -> dict[str, Any]:
     src = manifest.get("source") or {}
     error = manifest.get("error") or {}
-    report = _report(source, name, sha=manifest.get("source_sha256"), original=src.get("key"),
-                     error=error.get("message"), error_type=error.get("type"), archive=src.get("archive"))
+    report = _report(
+        source,
+        name,
+        sha=manifest.get("source_sha256"),
+        original=src.get("key"),
+        error=error.get("message"),
+        error_type=error.get("type"),
+        archive=src.get("archive"),
+    )
     clips = manifest.get("clips") or []
-    report.update({
-        "manifest_key": mkey, "clips": len(clips), "frame_rate": manifest.get("frame_rate"),
-        "skipped": [{"start": s.get("start"), "end": s.get("end"), "reason": s.get("reason")}
-                    for s in manifest.get("skipped") or []],
-        "reused": reused,
-    })
+    report.update(
+        {
+            "manifest_key": mkey,
+            "clips": len(clips),
+            "frame_rate": manifest.get("frame_rate"),
+            "skipped": [
+                {"start": s.get("start"), "end": s.get("end"), "reason": s.get("reason")}
+                for s in manifest.get("skipped") or []
+            ],
+            "reused": reused,
+        }
+    )
     return report

@@ -27,5 +27,12 @@ Unknown names, versions, aliases and another tenant's anything are `NotFound`.
 from loraforge.library.records import CheckpointInfo, LoraFile, LoraVersion, parse_spec
 from loraforge.library.store import Library, in_use, usage_ref
 
-__all__ = ["CheckpointInfo", "Library", "LoraFile", "LoraVersion", "in_use", "parse_spec",
-           "usage_ref"]
+__all__ = [
+    "CheckpointInfo",
+    "Library",
+    "LoraFile",
+    "LoraVersion",
+    "in_use",
+    "parse_spec",
+    "usage_ref",
+]

@@ -35,12 +35,12 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from loraforge.runtime.errors import AlreadyExists, InvalidInput, NotFound
-from loraforge.runtime.keys import ProjectRef
-from loraforge.runtime.storage import Bucket, ObjectStore
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from loraforge.library import layout
+from loraforge.runtime.errors import AlreadyExists, InvalidInput, NotFound
+from loraforge.runtime.keys import ProjectRef
+from loraforge.runtime.storage import Bucket, ObjectStore
 
 WARM = "warm"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -86,10 +86,14 @@ class GenerationDefaults(_Strict):
         for name in ("width", "height"):
             value = getattr(self, name)
             if value is not None and value % 16:
-                raise ValueError(f"{name} {value} must be a multiple of 16 (the video model's stride)")
+                raise ValueError(
+                    f"{name} {value} must be a multiple of 16 (the video model's stride)"
+                )
         if self.frames is not None and (self.frames - 1) % 4:
-            raise ValueError(f"frames {self.frames}: Wan needs 4k+1 frames (e.g. "
-                             f"{4 * ((self.frames - 1) // 4) + 1})")
+            raise ValueError(
+                f"frames {self.frames}: Wan needs 4k+1 frames (e.g. "
+                f"{4 * ((self.frames - 1) // 4) + 1})"
+            )
         return self
 
 
@@ -109,8 +113,10 @@ class PromptSettings(_Strict):
     def _slots(cls, template: str) -> str:
         unknown = sorted(set(template_slots(template)) - set(SLOTS))
         if unknown:
-            raise ValueError(f"the template uses unknown slot(s) {', '.join('{' + u + '}' for u in unknown)}; "
-                             f"use {', '.join('{' + s + '}' for s in SLOTS)} (and {{{{ }}}} for literal braces)")
+            raise ValueError(
+                f"the template uses unknown slot(s) {', '.join('{' + u + '}' for u in unknown)}; "
+                f"use {', '.join('{' + s + '}' for s in SLOTS)} (and {{{{ }}}} for literal braces)"
+            )
         return template
 
     @property
@@ -123,7 +129,9 @@ class DeploymentSpec(_Strict):
     """What a user asks for (CLI, `/v1/.../deployments`, `/api/v1/deployments`)."""
 
     name: str = Field(default="", pattern=r"^$|" + NAME_PATTERN)  # empty: generated
-    lora: str = Field(min_length=1, max_length=300)  # `<name>:<version>|<alias>` or `run:<run_id>[@<step>]`
+    lora: str = Field(
+        min_length=1, max_length=300
+    )  # `<name>:<version>|<alias>` or `run:<run_id>[@<step>]`
     preset: str = Field(default="", max_length=100)  # empty: the LoRA's base preset
     defaults: GenerationDefaults = GenerationDefaults()
     prompt: PromptSettings = PromptSettings()
@@ -171,8 +179,11 @@ class Deployment(BaseModel):
     @property
     def mode(self) -> str:
         """What a call needs: t2v (text), i2v (first frame), flf2v (first + last), image."""
-        return self.variant if self.family == "wan" and self.variant in ("i2v", "flf2v") else (
-            "t2v" if self.family == "wan" else "image")
+        return (
+            self.variant
+            if self.family == "wan" and self.variant in ("i2v", "flf2v")
+            else ("t2v" if self.family == "wan" else "image")
+        )
 
     @property
     def call_subject(self) -> str:
@@ -219,18 +230,24 @@ def template_slots(template: str) -> list[str]:
     try:
         return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
     except ValueError as exc:  # a lone { or }
-        raise ValueError(f"the template is not a valid format string ({exc}); write {{{{ and }}}} "
-                         "for literal braces") from None
+        raise ValueError(
+            f"the template is not a valid format string ({exc}); write {{{{ and }}}} "
+            "for literal braces"
+        ) from None
 
 
-def fill_prompt(prompt: PromptSettings, *, trigger: str, call_prompt: str = "",
-                description: str = "") -> tuple[str, str]:
+def fill_prompt(
+    prompt: PromptSettings, *, trigger: str, call_prompt: str = "", description: str = ""
+) -> tuple[str, str]:
     """(the prompt a call renders with, how it was made). With `use_input_prompt` the caller's
     prompt is used as given; with none given (the call needs nothing else), the template."""
     if prompt.use_input_prompt and call_prompt.strip():
         return call_prompt.strip(), "input"
-    values = {"description": description.strip(), "trigger": trigger,
-              "lora_prompt": prompt.lora_prompt_default.strip()}
+    values = {
+        "description": description.strip(),
+        "trigger": trigger,
+        "lora_prompt": prompt.lora_prompt_default.strip(),
+    }
     if not template_slots(prompt.template):
         text = f"{values['description']} {values['lora_prompt']}"
     else:
@@ -245,11 +262,13 @@ def parse_spec(data: Any) -> DeploymentSpec:
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'deployment'}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors())
+            for e in exc.errors()
+        )
         raise InvalidInput(f"invalid deployment: {problems}") from None
 
 
 # ------------------------------------------------------------------ LoRA resolution
+
 
 def resolve_lora(store: ObjectStore, ref: ProjectRef, lora: str) -> LoraVersion:
     """`<name>:<version>` / `<name>:<alias>` through the LoRA library; `run:<run_id>` (the run's
@@ -259,16 +278,25 @@ def resolve_lora(store: ObjectStore, ref: ProjectRef, lora: str) -> LoraVersion:
     from loraforge.library import Library, usage_ref
 
     version = Library(store, ref).resolve(lora)
-    return LoraVersion(ref=version.ref, key=version.lora_key, base_preset=version.base_preset,
-                       family=version.family, lora_type=version.lora_type, trigger=version.trigger,
-                       strength=version.recommended_strength, usage=usage_ref(version))
+    return LoraVersion(
+        ref=version.ref,
+        key=version.lora_key,
+        base_preset=version.base_preset,
+        family=version.family,
+        lora_type=version.lora_type,
+        trigger=version.trigger,
+        strength=version.recommended_strength,
+        usage=usage_ref(version),
+    )
 
 
 def _from_run(store: ObjectStore, ref: ProjectRef, lora: str) -> LoraVersion:
     body = lora.removeprefix("run:")
     run_id, _, step = body.partition("@")
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", run_id):
-        raise InvalidInput(f"LoRA {lora!r}: not a run id; write run:<run_id> or run:<run_id>@<step>")
+        raise InvalidInput(
+            f"LoRA {lora!r}: not a run id; write run:<run_id> or run:<run_id>@<step>"
+        )
     key = layout.run_record_key(ref, run_id)
     if store.stat(Bucket.LORAS, key) is None:
         raise NotFound(f"LoRA {lora!r}: run {run_id} has no finished training in this project")
@@ -281,20 +309,32 @@ def _from_run(store: ObjectStore, ref: ProjectRef, lora: str) -> LoraVersion:
         wanted = f"step-{step.removeprefix('step-')}"
         infos = {info.name: info for info in Library(store, ref).checkpoints(run_id)}
         if wanted not in infos:
-            raise NotFound(f"LoRA {lora!r}: run {run_id} has no checkpoint {wanted}; "
-                           f"it has {', '.join(infos) or 'none'}")
+            raise NotFound(
+                f"LoRA {lora!r}: run {run_id} has no checkpoint {wanted}; "
+                f"it has {', '.join(infos) or 'none'}"
+            )
         if not infos[wanted].promotable:
             raise InvalidInput(f"LoRA {lora!r}: {infos[wanted].why_not}")
         file_key = infos[wanted].files["main"]
     else:
         file_key = run["best_key"]
-    return LoraVersion(ref=lora, key=file_key, base_preset=run.get("base_preset", ""),
-                       family=run.get("family", ""), lora_type=run.get("lora_type", ""),
-                       trigger=run.get("trigger", ""), strength=run.get("recommended_weight"),
-                       usage={"run": run_id, "checkpoint": f"step-{step.removeprefix('step-')}" if step else "best"})
+    return LoraVersion(
+        ref=lora,
+        key=file_key,
+        base_preset=run.get("base_preset", ""),
+        family=run.get("family", ""),
+        lora_type=run.get("lora_type", ""),
+        trigger=run.get("trigger", ""),
+        strength=run.get("recommended_weight"),
+        usage={
+            "run": run_id,
+            "checkpoint": f"step-{step.removeprefix('step-')}" if step else "best",
+        },
+    )
 
 
 # ------------------------------------------------------------------ the store
+
 
 def record_key(ref: ProjectRef, name: str) -> str:
     return layout.deployment_key(ref, name)
@@ -330,11 +370,15 @@ class Deployments:
         try:
             preset = get_preset(preset_name)
         except (KeyError, InvalidInput):
-            raise InvalidInput(f"unknown preset {preset_name!r}; `loraforge presets` lists them") from None
+            raise InvalidInput(
+                f"unknown preset {preset_name!r}; `loraforge presets` lists them"
+            ) from None
         if lora.family and preset.family != lora.family:
-            raise InvalidInput(f"LoRA {spec.lora!r} was trained for {lora.family} ({lora.base_preset}); "
-                               f"preset {preset_name!r} is {preset.family}: deploy it on a "
-                               f"{lora.family} preset")
+            raise InvalidInput(
+                f"LoRA {spec.lora!r} was trained for {lora.family} ({lora.base_preset}); "
+                f"preset {preset_name!r} is {preset.family}: deploy it on a "
+                f"{lora.family} preset"
+            )
         name = spec.name or new_name(lora)
         key = record_key(ref, name)
         if self._store.stat(Bucket.LORAS, key) is not None:
@@ -351,10 +395,20 @@ class Deployments:
             except ValueError:
                 strength = 1.0
         record = Deployment(
-            name=name, tenant=ref.tenant, project=ref.project, spec=spec.model_copy(update={"name": name}),
-            lora_key=lora.key, lora_ref=lora.ref, lora=lora.usage, preset=preset_name, family=preset.family,
-            variant=preset.variant, trigger=lora.trigger, strength=float(strength),
-            lora_type=lora.lora_type)
+            name=name,
+            tenant=ref.tenant,
+            project=ref.project,
+            spec=spec.model_copy(update={"name": name}),
+            lora_key=lora.key,
+            lora_ref=lora.ref,
+            lora=lora.usage,
+            preset=preset_name,
+            family=preset.family,
+            variant=preset.variant,
+            trigger=lora.trigger,
+            strength=float(strength),
+            lora_type=lora.lora_type,
+        )
         self._store.put_json(Bucket.LORAS, key, record.model_dump(mode="json"))
         return record
 
@@ -370,7 +424,7 @@ class Deployments:
         out = []
         prefix = layout.deployments_prefix(ref)
         for obj in self._store.list(Bucket.LORAS, prefix):
-            rest = obj.key[len(prefix):]
+            rest = obj.key[len(prefix) :]
             if "/" in rest or not rest.endswith(".json"):
                 continue  # a warm beat
             try:
@@ -379,15 +433,18 @@ class Deployments:
                 continue
         return sorted(out, key=lambda d: d.created_at)
 
-    def set_state(self, ref: ProjectRef, name: str, state: DeploymentStatus, message: str = "") -> Deployment:
+    def set_state(
+        self, ref: ProjectRef, name: str, state: DeploymentStatus, message: str = ""
+    ) -> Deployment:
         record = self.get(ref, name).model_copy(update={"state": state, "message": message})
         self._store.put_json(Bucket.LORAS, record_key(ref, name), record.model_dump(mode="json"))
         return record
 
     def delete(self, ref: ProjectRef, name: str) -> Deployment:
         """Stop it (workers let it go at their next beat) and remove the record."""
-        record = self.get(ref, name).model_copy(update={"state": DeploymentStatus.STOPPED,
-                                                        "message": "deleted"})
+        record = self.get(ref, name).model_copy(
+            update={"state": DeploymentStatus.STOPPED, "message": "deleted"}
+        )
         # the record first: its LoRA version is deletable again, and a worker's next beat
         # finds no record and lets the pipeline go (a beat written after this is harmless)
         self._store.delete(Bucket.LORAS, record_key(ref, name))
@@ -398,8 +455,11 @@ class Deployments:
     # -- warm beats ----------------------------------------------------------------------------
 
     def beat(self, ref: ProjectRef, name: str, beat: WarmBeat) -> None:
-        self._store.put_json(Bucket.LORAS, f"{warm_prefix(ref, name)}{beat.worker}.json",
-                             beat.model_dump(mode="json"))
+        self._store.put_json(
+            Bucket.LORAS,
+            f"{warm_prefix(ref, name)}{beat.worker}.json",
+            beat.model_dump(mode="json"),
+        )
 
     def drop_beat(self, ref: ProjectRef, name: str, worker: str) -> None:
         self._store.delete(Bucket.LORAS, f"{warm_prefix(ref, name)}{worker}.json")
@@ -417,7 +477,9 @@ class Deployments:
         return view_of(self.get(ref, name), self.beats(ref, name), now=now)
 
 
-def view_of(record: Deployment, beats: list[WarmBeat], *, now: float | None = None) -> DeploymentView:
+def view_of(
+    record: Deployment, beats: list[WarmBeat], *, now: float | None = None
+) -> DeploymentView:
     now = time.time() if now is None else now
     beats = [b for b in beats if b.created_at is None or b.created_at == record.created_at]
     fresh = [b for b in beats if now - b.beat_at <= STALE_S]
@@ -433,10 +495,23 @@ def view_of(record: Deployment, beats: list[WarmBeat], *, now: float | None = No
     else:
         status = DeploymentStatus.PENDING
         if beats and not fresh:
-            message = f"no warm worker: the last beat is {now - max(b.beat_at for b in beats):.0f}s old"
+            message = (
+                f"no warm worker: the last beat is {now - max(b.beat_at for b in beats):.0f}s old"
+            )
     spec = record.spec
     return DeploymentView(
-        name=record.name, status=status, capacity=spec.capacity, warm_workers=len(warm),
-        lora=record.lora_ref, lora_key=record.lora_key, preset=record.preset, mode=record.mode,
-        trigger=record.trigger, strength=record.strength, defaults=spec.defaults, prompt=spec.prompt,
-        message=message, created_at=record.created_at)
+        name=record.name,
+        status=status,
+        capacity=spec.capacity,
+        warm_workers=len(warm),
+        lora=record.lora_ref,
+        lora_key=record.lora_key,
+        preset=record.preset,
+        mode=record.mode,
+        trigger=record.trigger,
+        strength=record.strength,
+        defaults=spec.defaults,
+        prompt=spec.prompt,
+        message=message,
+        created_at=record.created_at,
+    )

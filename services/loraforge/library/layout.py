@@ -44,8 +44,10 @@ def validate_alias(alias: str) -> str:
     """Aliases are slugs that are not numbers (`3` is always version 3)."""
     validate_slug(alias, "alias")
     if alias.isdigit():
-        raise InvalidInput(f"alias {alias!r} is a number, which always means a version; "
-                           "pick a name with a letter in it (e.g. 'prod', 'v3-candidate')")
+        raise InvalidInput(
+            f"alias {alias!r} is a number, which always means a version; "
+            "pick a name with a letter in it (e.g. 'prod', 'v3-candidate')"
+        )
     return alias
 
 

@@ -6,8 +6,9 @@ import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from loraforge.runtime.errors import InvalidInput
 from pydantic import BaseModel, Field
+
+from loraforge.runtime.errors import InvalidInput
 
 #: `name`, `name:3`, `name:prod` (no tag means the alias `latest`)
 _SPEC = re.compile(r"^(?P<name>[a-z0-9][a-z0-9-]{0,62}):?(?P<tag>[a-z0-9][a-z0-9-]{0,62})?$")
@@ -22,8 +23,10 @@ def parse_spec(spec: str) -> tuple[str, int | None, str | None]:
     """`name[:version|alias]` -> (name, version or None, alias or None); no tag = `latest`."""
     m = _SPEC.match((spec or "").strip())
     if not m or (":" in spec and not m.group("tag")):
-        raise InvalidInput(f"{spec!r} is not a LoRA reference: write NAME, NAME:VERSION (a "
-                           "number) or NAME:ALIAS (e.g. 'money-rain:3', 'money-rain:prod')")
+        raise InvalidInput(
+            f"{spec!r} is not a LoRA reference: write NAME, NAME:VERSION (a "
+            "number) or NAME:ALIAS (e.g. 'money-rain:3', 'money-rain:prod')"
+        )
     tag = m.group("tag")
     if tag is None:
         return m.group("name"), None, LATEST
@@ -44,9 +47,11 @@ def parse_checkpoint(value: str | int | None) -> int | Literal["best", "last"] |
             return v  # type: ignore[return-value]
         v = v.removeprefix("step-").removeprefix("step")
         if not v.isdigit():
-            raise InvalidInput(f"checkpoint {value!r}: write best, last, step-N or N (a step "
-                               "number the run checkpointed; list them with the run's "
-                               "checkpoints)")
+            raise InvalidInput(
+                f"checkpoint {value!r}: write best, last, step-N or N (a step "
+                "number the run checkpointed; list them with the run's "
+                "checkpoints)"
+            )
         step = int(v)
     if step < 1:
         raise InvalidInput(f"checkpoint step {step}: steps count from 1")

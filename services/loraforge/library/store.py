@@ -63,9 +63,11 @@ class Library:
     def run_record(self, run_id: str) -> dict[str, Any]:
         key = layout.run_record_key(self.ref, run_id)
         if self.store.stat(B, key) is None:
-            raise NotFound(f"training run {run_id!r} has no finished record in project "
-                           f"{self.ref.project!r} (it does not exist, or has not succeeded yet: "
-                           "wait for it to finish)")
+            raise NotFound(
+                f"training run {run_id!r} has no finished record in project "
+                f"{self.ref.project!r} (it does not exist, or has not succeeded yet: "
+                "wait for it to finish)"
+            )
         return self.store.get_json(B, key)
 
     def _step_exports(self, run_id: str, step: int) -> dict[str, str]:
@@ -74,8 +76,12 @@ class Library:
         prefix = f"{layout.run_prefix(self.ref, run_id)}/checkpoints/step-{step}/"
         out: dict[str, str] = {}
         for obj in self.store.list(B, prefix):
-            name = obj.key[len(prefix):]
-            if "/" in name or not name.startswith(EXPORT_STEM + ".") or not name.endswith(".safetensors"):
+            name = obj.key[len(prefix) :]
+            if (
+                "/" in name
+                or not name.startswith(EXPORT_STEM + ".")
+                or not name.endswith(".safetensors")
+            ):
                 continue
             parts = name.split(".")
             tag = parts[1] if len(parts) == 3 else ""
@@ -89,20 +95,33 @@ class Library:
         steps = {int(s) for s in (record.get("checkpoints") or {})} | {best, last}
         ev = record.get("evaluation") or {}
         rows = {int(r["step"]): r for r in ev.get("checkpoints") or [] if "step" in r}
-        losses = {int(k): v for k, v in ((record.get("metrics") or {}).get("eval_losses") or {}).items()}
+        losses = {
+            int(k): v for k, v in ((record.get("metrics") or {}).get("eval_losses") or {}).items()
+        }
         previews = {int(k): v for k, v in (ev.get("previews") or {}).items()}
         out = []
         for step in sorted(steps):
             files = self._files_of(record, run_id, step)
             row = rows.get(step, {})
-            out.append(CheckpointInfo(
-                step=step, name=f"step-{step}", automatic_pick=step == best, last=step == last,
-                promotable=bool(files),
-                why_not="" if files else (
-                    "this checkpoint has only its training state, no exported LoRA file (the "
-                    "run predates per-checkpoint exports); promote best or last"),
-                val_loss=row.get("val_loss", losses.get(step)), likeness=row.get("likeness"),
-                previews=list(previews.get(step, [])), files=files))
+            out.append(
+                CheckpointInfo(
+                    step=step,
+                    name=f"step-{step}",
+                    automatic_pick=step == best,
+                    last=step == last,
+                    promotable=bool(files),
+                    why_not=""
+                    if files
+                    else (
+                        "this checkpoint has only its training state, no exported LoRA file (the "
+                        "run predates per-checkpoint exports); promote best or last"
+                    ),
+                    val_loss=row.get("val_loss", losses.get(step)),
+                    likeness=row.get("likeness"),
+                    previews=list(previews.get(step, [])),
+                    files=files,
+                )
+            )
         return out
 
     def _files_of(self, record: dict[str, Any], run_id: str, step: int) -> dict[str, str]:
@@ -123,8 +142,16 @@ class Library:
 
     # ------------------------------------------------------------------ versions
 
-    def register(self, run_id: str, name: str, *, checkpoint: str | int | None = None,
-                 reason: str = "", by: str = "", only_first: bool = False) -> LoraVersion:
+    def register(
+        self,
+        run_id: str,
+        name: str,
+        *,
+        checkpoint: str | int | None = None,
+        reason: str = "",
+        by: str = "",
+        only_first: bool = False,
+    ) -> LoraVersion:
         """A new immutable version `<name>:<n>` from a finished run's checkpoint.
         `only_first`: make version 1 unless the name has one (then return it): a name that
         a fine-tune reserved, registered by whichever reader sees the run finished first."""
@@ -139,27 +166,42 @@ class Library:
             raise InvalidInput(
                 f"step {step} is not the run's automatic pick (step {best}: "
                 f"{record.get('best_reason') or 'the evaluation chose it'}); say why you "
-                "promote this one instead (a reason is recorded with the version)")
+                "promote this one instead (a reason is recorded with the version)"
+            )
         info = {c.step: c for c in self.checkpoints(run_id)}
         if step not in info:
-            raise NotFound(f"run {run_id} has no checkpoint at step {step}; its checkpoints "
-                           f"are {', '.join(f'step-{s}' for s in sorted(info))}")
+            raise NotFound(
+                f"run {run_id} has no checkpoint at step {step}; its checkpoints "
+                f"are {', '.join(f'step-{s}' for s in sorted(info))}"
+            )
         if not info[step].promotable:
             raise InvalidInput(f"step {step} of run {run_id}: {info[step].why_not}")
         files = self._copy_files(info[step].files)
         if automatic and not reason:
             reason = f"the run's automatic pick: {record.get('best_reason') or 'best step'}"
         version = LoraVersion(
-            name=name, version=1, tenant=self.ref.tenant, project=self.ref.project,
-            run_id=run_id, checkpoint=f"step-{step}", step=step,
-            chosen="automatic" if automatic else "user", reason=reason, files=files,
-            base_preset=record.get("base_preset", ""), family=record.get("family", ""),
-            lora_type=str(record.get("lora_type") or ""), trigger=record.get("trigger") or "",
+            name=name,
+            version=1,
+            tenant=self.ref.tenant,
+            project=self.ref.project,
+            run_id=run_id,
+            checkpoint=f"step-{step}",
+            step=step,
+            chosen="automatic" if automatic else "user",
+            reason=reason,
+            files=files,
+            base_preset=record.get("base_preset", ""),
+            family=record.get("family", ""),
+            lora_type=str(record.get("lora_type") or ""),
+            trigger=record.get("trigger") or "",
             recommended_strength=record.get("recommended_weight"),
             strength_reason=record.get("strength_reason") or "",
-            dataset_id=record.get("dataset_id") or "", dataset_hash=record.get("dataset_hash") or "",
+            dataset_id=record.get("dataset_id") or "",
+            dataset_hash=record.get("dataset_hash") or "",
             training=dict(record.get("training_args") or {}),
-            scores=self._scores(record, step), created_by=by)
+            scores=self._scores(record, step),
+            created_by=by,
+        )
         return self._commit_version(version, only_first)
 
     def _commit_version(self, version: LoraVersion, only_first: bool = False) -> LoraVersion:
@@ -177,8 +219,10 @@ class Library:
                 return v
             if only_first:  # another reader registered it first: the same run, the same pick
                 return self.get(version.name, 1)
-        raise Conflict(f"could not register a version of {version.name!r}: other registrations "
-                       "kept taking the next number; retry")
+        raise Conflict(
+            f"could not register a version of {version.name!r}: other registrations "
+            "kept taking the next number; retry"
+        )
 
     @staticmethod
     def _scores(record: dict[str, Any], step: int) -> dict[str, Any]:
@@ -206,16 +250,18 @@ class Library:
                 digest = _sha256(path)
                 blob = layout.blob_key(self.ref, digest)
                 stored, _ = self.store.put_if_absent_file(
-                    B, blob, path, sha256=digest, content_type="application/octet-stream")
-                out.append(LoraFile(role=role, key=blob, sha256=digest, size=stored.size,
-                                    source_key=key))
+                    B, blob, path, sha256=digest, content_type="application/octet-stream"
+                )
+                out.append(
+                    LoraFile(role=role, key=blob, sha256=digest, size=stored.size, source_key=key)
+                )
         return out
 
     def version_numbers(self, name: str) -> list[int]:
         prefix = layout.versions_prefix(self.ref, name)
         out = []
         for obj in self.store.list(B, prefix):
-            stem = obj.key[len(prefix):].removesuffix(".json")
+            stem = obj.key[len(prefix) :].removesuffix(".json")
             if stem.isdigit() and obj.key.endswith(".json"):
                 out.append(int(stem))
         return sorted(out)
@@ -224,9 +270,14 @@ class Library:
         key = layout.version_key(self.ref, name, version)
         if self.store.stat(B, key) is None:
             known = self.version_numbers(name)
-            raise NotFound(f"LoRA {name}:{version} not found" + (
-                f"; {name} has versions {', '.join(map(str, known))}" if known else
-                f"; there is no LoRA named {name!r} in project {self.ref.project!r}"))
+            raise NotFound(
+                f"LoRA {name}:{version} not found"
+                + (
+                    f"; {name} has versions {', '.join(map(str, known))}"
+                    if known
+                    else f"; there is no LoRA named {name!r} in project {self.ref.project!r}"
+                )
+            )
         return LoraVersion.model_validate(self.store.get_json(B, key))
 
     def resolve(self, spec: str) -> LoraVersion:
@@ -245,7 +296,9 @@ class Library:
 
         job_id = name.removeprefix(FINETUNE_PREFIX)
         if self.store.stat(B, layout.ft_job_key(self.ref, job_id)) is not None:
-            finetunes.ensure_output(self.store, self.ref, finetunes.get_job(self.store, self.ref, job_id))
+            finetunes.ensure_output(
+                self.store, self.ref, finetunes.get_job(self.store, self.ref, job_id)
+            )
 
     def versions(self, name: str) -> list[LoraVersion]:
         return [self.get(name, n) for n in self.version_numbers(name)]
@@ -254,7 +307,7 @@ class Library:
         prefix = layout.library_prefix(self.ref)
         found = set()
         for obj in self.store.list(B, prefix):
-            parts = obj.key[len(prefix):].split("/")
+            parts = obj.key[len(prefix) :].split("/")
             if len(parts) == 3 and parts[1] == "versions" and not parts[0].startswith("_"):
                 found.add(parts[0])
         return sorted(found)
@@ -265,8 +318,11 @@ class Library:
         if not versions:
             raise NotFound(f"there is no LoRA named {name!r} in project {self.ref.project!r}")
         aliases = {a.alias: a.version for a in self.aliases(name)}
-        return {"name": name, "aliases": aliases,
-                "versions": [v.public() for v in reversed(versions)]}
+        return {
+            "name": name,
+            "aliases": aliases,
+            "versions": [v.public() for v in reversed(versions)],
+        }
 
     def delete(self, name: str, version: int, *, by: str = "") -> dict[str, Any]:
         """Remove a version no deployment uses: its record, the aliases on it (`latest`
@@ -274,8 +330,10 @@ class Library:
         v = self.get(name, version)
         users = self.in_use(name, version)
         if users:
-            raise Conflict(f"{v.ref} is used by deployment(s) {', '.join(users)}; delete or "
-                           "re-point them first")
+            raise Conflict(
+                f"{v.ref} is used by deployment(s) {', '.join(users)}; delete or "
+                "re-point them first"
+            )
         self.store.delete(B, layout.version_key(self.ref, name, version))
         removed, moved = [], None
         for a in self.aliases(name):
@@ -293,8 +351,12 @@ class Library:
         freed = [f.key for f in v.files if f.sha256 not in shared]
         for key in freed:
             self.store.delete(B, key)
-        return {"deleted": v.ref, "aliases_removed": removed, "latest_now": moved,
-                "blobs_freed": len(freed)}
+        return {
+            "deleted": v.ref,
+            "aliases_removed": removed,
+            "latest_now": moved,
+            "blobs_freed": len(freed),
+        }
 
     def _all_versions(self) -> Iterable[LoraVersion]:
         for name in self.names():
@@ -304,16 +366,21 @@ class Library:
 
     def aliases(self, name: str) -> list[Alias]:
         prefix = layout.aliases_prefix(self.ref, name)
-        return [Alias.model_validate(self.store.get_json(B, o.key))
-                for o in self.store.list(B, prefix) if o.key.endswith(".json")]
+        return [
+            Alias.model_validate(self.store.get_json(B, o.key))
+            for o in self.store.list(B, prefix)
+            if o.key.endswith(".json")
+        ]
 
     def alias(self, name: str, alias: str) -> Alias:
         key = layout.alias_key(self.ref, name, alias)
         if self.store.stat(B, key) is None:
             if not self.version_numbers(name):
                 raise NotFound(f"there is no LoRA named {name!r} in project {self.ref.project!r}")
-            raise NotFound(f"{name} has no alias {alias!r}; its aliases are "
-                           f"{', '.join(sorted(a.alias for a in self.aliases(name))) or 'none'}")
+            raise NotFound(
+                f"{name} has no alias {alias!r}; its aliases are "
+                f"{', '.join(sorted(a.alias for a in self.aliases(name))) or 'none'}"
+            )
         return Alias.model_validate(self.store.get_json(B, key))
 
     def tag(self, name: str, version: int, alias: str, *, by: str = "") -> Alias:
@@ -324,20 +391,25 @@ class Library:
 
     def untag(self, name: str, alias: str) -> None:
         if alias == LATEST:
-            raise InvalidInput("`latest` always exists while the name has versions; move it "
-                               "with tag instead")
+            raise InvalidInput(
+                "`latest` always exists while the name has versions; move it with tag instead"
+            )
         self.alias(name, alias)
         self.store.delete(B, layout.alias_key(self.ref, name, alias))
 
     def _move_alias(self, name: str, alias: str, version: int, *, by: str) -> Alias:
         key = layout.alias_key(self.ref, name, alias)
-        old = (Alias.model_validate(self.store.get_json(B, key))
-               if self.store.stat(B, key) is not None else None)
+        old = (
+            Alias.model_validate(self.store.get_json(B, key))
+            if self.store.stat(B, key) is not None
+            else None
+        )
         history = list(old.history) if old else []
         if old is not None and old.version != version:
             history.append(AliasMove(version=old.version, moved_at=old.moved_at, by=old.by))
-        new = Alias(name=name, alias=alias, version=version, by=by,
-                    history=history[-ALIAS_HISTORY:])
+        new = Alias(
+            name=name, alias=alias, version=version, by=by, history=history[-ALIAS_HISTORY:]
+        )
         self.store.put_json(B, key, new.model_dump(mode="json"))
         return new
 
@@ -348,7 +420,7 @@ class Library:
         prefix = layout.deployments_prefix(self.ref)
         users = []
         for obj in self.store.list(B, prefix):
-            rest = obj.key[len(prefix):]
+            rest = obj.key[len(prefix) :]
             if "/" in rest or not rest.endswith(".json"):
                 continue
             try:
@@ -356,7 +428,11 @@ class Library:
             except NotFound:  # deleted between the listing and the read
                 continue
             lora = rec.get("lora") if isinstance(rec, dict) else None
-            if isinstance(lora, dict) and lora.get("name") == name and int(lora.get("version") or 0) == version:
+            if (
+                isinstance(lora, dict)
+                and lora.get("name") == name
+                and int(lora.get("version") or 0) == version
+            ):
                 users.append(rec.get("name") or rest.removesuffix(".json"))
         return sorted(users)
 

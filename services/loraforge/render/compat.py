@@ -58,7 +58,11 @@ def _family_from_keys(keys: list[str]) -> str | None:
     joined = "\n".join(keys[:4000])
     if re.search(r"(^|\.)blocks\.\d+\.(self_attn|cross_attn|ffn)\.", joined):
         return "wan"
-    if "double_blocks" in joined or "single_transformer_blocks" in joined or "single_blocks" in joined:
+    if (
+        "double_blocks" in joined
+        or "single_transformer_blocks" in joined
+        or "single_blocks" in joined
+    ):
         return "flux"
     if "lora_te2_" in joined or "text_encoder_2" in joined or "input_blocks_" in joined:
         return "sdxl"
@@ -68,7 +72,9 @@ def _family_from_keys(keys: list[str]) -> str | None:
 
 
 def _sd_from_metadata(meta: dict[str, str]) -> str | None:
-    version = (meta.get("ss_base_model_version") or meta.get("modelspec.architecture") or "").lower()
+    version = (
+        meta.get("ss_base_model_version") or meta.get("modelspec.architecture") or ""
+    ).lower()
     if "xl" in version:
         return "sdxl"
     if "v1" in version or "sd1" in version or "1.5" in version:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
 from loraforge.runtime.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,12 @@ GiB = 1024**3
 OFFLOAD_MODES = ("auto", "none", "model", "group")
 TILING_MODES = ("auto", "on", "off")
 DTYPES: dict[str, torch.dtype] = {
-    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
-    "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "fp32": torch.float32,
+    "float32": torch.float32,
 }
 # Kept free of the planned models: a 24 GB card (23.3-24 GiB free after the CUDA context)
 # keeps about 1.2 GiB, which covers cuBLAS workspaces and allocator fragmentation seen in
@@ -73,9 +78,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise PlacementError(f"device {name!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
+        raise PlacementError(
+            f"device {name!r} is not a torch device; use auto, cpu, cuda or cuda:N"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise PlacementError(f"device {name!r} asked for but no CUDA device is visible; use auto or cpu")
+        raise PlacementError(
+            f"device {name!r} asked for but no CUDA device is visible; use auto or cpu"
+        )
     return device
 
 
@@ -104,7 +113,11 @@ def component_bytes(pipe: Any, dtype: torch.dtype, family: str = "") -> dict[str
     for name, module in _modules(pipe).items():
         total = 0
         for p in module.parameters():
-            size = p.element_size() if keep and name == "vae" else torch.tensor([], dtype=dtype).element_size()
+            size = (
+                p.element_size()
+                if keep and name == "vae"
+                else torch.tensor([], dtype=dtype).element_size()
+            )
             total += p.numel() * size
         for b in module.buffers():
             total += b.numel() * b.element_size()
@@ -112,8 +125,9 @@ def component_bytes(pipe: Any, dtype: torch.dtype, family: str = "") -> dict[str
     return out
 
 
-def estimate_activation_bytes(pipe: Any, family: str, width: int, height: int, frames: int,
-                              dtype: torch.dtype) -> int:
+def estimate_activation_bytes(
+    pipe: Any, family: str, width: int, height: int, frames: int, dtype: torch.dtype
+) -> int:
     """Peak activations of one denoiser forward at inference (no autograd).
 
     Wan: tokens = latent frames x (H/16) x (W/16); the widest live set in a block is the
@@ -133,8 +147,9 @@ def estimate_activation_bytes(pipe: Any, family: str, width: int, height: int, f
     return int(width * height * 1024 * 2)
 
 
-def estimate_decode_bytes(family: str, width: int, height: int,
-                          dtype: torch.dtype = torch.float32) -> int:
+def estimate_decode_bytes(
+    family: str, width: int, height: int, dtype: torch.dtype = torch.float32
+) -> int:
     """Peak of one VAE decode (see _DECODE_LIVE_TENSORS); the Wan VAE always runs in fp32."""
     channels, frames = _DECODE_WIDTH.get(family, (128, 1))
     size = 4 if keeps_vae_dtype(family) else torch.tensor([], dtype=dtype).element_size()
@@ -165,10 +180,20 @@ class MemoryPlan:
         return f"offload {self.offload}, {tiling}: {self.reason}"
 
 
-def plan_memory(pipe: Any, family: str, device: torch.device, dtype: torch.dtype, *,
-                width: int, height: int, frames: int = 1, free_bytes: int | None = None,
-                offload: str = "auto", vae_tiling: str = "auto",
-                sizes: dict[str, int] | None = None) -> MemoryPlan:
+def plan_memory(
+    pipe: Any,
+    family: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    width: int,
+    height: int,
+    frames: int = 1,
+    free_bytes: int | None = None,
+    offload: str = "auto",
+    vae_tiling: str = "auto",
+    sizes: dict[str, int] | None = None,
+) -> MemoryPlan:
     """Choose offload and VAE tiling for rendering ``width x height x frames`` on ``device``.
 
     ``free_bytes`` defaults to what the card reports now (pass a number to plan for another
@@ -186,34 +211,50 @@ def plan_memory(pipe: Any, family: str, device: torch.device, dtype: torch.dtype
     act = estimate_activation_bytes(pipe, family, width, height, frames, dtype)
     decode = estimate_decode_bytes(family, width, height, dtype)
     vae = sizes.get("vae", 0)
-    figures = {"weights_bytes": weights, "largest_bytes": largest, "activation_bytes": act,
-               "decode_bytes": decode}
+    figures = {
+        "weights_bytes": weights,
+        "largest_bytes": largest,
+        "activation_bytes": act,
+        "decode_bytes": decode,
+    }
     if device.type != "cuda":
         if offload in ("model", "group"):
-            raise PlacementError(f"offload {offload!r} moves models between host and an "
-                                 "accelerator; on the CPU use offload none (or auto)")
+            raise PlacementError(
+                f"offload {offload!r} moves models between host and an "
+                "accelerator; on the CPU use offload none (or auto)"
+            )
         return MemoryPlan("none", vae_tiling == "on", "CPU: host memory is not planned", **figures)
     free = free_memory(device) if free_bytes is None else int(free_bytes)
     assert free is not None
     budget = free - max(RESERVE_MIN_BYTES, int(free * RESERVE_FRACTION))
-    gib = lambda n: f"{n / GiB:.1f} GiB"
+
+    def gib(n):
+        return f"{n / GiB:.1f} GiB"
+
     if offload != "auto":
         chosen, why = offload, "set in the settings or the scenario"
     elif weights + act + decode <= budget:
         chosen, why = "none", f"all models ({gib(weights)}) + activations fit in {gib(budget)}"
     elif largest + act <= budget:
-        chosen, why = "model", (f"all models ({gib(weights)}) do not fit in {gib(budget)}; the "
-                                f"largest ({gib(largest)}) with its activations does")
+        chosen, why = (
+            "model",
+            (
+                f"all models ({gib(weights)}) do not fit in {gib(budget)}; the "
+                f"largest ({gib(largest)}) with its activations does"
+            ),
+        )
     else:
-        chosen, why = "group", (f"the largest model ({gib(largest)}) does not fit in "
-                                f"{gib(budget)} with its activations ({gib(act)})")
+        chosen, why = (
+            "group",
+            (
+                f"the largest model ({gib(largest)}) does not fit in "
+                f"{gib(budget)} with its activations ({gib(act)})"
+            ),
+        )
     # What stays on the card while the VAE decodes: everything (none), else the VAE alone
     # (model offload has moved the denoiser out; group offload keeps no block resident).
     resident = weights if chosen == "none" else vae
-    if vae_tiling == "auto":
-        tiling = resident + decode > budget
-    else:
-        tiling = vae_tiling == "on"
+    tiling = resident + decode > budget if vae_tiling == "auto" else vae_tiling == "on"
     return MemoryPlan(chosen, tiling, why, budget_bytes=budget, **figures)
 
 
@@ -221,7 +262,11 @@ def cast(module: torch.nn.Module, dtype: torch.dtype) -> None:
     """``module.to(dtype)`` that leaves the model's ``_keep_in_fp32_modules`` in fp32 (Wan's
     rope, time embedder, modulation tables and norms), as ``from_pretrained(torch_dtype=)``
     does: those lose precision in bf16 and cost nothing in fp32."""
-    keep = set(getattr(module, "_keep_in_fp32_modules", None) or ()) if dtype != torch.float32 else set()
+    keep = (
+        set(getattr(module, "_keep_in_fp32_modules", None) or ())
+        if dtype != torch.float32
+        else set()
+    )
     for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
         if not tensor.is_floating_point():
             continue
@@ -230,8 +275,9 @@ def cast(module: torch.nn.Module, dtype: torch.dtype) -> None:
             tensor.data = tensor.data.to(want)
 
 
-def place(pipe: Any, device: torch.device, dtype: torch.dtype, plan: MemoryPlan,
-          family: str) -> Any:
+def place(
+    pipe: Any, device: torch.device, dtype: torch.dtype, plan: MemoryPlan, family: str
+) -> Any:
     """Cast the models to ``dtype`` (a Wan VAE keeps its own) and put them on ``device`` the
     way ``plan`` says. Load LoRAs before this: offload hooks wrap the modules as they are."""
     keep = keeps_vae_dtype(family)
@@ -245,8 +291,14 @@ def place(pipe: Any, device: torch.device, dtype: torch.dtype, plan: MemoryPlan,
     elif plan.offload == "group":
         cuda = device.type == "cuda"
         pipe.enable_group_offload(
-            onload_device=device, offload_device=torch.device("cpu"), offload_type="block_level",
-            num_blocks_per_group=1, use_stream=cuda, non_blocking=cuda, exclude_modules=["vae"])
+            onload_device=device,
+            offload_device=torch.device("cpu"),
+            offload_type="block_level",
+            num_blocks_per_group=1,
+            use_stream=cuda,
+            non_blocking=cuda,
+            exclude_modules=["vae"],
+        )
     else:
         raise PlacementError(f"unknown offload {plan.offload!r}")
     vae = getattr(pipe, "vae", None)

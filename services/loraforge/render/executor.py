@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import ImageOps
+
 from loraforge.render.compat import check_compatible
 from loraforge.render.film import join, thumbnail_strip
 from loraforge.render.scenario import Scenario, ScenarioLora, Stage
 from loraforge.runtime.errors import Cancelled, InvalidInput
-from PIL import ImageOps
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,13 @@ def _write_video(frames: Any, path: Path, fps: int) -> Path:
 
     images = [np.asarray(_pil(f)) for f in frames]
     h, w = images[0].shape[:2]
-    writer = imageio_ffmpeg.write_frames(str(path), (w, h), fps=fps, macro_block_size=1,
-                                         output_params=["-preset", "veryfast", "-crf", "18"])
+    writer = imageio_ffmpeg.write_frames(
+        str(path),
+        (w, h),
+        fps=fps,
+        macro_block_size=1,
+        output_params=["-preset", "veryfast", "-crf", "18"],
+    )
     writer.send(None)
     for img in images:
         writer.send(np.ascontiguousarray(img))
@@ -108,11 +114,18 @@ def _pin_frames(frames: Any, first: Any, last: Any | None) -> Any:
 
 
 class ScenarioRenderer:
-    def __init__(self, resolve_lora: LoraResolver, *, steps: int | None = None,
-                 progress: Progress = lambda f, m: None, cancelled: Callable[[], bool] = lambda: False,
-                 models_dir: Path | None = None, placement: Placement = Placement(),
-                 resolve_image: Callable[[str], Path] | None = None,
-                 free_bytes: int | None = None):
+    def __init__(
+        self,
+        resolve_lora: LoraResolver,
+        *,
+        steps: int | None = None,
+        progress: Progress = lambda f, m: None,
+        cancelled: Callable[[], bool] = lambda: False,
+        models_dir: Path | None = None,
+        placement: Placement = Placement(),
+        resolve_image: Callable[[str], Path] | None = None,
+        free_bytes: int | None = None,
+    ):
         self._resolve = resolve_lora
         self._resolve_image = resolve_image
         self._steps = steps
@@ -142,8 +155,9 @@ class ScenarioRenderer:
         index, total, steps, message = self._at
         self._progress((index + (step + 1) / steps) / total, f"{message}, step {step + 1}/{steps}")
 
-    def _pipeline(self, preset_name: str, stage: Stage, scenario: Scenario, frames: int = 1
-                  ) -> tuple[Any, Any, str]:
+    def _pipeline(
+        self, preset_name: str, stage: Stage, scenario: Scenario, frames: int = 1
+    ) -> tuple[Any, Any, str]:
         from loraforge.render.device import (
             denoiser_device_dtype,
             place,
@@ -171,34 +185,59 @@ class ScenarioRenderer:
             weights.append(lora.effective_weight)
             # render.json says which adapters ran at which weight, and whether that weight is
             # the type's default (scenario.DEFAULT_LORA_WEIGHTS) or the scenario's own
-            applied.append({"name": lora.name, "type": lora.type.value, "weight": lora.effective_weight,
-                            "weight_from": "type_default" if lora.weight is None else "scenario"})
+            applied.append(
+                {
+                    "name": lora.name,
+                    "type": lora.type.value,
+                    "weight": lora.effective_weight,
+                    "weight_from": "type_default" if lora.weight is None else "scenario",
+                }
+            )
         if names:
             pipe.set_adapters(names, adapter_weights=weights)
         flow = preset.family in ("wan", "flux")
         if stage is Stage.VIDEO:
-            set_scheduler(pipe, scenario.video_scheduler, flow=flow, shift=scenario.video_flow_shift)
+            set_scheduler(
+                pipe, scenario.video_scheduler, flow=flow, shift=scenario.video_flow_shift
+            )
         else:
             set_scheduler(pipe, scenario.image_scheduler, flow=flow)
         memory = scenario.memory
         offload = memory.offload if memory.offload != "auto" else self._placement.offload
         tiling = memory.vae_tiling if memory.vae_tiling != "auto" else self._placement.vae_tiling
-        plan = plan_memory(pipe, preset.family, device, dtype, width=scenario.output.width,
-                           height=scenario.output.height, frames=frames,
-                           free_bytes=self._free_bytes, offload=offload, vae_tiling=tiling)
+        plan = plan_memory(
+            pipe,
+            preset.family,
+            device,
+            dtype,
+            width=scenario.output.width,
+            height=scenario.output.height,
+            frames=frames,
+            free_bytes=self._free_bytes,
+            offload=offload,
+            vae_tiling=tiling,
+        )
         place(pipe, device, dtype, plan, preset.family)
         self.plans[stage.value] = plan
         on, dt = denoiser_device_dtype(pipe)
         self.placement[stage.value] = {
-            "preset": preset_name, "device": str(device), "dtype": str(dtype).removeprefix("torch."),
-            "weights_device": str(on), "weights_dtype": str(dt).removeprefix("torch."),
-            "offload": plan.offload, "vae_tiling": plan.vae_tiling, "reason": plan.reason,
-            "loras": applied}
+            "preset": preset_name,
+            "device": str(device),
+            "dtype": str(dtype).removeprefix("torch."),
+            "weights_device": str(on),
+            "weights_dtype": str(dt).removeprefix("torch."),
+            "offload": plan.offload,
+            "vae_tiling": plan.vae_tiling,
+            "reason": plan.reason,
+            "loras": applied,
+        }
         self.pipelines[stage.value] = pipe
         return pipe, preset.module, preset.variant
 
     def _guidance(self, family: Any, scenario: Scenario) -> dict[str, Any]:
-        kw: dict[str, Any] = {"guidance": family.RENDER_GUIDANCE if scenario.cfg is None else scenario.cfg}
+        kw: dict[str, Any] = {
+            "guidance": family.RENDER_GUIDANCE if scenario.cfg is None else scenario.cfg
+        }
         if family.FAMILY == "flux" and scenario.distilled_guidance is not None:
             kw["distilled_guidance"] = scenario.distilled_guidance
         return kw
@@ -232,9 +271,18 @@ class ScenarioRenderer:
             self._check()
             self._item(i - 1, total, steps, f"keyframe {i}/{len(scenario.shots)}")
             if images[i - 1] is None:
-                out = family.generate(pipe, shot.prompt, shot.seed, w, h, steps=steps,
-                                      variant=variant, negative_prompt=shot.negative_prompt,
-                                      on_step=self._on_step, **guidance)
+                out = family.generate(
+                    pipe,
+                    shot.prompt,
+                    shot.seed,
+                    w,
+                    h,
+                    steps=steps,
+                    variant=variant,
+                    negative_prompt=shot.negative_prompt,
+                    on_step=self._on_step,
+                    **guidance,
+                )
                 images[i - 1] = _pil(out[0])
             path = out_dir / f"keyframe_{i:02d}.png"
             images[i - 1].save(path)
@@ -245,21 +293,34 @@ class ScenarioRenderer:
 
         if pairs:
             frames_max = max(scenario.transition_for(p).frames for p in range(len(pairs)))
-            vpipe, vfamily, vvariant = self._pipeline(scenario.video_preset, Stage.VIDEO, scenario,
-                                                      frames=frames_max)
+            vpipe, vfamily, vvariant = self._pipeline(
+                scenario.video_preset, Stage.VIDEO, scenario, frames=frames_max
+            )
             vguidance = self._guidance(vfamily, scenario)
             for p, (a, b) in enumerate(pairs, start=1):
                 self._check()
-                self._item(len(scenario.shots) + p - 1, total, steps, f"transition {p}/{len(pairs)}")
+                self._item(
+                    len(scenario.shots) + p - 1, total, steps, f"transition {p}/{len(pairs)}"
+                )
                 tr = scenario.transition_for(p - 1)
                 prompt = tr.prompt or scenario.shots[b].prompt
                 last = images[b] if vvariant == "flf2v" else None
-                frames = vfamily.generate(vpipe, prompt, scenario.shots[a].seed, w, h, tr.frames,
-                                          steps=steps, variant=vvariant, image=images[a],
-                                          last_image=images[b], guidance=vguidance["guidance"],
-                                          negative_prompt=scenario.shots[b].negative_prompt,
-                                          on_step=self._on_step,
-                                          pin_first_frame=vvariant in ("i2v", "flf2v"))
+                frames = vfamily.generate(
+                    vpipe,
+                    prompt,
+                    scenario.shots[a].seed,
+                    w,
+                    h,
+                    tr.frames,
+                    steps=steps,
+                    variant=vvariant,
+                    image=images[a],
+                    last_image=images[b],
+                    guidance=vguidance["guidance"],
+                    negative_prompt=scenario.shots[b].negative_prompt,
+                    on_step=self._on_step,
+                    pin_first_frame=vvariant in ("i2v", "flf2v"),
+                )
                 video = frames[0]
                 if vvariant in ("i2v", "flf2v"):
                     # The model is conditioned on the keyframes and reproduces them through
@@ -273,9 +334,13 @@ class ScenarioRenderer:
             _empty_cache()
             self._check()
             self._progress((total - 1) / total, "joining the film")
-            result.film = join(result.transitions, out_dir / f"{scenario.name}.mp4",
-                               fps=scenario.transition_for(0).fps, mode=scenario.join.value,
-                               crossfade_s=scenario.crossfade_s)
+            result.film = join(
+                result.transitions,
+                out_dir / f"{scenario.name}.mp4",
+                fps=scenario.transition_for(0).fps,
+                mode=scenario.join.value,
+                crossfade_s=scenario.crossfade_s,
+            )
             result.thumbnails = thumbnail_strip(result.film, out_dir / f"{scenario.name}_strip.png")
         result.placement = dict(self.placement)
         self._progress(1.0, "done")

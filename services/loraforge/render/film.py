@@ -22,8 +22,12 @@ def _ffmpeg() -> str:
 
 
 def _run(args: list[str]) -> None:
-    proc = subprocess.run([_ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", *args],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [_ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if proc.returncode:
         raise LoraforgeError(f"ffmpeg failed: {proc.stderr.strip()[-800:]}")
 
@@ -35,7 +39,9 @@ def count_frames(path: Path) -> int:
     return frames
 
 
-def join(videos: list[Path], out: Path, *, fps: int, mode: str = "cut", crossfade_s: float = 0.5) -> Path:
+def join(
+    videos: list[Path], out: Path, *, fps: int, mode: str = "cut", crossfade_s: float = 0.5
+) -> Path:
     if not videos:
         raise InvalidInput("nothing to join: the scenario produced no transition video")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -45,23 +51,41 @@ def join(videos: list[Path], out: Path, *, fps: int, mode: str = "cut", crossfad
         streams = "".join(f"[{i}:v]fps={fps},setsar=1[v{i}];" for i in range(len(videos)))
         concat = "".join(f"[v{i}]" for i in range(len(videos)))
         graph = f"{streams}{concat}concat=n={len(videos)}:v=1:a=0[out]"
-        _run([*inputs, "-filter_complex", graph, "-map", "[out]", "-r", str(fps), *encode, str(out)])
+        _run(
+            [*inputs, "-filter_complex", graph, "-map", "[out]", "-r", str(fps), *encode, str(out)]
+        )
         return out
     if mode != "crossfade":
         raise InvalidInput(f"unknown join mode {mode!r}; use cut or crossfade")
     durations = [count_frames(v) / fps for v in videos]
     if min(durations) <= crossfade_s:
-        raise InvalidInput(f"crossfade of {crossfade_s}s is longer than a {min(durations):.2f}s transition; "
-                           "shorten the crossfade or lengthen the transitions")
+        raise InvalidInput(
+            f"crossfade of {crossfade_s}s is longer than a {min(durations):.2f}s transition; "
+            "shorten the crossfade or lengthen the transitions"
+        )
     inputs = [a for v in videos for a in ("-i", str(v))]
     parts = [f"[{i}:v]fps={fps},setsar=1,settb=AVTB[s{i}]" for i in range(len(videos))]
     prev, offset = "s0", 0.0
     for i in range(1, len(videos)):
         offset += durations[i - 1] - crossfade_s
         label = f"x{i}"
-        parts.append(f"[{prev}][s{i}]xfade=transition=fade:duration={crossfade_s}:offset={offset:.6f}[{label}]")
+        parts.append(
+            f"[{prev}][s{i}]xfade=transition=fade:duration={crossfade_s}:offset={offset:.6f}[{label}]"
+        )
         prev = label
-    _run([*inputs, "-filter_complex", ";".join(parts), "-map", f"[{prev}]", "-r", str(fps), *encode, str(out)])
+    _run(
+        [
+            *inputs,
+            "-filter_complex",
+            ";".join(parts),
+            "-map",
+            f"[{prev}]",
+            "-r",
+            str(fps),
+            *encode,
+            str(out),
+        ]
+    )
     return out
 
 

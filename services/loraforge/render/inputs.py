@@ -38,7 +38,8 @@ def check_image_key(ref: ProjectRef, key: str, shot: int) -> str:
         raise InvalidInput(
             f"shot {shot}: image {key!r} is not a key of this project's raw bucket (it must "
             f"start with {ref.prefix}, e.g. {ref.prefix}sources/<sha256>.jpg as uploads are "
-            "stored): renders only read images of their own project")
+            "stored): renders only read images of their own project"
+        )
     return key
 
 
@@ -48,43 +49,57 @@ def check_image_file(path: Path, label: str) -> tuple[int, int]:
 
     size = path.stat().st_size
     if size > MAX_IMAGE_BYTES:
-        raise InvalidInput(f"{label}: {size / 2**20:.1f} MB is over the {MAX_IMAGE_BYTES // 2**20} MB "
-                           "limit for an input image; export it as a JPEG")
+        raise InvalidInput(
+            f"{label}: {size / 2**20:.1f} MB is over the {MAX_IMAGE_BYTES // 2**20} MB "
+            "limit for an input image; export it as a JPEG"
+        )
     try:
         with Image.open(path) as img:
             w, h = img.size
             fmt = img.format
     except Image.DecompressionBombError:
-        raise InvalidInput(f"{label} claims more than {Image.MAX_IMAGE_PIXELS / 1e6:.0f} MP (a "
-                           f"decompression bomb or a huge scan), over the {MAX_PIXELS / 1e6:.0f} "
-                           "MP limit; downscale it") from None
+        raise InvalidInput(
+            f"{label} claims more than {Image.MAX_IMAGE_PIXELS / 1e6:.0f} MP (a "
+            f"decompression bomb or a huge scan), over the {MAX_PIXELS / 1e6:.0f} "
+            "MP limit; downscale it"
+        ) from None
     except UnidentifiedImageError:
-        raise InvalidInput(f"{label} is not an image PIL can read (JPEG, PNG, WebP, ...); "
-                           "upload the picture itself") from None
+        raise InvalidInput(
+            f"{label} is not an image PIL can read (JPEG, PNG, WebP, ...); "
+            "upload the picture itself"
+        ) from None
     except (OSError, ValueError) as exc:
         raise InvalidInput(f"{label} cannot be read as an image ({exc})") from None
     if w * h > MAX_PIXELS:
-        raise InvalidInput(f"{label} is {w}x{h} ({w * h / 1e6:.0f} MP), over the "
-                           f"{MAX_PIXELS / 1e6:.0f} MP limit; downscale it (the render uses at "
-                           "most the output size)")
+        raise InvalidInput(
+            f"{label} is {w}x{h} ({w * h / 1e6:.0f} MP), over the "
+            f"{MAX_PIXELS / 1e6:.0f} MP limit; downscale it (the render uses at "
+            "most the output size)"
+        )
     if min(w, h) < MIN_SIDE:
-        raise InvalidInput(f"{label} is {w}x{h}: under {MIN_SIDE} px on a side it is too small "
-                           "to be a keyframe; use the full-size picture")
+        raise InvalidInput(
+            f"{label} is {w}x{h}: under {MIN_SIDE} px on a side it is too small "
+            "to be a keyframe; use the full-size picture"
+        )
     if max(w, h) / min(w, h) > MAX_ASPECT:
-        raise InvalidInput(f"{label} is {w}x{h}, an aspect ratio over {MAX_ASPECT:g}:1; crop it "
-                           "closer to the output's aspect ratio")
+        raise InvalidInput(
+            f"{label} is {w}x{h}, an aspect ratio over {MAX_ASPECT:g}:1; crop it "
+            "closer to the output's aspect ratio"
+        )
     try:  # decode it whole: a truncated or corrupt file fails here, not in the render
         with Image.open(path) as img:
             img.load()
             img.convert("RGB")
     except (OSError, ValueError, SyntaxError) as exc:
-        raise InvalidInput(f"{label} ({fmt}, {w}x{h}) is corrupt or truncated ({exc}); "
-                           "upload it again") from None
+        raise InvalidInput(
+            f"{label} ({fmt}, {w}x{h}) is corrupt or truncated ({exc}); upload it again"
+        ) from None
     return w, h
 
 
-def fetch_input_images(store: ObjectStore, ref: ProjectRef, keys: list[str], dest: Path
-                       ) -> dict[str, Path]:
+def fetch_input_images(
+    store: ObjectStore, ref: ProjectRef, keys: list[str], dest: Path
+) -> dict[str, Path]:
     """Check and download each shot image key (index order = shot order, "" = no image);
     returns key -> local file."""
     out: dict[str, Path] = {}
@@ -95,11 +110,15 @@ def fetch_input_images(store: ObjectStore, ref: ProjectRef, keys: list[str], des
         check_image_key(ref, key, shot)
         stat = store.stat(Bucket.RAW, key)
         if stat is None:
-            raise InvalidInput(f"shot {shot}: image raw/{key} does not exist; upload it first "
-                               "(loraforge render uploads local paths in `image:` itself)")
+            raise InvalidInput(
+                f"shot {shot}: image raw/{key} does not exist; upload it first "
+                "(loraforge render uploads local paths in `image:` itself)"
+            )
         if stat.size > MAX_IMAGE_BYTES:
-            raise InvalidInput(f"shot {shot}: image raw/{key} is {stat.size / 2**20:.1f} MB, over "
-                               f"the {MAX_IMAGE_BYTES // 2**20} MB limit; export it as a JPEG")
+            raise InvalidInput(
+                f"shot {shot}: image raw/{key} is {stat.size / 2**20:.1f} MB, over "
+                f"the {MAX_IMAGE_BYTES // 2**20} MB limit; export it as a JPEG"
+            )
         path = store.download(Bucket.RAW, key, dest / f"shot-{shot:02d}{Path(key).suffix}")
         check_image_file(path, f"shot {shot}: image raw/{key}")
         out[key] = path

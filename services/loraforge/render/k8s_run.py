@@ -27,7 +27,13 @@ from typing import Any, TextIO
 
 from loraforge.runtime.errors import Cancelled, ConfigurationError, InvalidInput
 from loraforge.runtime.jobs import Job
-from loraforge.runtime.k8s_controller import GpuJobController, JobSpecs, Relay, relay_job, run_work_in_pod
+from loraforge.runtime.k8s_controller import (
+    GpuJobController,
+    JobSpecs,
+    Relay,
+    relay_job,
+    run_work_in_pod,
+)
 from loraforge.runtime.k8s_jobs import job_name, validate_run_id
 from loraforge.runtime.storage import Bucket, ObjectStore
 
@@ -54,8 +60,15 @@ def write_spec(store: ObjectStore, job: Job) -> str:
 class KubernetesRender:
     """Runs a render job as a Kubernetes Job and answers with the render.json it committed."""
 
-    def __init__(self, store: ObjectStore, controller: Any, *, poll_s: float = 5.0,
-                 tick_s: float = 1.0, env: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        store: ObjectStore,
+        controller: Any,
+        *,
+        poll_s: float = 5.0,
+        tick_s: float = 1.0,
+        env: Mapping[str, str] | None = None,
+    ):
         self.store = store
         self.controller = controller  # RenderJobController (or one with the same methods)
         self.poll_s = poll_s
@@ -65,13 +78,15 @@ class KubernetesRender:
     @classmethod
     def from_settings(cls, settings: Any, store: ObjectStore) -> KubernetesRender:
         try:
-            controller = RenderJobController.from_cluster(settings.k8s.namespace,
-                                                          settings.k8s.render_image)
+            controller = RenderJobController.from_cluster(
+                settings.k8s.namespace, settings.k8s.render_image
+            )
         except Exception as exc:  # no client library, no in-cluster config, no kubeconfig
             raise ConfigurationError(
                 f"LORAFORGE_K8S__RENDER_JOBS is on but the Kubernetes API is not reachable "
                 f"({type(exc).__name__}: {exc}); run the render service in the cluster (service "
-                "account loraforge-render) or with a kubeconfig, or turn it off") from exc
+                "account loraforge-render) or with a kubeconfig, or turn it off"
+            ) from exc
         return cls(store, controller)
 
     async def run(self, job: Job, ctx: Any, record_key: str) -> dict[str, Any]:
@@ -79,18 +94,27 @@ class KubernetesRender:
         name = job_name("render", run_id)
         await asyncio.to_thread(self.controller.create, run_id, self.env)
         relay = Relay(message=f"Kubernetes Job {name} created")
-        final = await relay_job(self.controller, run_id, ctx, relay, lambda event: None,
-                                poll_s=self.poll_s, tick_s=self.tick_s)
+        final = await relay_job(
+            self.controller,
+            run_id,
+            ctx,
+            relay,
+            lambda event: None,
+            poll_s=self.poll_s,
+            tick_s=self.tick_s,
+        )
         lines = "\n".join(relay.tail) or "(no log lines)"
         if final.state == "CANCELLED":
             raise Cancelled(f"Kubernetes Job {name} of job {job.id} was deleted before it ended")
         if final.state == "FAILED":
             raise KubernetesRenderFailed(
-                f"Kubernetes Job {name} failed ({final.message}); its pod's last log lines:\n{lines}")
+                f"Kubernetes Job {name} failed ({final.message}); its pod's last log lines:\n{lines}"
+            )
         if await asyncio.to_thread(self.store.stat, Bucket.RENDERS, record_key) is None:
             raise KubernetesRenderFailed(
                 f"Kubernetes Job {name} completed but wrote no renders/{record_key}; its pod's "
-                f"last log lines:\n{lines}")
+                f"last log lines:\n{lines}"
+            )
         return await asyncio.to_thread(self.store.get_json, Bucket.RENDERS, record_key)
 
 
@@ -104,6 +128,10 @@ def run_in_pod(run_id: str, *, settings: Any = None, out: TextIO | None = None) 
     settings = settings or load_settings()
     store = ObjectStore.connect(settings.s3)
     job = read_spec(store, validate_run_id(run_id))
-    work = RenderWork(store, models_dir=settings.models.dir,
-                      placement=Placement.from_settings(settings), tick_s=1.0)
+    work = RenderWork(
+        store,
+        models_dir=settings.models.dir,
+        placement=Placement.from_settings(settings),
+        tick_s=1.0,
+    )
     return run_work_in_pod(work, job, out, stops_after="the current denoising step")

@@ -23,24 +23,37 @@ async def mount_queue(clients: Clients, jobs: JobService, kubernetes: Any = None
     `kubernetes` (a KubernetesRender): run each job as a GPU Job instead of here."""
     settings = clients.settings
     placement = Placement.from_settings(settings)
-    work = RenderWork(clients.store, models_dir=settings.models.dir, placement=placement,
-                      kubernetes=kubernetes, captioning=settings.captioning)
+    work = RenderWork(
+        clients.store,
+        models_dir=settings.models.dir,
+        placement=placement,
+        kubernetes=kubernetes,
+        captioning=settings.captioning,
+    )
     worker = JobWorker(NAME, clients.jobs, clients.bus, work)
 
     async def call(params: Any, tenant: str, project: str, request_id: str) -> Any:
-        return await start_call(clients.jobs, clients.bus, clients.store, tenant, project, params,
-                                request_id)
+        return await start_call(
+            clients.jobs, clients.bus, clients.store, tenant, project, params, request_id
+        )
 
     requests = RenderRequests(jobs, worker, calls=call)
     # on_dead_letter: a job request given up on (missing LoRA, dead worker) fails its job.
-    await clients.bus.subscribe(f"{NAME}-workers", f"{NAME}.requests", requests.handle,
-                                on_dead_letter=worker.on_dead_letter)
+    await clients.bus.subscribe(
+        f"{NAME}-workers", f"{NAME}.requests", requests.handle, on_dead_letter=worker.on_dead_letter
+    )
     # Deployments kept warm here (LORAFORGE_RENDER__WARM_SLOTS; 0 = this process only renders
     # jobs, e.g. the render service in front of Kubernetes render Jobs).
     slots = 0 if kubernetes is not None else settings.render.warm_slots
-    pool = WarmPool(clients.bus, clients.store, clients.jobs, slots=slots,
-                    models_dir=settings.models.dir, placement=placement,
-                    captioning=settings.captioning)
+    pool = WarmPool(
+        clients.bus,
+        clients.store,
+        clients.jobs,
+        slots=slots,
+        models_dir=settings.models.dir,
+        placement=placement,
+        captioning=settings.captioning,
+    )
     await pool.start()
 
 

@@ -11,9 +11,10 @@ from enum import StrEnum
 from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
 from loraforge.runtime.errors import InvalidInput
 from loraforge.runtime.params import LoraType
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # Weights the source documents suggest per LoRA type (seeds 002/003).
 DEFAULT_LORA_WEIGHTS: dict[LoraType, float] = {
@@ -28,8 +29,15 @@ DEFAULT_LORA_WEIGHTS: dict[LoraType, float] = {
 
 IMAGE_PRESETS = ("sdxl", "flux.1-dev", "sd1.5", "tiny-sdxl", "tiny-flux", "tiny-sd1.5")
 VIDEO_PRESETS = (
-    "wan2.1-flf2v-14b", "wan2.1-i2v-14b", "wan2.1-t2v-14b", "wan2.1-t2v-1.3b", "wan2.2-t2v-a14b",
-    "tiny-wan2.1-flf2v", "tiny-wan2.1-i2v", "tiny-wan2.1-t2v", "tiny-wan2.2-t2v",
+    "wan2.1-flf2v-14b",
+    "wan2.1-i2v-14b",
+    "wan2.1-t2v-14b",
+    "wan2.1-t2v-1.3b",
+    "wan2.2-t2v-a14b",
+    "tiny-wan2.1-flf2v",
+    "tiny-wan2.1-i2v",
+    "tiny-wan2.1-t2v",
+    "tiny-wan2.2-t2v",
 )
 
 
@@ -92,7 +100,9 @@ class Transition(_Strict):
     @classmethod
     def _four_k_plus_one(cls, frames: int) -> int:
         if (frames - 1) % 4:
-            raise ValueError(f"{frames} frames: Wan needs 4k+1 frames (e.g. {4 * ((frames - 1) // 4) + 1} or {4 * ((frames - 1) // 4 + 1) + 1})")
+            raise ValueError(
+                f"{frames} frames: Wan needs 4k+1 frames (e.g. {4 * ((frames - 1) // 4) + 1} or {4 * ((frames - 1) // 4 + 1) + 1})"
+            )
         return frames
 
 
@@ -104,7 +114,9 @@ class Output(_Strict):
     def _stride(self) -> Output:
         for name, value in (("width", self.width), ("height", self.height)):
             if value % 16:
-                raise ValueError(f"output.{name} {value} must be a multiple of 16 (the video model's stride)")
+                raise ValueError(
+                    f"output.{name} {value} must be a multiple of 16 (the video model's stride)"
+                )
         return self
 
 
@@ -145,47 +157,61 @@ class Scenario(_Strict):
     @classmethod
     def _image_preset(cls, value: str) -> str:
         if value not in IMAGE_PRESETS:
-            raise ValueError(f"unknown image preset {value!r}; choose one of {', '.join(IMAGE_PRESETS)}")
+            raise ValueError(
+                f"unknown image preset {value!r}; choose one of {', '.join(IMAGE_PRESETS)}"
+            )
         return value
 
     @field_validator("video_preset")
     @classmethod
     def _video_preset(cls, value: str) -> str:
         if value not in VIDEO_PRESETS:
-            raise ValueError(f"unknown video preset {value!r}; choose one of {', '.join(VIDEO_PRESETS)}")
+            raise ValueError(
+                f"unknown video preset {value!r}; choose one of {', '.join(VIDEO_PRESETS)}"
+            )
         return value
 
     @field_validator("image_scheduler")
     @classmethod
     def _image_scheduler(cls, value: str) -> str:
         if value not in IMAGE_SCHEDULERS:
-            raise ValueError(f"unknown image scheduler {value!r}; choose one of {', '.join(IMAGE_SCHEDULERS)}")
+            raise ValueError(
+                f"unknown image scheduler {value!r}; choose one of {', '.join(IMAGE_SCHEDULERS)}"
+            )
         return value
 
     @field_validator("video_scheduler")
     @classmethod
     def _video_scheduler(cls, value: str) -> str:
         if value not in FLOW_SCHEDULERS:
-            raise ValueError(f"unknown video scheduler {value!r}; Wan is a flow-matching model: "
-                             f"choose one of {', '.join(FLOW_SCHEDULERS)}")
+            raise ValueError(
+                f"unknown video scheduler {value!r}; Wan is a flow-matching model: "
+                f"choose one of {', '.join(FLOW_SCHEDULERS)}"
+            )
         return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
         if self.pairing is Pairing.EACH and "flf2v" in self.video_preset:
-            raise ValueError("pairing 'each' makes one video per shot, but a first/last-frame "
-                             f"preset ({self.video_preset}) needs two shots per video: use pairs "
-                             "or chained, or an i2v/t2v preset")
+            raise ValueError(
+                "pairing 'each' makes one video per shot, but a first/last-frame "
+                f"preset ({self.video_preset}) needs two shots per video: use pairs "
+                "or chained, or an i2v/t2v preset"
+            )
         if "flux" in self.image_preset and (self.cfg or 0) > 1:
             bare = [i for i, shot in enumerate(self.shots, start=1) if not shot.negative_prompt]
             if bare:
-                raise ValueError(f"cfg {self.cfg} on Flux is true CFG, which needs a negative prompt "
-                                 f"(shots {', '.join(map(str, bare))} have none): add one, or leave "
-                                 "cfg unset and use distilled_guidance (Flux dev is guidance-distilled)")
+                raise ValueError(
+                    f"cfg {self.cfg} on Flux is true CFG, which needs a negative prompt "
+                    f"(shots {', '.join(map(str, bare))} have none): add one, or leave "
+                    "cfg unset and use distilled_guidance (Flux dev is guidance-distilled)"
+                )
         if "flux" in self.image_preset and self.image_scheduler not in ("default", "euler"):
-            raise ValueError(f"image scheduler {self.image_scheduler!r}: Flux samples with its "
-                             "resolution-dependent shift, which only its flow-matching Euler "
-                             "scheduler takes: use default or euler")
+            raise ValueError(
+                f"image scheduler {self.image_scheduler!r}: Flux samples with its "
+                "resolution-dependent shift, which only its flow-matching Euler "
+                "scheduler takes: use default or euler"
+            )
         names = [lora.name for lora in self.loras]
         if len(set(names)) != len(names):
             raise ValueError("two LoRAs share a name; adapter names must be unique")
@@ -195,7 +221,9 @@ class Scenario(_Strict):
                 "one alone: add a shot or use pairing: chained"
             )
         if self.transitions and len(self.transitions) != len(self.pairs()):
-            raise ValueError(f"transitions lists {len(self.transitions)} entries for {len(self.pairs())} pairs")
+            raise ValueError(
+                f"transitions lists {len(self.transitions)} entries for {len(self.pairs())} pairs"
+            )
         return self
 
     def pairs(self) -> list[tuple[int, int]]:
@@ -216,7 +244,9 @@ class Scenario(_Strict):
         return _scenario_length_warnings(self)
 
     def character_triggers(self) -> list[str]:
-        return [lora.trigger for lora in self.loras if lora.type is LoraType.CHARACTER and lora.trigger]
+        return [
+            lora.trigger for lora in self.loras if lora.type is LoraType.CHARACTER and lora.trigger
+        ]
 
     def warnings(self) -> list[str]:
         """Problems that do not stop a render but usually spoil it."""
@@ -224,8 +254,10 @@ class Scenario(_Strict):
         for trigger in self.character_triggers():
             for i, shot in enumerate(self.shots, start=1):
                 if trigger not in shot.prompt:
-                    out.append(f"shot {i}: the prompt does not contain the character trigger {trigger!r}; "
-                               "the character LoRA will barely show")
+                    out.append(
+                        f"shot {i}: the prompt does not contain the character trigger {trigger!r}; "
+                        "the character LoRA will barely show"
+                    )
         return out
 
 
@@ -247,8 +279,10 @@ def _scenario_length_warnings(scenario: Scenario) -> list[str]:
                 continue
             tokens, limit, encoder = _token_count(scenario.image_preset, text)
             if tokens > limit:
-                out.append(f"shot {i}: the {label} is about {tokens} tokens; {encoder} reads only "
-                           f"{limit}, the rest is cut: shorten it (60-100 tokens work best)")
+                out.append(
+                    f"shot {i}: the {label} is about {tokens} tokens; {encoder} reads only "
+                    f"{limit}, the rest is cut: shorten it (60-100 tokens work best)"
+                )
     return out
 
 

@@ -37,24 +37,37 @@ def set_scheduler(pipe: Any, name: str, *, flow: bool, shift: float | None = Non
             sched = diffusers.FlowMatchEulerDiscreteScheduler(shift=shift)
         elif name == "unipc":
             sched = diffusers.UniPCMultistepScheduler(
-                prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=shift,
-                num_train_timesteps=1000)
+                prediction_type="flow_prediction",
+                use_flow_sigmas=True,
+                flow_shift=shift,
+                num_train_timesteps=1000,
+            )
         elif name == "dpmpp_2m":
             sched = diffusers.DPMSolverMultistepScheduler(
-                prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=shift,
-                num_train_timesteps=1000, algorithm_type="dpmsolver++", solver_order=2)
+                prediction_type="flow_prediction",
+                use_flow_sigmas=True,
+                flow_shift=shift,
+                num_train_timesteps=1000,
+                algorithm_type="dpmsolver++",
+                solver_order=2,
+            )
         else:
-            raise InvalidInput(f"scheduler {name!r} does not sample a flow-matching model; use "
-                               "euler, unipc or dpmpp_2m")
+            raise InvalidInput(
+                f"scheduler {name!r} does not sample a flow-matching model; use "
+                "euler, unipc or dpmpp_2m"
+            )
     else:
         classes = {
             "euler": (diffusers.EulerDiscreteScheduler, {}),
             "euler_a": (diffusers.EulerAncestralDiscreteScheduler, {}),
-            "dpmpp_2m": (diffusers.DPMSolverMultistepScheduler,
-                         {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-            "dpmpp_2m_karras": (diffusers.DPMSolverMultistepScheduler,
-                                {"algorithm_type": "dpmsolver++", "solver_order": 2,
-                                 "use_karras_sigmas": True}),
+            "dpmpp_2m": (
+                diffusers.DPMSolverMultistepScheduler,
+                {"algorithm_type": "dpmsolver++", "solver_order": 2},
+            ),
+            "dpmpp_2m_karras": (
+                diffusers.DPMSolverMultistepScheduler,
+                {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
+            ),
             "ddim": (diffusers.DDIMScheduler, {}),
             "unipc": (diffusers.UniPCMultistepScheduler, {}),
         }

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-
+import contextlib
 import json
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
+
 from loraforge.render.inputs import check_input_images
 from loraforge.render.scenario import parse_scenario
-from typing import Any
-
 from loraforge.runtime.errors import InvalidInput, Unavailable
 from loraforge.runtime.job_service import JobService
 from loraforge.runtime.jobs import JobState
@@ -28,8 +27,14 @@ if TYPE_CHECKING:
 
 
 class RenderServicer(JobCalls, render_pb2_grpc.RenderServiceServicer):
-    def __init__(self, jobs: JobService, store: ObjectStore | None = None, *,
-                 bus: EventBus | None = None, job_store: JobStore | None = None):
+    def __init__(
+        self,
+        jobs: JobService,
+        store: ObjectStore | None = None,
+        *,
+        bus: EventBus | None = None,
+        job_store: JobStore | None = None,
+    ):
         self.jobs = jobs
         self.store = store  # to check the shots' input images at submission
         self._bus = bus  # deployments: warm requests and calls
@@ -44,11 +49,13 @@ class RenderServicer(JobCalls, render_pb2_grpc.RenderServiceServicer):
     ) -> common_pb2.Job:
         tenant, project = scope_from_wire(request.scope)
         params = RenderParams.parse(
-            scenario_yaml=request.render.scenario_yaml, image_preset=request.render.image_preset,
+            scenario_yaml=request.render.scenario_yaml,
+            image_preset=request.render.image_preset,
             video_preset=request.render.video_preset,
             loras=[
                 LoraWeightParams(
-                    lora_key=w.lora_key, adapter_name=w.adapter_name,
+                    lora_key=w.lora_key,
+                    adapter_name=w.adapter_name,
                     weight=w.weight if w.HasField("weight") else 1.0,
                 )
                 for w in request.render.loras
@@ -60,10 +67,15 @@ class RenderServicer(JobCalls, render_pb2_grpc.RenderServiceServicer):
             except InvalidInput:
                 scenario = None  # the job fails at once, naming the field (as it always did)
             if scenario is not None:
-                await asyncio.to_thread(check_input_images, self.store, ProjectRef(tenant, project),
-                                        [shot.image for shot in scenario.shots])
-        job = await self.jobs.start(tenant, project, params.model_dump(mode="json"),
-                                    request.request_id or None)
+                await asyncio.to_thread(
+                    check_input_images,
+                    self.store,
+                    ProjectRef(tenant, project),
+                    [shot.image for shot in scenario.shots],
+                )
+        job = await self.jobs.start(
+            tenant, project, params.model_dump(mode="json"), request.request_id or None
+        )
         return job_to_wire(job)
 
     # -- deployments ----------------------------------------------------------------------------
@@ -75,8 +87,9 @@ class RenderServicer(JobCalls, render_pb2_grpc.RenderServiceServicer):
             raise Unavailable("this render service was started without deployments")
         return Deployments(self.store)
 
-    async def CreateDeployment(self, request: render_pb2.DeploymentRequest,
-                               context: grpc.aio.ServicerContext) -> render_pb2.DeploymentReply:
+    async def CreateDeployment(
+        self, request: render_pb2.DeploymentRequest, context: grpc.aio.ServicerContext
+    ) -> render_pb2.DeploymentReply:
         from loraforge.library.deployments import parse_spec
         from loraforge.render.warm import request_warm
 
@@ -93,10 +106,14 @@ class RenderServicer(JobCalls, render_pb2_grpc.RenderServiceServicer):
         record = await asyncio.to_thread(records.create, ref, spec)
         await request_warm(self._bus, record)
         return render_pb2.DeploymentReply(
-            deployment_json=(await asyncio.to_thread(records.view, ref, record.name)).model_dump_json())
+            deployment_json=(
+                await asyncio.to_thread(records.view, ref, record.name)
+            ).model_dump_json()
+        )
 
-    async def GetDeployment(self, request: render_pb2.DeploymentRequest,
-                            context: grpc.aio.ServicerContext) -> render_pb2.DeploymentReply:
+    async def GetDeployment(
+        self, request: render_pb2.DeploymentRequest, context: grpc.aio.ServicerContext
+    ) -> render_pb2.DeploymentReply:
         from loraforge.library.deployments import DeploymentStatus, view_of
         from loraforge.render.warm import request_warm
 
@@ -112,8 +129,9 @@ class RenderServicer(JobCalls, render_pb2_grpc.RenderServiceServicer):
             await request_warm(self._bus, record, generation=f"{int(time.time() // 60)}")
         return render_pb2.DeploymentReply(deployment_json=view.model_dump_json())
 
-    async def ListDeployments(self, request: render_pb2.DeploymentRequest,
-                              context: grpc.aio.ServicerContext) -> render_pb2.DeploymentList:
+    async def ListDeployments(
+        self, request: render_pb2.DeploymentRequest, context: grpc.aio.ServicerContext
+    ) -> render_pb2.DeploymentList:
         from loraforge.library.deployments import view_of
 
         tenant, project = scope_from_wire(request.scope)
@@ -121,12 +139,15 @@ class RenderServicer(JobCalls, render_pb2_grpc.RenderServiceServicer):
         records = self._deployments()
 
         def views() -> list[str]:
-            return [view_of(d, records.beats(ref, d.name)).model_dump_json() for d in records.list(ref)]
+            return [
+                view_of(d, records.beats(ref, d.name)).model_dump_json() for d in records.list(ref)
+            ]
 
         return render_pb2.DeploymentList(deployment_json=await asyncio.to_thread(views))
 
-    async def DeleteDeployment(self, request: render_pb2.DeploymentRequest,
-                               context: grpc.aio.ServicerContext) -> render_pb2.DeploymentReply:
+    async def DeleteDeployment(
+        self, request: render_pb2.DeploymentRequest, context: grpc.aio.ServicerContext
+    ) -> render_pb2.DeploymentReply:
         from loraforge.library.deployments import view_of
 
         tenant, project = scope_from_wire(request.scope)
@@ -136,29 +157,41 @@ class RenderServicer(JobCalls, render_pb2_grpc.RenderServiceServicer):
         # worker still bound to it lets the deployment go at its next beat
         from nats.js.errors import NotFoundError
 
-        try:
+        with contextlib.suppress(NotFoundError):
             await self._bus.jetstream.delete_consumer(self._bus.settings.stream, record.consumer)
-        except NotFoundError:
-            pass
         # Calls still waiting in that queue will never be served: they fail now, with why,
         # instead of staying PENDING (calls already rendering finish on their warm worker).
         for job in await self.jobs.list(tenant, project, [JobState.PENDING]):
             if job.params.get("deployment") == request.name:
                 await self.jobs.fail_pending(
-                    job, f"deployment {request.name!r} was deleted before this call was served; "
-                         "deploy it again and repeat the call")
+                    job,
+                    f"deployment {request.name!r} was deleted before this call was served; "
+                    "deploy it again and repeat the call",
+                )
         return render_pb2.DeploymentReply(deployment_json=view_of(record, []).model_dump_json())
 
-    async def CallDeployment(self, request: render_pb2.CallDeploymentRequest,
-                             context: grpc.aio.ServicerContext) -> common_pb2.Job:
+    async def CallDeployment(
+        self, request: render_pb2.CallDeploymentRequest, context: grpc.aio.ServicerContext
+    ) -> common_pb2.Job:
         from loraforge.render.warm import start_call
         from loraforge.runtime.params import DeploymentCallParams
 
         tenant, project = scope_from_wire(request.scope)
         self._deployments()
         params = DeploymentCallParams.parse(
-            deployment=request.deployment, image=request.image, last_image=request.last_image,
-            prompt=request.prompt, present=present_fields(request, "seed"))
-        job = await start_call(self._job_store, self._bus, self.store, tenant, project, params,
-                               request.request_id or None)
+            deployment=request.deployment,
+            image=request.image,
+            last_image=request.last_image,
+            prompt=request.prompt,
+            present=present_fields(request, "seed"),
+        )
+        job = await start_call(
+            self._job_store,
+            self._bus,
+            self.store,
+            tenant,
+            project,
+            params,
+            request.request_id or None,
+        )
         return job_to_wire(job)

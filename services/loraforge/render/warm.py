@@ -18,6 +18,7 @@ the same way (`DeploymentCallWork` with `cold_renderer`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -57,6 +58,7 @@ RECORD = "render.json"
 
 # ------------------------------------------------------------------ rendering one call
 
+
 @dataclass
 class PreparedCall:
     prompt: str
@@ -68,9 +70,16 @@ class PreparedCall:
 class DeploymentRenderer:
     """One deployment's pipeline: `load()` once (slow), then `render()` per call."""
 
-    def __init__(self, record: Deployment, lora_path: Path, *, models_dir: Path | None = None,
-                 placement: Placement = Placement(), free_bytes: int | None = None,
-                 steps: int | None = None):
+    def __init__(
+        self,
+        record: Deployment,
+        lora_path: Path,
+        *,
+        models_dir: Path | None = None,
+        placement: Placement = Placement(),
+        free_bytes: int | None = None,
+        steps: int | None = None,
+    ):
         from loraforge.render.executor import ScenarioRenderer
         from loraforge.render.scenario import (
             IMAGE_PRESETS,
@@ -102,13 +111,27 @@ class DeploymentRenderer:
             image_preset=record.preset if not self.video else IMAGE_PRESETS[0],
             video_preset=record.preset if self.video else "wan2.1-t2v-1.3b",
             shots=[Shot(prompt="load")],
-            loras=[ScenarioLora(name="deployment", path=record.lora_key, type=lora_type,
-                                stage=self.stage, weight=record.strength, trigger=record.trigger)],
+            loras=[
+                ScenarioLora(
+                    name="deployment",
+                    path=record.lora_key,
+                    type=lora_type,
+                    stage=self.stage,
+                    weight=record.strength,
+                    trigger=record.trigger,
+                )
+            ],
             output=Output(width=self.width, height=self.height),
             transition=Transition(frames=self.frames, fps=self.fps),
-            steps=steps or d.steps or Scenario.model_fields["steps"].default, cfg=d.cfg)
-        self._renderer = ScenarioRenderer(lambda lora: lora_path, models_dir=models_dir,
-                                          placement=placement, free_bytes=free_bytes)
+            steps=steps or d.steps or Scenario.model_fields["steps"].default,
+            cfg=d.cfg,
+        )
+        self._renderer = ScenarioRenderer(
+            lambda lora: lora_path,
+            models_dir=models_dir,
+            placement=placement,
+            free_bytes=free_bytes,
+        )
         self._pipe: Any = None
         self.load_s = 0.0
         self.placement: dict[str, Any] = {}
@@ -117,7 +140,8 @@ class DeploymentRenderer:
         started = time.monotonic()
         preset = self.record.preset
         self._pipe, self._family, self._variant = self._renderer._pipeline(
-            preset, self.stage, self.scenario, frames=self.frames if self.video else 1)
+            preset, self.stage, self.scenario, frames=self.frames if self.video else 1
+        )
         self.load_s = time.monotonic() - started
         self.placement = dict(self._renderer.placement[self.stage.value])
 
@@ -129,14 +153,21 @@ class DeploymentRenderer:
         _empty_cache()
 
     def fit(self, path: Path) -> Any:
-        from loraforge.render.executor import fit_image
         from PIL import Image, ImageOps
+
+        from loraforge.render.executor import fit_image
 
         with Image.open(path) as img:
             return fit_image(ImageOps.exif_transpose(img), self.width, self.height)
 
-    def render(self, call: PreparedCall, out_dir: Path, *, progress: Callable[[float, str], None],
-               cancelled: Callable[[], bool]) -> Path:
+    def render(
+        self,
+        call: PreparedCall,
+        out_dir: Path,
+        *,
+        progress: Callable[[float, str], None],
+        cancelled: Callable[[], bool],
+    ) -> Path:
         from loraforge.render.executor import _pil, _pin_frames, _write_video
 
         if self._pipe is None:
@@ -151,17 +182,38 @@ class DeploymentRenderer:
 
         out_dir.mkdir(parents=True, exist_ok=True)
         if not self.video:
-            out = self._family.generate(self._pipe, call.prompt, call.seed, self.width, self.height,
-                                        steps=steps, variant=self._variant, guidance=guidance,
-                                        negative_prompt=d.negative_prompt, on_step=on_step)
+            out = self._family.generate(
+                self._pipe,
+                call.prompt,
+                call.seed,
+                self.width,
+                self.height,
+                steps=steps,
+                variant=self._variant,
+                guidance=guidance,
+                negative_prompt=d.negative_prompt,
+                on_step=on_step,
+            )
             path = out_dir / "image.png"
             _pil(out[0]).save(path)
             return path
         pinned = self._variant in ("i2v", "flf2v")
         frames = self._family.generate(
-            self._pipe, call.prompt, call.seed, self.width, self.height, self.frames, steps=steps,
-            variant=self._variant, image=call.first, last_image=call.last, guidance=guidance,
-            negative_prompt=d.negative_prompt, on_step=on_step, pin_first_frame=pinned)
+            self._pipe,
+            call.prompt,
+            call.seed,
+            self.width,
+            self.height,
+            self.frames,
+            steps=steps,
+            variant=self._variant,
+            image=call.first,
+            last_image=call.last,
+            guidance=guidance,
+            negative_prompt=d.negative_prompt,
+            on_step=on_step,
+            pin_first_frame=pinned,
+        )
         video = frames[0]
         if pinned:
             # as in a scenario's transitions: the model is conditioned on the input frames and
@@ -191,7 +243,7 @@ def describe_image(path: Path, source: str, captioning: Any) -> tuple[str, str, 
     for s in reversed(sources):  # a model's text first; attributes are the fallback
         try:
             draft = s.describe(clip)
-        except Exception as exc:  # noqa: BLE001 - a model/endpoint failure falls back
+        except Exception as exc:
             log.warning("caption source %s failed on the input image: %s", s.name, exc)
             warning = f"caption source {s.name} failed ({exc}); used attributes"
             continue
@@ -215,8 +267,15 @@ class DeploymentCallWork:
     """`work(job, ctx)` of a deployment call: inputs checked, prompt filled, rendered on the
     deployment's renderer (`renderer_for`: the warm one, or one loaded cold), stored."""
 
-    def __init__(self, store: ObjectStore, renderer_for: RendererFor, *, captioning: Any = None,
-                 tick_s: float = 0.5, warm: bool = False):
+    def __init__(
+        self,
+        store: ObjectStore,
+        renderer_for: RendererFor,
+        *,
+        captioning: Any = None,
+        tick_s: float = 0.5,
+        warm: bool = False,
+    ):
         self._store = store
         self._renderer_for = renderer_for
         self._captioning = captioning
@@ -227,8 +286,13 @@ class DeploymentCallWork:
         ref = ProjectRef(job.tenant, job.project)
         params = DeploymentCallParams.model_validate(job.params)
         prefix = ref.key("renders", job.id)
-        if await asyncio.to_thread(self._store.stat, Bucket.RENDERS, f"{prefix}/{RECORD}") is not None:
-            record = await asyncio.to_thread(self._store.get_json, Bucket.RENDERS, f"{prefix}/{RECORD}")
+        if (
+            await asyncio.to_thread(self._store.stat, Bucket.RENDERS, f"{prefix}/{RECORD}")
+            is not None
+        ):
+            record = await asyncio.to_thread(
+                self._store.get_json, Bucket.RENDERS, f"{prefix}/{RECORD}"
+            )
             return outcome(job, record)
         deployment = await asyncio.to_thread(Deployments(self._store).get, ref, params.deployment)
         if deployment.state is DeploymentStatus.STOPPED:
@@ -238,7 +302,9 @@ class DeploymentCallWork:
         cancelled = threading.Event()
         with tempfile.TemporaryDirectory(prefix=f"call-{job.id}-") as tmp:
             keys = [params.image, params.last_image]
-            images = await asyncio.to_thread(fetch_input_images, self._store, ref, keys, Path(tmp) / "in")
+            images = await asyncio.to_thread(
+                fetch_input_images, self._store, ref, keys, Path(tmp) / "in"
+            )
             started = time.monotonic()
             renderer = await self._renderer_for(deployment, Path(tmp))
             load_s = time.monotonic() - started
@@ -251,18 +317,33 @@ class DeploymentCallWork:
             if settings.needs_description and not by_input and first is not None:
                 await ctx.progress(0.02, f"describing the input image ({settings.caption_source})")
                 description, described_by, caption_warning = await asyncio.to_thread(
-                    describe_image, images[params.image], settings.caption_source, self._captioning)
-            prompt, prompt_from = fill_prompt(settings, trigger=deployment.trigger,
-                                              call_prompt=params.prompt, description=description)
+                    describe_image, images[params.image], settings.caption_source, self._captioning
+                )
+            prompt, prompt_from = fill_prompt(
+                settings,
+                trigger=deployment.trigger,
+                call_prompt=params.prompt,
+                description=description,
+            )
             if not prompt:
-                raise InvalidInput(f"deployment {deployment.name!r}: the prompt came out empty "
-                                   "(no input image to describe and no prompt given): pass a prompt")
-            call = PreparedCall(prompt=prompt, seed=d.seed if params.seed is None else params.seed,
-                                first=first, last=last)
+                raise InvalidInput(
+                    f"deployment {deployment.name!r}: the prompt came out empty "
+                    "(no input image to describe and no prompt given): pass a prompt"
+                )
+            call = PreparedCall(
+                prompt=prompt,
+                seed=d.seed if params.seed is None else params.seed,
+                first=first,
+                last=last,
+            )
 
             def run() -> Path:
-                return renderer.render(call, Path(tmp) / "out", cancelled=cancelled.is_set,
-                                       progress=lambda f, m: progress.update(fraction=f, message=m))
+                return renderer.render(
+                    call,
+                    Path(tmp) / "out",
+                    cancelled=cancelled.is_set,
+                    progress=lambda f, m: progress.update(fraction=f, message=m),
+                )
 
             started = time.monotonic()
             task = asyncio.ensure_future(asyncio.to_thread(run))
@@ -279,29 +360,58 @@ class DeploymentCallWork:
             render_s = time.monotonic() - started
             warnings = [caption_warning] if caption_warning else []
             if deployment.trigger and deployment.trigger not in prompt:
-                warnings.append(f"the prompt does not contain the trigger {deployment.trigger!r}; "
-                                "the LoRA will barely show")
-            info = {"deployment": deployment.name, "lora": deployment.lora_ref,
-                    "lora_key": deployment.lora_key, "preset": deployment.preset,
-                    "mode": deployment.mode, "strength": deployment.strength, "prompt": prompt,
-                    "prompt_from": prompt_from, "description": description,
-                    "described_by": described_by, "seed": call.seed,
-                    "inputs": {"image": params.image, "last_image": params.last_image},
-                    "width": renderer.width, "height": renderer.height,
-                    "frames": renderer.frames if renderer.video else 1, "fps": renderer.fps,
-                    "steps": renderer.scenario.steps, "warm": self._warm,
-                    "load_s": round(load_s, 3), "render_s": round(render_s, 3),
-                    "placement": renderer.placement, "warnings": warnings}
+                warnings.append(
+                    f"the prompt does not contain the trigger {deployment.trigger!r}; "
+                    "the LoRA will barely show"
+                )
+            info = {
+                "deployment": deployment.name,
+                "lora": deployment.lora_ref,
+                "lora_key": deployment.lora_key,
+                "preset": deployment.preset,
+                "mode": deployment.mode,
+                "strength": deployment.strength,
+                "prompt": prompt,
+                "prompt_from": prompt_from,
+                "description": description,
+                "described_by": described_by,
+                "seed": call.seed,
+                "inputs": {"image": params.image, "last_image": params.last_image},
+                "width": renderer.width,
+                "height": renderer.height,
+                "frames": renderer.frames if renderer.video else 1,
+                "fps": renderer.fps,
+                "steps": renderer.scenario.steps,
+                "warm": self._warm,
+                "load_s": round(load_s, 3),
+                "render_s": round(render_s, 3),
+                "placement": renderer.placement,
+                "warnings": warnings,
+            }
             record = await asyncio.to_thread(self._upload, prefix, path, info)
         return outcome(job, record)
 
     def _upload(self, prefix: str, path: Path, info: dict[str, Any]) -> dict[str, Any]:
-        kind, content_type = ("video", "video/mp4") if path.suffix == ".mp4" else ("image", "image/png")
-        stored = self._store.put_file(Bucket.RENDERS, f"{prefix}/{path.name}", path,
-                                      content_type=content_type)
-        record = {**info, "output": stored.key, "kind": kind,
-                  "artifacts": [{"bucket": "renders", "key": stored.key, "kind": kind,
-                                 "size": stored.size, "sha256": stored.sha256 or ""}]}
+        kind, content_type = (
+            ("video", "video/mp4") if path.suffix == ".mp4" else ("image", "image/png")
+        )
+        stored = self._store.put_file(
+            Bucket.RENDERS, f"{prefix}/{path.name}", path, content_type=content_type
+        )
+        record = {
+            **info,
+            "output": stored.key,
+            "kind": kind,
+            "artifacts": [
+                {
+                    "bucket": "renders",
+                    "key": stored.key,
+                    "kind": kind,
+                    "size": stored.size,
+                    "sha256": stored.sha256 or "",
+                }
+            ],
+        }
         self._store.put_json(Bucket.RENDERS, f"{prefix}/{RECORD}", record)
         return record
 
@@ -312,42 +422,83 @@ def check_call_inputs(deployment: Deployment, params: DeploymentCallParams) -> N
     if params.deployment != name:
         raise InvalidInput(f"this call is for {params.deployment!r}, not {name!r}")
     if mode == "flf2v" and not (params.image and params.last_image):
-        raise InvalidInput(f"deployment {name!r} renders from a first and a last frame "
-                           f"({deployment.preset}): pass both image and last_image")
+        raise InvalidInput(
+            f"deployment {name!r} renders from a first and a last frame "
+            f"({deployment.preset}): pass both image and last_image"
+        )
     if mode == "i2v" and not params.image:
-        raise InvalidInput(f"deployment {name!r} renders from a first frame ({deployment.preset}): pass image")
+        raise InvalidInput(
+            f"deployment {name!r} renders from a first frame ({deployment.preset}): pass image"
+        )
     if mode == "i2v" and params.last_image:
-        raise InvalidInput(f"deployment {name!r} ({deployment.preset}) takes a first frame only; "
-                           "deploy on an flf2v preset for first + last frame")
+        raise InvalidInput(
+            f"deployment {name!r} ({deployment.preset}) takes a first frame only; "
+            "deploy on an flf2v preset for first + last frame"
+        )
     if mode in ("t2v", "image") and (params.image or params.last_image):
-        raise InvalidInput(f"deployment {name!r} ({deployment.preset}) is text-to-"
-                           f"{'video' if mode == 't2v' else 'image'}: it takes no input image")
+        raise InvalidInput(
+            f"deployment {name!r} ({deployment.preset}) is text-to-"
+            f"{'video' if mode == 't2v' else 'image'}: it takes no input image"
+        )
 
 
 def outcome(job: Job, record: dict[str, Any]) -> JobOutcome:
-    data = {"job_id": job.id, "deployment": record["deployment"], "output": record["output"],
-            "kind": record["kind"], "prompt": record["prompt"], "prompt_from": record["prompt_from"],
-            "seed": record["seed"], "warm": record["warm"], "load_s": record["load_s"],
-            "render_s": record["render_s"], "warnings": record["warnings"],
-            "placement": record.get("placement", {})}
+    data = {
+        "job_id": job.id,
+        "deployment": record["deployment"],
+        "output": record["output"],
+        "kind": record["kind"],
+        "prompt": record["prompt"],
+        "prompt_from": record["prompt_from"],
+        "seed": record["seed"],
+        "warm": record["warm"],
+        "load_s": record["load_s"],
+        "render_s": record["render_s"],
+        "warnings": record["warnings"],
+        "placement": record.get("placement", {}),
+    }
     return JobOutcome(
         message=f"{record['kind']} rendered by deployment {record['deployment']}"
-                + (" (warm)" if record["warm"] else " (loaded cold)"),
+        + (" (warm)" if record["warm"] else " (loaded cold)"),
         artifacts=[ArtifactRef(**a) for a in record["artifacts"]],
         result=data,
-        events=[Event(id=f"render-completed-{job.id}", type=COMPLETED_EVENT,
-                      tenant=job.tenant, project=job.project, data=data)])
+        events=[
+            Event(
+                id=f"render-completed-{job.id}",
+                type=COMPLETED_EVENT,
+                tenant=job.tenant,
+                project=job.project,
+                data=data,
+            )
+        ],
+    )
 
 
-def cold_renderer(store: ObjectStore, *, models_dir: Path | None, placement: Placement,
-                  free_bytes: int | None = None, steps: int | None = None) -> RendererFor:
+def cold_renderer(
+    store: ObjectStore,
+    *,
+    models_dir: Path | None,
+    placement: Placement,
+    free_bytes: int | None = None,
+    steps: int | None = None,
+) -> RendererFor:
     """Load the deployment here for this one call (no warm worker took it)."""
 
     async def load(deployment: Deployment, tmp: Path) -> DeploymentRenderer:
-        path = await asyncio.to_thread(store.download, Bucket.LORAS, deployment.lora_key,
-                                       tmp / "lora" / "deployment.safetensors")
-        renderer = DeploymentRenderer(deployment, path, models_dir=models_dir, placement=placement,
-                                      free_bytes=free_bytes, steps=steps)
+        path = await asyncio.to_thread(
+            store.download,
+            Bucket.LORAS,
+            deployment.lora_key,
+            tmp / "lora" / "deployment.safetensors",
+        )
+        renderer = DeploymentRenderer(
+            deployment,
+            path,
+            models_dir=models_dir,
+            placement=placement,
+            free_bytes=free_bytes,
+            steps=steps,
+        )
         await asyncio.to_thread(renderer.load)
         return renderer
 
@@ -356,8 +507,16 @@ def cold_renderer(store: ObjectStore, *, models_dir: Path | None, placement: Pla
 
 # ------------------------------------------------------------------ starting a call
 
-async def start_call(jobs: JobStore, bus: EventBus, store: ObjectStore, tenant: str, project: str,
-                     params: DeploymentCallParams, request_id: str | None = None) -> Job:
+
+async def start_call(
+    jobs: JobStore,
+    bus: EventBus,
+    store: ObjectStore,
+    tenant: str,
+    project: str,
+    params: DeploymentCallParams,
+    request_id: str | None = None,
+) -> Job:
     """A render job for a deployment call, its request published to the deployment's warm
     workers. Bad input (unknown deployment, missing images, the wrong images for its mode)
     is refused here, before a job exists."""
@@ -368,11 +527,25 @@ async def start_call(jobs: JobStore, bus: EventBus, store: ObjectStore, tenant: 
     check_call_inputs(deployment, params)
     await asyncio.to_thread(check_input_images, store, ref, [params.image, params.last_image])
     job_id = new_job_id(request_id, scope=f"{tenant}/{project}/render")
-    job, _ = await jobs.create_or_get(Job(id=job_id, kind="render", tenant=tenant, project=project,
-                                          params=params.model_dump(mode="json")))
+    job, _ = await jobs.create_or_get(
+        Job(
+            id=job_id,
+            kind="render",
+            tenant=tenant,
+            project=project,
+            params=params.model_dump(mode="json"),
+        )
+    )
     if job.state is JobState.PENDING:
-        await bus.publish(Event(id=f"render-call-{job.id}", type=deployment.call_subject,
-                                tenant=tenant, project=project, data={"job_id": job.id}))
+        await bus.publish(
+            Event(
+                id=f"render-call-{job.id}",
+                type=deployment.call_subject,
+                tenant=tenant,
+                project=project,
+                data={"job_id": job.id},
+            )
+        )
     return job
 
 
@@ -380,14 +553,20 @@ async def request_warm(bus: EventBus, deployment: Deployment, generation: str = 
     """Ask for `capacity` warm workers (one event per slot; `generation` renews the ids when
     the slots are asked again after their workers died)."""
     for slot in range(deployment.spec.capacity):
-        await bus.publish(Event(
-            id=f"deploy-warm-{deployment.tenant}-{deployment.project}-{deployment.name}-"
-               f"{deployment.created_at.timestamp():.0f}-{generation}-{slot}",
-            type=WARM_EVENT, tenant=deployment.tenant, project=deployment.project,
-            data={"deployment": deployment.name, "slot": slot}))
+        await bus.publish(
+            Event(
+                id=f"deploy-warm-{deployment.tenant}-{deployment.project}-{deployment.name}-"
+                f"{deployment.created_at.timestamp():.0f}-{generation}-{slot}",
+                type=WARM_EVENT,
+                tenant=deployment.tenant,
+                project=deployment.project,
+                data={"deployment": deployment.name, "slot": slot},
+            )
+        )
 
 
 # ------------------------------------------------------------------ the warm pool
+
 
 class _Busy(Exception):
     """Not this worker (slots full, or it already holds the deployment): redelivered to another."""
@@ -406,10 +585,21 @@ class _Held:
 class WarmPool:
     """Deployments this worker keeps warm (at most `slots`), and their call consumers."""
 
-    def __init__(self, bus: EventBus, store: ObjectStore, jobs: JobStore, *, slots: int = 1,
-                 models_dir: Path | None = None, placement: Placement = Placement(),
-                 captioning: Any = None, free_bytes: int | None = None, steps: int | None = None,
-                 beat_s: float = BEAT_S, worker_id: str | None = None):
+    def __init__(
+        self,
+        bus: EventBus,
+        store: ObjectStore,
+        jobs: JobStore,
+        *,
+        slots: int = 1,
+        models_dir: Path | None = None,
+        placement: Placement = Placement(),
+        captioning: Any = None,
+        free_bytes: int | None = None,
+        steps: int | None = None,
+        beat_s: float = BEAT_S,
+        worker_id: str | None = None,
+    ):
         self._bus, self._store, self._jobs = bus, store, jobs
         self._slots = slots
         self._models_dir, self._placement = models_dir, placement
@@ -434,24 +624,44 @@ class WarmPool:
             return
         key = (ref.tenant, ref.project, name)
         if key in self.held:
-            raise _Busy(f"{self.worker_id} already holds {name} warm; another worker takes this slot")
+            raise _Busy(
+                f"{self.worker_id} already holds {name} warm; another worker takes this slot"
+            )
         if len(self.held) >= self._slots:
             raise _Busy(f"{self.worker_id} has no free warm slot ({self._slots} in use)")
         tmp = tempfile.TemporaryDirectory(prefix=f"warm-{name}-")
         try:
-            path = await asyncio.to_thread(self._store.download, Bucket.LORAS, deployment.lora_key,
-                                           Path(tmp.name) / "deployment.safetensors")
-            renderer = DeploymentRenderer(deployment, path, models_dir=self._models_dir,
-                                          placement=self._placement, free_bytes=self._free_bytes,
-                                          steps=self._steps)
+            path = await asyncio.to_thread(
+                self._store.download,
+                Bucket.LORAS,
+                deployment.lora_key,
+                Path(tmp.name) / "deployment.safetensors",
+            )
+            renderer = DeploymentRenderer(
+                deployment,
+                path,
+                models_dir=self._models_dir,
+                placement=self._placement,
+                free_bytes=self._free_bytes,
+                steps=self._steps,
+            )
             await asyncio.to_thread(renderer.load)
         except Exception as exc:
             tmp.cleanup()
             if isinstance(exc, LoraforgeError) and not isinstance(exc, Unavailable):
                 # a permanent problem (missing LoRA, unprovisioned preset): FAILED with why
-                await asyncio.to_thread(self._records.beat, ref, name, WarmBeat(
-                    worker=self.worker_id, ready=False, beat_at=time.time(),
-                    error=f"could not load: {exc}", created_at=deployment.created_at))
+                await asyncio.to_thread(
+                    self._records.beat,
+                    ref,
+                    name,
+                    WarmBeat(
+                        worker=self.worker_id,
+                        ready=False,
+                        beat_at=time.time(),
+                        error=f"could not load: {exc}",
+                        created_at=deployment.created_at,
+                    ),
+                )
                 return
             raise
         held = _Held(deployment, renderer, tmp=tmp)
@@ -460,20 +670,40 @@ class WarmPool:
         async def render_on_warm(d: Deployment, _tmp: Path) -> DeploymentRenderer:
             return held.renderer
 
-        work = DeploymentCallWork(self._store, render_on_warm, captioning=self._captioning, warm=True)
+        work = DeploymentCallWork(
+            self._store, render_on_warm, captioning=self._captioning, warm=True
+        )
         worker = JobWorker("render", self._jobs, self._bus, work, durable=deployment.consumer)
         await self._beat(ref, held)  # RUNNING before the first call can arrive
-        held.consumer = await self._bus.subscribe(deployment.consumer, deployment.call_subject,
-                                                  worker.handle, on_dead_letter=worker.on_dead_letter)
+        held.consumer = await self._bus.subscribe(
+            deployment.consumer,
+            deployment.call_subject,
+            worker.handle,
+            on_dead_letter=worker.on_dead_letter,
+        )
         held.beat_task = asyncio.create_task(self._beat_loop(ref, key), name=f"warm-beat:{name}")
-        log.info("deployment %s/%s/%s warm on %s (loaded in %.1fs: %s)", *key, self.worker_id,
-                 renderer.load_s, renderer.placement)
+        log.info(
+            "deployment %s/%s/%s warm on %s (loaded in %.1fs: %s)",
+            *key,
+            self.worker_id,
+            renderer.load_s,
+            renderer.placement,
+        )
 
     async def _beat(self, ref: ProjectRef, held: _Held) -> None:
-        await asyncio.to_thread(self._records.beat, ref, held.deployment.name, WarmBeat(
-            worker=self.worker_id, ready=True, beat_at=time.time(),
-            loaded_s=round(held.renderer.load_s, 3), placement=held.renderer.placement,
-            created_at=held.deployment.created_at))
+        await asyncio.to_thread(
+            self._records.beat,
+            ref,
+            held.deployment.name,
+            WarmBeat(
+                worker=self.worker_id,
+                ready=True,
+                beat_at=time.time(),
+                loaded_s=round(held.renderer.load_s, 3),
+                placement=held.renderer.placement,
+                created_at=held.deployment.created_at,
+            ),
+        )
 
     async def _beat_loop(self, ref: ProjectRef, key: tuple[str, str, str]) -> None:
         while key in self.held:
@@ -485,16 +715,19 @@ class WarmPool:
                 current = await asyncio.to_thread(self._records.get, ref, key[2])
             except NotFound:
                 current = None
-            except Exception:  # noqa: BLE001 - the store is briefly away: keep serving, beat later
+            except Exception:
                 log.exception("warm beat of %s could not read the record", key)
                 continue
-            if current is None or current.state is DeploymentStatus.STOPPED or \
-                    current.created_at != held.deployment.created_at:
+            if (
+                current is None
+                or current.state is DeploymentStatus.STOPPED
+                or current.created_at != held.deployment.created_at
+            ):
                 await self.release(key)
                 return
             try:
                 await self._beat(ref, held)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("warm beat of %s could not be written", key)
 
     async def release(self, key: tuple[str, str, str]) -> None:
@@ -508,11 +741,10 @@ class WarmPool:
         held.renderer.release()
         if held.tmp is not None:
             held.tmp.cleanup()
-        try:
-            await asyncio.to_thread(self._records.drop_beat, ProjectRef(key[0], key[1]), key[2],
-                                    self.worker_id)
-        except Exception:  # noqa: BLE001 - a deleted deployment took its beats with it
-            pass
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(
+                self._records.drop_beat, ProjectRef(key[0], key[1]), key[2], self.worker_id
+            )
         log.info("deployment %s/%s/%s released on %s", *key, self.worker_id)
 
     async def close(self) -> None:

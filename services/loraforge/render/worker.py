@@ -48,10 +48,18 @@ def render_prefix(ref: ProjectRef, job_id: str) -> str:
 class RenderWork:
     """`work(job, ctx)` for `JobWorker("render", ...)`."""
 
-    def __init__(self, store: ObjectStore, *, models_dir: Path | None = None,
-                 steps: int | None = None, tick_s: float = 0.5,
-                 placement: Placement | None = None, free_bytes: int | None = None,
-                 kubernetes: Any = None, captioning: Any = None):
+    def __init__(
+        self,
+        store: ObjectStore,
+        *,
+        models_dir: Path | None = None,
+        steps: int | None = None,
+        tick_s: float = 0.5,
+        placement: Placement | None = None,
+        free_bytes: int | None = None,
+        kubernetes: Any = None,
+        captioning: Any = None,
+    ):
         self._store = store
         self._captioning = captioning  # CaptioningSettings: describes a call's input image
         self._models_dir = models_dir
@@ -66,22 +74,33 @@ class RenderWork:
         if "deployment" in job.params:  # a deployment call no warm worker took: load it here
             from loraforge.render.warm import DeploymentCallWork, cold_renderer
 
-            return await DeploymentCallWork(self._store, cold_renderer(
-                self._store, models_dir=self._models_dir, placement=self._placement,
-                free_bytes=self._free_bytes, steps=self._steps),
-                captioning=self._captioning, tick_s=self._tick_s)(job, ctx)
+            return await DeploymentCallWork(
+                self._store,
+                cold_renderer(
+                    self._store,
+                    models_dir=self._models_dir,
+                    placement=self._placement,
+                    free_bytes=self._free_bytes,
+                    steps=self._steps,
+                ),
+                captioning=self._captioning,
+                tick_s=self._tick_s,
+            )(job, ctx)
         params = RenderParams.model_validate(job.params)
         scenario = self._scenario(params)
         prefix = render_prefix(ref, job.id)
         existing = await asyncio.to_thread(self._store.stat, Bucket.RENDERS, f"{prefix}/{RECORD}")
         if existing is not None:  # rendered before (redelivery or retry): answer the same
-            record = await asyncio.to_thread(self._store.get_json, Bucket.RENDERS, f"{prefix}/{RECORD}")
+            record = await asyncio.to_thread(
+                self._store.get_json, Bucket.RENDERS, f"{prefix}/{RECORD}"
+            )
             return self._outcome(job, record)
 
         if self._k8s is not None:
             # refuse bad inputs here, before a GPU node is asked for
-            await asyncio.to_thread(check_input_images, self._store, ref,
-                                    [shot.image for shot in scenario.shots])
+            await asyncio.to_thread(
+                check_input_images, self._store, ref, [shot.image for shot in scenario.shots]
+            )
             await asyncio.to_thread(self._check_loras, ref, scenario)
             record = await self._k8s.run(job, ctx, f"{prefix}/{RECORD}")
             return self._outcome(job, record)
@@ -90,19 +109,28 @@ class RenderWork:
         cancelled = threading.Event()
         with tempfile.TemporaryDirectory(prefix=f"render-{job.id}-") as tmp:
             # inputs first: a bad LoRA or image fails the job before any model loads
-            images = await asyncio.to_thread(fetch_input_images, self._store, ref,
-                                             [shot.image for shot in scenario.shots],
-                                             Path(tmp) / "inputs")
+            images = await asyncio.to_thread(
+                fetch_input_images,
+                self._store,
+                ref,
+                [shot.image for shot in scenario.shots],
+                Path(tmp) / "inputs",
+            )
             loras = await asyncio.to_thread(self._fetch_loras, ref, scenario, Path(tmp) / "loras")
 
             def run() -> Any:
                 from loraforge.render.executor import ScenarioRenderer
 
                 renderer = ScenarioRenderer(
-                    lambda lora: loras[lora.name], steps=self._steps, models_dir=self._models_dir,
+                    lambda lora: loras[lora.name],
+                    steps=self._steps,
+                    models_dir=self._models_dir,
                     progress=lambda f, m: progress.update(fraction=f, message=m),
-                    cancelled=cancelled.is_set, placement=self._placement,
-                    resolve_image=images.__getitem__, free_bytes=self._free_bytes)
+                    cancelled=cancelled.is_set,
+                    placement=self._placement,
+                    resolve_image=images.__getitem__,
+                    free_bytes=self._free_bytes,
+                )
                 return renderer.render(scenario, Path(tmp) / "out")
 
             task = asyncio.ensure_future(asyncio.to_thread(run))
@@ -153,8 +181,9 @@ class RenderWork:
                 f"{ref.prefix} (renders only use LoRAs of their own project)"
             )
         if self._store.stat(Bucket.LORAS, lora.path) is None:
-            raise NotFound(f"LoRA {lora.name!r}: loras/{lora.path} does not exist; train it or "
-                           "upload it first")
+            raise NotFound(
+                f"LoRA {lora.name!r}: loras/{lora.path} does not exist; train it or upload it first"
+            )
 
     def _fetch_lora(self, ref: ProjectRef, lora: ScenarioLora, dest: Path) -> Path:
         self._check_lora(ref, lora)
@@ -166,10 +195,18 @@ class RenderWork:
         def put(path: Path | None, kind: str, content_type: str) -> str | None:
             if path is None:
                 return None
-            stored = self._store.put_file(Bucket.RENDERS, f"{prefix}/{path.name}", path,
-                                          content_type=content_type)
-            artifacts.append({"bucket": "renders", "key": stored.key, "kind": kind,
-                              "size": stored.size, "sha256": stored.sha256 or ""})
+            stored = self._store.put_file(
+                Bucket.RENDERS, f"{prefix}/{path.name}", path, content_type=content_type
+            )
+            artifacts.append(
+                {
+                    "bucket": "renders",
+                    "key": stored.key,
+                    "kind": kind,
+                    "size": stored.size,
+                    "sha256": stored.sha256 or "",
+                }
+            )
             return stored.key
 
         record = {
@@ -187,18 +224,30 @@ class RenderWork:
 
     @staticmethod
     def _outcome(job: Job, record: dict[str, Any]) -> JobOutcome:
-        data = {"job_id": job.id, "keyframes": record["keyframes"],
-                "transitions": record["transitions"], "film": record["film"],
-                "thumbnails": record["thumbnails"], "warnings": record["warnings"],
-                "placement": record.get("placement", {})}
+        data = {
+            "job_id": job.id,
+            "keyframes": record["keyframes"],
+            "transitions": record["transitions"],
+            "film": record["film"],
+            "thumbnails": record["thumbnails"],
+            "warnings": record["warnings"],
+            "placement": record.get("placement", {}),
+        }
         n = len(record["keyframes"])
         return JobOutcome(
             message=f"{n} keyframe(s), {len(record['transitions'])} transition(s)"
-                    + (", film joined" if record["film"] else ""),
+            + (", film joined" if record["film"] else ""),
             artifacts=[ArtifactRef(**a) for a in record["artifacts"]],
             result=data,
-            events=[Event(id=f"render-completed-{job.id}", type=COMPLETED_EVENT,
-                          tenant=job.tenant, project=job.project, data=data)],
+            events=[
+                Event(
+                    id=f"render-completed-{job.id}",
+                    type=COMPLETED_EVENT,
+                    tenant=job.tenant,
+                    project=job.project,
+                    data=data,
+                )
+            ],
         )
 
 
@@ -221,17 +270,23 @@ class RenderRequests:
             from loraforge.runtime.params import DeploymentCallParams
 
             seed = {"seed": data.pop("seed")} if "seed" in data else None
-            await self._calls(DeploymentCallParams.parse(present=seed, **data), event.tenant,
-                              event.project, request_id)
+            await self._calls(
+                DeploymentCallParams.parse(present=seed, **data),
+                event.tenant,
+                event.project,
+                request_id,
+            )
             return
         params = RenderParams.parse(**data)
         # Starting publishes a `render.requests` event carrying the job id, which a worker
         # (maybe this one) then runs; the same request id always maps to the same job.
-        await self._jobs.start(event.tenant, event.project, params.model_dump(mode="json"),
-                               request_id=request_id)
+        await self._jobs.start(
+            event.tenant, event.project, params.model_dump(mode="json"), request_id=request_id
+        )
 
 
 # ------------------------------------------------------------------ entry point
+
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m loraforge.render.worker`: the GPU render queue worker (compose
@@ -241,8 +296,10 @@ def main(argv: list[str] | None = None) -> None:
     pod, see loraforge.render.k8s_run)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m loraforge.render.worker",
-                                     description=main.__doc__.split("\n\n")[0] if main.__doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="python -m loraforge.render.worker",
+        description=main.__doc__.split("\n\n")[0] if main.__doc__ else None,
+    )
     parser.add_argument("--job", metavar="RUN_ID", help="render one job (a Kubernetes render Job)")
     args = parser.parse_args(argv)
     if args.job:

@@ -62,7 +62,8 @@ def parse_networks(text: str) -> tuple[IPNetwork, ...]:
         except ValueError:
             raise ConfigurationError(
                 f"LORAFORGE_EGRESS__ALLOW: {part!r} is not an IP network; write CIDRs separated by "
-                f"commas, e.g. 127.0.0.1/32,10.0.5.0/24") from None
+                f"commas, e.g. 127.0.0.1/32,10.0.5.0/24"
+            ) from None
     return tuple(nets)
 
 
@@ -131,7 +132,9 @@ class EgressPolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EgressPolicy:
-        return cls(allow=parse_networks(settings.egress.allow), url_ingest=settings.egress.url_ingest)
+        return cls(
+            allow=parse_networks(settings.egress.allow), url_ingest=settings.egress.url_ingest
+        )
 
     # -- checks -------------------------------------------------------------------------------
 
@@ -147,15 +150,20 @@ class EgressPolicy:
             raise EgressRefused(
                 f"{what} resolves to {ip}, {why}; loraforge only connects to public addresses "
                 f"for URLs you give it: use a publicly reachable URL (operators can allow a "
-                f"network with LORAFORGE_EGRESS__ALLOW)")
+                f"network with LORAFORGE_EGRESS__ALLOW)"
+            )
 
     def _split(self, url: str) -> tuple[httpx.URL, str, int]:
         try:
             u = httpx.URL(url)
         except (httpx.InvalidURL, TypeError) as exc:
-            raise EgressRefused(f"{url!r} is not a valid URL ({exc}); write it as https://host/path") from None
+            raise EgressRefused(
+                f"{url!r} is not a valid URL ({exc}); write it as https://host/path"
+            ) from None
         if u.scheme not in ("http", "https"):
-            raise EgressRefused(f"{url!r}: only http and https URLs are allowed; write it as https://host/path")
+            raise EgressRefused(
+                f"{url!r}: only http and https URLs are allowed; write it as https://host/path"
+            )
         if not u.host:
             raise EgressRefused(f"{url!r} has no host name; write it as https://host/path")
         return u, u.host, u.port or (443 if u.scheme == "https" else 80)
@@ -169,9 +177,13 @@ class EgressPolicy:
             try:
                 infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
             except (socket.gaierror, UnicodeError) as exc:
-                raise EgressRefused(f"{url}: the host name {host!r} does not resolve ({exc}); check the URL") from None
+                raise EgressRefused(
+                    f"{url}: the host name {host!r} does not resolve ({exc}); check the URL"
+                ) from None
             # Scope ids ("fe80::1%eth0") are dropped: the address alone decides.
-            ips = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos))
+            ips = list(
+                dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos)
+            )
             if not ips:
                 raise EgressRefused(f"{url}: the host name {host!r} has no address; check the URL")
         ips = list(ips)
@@ -187,9 +199,16 @@ class EgressPolicy:
 
     # -- a guarded download -------------------------------------------------------------------
 
-    def download(self, url: str, dest: Path, *, headers: dict[str, str] | None = None,
-                 timeout: float = 30.0, max_bytes: int = 20 * 1024**3,
-                 accept: tuple[str, ...] = ()) -> Fetched:
+    def download(
+        self,
+        url: str,
+        dest: Path,
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float = 30.0,
+        max_bytes: int = 20 * 1024**3,
+        accept: tuple[str, ...] = (),
+    ) -> Fetched:
         """GET `url` into `dest`, following redirects here (each hop checked).
 
         `accept`: content-type prefixes worth saving (empty: any); a response of another type
@@ -203,32 +222,45 @@ class EgressPolicy:
             # verified for one name must not carry a request for another. trust_env off: a
             # proxy would resolve the name again, past the check.
             with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
-                request = client.build_request("GET", target.url, headers={**sent, **target.headers},
-                                               extensions=target.extensions)
+                request = client.build_request(
+                    "GET",
+                    target.url,
+                    headers={**sent, **target.headers},
+                    extensions=target.extensions,
+                )
                 resp = client.send(request, stream=True)
                 try:
                     if resp.status_code in _REDIRECTS:
                         location = resp.headers.get("location")
                         if not location:
-                            raise EgressRefused(f"{current}: a redirect ({resp.status_code}) without a Location")
+                            raise EgressRefused(
+                                f"{current}: a redirect ({resp.status_code}) without a Location"
+                            )
                         nxt = str(httpx.URL(current).join(location))
                         if httpx.URL(nxt).host != httpx.URL(current).host:
                             # Credentials and cookies were meant for the first host only.
-                            sent = {k: v for k, v in sent.items()
-                                    if k.lower() not in ("authorization", "cookie")}
+                            sent = {
+                                k: v
+                                for k, v in sent.items()
+                                if k.lower() not in ("authorization", "cookie")
+                            }
                         current = nxt
                         continue
                     if resp.status_code >= 400:
-                        raise EgressRefused(f"{current}: the server answered HTTP {resp.status_code}; "
-                                            f"check that the link is public and correct")
+                        raise EgressRefused(
+                            f"{current}: the server answered HTTP {resp.status_code}; "
+                            f"check that the link is public and correct"
+                        )
                     ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
                     if accept and not ctype.startswith(accept):
                         return Fetched(False, current, ctype, 0)
                     length = resp.headers.get("content-length") or "0"
                     declared = int(length) if length.isdigit() else 0
                     if declared > max_bytes:
-                        raise EgressRefused(f"{current}: {declared} bytes is more than the {max_bytes} "
-                                            f"allowed; download it yourself and upload a shorter file")
+                        raise EgressRefused(
+                            f"{current}: {declared} bytes is more than the {max_bytes} "
+                            f"allowed; download it yourself and upload a shorter file"
+                        )
                     got = 0
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     try:
@@ -238,7 +270,8 @@ class EgressPolicy:
                                 if got > max_bytes:
                                     raise EgressRefused(
                                         f"{current}: more than the {max_bytes} bytes allowed; "
-                                        f"download it yourself and upload a shorter file")
+                                        f"download it yourself and upload a shorter file"
+                                    )
                                 fh.write(chunk)
                     except BaseException:
                         dest.unlink(missing_ok=True)  # never leave half a file for the caller

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import secrets
@@ -127,8 +128,9 @@ class EventBus:
                     "start it (`loraforge stack up`) or fix LORAFORGE_NATS__URL"
                 ) from exc
 
-        nc = await retry_startup(_connect, what=f"NATS at {settings.url}", attempts=attempts,
-                                 backoff_s=backoff_s)
+        nc = await retry_startup(
+            _connect, what=f"NATS at {settings.url}", attempts=attempts, backoff_s=backoff_s
+        )
         bus = cls(nc, settings)
         await bus.ensure_stream()
         return bus
@@ -185,8 +187,14 @@ class EventBus:
     ) -> Consumer:
         """Start a durable pull consumer running `handler` for `event_type` (wildcards ok);
         `on_dead_letter` hears of every event this consumer gives up on."""
-        consumer = Consumer(self, durable, self.subject(event_type), handler, batch=batch,
-                            on_dead_letter=on_dead_letter)
+        consumer = Consumer(
+            self,
+            durable,
+            self.subject(event_type),
+            handler,
+            batch=batch,
+            on_dead_letter=on_dead_letter,
+        )
         await consumer.start()
         self._consumers.append(consumer)
         return consumer
@@ -197,7 +205,9 @@ class EventBus:
             self.dead_letter_subject(letter.consumer),
             letter.model_dump_json().encode(),
             stream=self._settings.stream,
-            headers={"Nats-Msg-Id": f"dlq-{self._settings.stream}-{letter.stream_seq}-{letter.consumer}"},
+            headers={
+                "Nats-Msg-Id": f"dlq-{self._settings.stream}-{letter.stream_seq}-{letter.consumer}"
+            },
         )
 
     def background(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
@@ -223,7 +233,7 @@ class EventBus:
         if not self._nc.is_closed:
             try:
                 await self._nc.drain()
-            except Exception:  # noqa: BLE001 - draining a dead connection is not our problem
+            except Exception:
                 await self._nc.close()
 
     @property
@@ -232,8 +242,16 @@ class EventBus:
 
 
 class Consumer:
-    def __init__(self, bus: EventBus, durable: str, subject: str, handler: Handler, *, batch: int,
-                 on_dead_letter: DeadLetterHook | None = None):
+    def __init__(
+        self,
+        bus: EventBus,
+        durable: str,
+        subject: str,
+        handler: Handler,
+        *,
+        batch: int,
+        on_dead_letter: DeadLetterHook | None = None,
+    ):
         self._bus = bus
         self._on_dead_letter = on_dead_letter
         self.durable = durable
@@ -280,10 +298,8 @@ class Consumer:
         for sub in (self._advisories, getattr(self, "_sub", None)):
             if sub is None:
                 continue
-            try:
+            with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-            except Exception:  # noqa: BLE001 - connection may already be closing
-                pass
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
@@ -293,22 +309,23 @@ class Consumer:
                 continue
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
                 return
-            except Exception:  # noqa: BLE001 - keep consuming through transient faults
+            except Exception:
                 log.exception("fetch failed on consumer %s", self.durable)
                 await asyncio.sleep(0.5)
                 continue
             for msg in msgs:
                 try:
                     await self._dispatch(msg)
-                except Exception:  # noqa: BLE001 - e.g. the dead letter could not be stored
+                except Exception:
                     # Left without a verdict, the message is redelivered after ack_wait; the
                     # consumer must live on to take it.
                     log.exception("dispatch failed on consumer %s", self.durable)
 
     async def _dispatch(self, msg: Msg) -> None:
         meta = msg.metadata
-        delivery = Delivery(subject=msg.subject, stream_seq=meta.sequence.stream,
-                            attempt=meta.num_delivered)
+        delivery = Delivery(
+            subject=msg.subject, stream_seq=meta.sequence.stream, attempt=meta.num_delivered
+        )
         try:
             event = Event.model_validate_json(msg.data)
         except ValidationError as exc:
@@ -319,13 +336,18 @@ class Consumer:
             await self._handler(event, delivery)
         except PERMANENT_ERRORS as exc:
             await self._to_dead_letter(msg, "permanent_error", f"{type(exc).__name__}: {exc}")
-        except Exception as exc:  # noqa: BLE001 - any handler failure is a retry
+        except Exception as exc:
             if delivery.attempt >= self._settings.max_deliver:
                 await self._to_dead_letter(msg, "max_deliveries", f"{type(exc).__name__}: {exc}")
             else:
                 delay = _backoff(self._settings.backoff_s, delivery.attempt)
-                log.warning("handler failed on %s (attempt %d, retry in %.1fs): %s",
-                            msg.subject, delivery.attempt, delay, exc)
+                log.warning(
+                    "handler failed on %s (attempt %d, retry in %.1fs): %s",
+                    msg.subject,
+                    delivery.attempt,
+                    delay,
+                    exc,
+                )
                 await msg.nak(delay=delay)
         else:
             # Wait for the server's confirmation: an ack lost on the wire means redelivery,
@@ -341,13 +363,19 @@ class Consumer:
             await asyncio.sleep(interval)
             try:
                 await msg.in_progress()
-            except Exception:  # noqa: BLE001 - the handler's own outcome decides
+            except Exception:
                 return
 
     async def _to_dead_letter(self, msg: Msg, reason: str, error: str) -> None:
         meta = msg.metadata
-        log.error("dead-lettering %s seq=%d on %s: %s: %s", msg.subject, meta.sequence.stream,
-                  self.durable, reason, error)
+        log.error(
+            "dead-lettering %s seq=%d on %s: %s: %s",
+            msg.subject,
+            meta.sequence.stream,
+            self.durable,
+            reason,
+            error,
+        )
         letter = DeadLetter(
             consumer=self.durable,
             subject=msg.subject,
@@ -375,9 +403,13 @@ class Consumer:
             return True  # malformed: there is no job or subscriber state to tell
         try:
             await self._on_dead_letter(event, letter)
-        except Exception:  # noqa: BLE001 - reported; the caller decides what to keep
-            log.exception("on_dead_letter failed for %s seq=%d on %s", letter.subject,
-                          letter.stream_seq, self.durable)
+        except Exception:
+            log.exception(
+                "on_dead_letter failed for %s seq=%d on %s",
+                letter.subject,
+                letter.stream_seq,
+                self.durable,
+            )
             return False
         return True
 
@@ -400,7 +432,7 @@ class Consumer:
             # Every live replica of the consumer gets the advisory: the hook must be
             # idempotent (the job worker's FAILED is a compare-and-set on a non-terminal job).
             await self._tell_dead_letter(letter)
-        except Exception:  # noqa: BLE001 - advisories are best effort; log and move on
+        except Exception:
             log.exception("could not dead-letter after max deliveries advisory")
 
 
@@ -430,7 +462,9 @@ async def read_dead_letters(bus: EventBus, consumer: str, timeout: float = 2.0) 
     )
     letters: list[DeadLetter] = []
     try:
-        pending = (await js.stream_info(bus.settings.stream, subjects_filter=bus.dead_letter_subject(consumer)))
+        pending = await js.stream_info(
+            bus.settings.stream, subjects_filter=bus.dead_letter_subject(consumer)
+        )
         expected = sum((pending.state.subjects or {}).values())
         deadline = time.monotonic() + timeout
         while len(letters) < expected and time.monotonic() < deadline:
@@ -445,12 +479,12 @@ async def read_dead_letters(bus: EventBus, consumer: str, timeout: float = 2.0) 
 
 
 __all__ = [
+    "Consumer",
     "DeadLetter",
     "DeadLetterHook",
     "Delivery",
     "Event",
     "EventBus",
-    "Consumer",
     "Handler",
     "read_dead_letters",
 ]
@@ -463,7 +497,10 @@ async def open_key_value(js: JetStreamContext, bucket: str, *, history: int = 1)
         return await js.key_value(bucket)
     except BucketNotFoundError:
         try:
-            return await js.create_key_value(js_api.KeyValueConfig(
-                bucket=bucket, history=history, storage=js_api.StorageType.FILE))
-        except Exception:  # noqa: BLE001 - another process created it first
+            return await js.create_key_value(
+                js_api.KeyValueConfig(
+                    bucket=bucket, history=history, storage=js_api.StorageType.FILE
+                )
+            )
+        except Exception:
             return await js.key_value(bucket)

@@ -13,19 +13,25 @@ import grpc
 
 DEFAULT_TIMEOUT_S = 10.0
 
-_SERVICE_CONFIG = json.dumps({
-    "methodConfig": [{
-        "name": [{"service": f"loraforge.v1.{svc}Service"}
-                 for svc in ("Ingest", "Curation", "Captioning", "Trainer", "Render")],
-        "retryPolicy": {
-            "maxAttempts": 4,
-            "initialBackoff": "0.2s",
-            "maxBackoff": "2s",
-            "backoffMultiplier": 2,
-            "retryableStatusCodes": ["UNAVAILABLE"],
-        },
-    }]
-})
+_SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [
+                    {"service": f"loraforge.v1.{svc}Service"}
+                    for svc in ("Ingest", "Curation", "Captioning", "Trainer", "Render")
+                ],
+                "retryPolicy": {
+                    "maxAttempts": 4,
+                    "initialBackoff": "0.2s",
+                    "maxBackoff": "2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
 
 _OPTIONS = [
     ("grpc.enable_retries", 1),
@@ -43,5 +49,7 @@ def sync_channel(target: str) -> grpc.Channel:
 
 
 def unavailable_hint(target: str, service: str) -> str:
-    return (f"the {service} service at {target} is not reachable; start the local stack with "
-            f"`loraforge stack up` or set LORAFORGE_ENDPOINTS__{service.upper()}")
+    return (
+        f"the {service} service at {target} is not reachable; start the local stack with "
+        f"`loraforge stack up` or set LORAFORGE_ENDPOINTS__{service.upper()}"
+    )

@@ -112,8 +112,11 @@ class GrpcServer:
         self._service_names.append(servicer.attach(self._server))
 
     async def start(self) -> int:
-        names = [*self._service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                 reflection.SERVICE_NAME]
+        names = [
+            *self._service_names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ]
         reflection.enable_server_reflection(names, self._server)
         address = f"{self._settings.host}:{self._settings.grpc_port}"
         self.port = self._server.add_insecure_port(address)
@@ -122,8 +125,12 @@ class GrpcServer:
         await self._server.start()
         for name in ["", *self._service_names]:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("gRPC serving on %s:%d (%s)", self._settings.host, self.port,
-                 ", ".join(self._service_names))
+        log.info(
+            "gRPC serving on %s:%d (%s)",
+            self._settings.host,
+            self.port,
+            ", ".join(self._service_names),
+        )
         return self.port
 
     async def set_not_serving(self) -> None:

@@ -29,7 +29,7 @@ def grpc_health(target: str, service: str = "", timeout: float = 2.0) -> str:
 
 def http_health(url: str, timeout: float = 2.0) -> str:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - our own URL
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             return "SERVING" if 200 <= resp.status < 300 else f"NOT_SERVING: HTTP {resp.status}"
     except urllib.error.HTTPError as exc:
         return f"NOT_SERVING: HTTP {exc.code}"

@@ -60,8 +60,9 @@ async def connect_clients(name: str, settings: Settings) -> Clients:
             await asyncio.to_thread(store.ensure_buckets)
             return store
 
-        await retry_startup(ready_store, what=f"S3 at {settings.s3.endpoint}", attempts=attempts,
-                            backoff_s=backoff)
+        await retry_startup(
+            ready_store, what=f"S3 at {settings.s3.endpoint}", attempts=attempts, backoff_s=backoff
+        )
         jobs = await JobStore.open(bus.jetstream, settings.nats.jobs_bucket)
     except BaseException:
         await bus.close()
@@ -72,14 +73,17 @@ async def connect_clients(name: str, settings: Settings) -> Clients:
 def _start_sweeper(clients: Clients) -> None:
     """Every service process sweeps abandoned `_staging/` uploads (storage.py); the task is
     cancelled with the consumers, on the one shutdown path."""
-    clients.bus.background(sweep_staging_forever(clients.store, clients.settings.s3),
-                           name="staging-sweeper")
+    clients.bus.background(
+        sweep_staging_forever(clients.store, clients.settings.s3), name="staging-sweeper"
+    )
 
 
 class ServiceProcess:
     """One running service; `stop()` is the single shutdown path."""
 
-    def __init__(self, name: str, settings: Settings, mount: Mount, *, drain_delay_s: float = DRAIN_DELAY_S):
+    def __init__(
+        self, name: str, settings: Settings, mount: Mount, *, drain_delay_s: float = DRAIN_DELAY_S
+    ):
         self.name = name
         self.settings = settings
         self._mount = mount

@@ -61,10 +61,15 @@ class JobService:
         if job.state is JobState.PENDING:
             # Published on every start of a PENDING job, so a crash between storing the job
             # and publishing its request heals on retry; the event id de-duplicates.
-            await self._bus.publish(Event(
-                id=f"{self.kind}-request-{job.id}", type=self.request_type,
-                tenant=tenant, project=project, data={"job_id": job.id},
-            ))
+            await self._bus.publish(
+                Event(
+                    id=f"{self.kind}-request-{job.id}",
+                    type=self.request_type,
+                    tenant=tenant,
+                    project=project,
+                    data={"job_id": job.id},
+                )
+            )
         return job
 
     async def get(self, tenant: str, project: str, job_id: str) -> Job:
@@ -146,12 +151,20 @@ class JobContext:
             return update
 
         self.job = await self._jobs.mutate(self.job.tenant, self.job.project, self.job.id, change)
-        await self._bus.publish(Event(
-            type=progress_event(self.job.kind), tenant=self.job.tenant, project=self.job.project,
-            # the work's own fields (the trainer's step and preview keys) ride along
-            data={"job_id": self.job.id, "progress": fraction, "message": message,
-                  **({"result": result} if result else {})},
-        ))
+        await self._bus.publish(
+            Event(
+                type=progress_event(self.job.kind),
+                tenant=self.job.tenant,
+                project=self.job.project,
+                # the work's own fields (the trainer's step and preview keys) ride along
+                data={
+                    "job_id": self.job.id,
+                    "progress": fraction,
+                    "message": message,
+                    **({"result": result} if result else {}),
+                },
+            )
+        )
 
     async def check_cancelled(self) -> None:
         job = await self._jobs.get(self.job.tenant, self.job.project, self.job.id)
@@ -203,8 +216,9 @@ class JobWorker:
     JetStream's de-duplication delivers it once.
     """
 
-    def __init__(self, kind: str, jobs: JobStore, bus: EventBus, work: Work, *,
-                 durable: str | None = None):
+    def __init__(
+        self, kind: str, jobs: JobStore, bus: EventBus, work: Work, *, durable: str | None = None
+    ):
         self.kind = kind
         self._jobs = jobs
         self._bus = bus
@@ -221,8 +235,9 @@ class JobWorker:
         return self._durable
 
     async def start(self, *, reaper: bool = True) -> None:
-        await self._bus.subscribe(self.durable, f"{self.kind}.requests", self.handle,
-                                  on_dead_letter=self.on_dead_letter)
+        await self._bus.subscribe(
+            self.durable, f"{self.kind}.requests", self.handle, on_dead_letter=self.on_dead_letter
+        )
         if reaper:
             # Cancelled with the consumers (EventBus.stop_consumers: the one shutdown path).
             self._bus.background(self._reap_forever(), name=f"reaper:{self.kind}")
@@ -240,10 +255,16 @@ class JobWorker:
         if job.cancel_requested:
             await self._finish(job, JobState.CANCELLED, "cancelled")
             return
-        job = await self._jobs.update(job, state=JobState.RUNNING, message="running",
-                                      worker=self.worker_id, attempt=delivery.attempt,
-                                      request_seq=delivery.stream_seq, consumer=self.durable,
-                                      beat_at=_now())
+        job = await self._jobs.update(
+            job,
+            state=JobState.RUNNING,
+            message="running",
+            worker=self.worker_id,
+            attempt=delivery.attempt,
+            request_seq=delivery.stream_seq,
+            consumer=self.durable,
+            beat_at=_now(),
+        )
         ctx = JobContext(job, self._jobs, self._bus)
         beat = asyncio.create_task(self._beat(job), name=f"beat:{job.id}")
         try:
@@ -264,17 +285,25 @@ class JobWorker:
         finally:
             beat.cancel()
         follow_ups = [e.model_dump(mode="json") for e in outcome.events]
-        await self._finish(ctx.job, JobState.SUCCEEDED, outcome.message,
-                           artifacts=outcome.artifacts, result={**ctx.job.result, **outcome.result},
-                           follow_ups=follow_ups)
+        await self._finish(
+            ctx.job,
+            JobState.SUCCEEDED,
+            outcome.message,
+            artifacts=outcome.artifacts,
+            result={**ctx.job.result, **outcome.result},
+            follow_ups=follow_ups,
+        )
 
     async def _beat(self, job: Job) -> None:
         """Write `beat_at` every job_beat_s while this delivery runs the job."""
         attempt = job.attempt
 
         def change(current: Job) -> dict[str, Any]:
-            if (current.state is not JobState.RUNNING or current.worker != self.worker_id
-                    or current.attempt != attempt):
+            if (
+                current.state is not JobState.RUNNING
+                or current.worker != self.worker_id
+                or current.attempt != attempt
+            ):
                 raise _NotMine(current.id)  # a verdict, or another delivery took it over
             return {"beat_at": _now()}
 
@@ -285,7 +314,7 @@ class JobWorker:
                 await self._jobs.mutate(job.tenant, job.project, job.id, change)
             except _NotMine:
                 return
-            except Exception as exc:  # noqa: BLE001 - NATS away: the next beat tries again
+            except Exception as exc:
                 log.warning("could not beat job %s: %s", job.id, exc)
 
     async def _reap_forever(self) -> None:
@@ -306,7 +335,7 @@ class JobWorker:
                 await self.reap()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - a pass that could not see the store
+            except Exception as exc:
                 log.warning("reaper pass for %s failed: %s", self.kind, exc)
                 seeing_since = loop.time()
 
@@ -329,9 +358,11 @@ class JobWorker:
             if why is None:
                 continue  # JetStream will hand the request to a live replica, which beats
             beat = job.beat_at or job.updated_at
-            reason = (f"worker {job.worker or 'unknown'} stopped heartbeating at "
-                      f"{beat.isoformat(timespec='seconds')} (attempt {job.attempt} of "
-                      f"{settings.max_deliver}) and {why}; start the job again")
+            reason = (
+                f"worker {job.worker or 'unknown'} stopped heartbeating at "
+                f"{beat.isoformat(timespec='seconds')} (attempt {job.attempt} of "
+                f"{settings.max_deliver}) and {why}; start the job again"
+            )
             seen = job.revision
 
             def change(current: Job) -> dict[str, Any]:
@@ -341,8 +372,7 @@ class JobWorker:
                 return {"state": JobState.FAILED, "message": reason}
 
             try:
-                final = await self._jobs.mutate(job.tenant, job.project, job.id, change,
-                                                attempts=1)
+                final = await self._jobs.mutate(job.tenant, job.project, job.id, change, attempts=1)
             except (_NotMine, LoraforgeError):
                 continue  # changed under us: judged again on the next pass
             log.error("reaped job %s: %s", job.id, reason)
@@ -410,10 +440,14 @@ async def announce(bus: EventBus, kind: str, job: Job) -> None:
     """Publish a terminal job's `<kind>.<state>` event and its stored follow-ups. The ids are
     fixed by the job, so announcing twice stores each event once."""
     state = job.state.value.lower()
-    await bus.publish(Event(
-        id=f"{kind}-{state}-{job.id}",
-        type=f"{kind}.{state}", tenant=job.tenant, project=job.project,
-        data={"job_id": job.id, "message": job.message},
-    ))
+    await bus.publish(
+        Event(
+            id=f"{kind}-{state}-{job.id}",
+            type=f"{kind}.{state}",
+            tenant=job.tenant,
+            project=job.project,
+            data={"job_id": job.id, "message": job.message},
+        )
+    )
     for follow_up in job.follow_ups:
         await bus.publish(Event.model_validate(follow_up))

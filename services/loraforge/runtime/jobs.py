@@ -47,8 +47,12 @@ class JobState(StrEnum):
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 
 ALLOWED_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.PENDING: frozenset({JobState.PENDING, JobState.RUNNING, JobState.FAILED, JobState.CANCELLED}),
-    JobState.RUNNING: frozenset({JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}),
+    JobState.PENDING: frozenset(
+        {JobState.PENDING, JobState.RUNNING, JobState.FAILED, JobState.CANCELLED}
+    ),
+    JobState.RUNNING: frozenset(
+        {JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
+    ),
     JobState.SUCCEEDED: frozenset(),
     JobState.FAILED: frozenset(),
     JobState.CANCELLED: frozenset(),
@@ -94,7 +98,9 @@ class Job(BaseModel):
     worker: str = ""
     attempt: int = 0
     request_seq: int = 0  # the request's stream sequence, to ask JetStream whether it is pending
-    consumer: str = ""  # the durable consumer that delivered it (a deployment's calls have their own)
+    consumer: str = (
+        ""  # the durable consumer that delivered it (a deployment's calls have their own)
+    )
     beat_at: datetime | None = None
     # The KV revision this copy was read at; not stored, used for compare-and-set.
     revision: int = Field(default=0, exclude=True)
@@ -208,9 +214,7 @@ class JobStore:
         """Write `job` with `changes` applied, if nobody else wrote since `job.revision`."""
         new_state = JobState(changes.get("state", job.state))
         if new_state not in ALLOWED_TRANSITIONS[job.state]:
-            raise InvalidTransition(
-                f"job {job.id} is {job.state}; it cannot become {new_state}"
-            )
+            raise InvalidTransition(f"job {job.id} is {job.state}; it cannot become {new_state}")
         if "progress" in changes and not 0.0 <= float(changes["progress"]) <= 1.0:
             raise InvalidInput(f"progress must lie in [0, 1], got {changes['progress']}")
         now = _now()
@@ -233,7 +237,11 @@ class JobStore:
         return updated.model_copy(update={"revision": rev})
 
     async def mutate(
-        self, tenant: str, project: str, job_id: str, change: Callable[[Job], dict[str, Any]],
+        self,
+        tenant: str,
+        project: str,
+        job_id: str,
+        change: Callable[[Job], dict[str, Any]],
         attempts: int = 8,
     ) -> Job:
         """Read-modify-write with retry on conflict. `change` may raise to abort."""

@@ -58,26 +58,43 @@ class JobSpecs:
         """Store the spec, then the pointer (what the pod looks for); the run id (= job id)."""
         run_id = validate_run_id(job.id)
         ref = ProjectRef(job.tenant, job.project)
-        store.put_json(self.bucket, self.spec_key(ref, job.id), {
-            "run_id": run_id,
-            "job": {"id": job.id, "kind": job.kind, "tenant": job.tenant,
-                    "project": job.project, "params": params},
-        })
-        store.put_json(self.bucket, self.pointer_key(run_id),
-                       {"tenant": job.tenant, "project": job.project, "job_id": job.id})
+        store.put_json(
+            self.bucket,
+            self.spec_key(ref, job.id),
+            {
+                "run_id": run_id,
+                "job": {
+                    "id": job.id,
+                    "kind": job.kind,
+                    "tenant": job.tenant,
+                    "project": job.project,
+                    "params": params,
+                },
+            },
+        )
+        store.put_json(
+            self.bucket,
+            self.pointer_key(run_id),
+            {"tenant": job.tenant, "project": job.project, "job_id": job.id},
+        )
         return run_id
 
     def read(self, store: ObjectStore, run_id: str) -> Job:
         key = self.pointer_key(run_id)
         if store.stat(self.bucket, key) is None:
-            raise InvalidInput(f"no {self.kind} spec for run {run_id!r} ({self.bucket.value}/{key} "
-                               f"is missing): the {self.writer} writes it before it creates the Job")
+            raise InvalidInput(
+                f"no {self.kind} spec for run {run_id!r} ({self.bucket.value}/{key} "
+                f"is missing): the {self.writer} writes it before it creates the Job"
+            )
         pointer = store.get_json(self.bucket, key)
         ref = ProjectRef(pointer["tenant"], pointer["project"])
-        job = Job.model_validate(store.get_json(self.bucket, self.spec_key(ref, pointer["job_id"]))["job"])
+        job = Job.model_validate(
+            store.get_json(self.bucket, self.spec_key(ref, pointer["job_id"]))["job"]
+        )
         if (job.id, job.tenant, job.project) != (run_id, ref.tenant, ref.project):
-            raise InvalidInput(f"{self.kind} spec of {run_id!r} names job "
-                               f"{job.tenant}/{job.project}/{job.id}")
+            raise InvalidInput(
+                f"{self.kind} spec of {run_id!r} names job {job.tenant}/{job.project}/{job.id}"
+            )
         return job
 
 
@@ -166,9 +183,16 @@ class GpuJobController:
     #: train or render: the Job's name prefix and container (runtime.k8s_jobs)
     kind: JobKind
 
-    def __init__(self, batch_api: Any, core_api: Any, namespace: str, image: str,
-                 sleep: Callable[[float], None] = time.sleep,
-                 request_timeout: tuple[float, float] = API_TIMEOUT_S, **job_options: Any):
+    def __init__(
+        self,
+        batch_api: Any,
+        core_api: Any,
+        namespace: str,
+        image: str,
+        sleep: Callable[[float], None] = time.sleep,
+        request_timeout: tuple[float, float] = API_TIMEOUT_S,
+        **job_options: Any,
+    ):
         self.batch = batch_api
         self.core = core_api
         self.namespace = namespace
@@ -189,8 +213,9 @@ class GpuJobController:
         return cls(client.BatchV1Api(), client.CoreV1Api(), namespace, image, **job_options)
 
     def manifest(self, run_id: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
-        return build_gpu_job(self.kind, run_id, self.image, self.namespace, env=env,
-                             **self.job_options)
+        return build_gpu_job(
+            self.kind, run_id, self.image, self.namespace, env=env, **self.job_options
+        )
 
     def create(self, run_id: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
         body = self.manifest(run_id, env)
@@ -203,8 +228,9 @@ class GpuJobController:
 
     def status(self, run_id: str) -> JobStatus:
         try:
-            job = self.batch.read_namespaced_job_status(job_name(self.kind, run_id), self.namespace,
-                                                        _request_timeout=self.timeout)
+            job = self.batch.read_namespaced_job_status(
+                job_name(self.kind, run_id), self.namespace, _request_timeout=self.timeout
+            )
         except Exception as exc:
             if _status_code(exc) == 404:
                 return JobStatus("CANCELLED", "job not found (deleted)")
@@ -216,7 +242,9 @@ class GpuJobController:
             if _get(cond, "type") == "Complete":
                 return JobStatus("SUCCEEDED", "completed")
             if _get(cond, "type") == "Failed":
-                return JobStatus("FAILED", f"{_get(cond, 'reason', '')}: {_get(cond, 'message', '')}")
+                return JobStatus(
+                    "FAILED", f"{_get(cond, 'reason', '')}: {_get(cond, 'message', '')}"
+                )
         if (_get(st, "succeeded", 0) or 0) >= 1:
             return JobStatus("SUCCEEDED", "completed")
         if (_get(st, "active", 0) or 0) >= 1:
@@ -226,13 +254,20 @@ class GpuJobController:
     def _newest_pod(self, run_id: str) -> str | None:
         """Name of the Job's newest pod: after a retry (backoffLimit) the old one may linger."""
         pods = self.core.list_namespaced_pod(
-            self.namespace, label_selector=f"job-name={job_name(self.kind, run_id)}",
-            _request_timeout=self.timeout)
+            self.namespace,
+            label_selector=f"job-name={job_name(self.kind, run_id)}",
+            _request_timeout=self.timeout,
+        )
         items = list(_get(pods, "items", []) or [])
         if not items:
             return None
-        newest = max(enumerate(items), key=lambda ip: (
-            str(_get(_get(ip[1], "metadata"), "creation_timestamp", "") or ""), ip[0]))[1]
+        newest = max(
+            enumerate(items),
+            key=lambda ip: (
+                str(_get(_get(ip[1], "metadata"), "creation_timestamp", "") or ""),
+                ip[0],
+            ),
+        )[1]
         return _get(_get(newest, "metadata"), "name")
 
     def new_log_lines(self, run_id: str, cursor: LogCursor) -> list[str]:
@@ -247,8 +282,11 @@ class GpuJobController:
             return []
         if pod != cursor.pod:
             cursor.reset(pod)
-        kwargs: dict[str, Any] = {"container": self.kind, "timestamps": True,
-                                  "_request_timeout": self.timeout}
+        kwargs: dict[str, Any] = {
+            "container": self.kind,
+            "timestamps": True,
+            "_request_timeout": self.timeout,
+        }
         now = time.monotonic()
         if cursor.last is not None and cursor.polled_at is not None:
             kwargs["since_seconds"] = int(now - cursor.polled_at) + LOG_WINDOW_MARGIN_S
@@ -261,10 +299,15 @@ class GpuJobController:
         cursor.polled_at = now
         return cursor.take(text.splitlines())
 
-    def watch(self, run_id: str, on_status: Callable[[JobStatus], None] | None = None,
-              on_log: Callable[[str], None] | None = None, poll_s: float = 5.0,
-              timeout_s: float | None = None,
-              should_stop: Callable[[], bool] | None = None) -> JobStatus:
+    def watch(
+        self,
+        run_id: str,
+        on_status: Callable[[JobStatus], None] | None = None,
+        on_log: Callable[[str], None] | None = None,
+        poll_s: float = 5.0,
+        timeout_s: float | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> JobStatus:
         """Poll until the Job ends; report each status change and each new log line.
         `timeout_s` or `should_stop` (checked after each poll) end the watch early, with the
         last status seen."""
@@ -293,8 +336,12 @@ class GpuJobController:
         Returns False when it was already gone."""
         try:
             self.batch.delete_namespaced_job(
-                job_name(self.kind, run_id), self.namespace, propagation_policy="Foreground",
-                grace_period_seconds=60, _request_timeout=self.timeout)
+                job_name(self.kind, run_id),
+                self.namespace,
+                propagation_policy="Foreground",
+                grace_period_seconds=60,
+                _request_timeout=self.timeout,
+            )
         except Exception as exc:
             if _status_code(exc) == 404:
                 return False
@@ -330,9 +377,16 @@ class Relay:
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
 
 
-async def relay_job(controller: GpuJobController, run_id: str, ctx: Any, relay: Relay,
-                    on_event: Callable[[dict[str, Any]], None], *, poll_s: float,
-                    tick_s: float) -> JobStatus:
+async def relay_job(
+    controller: GpuJobController,
+    run_id: str,
+    ctx: Any,
+    relay: Relay,
+    on_event: Callable[[dict[str, Any]], None],
+    *,
+    poll_s: float,
+    tick_s: float,
+) -> JobStatus:
     """Watch the Job until it ends, relaying its pod's progress lines to ``ctx.progress``.
 
     A cancel (``ctx.progress`` raising Cancelled) deletes the Job; a shutdown of the service
@@ -357,8 +411,9 @@ async def relay_job(controller: GpuJobController, run_id: str, ctx: Any, relay: 
         on_event(event)
 
     def watch() -> JobStatus:
-        return controller.watch(run_id, on_status=on_status, on_log=on_log, poll_s=poll_s,
-                                should_stop=stop.is_set)
+        return controller.watch(
+            run_id, on_status=on_status, on_log=on_log, poll_s=poll_s, should_stop=stop.is_set
+        )
 
     task = asyncio.ensure_future(asyncio.to_thread(watch))
     try:
@@ -384,8 +439,13 @@ class PodContext:
     Steps are reported at most every `min_interval_s`: the service re-reads the whole pod
     log at each poll, and a long run would otherwise print a line every half second."""
 
-    def __init__(self, job: Job, stop: threading.Event, out: TextIO | None = None,
-                 min_interval_s: float = 5.0):
+    def __init__(
+        self,
+        job: Job,
+        stop: threading.Event,
+        out: TextIO | None = None,
+        min_interval_s: float = 5.0,
+    ):
         self.job = job
         self._stop = stop
         self._out = out
@@ -408,8 +468,19 @@ class PodContext:
         self._last_preview = result.get("preview_step", self._last_preview)
         self._last_message = message
         out = self._out or sys.stdout
-        print(json.dumps({"event": "progress", "progress": round(min(max(fraction, 0.0), 1.0), 4),
-                          "message": message, **result}, default=str), file=out, flush=True)
+        print(
+            json.dumps(
+                {
+                    "event": "progress",
+                    "progress": round(min(max(fraction, 0.0), 1.0), 4),
+                    "message": message,
+                    **result,
+                },
+                default=str,
+            ),
+            file=out,
+            flush=True,
+        )
 
     async def check_cancelled(self) -> None:
         self.check()
@@ -419,9 +490,14 @@ class PodContext:
             raise Cancelled(f"job {self.job.id}: stopped by a signal")
 
 
-def run_work_in_pod(work: Callable[[Job, Any], Any], job: Job, out: TextIO | None, *,
-                    stops_after: str, result: Callable[[Any], dict[str, Any]] | None = None
-                    ) -> int:
+def run_work_in_pod(
+    work: Callable[[Job, Any], Any],
+    job: Job,
+    out: TextIO | None,
+    *,
+    stops_after: str,
+    result: Callable[[Any], dict[str, Any]] | None = None,
+) -> int:
     """The pod side of a GPU Job, the same for training and render: SIGTERM/SIGINT stop the
     work after ``stops_after`` (Kubernetes deletes the Job on cancel), progress goes out as
     JSON lines through :class:`PodContext`, and the last line is the result. Exit 0 done,
@@ -431,6 +507,7 @@ def run_work_in_pod(work: Callable[[Job, Any], Any], job: Job, out: TextIO | Non
 
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():  # signals reach the main thread
+
         def on_signal(signum: int, _frame: Any) -> None:
             print(f"signal {signum}: stopping after {stops_after}", file=sys.stderr)
             stop.set()
@@ -442,9 +519,22 @@ def run_work_in_pod(work: Callable[[Job, Any], Any], job: Job, out: TextIO | Non
     try:
         outcome = asyncio.run(work(job, ctx))
     except Cancelled as exc:
-        print(json.dumps({"event": "result", "status": "cancelled", "message": str(exc)}),
-              file=stream, flush=True)
+        print(
+            json.dumps({"event": "result", "status": "cancelled", "message": str(exc)}),
+            file=stream,
+            flush=True,
+        )
         return 3
-    print(json.dumps({"event": "result", "status": "succeeded", "message": outcome.message,
-                      **(result(outcome) if result else {})}), file=stream, flush=True)
+    print(
+        json.dumps(
+            {
+                "event": "result",
+                "status": "succeeded",
+                "message": outcome.message,
+                **(result(outcome) if result else {}),
+            }
+        ),
+        file=stream,
+        flush=True,
+    )
     return 0

@@ -11,15 +11,21 @@ class Metrics:
         self.service = service
         self.registry = CollectorRegistry()
         self.rpc_seconds = Histogram(
-            "loraforge_rpc_seconds", "gRPC call duration", ["service", "method", "code"],
+            "loraforge_rpc_seconds",
+            "gRPC call duration",
+            ["service", "method", "code"],
             registry=self.registry,
         )
         self.events = Counter(
-            "loraforge_events_total", "Pipeline events handled", ["service", "type", "outcome"],
+            "loraforge_events_total",
+            "Pipeline events handled",
+            ["service", "type", "outcome"],
             registry=self.registry,
         )
         self.jobs = Gauge(
-            "loraforge_jobs_running", "Jobs this process is running", ["service"],
+            "loraforge_jobs_running",
+            "Jobs this process is running",
+            ["service"],
             registry=self.registry,
         )
         self._server = None

@@ -38,7 +38,8 @@ class _Params(BaseModel):
             return cls(**cleaned)
         except ValidationError as exc:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}" for e in exc.errors()
+                f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}"
+                for e in exc.errors()
             )
             raise InvalidInput(f"invalid {cls.__name__}: {problems}") from None
 

@@ -34,18 +34,24 @@ class ProjectRegistry:
     async def open(cls, js: JetStreamContext, bucket: str) -> ProjectRegistry:
         return cls(await open_key_value(js, bucket), bucket)
 
-    async def create(self, tenant: str, name: str, description: str = "", *,
-                     created_by: str = "api") -> dict[str, Any]:
+    async def create(
+        self, tenant: str, name: str, description: str = "", *, created_by: str = "api"
+    ) -> dict[str, Any]:
         """A new project; AlreadyExists when the tenant has one of that name."""
         validate_slug(tenant, "tenant")
         validate_slug(name, "project")
-        record = {"name": name, "description": description, "created_by": created_by,
-                  "created_at": datetime.now(UTC).isoformat()}
+        record = {
+            "name": name,
+            "description": description,
+            "created_by": created_by,
+            "created_at": datetime.now(UTC).isoformat(),
+        }
         try:
             await self._kv.create(f"{tenant}.{name}", json.dumps(record).encode())
         except KeyWrongLastSequenceError:
             raise AlreadyExists(
-                f"project {name!r} already exists; pick another name or use it") from None
+                f"project {name!r} already exists; pick another name or use it"
+            ) from None
         self._known.add(f"{tenant}.{name}")
         return record
 
@@ -69,8 +75,10 @@ class ProjectRegistry:
         except KeyNotFoundError:
             entry = None
         if entry is None or entry.value is None:
-            raise NotFound(f"project {name!r} not found; create it with POST /v1/projects "
-                           "(or start any job in it)")
+            raise NotFound(
+                f"project {name!r} not found; create it with POST /v1/projects "
+                "(or start any job in it)"
+            )
         return json.loads(entry.value)
 
     async def list(self, tenant: str) -> list[dict[str, Any]]:

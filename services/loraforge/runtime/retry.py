@@ -32,7 +32,10 @@ async def retry_startup(
             retry=retry_if_exception_type(Unavailable),
             before_sleep=lambda rs: log.warning(
                 "%s not reachable yet (attempt %d/%d): %s",
-                what, rs.attempt_number, attempts, rs.outcome.exception() if rs.outcome else "",
+                what,
+                rs.attempt_number,
+                attempts,
+                rs.outcome.exception() if rs.outcome else "",
             ),
             reraise=False,
         ):

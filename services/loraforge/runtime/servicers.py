@@ -31,11 +31,14 @@ def state_from_wire(value: int) -> JobState:
     try:
         return _STATE_FROM_WIRE[value]
     except KeyError:
-        raise InvalidInput(f"unknown job state {value}; use PENDING, RUNNING, SUCCEEDED, "
-                           "FAILED or CANCELLED") from None
+        raise InvalidInput(
+            f"unknown job state {value}; use PENDING, RUNNING, SUCCEEDED, FAILED or CANCELLED"
+        ) from None
 
 
-def scope_from_wire(scope: common_pb2.ProjectScope, *, project_required: bool = True) -> tuple[str, str]:
+def scope_from_wire(
+    scope: common_pb2.ProjectScope, *, project_required: bool = True
+) -> tuple[str, str]:
     if not scope.tenant:
         raise InvalidInput("scope.tenant is required")
     if project_required and not scope.project:
@@ -80,16 +83,23 @@ def _ts(value: datetime | None) -> timestamp_pb2.Timestamp | None:
 
 
 def artifact_to_wire(ref: ArtifactRef) -> common_pb2.ArtifactRef:
-    return common_pb2.ArtifactRef(bucket=ref.bucket, key=ref.key, kind=ref.kind, size=ref.size,
-                                  sha256=ref.sha256)
+    return common_pb2.ArtifactRef(
+        bucket=ref.bucket, key=ref.key, kind=ref.kind, size=ref.size, sha256=ref.sha256
+    )
 
 
 def job_to_wire(job: Job) -> common_pb2.Job:
     msg = common_pb2.Job(
-        id=job.id, kind=job.kind, tenant=job.tenant, project=job.project,
-        state=_STATE_TO_WIRE[job.state], progress=job.progress, message=job.message,
+        id=job.id,
+        kind=job.kind,
+        tenant=job.tenant,
+        project=job.project,
+        state=_STATE_TO_WIRE[job.state],
+        progress=job.progress,
+        message=job.message,
         artifacts=[artifact_to_wire(a) for a in job.artifacts],
-        params=struct_from_dict(job.params), result=struct_from_dict(job.result),
+        params=struct_from_dict(job.params),
+        result=struct_from_dict(job.result),
         cancel_requested=job.cancel_requested,
     )
     for name in ("created_at", "updated_at", "started_at", "finished_at"):
@@ -104,7 +114,9 @@ class JobCalls:
 
     jobs: JobService
 
-    async def GetJob(self, request: common_pb2.GetJobRequest, context: grpc.aio.ServicerContext) -> common_pb2.Job:
+    async def GetJob(
+        self, request: common_pb2.GetJobRequest, context: grpc.aio.ServicerContext
+    ) -> common_pb2.Job:
         tenant, project = scope_from_wire(request.scope)
         return job_to_wire(await self.jobs.get(tenant, project, request.job_id))
 
@@ -118,6 +130,8 @@ class JobCalls:
             jobs = jobs[: request.page_size]
         return common_pb2.ListJobsResponse(jobs=[job_to_wire(j) for j in jobs])
 
-    async def CancelJob(self, request: common_pb2.CancelJobRequest, context: grpc.aio.ServicerContext) -> common_pb2.Job:
+    async def CancelJob(
+        self, request: common_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
+    ) -> common_pb2.Job:
         tenant, project = scope_from_wire(request.scope)
         return job_to_wire(await self.jobs.cancel(tenant, project, request.job_id))

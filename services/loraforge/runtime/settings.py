@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,9 +31,18 @@ ENV_PREFIX = "LORAFORGE_"
 # the settings' own defaults, .env.example's and k8s/overlays/dev/secret.yaml's (a test reads
 # both files and checks every credential in them is refused), and the usual stand-ins.
 PLACEHOLDER_SECRETS = frozenset(
-    {"", "change-me", "changeme", "minioadmin", "loraforge-dev-secret", "secret", "password",
-     "change_me_loraforge_secret_key", "change-me-dev-only-secret",
-     "change_me_minio_root_password"}
+    {
+        "",
+        "change-me",
+        "changeme",
+        "minioadmin",
+        "loraforge-dev-secret",
+        "secret",
+        "password",
+        "change_me_loraforge_secret_key",
+        "change-me-dev-only-secret",
+        "change_me_minio_root_password",
+    }
 )
 # A value containing one of these was copied from a template and never filled in.
 PLACEHOLDER_MARKS = ("change_me", "change-me", "changeme", "dev-only", "example")
@@ -40,6 +54,7 @@ PLACEHOLDER_ACCESS_KEYS = frozenset({"loraforge-dev", "change_me_loraforge", "mi
 def _placeholder(value: str) -> bool:
     low = value.strip().lower()
     return low in PLACEHOLDER_SECRETS or any(mark in low for mark in PLACEHOLDER_MARKS)
+
 
 SERVICE_NAMES = ("gateway", "ingest", "curation", "captioning", "trainer", "render")
 BACKEND_SERVICES = ("ingest", "curation", "captioning", "trainer", "render")
@@ -249,8 +264,10 @@ class EgressSettings(_Group):
                 try:
                     ipaddress.ip_network(part, strict=False)
                 except ValueError:
-                    raise ValueError(f"{part!r} is not an IP network; write CIDRs separated by commas, "
-                                     f"e.g. 127.0.0.1/32,10.0.5.0/24") from None
+                    raise ValueError(
+                        f"{part!r} is not an IP network; write CIDRs separated by commas, "
+                        f"e.g. 127.0.0.1/32,10.0.5.0/24"
+                    ) from None
         return text
 
 
@@ -295,7 +312,8 @@ class Settings(BaseSettings):
             if openai and _placeholder(openai):
                 raise ConfigurationError(
                     "LORAFORGE_CAPTIONING__OPENAI_API_KEY is a placeholder; set the real key or "
-                    "leave it empty")
+                    "leave it empty"
+                )
             _check_production_egress(self.egress.allow)
 
 
@@ -304,9 +322,13 @@ def _check_production_egress(allow: str) -> None:
     service port) or link-local (cloud metadata credentials), whatever the allow-list says."""
     import ipaddress
 
-    danger = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("169.254.0.0/16"),
-              ipaddress.ip_network("::1/128"), ipaddress.ip_network("fe80::/10"),
-              ipaddress.ip_network("0.0.0.0/8"))
+    danger = (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("169.254.0.0/16"),
+        ipaddress.ip_network("::1/128"),
+        ipaddress.ip_network("fe80::/10"),
+        ipaddress.ip_network("0.0.0.0/8"),
+    )
     for part in (p.strip() for p in allow.split(",")):
         if part:
             net = ipaddress.ip_network(part, strict=False)
@@ -315,7 +337,8 @@ def _check_production_egress(allow: str) -> None:
                     raise ConfigurationError(
                         f"LORAFORGE_EGRESS__ALLOW: {part} includes {bad} (loopback, link-local or "
                         f"unspecified), which production never opens to tenant URLs; list only the "
-                        f"private networks of real receivers (e.g. 10.0.5.0/24)")
+                        f"private networks of real receivers (e.g. 10.0.5.0/24)"
+                    )
 
 
 def load_settings(**overrides: Any) -> Settings:

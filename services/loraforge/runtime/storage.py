@@ -17,6 +17,7 @@ is also set as a rule on `_staging/` (`ensure_staging_lifecycle`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import json
@@ -164,7 +165,9 @@ class ObjectStore:
         sweeper runs regardless, for stores without lifecycle support (SeaweedFS)."""
         days = max(1, math.ceil(self._settings.staging_max_age_s / 86400))
         rule = Rule(
-            ENABLED, rule_filter=Filter(prefix=STAGING_PREFIX), rule_id=STAGING_RULE_ID,
+            ENABLED,
+            rule_filter=Filter(prefix=STAGING_PREFIX),
+            rule_id=STAGING_RULE_ID,
             expiration=Expiration(days=days),
             abort_incomplete_multipart_upload=AbortIncompleteMultipartUpload(days),
         )
@@ -173,15 +176,22 @@ class ObjectStore:
             name = self.bucket_name(bucket)
             try:
                 current = self._client.get_bucket_lifecycle(name)
-                others = [r for r in (current.rules if current else []) if r.rule_id != STAGING_RULE_ID]
+                others = [
+                    r for r in (current.rules if current else []) if r.rule_id != STAGING_RULE_ID
+                ]
                 self._client.set_bucket_lifecycle(name, LifecycleConfig([*others, rule]))
                 took.append(name)
             except (S3Error, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
                 log.info("no lifecycle rule on %s (%s); the staging sweeper covers it", name, exc)
         return took
 
-    def sweep_staging(self, *, max_age_s: float | None = None, batch: int | None = None,
-                      now: datetime | None = None) -> SweepResult:
+    def sweep_staging(
+        self,
+        *,
+        max_age_s: float | None = None,
+        batch: int | None = None,
+        now: datetime | None = None,
+    ) -> SweepResult:
         """Remove `_staging/` objects older than `max_age_s` (default staging_max_age_s) in
         every bucket, at most `batch` (staging_sweep_batch) per pass. Safe on every replica
         at once: deleting an object twice is not an error. S3 dates an object by the start
@@ -274,12 +284,21 @@ class ObjectStore:
         size = path.stat().st_size
         with path.open("rb") as fh:
             return self.put_stream(
-                bucket, key, fh, length=size, sha256=sha256, content_type=content_type,
+                bucket,
+                key,
+                fh,
+                length=size,
+                sha256=sha256,
+                content_type=content_type,
                 metadata=metadata,
             )
 
     def put_bytes(
-        self, bucket: Bucket | str, key: str, data: bytes, content_type: str = "application/octet-stream"
+        self,
+        bucket: Bucket | str,
+        key: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
     ) -> StoredObject:
         return self.put_stream(
             bucket, key, io.BytesIO(data), length=len(data), content_type=content_type
@@ -311,8 +330,11 @@ class ObjectStore:
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise self._unavailable(exc, f"stat {name}/{key}") from exc
         # User metadata comes back as x-amz-meta-* headers; strip the prefix.
-        meta = {k.lower().removeprefix("x-amz-meta-"): v for k, v in (st.metadata or {}).items()
-                if k.lower().startswith("x-amz-meta-")}
+        meta = {
+            k.lower().removeprefix("x-amz-meta-"): v
+            for k, v in (st.metadata or {}).items()
+            if k.lower().startswith("x-amz-meta-")
+        }
         return StoredObject(
             name, key, st.size or 0, etag=st.etag, content_type=st.content_type, metadata=meta
         )
@@ -345,7 +367,9 @@ class ObjectStore:
             self._client.fget_object(name, key, str(path))
         return path
 
-    def list(self, bucket: Bucket | str, prefix: str, recursive: bool = True) -> Iterator[StoredObject]:
+    def list(
+        self, bucket: Bucket | str, prefix: str, recursive: bool = True
+    ) -> Iterator[StoredObject]:
         name = self.bucket_name(bucket)
         with self._errors(f"list {name}/{prefix}"):
             for obj in self._client.list_objects(name, prefix=prefix, recursive=recursive):
@@ -420,7 +444,13 @@ class ObjectStore:
     # -- internals ---------------------------------------------------------------------------
 
     def _commit(
-        self, name: str, staging: str, key: str, size: int, digest: str | None, content_type: str | None
+        self,
+        name: str,
+        staging: str,
+        key: str,
+        size: int,
+        digest: str | None,
+        content_type: str | None,
     ) -> StoredObject:
         with self._errors(f"commit {name}/{key}"):
             if size > _SINGLE_COPY_LIMIT:
@@ -430,10 +460,8 @@ class ObjectStore:
         return StoredObject(name, key, size, digest, result.etag, content_type)
 
     def _discard(self, name: str, staging: str) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self._client.remove_object(name, staging)
-        except Exception:  # noqa: BLE001 - best effort: the staging sweeper removes what is left
-            pass
 
     @staticmethod
     def _check_key(key: str) -> None:
@@ -483,19 +511,24 @@ async def sweep_staging_forever(store: ObjectStore, settings: S3Settings) -> Non
     next one at once). Store errors are logged and retried on the next pass."""
     try:
         await asyncio.to_thread(store.ensure_staging_lifecycle)
-    except Exception as exc:  # noqa: BLE001 - the rule is a bonus; the sweeper is the guarantee
+    except Exception as exc:
         log.info("could not set the staging lifecycle rule: %s", exc)
     await asyncio.sleep(settings.staging_sweep_every_s * random.uniform(0.1, 1.0))
     while True:
         try:
             result = await asyncio.to_thread(
-                store.sweep_staging, max_age_s=settings.staging_max_age_s,
-                batch=settings.staging_sweep_batch)
+                store.sweep_staging,
+                max_age_s=settings.staging_max_age_s,
+                batch=settings.staging_sweep_batch,
+            )
         except LoraforgeError as exc:
             log.warning("staging sweep failed: %s", exc)
             result = SweepResult(0, 0, more=False)
         if result.removed:
-            log.info("staging sweep removed %d abandoned upload(s) older than %ds",
-                     result.removed, settings.staging_max_age_s)
+            log.info(
+                "staging sweep removed %d abandoned upload(s) older than %ds",
+                result.removed,
+                settings.staging_max_age_s,
+            )
         if not result.more:
             await asyncio.sleep(settings.staging_sweep_every_s * random.uniform(0.8, 1.2))

@@ -34,7 +34,9 @@ def find_binary(name: str) -> str:
 
 def _ephemeral_range() -> tuple[int, int]:
     try:
-        lo, hi = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        lo, hi = (
+            int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        )
         return lo, hi
     except (OSError, ValueError):
         return 32768, 60999  # Linux's default
@@ -61,7 +63,9 @@ class _PortPicker:
             if base + count > self.hi:
                 base = self.lo
             self.next = base + count
-            if all(_bindable(host, p) and not port_open(host, p) for p in range(base, base + count)):
+            if all(
+                _bindable(host, p) and not port_open(host, p) for p in range(base, base + count)
+            ):
                 return base
         raise RuntimeError(f"no block of {count} free ports found in {self.lo}-{self.hi}")
 
@@ -82,7 +86,9 @@ def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
         return False
 
 
-def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+def wait_for_port(
+    host: str, port: int, timeout: float, proc: subprocess.Popen | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -107,11 +113,15 @@ class NatsLaunch:
     def command(self) -> list[str]:
         return [
             find_binary("nats-server"),
-            "-a", self.host,
-            "-p", str(self.port),
-            "-m", str(self.monitor_port),
+            "-a",
+            self.host,
+            "-p",
+            str(self.port),
+            "-m",
+            str(self.monitor_port),
             "-js",
-            "-sd", str(self.store_dir),
+            "-sd",
+            str(self.store_dir),
         ]
 
 

@@ -56,13 +56,13 @@ def _frames(kind: str, n: int) -> list[np.ndarray]:
         t = i / max(n - 1, 1)
         if kind == "pan":
             x = int(t * (canvas_src.shape[1] - w))
-            frame = canvas_src[: h, x: x + w]
+            frame = canvas_src[:h, x : x + w]
         elif kind == "zoom":
             scale = 1.0 + 0.25 * t
             big = cv2.resize(face, None, fx=scale * w / face.shape[1], fy=scale * h / face.shape[0])
             y0 = (big.shape[0] - h) // 2
             x0 = (big.shape[1] - w) // 2
-            frame = big[y0: y0 + h, x0: x0 + w]
+            frame = big[y0 : y0 + h, x0 : x0 + w]
         elif kind == "dim":
             frame = (_fit(face, w, h).astype(np.float32) * (0.55 + 0.05 * t)).astype(np.uint8)
         elif kind == "two_people":
@@ -100,8 +100,14 @@ def write_example_footage(dest: Path) -> list[Path]:
             continue
         tmp = path.with_suffix(".tmp.mp4")
         writer = imageio_ffmpeg.write_frames(
-            str(tmp), SIZE, fps=FPS, codec="libx264", pix_fmt_out="yuv420p", quality=None,
-            output_params=["-crf", "20", "-preset", "veryfast"], macro_block_size=16,
+            str(tmp),
+            SIZE,
+            fps=FPS,
+            codec="libx264",
+            pix_fmt_out="yuv420p",
+            quality=None,
+            output_params=["-crf", "20", "-preset", "veryfast"],
+            macro_block_size=16,
         )
         writer.send(None)
         for frame in _frames(clip.name, int(clip.seconds * FPS)):

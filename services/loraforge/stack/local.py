@@ -63,10 +63,19 @@ class LocalStack:
 
     def plan(self) -> list[Component]:
         st = self.settings.stack
-        nats = NatsLaunch(port=st.nats_port, monitor_port=st.nats_monitor_port,
-                          store_dir=self.data_dir / "nats", host=HOST)
-        weed = WeedLaunch(s3_port=st.s3_port, base_port=st.weed_base_port,
-                          data_dir=self.data_dir / "s3", s3_config=self.data_dir / "s3.json", host=HOST)
+        nats = NatsLaunch(
+            port=st.nats_port,
+            monitor_port=st.nats_monitor_port,
+            store_dir=self.data_dir / "nats",
+            host=HOST,
+        )
+        weed = WeedLaunch(
+            s3_port=st.s3_port,
+            base_port=st.weed_base_port,
+            data_dir=self.data_dir / "s3",
+            s3_config=self.data_dir / "s3.json",
+            host=HOST,
+        )
         components = [
             Component("nats", "nats", nats.url, nats.command()),
             Component("s3", "s3", weed.endpoint, weed.command()),
@@ -74,30 +83,57 @@ class LocalStack:
         base_env = self._service_env()
         for i, name in enumerate(BACKEND_SERVICES):
             port, metrics = st.service_base_port + i, st.metrics_base_port + i
-            env = {**base_env, "LORAFORGE_SERVER__GRPC_PORT": str(port),
-                   "LORAFORGE_SERVER__METRICS_PORT": str(metrics)}
-            components.append(Component(name, "grpc", f"{HOST}:{port}",
-                                        [sys.executable, "-m", f"loraforge.{name}"], env=env))
+            env = {
+                **base_env,
+                "LORAFORGE_SERVER__GRPC_PORT": str(port),
+                "LORAFORGE_SERVER__METRICS_PORT": str(metrics),
+            }
+            components.append(
+                Component(
+                    name,
+                    "grpc",
+                    f"{HOST}:{port}",
+                    [sys.executable, "-m", f"loraforge.{name}"],
+                    env=env,
+                )
+            )
         env = {**base_env, "LORAFORGE_SERVER__HTTP_PORT": str(st.gateway_port)}
-        components.append(Component("gateway", "http", f"http://{HOST}:{st.gateway_port}",
-                                    [sys.executable, "-m", "loraforge.gateway"], env=env))
+        components.append(
+            Component(
+                "gateway",
+                "http",
+                f"http://{HOST}:{st.gateway_port}",
+                [sys.executable, "-m", "loraforge.gateway"],
+                env=env,
+            )
+        )
         return components
 
     def client_settings(self) -> Settings:
         """Settings for a client of this stack (CLI commands): its NATS, S3 and services."""
         st = self.settings.stack
-        endpoints = {name: f"{HOST}:{st.service_base_port + i}"
-                     for i, name in enumerate(BACKEND_SERVICES)}
-        return self.settings.model_copy(update={
-            "nats": self.settings.nats.model_copy(update={"url": f"nats://{HOST}:{st.nats_port}"}),
-            "s3": self.settings.s3.model_copy(update={"endpoint": f"{HOST}:{st.s3_port}"}),
-            "endpoints": EndpointSettings(**endpoints, gateway=f"http://{HOST}:{st.gateway_port}"),
-        })
+        endpoints = {
+            name: f"{HOST}:{st.service_base_port + i}" for i, name in enumerate(BACKEND_SERVICES)
+        }
+        return self.settings.model_copy(
+            update={
+                "nats": self.settings.nats.model_copy(
+                    update={"url": f"nats://{HOST}:{st.nats_port}"}
+                ),
+                "s3": self.settings.s3.model_copy(update={"endpoint": f"{HOST}:{st.s3_port}"}),
+                "endpoints": EndpointSettings(
+                    **endpoints, gateway=f"http://{HOST}:{st.gateway_port}"
+                ),
+            }
+        )
 
     def _service_env(self) -> dict[str, str]:
         st, s3 = self.settings.stack, self.settings.s3
-        inherited = {k: v for k, v in os.environ.items()
-                     if k.startswith("LORAFORGE_") and not k.startswith("LORAFORGE_SERVER__")}
+        inherited = {
+            k: v
+            for k, v in os.environ.items()
+            if k.startswith("LORAFORGE_") and not k.startswith("LORAFORGE_SERVER__")
+        }
         env = {
             **inherited,
             "LORAFORGE_NATS__URL": f"nats://{HOST}:{st.nats_port}",
@@ -117,13 +153,18 @@ class LocalStack:
 
     # -- up / down / status ------------------------------------------------------------------
 
-    def up(self, timeout_s: float = 90.0, log: callable = lambda msg: None) -> list[ComponentStatus]:
+    def up(
+        self, timeout_s: float = 90.0, log: callable = lambda msg: None
+    ) -> list[ComponentStatus]:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "logs").mkdir(exist_ok=True)
         (self.data_dir / "nats").mkdir(exist_ok=True)
         (self.data_dir / "s3").mkdir(exist_ok=True)
-        write_s3_identities(self.data_dir / "s3.json", self.settings.s3.access_key,
-                            self.settings.s3.secret_key.get_secret_value())
+        write_s3_identities(
+            self.data_dir / "s3.json",
+            self.settings.s3.access_key,
+            self.settings.s3.secret_key.get_secret_value(),
+        )
         state = self._load()
         try:
             for comp in self.plan():
@@ -173,8 +214,9 @@ class LocalStack:
             known = state.get(comp.name)
             running = known is not None and _alive(known)
             health = self._health(comp) if running else "NOT_RUNNING"
-            out.append(ComponentStatus(comp.name, comp.address, known.pid if known else 0,
-                                       running, health))
+            out.append(
+                ComponentStatus(comp.name, comp.address, known.pid if known else 0, running, health)
+            )
         return out
 
     # -- internals ---------------------------------------------------------------------------
@@ -191,9 +233,15 @@ class LocalStack:
         log_path = self.data_dir / "logs" / f"{comp.name}.log"
         env = {**os.environ, **comp.env}
         with log_path.open("ab") as out:
-            proc = subprocess.Popen(comp.command, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=env, cwd=self.data_dir,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                comp.command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=self.data_dir,
+                start_new_session=True,
+            )
         comp.pid = proc.pid
         comp.started_at = _start_time(proc.pid)
         comp.log = str(log_path)
@@ -212,7 +260,9 @@ class LocalStack:
             if last == "SERVING":
                 return
             time.sleep(0.3)
-        raise Unavailable(f"{comp.name} not healthy after {timeout_s:.0f}s ({last}); see {comp.log}")
+        raise Unavailable(
+            f"{comp.name} not healthy after {timeout_s:.0f}s ({last}); see {comp.log}"
+        )
 
     def _health(self, comp: Component) -> str:
         if comp.kind == "nats":

@@ -129,8 +129,12 @@ class ObjectStoreCacheStore:
             tensors = load_file(tmp)
             os.replace(tmp, path)
         except (LoraforgeError, OSError, ValueError, RuntimeError) as exc:
-            log.warning("cache entry %s/%s unreadable from the object store (%s): recomputing",
-                        kind, key, exc)
+            log.warning(
+                "cache entry %s/%s unreadable from the object store (%s): recomputing",
+                kind,
+                key,
+                exc,
+            )
             self.misses += 1
             return None
         finally:
@@ -149,15 +153,17 @@ class ObjectStoreCacheStore:
 
         try:
             _, wrote = self.store.put_if_absent_file(
-                Bucket.MODELS, self.object_key(kind, key), self.local._path(kind, key))
+                Bucket.MODELS, self.object_key(kind, key), self.local._path(kind, key)
+            )
         except (LoraforgeError, OSError) as exc:
             log.warning("cache entry %s/%s not uploaded (%s): it stays local", kind, key, exc)
             return
         self.uploads += int(wrote)
 
 
-def model_fingerprint(preset_name: str, config_hash: str, weights_dir: Path | None,
-                      tiny_seed: int | None) -> str:
+def model_fingerprint(
+    preset_name: str, config_hash: str, weights_dir: Path | None, tiny_seed: int | None
+) -> str:
     h = hashlib.sha256(f"{preset_name}|{config_hash}|{tiny_seed}".encode())
     if weights_dir is not None:
         for p in sorted(weights_dir.rglob("*.safetensors")):
@@ -173,7 +179,8 @@ MEDIA_PREPROCESSING = 2
 
 def media_key(model_id: str, sample_key: str, variant: str) -> str:
     return hashlib.sha256(
-        f"media|{MEDIA_PREPROCESSING}|{model_id}|{variant}|{sample_key}".encode()).hexdigest()
+        f"media|{MEDIA_PREPROCESSING}|{model_id}|{variant}|{sample_key}".encode()
+    ).hexdigest()
 
 
 def text_key(model_id: str, caption: str) -> str:

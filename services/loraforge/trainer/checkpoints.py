@@ -51,14 +51,21 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from loraforge.runtime.errors import Cancelled, InvalidInput
 
 # job `extra` key -> EvalSettings field; popped before the RunConfig is built
-EVAL_EXTRA = {"eval_previews": "previews", "eval_inference_steps": "inference_steps",
-              "eval_guidance": "guidance",
-              "eval_face_backend": "face_backend", "eval_seed": "seed",
-              "eval_max_references": "max_references", "evaluate": "enabled",
-              "eval_strength": "strength", "eval_prompts": "prompts"}
+EVAL_EXTRA = {
+    "eval_previews": "previews",
+    "eval_inference_steps": "inference_steps",
+    "eval_guidance": "guidance",
+    "eval_face_backend": "face_backend",
+    "eval_seed": "seed",
+    "eval_max_references": "max_references",
+    "evaluate": "enabled",
+    "eval_strength": "strength",
+    "eval_prompts": "prompts",
+}
 MAX_PROMPTS = 16
 # a converged sample of the flow-matching / DDIM schedulers at a fraction of the pipelines'
 # 50 default steps (previews are rendered at every evaluation of every run)
@@ -96,8 +103,10 @@ class EvalSettings:
         if any(not p for p in prompts):
             raise InvalidInput("eval_prompts: a prompt is empty; remove it or write one")
         if len(prompts) > MAX_PROMPTS or any(len(p) > MAX_PROMPT_CHARS for p in prompts):
-            raise InvalidInput(f"eval_prompts: at most {MAX_PROMPTS} prompts of at most "
-                               f"{MAX_PROMPT_CHARS} characters each")
+            raise InvalidInput(
+                f"eval_prompts: at most {MAX_PROMPTS} prompts of at most "
+                f"{MAX_PROMPT_CHARS} characters each"
+            )
         object.__setattr__(self, "prompts", prompts)
         if not 1 <= self.previews <= 64:
             raise InvalidInput(f"eval_previews must be 1..64, got {self.previews}")
@@ -113,23 +122,27 @@ def split_extra(extra: Mapping[str, Any]) -> tuple[EvalSettings, dict[str, Any]]
     values = {EVAL_EXTRA[k]: v for k, v in extra.items() if k in EVAL_EXTRA}
     # `extra` crosses the wire as a protobuf Struct, whose numbers are all doubles: a whole
     # number is the int the field wants (eval_previews=1.0 would break range())
-    values = {k: int(v) if isinstance(v, float) and v.is_integer() and k != "guidance" else v
-              for k, v in values.items()}
+    values = {
+        k: int(v) if isinstance(v, float) and v.is_integer() and k != "guidance" else v
+        for k, v in values.items()
+    }
     try:
         return EvalSettings(**values), rest
     except TypeError as e:
         raise InvalidInput(f"bad evaluation settings in extra: {e}") from None
 
 
-def validation_prompts(trigger: str, captions: Sequence[str], n_captions: int = 3,
-                       custom: Sequence[str] = ()) -> list[str]:
+def validation_prompts(
+    trigger: str, captions: Sequence[str], n_captions: int = 3, custom: Sequence[str] = ()
+) -> list[str]:
     """The user's prompts (``custom``, the trigger put in front where a prompt lacks it), else
     the trigger alone, then up to `n_captions` distinct dataset captions spread over the
     (sorted) set: caption-like prompts the LoRA was trained on, deterministic per dataset."""
     trigger = trigger.strip()
     if custom:
-        return [p if not trigger or trigger.lower() in p.lower() else f"{trigger}, {p}"
-                for p in custom]
+        return [
+            p if not trigger or trigger.lower() in p.lower() else f"{trigger}, {p}" for p in custom
+        ]
     prompts = [trigger] if trigger else []
     distinct = sorted({c.strip() for c in captions if c and c.strip()} - set(prompts))
     if distinct and n_captions > 0:
@@ -152,6 +165,7 @@ class LiveLikeness:
 
     def score(self, step: int, paths: Sequence[Path]) -> float | None:
         import cv2
+
         from loraforge.evaluation.choose import likeness
         from loraforge.evaluation.identity import score_identity
 
@@ -170,6 +184,7 @@ class LiveLikeness:
 
 # ---------------------------------------------------------------- references
 
+
 @dataclass(frozen=True)
 class ReferenceCandidate:
     key: str  # in `bucket`
@@ -185,17 +200,31 @@ def reference_candidates(clips: Sequence[Any], limit: int) -> list[ReferenceCand
     cands = []
     for order, clip in enumerate(clips):
         m = getattr(clip, "metrics", None) or {}
-        pose = {k: v for k, v in {"yaw": m.get("yaw"), "pitch": m.get("pitch"),
-                                  "bucket": m.get("angle_bucket")}.items() if v is not None}
+        pose = {
+            k: v
+            for k, v in {
+                "yaw": m.get("yaw"),
+                "pitch": m.get("pitch"),
+                "bucket": m.get("angle_bucket"),
+            }.items()
+            if v is not None
+        }
         for j, key in enumerate(getattr(clip, "keyframe_keys", None) or []):
             if Path(key).suffix.lower() in (".jpg", ".jpeg", ".png", ".webp", ".bmp"):
-                cands.append((_pose_angle(pose or None, None, 0, 0), order, j,
-                              ReferenceCandidate(key, pose, str(getattr(clip, "bucket", "clips")))))
+                cands.append(
+                    (
+                        _pose_angle(pose or None, None, 0, 0),
+                        order,
+                        j,
+                        ReferenceCandidate(key, pose, str(getattr(clip, "bucket", "clips"))),
+                    )
+                )
     cands.sort(key=lambda c: c[:3])
     return [c[3] for c in cands[:limit]]
 
 
 # ---------------------------------------------------------------- results
+
 
 @dataclass
 class RunEvaluation:
@@ -216,12 +245,20 @@ class RunEvaluation:
     strength_rows: list[dict] = field(default_factory=list)  # one per adapter weight
 
     def summary(self) -> dict[str, Any]:
-        return {"best_step": self.best_step, "best_reason": self.reason, "basis": self.basis,
-                "objective": self.objective, "prompts": self.prompts,
-                "references": self.references, "settings": self.settings,
-                "seconds": round(self.seconds, 3), "checkpoints": self.rows,
-                "recommended_weight": self.recommended_weight,
-                "strength_reason": self.strength_reason, "strengths": self.strength_rows}
+        return {
+            "best_step": self.best_step,
+            "best_reason": self.reason,
+            "basis": self.basis,
+            "objective": self.objective,
+            "prompts": self.prompts,
+            "references": self.references,
+            "settings": self.settings,
+            "seconds": round(self.seconds, 3),
+            "checkpoints": self.rows,
+            "recommended_weight": self.recommended_weight,
+            "strength_reason": self.strength_reason,
+            "strengths": self.strength_rows,
+        }
 
 
 def default_weight(lora_type: Any) -> float:
@@ -231,8 +268,9 @@ def default_weight(lora_type: Any) -> float:
     from loraforge.runtime.params import LoraType
 
     try:
-        return DEFAULT_LORA_WEIGHTS[LoraType(str(getattr(lora_type, "value", lora_type) or
-                                                 "character"))]
+        return DEFAULT_LORA_WEIGHTS[
+            LoraType(str(getattr(lora_type, "value", lora_type) or "character"))
+        ]
     except (ValueError, KeyError):
         return 1.0
 
@@ -244,13 +282,15 @@ def _type_name(lora_type: Any) -> str:
 def default_strength(lora_type: Any, why: str) -> tuple[float, str]:
     """(the type's default weight, a reason saying why the default was used)."""
     w = default_weight(lora_type)
-    return w, (f"{why}; recommending the documented default weight {w} for a "
-               f"{_type_name(lora_type)} LoRA")
+    return w, (
+        f"{why}; recommending the documented default weight {w} for a {_type_name(lora_type)} LoRA"
+    )
 
 
 @contextmanager
-def adapter_scale(models: Iterable[torch.nn.Module], weight: float, adapter: str = "default"
-                  ) -> Iterator[int]:
+def adapter_scale(
+    models: Iterable[torch.nn.Module], weight: float, adapter: str = "default"
+) -> Iterator[int]:
     """Multiply the PEFT adapter's scaling (alpha / r) of every LoRA layer by `weight` for the
     duration: the LoRA's contribution becomes `weight` x (B A x) exactly as a ComfyUI / diffusers
     LoRA weight. Restored on exit, whatever happens. Yields the number of layers scaled."""
@@ -271,13 +311,18 @@ def adapter_scale(models: Iterable[torch.nn.Module], weight: float, adapter: str
 
 # ---------------------------------------------------------------- the evaluation
 
+
 def _plain(o: Any) -> Any:
     return o.item() if hasattr(o, "item") else str(o)
 
 
 def _to_bgr(frame: torch.Tensor | np.ndarray) -> np.ndarray:
     """(C, H, W) or (H, W, C), float in [0, 1] -> BGR uint8."""
-    a = frame.detach().float().cpu().numpy() if isinstance(frame, torch.Tensor) else np.asarray(frame)
+    a = (
+        frame.detach().float().cpu().numpy()
+        if isinstance(frame, torch.Tensor)
+        else np.asarray(frame)
+    )
     if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
         a = a.transpose(1, 2, 0)
     if a.dtype != np.uint8:
@@ -310,8 +355,13 @@ def write_preview_video(frames: Sequence[np.ndarray], path: Path, fps: int = PRE
     import imageio_ffmpeg
 
     h, w = frames[0].shape[:2]
-    writer = imageio_ffmpeg.write_frames(str(path), (w, h), fps=fps, macro_block_size=1,
-                                         output_params=["-preset", "veryfast", "-crf", "18"])
+    writer = imageio_ffmpeg.write_frames(
+        str(path),
+        (w, h),
+        fps=fps,
+        macro_block_size=1,
+        output_params=["-preset", "veryfast", "-crf", "18"],
+    )
     writer.send(None)
     for f in frames:
         writer.send(np.ascontiguousarray(f[..., ::-1]))  # RGB
@@ -335,11 +385,16 @@ def scored_previews(paths: Sequence[Path]) -> list[Path]:
 class CheckpointEvaluator:
     """Render, score and choose; `trainer` is the finished Trainer (its pipeline and params)."""
 
-    def __init__(self, trainer: Any, settings: EvalSettings, *,
-                 progress: Callable[[float, str], None] | None = None,
-                 should_cancel: Callable[[], bool] | None = None,
-                 log: Callable[[str], None] | None = None,
-                 rendered: Mapping[int, Sequence[Path]] | None = None):
+    def __init__(
+        self,
+        trainer: Any,
+        settings: EvalSettings,
+        *,
+        progress: Callable[[float, str], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        log: Callable[[str], None] | None = None,
+        rendered: Mapping[int, Sequence[Path]] | None = None,
+    ):
         self.trainer = trainer
         self.settings = settings
         # step -> previews already rendered with that step's LoRA and these settings (during
@@ -355,8 +410,9 @@ class CheckpointEvaluator:
         params = self.trainer.params
         missing = set(params) - set(tensors)
         if missing:
-            raise InvalidInput(f"checkpoint does not match the trained LoRA (missing "
-                               f"{sorted(missing)[:3]})")
+            raise InvalidInput(
+                f"checkpoint does not match the trained LoRA (missing {sorted(missing)[:3]})"
+            )
         with torch.no_grad():
             for k, p in params.items():
                 p.copy_(tensors[k].to(p.device, p.dtype))
@@ -415,10 +471,18 @@ class CheckpointEvaluator:
         out = []
         for i in range(self.settings.previews):
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-                res = t.family.generate(t.pipe, prompts[i % len(prompts)], self.settings.seed + i,
-                                        w, h, frames, steps=self._steps(),
-                                        guidance=self._guidance(),
-                                        variant=t.variant, **extra)
+                res = t.family.generate(
+                    t.pipe,
+                    prompts[i % len(prompts)],
+                    self.settings.seed + i,
+                    w,
+                    h,
+                    frames,
+                    steps=self._steps(),
+                    guidance=self._guidance(),
+                    variant=t.variant,
+                    **extra,
+                )
             out.append(_frames(res, video))
         return out
 
@@ -442,8 +506,13 @@ class CheckpointEvaluator:
         self.rendered[step] = paths
         return paths
 
-    def _previews_of(self, step: int, state: Callable[[], Mapping[str, torch.Tensor]],
-                     prompts: Sequence[str], out_dir: Path) -> tuple[list[Path], list[np.ndarray]]:
+    def _previews_of(
+        self,
+        step: int,
+        state: Callable[[], Mapping[str, torch.Tensor]],
+        prompts: Sequence[str],
+        out_dir: Path,
+    ) -> tuple[list[Path], list[np.ndarray]]:
         import cv2
 
         paths = list(self.rendered.get(step) or [])
@@ -454,8 +523,9 @@ class CheckpointEvaluator:
 
     # -------------------------------------------- references
 
-    def references(self, images: Sequence[tuple[np.ndarray, dict | None, str]], backend: Any
-                   ) -> tuple[Any, dict[str, Any]]:
+    def references(
+        self, images: Sequence[tuple[np.ndarray, dict | None, str]], backend: Any
+    ) -> tuple[Any, dict[str, Any]]:
         """ReferenceFaces (or None) and a description for the record. `images` are
         (BGR image, pose metadata, name); without any, the training stills are used."""
         from loraforge.curation.errors import InvalidReference
@@ -472,16 +542,28 @@ class CheckpointEvaluator:
                 mid = px[:, px.shape[1] // 2]
                 images.append((_to_bgr((mid + 1) / 2), None, f"sample[{i}]"))
         try:
-            refs = build_references([im for im, _, _ in images], backend,
-                                    poses=[p for _, p, _ in images],
-                                    max_refs=self.settings.max_references)
+            refs = build_references(
+                [im for im, _, _ in images],
+                backend,
+                poses=[p for _, p, _ in images],
+                max_refs=self.settings.max_references,
+            )
         except InvalidReference as e:
-            return None, {"source": source, "candidates": len(images), "used": 0,
-                          "backend": backend.name, "note": str(e)}
+            return None, {
+                "source": source,
+                "candidates": len(images),
+                "used": 0,
+                "backend": backend.name,
+                "note": str(e),
+            }
         names = {f"image[{i}]": n for i, (_, _, n) in enumerate(images)}
-        return refs, {"source": source, "candidates": len(images), "used": len(refs.sources),
-                      "backend": backend.name,
-                      "images": [names.get(s, s) for s in refs.sources]}
+        return refs, {
+            "source": source,
+            "candidates": len(images),
+            "used": len(refs.sources),
+            "backend": backend.name,
+            "images": [names.get(s, s) for s in refs.sources],
+        }
 
     # -------------------------------------------- scoring
 
@@ -517,21 +599,30 @@ class CheckpointEvaluator:
                 raise InvalidInput("no LoRA layer of the trained adapter to scale")
             return self.render(prompts)
 
-    def strength(self, refs: Any, backend: Any, prompts: Sequence[str], lora_type: Any = None,
-                 weights: Sequence[float] = STRENGTH_WEIGHTS,
-                 on_weight: Callable[[int, float], None] | None = None
-                 ) -> tuple[float | None, str, list[dict]]:
+    def strength(
+        self,
+        refs: Any,
+        backend: Any,
+        prompts: Sequence[str],
+        lora_type: Any = None,
+        weights: Sequence[float] = STRENGTH_WEIGHTS,
+        on_weight: Callable[[int, float], None] | None = None,
+    ) -> tuple[float | None, str, list[dict]]:
         """(recommended weight, reason, one row per weight) for the LoRA currently loaded.
         Unmeasurable likeness gives the type's default weight; nothing is rendered without
         references."""
         from loraforge.evaluation.strength import recommend_strength
 
         if not self.settings.strength:
-            return default_strength(lora_type, "the strength pass was turned off "
-                                               "(extra.eval_strength = false)") + ([],)
+            return default_strength(
+                lora_type, "the strength pass was turned off (extra.eval_strength = false)"
+            ) + ([],)
         if refs is None:
-            return default_strength(lora_type, "likeness is unmeasurable (no reference face in "
-                                               "the dataset), so no weight was rendered") + ([],)
+            return default_strength(
+                lora_type,
+                "likeness is unmeasurable (no reference face in "
+                "the dataset), so no weight was rendered",
+            ) + ([],)
         order = sorted({round(float(w), 4) for w in weights})
 
         def render_at(w: float) -> list[np.ndarray]:
@@ -545,28 +636,38 @@ class CheckpointEvaluator:
             rec = recommend_strength(render_at, refs, backend, weights=order)
         except Cancelled:
             raise
-        except Exception as e:  # noqa: BLE001 - the checkpoint choice stands without a strength
+        except Exception as e:
             self.log(f"strength evaluation failed: {type(e).__name__}: {e}")
-            return default_strength(lora_type, f"the strength evaluation failed "
-                                               f"({type(e).__name__}: {e})") + ([],)
+            return default_strength(
+                lora_type, f"the strength evaluation failed ({type(e).__name__}: {e})"
+            ) + ([],)
         rows = json.loads(json.dumps(rec.rows, default=_plain))
         weight, reason = rec.weight, rec.reason
         if all(not r.get("n_faces") for r in rows):
             weight, reason = default_strength(
-                lora_type, f"likeness is unmeasurable: no render at weights "
-                           f"{', '.join(str(w) for w in order)} shows a face")
+                lora_type,
+                f"likeness is unmeasurable: no render at weights "
+                f"{', '.join(str(w) for w in order)} shows a face",
+            )
         elif weight is None:
             weight, reason = default_strength(lora_type, rec.reason)
         for r in rows:
             r["recommended"] = r["weight"] == weight
         return weight, reason, rows
 
-    def run(self, states: Mapping[int, Callable[[], Mapping[str, torch.Tensor]]],
-            val_losses: Mapping[int, float], reference_images: Sequence[tuple[np.ndarray, dict | None, str]],
-            prompts: Sequence[str], out_dir: Path, title: str = "LoRA evaluation",
-            lora_type: Any = None, weights: Sequence[float] = STRENGTH_WEIGHTS,
-            backend: Any = None, val_bands: Mapping[int, Mapping[str, float]] | None = None
-            ) -> RunEvaluation:
+    def run(
+        self,
+        states: Mapping[int, Callable[[], Mapping[str, torch.Tensor]]],
+        val_losses: Mapping[int, float],
+        reference_images: Sequence[tuple[np.ndarray, dict | None, str]],
+        prompts: Sequence[str],
+        out_dir: Path,
+        title: str = "LoRA evaluation",
+        lora_type: Any = None,
+        weights: Sequence[float] = STRENGTH_WEIGHTS,
+        backend: Any = None,
+        val_bands: Mapping[int, Mapping[str, float]] | None = None,
+    ) -> RunEvaluation:
         """`states`: step -> a loader of that step's LoRA tensors (trainer param names);
         `lora_type` picks the default weight when likeness is unmeasurable; `backend` is a
         face backend (default: ``make_backend(settings.face_backend)``)."""
@@ -590,13 +691,18 @@ class CheckpointEvaluator:
         for n, step in enumerate(steps):
             if self.should_cancel():
                 raise Cancelled(f"evaluation stopped before step {step}")
-            self.progress(0.95 * n / units, f"evaluating checkpoint step {step} "
-                                          f"({n + 1}/{len(steps)}): rendering previews")
+            self.progress(
+                0.95 * n / units,
+                f"evaluating checkpoint step {step} ({n + 1}/{len(steps)}): rendering previews",
+            )
             previews[step], imgs = self._previews_of(step, states[step], prompts, out_dir)
             vl = val_losses.get(step)
             if refs is not None:
-                evals.append(evaluate_checkpoint(step, imgs, refs, backend, prompts=render_prompts,
-                                                 val_loss=vl))
+                evals.append(
+                    evaluate_checkpoint(
+                        step, imgs, refs, backend, prompts=render_prompts, val_loss=vl
+                    )
+                )
             else:
                 evals.append(self._faces_only(step, imgs, backend, vl))
         choice = choose_checkpoint(evals)
@@ -612,25 +718,56 @@ class CheckpointEvaluator:
         timesteps = tuple(int(f * 1000) for f in self.trainer.validation_timesteps())
         for s in sorted(val_losses):
             bands = (val_bands or {}).get(s) or {}
-            log.record(ValidationRecord(int(s), float(val_losses[s]), timesteps, VAL_NOISE_SEED,
-                                        n_samples, dict(zip(timesteps, bands.values(),
-                                                            strict=False))))
+            log.record(
+                ValidationRecord(
+                    int(s),
+                    float(val_losses[s]),
+                    timesteps,
+                    VAL_NOISE_SEED,
+                    n_samples,
+                    dict(zip(timesteps, bands.values(), strict=False)),
+                )
+            )
         report_dir = out_dir / "report"
         write_report(choice, report_dir, validation=log if val_losses else None, title=title)
         (report_dir / "reason.txt").write_text(reason + "\n")
         # the chosen step's LoRA in the family's file layout, like `last`
         self.load_state(states[choice.step]())
-        best = self.trainer.export(out_dir / "best", extra_metadata={
-            "loraforge.checkpoint_step": str(choice.step),
-            "loraforge.best_reason": reason[:1000]})
+        best = self.trainer.export(
+            out_dir / "best",
+            extra_metadata={
+                "loraforge.checkpoint_step": str(choice.step),
+                "loraforge.best_reason": reason[:1000],
+            },
+        )
         rows = json.loads(json.dumps(choice.rows, default=_plain))
         # the adapter weight for the chosen step (its tensors are loaded)
         weight, s_reason, s_rows = self.strength(
-            refs, backend, prompts, lora_type, weights,
-            on_weight=lambda i, w: self.progress(0.95 * (len(steps) + i) / units,
-                                                 f"step {choice.step} at LoRA weight {w}"))
+            refs,
+            backend,
+            prompts,
+            lora_type,
+            weights,
+            on_weight=lambda i, w: self.progress(
+                0.95 * (len(steps) + i) / units, f"step {choice.step} at LoRA weight {w}"
+            ),
+        )
         self.log(f"recommended LoRA weight {weight}: {s_reason}")
         (report_dir / "strength.txt").write_text(f"recommended weight {weight}: {s_reason}\n")
-        return RunEvaluation(choice.step, reason, choice.basis, choice.objective, rows, prompts,
-                             previews, report_dir, best, ref_info, asdict(self.settings),
-                             time.monotonic() - start, weight, s_reason, s_rows)
+        return RunEvaluation(
+            choice.step,
+            reason,
+            choice.basis,
+            choice.objective,
+            rows,
+            prompts,
+            previews,
+            report_dir,
+            best,
+            ref_info,
+            asdict(self.settings),
+            time.monotonic() - start,
+            weight,
+            s_reason,
+            s_rows,
+        )

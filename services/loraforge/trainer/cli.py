@@ -32,20 +32,41 @@ _OVERRIDES: list[tuple[str, str, Any, str]] = [
     ("--trigger", "trigger", str, "trigger word, recorded in the file's metadata"),
     ("--dataset-id", "dataset_id", str, "dataset id, recorded in the file's metadata"),
     ("--rank", "rank", int, "LoRA rank (family default if unset)"),
-    ("--alpha", "alpha", float, "LoRA alpha; the update is scaled by alpha/rank (unset: the "
-                                "family's alpha/rank ratio at this rank)"),
+    (
+        "--alpha",
+        "alpha",
+        float,
+        "LoRA alpha; the update is scaled by alpha/rank (unset: the "
+        "family's alpha/rank ratio at this rank)",
+    ),
     ("--lr", "learning_rate", float, "learning rate"),
     ("--lr-scheduler", "lr_scheduler", str, "constant | cosine | linear"),
     ("--warmup-steps", "warmup_steps", int, "linear warm-up steps"),
     ("--steps", "steps", int, "optimizer steps (>= 800 recommended for real models)"),
-    ("--epochs", "epochs", int, "passes over the training clips instead of --steps "
-                                "(steps = epochs x ceil(clips / batch))"),
-    ("--validation-split", "validation_split", float,
-     "fraction of the clips trained on (default 0.9); the rest validates (1.0: none)"),
-    ("--max-validation-samples", "max_validation_samples", int,
-     "most clips split off for validation (default 5)"),
-    ("--validation-dataset", "validation_dataset", str,
-     "an explicit validation set folder (nothing is split off then)"),
+    (
+        "--epochs",
+        "epochs",
+        int,
+        "passes over the training clips instead of --steps (steps = epochs x ceil(clips / batch))",
+    ),
+    (
+        "--validation-split",
+        "validation_split",
+        float,
+        "fraction of the clips trained on (default 0.9); the rest validates (1.0: none)",
+    ),
+    (
+        "--max-validation-samples",
+        "max_validation_samples",
+        int,
+        "most clips split off for validation (default 5)",
+    ),
+    (
+        "--validation-dataset",
+        "validation_dataset",
+        str,
+        "an explicit validation set folder (nothing is split off then)",
+    ),
     ("--batch-size", "batch_size", int, "samples per micro-batch"),
     ("--grad-accum", "grad_accum", int, "micro-batches per optimizer step"),
     ("--resolution", "resolution", str, "480p | 720p | 512 | 768 | 1024 | WxH"),
@@ -58,10 +79,18 @@ _OVERRIDES: list[tuple[str, str, Any, str]] = [
     ("--flow-shift", "flow_shift", float, "timestep shift for flow models"),
     ("--noise-offset", "noise_offset", float, "SD families: per-channel noise offset (~0.05)"),
     ("--expert", "expert", str, "Wan 2.2 A14B: both | high | low"),
-    ("--checkpoint-every", "checkpoint_every", int,
-     "steps between checkpoints (0: none; default about four per run)"),
-    ("--eval-every", "eval_every", int,
-     "steps between validation-loss evaluations (0: none; default at every checkpoint)"),
+    (
+        "--checkpoint-every",
+        "checkpoint_every",
+        int,
+        "steps between checkpoints (0: none; default about four per run)",
+    ),
+    (
+        "--eval-every",
+        "eval_every",
+        int,
+        "steps between validation-loss evaluations (0: none; default at every checkpoint)",
+    ),
     ("--keep-checkpoints", "keep_checkpoints", int, "how many recent checkpoints to keep"),
     ("--resume", "resume", str, "'latest' or a checkpoint directory"),
     ("--cache-dir", "cache_dir", str, "latent / text-embedding cache folder"),
@@ -69,20 +98,37 @@ _OVERRIDES: list[tuple[str, str, Any, str]] = [
     ("--device", "device", str, "auto | cpu | cuda | cuda:N"),
     ("--optimizer", "optimizer", str, "adamw | adamw8bit (8-bit needs bitsandbytes + CUDA)"),
     ("--block-swap", "block_swap", int, "transformer blocks kept on the CPU (GPU only)"),
-    ("--checkpoint-blocks", "checkpoint_blocks", int,
-     "recompute only the last N blocks (default all; needs --gradient-checkpointing)"),
+    (
+        "--checkpoint-blocks",
+        "checkpoint_blocks",
+        int,
+        "recompute only the last N blocks (default all; needs --gradient-checkpointing)",
+    ),
     ("--attention", "attention", str, "auto | cudnn | flash | efficient | math (CUDA SDPA kernel)"),
 ]
 _BOOL_FLAGS: list[tuple[str, str, str]] = [
-    ("--dora", "use_dora", "train DoRA (magnitude + direction); the file carries dora_scale in ComfyUI's convention, not with --fp8-base"),
-    ("--gradient-checkpointing", "gradient_checkpointing",
-     "recompute activations (default: on for real presets on CUDA, off for tiny ones)"),
-    ("--selective-checkpointing", "selective_checkpointing",
-     "checkpointing that keeps matmul/attention outputs, recomputes only elementwise ops"),
+    (
+        "--dora",
+        "use_dora",
+        "train DoRA (magnitude + direction); the file carries dora_scale in ComfyUI's convention, not with --fp8-base",
+    ),
+    (
+        "--gradient-checkpointing",
+        "gradient_checkpointing",
+        "recompute activations (default: on for real presets on CUDA, off for tiny ones)",
+    ),
+    (
+        "--selective-checkpointing",
+        "selective_checkpointing",
+        "checkpointing that keeps matmul/attention outputs, recomputes only elementwise ops",
+    ),
     ("--compile-blocks", "compile_blocks", "torch.compile each transformer block (CUDA)"),
     ("--fp8-base", "fp8_base", "store frozen base Linear weights in float8 (14B models)"),
-    ("--offload-activations", "offload_activations",
-     "keep saved activations (block inputs) in pinned host memory (CUDA)"),
+    (
+        "--offload-activations",
+        "offload_activations",
+        "keep saved activations (block inputs) in pinned host memory (CUDA)",
+    ),
 ]
 
 
@@ -109,19 +155,31 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a LoRA for Wan / SDXL / Flux / SD1.5 from a captioned dataset.",
     )
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--run-config", metavar="FILE",
-                     help="JSON or YAML run config (preset, dataset, output_dir, rank, ...)")
-    src.add_argument("--run", metavar="RUN_ID",
-                     help="Kubernetes Job mode: run the trainer service's job RUN_ID from "
-                          "the run spec it stored in the object store")
-    p.add_argument("--run-config-dir", metavar="DIR",
-                   help="with --run: train the run config DIR/<RUN_ID>.json instead")
+    src.add_argument(
+        "--run-config",
+        metavar="FILE",
+        help="JSON or YAML run config (preset, dataset, output_dir, rank, ...)",
+    )
+    src.add_argument(
+        "--run",
+        metavar="RUN_ID",
+        help="Kubernetes Job mode: run the trainer service's job RUN_ID from "
+        "the run spec it stored in the object store",
+    )
+    p.add_argument(
+        "--run-config-dir",
+        metavar="DIR",
+        help="with --run: train the run config DIR/<RUN_ID>.json instead",
+    )
     for flag, _field, typ, help_ in _OVERRIDES:
         p.add_argument(flag, type=typ, default=None, help=help_)
     for flag, _field, help_ in _BOOL_FLAGS:
         p.add_argument(flag, action="store_true", default=None, help=help_)
-    p.add_argument("--print-config", action="store_true",
-                   help="print the resolved config (family defaults filled in) and exit")
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (family defaults filled in) and exit",
+    )
     return p
 
 
@@ -183,10 +241,13 @@ def _run_job(run_id: str, overrides: dict[str, Any]) -> int:
 
     ignored = sorted(set(overrides) - {"device", "models_dir"})
     if ignored:
-        raise InvalidInput(f"--run {run_id} takes its parameters from the run spec; only "
-                           f"--device and --models-dir apply (not {', '.join(ignored)})")
-    return run_in_pod(run_id, device=overrides.get("device"),
-                      models_dir=overrides.get("models_dir"))
+        raise InvalidInput(
+            f"--run {run_id} takes its parameters from the run spec; only "
+            f"--device and --models-dir apply (not {', '.join(ignored)})"
+        )
+    return run_in_pod(
+        run_id, device=overrides.get("device"), models_dir=overrides.get("models_dir")
+    )
 
 
 def _train(config: Any) -> int:
@@ -202,16 +263,39 @@ def _train(config: Any) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     def progress(step: int, total: int, loss: float) -> None:
-        print(json.dumps({"event": "progress", "step": step, "total": total,
-                          "progress": round(step / total, 4), "loss": round(loss, 6)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "event": "progress",
+                    "step": step,
+                    "total": total,
+                    "progress": round(step / total, 4),
+                    "loss": round(loss, 6),
+                }
+            ),
+            flush=True,
+        )
 
-    trainer = Trainer(config, on_progress=progress, should_cancel=lambda _s: stop["flag"],
-                      log=lambda m: print(json.dumps({"event": "log", "message": m}), flush=True))
+    trainer = Trainer(
+        config,
+        on_progress=progress,
+        should_cancel=lambda _s: stop["flag"],
+        log=lambda m: print(json.dumps({"event": "log", "message": m}), flush=True),
+    )
     result = trainer.run()
-    print(json.dumps({"event": "result", "status": result.status, "step": result.step,
-                      "files": {k: str(v) for k, v in result.files.items()},
-                      "checkpoints": [str(c) for c in result.checkpoints],
-                      "seconds": round(result.seconds, 2)}), flush=True)
+    print(
+        json.dumps(
+            {
+                "event": "result",
+                "status": result.status,
+                "step": result.step,
+                "files": {k: str(v) for k, v in result.files.items()},
+                "checkpoints": [str(c) for c in result.checkpoints],
+                "seconds": round(result.seconds, 2),
+            }
+        ),
+        flush=True,
+    )
     return 0 if result.status == "succeeded" else 3
 
 

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from loraforge.runtime.errors import InvalidInput
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -59,7 +60,9 @@ def parse_resolution(resolution: str | int, stride: int, family: str) -> tuple[i
         try:
             w, h = (int(v) for v in text.split("x", 1))
         except ValueError:
-            raise DatasetError(f"resolution {resolution!r}: write WIDTHxHEIGHT, e.g. 832x480") from None
+            raise DatasetError(
+                f"resolution {resolution!r}: write WIDTHxHEIGHT, e.g. 832x480"
+            ) from None
     else:
         try:
             w = h = int(text.rstrip("p"))
@@ -142,9 +145,7 @@ class Sample:
     @property
     def key(self) -> str:
         """Stable identity of what this sample encodes to (for the latent cache)."""
-        h = hashlib.sha256(
-            f"{self.content_hash}|{self.bucket}|{self.frame_indices}".encode()
-        )
+        h = hashlib.sha256(f"{self.content_hash}|{self.bucket}|{self.frame_indices}".encode())
         return h.hexdigest()[:24]
 
 
@@ -171,7 +172,8 @@ class CaptionedDataset:
         base = parse_resolution(config.resolution, stride, family)
         buckets = make_buckets(base, stride) if config.bucketing else [base]
         media = sorted(
-            p for p in root.rglob("*")
+            p
+            for p in root.rglob("*")
             if p.is_file() and p.suffix.lower() in IMAGE_EXTS + VIDEO_EXTS
         )
         if not media:
@@ -192,14 +194,17 @@ class CaptionedDataset:
                 continue
             ds._add(path, caption, buckets)
         if missing:
-            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            shown = ", ".join(missing[:5]) + (
+                f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            )
             raise DatasetError(
                 f"{len(missing)} media file(s) in {root} have no caption: {shown}. Write one "
                 "caption per file (captions/<name>.txt or <name>.txt next to the file)"
             )
         if ds.skipped:
-            warnings.warn(f"skipped {len(ds.skipped)} item(s): {'; '.join(ds.skipped[:5])}",
-                          stacklevel=2)
+            warnings.warn(
+                f"skipped {len(ds.skipped)} item(s): {'; '.join(ds.skipped[:5])}", stacklevel=2
+            )
         if not ds.samples:
             raise DatasetError(
                 f"no usable samples in {root}: every clip is shorter than frames="
@@ -214,8 +219,9 @@ class CaptionedDataset:
 
             with Image.open(path) as im:
                 size = _upright(im).size  # a phone photo's EXIF rotation decides its bucket
-            self.samples.append(Sample(path, caption, "image", (0,), nearest_bucket(size, buckets),
-                                       digest))
+            self.samples.append(
+                Sample(path, caption, "image", (0,), nearest_bucket(size, buckets), digest)
+            )
             return
         if self.family != "wan":
             self.skipped.append(f"{path.name}: video in an image-model dataset")
@@ -239,7 +245,7 @@ class CaptionedDataset:
             windows = [[indices[i] for i in pos]]
         else:
             stride = self.config.slide_stride or f
-            windows = [indices[s:s + f] for s in range(0, len(indices) - f + 1, stride)]
+            windows = [indices[s : s + f] for s in range(0, len(indices) - f + 1, stride)]
         for w in windows:
             self.samples.append(Sample(path, caption, "video", tuple(w), bucket, digest))
 
@@ -253,8 +259,10 @@ class CaptionedDataset:
         h = hashlib.sha256()
         root = Path(self.config.path)
         for s in self.samples:
-            h.update(f"{s.media.relative_to(root)}|{s.content_hash}|{s.caption}|"
-                     f"{s.frame_indices}|{s.bucket}\n".encode())
+            h.update(
+                f"{s.media.relative_to(root)}|{s.content_hash}|{s.caption}|"
+                f"{s.frame_indices}|{s.bucket}\n".encode()
+            )
         return h.hexdigest()
 
     def batches(self, epoch: int, batch_size: int, seed: int) -> list[list[int]]:
@@ -283,8 +291,9 @@ class CaptionedDataset:
 
     def subset(self, media: set[Path]) -> CaptionedDataset:
         """The samples of these media files (every window of a clip), as a dataset."""
-        return CaptionedDataset(self.config, self.family, self.stride,
-                                [s for s in self.samples if s.media in media])
+        return CaptionedDataset(
+            self.config, self.family, self.stride, [s for s in self.samples if s.media in media]
+        )
 
     def split_validation(self, n_val: int, seed: int) -> tuple[CaptionedDataset, CaptionedDataset]:
         """(training, validation): ``n_val`` media files drawn by ``seed`` (the same files
@@ -330,8 +339,11 @@ def _upright(im: Any) -> Any:
 
 
 def _caption_for(root: Path, media: Path) -> Path | None:
-    for cand in (media.with_suffix(".txt"), root / "captions" / f"{media.stem}.txt",
-                 media.parent.parent / "captions" / f"{media.stem}.txt"):
+    for cand in (
+        media.with_suffix(".txt"),
+        root / "captions" / f"{media.stem}.txt",
+        media.parent.parent / "captions" / f"{media.stem}.txt",
+    ):
         if cand.is_file():
             return cand
     return None
@@ -394,4 +406,4 @@ def _cover_crop(frame: np.ndarray, w: int, h: int) -> np.ndarray:
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     resized = cv2.resize(frame, (nw, nh), interpolation=interp)
     x0, y0 = (nw - w) // 2, (nh - h) // 2
-    return resized[y0:y0 + h, x0:x0 + w]
+    return resized[y0 : y0 + h, x0 : x0 + w]

@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from loraforge.runtime.errors import InvalidInput
 from safetensors import safe_open
 from safetensors.torch import load_file
+
+from loraforge.runtime.errors import InvalidInput
 
 DORA_CONVENTION = "comfyui-base-norm"
 ToComfy = Callable[[dict[str, torch.Tensor], float], dict[str, torch.Tensor]]
@@ -47,8 +48,9 @@ def row_norm(weight: torch.Tensor) -> torch.Tensor:
     return w.reshape(w.shape[0], -1).norm(dim=1).reshape(w.shape[0], *[1] * (w.dim() - 1))
 
 
-def delta_weight(lora_a: torch.Tensor, lora_b: torch.Tensor, scaling: float,
-                 shape: torch.Size) -> torch.Tensor:
+def delta_weight(
+    lora_a: torch.Tensor, lora_b: torch.Tensor, scaling: float, shape: torch.Size
+) -> torch.Tensor:
     """``scaling * B @ A`` in the base weight's shape (Linear, or Conv with a 1x1 ``B``)."""
     return (scaling * lora_b.float().flatten(1) @ lora_a.float().flatten(1)).reshape(shape)
 
@@ -59,8 +61,9 @@ def comfy_scale(magnitude: torch.Tensor, base: torch.Tensor, delta: torch.Tensor
     return m * row_norm(base) / row_norm(base.float() + delta).clamp_min(1e-12)
 
 
-def magnitude_from_comfy(dora_scale: torch.Tensor, base: torch.Tensor,
-                         delta: torch.Tensor) -> torch.Tensor:
+def magnitude_from_comfy(
+    dora_scale: torch.Tensor, base: torch.Tensor, delta: torch.Tensor
+) -> torch.Tensor:
     """Inverse of :func:`comfy_scale`, shaped as peft's ``lora_magnitude_vector`` for the layer
     ([out] for Linear, [1, out, 1, ...] for Conv)."""
     d = dora_scale.float().reshape(base.shape[0], *[1] * (base.dim() - 1))
@@ -77,8 +80,9 @@ def base_weight(module: torch.nn.Module) -> torch.Tensor:
     return w.float() * scale.float().to(w.device) if scale is not None else w.float()
 
 
-def comfy_magnitudes(model: torch.nn.Module, peft_sd: dict[str, torch.Tensor],
-                     scaling: float) -> dict[str, torch.Tensor]:
+def comfy_magnitudes(
+    model: torch.nn.Module, peft_sd: dict[str, torch.Tensor], scaling: float
+) -> dict[str, torch.Tensor]:
     """``peft_sd`` with each ``lora_magnitude_vector`` replaced by its ComfyUI ``dora_scale``
     value (the family's key mapper renames it); LoRA pairs pass through."""
     out = dict(peft_sd)
@@ -87,8 +91,9 @@ def comfy_magnitudes(model: torch.nn.Module, peft_sd: dict[str, torch.Tensor],
             continue
         module = key[: -len(".lora_magnitude_vector")]
         w = base_weight(model.get_submodule(module)).cpu()
-        delta = delta_weight(peft_sd[f"{module}.lora_A.weight"], peft_sd[f"{module}.lora_B.weight"],
-                             scaling, w.shape)
+        delta = delta_weight(
+            peft_sd[f"{module}.lora_A.weight"], peft_sd[f"{module}.lora_B.weight"], scaling, w.shape
+        )
         out[key] = comfy_scale(m, w, delta)
     return out
 
@@ -100,8 +105,10 @@ def has_dora(path: Path) -> bool:
         with safe_open(str(path), "pt") as f:
             return any(k.endswith(".dora_scale") for k in f.keys())  # noqa: SIM118 (not a dict)
     except (OSError, SafetensorError) as exc:
-        raise InvalidInput(f"{path.name} is not a readable .safetensors LoRA ({exc}); "
-                           "export it again or pick another file") from None
+        raise InvalidInput(
+            f"{path.name} is not a readable .safetensors LoRA ({exc}); "
+            "export it again or pick another file"
+        ) from None
 
 
 def _file_prefixes(denoiser: torch.nn.Module, to_comfy: ToComfy) -> dict[str, str]:
@@ -112,8 +119,9 @@ def _file_prefixes(denoiser: torch.nn.Module, to_comfy: ToComfy) -> dict[str, st
     for name, module in denoiser.named_modules():
         if ".lora_" in name or name.endswith(".base_layer"):
             continue  # peft's own submodules (a LoRA loaded earlier); the wrapper stands for them
-        weight = getattr(module.get_base_layer() if hasattr(module, "get_base_layer") else module,
-                         "weight", None)
+        weight = getattr(
+            module.get_base_layer() if hasattr(module, "get_base_layer") else module, "weight", None
+        )
         if not isinstance(weight, torch.Tensor) or weight.dim() < 2:
             continue
         for key in to_comfy({f"{name}.lora_A.weight": probe}, 1.0):
@@ -130,21 +138,29 @@ def _pair(sd: Mapping[str, torch.Tensor], prefix: str) -> tuple[torch.Tensor, to
     raise InvalidInput(f"DoRA file: {prefix}.dora_scale has no LoRA pair next to it")
 
 
-def to_peft_layout(sd: Mapping[str, torch.Tensor], denoiser: torch.nn.Module, to_comfy: ToComfy,
-                   component: str, convention: str = DORA_CONVENTION) -> dict[str, torch.Tensor]:
+def to_peft_layout(
+    sd: Mapping[str, torch.Tensor],
+    denoiser: torch.nn.Module,
+    to_comfy: ToComfy,
+    component: str,
+    convention: str = DORA_CONVENTION,
+) -> dict[str, torch.Tensor]:
     """A ComfyUI-layout DoRA file -> diffusers/peft keys ``<component>.<module>.lora_A.weight``,
     ``lora_B.weight`` (alpha / rank folded in) and ``lora_magnitude_vector``.
 
     ``convention``: ours (``comfyui-base-norm``), or ``lycoris`` for files other trainers
     wrote (kohya / LyCORIS store the magnitude itself as ``dora_scale``)."""
     modules = _file_prefixes(denoiser, to_comfy)
-    prefixes = {k.rsplit(".", 2)[0] for k in sd if k.endswith((".lora_A.weight", ".lora_down.weight"))}
+    prefixes = {
+        k.rsplit(".", 2)[0] for k in sd if k.endswith((".lora_A.weight", ".lora_down.weight"))
+    }
     unknown = sorted(p for p in prefixes if p not in modules)
     if unknown:
         raise InvalidInput(
             f"DoRA file names {len(unknown)} layers this model does not have (first: {unknown[0]}); "
             "it was trained for a different base model, or names its layers in a way loraforge "
-            "does not map (ComfyUI may still load it)")
+            "does not map (ComfyUI may still load it)"
+        )
     out: dict[str, torch.Tensor] = {}
     for prefix in sorted(prefixes):
         name = modules[prefix]
@@ -160,13 +176,15 @@ def to_peft_layout(sd: Mapping[str, torch.Tensor], denoiser: torch.nn.Module, to
             if (lora_b.shape[0], lora_a.flatten(1).shape[1]) != (w.shape[0], w[0].numel()):
                 raise InvalidInput(
                     f"DoRA file: layer {prefix} is {lora_b.shape[0]}x{lora_a.flatten(1).shape[1]} "
-                    f"but {tuple(w.shape)} in this model; it was trained for a different base model")
+                    f"but {tuple(w.shape)} in this model; it was trained for a different base model"
+                )
             scale = sd[f"{prefix}.dora_scale"]
             if scale.shape[0] != w.shape[0] or scale.numel() != w.shape[0]:
                 raise InvalidInput(
                     f"DoRA file: {prefix}.dora_scale has shape {tuple(scale.shape)}, a magnitude "
                     "per input channel (LyCORIS wd_on_output=False); diffusers' DoRA keeps one "
-                    "per output row, so only ComfyUI can apply this file")
+                    "per output row, so only ComfyUI can apply this file"
+                )
             if convention == DORA_CONVENTION:
                 delta = delta_weight(lora_a, lora_b, scaling, w.shape)
                 magnitude = magnitude_from_comfy(scale, w, delta)
@@ -177,8 +195,15 @@ def to_peft_layout(sd: Mapping[str, torch.Tensor], denoiser: torch.nn.Module, to
     return out
 
 
-def load_dora_file(pipe: Any, path: Path, denoiser_attr: str, to_comfy: ToComfy,
-                   adapter_name: str, component: str, **load_kwargs: Any) -> None:
+def load_dora_file(
+    pipe: Any,
+    path: Path,
+    denoiser_attr: str,
+    to_comfy: ToComfy,
+    adapter_name: str,
+    component: str,
+    **load_kwargs: Any,
+) -> None:
     """Load one of our DoRA files into ``pipe`` as a peft DoRA adapter named ``adapter_name``."""
     denoiser = getattr(pipe, denoiser_attr)
     with safe_open(str(path), "pt") as f:
@@ -187,8 +212,15 @@ def load_dora_file(pipe: Any, path: Path, denoiser_attr: str, to_comfy: ToComfy,
     pipe.load_lora_weights(peft_sd, adapter_name=adapter_name, **load_kwargs)
 
 
-def load_lora(pipe: Any, path: Path, denoiser_attr: str, to_comfy: ToComfy, adapter_name: str,
-              component: str, **load_kwargs: Any) -> None:
+def load_lora(
+    pipe: Any,
+    path: Path,
+    denoiser_attr: str,
+    to_comfy: ToComfy,
+    adapter_name: str,
+    component: str,
+    **load_kwargs: Any,
+) -> None:
     """``pipe.load_lora_weights`` for a plain LoRA file, :func:`load_dora_file` for a DoRA one."""
     if has_dora(path):
         load_dora_file(pipe, path, denoiser_attr, to_comfy, adapter_name, component, **load_kwargs)

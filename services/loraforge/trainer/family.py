@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+
 from loraforge.runtime.errors import InvalidInput
 
 
@@ -79,7 +80,9 @@ def _dora_scale_shape(value: torch.Tensor) -> torch.Tensor:
 
 
 def peft_to_diffusion_model_keys(
-    peft_sd: dict[str, torch.Tensor], alpha: float, rename: dict[str, str] | None = None,
+    peft_sd: dict[str, torch.Tensor],
+    alpha: float,
+    rename: dict[str, str] | None = None,
     prefix: str = "diffusion_model.",
 ) -> dict[str, torch.Tensor]:
     """PEFT ``<module>.lora_A.weight`` -> ``<prefix><renamed module>.lora_A.weight`` + ``.alpha``.

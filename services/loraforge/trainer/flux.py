@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from loraforge.runtime.errors import InvalidInput
 from loraforge.trainer import dora
 from loraforge.trainer.family import FamilyDefaults, peft_to_diffusion_model_keys
@@ -27,10 +28,20 @@ FAMILY = "flux"
 STRIDE = 16
 VARIANTS = ("dev",)
 TARGET_MODULES = (
-    "attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
-    "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out",
-    "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2",
-    "proj_mlp", "proj_out",
+    "attn.to_q",
+    "attn.to_k",
+    "attn.to_v",
+    "attn.to_out.0",
+    "attn.add_q_proj",
+    "attn.add_k_proj",
+    "attn.add_v_proj",
+    "attn.to_add_out",
+    "ff.net.0.proj",
+    "ff.net.2",
+    "ff_context.net.0.proj",
+    "ff_context.net.2",
+    "proj_mlp",
+    "proj_out",
 )
 TRAIN_GUIDANCE = 1.0  # guidance-distilled dev: train with guidance embedding 1.0
 
@@ -59,6 +70,8 @@ DEFAULTS = FamilyDefaults(
 
 def build_tiny(variant: str, seed: int = 0) -> Any:
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
     from loraforge.trainer.tiny_text import (
         TINY_BOS_ID,
         TINY_EOS_ID,
@@ -66,32 +79,63 @@ def build_tiny(variant: str, seed: int = 0) -> Any:
         TINY_VOCAB_SIZE,
         tiny_tokenizer,
     )
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     torch.manual_seed(seed + 2)
     transformer = FluxTransformer2DModel(
-        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
-        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
-        axes_dims_rope=[4, 4, 8], guidance_embeds=True,
+        patch_size=1,
+        in_channels=16,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        axes_dims_rope=[4, 4, 8],
+        guidance_embeds=True,
     )
     torch.manual_seed(seed + 3)
-    clip = CLIPTextModel(CLIPTextConfig(
-        vocab_size=TINY_VOCAB_SIZE, hidden_size=32, intermediate_size=37, num_attention_heads=4,
-        num_hidden_layers=2, max_position_embeddings=77, pad_token_id=TINY_PAD_ID,
-        bos_token_id=TINY_BOS_ID, eos_token_id=TINY_EOS_ID,
-    )).eval()
+    clip = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=TINY_VOCAB_SIZE,
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            max_position_embeddings=77,
+            pad_token_id=TINY_PAD_ID,
+            bos_token_id=TINY_BOS_ID,
+            eos_token_id=TINY_EOS_ID,
+        )
+    ).eval()
     torch.manual_seed(seed + 4)
-    t5 = T5EncoderModel(T5Config(
-        vocab_size=TINY_VOCAB_SIZE, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-        relative_attention_num_buckets=8, pad_token_id=TINY_PAD_ID, eos_token_id=TINY_EOS_ID,
-        decoder_start_token_id=TINY_PAD_ID,
-    )).eval()
+    t5 = T5EncoderModel(
+        T5Config(
+            vocab_size=TINY_VOCAB_SIZE,
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            pad_token_id=TINY_PAD_ID,
+            eos_token_id=TINY_EOS_ID,
+            decoder_start_token_id=TINY_PAD_ID,
+        )
+    ).eval()
     return FluxPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(),
-        vae=tiny_vae(seed + 1, scaling_factor=0.3611, shift_factor=0.1159,
-                     use_quant_conv=False, use_post_quant_conv=False),
-        text_encoder=clip, tokenizer=tiny_tokenizer(77), text_encoder_2=t5,
-        tokenizer_2=tiny_tokenizer(64), transformer=transformer,
+        vae=tiny_vae(
+            seed + 1,
+            scaling_factor=0.3611,
+            shift_factor=0.1159,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+        ),
+        text_encoder=clip,
+        tokenizer=tiny_tokenizer(77),
+        text_encoder_2=t5,
+        tokenizer_2=tiny_tokenizer(64),
+        transformer=transformer,
     )
 
 
@@ -106,8 +150,12 @@ def denoisers(pipe: Any) -> dict[str, torch.nn.Module]:
 
 
 def model_configs(pipe: Any) -> list[Any]:
-    return [pipe.vae.config, pipe.transformer.config, pipe.text_encoder.config,
-            pipe.text_encoder_2.config]
+    return [
+        pipe.vae.config,
+        pipe.transformer.config,
+        pipe.text_encoder.config,
+        pipe.text_encoder_2.config,
+    ]
 
 
 def max_sequence_length(pipe: Any) -> int:
@@ -117,15 +165,19 @@ def max_sequence_length(pipe: Any) -> int:
 @torch.no_grad()
 def encode_text(pipe: Any, captions: list[str], device: torch.device) -> dict[str, torch.Tensor]:
     embeds, pooled, _ = pipe.encode_prompt(
-        captions, prompt_2=None, device=device, num_images_per_prompt=1,
+        captions,
+        prompt_2=None,
+        device=device,
+        num_images_per_prompt=1,
         max_sequence_length=max_sequence_length(pipe),
     )
     return {"prompt_embeds": embeds.float().cpu(), "pooled_prompt_embeds": pooled.float().cpu()}
 
 
 @torch.no_grad()
-def encode_media(pipe: Any, pixels: torch.Tensor, device: torch.device, variant: str
-                 ) -> dict[str, torch.Tensor]:
+def encode_media(
+    pipe: Any, pixels: torch.Tensor, device: torch.device, variant: str
+) -> dict[str, torch.Tensor]:
     """pixels (B, C, 1, H, W) -> (B, C_lat, H/8, W/8) latents, shifted and scaled."""
     x = pixels[:, :, 0].to(device, next(pipe.vae.parameters()).dtype)
     z = pipe.vae.encode(x).latent_dist.mode().float()
@@ -138,8 +190,14 @@ def pack(pipe: Any, latents: torch.Tensor) -> torch.Tensor:
     return pipe._pack_latents(latents, b, c, h, w)
 
 
-def predict(pipe: Any, model: torch.nn.Module, noisy: torch.Tensor, sigmas: torch.Tensor,
-            batch: dict[str, torch.Tensor], variant: str) -> torch.Tensor:
+def predict(
+    pipe: Any,
+    model: torch.nn.Module,
+    noisy: torch.Tensor,
+    sigmas: torch.Tensor,
+    batch: dict[str, torch.Tensor],
+    variant: str,
+) -> torch.Tensor:
     """Works on unpacked (B, C, h, w) latents: packs, runs, unpacks."""
     b, c, h, w = noisy.shape
     packed = pack(pipe, noisy)
@@ -150,9 +208,14 @@ def predict(pipe: Any, model: torch.nn.Module, noisy: torch.Tensor, sigmas: torc
     if model.config.guidance_embeds:
         guidance = torch.full((b,), TRAIN_GUIDANCE, device=noisy.device, dtype=torch.float32)
     out = model(
-        hidden_states=packed, timestep=sigmas.to(noisy), guidance=guidance,
+        hidden_states=packed,
+        timestep=sigmas.to(noisy),
+        guidance=guidance,
         pooled_projections=batch["pooled_prompt_embeds"].to(noisy),
-        encoder_hidden_states=prompt_embeds, txt_ids=txt_ids, img_ids=img_ids, return_dict=False,
+        encoder_hidden_states=prompt_embeds,
+        txt_ids=txt_ids,
+        img_ids=img_ids,
+        return_dict=False,
     )[0]
     # unpack (B, h/2*w/2, C*4) -> (B, C, h, w)
     out = out.view(b, h // 2, w // 2, c, 2, 2).permute(0, 3, 1, 4, 2, 5)
@@ -180,20 +243,43 @@ RENDER_GUIDANCE = 1.0
 
 
 @torch.no_grad()
-def generate(pipe: Any, prompt: str, seed: int, width: int, height: int, frames: int = 1,
-             steps: int = 4, variant: str = "dev", *, guidance: float = 1.0,
-             negative_prompt: str = "", distilled_guidance: float = DISTILLED_GUIDANCE,
-             on_step: StepHook | None = None, output_type: str = "pt", **_: Any) -> Any:
+def generate(
+    pipe: Any,
+    prompt: str,
+    seed: int,
+    width: int,
+    height: int,
+    frames: int = 1,
+    steps: int = 4,
+    variant: str = "dev",
+    *,
+    guidance: float = 1.0,
+    negative_prompt: str = "",
+    distilled_guidance: float = DISTILLED_GUIDANCE,
+    on_step: StepHook | None = None,
+    output_type: str = "pt",
+    **_: Any,
+) -> Any:
     """(B, C, H, W) images in [0, 1]. ``distilled_guidance`` is the embedded guidance of the
     dev model (one forward); ``guidance`` > 1 with a ``negative_prompt`` adds true CFG
     (diffusers' ``true_cfg_scale``: a second forward on the negative prompt)."""
     g = check_guidance(guidance)
     if g > 1.0 and not negative_prompt:
-        raise InvalidInput(f"Flux true CFG (guidance {g}) needs a negative prompt; Flux dev is "
-                           "guidance-distilled: set distilled guidance instead, or add a "
-                           "negative prompt")
-    return pipe(prompt=prompt, negative_prompt=negative_prompt or None, true_cfg_scale=g,
-                width=width, height=height, num_inference_steps=steps,
-                guidance_scale=check_guidance(distilled_guidance), generator=cpu_generator(seed),
-                output_type=output_type, max_sequence_length=max_sequence_length(pipe),
-                **step_kwargs(on_step)).images
+        raise InvalidInput(
+            f"Flux true CFG (guidance {g}) needs a negative prompt; Flux dev is "
+            "guidance-distilled: set distilled guidance instead, or add a "
+            "negative prompt"
+        )
+    return pipe(
+        prompt=prompt,
+        negative_prompt=negative_prompt or None,
+        true_cfg_scale=g,
+        width=width,
+        height=height,
+        num_inference_steps=steps,
+        guidance_scale=check_guidance(distilled_guidance),
+        generator=cpu_generator(seed),
+        output_type=output_type,
+        max_sequence_length=max_sequence_length(pipe),
+        **step_kwargs(on_step),
+    ).images

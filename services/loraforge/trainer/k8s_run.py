@@ -25,7 +25,6 @@ a redelivered job does on the service.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Mapping
 from typing import Any, TextIO
 
@@ -61,11 +60,19 @@ def write_spec(store: ObjectStore, job: Job) -> str:
 
 # ------------------------------------------------------------------------------- service side
 
+
 class KubernetesTraining:
     """Runs an on_kubernetes training job as a Kubernetes Job and answers with its run.json."""
 
-    def __init__(self, store: ObjectStore, controller: Any, *, poll_s: float = 5.0,
-                 tick_s: float = 1.0, env: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        store: ObjectStore,
+        controller: Any,
+        *,
+        poll_s: float = 5.0,
+        tick_s: float = 1.0,
+        env: Mapping[str, str] | None = None,
+    ):
         self.store = store
         self.controller = controller  # TrainingJobController (or one with the same methods)
         self.poll_s = poll_s  # Kubernetes API polls
@@ -81,13 +88,15 @@ class KubernetesTraining:
         from loraforge.trainer.k8s_controller import TrainingJobController
 
         try:
-            controller = TrainingJobController.from_cluster(settings.k8s.namespace,
-                                                            settings.k8s.trainer_image)
+            controller = TrainingJobController.from_cluster(
+                settings.k8s.namespace, settings.k8s.trainer_image
+            )
         except Exception as exc:  # no client library, no in-cluster config, no kubeconfig
             raise ConfigurationError(
                 f"LORAFORGE_K8S__TRAINING_JOBS is on but the Kubernetes API is not reachable "
                 f"({type(exc).__name__}: {exc}); run the trainer in the cluster (service "
-                "account loraforge-trainer) or with a kubeconfig, or turn it off") from exc
+                "account loraforge-trainer) or with a kubeconfig, or turn it off"
+            ) from exc
         return cls(store, controller)
 
     async def run(self, job: Job, ctx: Any, prefix: str) -> dict[str, Any]:
@@ -107,12 +116,14 @@ class KubernetesTraining:
             if isinstance(step, int):
                 relay.extra["step"] = step
 
-        final = await relay_job(self.controller, run_id, ctx, relay, on_event,
-                                poll_s=self.poll_s, tick_s=self.tick_s)
+        final = await relay_job(
+            self.controller, run_id, ctx, relay, on_event, poll_s=self.poll_s, tick_s=self.tick_s
+        )
         return await asyncio.to_thread(self._finish, job, name, prefix, final, list(relay.tail))
 
-    def _finish(self, job: Job, name: str, prefix: str, final: Any, tail: list[str]
-                ) -> dict[str, Any]:
+    def _finish(
+        self, job: Job, name: str, prefix: str, final: Any, tail: list[str]
+    ) -> dict[str, Any]:
         from loraforge.trainer.worker import RECORD
 
         lines = "\n".join(tail) or "(no log lines)"
@@ -120,18 +131,27 @@ class KubernetesTraining:
             raise Cancelled(f"Kubernetes Job {name} of job {job.id} was deleted before it ended")
         if final.state == "FAILED":
             raise KubernetesJobFailed(
-                f"Kubernetes Job {name} failed ({final.message}); its pod's last log lines:\n{lines}")
+                f"Kubernetes Job {name} failed ({final.message}); its pod's last log lines:\n{lines}"
+            )
         if self.store.stat(Bucket.LORAS, f"{prefix}/{RECORD}") is None:
             raise KubernetesJobFailed(
                 f"Kubernetes Job {name} completed but wrote no loras/{prefix}/{RECORD}; its "
-                f"pod's last log lines:\n{lines}")
+                f"pod's last log lines:\n{lines}"
+            )
         return self.store.get_json(Bucket.LORAS, f"{prefix}/{RECORD}")
 
 
 # ----------------------------------------------------------------------------------- pod side
 
-def run_in_pod(run_id: str, *, device: str | None = None, models_dir: str | None = None,
-               settings: Any = None, out: TextIO | None = None) -> int:
+
+def run_in_pod(
+    run_id: str,
+    *,
+    device: str | None = None,
+    models_dir: str | None = None,
+    settings: Any = None,
+    out: TextIO | None = None,
+) -> int:
     """``loraforge-train --run RUN_ID`` without ``--run-config-dir``: 0 done, 3 cancelled;
     InvalidInput (exit 2 in the CLI) and other errors propagate."""
     from loraforge.runtime.settings import load_settings
@@ -140,7 +160,13 @@ def run_in_pod(run_id: str, *, device: str | None = None, models_dir: str | None
     settings = settings or load_settings()
     store = ObjectStore.connect(settings.s3)
     job = read_spec(store, validate_run_id(run_id))
-    work = TrainingWork(store, models_dir=models_dir or settings.models.dir,
-                        device=device or "auto", tick_s=1.0)
-    return run_work_in_pod(work, job, out, stops_after="the current step",
-                           result=lambda o: {"run_prefix": o.result.get("run_prefix")})
+    work = TrainingWork(
+        store, models_dir=models_dir or settings.models.dir, device=device or "auto", tick_s=1.0
+    )
+    return run_work_in_pod(
+        work,
+        job,
+        out,
+        stops_after="the current step",
+        result=lambda o: {"run_prefix": o.result.get("run_prefix")},
+    )

@@ -24,8 +24,12 @@ def _order(choice: str) -> list:
     from torch.nn.attention import SDPBackend as B
 
     fallback = [B.FLASH_ATTENTION, B.EFFICIENT_ATTENTION, B.MATH]
-    first = {"cudnn": B.CUDNN_ATTENTION, "flash": B.FLASH_ATTENTION,
-             "efficient": B.EFFICIENT_ATTENTION, "math": B.MATH}[choice]
+    first = {
+        "cudnn": B.CUDNN_ATTENTION,
+        "flash": B.FLASH_ATTENTION,
+        "efficient": B.EFFICIENT_ATTENTION,
+        "math": B.MATH,
+    }[choice]
     return [first, *[b for b in fallback if b != first]]
 
 
@@ -33,8 +37,9 @@ def _order(choice: str) -> list:
 AUTO_FLASH_FAMILIES = frozenset({"flux"})
 
 
-def attention_backend(choice: str, device: torch.device, family: str | None = None
-                      ) -> contextlib.AbstractContextManager:
+def attention_backend(
+    choice: str, device: torch.device, family: str | None = None
+) -> contextlib.AbstractContextManager:
     """A context that makes SDPA prefer ``choice`` (falling back when it cannot run)."""
     if device.type != "cuda":
         return contextlib.nullcontext()

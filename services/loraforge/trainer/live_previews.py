@@ -14,8 +14,13 @@ from loraforge.runtime.storage import Bucket, ObjectStore
 def lora_artifact(obj: Any, kind: str) -> dict[str, Any]:
     """The run record's artifact entry for an object in ``loras/`` (a stored or listed object:
     anything with ``key``, ``size`` and ``sha256``)."""
-    return {"bucket": "loras", "key": obj.key, "kind": kind, "size": obj.size,
-            "sha256": obj.sha256 or ""}
+    return {
+        "bucket": "loras",
+        "key": obj.key,
+        "kind": kind,
+        "size": obj.size,
+        "sha256": obj.sha256 or "",
+    }
 
 
 def content_type(path: Path) -> str:
@@ -34,7 +39,9 @@ class LivePreviews:
         self.artifacts: dict[str, dict[str, Any]] = {}  # object key -> artifact record
         self.by_step: dict[int, list[str]] = {}
 
-    def upload(self, store: ObjectStore, prefix: str, rendered: Mapping[int, Sequence[Path]]) -> int:
+    def upload(
+        self, store: ObjectStore, prefix: str, rendered: Mapping[int, Sequence[Path]]
+    ) -> int:
         """Upload previews of steps not uploaded yet; returns how many files went up."""
         n = 0
         for step, paths in sorted(dict(rendered).items()):  # the training thread adds steps
@@ -55,5 +62,8 @@ class LivePreviews:
         if not self.by_step:
             return {}
         newest = max(self.by_step)
-        return {"preview_step": newest, "preview_keys": self.by_step[newest],
-                "previews": {str(s): keys for s, keys in sorted(self.by_step.items())}}
+        return {
+            "preview_step": newest,
+            "preview_keys": self.by_step[newest],
+            "previews": {str(s): keys for s, keys in sorted(self.by_step.items())},
+        }

@@ -12,15 +12,17 @@ from loraforge.trainer.worker import TrainingWork
 NAME = "trainer"
 
 
-async def mount(clients: Clients, server: GrpcServer, *,
-                kubernetes: KubernetesTraining | None = None) -> None:
+async def mount(
+    clients: Clients, server: GrpcServer, *, kubernetes: KubernetesTraining | None = None
+) -> None:
     """`kubernetes`: how on_kubernetes jobs run; by default from settings (None when
     LORAFORGE_K8S__TRAINING_JOBS is off, and such jobs are refused). Tests pass a fake API."""
     kubernetes = kubernetes or KubernetesTraining.from_settings(clients.settings, clients.store)
     jobs = JobService(NAME, clients.jobs, clients.bus)
     server.add(TrainerServicer(jobs, kubernetes=kubernetes is not None))
-    work = TrainingWork(clients.store, models_dir=clients.settings.models.dir,
-                        kubernetes=kubernetes)
+    work = TrainingWork(
+        clients.store, models_dir=clients.settings.models.dir, kubernetes=kubernetes
+    )
     # One durable consumer for every replica: `trainer.requests` is a work queue. Progress
     # (with each evaluated step's preview keys) goes out as `training.progress`
     # (job_service.PROGRESS_EVENTS).

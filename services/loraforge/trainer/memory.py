@@ -19,13 +19,13 @@ FP8_MAX = 448.0  # largest finite float8_e4m3fn
 
 # ---------------------------------------------------------------- fp8 base weights
 
+
 def transformer_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The repeated blocks of a DiT (Wan, Flux) or [] (UNets)."""
     blocks: list[torch.nn.Module] = []
     for attr in ("blocks", "transformer_blocks", "single_transformer_blocks"):
         blocks += list(getattr(model, attr, None) or [])
     return blocks
-
 
 
 class _Fp8Linear(torch.autograd.Function):
@@ -37,8 +37,11 @@ class _Fp8Linear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, scale, bias):  # type: ignore[override]
-        dtype = (torch.get_autocast_dtype(x.device.type)
-                 if torch.is_autocast_enabled(x.device.type) else x.dtype)
+        dtype = (
+            torch.get_autocast_dtype(x.device.type)
+            if torch.is_autocast_enabled(x.device.type)
+            else x.dtype
+        )
         ctx.save_for_backward(weight, scale)
         ctx.compute_dtype, ctx.input_dtype = dtype, x.dtype
         w = weight.to(dtype) * scale.to(dtype)
@@ -92,6 +95,7 @@ def fp8_base_weights(model: torch.nn.Module) -> int:
 
 # ---------------------------------------------------------------- block swap
 
+
 class BlockSwapper:
     """Keep the frozen weights of some blocks in (pinned) host memory between uses.
 
@@ -103,8 +107,12 @@ class BlockSwapper:
     neighbour in the direction of travel on a side stream.
     """
 
-    def __init__(self, blocks: Iterable[torch.nn.Module], device: torch.device,
-                 storage: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        blocks: Iterable[torch.nn.Module],
+        device: torch.device,
+        storage: torch.device | str = "cpu",
+    ):
         self.blocks = list(blocks)
         self.device = torch.device(device)
         cuda = self.device.type == "cuda"
@@ -127,8 +135,9 @@ class BlockSwapper:
         self.last: int | None = None
         self.pending: dict[int, tuple[list[torch.Tensor], torch.cuda.Event | None]] = {}
         self.copies = 0
-        self.handles = [blk.register_forward_pre_hook(self._pre_hook(i))
-                        for i, blk in enumerate(self.blocks)]
+        self.handles = [
+            blk.register_forward_pre_hook(self._pre_hook(i)) for i, blk in enumerate(self.blocks)
+        ]
 
     def _copy(self, i: int) -> tuple[list[torch.Tensor], torch.cuda.Event | None]:
         self.copies += 1
@@ -158,13 +167,14 @@ class BlockSwapper:
                 current.wait_event(ev)
                 for g in tensors:
                     g.record_stream(current)  # allocated on the copy stream, used here
-            for (t, _), g in zip(self.host[i], tensors):
+            for (t, _), g in zip(self.host[i], tensors, strict=False):
                 t.data = g
             self.resident = i
             self.pending.clear()
             j = i + direction
             if self.stream is not None and 0 <= j < len(self.blocks):
                 self.pending[j] = self._copy(j)
+
         return hook
 
     def release_all(self) -> None:
@@ -184,8 +194,9 @@ class BlockSwapper:
         self.pending.clear()
 
 
-def enable_block_swap(model: torch.nn.Module, n_blocks: int, device: torch.device
-                      ) -> BlockSwapper | None:
+def enable_block_swap(
+    model: torch.nn.Module, n_blocks: int, device: torch.device
+) -> BlockSwapper | None:
     """Move everything but the last ``n_blocks`` blocks' frozen weights to ``device``.
 
     Call on a model that may still be on the CPU (so a 14B model never has to fit on the
@@ -219,11 +230,19 @@ def enable_block_swap(model: torch.nn.Module, n_blocks: int, device: torch.devic
 
 # ---------------------------------------------------------------- selective checkpointing
 
+
 def _saved_ops() -> frozenset:
     aten = torch.ops.aten
-    names = ("mm", "addmm", "bmm", "_scaled_dot_product_cudnn_attention",
-             "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
-             "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_fused_attention_overrideable")
+    names = (
+        "mm",
+        "addmm",
+        "bmm",
+        "_scaled_dot_product_cudnn_attention",
+        "_scaled_dot_product_flash_attention",
+        "_scaled_dot_product_efficient_attention",
+        "_scaled_dot_product_flash_attention_for_cpu",
+        "_scaled_dot_product_fused_attention_overrideable",
+    )
     return frozenset(getattr(aten, n).default for n in names if hasattr(aten, n))
 
 
@@ -236,8 +255,13 @@ RECOMPUTE_INNER_DIM = 256
 
 def _inner_dim(op: Any, args: tuple[Any, ...]) -> int | None:
     aten = torch.ops.aten
-    a = args[1] if op is aten.addmm.default else args[0] if op in (aten.mm.default,
-                                                                    aten.bmm.default) else None
+    a = (
+        args[1]
+        if op is aten.addmm.default
+        else args[0]
+        if op in (aten.mm.default, aten.bmm.default)
+        else None
+    )
     return a.shape[-1] if isinstance(a, torch.Tensor) else None
 
 
@@ -252,7 +276,11 @@ def keep_op_output(op: Any, args: tuple[Any, ...]) -> bool:
 def _keep_matmuls_and_attention(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> Any:
     from torch.utils.checkpoint import CheckpointPolicy
 
-    return CheckpointPolicy.MUST_SAVE if keep_op_output(op, args) else CheckpointPolicy.PREFER_RECOMPUTE
+    return (
+        CheckpointPolicy.MUST_SAVE
+        if keep_op_output(op, args)
+        else CheckpointPolicy.PREFER_RECOMPUTE
+    )
 
 
 def _selective_context() -> Any:
@@ -274,6 +302,7 @@ def selective_checkpoint(module: torch.nn.Module, *args: Any) -> Any:
 
 # ---------------------------------------------------------------- partial checkpointing
 
+
 def checkpoint_last_blocks(model: torch.nn.Module, n_blocks: int) -> int:
     """Recompute only the last ``n_blocks`` transformer blocks; keep the others' activations.
 
@@ -286,7 +315,7 @@ def checkpoint_last_blocks(model: torch.nn.Module, n_blocks: int) -> int:
     blocks = transformer_blocks(model)
     if not blocks or n_blocks >= len(blocks):
         return len(blocks)
-    chosen = {id(b) for b in blocks[len(blocks) - n_blocks:]} if n_blocks else set()
+    chosen = {id(b) for b in blocks[len(blocks) - n_blocks :]} if n_blocks else set()
     for m in model.modules():
         recompute = getattr(m, "_gradient_checkpointing_func", None)
         if recompute is None:
@@ -301,6 +330,7 @@ def checkpoint_last_blocks(model: torch.nn.Module, n_blocks: int) -> int:
 
 # ---------------------------------------------------------------- activation offload
 
+
 class ActivationOffload:
     """Keep the tensors autograd saves during a forward pass in (pinned) host memory.
 
@@ -314,8 +344,13 @@ class ActivationOffload:
     embedding, the timestep projection, RoPE) is copied once per forward.
     """
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, min_bytes: int = 1 << 20,
-                 storage: str = "cpu"):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        device: torch.device,
+        min_bytes: int = 1 << 20,
+        storage: str = "cpu",
+    ):
         self.device = torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:
             # tensors report "cuda:0": compare against the same spelling
@@ -330,12 +365,21 @@ class ActivationOffload:
         self._seen: dict[tuple, torch.Tensor] = {}
 
     def _pack(self, t: torch.Tensor) -> Any:
-        if (isinstance(t, torch.nn.Parameter) or t.device != self.device
-                or t.numel() * t.element_size() < self.min_bytes
-                or t.untyped_storage().data_ptr() in self._frozen):
+        if (
+            isinstance(t, torch.nn.Parameter)
+            or t.device != self.device
+            or t.numel() * t.element_size() < self.min_bytes
+            or t.untyped_storage().data_ptr() in self._frozen
+        ):
             return t
-        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(),
-               t.dtype, t._version)
+        key = (
+            t.untyped_storage().data_ptr(),
+            t.storage_offset(),
+            tuple(t.shape),
+            t.stride(),
+            t.dtype,
+            t._version,
+        )
         host = self._seen.get(key)
         if host is None:
             host = torch.empty(t.shape, dtype=t.dtype, device=self.storage, pin_memory=self.pin)
@@ -354,8 +398,10 @@ class ActivationOffload:
         return host.to(device, non_blocking=True)
 
     def __enter__(self) -> ActivationOffload:
-        self._frozen = {t.untyped_storage().data_ptr()
-                        for t in [*self.model.parameters(), *self.model.buffers()]}
+        self._frozen = {
+            t.untyped_storage().data_ptr()
+            for t in [*self.model.parameters(), *self.model.buffers()]
+        }
         self._seen = {}
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
         self._hooks.__enter__()

@@ -17,12 +17,16 @@ from types import ModuleType
 from typing import Any
 
 import torch
+
 from loraforge.runtime.errors import InvalidInput, NotFound
 from loraforge.trainer import flux, sd15, sdxl, wan
-from loraforge.trainer.preset_table import PRESETS, Preset  # noqa: F401 (re-exported: the table)
+from loraforge.trainer.preset_table import PRESETS, Preset
 
 FAMILY_MODULES: dict[str, ModuleType] = {
-    "wan": wan, "sdxl": sdxl, "flux": flux, "sd1.5": sd15,
+    "wan": wan,
+    "sdxl": sdxl,
+    "flux": flux,
+    "sd1.5": sd15,
 }
 
 #: Seed of the random weights of every tiny preset (same weights in every process).
@@ -64,8 +68,9 @@ def check_provisioned(preset: Preset, models_dir: Path | None = None) -> Path:
     return path
 
 
-def load_pipeline(preset: Preset | str, models_dir: Path | None = None,
-                  dtype: torch.dtype = torch.float32) -> Any:
+def load_pipeline(
+    preset: Preset | str, models_dir: Path | None = None, dtype: torch.dtype = torch.float32
+) -> Any:
     """The family's diffusers pipeline for a preset (tiny: built; real: from local disk)."""
     p = get_preset(preset) if isinstance(preset, str) else preset
     if p.tiny:
@@ -87,9 +92,17 @@ def list_presets(models_dir: Path | None = None) -> list[dict[str, Any]]:
             path = weights_path(p, models_dir)
             source = f"{path} (diffusers format; provision from {p.hub_reference})"
             present = (path / "model_index.json").is_file()
-        rows.append({
-            "name": p.name, "family": p.family, "variant": p.variant, "tiny": p.tiny,
-            "description": p.description, "weights": source, "provisioned": present,
-            "stride": p.stride, "defaults": effective_defaults(p.name),
-        })
+        rows.append(
+            {
+                "name": p.name,
+                "family": p.family,
+                "variant": p.variant,
+                "tiny": p.tiny,
+                "description": p.description,
+                "weights": source,
+                "provisioned": present,
+                "stride": p.stride,
+                "defaults": effective_defaults(p.name),
+            }
+        )
     return rows

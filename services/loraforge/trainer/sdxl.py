@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from loraforge.trainer import dora
 from loraforge.trainer.family import FamilyDefaults, peft_to_kohya_keys
 from loraforge.trainer.inference import StepHook, check_guidance, cpu_generator, step_kwargs
@@ -53,14 +54,22 @@ DEFAULTS = FamilyDefaults(
 
 
 def _tiny_clip(seed: int, with_projection: bool) -> Any:
-    from loraforge.trainer.tiny_text import TINY_BOS_ID, TINY_EOS_ID, TINY_PAD_ID, TINY_VOCAB_SIZE
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from loraforge.trainer.tiny_text import TINY_BOS_ID, TINY_EOS_ID, TINY_PAD_ID, TINY_VOCAB_SIZE
 
     torch.manual_seed(seed)
     cfg = CLIPTextConfig(
-        vocab_size=TINY_VOCAB_SIZE, hidden_size=32, intermediate_size=37, num_attention_heads=4,
-        num_hidden_layers=3, max_position_embeddings=77, projection_dim=32,
-        pad_token_id=TINY_PAD_ID, bos_token_id=TINY_BOS_ID, eos_token_id=TINY_EOS_ID,
+        vocab_size=TINY_VOCAB_SIZE,
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=3,
+        max_position_embeddings=77,
+        projection_dim=32,
+        pad_token_id=TINY_PAD_ID,
+        bos_token_id=TINY_BOS_ID,
+        eos_token_id=TINY_EOS_ID,
         hidden_act="gelu",
     )
     cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
@@ -73,34 +82,58 @@ def tiny_vae(seed: int, latent_channels: int = 4, **kw: Any) -> Any:
 
     torch.manual_seed(seed)
     return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=latent_channels,
-        block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=4,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        sample_size=64, **kw,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=latent_channels,
+        block_out_channels=(8, 8, 16, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        sample_size=64,
+        **kw,
     ).eval()
 
 
 def build_tiny(variant: str, seed: int = 0) -> Any:
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+
     from loraforge.trainer.tiny_text import tiny_tokenizer
 
     torch.manual_seed(seed + 2)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4,
-        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
-        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
-        transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=80,
-        cross_attention_dim=64, norm_num_groups=16,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=80,
+        cross_attention_dim=64,
+        norm_num_groups=16,
     )
     scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        timestep_spacing="leading", steps_offset=1, prediction_type="epsilon",
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        timestep_spacing="leading",
+        steps_offset=1,
+        prediction_type="epsilon",
     )
     return StableDiffusionXLPipeline(
-        vae=tiny_vae(seed + 1, scaling_factor=0.13025), text_encoder=_tiny_clip(seed + 3, False),
-        text_encoder_2=_tiny_clip(seed + 4, True), tokenizer=tiny_tokenizer(77),
-        tokenizer_2=tiny_tokenizer(77), unet=unet, scheduler=scheduler,
+        vae=tiny_vae(seed + 1, scaling_factor=0.13025),
+        text_encoder=_tiny_clip(seed + 3, False),
+        text_encoder_2=_tiny_clip(seed + 4, True),
+        tokenizer=tiny_tokenizer(77),
+        tokenizer_2=tiny_tokenizer(77),
+        unet=unet,
+        scheduler=scheduler,
         force_zeros_for_empty_prompt=True,
     )
 
@@ -108,7 +141,9 @@ def build_tiny(variant: str, seed: int = 0) -> Any:
 def load_pretrained(path: Path, variant: str, dtype: torch.dtype) -> Any:
     from diffusers import StableDiffusionXLPipeline
 
-    pipe = StableDiffusionXLPipeline.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True)
+    pipe = StableDiffusionXLPipeline.from_pretrained(
+        str(path), torch_dtype=dtype, local_files_only=True
+    )
     pipe.vae.to(torch.float32)  # the SDXL VAE overflows in fp16
     return pipe
 
@@ -130,25 +165,37 @@ def encode_text(pipe: Any, captions: list[str], device: torch.device) -> dict[st
 
 
 @torch.no_grad()
-def encode_media(pipe: Any, pixels: torch.Tensor, device: torch.device, variant: str
-                 ) -> dict[str, torch.Tensor]:
+def encode_media(
+    pipe: Any, pixels: torch.Tensor, device: torch.device, variant: str
+) -> dict[str, torch.Tensor]:
     """pixels (B, C, 1, H, W) in [-1, 1] -> scaled latents (B, 4, H/8, W/8)."""
     x = pixels[:, :, 0].to(device, next(pipe.vae.parameters()).dtype)
     z = pipe.vae.encode(x).latent_dist.mode().float() * pipe.vae.config.scaling_factor
     return {"latents": z.cpu()}
 
 
-def predict(pipe: Any, model: torch.nn.Module, noisy: torch.Tensor, timesteps: torch.Tensor,
-            batch: dict[str, torch.Tensor], variant: str) -> torch.Tensor:
+def predict(
+    pipe: Any,
+    model: torch.nn.Module,
+    noisy: torch.Tensor,
+    timesteps: torch.Tensor,
+    batch: dict[str, torch.Tensor],
+    variant: str,
+) -> torch.Tensor:
     b, _, h, w = noisy.shape
     px_h, px_w = h * pipe.vae_scale_factor, w * pipe.vae_scale_factor
     # (original size, crop top-left, target size): what the pipeline passes by default.
-    time_ids = torch.tensor([[px_h, px_w, 0, 0, px_h, px_w]], dtype=noisy.dtype,
-                            device=noisy.device).repeat(b, 1)
+    time_ids = torch.tensor(
+        [[px_h, px_w, 0, 0, px_h, px_w]], dtype=noisy.dtype, device=noisy.device
+    ).repeat(b, 1)
     return model(
-        noisy, timesteps, encoder_hidden_states=batch["prompt_embeds"].to(noisy),
-        added_cond_kwargs={"text_embeds": batch["pooled_prompt_embeds"].to(noisy),
-                           "time_ids": time_ids},
+        noisy,
+        timesteps,
+        encoder_hidden_states=batch["prompt_embeds"].to(noisy),
+        added_cond_kwargs={
+            "text_embeds": batch["pooled_prompt_embeds"].to(noisy),
+            "time_ids": time_ids,
+        },
         return_dict=False,
     )[0]
 
@@ -170,13 +217,32 @@ RENDER_GUIDANCE = 5.0
 
 
 @torch.no_grad()
-def generate(pipe: Any, prompt: str, seed: int, width: int, height: int, frames: int = 1,
-             steps: int = 4, variant: str = "base", *, guidance: float = 1.0,
-             negative_prompt: str = "", on_step: StepHook | None = None,
-             output_type: str = "pt", **_: Any) -> Any:
+def generate(
+    pipe: Any,
+    prompt: str,
+    seed: int,
+    width: int,
+    height: int,
+    frames: int = 1,
+    steps: int = 4,
+    variant: str = "base",
+    *,
+    guidance: float = 1.0,
+    negative_prompt: str = "",
+    on_step: StepHook | None = None,
+    output_type: str = "pt",
+    **_: Any,
+) -> Any:
     """(B, C, H, W) images in [0, 1]. ``guidance`` > 1 runs true CFG against
     ``negative_prompt``; the default 1.0 is the cheap preview setting."""
-    return pipe(prompt=prompt, negative_prompt=negative_prompt or None, width=width,
-                height=height, num_inference_steps=steps, guidance_scale=check_guidance(guidance),
-                generator=cpu_generator(seed), output_type=output_type,
-                **step_kwargs(on_step)).images
+    return pipe(
+        prompt=prompt,
+        negative_prompt=negative_prompt or None,
+        width=width,
+        height=height,
+        num_inference_steps=steps,
+        guidance_scale=check_guidance(guidance),
+        generator=cpu_generator(seed),
+        output_type=output_type,
+        **step_kwargs(on_step),
+    ).images

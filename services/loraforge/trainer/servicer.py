@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+
 from loraforge.runtime.job_service import JobService
 from loraforge.runtime.params import TrainingParams
 from loraforge.runtime.servicers import (
@@ -23,8 +24,10 @@ def training_params_from_wire(request: trainer_pb2.StartTrainingRequest) -> Trai
     (rank 0 included) reaches validation and is refused there if invalid."""
     run = request.run
     return TrainingParams.parse(
-        dataset_id=run.dataset_id, base_preset=run.base_preset,
-        extra=dict_from_struct(run.extra), on_kubernetes=request.on_kubernetes,
+        dataset_id=run.dataset_id,
+        base_preset=run.base_preset,
+        extra=dict_from_struct(run.extra),
+        on_kubernetes=request.on_kubernetes,
         present=present_fields(run, *RUN_NUMBERS),
     )
 
@@ -53,6 +56,7 @@ class TrainerServicer(JobCalls, trainer_pb2_grpc.TrainerServiceServicer):
         refuse_conflicts(params)
         if not self.kubernetes:
             refuse_kubernetes(params)
-        job = await self.jobs.start(tenant, project, params.model_dump(mode="json"),
-                                    request.request_id or None)
+        job = await self.jobs.start(
+            tenant, project, params.model_dump(mode="json"), request.request_id or None
+        )
         return job_to_wire(job)

@@ -31,20 +31,29 @@ def validation_score(val_losses: dict[int, float], job_id: str = "") -> TrialSco
     if not finite:
         raise TrialFailed(
             f"{what} measured no validation loss: the dataset has no validation set (it needs "
-            "two or more clips and validation_split < 1, or a validation_dataset)")
+            "two or more clips and validation_split < 1, or a validation_dataset)"
+        )
     step = min(finite, key=lambda s: (finite[s], s))
     return TrialScore(
         finite[step],
         f"lowest validation loss {finite[step]:.5g} at step {step} of {max(finite)} "
         "(held-out clips, fixed noise and timesteps)",
-        {"objective": "validation_loss", "best_step": step,
-         "val_losses": {str(k): v for k, v in sorted(finite.items())},
-         **({"job": job_id} if job_id else {})})
+        {
+            "objective": "validation_loss",
+            "best_step": step,
+            "val_losses": {str(k): v for k, v in sorted(finite.items())},
+            **({"job": job_id} if job_id else {}),
+        },
+    )
 
 
-def local_trial_runner(base: RunConfig, out_root: Path, *, max_steps: int = 0,
-                       trainer_kwargs: dict[str, Any] | None = None
-                       ) -> Callable[[dict, Callable[[int, float], None]], TrialScore]:
+def local_trial_runner(
+    base: RunConfig,
+    out_root: Path,
+    *,
+    max_steps: int = 0,
+    trainer_kwargs: dict[str, Any] | None = None,
+) -> Callable[[dict, Callable[[int, float], None]], TrialScore]:
     """A trial runner training ``base`` with each trial's parameters under
     ``out_root/trial-N``; every trial evaluates at the same steps (``base.eval_every``, else
     the cadence of the base config's resolved steps), so the pruner compares like with like."""
@@ -54,12 +63,17 @@ def local_trial_runner(base: RunConfig, out_root: Path, *, max_steps: int = 0,
     counter = {"n": 0}
 
     def run(params: dict, report: Callable[[int, float], None]) -> TrialScore:
-        fields = training_fields(params, resolved.rank, max_steps=max_steps,
-                                 default_steps=resolved.steps)
+        fields = training_fields(
+            params, resolved.rank, max_steps=max_steps, default_steps=resolved.steps
+        )
         extra = fields.pop("extra")
-        values = {**base.model_dump(), **fields, **extra,
-                  "eval_every": resolved.eval_every,
-                  "output_dir": Path(out_root) / f"trial-{counter['n']}"}
+        values = {
+            **base.model_dump(),
+            **fields,
+            **extra,
+            "eval_every": resolved.eval_every,
+            "output_dir": Path(out_root) / f"trial-{counter['n']}",
+        }
         counter["n"] += 1
         config = RunConfig.parse(values)
         trainer = Trainer(config, **(trainer_kwargs or {}))

@@ -22,13 +22,19 @@ def _frame(w: int, h: int, t: float, phase: float) -> np.ndarray:
     y = int((h - size) * ((0.5 * t + phase) % 1.0))
     yy, xx = np.mgrid[0:size, 0:size]
     checker = (((yy // 4) + (xx // 4)) % 2 * 200 + 55).astype(np.uint8)
-    img[y:y + size, x:x + size] = checker[..., None]
-    img[y:y + 3, x:x + size] = (230, 30, 30)
+    img[y : y + size, x : x + size] = checker[..., None]
+    img[y : y + 3, x : x + size] = (230, 30, 30)
     return img
 
 
-def write_video_dataset(root: Path, clips: int = 3, frames: int = 17, size: tuple[int, int] = (64, 48),
-                        fps: float = 16.0, trigger: str = TRIGGER) -> Path:
+def write_video_dataset(
+    root: Path,
+    clips: int = 3,
+    frames: int = 17,
+    size: tuple[int, int] = (64, 48),
+    fps: float = 16.0,
+    trigger: str = TRIGGER,
+) -> Path:
     """Seed layout: ``videos/clip_NNN.mp4`` + ``captions/clip_NNN.txt``."""
     import cv2
 
@@ -42,12 +48,14 @@ def write_video_dataset(root: Path, clips: int = 3, frames: int = 17, size: tupl
             writer.write(cv2.cvtColor(_frame(w, h, i / frames, c / clips), cv2.COLOR_RGB2BGR))
         writer.release()
         (root / "captions" / f"clip_{c:03d}.txt").write_text(
-            f"{trigger}, checkered square moving diagonally, dark blue background")
+            f"{trigger}, checkered square moving diagonally, dark blue background"
+        )
     return root
 
 
-def write_image_dataset(root: Path, images: int = 4, size: tuple[int, int] = (64, 64),
-                        trigger: str = TRIGGER) -> Path:
+def write_image_dataset(
+    root: Path, images: int = 4, size: tuple[int, int] = (64, 64), trigger: str = TRIGGER
+) -> Path:
     """``img_NNN.png`` + ``img_NNN.txt``."""
     from PIL import Image
 

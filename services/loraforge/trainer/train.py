@@ -55,6 +55,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
 from loraforge.runtime.errors import InvalidInput
 from loraforge.trainer import cache as cache_mod
 from loraforge.trainer import dora
@@ -70,7 +72,6 @@ from loraforge.trainer.memory import (
     selective_checkpoint,
 )
 from loraforge.trainer.presets import TINY_SEED, Preset, load_pipeline, weights_path
-from safetensors.torch import load_file, save_file
 
 ADAPTER = "default"
 STATE_FILE = "training_state.pt"
@@ -123,25 +124,41 @@ class Trainer:
         # called with the step after each held-out evaluation (previews are rendered there)
         self.on_eval = on_eval
         if not self.validation.samples:
-            self.args = self.args.model_copy(update={"warnings": [*self.args.warnings, (
-                f"no validation set: the dataset has {len(self.dataset.media)} clip(s) and "
-                f"validation_split={config.validation_split}; checkpoints cannot be compared on "
-                "unseen data (add clips, lower validation_split or give validation_dataset)")]})
+            self.args = self.args.model_copy(
+                update={
+                    "warnings": [
+                        *self.args.warnings,
+                        (
+                            f"no validation set: the dataset has {len(self.dataset.media)} clip(s) and "
+                            f"validation_split={config.validation_split}; checkpoints cannot be compared on "
+                            "unseen data (add clips, lower validation_split or give validation_dataset)"
+                        ),
+                    ]
+                }
+            )
         self.cache = cache_store or (
-            cache_mod.LocalCacheStore(config.cache_dir) if config.cache_dir
+            cache_mod.LocalCacheStore(config.cache_dir)
+            if config.cache_dir
             else cache_mod.MemoryCacheStore()
         )
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        self.pipe = pipeline if pipeline is not None else load_pipeline(
-            self.preset, config.models_dir, dtype=dtype)
+        self.pipe = (
+            pipeline
+            if pipeline is not None
+            else load_pipeline(self.preset, config.models_dir, dtype=dtype)
+        )
         self.autocast = self.device.type == "cuda" and config.mixed_precision == "bf16"
         gc = config.gradient_checkpointing
         if gc is None:
             gc = (self.device.type == "cuda" and not self.preset.tiny) or (
-                config.checkpoint_blocks is not None)
-        self.gradient_checkpointing = bool(gc or config.block_swap or config.selective_checkpointing)
+                config.checkpoint_blocks is not None
+            )
+        self.gradient_checkpointing = bool(
+            gc or config.block_swap or config.selective_checkpointing
+        )
         self.model_id = cache_mod.model_fingerprint(
-            self.preset.name, config_hash(*self.family.model_configs(self.pipe)),
+            self.preset.name,
+            config_hash(*self.family.model_configs(self.pipe)),
             None if self.preset.tiny else weights_path(self.preset, config.models_dir),
             TINY_SEED if self.preset.tiny else None,
         )
@@ -177,11 +194,16 @@ class Trainer:
         for name, model in self._selected_denoisers().items():
             # The adapter, fp8 and block swap are set up where the weights were loaded (the
             # CPU for real presets), so a 14B model never has to fit on the GPU whole.
-            model.add_adapter(LoraConfig(
-                r=self.args.rank, lora_alpha=self.args.alpha,
-                target_modules=self.args.target_modules, init_lora_weights=True,
-                use_dora=self.config.use_dora,
-            ), adapter_name=ADAPTER)
+            model.add_adapter(
+                LoraConfig(
+                    r=self.args.rank,
+                    lora_alpha=self.args.alpha,
+                    target_modules=self.args.target_modules,
+                    init_lora_weights=True,
+                    use_dora=self.config.use_dora,
+                ),
+                adapter_name=ADAPTER,
+            )
             model.train()
             for pname, p in model.named_parameters():
                 if p.requires_grad:
@@ -189,7 +211,8 @@ class Trainer:
                     self.params[f"{name}/{pname}"] = p
             if self.gradient_checkpointing:
                 model.enable_gradient_checkpointing(
-                    selective_checkpoint if self.config.selective_checkpointing else None)
+                    selective_checkpoint if self.config.selective_checkpointing else None
+                )
                 if self.config.checkpoint_blocks is not None:
                     checkpoint_last_blocks(model, self.config.checkpoint_blocks)
             if self.config.fp8_base:
@@ -198,8 +221,9 @@ class Trainer:
             if self.config.compile_blocks and self.device.type == "cuda":
                 compile_blocks(model)
             if self.config.offload_activations and self.device.type != "cuda":
-                self.log("offload_activations only saves memory on a GPU: ignored on "
-                         f"{self.device.type}")
+                self.log(
+                    f"offload_activations only saves memory on a GPU: ignored on {self.device.type}"
+                )
             if self.config.block_swap:
                 swapper = enable_block_swap(model, self.config.block_swap, self.device)
                 if swapper is not None:
@@ -226,8 +250,11 @@ class Trainer:
         then they go back, so the denoiser has the whole card (a Wan T5 is 11 GB in bf16).
         """
         denoisers = set(self.family.denoisers(self.pipe))
-        encoders = [m for name, m in self.pipe.components.items()
-                    if isinstance(m, torch.nn.Module) and name not in denoisers]
+        encoders = [
+            m
+            for name, m in self.pipe.components.items()
+            if isinstance(m, torch.nn.Module) and name not in denoisers
+        ]
         moved: list[tuple[torch.nn.Module, torch.device]] = []
 
         def to_device() -> None:
@@ -258,8 +285,10 @@ class Trainer:
             got = self.cache.get("text", key)
             if got is None:
                 self._need_encoders()
-                got = {k: v[0] for k, v in
-                       self.family.encode_text(self.pipe, [caption], enc_device).items()}
+                got = {
+                    k: v[0]
+                    for k, v in self.family.encode_text(self.pipe, [caption], enc_device).items()
+                }
                 self.cache.put("text", key, got)
             self.texts[caption] = got
 
@@ -271,8 +300,12 @@ class Trainer:
             if got is None:
                 self._need_encoders()
                 pixels = ds.load_pixels(i).unsqueeze(0)
-                got = {k: v[0] for k, v in
-                       self.family.encode_media(self.pipe, pixels, self.device, self.variant).items()}
+                got = {
+                    k: v[0]
+                    for k, v in self.family.encode_media(
+                        self.pipe, pixels, self.device, self.variant
+                    ).items()
+                }
                 self.cache.put("latents", key, got)
             out[i] = got
         return out
@@ -283,19 +316,24 @@ class Trainer:
             try:
                 import bitsandbytes as bnb  # type: ignore[import-not-found]
 
-                return bnb.optim.AdamW8bit(params, lr=self.args.learning_rate,
-                                           weight_decay=self.config.weight_decay)
+                return bnb.optim.AdamW8bit(
+                    params, lr=self.args.learning_rate, weight_decay=self.config.weight_decay
+                )
             except ImportError:
                 self.log("bitsandbytes not importable: using torch AdamW")
-        return torch.optim.AdamW(params, lr=self.args.learning_rate,
-                                 weight_decay=self.config.weight_decay)
+        return torch.optim.AdamW(
+            params, lr=self.args.learning_rate, weight_decay=self.config.weight_decay
+        )
 
     def _scheduler(self, opt: torch.optim.Optimizer) -> Any:
         from diffusers.optimization import get_scheduler
 
-        name = {"constant": "constant_with_warmup"}.get(self.args.lr_scheduler, self.args.lr_scheduler)
-        return get_scheduler(name, opt, num_warmup_steps=self.args.warmup_steps,
-                             num_training_steps=self.args.steps)
+        name = {"constant": "constant_with_warmup"}.get(
+            self.args.lr_scheduler, self.args.lr_scheduler
+        )
+        return get_scheduler(
+            name, opt, num_warmup_steps=self.args.warmup_steps, num_training_steps=self.args.steps
+        )
 
     # ------------------------------------------------------------ batches and noise
 
@@ -307,29 +345,33 @@ class Trainer:
 
     def _batches(self, epoch: int) -> list[list[int]]:
         if epoch not in self._epoch_batches:
-            self._epoch_batches = {epoch: self.dataset.batches(epoch, self.args.batch_size,
-                                                               self.config.seed)}
+            self._epoch_batches = {
+                epoch: self.dataset.batches(epoch, self.args.batch_size, self.config.seed)
+            }
         return self._epoch_batches[epoch]
 
     def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
         """A training batch: indices into the training set (never the validation set)."""
         return self._collate(self.encoded, self.dataset, indices)
 
-    def _collate(self, encoded: dict[int, dict[str, torch.Tensor]], ds: CaptionedDataset,
-                 indices: list[int]) -> dict[str, torch.Tensor]:
+    def _collate(
+        self, encoded: dict[int, dict[str, torch.Tensor]], ds: CaptionedDataset, indices: list[int]
+    ) -> dict[str, torch.Tensor]:
         batch: dict[str, list[torch.Tensor]] = {}
         for i in indices:
             for k, v in {**encoded[i], **self.texts[ds.samples[i].caption]}.items():
                 batch.setdefault(k, []).append(v)
         return {k: torch.stack(v).to(self.device) for k, v in batch.items()}
 
-    def sample_timesteps(self, n: int, gen: torch.Generator, lo: float = 0.0, hi: float = 1.0
-                         ) -> torch.Tensor:
+    def sample_timesteps(
+        self, n: int, gen: torch.Generator, lo: float = 0.0, hi: float = 1.0
+    ) -> torch.Tensor:
         a = self.args
         if a.objective == "flow":
             if a.timestep_sampling == "logit_normal":
-                s = torch.sigmoid(torch.randn(n, generator=gen) * self.config.logit_std
-                                  + self.config.logit_mean)
+                s = torch.sigmoid(
+                    torch.randn(n, generator=gen) * self.config.logit_std + self.config.logit_mean
+                )
             else:
                 s = torch.rand(n, generator=gen)
             shift = a.flow_shift
@@ -344,14 +386,16 @@ class Trainer:
             cfg = dict(self.pipe.scheduler.config)
             self._ddpm_sched = DDPMScheduler(
                 num_train_timesteps=cfg.get("num_train_timesteps", 1000),
-                beta_start=cfg.get("beta_start", 0.00085), beta_end=cfg.get("beta_end", 0.012),
+                beta_start=cfg.get("beta_start", 0.00085),
+                beta_end=cfg.get("beta_end", 0.012),
                 beta_schedule=cfg.get("beta_schedule", "scaled_linear"),
                 prediction_type=self.args.objective,
             )
         return self._ddpm_sched
 
-    def loss_on(self, name: str, batch: dict[str, torch.Tensor], noise: torch.Tensor,
-                t: torch.Tensor) -> torch.Tensor:
+    def loss_on(
+        self, name: str, batch: dict[str, torch.Tensor], noise: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
         x0 = batch["latents"].float()
         model = self.models.get(name) or self.family.denoisers(self.pipe)[name]
         t = t.to(self.device)
@@ -366,7 +410,9 @@ class Trainer:
                 sched = self._ddpm()
                 noisy = sched.add_noise(x0, noise, t)
                 pred = self.family.predict(self.pipe, model, noisy, t, batch, self.variant)
-                target = noise if self.args.objective == "epsilon" else sched.get_velocity(x0, noise, t)
+                target = (
+                    noise if self.args.objective == "epsilon" else sched.get_velocity(x0, noise, t)
+                )
         return F.mse_loss(pred.float(), target.float())
 
     def training_noise(self, shape: torch.Size, gen: torch.Generator) -> torch.Tensor:
@@ -406,7 +452,11 @@ class Trainer:
         if self.variant == "t2v-a14b":
             from loraforge.trainer.wan import expert_range
 
-            name = names[int(torch.randint(0, len(names), (1,), generator=gen))] if len(names) > 1 else names[0]
+            name = (
+                names[int(torch.randint(0, len(names), (1,), generator=gen))]
+                if len(names) > 1
+                else names[0]
+            )
             lo, hi = expert_range(self.variant, name)
             return name, self.sample_timesteps(n, gen, lo, hi)
         return names[0], self.sample_timesteps(n, gen)
@@ -454,8 +504,9 @@ class Trainer:
         """What the validation loss is measured on, for the run record."""
         root = Path(self.config.validation_dataset or self.config.dataset)
         return {
-            "source": "validation_dataset" if self.config.validation_dataset else (
-                "split" if self.validation.samples else "none"),
+            "source": "validation_dataset"
+            if self.config.validation_dataset
+            else ("split" if self.validation.samples else "none"),
             "clips": [str(m.relative_to(root)) for m in self.validation.media],
             "samples": len(self.validation.samples),
             "training_clips": len(self.dataset.media),
@@ -489,7 +540,11 @@ class Trainer:
         step = 0
         ckpt_root = Path(self.config.output_dir) / "checkpoints"
         if self.config.resume:
-            ckpt = latest_checkpoint(ckpt_root) if self.config.resume == "latest" else Path(self.config.resume)
+            ckpt = (
+                latest_checkpoint(ckpt_root)
+                if self.config.resume == "latest"
+                else Path(self.config.resume)
+            )
             if ckpt is not None:
                 step = self._load_checkpoint(ckpt, opt, sched, gen)
                 self.log(f"resumed from {ckpt} at step {step}")
@@ -513,7 +568,9 @@ class Trainer:
                     loss.backward()
                 step_loss += float(loss.detach())
             if self.config.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(list(self.params.values()), self.config.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(
+                    list(self.params.values()), self.config.max_grad_norm
+                )
             opt.step()
             sched.step()
             step += 1
@@ -526,7 +583,9 @@ class Trainer:
             cancelled = bool(self.should_cancel and self.should_cancel(step))
             if (ckpt_every and step % ckpt_every == 0) or cancelled:
                 if step < self.args.steps or cancelled:
-                    result.checkpoints.append(self._save_checkpoint(ckpt_root, step, opt, sched, gen))
+                    result.checkpoints.append(
+                        self._save_checkpoint(ckpt_root, step, opt, sched, gen)
+                    )
             if cancelled:
                 result.status = "cancelled"
                 break
@@ -544,8 +603,9 @@ class Trainer:
     def lora_state(self) -> dict[str, torch.Tensor]:
         return {k: p.detach().cpu().clone() for k, p in self.params.items()}
 
-    def _save_checkpoint(self, root: Path, step: int, opt: Any, sched: Any,
-                         gen: torch.Generator) -> Path:
+    def _save_checkpoint(
+        self, root: Path, step: int, opt: Any, sched: Any, gen: torch.Generator
+    ) -> Path:
         root.mkdir(parents=True, exist_ok=True)
         final = root / f"step-{step:08d}"
         tmp = root / f".tmp-step-{step:08d}-{os.getpid()}"
@@ -556,19 +616,25 @@ class Trainer:
         # base model (library/store.py reads `<name>[.<expert>].safetensors` beside it);
         # written first so the resume file below always wins a name clash
         self.export(tmp, extra_metadata={"loraforge.checkpoint_step": str(step)})
-        save_file(self.lora_state(), str(tmp / LORA_FILE),
-                  metadata={"step": str(step), "preset": self.preset.name})
-        torch.save({
-            "step": step,
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "noise_rng": gen.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "numpy_rng": np.random.get_state(),
-            "python_rng": random.getstate(),
-            "config": self.config.model_dump(mode="json"),
-        }, tmp / STATE_FILE)
+        save_file(
+            self.lora_state(),
+            str(tmp / LORA_FILE),
+            metadata={"step": str(step), "preset": self.preset.name},
+        )
+        torch.save(
+            {
+                "step": step,
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "noise_rng": gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "numpy_rng": np.random.get_state(),
+                "python_rng": random.getstate(),
+                "config": self.config.model_dump(mode="json"),
+            },
+            tmp / STATE_FILE,
+        )
         (tmp / "run_config.json").write_text(json.dumps(self.args.training_args(), indent=2))
         if final.exists():
             shutil.rmtree(final)
@@ -626,8 +692,9 @@ class Trainer:
             "ss_base_model_version": self.preset.name,
         }
 
-    def export(self, output_dir: Path | None = None,
-               extra_metadata: dict[str, str] | None = None) -> dict[str, Path]:
+    def export(
+        self, output_dir: Path | None = None, extra_metadata: dict[str, str] | None = None
+    ) -> dict[str, Path]:
         """Write the LoRA file(s) in the family's ComfyUI layout, atomically (the current
         LoRA parameters; ``extra_metadata`` is added to the file header)."""
         from peft.utils import get_peft_model_state_dict
@@ -637,8 +704,10 @@ class Trainer:
         names = self.family.output_files(self.variant, self.config.name)
         files: dict[str, Path] = {}
         for attr, model in self.models.items():
-            peft_sd = {k: v.detach().float().cpu()
-                       for k, v in get_peft_model_state_dict(model, adapter_name=ADAPTER).items()}
+            peft_sd = {
+                k: v.detach().float().cpu()
+                for k, v in get_peft_model_state_dict(model, adapter_name=ADAPTER).items()
+            }
             if self.config.use_dora:
                 peft_sd = dora.comfy_magnitudes(model, peft_sd, self.args.alpha / self.args.rank)
             sd = self.family.to_comfy(peft_sd, self.args.alpha)
@@ -658,8 +727,9 @@ def plan(config: RunConfig) -> tuple[Preset, Any, CaptionedDataset, CaptionedDat
     scanned and split, then resolved again with its size (epochs -> steps)."""
     _, first = resolve(config)
     train, val = plan_datasets(config, first)
-    per_epoch = steps_per_epoch(len(train.batches(0, first.batch_size, config.seed)),
-                                config.grad_accum)
+    per_epoch = steps_per_epoch(
+        len(train.batches(0, first.batch_size, config.seed)), config.grad_accum
+    )
     preset, resolved = resolve(config, per_epoch)
     return preset, resolved, train, val
 
@@ -673,11 +743,17 @@ def plan_datasets(config: RunConfig, args: Any) -> tuple[CaptionedDataset, Capti
     def scan(path: Path) -> CaptionedDataset:
         return CaptionedDataset.scan(
             DatasetConfig(
-                path=path, resolution=args.resolution, frames=args.frames,
-                frame_sampling=config.frame_sampling, slide_stride=config.slide_stride,
-                target_fps=config.target_fps, repeats=config.repeats, bucketing=config.bucketing,
+                path=path,
+                resolution=args.resolution,
+                frames=args.frames,
+                frame_sampling=config.frame_sampling,
+                slide_stride=config.slide_stride,
+                target_fps=config.target_fps,
+                repeats=config.repeats,
+                bucketing=config.bucketing,
             ),
-            preset.family, preset.stride,
+            preset.family,
+            preset.stride,
         )
 
     full = scan(config.dataset)
@@ -688,11 +764,13 @@ def plan_datasets(config: RunConfig, args: Any) -> tuple[CaptionedDataset, Capti
             raise InvalidInput(
                 f"validation_dataset {config.validation_dataset} holds {len(overlap)} file(s) "
                 f"that are also in the training dataset {config.dataset}: a validation set must "
-                "be data the LoRA never trains on; remove them from one of the two")
+                "be data the LoRA never trains on; remove them from one of the two"
+            )
         # validation samples are only denoised, never repeated
         return full, CaptionedDataset(val.config, val.family, val.stride, val.samples)
-    n_val = validation_count(len(full.media), config.validation_split,
-                             config.max_validation_samples)
+    n_val = validation_count(
+        len(full.media), config.validation_split, config.max_validation_samples
+    )
     return full.split_validation(n_val, config.seed)
 
 
@@ -714,6 +792,3 @@ def describe_defaults() -> dict[str, dict[str, Any]]:
 
 def preset_for(config: RunConfig) -> Preset:
     return resolve(config)[0]
-
-
-

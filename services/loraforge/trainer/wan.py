@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from loraforge.runtime.errors import InvalidInput
 from loraforge.trainer import dora
 from loraforge.trainer.family import FamilyDefaults, peft_to_diffusion_model_keys, to_pil_list
@@ -36,19 +37,32 @@ VARIANTS = ("t2v", "i2v", "flf2v", "t2v-a14b")
 BOUNDARY_RATIO_A14B = 0.875  # Wan 2.2 T2V A14B: expert switch at t = 875
 
 TARGET_MODULES = (
-    "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
-    "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0",
-    "ffn.net.0.proj", "ffn.net.2",
+    "attn1.to_q",
+    "attn1.to_k",
+    "attn1.to_v",
+    "attn1.to_out.0",
+    "attn2.to_q",
+    "attn2.to_k",
+    "attn2.to_v",
+    "attn2.to_out.0",
+    "ffn.net.0.proj",
+    "ffn.net.2",
 )
 
 # Ordered: longer patterns first so "attn1.to_out.0" wins over "attn1.".
 COMFY_RENAMES = {
     "attn1.to_out.0": "self_attn.o",
     "attn2.to_out.0": "cross_attn.o",
-    "attn1.to_q": "self_attn.q", "attn1.to_k": "self_attn.k", "attn1.to_v": "self_attn.v",
-    "attn2.to_q": "cross_attn.q", "attn2.to_k": "cross_attn.k", "attn2.to_v": "cross_attn.v",
-    "attn2.add_k_proj": "cross_attn.k_img", "attn2.add_v_proj": "cross_attn.v_img",
-    "ffn.net.0.proj": "ffn.0", "ffn.net.2": "ffn.2",
+    "attn1.to_q": "self_attn.q",
+    "attn1.to_k": "self_attn.k",
+    "attn1.to_v": "self_attn.v",
+    "attn2.to_q": "cross_attn.q",
+    "attn2.to_k": "cross_attn.k",
+    "attn2.to_v": "cross_attn.v",
+    "attn2.add_k_proj": "cross_attn.k_img",
+    "attn2.add_v_proj": "cross_attn.v_img",
+    "ffn.net.0.proj": "ffn.0",
+    "ffn.net.2": "ffn.2",
 }
 
 DEFAULTS = FamilyDefaults(
@@ -83,6 +97,7 @@ DEFAULTS = FamilyDefaults(
 
 # ---------------------------------------------------------------- building the pipeline
 
+
 def build_tiny(variant: str, seed: int = 0) -> Any:
     """A WanPipeline / WanImageToVideoPipeline with small random-weight models."""
     from diffusers import (
@@ -92,12 +107,6 @@ def build_tiny(variant: str, seed: int = 0) -> Any:
         WanPipeline,
         WanTransformer3DModel,
     )
-    from loraforge.trainer.tiny_text import (
-        TINY_EOS_ID,
-        TINY_PAD_ID,
-        TINY_VOCAB_SIZE,
-        tiny_tokenizer,
-    )
     from transformers import (
         CLIPImageProcessor,
         CLIPVisionConfig,
@@ -106,46 +115,88 @@ def build_tiny(variant: str, seed: int = 0) -> Any:
         UMT5EncoderModel,
     )
 
+    from loraforge.trainer.tiny_text import (
+        TINY_EOS_ID,
+        TINY_PAD_ID,
+        TINY_VOCAB_SIZE,
+        tiny_tokenizer,
+    )
+
     torch.manual_seed(seed)
-    text_encoder = UMT5EncoderModel(UMT5Config(
-        vocab_size=TINY_VOCAB_SIZE, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-        relative_attention_num_buckets=8, pad_token_id=TINY_PAD_ID, eos_token_id=TINY_EOS_ID,
-        decoder_start_token_id=TINY_PAD_ID,
-    )).eval()
+    text_encoder = UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=TINY_VOCAB_SIZE,
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            pad_token_id=TINY_PAD_ID,
+            eos_token_id=TINY_EOS_ID,
+            decoder_start_token_id=TINY_PAD_ID,
+        )
+    ).eval()
     tokenizer = tiny_tokenizer(model_max_length=64)
     torch.manual_seed(seed + 1)
     vae = AutoencoderKLWan(
-        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+        base_dim=3,
+        z_dim=16,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
         temperal_downsample=[False, True, True],
     ).eval()
 
     def transformer(offset: int, **kw: Any) -> Any:
         torch.manual_seed(seed + offset)
         return WanTransformer3DModel(
-            patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
-            out_channels=16, text_dim=32, freq_dim=32, ffn_dim=48, num_layers=2,
-            cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32, **kw,
+            patch_size=(1, 2, 2),
+            num_attention_heads=2,
+            attention_head_dim=12,
+            out_channels=16,
+            text_dim=32,
+            freq_dim=32,
+            ffn_dim=48,
+            num_layers=2,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+            rope_max_seq_len=32,
+            **kw,
         )
 
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
     if variant in ("t2v", "t2v-a14b"):
         two = variant == "t2v-a14b"
         return WanPipeline(
-            tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler,
+            tokenizer=tokenizer,
+            text_encoder=text_encoder,
+            vae=vae,
+            scheduler=scheduler,
             transformer=transformer(2, in_channels=16),
             transformer_2=transformer(3, in_channels=16) if two else None,
             boundary_ratio=BOUNDARY_RATIO_A14B if two else None,
         )
     torch.manual_seed(seed + 4)
-    image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
-        hidden_size=8, projection_dim=8, num_hidden_layers=2, num_attention_heads=2,
-        image_size=4, intermediate_size=16, patch_size=1,
-    )).eval()
+    image_encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=8,
+            projection_dim=8,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=4,
+            intermediate_size=16,
+            patch_size=1,
+        )
+    ).eval()
     image_processor = CLIPImageProcessor(crop_size=4, size=4)
     pos = 2 * (4 * 4 + 1) if variant == "flf2v" else None
     return WanImageToVideoPipeline(
-        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler,
-        image_processor=image_processor, image_encoder=image_encoder,
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        scheduler=scheduler,
+        image_processor=image_processor,
+        image_encoder=image_encoder,
         transformer=transformer(2, in_channels=36, image_dim=8, pos_embed_seq_len=pos),
     )
 
@@ -184,6 +235,7 @@ def expert_range(variant: str, name: str) -> tuple[float, float]:
 
 # ---------------------------------------------------------------- conditioning
 
+
 def max_sequence_length(pipe: Any) -> int:
     return min(512, int(getattr(pipe.tokenizer, "model_max_length", 512) or 512))
 
@@ -191,8 +243,11 @@ def max_sequence_length(pipe: Any) -> int:
 @torch.no_grad()
 def encode_text(pipe: Any, captions: list[str], device: torch.device) -> dict[str, torch.Tensor]:
     embeds, _ = pipe.encode_prompt(
-        captions, do_classifier_free_guidance=False, num_videos_per_prompt=1,
-        max_sequence_length=max_sequence_length(pipe), device=device,
+        captions,
+        do_classifier_free_guidance=False,
+        num_videos_per_prompt=1,
+        max_sequence_length=max_sequence_length(pipe),
+        device=device,
     )
     return {"prompt_embeds": embeds.float().cpu()}
 
@@ -217,10 +272,20 @@ def encode_media(
         conds = []
         for i in range(b):  # prepare_latents repeats one image over the batch
             first = pixels[i : i + 1, :, 0].to(device, torch.float32)
-            last = pixels[i : i + 1, :, -1].to(device, torch.float32) if variant == "flf2v" else None
+            last = (
+                pixels[i : i + 1, :, -1].to(device, torch.float32) if variant == "flf2v" else None
+            )
             _, condition = pipe.prepare_latents(
-                first, 1, pipe.vae.config.z_dim, h, w, f, torch.float32, device,
-                latents=torch.zeros_like(z[i : i + 1]), last_image=last,
+                first,
+                1,
+                pipe.vae.config.z_dim,
+                h,
+                w,
+                f,
+                torch.float32,
+                device,
+                latents=torch.zeros_like(z[i : i + 1]),
+                last_image=last,
             )
             conds.append(condition.float().cpu())
         out["condition"] = torch.cat(conds)
@@ -238,8 +303,12 @@ def encode_media(
 
 
 def predict(
-    pipe: Any, model: torch.nn.Module, noisy: torch.Tensor, sigmas: torch.Tensor,
-    batch: dict[str, torch.Tensor], variant: str,
+    pipe: Any,
+    model: torch.nn.Module,
+    noisy: torch.Tensor,
+    sigmas: torch.Tensor,
+    batch: dict[str, torch.Tensor],
+    variant: str,
 ) -> torch.Tensor:
     """Flow-matching velocity prediction for noisy latents at sigma in [0, 1]."""
     x = noisy
@@ -259,6 +328,7 @@ def predict(
 
 # ---------------------------------------------------------------- LoRA file
 
+
 def to_comfy(peft_sd: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
     return peft_to_diffusion_model_keys(peft_sd, alpha, COMFY_RENAMES)
 
@@ -267,16 +337,25 @@ def output_files(variant: str, name: str) -> dict[str, str]:
     """Denoiser attribute -> file name. Wan 2.2 A14B: one file per expert (ComfyUI loads
     them on the high-noise and low-noise model separately)."""
     if variant == "t2v-a14b":
-        return {"transformer": f"{name}.high_noise.safetensors",
-                "transformer_2": f"{name}.low_noise.safetensors"}
+        return {
+            "transformer": f"{name}.high_noise.safetensors",
+            "transformer_2": f"{name}.low_noise.safetensors",
+        }
     return {"transformer": f"{name}.safetensors"}
 
 
 def load_lora_into_pipeline(pipe: Any, files: dict[str, Path], adapter_name: str) -> None:
     for attr, path in files.items():
         # both experts' keys are named `transformer.` in diffusers; the flag picks the model
-        dora.load_lora(pipe, path, attr, to_comfy, adapter_name, "transformer",
-                       load_into_transformer_2=attr == "transformer_2")
+        dora.load_lora(
+            pipe,
+            path,
+            attr,
+            to_comfy,
+            adapter_name,
+            "transformer",
+            load_into_transformer_2=attr == "transformer_2",
+        )
 
 
 #: Guidance of a render when the scenario does not set one: diffusers' and the Wan reference
@@ -330,10 +409,24 @@ RENDER_GUIDANCE = 5.0
 
 
 @torch.no_grad()
-def generate(pipe: Any, prompt: str, seed: int, width: int, height: int, frames: int,
-             steps: int = 4, variant: str = "t2v", image: Any = None, last_image: Any = None,
-             *, guidance: float = 1.0, negative_prompt: str = "", on_step: StepHook | None = None,
-             output_type: str = "pt", pin_first_frame: bool = False) -> Any:
+def generate(
+    pipe: Any,
+    prompt: str,
+    seed: int,
+    width: int,
+    height: int,
+    frames: int,
+    steps: int = 4,
+    variant: str = "t2v",
+    image: Any = None,
+    last_image: Any = None,
+    *,
+    guidance: float = 1.0,
+    negative_prompt: str = "",
+    on_step: StepHook | None = None,
+    output_type: str = "pt",
+    pin_first_frame: bool = False,
+) -> Any:
     """(B, F, C, H, W) frames in [0, 1] (or latents with ``output_type="latent"``).
 
     ``guidance`` > 1 runs true CFG against ``negative_prompt`` (both Wan 2.2 experts use it);
@@ -353,10 +446,17 @@ def generate(pipe: Any, prompt: str, seed: int, width: int, height: int, frames:
     g = check_guidance(guidance)
     pin = pin_first_frame and variant in ("i2v", "flf2v")
     kwargs: dict[str, Any] = dict(
-        prompt=prompt, negative_prompt=negative_prompt or None, height=height, width=width,
-        num_frames=frames, num_inference_steps=steps, guidance_scale=g,
-        generator=cpu_generator(seed), output_type="latent" if pin else output_type,
-        max_sequence_length=max_sequence_length(pipe), **step_kwargs(on_step),
+        prompt=prompt,
+        negative_prompt=negative_prompt or None,
+        height=height,
+        width=width,
+        num_frames=frames,
+        num_inference_steps=steps,
+        guidance_scale=g,
+        generator=cpu_generator(seed),
+        output_type="latent" if pin else output_type,
+        max_sequence_length=max_sequence_length(pipe),
+        **step_kwargs(on_step),
     )
     if getattr(pipe, "transformer_2", None) is not None:
         kwargs["guidance_scale_2"] = g

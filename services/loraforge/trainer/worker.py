@@ -71,8 +71,19 @@ LORA_CONTENT_TYPE = "application/octet-stream"
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 RESUME_FILES = ("training_state.pt", "run_config.json")
 # RunConfig fields the service owns: `extra` may not point them elsewhere.
-RESERVED_EXTRA = frozenset({"preset", "dataset", "output_dir", "cache_dir", "models_dir", "name",
-                            "dataset_id", "resume", "validation_dataset"})
+RESERVED_EXTRA = frozenset(
+    {
+        "preset",
+        "dataset",
+        "output_dir",
+        "cache_dir",
+        "models_dir",
+        "name",
+        "dataset_id",
+        "resume",
+        "validation_dataset",
+    }
+)
 # `extra` keys of the service itself: the dataset's clips to validate on instead of seed
 # 004's split (the service builds `validation_dataset` from them)
 VALIDATION_CLIPS = "validation_clips"
@@ -89,9 +100,10 @@ def validate_extra(extra: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """(evaluation settings, RunConfig options) of a job's ``extra``, each option checked by
     name and type against RunConfig, so a typo or a wrong value is refused when the job is
     started, not when it runs."""
+    from pydantic import TypeAdapter, ValidationError
+
     from loraforge.trainer.checkpoints import split_extra
     from loraforge.trainer.config import RunConfig
-    from pydantic import TypeAdapter, ValidationError
 
     settings, rest = split_extra(extra)
     validation_clip_ids(rest)
@@ -104,11 +116,16 @@ def validate_extra(extra: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     if unknown:
         raise InvalidInput(
             f"unknown training option(s) {', '.join(unknown)}; the options are RunConfig's "
-            "fields (`loraforge-train --help` lists them, e.g. block_swap, fp8_base, use_dora)")
+            "fields (`loraforge-train --help` lists them, e.g. block_swap, fp8_base, use_dora)"
+        )
     for name, value in rest.items():
         field = fields[name]
         try:
-            typ = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+            typ = (
+                Annotated[(field.annotation, *field.metadata)]
+                if field.metadata
+                else field.annotation
+            )
             TypeAdapter(typ).validate_python(value)
         except ValidationError as exc:
             reason = exc.errors()[0].get("msg", str(exc))
@@ -122,7 +139,8 @@ def refuse_conflicts(params: TrainingParams) -> None:
         raise InvalidInput(
             f"set steps or epochs, not both (steps={params.steps}, epochs="
             f"{params.extra['epochs']}): steps counts optimizer steps, epochs passes over the "
-            "training clips (steps = epochs x ceil(clips / batch))")
+            "training clips (steps = epochs x ceil(clips / batch))"
+        )
 
 
 def validation_clip_ids(extra: dict[str, Any]) -> list[str]:
@@ -148,9 +166,16 @@ def refuse_kubernetes(params: TrainingParams) -> None:
 class TrainingWork:
     """`work(job, ctx)` for `JobWorker("trainer", ...)`."""
 
-    def __init__(self, store: ObjectStore, *, models_dir: Path | None = None,
-                 workdir_root: Path | None = None, device: str = "auto", tick_s: float = 0.5,
-                 kubernetes: KubernetesTraining | None = None):
+    def __init__(
+        self,
+        store: ObjectStore,
+        *,
+        models_dir: Path | None = None,
+        workdir_root: Path | None = None,
+        device: str = "auto",
+        tick_s: float = 0.5,
+        kubernetes: KubernetesTraining | None = None,
+    ):
         self._store = store
         self._kubernetes = kubernetes  # runs on_kubernetes jobs (k8s_run.py); None: refused
         self._models_dir = Path(models_dir) if models_dir else None
@@ -171,8 +196,13 @@ class TrainingWork:
 
         get_preset(params.base_preset)  # InvalidInput for an unknown preset (job FAILED)
         prefix = run_prefix(ref, job.id)
-        if await asyncio.to_thread(self._store.stat, Bucket.LORAS, f"{prefix}/{RECORD}") is not None:
-            record = await asyncio.to_thread(self._store.get_json, Bucket.LORAS, f"{prefix}/{RECORD}")
+        if (
+            await asyncio.to_thread(self._store.stat, Bucket.LORAS, f"{prefix}/{RECORD}")
+            is not None
+        ):
+            record = await asyncio.to_thread(
+                self._store.get_json, Bucket.LORAS, f"{prefix}/{RECORD}"
+            )
             return self._outcome(job, record)
         if params.on_kubernetes and self._kubernetes is not None:  # the pod runs this same code
             return self._outcome(job, await self._kubernetes.run(job, ctx, prefix))
@@ -186,8 +216,9 @@ class TrainingWork:
             await ctx.progress(TRAIN_START, f"{info['samples']} captioned clip(s) downloaded")
             eval_settings, extra = validate_extra(params.extra)
             config = self._config(params.model_copy(update={"extra": extra}), info, workdir)
-            record = await self._train(job, ctx, ref, params, config, info, prefix, workdir,
-                                       eval_settings)
+            record = await self._train(
+                job, ctx, ref, params, config, info, prefix, workdir, eval_settings
+            )
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         return self._outcome(job, record)
@@ -208,8 +239,10 @@ class TrainingWork:
         held = set(validation_clip_ids(params.extra))
         unknown = sorted(held - {c.clip_id for c in dataset.clips})
         if unknown:
-            raise InvalidInput(f"{VALIDATION_CLIPS} names clip(s) that are not in dataset "
-                               f"{params.dataset_id}: {', '.join(unknown[:5])}")
+            raise InvalidInput(
+                f"{VALIDATION_CLIPS} names clip(s) that are not in dataset "
+                f"{params.dataset_id}: {', '.join(unknown[:5])}"
+            )
         train_dest, val_dest = dest, dest.parent / "validation"
         skipped, n, n_val = [], 0, 0
         for clip in dataset.clips:
@@ -222,33 +255,49 @@ class TrainingWork:
             name = validate_key_part(clip.clip_id)
             suffix = Path(clip.key).suffix.lower() or ".mp4"
             if suffix in IMAGE_EXTS:
-                media, caption = dest / "images" / f"{name}{suffix}", dest / "images" / f"{name}.txt"
+                media, caption = (
+                    dest / "images" / f"{name}{suffix}",
+                    dest / "images" / f"{name}.txt",
+                )
                 self._store.download(clip.bucket, clip.key, media)
             elif video_model:
-                media, caption = dest / "videos" / f"{name}{suffix}", dest / "captions" / f"{name}.txt"
+                media, caption = (
+                    dest / "videos" / f"{name}{suffix}",
+                    dest / "captions" / f"{name}.txt",
+                )
                 self._store.download(clip.bucket, clip.key, media)
             else:  # an image model learns from a still: the clip's keyframe, else its middle frame
                 caption = dest / "images" / f"{name}.txt"
-                self._still(clip, dest / "images" / name, dest.parent / "_stills" / f"{name}{suffix}")
+                self._still(
+                    clip, dest / "images" / name, dest.parent / "_stills" / f"{name}{suffix}"
+                )
             caption.parent.mkdir(parents=True, exist_ok=True)
             caption.write_text(text, encoding="utf-8")
             n += 1
         if held and (n_val == 0 or n_val == n):
             raise InvalidInput(
                 f"{VALIDATION_CLIPS}: {n_val} of the dataset's {n} captioned clips would validate; "
-                "name at least one captioned clip and leave at least one to train on")
+                "name at least one captioned clip and leave at least one to train on"
+            )
         dest = train_dest
         if n == 0:
             raise InvalidInput(
                 f"dataset {params.dataset_id} has no captioned clips; run captioning "
-                "(`loraforge caption`) before training")
+                "(`loraforge caption`) before training"
+            )
         from loraforge.trainer.checkpoints import reference_candidates
 
-        return {"dataset": dest, "dataset_id": dataset.id, "samples": n - n_val, "skipped": skipped,
-                "validation_dataset": val_dest if n_val else None,
-                "trigger": str(run.get("trigger") or ""), "lora_type": dataset.lora_type,
-                "captions": [t for t in texts.values() if t and t.strip()],
-                "reference_keyframes": reference_candidates(dataset.clips, 12)}
+        return {
+            "dataset": dest,
+            "dataset_id": dataset.id,
+            "samples": n - n_val,
+            "skipped": skipped,
+            "validation_dataset": val_dest if n_val else None,
+            "trigger": str(run.get("trigger") or ""),
+            "lora_type": dataset.lora_type,
+            "captions": [t for t in texts.values() if t and t.strip()],
+            "reference_keyframes": reference_candidates(dataset.clips, 12),
+        }
 
     def _still(self, clip: Any, stem: Path, video: Path) -> Path:
         for key in clip.keyframe_keys[:1]:
@@ -282,12 +331,21 @@ class TrainingWork:
         # Unset numbers stay unset: the RunConfig's resolve() fills in the family defaults
         # (and the checkpoint / validation cadence) exactly as for loraforge-train.
         values: dict[str, Any] = {
-            "preset": params.base_preset, "dataset": info["dataset"],
-            "output_dir": workdir / "out", "trigger": info["trigger"],
-            "dataset_id": params.dataset_id, "rank": params.rank, "alpha": params.alpha,
-            "learning_rate": params.learning_rate, "steps": params.steps,
-            "resolution": params.resolution, "frames": params.frames, "seed": params.seed,
-            "cache_dir": self.cache_dir, "models_dir": self._models_dir, "device": self._device,
+            "preset": params.base_preset,
+            "dataset": info["dataset"],
+            "output_dir": workdir / "out",
+            "trigger": info["trigger"],
+            "dataset_id": params.dataset_id,
+            "rank": params.rank,
+            "alpha": params.alpha,
+            "learning_rate": params.learning_rate,
+            "steps": params.steps,
+            "resolution": params.resolution,
+            "frames": params.frames,
+            "seed": params.seed,
+            "cache_dir": self.cache_dir,
+            "models_dir": self._models_dir,
+            "device": self._device,
             "validation_dataset": info.get("validation_dataset"),
         }
         values.update({k: v for k, v in params.extra.items() if k != VALIDATION_CLIPS})
@@ -295,10 +353,24 @@ class TrainingWork:
 
     # ------------------------------------------------------------ training
 
-    async def _train(self, job: Job, ctx: JobContext, ref: ProjectRef, params: TrainingParams,
-                     config: Any, info: dict[str, Any], prefix: str, workdir: Path,
-                     eval_settings: Any) -> dict[str, Any]:
-        state: dict[str, Any] = {"step": 0, "total": 1, "loss": None, "message": "loading the base model"}
+    async def _train(
+        self,
+        job: Job,
+        ctx: JobContext,
+        ref: ProjectRef,
+        params: TrainingParams,
+        config: Any,
+        info: dict[str, Any],
+        prefix: str,
+        workdir: Path,
+        eval_settings: Any,
+    ) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "step": 0,
+            "total": 1,
+            "loss": None,
+            "message": "loading the base model",
+        }
         cancelled = threading.Event()
         logs: list[str] = []
         ckpt_root = Path(config.output_dir) / "checkpoints"
@@ -311,8 +383,9 @@ class TrainingWork:
             state["step"] = restored
 
         def on_progress(step: int, total: int, loss: float) -> None:
-            state.update(step=step, total=total, loss=loss,
-                         message=f"step {step}/{total}, loss {loss:.4f}")
+            state.update(
+                step=step, total=total, loss=loss, message=f"step {step}/{total}, loss {loss:.4f}"
+            )
 
         # previews of each evaluated step, rendered while training (the evaluation after it
         # scores these instead of rendering them again); uploaded and announced as they come
@@ -324,12 +397,17 @@ class TrainingWork:
             from loraforge.trainer.train import Trainer
 
             cache = ObjectStoreCacheStore(self._store, f"{ref.tenant}/cache", self.cache_dir)
-            trainer = Trainer(config, cache_store=cache, on_progress=on_progress,
-                              should_cancel=lambda _s: cancelled.is_set(),
-                              log=lambda m: logs.append(m))
+            trainer = Trainer(
+                config,
+                cache_store=cache,
+                on_progress=on_progress,
+                should_cancel=lambda _s: cancelled.is_set(),
+                log=lambda m: logs.append(m),
+            )
             if eval_settings.enabled and eval_settings.previews > 0:
-                trainer.on_eval = self._preview_renderer(trainer, eval_settings, info, workdir,
-                                                         rendered, state, logs)
+                trainer.on_eval = self._preview_renderer(
+                    trainer, eval_settings, info, workdir, rendered, state, logs
+                )
             state["message"] = f"training {trainer.args.steps} steps"
             state["trainer"] = trainer  # tick() publishes its validation losses as they come
             result = trainer.run()
@@ -344,12 +422,18 @@ class TrainingWork:
             # (and the likeness of each step's previews, when it is measurable)
             vals = dict(getattr(state.get("trainer"), "val_losses", {}))
             likeness = dict(state.get("likeness") or {})
-            await ctx.progress(TRAIN_START + (TRAIN_END - TRAIN_START) * frac,
-                               state["message"], step=state["step"], **live.announce(),
-                               **({"val_losses": {str(k): v for k, v in sorted(vals.items())}}
-                                  if vals else {}),
-                               **({"likeness": {str(k): v for k, v in sorted(likeness.items())}}
-                                  if likeness else {}))
+            await ctx.progress(
+                TRAIN_START + (TRAIN_END - TRAIN_START) * frac,
+                state["message"],
+                step=state["step"],
+                **live.announce(),
+                **({"val_losses": {str(k): v for k, v in sorted(vals.items())}} if vals else {}),
+                **(
+                    {"likeness": {str(k): v for k, v in sorted(likeness.items())}}
+                    if likeness
+                    else {}
+                ),
+            )
 
         async def after_cancel() -> None:
             # The trainer checkpoints the step it stopped at: upload it, so an evicted pod or
@@ -361,29 +445,60 @@ class TrainingWork:
             raise Cancelled(f"training of job {job.id} stopped at step {result.step}")
         await asyncio.to_thread(self._upload_checkpoints, prefix, ckpt_root, uploaded)
         if await asyncio.to_thread(live.upload, self._store, prefix, rendered):
-            await ctx.progress(TRAIN_END, f"trained {result.step} steps", step=result.step,
-                               **live.announce())
-        evaluation: Any = ("likeness evaluation was turned off (extra.evaluate = false): best "
-                           "is the final step")
+            await ctx.progress(
+                TRAIN_END, f"trained {result.step} steps", step=result.step, **live.announce()
+            )
+        evaluation: Any = (
+            "likeness evaluation was turned off (extra.evaluate = false): best is the final step"
+        )
         if eval_settings.enabled:
             await ctx.progress(TRAIN_END, "evaluating checkpoints")
             try:
-                evaluation = await self._evaluate(job, ctx, trainer, result, info, ckpt_root,
-                                                  uploaded, workdir, eval_settings, logs,
-                                                  rendered)
+                evaluation = await self._evaluate(
+                    job,
+                    ctx,
+                    trainer,
+                    result,
+                    info,
+                    ckpt_root,
+                    uploaded,
+                    workdir,
+                    eval_settings,
+                    logs,
+                    rendered,
+                )
             except Cancelled:
                 raise
             except Exception as e:  # the trained LoRA is still worth keeping
                 log.exception("likeness evaluation of job %s failed", job.id)
-                evaluation = (f"likeness evaluation failed ({type(e).__name__}: {e}): best is "
-                              "the final step")
+                evaluation = (
+                    f"likeness evaluation failed ({type(e).__name__}: {e}): best is the final step"
+                )
         await ctx.progress(EVAL_END, "uploading the LoRA")
-        return await asyncio.to_thread(self._commit, job, prefix, ckpt_root, uploaded, trainer,
-                                       result, info, params, evaluation, live.artifacts)
+        return await asyncio.to_thread(
+            self._commit,
+            job,
+            prefix,
+            ckpt_root,
+            uploaded,
+            trainer,
+            result,
+            info,
+            params,
+            evaluation,
+            live.artifacts,
+        )
 
-    def _preview_renderer(self, trainer: Any, settings: Any, info: dict[str, Any], workdir: Path,
-                          rendered: dict[int, list[Path]], state: dict[str, Any],
-                          logs: list[str]) -> Callable[[int], None]:
+    def _preview_renderer(
+        self,
+        trainer: Any,
+        settings: Any,
+        info: dict[str, Any],
+        workdir: Path,
+        rendered: dict[int, list[Path]],
+        state: dict[str, Any],
+        logs: list[str],
+    ) -> Callable[[int], None]:
         """The trainer's ``on_eval``: render the validation prompts with the LoRA as it is at
         that step, with the settings the evaluation after training uses, and score their
         likeness to the dataset's reference faces when there are any (``state["likeness"]``,
@@ -394,16 +509,18 @@ class TrainingWork:
             validation_prompts,
         )
 
-        prompts = validation_prompts(info["trigger"], info["captions"], settings.captions_in_prompts,
-                                     settings.prompts)
+        prompts = validation_prompts(
+            info["trigger"], info["captions"], settings.captions_in_prompts, settings.prompts
+        )
         renderer = CheckpointEvaluator(trainer, settings, log=logs.append)
 
         def references() -> tuple[Any, Any]:  # the same ones the evaluation builds
             from loraforge.curation.faces import make_backend
 
             backend = make_backend(settings.face_backend)
-            images = self._reference_images(info["reference_keyframes"],
-                                            workdir / "eval" / "live-refs")
+            images = self._reference_images(
+                info["reference_keyframes"], workdir / "eval" / "live-refs"
+            )
             return renderer.references(images, backend)[0], backend
 
         live = LiveLikeness(references)
@@ -414,7 +531,7 @@ class TrainingWork:
             try:
                 rendered[step] = renderer.render_step(step, prompts, workdir / "eval")
                 live.score(step, rendered[step])
-            except Exception as e:  # noqa: BLE001 - previews are a view, training goes on
+            except Exception as e:
                 log.warning("previews at step %s failed: %s", step, e)
                 logs.append(f"previews at step {step} failed ({type(e).__name__}: {e})")
 
@@ -422,10 +539,20 @@ class TrainingWork:
 
     # ------------------------------------------------------------ evaluation
 
-    async def _evaluate(self, job: Job, ctx: JobContext, trainer: Any, result: Any,
-                        info: dict[str, Any], ckpt_root: Path, uploaded: dict[int, dict[str, Any]],
-                        workdir: Path, settings: Any, logs: list[str],
-                        rendered: dict[int, list[Path]]) -> Any:
+    async def _evaluate(
+        self,
+        job: Job,
+        ctx: JobContext,
+        trainer: Any,
+        result: Any,
+        info: dict[str, Any],
+        ckpt_root: Path,
+        uploaded: dict[int, dict[str, Any]],
+        workdir: Path,
+        settings: Any,
+        logs: list[str],
+        rendered: dict[int, list[Path]],
+    ) -> Any:
         """Every checkpoint + the final step, in a thread; progress published meanwhile."""
         from loraforge.trainer.checkpoints import CheckpointEvaluator, validation_prompts
 
@@ -436,26 +563,44 @@ class TrainingWork:
             state.update(frac=frac, message=message)
 
         def run() -> Any:
-            states = self._checkpoint_states(trainer, result, ckpt_root, uploaded,
-                                             workdir / "eval" / "checkpoints")
+            states = self._checkpoint_states(
+                trainer, result, ckpt_root, uploaded, workdir / "eval" / "checkpoints"
+            )
             refs = self._reference_images(info["reference_keyframes"], workdir / "eval" / "refs")
-            prompts = validation_prompts(info["trigger"], info["captions"],
-                                         settings.captions_in_prompts, settings.prompts)
-            evaluator = CheckpointEvaluator(trainer, settings, progress=progress,
-                                            should_cancel=cancelled.is_set, log=logs.append,
-                                            rendered=rendered)
-            return evaluator.run(states, result.eval_losses, refs, prompts, workdir / "eval",
-                                 title=f"LoRA evaluation: job {job.id}",
-                                 lora_type=info["lora_type"], val_bands=result.eval_bands)
+            prompts = validation_prompts(
+                info["trigger"], info["captions"], settings.captions_in_prompts, settings.prompts
+            )
+            evaluator = CheckpointEvaluator(
+                trainer,
+                settings,
+                progress=progress,
+                should_cancel=cancelled.is_set,
+                log=logs.append,
+                rendered=rendered,
+            )
+            return evaluator.run(
+                states,
+                result.eval_losses,
+                refs,
+                prompts,
+                workdir / "eval",
+                title=f"LoRA evaluation: job {job.id}",
+                lora_type=info["lora_type"],
+                val_bands=result.eval_bands,
+            )
 
         async def tick() -> None:
             await ctx.progress(TRAIN_END + (EVAL_END - TRAIN_END) * state["frac"], state["message"])
 
         return await self._in_thread(run, cancelled, tick)
 
-    async def _in_thread(self, fn: Callable[[], Any], cancelled: threading.Event,
-                         tick: Callable[[], Awaitable[None]],
-                         after_cancel: Callable[[], Awaitable[None]] | None = None) -> Any:
+    async def _in_thread(
+        self,
+        fn: Callable[[], Any],
+        cancelled: threading.Event,
+        tick: Callable[[], Awaitable[None]],
+        after_cancel: Callable[[], Awaitable[None]] | None = None,
+    ) -> Any:
         """Run ``fn`` in a thread and ``tick`` (progress, uploads) every ``tick_s`` until it
         returns. A cancel (``Cancelled`` from the job context) sets ``cancelled``, which ``fn``
         watches, waits for it to stop, runs ``after_cancel`` and re-raises."""
@@ -473,12 +618,19 @@ class TrainingWork:
             raise
         return task.result()
 
-    def _checkpoint_states(self, trainer: Any, result: Any, ckpt_root: Path,
-                           uploaded: dict[int, dict[str, Any]], dl: Path) -> dict[int, Any]:
+    def _checkpoint_states(
+        self,
+        trainer: Any,
+        result: Any,
+        ckpt_root: Path,
+        uploaded: dict[int, dict[str, Any]],
+        dl: Path,
+    ) -> dict[int, Any]:
         """step -> loader of its LoRA tensors: local checkpoints, pruned ones from `loras/`,
         and the final step from the trainer itself."""
-        from loraforge.trainer.train import LORA_FILE
         from safetensors.torch import load_file
+
+        from loraforge.trainer.train import LORA_FILE
 
         paths: dict[int, Path] = {}
         for d in ckpt_root.glob("step-*") if ckpt_root.is_dir() else []:
@@ -494,8 +646,9 @@ class TrainingWork:
             def load(step: int = step) -> Any:
                 path = paths.get(step)
                 if path is None or not path.is_file():
-                    path = self._store.download(Bucket.LORAS, uploaded[step]["key"],
-                                                dl / f"step-{step}.safetensors")
+                    path = self._store.download(
+                        Bucket.LORAS, uploaded[step]["key"], dl / f"step-{step}.safetensors"
+                    )
                 return load_file(str(path))
 
             states[step] = load
@@ -510,8 +663,10 @@ class TrainingWork:
         out = []
         for i, c in enumerate(candidates):
             try:
-                path = self._store.download(Bucket(c.bucket), c.key, dest / f"{i:03d}{Path(c.key).suffix}")
-            except Exception as e:  # noqa: BLE001 - a missing keyframe is one reference less
+                path = self._store.download(
+                    Bucket(c.bucket), c.key, dest / f"{i:03d}{Path(c.key).suffix}"
+                )
+            except Exception as e:
                 log.warning("reference keyframe %s not readable: %s", c.key, e)
                 continue
             img = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -519,7 +674,9 @@ class TrainingWork:
                 out.append((img, c.pose or None, c.key))
         return out
 
-    def _upload_checkpoints(self, prefix: str, root: Path, uploaded: dict[int, dict[str, Any]]) -> None:
+    def _upload_checkpoints(
+        self, prefix: str, root: Path, uploaded: dict[int, dict[str, Any]]
+    ) -> None:
         """New local checkpoints -> `loras/<prefix>/checkpoints/step-N/`.
 
         The LoRA stays for every step (evaluation scores them all); the resume state
@@ -547,16 +704,26 @@ class TrainingWork:
                 # the library promotes when a user picks this checkpoint
                 for export in sorted(d.glob("*.safetensors")):
                     if export.name != LORA_FILE:
-                        self._store.put_file(Bucket.LORAS, f"{base}/{export.name}", export,
-                                             content_type=LORA_CONTENT_TYPE)
-                stored = self._store.put_file(Bucket.LORAS, f"{base}/{LORA_FILE}",
-                                              d / LORA_FILE, content_type=LORA_CONTENT_TYPE)
+                        self._store.put_file(
+                            Bucket.LORAS,
+                            f"{base}/{export.name}",
+                            export,
+                            content_type=LORA_CONTENT_TYPE,
+                        )
+                stored = self._store.put_file(
+                    Bucket.LORAS,
+                    f"{base}/{LORA_FILE}",
+                    d / LORA_FILE,
+                    content_type=LORA_CONTENT_TYPE,
+                )
             except FileNotFoundError:  # pruned (keep_checkpoints) while we looked
                 continue
             uploaded[step] = lora_artifact(stored, "checkpoint")
             previous = max((s for s in uploaded if s < step), default=None)
             if previous is not None:  # the only older step that still has its state
-                self._store.delete(Bucket.LORAS, f"{prefix}/checkpoints/step-{previous}/{STATE_FILE}")
+                self._store.delete(
+                    Bucket.LORAS, f"{prefix}/checkpoints/step-{previous}/{STATE_FILE}"
+                )
 
     def _remote_checkpoints(self, prefix: str) -> dict[int, dict[str, Any]]:
         """Checkpoints a previous delivery of this job uploaded (step -> artifact)."""
@@ -573,8 +740,9 @@ class TrainingWork:
                 found[step] = lora_artifact(obj, "checkpoint")
         return found
 
-    def _restore_latest(self, prefix: str, uploaded: dict[int, dict[str, Any]], ckpt_root: Path
-                        ) -> int | None:
+    def _restore_latest(
+        self, prefix: str, uploaded: dict[int, dict[str, Any]], ckpt_root: Path
+    ) -> int | None:
         """Download the newest uploaded checkpoint that has its resume state; its step."""
         from loraforge.trainer.train import LORA_FILE, STATE_FILE
 
@@ -589,10 +757,19 @@ class TrainingWork:
             return step
         return None
 
-    def _commit(self, job: Job, prefix: str, ckpt_root: Path, uploaded: dict[int, dict[str, Any]],
-                trainer: Any, result: Any, info: dict[str, Any], params: TrainingParams,
-                evaluation: Any = None, live_previews: dict[str, dict[str, Any]] | None = None
-                ) -> dict[str, Any]:
+    def _commit(
+        self,
+        job: Job,
+        prefix: str,
+        ckpt_root: Path,
+        uploaded: dict[int, dict[str, Any]],
+        trainer: Any,
+        result: Any,
+        info: dict[str, Any],
+        params: TrainingParams,
+        evaluation: Any = None,
+        live_previews: dict[str, dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
         self._upload_checkpoints(prefix, ckpt_root, uploaded)
         artifacts = [uploaded[s] for s in sorted(uploaded)]
         names = list(result.files)  # denoiser attributes, first = the main file
@@ -601,46 +778,72 @@ class TrainingWork:
         best_files = evaluation.best_files if evaluated else result.files
         for i, attr in enumerate(names):
             suffix = "" if i == 0 else "." + _expert_tag(Path(result.files[attr]), attr)
-            for which, path in (("last", Path(result.files[attr])), ("best", Path(best_files[attr]))):
-                stored = self._store.put_file(Bucket.LORAS, f"{prefix}/{which}{suffix}.safetensors",
-                                              path, content_type=LORA_CONTENT_TYPE)
+            for which, path in (
+                ("last", Path(result.files[attr])),
+                ("best", Path(best_files[attr])),
+            ):
+                stored = self._store.put_file(
+                    Bucket.LORAS,
+                    f"{prefix}/{which}{suffix}.safetensors",
+                    path,
+                    content_type=LORA_CONTENT_TYPE,
+                )
                 files.setdefault(which, {})[attr] = stored.key
                 artifacts.append(lora_artifact(stored, "lora"))
         main = names[0]
         a = trainer.args
-        ev: dict[str, Any] = {"best_step": result.step, "best_reason": evaluation,
-                              "report_key": None, "evaluation": None}
+        ev: dict[str, Any] = {
+            "best_step": result.step,
+            "best_reason": evaluation,
+            "report_key": None,
+            "evaluation": None,
+        }
         if not evaluated:  # no renders: the LoRA type's documented default weight
             from loraforge.trainer.checkpoints import default_strength
 
             ev["recommended_weight"], ev["strength_reason"] = default_strength(
-                info["lora_type"], "likeness was not evaluated (see best_reason)")
+                info["lora_type"], "likeness was not evaluated (see best_reason)"
+            )
         if evaluated:
             ev = self._upload_evaluation(prefix, evaluation, artifacts, live_previews or {})
         record = {
-            "job_id": job.id, "run_prefix": prefix,
-            "last_key": files["last"][main], "best_key": files["best"][main],
-            "files": files, "best_is": f"step {ev['best_step']}", **ev,
-            "base_preset": params.base_preset, "family": trainer.preset.family,
-            "dataset_id": info["dataset_id"], "dataset_hash": trainer.dataset.content_hash,
-            "samples": len(trainer.dataset.samples), "skipped_clips": info["skipped"],
-            "trigger": info["trigger"], "lora_type": info["lora_type"],
-            "rank": a.rank, "alpha": a.alpha, "steps": result.step,
+            "job_id": job.id,
+            "run_prefix": prefix,
+            "last_key": files["last"][main],
+            "best_key": files["best"][main],
+            "files": files,
+            "best_is": f"step {ev['best_step']}",
+            **ev,
+            "base_preset": params.base_preset,
+            "family": trainer.preset.family,
+            "dataset_id": info["dataset_id"],
+            "dataset_hash": trainer.dataset.content_hash,
+            "samples": len(trainer.dataset.samples),
+            "skipped_clips": info["skipped"],
+            "trigger": info["trigger"],
+            "lora_type": info["lora_type"],
+            "rank": a.rank,
+            "alpha": a.alpha,
+            "steps": result.step,
             # epochs as asked and what they became (steps = epochs x steps_per_epoch)
-            "epochs": a.epochs, "steps_per_epoch": a.steps_per_epoch,
+            "epochs": a.epochs,
+            "steps_per_epoch": a.steps_per_epoch,
             "validation": trainer.validation_summary(),
             "metrics": {
                 "final_loss": result.losses[-1] if result.losses else None,
-                "mean_loss_last_10": (sum(result.losses[-10:]) / len(result.losses[-10:])
-                                      if result.losses else None),
+                "mean_loss_last_10": (
+                    sum(result.losses[-10:]) / len(result.losses[-10:]) if result.losses else None
+                ),
                 "eval_losses": {str(k): v for k, v in result.eval_losses.items()},
                 "eval_bands": {str(k): v for k, v in result.eval_bands.items()},
                 "seconds": round(result.seconds, 3),
             },
             "loss_history": result.losses,  # this delivery's steps (after resumed_from_step)
             "resumed_from_step": result.step - len(result.losses),
-            "cache": {k: getattr(trainer.cache, k, None)
-                      for k in ("hits", "local_hits", "misses", "uploads")},
+            "cache": {
+                k: getattr(trainer.cache, k, None)
+                for k in ("hits", "local_hits", "misses", "uploads")
+            },
             "checkpoints": {str(s): uploaded[s]["key"] for s in sorted(uploaded)},
             "training_args": json.loads(json.dumps(a.training_args(), default=str)),
             "warnings": list(a.warnings) + list(getattr(trainer.dataset, "skipped", []) or []),
@@ -651,73 +854,112 @@ class TrainingWork:
         self._store.put_json(Bucket.LORAS, f"{prefix}/{RECORD}", record)
         return record
 
-    def _upload_loss_curve(self, prefix: str, result: Any, artifacts: list[dict[str, Any]]
-                           ) -> str:
+    def _upload_loss_curve(self, prefix: str, result: Any, artifacts: list[dict[str, Any]]) -> str:
         from loraforge.evaluation.report import write_loss_curve
 
         with tempfile.TemporaryDirectory() as tmp:
-            path = write_loss_curve(Path(tmp) / "loss.png", result.losses,
-                                    first_step=result.step - len(result.losses) + 1,
-                                    eval_losses=result.eval_losses)
-            stored = self._store.put_file(Bucket.LORAS, f"{prefix}/report/loss.png", path,
-                                          content_type="image/png")
+            path = write_loss_curve(
+                Path(tmp) / "loss.png",
+                result.losses,
+                first_step=result.step - len(result.losses) + 1,
+                eval_losses=result.eval_losses,
+            )
+            stored = self._store.put_file(
+                Bucket.LORAS, f"{prefix}/report/loss.png", path, content_type="image/png"
+            )
         artifacts.append(lora_artifact(stored, "report"))
         return stored.key
 
-    def _upload_evaluation(self, prefix: str, evaluation: Any, artifacts: list[dict[str, Any]],
-                           live_previews: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    def _upload_evaluation(
+        self,
+        prefix: str,
+        evaluation: Any,
+        artifacts: list[dict[str, Any]],
+        live_previews: dict[str, dict[str, Any]],
+    ) -> dict[str, Any]:
         previews: dict[str, list[str]] = {}
         for step, paths in sorted(evaluation.previews.items()):
             for p in paths:
                 key = preview_key(prefix, step, p)
                 artifact = live_previews.get(key)  # uploaded while training
                 if artifact is None:
-                    stored = self._store.put_file(Bucket.LORAS, key, p,
-                                                  content_type=preview_content_type(p))
+                    stored = self._store.put_file(
+                        Bucket.LORAS, key, p, content_type=preview_content_type(p)
+                    )
                     artifact = lora_artifact(stored, "preview")
                 previews.setdefault(str(step), []).append(artifact["key"])
                 artifacts.append(artifact)
-        types = {".html": "text/html", ".md": "text/markdown", ".csv": "text/csv",
-                 ".png": "image/png", ".txt": "text/plain"}
+        types = {
+            ".html": "text/html",
+            ".md": "text/markdown",
+            ".csv": "text/csv",
+            ".png": "image/png",
+            ".txt": "text/plain",
+        }
         report_key = None
         for p in sorted(evaluation.report_dir.iterdir()):
             if not p.is_file():
                 continue
-            stored = self._store.put_file(Bucket.LORAS, f"{prefix}/report/{p.name}", p,
-                                          content_type=types.get(p.suffix, "application/octet-stream"))
+            stored = self._store.put_file(
+                Bucket.LORAS,
+                f"{prefix}/report/{p.name}",
+                p,
+                content_type=types.get(p.suffix, "application/octet-stream"),
+            )
             if p.name == "report.html":
                 report_key = stored.key
                 artifacts.append(lora_artifact(stored, "report"))
         summary = evaluation.summary()
         summary["previews"] = previews
-        return {"best_step": evaluation.best_step, "best_reason": evaluation.reason,
-                "report_key": report_key, "evaluation": summary,
-                "recommended_weight": evaluation.recommended_weight,
-                "strength_reason": evaluation.strength_reason}
+        return {
+            "best_step": evaluation.best_step,
+            "best_reason": evaluation.reason,
+            "report_key": report_key,
+            "evaluation": summary,
+            "recommended_weight": evaluation.recommended_weight,
+            "strength_reason": evaluation.strength_reason,
+        }
 
     @staticmethod
     def _outcome(job: Job, record: dict[str, Any]) -> JobOutcome:
-        data = {"job_id": job.id, "run_prefix": record["run_prefix"], "last_key": record["last_key"],
-                "best_key": record["best_key"], "base_preset": record["base_preset"],
-                "dataset_id": record["dataset_id"], "trigger": record["trigger"],
-                "steps": record["steps"], "final_loss": record["metrics"]["final_loss"],
-                "best_step": record.get("best_step"), "best_reason": record.get("best_reason"),
-                "report_key": record.get("report_key"),
-                "recommended_weight": record.get("recommended_weight"),
-                "strength_reason": record.get("strength_reason"),
-                # what a sweep scores (evaluation/sweep.py: OBJECTIVES)
-                "val_losses": record["metrics"].get("eval_losses") or {},
-                "likeness": _likeness_by_step(record)}
+        data = {
+            "job_id": job.id,
+            "run_prefix": record["run_prefix"],
+            "last_key": record["last_key"],
+            "best_key": record["best_key"],
+            "base_preset": record["base_preset"],
+            "dataset_id": record["dataset_id"],
+            "trigger": record["trigger"],
+            "steps": record["steps"],
+            "final_loss": record["metrics"]["final_loss"],
+            "best_step": record.get("best_step"),
+            "best_reason": record.get("best_reason"),
+            "report_key": record.get("report_key"),
+            "recommended_weight": record.get("recommended_weight"),
+            "strength_reason": record.get("strength_reason"),
+            # what a sweep scores (evaluation/sweep.py: OBJECTIVES)
+            "val_losses": record["metrics"].get("eval_losses") or {},
+            "likeness": _likeness_by_step(record),
+        }
         artifacts = [ArtifactRef(**a) for a in record["artifacts"]]
-        artifacts.append(ArtifactRef(bucket="loras", key=f"{record['run_prefix']}/{RECORD}",
-                                     kind="manifest"))
+        artifacts.append(
+            ArtifactRef(bucket="loras", key=f"{record['run_prefix']}/{RECORD}", kind="manifest")
+        )
         loss = record["metrics"]["final_loss"]
         return JobOutcome(
             message=f"{record['steps']} steps on {record['samples']} sample(s)"
-                    + (f", final loss {loss:.4f}" if loss is not None else ""),
-            artifacts=artifacts, result=data,
-            events=[Event(id=f"training-completed-{job.id}", type=COMPLETED_EVENT,
-                          tenant=job.tenant, project=job.project, data=data)],
+            + (f", final loss {loss:.4f}" if loss is not None else ""),
+            artifacts=artifacts,
+            result=data,
+            events=[
+                Event(
+                    id=f"training-completed-{job.id}",
+                    type=COMPLETED_EVENT,
+                    tenant=job.tenant,
+                    project=job.project,
+                    data=data,
+                )
+            ],
         )
 
 
@@ -727,8 +969,11 @@ def _likeness_by_step(record: dict[str, Any]) -> dict[str, float]:
     ev = record.get("evaluation") or {}
     if ev.get("basis") != "likeness":
         return {}
-    return {str(r["step"]): float(r["likeness"]) for r in ev.get("checkpoints") or []
-            if r.get("likeness") is not None}
+    return {
+        str(r["step"]): float(r["likeness"])
+        for r in ev.get("checkpoints") or []
+        if r.get("likeness") is not None
+    }
 
 
 def _expert_tag(path: Path, attr: str) -> str:

@@ -24,12 +24,16 @@ def _run(metrics: list[dict], trigger: str = "ohwx_woman"):
 def _store_run(review: CaptionReviewStore, run) -> int:
     written = 0
     for c in run.captions:
-        written += review.save_generated(c.clip_id, c.text, author="machine:attributes", slots=c.slots)[1]
+        written += review.save_generated(
+            c.clip_id, c.text, author="machine:attributes", slots=c.slots
+        )[1]
     return written
 
 
 def test_edited_and_approved_captions_survive_a_rerun(store) -> None:
-    metrics = [{"clip_id": f"c{i}", "angle_bucket": "frontal", "expression": "smiling"} for i in range(3)]
+    metrics = [
+        {"clip_id": f"c{i}", "angle_bucket": "frontal", "expression": "smiling"} for i in range(3)
+    ]
     review = CaptionReviewStore(store, PROJECT, DS)
     assert _store_run(review, _run(metrics)) == 3
     assert store.exists(Bucket.DATASETS, f"acme/jane/datasets/{DS}/captions/c0.json")
@@ -46,8 +50,10 @@ def test_edited_and_approved_captions_survive_a_rerun(store) -> None:
     assert texts["c1"] == "ohwx_woman, woman, smiling, front view"
     assert texts["c2"] == "ohwx_woman, woman, neutral expression, front view"
     c2 = review.get("c2")
-    assert [v.text for v in c2.versions] == ["ohwx_woman, woman, smiling, front view",
-                                             "ohwx_woman, woman, neutral expression, front view"]
+    assert [v.text for v in c2.versions] == [
+        "ohwx_woman, woman, smiling, front view",
+        "ohwx_woman, woman, neutral expression, front view",
+    ]
     # the same run again (a redelivered job) writes nothing
     assert _store_run(review, _run(metrics2)) == 0
     # every version is kept; reverting is a new version
@@ -58,16 +64,39 @@ def test_edited_and_approved_captions_survive_a_rerun(store) -> None:
 
 def test_read_dataset_from_curation_layout(store) -> None:
     prefix = f"acme/jane/datasets/{DS}"
-    store.put_json(Bucket.DATASETS, f"{prefix}/manifest.json", {"clips": [
-        {"clip_id": "a", "angle_bucket": "profile_left", "largest_face_ratio": 0.5, "decision": "keep"},
-        {"clip_id": "b", "angle_bucket": "frontal", "decision": "keep"},
-        {"clip_id": "z", "decision": "reject"},
-    ]})
-    store.put_json(Bucket.DATASETS, f"{prefix}/dataset.json", {
-        "id": DS, "lora_type": "character", "manifest": "manifest.json",
-        "selected": [{"clip_id": "a", "key": "acme/jane/clips/s1/a.mp4", "keyframe_keys": ["acme/jane/clips/s1/a_0.jpg"]},
-                     {"clip_id": "b", "key": "acme/jane/clips/s1/b.mp4"}],
-    })
+    store.put_json(
+        Bucket.DATASETS,
+        f"{prefix}/manifest.json",
+        {
+            "clips": [
+                {
+                    "clip_id": "a",
+                    "angle_bucket": "profile_left",
+                    "largest_face_ratio": 0.5,
+                    "decision": "keep",
+                },
+                {"clip_id": "b", "angle_bucket": "frontal", "decision": "keep"},
+                {"clip_id": "z", "decision": "reject"},
+            ]
+        },
+    )
+    store.put_json(
+        Bucket.DATASETS,
+        f"{prefix}/dataset.json",
+        {
+            "id": DS,
+            "lora_type": "character",
+            "manifest": "manifest.json",
+            "selected": [
+                {
+                    "clip_id": "a",
+                    "key": "acme/jane/clips/s1/a.mp4",
+                    "keyframe_keys": ["acme/jane/clips/s1/a_0.jpg"],
+                },
+                {"clip_id": "b", "key": "acme/jane/clips/s1/b.mp4"},
+            ],
+        },
+    )
     ds = read_dataset(store, PROJECT, DS)
     assert [c.clip_id for c in ds.clips] == ["a", "b"]
     assert ds.clips[0].metrics["angle_bucket"] == "profile_left" and ds.clips[0].keyframe_keys
@@ -84,33 +113,68 @@ class _Ctx:
 
 
 async def test_worker_captions_a_dataset_and_keeps_edits(store, tmp_path) -> None:
+    from PIL import Image
+
     from loraforge.captioning.worker import CAPTIONED_EVENT, CaptioningWorker
     from loraforge.runtime.jobs import Job
     from loraforge.runtime.params import CaptioningParams
-    from PIL import Image
 
     prefix = f"acme/jane/datasets/{DS}"
     Image.new("RGB", (64, 64), (20, 40, 200)).save(tmp_path / "kf.jpg")
     store.put_file(Bucket.CLIPS, "acme/jane/clips/s1/a_0.jpg", tmp_path / "kf.jpg")
-    store.put_json(Bucket.DATASETS, f"{prefix}/manifest.json", {"clips": [
-        {"clip_id": "a", "angle_bucket": "frontal", "largest_face_ratio": 0.3, "lighting": "studio"}]})
-    store.put_json(Bucket.DATASETS, f"{prefix}/dataset.json", {"id": DS, "lora_type": "character", "selected": [
-        {"clip_id": "a", "key": "acme/jane/clips/s1/a.mp4", "keyframe_keys": ["acme/jane/clips/s1/a_0.jpg"]}]})
+    store.put_json(
+        Bucket.DATASETS,
+        f"{prefix}/manifest.json",
+        {
+            "clips": [
+                {
+                    "clip_id": "a",
+                    "angle_bucket": "frontal",
+                    "largest_face_ratio": 0.3,
+                    "lighting": "studio",
+                }
+            ]
+        },
+    )
+    store.put_json(
+        Bucket.DATASETS,
+        f"{prefix}/dataset.json",
+        {
+            "id": DS,
+            "lora_type": "character",
+            "selected": [
+                {
+                    "clip_id": "a",
+                    "key": "acme/jane/clips/s1/a.mp4",
+                    "keyframe_keys": ["acme/jane/clips/s1/a_0.jpg"],
+                }
+            ],
+        },
+    )
     params = CaptioningParams(dataset_id=DS, trigger="ohwx_woman").model_dump(mode="json")
     job = Job(id="j1", kind="captioning", tenant="acme", project="jane", params=params)
     worker = CaptioningWorker(store)
     outcome = await worker(job, _Ctx())
     assert outcome.events[0].type == CAPTIONED_EVENT and outcome.result["written"] == 1
     review = CaptionReviewStore(store, PROJECT, DS)
-    assert review.texts()["a"] == ("ohwx_woman, person, front view, medium close-up, "
-                                   "soft studio lighting, blue tones")
+    assert review.texts()["a"] == (
+        "ohwx_woman, person, front view, medium close-up, soft studio lighting, blue tones"
+    )
     assert review.load_run()["trigger"] == "ohwx_woman"
     review.edit("a", "ohwx_woman, woman, blue backdrop")
     again = await worker(job, _Ctx())
-    assert again.result["written"] == 0 and review.texts()["a"] == "ohwx_woman, woman, blue backdrop"
-    bad = Job(id="j2", kind="captioning", tenant="acme", project="jane",
-              params={**params, "trigger": "fire"})
+    assert (
+        again.result["written"] == 0 and review.texts()["a"] == "ohwx_woman, woman, blue backdrop"
+    )
+    bad = Job(
+        id="j2",
+        kind="captioning",
+        tenant="acme",
+        project="jane",
+        params={**params, "trigger": "fire"},
+    )
     import pytest
+
     from loraforge.runtime.errors import InvalidInput
 
     with pytest.raises(InvalidInput, match="not a rare token"):
@@ -126,35 +190,63 @@ async def test_review_through_grpc(store, settings) -> None:
     from loraforge.v1 import captioning_pb2, captioning_pb2_grpc, common_pb2
 
     review = CaptionReviewStore(store, PROJECT, DS)
-    metrics = [{"clip_id": f"c{i}", "angle_bucket": "frontal", "expression": "smiling"} for i in range(2)]
+    metrics = [
+        {"clip_id": f"c{i}", "angle_bucket": "frontal", "expression": "smiling"} for i in range(2)
+    ]
     run = _run(metrics)
     _store_run(review, run)
-    review.save_run({"trigger": run.trigger, "lora_type": run.lora_type, "template": run.template,
-                     "shared": run.shared})
+    review.save_run(
+        {
+            "trigger": run.trigger,
+            "lora_type": run.lora_type,
+            "template": run.template,
+            "shared": run.shared,
+        }
+    )
     proc = ServiceProcess("captioning", settings, mount, drain_delay_s=0)
     await proc.start()
     try:
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{proc.port}")
         stub = captioning_pb2_grpc.CaptioningServiceStub(channel)
         scope = common_pb2.ProjectScope(tenant="acme", project="jane")
-        listed = await stub.ListCaptions(captioning_pb2.ListCaptionsRequest(scope=scope, dataset_id=DS), timeout=10)
+        listed = await stub.ListCaptions(
+            captioning_pb2.ListCaptionsRequest(scope=scope, dataset_id=DS), timeout=10
+        )
         assert [c.clip_id for c in listed.captions] == ["c0", "c1"]
-        edited = await stub.EditCaption(captioning_pb2.EditCaptionRequest(
-            scope=scope, dataset_id=DS, clip_id="c0", text="ohwx_woman, woman, laughing, red scarf",
-            user="ann", approve=True), timeout=10)
+        edited = await stub.EditCaption(
+            captioning_pb2.EditCaptionRequest(
+                scope=scope,
+                dataset_id=DS,
+                clip_id="c0",
+                text="ohwx_woman, woman, laughing, red scarf",
+                user="ann",
+                approve=True,
+            ),
+            timeout=10,
+        )
         assert edited.approved and edited.approved_by == "ann" and len(edited.versions) == 2
         assert edited.versions[0].author.startswith("machine")
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await stub.EditCaption(captioning_pb2.EditCaptionRequest(
-                scope=scope, dataset_id=DS, clip_id="c1", text="a woman laughing"), timeout=10)
+            await stub.EditCaption(
+                captioning_pb2.EditCaptionRequest(
+                    scope=scope, dataset_id=DS, clip_id="c1", text="a woman laughing"
+                ),
+                timeout=10,
+            )
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "ohwx_woman" in info.value.details()
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await stub.ApproveCaption(captioning_pb2.ApproveCaptionRequest(
-                scope=scope, dataset_id=DS, clip_id="nope"), timeout=10)
+            await stub.ApproveCaption(
+                captioning_pb2.ApproveCaptionRequest(scope=scope, dataset_id=DS, clip_id="nope"),
+                timeout=10,
+            )
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
-        approved = await stub.ApproveCaption(captioning_pb2.ApproveCaptionRequest(
-            scope=scope, dataset_id=DS, clip_id="c1", user="bob"), timeout=10)
+        approved = await stub.ApproveCaption(
+            captioning_pb2.ApproveCaptionRequest(
+                scope=scope, dataset_id=DS, clip_id="c1", user="bob"
+            ),
+            timeout=10,
+        )
         assert approved.approved
         assert review.get("c0").text == "ohwx_woman, woman, laughing, red scarf"
         await channel.close()
@@ -162,7 +254,9 @@ async def test_review_through_grpc(store, settings) -> None:
         await proc.stop()
 
 
-async def test_dataset_curated_starts_captioning_only_with_project_defaults(store, settings, bus) -> None:
+async def test_dataset_curated_starts_captioning_only_with_project_defaults(
+    store, settings, bus
+) -> None:
     import asyncio
 
     from loraforge.captioning.auto import save_defaults
@@ -174,11 +268,21 @@ async def test_dataset_curated_starts_captioning_only_with_project_defaults(stor
     await proc.start()
     try:
         other = ProjectRef("acme", "nodefaults")
-        await bus.publish(Event(type="dataset.curated", tenant="acme", project="nodefaults",
-                                data={"dataset_id": DS, "selected": 3}))
+        await bus.publish(
+            Event(
+                type="dataset.curated",
+                tenant="acme",
+                project="nodefaults",
+                data={"dataset_id": DS, "selected": 3},
+            )
+        )
         save_defaults(store, PROJECT, trigger="ohwx_woman", class_noun="woman")
-        event = Event(type="dataset.curated", tenant="acme", project="jane",
-                      data={"dataset_id": DS, "selected": 3})
+        event = Event(
+            type="dataset.curated",
+            tenant="acme",
+            project="jane",
+            data={"dataset_id": DS, "selected": 3},
+        )
         await bus.publish(event)
         await bus.publish(event)  # a duplicate publish, and later a redelivery, start one job
         jobs = proc.clients.jobs
@@ -190,7 +294,9 @@ async def test_dataset_curated_starts_captioning_only_with_project_defaults(stor
         await asyncio.sleep(0.5)
         started = await jobs.list("acme", "jane", kind="captioning")
         assert len(started) == 1
-        assert started[0].params["trigger"] == "ohwx_woman" and started[0].params["dataset_id"] == DS
+        assert (
+            started[0].params["trigger"] == "ohwx_woman" and started[0].params["dataset_id"] == DS
+        )
         assert await jobs.list(other.tenant, other.project, kind="captioning") == []
     finally:
         await proc.stop()

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+
 from loraforge.captioning.main import mount
 from loraforge.runtime.host import ServiceProcess
 
@@ -56,8 +57,9 @@ def _clean_env(overrides: dict[str, str]) -> dict[str, str]:
 def cli(settings_env, captioning, monkeypatch):
     """Runs `loraforge ...` in-process (typer's CliRunner, in a thread: the service shares this
     loop). Settings refuse unknown LORAFORGE_* variables, so only ours are set."""
-    from loraforge.cli.main import app
     from typer.testing import CliRunner
+
+    from loraforge.cli.main import app
 
     for name in [k for k in os.environ if k.startswith("LORAFORGE_")]:
         monkeypatch.delenv(name)
@@ -85,8 +87,14 @@ def cli_process(settings_env, captioning):
 
     async def run(*args: str, **env: str) -> Ran:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "loraforge.cli.main", *args, env=_clean_env({**base, **env}),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "loraforge.cli.main",
+            *args,
+            env=_clean_env({**base, **env}),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await asyncio.wait_for(proc.communicate(), 120)
         return Ran(proc.returncode or 0, out.decode(), err.decode())
 

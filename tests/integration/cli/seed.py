@@ -11,8 +11,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parents[2] / "unit" / "captioning"))
 
 from captioning_footage import PHOTOS, make_clip, photo
-from loraforge.runtime.storage import Bucket, ObjectStore
 from PIL import Image
+
+from loraforge.runtime.storage import Bucket, ObjectStore
 
 TENANT, PROJECT = "acme", "jane"
 TRIGGER = "ohwx_woman"
@@ -43,8 +44,13 @@ def make_local_clips(folder: Path, n: int) -> list[LocalClip]:
     return out
 
 
-def seed_dataset(store: ObjectStore, dataset_id: str, clips: list[LocalClip],
-                 tenant: str = TENANT, project: str = PROJECT) -> str:
+def seed_dataset(
+    store: ObjectStore,
+    dataset_id: str,
+    clips: list[LocalClip],
+    tenant: str = TENANT,
+    project: str = PROJECT,
+) -> str:
     """Clips + keyframes in the clips bucket, manifest.json then dataset.json (the commit
     marker) in the datasets bucket. Returns the dataset's prefix."""
     selected, metrics = [], []
@@ -54,11 +60,26 @@ def seed_dataset(store: ObjectStore, dataset_id: str, clips: list[LocalClip],
         store.put_file(Bucket.CLIPS, key, c.path, content_type="video/mp4")
         store.put_file(Bucket.CLIPS, kf_key, c.keyframe, content_type="image/jpeg")
         selected.append({"clip_id": c.clip_id, "key": key, "keyframe_keys": [kf_key]})
-        metrics.append({"clip_id": c.clip_id, "angle_bucket": ANGLES[i % len(ANGLES)],
-                        "expression": EXPRESSIONS[i % len(EXPRESSIONS)],
-                        "largest_face_ratio": 0.3, "lighting": "day", "duration_s": 2.0})
+        metrics.append(
+            {
+                "clip_id": c.clip_id,
+                "angle_bucket": ANGLES[i % len(ANGLES)],
+                "expression": EXPRESSIONS[i % len(EXPRESSIONS)],
+                "largest_face_ratio": 0.3,
+                "lighting": "day",
+                "duration_s": 2.0,
+            }
+        )
     prefix = f"{tenant}/{project}/datasets/{dataset_id}"
     store.put_json(Bucket.DATASETS, f"{prefix}/manifest.json", {"clips": metrics})
-    store.put_json(Bucket.DATASETS, f"{prefix}/dataset.json", {
-        "id": dataset_id, "lora_type": "character", "manifest": "manifest.json", "selected": selected})
+    store.put_json(
+        Bucket.DATASETS,
+        f"{prefix}/dataset.json",
+        {
+            "id": dataset_id,
+            "lora_type": "character",
+            "manifest": "manifest.json",
+            "selected": selected,
+        },
+    )
     return prefix

@@ -26,8 +26,9 @@ def _ok(res) -> dict | str:
     return res.stdout
 
 
-async def test_caption_review_rerun_and_export(local_clips, cli, cli_process, store, tmp_path,
-                                               monkeypatch):
+async def test_caption_review_rerun_and_export(
+    local_clips, cli, cli_process, store, tmp_path, monkeypatch
+):
     await asyncio.to_thread(seed_dataset, store, SMALL, local_clips[:3])
     await asyncio.sleep(1.1)  # S3 modification times have one-second resolution
     await asyncio.to_thread(seed_dataset, store, FULL, local_clips)
@@ -42,7 +43,9 @@ async def test_caption_review_rerun_and_export(local_clips, cli, cli_process, st
     assert CaptionReviewStore(store, REF, FULL).list() == []
 
     # caption the newest dataset (no --dataset): every caption starts with the trigger
-    out = json.loads(_ok(await cli("caption", *P, "--trigger", TRIGGER, "--class-noun", "woman", "--json")))
+    out = json.loads(
+        _ok(await cli("caption", *P, "--trigger", TRIGGER, "--class-noun", "woman", "--json"))
+    )
     assert out["state"] == "SUCCEEDED" and out["dataset_id"] == FULL
     assert [c["clip_id"] for c in out["captions"]] == [c.clip_id for c in local_clips]
     assert all(c["text"].startswith(f"{TRIGGER}, woman") for c in out["captions"]), out["captions"]
@@ -54,8 +57,23 @@ async def test_caption_review_rerun_and_export(local_clips, cli, cli_process, st
     # review (interim: straight to the store): an edit must keep the trigger; a good one sticks
     bad = await cli("caption", "edit", *P, "clip-00", "a woman laughing")
     assert bad.exit_code == 2 and TRIGGER in bad.output
-    edit = json.loads(_ok(await cli("caption", "edit", *P, "--dataset", FULL, "clip-00", EDITED,
-                                    "--approve", "--user", "ann", "--json")))
+    edit = json.loads(
+        _ok(
+            await cli(
+                "caption",
+                "edit",
+                *P,
+                "--dataset",
+                FULL,
+                "clip-00",
+                EDITED,
+                "--approve",
+                "--user",
+                "ann",
+                "--json",
+            )
+        )
+    )
     assert edit["text"] == EDITED and edit["approved"] and edit["author"] == "user:ann"
     _ok(await cli("caption", "approve", *P, "clip-02", "--user", "bob"))
 
@@ -68,8 +86,13 @@ async def test_caption_review_rerun_and_export(local_clips, cli, cli_process, st
 
     # exports run ffmpeg, so as their own process (see conftest.cli_process)
     # seed export: the current captions (the edit included), read back
-    seed = json.loads(_ok(await cli_process("export", *P, "--format", "seed",
-                                            "--out", str(tmp_path / "seed"), "--json")))
+    seed = json.loads(
+        _ok(
+            await cli_process(
+                "export", *P, "--format", "seed", "--out", str(tmp_path / "seed"), "--json"
+            )
+        )
+    )
     assert seed["validated"] == len(local_clips) and seed["dataset_id"] == FULL
     back = read("seed", tmp_path / "seed")
     assert sorted(t for _, t in back) == sorted(review.texts().values())
@@ -78,15 +101,26 @@ async def test_caption_review_rerun_and_export(local_clips, cli, cli_process, st
     assert {c["clip_id"]: c["caption"] for c in meta["clips"]}["clip-00"] == EDITED
 
     # kohya: the trigger comes from the captioning run; images + captions read back
-    _ok(await cli_process("export", *P, "--format", "kohya", "--out", str(tmp_path / "kohya"),
-                  "--class-noun", "woman"))
+    _ok(
+        await cli_process(
+            "export",
+            *P,
+            "--format",
+            "kohya",
+            "--out",
+            str(tmp_path / "kohya"),
+            "--class-noun",
+            "woman",
+        )
+    )
     back = read("kohya", tmp_path / "kohya")
     assert len(back) == len(local_clips) and all(t.startswith(TRIGGER) for _, t in back)
     assert (tmp_path / "kohya" / "img" / f"19_{TRIGGER} woman").is_dir()
 
     # Wan i2v zip: 11 samples pass the minimum; the step rule is reported
-    wan = _ok(await cli_process("export", *P, "--format", "wan-i2v-zip",
-                                "--out", str(tmp_path / "wan")))
+    wan = _ok(
+        await cli_process("export", *P, "--format", "wan-i2v-zip", "--out", str(tmp_path / "wan"))
+    )
     zip_path = tmp_path / "wan" / "wan-i2v-training-dataset.zip"
     assert str(zip_path) in wan.replace("\n", "")
     flat = " ".join(wan.split())
@@ -103,13 +137,30 @@ async def test_caption_review_rerun_and_export(local_clips, cli, cli_process, st
 
     # a dataset below the Wan minimum is refused naming the rule (and writes nothing)
     _ok(await cli("caption", *P, "--dataset", SMALL, "--trigger", TRIGGER, "--json"))
-    small = await cli_process("export", *P, "--dataset", SMALL, "--format", "wan-i2v-zip",
-                      "--out", str(tmp_path / "small"))
+    small = await cli_process(
+        "export",
+        *P,
+        "--dataset",
+        SMALL,
+        "--format",
+        "wan-i2v-zip",
+        "--out",
+        str(tmp_path / "small"),
+    )
     assert small.exit_code == 2, small.output
     assert "min_samples" in small.output and "at least 10" in small.output
     assert not (tmp_path / "small" / "wan-i2v-training-dataset.zip").exists()
-    small = await cli_process("export", *P, "--dataset", SMALL, "--format", "wan-i2v-zip",
-                      "--out", str(tmp_path / "small"), "--json")
+    small = await cli_process(
+        "export",
+        *P,
+        "--dataset",
+        SMALL,
+        "--format",
+        "wan-i2v-zip",
+        "--out",
+        str(tmp_path / "small"),
+        "--json",
+    )
     assert small.exit_code == 2 and json.loads(small.stdout)["rule"] == "min_samples"
 
     # an export into a folder that is not empty is refused too (no mixing with old files)

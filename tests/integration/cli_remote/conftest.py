@@ -47,8 +47,14 @@ def lf() -> Callable[..., Awaitable[Ran]]:
 
     async def run(*args: str, timeout: float = 60, **extra: str) -> Ran:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "loraforge.cli.main", *args, env={**env, **extra},
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "loraforge.cli.main",
+            *args,
+            env={**env, **extra},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
         return Ran(proc.returncode or 0, out.decode(), err.decode())
 
@@ -61,6 +67,10 @@ def two_shot_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from footage import ShotSpec, make_footage
 
     path = tmp_path_factory.mktemp("cli-remote-media") / "two_shots.mp4"
-    make_footage(path, [ShotSpec("astronaut", 56, "pan"), ShotSpec("coffee", 56, "zoom")],
-                 size=(128, 96), fps=16)
+    make_footage(
+        path,
+        [ShotSpec("astronaut", 56, "pan"), ShotSpec("coffee", 56, "zoom")],
+        size=(128, 96),
+        fps=16,
+    )
     return path

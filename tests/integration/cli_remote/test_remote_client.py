@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import httpx
 import pytest
+
 from loraforge.cli import remote as remote_mod
 from loraforge.cli.remote import Remote
 
 
 def _problem(status: int, detail: str, **headers: str) -> httpx.Response:
-    return httpx.Response(status, headers={"content-type": "application/problem+json", **headers},
-                          json={"type": "urn:x", "title": "t", "status": status, "detail": detail})
+    return httpx.Response(
+        status,
+        headers={"content-type": "application/problem+json", **headers},
+        json={"type": "urn:x", "title": "t", "status": status, "detail": detail},
+    )
 
 
 def _remote(handler) -> Remote:
@@ -35,14 +39,17 @@ def test_retries_502_503_504_then_succeeds():
     assert seen == ["lf_k"] * 3
 
 
-@pytest.mark.parametrize(("status", "headers", "words", "code"), [
-    (401, {}, ["401", "API key", "LF_API_KEY"], 1),
-    (404, {}, ["404", "nope"], 2),
-    (413, {}, ["413", "too large"], 2),
-    (429, {"Retry-After": "7"}, ["429", "retry in 7 s"], 1),
-    (422, {}, ["nope (422)"], 2),
-    (504, {}, ["unavailable (504)"], 1),
-])
+@pytest.mark.parametrize(
+    ("status", "headers", "words", "code"),
+    [
+        (401, {}, ["401", "API key", "LF_API_KEY"], 1),
+        (404, {}, ["404", "nope"], 2),
+        (413, {}, ["413", "too large"], 2),
+        (429, {"Retry-After": "7"}, ["429", "retry in 7 s"], 1),
+        (422, {}, ["nope (422)"], 2),
+        (504, {}, ["unavailable (504)"], 1),
+    ],
+)
 def test_problem_details_become_cli_errors(status, headers, words, code, capsys):
     calls = []
 

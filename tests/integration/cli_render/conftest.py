@@ -8,6 +8,7 @@ import os
 from collections.abc import AsyncIterator
 
 import pytest
+
 from loraforge.render.main import mount
 from loraforge.runtime.host import ServiceProcess
 from loraforge.stack.binaries import free_port
@@ -36,8 +37,9 @@ def cli(settings_env, render_service, monkeypatch):
     """Runs `loraforge ...` in-process (typer's CliRunner, in a thread: the service shares this
     loop). Returns the typer Result."""
     import typer
-    from loraforge.cli import jobs_cmd, render_cmd
     from typer.testing import CliRunner
+
+    from loraforge.cli import jobs_cmd, render_cmd
 
     # The commands under test as main.app registers them (a group of commands).
     app = typer.Typer(pretty_exceptions_enable=False)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import hashlib
 import json
 
-from loraforge.runtime.storage import Bucket
 from PIL import Image
+
+from loraforge.runtime.storage import Bucket
 
 I2V = """
 video_preset: tiny-wan2.1-i2v
@@ -28,8 +29,9 @@ async def test_local_keyframe_is_uploaded_and_rendered(cli, store, tmp_path):
     Image.fromarray(skimage.data.chelsea()).save(photo)
     scen = tmp_path / "i2v.yaml"
     scen.write_text(I2V.replace("IMAGE", "cat.png"))  # relative to the scenario file
-    res = await cli("render", str(scen), "--project", "jane", "--tenant", "acme", "--json",
-                    "--no-links")
+    res = await cli(
+        "render", str(scen), "--project", "jane", "--tenant", "acme", "--json", "--no-links"
+    )
     assert res.exit_code == 0, res.output
     view = json.loads(res.stdout)
     assert view["state"] == "SUCCEEDED", view

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from loraforge.runtime.storage import Bucket
 
 pytestmark = pytest.mark.timeout(180)
@@ -49,10 +50,14 @@ async def test_comfyui_export_without_a_stack(cli, tmp_path):
     by_class: dict[str, list[dict]] = {}
     for node in wf.values():
         by_class.setdefault(node["class_type"], []).append(node)
-    assert by_class["CheckpointLoaderSimple"][0]["inputs"]["ckpt_name"] == "sd_xl_base_1.0.safetensors"
+    assert (
+        by_class["CheckpointLoaderSimple"][0]["inputs"]["ckpt_name"] == "sd_xl_base_1.0.safetensors"
+    )
     # image-stage LoRAs only, chained; files named by adapter (trained files are all last.*)
-    assert [n["inputs"]["lora_name"] for n in by_class["LoraLoader"]] == ["jane.safetensors",
-                                                                          "paint.safetensors"]
+    assert [n["inputs"]["lora_name"] for n in by_class["LoraLoader"]] == [
+        "jane.safetensors",
+        "paint.safetensors",
+    ]
     strengths = sorted(n["inputs"]["strength_model"] for n in by_class["LoraLoader"])
     assert strengths == [0.9, 1.0]  # style default 0.9, character default 1.0
     assert [n["inputs"]["strength_model"] for n in by_class["LoraLoaderModelOnly"]] == [0.5]
@@ -76,20 +81,45 @@ async def test_comfyui_export_without_a_stack(cli, tmp_path):
 async def test_render_then_list_jobs(cli, store, tmp_path):
     scen = tmp_path / "clip.yaml"
     scen.write_text(TWO_SHOTS)
-    res = await cli("render", str(scen), "--project", "jane", "--tenant", "acme",
-                    "--request-id", "cli-r1", "--json")
+    res = await cli(
+        "render",
+        str(scen),
+        "--project",
+        "jane",
+        "--tenant",
+        "acme",
+        "--request-id",
+        "cli-r1",
+        "--json",
+    )
     assert res.exit_code == 0, res.output
     view = json.loads(res.stdout)
     assert view["state"] == "SUCCEEDED", view
     assert len(view["keyframes"]) == 2 and len(view["transitions"]) == 1 and view["film"]
     assert all(k.startswith(f"acme/jane/renders/{view['job_id']}/") for k in view["keyframes"])
-    assert set(view["links"]) == {*view["keyframes"], *view["transitions"], view["film"], view["thumbnails"]}
-    assert all(url.startswith("http") and "X-Amz-Signature" in url for url in view["links"].values())
+    assert set(view["links"]) == {
+        *view["keyframes"],
+        *view["transitions"],
+        view["film"],
+        view["thumbnails"],
+    }
+    assert all(
+        url.startswith("http") and "X-Amz-Signature" in url for url in view["links"].values()
+    )
     assert store.stat(Bucket.RENDERS, view["film"]) is not None
 
     # the same request id: the same job, nothing rendered again; the human view lists outputs
-    again = await cli("render", str(scen), "--project", "jane", "--tenant", "acme",
-                      "--request-id", "cli-r1", "--no-links")
+    again = await cli(
+        "render",
+        str(scen),
+        "--project",
+        "jane",
+        "--tenant",
+        "acme",
+        "--request-id",
+        "cli-r1",
+        "--no-links",
+    )
     assert again.exit_code == 0, again.output
     assert view["job_id"] in again.stdout and "SUCCEEDED" in again.stdout
     assert "keyframe_01.png" in again.stdout and "clip.mp4" in again.stdout
@@ -99,13 +129,23 @@ async def test_render_then_list_jobs(cli, store, tmp_path):
     assert res.exit_code == 0, res.output
     listed = json.loads(res.stdout)
     assert [(j["service"], j["job_id"], j["state"]) for j in listed["jobs"]] == [
-        ("render", view["job_id"], "SUCCEEDED")]
-    assert sorted(s["service"] for s in listed["skipped"]) == ["captioning", "curation", "ingest", "trainer"]
+        ("render", view["job_id"], "SUCCEEDED")
+    ]
+    assert sorted(s["service"] for s in listed["skipped"]) == [
+        "captioning",
+        "curation",
+        "ingest",
+        "trainer",
+    ]
     assert all("not reachable" in s["reason"] for s in listed["skipped"])
 
     res = await cli("jobs", "--tenant", "acme", "--kind", "render", "--state", "failed", "--json")
     assert res.exit_code == 0 and json.loads(res.stdout) == {
-        "tenant": "acme", "project": None, "jobs": [], "skipped": []}
+        "tenant": "acme",
+        "project": None,
+        "jobs": [],
+        "skipped": [],
+    }
     res = await cli("jobs", "--tenant", "acme", "--kind", "render")
     assert res.exit_code == 0 and view["job_id"] in res.stdout and "1 job(s)" in res.stdout
     res = await cli("jobs", "--kind", "painting")

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 import pytest
+
 from loraforge.curation.main import mount
 from loraforge.runtime.host import ServiceProcess
 from loraforge.v1 import curation_pb2_grpc
@@ -24,8 +25,12 @@ async def curation_service(settings) -> AsyncIterator[Callable]:
     started: list[tuple[ServiceProcess, grpc.aio.Channel]] = []
 
     async def start(auto_curate: bool = True):
-        proc = ServiceProcess("curation", settings, functools.partial(mount, auto_curate=auto_curate),
-                              drain_delay_s=0.0)
+        proc = ServiceProcess(
+            "curation",
+            settings,
+            functools.partial(mount, auto_curate=auto_curate),
+            drain_delay_s=0.0,
+        )
         await proc.start()
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{proc.port}")
         started.append((proc, channel))

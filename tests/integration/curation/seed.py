@@ -14,6 +14,7 @@ import cv2
 sys.path.insert(0, str(Path(__file__).parents[2] / "unit" / "curation"))
 
 import curation_media as M
+
 from loraforge.runtime.storage import Bucket, ObjectStore
 
 TENANT, PROJECT = "acme", "jane"
@@ -42,7 +43,6 @@ CLIPS: dict[str, tuple[str, Callable]] = {
 }
 
 
-
 def make_clips(d: Path) -> list[LocalClip]:
     out = []
     for cid, (source, fn) in CLIPS.items():
@@ -57,8 +57,9 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def seed_project(store: ObjectStore, clips: list[LocalClip], tenant: str = TENANT,
-                 project: str = PROJECT) -> dict[str, str]:
+def seed_project(
+    store: ObjectStore, clips: list[LocalClip], tenant: str = TENANT, project: str = PROJECT
+) -> dict[str, str]:
     """Upload clips + keyframes + one manifest per source in ingest's layout; clip id -> key."""
     keys: dict[str, str] = {}
     by_source: dict[str, list[dict]] = {}
@@ -70,15 +71,28 @@ def seed_project(store: ObjectStore, clips: list[LocalClip], tenant: str = TENAN
         store.put_file(Bucket.CLIPS, key, c.path, content_type="video/mp4")
         store.put_file(Bucket.CLIPS, kf_key, c.keyframe, content_type="image/jpeg")
         keys[c.clip_id] = key
-        by_source.setdefault(sha16, []).append({
-            "clip_id": c.clip_id, "key": key, "keyframe_keys": [kf_key], "sha256": _sha(c.path),
-            "width": M.W, "height": M.H, "fps": M.FPS, "frames": 20,
-        })
+        by_source.setdefault(sha16, []).append(
+            {
+                "clip_id": c.clip_id,
+                "key": key,
+                "keyframe_keys": [kf_key],
+                "sha256": _sha(c.path),
+                "width": M.W,
+                "height": M.H,
+                "fps": M.FPS,
+                "frames": 20,
+            }
+        )
     for sha16, entries in by_source.items():
-        # as services/ingest/worker.py writes it: beside the clips, named by the options hash
-        store.put_json(Bucket.CLIPS, f"{tenant}/{project}/clips/{sha16}/manifest-0123abcd.json", {
-            "source_sha256": sha16 * 4, "kind": "video", "clips": entries, "skipped": [],
-        })
+        # as services/loraforge/ingest/worker.py writes it: beside the clips, named by the options hash
+        store.put_json(
+            Bucket.CLIPS,
+            f"{tenant}/{project}/clips/{sha16}/manifest-0123abcd.json",
+            {
+                "source_sha256": sha16 * 4,
+                "kind": "video",
+                "clips": entries,
+                "skipped": [],
+            },
+        )
     return keys
-
-

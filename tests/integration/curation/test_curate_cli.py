@@ -7,9 +7,10 @@ import hashlib
 import json
 
 import cv2
+from typer.testing import CliRunner
+
 from loraforge.cli.main import app
 from loraforge.runtime.storage import Bucket
-from typer.testing import CliRunner
 
 from .seed import PROJECT, TENANT, M, seed_project
 
@@ -37,8 +38,22 @@ async def test_curate_command_uploads_references_and_lists_every_clip(
     photo = tmp_path / "me.png"
     cv2.imwrite(str(photo), M.astronaut())
     sha = hashlib.sha256(photo.read_bytes()).hexdigest()
-    args = ["curate", "--project", PROJECT, "--tenant", TENANT, "--reference", str(photo),
-            "--target", "3", "--set", "min_short_side_px=256", "--set", "frames_per_clip=6", "--json"]
+    args = [
+        "curate",
+        "--project",
+        PROJECT,
+        "--tenant",
+        TENANT,
+        "--reference",
+        str(photo),
+        "--target",
+        "3",
+        "--set",
+        "min_short_side_px=256",
+        "--set",
+        "frames_per_clip=6",
+        "--json",
+    ]
 
     result = await asyncio.to_thread(CliRunner().invoke, app, args)
     assert result.exit_code == 0, result.output
@@ -47,12 +62,17 @@ async def test_curate_command_uploads_references_and_lists_every_clip(
     assert store.exists(Bucket.RAW, f"{TENANT}/{PROJECT}/references/{sha}.png")
     clips = {c["clip_id"]: c for c in out["clips"]}
     assert set(clips) == {c.clip_id for c in used}
-    assert clips["two-000"]["decision"] == "reject" and "people_count" in clips["two-000"]["reason_codes"]
+    assert (
+        clips["two-000"]["decision"] == "reject"
+        and "people_count" in clips["two-000"]["reason_codes"]
+    )
     assert clips["ast-000"]["decision"] == "keep" and clips["ast-000"]["selected"]
     assert out["counts"]["rejected"] == sum(c["decision"] == "reject" for c in clips.values())
     assert out["rejection_counts"]["people_count"] >= 1
     assert out["report"]["key"].endswith(f"/datasets/{out['dataset_id']}/report.html")
-    record = store.get_json(Bucket.DATASETS, out["report"]["key"].replace("report.html", "dataset.json"))
+    record = store.get_json(
+        Bucket.DATASETS, out["report"]["key"].replace("report.html", "dataset.json")
+    )
     assert record["reference_keys"] == [f"{TENANT}/{PROJECT}/references/{sha}.png"]
 
     # human output; the reference is already stored and not uploaded twice
@@ -67,6 +87,9 @@ async def test_curate_command_reports_a_bad_override(curation_service, settings,
     for name, value in _env(settings, proc.port).items():
         monkeypatch.setenv(name, value)
     result = await asyncio.to_thread(
-        CliRunner().invoke, app, ["curate", "-p", PROJECT, "--tenant", TENANT, "--set", "max_people=0"])
+        CliRunner().invoke,
+        app,
+        ["curate", "-p", PROJECT, "--tenant", TENANT, "--set", "max_people=0"],
+    )
     assert result.exit_code == 2
     assert "max_people" in result.output

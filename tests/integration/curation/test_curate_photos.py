@@ -9,14 +9,14 @@ import hashlib
 import json
 
 import cv2
+import photo_media as pm
+from typer.testing import CliRunner
+
 from loraforge.cli.main import app
 from loraforge.runtime.storage import Bucket
-from typer.testing import CliRunner
 
 from .seed import PROJECT, TENANT
 from .test_curate_cli import _env
-
-import photo_media as pm  # noqa: E402  (tests/unit/curation is on the path through .seed)
 
 
 def seed_photos(store, tmp_path) -> dict[str, str]:
@@ -43,15 +43,33 @@ def seed_photos(store, tmp_path) -> dict[str, str]:
         base = f"{TENANT}/{PROJECT}/clips/{sha[:16]}"
         keys[cid] = f"{base}/{cid}.png"
         store.put_file(Bucket.CLIPS, keys[cid], path, content_type="image/png")
-        store.put_json(Bucket.CLIPS, f"{base}/manifest-0123abcd.json", {
-            "source_sha256": sha, "kind": "photo", "skipped": [],
-            "clips": [{"clip_id": cid, "key": keys[cid], "keyframe_keys": [keys[cid]], "sha256": sha,
-                       "width": 512, "height": 512, "fps": 0.0, "frames": 1}]})
+        store.put_json(
+            Bucket.CLIPS,
+            f"{base}/manifest-0123abcd.json",
+            {
+                "source_sha256": sha,
+                "kind": "photo",
+                "skipped": [],
+                "clips": [
+                    {
+                        "clip_id": cid,
+                        "key": keys[cid],
+                        "keyframe_keys": [keys[cid]],
+                        "sha256": sha,
+                        "width": 512,
+                        "height": 512,
+                        "fps": 0.0,
+                        "frames": 1,
+                    }
+                ],
+            },
+        )
     return keys
 
 
-async def test_curate_photos_gives_crops_reasons_and_the_count_to_add(curation_service, settings, store,
-                                                                      tmp_path, monkeypatch):
+async def test_curate_photos_gives_crops_reasons_and_the_count_to_add(
+    curation_service, settings, store, tmp_path, monkeypatch
+):
     await asyncio.to_thread(seed_photos, store, tmp_path)
     proc, _ = await curation_service(auto_curate=False)
     for name, value in _env(settings, proc.port).items():
@@ -63,7 +81,9 @@ async def test_curate_photos_gives_crops_reasons_and_the_count_to_add(curation_s
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert out["state"] == "SUCCEEDED"
-    record = store.get_json(Bucket.DATASETS, out["report"]["key"].replace("report.html", "dataset.json"))
+    record = store.get_json(
+        Bucket.DATASETS, out["report"]["key"].replace("report.html", "dataset.json")
+    )
     items = {it["clip_id"]: it for it in record["selected"]}
     assert set(items) == {"studio", "cafe", "launch"}, record["build"]
     for it in items.values():  # the crops, stored with the dataset
@@ -71,15 +91,28 @@ async def test_curate_photos_gives_crops_reasons_and_the_count_to_add(curation_s
         assert it["key"].endswith(f"/derived/{it['clip_id']}/crop.png")
         crop = store.get_bytes(Bucket.DATASETS, it["key"])
         assert crop[:8] == b"\x89PNG\r\n\x1a\n"
-    build = store.get_json(Bucket.DATASETS, out["report"]["key"].replace("report.html", "build.json"))
+    build = store.get_json(
+        Bucket.DATASETS, out["report"]["key"].replace("report.html", "build.json")
+    )
     dropped = {d["clip_id"]: d for d in build["dropped"]}
-    assert dropped["blink"]["code"] == "eyes_closed" and dropped["blink"]["evidence"]["eye_aspect_ratio"] < 0.2
-    assert dropped["burst"]["code"] == "look_alike" and dropped["burst"]["evidence"]["of"] == "studio"
+    assert (
+        dropped["blink"]["code"] == "eyes_closed"
+        and dropped["blink"]["evidence"]["eye_aspect_ratio"] < 0.2
+    )
+    assert (
+        dropped["burst"]["code"] == "look_alike" and dropped["burst"]["evidence"]["of"] == "studio"
+    )
     size = record["build"]["summary"]["size_range"]
-    assert (size["count"], size["status"], size["recommended"]) == (3, "below_recommended", [20, 30])
+    assert (size["count"], size["status"], size["recommended"]) == (
+        3,
+        "below_recommended",
+        [20, 30],
+    )
     assert any("add about 17 more photos" in line for line in out["missing"])
     # the same in the manifest and the report
-    manifest = store.get_json(Bucket.DATASETS, out["report"]["key"].replace("report.html", "manifest.json"))
+    manifest = store.get_json(
+        Bucket.DATASETS, out["report"]["key"].replace("report.html", "manifest.json")
+    )
     assert manifest["build"]["summary"]["size_range"]["status"] == "below_recommended"
     report = store.get_bytes(Bucket.DATASETS, out["report"]["key"]).decode()
     assert "add about 17 more photos" in report and "look_alike" in report
@@ -90,4 +123,8 @@ async def test_curate_photos_gives_crops_reasons_and_the_count_to_add(curation_s
     error = json.loads(failed.stdout)["error"]
     assert "FAILED" in error.upper() and "3 usable photos, below the minimum of 10" in error, error
     assert "add at least 7 more photos" in error
-    assert "left out by the builder: " in error and "eyes_closed 1" in error and "look_alike 1" in error
+    assert (
+        "left out by the builder: " in error
+        and "eyes_closed 1" in error
+        and "look_alike 1" in error
+    )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from loraforge.curation.pipeline import MediaItem, curate
 from loraforge.curation.policy import CurationPolicy
 from loraforge.curation.worker import discover_clips
@@ -20,11 +21,11 @@ from loraforge.runtime.servicers import struct_from_dict
 from loraforge.runtime.storage import Bucket
 from loraforge.v1 import common_pb2, curation_pb2, ingest_pb2, ingest_pb2_grpc
 
-from .seed import M, PROJECT, TENANT
+from .seed import PROJECT, TENANT, M
 from .test_curation_service import SCOPE, collect, wait_job
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "unit" / "ingest"))
-from footage import encode  # noqa: E402
+from footage import encode
 
 OVERRIDES = {"min_short_side_px": 256}  # 480x360 footage; the default 8 frames: the proxy's
 SHOT_FRAMES = 48  # 4 s at 12 fps: a street-camera rate, below the 16 fps training rate
@@ -49,8 +50,10 @@ async def ingested(settings, store, tmp_path):
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{proc.port}") as channel:
             stub = ingest_pb2_grpc.IngestServiceStub(channel)
-            job = await stub.StartIngest(ingest_pb2.StartIngestRequest(scope=SCOPE, request_id="i1",
-                                                                       sources=[key]), timeout=10)
+            job = await stub.StartIngest(
+                ingest_pb2.StartIngestRequest(scope=SCOPE, request_id="i1", sources=[key]),
+                timeout=10,
+            )
             done = await wait_job(stub, job.id, timeout=60)
     finally:
         await proc.stop()
@@ -73,11 +76,14 @@ async def ingested(settings, store, tmp_path):
 
 
 def _start(request_id: str) -> curation_pb2.StartCurationRequest:
-    return curation_pb2.StartCurationRequest(scope=SCOPE, request_id=request_id,
-                                             policy_overrides=struct_from_dict(OVERRIDES))
+    return curation_pb2.StartCurationRequest(
+        scope=SCOPE, request_id=request_id, policy_overrides=struct_from_dict(OVERRIDES)
+    )
 
 
-async def test_two_workers_share_the_clips_and_agree_with_one(curation_service, store, bus, ingested):
+async def test_two_workers_share_the_clips_and_agree_with_one(
+    curation_service, store, bus, ingested
+):
     tasks = await collect(bus, "curation.measure", "test-measure-tasks")  # sees every task
     procs = [await curation_service(auto_curate=False) for _ in range(2)]
     stub = procs[0][1]
@@ -96,7 +102,9 @@ async def test_two_workers_share_the_clips_and_agree_with_one(curation_service, 
     assert sum(record["measured_by"].values()) == 3
     stored = {o.key.removeprefix(prefix + "/") for o in store.list(Bucket.DATASETS, prefix + "/")}
     assert not {k for k in stored if k.startswith("_")}  # claim and per-clip results cleaned up
-    rows = {r["clip_id"]: r for r in store.get_json(Bucket.DATASETS, f"{prefix}/manifest.json")["clips"]}
+    rows = {
+        r["clip_id"]: r for r in store.get_json(Bucket.DATASETS, f"{prefix}/manifest.json")["clips"]
+    }
 
     # one process, in-process, on the same proxies: the same metrics and decisions, exactly
     policy = CurationPolicy(**OVERRIDES)
@@ -105,32 +113,56 @@ async def test_two_workers_share_the_clips_and_agree_with_one(curation_service, 
         row = rows[c.metrics.clip_id]
         assert (row["decision"] == "keep") == c.decision.keep
         assert row["reason_codes"] == c.decision.reason_codes and row["selected"] == c.selected
-        for k in ("people_count", "sharpness", "mean_luma", "face_sharpness", "largest_face_ratio",
-                  "blockiness", "motion", "phashes", "embedding"):
+        for k in (
+            "people_count",
+            "sharpness",
+            "mean_luma",
+            "face_sharpness",
+            "largest_face_ratio",
+            "blockiness",
+            "motion",
+            "phashes",
+            "embedding",
+        ):
             assert row[k] == getattr(c.metrics, k), k
     by_shot = sorted(rows.values(), key=lambda r: r["clip_id"])
     assert "people_count" in by_shot[1]["reason_codes"], by_shot[1]["reason_codes"]
     # two people alone in their shots: a character dataset keeps one identity (the larger
     # cluster; here a tie, broken the same way in every run) and rejects the other
-    assert sorted(r["reason_codes"] for r in (by_shot[0], by_shot[2])) == [[], ["identity_mismatch"]]
+    assert sorted(r["reason_codes"] for r in (by_shot[0], by_shot[2])) == [
+        [],
+        ["identity_mismatch"],
+    ]
     # the 12 fps source kept its rate and every clip says so (flagged, not rejected)
     assert all(r["fps"] == 12.0 and "low_frame_rate" in r["flag_codes"] for r in by_shot)
     assert record["flag_counts"]["low_frame_rate"] == 3
 
     # another selection of the same clips (a user's --target after the automatic curation):
     # a new dataset, decided from the stored measurements, nothing measured again
-    other = await stub.StartCuration(curation_pb2.StartCurationRequest(
-        scope=SCOPE, request_id="user-3", target_size=1, policy_overrides=struct_from_dict(OVERRIDES)),
-        timeout=10)
+    other = await stub.StartCuration(
+        curation_pb2.StartCurationRequest(
+            scope=SCOPE,
+            request_id="user-3",
+            target_size=1,
+            policy_overrides=struct_from_dict(OVERRIDES),
+        ),
+        timeout=10,
+    )
     assert other.id != job.id
     redone = await wait_job(stub, other.id, timeout=30)
     assert redone.state == common_pb2.JOB_STATE_SUCCEEDED, redone.message
     assert redone.result["dataset_id"] != done.result["dataset_id"]
-    record2 = store.get_json(Bucket.DATASETS, f"{TENANT}/{PROJECT}/datasets/{redone.result['dataset_id']}/dataset.json")
-    assert record2["measured_by"] == record["measured_by"] and record2["counts"]["kept"] == record["counts"]["kept"]
+    record2 = store.get_json(
+        Bucket.DATASETS, f"{TENANT}/{PROJECT}/datasets/{redone.result['dataset_id']}/dataset.json"
+    )
+    assert (
+        record2["measured_by"] == record["measured_by"]
+        and record2["counts"]["kept"] == record["counts"]["kept"]
+    )
     assert sorted(t.data["job_id"] for t in tasks) == [job.id] * 3  # none for the second job
 
     # decoding the clips instead of reading the proxies decides the same
     decoded = curate([MediaItem(p, c.clip_id, c.source_id) for c, p, _ in ingested], policy)
-    assert {c.metrics.clip_id: (c.decision.keep, c.decision.reason_codes) for c in decoded.clips} == {
-        c.metrics.clip_id: (c.decision.keep, c.decision.reason_codes) for c in one.clips}
+    assert {
+        c.metrics.clip_id: (c.decision.keep, c.decision.reason_codes) for c in decoded.clips
+    } == {c.metrics.clip_id: (c.decision.keep, c.decision.reason_codes) for c in one.clips}

@@ -9,6 +9,7 @@ import time
 import grpc
 import pyarrow.parquet as pq
 import pytest
+
 from loraforge.curation.policy import CurationPolicy
 from loraforge.curation.worker import AutoCurator, dataset_id_for, discover_clips
 from loraforge.runtime.events import Event
@@ -21,7 +22,11 @@ from loraforge.v1 import common_pb2, curation_pb2
 from .seed import OVERRIDES, PROJECT, TENANT, seed_project
 
 SCOPE = common_pb2.ProjectScope(tenant=TENANT, project=PROJECT)
-TERMINAL = {common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED}
+TERMINAL = {
+    common_pb2.JOB_STATE_SUCCEEDED,
+    common_pb2.JOB_STATE_FAILED,
+    common_pb2.JOB_STATE_CANCELLED,
+}
 
 
 async def wait_job(stub, job_id: str, timeout: float = 45.0) -> common_pb2.Job:
@@ -39,8 +44,12 @@ async def wait_job(stub, job_id: str, timeout: float = 45.0) -> common_pb2.Job:
 def start_request(request_id: str, **kw) -> curation_pb2.StartCurationRequest:
     overrides = kw.pop("overrides", OVERRIDES)
     return curation_pb2.StartCurationRequest(
-        scope=SCOPE, request_id=request_id, target_size=kw.pop("target_size", 4),
-        policy_overrides=struct_from_dict(overrides), **kw)
+        scope=SCOPE,
+        request_id=request_id,
+        target_size=kw.pop("target_size", 4),
+        policy_overrides=struct_from_dict(overrides),
+        **kw,
+    )
 
 
 async def collect(bus, event_type: str, durable: str) -> list[Event]:
@@ -86,7 +95,9 @@ async def test_curation_job_stores_a_committed_dataset(curation_service, store, 
     assert rows["two-000"]["people_count"] == 2
     assert "too_dark" in rows["dark-001"]["reason_codes"]
     assert rows["ast-000"]["decision"] == "keep" and rows["ast-000"]["selected"]
-    table = pq.read_table(io.BytesIO(store.get_bytes(Bucket.DATASETS, f"{prefix}/manifest.parquet")))
+    table = pq.read_table(
+        io.BytesIO(store.get_bytes(Bucket.DATASETS, f"{prefix}/manifest.parquet"))
+    )
     assert sorted(table.column("clip_id").to_pylist()) == sorted(keys)
     html = store.get_bytes(Bucket.DATASETS, f"{prefix}/report.html").decode()
     assert "people_count" in html and "two-000" in html
@@ -121,10 +132,20 @@ async def test_curation_job_stores_a_committed_dataset(curation_service, store, 
     clips = discover_clips(store, ProjectRef(TENANT, PROJECT))
     policy = CurationPolicy(**OVERRIDES, target_size=4)
     assert dataset_id_for(clips, policy, [], "character") == ds
-    assert len({ds, dataset_id_for(clips, policy.model_copy(update={"target_size": 2}), [], "character"),
+    assert (
+        len(
+            {
+                ds,
+                dataset_id_for(
+                    clips, policy.model_copy(update={"target_size": 2}), [], "character"
+                ),
                 dataset_id_for(clips, policy, ["acme/jane/references/a.jpg"], "character"),
                 dataset_id_for(clips[1:], policy, [], "character"),
-                dataset_id_for(clips, policy, [], "style")}) == 5
+                dataset_id_for(clips, policy, [], "style"),
+            }
+        )
+        == 5
+    )
 
 
 @pytest.mark.parametrize(
@@ -171,9 +192,13 @@ async def test_clips_ingested_starts_a_curation_job(curation_service, store, bus
     await asyncio.to_thread(seed_project, store, local_clips[:2])
     curated = await collect(bus, "dataset.curated", "test-curated-auto")
     proc, stub = await curation_service(auto_curate=True)
-    event = Event(id="ingest-done-1", type="clips.ingested", tenant=TENANT, project=PROJECT,
-                  data={"job_id": "ingest-job", "clips": 2,
-                        "curation": {"policy_overrides": OVERRIDES}})
+    event = Event(
+        id="ingest-done-1",
+        type="clips.ingested",
+        tenant=TENANT,
+        project=PROJECT,
+        data={"job_id": "ingest-job", "clips": 2, "curation": {"policy_overrides": OVERRIDES}},
+    )
     await bus.publish(event)
     deadline = time.monotonic() + 10
     jobs = []
@@ -183,8 +208,9 @@ async def test_clips_ingested_starts_a_curation_job(curation_service, store, bus
     # (distinct ids: JobStore.list can return a job twice when it changes during the listing)
     assert len({j.id for j in jobs}) == 1, [(j.id, j.state, j.message) for j in jobs]
     # a redelivered event (new stream message, same event id) starts no second job
-    await AutoCurator(JobService("curation", proc.clients.jobs, proc.clients.bus), proc.clients.bus
-                      ).handle(event, None)
+    await AutoCurator(
+        JobService("curation", proc.clients.jobs, proc.clients.bus), proc.clients.bus
+    ).handle(event, None)
     done = await wait_job(stub, jobs[0].id)
     assert done.state == common_pb2.JOB_STATE_SUCCEEDED, done.message
     listed = (await stub.ListJobs(common_pb2.ListJobsRequest(scope=SCOPE), timeout=5)).jobs
@@ -216,16 +242,37 @@ async def test_discovery_reads_ingest_manifests_tolerantly(store, local_clips):
     clip = local_clips[0]
     base = f"{TENANT}/{PROJECT}/clips/abcdef0123456789"
     store.put_file(Bucket.CLIPS, f"{base}/shot-000.mp4", clip.path)
-    store.put_file(Bucket.CLIPS, f"{TENANT}/{PROJECT}/clips/1111111111111111/shot-000.mp4", clip.path)
+    store.put_file(
+        Bucket.CLIPS, f"{TENANT}/{PROJECT}/clips/1111111111111111/shot-000.mp4", clip.path
+    )
     # ingest's FileOutcome shape with local paths, manifest beside the clips
-    store.put_json(Bucket.CLIPS, f"{base}/manifest.json", {"source": "/tmp/in.mp4", "result": {
-        "sha256": "abcdef0123456789" * 4, "kind": "video",
-        "clips": [{"path": "/work/tmp/shot-000.mp4", "keyframes": ["/w/shot-000.kf0.jpg"]}]}})
+    store.put_json(
+        Bucket.CLIPS,
+        f"{base}/manifest.json",
+        {
+            "source": "/tmp/in.mp4",
+            "result": {
+                "sha256": "abcdef0123456789" * 4,
+                "kind": "video",
+                "clips": [{"path": "/work/tmp/shot-000.mp4", "keyframes": ["/w/shot-000.kf0.jpg"]}],
+            },
+        },
+    )
     # explicit keys, manifest under manifests/, one foreign key that must be ignored
-    store.put_json(Bucket.CLIPS, f"{TENANT}/{PROJECT}/manifests/1111111111111111.json", {
-        "source_sha256": "1111111111111111" * 4,
-        "clips": [{"clip_id": "shot-000", "key": f"{TENANT}/{PROJECT}/clips/1111111111111111/shot-000.mp4"},
-                  {"clip_id": "evil", "key": f"other/{PROJECT}/clips/x/evil.mp4"}]})
+    store.put_json(
+        Bucket.CLIPS,
+        f"{TENANT}/{PROJECT}/manifests/1111111111111111.json",
+        {
+            "source_sha256": "1111111111111111" * 4,
+            "clips": [
+                {
+                    "clip_id": "shot-000",
+                    "key": f"{TENANT}/{PROJECT}/clips/1111111111111111/shot-000.mp4",
+                },
+                {"clip_id": "evil", "key": f"other/{PROJECT}/clips/x/evil.mp4"},
+            ],
+        },
+    )
     store.put_bytes(Bucket.CLIPS, f"{TENANT}/{PROJECT}/manifests/broken.json", b"{not json")
     found = discover_clips(store, project)
     assert [(c.clip_id, c.key) for c in found] == [
@@ -250,8 +297,13 @@ async def test_auto_curation_uses_the_projects_lora_type(settings, store, bus):
     await asyncio.to_thread(save_defaults, store, typed, trigger="j4ne", lora_type="background")
 
     async def ingested(project: str, n: int, **data) -> dict:
-        event = Event(id=f"ingested-type-{project}-{n}", type="clips.ingested", tenant=TENANT,
-                      project=project, data={"job_id": f"ingest-{n}", "clips": 2, **data})
+        event = Event(
+            id=f"ingested-type-{project}-{n}",
+            type="clips.ingested",
+            tenant=TENANT,
+            project=project,
+            data={"job_id": f"ingest-{n}", "clips": 2, **data},
+        )
         await auto.handle(event, None)
         job_id = new_job_id(follow_up_request_id(event.id), scope=f"{TENANT}/{project}/curation")
         return (await job_store.get(TENANT, project, job_id)).params
@@ -270,10 +322,18 @@ def test_measures_sweep_removes_other_code_and_unreferenced_clips(store, local_c
 
     project = ProjectRef(TENANT, PROJECT)
     root = project.key("datasets", w.MEASURES)
-    clips = [w.IngestedClip(clip_id=f"c{i}", key=f"{project.prefix}clips/x/c{i}.mp4", source_id="s",
-                            sha256=f"{i:064x}") for i in range(2)]
-    gone = w.IngestedClip(clip_id="old", key=f"{project.prefix}clips/x/old.mp4", source_id="s",
-                          sha256="f" * 64)
+    clips = [
+        w.IngestedClip(
+            clip_id=f"c{i}",
+            key=f"{project.prefix}clips/x/c{i}.mp4",
+            source_id="s",
+            sha256=f"{i:064x}",
+        )
+        for i in range(2)
+    ]
+    gone = w.IngestedClip(
+        clip_id="old", key=f"{project.prefix}clips/x/old.mp4", source_id="s", sha256="f" * 64
+    )
     now = 1_000_000_000.0
     put = lambda key: store.put_bytes(Bucket.DATASETS, key, b"pickle")  # noqa: E731
     for folder in ("current", "other-old", "other-recent", "unmarked"):
@@ -281,13 +341,16 @@ def test_measures_sweep_removes_other_code_and_unreferenced_clips(store, local_c
             put(f"{root}/{folder}/{w.measured_name(c)}")
     w.touch_measures(store, f"{root}/current", "character", now=now - 10 * w.MEASURES_GRACE_S)
     for folder, used in (("other-old", now - 2 * w.MEASURES_GRACE_S), ("other-recent", now - 60)):
-        store.put_json(Bucket.DATASETS, f"{root}/{folder}/{w.MEASURES_MARKER}",
-                       {"code": "0123456789abcdef", "lora_type": "character", "used_at": used})
+        store.put_json(
+            Bucket.DATASETS,
+            f"{root}/{folder}/{w.MEASURES_MARKER}",
+            {"code": "0123456789abcdef", "lora_type": "character", "used_at": used},
+        )
 
     def left() -> dict[str, set[str]]:
         out: dict[str, set[str]] = {}
         for o in store.list(Bucket.DATASETS, f"{root}/"):
-            folder, name = o.key[len(root) + 1:].split("/")
+            folder, name = o.key[len(root) + 1 :].split("/")
             out.setdefault(folder, set()).add(name)
         return out
 

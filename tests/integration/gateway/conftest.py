@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from loraforge.gateway.app import create_app
 from loraforge.gateway.auth import create_api_key
 from loraforge.gateway.clients import BackendClients
@@ -25,8 +26,13 @@ from loraforge.runtime.metrics import Metrics
 from loraforge.runtime.settings import EgressSettings
 from loraforge.stack.binaries import free_port
 
-TEST_CONFIG = GatewayConfig(max_upload_bytes=256 * 1024, rate_per_s=1000, rate_burst=1000,
-                            webhook_backoff_s=0.05, sse_poll_s=0.1)
+TEST_CONFIG = GatewayConfig(
+    max_upload_bytes=256 * 1024,
+    rate_per_s=1000,
+    rate_burst=1000,
+    webhook_backoff_s=0.05,
+    sse_poll_s=0.1,
+)
 
 
 async def fake_ingest_work(job: Job, ctx: JobContext) -> JobOutcome:
@@ -83,18 +89,23 @@ class GatewayStack:
         return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=30)
 
 
-async def start_gateway(settings: Any, store: Any, cleanups: list[Callable[[], Awaitable[None]]],
-                        config: GatewayConfig = TEST_CONFIG,
-                        ingest_mount: Callable[[Clients, Any], Awaitable[None]] = _ingest_mount,
-                        mounts: dict[str, Callable[[Clients, Any], Awaitable[None]]] | None = None,
-                        ) -> GatewayStack:
+async def start_gateway(
+    settings: Any,
+    store: Any,
+    cleanups: list[Callable[[], Awaitable[None]]],
+    config: GatewayConfig = TEST_CONFIG,
+    ingest_mount: Callable[[Clients, Any], Awaitable[None]] = _ingest_mount,
+    mounts: dict[str, Callable[[Clients, Any], Awaitable[None]]] | None = None,
+) -> GatewayStack:
     """Every backend in-process (ingest with `ingest_mount`, `mounts` by name, the others
     servicer-only), then the app on uvicorn; what needs undoing is appended to `cleanups`."""
     import uvicorn
 
     procs: dict[str, ServiceProcess] = {}
     for name in ("ingest", "curation", "captioning", "trainer", "render"):
-        mount = (mounts or {}).get(name) or (ingest_mount if name == "ingest" else _servicer_mount(name))
+        mount = (mounts or {}).get(name) or (
+            ingest_mount if name == "ingest" else _servicer_mount(name)
+        )
         proc = ServiceProcess(name, settings, mount, drain_delay_s=0)
         await proc.start()
         procs[name] = proc
@@ -108,11 +119,20 @@ async def start_gateway(settings: Any, store: Any, cleanups: list[Callable[[], A
     # The tests' webhook receivers listen on 127.0.0.1, which the egress guard refuses unless
     # listed; only that one address, so the refusal tests still see 127.0.0.2, ::1, 10/8 ...
     settings = settings.model_copy(update={"egress": EgressSettings(allow="127.0.0.1/32")})
-    app = create_app(settings, Metrics("gateway"), backends=backends, store=store,
-                     jobs_store=jobs, state=state, bus=bus, config=config)
+    app = create_app(
+        settings,
+        Metrics("gateway"),
+        backends=backends,
+        store=store,
+        jobs_store=jobs,
+        state=state,
+        bus=bus,
+        config=config,
+    )
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
     task = asyncio.create_task(server.serve())
     for _ in range(250):
         if server.started:
@@ -133,10 +153,11 @@ async def start_gateway(settings: Any, store: Any, cleanups: list[Callable[[], A
 async def make_gateway(settings, store) -> AsyncIterator[Callable[..., Awaitable[GatewayStack]]]:
     cleanups: list[Callable[[], Awaitable[None]]] = []
 
-    async def make(config: GatewayConfig = TEST_CONFIG,
-                   ingest_mount: Callable[[Clients, Any], Awaitable[None]] = _ingest_mount,
-                   mounts: dict[str, Callable[[Clients, Any], Awaitable[None]]] | None = None,
-                   ) -> GatewayStack:
+    async def make(
+        config: GatewayConfig = TEST_CONFIG,
+        ingest_mount: Callable[[Clients, Any], Awaitable[None]] = _ingest_mount,
+        mounts: dict[str, Callable[[Clients, Any], Awaitable[None]]] | None = None,
+    ) -> GatewayStack:
         return await start_gateway(settings, store, cleanups, config, ingest_mount, mounts)
 
     try:
@@ -145,7 +166,7 @@ async def make_gateway(settings, store) -> AsyncIterator[Callable[..., Awaitable
         for cleanup in reversed(cleanups):
             try:
                 await cleanup()
-            except Exception as exc:  # noqa: BLE001 - best-effort teardown
+            except Exception as exc:
                 logging.getLogger(__name__).warning("teardown step failed: %s", exc)
 
 

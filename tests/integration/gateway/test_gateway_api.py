@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+
 from loraforge.gateway.config import GatewayConfig
 from loraforge.gateway.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from loraforge.runtime.storage import STAGING_PREFIX, Bucket
@@ -23,19 +24,28 @@ def _problem(resp: httpx.Response, status: int) -> dict:
     assert resp.status_code == status, resp.text
     assert resp.headers["content-type"].startswith(PROBLEM), resp.headers
     body = resp.json()
-    assert body["status"] == status and body["title"] and body["type"].startswith("urn:loraforge:problem:")
+    assert (
+        body["status"] == status
+        and body["title"]
+        and body["type"].startswith("urn:loraforge:problem:")
+    )
     assert body["detail"]
     return body
 
 
 async def test_no_key_is_401_and_other_tenants_projects_are_404(gateway) -> None:
-    async with await gateway.client() as anon, await gateway.client("acme") as acme, \
-            await gateway.client("globex") as globex:
+    async with (
+        await gateway.client() as anon,
+        await gateway.client("acme") as acme,
+        await gateway.client("globex") as globex,
+    ):
         body = _problem(await anon.get("/v1/projects"), 401)
         assert "X-API-Key" in body["detail"]
         r = await anon.get("/v1/projects", headers={"X-API-Key": "lf_deadbeef_nope"})
         _problem(r, 401)
-        r = await anon.get("/v1/projects", headers={"Authorization": f"Bearer {await gateway.key('acme')}"})
+        r = await anon.get(
+            "/v1/projects", headers={"Authorization": f"Bearer {await gateway.key('acme')}"}
+        )
         assert r.status_code == 200
 
         r = await acme.post("/v1/projects", json={"name": "jane", "description": "Jane"})
@@ -52,7 +62,9 @@ async def test_no_key_is_401_and_other_tenants_projects_are_404(gateway) -> None
         assert (await globex.get("/v1/projects")).json()["projects"] == []
         # the same name is free for another tenant, and stays separate
         assert (await globex.post("/v1/projects", json={"name": "jane"})).status_code == 201
-        r = await acme.post("/v1/projects/jane/uploads", files={"file": ("a.jpg", b"acme-bytes", "image/jpeg")})
+        r = await acme.post(
+            "/v1/projects/jane/uploads", files={"file": ("a.jpg", b"acme-bytes", "image/jpeg")}
+        )
         assert r.status_code == 201
         assert (await globex.get("/v1/jobs", params={"project": "jane"})).json()["jobs"] == []
 
@@ -62,39 +74,56 @@ def _raw_keys(store, prefix: str) -> list[str]:
     return [o.object_name for o in store._client.list_objects(name, prefix=prefix, recursive=True)]
 
 
-async def test_uploads_are_content_addressed_and_oversize_is_413_with_nothing_stored(gateway, store) -> None:
+async def test_uploads_are_content_addressed_and_oversize_is_413_with_nothing_stored(
+    gateway, store
+) -> None:
     async with await gateway.client("acme") as c:
         await c.post("/v1/projects", json={"name": "jane"})
         data = b"\x00\x01video" * 1000
-        r = await c.post("/v1/projects/jane/uploads", files={"file": ("Take 1.MP4", data, "video/mp4")})
+        r = await c.post(
+            "/v1/projects/jane/uploads", files={"file": ("Take 1.MP4", data, "video/mp4")}
+        )
         assert r.status_code == 201, r.text
         up = r.json()
         sha = hashlib.sha256(data).hexdigest()
-        assert up == {"key": f"acme/jane/sources/{sha}.mp4", "sha256": sha, "size": len(data), "created": True}
+        assert up == {
+            "key": f"acme/jane/sources/{sha}.mp4",
+            "sha256": sha,
+            "size": len(data),
+            "created": True,
+        }
         assert store.get_bytes(Bucket.RAW, up["key"]) == data
         again = (await c.post("/v1/projects/jane/uploads", files={"file": ("x.mp4", data)})).json()
         assert again["created"] is False and again["key"] == up["key"]
 
         before = set(_raw_keys(store, ""))
         big = b"x" * (TEST_CONFIG.max_upload_bytes + 200 * 1024)
-        body = _problem(await c.post("/v1/projects/jane/uploads", files={"file": ("big.mp4", big)}), 413)
+        body = _problem(
+            await c.post("/v1/projects/jane/uploads", files={"file": ("big.mp4", big)}), 413
+        )
         assert "presigned" in body["detail"]
 
         async def chunks():  # no Content-Length: the limit is enforced while reading
             boundary = b"--b0undary\r\n"
-            yield boundary + b'Content-Disposition: form-data; name="file"; filename="big2.mp4"\r\n\r\n'
+            yield (
+                boundary
+                + b'Content-Disposition: form-data; name="file"; filename="big2.mp4"\r\n\r\n'
+            )
             for _ in range(40):
                 yield b"y" * 16384
             yield b"\r\n--b0undary--\r\n"
 
-        r = await c.post("/v1/projects/jane/uploads", content=chunks(),
-                         headers={"Content-Type": "multipart/form-data; boundary=b0undary"})
+        r = await c.post(
+            "/v1/projects/jane/uploads",
+            content=chunks(),
+            headers={"Content-Type": "multipart/form-data; boundary=b0undary"},
+        )
         _problem(r, 413)
         # a file just over the limit but within the multipart allowance: refused by size
         over = b"z" * (TEST_CONFIG.max_upload_bytes + 10)
         _problem(await c.post("/v1/projects/jane/uploads", files={"file": ("over.mp4", over)}), 413)
         assert set(_raw_keys(store, "")) == before
-        assert not [k for k in _raw_keys(store, STAGING_PREFIX)]
+        assert not list(_raw_keys(store, STAGING_PREFIX))
 
 
 async def test_presigned_upload_then_commit(gateway, store) -> None:
@@ -102,7 +131,12 @@ async def test_presigned_upload_then_commit(gateway, store) -> None:
         await c.post("/v1/projects", json={"name": "jane"})
         data = b"big original " * 5000
         sha = hashlib.sha256(data).hexdigest()
-        p = (await c.post("/v1/projects/jane/uploads/presigned", json={"filename": "take.mov", "size": len(data)})).json()
+        p = (
+            await c.post(
+                "/v1/projects/jane/uploads/presigned",
+                json={"filename": "take.mov", "size": len(data)},
+            )
+        ).json()
         assert p["staging_key"].startswith("_staging/gw.acme.jane.")
         async with httpx.AsyncClient() as s3:
             assert (await s3.put(p["url"], content=data)).status_code == 200
@@ -110,16 +144,24 @@ async def test_presigned_upload_then_commit(gateway, store) -> None:
         _problem(await c.post("/v1/projects/jane/uploads/commit", json=wrong), 422)
         assert _raw_keys(store, "acme/") == []  # a bad checksum commits nothing (and drops staging)
 
-        p = (await c.post("/v1/projects/jane/uploads/presigned", json={"filename": "take.mov", "size": len(data)})).json()
+        p = (
+            await c.post(
+                "/v1/projects/jane/uploads/presigned",
+                json={"filename": "take.mov", "size": len(data)},
+            )
+        ).json()
         async with httpx.AsyncClient() as s3:
             await s3.put(p["url"], content=data)
         # another tenant cannot commit (or even see) this staging key
         async with await gateway.client("globex") as g:
             await g.post("/v1/projects", json={"name": "jane"})
-            _problem(await g.post("/v1/projects/jane/uploads/commit",
-                                  json={**wrong, "sha256": sha}), 404)
-        r = await c.post("/v1/projects/jane/uploads/commit",
-                         json={"staging_key": p["staging_key"], "sha256": sha, "filename": "take.mov"})
+            _problem(
+                await g.post("/v1/projects/jane/uploads/commit", json={**wrong, "sha256": sha}), 404
+            )
+        r = await c.post(
+            "/v1/projects/jane/uploads/commit",
+            json={"staging_key": p["staging_key"], "sha256": sha, "filename": "take.mov"},
+        )
         assert r.status_code == 201, r.text
         assert r.json()["key"] == f"acme/jane/sources/{sha}.mov"
         assert store.get_bytes(Bucket.RAW, r.json()["key"]) == data
@@ -141,7 +183,7 @@ class _Receiver:
                     self.send_response(503)
                     self.end_headers()
                     return
-                outer.calls.append(({k: v for k, v in self.headers.items()}, body))
+                outer.calls.append((dict(self.headers.items()), body))
                 self.send_response(204)
                 self.end_headers()
 
@@ -164,22 +206,31 @@ async def test_ingest_job_listed_streams_progress_and_calls_signed_webhooks(gate
             hook = (await c.post("/v1/projects/jane/webhooks", json={"url": receiver.url})).json()
             assert hook["secret"] and hook["id"].startswith("wh-")
             assert "secret" not in (await c.get("/v1/projects/jane/webhooks")).json()["webhooks"][0]
-            up = (await c.post("/v1/projects/jane/uploads", files={"file": ("a.mp4", b"frames")})).json()
+            up = (
+                await c.post("/v1/projects/jane/uploads", files={"file": ("a.mp4", b"frames")})
+            ).json()
 
-            r = await c.post("/v1/projects/jane/ingest-jobs",
-                             json={"sources": [up["key"]], "max_s": 4, "request_id": "batch-1"})
+            r = await c.post(
+                "/v1/projects/jane/ingest-jobs",
+                json={"sources": [up["key"]], "max_s": 4, "request_id": "batch-1"},
+            )
             assert r.status_code == 201, r.text
             job = r.json()
             assert job["kind"] == "ingest" and job["params"]["sources"] == [up["key"]]
-            again = (await c.post("/v1/projects/jane/ingest-jobs",
-                                  json={"sources": [up["key"]], "max_s": 4, "request_id": "batch-1"})).json()
+            again = (
+                await c.post(
+                    "/v1/projects/jane/ingest-jobs",
+                    json={"sources": [up["key"]], "max_s": 4, "request_id": "batch-1"},
+                )
+            ).json()
             assert again["id"] == job["id"]
 
             listed = (await c.get("/v1/jobs", params={"kind": "ingest"})).json()["jobs"]
             assert job["id"] in [j["id"] for j in listed]
             assert job["id"] in [j["id"] for j in (await c.get("/v1/jobs")).json()["jobs"]]
-            assert job["id"] in [j["id"] for j in
-                                 (await c.get("/v1/projects/jane/ingest-jobs")).json()["jobs"]]
+            assert job["id"] in [
+                j["id"] for j in (await c.get("/v1/projects/jane/ingest-jobs")).json()["jobs"]
+            ]
             assert (await c.get("/v1/jobs", params={"kind": "render"})).json()["jobs"] == []
 
             # SSE: progress frames, then done with the final job
@@ -209,8 +260,12 @@ async def test_ingest_job_listed_streams_progress_and_calls_signed_webhooks(gate
             await asyncio.sleep(0.1)
         payloads = []
         for headers, body in receiver.calls:
-            assert verify(hook["secret"], headers[TIMESTAMP_HEADER], body, headers[SIGNATURE_HEADER])
-            assert not verify("wrong-secret", headers[TIMESTAMP_HEADER], body, headers[SIGNATURE_HEADER])
+            assert verify(
+                hook["secret"], headers[TIMESTAMP_HEADER], body, headers[SIGNATURE_HEADER]
+            )
+            assert not verify(
+                "wrong-secret", headers[TIMESTAMP_HEADER], body, headers[SIGNATURE_HEADER]
+            )
             payloads.append(json.loads(body))
         mine = [p for p in payloads if p["job_id"] == job["id"]]
         progress = [p for p in mine if not p["final"]]
@@ -243,8 +298,9 @@ async def test_backend_down_is_503_problem(gateway) -> None:
         await gateway.procs["trainer"].stop()
         body = _problem(await c.get("/v1/projects/jane/training-runs"), 503)
         assert "trainer" in body["detail"]
-        r = await c.post("/v1/projects/jane/training-runs",
-                         json={"dataset_id": "ds-1", "preset": "tiny-sdxl"})
+        r = await c.post(
+            "/v1/projects/jane/training-runs", json={"dataset_id": "ds-1", "preset": "tiny-sdxl"}
+        )
         _problem(r, 503)
 
 
@@ -253,11 +309,15 @@ async def test_openapi_is_served_and_complete(gateway, path) -> None:
     async with await gateway.client() as c:
         doc = (await c.get(path)).json()
     ops = {(m.upper(), p) for p, item in doc["paths"].items() for m in item}
-    for needed in [("POST", "/v1/projects"), ("POST", "/v1/projects/{project}/uploads"),
-                   ("POST", "/v1/projects/{project}/ingest-jobs"), ("GET", "/v1/jobs"),
-                   ("GET", "/v1/projects/{project}/training-runs/{job_id}/lora"),
-                   ("POST", "/v1/projects/{project}/renders"),
-                   ("PUT", "/v1/projects/{project}/datasets/{dataset_id}/clips/{clip_id}/decision")]:
+    for needed in [
+        ("POST", "/v1/projects"),
+        ("POST", "/v1/projects/{project}/uploads"),
+        ("POST", "/v1/projects/{project}/ingest-jobs"),
+        ("GET", "/v1/jobs"),
+        ("GET", "/v1/projects/{project}/training-runs/{job_id}/lora"),
+        ("POST", "/v1/projects/{project}/renders"),
+        ("PUT", "/v1/projects/{project}/datasets/{dataset_id}/clips/{clip_id}/decision"),
+    ]:
         assert needed in ops
     schemas = doc["components"]["schemas"]
     for name in ("IngestStart", "TrainingStart", "RenderSubmit", "Job", "Problem", "ProjectCreate"):
@@ -268,13 +328,17 @@ async def test_openapi_is_served_and_complete(gateway, path) -> None:
 async def test_training_run_files_through_expiring_links(gateway, store) -> None:
     async with await gateway.client("acme") as c:
         await c.post("/v1/projects", json={"name": "jane"})
-        r = await c.post("/v1/projects/jane/training-runs",
-                         json={"dataset_id": "ds-1", "preset": "tiny-sdxl", "rank": 8, "steps": 10})
+        r = await c.post(
+            "/v1/projects/jane/training-runs",
+            json={"dataset_id": "ds-1", "preset": "tiny-sdxl", "rank": 8, "steps": 10},
+        )
         assert r.status_code == 201, r.text
         run = r.json()
         assert run["kind"] == "trainer" and run["params"]["base_preset"] == "tiny-sdxl"
         prefix = f"acme/jane/runs/{run['id']}"
-        store.put_bytes(Bucket.LORAS, f"{prefix}/checkpoints/step-00000010/lora.safetensors", b"w10")
+        store.put_bytes(
+            Bucket.LORAS, f"{prefix}/checkpoints/step-00000010/lora.safetensors", b"w10"
+        )
         store.put_bytes(Bucket.LORAS, f"{prefix}/checkpoints/step-00000010/optimizer.pt", b"opt")
         store.put_bytes(Bucket.LORAS, f"{prefix}/previews/step-10-seed-0.png", b"png")
         store.put_json(Bucket.LORAS, f"{prefix}/scores.json", {"best_step": 10})
@@ -288,15 +352,21 @@ async def test_training_run_files_through_expiring_links(gateway, store) -> None
         async with httpx.AsyncClient() as s3:
             assert (await s3.get(best["url"])).content == b"best-lora"
         assert "X-Amz-Expires=900" in best["url"]  # short-lived
-        _problem(await c.get(f"/v1/projects/jane/training-runs/{run['id']}/lora",
-                             params={"which": "last"}), 404)
+        _problem(
+            await c.get(
+                f"/v1/projects/jane/training-runs/{run['id']}/lora", params={"which": "last"}
+            ),
+            404,
+        )
         async with await gateway.client("globex") as g:
             await g.post("/v1/projects", json={"name": "jane"})
             _problem(await g.get(f"/v1/projects/jane/training-runs/{run['id']}/artifacts"), 404)
 
         cancelled = (await c.post(f"/v1/projects/jane/training-runs/{run['id']}/cancel")).json()
         assert cancelled["state"] == "CANCELLED"
-        render = (await c.post("/v1/projects/jane/renders", json={"scenario_yaml": "shots: []\n"})).json()
+        render = (
+            await c.post("/v1/projects/jane/renders", json={"scenario_yaml": "shots: []\n"})
+        ).json()
         res = (await c.get(f"/v1/projects/jane/renders/{render['id']}/results")).json()
         assert res["job"]["id"] == render["id"] and res["results"] == []
 
@@ -311,7 +381,10 @@ async def test_key_rotation_issue_then_revoke(gateway) -> None:
         async with await gateway.client() as anon:
             headers = {"X-API-Key": new_key}
             # the new key sees the same tenant's projects
-            names = [p["name"] for p in (await anon.get("/v1/projects", headers=headers)).json()["projects"]]
+            names = [
+                p["name"]
+                for p in (await anon.get("/v1/projects", headers=headers)).json()["projects"]
+            ]
             assert "rot" in names
             assert (await anon.delete("/v1/keys/current", headers=headers)).status_code == 204
             _problem(await anon.get("/v1/projects", headers=headers), 401)
@@ -323,6 +396,7 @@ async def test_a_project_made_on_the_local_stack_is_the_gateways_too(gateway, st
     """`loraforge ingest --project cli-made` talks gRPC to the ingest service, never to the
     gateway; the project it makes is in the one registry, so the API finds it."""
     import grpc
+
     from loraforge.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
 
     data = b"cli-source-bytes"
@@ -330,12 +404,17 @@ async def test_a_project_made_on_the_local_stack_is_the_gateways_too(gateway, st
     store.put_bytes(Bucket.RAW, key, data)  # what the CLI's upload does
     async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.procs['ingest'].port}") as channel:
         job = await ingest_pb2_grpc.IngestServiceStub(channel).StartIngest(
-            ingest_pb2.StartIngestRequest(scope=common_pb2.ProjectScope(tenant="acme", project="cli-made"),
-                                          sources=[key]), timeout=10)
+            ingest_pb2.StartIngestRequest(
+                scope=common_pb2.ProjectScope(tenant="acme", project="cli-made"), sources=[key]
+            ),
+            timeout=10,
+        )
     async with await gateway.client("acme") as acme, await gateway.client("globex") as globex:
         r = await acme.get("/v1/projects/cli-made")
         assert r.status_code == 200, r.text
-        assert "cli-made" in [p["name"] for p in (await acme.get("/v1/projects")).json()["projects"]]
+        assert "cli-made" in [
+            p["name"] for p in (await acme.get("/v1/projects")).json()["projects"]
+        ]
         r = await acme.get(f"/v1/projects/cli-made/ingest-jobs/{job.id}")
         assert r.status_code == 200 and r.json()["id"] == job.id
         _problem(await globex.get("/v1/projects/cli-made"), 404)
@@ -344,8 +423,10 @@ async def test_a_project_made_on_the_local_stack_is_the_gateways_too(gateway, st
 
 async def test_projects_recorded_by_an_older_gateway_move_into_the_registry(gateway) -> None:
     state = gateway.state
-    await state._create("project.acme.legacy", {"name": "legacy", "description": "old",
-                                                "created_at": "2025-01-01T00:00:00+00:00"})
+    await state._create(
+        "project.acme.legacy",
+        {"name": "legacy", "description": "old", "created_at": "2025-01-01T00:00:00+00:00"},
+    )
     assert await state.move_legacy_projects() == 1
     assert (await state.project("acme", "legacy"))["description"] == "old"
     assert await state._get("project.acme.legacy") is None
@@ -365,7 +446,9 @@ async def test_progress_stream_reports_changes_not_heartbeats(gateway, bus, sett
         from loraforge.runtime.job_service import JobService
 
         job = await JobService("probe", jobs, bus).start("acme", "beats", {})  # no worker takes it
-        job = await jobs.update(job, state=JobState.RUNNING, progress=0.1, beat_at=datetime.now(UTC))
+        job = await jobs.update(
+            job, state=JobState.RUNNING, progress=0.1, beat_at=datetime.now(UTC)
+        )
         events: list[tuple[str, dict]] = []
 
         async def watch() -> None:
@@ -387,4 +470,8 @@ async def test_progress_stream_reports_changes_not_heartbeats(gateway, bus, sett
         await asyncio.sleep(0.3)
         await jobs.update(job, state=JobState.SUCCEEDED, message="done")
         await asyncio.wait_for(watcher, 15)
-    assert [(k, e["progress"]) for k, e in events] == [("progress", 0.1), ("progress", 0.5), ("done", 1.0)]
+    assert [(k, e["progress"]) for k, e in events] == [
+        ("progress", 0.1),
+        ("progress", 0.5),
+        ("done", 1.0),
+    ]

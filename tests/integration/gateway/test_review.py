@@ -21,7 +21,9 @@ async def test_dataset_review_api_and_page_tokens(gateway, store) -> None:
         seed_dataset(store, "acme", "jane")
         base = f"/v1/projects/jane/datasets/{DATASET_ID}"
 
-        assert [d["id"] for d in (await c.get("/v1/projects/jane/datasets")).json()["datasets"]] == [DATASET_ID]
+        assert [
+            d["id"] for d in (await c.get("/v1/projects/jane/datasets")).json()["datasets"]
+        ] == [DATASET_ID]
         detail = (await c.get(base)).json()
         assert detail["counts"]["kept"] == 2 and detail["report"]["url"].startswith("http")
         assert [ch["key"].rsplit("/", 1)[1] for ch in detail["charts"]] == ["angles.png"]
@@ -34,15 +36,24 @@ async def test_dataset_review_api_and_page_tokens(gateway, store) -> None:
         assert clips[dark]["decision"] == "reject" and clips[dark]["reasons"]
         assert clips[first]["caption"]["text"] == "j4ne smiling, close-up"
 
-        r = await c.put(f"{base}/clips/{first}/decision", json={"decision": "reject", "note": "blurry"})
+        r = await c.put(
+            f"{base}/clips/{first}/decision", json={"decision": "reject", "note": "blurry"}
+        )
         assert r.status_code == 200, r.text
         assert r.json()["decision"] == "reject" and r.json()["curation_decision"] == "keep"
         _problem(await c.put(f"{base}/clips/nope/decision", json={"decision": "keep"}), 404)
         r = await c.put(f"{base}/captions/{first}", json={"text": "j4ne  laughing outdoors"})
         assert r.json()["text"] == "j4ne laughing outdoors" and r.json()["edited"] is True
         assert r.json()["versions"] == 2 and r.json()["trigger"] == "j4ne"
-        assert "trigger" in _problem(await c.put(f"{base}/captions/{first}", json={"text": "a woman"}), 400)["detail"]
-        _problem(await c.put(f"{base}/captions/{dark}", json={"text": "j4ne in the dark"}), 404)  # not captioned
+        assert (
+            "trigger"
+            in _problem(await c.put(f"{base}/captions/{first}", json={"text": "a woman"}), 400)[
+                "detail"
+            ]
+        )
+        _problem(
+            await c.put(f"{base}/captions/{dark}", json={"text": "j4ne in the dark"}), 404
+        )  # not captioned
         assert (await c.post(f"{base}/captions/{first}/approve")).json()["approved"] is True
         # the captioning service reads the same record: edited by a person, approved, locked
         from loraforge.captioning.review import CaptionReviewStore
@@ -64,10 +75,16 @@ async def test_dataset_review_api_and_page_tokens(gateway, store) -> None:
             ok = await page.get(f"{base}/review", headers={"X-Review-Token": token})
             assert ok.status_code == 200 and len(ok.json()["clips"]) == 3
             # the token opens this dataset only, and nothing else of the API
-            _problem(await page.get("/v1/projects/jane/datasets/ds-other/review",
-                                    headers={"X-Review-Token": token}), 404)
+            _problem(
+                await page.get(
+                    "/v1/projects/jane/datasets/ds-other/review", headers={"X-Review-Token": token}
+                ),
+                404,
+            )
             _problem(await page.get("/v1/projects", headers={"X-Review-Token": token}), 401)
-            _problem(await page.get(f"{base}/review", headers={"X-Review-Token": token[:-2] + "xx"}), 401)
+            _problem(
+                await page.get(f"{base}/review", headers={"X-Review-Token": token[:-2] + "xx"}), 401
+            )
             html = await page.get(f"/review/jane/{DATASET_ID}")
             assert html.status_code == 200 and "X-Review-Token" in html.text
 
@@ -94,9 +111,17 @@ async def test_review_page_in_a_browser(gateway, store) -> None:
         keep_id, edit_id = CLIPS[0][0], CLIPS[1][0]
 
         async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--no-first-run"])
+            browser = await pw.chromium.launch(
+                executable_path=CHROMIUM,
+                args=[
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--no-first-run",
+                ],
+            )
             try:
                 page = await browser.new_page()
                 errors: list[str] = []

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 
 import httpx
+
 from loraforge.gateway import admin
 from loraforge.gateway.auth import hash_key
 from loraforge.gateway.config import GatewayConfig
@@ -26,7 +27,9 @@ async def test_a_leaked_key_cannot_leave_live_keys_behind(gateway, settings) -> 
         assert leaked["minted_by"] == root_id
         as_leaked = {"X-API-Key": leaked["key"]}
         child = (await anon.post("/v1/keys", json={"name": "spawn"}, headers=as_leaked)).json()
-        grandchild = (await anon.post("/v1/keys", json={}, headers={"X-API-Key": child["key"]})).json()
+        grandchild = (
+            await anon.post("/v1/keys", json={}, headers={"X-API-Key": child["key"]})
+        ).json()
         sibling = (await root.post("/v1/keys", json={"name": "farm"})).json()
 
         listing = await root.get("/v1/keys")
@@ -40,23 +43,34 @@ async def test_a_leaked_key_cannot_leave_live_keys_behind(gateway, settings) -> 
 
         revoked = await root.delete(f"/v1/keys/{leaked['id']}")
         assert revoked.status_code == 200, revoked.text
-        assert sorted(revoked.json()["revoked"]) == sorted([leaked["id"], child["id"], grandchild["id"]])
+        assert sorted(revoked.json()["revoked"]) == sorted(
+            [leaked["id"], child["id"], grandchild["id"]]
+        )
         for k in (leaked, child, grandchild):
             _problem(await anon.get("/v1/projects", headers={"X-API-Key": k["key"]}), 401)
-        assert (await anon.get("/v1/projects", headers={"X-API-Key": sibling["key"]})).status_code == 200
+        assert (
+            await anon.get("/v1/projects", headers={"X-API-Key": sibling["key"]})
+        ).status_code == 200
         assert (await root.get("/v1/projects")).status_code == 200
-        assert {k["id"] for k in (await root.get("/v1/keys")).json()["keys"]} == {root_id, sibling["id"]}
+        assert {k["id"] for k in (await root.get("/v1/keys")).json()["keys"]} == {
+            root_id,
+            sibling["id"],
+        }
         _problem(await root.delete(f"/v1/keys/{leaked['id']}"), 404)  # already gone
 
         # another tenant neither sees nor revokes acme's keys
         async with await gateway.client("globex") as globex:
             assert sibling["id"] not in (await globex.get("/v1/keys")).text
             _problem(await globex.delete(f"/v1/keys/{sibling['id']}"), 404)
-        assert (await anon.get("/v1/projects", headers={"X-API-Key": sibling["key"]})).status_code == 200
+        assert (
+            await anon.get("/v1/projects", headers={"X-API-Key": sibling["key"]})
+        ).status_code == 200
 
         # revoking the key in use takes its offspring too
         spawn = (await anon.post("/v1/keys", json={}, headers={"X-API-Key": sibling["key"]})).json()
-        assert (await anon.delete("/v1/keys/current", headers={"X-API-Key": sibling["key"]})).status_code == 204
+        assert (
+            await anon.delete("/v1/keys/current", headers={"X-API-Key": sibling["key"]})
+        ).status_code == 204
         _problem(await anon.get("/v1/projects", headers={"X-API-Key": spawn["key"]}), 401)
 
         # the key's use is recorded (in the background, at most once a minute)
@@ -69,8 +83,15 @@ async def test_a_leaked_key_cannot_leave_live_keys_behind(gateway, settings) -> 
 
         # a key made before the key index existed is indexed at start: listed, revocable
         legacy = "lf_0badc0de_" + "x" * 43
-        await gateway.state._create(f"apikey.{hash_key(legacy)}", {
-            "tenant": "acme", "key_id": "0badc0de", "name": "old", "created_at": "2025-01-01T00:00:00+00:00"})
+        await gateway.state._create(
+            f"apikey.{hash_key(legacy)}",
+            {
+                "tenant": "acme",
+                "key_id": "0badc0de",
+                "name": "old",
+                "created_at": "2025-01-01T00:00:00+00:00",
+            },
+        )
         assert await gateway.state.index_legacy_keys() == 1
         assert "0badc0de" in {k["id"] for k in (await root.get("/v1/keys")).json()["keys"]}
 
@@ -83,17 +104,29 @@ async def test_a_leaked_key_cannot_leave_live_keys_behind(gateway, settings) -> 
         assert (await admin.run(settings, ["keys", "list", "--tenant", "acme"]))["keys"] == []
 
 
-async def test_minting_keys_neither_exceeds_the_tenant_limit_nor_multiplies_the_rate(make_gateway) -> None:
+async def test_minting_keys_neither_exceeds_the_tenant_limit_nor_multiplies_the_rate(
+    make_gateway,
+) -> None:
     """Attack: mint many keys and spread requests over them. The rate is per tenant and the
     number of keys is capped."""
-    gw = await make_gateway(GatewayConfig(rate_per_s=0.2, rate_burst=6, max_keys_per_tenant=3,
-                                          max_upload_bytes=TEST_CONFIG.max_upload_bytes))
+    gw = await make_gateway(
+        GatewayConfig(
+            rate_per_s=0.2,
+            rate_burst=6,
+            max_keys_per_tenant=3,
+            max_upload_bytes=TEST_CONFIG.max_upload_bytes,
+        )
+    )
     async with await gw.client("acme") as root, await gw.client() as anon:
-        keys = [(await root.post("/v1/keys", json={"name": f"k{i}"})).json()["key"] for i in range(2)]
+        keys = [
+            (await root.post("/v1/keys", json={"name": f"k{i}"})).json()["key"] for i in range(2)
+        ]
         too_many = _problem(await root.post("/v1/keys", json={"name": "k3"}), 409)  # 3rd request
         assert "limit is 3" in too_many["detail"]
-        codes = [(await anon.get("/v1/projects", headers={"X-API-Key": k})).status_code
-                 for k in keys + [await gw.key("acme")]]  # requests 4..6: the burst is spent
+        codes = [
+            (await anon.get("/v1/projects", headers={"X-API-Key": k})).status_code
+            for k in keys + [await gw.key("acme")]
+        ]  # requests 4..6: the burst is spent
         assert codes == [200, 200, 200]
         for k in keys:  # every key of the tenant now waits, not just the one that spent it
             r = await anon.get("/v1/projects", headers={"X-API-Key": k})
@@ -110,10 +143,16 @@ async def test_review_tokens_die_with_their_key_and_are_read_only(gateway, store
     async with await gateway.client("acme") as c, await gateway.client() as page:
         await c.post("/v1/projects", json={"name": "jane"})
         seed_dataset(store, "acme", "jane")
-        run = (await c.post("/v1/projects/jane/training-runs", json={
-            "dataset_id": DATASET_ID, "preset": "tiny-sdxl", "rank": 8, "steps": 10})).json()
+        run = (
+            await c.post(
+                "/v1/projects/jane/training-runs",
+                json={"dataset_id": DATASET_ID, "preset": "tiny-sdxl", "rank": 8, "steps": 10},
+            )
+        ).json()
         prefix = f"acme/jane/runs/{run['id']}"
-        store.put_bytes(Bucket.LORAS, f"{prefix}/checkpoints/step-00000010/lora.safetensors", b"w10")
+        store.put_bytes(
+            Bucket.LORAS, f"{prefix}/checkpoints/step-00000010/lora.safetensors", b"w10"
+        )
         store.put_bytes(Bucket.LORAS, f"{prefix}/previews/step-10-seed-0.png", b"png")
         store.put_json(Bucket.LORAS, f"{prefix}/scores.json", {"best_step": 10})
         store.put_json(Bucket.LORAS, f"{prefix}/k8s-spec.json", {"job": {"params": {}}})
@@ -133,22 +172,47 @@ async def test_review_tokens_die_with_their_key_and_are_read_only(gateway, store
         assert "safetensors" not in review.text and "k8s-spec" not in review.text
         with_key = (await c.get(f"{base}/review")).json()["training_runs"][0]  # the key sees all
         assert with_key["checkpoints"] and with_key["other"]
-        assert _problem(await page.post(f"{base}/captions/{first}/approve", headers=ro), 403)["detail"]
-        _problem(await page.put(f"{base}/clips/{first}/decision", json={"decision": "reject"},
-                                headers=ro), 403)
-        _problem(await page.put(f"{base}/captions/{first}", json={"text": "j4ne x"}, headers=ro), 403)
-        _problem(await page.get(f"/v1/projects/jane/training-runs/{run['id']}/artifacts", headers=ro), 401)
+        assert _problem(await page.post(f"{base}/captions/{first}/approve", headers=ro), 403)[
+            "detail"
+        ]
+        _problem(
+            await page.put(
+                f"{base}/clips/{first}/decision", json={"decision": "reject"}, headers=ro
+            ),
+            403,
+        )
+        _problem(
+            await page.put(f"{base}/captions/{first}", json={"text": "j4ne x"}, headers=ro), 403
+        )
+        _problem(
+            await page.get(f"/v1/projects/jane/training-runs/{run['id']}/artifacts", headers=ro),
+            401,
+        )
 
-        rw = {"X-Review-Token": (await page.post(f"{base}/review-link", json={"scope": "write"},
-                                                 headers=as_key)).json()["token"]}
-        ok = await page.put(f"{base}/clips/{first}/decision", json={"decision": "reject"}, headers=rw)
+        rw = {
+            "X-Review-Token": (
+                await page.post(f"{base}/review-link", json={"scope": "write"}, headers=as_key)
+            ).json()["token"]
+        }
+        ok = await page.put(
+            f"{base}/clips/{first}/decision", json={"decision": "reject"}, headers=rw
+        )
         assert ok.status_code == 200, ok.text
         assert (await page.post(f"{base}/captions/{first}/approve", headers=rw)).json()["approved"]
-        _problem(await page.post(f"{base}/review-link", json={"scope": "admin"}, headers=as_key), 422)
+        _problem(
+            await page.post(f"{base}/review-link", json={"scope": "admin"}, headers=as_key), 422
+        )
 
-        assert (await page.delete(f"/v1/keys/{key['id']}", headers={"X-API-Key": await gateway.key("acme")})).status_code == 200
+        assert (
+            await page.delete(
+                f"/v1/keys/{key['id']}", headers={"X-API-Key": await gateway.key("acme")}
+            )
+        ).status_code == 200
         for token in (ro, rw):
-            assert "revoked" in _problem(await page.get(f"{base}/review", headers=token), 401)["detail"]
+            assert (
+                "revoked"
+                in _problem(await page.get(f"{base}/review", headers=token), 401)["detail"]
+            )
         assert (await c.get(f"{base}/review")).status_code == 200
 
 
@@ -162,9 +226,14 @@ async def test_presigned_upload_accepts_only_the_declared_size(gateway, store) -
     async with await gateway.client("acme") as c:
         await c.post("/v1/projects", json={"name": "jane"})
         data = b"declared bytes " * 4000
-        _problem(await c.post("/v1/projects/jane/uploads/presigned", json={"filename": "a.mov"}), 422)
-        p = (await c.post("/v1/projects/jane/uploads/presigned",
-                          json={"filename": "a.mov", "size": len(data)})).json()
+        _problem(
+            await c.post("/v1/projects/jane/uploads/presigned", json={"filename": "a.mov"}), 422
+        )
+        p = (
+            await c.post(
+                "/v1/projects/jane/uploads/presigned", json={"filename": "a.mov", "size": len(data)}
+            )
+        ).json()
         assert "content-length" in p["url"].lower()
         async with httpx.AsyncClient() as s3:
             bigger = await s3.put(p["url"], content=data + b"x" * 100_000)
@@ -181,8 +250,10 @@ async def test_presigned_upload_accepts_only_the_declared_size(gateway, store) -
             assert _staging(store) == []
             assert (await s3.put(p["url"], content=data)).status_code == 200
         sha = hashlib.sha256(data).hexdigest()
-        r = await c.post("/v1/projects/jane/uploads/commit",
-                         json={"staging_key": p["staging_key"], "sha256": sha, "filename": "a.mov"})
+        r = await c.post(
+            "/v1/projects/jane/uploads/commit",
+            json={"staging_key": p["staging_key"], "sha256": sha, "filename": "a.mov"},
+        )
         assert r.status_code == 201, r.text
         assert r.json()["size"] == len(data) and _staging(store) == []
 
@@ -194,18 +265,24 @@ async def test_progress_streams_per_tenant_are_limited(make_gateway) -> None:
     import asyncio
     import contextlib
 
-    gw = await make_gateway(GatewayConfig(sse_streams_per_tenant=2, rate_per_s=1000, rate_burst=1000,
-                                          sse_poll_s=0.1))
+    gw = await make_gateway(
+        GatewayConfig(sse_streams_per_tenant=2, rate_per_s=1000, rate_burst=1000, sse_poll_s=0.1)
+    )
 
     async def pending_job(client: httpx.AsyncClient) -> str:
         await client.post("/v1/projects", json={"name": "jane"})
-        r = await client.post("/v1/projects/jane/training-runs", json={
-            "dataset_id": "ds-1", "preset": "tiny-sdxl", "rank": 8, "steps": 10})
+        r = await client.post(
+            "/v1/projects/jane/training-runs",
+            json={"dataset_id": "ds-1", "preset": "tiny-sdxl", "rank": 8, "steps": 10},
+        )
         assert r.status_code == 201, r.text  # stays PENDING: no trainer worker here
         return f"/v1/projects/jane/training-runs/{r.json()['id']}/events"
 
-    async with await gw.client("acme") as c, await gw.client("globex") as g, \
-            contextlib.AsyncExitStack() as streams:
+    async with (
+        await gw.client("acme") as c,
+        await gw.client("globex") as g,
+        contextlib.AsyncExitStack() as streams,
+    ):
         url = await pending_job(c)
         readers = []  # kept: a dropped line iterator closes its response
         for _ in range(2):
@@ -276,7 +353,9 @@ class _Hooks:
         self.server.shutdown()
 
 
-async def test_a_slow_receiver_stalls_only_its_own_tenant_and_opens_its_breaker(make_gateway) -> None:
+async def test_a_slow_receiver_stalls_only_its_own_tenant_and_opens_its_breaker(
+    make_gateway,
+) -> None:
     """Attack/fault: tenant acme's receiver hangs on every call. globex's receiver must get
     its events within a bound meanwhile; acme's hook opens after 2 failed calls and gets
     nothing during its cool-down, its calls held; once the receiver answers again, the held
@@ -285,23 +364,39 @@ async def test_a_slow_receiver_stalls_only_its_own_tenant_and_opens_its_breaker(
     import dataclasses
     import time
 
-    config = dataclasses.replace(TEST_CONFIG, webhook_timeout_s=0.5, webhook_attempts=2,
-                                 webhook_breaker_failures=2, webhook_cooldown_s=3.0)
+    config = dataclasses.replace(
+        TEST_CONFIG,
+        webhook_timeout_s=0.5,
+        webhook_attempts=2,
+        webhook_breaker_failures=2,
+        webhook_cooldown_s=3.0,
+    )
     gw = await make_gateway(config)
     slow, fast = _Hooks(slow_s=5.0), _Hooks()
     try:
         async with await gw.client("acme") as acme, await gw.client("globex") as globex:
             jobs = {}
-            for client, receiver, name in ((acme, slow, "acme"), (globex, fast, "globex")):
+            for client, receiver, _name in ((acme, slow, "acme"), (globex, fast, "globex")):
                 await client.post("/v1/projects", json={"name": "jane"})
-                assert (await client.post("/v1/projects/jane/webhooks", json={"url": receiver.url})).status_code == 201
-            acme_jobs = [(await acme.post("/v1/projects/jane/ingest-jobs",
-                                          json={"sources": ["acme/jane/sources/a.mp4"], "request_id": f"a{i}"})).json()["id"]
-                         for i in range(3)]
+                assert (
+                    await client.post("/v1/projects/jane/webhooks", json={"url": receiver.url})
+                ).status_code == 201
+            acme_jobs = [
+                (
+                    await acme.post(
+                        "/v1/projects/jane/ingest-jobs",
+                        json={"sources": ["acme/jane/sources/a.mp4"], "request_id": f"a{i}"},
+                    )
+                ).json()["id"]
+                for i in range(3)
+            ]
             await asyncio.sleep(0.5)  # acme's events are first in line
             started = time.monotonic()
-            jobs["globex"] = (await globex.post("/v1/projects/jane/ingest-jobs",
-                                                json={"sources": ["globex/jane/sources/b.mp4"]})).json()["id"]
+            jobs["globex"] = (
+                await globex.post(
+                    "/v1/projects/jane/ingest-jobs", json={"sources": ["globex/jane/sources/b.mp4"]}
+                )
+            ).json()["id"]
             while not fast.finals(jobs["globex"]) and time.monotonic() - started < 20:
                 await asyncio.sleep(0.05)
             took = time.monotonic() - started
@@ -309,7 +404,9 @@ async def test_a_slow_receiver_stalls_only_its_own_tenant_and_opens_its_breaker(
             # acme call's timeout x attempts (1 s) times acme's 12 calls ahead of it
             assert fast.finals(jobs["globex"]), "globex's final call never arrived"
             assert took < 5.0, f"globex waited {took:.1f}s behind acme's slow receiver"
-            progress = [p for p in fast.answered if p["job_id"] == jobs["globex"] and not p["final"]]
+            progress = [
+                p for p in fast.answered if p["job_id"] == jobs["globex"] and not p["final"]
+            ]
             assert progress and fast.answered[-1]["final"]
 
             # acme's hook: 2 calls x 2 attempts, then open (3 s cool-down): no arrivals
@@ -332,15 +429,23 @@ async def test_a_slow_receiver_stalls_only_its_own_tenant_and_opens_its_breaker(
             assert len({p["event_id"] for p in slow.answered}) == len(slow.answered)  # each once
             for j in acme_jobs:  # a hook's calls arrive in order: the final after its progress
                 mine = [p for p in slow.answered if p["job_id"] == j]
-                assert mine[-1]["final"] and [p["progress"] for p in mine[:-1]] == sorted(p["progress"] for p in mine[:-1])
-            hook_key = next(k for k in await gw.state.outbox_keys() if ".acme." in k) if await gw.state.outbox_keys() else None
+                assert mine[-1]["final"] and [p["progress"] for p in mine[:-1]] == sorted(
+                    p["progress"] for p in mine[:-1]
+                )
+            hook_key = (
+                next(k for k in await gw.state.outbox_keys() if ".acme." in k)
+                if await gw.state.outbox_keys()
+                else None
+            )
             assert hook_key is None  # every outbox drained
     finally:
         slow.close()
         fast.close()
 
 
-async def test_held_webhook_calls_survive_their_gateway_and_another_replica_delivers_them(settings) -> None:
+async def test_held_webhook_calls_survive_their_gateway_and_another_replica_delivers_them(
+    settings,
+) -> None:
     """Fault: the receiver is down while events come in, then the gateway that took them
     stops. The calls are in the hook's durable outbox (NATS KV): another gateway replica
     finds them and delivers them, in order, once the receiver is back."""
@@ -371,25 +476,49 @@ async def test_held_webhook_calls_survive_their_gateway_and_another_replica_deli
         real_post(self)
 
     handler.do_POST = maybe_down
-    egress = EgressPolicy.from_settings(settings.model_copy(update={"egress": EgressSettings(allow="127.0.0.1/32")}))
+    egress = EgressPolicy.from_settings(
+        settings.model_copy(update={"egress": EgressSettings(allow="127.0.0.1/32")})
+    )
     replicas: list[WebhookDispatcher] = []
     try:
         jobs = await JobStore.open(bus.jetstream, settings.nats.jobs_bucket)
         state = await GatewayState.open(bus.jetstream, gateway_bucket(settings), jobs.projects)
-        await state.add_webhook("acme", "jane", {
-            "id": "wh-00000000beef", "url": receiver.url, "job_id": None, "secret": "s",
-            "created_at": (datetime.now(UTC) - timedelta(minutes=1)).isoformat()})
+        await state.add_webhook(
+            "acme",
+            "jane",
+            {
+                "id": "wh-00000000beef",
+                "url": receiver.url,
+                "job_id": None,
+                "secret": "s",
+                "created_at": (datetime.now(UTC) - timedelta(minutes=1)).isoformat(),
+            },
+        )
 
         def dispatcher() -> WebhookDispatcher:
-            d = WebhookDispatcher(state, None, attempts=1, backoff_s=0.01, egress=egress,  # type: ignore[arg-type]
-                                  breaker_failures=1, cooldown_s=60)
+            d = WebhookDispatcher(
+                state,
+                None,
+                attempts=1,
+                backoff_s=0.01,
+                egress=egress,  # type: ignore[arg-type]
+                breaker_failures=1,
+                cooldown_s=60,
+            )
             replicas.append(d)
             return d
 
         first = dispatcher()
         for n in range(3):
-            await first.handle(Event(type="ingest.progress", tenant="acme", project="jane",
-                                     data={"job_id": "j1", "progress": (n + 1) / 4}), None)  # type: ignore[arg-type]
+            await first.handle(
+                Event(
+                    type="ingest.progress",
+                    tenant="acme",
+                    project="jane",
+                    data={"job_id": "j1", "progress": (n + 1) / 4},
+                ),
+                None,
+            )  # type: ignore[arg-type]
         key = "outbox.acme.jane.wh-00000000beef"
         for _ in range(50):  # the first call failed: the hook is open for a minute, calls held
             if first.failed:
@@ -400,7 +529,9 @@ async def test_held_webhook_calls_survive_their_gateway_and_another_replica_deli
 
         down[0] = False
         second = dispatcher()
-        second._scanner = asyncio.create_task(second._scan())  # what start() runs besides the consumer
+        second._scanner = asyncio.create_task(
+            second._scan()
+        )  # what start() runs besides the consumer
         for _ in range(100):
             if len(receiver.answered) == 3:
                 break

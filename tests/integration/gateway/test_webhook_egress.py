@@ -34,15 +34,28 @@ def dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 
 async def test_webhook_targets_must_be_public(gateway, dns) -> None:
-    dns.update({"hooks.example.com": "93.184.216.34", "metadata.example.com": "169.254.169.254",
-                "v6-loopback.example.com": "::1", "mapped.example.com": "::ffff:127.0.0.2",
-                "intranet.example.com": "10.20.30.40"})
+    dns.update(
+        {
+            "hooks.example.com": "93.184.216.34",
+            "metadata.example.com": "169.254.169.254",
+            "v6-loopback.example.com": "::1",
+            "mapped.example.com": "::ffff:127.0.0.2",
+            "intranet.example.com": "10.20.30.40",
+        }
+    )
     async with await gateway.client("acme") as c:
         await c.post("/v1/projects", json={"name": "jane"})
-        for url in ("http://127.0.0.2:18888/", "http://169.254.169.254/latest/meta-data/",
-                    "http://[::1]:17100/v1/projects", "http://10.0.0.1/hook", "http://0.0.0.0:19333/",
-                    "http://metadata.example.com/latest/", "http://v6-loopback.example.com/",
-                    "http://mapped.example.com/", "http://intranet.example.com/hook"):
+        for url in (
+            "http://127.0.0.2:18888/",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[::1]:17100/v1/projects",
+            "http://10.0.0.1/hook",
+            "http://0.0.0.0:19333/",
+            "http://metadata.example.com/latest/",
+            "http://v6-loopback.example.com/",
+            "http://mapped.example.com/",
+            "http://intranet.example.com/hook",
+        ):
             r = await c.post("/v1/projects/jane/webhooks", json={"url": url})
             assert r.status_code == 400, (url, r.text)
             assert r.headers["content-type"].startswith(PROBLEM)
@@ -53,5 +66,6 @@ async def test_webhook_targets_must_be_public(gateway, dns) -> None:
 
         r = await c.post("/v1/projects/jane/webhooks", json={"url": "https://hooks.example.com/lf"})
         assert r.status_code == 201, r.text
-        assert [h["url"] for h in (await c.get("/v1/projects/jane/webhooks")).json()["webhooks"]] == [
-            "https://hooks.example.com/lf"]
+        assert [
+            h["url"] for h in (await c.get("/v1/projects/jane/webhooks")).json()["webhooks"]
+        ] == ["https://hooks.example.com/lf"]

@@ -19,15 +19,20 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "ingest"))
 
 from footage import ShotSpec, lavfi_video, make_footage, photo
+from PIL import Image
+
 from loraforge.ingest.main import mount
 from loraforge.runtime.events import Delivery, Event
 from loraforge.runtime.host import ServiceProcess
 from loraforge.v1 import common_pb2, ingest_pb2_grpc
-from PIL import Image
 
 TENANT, PROJECT = "acme", "jane"
 SCOPE = common_pb2.ProjectScope(tenant=TENANT, project=PROJECT)
-TERMINAL = {common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED}
+TERMINAL = {
+    common_pb2.JOB_STATE_SUCCEEDED,
+    common_pb2.JOB_STATE_FAILED,
+    common_pb2.JOB_STATE_CANCELLED,
+}
 
 
 @dataclass
@@ -39,7 +44,9 @@ class Ingest:
     async def wait(self, job_id: str, timeout: float = 40.0, scope=SCOPE) -> common_pb2.Job:
         deadline = time.monotonic() + timeout
         while True:
-            job = await self.stub.GetJob(common_pb2.GetJobRequest(scope=scope, job_id=job_id), timeout=5)
+            job = await self.stub.GetJob(
+                common_pb2.GetJobRequest(scope=scope, job_id=job_id), timeout=5
+            )
             if job.state in TERMINAL or time.monotonic() > deadline:
                 return job
             await asyncio.sleep(0.2)
@@ -74,9 +81,12 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder: a two-shot video (3.5 s per shot, 16 fps, 128x96), a photo, a text file named
     .mp4 and a zero-byte .mp4."""
     root = tmp_path_factory.mktemp("ingest-media")
-    make_footage(root / "two_shots.mp4",
-                 [ShotSpec("astronaut", 56, "pan"), ShotSpec("coffee", 56, "zoom")],
-                 size=(128, 96), fps=16)
+    make_footage(
+        root / "two_shots.mp4",
+        [ShotSpec("astronaut", 56, "pan"), ShotSpec("coffee", 56, "zoom")],
+        size=(128, 96),
+        fps=16,
+    )
     Image.fromarray(photo("chelsea")).resize((160, 120)).save(root / "cat.jpg", quality=90)
     (root / "notes.mp4").write_text("this is not a video\n")
     (root / "empty.mp4").write_bytes(b"")
@@ -86,4 +96,6 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def long_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Four minutes of small test pattern: long enough to cancel mid-way."""
-    return lavfi_video(tmp_path_factory.mktemp("ingest-long") / "long.mp4", 240, size="160x120", fps=16)
+    return lavfi_video(
+        tmp_path_factory.mktemp("ingest-long") / "long.mp4", 240, size="160x120", fps=16
+    )

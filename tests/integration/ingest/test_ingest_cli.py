@@ -6,9 +6,10 @@ import asyncio
 import json
 
 import typer
+from typer.testing import CliRunner
+
 from loraforge.cli import ingest_cmd
 from loraforge.stack.binaries import free_port
-from typer.testing import CliRunner
 
 from .conftest import PROJECT, TENANT
 
@@ -35,8 +36,21 @@ def _env(monkeypatch, settings, ingest_target: str) -> None:
 
 async def test_cli_uploads_waits_and_reports_per_file(ingest, settings, media, monkeypatch):
     _env(monkeypatch, settings, f"127.0.0.1:{ingest.process.port}")
-    args = ["ingest", str(media / "two_shots.mp4"), str(media / "cat.jpg"), str(media / "notes.mp4"),
-            "--project", PROJECT, "--tenant", TENANT, "--min-s", "2", "--max-s", "3", "--json"]
+    args = [
+        "ingest",
+        str(media / "two_shots.mp4"),
+        str(media / "cat.jpg"),
+        str(media / "notes.mp4"),
+        "--project",
+        PROJECT,
+        "--tenant",
+        TENANT,
+        "--min-s",
+        "2",
+        "--max-s",
+        "3",
+        "--json",
+    ]
     res = await asyncio.to_thread(CliRunner().invoke, _app(), args)
     assert res.exit_code == 0, res.output
     view = json.loads(res.stdout)
@@ -59,5 +73,7 @@ async def test_cli_says_how_to_start_an_unreachable_service(settings, store, mon
     res = await asyncio.to_thread(CliRunner().invoke, _app(), args)
     assert res.exit_code == 1
     assert "loraforge stack up" in json.loads(res.stdout)["error"]
-    res = await asyncio.to_thread(CliRunner().invoke, _app(), ["ingest", "/no/such/file.mp4", "--project", PROJECT])
+    res = await asyncio.to_thread(
+        CliRunner().invoke, _app(), ["ingest", "/no/such/file.mp4", "--project", PROJECT]
+    )
     assert res.exit_code == 2 and "no such file" in res.output

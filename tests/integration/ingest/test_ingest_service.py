@@ -10,6 +10,7 @@ import time
 
 import grpc
 import pytest
+
 from loraforge.ingest.upload import upload_local
 from loraforge.runtime.job_service import JobService
 from loraforge.runtime.keys import ProjectRef
@@ -28,8 +29,9 @@ def _listing(store, bucket: Bucket) -> dict[str, str | None]:
 
 
 def _start(sources: list[str], request_id: str, **kw) -> ingest_pb2.StartIngestRequest:
-    return ingest_pb2.StartIngestRequest(scope=SCOPE, request_id=request_id, sources=sources,
-                                         min_s=2, max_s=3, fps=16, **kw)
+    return ingest_pb2.StartIngestRequest(
+        scope=SCOPE, request_id=request_id, sources=sources, min_s=2, max_s=3, fps=16, **kw
+    )
 
 
 def _by_file(result: dict, uploads) -> dict[str, dict]:
@@ -37,9 +39,16 @@ def _by_file(result: dict, uploads) -> dict[str, dict]:
     return {names.get(r["source"], r["source"]): r for r in result["sources"]}
 
 
-async def test_batch_with_a_bad_file_succeeds_and_reingest_does_no_work_twice(ingest, store, media, tmp_path):
+async def test_batch_with_a_bad_file_succeeds_and_reingest_does_no_work_twice(
+    ingest, store, media, tmp_path
+):
     uploads = await asyncio.to_thread(upload_local, store, REF, [media])
-    assert sorted(u.path.name for u in uploads) == ["cat.jpg", "empty.mp4", "notes.mp4", "two_shots.mp4"]
+    assert sorted(u.path.name for u in uploads) == [
+        "cat.jpg",
+        "empty.mp4",
+        "notes.mp4",
+        "two_shots.mp4",
+    ]
     assert all(u.key.startswith(f"{REF.prefix}sources/{u.sha256}.") for u in uploads)
     sources = [u.key for u in uploads] + [URL]
 
@@ -106,7 +115,9 @@ async def test_batch_with_a_bad_file_succeeds_and_reingest_does_no_work_twice(in
     events = await ingest.wait_events(1)
     assert len(events) == 1
     assert events[0].data["job_id"] == job.id and events[0].data["clips"] == 3
-    assert sorted(events[0].data["manifests"]) == sorted([video["manifest_key"], cat["manifest_key"]])
+    assert sorted(events[0].data["manifests"]) == sorted(
+        [video["manifest_key"], cat["manifest_key"]]
+    )
     assert events[0].tenant == TENANT and events[0].project == PROJECT
     first_run = time.monotonic() - started
 
@@ -117,7 +128,9 @@ async def test_batch_with_a_bad_file_succeeds_and_reingest_does_no_work_twice(in
     assert not any(u.created for u in again)
     assert {u.key for u in again} == {u.key for u in uploads}  # the copy is the same object
     # (for a pose LoRA: the type changes what curation does with the clips, not the clips)
-    job2 = await ingest.stub.StartIngest(_start([u.key for u in again], "second", lora_type="pose"), timeout=5)
+    job2 = await ingest.stub.StartIngest(
+        _start([u.key for u in again], "second", lora_type="pose"), timeout=5
+    )
     assert job2.id != job.id
     job2 = await ingest.wait(job2.id)
     assert job2.state == common_pb2.JOB_STATE_SUCCEEDED, job2.message
@@ -133,15 +146,20 @@ async def test_batch_with_a_bad_file_succeeds_and_reingest_does_no_work_twice(in
     # the automatic curation of the second ingest gets its type; the first names none
     assert "curation" not in events[0].data and events[1].data["curation"] == {"lora_type": "pose"}
     # A retried StartIngest returns the same job, and its event is not published twice.
-    assert (await ingest.stub.StartIngest(_start([u.key for u in again], "second", lora_type="pose"),
-                                          timeout=5)).id == job2.id
+    assert (
+        await ingest.stub.StartIngest(
+            _start([u.key for u in again], "second", lora_type="pose"), timeout=5
+        )
+    ).id == job2.id
     await asyncio.sleep(0.5)
     assert len(ingest.events) == 2
     assert first_run < 40
 
 
 async def test_a_job_where_every_file_fails_is_failed_with_each_reason(ingest, store, media):
-    uploads = await asyncio.to_thread(upload_local, store, REF, [media / "notes.mp4", media / "empty.mp4"])
+    uploads = await asyncio.to_thread(
+        upload_local, store, REF, [media / "notes.mp4", media / "empty.mp4"]
+    )
     job = await ingest.stub.StartIngest(_start([u.key for u in uploads], "bad"), timeout=5)
     job = await ingest.wait(job.id)
     assert job.state == common_pb2.JOB_STATE_FAILED
@@ -157,7 +175,9 @@ async def test_cancel_a_running_job(ingest, store, long_video):
     job = await ingest.stub.StartIngest(_start([upload.key], "long"), timeout=5)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        got = await ingest.stub.GetJob(common_pb2.GetJobRequest(scope=SCOPE, job_id=job.id), timeout=5)
+        got = await ingest.stub.GetJob(
+            common_pb2.GetJobRequest(scope=SCOPE, job_id=job.id), timeout=5
+        )
         if got.state == common_pb2.JOB_STATE_RUNNING and got.progress > 0:
             break
         await asyncio.sleep(0.1)
@@ -174,10 +194,16 @@ async def test_cancel_a_running_job(ingest, store, long_video):
 
 
 async def test_keys_of_another_tenant_or_project_are_refused(ingest, store, media):
-    (upload,) = await asyncio.to_thread(upload_local, store, ProjectRef("other", PROJECT),
-                                        [media / "two_shots.mp4"])
-    for source in (upload.key, f"raw/{upload.key}", "acme/other-project/sources/x.mp4",
-                   f"{REF.prefix}../../other/jane/x.mp4", "/etc/passwd"):
+    (upload,) = await asyncio.to_thread(
+        upload_local, store, ProjectRef("other", PROJECT), [media / "two_shots.mp4"]
+    )
+    for source in (
+        upload.key,
+        f"raw/{upload.key}",
+        "acme/other-project/sources/x.mp4",
+        f"{REF.prefix}../../other/jane/x.mp4",
+        "/etc/passwd",
+    ):
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await ingest.stub.StartIngest(_start([source], f"foreign-{source}"), timeout=5)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from loraforge.ingest.main import mount
 from loraforge.runtime.host import ServiceProcess
 from loraforge.runtime.servicers import dict_from_struct
@@ -58,10 +59,13 @@ class _Files:
 def servers(media: Path) -> Iterator[tuple[_Files, _Files]]:
     video = (media / "two_shots.mp4").read_bytes()
     filer = _Files("127.0.0.2", {"/tenant-b/clip.mp4": (200, {"Content-Type": "video/mp4"}, video)})
-    site = _Files("127.0.0.1", {
-        "/two_shots.mp4": (200, {"Content-Type": "video/mp4"}, video),
-        "/share": (302, {"Location": f"http://127.0.0.2:{filer.port}/tenant-b/clip.mp4"}, b""),
-    })
+    site = _Files(
+        "127.0.0.1",
+        {
+            "/two_shots.mp4": (200, {"Content-Type": "video/mp4"}, video),
+            "/share": (302, {"Location": f"http://127.0.0.2:{filer.port}/tenant-b/clip.mp4"}, b""),
+        },
+    )
     yield site, filer
     site.close()
     filer.close()
@@ -69,7 +73,9 @@ def servers(media: Path) -> Iterator[tuple[_Files, _Files]]:
 
 @pytest.fixture
 async def url_ingest(settings, store) -> AsyncIterator[Ingest]:
-    on = settings.model_copy(update={"egress": EgressSettings(url_ingest=True, allow="127.0.0.1/32")})
+    on = settings.model_copy(
+        update={"egress": EgressSettings(url_ingest=True, allow="127.0.0.1/32")}
+    )
     proc = ServiceProcess("ingest", on, mount, drain_delay_s=0.0)
     await proc.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{proc.port}")
@@ -84,8 +90,12 @@ async def test_url_ingest_refuses_a_redirect_to_an_internal_address(url_ingest, 
     site, filer = servers
     good = f"http://127.0.0.1:{site.port}/two_shots.mp4"
     steal = f"http://127.0.0.1:{site.port}/share"
-    job = await url_ingest.stub.StartIngest(ingest_pb2.StartIngestRequest(
-        scope=SCOPE, request_id="urls", sources=[good, steal], min_s=2, max_s=3, fps=16), timeout=5)
+    job = await url_ingest.stub.StartIngest(
+        ingest_pb2.StartIngestRequest(
+            scope=SCOPE, request_id="urls", sources=[good, steal], min_s=2, max_s=3, fps=16
+        ),
+        timeout=5,
+    )
     job = await url_ingest.wait(job.id)
     assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.message
     result = dict_from_struct(job.result)

@@ -14,10 +14,27 @@ import numpy as np
 
 TRIGGER = "s86b5p"
 MOTION = f"然后她开始了{TRIGGER}变身。"
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat", "immunohistochemistry",
-          "hubble_deep_field", "retina", "colorwheel", "logo", "page", "camera")
-SUBJECTS = {"astronaut": "一位宇航员站在美国国旗前", "coffee": "一杯放在桌上的咖啡",
-            "chelsea": "一只橘色的猫", "rocket": "一枚发射台上的火箭", "cat": "一只猫"}
+PHOTOS = (
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "cat",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "retina",
+    "colorwheel",
+    "logo",
+    "page",
+    "camera",
+)
+SUBJECTS = {
+    "astronaut": "一位宇航员站在美国国旗前",
+    "coffee": "一杯放在桌上的咖啡",
+    "chelsea": "一只橘色的猫",
+    "rocket": "一枚发射台上的火箭",
+    "cat": "一只猫",
+}
 
 
 def _photo(name: str) -> np.ndarray:
@@ -29,24 +46,36 @@ def _photo(name: str) -> np.ndarray:
     return np.ascontiguousarray(img[..., :3].astype(np.uint8))
 
 
-def effect_clip(photo: np.ndarray, path: Path, *, frames: int = 9, fps: float = 8.0,
-                size: tuple[int, int] = (64, 48)) -> Path:
+def effect_clip(
+    photo: np.ndarray,
+    path: Path,
+    *,
+    frames: int = 9,
+    fps: float = 8.0,
+    size: tuple[int, int] = (64, 48),
+) -> Path:
     """A push-in on the photo (crop shrinking to 70 %) brightening at the end, as H.264."""
     import imageio_ffmpeg
     from PIL import Image
 
     w, h = size
     H, W = photo.shape[:2]
-    writer = imageio_ffmpeg.write_frames(str(path), (w, h), fps=fps, codec="libx264",
-                                         pix_fmt_out="yuv420p", macro_block_size=1,
-                                         output_params=["-crf", "20"])
+    writer = imageio_ffmpeg.write_frames(
+        str(path),
+        (w, h),
+        fps=fps,
+        codec="libx264",
+        pix_fmt_out="yuv420p",
+        macro_block_size=1,
+        output_params=["-crf", "20"],
+    )
     writer.send(None)
     for i in range(frames):
         t = i / max(1, frames - 1)
         scale = 1.0 - 0.3 * t
         cw, ch = int(W * scale), int(H * scale)
         x0, y0 = (W - cw) // 2, (H - ch) // 2
-        crop = Image.fromarray(photo[y0:y0 + ch, x0:x0 + cw]).resize((w, h), Image.BILINEAR)
+        crop = Image.fromarray(photo[y0 : y0 + ch, x0 : x0 + cw]).resize((w, h), Image.BILINEAR)
         frame = np.asarray(crop).astype(np.float32) * (1.0 + 0.4 * max(0.0, t - 0.6))
         writer.send(np.clip(frame, 0, 255).astype(np.uint8).tobytes())
     writer.close()
@@ -59,8 +88,14 @@ def _frame_jpg(video: Path, out: Path, which: str) -> Path:
     return extract_frame(video, out, which)
 
 
-def build_kf2v_zip(dest: Path, samples: int = 10, *, long_video: int | None = None,
-                   rename: dict[str, str] | None = None, mode: str = "kf2v") -> Path:
+def build_kf2v_zip(
+    dest: Path,
+    samples: int = 10,
+    *,
+    long_video: int | None = None,
+    rename: dict[str, str] | None = None,
+    mode: str = "kf2v",
+) -> Path:
     """A zip in seed 004's kf2v (or i2v) layout. `long_video`: that sample's clip is 6 s
     (over the 5 s limit); `rename`: data.jsonl field names changed (a wrong field)."""
     work = dest.parent / (dest.stem + "-src")
@@ -76,15 +111,26 @@ def build_kf2v_zip(dest: Path, samples: int = 10, *, long_video: int | None = No
         if mode == "kf2v":
             first = _frame_jpg(video, work / f"image_{n}_first.jpg", "first")
             last = _frame_jpg(video, work / f"image_{n}_last.jpg", "last")
-            line = {"prompt": prompt, "first_frame_path": f"image/image_{n}_first.jpg",
-                    "last_frame_path": f"image/image_{n}_last.jpg",
-                    "video_path": f"video/video_{n}.mp4"}
-            files.update({line["first_frame_path"]: first, line["last_frame_path"]: last,
-                          line["video_path"]: video})
+            line = {
+                "prompt": prompt,
+                "first_frame_path": f"image/image_{n}_first.jpg",
+                "last_frame_path": f"image/image_{n}_last.jpg",
+                "video_path": f"video/video_{n}.mp4",
+            }
+            files.update(
+                {
+                    line["first_frame_path"]: first,
+                    line["last_frame_path"]: last,
+                    line["video_path"]: video,
+                }
+            )
         else:
             first = _frame_jpg(video, work / f"image_{n}.jpg", "first")
-            line = {"prompt": prompt, "first_frame_path": f"image_{n}.jpg",
-                    "video_path": f"video_{n}.mp4"}
+            line = {
+                "prompt": prompt,
+                "first_frame_path": f"image_{n}.jpg",
+                "video_path": f"video_{n}.mp4",
+            }
             files.update({line["first_frame_path"]: first, line["video_path"]: video})
         for old, new in (rename or {}).items():
             line[new] = line.pop(old)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
+import contextlib
 
 import grpc
 import imageio_ffmpeg
@@ -57,10 +56,8 @@ async def render_service(settings):
 
     yield start
     for proc in procs:
-        try:
+        with contextlib.suppress(Exception):
             await proc.stop()
-        except Exception:  # noqa: BLE001 - a killed worker's connection is already gone
-            pass
 
 
 async def _wait_terminal(jobs, tenant, project, job_id, timeout=240):
@@ -69,36 +66,54 @@ async def _wait_terminal(jobs, tenant, project, job_id, timeout=240):
         job = await jobs.get(tenant, project, job_id)
         if job.state.terminal:
             return job
-        assert asyncio.get_running_loop().time() < deadline, f"job stuck in {job.state}: {job.message}"
+        assert asyncio.get_running_loop().time() < deadline, (
+            f"job stuck in {job.state}: {job.message}"
+        )
         await asyncio.sleep(0.3)
 
 
-async def test_four_shot_scenario_gives_images_transitions_and_film(render_service, store, tmp_path) -> None:
+async def test_four_shot_scenario_gives_images_transitions_and_film(
+    render_service, store, tmp_path
+) -> None:
     proc = await render_service()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{proc.port}")
     stub = render_pb2_grpc.RenderServiceStub(channel)
     scope = common_pb2.ProjectScope(tenant="acme", project="jane")
-    job = await stub.SubmitRender(render_pb2.SubmitRenderRequest(
-        scope=scope, request_id="film-1", render=common_pb2.RenderRequest(scenario_yaml=FOUR_SHOTS)),
-        timeout=10)
+    job = await stub.SubmitRender(
+        render_pb2.SubmitRenderRequest(
+            scope=scope,
+            request_id="film-1",
+            render=common_pb2.RenderRequest(scenario_yaml=FOUR_SHOTS),
+        ),
+        timeout=10,
+    )
     done = await _wait_terminal(proc.clients.jobs, "acme", "jane", job.id)
     assert done.state is JobState.SUCCEEDED, done.message
     kinds = [a.kind for a in done.artifacts]
-    assert kinds.count("keyframe") == 4 and kinds.count("transition") == 2 and kinds.count("film") == 1
+    assert (
+        kinds.count("keyframe") == 4 and kinds.count("transition") == 2 and kinds.count("film") == 1
+    )
     film_key = done.result["film"]
     film = store.download(Bucket.RENDERS, film_key, tmp_path / "film.mp4")
     frames, seconds = _probe_frames(film)
     assert frames == 2 * 9  # two transitions of 9 frames, cut together
     assert abs(seconds - 18 / 8) < 0.2
     # Resubmitting the same request id answers with the same job and artifacts, no new render.
-    again = await stub.SubmitRender(render_pb2.SubmitRenderRequest(
-        scope=scope, request_id="film-1", render=common_pb2.RenderRequest(scenario_yaml=FOUR_SHOTS)),
-        timeout=10)
+    again = await stub.SubmitRender(
+        render_pb2.SubmitRenderRequest(
+            scope=scope,
+            request_id="film-1",
+            render=common_pb2.RenderRequest(scenario_yaml=FOUR_SHOTS),
+        ),
+        timeout=10,
+    )
     assert again.id == job.id and again.state == common_pb2.JOB_STATE_SUCCEEDED
     await channel.close()
 
 
-async def test_batch_over_two_workers_survives_a_killed_worker(render_service, bus, settings) -> None:
+async def test_batch_over_two_workers_survives_a_killed_worker(
+    render_service, bus, settings
+) -> None:
     completed: list[str] = []
 
     async def record(event: Event, delivery: Delivery) -> None:
@@ -107,9 +122,14 @@ async def test_batch_over_two_workers_survives_a_killed_worker(render_service, b
     await bus.subscribe("test-completed", "render.completed", record)
     worker_a = await render_service()
     for i in range(10):
-        await bus.publish(Event(type="render.requests", tenant="acme", project="batch",
-                                data={"request_id": f"req-{i}",
-                                      "scenario_yaml": ONE_SHOT.replace("{i}", str(i))}))
+        await bus.publish(
+            Event(
+                type="render.requests",
+                tenant="acme",
+                project="batch",
+                data={"request_id": f"req-{i}", "scenario_yaml": ONE_SHOT.replace("{i}", str(i))},
+            )
+        )
     jobs = worker_a.clients.jobs
     # Kill worker A in the middle of a request: no ack, no heartbeat, connection gone.
     for _ in range(400):
@@ -127,7 +147,9 @@ async def test_batch_over_two_workers_survives_a_killed_worker(render_service, b
         await asyncio.sleep(0.3)
     listed = await worker_b.clients.jobs.list("acme", "batch")
     assert len(listed) == 10
-    assert all(j.state is JobState.SUCCEEDED for j in listed), [(j.id, j.state, j.message) for j in listed]
+    assert all(j.state is JobState.SUCCEEDED for j in listed), [
+        (j.id, j.state, j.message) for j in listed
+    ]
     await asyncio.sleep(1.0)
     assert sorted(completed) == sorted(j.id for j in listed)  # each exactly once
 
@@ -137,9 +159,15 @@ async def test_bad_scenario_is_refused_with_the_field(render_service) -> None:
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{proc.port}")
     stub = render_pb2_grpc.RenderServiceStub(channel)
     scope = common_pb2.ProjectScope(tenant="acme", project="jane")
-    job = await stub.SubmitRender(render_pb2.SubmitRenderRequest(
-        scope=scope, render=common_pb2.RenderRequest(scenario_yaml=FOUR_SHOTS.replace("frames: 9", "frames: 8"))),
-        timeout=10)
+    job = await stub.SubmitRender(
+        render_pb2.SubmitRenderRequest(
+            scope=scope,
+            render=common_pb2.RenderRequest(
+                scenario_yaml=FOUR_SHOTS.replace("frames: 9", "frames: 8")
+            ),
+        ),
+        timeout=10,
+    )
     done = await _wait_terminal(proc.clients.jobs, "acme", "jane", job.id)
     assert done.state is JobState.FAILED and "4k+1" in done.message
     await channel.close()
@@ -151,9 +179,12 @@ async def test_cancel_a_running_render(render_service) -> None:
     stub = render_pb2_grpc.RenderServiceStub(channel)
     scope = common_pb2.ProjectScope(tenant="acme", project="jane")
     slow = FOUR_SHOTS.replace("steps: 2", "steps: 6").replace("frames: 9", "frames: 17")
-    job = await stub.SubmitRender(render_pb2.SubmitRenderRequest(
-        scope=scope, request_id="to-cancel", render=common_pb2.RenderRequest(scenario_yaml=slow)),
-        timeout=10)
+    job = await stub.SubmitRender(
+        render_pb2.SubmitRenderRequest(
+            scope=scope, request_id="to-cancel", render=common_pb2.RenderRequest(scenario_yaml=slow)
+        ),
+        timeout=10,
+    )
     jobs = proc.clients.jobs
     for _ in range(300):
         if (await jobs.get("acme", "jane", job.id)).state is JobState.RUNNING:

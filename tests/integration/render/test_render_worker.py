@@ -21,6 +21,8 @@ import grpc
 import imageio_ffmpeg
 import numpy as np
 import pytest
+from PIL import Image
+
 from loraforge.render.executor import fit_image
 from loraforge.render.k8s_run import KubernetesRender, RenderJobController
 from loraforge.render.main import mount
@@ -29,7 +31,6 @@ from loraforge.runtime.host import ServiceProcess
 from loraforge.runtime.jobs import JobState
 from loraforge.runtime.storage import Bucket
 from loraforge.v1 import common_pb2, render_pb2, render_pb2_grpc
-from PIL import Image
 
 from ..trainer.test_trainer_k8s import SubprocessK8s, _pod_env
 
@@ -77,12 +78,17 @@ def _check_i2v(store, record: dict[str, Any], photo: Image.Image, tmp_path: Path
 def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """`python -m loraforge.render.worker`, configured only by LORAFORGE_* variables."""
     with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "loraforge.render.worker"], env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "loraforge.render.worker"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
-async def test_worker_entry_point_renders_a_queued_request(settings, settings_env, store, bus,
-                                                           tmp_path):
+async def test_worker_entry_point_renders_a_queued_request(
+    settings, settings_env, store, bus, tmp_path
+):
     key, photo = _upload_photo(store)
     done: list[Event] = []
 
@@ -90,14 +96,22 @@ async def test_worker_entry_point_renders_a_queued_request(settings, settings_en
         done.append(event)
 
     await bus.subscribe("test-completed", "render.completed", record)
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("LORAFORGE_")},
-           **settings_env, "LORAFORGE_RENDER__DEVICE": "cpu"}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("LORAFORGE_")},
+        **settings_env,
+        "LORAFORGE_RENDER__DEVICE": "cpu",
+    }
     log = tmp_path / "worker.log"
     worker = _start_worker(env, log)
     try:
-        await bus.publish(Event(type="render.requests", tenant=TENANT, project=PROJECT,
-                                data={"request_id": "batch-i2v",
-                                      "scenario_yaml": I2V.format(key=key)}))
+        await bus.publish(
+            Event(
+                type="render.requests",
+                tenant=TENANT,
+                project=PROJECT,
+                data={"request_id": "batch-i2v", "scenario_yaml": I2V.format(key=key)},
+            )
+        )
         for _ in range(900):
             if done or worker.poll() is not None:
                 break
@@ -119,7 +133,9 @@ async def test_worker_entry_point_renders_a_queued_request(settings, settings_en
 class RenderPods(SubprocessK8s):
     """The trainer test's fake Kubernetes API, running render Jobs' commands."""
 
-    def create_namespaced_job(self, namespace: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    def create_namespaced_job(
+        self, namespace: str, body: dict[str, Any], **kw: Any
+    ) -> dict[str, Any]:
         name = body["metadata"]["name"]
         command = body["spec"]["template"]["spec"]["containers"][0]["command"]
         assert command[:3] == ["python", "-m", "loraforge.render.worker"]
@@ -127,8 +143,9 @@ class RenderPods(SubprocessK8s):
             return super().create_namespaced_job(namespace, body)  # 409
         self.bodies[name] = body
         with open(self.logs / f"{name}.log", "wb") as out:
-            self.procs[name] = subprocess.Popen([sys.executable, *command[1:]], env=self.env,
-                                                stdout=out, stderr=subprocess.STDOUT)
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, *command[1:]], env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
         return body
 
 
@@ -136,9 +153,14 @@ class RenderPods(SubprocessK8s):
 async def k8s_render(settings, store, tmp_path):
     api = RenderPods({**_pod_env(settings), "LORAFORGE_RENDER__DEVICE": "cpu"}, tmp_path)
     controller = RenderJobController(api, api, "loraforge", "loraforge/render:test")
-    proc = ServiceProcess("render", settings, functools.partial(
-        mount, kubernetes=KubernetesRender(store, controller, poll_s=0.2, tick_s=0.2)),
-        drain_delay_s=0)
+    proc = ServiceProcess(
+        "render",
+        settings,
+        functools.partial(
+            mount, kubernetes=KubernetesRender(store, controller, poll_s=0.2, tick_s=0.2)
+        ),
+        drain_delay_s=0,
+    )
     await proc.start()
     try:
         yield proc, api
@@ -153,9 +175,14 @@ async def k8s_render(settings, store, tmp_path):
 async def _submit(port: int, scenario: str, request_id: str = "") -> common_pb2.Job:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = render_pb2_grpc.RenderServiceStub(channel)
-        return await stub.SubmitRender(render_pb2.SubmitRenderRequest(
-            scope=common_pb2.ProjectScope(tenant=TENANT, project=PROJECT), request_id=request_id,
-            render=common_pb2.RenderRequest(scenario_yaml=scenario)), timeout=20)
+        return await stub.SubmitRender(
+            render_pb2.SubmitRenderRequest(
+                scope=common_pb2.ProjectScope(tenant=TENANT, project=PROJECT),
+                request_id=request_id,
+                render=common_pb2.RenderRequest(scenario_yaml=scenario),
+            ),
+            timeout=20,
+        )
 
 
 async def test_render_runs_as_a_kubernetes_job(k8s_render, store, tmp_path):
@@ -173,8 +200,12 @@ async def test_render_runs_as_a_kubernetes_job(k8s_render, store, tmp_path):
     assert list(api.bodies) == [name]
     pod = api.bodies[name]["spec"]["template"]["spec"]
     assert pod["containers"][0]["command"][-2:] == ["--job", job.id]
-    assert pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
-        "nodeSelectorTerms"][0]["matchExpressions"][0]["key"] == "nvidia.com/gpu.memory"
+    assert (
+        pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+            "nodeSelectorTerms"
+        ][0]["matchExpressions"][0]["key"]
+        == "nvidia.com/gpu.memory"
+    )
     assert current.result["transitions"]
     _check_i2v(store, {"transitions": current.result["transitions"]}, photo, tmp_path)
 

@@ -20,6 +20,7 @@ import cv2
 import grpc
 import numpy as np
 import pytest
+
 from loraforge.curation import photo_prep
 from loraforge.curation.dlib_backend import DlibBackend
 from loraforge.curation.people import PeopleDetector
@@ -35,7 +36,7 @@ from loraforge.trainer.train import Trainer
 from loraforge.v1 import common_pb2, render_pb2, render_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "unit" / "curation"))
-import photo_media as pm  # noqa: E402
+import photo_media as pm
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -57,8 +58,13 @@ def character_dataset(root: Path, backend, people) -> Path:
     composites over real backgrounds): checked, and the kept ones cropped around the face."""
     img = pm.astronaut()
     mask = people.person_mask(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
-    photos = {"studio": img, **{bg: pm.composite(img, mask, pm.background(bg, (512, 512)))
-                                for bg in ("coffee", "rocket", "chelsea")}}
+    photos = {
+        "studio": img,
+        **{
+            bg: pm.composite(img, mask, pm.background(bg, (512, 512)))
+            for bg in ("coffee", "rocket", "chelsea")
+        },
+    }
     measures = [photo_prep.measure_photo(k, v, backend) for k, v in photos.items()]
     verdict = photo_prep.decide_set(measures, list(photos), backend.same_person_distance)
     assert len(verdict.kept) == 4, verdict.rejected
@@ -71,7 +77,9 @@ def character_dataset(root: Path, backend, people) -> Path:
     return root
 
 
-def _walk_in(place: np.ndarray, figure: np.ndarray, alpha: np.ndarray, x: int, height: int) -> np.ndarray:
+def _walk_in(
+    place: np.ndarray, figure: np.ndarray, alpha: np.ndarray, x: int, height: int
+) -> np.ndarray:
     """The astronaut (waist-up, `height` px) standing at the bottom of a place photo."""
     w = round(figure.shape[1] * height / figure.shape[0])
     fig = cv2.resize(figure, (w, height), interpolation=cv2.INTER_AREA).astype(np.float32)
@@ -86,27 +94,34 @@ def background_dataset(root: Path, work: Path, backend, people) -> Path:
     """The background type's own dataset: photos of two places with the astronaut in them,
     through curation's background policy and its builder (builders/background.py: the person
     masked and filled in); the builder's inpainted frames are the training images."""
+    from sklearn.datasets import load_sample_image
+
     from loraforge.curation.builders import build_dataset
     from loraforge.curation.pipeline import curate
     from loraforge.curation.policy import CurationPolicy
-    from sklearn.datasets import load_sample_image
 
     img = pm.astronaut()
     alpha = people.person_mask(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
     temple = cv2.cvtColor(load_sample_image("china.jpg"), cv2.COLOR_RGB2BGR)
-    shots = {"temple-a": _walk_in(cv2.resize(temple, (768, 512)), img, alpha, 80, 200),
-             "temple-b": _walk_in(cv2.resize(temple[40:, 60:], (768, 512)), img, alpha, 480, 180),
-             "launchpad": _walk_in(pm.background("rocket", (768, 512)), img, alpha, 500, 190)}
+    shots = {
+        "temple-a": _walk_in(cv2.resize(temple, (768, 512)), img, alpha, 80, 200),
+        "temple-b": _walk_in(cv2.resize(temple[40:, 60:], (768, 512)), img, alpha, 480, 180),
+        "launchpad": _walk_in(pm.background("rocket", (768, 512)), img, alpha, 500, 190),
+    }
     work.mkdir(parents=True)
     paths = {}
     for name, shot in shots.items():
         paths[name] = work / f"{name}.png"
         cv2.imwrite(str(paths[name]), shot)
     # min_items: three photos, below seed 003's 100 background frames (size_range.py)
-    policy = CurationPolicy.for_type("background", {"min_short_side_px": 256, "build_options": {"min_items": 1}})
+    policy = CurationPolicy.for_type(
+        "background", {"min_short_side_px": 256, "build_options": {"min_items": 1}}
+    )
     result = curate(list(paths.values()), policy, backend=backend, people=people)
     build = build_dataset(result, work / "out", people, backend, lambda cid: paths[cid])
-    assert build is not None and len(build.items) == 3, [(d.clip_id, d.message) for d in build.dropped]
+    assert build is not None and len(build.items) == 3, [
+        (d.clip_id, d.message) for d in build.dropped
+    ]
     root.mkdir(parents=True)
     for it in build.items:
         assert it.variant == "inpainted"
@@ -116,9 +131,21 @@ def background_dataset(root: Path, work: Path, backend, people) -> Path:
 
 
 def train(dataset: Path, out: Path, trigger: str) -> Path:
-    cfg = RunConfig(preset="tiny-sdxl", dataset=dataset, output_dir=out, steps=2, rank=4, alpha=4,
-                    learning_rate=1e-2, resolution=64, eval_every=0, checkpoint_every=0,
-                    validation_split=1.0, trigger=trigger, dataset_id=dataset.name)
+    cfg = RunConfig(
+        preset="tiny-sdxl",
+        dataset=dataset,
+        output_dir=out,
+        steps=2,
+        rank=4,
+        alpha=4,
+        learning_rate=1e-2,
+        resolution=64,
+        eval_every=0,
+        checkpoint_every=0,
+        validation_split=1.0,
+        trigger=trigger,
+        dataset_id=dataset.name,
+    )
     return Trainer(cfg).run().files["unet"]
 
 
@@ -145,21 +172,33 @@ async def _wait(jobs, job_id: str, timeout: float = 240):
         job = await jobs.get(TENANT, PROJECT, job_id)
         if job.state.terminal:
             return job
-        assert asyncio.get_running_loop().time() < deadline, f"job stuck in {job.state}: {job.message}"
+        assert asyncio.get_running_loop().time() < deadline, (
+            f"job stuck in {job.state}: {job.message}"
+        )
         await asyncio.sleep(0.3)
 
 
-async def test_character_and_background_loras_stack_at_their_type_weights(settings, store, tmp_path):
+async def test_character_and_background_loras_stack_at_their_type_weights(
+    settings, store, tmp_path
+):
     backend, people = DlibBackend(), PeopleDetector()
-    hero = train(character_dataset(tmp_path / "character", backend, people), tmp_path / "hero", "ohwx_woman")
-    place = train(background_dataset(tmp_path / "background", tmp_path / "bg-work", backend, people),
-                  tmp_path / "place", "bgtemple")
+    hero = train(
+        character_dataset(tmp_path / "character", backend, people), tmp_path / "hero", "ohwx_woman"
+    )
+    place = train(
+        background_dataset(tmp_path / "background", tmp_path / "bg-work", backend, people),
+        tmp_path / "place",
+        "bgtemple",
+    )
     keys = {}
     for name, path in (("hero", hero), ("place", place)):
         keys[name] = f"{TENANT}/{PROJECT}/runs/stack-{name}/last.safetensors"
         store.put_file(Bucket.LORAS, keys[name], path)
     text = SCENARIO.format(**keys)
-    want = {"hero": DEFAULT_LORA_WEIGHTS[LoraType.CHARACTER], "place": DEFAULT_LORA_WEIGHTS[LoraType.BACKGROUND]}
+    want = {
+        "hero": DEFAULT_LORA_WEIGHTS[LoraType.CHARACTER],
+        "place": DEFAULT_LORA_WEIGHTS[LoraType.BACKGROUND],
+    }
     assert want == {"hero": 1.0, "place": 0.8}  # seed 003's suggested weights
 
     # through the service: render.json records both adapters at the types' default weights
@@ -168,9 +207,14 @@ async def test_character_and_background_loras_stack_at_their_type_weights(settin
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{proc.port}") as channel:
             stub = render_pb2_grpc.RenderServiceStub(channel)
-            job = await stub.SubmitRender(render_pb2.SubmitRenderRequest(
-                scope=common_pb2.ProjectScope(tenant=TENANT, project=PROJECT), request_id="stacked-1",
-                render=common_pb2.RenderRequest(scenario_yaml=text)), timeout=10)
+            job = await stub.SubmitRender(
+                render_pb2.SubmitRenderRequest(
+                    scope=common_pb2.ProjectScope(tenant=TENANT, project=PROJECT),
+                    request_id="stacked-1",
+                    render=common_pb2.RenderRequest(scenario_yaml=text),
+                ),
+                timeout=10,
+            )
             done = await _wait(proc.clients.jobs, job.id)
         assert done.state is JobState.SUCCEEDED, done.message
         record = store.get_json(Bucket.RENDERS, f"{TENANT}/{PROJECT}/renders/{job.id}/render.json")
@@ -178,7 +222,9 @@ async def test_character_and_background_loras_stack_at_their_type_weights(settin
         await proc.stop()
     applied = record["placement"]["image"]["loras"]
     assert [(a["name"], a["type"], a["weight"], a["weight_from"]) for a in applied] == [
-        ("hero", "character", 1.0, "type_default"), ("place", "background", 0.8, "type_default")]
+        ("hero", "character", 1.0, "type_default"),
+        ("place", "background", 0.8, "type_default"),
+    ]
     assert [lo["type"] for lo in record["scenario"]["loras"]] == ["character", "background"]
 
     # in process: both trained adapters are active in the UNet, each at its type's weight

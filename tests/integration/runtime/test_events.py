@@ -65,7 +65,9 @@ async def test_max_deliveries_lands_on_dead_letter_subject(bus: EventBus) -> Non
     assert len(attempts) == bus.settings.max_deliver
 
 
-async def test_handler_that_dies_without_verdict_is_redelivered_after_ack_wait(bus: EventBus) -> None:
+async def test_handler_that_dies_without_verdict_is_redelivered_after_ack_wait(
+    bus: EventBus,
+) -> None:
     """A worker that hangs (or whose process dies) never acks: JetStream gives the event to
     the consumer again after ack_wait, once the heartbeat has stopped."""
     attempts: list[int] = []
@@ -112,8 +114,12 @@ async def test_malformed_event_is_dead_lettered_and_consumer_keeps_going(bus: Ev
         good.append(e.id)
 
     await bus.subscribe("curation", "clips.ingested", record)
-    await bus.jetstream.publish(bus.subject("clips.ingested"), b"{not json", stream=bus.settings.stream)
-    await bus.jetstream.publish(bus.subject("clips.ingested"), b'{"type": 3}', stream=bus.settings.stream)
+    await bus.jetstream.publish(
+        bus.subject("clips.ingested"), b"{not json", stream=bus.settings.stream
+    )
+    await bus.jetstream.publish(
+        bus.subject("clips.ingested"), b'{"type": 3}', stream=bus.settings.stream
+    )
     event = _event()
     await bus.publish(event)
     await _wait_for(lambda: good == [event.id])
@@ -183,7 +189,9 @@ async def test_unreachable_nats_names_the_address(settings) -> None:
     assert "LORAFORGE_NATS__URL" in str(info.value)
 
 
-async def test_dead_letter_hook_hears_each_given_up_event_and_a_failed_hook_keeps_it(bus: EventBus) -> None:
+async def test_dead_letter_hook_hears_each_given_up_event_and_a_failed_hook_keeps_it(
+    bus: EventBus,
+) -> None:
     """`on_dead_letter` is where a job worker records FAILED: if it cannot, the event must not
     be terminated (the verdict would be lost), but come back and be told again."""
     attempts: list[int] = []

@@ -18,10 +18,15 @@ from loraforge.runtime.settings import NatsSettings
 @pytest.fixture
 def nats(settings) -> NatsSettings:
     # Beats every 0.2 s; stale after ack_wait + back-off + 3 beats = 1 + 0.1 + 0.6 = 1.7 s.
-    return settings.nats.model_copy(update={
-        "max_deliver": 2, "ack_wait_s": 1.0, "backoff_s": (0.1,), "job_beat_s": 0.2,
-        "reap_every_s": 0.2,
-    })
+    return settings.nats.model_copy(
+        update={
+            "max_deliver": 2,
+            "ack_wait_s": 1.0,
+            "backoff_s": (0.1,),
+            "job_beat_s": 0.2,
+            "reap_every_s": 0.2,
+        }
+    )
 
 
 @pytest.fixture
@@ -171,6 +176,7 @@ async def test_a_job_from_another_queue_of_its_kind_is_judged_by_that_queue(
     replicas = Replicas(nats, jobs)
     calls_bus = await EventBus.connect(nats, name="calls-replica")
     try:
+
         async def dies(job: Job, ctx: JobContext) -> JobOutcome:
             await asyncio.sleep(0.5)
             await calls_bus._nc.close()  # kill -9
@@ -181,8 +187,15 @@ async def test_a_job_from_another_queue_of_its_kind_is_judged_by_that_queue(
         call = await jobs.create(Job(id="jcall0001", kind="probe", tenant="acme", project="jane"))
         from loraforge.runtime.events import Event
 
-        await bus.publish(Event(id="call-1", type="probe.calls", tenant="acme", project="jane",
-                                data={"job_id": call.id}))
+        await bus.publish(
+            Event(
+                id="call-1",
+                type="probe.calls",
+                tenant="acme",
+                project="jane",
+                data={"job_id": call.id},
+            )
+        )
         running = await _stale(nats, jobs, call)
         assert running.consumer == "probe-calls"
         await replicas.start(dies=False)  # the main queue acks a later request

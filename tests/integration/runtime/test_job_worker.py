@@ -63,7 +63,8 @@ async def test_missing_dataset_fails_the_training_job_with_the_reason(
 
     await JobWorker("trainer", jobs, bus, TrainingWork(store, workdir_root=tmp_path)).start()
     job = await JobService("trainer", jobs, bus).start(
-        "acme", "jane", {"dataset_id": "never-curated", "base_preset": "tiny-sdxl"})
+        "acme", "jane", {"dataset_id": "never-curated", "base_preset": "tiny-sdxl"}
+    )
     final = await _terminal(jobs, job, timeout=15)
     assert final.state is JobState.FAILED
     assert "dataset never-curated of acme/jane does not exist" in final.message
@@ -90,7 +91,9 @@ async def test_work_that_keeps_failing_ends_failed_after_max_deliver(
     assert [letter.reason for letter in await _letters(bus, "probe-workers")] == ["max_deliveries"]
 
 
-async def test_worker_dying_on_every_delivery_ends_failed_after_the_last(settings, jobs: JobStore) -> None:
+async def test_worker_dying_on_every_delivery_ends_failed_after_the_last(
+    settings, jobs: JobStore
+) -> None:
     """Each delivery kills its worker the way kill -9 would: the connection drops with no
     ack, no nak and no heartbeat. After the last delivery only JetStream's max-deliveries
     advisory is left to tell of it; a surviving replica must turn it into FAILED."""
@@ -153,8 +156,13 @@ async def test_follow_up_whose_publish_failed_is_republished_and_the_next_stage_
 
     async def alpha(job: Job, ctx: JobContext) -> JobOutcome:
         runs["alpha"] += 1
-        done = Event(id=f"alpha-done-{job.id}", type="alpha.done", tenant=job.tenant,
-                     project=job.project, data={"job_id": job.id})
+        done = Event(
+            id=f"alpha-done-{job.id}",
+            type="alpha.done",
+            tenant=job.tenant,
+            project=job.project,
+            data={"job_id": job.id},
+        )
         return JobOutcome(message="alpha done", events=[done])
 
     async def beta(job: Job, ctx: JobContext) -> JobOutcome:
@@ -166,7 +174,9 @@ async def test_follow_up_whose_publish_failed_is_republished_and_the_next_stage_
 
     async def next_stage(event: Event, delivery: Delivery) -> None:  # like AutoCurator
         heard.append(event.id)
-        await betas.start(event.tenant, event.project, {}, request_id=follow_up_request_id(event.id))
+        await betas.start(
+            event.tenant, event.project, {}, request_id=follow_up_request_id(event.id)
+        )
 
     try:
         await JobWorker("alpha", jobs, flaky, alpha).start()
@@ -204,7 +214,9 @@ steps: 1
 """
 
 
-async def test_render_with_a_missing_lora_fails_the_job_with_the_reason(bus: EventBus, settings) -> None:
+async def test_render_with_a_missing_lora_fails_the_job_with_the_reason(
+    bus: EventBus, settings
+) -> None:
     """The render service as deployed (its own requests handler, render/main.py): a LoRA that
     was never trained is a permanent NotFound, and the job says so instead of staying RUNNING."""
     from loraforge.render.main import mount
@@ -213,8 +225,14 @@ async def test_render_with_a_missing_lora_fails_the_job_with_the_reason(bus: Eve
     proc = ServiceProcess("render", settings, mount, drain_delay_s=0)
     await proc.start()
     try:
-        await bus.publish(Event(type="render.requests", tenant="acme", project="jane",
-                                data={"request_id": "missing-lora", "scenario_yaml": MISSING_LORA}))
+        await bus.publish(
+            Event(
+                type="render.requests",
+                tenant="acme",
+                project="jane",
+                data={"request_id": "missing-lora", "scenario_yaml": MISSING_LORA},
+            )
+        )
         found: list[Job] = []
         for _ in range(200):
             found = await proc.clients.jobs.list("acme", "jane", kind="render")

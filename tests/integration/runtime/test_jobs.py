@@ -43,7 +43,8 @@ async def test_lifecycle_and_terminal_states_are_final(jobs: JobStore) -> None:
     job = await jobs.update(job, state=JobState.RUNNING, progress=0.5)
     assert job.started_at is not None
     job = await jobs.update(
-        job, state=JobState.SUCCEEDED,
+        job,
+        state=JobState.SUCCEEDED,
         artifacts=[ArtifactRef(bucket="clips", key="acme/jane/c1.mp4", kind="clip")],
     )
     assert job.progress == 1.0 and job.finished_at is not None
@@ -62,8 +63,12 @@ async def test_pending_cannot_jump_to_succeeded(jobs: JobStore) -> None:
 
 async def test_idempotent_create_returns_the_stored_job(jobs: JobStore) -> None:
     job_id = new_job_id("client-key-1", scope="acme/jane/ingest")
-    first, created = await jobs.create_or_get(_job().model_copy(update={"id": job_id, "params": {"a": 1}}))
-    again, created_again = await jobs.create_or_get(_job().model_copy(update={"id": job_id, "params": {"a": 2}}))
+    _first, created = await jobs.create_or_get(
+        _job().model_copy(update={"id": job_id, "params": {"a": 1}})
+    )
+    again, created_again = await jobs.create_or_get(
+        _job().model_copy(update={"id": job_id, "params": {"a": 2}})
+    )
     assert created and not created_again
     assert again.params == {"a": 1}
     assert job_id == new_job_id("client-key-1", scope="acme/jane/ingest")
@@ -98,7 +103,9 @@ async def test_mutate_retries_through_conflicts(jobs: JobStore) -> None:
     job = await jobs.update(job, state=JobState.RUNNING)
 
     async def bump() -> None:
-        await jobs.mutate("acme", "jane", job.id, lambda j: {"result": {"n": j.result.get("n", 0) + 1}})
+        await jobs.mutate(
+            "acme", "jane", job.id, lambda j: {"result": {"n": j.result.get("n", 0) + 1}}
+        )
 
     await asyncio.gather(*(bump() for _ in range(5)))
     assert (await jobs.get("acme", "jane", job.id)).result == {"n": 5}

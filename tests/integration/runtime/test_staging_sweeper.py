@@ -26,8 +26,12 @@ def _stage(store: ObjectStore, bucket: Bucket, n: int) -> list[str]:
 
 
 def _staged(store: ObjectStore, bucket: Bucket) -> list[str]:
-    return [o.object_name for o in store._client.list_objects(
-        store.bucket_name(bucket), prefix=STAGING_PREFIX, recursive=True)]
+    return [
+        o.object_name
+        for o in store._client.list_objects(
+            store.bucket_name(bucket), prefix=STAGING_PREFIX, recursive=True
+        )
+    ]
 
 
 def test_old_staging_objects_are_removed_in_bounded_passes_and_the_rest_stays(

@@ -41,7 +41,10 @@ class _Interrupted(io.RawIOBase):
 
 def _staging_objects(store: ObjectStore, bucket: Bucket) -> list[str]:
     name = store.bucket_name(bucket)
-    return [o.object_name for o in store._client.list_objects(name, prefix=STAGING_PREFIX, recursive=True)]
+    return [
+        o.object_name
+        for o in store._client.list_objects(name, prefix=STAGING_PREFIX, recursive=True)
+    ]
 
 
 def test_interrupted_multipart_upload_leaves_nothing(store: ObjectStore) -> None:
@@ -65,7 +68,9 @@ def test_short_stream_is_not_committed_and_old_object_survives(store: ObjectStor
 def test_multipart_stream_of_unknown_length_round_trips(store: ObjectStore, tmp_path) -> None:
     data = os.urandom(11 << 20)  # > two 5 MiB parts
     key = ProjectRef("acme", "jane").key("sources", "stream.bin")
-    obj = store.put_stream(Bucket.RAW, key, io.BytesIO(data), sha256=hashlib.sha256(data).hexdigest())
+    obj = store.put_stream(
+        Bucket.RAW, key, io.BytesIO(data), sha256=hashlib.sha256(data).hexdigest()
+    )
     assert obj.size == len(data)
     assert store.download(Bucket.RAW, key, tmp_path / "out.bin").read_bytes() == data
 
@@ -81,8 +86,9 @@ def test_presigned_urls_work_without_credentials(store: ObjectStore) -> None:
     with urllib.request.urlopen(req) as resp:
         assert resp.status == 200
     final = ProjectRef("acme", "jane").key("sources", "direct.bin")
-    store.commit_staged(Bucket.RAW, staging, final,
-                        sha256=hashlib.sha256(b"uploaded directly").hexdigest())
+    store.commit_staged(
+        Bucket.RAW, staging, final, sha256=hashlib.sha256(b"uploaded directly").hexdigest()
+    )
     assert store.get_bytes(Bucket.RAW, final) == b"uploaded directly"
     assert _staging_objects(store, Bucket.RAW) == []
     with pytest.raises(NotFound):
@@ -116,7 +122,9 @@ def test_tenant_names_are_slugs(tenant: str) -> None:
 def test_wrong_credentials_and_dead_endpoint_are_named(settings) -> None:
     from loraforge.stack.binaries import free_port
 
-    bad = ObjectStore.connect(settings.s3.model_copy(update={"secret_key": SecretStr("wrong-secret-xyz")}))
+    bad = ObjectStore.connect(
+        settings.s3.model_copy(update={"secret_key": SecretStr("wrong-secret-xyz")})
+    )
     with pytest.raises(Unavailable, match="credentials"):
         bad.ping()
     endpoint = f"127.0.0.1:{free_port()}"
@@ -129,9 +137,15 @@ def test_metadata_round_trips_and_put_file_checks_sha(store: ObjectStore, tmp_pa
     path = tmp_path / "clip.mp4"
     path.write_bytes(b"frames")
     key = ProjectRef("acme", "jane").key("sources", "x.mp4")
-    store.put_file(Bucket.RAW, key, path, metadata={"original-name": "My Clip.mp4"},
-                   sha256=hashlib.sha256(b"frames").hexdigest())
+    store.put_file(
+        Bucket.RAW,
+        key,
+        path,
+        metadata={"original-name": "My Clip.mp4"},
+        sha256=hashlib.sha256(b"frames").hexdigest(),
+    )
     assert store.stat(Bucket.RAW, key).metadata == {"original-name": "My Clip.mp4"}
     with pytest.raises(IntegrityError):
-        store.put_file(Bucket.RAW, ProjectRef("acme", "jane").key("sources", "y.mp4"), path,
-                       sha256="1" * 64)
+        store.put_file(
+            Bucket.RAW, ProjectRef("acme", "jane").key("sources", "y.mp4"), path, sha256="1" * 64
+        )

@@ -21,7 +21,9 @@ BACKENDS = ["ingest", "curation", "captioning", "trainer", "render"]
 async def running(settings):
     started: list[ServiceProcess] = []
 
-    async def start(name: str, drain_delay_s: float = 0.0, mount=None) -> tuple[ServiceProcess, grpc.aio.Channel]:
+    async def start(
+        name: str, drain_delay_s: float = 0.0, mount=None
+    ) -> tuple[ServiceProcess, grpc.aio.Channel]:
         mount = mount or importlib.import_module(f"loraforge.{name}.main").mount
         proc = ServiceProcess(name, settings, mount, drain_delay_s=drain_delay_s)
         await proc.start()
@@ -71,7 +73,9 @@ async def test_ingest_job_calls_and_idempotent_start(running) -> None:
     _, channel = await running("ingest", mount=_job_calls_only)
     stub = ingest_pb2_grpc.IngestServiceStub(channel)
     scope = common_pb2.ProjectScope(tenant="acme", project="jane")
-    req = ingest_pb2.StartIngestRequest(scope=scope, request_id="k1", sources=["acme/jane/a.mp4"], max_s=5)
+    req = ingest_pb2.StartIngestRequest(
+        scope=scope, request_id="k1", sources=["acme/jane/a.mp4"], max_s=5
+    )
     job = await stub.StartIngest(req, timeout=5)
     again = await stub.StartIngest(req, timeout=5)
     assert job.id == again.id
@@ -81,7 +85,9 @@ async def test_ingest_job_calls_and_idempotent_start(running) -> None:
     assert got.id == job.id and got.created_at.seconds > 0
     listed = await stub.ListJobs(common_pb2.ListJobsRequest(scope=scope), timeout=5)
     assert [j.id for j in listed.jobs] == [job.id]
-    cancelled = await stub.CancelJob(common_pb2.CancelJobRequest(scope=scope, job_id=job.id), timeout=5)
+    cancelled = await stub.CancelJob(
+        common_pb2.CancelJobRequest(scope=scope, job_id=job.id), timeout=5
+    )
     assert cancelled.state == common_pb2.JOB_STATE_CANCELLED
     other = common_pb2.ProjectScope(tenant="other", project="jane")
     with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -100,17 +106,23 @@ async def test_ingest_job_calls_and_idempotent_start(running) -> None:
         ({"sources": ["a.mp4"], "max_long_side": 0}, "max_long_side"),
     ],
 )
-async def test_bad_requests_are_invalid_argument_with_a_reason(running, request_kwargs, fragment) -> None:
+async def test_bad_requests_are_invalid_argument_with_a_reason(
+    running, request_kwargs, fragment
+) -> None:
     _, channel = await running("ingest")
     stub = ingest_pb2_grpc.IngestServiceStub(channel)
     scope = common_pb2.ProjectScope(tenant="acme", project="jane")
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await stub.StartIngest(ingest_pb2.StartIngestRequest(scope=scope, **request_kwargs), timeout=5)
+        await stub.StartIngest(
+            ingest_pb2.StartIngestRequest(scope=scope, **request_kwargs), timeout=5
+        )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert fragment in info.value.details()
     bad_scope = common_pb2.ProjectScope(tenant="Not A Slug", project="jane")
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await stub.StartIngest(ingest_pb2.StartIngestRequest(scope=bad_scope, sources=["a"]), timeout=5)
+        await stub.StartIngest(
+            ingest_pb2.StartIngestRequest(scope=bad_scope, sources=["a"]), timeout=5
+        )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     await channel.close()
 
@@ -133,8 +145,11 @@ async def test_trainer_refuses_rank_zero_and_defaults_an_unset_rank(running) -> 
     scope = common_pb2.ProjectScope(tenant="acme", project="jane")
 
     def start(request_id: str, **run) -> trainer_pb2.StartTrainingRequest:
-        return trainer_pb2.StartTrainingRequest(scope=scope, request_id=request_id, run=common_pb2.TrainingRun(
-            dataset_id="ds-1", base_preset="tiny-wan2.1-t2v", **run))
+        return trainer_pb2.StartTrainingRequest(
+            scope=scope,
+            request_id=request_id,
+            run=common_pb2.TrainingRun(dataset_id="ds-1", base_preset="tiny-wan2.1-t2v", **run),
+        )
 
     for field in ("rank", "steps", "learning_rate"):
         with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -172,7 +187,8 @@ async def test_metrics_endpoint_counts_rpcs(settings) -> None:
 
     port = free_port()
     with_metrics = settings.model_copy(
-        update={"server": settings.server.model_copy(update={"metrics_port": port})})
+        update={"server": settings.server.model_copy(update={"metrics_port": port})}
+    )
     proc = ServiceProcess("ingest", with_metrics, mount, drain_delay_s=0)
     await proc.start()
     try:
@@ -181,8 +197,16 @@ async def test_metrics_endpoint_counts_rpcs(settings) -> None:
         scope = common_pb2.ProjectScope(tenant="acme", project="jane")
         await stub.ListJobs(common_pb2.ListJobsRequest(scope=scope), timeout=5)
         body = await asyncio.to_thread(
-            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode())
-        assert 'loraforge_rpc_seconds_count{code="OK",method="/loraforge.v1.IngestService/ListJobs"' in body
+            lambda: (
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
+                .read()
+                .decode()
+            )
+        )
+        assert (
+            'loraforge_rpc_seconds_count{code="OK",method="/loraforge.v1.IngestService/ListJobs"'
+            in body
+        )
         await channel.close()
     finally:
         await proc.stop()

@@ -12,14 +12,21 @@ from loraforge.stack.binaries import free_port
 
 def _run_service(env_overrides: dict[str, str]) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LORAFORGE_")}
-    env.update({
-        "LORAFORGE_SERVER__STARTUP_ATTEMPTS": "2",
-        "LORAFORGE_SERVER__STARTUP_BACKOFF_S": "0.05",
-        "LORAFORGE_NATS__CONNECT_TIMEOUT_S": "0.5",
-        **env_overrides,
-    })
-    return subprocess.run([sys.executable, "-m", "loraforge.ingest"], env=env, capture_output=True,
-                          text=True, timeout=60)
+    env.update(
+        {
+            "LORAFORGE_SERVER__STARTUP_ATTEMPTS": "2",
+            "LORAFORGE_SERVER__STARTUP_BACKOFF_S": "0.05",
+            "LORAFORGE_NATS__CONNECT_TIMEOUT_S": "0.5",
+            **env_overrides,
+        }
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "loraforge.ingest"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_unreachable_nats_exits_2_naming_the_address() -> None:
@@ -33,7 +40,9 @@ def test_unreachable_nats_exits_2_naming_the_address() -> None:
 
 def test_unreachable_s3_exits_2_naming_the_address(infra) -> None:
     endpoint = f"127.0.0.1:{free_port()}"
-    result = _run_service({"LORAFORGE_NATS__URL": infra.nats_url, "LORAFORGE_S3__ENDPOINT": endpoint})
+    result = _run_service(
+        {"LORAFORGE_NATS__URL": infra.nats_url, "LORAFORGE_S3__ENDPOINT": endpoint}
+    )
     assert result.returncode == 2
     assert endpoint in result.stderr
     assert "Traceback" not in result.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from loraforge.runtime.events import Event, EventBus
 from loraforge.runtime.settings import NatsSettings, S3Settings
 from loraforge.runtime.storage import Bucket, ObjectStore
+
 from .conftest import cli as _cli
 
 pytestmark = pytest.mark.timeout(240)
@@ -36,7 +36,16 @@ def test_up_status_down_and_data_survives(stack_env: dict[str, str]) -> None:
     assert up.returncode == 0, up.stdout + up.stderr
     status = json.loads(_cli(stack_env, "stack", "status", "--json").stdout)
     names = {c["name"]: c for c in status["components"]}
-    assert set(names) == {"nats", "s3", "gateway", "ingest", "curation", "captioning", "trainer", "render"}
+    assert set(names) == {
+        "nats",
+        "s3",
+        "gateway",
+        "ingest",
+        "curation",
+        "captioning",
+        "trainer",
+        "render",
+    }
     assert all(c["health"] == "SERVING" for c in names.values()), names
     first_pids = _pids(status)
 
@@ -74,14 +83,26 @@ def test_up_status_down_and_data_survives(stack_env: dict[str, str]) -> None:
     assert len(final["stopped"]) == 8
 
 
-def test_down_never_signals_a_process_it_did_not_start(stack_env: dict[str, str], tmp_path: Path) -> None:
+def test_down_never_signals_a_process_it_did_not_start(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
     data = Path(stack_env["LORAFORGE_STACK__DATA_DIR"])
     data.mkdir(parents=True)
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         # A stale state file naming a live pid with another start time (a recycled pid).
-        state = {"nats": {"name": "nats", "kind": "nats", "address": "x", "command": [],
-                          "pid": bystander.pid, "started_at": 1.0, "log": "", "env": {}}}
+        state = {
+            "nats": {
+                "name": "nats",
+                "kind": "nats",
+                "address": "x",
+                "command": [],
+                "pid": bystander.pid,
+                "started_at": 1.0,
+                "log": "",
+                "env": {},
+            }
+        }
         (data / "stack.json").write_text(json.dumps(state))
         assert _cli(stack_env, "stack", "down").returncode == 0
         assert bystander.poll() is None

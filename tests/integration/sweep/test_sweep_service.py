@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from optuna.trial import TrialState
+
 from loraforge.cli import sweep_cmd
 from loraforge.evaluation.sweep import (
     CategoricalParam,
@@ -20,7 +22,6 @@ from loraforge.runtime.jobs import JobState
 from loraforge.runtime.keys import ProjectRef
 from loraforge.runtime.params import TrainingParams
 from loraforge.trainer.main import mount
-from optuna.trial import TrialState
 
 from ..trainer.test_trainer_service import DS, PROJECT, TENANT, seed_captioned_dataset
 
@@ -49,18 +50,29 @@ async def trainer_service(settings):
 
 
 async def test_three_trial_sweep_stores_its_study_and_reports_the_best_trial(
-        trainer_service, settings, store, tmp_path) -> None:
+    trainer_service, settings, store, tmp_path
+) -> None:
     seed_captioned_dataset(store, tmp_path)
     endpoints = settings.endpoints.model_copy(
-        update={"trainer": f"127.0.0.1:{trainer_service.port}"})
+        update={"trainer": f"127.0.0.1:{trainer_service.port}"}
+    )
     cli_settings = settings.model_copy(update={"endpoints": endpoints})
     ref = ProjectRef(TENANT, PROJECT)
 
     # the command's own code path (sync gRPC), off the event loop the service runs on;
     # no dataset id: the runner resolves the project's newest, as the command does
     view = await asyncio.to_thread(
-        sweep_cmd.run_study, cli_settings, ref, BASE, trials=3, study="tiny-sweep",
-        reuse_for="style", trial_timeout_s=120, seed=3, space=SPACE)
+        sweep_cmd.run_study,
+        cli_settings,
+        ref,
+        BASE,
+        trials=3,
+        study="tiny-sweep",
+        reuse_for="style",
+        trial_timeout_s=120,
+        seed=3,
+        space=SPACE,
+    )
 
     path = sweep_cmd.study_path(cli_settings, PROJECT, "tiny-sweep")
     assert view["storage"] == str(path) and path.is_file()
@@ -87,9 +99,11 @@ async def test_three_trial_sweep_stores_its_study_and_reports_the_best_trial(
     # the command's reuse block carries extra in the trainer's own names
     assert view["reuse"]["extra"] == sweep_cmd.trainer_extra(reuse["extra"])
     assert "timestep_shift" not in view["reuse"]["extra"]
-    train = TrainingParams(dataset_id=DS, base_preset=BASE,
-                           **{k: view["reuse"][k] for k in ("learning_rate", "rank", "alpha",
-                                                           "steps", "extra")})
+    train = TrainingParams(
+        dataset_id=DS,
+        base_preset=BASE,
+        **{k: view["reuse"][k] for k in ("learning_rate", "rank", "alpha", "steps", "extra")},
+    )
     assert train.rank == best.params["rank"] and train.steps == best.params["steps"]
 
     # one trainer job per trial, each trained with its trial's parameters, evaluation off
@@ -103,7 +117,8 @@ async def test_three_trial_sweep_stores_its_study_and_reports_the_best_trial(
         # ... each evaluation after step 0 was reported to the pruner at its step, and the
         # study says why the trial scored what it did
         assert {str(k): v for k, v in t.intermediate_values.items()} == pytest.approx(
-            {k: v for k, v in job_vals.items() if k != "0"})
+            {k: v for k, v in job_vals.items() if k != "0"}
+        )
         assert len(t.intermediate_values) >= 2
         assert "lowest validation loss" in t.user_attrs["reason"]
         assert t.user_attrs["objective"] == "validation_loss"
@@ -117,7 +132,15 @@ async def test_three_trial_sweep_stores_its_study_and_reports_the_best_trial(
 
     # the same call again continues the stored study: nothing new is trained
     again = await asyncio.to_thread(
-        sweep_cmd.run_study, cli_settings, ref, BASE, trials=3, study="tiny-sweep",
-        trial_timeout_s=120, seed=3, space=SPACE)
+        sweep_cmd.run_study,
+        cli_settings,
+        ref,
+        BASE,
+        trials=3,
+        study="tiny-sweep",
+        trial_timeout_s=120,
+        seed=3,
+        space=SPACE,
+    )
     assert again["best_trial"] == view["best_trial"]
     assert len(await trainer_service.clients.jobs.list(TENANT, PROJECT, kind="trainer")) == 3

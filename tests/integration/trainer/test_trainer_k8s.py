@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import struct_pb2
+
 from loraforge.runtime.host import ServiceProcess
 from loraforge.runtime.jobs import JobState
 from loraforge.runtime.storage import Bucket
@@ -49,7 +50,9 @@ class SubprocessK8s:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.deleted: list[str] = []
 
-    def create_namespaced_job(self, namespace: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    def create_namespaced_job(
+        self, namespace: str, body: dict[str, Any], **kw: Any
+    ) -> dict[str, Any]:
         name = body["metadata"]["name"]
         if name in self.bodies:
             raise _ApiError(409)
@@ -58,8 +61,11 @@ class SubprocessK8s:
         assert command[0] == "loraforge-train"
         with open(self.logs / f"{name}.log", "wb") as out:
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "loraforge.trainer.cli", *command[1:]], env=self.env,
-                stdout=out, stderr=subprocess.STDOUT)
+                [sys.executable, "-m", "loraforge.trainer.cli", *command[1:]],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         return body
 
     def read_namespaced_job_status(self, name: str, namespace: str, **kw: Any) -> dict[str, Any]:
@@ -69,11 +75,22 @@ class SubprocessK8s:
         if code is None:
             return {"status": {"active": 1}}
         if code == 0:
-            return {"status": {"succeeded": 1,
-                               "conditions": [{"type": "Complete", "status": "True"}]}}
-        return {"status": {"failed": 1, "conditions": [
-            {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
-             "message": f"exit code {code}"}]}}
+            return {
+                "status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+            }
+        return {
+            "status": {
+                "failed": 1,
+                "conditions": [
+                    {
+                        "type": "Failed",
+                        "status": "True",
+                        "reason": "BackoffLimitExceeded",
+                        "message": f"exit code {code}",
+                    }
+                ],
+            }
+        }
 
     def delete_namespaced_job(self, name: str, namespace: str, **kw: Any) -> None:
         if name not in self.bodies:
@@ -95,13 +112,16 @@ class SubprocessK8s:
 def _pod_env(settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LORAFORGE_")}
     s3 = settings.s3
-    env.update({
-        "LORAFORGE_ENV": "test", "LORAFORGE_S3__ENDPOINT": s3.endpoint,
-        "LORAFORGE_S3__ACCESS_KEY": s3.access_key,
-        "LORAFORGE_S3__SECRET_KEY": s3.secret_key.get_secret_value(),
-        "LORAFORGE_S3__BUCKET_PREFIX": s3.bucket_prefix,
-        "LORAFORGE_K8S__NAMESPACE": "loraforge",
-    })
+    env.update(
+        {
+            "LORAFORGE_ENV": "test",
+            "LORAFORGE_S3__ENDPOINT": s3.endpoint,
+            "LORAFORGE_S3__ACCESS_KEY": s3.access_key,
+            "LORAFORGE_S3__SECRET_KEY": s3.secret_key.get_secret_value(),
+            "LORAFORGE_S3__BUCKET_PREFIX": s3.bucket_prefix,
+            "LORAFORGE_K8S__NAMESPACE": "loraforge",
+        }
+    )
     return env
 
 
@@ -110,8 +130,9 @@ async def k8s_trainer(settings, store, tmp_path):
     api = SubprocessK8s(_pod_env(settings), tmp_path)
     controller = TrainingJobController(api, api, "loraforge", "loraforge/trainer:test")
     training = KubernetesTraining(store, controller, poll_s=0.2, tick_s=0.2)
-    proc = ServiceProcess("trainer", settings, functools.partial(mount, kubernetes=training),
-                          drain_delay_s=0)
+    proc = ServiceProcess(
+        "trainer", settings, functools.partial(mount, kubernetes=training), drain_delay_s=0
+    )
     await proc.start()
     try:
         yield proc, api
@@ -127,10 +148,13 @@ def _request(request_id: str, steps: int) -> trainer_pb2.StartTrainingRequest:
     extra = struct_pb2.Struct()
     extra.update({"evaluate": False})
     return trainer_pb2.StartTrainingRequest(
-        scope=common_pb2.ProjectScope(tenant=TENANT, project=PROJECT), request_id=request_id,
+        scope=common_pb2.ProjectScope(tenant=TENANT, project=PROJECT),
+        request_id=request_id,
         on_kubernetes=True,
-        run=common_pb2.TrainingRun(dataset_id=DS, base_preset="tiny-wan2.1-t2v", steps=steps,
-                                   rank=4, seed=1, extra=extra))
+        run=common_pb2.TrainingRun(
+            dataset_id=DS, base_preset="tiny-wan2.1-t2v", steps=steps, rank=4, seed=1, extra=extra
+        ),
+    )
 
 
 def _events(api: SubprocessK8s, name: str) -> list[dict[str, Any]]:
@@ -185,8 +209,12 @@ async def test_cancel_deletes_the_job_and_stops_the_pod(k8s_trainer, store, tmp_
         assert asyncio.get_running_loop().time() < deadline, api.read_namespaced_pod_log(name, "")
         await asyncio.sleep(0.2)
 
-    await stub.CancelJob(common_pb2.CancelJobRequest(
-        scope=common_pb2.ProjectScope(tenant=TENANT, project=PROJECT), job_id=job.id), timeout=10)
+    await stub.CancelJob(
+        common_pb2.CancelJobRequest(
+            scope=common_pb2.ProjectScope(tenant=TENANT, project=PROJECT), job_id=job.id
+        ),
+        timeout=10,
+    )
     done = await _wait_terminal(jobs, job.id, timeout=60)
     assert done.state is JobState.CANCELLED, done.message
     assert api.deleted == [name]

@@ -9,6 +9,8 @@ import grpc
 import pytest
 import torch
 from google.protobuf import struct_pb2
+from safetensors.torch import load_file
+
 from loraforge.runtime.jobs import JobState, new_job_id
 from loraforge.runtime.keys import ProjectRef
 from loraforge.runtime.params import TrainingParams
@@ -17,7 +19,6 @@ from loraforge.trainer.cache import ObjectStoreCacheStore
 from loraforge.trainer.train import STATE_FILE, Trainer
 from loraforge.trainer.worker import TrainingWork, run_prefix
 from loraforge.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
-from safetensors.torch import load_file
 
 from .test_trainer_service import (  # noqa: F401 (fixture)
     DS,
@@ -37,8 +38,10 @@ def _request(request_id: str) -> trainer_pb2.StartTrainingRequest:
     extra = struct_pb2.Struct()
     extra.update({"evaluate": False})
     return trainer_pb2.StartTrainingRequest(
-        scope=common_pb2.ProjectScope(tenant=TENANT, project=PROJECT), request_id=request_id,
-        run=common_pb2.TrainingRun(extra=extra, **RUN))
+        scope=common_pb2.ProjectScope(tenant=TENANT, project=PROJECT),
+        request_id=request_id,
+        run=common_pb2.TrainingRun(extra=extra, **RUN),
+    )
 
 
 async def _train(stub, request_id: str, jobs):
@@ -49,7 +52,8 @@ async def _train(stub, request_id: str, jobs):
 
 
 async def test_redelivered_job_resumes_from_its_uploaded_checkpoint(
-        trainer_service, store, tmp_path: Path) -> None:
+    trainer_service, store, tmp_path: Path
+) -> None:
     seed_captioned_dataset(store, tmp_path)
     ref = ProjectRef(TENANT, PROJECT)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{trainer_service.port}")
@@ -67,8 +71,10 @@ async def test_redelivered_job_resumes_from_its_uploaded_checkpoint(
     steps = sorted(int(s) for s in whole_run["checkpoints"])
     prefix = whole.result["run_prefix"]
     assert store.exists(Bucket.LORAS, f"{prefix}/checkpoints/step-{steps[-1]}/{STATE_FILE}")
-    assert all(not store.exists(Bucket.LORAS, f"{prefix}/checkpoints/step-{s}/{STATE_FILE}")
-               for s in steps[:-1])
+    assert all(
+        not store.exists(Bucket.LORAS, f"{prefix}/checkpoints/step-{s}/{STATE_FILE}")
+        for s in steps[:-1]
+    )
 
     # An earlier delivery of another job crashed after uploading its step-2 checkpoint: made
     # here with the worker's own download, config and upload.
@@ -88,7 +94,9 @@ async def test_redelivered_job_resumes_from_its_uploaded_checkpoint(
     assert len(run["loss_history"]) == 2
     assert run["loss_history"] == pytest.approx(whole_run["loss_history"][2:], rel=1e-6)
     got = load_file(str(store.download(Bucket.LORAS, resumed.result["last_key"], tmp_path / "a")))
-    ref_lora = load_file(str(store.download(Bucket.LORAS, whole.result["last_key"], tmp_path / "b")))
+    ref_lora = load_file(
+        str(store.download(Bucket.LORAS, whole.result["last_key"], tmp_path / "b"))
+    )
     assert got.keys() == ref_lora.keys()
     for k in got:  # bit-identical on CPU, as the local resume is
         assert torch.equal(got[k], ref_lora[k]), k
@@ -96,7 +104,8 @@ async def test_redelivered_job_resumes_from_its_uploaded_checkpoint(
 
 
 async def test_cache_entries_are_shared_through_the_object_store(
-        trainer_service, store, tmp_path: Path) -> None:
+    trainer_service, store, tmp_path: Path
+) -> None:
     seed_captioned_dataset(store, tmp_path)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{trainer_service.port}")
     stub = trainer_pb2_grpc.TrainerServiceStub(channel)

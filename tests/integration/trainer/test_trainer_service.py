@@ -8,6 +8,9 @@ import asyncio
 import grpc
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
 from loraforge.captioning.review import CaptionReviewStore
 from loraforge.runtime.events import Delivery, Event
 from loraforge.runtime.host import ServiceProcess
@@ -17,8 +20,6 @@ from loraforge.runtime.storage import Bucket
 from loraforge.trainer.main import mount
 from loraforge.trainer.synthetic import TRIGGER, write_video_dataset
 from loraforge.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
-from safetensors import safe_open
-from safetensors.torch import load_file
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -41,8 +42,11 @@ def seed_captioned_dataset(store, tmp_path, dataset_id: str = DS, clips: int = 2
         text = (local / "captions" / f"{video.stem}.txt").read_text()
         review.save_generated(cid, text, author="machine:attributes")
     review.save_run({"trigger": TRIGGER, "lora_type": "effect"})
-    store.put_json(Bucket.DATASETS, f"{TENANT}/{PROJECT}/datasets/{dataset_id}/dataset.json",
-                   {"id": dataset_id, "lora_type": "effect", "selected": selected})
+    store.put_json(
+        Bucket.DATASETS,
+        f"{TENANT}/{PROJECT}/datasets/{dataset_id}/dataset.json",
+        {"id": dataset_id, "lora_type": "effect", "selected": selected},
+    )
 
 
 @pytest.fixture
@@ -75,12 +79,15 @@ def _request(request_id: str, **run):
     values = {"dataset_id": DS, "base_preset": "tiny-wan2.1-t2v", "steps": 4, "rank": 4, "seed": 1}
     values.update(run)
     return trainer_pb2.StartTrainingRequest(
-        scope=common_pb2.ProjectScope(tenant=TENANT, project=PROJECT), request_id=request_id,
-        run=common_pb2.TrainingRun(**values))
+        scope=common_pb2.ProjectScope(tenant=TENANT, project=PROJECT),
+        request_id=request_id,
+        run=common_pb2.TrainingRun(**values),
+    )
 
 
 async def test_training_job_stores_a_loadable_lora_and_run_record(
-        trainer_service, store, bus, tmp_path) -> None:
+    trainer_service, store, bus, tmp_path
+) -> None:
     seed_captioned_dataset(store, tmp_path)
     completed: list[Event] = []
 
@@ -105,7 +112,9 @@ async def test_training_job_stores_a_loadable_lora_and_run_record(
     assert done.result["last_key"] == f"{prefix}/last.safetensors"
     assert done.result["best_key"] == f"{prefix}/best.safetensors"
     for which in ("last", "best"):
-        path = store.download(Bucket.LORAS, f"{prefix}/{which}.safetensors", tmp_path / f"{which}.safetensors")
+        path = store.download(
+            Bucket.LORAS, f"{prefix}/{which}.safetensors", tmp_path / f"{which}.safetensors"
+        )
         with safe_open(str(path), "pt") as f:
             meta = f.metadata()
             assert meta["loraforge.base_preset"] == "tiny-wan2.1-t2v"
@@ -143,12 +152,14 @@ async def test_training_job_stores_a_loadable_lora_and_run_record(
     for r in table:  # each of the 4 previews of a video LoRA: still, clip, contact strip
         keys = run["evaluation"]["previews"][str(r["step"])]
         assert sorted(k.rsplit("/", 1)[1] for k in keys) == sorted(
-            f"{i:02d}{suffix}" for i in range(4) for suffix in (".png", ".mp4", "_strip.png"))
+            f"{i:02d}{suffix}" for i in range(4) for suffix in (".png", ".mp4", "_strip.png")
+        )
         assert store.exists(Bucket.LORAS, f"{prefix}/previews/step-{r['step']}/00.mp4")
     # the validation loss was measured on a held-out clip (two clips: one trains)
     assert run["validation"]["source"] == "split" and len(run["validation"]["clips"]) == 1
     assert run["samples"] == 1 and set(run["metrics"]["eval_bands"]) == set(
-        run["metrics"]["eval_losses"])
+        run["metrics"]["eval_losses"]
+    )
     # previews were rendered while training, announced with their keys, and the evaluation
     # scored those very files (same keys, not uploaded again)
     announced = [e.data["result"] for e in progress if "preview_keys" in e.data.get("result", {})]
@@ -164,10 +175,18 @@ async def test_training_job_stores_a_loadable_lora_and_run_record(
     else:  # the checkpoint's trainer tensors in the LoRA file layout (wan's to_comfy)
         from loraforge.trainer.wan import to_comfy
 
-        raw = load_file(str(store.download(Bucket.LORAS, run["checkpoints"][str(best_step)],
-                                           tmp_path / "chosen.safetensors")))
-        chosen = to_comfy({k.split("/", 1)[1].replace(".default", ""): v for k, v in raw.items()},
-                          run["alpha"])
+        raw = load_file(
+            str(
+                store.download(
+                    Bucket.LORAS,
+                    run["checkpoints"][str(best_step)],
+                    tmp_path / "chosen.safetensors",
+                )
+            )
+        )
+        chosen = to_comfy(
+            {k.split("/", 1)[1].replace(".default", ""): v for k, v in raw.items()}, run["alpha"]
+        )
     assert set(best) == set(chosen)
     assert all(torch.equal(best[k], chosen[k]) for k in best)
     with safe_open(str(tmp_path / "best.safetensors"), "pt") as f:
@@ -202,9 +221,11 @@ async def test_unknown_preset_and_kubernetes_are_refused_at_start(trainer_servic
     # a typo or a wrong value in extra is refused before a job exists, naming the option
     from google.protobuf import struct_pb2
 
-    for extra, says in (({"blok_swap": 20}, "unknown training option(s) blok_swap"),
-                        ({"block_swap": -1}, "block_swap=-1"),
-                        ({"eval_prompts": [""]}, "eval_prompts: a prompt is empty")):
+    for extra, says in (
+        ({"blok_swap": 20}, "unknown training option(s) blok_swap"),
+        ({"block_swap": -1}, "block_swap=-1"),
+        ({"eval_prompts": [""]}, "eval_prompts: a prompt is empty"),
+    ):
         request = _request("extra-1")
         struct = struct_pb2.Struct()
         struct.update(extra)
@@ -217,19 +238,23 @@ async def test_unknown_preset_and_kubernetes_are_refused_at_start(trainer_servic
     await channel.close()
 
 
-async def test_named_validation_clips_are_the_validation_set(trainer_service, store,
-                                                             tmp_path) -> None:
+async def test_named_validation_clips_are_the_validation_set(
+    trainer_service, store, tmp_path
+) -> None:
     """extra.validation_clips: those clips validate (seed 004's explicit validation set) and
     are not trained on; a clip that is not in the dataset is refused with its name."""
     seed_captioned_dataset(store, tmp_path, clips=3)
     jobs = trainer_service.clients.jobs
     async with grpc.aio.insecure_channel(f"127.0.0.1:{trainer_service.port}") as channel:
         stub = trainer_pb2_grpc.TrainerServiceStub(channel)
-        req = _request("val-1", steps=2, extra=_struct(
-            {"validation_clips": ["clip-002"], "evaluate": False}))
+        req = _request(
+            "val-1", steps=2, extra=_struct({"validation_clips": ["clip-002"], "evaluate": False})
+        )
         job = await stub.StartTraining(req, timeout=10)
-        bad = await stub.StartTraining(_request("val-2", steps=2, extra=_struct(
-            {"validation_clips": ["clip-009"]})), timeout=10)
+        bad = await stub.StartTraining(
+            _request("val-2", steps=2, extra=_struct({"validation_clips": ["clip-009"]})),
+            timeout=10,
+        )
     done = await _wait_terminal(jobs, job.id)
     assert done.state is JobState.SUCCEEDED, done.message
     run = store.get_json(Bucket.LORAS, f"{TENANT}/{PROJECT}/runs/{job.id}/run.json")

@@ -21,17 +21,41 @@ def photo(name: str, size: int = 160) -> Image.Image:
     return img.resize((size, size))
 
 
-def make_clip(src: Image.Image, out: Path, seconds: float = 2.0, fps: int = 8, size: int = 128,
-              ext: str = ".mp4") -> Path:
+def make_clip(
+    src: Image.Image,
+    out: Path,
+    seconds: float = 2.0,
+    fps: int = 8,
+    size: int = 128,
+    ext: str = ".mp4",
+) -> Path:
     """A slow zoom over the photo (real motion, real H.264) of `seconds` at `fps`."""
     out = out.with_suffix(ext)
     png = out.with_suffix(".src.png")
     src.save(png)
     frames = int(seconds * fps)
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-loop", "1",
-           "-i", str(png), "-vf", (f"scale={size * 2}:{size * 2},zoompan=z='1+0.01*on':d={frames}:"
-                                  f"s={size}x{size}:fps={fps}"), "-frames:v", str(frames), "-c:v", "libx264",
-           "-pix_fmt", "yuv420p", "-preset", "ultrafast", str(out)]
+    cmd = [
+        imageio_ffmpeg.get_ffmpeg_exe(),
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-loop",
+        "1",
+        "-i",
+        str(png),
+        "-vf",
+        (f"scale={size * 2}:{size * 2},zoompan=z='1+0.01*on':d={frames}:s={size}x{size}:fps={fps}"),
+        "-frames:v",
+        str(frames),
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-preset",
+        "ultrafast",
+        str(out),
+    ]
     subprocess.run(cmd, check=True, capture_output=True, timeout=60)
     png.unlink()
     return out

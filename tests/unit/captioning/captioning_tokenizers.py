@@ -3,12 +3,33 @@ the way BPE merges and sentencepiece scores are, wrapped like a provisioned toke
 
 from __future__ import annotations
 
-from loraforge.captioning.tokens import HFTokenizer
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
+from loraforge.captioning.tokens import HFTokenizer
+
 # ids are ranks: low id = frequent. "ohwx" is deliberately a frequent token here.
-COMMON = ["<s>", "</s>", "<unk>", ",", "a", "the", "woman", "person", "ohwx", "fire", "smiling",
-          "front", "view", "daylight", "static", "camera", "red", "jacket", "hair", "wearing"]
+COMMON = [
+    "<s>",
+    "</s>",
+    "<unk>",
+    ",",
+    "a",
+    "the",
+    "woman",
+    "person",
+    "ohwx",
+    "fire",
+    "smiling",
+    "front",
+    "view",
+    "daylight",
+    "static",
+    "camera",
+    "red",
+    "jacket",
+    "hair",
+    "wearing",
+]
 RARE = [f"tok{i}" for i in range(40)] + ["zqxv"]
 
 
@@ -17,5 +38,6 @@ def tiny_tokenizer(max_tokens: int = 77) -> HFTokenizer:
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
     tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 1)])
+        single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 1)]
+    )
     return HFTokenizer(tok, max_tokens, name="tiny-wordlevel")

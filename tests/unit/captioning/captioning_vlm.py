@@ -23,13 +23,30 @@ def build_tiny_blip(folder: Path, favour: str = "jacket") -> Path:
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
     tok = BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
     tok.bos_token = "[CLS]"
-    proc = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok)
+    proc = BlipProcessor(
+        image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok
+    )
     config = BlipConfig(
-        vision_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1,
-                       "num_attention_heads": 2, "image_size": 32, "patch_size": 16},
-        text_config={"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 37,
-                     "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 32,
-                     "bos_token_id": 2, "sep_token_id": 3, "pad_token_id": 0, "eos_token_id": 3},
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 16,
+        },
+        text_config={
+            "vocab_size": len(vocab),
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 32,
+            "bos_token_id": 2,
+            "sep_token_id": 3,
+            "pad_token_id": 0,
+            "eos_token_id": 3,
+        },
         projection_dim=32,
     )
     torch.manual_seed(0)

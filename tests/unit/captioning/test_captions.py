@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 from captioning_tokenizers import tiny_tokenizer
+
 from loraforge.captioning.attributes import dominant_colours, shot_size, slots_from_metrics
 from loraforge.captioning.captioner import CaptionOptions, caption_clips, validate_user_caption
 from loraforge.captioning.distill import distill_motion
@@ -22,9 +23,15 @@ EXPRESSIONS = ["neutral", "smiling", "talking", "mouth_open"]
 
 
 def metrics(i: int) -> dict:
-    return {"clip_id": f"c{i:02d}", "angle_bucket": ANGLES[i % 6], "largest_face_ratio": 0.05 + 0.04 * i,
-            "expression": EXPRESSIONS[i % 4], "motion": ["static", "moderate", "shaky"][i % 3],
-            "lighting": ["day", "evening", "studio", "low_light"][i % 4], "kind": "video"}
+    return {
+        "clip_id": f"c{i:02d}",
+        "angle_bucket": ANGLES[i % 6],
+        "largest_face_ratio": 0.05 + 0.04 * i,
+        "expression": EXPRESSIONS[i % 4],
+        "motion": ["static", "moderate", "shaky"][i % 3],
+        "lighting": ["day", "evening", "studio", "low_light"][i % 4],
+        "kind": "video",
+    }
 
 
 class HedgingVlm:
@@ -32,10 +39,14 @@ class HedgingVlm:
 
     name = "fake-vlm"
     TEXTS = (
-        ("The video shows a woman who appears to be smiling, possibly in a park. She has blue eyes "
-         "and long brown hair, wearing a red jacket while she walks toward the camera"),
-        ("A woman with short black hair seems to be sitting in a kitchen, likely wearing a white "
-         "shirt. It appears that she might be talking. Fair skin, oval face"),
+        (
+            "The video shows a woman who appears to be smiling, possibly in a park. She has blue eyes "
+            "and long brown hair, wearing a red jacket while she walks toward the camera"
+        ),
+        (
+            "A woman with short black hair seems to be sitting in a kitchen, likely wearing a white "
+            "shirt. It appears that she might be talking. Fair skin, oval face"
+        ),
         "This image depicts a woman standing on a city street at night, probably wearing glasses",
     )
 
@@ -49,8 +60,11 @@ def character_clips(n: int = 9) -> list[ClipInput]:
 
 
 def test_character_captions_start_with_trigger_and_never_hedge() -> None:
-    run = caption_clips(character_clips(), [AttributeSource(), HedgingVlm()],
-                        CaptionOptions("ohwx_woman", class_noun="woman"))
+    run = caption_clips(
+        character_clips(),
+        [AttributeSource(), HedgingVlm()],
+        CaptionOptions("ohwx_woman", class_noun="woman"),
+    )
     assert len(run.captions) == 9
     for c in run.captions:
         assert c.text.startswith("ohwx_woman, woman, "), c.text
@@ -69,11 +83,26 @@ def test_character_captions_start_with_trigger_and_never_hedge() -> None:
 
 
 def test_attribute_mapping() -> None:
-    assert shot_size(0.5) == "close-up" and shot_size(0.15) == "medium shot" and shot_size(0.0) == ""
-    slots = slots_from_metrics({"angle_bucket": "profile_right", "largest_face_ratio": 0.3,
-                                "expression": "talking", "motion": "shaky", "lighting": "studio"})
-    assert slots == {"angle": "profile view", "shot": "medium close-up", "expression": "talking",
-                     "action": "speaking", "details": "handheld camera", "lighting": "soft studio lighting"}
+    assert (
+        shot_size(0.5) == "close-up" and shot_size(0.15) == "medium shot" and shot_size(0.0) == ""
+    )
+    slots = slots_from_metrics(
+        {
+            "angle_bucket": "profile_right",
+            "largest_face_ratio": 0.3,
+            "expression": "talking",
+            "motion": "shaky",
+            "lighting": "studio",
+        }
+    )
+    assert slots == {
+        "angle": "profile view",
+        "shot": "medium close-up",
+        "expression": "talking",
+        "action": "speaking",
+        "details": "handheld camera",
+        "lighting": "soft studio lighting",
+    }
 
 
 def test_dominant_colours_of_real_keyframes(tmp_path: Path) -> None:
@@ -106,7 +135,9 @@ def test_effect_motion_is_identical_across_samples_and_distilled() -> None:
             return Draft(self.name, phrases_to_slots(t), t)
 
     clips = [ClipInput(f"c{i:02d}", metrics=metrics(i)) for i in range(4)]
-    run = caption_clips(clips, [AttributeSource(), Drafts()], CaptionOptions("s86b5p", lora_type="effect"))
+    run = caption_clips(
+        clips, [AttributeSource(), Drafts()], CaptionOptions("s86b5p", lora_type="effect")
+    )
     motion = run.shared["motion"]
     assert motion == "golden coins fall from the sky, coins swirl around the subject"
     parts = [c.text.split("s86b5p, ", 1) for c in run.captions]
@@ -118,9 +149,13 @@ def test_effect_motion_is_identical_across_samples_and_distilled() -> None:
 
 def test_effect_motion_given_by_user_wins_and_must_not_hedge() -> None:
     clips = [ClipInput(f"c{i:02d}", metrics=metrics(i)) for i in range(3)]
-    opts = CaptionOptions("s86b5p", lora_type="effect", motion="the body turns to gold from the feet up")
+    opts = CaptionOptions(
+        "s86b5p", lora_type="effect", motion="the body turns to gold from the feet up"
+    )
     run = caption_clips(clips, [AttributeSource()], opts)
-    assert all(c.text.endswith("s86b5p, the body turns to gold from the feet up") for c in run.captions)
+    assert all(
+        c.text.endswith("s86b5p, the body turns to gold from the feet up") for c in run.captions
+    )
     opts.motion = "the body seems to turn to gold"
     with pytest.raises(InvalidCaption, match="seems"):
         caption_clips(clips, [AttributeSource()], opts)
@@ -130,9 +165,13 @@ def test_effect_motion_given_by_user_wins_and_must_not_hedge() -> None:
 
 
 def test_distill_falls_back_to_shared_ngram() -> None:
-    got = distill_motion(["a cat jumps and the screen shatters into glass shards",
-                          "the screen shatters into glass shards around a dog",
-                          "people cheer"])
+    got = distill_motion(
+        [
+            "a cat jumps and the screen shatters into glass shards",
+            "the screen shatters into glass shards around a dog",
+            "people cheer",
+        ]
+    )
     assert got == "the screen shatters into glass shards"
 
 
@@ -145,16 +184,22 @@ def test_hedges_are_stripped_from_generated_text() -> None:
 
 def test_captions_are_cut_to_the_tokenizer_limit_with_a_warning() -> None:
     tok = tiny_tokenizer(max_tokens=12)
-    run = caption_clips(character_clips(3), [AttributeSource(), HedgingVlm()],
-                        CaptionOptions("zqxv", class_noun="woman", tokenizer=tok))
+    run = caption_clips(
+        character_clips(3),
+        [AttributeSource(), HedgingVlm()],
+        CaptionOptions("zqxv", class_noun="woman", tokenizer=tok),
+    )
     for c in run.captions:
         assert tok.count(c.text) <= 12 and c.text.startswith("zqxv, woman")
     assert any("over the 12-token limit of tiny-wordlevel" in w for w in run.warnings)
     # the estimate (no tokenizer provisioned) never under-counts a real CLIP limit of 77
     est = EstimateTokenizer(max_tokens=limit_for("sdxl")[1])
     assert est.max_tokens == 77 and limit_for("tiny-wan2.1-t2v") == ("umt5", 512)
-    run = caption_clips(character_clips(3), [AttributeSource(), HedgingVlm()],
-                        CaptionOptions("ohwx_woman", base_preset="sd1.5"))
+    run = caption_clips(
+        character_clips(3),
+        [AttributeSource(), HedgingVlm()],
+        CaptionOptions("ohwx_woman", base_preset="sd1.5"),
+    )
     assert all(est.count(c.text) <= 77 for c in run.captions)
 
 
@@ -172,16 +217,22 @@ def test_user_captions_get_clear_errors() -> None:
     with pytest.raises(InvalidCaption, match="start with the trigger"):
         validate_user_caption("woman, zqxv", **kw)
     with pytest.raises(InvalidCaption, match="shared motion"):
-        validate_user_caption("a man, zqxv, coins", trigger="zqxv", tokenizer=tok,
-                              shared={"motion": "coins fall"})
+        validate_user_caption(
+            "a man, zqxv, coins", trigger="zqxv", tokenizer=tok, shared={"motion": "coins fall"}
+        )
 
 
 def test_user_templates_override_and_bad_ones_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "t.yaml"
-    path.write_text("character:\n  parts: ['{trigger}', 'a photo of a {class_noun}', '{angle}']\n"
-                    "  separator: ' | '\n")
+    path.write_text(
+        "character:\n  parts: ['{trigger}', 'a photo of a {class_noun}', '{angle}']\n"
+        "  separator: ' | '\n"
+    )
     tpl = load_templates(path)["character"]
-    assert tpl.render({"trigger": "ohwx", "class_noun": "man", "angle": ""}) == "ohwx | a photo of a man"
+    assert (
+        tpl.render({"trigger": "ohwx", "class_noun": "man", "angle": ""})
+        == "ohwx | a photo of a man"
+    )
     assert load_templates(path)["effect"].shared == ("motion",)  # other types keep defaults
     for bad, msg in [
         ({"character": {"parts": ["{class_noun}"]}}, "exactly once"),
@@ -195,9 +246,18 @@ def test_user_templates_override_and_bad_ones_are_refused(tmp_path: Path) -> Non
 
 
 def test_every_default_template_renders_with_the_trigger() -> None:
-    values = {"trigger": "ohwx", "class_noun": "woman", "subject": "a woman", "environment": "a park",
-              "lighting": "daylight", "colors": "red", "expression": "smiling", "pose": "arms raised",
-              "motion": "coins fall", "background": "a park"}
+    values = {
+        "trigger": "ohwx",
+        "class_noun": "woman",
+        "subject": "a woman",
+        "environment": "a park",
+        "lighting": "daylight",
+        "colors": "red",
+        "expression": "smiling",
+        "pose": "arms raised",
+        "motion": "coins fall",
+        "background": "a park",
+    }
     for name, tpl in load_templates().items():
         text = tpl.render(values)
         assert "ohwx" in text, name

@@ -8,19 +8,22 @@ from pathlib import Path
 import pytest
 import yaml
 from captioning_footage import make_clip, photo
+from PIL import Image
+
 from loraforge.captioning.errors import ExportRefused
 from loraforge.captioning.exports import ExportItem, export, read
 from loraforge.captioning.exports.musubi import target_frames
 from loraforge.captioning.exports.wan import WanLimits, recommend_epochs, validation_count
-from PIL import Image
 
 TRIGGER = "ohwx_woman"
 
 
 @pytest.fixture(scope="module")
 def items(clips: list[Path]) -> list[ExportItem]:
-    return [ExportItem(p.stem, p, f"{TRIGGER}, woman, clip {i}, front view")
-            for i, p in enumerate(clips)]
+    return [
+        ExportItem(p.stem, p, f"{TRIGGER}, woman, clip {i}, front view")
+        for i, p in enumerate(clips)
+    ]
 
 
 def _same(read_back, items) -> None:
@@ -44,7 +47,11 @@ def test_kohya(items, tmp_path: Path) -> None:
     cfg = tomllib.loads((tmp_path / "k" / "dataset.toml").read_text())
     sub = cfg["datasets"][0]["subsets"][0]
     assert cfg["general"]["caption_extension"] == ".txt" and cfg["general"]["keep_tokens"] == 1
-    assert Path(sub["image_dir"]).name == f"50_{TRIGGER} woman" == f"{res.report['repeats']}_{TRIGGER} woman"
+    assert (
+        Path(sub["image_dir"]).name
+        == f"50_{TRIGGER} woman"
+        == f"{res.report['repeats']}_{TRIGGER} woman"
+    )
     got = read("kohya", tmp_path / "k")
     _same(got, items[:4])
     with Image.open(got[0][0]) as im:  # a real decoded middle frame
@@ -94,14 +101,18 @@ def test_wan_i2v_zip_respects_limits(items, tmp_path: Path) -> None:
 
 
 def test_wan_kf2v_zip_with_validation_split(items, tmp_path: Path) -> None:
-    more = items + [ExportItem(f"x{i}", items[i].media, items[i].caption + f", take {i}") for i in range(4)]
+    more = items + [
+        ExportItem(f"x{i}", items[i].media, items[i].caption + f", take {i}") for i in range(4)
+    ]
     res = export("wan-kf2v-zip", more, tmp_path / "kf", split=0.9, max_val=5, batch_size=4)
     train, valid = res.files
     assert res.report["validation_samples"] == validation_count(16, 0.9, 5) == 1
     with zipfile.ZipFile(train) as zf:
         names = zf.namelist()
         line = json.loads(zf.read("data.jsonl").decode().splitlines()[0])
-    assert line["first_frame_path"].startswith("image/") and line["last_frame_path"].startswith("image/")
+    assert line["first_frame_path"].startswith("image/") and line["last_frame_path"].startswith(
+        "image/"
+    )
     assert line["video_path"].startswith("video/") and line["last_frame_path"] in names
     assert len(read("wan-kf2v-zip", train)) == 15
     val = read("wan-kf2v-zip", valid, validation=True)
@@ -115,16 +126,22 @@ def test_step_and_split_rules() -> None:
     assert validation_count(30, None, 10) == 0
 
 
-@pytest.mark.parametrize("rule", ["min_samples", "max_duration", "video_format", "zip_size", "jsonl_size"])
+@pytest.mark.parametrize(
+    "rule", ["min_samples", "max_duration", "video_format", "zip_size", "jsonl_size"]
+)
 def test_wan_refuses_a_dataset_that_breaks_a_limit(items, tmp_path: Path, rule: str) -> None:
     kw: dict = {}
     data = list(items)
     if rule == "min_samples":
         data = data[:9]
     elif rule == "max_duration":
-        data[3] = ExportItem("long", make_clip(photo("rocket"), tmp_path / "long", seconds=6.0), "ohwx_woman, long")
+        data[3] = ExportItem(
+            "long", make_clip(photo("rocket"), tmp_path / "long", seconds=6.0), "ohwx_woman, long"
+        )
     elif rule == "video_format":
-        data[0] = ExportItem("mkv", make_clip(photo("cat"), tmp_path / "c", ext=".mkv"), "ohwx_woman, cat")
+        data[0] = ExportItem(
+            "mkv", make_clip(photo("cat"), tmp_path / "c", ext=".mkv"), "ohwx_woman, cat"
+        )
     elif rule == "zip_size":
         kw["limits"] = WanLimits(max_zip_bytes=50_000)
     else:
@@ -145,5 +162,7 @@ def test_reader_catches_a_broken_zip(items, tmp_path: Path) -> None:
         for n in src.namelist():
             if n != "video_3.mp4":
                 dst.writestr(n, src.read(n))
-    with pytest.raises(ExportRefused, match="video_3.mp4 is named in data.jsonl but not in the zip"):
+    with pytest.raises(
+        ExportRefused, match="video_3.mp4 is named in data.jsonl but not in the zip"
+    ):
         read("wan-i2v-zip", broken)

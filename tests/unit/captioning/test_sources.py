@@ -8,14 +8,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from PIL import Image
+
 from loraforge.captioning.captioner import CaptionOptions, caption_clips
 from loraforge.captioning.sources import AttributeSource, ClipInput
 from loraforge.captioning.sources.openai_chat import OpenAIChatSource
 from loraforge.runtime.errors import InvalidInput, Unavailable
-from PIL import Image
 
-CHAT_ANSWER = ("The video shows a woman who appears to be smiling, possibly in a sunny park. "
-               "She has green eyes and curly blond hair, wearing a yellow raincoat.")
+CHAT_ANSWER = (
+    "The video shows a woman who appears to be smiling, possibly in a sunny park. "
+    "She has green eyes and curly blond hair, wearing a yellow raincoat."
+)
 
 
 class ChatStub:
@@ -36,8 +39,15 @@ class ChatStub:
                 stub.requests.append({"path": self.path, "body": body})
                 stub.headers.append(dict(self.headers))
                 status = stub.statuses.pop(0) if len(stub.statuses) > 1 else stub.statuses[0]
-                payload = ({"choices": [{"index": 0, "message": {"role": "assistant", "content": CHAT_ANSWER}}]}
-                           if status == 200 else {"error": {"message": "overloaded"}})
+                payload = (
+                    {
+                        "choices": [
+                            {"index": 0, "message": {"role": "assistant", "content": CHAT_ANSWER}}
+                        ]
+                    }
+                    if status == 200
+                    else {"error": {"message": "overloaded"}}
+                )
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -61,8 +71,11 @@ class ChatStub:
 def test_openai_chat_source_retries_and_feeds_the_template(clips: list[Path]) -> None:
     with ChatStub([503, 429, 200]) as stub:
         source = OpenAIChatSource(stub.url, "qwen-vl", api_key="sk-test", frames=3, backoff_s=0.01)
-        run = caption_clips([ClipInput("c1", media=clips[0], metrics={"angle_bucket": "frontal"})],
-                            [AttributeSource(), source], CaptionOptions("ohwx_woman", class_noun="woman"))
+        run = caption_clips(
+            [ClipInput("c1", media=clips[0], metrics={"angle_bucket": "frontal"})],
+            [AttributeSource(), source],
+            CaptionOptions("ohwx_woman", class_noun="woman"),
+        )
     assert len(stub.requests) == 3  # two transient failures retried
     req = stub.requests[-1]
     assert req["path"] == "/v1/chat/completions" and req["body"]["model"] == "qwen-vl"
@@ -91,9 +104,12 @@ def test_openai_chat_source_gives_up_with_a_clear_error(tmp_path: Path) -> None:
         assert len(stub.requests) == 1  # a client error is not retried
 
 
-def test_vlm_source_loads_a_local_model_and_feeds_the_template(tmp_path: Path, clips: list[Path]) -> None:
+def test_vlm_source_loads_a_local_model_and_feeds_the_template(
+    tmp_path: Path, clips: list[Path]
+) -> None:
     pytest.importorskip("transformers")
     from captioning_vlm import build_tiny_blip
+
     from loraforge.captioning.sources.vlm import VlmSource
 
     folder = build_tiny_blip(tmp_path / "tiny-blip", favour="jacket")
@@ -101,8 +117,11 @@ def test_vlm_source_loads_a_local_model_and_feeds_the_template(tmp_path: Path, c
     draft = source.describe(ClipInput("c1", media=clips[1]))
     assert isinstance(draft.text, str) and "jacket" in draft.text
     assert draft.slots == {"clothing": "jacket"}  # repeated babble post-processed into one slot
-    run = caption_clips([ClipInput("c1", media=clips[1], metrics={"expression": "smiling"})],
-                        [AttributeSource(), source], CaptionOptions("ohwx_woman", class_noun="woman"))
+    run = caption_clips(
+        [ClipInput("c1", media=clips[1], metrics={"expression": "smiling"})],
+        [AttributeSource(), source],
+        CaptionOptions("ohwx_woman", class_noun="woman"),
+    )
     assert run.captions[0].text == "ohwx_woman, woman, wearing jacket, smiling"
     with pytest.raises(InvalidInput, match="does not exist"):
         VlmSource(tmp_path / "missing")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 from captioning_tokenizers import tiny_tokenizer
+
 from loraforge.captioning.errors import InvalidTrigger
 from loraforge.captioning.trigger import check_trigger, suggest_trigger, validate_trigger
 from loraforge.captioning.wordlist import english_words

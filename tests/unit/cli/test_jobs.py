@@ -6,6 +6,7 @@ import json
 
 import grpc
 import pytest
+
 from loraforge.cli import jobs
 from loraforge.v1 import common_pb2
 
@@ -24,15 +25,19 @@ class _Failure(grpc.RpcError):
 def _raise(code: grpc.StatusCode, details: str = "why"):
     def method(request, timeout):
         raise _Failure(code, details)
+
     return method
 
 
-@pytest.mark.parametrize(("code", "exit_code", "says"), [
-    (grpc.StatusCode.UNAVAILABLE, 1, "loraforge stack up"),
-    (grpc.StatusCode.DEADLINE_EXCEEDED, 1, "LORAFORGE_ENDPOINTS__CAPTIONING"),
-    (grpc.StatusCode.INVALID_ARGUMENT, 2, "why"),
-    (grpc.StatusCode.INTERNAL, 1, "INTERNAL: why"),
-])
+@pytest.mark.parametrize(
+    ("code", "exit_code", "says"),
+    [
+        (grpc.StatusCode.UNAVAILABLE, 1, "loraforge stack up"),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, 1, "LORAFORGE_ENDPOINTS__CAPTIONING"),
+        (grpc.StatusCode.INVALID_ARGUMENT, 2, "why"),
+        (grpc.StatusCode.INTERNAL, 1, "INTERNAL: why"),
+    ],
+)
 def test_call_maps_failures_to_exit_codes(code, exit_code, says, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         jobs.call(_raise(code), object(), service="captioning", target="h:1", as_json=True)
@@ -71,10 +76,18 @@ def test_follow_polls_until_the_job_ends(monkeypatch) -> None:
     stub = _Stub([])
     scope = jobs.scope("acme", "jane")
     for as_json in (True, False):
-        stub.jobs = [_job(common_pb2.JOB_STATE_RUNNING, 0.5),
-                     _job(common_pb2.JOB_STATE_SUCCEEDED, 1.0)]
-        done = jobs.follow(stub, scope, _job(common_pb2.JOB_STATE_PENDING), service="x", target="h:1",
-                           as_json=as_json)
+        stub.jobs = [
+            _job(common_pb2.JOB_STATE_RUNNING, 0.5),
+            _job(common_pb2.JOB_STATE_SUCCEEDED, 1.0),
+        ]
+        done = jobs.follow(
+            stub,
+            scope,
+            _job(common_pb2.JOB_STATE_PENDING),
+            service="x",
+            target="h:1",
+            as_json=as_json,
+        )
         assert jobs.job_state(done) == "SUCCEEDED" and jobs.is_terminal(done)
     assert stub.requests[0].job_id == "j1" and stub.requests[0].scope.project == "jane"
 
@@ -88,16 +101,30 @@ def test_follow_gives_up_at_its_timeout_and_draws_into_a_given_bar(monkeypatch) 
             updates.append((task, kw["completed"]))
 
     stub = _Stub([_job(common_pb2.JOB_STATE_RUNNING, 0.3)] * 1000)
-    job = jobs.follow(stub, jobs.scope("acme", "jane"), _job(common_pb2.JOB_STATE_RUNNING, 0.1),
-                      service="x", target="h:1", as_json=False, timeout_s=0.0, progress=(Bar(), 7))
+    job = jobs.follow(
+        stub,
+        jobs.scope("acme", "jane"),
+        _job(common_pb2.JOB_STATE_RUNNING, 0.1),
+        service="x",
+        target="h:1",
+        as_json=False,
+        timeout_s=0.0,
+        progress=(Bar(), 7),
+    )
     assert jobs.job_state(job) == "RUNNING" and updates[0] == (7, pytest.approx(0.1))
 
 
 def test_ctrl_c_stops_following_and_says_the_job_keeps_running(monkeypatch, capsys) -> None:
     monkeypatch.setattr(jobs, "POLL_S", 0.0)
     with pytest.raises(SystemExit) as exc:
-        jobs.follow(_Stub([], interrupt=True), jobs.scope("acme", "jane"),
-                    _job(common_pb2.JOB_STATE_RUNNING), service="captioning", target="h:1", as_json=True)
+        jobs.follow(
+            _Stub([], interrupt=True),
+            jobs.scope("acme", "jane"),
+            _job(common_pb2.JOB_STATE_RUNNING),
+            service="captioning",
+            target="h:1",
+            as_json=True,
+        )
     assert exc.value.code == 130
     error = json.loads(capsys.readouterr().out)["error"]
     assert "keeps running" in error and "CancelJob" in error and "j1" in error
@@ -110,10 +137,15 @@ def test_preview_note_says_each_rendered_step_once() -> None:
     announced: set[int] = set()
     assert jobs.preview_note(jobs.job_result(job), announced) is None  # no result yet
     result = struct_pb2.Struct()
-    result.update({"step": 500, "preview_step": 500,
-                   "preview_keys": [f"acme/jane/runs/j1/previews/step-500/{i:02d}.png"
-                                    for i in range(4)]})
+    result.update(
+        {
+            "step": 500,
+            "preview_step": 500,
+            "preview_keys": [f"acme/jane/runs/j1/previews/step-500/{i:02d}.png" for i in range(4)],
+        }
+    )
     job.result.CopyFrom(result)
     assert jobs.preview_note(jobs.job_result(job), announced) == (
-        "previews of step 500: loras/acme/jane/runs/j1/previews/step-500/ (4 images)")
+        "previews of step 500: loras/acme/jane/runs/j1/previews/step-500/ (4 images)"
+    )
     assert jobs.preview_note(jobs.job_result(job), announced) is None

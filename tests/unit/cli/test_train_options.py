@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import pytest
+
 from loraforge.cli.train_cmd import parse_options
 from loraforge.runtime.errors import InvalidInput
 
 
 def test_values_are_json_else_text() -> None:
-    assert parse_options(["block_swap=20", "fp8_base=true", "expert=high", "flow_shift=3.5",
-                          "target_modules=[\"to_q\", \"to_k\"]", "trigger=a=b"]) == {
-        "block_swap": 20, "fp8_base": True, "expert": "high", "flow_shift": 3.5,
-        "target_modules": ["to_q", "to_k"], "trigger": "a=b"}
+    assert parse_options(
+        [
+            "block_swap=20",
+            "fp8_base=true",
+            "expert=high",
+            "flow_shift=3.5",
+            'target_modules=["to_q", "to_k"]',
+            "trigger=a=b",
+        ]
+    ) == {
+        "block_swap": 20,
+        "fp8_base": True,
+        "expert": "high",
+        "flow_shift": 3.5,
+        "target_modules": ["to_q", "to_k"],
+        "trigger": "a=b",
+    }
 
 
 @pytest.mark.parametrize("bad", ["block_swap", "=3", " =x"])

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import curation_media as M
 import cv2
 import numpy as np
 import skimage.data
-
-import curation_media as M
 
 W, H = 480, 360
 
@@ -34,7 +33,7 @@ def cutout(name: str) -> tuple[np.ndarray, np.ndarray]:
     mask = prob > 0.7
     if name == "astronaut":  # her head and torso, not the helmet she holds (bottom right)
         mask[330:, 280:] = False
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8))
+    _n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8))
     biggest = 1 + int(np.argmax(stats[1:, 4]))
     mask = labels == biggest
     ys, xs = np.where(mask)
@@ -61,8 +60,9 @@ def place(name: str, t: int = 0, gain: float = 1.0, pan: int = 2, offset: int = 
     return np.clip(img.astype(np.float32) * gain, 0, 255).astype(np.uint8)
 
 
-def composite(bg: np.ndarray, who: str, x: int, bottom: int, height: int,
-              gain: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def composite(
+    bg: np.ndarray, who: str, x: int, bottom: int, height: int, gain: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     """The person scaled to `height`, standing with their bottom edge at `bottom` and left edge
     at x, lit at `gain`; returns (frame, known mask of the pasted person pixels)."""
     img, mask = cutout(who)
@@ -81,14 +81,27 @@ def composite(bg: np.ndarray, who: str, x: int, bottom: int, height: int,
     return out, known
 
 
-def walker(place_name: str, who: str = "astronaut", height: int = 230, gain: float = 1.0,
-           start: int = 40, speed: int = 9, pan: int = 2, offset: int = 0):
+def walker(
+    place_name: str,
+    who: str = "astronaut",
+    height: int = 230,
+    gain: float = 1.0,
+    start: int = 40,
+    speed: int = 9,
+    pan: int = 2,
+    offset: int = 0,
+):
     """Frame function + mask function: a person walking right across a panning place."""
+
     def frame(t: int) -> np.ndarray:
-        return composite(place(place_name, t, gain, pan, offset), who, start + speed * t, H - 10, height, gain)[0]
+        return composite(
+            place(place_name, t, gain, pan, offset), who, start + speed * t, H - 10, height, gain
+        )[0]
 
     def mask(t: int) -> np.ndarray:
-        return composite(place(place_name, t, gain, pan, offset), who, start + speed * t, H - 10, height, gain)[1]
+        return composite(
+            place(place_name, t, gain, pan, offset), who, start + speed * t, H - 10, height, gain
+        )[1]
 
     return frame, mask
 
@@ -128,7 +141,7 @@ def title(img: np.ndarray, text: str = "CHAPTER ONE") -> np.ndarray:
     """A title card's text over the picture, centred, white with a dark outline."""
     out = img.copy()
     font, scale, th = cv2.FONT_HERSHEY_DUPLEX, 1.4, 3
-    (tw, tht), _ = cv2.getTextSize(text, font, scale, th)
+    (tw, _tht), _ = cv2.getTextSize(text, font, scale, th)
     org = ((out.shape[1] - tw) // 2, out.shape[0] // 2)
     cv2.putText(out, text, org, font, scale, (0, 0, 0), th + 4, cv2.LINE_AA)
     cv2.putText(out, text, org, font, scale, (255, 255, 255), th, cv2.LINE_AA)
@@ -137,6 +150,7 @@ def title(img: np.ndarray, text: str = "CHAPTER ONE") -> np.ndarray:
 
 def dissolving(a: str, b: str, start: int = 8, length: int = 8):
     """A graded shot of `a` dissolving into one of `b` over frames start..start+length."""
+
     def frame(t: int) -> np.ndarray:
         x = float(np.clip((t - start) / length, 0.0, 1.0))
         fa, fb = graded(panning(photo(a), t)), graded(panning(photo(b), t))

@@ -7,8 +7,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from loraforge.curation.dlib_backend import DlibBackend  # noqa: E402
-from loraforge.curation.policy import CurationPolicy  # noqa: E402
+from loraforge.curation.dlib_backend import DlibBackend
+from loraforge.curation.policy import CurationPolicy
 
 
 @pytest.fixture(scope="session")

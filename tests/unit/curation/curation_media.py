@@ -39,7 +39,9 @@ def two_people_frame(t: int) -> np.ndarray:
     return np.hstack([left, right])
 
 
-def write_clip(path: Path, frame_fn: Callable[[int], np.ndarray], seconds: float = 2.5, fps: int = FPS) -> Path:
+def write_clip(
+    path: Path, frame_fn: Callable[[int], np.ndarray], seconds: float = 2.5, fps: int = FPS
+) -> Path:
     n = int(round(seconds * fps))
     first = frame_fn(0)
     h, w = first.shape[:2]

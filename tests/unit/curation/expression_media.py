@@ -12,18 +12,21 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import curation_media as M
 import cv2
 import numpy as np
 import skimage.data
-
-import curation_media as M
 
 W, H = 480, 360
 
 
 @lru_cache(maxsize=1)
 def _room() -> np.ndarray:
-    bg = cv2.resize(cv2.cvtColor(skimage.data.coffee(), cv2.COLOR_RGB2BGR), (W + 40, H), interpolation=cv2.INTER_AREA)
+    bg = cv2.resize(
+        cv2.cvtColor(skimage.data.coffee(), cv2.COLOR_RGB2BGR),
+        (W + 40, H),
+        interpolation=cv2.INTER_AREA,
+    )
     return cv2.GaussianBlur(bg, (0, 0), 5)
 
 
@@ -39,15 +42,17 @@ def framed(who: str, height: int = 300, x: int = 100, y: int = 30):
     p = portrait(who, height)
 
     def frame(t: int) -> np.ndarray:
-        out = _room()[:, t % 40: t % 40 + W].copy()
+        out = _room()[:, t % 40 : t % 40 + W].copy()
         y1, x1 = min(H, y + p.shape[0]), min(W, x + p.shape[1])
         out[y:y1, x:x1] = p[: y1 - y, : x1 - x]
         return out
+
     return frame
 
 
-def moved(p: np.ndarray, jaw: float = 0.0, brows: float = 0.0, smile: float = 0.0,
-          frown: float = 0.0) -> np.ndarray:
+def moved(
+    p: np.ndarray, jaw: float = 0.0, brows: float = 0.0, smile: float = 0.0, frown: float = 0.0
+) -> np.ndarray:
     p = np.asarray(p, np.float64)
     q = p.copy()
     iod = float(np.linalg.norm(p[36:42].mean(0) - p[42:48].mean(0)))
@@ -100,7 +105,16 @@ def open_mouth(img: np.ndarray, p: np.ndarray, jaw: float) -> np.ndarray:
     # the open mouth: dark, between the corners, from the upper lip down to the moved lower lip
     cx = float(p[[48, 54]][:, 0].mean())
     half_w = 0.42 * float(p[54, 0] - p[48, 0])
-    cv2.ellipse(out, (int(cx), int(y0 + d / 2)), (int(half_w), max(1, int(d / 2))), 0, 0, 360, (25, 20, 45), -1)
+    cv2.ellipse(
+        out,
+        (int(cx), int(y0 + d / 2)),
+        (int(half_w), max(1, int(d / 2))),
+        0,
+        0,
+        360,
+        (25, 20, 45),
+        -1,
+    )
     return out
 
 
@@ -110,9 +124,30 @@ def talking(height: int = 300, x: int = 100, y: int = 30):
     cycle can all land on closed frames)."""
     base = framed("hopper", height, x, y)
     p = _hopper_landmarks(height) + (x, y)
-    openings = (0.0, 0.35, 0.1, 0.5, 0.0, 0.25, 0.45, 0.05, 0.3, 0.0, 0.5, 0.15, 0.4, 0.0, 0.2, 0.5,
-                0.1, 0.35, 0.0, 0.45)
+    openings = (
+        0.0,
+        0.35,
+        0.1,
+        0.5,
+        0.0,
+        0.25,
+        0.45,
+        0.05,
+        0.3,
+        0.0,
+        0.5,
+        0.15,
+        0.4,
+        0.0,
+        0.2,
+        0.5,
+        0.1,
+        0.35,
+        0.0,
+        0.45,
+    )
 
     def frame(t: int) -> np.ndarray:
         return open_mouth(base(t), p, openings[t % len(openings)])
+
     return frame

@@ -24,11 +24,17 @@ def _linear(img: np.ndarray) -> np.ndarray:
 
 def _encode(x: np.ndarray) -> np.ndarray:
     x = np.clip(x, 0, 1)
-    return (np.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055) * 255 + 0.5).astype(np.uint8)
+    return (np.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055) * 255 + 0.5).astype(
+        np.uint8
+    )
 
 
-def grade(bgr: np.ndarray, gains_rgb=(1.0, 1.0, 1.0), exposure: float = 1.0,
-          light: np.ndarray | None = None) -> np.ndarray:
+def grade(
+    bgr: np.ndarray,
+    gains_rgb=(1.0, 1.0, 1.0),
+    exposure: float = 1.0,
+    light: np.ndarray | None = None,
+) -> np.ndarray:
     """White balance (per-channel gains), exposure and a light map, in linear light."""
     x = _linear(bgr) * exposure * np.array(gains_rgb[::-1], np.float32)
     if light is not None:
@@ -41,10 +47,10 @@ def fit(img: np.ndarray) -> np.ndarray:
     h, w = img.shape[:2]
     if w * 3 > h * 4:
         cw = h * 4 // 3
-        img = img[:, (w - cw) // 2:(w - cw) // 2 + cw]
+        img = img[:, (w - cw) // 2 : (w - cw) // 2 + cw]
     else:
         ch = w * 3 // 4
-        img = img[(h - ch) // 2:(h - ch) // 2 + ch]
+        img = img[(h - ch) // 2 : (h - ch) // 2 + ch]
     return cv2.resize(img, (W, H), interpolation=cv2.INTER_AREA)
 
 
@@ -52,7 +58,7 @@ def china(x0: float = 0.0, x1: float = 1.0, mirror: bool = False) -> np.ndarray:
     """The temple photo (427x640), optionally a vertical strip of it (fractions of its width)
     and mirrored: other views of the place, which are not near-copies of each other."""
     img = cv2.cvtColor(load_sample_image("china.jpg"), cv2.COLOR_RGB2BGR)
-    img = img[:, int(x0 * img.shape[1]):int(x1 * img.shape[1])]
+    img = img[:, int(x0 * img.shape[1]) : int(x1 * img.shape[1])]
     return img[:, ::-1].copy() if mirror else img
 
 

@@ -7,11 +7,10 @@ cut by the frame edge, with no face towards the camera, or small and out of focu
 
 from __future__ import annotations
 
+import curation_media as M
 import cv2
 import numpy as np
 import skimage.data
-
-import curation_media as M
 
 W, H = M.W, M.H
 
@@ -49,7 +48,8 @@ def _scene(canvas: np.ndarray, t: int) -> np.ndarray:
     astronaut's head and shoulders) stands on the left."""
     canvas = canvas.copy()
     canvas[:, : 320 + 10 * PAN] = cv2.resize(
-        M.astronaut()[0:400, 30:420], (320 + 10 * PAN, H), interpolation=cv2.INTER_AREA)
+        M.astronaut()[0:400, 30:420], (320 + 10 * PAN, H), interpolation=cv2.INTER_AREA
+    )
     x = (10 + t) * PAN
     return canvas[:, x : x + W].copy()
 
@@ -82,7 +82,16 @@ def back_of_head() -> np.ndarray:
     x0, y0, x1, y1 = 171, 73, 275, 199  # her face (dlib's box, 179, 83, 88 x 88) with chin and ears
     hair = cv2.resize(a[30:95, 185:300], (x1 - x0, y1 - y0), interpolation=cv2.INTER_CUBIC)
     mask = np.zeros(a.shape[:2], np.uint8)
-    cv2.ellipse(mask, ((x0 + x1) // 2, (y0 + y1) // 2 - 6), ((x1 - x0) // 2, (y1 - y0) // 2), 0, 0, 360, 255, -1)
+    cv2.ellipse(
+        mask,
+        ((x0 + x1) // 2, (y0 + y1) // 2 - 6),
+        ((x1 - x0) // 2, (y1 - y0) // 2),
+        0,
+        0,
+        360,
+        255,
+        -1,
+    )
     covered = a.copy()
     covered[y0:y1, x0:x1] = hair
     return cv2.GaussianBlur(np.where(mask[..., None] > 0, covered, a), (3, 3), 0)[0:400, 60:420]

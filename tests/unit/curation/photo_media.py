@@ -15,7 +15,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import skimage.data
-
 from curation_media import astronaut, hopper  # noqa: F401  (re-exported for the tests)
 
 
@@ -65,8 +64,13 @@ def bulge(img: np.ndarray, centre: np.ndarray, radius: float, strength: float) -
     dx, dy = xs - centre[0], ys - centre[1]
     r = np.sqrt(dx * dx + dy * dy) / radius
     f = np.where(r < 1, 1 - strength * (1 - r * r) ** 2, 1).astype(np.float32)
-    return cv2.remap(img, (centre[0] + dx * f).astype(np.float32), (centre[1] + dy * f).astype(np.float32),
-                     cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return cv2.remap(
+        img,
+        (centre[0] + dx * f).astype(np.float32),
+        (centre[1] + dy * f).astype(np.float32),
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REFLECT,
+    )
 
 
 def camera_tilt(img: np.ndarray, degrees: float, centre: tuple[float, float]) -> np.ndarray:
@@ -92,11 +96,15 @@ def recolour_below(img: np.ndarray, y: int, hue_shift: int = 100) -> np.ndarray:
     hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
     orange = (hsv[..., 0] < 25) & (hsv[..., 1] > 100)
     orange[:y] = False
-    hsv[..., 0] = np.where(orange, (hsv[..., 0].astype(int) + hue_shift) % 180, hsv[..., 0]).astype(np.uint8)
+    hsv[..., 0] = np.where(orange, (hsv[..., 0].astype(int) + hue_shift) % 180, hsv[..., 0]).astype(
+        np.uint8
+    )
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
 
 
-def second_shot(img: np.ndarray, zoom: float = 1.2, dx: float = -60, dy: float = -20, gain: float = 0.92) -> np.ndarray:
+def second_shot(
+    img: np.ndarray, zoom: float = 1.2, dx: float = -60, dy: float = -20, gain: float = 0.92
+) -> np.ndarray:
     """Another photo of the same pose in the same place: closer, moved, darker; far enough
     from the first that curation's pHash near-copy check (distance 20 > 10) keeps both."""
     h, w = img.shape[:2]
@@ -108,6 +116,13 @@ def second_shot(img: np.ndarray, zoom: float = 1.2, dx: float = -60, dy: float =
 def with_sign(img: np.ndarray, text: str = "SPACE CENTER") -> np.ndarray:
     out = img.copy()
     h = out.shape[0]
-    cv2.putText(out, text, (int(0.58 * out.shape[1]), int(0.92 * h)), cv2.FONT_HERSHEY_SIMPLEX,
-                1.1 * out.shape[1] / 512, (255, 255, 255), 3)
+    cv2.putText(
+        out,
+        text,
+        (int(0.58 * out.shape[1]), int(0.92 * h)),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        1.1 * out.shape[1] / 512,
+        (255, 255, 255),
+        3,
+    )
     return out

@@ -8,25 +8,52 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import curation_media as M
 import cv2
 import imageio_ffmpeg
 import numpy as np
 import skimage.data
 
-import curation_media as M
-
 W, H = 640, 360  # 16:9, like the footage users bring
 FPS = 8
 
 
-def write_h264(path: Path, frame_fn: Callable[[int], np.ndarray], seconds: float = 2.5, fps: int = FPS,
-               crf: int = 20) -> Path:
+def write_h264(
+    path: Path,
+    frame_fn: Callable[[int], np.ndarray],
+    seconds: float = 2.5,
+    fps: int = FPS,
+    crf: int = 20,
+) -> Path:
     n = int(round(seconds * fps))
     frames = [frame_fn(i) for i in range(n)]
     h, w = frames[0].shape[:2]
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
-           "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{w}x{h}", "-r", str(fps), "-i", "pipe:0",
-           "-c:v", "libx264", "-preset", "ultrafast", "-crf", str(crf), "-pix_fmt", "yuv420p", str(path)]
+    cmd = [
+        imageio_ffmpeg.get_ffmpeg_exe(),
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "bgr24",
+        "-s",
+        f"{w}x{h}",
+        "-r",
+        str(fps),
+        "-i",
+        "pipe:0",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-crf",
+        str(crf),
+        "-pix_fmt",
+        "yuv420p",
+        str(path),
+    ]
     subprocess.run(cmd, input=b"".join(f.tobytes() for f in frames), check=True)
     return path
 
@@ -39,7 +66,9 @@ def portrait(t: int, dx: int = 2) -> np.ndarray:
     return cv2.resize(canvas[0:330, x : x + 587], (W, H), interpolation=cv2.INTER_AREA)
 
 
-def spotlight(img: np.ndarray, cx: float = 0.5, cy: float = 0.3, radius: float = 0.22, floor: float = 0.1) -> np.ndarray:
+def spotlight(
+    img: np.ndarray, cx: float = 0.5, cy: float = 0.3, radius: float = 0.22, floor: float = 0.1
+) -> np.ndarray:
     """Low-key light: a soft pool of light at (cx, cy) (fractions of the frame), the rest of the
     room falling to ``floor`` of its brightness, as a single key light on a face does."""
     h, w = img.shape[:2]
@@ -56,7 +85,9 @@ def gain(img: np.ndarray, f: float) -> np.ndarray:
 def noisy(img: np.ndarray, sigma: float, seed: int) -> np.ndarray:
     """Gaussian sensor noise, independent per channel and frame."""
     rng = np.random.default_rng(seed)
-    return np.clip(img.astype(np.float32) + rng.normal(0, sigma, img.shape), 0, 255).astype(np.uint8)
+    return np.clip(img.astype(np.float32) + rng.normal(0, sigma, img.shape), 0, 255).astype(
+        np.uint8
+    )
 
 
 def pushed(img: np.ndarray, exposure: float, sigma: float, seed: int) -> np.ndarray:
@@ -98,7 +129,7 @@ def subtitles(img: np.ndarray, t: int) -> np.ndarray:
     out = img.copy()
     text = "Where were you last night?" if t < 10 else "I was at home, I swear."
     font, scale, th = cv2.FONT_HERSHEY_DUPLEX, 0.9, 2
-    (tw, tht), _ = cv2.getTextSize(text, font, scale, th)
+    (tw, _tht), _ = cv2.getTextSize(text, font, scale, th)
     org = ((out.shape[1] - tw) // 2, out.shape[0] - 28)
     cv2.putText(out, text, org, font, scale, (0, 0, 0), th + 3, cv2.LINE_AA)
     cv2.putText(out, text, org, font, scale, (255, 255, 255), th, cv2.LINE_AA)
@@ -123,6 +154,14 @@ def with_sign(image: np.ndarray, text: str = "HOTEL PARIS") -> np.ndarray:
     h, w = out.shape[:2]
     x0, y0 = int(0.04 * w), int(0.40 * h)
     cv2.rectangle(out, (x0, y0), (x0 + int(0.42 * w), y0 + int(0.12 * h)), (30, 30, 140), -1)
-    cv2.putText(out, text, (x0 + 8, y0 + int(0.09 * h)), cv2.FONT_HERSHEY_SIMPLEX, 0.0023 * w, (240, 240, 240), 2,
-                cv2.LINE_AA)
+    cv2.putText(
+        out,
+        text,
+        (x0 + 8, y0 + int(0.09 * h)),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.0023 * w,
+        (240, 240, 240),
+        2,
+        cv2.LINE_AA,
+    )
     return out

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
+import curation_media as M
 import cv2
 import numpy as np
 import pytest
 
-import curation_media as M
 from loraforge.curation.errors import BackendUnavailable, InvalidReference
 from loraforge.curation.faces import embedding_distance, make_backend
 from loraforge.curation.identity import assign, reference_embedding

@@ -6,25 +6,27 @@ from __future__ import annotations
 
 import json
 
+import curation_media as M
 import cv2
 import numpy as np
 import pytest
-
-import curation_media as M
 import quality_media as Q
+
 from loraforge.curation.decision import decide
 from loraforge.curation.frames import load_media
 from loraforge.curation.metrics import measure
 from loraforge.curation.overlays import camera_motion, camera_shifts, measure_overlays, static_logos
-from loraforge.curation.quality import frame_views
 from loraforge.curation.people import PeopleDetector
 from loraforge.curation.pipeline import MediaItem, curate
 from loraforge.curation.policy import CurationPolicy
+from loraforge.curation.quality import frame_views
 from loraforge.curation.report import annotate
 from loraforge.curation.text import default_reader
 
 POLICY = CurationPolicy(min_short_side_px=256, frames_per_clip=6)
-FACELESS = POLICY.model_copy(update={"require_face": False, "max_people": None, "light_on": "frame"})
+FACELESS = POLICY.model_copy(
+    update={"require_face": False, "max_people": None, "light_on": "frame"}
+)
 
 CLIPS = {
     # 1.5 px a frame (~4 px between samples): horizontal edges stay put, everything else crawls
@@ -47,7 +49,9 @@ def clips(tmp_path_factory):
 def measured(clips, backend):
     people = PeopleDetector()
     return {
-        name: measure(load_media(p, POLICY.frames_per_clip), backend, people, clip_id=name, source_id=name).metrics
+        name: measure(
+            load_media(p, POLICY.frames_per_clip), backend, people, clip_id=name, source_id=name
+        ).metrics
         for name, p in clips.items()
     }
 
@@ -71,7 +75,7 @@ def test_hard_subtitles_are_burned_in_text_with_evidence(measured):
     m = measured["subtitles"]
     assert m.burned_in_text and not m.logo_or_watermark
     ev = m.text_evidence[0]
-    x, y, w, h = ev["box"]
+    x, y, w, _h = ev["box"]
     assert ev["kind"] == "subtitle" and y > 0.75 and 0.3 < w < 0.9 and abs(x + w / 2 - 0.5) < 0.1
     assert len(ev["frames"]) >= 2 and set(ev["frames"]) <= set(m.ocr_frames)
     assert any(word in ev["text"] for word in ("Where", "night", "home", "swear"))
@@ -151,8 +155,10 @@ def _zoom(img: np.ndarray, t: int, rate: float = 0.012) -> np.ndarray:
 def test_zoom_is_camera_motion_and_a_logo_over_it_is_still_found(tmp_path):
     # static-edge cue only (no OCR): a zoom moves every edge but the one at its centre
     out = {}
-    for name, fn in (("zoom", lambda t: _zoom(Q.coffee(), t)),
-                     ("zoom_logo", lambda t: Q.corner_logo(_zoom(Q.coffee(), t)))):
+    for name, fn in (
+        ("zoom", lambda t: _zoom(Q.coffee(), t)),
+        ("zoom_logo", lambda t: Q.corner_logo(_zoom(Q.coffee(), t))),
+    ):
         media = load_media(Q.write_h264(tmp_path / f"{name}.mp4", fn, seconds=3), 8)
         grays = [frame_views(f.image).gray for f in media.frames]
         motions = camera_motion(grays)
@@ -160,7 +166,7 @@ def test_zoom_is_camera_motion_and_a_logo_over_it_is_still_found(tmp_path):
         out[name] = measure_overlays(grays, indices=[f.index for f in media.frames])
     assert not out["zoom"].logo_or_watermark and out["zoom"].watermarks == []
     assert out["zoom_logo"].logo_or_watermark
-    x, y, w, h = out["zoom_logo"].watermarks[0].box
+    x, y, w, _h = out["zoom_logo"].watermarks[0].box
     assert x > 0.75 and y < 0.15 and w < 0.2
 
 
@@ -178,7 +184,11 @@ def test_text_on_a_locked_off_shot_is_scene_text(tmp_path):
 
     media = load_media(Q.write_h264(tmp_path / "still_sign.mp4", frame), 6)
     views = [frame_views(f.image) for f in media.frames]
-    ov = measure_overlays([v.gray for v in views], images=[v.small for v in views],
-                          indices=[f.index for f in media.frames], reader=default_reader())
+    ov = measure_overlays(
+        [v.gray for v in views],
+        images=[v.small for v in views],
+        indices=[f.index for f in media.frames],
+        reader=default_reader(),
+    )
     assert not ov.burned_in_text and not ov.logo_or_watermark
     assert ov.scene_text and "HOTEL" in ov.scene_text[0].text.replace(" ", "").upper()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import curation_media as M
 import cv2
 import numpy as np
+import people_media as PM
 import pytest
 import skimage.data
 
-import curation_media as M
-import people_media as PM
 from loraforge.curation.decision import dataset_context, decide
 from loraforge.curation.errors import InvalidPolicy
 from loraforge.curation.metrics import ClipMetrics
@@ -44,8 +44,12 @@ def test_subject_body_is_not_a_second_person(people, backend):
 
 @pytest.mark.parametrize(
     "scene",
-    ["second_person_cut_by_edge", "profile_person_beside", "second_person_blurred_far",
-     "second_person_from_behind"],
+    [
+        "second_person_cut_by_edge",
+        "profile_person_beside",
+        "second_person_blurred_far",
+        "second_person_from_behind",
+    ],
 )
 def test_second_person_found(people, backend, scene):
     img = getattr(PM, scene)(10)
@@ -58,7 +62,10 @@ def test_second_person_found(people, backend, scene):
     # frames may come at another analysis size: the same count, boxes in that frame's pixels
     big = cv2.resize(img, (1280, 960), interpolation=cv2.INTER_CUBIC)
     found_big = people.detect(big, [f.scaled(1280 / M.W) for f in faces])
-    assert len(found_big) == 2 and next(p for p in found_big if not p.has_face).box.center[0] > 330 * 1280 / M.W
+    assert (
+        len(found_big) == 2
+        and next(p for p in found_big if not p.has_face).box.center[0] > 330 * 1280 / M.W
+    )
 
 
 def test_body_keypoints_tell_a_portrait_from_a_whole_body(people, backend):
@@ -66,7 +73,9 @@ def test_body_keypoints_tell_a_portrait_from_a_whole_body(people, backend):
     faces = [f.box for f in backend.detect(img, embed_largest=False)]
     (ast,) = people.detect(img, faces, keypoints=True)
     assert ast.has_face and ast.full_body is False  # waist-up portrait: no knees, no feet
-    assert {"nose", "shoulder"} <= set(ast.visible_keypoints) and "ankle" not in ast.visible_keypoints
+    assert {"nose", "shoulder"} <= set(
+        ast.visible_keypoints
+    ) and "ankle" not in ast.visible_keypoints
     # the keypoints land on her: the nose inside the face box, shoulders below it
     rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     d = people.persons(rgb, 0.5)[0]
@@ -77,7 +86,11 @@ def test_body_keypoints_tell_a_portrait_from_a_whole_body(people, backend):
     # the cameraman is seen down to the knees (his feet are behind the frame edge)
     cam = cv2.cvtColor(skimage.data.camera(), cv2.COLOR_GRAY2BGR)
     (man,) = people.detect(cam, [], keypoints=True)
-    assert man.full_body is False and "knee" in man.visible_keypoints and "ankle" not in man.visible_keypoints
+    assert (
+        man.full_body is False
+        and "knee" in man.visible_keypoints
+        and "ankle" not in man.visible_keypoints
+    )
 
 
 @pytest.mark.parametrize("scene", ["landscape", "cat"])
@@ -89,8 +102,13 @@ def test_nobody_in_a_landscape_or_a_cat(people, backend, scene):
 def test_missing_model_runtime_is_a_clear_error(monkeypatch):
     import loraforge.curation.people as P
 
-    monkeypatch.setattr(P, "_data", lambda name: (_ for _ in ()).throw(
-        P.BackendUnavailable(f"{name} is missing; reinstall loraforge[curation]")))
+    monkeypatch.setattr(
+        P,
+        "_data",
+        lambda name: (_ for _ in ()).throw(
+            P.BackendUnavailable(f"{name} is missing; reinstall loraforge[curation]")
+        ),
+    )
     with pytest.raises(P.BackendUnavailable, match="reinstall loraforge"):
         P.PeopleDetector()
 
@@ -99,7 +117,11 @@ def test_missing_model_runtime_is_a_clear_error(monkeypatch):
 
 
 def _photo(name: str) -> np.ndarray:
-    return M.hopper() if name == "hopper" else cv2.cvtColor(getattr(skimage.data, name)(), cv2.COLOR_RGB2BGR)
+    return (
+        M.hopper()
+        if name == "hopper"
+        else cv2.cvtColor(getattr(skimage.data, name)(), cv2.COLOR_RGB2BGR)
+    )
 
 
 def _turning(deg_per_frame: float, photo: str = "coffee"):
@@ -147,7 +169,15 @@ def test_motion_direction(fn, label):
 
 
 def test_type_policies_and_errors():
-    assert set(LORA_TYPES) == {"character", "expression", "pose", "style", "background", "lighting", "effect"}
+    assert set(LORA_TYPES) == {
+        "character",
+        "expression",
+        "pose",
+        "style",
+        "background",
+        "lighting",
+        "effect",
+    }
     ch, bg = CurationPolicy.for_type("character"), CurationPolicy.for_type("background")
     assert ch == CurationPolicy() and ch.require_face and ch.max_people == 1
     # background: people are filled in by its builder (builders/background.py)
@@ -155,7 +185,9 @@ def test_type_policies_and_errors():
     assert CurationPolicy.for_type("style").max_people is None
     assert CurationPolicy.for_type("pose").require_full_body
     assert CurationPolicy.for_type("effect").motion_direction_rule == "reject"
-    assert CurationPolicy.for_type("background", {"min_short_side_px": 256}).min_short_side_px == 256
+    assert (
+        CurationPolicy.for_type("background", {"min_short_side_px": 256}).min_short_side_px == 256
+    )
     with pytest.raises(InvalidPolicy, match="use one of character, expression, pose"):
         CurationPolicy.for_type("portrait")
     with pytest.raises(InvalidPolicy, match="set the type with --type"):
@@ -166,10 +198,14 @@ def test_type_policies_and_errors():
 
 def test_angle_mix_only_for_face_types():
     pool = [
-        ClipMetrics(f"c{i}", f"c{i}", "s", "photo", 512, 512, 0, 0, 1, quality_score=0.5, angle_bucket=None)
+        ClipMetrics(
+            f"c{i}", f"c{i}", "s", "photo", 512, 512, 0, 0, 1, quality_score=0.5, angle_bucket=None
+        )
         for i in range(3)
     ]
-    assert any(m.code.startswith("angle:") for m in select(pool, CurationPolicy(target_size=3)).missing)
+    assert any(
+        m.code.startswith("angle:") for m in select(pool, CurationPolicy(target_size=3)).missing
+    )
     style = select(pool, CurationPolicy.for_type("style", {"target_size": 3}))
     assert style.angle_quota == {} and not [m for m in style.missing if m.code.startswith("angle:")]
     assert len(style.selected) == 3
@@ -196,8 +232,12 @@ def clips(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def as_character(clips, backend, people):
-    return curate(list(clips.values()), CurationPolicy.for_type("character", SMALL), backend=backend,
-                  people=people)
+    return curate(
+        list(clips.values()),
+        CurationPolicy.for_type("character", SMALL),
+        backend=backend,
+        people=people,
+    )
 
 
 def test_second_person_rejected_for_character(as_character):
@@ -215,19 +255,30 @@ def test_second_person_rejected_for_character(as_character):
 
 def test_landscape_kept_for_background_and_people_rejected(clips, backend, people):
     # max_people=0: only clips with nobody in them (the builder would fill people in otherwise)
-    res = curate([clips["land"], clips["solo"]], CurationPolicy.for_type("background", {**SMALL, "max_people": 0}),
-                 backend=backend, people=people)
+    res = curate(
+        [clips["land"], clips["solo"]],
+        CurationPolicy.for_type("background", {**SMALL, "max_people": 0}),
+        backend=backend,
+        people=people,
+    )
     land, solo = res.clip("land"), res.clip("solo")
     assert land.decision.keep and land.selected, land.decision.reasons
     assert land.metrics.people_count == 0 and land.metrics.quality_score > 0
     assert solo.decision.reason_codes == ["people_count"]
-    assert solo.decision.reasons[0].message == "people_count: 1 person in frame; a background dataset needs none"
+    assert (
+        solo.decision.reasons[0].message
+        == "people_count: 1 person in frame; a background dataset needs none"
+    )
     assert not res.selection.angle_quota
 
 
 def test_pose_needs_a_whole_body(clips, backend, people):
-    res = curate([clips["solo"], clips["land"]], CurationPolicy.for_type("pose", SMALL),
-                 backend=backend, people=people)
+    res = curate(
+        [clips["solo"], clips["land"]],
+        CurationPolicy.for_type("pose", SMALL),
+        backend=backend,
+        people=people,
+    )
     solo = res.clip("solo")
     assert "no_full_body" in solo.decision.reason_codes  # a head-and-shoulders shot
     msg = next(r.message for r in solo.decision.reasons if r.code == "no_full_body")
@@ -239,14 +290,23 @@ def test_pose_needs_a_whole_body(clips, backend, people):
 def test_mixed_motion_directions_flagged_for_effect(tmp_path, backend, people):
     # seed 004: a "spin" effect must turn the same way in every clip
     photos = ("coffee", "chelsea", "astronaut")  # different scenes, so no clip is a near-copy
-    items = [MediaItem(M.write_clip(tmp_path / f"cw{i}.mp4", _turning(-1.5 - 0.5 * i, p)), source_id=p)
-             for i, p in enumerate(photos)]
-    items.append(MediaItem(M.write_clip(tmp_path / "ccw.mp4", _turning(2.0, "hopper")), source_id="hopper"))
+    items = [
+        MediaItem(M.write_clip(tmp_path / f"cw{i}.mp4", _turning(-1.5 - 0.5 * i, p)), source_id=p)
+        for i, p in enumerate(photos)
+    ]
+    items.append(
+        MediaItem(M.write_clip(tmp_path / "ccw.mp4", _turning(2.0, "hopper")), source_id="hopper")
+    )
     res = curate(items, CurationPolicy.for_type("effect", SMALL), backend=backend, people=people)
     assert [c.metrics.motion_direction for c in res.clips] == ["rotate_ccw"] + ["rotate_cw"] * 3
     ccw = res.clip("ccw")
-    assert not ccw.decision.keep and ccw.decision.reason_codes == ["motion_direction"], ccw.decision.reasons
-    assert "against the dataset's rotate_cw (3 rotate_cw, 1 rotate_ccw)" in ccw.decision.reasons[0].message
+    assert not ccw.decision.keep and ccw.decision.reason_codes == ["motion_direction"], (
+        ccw.decision.reasons
+    )
+    assert (
+        "against the dataset's rotate_cw (3 rotate_cw, 1 rotate_ccw)"
+        in ccw.decision.reasons[0].message
+    )
     for i in range(3):
         assert res.clip(f"cw{i}").decision.keep, res.clip(f"cw{i}").decision.reasons
     # the same clips for a style LoRA: direction is no rule there
@@ -255,8 +315,12 @@ def test_mixed_motion_directions_flagged_for_effect(tmp_path, backend, people):
     d = decide(ccw.metrics, style, context=dataset_context(metrics, style))
     assert "motion_direction" not in d.reason_codes + d.flag_codes
     # two ways, two clips each: no majority, every directed clip is flagged, none rejected
-    split = [replace(m, motion_direction=w) for m, w in zip(metrics, ["rotate_cw", "rotate_cw", "rotate_ccw",
-                                                                      "rotate_ccw"], strict=True)]
+    split = [
+        replace(m, motion_direction=w)
+        for m, w in zip(
+            metrics, ["rotate_cw", "rotate_cw", "rotate_ccw", "rotate_ccw"], strict=True
+        )
+    ]
     effect = CurationPolicy.for_type("effect", SMALL)
     ctx = dataset_context(split, effect)
     assert ctx.motion_majority is None

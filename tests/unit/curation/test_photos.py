@@ -5,16 +5,15 @@ tests/integration/curation/test_curate_photos.py)."""
 
 from __future__ import annotations
 
-
 import cv2
 import numpy as np
+import photo_media as pm
 import pytest
+
 from loraforge.curation import photo_prep as pp
 from loraforge.curation.people import PeopleDetector
 from loraforge.curation.size_range import check_size
 from loraforge.curation.text import default_reader
-
-import photo_media as pm
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -28,8 +27,10 @@ def people() -> PeopleDetector:
 def base(backend):
     """The two real portraits, measured (face only), with their landmarks for the edits."""
     a, h = pm.astronaut(), pm.hopper()
-    return {"astro": (a, pp.measure_photo("astro", a, backend)),
-            "hopper": (h, pp.measure_photo("hopper", h, backend))}
+    return {
+        "astro": (a, pp.measure_photo("astro", a, backend)),
+        "hopper": (h, pp.measure_photo("hopper", h, backend)),
+    }
 
 
 def codes(m: pp.PhotoMeasure) -> list[str]:
@@ -39,7 +40,11 @@ def codes(m: pp.PhotoMeasure) -> list[str]:
 def test_real_portraits_pass_every_photo_check(base):
     for name, (_, m) in base.items():
         assert codes(m) == [], (name, pp.photo_reasons(m))
-        assert m.eye_aspect_ratio > 0.25 and abs(m.pitch) < 15 and max(m.shadow_halves, m.shadow_eyes) < 2.0
+        assert (
+            m.eye_aspect_ratio > 0.25
+            and abs(m.pitch) < 15
+            and max(m.shadow_halves, m.shadow_eyes) < 2.0
+        )
 
 
 def test_closed_eyes_are_rejected(backend, base):
@@ -63,7 +68,9 @@ def test_harsh_shadow_across_the_face_is_rejected_and_a_soft_one_is_not(backend,
 
 def test_face_too_small_in_pixels(backend, base):
     img, _ = base["astro"]
-    small = pp.measure_photo("small", cv2.resize(img, None, fx=0.55, fy=0.55, interpolation=cv2.INTER_AREA), backend)
+    small = pp.measure_photo(
+        "small", cv2.resize(img, None, fx=0.55, fy=0.55, interpolation=cv2.INTER_AREA), backend
+    )
     assert small.face is not None and small.face.h < pp.MIN_FACE_PX
     assert codes(small) == ["face_too_small"]
 
@@ -73,21 +80,31 @@ def test_camera_from_far_below_is_an_extreme_angle(backend, base):
     low = pp.measure_photo("low", pm.camera_tilt(img, -35, m.face.center), backend)
     assert low.pitch > pp.MAX_PITCH
     assert "extreme_angle" in codes(low)
-    assert "from below" in next(r.message for r in pp.photo_reasons(low) if r.code == "extreme_angle")
+    assert "from below" in next(
+        r.message for r in pp.photo_reasons(low) if r.code == "extreme_angle"
+    )
 
 
 def test_wide_angle_is_judged_against_the_persons_own_photos(backend, people, base):
     img, m = base["astro"]
     mask = people.person_mask(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
-    others = [pp.measure_photo(f"astro-{bg}", pm.composite(img, mask, pm.background(bg, (512, 512))), backend)
-              for bg in ("coffee", "rocket")]
+    others = [
+        pp.measure_photo(
+            f"astro-{bg}", pm.composite(img, mask, pm.background(bg, (512, 512))), backend
+        )
+        for bg in ("coffee", "rocket")
+    ]
     jaw = float(np.linalg.norm(m.landmarks[0] - m.landmarks[16]))
     close = pp.measure_photo("selfie", pm.bulge(img, m.landmarks[30], jaw, 0.45), backend)
     assert close.nose_ratio > 1.2 * m.nose_ratio
-    verdict = pp.decide_set([m, *others, close], ["astro", "astro-coffee", "astro-rocket", "selfie"])
+    verdict = pp.decide_set(
+        [m, *others, close], ["astro", "astro-coffee", "astro-rocket", "selfie"]
+    )
     assert verdict.rejected["selfie"][0].code == "wide_angle"
     # the median of every near-frontal photo, the outlier included (a median: it barely moves)
-    assert verdict.baseline_nose_ratio == pytest.approx(np.median([x.nose_ratio for x in (m, *others, close)]))
+    assert verdict.baseline_nose_ratio == pytest.approx(
+        np.median([x.nose_ratio for x in (m, *others, close)])
+    )
     assert set(verdict.kept) == {"astro", "astro-coffee", "astro-rocket"}
     # a broad nose is not a lens: the same ratio with no set to compare with stays under the
     # absolute bound
@@ -123,7 +140,14 @@ def test_mirror_selfies_beyond_a_fifth_of_the_set_are_dropped(backend, base):
     # the cap, on measures that differ only by name and place (so none is a look-alike)
     ms = []
     for i in range(10):
-        m = pp.PhotoMeasure(**{**plain.__dict__, "clip_id": f"p{i}", "yaw": 20.0 * (i % 3) - 20, "pitch": 12.0 * (i // 3) - 18})
+        m = pp.PhotoMeasure(
+            **{
+                **plain.__dict__,
+                "clip_id": f"p{i}",
+                "yaw": 20.0 * (i % 3) - 20,
+                "pitch": 12.0 * (i // 3) - 18,
+            }
+        )
         m.mirrored_text = mirrored.mirrored_text if i < 5 else []
         ms.append(m)
     verdict = pp.decide_set(ms, [m.clip_id for m in ms])
@@ -136,7 +160,7 @@ def test_portrait_crop_makes_the_face_dominate(base):
     for _, m in base.values():
         crop, kind = pp.crop_box(m)
         assert kind == "portrait"
-        assert 0 <= crop.x and crop.x2 <= m.width and 0 <= crop.y and crop.y2 <= m.height
+        assert crop.x >= 0 and crop.x2 <= m.width and crop.y >= 0 and crop.y2 <= m.height
         share = pp.subject_share(m, crop)
         assert share >= min(pp.PORTRAIT_FACE_FRACTION - 0.01, m.face.h / m.height), share
         cx, _ = m.face.center
@@ -147,13 +171,16 @@ def test_portrait_crop_makes_the_face_dominate(base):
     assert crop.w / crop.h == pytest.approx(pp.PORTRAIT_ASPECT, abs=0.01)
 
 
-@pytest.mark.parametrize(("n", "status", "fragment"), [
-    (7, "below_minimum", "add at least 3 more photos"),
-    (14, "below_recommended", "add about 6 more photos"),
-    (25, "recommended", "within the recommended range"),
-    (40, "above_recommended", "10 more than the recommended"),
-    (60, "above_maximum", "10 over the maximum, trimmed to the best 50"),
-])
+@pytest.mark.parametrize(
+    ("n", "status", "fragment"),
+    [
+        (7, "below_minimum", "add at least 3 more photos"),
+        (14, "below_recommended", "add about 6 more photos"),
+        (25, "recommended", "within the recommended range"),
+        (40, "above_recommended", "10 more than the recommended"),
+        (60, "above_maximum", "10 over the maximum, trimmed to the best 50"),
+    ],
+)
 def test_photo_set_size_against_seed_002(n, status, fragment):
     c = check_size("character", "photo", n)
     assert c.status == status and fragment in c.message and "seed 002" in c.message
@@ -169,13 +196,22 @@ def test_seed_003_ranges_per_type():
 
 
 def test_full_length_crop_keeps_the_whole_body_with_a_small_margin():
-    m = pp.PhotoMeasure("full", 1200, 1600, face=pp.Box(560, 300, 80, 80), body=pp.Box(480, 240, 260, 1100))
+    m = pp.PhotoMeasure(
+        "full", 1200, 1600, face=pp.Box(560, 300, 80, 80), body=pp.Box(480, 240, 260, 1100)
+    )
     crop, kind = pp.crop_box(m)
     assert kind == "full_body"
     pad = pp.BODY_MARGIN * 1100
-    assert (crop.x, crop.y, crop.x2, crop.y2) == (round(480 - pad), round(240 - pad), round(740 + pad), round(1340 + pad))
+    assert (crop.x, crop.y, crop.x2, crop.y2) == (
+        round(480 - pad),
+        round(240 - pad),
+        round(740 + pad),
+        round(1340 + pad),
+    )
     assert pp.subject_share(m, crop) == pytest.approx(1 / (1 + 2 * pp.BODY_MARGIN))
     # a body at the photo's edge: the window moves inside the photo, it is not cut
-    edge = pp.PhotoMeasure("edge", 1200, 1400, face=pp.Box(560, 100, 80, 80), body=pp.Box(480, 40, 260, 1350))
+    edge = pp.PhotoMeasure(
+        "edge", 1200, 1400, face=pp.Box(560, 100, 80, 80), body=pp.Box(480, 40, 260, 1350)
+    )
     crop, _ = pp.crop_box(edge)
     assert crop.y == 0 and crop.y2 == 1400 and crop.h == 1400

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
+import curation_media as M
 import cv2
 import pyarrow.parquet as pq
 import pytest
 
-import curation_media as M
 from loraforge.curation.pipeline import MediaItem, curate
 
 
@@ -31,7 +31,9 @@ def run(tmp_path_factory, backend, small_policy):
         "lb": lambda t: M.letterbox(M.astronaut_frame(t)),
         "txt": lambda t: M.with_text(M.astronaut_frame(t)),
     }
-    items = [MediaItem(M.write_clip(d / f"{k}.mp4", fn), source_id="src_a") for k, fn in clips.items()]
+    items = [
+        MediaItem(M.write_clip(d / f"{k}.mp4", fn), source_id="src_a") for k, fn in clips.items()
+    ]
     out = d / "out"
     return curate(items, small_policy, backend=backend, out_dir=out), out, items
 
@@ -111,10 +113,12 @@ def test_manifest_and_report_written(run):
 
 
 def test_deterministic(run, backend, small_policy):
-    res, _, items = run
+    _res, _, items = run
     again = curate(items[:3], small_policy, backend=backend)
     first = curate(items[:3], small_policy, backend=backend)
     key = lambda r: [(c.metrics.clip_id, c.decision.reason_codes, c.selected) for c in r.clips]  # noqa: E731
     assert key(again) == key(first)
     assert again.selection.selected == first.selection.selected
-    assert [c.metrics.quality_score for c in again.clips] == [c.metrics.quality_score for c in first.clips]
+    assert [c.metrics.quality_score for c in again.clips] == [
+        c.metrics.quality_score for c in first.clips
+    ]

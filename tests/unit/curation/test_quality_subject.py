@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 
+import curation_media as M
 import cv2
 import numpy as np
 import pytest
-
-import curation_media as M
 import quality_media as Q
+
 from loraforge.curation.decision import decide
 from loraforge.curation.frames import load_media
 from loraforge.curation.metrics import measure
@@ -96,7 +96,7 @@ def test_low_key_close_up_is_kept(measured):
     d = decide(m, POLICY)
     assert d.keep, d.reasons
     assert "low_key" in d.flag_codes
-    x, y, w, h = m.subject_box
+    x, _y, w, _h = m.subject_box
     assert 0.2 < x + w / 2 < 0.8 and 0 < w < 1  # around the face, not the whole frame
 
 

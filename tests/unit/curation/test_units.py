@@ -1,10 +1,10 @@
 from __future__ import annotations
 
+import curation_media as M
 import cv2
 import numpy as np
 import pytest
 
-import curation_media as M
 from loraforge.curation.errors import InvalidPolicy, UnreadableMedia, UnsupportedMedia
 from loraforge.curation.frames import load_media, sample_indices, sample_video
 from loraforge.curation.metrics import ClipMetrics
@@ -55,7 +55,9 @@ def test_quality_measures():
     assert dark.mean_luma < q.mean_luma / 3 and dark.contrast < q.contrast
     assert measure_frame(M.blur(a)).sharpness < q.sharpness / 5
     lb = measure_frame(M.letterbox(a, 0.2))
-    assert lb.bar_top == pytest.approx(0.2, abs=0.02) and lb.bar_bottom == pytest.approx(0.2, abs=0.02)
+    assert lb.bar_top == pytest.approx(0.2, abs=0.02) and lb.bar_bottom == pytest.approx(
+        0.2, abs=0.02
+    )
     assert black_bars(np.zeros((50, 50), np.uint8)) == (0, 0, 0, 0)
     _, jpg = cv2.imencode(".jpg", a, [cv2.IMWRITE_JPEG_QUALITY, 5])
     gray = cv2.cvtColor(a, cv2.COLOR_BGR2GRAY)
@@ -78,8 +80,19 @@ def test_motion_static_vs_shaky():
 
 def _clip(cid, bucket, q, smiling=0.0, source="s1"):
     return ClipMetrics(
-        cid, cid, source, "photo", 512, 512, 0, 0, 1, face_frames_fraction=1.0,
-        angle_bucket=bucket, quality_score=q, smiling_fraction=smiling,
+        cid,
+        cid,
+        source,
+        "photo",
+        512,
+        512,
+        0,
+        0,
+        1,
+        face_frames_fraction=1.0,
+        angle_bucket=bucket,
+        quality_score=q,
+        smiling_fraction=smiling,
         expression="smiling" if smiling else "neutral",
     )
 
@@ -103,13 +116,30 @@ def test_selection_steers_to_angle_mix_and_reports_missing():
 def test_a_clip_set_is_told_where_it_stands_against_its_types_range():
     """Seed 000's range for a character's clips (20 minimum, 50-100 recommended): a set of 12
     is told how many to add; a project's own min_items/max_items replace the documents'."""
+
     def clip(i):
-        return ClipMetrics(f"c{i:02d}", f"c{i:02d}", "s1", "video", 512, 512, 16, 3.0, 48,
-                           face_frames_fraction=1.0, angle_bucket="frontal", quality_score=0.5)
+        return ClipMetrics(
+            f"c{i:02d}",
+            f"c{i:02d}",
+            "s1",
+            "video",
+            512,
+            512,
+            16,
+            3.0,
+            48,
+            face_frames_fraction=1.0,
+            angle_bucket="frontal",
+            quality_score=0.5,
+        )
 
     pool = [clip(i) for i in range(12)]
-    [msg] = [m.message for m in select(pool, CurationPolicy(), "video").missing if m.code == "size_range"]
+    [msg] = [
+        m.message for m in select(pool, CurationPolicy(), "video").missing if m.code == "size_range"
+    ]
     assert "12 usable clips, below the minimum of 20" in msg and "add at least 8 more clips" in msg
     own = CurationPolicy(build_options={"min_items": 5, "max_items": 12})
     assert not [m for m in select(pool, own, "video").missing if m.code == "size_range"]
-    assert not [m for m in select(pool, CurationPolicy(), "photo").missing if m.code == "size_range"]
+    assert not [
+        m for m in select(pool, CurationPolicy(), "photo").missing if m.code == "size_range"
+    ]

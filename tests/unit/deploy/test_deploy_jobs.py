@@ -7,6 +7,7 @@ import sys
 
 import pytest
 from deploy_support import JOB_TEMPLATES, fill_template, k8s_validate
+
 from loraforge.runtime.errors import InvalidInput
 from loraforge.runtime.k8s_jobs import (
     DEFAULT_MIN_GPU_MEMORY_MIB,

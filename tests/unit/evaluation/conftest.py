@@ -9,6 +9,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 import evaluation_media as M
+
 from loraforge.curation.dlib_backend import DlibBackend
 from loraforge.evaluation.identity import build_references
 

@@ -102,5 +102,7 @@ def collapsed(person: str, n: int, seed: int = 7) -> list[np.ndarray]:
     sensor-like noise keeps the copies from being byte-identical."""
     base = render(person, seed)
     rng = np.random.default_rng(seed + 1000)
-    return [np.clip(base.astype(np.int16) + rng.integers(-3, 4, base.shape), 0, 255)
-            .astype(np.uint8) for _ in range(n)]
+    return [
+        np.clip(base.astype(np.int16) + rng.integers(-3, 4, base.shape), 0, 255).astype(np.uint8)
+        for _ in range(n)
+    ]

@@ -7,6 +7,7 @@ import evaluation_media as M
 import numpy as np
 import pytest
 import torch
+
 from loraforge.curation.errors import BackendUnavailable
 from loraforge.evaluation.adherence import ClipScorer, load_clip_scorer, score_adherence
 from loraforge.evaluation.choose import choose_checkpoint, evaluate_checkpoint
@@ -26,13 +27,27 @@ def clip_dir(tmp_path_factory):
     tok = CLIPTokenizer(vocab=vocab, merges=[])
     torch.manual_seed(0)
     cfg = CLIPConfig(
-        text_config={"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 64,
-                     "num_hidden_layers": 2, "num_attention_heads": 2,
-                     "max_position_embeddings": 77, "bos_token_id": bos, "eos_token_id": eos,
-                     "pad_token_id": eos},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
-        projection_dim=16)
+        text_config={
+            "vocab_size": len(vocab),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 77,
+            "bos_token_id": bos,
+            "eos_token_id": eos,
+            "pad_token_id": eos,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        projection_dim=16,
+    )
     d = tmp_path_factory.mktemp("clip")
     CLIPModel(cfg).save_pretrained(d)
     ip = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
@@ -67,8 +82,9 @@ def test_scores_pair_each_render_with_its_prompt(clip_dir):
     from loraforge.evaluation.images import to_pil_rgb
 
     with torch.inference_mode():
-        inp = scorer.processor(text=prompts, images=[to_pil_rgb(i) for i in imgs],
-                               return_tensors="pt", padding=True)
+        inp = scorer.processor(
+            text=prompts, images=[to_pil_rgb(i) for i in imgs], return_tensors="pt", padding=True
+        )
         out = scorer.model(**inp)
         diag = (out.logits_per_image.diagonal() / scorer.model.logit_scale.exp()).numpy()
     np.testing.assert_allclose(s.per_render, diag, atol=1e-4)
@@ -83,12 +99,19 @@ def test_long_prompts_are_truncated_and_one_prompt_serves_all(clip_dir):
         scorer.cosines(imgs, ["a", "b"])
 
 
-def test_adherence_enters_the_choice_when_every_checkpoint_has_it(clip_dir, backend,
-                                                                  references):
+def test_adherence_enters_the_choice_when_every_checkpoint_has_it(clip_dir, backend, references):
     scorer = ClipScorer(clip_dir)
-    evals = [evaluate_checkpoint(s, M.renders("astronaut", range(40 + s // 10, 43 + s // 10)), references,
-                                 backend, prompts="ohwx_woman, woman", clip_scorer=scorer)
-             for s in (10, 20)]
+    evals = [
+        evaluate_checkpoint(
+            s,
+            M.renders("astronaut", range(40 + s // 10, 43 + s // 10)),
+            references,
+            backend,
+            prompts="ohwx_woman, woman",
+            clip_scorer=scorer,
+        )
+        for s in (10, 20)
+    ]
     c = choose_checkpoint(evals)
     assert c.adherence_used
     assert all(r["adherence"] is not None and r["adherence_term"] >= 0 for r in c.rows)

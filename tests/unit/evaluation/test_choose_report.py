@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import evaluation_media as M
 import pytest
+
 from loraforge.evaluation.adherence import AdherenceScore
 from loraforge.evaluation.choose import CheckpointEval, choose_checkpoint, evaluate_checkpoint
 from loraforge.evaluation.diversity import DiversityScore
@@ -23,8 +24,10 @@ def planted(backend, references):
         300: M.collapsed("astronaut", 6, seed=41),
     }
     losses = {100: 0.20, 200: 0.15, 300: 0.17}
-    return [evaluate_checkpoint(s, r, references, backend, prompts=PROMPTS, val_loss=losses[s])
-            for s, r in sets.items()]
+    return [
+        evaluate_checkpoint(s, r, references, backend, prompts=PROMPTS, val_loss=losses[s])
+        for s, r in sets.items()
+    ]
 
 
 def test_planted_best_checkpoint_is_chosen(planted):
@@ -44,11 +47,15 @@ def test_planted_best_checkpoint_is_chosen(planted):
 
 
 def _eval(step, mean, p10=None, face_rate=1.0, collapse=0.4, collapsed=False, adherence=None):
-    ident = IdentityScore(6, round(6 * face_rate), face_rate, mean,
-                          mean if p10 is None else p10, face_rate)
+    ident = IdentityScore(
+        6, round(6 * face_rate), face_rate, mean, mean if p10 is None else p10, face_rate
+    )
     div = DiversityScore(6, collapse, collapse, 0.0, collapsed, 0.85)
-    adh = (AdherenceScore(True, "skipped") if adherence is None
-           else AdherenceScore(False, "", adherence * 0.35, adherence * 35, adherence))
+    adh = (
+        AdherenceScore(True, "skipped")
+        if adherence is None
+        else AdherenceScore(False, "", adherence * 0.35, adherence * 35, adherence)
+    )
     return CheckpointEval(step, ident, div, adh)
 
 
@@ -65,8 +72,10 @@ def test_face_rate_and_p10_and_adherence_shape_the_objective():
     c = choose_checkpoint([_eval(100, 0.8, adherence=0.5), _eval(200, 0.8, adherence=0.9)])
     assert c.step == 200 and c.adherence_used
     # ... but never outweighs a clear likeness gap (likeness first)
-    assert choose_checkpoint([_eval(100, 0.9, adherence=0.2),
-                              _eval(200, 0.7, adherence=1.0)]).step == 100
+    assert (
+        choose_checkpoint([_eval(100, 0.9, adherence=0.2), _eval(200, 0.7, adherence=1.0)]).step
+        == 100
+    )
     # adherence missing for one checkpoint: not used for any
     c = choose_checkpoint([_eval(100, 0.8, adherence=0.2), _eval(200, 0.8)])
     assert c.step == 100 and not c.adherence_used
@@ -75,8 +84,12 @@ def test_face_rate_and_p10_and_adherence_shape_the_objective():
 
 
 def test_all_collapsed_still_chooses_and_warns():
-    c = choose_checkpoint([_eval(100, 0.6, collapse=0.97, collapsed=True),
-                           _eval(200, 0.9, collapse=0.97, collapsed=True)])
+    c = choose_checkpoint(
+        [
+            _eval(100, 0.6, collapse=0.97, collapsed=True),
+            _eval(200, 0.9, collapse=0.97, collapsed=True),
+        ]
+    )
     assert c.step == 200 and "WARNING" in c.reason
 
 
@@ -108,28 +121,41 @@ def test_report_has_table_plots_and_explanation(planted, tmp_path):
 def test_planted_choice_is_by_likeness_even_when_validation_loss_disagrees(planted):
     # faces were found, so the held-out loss does not decide: step 200 (the reference face,
     # varied) still wins with the worst loss of the three
-    swapped = [CheckpointEval(e.step, e.identity, e.diversity, e.adherence,
-                              {100: 0.01, 200: 0.9, 300: 0.02}[e.step]) for e in planted]
+    swapped = [
+        CheckpointEval(
+            e.step, e.identity, e.diversity, e.adherence, {100: 0.01, 200: 0.9, 300: 0.02}[e.step]
+        )
+        for e in planted
+    ]
     c = choose_checkpoint(swapped)
     assert c.step == 200 and c.basis == "likeness" and "unmeasurable" not in c.reason
 
 
 def _faceless(step, val_loss, collapse=0.4, collapsed=False):
     ident = IdentityScore(4, 0, 0.0, None, None, 0.0)
-    return CheckpointEval(step, ident, DiversityScore(4, collapse, collapse, 0.0, collapsed, 0.85),
-                          val_loss=val_loss)
+    return CheckpointEval(
+        step, ident, DiversityScore(4, collapse, collapse, 0.0, collapsed, 0.85), val_loss=val_loss
+    )
 
 
 def test_no_face_anywhere_falls_back_to_the_lowest_validation_loss():
-    c = choose_checkpoint([_faceless(100, 0.31), _faceless(200, 0.22), _faceless(300, 0.25),
-                           _faceless(400, 0.27, collapse=0.9, collapsed=True)])
+    c = choose_checkpoint(
+        [
+            _faceless(100, 0.31),
+            _faceless(200, 0.22),
+            _faceless(300, 0.25),
+            _faceless(400, 0.27, collapse=0.9, collapsed=True),
+        ]
+    )
     assert c.step == 200 and c.basis == "validation_loss"
     assert "likeness is unmeasurable" in c.reason and "lowest held-out validation loss" in c.reason
     assert "[400]" in c.reason  # the collapse signal is still reported
     assert [r["step"] for r in c.rows if r["chosen"]] == [200]
     # a tie on the loss goes to the earlier step; a missing loss never wins
-    assert choose_checkpoint([_faceless(300, 0.2), _faceless(100, 0.2),
-                              _faceless(200, None)]).step == 100
+    assert (
+        choose_checkpoint([_faceless(300, 0.2), _faceless(100, 0.2), _faceless(200, None)]).step
+        == 100
+    )
     # no loss at all: the last step is kept, and said so
     c = choose_checkpoint([_faceless(100, None), _faceless(200, None)])
     assert c.step == 200 and c.basis == "last_step" and "no validation loss" in c.reason

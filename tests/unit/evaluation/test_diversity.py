@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import evaluation_media as M
 import numpy as np
+
 from loraforge.curation.geometry import Box
 from loraforge.evaluation.diversity import COLLAPSE_THRESHOLD, score_diversity
 

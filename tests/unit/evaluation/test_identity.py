@@ -3,6 +3,8 @@ from __future__ import annotations
 import evaluation_media as M
 import numpy as np
 import pytest
+from PIL import Image
+
 from loraforge.curation.errors import InvalidReference
 from loraforge.curation.faces import DetectedFace
 from loraforge.evaluation.identity import (
@@ -10,7 +12,6 @@ from loraforge.evaluation.identity import (
     score_identity,
     similarity_from_distance,
 )
-from PIL import Image
 
 
 def test_similarity_mapping_is_anchored_on_the_backend_threshold(backend):
@@ -64,13 +65,21 @@ def test_renders_as_pil_and_paths_give_the_same_score(backend, references, tmp_p
 def test_most_frontal_references_are_used_first(backend):
     # pose metadata says the Hopper photo is a profile and the astronaut frontal: with one
     # reference allowed, the astronaut is used and an astronaut render matches
-    refs = build_references([M.hopper(), M.astronaut()], backend,
-                            poses=[{"yaw": 70.0, "pitch": 0.0}, {"bucket": "frontal"}], max_refs=1)
+    refs = build_references(
+        [M.hopper(), M.astronaut()],
+        backend,
+        poses=[{"yaw": 70.0, "pitch": 0.0}, {"bucket": "frontal"}],
+        max_refs=1,
+    )
     assert refs.sources == ("image[1]",)
     s = score_identity([M.renders("astronaut", [41])[0]], refs, backend)
     assert s.mean > 0.5
-    refs2 = build_references([M.hopper(), M.astronaut()], backend,
-                             poses=[{"bucket": "frontal"}, {"yaw": 60.0}], max_refs=1)
+    refs2 = build_references(
+        [M.hopper(), M.astronaut()],
+        backend,
+        poses=[{"bucket": "frontal"}, {"yaw": 60.0}],
+        max_refs=1,
+    )
     assert refs2.sources == ("image[0]",)
     assert score_identity([M.renders("astronaut", [41])[0]], refs2, backend).mean < 0.5
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import evaluation_media as M
 import numpy as np
+
 from loraforge.evaluation.choose import likeness
 from loraforge.evaluation.identity import score_identity
 from loraforge.trainer.checkpoints import LiveLikeness

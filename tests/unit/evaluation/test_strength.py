@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import evaluation_media as M
 import pytest
+
 from loraforge.evaluation.errors import InvalidRenders
 from loraforge.evaluation.strength import band, pick_weight, recommend_strength
 
@@ -53,7 +54,12 @@ def test_collapsed_and_faceless_weights_are_not_recommended():
 
 def test_bands_follow_the_documents():
     assert [band(w) for w in (0.5, 0.69, 0.7, 1.0, 1.01)] == [
-        "weak", "weak", "normal", "normal", "strong"]
+        "weak",
+        "weak",
+        "normal",
+        "normal",
+        "strong",
+    ]
 
 
 def test_no_weights_is_refused(backend, references):

@@ -4,6 +4,8 @@ import math
 
 import optuna
 import pytest
+from optuna.trial import TrialState
+
 from loraforge.evaluation.errors import TrialFailed
 from loraforge.evaluation.sweep import (
     CategoricalParam,
@@ -14,7 +16,6 @@ from loraforge.evaluation.sweep import (
     run_sweep,
 )
 from loraforge.runtime.errors import InvalidInput
-from optuna.trial import TrialState
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -25,9 +26,13 @@ STEPS = (100, 200, 300)
 
 def quality(p: dict) -> float:
     """Analytic stand-in for a trained LoRA's likeness: best at lr 1e-4, rank 32, ratio 0.5."""
-    return (1.0 - 0.3 * (math.log10(p["learning_rate"]) + 4.0) ** 2
-            - 0.05 * abs(math.log2(p["rank"] / 32)) - 0.2 * abs(p["alpha_ratio"] - 0.5)
-            - 0.5 * abs(p["noise_offset"] - 0.05))
+    return (
+        1.0
+        - 0.3 * (math.log10(p["learning_rate"]) + 4.0) ** 2
+        - 0.05 * abs(math.log2(p["rank"] / 32))
+        - 0.2 * abs(p["alpha_ratio"] - 0.5)
+        - 0.5 * abs(p["noise_offset"] - 0.05)
+    )
 
 
 class FakeRunner:
@@ -50,9 +55,16 @@ class FakeRunner:
 def test_three_trial_sweep_prunes_stores_and_reports(tmp_path):
     db = tmp_path / "sweeps" / "jane.db"
     runner = FakeRunner()
-    res = run_sweep(runner, default_space("sdxl"), 3, db, "jane-character",
-                    pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0),
-                    baseline_params=[GOOD, BAD], dataset_size=300)
+    res = run_sweep(
+        runner,
+        default_space("sdxl"),
+        3,
+        db,
+        "jane-character",
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0),
+        baseline_params=[GOOD, BAD],
+        dataset_size=300,
+    )
     states = [t["state"] for t in res.trials]
     # trial 0 (good) completes; trial 1 (bad) is below the median at its first report and is
     # stopped there: its runner never reached the end
@@ -75,9 +87,13 @@ def test_three_trial_sweep_prunes_stores_and_reports(tmp_path):
 
 def test_sweep_resumes_to_the_total_and_fails_stale_trials(tmp_path):
     db = tmp_path / "s.db"
-    space = {"learning_rate": FloatParam(1e-5, 1e-3, log=True), "rank": CategoricalParam((8, 32)),
-             "alpha_ratio": CategoricalParam((0.25, 0.5)), "noise_offset": FloatParam(0.0, 0.1),
-             "steps": CategoricalParam((500, 1500))}
+    space = {
+        "learning_rate": FloatParam(1e-5, 1e-3, log=True),
+        "rank": CategoricalParam((8, 32)),
+        "alpha_ratio": CategoricalParam((0.25, 0.5)),
+        "noise_offset": FloatParam(0.0, 0.1),
+        "steps": CategoricalParam((500, 1500)),
+    }
     r1 = FakeRunner()
     run_sweep(r1, space, 2, db, "s", baseline_params=[GOOD])
     # a crashed process left a trial RUNNING
@@ -97,16 +113,24 @@ def test_a_failed_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
         return quality(params)
 
     big = dict(GOOD, rank=128)
-    res = run_sweep(runner, default_space("sdxl"), 2, tmp_path / "f.db", "f",
-                    baseline_params=[big, GOOD])
+    res = run_sweep(
+        runner, default_space("sdxl"), 2, tmp_path / "f.db", "f", baseline_params=[big, GOOD]
+    )
     assert [t["state"] for t in res.trials] == ["FAIL", "COMPLETE"]
     assert res.best_trial == 1 and res.n_failed == 1
 
 
 def test_best_params_are_reused_for_other_types(tmp_path):
     db = tmp_path / "r.db"
-    run_sweep(lambda p, cb: quality(p), default_space("sdxl"), 2, db, "r",
-              baseline_params=[GOOD, BAD], dataset_size=300)
+    run_sweep(
+        lambda p, cb: quality(p),
+        default_space("sdxl"),
+        2,
+        db,
+        "r",
+        baseline_params=[GOOD, BAD],
+        dataset_size=300,
+    )
     study = load_study(db, "r")
     same = best_params_for_reuse(study, "style")
     assert same["learning_rate"] == pytest.approx(1e-4) and same["rank"] == 32
@@ -123,11 +147,23 @@ def test_best_params_are_reused_for_other_types(tmp_path):
 
 def test_baselines_outside_the_space_are_refused(tmp_path):
     with pytest.raises(InvalidInput, match="outside the search space"):
-        run_sweep(FakeRunner(), default_space(), 1, tmp_path / "b.db", "b",
-                  baseline_params=[dict(GOOD, rank=12)])
+        run_sweep(
+            FakeRunner(),
+            default_space(),
+            1,
+            tmp_path / "b.db",
+            "b",
+            baseline_params=[dict(GOOD, rank=12)],
+        )
     with pytest.raises(InvalidInput, match="not in the search space"):
-        run_sweep(FakeRunner(), default_space(), 1, tmp_path / "b.db", "b",
-                  baseline_params=[dict(GOOD, timestep_shift=3.0)])
+        run_sweep(
+            FakeRunner(),
+            default_space(),
+            1,
+            tmp_path / "b.db",
+            "b",
+            baseline_params=[dict(GOOD, timestep_shift=3.0)],
+        )
 
 
 def test_wan_space_searches_the_timestep_schedule():

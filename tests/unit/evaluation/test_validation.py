@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from loraforge.evaluation.validation import ValidationLog, ValidationRecord
 from loraforge.runtime.errors import InvalidInput
 

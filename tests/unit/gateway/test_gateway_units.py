@@ -8,11 +8,12 @@ import time
 
 import grpc
 import pytest
+from nats import errors as nats_errors
+
 from loraforge.gateway import problems
 from loraforge.gateway.auth import TokenBucket, hash_key, sign_page_token, verify_page_token
 from loraforge.gateway.problems import RateLimited, RpcFailure, Unauthenticated
 from loraforge.gateway.webhooks import sign, verify
-from nats import errors as nats_errors
 from loraforge.runtime import errors
 
 
@@ -59,26 +60,38 @@ def test_key_hash_is_sha256_hex() -> None:
     assert hash_key("lf_x_y") == hashlib.sha256(b"lf_x_y").hexdigest()
 
 
-@pytest.mark.parametrize(("exc", "status"), [
-    (errors.InvalidInput("x"), 400), (errors.NotFound("x"), 404), (errors.AlreadyExists("x"), 409),
-    (errors.Conflict("x"), 409), (errors.InvalidTransition("x"), 409), (errors.Unavailable("x"), 503),
-    (Unauthenticated("x"), 401), (RateLimited("x", 1), 429), (problems.PayloadTooLarge("x"), 413),
-    (RpcFailure("ingest", grpc.StatusCode.INVALID_ARGUMENT, "bad"), 400),
-    (RpcFailure("ingest", grpc.StatusCode.NOT_FOUND, "gone"), 404),
-    (RpcFailure("ingest", grpc.StatusCode.PERMISSION_DENIED, "x"), 404),
-    (RpcFailure("ingest", grpc.StatusCode.UNAVAILABLE, "down"), 503),
-    (RpcFailure("ingest", grpc.StatusCode.DEADLINE_EXCEEDED, "slow"), 504),
-    (RpcFailure("ingest", grpc.StatusCode.INTERNAL, "boom"), 502),
-    (RuntimeError("bug"), 500),
-    (nats_errors.TimeoutError(), 503), (nats_errors.ConnectionClosedError(), 503),
-])
+@pytest.mark.parametrize(
+    ("exc", "status"),
+    [
+        (errors.InvalidInput("x"), 400),
+        (errors.NotFound("x"), 404),
+        (errors.AlreadyExists("x"), 409),
+        (errors.Conflict("x"), 409),
+        (errors.InvalidTransition("x"), 409),
+        (errors.Unavailable("x"), 503),
+        (Unauthenticated("x"), 401),
+        (RateLimited("x", 1), 429),
+        (problems.PayloadTooLarge("x"), 413),
+        (RpcFailure("ingest", grpc.StatusCode.INVALID_ARGUMENT, "bad"), 400),
+        (RpcFailure("ingest", grpc.StatusCode.NOT_FOUND, "gone"), 404),
+        (RpcFailure("ingest", grpc.StatusCode.PERMISSION_DENIED, "x"), 404),
+        (RpcFailure("ingest", grpc.StatusCode.UNAVAILABLE, "down"), 503),
+        (RpcFailure("ingest", grpc.StatusCode.DEADLINE_EXCEEDED, "slow"), 504),
+        (RpcFailure("ingest", grpc.StatusCode.INTERNAL, "boom"), 502),
+        (RuntimeError("bug"), 500),
+        (nats_errors.TimeoutError(), 503),
+        (nats_errors.ConnectionClosedError(), 503),
+    ],
+)
 def test_one_mapping_from_errors_to_http(exc: BaseException, status: int) -> None:
     assert problems.status_for(exc) == status
 
 
 def test_gateway_imports_no_heavy_stacks() -> None:
-    code = ("import sys, loraforge.gateway.main, loraforge.gateway.app; "
-            "print(','.join(m for m in ('torch', 'cv2', 'numpy', 'diffusers', 'dlib') if m in sys.modules))")
+    code = (
+        "import sys, loraforge.gateway.main, loraforge.gateway.app; "
+        "print(','.join(m for m in ('torch', 'cv2', 'numpy', 'diffusers', 'dlib') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
 
@@ -89,8 +102,11 @@ def test_only_clients_imports_generated_code() -> None:
     import loraforge.gateway as pkg
 
     root = Path(pkg.__file__).parent
-    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
-                 if p.name != "clients.py" and "loraforge.v1" in p.read_text()]
+    offenders = [
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if p.name != "clients.py" and "loraforge.v1" in p.read_text()
+    ]
     assert offenders == []
 
 
@@ -98,6 +114,7 @@ def test_caption_from_wire() -> None:
     from datetime import UTC, datetime
 
     from google.protobuf import timestamp_pb2
+
     from loraforge.gateway.clients import caption_from_wire
     from loraforge.v1 import captioning_pb2
 
@@ -105,13 +122,24 @@ def test_caption_from_wire() -> None:
     ts = timestamp_pb2.Timestamp()
     ts.FromDatetime(datetime(2025, 1, 1, 12, tzinfo=UTC))
     msg = captioning_pb2.CaptionRecord(
-        clip_id="c1", dataset_id="ds", text="j4ne waving", approved=True, approved_by="key-1",
-        versions=[captioning_pb2.CaptionVersion(text="j4ne smiling", author="machine:attributes"),
-                  captioning_pb2.CaptionVersion(text="j4ne waving", author="user:key-1",
-                                                created_at=ts)])
+        clip_id="c1",
+        dataset_id="ds",
+        text="j4ne waving",
+        approved=True,
+        approved_by="key-1",
+        versions=[
+            captioning_pb2.CaptionVersion(text="j4ne smiling", author="machine:attributes"),
+            captioning_pb2.CaptionVersion(text="j4ne waving", author="user:key-1", created_at=ts),
+        ],
+    )
     cap = caption_from_wire(msg, "j4ne")
     assert cap is not None
-    assert (cap.text, cap.trigger, cap.approved, cap.approved_by) == ("j4ne waving", "j4ne", True, "key-1")
+    assert (cap.text, cap.trigger, cap.approved, cap.approved_by) == (
+        "j4ne waving",
+        "j4ne",
+        True,
+        "key-1",
+    )
     assert cap.edited and cap.author == "user:key-1" and cap.versions == 2
     assert cap.updated_at == datetime(2025, 1, 1, 12, tzinfo=UTC)
 

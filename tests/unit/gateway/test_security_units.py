@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
+
 from loraforge.gateway.presign import presigned_put_sized
 from loraforge.runtime.errors import ConfigurationError
 from loraforge.runtime.settings import S3Settings, Settings
@@ -22,16 +23,21 @@ def _template_credentials() -> list[tuple[str, str]]:
     """(setting, value) of every S3 credential in the shipped templates."""
     env = dict(re.findall(r"^([A-Z0-9_]+)=(.*)$", (ROOT / ".env.example").read_text(), re.M))
     secret = yaml.safe_load((ROOT / "k8s/overlays/dev/secret.yaml").read_text())["stringData"]
-    creds = [("secret_key", env["LORAFORGE_S3_SECRET_KEY"]), ("access_key", env["LORAFORGE_S3_ACCESS_KEY"]),
-             ("secret_key", env["MINIO_ROOT_PASSWORD"]),
-             ("secret_key", secret["LORAFORGE_S3__SECRET_KEY"]),
-             ("access_key", secret["LORAFORGE_S3__ACCESS_KEY"])]
+    creds = [
+        ("secret_key", env["LORAFORGE_S3_SECRET_KEY"]),
+        ("access_key", env["LORAFORGE_S3_ACCESS_KEY"]),
+        ("secret_key", env["MINIO_ROOT_PASSWORD"]),
+        ("secret_key", secret["LORAFORGE_S3__SECRET_KEY"]),
+        ("access_key", secret["LORAFORGE_S3__ACCESS_KEY"]),
+    ]
     assert len(creds) == 5 and all(v for _, v in creds)
     return creds
 
 
 @pytest.mark.parametrize(("field", "value"), _template_credentials())
-def test_production_refuses_the_example_credentials_naming_the_setting(field: str, value: str) -> None:
+def test_production_refuses_the_example_credentials_naming_the_setting(
+    field: str, value: str
+) -> None:
     s3 = {"secret_key": REAL_SECRET, field: value}
     with pytest.raises(ConfigurationError, match=f"LORAFORGE_S3__{field.upper()}"):
         Settings(env="production", s3=s3)
@@ -41,15 +47,22 @@ def test_production_refuses_the_example_credentials_naming_the_setting(field: st
 def test_production_accepts_real_credentials() -> None:
     assert Settings(env="production", s3={"access_key": "lf-prod-7f2c", "secret_key": REAL_SECRET})
     with pytest.raises(ConfigurationError, match="OPENAI_API_KEY"):
-        Settings(env="production", s3={"secret_key": REAL_SECRET},
-                 captioning={"openai_api_key": "CHANGE_ME"})
+        Settings(
+            env="production",
+            s3={"secret_key": REAL_SECRET},
+            captioning={"openai_api_key": "CHANGE_ME"},
+        )
 
 
 def test_presigned_put_signs_content_length_per_sigv4() -> None:
     """The AWS documentation's example credentials and date; the URL names content-length
     among the signed headers and a different size gives a different signature."""
-    s3 = S3Settings(endpoint="examplebucket.s3.amazonaws.com:443", access_key="AKIAIOSFODNN7EXAMPLE",
-                    secret_key="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", secure=True)
+    s3 = S3Settings(
+        endpoint="examplebucket.s3.amazonaws.com:443",
+        access_key="AKIAIOSFODNN7EXAMPLE",
+        secret_key="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        secure=True,
+    )
     when = datetime(2013, 5, 24, tzinfo=UTC)
     url = presigned_put_sized(s3, "raw", "_staging/gw.a.b.c", 1000, 3600, now=when)
     q = parse_qs(urlsplit(url).query)
@@ -98,11 +111,19 @@ def test_kubernetes_calls_time_out_against_an_apiserver_that_never_answers() -> 
     class Train(GpuJobController):
         kind = "train"
 
-    ctl = Train(kubernetes.client.BatchV1Api(api), kubernetes.client.CoreV1Api(api), "lf", "img:1",
-                request_timeout=(1.0, 0.5))
-    calls = {"create": lambda: ctl.create("run-1"), "status": lambda: ctl.status("run-1"),
-             "logs": lambda: ctl.new_log_lines("run-1", LogCursor()),
-             "cancel": lambda: ctl.cancel("run-1")}
+    ctl = Train(
+        kubernetes.client.BatchV1Api(api),
+        kubernetes.client.CoreV1Api(api),
+        "lf",
+        "img:1",
+        request_timeout=(1.0, 0.5),
+    )
+    calls = {
+        "create": lambda: ctl.create("run-1"),
+        "status": lambda: ctl.status("run-1"),
+        "logs": lambda: ctl.new_log_lines("run-1", LogCursor()),
+        "cancel": lambda: ctl.cancel("run-1"),
+    }
     try:
         for name, call in calls.items():
             t0 = time.monotonic()
@@ -110,7 +131,10 @@ def test_kubernetes_calls_time_out_against_an_apiserver_that_never_answers() -> 
                 call()
             took = time.monotonic() - t0
             assert took < 5, f"{name} blocked {took:.1f}s"
-            assert "timed out" in str(err.value).lower() or "timeout" in type(err.value).__name__.lower(), err.value
+            assert (
+                "timed out" in str(err.value).lower()
+                or "timeout" in type(err.value).__name__.lower()
+            ), err.value
     finally:
         stop.set()
         for s in held:

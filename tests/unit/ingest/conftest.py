@@ -24,7 +24,8 @@ def make_zip(tmp_path: Path):
                 zf.writestr(entry, data)
             for entry, target in (symlinks or {}).items():
                 info = zipfile.ZipInfo(entry)
-                info.external_attr = (0o120777 << 16)
+                info.external_attr = 0o120777 << 16
                 zf.writestr(info, target)
         return path
+
     return _make

@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import skimage.data
+
 from loraforge.ingest.tools import MediaTools
 
 THUMB = (32, 24)
@@ -22,12 +23,12 @@ THUMB = (32, 24)
 
 @dataclass(frozen=True)
 class ShotSpec:
-    image: str               # skimage.data function name
+    image: str  # skimage.data function name
     frames: int
-    motion: str = "pan"      # "pan", "zoom" or "still"
-    fade_in: int = 0         # frames ramping up from black at the start
-    fade_out: int = 0        # frames ramping down to black at the end
-    black_after: int = 0     # black frames after this shot
+    motion: str = "pan"  # "pan", "zoom" or "still"
+    fade_in: int = 0  # frames ramping up from black at the start
+    fade_out: int = 0  # frames ramping down to black at the end
+    black_after: int = 0  # black frames after this shot
 
 
 @dataclass
@@ -36,16 +37,16 @@ class Footage:
     fps: float
     size: tuple[int, int]
     specs: list[ShotSpec]
-    shot_ranges: list[tuple[int, int]] = field(default_factory=list)   # [start, end) per shot
+    shot_ranges: list[tuple[int, int]] = field(default_factory=list)  # [start, end) per shot
     black_ranges: list[tuple[int, int]] = field(default_factory=list)
-    labels: np.ndarray | None = None      # per frame: shot index, -1 for black
-    thumbs: np.ndarray | None = None      # per frame: THUMB-sized float32 RGB
+    labels: np.ndarray | None = None  # per frame: shot index, -1 for black
+    thumbs: np.ndarray | None = None  # per frame: THUMB-sized float32 RGB
 
     @property
     def hard_cuts(self) -> list[int]:
         """Frames where a shot starts right after another (no black between)."""
         out = []
-        for (s, _), (_, prev_end) in zip(self.shot_ranges[1:], self.shot_ranges[:-1]):
+        for (s, _), (_, prev_end) in zip(self.shot_ranges[1:], self.shot_ranges[:-1], strict=False):
             if s == prev_end:
                 out.append(s)
         return out
@@ -95,7 +96,7 @@ def render_shot(spec: ShotSpec, size: tuple[int, int]) -> list[np.ndarray]:
             pw, ph = int(cw * 0.9), int(ch * 0.9)
             x = int((iw - pw) / 2 + 3 * np.sin(i / 5))
             y = int((ih - ph) / 2 + 3 * np.cos(i / 7))
-        crop = img[y:y + ph, x:x + pw]
+        crop = img[y : y + ph, x : x + pw]
         frame = cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA)
         gain = 1.0
         if spec.fade_in and i < spec.fade_in:
@@ -112,13 +113,38 @@ def ffmpeg() -> str:
     return MediaTools.discover().ffmpeg
 
 
-def encode(frames_iter, path: Path, size: tuple[int, int], fps: float, extra: list[str] | None = None,
-           codec: list[str] | None = None) -> None:
+def encode(
+    frames_iter,
+    path: Path,
+    size: tuple[int, int],
+    fps: float,
+    extra: list[str] | None = None,
+    codec: list[str] | None = None,
+) -> None:
     w, h = size
-    cmd = [ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
-           "-s", f"{w}x{h}", "-r", f"{fps}", "-i", "pipe:0", *(extra or []),
-           *(codec or ["-c:v", "libx264", "-preset", "ultrafast", "-crf", "20", "-pix_fmt", "yuv420p"]),
-           str(path)]
+    cmd = [
+        ffmpeg(),
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{w}x{h}",
+        "-r",
+        f"{fps}",
+        "-i",
+        "pipe:0",
+        *(extra or []),
+        *(
+            codec
+            or ["-c:v", "libx264", "-preset", "ultrafast", "-crf", "20", "-pix_fmt", "yuv420p"]
+        ),
+        str(path),
+    ]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdin is not None
     try:
@@ -130,8 +156,14 @@ def encode(frames_iter, path: Path, size: tuple[int, int], fps: float, extra: li
     assert proc.wait() == 0, err.decode()
 
 
-def make_footage(path: Path, specs: list[ShotSpec], size: tuple[int, int] = (320, 240), fps: float = 30.0,
-                 extra: list[str] | None = None, codec: list[str] | None = None) -> Footage:
+def make_footage(
+    path: Path,
+    specs: list[ShotSpec],
+    size: tuple[int, int] = (320, 240),
+    fps: float = 30.0,
+    extra: list[str] | None = None,
+    codec: list[str] | None = None,
+) -> Footage:
     foot = Footage(path=path, fps=fps, size=size, specs=specs)
     labels: list[int] = []
     thumbs: list[np.ndarray] = []
@@ -146,7 +178,9 @@ def make_footage(path: Path, specs: list[ShotSpec], size: tuple[int, int] = (320
                 # Fade frames darker than half brightness are too dark to identify reliably:
                 # label them black so tests demand they never end up in a clip.
                 dim = spec.fade_in or spec.fade_out
-                labels.append(k if not dim or f.mean() > 0.5 * rendered[len(rendered) // 2].mean() else -1)
+                labels.append(
+                    k if not dim or f.mean() > 0.5 * rendered[len(rendered) // 2].mean() else -1
+                )
                 thumbs.append(cv2.resize(f, THUMB, interpolation=cv2.INTER_AREA).astype(np.float32))
                 yield f
             pos += len(rendered)
@@ -167,17 +201,48 @@ def make_footage(path: Path, specs: list[ShotSpec], size: tuple[int, int] = (320
 def read_frames(path: Path, size: tuple[int, int] = THUMB) -> np.ndarray:
     """Decode every frame of ``path`` scaled to ``size`` (RGB float32)."""
     w, h = size
-    out = subprocess.run([ffmpeg(), "-hide_banner", "-loglevel", "error", "-i", str(path), "-vf",
-                          f"scale={w}:{h}:flags=area", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
-                         capture_output=True, check=True).stdout
+    out = subprocess.run(
+        [
+            ffmpeg(),
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            str(path),
+            "-vf",
+            f"scale={w}:{h}:flags=area",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "pipe:1",
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
     return np.frombuffer(out, np.uint8).reshape(-1, h, w, 3).astype(np.float32)
 
 
-def lavfi_video(path: Path, seconds: float, size: str = "320x240", fps: int = 30, extra: list[str] | None = None,
-                audio: bool = False) -> Path:
+def lavfi_video(
+    path: Path,
+    seconds: float,
+    size: str = "320x240",
+    fps: int = 30,
+    extra: list[str] | None = None,
+    audio: bool = False,
+) -> Path:
     """A quick synthetic clip (testsrc2) where content does not matter."""
-    cmd = [ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-           f"testsrc2=size={size}:rate={fps}:duration={seconds}"]
+    cmd = [
+        ffmpeg(),
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=size={size}:rate={fps}:duration={seconds}",
+    ]
     if audio:
         cmd += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}"]
     cmd += [*(extra or ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"])]
@@ -192,7 +257,7 @@ def lavfi_video(path: Path, seconds: float, size: str = "320x240", fps: int = 30
 REEL = [
     ShotSpec("astronaut", 150, "pan"),
     ShotSpec("coffee", 130, "zoom"),
-    ShotSpec("chelsea", 60, "still"),                      # 2 s: shorter than the 3 s minimum
+    ShotSpec("chelsea", 60, "still"),  # 2 s: shorter than the 3 s minimum
     ShotSpec("rocket", 210, "pan", fade_out=15, black_after=10),
     ShotSpec("stereo_motorcycle", 140, "zoom", fade_in=15),
     ShotSpec("immunohistochemistry", 110, "pan"),

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from footage import photo
+from PIL import Image
+
 from loraforge.ingest import ArchiveLimits, ClipOptions, IngestOptions, Shot, process_source
 from loraforge.ingest import errors as E
 from loraforge.ingest.archive import extract_zip
@@ -17,7 +20,6 @@ from loraforge.ingest.hashing import sha256_file
 from loraforge.ingest.plan import plan_clips
 from loraforge.ingest.shots import Analysis
 from loraforge.ingest.sniff import MediaKind, Sniffed, sniff
-from PIL import Image
 
 # --- zip -----------------------------------------------------------------------------------
 
@@ -66,9 +68,14 @@ def test_zip_entry_count_limit(tmp_path: Path, make_zip) -> None:
 
 
 def test_zip_good_extraction_skips_junk(tmp_path: Path, make_zip) -> None:
-    z = make_zip("ok.zip", {"a/b/c.jpg": b"1", "d.png": b"2", "__MACOSX/a/._c.jpg": b"j", ".DS_Store": b"j"})
+    z = make_zip(
+        "ok.zip", {"a/b/c.jpg": b"1", "d.png": b"2", "__MACOSX/a/._c.jpg": b"j", ".DS_Store": b"j"}
+    )
     out = extract_zip(z, tmp_path / "dest")
-    assert sorted(p.relative_to(tmp_path / "dest").as_posix() for p in out) == ["a/b/c.jpg", "d.png"]
+    assert sorted(p.relative_to(tmp_path / "dest").as_posix() for p in out) == [
+        "a/b/c.jpg",
+        "d.png",
+    ]
     assert (tmp_path / "dest" / "a/b/c.jpg").read_bytes() == b"1"
 
 
@@ -94,7 +101,7 @@ def test_photo_exif_orientation_applied(tmp_path: Path) -> None:
     src = tmp_path / "portrait.jpg"
     _exif_jpeg(src, pixels, orientation=6)  # 6: display rotated 90 degrees clockwise
     res = process_source(src, IngestOptions(), tmp_path / "out")
-    item, = res.clips
+    (item,) = res.clips
     assert res.kind == "photo" and item.frames == 1 and item.keyframes == (item.path,)
     out = np.asarray(Image.open(item.path).convert("RGB"), np.float32)
     assert out.shape == (300, 200, 3)
@@ -111,8 +118,12 @@ def test_photo_detected_by_content_and_resized(tmp_path: Path) -> None:
     Image.fromarray(photo("chelsea")).save(webp, "WEBP")
     bmp = tmp_path / "pic.bmp"
     Image.fromarray(photo("rocket")).save(bmp, "BMP")
-    assert sniff(src).format == "png" and sniff(webp).format == "webp" and sniff(bmp).format == "bmp"
-    res = process_source(src, IngestOptions(photo_format="jpg", photo_max_long_side=300), tmp_path / "o")
+    assert (
+        sniff(src).format == "png" and sniff(webp).format == "webp" and sniff(bmp).format == "bmp"
+    )
+    res = process_source(
+        src, IngestOptions(photo_format="jpg", photo_max_long_side=300), tmp_path / "o"
+    )
     assert res.format == "png" and res.clips[0].path.suffix == ".jpg"
     assert (res.clips[0].width, res.clips[0].height) == (300, 200)
     assert process_source(webp, IngestOptions(), tmp_path / "w").format == "webp"
@@ -124,7 +135,11 @@ def test_photo_with_alpha_goes_on_white(tmp_path: Path) -> None:
     src = tmp_path / "logo.png"
     Image.fromarray(rgba, "RGBA").save(src)
     out = np.asarray(Image.open(process_source(src, IngestOptions(), tmp_path / "o").clips[0].path))
-    assert out.shape == (100, 100, 3) and tuple(out[0, 0]) == (255, 255, 255) and tuple(out[50, 50]) == (255, 0, 0)
+    assert (
+        out.shape == (100, 100, 3)
+        and tuple(out[0, 0]) == (255, 255, 255)
+        and tuple(out[50, 50]) == (255, 0, 0)
+    )
 
 
 def test_truncated_and_tiny_photos(tmp_path: Path) -> None:
@@ -140,12 +155,15 @@ def test_truncated_and_tiny_photos(tmp_path: Path) -> None:
         process_source(tiny, IngestOptions(), tmp_path / "o2")
 
 
-@pytest.mark.parametrize("head,error,word", [
-    (b"ID3\x03\x00" + b"\x00" * 100, E.UnsupportedFormat, "MP3"),
-    (b"GIF89a" + b"\x00" * 100, E.UnsupportedFormat, "GIF"),
-    (b"\x00\x00\x00\x18ftypheic" + b"\x00" * 100, E.UnsupportedFormat, "HEIC"),
-    (b"\x7fELF" + b"\x00" * 100, E.UnsupportedFormat, "not a recognised"),
-])
+@pytest.mark.parametrize(
+    ("head", "error", "word"),
+    [
+        (b"ID3\x03\x00" + b"\x00" * 100, E.UnsupportedFormat, "MP3"),
+        (b"GIF89a" + b"\x00" * 100, E.UnsupportedFormat, "GIF"),
+        (b"\x00\x00\x00\x18ftypheic" + b"\x00" * 100, E.UnsupportedFormat, "HEIC"),
+        (b"\x7fELF" + b"\x00" * 100, E.UnsupportedFormat, "not a recognised"),
+    ],
+)
 def test_sniff_explains_what_it_saw(tmp_path: Path, head: bytes, error: type, word: str) -> None:
     p = tmp_path / "upload.mp4"
     p.write_bytes(head)
@@ -155,9 +173,15 @@ def test_sniff_explains_what_it_saw(tmp_path: Path, head: bytes, error: type, wo
 
 def test_sniff_video_containers(tmp_path: Path) -> None:
     from footage import lavfi_video
+
     for name, fmt in [("a.mkv", "mkv"), ("a.webm", "webm"), ("a.avi", "avi"), ("a.mov", "mov")]:
-        codec = ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8"] if fmt == "webm" else \
-            ["-c:v", "mpeg4"] if fmt == "avi" else ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+        codec = (
+            ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8"]
+            if fmt == "webm"
+            else ["-c:v", "mpeg4"]
+            if fmt == "avi"
+            else ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+        )
         p = lavfi_video(tmp_path / name, 0.2, extra=codec)
         # Renamed to a misleading extension: content still decides.
         q = p.rename(p.with_suffix(".dat"))
@@ -173,6 +197,7 @@ def test_sha256_streams_whole_file(tmp_path: Path) -> None:
 
 def test_url_source_without_yt_dlp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from loraforge.ingest.url import fetch_url
+
     monkeypatch.setitem(sys.modules, "yt_dlp", None)  # makes the import fail like a missing package
     # URL ingest is off by default (the egress guard); with it on, a page without yt-dlp is
     # tests/unit/runtime/test_egress.py's case.
@@ -186,15 +211,23 @@ def test_url_source_without_yt_dlp(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 def _analysis(n: int, fps: float = 30.0) -> Analysis:
-    return Analysis(cuts=(), luma=np.full(n, 100.0), pts=np.arange(n) / fps, fps=fps,
-                    variable_frame_rate=False, frame_count=n)
+    return Analysis(
+        cuts=(),
+        luma=np.full(n, 100.0),
+        pts=np.arange(n) / fps,
+        fps=fps,
+        variable_frame_rate=False,
+        frame_count=n,
+    )
 
 
 def _shot(i: int, s: int, e: int, a: Analysis, starts="cut", ends="cut") -> Shot:
     return Shot(i, s, e, a.time_at(s), a.time_at(e), ends_with=ends, starts_with=starts)
 
 
-@pytest.mark.parametrize("seconds,expected", [(3.2, 1), (5.0, 1), (9.0, 2), (12.0, 3), (20.0, 5), (31.0, 8)])
+@pytest.mark.parametrize(
+    ("seconds", "expected"), [(3.2, 1), (5.0, 1), (9.0, 2), (12.0, 3), (20.0, 5), (31.0, 8)]
+)
 def test_long_shots_split_within_bounds(seconds: float, expected: int) -> None:
     n = int(seconds * 30) + 4
     a = _analysis(n)
@@ -204,7 +237,7 @@ def test_long_shots_split_within_bounds(seconds: float, expected: int) -> None:
         assert 3.0 <= p.out_frames / 16 <= 5.0 and p.duration <= 5.0 + 1 / 30
     # Contiguous, inside the trimmed shot, no overlap.
     assert plans[0].start_frame == 2 and plans[-1].end_frame == n - 2
-    assert all(x.end_frame == y.start_frame for x, y in zip(plans, plans[1:]))
+    assert all(x.end_frame == y.start_frame for x, y in itertools.pairwise(plans))
 
 
 def test_awkward_length_keeps_max_clip_and_reports_rest() -> None:
@@ -216,7 +249,11 @@ def test_awkward_length_keeps_max_clip_and_reports_rest() -> None:
 
 def test_trim_only_at_cuts_and_short_shots_skipped() -> None:
     a = _analysis(300)
-    shots = [_shot(0, 0, 120, a, starts="start"), _shot(1, 120, 200, a), _shot(2, 200, 300, a, ends="end")]
+    shots = [
+        _shot(0, 0, 120, a, starts="start"),
+        _shot(1, 120, 200, a),
+        _shot(2, 200, 300, a, ends="end"),
+    ]
     plans, skipped = plan_clips(shots, a, ClipOptions(trim_frames=3), 16.0)
     assert [(p.start_frame, p.end_frame) for p in plans] == [(0, 117), (203, 300)]
     assert len(skipped) == 1 and skipped[0].shot_index == 1 and "too short" in skipped[0].reason

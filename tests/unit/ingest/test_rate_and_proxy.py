@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from footage import ShotSpec, make_footage, read_frames
+
 from loraforge.curation.frames import load_media, sample_video
 from loraforge.ingest import IngestOptions, process_source
 from loraforge.ingest.options import CutOptions
@@ -26,7 +27,7 @@ def test_slow_source_keeps_its_rate_and_is_flagged(street10, tmp_path: Path) -> 
     res = process_source(street10.path, IngestOptions(), tmp_path / "out")
     assert res.frame_rate["below_target"] and res.frame_rate["source_fps"] == pytest.approx(10.0)
     assert res.frame_rate["target_fps"] == 16.0 and res.frame_rate["clip_fps"] == [10.0]
-    clip, = res.clips
+    (clip,) = res.clips
     assert clip.fps == 10.0 and 3.0 <= clip.duration <= 5.0
     # no frame repeated: padding 10 -> 16 fps would make ~6 of every 16 consecutive pairs equal
     frames = read_frames(clip.path, (64, 48))
@@ -42,12 +43,18 @@ def test_fast_source_is_brought_down_to_the_target(tmp_path: Path) -> None:
     assert all(c.fps == 16.0 for c in res.clips)
 
 
-def test_proxy_holds_the_clips_sampled_frames_and_leaves_the_clip_unchanged(street10, tmp_path: Path) -> None:
+def test_proxy_holds_the_clips_sampled_frames_and_leaves_the_clip_unchanged(
+    street10, tmp_path: Path
+) -> None:
     res = process_source(street10.path, IngestOptions(), tmp_path / "with")
-    plain = process_source(street10.path, IngestOptions(cut=CutOptions(analysis_proxy=False)), tmp_path / "without")
-    clip, = res.clips
+    plain = process_source(
+        street10.path, IngestOptions(cut=CutOptions(analysis_proxy=False)), tmp_path / "without"
+    )
+    (clip,) = res.clips
     # the proxy branch must not change what the clip is encoded from (format negotiation)
-    assert clip.sha256 == plain.clips[0].sha256 == hashlib.sha256(clip.path.read_bytes()).hexdigest()
+    assert (
+        clip.sha256 == plain.clips[0].sha256 == hashlib.sha256(clip.path.read_bytes()).hexdigest()
+    )
     assert plain.clips[0].analysis is None and clip.analysis is not None
     with zipfile.ZipFile(clip.analysis) as z:
         assert all(i.compress_type == zipfile.ZIP_STORED for i in z.infolist())
@@ -55,9 +62,13 @@ def test_proxy_holds_the_clips_sampled_frames_and_leaves_the_clip_unchanged(stre
     decoded = sample_video(clip.path, 8)
     proxied = load_media(clip.path, 8, analysis=clip.analysis)
     assert [f.index for f in proxied.frames] == [f.index for f in decoded.frames]
-    assert (proxied.width, proxied.height, proxied.frame_count) == (decoded.width, decoded.height, decoded.frame_count)
+    assert (proxied.width, proxied.height, proxied.frame_count) == (
+        decoded.width,
+        decoded.height,
+        decoded.frame_count,
+    )
     assert proxied.fps == decoded.fps == 10.0
-    for p, d in zip(proxied.frames, decoded.frames):
+    for p, d in zip(proxied.frames, decoded.frames, strict=False):
         # the same pictures: only the clip's x264 error and the proxy's JPEG error apart
         assert np.abs(p.image.astype(float) - d.image).mean() < 3.0
         assert (p.next_small_gray is None) == (d.next_small_gray is None)
@@ -77,12 +88,20 @@ def test_clip_rate_is_the_target_or_the_slower_source_rate() -> None:
 
     def analysis(pts: np.ndarray) -> Analysis:
         n = len(pts)
-        return Analysis(cuts=(), luma=np.full(n, 100.0), pts=pts, fps=(n - 1) / (pts[-1] - pts[0]),
-                        variable_frame_rate=False, frame_count=n)
+        return Analysis(
+            cuts=(),
+            luma=np.full(n, 100.0),
+            pts=pts,
+            fps=(n - 1) / (pts[-1] - pts[0]),
+            variable_frame_rate=False,
+            frame_count=n,
+        )
 
     assert clip_rate(analysis(np.arange(300) / 30.0), 0, 300, 16.0) == 16.0  # film: dropped to 16
     assert clip_rate(analysis(np.arange(100) / 10.0), 0, 100, 16.0) == 10.0  # street camera: kept
-    assert clip_rate(analysis(np.arange(100) / 15.9), 0, 100, 16.0) == 16.0  # within 1 %: the target
+    assert (
+        clip_rate(analysis(np.arange(100) / 15.9), 0, 100, 16.0) == 16.0
+    )  # within 1 %: the target
     # variable rate: 2 s at 30 fps, then 10 fps; each window gets the rate it mostly runs at
     vfr = analysis(np.concatenate([np.arange(60) / 30.0, 2.0 + np.arange(60) / 10.0]))
     assert clip_rate(vfr, 0, 60, 16.0) == 16.0 and clip_rate(vfr, 60, 120, 16.0) == 10.0

@@ -8,19 +8,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 from footage import REEL, Footage, read_frames
+from PIL import Image
+
 from loraforge.ingest import ClipOptions, IngestOptions, ShotOptions, process_source
 from loraforge.ingest.probe import probe
 from loraforge.ingest.shots import analyse, build_shots
 from loraforge.ingest.tools import MediaTools
 from loraforge.runtime.errors import Cancelled
-from PIL import Image
 
 
 @pytest.fixture(scope="module")
 def result(reel: Footage, tmp_path_factory: pytest.TempPathFactory):
     stages: list[tuple[str, float]] = []
-    res = process_source(reel.path, IngestOptions(), tmp_path_factory.mktemp("out"),
-                         progress_cb=lambda stage, f: stages.append((stage, f)))
+    res = process_source(
+        reel.path,
+        IngestOptions(),
+        tmp_path_factory.mktemp("out"),
+        progress_cb=lambda stage, f: stages.append((stage, f)),
+    )
     return res, stages
 
 
@@ -40,7 +45,7 @@ def test_hard_cuts_found_within_two_frames(reel: Footage, result) -> None:
 
 def test_no_shot_spans_the_fade(reel: Footage, result) -> None:
     res, _ = result
-    (b0, b1), = reel.black_ranges
+    ((b0, b1),) = reel.black_ranges
     fade_out_start = reel.shot_ranges[3][1] - REEL[3].fade_out
     fade_in_end = reel.shot_ranges[4][0] + REEL[4].fade_in
     for shot in res.shots:
@@ -95,10 +100,16 @@ def test_clip_encoding_and_keyframes(reel: Footage, result) -> None:
         assert not info.has_audio
         assert math.isclose(info.fps, 16.0)
         assert (info.width, info.height) == (clip.width, clip.height) == reel.size
-        assert [k.name.rsplit("_", 1)[1] for k in clip.keyframes] == ["first.jpg", "middle.jpg", "last.jpg"]
+        assert [k.name.rsplit("_", 1)[1] for k in clip.keyframes] == [
+            "first.jpg",
+            "middle.jpg",
+            "last.jpg",
+        ]
         frames = read_frames(clip.path)
-        for key, idx in zip(clip.keyframes, (0, clip.frames // 2, clip.frames - 1)):
-            img = np.asarray(Image.open(key).convert("RGB").resize((32, 24), Image.Resampling.BOX), np.float32)
+        for key, idx in zip(clip.keyframes, (0, clip.frames // 2, clip.frames - 1), strict=False):
+            img = np.asarray(
+                Image.open(key).convert("RGB").resize((32, 24), Image.Resampling.BOX), np.float32
+            )
             errors = [np.abs(img - f).mean() for f in frames]
             assert int(np.argmin(errors)) in (idx - 1, idx, idx + 1) or errors[idx] < 3.0
 
@@ -130,8 +141,11 @@ def test_detection_threshold_is_honoured(reel: Footage) -> None:
 
 def test_longer_clips_and_smaller_size_and_source_fps(reel: Footage, tmp_path: Path) -> None:
     from loraforge.ingest import CutOptions
-    opts = IngestOptions(clips=ClipOptions.for_model("wan2.5"), cut=CutOptions(fps=None, max_long_side=161,
-                                                                         keyframe_format="png"))
+
+    opts = IngestOptions(
+        clips=ClipOptions.for_model("wan2.5"),
+        cut=CutOptions(fps=None, max_long_side=161, keyframe_format="png"),
+    )
     res = process_source(reel.path, opts, tmp_path)
     for clip in res.clips:
         assert clip.fps == pytest.approx(30.0)

@@ -4,12 +4,12 @@ reason, immutable copies, movable aliases, deletion refused while deployed, tena
 from __future__ import annotations
 
 import pytest
+from tests.unit.library.conftest import PROJECT, RUN, TENANT, write_run
+
 from loraforge.library import Library, in_use, layout, parse_spec, usage_ref
 from loraforge.library.records import parse_checkpoint
 from loraforge.runtime.errors import Conflict, InvalidInput, NotFound
 from loraforge.runtime.keys import ProjectRef
-
-from tests.unit.library.conftest import PROJECT, RUN, TENANT, write_run
 
 REF = ProjectRef(TENANT, PROJECT)
 
@@ -21,7 +21,11 @@ def test_register_takes_the_automatic_pick_and_copies_its_file(mem_store) -> Non
     assert (v.ref, v.step, v.chosen, v.checkpoint) == ("money-rain:1", 4, "automatic", "step-4")
     assert "lowest validation loss at step 4" in v.reason
     assert (v.base_preset, v.family, v.trigger, v.recommended_strength) == (
-        "tiny-wan2.1-flf2v", "wan", "s86b5p", 0.9)
+        "tiny-wan2.1-flf2v",
+        "wan",
+        "s86b5p",
+        0.9,
+    )
     assert v.scores["val_loss"] == 0.3 and v.scores["automatic_pick_step"] == 4
     assert v.lora_key.startswith(f"{TENANT}/{PROJECT}/library/_blobs/")
     assert mem_store.get_bytes("loras", v.lora_key) == b"comfy-step-4"
@@ -95,8 +99,11 @@ def test_delete_is_refused_while_a_deployment_uses_the_version(mem_store) -> Non
     lib = Library(mem_store, REF)
     v1 = lib.register(RUN, "money-rain")
     v2 = lib.register(RUN, "money-rain", checkpoint=6, reason="r")
-    mem_store.put_json("loras", layout.deployment_key(REF, "rain-prod"),
-                       {"name": "rain-prod", "lora": usage_ref(v2)})
+    mem_store.put_json(
+        "loras",
+        layout.deployment_key(REF, "rain-prod"),
+        {"name": "rain-prod", "lora": usage_ref(v2)},
+    )
     assert in_use(mem_store, TENANT, PROJECT, "money-rain", 2) == ["rain-prod"]
     with pytest.raises(Conflict, match="used by deployment.*rain-prod"):
         lib.delete("money-rain", 2)
@@ -115,15 +122,24 @@ def test_another_tenant_sees_nothing(mem_store) -> None:
     Library(mem_store, REF).register(RUN, "money-rain")
     other = Library(mem_store, ProjectRef("globex", PROJECT))
     assert other.names() == []
-    for call in (lambda: other.resolve("money-rain"), lambda: other.get("money-rain", 1),
-                 lambda: other.register(RUN, "mine"), lambda: other.checkpoints(RUN)):
+    for call in (
+        lambda: other.resolve("money-rain"),
+        lambda: other.get("money-rain", 1),
+        lambda: other.register(RUN, "mine"),
+        lambda: other.checkpoints(RUN),
+    ):
         with pytest.raises(NotFound):
             call()
 
 
-@pytest.mark.parametrize("spec,expected", [
-    ("money-rain", ("money-rain", None, "latest")), ("money-rain:3", ("money-rain", 3, None)),
-    ("money-rain:prod", ("money-rain", None, "prod"))])
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("money-rain", ("money-rain", None, "latest")),
+        ("money-rain:3", ("money-rain", 3, None)),
+        ("money-rain:prod", ("money-rain", None, "prod")),
+    ],
+)
 def test_parse_spec(spec, expected) -> None:
     assert parse_spec(spec) == expected
 
@@ -136,7 +152,13 @@ def test_parse_spec_refuses(spec) -> None:
 
 def test_parse_checkpoint() -> None:
     assert [parse_checkpoint(v) for v in (None, "best", "last", "step-6", "6", 6)] == [
-        None, "best", "last", 6, 6, 6]
+        None,
+        "best",
+        "last",
+        6,
+        6,
+        6,
+    ]
     for bad in ("step-x", "0", "newest"):
         with pytest.raises(InvalidInput):
             parse_checkpoint(bad)
@@ -148,7 +170,10 @@ def test_a_deployment_of_a_run_checkpoint_takes_its_exported_file(mem_store) -> 
     write_run(mem_store)
     picked = resolve_lora(mem_store, REF, f"run:{RUN}@step-6")
     assert mem_store.get_bytes("loras", picked.key) == b"comfy-step-6"  # not the raw adapter
-    assert mem_store.get_bytes("loras", resolve_lora(mem_store, REF, f"run:{RUN}").key) == b"comfy-step-4"
+    assert (
+        mem_store.get_bytes("loras", resolve_lora(mem_store, REF, f"run:{RUN}").key)
+        == b"comfy-step-4"
+    )
     with pytest.raises(InvalidInput, match="no exported LoRA file"):
         resolve_lora(mem_store, REF, f"run:{RUN}@2")
     with pytest.raises(NotFound, match="step-2, step-4, step-6, step-8"):

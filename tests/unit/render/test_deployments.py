@@ -13,6 +13,8 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 import pytest
+from PIL import Image
+
 from loraforge.library.deployments import (
     STALE_S,
     Deployment,
@@ -24,10 +26,14 @@ from loraforge.library.deployments import (
     parse_spec,
     view_of,
 )
-from loraforge.render.warm import DeploymentRenderer, PreparedCall, check_call_inputs, describe_image
+from loraforge.render.warm import (
+    DeploymentRenderer,
+    PreparedCall,
+    check_call_inputs,
+    describe_image,
+)
 from loraforge.runtime.errors import InvalidInput
 from loraforge.runtime.params import DeploymentCallParams
-from PIL import Image
 
 from .test_lora_weight import make_lora
 
@@ -37,8 +43,10 @@ LORA_TEXT = "then the s86b5p money rain starts and bills pour down around the su
 
 
 def test_template_is_filled_with_description_trigger_and_lora_prompt() -> None:
-    settings = PromptSettings(template="The video opens on {description}. {lora_prompt} ({trigger})",
-                              lora_prompt_default=LORA_TEXT)
+    settings = PromptSettings(
+        template="The video opens on {description}. {lora_prompt} ({trigger})",
+        lora_prompt_default=LORA_TEXT,
+    )
     prompt, how = fill_prompt(settings, trigger="s86b5p", description="a woman on a beach ")
     assert how == "template"
     assert prompt == f"The video opens on a woman on a beach. {LORA_TEXT} (s86b5p)"
@@ -46,12 +54,17 @@ def test_template_is_filled_with_description_trigger_and_lora_prompt() -> None:
 
 def test_input_prompt_is_used_only_when_asked_and_given() -> None:
     settings = PromptSettings(lora_prompt_default=LORA_TEXT, use_input_prompt=True)
-    assert fill_prompt(settings, trigger="t", call_prompt="my own words") == ("my own words", "input")
+    assert fill_prompt(settings, trigger="t", call_prompt="my own words") == (
+        "my own words",
+        "input",
+    )
     # nothing else required: no prompt given -> the template
     assert fill_prompt(settings, trigger="t", description="a cat")[1] == "template"
     off = PromptSettings(lora_prompt_default=LORA_TEXT)
     assert fill_prompt(off, trigger="t", call_prompt="ignored", description="a cat") == (
-        f"a cat {LORA_TEXT}", "template")
+        f"a cat {LORA_TEXT}",
+        "template",
+    )
 
 
 def test_seed_004_instruction_without_slots_gives_description_then_effect_text() -> None:
@@ -60,19 +73,27 @@ def test_seed_004_instruction_without_slots_gives_description_then_effect_text()
     instruction = "根据图像内容提供视频描述,描述必须包含“然后她开始了s86b5p变身。”"
     settings = PromptSettings(template=instruction, lora_prompt_default="然后她开始了s86b5p变身。")
     assert settings.needs_description
-    assert fill_prompt(settings, trigger="s86b5p", description="一位年轻女性在户外")[0] == \
-        "一位年轻女性在户外 然后她开始了s86b5p变身。"
+    assert (
+        fill_prompt(settings, trigger="s86b5p", description="一位年轻女性在户外")[0]
+        == "一位年轻女性在户外 然后她开始了s86b5p变身。"
+    )
 
 
-@pytest.mark.parametrize(("data", "needle"), [
-    ({"lora": "fx:1", "prompt": {"template": "{subject} {lora_prompt}"}}, "unknown slot(s) {subject}"),
-    ({"lora": "fx:1", "prompt": {"template": "a { b"}}, "literal braces"),
-    ({"lora": "fx:1", "defaults": {"frames": 10}}, "4k+1"),
-    ({"lora": "fx:1", "defaults": {"width": 100}}, "multiple of 16"),
-    ({"lora": "fx:1", "capacity": 0}, "capacity"),
-    ({"lora": "fx:1", "name": "Bad_Name"}, "name"),
-    ({"lora": "fx:1", "plan": "lora"}, "plan"),  # unknown fields are refused, not dropped
-])
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        (
+            {"lora": "fx:1", "prompt": {"template": "{subject} {lora_prompt}"}},
+            "unknown slot(s) {subject}",
+        ),
+        ({"lora": "fx:1", "prompt": {"template": "a { b"}}, "literal braces"),
+        ({"lora": "fx:1", "defaults": {"frames": 10}}, "4k+1"),
+        ({"lora": "fx:1", "defaults": {"width": 100}}, "multiple of 16"),
+        ({"lora": "fx:1", "capacity": 0}, "capacity"),
+        ({"lora": "fx:1", "name": "Bad_Name"}, "name"),
+        ({"lora": "fx:1", "plan": "lora"}, "plan"),  # unknown fields are refused, not dropped
+    ],
+)
 def test_bad_specs_are_refused_naming_the_field(data: dict, needle: str) -> None:
     with pytest.raises(InvalidInput, match=r"invalid deployment") as err:
         parse_spec(data)
@@ -80,23 +101,50 @@ def test_bad_specs_are_refused_naming_the_field(data: dict, needle: str) -> None
 
 
 def _record(variant: str = "flf2v", **kw) -> Deployment:
-    spec = DeploymentSpec(lora="fx:1", defaults={"width": 64, "height": 64, "frames": 5, "fps": 8,
-                                                 "steps": 1},
-                          prompt=PromptSettings(template="{description}. {lora_prompt}",
-                                                lora_prompt_default=LORA_TEXT))
-    return Deployment(name="fx-ft", tenant="acme", project="fx", spec=spec, lora_key="acme/fx/x.safetensors",
-                      lora_ref="fx:1", preset=f"tiny-wan2.1-{variant}", family="wan", variant=variant,
-                      trigger="s86b5p", strength=0.8, lora_type="effect",
-                      created_at=datetime(2026, 1, 1, tzinfo=UTC), **kw)
+    spec = DeploymentSpec(
+        lora="fx:1",
+        defaults={"width": 64, "height": 64, "frames": 5, "fps": 8, "steps": 1},
+        prompt=PromptSettings(
+            template="{description}. {lora_prompt}", lora_prompt_default=LORA_TEXT
+        ),
+    )
+    return Deployment(
+        name="fx-ft",
+        tenant="acme",
+        project="fx",
+        spec=spec,
+        lora_key="acme/fx/x.safetensors",
+        lora_ref="fx:1",
+        preset=f"tiny-wan2.1-{variant}",
+        family="wan",
+        variant=variant,
+        trigger="s86b5p",
+        strength=0.8,
+        lora_type="effect",
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        **kw,
+    )
 
 
 def test_status_comes_from_fresh_beats() -> None:
     record, now = _record(), 1_000_000.0
-    beat = lambda age, **kw: WarmBeat(worker=f"w{age}", ready=kw.pop("ready", True), beat_at=now - age,  # noqa: E731
-                                      created_at=record.created_at, **kw)
+
+    def beat(age, **kw):
+        return WarmBeat(
+            worker=f"w{age}",
+            ready=kw.pop("ready", True),
+            beat_at=now - age,
+            created_at=record.created_at,
+            **kw,
+        )
+
     assert view_of(record, [], now=now).status is DeploymentStatus.PENDING
     running = view_of(record, [beat(1), beat(2)], now=now)
-    assert (running.status, running.warm_workers, running.capacity) == (DeploymentStatus.RUNNING, 2, 1)
+    assert (running.status, running.warm_workers, running.capacity) == (
+        DeploymentStatus.RUNNING,
+        2,
+        1,
+    )
     stale = view_of(record, [beat(STALE_S + 1)], now=now)
     assert stale.status is DeploymentStatus.PENDING and "last beat" in stale.message
     failed = view_of(record, [beat(1, ready=False, error="could not load: no weights")], now=now)
@@ -108,12 +156,15 @@ def test_status_comes_from_fresh_beats() -> None:
     assert view_of(stopped, [beat(1)], now=now).status is DeploymentStatus.STOPPED
 
 
-@pytest.mark.parametrize(("variant", "image", "last", "needle"), [
-    ("flf2v", "a.png", "", "pass both image and last_image"),
-    ("i2v", "", "", "pass image"),
-    ("i2v", "a.png", "b.png", "first frame only"),
-    ("t2v", "a.png", "", "takes no input image"),
-])
+@pytest.mark.parametrize(
+    ("variant", "image", "last", "needle"),
+    [
+        ("flf2v", "a.png", "", "pass both image and last_image"),
+        ("i2v", "", "", "pass image"),
+        ("i2v", "a.png", "b.png", "first frame only"),
+        ("t2v", "a.png", "", "takes no input image"),
+    ],
+)
 def test_a_call_gets_the_images_its_mode_needs(variant, image, last, needle) -> None:
     params = DeploymentCallParams(deployment="fx-ft", image=image, last_image=last)
     with pytest.raises(InvalidInput, match=needle):
@@ -143,9 +194,12 @@ def test_a_loaded_deployment_renders_calls_from_first_and_last_frame(tmp_path: P
     assert description.startswith("a scene") and (by, warning) == ("attributes", "")
     for n in range(2):  # the same placed pipeline serves every call
         steps = []
-        out = renderer.render(PreparedCall(prompt=f"{description}. {LORA_TEXT}", seed=n, first=first, last=last),
-                              tmp_path / f"out{n}", progress=lambda f, m: steps.append(m),
-                              cancelled=lambda: False)
+        out = renderer.render(
+            PreparedCall(prompt=f"{description}. {LORA_TEXT}", seed=n, first=first, last=last),
+            tmp_path / f"out{n}",
+            progress=lambda f, m: steps.append(m),
+            cancelled=lambda: False,
+        )
         assert renderer._pipe is pipe and steps == ["step 1/1"]
         frames = _frames(out)
         assert len(frames) == 5 and frames[0].shape == (64, 64, 3)
@@ -161,10 +215,12 @@ class _Chat(BaseHTTPRequestHandler):
 
     bodies: list[dict] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         _Chat.bodies.append(body)
-        out = json.dumps({"choices": [{"message": {"content": "An astronaut in a white suit. "}}]}).encode()
+        out = json.dumps(
+            {"choices": [{"message": {"content": "An astronaut in a white suit. "}}]}
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(out)))
@@ -175,7 +231,9 @@ class _Chat(BaseHTTPRequestHandler):
         pass
 
 
-def test_the_description_comes_from_the_chat_model_and_falls_back_to_attributes(tmp_path: Path) -> None:
+def test_the_description_comes_from_the_chat_model_and_falls_back_to_attributes(
+    tmp_path: Path,
+) -> None:
     from skimage import data
 
     from loraforge.runtime.settings import CaptioningSettings
@@ -185,8 +243,9 @@ def test_the_description_comes_from_the_chat_model_and_falls_back_to_attributes(
     try:
         path = tmp_path / "first.png"
         Image.fromarray(data.astronaut()).save(path)
-        settings = CaptioningSettings(openai_url=f"http://127.0.0.1:{server.server_port}/v1",
-                                      openai_model="qwen-vl")
+        settings = CaptioningSettings(
+            openai_url=f"http://127.0.0.1:{server.server_port}/v1", openai_model="qwen-vl"
+        )
         text, by, warning = describe_image(path, "openai", settings)
         assert (text, by, warning) == ("An astronaut in a white suit", "openai", "")
         content = _Chat.bodies[-1]["messages"][-1]["content"]

@@ -18,8 +18,9 @@ FPS = 16
 
 def _clip(path: Path, frames: int, image: np.ndarray) -> Path:
     base = np.asarray(Image.fromarray(image).resize((128, 96)))
-    writer = imageio_ffmpeg.write_frames(str(path), (128, 96), fps=FPS, macro_block_size=16,
-                                         output_params=["-preset", "ultrafast"])
+    writer = imageio_ffmpeg.write_frames(
+        str(path), (128, 96), fps=FPS, macro_block_size=16, output_params=["-preset", "ultrafast"]
+    )
     writer.send(None)
     for i in range(frames):
         writer.send(np.ascontiguousarray(np.roll(base, i * 2, axis=1)))
@@ -29,9 +30,11 @@ def _clip(path: Path, frames: int, image: np.ndarray) -> Path:
 
 @pytest.fixture
 def clips(tmp_path: Path) -> list[Path]:
-    return [_clip(tmp_path / "a.mp4", 33, data.astronaut()),
-            _clip(tmp_path / "b.mp4", 17, data.chelsea()),
-            _clip(tmp_path / "c.mp4", 21, data.coffee())]
+    return [
+        _clip(tmp_path / "a.mp4", 33, data.astronaut()),
+        _clip(tmp_path / "b.mp4", 17, data.chelsea()),
+        _clip(tmp_path / "c.mp4", 21, data.coffee()),
+    ]
 
 
 def test_cut_join_keeps_every_frame(clips: list[Path], tmp_path: Path) -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from PIL import Image
+
 from loraforge.runtime.errors import InvalidInput
 from loraforge.trainer.presets import get_preset, load_pipeline
-from PIL import Image
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -30,8 +31,9 @@ def _render(name: str, **kw):
         if preset.variant in ("i2v", "flf2v"):
             extra["image"] = Image.new("RGB", (size, size), (200, 40, 40))
             extra["last_image"] = Image.new("RGB", (size, size), (40, 40, 200))
-    return preset.module.generate(pipe, PROMPT, 3, size, size, steps=2, variant=preset.variant,
-                                  **extra, **kw)
+    return preset.module.generate(
+        pipe, PROMPT, 3, size, size, steps=2, variant=preset.variant, **extra, **kw
+    )
 
 
 # SDXL through the renderer: test_render_device; Wan I2V: test_gpu_render and the executor

@@ -28,12 +28,29 @@ def _placed(offload: str, tiling: bool = False):
 
 
 def _video(pipe, **kw):
-    from loraforge.trainer import wan
     from PIL import Image
 
+    from loraforge.trainer import wan
+
     image = Image.new("RGB", (W, H), (180, 60, 40))
-    return wan.generate(pipe, "a red car drives away", 3, W, H, F, steps=3, variant="i2v",
-                        image=image, guidance=5.0, negative_prompt="blurry", **kw).float().cpu()
+    return (
+        wan.generate(
+            pipe,
+            "a red car drives away",
+            3,
+            W,
+            H,
+            F,
+            steps=3,
+            variant="i2v",
+            image=image,
+            guidance=5.0,
+            negative_prompt="blurry",
+            **kw,
+        )
+        .float()
+        .cpu()
+    )
 
 
 def test_resident_pipeline_is_on_the_card_in_bf16():
@@ -64,8 +81,12 @@ def test_vae_tiling_decodes_a_frame_larger_than_a_tile():
 
     pipe = _placed("none", tiling=True)
     assert pipe.vae.use_tiling
-    pipe.vae.enable_tiling(tile_sample_min_height=64, tile_sample_min_width=64,
-                           tile_sample_stride_height=48, tile_sample_stride_width=48)
+    pipe.vae.enable_tiling(
+        tile_sample_min_height=64,
+        tile_sample_min_width=64,
+        tile_sample_stride_height=48,
+        tile_sample_stride_width=48,
+    )
     latents = torch.randn(1, 16, 3, 160 // 8, 160 // 8, device="cuda")
     tiled = wan.decode_latents(pipe, latents)
     pipe.vae.disable_tiling()
@@ -79,8 +100,9 @@ def test_plan_reads_the_cards_free_memory():
     from loraforge.trainer.presets import load_pipeline
 
     pipe = load_pipeline("tiny-wan2.1-t2v")
-    plan = plan_memory(pipe, "wan", torch.device("cuda"), torch.bfloat16, width=832, height=480,
-                       frames=81)
+    plan = plan_memory(
+        pipe, "wan", torch.device("cuda"), torch.bfloat16, width=832, height=480, frames=81
+    )
     free, _ = torch.cuda.mem_get_info()
     assert plan.budget_bytes is not None and 0 < plan.budget_bytes < free
     assert plan.offload == "none"  # a tiny model fits any card

@@ -13,29 +13,45 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from safetensors.torch import save_file
+
 from loraforge.render.compat import check_compatible
 from loraforge.render.executor import ScenarioRenderer
 from loraforge.render.scenario import ScenarioLora, parse_scenario
 from loraforge.runtime.errors import InvalidInput
 from loraforge.trainer.presets import get_preset, load_pipeline
-from PIL import Image
-from safetensors.torch import save_file
 
 pytestmark = pytest.mark.timeout(180)
 
 
-def make_lora(preset_name: str, path: Path, *, rank: int = 4, alpha: float = 4.0,
-              scale: float = 0.5, seed: int = 0, dora: bool = False) -> Path:
-    from loraforge.trainer import dora as dora_file
+def make_lora(
+    preset_name: str,
+    path: Path,
+    *,
+    rank: int = 4,
+    alpha: float = 4.0,
+    scale: float = 0.5,
+    seed: int = 0,
+    dora: bool = False,
+) -> Path:
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
+
+    from loraforge.trainer import dora as dora_file
 
     preset = get_preset(preset_name)
     pipe = load_pipeline(preset)
     denoiser = next(iter(preset.module.denoisers(pipe).values()))
-    denoiser.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights=True,
-                                    target_modules=["to_q", "to_k", "to_v", "to_out.0"],
-                                    use_dora=dora))
+    denoiser.add_adapter(
+        LoraConfig(
+            r=rank,
+            lora_alpha=alpha,
+            init_lora_weights=True,
+            target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+            use_dora=dora,
+        )
+    )
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in denoiser.named_parameters():
@@ -66,11 +82,16 @@ def sd15_lora(tmp_path_factory) -> Path:
 def _scenario(weight: float | None, *, lora: bool = True, preset: str = "tiny-sdxl") -> str:
     loras = ""
     if lora:
-        loras = ("loras:\n  - {name: hero, path: hero.safetensors, type: character"
-                 + ("" if weight is None else f", weight: {weight}") + "}\n")
-    return (f"name: one\nimage_preset: {preset}\n"
-            "shots: [{prompt: \"a woman in a red scarf\", seed: 3}]\n"
-            "output: {width: 64, height: 64}\nsteps: 2\n" + loras)
+        loras = (
+            "loras:\n  - {name: hero, path: hero.safetensors, type: character"
+            + ("" if weight is None else f", weight: {weight}")
+            + "}\n"
+        )
+    return (
+        f"name: one\nimage_preset: {preset}\n"
+        'shots: [{prompt: "a woman in a red scarf", seed: 3}]\n'
+        "output: {width: 64, height: 64}\nsteps: 2\n" + loras
+    )
 
 
 def _render(text: str, lora_path: Path | None, out: Path) -> np.ndarray:
@@ -114,7 +135,6 @@ def test_sd15_lora_on_an_sdxl_pipeline_is_refused_with_the_reason(sd15_lora, sdx
     message = str(err.value)
     assert "'hero'" in message and "trained for SD1.5" in message and "SDXL (tiny-sdxl)" in message
     assert not list(out.glob("*.png"))  # refused before any keyframe
-
 
 
 @pytest.mark.parametrize("dora", [False, True], ids=["lora", "dora"])

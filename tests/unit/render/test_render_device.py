@@ -14,13 +14,14 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
 from loraforge.render.device import GiB, PlacementError, plan_memory, resolve_dtype
 from loraforge.render.executor import Placement, ScenarioRenderer, fit_image
 from loraforge.render.inputs import MAX_PIXELS, check_image_file, check_image_key
 from loraforge.render.scenario import parse_scenario
 from loraforge.runtime.errors import InvalidInput
 from loraforge.runtime.keys import ProjectRef
-from PIL import Image
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -34,19 +35,29 @@ shots:
 """
 
 
-def _keyframe(tmp_path: Path, name: str, *, extra: str = "", negative: str = "",
-              placement: Placement | None = None) -> tuple[np.ndarray, dict]:
+def _keyframe(
+    tmp_path: Path,
+    name: str,
+    *,
+    extra: str = "",
+    negative: str = "",
+    placement: Placement | None = None,
+) -> tuple[np.ndarray, dict]:
     placement = placement or Placement(device="cpu")
-    scenario = parse_scenario(KEYFRAME.format(
-        extra=extra, negative=f', negative_prompt: "{negative}"' if negative else ""))
+    scenario = parse_scenario(
+        KEYFRAME.format(
+            extra=extra, negative=f', negative_prompt: "{negative}"' if negative else ""
+        )
+    )
     renderer = ScenarioRenderer(lambda lora: Path("/nonexistent"), placement=placement)
     result = renderer.render(scenario, tmp_path / name)
     return np.asarray(Image.open(result.keyframes[0]), dtype=np.int16), result.placement
 
 
 def test_render_pipeline_runs_in_the_requested_dtype(tmp_path):
-    img, placement = _keyframe(tmp_path, "bf16", extra="cfg: 1",
-                               placement=Placement(device="cpu", dtype="bf16"))
+    img, placement = _keyframe(
+        tmp_path, "bf16", extra="cfg: 1", placement=Placement(device="cpu", dtype="bf16")
+    )
     assert placement["image"]["weights_dtype"] == "bfloat16"
     assert placement["image"]["weights_device"] == "cpu"
     assert img.std() > 0  # a real picture came out of the bf16 pipeline
@@ -95,8 +106,9 @@ shots:
         seen.append(key)
         return astronaut
 
-    renderer = ScenarioRenderer(lambda lora: Path("/nonexistent"), resolve_image=resolve,
-                                placement=Placement(device="cpu"))
+    renderer = ScenarioRenderer(
+        lambda lora: Path("/nonexistent"), resolve_image=resolve, placement=Placement(device="cpu")
+    )
     result = renderer.render(scenario, tmp_path / "out")
     assert seen == ["acme/jane/sources/astro.png"]
     assert "image" not in result.placement  # every keyframe was given: no image model loaded
@@ -135,8 +147,11 @@ shots:
   - {prompt: "an astronaut", image: "acme/jane/sources/astronaut.png"}
   - {prompt: "a cup of coffee", image: "acme/jane/sources/coffee.png"}
 """)
-    renderer = ScenarioRenderer(lambda lora: Path("/nonexistent"), resolve_image=files.__getitem__,
-                                placement=Placement(device="cpu"))
+    renderer = ScenarioRenderer(
+        lambda lora: Path("/nonexistent"),
+        resolve_image=files.__getitem__,
+        placement=Placement(device="cpu"),
+    )
     video = renderer.render(scenario, tmp_path / "out").transitions[0]
     first, last = _first_frame(video), _last_frame(video)
     astro = np.asarray(fit_image(_photo("astronaut"), 96, 64), dtype=np.int16)
@@ -162,8 +177,9 @@ def test_wan_pin_first_frame_is_the_vae_round_trip_of_the_image():
     pipe = load_pipeline("tiny-wan2.1-i2v")
     pipe.set_progress_bar_config(disable=True)
     image = fit_image(_photo("chelsea"), 32, 32)
-    out = wan.generate(pipe, "a cat", 0, 32, 32, 5, steps=2, variant="i2v", image=image,
-                       pin_first_frame=True)
+    out = wan.generate(
+        pipe, "a cat", 0, 32, 32, 5, steps=2, variant="i2v", image=image, pin_first_frame=True
+    )
     free = wan.generate(pipe, "a cat", 0, 32, 32, 5, steps=2, variant="i2v", image=image)
     x = pipe.video_processor.preprocess(image, height=32, width=32).unsqueeze(2)
     with torch.no_grad():
@@ -189,8 +205,9 @@ def _meta_wan(name: str):
     _, transformer = full_denoiser(name, torch.device("meta"), torch.bfloat16)
     with torch.device("meta"):
         vae = AutoencoderKLWan()
-    return SimpleNamespace(components={"transformer": transformer, "vae": vae},
-                           transformer=transformer, vae=vae)
+    return SimpleNamespace(
+        components={"transformer": transformer, "vae": vae}, transformer=transformer, vae=vae
+    )
 
 
 # Real UMT5-XXL (5.68B) and CLIP ViT-H (0.63B) in bf16, which the meta pipelines leave out.
@@ -217,15 +234,36 @@ def test_memory_plan_for_real_wan_sizes():
     small = _meta_wan("wan2.1-t2v-1.3b")
     sizes = _sizes(small)
     sizes.pop("image_encoder")
-    on_16 = plan_memory(small, "wan", cuda, torch.bfloat16, free_bytes=15 * GiB, width=832,
-                        height=480, frames=81, sizes=sizes)
+    on_16 = plan_memory(
+        small,
+        "wan",
+        cuda,
+        torch.bfloat16,
+        free_bytes=15 * GiB,
+        width=832,
+        height=480,
+        frames=81,
+        sizes=sizes,
+    )
     assert on_16.offload == "model", on_16.describe()
-    forced = plan_memory(small, "wan", cuda, torch.bfloat16, free_bytes=15 * GiB, width=832,
-                         height=480, frames=81, sizes=sizes, offload="group", vae_tiling="on")
+    forced = plan_memory(
+        small,
+        "wan",
+        cuda,
+        torch.bfloat16,
+        free_bytes=15 * GiB,
+        width=832,
+        height=480,
+        frames=81,
+        sizes=sizes,
+        offload="group",
+        vae_tiling="on",
+    )
     assert forced.offload == "group" and forced.vae_tiling
     with pytest.raises(PlacementError, match="on the CPU"):
-        plan_memory(small, "wan", torch.device("cpu"), torch.float32, width=64, height=64,
-                    offload="group")
+        plan_memory(
+            small, "wan", torch.device("cpu"), torch.float32, width=64, height=64, offload="group"
+        )
 
 
 # ------------------------------------------------------------------ input images
@@ -233,12 +271,19 @@ def test_memory_plan_for_real_wan_sizes():
 
 def _png_header_only(path: Path, w: int, h: int) -> Path:
     """A PNG whose header claims w x h (a decompression bomb's shape) with one tiny IDAT."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0"))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0"))
+        + chunk(b"IEND", b"")
+    )
     return path
 
 

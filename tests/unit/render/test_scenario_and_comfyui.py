@@ -41,13 +41,31 @@ REQUIRED = {
     "FluxGuidance": {"conditioning", "guidance"},
     "EmptyLatentImage": {"width", "height", "batch_size"},
     "EmptySD3LatentImage": {"width", "height", "batch_size"},
-    "KSampler": {"model", "seed", "steps", "cfg", "sampler_name", "scheduler", "positive",
-                 "negative", "latent_image", "denoise"},
+    "KSampler": {
+        "model",
+        "seed",
+        "steps",
+        "cfg",
+        "sampler_name",
+        "scheduler",
+        "positive",
+        "negative",
+        "latent_image",
+        "denoise",
+    },
     "VAEDecode": {"samples", "vae"},
     "SaveImage": {"images", "filename_prefix"},
     "ModelSamplingSD3": {"model", "shift"},
     "CLIPVisionEncode": {"clip_vision", "image", "crop"},
-    "WanFirstLastFrameToVideo": {"positive", "negative", "vae", "width", "height", "length", "batch_size"},
+    "WanFirstLastFrameToVideo": {
+        "positive",
+        "negative",
+        "vae",
+        "width",
+        "height",
+        "length",
+        "batch_size",
+    },
     "WanImageToVideo": {"positive", "negative", "vae", "width", "height", "length", "batch_size"},
     "EmptyHunyuanLatentVideo": {"width", "height", "length", "batch_size"},
     "CreateVideo": {"images", "fps"},
@@ -55,8 +73,12 @@ REQUIRED = {
     "ImageBatch": {"image1", "image2"},
 }
 # How many outputs each node has, so links can be checked for a valid output index.
-OUTPUTS = {"CheckpointLoaderSimple": 3, "LoraLoader": 2, "WanFirstLastFrameToVideo": 3,
-           "WanImageToVideo": 3}
+OUTPUTS = {
+    "CheckpointLoaderSimple": 3,
+    "LoraLoader": 2,
+    "WanFirstLastFrameToVideo": 3,
+    "WanImageToVideo": 3,
+}
 
 
 def _links(workflow):
@@ -73,7 +95,7 @@ def test_every_input_is_wired_or_set_and_ids_are_consistent() -> None:
         missing = REQUIRED[node["class_type"]] - set(node["inputs"])
         assert not missing, f"node {node_id} {node['class_type']} lacks {missing}"
         for name, value in node["inputs"].items():
-            assert value is not None and value != "" or name in {"text"}, (node_id, name)
+            assert (value is not None and value != "") or name in {"text"}, (node_id, name)
     for node_id, name, (target, index) in _links(workflow):
         assert target in workflow, f"node {node_id}.{name} links to missing node {target}"
         assert int(target) < int(node_id), "links point backwards (a DAG in creation order)"
@@ -86,12 +108,19 @@ def test_loras_prompts_and_structure_match_the_scenario() -> None:
     by_class: dict[str, list[dict]] = {}
     for node in workflow.values():
         by_class.setdefault(node["class_type"], []).append(node)
-    loras = {n["inputs"]["lora_name"]: n["inputs"]["strength_model"] for n in by_class["LoraLoader"]}
-    assert loras == {"jane.safetensors": 1.0, "film-look.safetensors": 0.75}  # character default 1.0
+    loras = {
+        n["inputs"]["lora_name"]: n["inputs"]["strength_model"] for n in by_class["LoraLoader"]
+    }
+    assert loras == {
+        "jane.safetensors": 1.0,
+        "film-look.safetensors": 0.75,
+    }  # character default 1.0
     assert by_class["LoraLoaderModelOnly"][0]["inputs"]["strength_model"] == 1.0
     # The second LoRA is chained after the first.
     first, second = by_class["LoraLoader"]
-    assert second["inputs"]["model"][0] in workflow and workflow[second["inputs"]["model"][0]] is first
+    assert (
+        second["inputs"]["model"][0] in workflow and workflow[second["inputs"]["model"][0]] is first
+    )
     prompts = [n["inputs"]["text"] for n in by_class["CLIPTextEncode"]]
     for shot in scenario.shots:
         assert shot.prompt in prompts
@@ -100,8 +129,11 @@ def test_loras_prompts_and_structure_match_the_scenario() -> None:
     assert len(flf) == 2  # pairs 1->2 and 3->4
     assert all(n["inputs"]["length"] == 33 for n in flf)
     # Transition 1 starts on keyframe 1 and ends on keyframe 2.
-    decodes = [nid for nid, n in workflow.items()
-               if n["class_type"] == "VAEDecode" and n["_meta"]["title"].startswith("shot")]
+    decodes = [
+        nid
+        for nid, n in workflow.items()
+        if n["class_type"] == "VAEDecode" and n["_meta"]["title"].startswith("shot")
+    ]
     assert flf[0]["inputs"]["start_image"] == [decodes[0], 0]
     assert flf[0]["inputs"]["end_image"] == [decodes[1], 0]
     assert flf[1]["inputs"]["start_image"] == [decodes[2], 0]
@@ -141,7 +173,7 @@ def test_bad_scenarios_name_the_field(change, fragment: str) -> None:
 
 
 def test_odd_shot_count_with_pairs_is_refused() -> None:
-    three = SCENARIO.split("  - {prompt: \"ohwx_woman waving")[0] + "transition: {frames: 33}\n"
+    three = SCENARIO.split('  - {prompt: "ohwx_woman waving')[0] + "transition: {frames: 33}\n"
     with pytest.raises(InvalidInput, match="pairing"):
         parse_scenario(three)
 

@@ -19,14 +19,32 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
 from loraforge.ingest import errors as E
 from loraforge.ingest.url import fetch_url
 from loraforge.runtime.egress import EgressPolicy, EgressRefused, blocked_reason, parse_networks
 from loraforge.runtime.errors import ConfigurationError
 
-REFUSED = ["127.0.0.1", "127.0.0.2", "169.254.169.254", "::1", "::ffff:127.0.0.1", "10.1.2.3",
-           "172.16.0.9", "192.168.1.1", "0.0.0.0", "::", "224.0.0.1", "100.64.0.1", "fe80::1",
-           "fc00::1", "64:ff9b::7f00:1", "2002:7f00:1::1", "240.0.0.1", "255.255.255.255"]
+REFUSED = [
+    "127.0.0.1",
+    "127.0.0.2",
+    "169.254.169.254",
+    "::1",
+    "::ffff:127.0.0.1",
+    "10.1.2.3",
+    "172.16.0.9",
+    "192.168.1.1",
+    "0.0.0.0",
+    "::",
+    "224.0.0.1",
+    "100.64.0.1",
+    "fe80::1",
+    "fc00::1",
+    "64:ff9b::7f00:1",
+    "2002:7f00:1::1",
+    "240.0.0.1",
+    "255.255.255.255",
+]
 PUBLIC = ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111"]
 VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 64  # bytes only; nothing decodes them
 
@@ -34,8 +52,12 @@ VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 64  # bytes only; noth
 class Server:
     """A real HTTP server on a loopback address that records the paths it was asked for."""
 
-    def __init__(self, host: str, routes: dict[str, tuple[int, dict[str, str], bytes]],
-                 tls: ssl.SSLContext | None = None):
+    def __init__(
+        self,
+        host: str,
+        routes: dict[str, tuple[int, dict[str, str], bytes]],
+        tls: ssl.SSLContext | None = None,
+    ):
         self.hits: list[str] = []
         self.hosts: list[str] = []
         outer = self
@@ -97,22 +119,27 @@ def dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
 @pytest.fixture
 def secret() -> Iterator[Server]:
     """Stands in for an internal service (the object store's filer) on another loopback address."""
-    s = Server("127.0.0.2", {"/secret.mp4": (200, {"Content-Type": "video/mp4"}, b"other tenant's clip")})
+    s = Server(
+        "127.0.0.2", {"/secret.mp4": (200, {"Content-Type": "video/mp4"}, b"other tenant's clip")}
+    )
     yield s
     s.close()
 
 
 @pytest.fixture
 def media(secret: Server) -> Iterator[Server]:
-    s = Server("127.0.0.1", {
-        "/clip.mp4": (200, {"Content-Type": "video/mp4"}, VIDEO),
-        "/moved": (302, {"Location": "/clip.mp4"}, b""),
-        "/to-internal": (302, {"Location": f"http://127.0.0.2:{secret.port}/secret.mp4"}, b""),
-        "/to-metadata": (301, {"Location": "http://169.254.169.254/latest/meta-data/"}, b""),
-        "/to-name": (307, {"Location": "http://filer.corp.test:PORT/x.mp4"}, b""),
-        "/loop": (302, {"Location": "/loop"}, b""),
-        "/page": (200, {"Content-Type": "text/html"}, b"<html>a video page</html>"),
-    })
+    s = Server(
+        "127.0.0.1",
+        {
+            "/clip.mp4": (200, {"Content-Type": "video/mp4"}, VIDEO),
+            "/moved": (302, {"Location": "/clip.mp4"}, b""),
+            "/to-internal": (302, {"Location": f"http://127.0.0.2:{secret.port}/secret.mp4"}, b""),
+            "/to-metadata": (301, {"Location": "http://169.254.169.254/latest/meta-data/"}, b""),
+            "/to-name": (307, {"Location": "http://filer.corp.test:PORT/x.mp4"}, b""),
+            "/loop": (302, {"Location": "/loop"}, b""),
+            "/page": (200, {"Content-Type": "text/html"}, b"<html>a video page</html>"),
+        },
+    )
     yield s
     s.close()
 
@@ -134,13 +161,20 @@ def test_public_addresses_pass_and_connect_to_the_checked_ip(addr: str, dns) -> 
     assert t.ip == ipaddress.ip_address(addr)
     assert t.url.host == addr and t.url.path == "/v/clip.mp4" and t.url.query == b"x=1"
     # The server still sees the name, and TLS verifies the certificate against it.
-    assert t.headers == {"Host": "cdn.example.com"} and t.extensions == {"sni_hostname": "cdn.example.com"}
+    assert t.headers == {"Host": "cdn.example.com"} and t.extensions == {
+        "sni_hostname": "cdn.example.com"
+    }
 
 
-@pytest.mark.parametrize("addr", ["127.0.0.1", "169.254.169.254", "::1", "::ffff:127.0.0.1", "10.0.0.5"])
+@pytest.mark.parametrize(
+    "addr", ["127.0.0.1", "169.254.169.254", "::1", "::ffff:127.0.0.1", "10.0.0.5"]
+)
 def test_names_resolving_to_internal_addresses_are_refused(addr: str, dns) -> None:
     dns["videos.example.com"] = [addr]
-    with pytest.raises(EgressRefused, match=f"resolves to {ipaddress.ip_address(addr)}, .*public.*LORAFORGE_EGRESS__ALLOW"):
+    with pytest.raises(
+        EgressRefused,
+        match=f"resolves to {ipaddress.ip_address(addr)}, .*public.*LORAFORGE_EGRESS__ALLOW",
+    ):
         EgressPolicy(url_ingest=True).resolve("https://videos.example.com/a.mp4")
 
 
@@ -173,10 +207,13 @@ def test_url_ingest_is_off_unless_enabled(tmp_path: Path, media: Server) -> None
     assert media.hits == []
 
 
-def test_a_direct_media_link_is_downloaded_through_allowed_redirects(tmp_path: Path, media: Server,
-                                                                     dns) -> None:
+def test_a_direct_media_link_is_downloaded_through_allowed_redirects(
+    tmp_path: Path, media: Server, dns
+) -> None:
     dns["media.example.com"] = ["127.0.0.1"]  # "public" here: the dev allow-list lets it through
-    path = fetch_url(f"http://media.example.com:{media.port}/moved", tmp_path / "d", policy=LOOPBACK_DEV)
+    path = fetch_url(
+        f"http://media.example.com:{media.port}/moved", tmp_path / "d", policy=LOOPBACK_DEV
+    )
     assert path.name == "clip.mp4" and path.read_bytes() == VIDEO
     assert media.hits == ["/moved", "/clip.mp4"]
     # One lookup per hop, and the connection went to the checked address: no second lookup
@@ -185,8 +222,9 @@ def test_a_direct_media_link_is_downloaded_through_allowed_redirects(tmp_path: P
 
 
 @pytest.mark.parametrize("path", ["/to-internal", "/to-metadata", "/to-name"])
-def test_a_redirect_to_an_internal_address_is_refused(path: str, tmp_path: Path, media: Server,
-                                                      secret: Server, dns) -> None:
+def test_a_redirect_to_an_internal_address_is_refused(
+    path: str, tmp_path: Path, media: Server, secret: Server, dns
+) -> None:
     dns["media.example.com"] = ["127.0.0.1"]
     dns["filer.corp.test"] = ["10.0.0.5"]
     url = f"http://media.example.com:{media.port}{path}"
@@ -196,8 +234,9 @@ def test_a_redirect_to_an_internal_address_is_refused(path: str, tmp_path: Path,
     assert not (tmp_path / "d").exists() or not any((tmp_path / "d").iterdir())  # nothing saved
 
 
-def test_redirect_loops_and_web_pages_without_yt_dlp(tmp_path: Path, media: Server,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_redirect_loops_and_web_pages_without_yt_dlp(
+    tmp_path: Path, media: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(E.UrlFetchFailed, match="more than 5 redirects"):
         fetch_url(f"http://127.0.0.1:{media.port}/loop", tmp_path, policy=LOOPBACK_DEV)
     monkeypatch.setitem(sys.modules, "yt_dlp", None)  # makes the import fail like a missing package
@@ -213,9 +252,14 @@ def test_redirect_loops_and_web_pages_without_yt_dlp(tmp_path: Path, media: Serv
 async def test_webhook_delivery_checks_the_target_again_and_follows_no_redirect(dns) -> None:
     from loraforge.gateway.webhooks import WebhookDispatcher
 
-    receiver = Server("127.0.0.1", {"/hook": (204, {}, b""),
-                                    "/bounce": (302, {"Location": "/hook"}, b"")})
-    hook = {"id": "wh-000000000001", "secret": "s", "url": f"http://hooks.example.com:{receiver.port}/hook"}
+    receiver = Server(
+        "127.0.0.1", {"/hook": (204, {}, b""), "/bounce": (302, {"Location": "/hook"}, b"")}
+    )
+    hook = {
+        "id": "wh-000000000001",
+        "secret": "s",
+        "url": f"http://hooks.example.com:{receiver.port}/hook",
+    }
     payload = {"type": "ingest.job.progress", "event_id": "e1", "final": False}
     strict = WebhookDispatcher(None, None, attempts=1, egress=EgressPolicy())  # type: ignore[arg-type]
     dev = WebhookDispatcher(None, None, attempts=1, egress=LOOPBACK_DEV)  # type: ignore[arg-type]
@@ -229,7 +273,12 @@ async def test_webhook_delivery_checks_the_target_again_and_follows_no_redirect(
         dns["hooks.example.com"] = ["127.0.0.1"]  # allowed by the dev allow-list: delivered
         assert await dev._deliver(hook, payload) is True
         assert receiver.hits == ["/hook"]
-        assert await dev._deliver({**hook, "url": f"http://hooks.example.com:{receiver.port}/bounce"}, payload) is False
+        assert (
+            await dev._deliver(
+                {**hook, "url": f"http://hooks.example.com:{receiver.port}/bounce"}, payload
+            )
+            is False
+        )
         assert receiver.hits == ["/hook", "/bounce"]  # the redirect was not followed
     finally:
         await strict.close()
@@ -238,16 +287,37 @@ async def test_webhook_delivery_checks_the_target_again_and_follows_no_redirect(
 
 
 async def test_https_webhooks_connect_to_the_checked_ip_and_verify_the_name(
-        tmp_path: Path, dns, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, dns, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The connection goes to the checked IP, yet TLS still verifies the certificate against
     the host name (SNI), and the Host header names it: a certificate for another name fails."""
     from loraforge.gateway.webhooks import WebhookDispatcher
 
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-days", "1", "-subj", "/CN=hooks.example.com",
-                    "-addext", "subjectAltName=DNS:hooks.example.com",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=hooks.example.com",
+            "-addext",
+            "subjectAltName=DNS:hooks.example.com",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the receiver's certificate is the only CA
@@ -257,7 +327,11 @@ async def test_https_webhooks_connect_to_the_checked_ip_and_verify_the_name(
     dev = WebhookDispatcher(None, None, attempts=1, egress=LOOPBACK_DEV)  # type: ignore[arg-type]
     payload = {"type": "ingest.job.progress", "event_id": "e1", "final": False}
     try:
-        hook = {"id": "wh-000000000002", "secret": "s", "url": f"https://hooks.example.com:{receiver.port}/hook"}
+        hook = {
+            "id": "wh-000000000002",
+            "secret": "s",
+            "url": f"https://hooks.example.com:{receiver.port}/hook",
+        }
         assert await dev._deliver(hook, payload) is True
         assert receiver.hosts == [f"hooks.example.com:{receiver.port}"]
         other = {**hook, "url": f"https://other.example.com:{receiver.port}/hook"}
@@ -279,9 +353,18 @@ def test_production_refuses_allow_lists_that_open_loopback_or_link_local() -> No
     Settings(env="development", egress=EgressSettings(allow="127.0.0.1/32"))
 
 
-@pytest.mark.parametrize("url", ["http://2130706433/", "http://0x7f.1/", "http://0177.0.0.1/", "http://127.1/",
-                                 "http://localhost:19333/", "http://[::ffff:7f00:1]/",
-                                 "http://[0:0:0:0:0:ffff:169.254.169.254]/latest/meta-data/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://2130706433/",
+        "http://0x7f.1/",
+        "http://0177.0.0.1/",
+        "http://127.1/",
+        "http://localhost:19333/",
+        "http://[::ffff:7f00:1]/",
+        "http://[0:0:0:0:0:ffff:169.254.169.254]/latest/meta-data/",
+    ],
+)
 def test_other_spellings_of_internal_addresses_are_refused(url: str) -> None:
     # Decimal, hex and short IPv4 forms reach the resolver, which answers the real address.
     with pytest.raises(EgressRefused):

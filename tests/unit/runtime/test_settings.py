@@ -33,7 +33,9 @@ def test_unknown_settings_are_refused_by_name(monkeypatch: pytest.MonkeyPatch, n
 
 
 @pytest.mark.parametrize("secret", ["change-me", "minioadmin", "loraforge-dev-secret", "short"])
-def test_production_refuses_placeholder_secrets(monkeypatch: pytest.MonkeyPatch, secret: str) -> None:
+def test_production_refuses_placeholder_secrets(
+    monkeypatch: pytest.MonkeyPatch, secret: str
+) -> None:
     monkeypatch.setenv("LORAFORGE_ENV", "production")
     monkeypatch.setenv("LORAFORGE_S3__SECRET_KEY", secret)
     with pytest.raises(ConfigurationError, match="LORAFORGE_S3__SECRET_KEY"):

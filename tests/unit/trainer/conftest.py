@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from loraforge.trainer.synthetic import write_image_dataset, write_video_dataset
 
 

@@ -6,9 +6,11 @@ from types import SimpleNamespace
 
 import cv2
 import imageio_ffmpeg
-
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
 from loraforge.runtime.errors import InvalidInput
 from loraforge.trainer.checkpoints import (
     CheckpointEvaluator,
@@ -21,12 +23,12 @@ from loraforge.trainer.config import RunConfig
 from loraforge.trainer.synthetic import TRIGGER
 from loraforge.trainer.train import LORA_FILE, Trainer
 from loraforge.trainer.wan import to_comfy
-from safetensors import safe_open
-from safetensors.torch import load_file
 
 
 def test_settings_prompts_and_reference_order():
-    settings, rest = split_extra({"eval_previews": 2, "evaluate": False, "eval_every": 3, "rank": 4})
+    settings, rest = split_extra(
+        {"eval_previews": 2, "evaluate": False, "eval_every": 3, "rank": 4}
+    )
     assert settings.previews == 2 and not settings.enabled and rest == {"eval_every": 3, "rank": 4}
     with pytest.raises(InvalidInput):
         split_extra({"eval_previews": 0})
@@ -35,32 +37,47 @@ def test_settings_prompts_and_reference_order():
     assert prompts[0] == TRIGGER and len(prompts) == 4 and len(set(prompts)) == 4
     assert prompts[1:] == [f"{TRIGGER}, scene 0", f"{TRIGGER}, scene 2", f"{TRIGGER}, scene 3"]
     assert validation_prompts("", []) == ["a photo"]
-    clips = [SimpleNamespace(keyframe_keys=["a.jpg", "a.mp4"], metrics={"angle_bucket": "profile_left"}),
-             SimpleNamespace(keyframe_keys=["b.jpg"], metrics={}),
-             SimpleNamespace(keyframe_keys=["c.png"], metrics={"angle_bucket": "frontal"}),
-             SimpleNamespace(keyframe_keys=["d.png"], metrics={"yaw": 20.0, "pitch": -5.0})]
+    clips = [
+        SimpleNamespace(keyframe_keys=["a.jpg", "a.mp4"], metrics={"angle_bucket": "profile_left"}),
+        SimpleNamespace(keyframe_keys=["b.jpg"], metrics={}),
+        SimpleNamespace(keyframe_keys=["c.png"], metrics={"angle_bucket": "frontal"}),
+        SimpleNamespace(keyframe_keys=["d.png"], metrics={"yaw": 20.0, "pitch": -5.0}),
+    ]
     got = reference_candidates(clips, 3)
     assert [c.key for c in got] == ["c.png", "d.png", "b.jpg"]  # frontal, 25 deg, unknown (45)
     assert got[0].pose == {"bucket": "frontal"}
 
 
 def test_evaluator_renders_scores_and_exports_the_chosen_checkpoint(two_clips, tmp_path):
-    cfg = RunConfig.parse({"preset": "tiny-wan2.1-t2v", "dataset": two_clips,
-                           "output_dir": tmp_path / "out", "trigger": TRIGGER, "steps": 3,
-                           "rank": 4, "checkpoint_every": 1, "eval_every": 1, "seed": 1})
+    cfg = RunConfig.parse(
+        {
+            "preset": "tiny-wan2.1-t2v",
+            "dataset": two_clips,
+            "output_dir": tmp_path / "out",
+            "trigger": TRIGGER,
+            "steps": 3,
+            "rank": 4,
+            "checkpoint_every": 1,
+            "eval_every": 1,
+            "seed": 1,
+        }
+    )
     trainer = Trainer(cfg)
     result = trainer.run()
     assert set(result.eval_losses) == {0, 1, 2, 3}
     final = trainer.lora_state()
-    states = {int(p.name.split("-")[1]): (lambda p=p: load_file(str(p / LORA_FILE)))
-              for p in result.checkpoints}
+    states = {
+        int(p.name.split("-")[1]): (lambda p=p: load_file(str(p / LORA_FILE)))
+        for p in result.checkpoints
+    }
     states[3] = lambda: final
     assert set(states) == {1, 2, 3}
     # plant the held-out losses so that the middle checkpoint is the lowest
     losses = {0: 2.0, 1: 1.5, 2: 0.5, 3: 1.0}
     seen: list[str] = []
-    ev = CheckpointEvaluator(trainer, EvalSettings(previews=2, inference_steps=2),
-                             progress=lambda f, m: seen.append(m))
+    ev = CheckpointEvaluator(
+        trainer, EvalSettings(previews=2, inference_steps=2), progress=lambda f, m: seen.append(m)
+    )
     out = ev.run(states, losses, [], validation_prompts(TRIGGER, ["a", "b"]), tmp_path / "eval")
     assert out.best_step == 2 and out.basis == "validation_loss"
     assert "likeness is unmeasurable" in out.reason and "no reference face" in out.reason
@@ -68,7 +85,8 @@ def test_evaluator_renders_scores_and_exports_the_chosen_checkpoint(two_clips, t
     # a video LoRA's preview: its middle frame (scored), the clip and a contact strip
     assert {s: sorted(p.name for p in ps) for s, ps in out.previews.items()} == {
         s: ["00.mp4", "00.png", "00_strip.png", "01.mp4", "01.png", "01_strip.png"]
-        for s in (1, 2, 3)}
+        for s in (1, 2, 3)
+    }
     png, mp4, strip_png = out.previews[2][:3]
     still = cv2.imread(str(png))
     assert png.read_bytes()[:4] == b"\x89PNG" and still.shape[:2] == (32, 32)
@@ -76,13 +94,16 @@ def test_evaluator_renders_scores_and_exports_the_chosen_checkpoint(two_clips, t
     assert count > 1  # decoded back by ffmpeg: a real clip of the pipeline's frames
     strip = cv2.imread(str(strip_png))
     assert strip.shape[:2] == (32, 32 * min(count, 8))  # every frame (up to 8) side by side
-    assert (out.report_dir / "report.html").is_file() and (out.report_dir / "checkpoints.csv").is_file()
+    assert (out.report_dir / "report.html").is_file() and (
+        out.report_dir / "checkpoints.csv"
+    ).is_file()
     assert any("step 2" in m for m in seen)
     # best = checkpoint 2's tensors in the LoRA file layout
     best = load_file(str(out.best_files["transformer"]))
     raw = load_file(str(result.checkpoints[1] / LORA_FILE))
-    want = to_comfy({k.split("/", 1)[1].replace(".default", ""): v for k, v in raw.items()},
-                    trainer.args.alpha)
+    want = to_comfy(
+        {k.split("/", 1)[1].replace(".default", ""): v for k, v in raw.items()}, trainer.args.alpha
+    )
     assert set(best) == set(want) and all(torch.equal(best[k], want[k]) for k in best)
     with safe_open(str(out.best_files["transformer"]), "pt") as f:
         assert f.metadata()["loraforge.checkpoint_step"] == "2"
@@ -102,6 +123,7 @@ class _PlantedFaces:
 
     def detect(self, image_bgr, embed_largest=True):
         import numpy as np
+
         from loraforge.curation.faces import DetectedFace
         from loraforge.curation.geometry import Box
 
@@ -113,19 +135,32 @@ class _PlantedFaces:
 PLANTED = 0.9
 
 
-def test_strength_recommendation_finds_the_planted_weight_through_adapter_scaling(one_clip, tmp_path):
+def test_strength_recommendation_finds_the_planted_weight_through_adapter_scaling(
+    one_clip, tmp_path
+):
     import numpy as np
-    from loraforge.trainer.checkpoints import STRENGTH_WEIGHTS, adapter_scale
-    from loraforge.trainer.train import ADAPTER
     from peft.tuners.lora import LoraLayer
 
-    cfg = RunConfig.parse({"preset": "tiny-wan2.1-t2v", "dataset": one_clip,
-                           "output_dir": tmp_path / "out", "trigger": TRIGGER, "steps": 2,
-                           "rank": 4, "eval_every": 1, "seed": 1})
+    from loraforge.trainer.checkpoints import STRENGTH_WEIGHTS, adapter_scale
+    from loraforge.trainer.train import ADAPTER
+
+    cfg = RunConfig.parse(
+        {
+            "preset": "tiny-wan2.1-t2v",
+            "dataset": one_clip,
+            "output_dir": tmp_path / "out",
+            "trigger": TRIGGER,
+            "steps": 2,
+            "rank": 4,
+            "eval_every": 1,
+            "seed": 1,
+        }
+    )
     trainer = Trainer(cfg)
     result = trainer.run()
-    layers = [m for model in trainer.models.values() for m in model.modules()
-              if isinstance(m, LoraLayer)]
+    layers = [
+        m for model in trainer.models.values() for m in model.modules() if isinstance(m, LoraLayer)
+    ]
     base = [m.scaling[ADAPTER] for m in layers]
     # the weight scales the LoRA's contribution linearly and is restored afterwards
     lin = next(m for m in layers if isinstance(m.get_base_layer(), torch.nn.Linear))
@@ -161,8 +196,15 @@ def test_strength_recommendation_finds_the_planted_weight_through_adapter_scalin
     ev = CheckpointEvaluator(trainer, EvalSettings(previews=2, inference_steps=1))
     ev.render_clips = lambda prompts: [[img] for img in render(prompts)]  # stills
     final = trainer.lora_state()
-    out = ev.run({2: lambda: final}, result.eval_losses, [(ref, None, "ref.png")], [TRIGGER],
-                 tmp_path / "eval", lora_type="character", backend=_PlantedFaces())
+    out = ev.run(
+        {2: lambda: final},
+        result.eval_losses,
+        [(ref, None, "ref.png")],
+        [TRIGGER],
+        tmp_path / "eval",
+        lora_type="character",
+        backend=_PlantedFaces(),
+    )
     assert weights_seen == [1.0] + list(STRENGTH_WEIGHTS)  # the checkpoint, then each weight
     assert out.recommended_weight == PLANTED, out.strength_reason
     assert "lowest" in out.strength_reason
@@ -196,10 +238,21 @@ def test_strength_recommendation_finds_the_planted_weight_through_adapter_scalin
 def test_previews_rendered_during_training_are_what_the_evaluation_scores(one_clip, tmp_path):
     """`on_eval` renders each evaluated step while training; the run trains exactly as one
     without it, and the evaluation afterwards scores those files instead of rendering again."""
+
     def config(out):
-        return RunConfig.parse({"preset": "tiny-wan2.1-t2v", "dataset": one_clip,
-                                "output_dir": out, "trigger": TRIGGER, "steps": 3, "rank": 4,
-                                "checkpoint_every": 2, "eval_every": 2, "seed": 1})
+        return RunConfig.parse(
+            {
+                "preset": "tiny-wan2.1-t2v",
+                "dataset": one_clip,
+                "output_dir": out,
+                "trigger": TRIGGER,
+                "steps": 3,
+                "rank": 4,
+                "checkpoint_every": 2,
+                "eval_every": 2,
+                "seed": 1,
+            }
+        )
 
     import random
 
@@ -242,6 +295,7 @@ def test_previews_rendered_during_training_are_what_the_evaluation_scores(one_cl
     again = CheckpointEvaluator(trainer, settings)
     again.load_state(final)
     import cv2
+
     fresh = again.render_step(3, prompts, tmp_path / "again")
     pngs = [(a, b) for a, b in zip(fresh, live.rendered[3], strict=True) if a.suffix == ".png"]
     assert len(pngs) == 4  # two stills, two contact strips
@@ -251,17 +305,22 @@ def test_previews_rendered_during_training_are_what_the_evaluation_scores(one_cl
     renders: list[int] = []
     ev.render = lambda p: renders.append(1) or live.render(p)  # type: ignore[method-assign]
     ckpt = result.checkpoints[0]
-    out = ev.run({2: lambda: load_file(str(ckpt / LORA_FILE)), 3: lambda: final},
-                 result.eval_losses, [], prompts, tmp_path / "eval")
+    out = ev.run(
+        {2: lambda: load_file(str(ckpt / LORA_FILE)), 3: lambda: final},
+        result.eval_losses,
+        [],
+        prompts,
+        tmp_path / "eval",
+    )
     assert out.previews == {2: live.rendered[2], 3: live.rendered[3]}
     # only the strength pass renders (no reference face: it is skipped), no preview again
     assert renders == []
 
 
 def test_users_validation_prompts_get_the_trigger_and_are_checked():
-    assert validation_prompts(TRIGGER, ["a caption"], custom=("a woman on a beach",
-                                                              f"{TRIGGER.upper()} dancing")) == [
-        f"{TRIGGER}, a woman on a beach", f"{TRIGGER.upper()} dancing"]
+    assert validation_prompts(
+        TRIGGER, ["a caption"], custom=("a woman on a beach", f"{TRIGGER.upper()} dancing")
+    ) == [f"{TRIGGER}, a woman on a beach", f"{TRIGGER.upper()} dancing"]
     assert validation_prompts("", [], custom=("a cat",)) == ["a cat"]
     settings, rest = split_extra({"eval_prompts": [" a cat "], "rank": 4})
     assert settings.prompts == ("a cat",) and rest == {"rank": 4}

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from loraforge.runtime.k8s_jobs import build_gpu_job
 from loraforge.trainer import cli
 from loraforge.trainer.k8s_controller import JobStatus, LogCursor, TrainingJobController
@@ -24,31 +25,56 @@ def test_help_describes_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
             assert flag in text
 
 
-def test_print_config_merges_file_and_flags(tmp_path: Path, one_clip: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_print_config_merges_file_and_flags(
+    tmp_path: Path, one_clip: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = tmp_path / "run.yaml"
-    cfg.write_text(f"preset: tiny-wan2.1-t2v\ndataset: {one_clip}\noutput_dir: {tmp_path}\nrank: 4\n")
+    cfg.write_text(
+        f"preset: tiny-wan2.1-t2v\ndataset: {one_clip}\noutput_dir: {tmp_path}\nrank: 4\n"
+    )
     assert cli.main(["--run-config", str(cfg), "--rank", "16", "--print-config"]) == 0
     resolved = json.loads(capsys.readouterr().out)
     assert resolved["rank"] == 16 and resolved["objective"] == "flow"
     assert resolved["target_modules"][0] == "attn1.to_q"
 
 
-def test_bad_input_exits_2_with_reason(tmp_path: Path, one_clip: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
-    code = cli.main(["--preset", "tiny-wan2.1-t2v", "--dataset", str(one_clip), "--output",
-                     str(tmp_path), "--frames", "8", "--print-config"])
+def test_bad_input_exits_2_with_reason(
+    tmp_path: Path, one_clip: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli.main(
+        [
+            "--preset",
+            "tiny-wan2.1-t2v",
+            "--dataset",
+            str(one_clip),
+            "--output",
+            str(tmp_path),
+            "--frames",
+            "8",
+            "--print-config",
+        ]
+    )
     assert code == 2
     assert "4k+1" in capsys.readouterr().err
     assert cli.main(["--preset", "nope", "--dataset", "x", "--output", "y"]) == 2
     assert "valid presets" in capsys.readouterr().err
 
 
-def test_run_mode_reads_config_and_trains(tmp_path: Path, one_image: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "abc123.json").write_text(json.dumps({
-        "preset": "tiny-sd1.5", "dataset": str(one_image), "output_dir": str(tmp_path / "out"),
-        "steps": 2, "rank": 2, "name": "run-abc123"}))
+def test_run_mode_reads_config_and_trains(
+    tmp_path: Path, one_image: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "abc123.json").write_text(
+        json.dumps(
+            {
+                "preset": "tiny-sd1.5",
+                "dataset": str(one_image),
+                "output_dir": str(tmp_path / "out"),
+                "steps": 2,
+                "rank": 2,
+                "name": "run-abc123",
+            }
+        )
+    )
     assert cli.main(["--run", "abc123", "--run-config-dir", str(tmp_path)]) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [e["step"] for e in events if e["event"] == "progress"] == [1, 2]
@@ -71,7 +97,9 @@ class FakeK8s:
         self.log_text = ""
         self.deleted: list[tuple[str, dict[str, Any]]] = []
 
-    def create_namespaced_job(self, namespace: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    def create_namespaced_job(
+        self, namespace: str, body: dict[str, Any], **kw: Any
+    ) -> dict[str, Any]:
         name = body["metadata"]["name"]
         if name in self.jobs:
             raise _ApiError(409)
@@ -103,12 +131,19 @@ def test_controller_create_watch_cancel() -> None:
     body = ctl.create("run-7")
     assert body == build_gpu_job("train", "run-7", "loraforge/trainer:1", "loraforge")
     assert body["spec"]["template"]["spec"]["containers"][0]["command"] == [
-        "loraforge-train", "--run", "run-7"]
+        "loraforge-train",
+        "--run",
+        "run-7",
+    ]
     ctl.create("run-7")  # idempotent: 409 means it is already there
     assert list(api.jobs) == ["loraforge-train-run-7"]
 
-    api.statuses = [{}, {"active": 1}, {"active": 1},
-                    {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}]
+    api.statuses = [
+        {},
+        {"active": 1},
+        {"active": 1},
+        {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]},
+    ]
     seen: list[JobStatus] = []
     lines: list[str] = []
     logs = iter(["", '{"event": "progress", "step": 1}', '{"event": "progress", "step": 1}\nok'])
@@ -122,8 +157,19 @@ def test_controller_create_watch_cancel() -> None:
     assert [s.state for s in seen] == ["PENDING", "RUNNING", "SUCCEEDED"]
     assert lines[:2] == ['{"event": "progress", "step": 1}', "ok"]
 
-    api.statuses = [{"failed": 3, "conditions": [
-        {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "3 tries"}]}]
+    api.statuses = [
+        {
+            "failed": 3,
+            "conditions": [
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "BackoffLimitExceeded",
+                    "message": "3 tries",
+                }
+            ],
+        }
+    ]
     assert ctl.status("run-7") == JobStatus("FAILED", "BackoffLimitExceeded: 3 tries")
     assert ctl.cancel("run-7") is True
     assert api.deleted[0][1]["propagation_policy"] == "Foreground"
@@ -142,26 +188,44 @@ def test_log_cursor_returns_each_line_once_across_overlapping_windows() -> None:
     cursor = LogCursor()
     # 01.500000001 is after 01.5, though "…01.5Z" sorts after it as text (Kubernetes trims
     # trailing zeros of the fraction)
-    first = ["2026-11-23T12:00:01.5Z a", "2026-11-23T12:00:01.5Z b",
-             "2026-11-23T12:00:01.500000001Z c"]
+    first = [
+        "2026-11-23T12:00:01.5Z a",
+        "2026-11-23T12:00:01.5Z b",
+        "2026-11-23T12:00:01.500000001Z c",
+    ]
     assert cursor.take(first) == ["a", "b", "c"]
     again = first + ["2026-11-23T12:00:02Z d", "2026-11-23T12:00:02Z d"]
     assert cursor.take(again) == ["d", "d"]  # the window overlaps; two equal lines both count
-    assert cursor.take(["2026-11-23T12:00:01.4Z old", "2026-11-23T12:00:02Z d",
-                        "2026-11-23T12:00:02Z d", "2026-11-23T12:00:02.000000001Z e"]) == ["e"]
+    assert cursor.take(
+        [
+            "2026-11-23T12:00:01.4Z old",
+            "2026-11-23T12:00:02Z d",
+            "2026-11-23T12:00:02Z d",
+            "2026-11-23T12:00:02.000000001Z e",
+        ]
+    ) == ["e"]
 
 
 def test_watch_asks_for_a_window_and_follows_a_retried_pod() -> None:
     api = FakeK8s()
     ctl = TrainingJobController(api, api, "loraforge", "img", sleep=lambda s: None)
     ctl.create("run-9")
-    api.statuses = [{"active": 1}, {"active": 1}, {"active": 1},
-                    {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}]
-    pods = [[{"metadata": {"name": "p1", "creation_timestamp": "2026-11-23T12:00:00Z"}}]] * 2 + [[
-        {"metadata": {"name": "p2", "creation_timestamp": "2026-11-23T12:05:00Z"}},
-        {"metadata": {"name": "p1", "creation_timestamp": "2026-11-23T12:00:00Z"}}]] * 2
-    logs = {"p1": "2026-11-23T12:00:10Z one\n2026-11-23T12:00:20Z two",
-            "p2": "2026-11-23T12:05:10Z retry-1"}
+    api.statuses = [
+        {"active": 1},
+        {"active": 1},
+        {"active": 1},
+        {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]},
+    ]
+    pods = [[{"metadata": {"name": "p1", "creation_timestamp": "2026-11-23T12:00:00Z"}}]] * 2 + [
+        [
+            {"metadata": {"name": "p2", "creation_timestamp": "2026-11-23T12:05:00Z"}},
+            {"metadata": {"name": "p1", "creation_timestamp": "2026-11-23T12:00:00Z"}},
+        ]
+    ] * 2
+    logs = {
+        "p1": "2026-11-23T12:00:10Z one\n2026-11-23T12:00:20Z two",
+        "p2": "2026-11-23T12:05:10Z retry-1",
+    }
     calls: list[tuple[str, dict[str, Any]]] = []
 
     def list_pods(namespace: str, label_selector: str, **kw: Any) -> dict[str, Any]:

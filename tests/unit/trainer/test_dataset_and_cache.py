@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import torch
+
 from loraforge.trainer.cache import LocalCacheStore
 from loraforge.trainer.config import RunConfig
 from loraforge.trainer.dataset import CaptionedDataset, DatasetConfig, make_buckets
@@ -15,8 +16,9 @@ from loraforge.trainer.train import Trainer
 
 def test_frame_sampling_modes(video_dataset: Path) -> None:
     def scan(mode: str, **kw: object) -> CaptionedDataset:
-        return CaptionedDataset.scan(DatasetConfig(video_dataset, "32", frames=5,
-                                                   frame_sampling=mode, **kw), "wan", 16)
+        return CaptionedDataset.scan(
+            DatasetConfig(video_dataset, "32", frames=5, frame_sampling=mode, **kw), "wan", 16
+        )
 
     head = scan("head")
     assert [s.frame_indices for s in head.samples][0] == (0, 1, 2, 3, 4)
@@ -28,7 +30,7 @@ def test_frame_sampling_modes(video_dataset: Path) -> None:
     fps8 = scan("head", target_fps=8.0)  # 16 fps source: every second frame
     assert fps8.samples[0].frame_indices == (0, 2, 4, 6, 8)
     px = head.load_pixels(0)
-    assert px.shape == (3, 5, 32, 32) and -1.0 <= float(px.min()) and float(px.max()) <= 1.0
+    assert px.shape == (3, 5, 32, 32) and float(px.min()) >= -1.0 and float(px.max()) <= 1.0
 
 
 def test_short_clips_skipped_with_reason(video_dataset: Path) -> None:
@@ -57,8 +59,14 @@ def test_buckets_and_mixed_media(tmp_path: Path, video_dataset: Path) -> None:
 
 
 def test_cache_reused_across_runs(tmp_path: Path, one_clip: Path) -> None:
-    cfg = RunConfig(preset="tiny-wan2.1-t2v", dataset=one_clip, output_dir=tmp_path / "o",
-                    cache_dir=tmp_path / "cache", steps=1, frames=5)
+    cfg = RunConfig(
+        preset="tiny-wan2.1-t2v",
+        dataset=one_clip,
+        output_dir=tmp_path / "o",
+        cache_dir=tmp_path / "cache",
+        steps=1,
+        frames=5,
+    )
     store = LocalCacheStore(tmp_path / "cache")
     first = Trainer(cfg, cache_store=store)
     first.prepare()
@@ -69,7 +77,9 @@ def test_cache_reused_across_runs(tmp_path: Path, one_clip: Path) -> None:
     assert (again.hits, again.misses) == (2, 0)
     assert torch.equal(second.encoded[0]["latents"], first.encoded[0]["latents"])
     other = LocalCacheStore(tmp_path / "cache")
-    Trainer(cfg.model_copy(update={"frames": 9}), cache_store=other, pipeline=first.pipe)._encode_all()
+    Trainer(
+        cfg.model_copy(update={"frames": 9}), cache_store=other, pipeline=first.pipe
+    )._encode_all()
     assert (other.hits, other.misses) == (1, 1)  # caption reused, 9-frame latents are new
 
 
@@ -89,8 +99,10 @@ def test_a_sideways_phone_photo_is_trained_upright(tmp_path: Path) -> None:
         folder.mkdir(parents=True)
         image.save(folder / "a.jpg", quality=95, **kw)
         (folder / "a.txt").write_text("s86b5p, an astronaut")
-    got = [CaptionedDataset.scan(DatasetConfig(tmp_path / n, "512", frames=1), "sdxl", 8)
-           for n in ("exif", "plain")]
+    got = [
+        CaptionedDataset.scan(DatasetConfig(tmp_path / n, "512", frames=1), "sdxl", 8)
+        for n in ("exif", "plain")
+    ]
     assert got[0].samples[0].bucket == got[1].samples[0].bucket
     w, h = got[0].samples[0].bucket
     assert h > w  # portrait

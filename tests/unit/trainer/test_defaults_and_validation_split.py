@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from loraforge.runtime.errors import InvalidInput
 from loraforge.trainer import cli
 from loraforge.trainer.config import RunConfig, effective_defaults, resolve
@@ -18,19 +19,26 @@ from loraforge.trainer.train import Trainer, plan
 
 
 def _cfg(dataset: Path, **kw) -> RunConfig:
-    return RunConfig(preset=kw.pop("preset", "tiny-wan2.1-t2v"), dataset=dataset,
-                     output_dir=kw.pop("output_dir", Path("/nonexistent")), **kw)
+    return RunConfig(
+        preset=kw.pop("preset", "tiny-wan2.1-t2v"),
+        dataset=dataset,
+        output_dir=kw.pop("output_dir", Path("/nonexistent")),
+        **kw,
+    )
 
 
-@pytest.mark.parametrize(("n", "split", "most", "want"), [
-    (100, 0.9, 5, 5),  # seed 004's example: min(100 x 0.1, 5)
-    (40, 0.9, 5, 4),
-    (10, 0.9, 5, 1),  # 10 x (1 - 0.9) is 0.999... in floating point
-    (3, 0.9, 5, 1),  # below 10 clips: still one held out
-    (2, 0.5, 5, 1),
-    (1, 0.9, 5, 0),  # nothing to hold out from one clip
-    (50, 1.0, 5, 0),  # split 1.0: no validation set
-])
+@pytest.mark.parametrize(
+    ("n", "split", "most", "want"),
+    [
+        (100, 0.9, 5, 5),  # seed 004's example: min(100 x 0.1, 5)
+        (40, 0.9, 5, 4),
+        (10, 0.9, 5, 1),  # 10 x (1 - 0.9) is 0.999... in floating point
+        (3, 0.9, 5, 1),  # below 10 clips: still one held out
+        (2, 0.5, 5, 1),
+        (1, 0.9, 5, 0),  # nothing to hold out from one clip
+        (50, 1.0, 5, 0),  # split 1.0: no validation set
+    ],
+)
 def test_validation_count_follows_seed_004(n: int, split: float, most: int, want: int) -> None:
     assert validation_count(n, split, most) == want
 
@@ -53,14 +61,23 @@ def test_family_defaults_and_the_alpha_rule(one_image: Path) -> None:
 
 def test_validation_clips_never_reach_a_training_batch(two_clips: Path, tmp_path: Path) -> None:
     # slide windows: two samples per clip, so a split by sample would leak a clip's windows
-    cfg = _cfg(two_clips, output_dir=tmp_path, steps=4, rank=4, frames=5,
-               frame_sampling="slide", slide_stride=4, eval_every=2)
+    cfg = _cfg(
+        two_clips,
+        output_dir=tmp_path,
+        steps=4,
+        rank=4,
+        frames=5,
+        frame_sampling="slide",
+        slide_stride=4,
+        eval_every=2,
+    )
     trainer = Trainer(cfg)
     val_media = set(trainer.validation.media)
     assert len(val_media) == 1 and len(trainer.validation.samples) == 2
     assert not val_media & set(trainer.dataset.media)
-    assert trainer.validation_summary()["clips"] == [str(m.relative_to(two_clips))
-                                                     for m in val_media]
+    assert trainer.validation_summary()["clips"] == [
+        str(m.relative_to(two_clips)) for m in val_media
+    ]
     trainer.prepare()
 
     def digest(latents: torch.Tensor) -> str:
@@ -89,15 +106,17 @@ def test_validation_clips_never_reach_a_training_batch(two_clips: Path, tmp_path
 
 
 def test_an_explicit_validation_set_is_used_as_is_and_may_not_overlap(
-        video_dataset: Path, one_clip: Path, tmp_path: Path) -> None:
+    video_dataset: Path, one_clip: Path, tmp_path: Path
+) -> None:
     _, _, train, val = plan(_cfg(video_dataset, validation_dataset=one_clip))
     assert len(train.media) == 3 and val.media == [one_clip / "videos" / "clip_000.mp4"]
     with pytest.raises(InvalidInput, match="also in the training dataset"):
         plan(_cfg(video_dataset, validation_dataset=video_dataset))
 
 
-def test_epochs_become_steps_with_the_training_set_and_batch(video_dataset: Path,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_epochs_become_steps_with_the_training_set_and_batch(
+    video_dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # 3 clips x 4 windows; one clip validates: 8 training samples, batch 3 -> ceil(8/3) = 3
     base = {"frames": 5, "frame_sampling": "slide", "slide_stride": 4, "batch_size": 3}
     _, resolved, train, _ = plan(_cfg(video_dataset, epochs=4, **base))
@@ -112,16 +131,36 @@ def test_epochs_become_steps_with_the_training_set_and_batch(video_dataset: Path
     from loraforge.trainer.worker import refuse_conflicts
 
     with pytest.raises(InvalidInput, match="set steps or epochs, not both"):  # at StartTraining
-        refuse_conflicts(TrainingParams(dataset_id="d", base_preset="sdxl", steps=100,
-                                        extra={"epochs": 4}))
+        refuse_conflicts(
+            TrainingParams(dataset_id="d", base_preset="sdxl", steps=100, extra={"epochs": 4})
+        )
     # seed 004's rule on a real preset: below 800 steps names the epochs that reach it
     _, few = resolve(_cfg(video_dataset, preset="wan2.1-t2v-1.3b", epochs=10), steps_per_epoch=3)
     assert few.steps == 30 and any("at least 267 epochs" in w for w in few.warnings)
     # loraforge-train --print-config converts the same way (its default slide stride is the
     # window: 3 windows a clip, 6 training samples, ceil(6 / 3) = 2 steps an epoch)
-    assert cli.main(["--preset", "tiny-wan2.1-t2v", "--dataset", str(video_dataset), "--output",
-                     "/tmp/x", "--epochs", "4", "--frames", "5", "--frame-sampling", "slide",
-                     "--batch-size", "3", "--print-config"]) == 0
+    assert (
+        cli.main(
+            [
+                "--preset",
+                "tiny-wan2.1-t2v",
+                "--dataset",
+                str(video_dataset),
+                "--output",
+                "/tmp/x",
+                "--epochs",
+                "4",
+                "--frames",
+                "5",
+                "--frame-sampling",
+                "slide",
+                "--batch-size",
+                "3",
+                "--print-config",
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     assert (printed["epochs"], printed["steps_per_epoch"], printed["steps"]) == (4, 2, 8)
 
@@ -132,6 +171,7 @@ def test_i2v_previews_start_from_a_validation_clip(two_clips: Path) -> None:
     from types import SimpleNamespace
 
     import numpy as np
+
     from loraforge.trainer.checkpoints import CheckpointEvaluator, EvalSettings
 
     _, _, train, val = plan(_cfg(two_clips, preset="tiny-wan2.1-i2v", frames=5))

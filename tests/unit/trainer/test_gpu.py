@@ -19,9 +19,22 @@ def _train(dataset: Path, out: Path, **kw: object):
     from loraforge.trainer.config import RunConfig
     from loraforge.trainer.train import Trainer
 
-    trainer = Trainer(RunConfig(preset="tiny-wan2.1-t2v", dataset=dataset, output_dir=out,
-                                steps=12, rank=4, learning_rate=1e-3, seed=5, device="cuda",
-                                optimizer="adamw", resolution="64x48", frames=9, **kw))
+    trainer = Trainer(
+        RunConfig(
+            preset="tiny-wan2.1-t2v",
+            dataset=dataset,
+            output_dir=out,
+            steps=12,
+            rank=4,
+            learning_rate=1e-3,
+            seed=5,
+            device="cuda",
+            optimizer="adamw",
+            resolution="64x48",
+            frames=9,
+            **kw,
+        )
+    )
     return trainer, trainer.run()
 
 
@@ -31,9 +44,15 @@ def test_fp8_block_swap_and_partial_checkpointing_train_like_the_plain_run(tmp_p
 
     data = write_video_dataset(tmp_path / "data", clips=2, frames=9)
     _, plain_result = _train(data, tmp_path / "plain", gradient_checkpointing=True)
-    saver, saver_result = _train(data, tmp_path / "saver", gradient_checkpointing=True,
-                                 fp8_base=True, block_swap=2, checkpoint_blocks=2,
-                                 attention="cudnn")
+    saver, saver_result = _train(
+        data,
+        tmp_path / "saver",
+        gradient_checkpointing=True,
+        fp8_base=True,
+        block_swap=2,
+        checkpoint_blocks=2,
+        attention="cudnn",
+    )
     assert plain_result.status == saver_result.status == "succeeded"
     losses = torch.tensor(saver_result.losses)
     assert torch.isfinite(losses).all()
@@ -53,8 +72,9 @@ def test_fp8_block_swap_and_partial_checkpointing_train_like_the_plain_run(tmp_p
 
 
 def test_activation_offload_lowers_peak_memory_and_keeps_gradients() -> None:
-    from loraforge.trainer.memory import ActivationOffload
     from torch.utils.checkpoint import checkpoint
+
+    from loraforge.trainer.memory import ActivationOffload
 
     torch.manual_seed(0)
     layers = torch.nn.Sequential(*[torch.nn.Linear(1024, 1024) for _ in range(8)]).cuda()
@@ -83,7 +103,8 @@ def test_activation_offload_lowers_peak_memory_and_keeps_gradients() -> None:
 
 @pytest.mark.parametrize("attention", ["cudnn", "flash", "efficient"])
 def test_selective_checkpointing_keeps_the_cuda_attention_kernels_output(
-        attention: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    attention: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """On CUDA, SDPA dispatches to kernel-specific ops: each must be among the saved ones, or
     the attention would silently run again in the backward."""
     import copy
@@ -92,28 +113,38 @@ def test_selective_checkpointing_keeps_the_cuda_attention_kernels_output(
 
     monkeypatch.setattr(memory, "RECOMPUTE_INNER_DIM", 0)  # the tiny model's matmuls are small
 
+    from peft import LoraConfig
+    from torch.utils.flop_counter import FlopCounterMode
+
     from loraforge.trainer.kernels import attention_backend
     from loraforge.trainer.memory import selective_checkpoint
     from loraforge.trainer.presets import TINY_SEED
     from loraforge.trainer.wan import build_tiny
-    from peft import LoraConfig
-    from torch.utils.flop_counter import FlopCounterMode
 
     model = build_tiny("t2v", TINY_SEED).transformer.to("cuda", torch.bfloat16)
     model.requires_grad_(False)
-    model.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v"],
-                                 init_lora_weights="gaussian"))
+    model.add_adapter(
+        LoraConfig(
+            r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v"], init_lora_weights="gaussian"
+        )
+    )
     selective = copy.deepcopy(model)
     selective.enable_gradient_checkpointing(selective_checkpoint)
 
     def backward_flops(m: torch.nn.Module) -> int:
         g = torch.Generator("cuda").manual_seed(3)
         c = m.config
-        x = torch.randn(1, c.in_channels, 3, 16, 16, generator=g, device="cuda", dtype=torch.bfloat16)
+        x = torch.randn(
+            1, c.in_channels, 3, 16, 16, generator=g, device="cuda", dtype=torch.bfloat16
+        )
         text = torch.randn(1, 16, c.text_dim, generator=g, device="cuda", dtype=torch.bfloat16)
         with attention_backend(attention, torch.device("cuda")):
-            out = m(hidden_states=x, timestep=torch.tensor([500], device="cuda"),
-                    encoder_hidden_states=text, return_dict=False)[0]
+            out = m(
+                hidden_states=x,
+                timestep=torch.tensor([500], device="cuda"),
+                encoder_hidden_states=text,
+                return_dict=False,
+            )[0]
             with FlopCounterMode(display=False) as counter:
                 out.float().square().mean().backward()
         return counter.get_total_flops()

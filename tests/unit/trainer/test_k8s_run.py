@@ -10,12 +10,13 @@ import time
 from typing import Any
 
 import pytest
+
 from loraforge.runtime.errors import Cancelled, InvalidInput
 from loraforge.runtime.jobs import Job
+from loraforge.runtime.k8s_controller import PodContext
 from loraforge.runtime.storage import Bucket
 from loraforge.trainer import cli, k8s_run
 from loraforge.trainer.k8s_controller import TrainingJobController
-from loraforge.runtime.k8s_controller import PodContext
 from loraforge.trainer.k8s_run import KubernetesJobFailed, KubernetesTraining
 from loraforge.trainer.worker import TrainingWork
 
@@ -45,15 +46,18 @@ class MemoryStore:
 class ScriptedK8s(FakeK8s):
     """Each status read advances one step of `script`: (Job status, pod log text so far)."""
 
-    def __init__(self, script: list[tuple[dict[str, Any], str]], on_create: Any = None,
-                 gate: Any = None) -> None:
+    def __init__(
+        self, script: list[tuple[dict[str, Any], str]], on_create: Any = None, gate: Any = None
+    ) -> None:
         super().__init__()
         self.script = script
         self.i = -1
         self.on_create = on_create
         self.gate = gate or (lambda i: True)  # may the script advance to step i?
 
-    def create_namespaced_job(self, namespace: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    def create_namespaced_job(
+        self, namespace: str, body: dict[str, Any], **kw: Any
+    ) -> dict[str, Any]:
         out = super().create_namespaced_job(namespace, body)
         if self.on_create:
             self.on_create(body)
@@ -86,8 +90,9 @@ def _job() -> Job:
 
 
 def _training(api: FakeK8s, store: MemoryStore) -> KubernetesTraining:
-    ctl = TrainingJobController(api, api, "loraforge", "loraforge/trainer:1",
-                                sleep=lambda s: time.sleep(0.005))
+    ctl = TrainingJobController(
+        api, api, "loraforge", "loraforge/trainer:1", sleep=lambda s: time.sleep(0.005)
+    )
     return KubernetesTraining(store, ctl, poll_s=0.005, tick_s=0.01)  # type: ignore[arg-type]
 
 
@@ -120,7 +125,10 @@ async def test_job_runs_relays_progress_and_answers_with_run_json() -> None:
 
     body = api.jobs[f"loraforge-train-{JOB_ID}"]
     assert body["spec"]["template"]["spec"]["containers"][0]["command"] == [
-        "loraforge-train", "--run", JOB_ID]
+        "loraforge-train",
+        "--run",
+        JOB_ID,
+    ]
     # The spec the pod reads: the job record with on_kubernetes off, found from the run id.
     job = k8s_run.read_spec(store, JOB_ID)  # type: ignore[arg-type]
     assert (job.id, job.tenant, job.project) == (JOB_ID, "acme", "jane")
@@ -142,10 +150,23 @@ async def test_cancel_deletes_the_job() -> None:
 
 
 async def test_failed_job_names_the_reason_and_the_pods_last_lines() -> None:
-    failed = {"failed": 3, "conditions": [{"type": "Failed", "status": "True",
-                                           "reason": "BackoffLimitExceeded", "message": "3 tries"}]}
-    api = ScriptedK8s([({"active": 1}, ""),
-                       (failed, "Traceback (most recent call last):\nRuntimeError: CUDA OOM")])
+    failed = {
+        "failed": 3,
+        "conditions": [
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "BackoffLimitExceeded",
+                "message": "3 tries",
+            }
+        ],
+    }
+    api = ScriptedK8s(
+        [
+            ({"active": 1}, ""),
+            (failed, "Traceback (most recent call last):\nRuntimeError: CUDA OOM"),
+        ]
+    )
     with pytest.raises(KubernetesJobFailed) as err:
         await _training(api, MemoryStore()).run(_job(), RecordingContext(), PREFIX)
     assert "BackoffLimitExceeded" in str(err.value) and "CUDA OOM" in str(err.value)
@@ -178,7 +199,8 @@ async def test_without_kubernetes_the_service_says_what_to_configure() -> None:
 
 
 def test_from_settings_is_off_by_default_and_needs_the_api_when_on(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from loraforge.runtime.errors import ConfigurationError
     from loraforge.runtime.settings import Settings
 
@@ -201,15 +223,20 @@ async def test_pod_context_prints_json_progress_and_stops_on_signal() -> None:
     await ctx.progress(0.1, "step 1/4, loss 0.5", step=1)
     await ctx.progress(0.2, "step 2/4, loss 0.4", step=2)  # throttled: within min_interval_s
     # new previews are never throttled (the service relays their keys); the same ones are
-    await ctx.progress(0.3, "step 2: rendering previews", step=2, preview_step=2,
-                       preview_keys=["k/00.png"])
-    await ctx.progress(0.35, "step 3/4, loss 0.3", step=3, preview_step=2,
-                       preview_keys=["k/00.png"])
+    await ctx.progress(
+        0.3, "step 2: rendering previews", step=2, preview_step=2, preview_keys=["k/00.png"]
+    )
+    await ctx.progress(
+        0.35, "step 3/4, loss 0.3", step=3, preview_step=2, preview_keys=["k/00.png"]
+    )
     await ctx.progress(0.8, "evaluating checkpoints")
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [(e["event"], e["message"]) for e in lines] == [
-        ("progress", "downloading the captioned dataset"), ("progress", "step 1/4, loss 0.5"),
-        ("progress", "step 2: rendering previews"), ("progress", "evaluating checkpoints")]
+        ("progress", "downloading the captioned dataset"),
+        ("progress", "step 1/4, loss 0.5"),
+        ("progress", "step 2: rendering previews"),
+        ("progress", "evaluating checkpoints"),
+    ]
     assert lines[1]["step"] == 1 and lines[1]["progress"] == 0.1
     assert lines[2]["preview_keys"] == ["k/00.png"]
     stop.set()
@@ -217,8 +244,9 @@ async def test_pod_context_prints_json_progress_and_stops_on_signal() -> None:
         await ctx.progress(0.9, "uploading the LoRA")
 
 
-def test_run_mode_without_a_config_dir_runs_the_job_spec(monkeypatch: pytest.MonkeyPatch,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_mode_without_a_config_dir_runs_the_job_spec(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     calls: list[tuple[str, dict[str, Any]]] = []
 
     def fake_run_in_pod(run_id: str, **kw: Any) -> int:

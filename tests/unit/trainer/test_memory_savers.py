@@ -7,6 +7,8 @@ import copy
 
 import pytest
 import torch
+from peft import LoraConfig
+
 from loraforge.trainer.memory import (
     FP8,
     ActivationOffload,
@@ -20,7 +22,6 @@ from loraforge.trainer.memory import (
 )
 from loraforge.trainer.presets import TINY_SEED
 from loraforge.trainer.wan import build_tiny
-from peft import LoraConfig
 
 pytestmark = pytest.mark.skipif(FP8 is None, reason="torch without float8")
 
@@ -33,7 +34,10 @@ def test_scaled_fp8_is_accurate_at_any_weight_magnitude(std: float) -> None:
     ref = x @ w.T
     q, scale = quantize_fp8(w)
     assert q.dtype == FP8 and scale.shape == (256, 1)
-    rel = lambda y: ((y - ref).norm() / ref.norm()).item()
+
+    def rel(y):
+        return ((y - ref).norm() / ref.norm()).item()
+
     scaled = rel(x @ (q.float() * scale).T)
     plain = rel(x @ w.to(FP8).float().T)  # what an unscaled cast would compute
     assert scaled < 0.04
@@ -59,8 +63,11 @@ def _tiny_wan_with_lora() -> torch.nn.Module:
     model = build_tiny("t2v", TINY_SEED).transformer
     model.requires_grad_(False)
     torch.manual_seed(0)
-    model.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v"],
-                                 init_lora_weights="gaussian"))
+    model.add_adapter(
+        LoraConfig(
+            r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v"], init_lora_weights="gaussian"
+        )
+    )
     model.enable_gradient_checkpointing()
     model.train()
     return model
@@ -72,8 +79,9 @@ def _forward(model: torch.nn.Module) -> torch.Tensor:
     c = model.config
     x = torch.randn(1, c.in_channels, 3, 8, 8, generator=g)
     text = torch.randn(1, 16, c.text_dim, generator=g)
-    return model(hidden_states=x, timestep=torch.tensor([500]), encoder_hidden_states=text,
-                 return_dict=False)[0]
+    return model(
+        hidden_states=x, timestep=torch.tensor([500]), encoder_hidden_states=text, return_dict=False
+    )[0]
 
 
 def _loss_and_grads(model: torch.nn.Module) -> tuple[float, dict[str, torch.Tensor]]:
@@ -140,11 +148,25 @@ def test_checkpoint_blocks_must_cover_block_swap() -> None:
     from loraforge.trainer.config import RunConfig, resolve
 
     with pytest.raises(InvalidInput, match="raise checkpoint_blocks"):
-        resolve(RunConfig(preset="tiny-wan2.1-t2v", dataset="d", output_dir="o",
-                          block_swap=2, checkpoint_blocks=1))
+        resolve(
+            RunConfig(
+                preset="tiny-wan2.1-t2v",
+                dataset="d",
+                output_dir="o",
+                block_swap=2,
+                checkpoint_blocks=1,
+            )
+        )
     with pytest.raises(InvalidInput, match="needs gradient_checkpointing"):
-        resolve(RunConfig(preset="tiny-wan2.1-t2v", dataset="d", output_dir="o",
-                          gradient_checkpointing=False, checkpoint_blocks=1))
+        resolve(
+            RunConfig(
+                preset="tiny-wan2.1-t2v",
+                dataset="d",
+                output_dir="o",
+                gradient_checkpointing=False,
+                checkpoint_blocks=1,
+            )
+        )
 
 
 def test_block_options_are_refused_for_unets() -> None:
@@ -162,8 +184,11 @@ def test_activation_offload_moves_block_inputs_not_weights_and_keeps_gradients()
     blocks = transformer_blocks(model)
     block_inputs: list[torch.Tensor] = []
     for blk in blocks:
-        blk.register_forward_pre_hook(lambda m, args: block_inputs.append(args[0]) if
-                                      len(block_inputs) < len(blocks) else None)
+        blk.register_forward_pre_hook(
+            lambda m, args: (
+                block_inputs.append(args[0]) if len(block_inputs) < len(blocks) else None
+            )
+        )
     # device == storage == CPU: the hooks run as on a GPU, with copies to "host" memory.
     offload = ActivationOffload(model, torch.device("cpu"), min_bytes=1)
     packed: list[tuple[torch.Tensor, bool]] = []  # (saved tensor, moved to host?)
@@ -190,8 +215,9 @@ def test_activation_offload_moves_block_inputs_not_weights_and_keeps_gradients()
     moved = [t for t, host in packed if host]
     kept = [t for t, host in packed if not host]
     assert moved and kept  # frozen weights are saved too (for the input gradient): they stay
-    assert not any(isinstance(t, torch.nn.Parameter) or t.untyped_storage().data_ptr() in frozen
-                   for t in moved)
+    assert not any(
+        isinstance(t, torch.nn.Parameter) or t.untyped_storage().data_ptr() in frozen for t in moved
+    )
     # every checkpointed block's input went to host memory ...
     ptrs = {t.untyped_storage().data_ptr() for t in moved}
     assert all(h.untyped_storage().data_ptr() in ptrs for h in block_inputs)
@@ -200,9 +226,11 @@ def test_activation_offload_moves_block_inputs_not_weights_and_keeps_gradients()
 
 
 def test_selective_checkpointing_recomputes_no_matmul_or_attention(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    from loraforge.trainer import memory
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from torch.utils.flop_counter import FlopCounterMode
+
+    from loraforge.trainer import memory
 
     def backward_flops(model: torch.nn.Module) -> tuple[int, dict[str, torch.Tensor]]:
         out = _forward(model)

@@ -5,16 +5,32 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from loraforge.runtime.errors import InvalidInput, NotFound
 from loraforge.trainer import presets
 from loraforge.trainer.config import RunConfig, resolve
 from loraforge.trainer.dataset import CaptionedDataset, DatasetConfig, parse_resolution
 from loraforge.trainer.synthetic import write_image_dataset
 
-REAL = ["wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.1-i2v-14b", "wan2.1-flf2v-14b",
-        "wan2.2-t2v-a14b", "sdxl", "flux.1-dev", "sd1.5"]
-TINY = ["tiny-wan2.1-t2v", "tiny-wan2.1-i2v", "tiny-wan2.1-flf2v", "tiny-wan2.2-t2v",
-        "tiny-sdxl", "tiny-flux", "tiny-sd1.5"]
+REAL = [
+    "wan2.1-t2v-1.3b",
+    "wan2.1-t2v-14b",
+    "wan2.1-i2v-14b",
+    "wan2.1-flf2v-14b",
+    "wan2.2-t2v-a14b",
+    "sdxl",
+    "flux.1-dev",
+    "sd1.5",
+]
+TINY = [
+    "tiny-wan2.1-t2v",
+    "tiny-wan2.1-i2v",
+    "tiny-wan2.1-flf2v",
+    "tiny-wan2.2-t2v",
+    "tiny-sdxl",
+    "tiny-flux",
+    "tiny-sd1.5",
+]
 
 
 def test_registry_names_and_listing(tmp_path: Path) -> None:
@@ -44,8 +60,9 @@ def test_real_preset_not_provisioned_names_the_path(tmp_path: Path) -> None:
 
 
 def _cfg(dataset: Path, **kw: object) -> RunConfig:
-    return RunConfig.parse({"preset": "tiny-wan2.1-t2v", "dataset": str(dataset),
-                            "output_dir": "/tmp/unused", **kw})
+    return RunConfig.parse(
+        {"preset": "tiny-wan2.1-t2v", "dataset": str(dataset), "output_dir": "/tmp/unused", **kw}
+    )
 
 
 def test_rank_zero_refused(one_clip: Path) -> None:
@@ -63,12 +80,18 @@ def test_image_family_refuses_frames(one_image: Path) -> None:
         resolve(_cfg(one_image, preset="tiny-sdxl", frames=5))
 
 
-@pytest.mark.parametrize(("preset", "resolution", "stride"), [
-    ("tiny-wan2.1-t2v", "40", 16), ("tiny-flux", "72", 16), ("tiny-sdxl", "96", 64),
-    ("tiny-wan2.1-t2v", "840x480", 16),
-])
-def test_resolution_not_multiple_of_stride_refused(one_clip: Path, preset: str, resolution: str,
-                                                   stride: int) -> None:
+@pytest.mark.parametrize(
+    ("preset", "resolution", "stride"),
+    [
+        ("tiny-wan2.1-t2v", "40", 16),
+        ("tiny-flux", "72", 16),
+        ("tiny-sdxl", "96", 64),
+        ("tiny-wan2.1-t2v", "840x480", 16),
+    ],
+)
+def test_resolution_not_multiple_of_stride_refused(
+    one_clip: Path, preset: str, resolution: str, stride: int
+) -> None:
     with pytest.raises(InvalidInput, match=f"not a multiple of {stride}"):
         resolve(_cfg(one_clip, preset=preset, resolution=resolution))
 
@@ -111,9 +134,11 @@ def test_extra_options_are_checked_by_name_and_type_before_a_job_runs() -> None:
 
     settings, rest = validate_extra({"block_swap": 20, "use_dora": True, "evaluate": False})
     assert rest == {"block_swap": 20, "use_dora": True} and settings.enabled is False
-    for extra, says in (({"blok_swap": 2}, "unknown training option"),
-                        ({"block_swap": "x"}, "block_swap='x'"),
-                        ({"timestep_sampling": "nope"}, "timestep_sampling='nope'"),
-                        ({"output_dir": "/tmp"}, "the trainer service sets them")):
+    for extra, says in (
+        ({"blok_swap": 2}, "unknown training option"),
+        ({"block_swap": "x"}, "block_swap='x'"),
+        ({"timestep_sampling": "nope"}, "timestep_sampling='nope'"),
+        ({"output_dir": "/tmp"}, "the trainer service sets them"),
+    ):
         with pytest.raises(InvalidInput, match=says):
             validate_extra(extra)

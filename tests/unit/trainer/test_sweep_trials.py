@@ -10,29 +10,48 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.trial import TrialState
+
 from loraforge.evaluation.sweep import CategoricalParam, load_study, run_sweep
 from loraforge.trainer.config import RunConfig
 from loraforge.trainer.sweep_trials import local_trial_runner
 from loraforge.trainer.synthetic import TRIGGER
-from optuna.trial import TrialState
 
 GOOD, BAD = 2e-2, 1e-12
 STEPS, EVERY = 6, 2
 
 
-def test_sweep_ranks_by_validation_loss_and_prunes_the_bad_trial_early(video_dataset: Path,
-                                                                       tmp_path: Path) -> None:
-    base = RunConfig(preset="tiny-wan2.1-t2v", dataset=video_dataset, output_dir=tmp_path,
-                     trigger=TRIGGER, steps=STEPS, eval_every=EVERY, checkpoint_every=0,
-                     rank=4, seed=3)
+def test_sweep_ranks_by_validation_loss_and_prunes_the_bad_trial_early(
+    video_dataset: Path, tmp_path: Path
+) -> None:
+    base = RunConfig(
+        preset="tiny-wan2.1-t2v",
+        dataset=video_dataset,
+        output_dir=tmp_path,
+        trigger=TRIGGER,
+        steps=STEPS,
+        eval_every=EVERY,
+        checkpoint_every=0,
+        rank=4,
+        seed=3,
+    )
     trained: list[int] = []
-    runner = local_trial_runner(base, tmp_path / "trials", trainer_kwargs={
-        "on_progress": lambda step, total, loss: trained.append(step)})
+    runner = local_trial_runner(
+        base,
+        tmp_path / "trials",
+        trainer_kwargs={"on_progress": lambda step, total, loss: trained.append(step)},
+    )
     db = tmp_path / "s.db"
-    res = run_sweep(runner, {"learning_rate": CategoricalParam((GOOD, BAD))}, 2, db, "lr",
-                    objective="validation_loss",
-                    baseline_params=[{"learning_rate": GOOD}, {"learning_rate": BAD}],
-                    pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
+    res = run_sweep(
+        runner,
+        {"learning_rate": CategoricalParam((GOOD, BAD))},
+        2,
+        db,
+        "lr",
+        objective="validation_loss",
+        baseline_params=[{"learning_rate": GOOD}, {"learning_rate": BAD}],
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0),
+    )
 
     study = load_study(db, "lr")
     good, bad = study.get_trials(deepcopy=False)

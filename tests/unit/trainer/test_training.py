@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 import torch
+from safetensors import safe_open
+
 from loraforge.runtime.errors import InvalidInput
 from loraforge.trainer.config import RunConfig
 from loraforge.trainer.presets import load_pipeline
 from loraforge.trainer.train import Trainer, latest_checkpoint
-from safetensors import safe_open
 
 PROMPT = "s86b5p, checkered square moving diagonally, dark blue background"
 
@@ -48,11 +49,21 @@ def reload_and_compare(trainer: Trainer, files: dict[str, Path]) -> tuple[Any, t
     return fresh, base
 
 
-def _train_and_check(preset: str, dataset: Path, out: Path, steps: int, lr: float,
-                     min_drop: float) -> tuple[Trainer, Any]:
-    cfg = RunConfig(preset=preset, dataset=dataset, output_dir=out, steps=steps,
-                    learning_rate=lr, rank=8, alpha=8, eval_every=steps, trigger="s86b5p",
-                    dataset_id="synthetic-square")
+def _train_and_check(
+    preset: str, dataset: Path, out: Path, steps: int, lr: float, min_drop: float
+) -> tuple[Trainer, Any]:
+    cfg = RunConfig(
+        preset=preset,
+        dataset=dataset,
+        output_dir=out,
+        steps=steps,
+        learning_rate=lr,
+        rank=8,
+        alpha=8,
+        eval_every=steps,
+        trigger="s86b5p",
+        dataset_id="synthetic-square",
+    )
     trainer = Trainer(cfg)
     result = trainer.run()
     before, after = result.eval_losses[0], result.eval_losses[steps]
@@ -84,8 +95,15 @@ def test_tiny_wan_learns_and_exports_comfy_keys(video_dataset: Path, tmp_path: P
     modules = {k.rsplit(".", 2)[0] if ".lora_" in k else k.rsplit(".", 1)[0] for k in keys}
     assert modules == expected
     assert {k.split(".")[-2] + "." + k.split(".")[-1] for k in keys} == {
-        "lora_A.weight", "lora_B.weight", "q.alpha", "k.alpha", "v.alpha", "o.alpha",
-        "0.alpha", "2.alpha"}
+        "lora_A.weight",
+        "lora_B.weight",
+        "q.alpha",
+        "k.alpha",
+        "v.alpha",
+        "o.alpha",
+        "0.alpha",
+        "2.alpha",
+    }
     assert meta["loraforge.trigger"] == "s86b5p"
     assert meta["loraforge.base_preset"] == "tiny-wan2.1-t2v"
     assert meta["loraforge.rank"] == "8" and meta["loraforge.alpha"] == "8.0"
@@ -99,11 +117,20 @@ def test_tiny_sdxl_learns_and_exports_kohya_keys(image_dataset: Path, tmp_path: 
     _, result = _train_and_check("tiny-sdxl", image_dataset, tmp_path, 30, 2e-2, 0.05)
     keys, _ = _keys_and_meta(result.files["unet"])
     # kohya / ComfyUI: lora_unet_<diffusers UNet module with '.' -> '_'>.lora_down/.lora_up/.alpha
-    assert "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight" in keys
-    assert "lora_unet_up_blocks_0_attentions_0_transformer_blocks_0_attn2_to_out_0.lora_up.weight" in keys
+    assert (
+        "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight"
+        in keys
+    )
+    assert (
+        "lora_unet_up_blocks_0_attentions_0_transformer_blocks_0_attn2_to_out_0.lora_up.weight"
+        in keys
+    )
     assert "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn2_to_k.alpha" in keys
-    assert all(k.startswith("lora_unet_") and k.endswith((".lora_down.weight", ".lora_up.weight",
-                                                          ".alpha")) for k in keys)
+    assert all(
+        k.startswith("lora_unet_")
+        and k.endswith((".lora_down.weight", ".lora_up.weight", ".alpha"))
+        for k in keys
+    )
 
 
 def test_tiny_flux_learns_and_exports_diffusers_keys(image_dataset: Path, tmp_path: Path) -> None:
@@ -116,18 +143,29 @@ def test_tiny_flux_learns_and_exports_diffusers_keys(image_dataset: Path, tmp_pa
     assert all(k.startswith("transformer.") for k in keys)
 
 
-@pytest.mark.parametrize("preset", ["tiny-sd1.5", "tiny-wan2.2-t2v", "tiny-wan2.1-i2v",
-                                    "tiny-wan2.1-flf2v"])
-def test_other_presets_train_and_load(preset: str, one_clip: Path, one_image: Path,
-                                      tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "preset", ["tiny-sd1.5", "tiny-wan2.2-t2v", "tiny-wan2.1-i2v", "tiny-wan2.1-flf2v"]
+)
+def test_other_presets_train_and_load(
+    preset: str, one_clip: Path, one_image: Path, tmp_path: Path
+) -> None:
     dataset = one_clip if "wan" in preset else one_image
-    cfg = RunConfig(preset=preset, dataset=dataset, output_dir=tmp_path, steps=3,
-                    learning_rate=5e-2, rank=4, alpha=2)
+    cfg = RunConfig(
+        preset=preset,
+        dataset=dataset,
+        output_dir=tmp_path,
+        steps=3,
+        learning_rate=5e-2,
+        rank=4,
+        alpha=2,
+    )
     trainer = Trainer(cfg)
     result = trainer.run()
     if preset == "tiny-wan2.2-t2v":
         assert sorted(p.name for p in result.files.values()) == [
-            "lora.high_noise.safetensors", "lora.low_noise.safetensors"]
+            "lora.high_noise.safetensors",
+            "lora.low_noise.safetensors",
+        ]
     reload_and_compare(trainer, result.files)
 
 
@@ -135,10 +173,23 @@ def test_resume_reproduces_uninterrupted_run(one_clip: Path, tmp_path: Path) -> 
     """Stop (cancel) right after the step-3 checkpoint, resume from latest, finish at 6.
     Tolerance: bit-identical on CPU (checked with atol 0); the run is deterministic given
     the seed because batches, noise and timesteps come from saved generators."""
+
     def cfg(out: Path, **kw: Any) -> RunConfig:
-        return RunConfig(preset="tiny-wan2.1-t2v", dataset=one_clip, output_dir=out, steps=6,
-                         learning_rate=1e-2, rank=4, checkpoint_every=3, keep_checkpoints=1,
-                         seed=7, lr_scheduler="cosine", warmup_steps=2, grad_accum=2, **kw)
+        return RunConfig(
+            preset="tiny-wan2.1-t2v",
+            dataset=one_clip,
+            output_dir=out,
+            steps=6,
+            learning_rate=1e-2,
+            rank=4,
+            checkpoint_every=3,
+            keep_checkpoints=1,
+            seed=7,
+            lr_scheduler="cosine",
+            warmup_steps=2,
+            grad_accum=2,
+            **kw,
+        )
 
     straight = Trainer(cfg(tmp_path / "a"))
     straight.run()
@@ -149,7 +200,9 @@ def test_resume_reproduces_uninterrupted_run(one_clip: Path, tmp_path: Path) -> 
     assert partial.status == "cancelled" and partial.step == 3
     assert latest_checkpoint(tmp_path / "b" / "checkpoints").name == "step-00000003"
     assert not partial.files  # nothing exported for a cancelled run
-    resumed = Trainer(cfg(tmp_path / "b", resume="latest"), pipeline=load_pipeline("tiny-wan2.1-t2v"))
+    resumed = Trainer(
+        cfg(tmp_path / "b", resume="latest"), pipeline=load_pipeline("tiny-wan2.1-t2v")
+    )
     done = resumed.run()
     assert done.status == "succeeded" and done.step == 6
     got = resumed.lora_state()
@@ -159,35 +212,68 @@ def test_resume_reproduces_uninterrupted_run(one_clip: Path, tmp_path: Path) -> 
 
 
 def test_keep_last_k_checkpoints(one_image: Path, tmp_path: Path) -> None:
-    cfg = RunConfig(preset="tiny-sd1.5", dataset=one_image, output_dir=tmp_path, steps=5,
-                    rank=2, checkpoint_every=1, keep_checkpoints=2)
+    cfg = RunConfig(
+        preset="tiny-sd1.5",
+        dataset=one_image,
+        output_dir=tmp_path,
+        steps=5,
+        rank=2,
+        checkpoint_every=1,
+        keep_checkpoints=2,
+    )
     Trainer(cfg).run()
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == ["step-00000003", "step-00000004"]  # step 5 is the final export
 
 
 def test_fp8_base_runs_on_cpu(one_image: Path, tmp_path: Path) -> None:
-    fp8 = Trainer(RunConfig(preset="tiny-flux", dataset=one_image, output_dir=tmp_path / "f",
-                            steps=2, rank=2, fp8_base=True))
+    fp8 = Trainer(
+        RunConfig(
+            preset="tiny-flux",
+            dataset=one_image,
+            output_dir=tmp_path / "f",
+            steps=2,
+            rank=2,
+            fp8_base=True,
+        )
+    )
     fp8.prepare()
     base = fp8.models["transformer"].transformer_blocks[0].attn.to_q.base_layer
     assert base.weight.dtype == torch.float8_e4m3fn
     assert fp8.run().status == "succeeded"
 
 
-def test_offload_activations_is_accepted_and_said_to_be_ignored_on_cpu(one_clip: Path,
-                                                                       tmp_path: Path) -> None:
+def test_offload_activations_is_accepted_and_said_to_be_ignored_on_cpu(
+    one_clip: Path, tmp_path: Path
+) -> None:
     logs: list[str] = []
-    trainer = Trainer(RunConfig(preset="tiny-wan2.1-t2v", dataset=one_clip, output_dir=tmp_path,
-                                steps=1, rank=2, offload_activations=True), log=logs.append)
+    trainer = Trainer(
+        RunConfig(
+            preset="tiny-wan2.1-t2v",
+            dataset=one_clip,
+            output_dir=tmp_path,
+            steps=1,
+            rank=2,
+            offload_activations=True,
+        ),
+        log=logs.append,
+    )
     assert trainer.run().status == "succeeded"
     assert any("offload_activations only saves memory on a GPU" in m for m in logs)
 
 
 def test_noise_offset_shifts_each_channel_by_a_constant(one_image: Path, tmp_path: Path) -> None:
     def trainer(offset: float) -> Trainer:
-        return Trainer(RunConfig(preset="tiny-sd1.5", dataset=one_image, output_dir=tmp_path,
-                                 steps=1, rank=2, noise_offset=offset))
+        return Trainer(
+            RunConfig(
+                preset="tiny-sd1.5",
+                dataset=one_image,
+                output_dir=tmp_path,
+                steps=1,
+                rank=2,
+                noise_offset=offset,
+            )
+        )
 
     shape = torch.Size((2, 4, 8, 8))
     plain = trainer(0.0).training_noise(shape, torch.Generator().manual_seed(3))
@@ -200,14 +286,34 @@ def test_noise_offset_shifts_each_channel_by_a_constant(one_image: Path, tmp_pat
 
 def test_noise_offset_is_refused_for_flow_matching(one_image: Path, tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="noise_offset applies to SD families"):
-        Trainer(RunConfig(preset="tiny-flux", dataset=one_image, output_dir=tmp_path,
-                          steps=1, rank=2, noise_offset=0.05))
+        Trainer(
+            RunConfig(
+                preset="tiny-flux",
+                dataset=one_image,
+                output_dir=tmp_path,
+                steps=1,
+                rank=2,
+                noise_offset=0.05,
+            )
+        )
 
 
-def test_selective_checkpointing_trains_like_no_checkpointing(one_clip: Path, tmp_path: Path) -> None:
+def test_selective_checkpointing_trains_like_no_checkpointing(
+    one_clip: Path, tmp_path: Path
+) -> None:
     def run(**kw: Any) -> dict[str, torch.Tensor]:
-        trainer = Trainer(RunConfig(preset="tiny-wan2.1-t2v", dataset=one_clip, steps=3, rank=4,
-                                    learning_rate=1e-2, seed=3, output_dir=tmp_path / str(kw), **kw))
+        trainer = Trainer(
+            RunConfig(
+                preset="tiny-wan2.1-t2v",
+                dataset=one_clip,
+                steps=3,
+                rank=4,
+                learning_rate=1e-2,
+                seed=3,
+                output_dir=tmp_path / str(kw),
+                **kw,
+            )
+        )
         assert trainer.run().status == "succeeded"
         return trainer.lora_state()
 
@@ -215,5 +321,12 @@ def test_selective_checkpointing_trains_like_no_checkpointing(one_clip: Path, tm
     for k, v in plain.items():
         torch.testing.assert_close(selective[k], v, rtol=1e-5, atol=1e-6)
     with pytest.raises(InvalidInput, match="selective_checkpointing is a kind of gradient"):
-        Trainer(RunConfig(preset="tiny-wan2.1-t2v", dataset=one_clip, output_dir=tmp_path / "x",
-                          selective_checkpointing=True, gradient_checkpointing=False))
+        Trainer(
+            RunConfig(
+                preset="tiny-wan2.1-t2v",
+                dataset=one_clip,
+                output_dir=tmp_path / "x",
+                selective_checkpointing=True,
+                gradient_checkpointing=False,
+            )
+        )

@@ -22,12 +22,19 @@ def _modules() -> dict[str, tuple[Any, Any]]:
         "seed": (seed.export_seed, seed.read_seed),
         "kohya": (kohya.export_kohya, kohya.read_kohya),
         "musubi": (musubi.export_musubi, musubi.read_musubi),
-        "diffusion-pipe": (diffusion_pipe.export_diffusion_pipe, diffusion_pipe.read_diffusion_pipe),
+        "diffusion-pipe": (
+            diffusion_pipe.export_diffusion_pipe,
+            diffusion_pipe.read_diffusion_pipe,
+        ),
         "ai-toolkit": (ai_toolkit.export_ai_toolkit, ai_toolkit.read_ai_toolkit),
-        "wan-i2v-zip": (lambda items, out, **kw: wan.export_wan_zip(items, out, mode="i2v", **kw),
-                        lambda p, **kw: wan.read_wan_zip(p, mode="i2v", **kw)),
-        "wan-kf2v-zip": (lambda items, out, **kw: wan.export_wan_zip(items, out, mode="kf2v", **kw),
-                         lambda p, **kw: wan.read_wan_zip(p, mode="kf2v", **kw)),
+        "wan-i2v-zip": (
+            lambda items, out, **kw: wan.export_wan_zip(items, out, mode="i2v", **kw),
+            lambda p, **kw: wan.read_wan_zip(p, mode="i2v", **kw),
+        ),
+        "wan-kf2v-zip": (
+            lambda items, out, **kw: wan.export_wan_zip(items, out, mode="kf2v", **kw),
+            lambda p, **kw: wan.read_wan_zip(p, mode="kf2v", **kw),
+        ),
     }
 
 

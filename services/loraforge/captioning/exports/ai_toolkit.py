@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+
 from loraforge.captioning.errors import ExportRefused
 from loraforge.captioning.exports.common import (
     ExportItem,
@@ -21,18 +22,30 @@ from loraforge.captioning.exports.common import (
 )
 
 
-def export_ai_toolkit(items: list[ExportItem], out: Path, *, resolution: list[int] | None = None,
-                      path_root: str | None = None, **_: object) -> ExportResult:
+def export_ai_toolkit(
+    items: list[ExportItem],
+    out: Path,
+    *,
+    resolution: list[int] | None = None,
+    path_root: str | None = None,
+    **_: object,
+) -> ExportResult:
     check_captions(items)
     out = fresh_dir(out)
     files = []
     for it in items:
-        media = place(it.media, out / "dataset" / f"{safe_name(it.clip_id)}{it.media.suffix.lower()}")
+        media = place(
+            it.media, out / "dataset" / f"{safe_name(it.clip_id)}{it.media.suffix.lower()}"
+        )
         files += [media, write_caption(media, it.caption)]
     videos, _ = split_kinds(items)
-    entry = {"folder_path": f"{path_root.rstrip('/') if path_root else out.resolve()}/dataset",
-             "caption_ext": "txt", "caption_dropout_rate": 0.05, "cache_latents_to_disk": True,
-             "resolution": resolution or [512, 768]}
+    entry = {
+        "folder_path": f"{path_root.rstrip('/') if path_root else out.resolve()}/dataset",
+        "caption_ext": "txt",
+        "caption_dropout_rate": 0.05,
+        "cache_latents_to_disk": True,
+        "resolution": resolution or [512, 768],
+    }
     if videos:
         entry["num_frames"] = 33
     cfg = out / "dataset_config.yaml"

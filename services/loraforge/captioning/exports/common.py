@@ -32,7 +32,9 @@ class ExportResult:
 def check_captions(items: list[ExportItem]) -> None:
     for it in items:
         if not it.caption or not it.caption.strip():
-            raise ExportRefused("caption_required", f"clip {it.clip_id} has no caption; caption it first")
+            raise ExportRefused(
+                "caption_required", f"clip {it.clip_id} has no caption; caption it first"
+            )
 
 
 def fresh_dir(path: Path) -> Path:
@@ -81,6 +83,7 @@ def split_kinds(items: list[ExportItem]) -> tuple[list[ExportItem], list[ExportI
 
 # -- TOML (tomllib only reads) ---------------------------------------------------------------
 
+
 def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -100,7 +103,9 @@ def to_toml(doc: dict[str, Any]) -> str:
 
     def emit(prefix: str, table: dict[str, Any]) -> None:
         for k, v in table.items():
-            if not isinstance(v, dict) and not (isinstance(v, list) and v and isinstance(v[0], dict)):
+            if not isinstance(v, dict) and not (
+                isinstance(v, list) and v and isinstance(v[0], dict)
+            ):
                 lines.append(f"{k} = {_toml_value(v)}")
         for k, v in table.items():
             name = f"{prefix}.{k}" if prefix else k

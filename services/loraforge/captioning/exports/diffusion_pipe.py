@@ -26,8 +26,15 @@ from loraforge.captioning.exports.common import (
 from loraforge.captioning.exports.musubi import target_frames
 
 
-def export_diffusion_pipe(items: list[ExportItem], out: Path, *, resolution: int = 512,
-                          num_repeats: int = 5, path_root: str | None = None, **_: object) -> ExportResult:
+def export_diffusion_pipe(
+    items: list[ExportItem],
+    out: Path,
+    *,
+    resolution: int = 512,
+    num_repeats: int = 5,
+    path_root: str | None = None,
+    **_: object,
+) -> ExportResult:
     check_captions(items)
     out = fresh_dir(out)
     videos, _images = split_kinds(items)
@@ -38,11 +45,20 @@ def export_diffusion_pipe(items: list[ExportItem], out: Path, *, resolution: int
         files += [media, write_caption(media, it.caption)]
     root = path_root.rstrip("/") if path_root else str(out.resolve())
     toml = out / "dataset.toml"
-    toml.write_text(to_toml({
-        "resolutions": [resolution], "enable_ar_bucket": True, "min_ar": 0.5, "max_ar": 2.0,
-        "num_ar_buckets": 7, "frame_buckets": buckets,
-        "directory": [{"path": f"{root}/data", "num_repeats": num_repeats}],
-    }), encoding="utf-8")
+    toml.write_text(
+        to_toml(
+            {
+                "resolutions": [resolution],
+                "enable_ar_bucket": True,
+                "min_ar": 0.5,
+                "max_ar": 2.0,
+                "num_ar_buckets": 7,
+                "frame_buckets": buckets,
+                "directory": [{"path": f"{root}/data", "num_repeats": num_repeats}],
+            }
+        ),
+        encoding="utf-8",
+    )
     return ExportResult(out, [*files, toml], {"frame_buckets": buckets})
 
 

@@ -36,9 +36,18 @@ def default_repeats(n: int, per_epoch: int = 200) -> int:
     return max(1, min(100, math.ceil(per_epoch / max(n, 1))))
 
 
-def export_kohya(items: list[ExportItem], out: Path, *, trigger: str, class_noun: str = "person",
-                 repeats: int | None = None, resolution: int = 1024, batch_size: int = 1,
-                 path_root: str | None = None, **_: object) -> ExportResult:
+def export_kohya(
+    items: list[ExportItem],
+    out: Path,
+    *,
+    trigger: str,
+    class_noun: str = "person",
+    repeats: int | None = None,
+    resolution: int = 1024,
+    batch_size: int = 1,
+    path_root: str | None = None,
+    **_: object,
+) -> ExportResult:
     check_captions(items)
     out = fresh_dir(out)
     repeats = repeats or default_repeats(len(items))
@@ -53,14 +62,32 @@ def export_kohya(items: list[ExportItem], out: Path, *, trigger: str, class_noun
         files += [img, write_caption(img, it.caption)]
     image_dir = f"{path_root.rstrip('/')}/img/{folder.name}" if path_root else str(folder.resolve())
     toml = out / "dataset.toml"
-    toml.write_text(to_toml({
-        "general": {"shuffle_caption": False, "caption_extension": ".txt", "keep_tokens": 1},
-        "datasets": [{
-            "resolution": resolution, "batch_size": batch_size, "enable_bucket": True,
-            "subsets": [{"image_dir": image_dir, "num_repeats": repeats,
-                         "class_tokens": f"{trigger} {class_noun}"}],
-        }],
-    }), encoding="utf-8")
+    toml.write_text(
+        to_toml(
+            {
+                "general": {
+                    "shuffle_caption": False,
+                    "caption_extension": ".txt",
+                    "keep_tokens": 1,
+                },
+                "datasets": [
+                    {
+                        "resolution": resolution,
+                        "batch_size": batch_size,
+                        "enable_bucket": True,
+                        "subsets": [
+                            {
+                                "image_dir": image_dir,
+                                "num_repeats": repeats,
+                                "class_tokens": f"{trigger} {class_noun}",
+                            }
+                        ],
+                    }
+                ],
+            }
+        ),
+        encoding="utf-8",
+    )
     return ExportResult(out, [*files, toml], {"repeats": repeats, "images": len(items)})
 
 
@@ -75,11 +102,15 @@ def read_kohya(path: Path, **_: object) -> list[tuple[Path, str]]:
                 d = path / "img" / d.name  # exported with path_root for another machine
             m = _FOLDER.match(d.name)
             if not m or int(m.group(1)) != sub["num_repeats"]:
-                raise ExportRefused("kohya_folder", f"{d.name} is not '<repeats>_<trigger> <class>'")
+                raise ExportRefused(
+                    "kohya_folder", f"{d.name} is not '<repeats>_<trigger> <class>'"
+                )
             trigger = m.group(2).split(" ")[0]
             for img in media_files(d):
                 text = read_caption(img, ext)
                 if not text.startswith(trigger):
-                    raise ExportRefused("kohya_caption", f"{img.name}: caption must start with {trigger}")
+                    raise ExportRefused(
+                        "kohya_caption", f"{img.name}: caption must start with {trigger}"
+                    )
                 out.append((img, text))
     return out

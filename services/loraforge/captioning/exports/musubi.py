@@ -38,9 +38,16 @@ def target_frames(min_frames: int, cap: int = MAX_TARGET_FRAMES) -> list[int]:
     return sorted({1, mid, top})
 
 
-def export_musubi(items: list[ExportItem], out: Path, *, resolution: tuple[int, int] = (832, 480),
-                  num_repeats: int = 1, batch_size: int = 1, path_root: str | None = None,
-                  **_: object) -> ExportResult:
+def export_musubi(
+    items: list[ExportItem],
+    out: Path,
+    *,
+    resolution: tuple[int, int] = (832, 480),
+    num_repeats: int = 1,
+    batch_size: int = 1,
+    path_root: str | None = None,
+    **_: object,
+) -> ExportResult:
     check_captions(items)
     out = fresh_dir(out)
     videos, images = split_kinds(items)
@@ -49,23 +56,48 @@ def export_musubi(items: list[ExportItem], out: Path, *, resolution: tuple[int, 
     if videos:
         infos = [v.info() for v in videos]
         for it in videos:
-            media = place(it.media, out / "videos" / f"{safe_name(it.clip_id)}{it.media.suffix.lower()}")
+            media = place(
+                it.media, out / "videos" / f"{safe_name(it.clip_id)}{it.media.suffix.lower()}"
+            )
             files += [media, write_caption(media, it.caption)]
-        datasets.append({"video_directory": f"{root}/videos", "cache_directory": f"{root}/cache/videos",
-                         "target_frames": target_frames(min(i.frames for i in infos)),
-                         "frame_extraction": "head", "num_repeats": num_repeats})
+        datasets.append(
+            {
+                "video_directory": f"{root}/videos",
+                "cache_directory": f"{root}/cache/videos",
+                "target_frames": target_frames(min(i.frames for i in infos)),
+                "frame_extraction": "head",
+                "num_repeats": num_repeats,
+            }
+        )
     if images:
         for it in images:
-            media = place(it.media, out / "images" / f"{safe_name(it.clip_id)}{it.media.suffix.lower()}")
+            media = place(
+                it.media, out / "images" / f"{safe_name(it.clip_id)}{it.media.suffix.lower()}"
+            )
             files += [media, write_caption(media, it.caption)]
-        datasets.append({"image_directory": f"{root}/images", "cache_directory": f"{root}/cache/images",
-                         "num_repeats": num_repeats})
+        datasets.append(
+            {
+                "image_directory": f"{root}/images",
+                "cache_directory": f"{root}/cache/images",
+                "num_repeats": num_repeats,
+            }
+        )
     toml = out / "dataset.toml"
-    toml.write_text(to_toml({
-        "general": {"resolution": list(resolution), "caption_extension": ".txt",
-                    "batch_size": batch_size, "enable_bucket": True, "bucket_no_upscale": False},
-        "datasets": datasets,
-    }), encoding="utf-8")
+    toml.write_text(
+        to_toml(
+            {
+                "general": {
+                    "resolution": list(resolution),
+                    "caption_extension": ".txt",
+                    "batch_size": batch_size,
+                    "enable_bucket": True,
+                    "bucket_no_upscale": False,
+                },
+                "datasets": datasets,
+            }
+        ),
+        encoding="utf-8",
+    )
     return ExportResult(out, [*files, toml], {"datasets": datasets})
 
 

@@ -20,8 +20,9 @@ from loraforge.captioning.exports.common import (
 from loraforge.captioning.media import is_video
 
 
-def export_seed(items: list[ExportItem], out: Path, *, trigger: str = "", lora_type: str = "",
-                **_: object) -> ExportResult:
+def export_seed(
+    items: list[ExportItem], out: Path, *, trigger: str = "", lora_type: str = "", **_: object
+) -> ExportResult:
     check_captions(items)
     root = fresh_dir(out) / "dataset"
     entries, files = [], []
@@ -33,12 +34,26 @@ def export_seed(items: list[ExportItem], out: Path, *, trigger: str = "", lora_t
         cap.parent.mkdir(parents=True, exist_ok=True)
         cap.write_text(it.caption.strip() + "\n", encoding="utf-8")
         files += [media, cap]
-        entries.append({"file": media.relative_to(root).as_posix(), "caption_file": cap.relative_to(root).as_posix(),
-                        "clip_id": it.clip_id, "caption": it.caption.strip(), "width": info.width,
-                        "height": info.height, "duration_s": round(info.duration_s, 3), "fps": info.fps})
+        entries.append(
+            {
+                "file": media.relative_to(root).as_posix(),
+                "caption_file": cap.relative_to(root).as_posix(),
+                "clip_id": it.clip_id,
+                "caption": it.caption.strip(),
+                "width": info.width,
+                "height": info.height,
+                "duration_s": round(info.duration_s, 3),
+                "fps": info.fps,
+            }
+        )
     meta = root / "metadata.json"
-    meta.write_text(json.dumps({"trigger": trigger, "lora_type": lora_type, "count": len(entries),
-                                "clips": entries}, indent=1), encoding="utf-8")
+    meta.write_text(
+        json.dumps(
+            {"trigger": trigger, "lora_type": lora_type, "count": len(entries), "clips": entries},
+            indent=1,
+        ),
+        encoding="utf-8",
+    )
     return ExportResult(root, [*files, meta], {"count": len(entries)})
 
 
@@ -54,7 +69,9 @@ def read_seed(path: Path, **_: object) -> list[tuple[Path, str]]:
         if not media.is_file() or not cap.is_file():
             raise ExportRefused("seed_layout", f"{e['file']} or {e['caption_file']} is missing")
         if Path(e["file"]).stem != Path(e["caption_file"]).stem:
-            raise ExportRefused("seed_layout", f"{e['file']} and {e['caption_file']} do not pair up")
+            raise ExportRefused(
+                "seed_layout", f"{e['file']} and {e['caption_file']} do not pair up"
+            )
         text = cap.read_text(encoding="utf-8").strip()
         if text != e["caption"]:
             raise ExportRefused("seed_layout", f"{cap.name} differs from metadata.json")

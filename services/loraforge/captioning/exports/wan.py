@@ -23,10 +23,11 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from PIL import Image
+
 from loraforge.captioning.errors import ExportRefused
 from loraforge.captioning.exports.common import ExportItem, ExportResult, check_captions
 from loraforge.captioning.media import extract_frame, is_video
-from PIL import Image
 
 MB = 1024 * 1024
 MAX_CLIP_S = {"wan2.2": 5.0, "wan2.5": 10.0}
@@ -59,19 +60,30 @@ def recommend_epochs(n: int, batch_size: int, min_steps: int = MIN_STEPS) -> int
 
 def _check_media(items: list[ExportItem], target: str, limits: WanLimits) -> None:
     if target not in MAX_CLIP_S:
-        raise ExportRefused("target_model", f"target model {target!r}: use one of {', '.join(MAX_CLIP_S)}")
+        raise ExportRefused(
+            "target_model", f"target model {target!r}: use one of {', '.join(MAX_CLIP_S)}"
+        )
     max_s = MAX_CLIP_S[target]
     for it in items:
         if not is_video(it.media) or it.media.suffix.lower() not in VIDEO_FORMATS:
-            raise ExportRefused("video_format", f"{it.clip_id}: {it.media.name} is not MP4/MOV; the "
-                                "service takes MP4 or MOV videos only (re-encode it)")
+            raise ExportRefused(
+                "video_format",
+                f"{it.clip_id}: {it.media.name} is not MP4/MOV; the "
+                "service takes MP4 or MOV videos only (re-encode it)",
+            )
         info = it.info()
         if info.width > limits.max_side or info.height > limits.max_side:
-            raise ExportRefused("max_resolution", f"{it.clip_id}: {info.width}x{info.height} exceeds "
-                                f"{limits.max_side}x{limits.max_side}")
+            raise ExportRefused(
+                "max_resolution",
+                f"{it.clip_id}: {info.width}x{info.height} exceeds "
+                f"{limits.max_side}x{limits.max_side}",
+            )
         if info.duration_s > max_s + 1e-3:
-            raise ExportRefused("max_duration", f"{it.clip_id}: {info.duration_s:.2f} s is longer than "
-                                f"the {max_s:g} s {target} allows; cut the clip shorter")
+            raise ExportRefused(
+                "max_duration",
+                f"{it.clip_id}: {info.duration_s:.2f} s is longer than "
+                f"the {max_s:g} s {target} allows; cut the clip shorter",
+            )
 
 
 def _frames(it: ExportItem, work: Path, n: int, mode: str) -> tuple[Path, Path | None]:
@@ -83,15 +95,21 @@ def _frames(it: ExportItem, work: Path, n: int, mode: str) -> tuple[Path, Path |
 def _paths(n: int, mode: str, suffix: str) -> dict[str, str]:
     if mode == "i2v":
         return {"first_frame_path": f"image_{n}.jpg", "video_path": f"video_{n}{suffix}"}
-    return {"first_frame_path": f"image/image_{n}_first.jpg", "last_frame_path": f"image/image_{n}_last.jpg",
-            "video_path": f"video/video_{n}{suffix}"}
+    return {
+        "first_frame_path": f"image/image_{n}_first.jpg",
+        "last_frame_path": f"image/image_{n}_last.jpg",
+        "video_path": f"video/video_{n}{suffix}",
+    }
 
 
 def _write_zip(dest: Path, lines: list[dict], files: dict[str, Path], limits: WanLimits) -> Path:
     jsonl = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode("utf-8")
     if len(jsonl) > limits.max_jsonl_bytes:
-        raise ExportRefused("jsonl_size", f"data.jsonl would be {len(jsonl)} bytes, over the "
-                            f"{limits.max_jsonl_bytes // MB} MB limit; shorten the prompts or split")
+        raise ExportRefused(
+            "jsonl_size",
+            f"data.jsonl would be {len(jsonl)} bytes, over the "
+            f"{limits.max_jsonl_bytes // MB} MB limit; shorten the prompts or split",
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
     os.close(fd)
@@ -102,8 +120,11 @@ def _write_zip(dest: Path, lines: list[dict], files: dict[str, Path], limits: Wa
                 zf.write(src, arc)
         size = Path(tmp).stat().st_size
         if size > limits.max_zip_bytes:
-            raise ExportRefused("zip_size", f"{dest.name} would be {size} bytes, over the "
-                                f"{limits.max_zip_bytes // MB} MB limit; use fewer or shorter clips")
+            raise ExportRefused(
+                "zip_size",
+                f"{dest.name} would be {size} bytes, over the "
+                f"{limits.max_zip_bytes // MB} MB limit; use fewer or shorter clips",
+            )
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
@@ -111,9 +132,18 @@ def _write_zip(dest: Path, lines: list[dict], files: dict[str, Path], limits: Wa
     return dest
 
 
-def export_wan_zip(items: list[ExportItem], out: Path, *, mode: str = "i2v", target: str = "wan2.2",
-                   split: float | None = None, max_val: int = 10, batch_size: int = 2,
-                   limits: WanLimits | None = None, **_: object) -> ExportResult:
+def export_wan_zip(
+    items: list[ExportItem],
+    out: Path,
+    *,
+    mode: str = "i2v",
+    target: str = "wan2.2",
+    split: float | None = None,
+    max_val: int = 10,
+    batch_size: int = 2,
+    limits: WanLimits | None = None,
+    **_: object,
+) -> ExportResult:
     """`out` is the zip path (or a folder, then `wan-<mode>-training-dataset.zip` inside it)."""
     limits = limits or WanLimits()
     if mode not in ("i2v", "kf2v"):
@@ -127,8 +157,11 @@ def export_wan_zip(items: list[ExportItem], out: Path, *, mode: str = "i2v", tar
     train = [it for i, it in enumerate(items) if i not in val_idx]
     val = [it for i, it in enumerate(items) if i in val_idx]
     if len(train) < limits.min_samples:
-        raise ExportRefused("min_samples", f"{len(train)} training samples; the service needs at least "
-                            f"{limits.min_samples} (20-100 recommended)")
+        raise ExportRefused(
+            "min_samples",
+            f"{len(train)} training samples; the service needs at least "
+            f"{limits.min_samples} (20-100 recommended)",
+        )
     _check_media(items, target, limits)
     with tempfile.TemporaryDirectory(prefix="wan-export-") as tmp:
         work = Path(tmp)
@@ -152,17 +185,34 @@ def export_wan_zip(items: list[ExportItem], out: Path, *, mode: str = "i2v", tar
                 vfiles[p["first_frame_path"]] = first
                 if last is not None:
                     vfiles[p["last_frame_path"]] = last
-            vdest = dest.with_name(dest.name.replace("training", "valid") if "training" in dest.name
-                                   else dest.stem + "-valid.zip")
+            vdest = dest.with_name(
+                dest.name.replace("training", "valid")
+                if "training" in dest.name
+                else dest.stem + "-valid.zip"
+            )
             result_files.append(_write_zip(vdest, vlines, vfiles, limits))
-    report = {"mode": mode, "target": target, "train_samples": len(train), "validation_samples": len(val),
-              "batch_size": batch_size, "recommended_n_epochs": recommend_epochs(len(train), batch_size),
-              "steps_per_epoch": math.ceil(len(train) / batch_size), "min_total_steps": MIN_STEPS}
+    report = {
+        "mode": mode,
+        "target": target,
+        "train_samples": len(train),
+        "validation_samples": len(val),
+        "batch_size": batch_size,
+        "recommended_n_epochs": recommend_epochs(len(train), batch_size),
+        "steps_per_epoch": math.ceil(len(train) / batch_size),
+        "min_total_steps": MIN_STEPS,
+    }
     return ExportResult(dest, result_files, report)
 
 
-def read_wan_zip(path: Path, *, mode: str = "i2v", target: str = "wan2.2", validation: bool = False,
-                 limits: WanLimits | None = None, **_: object) -> list[tuple[str, str]]:
+def read_wan_zip(
+    path: Path,
+    *,
+    mode: str = "i2v",
+    target: str = "wan2.2",
+    validation: bool = False,
+    limits: WanLimits | None = None,
+    **_: object,
+) -> list[tuple[str, str]]:
     """Open a zip as the service would and check every rule; returns (video or image, prompt)."""
     from loraforge.captioning.media import probe
 
@@ -184,12 +234,18 @@ def read_wan_zip(path: Path, *, mode: str = "i2v", target: str = "wan2.2", valid
         keys |= set() if validation else {"video_path"}
         for line in lines:
             if not keys <= set(line) or not line["prompt"].strip():
-                raise ExportRefused("layout", f"data.jsonl line lacks {sorted(keys - set(line))}: {line}")
+                raise ExportRefused(
+                    "layout", f"data.jsonl line lacks {sorted(keys - set(line))}: {line}"
+                )
             for k in keys - {"prompt"}:
                 if line[k] not in names:
-                    raise ExportRefused("layout", f"{line[k]} is named in data.jsonl but not in the zip")
+                    raise ExportRefused(
+                        "layout", f"{line[k]} is named in data.jsonl but not in the zip"
+                    )
                 if mode == "kf2v" and not line[k].startswith(("image/", "video/")):
-                    raise ExportRefused("layout", f"{line[k]}: kf2v keeps images in image/, videos in video/")
+                    raise ExportRefused(
+                        "layout", f"{line[k]}: kf2v keeps images in image/, videos in video/"
+                    )
             for k in keys & {"first_frame_path", "last_frame_path"}:
                 with zf.open(line[k]) as fh, Image.open(fh) as im:
                     if im.format not in IMAGE_FORMATS or max(im.size) > limits.max_side:

@@ -1,8 +1,8 @@
 """Caption sources: each turns one clip into a `Draft` (slots and/or free text).
 
-    attributes  what curation measured (default; offline, deterministic)
-    vlm         a vision-language model loaded with transformers from a provisioned directory
-    openai      an OpenAI-compatible chat-completions endpoint with image input
+attributes  what curation measured (default; offline, deterministic)
+vlm         a vision-language model loaded with transformers from a provisioned directory
+openai      an OpenAI-compatible chat-completions endpoint with image input
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ class AttributeSource:
 
 def frames_of(clip: ClipInput, n: int) -> list:
     """Images a model looks at: sampled video frames, else the keyframes."""
-    from loraforge.captioning.media import sample_frames
     from PIL import Image
+
+    from loraforge.captioning.media import sample_frames
 
     if clip.media is not None:
         return sample_frames(clip.media, n)

@@ -14,20 +14,32 @@ from loraforge.captioning.slots import phrases_to_slots
 from loraforge.captioning.sources import ClipInput, Draft, frames_of
 from loraforge.runtime.errors import InvalidInput
 
-DEFAULT_PROMPT = ("Describe the person's hair, clothing, action, expression, the camera angle, "
-                  "the environment and the lighting in short comma-separated phrases. "
-                  "State only what is visible.")
+DEFAULT_PROMPT = (
+    "Describe the person's hair, clothing, action, expression, the camera angle, "
+    "the environment and the lighting in short comma-separated phrases. "
+    "State only what is visible."
+)
 
 
 class VlmSource:
     name = "vlm"
 
-    def __init__(self, model_dir: str | Path, *, frames: int = 4, max_new_tokens: int = 60,
-                 prompt: str = DEFAULT_PROMPT, caption_prefix: str = "", device: str = "cpu"):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        frames: int = 4,
+        max_new_tokens: int = 60,
+        prompt: str = DEFAULT_PROMPT,
+        caption_prefix: str = "",
+        device: str = "cpu",
+    ):
         self.model_dir = Path(model_dir)
         if not self.model_dir.is_dir():
-            raise InvalidInput(f"VLM directory {self.model_dir} does not exist; provision the "
-                               "model there (no model is downloaded at run time)")
+            raise InvalidInput(
+                f"VLM directory {self.model_dir} does not exist; provision the "
+                "model there (no model is downloaded at run time)"
+            )
         self.frames, self.max_new_tokens, self.prompt = frames, max_new_tokens, prompt
         self.caption_prefix, self.device = caption_prefix, device
         self._lock = threading.Lock()
@@ -38,8 +50,12 @@ class VlmSource:
             if self._model is None:
                 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-                self._processor = AutoProcessor.from_pretrained(str(self.model_dir), local_files_only=True)
-                model = AutoModelForImageTextToText.from_pretrained(str(self.model_dir), local_files_only=True)
+                self._processor = AutoProcessor.from_pretrained(
+                    str(self.model_dir), local_files_only=True
+                )
+                model = AutoModelForImageTextToText.from_pretrained(
+                    str(self.model_dir), local_files_only=True
+                )
                 self._model = model.to(self.device).eval()
         return self._model, self._processor
 
@@ -52,12 +68,19 @@ class VlmSource:
         model, processor = self._load()
         with torch.inference_mode():
             if self._chat(processor):
-                messages = [{"role": "user", "content": [*({"type": "image"} for _ in images),
-                                                          {"type": "text", "text": self.prompt}]}]
+                messages = [
+                    {
+                        "role": "user",
+                        "content": [
+                            *({"type": "image"} for _ in images),
+                            {"type": "text", "text": self.prompt},
+                        ],
+                    }
+                ]
                 prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
                 inputs = processor(images=images, text=prompt, return_tensors="pt").to(self.device)
                 out = model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
-                new = out[:, inputs["input_ids"].shape[1]:]
+                new = out[:, inputs["input_ids"].shape[1] :]
                 return processor.batch_decode(new, skip_special_tokens=True)[0].strip()
             texts = []
             for img in images:  # a plain captioner describes one image at a time
@@ -66,7 +89,7 @@ class VlmSource:
                 out = model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
                 text = processor.batch_decode(out, skip_special_tokens=True)[0].strip()
                 if self.caption_prefix and text.lower().startswith(self.caption_prefix.lower()):
-                    text = text[len(self.caption_prefix):].strip()
+                    text = text[len(self.caption_prefix) :].strip()
                 if text and text not in texts:
                     texts.append(text)
             return ". ".join(texts)

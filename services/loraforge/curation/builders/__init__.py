@@ -199,15 +199,19 @@ def parse_options(builder: DatasetBuilder | None, lora_type: str, options: dict[
     model = getattr(builder, "Options", None) if builder is not None else None
     if model is None:
         if options:
-            raise InvalidInput(f"build_options {sorted(options)} given, but the {lora_type} type "
-                               "has no dataset builder options; remove them")
+            raise InvalidInput(
+                f"build_options {sorted(options)} given, but the {lora_type} type "
+                "has no dataset builder options; remove them"
+            )
         return None
     try:
         return model.model_validate(options or {})
     except ValidationError as exc:
         fields = sorted(model.model_fields)
-        raise InvalidInput(f"invalid build_options for the {lora_type} builder: {exc}; "
-                           f"known options: {', '.join(fields)}") from None
+        raise InvalidInput(
+            f"invalid build_options for the {lora_type} builder: {exc}; "
+            f"known options: {', '.join(fields)}"
+        ) from None
 
 
 def check_options(policy: CurationPolicy) -> None:
@@ -226,8 +230,9 @@ def check_options(policy: CurationPolicy) -> None:
     raise errors[0]
 
 
-def run_builder(ctx_factory: Callable[[Any], BuildContext], policy: CurationPolicy,
-                kind: str) -> BuildResult | None:
+def run_builder(
+    ctx_factory: Callable[[Any], BuildContext], policy: CurationPolicy, kind: str
+) -> BuildResult | None:
     """Build the type's items, or None when the type has no builder (the clips are the items).
     `ctx_factory(options)` makes the context once the options are parsed."""
     builder = builder_for(policy.lora_type, kind)
@@ -245,18 +250,35 @@ def run_builder(ctx_factory: Callable[[Any], BuildContext], policy: CurationPoli
     return build
 
 
-def build_dataset(result: CurationResult, out_dir: Path, people: PeopleDetector, backend: FaceBackend | None,
-                  clip_path: Callable[[str], Path], references: Sequence[Path] = (),
-                  models_dir: Path | None = None) -> BuildResult | None:
+def build_dataset(
+    result: CurationResult,
+    out_dir: Path,
+    people: PeopleDetector,
+    backend: FaceBackend | None,
+    clip_path: Callable[[str], Path],
+    references: Sequence[Path] = (),
+    models_dir: Path | None = None,
+) -> BuildResult | None:
     """Run the type's builder on a curation result and record it in `out_dir` (the folder
     pipeline.curate wrote the manifest and report to). None: the type has no builder. What the
     worker calls; tests call it with `clip_path` pointing at local files."""
     policy = result.policy
     kind = "video" if any(c.metrics.kind == "video" for c in result.clips) else "photo"
     build = run_builder(
-        lambda options: BuildContext(policy, result, Path(out_dir), people, backend, clip_path,
-                                     references, options, models_dir),
-        policy, kind)
+        lambda options: BuildContext(
+            policy,
+            result,
+            Path(out_dir),
+            people,
+            backend,
+            clip_path,
+            references,
+            options,
+            models_dir,
+        ),
+        policy,
+        kind,
+    )
     if build is not None:
         write_build(build, result, Path(out_dir))
     return build
@@ -313,8 +335,13 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def apply_to_record(record: dict[str, Any], build: BuildResult, out_dir: Path, prefix: str,
-                    clips: dict[str, dict[str, Any]]) -> None:
+def apply_to_record(
+    record: dict[str, Any],
+    build: BuildResult,
+    out_dir: Path,
+    prefix: str,
+    clips: dict[str, dict[str, Any]],
+) -> None:
     """dataset.json: `selected` becomes the builder's items. A derived item's object is in the
     datasets bucket under the dataset (`bucket: "datasets"`, its key and keyframe_keys there);
     an item that is a clip itself keeps the clip's entry. `source_clip_id` names the clip an
@@ -330,17 +357,34 @@ def apply_to_record(record: dict[str, Any], build: BuildResult, out_dir: Path, p
             entry = {**src, "clip_id": it.item_id, "bucket": "clips"}
         else:
             key = f"{prefix}/{it.path}"
-            entry = {"clip_id": it.item_id, "key": key, "bucket": "datasets",
-                     "sha256": _sha256(Path(out_dir) / it.path), "source_id": src.get("source_id", ""),
-                     "keyframe_keys": [key] if it.kind == "image" else []}
-        entry.update(source_clip_id=it.clip_id, kind=it.kind, variant=it.variant,
-                     frame_index=None if it.frame_index is None else int(it.frame_index))
+            entry = {
+                "clip_id": it.item_id,
+                "key": key,
+                "bucket": "datasets",
+                "sha256": _sha256(Path(out_dir) / it.path),
+                "source_id": src.get("source_id", ""),
+                "keyframe_keys": [key] if it.kind == "image" else [],
+            }
+        entry.update(
+            source_clip_id=it.clip_id,
+            kind=it.kind,
+            variant=it.variant,
+            frame_index=None if it.frame_index is None else int(it.frame_index),
+        )
         items.append(entry)
     record["selected_clips"] = record.get("selected", [])
     record["selected"] = items
     record["counts"] = {**record.get("counts", {}), "items": len(items)}
     record["content_hash"] = selection_hash(items)
     record["missing"] = [*record.get("missing", []), *build.missing]
-    record["build"] = json.loads(json.dumps(
-        {"record": BUILD_RECORD, "items": len(items), "dropped_counts": build.counts(), "summary": build.summary},
-        default=_plain))
+    record["build"] = json.loads(
+        json.dumps(
+            {
+                "record": BUILD_RECORD,
+                "items": len(items),
+                "dropped_counts": build.counts(),
+                "summary": build.summary,
+            },
+            default=_plain,
+        )
+    )

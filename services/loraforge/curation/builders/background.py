@@ -28,8 +28,13 @@ from loraforge.curation.builders import BuildContext, BuildResult, Dropped, Item
 from loraforge.curation.builders.inpaint import make_inpainter
 from loraforge.curation.builders.masks import person_mask
 from loraforge.curation.builders.media import write_image
+from loraforge.curation.builders.scenes import (
+    SCENE_DISTANCE,
+    balanced_pick,
+    scene_clusters,
+    scene_descriptor,
+)
 from loraforge.curation.size_range import apply_size_range
-from loraforge.curation.builders.scenes import SCENE_DISTANCE, balanced_pick, scene_clusters, scene_descriptor
 
 log = logging.getLogger(__name__)
 
@@ -88,31 +93,55 @@ class BackgroundBuilder:
             indices = spread(ctx.sampled(m.clip_id), opt.frames_per_clip, m.best_frame_index)
             kept_desc: list[np.ndarray] = []
             for idx, frame in ctx.frames(m.clip_id, indices):
-                faces = [f.box for f in ctx.backend.detect(frame, embed_largest=False)] if ctx.backend else []
+                faces = (
+                    [f.box for f in ctx.backend.detect(frame, embed_largest=False)]
+                    if ctx.backend
+                    else []
+                )
                 pm = person_mask(ctx.people, frame, faces)
                 ev = {"fill_fraction": round(pm.fraction, 4), "people": pm.count}
                 if pm.fraction > opt.max_fill_fraction:
-                    dropped.append(Dropped(m.clip_id, "too_much_fill",
-                                           f"too_much_fill: people cover {pm.fraction:.0%} of the frame, more "
-                                           f"than would be filled in ({opt.max_fill_fraction:.0%}); a wider "
-                                           "shot of the place, or one with fewer people, keeps it", idx, ev))
+                    dropped.append(
+                        Dropped(
+                            m.clip_id,
+                            "too_much_fill",
+                            f"too_much_fill: people cover {pm.fraction:.0%} of the frame, more "
+                            f"than would be filled in ({opt.max_fill_fraction:.0%}); a wider "
+                            "shot of the place, or one with fewer people, keeps it",
+                            idx,
+                            ev,
+                        )
+                    )
                     continue
                 filled = inpainter.fill(frame, pm.mask) if pm.fraction > 0 else frame
                 if pm.fraction > 0:
                     left = ctx.people.persons(_rgb(filled), LEFT_PERSON_SCORE)
                     if left:
                         ev["person_score"] = round(max(d.score for d in left), 3)
-                        dropped.append(Dropped(m.clip_id, "person_left",
-                                               f"person_left: a person is still seen after the fill (score "
-                                               f"{ev['person_score']:.2f}, limit {LEFT_PERSON_SCORE})", idx, ev))
+                        dropped.append(
+                            Dropped(
+                                m.clip_id,
+                                "person_left",
+                                f"person_left: a person is still seen after the fill (score "
+                                f"{ev['person_score']:.2f}, limit {LEFT_PERSON_SCORE})",
+                                idx,
+                                ev,
+                            )
+                        )
                         continue
                 desc = scene_descriptor(frame, pm.mask)
                 near = min((float(np.linalg.norm(desc - d)) for d in kept_desc), default=None)
                 if near is not None and near < DUPLICATE_DISTANCE:
-                    dropped.append(Dropped(m.clip_id, "duplicate_frame",
-                                           f"duplicate_frame: the same background as another frame of this "
-                                           f"clip (distance {near:.3f} < {DUPLICATE_DISTANCE})", idx,
-                                           {**ev, "distance": round(near, 4)}))
+                    dropped.append(
+                        Dropped(
+                            m.clip_id,
+                            "duplicate_frame",
+                            f"duplicate_frame: the same background as another frame of this "
+                            f"clip (distance {near:.3f} < {DUPLICATE_DISTANCE})",
+                            idx,
+                            {**ev, "distance": round(near, 4)},
+                        )
+                    )
                     continue
                 kept_desc.append(desc)
                 box = _bbox(pm.mask)
@@ -120,12 +149,24 @@ class BackgroundBuilder:
                 # frames the scene balance leaves out are deleted below
                 path = ctx.item_path(m.clip_id, f"{m.clip_id}-f{idx:05d}.png")
                 write_image(ctx.out_dir / path, filled)
-                cands.append({"clip_id": m.clip_id, "index": idx, "path": path, "desc": desc,
-                              "score": m.quality_score - pm.fraction,  # less invented first
-                              "evidence": {**ev, "inpainter": inpainter.name if pm.fraction else None,
-                                           "filled_box": box}})
+                cands.append(
+                    {
+                        "clip_id": m.clip_id,
+                        "index": idx,
+                        "path": path,
+                        "desc": desc,
+                        "score": m.quality_score - pm.fraction,  # less invented first
+                        "evidence": {
+                            **ev,
+                            "inpainter": inpainter.name if pm.fraction else None,
+                            "filled_box": box,
+                        },
+                    }
+                )
         labels = scene_clusters([c["desc"] for c in cands], opt.scene_distance)
-        picked = balanced_pick(labels, [c["score"] for c in cands], len(cands), opt.max_scene_fraction)
+        picked = balanced_pick(
+            labels, [c["score"] for c in cands], len(cands), opt.max_scene_fraction
+        )
         chosen = set(picked)
         sizes: dict[int, int] = {}
         for lab in labels:
@@ -134,40 +175,70 @@ class BackgroundBuilder:
         items = []
         for i in picked:
             c = cands[i]
-            items.append(Item(f"{c['clip_id']}-f{c['index']:05d}", c["clip_id"], c["path"], "image", c["index"],
-                              "inpainted" if c["evidence"]["fill_fraction"] > 0 else "full",
-                              {**c["evidence"], "scene_cluster": labels[i]}))
+            items.append(
+                Item(
+                    f"{c['clip_id']}-f{c['index']:05d}",
+                    c["clip_id"],
+                    c["path"],
+                    "image",
+                    c["index"],
+                    "inpainted" if c["evidence"]["fill_fraction"] > 0 else "full",
+                    {**c["evidence"], "scene_cluster": labels[i]},
+                )
+            )
         for i, c in enumerate(cands):
             if i not in chosen:
                 (ctx.out_dir / c["path"]).unlink(missing_ok=True)
                 lab = labels[i]
-                dropped.append(Dropped(c["clip_id"], "scene_dominant",
-                                       f"scene_dominant: place {lab} already gives {taken[lab]} of {len(picked)} "
-                                       f"items (max {opt.max_scene_fraction:.0%} from one place); footage "
-                                       "of other places would let more of it in", c["index"],
-                                       {**c["evidence"], "scene_cluster": lab}))
+                dropped.append(
+                    Dropped(
+                        c["clip_id"],
+                        "scene_dominant",
+                        f"scene_dominant: place {lab} already gives {taken[lab]} of {len(picked)} "
+                        f"items (max {opt.max_scene_fraction:.0%} from one place); footage "
+                        "of other places would let more of it in",
+                        c["index"],
+                        {**c["evidence"], "scene_cluster": lab},
+                    )
+                )
         summary = {
             "inpainter": inpainter.name,
             "max_fill_fraction": opt.max_fill_fraction,
             "max_scene_fraction": opt.max_scene_fraction,
-            "scenes": {str(lab): {"frames": sizes[lab], "items": taken[lab],
-                                  "clips": sorted({cands[i]["clip_id"] for i in range(len(cands)) if labels[i] == lab})}
-                       for lab in sorted(sizes)},
+            "scenes": {
+                str(lab): {
+                    "frames": sizes[lab],
+                    "items": taken[lab],
+                    "clips": sorted(
+                        {cands[i]["clip_id"] for i in range(len(cands)) if labels[i] == lab}
+                    ),
+                }
+                for lab in sorted(sizes)
+            },
             "people_removed_from": sum(1 for it in items if it.variant == "inpainted"),
         }
         missing = []
         if len(sizes) == 1 and len(cands) > 1:
-            missing.append("every usable frame shows one place; footage of other places would balance "
-                           "the background set")
+            missing.append(
+                "every usable frame shows one place; footage of other places would balance "
+                "the background set"
+            )
         if not items:
-            missing.append("no frame was usable as a background: every frame had people over more than "
-                           f"{opt.max_fill_fraction:.0%} of it or was left with a person; add wide shots of "
-                           "the places")
+            missing.append(
+                "no frame was usable as a background: every frame had people over more than "
+                f"{opt.max_fill_fraction:.0%} of it or was left with a person; add wide shots of "
+                "the places"
+            )
         build = BuildResult(items, dropped, summary, missing)
         # seed 003's size range (size_range.py): below the minimum the job fails saying how many
         # to add, above the maximum the last picks go (the pick order keeps the places balanced)
-        apply_size_range(build, "background", "image", dict(ctx.policy.build_options),
-                         ctx.result.rejection_counts())
+        apply_size_range(
+            build,
+            "background",
+            "image",
+            dict(ctx.policy.build_options),
+            ctx.result.rejection_counts(),
+        )
         return build
 
 
@@ -186,5 +257,9 @@ def _bbox(mask: np.ndarray) -> list[float] | None:
         return None
     h, w = mask.shape
     ys, xs = np.where(mask)
-    return [round(xs.min() / w, 4), round(ys.min() / h, 4), round((xs.max() - xs.min() + 1) / w, 4),
-            round((ys.max() - ys.min() + 1) / h, 4)]
+    return [
+        round(xs.min() / w, 4),
+        round(ys.min() / h, 4),
+        round((xs.max() - xs.min() + 1) / w, 4),
+        round((ys.max() - ys.min() + 1) / h, 4),
+    ]

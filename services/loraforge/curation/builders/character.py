@@ -57,12 +57,14 @@ class CharacterOptions(BaseModel):
 def _subject_component(mask: np.ndarray, head: Box) -> np.ndarray | None:
     """The person-mask blob holding the subject's head (the face box's centre, else its
     nearest mask pixel within one face size)."""
-    n, labels = cv2.connectedComponents(mask.astype(np.uint8))
+    _n, labels = cv2.connectedComponents(mask.astype(np.uint8))
     h, w = mask.shape
     cx, cy = (int(min(w - 1, max(0, v))) for v in head.center)
     lab = labels[cy, cx]
     if lab == 0:
-        x0, y0, x1, y1 = Box(head.x - 0.5 * head.w, head.y - 0.5 * head.h, 2 * head.w, 2 * head.h).clipped(w, h)
+        x0, y0, x1, y1 = Box(
+            head.x - 0.5 * head.w, head.y - 0.5 * head.h, 2 * head.w, 2 * head.h
+        ).clipped(w, h)
         window = labels[y0:y1, x0:x1]
         if not window.any():
             return None
@@ -79,10 +81,12 @@ def _own_part(blob: np.ndarray, head: Box, heads: list[Box]) -> np.ndarray:
     if not others:
         return blob
     ys, xs = np.nonzero(blob)
+
     def cost(b: Box) -> np.ndarray:
         cx, _ = b.center
         above = ys < b.y - 0.5 * b.h
         return np.abs(xs - cx) / max(b.w, 1.0) + 4.0 * above
+
     mine = cost(head)
     best_other = np.min(np.stack([cost(b) for b in others]), axis=0)
     out = np.zeros_like(blob)
@@ -131,8 +135,17 @@ class CharacterBuilder:
         for c in ctx.selected:
             m = c.metrics
             if not isolate and not opt.cutout:
-                items.append(Item(m.clip_id, m.clip_id, None, m.kind if m.kind == "video" else "image", None,
-                                  "full", {"others_seen": False}))
+                items.append(
+                    Item(
+                        m.clip_id,
+                        m.clip_id,
+                        None,
+                        m.kind if m.kind == "video" else "image",
+                        None,
+                        "full",
+                        {"others_seen": False},
+                    )
+                )
                 continue
             indices = spread(ctx.sampled(m.clip_id), opt.frames_per_clip, m.best_frame_index)
             frame_items: list[Item] = []
@@ -142,17 +155,31 @@ class CharacterBuilder:
                 faces = ctx.backend.detect(frame, embed_largest=False) if ctx.backend else []
                 pm = person_mask(ctx.people, frame, [f.box for f in faces])
                 head = faces[0].box if faces else (pm.heads[0] if pm.heads else None)
-                subject = _subject_component(pm.mask, head) if head is not None and pm.mask.any() else None
+                subject = (
+                    _subject_component(pm.mask, head)
+                    if head is not None and pm.mask.any()
+                    else None
+                )
                 if subject is not None:
                     subject = _own_part(subject, head, pm.heads)
                 if subject is None:
-                    dropped.append(Dropped(m.clip_id, "no_subject", "no_subject: the subject's head is not on the "
-                                           "person mask in this frame", idx))
+                    dropped.append(
+                        Dropped(
+                            m.clip_id,
+                            "no_subject",
+                            "no_subject: the subject's head is not on the "
+                            "person mask in this frame",
+                            idx,
+                        )
+                    )
                     continue
                 others = _people_only(pm.mask & ~subject)
                 base = f"{m.clip_id}-f{idx:05d}"
-                ev = {"people": pm.count, "subject_fraction": round(float(subject.mean()), 4),
-                      "others_fraction": round(float(others.mean()), 4)}
+                ev = {
+                    "people": pm.count,
+                    "subject_fraction": round(float(subject.mean()), 4),
+                    "others_fraction": round(float(others.mean()), 4),
+                }
                 if opt.cutout:
                     cutouts.append(self._cutout(ctx, m.clip_id, base, idx, frame, subject, opt, ev))
                 if not others.any() or not isolate:
@@ -163,32 +190,88 @@ class CharacterBuilder:
                 if inside <= CROP_OTHERS_MAX:
                     path = ctx.item_path(m.clip_id, f"{base}-crop.png")
                     write_image(ctx.out_dir / path, frame[y0:y1, x0:x1])
-                    frame_items.append(Item(f"{base}-crop", m.clip_id, path, "image", idx, "subject_crop",
-                                            {**ev, "crop": [x0, y0, x1 - x0, y1 - y0], "others_in_crop": round(inside, 4)}))
+                    frame_items.append(
+                        Item(
+                            f"{base}-crop",
+                            m.clip_id,
+                            path,
+                            "image",
+                            idx,
+                            "subject_crop",
+                            {
+                                **ev,
+                                "crop": [x0, y0, x1 - x0, y1 - y0],
+                                "others_in_crop": round(inside, 4),
+                            },
+                        )
+                    )
                     continue
                 if float(others.mean()) > opt.max_fill_fraction:
-                    dropped.append(Dropped(m.clip_id, "too_much_fill",
-                                           f"too_much_fill: other people cover {others.mean():.0%} of the frame, "
-                                           f"more than would be filled in ({opt.max_fill_fraction:.0%})", idx, ev))
+                    dropped.append(
+                        Dropped(
+                            m.clip_id,
+                            "too_much_fill",
+                            f"too_much_fill: other people cover {others.mean():.0%} of the frame, "
+                            f"more than would be filled in ({opt.max_fill_fraction:.0%})",
+                            idx,
+                            ev,
+                        )
+                    )
                     continue
-                if cv2.dilate(others.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)[subject].mean() > 0.05:
-                    dropped.append(Dropped(m.clip_id, "others_touching",
-                                           "others_touching: another person overlaps the subject; no crop or fill "
-                                           "separates them", idx, ev))
+                if (
+                    cv2.dilate(others.astype(np.uint8), np.ones((5, 5), np.uint8))
+                    .astype(bool)[subject]
+                    .mean()
+                    > 0.05
+                ):
+                    dropped.append(
+                        Dropped(
+                            m.clip_id,
+                            "others_touching",
+                            "others_touching: another person overlaps the subject; no crop or fill "
+                            "separates them",
+                            idx,
+                            ev,
+                        )
+                    )
                     continue
                 path = ctx.item_path(m.clip_id, f"{base}-isolated.png")
                 write_image(ctx.out_dir / path, fill.fill(frame, others))
-                frame_items.append(Item(f"{base}-isolated", m.clip_id, path, "image", idx, "others_filled",
-                                        {**ev, "inpainter": fill.name}))
+                frame_items.append(
+                    Item(
+                        f"{base}-isolated",
+                        m.clip_id,
+                        path,
+                        "image",
+                        idx,
+                        "others_filled",
+                        {**ev, "inpainter": fill.name},
+                    )
+                )
             if not others_seen:  # the clip (or photo) itself
-                items.append(Item(m.clip_id, m.clip_id, None, "video" if m.kind == "video" else "image", None,
-                                  "full", {"others_seen": False}))
+                items.append(
+                    Item(
+                        m.clip_id,
+                        m.clip_id,
+                        None,
+                        "video" if m.kind == "video" else "image",
+                        None,
+                        "full",
+                        {"others_seen": False},
+                    )
+                )
             else:
                 isolated += 1
-                dropped.append(Dropped(m.clip_id, "clip_has_others",
-                                       "clip_has_others: another person is in the clip, so its frames with the "
-                                       f"subject isolated replace it ({len(frame_items)} kept)", None,
-                                       {"frames": [it.frame_index for it in frame_items]}))
+                dropped.append(
+                    Dropped(
+                        m.clip_id,
+                        "clip_has_others",
+                        "clip_has_others: another person is in the clip, so its frames with the "
+                        f"subject isolated replace it ({len(frame_items)} kept)",
+                        None,
+                        {"frames": [it.frame_index for it in frame_items]},
+                    )
+                )
                 items.extend(frame_items)
             items.extend(cutouts)
         clusters: dict[str, list[str]] = {}
@@ -196,7 +279,9 @@ class CharacterBuilder:
             if r.metrics.identity_cluster is not None:
                 clusters.setdefault(str(r.metrics.identity_cluster), []).append(r.metrics.clip_id)
         summary = {
-            "identity_clusters": {k: {"clips": len(v), "examples": v[:8]} for k, v in sorted(clusters.items())},
+            "identity_clusters": {
+                k: {"clips": len(v), "examples": v[:8]} for k, v in sorted(clusters.items())
+            },
             "identity_cluster": ctx.policy.identity_cluster,
             "by_reference": bool(ctx.references),
             "clips_isolated": isolated,
@@ -204,27 +289,51 @@ class CharacterBuilder:
         }
         missing = []
         if len(clusters) > 1 and ctx.policy.identity_cluster is None and not ctx.references:
-            missing.append(f"the faces form {len(clusters)} identity clusters; this set is of the largest "
-                           "(cluster 0); pick another with --identity-cluster N or give a reference photo")
+            missing.append(
+                f"the faces form {len(clusters)} identity clusters; this set is of the largest "
+                "(cluster 0); pick another with --identity-cluster N or give a reference photo"
+            )
         build = BuildResult(items, dropped, summary, missing)
         if any(it.path is not None for it in items):
             # frames were derived (isolated subjects, cut-outs): seed 003's range for character
             # frames (size_range.py); clips kept as they are stay as curation selected them
-            apply_size_range(build, "character", "image", dict(ctx.policy.build_options),
-                             ctx.result.rejection_counts())
+            apply_size_range(
+                build,
+                "character",
+                "image",
+                dict(ctx.policy.build_options),
+                ctx.result.rejection_counts(),
+            )
         return build
 
     @staticmethod
-    def _cutout(ctx: BuildContext, clip_id: str, base: str, idx: int, frame: np.ndarray,
-                subject: np.ndarray, opt: CharacterOptions, ev: dict) -> Item:
+    def _cutout(
+        ctx: BuildContext,
+        clip_id: str,
+        base: str,
+        idx: int,
+        frame: np.ndarray,
+        subject: np.ndarray,
+        opt: CharacterOptions,
+        ev: dict,
+    ) -> Item:
         """The subject on a plain background, cropped around them; the mask's edge softened
         over 2 px so the cut does not leave a jagged halo."""
         x0, y0, x1, y1 = _bbox(subject, CROP_MARGIN)
         alpha = cv2.GaussianBlur(subject.astype(np.float32), (5, 5), 0)[y0:y1, x0:x1, None]
         plain = np.empty_like(frame[y0:y1, x0:x1], dtype=np.float32)
         plain[:] = opt.cutout_color[::-1]  # RGB option, BGR image
-        out = (frame[y0:y1, x0:x1].astype(np.float32) * alpha + plain * (1 - alpha)).astype(np.uint8)
+        out = (frame[y0:y1, x0:x1].astype(np.float32) * alpha + plain * (1 - alpha)).astype(
+            np.uint8
+        )
         path = ctx.item_path(clip_id, f"{base}-cutout.png")
         write_image(ctx.out_dir / path, out)
-        return Item(f"{base}-cutout", clip_id, path, "image", idx, "cutout",
-                    {**ev, "crop": [x0, y0, x1 - x0, y1 - y0], "background": list(opt.cutout_color)})
+        return Item(
+            f"{base}-cutout",
+            clip_id,
+            path,
+            "image",
+            idx,
+            "cutout",
+            {**ev, "crop": [x0, y0, x1 - x0, y1 - y0], "background": list(opt.cutout_color)},
+        )

@@ -44,7 +44,9 @@ class ExpressionOptions(BaseModel):
 
     expressions: list[ExpressionName] | None = Field(None, description="keep only these classes")
     # seed 002: "too many smiling photos -> the model always smiles"; six classes, none above 40 %
-    max_class_share: float = Field(0.4, gt=0, le=1, description="most of the target one class may fill")
+    max_class_share: float = Field(
+        0.4, gt=0, le=1, description="most of the target one class may fill"
+    )
     face_fraction: float = Field(0.5, ge=0.4, le=0.6, description="face box height / crop height")
     # a face crop trained at 512 px from under 256 px is a 2x upscale: soft, and the LoRA learns
     # the softness. Test clips (480x360, faces of ~90 px) set it lower
@@ -58,8 +60,9 @@ class ExpressionOptions(BaseModel):
 CLIP_FACE_RANGE = (0.35, 0.65)
 
 
-def _crop_clip(ctx: BuildContext, cid: str, boxes: list, w: int, h: int,
-               opts: ExpressionOptions) -> tuple[str | None, str | None]:
+def _crop_clip(
+    ctx: BuildContext, cid: str, boxes: list, w: int, h: int, opts: ExpressionOptions
+) -> tuple[str | None, str | None]:
     """(derived path of the face-cropped clip, None) or (None, why not)."""
     import numpy as np
 
@@ -73,19 +76,46 @@ def _crop_clip(ctx: BuildContext, cid: str, boxes: list, w: int, h: int,
     x, y, side = x - x % 2, y - y % 2, side - side % 2  # 4:2:0 video: even offsets and size
     for b in boxes:
         share = max(b.w, b.h) / side
-        if not (CLIP_FACE_RANGE[0] <= share <= CLIP_FACE_RANGE[1]) or b.x < x or b.y < y or \
-                b.x2 > x + side or b.y2 > y + side:
-            return None, (f"the face moves out of a fixed crop (its share {share:.0%}, "
-                          f"range {CLIP_FACE_RANGE[0]:.0%}-{CLIP_FACE_RANGE[1]:.0%}); the still is the item")
+        if (
+            not (CLIP_FACE_RANGE[0] <= share <= CLIP_FACE_RANGE[1])
+            or b.x < x
+            or b.y < y
+            or b.x2 > x + side
+            or b.y2 > y + side
+        ):
+            return None, (
+                f"the face moves out of a fixed crop (its share {share:.0%}, "
+                f"range {CLIP_FACE_RANGE[0]:.0%}-{CLIP_FACE_RANGE[1]:.0%}); the still is the item"
+            )
     out = min(side, opts.max_crop_px)
     out -= out % 2
     rel = ctx.item_path(cid, "face.mp4")
     dst = ctx.out_dir / rel
     dst.parent.mkdir(parents=True, exist_ok=True)
     # crf 18: visually lossless, so the crop adds no visible generation to the clip's own encode
-    res = run([MediaTools.discover().ffmpeg, "-y", "-v", "error", "-i", str(ctx.clip_path(cid)),
-               "-vf", f"crop={side}:{side}:{x}:{y},scale={out}:{out}:flags=area", "-an",
-               "-c:v", "libx264", "-crf", "18", "-preset", "veryfast", "-pix_fmt", "yuv420p", str(dst)], timeout=600)
+    res = run(
+        [
+            MediaTools.discover().ffmpeg,
+            "-y",
+            "-v",
+            "error",
+            "-i",
+            str(ctx.clip_path(cid)),
+            "-vf",
+            f"crop={side}:{side}:{x}:{y},scale={out}:{out}:flags=area",
+            "-an",
+            "-c:v",
+            "libx264",
+            "-crf",
+            "18",
+            "-preset",
+            "veryfast",
+            "-pix_fmt",
+            "yuv420p",
+            str(dst),
+        ],
+        timeout=600,
+    )
     if res.returncode != 0 or not dst.is_file():
         return None, f"ffmpeg could not crop the clip: {tail(res.stderr)}"
     return rel, None
@@ -128,43 +158,88 @@ class ExpressionBuilder:
             if found is None:  # unreadable: dropped already
                 continue
             if not found:
-                dropped.append(Dropped(cid, "no_face_found", "no_face_found: no face with landmarks on the "
-                                       "frames curation sampled"))
+                dropped.append(
+                    Dropped(
+                        cid,
+                        "no_face_found",
+                        "no_face_found: no face with landmarks on the frames curation sampled",
+                    )
+                )
                 continue
             label, why, per = classify_clip([f[2] for f in found], m.kind == "video", baseline)
-            ev = {"expression": label, "why": why, "frame_classes": per,
-                  "baseline": None if baseline is None else {"brow_height": round(baseline.brow_height, 4),
-                                                             "inner_brow_gap": round(baseline.inner_brow_gap, 4)}}
+            ev = {
+                "expression": label,
+                "why": why,
+                "frame_classes": per,
+                "baseline": None
+                if baseline is None
+                else {
+                    "brow_height": round(baseline.brow_height, 4),
+                    "inner_brow_gap": round(baseline.inner_brow_gap, 4),
+                },
+            }
             if opts.expressions is not None and label not in opts.expressions:
-                dropped.append(Dropped(cid, "expression_not_wanted", f"expression_not_wanted: {label} ({why}); "
-                                       f"this set keeps {', '.join(opts.expressions)}", evidence=ev))
+                dropped.append(
+                    Dropped(
+                        cid,
+                        "expression_not_wanted",
+                        f"expression_not_wanted: {label} ({why}); "
+                        f"this set keeps {', '.join(opts.expressions)}",
+                        evidence=ev,
+                    )
+                )
                 continue
             # the frame that shows the clip's class (talking: any), largest and sharpest face
-            fits = [f for f, k in zip(found, per, strict=True) if k == label or label == "talking"] or found
+            fits = [
+                f for f, k in zip(found, per, strict=True) if k == label or label == "talking"
+            ] or found
             idx, face, shape, _ = max(fits, key=lambda f: f[3])
             again = read(ctx, cid, [idx], dropped)
             if not again:
                 continue
             img = again[0][1]
             h, w = img.shape[:2]
-            box = face_crop_box(face.box.x, face.box.y, face.box.w, face.box.h, w, h, opts.face_fraction)
-            ev.update(frame=idx, face_box=[round(v, 1) for v in (face.box.x, face.box.y, face.box.w, face.box.h)],
-                      shape=shape.as_dict(), frame_class_why=classify_face(shape, baseline)[1])
+            box = face_crop_box(
+                face.box.x, face.box.y, face.box.w, face.box.h, w, h, opts.face_fraction
+            )
+            ev.update(
+                frame=idx,
+                face_box=[round(v, 1) for v in (face.box.x, face.box.y, face.box.w, face.box.h)],
+                shape=shape.as_dict(),
+                frame_class_why=classify_face(shape, baseline)[1],
+            )
             if box is None:
-                dropped.append(Dropped(cid, "face_too_large", f"face_too_large: the face is {face.box.h / min(w, h):.0%} "
-                                       f"of the frame's short side; a crop needs it at most {CROP_MAX_FRACTION:.0%}",
-                                       idx, ev))
+                dropped.append(
+                    Dropped(
+                        cid,
+                        "face_too_large",
+                        f"face_too_large: the face is {face.box.h / min(w, h):.0%} "
+                        f"of the frame's short side; a crop needs it at most {CROP_MAX_FRACTION:.0%}",
+                        idx,
+                        ev,
+                    )
+                )
                 continue
             (x, y, side, _), share = box
             ev.update(crop_box=[x, y, side, side], face_fraction=round(share, 4))
             if side < opts.min_crop_px:
-                dropped.append(Dropped(cid, "crop_too_small", f"crop_too_small: {side} px around a "
-                                       f"{face.box.h:.0f} px face (min {opts.min_crop_px}); use closer or "
-                                       "higher-resolution footage", idx, ev))
+                dropped.append(
+                    Dropped(
+                        cid,
+                        "crop_too_small",
+                        f"crop_too_small: {side} px around a "
+                        f"{face.box.h:.0f} px face (min {opts.min_crop_px}); use closer or "
+                        "higher-resolution footage",
+                        idx,
+                        ev,
+                    )
+                )
                 continue
-            crop = img[y:y + side, x:x + side]
+            crop = img[y : y + side, x : x + side]
             if side > opts.max_crop_px:
-                crop = cv2.resize(crop, (opts.max_crop_px, opts.max_crop_px), interpolation=cv2.INTER_AREA)
+                crop = cv2.resize(
+                    crop, (opts.max_crop_px, opts.max_crop_px), interpolation=cv2.INTER_AREA
+                )
             rel = ctx.item_path(cid, "face.png")
             write_image(ctx.out_dir / rel, crop)
             ev["size_px"] = int(crop.shape[0])
@@ -180,8 +255,18 @@ class ExpressionBuilder:
                     paths[cid], kinds[cid] = clip_rel, "video"
                     frame_of.pop(cid)
             labelled.append(Candidate(cid, label, score_of(c, selected_ids)))
-        build = finish(ctx, labelled, evidence, dropped, opts.max_class_share, "expression",
-                       EXPRESSION_CLASSES, item_path=paths, frame_index=frame_of, item_kind=kinds)
+        build = finish(
+            ctx,
+            labelled,
+            evidence,
+            dropped,
+            opts.max_class_share,
+            "expression",
+            EXPRESSION_CLASSES,
+            item_path=paths,
+            frame_index=frame_of,
+            item_kind=kinds,
+        )
         for d in build.dropped:  # a capped clip's still is not uploaded either
             if d.code == "class_cap" and d.evidence.get("still"):
                 (ctx.out_dir / d.evidence["still"]).unlink(missing_ok=True)

@@ -55,7 +55,9 @@ class OpenCVInpainter:
             size = (max(1, round(w * f)), max(1, round(h * f)))
             small = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
             msmall = (cv2.resize(m8, size, interpolation=cv2.INTER_AREA) > 0).astype(np.uint8) * 255
-            return _blend_back(bgr, mask, cv2.inpaint(small, msmall, TELEA_RADIUS, cv2.INPAINT_TELEA))
+            return _blend_back(
+                bgr, mask, cv2.inpaint(small, msmall, TELEA_RADIUS, cv2.INPAINT_TELEA)
+            )
         return cv2.inpaint(bgr, m8, TELEA_RADIUS, cv2.INPAINT_TELEA)
 
 
@@ -72,7 +74,8 @@ class LamaInpainter:
             where = str(folder) if folder else "LORAFORGE_MODELS__DIR/lama"
             raise ConfigurationError(
                 f"the LaMa inpainter needs its ONNX export in {where} (one of {', '.join(LAMA_FILES)}); "
-                "provision it there, or use build option inpainter=opencv (the offline default)")
+                "provision it there, or use build option inpainter=opencv (the offline default)"
+            )
         import onnxruntime as ort
 
         self._session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -81,8 +84,14 @@ class LamaInpainter:
     def fill(self, bgr: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if not mask.any():
             return bgr.copy()
-        rgb = cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (LAMA_SIDE, LAMA_SIDE), interpolation=cv2.INTER_AREA)
-        m = cv2.resize(mask.astype(np.uint8), (LAMA_SIDE, LAMA_SIDE), interpolation=cv2.INTER_NEAREST)
+        rgb = cv2.resize(
+            cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB),
+            (LAMA_SIDE, LAMA_SIDE),
+            interpolation=cv2.INTER_AREA,
+        )
+        m = cv2.resize(
+            mask.astype(np.uint8), (LAMA_SIDE, LAMA_SIDE), interpolation=cv2.INTER_NEAREST
+        )
         image = (rgb.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
         feeds = dict(zip(self._inputs, (image, m.astype(np.float32)[None, None]), strict=False))
         out = self._session.run(None, feeds)[0][0].transpose(1, 2, 0)

@@ -34,7 +34,9 @@ class LightingOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     lighting: list[LightingName] | None = Field(None, description="keep only these classes")
-    max_class_share: float = Field(0.4, gt=0, le=1, description="most of the target one class may fill")
+    max_class_share: float = Field(
+        0.4, gt=0, le=1, description="most of the target one class may fill"
+    )
     # light changes slowly within a 2-10 s clip: 4 of curation's samples spread over it suffice
     frames_per_clip: int = Field(4, ge=1, le=64)
 
@@ -59,7 +61,9 @@ def photo_exif(path: Path) -> tuple[float | None, float | None]:
             pass
     num = lambda v: float(v) if v is not None else None  # noqa: E731  (IFDRational -> float)
     try:
-        ev = scene_ev(num(sub.get(0x829D)), num(sub.get(0x829A)), num(sub.get(0x8827)))  # FNumber, ExposureTime, ISO
+        ev = scene_ev(
+            num(sub.get(0x829D)), num(sub.get(0x829A)), num(sub.get(0x8827))
+        )  # FNumber, ExposureTime, ISO
     except (TypeError, ValueError, ZeroDivisionError):
         ev = None
     return hour, ev
@@ -78,8 +82,14 @@ class LightingBuilder:
         for c in todo:
             m = c.metrics
             sampled = ctx.sampled(m.clip_id)
-            pick = sorted({sampled[int(round(i))] for i in np.linspace(0, len(sampled) - 1,
-                                                                        min(len(sampled), opts.frames_per_clip))})
+            pick = sorted(
+                {
+                    sampled[int(round(i))]
+                    for i in np.linspace(
+                        0, len(sampled) - 1, min(len(sampled), opts.frames_per_clip)
+                    )
+                }
+            )
             measures = []
             for _, img in read(ctx, m.clip_id, pick, dropped):
                 face = None
@@ -90,14 +100,29 @@ class LightingBuilder:
             if not measures:
                 continue
             lm = combine(measures)
-            hour, exposure = photo_exif(ctx.clip_path(m.clip_id)) if m.kind == "photo" else (None, None)
+            hour, exposure = (
+                photo_exif(ctx.clip_path(m.clip_id)) if m.kind == "photo" else (None, None)
+            )
             cls = classify(lm, hour, exposure)
-            ev = {"lighting": cls.label, "why": cls.why, "sun_side_from": cls.sun_side_from,
-                  "capture_hour": hour, "scene_ev": None if exposure is None else round(exposure, 2),
-                  "frames": pick, **lm.as_dict()}
+            ev = {
+                "lighting": cls.label,
+                "why": cls.why,
+                "sun_side_from": cls.sun_side_from,
+                "capture_hour": hour,
+                "scene_ev": None if exposure is None else round(exposure, 2),
+                "frames": pick,
+                **lm.as_dict(),
+            }
             if opts.lighting is not None and cls.label not in opts.lighting:
-                dropped.append(Dropped(m.clip_id, "lighting_not_wanted", f"lighting_not_wanted: {cls.label} "
-                                       f"({cls.why}); this set keeps {', '.join(opts.lighting)}", evidence=ev))
+                dropped.append(
+                    Dropped(
+                        m.clip_id,
+                        "lighting_not_wanted",
+                        f"lighting_not_wanted: {cls.label} "
+                        f"({cls.why}); this set keeps {', '.join(opts.lighting)}",
+                        evidence=ev,
+                    )
+                )
                 continue
             evidence[m.clip_id] = ev
             labelled.append(Candidate(m.clip_id, cls.label, score_of(c, selected_ids)))

@@ -67,7 +67,11 @@ class PersonMask:
 def _work(bgr: np.ndarray) -> tuple[np.ndarray, float]:
     h, w = bgr.shape[:2]
     f = min(1.0, WORK_SIDE / max(h, w))
-    small = cv2.resize(bgr, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA) if f < 1 else bgr
+    small = (
+        cv2.resize(bgr, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+        if f < 1
+        else bgr
+    )
     return cv2.cvtColor(small, cv2.COLOR_BGR2RGB), f
 
 
@@ -87,8 +91,12 @@ def _grow(b: Box, m: float) -> Box:
     return Box(b.x - m * b.w, b.y - m * b.h, b.w * (1 + 2 * m), b.h * (1 + 2 * m))
 
 
-def person_mask(people: PeopleDetector, bgr: np.ndarray, faces: Sequence[Box] = (),
-                seg_threshold: float = SEG_THRESHOLD) -> PersonMask:
+def person_mask(
+    people: PeopleDetector,
+    bgr: np.ndarray,
+    faces: Sequence[Box] = (),
+    seg_threshold: float = SEG_THRESHOLD,
+) -> PersonMask:
     """Every person in the frame as one dilated mask at the frame's size."""
     h, w = bgr.shape[:2]
     rgb, f = _work(bgr)
@@ -97,7 +105,9 @@ def person_mask(people: PeopleDetector, bgr: np.ndarray, faces: Sequence[Box] = 
     seg = (prob >= seg_threshold).astype(np.uint8)
     # the segmenter's low-confidence parts of a body (a dark suit at the frame's edge) come as
     # speckle; closing joins it to the body it belongs to
-    seg = cv2.morphologyEx(seg, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (CLOSE_PX, CLOSE_PX)))
+    seg = cv2.morphologyEx(
+        seg, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (CLOSE_PX, CLOSE_PX))
+    )
     # the detector, peeled (each person found blacked out, look again, as people.detect does):
     # the first round's people are trusted; a later round's, found at people.py's lower
     # second-person score, only where the segmenter shows something at its head (peeled
@@ -105,10 +115,16 @@ def person_mask(people: PeopleDetector, bgr: np.ndarray, faces: Sequence[Box] = 
     dets: list[PersonDetection] = []
     view = rgb.copy()
     for round_ in range(3):
-        new = people.persons(view, PERSON_MIN_SCORE if round_ == 0 else people.second_person_min_score)
+        new = people.persons(
+            view, PERSON_MIN_SCORE if round_ == 0 else people.second_person_min_score
+        )
         new = [d for d in new if all(_far(d, o) for o in dets)]
         if round_ > 0:
-            new = [d for d in new if _support(seg, _grow(d.head, HEAD_MARGIN), sw, sh) >= PEELED_SUPPORT]
+            new = [
+                d
+                for d in new
+                if _support(seg, _grow(d.head, HEAD_MARGIN), sw, sh) >= PEELED_SUPPORT
+            ]
         if not new:
             break
         dets.extend(new)
@@ -123,7 +139,9 @@ def person_mask(people: PeopleDetector, bgr: np.ndarray, faces: Sequence[Box] = 
         x0, y0, x1, y1 = _grow(b, HEAD_MARGIN).clipped(sw, sh)
         seeds[y0:y1, x0:x1] = 1
         if _support(seg, b, sw, sh) < 0.5:
-            keep[y0:y1, x0:x1] = 1  # a head the segmenter missed (dark, small): the box, hair included
+            keep[y0:y1, x0:x1] = (
+                1  # a head the segmenter missed (dark, small): the box, hair included
+            )
     reach = seeds.copy()  # how far a person's segmenter region may extend
     for d in dets:
         x0, y0, x1, y1 = _body_box(d, sw, sh).clipped(sw, sh)
@@ -138,7 +156,7 @@ def person_mask(people: PeopleDetector, bgr: np.ndarray, faces: Sequence[Box] = 
     # the segmenter's regions that touch a known person are that person (body, arms, cut by
     # the frame edge), within the person's reach: the segmenter also joins a chair or a
     # motorcycle seat the person touches. Regions nowhere near anyone are its cats and cups.
-    n, labels = cv2.connectedComponents(seg)
+    _n, labels = cv2.connectedComponents(seg)
     for lab in np.unique(labels[(seeds > 0) & (seg > 0)]):
         if lab:
             keep[(labels == lab) & (reach > 0)] = 1
@@ -155,8 +173,9 @@ def person_mask(people: PeopleDetector, bgr: np.ndarray, faces: Sequence[Box] = 
         r = max(DILATE_MIN_PX, int(round(DILATE_PERSON_FRACTION * (ys[-1] - ys[0] + 1))))
         k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
         mask = cv2.dilate(mask.astype(np.uint8), k) > 0
-    people_boxes = list(faces) + [d.head.scaled(1 / f) for d in dets
-                                  if not any(_same(d.head, b) for b in face_boxes)]
+    people_boxes = list(faces) + [
+        d.head.scaled(1 / f) for d in dets if not any(_same(d.head, b) for b in face_boxes)
+    ]
     return PersonMask(mask, people_boxes, [b.scaled(1 / f) for b in heads], float(mask.mean()))
 
 
@@ -169,7 +188,9 @@ def _support(seg: np.ndarray, b: Box, width: int, height: int) -> float:
 def _far(a: PersonDetection, b: PersonDetection) -> bool:
     ax, ay = a.head.center
     bx, by = b.head.center
-    return abs(ax - bx) > 0.5 * max(a.head.w, b.head.w) or abs(ay - by) > 0.5 * max(a.head.h, b.head.h)
+    return abs(ax - bx) > 0.5 * max(a.head.w, b.head.w) or abs(ay - by) > 0.5 * max(
+        a.head.h, b.head.h
+    )
 
 
 def _same(a: Box, b: Box) -> bool:

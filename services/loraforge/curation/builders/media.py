@@ -28,7 +28,9 @@ def read_frames(path: Path, indices: Sequence[int]) -> list[tuple[int, np.ndarra
     if path.suffix.lower() in PHOTO_SUFFIXES:
         img = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if img is None:
-            raise UnreadableMedia(f"{path.name}: cannot decode the photo; re-export it as JPEG or PNG")
+            raise UnreadableMedia(
+                f"{path.name}: cannot decode the photo; re-export it as JPEG or PNG"
+            )
         return [(0, img)] if 0 in wanted or not wanted else []
     if not wanted:
         return []

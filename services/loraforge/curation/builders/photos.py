@@ -31,8 +31,10 @@ class PhotoOptions(BaseModel):
 def _rank(ctx: BuildContext) -> list[str]:
     """Kept photos, best first: curation's pick in its order, then the rest by quality."""
     picked = list(ctx.result.selection.selected)
-    rest = sorted((c for c in ctx.result.clips if c.decision.keep and c.metrics.clip_id not in picked),
-                  key=lambda c: (-c.metrics.quality_score, c.metrics.clip_id))
+    rest = sorted(
+        (c for c in ctx.result.clips if c.decision.keep and c.metrics.clip_id not in picked),
+        key=lambda c: (-c.metrics.quality_score, c.metrics.clip_id),
+    )
     return picked + [c.metrics.clip_id for c in rest]
 
 
@@ -57,8 +59,9 @@ class PhotoBuilder:
                 images[cid] = img
                 measures.append(photo_prep.measure_photo(cid, img, backend, ctx.people, reader))
         by_id = {m.clip_id: m for m in measures}
-        verdict = photo_prep.decide_set(measures, rank, backend.same_person_distance,
-                                        opts.max_mirror_fraction)
+        verdict = photo_prep.decide_set(
+            measures, rank, backend.same_person_distance, opts.max_mirror_fraction
+        )
 
         items: list[Item] = []
         kinds: dict[str, int] = {}
@@ -69,21 +72,47 @@ class PhotoBuilder:
             path = ctx.item_path(cid, "crop.png")
             write_image(ctx.out_dir / path, images[cid][y0:y1, x0:x1])
             kinds[kind] = kinds.get(kind, 0) + 1
-            items.append(Item(cid, cid, path, "image", 0, kind, {
-                **m.evidence(), "crop": [x0, y0, x1 - x0, y1 - y0],
-                "crop_kind": kind, "subject_share": round(photo_prep.subject_share(m, crop), 3)}))
-        dropped = [Dropped(cid, r.code, r.message, 0, {**r.evidence, **by_id[cid].evidence()})
-                   for cid, reasons in verdict.rejected.items() for r in reasons]
+            items.append(
+                Item(
+                    cid,
+                    cid,
+                    path,
+                    "image",
+                    0,
+                    kind,
+                    {
+                        **m.evidence(),
+                        "crop": [x0, y0, x1 - x0, y1 - y0],
+                        "crop_kind": kind,
+                        "subject_share": round(photo_prep.subject_share(m, crop), 3),
+                    },
+                )
+            )
+        dropped = [
+            Dropped(cid, r.code, r.message, 0, {**r.evidence, **by_id[cid].evidence()})
+            for cid, reasons in verdict.rejected.items()
+            for r in reasons
+        ]
         missing = []
         if items and not kinds.get("full_body"):
-            missing.append("no full-length photo among the kept ones: add 2-3 full-body shots so the "
-                           "LoRA learns the person's proportions (seed 002)")
+            missing.append(
+                "no full-length photo among the kept ones: add 2-3 full-body shots so the "
+                "LoRA learns the person's proportions (seed 002)"
+            )
         summary: dict[str, Any] = {
-            "candidates": len(rank), "crops": kinds, "baseline_nose_ratio":
-                None if verdict.baseline_nose_ratio is None else round(verdict.baseline_nose_ratio, 4),
+            "candidates": len(rank),
+            "crops": kinds,
+            "baseline_nose_ratio": None
+            if verdict.baseline_nose_ratio is None
+            else round(verdict.baseline_nose_ratio, 4),
             "mirror_selfies": verdict.mirror_selfies,
         }
         build = BuildResult(items, dropped, summary, missing)
-        apply_size_range(build, "character", "photo", dict(ctx.policy.build_options),
-                         ctx.result.rejection_counts())
+        apply_size_range(
+            build,
+            "character",
+            "photo",
+            dict(ctx.policy.build_options),
+            ctx.result.rejection_counts(),
+        )
         return build

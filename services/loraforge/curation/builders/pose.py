@@ -34,7 +34,9 @@ class PoseOptions(BaseModel):
 
     actions: list[ActionName] | None = Field(None, description="keep only these actions")
     # six actions: 0.4 lets the two most common fill most of a set without one owning it
-    max_class_share: float = Field(0.4, gt=0, le=1, description="most of the target one action may fill")
+    max_class_share: float = Field(
+        0.4, gt=0, le=1, description="most of the target one action may fill"
+    )
     # 6 frames/s catches a walking cycle (~1 s) at 6 phases and a standing jump's top (~0.4 s in the air)
     analysis_fps: float = Field(6.0, gt=0, le=30)
     max_frames: int = Field(24, ge=2, le=120, description="keypoint frames per clip at most")
@@ -56,7 +58,11 @@ ANALYSIS_SIDE = 640
 def _small(img: np.ndarray) -> np.ndarray:
     h, w = img.shape[:2]
     f = ANALYSIS_SIDE / max(h, w)
-    return img if f >= 1 else cv2.resize(img, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA)
+    return (
+        img
+        if f >= 1
+        else cv2.resize(img, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA)
+    )
 
 
 class PoseBuilder:
@@ -72,28 +78,55 @@ class PoseBuilder:
         for c in todo:
             m = c.metrics
             idx = frame_indices(m, opts.analysis_fps, opts.max_frames)
-            frames = [Frame(i, i / m.fps if m.fps else 0.0, _small(img)) for i, img in read(ctx, m.clip_id, idx, dropped)]
+            frames = [
+                Frame(i, i / m.fps if m.fps else 0.0, _small(img))
+                for i, img in read(ctx, m.clip_id, idx, dropped)
+            ]
             if not frames:
                 continue
             res = analyse_action(frames, ctx.people, video=m.kind == "video")
             h, w = frames[0].image.shape[:2]
             kp_path = ctx.item_path(m.clip_id, "keypoints.json")
-            doc = {"clip_id": m.clip_id, "action": res.label, "why": res.why,
-                   "features": res.features.as_dict(), "width": w, "height": h,
-                   "frames": [b.as_dict(w, h) if b is not None else {"frame": fr.index, "person": None}
-                              for fr, b in zip(frames, res.bodies, strict=True)]}
+            doc = {
+                "clip_id": m.clip_id,
+                "action": res.label,
+                "why": res.why,
+                "features": res.features.as_dict(),
+                "width": w,
+                "height": h,
+                "frames": [
+                    b.as_dict(w, h) if b is not None else {"frame": fr.index, "person": None}
+                    for fr, b in zip(frames, res.bodies, strict=True)
+                ],
+            }
             (ctx.out_dir / kp_path).parent.mkdir(parents=True, exist_ok=True)
             (ctx.out_dir / kp_path).write_text(json.dumps(doc))
-            ev = {"action": res.label, "why": res.why, **res.features.as_dict(), "keypoints": kp_path}
+            ev = {
+                "action": res.label,
+                "why": res.why,
+                **res.features.as_dict(),
+                "keypoints": kp_path,
+            }
             if res.label is None:
-                dropped.append(Dropped(m.clip_id, "no_keypoints",
-                                       f"no_keypoints: no body found on the {len(frames)} frames analysed",
-                                       evidence=ev))
+                dropped.append(
+                    Dropped(
+                        m.clip_id,
+                        "no_keypoints",
+                        f"no_keypoints: no body found on the {len(frames)} frames analysed",
+                        evidence=ev,
+                    )
+                )
                 continue
             if opts.actions is not None and res.label not in opts.actions:
-                dropped.append(Dropped(m.clip_id, "action_not_wanted",
-                                       f"action_not_wanted: {res.label} ({res.why}); this set keeps "
-                                       f"{', '.join(opts.actions)}", evidence=ev))
+                dropped.append(
+                    Dropped(
+                        m.clip_id,
+                        "action_not_wanted",
+                        f"action_not_wanted: {res.label} ({res.why}); this set keeps "
+                        f"{', '.join(opts.actions)}",
+                        evidence=ev,
+                    )
+                )
                 continue
             evidence[m.clip_id] = ev
             cands.append(Candidate(m.clip_id, res.label, score_of(c, selected_ids)))

@@ -32,8 +32,11 @@ def _small(bgr: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.nda
     f = DESCRIBE_SIDE / w
     size = (DESCRIBE_SIDE, max(1, round(h * f)))
     img = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
-    valid = np.ones(img.shape[:2], bool) if mask is None else (
-        cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) == 0)
+    valid = (
+        np.ones(img.shape[:2], bool)
+        if mask is None
+        else (cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) == 0)
+    )
     return img, valid
 
 
@@ -52,7 +55,9 @@ def scene_descriptor(bgr: np.ndarray, mask: np.ndarray | None = None) -> np.ndar
             mean = cell.mean(axis=0) / 255.0
             grid.extend([0.25 * mean[0], mean[1], mean[2]])
     hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
-    hist = cv2.calcHist([hsv], [0, 1], (valid * 255).astype(np.uint8), [16, 4], [0, 180, 0, 256]).ravel()
+    hist = cv2.calcHist(
+        [hsv], [0, 1], (valid * 255).astype(np.uint8), [16, 4], [0, 180, 0, 256]
+    ).ravel()
     hist = np.sqrt(hist / max(1.0, hist.sum()))
     v = np.concatenate([np.asarray(grid, np.float32) * 2.0, hist.astype(np.float32)])
     return v / max(1e-9, float(np.linalg.norm(v)))
@@ -70,8 +75,15 @@ def style_descriptor(bgr: np.ndarray) -> np.ndarray:
     reds) as far as the untreated photo did. Limit: a look that is only a colour grade
     (teal-orange on natural footage) is not told apart by these."""
     img, _ = _small(bgr, None)
-    poster = float(np.mean([np.sort(np.bincount((img[..., c] >> 3).ravel(), minlength=32))[-4:].sum()
-                            / img[..., c].size for c in range(3)]))
+    poster = float(
+        np.mean(
+            [
+                np.sort(np.bincount((img[..., c] >> 3).ravel(), minlength=32))[-4:].sum()
+                / img[..., c].size
+                for c in range(3)
+            ]
+        )
+    )
     gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
     g = gray.astype(np.float32)
     mean = cv2.blur(g, (3, 3))
@@ -81,7 +93,9 @@ def style_descriptor(bgr: np.ndarray) -> np.ndarray:
     return np.array([poster, flat, float(edges.mean()), ink], np.float32)
 
 
-def scene_clusters(descriptors: Sequence[np.ndarray], distance: float = SCENE_DISTANCE) -> list[int]:
+def scene_clusters(
+    descriptors: Sequence[np.ndarray], distance: float = SCENE_DISTANCE
+) -> list[int]:
     """Cluster label per descriptor (0 = the largest cluster; ties: the first item's). Average
     linkage: a place is frames that are close on average, not a chain of small steps."""
     n = len(descriptors)
@@ -92,8 +106,9 @@ def scene_clusters(descriptors: Sequence[np.ndarray], distance: float = SCENE_DI
     from sklearn.cluster import AgglomerativeClustering
 
     x = np.stack(descriptors)
-    raw = AgglomerativeClustering(n_clusters=None, distance_threshold=distance, linkage="average",
-                                  metric="euclidean").fit_predict(x)
+    raw = AgglomerativeClustering(
+        n_clusters=None, distance_threshold=distance, linkage="average", metric="euclidean"
+    ).fit_predict(x)
     return _relabel(raw)
 
 
@@ -112,7 +127,9 @@ def _relabel(raw: Sequence[int]) -> list[int]:
     return [new.get(int(lab), -1) for lab in raw]
 
 
-def balanced_pick(labels: Sequence[int], scores: Sequence[float], limit: int, max_fraction: float) -> list[int]:
+def balanced_pick(
+    labels: Sequence[int], scores: Sequence[float], limit: int, max_fraction: float
+) -> list[int]:
     """Indices to keep: round-robin over clusters (best score first inside each), at most
     ceil(max_fraction * kept) from one cluster, up to `limit`; once every cluster with items
     left is at its cap the set stops growing. A single cluster is taken whole. Returns the

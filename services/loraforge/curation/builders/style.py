@@ -58,7 +58,9 @@ class StyleOptions(BaseModel):
 
 def _grey(img: np.ndarray) -> np.ndarray:
     g = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-    return cv2.resize(g, (160, max(1, round(g.shape[0] * 160 / g.shape[1]))), interpolation=cv2.INTER_AREA).astype(np.float32)
+    return cv2.resize(
+        g, (160, max(1, round(g.shape[0] * 160 / g.shape[1]))), interpolation=cv2.INTER_AREA
+    ).astype(np.float32)
 
 
 def dissolve(before: np.ndarray, frame: np.ndarray, after: np.ndarray) -> tuple[bool, dict]:
@@ -115,45 +117,88 @@ class StyleBuilder:
                 # written now, not held in memory; an off-style frame's file is deleted below
                 path = ctx.item_path(m.clip_id, f"{m.clip_id}-f{idx:05d}.png")
                 write_image(ctx.out_dir / path, frames[idx])
-                cands.append({"clip_id": m.clip_id, "index": idx, "path": path,
-                              "desc": style_descriptor(frames[idx])})
+                cands.append(
+                    {
+                        "clip_id": m.clip_id,
+                        "index": idx,
+                        "path": path,
+                        "desc": style_descriptor(frames[idx]),
+                    }
+                )
         flags, dist = outliers([cd["desc"] for cd in cands], opt.outlier_z)
         items = []
         typical = float(np.median(dist)) if dist else 0.0
         for cd, off, d in zip(cands, flags, dist, strict=True):
             if off:
                 (ctx.out_dir / cd["path"]).unlink(missing_ok=True)
-                dropped.append(Dropped(cd["clip_id"], "off_style",
-                                       f"off_style: {d:.2f} robust standard deviations from the set's look on "
-                                       f"its furthest feature (the typical frame {typical:.2f}, limit "
-                                       f"{opt.outlier_z:g})", cd["index"],
-                                       {"style_distance": d, "typical_distance": round(typical, 4)}))
+                dropped.append(
+                    Dropped(
+                        cd["clip_id"],
+                        "off_style",
+                        f"off_style: {d:.2f} robust standard deviations from the set's look on "
+                        f"its furthest feature (the typical frame {typical:.2f}, limit "
+                        f"{opt.outlier_z:g})",
+                        cd["index"],
+                        {"style_distance": d, "typical_distance": round(typical, 4)},
+                    )
+                )
                 continue
             item_id = f"{cd['clip_id']}-f{cd['index']:05d}"
-            items.append(Item(item_id, cd["clip_id"], cd["path"], "image", cd["index"], "full",
-                              {"style_distance": d, "typical_distance": round(typical, 4)}))
-        summary = {"candidates": len(cands), "items": len(items), "outlier_z": opt.outlier_z,
-                   "typical_style_distance": round(typical, 4)}
+            items.append(
+                Item(
+                    item_id,
+                    cd["clip_id"],
+                    cd["path"],
+                    "image",
+                    cd["index"],
+                    "full",
+                    {"style_distance": d, "typical_distance": round(typical, 4)},
+                )
+            )
+        summary = {
+            "candidates": len(cands),
+            "items": len(items),
+            "outlier_z": opt.outlier_z,
+            "typical_style_distance": round(typical, 4),
+        }
         missing = [] if items else ["no frame kept its style: add footage of the look"]
         build = BuildResult(items, dropped, summary, missing)
-        apply_size_range(build, "style", "image", dict(ctx.policy.build_options), ctx.result.rejection_counts())
+        apply_size_range(
+            build, "style", "image", dict(ctx.policy.build_options), ctx.result.rejection_counts()
+        )
         return build
 
     @staticmethod
-    def _transition_or_title(idx: int, order: list[int], greys: dict, median_luma: float,
-                             spans: list[tuple[int, int, str]]) -> tuple[str, str, dict] | None:
+    def _transition_or_title(
+        idx: int,
+        order: list[int],
+        greys: dict,
+        median_luma: float,
+        spans: list[tuple[int, int, str]],
+    ) -> tuple[str, str, dict] | None:
         for lo, hi, text in spans:
             if lo <= idx <= hi:
-                return ("title", f"title: text {text!r} read on frames {lo}-{hi}",
-                        {"text": text, "frames": [lo, hi]})
+                return (
+                    "title",
+                    f"title: text {text!r} read on frames {lo}-{hi}",
+                    {"text": text, "frames": [lo, hi]},
+                )
         luma = float(greys[idx].mean())
         if median_luma > 0 and luma < FADE_RATIO * median_luma:
-            return ("transition", f"transition: a fade ({luma:.0f} against the clip's {median_luma:.0f}, "
-                                  f"limit {FADE_RATIO:.0%})", {"luma": round(luma, 1), "clip_luma": round(median_luma, 1)})
+            return (
+                "transition",
+                f"transition: a fade ({luma:.0f} against the clip's {median_luma:.0f}, "
+                f"limit {FADE_RATIO:.0%})",
+                {"luma": round(luma, 1), "clip_luma": round(median_luma, 1)},
+            )
         pos = order.index(idx)
         if 0 < pos < len(order) - 1:
             mixed, ev = dissolve(greys[order[pos - 1]], greys[idx], greys[order[pos + 1]])
             if mixed:
-                return ("transition", f"transition: a dissolve ({ev['mix']:.0%} of frame {order[pos - 1]} "
-                                      f"over frame {order[pos + 1]}, residual {ev['residual']:.2f})", ev)
+                return (
+                    "transition",
+                    f"transition: a dissolve ({ev['mix']:.0%} of frame {order[pos - 1]} "
+                    f"over frame {order[pos + 1]}, residual {ev['residual']:.2f})",
+                    ev,
+                )
         return None

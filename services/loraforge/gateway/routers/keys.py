@@ -13,10 +13,11 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
+from pydantic import BaseModel, Field
+
 from loraforge.gateway.auth import Principal, create_api_key, require_key
 from loraforge.gateway.deps import gw
 from loraforge.gateway.problems import PROBLEM_RESPONSES
-from pydantic import BaseModel, Field
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"], responses=PROBLEM_RESPONSES)
 
@@ -26,10 +27,12 @@ class KeyCreate(BaseModel):
 
 
 class KeyIssued(BaseModel):
-    key: str = Field(description="the API key; shown once, only its hash is stored",
-                     examples=["lf_1a2b3c4d_..."])
-    id: str = Field(default="", description="the key's public id (the part after `lf_`)",
-                    examples=["1a2b3c4d"])
+    key: str = Field(
+        description="the API key; shown once, only its hash is stored", examples=["lf_1a2b3c4d_..."]
+    )
+    id: str = Field(
+        default="", description="the key's public id (the part after `lf_`)", examples=["1a2b3c4d"]
+    )
     tenant: str = Field(examples=["acme"])
     name: str = ""
     minted_by: str | None = Field(default=None, description="id of the key that issued it")
@@ -40,9 +43,11 @@ class KeyInfo(BaseModel):
     name: str = ""
     created_at: datetime
     last_used_at: datetime | None = Field(
-        default=None, description="last request with the key (recorded at most once a minute)")
-    minted_by: str | None = Field(default=None, description="id of the key that issued it; "
-                                  "revoking that key revokes this one")
+        default=None, description="last request with the key (recorded at most once a minute)"
+    )
+    minted_by: str | None = Field(
+        default=None, description="id of the key that issued it; revoking that key revokes this one"
+    )
     current: bool = Field(default=False, description="the key of this request")
 
 
@@ -52,36 +57,57 @@ class KeyList(BaseModel):
 
 
 class KeysRevoked(BaseModel):
-    revoked: list[str] = Field(description="ids of the keys revoked: the key and every key "
-                               "minted from it")
+    revoked: list[str] = Field(
+        description="ids of the keys revoked: the key and every key minted from it"
+    )
 
 
-KEY_ID = Path(pattern=r"^[0-9a-f]{8}$", description="key id (from GET /v1/keys)",
-              examples=["1a2b3c4d"])
+KEY_ID = Path(
+    pattern=r"^[0-9a-f]{8}$", description="key id (from GET /v1/keys)", examples=["1a2b3c4d"]
+)
 
 
 @router.post("", status_code=201, response_model=KeyIssued, operation_id="create_key")
-async def create_key(body: KeyCreate, request: Request,
-                     principal: Principal = Depends(require_key)) -> KeyIssued:
+async def create_key(
+    body: KeyCreate, request: Request, principal: Principal = Depends(require_key)
+) -> KeyIssued:
     """Issue another key for the caller's tenant (409 at the tenant's key limit). The new key
     is revoked with the key that issued it."""
     g = gw(request)
-    token = await create_api_key(g.state, principal.tenant, name=body.name,
-                                 minted_by=principal.key_id, max_keys=g.config.max_keys_per_tenant)
-    return KeyIssued(key=token, id=token.split("_")[1], tenant=principal.tenant, name=body.name,
-                     minted_by=principal.key_id)
+    token = await create_api_key(
+        g.state,
+        principal.tenant,
+        name=body.name,
+        minted_by=principal.key_id,
+        max_keys=g.config.max_keys_per_tenant,
+    )
+    return KeyIssued(
+        key=token,
+        id=token.split("_")[1],
+        tenant=principal.tenant,
+        name=body.name,
+        minted_by=principal.key_id,
+    )
 
 
 @router.get("", response_model=KeyList, operation_id="list_keys")
 async def list_keys(request: Request, principal: Principal = Depends(require_key)) -> KeyList:
     """The tenant's live keys: id, name, created, last used, who minted it (never the secret)."""
     g = gw(request)
-    return KeyList(keys=[KeyInfo(id=k["key_id"], name=k.get("name", ""),
-                                 created_at=k["created_at"], last_used_at=k.get("last_used_at"),
-                                 minted_by=k.get("minted_by"),
-                                 current=k["key_id"] == principal.key_id)
-                         for k in await g.state.keys(principal.tenant)],
-                   limit=g.config.max_keys_per_tenant)
+    return KeyList(
+        keys=[
+            KeyInfo(
+                id=k["key_id"],
+                name=k.get("name", ""),
+                created_at=k["created_at"],
+                last_used_at=k.get("last_used_at"),
+                minted_by=k.get("minted_by"),
+                current=k["key_id"] == principal.key_id,
+            )
+            for k in await g.state.keys(principal.tenant)
+        ],
+        limit=g.config.max_keys_per_tenant,
+    )
 
 
 def _revoked(request: Request, records: list[dict[str, Any]], tenant: str) -> KeysRevoked:
@@ -94,17 +120,24 @@ def _revoked(request: Request, records: list[dict[str, Any]], tenant: str) -> Ke
 
 
 @router.delete("/current", status_code=204, operation_id="revoke_current_key")
-async def revoke_current_key(request: Request, principal: Principal = Depends(require_key)) -> Response:
+async def revoke_current_key(
+    request: Request, principal: Principal = Depends(require_key)
+) -> Response:
     """Revoke the key this request was made with (and every key it minted); it is refused
     (401) from now on."""
-    _revoked(request, await gw(request).state.revoke_key_id(principal.tenant, principal.key_id),
-             principal.tenant)
+    _revoked(
+        request,
+        await gw(request).state.revoke_key_id(principal.tenant, principal.key_id),
+        principal.tenant,
+    )
     return Response(status_code=204)
 
 
 @router.delete("/{key_id}", response_model=KeysRevoked, operation_id="revoke_key")
-async def revoke_key(request: Request, key_id: str = KEY_ID,
-                     principal: Principal = Depends(require_key)) -> KeysRevoked:
+async def revoke_key(
+    request: Request, key_id: str = KEY_ID, principal: Principal = Depends(require_key)
+) -> KeysRevoked:
     """Revoke one of the tenant's keys by id, and every key minted from it (transitively)."""
-    return _revoked(request, await gw(request).state.revoke_key_id(principal.tenant, key_id),
-                    principal.tenant)
+    return _revoked(
+        request, await gw(request).state.revoke_key_id(principal.tenant, key_id), principal.tenant
+    )

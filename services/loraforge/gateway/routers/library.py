@@ -17,6 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Path, Request
+from pydantic import BaseModel, ConfigDict, Field
+
 from loraforge.gateway.auth import Principal
 from loraforge.gateway.deps import gw, project_of
 from loraforge.gateway.models import SLUG_PATTERN
@@ -24,26 +26,44 @@ from loraforge.gateway.problems import PROBLEM_RESPONSES
 from loraforge.library import CheckpointInfo, Library
 from loraforge.runtime.keys import ProjectRef
 from loraforge.runtime.storage import Bucket
-from pydantic import BaseModel, ConfigDict, Field
 
 router = APIRouter(prefix="/v1/projects/{project}", responses=PROBLEM_RESPONSES, tags=["loras"])
 NAME = Path(pattern=SLUG_PATTERN, description="LoRA name (a slug)", examples=["money-rain"])
-TAG = Path(pattern=SLUG_PATTERN, description="a version number or an alias (latest, prod, ...)",
-           examples=["3", "prod"])
+TAG = Path(
+    pattern=SLUG_PATTERN,
+    description="a version number or an alias (latest, prod, ...)",
+    examples=["3", "prod"],
+)
 ALIAS = Path(pattern=SLUG_PATTERN, description="alias name (not a number)", examples=["prod"])
 RUN_ID = Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="training run (job) id")
 
 
 class Promote(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "run_id": "01JD...", "name": "money-rain", "checkpoint": "step-600",
-        "reason": "step 600's previews keep the bills sharp; 800 starts to smear faces"}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "run_id": "01JD...",
+                    "name": "money-rain",
+                    "checkpoint": "step-600",
+                    "reason": "step 600's previews keep the bills sharp; 800 starts to smear faces",
+                }
+            ]
+        },
+    )
     run_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="a succeeded training run")
     name: str = Field(pattern=SLUG_PATTERN, description="the LoRA's name in the library")
-    checkpoint: str | None = Field(default=None, max_length=32, description=(
-        "best (the run's automatic pick, the default), last, or step-N"))
-    reason: str = Field(default="", max_length=2000, description=(
-        "why this checkpoint (required when it is not the automatic pick)"))
+    checkpoint: str | None = Field(
+        default=None,
+        max_length=32,
+        description=("best (the run's automatic pick, the default), last, or step-N"),
+    )
+    reason: str = Field(
+        default="",
+        max_length=2000,
+        description=("why this checkpoint (required when it is not the automatic pick)"),
+    )
 
 
 class TagBody(BaseModel):
@@ -86,8 +106,9 @@ def _by(principal: Principal) -> str:
 
 
 @router.get("/loras", response_model=LoraList, operation_id="list_loras")
-async def list_loras(request: Request, scope: tuple[Principal, str] = Depends(project_of)
-                     ) -> LoraList:
+async def list_loras(
+    request: Request, scope: tuple[Principal, str] = Depends(project_of)
+) -> LoraList:
     """Every LoRA name of the project with its aliases and versions (newest first)."""
     principal, project = scope
     lib = _lib(request, principal, project)
@@ -99,30 +120,42 @@ async def list_loras(request: Request, scope: tuple[Principal, str] = Depends(pr
 
 
 @router.post("/loras", status_code=201, response_model=LoraVersionOut, operation_id="promote_lora")
-async def promote(body: Promote, request: Request,
-                  scope: tuple[Principal, str] = Depends(project_of)) -> LoraVersionOut:
+async def promote(
+    body: Promote, request: Request, scope: tuple[Principal, str] = Depends(project_of)
+) -> LoraVersionOut:
     """A new immutable version `name:n` from a run's checkpoint (the automatic pick unless
     `checkpoint` names another, which needs a `reason`); `latest` moves to it."""
     principal, project = scope
     lib = _lib(request, principal, project)
-    v = await gw(request).blocking(lib.register, body.run_id, body.name,
-                                   checkpoint=body.checkpoint, reason=body.reason,
-                                   by=_by(principal))
+    v = await gw(request).blocking(
+        lib.register,
+        body.run_id,
+        body.name,
+        checkpoint=body.checkpoint,
+        reason=body.reason,
+        by=_by(principal),
+    )
     return LoraVersionOut(**v.public())
 
 
 @router.get("/loras/{name}", response_model=LoraSummary, operation_id="get_lora")
-async def get_lora(request: Request, name: str = NAME,
-                   scope: tuple[Principal, str] = Depends(project_of)) -> LoraSummary:
+async def get_lora(
+    request: Request, name: str = NAME, scope: tuple[Principal, str] = Depends(project_of)
+) -> LoraSummary:
     principal, project = scope
     lib = _lib(request, principal, project)
     return LoraSummary(**await gw(request).blocking(lib.summary, name))
 
 
-@router.get("/loras/{name}/versions/{tag}", response_model=LoraVersionOut,
-            operation_id="get_lora_version")
-async def get_version(request: Request, name: str = NAME, tag: str = TAG,
-                      scope: tuple[Principal, str] = Depends(project_of)) -> LoraVersionOut:
+@router.get(
+    "/loras/{name}/versions/{tag}", response_model=LoraVersionOut, operation_id="get_lora_version"
+)
+async def get_version(
+    request: Request,
+    name: str = NAME,
+    tag: str = TAG,
+    scope: tuple[Principal, str] = Depends(project_of),
+) -> LoraVersionOut:
     """One version by number or alias, with an expiring link to its main file."""
     principal, project = scope
     g = gw(request)
@@ -133,9 +166,12 @@ async def get_version(request: Request, name: str = NAME, tag: str = TAG,
 
 
 @router.delete("/loras/{name}/versions/{version}", operation_id="delete_lora_version")
-async def delete_version(request: Request, name: str = NAME,
-                         version: int = Path(ge=1, description="version number"),
-                         scope: tuple[Principal, str] = Depends(project_of)) -> dict[str, Any]:
+async def delete_version(
+    request: Request,
+    name: str = NAME,
+    version: int = Path(ge=1, description="version number"),
+    scope: tuple[Principal, str] = Depends(project_of),
+) -> dict[str, Any]:
     """Delete a version (409 while a deployment uses it, naming the deployments)."""
     principal, project = scope
     lib = _lib(request, principal, project)
@@ -143,8 +179,13 @@ async def delete_version(request: Request, name: str = NAME,
 
 
 @router.put("/loras/{name}/aliases/{alias}", operation_id="tag_lora")
-async def tag(body: TagBody, request: Request, name: str = NAME, alias: str = ALIAS,
-              scope: tuple[Principal, str] = Depends(project_of)) -> dict[str, Any]:
+async def tag(
+    body: TagBody,
+    request: Request,
+    name: str = NAME,
+    alias: str = ALIAS,
+    scope: tuple[Principal, str] = Depends(project_of),
+) -> dict[str, Any]:
     """Point `alias` at a version (moved if it pointed elsewhere; its history is kept)."""
     principal, project = scope
     lib = _lib(request, principal, project)
@@ -153,17 +194,26 @@ async def tag(body: TagBody, request: Request, name: str = NAME, alias: str = AL
 
 
 @router.delete("/loras/{name}/aliases/{alias}", status_code=204, operation_id="untag_lora")
-async def untag(request: Request, name: str = NAME, alias: str = ALIAS,
-                scope: tuple[Principal, str] = Depends(project_of)) -> None:
+async def untag(
+    request: Request,
+    name: str = NAME,
+    alias: str = ALIAS,
+    scope: tuple[Principal, str] = Depends(project_of),
+) -> None:
     principal, project = scope
     lib = _lib(request, principal, project)
     await gw(request).blocking(lib.untag, name, alias)
 
 
-@router.get("/training-runs/{run_id}/checkpoints", response_model=list[CheckpointInfo],
-            tags=["training-runs"], operation_id="training_run_checkpoints")
-async def checkpoints(request: Request, run_id: str = RUN_ID,
-                      scope: tuple[Principal, str] = Depends(project_of)) -> list[CheckpointInfo]:
+@router.get(
+    "/training-runs/{run_id}/checkpoints",
+    response_model=list[CheckpointInfo],
+    tags=["training-runs"],
+    operation_id="training_run_checkpoints",
+)
+async def checkpoints(
+    request: Request, run_id: str = RUN_ID, scope: tuple[Principal, str] = Depends(project_of)
+) -> list[CheckpointInfo]:
     """The checkpoints of a finished run: step, automatic pick, validation loss, likeness,
     previews, and whether it can be promoted."""
     principal, project = scope

@@ -21,9 +21,12 @@ def _page() -> str:
 
 @router.get("/review/{project}/{dataset_id}", response_class=HTMLResponse, include_in_schema=False)
 async def review_page(project: str, dataset_id: str) -> HTMLResponse:
-    return HTMLResponse(_page(), headers={
-        "Cache-Control": "no-store",
-        "Referrer-Policy": "no-referrer",
-        "Content-Security-Policy": "default-src 'self'; img-src * data:; media-src *; "
-                                   "style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'",
-    })
+    return HTMLResponse(
+        _page(),
+        headers={
+            "Cache-Control": "no-store",
+            "Referrer-Policy": "no-referrer",
+            "Content-Security-Policy": "default-src 'self'; img-src * data:; media-src *; "
+            "style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'",
+        },
+    )

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import IO
 
 from fastapi import APIRouter, Depends, File, Request, UploadFile
+
 from loraforge.gateway.auth import Principal
 from loraforge.gateway.deps import gw, project_of
 from loraforge.gateway.models import CommitUpload, PresignedUpload, PresignRequest, Upload
@@ -30,8 +31,9 @@ from loraforge.runtime.errors import NotFound
 from loraforge.runtime.keys import ProjectRef
 from loraforge.runtime.storage import STAGING_PREFIX, Bucket
 
-router = APIRouter(prefix="/v1/projects/{project}/uploads", tags=["uploads"],
-                   responses=PROBLEM_RESPONSES)
+router = APIRouter(
+    prefix="/v1/projects/{project}/uploads", tags=["uploads"], responses=PROBLEM_RESPONSES
+)
 
 _STAGING = re.compile(r"^_staging/gw\.([a-z0-9-]+)\.([a-z0-9-]+)\.([0-9a-f]{32})$")
 
@@ -48,62 +50,86 @@ def _hash_file(fh: IO[bytes]) -> tuple[str, int]:
 
 
 @router.post("", status_code=201, response_model=Upload, operation_id="upload_file")
-async def upload(request: Request, file: UploadFile = File(description="the original (video, photo, archive)"),
-                 scope: tuple[Principal, str] = Depends(project_of)) -> Upload:
+async def upload(
+    request: Request,
+    file: UploadFile = File(description="the original (video, photo, archive)"),
+    scope: tuple[Principal, str] = Depends(project_of),
+) -> Upload:
     """Upload one original through the gateway (up to the configured size; use presigned
     uploads beyond it). Identical content is stored once."""
     principal, project = scope
     g = gw(request)
     digest, size = await g.blocking(_hash_file, file.file)
     if size > g.config.max_upload_bytes:
-        raise PayloadTooLarge(f"upload is {size} bytes, over the {g.config.max_upload_bytes}-byte "
-                              "limit; use POST .../uploads/presigned for big files")
+        raise PayloadTooLarge(
+            f"upload is {size} bytes, over the {g.config.max_upload_bytes}-byte "
+            "limit; use POST .../uploads/presigned for big files"
+        )
     ref = ProjectRef(principal.tenant, project)
     key = original_key(ref, digest, original_ext(file.filename or ""))
     existing = await g.blocking(g.store.stat, Bucket.RAW, key)
     if existing is not None:
         return Upload(key=key, sha256=digest, size=existing.size, created=False)
-    stored = await g.blocking(g.store.put_stream, Bucket.RAW, key, file.file, length=size,
-                              sha256=digest, content_type=file.content_type or "application/octet-stream")
+    stored = await g.blocking(
+        g.store.put_stream,
+        Bucket.RAW,
+        key,
+        file.file,
+        length=size,
+        sha256=digest,
+        content_type=file.content_type or "application/octet-stream",
+    )
     return Upload(key=key, sha256=digest, size=stored.size, created=True)
 
 
-@router.post("/presigned", status_code=201, response_model=PresignedUpload,
-             operation_id="presign_upload")
-async def presign(body: PresignRequest, request: Request,
-                  scope: tuple[Principal, str] = Depends(project_of)) -> PresignedUpload:
+@router.post(
+    "/presigned", status_code=201, response_model=PresignedUpload, operation_id="presign_upload"
+)
+async def presign(
+    body: PresignRequest, request: Request, scope: tuple[Principal, str] = Depends(project_of)
+) -> PresignedUpload:
     """A URL to PUT one file of the declared `size` to directly (a body of any other length
     is refused by the object store); commit it afterwards with its sha256."""
     principal, project = scope
     g = gw(request)
     if body.size > g.config.max_presigned_upload_bytes:
-        raise PayloadTooLarge(f"{body.size} bytes is over the {g.config.max_presigned_upload_bytes}"
-                              "-byte upload limit")
+        raise PayloadTooLarge(
+            f"{body.size} bytes is over the {g.config.max_presigned_upload_bytes}-byte upload limit"
+        )
     staging = f"{STAGING_PREFIX}gw.{principal.tenant}.{project}.{secrets.token_hex(16)}"
     ttl = g.config.upload_url_ttl_s
-    url = presigned_put_sized(g.settings.s3, g.store.bucket_name(Bucket.RAW), staging, body.size, ttl)
-    return PresignedUpload(url=url, staging_key=staging,
-                           expires_at=datetime.now(UTC) + timedelta(seconds=ttl))
+    url = presigned_put_sized(
+        g.settings.s3, g.store.bucket_name(Bucket.RAW), staging, body.size, ttl
+    )
+    return PresignedUpload(
+        url=url, staging_key=staging, expires_at=datetime.now(UTC) + timedelta(seconds=ttl)
+    )
 
 
 @router.post("/commit", status_code=201, response_model=Upload, operation_id="commit_upload")
-async def commit(body: CommitUpload, request: Request,
-                 scope: tuple[Principal, str] = Depends(project_of)) -> Upload:
+async def commit(
+    body: CommitUpload, request: Request, scope: tuple[Principal, str] = Depends(project_of)
+) -> Upload:
     """Verify a presigned upload (size limit, sha256) and move it under `sources/`."""
     principal, project = scope
     g = gw(request)
     m = _STAGING.match(body.staging_key)
     if not m or (m.group(1), m.group(2)) != (principal.tenant, project):
-        raise NotFound(f"staging key {body.staging_key!r} not found; request one with "
-                       "POST .../uploads/presigned")
+        raise NotFound(
+            f"staging key {body.staging_key!r} not found; request one with "
+            "POST .../uploads/presigned"
+        )
     st = await g.blocking(g.store.stat, Bucket.RAW, body.staging_key)
     if st is None:
-        raise NotFound(f"nothing was uploaded to {body.staging_key!r}; PUT the file to the "
-                       "presigned URL first")
+        raise NotFound(
+            f"nothing was uploaded to {body.staging_key!r}; PUT the file to the presigned URL first"
+        )
     if st.size > g.config.max_presigned_upload_bytes:
         await g.blocking(g.store._discard, g.store.bucket_name(Bucket.RAW), body.staging_key)
-        raise PayloadTooLarge(f"the upload is {st.size} bytes, over the "
-                              f"{g.config.max_presigned_upload_bytes}-byte limit; it was discarded")
+        raise PayloadTooLarge(
+            f"the upload is {st.size} bytes, over the "
+            f"{g.config.max_presigned_upload_bytes}-byte limit; it was discarded"
+        )
     digest = body.sha256.lower()
     ref = ProjectRef(principal.tenant, project)
     key = original_key(ref, digest, original_ext(body.filename))
@@ -111,6 +137,7 @@ async def commit(body: CommitUpload, request: Request,
     if existing is not None:
         await g.blocking(g.store._discard, g.store.bucket_name(Bucket.RAW), body.staging_key)
         return Upload(key=key, sha256=digest, size=existing.size, created=False)
-    stored = await g.blocking(g.store.commit_staged, Bucket.RAW, body.staging_key, key,
-                              sha256=digest)
+    stored = await g.blocking(
+        g.store.commit_staged, Bucket.RAW, body.staging_key, key, sha256=digest
+    )
     return Upload(key=key, sha256=digest, size=stored.size, created=True)
