@@ -115,7 +115,8 @@ def extract_zip(path: Path, dest: Path, limits: ArchiveLimits | None = None) -> 
                             raise ArchiveTooLarge(_too_large(name, total, limits, partial=True))
                         if entry_bytes > budget_ratio and entry_bytes > 16 * _CHUNK:
                             raise ArchiveTooLarge(
-                                f"{name}: entry {info.filename!r} expands more than {limits.max_ratio:.0f}x "
+                                f"{name}: entry {info.filename!r} expands more than "
+                                f"{limits.max_ratio:.0f}x "
                                 f"(a zip bomb?); upload the files without such compression"
                             )
                         out.write(chunk)
@@ -149,6 +150,7 @@ def _too_large(name: str, size: int, limits: ArchiveLimits, partial: bool = Fals
     what = "expands past" if partial else "would expand to"
     amount = "" if partial else f" {size / 1e6:.1f} MB,"
     return (
-        f"{name}: the zip {what}{amount} more than the limit of {limits.max_total_bytes / 1e6:.1f} MB; "
+        f"{name}: the zip {what}{amount} more than the limit of "
+        f"{limits.max_total_bytes / 1e6:.1f} MB; "
         f"split it into smaller zips or upload the files directly"
     )

@@ -91,11 +91,13 @@ class ClipOptions:
         _check(self.min_seconds > 0, "min_seconds must be > 0")
         _check(
             self.max_seconds >= self.min_seconds,
-            f"max_seconds ({self.max_seconds}) is below min_seconds ({self.min_seconds}); raise max or lower min",
+            f"max_seconds ({self.max_seconds}) is below min_seconds ({self.min_seconds}); "
+            "raise max or lower min",
         )
         _check(
             self.min_seconds <= self.target_seconds <= self.max_seconds,
-            f"target_seconds ({self.target_seconds}) must lie between min_seconds ({self.min_seconds}) "
+            f"target_seconds ({self.target_seconds}) must lie between "
+            f"min_seconds ({self.min_seconds}) "
             f"and max_seconds ({self.max_seconds})",
         )
         _check(0 <= self.trim_frames <= 30, "trim_frames must be between 0 and 30")

@@ -169,7 +169,8 @@ _DURATION = re.compile(
     r"Duration: (?P<d>N/A|\d+:\d+:\d+(?:\.\d+)?)(?:, start: [-\d.]+)?, bitrate: (?P<b>N/A|\d+) kb/s"
 )
 _STREAM = re.compile(
-    r"^\s*Stream #0:\d+(?:\[[^\]]*\])?(?:\([^)]*\))?: (?P<type>Video|Audio|Data|Subtitle|Attachment): (?P<rest>.*)$",
+    r"^\s*Stream #0:\d+(?:\[[^\]]*\])?(?:\([^)]*\))?: "
+    r"(?P<type>Video|Audio|Data|Subtitle|Attachment): (?P<rest>.*)$",
     re.MULTILINE,
 )
 _SIZE = re.compile(r"(?:^|[ ,])(?P<w>\d{1,6})x(?P<h>\d{1,6})(?:[ ,]|$)")
@@ -243,7 +244,9 @@ def _ffmpeg_info(path: Path, ffmpeg: str) -> dict[str, Any]:
 
 def _split_top(s: str) -> list[str]:
     """Split on commas outside parentheses/brackets ("yuv420p(tv, bt709)" stays one field)."""
-    out, depth, cur = [], 0, []
+    out: list[str] = []
+    cur: list[str] = []
+    depth = 0
     for ch in s:
         if ch in "([":
             depth += 1

@@ -109,7 +109,10 @@ def _describe(head: bytes, path: Path) -> str:
         try:
             sample.decode("utf-8")
             ext = path.suffix.lower() or "no extension"
-            return f"the content is text, not media (named {ext}, but the bytes are not a video or photo)"
+            return (
+                f"the content is text, not media (named {ext}, but the bytes are not a video "
+                "or photo)"
+            )
         except UnicodeDecodeError:
             pass
     return "the content is not a recognised video or photo format"

@@ -35,7 +35,8 @@ def _discover() -> MediaTools:
     ffmpeg = os.environ.get("LORAFORGE_FFMPEG") or _imageio_ffmpeg() or shutil.which("ffmpeg")
     if not ffmpeg:
         raise ConfigurationError(
-            "no ffmpeg found: install the media extra (pip install 'loraforge[media]') or set LORAFORGE_FFMPEG"
+            "no ffmpeg found: install the media extra (pip install 'loraforge[media]') "
+            "or set LORAFORGE_FFMPEG"
         )
     # LORAFORGE_FFPROBE="" disables ffprobe explicitly.
     env_probe = os.environ.get("LORAFORGE_FFPROBE")

@@ -86,8 +86,9 @@ def _via_yt_dlp(
         import yt_dlp  # type: ignore[import-not-found]
     except ImportError as exc:
         raise UrlSourceUnavailable(
-            f"{url}: URL sources need the optional package yt-dlp, which this ingest worker does not have; "
-            f"download the video yourself and upload the file (or ask an operator to install yt-dlp)"
+            f"{url}: URL sources need the optional package yt-dlp, which this ingest worker "
+            "does not have; download the video yourself and upload the file (or ask an "
+            "operator to install yt-dlp)"
         ) from exc
 
     opts: dict[str, Any] = {
@@ -113,7 +114,8 @@ def _via_yt_dlp(
     except Exception as exc:  # yt-dlp raises its own DownloadError for network and site failures
         text = str(exc)
         hint = (
-            "there is no network access from this worker; download the video yourself and upload the file"
+            "there is no network access from this worker; download the video yourself and "
+            "upload the file"
             if any(
                 s in text
                 for s in (
@@ -124,8 +126,8 @@ def _via_yt_dlp(
                     "Connection refused",
                 )
             )
-            else "if it is a web page, it must be a video site yt-dlp knows (or link the video file "
-            "itself); check that the link is public and correct, or upload the file instead"
+            else "if it is a web page, it must be a video site yt-dlp knows (or link the video "
+            "file itself); check that the link is public and correct, or upload the file instead"
         )
         raise UrlFetchFailed(f"{url}: the page gave no video ({text[:200]}); {hint}") from exc
     media = info.get("url") if isinstance(info, dict) else None

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import ValidationError
 
@@ -43,6 +43,14 @@ from loraforge.ingest import layout
 from loraforge.ingest.archive import extract_zip
 from loraforge.ingest.errors import IngestError, MissingFile, NoSourceUsable
 from loraforge.ingest.hashing import sha256_file
+from loraforge.ingest.manifest import (
+    ClipEntry,
+    FrameRate,
+    IngestFailure,
+    SourceManifest,
+    SourceProbe,
+    SourceRef,
+)
 from loraforge.ingest.models import FileOutcome, SourceResult
 from loraforge.ingest.options import ClipOptions, CutOptions, IngestOptions
 from loraforge.ingest.pipeline import process_many
@@ -176,7 +184,9 @@ class IngestWork:
         ref = ProjectRef(job.tenant, job.project)
         sources = [layout.check_source(ref, s) for s in params.sources]
         options = ingest_options(params)
-        tools = self._tools or await asyncio.to_thread(MediaTools.discover)
+        tools = self._tools
+        if tools is None:
+            tools = await asyncio.to_thread(MediaTools.discover)
         root = self._workdir_root
         if root is not None:
             root.mkdir(parents=True, exist_ok=True)
@@ -317,9 +327,14 @@ class IngestWork:
             )
         )
         mkey = layout.manifest_key(run.ref, sha, run.options_hash)
-        manifest = _manifest_base(run, f, sha, original)
         if outcome.result is None:
-            manifest["error"] = {"type": outcome.error_type, "message": outcome.error}
+            manifest = _manifest(
+                run,
+                f,
+                sha,
+                original,
+                error=IngestFailure(type=outcome.error_type, message=outcome.error),
+            )
             report = _report(
                 f.source,
                 f.name,
@@ -331,26 +346,30 @@ class IngestWork:
             )
             if outcome.error_type != "internal":
                 # Input errors are facts about the bytes: remember them, a re-ingest reuses them.
-                await asyncio.to_thread(self._store.put_json, Bucket.CLIPS, mkey, manifest)
+                await asyncio.to_thread(self._store.put_json, Bucket.CLIPS, mkey, manifest.dump())
                 report["manifest_key"] = mkey
             run.reports.append(report)
             return
         run.tracker.set(span[0] + (span[1] - span[0]) * 0.9, f"{f.name}: uploading")
         items = await self._blocking(run, self._upload_items, run, sha, outcome.result)
         result = outcome.result
-        manifest.update(
-            {
-                "kind": result.kind,
-                "format": result.format,
-                "probe": _without_path(result.probe.to_dict()) if result.probe else None,
-                "shots": [s.to_dict() for s in result.shots],
-                "clips": items,
-                "skipped": [s.to_dict() for s in result.skipped],
-                "timings": result.timings,
-                "frame_rate": result.frame_rate,
-            }
+        manifest = _manifest(
+            run,
+            f,
+            sha,
+            original,
+            kind=result.kind,
+            format=result.format,
+            probe=SourceProbe.model_validate(_without_path(result.probe.to_dict()))
+            if result.probe
+            else None,
+            shots=list(result.shots),
+            clips=items,
+            skipped=list(result.skipped),
+            timings=result.timings,
+            frame_rate=FrameRate.model_validate(result.frame_rate) if result.frame_rate else None,
         )
-        stored = await asyncio.to_thread(self._store.put_json, Bucket.CLIPS, mkey, manifest)
+        stored = await asyncio.to_thread(self._store.put_json, Bucket.CLIPS, mkey, manifest.dump())
         run.add_artifact(Bucket.CLIPS, mkey, "manifest", stored.size)
         run.reports.append(_report_from_manifest(manifest, f.source, f.name, mkey, reused=False))
 
@@ -360,29 +379,24 @@ class IngestWork:
         if await asyncio.to_thread(self._store.stat, Bucket.CLIPS, mkey) is None:
             return False
         try:
-            manifest = await asyncio.to_thread(self._store.get_json, Bucket.CLIPS, mkey)
-        except (LoraforgeError, ValueError) as exc:
+            doc = await asyncio.to_thread(self._store.get_json, Bucket.CLIPS, mkey)
+            manifest = SourceManifest.model_validate(doc)
+        except (LoraforgeError, ValueError) as exc:  # pydantic's ValidationError included
             log.warning("unreadable manifest %s (%s); ingesting %s again", mkey, exc, f.name)
             return False
-        if not isinstance(manifest, dict) or manifest.get("source_sha256") != sha:
+        if manifest.source_sha256 != sha:
             return False
         report = _report_from_manifest(manifest, f.source, f.name, mkey, reused=True)
         report["archive"] = f.archive
         run.reports.append(report)
         if not report["error"]:
             run.add_artifact(Bucket.CLIPS, mkey, "manifest")
-            for item in manifest.get("clips", []):
-                run.add_artifact(
-                    Bucket.CLIPS,
-                    item["key"],
-                    item.get("kind", "clip"),
-                    item.get("size", 0),
-                    item.get("sha256", ""),
-                )
-                for kf in item.get("keyframe_keys", []):
+            for item in manifest.clips:
+                run.add_artifact(Bucket.CLIPS, item.key, item.kind, item.size, item.sha256)
+                for kf in item.keyframe_keys:
                     run.add_artifact(Bucket.CLIPS, kf, "keyframe")
-                if item.get("analysis_key"):
-                    run.add_artifact(Bucket.CLIPS, item["analysis_key"], "analysis")
+                if item.analysis_key:
+                    run.add_artifact(Bucket.CLIPS, item.analysis_key, "analysis")
         return True
 
     async def _keep_original(self, run: _JobRun, f: _File, sha: str) -> str:
@@ -396,7 +410,7 @@ class IngestWork:
         )
         return stored.key
 
-    def _upload_items(self, run: _JobRun, sha: str, result: SourceResult) -> list[dict[str, Any]]:
+    def _upload_items(self, run: _JobRun, sha: str, result: SourceResult) -> list[ClipEntry]:
         """Clips (or the photo) and keyframes to the clips bucket; runs in a thread."""
         items = []
         for i, clip in enumerate(result.clips):
@@ -405,7 +419,7 @@ class IngestWork:
             cid = layout.clip_id(run.options_hash, i)
             prefix = layout.clips_prefix(run.ref, sha)
             ext = clip.path.suffix.lower()
-            kind = "photo" if result.kind == "photo" else "clip"
+            kind: Literal["clip", "photo"] = "photo" if result.kind == "photo" else "clip"
             content_type = {".mp4": "video/mp4", ".png": "image/png", ".jpg": "image/jpeg"}.get(
                 ext, ""
             )
@@ -431,10 +445,7 @@ class IngestWork:
                     keyframes[label] = st.key
             else:
                 keyframes["image"] = stored.key
-            meta = clip.to_dict()
-            meta.pop("path", None)
-            meta.pop("keyframes", None)
-            meta.pop("analysis", None)
+            analysis_key = None
             if clip.analysis is not None:
                 # before the manifest (the commit marker), like every object it names
                 st = self._store.put_file(
@@ -444,18 +455,28 @@ class IngestWork:
                     content_type="application/zip",
                 )
                 run.add_artifact(Bucket.CLIPS, st.key, "analysis", st.size)
-                meta["analysis_key"] = st.key
+                analysis_key = st.key
             items.append(
-                {
-                    "clip_id": cid,
-                    "kind": kind,
-                    "key": stored.key,
-                    "size": stored.size,
-                    "keyframes": keyframes,
-                    "keyframe_keys": list(keyframes.values()),
-                    "duration": round(clip.duration, 4),
-                    **meta,
-                }
+                ClipEntry(
+                    clip_id=cid,
+                    kind=kind,
+                    key=stored.key,
+                    size=stored.size,
+                    keyframes=keyframes,
+                    keyframe_keys=list(keyframes.values()),
+                    duration=round(clip.duration, 4),
+                    shot_index=clip.shot_index,
+                    source_start=clip.source_start,
+                    source_end=clip.source_end,
+                    source_start_frame=clip.source_start_frame,
+                    source_end_frame=clip.source_end_frame,
+                    frames=clip.frames,
+                    fps=clip.fps,
+                    width=clip.width,
+                    height=clip.height,
+                    sha256=clip.sha256,
+                    analysis_key=analysis_key,
+                )
             )
         return items
 
@@ -509,27 +530,21 @@ def _without_path(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k != "path"}
 
 
-def _manifest_base(run: _JobRun, f: _File, sha: str, original: str) -> dict[str, Any]:
-    return {
-        "manifest_version": MANIFEST_VERSION,
-        "tenant": run.ref.tenant,
-        "project": run.ref.project,
-        "source_sha256": sha,
-        "source": {"key": original, "name": f.name, "submitted_as": f.source, "archive": f.archive},
-        "options_hash": run.options_hash,
-        "options": dataclasses.asdict(run.options),
-        "clips_prefix": layout.clips_prefix(run.ref, sha),
-        "job_id": run.job.id,
-        "created_at": datetime.now(UTC).isoformat(),
-        "kind": None,
-        "format": None,
-        "probe": None,
-        "shots": [],
-        "clips": [],
-        "skipped": [],
-        "frame_rate": None,
-        "error": None,
-    }
+def _manifest(run: _JobRun, f: _File, sha: str, original: str, **outcome: Any) -> SourceManifest:
+    """The source's manifest; `outcome`: what the media core made of it (or its error)."""
+    return SourceManifest(
+        manifest_version=MANIFEST_VERSION,
+        tenant=run.ref.tenant,
+        project=run.ref.project,
+        source_sha256=sha,
+        source=SourceRef(key=original, name=f.name, submitted_as=f.source, archive=f.archive),
+        options_hash=run.options_hash,
+        options=dataclasses.asdict(run.options),
+        clips_prefix=layout.clips_prefix(run.ref, sha),
+        job_id=run.job.id,
+        created_at=datetime.now(UTC),
+        **outcome,
+    )
 
 
 def _report(
@@ -559,28 +574,27 @@ def _report(
 
 
 def _report_from_manifest(
-    manifest: dict[str, Any], source: str, name: str, mkey: str, *, reused: bool
+    manifest: SourceManifest, source: str, name: str, mkey: str, *, reused: bool
 ) -> dict[str, Any]:
-    src = manifest.get("source") or {}
-    error = manifest.get("error") or {}
+    error = manifest.error or IngestFailure(type=None, message=None)
     report = _report(
         source,
         name,
-        sha=manifest.get("source_sha256"),
-        original=src.get("key"),
-        error=error.get("message"),
-        error_type=error.get("type"),
-        archive=src.get("archive"),
+        sha=manifest.source_sha256,
+        original=manifest.source.key,
+        error=error.message,
+        error_type=error.type,
+        archive=manifest.source.archive,
     )
-    clips = manifest.get("clips") or []
     report.update(
         {
             "manifest_key": mkey,
-            "clips": len(clips),
-            "frame_rate": manifest.get("frame_rate"),
+            "clips": len(manifest.clips),
+            "frame_rate": manifest.frame_rate.model_dump(mode="json")
+            if manifest.frame_rate
+            else None,
             "skipped": [
-                {"start": s.get("start"), "end": s.get("end"), "reason": s.get("reason")}
-                for s in manifest.get("skipped") or []
+                {"start": s.start, "end": s.end, "reason": s.reason} for s in manifest.skipped
             ],
             "reused": reused,
         }
