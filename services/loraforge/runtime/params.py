@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -26,7 +26,7 @@ class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     @classmethod
-    def parse(cls, *, present: Mapping[str, Any] | None = None, **values: Any) -> _Params:
+    def parse(cls, *, present: Mapping[str, Any] | None = None, **values: Any) -> Self:
         """Build from wire values, where plain proto3 fields send 0 / "" for "not set".
 
         `present` holds the fields whose presence the wire carries (proto3 `optional`, read
