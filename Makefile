@@ -1,6 +1,7 @@
-# loraforge developer entry points. Two commands do all the set-up on a fresh machine:
+# loraforge developer entry points. Each of these does all the set-up on a fresh machine:
 #   make run    the main job on the embedded default (local stack, tiny model, example footage)
 #   make test   the whole test suite (unit + integration against real NATS and S3 servers)
+#   make check  static checks: ruff's rules and formatter, mypy (configured in pyproject.toml)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,7 +14,7 @@ PYTEST_ARGS ?=
 # service processes; on 2 cores three workers ran it in 11 min against over 18 min of CPU.
 TEST_WORKERS ?= 3
 
-.PHONY: install proto proto-check test test-unit test-integration test-faults run up down status bench clean
+.PHONY: install proto proto-check check test test-unit test-integration test-faults run up down status bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +32,12 @@ proto: $(STAMP)
 
 proto-check: $(STAMP)
 	$(PY) scripts/gen_proto.py --check
+
+# Static checks; each tool reads its configuration from pyproject.toml ([tool.ruff], [tool.mypy]).
+check: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # pytest exits 5 when it collected nothing (e.g. a filter matched no test): not a failure.
 test: $(STAMP) proto-check
