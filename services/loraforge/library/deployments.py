@@ -27,6 +27,7 @@ systems publish `<root>.render.requests` with `data.deployment` (see loraforge.r
 
 from __future__ import annotations
 
+import builtins
 import re
 import string
 import time
@@ -261,7 +262,8 @@ def parse_spec(data: Any) -> DeploymentSpec:
         return DeploymentSpec.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'deployment'}: {e['msg'].removeprefix('Value error, ')}"
+            f"{'.'.join(str(p) for p in e['loc']) or 'deployment'}: "
+            f"{e['msg'].removeprefix('Value error, ')}"
             for e in exc.errors()
         )
         raise InvalidInput(f"invalid deployment: {problems}") from None
@@ -464,7 +466,7 @@ class Deployments:
     def drop_beat(self, ref: ProjectRef, name: str, worker: str) -> None:
         self._store.delete(Bucket.LORAS, f"{warm_prefix(ref, name)}{worker}.json")
 
-    def beats(self, ref: ProjectRef, name: str) -> list[WarmBeat]:
+    def beats(self, ref: ProjectRef, name: str) -> builtins.list[WarmBeat]:
         out = []
         for obj in self._store.list(Bucket.LORAS, warm_prefix(ref, name)):
             try:

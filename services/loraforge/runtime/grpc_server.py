@@ -59,7 +59,7 @@ class _BoundaryInterceptor(grpc.aio.ServerInterceptor):
         method = details.method
         timeout, metrics = self._timeout, self._metrics
 
-        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             remaining = context.time_remaining()
             budget = timeout if remaining is None else min(timeout, remaining)
             started = time.perf_counter()

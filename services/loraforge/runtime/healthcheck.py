@@ -22,7 +22,8 @@ def grpc_health(target: str, service: str = "", timeout: float = 2.0) -> str:
         with grpc.insecure_channel(target) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
-            return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+            name: str = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+            return name
     except grpc.RpcError as exc:
         return f"UNREACHABLE: {exc.code().name} {exc.details() or ''}".strip()
 

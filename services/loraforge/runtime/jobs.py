@@ -2,12 +2,13 @@
 
 `PENDING -> RUNNING -> SUCCEEDED | FAILED | CANCELLED` (PENDING may also go straight to
 FAILED or CANCELLED). Every write names the revision it read: two writers that read the same
-revision cannot both win; the loser gets `Conflict` and re-reads. Terminal states are final. A terminal
-job keeps the follow-up events its worker published, so they can be published again.
+revision cannot both win; the loser gets `Conflict` and re-reads. Terminal states are final.
+A terminal job keeps the follow-up events its worker published, so they can be published again.
 """
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import secrets
 import time
@@ -189,7 +190,9 @@ class JobStore:
                 jobs.append(job)
         return sorted(jobs, key=lambda j: (j.created_at, j.id), reverse=True)
 
-    async def scan(self, *, kind: str | None = None, states: Iterable[JobState] = ()) -> list[Job]:
+    async def scan(
+        self, *, kind: str | None = None, states: Iterable[JobState] = ()
+    ) -> builtins.list[Job]:
         """Every tenant's jobs of `kind` in `states` (the reaper's pass): one watch over the
         bucket that carries the values, instead of a read per key."""
         wanted = set(states)
@@ -268,7 +271,7 @@ class JobStore:
             return job
         return await self.mutate(tenant, project, job_id, change)
 
-    async def _keys(self, pattern: str) -> list[str]:
+    async def _keys(self, pattern: str) -> builtins.list[str]:
         # A watch with a subject filter lets the server do the matching; nats-py's
         # `keys(filters=...)` would fetch every key and substring-match on the client.
         watcher = await self._kv.watch(pattern, ignore_deletes=True, meta_only=True)

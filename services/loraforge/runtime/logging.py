@@ -7,12 +7,13 @@ import logging
 import sys
 
 import structlog
+from structlog.typing import Processor
 
 from loraforge.runtime.settings import LogSettings
 
 
 def configure_logging(settings: LogSettings, service: str) -> None:
-    shared = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,

@@ -3,6 +3,8 @@ several services in one process)."""
 
 from __future__ import annotations
 
+from wsgiref.simple_server import WSGIServer
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 
@@ -28,7 +30,7 @@ class Metrics:
             ["service"],
             registry=self.registry,
         )
-        self._server = None
+        self._server: WSGIServer | None = None
 
     def observe_rpc(self, method: str, code: str, seconds: float) -> None:
         self.rpc_seconds.labels(self.service, method, code).observe(seconds)

@@ -24,7 +24,7 @@ _STATE_TO_WIRE = {
     JobState.FAILED: common_pb2.JOB_STATE_FAILED,
     JobState.CANCELLED: common_pb2.JOB_STATE_CANCELLED,
 }
-_STATE_FROM_WIRE = {v: k for k, v in _STATE_TO_WIRE.items()}
+_STATE_FROM_WIRE: dict[int, JobState] = {v: k for k, v in _STATE_TO_WIRE.items()}
 
 
 def state_from_wire(value: int) -> JobState:
@@ -115,13 +115,17 @@ class JobCalls:
     jobs: JobService
 
     async def GetJob(
-        self, request: common_pb2.GetJobRequest, context: grpc.aio.ServicerContext
+        self,
+        request: common_pb2.GetJobRequest,
+        context: grpc.aio.ServicerContext[common_pb2.GetJobRequest, common_pb2.Job],
     ) -> common_pb2.Job:
         tenant, project = scope_from_wire(request.scope)
         return job_to_wire(await self.jobs.get(tenant, project, request.job_id))
 
     async def ListJobs(
-        self, request: common_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: common_pb2.ListJobsRequest,
+        context: grpc.aio.ServicerContext[common_pb2.ListJobsRequest, common_pb2.ListJobsResponse],
     ) -> common_pb2.ListJobsResponse:
         tenant, project = scope_from_wire(request.scope, project_required=False)
         states = [state_from_wire(s) for s in request.states]
@@ -131,7 +135,9 @@ class JobCalls:
         return common_pb2.ListJobsResponse(jobs=[job_to_wire(j) for j in jobs])
 
     async def CancelJob(
-        self, request: common_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
+        self,
+        request: common_pb2.CancelJobRequest,
+        context: grpc.aio.ServicerContext[common_pb2.CancelJobRequest, common_pb2.Job],
     ) -> common_pb2.Job:
         tenant, project = scope_from_wire(request.scope)
         return job_to_wire(await self.jobs.cancel(tenant, project, request.job_id))

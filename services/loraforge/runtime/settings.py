@@ -178,7 +178,8 @@ class EndpointSettings(_Group):
             raise ConfigurationError(
                 f"unknown service {service!r}; choose one of {', '.join(BACKEND_SERVICES)}"
             )
-        return getattr(self, service)
+        target: str = getattr(self, service)
+        return target
 
 
 class LogSettings(_Group):
@@ -333,7 +334,7 @@ def _check_production_egress(allow: str) -> None:
         if part:
             net = ipaddress.ip_network(part, strict=False)
             for bad in danger:
-                if net.version == bad.version and net.overlaps(bad):  # type: ignore[arg-type]
+                if net.version == bad.version and net.overlaps(bad):
                     raise ConfigurationError(
                         f"LORAFORGE_EGRESS__ALLOW: {part} includes {bad} (loopback, link-local or "
                         f"unspecified), which production never opens to tenant URLs; list only the "

@@ -30,12 +30,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, Literal, cast
 
 import urllib3
 from minio import Minio
 from minio.commonconfig import ENABLED, ComposeSource, CopySource, Filter
 from minio.error import S3Error
+from minio.helpers import DictType
 from minio.lifecycleconfig import (
     AbortIncompleteMultipartUpload,
     Expiration,
@@ -243,6 +244,8 @@ class ObjectStore:
         self._check_key(key)
         staging = f"{STAGING_PREFIX}{uuid.uuid4().hex}"
         reader = _HashingReader(stream)
+        # minio's metadata values may also be lists; ours are single strings
+        wire_metadata: DictType | None = dict(metadata) if metadata is not None else None
         try:
             with self._errors(f"upload to {name}/{key}"):
                 # Always stream as "unknown length": the SDK then never trusts a promised
@@ -250,11 +253,12 @@ class ObjectStore:
                 self._client.put_object(
                     name,
                     staging,
-                    reader,
+                    # the SDK only calls read(n); typing.BinaryIO is nominal, not a protocol
+                    cast(BinaryIO, reader),
                     length=-1,
                     part_size=self._settings.part_size,
                     content_type=content_type,
-                    metadata=metadata,
+                    metadata=wire_metadata,
                 )
             digest = reader.sha256.hexdigest()
             if length >= 0 and reader.size != length:
@@ -346,7 +350,9 @@ class ObjectStore:
         """A streaming reader; close it when done."""
         name = self.bucket_name(bucket)
         with self._errors(f"read {name}/{key}", key=key):
-            return self._client.get_object(name, key)  # type: ignore[return-value]
+            # urllib3's response is the streaming reader (read, close, release_conn);
+            # typing.BinaryIO is nominal, so the SDK's type does not match it by name
+            return cast(BinaryIO, self._client.get_object(name, key))
 
     def get_bytes(self, bucket: Bucket | str, key: str) -> bytes:
         resp = self.open(bucket, key)
@@ -432,7 +438,8 @@ class ObjectStore:
                 digest = h.hexdigest()
                 if digest != sha256.lower():
                     raise IntegrityError(
-                        f"{key}: uploaded content sha256 {digest} != expected {sha256}; upload again"
+                        f"{key}: uploaded content sha256 {digest} != expected {sha256}; "
+                        "upload again"
                     )
             st = self.stat(bucket, staging_key)
             if st is None:
@@ -495,7 +502,7 @@ class _ErrorScope:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         if exc is None or isinstance(exc, LoraforgeError):
             return False
         if isinstance(exc, S3Error):
