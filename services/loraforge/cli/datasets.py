@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from loraforge.curation import layout
 from loraforge.runtime.errors import NotFound
-from loraforge.runtime.keys import ProjectRef, validate_key_part
+from loraforge.runtime.keys import ProjectRef
 from loraforge.runtime.storage import Bucket, ObjectStore
-
-RECORD = "dataset.json"
 
 
 def dataset_ids(store: ObjectStore, project: ProjectRef) -> list[str]:
@@ -17,16 +16,15 @@ def dataset_ids(store: ObjectStore, project: ProjectRef) -> list[str]:
 
     ObjectStore.list does not carry modification times, so this asks the S3 client underneath
     for them (ties, within the server's one-second resolution, break by id)."""
-    prefix = project.key("datasets") + "/"
+    prefix = layout.datasets_root(project)
     found: list[tuple[Any, str]] = []
     with store._errors(f"list datasets of {project.tenant}/{project.project}"):
         for obj in store._client.list_objects(
             store.bucket_name(Bucket.DATASETS), prefix=prefix, recursive=True
         ):
-            rel = obj.object_name[len(prefix) :]
-            parts = rel.split("/")
-            if len(parts) == 2 and parts[1] == RECORD:
-                found.append((obj.last_modified, parts[0]))
+            dataset_id = layout.dataset_of_record_key(project, obj.object_name)
+            if dataset_id is not None:
+                found.append((obj.last_modified, dataset_id))
     found.sort(key=lambda t: (t[0].timestamp() if t[0] else 0.0, t[1]), reverse=True)
     return [ds for _, ds in found]
 
@@ -36,7 +34,7 @@ def resolve_dataset(
 ) -> tuple[str, dict]:
     """(dataset id, its dataset.json): the one named, or the project's newest."""
     if dataset_id:
-        key = project.key("datasets", validate_key_part(dataset_id), RECORD)
+        key = layout.record_key(project, dataset_id)
         if store.stat(Bucket.DATASETS, key) is None:
             raise NotFound(
                 f"dataset {dataset_id} of {project.tenant}/{project.project} does not "
@@ -50,5 +48,5 @@ def resolve_dataset(
                 "run `loraforge curate` first"
             )
         dataset_id = ids[0]
-        key = project.key("datasets", dataset_id, RECORD)
+        key = layout.record_key(project, dataset_id)
     return dataset_id, store.get_json(Bucket.DATASETS, key)

@@ -1,13 +1,14 @@
 """The curation job: a project's ingested clips in, a committed dataset out.
 
     clips bucket   <tenant>/<project>/clips/<source_sha16>/<clip_id>.mp4 (+ keyframes, + the
-                   analysis proxy curation reads instead of the clip) and one manifest JSON
-                   per source (see `discover_clips`, the one place that reads ingest's layout)
+                   analysis proxy curation reads instead of the clip) and one manifest per
+                   source and option set (ingest/manifest.py, keys in ingest/layout.py; read
+                   by `discover_clips`)
     raw bucket     reference photos, keys under <tenant>/<project>/ (`reference_keys`)
- -> datasets bucket <tenant>/<project>/datasets/<dataset_id>/
+ -> datasets bucket <tenant>/<project>/datasets/<dataset_id>/ (keys in layout.py)
                    manifest.parquet, manifest.json, report.html, *.png, thumbs/*.jpg, and
-                   dataset.json LAST: the commit marker. A dataset without dataset.json is
-                   unfinished and is simply written again.
+                   dataset.json (record.py: DatasetRecord) LAST: the commit marker. A dataset
+                   without dataset.json is unfinished and is simply written again.
 
 `dataset_id` is a hash of what decides the outcome (clip set with content hashes, policy,
 references, LoRA type), so a redelivered or repeated job finds its committed dataset and does no
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -41,9 +43,18 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from loraforge.captioning.auto import load_defaults
+from loraforge.curation import layout
+from loraforge.curation.builders import apply_to_record, build_dataset, check_options
 from loraforge.curation.faces import FaceBackend, make_backend
+from loraforge.curation.layout import CLAIM, MEASURED
 from loraforge.curation.people import PeopleDetector
+from loraforge.curation.pipeline import MediaItem, curate, measure_all
 from loraforge.curation.policy import CurationPolicy
+from loraforge.curation.record import DatasetRecord, selection_hash
+from loraforge.ingest import layout as ingest_layout
+from loraforge.ingest.manifest import SourceManifest
+from loraforge.ingest.proxy import proxy_covers
 from loraforge.runtime.errors import Cancelled, InvalidInput, LoraforgeError, NotFound
 from loraforge.runtime.events import Delivery, Event, EventBus
 from loraforge.runtime.job_service import JobContext, JobOutcome, JobService, follow_up_request_id
@@ -54,12 +65,8 @@ from loraforge.runtime.storage import Bucket, ObjectStore
 
 log = logging.getLogger(__name__)
 
-DATASET_RECORD = "dataset.json"
 DATASET_VERSION = 1
-VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
-PHOTO_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
-MEDIA_EXTS = VIDEO_EXTS | PHOTO_EXTS
-REFERENCE_EXTS = PHOTO_EXTS
+REFERENCE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 INGESTED_EVENT = "clips.ingested"
 CURATED_EVENT = "dataset.curated"
 
@@ -69,10 +76,8 @@ _MEASURE = (0.20, 0.85)
 _UPLOAD = (0.85, 0.99)
 _DOWNLOAD_AND_MEASURE = (_DOWNLOAD[0], _MEASURE[1])  # measure tasks download their own clip
 
-# Beside a dataset while it is computed, deleted after its commit:
-CLAIM = "_job.json"  # the job computing it: another job for the same dataset follows that one
-MEASURED = "_measured"  # <clip_id>.error.json when measuring a clip failed (per job)
-MEASURES = "_measures"  # <t>/<p>/datasets/_measures/<measure_key>/<clip hash>.pkl (measure_key)
+# Beside a dataset while it is computed, deleted after its commit: layout.CLAIM (the job
+# computing it: another job for the same dataset follows that one) and layout.MEASURED.
 # Policy fields that only steer the selection among kept clips: changing them (a user's
 # `--target 40` after the automatic curation) reuses the clips' measurements.
 SELECTION_ONLY = frozenset(
@@ -125,8 +130,6 @@ def build_policy(params: CurationParams) -> CurationPolicy:
     if params.target_size is not None:
         overrides["target_size"] = params.target_size
     policy = CurationPolicy.for_type(params.lora_type.value, overrides)
-    from loraforge.curation.builders import check_options
-
     check_options(policy)  # the type's dataset builder refuses bad build_options now, not late
     return policy
 
@@ -155,173 +158,69 @@ def check_reference_keys(project: ProjectRef, keys: list[str]) -> list[str]:
 class IngestedClip:
     clip_id: str  # unique within the project (qualified with the source when ids collide)
     key: str  # clips-bucket key of the clip (video) or normalized photo
-    source_id: str  # the source it was cut from (ingest's source sha256, or its folder)
+    source_id: str  # the source it was cut from (ingest's source sha256)
     sha256: str = ""
     keyframe_keys: tuple[str, ...] = ()
-    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # the rate ingest cut the clip for (its manifest's `frame_rate.target_fps`), None if unknown
+    training_fps: float | None = field(default=None, compare=False, hash=False)
     # ingest's analysis proxy of the clip (sampled frames; ingest/proxy.py), "" when it has none
     analysis_key: str = field(default="", compare=False, hash=False)
 
 
-def _first(d: dict, *names: str) -> Any:
-    for n in names:
-        v = d.get(n)
-        if v not in (None, "", [], {}):
-            return v
-    return None
-
-
-def _resolve(project: ProjectRef, base: str, value: Any, *, is_key: bool = False) -> str | None:
-    """A key from a manifest: absolute within the project, or relative to `base` (a bare file
-    name, or a local path whose basename is the object's name). An object key (`is_key`) that
-    names another tenant/project is refused, never re-based."""
-    if isinstance(value, dict):
-        is_key = is_key or bool(_first(value, "key", "object_key"))
-        value = _first(value, "key", "object_key", "path")
-    if not isinstance(value, str) or not value:
-        return None
-    if value.startswith(project.prefix):
-        key = value
-    elif is_key and "/" in value:
-        return None
-    else:
-        key = f"{base}/{PurePosixPath(value).name}" if base else None
-    if key is None or ".." in key.split("/") or not key.startswith(project.prefix):
-        return None
-    return key
-
-
 def discover_clips(store: ObjectStore, project: ProjectRef) -> list[IngestedClip]:
-    """Every ingested clip of the project, read from ingest's per-source manifests.
+    """Every ingested clip of the project, read from ingest's per-source manifests
+    (`ingest/manifest.py: SourceManifest`, keys in `ingest/layout.py`).
 
-    Tolerant on purpose (the one function to adjust when ingest's layout changes):
-    - manifests: any `*.json` under `<p>/manifests/` or `<p>/clips/` in the clips bucket;
-      each is `{"clips": [...], "sha256"|"source_sha256"|"source_id": ...}`, possibly nested
-      under "result" (ingest's FileOutcome);
-    - a clip entry names its object by `key`/`clip_key`/`object_key`, else by `path`/`file`
-      (its basename, in the source's folder `<p>/clips/<sha16>/` or the manifest's folder);
-      its id is `clip_id`/`id`, else the object's stem; keyframes by `keyframe_keys`/`keyframes`;
-    - manifests that cannot be read, and entries outside the project, are skipped with a warning;
-    - no manifest at all: every video file under `<p>/clips/` is a clip (source = its folder).
-    Clip ids that collide across sources are qualified as `<source16>-<id>`; sorted by id.
+    A manifest that does not validate is skipped with a warning naming it and the reason; so is
+    a clip entry whose object is not stored, or whose key is not under the project's clips
+    (`layout.is_clip_key`). Keyframes outside it are dropped; an analysis proxy not stored is
+    not used (the clip is measured by decoding it). Clip ids that collide across sources (or
+    option sets) are qualified as `<source16>-<id>`; sorted by id.
     """
-    objects = list(store.list(Bucket.CLIPS, project.prefix))
-    existing = {o.key for o in objects}
-    manifests = sorted(
-        o.key
-        for o in objects
-        if o.key.endswith(".json")
-        and (
-            o.key.startswith(project.key("manifests") + "/")
-            or o.key.startswith(project.key("clips") + "/")
-        )
-    )
+    objects = {o.key for o in store.list(Bucket.CLIPS, ingest_layout.clips_root(project))}
     found: list[IngestedClip] = []
-    for mkey in manifests:
+    for mkey in sorted(k for k in objects if ingest_layout.is_manifest_key(project, k)):
         try:
-            doc = store.get_json(Bucket.CLIPS, mkey)
-        except (LoraforgeError, ValueError) as exc:
-            log.warning("skipping unreadable ingest manifest %s: %s", mkey, exc)
+            manifest = SourceManifest.model_validate(store.get_json(Bucket.CLIPS, mkey))
+        except (LoraforgeError, ValueError) as exc:  # pydantic's ValidationError included
+            log.warning("skipping ingest manifest %s: %s", mkey, exc)
             continue
-        if isinstance(doc, dict) and isinstance(doc.get("result"), dict) and "clips" not in doc:
-            doc = {**doc["result"], **{k: v for k, v in doc.items() if k != "result"}}
-        if not isinstance(doc, dict) or not isinstance(doc.get("clips"), list):
-            continue
-        source = str(
-            _first(doc, "source_sha256", "sha256", "source_id") or PurePosixPath(mkey).stem
-        )
-        mdir = str(PurePosixPath(mkey).parent)
-        rate = doc.get("frame_rate") if isinstance(doc.get("frame_rate"), dict) else {}
-        clip_dir = _first(doc, "clips_prefix", "clip_prefix")
-        if not (isinstance(clip_dir, str) and clip_dir.startswith(project.prefix)):
-            clip_dir = project.key("clips", source[:16]) if _is_hex(source) else mdir
-        for entry in doc["clips"]:
-            if not isinstance(entry, dict):
-                continue
-            raw = _first(entry, "key", "clip_key", "object_key")
-            if raw:
-                key = _resolve(project, mdir, raw, is_key=True)
-            else:
-                local = _first(entry, "path", "file", "name")
-                key = _resolve(project, clip_dir, local)
-                if key not in existing:
-                    key = _resolve(project, mdir, local)
-            if (
-                key is None
-                or key not in existing
-                or PurePosixPath(key).suffix.lower() not in MEDIA_EXTS
-            ):
+        rate = manifest.frame_rate.target_fps if manifest.frame_rate else None
+        for entry in manifest.clips:
+            if not ingest_layout.is_clip_key(project, entry.key) or entry.key not in objects:
                 log.warning(
-                    "manifest %s: skipping a clip entry without a stored media object "
-                    "in this project: %s",
+                    "manifest %s: skipping clip %s: %s is not a stored object of %s",
                     mkey,
-                    {k: entry.get(k) for k in ("clip_id", "id", "key", "path")},
+                    entry.clip_id,
+                    entry.key,
+                    project.prefix,
                 )
                 continue
-            kfs = _first(entry, "keyframe_keys", "keyframes") or []
-            keyframes = tuple(
-                k
-                for k in (
-                    _resolve(
-                        project,
-                        str(PurePosixPath(key).parent),
-                        v,
-                        is_key=bool(entry.get("keyframe_keys")),
-                    )
-                    for v in kfs
-                )
-                if k
-            )
-            cid = str(_first(entry, "clip_id", "id") or PurePosixPath(key).stem)
-            analysis = _resolve(
-                project, str(PurePosixPath(key).parent), entry.get("analysis_key"), is_key=True
-            )
-            meta = {k: v for k, v in entry.items() if not isinstance(v, (dict, list))}
-            if isinstance(rate.get("target_fps"), int | float):  # the rate ingest cut for
-                meta["training_fps"] = float(rate["target_fps"])
+            analysis = entry.analysis_key or ""
             found.append(
                 IngestedClip(
-                    cid,
-                    key,
-                    source,
-                    str(entry.get("sha256") or ""),
-                    keyframes,
-                    meta,
-                    analysis if analysis in existing else "",
+                    entry.clip_id,
+                    entry.key,
+                    manifest.source_sha256,
+                    entry.sha256,
+                    tuple(k for k in entry.keyframe_keys if ingest_layout.is_clip_key(project, k)),
+                    training_fps=rate,
+                    analysis_key=analysis if analysis in objects else "",
                 )
             )
-    if not manifests:
-        for o in objects:
-            p = PurePosixPath(o.key)
-            if o.key.startswith(project.key("clips") + "/") and p.suffix.lower() in VIDEO_EXTS:
-                found.append(IngestedClip(p.stem, o.key, p.parent.name, "", ()))
     # one entry per object; ids unique
     by_key: dict[str, IngestedClip] = {}
     for c in found:
         by_key.setdefault(c.key, c)
     clips = list(by_key.values())
-    counts: dict[str, int] = {}
-    for c in clips:
-        counts[c.clip_id] = counts.get(c.clip_id, 0) + 1
+    counts = Counter(c.clip_id for c in clips)
     clips = [
         c
         if counts[c.clip_id] == 1
-        else IngestedClip(
-            f"{c.source_id[:16]}-{c.clip_id}",
-            c.key,
-            c.source_id,
-            c.sha256,
-            c.keyframe_keys,
-            c.meta,
-            c.analysis_key,
-        )
+        else dataclasses.replace(c, clip_id=f"{c.source_id[:16]}-{c.clip_id}")
         for c in clips
     ]
     return sorted(clips, key=lambda c: c.clip_id)
-
-
-def _is_hex(s: str) -> bool:
-    return len(s) >= 16 and all(ch in "0123456789abcdef" for ch in s.lower())
 
 
 def dataset_id_for(
@@ -404,7 +303,7 @@ def sweep_measures(
     stamped as other code seen now, and removed a grace later. Safe on every replica at once:
     deleting twice is not an error."""
     now = time.time() if now is None else now
-    root = project.key("datasets", MEASURES) + "/"
+    root = layout.measures_root(project)
     folders: dict[str, list[str]] = {}
     for obj in store.list(Bucket.DATASETS, root):
         folder, _, name = obj.key[len(root) :].partition("/")
@@ -450,21 +349,12 @@ def measured_name(clip: IngestedClip) -> str:
     return hashlib.sha256(f"{clip.key}\0{clip.sha256}".encode()).hexdigest()[:24] + ".pkl"
 
 
-def selection_hash(clips: list[dict]) -> str:
-    blob = json.dumps(
-        sorted([c["clip_id"], c["key"], c.get("sha256", "")] for c in clips), separators=(",", ":")
-    ).encode()
-    return hashlib.sha256(blob).hexdigest()
-
-
 def fetch_clip(
     store: ObjectStore, clip: IngestedClip, folder: Path, n_frames: int
 ) -> tuple[Path, Path | None]:
     """What measuring a clip needs, downloaded to `folder`: its analysis proxy when it has one
     holding the policy's n_frames sampled frames (the clip itself is then not downloaded:
     curation does not decode it), else the clip. Returns (clip path, proxy path or None)."""
-    from loraforge.ingest.proxy import proxy_covers
-
     path = folder / f"{clip.clip_id}{PurePosixPath(clip.key).suffix.lower()}"
     if clip.analysis_key:
         analysis = folder / f"{clip.clip_id}_analysis.zip"
@@ -550,7 +440,7 @@ class CurationWorker:
             if await asyncio.to_thread(self._store.stat, Bucket.RAW, ref) is None:
                 raise InvalidInput(f"reference photo raw/{ref} does not exist; upload it first")
         dataset_id = dataset_id_for(clips, policy, references, params.lora_type.value)
-        prefix = project.key("datasets", dataset_id)
+        prefix = layout.dataset_prefix(project, dataset_id)
 
         committed = await self._committed(prefix)
         if committed is not None:
@@ -605,7 +495,7 @@ class CurationWorker:
             work = Path(tmp)
             refs = [work / "refs" / Path(r).name for r in references]
             measured_by: dict[str, int] = {}
-            rates = {c.clip_id: c.meta["training_fps"] for c in clips if "training_fps" in c.meta}
+            rates = {c.clip_id: c.training_fps for c in clips if c.training_fps is not None}
             if self._bus is not None:
                 measured, measured_by = await self._measure_on_queue(
                     job, ctx, clips, policy, params, dataset_id, prefix
@@ -626,8 +516,6 @@ class CurationWorker:
             await ctx.progress(_UPLOAD[0], "storing the dataset")
             record = self._record(job, params, policy, dataset_id, clips, result, references)
             if build is not None:
-                from loraforge.curation.builders import apply_to_record
-
                 entries = {
                     c.clip_id: {
                         "clip_id": c.clip_id,
@@ -642,8 +530,12 @@ class CurationWorker:
             record["measured_by"] = measured_by  # worker -> clips it measured (queue mode)
             artifacts = await self._upload(work / "out", prefix, ctx)
             record["artifacts"] = [a.model_dump() for a in artifacts]
+            # through the model: a record readers could not read is never committed
             stored = await asyncio.to_thread(
-                self._store.put_json, Bucket.DATASETS, f"{prefix}/{DATASET_RECORD}", record
+                self._store.put_json,
+                Bucket.DATASETS,
+                f"{prefix}/{layout.RECORD}",
+                DatasetRecord.model_validate(record).dump(),
             )
             record["artifacts"].append(
                 ArtifactRef(
@@ -665,8 +557,6 @@ class CurationWorker:
         work: Path,
     ) -> Any:
         """Run the type's dataset builder on the selection (None: the type has none)."""
-        from loraforge.curation.builders import build_dataset
-
         by_id = {c.clip_id: c for c in clips}
 
         def clip_path(clip_id: str) -> Path:
@@ -792,7 +682,7 @@ class CurationWorker:
         them."""
         assert self._bus is not None
         project = ProjectRef(job.tenant, job.project)
-        cache = project.key("datasets", MEASURES, measure_key(policy, params.lora_type.value))
+        cache = layout.measures_prefix(project, measure_key(policy, params.lora_type.value))
         await asyncio.to_thread(touch_measures, self._store, cache, params.lora_type.value)
         names = {c.clip_id: measured_name(c) for c in clips}
         stored = await asyncio.to_thread(
@@ -863,7 +753,8 @@ class CurationWorker:
                     f"({len(done)}/{len(wanted)} done); is a curation worker running?"
                 )
             await asyncio.sleep(self._poll_s)
-        out, by_worker = [], {}
+        out: list[Any] = []
+        by_worker: dict[str, int] = {}
         for c in clips:
             blob = await asyncio.to_thread(
                 self._store.get_bytes, Bucket.DATASETS, f"{cache}/{names[c.clip_id]}"
@@ -946,8 +837,6 @@ class CurationWorker:
         )
 
     def _measure_one(self, clip: IngestedClip, policy: CurationPolicy) -> Any:
-        from loraforge.curation.pipeline import MediaItem, measure_all
-
         backend = self._face_backend()
         with tempfile.TemporaryDirectory(prefix="curation-measure-") as tmp:
             path, analysis = fetch_clip(self._store, clip, Path(tmp), policy.frames_per_clip)
@@ -959,12 +848,17 @@ class CurationWorker:
     # -- steps -------------------------------------------------------------------------------
 
     async def _committed(self, prefix: str) -> dict | None:
-        key = f"{prefix}/{DATASET_RECORD}"
+        key = f"{prefix}/{layout.RECORD}"
         if await asyncio.to_thread(self._store.stat, Bucket.DATASETS, key) is None:
             return None
         try:
-            record = await asyncio.to_thread(self._store.get_json, Bucket.DATASETS, key)
+            doc = await asyncio.to_thread(self._store.get_json, Bucket.DATASETS, key)
         except NotFound:
+            return None
+        try:
+            record = DatasetRecord.model_validate(doc).dump()
+        except ValidationError as exc:
+            log.warning("dataset record %s is not a dataset record (%s); curating again", key, exc)
             return None
         st = await asyncio.to_thread(self._store.stat, Bucket.DATASETS, key)
         record.setdefault("artifacts", [])
@@ -982,8 +876,6 @@ class CurationWorker:
         ctx: JobContext,
         n_frames: int,
     ) -> list[Any]:
-        from loraforge.curation.pipeline import MediaItem
-
         total = len(clips) + len(references)
         done = 0
         items = []
@@ -1021,8 +913,6 @@ class CurationWorker:
         measured: list | None = None,
         training_fps: dict[str, float] | None = None,
     ):
-        from loraforge.curation.pipeline import curate
-
         cancelled = threading.Event()
         backend = _CountingBackend(await asyncio.to_thread(self._face_backend), cancelled)
         expected = max(1, n_clips * policy.frames_per_clip + len(refs))
@@ -1061,7 +951,7 @@ class CurationWorker:
         return result
 
     async def _upload(self, out: Path, prefix: str, ctx: JobContext) -> list[ArtifactRef]:
-        files = sorted(p for p in out.rglob("*") if p.is_file())
+        files = await asyncio.to_thread(lambda: sorted(p for p in out.rglob("*") if p.is_file()))
         refs = []
         for i, path in enumerate(files):
             rel = path.relative_to(out).as_posix()
@@ -1133,8 +1023,8 @@ class CurationWorker:
             "selected": selected,
             "content_hash": selection_hash(selected),
             "inputs": [{"clip_id": c.clip_id, "key": c.key, "sha256": c.sha256} for c in clips],
-            "manifest": "manifest.json",
-            "report": "report.html",
+            "manifest": layout.MANIFEST,
+            "report": layout.REPORT,
         }
 
     def _outcome(self, job: Job, record: dict, prefix: str) -> JobOutcome:
@@ -1166,9 +1056,9 @@ class CurationWorker:
                 **data,
                 "rejection_counts": record.get("rejection_counts", {}),
                 "flag_counts": record.get("flag_counts", {}),
-                "report_key": f"{prefix}/report.html",
-                "manifest_key": f"{prefix}/manifest.json",
-                "dataset_key": f"{prefix}/{DATASET_RECORD}",
+                "report_key": f"{prefix}/{layout.REPORT}",
+                "manifest_key": f"{prefix}/{layout.MANIFEST}",
+                "dataset_key": f"{prefix}/{layout.RECORD}",
             },
             events=[event],
         )
@@ -1249,7 +1139,9 @@ class CurationJobs(JobService):
             return None, None
         if not clips:
             return None, None
-        prefix = ref.key("datasets", dataset_id_for(clips, policy, references, p.lora_type.value))
+        prefix = layout.dataset_prefix(
+            ref, dataset_id_for(clips, policy, references, p.lora_type.value)
+        )
         try:
             claim = await asyncio.to_thread(
                 self._store.get_json, Bucket.DATASETS, f"{prefix}/{CLAIM}"
@@ -1293,8 +1185,6 @@ class AutoCurator:
         """The type in the project's captioning defaults, if it has any."""
         if self._store is None:
             return None
-        from loraforge.captioning.auto import load_defaults  # the one reader of that record
-
         defaults = await asyncio.to_thread(load_defaults, self._store, ref)
         return (defaults or {}).get("lora_type") or None
 
@@ -1306,9 +1196,8 @@ class AutoCurator:
         if event.data.get("clips") == 0:
             log.info("clips.ingested %s brought no clips; nothing to curate", event.id)
             return
-        raw = (
-            dict(event.data.get("curation")) if isinstance(event.data.get("curation"), dict) else {}
-        )
+        given = event.data.get("curation")
+        raw: dict[str, Any] = dict(given) if isinstance(given, dict) else {}
         if not raw.get("lora_type"):
             known = await self.project_lora_type(ProjectRef(event.tenant, event.project))
             if known:

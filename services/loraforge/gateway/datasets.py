@@ -1,6 +1,6 @@
 """Datasets as curation leaves them, plus what review adds beside them.
 
-Curation's layout (read-only here; see loraforge.curation.worker):
+Curation's layout (read-only here; keys in loraforge.curation.layout):
 
     datasets  <t>/<p>/datasets/<dataset_id>/dataset.json     commit marker + summary
                                             manifest.json    every clip: metrics, decision
@@ -27,14 +27,15 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any
 
+from loraforge.curation import layout
+from loraforge.curation.layout import MANIFEST as MANIFEST
+from loraforge.curation.layout import RECORD as DATASET_RECORD
+from loraforge.curation.layout import REPORT as REPORT
 from loraforge.gateway.models import Decision
 from loraforge.runtime.errors import InvalidInput, NotFound
 from loraforge.runtime.keys import ProjectRef, validate_key_part
 from loraforge.runtime.storage import Bucket, ObjectStore
 
-DATASET_RECORD = "dataset.json"
-MANIFEST = "manifest.json"
-REPORT = "report.html"
 CAPTION_RUN = "captions/_run.json"  # captioning's run record (trigger, type, template)
 
 # Clip-level metrics shown on the review page (the manifest has many more).
@@ -62,10 +63,9 @@ REVIEW_METRICS = (
 
 def dataset_prefix(tenant: str, project: str, dataset_id: str) -> str:
     try:
-        validate_key_part(dataset_id)
+        return layout.dataset_prefix(ProjectRef(tenant, project), dataset_id)
     except InvalidInput:
         raise NotFound(f"dataset {dataset_id!r} not found") from None
-    return ProjectRef(tenant, project).key("datasets", dataset_id)
 
 
 def _clip_part(clip_id: str) -> str:
@@ -91,12 +91,12 @@ class DatasetStore:
     # -- curation outputs --------------------------------------------------------------------
 
     async def list(self, tenant: str, project: str) -> list[dict[str, Any]]:
-        prefix = ProjectRef(tenant, project).key("datasets") + "/"
+        ref = ProjectRef(tenant, project)
+        prefix = layout.datasets_root(ref)
         objs = await self._run(lambda: list(self._store.list(Bucket.DATASETS, prefix)))
         out = []
         for o in objs:
-            rest = o.key[len(prefix) :].split("/")
-            if len(rest) == 2 and rest[1] == DATASET_RECORD:
+            if layout.dataset_of_record_key(ref, o.key) is not None:
                 record = await self._json_or_none(o.key)
                 if isinstance(record, dict):
                     out.append(record)

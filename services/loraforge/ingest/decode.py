@@ -15,6 +15,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -111,7 +112,7 @@ class LowResDecode:
             reader.join(timeout=10)
             self.errors = list(errors)
 
-    def _read_stderr(self, stream, errors: deque[str]) -> None:  # type: ignore[no-untyped-def]
+    def _read_stderr(self, stream: IO[bytes], errors: deque[str]) -> None:
         for line in stream:
             m = _SHOWINFO.search(line)
             if m:

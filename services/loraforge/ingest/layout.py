@@ -25,6 +25,7 @@ from loraforge.runtime.storage import Bucket, ObjectStore
 
 _EXT = re.compile(r"^[a-z0-9]{1,8}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_MANIFEST = re.compile(r"^[0-9a-f]{16}/manifest-[0-9a-f]{16}\.json$")  # under clips_root
 
 
 def original_ext(name: str) -> str:
@@ -59,12 +60,30 @@ def find_original(store: ObjectStore, ref: ProjectRef, sha256: str) -> str | Non
     return None
 
 
+def clips_root(ref: ProjectRef) -> str:
+    """Where every source's folder is: what a reader of all of a project's clips lists."""
+    return ref.key("clips") + "/"
+
+
 def clips_prefix(ref: ProjectRef, sha256: str) -> str:
     return ref.key("clips", sha256[:16]) + "/"
 
 
 def manifest_key(ref: ProjectRef, sha256: str, options_hash: str) -> str:
     return ref.key("clips", sha256[:16], f"manifest-{options_hash}.json")
+
+
+def is_manifest_key(ref: ProjectRef, key: str) -> bool:
+    """Whether `key` is a key `manifest_key` makes for this project."""
+    root = clips_root(ref)
+    return key.startswith(root) and _MANIFEST.match(key[len(root) :]) is not None
+
+
+def is_clip_key(ref: ProjectRef, key: str) -> bool:
+    """Whether `key` can name an object ingest wrote for this project: under its clips root,
+    no empty, `.` or `..` part (a manifest's keys are checked with this before they are read)."""
+    parts = key[len(clips_root(ref)) :].split("/")
+    return key.startswith(clips_root(ref)) and not any(p in ("", ".", "..") for p in parts)
 
 
 def analysis_key(ref: ProjectRef, sha256: str, clip_id: str) -> str:

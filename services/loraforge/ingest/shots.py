@@ -51,7 +51,7 @@ class Analysis:
         return float(self.pts[-1]) + 1.0 / self.fps if len(self.pts) else 0.0
 
 
-def _make_detector(opts: ShotOptions):  # type: ignore[no-untyped-def]
+def _make_detector(opts: ShotOptions) -> scenedetect.SceneDetector:
     if opts.detector == "content":
         return ContentDetector(threshold=opts.content_threshold, min_scene_len=opts.min_shot_frames)
     return AdaptiveDetector(
@@ -68,7 +68,7 @@ _TAKES_TIMECODE = (
 )
 
 
-def _as_frame(value) -> int:  # type: ignore[no-untyped-def]
+def _as_frame(value: int | np.integer | scenedetect.FrameTimecode) -> int:
     return int(value) if isinstance(value, (int, np.integer)) else int(value.frame_num)
 
 

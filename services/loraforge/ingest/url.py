@@ -83,7 +83,7 @@ def _via_yt_dlp(
 ) -> Path:
     """A web page: yt-dlp finds the media URL, the guard downloads it."""
     try:
-        import yt_dlp  # type: ignore[import-not-found]
+        import yt_dlp
     except ImportError as exc:
         raise UrlSourceUnavailable(
             f"{url}: URL sources need the optional package yt-dlp, which this ingest worker "

@@ -39,6 +39,8 @@ from loraforge.captioning.exports.wan import (
     WanLimits,
     validation_count,
 )
+from loraforge.curation import layout as dataset_layout
+from loraforge.curation.record import DatasetRecord
 from loraforge.library import layout
 from loraforge.runtime.errors import InvalidInput, NotFound
 from loraforge.runtime.keys import ProjectRef
@@ -330,8 +332,7 @@ def import_zip(
 
     z = inspect_zip(path, name)
     dataset_id = layout.ft_dataset_id(z.sha256)
-    ds_prefix = ref.key("datasets", dataset_id)
-    if store.stat(Bucket.DATASETS, f"{ds_prefix}/dataset.json") is None:
+    if store.stat(Bucket.DATASETS, dataset_layout.record_key(ref, dataset_id)) is None:
         zip_key = layout.ft_zip_key(ref, z.sha256)
         store.put_if_absent_file(
             Bucket.RAW, zip_key, path, sha256=z.sha256, content_type="application/zip"
@@ -397,23 +398,27 @@ def import_zip(
         review.save_run(
             {"trigger": z.trigger, "lora_type": "effect", "source": "fine-tune zip", "mode": z.mode}
         )
-        store.put_json(Bucket.DATASETS, f"{ds_prefix}/manifest.json", {"clips": rows})
+        store.put_json(
+            Bucket.DATASETS, dataset_layout.manifest_key(ref, dataset_id), {"clips": rows}
+        )
         store.put_json(
             Bucket.DATASETS,
-            f"{ds_prefix}/dataset.json",
-            {
-                "id": dataset_id,
-                "lora_type": "effect",
-                "selected": selected,
-                "manifest": "manifest.json",
-                "created_at": now().isoformat(),
-                "source": {
-                    "kind": "fine-tune zip",
-                    "zip_key": zip_key,
-                    "mode": z.mode,
-                    "trigger": z.trigger,
-                },
-            },
+            dataset_layout.record_key(ref, dataset_id),
+            DatasetRecord.model_validate(
+                {
+                    "id": dataset_id,
+                    "lora_type": "effect",
+                    "selected": selected,
+                    "manifest": dataset_layout.MANIFEST,
+                    "created_at": now().isoformat(),
+                    "source": {
+                        "kind": "fine-tune zip",
+                        "zip_key": zip_key,
+                        "mode": z.mode,
+                        "trigger": z.trigger,
+                    },
+                }
+            ).dump(),
         )
     record = FileRecord(
         file_id=f"file-{secrets.token_hex(12)}",
@@ -656,8 +661,7 @@ def merge_datasets(store: ObjectStore, ref: ProjectRef, dataset_ids: list[str]) 
 
     digest = hashlib.sha256("\0".join(sorted(dataset_ids)).encode()).hexdigest()
     merged = f"ftm-{digest[:20]}"
-    prefix = ref.key("datasets", merged)
-    if store.stat(Bucket.DATASETS, f"{prefix}/dataset.json") is not None:
+    if store.stat(Bucket.DATASETS, dataset_layout.record_key(ref, merged)) is not None:
         return merged
     out = CaptionReviewStore(store, ref, merged)
     selected, triggers = [], []
@@ -681,13 +685,15 @@ def merge_datasets(store: ObjectStore, ref: ProjectRef, dataset_ids: list[str]) 
     )
     store.put_json(
         Bucket.DATASETS,
-        f"{prefix}/dataset.json",
-        {
-            "id": merged,
-            "lora_type": "effect",
-            "selected": selected,
-            "source": {"kind": "fine-tune zips", "datasets": sorted(dataset_ids)},
-        },
+        dataset_layout.record_key(ref, merged),
+        DatasetRecord.model_validate(
+            {
+                "id": merged,
+                "lora_type": "effect",
+                "selected": selected,
+                "source": {"kind": "fine-tune zips", "datasets": sorted(dataset_ids)},
+            }
+        ).dump(),
     )
     return merged
 

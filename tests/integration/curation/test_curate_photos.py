@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from loraforge.cli.main import app
 from loraforge.runtime.storage import Bucket
 
-from .seed import PROJECT, TENANT
+from .seed import PROJECT, TENANT, clip_entry, put_manifest
 from .test_curate_cli import _env
 
 
@@ -43,27 +43,10 @@ def seed_photos(store, tmp_path) -> dict[str, str]:
         base = f"{TENANT}/{PROJECT}/clips/{sha[:16]}"
         keys[cid] = f"{base}/{cid}.png"
         store.put_file(Bucket.CLIPS, keys[cid], path, content_type="image/png")
-        store.put_json(
-            Bucket.CLIPS,
-            f"{base}/manifest-0123abcd.json",
-            {
-                "source_sha256": sha,
-                "kind": "photo",
-                "skipped": [],
-                "clips": [
-                    {
-                        "clip_id": cid,
-                        "key": keys[cid],
-                        "keyframe_keys": [keys[cid]],
-                        "sha256": sha,
-                        "width": 512,
-                        "height": 512,
-                        "fps": 0.0,
-                        "frames": 1,
-                    }
-                ],
-            },
+        entry = clip_entry(
+            cid, keys[cid], path, [keys[cid]], kind="photo", frames=1, fps=0.0, size=(512, 512)
         )
+        put_manifest(store, TENANT, PROJECT, sha, "photo", [entry])
     return keys
 
 

@@ -10,8 +10,10 @@ import grpc
 import pyarrow.parquet as pq
 import pytest
 
+from loraforge.curation import layout as curation_layout
 from loraforge.curation.policy import CurationPolicy
 from loraforge.curation.worker import AutoCurator, dataset_id_for, discover_clips
+from loraforge.ingest import layout
 from loraforge.runtime.events import Event
 from loraforge.runtime.job_service import JobService
 from loraforge.runtime.keys import ProjectRef
@@ -19,7 +21,7 @@ from loraforge.runtime.servicers import struct_from_dict
 from loraforge.runtime.storage import Bucket
 from loraforge.v1 import common_pb2, curation_pb2
 
-from .seed import OVERRIDES, PROJECT, TENANT, seed_project
+from .seed import OVERRIDES, PROJECT, TENANT, clip_entry, put_manifest, seed_project
 
 SCOPE = common_pb2.ProjectScope(tenant=TENANT, project=PROJECT)
 TERMINAL = {
@@ -237,50 +239,75 @@ async def _consumers(bus):
         yield info
 
 
-async def test_discovery_reads_ingest_manifests_tolerantly(store, local_clips):
+async def test_discovery_reads_ingest_manifests(store, local_clips, caplog):
+    """Clips come from ingest's manifests only: entries whose object is missing or outside the
+    project are skipped, manifests that do not validate are skipped with a warning naming them,
+    colliding ids are qualified with the source, the proxy is used when stored, and the rate
+    ingest cut for is the clip's training rate."""
     project = ProjectRef(TENANT, PROJECT)
     clip = local_clips[0]
-    base = f"{TENANT}/{PROJECT}/clips/abcdef0123456789"
-    store.put_file(Bucket.CLIPS, f"{base}/shot-000.mp4", clip.path)
-    store.put_file(
-        Bucket.CLIPS, f"{TENANT}/{PROJECT}/clips/1111111111111111/shot-000.mp4", clip.path
+    a, b = "abcdef0123456789" * 4, "1111111111111111" * 4
+    a_base, b_base = layout.clips_prefix(project, a), layout.clips_prefix(project, b)
+    store.put_file(Bucket.CLIPS, f"{a_base}shot-000.mp4", clip.path)
+    store.put_bytes(Bucket.CLIPS, f"{a_base}shot-000_analysis.zip", b"proxy")
+    store.put_file(Bucket.CLIPS, f"{b_base}shot-000.mp4", clip.path)
+    shot_a = clip_entry("shot-000", f"{a_base}shot-000.mp4", clip.path, [f"{a_base}shot-000.jpg"])
+    put_manifest(
+        store,
+        TENANT,
+        PROJECT,
+        a,
+        "video",
+        [shot_a.model_copy(update={"analysis_key": f"{a_base}shot-000_analysis.zip"})],
     )
-    # ingest's FileOutcome shape with local paths, manifest beside the clips
-    store.put_json(
-        Bucket.CLIPS,
-        f"{base}/manifest.json",
-        {
-            "source": "/tmp/in.mp4",
-            "result": {
-                "sha256": "abcdef0123456789" * 4,
-                "kind": "video",
-                "clips": [{"path": "/work/tmp/shot-000.mp4", "keyframes": ["/w/shot-000.kf0.jpg"]}],
-            },
-        },
+    mkey = put_manifest(
+        store,
+        TENANT,
+        PROJECT,
+        b,
+        "video",
+        [
+            clip_entry(
+                "shot-000",
+                f"{b_base}shot-000.mp4",
+                clip.path,
+                [f"{b_base}shot-000.jpg", f"other/{PROJECT}/clips/x/evil.jpg"],
+            ).model_copy(update={"analysis_key": f"{b_base}shot-000_analysis.zip"}),  # not stored
+            clip_entry("evil", f"other/{PROJECT}/clips/x/evil.mp4", clip.path, []),
+            clip_entry("gone", f"{b_base}gone.mp4", clip.path, []),
+        ],
     )
-    # explicit keys, manifest under manifests/, one foreign key that must be ignored
-    store.put_json(
-        Bucket.CLIPS,
-        f"{TENANT}/{PROJECT}/manifests/1111111111111111.json",
-        {
-            "source_sha256": "1111111111111111" * 4,
-            "clips": [
-                {
-                    "clip_id": "shot-000",
-                    "key": f"{TENANT}/{PROJECT}/clips/1111111111111111/shot-000.mp4",
-                },
-                {"clip_id": "evil", "key": f"other/{PROJECT}/clips/x/evil.mp4"},
-            ],
-        },
-    )
-    store.put_bytes(Bucket.CLIPS, f"{TENANT}/{PROJECT}/manifests/broken.json", b"{not json")
-    found = discover_clips(store, project)
+    doc = store.get_json(Bucket.CLIPS, mkey)
+    doc["frame_rate"] = {
+        "source_fps": 10.0,
+        "target_fps": 16.0,
+        "variable": False,
+        "below_target": True,
+        "clips_below_target": 1,
+        "clip_fps": [10.0],
+    }
+    store.put_json(Bucket.CLIPS, mkey, doc)
+    # a manifest in a shape ingest never wrote, and one that is not JSON
+    c_base = layout.clips_prefix(project, "2" * 64)
+    guessed = layout.manifest_key(project, "2" * 64, "0" * 16)
+    store.put_file(Bucket.CLIPS, f"{c_base}shot-000.mp4", clip.path)
+    store.put_json(Bucket.CLIPS, guessed, {"clips": [{"path": "/work/tmp/shot-000.mp4"}]})
+    broken = layout.manifest_key(project, "3" * 64, "0" * 16)
+    store.put_bytes(Bucket.CLIPS, broken, b"{not json")
+
+    with caplog.at_level("WARNING", logger="loraforge.curation.worker"):
+        found = discover_clips(store, project)
     assert [(c.clip_id, c.key) for c in found] == [
-        ("1111111111111111-shot-000", f"{TENANT}/{PROJECT}/clips/1111111111111111/shot-000.mp4"),
-        ("abcdef0123456789-shot-000", f"{base}/shot-000.mp4"),
+        ("1111111111111111-shot-000", f"{b_base}shot-000.mp4"),
+        ("abcdef0123456789-shot-000", f"{a_base}shot-000.mp4"),
     ]
-    assert found[1].keyframe_keys == (f"{base}/shot-000.kf0.jpg",)
-    assert found[1].source_id.startswith("abcdef0123456789")
+    assert found[0].keyframe_keys == (f"{b_base}shot-000.jpg",)  # the foreign one dropped
+    assert found[0].analysis_key == "" and found[1].analysis_key.endswith("_analysis.zip")
+    assert found[0].training_fps == 16.0 and found[1].training_fps is None
+    assert found[1].source_id == a and found[1].sha256 == shot_a.sha256
+    warned = caplog.text
+    assert guessed in warned and broken in warned
+    assert f"other/{PROJECT}/clips/x/evil.mp4" in warned and f"{b_base}gone.mp4" in warned
 
 
 async def test_auto_curation_uses_the_projects_lora_type(settings, store, bus):
@@ -321,7 +348,7 @@ def test_measures_sweep_removes_other_code_and_unreferenced_clips(store, local_c
     from loraforge.curation import worker as w
 
     project = ProjectRef(TENANT, PROJECT)
-    root = project.key("datasets", w.MEASURES)
+    root = curation_layout.measures_root(project).rstrip("/")
     clips = [
         w.IngestedClip(
             clip_id=f"c{i}",
@@ -364,5 +391,6 @@ def test_measures_sweep_removes_other_code_and_unreferenced_clips(store, local_c
     assert after["other-recent"] == names | {w.MEASURES_MARKER}  # within the grace
     assert after["unmarked"] == names | {w.measured_name(gone), w.MEASURES_MARKER}  # stamped
     later = w.sweep_measures(store, project, clips, now=now + 2 * w.MEASURES_GRACE_S)
-    # unmarked: the entries, the lost clip's and the marker; other-recent: the entries and the marker
+    # unmarked: the entries, the lost clip's and the marker;
+    # other-recent: the entries and the marker
     assert later.removed == (len(names) + 2) + (len(names) + 1) and set(left()) == {"current"}

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
+from loraforge.curation.record import selection_hash
 from loraforge.runtime.errors import InvalidInput
 from loraforge.runtime.keys import validate_key_part
 
@@ -348,8 +349,6 @@ def apply_to_record(
     item came from (its metrics row in the manifest). The curation's own pick stays as
     `selected_clips`. `clips`: clip id -> its record entry (clip_id, key, sha256, source_id,
     keyframe_keys) for every clip of the curation."""
-    from loraforge.curation.worker import selection_hash
-
     items = []
     for it in build.items:
         src = clips.get(it.clip_id, {})
