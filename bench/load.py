@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -34,6 +36,13 @@ from pathlib import Path
 
 import httpx
 
+import loraforge.gateway.app as app_module
+from loraforge.gateway.config import GatewayConfig
+from loraforge.gateway.main import main as gateway_main
+from loraforge.runtime.settings import load_settings
+from loraforge.stack.binaries import free_port, free_port_block
+from loraforge.stack.local import LocalStack
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -41,17 +50,28 @@ def _serve_gateway(rate_limit: float) -> None:
     """The gateway's own composition root (`loraforge.gateway.main`), run as a child with the
     bench's per-tenant rate limit: `create_app` builds its default `GatewayConfig` from the
     name in its module, which only this process replaces."""
-    import dataclasses
-
-    import loraforge.gateway.app as app_module
-    from loraforge.gateway.config import GatewayConfig
-
     app_module.GatewayConfig = lambda: dataclasses.replace(  # type: ignore[assignment]
         GatewayConfig(), rate_per_s=rate_limit, rate_burst=int(rate_limit * 2)
     )
-    from loraforge.gateway.main import main
+    profile_to = os.environ.get("LF_BENCH_PROFILE")
+    if not profile_to:
+        gateway_main()
+        return
+    # Where the gateway's CPU goes under the bench's load (CPU time, not wall: the process
+    # mostly waits on gRPC and NATS); written when uvicorn stops on the bench's SIGTERM.
+    import cProfile
 
-    main()
+    profiler = cProfile.Profile(time.process_time)
+
+    def dump(signum: int, frame: object) -> None:
+        # uvicorn restores this handler after its graceful shutdown and raises the signal
+        # again, so this runs once the server has stopped.
+        profiler.disable()
+        profiler.dump_stats(profile_to)
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, dump)
+    profiler.runcall(gateway_main)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -81,46 +101,115 @@ async def _submit(client: httpx.AsyncClient, project: str, request_id: str) -> h
     )
 
 
+class _Conn:
+    """One keep-alive HTTP/1.1 connection speaking just enough of the protocol for a GET and
+    its answer (status line, Content-Length body; the gateway never chunks these). httpx
+    costs ~1 ms of CPU a request, which at 200 req/s is the generator's whole core on a
+    small machine; this costs a few tens of microseconds."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def get(self, request: bytes) -> int:
+        if self.writer is None or self.reader is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.write(request)
+        status_line = await self.reader.readline()
+        if not status_line:
+            raise ConnectionError("the server closed the connection")
+        length, close = 0, False
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"connection" and value.strip().lower() == b"close":
+                close = True
+        await self.reader.readexactly(length)
+        if close:
+            self.close()
+        return int(status_line.split(b" ", 2)[1])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
 async def status_load(
-    base: str, key: str, project: str, rate: float, seconds: float, jobs: list[str]
-) -> tuple[list[float], int, list[str]]:
+    base: str,
+    key: str,
+    project: str,
+    rate: float,
+    seconds: float,
+    jobs: list[str],
+    connections: int,
+    timeout_s: float = 5.0,
+) -> tuple[list[float], list[str], float]:
+    """Open loop: request i is due at start + i/rate and its latency runs from then, whether
+    it left on time or waited for a free connection (a slow server or a slow generator shows
+    as latency, never as a quietly lower rate: no coordinated omission). Returns the
+    latencies of the 200s, the errors, and the rate at which requests actually left."""
+    url = httpx.URL(base)
+    host, port = url.host, url.port or 80
+    requests = [
+        (
+            f"GET /v1/projects/{project}/captioning-jobs/{job} HTTP/1.1\r\n"
+            f"Host: {host}:{port}\r\nX-API-Key: {key}\r\nAccept: application/json\r\n\r\n"
+        ).encode()
+        for job in jobs
+    ]
+    due: asyncio.Queue[tuple[int, float]] = asyncio.Queue()
     latencies: list[float] = []
     errors: list[str] = []
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    async with httpx.AsyncClient(
-        base_url=base, headers={"X-API-Key": key}, limits=limits, timeout=5.0
-    ) as client:
-        # At most this many in flight; a request waiting for a slot counts its wait (latency
-        # runs from its scheduled send time, so a slow server is not hidden by a slow client).
-        slots = asyncio.Semaphore(256)
+    left: list[float] = []
+    total = int(rate * seconds)
 
-        async def one(i: int, scheduled: float) -> None:
-            async with slots:
-                try:
-                    r = await client.get(
-                        f"/v1/projects/{project}/captioning-jobs/{jobs[i % len(jobs)]}"
-                    )
-                except httpx.HTTPError as exc:
-                    errors.append(type(exc).__name__)
+    async def connection() -> None:
+        conn = _Conn(host, port)
+        try:
+            while True:
+                i, scheduled = await due.get()
+                if i < 0:
                     return
-            if r.status_code == 200:
-                latencies.append(time.perf_counter() - scheduled)
-            else:
-                errors.append(str(r.status_code))
+                left.append(time.perf_counter())
+                try:
+                    status = await asyncio.wait_for(
+                        conn.get(requests[i % len(requests)]), timeout_s
+                    )
+                except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
+                    conn.close()
+                    errors.append(type(exc).__name__)
+                    continue
+                if status == 200:
+                    latencies.append(time.perf_counter() - scheduled)
+                else:
+                    errors.append(str(status))
+        finally:
+            conn.close()
 
-        tasks = []
-        start = time.perf_counter()
-        total = int(rate * seconds)
-        for i in range(total):
-            # Open loop: each request leaves at its scheduled time (sleep(0) still yields, so
-            # a generator that fell behind lets the requests it made go out).
-            scheduled = start + i / rate
-            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
-            tasks.append(asyncio.create_task(one(i, scheduled)))
-        await asyncio.gather(*tasks)
-        achieved = total / (time.perf_counter() - start)
-    print(f"status: offered {rate:.0f} req/s for {seconds:.0f}s, sent at {achieved:.0f} req/s")
-    return latencies, len(errors), errors
+    workers = [asyncio.create_task(connection()) for _ in range(connections)]
+    start = time.perf_counter()
+    sent = 0
+    while sent < total:
+        # Everything due by now is queued at once (a generator that woke late catches up with
+        # the original schedule times), then sleep until the next one is due.
+        now = time.perf_counter()
+        due_now = min(total, int((now - start) * rate) + 1)
+        for i in range(sent, due_now):
+            due.put_nowait((i, start + i / rate))
+        sent = due_now
+        await asyncio.sleep(max(0.0, start + sent / rate - time.perf_counter()))
+    for _ in workers:
+        due.put_nowait((-1, 0.0))
+    await asyncio.gather(*workers)
+    achieved = len(left) / (max(left) - start) if left else 0.0
+    return latencies, errors, achieved
 
 
 async def submit_load(
@@ -165,6 +254,19 @@ async def seed_jobs(base: str, key: str, project: str, n: int) -> list[str]:
         return ids
 
 
+# The processes a job-status request passes through (besides the bench's gateway).
+SERVING = ("captioning", "nats")
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process (Linux /proc; 0 where it is absent)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -186,6 +288,9 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=200.0, help="status requests per second")
     ap.add_argument("--seconds", type=float, default=30.0, help="how long the status load runs")
     ap.add_argument("--submit", type=int, default=200, help="job submissions to time")
+    ap.add_argument(
+        "--connections", type=int, default=32, help="keep-alive connections of the status load"
+    )
     ap.add_argument("--concurrency", type=int, default=16, help="submissions in flight")
     ap.add_argument(
         "--rate-limit",
@@ -203,10 +308,6 @@ def main() -> None:
     if args.serve_gateway is not None:
         _serve_gateway(args.serve_gateway)
         return
-
-    from loraforge.runtime.settings import load_settings
-    from loraforge.stack.binaries import free_port, free_port_block
-    from loraforge.stack.local import LocalStack
 
     tmp = None
     if not args.use_stack:
@@ -258,13 +359,36 @@ def main() -> None:
         )
         jobs = asyncio.run(seed_jobs(base, key, project, 20))
         time.sleep(3)  # the seeded jobs fail in the worker; let the services go idle
-        lat, errors, kinds = asyncio.run(
-            status_load(base, key, project, args.rate, args.seconds, jobs)
+        # Warm-up, not measured: FastAPI builds its routes' handlers on the first request and
+        # gRPC its channel, seconds of CPU that a gateway pays once in its life.
+        asyncio.run(status_load(base, key, project, 50, 2, jobs, 4))
+        pids = {"gateway": gateway.pid}
+        pids.update({c.name: c.pid for c in stack.status() if c.running and c.name in SERVING})
+        cpu_before = {name: _cpu_s(pid) for name, pid in pids.items()}
+        own_before = time.process_time()
+        lat, errors, per_s = asyncio.run(
+            status_load(base, key, project, args.rate, args.seconds, jobs, args.connections)
         )
+        own = time.process_time() - own_before
+        n = len(lat) + len(errors)
         print(
-            _line(
-                "job status", lat, errors, f"errors by kind: {sorted(set(kinds))}" if kinds else ""
-            )
+            f"status: offered {args.rate:.0f} req/s for {args.seconds:.0f}s over "
+            f"{args.connections} keep-alive connections, sent at {per_s:.0f} req/s"
+        )
+        kinds = f"errors by kind: {sorted(set(errors))}" if errors else ""
+        print(_line("job status", lat, len(errors), kinds))
+        # CPU per request of each process on the serving path: what a core of each can serve
+        # when the generator runs on another machine.
+        parts = [f"generator {own * 1000 / max(n, 1):.2f}"]
+        serving = 0.0
+        for name, pid in pids.items():
+            used = _cpu_s(pid) - cpu_before[name]
+            serving += used
+            parts.append(f"{name} {used * 1000 / max(n, 1):.2f}")
+        print(
+            f"CPU ms per status request: {', '.join(parts)}; serving path "
+            f"{serving * 1000 / max(n, 1):.2f} ms (one core serves "
+            f"{n / serving if serving else float('nan'):.0f} req/s)"
         )
         lat, errors, per_s = asyncio.run(
             submit_load(base, key, project, args.submit, args.concurrency)

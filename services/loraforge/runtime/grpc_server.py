@@ -65,7 +65,10 @@ class _BoundaryInterceptor(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
-                return await asyncio.wait_for(inner(request, context), timeout=budget)
+                # A deadline on the running task, not wait_for's extra task per call (on 3.11
+                # that task was a tenth of a cheap call's CPU, e.g. GetJob).
+                async with asyncio.timeout(budget):
+                    return await inner(request, context)
             except TimeoutError:
                 code = grpc.StatusCode.DEADLINE_EXCEEDED
                 await context.abort(code, f"{method} took longer than {budget:.1f}s")

@@ -23,12 +23,19 @@ from loraforge.runtime.errors import AlreadyExists, InvalidInput, NotFound
 from loraforge.runtime.events import open_key_value
 from loraforge.runtime.keys import validate_slug
 
+# Project records one process keeps in memory (a few hundred bytes each).
+RECORDS_CACHED = 10_000
+
 
 class ProjectRegistry:
     def __init__(self, kv: Any, bucket: str):
         self._kv = kv
         self.bucket = bucket
         self._known: set[str] = set()  # projects this process saw exist (they are never deleted)
+        # Records this process read: a project record is written once and never changed or
+        # deleted, so it is kept: the gateway checks the project on every request, which was
+        # a NATS round trip each time. Bounded: cleared when full.
+        self._records: dict[str, dict[str, Any]] = {}
 
     @classmethod
     async def open(cls, js: JetStreamContext, bucket: str) -> ProjectRegistry:
@@ -70,8 +77,12 @@ class ProjectRegistry:
             validate_slug(name, "project")
         except InvalidInput:
             raise NotFound(f"project {name!r} not found") from None
+        key = f"{tenant}.{name}"
+        cached = self._records.get(key)
+        if cached is not None:
+            return dict(cached)
         try:
-            entry = await self._kv.get(f"{tenant}.{name}")
+            entry = await self._kv.get(key)
         except KeyNotFoundError:
             entry = None
         if entry is None or entry.value is None:
@@ -79,7 +90,11 @@ class ProjectRegistry:
                 f"project {name!r} not found; create it with POST /v1/projects "
                 "(or start any job in it)"
             )
-        return json.loads(entry.value)
+        record: dict[str, Any] = json.loads(entry.value)
+        if len(self._records) >= RECORDS_CACHED:
+            self._records.clear()
+        self._records[key] = record
+        return dict(record)
 
     async def list(self, tenant: str) -> list[dict[str, Any]]:
         watcher = await self._kv.watch(f"{tenant}.*", ignore_deletes=True)
