@@ -43,8 +43,10 @@ def parse_checkpoint(value: str | int | None) -> int | Literal["best", "last"] |
         step = value
     else:
         v = value.strip().lower()
-        if v in ("best", "last"):
-            return v  # type: ignore[return-value]
+        if v == "best":
+            return "best"
+        if v == "last":
+            return "last"
         v = v.removeprefix("step-").removeprefix("step")
         if not v.isdigit():
             raise InvalidInput(

@@ -68,7 +68,8 @@ class Library:
                 f"{self.ref.project!r} (it does not exist, or has not succeeded yet: "
                 "wait for it to finish)"
             )
-        return self.store.get_json(B, key)
+        record: dict[str, Any] = self.store.get_json(B, key)
+        return record
 
     def _step_exports(self, run_id: str, step: int) -> dict[str, str]:
         """role -> key of the LoRA files the trainer exported at a checkpoint step (the
@@ -159,7 +160,12 @@ class Library:
         record = self.run_record(run_id)
         pick = parse_checkpoint(checkpoint)
         best, last = int(record.get("best_step") or record["steps"]), int(record["steps"])
-        step = best if pick in (None, "best") else last if pick == "last" else int(pick)  # type: ignore[arg-type]
+        if pick is None or pick == "best":
+            step = best
+        elif pick == "last":
+            step = last
+        else:
+            step = pick
         automatic = step == best
         reason = (reason or "").strip()
         if not automatic and not reason:
@@ -227,7 +233,9 @@ class Library:
     @staticmethod
     def _scores(record: dict[str, Any], step: int) -> dict[str, Any]:
         ev = record.get("evaluation") or {}
-        row = next((r for r in ev.get("checkpoints") or [] if int(r.get("step", -1)) == step), {})
+        row: dict[str, Any] = next(
+            (r for r in ev.get("checkpoints") or [] if int(r.get("step", -1)) == step), {}
+        )
         losses = (record.get("metrics") or {}).get("eval_losses") or {}
         out = {k: v for k, v in row.items() if k != "step"}
         if str(step) in losses:

@@ -204,7 +204,7 @@ class GpuJobController:
     @classmethod
     def from_cluster(cls, namespace: str, image: str, **job_options: Any) -> GpuJobController:
         """Real clients from in-cluster config (or ~/.kube/config outside a cluster)."""
-        from kubernetes import client, config  # type: ignore[import-untyped]
+        from kubernetes import client, config
 
         try:
             config.load_incluster_config()
@@ -268,7 +268,8 @@ class GpuJobController:
                 ip[0],
             ),
         )[1]
-        return _get(_get(newest, "metadata"), "name")
+        name = _get(_get(newest, "metadata"), "name")
+        return None if name is None else str(name)
 
     def new_log_lines(self, run_id: str, cursor: LogCursor) -> list[str]:
         """Log lines of the Job's newest pod that ``cursor`` has not returned yet.
@@ -460,9 +461,9 @@ class PodContext:
         new_preview = result.get("preview_step") not in (None, self._last_preview)
         if message == self._last_message and not new_preview:
             return
-        if "step" in result and not new_preview:  # phase messages and new previews always go out
-            if now - self._last_step_at < self._min_interval_s:
-                return
+        # phase messages and new previews always go out; step messages at most once an interval
+        if "step" in result and not new_preview and now - self._last_step_at < self._min_interval_s:
+            return
         if "step" in result:
             self._last_step_at = now
         self._last_preview = result.get("preview_step", self._last_preview)

@@ -87,7 +87,7 @@ def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
 
 
 def wait_for_port(
-    host: str, port: int, timeout: float, proc: subprocess.Popen | None = None
+    host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -205,7 +205,7 @@ def _bindable(host: str, port: int) -> bool:
             return False
 
 
-def stop_process(proc: subprocess.Popen, grace_s: float = 5.0) -> int | None:
+def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 5.0) -> int | None:
     """SIGTERM, bounded wait, then SIGKILL (weed has been seen to ignore SIGTERM for 14 s)."""
     if proc.poll() is not None:
         return proc.returncode

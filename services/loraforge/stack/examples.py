@@ -28,21 +28,22 @@ class ExampleClip:
 def _astronaut() -> np.ndarray:
     from skimage import data
 
-    return data.astronaut()  # RGB uint8 512x512, one clear face
+    img: np.ndarray = data.astronaut()  # RGB uint8 512x512, one clear face
+    return img
 
 
 def _grace_hopper() -> np.ndarray:
     from matplotlib import cbook
     from PIL import Image
 
-    with cbook.get_sample_data("grace_hopper.jpg") as fh:
-        return np.asarray(Image.open(fh).convert("RGB"))
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as img:
+        return np.asarray(img.convert("RGB"))
 
 
 def _fit(img: np.ndarray, width: int, height: int) -> np.ndarray:
     from PIL import Image
 
-    return np.asarray(Image.fromarray(img).resize((width, height), Image.LANCZOS))
+    return np.asarray(Image.fromarray(img).resize((width, height), Image.Resampling.LANCZOS))
 
 
 def _frames(kind: str, n: int) -> list[np.ndarray]:

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -154,7 +155,7 @@ class LocalStack:
     # -- up / down / status ------------------------------------------------------------------
 
     def up(
-        self, timeout_s: float = 90.0, log: callable = lambda msg: None
+        self, timeout_s: float = 90.0, log: Callable[[str], None] = lambda msg: None
     ) -> list[ComponentStatus]:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "logs").mkdir(exist_ok=True)
@@ -182,7 +183,7 @@ class LocalStack:
             raise
         return self.status()
 
-    def down(self, log: callable = lambda msg: None) -> list[str]:
+    def down(self, log: Callable[[str], None] = lambda msg: None) -> list[str]:
         """Services first (in parallel: each drains for a moment), then S3, then NATS."""
         state = self._load()
         infra = [n for n in ("s3", "nats") if n in state]
