@@ -176,10 +176,10 @@ class KeyCache:
 
     def __init__(self, ttl_s: float):
         self._ttl = ttl_s
-        self._entries: dict[str, tuple[float, dict | None]] = {}
+        self._entries: dict[str, tuple[float, dict[str, Any] | None]] = {}
         self._alive: dict[tuple[str, str], tuple[float, bool]] = {}
 
-    async def lookup(self, state: GatewayState, digest: str) -> dict | None:
+    async def lookup(self, state: GatewayState, digest: str) -> dict[str, Any] | None:
         hit = self._entries.get(digest)
         if hit is not None and time.monotonic() - hit[0] < self._ttl:
             return hit[1]
@@ -319,7 +319,8 @@ class AuthContext:
 
 
 def _auth(request: Request) -> AuthContext:
-    return request.app.state.gw.auth
+    auth: AuthContext = request.app.state.gw.auth  # set by app.create_app
+    return auth
 
 
 # `last_used_at` is written at most this often per key (not on every request: one KV write

@@ -6,6 +6,8 @@ becomes `problems.RpcFailure` (mapped to HTTP in `problems`).
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -21,6 +23,7 @@ from loraforge.gateway.models import (
     CurationStart,
     IngestStart,
     Job,
+    JobStateName,
     RenderSubmit,
     TrainingStart,
 )
@@ -50,7 +53,7 @@ _STUBS: dict[str, Callable[[grpc.aio.Channel], Any]] = {
     "trainer": trainer_pb2_grpc.TrainerServiceStub,
     "render": render_pb2_grpc.RenderServiceStub,
 }
-_STATE_NAMES = {
+_STATE_NAMES: dict[common_pb2.JobState, JobStateName] = {
     common_pb2.JOB_STATE_PENDING: "PENDING",
     common_pb2.JOB_STATE_RUNNING: "RUNNING",
     common_pb2.JOB_STATE_SUCCEEDED: "SUCCEEDED",
@@ -69,7 +72,14 @@ def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
 def _time(msg: Any, name: str) -> datetime | None:
     if not msg.HasField(name):
         return None
-    return getattr(msg, name).ToDatetime(tzinfo=UTC)
+    when: datetime = getattr(msg, name).ToDatetime(tzinfo=UTC)
+    return when
+
+
+def _deployment(text: str) -> dict[str, Any]:
+    """The render service's deployment record (a JSON object, library/deployments.py)."""
+    record: dict[str, Any] = json.loads(text)
+    return record
 
 
 def job_from_wire(msg: common_pb2.Job) -> Job:
@@ -77,7 +87,7 @@ def job_from_wire(msg: common_pb2.Job) -> Job:
         id=msg.id,
         kind=msg.kind,
         project=msg.project,
-        state=_STATE_NAMES.get(msg.state, "PENDING"),  # type: ignore[arg-type]
+        state=_STATE_NAMES.get(msg.state, "PENDING"),
         progress=msg.progress,
         message=msg.message,
         created_at=_time(msg, "created_at"),
@@ -238,32 +248,24 @@ class BackendClients:
     async def create_deployment(
         self, tenant: str, project: str, spec: dict[str, Any]
     ) -> dict[str, Any]:
-        import json
-
         msg = render_pb2.DeploymentRequest(
             scope=self._scope(tenant, project), spec_json=json.dumps(spec)
         )
         reply = await self._call("render", "CreateDeployment", msg)
-        return json.loads(reply.deployment_json)
+        return _deployment(reply.deployment_json)
 
     async def get_deployment(self, tenant: str, project: str, name: str) -> dict[str, Any]:
-        import json
-
         msg = render_pb2.DeploymentRequest(scope=self._scope(tenant, project), name=name)
-        return json.loads((await self._call("render", "GetDeployment", msg)).deployment_json)
+        return _deployment((await self._call("render", "GetDeployment", msg)).deployment_json)
 
     async def list_deployments(self, tenant: str, project: str) -> list[dict[str, Any]]:
-        import json
-
         msg = render_pb2.DeploymentRequest(scope=self._scope(tenant, project))
         reply = await self._call("render", "ListDeployments", msg)
-        return [json.loads(d) for d in reply.deployment_json]
+        return [_deployment(d) for d in reply.deployment_json]
 
     async def delete_deployment(self, tenant: str, project: str, name: str) -> dict[str, Any]:
-        import json
-
         msg = render_pb2.DeploymentRequest(scope=self._scope(tenant, project), name=name)
-        return json.loads((await self._call("render", "DeleteDeployment", msg)).deployment_json)
+        return _deployment((await self._call("render", "DeleteDeployment", msg)).deployment_json)
 
     async def call_deployment(
         self,
@@ -349,7 +351,7 @@ class BackendClients:
         kind: str,
         tenant: str,
         project: str | None,
-        states: Iterable[str] = (),
+        states: Iterable[JobStateName] = (),
         page_size: int = 0,
     ) -> list[Job]:
         msg = common_pb2.ListJobsRequest(
@@ -366,8 +368,6 @@ class BackendClients:
 
 
 async def gather_lists(calls: Iterable[Awaitable[list[T]]]) -> list[T]:
-    import asyncio
-
     out: list[T] = []
     for part in await asyncio.gather(*calls):
         out.extend(part)

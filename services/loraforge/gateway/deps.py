@@ -55,7 +55,8 @@ class Gateway:
 
 
 def gw(request: Request) -> Gateway:
-    return request.app.state.gw
+    gateway: Gateway = request.app.state.gw  # set by app.create_app
+    return gateway
 
 
 PROJECT = Path(pattern=SLUG_PATTERN, examples=["jane-doe"], description="project name (a slug)")

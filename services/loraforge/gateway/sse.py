@@ -1,8 +1,8 @@
 """Server-sent events for a job's progress, read from the job store (read-only).
 
 The job record in the KV bucket is the truth (events may be missed, a record cannot): we
-poll it and send `progress` whenever what the API shows of it changes, `done` once it is terminal, and a
-comment line as keep-alive so proxies do not time the stream out.
+poll it and send `progress` whenever what the API shows of it changes, `done` once it is
+terminal, and a comment line as keep-alive so proxies do not time the stream out.
 
 Each open stream holds a connection and polls the job store, so a tenant may hold at most
 `GatewayConfig.sse_streams_per_tenant` at once per gateway replica (`StreamSlots`); one more is
@@ -15,7 +15,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
@@ -42,7 +42,7 @@ async def job_events(
     g: Gateway, job: StoredJob, request: Request, max_s: float
 ) -> AsyncIterator[str]:
     yield "retry: 2000\n\n"
-    last_view: dict | None = None
+    last_view: dict[str, Any] | None = None
     last_sent = time.monotonic()
     deadline = time.monotonic() + max_s
     while True:

@@ -61,7 +61,8 @@ class GatewayState:
             return None
         if entry.value is None:
             return None
-        return json.loads(entry.value)
+        record: dict[str, Any] = json.loads(entry.value)
+        return record
 
     async def _create(self, key: str, value: dict[str, Any]) -> None:
         try:

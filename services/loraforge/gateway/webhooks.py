@@ -52,6 +52,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import httpx
@@ -115,26 +116,24 @@ def append_call(
     """The outbox `record` with `call` appended, under the backlog policy (see the module
     docstring): full -> drop the oldest progress call, else the oldest final one. A call
     already held (same event id: a redelivered event) is not added twice."""
-    out = {
-        "items": list((record or {}).get("items", [])),
-        "dropped": int((record or {}).get("dropped", 0)),
-    }
-    if any(i["event_id"] == call["event_id"] for i in out["items"]):
-        return out
-    out["items"].append(call)
-    while len(out["items"]) > backlog:
+    items: list[dict[str, Any]] = list((record or {}).get("items", []))
+    dropped = int((record or {}).get("dropped", 0))
+    if any(i["event_id"] == call["event_id"] for i in items):
+        return {"items": items, "dropped": dropped}
+    items.append(call)
+    while len(items) > backlog:
         # Never the head while it may be in flight: it is the oldest, and drop order is by age
         # anyway; a dropped head that was in flight is simply not removed twice.
-        victim = next((i for i in out["items"] if not i["final"]), None) or out["items"][0]
-        out["items"].remove(victim)
-        out["dropped"] += 1
+        victim = next((i for i in items if not i["final"]), None) or items[0]
+        items.remove(victim)
+        dropped += 1
         log.warning(
             "webhook outbox full (%d calls): dropped %s call of event %s",
             backlog,
             "a final" if victim["final"] else "a progress",
             victim["event_id"],
         )
-    return out
+    return {"items": items, "dropped": dropped}
 
 
 def remove_call(record: dict[str, Any] | None, event_id: str) -> dict[str, Any] | None:
@@ -172,7 +171,7 @@ class Breaker:
             return 0.0
         self.failures = 0
         self.openings += 1
-        wait = min(MAX_COOLDOWN_S, self.cooldown_s * 2 ** (self.openings - 1))
+        wait = min(MAX_COOLDOWN_S, self.cooldown_s * 2.0 ** (self.openings - 1))
         self.open_until = now + wait
         return wait
 
@@ -283,9 +282,15 @@ class WebhookDispatcher:
             }
             drops = [0]
 
-            def append(record: dict[str, Any] | None, c: dict[str, Any] = call) -> dict[str, Any]:
+            # defaults bind this iteration's call and counter (`change` calls it before the
+            # loop moves on, possibly several times when another writer got in between)
+            def append(
+                record: dict[str, Any] | None,
+                c: dict[str, Any] = call,
+                d: list[int] = drops,
+            ) -> dict[str, Any]:
                 new = append_call(record, c, self.backlog)
-                drops[0] = new["dropped"] - int((record or {}).get("dropped", 0))
+                d[0] = new["dropped"] - int((record or {}).get("dropped", 0))
                 return new
 
             await self._state.change(key, append)
@@ -381,7 +386,7 @@ class WebhookDispatcher:
                     breaker.success()
                 else:  # refused for good: dropped, the breaker is about reachability
                     self.failed += 1
-                await self._state.change(key, lambda r, e=call["event_id"]: remove_call(r, e))
+                await self._state.change(key, partial(remove_call, event_id=call["event_id"]))
                 if call["final"] and hook.get("job_id"):
                     with contextlib.suppress(LoraforgeError):
                         await self._state.delete_webhook(tenant, project, hid)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,7 @@ class Envelope(BaseModel):
     output: Any = Field(description="the job (or list, or checkpoint) as the hosted API names it")
 
 
-def _time(t: Any) -> str:
+def _time(t: datetime) -> str:
     """The hosted API's time format: `2024-10-29 16:53:53` (UTC here)."""
     return t.strftime("%Y-%m-%d %H:%M:%S")
 
