@@ -148,6 +148,14 @@ class JobContext:
             update: dict[str, Any] = {"progress": fraction, "message": message}
             if result:
                 update["result"] = {**job.result, **result}
+            # Progress is a change in what the job shows, not a report: a timer that reports
+            # the same step of a stuck training thread is no progress (the reaper's deadline).
+            if (
+                fraction != job.progress
+                or message != job.message
+                or update.get("result", job.result) != job.result
+            ):
+                update["progress_at"] = _now()
             return update
 
         self.job = await self._jobs.mutate(self.job.tenant, self.job.project, self.job.id, change)
@@ -185,6 +193,10 @@ class _AlreadyFinal(Exception):
 
 class _NotMine(Exception):
     """Aborts a beat or a reap: the record moved on (another worker, a verdict, a fresh beat)."""
+
+
+class _Verdict(Exception):
+    """Aborts a beat: the job is terminal although its work still runs (the reaper's verdict)."""
 
 
 def _now() -> datetime:
@@ -264,11 +276,26 @@ class JobWorker:
             request_seq=delivery.stream_seq,
             consumer=self.durable,
             beat_at=_now(),
+            progress_at=_now(),
         )
         ctx = JobContext(job, self._jobs, self._bus)
-        beat = asyncio.create_task(self._beat(job), name=f"beat:{job.id}")
+
+        async def run() -> JobOutcome:
+            return await self._work(job, ctx)
+
+        work = asyncio.create_task(run(), name=f"work:{job.id}")
+        beat = asyncio.create_task(self._beat(job, work), name=f"beat:{job.id}")
         try:
-            outcome = await self._work(job, ctx)
+            outcome = await work
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            stopped_by_beat = beat.done() and not beat.cancelled() and beat.result()
+            if not stopped_by_beat or (current is not None and current.cancelling()):
+                raise  # shutdown (the work stops with its handler), or the work's own doing
+            # Another writer gave the verdict (the reaper failed the job as hung) and the beat
+            # stopped the work. The verdict stands; the request is acknowledged, not retried.
+            await self._announce(await self._jobs.get(job.tenant, job.project, job.id))
+            return
         except Cancelled:
             await self._finish(ctx.job, JobState.CANCELLED, "cancelled")
             return
@@ -294,17 +321,17 @@ class JobWorker:
             follow_ups=follow_ups,
         )
 
-    async def _beat(self, job: Job) -> None:
-        """Write `beat_at` every job_beat_s while this delivery runs the job."""
+    async def _beat(self, job: Job, work: asyncio.Task[JobOutcome]) -> bool:
+        """Write `beat_at` every job_beat_s while this delivery runs the job. A verdict by
+        another writer (the reaper failed the job as hung) stops the work, which would hold its
+        delivery and a worker slot forever; True when this beat stopped it."""
         attempt = job.attempt
 
         def change(current: Job) -> dict[str, Any]:
-            if (
-                current.state is not JobState.RUNNING
-                or current.worker != self.worker_id
-                or current.attempt != attempt
-            ):
-                raise _NotMine(current.id)  # a verdict, or another delivery took it over
+            if current.state.terminal:
+                raise _Verdict(current.id)
+            if current.worker != self.worker_id or current.attempt != attempt:
+                raise _NotMine(current.id)  # another delivery took it over
             return {"beat_at": _now()}
 
         interval = self._bus.settings.job_beat_s
@@ -312,8 +339,14 @@ class JobWorker:
             await asyncio.sleep(interval)
             try:
                 await self._jobs.mutate(job.tenant, job.project, job.id, change)
+            except _Verdict:
+                if work.done():
+                    return False
+                log.error("job %s was given a verdict while running; stopping its work", job.id)
+                work.cancel()
+                return True
             except _NotMine:
-                return
+                return False
             except Exception as exc:
                 log.warning("could not beat job %s: %s", job.id, exc)
 
@@ -341,44 +374,90 @@ class JobWorker:
 
     async def reap(self, now: datetime | None = None) -> list[Job]:
         """Fail this kind's RUNNING jobs whose worker stopped beating and whose request no
-        delivery will bring back; returns the jobs it failed. Safe on every replica at once."""
-        settings = self._bus.settings
-        bound = settings.job_stale_after
+        delivery will bring back, and those whose worker beats without progress past the
+        kind's progress deadline; returns the jobs it failed. Safe on every replica at once."""
         now = now or _now()
-
-        def stale(job: Job) -> bool:
-            beat = job.beat_at or job.updated_at  # records written before beats existed
-            return job.state is JobState.RUNNING and (now - beat).total_seconds() > bound
-
         reaped: list[Job] = []
         for job in await self._jobs.scan(kind=self.kind, states=[JobState.RUNNING]):
-            if not stale(job):
-                continue
-            why = await self._no_delivery_coming(job)
-            if why is None:
-                continue  # JetStream will hand the request to a live replica, which beats
-            beat = job.beat_at or job.updated_at
-            reason = (
-                f"worker {job.worker or 'unknown'} stopped heartbeating at "
-                f"{beat.isoformat(timespec='seconds')} (attempt {job.attempt} of "
-                f"{settings.max_deliver}) and {why}; start the job again"
-            )
-            seen = job.revision
-
-            def change(current: Job) -> dict[str, Any]:
-                # Compare-and-set on what we judged: a new beat or verdict since then wins.
-                if current.revision != seen or not stale(current):
-                    raise _NotMine(current.id)
-                return {"state": JobState.FAILED, "message": reason}
-
-            try:
-                final = await self._jobs.mutate(job.tenant, job.project, job.id, change, attempts=1)
-            except (_NotMine, LoraforgeError):
-                continue  # changed under us: judged again on the next pass
-            log.error("reaped job %s: %s", job.id, reason)
-            await self._announce(final)
-            reaped.append(final)
+            final = await self._reap_stale(job, now) or await self._reap_hung(job, now)
+            if final is not None:
+                reaped.append(final)
         return reaped
+
+    async def _reap_stale(self, job: Job, now: datetime) -> Job | None:
+        """Fail a job whose worker stopped beating when no delivery of its request is coming;
+        None when it beats, a delivery is coming, or it changed meanwhile."""
+        settings = self._bus.settings
+        bound = settings.job_stale_after
+
+        def stale(current: Job) -> bool:
+            beat = current.beat_at or current.updated_at  # records written before beats existed
+            return current.state is JobState.RUNNING and (now - beat).total_seconds() > bound
+
+        if not stale(job):
+            return None
+        why = await self._no_delivery_coming(job)
+        if why is None:
+            return None  # JetStream will hand the request to a live replica, which beats
+        beat = job.beat_at or job.updated_at
+        reason = (
+            f"worker {job.worker or 'unknown'} stopped heartbeating at "
+            f"{beat.isoformat(timespec='seconds')} (attempt {job.attempt} of "
+            f"{settings.max_deliver}) and {why}; start the job again"
+        )
+
+        def change(current: Job) -> dict[str, Any]:
+            # Compare-and-set on what we judged: a new beat or verdict since then wins.
+            if current.revision != job.revision or not stale(current):
+                raise _NotMine(current.id)
+            return {"state": JobState.FAILED, "message": reason}
+
+        try:
+            final = await self._jobs.mutate(job.tenant, job.project, job.id, change, attempts=1)
+        except (_NotMine, LoraforgeError):
+            return None  # changed under us: judged again on the next pass
+        log.error("reaped job %s: %s", job.id, reason)
+        await self._announce(final)
+        return final
+
+    async def _reap_hung(self, job: Job, now: datetime) -> Job | None:
+        """Fail a job whose worker beats but whose work showed no progress for longer than its
+        kind's deadline (a hung download, a deadlocked thread); the worker's beat sees the
+        verdict and stops the work. None when the job is not hung (or changed meanwhile)."""
+        limit = self._bus.settings.progress_deadline(job.kind)
+
+        def hung(current: Job) -> bool:
+            since = current.progress_at
+            return (
+                limit > 0
+                and current.state is JobState.RUNNING
+                and since is not None
+                and (now - since).total_seconds() > limit
+            )
+
+        if not hung(job):
+            return None
+        assert job.progress_at is not None
+        reason = (
+            f"no progress since {job.progress_at.isoformat(timespec='seconds')} (last: "
+            f"{job.message!r} at {job.progress:.0%}) while worker {job.worker or 'unknown'} "
+            f"kept heartbeating: over the {limit:g} s progress deadline of {job.kind} jobs; "
+            "if the work is just slow, raise it (LORAFORGE_NATS__PROGRESS_DEADLINE_S="
+            f"'{{\"{job.kind}\": {2 * limit:g}}}'), then start the job again"
+        )
+
+        def change(current: Job) -> dict[str, Any]:
+            if not hung(current):  # progress (or a verdict) since we looked
+                raise _NotMine(current.id)
+            return {"state": JobState.FAILED, "message": reason}
+
+        try:
+            final = await self._jobs.mutate(job.tenant, job.project, job.id, change, attempts=3)
+        except (_NotMine, LoraforgeError):
+            return None
+        log.error("reaped hung job %s: %s", job.id, reason)
+        await self._announce(final)
+        return final
 
     async def _no_delivery_coming(self, job: Job) -> str | None:
         """Why no delivery of the job's request is coming, or None when one is."""

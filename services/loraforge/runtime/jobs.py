@@ -103,6 +103,10 @@ class Job(BaseModel):
         ""  # the durable consumer that delivered it (a deployment's calls have their own)
     )
     beat_at: datetime | None = None
+    # When the work last showed progress (it started, or a report changed the job's
+    # fraction, message or result): a job that beats without progress past its kind's
+    # deadline (settings.PROGRESS_DEADLINES_S) is hung, and the reaper fails it.
+    progress_at: datetime | None = None
     # The KV revision this copy was read at; not stored, used for compare-and-set.
     revision: int = Field(default=0, exclude=True)
 

@@ -10,7 +10,7 @@ import os
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -70,6 +70,19 @@ class _Group(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# How long a RUNNING job may go without progress (a progress report that changes what the job
+# shows: fraction, message or result) while its worker keeps heartbeating, per job kind; past
+# it the reaper fails the job as hung. Training reports every step but an evaluation or a
+# preview render on a slow card takes a while; the others report per file, clip or frame.
+PROGRESS_DEADLINES_S: dict[str, float] = {
+    "ingest": 3600.0,
+    "curation": 3600.0,
+    "captioning": 3600.0,
+    "trainer": 7200.0,
+    "render": 7200.0,
+}
+
+
 class NatsSettings(_Group):
     url: str = "nats://127.0.0.1:14222"
     # One stream carries every pipeline event; tests give each test its own stream and root.
@@ -91,6 +104,15 @@ class NatsSettings(_Group):
     job_beat_s: float = Field(default=10.0, gt=0)
     job_stale_after_s: float = Field(default=0.0, ge=0)
     reap_every_s: float = Field(default=30.0, gt=0)
+    # Per-kind overrides of PROGRESS_DEADLINES_S (0: no deadline for that kind), e.g.
+    # LORAFORGE_NATS__PROGRESS_DEADLINE_S='{"trainer": 14400}'.
+    progress_deadline_s: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+
+    def progress_deadline(self, kind: str) -> float:
+        """Seconds a `kind` job may run without progress before the reaper fails it (0: never);
+        a kind without a default gets the longest."""
+        default = PROGRESS_DEADLINES_S.get(kind, max(PROGRESS_DEADLINES_S.values()))
+        return self.progress_deadline_s.get(kind, default)
 
     @property
     def redelivery_bound_s(self) -> float:

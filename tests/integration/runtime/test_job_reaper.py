@@ -5,6 +5,7 @@ the live replica that takes it, and completes exactly once."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from datetime import UTC, datetime
 
 import pytest
@@ -221,3 +222,105 @@ async def test_fail_pending_fails_only_a_job_nobody_took_and_announces_it(
     subject = bus.subject("probe.failed")
     info = await bus.jetstream.stream_info(bus.settings.stream, subjects_filter=subject)
     assert (info.state.subjects or {}).get(subject) == 1
+
+
+# A worker process whose work hangs while its heartbeat goes on: it reports the same progress
+# on a timer (what the trainer's tick does while its training thread is stuck) and otherwise
+# waits forever. It prints what happens to its work, for the test to read.
+HUNG_WORKER = """
+import asyncio, sys
+from loraforge.runtime.events import EventBus
+from loraforge.runtime.job_service import JobWorker
+from loraforge.runtime.jobs import JobStore
+from loraforge.runtime.settings import NatsSettings
+
+async def main():
+    nats = NatsSettings.model_validate_json(sys.argv[1])
+    bus = await EventBus.connect(nats, name="hung-worker")
+    jobs = await JobStore.open(bus.jetstream, nats.jobs_bucket)
+
+    async def work(job, ctx):
+        print("working", flush=True)
+        try:
+            while True:
+                await ctx.progress(0.5, "step 3 of 10")  # the same report, again and again
+                await asyncio.sleep(0.1)
+        except asyncio.CancelledError:
+            print("work stopped", flush=True)
+            raise
+
+    await JobWorker("probe", jobs, bus, work).start(reaper=False)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def test_worker_that_beats_without_progress_is_reaped_and_its_work_stopped(
+    nats: NatsSettings, jobs: JobStore, bus: EventBus
+) -> None:
+    """Injects: a real worker process whose work hangs (it repeats one progress report and
+    never moves on) while its heartbeat goes on. Must hold: past the kind's progress deadline
+    the reaper fails the job, naming the deadline and the setting that raises it; the worker's
+    beat sees the verdict and stops the work; the request is acknowledged (not redelivered)."""
+    nats = nats.model_copy(update={"progress_deadline_s": {"probe": 1.0}})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        HUNG_WORKER,
+        nats.model_dump_json(),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        job = await JobService("probe", jobs, bus).start("acme", "jane", {})
+        assert proc.stdout is not None
+        assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"working\n"
+        judge_bus = await EventBus.connect(nats, name="judge")
+        judge = JobWorker("probe", jobs, judge_bus, _never)
+        running = await _until(jobs, job, lambda j: j.progress == 0.5, 5)
+        assert await judge.reap() == []  # within the deadline
+        await asyncio.sleep(1.2)
+        [reaped] = await judge.reap()
+        assert reaped.id == job.id and reaped.state is JobState.FAILED
+        age = (datetime.now(UTC) - (await jobs.get("acme", "jane", job.id)).beat_at).total_seconds()
+        assert age < 1.0  # still beating: the stale path would never have judged it
+        assert "no progress since" in reaped.message
+        assert "'step 3 of 10' at 50%" in reaped.message
+        assert running.worker in reaped.message
+        assert "1 s progress deadline of probe jobs" in reaped.message
+        assert "LORAFORGE_NATS__PROGRESS_DEADLINE_S" in reaped.message
+        assert await asyncio.wait_for(proc.stdout.readline(), 5) == b"work stopped\n"
+        info = await bus.jetstream.consumer_info(nats.stream, "probe-workers")
+        deadline = asyncio.get_running_loop().time() + 5
+        while info.num_ack_pending and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+            info = await bus.jetstream.consumer_info(nats.stream, "probe-workers")
+        assert info.num_ack_pending == 0 and info.ack_floor.stream_seq >= running.request_seq
+        final = await jobs.get("acme", "jane", job.id)
+        assert final.state is JobState.FAILED and final.message == reaped.message
+        subject = bus.subject("probe.failed")
+        info_s = await bus.jetstream.stream_info(nats.stream, subjects_filter=subject)
+        assert (info_s.state.subjects or {}).get(subject) == 1
+        await judge_bus.close()
+    finally:
+        proc.kill()
+        await proc.wait()
+
+
+async def _never(job: Job, ctx: JobContext) -> JobOutcome:
+    raise AssertionError("the judge consumes nothing")
+
+
+async def test_progress_is_a_change_in_what_the_job_shows(jobs: JobStore, bus: EventBus) -> None:
+    job = await JobService("probe", jobs, bus).start("acme", "jane", {})
+    job = await jobs.update(
+        job, state=JobState.RUNNING, progress_at=datetime(2026, 1, 1, tzinfo=UTC)
+    )
+    ctx = JobContext(job, jobs, bus)
+    await ctx.progress(0.5, "step 3")
+    moved = ctx.job.progress_at
+    assert moved is not None and moved > job.progress_at
+    await ctx.progress(0.5, "step 3")
+    assert ctx.job.progress_at == moved  # the same report again is no progress
+    await ctx.progress(0.5, "step 3", step=3)
+    assert ctx.job.progress_at > moved  # a new result is
