@@ -11,13 +11,33 @@ from __future__ import annotations
 import tempfile
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
+from loraforge.captioning.dataset import read_dataset
+from loraforge.captioning.errors import ExportRefused
+from loraforge.captioning.exports import FORMATS, ExportItem
+from loraforge.captioning.exports import export as run_export
+from loraforge.captioning.exports import read as read_export
+from loraforge.captioning.review import CaptionReviewStore
+from loraforge.cli.backend import local_only
 from loraforge.cli.datasets import resolve_dataset
-from loraforge.cli.output import console, emit_json, err_console, fail
-from loraforge.cli.remote import local_only
+from loraforge.cli.output import (
+    EXIT_REFUSED,
+    command,
+    console,
+    emit_json,
+    err_console,
+    fail,
+    json_option,
+    show,
+    wants_json,
+)
+from loraforge.runtime.errors import InvalidInput, LoraforgeError, Unavailable
+from loraforge.runtime.keys import ProjectRef
+from loraforge.runtime.settings import load_settings
+from loraforge.runtime.storage import ObjectStore
 
 
 class Format(StrEnum):
@@ -30,8 +50,12 @@ class Format(StrEnum):
     WAN_KF2V_ZIP = "wan-kf2v-zip"
 
 
+# one list of formats: the exports package's
+assert {f.value for f in Format} <= set(FORMATS), "Format names a layout the exports lack"
+
+
 def register(app: typer.Typer) -> None:
-    app.command("export")(export)
+    command(app, "export")(export)
 
 
 def export(
@@ -55,22 +79,10 @@ def export(
     class_noun: str = typer.Option(
         "person", "--class-noun", help="kohya: class word of the folder."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    as_json: bool = json_option("Print one JSON object."),
 ) -> None:
     """Export a captioned dataset for a trainer, and validate the result by reading it back."""
-    local_only(ctx, "export", as_json=as_json)
-    from loraforge.captioning.dataset import read_dataset
-    from loraforge.captioning.errors import ExportRefused
-    from loraforge.captioning.exports import FORMATS
-    from loraforge.captioning.exports import export as run_export
-    from loraforge.captioning.exports import read as read_export
-    from loraforge.captioning.review import CaptionReviewStore
-    from loraforge.runtime.errors import LoraforgeError, Unavailable
-    from loraforge.runtime.keys import ProjectRef
-    from loraforge.runtime.settings import load_settings
-    from loraforge.runtime.storage import ObjectStore
-
-    assert fmt.value in FORMATS  # one list of formats: the exports package's
+    local_only(ctx, "export")
     try:
         settings = load_settings()
         ref = ProjectRef(tenant, project)
@@ -80,44 +92,43 @@ def export(
         captions = review.texts()
         run = review.load_run() or {}
         clips = read_dataset(store, ref, dataset_id).clips
-    except Unavailable as exc:
-        fail(str(exc), as_json=as_json)
-    except LoraforgeError as exc:
-        fail(str(exc), as_json=as_json, code=2)
+    except Unavailable:
+        raise
+    except LoraforgeError as exc:  # reading the dataset: what it is made of is refused (exit 2)
+        fail(str(exc), code=EXIT_REFUSED)
     if not captions:
-        fail(
+        raise InvalidInput(
             f"dataset {dataset_id} has no captions yet; run `loraforge caption --project {project} "
-            "--trigger WORD` first",
-            as_json=as_json,
-            code=2,
+            "--trigger WORD` first"
         )
     trigger = trigger or run.get("trigger") or ""
     if not trigger and fmt is Format.KOHYA:
-        fail("kohya needs the trigger word: pass --trigger", as_json=as_json, code=2)
+        raise InvalidInput("kohya needs the trigger word: pass --trigger")
     lora_type = run.get("lora_type") or record.get("lora_type") or ""
 
     with tempfile.TemporaryDirectory(prefix="loraforge-export-") as tmp:
         try:
-            items = _download(store, clips, captions, Path(tmp), as_json)
+            items = _download(store, clips, captions, Path(tmp))
             result = run_export(
                 fmt.value, items, out, trigger=trigger, lora_type=lora_type, class_noun=class_noun
             )
         except ExportRefused as exc:
-            _refused(exc, fmt.value, as_json)
-        except Unavailable as exc:
-            fail(str(exc), as_json=as_json)
-        except LoraforgeError as exc:
-            fail(str(exc), as_json=as_json, code=2)
+            _refused(exc, fmt.value)
+        except Unavailable:
+            raise
+        except LoraforgeError as exc:  # the export cannot be made of this dataset (exit 2)
+            fail(str(exc), code=EXIT_REFUSED)
     try:
         read_back = read_export(fmt.value, result.path)
     except (LoraforgeError, OSError, KeyError, ValueError) as exc:
-        fail(f"the {fmt.value} export at {result.path} does not read back: {exc}", as_json=as_json)
+        raise LoraforgeError(
+            f"the {fmt.value} export at {result.path} does not read back: {exc}"
+        ) from exc
     expected = int(result.report.get("train_samples", len(items)))
     if len(read_back) != expected:
-        fail(
+        raise LoraforgeError(
             f"the {fmt.value} export at {result.path} reads back {len(read_back)} samples, "
-            f"not {expected}",
-            as_json=as_json,
+            f"not {expected}"
         )
     view = {
         "format": fmt.value,
@@ -131,30 +142,26 @@ def export(
         "validated": len(read_back),
         "report": result.report,
     }
-    if as_json:
-        emit_json(view)
-    else:
-        _print(view)
+    show(view, _print)
 
 
-def _refused(exc: Any, fmt: str, as_json: bool) -> None:
+def _refused(exc: ExportRefused, fmt: str) -> NoReturn:
+    """Exit 2 naming the rule (with --json, the rule as its own field too)."""
     detail = str(exc).removeprefix(f"[{exc.rule}] ")
-    if as_json:
+    if wants_json():
         emit_json({"error": str(exc), "rule": exc.rule, "format": fmt})
-        raise SystemExit(2)
-    fail(f"{fmt} export refused by rule '{exc.rule}': {detail}", code=2)
+        raise SystemExit(EXIT_REFUSED)
+    fail(f"{fmt} export refused by rule '{exc.rule}': {detail}", code=EXIT_REFUSED)
 
 
 def _download(
-    store: Any, clips: list[Any], captions: dict[str, str], work: Path, as_json: bool
-) -> list[Any]:
+    store: ObjectStore, clips: list[Any], captions: dict[str, str], work: Path
+) -> list[ExportItem]:
     """The dataset's clips as local files with their current captions, in the dataset's order.
     A clip without a caption gets an empty one, which every export refuses by name
     (caption_required): an export never silently leaves a selected clip out."""
-    from loraforge.captioning.exports import ExportItem
-
     items = []
-    status = None if as_json else err_console.status("downloading clips")
+    status = None if wants_json() else err_console.status("downloading clips")
     if status is not None:
         status.start()
     try:

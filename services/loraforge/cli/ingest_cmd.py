@@ -3,18 +3,29 @@ follow it to the end and show what came out of each file."""
 
 from __future__ import annotations
 
-import uuid
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from loraforge.cli.jobs import call, follow, is_terminal, job_state, scope
-from loraforge.cli.output import console, emit_json, err_console, fail
+from loraforge.cli.backend import Backend, Job, backend_of
+from loraforge.cli.jobs import follow
+from loraforge.cli.output import (
+    EXIT_FAILED,
+    command,
+    console,
+    err_console,
+    json_option,
+    show,
+    wants_json,
+)
+from loraforge.ingest.layout import is_url
+from loraforge.ingest.upload import expand_paths
 
 
 def register(app: typer.Typer) -> None:
-    app.command("ingest")(ingest)
+    command(app, "ingest")(ingest)
 
 
 def ingest(
@@ -46,228 +57,88 @@ def ingest(
         "Default: the project's captioning defaults' type, else character.",
     ),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the job until it ends."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+    as_json: bool = json_option(),
 ) -> None:
     """Cut footage into training clips and keyframes (the first pipeline stage)."""
-    from loraforge.cli.remote import remote_of
-
-    remote = remote_of(ctx)
-    if remote is not None:
-        _remote_ingest(
-            remote, sources, project, min_s, max_s, fps, max_long_side, wait, as_json, lora_type
+    with backend_of(ctx, tenant) as backend:
+        keys, local_names = _resolve_sources(backend, project, sources)
+        job = backend.start(
+            "ingest",
+            project,
+            {
+                "sources": keys,
+                "min_s": min_s,
+                "max_s": max_s,
+                "fps": fps,
+                "max_long_side": max_long_side or None,  # 0: keep
+                "lora_type": lora_type or None,
+            },
         )
-        return
-    from loraforge.runtime.errors import LoraforgeError, Unavailable
-    from loraforge.runtime.keys import ProjectRef
-    from loraforge.runtime.settings import load_settings
-
-    try:
-        settings = load_settings()
-        ref = ProjectRef(tenant, project)
-    except LoraforgeError as exc:
-        fail(str(exc), as_json=as_json, code=2)
-    try:
-        keys, local_names = _resolve_sources(settings, ref, sources, as_json)
-    except Unavailable as exc:
-        fail(f"{exc}", as_json=as_json)
-    except LoraforgeError as exc:
-        fail(str(exc), as_json=as_json, code=2)
-
-    from loraforge.runtime.grpc_client import sync_channel
-    from loraforge.v1 import ingest_pb2, ingest_pb2_grpc
-
-    target = settings.endpoints.ingest
-    with sync_channel(target) as channel:
-        stub = ingest_pb2_grpc.IngestServiceStub(channel)
-        request = ingest_pb2.StartIngestRequest(
-            scope=scope(ref.tenant, ref.project),
-            request_id=f"cli-{uuid.uuid4().hex}",
-            sources=keys,
-            min_s=min_s,
-            max_s=max_s,
-            fps=fps,
-            max_long_side=max_long_side or None,  # 0: keep
-            lora_type=lora_type,
-        )
-        job = call(stub.StartIngest, request, service="ingest", target=target, as_json=as_json)
-        if wait and not is_terminal(job):
-            job = follow(
-                stub,
-                scope(ref.tenant, ref.project),
-                job,
-                service="ingest",
-                target=target,
-                as_json=as_json,
-            )
-    view = _job_view(job, local_names)
-    if as_json:
-        emit_json(view)
-    else:
-        _print(view, waited=wait)
-    if view["state"] in ("FAILED", "CANCELLED"):
-        raise SystemExit(1)
+        if wait and not job.terminal:
+            job = follow(backend, job)
+    view = _view(job, backend, local_names)
+    show(view, lambda v: _print(v, waited=wait))
+    if job.state in ("FAILED", "CANCELLED"):
+        raise SystemExit(EXIT_FAILED)  # the view says why
 
 
 # -- sources -----------------------------------------------------------------------------------
 
 
 def _resolve_sources(
-    settings: Any, ref: Any, sources: list[str], as_json: bool
+    backend: Backend, project: str, sources: list[str]
 ) -> tuple[list[str], dict[str, str]]:
-    """URLs and raw keys pass through; local paths are uploaded. Returns (job sources, key ->
-    local name for the report)."""
-    from loraforge.ingest.layout import is_url
-
-    keys: list[str | None] = []
-    local: list[Path] = []
+    """URLs and keys already in the raw bucket (`<tenant>/<project>/...`) pass through; local
+    paths are uploaded. Returns (job sources, key -> local name for the report)."""
+    keys: list[str] = []
+    local: list[str] = []
     for s in sources:
-        if is_url(s) or (s.startswith(ref.prefix) and not Path(s).exists()):
+        parts = s.split("/")
+        stored = (
+            len(parts) > 2
+            and parts[1] == project
+            and (backend.tenant is None or parts[0] == backend.tenant)
+        )
+        if is_url(s) or (stored and not Path(s).exists()):
             keys.append(s)
         else:
-            keys.append(None)
-            local.append(Path(s))
+            local.append(s)
     names: dict[str, str] = {}
     if local:
-        from loraforge.ingest.upload import expand_paths, upload_local
-        from loraforge.runtime.storage import ObjectStore
-
-        expand_paths(local)  # refuse a missing path before touching the network
-        store = ObjectStore.connect(settings.s3)
-        store.ensure_buckets()
-        with _spinner(as_json, "uploading") as status:
+        files = expand_paths(local)  # refuse a missing path before touching the network
+        quiet = wants_json()
+        with err_console.status("uploading") if not quiet else nullcontext() as status:
 
             def on_file(path: Path, i: int, total: int) -> None:
                 if status is not None:
                     status.update(f"uploading {i + 1}/{total}: {path.name}")
 
-            uploaded = upload_local(store, ref, local, on_file=on_file)
+            uploaded = backend.upload_sources(project, files, on_file)
         for u in uploaded:
             names[u.key] = str(u.path)
-        if not as_json:
+            keys.append(u.key)
+        if not quiet:
             new = sum(u.created for u in uploaded)
             console.print(f"uploaded {new} new file(s), {len(uploaded) - new} already stored")
-        uploaded_keys = list(dict.fromkeys(u.key for u in uploaded))
-    else:
-        uploaded_keys = []
-    out = [k for k in keys if k is not None] + uploaded_keys
-    return out, names
-
-
-class _NoSpinner:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def _spinner(as_json: bool, text: str) -> Any:
-    return _NoSpinner() if as_json else err_console.status(text)
-
-
-# -- remote (--api) ---------------------------------------------------------------------------
-
-
-def _remote_ingest(
-    remote: Any,
-    sources: list[str],
-    project: str,
-    min_s: float,
-    max_s: float,
-    fps: float,
-    max_long_side: int,
-    wait: bool,
-    as_json: bool,
-    lora_type: str = "",
-) -> None:
-    """The same job through the gateway: local files are uploaded with POST .../uploads (the
-    tenant is the API key's), URLs and raw keys pass through."""
-    from loraforge.ingest.layout import is_url
-    from loraforge.runtime.errors import LoraforgeError
-
-    with remote:
-        remote.ensure_project(project, as_json=as_json)
-        keys: list[str] = []
-        local: list[str] = []
-        for s in sources:
-            parts = s.split("/")
-            if is_url(s) or (not Path(s).exists() and len(parts) > 2 and parts[1] == project):
-                keys.append(s)
-            else:
-                local.append(s)
-        names: dict[str, str] = {}
-        if local:
-            from loraforge.ingest.upload import expand_paths
-
-            try:
-                files = expand_paths(local)
-            except LoraforgeError as exc:
-                fail(str(exc), as_json=as_json, code=2)
-            new = 0
-            with _spinner(as_json, "uploading") as status:
-                for i, path in enumerate(files):
-                    if status is not None:
-                        status.update(f"uploading {i + 1}/{len(files)}: {path.name}")
-                    up = remote.upload(project, path, as_json=as_json)
-                    names[up["key"]] = str(path)
-                    new += bool(up.get("created"))
-                    keys.append(up["key"])
-            if not as_json:
-                console.print(f"uploaded {new} new file(s), {len(files) - new} already stored")
-        body = {
-            "sources": list(dict.fromkeys(keys)),
-            "min_s": min_s,
-            "max_s": max_s,
-            "fps": fps,
-            "max_long_side": max_long_side or None,
-        }
-        if lora_type:
-            body["lora_type"] = lora_type
-        job = remote.start(project, "ingest", body, as_json=as_json)
-        if wait and job["state"] not in ("SUCCEEDED", "FAILED", "CANCELLED"):
-            job = remote.follow(project, "ingest", job, as_json=as_json)
-    head = {
-        "job_id": job["id"],
-        "state": job["state"],
-        "message": job.get("message", ""),
-        "tenant": None,
-        "project": job.get("project", project),
-        "progress": job.get("progress", 0.0),
-        "api": remote.api,
-    }
-    view = _view(head, job.get("result") or {}, names)
-    if as_json:
-        emit_json(view)
-    else:
-        view["tenant"] = "(key's tenant)"
-        _print(view, waited=wait)
-    if view["state"] in ("FAILED", "CANCELLED"):
-        raise SystemExit(1)
+    return list(dict.fromkeys(keys)), names
 
 
 # -- output ------------------------------------------------------------------------------------
 
 
-def _job_view(job: Any, local_names: dict[str, str]) -> dict[str, Any]:
-    from loraforge.runtime.servicers import dict_from_struct
-
-    return _view(
-        {
-            "job_id": job.id,
-            "state": job_state(job),
-            "message": job.message,
-            "tenant": job.tenant,
-            "project": job.project,
-            "progress": job.progress,
-        },
-        dict_from_struct(job.result),
-        local_names,
-    )
-
-
-def _view(
-    head: dict[str, Any], result: dict[str, Any], local_names: dict[str, str]
-) -> dict[str, Any]:
+def _view(job: Job, backend: Backend, local_names: dict[str, str]) -> dict[str, Any]:
+    """What `ingest` reports: the job and each source's clips, under the user's own names."""
+    result = job.result
+    head = {
+        "job_id": job.id,
+        "state": job.state,
+        "message": job.message,
+        "tenant": job.tenant,
+        "project": job.project,
+        "progress": job.progress,
+    }
+    if backend.tenant is None:  # over HTTP: the key's tenant, and which gateway
+        head["api"] = backend.where
     sources = []
     for r in result.get("sources", []):
         name = local_names.get(r.get("source", ""), r.get("source"))
@@ -304,9 +175,10 @@ def _print(view: dict[str, Any], *, waited: bool) -> None:
     color = {"SUCCEEDED": "green", "FAILED": "red", "CANCELLED": "yellow"}.get(
         view["state"], "cyan"
     )
+    tenant = view["tenant"] or "(key's tenant)"
     console.print(
         f"job [bold]{view['job_id']}[/bold] [{color}]{view['state']}[/{color}] "
-        f"({view['tenant']}/{view['project']}): {view['message']}"
+        f"({tenant}/{view['project']}): {view['message']}"
     )
     if not view["sources"]:
         if not waited:

@@ -1,115 +1,67 @@
-"""What every job command shares: one gRPC call with a deadline and one error policy, the job
-state as a word, and following a job to its end with a progress bar.
+"""Following a job to its end with a progress bar, over either transport, and the wire helpers
+of the commands that drive the services' gRPC API themselves (`run`, `sweep`, the fault suite).
 
-    call(stub.StartX, request, service="ingest", target=..., as_json=...)  -> Job (or exits)
-    follow(stub, scope(tenant, project), job, service=..., target=..., as_json=...) -> final Job
+    job = backend.start("ingest", project, {...})
+    job = follow(backend, job)          # the final Job (loraforge.cli.backend.Job)
 
-Exit codes: 2 for a request the service refuses (INVALID_ARGUMENT, with its details), 1 for an
-unreachable service (with how to start it) or any other failure, 130 when following is
-interrupted (the job itself keeps running).
+Ctrl-C while following raises `Interrupted` (exit 130): the job itself keeps running, and the
+message says how to cancel it.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
-import grpc
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from loraforge.cli.output import err_console, fail
+from loraforge.cli.backend import RPC_TIMEOUT_S, TERMINAL, Backend, Job
+from loraforge.cli.output import Interrupted, err_console, wants_json
+from loraforge.runtime.servicers import dict_from_struct
+from loraforge.v1 import common_pb2
 
-TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
-RPC_TIMEOUT_S = 15.0
+__all__ = ["POLL_S", "RPC_TIMEOUT_S", "TERMINAL", "follow", "is_terminal", "job_state", "scope"]
+
 POLL_S = 0.5
 
 
-def scope(tenant: str, project: str) -> Any:
-    from loraforge.v1 import common_pb2
-
-    return common_pb2.ProjectScope(tenant=tenant, project=project)
-
-
-def job_state(job: Any) -> str:
-    """SUCCEEDED, RUNNING, ... (the wire enum without its JOB_STATE_ prefix)."""
-    from loraforge.v1 import common_pb2
-
-    return common_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_")
-
-
-def is_terminal(job: Any) -> bool:
-    return job_state(job) in TERMINAL
-
-
-def call(
-    method: Any,
-    request: Any,
-    *,
-    service: str,
-    target: str,
-    as_json: bool,
-    timeout: float = RPC_TIMEOUT_S,
-) -> Any:
-    """One call with a deadline. The channel (grpc_client.sync_channel) retries UNAVAILABLE
-    itself; Start* requests carry a request id, so a retried start never makes a second job."""
-    from loraforge.runtime.grpc_client import unavailable_hint
-
-    try:
-        return method(request, timeout=timeout)
-    except grpc.RpcError as exc:
-        code = exc.code()
-        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            fail(f"{unavailable_hint(target, service)} ({code.name.lower()})", as_json=as_json)
-        if code == grpc.StatusCode.INVALID_ARGUMENT:
-            fail(exc.details() or "invalid request", as_json=as_json, code=2)
-        fail(f"{service}: {code.name}: {exc.details()}", as_json=as_json)
-
-
 def follow(
-    stub: Any,
-    scope: Any,
-    job: Any,
+    backend: Backend,
+    job: Job,
     *,
-    service: str,
-    target: str,
-    as_json: bool,
     timeout_s: float | None = None,
-    progress: tuple[Any, Any] | None = None,
-) -> Any:
-    """Poll GetJob until the job ends; returns the last Job seen.
+    progress: tuple[Progress, TaskID] | None = None,
+) -> Job:
+    """Poll the job until it ends; returns the last Job seen.
 
     A rich progress bar on stderr, none with --json. `progress=(Progress, task_id)` draws into
     a caller's bar instead (several stages in one view). With `timeout_s`, gives up after that
-    long and returns the job as it is then (not terminal; the caller decides). Ctrl-C stops
-    following only: the job keeps running in the service, and the message says how to cancel.
+    long and returns the job as it is then (not terminal; the caller decides).
     """
-    from loraforge.v1 import common_pb2
-
-    request = common_pb2.GetJobRequest(scope=scope, job_id=job.id)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
 
-    def poll(update: Any) -> Any:
+    def poll(update: Callable[[Job], None]) -> Job:
         nonlocal job
         while True:
             update(job)
-            if is_terminal(job) or (deadline is not None and time.monotonic() > deadline):
+            if job.terminal or (deadline is not None and time.monotonic() > deadline):
                 return job
             time.sleep(POLL_S)
-            job = call(stub.GetJob, request, service=service, target=target, as_json=as_json)
+            job = backend.get(job.service, job.project, job.id)
 
     try:
         if progress is not None:
             bar, task = progress
             return poll(
                 lambda j: bar.update(
-                    task, completed=j.progress, description=f"{service}: {j.message[:60]}"
+                    task, completed=j.progress, description=f"{j.service}: {j.message[:60]}"
                 )
             )
-        if as_json:
+        if wants_json():
             return poll(lambda j: None)
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
         with Progress(
-            TextColumn(f"[bold]{service}[/bold] " + "{task.fields[state]:<9}"),
+            TextColumn(f"[bold]{job.service}[/bold] " + "{task.fields[state]:<9}"),
             BarColumn(),
             TextColumn("{task.percentage:>3.0f}%"),
             TimeElapsedColumn(),
@@ -117,26 +69,21 @@ def follow(
             console=err_console,
             transient=False,
         ) as bar:
-            task = bar.add_task(job.message, total=1.0, state=job_state(job))
+            task = bar.add_task(job.message, total=1.0, state=job.state)
             announced: set[int] = set()
 
-            def update(j: Any) -> None:
-                bar.update(
-                    task, completed=j.progress, description=j.message[:60], state=job_state(j)
-                )
-                note = preview_note(job_result(j), announced)
+            def update(j: Job) -> None:
+                bar.update(task, completed=j.progress, description=j.message[:60], state=j.state)
+                note = preview_note(j.result, announced)
                 if note:
                     bar.console.print(note)
 
             return poll(update)
     except KeyboardInterrupt:
-        fail(
-            f"stopped following {service} job {job.id}; it keeps running in the service. "
-            f"Cancel it with the {service} service's CancelJob call (job id {job.id}, "
-            f"project {scope.tenant}/{scope.project})",
-            as_json=as_json,
-            code=130,
-        )
+        raise Interrupted(
+            f"stopped following {job.service} job {job.id}; it keeps running in the service. "
+            + backend.cancel_hint(job)
+        ) from None
 
 
 def preview_note(result: dict[str, Any], announced: set[int]) -> str | None:
@@ -150,7 +97,21 @@ def preview_note(result: dict[str, Any], announced: set[int]) -> str | None:
     return f"previews of step {int(step)}: loras/{folder}/ ({len(keys)} images)"
 
 
-def job_result(job: Any) -> dict[str, Any]:
-    from loraforge.runtime.servicers import dict_from_struct
+# -- the wire, for commands that call the services' stubs themselves -----------------------------
 
+
+def scope(tenant: str, project: str) -> common_pb2.ProjectScope:
+    return common_pb2.ProjectScope(tenant=tenant, project=project)
+
+
+def job_state(job: common_pb2.Job) -> str:
+    """SUCCEEDED, RUNNING, ... (the wire enum without its JOB_STATE_ prefix)."""
+    return common_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_")
+
+
+def is_terminal(job: common_pb2.Job) -> bool:
+    return job_state(job) in TERMINAL
+
+
+def job_result(job: common_pb2.Job) -> dict[str, Any]:
     return dict_from_struct(job.result) if job.HasField("result") else {}

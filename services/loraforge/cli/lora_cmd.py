@@ -12,54 +12,24 @@ succeeds, because seed 004's users deploy that name directly.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 
-from loraforge.cli.output import console, emit_json, fail
+from loraforge.cli.backend import backend_of
+from loraforge.cli.output import Command, console, json_option, show
 from loraforge.cli.train_cmd import lora_app
+from loraforge.library import parse_spec
+from loraforge.runtime.errors import InvalidInput
 
 PROJECT = typer.Option(..., "--project", "-p", help="Project of the library.")
 TENANT = typer.Option("default", "--tenant", help="Tenant the project belongs to (local stack).")
-AS_JSON = typer.Option(False, "--json", help="Print one JSON object.")
+AS_JSON = json_option("Print one JSON object.")
 
 
 def register(app: typer.Typer) -> None:
     """Adds its commands to the `lora` group (train_cmd.lora_app, already on `app`)."""
     del app
-
-
-def _local(tenant: str, project: str, as_json: bool, fn: Callable[[Any], Any]) -> Any:
-    from loraforge.library import Library
-    from loraforge.runtime.errors import Conflict, InvalidInput, LoraforgeError, NotFound
-    from loraforge.runtime.keys import ProjectRef
-    from loraforge.runtime.settings import load_settings
-    from loraforge.runtime.storage import ObjectStore
-
-    try:
-        lib = Library(ObjectStore.connect(load_settings().s3), ProjectRef(tenant, project))
-        return fn(lib)
-    except (InvalidInput, NotFound, Conflict) as exc:  # what the caller can fix: exit 2
-        fail(str(exc), as_json=as_json, code=2)
-    except LoraforgeError as exc:
-        fail(str(exc), as_json=as_json)
-
-
-def _remote(ctx: typer.Context) -> Any:
-    from loraforge.cli.remote import remote_of
-
-    return remote_of(ctx)
-
-
-def _split(ref: str, as_json: bool) -> tuple[str, int | None, str | None]:
-    from loraforge.library import parse_spec
-    from loraforge.runtime.errors import InvalidInput
-
-    try:
-        return parse_spec(ref)
-    except InvalidInput as exc:
-        fail(str(exc), as_json=as_json, code=2)
 
 
 def _print_version(v: dict[str, Any]) -> None:
@@ -82,20 +52,17 @@ def _print_version(v: dict[str, Any]) -> None:
         console.print("  scores " + ", ".join(f"{k} {s}" for k, s in scores.items()))
 
 
-@lora_app.command("list")
+@lora_app.command(cls=Command, name="list")
 def list_(
     ctx: typer.Context, project: str = PROJECT, tenant: str = TENANT, as_json: bool = AS_JSON
 ) -> None:
     """Every LoRA name of the project with its aliases and versions."""
-    remote = _remote(ctx)
-    if remote is not None:
-        with remote:
-            rows = remote.request("GET", f"/v1/projects/{project}/loras", as_json=as_json)["loras"]
-    else:
-        rows = _local(tenant, project, as_json, lambda lib: [lib.summary(n) for n in lib.names()])
-    if as_json:
-        emit_json({"loras": rows})
-        return
+    with backend_of(ctx, tenant) as backend:
+        rows = backend.loras(project)
+    show({"loras": rows}, lambda v: _print_list(project, v["loras"]))
+
+
+def _print_list(project: str, rows: list[dict[str, Any]]) -> None:
     if not rows:
         console.print(
             f"no LoRAs in {project} yet; promote a run with `loraforge lora promote "
@@ -106,8 +73,8 @@ def list_(
         console.print(f"{row['name']}: {len(row['versions'])} version(s); {aliases}")
 
 
-@lora_app.command("show")
-def show(
+@lora_app.command(cls=Command, name="show")
+def show_(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="NAME (all versions), NAME:N or NAME:ALIAS.")],
     project: str = PROJECT,
@@ -115,28 +82,13 @@ def show(
     as_json: bool = AS_JSON,
 ) -> None:
     """One version (NAME:N, NAME:ALIAS), or a name's versions and aliases (NAME)."""
-    name, version, alias = _split(ref, as_json)
-    one = ":" in ref
-    remote = _remote(ctx)
-    if remote is not None:
-        with remote:
-            path = f"/v1/projects/{project}/loras/{name}"
-            out = remote.request(
-                "GET", f"{path}/versions/{version or alias}" if one else path, as_json=as_json
-            )
-    else:
-        out = _local(
-            tenant,
-            project,
-            as_json,
-            lambda lib: lib.resolve(ref).public() if one else lib.summary(name),
-        )
-    if as_json:
-        emit_json(out)
-        return
-    if one:
-        _print_version(out)
-        return
+    name, _, _ = parse_spec(ref)
+    with backend_of(ctx, tenant) as backend:
+        out = backend.lora(project, ref)
+    show(out, _print_version if ":" in ref else lambda v: _print_name(name, v))
+
+
+def _print_name(name: str, out: dict[str, Any]) -> None:
     console.print(
         f"[bold]{name}[/bold] aliases: "
         + ", ".join(f"{a}->{v}" for a, v in sorted(out["aliases"].items()))
@@ -145,7 +97,7 @@ def show(
         _print_version(v)
 
 
-@lora_app.command("promote")
+@lora_app.command(cls=Command, name="promote")
 def promote(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="A succeeded training run (job id).")],
@@ -167,29 +119,12 @@ def promote(
 ) -> None:
     """Add a run's checkpoint to the library as NAME:N (N = the next version); `latest`
     moves to it."""
-    remote = _remote(ctx)
-    if remote is not None:
-        body = {"run_id": run_id, "name": name, "checkpoint": checkpoint, "reason": reason}
-        with remote:
-            out = remote.request(
-                "POST", f"/v1/projects/{project}/loras", json=body, as_json=as_json
-            )
-    else:
-        out = _local(
-            tenant,
-            project,
-            as_json,
-            lambda lib: lib.register(
-                run_id, name, checkpoint=checkpoint, reason=reason, by="cli"
-            ).public(),
-        )
-    if as_json:
-        emit_json(out)
-        return
-    _print_version(out)
+    with backend_of(ctx, tenant) as backend:
+        out = backend.promote(project, run_id, name, checkpoint, reason)
+    show(out, _print_version)
 
 
-@lora_app.command("tag")
+@lora_app.command(cls=Command, name="tag")
 def tag(
     ctx: typer.Context,
     ref: Annotated[
@@ -203,34 +138,24 @@ def tag(
     as_json: bool = AS_JSON,
 ) -> None:
     """Point ALIAS at NAME:N (moving it when it points elsewhere), or remove it."""
-    name, version, _ = _split(ref, as_json)
-    if not remove and (":" not in ref or version is None):
-        fail(f"{ref!r}: name the version to tag, e.g. {name}:3", as_json=as_json, code=2)
-    remote = _remote(ctx)
-    path = f"/v1/projects/{project}/loras/{name}/aliases/{alias}"
-    if remote is not None:
-        with remote:
-            out = (
-                remote.request("DELETE", path, as_json=as_json)
-                if remove
-                else remote.request("PUT", path, json={"version": version}, as_json=as_json)
-            )
-    elif remove:
-        out = _local(tenant, project, as_json, lambda lib: lib.untag(name, alias))
+    name, version, _ = parse_spec(ref)
+    if remove:
+        with backend_of(ctx, tenant) as backend:
+            out = backend.untag(project, name, alias)
     else:
-        out = _local(
-            tenant,
-            project,
-            as_json,
-            lambda lib: lib.tag(name, version, alias, by="cli").model_dump(mode="json"),
-        )
-    if as_json:
-        emit_json(out or {"removed": f"{name}:{alias}"})
-        return
-    console.print(f"removed {name}:{alias}" if remove else f"{name}:{alias} -> {name}:{version}")
+        if ":" not in ref or version is None:
+            raise InvalidInput(f"{ref!r}: name the version to tag, e.g. {name}:3")
+        with backend_of(ctx, tenant) as backend:
+            out = backend.tag(project, name, version, alias)
+    show(
+        out or {"removed": f"{name}:{alias}"},
+        lambda v: console.print(
+            f"removed {name}:{alias}" if remove else f"{name}:{alias} -> {name}:{version}"
+        ),
+    )
 
 
-@lora_app.command("rm")
+@lora_app.command(cls=Command, name="rm")
 def rm(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="NAME:N, the version to delete.")],
@@ -239,32 +164,24 @@ def rm(
     as_json: bool = AS_JSON,
 ) -> None:
     """Delete a version (refused while a deployment uses it)."""
-    name, version, _ = _split(ref, as_json)
+    name, version, _ = parse_spec(ref)
     if version is None:
-        fail(
+        raise InvalidInput(
             f"{ref!r}: name a version number, e.g. {name}:3 (aliases move; versions are "
-            "deleted one by one)",
-            as_json=as_json,
-            code=2,
+            "deleted one by one)"
         )
-    remote = _remote(ctx)
-    if remote is not None:
-        with remote:
-            out = remote.request(
-                "DELETE", f"/v1/projects/{project}/loras/{name}/versions/{version}", as_json=as_json
-            )
-    else:
-        out = _local(tenant, project, as_json, lambda lib: lib.delete(name, version, by="cli"))
-    if as_json:
-        emit_json(out)
-        return
-    console.print(
-        f"deleted {out['deleted']}"
-        + (f"; latest is now {name}:{out['latest_now']}" if out.get("latest_now") else "")
+    with backend_of(ctx, tenant) as backend:
+        out = backend.delete_version(project, name, version)
+    show(
+        out,
+        lambda v: console.print(
+            f"deleted {v['deleted']}"
+            + (f"; latest is now {name}:{v['latest_now']}" if v.get("latest_now") else "")
+        ),
     )
 
 
-@lora_app.command("checkpoints")
+@lora_app.command(cls=Command, name="checkpoints")
 def checkpoints(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="A succeeded training run (job id).")],
@@ -273,22 +190,12 @@ def checkpoints(
     as_json: bool = AS_JSON,
 ) -> None:
     """A run's checkpoints: which one is the automatic pick, their scores, promotable or not."""
-    remote = _remote(ctx)
-    if remote is not None:
-        with remote:
-            rows = remote.request(
-                "GET", f"/v1/projects/{project}/training-runs/{run_id}/checkpoints", as_json=as_json
-            )
-    else:
-        rows = _local(
-            tenant,
-            project,
-            as_json,
-            lambda lib: [c.model_dump(mode="json") for c in lib.checkpoints(run_id)],
-        )
-    if as_json:
-        emit_json({"run_id": run_id, "checkpoints": rows})
-        return
+    with backend_of(ctx, tenant) as backend:
+        rows = backend.checkpoints(project, run_id)
+    show({"run_id": run_id, "checkpoints": rows}, lambda v: _print_checkpoints(v["checkpoints"]))
+
+
+def _print_checkpoints(rows: list[dict[str, Any]]) -> None:
     for c in rows:
         marks = " ".join(
             m for m, on in (("automatic pick", c["automatic_pick"]), ("last", c["last"])) if on

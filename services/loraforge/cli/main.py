@@ -1,12 +1,14 @@
 """`loraforge`: the command line. Each command group lives in its own module and registers
-itself here; commands talk to the local stack by default (settings.endpoints), or to a remote
-gateway with `--api URL --key KEY` (env LF_API / LF_API_KEY; see loraforge.cli.remote)."""
+itself here. A command is written once against `backend.Backend`: the local stack by default
+(gRPC to settings.endpoints, S3), a gateway with `--api URL --key KEY` (env LF_API /
+LF_API_KEY; backend.HttpBackend over remote.Remote). Output (tables or `--json`) and exit codes
+are decided in one place, loraforge.cli.output."""
 
 from __future__ import annotations
 
 import typer
 
-from loraforge.cli import (  # render / jobs / sweep
+from loraforge.cli import (
     caption_cmd,
     curate_cmd,
     deploy_cmd,
@@ -21,8 +23,11 @@ from loraforge.cli import (  # render / jobs / sweep
     sweep_cmd,
     train_cmd,  # train / presets / lora pull
 )
+from loraforge.cli.output import Group
+from loraforge.runtime.errors import InvalidInput
 
 app = typer.Typer(
+    cls=Group,
     name="loraforge",
     help="Raw footage or photos in, a trained LoRA and renders out.",
     no_args_is_help=True,
@@ -39,7 +44,8 @@ def main(
         envvar=remote.ENV_API,
         metavar="URL",
         help="Talk to a remote gateway at URL (e.g. https://lf.example.com) instead of the local "
-        f"stack; also ${remote.ENV_API}. Local-only commands (stack, export, sweep, run) refuse it.",
+        f"stack; also ${remote.ENV_API}. Local-only commands (stack, export, sweep, run) refuse "
+        "it.",
     ),
     key: str | None = typer.Option(
         None,
@@ -54,13 +60,9 @@ def main(
     Talks to the local stack by default; `--api URL --key KEY` (or LF_API / LF_API_KEY) sends
     ingest, curate, caption, train, render, jobs and lora pull to a remote gateway instead."""
     if key and not api:
-        from loraforge.cli.output import fail
-
-        fail(f"--key (or ${remote.ENV_KEY}) needs --api URL (or ${remote.ENV_API})", code=2)
+        raise InvalidInput(f"--key (or ${remote.ENV_KEY}) needs --api URL (or ${remote.ENV_API})")
     if api and not api.startswith(("http://", "https://")):
-        from loraforge.cli.output import fail
-
-        fail(f"--api {api!r}: give the gateway's URL, e.g. https://lf.example.com", code=2)
+        raise InvalidInput(f"--api {api!r}: give the gateway's URL, e.g. https://lf.example.com")
     ctx.obj = remote.CliContext(api=api or None, key=key or None)
 
 

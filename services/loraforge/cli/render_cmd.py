@@ -5,18 +5,31 @@ with download links."""
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
+from rich.table import Table
 
-from loraforge.cli.jobs import call, follow, is_terminal, job_state, scope
-from loraforge.cli.output import console, emit_json, err_console, fail
+from loraforge.cli.backend import Job, backend_of
+from loraforge.cli.jobs import follow
+from loraforge.cli.output import (
+    EXIT_FAILED,
+    command,
+    console,
+    err_console,
+    json_option,
+    show,
+)
+from loraforge.render.comfyui import export_workflow
+from loraforge.render.inputs import check_image_file
+from loraforge.render.scenario import parse_scenario
+from loraforge.runtime.errors import InvalidInput, LoraforgeError
 
 
 def register(app: typer.Typer) -> None:
-    app.command("render")(render)
+    command(app, "render")(render)
 
 
 def render(
@@ -49,24 +62,19 @@ def render(
     links: bool = typer.Option(
         True, "--links/--no-links", help="Presigned download links for the outputs."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+    as_json: bool = json_option(),
 ) -> None:
     """Render a scenario: keyframe images, transition videos and the joined film."""
-    from loraforge.render.scenario import parse_scenario
-    from loraforge.runtime.errors import LoraforgeError
-
     try:
         text = scenario_file.read_text()
     except OSError as exc:
-        fail(f"cannot read {scenario_file}: {exc.strerror or exc}", as_json=as_json, code=2)
+        raise InvalidInput(f"cannot read {scenario_file}: {exc.strerror or exc}") from exc
     try:
         scenario = parse_scenario(text)
-    except LoraforgeError as exc:
-        fail(f"{scenario_file}: {exc}", as_json=as_json, code=2)
-    try:  # the user's own keyframes given as local files: checked here, uploaded on submit
+        # the user's own keyframes given as local files: checked here, uploaded on submit
         local_images = _local_images(scenario_file, scenario)
     except LoraforgeError as exc:
-        fail(f"{scenario_file}: {exc}", as_json=as_json, code=2)
+        raise InvalidInput(f"{scenario_file}: {exc}") from exc
     warnings = scenario.warnings()
     if not as_json:
         for w in warnings:
@@ -79,91 +87,50 @@ def render(
         "warnings": warnings,
     }
     if comfyui_out is not None:
-        from loraforge.render.comfyui import export_workflow
-
         workflow = export_workflow(scenario)
         try:
             comfyui_out.parent.mkdir(parents=True, exist_ok=True)
             comfyui_out.write_text(json.dumps(workflow, indent=2) + "\n")
         except OSError as exc:
-            fail(f"cannot write {comfyui_out}: {exc.strerror or exc}", as_json=as_json)
+            raise LoraforgeError(f"cannot write {comfyui_out}: {exc.strerror or exc}") from exc
         view["comfyui_workflow"] = str(comfyui_out)
         if not as_json:
             console.print(f"ComfyUI workflow ({len(workflow)} nodes) written to {comfyui_out}")
     if not submit:
-        if as_json:
-            emit_json(view)
-        elif comfyui_out is None:
-            console.print(
-                f"scenario {scenario.name!r} is valid: {len(scenario.shots)} shot(s), "
-                f"{len(scenario.pairs())} transition(s)"
-            )
+        # the workflow's line said it all when one was written
+        show(view, _print_valid if comfyui_out is None else lambda v: None)
         return
 
     if not project:
-        fail(
-            "--project is required to submit a render (or pass --no-submit to only check/export)",
-            as_json=as_json,
-            code=2,
+        raise InvalidInput(
+            "--project is required to submit a render (or pass --no-submit to only check/export)"
         )
-    from loraforge.cli.remote import remote_of
-
-    remote = remote_of(ctx)
-    if remote is not None:
+    with backend_of(ctx, tenant) as backend:
         if local_images:
-            with remote:
-                keys = {
-                    i: remote.upload(project, path, as_json=as_json)["key"]
-                    for i, path in local_images.items()
-                }
+            keys = {  # stored in raw like any upload (content-addressed, once)
+                i: backend.upload_sources(project, [path], lambda *_: None)[0].key
+                for i, path in local_images.items()
+            }
             text = _with_image_keys(text, keys)
-        _remote_render(remote, view, text, project, request_id, wait, links, as_json)
-        return
-    from loraforge.runtime.keys import ProjectRef
-    from loraforge.runtime.settings import load_settings
-
-    try:
-        settings = load_settings()
-        ref = ProjectRef(tenant, project)
-    except LoraforgeError as exc:
-        fail(str(exc), as_json=as_json, code=2)
-
-    if local_images:
-        try:
-            text = _with_image_keys(text, _upload_images(settings, ref, local_images))
-        except LoraforgeError as exc:
-            fail(f"uploading the shots' images: {exc}", as_json=as_json)
-    from loraforge.runtime.grpc_client import sync_channel
-    from loraforge.v1 import common_pb2, render_pb2, render_pb2_grpc
-
-    target = settings.endpoints.render
-    sc = scope(ref.tenant, ref.project)
-    with sync_channel(target) as channel:
-        stub = render_pb2_grpc.RenderServiceStub(channel)
-        request = render_pb2.SubmitRenderRequest(
-            scope=sc,
-            request_id=request_id or f"cli-{uuid.uuid4().hex}",
-            render=common_pb2.RenderRequest(scenario_yaml=text),
+        job = backend.start(
+            "render", project, {"scenario_yaml": text, "request_id": request_id or None}
         )
-        job = call(stub.SubmitRender, request, service="render", target=target, as_json=as_json)
-        if wait and not is_terminal(job):
-            job = follow(stub, sc, job, service="render", target=target, as_json=as_json)
-    view.update(_job_view(job))
-    if links and view["state"] == "SUCCEEDED":
-        _add_links(settings, view)
-    if as_json:
-        emit_json(view)
-    else:
-        _print(view, waited=wait)
-    if view["state"] in ("FAILED", "CANCELLED"):
-        raise SystemExit(1)
+        if wait and not job.terminal:
+            job = follow(backend, job)
+        view.update(_job_view(job))
+        if links and job.state == "SUCCEEDED":
+            try:
+                view["links"] = backend.render_links(job)
+            except LoraforgeError as exc:  # the keys are shown all the same
+                view["links"], view["links_error"] = {}, str(exc)
+    show(view, lambda v: _print(v, waited=wait))
+    if job.state in ("FAILED", "CANCELLED"):
+        raise SystemExit(EXIT_FAILED)  # the view says why
 
 
 def _local_images(scenario_file: Path, scenario: Any) -> dict[int, Path]:
     """Shots whose `image:` names a local file (relative to the scenario file, or absolute)
     rather than a raw-bucket key: shot index -> path, each checked as the service would."""
-    from loraforge.render.inputs import check_image_file
-
     out: dict[int, Path] = {}
     for i, shot in enumerate(scenario.shots):
         if not shot.image:
@@ -177,95 +144,26 @@ def _local_images(scenario_file: Path, scenario: Any) -> dict[int, Path]:
     return out
 
 
-def _upload_images(settings: Any, ref: Any, images: dict[int, Path]) -> dict[int, str]:
-    """Store each local keyframe in raw like any upload (content-addressed, stored once)."""
-    import hashlib
-
-    from loraforge.ingest.layout import original_ext, original_key
-    from loraforge.runtime.storage import Bucket, ObjectStore
-
-    store = ObjectStore.connect(settings.s3)
-    keys = {}
-    for i, path in images.items():
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        key = original_key(ref, digest, original_ext(path.name))
-        if store.stat(Bucket.RAW, key) is None:
-            store.put_file(Bucket.RAW, key, path, sha256=digest)
-        keys[i] = key
-    return keys
-
-
 def _with_image_keys(text: str, keys: dict[int, str]) -> str:
     """The scenario text with those shots' `image:` replaced by their raw-bucket keys."""
-    import yaml
-
     data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
     for i, key in keys.items():
         data["shots"][i]["image"] = key
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
-def _remote_render(
-    remote: Any,
-    view: dict[str, Any],
-    text: str,
-    project: str,
-    request_id: str,
-    wait: bool,
-    links: bool,
-    as_json: bool,
-) -> None:
-    """POST .../renders, follow, then GET .../renders/{id}/results (expiring links)."""
-    with remote:
-        job = remote.start(
-            project,
-            "render",
-            {"scenario_yaml": text, "request_id": request_id or None},
-            as_json=as_json,
-        )
-        if wait and job["state"] not in ("SUCCEEDED", "FAILED", "CANCELLED"):
-            job = remote.follow(project, "render", job, as_json=as_json)
-        results = (
-            remote.request(
-                "GET", f"/v1/projects/{project}/renders/{job['id']}/results", as_json=as_json
-            )["results"]
-            if links and job["state"] == "SUCCEEDED"
-            else []
-        )
-    result = job.get("result") or {}
-    view.update(
-        {
-            "job_id": job["id"],
-            "state": job["state"],
-            "message": job.get("message", ""),
-            "tenant": None,
-            "project": job.get("project", project),
-            "progress": job.get("progress", 0.0),
-            "keyframes": list(result.get("keyframes") or []),
-            "transitions": list(result.get("transitions") or []),
-            "film": result.get("film"),
-            "thumbnails": result.get("thumbnails"),
-            "render_warnings": list(result.get("warnings") or []),
-            "artifacts": job.get("artifacts") or [],
-            "links": {r["key"]: r["url"] for r in results},
-        }
+def _print_valid(view: dict[str, Any]) -> None:
+    console.print(
+        f"scenario {view['scenario']!r} is valid: {view['shots']} shot(s), "
+        f"{view['transitions_planned']} transition(s)"
     )
-    if as_json:
-        emit_json(view)
-    else:
-        view["tenant"] = "(key's tenant)"
-        _print(view, waited=wait)
-    if view["state"] in ("FAILED", "CANCELLED"):
-        raise SystemExit(1)
 
 
-def _job_view(job: Any) -> dict[str, Any]:
-    from loraforge.runtime.servicers import dict_from_struct
-
-    result = dict_from_struct(job.result)
+def _job_view(job: Job) -> dict[str, Any]:
+    result = job.result
     return {
         "job_id": job.id,
-        "state": job_state(job),
+        "state": job.state,
         "message": job.message,
         "tenant": job.tenant,
         "project": job.project,
@@ -275,37 +173,18 @@ def _job_view(job: Any) -> dict[str, Any]:
         "film": result.get("film"),
         "thumbnails": result.get("thumbnails"),
         "render_warnings": list(result.get("warnings") or []),
-        "artifacts": [
-            {"bucket": a.bucket, "key": a.key, "kind": a.kind, "size": a.size}
-            for a in job.artifacts
-        ],
+        "artifacts": job.artifacts,
     }
 
 
-def _add_links(settings: Any, view: dict[str, Any]) -> None:
-    """key -> presigned GET URL; left out (keys only) when the store cannot sign."""
-    from loraforge.runtime.storage import Bucket, ObjectStore
-
-    keys = [
-        k for k in view["keyframes"] + view["transitions"] + [view["film"], view["thumbnails"]] if k
-    ]
-    try:
-        store = ObjectStore.connect(settings.s3)
-        view["links"] = {k: store.presigned_get(Bucket.RENDERS, k) for k in keys}
-    except Exception as exc:
-        view["links"] = {}
-        view["links_error"] = str(exc)
-
-
 def _print(view: dict[str, Any], *, waited: bool) -> None:
-    from rich.table import Table
-
     color = {"SUCCEEDED": "green", "FAILED": "red", "CANCELLED": "yellow"}.get(
         view["state"], "cyan"
     )
+    tenant = view["tenant"] or "(key's tenant)"
     console.print(
         f"render job [bold]{view['job_id']}[/bold] [{color}]{view['state']}[/{color}] "
-        f"({view['tenant']}/{view['project']}): {view['message']}"
+        f"({tenant}/{view['project']}): {view['message']}"
     )
     if view["state"] != "SUCCEEDED":
         if not waited:
@@ -324,5 +203,6 @@ def _print(view: dict[str, Any], *, waited: bool) -> None:
     console.print(table)
     if view.get("links_error"):
         console.print(
-            f"[yellow]no download links[/yellow] ({view['links_error']}); the keys are in the renders bucket"
+            f"[yellow]no download links[/yellow] ({view['links_error']}); "
+            "the keys are in the renders bucket"
         )

@@ -7,23 +7,49 @@ final summary. A stage that fails stops the run; the summary says which and why.
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
 import grpc
 import typer
+import yaml
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from loraforge.cli.jobs import RPC_TIMEOUT_S, follow, is_terminal, job_state, scope
-from loraforge.cli.output import console, emit_json, fail
-from loraforge.cli.remote import local_only
+from loraforge.cli.backend import RPC_TIMEOUT_S, GrpcBackend, Job, local_only
+from loraforge.cli.jobs import follow, scope
+from loraforge.cli.output import command, console, emit_json, json_option
+from loraforge.ingest.layout import ingested_event_id
+from loraforge.ingest.upload import upload_local
+from loraforge.runtime.errors import InvalidInput, LoraforgeError, Unavailable
+from loraforge.runtime.grpc_client import sync_channel
+from loraforge.runtime.job_service import follow_up_request_id
+from loraforge.runtime.jobs import new_job_id
+from loraforge.runtime.keys import ProjectRef
 from loraforge.runtime.params import LoraType
+from loraforge.runtime.settings import load_settings
+from loraforge.runtime.storage import ObjectStore
+from loraforge.stack.examples import write_example_footage
+from loraforge.stack.local import LocalStack
+from loraforge.v1 import (
+    captioning_pb2,
+    captioning_pb2_grpc,
+    common_pb2,
+    curation_pb2,
+    curation_pb2_grpc,
+    ingest_pb2,
+    ingest_pb2_grpc,
+    render_pb2,
+    render_pb2_grpc,
+    trainer_pb2,
+    trainer_pb2_grpc,
+)
 
 
 def register(app: typer.Typer) -> None:
-    app.command("run")(run)
+    command(app, "run")(run)
 
 
 def run(
@@ -50,22 +76,12 @@ def run(
     stage_timeout: float = typer.Option(
         900.0, "--stage-timeout", help="Seconds per stage at most."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    as_json: bool = json_option("Print the summary as JSON."),
 ) -> None:
     """Run the whole pipeline on the local stack and print a summary."""
-    local_only(ctx, "run", as_json=as_json)
-    from loraforge.ingest.upload import upload_local
-    from loraforge.runtime.errors import LoraforgeError
-    from loraforge.runtime.keys import ProjectRef
-    from loraforge.runtime.settings import load_settings
-    from loraforge.runtime.storage import ObjectStore
-    from loraforge.stack.local import LocalStack
-
-    try:
-        settings = load_settings()
-        ref = ProjectRef(tenant, project)
-    except LoraforgeError as exc:
-        fail(str(exc), as_json=as_json, code=2)
+    local_only(ctx, "run")
+    settings = load_settings()
+    ref = ProjectRef(tenant, project)
 
     say = (lambda msg: None) if as_json else (lambda msg: console.print(f"[dim]{msg}[/dim]"))
     stack = LocalStack(settings)
@@ -73,12 +89,10 @@ def run(
         say("starting the local stack (if needed)...")
         stack.up(log=say)
     except LoraforgeError as exc:
-        fail(f"the local stack did not come up: {exc}", as_json=as_json)
+        raise Unavailable(f"the local stack did not come up: {exc}") from exc
     settings = stack.client_settings()  # the stack's own ports, whatever the defaults
 
     if not paths:
-        from loraforge.stack.examples import write_example_footage
-
         say("no footage given: generating example footage from packaged photos...")
         paths = write_example_footage(settings.stack.data_dir / "example-footage")
 
@@ -92,36 +106,34 @@ def run(
     store = ObjectStore.connect(settings.s3)
     try:
         uploaded = upload_local(store, ref, paths)
-    except LoraforgeError as exc:
-        fail(str(exc), as_json=as_json, code=2)
+    except Unavailable:
+        raise
+    except LoraforgeError as exc:  # the footage given cannot be used
+        raise InvalidInput(str(exc)) from exc
     summary["inputs"] = len(uploaded)
 
     run_id = uuid.uuid4().hex[:12]
     stages = _stages(
         settings, ref, [u.key for u in uploaded], trigger, base, target, run_id, lora_type.value
     )
-    wire = scope(ref.tenant, ref.project)
-    with _progress(as_json) as progress:
+    backend = GrpcBackend(settings, tenant)
+    with backend, _progress(as_json) as progress:
         for name, starter in stages:
             task = progress.add_task(name, total=1.0)
             try:
-                job, stub, service, endpoint = starter(summary["stages"])
+                job, _stub, service, _endpoint = starter(summary["stages"])
             except grpc.RpcError as exc:
                 summary["stages"][name] = {"state": "UNAVAILABLE", "message": exc.details()}
                 progress.update(task, description=f"{name}: {exc.details()}")
                 break
             job = follow(
-                stub,
-                wire,
-                job,
-                service=service,
-                target=endpoint,
-                as_json=as_json,
+                backend,
+                Job.from_wire(job, service),
                 timeout_s=stage_timeout,
-                progress=(progress, task),
+                progress=(progress, task) if isinstance(progress, Progress) else None,
             )
             summary["stages"][name] = _job_summary(job)
-            if not is_terminal(job):
+            if not job.terminal:
                 summary["stages"][name].update(
                     state="FAILED",
                     message=f"{name} did not finish in {stage_timeout:.0f}s "
@@ -151,21 +163,6 @@ def _stages(
     lora_type: str = "character",
 ) -> list[tuple[str, Any]]:
     """(stage, start(previous stages) -> (Job, stub, service, endpoint)) in pipeline order."""
-    from loraforge.runtime.grpc_client import sync_channel
-    from loraforge.v1 import (
-        captioning_pb2,
-        captioning_pb2_grpc,
-        common_pb2,
-        curation_pb2,
-        curation_pb2_grpc,
-        ingest_pb2,
-        ingest_pb2_grpc,
-        render_pb2,
-        render_pb2_grpc,
-        trainer_pb2,
-        trainer_pb2_grpc,
-    )
-
     wire = scope(ref.tenant, ref.project)
     tiny = base.startswith("tiny-")
 
@@ -261,13 +258,6 @@ def _automatic_curation(
     stub: Any, wire: Any, ref: Any, ingest_job_id: str, wait_s: float = 10.0
 ) -> Any | None:
     """The curation job that `clips.ingested` of this ingest job started, if it shows up."""
-    import time
-
-    from loraforge.ingest.layout import ingested_event_id
-    from loraforge.runtime.job_service import follow_up_request_id
-    from loraforge.runtime.jobs import new_job_id
-    from loraforge.v1 import common_pb2
-
     request_id = follow_up_request_id(ingested_event_id(ingest_job_id))
     job_id = new_job_id(request_id, scope=f"{ref.tenant}/{ref.project}/curation")
     request = common_pb2.GetJobRequest(scope=wire, job_id=job_id)
@@ -285,8 +275,6 @@ def _automatic_curation(
 def preview_scenario(base: str, lora_key: str, trigger: str, lora_type: str = "character") -> str:
     """A small scenario that shows the trained LoRA: two shots with the trigger, and for a
     video base one transition rendered by the base model with the LoRA on it."""
-    import yaml
-
     video = base.removeprefix("tiny-").startswith("wan")
     tiny = base.startswith("tiny-")
     shots = [
@@ -317,15 +305,11 @@ def preview_scenario(base: str, lora_key: str, trigger: str, lora_type: str = "c
     return yaml.safe_dump(scenario, sort_keys=False)
 
 
-def _job_summary(job: Any) -> dict[str, Any]:
-    from loraforge.runtime.servicers import dict_from_struct
-
-    return {
-        "job_id": job.id,
-        "state": job_state(job),
-        "message": job.message,
-        "result": dict_from_struct(job.result),
-    }
+def _job_summary(job: Job | common_pb2.Job) -> dict[str, Any]:
+    """A stage in the summary (the fault suite drives the stages itself, with wire jobs)."""
+    if isinstance(job, common_pb2.Job):
+        job = Job.from_wire(job, job.kind)
+    return {"job_id": job.id, "state": job.state, "message": job.message, "result": job.result}
 
 
 class _Quiet:

@@ -26,15 +26,35 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.table import Table
 
-from loraforge.cli.output import console, emit_json, err_console, fail
-from loraforge.cli.remote import local_only
+from loraforge.cli.backend import call, local_only
+from loraforge.cli.datasets import resolve_dataset
+from loraforge.cli.jobs import POLL_S, is_terminal, job_state, scope
+from loraforge.cli.output import (
+    EXIT_FAILED,
+    EXIT_REFUSED,
+    command,
+    console,
+    err_console,
+    fail,
+    json_option,
+    show,
+)
+from loraforge.evaluation.errors import TrialFailed
+from loraforge.runtime.errors import InvalidInput, LoraforgeError, Unavailable
+from loraforge.runtime.grpc_client import sync_channel
+from loraforge.runtime.keys import ProjectRef, validate_key_part
+from loraforge.runtime.servicers import dict_from_struct, struct_from_dict
+from loraforge.runtime.settings import load_settings
+from loraforge.runtime.storage import ObjectStore
+from loraforge.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
 
 LORA_TYPES = ("character", "background", "style", "pose", "expression", "lighting", "effect")
 
 
 def register(app: typer.Typer) -> None:
-    app.command("sweep")(sweep)
+    command(app, "sweep")(sweep)
 
 
 def study_path(settings: Any, project: str, study: str) -> Path:
@@ -83,37 +103,23 @@ def sweep(
             "LoRA on real weights, else validation loss."
         ),
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+    as_json: bool = json_option(),
 ) -> None:
     """Tune training hyper-parameters with short runs on the trainer service."""
-    local_only(ctx, "sweep", as_json=as_json)
-    from loraforge.runtime.errors import LoraforgeError
-    from loraforge.runtime.keys import ProjectRef
-    from loraforge.runtime.settings import load_settings
-
+    local_only(ctx, "sweep")
     for name, value in (("--lora-type", lora_type), ("--reuse-for", reuse_for or lora_type)):
         if value not in LORA_TYPES:
-            fail(
-                f"unknown {name} {value!r}; choose from {', '.join(LORA_TYPES)}",
-                as_json=as_json,
-                code=2,
-            )
+            raise InvalidInput(f"unknown {name} {value!r}; choose from {', '.join(LORA_TYPES)}")
     if objective not in ("auto", *OBJECTIVE_NAMES):
-        fail(
-            f"unknown --objective {objective!r}; choose from auto, {', '.join(OBJECTIVE_NAMES)}",
-            as_json=as_json,
-            code=2,
+        raise InvalidInput(
+            f"unknown --objective {objective!r}; choose from auto, {', '.join(OBJECTIVE_NAMES)}"
         )
-    try:
-        settings = load_settings()
-        ref = ProjectRef(tenant, project)
-        from loraforge.runtime.keys import validate_key_part
-        from loraforge.trainer.presets import get_preset
+    settings = load_settings()
+    ref = ProjectRef(tenant, project)
+    from loraforge.trainer.presets import get_preset  # imports torch (seconds)
 
-        get_preset(base)
-        study = validate_key_part(study or f"{base}-{lora_type}".replace(".", "_"))
-    except LoraforgeError as exc:
-        fail(str(exc), as_json=as_json, code=2)
+    get_preset(base)
+    study = validate_key_part(study or f"{base}-{lora_type}".replace(".", "_"))
 
     try:
         view = run_study(
@@ -128,17 +134,15 @@ def sweep(
             max_steps=max_steps,
             trial_timeout_s=trial_timeout_s,
             seed=seed,
-            as_json=as_json,
             objective=objective,
         )
-    except LoraforgeError as exc:
-        fail(str(exc), as_json=as_json, code=2)
-    if as_json:
-        emit_json(view)
-    else:
-        _print(view)
+    except Unavailable:
+        raise
+    except LoraforgeError as exc:  # run_study raises it for input it cannot use (exit 2)
+        fail(str(exc), code=EXIT_REFUSED)
+    show(view, _print)
     if view["best_trial"] is None:
-        raise SystemExit(1)
+        raise SystemExit(EXIT_FAILED)  # the view says no trial completed
 
 
 def run_study(
@@ -154,7 +158,6 @@ def run_study(
     max_steps: int = 0,
     trial_timeout_s: float = 3600.0,
     seed: int = 0,
-    as_json: bool = True,
     space: Any = None,
     objective: str = "auto",
 ) -> dict[str, Any]:
@@ -164,13 +167,14 @@ def run_study(
     overrides the family's default search space; `objective` is auto, likeness or
     validation_loss (module docstring).
     Raises LoraforgeError for bad input; the caller decides how to report it."""
+    # the sweep's libraries import optuna and torch (seconds): only `sweep` pays for them
     from loraforge.evaluation.sweep import (
         best_params_for_reuse,
         default_space,
         load_study,
         run_sweep,
     )
-    from loraforge.trainer.config import checkpoint_interval
+    from loraforge.trainer.config import checkpoint_interval, effective_defaults
     from loraforge.trainer.presets import get_preset
 
     preset = get_preset(base)
@@ -178,8 +182,6 @@ def run_study(
     goal = choose_objective(objective, lora_type, preset)
     space = space or default_space(preset.family)
     # one evaluation cadence for every trial (about four evaluations of the shortest)
-    from loraforge.trainer.config import effective_defaults
-
     steps = space.get("steps")
     shortest = min(
         getattr(steps, "low", None) or effective_defaults(base)["steps"], max_steps or 10**9
@@ -192,7 +194,6 @@ def run_study(
         dataset_id,
         max_steps=max_steps,
         timeout_s=trial_timeout_s,
-        as_json=as_json,
         study=study,
         trial_extra=trial_extra,
         objective=goal,
@@ -258,7 +259,7 @@ def choose_objective(objective: str, lora_type: str, preset: Any) -> str:
 def trainer_extra(extra: dict[str, Any]) -> dict[str, Any]:
     """The search space's schedule knobs -> the trainer's RunConfig fields
     (evaluation/sweep.py: schedule_extra)."""
-    from loraforge.evaluation.sweep import schedule_extra
+    from loraforge.evaluation.sweep import schedule_extra  # imports optuna
 
     return schedule_extra(extra)
 
@@ -268,8 +269,8 @@ def training_run(
 ) -> dict[str, Any]:
     """Sweep parameters -> TrainingRun fields: what the space searches (alpha from the alpha
     ratio, the family's schedule knobs in `extra`); the rest stays unset = family default."""
-    from loraforge.evaluation.sweep import training_fields
-    from loraforge.trainer.config import effective_defaults
+    from loraforge.evaluation.sweep import training_fields  # imports optuna
+    from loraforge.trainer.config import effective_defaults  # imports torch
 
     d = effective_defaults(base)  # what the trainer resolves an unset field to
     fields = training_fields(params, d["rank"], max_steps=max_steps, default_steps=d["steps"])
@@ -278,8 +279,8 @@ def training_run(
 
 def trial_score(objective: str, result: dict[str, Any], job_id: str) -> Any:
     """A finished job's result -> the trial's TrialScore (value and why)."""
-    from loraforge.evaluation.sweep import TrialScore
-    from loraforge.trainer.sweep_trials import validation_score
+    from loraforge.evaluation.sweep import TrialScore  # imports optuna
+    from loraforge.trainer.sweep_trials import validation_score  # imports torch
 
     vals = {int(k): float(v) for k, v in (result.get("val_losses") or {}).items()}
     if objective == "validation_loss":
@@ -322,7 +323,6 @@ def make_trial_runner(
     *,
     max_steps: int,
     timeout_s: float,
-    as_json: bool,
     study: str,
     trial_extra: dict[str, Any] | None = None,
     objective: str = "validation_loss",
@@ -335,16 +335,7 @@ def make_trial_runner(
     def run(params: dict, report: Callable[[int, float], None]) -> Any:
         import optuna
 
-        from loraforge.cli.jobs import POLL_S, call, is_terminal, job_state, scope
-        from loraforge.evaluation.errors import TrialFailed
-        from loraforge.runtime.grpc_client import sync_channel
-        from loraforge.runtime.servicers import dict_from_struct, struct_from_dict
-        from loraforge.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
-
         if state["dataset"] is None:
-            from loraforge.cli.datasets import resolve_dataset
-            from loraforge.runtime.storage import ObjectStore
-
             state["dataset"], _ = resolve_dataset(ObjectStore.connect(settings.s3), ref, None)
         fields = training_run(params, dataset_id=state["dataset"], base=base, max_steps=max_steps)
         extra = {**fields.pop("extra"), **(trial_extra or {})}  # already the trainer's names
@@ -367,9 +358,7 @@ def make_trial_runner(
                 request_id=f"sweep-{study}-{uuid.uuid4().hex[:12]}",
                 run=common_pb2.TrainingRun(**fields, extra=struct_from_dict(extra)),
             )
-            job = call(
-                stub.StartTraining, request, service="trainer", target=target, as_json=as_json
-            )
+            job = call(stub.StartTraining, request, service="trainer", target=target)
             get = common_pb2.GetJobRequest(scope=sc, job_id=job.id)
             deadline = time.monotonic() + timeout_s
             try:
@@ -385,7 +374,7 @@ def make_trial_runner(
                             f"training job {job.id} did not finish within {timeout_s:.0f} s"
                         )
                     time.sleep(POLL_S)
-                    job = call(stub.GetJob, get, service="trainer", target=target, as_json=as_json)
+                    job = call(stub.GetJob, get, service="trainer", target=target)
             except optuna.TrialPruned:
                 if not is_terminal(job):  # free the trainer for the next trial
                     stub.CancelJob(common_pb2.CancelJobRequest(scope=sc, job_id=job.id), timeout=10)
@@ -403,8 +392,6 @@ def make_trial_runner(
 
 
 def _print(view: dict[str, Any]) -> None:
-    from rich.table import Table
-
     table = Table("trial", "state", view["objective"], "params", "why")
     for t in view["trials"]:
         value = "" if t["value"] is None else f"{t['value']:.5g}"

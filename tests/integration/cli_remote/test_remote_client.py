@@ -1,4 +1,5 @@
-"""loraforge.cli.remote.Remote against httpx.MockTransport: retries and error messages."""
+"""loraforge.cli.remote.Remote against httpx.MockTransport: retries, error messages and the
+exit code each error gets (loraforge.cli.output.exit_code)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import httpx
 import pytest
 
 from loraforge.cli import remote as remote_mod
+from loraforge.cli.backend import local_only
+from loraforge.cli.output import exit_code
 from loraforge.cli.remote import Remote
+from loraforge.runtime.errors import LoraforgeError
 
 
 def _problem(status: int, detail: str, **headers: str) -> httpx.Response:
@@ -35,7 +39,7 @@ def test_retries_502_503_504_then_succeeds():
         seen.append(request.headers["X-API-Key"])
         return _problem(503, "busy") if len(seen) < 3 else httpx.Response(200, json={"jobs": []})
 
-    assert _remote(handler).request("GET", "/v1/jobs", as_json=True) == {"jobs": []}
+    assert _remote(handler).request("GET", "/v1/jobs") == {"jobs": []}
     assert seen == ["lf_k"] * 3
 
 
@@ -50,25 +54,25 @@ def test_retries_502_503_504_then_succeeds():
         (504, {}, ["unavailable (504)"], 1),
     ],
 )
-def test_problem_details_become_cli_errors(status, headers, words, code, capsys):
+def test_problem_details_become_cli_errors(status, headers, words, code):
     calls = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(1)
         return _problem(status, "nope", **headers)
 
-    with pytest.raises(SystemExit) as exc:
-        _remote(handler).request("GET", "/v1/jobs", as_json=True)
-    assert exc.value.code == code
-    out = capsys.readouterr().out
+    with pytest.raises(LoraforgeError) as exc:
+        _remote(handler).request("GET", "/v1/jobs")
+    assert exit_code(exc.value) == code
+    out = str(exc.value)
     assert all(w in out for w in words), out
     assert len(calls) == (4 if status == 504 else 1)
 
 
-def test_local_only_names_the_command(capsys):
+def test_local_only_names_the_command():
     import click
 
     ctx = click.Context(click.Command("sweep"), obj=remote_mod.CliContext(api="http://gw"))
-    with pytest.raises(SystemExit) as exc:
-        remote_mod.local_only(ctx, "sweep", as_json=False)
-    assert exc.value.code == 2 and "local-only" in capsys.readouterr().err
+    with pytest.raises(LoraforgeError) as exc:
+        local_only(ctx, "sweep")
+    assert exit_code(exc.value) == 2 and "`loraforge sweep` is local-only" in str(exc.value)

@@ -109,7 +109,6 @@ async def test_a_run_with_nothing_set_resolves_the_same_through_every_path(
         DS,
         max_steps=STEPS,
         timeout_s=120,
-        as_json=True,
         study="defaults",
         trial_extra=NO_PREVIEWS,
         objective="validation_loss",

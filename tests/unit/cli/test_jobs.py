@@ -1,4 +1,5 @@
-"""loraforge.cli.jobs without a server: the error policy of `call` and how `follow` polls."""
+"""The CLI's error policy and job following without a server: gRPC statuses become the
+project's errors, each error one exit code, and how `follow` polls."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import json
 import grpc
 import pytest
 
-from loraforge.cli import jobs
+from loraforge.cli import jobs, output
+from loraforge.cli.backend import RPC_TIMEOUT_S, GrpcBackend, Job, call
+from loraforge.runtime.errors import LoraforgeError
+from loraforge.runtime.settings import load_settings
 from loraforge.v1 import common_pb2
 
 
@@ -35,13 +39,18 @@ def _raise(code: grpc.StatusCode, details: str = "why"):
         (grpc.StatusCode.UNAVAILABLE, 1, "loraforge stack up"),
         (grpc.StatusCode.DEADLINE_EXCEEDED, 1, "LORAFORGE_ENDPOINTS__CAPTIONING"),
         (grpc.StatusCode.INVALID_ARGUMENT, 2, "why"),
+        (grpc.StatusCode.NOT_FOUND, 2, "NOT_FOUND: why"),  # as a gateway's 404
         (grpc.StatusCode.INTERNAL, 1, "INTERNAL: why"),
     ],
 )
 def test_call_maps_failures_to_exit_codes(code, exit_code, says, capsys) -> None:
-    with pytest.raises(SystemExit) as exc:
-        jobs.call(_raise(code), object(), service="captioning", target="h:1", as_json=True)
-    assert exc.value.code == exit_code
+    with pytest.raises(LoraforgeError) as exc:
+        call(_raise(code), object(), service="captioning", target="h:1")
+    assert output.exit_code(exc.value) == exit_code and says in str(exc.value)
+    # the one place that prints it: JSON on stdout with --json
+    with pytest.raises(SystemExit) as done:
+        output.fail(str(exc.value), as_json=True, code=output.exit_code(exc.value))
+    assert done.value.code == exit_code
     assert says in json.loads(capsys.readouterr().out)["error"]
 
 
@@ -52,44 +61,51 @@ def test_call_passes_a_deadline() -> None:
         seen["timeout"] = timeout
         return "job"
 
-    assert jobs.call(method, object(), service="x", target="h:1", as_json=False) == "job"
-    assert seen["timeout"] == jobs.RPC_TIMEOUT_S
+    assert call(method, object(), service="x", target="h:1") == "job"
+    assert seen["timeout"] == RPC_TIMEOUT_S
 
 
-def _job(state: int, progress: float = 0.0) -> common_pb2.Job:
-    return common_pb2.Job(id="j1", state=state, progress=progress, message=f"at {progress}")
+def _job(state: str, progress: float = 0.0) -> Job:
+    return Job(
+        id="j1",
+        service="captioning",
+        kind="captioning",
+        state=state,
+        project="jane",
+        tenant="acme",
+        progress=progress,
+        message=f"at {progress}",
+    )
 
 
-class _Stub:
-    def __init__(self, jobs_: list[common_pb2.Job], interrupt: bool = False):
-        self.jobs, self.interrupt, self.requests = list(jobs_), interrupt, []
+class _Backend:
+    """What `follow` asks of a backend: `get` (answers in turn) and `cancel_hint` (the local
+    stack's)."""
 
-    def GetJob(self, request, timeout):
-        self.requests.append(request)
+    where, tenant = "test", "acme"
+
+    def __init__(self, answers: list[Job], interrupt: bool = False):
+        self.answers, self.interrupt, self.asked = list(answers), interrupt, []
+
+    def get(self, kind: str, project: str, job_id: str) -> Job:
+        self.asked.append((kind, project, job_id))
         if self.interrupt:
             raise KeyboardInterrupt
-        return self.jobs.pop(0)
+        return self.answers.pop(0)
+
+    def cancel_hint(self, job: Job) -> str:
+        return GrpcBackend(load_settings(), "acme").cancel_hint(job)
 
 
 def test_follow_polls_until_the_job_ends(monkeypatch) -> None:
     monkeypatch.setattr(jobs, "POLL_S", 0.0)
-    stub = _Stub([])
-    scope = jobs.scope("acme", "jane")
-    for as_json in (True, False):
-        stub.jobs = [
-            _job(common_pb2.JOB_STATE_RUNNING, 0.5),
-            _job(common_pb2.JOB_STATE_SUCCEEDED, 1.0),
-        ]
-        done = jobs.follow(
-            stub,
-            scope,
-            _job(common_pb2.JOB_STATE_PENDING),
-            service="x",
-            target="h:1",
-            as_json=as_json,
-        )
-        assert jobs.job_state(done) == "SUCCEEDED" and jobs.is_terminal(done)
-    assert stub.requests[0].job_id == "j1" and stub.requests[0].scope.project == "jane"
+    backend = _Backend([])
+    for quiet in (True, False):
+        monkeypatch.setattr(jobs, "wants_json", lambda quiet=quiet: quiet)
+        backend.answers = [_job("RUNNING", 0.5), _job("SUCCEEDED", 1.0)]
+        done = jobs.follow(backend, _job("PENDING"))  # type: ignore[arg-type]
+        assert done.state == "SUCCEEDED" and done.terminal
+    assert backend.asked[0] == ("captioning", "jane", "j1")
 
 
 def test_follow_gives_up_at_its_timeout_and_draws_into_a_given_bar(monkeypatch) -> None:
@@ -100,40 +116,30 @@ def test_follow_gives_up_at_its_timeout_and_draws_into_a_given_bar(monkeypatch) 
         def update(self, task, **kw):
             updates.append((task, kw["completed"]))
 
-    stub = _Stub([_job(common_pb2.JOB_STATE_RUNNING, 0.3)] * 1000)
+    backend = _Backend([_job("RUNNING", 0.3)] * 1000)
     job = jobs.follow(
-        stub,
-        jobs.scope("acme", "jane"),
-        _job(common_pb2.JOB_STATE_RUNNING, 0.1),
-        service="x",
-        target="h:1",
-        as_json=False,
+        backend,  # type: ignore[arg-type]
+        _job("RUNNING", 0.1),
         timeout_s=0.0,
-        progress=(Bar(), 7),
+        progress=(Bar(), 7),  # type: ignore[arg-type]
     )
-    assert jobs.job_state(job) == "RUNNING" and updates[0] == (7, pytest.approx(0.1))
+    assert job.state == "RUNNING" and updates[0] == (7, pytest.approx(0.1))
 
 
-def test_ctrl_c_stops_following_and_says_the_job_keeps_running(monkeypatch, capsys) -> None:
+def test_ctrl_c_stops_following_and_says_the_job_keeps_running(monkeypatch) -> None:
     monkeypatch.setattr(jobs, "POLL_S", 0.0)
-    with pytest.raises(SystemExit) as exc:
-        jobs.follow(
-            _Stub([], interrupt=True),
-            jobs.scope("acme", "jane"),
-            _job(common_pb2.JOB_STATE_RUNNING),
-            service="captioning",
-            target="h:1",
-            as_json=True,
-        )
-    assert exc.value.code == 130
-    error = json.loads(capsys.readouterr().out)["error"]
+    monkeypatch.setattr(jobs, "wants_json", lambda: True)
+    with pytest.raises(output.Interrupted) as exc:
+        jobs.follow(_Backend([], interrupt=True), _job("RUNNING"))  # type: ignore[arg-type]
+    assert output.exit_code(exc.value) == 130
+    error = str(exc.value)
     assert "keeps running" in error and "CancelJob" in error and "j1" in error
 
 
 def test_preview_note_says_each_rendered_step_once() -> None:
     from google.protobuf import struct_pb2
 
-    job = _job(common_pb2.JOB_STATE_RUNNING, 0.5)
+    job = common_pb2.Job(id="j1", state=common_pb2.JOB_STATE_RUNNING, progress=0.5)
     announced: set[int] = set()
     assert jobs.preview_note(jobs.job_result(job), announced) is None  # no result yet
     result = struct_pb2.Struct()
