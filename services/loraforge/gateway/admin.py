@@ -17,7 +17,12 @@ import json
 import sys
 from typing import Any
 
+from loraforge.gateway.auth import create_api_key
+from loraforge.gateway.config import gateway_bucket
+from loraforge.gateway.state import GatewayState
 from loraforge.runtime.errors import ConfigurationError, LoraforgeError
+from loraforge.runtime.events import EventBus
+from loraforge.runtime.jobs import JobStore
 from loraforge.runtime.settings import Settings, load_settings
 
 
@@ -43,12 +48,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 async def run(settings: Settings, argv: list[str]) -> dict[str, Any]:
-    from loraforge.gateway.auth import create_api_key
-    from loraforge.gateway.config import gateway_bucket
-    from loraforge.gateway.state import GatewayState
-    from loraforge.runtime.events import EventBus
-    from loraforge.runtime.jobs import JobStore
-
     args = parser().parse_args(argv)
     bus = await EventBus.connect(settings.nats, name="gateway-admin")
     try:

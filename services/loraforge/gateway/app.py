@@ -7,8 +7,8 @@ from settings, tests build them against their own NATS, S3 and in-process backen
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -33,6 +33,8 @@ from loraforge.gateway.routers import (
     webhooks,
 )
 from loraforge.gateway.state import GatewayState
+from loraforge.gateway.webhooks import WebhookDispatcher
+from loraforge.runtime.egress import EgressPolicy
 from loraforge.runtime.events import EventBus
 from loraforge.runtime.healthcheck import grpc_health
 from loraforge.runtime.jobs import JobStore
@@ -63,7 +65,7 @@ def create_app(
     state: GatewayState,
     bus: EventBus | None = None,
     config: GatewayConfig | None = None,
-    webhook_dispatcher: Any = None,
+    webhook_dispatcher: WebhookDispatcher | None = None,
 ) -> FastAPI:
     """`bus` given: webhook deliveries run while the app runs (needs the ASGI lifespan)."""
     config = config or GatewayConfig()
@@ -84,11 +86,8 @@ def create_app(
     )
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if bus is not None and gw.webhooks is None:
-            from loraforge.gateway.webhooks import WebhookDispatcher
-            from loraforge.runtime.egress import EgressPolicy
-
             gw.webhooks = WebhookDispatcher(
                 state,
                 jobs_store,

@@ -15,6 +15,7 @@ from loraforge.gateway.clients import BackendClients
 from loraforge.gateway.config import GatewayConfig
 from loraforge.gateway.models import SLUG_PATTERN, Link
 from loraforge.gateway.state import GatewayState
+from loraforge.gateway.webhooks import WebhookDispatcher
 from loraforge.runtime.jobs import JobStore
 from loraforge.runtime.metrics import Metrics
 from loraforge.runtime.settings import Settings
@@ -33,7 +34,7 @@ class Gateway:
     state: GatewayState
     auth: AuthContext
     metrics: Metrics
-    webhooks: Any = None  # WebhookDispatcher, when events are consumed
+    webhooks: WebhookDispatcher | None = None  # when events are consumed
     extra: dict[str, Any] = field(default_factory=dict)
 
     async def blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -5,21 +5,20 @@ from __future__ import annotations
 import asyncio
 import sys
 
+import uvicorn
+
+from loraforge.gateway.app import create_app
+from loraforge.gateway.auth import write_dev_key
+from loraforge.gateway.clients import BackendClients
+from loraforge.gateway.config import gateway_bucket
+from loraforge.gateway.state import GatewayState
 from loraforge.runtime.errors import ConfigurationError, Unavailable
+from loraforge.runtime.host import connect_clients
 from loraforge.runtime.logging import configure_logging
 from loraforge.runtime.settings import Environment, Settings, load_settings
 
 
 async def serve(settings: Settings) -> None:
-    import uvicorn
-
-    from loraforge.gateway.app import create_app
-    from loraforge.gateway.auth import write_dev_key
-    from loraforge.gateway.clients import BackendClients
-    from loraforge.gateway.config import gateway_bucket
-    from loraforge.gateway.state import GatewayState
-    from loraforge.runtime.host import connect_clients
-
     clients = await connect_clients("gateway", settings)  # NATS + S3 + job store, with retries
     backends = BackendClients.from_settings(settings.endpoints)
     state = await GatewayState.open(

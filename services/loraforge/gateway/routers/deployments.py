@@ -46,6 +46,7 @@ from loraforge.gateway.deps import Gateway, gw, project_of
 from loraforge.gateway.models import Job
 from loraforge.gateway.problems import PROBLEM_RESPONSES
 from loraforge.gateway.routers.compat import compat_project
+from loraforge.ingest.layout import original_key
 from loraforge.library.deployments import GenerationDefaults, PromptSettings
 from loraforge.runtime.errors import InvalidInput, NotFound
 from loraforge.runtime.keys import ProjectRef
@@ -173,8 +174,6 @@ class CallBody(BaseModel):
 async def input_image(g: Gateway, ref: ProjectRef, value: str, label: str) -> str:
     """A call's image as a raw key of the project: a key is kept (the render service checks
     it), a data: URL is stored content-addressed like an upload."""
-    from loraforge.ingest.layout import original_key
-
     if not value or not value.startswith("data:"):
         if value.startswith(("http://", "https://")):
             raise InvalidInput(
