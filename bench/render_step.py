@@ -32,18 +32,12 @@ import gc
 import platform
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-try:
-    import loraforge  # noqa: F401
-except ImportError:  # a checkout that is not pip-installed: the package is services/loraforge
-    sys.path.insert(0, str(ROOT / "services"))
-sys.path.insert(0, str(ROOT / "bench"))
-
+# `python bench/render_step.py` puts bench/ on sys.path (train_step's builder below); the
+# package comes from the install (`make install`), as in train_step.py.
 from loraforge.render.device import (
     GiB,
     MemoryPlan,
@@ -280,7 +274,8 @@ def bench_preset(
             )
         except torch.OutOfMemoryError as exc:
             print(
-                f"| {name} | {mode} | {plan.offload} | {w}x{h}x{f} | OOM | | | | | {str(exc)[:60]} |",
+                f"| {name} | {mode} | {plan.offload} | {w}x{h}x{f} | OOM | | | | | "
+                f"{str(exc)[:60]} |",
                 file=out,
                 flush=True,
             )

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/train_step.py                         # every tiny preset, CPU
     .venv/bin/python bench/train_step.py --preset tiny-wan2.1-t2v --resolution 64 --frames 9
-    .venv/bin/python bench/train_step.py --preset wan2.1-t2v-1.3b --full --resolution 480p --frames 33
+    ... --preset wan2.1-t2v-1.3b --full --resolution 480p --frames 33    # a real size
     ... --profile 30      # then one step under torch.profiler: time per op category, top 30 ops
 
 Random weights only. Tiny presets (default) build the whole tiny pipeline; ``--full`` builds

@@ -64,9 +64,8 @@ def main() -> None:
         )
         _, mismatch, errors = filecmp.cmpfiles(tmp, OUT, names, shallow=False)
         if mismatch or errors or names != committed:
-            sys.exit(
-                f"services/loraforge/v1 is stale ({mismatch + errors or 'file set differs'}); run `make proto`"
-            )
+            stale = mismatch + errors or "file set differs"
+            sys.exit(f"services/loraforge/v1 is stale ({stale}); run `make proto`")
     print("services/loraforge/v1 is up to date")
 
 
