@@ -197,6 +197,7 @@ class Backend(Protocol):
     def tenant(self) -> str | None:
         """The tenant acted for; None: the API key's."""
 
+    def ensure_project(self, project: str) -> None: ...
     def start(self, kind: str, project: str, fields: dict[str, Any]) -> Job: ...
     def get(self, kind: str, project: str, job_id: str) -> Job: ...
     def list_jobs(
@@ -345,6 +346,10 @@ class GrpcBackend:
         if self._store is None:
             self._store = ObjectStore.connect(self.settings.s3)
         return self._store
+
+    def ensure_project(self, project: str) -> None:
+        """Nothing to do: a job's start makes its project exist (runtime/projects.py)."""
+        self.ref(project)
 
     def start(self, kind: str, project: str, fields: dict[str, Any]) -> Job:
         method, message = _STARTS[kind]
@@ -699,9 +704,11 @@ class HttpBackend:
         self.remote = remote
         self.where = remote.api
 
+    def ensure_project(self, project: str) -> None:
+        """Create it when the key's tenant has none of that name (uploads need it)."""
+        self.remote.ensure_project(project)
+
     def start(self, kind: str, project: str, fields: dict[str, Any]) -> Job:
-        if kind == "ingest":
-            self.remote.ensure_project(project)  # ingest is the first stage: it makes one
         body = {k: v for k, v in fields.items() if v is not None}
         body.setdefault("request_id", f"cli-{uuid.uuid4().hex}")
         path = f"/v1/projects/{project}/{SEGMENTS[kind]}"

@@ -61,6 +61,7 @@ def ingest(
 ) -> None:
     """Cut footage into training clips and keyframes (the first pipeline stage)."""
     with backend_of(ctx, tenant) as backend:
+        backend.ensure_project(project)  # ingest is the first stage: it may make the project
         keys, local_names = _resolve_sources(backend, project, sources)
         job = backend.start(
             "ingest",
