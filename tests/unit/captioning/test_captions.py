@@ -40,12 +40,12 @@ class HedgingVlm:
     name = "fake-vlm"
     TEXTS = (
         (
-            "The video shows a woman who appears to be smiling, possibly in a park. She has blue eyes "
-            "and long brown hair, wearing a red jacket while she walks toward the camera"
+            "The video shows a woman who appears to be smiling, possibly in a park. She has blue "
+            "eyes and long brown hair, wearing a red jacket while she walks toward the camera"
         ),
         (
-            "A woman with short black hair seems to be sitting in a kitchen, likely wearing a white "
-            "shirt. It appears that she might be talking. Fair skin, oval face"
+            "A woman with short black hair seems to be sitting in a kitchen, likely wearing a "
+            "white shirt. It appears that she might be talking. Fair skin, oval face"
         ),
         "This image depicts a woman standing on a city street at night, probably wearing glasses",
     )
@@ -121,7 +121,8 @@ def test_dominant_colours_of_real_keyframes(tmp_path: Path) -> None:
 
 def test_effect_motion_is_identical_across_samples_and_distilled() -> None:
     drafts = [
-        "a man standing in a street, golden coins fall from the sky, coins swirl around the subject",
+        "a man standing in a street, golden coins fall from the sky, "
+        "coins swirl around the subject",
         "a woman in a park, golden coins fall from the sky, the coins pile up",
         "a child in a bedroom, golden coins fall from the sky, coins swirl around the subject",
         "an old man at a beach, golden coins fall from the sky, coins swirl around the subject",

@@ -163,6 +163,6 @@ def test_reader_catches_a_broken_zip(items, tmp_path: Path) -> None:
             if n != "video_3.mp4":
                 dst.writestr(n, src.read(n))
     with pytest.raises(
-        ExportRefused, match="video_3.mp4 is named in data.jsonl but not in the zip"
+        ExportRefused, match=r"video_3\.mp4 is named in data\.jsonl but not in the zip"
     ):
         read("wan-i2v-zip", broken)

@@ -9,6 +9,7 @@ import os
 
 import pytest
 import typer
+from typer.testing import CliRunner
 
 from loraforge.cli import sweep_cmd
 
@@ -16,7 +17,6 @@ from loraforge.cli import sweep_cmd
 app = typer.Typer(pretty_exceptions_enable=False)
 app.callback()(lambda: None)
 sweep_cmd.register(app)
-from typer.testing import CliRunner
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -62,7 +62,7 @@ def test_without_a_model_adherence_is_skipped_with_a_note():
 
 
 def test_missing_model_directory_is_a_configuration_error(tmp_path):
-    with pytest.raises(BackendUnavailable, match="config.json"):
+    with pytest.raises(BackendUnavailable, match=r"config\.json"):
         ClipScorer(tmp_path)
 
 

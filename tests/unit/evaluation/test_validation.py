@@ -22,8 +22,8 @@ def test_records_survive_a_restart_and_replace_by_step(tmp_path):
 
 def test_best_step_prefers_the_earlier_on_a_tie():
     log = ValidationLog()
-    for s, l in [(300, 0.2), (100, 0.3), (200, 0.2)]:
-        log.record(ValidationRecord(s, l, TS, 0, 4))
+    for step, loss in [(300, 0.2), (100, 0.3), (200, 0.2)]:
+        log.record(ValidationRecord(step, loss, TS, 0, 4))
     assert log.best_step() == 200
     assert ValidationLog().best_step() is None
 

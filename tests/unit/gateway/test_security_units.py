@@ -72,7 +72,7 @@ def test_presigned_put_signs_content_length_per_sigv4() -> None:
     assert urlsplit(url).path == "/raw/_staging/gw.a.b.c"
     other = presigned_put_sized(s3, "raw", "_staging/gw.a.b.c", 1001, 3600, now=when)
     assert parse_qs(urlsplit(other).query)["X-Amz-Signature"] != q["X-Amz-Signature"]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="expires_s must be"):
         presigned_put_sized(s3, "raw", "k", 10, 8 * 24 * 3600)
 
 
