@@ -33,7 +33,11 @@ from loraforge.runtime.jobs import Job
 from loraforge.runtime.k8s_controller import JobSpecs, Relay, relay_job, run_work_in_pod
 from loraforge.runtime.k8s_jobs import job_name, validate_run_id
 from loraforge.runtime.params import TrainingParams
+from loraforge.runtime.settings import load_settings
 from loraforge.runtime.storage import Bucket, ObjectStore
+from loraforge.trainer.k8s_controller import TrainingJobController
+from loraforge.trainer.run.layout import record_key
+from loraforge.trainer.worker import TrainingWork
 
 # progress fields of the pod's lines relayed as they are (LivePreviews.announce)
 PREVIEW_FIELDS = ("preview_step", "preview_keys", "previews")
@@ -85,8 +89,6 @@ class KubernetesTraining:
         refused with a message that says so."""
         if not settings.k8s.training_jobs:
             return None
-        from loraforge.trainer.k8s_controller import TrainingJobController
-
         try:
             controller = TrainingJobController.from_cluster(
                 settings.k8s.namespace, settings.k8s.trainer_image
@@ -124,21 +126,22 @@ class KubernetesTraining:
     def _finish(
         self, job: Job, name: str, prefix: str, final: Any, tail: list[str]
     ) -> dict[str, Any]:
-        from loraforge.trainer.worker import RECORD
-
+        record = record_key(prefix)
         lines = "\n".join(tail) or "(no log lines)"
         if final.state == "CANCELLED":
             raise Cancelled(f"Kubernetes Job {name} of job {job.id} was deleted before it ended")
         if final.state == "FAILED":
             raise KubernetesJobFailed(
-                f"Kubernetes Job {name} failed ({final.message}); its pod's last log lines:\n{lines}"
+                f"Kubernetes Job {name} failed ({final.message}); its pod's last log "
+                f"lines:\n{lines}"
             )
-        if self.store.stat(Bucket.LORAS, f"{prefix}/{RECORD}") is None:
+        if self.store.stat(Bucket.LORAS, record) is None:
             raise KubernetesJobFailed(
-                f"Kubernetes Job {name} completed but wrote no loras/{prefix}/{RECORD}; its "
+                f"Kubernetes Job {name} completed but wrote no loras/{record}; its "
                 f"pod's last log lines:\n{lines}"
             )
-        return self.store.get_json(Bucket.LORAS, f"{prefix}/{RECORD}")
+        committed: dict[str, Any] = self.store.get_json(Bucket.LORAS, record)
+        return committed
 
 
 # ----------------------------------------------------------------------------------- pod side
@@ -154,9 +157,6 @@ def run_in_pod(
 ) -> int:
     """``loraforge-train --run RUN_ID`` without ``--run-config-dir``: 0 done, 3 cancelled;
     InvalidInput (exit 2 in the CLI) and other errors propagate."""
-    from loraforge.runtime.settings import load_settings
-    from loraforge.trainer.worker import TrainingWork
-
     settings = settings or load_settings()
     store = ObjectStore.connect(settings.s3)
     job = read_spec(store, validate_run_id(run_id))

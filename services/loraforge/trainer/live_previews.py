@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from loraforge.runtime.storage import Bucket, ObjectStore
+from loraforge.trainer.run.layout import preview_key
 
 
 def lora_artifact(obj: Any, kind: str) -> dict[str, Any]:
@@ -26,10 +27,6 @@ def lora_artifact(obj: Any, kind: str) -> dict[str, Any]:
 def content_type(path: Path) -> str:
     """A preview's still (NN.png), contact strip (NN_strip.png) or clip (NN.mp4)."""
     return {".mp4": "video/mp4"}.get(path.suffix, "image/png")
-
-
-def preview_key(prefix: str, step: int, path: Path) -> str:
-    return f"{prefix}/previews/step-{step}/{path.name}"
 
 
 class LivePreviews:

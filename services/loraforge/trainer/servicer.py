@@ -13,6 +13,8 @@ from loraforge.runtime.servicers import (
     present_fields,
     scope_from_wire,
 )
+from loraforge.trainer.presets import get_preset
+from loraforge.trainer.run.options import refuse_conflicts, refuse_kubernetes, validate_extra
 from loraforge.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
 
 # TrainingRun's numbers are proto3 `optional`: a set value (0 included) is validated as sent.
@@ -48,9 +50,6 @@ class TrainerServicer(JobCalls, trainer_pb2_grpc.TrainerServiceServicer):
         params = training_params_from_wire(request)
         # Refuse what can never run before a job exists: an unknown preset, unknown or
         # mistyped options in extra, Kubernetes runs on a service without Kubernetes Jobs.
-        from loraforge.trainer.presets import get_preset
-        from loraforge.trainer.worker import refuse_conflicts, refuse_kubernetes, validate_extra
-
         get_preset(params.base_preset)
         validate_extra(params.extra)
         refuse_conflicts(params)

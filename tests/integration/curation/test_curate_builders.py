@@ -131,15 +131,16 @@ async def test_curate_background_and_style_then_export_kohya(
 
     # the trainer lays the same derived images out for an image model (tiny-sdxl), with captions
     from loraforge.runtime.params import TrainingParams
-    from loraforge.trainer.worker import TrainingWork
+    from loraforge.trainer.run.fetch import fetch_dataset
 
-    info = await asyncio.to_thread(
-        TrainingWork(store, workdir_root=tmp_path / "trainer")._download,
+    fetched = await asyncio.to_thread(
+        fetch_dataset,
+        store,
         ProjectRef(TENANT, PROJECT),
         TrainingParams(dataset_id=out["dataset_id"], base_preset="tiny-sdxl"),
         tmp_path / "train" / "dataset",
     )
-    assert info["samples"] == 2 and info["lora_type"] == "background"
+    assert fetched.samples == 2 and fetched.lora_type == "background"
     laid = sorted((tmp_path / "train" / "dataset" / "images").glob("*.png"))
     assert [p.stem for p in laid] == sorted(i["clip_id"] for i in items)
 

@@ -17,7 +17,10 @@ from loraforge.runtime.params import TrainingParams
 from loraforge.runtime.storage import Bucket
 from loraforge.trainer.cache import ObjectStoreCacheStore
 from loraforge.trainer.train import STATE_FILE, Trainer
-from loraforge.trainer.worker import TrainingWork, run_prefix
+from loraforge.trainer.run.context import Workspace, run_config
+from loraforge.trainer.run.fetch import fetch_dataset
+from loraforge.trainer.run.layout import run_prefix
+from loraforge.trainer.run.sync import CheckpointSync
 from loraforge.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
 
 from .test_trainer_service import (  # noqa: F401 (fixture)
@@ -77,15 +80,16 @@ async def test_redelivered_job_resumes_from_its_uploaded_checkpoint(
     )
 
     # An earlier delivery of another job crashed after uploading its step-2 checkpoint: made
-    # here with the worker's own download, config and upload.
+    # here with the worker's own parts: dataset fetch, run config and checkpoint sync.
     job_id = new_job_id("resume-crashed", scope=f"{TENANT}/{PROJECT}/trainer")
-    work = TrainingWork(store, workdir_root=tmp_path / "crashed")
     params = TrainingParams.model_validate({**RUN, "extra": {}})
-    info = work._download(ref, params, tmp_path / "crashed" / "dataset")
-    config = work._config(params, info, tmp_path / "crashed")
+    dataset = fetch_dataset(store, ref, params, tmp_path / "crashed" / "dataset")
+    workspace = Workspace(tmp_path / "crashed")
+    config = run_config(params, dataset, tmp_path / "crashed", workspace)
     result = Trainer(config, should_cancel=lambda step: step >= 2).run()
     assert result.status == "cancelled" and result.step == 2
-    work._upload_checkpoints(run_prefix(ref, job_id), Path(config.output_dir) / "checkpoints", {})
+    sync = CheckpointSync(store, run_prefix(ref, job_id), Path(config.output_dir) / "checkpoints")
+    sync.upload_new()
 
     resumed = await _train(stub, "resume-crashed", jobs)
     assert resumed.id == job_id

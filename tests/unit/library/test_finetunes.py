@@ -189,7 +189,7 @@ def test_the_plans_options_survive_the_wire(mem_store) -> None:
     from google.protobuf import json_format
 
     from loraforge.runtime.servicers import struct_from_dict
-    from loraforge.trainer.worker import validate_extra
+    from loraforge.trainer.run.options import validate_extra
 
     _file(mem_store, 10)
     plan = plan_finetune(mem_store, REF, _req(n_epochs=800, batch_size=9, eval_epochs=200))

@@ -128,7 +128,7 @@ def test_epochs_become_steps_with_the_training_set_and_batch(
     with pytest.raises(InvalidInput, match="set steps or epochs, not both"):
         resolve(_cfg(video_dataset, epochs=4, steps=100))
     from loraforge.runtime.params import TrainingParams
-    from loraforge.trainer.worker import refuse_conflicts
+    from loraforge.trainer.run.options import refuse_conflicts
 
     with pytest.raises(InvalidInput, match="set steps or epochs, not both"):  # at StartTraining
         refuse_conflicts(

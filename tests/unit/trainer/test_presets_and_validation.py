@@ -130,7 +130,7 @@ def test_flow_family_refuses_ddpm_objective(one_clip: Path) -> None:
 
 
 def test_extra_options_are_checked_by_name_and_type_before_a_job_runs() -> None:
-    from loraforge.trainer.worker import validate_extra
+    from loraforge.trainer.run.options import validate_extra
 
     settings, rest = validate_extra({"block_swap": 20, "use_dora": True, "evaluate": False})
     assert rest == {"block_swap": 20, "use_dora": True} and settings.enabled is False
