@@ -71,18 +71,12 @@ async def create_api_key(
     """A new key for `tenant`; the clear text is returned once, never stored.
 
     `minted_by`: the key id of the key that asked (the new key dies with it). `max_keys`: the
-    tenant's limit, checked before minting (two concurrent mints may both pass at the limit;
-    the limit bounds a leak's reach, it is not an exact quota). Admin bootstrap (tests, the
-    dev stack's `write_dev_key`) passes neither."""
+    tenant's limit, held exactly under concurrent mints (`_reserve_key_slot`). Admin bootstrap
+    (tests, the dev stack's `write_dev_key`) passes neither."""
     validate_slug(tenant, "tenant")
-    if max_keys is not None:
-        held = await state.keys(tenant)
-        if len(held) >= max_keys:
-            raise Conflict(
-                f"tenant {tenant!r} already holds {len(held)} API keys (the limit is "
-                f"{max_keys}); revoke unused ones (GET /v1/keys, DELETE /v1/keys/{{id}})"
-            )
     key_id = secrets.token_hex(4)
+    if max_keys is not None:
+        await _reserve_key_slot(state, tenant, key_id, max_keys)
     token = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
     await state.add_key(
         hash_key(token),
@@ -94,12 +88,61 @@ async def create_api_key(
             "minted_by": minted_by,
         },
     )
+    if max_keys is not None:
+        await _release_key_slot(state, tenant, key_id)
     if minted_by is not None and await state.key_by_id(tenant, minted_by) is None:
         # The parent was revoked while we minted (its cascade listed the keys before ours
         # existed): the child must not outlive it.
         await state.revoke_key_id(tenant, key_id)
         raise Unauthenticated("the key that asked was revoked meanwhile; no key was issued")
     return token
+
+
+# A reserved key slot (`_reserve_key_slot`) counts this long before its key is listed; a mint
+# writes its key within milliseconds, so only a mint that died in between leaves one behind.
+MINT_GRACE_S = 60.0
+
+
+async def _reserve_key_slot(state: GatewayState, tenant: str, key_id: str, max_keys: int) -> None:
+    """Count the tenant's keys and reserve one more in a single compare-and-set, or Conflict.
+
+    Listing the keys and then writing one is two steps: concurrent mints at the limit would
+    all see room. So each mint records its key id in `keymint.<tenant>` (the mints in flight)
+    by an update against the revision it read, and lists the keys after that read: a mint
+    whose key is not listed yet is pending in the record, one that released its reservation
+    had written its key before, and a mint that changed the record after the read makes the
+    update fail and the count start again. The count is the listed keys and the pending ids
+    not listed (younger than MINT_GRACE_S; an older one is a mint that died in between)."""
+
+    async def reserve(current: dict[str, Any] | None) -> dict[str, Any]:
+        live = {k["key_id"] for k in await state.keys(tenant)}
+        wall = time.time()
+        pending = {
+            kid: at
+            for kid, at in ((current or {}).get("pending") or {}).items()
+            if kid not in live and wall - at < MINT_GRACE_S
+        }
+        held = len(live) + len(pending)
+        if held >= max_keys:
+            raise Conflict(
+                f"tenant {tenant!r} already holds {held} API keys (the limit is "
+                f"{max_keys}); revoke unused ones (GET /v1/keys, DELETE /v1/keys/{{id}})"
+            )
+        return {"pending": {**pending, key_id: wall}}
+
+    await state.change(f"keymint.{tenant}", reserve)
+
+
+async def _release_key_slot(state: GatewayState, tenant: str, key_id: str) -> None:
+    """The key is listed now: its reservation goes (else revoking it at once would leave its
+    slot taken for MINT_GRACE_S)."""
+
+    def release(current: dict[str, Any] | None) -> dict[str, Any]:
+        pending = dict((current or {}).get("pending") or {})
+        pending.pop(key_id, None)
+        return {"pending": pending}
+
+    await state.change(f"keymint.{tenant}", release)
 
 
 async def revoke_api_key(state: GatewayState, token: str) -> list[dict[str, Any]]:
@@ -109,15 +152,22 @@ async def revoke_api_key(state: GatewayState, token: str) -> list[dict[str, Any]
 
 async def write_dev_key(state: GatewayState, tenant: str, path: pathlib.Path) -> str:
     """Development only: create a key once and keep it in `path` (mode 0600) for the stack."""
-    if path.exists():
-        token = path.read_text().strip()
-        if await state.key_record(hash_key(token)) is not None:
-            return token
+    kept = await asyncio.to_thread(_read_key_file, path)
+    if kept and await state.key_record(hash_key(kept)) is not None:
+        return kept
     token = await create_api_key(state, tenant, name="dev-default")
+    await asyncio.to_thread(_write_key_file, path, token)
+    return token
+
+
+def _read_key_file(path: pathlib.Path) -> str | None:
+    return path.read_text().strip() if path.exists() else None
+
+
+def _write_key_file(path: pathlib.Path, token: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(token + "\n")
     path.chmod(0o600)
-    return token
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@
     outbox.<tenant>.<project>.<id>      {items: [{event_id, final, payload}], dropped} the hook's
                                         undelivered calls, oldest first (webhooks.py)
     whclaim.<tenant>.<project>.<id>     {owner, until}: the replica delivering that outbox
+    keymint.<tenant>                    {pending: {key_id: unix time}}: mints in flight, so the
+                                        tenant's key limit holds under concurrent mints (auth.py)
     secret.page-token                   random signing key of review-page tokens
 
 A KV bucket, not the object store: records are tiny, `create` is atomic (one signing secret
@@ -18,9 +20,10 @@ gateway's one registry (runtime/projects.py), which `GatewayState` is given.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -260,12 +263,15 @@ class GatewayState:
     async def change(
         self,
         key: str,
-        fn: Callable[[dict[str, Any] | None], dict[str, Any] | None],
+        fn: Callable[
+            [dict[str, Any] | None], dict[str, Any] | Awaitable[dict[str, Any] | None] | None
+        ],
         attempts: int = 50,
     ) -> dict[str, Any] | None:
         """Read-modify-write of one record against its revision (another replica or the
         event handler may change it meanwhile: then read again). `fn` returns the new value,
-        or None to delete the record; the value written is returned."""
+        or None to delete the record; the value written is returned. `fn` may be async: what
+        it reads elsewhere after the record was read is judged with that revision."""
         for _ in range(attempts):
             try:
                 entry = await self._kv.get(key)
@@ -274,6 +280,8 @@ class GatewayState:
             except KeyNotFoundError:
                 revision, current = 0, None
             new = fn(current)
+            if inspect.isawaitable(new):
+                new = await new
             try:
                 if new is None:
                     if current is not None:

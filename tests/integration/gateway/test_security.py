@@ -136,6 +136,33 @@ async def test_minting_keys_neither_exceeds_the_tenant_limit_nor_multiplies_the_
         assert (await other.get("/v1/projects")).status_code == 200
 
 
+async def test_concurrent_mints_do_not_pass_the_tenant_key_limit(make_gateway) -> None:
+    """Attack: fire many mints at once while the tenant is below its key limit; each used to
+    count the keys before any of the others had written one, so all passed. Now the count
+    and the reservation are one compare-and-set: exactly the room left is minted."""
+    gw = await make_gateway(
+        GatewayConfig(
+            rate_per_s=1000,
+            rate_burst=1000,
+            max_keys_per_tenant=5,
+            max_upload_bytes=TEST_CONFIG.max_upload_bytes,
+        )
+    )
+    async with await gw.client("acme") as root:  # the tenant's first key
+        answers = await asyncio.gather(
+            *(root.post("/v1/keys", json={"name": f"k{i}"}) for i in range(12))
+        )
+        codes = sorted(r.status_code for r in answers)
+        assert codes == [201] * 4 + [409] * 8, codes
+        assert all("limit is 5" in r.json()["detail"] for r in answers if r.status_code == 409)
+        assert len((await root.get("/v1/keys")).json()["keys"]) == 5
+        # revoking one makes room for exactly one again
+        doomed = next(r.json()["id"] for r in answers if r.status_code == 201)
+        assert (await root.delete(f"/v1/keys/{doomed}")).status_code in (200, 204)
+        again = await asyncio.gather(*(root.post("/v1/keys", json={}) for _ in range(3)))
+        assert sorted(r.status_code for r in again) == [201, 409, 409]
+
+
 async def test_review_tokens_die_with_their_key_and_are_read_only(gateway, store) -> None:
     """Attack: a review link outlives its key's revocation, downloads checkpoints, reads the
     Kubernetes spec and approves captions. Now: dead with the key; read-only unless minted
@@ -397,7 +424,8 @@ async def test_a_slow_receiver_stalls_only_its_own_tenant_and_opens_its_breaker(
                     "/v1/projects/jane/ingest-jobs", json={"sources": ["globex/jane/sources/b.mp4"]}
                 )
             ).json()["id"]
-            while not fast.finals(jobs["globex"]) and time.monotonic() - started < 20:
+            # the receiver is a thread of its own: its answers are polled
+            while not fast.finals(jobs["globex"]) and time.monotonic() - started < 20:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
             took = time.monotonic() - started
             # the bound: the fake ingest work (~0.2 s) plus a few event hops, far below one
