@@ -4,8 +4,9 @@ Every byte comes through the egress guard (loraforge.runtime.egress): URL ingest
 `LORAFORGE_EGRESS__URL_INGEST=true`, and no hop (DNS answer, redirect) may lead to a private,
 loopback or link-local address. The tenant's URL is first fetched by the guard itself: a media
 response (video, image, zip) is the download. Anything else (a web page) goes to yt-dlp for
-extraction only, with its generic extractor off (it would fetch whatever the page points at),
-and the media URL it picks is again downloaded by the guard.
+extraction only, with its generic extractor off (it would fetch whatever the page points at)
+and every request it makes through the guard's proxy (EgressProxy), and the media URL it picks
+is again downloaded by the guard.
 
 yt-dlp is imported lazily: ingest workers without it (or without internet access, the usual
 case for our cluster) must still process uploads, and say clearly why a URL cannot be used.
@@ -21,7 +22,7 @@ from typing import Any
 import httpx
 
 from loraforge.ingest.errors import UrlFetchFailed, UrlSourceUnavailable
-from loraforge.runtime.egress import EgressPolicy, EgressRefused
+from loraforge.runtime.egress import EgressPolicy, EgressProxy, EgressRefused
 
 # Content types saved as they are; the ingest worker sniffs the bytes afterwards anyway.
 MEDIA_TYPES = (
@@ -108,10 +109,14 @@ def _via_yt_dlp(
         "socket_timeout": timeout,
         "retries": 2,
     }
+    # Every request yt-dlp makes (pages, APIs, their redirects) goes through the guard's proxy.
+    proxy = EgressProxy(policy, timeout)
     try:
-        with yt_dlp.YoutubeDL(opts) as ydl:
+        with proxy as proxy_url, yt_dlp.YoutubeDL({**opts, "proxy": proxy_url}) as ydl:
             info = ydl.extract_info(url, download=False)
     except Exception as exc:  # yt-dlp raises its own DownloadError for network and site failures
+        if proxy.refused:
+            raise UrlFetchFailed(f"{url}: {proxy.refused[0]}") from None
         text = str(exc)
         hint = (
             "there is no network access from this worker; download the video yourself and "

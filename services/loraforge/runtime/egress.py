@@ -15,6 +15,10 @@ filer serves every tenant's media without authentication), the cloud metadata se
   against it), so a second lookup cannot rebind the name to an internal address;
 - redirects are followed here, a bounded number of times, each hop checked like the first.
 
+A library that makes its own requests (yt-dlp extracting a video page) is given `EgressProxy`:
+a forward proxy on loopback through which every connection it opens (each redirect hop is a
+new request) is checked the same way and goes to the checked address.
+
 Development and tests run receivers on loopback; they list the networks they need in
 `LORAFORGE_EGRESS__ALLOW` (comma-separated CIDRs). Nothing else bypasses the guard.
 """
@@ -22,8 +26,12 @@ Development and tests run receivers on loopback; they list the networks they nee
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import select
 import socket
+import socketserver
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,7 +193,9 @@ class EgressPolicy:
                 dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos)
             )
             if not ips:
-                raise EgressRefused(f"{url}: the host name {host!r} has no address; check the URL")
+                raise EgressRefused(
+                    f"{url}: the host name {host!r} has no address; check the URL"
+                ) from None
         ips = list(ips)
         for ip in ips:
             self.check_ip(ip, f"{url} (host {host!r})")
@@ -280,3 +290,123 @@ class EgressPolicy:
                 finally:
                     resp.close()
         raise EgressRefused(f"{url}: more than {self.max_redirects} redirects; give the final URL")
+
+
+# -- a guarded forward proxy for libraries that make their own requests -----------------------
+
+
+class EgressProxy:
+    """A forward HTTP proxy on 127.0.0.1 that applies the guard to every connection through it.
+
+    For a library that fetches on its own (yt-dlp's extractors request pages and APIs, follow
+    redirects, build URLs from what a page says): handed `proxy=<url>`, it opens every
+    connection here. `CONNECT host:port` (https) and absolute-form requests (`GET http://...`,
+    plain http) are checked like `EgressPolicy.resolve` (every address the name resolves to
+    must be allowed) and connected to the checked address; a refusal is answered 403 and kept
+    in `refused` so the caller can say what was refused. TLS stays end to end (the library
+    verifies the certificate against the name).
+
+        with EgressProxy(policy) as proxy_url:
+            ...  # the library, with proxy=proxy_url
+    """
+
+    def __init__(self, policy: EgressPolicy, timeout: float = 30.0):
+        self.policy = policy
+        self.timeout = timeout
+        self.refused: list[str] = []
+        self._server: socketserver.ThreadingTCPServer | None = None
+
+    def __enter__(self) -> str:
+        proxy = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            rbufsize = 0  # unbuffered: what follows the head is relayed from the socket itself
+
+            def handle(self) -> None:
+                self.connection.settimeout(proxy.timeout)
+                proxy._serve(self.connection, self.rfile)
+
+        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        self._server = server
+        threading.Thread(target=server.serve_forever, args=(0.1,), daemon=True).start()
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    def __exit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def _serve(self, client: socket.socket, rfile: Any) -> None:
+        head = rfile.readline(8192).decode("latin-1")
+        lines = []
+        while True:
+            line = rfile.readline(8192).decode("latin-1")
+            if line in ("\r\n", "\n", ""):
+                break
+            lines.append(line.rstrip("\r\n"))
+        try:
+            method, target, version = head.split()
+        except ValueError:
+            self._answer(client, 400, "a proxy request line is METHOD TARGET VERSION")
+            return
+        try:
+            if method == "CONNECT":
+                checked = self.policy.resolve(f"https://{target}/")
+                port = checked.url.port or 443
+                upstream = socket.create_connection((str(checked.ip), port), self.timeout)
+                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            else:
+                checked = self.policy.resolve(target)
+                if checked.url.scheme != "http":
+                    raise EgressRefused(
+                        f"{target}: https goes through CONNECT, not a plain request"
+                    )
+                port = checked.url.port or 80
+                upstream = socket.create_connection((str(checked.ip), port), self.timeout)
+                path = checked.url.raw_path.decode("ascii") or "/"
+                kept = [
+                    h
+                    for h in lines
+                    if not h.lower().startswith(("proxy-", "connection:", "keep-alive:"))
+                ]
+                request = [f"{method} {path} {version}", *kept, "Connection: close", "", ""]
+                upstream.sendall("\r\n".join(request).encode("latin-1"))
+        except EgressRefused as exc:
+            self.refused.append(str(exc))
+            self._answer(client, 403, str(exc))
+            return
+        except OSError as exc:
+            self._answer(client, 502, f"{target}: could not connect ({exc})")
+            return
+        with upstream:
+            self._relay(client, upstream)
+
+    def _relay(self, a: socket.socket, b: socket.socket) -> None:
+        """Bytes both ways until either side closes or nothing moves for `timeout`."""
+        peers = {a: b, b: a}
+        while True:
+            ready, _, _ = select.select(list(peers), [], [], self.timeout)
+            if not ready:
+                return
+            for sock in ready:
+                try:
+                    data = sock.recv(_CHUNK)
+                except OSError:
+                    return
+                if not data:
+                    return
+                with contextlib.suppress(OSError):
+                    peers[sock].sendall(data)
+
+    @staticmethod
+    def _answer(client: socket.socket, status: int, text: str) -> None:
+        reason = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway"}[status]
+        body = text.encode()
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        with contextlib.suppress(OSError):
+            client.sendall(head.encode() + body)

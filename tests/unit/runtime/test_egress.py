@@ -9,20 +9,31 @@ answering DNS (socket.getaddrinfo) for a few invented names; every other lookup 
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import ssl
 import subprocess
 import sys
 import threading
+import types
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 
 from loraforge.ingest import errors as E
 from loraforge.ingest.url import fetch_url
-from loraforge.runtime.egress import EgressPolicy, EgressRefused, blocked_reason, parse_networks
+from loraforge.runtime.egress import (
+    EgressPolicy,
+    EgressProxy,
+    EgressRefused,
+    blocked_reason,
+    parse_networks,
+)
 from loraforge.runtime.errors import ConfigurationError
 
 REFUSED = [
@@ -180,7 +191,7 @@ def test_names_resolving_to_internal_addresses_are_refused(addr: str, dns) -> No
 
 def test_one_private_record_among_public_ones_is_refused(dns) -> None:
     dns["mixed.example.com"] = ["93.184.216.34", "127.0.0.1"]
-    with pytest.raises(EgressRefused, match="127.0.0.1"):
+    with pytest.raises(EgressRefused, match=re.escape("127.0.0.1")):
         EgressPolicy().resolve("http://mixed.example.com/")
 
 
@@ -228,7 +239,7 @@ def test_a_redirect_to_an_internal_address_is_refused(
     dns["media.example.com"] = ["127.0.0.1"]
     dns["filer.corp.test"] = ["10.0.0.5"]
     url = f"http://media.example.com:{media.port}{path}"
-    with pytest.raises(E.UrlFetchFailed, match="resolves to .*public"):
+    with pytest.raises(E.UrlFetchFailed, match=r"resolves to .*public"):
         fetch_url(url, tmp_path / "d", policy=LOOPBACK_DEV)
     assert secret.hits == []  # the internal service never saw a request
     assert not (tmp_path / "d").exists() or not any((tmp_path / "d").iterdir())  # nothing saved
@@ -240,7 +251,7 @@ def test_redirect_loops_and_web_pages_without_yt_dlp(
     with pytest.raises(E.UrlFetchFailed, match="more than 5 redirects"):
         fetch_url(f"http://127.0.0.1:{media.port}/loop", tmp_path, policy=LOOPBACK_DEV)
     monkeypatch.setitem(sys.modules, "yt_dlp", None)  # makes the import fail like a missing package
-    with pytest.raises(E.UrlSourceUnavailable, match="yt-dlp.*upload the file"):
+    with pytest.raises(E.UrlSourceUnavailable, match=r"yt-dlp.*upload the file"):
         fetch_url(f"http://127.0.0.1:{media.port}/page", tmp_path, policy=LOOPBACK_DEV)
     with pytest.raises(E.UrlFetchFailed, match="HTTP 404"):
         fetch_url(f"http://127.0.0.1:{media.port}/gone.mp4", tmp_path, policy=LOOPBACK_DEV)
@@ -286,14 +297,8 @@ async def test_webhook_delivery_checks_the_target_again_and_follows_no_redirect(
         receiver.close()
 
 
-async def test_https_webhooks_connect_to_the_checked_ip_and_verify_the_name(
-    tmp_path: Path, dns, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The connection goes to the checked IP, yet TLS still verifies the certificate against
-    the host name (SNI), and the Host header names it: a certificate for another name fails."""
-    from loraforge.gateway.webhooks import WebhookDispatcher
-
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+def _self_signed(cert: Path, key: Path) -> None:
+    """A certificate for hooks.example.com (openssl, a few ms)."""
     subprocess.run(
         [
             "openssl",
@@ -318,6 +323,17 @@ async def test_https_webhooks_connect_to_the_checked_ip_and_verify_the_name(
         check=True,
         capture_output=True,
     )
+
+
+async def test_https_webhooks_connect_to_the_checked_ip_and_verify_the_name(
+    tmp_path: Path, dns, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection goes to the checked IP, yet TLS still verifies the certificate against
+    the host name (SNI), and the Host header names it: a certificate for another name fails."""
+    from loraforge.gateway.webhooks import WebhookDispatcher
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    _self_signed(cert, key)  # before the loop serves anything: blocking is harmless
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the receiver's certificate is the only CA
@@ -347,7 +363,7 @@ def test_production_refuses_allow_lists_that_open_loopback_or_link_local() -> No
 
     prod = {"env": "production", "s3": {"secret_key": "a-real-secret-of-some-length"}}
     for allow in ("127.0.0.1/32", "10.0.5.0/24,169.254.169.254/32", "::1", "0.0.0.0/0"):
-        with pytest.raises(ConfigurationError, match="LORAFORGE_EGRESS__ALLOW.*production"):
+        with pytest.raises(ConfigurationError, match=r"LORAFORGE_EGRESS__ALLOW.*production"):
             Settings(**prod, egress=EgressSettings(allow=allow))
     Settings(**prod, egress=EgressSettings(allow="10.0.5.0/24"))  # a real internal receiver
     Settings(env="development", egress=EgressSettings(allow="127.0.0.1/32"))
@@ -369,3 +385,96 @@ def test_other_spellings_of_internal_addresses_are_refused(url: str) -> None:
     # Decimal, hex and short IPv4 forms reach the resolver, which answers the real address.
     with pytest.raises(EgressRefused):
         EgressPolicy(url_ingest=True).resolve(url)
+
+
+# -- yt-dlp's own requests: the guard's forward proxy ------------------------------------------
+
+
+def test_the_proxy_checks_every_request_and_every_hop(media: Server, secret: Server, dns) -> None:
+    """What a library handed `proxy=` does: plain http in absolute form, each redirect a new
+    request through the proxy; an internal address on any of them is refused (403) and the
+    internal service sees nothing."""
+    dns["media.example.com"] = ["127.0.0.1"]
+    proxy = EgressProxy(LOOPBACK_DEV, timeout=5)
+    with proxy as url, httpx.Client(proxy=url, trust_env=False, timeout=5) as client:
+        ok = client.get(f"http://media.example.com:{media.port}/moved", follow_redirects=True)
+        assert ok.status_code == 200 and ok.content == VIDEO
+        assert media.hits == ["/moved", "/clip.mp4"] and media.hosts[0].startswith("media.")
+        for path in ("/to-internal", "/to-metadata"):
+            r = client.get(f"http://media.example.com:{media.port}{path}", follow_redirects=True)
+            assert r.status_code == 403 and "public" in r.text
+        r = client.get(f"http://127.0.0.2:{secret.port}/secret.mp4")
+        assert r.status_code == 403 and "loopback" in r.text
+    assert secret.hits == []
+    assert len(proxy.refused) == 3
+
+
+@pytest.mark.parametrize("target", ["127.0.0.2:443", "169.254.169.254:443", "localhost:22"])
+def test_the_proxy_refuses_tunnels_to_internal_addresses(target: str) -> None:
+    with EgressProxy(EgressPolicy(url_ingest=True), timeout=5) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), 5) as s:
+            s.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+            answer = s.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 403") and "only connects to public addresses" in answer
+
+
+def test_the_proxy_tunnels_to_an_allowed_address(media: Server) -> None:
+    with EgressProxy(LOOPBACK_DEV, timeout=5) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), 5) as s:
+            s.sendall(f"CONNECT 127.0.0.1:{media.port} HTTP/1.1\r\n\r\n".encode())
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+            s.sendall(b"GET /clip.mp4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            got = b""
+            while chunk := s.recv(65536):
+                got += chunk
+    assert got.startswith(b"HTTP/1.0 200") and got.endswith(VIDEO)
+
+
+class _FakeYoutubeDL:
+    """Stands in for yt-dlp (an external library, not installed here): its extractor fetches
+    an API URL the page named, through the proxy it was given, as yt-dlp's networking does."""
+
+    api = ""
+    media = ""
+
+    def __init__(self, opts: dict) -> None:
+        self.opts = opts
+
+    def __enter__(self) -> _FakeYoutubeDL:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def extract_info(self, url: str, download: bool = False) -> dict:
+        assert self.opts["proxy"].startswith("http://127.0.0.1:") and not download
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({"http": self.opts["proxy"]})
+        )
+        try:
+            opener.open(self.api, timeout=5).read()
+        except urllib.error.HTTPError as exc:
+            raise RuntimeError(f"ERROR: Unable to download API page: HTTP {exc.code}") from exc
+        return {"url": self.media, "id": "v1", "ext": "mp4"}
+
+
+def test_yt_dlp_requests_go_through_the_guard(
+    tmp_path: Path, media: Server, secret: Server, dns, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attack: a page whose extraction makes yt-dlp request an internal address (an API host
+    the page names). Before, yt-dlp fetched it directly; now its requests go through the
+    guard's proxy: refused, and the ingest error says why."""
+    dns["media.example.com"] = ["127.0.0.1"]
+    monkeypatch.setitem(sys.modules, "yt_dlp", types.SimpleNamespace(YoutubeDL=_FakeYoutubeDL))
+    page = f"http://media.example.com:{media.port}/page"
+    monkeypatch.setattr(_FakeYoutubeDL, "api", f"http://127.0.0.2:{secret.port}/secret.mp4")
+    with pytest.raises(E.UrlFetchFailed, match=r"127\.0\.0\.2.*a loopback address"):
+        fetch_url(page, tmp_path / "a", policy=LOOPBACK_DEV)
+    assert secret.hits == []
+    # a page whose requests stay on allowed addresses works as before
+    monkeypatch.setattr(_FakeYoutubeDL, "api", f"http://media.example.com:{media.port}/page")
+    monkeypatch.setattr(_FakeYoutubeDL, "media", f"http://media.example.com:{media.port}/clip.mp4")
+    path = fetch_url(page, tmp_path / "b", policy=LOOPBACK_DEV)
+    assert path.name == "v1.mp4" and path.read_bytes() == VIDEO
