@@ -7,8 +7,7 @@ A manifest of a file ingest could not use is written too (`error` set, no clips)
 re-ingest of the same bytes reports the same error without decoding them again.
 
 Every key a manifest names is absolute in the clips bucket, under the source's
-`clips_prefix`. The shape is part of `worker.MANIFEST_VERSION` (which is in the options hash):
-change it, bump that.
+`clips_prefix`.
 
 Kept free of the media stack (no OpenCV, numpy) so curation's job side and the CLI can import it.
 """
@@ -21,6 +20,12 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, SerializerFunctionWrapHandler, field_serializer, model_serializer
 
 from loraforge.ingest.models import Shot, SkippedSegment
+
+# Bump when the manifest's shape or the meaning of the core's output changes: it is part of the
+# options hash (worker.py: options_hash), so old manifests are then not reused.
+# 2: clips of sources slower than the target rate keep the source's rate (1 padded them with
+#    duplicated frames); each clip has an analysis proxy; the manifest reports the frame rate.
+MANIFEST_VERSION = 2
 
 
 class _OmitNone(BaseModel):

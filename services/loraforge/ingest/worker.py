@@ -44,6 +44,7 @@ from loraforge.ingest.archive import extract_zip
 from loraforge.ingest.errors import IngestError, MissingFile, NoSourceUsable
 from loraforge.ingest.hashing import sha256_file
 from loraforge.ingest.manifest import (
+    MANIFEST_VERSION,
     ClipEntry,
     FrameRate,
     IngestFailure,
@@ -68,11 +69,6 @@ from loraforge.runtime.storage import Bucket, ObjectStore
 
 log = logging.getLogger(__name__)
 
-# Bump when the manifest layout or the meaning of the core's output changes: it is part of the
-# options hash, so old manifests are then not reused.
-# 2: clips of sources slower than the target rate keep the source's rate (1 padded them with
-#    duplicated frames); each clip has an analysis proxy; the manifest reports the frame rate.
-MANIFEST_VERSION = 2
 INGESTED_EVENT = "clips.ingested"
 _T = TypeVar("_T")
 ProcessMany = Callable[..., list[FileOutcome]]

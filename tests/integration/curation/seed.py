@@ -18,8 +18,7 @@ sys.path.insert(0, str(Path(__file__).parents[2] / "unit" / "curation"))
 import curation_media as M
 
 from loraforge.ingest import layout
-from loraforge.ingest.manifest import ClipEntry, SourceManifest, SourceRef
-from loraforge.ingest.worker import MANIFEST_VERSION
+from loraforge.ingest.manifest import MANIFEST_VERSION, ClipEntry, SourceManifest, SourceRef
 from loraforge.runtime.keys import ProjectRef
 from loraforge.runtime.storage import Bucket, ObjectStore
 

@@ -13,6 +13,8 @@ from pydantic import ValidationError
 
 from loraforge.ingest.manifest import ClipEntry, SourceManifest, SourceProbe
 from loraforge.ingest.models import Clip, ProbeResult
+from loraforge.ingest.worker import ingest_options, options_hash
+from loraforge.runtime.params import IngestParams
 
 P = "acme/jane/clips/37f2c6a921e9bb74/"
 SHA = "37f2c6a921e9bb746641084cc00212ea62a549da3a49a0af6a1c1fd0fc41a3ac"
@@ -101,3 +103,11 @@ def test_models_follow_the_core_result_types():
     clip = {f.name for f in dataclasses.fields(Clip)} - {"path", "keyframes", "analysis"}
     own = {"clip_id", "kind", "key", "size", "keyframes", "keyframe_keys", "duration"}
     assert set(ClipEntry.model_fields) == clip | own | {"analysis_key"}
+
+
+def test_the_options_hash_of_existing_manifests_is_kept():
+    """The models changed no stored shape, so MANIFEST_VERSION (in the hash) stayed: a
+    re-ingest finds the manifests written before them (this hash: tests/integration/ingest's
+    options, computed before the models existed)."""
+    params = IngestParams(sources=["acme/jane/sources/x.mp4"], min_s=2, max_s=3, fps=16)
+    assert options_hash(ingest_options(params)) == "047d624311f1c58d"
