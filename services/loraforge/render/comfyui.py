@@ -61,6 +61,7 @@ def _guidance(scenario: Scenario, preset: str) -> float:
     """The scenario's cfg, or the family's render default (the same number render uses)."""
     if scenario.cfg is not None:
         return scenario.cfg
+    # lazy: the family modules import torch, and the CLI exports workflows without it
     from loraforge.trainer.presets import get_preset
 
     return float(get_preset(preset).module.RENDER_GUIDANCE)
@@ -143,6 +144,7 @@ def export_workflow(scenario: Scenario) -> dict[str, dict[str, Any]]:
         if family == "flux.1-dev":
             distilled = scenario.distilled_guidance
             if distilled is None:
+                # lazy: trainer.flux imports torch (see _guidance)
                 from loraforge.trainer.flux import DISTILLED_GUIDANCE as distilled
             positive = [
                 g.add(
@@ -251,7 +253,7 @@ def export_workflow(scenario: Scenario) -> dict[str, dict[str, Any]]:
                 start_image=keyframes[a],
                 end_image=keyframes[b],
             )
-            positive, negative, latent = [cond, 0], [cond, 1], [cond, 2]
+            positive, negative, video_latent = [cond, 0], [cond, 1], [cond, 2]
         elif mode == "i2v":
             start_vis = g.add(
                 "CLIPVisionEncode",
@@ -273,7 +275,7 @@ def export_workflow(scenario: Scenario) -> dict[str, dict[str, Any]]:
                 clip_vision_output=[start_vis, 0],
                 start_image=keyframes[a],
             )
-            positive, negative, latent = [cond, 0], [cond, 1], [cond, 2]
+            positive, negative, video_latent = [cond, 0], [cond, 1], [cond, 2]
         else:
             empty = g.add(
                 "EmptyHunyuanLatentVideo",
@@ -283,7 +285,7 @@ def export_workflow(scenario: Scenario) -> dict[str, dict[str, Any]]:
                 length=tr.frames,
                 batch_size=1,
             )
-            positive, negative, latent = [pos, 0], [neg, 0], [empty, 0]
+            positive, negative, video_latent = [pos, 0], [neg, 0], [empty, 0]
         sample = g.add(
             "KSampler",
             f"transition {p} sampler",
@@ -295,7 +297,7 @@ def export_workflow(scenario: Scenario) -> dict[str, dict[str, Any]]:
             scheduler="simple",
             positive=positive,
             negative=negative,
-            latent_image=latent,
+            latent_image=video_latent,
             denoise=1.0,
         )
         frames: Link = [

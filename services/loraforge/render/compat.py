@@ -39,7 +39,7 @@ def lora_family(path: Path) -> str | None:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
             if meta.get("loraforge.family"):
-                return meta["loraforge.family"]
+                return str(meta["loraforge.family"])
             keys = list(fh.keys())
             family = _family_from_keys(keys)
             if family in {"sd", None}:
@@ -87,8 +87,9 @@ def check_compatible(lora_name: str, path: Path, preset: str) -> None:
     want = preset_family(preset)
     have = lora_family(path)
     if have is not None and have != want:
+        trained, target = FAMILY_NAMES.get(have, have), FAMILY_NAMES[want]
         raise InvalidInput(
-            f"LoRA {lora_name!r} was trained for {FAMILY_NAMES.get(have, have)} but the pipeline is "
-            f"{FAMILY_NAMES[want]} ({preset}); an {FAMILY_NAMES.get(have, have)} LoRA does not load "
-            f"into {FAMILY_NAMES[want]}: use a LoRA trained on {FAMILY_NAMES[want]} or change the preset"
+            f"LoRA {lora_name!r} was trained for {trained} but the pipeline is {target} "
+            f"({preset}); an {trained} LoRA does not load into {target}: use a LoRA trained on "
+            f"{target} or change the preset"
         )

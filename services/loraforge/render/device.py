@@ -228,7 +228,7 @@ def plan_memory(
     assert free is not None
     budget = free - max(RESERVE_MIN_BYTES, int(free * RESERVE_FRACTION))
 
-    def gib(n):
+    def gib(n: float) -> str:
         return f"{n / GiB:.1f} GiB"
 
     if offload != "auto":

@@ -12,24 +12,50 @@ keyframe (no image model is loaded when every shot has one), and I2V/FLF2V video
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import imageio_ffmpeg
 import numpy as np
-from PIL import ImageOps
+import torch
+from PIL import Image, ImageOps
 
 from loraforge.render.compat import check_compatible
+from loraforge.render.device import (
+    MemoryPlan,
+    denoiser_device_dtype,
+    place,
+    plan_memory,
+    resolve_device,
+    resolve_dtype,
+)
 from loraforge.render.film import join, thumbnail_strip
 from loraforge.render.scenario import Scenario, ScenarioLora, Stage
+from loraforge.render.schedulers import set_scheduler
 from loraforge.runtime.errors import Cancelled, InvalidInput
+from loraforge.runtime.settings import Settings
+from loraforge.trainer.presets import get_preset, load_pipeline
 
 log = logging.getLogger(__name__)
 
 LoraResolver = Callable[[ScenarioLora], Path]
 Progress = Callable[[float, str], None]
+
+
+@dataclass
+class LatestProgress:
+    """The last progress a render thread reported, read by the job's loop at every tick."""
+
+    fraction: float = 0.0
+    message: str = "starting"
+
+    def update(self, fraction: float, message: str) -> None:
+        self.fraction, self.message = fraction, message
 
 
 @dataclass
@@ -43,10 +69,8 @@ class RenderResult:
     placement: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def _pil(image: Any) -> Any:
+def to_pil(image: Any) -> Image.Image:
     """A (C,H,W) or (H,W,C) float tensor/array in [0,1] -> PIL image."""
-    from PIL import Image
-
     arr = image.detach().cpu().float().numpy() if hasattr(image, "detach") else np.asarray(image)
     if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
         arr = arr.transpose(1, 2, 0)
@@ -54,11 +78,9 @@ def _pil(image: Any) -> Any:
     return Image.fromarray(arr.squeeze())
 
 
-def _write_video(frames: Any, path: Path, fps: int) -> Path:
+def write_video(frames: Any, path: Path, fps: int) -> Path:
     """frames: (F,C,H,W) or (F,H,W,C) float in [0,1]."""
-    import imageio_ffmpeg
-
-    images = [np.asarray(_pil(f)) for f in frames]
+    images = [np.asarray(to_pil(f)) for f in frames]
     h, w = images[0].shape[:2]
     writer = imageio_ffmpeg.write_frames(
         str(path),
@@ -85,25 +107,23 @@ class Placement:
     vae_tiling: str = "auto"
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Placement:
+    def from_settings(cls, settings: Settings) -> Placement:
         r = settings.render
         return cls(device=r.device, dtype=r.dtype, offload=r.offload, vae_tiling=r.vae_tiling)
 
 
-def fit_image(image: Any, width: int, height: int) -> Any:
+def fit_image(image: Image.Image, width: int, height: int) -> Image.Image:
     """An input image as a keyframe of the output size: centre-cropped to the output's aspect
     ratio, then resized (Lanczos). Never stretched: a portrait photo in a landscape film loses
     its top and bottom rather than looking squashed."""
-    from PIL import Image, ImageOps
-
     return ImageOps.fit(image.convert("RGB"), (width, height), method=Image.Resampling.LANCZOS)
 
 
-def _pin_frames(frames: Any, first: Any, last: Any | None) -> Any:
+def pin_frames(
+    frames: torch.Tensor, first: Image.Image | None, last: Image.Image | None
+) -> torch.Tensor:
     """Put the keyframes themselves as the first (and last) frame of a decoded video, so the
     film's cuts land on identical pictures (see ScenarioRenderer.render)."""
-    import torch
-
     out = frames.clone()
     for index, image in ((0, first), (-1, last)):
         if image is None:
@@ -134,7 +154,9 @@ class ScenarioRenderer:
         self._models_dir = models_dir
         self._placement = placement
         self._free_bytes = free_bytes  # plan for this much free memory (tests); None = ask the card
-        self.plans: dict[str, Any] = {}  # stage -> MemoryPlan of the last render (record, tests)
+        self.plans: dict[
+            str, MemoryPlan
+        ] = {}  # stage -> MemoryPlan of the last render (record, tests)
         self.pipelines: dict[str, Any] = {}  # stage -> the placed pipeline, while rendering
         self.placement: dict[str, dict[str, Any]] = {}
         self._at: tuple[int, int, int, str] = (0, 1, 1, "")
@@ -155,26 +177,20 @@ class ScenarioRenderer:
         index, total, steps, message = self._at
         self._progress((index + (step + 1) / steps) / total, f"{message}, step {step + 1}/{steps}")
 
-    def _pipeline(
+    def load_stage(
         self, preset_name: str, stage: Stage, scenario: Scenario, frames: int = 1
-    ) -> tuple[Any, Any, str]:
-        from loraforge.render.device import (
-            denoiser_device_dtype,
-            place,
-            plan_memory,
-            resolve_device,
-            resolve_dtype,
-        )
-        from loraforge.render.schedulers import set_scheduler
-        from loraforge.trainer.presets import get_preset, load_pipeline
-
+    ) -> tuple[Any, ModuleType, str]:
+        """The stage's pipeline (diffusers, untyped) with its LoRAs, scheduler and placement,
+        the family module that generates with it, and the preset's variant."""
         preset = get_preset(preset_name)
         device = resolve_device(self._placement.device)
         dtype = resolve_dtype(self._placement.dtype, device)
         # real weights load in the render dtype (a 14B Wan in fp32 would need 57 GB of RAM)
         pipe = load_pipeline(preset, self._models_dir, dtype=dtype)
         pipe.set_progress_bar_config(disable=True)  # progress goes to the job, not stderr
-        names, weights, applied = [], [], []
+        names: list[str] = []
+        weights: list[float] = []
+        applied: list[dict[str, Any]] = []
         for lora in (lo for lo in scenario.loras if lo.stage is stage):
             path = self._resolve(lora)
             check_compatible(lora.name, path, preset_name)
@@ -234,7 +250,7 @@ class ScenarioRenderer:
         self.pipelines[stage.value] = pipe
         return pipe, preset.module, preset.variant
 
-    def _guidance(self, family: Any, scenario: Scenario) -> dict[str, Any]:
+    def _guidance(self, family: ModuleType, scenario: Scenario) -> dict[str, Any]:
         kw: dict[str, Any] = {
             "guidance": family.RENDER_GUIDANCE if scenario.cfg is None else scenario.cfg
         }
@@ -242,14 +258,11 @@ class ScenarioRenderer:
             kw["distilled_guidance"] = scenario.distilled_guidance
         return kw
 
-    def _given_image(self, key: str, w: int, h: int) -> Any:
-        from PIL import Image
-
+    def _given_image(self, key: str, w: int, h: int) -> Image.Image:
         if self._resolve_image is None:
             raise InvalidInput("this renderer was given no way to read input images")
         with Image.open(self._resolve_image(key)) as img:
-            img = ImageOps.exif_transpose(img)
-            return fit_image(img, w, h)
+            return fit_image(ImageOps.exif_transpose(img), w, h)
 
     def render(self, scenario: Scenario, out_dir: Path) -> RenderResult:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -259,18 +272,19 @@ class ScenarioRenderer:
         pairs = scenario.pairs()
         total = len(scenario.shots) + len(pairs) + 1
 
-        images: list[Any] = [None] * len(scenario.shots)
-        for i, shot in enumerate(scenario.shots):
-            if shot.image:
-                images[i] = self._given_image(shot.image, w, h)
+        given = [
+            self._given_image(shot.image, w, h) if shot.image else None for shot in scenario.shots
+        ]
+        images: list[Image.Image] = []  # the keyframes, given or generated
         # A scenario whose every keyframe is the user's own needs no image model at all.
-        if any(img is None for img in images):
-            pipe, family, variant = self._pipeline(scenario.image_preset, Stage.IMAGE, scenario)
+        if any(img is None for img in given):
+            pipe, family, variant = self.load_stage(scenario.image_preset, Stage.IMAGE, scenario)
             guidance = self._guidance(family, scenario)
         for i, shot in enumerate(scenario.shots, start=1):
             self._check()
             self._item(i - 1, total, steps, f"keyframe {i}/{len(scenario.shots)}")
-            if images[i - 1] is None:
+            keyframe = given[i - 1]
+            if keyframe is None:
                 out = family.generate(
                     pipe,
                     shot.prompt,
@@ -283,17 +297,18 @@ class ScenarioRenderer:
                     on_step=self._on_step,
                     **guidance,
                 )
-                images[i - 1] = _pil(out[0])
+                keyframe = to_pil(out[0])
+            images.append(keyframe)
             path = out_dir / f"keyframe_{i:02d}.png"
-            images[i - 1].save(path)
+            keyframe.save(path)
             result.keyframes.append(path)
         if self.pipelines.pop(Stage.IMAGE.value, None) is not None:
             del pipe  # free the image model before the video model loads
-            _empty_cache()
+            empty_cache()
 
         if pairs:
             frames_max = max(scenario.transition_for(p).frames for p in range(len(pairs)))
-            vpipe, vfamily, vvariant = self._pipeline(
+            vpipe, vfamily, vvariant = self.load_stage(
                 scenario.video_preset, Stage.VIDEO, scenario, frames=frames_max
             )
             vguidance = self._guidance(vfamily, scenario)
@@ -326,12 +341,12 @@ class ScenarioRenderer:
                     # The model is conditioned on the keyframes and reproduces them through
                     # the VAE with a small colour shift; the film cuts from one video to the
                     # next on these frames, so they are the keyframes exactly.
-                    video = _pin_frames(video, images[a], last)
-                path = _write_video(video, out_dir / f"transition_{p:02d}.mp4", tr.fps)
+                    video = pin_frames(video, images[a], last)
+                path = write_video(video, out_dir / f"transition_{p:02d}.mp4", tr.fps)
                 result.transitions.append(path)
             self.pipelines.pop(Stage.VIDEO.value, None)
             del vpipe
-            _empty_cache()
+            empty_cache()
             self._check()
             self._progress((total - 1) / total, "joining the film")
             result.film = join(
@@ -347,11 +362,8 @@ class ScenarioRenderer:
         return result
 
 
-def _empty_cache() -> None:
-    import gc
-
-    import torch
-
+def empty_cache() -> None:
+    """Free what a released pipeline held (host memory, and the card's cached blocks)."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

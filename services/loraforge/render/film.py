@@ -18,7 +18,7 @@ from loraforge.runtime.errors import InvalidInput, LoraforgeError
 def _ffmpeg() -> str:
     import imageio_ffmpeg
 
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    return str(imageio_ffmpeg.get_ffmpeg_exe())
 
 
 def _run(args: list[str]) -> None:
@@ -36,7 +36,7 @@ def count_frames(path: Path) -> int:
     import imageio_ffmpeg
 
     frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
-    return frames
+    return int(frames)
 
 
 def join(

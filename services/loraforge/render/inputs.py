@@ -58,8 +58,9 @@ def check_image_file(path: Path, label: str) -> tuple[int, int]:
             w, h = img.size
             fmt = img.format
     except Image.DecompressionBombError:
+        # raised only while PIL's limit is set (MAX_IMAGE_PIXELS None turns the check off)
         raise InvalidInput(
-            f"{label} claims more than {Image.MAX_IMAGE_PIXELS / 1e6:.0f} MP (a "
+            f"{label} claims more than {(Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} MP (a "
             f"decompression bomb or a huge scan), over the {MAX_PIXELS / 1e6:.0f} "
             "MP limit; downscale it"
         ) from None

@@ -13,28 +13,24 @@ Service (:class:`KubernetesRender`, used by ``RenderWork`` when the setting is o
        SIGTERM stops the render between two denoising steps)
     4. Complete -> the pod's render.json -> the same JobOutcome as a local render.
 
-Pod (:func:`run_in_pod`): settings from the environment, the job from the spec, then
-``RenderWork`` itself (inputs, LoRAs, render on the GPU, upload, render.json), with progress
-as JSON lines on stdout. Exit 0 done, 3 cancelled; a bad input raises InvalidInput (exit 2:
-the Job fails at once, see runtime/k8s_jobs.py's podFailurePolicy).
+Pod (loraforge.render.worker's ``run_in_pod``): settings from the environment, the job from
+the spec, then ``RenderWork`` itself (inputs, LoRAs, render on the GPU, upload, render.json),
+with progress as JSON lines on stdout. Exit 0 done, 3 cancelled; a bad input raises
+InvalidInput (exit 2: the Job fails at once, see runtime/k8s_jobs.py's podFailurePolicy).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any, TextIO
 
+from loraforge.render.records import RenderRecord
 from loraforge.runtime.errors import Cancelled, ConfigurationError, InvalidInput
+from loraforge.runtime.job_service import JobContext
 from loraforge.runtime.jobs import Job
-from loraforge.runtime.k8s_controller import (
-    GpuJobController,
-    JobSpecs,
-    Relay,
-    relay_job,
-    run_work_in_pod,
-)
-from loraforge.runtime.k8s_jobs import job_name, validate_run_id
+from loraforge.runtime.k8s_controller import GpuJobController, JobSpecs, Relay, relay_job
+from loraforge.runtime.k8s_jobs import job_name
+from loraforge.runtime.settings import Settings
 from loraforge.runtime.storage import Bucket, ObjectStore
 
 EXIT_OK, EXIT_CANCELLED = 0, 3  # run_work_in_pod's exit codes
@@ -63,7 +59,7 @@ class KubernetesRender:
     def __init__(
         self,
         store: ObjectStore,
-        controller: Any,
+        controller: GpuJobController,
         *,
         poll_s: float = 5.0,
         tick_s: float = 1.0,
@@ -76,7 +72,7 @@ class KubernetesRender:
         self.env = dict(env or {})
 
     @classmethod
-    def from_settings(cls, settings: Any, store: ObjectStore) -> KubernetesRender:
+    def from_settings(cls, settings: Settings, store: ObjectStore) -> KubernetesRender:
         try:
             controller = RenderJobController.from_cluster(
                 settings.k8s.namespace, settings.k8s.render_image
@@ -89,7 +85,7 @@ class KubernetesRender:
             ) from exc
         return cls(store, controller)
 
-    async def run(self, job: Job, ctx: Any, record_key: str) -> dict[str, Any]:
+    async def run(self, job: Job, ctx: JobContext, record_key: str) -> RenderRecord:
         run_id = await asyncio.to_thread(write_spec, self.store, job)
         name = job_name("render", run_id)
         await asyncio.to_thread(self.controller.create, run_id, self.env)
@@ -108,7 +104,8 @@ class KubernetesRender:
             raise Cancelled(f"Kubernetes Job {name} of job {job.id} was deleted before it ended")
         if final.state == "FAILED":
             raise KubernetesRenderFailed(
-                f"Kubernetes Job {name} failed ({final.message}); its pod's last log lines:\n{lines}"
+                f"Kubernetes Job {name} failed ({final.message}); "
+                f"its pod's last log lines:\n{lines}"
             )
         if await asyncio.to_thread(self.store.stat, Bucket.RENDERS, record_key) is None:
             raise KubernetesRenderFailed(
@@ -116,22 +113,3 @@ class KubernetesRender:
                 f"last log lines:\n{lines}"
             )
         return await asyncio.to_thread(self.store.get_json, Bucket.RENDERS, record_key)
-
-
-def run_in_pod(run_id: str, *, settings: Any = None, out: TextIO | None = None) -> int:
-    """``python -m loraforge.render.worker --job RUN_ID``: 0 done, 3 cancelled; InvalidInput
-    propagates (exit 2 in the entry point)."""
-    from loraforge.render.executor import Placement
-    from loraforge.render.worker import RenderWork
-    from loraforge.runtime.settings import load_settings
-
-    settings = settings or load_settings()
-    store = ObjectStore.connect(settings.s3)
-    job = read_spec(store, validate_run_id(run_id))
-    work = RenderWork(
-        store,
-        models_dir=settings.models.dir,
-        placement=Placement.from_settings(settings),
-        tick_s=1.0,
-    )
-    return run_work_in_pod(work, job, out, stops_after="the current denoising step")

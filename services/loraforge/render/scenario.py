@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from loraforge.captioning.tokens import EstimateTokenizer, limit_for
 from loraforge.runtime.errors import InvalidInput
 from loraforge.runtime.params import LoraType
 
@@ -101,7 +102,8 @@ class Transition(_Strict):
     def _four_k_plus_one(cls, frames: int) -> int:
         if (frames - 1) % 4:
             raise ValueError(
-                f"{frames} frames: Wan needs 4k+1 frames (e.g. {4 * ((frames - 1) // 4) + 1} or {4 * ((frames - 1) // 4 + 1) + 1})"
+                f"{frames} frames: Wan needs 4k+1 frames (e.g. {4 * ((frames - 1) // 4) + 1} "
+                f"or {4 * ((frames - 1) // 4 + 1) + 1})"
             )
         return frames
 
@@ -217,8 +219,8 @@ class Scenario(_Strict):
             raise ValueError("two LoRAs share a name; adapter names must be unique")
         if self.pairing is Pairing.PAIRS and len(self.shots) > 1 and len(self.shots) % 2:
             raise ValueError(
-                f"pairing 'pairs' joins shots 1->2, 3->4, ...; {len(self.shots)} shots leave the last "
-                "one alone: add a shot or use pairing: chained"
+                f"pairing 'pairs' joins shots 1->2, 3->4, ...; {len(self.shots)} shots leave the "
+                "last one alone: add a shot or use pairing: chained"
             )
         if self.transitions and len(self.transitions) != len(self.pairs()):
             raise ValueError(
@@ -265,8 +267,6 @@ def _token_count(preset: str, text: str) -> tuple[int, int, str]:
     """(tokens, limit, encoder) with the captioning tokenizer estimate for the preset's encoder.
 
     The estimate over-counts slightly, so a warning may come a little early, never late."""
-    from loraforge.captioning.tokens import EstimateTokenizer, limit_for
-
     encoder, limit = limit_for(preset)
     return EstimateTokenizer(max_tokens=limit).count(text), limit, encoder
 
@@ -298,7 +298,8 @@ def parse_scenario(text: str) -> Scenario:
         return Scenario.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'scenario'}: {e['msg'].removeprefix('Value error, ')}"
+            f"{'.'.join(str(p) for p in e['loc']) or 'scenario'}: "
+            f"{e['msg'].removeprefix('Value error, ')}"
             for e in exc.errors()
         )
         raise InvalidInput(f"invalid scenario: {problems}") from None

@@ -14,7 +14,7 @@ from typing import Any
 from loraforge.runtime.errors import InvalidInput
 
 
-def _flow_shift(config: Any) -> float:
+def _flow_shift(config: dict[str, Any]) -> float:
     return float(config.get("flow_shift") or config.get("shift") or 1.0)
 
 
@@ -27,53 +27,52 @@ def set_scheduler(pipe: Any, name: str, *, flow: bool, shift: float | None = Non
     import diffusers
 
     config = dict(pipe.scheduler.config)
-    if name == "default":  # same scheduler, other shift
+    if name == "default" and shift is not None:  # same scheduler, other shift
         key = "flow_shift" if "flow_shift" in config else "shift"
         pipe.scheduler = type(pipe.scheduler).from_config(config, **{key: float(shift)})
         return pipe
+    # scheduler class (diffusers: untyped) and its arguments, by name
+    classes: dict[str, tuple[Any, dict[str, Any]]]
     if flow:
         shift = float(shift) if shift is not None else _flow_shift(config)
-        if name == "euler":
-            sched = diffusers.FlowMatchEulerDiscreteScheduler(shift=shift)
-        elif name == "unipc":
-            sched = diffusers.UniPCMultistepScheduler(
-                prediction_type="flow_prediction",
-                use_flow_sigmas=True,
-                flow_shift=shift,
-                num_train_timesteps=1000,
-            )
-        elif name == "dpmpp_2m":
-            sched = diffusers.DPMSolverMultistepScheduler(
-                prediction_type="flow_prediction",
-                use_flow_sigmas=True,
-                flow_shift=shift,
-                num_train_timesteps=1000,
-                algorithm_type="dpmsolver++",
-                solver_order=2,
-            )
-        else:
+        flow_sigmas = {
+            "prediction_type": "flow_prediction",
+            "use_flow_sigmas": True,
+            "flow_shift": shift,
+            "num_train_timesteps": 1000,
+        }
+        classes = {
+            "euler": (diffusers.FlowMatchEulerDiscreteScheduler, {"shift": shift}),
+            "unipc": (diffusers.UniPCMultistepScheduler, flow_sigmas),
+            "dpmpp_2m": (
+                diffusers.DPMSolverMultistepScheduler,
+                {**flow_sigmas, "algorithm_type": "dpmsolver++", "solver_order": 2},
+            ),
+        }
+        if name not in classes:
             raise InvalidInput(
                 f"scheduler {name!r} does not sample a flow-matching model; use "
                 "euler, unipc or dpmpp_2m"
             )
-    else:
-        classes = {
-            "euler": (diffusers.EulerDiscreteScheduler, {}),
-            "euler_a": (diffusers.EulerAncestralDiscreteScheduler, {}),
-            "dpmpp_2m": (
-                diffusers.DPMSolverMultistepScheduler,
-                {"algorithm_type": "dpmsolver++", "solver_order": 2},
-            ),
-            "dpmpp_2m_karras": (
-                diffusers.DPMSolverMultistepScheduler,
-                {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
-            ),
-            "ddim": (diffusers.DDIMScheduler, {}),
-            "unipc": (diffusers.UniPCMultistepScheduler, {}),
-        }
-        if name not in classes:
-            raise InvalidInput(f"unknown scheduler {name!r}; use one of {', '.join(classes)}")
-        cls, extra = classes[name]
-        sched = cls.from_config(config, **extra)
-    pipe.scheduler = sched
+        cls, arguments = classes[name]
+        pipe.scheduler = cls(**arguments)
+        return pipe
+    classes = {
+        "euler": (diffusers.EulerDiscreteScheduler, {}),
+        "euler_a": (diffusers.EulerAncestralDiscreteScheduler, {}),
+        "dpmpp_2m": (
+            diffusers.DPMSolverMultistepScheduler,
+            {"algorithm_type": "dpmsolver++", "solver_order": 2},
+        ),
+        "dpmpp_2m_karras": (
+            diffusers.DPMSolverMultistepScheduler,
+            {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
+        ),
+        "ddim": (diffusers.DDIMScheduler, {}),
+        "unipc": (diffusers.UniPCMultistepScheduler, {}),
+    }
+    if name not in classes:
+        raise InvalidInput(f"unknown scheduler {name!r}; use one of {', '.join(classes)}")
+    cls, extra = classes[name]
+    pipe.scheduler = cls.from_config(config, **extra)
     return pipe

@@ -6,24 +6,34 @@ import asyncio
 import contextlib
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
 
 import grpc
+from nats.js.errors import NotFoundError
 
+from loraforge.library.deployments import Deployments, DeploymentStatus, parse_spec, view_of
 from loraforge.render.inputs import check_input_images
-from loraforge.render.scenario import parse_scenario
+from loraforge.render.scenario import Scenario, parse_scenario
+from loraforge.render.warm import request_warm, start_call
 from loraforge.runtime.errors import InvalidInput, Unavailable
+from loraforge.runtime.events import EventBus
 from loraforge.runtime.job_service import JobService
-from loraforge.runtime.jobs import JobState
+from loraforge.runtime.jobs import JobState, JobStore
 from loraforge.runtime.keys import ProjectRef
-from loraforge.runtime.params import LoraWeightParams, RenderParams
+from loraforge.runtime.params import DeploymentCallParams, LoraWeightParams, RenderParams
 from loraforge.runtime.servicers import JobCalls, job_to_wire, present_fields, scope_from_wire
 from loraforge.runtime.storage import ObjectStore
 from loraforge.v1 import common_pb2, render_pb2, render_pb2_grpc
 
-if TYPE_CHECKING:
-    from loraforge.runtime.events import EventBus
-    from loraforge.runtime.jobs import JobStore
+
+@dataclass(frozen=True)
+class _DeploymentClients:
+    """What the deployment calls need; a service started without them answers Unavailable."""
+
+    records: Deployments
+    store: ObjectStore
+    bus: EventBus
+    jobs: JobStore
 
 
 class RenderServicer(JobCalls, render_pb2_grpc.RenderServiceServicer):
@@ -45,7 +55,9 @@ class RenderServicer(JobCalls, render_pb2_grpc.RenderServiceServicer):
         return render_pb2.DESCRIPTOR.services_by_name["RenderService"].full_name
 
     async def SubmitRender(
-        self, request: render_pb2.SubmitRenderRequest, context: grpc.aio.ServicerContext
+        self,
+        request: render_pb2.SubmitRenderRequest,
+        context: grpc.aio.ServicerContext[render_pb2.SubmitRenderRequest, common_pb2.Job],
     ) -> common_pb2.Job:
         tenant, project = scope_from_wire(request.scope)
         params = RenderParams.parse(
@@ -62,6 +74,7 @@ class RenderServicer(JobCalls, render_pb2_grpc.RenderServiceServicer):
             ],
         )
         if self.store is not None:  # a bad input image is refused now, not by a GPU job later
+            scenario: Scenario | None
             try:
                 scenario = parse_scenario(params.scenario_yaml)
             except InvalidInput:
@@ -80,19 +93,16 @@ class RenderServicer(JobCalls, render_pb2_grpc.RenderServiceServicer):
 
     # -- deployments ----------------------------------------------------------------------------
 
-    def _deployments(self) -> Any:
-        from loraforge.library.deployments import Deployments
-
+    def _deployments(self) -> _DeploymentClients:
         if self.store is None or self._bus is None or self._job_store is None:
             raise Unavailable("this render service was started without deployments")
-        return Deployments(self.store)
+        return _DeploymentClients(Deployments(self.store), self.store, self._bus, self._job_store)
 
     async def CreateDeployment(
-        self, request: render_pb2.DeploymentRequest, context: grpc.aio.ServicerContext
+        self,
+        request: render_pb2.DeploymentRequest,
+        context: grpc.aio.ServicerContext[render_pb2.DeploymentRequest, render_pb2.DeploymentReply],
     ) -> render_pb2.DeploymentReply:
-        from loraforge.library.deployments import parse_spec
-        from loraforge.render.warm import request_warm
-
         tenant, project = scope_from_wire(request.scope)
         ref = ProjectRef(tenant, project)
         try:
@@ -102,9 +112,10 @@ class RenderServicer(JobCalls, render_pb2_grpc.RenderServiceServicer):
         if request.name:
             data = {**data, "name": request.name}
         spec = parse_spec(data)
-        records = self._deployments()
+        clients = self._deployments()
+        records = clients.records
         record = await asyncio.to_thread(records.create, ref, spec)
-        await request_warm(self._bus, record)
+        await request_warm(clients.bus, record)
         return render_pb2.DeploymentReply(
             deployment_json=(
                 await asyncio.to_thread(records.view, ref, record.name)
@@ -112,31 +123,31 @@ class RenderServicer(JobCalls, render_pb2_grpc.RenderServiceServicer):
         )
 
     async def GetDeployment(
-        self, request: render_pb2.DeploymentRequest, context: grpc.aio.ServicerContext
+        self,
+        request: render_pb2.DeploymentRequest,
+        context: grpc.aio.ServicerContext[render_pb2.DeploymentRequest, render_pb2.DeploymentReply],
     ) -> render_pb2.DeploymentReply:
-        from loraforge.library.deployments import DeploymentStatus, view_of
-        from loraforge.render.warm import request_warm
-
         tenant, project = scope_from_wire(request.scope)
         ref = ProjectRef(tenant, project)
-        records = self._deployments()
+        clients = self._deployments()
+        records = clients.records
         record = await asyncio.to_thread(records.get, ref, request.name)
         beats = await asyncio.to_thread(records.beats, ref, request.name)
         view = view_of(record, beats)
         if view.status is DeploymentStatus.PENDING and beats and view.warm_workers == 0:
             # every worker that held it stopped beating (died): ask for the slots again, at
             # most once a minute (the event ids of one minute are de-duplicated)
-            await request_warm(self._bus, record, generation=f"{int(time.time() // 60)}")
+            await request_warm(clients.bus, record, generation=f"{int(time.time() // 60)}")
         return render_pb2.DeploymentReply(deployment_json=view.model_dump_json())
 
     async def ListDeployments(
-        self, request: render_pb2.DeploymentRequest, context: grpc.aio.ServicerContext
+        self,
+        request: render_pb2.DeploymentRequest,
+        context: grpc.aio.ServicerContext[render_pb2.DeploymentRequest, render_pb2.DeploymentList],
     ) -> render_pb2.DeploymentList:
-        from loraforge.library.deployments import view_of
-
         tenant, project = scope_from_wire(request.scope)
         ref = ProjectRef(tenant, project)
-        records = self._deployments()
+        records = self._deployments().records
 
         def views() -> list[str]:
             return [
@@ -146,19 +157,20 @@ class RenderServicer(JobCalls, render_pb2_grpc.RenderServiceServicer):
         return render_pb2.DeploymentList(deployment_json=await asyncio.to_thread(views))
 
     async def DeleteDeployment(
-        self, request: render_pb2.DeploymentRequest, context: grpc.aio.ServicerContext
+        self,
+        request: render_pb2.DeploymentRequest,
+        context: grpc.aio.ServicerContext[render_pb2.DeploymentRequest, render_pb2.DeploymentReply],
     ) -> render_pb2.DeploymentReply:
-        from loraforge.library.deployments import view_of
-
         tenant, project = scope_from_wire(request.scope)
         ref = ProjectRef(tenant, project)
-        record = await asyncio.to_thread(self._deployments().delete, ref, request.name)
+        clients = self._deployments()
+        record = await asyncio.to_thread(clients.records.delete, ref, request.name)
         # its calls' work queue goes too (a durable consumer lives until deleted); a warm
         # worker still bound to it lets the deployment go at its next beat
-        from nats.js.errors import NotFoundError
-
         with contextlib.suppress(NotFoundError):
-            await self._bus.jetstream.delete_consumer(self._bus.settings.stream, record.consumer)
+            await clients.bus.jetstream.delete_consumer(
+                clients.bus.settings.stream, record.consumer
+            )
         # Calls still waiting in that queue will never be served: they fail now, with why,
         # instead of staying PENDING (calls already rendering finish on their warm worker).
         for job in await self.jobs.list(tenant, project, [JobState.PENDING]):
@@ -171,13 +183,12 @@ class RenderServicer(JobCalls, render_pb2_grpc.RenderServiceServicer):
         return render_pb2.DeploymentReply(deployment_json=view_of(record, []).model_dump_json())
 
     async def CallDeployment(
-        self, request: render_pb2.CallDeploymentRequest, context: grpc.aio.ServicerContext
+        self,
+        request: render_pb2.CallDeploymentRequest,
+        context: grpc.aio.ServicerContext[render_pb2.CallDeploymentRequest, common_pb2.Job],
     ) -> common_pb2.Job:
-        from loraforge.render.warm import start_call
-        from loraforge.runtime.params import DeploymentCallParams
-
         tenant, project = scope_from_wire(request.scope)
-        self._deployments()
+        clients = self._deployments()
         params = DeploymentCallParams.parse(
             deployment=request.deployment,
             image=request.image,
@@ -186,9 +197,9 @@ class RenderServicer(JobCalls, render_pb2_grpc.RenderServiceServicer):
             present=present_fields(request, "seed"),
         )
         job = await start_call(
-            self._job_store,
-            self._bus,
-            self.store,
+            clients.jobs,
+            clients.bus,
+            clients.store,
             tenant,
             project,
             params,

@@ -29,8 +29,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+from PIL import Image, ImageOps
+
+from loraforge.captioning.sources import AttributeSource, ClipInput
+from loraforge.captioning.worker import sources_factory
 from loraforge.library.deployments import (
     BEAT_S,
     Deployment,
@@ -39,21 +44,46 @@ from loraforge.library.deployments import (
     WarmBeat,
     fill_prompt,
 )
-from loraforge.render.executor import Placement
+from loraforge.render.executor import (
+    LatestProgress,
+    Placement,
+    ScenarioRenderer,
+    empty_cache,
+    fit_image,
+    pin_frames,
+    to_pil,
+    write_video,
+)
 from loraforge.render.inputs import check_input_images, fetch_input_images
+from loraforge.render.records import (
+    COMPLETED_EVENT,
+    Artifact,
+    CallInfo,
+    CallRecord,
+    record_key,
+    render_prefix,
+)
+from loraforge.render.scenario import (
+    IMAGE_PRESETS,
+    Output,
+    Scenario,
+    ScenarioLora,
+    Shot,
+    Stage,
+    Transition,
+)
 from loraforge.runtime.errors import Cancelled, InvalidInput, LoraforgeError, NotFound, Unavailable
-from loraforge.runtime.events import Delivery, Event, EventBus
+from loraforge.runtime.events import Consumer, Delivery, Event, EventBus
 from loraforge.runtime.job_service import JobContext, JobOutcome, JobWorker
 from loraforge.runtime.jobs import ArtifactRef, Job, JobState, JobStore, new_job_id
 from loraforge.runtime.keys import ProjectRef
-from loraforge.runtime.params import DeploymentCallParams
+from loraforge.runtime.params import DeploymentCallParams, LoraType
+from loraforge.runtime.settings import CaptioningSettings
 from loraforge.runtime.storage import Bucket, ObjectStore
 
 log = logging.getLogger(__name__)
 
 WARM_EVENT = "render.deploy.warm"
-COMPLETED_EVENT = "render.completed"
-RECORD = "render.json"
 
 
 # ------------------------------------------------------------------ rendering one call
@@ -63,8 +93,8 @@ RECORD = "render.json"
 class PreparedCall:
     prompt: str
     seed: int
-    first: Any = None  # PIL image at the output size
-    last: Any = None
+    first: Image.Image | None = None  # at the output size
+    last: Image.Image | None = None
 
 
 class DeploymentRenderer:
@@ -80,18 +110,6 @@ class DeploymentRenderer:
         free_bytes: int | None = None,
         steps: int | None = None,
     ):
-        from loraforge.render.executor import ScenarioRenderer
-        from loraforge.render.scenario import (
-            IMAGE_PRESETS,
-            Output,
-            Scenario,
-            ScenarioLora,
-            Shot,
-            Stage,
-            Transition,
-        )
-        from loraforge.runtime.params import LoraType
-
         self.record = record
         d = record.spec.defaults
         out, tr = Output(), Transition()
@@ -132,31 +150,27 @@ class DeploymentRenderer:
             placement=placement,
             free_bytes=free_bytes,
         )
-        self._pipe: Any = None
+        self._pipe: Any = None  # the diffusers pipeline (untyped), once loaded
+        self._family: ModuleType | None = None
+        self._variant = ""
         self.load_s = 0.0
         self.placement: dict[str, Any] = {}
 
     def load(self) -> None:
         started = time.monotonic()
         preset = self.record.preset
-        self._pipe, self._family, self._variant = self._renderer._pipeline(
+        self._pipe, self._family, self._variant = self._renderer.load_stage(
             preset, self.stage, self.scenario, frames=self.frames if self.video else 1
         )
         self.load_s = time.monotonic() - started
         self.placement = dict(self._renderer.placement[self.stage.value])
 
     def release(self) -> None:
-        from loraforge.render.executor import _empty_cache
-
         self._pipe = None
         self._renderer.pipelines.clear()
-        _empty_cache()
+        empty_cache()
 
-    def fit(self, path: Path) -> Any:
-        from PIL import Image, ImageOps
-
-        from loraforge.render.executor import fit_image
-
+    def fit(self, path: Path) -> Image.Image:
         with Image.open(path) as img:
             return fit_image(ImageOps.exif_transpose(img), self.width, self.height)
 
@@ -168,12 +182,11 @@ class DeploymentRenderer:
         progress: Callable[[float, str], None],
         cancelled: Callable[[], bool],
     ) -> Path:
-        from loraforge.render.executor import _pil, _pin_frames, _write_video
-
-        if self._pipe is None:
+        family = self._family
+        if self._pipe is None or family is None:
             raise Unavailable("the deployment's pipeline is not loaded")
         steps, d = self.scenario.steps, self.record.spec.defaults
-        guidance = self._family.RENDER_GUIDANCE if d.cfg is None else d.cfg
+        guidance = family.RENDER_GUIDANCE if d.cfg is None else d.cfg
 
         def on_step(step: int) -> None:
             if cancelled():
@@ -182,7 +195,7 @@ class DeploymentRenderer:
 
         out_dir.mkdir(parents=True, exist_ok=True)
         if not self.video:
-            out = self._family.generate(
+            out = family.generate(
                 self._pipe,
                 call.prompt,
                 call.seed,
@@ -195,10 +208,10 @@ class DeploymentRenderer:
                 on_step=on_step,
             )
             path = out_dir / "image.png"
-            _pil(out[0]).save(path)
+            to_pil(out[0]).save(path)
             return path
         pinned = self._variant in ("i2v", "flf2v")
-        frames = self._family.generate(
+        frames = family.generate(
             self._pipe,
             call.prompt,
             call.seed,
@@ -219,20 +232,18 @@ class DeploymentRenderer:
             # as in a scenario's transitions: the model is conditioned on the input frames and
             # reproduces them through the VAE with a small colour shift; the caller gave these
             # exact pictures as first (and last) frame, so the video starts (and ends) on them
-            video = _pin_frames(video, call.first, call.last if self._variant == "flf2v" else None)
-        return _write_video(video, out_dir / "video.mp4", self.fps)
+            video = pin_frames(video, call.first, call.last if self._variant == "flf2v" else None)
+        return write_video(video, out_dir / "video.mp4", self.fps)
 
 
-def describe_image(path: Path, source: str, captioning: Any) -> tuple[str, str, str]:
+def describe_image(
+    path: Path, source: str, captioning: CaptioningSettings | None
+) -> tuple[str, str, str]:
     """A description of an input image for a prompt template's {description}: (text, the
     source that wrote it, a warning). The caption source's free text (local VLM or
     OpenAI-compatible endpoint) when it answers; else a phrase from the measured attributes
     (offline; a still has no face or motion metrics, so mostly colours), with the reason the
     model was not used: a call never fails because a captioning model is down or missing."""
-    from loraforge.captioning.sources import AttributeSource, ClipInput
-    from loraforge.captioning.worker import sources_factory
-    from loraforge.runtime.settings import CaptioningSettings
-
     warning = ""
     try:
         sources = sources_factory(captioning or CaptioningSettings())(source)
@@ -272,7 +283,7 @@ class DeploymentCallWork:
         store: ObjectStore,
         renderer_for: RendererFor,
         *,
-        captioning: Any = None,
+        captioning: CaptioningSettings | None = None,
         tick_s: float = 0.5,
         warm: bool = False,
     ):
@@ -285,20 +296,15 @@ class DeploymentCallWork:
     async def __call__(self, job: Job, ctx: JobContext) -> JobOutcome:
         ref = ProjectRef(job.tenant, job.project)
         params = DeploymentCallParams.model_validate(job.params)
-        prefix = ref.key("renders", job.id)
-        if (
-            await asyncio.to_thread(self._store.stat, Bucket.RENDERS, f"{prefix}/{RECORD}")
-            is not None
-        ):
-            record = await asyncio.to_thread(
-                self._store.get_json, Bucket.RENDERS, f"{prefix}/{RECORD}"
-            )
+        prefix, key = render_prefix(ref, job.id), record_key(ref, job.id)
+        if await asyncio.to_thread(self._store.stat, Bucket.RENDERS, key) is not None:
+            record: CallRecord = await asyncio.to_thread(self._store.get_json, Bucket.RENDERS, key)
             return outcome(job, record)
         deployment = await asyncio.to_thread(Deployments(self._store).get, ref, params.deployment)
         if deployment.state is DeploymentStatus.STOPPED:
             raise InvalidInput(f"deployment {deployment.name!r} is stopped")
         check_call_inputs(deployment, params)
-        progress = {"fraction": 0.0, "message": "starting"}
+        progress = LatestProgress()
         cancelled = threading.Event()
         with tempfile.TemporaryDirectory(prefix=f"call-{job.id}-") as tmp:
             keys = [params.image, params.last_image]
@@ -342,7 +348,7 @@ class DeploymentCallWork:
                     call,
                     Path(tmp) / "out",
                     cancelled=cancelled.is_set,
-                    progress=lambda f, m: progress.update(fraction=f, message=m),
+                    progress=progress.update,
                 )
 
             started = time.monotonic()
@@ -351,7 +357,7 @@ class DeploymentCallWork:
                 while not task.done():
                     await asyncio.wait({task}, timeout=self._tick_s)
                     if not task.done():
-                        await ctx.progress(0.05 + 0.85 * progress["fraction"], progress["message"])
+                        await ctx.progress(0.05 + 0.85 * progress.fraction, progress.message)
             except Cancelled:
                 cancelled.set()
                 await asyncio.gather(task, return_exceptions=True)
@@ -364,7 +370,7 @@ class DeploymentCallWork:
                     f"the prompt does not contain the trigger {deployment.trigger!r}; "
                     "the LoRA will barely show"
                 )
-            info = {
+            info: CallInfo = {
                 "deployment": deployment.name,
                 "lora": deployment.lora_ref,
                 "lora_key": deployment.lora_key,
@@ -388,31 +394,25 @@ class DeploymentCallWork:
                 "placement": renderer.placement,
                 "warnings": warnings,
             }
-            record = await asyncio.to_thread(self._upload, prefix, path, info)
+            record = await asyncio.to_thread(self._upload, prefix, key, path, info)
         return outcome(job, record)
 
-    def _upload(self, prefix: str, path: Path, info: dict[str, Any]) -> dict[str, Any]:
+    def _upload(self, prefix: str, key: str, path: Path, info: CallInfo) -> CallRecord:
         kind, content_type = (
             ("video", "video/mp4") if path.suffix == ".mp4" else ("image", "image/png")
         )
         stored = self._store.put_file(
             Bucket.RENDERS, f"{prefix}/{path.name}", path, content_type=content_type
         )
-        record = {
-            **info,
-            "output": stored.key,
+        artifact: Artifact = {
+            "bucket": "renders",
+            "key": stored.key,
             "kind": kind,
-            "artifacts": [
-                {
-                    "bucket": "renders",
-                    "key": stored.key,
-                    "kind": kind,
-                    "size": stored.size,
-                    "sha256": stored.sha256 or "",
-                }
-            ],
+            "size": stored.size,
+            "sha256": stored.sha256 or "",
         }
-        self._store.put_json(Bucket.RENDERS, f"{prefix}/{RECORD}", record)
+        record: CallRecord = {**info, "output": stored.key, "kind": kind, "artifacts": [artifact]}
+        self._store.put_json(Bucket.RENDERS, key, record)
         return record
 
 
@@ -442,7 +442,7 @@ def check_call_inputs(deployment: Deployment, params: DeploymentCallParams) -> N
         )
 
 
-def outcome(job: Job, record: dict[str, Any]) -> JobOutcome:
+def outcome(job: Job, record: CallRecord) -> JobOutcome:
     data = {
         "job_id": job.id,
         "deployment": record["deployment"],
@@ -460,7 +460,7 @@ def outcome(job: Job, record: dict[str, Any]) -> JobOutcome:
     return JobOutcome(
         message=f"{record['kind']} rendered by deployment {record['deployment']}"
         + (" (warm)" if record["warm"] else " (loaded cold)"),
-        artifacts=[ArtifactRef(**a) for a in record["artifacts"]],
+        artifacts=[ArtifactRef.model_validate(a) for a in record["artifacts"]],
         result=data,
         events=[
             Event(
@@ -576,9 +576,9 @@ class _Busy(Exception):
 class _Held:
     deployment: Deployment
     renderer: DeploymentRenderer
-    consumer: Any = None
+    consumer: Consumer | None = None
     beat_task: asyncio.Task[None] | None = None
-    tmp: Any = None
+    tmp: tempfile.TemporaryDirectory[str] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -594,7 +594,7 @@ class WarmPool:
         slots: int = 1,
         models_dir: Path | None = None,
         placement: Placement = Placement(),
-        captioning: Any = None,
+        captioning: CaptioningSettings | None = None,
         free_bytes: int | None = None,
         steps: int | None = None,
         beat_s: float = BEAT_S,

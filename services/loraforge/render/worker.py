@@ -20,29 +20,45 @@ it exists the job is done and nothing is rendered again.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import sys
 import tempfile
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from loraforge.render.executor import Placement
+from loraforge.render.executor import LatestProgress, Placement, RenderResult, ScenarioRenderer
 from loraforge.render.inputs import check_input_images, fetch_input_images
+from loraforge.render.k8s_run import KubernetesRender, read_spec
+from loraforge.render.records import (
+    COMPLETED_EVENT,
+    Artifact,
+    RenderRecord,
+    record_key,
+    render_prefix,
+)
 from loraforge.render.scenario import Scenario, ScenarioLora, parse_scenario
-from loraforge.runtime.errors import Cancelled, InvalidInput, NotFound
+from loraforge.render.warm import DeploymentCallWork, WarmPool, cold_renderer, start_call
+from loraforge.runtime.errors import Cancelled, ConfigurationError, InvalidInput, NotFound
 from loraforge.runtime.events import Delivery, Event
+from loraforge.runtime.host import Clients, run_worker
 from loraforge.runtime.job_service import JobContext, JobOutcome, JobService, JobWorker
 from loraforge.runtime.jobs import ArtifactRef, Job
+from loraforge.runtime.k8s_controller import run_work_in_pod
+from loraforge.runtime.k8s_jobs import validate_run_id
 from loraforge.runtime.keys import ProjectRef
-from loraforge.runtime.params import RenderParams
+from loraforge.runtime.logging import configure_logging
+from loraforge.runtime.params import DeploymentCallParams, RenderParams
+from loraforge.runtime.settings import CaptioningSettings, Settings, load_settings
 from loraforge.runtime.storage import Bucket, ObjectStore
 
-COMPLETED_EVENT = "render.completed"
-RECORD = "render.json"
+NAME = "render"
 
-
-def render_prefix(ref: ProjectRef, job_id: str) -> str:
-    return ref.key("renders", job_id)
+#: starts a deployment call's job (warm.start_call bound to the process's clients):
+#: (params, tenant, project, request_id) -> the job
+StartCall = Callable[[DeploymentCallParams, str, str, str], Awaitable[Job]]
 
 
 class RenderWork:
@@ -57,11 +73,11 @@ class RenderWork:
         tick_s: float = 0.5,
         placement: Placement | None = None,
         free_bytes: int | None = None,
-        kubernetes: Any = None,
-        captioning: Any = None,
+        kubernetes: KubernetesRender | None = None,
+        captioning: CaptioningSettings | None = None,
     ):
         self._store = store
-        self._captioning = captioning  # CaptioningSettings: describes a call's input image
+        self._captioning = captioning  # describes a deployment call's input image
         self._models_dir = models_dir
         self._steps = steps
         self._tick_s = tick_s
@@ -72,8 +88,6 @@ class RenderWork:
     async def __call__(self, job: Job, ctx: JobContext) -> JobOutcome:
         ref = ProjectRef(job.tenant, job.project)
         if "deployment" in job.params:  # a deployment call no warm worker took: load it here
-            from loraforge.render.warm import DeploymentCallWork, cold_renderer
-
             return await DeploymentCallWork(
                 self._store,
                 cold_renderer(
@@ -88,11 +102,11 @@ class RenderWork:
             )(job, ctx)
         params = RenderParams.model_validate(job.params)
         scenario = self._scenario(params)
-        prefix = render_prefix(ref, job.id)
-        existing = await asyncio.to_thread(self._store.stat, Bucket.RENDERS, f"{prefix}/{RECORD}")
+        prefix, key = render_prefix(ref, job.id), record_key(ref, job.id)
+        existing = await asyncio.to_thread(self._store.stat, Bucket.RENDERS, key)
         if existing is not None:  # rendered before (redelivery or retry): answer the same
-            record = await asyncio.to_thread(
-                self._store.get_json, Bucket.RENDERS, f"{prefix}/{RECORD}"
+            record: RenderRecord = await asyncio.to_thread(
+                self._store.get_json, Bucket.RENDERS, key
             )
             return self._outcome(job, record)
 
@@ -102,10 +116,10 @@ class RenderWork:
                 check_input_images, self._store, ref, [shot.image for shot in scenario.shots]
             )
             await asyncio.to_thread(self._check_loras, ref, scenario)
-            record = await self._k8s.run(job, ctx, f"{prefix}/{RECORD}")
+            record = await self._k8s.run(job, ctx, key)
             return self._outcome(job, record)
 
-        progress = {"fraction": 0.0, "message": "starting"}
+        progress = LatestProgress()
         cancelled = threading.Event()
         with tempfile.TemporaryDirectory(prefix=f"render-{job.id}-") as tmp:
             # inputs first: a bad LoRA or image fails the job before any model loads
@@ -118,14 +132,12 @@ class RenderWork:
             )
             loras = await asyncio.to_thread(self._fetch_loras, ref, scenario, Path(tmp) / "loras")
 
-            def run() -> Any:
-                from loraforge.render.executor import ScenarioRenderer
-
+            def run() -> RenderResult:
                 renderer = ScenarioRenderer(
                     lambda lora: loras[lora.name],
                     steps=self._steps,
                     models_dir=self._models_dir,
-                    progress=lambda f, m: progress.update(fraction=f, message=m),
+                    progress=progress.update,
                     cancelled=cancelled.is_set,
                     placement=self._placement,
                     resolve_image=images.__getitem__,
@@ -138,13 +150,13 @@ class RenderWork:
                 while not task.done():
                     await asyncio.wait({task}, timeout=self._tick_s)
                     if not task.done():
-                        await ctx.progress(0.9 * progress["fraction"], progress["message"])
+                        await ctx.progress(0.9 * progress.fraction, progress.message)
             except Cancelled:
                 cancelled.set()
                 await asyncio.gather(task, return_exceptions=True)
                 raise
             result = task.result()
-            record = await asyncio.to_thread(self._upload, prefix, result, scenario)
+            record = await asyncio.to_thread(self._upload, prefix, key, result, scenario)
         return self._outcome(job, record)
 
     def _scenario(self, params: RenderParams) -> Scenario:
@@ -165,7 +177,7 @@ class RenderWork:
         return scenario
 
     def _fetch_loras(self, ref: ProjectRef, scenario: Scenario, dest: Path) -> dict[str, Path]:
-        paths = {}
+        paths: dict[str, Path] = {}
         for lora in scenario.loras:
             paths[lora.name] = self._fetch_lora(ref, lora, dest)
         return paths
@@ -189,8 +201,10 @@ class RenderWork:
         self._check_lora(ref, lora)
         return self._store.download(Bucket.LORAS, lora.path, dest / f"{lora.name}.safetensors")
 
-    def _upload(self, prefix: str, result: Any, scenario: Scenario) -> dict[str, Any]:
-        artifacts = []
+    def _upload(
+        self, prefix: str, key: str, result: RenderResult, scenario: Scenario
+    ) -> RenderRecord:
+        artifacts: list[Artifact] = []
 
         def put(path: Path | None, kind: str, content_type: str) -> str | None:
             if path is None:
@@ -209,7 +223,7 @@ class RenderWork:
             )
             return stored.key
 
-        record = {
+        record: RenderRecord = {
             "scenario": scenario.model_dump(mode="json"),
             "keyframes": [put(p, "keyframe", "image/png") for p in result.keyframes],
             "transitions": [put(p, "transition", "video/mp4") for p in result.transitions],
@@ -217,13 +231,13 @@ class RenderWork:
             "thumbnails": put(result.thumbnails, "thumbnails", "image/png"),
             "warnings": result.warnings,
             "placement": result.placement,
+            "artifacts": artifacts,
         }
-        record["artifacts"] = artifacts
-        self._store.put_json(Bucket.RENDERS, f"{prefix}/{RECORD}", record)
+        self._store.put_json(Bucket.RENDERS, key, record)
         return record
 
     @staticmethod
-    def _outcome(job: Job, record: dict[str, Any]) -> JobOutcome:
+    def _outcome(job: Job, record: RenderRecord) -> JobOutcome:
         data = {
             "job_id": job.id,
             "keyframes": record["keyframes"],
@@ -237,7 +251,7 @@ class RenderWork:
         return JobOutcome(
             message=f"{n} keyframe(s), {len(record['transitions'])} transition(s)"
             + (", film joined" if record["film"] else ""),
-            artifacts=[ArtifactRef(**a) for a in record["artifacts"]],
+            artifacts=[ArtifactRef.model_validate(a) for a in record["artifacts"]],
             result=data,
             events=[
                 Event(
@@ -255,10 +269,10 @@ class RenderRequests:
     """The `render.requests` handler: batch submissions (scenario, no job id) become jobs;
     job requests run on this worker. One durable consumer shared by every worker replica."""
 
-    def __init__(self, jobs: JobService, worker: JobWorker, *, calls: Any = None):
+    def __init__(self, jobs: JobService, worker: JobWorker, *, calls: StartCall | None = None):
         self._jobs = jobs
         self._worker = worker
-        self._calls = calls  # (params, tenant, project, request_id) -> Job: a deployment call
+        self._calls = calls
 
     async def handle(self, event: Event, delivery: Delivery) -> None:
         if "job_id" in event.data:
@@ -267,8 +281,6 @@ class RenderRequests:
         data = dict(event.data)
         request_id = str(data.pop("request_id", "") or event.id)
         if "deployment" in data and self._calls is not None:
-            from loraforge.runtime.params import DeploymentCallParams
-
             seed = {"seed": data.pop("seed")} if "seed" in data else None
             await self._calls(
                 DeploymentCallParams.parse(present=seed, **data),
@@ -285,17 +297,76 @@ class RenderRequests:
         )
 
 
+# ------------------------------------------------------------------ the queue
+
+
+async def mount_queue(
+    clients: Clients, jobs: JobService, kubernetes: KubernetesRender | None = None
+) -> None:
+    """Consume `render.requests` (one durable consumer for every replica: a work queue), for
+    the render service (loraforge.render.main) and the GPU queue worker (:func:`main`).
+    `kubernetes`: run each job as a GPU Job instead of here."""
+    settings = clients.settings
+    placement = Placement.from_settings(settings)
+    work = RenderWork(
+        clients.store,
+        models_dir=settings.models.dir,
+        placement=placement,
+        kubernetes=kubernetes,
+        captioning=settings.captioning,
+    )
+    worker = JobWorker(NAME, clients.jobs, clients.bus, work)
+
+    async def call(params: DeploymentCallParams, tenant: str, project: str, request_id: str) -> Job:
+        return await start_call(
+            clients.jobs, clients.bus, clients.store, tenant, project, params, request_id
+        )
+
+    requests = RenderRequests(jobs, worker, calls=call)
+    # on_dead_letter: a job request given up on (missing LoRA, dead worker) fails its job.
+    await clients.bus.subscribe(
+        f"{NAME}-workers", f"{NAME}.requests", requests.handle, on_dead_letter=worker.on_dead_letter
+    )
+    # Deployments kept warm here (LORAFORGE_RENDER__WARM_SLOTS; 0 = this process only renders
+    # jobs, e.g. the render service in front of Kubernetes render Jobs).
+    slots = 0 if kubernetes is not None else settings.render.warm_slots
+    pool = WarmPool(
+        clients.bus,
+        clients.store,
+        clients.jobs,
+        slots=slots,
+        models_dir=settings.models.dir,
+        placement=placement,
+        captioning=settings.captioning,
+    )
+    await pool.start()
+
+
 # ------------------------------------------------------------------ entry point
+
+
+def run_in_pod(run_id: str, *, settings: Settings | None = None, out: TextIO | None = None) -> int:
+    """``python -m loraforge.render.worker --job RUN_ID`` (a Kubernetes render Job's pod, see
+    loraforge.render.k8s_run): the job from the spec the service wrote, then ``RenderWork``
+    itself. 0 done, 3 cancelled; InvalidInput propagates (exit 2 in the entry point)."""
+    settings = settings or load_settings()
+    store = ObjectStore.connect(settings.s3)
+    job = read_spec(store, validate_run_id(run_id))
+    work = RenderWork(
+        store,
+        models_dir=settings.models.dir,
+        placement=Placement.from_settings(settings),
+        tick_s=1.0,
+    )
+    return run_work_in_pod(work, job, out, stops_after="the current denoising step")
 
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m loraforge.render.worker`: the GPU render queue worker (compose
     `render-worker`): consumes `render.requests` with the render service's own composition
-    (loraforge.render.main.mount_queue), renders on this machine, publishes
-    `render.completed`. `--job RUN_ID`: render that one job and exit (a Kubernetes render Job's
-    pod, see loraforge.render.k8s_run)."""
-    import argparse
-
+    (:func:`mount_queue`), renders on this machine, publishes `render.completed`.
+    `--job RUN_ID`: render that one job and exit (a Kubernetes render Job's pod,
+    :func:`run_in_pod`)."""
     parser = argparse.ArgumentParser(
         prog="python -m loraforge.render.worker",
         description=main.__doc__.split("\n\n")[0] if main.__doc__ else None,
@@ -303,13 +374,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--job", metavar="RUN_ID", help="render one job (a Kubernetes render Job)")
     args = parser.parse_args(argv)
     if args.job:
-        import sys
-
-        from loraforge.render.k8s_run import run_in_pod
-        from loraforge.runtime.errors import ConfigurationError
-        from loraforge.runtime.logging import configure_logging
-        from loraforge.runtime.settings import load_settings
-
         try:
             settings = load_settings()
             configure_logging(settings.log, "render-job")
@@ -318,9 +382,6 @@ def main(argv: list[str] | None = None) -> None:
             sys.stderr.write(f"render job {args.job}: {exc}\n")
             raise SystemExit(2) from None
         raise SystemExit(code)
-
-    from loraforge.render.main import NAME, mount_queue
-    from loraforge.runtime.host import Clients, run_worker
 
     async def mount(clients: Clients) -> None:
         jobs = JobService(NAME, clients.jobs, clients.bus)
