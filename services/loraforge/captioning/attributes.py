@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import colorsys
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +59,15 @@ def shot_size(face_ratio: float | None) -> str:
 
 def _colour_name(rgb: tuple[int, int, int]) -> str:
     r, g, b = (c / 255 for c in rgb)
-    h, l, s = colorsys.rgb_to_hls(r, g, b)
-    if l < 0.15:
+    hue, lightness, sat = colorsys.rgb_to_hls(r, g, b)
+    if lightness < 0.15:
         return "black"
-    if l > 0.88:
+    if lightness > 0.88:
         return "white"
-    if s < 0.18:
+    if sat < 0.18:
         return "gray"
-    deg = h * 360
-    if (deg < 45 or deg >= 345) and l < 0.45 and s < 0.6:
+    deg = hue * 360
+    if (deg < 45 or deg >= 345) and lightness < 0.45 and sat < 0.6:
         return "brown"
     for limit, name in (
         (15, "red"),
@@ -96,14 +97,15 @@ def dominant_colours(
         q = small.quantize(colors=6, method=Image.Quantize.MEDIANCUT)
         palette = q.getpalette() or []
         for count, idx in q.getcolors() or []:
-            rgb = tuple(palette[idx * 3 : idx * 3 + 3])
-            counts[_colour_name(rgb)] += count
+            assert isinstance(idx, int)  # a palette image's colours are palette indices
+            r, g, b = palette[idx * 3 : idx * 3 + 3]
+            counts[_colour_name((r, g, b))] += count
             total += count
     return [name for name, c in counts.most_common(top) if total and c / total >= min_share]
 
 
 def slots_from_metrics(
-    metrics: dict[str, Any], keyframes: list[Path | Image.Image] = ()
+    metrics: dict[str, Any], keyframes: Sequence[Path | Image.Image] = ()
 ) -> dict[str, str]:
     slots: dict[str, str] = {}
     if metrics.get("angle_bucket") in ANGLE:

@@ -40,7 +40,8 @@ def save_defaults(store: ObjectStore, ref: ProjectRef, **values: Any) -> dict[st
 def load_defaults(store: ObjectStore, ref: ProjectRef) -> dict[str, Any] | None:
     if store.stat(Bucket.DATASETS, defaults_key(ref)) is None:
         return None
-    return store.get_json(Bucket.DATASETS, defaults_key(ref))
+    record: dict[str, Any] = store.get_json(Bucket.DATASETS, defaults_key(ref))
+    return record
 
 
 class AutoCaptioner:

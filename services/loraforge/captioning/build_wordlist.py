@@ -13,7 +13,7 @@ ZIPF_MIN = 3.0  # ~1 occurrence per million words: below that a word is rare eno
 
 
 def build(out: Path = Path(__file__).parent / "data" / "english_words.json") -> int:
-    import wordfreq  # type: ignore[import-not-found]
+    import wordfreq  # not a dependency: run by hand to rebuild data/english_words.json
 
     words = sorted(
         {
@@ -25,7 +25,9 @@ def build(out: Path = Path(__file__).parent / "data" / "english_words.json") -> 
     out.write_text(
         json.dumps(
             {
-                "source": f"wordfreq top_n_list('en', 80000), [a-z]{{2,}}, zipf_frequency >= {ZIPF_MIN}",
+                "source": (
+                    f"wordfreq top_n_list('en', 80000), [a-z]{{2,}}, zipf_frequency >= {ZIPF_MIN}"
+                ),
                 "license": "word frequencies from wordfreq (data CC BY-SA 4.0); code Apache-2.0",
                 "zipf_min": ZIPF_MIN,
                 "count": len(words),

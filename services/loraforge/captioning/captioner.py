@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from loraforge.captioning.distill import distill_motion, remove_shared
 from loraforge.captioning.errors import InvalidCaption, InvalidTemplate
@@ -67,7 +68,7 @@ class Caption:
 class CaptionRun:
     trigger: str
     lora_type: str
-    template: dict
+    template: dict[str, Any]
     captions: list[Caption]
     shared: dict[str, str] = field(default_factory=dict)
     tokenizer: str = ""

@@ -54,7 +54,7 @@ def read_dataset(store: ObjectStore, project: ProjectRef, dataset_id: str) -> Cu
         raise InvalidInput(
             f"dataset {dataset_id}: its record {key} is not a dataset record ({exc}); curate again"
         ) from None
-    metrics: dict[str, dict] = {}
+    metrics: dict[str, dict[str, Any]] = {}  # curation manifest rows by clip id
     manifest_key = layout.manifest_key(project, dataset_id, record.manifest)
     if store.stat(Bucket.DATASETS, manifest_key) is not None:
         manifest = store.get_json(Bucket.DATASETS, manifest_key)

@@ -12,12 +12,16 @@ written whole through ObjectStore's staging-then-commit, so a reader never sees 
 
 from __future__ import annotations
 
+import builtins
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from loraforge.captioning.captioner import validate_user_caption
 from loraforge.captioning.errors import InvalidCaption
+from loraforge.captioning.templates import CaptionTemplate
+from loraforge.captioning.tokens import EstimateTokenizer, limit_for
 from loraforge.runtime.errors import NotFound
 from loraforge.runtime.keys import ProjectRef, validate_key_part
 from loraforge.runtime.storage import Bucket, ObjectStore
@@ -109,7 +113,8 @@ class CaptionReviewStore:
         *,
         author: str = "machine",
         slots: dict[str, str] | None = None,
-        warnings: list[str] | None = None,
+        # builtins.list: this class's own `list` method shadows it in annotations
+        warnings: builtins.list[str] | None = None,
     ) -> tuple[CaptionRecord, bool]:
         """(record, written). Locked captions and unchanged text are kept as they are."""
         if not author.startswith("machine"):
@@ -140,10 +145,6 @@ class CaptionReviewStore:
     ) -> CaptionRecord:
         """A person's edit, refused (not rewritten) when it breaks the dataset's rules: the
         trigger, the template's fixed parts, the shared effect text, the token limit."""
-        from loraforge.captioning.captioner import validate_user_caption
-        from loraforge.captioning.templates import CaptionTemplate
-        from loraforge.captioning.tokens import EstimateTokenizer, limit_for
-
         run = self.load_run()
         if run:
             template = (
@@ -184,4 +185,5 @@ class CaptionReviewStore:
         key = f"{self.prefix}/{RUN_RECORD}"
         if self._store.stat(Bucket.DATASETS, key) is None:
             return None
-        return self._store.get_json(Bucket.DATASETS, key)
+        run: dict[str, Any] = self._store.get_json(Bucket.DATASETS, key)
+        return run

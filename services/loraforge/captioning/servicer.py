@@ -26,14 +26,22 @@ class CaptioningServicer(JobCalls, captioning_pb2_grpc.CaptioningServiceServicer
         return CaptionReviewStore(self._store, ProjectRef(tenant, project), dataset_id)
 
     async def ListCaptions(
-        self, request: captioning_pb2.ListCaptionsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: captioning_pb2.ListCaptionsRequest,
+        context: grpc.aio.ServicerContext[
+            captioning_pb2.ListCaptionsRequest, captioning_pb2.ListCaptionsResponse
+        ],
     ) -> captioning_pb2.ListCaptionsResponse:
         review = self._review(request.scope, request.dataset_id)
         records = await asyncio.to_thread(review.list)
         return captioning_pb2.ListCaptionsResponse(captions=[_record_to_wire(r) for r in records])
 
     async def EditCaption(
-        self, request: captioning_pb2.EditCaptionRequest, context: grpc.aio.ServicerContext
+        self,
+        request: captioning_pb2.EditCaptionRequest,
+        context: grpc.aio.ServicerContext[
+            captioning_pb2.EditCaptionRequest, captioning_pb2.CaptionRecord
+        ],
     ) -> captioning_pb2.CaptionRecord:
         review = self._review(request.scope, request.dataset_id)
         record = await asyncio.to_thread(
@@ -46,7 +54,11 @@ class CaptioningServicer(JobCalls, captioning_pb2_grpc.CaptioningServiceServicer
         return _record_to_wire(record)
 
     async def ApproveCaption(
-        self, request: captioning_pb2.ApproveCaptionRequest, context: grpc.aio.ServicerContext
+        self,
+        request: captioning_pb2.ApproveCaptionRequest,
+        context: grpc.aio.ServicerContext[
+            captioning_pb2.ApproveCaptionRequest, captioning_pb2.CaptionRecord
+        ],
     ) -> captioning_pb2.CaptionRecord:
         review = self._review(request.scope, request.dataset_id)
         record = await asyncio.to_thread(
@@ -62,7 +74,9 @@ class CaptioningServicer(JobCalls, captioning_pb2_grpc.CaptioningServiceServicer
         return captioning_pb2.DESCRIPTOR.services_by_name["CaptioningService"].full_name
 
     async def StartCaptioning(
-        self, request: captioning_pb2.StartCaptioningRequest, context: grpc.aio.ServicerContext
+        self,
+        request: captioning_pb2.StartCaptioningRequest,
+        context: grpc.aio.ServicerContext[captioning_pb2.StartCaptioningRequest, common_pb2.Job],
     ) -> common_pb2.Job:
         tenant, project = scope_from_wire(request.scope)
         params = CaptioningParams.parse(

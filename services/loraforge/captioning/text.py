@@ -112,7 +112,7 @@ def split_phrases(text: str) -> list[str]:
 
 def _dedupe_words(phrase: str) -> str:
     """'jacket jacket jacket' -> 'jacket' (small models repeat themselves)."""
-    words, out = phrase.split(), []
+    words, out = phrase.split(), list[str]()
     for w in words:
         if not out or out[-1].lower() != w.lower():
             out.append(w)

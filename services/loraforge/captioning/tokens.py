@@ -128,7 +128,8 @@ def load_tokenizer(path: str | Path, max_tokens: int | None = None) -> HFTokeniz
     try:
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        # transformers' or tokenizers' tokenizer: HFTokenizer reads either
+        tok: Any = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         limit = max_tokens or int(getattr(tok, "model_max_length", 0) or 0)
     except (ImportError, OSError, ValueError):
         if not (path / "tokenizer.json").is_file():

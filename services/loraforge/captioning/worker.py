@@ -21,6 +21,7 @@ from loraforge.captioning.captioner import CaptionOptions, caption_clips
 from loraforge.captioning.dataset import CuratedDataset, read_dataset
 from loraforge.captioning.review import CaptionReviewStore
 from loraforge.captioning.sources import AttributeSource, CaptionSource, ClipInput
+from loraforge.captioning.sources.vlm import VlmSource
 from loraforge.runtime.errors import InvalidInput, NotFound
 from loraforge.runtime.events import Event
 from loraforge.runtime.job_service import JobContext, JobOutcome
@@ -41,8 +42,6 @@ def sources_factory(settings: CaptioningSettings) -> SourceFactory:
         if name == "attributes":
             return [AttributeSource()]
         if name == "vlm":
-            from loraforge.captioning.sources.vlm import VlmSource
-
             if settings.vlm_dir is None:
                 raise InvalidInput(
                     "source 'vlm' needs a provisioned model: set "
@@ -50,6 +49,7 @@ def sources_factory(settings: CaptioningSettings) -> SourceFactory:
                 )
             return [AttributeSource(), VlmSource(str(settings.vlm_dir))]
         if name == "openai":
+            # lazy: its client library (httpx) is not in the captioning extra
             from loraforge.captioning.sources.openai_chat import OpenAIChatSource
 
             if not settings.openai_url or not settings.openai_model:

@@ -6,36 +6,37 @@ Exports work on local files (the service layer downloads clips and passes captio
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from loraforge.captioning.exports import ai_toolkit, diffusion_pipe, kohya, musubi, seed, wan
 from loraforge.captioning.exports.common import ExportItem, ExportResult
 from loraforge.runtime.errors import InvalidInput
 
-FORMATS = ("seed", "kohya", "musubi", "diffusion-pipe", "ai-toolkit", "wan-i2v-zip", "wan-kf2v-zip")
+Exporter = Callable[..., ExportResult]  # (items, out, **options)
+# (path, **options) -> (media file, or its name inside a zip; caption)
+Reader = Callable[..., Sequence[tuple[Path | str, str]]]
 
-
-def _modules() -> dict[str, tuple[Any, Any]]:
-    from loraforge.captioning.exports import ai_toolkit, diffusion_pipe, kohya, musubi, seed, wan
-
-    return {
-        "seed": (seed.export_seed, seed.read_seed),
-        "kohya": (kohya.export_kohya, kohya.read_kohya),
-        "musubi": (musubi.export_musubi, musubi.read_musubi),
-        "diffusion-pipe": (
-            diffusion_pipe.export_diffusion_pipe,
-            diffusion_pipe.read_diffusion_pipe,
-        ),
-        "ai-toolkit": (ai_toolkit.export_ai_toolkit, ai_toolkit.read_ai_toolkit),
-        "wan-i2v-zip": (
-            lambda items, out, **kw: wan.export_wan_zip(items, out, mode="i2v", **kw),
-            lambda p, **kw: wan.read_wan_zip(p, mode="i2v", **kw),
-        ),
-        "wan-kf2v-zip": (
-            lambda items, out, **kw: wan.export_wan_zip(items, out, mode="kf2v", **kw),
-            lambda p, **kw: wan.read_wan_zip(p, mode="kf2v", **kw),
-        ),
-    }
+_HANDLERS: dict[str, tuple[Exporter, Reader]] = {
+    "seed": (seed.export_seed, seed.read_seed),
+    "kohya": (kohya.export_kohya, kohya.read_kohya),
+    "musubi": (musubi.export_musubi, musubi.read_musubi),
+    "diffusion-pipe": (
+        diffusion_pipe.export_diffusion_pipe,
+        diffusion_pipe.read_diffusion_pipe,
+    ),
+    "ai-toolkit": (ai_toolkit.export_ai_toolkit, ai_toolkit.read_ai_toolkit),
+    "wan-i2v-zip": (
+        lambda items, out, **kw: wan.export_wan_zip(items, out, mode="i2v", **kw),
+        lambda p, **kw: wan.read_wan_zip(p, mode="i2v", **kw),
+    ),
+    "wan-kf2v-zip": (
+        lambda items, out, **kw: wan.export_wan_zip(items, out, mode="kf2v", **kw),
+        lambda p, **kw: wan.read_wan_zip(p, mode="kf2v", **kw),
+    ),
+}
+FORMATS = tuple(_HANDLERS)
 
 
 def export(fmt: str, items: list[ExportItem], out: Path, **options: Any) -> ExportResult:
@@ -43,13 +44,13 @@ def export(fmt: str, items: list[ExportItem], out: Path, **options: Any) -> Expo
         raise InvalidInput(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     if not items:
         raise InvalidInput("nothing to export: the dataset has no captioned clips")
-    return _modules()[fmt][0](items, Path(out), **options)
+    return _HANDLERS[fmt][0](items, Path(out), **options)
 
 
 def read(fmt: str, path: Path, **options: Any) -> list[tuple[Path | str, str]]:
     if fmt not in FORMATS:
         raise InvalidInput(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
-    return _modules()[fmt][1](Path(path), **options)
+    return list(_HANDLERS[fmt][1](Path(path), **options))
 
 
 __all__ = ["FORMATS", "ExportItem", "ExportResult", "export", "read"]

@@ -32,14 +32,14 @@ def export_ai_toolkit(
 ) -> ExportResult:
     check_captions(items)
     out = fresh_dir(out)
-    files = []
+    files: list[Path] = []
     for it in items:
         media = place(
             it.media, out / "dataset" / f"{safe_name(it.clip_id)}{it.media.suffix.lower()}"
         )
         files += [media, write_caption(media, it.caption)]
-    videos, _ = split_kinds(items)
-    entry = {
+    videos = split_kinds(items)[0]
+    entry: dict[str, object] = {
         "folder_path": f"{path_root.rstrip('/') if path_root else out.resolve()}/dataset",
         "caption_ext": "txt",
         "caption_dropout_rate": 0.05,
@@ -55,7 +55,7 @@ def export_ai_toolkit(
 
 def read_ai_toolkit(path: Path, **_: object) -> list[tuple[Path, str]]:
     cfg = yaml.safe_load((path / "dataset_config.yaml").read_text(encoding="utf-8"))
-    out = []
+    out: list[tuple[Path, str]] = []
     for ds in cfg["datasets"]:
         folder = Path(ds["folder_path"])
         if not folder.is_dir():

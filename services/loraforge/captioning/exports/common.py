@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from loraforge.captioning.errors import ExportRefused
-from loraforge.captioning.media import MediaInfo, is_video, probe
+from loraforge.captioning.media import IMAGE_EXTS, VIDEO_EXTS, MediaInfo, is_video, probe
 
 
 @dataclass
@@ -68,8 +68,6 @@ def read_caption(media: Path, ext: str = ".txt") -> str:
 
 
 def media_files(folder: Path) -> list[Path]:
-    from loraforge.captioning.media import IMAGE_EXTS, VIDEO_EXTS
-
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_EXTS | IMAGE_EXTS)
 
 

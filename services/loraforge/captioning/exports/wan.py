@@ -27,7 +27,7 @@ from PIL import Image
 
 from loraforge.captioning.errors import ExportRefused
 from loraforge.captioning.exports.common import ExportItem, ExportResult, check_captions
-from loraforge.captioning.media import extract_frame, is_video
+from loraforge.captioning.media import extract_frame, is_video, probe
 
 MB = 1024 * 1024
 MAX_CLIP_S = {"wan2.2": 5.0, "wan2.5": 10.0}
@@ -102,7 +102,9 @@ def _paths(n: int, mode: str, suffix: str) -> dict[str, str]:
     }
 
 
-def _write_zip(dest: Path, lines: list[dict], files: dict[str, Path], limits: WanLimits) -> Path:
+def _write_zip(
+    dest: Path, lines: list[dict[str, str]], files: dict[str, Path], limits: WanLimits
+) -> Path:
     jsonl = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode("utf-8")
     if len(jsonl) > limits.max_jsonl_bytes:
         raise ExportRefused(
@@ -214,8 +216,6 @@ def read_wan_zip(
     **_: object,
 ) -> list[tuple[str, str]]:
     """Open a zip as the service would and check every rule; returns (video or image, prompt)."""
-    from loraforge.captioning.media import probe
-
     limits = limits or WanLimits()
     if path.stat().st_size > limits.max_zip_bytes:
         raise ExportRefused("zip_size", f"{path.name} is over {limits.max_zip_bytes // MB} MB")

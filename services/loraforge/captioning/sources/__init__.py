@@ -11,6 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from PIL import Image
+
+from loraforge.captioning.attributes import slots_from_metrics
+from loraforge.captioning.media import sample_frames
+
 
 @dataclass
 class ClipInput:
@@ -37,20 +42,14 @@ class AttributeSource:
     name = "attributes"
 
     def describe(self, clip: ClipInput) -> Draft:
-        from loraforge.captioning.attributes import slots_from_metrics
-
         return Draft(self.name, slots_from_metrics(clip.metrics, clip.keyframes))
 
 
-def frames_of(clip: ClipInput, n: int) -> list:
+def frames_of(clip: ClipInput, n: int) -> list[Image.Image]:
     """Images a model looks at: sampled video frames, else the keyframes."""
-    from PIL import Image
-
-    from loraforge.captioning.media import sample_frames
-
     if clip.media is not None:
         return sample_frames(clip.media, n)
-    frames = []
+    frames: list[Image.Image] = []
     for k in clip.keyframes[:n]:
         with Image.open(k) as im:
             frames.append(im.convert("RGB"))

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import io
+from typing import Any
 
 import httpx
+from PIL import Image
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from loraforge.captioning.slots import phrases_to_slots
@@ -32,7 +34,7 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, (_Transient, httpx.TransportError))
 
 
-def image_data_url(img) -> str:
+def image_data_url(img: Image.Image) -> str:
     buf = io.BytesIO()
     img.convert("RGB").save(buf, "JPEG", quality=85)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
@@ -60,8 +62,8 @@ class OpenAIChatSource:
         self._client = client or httpx.Client(timeout=timeout_s, headers=headers)
         self._attempts, self._backoff = attempts, backoff_s
 
-    def request_body(self, images: list) -> dict:
-        content = [{"type": "text", "text": self.prompt}]
+    def request_body(self, images: list[Image.Image]) -> dict[str, Any]:
+        content: list[dict[str, Any]] = [{"type": "text", "text": self.prompt}]
         content += [{"type": "image_url", "image_url": {"url": image_data_url(i)}} for i in images]
         return {
             "model": self.model,
@@ -73,7 +75,7 @@ class OpenAIChatSource:
             ],
         }
 
-    def complete(self, images: list) -> str:
+    def complete(self, images: list[Image.Image]) -> str:
         body = self.request_body(images)
 
         @retry(

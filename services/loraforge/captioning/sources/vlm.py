@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
+
+from PIL import Image
 
 from loraforge.captioning.slots import phrases_to_slots
 from loraforge.captioning.sources import ClipInput, Draft, frames_of
@@ -43,26 +46,29 @@ class VlmSource:
         self.frames, self.max_new_tokens, self.prompt = frames, max_new_tokens, prompt
         self.caption_prefix, self.device = caption_prefix, device
         self._lock = threading.Lock()
-        self._model = self._processor = None
+        # transformers' model and processor (Any: loaded by Auto classes), once loaded
+        self._model: Any = None
+        self._processor: Any = None
 
-    def _load(self):
+    def _load(self) -> tuple[Any, Any]:
         with self._lock:
             if self._model is None:
                 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-                self._processor = AutoProcessor.from_pretrained(
+                processor: Any = AutoProcessor  # its from_pretrained is untyped
+                self._processor = processor.from_pretrained(
                     str(self.model_dir), local_files_only=True
                 )
-                model = AutoModelForImageTextToText.from_pretrained(
+                model: Any = AutoModelForImageTextToText.from_pretrained(
                     str(self.model_dir), local_files_only=True
                 )
                 self._model = model.to(self.device).eval()
         return self._model, self._processor
 
-    def _chat(self, processor) -> bool:
+    def _chat(self, processor: Any) -> bool:
         return bool(getattr(processor, "chat_template", None))
 
-    def generate(self, images: list) -> str:
+    def generate(self, images: list[Image.Image]) -> str:
         import torch
 
         model, processor = self._load()
@@ -81,8 +87,8 @@ class VlmSource:
                 inputs = processor(images=images, text=prompt, return_tensors="pt").to(self.device)
                 out = model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
                 new = out[:, inputs["input_ids"].shape[1] :]
-                return processor.batch_decode(new, skip_special_tokens=True)[0].strip()
-            texts = []
+                return str(processor.batch_decode(new, skip_special_tokens=True)[0]).strip()
+            texts: list[str] = []
             for img in images:  # a plain captioner describes one image at a time
                 kwargs = {"text": self.caption_prefix} if self.caption_prefix else {}
                 inputs = processor(images=img, return_tensors="pt", **kwargs).to(self.device)
