@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -85,8 +86,8 @@ KEYPOINT_NAMES = (
 
 STATURE_PER_TORSO = 3.4  # adult stature / shoulder-to-hip length (anthropometric tables)
 SHOULDERS_PER_STATURE = 0.23  # biacromial breadth / stature, adults (~40 cm / 175 cm)
-HEAD_TOP_FACTOR = 1.1
-MIN_LIMB_STATURE = 0.12  # a thigh or shin shorter than this share of stature is not a real leg  # nose-to-ankle span x this = stature (nose ~0.9 of the way up)
+HEAD_TOP_FACTOR = 1.1  # nose-to-ankle span x this = stature (nose ~0.9 of the way up)
+MIN_LIMB_STATURE = 0.12  # a thigh or shin shorter than this share of stature is not a real leg
 # ground speed in body heights / s: a slow walk (0.5 m/s = 0.29 BH/s for 1.75 m) still moves;
 # a person shifting their weight or the tracker's jitter stays under ~0.1
 MOVING_MIN_SPEED = 0.25
@@ -153,7 +154,7 @@ class BodyFrame:
         mx, my = grow * (x1 - x0) + 4, grow * (y1 - y0) + 4
         return float(x0 - mx), float(y0 - my), float(x1 + mx), float(y1 + my)
 
-    def as_dict(self, width: int, height: int) -> dict:
+    def as_dict(self, width: int, height: int) -> dict[str, Any]:
         """JSON evidence: keypoints as fractions of the frame, with their visibility."""
         return {
             "frame": self.index,
@@ -283,7 +284,7 @@ class ActionFeatures:
     stride: float | None = None  # median ankle separation, body heights
     tracked: str = "hips"  # the point whose motion is measured: hips | shoulders
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
@@ -358,7 +359,7 @@ def action_features(
     feats.body_height_px = height
     feats.stature_from = how
 
-    knees = [k for _, b in seen if (k := _knee(b, height)) is not None]
+    knees = [kn for _, b in seen if (kn := _knee(b, height)) is not None]
     if len(knees) * 2 >= len(seen):  # legs seen whole in at least half the frames
         feats.knee_angle = float(np.median([k[0] for k in knees]))
         feats.thigh_slope = float(np.median([k[1] for k in knees]))
@@ -380,7 +381,7 @@ def action_features(
 
     # wrists against the shoulder centre, in torso lengths
     torso = height / STATURE_PER_TORSO
-    rel = {L_WRIST: [], R_WRIST: []}
+    rel: dict[int, list[np.ndarray]] = {L_WRIST: [], R_WRIST: []}
     for _, b in seen:
         sh = b.mid(L_SHOULDER, R_SHOULDER)
         for wr in rel:
@@ -417,7 +418,7 @@ def action_features(
     hips_seen = sum(b.mid(L_HIP, R_HIP) is not None for _, b in seen)
     ref = (L_HIP, R_HIP) if hips_seen * 2 >= len(seen) else (L_SHOULDER, R_SHOULDER)
     feats.tracked = "hips" if ref[0] == L_HIP else "shoulders"
-    track = [(b.time_s, b.mid(*ref) - offsets[i]) for i, b in seen if b.mid(*ref) is not None]
+    track = [(b.time_s, at - offsets[i]) for i, b in seen if (at := b.mid(*ref)) is not None]
     if len(track) >= 2:
         t = np.array([p[0] for p in track])
         xy = np.array([p[1] for p in track]) / height

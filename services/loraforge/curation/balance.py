@@ -45,7 +45,7 @@ def balance(cands: Sequence[Candidate], target: int, max_share: float) -> Balanc
         lab: sorted((c for c in cands if c.label == lab), key=lambda c: -c.score) for lab in labels
     }
     chosen: list[Candidate] = []
-    taken: Counter = Counter()
+    taken: Counter[str] = Counter()
     # classes take turns, the best remaining candidate of each class per turn
     while len(chosen) < target:
         progressed = False

@@ -7,9 +7,11 @@ are stable identifiers for dashboards and the manifest; messages follow ``code: 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from loraforge.curation.metrics import ClipMetrics
+from loraforge.curation.overlays import Evidence
 from loraforge.curation.policy import CurationPolicy
 
 REASON_CODES = (
@@ -54,8 +56,8 @@ FLAG_CODES = (
 class Reason:
     code: str
     message: str
-    # what the reason was found on: overlays.OverlayEvidence dicts (kind, box, frames, text)
-    evidence: tuple[dict, ...] = ()
+    # what the reason was found on (kind, box, frames, text, score)
+    evidence: tuple[Evidence, ...] = ()
 
     def __str__(self) -> str:
         return self.message
@@ -76,11 +78,11 @@ class Decision:
         return [r.code for r in self.flags]
 
 
-def _r(code: str, text: str, evidence=()) -> Reason:
+def _r(code: str, text: str, evidence: Sequence[Evidence] = ()) -> Reason:
     return Reason(code, f"{code}: {text}", tuple(evidence))
 
 
-def _where(evidence: list[dict], limit: int = 2) -> str:
+def _where(evidence: Sequence[Evidence], limit: int = 2) -> str:
     """Short text for the first evidence items: what, where (x, y, w, h of the frame), when."""
     parts = []
     for e in evidence[:limit]:
@@ -88,7 +90,8 @@ def _where(evidence: list[dict], limit: int = 2) -> str:
         said = f" {e['text']!r}" if e.get("text") else ""
         frames = ",".join(str(f) for f in e["frames"])
         parts.append(
-            f"{e['kind'].replace('_', ' ')}{said} at x={x:.2f} y={y:.2f} w={w:.2f} h={h:.2f} (frames {frames})"
+            f"{e['kind'].replace('_', ' ')}{said} at x={x:.2f} y={y:.2f} w={w:.2f} h={h:.2f} "
+            f"(frames {frames})"
         )
     more = f" and {len(evidence) - limit} more" if len(evidence) > limit else ""
     return "; ".join(parts) + more
@@ -104,8 +107,9 @@ def _light_and_detail(
     flagged ``low_key``; a blown window behind a well exposed face is a flag, crushed blacks in
     the background are normal in film and not reported. Without a subject, the frame decides.
     """
-    subject = p.light_on == "subject" and m.subject_luma is not None
-    if subject:
+    subject = m.subject_light() if p.light_on == "subject" else None
+    at: tuple[Evidence, ...] = ()
+    if subject is not None:
         # the region every subject reason was measured on, for the manifest and the report
         at = (
             (
@@ -114,7 +118,7 @@ def _light_and_detail(
                     "box": list(m.subject_box),
                     "frames": list(m.subject_frames),
                     "text": None,
-                    "score": round(float(m.subject_luma), 4),
+                    "score": round(subject.luma, 4),
                 },
             )
             if m.subject_box
@@ -122,19 +126,21 @@ def _light_and_detail(
         )
         frame = f"frame {m.mean_luma:.0f}/255"
         who = "face" if m.subject_source == "face" else "subject"
-        if m.subject_luma < p.min_subject_luma:
+        if subject.luma < p.min_subject_luma:
             rs.append(
                 _r(
                     "too_dark",
-                    f"{who} brightness {m.subject_luma:.0f}/255 (min {p.min_subject_luma:.0f}), {frame}",
+                    f"{who} brightness {subject.luma:.0f}/255 "
+                    f"(min {p.min_subject_luma:.0f}), {frame}",
                     at,
                 )
             )
-        elif m.subject_luma > p.max_subject_luma:
+        elif subject.luma > p.max_subject_luma:
             rs.append(
                 _r(
                     "too_bright",
-                    f"{who} brightness {m.subject_luma:.0f}/255 (max {p.max_subject_luma:.0f}), {frame}",
+                    f"{who} brightness {subject.luma:.0f}/255 "
+                    f"(max {p.max_subject_luma:.0f}), {frame}",
                     at,
                 )
             )
@@ -143,14 +149,14 @@ def _light_and_detail(
                 _r(
                     "low_key",
                     f"dark frame ({frame}, min {p.min_mean_luma:.0f}) with a lit {who} "
-                    f"({m.subject_luma:.0f}/255): kept as a low-key shot",
+                    f"({subject.luma:.0f}/255): kept as a low-key shot",
                 )
             )
-        if m.subject_highlights_clipped > p.max_highlights_clipped:
+        if subject.highlights_clipped > p.max_highlights_clipped:
             rs.append(
                 _r(
                     "highlights_clipped",
-                    f"{m.subject_highlights_clipped:.0%} of the subject blown out "
+                    f"{subject.highlights_clipped:.0%} of the subject blown out "
                     f"(max {p.max_highlights_clipped:.0%})",
                     at,
                 )
@@ -163,25 +169,25 @@ def _light_and_detail(
                     f"subject (max {p.max_highlights_clipped:.0%})",
                 )
             )
-        if m.subject_shadows_clipped > p.max_shadows_clipped:
+        if subject.shadows_clipped > p.max_shadows_clipped:
             rs.append(
                 _r(
                     "shadows_clipped",
-                    f"{m.subject_shadows_clipped:.0%} of the subject crushed to black "
+                    f"{subject.shadows_clipped:.0%} of the subject crushed to black "
                     f"(max {p.max_shadows_clipped:.0%})",
                     at,
                 )
             )
-        if m.subject_sharpness < p.min_frame_sharpness:
+        if subject.sharpness < p.min_frame_sharpness:
             rs.append(
                 _r(
                     "blurry",
-                    f"subject sharpness {m.subject_sharpness:.0f} (min {p.min_frame_sharpness:.0f}), "
+                    f"subject sharpness {subject.sharpness:.0f} (min {p.min_frame_sharpness:.0f}), "
                     f"frame {m.sharpness:.0f}",
                     at,
                 )
             )
-        noise, where = m.subject_noise, "on the subject"
+        noise, where = subject.noise, "on the subject"
     else:
         if m.sharpness < p.min_frame_sharpness:
             rs.append(
@@ -202,17 +208,19 @@ def _light_and_detail(
             rs.append(
                 _r(
                     "highlights_clipped",
-                    f"{m.highlights_clipped:.0%} of pixels blown out (max {p.max_highlights_clipped:.0%})",
+                    f"{m.highlights_clipped:.0%} of pixels blown out "
+                    f"(max {p.max_highlights_clipped:.0%})",
                 )
             )
         if m.shadows_clipped > p.max_shadows_clipped:
             rs.append(
                 _r(
                     "shadows_clipped",
-                    f"{m.shadows_clipped:.0%} of pixels crushed to black (max {p.max_shadows_clipped:.0%})",
+                    f"{m.shadows_clipped:.0%} of pixels crushed to black "
+                    f"(max {p.max_shadows_clipped:.0%})",
                 )
             )
-        noise, where, at = m.noise, "in the frame", ()
+        noise, where = m.noise, "in the frame"
     if noise > p.max_noise:
         rs.append(
             _r(
@@ -225,7 +233,8 @@ def _light_and_detail(
         fl.append(
             _r(
                 "noisy",
-                f"visible noise {where}: sigma {noise:.1f} grey levels (flag above {p.flag_noise:g})",
+                f"visible noise {where}: sigma {noise:.1f} grey levels "
+                f"(flag above {p.flag_noise:g})",
                 at,
             )
         )
@@ -428,7 +437,8 @@ def decide(
         fl.append(
             _r(
                 "blocky",
-                f"compression blocks visible (blockiness {m.blockiness:.2f}, max {p.max_blockiness:.2f})",
+                f"compression blocks visible (blockiness {m.blockiness:.2f}, "
+                f"max {p.max_blockiness:.2f})",
             )
         )
     if m.contrast < p.min_contrast:

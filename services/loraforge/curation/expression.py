@@ -92,7 +92,8 @@ def expression_label(
 
 EXPRESSION_CLASSES = ("neutral", "smile", "laughing", "talking", "serious", "surprised")
 # surprised: brows at least this far above the person's baseline, in IOD (a raise lifts them
-# ~0.08-0.15 IOD); without a baseline, above this absolute height (above the 0.27-0.38 neutral range)
+# ~0.08-0.15 IOD); without a baseline, above this absolute height (above the 0.27-0.38 neutral
+# range)
 BROW_RAISE_IOD = 0.07
 BROW_RAISED_ABS = 0.45
 # serious: brows this far below the baseline, or the inner brow ends drawn together by this much
@@ -101,8 +102,9 @@ BROW_LOWER_IOD = 0.04
 BROW_FURROW_IOD = 0.05
 # corner lift here is measured from the upper inner lip (62), which stays put when the jaw
 # drops (the lip centre used above moves down with it, so an open mouth read as a smile), in
-# IOD. A smile lifts the corners (the astronaut, smiling: 0.06-0.08, her mouth 0.48 of the jaw, Grace Hopper's
-# composed mouth 0.0-0.01); 0.08 or a wide mouth is a smile; down-turned (<= -0.02) reads as serious
+# IOD. A smile lifts the corners (the astronaut, smiling: 0.06-0.08, her mouth 0.48 of the jaw,
+# Grace Hopper's composed mouth 0.0-0.01); 0.08 or a wide mouth is a smile; down-turned
+# (<= -0.02) reads as serious
 SMILE_LIFT_IOD = 0.08
 SERIOUS_MAX_LIFT_IOD = -0.02
 # a surprised mouth drops open; laughing is a smile with the mouth open this far (teeth apart)
@@ -121,7 +123,7 @@ class FaceShape:
     brow_height: float  # brow centre above the eye centre, inter-ocular distances
     inner_brow_gap: float  # inner brow ends apart, inter-ocular distances
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, float]:
         return {k: round(float(getattr(self, k)), 4) for k in self.__dataclass_fields__}
 
 

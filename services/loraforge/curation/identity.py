@@ -93,10 +93,8 @@ def assign(
             "(the curation report lists them); pick one of those or give a reference photo"
         )
     chosen = cluster if cluster is not None else (found[0] if found else None)
-    if chosen is None:  # every face is noise (one clip each): the first clip's face leads
-        centre = normalize(x[0])
-    else:
-        centre = normalize(x[labels == chosen].mean(0))
+    # chosen None: every face is noise (one clip each), the first clip's face leads
+    centre = normalize(x[0]) if chosen is None else normalize(x[labels == chosen].mean(0))
     for i, lab, v in zip(order, labels, x, strict=True):
         dist = float(np.linalg.norm(v - centre))
         match = bool(lab == chosen) if lab >= 0 else dist < threshold

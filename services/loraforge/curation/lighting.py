@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -91,7 +92,7 @@ class LightMeasure:
     mean_luma: float
     dark_fraction: float
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             k: (
                 round(v, 4)
@@ -143,8 +144,8 @@ def sky_mask(bgr_small: np.ndarray) -> np.ndarray:
         | (warm & (mean >= SKY_MIN_LUMA) & (texture <= SKY_MAX_TEXTURE_WARM))
         | (pale & (mean >= SKY_MIN_LUMA))
     )
-    cand = cv2.morphologyEx(cand.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    _n, labels = cv2.connectedComponents(cand)
+    opened = cv2.morphologyEx(cand.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    _n, labels = cv2.connectedComponents(opened)
     top = set(np.unique(labels[0][labels[0] > 0]).tolist())
     # a white wall touching the top of an indoor frame is smooth and pale too: pale regions
     # count only when they also hold some blue or warm sky colour (5 %)
@@ -224,7 +225,7 @@ def measure_light(bgr: np.ndarray, face: Box | None = None) -> LightMeasure:
     direction, strength, stops = _halves_stops(patch)
     return LightMeasure(
         cct_k=round(cct, 1),
-        illuminant_rgb=tuple(float(v) for v in ill),
+        illuminant_rgb=_rgb3(ill),
         sky_fraction=float(sky.mean()),
         sky_hue=sky_hue,
         sky_saturation=sky_sat,
@@ -237,18 +238,26 @@ def measure_light(bgr: np.ndarray, face: Box | None = None) -> LightMeasure:
     )
 
 
+def _rgb3(v: np.ndarray) -> tuple[float, float, float]:
+    r, g, b = (float(x) for x in v)
+    return r, g, b
+
+
 def combine(measures: list[LightMeasure]) -> LightMeasure:
     """One measure for a clip: medians over its frames (the direction: the most common)."""
     if len(measures) == 1:
         return measures[0]
-    med = lambda k: float(np.median([getattr(m, k) for m in measures]))  # noqa: E731
+
+    def med(k: str) -> float:
+        return float(np.median([getattr(m, k) for m in measures]))
+
     dirs = [m.direction for m in measures]
     hues = [m.sky_hue for m in measures if m.sky_hue is not None]
     sats = [m.sky_saturation for m in measures if m.sky_saturation is not None]
     ill = np.median([m.illuminant_rgb for m in measures], axis=0)
     return LightMeasure(
         cct_k=med("cct_k"),
-        illuminant_rgb=tuple(float(v) for v in ill / ill.sum()),
+        illuminant_rgb=_rgb3(ill / ill.sum()),
         sky_fraction=med("sky_fraction"),
         sky_hue=float(np.median(hues)) if hues else None,
         sky_saturation=float(np.median(sats)) if sats else None,

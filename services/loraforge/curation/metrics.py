@@ -6,6 +6,7 @@ detector slips) and fractions of frames (for things that come and go: a face, a 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -19,9 +20,9 @@ from loraforge.curation.expression import (
     measure_expression,
 )
 from loraforge.curation.faces import DetectedFace, FaceBackend, normalize
-from loraforge.curation.frames import SampledMedia, small_gray
+from loraforge.curation.frames import Frame, SampledMedia, small_gray
 from loraforge.curation.motion import classify, dense_flow, direction
-from loraforge.curation.overlays import measure_overlays
+from loraforge.curation.overlays import Evidence, measure_overlays
 from loraforge.curation.people import BODY_PARTS, PeopleDetector, Person
 from loraforge.curation.pose import HeadPose, bucket, estimate_pose
 from loraforge.curation.quality import (
@@ -112,10 +113,10 @@ class ClipMetrics:
     static_overlay_fraction: float = 0.0
     # evidence, one dict per finding (overlays.OverlayEvidence.as_dict: kind, box as x/y/w/h
     # fractions of the frame, frames, text, score)
-    text_evidence: list[dict] = field(default_factory=list)  # subtitles, overlaid text
-    watermark_evidence: list[dict] = field(default_factory=list)  # logos, text logos
+    text_evidence: list[Evidence] = field(default_factory=list)  # subtitles, overlaid text
+    watermark_evidence: list[Evidence] = field(default_factory=list)  # logos, text logos
     scene_text: bool = False  # text that belongs to the scene (signs, prints): flagged only
-    scene_text_evidence: list[dict] = field(default_factory=list)
+    scene_text_evidence: list[Evidence] = field(default_factory=list)
     camera_shift: float = 0.0  # median camera translation between samples, frame widths
     ocr_frames: list[int] = field(default_factory=list)  # frames the text detector read
     motion: str = "static"
@@ -128,6 +129,32 @@ class ClipMetrics:
     @property
     def short_side(self) -> int:
         return min(self.width, self.height)
+
+    def subject_light(self) -> SubjectLight | None:
+        """The subject region's measurements together; None where no subject was seen (measure
+        sets all of them or none)."""
+        luma, highlights, shadows = (
+            self.subject_luma,
+            self.subject_highlights_clipped,
+            self.subject_shadows_clipped,
+        )
+        sharpness, noise = self.subject_sharpness, self.subject_noise
+        if luma is None or highlights is None or shadows is None:
+            return None
+        if sharpness is None or noise is None:
+            return None
+        return SubjectLight(luma, highlights, shadows, sharpness, noise)
+
+
+@dataclass(frozen=True)
+class SubjectLight:
+    """ClipMetrics' subject_* fields of a clip where a subject was seen (none of them None)."""
+
+    luma: float
+    highlights_clipped: float
+    shadows_clipped: float
+    sharpness: float
+    noise: float
 
 
 @dataclass
@@ -187,21 +214,21 @@ def quality_score(m: ClipMetrics, light_on: str = "subject") -> float:
     style, background, lighting, effect) and clips with no subject: the frame's own
     sharpness, exposure and contrast."""
     penalty = 0.1 * max(0.0, m.blockiness - 1.2) + 0.2 * (m.motion == "shaky")
-    subject = light_on == "subject" and m.subject_luma is not None
-    if subject and m.subject_source == "face" and m.face_frames_fraction > 0:
+    subject = m.subject_light() if light_on == "subject" else None
+    if subject is not None and m.subject_source == "face" and m.face_frames_fraction > 0:
         s = (
             0.30 * min(1.0, m.face_sharpness / 150.0)
             + 0.20 * min(1.0, m.largest_face_ratio / 0.35)
-            + 0.20 * _subject_exposure(m.subject_luma)
-            + 0.10 * min(1.0, (m.subject_sharpness or 0.0) / 200.0)
+            + 0.20 * _subject_exposure(subject.luma)
+            + 0.10 * min(1.0, subject.sharpness / 200.0)
             + 0.10 * m.face_frames_fraction
             + 0.05 * (1.0 - min(1.0, abs(m.roll or 0.0) / 45.0))
-            + 0.05 * (1.0 - min(1.0, (m.subject_highlights_clipped or 0.0) / 0.05))
+            + 0.05 * (1.0 - min(1.0, subject.highlights_clipped / 0.05))
         )
-    elif subject:
+    elif subject is not None:
         s = (
-            0.45 * min(1.0, (m.subject_sharpness or 0.0) / 200.0)
-            + 0.30 * _subject_exposure(m.subject_luma)
+            0.45 * min(1.0, subject.sharpness / 200.0)
+            + 0.30 * _subject_exposure(subject.luma)
             + 0.25 * min(1.0, m.contrast / 55.0)
         )
     else:
@@ -213,10 +240,14 @@ def quality_score(m: ClipMetrics, light_on: str = "subject") -> float:
     return round(max(0.0, min(1.0, s - penalty)), 6)
 
 
-def _embed_best(backend: FaceBackend, frames, picks) -> list[np.ndarray]:
+def _embed_best(
+    backend: FaceBackend,
+    frames: Sequence[Frame],
+    picks: Sequence[tuple[bool, float, int, DetectedFace]],
+) -> list[np.ndarray]:
     """Embeddings of the largest face on the picked frames: the sharpest, largest frontal
     views first (the embedding is most reliable on those), then the best of the rest."""
-    out = []
+    out: list[np.ndarray] = []
     embed = getattr(backend, "embed", None)
     for _, _, pos, face in picks:
         if embed is not None:
@@ -246,7 +277,7 @@ def measure(
     frames = media.frames
     n = len(frames)
 
-    def spread(k):
+    def spread(k: int) -> set[int]:
         return {frames[i].index for i in np.linspace(0, n - 1, min(n, k)).round().astype(int)}
 
     # the body detector costs as much as the face detector; people who share the shot are
@@ -257,7 +288,8 @@ def measure(
     body_ratios: list[float] = []
     parts_seen: list[tuple[str, ...]] = []
     face_ratios, face_sharp, poses, exprs, counts, extras = [], [], [], [], [], []
-    best = (-1.0, 0, None)  # (face sharpness * size, frame position, landmarks)
+    # (face sharpness * size, frame position, landmarks)
+    best: tuple[float, int, np.ndarray | None] = (-1.0, 0, None)
     # (not frontal, -(face sharpness * size), frame position, largest face): embedding candidates
     candidates: list[tuple[bool, float, int, DetectedFace]] = []
     qualities, grays, smalls, flow_pairs = [], [], [], []
@@ -367,7 +399,9 @@ def measure(
     if embeds:
         m.embedding = normalize(np.mean(embeds, axis=0)).round(6).tolist()
 
-    med = lambda k: float(np.median([getattr(q, k) for q in qualities]))  # noqa: E731
+    def med(k: str) -> float:
+        return float(np.median([getattr(q, k) for q in qualities]))
+
     m.sharpness = med("sharpness")
     m.mean_luma = med("mean_luma")
     m.highlights_clipped = med("highlights_clipped")
@@ -384,7 +418,10 @@ def measure(
         # not pull the subject's light toward the background's
         # face frames when there are any: a body region is the fallback, not a second opinion
         use = [s for s in subjects if s[3]] or subjects
-        smed = lambda k: round(float(np.median([getattr(sq, k) for _, sq, _, _ in use])), 4)  # noqa: E731
+
+        def smed(k: str) -> float:
+            return round(float(np.median([getattr(sq, k) for _, sq, _, _ in use])), 4)
+
         m.subject_source = "face" if use[0][3] else "person"
         m.subject_luma = smed("luma")
         m.subject_highlights_clipped = smed("highlights_clipped")

@@ -43,6 +43,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import cv2
 import numpy as np
@@ -75,6 +76,16 @@ TEXT_MIN_SHIFT_PX = 2.0  # below this camera shift between OCR frames, text boxe
 MAX_READS = 6  # recognition calls per clip: tracks beyond these are not read (nor reported)
 
 
+class Evidence(TypedDict):
+    """What a finding was seen on, as the metrics, reasons, manifest and report carry it."""
+
+    kind: str  # OverlayEvidence.kind, or the subject's source (face | person)
+    box: list[float]  # x, y, w, h as fractions of the full frame
+    frames: list[int]
+    text: str | None
+    score: float
+
+
 @dataclass(frozen=True)
 class OverlayEvidence:
     kind: str  # subtitle | text_overlay | text_logo | logo | scene_text
@@ -90,7 +101,7 @@ class OverlayEvidence:
         said = f" reading {self.text!r}" if self.text else ""
         return f"{self.kind.replace('_', ' ')}{said} at {where} in frames {frames}"
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> Evidence:
         return {
             "kind": self.kind,
             "box": [round(v, 4) for v in self.box],
@@ -118,6 +129,9 @@ class OverlayStats:
 
 
 Motion = np.ndarray  # 2x3 affine: content at p in one sample is at M @ (p, 1) in the next
+BoxXYWH = tuple[float, float, float, float]  # x, y, w, h as fractions of a picture
+# ORB keypoints and their descriptors (None where none were found)
+_Features = tuple[Sequence[cv2.KeyPoint], np.ndarray | None]
 
 
 def _translation(dx: float, dy: float) -> Motion:
@@ -155,13 +169,13 @@ def _explains(a: np.ndarray, b: np.ndarray, motion: Motion) -> bool:
     return bool(better.mean() >= 0.5)
 
 
-def _orb(img: np.ndarray):
-    return cv2.ORB_create(nfeatures=400, fastThreshold=10).detectAndCompute(
+def _orb(img: np.ndarray) -> _Features:
+    return cv2.ORB.create(nfeatures=400, fastThreshold=10).detectAndCompute(
         img.astype(np.uint8), None
     )
 
 
-def _similarity(fa, fb) -> Motion | None:
+def _similarity(fa: _Features, fb: _Features) -> Motion | None:
     """Zoom/rotation/translation from ORB matches (``_orb`` of each frame) and RANSAC
     (cv2.estimateAffinePartial2D)."""
     (ka, da), (kb, db) = fa, fb
@@ -170,8 +184,8 @@ def _similarity(fa, fb) -> Motion | None:
     matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(da, db)
     if len(matches) < 20:
         return None
-    src = np.float32([ka[m.queryIdx].pt for m in matches])
-    dst = np.float32([kb[m.trainIdx].pt for m in matches])
+    src = np.array([ka[m.queryIdx].pt for m in matches], dtype=np.float32)
+    dst = np.array([kb[m.trainIdx].pt for m in matches], dtype=np.float32)
     motion, inliers = cv2.estimateAffinePartial2D(
         src, dst, method=cv2.RANSAC, ransacReprojThreshold=2.0
     )
@@ -196,9 +210,9 @@ def camera_motion(grays: Sequence[np.ndarray]) -> list[Motion | None]:
     small = [cv2.resize(g, size, interpolation=cv2.INTER_AREA).astype(np.float32) for g in grays]
     scale = np.diag([1 / f, 1 / f, 1.0])  # small -> full pixels: M_full = S M_small S^-1
     unscale = np.diag([f, f, 1.0])
-    features: dict[int, tuple] = {}  # ORB per frame, computed once, only when needed
+    features: dict[int, _Features] = {}  # ORB per frame, computed once, only when needed
 
-    def orb(k: int):
+    def orb(k: int) -> _Features:
         if k not in features:
             features[k] = _orb(small[k])
         return features[k]
@@ -225,10 +239,11 @@ def camera_shifts(grays: Sequence[np.ndarray]) -> list[tuple[float, float]]:
     """Translation of the frame centre from each sample to the next ((0, 0): still camera)."""
     h, w = grays[0].shape if grays else (0, 0)
     c = np.array([w / 2, h / 2, 1.0])
-    return [
-        (0.0, 0.0) if m is None else tuple(float(v) for v in m @ c - c[:2])
-        for m in camera_motion(grays)
-    ]
+    out: list[tuple[float, float]] = []
+    for m in camera_motion(grays):
+        dx, dy = (0.0, 0.0) if m is None else m @ c - c[:2]
+        out.append((float(dx), float(dy)))
+    return out
 
 
 # --- static-edge logos --------------------------------------------------------------------
@@ -251,9 +266,7 @@ def _ring_sides(
     return sides
 
 
-def _diff(a: np.ndarray, b: np.ndarray | None, sel: np.ndarray | None = None) -> float | None:
-    if b is None:
-        return None
+def _diff(a: np.ndarray, b: np.ndarray, sel: np.ndarray | None = None) -> float:
     d = np.abs(a - b)
     return float(d[sel].mean() if sel is not None else d.mean())
 
@@ -347,7 +360,7 @@ def static_logos(
 # --- text ---------------------------------------------------------------------------------
 
 
-def _iou(a, b) -> float:
+def _iou(a: BoxXYWH, b: BoxXYWH) -> float:
     ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
     inter = ix * iy
@@ -418,7 +431,7 @@ def _text_tracks(
     return tracks
 
 
-def _follows_camera(b0, b1, sx: float, sy: float, border: float = 0.01) -> bool:
+def _follows_camera(b0: BoxXYWH, b1: BoxXYWH, sx: float, sy: float, border: float = 0.01) -> bool:
     """Whether box b1 is b0 carried by the camera shift (sx, sy) (fractions of the frame) rather
     than b0 standing still. Judged on the box edges across the main direction of motion: both
     must have moved nearer the camera's shift than zero (a detector box's far edge wanders with
@@ -480,7 +493,7 @@ def measure_overlays(
     indices = list(indices) if indices is not None else list(range(len(grays)))
     h, w = pic[0].shape
 
-    def full(box) -> tuple[float, float, float, float]:
+    def full(box: BoxXYWH) -> BoxXYWH:
         """(x, y, w, h) in fractions of the picture -> fractions of the full frame."""
         bx, by, bw, bh = box
         return ((x0 + bx * w) / fw, (y0 + by * h) / fh, bw * w / fw, bh * h / fh)
@@ -514,7 +527,7 @@ def measure_overlays(
     if reader is not None and images is not None:
         crops = [im[y0:y1, x0:x1] for im in images]
         first, second = _ocr_positions(len(crops))
-        lines: dict[int, list] = {}
+        lines: dict[int, list[BoxXYWH]] = {}
         for pos in first:
             lines[pos] = [t.box for t in reader.detect(crops[pos])]
         if any(lines.values()):
@@ -564,7 +577,7 @@ def measure_overlays(
     )
 
 
-def _same_line(a, b) -> bool:
+def _same_line(a: BoxXYWH, b: BoxXYWH) -> bool:
     """Boxes on one text line: vertical overlap of most of the lower one, horizontally touching."""
     iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
     gap = max(a[0], b[0]) - min(a[0] + a[2], b[0] + b[2])
@@ -593,7 +606,7 @@ def _merge_near(logos: list[OverlayEvidence], gap: float = 0.02) -> list[Overlay
     return out
 
 
-def _overlaps(a, b) -> bool:
+def _overlaps(a: BoxXYWH, b: BoxXYWH) -> bool:
     """Boxes that share most of the smaller one."""
     ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))

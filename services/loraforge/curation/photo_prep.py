@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import cv2
 import numpy as np
@@ -35,7 +35,14 @@ import numpy as np
 from loraforge.curation.expression import EYES_CLOSED_EAR, measure_expression
 from loraforge.curation.faces import DetectedFace, FaceBackend, embedding_distance
 from loraforge.curation.geometry import Box
+from loraforge.curation.people import (
+    BODY_PARTS,
+    KEYPOINT_MIN_VISIBILITY,
+    PeopleDetector,
+    _same_head,
+)
 from loraforge.curation.pose import estimate_pose
+from loraforge.curation.text import TextReader, is_text
 
 # -- thresholds (each says what it was set on) -----------------------------------------------
 
@@ -99,6 +106,16 @@ PORTRAIT_TOP = 0.25  # crop height above the face box: the hair and a little air
 BODY_MARGIN = 0.06  # of the body height, each side of a full-length shot
 
 
+class MirroredLine(TypedDict):
+    """A line of text that reads only when the photo is flipped left-right (mirrored_text)."""
+
+    box: list[float]  # x, y, w, h as fractions of the photo
+    text: str  # read flipped
+    score: float
+    unflipped_text: str  # read as the photo is
+    unflipped_score: float
+
+
 @dataclass
 class PhotoMeasure:
     """What one photo shows, at its own resolution (pixels of the photo)."""
@@ -117,12 +134,14 @@ class PhotoMeasure:
     shadow_halves: float | None = None  # bright half / dark half, linear light
     shadow_eyes: float | None = None  # cheeks / eye band (or the reverse), linear light
     body: Box | None = None  # whole body in frame (keypoints), else None
-    mirrored_text: list[dict] = field(default_factory=list)
+    mirrored_text: list[MirroredLine] = field(default_factory=list)
     clothes_hist: np.ndarray | None = field(default=None, repr=False)
     background_hist: np.ndarray | None = field(default=None, repr=False)
 
     def evidence(self) -> dict[str, Any]:
-        r = lambda v, n=3: None if v is None else round(float(v), n)  # noqa: E731
+        def r(v: float | None, n: int = 3) -> float | None:
+            return None if v is None else round(float(v), n)
+
         return {
             "face_box": None
             if self.face is None
@@ -203,7 +222,7 @@ def face_shadow(bgr: np.ndarray, landmarks: np.ndarray) -> tuple[float, float]:
 
 def nose_ratio(landmarks: np.ndarray) -> float:
     p = np.asarray(landmarks, np.float64)
-    return float(np.linalg.norm(p[31] - p[35]) / max(np.linalg.norm(p[0] - p[16]), 1e-6))
+    return float(np.linalg.norm(p[31] - p[35])) / max(float(np.linalg.norm(p[0] - p[16])), 1e-6)
 
 
 def _hist(hsv: np.ndarray, mask: np.ndarray | None) -> np.ndarray | None:
@@ -233,6 +252,7 @@ def layout_histograms(
         x0, y0, x1, y1 = clothes_box(face, w, h)
         if x1 - x0 > 4 and y1 - y0 > 4:
             clothes = _hist(hsv[y0:y1, x0:x1], None)
+    bg: np.ndarray
     if person_mask is not None:
         bg = (person_mask < 0.5).astype(np.uint8)
     else:
@@ -246,12 +266,10 @@ def layout_histograms(
     return clothes, background
 
 
-def mirrored_text(bgr: np.ndarray, reader: Any) -> list[dict]:
+def mirrored_text(bgr: np.ndarray, reader: TextReader) -> list[MirroredLine]:
     """Lines of text that read as text only when flipped left-right: the photo is a mirror
     image (a mirror selfie, or a front camera that mirrors). Each: box (fractions), the text
     read flipped, both scores."""
-    from loraforge.curation.text import is_text
-
     lines = reader.detect(bgr)
     if not lines:
         return []
@@ -260,7 +278,7 @@ def mirrored_text(bgr: np.ndarray, reader: Any) -> list[dict]:
     flipped_img = cv2.flip(bgr, 1)
     fboxes = [(1.0 - x - bw, y, bw, bh) for x, y, bw, bh in boxes]
     flipped = reader.read(flipped_img, fboxes)
-    out = []
+    out: list[MirroredLine] = []
     for box, (t0, s0), (t1, s1) in zip(boxes, plain, flipped, strict=True):
         if is_text(t1, s1) and s1 >= s0 + MIRROR_SCORE_MARGIN:
             out.append(
@@ -282,12 +300,10 @@ def _largest(faces: Sequence[DetectedFace]) -> DetectedFace | None:
     return max(faces, key=lambda f: f.box.area) if faces else None
 
 
-def body_box(bgr: np.ndarray, people: Any, face: Box | None) -> Box | None:
+def body_box(bgr: np.ndarray, people: PeopleDetector, face: Box | None) -> Box | None:
     """The whole body of the main person (BlazePose keypoints: nose, shoulders, hips, knees,
     ankles visible in frame), from the top of the head to the feet; None when the body is not
     all in the photo (a portrait or a half-length shot)."""
-    from loraforge.curation.people import BODY_PARTS, KEYPOINT_MIN_VISIBILITY, _same_head
-
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     found = people.persons(rgb, people.person_min_score)
     if not found:
@@ -317,7 +333,11 @@ def body_box(bgr: np.ndarray, people: Any, face: Box | None) -> Box | None:
 
 
 def measure_photo(
-    clip_id: str, bgr: np.ndarray, backend: FaceBackend, people: Any = None, reader: Any = None
+    clip_id: str,
+    bgr: np.ndarray,
+    backend: FaceBackend,
+    people: PeopleDetector | None = None,
+    reader: TextReader | None = None,
 ) -> PhotoMeasure:
     """Measure one photo: its largest face (landmarks, embedding, eyes, pose, shadow, nose),
     the whole body when it is in frame, the layout histograms and mirrored text."""
@@ -398,7 +418,8 @@ def photo_reasons(m: PhotoMeasure) -> list[PhotoReason]:
         out.append(
             PhotoReason(
                 "extreme_angle",
-                f"extreme_angle: shot {view}, head pitch {m.pitch:+.0f} deg (max +-{MAX_PITCH:.0f}); "
+                f"extreme_angle: shot {view}, head pitch {m.pitch:+.0f} deg "
+                f"(max +-{MAX_PITCH:.0f}); "
                 "such angles distort the face's proportions",
                 {"pitch": round(m.pitch, 1)},
             )
@@ -445,10 +466,18 @@ def subject_share(m: PhotoMeasure, crop: Box) -> float:
 # -- across the set --------------------------------------------------------------------------
 
 
+def _angles(m: PhotoMeasure) -> tuple[float, float, float] | None:
+    """(yaw, pitch, roll) of a photo whose head pose was estimated (measure sets all three)."""
+    if m.yaw is None or m.pitch is None or m.roll is None:
+        return None
+    return m.yaw, m.pitch, m.roll
+
+
 def _close_pose(a: PhotoMeasure, b: PhotoMeasure) -> bool:
-    if a.face is None or b.face is None or a.yaw is None or b.yaw is None:
+    pa, pb = _angles(a), _angles(b)
+    if a.face is None or b.face is None or pa is None or pb is None:
         return False
-    if max(abs(a.yaw - b.yaw), abs(a.pitch - b.pitch), abs(a.roll - b.roll)) > LOOKALIKE_MAX_ANGLE:
+    if max(abs(x - y) for x, y in zip(pa, pb, strict=True)) > LOOKALIKE_MAX_ANGLE:
         return False
     (ax, ay), (bx, by) = a.face.center, b.face.center
     shift = math.hypot(ax / a.width - bx / b.width, ay / a.height - by / b.height)
@@ -462,13 +491,20 @@ def _similar(h1: np.ndarray | None, h2: np.ndarray | None) -> float | None:
     return float(cv2.compareHist(h1.astype(np.float32), h2.astype(np.float32), cv2.HISTCMP_CORREL))
 
 
-def lookalike(a: PhotoMeasure, b: PhotoMeasure, same_person: float | None = None) -> dict | None:
+def lookalike(
+    a: PhotoMeasure, b: PhotoMeasure, same_person: float | None = None
+) -> dict[str, Any] | None:
     """The evidence that b is a look-alike of a (same person, clothes, background and pose),
     or None. `same_person`: the face backend's same-person distance (None: not checked)."""
-    if same_person is not None and a.embedding is not None and b.embedding is not None:
-        if embedding_distance(a.embedding, b.embedding) > same_person:
-            return None
-    if not _close_pose(a, b):
+    if (
+        same_person is not None
+        and a.embedding is not None
+        and b.embedding is not None
+        and embedding_distance(a.embedding, b.embedding) > same_person
+    ):
+        return None
+    pa, pb = _angles(a), _angles(b)
+    if pa is None or pb is None or not _close_pose(a, b):
         return None
     clothes = _similar(a.clothes_hist, b.clothes_hist)
     background = _similar(a.background_hist, b.background_hist)
@@ -481,8 +517,8 @@ def lookalike(a: PhotoMeasure, b: PhotoMeasure, same_person: float | None = None
         "of": a.clip_id,
         "clothes_similarity": round(clothes, 3),
         "background_similarity": None if background is None else round(background, 3),
-        "yaw_difference": round(abs(a.yaw - b.yaw), 1),
-        "pitch_difference": round(abs(a.pitch - b.pitch), 1),
+        "yaw_difference": round(abs(pa[0] - pb[0]), 1),
+        "pitch_difference": round(abs(pa[1] - pb[1]), 1),
     }
 
 
@@ -512,12 +548,9 @@ def decide_set(
             rejected[cid] = rs
 
     frontal = [
-        by_id[c].nose_ratio
-        for c in order
-        if c not in rejected
-        and by_id[c].nose_ratio is not None
-        and by_id[c].yaw is not None
-        and abs(by_id[c].yaw) <= WIDE_ANGLE_MAX_YAW
+        m.nose_ratio
+        for m in (by_id[c] for c in order if c not in rejected)
+        if m.nose_ratio is not None and m.yaw is not None and abs(m.yaw) <= WIDE_ANGLE_MAX_YAW
     ]
     baseline = float(np.median(frontal)) if len(frontal) >= WIDE_ANGLE_MIN_BASELINE else None
     for cid in order:
@@ -540,8 +573,8 @@ def decide_set(
                 PhotoReason(
                     "wide_angle",
                     f"wide_angle: nose width / face width {m.nose_ratio:.3f}, {against} (limit "
-                    f"{limit:.3f}): a close wide-angle shot enlarges the nose; use a photo taken from further "
-                    "away",
+                    f"{limit:.3f}): a close wide-angle shot enlarges the nose; use a photo taken "
+                    "from further away",
                     {
                         "nose_ratio": round(m.nose_ratio, 4),
                         "baseline": None if baseline is None else round(baseline, 4),
@@ -561,8 +594,9 @@ def decide_set(
                 PhotoReason(
                     "look_alike",
                     f"look_alike: same clothes, background and pose as {hit['of']} (clothes "
-                    f"{hit['clothes_similarity']:.2f}, background {hit['background_similarity']}, min "
-                    f"{LOOKALIKE_CLOTHES}/{LOOKALIKE_BACKGROUND}); it teaches that outfit and place twice",
+                    f"{hit['clothes_similarity']:.2f}, background "
+                    f"{hit['background_similarity']}, min {LOOKALIKE_CLOTHES}/"
+                    f"{LOOKALIKE_BACKGROUND}); it teaches that outfit and place twice",
                     hit,
                 )
             ]
@@ -577,7 +611,8 @@ def decide_set(
             PhotoReason(
                 "mirror_selfie",
                 f"mirror_selfie: mirrored text {m.mirrored_text[0]['text']!r} in the picture, and "
-                f"{len(mirrors)} of {len(kept)} photos are mirror images (at most {max_mirror_fraction:.0%} are kept); "
+                f"{len(mirrors)} of {len(kept)} photos are mirror images "
+                f"(at most {max_mirror_fraction:.0%} are kept); "
                 "replace some with photos taken by someone else",
                 {"mirrored_text": m.mirrored_text},
             )

@@ -13,19 +13,22 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from loraforge.curation import identity
 from loraforge.curation.decision import Decision, Reason, dataset_context, decide
 from loraforge.curation.dedup import duplicate_groups
-from loraforge.curation.errors import InvalidInput
 from loraforge.curation.faces import FaceBackend, make_backend
 from loraforge.curation.frames import load_media
+from loraforge.curation.manifest import write_manifest
 from loraforge.curation.metrics import ClipMetrics, MeasuredClip, measure
 from loraforge.curation.people import PeopleDetector
 from loraforge.curation.policy import CurationPolicy
+from loraforge.curation.report import write_report
 from loraforge.curation.selection import Selection, select
+from loraforge.runtime.errors import InvalidInput
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,9 @@ class CurationResult:
     backend: str
     identity_threshold: float | None
     outputs: dict[str, Path] = field(default_factory=dict)
+    # the type's dataset builder's record (builders.build_doc), once it ran: the manifest and
+    # the report add it when present
+    build: dict[str, Any] | None = None
 
     def clip(self, clip_id: str) -> ClipResult:
         for c in self.clips:
@@ -66,15 +72,26 @@ class CurationResult:
         return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def _items(items: Sequence[MediaItem | Path | str]) -> list[MediaItem]:
-    out, seen = [], set()
-    for it in items:
-        it = it if isinstance(it, MediaItem) else MediaItem(Path(it))
+@dataclass(frozen=True)
+class _Input:
+    """A MediaItem with its defaults applied: the ids measure records."""
+
+    path: Path
+    clip_id: str
+    source_id: str
+    analysis: Path | None
+
+
+def _items(items: Sequence[MediaItem | Path | str]) -> list[_Input]:
+    out: list[_Input] = []
+    seen: set[str] = set()
+    for given in items:
+        it = given if isinstance(given, MediaItem) else MediaItem(Path(given))
         cid = it.clip_id or Path(it.path).stem
         if cid in seen:
             raise InvalidInput(f"two inputs share the clip id {cid!r}; give each a unique clip_id")
         seen.add(cid)
-        out.append(MediaItem(Path(it.path), cid, it.source_id or cid, it.analysis))
+        out.append(_Input(Path(it.path), cid, it.source_id or cid, it.analysis))
     return out
 
 
@@ -84,10 +101,10 @@ def measure_all(
     backend: FaceBackend,
     people: PeopleDetector | None = None,
     workers: int | None = None,
-):
+) -> list[MeasuredClip]:
     people = people or PeopleDetector()
 
-    def one(it: MediaItem):
+    def one(it: _Input) -> MeasuredClip:
         media = load_media(it.path, policy.frames_per_clip, it.analysis)
         return measure(
             media,
@@ -203,9 +220,6 @@ def low_frame_rate(fps: float, target: float) -> Reason:
 
 
 def write_outputs(result: CurationResult, out_dir: Path) -> dict[str, Path]:
-    from loraforge.curation.manifest import write_manifest
-    from loraforge.curation.report import write_report
-
     pq_path, json_path = write_manifest(result, out_dir)
     html_path = write_report(result, out_dir)
     result.outputs = {

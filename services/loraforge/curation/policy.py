@@ -37,7 +37,7 @@ FACE_TYPES = ("character", "expression")
 MOTION_DIRECTION_RULES = ("off", "flag", "reject")
 
 # What each LoRA type changes from the field defaults below (which are the character type's).
-TYPE_DEFAULTS: dict[str, dict] = {
+TYPE_DEFAULTS: dict[str, dict[str, Any]] = {
     "character": {},
     "expression": {},
     # a pose is learned from the whole body: one person, hips and feet in frame (people.py's
@@ -85,37 +85,51 @@ class CurationPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # sampling
-    frames_per_clip: int = Field(8, ge=1, le=64)
+    frames_per_clip: int = Field(default=8, ge=1, le=64)
     # the ResNet embedding is the costliest step; identity is stable within a clip, so by default
     # only the sharpest, largest frontal view of the face is embedded
-    embed_frames: int = Field(1, ge=1, le=64, description="frames whose face is embedded")
-    people_frames: int = Field(3, ge=1, le=64, description="frames run through the body detector")
+    embed_frames: int = Field(default=1, ge=1, le=64, description="frames whose face is embedded")
+    people_frames: int = Field(
+        default=3, ge=1, le=64, description="frames run through the body detector"
+    )
 
     # what the LoRA learns; set through for_type, which applies the type's defaults
     lora_type: LoraTypeName = "character"
 
     # people and face
-    require_face: bool = Field(True, description="no_face rejects; False for faceless types")
-    max_people: int | None = Field(1, ge=0, description="None: any number; 0: nobody in frame")
-    require_full_body: bool = Field(False, description="pose: the whole body must be in frame")
-    min_full_body_fraction: float = Field(0.6, ge=0, le=1, description="of the people frames")
+    require_face: bool = Field(
+        default=True, description="no_face rejects; False for faceless types"
+    )
+    max_people: int | None = Field(
+        default=1, ge=0, description="None: any number; 0: nobody in frame"
+    )
+    require_full_body: bool = Field(
+        default=False, description="pose: the whole body must be in frame"
+    )
+    min_full_body_fraction: float = Field(
+        default=0.6, ge=0, le=1, description="of the people frames"
+    )
     # effect: a clip whose dominant motion (motion.direction) disagrees with the majority
     motion_direction_rule: Literal["off", "flag", "reject"] = "off"
-    min_face_frames_fraction: float = Field(0.6, ge=0, le=1)
-    min_face_height_ratio: float = Field(0.10, ge=0, le=1, description="face box / frame height")
+    min_face_frames_fraction: float = Field(default=0.6, ge=0, le=1)
+    min_face_height_ratio: float = Field(
+        default=0.10, ge=0, le=1, description="face box / frame height"
+    )
     # sharpness is quality.sharpness: Laplacian variance read as if the crop were exposed to at
     # least 100/255 (so dimness is judged by too_dark, not taken for blur)
-    min_face_sharpness: float = Field(30.0, ge=0, description="Laplacian var, 128 px face crop")
+    min_face_sharpness: float = Field(
+        default=30.0, ge=0, description="Laplacian var, 128 px face crop"
+    )
     min_frame_sharpness: float = Field(
-        15.0, ge=0, description="frame, or the subject region with one"
+        default=15.0, ge=0, description="frame, or the subject region with one"
     )
 
     # light
-    min_mean_luma: float = Field(50.0, ge=0, le=255)
-    max_mean_luma: float = Field(215.0, ge=0, le=255)
-    max_highlights_clipped: float = Field(0.15, ge=0, le=1)
-    max_shadows_clipped: float = Field(0.35, ge=0, le=1)
-    min_contrast: float = Field(20.0, ge=0, description="below this: flag low contrast")
+    min_mean_luma: float = Field(default=50.0, ge=0, le=255)
+    max_mean_luma: float = Field(default=215.0, ge=0, le=255)
+    max_highlights_clipped: float = Field(default=0.15, ge=0, le=1)
+    max_shadows_clipped: float = Field(default=0.35, ge=0, le=1)
+    min_contrast: float = Field(default=20.0, ge=0, description="below this: flag low contrast")
     # the subject (the face's head-and-shoulders region, quality.measure_subject) is judged
     # first when one is seen; "frame" judges the whole picture as for faceless LoRA types
     light_on: Literal["subject", "frame"] = "subject"
@@ -124,41 +138,43 @@ class CurationPolicy(BaseModel):
     # close-up's 162 (frame 43); the same shot at a quarter of the exposure reads ~37 with the
     # frame at ~10, a clearly underexposed interview. Dark skin under good light stays well
     # above 45 on the face core, so this rejects underexposure, not complexion
-    min_subject_luma: float = Field(45.0, ge=0, le=255)
-    max_subject_luma: float = Field(225.0, ge=0, le=255)
+    min_subject_luma: float = Field(default=45.0, ge=0, le=255)
+    max_subject_luma: float = Field(default=225.0, ge=0, le=255)
     # noise sigma (grey levels at <= 640 px wide, quality.noise_sigma) on the subject, or on
     # the frame without one. Set on the astronaut close-up encoded with libx264 crf 20: clean
     # 0.4; gaussian noise sigma 8 per channel 5.0 and a shot exposed at 20 % with sensor noise
     # sigma 2 gained back up 6.2 (visible grain: flag); exposed at 15 % with sigma 3 and gained
     # up 12.2, gaussian sigma 20 per channel 12.2 (heavy: reject)
-    flag_noise: float = Field(4.0, ge=0, description="flag noise above this")
-    max_noise: float = Field(8.0, ge=0, description="reject noise above this")
+    flag_noise: float = Field(default=4.0, ge=0, description="flag noise above this")
+    max_noise: float = Field(default=8.0, ge=0, description="reject noise above this")
 
     # format
-    min_duration_s: float = Field(2.0, ge=0)
-    max_duration_s: float = Field(10.0, ge=0)
-    min_short_side_px: int = Field(512, ge=1)
+    min_duration_s: float = Field(default=2.0, ge=0)
+    max_duration_s: float = Field(default=10.0, ge=0)
+    min_short_side_px: int = Field(default=512, ge=1)
 
     # artefacts
-    max_letterbox_fraction: float = Field(0.02, ge=0, le=1, description="flag above this")
-    reject_letterbox_fraction: float = Field(0.25, ge=0, le=1)
-    max_blockiness: float = Field(1.35, ge=1)
+    max_letterbox_fraction: float = Field(default=0.02, ge=0, le=1, description="flag above this")
+    reject_letterbox_fraction: float = Field(default=0.25, ge=0, le=1)
+    max_blockiness: float = Field(default=1.35, ge=1)
     reject_burned_in_text: bool = True
     reject_watermark: bool = True
     reject_shaky: bool = True
-    max_eyes_closed_fraction: float = Field(0.5, ge=0, le=1, description="flag above this")
+    max_eyes_closed_fraction: float = Field(default=0.5, ge=0, le=1, description="flag above this")
 
     # identity (None: the face backend's own threshold)
-    identity_max_distance: float | None = Field(None, gt=0)
-    duplicate_max_distance: float | None = Field(None, gt=0)
-    duplicate_max_phash: int = Field(10, ge=0, le=64)
+    identity_max_distance: float | None = Field(default=None, gt=0)
+    duplicate_max_distance: float | None = Field(default=None, gt=0)
+    duplicate_max_phash: int = Field(default=10, ge=0, le=64)
 
     # selection
-    target_size: int | None = Field(None, ge=1, description="None: video_target / photo_target")
-    video_target_min: int = Field(50, ge=1)
-    video_target_max: int = Field(80, ge=1)
-    photo_target_min: int = Field(20, ge=1)
-    photo_target_max: int = Field(30, ge=1)
+    target_size: int | None = Field(
+        default=None, ge=1, description="None: video_target / photo_target"
+    )
+    video_target_min: int = Field(default=50, ge=1)
+    video_target_max: int = Field(default=80, ge=1)
+    photo_target_min: int = Field(default=20, ge=1)
+    photo_target_max: int = Field(default=30, ge=1)
     angle_mix: dict[str, float] = Field(
         default_factory=lambda: {
             "frontal": 0.40,
@@ -167,13 +183,13 @@ class CurationPolicy(BaseModel):
             "above_below": 0.10,
         }
     )
-    max_smiling_fraction: float = Field(0.6, ge=0, le=1)
-    max_per_source_fraction: float = Field(0.5, gt=0, le=1)
+    max_smiling_fraction: float = Field(default=0.6, ge=0, le=1)
+    max_per_source_fraction: float = Field(default=0.5, gt=0, le=1)
 
     # identity clusters (identity.assign: HDBSCAN on the face embeddings of all sources, cluster
     # 0 the largest): the one to train on when no reference photo names the person; None: the
     # largest. The report lists the clusters with their clips.
-    identity_cluster: int | None = Field(None, ge=0)
+    identity_cluster: int | None = Field(default=None, ge=0)
     # the type's dataset builder (builders/__init__.py: its Options model validates these)
     build_options: dict[str, Any] = Field(default_factory=dict)
 
@@ -204,7 +220,7 @@ class CurationPolicy(BaseModel):
         return self
 
     @classmethod
-    def from_overrides(cls, overrides: dict | None = None) -> CurationPolicy:
+    def from_overrides(cls, overrides: dict[str, Any] | None = None) -> CurationPolicy:
         """Build from a project's overrides, turning validation errors into InvalidPolicy."""
         try:
             return cls.model_validate(overrides or {})
@@ -212,7 +228,7 @@ class CurationPolicy(BaseModel):
             raise InvalidPolicy(f"invalid curation policy: {e}; fix or remove these fields") from e
 
     @classmethod
-    def for_type(cls, lora_type: str, overrides: dict | None = None) -> CurationPolicy:
+    def for_type(cls, lora_type: str, overrides: dict[str, Any] | None = None) -> CurationPolicy:
         """The type's defaults, then the project's overrides on top. Unknown types and an
         override of ``lora_type`` itself are refused with what to use instead."""
         if lora_type not in TYPE_DEFAULTS:
@@ -223,7 +239,8 @@ class CurationPolicy(BaseModel):
         if overrides.get("lora_type", lora_type) != lora_type:
             raise InvalidPolicy(
                 f"policy override lora_type={overrides['lora_type']!r} contradicts the job's type "
-                f"{lora_type!r}; set the type with --type (lora_type in the API), not as an override"
+                f"{lora_type!r}; set the type with --type (lora_type in the API), "
+                "not as an override"
             )
         return cls.from_overrides({**TYPE_DEFAULTS[lora_type], **overrides, "lora_type": lora_type})
 

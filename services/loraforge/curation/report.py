@@ -12,13 +12,17 @@ import html
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
+from loraforge.curation.metrics import ClipMetrics
+
 if TYPE_CHECKING:
-    from loraforge.curation.pipeline import CurationResult
+    from loraforge.curation.pipeline import ClipResult, CurationResult
+
+BGR = tuple[int, int, int]
 
 # chart canvas and colours (BGR): matplotlib's default blue and orange, red for a cut line
 _CW, _CH = 500, 300
@@ -34,7 +38,14 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _L, _T, _R, _B = 48, 34, 488, 236
 
 
-def _text(img, s: str, org, scale=0.42, color=_INK, center=False) -> None:
+def _text(
+    img: np.ndarray,
+    s: str,
+    org: tuple[float, float],
+    scale: float = 0.42,
+    color: BGR = _INK,
+    center: bool = False,
+) -> None:
     (tw, _th), _ = cv2.getTextSize(s, _FONT, scale, 1)
     x, y = org
     cv2.putText(
@@ -64,7 +75,13 @@ def _axes(title: str, top: float, xlabel: str = "") -> np.ndarray:
     return img
 
 
-def _bar_vs_target(path: Path, title: str, labels: Sequence[str], actual, target=None) -> None:
+def _bar_vs_target(
+    path: Path,
+    title: str,
+    labels: Sequence[str],
+    actual: Sequence[float],
+    target: Sequence[float] | None = None,
+) -> None:
     top = _nice_max(max(list(actual) + list(target or []) + [0.0]))
     img = _axes(title, top)
     slot = (_R - _L) / max(1, len(labels))
@@ -98,7 +115,10 @@ def _histogram(
     counts, edges = np.histogram(vals, bins=bins, range=(lo, hi))
     top = _nice_max(float(counts.max()))
     img = _axes(title, top, xlabel)
-    px = lambda v: _L + (_R - _L) * (v - lo) / (hi - lo)  # noqa: E731
+
+    def px(v: float) -> float:
+        return _L + (_R - _L) * (v - lo) / (hi - lo)
+
     for c, a, b in zip(counts, edges[:-1], edges[1:], strict=True):
         if c:
             cv2.rectangle(
@@ -153,7 +173,7 @@ def write_charts(result: CurationResult, out_dir: Path) -> list[Path]:
 _RED, _AMBER, _GREEN = (40, 40, 220), (0, 170, 255), (60, 180, 60)
 
 
-def _draw(img, box, color) -> None:
+def _draw(img: np.ndarray, box: Sequence[float], color: BGR) -> None:
     h, w = img.shape[:2]
     x, y, bw, bh = box
     p0 = (int(round(x * w)), int(round(y * h)))
@@ -161,7 +181,7 @@ def _draw(img, box, color) -> None:
     cv2.rectangle(img, p0, p1, color, 2)
 
 
-def annotate(thumbnail, clip):
+def annotate(thumbnail: np.ndarray, clip: ClipResult) -> np.ndarray:
     """The thumbnail with the subject region and every reason's and flag's evidence box."""
     img = thumbnail.copy()
     m = clip.metrics
@@ -169,18 +189,18 @@ def annotate(thumbnail, clip):
         _draw(img, m.subject_box, _GREEN)
     for reasons, color in ((clip.decision.flags, _AMBER), (clip.decision.reasons, _RED)):
         for r in reasons:
-            for e in getattr(r, "evidence", ()):
+            for e in r.evidence:
                 _draw(img, e["box"], color)
     return img
 
 
-def _subject_line(m) -> str:
-    noise = m.subject_noise if m.subject_noise is not None else m.noise
-    if m.subject_luma is None:
-        return f"no subject: frame luma {m.mean_luma:.0f}, noise {noise:.1f}"
+def _subject_line(m: ClipMetrics) -> str:
+    s = m.subject_light()
+    if s is None:
+        return f"no subject: frame luma {m.mean_luma:.0f}, noise {m.noise:.1f}"
     return (
-        f"{m.subject_source} luma {m.subject_luma:.0f} (frame {m.mean_luma:.0f}), "
-        f"sharp {m.subject_sharpness:.0f}, noise {noise:.1f}"
+        f"{m.subject_source} luma {s.luma:.0f} (frame {m.mean_luma:.0f}), "
+        f"sharp {s.sharpness:.0f}, noise {s.noise:.1f}"
     )
 
 
@@ -219,7 +239,8 @@ def write_report(result: CurationResult, out_dir: Path) -> Path:
             f"<b>{esc(m.clip_id)}</b> {'SELECTED' if c.selected else ''} "
             f"{'keep' if c.decision.keep else 'reject'}",
             f"{m.kind} {m.width}x{m.height} {m.duration_s:.1f}s q={m.quality_score:.2f}",
-            f"people {m.people_count}, face {m.largest_face_ratio:.0%} sharp {m.face_sharpness:.0f}",
+            f"people {m.people_count}, face {m.largest_face_ratio:.0%} "
+            f"sharp {m.face_sharpness:.0f}",
             f"angle {m.angle_bucket} (yaw {m.yaw}, pitch {m.pitch}), {m.expression}",
             f"light {m.lighting} luma {m.mean_luma:.0f}, motion {m.motion}"
             + (f" {m.motion_direction}" if m.motion_direction else ""),
@@ -233,14 +254,14 @@ def write_report(result: CurationResult, out_dir: Path) -> Path:
             + "</div>"
         )
     parts.append("</div>")
-    parts.extend(_build_section(getattr(result, "build", None)))
+    parts.extend(_build_section(result.build))
     parts.append("</body></html>")
     path = out_dir / "report.html"
     path.write_text("\n".join(parts))
     return path
 
 
-def _build_section(build: dict | None) -> list[str]:
+def _build_section(build: dict[str, Any] | None) -> list[str]:
     """The type's dataset builder (builders/__init__.py): its items with their evidence, what it
     left out and why, its summary (clusters, counts)."""
     if not build:

@@ -95,7 +95,10 @@ def select(
                 s -= 0.3
             if n_lights > 1 and lights[c.lighting] < k / n_lights:
                 s += 0.1
-            if n_exprs > 1 and exprs[c.expression] < k / n_exprs:
+            # a clip without an expression reads as 0 held here, though picks count it as
+            # "unknown" (kept as it was: changing it would change which clips are selected)
+            held = exprs[c.expression] if c.expression is not None else 0
+            if n_exprs > 1 and held < k / n_exprs:
                 s += 0.1
             if c.smiling_fraction >= 0.5 and smiling + 1 > policy.max_smiling_fraction * (k + 1):
                 s -= 0.3

@@ -27,7 +27,9 @@ class CurationServicer(JobCalls, curation_pb2_grpc.CurationServiceServicer):
         return curation_pb2.DESCRIPTOR.services_by_name["CurationService"].full_name
 
     async def StartCuration(
-        self, request: curation_pb2.StartCurationRequest, context: grpc.aio.ServicerContext
+        self,
+        request: curation_pb2.StartCurationRequest,
+        context: grpc.aio.ServicerContext[curation_pb2.StartCurationRequest, common_pb2.Job],
     ) -> common_pb2.Job:
         tenant, project = scope_from_wire(request.scope)
         params = CurationParams.parse(

@@ -88,7 +88,8 @@ def moving(speed_bh: float, cam_follow: float, fps: float) -> Callable[[int], np
 
 
 def standing_panned(pan_px_s: float, fps: float, x: float = 300) -> Callable[[int], np.ndarray]:
-    """A person standing still at world x while the camera pans past (they slide across the screen)."""
+    """A person standing still at world x while the camera pans past (they slide across the
+    screen)."""
 
     def frame(i: int) -> np.ndarray:
         return scene(x, FIG_Y, pan_px_s * i / fps)
@@ -97,7 +98,8 @@ def standing_panned(pan_px_s: float, fps: float, x: float = 300) -> Callable[[in
 
 
 def jumping(fps: float, period_s: float = 1.0, lift_bh: float = 0.2) -> Callable[[int], np.ndarray]:
-    """A person jumping on the spot: hops of lift_bh body heights, one per period (0.4 s in the air)."""
+    """A person jumping on the spot: hops of lift_bh body heights, one per period (0.4 s in the
+    air)."""
 
     def frame(i: int) -> np.ndarray:
         ph = (i / fps) % period_s

@@ -157,7 +157,7 @@ def test_builder_options_checked_and_lama_needs_its_model(tmp_path):
     check_options(
         CurationPolicy.for_type("background", {"build_options": {"max_fill_fraction": 0.3}})
     )
-    with pytest.raises(InvalidInput, match="known options: .*inpainter"):
+    with pytest.raises(InvalidInput, match=r"known options: .*inpainter"):
         check_options(CurationPolicy.for_type("background", {"build_options": {"fill": 0.3}}))
     with pytest.raises(
         ConfigurationError, match=r"lama.*provision it there, or use build option inpainter=opencv"

@@ -293,7 +293,8 @@ def test_expression_builder_crops_faces_at_40_to_60_percent(
         "surprised": 0,
     }
 
-    # too small for the default 256 px floor: every clip left out, the job fails with the reason and the fix
+    # too small for the default 256 px floor: every clip left out, the job fails with the reason
+    # and the fix
     strict = result.policy.model_copy(update={"build_options": {}})
     result.policy = strict
     (tmp_path / "strict").mkdir()
@@ -307,7 +308,7 @@ def test_expression_builder_crops_faces_at_40_to_60_percent(
 
 
 def test_builder_options_refused_with_the_known_ones():
-    with pytest.raises(InvalidInput, match="known options: .*max_class_share"):
+    with pytest.raises(InvalidInput, match=r"known options: .*max_class_share"):
         check_options(CurationPolicy.for_type("expression", {"build_options": {"min_crop": 96}}))
     with pytest.raises(InvalidInput, match="actions"):
         check_options(CurationPolicy.for_type("pose", {"build_options": {"actions": ["dancing"]}}))

@@ -41,6 +41,7 @@ rows (`derived_items`, `build_dropped`), and the report's build section.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import json
@@ -52,7 +53,18 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
+from loraforge.curation.builders.media import read_frames
+from loraforge.curation.manifest import write_manifest
 from loraforge.curation.record import selection_hash
+from loraforge.curation.report import write_report
+from loraforge.curation.size_range import (
+    SIZE_OPTIONS,
+    DatasetTooSmall,
+    SizeCheck,
+    check_size,
+    size_overrides,
+)
+from loraforge.ingest.proxy import sample_indices
 from loraforge.runtime.errors import InvalidInput
 from loraforge.runtime.keys import validate_key_part
 
@@ -123,6 +135,52 @@ class BuildResult:
         return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+def apply_size_range(
+    build: BuildResult,
+    lora_type: str,
+    item_kind: str,
+    overrides: dict[str, Any] | None = None,
+    curation_rejections: dict[str, int] | None = None,
+) -> SizeCheck | None:
+    """Check a builder's result (items best first) against size_range.py's range, in
+    place: above the maximum the lowest ranked items become `Dropped` (code `over_maximum`);
+    away from the recommended range the message joins `missing`; the check goes to
+    `summary["size_range"]`. Below the minimum raises DatasetTooSmall with the message and what
+    was left out (curation's rejection counts, the builder's), since no report is written then."""
+    check = check_size(lora_type, item_kind, len(build.items), overrides)
+    if check is None:
+        return None
+    if check.status == "below_minimum":
+        why = [
+            f"{where}: " + ", ".join(f"{code} {n}" for code, n in counts.items())
+            for where, counts in (
+                ("rejected by curation", curation_rejections or {}),
+                ("left out by the builder", build.counts()),
+            )
+            if counts
+        ]
+        raise DatasetTooSmall(
+            f"dataset too small: {check.message}" + (f" ({'; '.join(why)})" if why else "")
+        )
+    if check.keep < len(build.items):
+        for it in build.items[check.keep :]:
+            build.dropped.append(
+                Dropped(
+                    it.clip_id,
+                    "over_maximum",
+                    f"over_maximum: ranked below the best {check.keep} "
+                    f"(the {lora_type} maximum, {check.range.source})",
+                    it.frame_index,
+                    {"item_id": it.item_id},
+                )
+            )
+        del build.items[check.keep :]
+    if check.status != "recommended":
+        build.missing.append(check.message)
+    build.summary["size_range"] = check.as_dict()
+    return check
+
+
 @dataclass
 class BuildContext:
     policy: CurationPolicy
@@ -145,8 +203,6 @@ class BuildContext:
 
     def sampled(self, clip_id: str) -> list[int]:
         """The frame indices curation measured on this clip (what the metrics describe)."""
-        from loraforge.ingest.proxy import sample_indices
-
         m = self.metrics(clip_id)
         if m.kind == "photo":
             return [0]
@@ -155,8 +211,6 @@ class BuildContext:
 
     def frames(self, clip_id: str, indices: Sequence[int]) -> list[tuple[int, np.ndarray]]:
         """(index, BGR image at the clip's own size) for each readable wanted index."""
-        from loraforge.curation.builders.media import read_frames
-
         return read_frames(self.clip_path(clip_id), indices)
 
     def item_path(self, clip_id: str, name: str) -> str:
@@ -187,13 +241,12 @@ def builder_for(lora_type: str, kind: str = "video") -> DatasetBuilder | None:
     if spec is None:
         return None
     module, cls = spec.split(":")
-    return getattr(importlib.import_module(module), cls)()
+    builder: DatasetBuilder = getattr(importlib.import_module(module), cls)()
+    return builder
 
 
 def parse_options(builder: DatasetBuilder | None, lora_type: str, options: dict[str, Any]) -> Any:
     """The builder's Options from policy.build_options; InvalidInput naming what to fix."""
-    from loraforge.curation.size_range import SIZE_OPTIONS, size_overrides
-
     # the dataset's size bounds (min_items, max_items: size_range.py) are every builder's
     size_overrides(options or {})
     options = {k: v for k, v in (options or {}).items() if k not in SIZE_OPTIONS}
@@ -289,13 +342,10 @@ def write_build(build: BuildResult, result: CurationResult, out_dir: Path) -> Pa
     """build.json (every item and drop with its evidence, the summary) and the manifest's build
     section + per-clip `derived_items` / `build_dropped` (manifest.json and .parquet rewritten
     with them), and the report's build section."""
-    from loraforge.curation.manifest import write_manifest
-    from loraforge.curation.report import write_report
-
     doc = build_doc(build, result)
     path = Path(out_dir) / BUILD_RECORD
     path.write_text(json.dumps(doc, indent=1))
-    result.build = doc  # type: ignore[attr-defined]  # read by manifest/report when present
+    result.build = doc
     write_manifest(result, Path(out_dir))
     write_report(result, Path(out_dir))
     return path
@@ -312,7 +362,8 @@ def _plain(o: Any) -> Any:
 
 def build_doc(build: BuildResult, result: CurationResult) -> dict[str, Any]:
     """Plain JSON values only: it goes into build.json, the manifest and dataset.json."""
-    return json.loads(json.dumps(_build_doc(build, result), default=_plain))
+    doc: dict[str, Any] = json.loads(json.dumps(_build_doc(build, result), default=_plain))
+    return doc
 
 
 def _build_doc(build: BuildResult, result: CurationResult) -> dict[str, Any]:
@@ -327,8 +378,6 @@ def _build_doc(build: BuildResult, result: CurationResult) -> dict[str, Any]:
 
 
 def _sha256(path: Path) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -19,14 +19,15 @@ Per selected clip, a few frames spread over it (the measured frames, the sharpes
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from loraforge.curation.builders import BuildContext, BuildResult, Dropped, Item
+from loraforge.curation.builders import BuildContext, BuildResult, Dropped, Item, apply_size_range
 from loraforge.curation.builders.inpaint import make_inpainter
-from loraforge.curation.builders.masks import person_mask
+from loraforge.curation.builders.masks import person_mask, work_rgb
 from loraforge.curation.builders.media import write_image
 from loraforge.curation.builders.scenes import (
     SCENE_DISTANCE,
@@ -34,7 +35,6 @@ from loraforge.curation.builders.scenes import (
     scene_clusters,
     scene_descriptor,
 )
-from loraforge.curation.size_range import apply_size_range
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +62,12 @@ class BackgroundOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     inpainter: Literal["opencv", "lama"] = "opencv"
-    frames_per_clip: int = Field(3, ge=1, le=16, description="frames taken from each selected clip")
-    max_fill_fraction: float = Field(MAX_FILL_FRACTION, gt=0, le=1)
-    max_scene_fraction: float = Field(MAX_SCENE_FRACTION, gt=0, le=1)
-    scene_distance: float = Field(SCENE_DISTANCE, gt=0)
+    frames_per_clip: int = Field(
+        default=3, ge=1, le=16, description="frames taken from each selected clip"
+    )
+    max_fill_fraction: float = Field(default=MAX_FILL_FRACTION, gt=0, le=1)
+    max_scene_fraction: float = Field(default=MAX_SCENE_FRACTION, gt=0, le=1)
+    scene_distance: float = Field(default=SCENE_DISTANCE, gt=0)
 
 
 def spread(indices: list[int], k: int, first: int | None = None) -> list[int]:
@@ -79,6 +81,18 @@ def spread(indices: list[int], k: int, first: int | None = None) -> list[int]:
     return sorted(picks)
 
 
+@dataclass
+class _Candidate:
+    """A frame that passed steps 1-4, written to `path`, waiting for the scene balance."""
+
+    clip_id: str
+    index: int  # frame index in the clip
+    path: str  # under the output folder
+    desc: np.ndarray  # scenes.scene_descriptor of the unmasked pixels
+    score: float  # pick order within its scene: quality, less invented first
+    evidence: dict[str, Any]
+
+
 class BackgroundBuilder:
     lora_type = "background"
     Options = BackgroundOptions
@@ -87,7 +101,7 @@ class BackgroundBuilder:
         opt: BackgroundOptions = ctx.options or BackgroundOptions()
         inpainter = make_inpainter(opt.inpainter, ctx.models_dir)
         dropped: list[Dropped] = []
-        cands: list[dict] = []  # frames that passed 1-4, held in memory until the scene balance
+        cands: list[_Candidate] = []  # frames that passed 1-4, until the scene balance
         for c in ctx.selected:
             m = c.metrics
             indices = spread(ctx.sampled(m.clip_id), opt.frames_per_clip, m.best_frame_index)
@@ -150,23 +164,21 @@ class BackgroundBuilder:
                 path = ctx.item_path(m.clip_id, f"{m.clip_id}-f{idx:05d}.png")
                 write_image(ctx.out_dir / path, filled)
                 cands.append(
-                    {
-                        "clip_id": m.clip_id,
-                        "index": idx,
-                        "path": path,
-                        "desc": desc,
-                        "score": m.quality_score - pm.fraction,  # less invented first
-                        "evidence": {
+                    _Candidate(
+                        m.clip_id,
+                        idx,
+                        path,
+                        desc,
+                        m.quality_score - pm.fraction,  # less invented first
+                        {
                             **ev,
                             "inpainter": inpainter.name if pm.fraction else None,
                             "filled_box": box,
                         },
-                    }
+                    )
                 )
-        labels = scene_clusters([c["desc"] for c in cands], opt.scene_distance)
-        picked = balanced_pick(
-            labels, [c["score"] for c in cands], len(cands), opt.max_scene_fraction
-        )
+        labels = scene_clusters([c.desc for c in cands], opt.scene_distance)
+        picked = balanced_pick(labels, [c.score for c in cands], len(cands), opt.max_scene_fraction)
         chosen = set(picked)
         sizes: dict[int, int] = {}
         for lab in labels:
@@ -174,31 +186,31 @@ class BackgroundBuilder:
         taken = {lab: sum(labels[i] == lab for i in picked) for lab in sizes}
         items = []
         for i in picked:
-            c = cands[i]
+            cand = cands[i]
             items.append(
                 Item(
-                    f"{c['clip_id']}-f{c['index']:05d}",
-                    c["clip_id"],
-                    c["path"],
+                    f"{cand.clip_id}-f{cand.index:05d}",
+                    cand.clip_id,
+                    cand.path,
                     "image",
-                    c["index"],
-                    "inpainted" if c["evidence"]["fill_fraction"] > 0 else "full",
-                    {**c["evidence"], "scene_cluster": labels[i]},
+                    cand.index,
+                    "inpainted" if cand.evidence["fill_fraction"] > 0 else "full",
+                    {**cand.evidence, "scene_cluster": labels[i]},
                 )
             )
-        for i, c in enumerate(cands):
+        for i, cand in enumerate(cands):
             if i not in chosen:
-                (ctx.out_dir / c["path"]).unlink(missing_ok=True)
+                (ctx.out_dir / cand.path).unlink(missing_ok=True)
                 lab = labels[i]
                 dropped.append(
                     Dropped(
-                        c["clip_id"],
+                        cand.clip_id,
                         "scene_dominant",
                         f"scene_dominant: place {lab} already gives {taken[lab]} of {len(picked)} "
                         f"items (max {opt.max_scene_fraction:.0%} from one place); footage "
                         "of other places would let more of it in",
-                        c["index"],
-                        {**c["evidence"], "scene_cluster": lab},
+                        cand.index,
+                        {**cand.evidence, "scene_cluster": lab},
                     )
                 )
         summary = {
@@ -210,7 +222,7 @@ class BackgroundBuilder:
                     "frames": sizes[lab],
                     "items": taken[lab],
                     "clips": sorted(
-                        {cands[i]["clip_id"] for i in range(len(cands)) if labels[i] == lab}
+                        {cands[i].clip_id for i in range(len(cands)) if labels[i] == lab}
                     ),
                 }
                 for lab in sorted(sizes)
@@ -245,9 +257,7 @@ class BackgroundBuilder:
 def _rgb(bgr: np.ndarray) -> np.ndarray:
     import cv2
 
-    from loraforge.curation.builders.masks import _work
-
-    rgb, _ = _work(bgr)
+    rgb, _ = work_rgb(bgr)
     return rgb if rgb.size else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 

@@ -20,17 +20,18 @@ first) are checked:
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from loraforge.curation.builders import BuildContext, BuildResult, Dropped, Item
+from loraforge.curation.builders import BuildContext, BuildResult, Dropped, Item, apply_size_range
 from loraforge.curation.builders.background import spread
 from loraforge.curation.builders.inpaint import OpenCVInpainter
 from loraforge.curation.builders.masks import person_mask
 from loraforge.curation.builders.media import write_image
 from loraforge.curation.geometry import Box
-from loraforge.curation.size_range import apply_size_range
 
 # Crop margin around the subject's mask, a share of its size on each side: room for the hair
 # and the hands the dilation may not have reached, and some context for the caption.
@@ -48,10 +49,16 @@ MAX_FILL_FRACTION = 0.25
 class CharacterOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    frames_per_clip: int = Field(2, ge=1, le=16, description="frames checked (and used) per clip")
-    cutout: bool = Field(False, description="also the subject cut out on a plain background")
-    cutout_color: tuple[int, int, int] = Field((255, 255, 255), description="plain background, RGB")
-    max_fill_fraction: float = Field(MAX_FILL_FRACTION, gt=0, le=1)
+    frames_per_clip: int = Field(
+        default=2, ge=1, le=16, description="frames checked (and used) per clip"
+    )
+    cutout: bool = Field(
+        default=False, description="also the subject cut out on a plain background"
+    )
+    cutout_color: tuple[int, int, int] = Field(
+        default=(255, 255, 255), description="plain background, RGB"
+    )
+    max_fill_fraction: float = Field(default=MAX_FILL_FRACTION, gt=0, le=1)
 
 
 def _subject_component(mask: np.ndarray, head: Box) -> np.ndarray | None:
@@ -69,7 +76,8 @@ def _subject_component(mask: np.ndarray, head: Box) -> np.ndarray | None:
         if not window.any():
             return None
         lab = int(np.bincount(window[window > 0]).argmax())
-    return labels == lab
+    component: np.ndarray = labels == lab
+    return component
 
 
 def _own_part(blob: np.ndarray, head: Box, heads: list[Box]) -> np.ndarray:
@@ -85,11 +93,12 @@ def _own_part(blob: np.ndarray, head: Box, heads: list[Box]) -> np.ndarray:
     def cost(b: Box) -> np.ndarray:
         cx, _ = b.center
         above = ys < b.y - 0.5 * b.h
-        return np.abs(xs - cx) / max(b.w, 1.0) + 4.0 * above
+        c: np.ndarray = np.abs(xs - cx) / max(b.w, 1.0) + 4.0 * above
+        return c
 
     mine = cost(head)
     best_other = np.min(np.stack([cost(b) for b in others]), axis=0)
-    out = np.zeros_like(blob)
+    out: np.ndarray = np.zeros_like(blob)
     out[ys[mine <= best_other], xs[mine <= best_other]] = True
     return out
 
@@ -140,7 +149,7 @@ class CharacterBuilder:
                         m.clip_id,
                         m.clip_id,
                         None,
-                        m.kind if m.kind == "video" else "image",
+                        "video" if m.kind == "video" else "image",
                         None,
                         "full",
                         {"others_seen": False},
@@ -155,13 +164,11 @@ class CharacterBuilder:
                 faces = ctx.backend.detect(frame, embed_largest=False) if ctx.backend else []
                 pm = person_mask(ctx.people, frame, [f.box for f in faces])
                 head = faces[0].box if faces else (pm.heads[0] if pm.heads else None)
-                subject = (
-                    _subject_component(pm.mask, head)
-                    if head is not None and pm.mask.any()
-                    else None
-                )
-                if subject is not None:
-                    subject = _own_part(subject, head, pm.heads)
+                subject = None
+                if head is not None and pm.mask.any():
+                    blob = _subject_component(pm.mask, head)
+                    if blob is not None:
+                        subject = _own_part(blob, head, pm.heads)
                 if subject is None:
                     dropped.append(
                         Dropped(
@@ -315,7 +322,7 @@ class CharacterBuilder:
         frame: np.ndarray,
         subject: np.ndarray,
         opt: CharacterOptions,
-        ev: dict,
+        ev: dict[str, Any],
     ) -> Item:
         """The subject on a plain background, cropped around them; the mask's edge softened
         over 2 px so the cut does not leave a jagged halo."""

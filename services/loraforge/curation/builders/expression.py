@@ -16,25 +16,30 @@ under ``max_class_share`` of the target; ``expressions`` keeps only the classes 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from loraforge.curation.balance import Candidate
-from loraforge.curation.builders import BuildContext, BuildResult, Dropped
+from loraforge.curation.builders import BuildContext, BuildResult, Dropped, ItemKind
 from loraforge.curation.builders.labelled import candidates, finish, read, score_of
 from loraforge.curation.builders.media import write_image
 from loraforge.curation.expression import (
     CROP_MAX_FRACTION,
     EXPRESSION_CLASSES,
+    FaceShape,
     baseline_of,
     classify_clip,
     classify_face,
     face_crop_box,
     measure_face_shape,
 )
+from loraforge.curation.faces import DetectedFace
+from loraforge.curation.geometry import Box
 from loraforge.curation.quality import face_sharpness
+from loraforge.ingest.tools import MediaTools, run, tail
 
 ExpressionName = Literal["neutral", "smile", "laughing", "talking", "serious", "surprised"]
 
@@ -42,18 +47,29 @@ ExpressionName = Literal["neutral", "smile", "laughing", "talking", "serious", "
 class ExpressionOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    expressions: list[ExpressionName] | None = Field(None, description="keep only these classes")
+    expressions: list[ExpressionName] | None = Field(
+        default=None, description="keep only these classes"
+    )
     # seed 002: "too many smiling photos -> the model always smiles"; six classes, none above 40 %
     max_class_share: float = Field(
-        0.4, gt=0, le=1, description="most of the target one class may fill"
+        default=0.4, gt=0, le=1, description="most of the target one class may fill"
     )
-    face_fraction: float = Field(0.5, ge=0.4, le=0.6, description="face box height / crop height")
+    face_fraction: float = Field(
+        default=0.5, ge=0.4, le=0.6, description="face box height / crop height"
+    )
     # a face crop trained at 512 px from under 256 px is a 2x upscale: soft, and the LoRA learns
     # the softness. Test clips (480x360, faces of ~90 px) set it lower
-    min_crop_px: int = Field(256, ge=32, description="crops smaller than this are left out")
-    max_crop_px: int = Field(1024, ge=64, description="larger crops are scaled down to this")
-    clips: bool = Field(True, description="video sets: the item is the clip cropped to the face")
+    min_crop_px: int = Field(default=256, ge=32, description="crops smaller than this are left out")
+    max_crop_px: int = Field(
+        default=1024, ge=64, description="larger crops are scaled down to this"
+    )
+    clips: bool = Field(
+        default=True, description="video sets: the item is the clip cropped to the face"
+    )
 
+
+# a face found on a sampled frame: (frame index, the face, its shape, size x sharpness)
+_FaceSeen = tuple[int, DetectedFace, FaceShape, float]
 
 # the fixed crop of a clip: the face's share of it on every sampled frame must stay in this
 # range (a little wider than the still's 40-60 %: a head moves as it talks)
@@ -61,15 +77,13 @@ CLIP_FACE_RANGE = (0.35, 0.65)
 
 
 def _crop_clip(
-    ctx: BuildContext, cid: str, boxes: list, w: int, h: int, opts: ExpressionOptions
+    ctx: BuildContext, cid: str, boxes: list[Box], w: int, h: int, opts: ExpressionOptions
 ) -> tuple[str | None, str | None]:
     """(derived path of the face-cropped clip, None) or (None, why not)."""
-    import numpy as np
-
-    from loraforge.ingest.tools import MediaTools, run, tail
-
-    med = [float(np.median([getattr(b, k) for b in boxes])) for k in ("x", "y", "w", "h")]
-    box = face_crop_box(*med, w, h, opts.face_fraction)
+    mx, my, mw, mh = (
+        float(np.median([getattr(b, k) for b in boxes])) for k in ("x", "y", "w", "h")
+    )
+    box = face_crop_box(mx, my, mw, mh, w, h, opts.face_fraction)
     if box is None:
         return None, "the face is too large for a fixed crop"
     (x, y, side, _), _ = box
@@ -133,31 +147,31 @@ class ExpressionBuilder:
         cands, dropped = candidates(ctx)
         # clip -> [(frame index, face, shape, size x sharpness)]; frames are not kept (a set of
         # hundreds of 1080p clips would not fit in memory): the chosen one is decoded again
-        faces: dict[str, list | None] = {}
+        faces: dict[str, list[_FaceSeen] | None] = {}
         for c in cands:
             cid = c.metrics.clip_id
-            found = []
+            found: list[_FaceSeen] = []
             frames = read(ctx, cid, ctx.sampled(cid), dropped)
             faces[cid] = None if not frames else found
             for idx, img in frames:
                 det = ctx.backend.detect(img, embed_largest=False)
-                if det and det[0].landmarks is not None:
-                    f = det[0]
+                f = det[0] if det else None
+                if f is not None and f.landmarks is not None:
                     rank = f.box.h * face_sharpness(img, *f.box.clipped(img.shape[1], img.shape[0]))
                     found.append((idx, f, measure_face_shape(f.landmarks), rank))
-        baseline = baseline_of([f[2] for found in faces.values() if found for f in found])
+        baseline = baseline_of([f[2] for seen in faces.values() if seen for f in seen])
 
         labelled: list[Candidate] = []
-        evidence: dict[str, dict] = {}
+        evidence: dict[str, dict[str, Any]] = {}
         paths: dict[str, str] = {}
-        kinds: dict[str, str] = {}
+        kinds: dict[str, ItemKind] = {}
         frame_of: dict[str, int] = {}
         for c in cands:
             cid, m = c.metrics.clip_id, c.metrics
-            found = faces[cid]
-            if found is None:  # unreadable: dropped already
+            seen = faces[cid]
+            if seen is None:  # unreadable: dropped already
                 continue
-            if not found:
+            if not seen:
                 dropped.append(
                     Dropped(
                         cid,
@@ -166,8 +180,8 @@ class ExpressionBuilder:
                     )
                 )
                 continue
-            label, why, per = classify_clip([f[2] for f in found], m.kind == "video", baseline)
-            ev = {
+            label, why, per = classify_clip([f[2] for f in seen], m.kind == "video", baseline)
+            ev: dict[str, Any] = {
                 "expression": label,
                 "why": why,
                 "frame_classes": per,
@@ -191,8 +205,8 @@ class ExpressionBuilder:
                 continue
             # the frame that shows the clip's class (talking: any), largest and sharpest face
             fits = [
-                f for f, k in zip(found, per, strict=True) if k == label or label == "talking"
-            ] or found
+                f for f, k in zip(seen, per, strict=True) if k == label or label == "talking"
+            ] or seen
             idx, face, shape, _ = max(fits, key=lambda f: f[3])
             again = read(ctx, cid, [idx], dropped)
             if not again:
@@ -214,7 +228,8 @@ class ExpressionBuilder:
                         cid,
                         "face_too_large",
                         f"face_too_large: the face is {face.box.h / min(w, h):.0%} "
-                        f"of the frame's short side; a crop needs it at most {CROP_MAX_FRACTION:.0%}",
+                        "of the frame's short side; a crop needs it at most "
+                        f"{CROP_MAX_FRACTION:.0%}",
                         idx,
                         ev,
                     )
@@ -248,7 +263,7 @@ class ExpressionBuilder:
                 # a video LoRA learns talking and laughter as motion: the clip cropped to a fixed
                 # square around the face's median box, when the face stays 35-65 % of it and
                 # inside it on every sampled frame (else the still is the item, and says why)
-                clip_rel, why_not = _crop_clip(ctx, cid, [f[1].box for f in found], w, h, opts)
+                clip_rel, why_not = _crop_clip(ctx, cid, [f[1].box for f in seen], w, h, opts)
                 ev["clip_crop"] = why_not or "ok"
                 if clip_rel is not None:
                     ev["still"] = rel

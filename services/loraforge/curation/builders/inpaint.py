@@ -73,7 +73,8 @@ class LamaInpainter:
         if path is None:
             where = str(folder) if folder else "LORAFORGE_MODELS__DIR/lama"
             raise ConfigurationError(
-                f"the LaMa inpainter needs its ONNX export in {where} (one of {', '.join(LAMA_FILES)}); "
+                f"the LaMa inpainter needs its ONNX export in {where} "
+                f"(one of {', '.join(LAMA_FILES)}); "
                 "provision it there, or use build option inpainter=opencv (the offline default)"
             )
         import onnxruntime as ort

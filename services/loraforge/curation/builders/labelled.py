@@ -3,12 +3,22 @@ the selection first), how they rank them, and the balanced items they end with."
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from loraforge.curation.balance import Candidate, balance
-from loraforge.curation.builders import BuildContext, BuildResult, Dropped, Item
+from loraforge.curation.builders import (
+    BuildContext,
+    BuildResult,
+    Dropped,
+    Item,
+    ItemKind,
+    apply_size_range,
+)
 from loraforge.curation.errors import UnreadableMedia
-from loraforge.curation.size_range import DatasetTooSmall, apply_size_range
+from loraforge.curation.pipeline import ClipResult
+from loraforge.curation.size_range import DatasetTooSmall
 
 # candidates at most this many times the target: balance needs spares for the classes it caps,
 # and analysing every kept clip of a 1000-clip project (keypoints on 24 frames each, ~3 s a
@@ -16,7 +26,7 @@ from loraforge.curation.size_range import DatasetTooSmall, apply_size_range
 CANDIDATES_PER_TARGET = 3
 
 
-def candidates(ctx: BuildContext) -> tuple[list, list[Dropped]]:
+def candidates(ctx: BuildContext) -> tuple[list[ClipResult], list[Dropped]]:
     """Kept clips, the selection first in its pick order, then the rest by quality (balance may
     need a kept clip the selection passed over), at most CANDIDATES_PER_TARGET x the target;
     and the kept clips left unanalysed beyond that, as drops."""
@@ -43,7 +53,8 @@ def candidates(ctx: BuildContext) -> tuple[list, list[Dropped]]:
 def read(
     ctx: BuildContext, clip_id: str, indices: list[int], dropped: list[Dropped]
 ) -> list[tuple[int, np.ndarray]]:
-    """The clip's frames, or [] with a drop saying why (one unreadable clip does not end the job)."""
+    """The clip's frames, or [] with a drop saying why (one unreadable clip does not end the
+    job)."""
     try:
         frames = ctx.frames(clip_id, indices)
     except UnreadableMedia as exc:
@@ -56,7 +67,7 @@ def read(
     return frames
 
 
-def score_of(c, selected_ids: set[str]) -> float:
+def score_of(c: ClipResult, selected_ids: set[str]) -> float:
     """Balance ranks within a class: the selection's own picks first, then quality."""
     return (1.0 if c.metrics.clip_id in selected_ids else 0.0) + c.metrics.quality_score
 
@@ -64,14 +75,14 @@ def score_of(c, selected_ids: set[str]) -> float:
 def finish(
     ctx: BuildContext,
     cands: list[Candidate],
-    evidence: dict[str, dict],
+    evidence: dict[str, dict[str, Any]],
     dropped: list[Dropped],
     max_share: float,
     what: str,
     classes: tuple[str, ...],
     item_path: dict[str, str] | None = None,
     frame_index: dict[str, int] | None = None,
-    item_kind: dict[str, str] | None = None,
+    item_kind: dict[str, ItemKind] | None = None,
 ) -> BuildResult:
     """Balance the labelled candidates to the selection's target and turn them into items:
     the clips themselves, or the derived files given in ``item_path`` (item id -> path)."""
@@ -79,33 +90,38 @@ def finish(
     bal = balance(cands, target, max_share) if cands else None
     items: list[Item] = []
     clip_of = {cid: ev.get("clip_id", cid) for cid, ev in evidence.items()}
-    kind = "video" if any(c.metrics.kind == "video" for c in ctx.result.clips) else "image"
-    for cand in bal.chosen if bal else []:
-        path = (item_path or {}).get(cand.item_id)
-        items.append(
-            Item(
-                cand.item_id,
-                clip_of[cand.item_id],
-                path,
-                kind=(item_kind or {}).get(cand.item_id, "image" if path else kind),
-                frame_index=(frame_index or {}).get(cand.item_id),
-                variant="face_crop" if path else "full",
-                evidence=evidence[cand.item_id],
+    kind: ItemKind = (
+        "video" if any(c.metrics.kind == "video" for c in ctx.result.clips) else "image"
+    )
+    paths, kinds = item_path or {}, item_kind or {}
+    if bal is not None:
+        for cand in bal.chosen:
+            path = paths.get(cand.item_id)
+            items.append(
+                Item(
+                    cand.item_id,
+                    clip_of[cand.item_id],
+                    path,
+                    kind=kinds.get(cand.item_id, "image" if path else kind),
+                    frame_index=(frame_index or {}).get(cand.item_id),
+                    variant="face_crop" if path else "full",
+                    evidence=evidence[cand.item_id],
+                )
             )
-        )
-    for cand in bal.capped if bal else []:
-        n = bal.counts.get(cand.label, 0)
-        if (item_path or {}).get(cand.item_id):  # a derived file that is not an item: not uploaded
-            (ctx.out_dir / item_path[cand.item_id]).unlink(missing_ok=True)
-        dropped.append(
-            Dropped(
-                clip_of[cand.item_id],
-                "class_cap",
-                f"class_cap: {cand.label} already has {n} of the {target} items "
-                f"(at most {bal.cap})",
-                evidence=evidence[cand.item_id],
+        for cand in bal.capped:
+            n = bal.counts.get(cand.label, 0)
+            derived = paths.get(cand.item_id)
+            if derived:  # a derived file that is not an item: not uploaded
+                (ctx.out_dir / derived).unlink(missing_ok=True)
+            dropped.append(
+                Dropped(
+                    clip_of[cand.item_id],
+                    "class_cap",
+                    f"class_cap: {cand.label} already has {n} of the {target} items "
+                    f"(at most {bal.cap})",
+                    evidence=evidence[cand.item_id],
+                )
             )
-        )
     counts = bal.counts if bal else {}
     summary = {
         f"{what}_counts": {k: counts.get(k, 0) for k in classes},
@@ -128,8 +144,7 @@ def finish(
         )
     # seed 003's size range for the type's images (frames, crops, photos); clips trained as they
     # are have none for these types. Below the minimum the job fails saying how many to add
-    kinds = {i.kind for i in items}
-    if kinds == {"image"}:
+    if {i.kind for i in items} == {"image"}:
         apply_size_range(
             build,
             ctx.policy.lora_type,

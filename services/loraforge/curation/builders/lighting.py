@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,12 +33,12 @@ LightingName = Literal["sunset", "sunrise", "midday", "indoor", "dramatic"]
 class LightingOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    lighting: list[LightingName] | None = Field(None, description="keep only these classes")
+    lighting: list[LightingName] | None = Field(default=None, description="keep only these classes")
     max_class_share: float = Field(
-        0.4, gt=0, le=1, description="most of the target one class may fill"
+        default=0.4, gt=0, le=1, description="most of the target one class may fill"
     )
     # light changes slowly within a 2-10 s clip: 4 of curation's samples spread over it suffice
-    frames_per_clip: int = Field(4, ge=1, le=64)
+    frames_per_clip: int = Field(default=4, ge=1, le=64)
 
 
 def photo_exif(path: Path) -> tuple[float | None, float | None]:
@@ -59,7 +59,10 @@ def photo_exif(path: Path) -> tuple[float | None, float | None]:
             hour = t.hour + t.minute / 60
         except ValueError:
             pass
-    num = lambda v: float(v) if v is not None else None  # noqa: E731  (IFDRational -> float)
+
+    def num(v: Any) -> float | None:  # IFDRational -> float
+        return float(v) if v is not None else None
+
     try:
         ev = scene_ev(
             num(sub.get(0x829D)), num(sub.get(0x829A)), num(sub.get(0x8827))
@@ -78,7 +81,7 @@ class LightingBuilder:
         selected_ids = {c.metrics.clip_id for c in ctx.selected}
         todo, dropped = candidates(ctx)
         labelled: list[Candidate] = []
-        evidence: dict[str, dict] = {}
+        evidence: dict[str, dict[str, Any]] = {}
         for c in todo:
             m = c.metrics
             sampled = ctx.sampled(m.clip_id)

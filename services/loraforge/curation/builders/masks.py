@@ -64,7 +64,8 @@ class PersonMask:
         return len(self.people)
 
 
-def _work(bgr: np.ndarray) -> tuple[np.ndarray, float]:
+def work_rgb(bgr: np.ndarray) -> tuple[np.ndarray, float]:
+    """The frame in RGB with its long side at most WORK_SIDE, and the scale it was taken at."""
     h, w = bgr.shape[:2]
     f = min(1.0, WORK_SIDE / max(h, w))
     small = (
@@ -99,10 +100,10 @@ def person_mask(
 ) -> PersonMask:
     """Every person in the frame as one dilated mask at the frame's size."""
     h, w = bgr.shape[:2]
-    rgb, f = _work(bgr)
+    rgb, f = work_rgb(bgr)
     sh, sw = rgb.shape[:2]
     prob = people.person_mask(rgb)
-    seg = (prob >= seg_threshold).astype(np.uint8)
+    seg: np.ndarray = (prob >= seg_threshold).astype(np.uint8)
     # the segmenter's low-confidence parts of a body (a dark suit at the frame's edge) come as
     # speckle; closing joins it to the body it belongs to
     seg = cv2.morphologyEx(

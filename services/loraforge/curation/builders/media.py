@@ -46,13 +46,12 @@ def read_frames(path: Path, indices: Sequence[int]) -> list[tuple[int, np.ndarra
                 if ok:
                     out.append((idx, img))
             idx += 1
-        if not out:
+        if not out and idx > 0:
             # past the end (a container that over-reports its frames): the last decoded frame
-            if idx > 0:
-                cap.set(cv2.CAP_PROP_POS_FRAMES, idx - 1)
-                ok, img = cap.read()
-                if ok:
-                    out.append((idx - 1, img))
+            cap.set(cv2.CAP_PROP_POS_FRAMES, idx - 1)
+            ok, img = cap.read()
+            if ok:
+                out.append((idx - 1, img))
     finally:
         cap.release()
     if not out:

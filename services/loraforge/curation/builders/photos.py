@@ -14,16 +14,17 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from loraforge.curation import photo_prep
-from loraforge.curation.builders import BuildContext, BuildResult, Dropped, Item
+from loraforge.curation.builders import BuildContext, BuildResult, Dropped, Item, apply_size_range
 from loraforge.curation.builders.media import write_image
-from loraforge.curation.size_range import apply_size_range
+from loraforge.curation.faces import make_backend
+from loraforge.curation.text import default_reader
 
 
 class PhotoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # (the set-size bounds min_items / max_items are every builder's: size_range.SIZE_OPTIONS)
-    max_mirror_fraction: float = Field(photo_prep.MAX_MIRROR_FRACTION, ge=0, le=1)
+    max_mirror_fraction: float = Field(default=photo_prep.MAX_MIRROR_FRACTION, ge=0, le=1)
     # read text to find mirror selfies (PP-OCR, ~0.1-0.3 s a photo)
     mirror_check: bool = True
 
@@ -43,15 +44,9 @@ class PhotoBuilder:
     Options = PhotoOptions
 
     def build(self, ctx: BuildContext) -> BuildResult:
-        from loraforge.curation.faces import make_backend
-
         opts: PhotoOptions = ctx.options or PhotoOptions()
         backend = ctx.backend or make_backend("dlib")
-        reader = None
-        if opts.mirror_check:
-            from loraforge.curation.text import default_reader
-
-            reader = default_reader()
+        reader = default_reader() if opts.mirror_check else None
         rank = _rank(ctx)
         images, measures = {}, []
         for cid in rank:

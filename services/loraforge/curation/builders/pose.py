@@ -14,7 +14,7 @@ named (a "running" LoRA).
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -25,6 +25,7 @@ from loraforge.curation.balance import Candidate
 from loraforge.curation.builders import BuildContext, BuildResult, Dropped
 from loraforge.curation.builders.labelled import candidates, finish, read, score_of
 from loraforge.curation.frames import Frame
+from loraforge.curation.metrics import ClipMetrics
 
 ActionName = Literal["walking", "running", "jumping", "standing", "sitting", "gesturing"]
 
@@ -32,17 +33,20 @@ ActionName = Literal["walking", "running", "jumping", "standing", "sitting", "ge
 class PoseOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    actions: list[ActionName] | None = Field(None, description="keep only these actions")
+    actions: list[ActionName] | None = Field(default=None, description="keep only these actions")
     # six actions: 0.4 lets the two most common fill most of a set without one owning it
     max_class_share: float = Field(
-        0.4, gt=0, le=1, description="most of the target one action may fill"
+        default=0.4, gt=0, le=1, description="most of the target one action may fill"
     )
-    # 6 frames/s catches a walking cycle (~1 s) at 6 phases and a standing jump's top (~0.4 s in the air)
-    analysis_fps: float = Field(6.0, gt=0, le=30)
-    max_frames: int = Field(24, ge=2, le=120, description="keypoint frames per clip at most")
+    # 6 frames/s catches a walking cycle (~1 s) at 6 phases and a standing jump's top (~0.4 s in
+    # the air)
+    analysis_fps: float = Field(default=6.0, gt=0, le=30)
+    max_frames: int = Field(
+        default=24, ge=2, le=120, description="keypoint frames per clip at most"
+    )
 
 
-def frame_indices(m, fps: float, max_frames: int) -> list[int]:
+def frame_indices(m: ClipMetrics, fps: float, max_frames: int) -> list[int]:
     if m.kind == "photo" or not m.fps:
         return [0]
     count = max(1, round(m.duration_s * m.fps))
@@ -74,7 +78,7 @@ class PoseBuilder:
         selected_ids = {c.metrics.clip_id for c in ctx.selected}
         todo, dropped = candidates(ctx)
         cands: list[Candidate] = []
-        evidence: dict[str, dict] = {}
+        evidence: dict[str, dict[str, Any]] = {}
         for c in todo:
             m = c.metrics
             idx = frame_indices(m, opts.analysis_fps, opts.max_frames)

@@ -18,15 +18,18 @@ frames spread over it (the sharpest measured frame among them) are the candidate
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from loraforge.curation.builders import BuildContext, BuildResult, Dropped, Item
+from loraforge.curation.builders import BuildContext, BuildResult, Dropped, Item, apply_size_range
 from loraforge.curation.builders.background import spread
 from loraforge.curation.builders.media import write_image
 from loraforge.curation.builders.scenes import outliers, style_descriptor
-from loraforge.curation.size_range import apply_size_range
+from loraforge.curation.metrics import ClipMetrics
 
 # A fade frame is darker than this share of the clip's median brightness (ingest trims fade
 # ramps below 0.85 of the shot's level; a fade that survived into a clip is far darker).
@@ -52,8 +55,10 @@ OUTLIER_Z = 3.0
 class StyleOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    frames_per_clip: int = Field(2, ge=1, le=16, description="frames taken from each selected clip")
-    outlier_z: float = Field(OUTLIER_Z, gt=0)
+    frames_per_clip: int = Field(
+        default=2, ge=1, le=16, description="frames taken from each selected clip"
+    )
+    outlier_z: float = Field(default=OUTLIER_Z, gt=0)
 
 
 def _grey(img: np.ndarray) -> np.ndarray:
@@ -63,7 +68,9 @@ def _grey(img: np.ndarray) -> np.ndarray:
     ).astype(np.float32)
 
 
-def dissolve(before: np.ndarray, frame: np.ndarray, after: np.ndarray) -> tuple[bool, dict]:
+def dissolve(
+    before: np.ndarray, frame: np.ndarray, after: np.ndarray
+) -> tuple[bool, dict[str, float]]:
     """Is `frame` a mix of `before` and `after` (greys of one size)? Least-squares mix."""
     d = before - after
     change = float(np.abs(d).mean())
@@ -75,16 +82,26 @@ def dissolve(before: np.ndarray, frame: np.ndarray, after: np.ndarray) -> tuple[
     return DISSOLVE_MIX[0] <= a <= DISSOLVE_MIX[1] and residual < DISSOLVE_RESIDUAL, ev
 
 
-def _text_spans(m) -> list[tuple[int, int, str]]:
+def _text_spans(m: ClipMetrics) -> list[tuple[int, int, str]]:
     """(first, last frame, text read) of every text the OCR read: overlaid text and subtitles,
     and scene text too. overlays.py cannot tell a title in mid-frame on a still or slow shot
     from a sign (it flags it as scene text), and a style LoRA learns letters from either."""
-    spans = []
+    spans: list[tuple[int, int, str]] = []
     for e in [*(m.text_evidence or []), *(m.scene_text_evidence or [])]:
         frames = [int(f) for f in e.get("frames", [])]
         if frames:
             spans.append((min(frames), max(frames), str(e.get("text") or "")))
     return spans
+
+
+@dataclass
+class _Frame:
+    """A clean frame written to `path`, waiting for the set's style outlier check."""
+
+    clip_id: str
+    index: int
+    path: str
+    desc: np.ndarray  # style_descriptor
 
 
 class StyleBuilder:
@@ -94,7 +111,7 @@ class StyleBuilder:
     def build(self, ctx: BuildContext) -> BuildResult:
         opt: StyleOptions = ctx.options or StyleOptions()
         dropped: list[Dropped] = []
-        cands: list[dict] = []
+        cands: list[_Frame] = []
         for c in ctx.selected:
             m = c.metrics
             sampled = ctx.sampled(m.clip_id)
@@ -117,40 +134,33 @@ class StyleBuilder:
                 # written now, not held in memory; an off-style frame's file is deleted below
                 path = ctx.item_path(m.clip_id, f"{m.clip_id}-f{idx:05d}.png")
                 write_image(ctx.out_dir / path, frames[idx])
-                cands.append(
-                    {
-                        "clip_id": m.clip_id,
-                        "index": idx,
-                        "path": path,
-                        "desc": style_descriptor(frames[idx]),
-                    }
-                )
-        flags, dist = outliers([cd["desc"] for cd in cands], opt.outlier_z)
+                cands.append(_Frame(m.clip_id, idx, path, style_descriptor(frames[idx])))
+        flags, dist = outliers([cd.desc for cd in cands], opt.outlier_z)
         items = []
         typical = float(np.median(dist)) if dist else 0.0
         for cd, off, d in zip(cands, flags, dist, strict=True):
             if off:
-                (ctx.out_dir / cd["path"]).unlink(missing_ok=True)
+                (ctx.out_dir / cd.path).unlink(missing_ok=True)
                 dropped.append(
                     Dropped(
-                        cd["clip_id"],
+                        cd.clip_id,
                         "off_style",
                         f"off_style: {d:.2f} robust standard deviations from the set's look on "
                         f"its furthest feature (the typical frame {typical:.2f}, limit "
                         f"{opt.outlier_z:g})",
-                        cd["index"],
+                        cd.index,
                         {"style_distance": d, "typical_distance": round(typical, 4)},
                     )
                 )
                 continue
-            item_id = f"{cd['clip_id']}-f{cd['index']:05d}"
+            item_id = f"{cd.clip_id}-f{cd.index:05d}"
             items.append(
                 Item(
                     item_id,
-                    cd["clip_id"],
-                    cd["path"],
+                    cd.clip_id,
+                    cd.path,
                     "image",
-                    cd["index"],
+                    cd.index,
                     "full",
                     {"style_distance": d, "typical_distance": round(typical, 4)},
                 )
@@ -172,10 +182,10 @@ class StyleBuilder:
     def _transition_or_title(
         idx: int,
         order: list[int],
-        greys: dict,
+        greys: dict[int, np.ndarray],
         median_luma: float,
         spans: list[tuple[int, int, str]],
-    ) -> tuple[str, str, dict] | None:
+    ) -> tuple[str, str, dict[str, Any]] | None:
         for lo, hi, text in spans:
             if lo <= idx <= hi:
                 return (
