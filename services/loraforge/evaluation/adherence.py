@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,7 @@ class AdherenceScore:
     normalised: float | None = None  # in [0, 1], what the checkpoint objective uses
     per_render: list[float] = field(default_factory=list)  # cosine per render
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "adherence": None if self.normalised is None else round(self.normalised, 4),
             "clip_score": None if self.clip_score is None else round(self.clip_score, 2),
@@ -64,7 +65,9 @@ class ClipScorer:
         from transformers import CLIPModel, CLIPProcessor
 
         self._torch = torch
-        self.model = CLIPModel.from_pretrained(str(d), local_files_only=True).to(device).eval()
+        # Any: transformers types .to() through a decorator mypy reads as taking the model
+        model: Any = CLIPModel.from_pretrained(str(d), local_files_only=True)
+        self.model = model.to(device).eval()
         self.processor = CLIPProcessor.from_pretrained(str(d), local_files_only=True)
         self.device = device
         # the text tower's position table is the hard limit (77 for every public CLIP);

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from loraforge.curation.faces import FaceBackend
 from loraforge.evaluation.adherence import AdherenceScore, ClipScorer, score_adherence, skipped
@@ -82,7 +83,7 @@ def evaluate_checkpoint(
 
 
 def likeness(identity: IdentityScore) -> float:
-    if identity.mean is None:
+    if identity.mean is None or identity.p10 is None:  # both None: no face was found
         return 0.0
     return (MEAN_WEIGHT * identity.mean + P10_WEIGHT * identity.p10) * identity.face_rate
 
@@ -97,13 +98,13 @@ def collapse_penalty(div: DiversityScore) -> float:
 @dataclass(frozen=True)
 class CheckpointChoice:
     step: int
-    rows: list[dict]  # one per checkpoint, by step, with the score breakdown
+    rows: list[dict[str, Any]]  # one per checkpoint, by step, with the score breakdown
     reason: str
     objective: str = OBJECTIVE
     adherence_used: bool = False
     basis: str = "likeness"  # "likeness" | "validation_loss" | "last_step" (see the fallback)
 
-    def row(self, step: int) -> dict:
+    def row(self, step: int) -> dict[str, Any]:
         return next(r for r in self.rows if r["step"] == step)
 
 
@@ -117,7 +118,7 @@ def choose_checkpoint(evals: Sequence[CheckpointEval]) -> CheckpointChoice:
     rows = []
     for e in sorted(evals, key=lambda e: e.step):
         lk = likeness(e.identity)
-        adh = W_ADHERENCE * e.adherence.normalised if use_adh else 0.0
+        adh = W_ADHERENCE * (e.adherence.normalised or 0.0) if use_adh else 0.0
         pen = collapse_penalty(e.diversity)
         row = {
             "step": e.step,
@@ -147,7 +148,7 @@ NO_FACE = (
 )
 
 
-def _fallback_choice(rows: list[dict], use_adh: bool) -> CheckpointChoice:
+def _fallback_choice(rows: list[dict[str, Any]], use_adh: bool) -> CheckpointChoice:
     """Likeness unmeasurable: lowest held-out validation loss, else the last step."""
     with_loss = [r for r in rows if r["val_loss"] is not None]
     if with_loss:
@@ -182,7 +183,7 @@ def _fallback_choice(rows: list[dict], use_adh: bool) -> CheckpointChoice:
     return CheckpointChoice(best["step"], rows, "; ".join(parts), objective, use_adh, basis)
 
 
-def _reason(best: Mapping, rows: Sequence[Mapping]) -> str:
+def _reason(best: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
     parts = [
         (
             f"step {best['step']} has the highest total {best['total']:.3f} "

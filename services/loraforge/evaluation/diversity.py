@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
+from typing import Any
 
 import cv2
 import imagehash
@@ -53,7 +54,7 @@ class DiversityScore:
     collapsed: bool
     threshold: float
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         r = None if self.mean_pairwise is None else round(self.mean_pairwise, 4)
         return {
             "collapse_similarity": r,
@@ -67,7 +68,7 @@ def _masked(img: np.ndarray, boxes: Sequence[Box]) -> tuple[np.ndarray, np.ndarr
     """Image resized to WORK_SIDE with face regions filled by the mean colour of the rest (a
     constant grey block would itself look alike across renders), plus the keep-mask."""
     h, w = img.shape[:2]
-    keep = np.ones((h, w), np.uint8)
+    keep: np.ndarray = np.ones((h, w), np.uint8)
     for b in boxes:
         m = FACE_MARGIN
         grown = Box(b.x - m * b.w, b.y - m * b.h, b.w * (1 + 2 * m), b.h * (1 + 2 * m))

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -60,7 +61,9 @@ class ReferenceFaces:
     backend: str
 
 
-def _pose_angle(meta: Mapping | None, landmarks: np.ndarray | None, w: int, h: int) -> float:
+def _pose_angle(
+    meta: Mapping[str, Any] | None, landmarks: np.ndarray | None, w: int, h: int
+) -> float:
     """How far from frontal a reference is: metadata first (curation's manifest already knows
     yaw/pitch or the bucket), else estimated from the detected landmarks, else "unknown" (45)."""
     if meta:
@@ -79,7 +82,7 @@ def _pose_angle(meta: Mapping | None, landmarks: np.ndarray | None, w: int, h: i
 def build_references(
     images: Sequence[ImageLike],
     backend: FaceBackend,
-    poses: Sequence[Mapping | None] | None = None,
+    poses: Sequence[Mapping[str, Any] | None] | None = None,
     max_refs: int | None = None,
 ) -> ReferenceFaces:
     """Reference embeddings from user photos, or from the curated dataset's best frontal faces.
@@ -94,13 +97,16 @@ def build_references(
             f"{len(poses)} pose entries for {len(images)} reference images; "
             "give one entry (or None) per image"
         )
-    cands = []
+    # (pose angle, -face area, index, name, embedding): the most frontal, largest face first
+    cands: list[tuple[float, float, int, str, np.ndarray]] = []
     for i, src in enumerate(images):
         img = to_bgr(src)
         faces = backend.detect(img, embed_largest=True)
-        if not faces or faces[0].embedding is None:
+        if not faces:
             continue
         f = faces[0]
+        if f.embedding is None:
+            continue
         h, w = img.shape[:2]
         angle = _pose_angle(poses[i] if poses else None, f.landmarks, w, h)
         name = str(src) if isinstance(src, (str, Path)) else f"image[{i}]"
@@ -134,7 +140,7 @@ class IdentityScore:
     match_rate: float  # share of ALL renders whose face is within the same-person threshold
     per_render: list[RenderFace] = field(default_factory=list)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "n_renders": self.n_renders,
             "n_faces": self.n_faces,
@@ -174,6 +180,6 @@ def score_identity(
         face_rate=len(sims) / n,
         mean=float(sims.mean()) if len(sims) else None,
         p10=float(np.percentile(sims, LOW_PERCENTILE)) if len(sims) else None,
-        match_rate=sum(1 for r in per if r.found and r.distance < t) / n,
+        match_rate=sum(1 for r in per if r.distance is not None and r.distance < t) / n,
         per_render=per,
     )

@@ -50,7 +50,7 @@ def _plot(
     path: Path,
     title: str,
     ylabel: str,
-    series: Sequence[tuple[str, list, list]],
+    series: Sequence[tuple[str, Sequence[float], Sequence[float]]],
     chosen: int | None,
     hline: tuple[float, str] | None = None,
 ) -> Path:
@@ -75,7 +75,7 @@ def _plot(
     return path
 
 
-def _fmt(v) -> str:
+def _fmt(v: object) -> str:
     if v is None:
         return "-"
     if isinstance(v, bool):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from loraforge.curation.faces import FaceBackend
 from loraforge.evaluation.choose import evaluate_checkpoint, likeness
@@ -44,12 +45,14 @@ def band(weight: float) -> str:
 @dataclass(frozen=True)
 class StrengthRecommendation:
     weight: float | None
-    rows: list[dict]  # one per weight, ascending
+    rows: list[dict[str, Any]]  # one per weight, ascending
     reason: str
 
 
 def pick_weight(
-    rows: Sequence[dict], tolerance: float = DEFAULT_TOLERANCE, min_face_rate: float = MIN_FACE_RATE
+    rows: Sequence[dict[str, Any]],
+    tolerance: float = DEFAULT_TOLERANCE,
+    min_face_rate: float = MIN_FACE_RATE,
 ) -> tuple[float | None, str]:
     """The rule in the module docstring, on rows with weight, likeness, face_rate, collapsed."""
     rows = sorted(rows, key=lambda r: r["weight"])

@@ -34,7 +34,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 from optuna.storages import RDBStorage
@@ -60,16 +60,17 @@ class IntParam:
 
 @dataclass(frozen=True)
 class CategoricalParam:
-    choices: tuple
+    choices: tuple[Any, ...]
 
 
 Param = FloatParam | IntParam | CategoricalParam
 SearchSpace = Mapping[str, Param]
 ReportCallback = Callable[[int, float], None]
-TrialRunner = Callable[[dict, ReportCallback], "float | TrialScore"]
+TrialRunner = Callable[[dict[str, Any], ReportCallback], "float | TrialScore"]
 
 #: objective -> Optuna direction (module docstring)
-OBJECTIVES = {"likeness": "maximize", "validation_loss": "minimize"}
+Direction = Literal["maximize", "minimize"]
+OBJECTIVES: dict[str, Direction] = {"likeness": "maximize", "validation_loss": "minimize"}
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def default_space(family: str = "sdxl") -> dict[str, Param]:
     return space
 
 
-def suggest(trial: optuna.Trial, space: SearchSpace) -> dict:
+def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for name, p in space.items():
         if isinstance(p, FloatParam):
@@ -126,7 +127,7 @@ def suggest(trial: optuna.Trial, space: SearchSpace) -> dict:
     return params
 
 
-def check_params(params: Mapping, space: SearchSpace) -> None:
+def check_params(params: Mapping[str, Any], space: SearchSpace) -> None:
     """A baseline outside the space would crash the sweep inside Optuna; refuse it up front."""
     for name, v in params.items():
         p = space.get(name)
@@ -163,13 +164,13 @@ class SweepResult:
     storage_url: str
     best_trial: int | None
     best_value: float | None
-    best_params: dict | None
+    best_params: dict[str, Any] | None
     n_complete: int
     n_pruned: int
     n_failed: int
-    trials: list[dict]
+    trials: list[dict[str, Any]]
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -187,12 +188,12 @@ def summarize(study: optuna.Study, url: str = "") -> SweepResult:
         }
         for t in trials
     ]
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     best = None
     if complete:
         # earliest trial among equal values, whatever the direction (deterministic report)
         sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
-        best = min(complete, key=lambda t: (sign * t.value, t.number))
+        best = min(complete, key=lambda t: (sign * (t.value or 0.0), t.number))
     return SweepResult(
         study.study_name,
         url,
@@ -213,10 +214,10 @@ def run_sweep(
     storage_path: Path | str,
     study_name: str,
     pruner: optuna.pruners.BasePruner | None = None,
-    direction: str | None = None,
+    direction: Direction | None = None,
     objective: str | None = None,
     seed: int = 0,
-    baseline_params: Sequence[Mapping] = (),
+    baseline_params: Sequence[Mapping[str, Any]] = (),
     lora_type: str = "character",
     family: str = "",
     dataset_size: int | None = None,
@@ -282,7 +283,7 @@ def run_sweep(
     finished = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
     remaining = n_trials - finished
 
-    def objective(trial: optuna.Trial) -> float:
+    def run_trial(trial: optuna.Trial) -> float:
         params = suggest(trial, space)
 
         def report_cb(step: int, score: float) -> None:
@@ -314,7 +315,7 @@ def run_sweep(
 
     if remaining > 0:
         study.optimize(
-            objective,
+            run_trial,
             n_trials=remaining,
             timeout=timeout_s,
             catch=(TrialFailed,),
@@ -384,7 +385,7 @@ MIN_REUSE_STEPS = 500  # document 002's lower bound for a LoRA
 
 def best_params_for_reuse(
     study: optuna.Study, lora_type: str, dataset_size: int | None = None
-) -> dict:
+) -> dict[str, Any]:
     """Best trial's parameters as training parameters for ``lora_type`` of the same project.
 
     Learning rate, rank, alpha ratio and the schedule parameters carry over unchanged (the

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from loraforge.runtime.errors import InvalidInput
 
@@ -26,17 +27,17 @@ class ValidationRecord:
     n_samples: int  # held-out samples
     per_timestep: dict[int, float] = field(default_factory=dict)  # optional breakdown
 
-    def protocol(self) -> tuple:
+    def protocol(self) -> tuple[Any, ...]:
         return (tuple(self.timesteps), self.noise_seed, self.n_samples)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["timesteps"] = list(self.timesteps)
         d["per_timestep"] = {str(k): v for k, v in self.per_timestep.items()}
         return d
 
     @classmethod
-    def from_json(cls, d: dict) -> ValidationRecord:
+    def from_json(cls, d: dict[str, Any]) -> ValidationRecord:
         return cls(
             int(d["step"]),
             float(d["loss"]),
