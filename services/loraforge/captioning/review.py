@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import builtins
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from pydantic import BaseModel, Field
 
@@ -27,6 +27,23 @@ from loraforge.runtime.keys import ProjectRef, validate_key_part
 from loraforge.runtime.storage import Bucket, ObjectStore
 
 RUN_RECORD = "_run.json"
+
+
+class CaptionRunRecord(TypedDict, total=False):
+    """`captions/_run.json`: how a dataset's captions were made (a captioning job, or the
+    import of fine-tune zips); a person's edit is checked against the same rules."""
+
+    trigger: str
+    lora_type: str
+    template: dict[str, Any]  # CaptionTemplate.from_dict's form
+    shared: dict[str, str]  # effect text every caption carries (captioner.CaptionRun.shared)
+    tokenizer: str
+    source: str  # attributes | vlm | openai | fine-tune zip(s)
+    job_id: str
+    class_noun: str
+    base_preset: str | None  # sets the caption length limit
+    mode: str  # a fine-tune zip's mode (i2v, kf2v)
+    merged: list[str]  # the datasets of fine-tune zips merged into this one
 
 
 class CaptionVersion(BaseModel):
@@ -178,12 +195,12 @@ class CaptionReviewStore:
             clip_id, rec.versions[version].text, user=user, note=f"revert to v{version}"
         )
 
-    def save_run(self, run: dict[str, Any]) -> None:
+    def save_run(self, run: CaptionRunRecord) -> None:
         self._store.put_json(Bucket.DATASETS, f"{self.prefix}/{RUN_RECORD}", run)
 
-    def load_run(self) -> dict[str, Any] | None:
+    def load_run(self) -> CaptionRunRecord | None:
         key = f"{self.prefix}/{RUN_RECORD}"
         if self._store.stat(Bucket.DATASETS, key) is None:
             return None
-        run: dict[str, Any] = self._store.get_json(Bucket.DATASETS, key)
+        run: CaptionRunRecord = self._store.get_json(Bucket.DATASETS, key)
         return run
