@@ -30,7 +30,8 @@ def _plain(value: Any) -> Any:
 class _Dictable:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (paths as strings, tuples as lists)."""
-        return _plain(self)
+        plain: dict[str, Any] = _plain(self)
+        return plain
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +49,9 @@ def clip_rate(a: Analysis, start: int, end: int, target: float) -> float:
     return target if own >= target * (1 - _RATE_TOLERANCE) else round(own, 3)
 
 
-def frame_rate_report(a: Analysis, target: float | None, plans: Sequence[ClipPlan]) -> dict:
+def frame_rate_report(
+    a: Analysis, target: float | None, plans: Sequence[ClipPlan]
+) -> dict[str, Any]:
     """What ingest tells the user about rate: the source's measured rate, the rate asked for, and
     whether (and in how many clips) the source was slower, which then is the clips' rate."""
     slow = [p for p in plans if target and p.fps < target]

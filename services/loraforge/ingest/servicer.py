@@ -21,7 +21,9 @@ class IngestServicer(JobCalls, ingest_pb2_grpc.IngestServiceServicer):
         return ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name
 
     async def StartIngest(
-        self, request: ingest_pb2.StartIngestRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ingest_pb2.StartIngestRequest,
+        context: grpc.aio.ServicerContext[ingest_pb2.StartIngestRequest, common_pb2.Job],
     ) -> common_pb2.Job:
         tenant, project = scope_from_wire(request.scope)
         params = IngestParams.parse(

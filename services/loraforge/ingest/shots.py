@@ -86,7 +86,10 @@ def analyse(
     luma: list[float] = []
     cuts: list[int] = []
     expected = max(1, probe.frame_count)
-    timecode = (lambda i: scenedetect.FrameTimecode(i, fps)) if _TAKES_TIMECODE else (lambda i: i)
+
+    def timecode(i: int) -> int | scenedetect.FrameTimecode:
+        return scenedetect.FrameTimecode(i, fps) if _TAKES_TIMECODE else i
+
     i = -1
     for i, frame in enumerate(decode):
         # BT.601 luma from BGR; mean over a 256-px frame costs microseconds.

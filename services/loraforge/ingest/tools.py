@@ -57,7 +57,8 @@ def _imageio_ffmpeg() -> str | None:
     except ImportError:
         return None
     try:
-        return imageio_ffmpeg.get_ffmpeg_exe()
+        exe: str = imageio_ffmpeg.get_ffmpeg_exe()
+        return exe
     except RuntimeError:  # wheel without a binary for this platform
         return None
 
