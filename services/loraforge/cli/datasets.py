@@ -31,7 +31,7 @@ def dataset_ids(store: ObjectStore, project: ProjectRef) -> list[str]:
 
 def resolve_dataset(
     store: ObjectStore, project: ProjectRef, dataset_id: str | None
-) -> tuple[str, dict]:
+) -> tuple[str, dict[str, Any]]:
     """(dataset id, its dataset.json): the one named, or the project's newest."""
     if dataset_id:
         key = layout.record_key(project, dataset_id)
