@@ -39,9 +39,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from loraforge.library import layout
+from loraforge.library.store import Library, usage_ref
+from loraforge.render.scenario import DEFAULT_LORA_WEIGHTS
 from loraforge.runtime.errors import AlreadyExists, InvalidInput, NotFound
 from loraforge.runtime.keys import ProjectRef
+from loraforge.runtime.params import LoraType
 from loraforge.runtime.storage import Bucket, ObjectStore
+from loraforge.trainer.preset_table import PRESETS
 
 WARM = "warm"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -277,8 +281,6 @@ def resolve_lora(store: ObjectStore, ref: ProjectRef, lora: str) -> LoraVersion:
     automatic pick) or `run:<run_id>@<step>` (a checkpoint) straight from a training run."""
     if lora.startswith("run:"):
         return _from_run(store, ref, lora)
-    from loraforge.library import Library, usage_ref
-
     version = Library(store, ref).resolve(lora)
     return LoraVersion(
         ref=version.ref,
@@ -306,8 +308,6 @@ def _from_run(store: ObjectStore, ref: ProjectRef, lora: str) -> LoraVersion:
     if step:
         # The checkpoint's exported LoRA file (the family's ComfyUI layout, as best/last are),
         # not the raw training adapter beside its optimizer state.
-        from loraforge.library import Library
-
         wanted = f"step-{step.removeprefix('step-')}"
         infos = {info.name: info for info in Library(store, ref).checkpoints(run_id)}
         if wanted not in infos:
@@ -361,20 +361,16 @@ class Deployments:
         self._store = store
 
     def create(self, ref: ProjectRef, spec: DeploymentSpec) -> Deployment:
-        from loraforge.trainer.presets import get_preset
-
         lora = resolve_lora(self._store, ref, spec.lora)
         if self._store.stat(Bucket.LORAS, lora.key) is None:
             raise NotFound(f"LoRA {spec.lora!r}: its file loras/{lora.key} is missing")
         preset_name = spec.preset or lora.base_preset
         if not preset_name:
             raise InvalidInput(f"LoRA {spec.lora!r} records no base preset: give `preset`")
-        try:
-            preset = get_preset(preset_name)
-        except (KeyError, InvalidInput):
-            raise InvalidInput(
-                f"unknown preset {preset_name!r}; `loraforge presets` lists them"
-            ) from None
+        # the preset table, not trainer.presets: this module runs in the gateway (no torch)
+        preset = PRESETS.get(preset_name)
+        if preset is None:
+            raise InvalidInput(f"unknown preset {preset_name!r}; `loraforge presets` lists them")
         if lora.family and preset.family != lora.family:
             raise InvalidInput(
                 f"LoRA {spec.lora!r} was trained for {lora.family} ({lora.base_preset}); "
@@ -385,9 +381,6 @@ class Deployments:
         key = record_key(ref, name)
         if self._store.stat(Bucket.LORAS, key) is not None:
             raise AlreadyExists(f"deployment {name!r} exists; delete it first or pick another name")
-        from loraforge.render.scenario import DEFAULT_LORA_WEIGHTS
-        from loraforge.runtime.params import LoraType
-
         strength = spec.defaults.strength
         if strength is None:
             strength = lora.strength

@@ -29,8 +29,10 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
+from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
+from loraforge.captioning.dataset import read_dataset
 from loraforge.captioning.exports.wan import (
     IMAGE_FORMATS,
     MAX_CLIP_S,
@@ -39,12 +41,18 @@ from loraforge.captioning.exports.wan import (
     WanLimits,
     validation_count,
 )
+from loraforge.captioning.media import probe
+from loraforge.captioning.review import CaptionRecord, CaptionReviewStore, CaptionVersion
+from loraforge.captioning.trigger import check_trigger
 from loraforge.curation import layout as dataset_layout
 from loraforge.curation.record import DatasetRecord
 from loraforge.library import layout
+from loraforge.library.records import LoraVersion
+from loraforge.library.store import FINETUNE_PREFIX, Library
 from loraforge.runtime.errors import InvalidInput, NotFound
 from loraforge.runtime.keys import ProjectRef
 from loraforge.runtime.storage import Bucket, ObjectStore
+from loraforge.trainer.preset_table import PRESETS
 
 LIMITS = WanLimits()
 #: the longest training video: Wan 2.1 / 2.2 (seed 004: "wan2.2 <= 5 s"), the families
@@ -122,8 +130,6 @@ def _member(name: str, path: Any, names: set[str], line: int, key: str) -> str:
 
 def detect_trigger(prompts: list[str]) -> str:
     """The rare token every prompt carries (seed 004: `s86b5p`), or '' when none does."""
-    from loraforge.captioning.trigger import check_trigger
-
     common: set[str] | None = None
     for p in prompts:
         tokens = set(_TOKEN.findall(p))
@@ -139,10 +145,6 @@ def detect_trigger(prompts: list[str]) -> str:
 def inspect_zip(path: Path, name: str = "") -> ZipDataset:
     """Every rule of seed 004's dataset format, checked on the decoded media; InvalidInput
     names the first broken rule (with the data.jsonl line) and what to fix."""
-    from PIL import Image, UnidentifiedImageError
-
-    from loraforge.captioning.media import probe
-
     name = name or path.name
     size = path.stat().st_size
     if size > LIMITS.max_zip_bytes:
@@ -223,7 +225,7 @@ def inspect_zip(path: Path, name: str = "") -> ZipDataset:
                 if img is None:
                     continue
                 try:
-                    with zf.open(img) as fh, Image.open(fh) as im:
+                    with zf.open(img) as member, Image.open(member) as im:
                         fmt, dims = im.format, im.size
                 except (UnidentifiedImageError, OSError) as e:
                     raise _refuse(
@@ -328,8 +330,6 @@ def import_zip(
 ) -> FileRecord:
     """Check, then store: the zip (raw), its media (clips), captions, the dataset (its
     dataset.json last) and the file record. Nothing is written when a check fails."""
-    from loraforge.captioning.review import CaptionRecord, CaptionReviewStore, CaptionVersion
-
     z = inspect_zip(path, name)
     dataset_id = layout.ft_dataset_id(z.sha256)
     if store.stat(Bucket.DATASETS, dataset_layout.record_key(ref, dataset_id)) is None:
@@ -577,8 +577,6 @@ class FinetunePlan:
 
 def plan_finetune(store: ObjectStore, ref: ProjectRef, req: FinetuneCreate) -> FinetunePlan:
     """The training run a request becomes, or InvalidInput saying what to change."""
-    from loraforge.trainer.preset_table import PRESETS
-
     if req.validation_file_ids:
         raise InvalidInput(
             "validation_file_ids: a separate validation zip is not supported yet (loraforge "
@@ -608,8 +606,6 @@ def plan_finetune(store: ObjectStore, ref: ProjectRef, req: FinetuneCreate) -> F
         if len(files) == 1
         else merge_datasets(store, ref, [f.dataset_id for f in files])
     )
-    from loraforge.captioning.dataset import read_dataset
-
     clips = [c.clip_id for c in read_dataset(store, ref, dataset_id).clips]
     hp = req.hyper_parameters
     n = len(clips)
@@ -633,8 +629,6 @@ def plan_finetune(store: ObjectStore, ref: ProjectRef, req: FinetuneCreate) -> F
         )
     eval_every = min(steps, hp.eval_epochs * per_epoch)
     side = max(16, math.isqrt(hp.max_pixels) // 16 * 16)
-    from loraforge.captioning.review import CaptionReviewStore
-
     texts = CaptionReviewStore(store, ref, dataset_id).texts() if val else {}
     # the trainer's limits on preview prompts (checkpoints.py: MAX_PROMPTS, MAX_PROMPT_CHARS)
     prompts = [texts[c][:500] for c in val if texts.get(c)][:16]
@@ -656,9 +650,6 @@ def plan_finetune(store: ObjectStore, ref: ProjectRef, req: FinetuneCreate) -> F
 
 def merge_datasets(store: ObjectStore, ref: ProjectRef, dataset_ids: list[str]) -> str:
     """One dataset of several uploaded zips' (their clips and captions; committed last)."""
-    from loraforge.captioning.dataset import read_dataset
-    from loraforge.captioning.review import CaptionReviewStore
-
     digest = hashlib.sha256("\0".join(sorted(dataset_ids)).encode()).hexdigest()
     merged = f"ftm-{digest[:20]}"
     if store.stat(Bucket.DATASETS, dataset_layout.record_key(ref, merged)) is not None:
@@ -717,8 +708,6 @@ class FinetuneJob(BaseModel):
 
 def finetuned_output(job_id: str) -> str:
     """The library name a fine-tune's LoRA gets (a slug): `ft-<job id>`."""
-    from loraforge.library.store import FINETUNE_PREFIX
-
     name = f"{FINETUNE_PREFIX}{job_id}"
     if name != name.lower() or len(name) > 63:  # job ids are j<hex> / r<hex>: never happens
         raise InvalidInput(f"job id {job_id!r} cannot name a LoRA")
@@ -764,16 +753,7 @@ def usage_tokens(record: dict[str, Any] | None) -> int | None:
     return int(record.get("steps") or 0) * batch * latent_frames * (side2 // PIXELS_PER_TOKEN)
 
 
-def ensure_output(store: ObjectStore, ref: ProjectRef, job: FinetuneJob) -> Any:
+def ensure_output(store: ObjectStore, ref: ProjectRef, job: FinetuneJob) -> LoraVersion | None:
     """The fine-tune's LoRA in the library (`finetuned_output`, version 1 = the automatic
     pick), registered once its run has finished; None while it has not."""
-    from loraforge.library.store import Library
-
-    lib = Library(store, ref)
-    if lib.version_numbers(job.finetuned_output):
-        return lib.resolve(job.finetuned_output)
-    if store.stat(Bucket.LORAS, layout.run_record_key(ref, job.job_id)) is None:
-        return None
-    return lib.register(
-        job.job_id, job.finetuned_output, by=f"fine-tune:{job.job_id}", only_first=True
-    )
+    return Library(store, ref).finetune_output(job.job_id, job.finetuned_output)

@@ -299,14 +299,20 @@ class Library:
 
     def _finetune_output(self, name: str) -> None:
         """A hosted fine-tune's `finetuned_output` (`ft-<job id>`) gets its version 1 when
-        first asked for after the run succeeded (finetunes.ensure_output)."""
-        from loraforge.library import finetunes
-
+        first asked for after the run succeeded."""
         job_id = name.removeprefix(FINETUNE_PREFIX)
         if self.store.stat(B, layout.ft_job_key(self.ref, job_id)) is not None:
-            finetunes.ensure_output(
-                self.store, self.ref, finetunes.get_job(self.store, self.ref, job_id)
-            )
+            self.finetune_output(job_id, name)
+
+    def finetune_output(self, job_id: str, name: str) -> LoraVersion | None:
+        """Fine-tune `job_id`'s LoRA `name` (finetunes.finetuned_output): version 1 = the
+        run's automatic pick, registered once the run has finished; None while it has not.
+        Here, not in finetunes.py, so that resolving an `ft-` name needs no import of it."""
+        if self.version_numbers(name):
+            return self.resolve(name)
+        if self.store.stat(B, layout.run_record_key(self.ref, job_id)) is None:
+            return None
+        return self.register(job_id, name, by=f"fine-tune:{job_id}", only_first=True)
 
     def versions(self, name: str) -> list[LoraVersion]:
         return [self.get(name, n) for n in self.version_numbers(name)]
