@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from loraforge.curation.layout import MANIFEST
+
 if TYPE_CHECKING:
     from loraforge.curation.pipeline import CurationResult
 
@@ -60,7 +62,7 @@ def write_manifest(result: CurationResult, out_dir: Path) -> tuple[Path, Path]:
         {"loraforge.curation.manifest_version": str(MANIFEST_VERSION)}
     )
     pq.write_table(table, pq_path)
-    json_path = out_dir / "manifest.json"
+    json_path = out_dir / MANIFEST  # uploaded as the dataset's layout.manifest_key
     sel = result.selection
     doc = {
         "version": MANIFEST_VERSION,

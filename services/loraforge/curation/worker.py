@@ -1067,7 +1067,7 @@ class CurationWorker:
 def _artifact_kind(rel: str) -> str:
     if rel.startswith("manifest."):
         return "manifest"
-    if rel == "report.html":
+    if rel == layout.REPORT:
         return "report"
     if rel.startswith("thumbs/"):
         return "thumbnail"
