@@ -31,7 +31,6 @@ from loraforge.runtime.keys import ProjectRef
 from loraforge.runtime.params import LoraType
 from loraforge.runtime.settings import load_settings
 from loraforge.runtime.storage import ObjectStore
-from loraforge.stack.examples import write_example_footage
 from loraforge.stack.local import LocalStack
 from loraforge.v1 import (
     captioning_pb2,
@@ -93,6 +92,9 @@ def run(
     settings = stack.client_settings()  # the stack's own ports, whatever the defaults
 
     if not paths:
+        # imports numpy (a third of a second): only a run without footage pays for it
+        from loraforge.stack.examples import write_example_footage
+
         say("no footage given: generating example footage from packaged photos...")
         paths = write_example_footage(settings.stack.data_dir / "example-footage")
 
