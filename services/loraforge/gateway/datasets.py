@@ -9,8 +9,8 @@ Curation's layout (read-only here; keys in loraforge.curation.layout):
 What the gateway writes beside it (one object per clip, so two reviewers never overwrite each
 other's work):
 
-    datasets  <t>/<p>/datasets/<dataset_id>/review/decisions/<clip_id>.json   accept/reject override
-              <t>/<p>/datasets/<dataset_id>/exports/<export_id>.json          INTERIM export manifest
+    datasets  <t>/<p>/datasets/<dataset_id>/review/decisions/<clip_id>.json   accept/reject
+              <t>/<p>/datasets/<dataset_id>/exports/<export_id>.json          INTERIM export
 
 Captions are captioning's: listed, edited and approved through its RPCs (`clients.py`), never
 read or written here. One thing the RPCs do not return yet is the dataset's trigger word, so
@@ -21,6 +21,7 @@ with a `trigger` field) -- INTERIM until ListCaptionsResponse carries it.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import secrets
 from datetime import UTC, datetime
@@ -28,9 +29,8 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from loraforge.curation import layout
-from loraforge.curation.layout import MANIFEST as MANIFEST
+from loraforge.curation.layout import MANIFEST
 from loraforge.curation.layout import RECORD as DATASET_RECORD
-from loraforge.curation.layout import REPORT as REPORT
 from loraforge.gateway.models import Decision
 from loraforge.runtime.errors import InvalidInput, NotFound
 from loraforge.runtime.keys import ProjectRef, validate_key_part
@@ -119,7 +119,9 @@ class DatasetStore:
             raise NotFound(f"dataset {dataset_id!r} has no manifest")
         return doc
 
-    async def files(self, tenant: str, project: str, dataset_id: str) -> list[tuple[str, int]]:
+    async def files(
+        self, tenant: str, project: str, dataset_id: str
+    ) -> builtins.list[tuple[str, int]]:
         prefix = dataset_prefix(tenant, project, dataset_id) + "/"
         objs = await self._run(lambda: list(self._store.list(Bucket.DATASETS, prefix)))
         return [(o.key, o.size) for o in objs]
@@ -127,7 +129,8 @@ class DatasetStore:
     # -- decision overrides ------------------------------------------------------------------
 
     def _decision_key(self, tenant: str, project: str, dataset_id: str, clip_id: str) -> str:
-        return f"{dataset_prefix(tenant, project, dataset_id)}/review/decisions/{_clip_part(clip_id)}.json"
+        prefix = dataset_prefix(tenant, project, dataset_id)
+        return f"{prefix}/review/decisions/{_clip_part(clip_id)}.json"
 
     async def overrides(
         self, tenant: str, project: str, dataset_id: str

@@ -194,7 +194,8 @@ def install(app: FastAPI) -> None:
     async def on_error(request: Request, exc: Exception) -> JSONResponse:
         status = status_for(exc)
         if status >= 500 and not isinstance(exc, RpcFailure):
-            log.exception("error on %s %s", request.method, request.url.path, exc_info=exc)
+            # an exception handler, not an except block: the exception is passed explicitly
+            log.error("error on %s %s", request.method, request.url.path, exc_info=exc)
         headers = None
         if isinstance(exc, RateLimited):
             headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}

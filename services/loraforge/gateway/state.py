@@ -174,10 +174,8 @@ class GatewayState:
             return
         record = json.loads(entry.value)
         record["last_used_at"] = when
-        try:
+        with contextlib.suppress(KeyWrongLastSequenceError):  # revoked or touched meanwhile
             await self._kv.update(key, json.dumps(record).encode(), last=entry.revision)
-        except KeyWrongLastSequenceError:
-            pass  # revoked or touched meanwhile
 
     async def index_legacy_keys(self) -> int:
         """Keys made before the `keyid.` index get their index record (once, at start), so

@@ -8,11 +8,10 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Path, Request
 
+from loraforge.curation.layout import MANIFEST, REPORT
+from loraforge.curation.layout import RECORD as DATASET_RECORD
 from loraforge.gateway.auth import Principal, dataset_access, sign_page_token
 from loraforge.gateway.datasets import (
-    DATASET_RECORD,
-    MANIFEST,
-    REPORT,
     REVIEW_METRICS,
     DatasetStore,
     chart_keys,
