@@ -26,7 +26,6 @@ import numpy as np
 import pytest
 from nats.js.errors import NotFoundError
 from PIL import Image
-from tests.integration.library.conftest import kf2v_zip, trainer_worker  # noqa: F401 (fixtures)
 
 from loraforge.render.executor import fit_image
 from loraforge.render.main import mount as render_mount

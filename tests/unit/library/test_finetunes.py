@@ -100,7 +100,7 @@ def test_under_800_steps_is_refused_with_the_numbers(mem_store) -> None:
 
 def test_model_must_fit_the_zip_kind(mem_store) -> None:
     _file(mem_store, 20, mode="i2v")
-    with pytest.raises(InvalidInput, match="the i2v zip.*wan2.1-i2v-14b"):
+    with pytest.raises(InvalidInput, match=r"the i2v zip.*wan2\.1-i2v-14b"):
         plan_finetune(mem_store, REF, _req())
     with pytest.raises(InvalidInput, match="no such preset"):
         plan_finetune(

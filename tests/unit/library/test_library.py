@@ -36,7 +36,7 @@ def test_register_takes_the_automatic_pick_and_copies_its_file(mem_store) -> Non
 def test_a_user_pick_needs_a_reason_and_records_it(mem_store) -> None:
     write_run(mem_store)
     lib = Library(mem_store, REF)
-    with pytest.raises(InvalidInput, match="not the run's automatic pick.*step 4"):
+    with pytest.raises(InvalidInput, match=r"not the run's automatic pick.*step 4"):
         lib.register(RUN, "money-rain", checkpoint="step-6")
     v = lib.register(RUN, "money-rain", checkpoint="step-6", reason="previews: cleaner bills")
     assert (v.step, v.chosen, v.reason) == (6, "user", "previews: cleaner bills")
@@ -105,7 +105,7 @@ def test_delete_is_refused_while_a_deployment_uses_the_version(mem_store) -> Non
         {"name": "rain-prod", "lora": usage_ref(v2)},
     )
     assert in_use(mem_store, TENANT, PROJECT, "money-rain", 2) == ["rain-prod"]
-    with pytest.raises(Conflict, match="used by deployment.*rain-prod"):
+    with pytest.raises(Conflict, match=r"used by deployment.*rain-prod"):
         lib.delete("money-rain", 2)
     mem_store.delete("loras", layout.deployment_key(REF, "rain-prod"))
     out = lib.delete("money-rain", 2)

@@ -53,7 +53,8 @@ FILES = {"image/1_first.jpg": _jpg(), "image/1_last.jpg": _jpg(), "video/1.mp4":
             [{k: v for k, v in LINE.items() if k != "video_path"}],
             FILES,
             True,
-            "line 1 lacks video_path (a kf2v sample needs prompt, first_frame_path, last_frame_path",
+            "line 1 lacks video_path "
+            "(a kf2v sample needs prompt, first_frame_path, last_frame_path",
         ),
         ([{**LINE, "prompt": " "}], FILES, True, "prompt is empty"),
         (

@@ -9,6 +9,7 @@ import threading
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import imageio_ffmpeg
 import numpy as np
@@ -197,7 +198,7 @@ def test_a_loaded_deployment_renders_calls_from_first_and_last_frame(tmp_path: P
         out = renderer.render(
             PreparedCall(prompt=f"{description}. {LORA_TEXT}", seed=n, first=first, last=last),
             tmp_path / f"out{n}",
-            progress=lambda f, m: steps.append(m),
+            progress=lambda f, m, steps=steps: steps.append(m),
             cancelled=lambda: False,
         )
         assert renderer._pipe is pipe and steps == ["step 1/1"]
@@ -213,7 +214,7 @@ def test_a_loaded_deployment_renders_calls_from_first_and_last_frame(tmp_path: P
 class _Chat(BaseHTTPRequestHandler):
     """An OpenAI-compatible chat endpoint (an external service): answers with a description."""
 
-    bodies: list[dict] = []
+    bodies: ClassVar[list[dict]] = []  # every request the endpoint received
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

@@ -329,5 +329,5 @@ def test_scenario_refuses_settings_a_family_cannot_honour():
         parse_scenario("video_preset: wan2.1-flf2v-14b\npairing: each\nshots: [{prompt: a}]\n")
     with pytest.raises(InvalidInput, match="flow-matching"):
         parse_scenario("video_scheduler: euler_a\nshots: [{prompt: a}]\n")
-    with pytest.raises(InvalidInput, match="memory.offload"):
+    with pytest.raises(InvalidInput, match=r"memory\.offload"):
         parse_scenario("memory: {offload: disk}\nshots: [{prompt: a}]\n")
