@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.integration.library.conftest import kf2v_zip, trainer_worker  # noqa: F401 (fixtures)
 
 from loraforge.gateway.app import create_app
 from loraforge.gateway.auth import create_api_key

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 from nats.js.errors import NotFoundError
 from PIL import Image
+from tests.integration.library.conftest import kf2v_zip, trainer_worker  # noqa: F401 (fixtures)
 
 from loraforge.render.executor import fit_image
 from loraforge.render.main import mount as render_mount
@@ -103,7 +104,13 @@ async def _cli(*args: str, env: dict[str, str]) -> tuple[int, str]:
 
 
 async def test_deploy_a_promoted_checkpoint_and_call_it_with_first_and_last_frame(
-    make_gateway, store, bus, settings_env, kf2v_zip, trainer_worker, tmp_path: Path
+    make_gateway,
+    store,
+    bus,
+    settings_env,
+    kf2v_zip,  # noqa: F811 (the fixture imported above)
+    trainer_worker,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
 ) -> None:
     from skimage import data
 
