@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -27,6 +27,14 @@ from loraforge.evaluation.images import ImageLike, to_bgr_list, to_pil_rgb
 
 FULL_COSINE = 0.35
 BATCH = 8  # CLIP ViT-L on CPU: 8 images keep memory under ~2 GB
+
+
+class AdherenceFields(TypedDict):
+    """An AdherenceScore's columns in a checkpoint row (choose.CheckpointRow)."""
+
+    adherence: float | None
+    clip_score: float | None
+    adherence_note: str
 
 
 @dataclass(frozen=True)
@@ -38,7 +46,7 @@ class AdherenceScore:
     normalised: float | None = None  # in [0, 1], what the checkpoint objective uses
     per_render: list[float] = field(default_factory=list)  # cosine per render
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> AdherenceFields:
         return {
             "adherence": None if self.normalised is None else round(self.normalised, 4),
             "clip_score": None if self.clip_score is None else round(self.clip_score, 2),

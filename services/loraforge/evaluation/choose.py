@@ -29,15 +29,30 @@ so; without any validation loss either, the last step is kept.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from loraforge.curation.faces import FaceBackend
-from loraforge.evaluation.adherence import AdherenceScore, ClipScorer, score_adherence, skipped
-from loraforge.evaluation.diversity import COLLAPSE_THRESHOLD, DiversityScore, score_diversity
+from loraforge.evaluation.adherence import (
+    AdherenceFields,
+    AdherenceScore,
+    ClipScorer,
+    score_adherence,
+    skipped,
+)
+from loraforge.evaluation.diversity import (
+    COLLAPSE_THRESHOLD,
+    DiversityFields,
+    DiversityScore,
+    score_diversity,
+)
 from loraforge.evaluation.errors import InvalidRenders
-from loraforge.evaluation.identity import IdentityScore, ReferenceFaces, score_identity
+from loraforge.evaluation.identity import (
+    IdentityFields,
+    IdentityScore,
+    ReferenceFaces,
+    score_identity,
+)
 from loraforge.evaluation.images import ImageLike, to_bgr_list
 
 MEAN_WEIGHT = 0.7
@@ -95,16 +110,29 @@ def collapse_penalty(div: DiversityScore) -> float:
     return hard + SOFT_COLLAPSE_SLOPE * max(0.0, div.mean_pairwise - SOFT_COLLAPSE_START)
 
 
+class CheckpointRow(IdentityFields, DiversityFields, AdherenceFields):
+    """One checkpoint's score breakdown: a row of the report (report.COLUMNS) and of the
+    run's evaluation record."""
+
+    step: int
+    val_loss: float | None
+    likeness: float
+    adherence_term: float
+    collapse_penalty: float
+    total: float
+    chosen: bool
+
+
 @dataclass(frozen=True)
 class CheckpointChoice:
     step: int
-    rows: list[dict[str, Any]]  # one per checkpoint, by step, with the score breakdown
+    rows: list[CheckpointRow]  # one per checkpoint, by step
     reason: str
     objective: str = OBJECTIVE
     adherence_used: bool = False
     basis: str = "likeness"  # "likeness" | "validation_loss" | "last_step" (see the fallback)
 
-    def row(self, step: int) -> dict[str, Any]:
+    def row(self, step: int) -> CheckpointRow:
         return next(r for r in self.rows if r["step"] == step)
 
 
@@ -115,12 +143,12 @@ def choose_checkpoint(evals: Sequence[CheckpointEval]) -> CheckpointChoice:
     if len(set(steps)) != len(steps):
         raise InvalidRenders(f"checkpoint steps repeat: {sorted(steps)}; give one eval per step")
     use_adh = all(not e.adherence.skipped for e in evals)
-    rows = []
+    rows: list[CheckpointRow] = []
     for e in sorted(evals, key=lambda e: e.step):
         lk = likeness(e.identity)
         adh = W_ADHERENCE * (e.adherence.normalised or 0.0) if use_adh else 0.0
         pen = collapse_penalty(e.diversity)
-        row = {
+        row: CheckpointRow = {
             "step": e.step,
             **e.identity.as_dict(),
             **e.diversity.as_dict(),
@@ -130,6 +158,7 @@ def choose_checkpoint(evals: Sequence[CheckpointEval]) -> CheckpointChoice:
             "adherence_term": round(adh, 4),
             "collapse_penalty": round(pen, 4),
             "total": round(lk + adh - pen, 6),
+            "chosen": False,  # the best row's becomes True below
         }
         rows.append(row)
     if all(e.identity.mean is None for e in evals):
@@ -148,16 +177,16 @@ NO_FACE = (
 )
 
 
-def _fallback_choice(rows: list[dict[str, Any]], use_adh: bool) -> CheckpointChoice:
+def _fallback_choice(rows: list[CheckpointRow], use_adh: bool) -> CheckpointChoice:
     """Likeness unmeasurable: lowest held-out validation loss, else the last step."""
-    with_loss = [r for r in rows if r["val_loss"] is not None]
+    with_loss = [(loss, r) for r in rows if (loss := r["val_loss"]) is not None]
     if with_loss:
-        best = min(with_loss, key=lambda r: (round(float(r["val_loss"]), 9), r["step"]))
+        loss, best = min(with_loss, key=lambda lr: (round(float(lr[0]), 9), lr[1]["step"]))
         basis = "validation_loss"
         parts = [
             (
                 f"{NO_FACE}: step {best['step']} has the lowest held-out validation loss "
-                f"{float(best['val_loss']):.6g} of {len(with_loss)} checkpoint(s)"
+                f"{float(loss):.6g} of {len(with_loss)} checkpoint(s)"
             )
         ]
     else:
@@ -183,7 +212,7 @@ def _fallback_choice(rows: list[dict[str, Any]], use_adh: bool) -> CheckpointCho
     return CheckpointChoice(best["step"], rows, "; ".join(parts), objective, use_adh, basis)
 
 
-def _reason(best: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
+def _reason(best: CheckpointRow, rows: Sequence[CheckpointRow]) -> str:
     parts = [
         (
             f"step {best['step']} has the highest total {best['total']:.3f} "

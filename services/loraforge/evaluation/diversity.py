@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Any
+from typing import TypedDict
 
 import cv2
 import imagehash
@@ -45,6 +45,15 @@ THUMB = 24
 WORK_SIDE = 256  # everything is compared at this size: renders may differ in resolution
 
 
+class DiversityFields(TypedDict):
+    """A DiversityScore's columns in a checkpoint row (choose.CheckpointRow)."""
+
+    collapse_similarity: float | None
+    collapsed: bool
+    duplicate_pair_rate: float
+    collapse_threshold: float
+
+
 @dataclass(frozen=True)
 class DiversityScore:
     n_renders: int
@@ -54,7 +63,7 @@ class DiversityScore:
     collapsed: bool
     threshold: float
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> DiversityFields:
         r = None if self.mean_pairwise is None else round(self.mean_pairwise, 4)
         return {
             "collapse_similarity": r,

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -130,6 +130,17 @@ class RenderFace:
     boxes: tuple[Box, ...] = ()  # every face found (the diversity score masks them all)
 
 
+class IdentityFields(TypedDict):
+    """An IdentityScore's columns in a checkpoint row (choose.CheckpointRow)."""
+
+    n_renders: int
+    n_faces: int
+    face_rate: float
+    identity_mean: float | None
+    identity_p10: float | None
+    match_rate: float
+
+
 @dataclass(frozen=True)
 class IdentityScore:
     n_renders: int
@@ -140,7 +151,7 @@ class IdentityScore:
     match_rate: float  # share of ALL renders whose face is within the same-person threshold
     per_render: list[RenderFace] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> IdentityFields:
         return {
             "n_renders": self.n_renders,
             "n_faces": self.n_faces,

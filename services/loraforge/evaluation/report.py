@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +50,7 @@ def _plot(
     path: Path,
     title: str,
     ylabel: str,
-    series: Sequence[tuple[str, Sequence[float], Sequence[float]]],
+    series: Sequence[tuple[str, Sequence[int], Sequence[float | None]]],  # None: not measured
     chosen: int | None,
     hline: tuple[float, str] | None = None,
 ) -> Path:
@@ -73,6 +73,11 @@ def _plot(
     fig.tight_layout()
     fig.savefig(path, format="png")
     return path
+
+
+def _cells(row: Mapping[str, object]) -> list[tuple[str, object]]:
+    """(column, value) of a checkpoint row in the report's column order."""
+    return [(c, row[c]) for c in COLUMNS]
 
 
 def _fmt(v: object) -> str:
@@ -148,8 +153,8 @@ def write_report(
     body = [
         "| "
         + " | ".join(
-            ("**" + _fmt(r[c]) + "**") if r["chosen"] and c == "step" else _fmt(r[c])
-            for c in COLUMNS
+            ("**" + _fmt(cell) + "**") if r.get("chosen") and c == "step" else _fmt(cell)
+            for c, cell in _cells(r)
         )
         + " |"
         for r in rows
@@ -177,8 +182,8 @@ def write_report(
 
     th = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
     trs = "".join(
-        ("<tr style='background:#dfd'>" if r["chosen"] else "<tr>")
-        + "".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in COLUMNS)
+        ("<tr style='background:#dfd'>" if r.get("chosen") else "<tr>")
+        + "".join(f"<td>{html.escape(_fmt(cell))}</td>" for _c, cell in _cells(r))
         + "</tr>"
         for r in rows
     )
