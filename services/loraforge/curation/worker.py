@@ -183,13 +183,16 @@ def discover_clips(store: ObjectStore, project: ProjectRef) -> list[IngestedClip
         try:
             manifest = SourceManifest.model_validate(store.get_json(Bucket.CLIPS, mkey))
         except (LoraforgeError, ValueError) as exc:  # pydantic's ValidationError included
-            log.warning("skipping ingest manifest %s: %s", mkey, exc)
+            log.warning(
+                "skipping ingest manifest %s (%s); ingest its source again to rewrite it", mkey, exc
+            )
             continue
         rate = manifest.frame_rate.target_fps if manifest.frame_rate else None
         for entry in manifest.clips:
             if not ingest_layout.is_clip_key(project, entry.key) or entry.key not in objects:
                 log.warning(
-                    "manifest %s: skipping clip %s: %s is not a stored object of %s",
+                    "manifest %s: skipping clip %s: %s is not a stored object of %s "
+                    "(ingest its source again)",
                     mkey,
                     entry.clip_id,
                     entry.key,
