@@ -82,7 +82,10 @@ def run(
     settings = load_settings()
     ref = ProjectRef(tenant, project)
 
-    say = (lambda msg: None) if as_json else (lambda msg: console.print(f"[dim]{msg}[/dim]"))
+    def say(msg: str) -> None:
+        if not as_json:
+            console.print(f"[dim]{msg}[/dim]")
+
     stack = LocalStack(settings)
     try:
         say("starting the local stack (if needed)...")

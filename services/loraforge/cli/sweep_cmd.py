@@ -228,7 +228,7 @@ def run_study(
 
 # -- the trial runner: one training job per trial ----------------------------------------------
 
-TrialRunnerFn = Callable[[dict, Callable[[int, float], None]], Any]
+TrialRunnerFn = Callable[[dict[str, Any], Callable[[int, float], None]], Any]
 
 OBJECTIVE_NAMES = ("likeness", "validation_loss")
 OBJECTIVE_DESCRIPTIONS = {
@@ -265,7 +265,7 @@ def trainer_extra(extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def training_run(
-    params: dict, *, dataset_id: str, base: str, max_steps: int = 0, seed: int = 0
+    params: dict[str, Any], *, dataset_id: str, base: str, max_steps: int = 0, seed: int = 0
 ) -> dict[str, Any]:
     """Sweep parameters -> TrainingRun fields: what the space searches (alpha from the alpha
     ratio, the family's schedule knobs in `extra`); the rest stays unset = family default."""
@@ -332,7 +332,7 @@ def make_trial_runner(
     `trial_extra` is merged into every job's `extra` (e.g. {"evaluate": False})."""
     state: dict[str, Any] = {"dataset": dataset_id}
 
-    def run(params: dict, report: Callable[[int, float], None]) -> Any:
+    def run(params: dict[str, Any], report: Callable[[int, float], None]) -> Any:
         import optuna
 
         if state["dataset"] is None:
