@@ -11,20 +11,28 @@ What it does:
    measures serving, not throttling;
 2. creates a few captioning jobs (on a dataset that does not exist: they fail at once in the
    worker, so the services stay idle while the gateway is measured) to have job ids to poll;
-3. status: GET /v1/projects/{p}/captioning-jobs/{id} at a constant arrival rate (open loop:
-   a request is sent on schedule whether or not earlier ones answered, so a slow server shows
-   as latency, not as a lower rate), for --seconds; prints p50/p90/p99/max and errors
-   (anything but 200, timeouts included);
+3. status: GET /v1/projects/{p}/captioning-jobs/{id} at a constant arrival rate over
+   --connections keep-alive HTTP/1.1 connections spoken directly on asyncio streams (httpx
+   costs ~1 ms of CPU a request, the generator's whole core at 200 req/s on a small machine),
+   after a short warm-up that is not measured. Open loop: request i is due at start + i/rate
+   and its latency runs from then, whether it left on time or waited for a free connection,
+   so neither a slow server nor a slow generator is hidden (no coordinated omission). Prints
+   p50/p90/p99/max, errors (anything but 200, timeouts included), the rate requests actually
+   left at, and the CPU per request of the generator, the gateway, the captioning service and
+   nats-server (/proc): what one core of the serving path can take when the generator runs
+   on another machine;
 4. submission: --submit POSTs of captioning jobs with distinct request ids, --concurrency at a
    time (closed loop), prints jobs/s, p50/p99 and errors.
 
 Target (issue 19): status p99 < 50 ms at 200 req/s with 0 errors. Figures in bench/README.md.
+LF_BENCH_PROFILE=<file> writes a cProfile (CPU time) of the bench gateway.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import dataclasses
 import os
 import signal
@@ -59,8 +67,6 @@ def _serve_gateway(rate_limit: float) -> None:
         return
     # Where the gateway's CPU goes under the bench's load (CPU time, not wall: the process
     # mostly waits on gRPC and NATS); written when uvicorn stops on the bench's SIGTERM.
-    import cProfile
-
     profiler = cProfile.Profile(time.process_time)
 
     def dump(signum: int, frame: object) -> None:

@@ -8,6 +8,8 @@ staging key only after the whole body arrived.
 
 from __future__ import annotations
 
+import json
+
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -84,8 +86,6 @@ def _detail(scope: Scope, size: int, limit: int) -> str:
 
 
 async def _too_large(send: Send, scope: Scope, size: int, limit: int) -> None:
-    import json
-
     body = json.dumps(
         {
             "type": "urn:loraforge:problem:content-too-large",

@@ -145,6 +145,10 @@ class JobContext:
         def change(job: Job) -> dict[str, Any]:
             if job.cancel_requested or job.state is JobState.CANCELLED:
                 raise Cancelled(f"job {job.id} was cancelled")
+            if job.state.terminal:
+                # Another writer's verdict (the reaper failed it as hung): the work stops here,
+                # and the verdict stands (JobWorker._finish keeps the first).
+                raise Cancelled(f"job {job.id} is already {job.state.value}: {job.message}")
             update: dict[str, Any] = {"progress": fraction, "message": message}
             if result:
                 update["result"] = {**job.result, **result}

@@ -242,12 +242,14 @@ async def main():
     async def work(job, ctx):
         print("working", flush=True)
         try:
+            if sys.argv[2] == "silent":  # waits forever: only its beat can stop it
+                await ctx.progress(0.5, "step 3 of 10")
+                await asyncio.Event().wait()
             while True:
                 await ctx.progress(0.5, "step 3 of 10")  # the same report, again and again
                 await asyncio.sleep(0.1)
-        except asyncio.CancelledError:
+        finally:  # stopped by its beat or at its next report, whichever sees the verdict first
             print("work stopped", flush=True)
-            raise
 
     await JobWorker("probe", jobs, bus, work).start(reaper=False)
     await asyncio.Event().wait()
@@ -256,19 +258,22 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.parametrize("hang", ["repeats", "silent"])
 async def test_worker_that_beats_without_progress_is_reaped_and_its_work_stopped(
-    nats: NatsSettings, jobs: JobStore, bus: EventBus
+    hang: str, nats: NatsSettings, jobs: JobStore, bus: EventBus
 ) -> None:
     """Injects: a real worker process whose work hangs (it repeats one progress report and
-    never moves on) while its heartbeat goes on. Must hold: past the kind's progress deadline
-    the reaper fails the job, naming the deadline and the setting that raises it; the worker's
-    beat sees the verdict and stops the work; the request is acknowledged (not redelivered)."""
+    never moves on, or waits forever without a word) while its heartbeat goes on. Must hold:
+    past the kind's progress deadline the reaper fails the job, naming the deadline and the
+    setting that raises it; the work is stopped (at its next report, or by its beat); the
+    request is acknowledged (not redelivered) and the verdict announced once."""
     nats = nats.model_copy(update={"progress_deadline_s": {"probe": 1.0}})
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         HUNG_WORKER,
         nats.model_dump_json(),
+        hang,
         stdout=asyncio.subprocess.PIPE,
     )
     try:
