@@ -25,10 +25,13 @@ CPU time does not, so that column is the steadier comparison.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
+import hashlib
 import os
 import platform
 import pstats
+import secrets
 import shutil
 import subprocess
 import sys
@@ -38,6 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
+import grpc
 import matplotlib.cbook
 import numpy as np
 import skimage.data
@@ -48,10 +52,33 @@ sys.path.insert(0, str(ROOT / "tests" / "unit" / "ingest"))
 from footage import encode  # noqa: E402
 
 from loraforge.curation.faces import make_backend  # noqa: E402
+from loraforge.curation.main import mount as curation_mount  # noqa: E402
 from loraforge.curation.pipeline import MediaItem, curate  # noqa: E402
 from loraforge.curation.policy import CurationPolicy  # noqa: E402
-from loraforge.ingest import IngestOptions, process_source  # noqa: E402
+from loraforge.ingest import IngestOptions, layout, process_source  # noqa: E402
+from loraforge.ingest.main import mount as ingest_mount  # noqa: E402
 from loraforge.ingest.tools import MediaTools  # noqa: E402
+from loraforge.runtime.host import ServiceProcess  # noqa: E402
+from loraforge.runtime.jobs import new_job_id  # noqa: E402
+from loraforge.runtime.keys import ProjectRef  # noqa: E402
+from loraforge.runtime.settings import NatsSettings, S3Settings, Settings  # noqa: E402
+from loraforge.runtime.storage import Bucket, ObjectStore  # noqa: E402
+from loraforge.stack.binaries import (  # noqa: E402
+    NatsLaunch,
+    WeedLaunch,
+    free_port,
+    free_port_block,
+    stop_process,
+    wait_for_port,
+    write_s3_identities,
+)
+from loraforge.v1 import (  # noqa: E402
+    common_pb2,
+    curation_pb2,
+    curation_pb2_grpc,
+    ingest_pb2,
+    ingest_pb2_grpc,
+)
 
 W, H = 1280, 720
 X264 = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p"]
@@ -202,36 +229,6 @@ def through_services(srcs: list[Path], work: Path) -> tuple[float, float, str]:
     process), sources uploaded to raw, an ingest job, then a user's curation start (which finds
     the automatic curation that clips.ingested started, and follows it). Returns (ingest s,
     curate s, how the curate start was answered)."""
-    import asyncio
-    import hashlib
-    import secrets
-
-    import grpc
-
-    from loraforge.curation.main import mount as curation_mount
-    from loraforge.ingest import layout
-    from loraforge.ingest.main import mount as ingest_mount
-    from loraforge.runtime.host import ServiceProcess
-    from loraforge.runtime.keys import ProjectRef
-    from loraforge.runtime.settings import NatsSettings, S3Settings, Settings
-    from loraforge.runtime.storage import Bucket, ObjectStore
-    from loraforge.stack.binaries import (
-        NatsLaunch,
-        WeedLaunch,
-        free_port,
-        free_port_block,
-        stop_process,
-        wait_for_port,
-        write_s3_identities,
-    )
-    from loraforge.v1 import (
-        common_pb2,
-        curation_pb2,
-        curation_pb2_grpc,
-        ingest_pb2,
-        ingest_pb2_grpc,
-    )
-
     access, secret = "bench", "bench-" + secrets.token_hex(6)
     nats = NatsLaunch(port=free_port(), monitor_port=free_port(), store_dir=work / "nats")
     weed = WeedLaunch(
@@ -313,8 +310,6 @@ def through_services(srcs: list[Path], work: Path) -> tuple[float, float, str]:
             job = await cur.StartCuration(
                 curation_pb2.StartCurationRequest(scope=scope, request_id="user"), timeout=60
             )
-            from loraforge.runtime.jobs import new_job_id
-
             own = new_job_id("user", scope=f"{ref.tenant}/{ref.project}/curation")
             answered = (
                 f"{common_pb2.JobState.Name(job.state)} "
@@ -402,10 +397,10 @@ def main() -> None:
 
     rate = lambda s: footage / s  # noqa: E731
     print(
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {len(srcs)} sources x {args.seconds:g} s of {W}x{H} H.264 "
-        f"(24-30 fps) = {footage:g} s; {len(items)} clips; {os.cpu_count()} CPUs; python "
-        f"{platform.python_version()}; load average (1/5 min) {load0[0]:.2f}/{load0[1]:.2f} before, "
-        f"{load1[0]:.2f}/{load1[1]:.2f} after"
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {len(srcs)} sources x {args.seconds:g} s "
+        f"of {W}x{H} H.264 (24-30 fps) = {footage:g} s; {len(items)} clips; "
+        f"{os.cpu_count()} CPUs; python {platform.python_version()}; load average (1/5 min) "
+        f"{load0[0]:.2f}/{load0[1]:.2f} before, {load1[0]:.2f}/{load1[1]:.2f} after"
     )
     print("| step | wall s | footage s / wall s | x decode speed | CPU s | x decode (CPU) |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -429,7 +424,8 @@ def main() -> None:
             print(f"| {name} | {sec:.2f} | {rate(sec):.1f} | {t_dec / sec:.2f} | | |")
         print(f"(the user's curate start was answered with the {answered})")
     print(
-        f"curate target >= 1.0x decode speed: {t_dec / t_cur:.2f}x (wall), {c_dec / c_cur:.2f}x (CPU)"
+        f"curate target >= 1.0x decode speed: {t_dec / t_cur:.2f}x (wall), "
+        f"{c_dec / c_cur:.2f}x (CPU)"
     )
     per = {}
     for c in res.clips:

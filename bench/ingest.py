@@ -31,10 +31,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "unit" / "ingest"))
 
-from footage import ShotSpec, make_footage
+from footage import ShotSpec, make_footage  # noqa: E402
 
-from loraforge.ingest import IngestOptions, process_many, process_source
-from loraforge.ingest.tools import MediaTools
+from loraforge.ingest import IngestOptions, process_many, process_source  # noqa: E402
+from loraforge.ingest.tools import MediaTools  # noqa: E402
 
 _PHOTOS = [
     "astronaut",
@@ -92,7 +92,8 @@ def theirs(video: Path, out: Path, ffmpeg: str, detect_only: bool) -> tuple[floa
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         print(
-            f"  scenedetect failed on {video.name} (exit {proc.returncode}): {proc.stderr.strip()[-200:]}"
+            f"  scenedetect failed on {video.name} (exit {proc.returncode}): "
+            f"{proc.stderr.strip()[-200:]}"
         )
         return wall, 0
     return wall, len(list(out.glob("*.mp4"))) if not detect_only else len(
@@ -211,7 +212,8 @@ def short_main(work: Path, tools: MediaTools) -> None:
     for _name, _size, _fps, shots in SHORT:
         footage += sum(sec for _, sec, _ in shots)
     print(
-        f"footage: {len(paths)} files, {footage:.0f} s in total, generated in {time.perf_counter() - t:.1f} s"
+        f"footage: {len(paths)} files, {footage:.0f} s in total, generated in "
+        f"{time.perf_counter() - t:.1f} s"
     )
     load0 = os.getloadavg()
     # the decode floor of the same files in the same run: ffmpeg decoding each video once
@@ -253,12 +255,14 @@ def short_main(work: Path, tools: MediaTools) -> None:
     print("| tool | total s | x decode speed | output |\n|---|---:|---:|---|")
     print(f"| ffmpeg decode only, per file (floor) | {t_decode:.2f} | 1.00 | nothing |")
     print(
-        f"| ours: one ingest of the {len(paths)} files | {ours:.2f} | {t_decode / ours:.2f} | {clips} clips "
+        f"| ours: one ingest of the {len(paths)} files | {ours:.2f} | {t_decode / ours:.2f} | "
+        f"{clips} clips "
         f"@<=16 fps + keyframes + proxies; probe {timings.get('probe', 0):.2f} s, detect "
         f"{timings.get('detect', 0):.2f} s, cut {timings.get('cut', 0):.2f} s |"
     )
     print(
-        f"| PySceneDetect CLI detect-adaptive split-video, per file | {t_theirs:.2f} | {t_decode / t_theirs:.2f} | "
+        f"| PySceneDetect CLI detect-adaptive split-video, per file | {t_theirs:.2f} | "
+        f"{t_decode / t_theirs:.2f} | "
         f"{files} files @source fps |"
     )
     print(f"\nratio ours/theirs (total wall): {ours / t_theirs:.2f}  (target <= 1.0)")
@@ -274,7 +278,8 @@ def short_main(work: Path, tools: MediaTools) -> None:
     audio = [line.strip() for line in probe_s[paths[3].name].splitlines() if "Audio" in line]
     print(f"broken-audio source's track as ffmpeg reads it: {audio[:1]}")
     print(
-        f"load average (1/5 min) {load0[0]:.2f}/{load0[1]:.2f} before, {load1[0]:.2f}/{load1[1]:.2f} after"
+        f"load average (1/5 min) {load0[0]:.2f}/{load0[1]:.2f} before, "
+        f"{load1[0]:.2f}/{load1[1]:.2f} after"
     )
 
 
@@ -290,7 +295,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-")) if args.keep is None else args.keep
     work.mkdir(parents=True, exist_ok=True)
     print(
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; python {platform.python_version()}, {os.cpu_count()} CPUs, "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, "
         f"ffmpeg {Path(tools.ffmpeg).name}"
     )
     if not args.reel:
@@ -331,7 +337,8 @@ def main() -> None:
                 ours_detect,
                 res.timings.get("cut", 0.0),
                 ours,
-                f"{len(res.shots)} shots, {len(res.clips)} clips @16fps + {3 * len(res.clips)} keyframes",
+                f"{len(res.shots)} shots, {len(res.clips)} clips @16fps + "
+                f"{3 * len(res.clips)} keyframes",
             ),
             (
                 "PySceneDetect CLI detect-adaptive split-video",
@@ -353,7 +360,8 @@ def main() -> None:
         print(f"\nratio ours/theirs (total wall): {ratio:.2f}  (target <= 1.0)")
         print("(theirs: detect = a separate detect-only run; cut = split run minus detect run)")
         print(
-            f"python {platform.python_version()}, {os.cpu_count()} CPUs, ffmpeg {Path(tools.ffmpeg).name}"
+            f"python {platform.python_version()}, {os.cpu_count()} CPUs, "
+            f"ffmpeg {Path(tools.ffmpeg).name}"
         )
     finally:
         if args.keep is None:
