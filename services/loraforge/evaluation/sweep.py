@@ -34,14 +34,16 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-import optuna
-from optuna.storages import RDBStorage
-from optuna.trial import TrialState
+from typing import TYPE_CHECKING, Any, Literal
 
 from loraforge.evaluation.errors import TrialFailed
 from loraforge.runtime.errors import InvalidInput
+
+if TYPE_CHECKING:
+    # lazy at run time: Optuna (with SQLAlchemy) is only needed to run or read a study; the
+    # CLI and the trainer read the search space, scores and training fields without it
+    import optuna
+    from optuna.storages import RDBStorage
 
 
 @dataclass(frozen=True)
@@ -145,11 +147,15 @@ def storage_url(storage_path: Path | str) -> str:
 
 
 def open_storage(storage_path: Path | str) -> RDBStorage:
+    from optuna.storages import RDBStorage
+
     Path(storage_path).resolve().parent.mkdir(parents=True, exist_ok=True)
     return RDBStorage(storage_url(storage_path))
 
 
 def load_study(storage_path: Path | str, study_name: str) -> optuna.Study:
+    import optuna
+
     if not Path(storage_path).is_file():
         raise InvalidInput(f"{storage_path}: no sweep database there; run the sweep first")
     try:
@@ -175,6 +181,9 @@ class SweepResult:
 
 
 def summarize(study: optuna.Study, url: str = "") -> SweepResult:
+    import optuna
+    from optuna.trial import TrialState
+
     trials = study.get_trials(deepcopy=False)
     rows = [
         {
@@ -233,6 +242,9 @@ def run_sweep(
     :data:`OBJECTIVES`) sets the direction and is recorded; without it ``direction`` is used
     as given (default maximize).
     """
+    import optuna
+    from optuna.trial import TrialState
+
     if n_trials < 1:
         raise InvalidInput(f"n_trials must be at least 1, got {n_trials}")
     if objective is not None:
