@@ -147,3 +147,49 @@ class SourceManifest(_OmitNone):
     def dump(self) -> dict[str, Any]:
         """The JSON object stored under `layout.manifest_key`."""
         return self.model_dump(mode="json")
+
+
+class SkippedSpan(BaseModel):
+    start: float
+    end: float
+    reason: str
+
+
+class FileReport(BaseModel):
+    """One file of an ingest job in the job's result (`sources`): what its manifest says, or
+    why it has none. Light, like the manifest, so a client can read the result with it."""
+
+    source: str  # the job's source string it came from (a zip's members share it)
+    file: str  # its name (a zip member: its path in the zip)
+    archive: str | None = None
+    sha256: str | None = None
+    raw_key: str | None = None  # the original in raw
+    manifest_key: str | None = None  # None when nothing was remembered (an internal error)
+    clips: int = 0
+    skipped: list[SkippedSpan] = []
+    frame_rate: FrameRate | None = None
+    error: str | None = None
+    error_type: str | None = None  # the error's class name; "internal" for a bug
+    reused: bool = False  # an earlier job's manifest was found: nothing was done again
+
+    @classmethod
+    def from_manifest(
+        cls, manifest: SourceManifest, source: str, name: str, mkey: str, *, reused: bool
+    ) -> FileReport:
+        error = manifest.error or IngestFailure(type=None, message=None)
+        return cls(
+            source=source,
+            file=name,
+            archive=manifest.source.archive,
+            sha256=manifest.source_sha256,
+            raw_key=manifest.source.key,
+            manifest_key=mkey,
+            clips=len(manifest.clips),
+            skipped=[
+                SkippedSpan(start=s.start, end=s.end, reason=s.reason) for s in manifest.skipped
+            ],
+            frame_rate=manifest.frame_rate,
+            error=error.message,
+            error_type=error.type,
+            reused=reused,
+        )

@@ -46,6 +46,7 @@ from loraforge.ingest.hashing import sha256_file
 from loraforge.ingest.manifest import (
     MANIFEST_VERSION,
     ClipEntry,
+    FileReport,
     FrameRate,
     IngestFailure,
     SourceManifest,
@@ -136,7 +137,7 @@ class _JobRun:
     options: IngestOptions
     options_hash: str
     workdir: Path
-    reports: list[dict[str, Any]] = field(default_factory=list)
+    reports: list[FileReport] = field(default_factory=list)
     artifacts: dict[tuple[str, str], ArtifactRef] = field(default_factory=dict)
     tracker: _Tracker = field(default_factory=_Tracker)
 
@@ -198,16 +199,14 @@ class IngestWork:
 
     def _outcome(self, run: _JobRun) -> JobOutcome:
         result = self._result(run)
-        failed = [r for r in run.reports if r["error"]]
+        failed = [r for r in run.reports if r.error]
         if run.reports and len(failed) == len(run.reports):
-            lines = "; ".join(r["error"] for r in failed)
-            if any(r["error_type"] == "internal" for r in failed):
+            lines = "; ".join(r.error or "" for r in failed)
+            if any(r.error_type == "internal" for r in failed):
                 # Not the input's fault: let the job worker retry (and fail after the last try).
                 raise LoraforgeError(f"every source failed, some for internal reasons: {lines}")
             raise NoSourceUsable(f"no source could be ingested ({len(failed)} failed): {lines}")
-        manifests = [
-            r["manifest_key"] for r in run.reports if r.get("manifest_key") and not r["error"]
-        ]
+        manifests = [r.manifest_key for r in run.reports if r.manifest_key and not r.error]
         data = {"job_id": run.job.id, "clips": result["clips"], "manifests": manifests}
         lora_type = run.job.params.get("lora_type")
         if lora_type:  # the automatic curation (curation-auto) uses this type's policy
@@ -229,19 +228,14 @@ class IngestWork:
     @staticmethod
     def _result(run: _JobRun) -> dict[str, Any]:
         return {
-            "sources": run.reports,
-            "clips": sum(r["clips"] for r in run.reports),
+            "sources": [r.model_dump(mode="json") for r in run.reports],
+            "clips": sum(r.clips for r in run.reports),
             "errors": [
-                {
-                    "source": r["source"],
-                    "file": r["file"],
-                    "error": r["error"],
-                    "error_type": r["error_type"],
-                }
+                r.model_dump(mode="json", include={"source", "file", "error", "error_type"})
                 for r in run.reports
-                if r["error"]
+                if r.error
             ],
-            "manifests": [r["manifest_key"] for r in run.reports if r.get("manifest_key")],
+            "manifests": [r.manifest_key for r in run.reports if r.manifest_key],
             "options_hash": run.options_hash,
         }
 
@@ -280,7 +274,9 @@ class IngestWork:
                     _File(str(m.relative_to(root)), source, m, archive=source) for m in members
                 ]
         except IngestError as exc:
-            run.reports.append(_report(source, name, error=str(exc), error_type=type(exc).__name__))
+            run.reports.append(
+                FileReport(source=source, file=name, error=str(exc), error_type=type(exc).__name__)
+            )
             return
         for k, f in enumerate(files):
             sub = (
@@ -331,19 +327,19 @@ class IngestWork:
                 original,
                 error=IngestFailure(type=outcome.error_type, message=outcome.error),
             )
-            report = _report(
-                f.source,
-                f.name,
-                sha=sha,
-                original=original,
+            report = FileReport(
+                source=f.source,
+                file=f.name,
+                archive=f.archive,
+                sha256=sha,
+                raw_key=original,
                 error=outcome.error,
                 error_type=outcome.error_type,
-                archive=f.archive,
             )
             if outcome.error_type != "internal":
                 # Input errors are facts about the bytes: remember them, a re-ingest reuses them.
                 await asyncio.to_thread(self._store.put_json, Bucket.CLIPS, mkey, manifest.dump())
-                report["manifest_key"] = mkey
+                report.manifest_key = mkey
             run.reports.append(report)
             return
         run.tracker.set(span[0] + (span[1] - span[0]) * 0.9, f"{f.name}: uploading")
@@ -367,7 +363,7 @@ class IngestWork:
         )
         stored = await asyncio.to_thread(self._store.put_json, Bucket.CLIPS, mkey, manifest.dump())
         run.add_artifact(Bucket.CLIPS, mkey, "manifest", stored.size)
-        run.reports.append(_report_from_manifest(manifest, f.source, f.name, mkey, reused=False))
+        run.reports.append(FileReport.from_manifest(manifest, f.source, f.name, mkey, reused=False))
 
     async def _reuse(self, run: _JobRun, f: _File, sha: str) -> bool:
         """A manifest for this content and these options exists: report it, do nothing else."""
@@ -382,10 +378,10 @@ class IngestWork:
             return False
         if manifest.source_sha256 != sha:
             return False
-        report = _report_from_manifest(manifest, f.source, f.name, mkey, reused=True)
-        report["archive"] = f.archive
+        report = FileReport.from_manifest(manifest, f.source, f.name, mkey, reused=True)
+        report.archive = f.archive
         run.reports.append(report)
-        if not report["error"]:
+        if not report.error:
             run.add_artifact(Bucket.CLIPS, mkey, "manifest")
             for item in manifest.clips:
                 run.add_artifact(Bucket.CLIPS, item.key, item.kind, item.size, item.sha256)
@@ -541,58 +537,3 @@ def _manifest(run: _JobRun, f: _File, sha: str, original: str, **outcome: Any) -
         created_at=datetime.now(UTC),
         **outcome,
     )
-
-
-def _report(
-    source: str,
-    name: str,
-    *,
-    sha: str | None = None,
-    original: str | None = None,
-    error: str | None = None,
-    error_type: str | None = None,
-    archive: str | None = None,
-) -> dict[str, Any]:
-    return {
-        "source": source,
-        "file": name,
-        "archive": archive,
-        "sha256": sha,
-        "raw_key": original,
-        "manifest_key": None,
-        "clips": 0,
-        "skipped": [],
-        "frame_rate": None,
-        "error": error,
-        "error_type": error_type,
-        "reused": False,
-    }
-
-
-def _report_from_manifest(
-    manifest: SourceManifest, source: str, name: str, mkey: str, *, reused: bool
-) -> dict[str, Any]:
-    error = manifest.error or IngestFailure(type=None, message=None)
-    report = _report(
-        source,
-        name,
-        sha=manifest.source_sha256,
-        original=manifest.source.key,
-        error=error.message,
-        error_type=error.type,
-        archive=manifest.source.archive,
-    )
-    report.update(
-        {
-            "manifest_key": mkey,
-            "clips": len(manifest.clips),
-            "frame_rate": manifest.frame_rate.model_dump(mode="json")
-            if manifest.frame_rate
-            else None,
-            "skipped": [
-                {"start": s.start, "end": s.end, "reason": s.reason} for s in manifest.skipped
-            ],
-            "reused": reused,
-        }
-    )
-    return report
