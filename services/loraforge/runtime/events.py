@@ -39,6 +39,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
 from pydantic import BaseModel, Field, ValidationError
 
 from loraforge.runtime.errors import InvalidInput, NotFound, Unavailable
@@ -490,7 +491,7 @@ __all__ = [
 ]
 
 
-async def open_key_value(js: JetStreamContext, bucket: str, *, history: int = 1) -> Any:
+async def open_key_value(js: JetStreamContext, bucket: str, *, history: int = 1) -> KeyValue:
     """A JetStream key-value bucket, created on first use (file storage). Many processes may
     open it at once: one that loses the race to create it binds to the winner's."""
     try:

@@ -19,6 +19,7 @@ from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
 from pydantic import BaseModel, Field
 
 from loraforge.runtime.errors import (
@@ -27,6 +28,7 @@ from loraforge.runtime.errors import (
     InvalidInput,
     InvalidTransition,
     NotFound,
+    Unavailable,
 )
 from loraforge.runtime.events import open_key_value
 from loraforge.runtime.keys import validate_slug
@@ -119,7 +121,7 @@ def new_job_id(request_id: str | None = None, *, scope: str = "") -> str:
 
 
 class JobStore:
-    def __init__(self, kv: Any, bucket: str, projects: ProjectRegistry):
+    def __init__(self, kv: KeyValue, bucket: str, projects: ProjectRegistry):
         self._kv = kv
         self.bucket = bucket
         # The projects the jobs live in (runtime/projects.py), opened with the store so that
@@ -307,5 +309,7 @@ def _encode(job: Job) -> bytes:
     return data
 
 
-def _decode(data: bytes, revision: int) -> Job:
+def _decode(data: bytes, revision: int | None) -> Job:
+    if revision is None:  # nats-py's type allows it; an entry read from the server has one
+        raise Unavailable("the job store returned an entry without a revision; retry")
     return Job.model_validate_json(data).model_copy(update={"revision": revision})

@@ -18,6 +18,7 @@ from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
 
 from loraforge.runtime.errors import AlreadyExists, InvalidInput, NotFound
 from loraforge.runtime.events import open_key_value
@@ -28,7 +29,7 @@ RECORDS_CACHED = 10_000
 
 
 class ProjectRegistry:
-    def __init__(self, kv: Any, bucket: str):
+    def __init__(self, kv: KeyValue, bucket: str):
         self._kv = kv
         self.bucket = bucket
         self._known: set[str] = set()  # projects this process saw exist (they are never deleted)
