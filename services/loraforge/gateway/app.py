@@ -7,6 +7,7 @@ from settings, tests build them against their own NATS, S3 and in-process backen
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -87,6 +88,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Every replica forgets a revoked key the moment any replica revokes it (auth.py).
+        revocations = asyncio.create_task(gw.auth.keys.follow_revocations(state))
         if bus is not None and gw.webhooks is None:
             gw.webhooks = WebhookDispatcher(
                 state,
@@ -104,6 +107,7 @@ def create_app(
         try:
             yield
         finally:
+            revocations.cancel()
             if gw.webhooks is not None:
                 await gw.webhooks.close()
 

@@ -34,6 +34,7 @@ import logging
 import pathlib
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -222,7 +223,9 @@ class TokenBucket:
 
 class KeyCache:
     """API-key records by digest, and key liveness by (tenant, key id) for review tokens,
-    each cached `ttl_s` (revocation reaches other gateway replicas within it)."""
+    each cached `ttl_s`. Revocation is immediate on every replica: `follow_revocations`
+    watches the key records and forgets a key the moment any replica deletes it; the ttl only
+    bounds what a replica whose watch was down may have missed."""
 
     def __init__(self, ttl_s: float):
         self._ttl = ttl_s
@@ -254,6 +257,32 @@ class KeyCache:
         record = self._entries.pop(digest, (0.0, None))[1]
         if record is not None:
             self._alive.pop((record["tenant"], record["key_id"]), None)
+
+    async def follow_revocations(self, state: GatewayState) -> None:
+        """Run for the gateway's life (a background task): forget revoked keys as they go."""
+
+        async def follow(pattern: str, forget: Callable[[str], None]) -> None:
+            async for key in state.deletions(pattern):
+                forget(key)
+
+        while True:
+            try:
+                await asyncio.gather(
+                    follow("apikey.*", lambda k: self.forget(k.removeprefix("apikey."))),
+                    follow("keyid.*.*", self._forget_id),
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("the key revocation watch stopped (%s); watching again", exc)
+            # A watch that ended may have missed a revocation: nothing cached is trusted.
+            self._entries.clear()
+            self._alive.clear()
+            await asyncio.sleep(1.0)
+
+    def _forget_id(self, key: str) -> None:
+        _, tenant, key_id = key.split(".", 2)  # keyid.<tenant>.<key_id>
+        self._alive.pop((tenant, key_id), None)
 
     def forget_tenant(self, tenant: str) -> None:
         self._entries = {

@@ -23,7 +23,7 @@ import contextlib
 import inspect
 import json
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -176,6 +176,20 @@ class GatewayState:
         record["last_used_at"] = when
         with contextlib.suppress(KeyWrongLastSequenceError):  # revoked or touched meanwhile
             await self._kv.update(key, json.dumps(record).encode(), last=entry.revision)
+
+    async def deletions(self, pattern: str) -> AsyncIterator[str]:
+        """The keys matching `pattern` that are deleted from now on, as it happens (a live
+        watch: deletions before it started are not repeated). Ends if the watch stops."""
+        watcher = await self._kv.watch(pattern, meta_only=True)
+        try:
+            live = False
+            async for entry in watcher:
+                if entry is None:  # the end of the current values: what follows is live
+                    live = True
+                elif live and entry.operation in ("DEL", "PURGE"):
+                    yield entry.key
+        finally:
+            await watcher.stop()
 
     async def index_legacy_keys(self) -> int:
         """Keys made before the `keyid.` index get their index record (once, at start), so

@@ -163,6 +163,29 @@ async def test_concurrent_mints_do_not_pass_the_tenant_key_limit(make_gateway) -
         assert sorted(r.status_code for r in again) == [201, 409, 409]
 
 
+async def test_a_revoked_key_is_refused_at_once_by_every_replica(make_gateway) -> None:
+    """Attack: use a leaked key on another gateway replica right after it was revoked; the
+    replica's key cache answered from memory for its ttl. Now every replica watches the key
+    records and forgets a revoked key at once (the ttl here is 10 minutes)."""
+    config = GatewayConfig(
+        rate_per_s=1000,
+        rate_burst=1000,
+        key_cache_ttl_s=600,
+        max_upload_bytes=TEST_CONFIG.max_upload_bytes,
+    )
+    a, b = await make_gateway(config), await make_gateway(config)
+    async with await a.client("acme") as on_a, await b.client() as anon:
+        leaked = (await on_a.post("/v1/keys", json={"name": "leaked"})).json()
+        as_leaked = {"X-API-Key": leaked["key"]}
+        assert (await anon.get("/v1/projects", headers=as_leaked)).status_code == 200  # cached
+        assert (await on_a.delete(f"/v1/keys/{leaked['id']}")).status_code == 200
+        deadline = asyncio.get_running_loop().time() + 3
+        while (status := (await anon.get("/v1/projects", headers=as_leaked)).status_code) == 200:
+            assert asyncio.get_running_loop().time() < deadline, "replica b still takes the key"
+            await asyncio.sleep(0.05)
+        assert status == 401
+
+
 async def test_review_tokens_die_with_their_key_and_are_read_only(gateway, store) -> None:
     """Attack: a review link outlives its key's revocation, downloads checkpoints, reads the
     Kubernetes spec and approves captions. Now: dead with the key; read-only unless minted
