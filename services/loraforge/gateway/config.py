@@ -31,7 +31,9 @@ class GatewayConfig:
     # Review-page tokens: 30 minutes, a review of ~100 clips at ~15 s each (they were 1 h;
     # API keys do not expire). An expired page asks for a new link.
     page_token_ttl_s: int = 1800
-    # How long an API-key lookup is cached in process (revocation takes at most this long).
+    # How long an API-key lookup is cached in process. Revocation does not wait for it: every
+    # replica watches the key records and forgets a revoked key at once (auth.KeyCache); the
+    # ttl bounds only what a replica whose watch was down may have missed.
     key_cache_ttl_s: float = 10.0
     # Webhooks (webhooks.py): per-attempt timeout and attempts of one call (exponential
     # back-off between them).

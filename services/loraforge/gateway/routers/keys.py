@@ -111,7 +111,8 @@ async def list_keys(request: Request, principal: Principal = Depends(require_key
 
 
 def _revoked(request: Request, records: list[dict[str, Any]], tenant: str) -> KeysRevoked:
-    """Forget the revoked keys here at once (other replicas: within the key cache's ttl)."""
+    """Forget the revoked keys here at once (other replicas do when their watch sees the
+    deletion: auth.KeyCache.follow_revocations)."""
     cache = gw(request).auth.keys
     for record in records:
         cache.forget(record["digest"])
