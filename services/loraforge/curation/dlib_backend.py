@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from loraforge.curation.errors import BackendUnavailable
-from loraforge.curation.faces import DetectedFace, normalize
+from loraforge.curation.face_types import DetectedFace, normalize
 from loraforge.curation.geometry import Box
 
 RAW_SAME_PERSON_DISTANCE = 0.6

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from loraforge.curation.errors import BackendUnavailable
-from loraforge.curation.faces import DetectedFace, normalize
+from loraforge.curation.face_types import DetectedFace, normalize
 from loraforge.curation.geometry import Box
 
 SAME_PERSON_COSINE = 0.4

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -55,10 +56,11 @@ from loraforge.curation.geometry import Box, iou
 PERSON_MIN_SCORE = 0.5
 # Score for a second person, looked for with the people found so far blacked out: people
 # standing beside or behind the subject score 0.44-0.9 there (Grace Hopper small and out of
-# focus 0.44-0.56, the cameraman 0.6-0.83, a head seen from behind 0.75-0.9); other things beside the subject mostly stay at or
-# under 0.39 (a horse), the subject's own leftover shoulders under 0.35. One known exception:
-# the space-shuttle model beside the astronaut (the example footage's pan) reached 0.58 in one
-# frame; a clip counts a second person only when half its checked frames show one (metrics).
+# focus 0.44-0.56, the cameraman 0.6-0.83, a head seen from behind 0.75-0.9); other things
+# beside the subject mostly stay at or under 0.39 (a horse), the subject's own leftover
+# shoulders under 0.35. One known exception: the space-shuttle model beside the astronaut (the
+# example footage's pan) reached 0.58 in one frame; a clip counts a second person only when
+# half its checked frames show one (metrics).
 SECOND_PERSON_MIN_SCORE = 0.45
 # Score on a crop around a region of the person mask that no known person explains. Crops are
 # looked at only beside a person already found (see detect). Measured on crops: people cut by
@@ -215,18 +217,22 @@ class PeopleDetector:
         logits = it.get_tensor(out[1]["index"])[0, :, 0].astype(np.float64)
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -100, 100)))
         a = _anchors()
-        found = []
+        found: list[PersonDetection] = []
+
+        def to_img(x: Any, y: Any) -> tuple[Any, Any]:
+            """From the 224 letterbox (0..1) back to image pixels (numpy scalars as given)."""
+            return (x * _DET_SIDE - ox) / f, (y * _DET_SIDE - oy) / f
+
         for k in np.argsort(-scores):
             if scores[k] < min_score:
                 break
             r = raw[k] / _DET_SIDE
-            # back from the 224 letterbox to image pixels
-            to_img = lambda x, y: ((x * _DET_SIDE - ox) / f, (y * _DET_SIDE - oy) / f)  # noqa: E731
             cx, cy = r[0] + a[k, 0], r[1] + a[k, 1]
             x0, y0 = to_img(cx - r[2] / 2, cy - r[3] / 2)
             x1, y1 = to_img(cx + r[2] / 2, cy + r[3] / 2)
-            hips = tuple(float(v) for v in to_img(r[4] + a[k, 0], r[5] + a[k, 1]))
-            circle = tuple(float(v) for v in to_img(r[6] + a[k, 0], r[7] + a[k, 1]))
+            hx, hy = to_img(r[4] + a[k, 0], r[5] + a[k, 1])
+            ux, uy = to_img(r[6] + a[k, 0], r[7] + a[k, 1])
+            hips, circle = (float(hx), float(hy)), (float(ux), float(uy))
             head = Box(float(x0), float(y0), float(x1 - x0), float(y1 - y0))
             radius = float(np.hypot(circle[0] - hips[0], circle[1] - hips[1]))
             d = PersonDetection(float(scores[k]), head, hips, radius, circle)
