@@ -53,12 +53,7 @@ def jobs(
         view["api"] = backend.where
     else:
         view["tenant"] = backend.tenant
-    for note in found.skipped:
-        if not as_json:
-            err_console.print(
-                f"[yellow]skipped[/yellow] {note['service']} ({note['target']}): {note['reason']}"
-            )
-    show(view, lambda v: _print(v["jobs"]))
+    show(view, _print)
 
 
 def _row(job: Job) -> dict[str, Any]:
@@ -77,7 +72,12 @@ def _row(job: Job) -> dict[str, Any]:
     }
 
 
-def _print(rows: list[dict[str, Any]]) -> None:
+def _print(view: dict[str, Any]) -> None:
+    for note in view["skipped"]:
+        err_console.print(
+            f"[yellow]skipped[/yellow] {note['service']} ({note['target']}): {note['reason']}"
+        )
+    rows = view["jobs"]
     if not rows:
         console.print("no jobs")
         return

@@ -104,18 +104,15 @@ def show(view: Any, printer: Callable[[Any], None]) -> None:
         printer(view)
 
 
-def fail(message: str, *, as_json: bool | None = None, code: int = EXIT_FAILED) -> NoReturn:
-    """Say what went wrong (JSON `{"error": ...}` on stdout with --json, else red on stderr)
-    and exit with `code`. `as_json` None: as this run's --json says."""
-    if as_json if as_json is not None else wants_json():
+def fail(message: str, *, code: int = EXIT_FAILED) -> NoReturn:
+    """Say what went wrong (`{"error": ...}` on stdout with --json, else red on stderr) and
+    exit with `code`. Commands raise the project's errors instead; this is for the policy
+    below and for an exit code a command decides itself."""
+    if wants_json():
         emit_json({"error": message})
     else:
         err_console.print(f"[red]error:[/red] {message}")
     raise SystemExit(code)
-
-
-def fail_with(exc: LoraforgeError) -> NoReturn:
-    fail(str(exc), code=exit_code(exc))
 
 
 def _invoke_with_policy(invoke: Callable[[], Any], ctx: _click.Context) -> Any:

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from loraforge.cli.backend import RPC_TIMEOUT_S, GrpcBackend, Job, local_only
 from loraforge.cli.jobs import follow, scope
-from loraforge.cli.output import command, console, emit_json, json_option
+from loraforge.cli.output import EXIT_FAILED, command, console, json_option, show, wants_json
 from loraforge.ingest.layout import ingested_event_id
 from loraforge.ingest.upload import upload_local
 from loraforge.runtime.errors import InvalidInput, LoraforgeError, Unavailable
@@ -122,7 +122,7 @@ def run(
         settings, ref, [u.key for u in uploaded], trigger, base, target, run_id, lora_type.value
     )
     backend = GrpcBackend(settings, tenant)
-    with backend, _progress(as_json) as progress:
+    with backend, _progress() as progress:
         for name, starter in stages:
             task = progress.add_task(name, total=1.0)
             try:
@@ -152,9 +152,10 @@ def run(
             )
             if state != "SUCCEEDED":
                 break
-    _print_summary(summary, store, ref, as_json)
+    _summarize(summary)
+    show(summary, _print_summary)
     if any(s.get("state") != "SUCCEEDED" for s in summary["stages"].values()):
-        raise typer.Exit(1)
+        raise SystemExit(EXIT_FAILED)  # the summary says which stage and why
 
 
 def _stages(
@@ -331,8 +332,8 @@ class _Quiet:
         return None
 
 
-def _progress(as_json: bool) -> Any:
-    if as_json:
+def _progress() -> Any:
+    if wants_json():
         return _Quiet()
     return Progress(
         TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
@@ -344,7 +345,8 @@ def _n(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def _print_summary(summary: dict[str, Any], store: Any, ref: Any, as_json: bool) -> None:
+def _summarize(summary: dict[str, Any]) -> None:
+    """The stages' results as the summary's headline fields."""
     stages = summary["stages"]
     ingest = stages.get("ingest", {}).get("result", {})
     curate = stages.get("curate", {}).get("result", {})
@@ -373,9 +375,10 @@ def _print_summary(summary: dict[str, Any], store: Any, ref: Any, as_json: bool)
         s for s in ("ingest", "curate", "caption", "train", "preview render") if s not in stages
     ]
     summary["not_run"] = not_built
-    if as_json:
-        emit_json(summary)
-        return
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    stages, not_built = summary["stages"], summary["not_run"]
     table = Table("stage", "state", "message", title=f"loraforge run: {summary['project']}")
     for name, stage in stages.items():
         colour = "green" if stage["state"] == "SUCCEEDED" else "red"

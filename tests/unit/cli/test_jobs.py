@@ -43,13 +43,14 @@ def _raise(code: grpc.StatusCode, details: str = "why"):
         (grpc.StatusCode.INTERNAL, 1, "INTERNAL: why"),
     ],
 )
-def test_call_maps_failures_to_exit_codes(code, exit_code, says, capsys) -> None:
+def test_call_maps_failures_to_exit_codes(code, exit_code, says, capsys, monkeypatch) -> None:
     with pytest.raises(LoraforgeError) as exc:
         call(_raise(code), object(), service="captioning", target="h:1")
     assert output.exit_code(exc.value) == exit_code and says in str(exc.value)
     # the one place that prints it: JSON on stdout with --json
+    monkeypatch.setattr(output, "wants_json", lambda: True)
     with pytest.raises(SystemExit) as done:
-        output.fail(str(exc.value), as_json=True, code=output.exit_code(exc.value))
+        output.fail(str(exc.value), code=output.exit_code(exc.value))
     assert done.value.code == exit_code
     assert says in json.loads(capsys.readouterr().out)["error"]
 
