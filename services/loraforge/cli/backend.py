@@ -761,7 +761,11 @@ class HttpBackend:
 
     def dataset(self, project: str, job: Job, *, with_clips: bool) -> Dataset:
         result = job.result
-        dataset_id = result.get("dataset_id") or str(result.get("dataset_key", "")).split("/")[-2]
+        # <t>/<p>/datasets/<id>/dataset.json when the result has no id of its own
+        key_parts = str(result.get("dataset_key", "")).split("/")
+        dataset_id = result.get("dataset_id") or (key_parts[-2] if len(key_parts) > 1 else "")
+        if not dataset_id:
+            raise LoraforgeError(f"curation job {job.id} succeeded but names no dataset")
         detail = self.remote.request("GET", f"/v1/projects/{project}/datasets/{dataset_id}")
         report = detail.get("report") or {}
         return Dataset(
