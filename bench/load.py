@@ -35,6 +35,7 @@ import asyncio
 import cProfile
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -417,6 +418,7 @@ def main() -> None:
                 gateway.kill()
         if tmp is not None:
             stack.down()
+            shutil.rmtree(tmp, ignore_errors=True)  # the private stack's data and logs
 
 
 if __name__ == "__main__":
