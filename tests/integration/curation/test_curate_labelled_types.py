@@ -65,7 +65,7 @@ async def test_curate_pose_expression_lighting_build_their_datasets(
 
     # pose: no packaged photo shows a whole body (the astronaut is waist-up), so the full-body
     # check is off; the walker walks, the portrait stands
-    out, record, prefix = await curate(
+    _out, record, prefix = await curate(
         "pose", "require_full_body=false", 'build_options={"analysis_fps": 3, "max_frames": 6}'
     )
     build = store.get_json(Bucket.DATASETS, f"{prefix}/build.json")
@@ -80,7 +80,7 @@ async def test_curate_pose_expression_lighting_build_their_datasets(
 
     # expression: the portrait's clip cropped to her face (the face at half the crop), its still
     # beside it; the walker's face is too small
-    out, record, prefix = await curate(
+    _out, record, prefix = await curate(
         "expression", "min_face_height_ratio=0.15", 'build_options={"min_crop_px": 96}'
     )
     (item,) = record["selected"]

@@ -7,10 +7,11 @@ here so these tests run on their own too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -40,6 +41,7 @@ class Ingest:
     process: ServiceProcess
     stub: ingest_pb2_grpc.IngestServiceStub
     events: list[Event]
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)  # set on every event
 
     async def wait(self, job_id: str, timeout: float = 40.0, scope=SCOPE) -> common_pb2.Job:
         deadline = time.monotonic() + timeout
@@ -52,25 +54,30 @@ class Ingest:
             await asyncio.sleep(0.2)
 
     async def wait_events(self, count: int, timeout: float = 5.0) -> list[Event]:
-        deadline = time.monotonic() + timeout
-        while len(self.events) < count and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        """The events so far, once `count` have arrived or `timeout` has passed."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while len(self.events) < count:
+                    self.arrived.clear()
+                    await self.arrived.wait()
         return self.events
 
 
 @pytest.fixture
 async def ingest(settings, bus, store) -> AsyncIterator[Ingest]:
     events: list[Event] = []
+    arrived = asyncio.Event()
 
     async def collect(event: Event, delivery: Delivery) -> None:
         events.append(event)
+        arrived.set()
 
     await bus.subscribe("test-ingested", "clips.ingested", collect)
     proc = ServiceProcess("ingest", settings, mount, drain_delay_s=0.0)
     await proc.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{proc.port}")
     try:
-        yield Ingest(proc, ingest_pb2_grpc.IngestServiceStub(channel), events)
+        yield Ingest(proc, ingest_pb2_grpc.IngestServiceStub(channel), events, arrived)
     finally:
         await channel.close()
         await proc.stop()
