@@ -335,6 +335,7 @@ def main() -> None:
     print("bringing the stack up...", flush=True)
     stack.up(timeout_s=180)
     gateway = None
+    finished = False
     try:
         client = stack.client_settings()
         port = free_port()
@@ -409,6 +410,7 @@ def main() -> None:
             )
         )
         print(f"load average after: {os.getloadavg()[0]:.2f}")
+        finished = True
     finally:
         if gateway is not None:
             gateway.terminate()
@@ -418,7 +420,10 @@ def main() -> None:
                 gateway.kill()
         if tmp is not None:
             stack.down()
-            shutil.rmtree(tmp, ignore_errors=True)  # the private stack's data and logs
+            if finished:  # the private stack's data and logs; kept when something failed
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                print(f"the stack's logs are in {tmp}/data/logs", file=sys.stderr)
 
 
 if __name__ == "__main__":
