@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 MANIFEST_VERSION = 1
 
 
-def rows(result: CurationResult) -> list[dict]:
+def rows(result: CurationResult) -> list[dict[str, Any]]:
     out = []
     for c in result.clips:
         row = asdict(c.metrics)

@@ -41,15 +41,17 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 
 from loraforge.captioning.auto import load_defaults
 from loraforge.curation import layout
 from loraforge.curation.builders import apply_to_record, build_dataset, check_options
-from loraforge.curation.faces import FaceBackend, make_backend
+from loraforge.curation.faces import DetectedFace, FaceBackend, make_backend
 from loraforge.curation.layout import CLAIM, MEASURED
+from loraforge.curation.metrics import MeasuredClip
 from loraforge.curation.people import PeopleDetector
-from loraforge.curation.pipeline import MediaItem, curate, measure_all
+from loraforge.curation.pipeline import CurationResult, MediaItem, curate, measure_all
 from loraforge.curation.policy import CurationPolicy
 from loraforge.curation.record import DatasetRecord, selection_hash
 from loraforge.ingest import layout as ingest_layout
@@ -317,7 +319,7 @@ def sweep_measures(
     removed = stamped = 0
     for folder, names in sorted(folders.items()):
         prefix = f"{root}{folder}"
-        marker: dict = {}
+        marker: dict[str, Any] = {}
         if MEASURES_MARKER in names:
             try:
                 marker = store.get_json(Bucket.DATASETS, f"{prefix}/{MEASURES_MARKER}")
@@ -383,7 +385,7 @@ class _CountingBackend:
         self.same_person_distance = inner.same_person_distance
         self.duplicate_distance = inner.duplicate_distance
 
-    def detect(self, image_bgr, embed_largest: bool = True):
+    def detect(self, image_bgr: np.ndarray, embed_largest: bool = True) -> list[DetectedFace]:
         if self._cancelled.is_set():
             raise Cancelled("curation was cancelled")
         self.calls += 1
@@ -492,7 +494,7 @@ class CurationWorker:
         references: list[str],
         dataset_id: str,
         prefix: str,
-    ) -> dict:
+    ) -> dict[str, Any]:
         """Measure, decide, select, write and commit the dataset; returns its record."""
         with tempfile.TemporaryDirectory(prefix=f"curation-{job.id}-") as tmp:
             work = Path(tmp)
@@ -554,7 +556,7 @@ class CurationWorker:
     def _build(
         self,
         policy: CurationPolicy,
-        result: Any,
+        result: CurationResult,
         clips: list[IngestedClip],
         refs: list[Path],
         work: Path,
@@ -581,7 +583,7 @@ class CurationWorker:
 
     # -- one curation per dataset ------------------------------------------------------------
 
-    async def _follow_other(self, job: Job, ctx: JobContext, prefix: str) -> dict | None:
+    async def _follow_other(self, job: Job, ctx: JobContext, prefix: str) -> dict[str, Any] | None:
         """Another live job claims this dataset, or this very job runs on another worker (a
         request redelivered while its worker was busy, not dead): wait for the commit and
         return the record, mirroring the other job's progress. None when nobody live holds the
@@ -850,7 +852,7 @@ class CurationWorker:
 
     # -- steps -------------------------------------------------------------------------------
 
-    async def _committed(self, prefix: str) -> dict | None:
+    async def _committed(self, prefix: str) -> dict[str, Any] | None:
         key = f"{prefix}/{layout.RECORD}"
         if await asyncio.to_thread(self._store.stat, Bucket.DATASETS, key) is None:
             return None
@@ -907,15 +909,15 @@ class CurationWorker:
 
     async def _curate(
         self,
-        items: list,
+        items: list[MediaItem],
         policy: CurationPolicy,
         refs: list[Path],
         out: Path,
         ctx: JobContext,
         n_clips: int,
-        measured: list | None = None,
+        measured: list[MeasuredClip] | None = None,
         training_fps: dict[str, float] | None = None,
-    ):
+    ) -> CurationResult:
         cancelled = threading.Event()
         backend = _CountingBackend(await asyncio.to_thread(self._face_backend), cancelled)
         expected = max(1, n_clips * policy.frames_per_clip + len(refs))
@@ -984,9 +986,9 @@ class CurationWorker:
         policy: CurationPolicy,
         dataset_id: str,
         clips: list[IngestedClip],
-        result: Any,
+        result: CurationResult,
         references: list[str],
-    ) -> dict:
+    ) -> dict[str, Any]:
         by_id = {c.clip_id: c for c in clips}
         selected = [
             {
@@ -1030,7 +1032,7 @@ class CurationWorker:
             "report": layout.REPORT,
         }
 
-    def _outcome(self, job: Job, record: dict, prefix: str) -> JobOutcome:
+    def _outcome(self, job: Job, record: dict[str, Any], prefix: str) -> JobOutcome:
         counts = record["counts"]
         data = {
             "job_id": job.id,
