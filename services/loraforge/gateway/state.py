@@ -33,6 +33,7 @@ from nats.js.errors import (
     KeyNotFoundError,
     KeyWrongLastSequenceError,
 )
+from nats.js.kv import KeyValue
 
 from loraforge.runtime.errors import AlreadyExists, Conflict, NotFound
 from loraforge.runtime.events import open_key_value
@@ -44,7 +45,7 @@ def now() -> datetime:
 
 
 class GatewayState:
-    def __init__(self, kv: Any, bucket: str, projects: ProjectRegistry):
+    def __init__(self, kv: KeyValue, bucket: str, projects: ProjectRegistry):
         self._kv = kv
         self.bucket = bucket
         self.registry = projects
