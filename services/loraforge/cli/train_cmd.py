@@ -238,7 +238,7 @@ def presets(
 ) -> None:
     """Base model presets: family, whether the weights are provisioned, where they come from,
     and (--json) the training defaults a run gets for every option left unset."""
-    from loraforge.trainer.presets import list_presets  # imports torch (seconds)
+    from loraforge.trainer.config import list_presets  # imports torch (seconds)
 
     try:
         models_dir = Path(load_settings().models.dir)

@@ -24,6 +24,9 @@ from typing import Any, Protocol
 import torch
 from safetensors.torch import load_file, save_file
 
+from loraforge.runtime.errors import LoraforgeError
+from loraforge.runtime.storage import Bucket
+
 log = logging.getLogger(__name__)
 
 
@@ -109,9 +112,6 @@ class ObjectStoreCacheStore:
         return f"{self.prefix}/{kind}/{key[:2]}/{key}.safetensors"
 
     def get(self, kind: str, key: str) -> dict[str, torch.Tensor] | None:
-        from loraforge.runtime.errors import LoraforgeError
-        from loraforge.runtime.storage import Bucket
-
         got = self.local.get(kind, key)
         if got is not None:
             self.local_hits += 1
@@ -148,9 +148,6 @@ class ObjectStoreCacheStore:
         self._publish(kind, key)
 
     def _publish(self, kind: str, key: str) -> None:
-        from loraforge.runtime.errors import LoraforgeError
-        from loraforge.runtime.storage import Bucket
-
         try:
             _, wrote = self.store.put_if_absent_file(
                 Bucket.MODELS, self.object_key(kind, key), self.local._path(kind, key)

@@ -52,7 +52,31 @@ from typing import Any
 import numpy as np
 import torch
 
+from loraforge.curation.errors import InvalidReference
+from loraforge.curation.faces import make_backend
+from loraforge.evaluation.choose import (
+    CheckpointEval,
+    choose_checkpoint,
+    evaluate_checkpoint,
+    likeness,
+)
+from loraforge.evaluation.diversity import score_diversity
+from loraforge.evaluation.identity import (
+    IdentityScore,
+    RenderFace,
+    _pose_angle,
+    build_references,
+    score_identity,
+)
+from loraforge.evaluation.report import write_report
+from loraforge.evaluation.strength import recommend_strength
+from loraforge.evaluation.validation import ValidationLog, ValidationRecord
+from loraforge.render.scenario import DEFAULT_LORA_WEIGHTS
 from loraforge.runtime.errors import Cancelled, InvalidInput
+from loraforge.runtime.params import LoraType
+from loraforge.trainer.dataset import parse_resolution
+from loraforge.trainer.family import to_pil_list
+from loraforge.trainer.train import ADAPTER, VAL_NOISE_SEED
 
 # job `extra` key -> EvalSettings field; popped before the RunConfig is built
 EVAL_EXTRA = {
@@ -166,9 +190,6 @@ class LiveLikeness:
     def score(self, step: int, paths: Sequence[Path]) -> float | None:
         import cv2
 
-        from loraforge.evaluation.choose import likeness
-        from loraforge.evaluation.identity import score_identity
-
         if self._built is None:
             self._built = self._build()
         refs, backend = self._built
@@ -195,8 +216,6 @@ class ReferenceCandidate:
 def reference_candidates(clips: Sequence[Any], limit: int) -> list[ReferenceCandidate]:
     """Keyframes of the curated clips, most frontal first (curation's yaw/pitch, else its
     head-pose bucket; unknown poses last), then in dataset order."""
-    from loraforge.evaluation.identity import _pose_angle
-
     cands = []
     for order, clip in enumerate(clips):
         m = getattr(clip, "metrics", None) or {}
@@ -264,9 +283,6 @@ class RunEvaluation:
 def default_weight(lora_type: Any) -> float:
     """The documented default adapter weight of a LoRA type (scenario.DEFAULT_LORA_WEIGHTS;
     1.0 for a character and for an unknown type)."""
-    from loraforge.render.scenario import DEFAULT_LORA_WEIGHTS
-    from loraforge.runtime.params import LoraType
-
     try:
         return DEFAULT_LORA_WEIGHTS[
             LoraType(str(getattr(lora_type, "value", lora_type) or "character"))
@@ -377,6 +393,16 @@ def contact_strip(frames: Sequence[np.ndarray], count: int = STRIP_FRAMES) -> np
     return np.concatenate([frames[i] for i in idx], axis=1)
 
 
+def _read_bgr(path: Path) -> np.ndarray:
+    """A preview this evaluation wrote, as a BGR image."""
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise InvalidInput(f"preview {path} cannot be read back as an image")
+    return np.asarray(img)
+
+
 def scored_previews(paths: Sequence[Path]) -> list[Path]:
     """The still of each preview (``NN.png``), what likeness scores; not its clip or strip."""
     return [p for p in paths if p.suffix == ".png" and not p.stem.endswith("_strip")]
@@ -420,16 +446,12 @@ class CheckpointEvaluator:
     # -------------------------------------------- previews
 
     def _size(self) -> tuple[int, int]:
-        from loraforge.trainer.dataset import parse_resolution
-
         t = self.trainer
         return parse_resolution(t.args.resolution, t.preset.stride, t.preset.family)
 
     def _still(self, index: int, last: bool = False) -> Any:
         """First (last) frame of a validation clip (of a training clip without a validation
         set): I2V / FLF2V previews start from frames the LoRA was not trained on."""
-        from loraforge.trainer.family import to_pil_list
-
         ds = self.trainer.validation if self.trainer.validation.samples else self.trainer.dataset
         px = ds.load_pixels(index % len(ds.samples))  # (C, F, H, W)
         return to_pil_list(px[:, -1 if last else 0].unsqueeze(0))[0]
@@ -513,13 +535,11 @@ class CheckpointEvaluator:
         prompts: Sequence[str],
         out_dir: Path,
     ) -> tuple[list[Path], list[np.ndarray]]:
-        import cv2
-
         paths = list(self.rendered.get(step) or [])
         if not paths or not all(p.is_file() for p in paths):
             self.load_state(state())
             paths = self.render_step(step, prompts, out_dir)
-        return paths, [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in scored_previews(paths)]
+        return paths, [_read_bgr(p) for p in scored_previews(paths)]
 
     # -------------------------------------------- references
 
@@ -528,9 +548,6 @@ class CheckpointEvaluator:
     ) -> tuple[Any, dict[str, Any]]:
         """ReferenceFaces (or None) and a description for the record. `images` are
         (BGR image, pose metadata, name); without any, the training stills are used."""
-        from loraforge.curation.errors import InvalidReference
-        from loraforge.evaluation.identity import build_references
-
         source = "keyframes"
         if not images:
             source = "training stills"
@@ -570,10 +587,6 @@ class CheckpointEvaluator:
     @staticmethod
     def _faces_only(step: int, imgs: list[np.ndarray], backend: Any, val_loss: float | None) -> Any:
         """No references: faces are still detected (masked for diversity), nothing to compare."""
-        from loraforge.evaluation.choose import CheckpointEval
-        from loraforge.evaluation.diversity import score_diversity
-        from loraforge.evaluation.identity import IdentityScore, RenderFace
-
         per = []
         for img in imgs:
             boxes = tuple(f.box for f in backend.detect(img, embed_largest=False))
@@ -592,8 +605,6 @@ class CheckpointEvaluator:
 
     def render_at(self, weight: float, prompts: Sequence[str]) -> list[np.ndarray]:
         """The preview set with the loaded LoRA applied at adapter weight `weight`."""
-        from loraforge.trainer.train import ADAPTER
-
         with adapter_scale(self._adapter_models(), weight, ADAPTER) as n:
             if not n:
                 raise InvalidInput("no LoRA layer of the trained adapter to scale")
@@ -611,8 +622,6 @@ class CheckpointEvaluator:
         """(recommended weight, reason, one row per weight) for the LoRA currently loaded.
         Unmeasurable likeness gives the type's default weight; nothing is rendered without
         references."""
-        from loraforge.evaluation.strength import recommend_strength
-
         if not self.settings.strength:
             return default_strength(
                 lora_type, "the strength pass was turned off (extra.eval_strength = false)"
@@ -671,11 +680,6 @@ class CheckpointEvaluator:
         """`states`: step -> a loader of that step's LoRA tensors (trainer param names);
         `lora_type` picks the default weight when likeness is unmeasurable; `backend` is a
         face backend (default: ``make_backend(settings.face_backend)``)."""
-        from loraforge.curation.faces import make_backend
-        from loraforge.evaluation.choose import choose_checkpoint, evaluate_checkpoint
-        from loraforge.evaluation.report import write_report
-        from loraforge.evaluation.validation import ValidationLog, ValidationRecord
-
         start = time.monotonic()
         steps = sorted(states)
         if not steps:
@@ -712,8 +716,6 @@ class CheckpointEvaluator:
         self.progress(0.95 * len(steps) / units, f"chose step {choice.step}; writing the report")
         log = ValidationLog()
         n_samples = len(self.trainer.validation.samples)
-        from loraforge.trainer.train import VAL_NOISE_SEED
-
         # the validation protocol (train.py: Trainer.evaluate), timesteps on a 0..1000 scale
         timesteps = tuple(int(f * 1000) for f in self.trainer.validation_timesteps())
         for s in sorted(val_losses):

@@ -22,6 +22,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from loraforge.runtime.errors import InvalidInput, LoraforgeError
+from loraforge.runtime.k8s_jobs import validate_run_id
+from loraforge.trainer import k8s_run
+from loraforge.trainer.config import RunConfig, resolve
+from loraforge.trainer.train import Trainer, plan
 
 # flag -> (RunConfig field, type, help)
 _OVERRIDES: list[tuple[str, str, Any, str]] = [
@@ -110,7 +114,8 @@ _BOOL_FLAGS: list[tuple[str, str, str]] = [
     (
         "--dora",
         "use_dora",
-        "train DoRA (magnitude + direction); the file carries dora_scale in ComfyUI's convention, not with --fp8-base",
+        "train DoRA (magnitude + direction); the file carries dora_scale in ComfyUI's "
+        "convention, not with --fp8-base",
     ),
     (
         "--gradient-checkpointing",
@@ -196,14 +201,10 @@ def _overrides(ns: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from loraforge.trainer.config import RunConfig, resolve
-
     ns = build_parser().parse_args(argv)
     try:
         overrides = _overrides(ns)
         if ns.run:
-            from loraforge.runtime.k8s_jobs import validate_run_id
-
             validate_run_id(ns.run)
             if not ns.run_config_dir:
                 return _run_job(ns.run, overrides)
@@ -230,29 +231,23 @@ def main(argv: list[str] | None = None) -> int:
 def planned(config: Any) -> Any:
     """The resolved config as the trainer will run it (the dataset scanned and split, epochs
     converted), without loading a model."""
-    from loraforge.trainer.train import plan
-
     return plan(config)[1]
 
 
 def _run_job(run_id: str, overrides: dict[str, Any]) -> int:
     """The pod of a Kubernetes Job: the run spec carries the parameters, not flags."""
-    from loraforge.trainer.k8s_run import run_in_pod
-
     ignored = sorted(set(overrides) - {"device", "models_dir"})
     if ignored:
         raise InvalidInput(
             f"--run {run_id} takes its parameters from the run spec; only "
             f"--device and --models-dir apply (not {', '.join(ignored)})"
         )
-    return run_in_pod(
+    return k8s_run.run_in_pod(
         run_id, device=overrides.get("device"), models_dir=overrides.get("models_dir")
     )
 
 
 def _train(config: Any) -> int:
-    from loraforge.trainer.train import Trainer
-
     stop = {"flag": False}
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from loraforge.runtime.errors import InvalidInput
 from loraforge.trainer.dataset import check_frames, parse_resolution
-from loraforge.trainer.presets import Preset, get_preset
+from loraforge.trainer.presets import PRESETS, TINY_SEED, Preset, get_preset, weights_path
 
 
 class RunConfig(BaseModel):
@@ -365,10 +365,8 @@ def resolve(config: RunConfig, steps_per_epoch: int | None = None) -> tuple[Pres
                 f"{steps} steps is below the {MIN_REAL_STEPS} the seeds recommend as a minimum"
             )
     rank = config.rank or d.rank
-    if config.alpha is not None:
-        alpha = float(config.alpha)
-    else:  # the family's alpha/rank ratio at the rank in use (module docstring)
-        alpha = float(d.alpha) * rank / d.rank
+    # unset: the family's alpha/rank ratio at the rank in use (module docstring)
+    alpha = float(config.alpha) if config.alpha is not None else float(d.alpha) * rank / d.rank
     checkpoint_every = (
         config.checkpoint_every
         if config.checkpoint_every is not None
@@ -433,3 +431,31 @@ def effective_defaults(preset_name: str) -> dict[str, Any]:
     _, resolved = resolve(RunConfig(preset=preset_name, dataset=Path("."), output_dir=Path(".")))
     args = resolved.training_args()
     return {k: v for k, v in sorted(args.items()) if k not in LOCATION_FIELDS and k != "preset"}
+
+
+def list_presets(models_dir: Path | None = None) -> list[dict[str, Any]]:
+    """One row per preset for ``loraforge presets``: name, family, where the weights come
+    from, whether they are present, and ``defaults``: the resolved training config of a run
+    that sets nothing (effective_defaults, the one source of defaults)."""
+    rows = []
+    for p in PRESETS.values():
+        if p.tiny:
+            source, present = f"built in code (random weights, seed {TINY_SEED})", True
+        else:
+            path = weights_path(p, models_dir)
+            source = f"{path} (diffusers format; provision from {p.hub_reference})"
+            present = (path / "model_index.json").is_file()
+        rows.append(
+            {
+                "name": p.name,
+                "family": p.family,
+                "variant": p.variant,
+                "tiny": p.tiny,
+                "description": p.description,
+                "weights": source,
+                "provisioned": present,
+                "stride": p.stride,
+                "defaults": effective_defaults(p.name),
+            }
+        )
+    return rows

@@ -74,7 +74,8 @@ def magnitude_from_comfy(
 def base_weight(module: torch.nn.Module) -> torch.Tensor:
     """The frozen weight of a (peft-wrapped) layer in fp32, undoing the fp8 storage of
     :mod:`loraforge.trainer.memory` (which keeps a per-row scale next to the weight)."""
-    base = module.get_base_layer() if hasattr(module, "get_base_layer") else module
+    get_base_layer: Any = getattr(module, "get_base_layer", None)  # peft wrapper, else None
+    base: Any = get_base_layer() if get_base_layer is not None else module
     w = base.weight.detach()
     scale = getattr(base, "fp8_scale", None)
     return w.float() * scale.float().to(w.device) if scale is not None else w.float()
@@ -157,9 +158,9 @@ def to_peft_layout(
     unknown = sorted(p for p in prefixes if p not in modules)
     if unknown:
         raise InvalidInput(
-            f"DoRA file names {len(unknown)} layers this model does not have (first: {unknown[0]}); "
-            "it was trained for a different base model, or names its layers in a way loraforge "
-            "does not map (ComfyUI may still load it)"
+            f"DoRA file names {len(unknown)} layers this model does not have (first: "
+            f"{unknown[0]}); it was trained for a different base model, or names its layers in "
+            "a way loraforge does not map (ComfyUI may still load it)"
         )
     out: dict[str, torch.Tensor] = {}
     for prefix in sorted(prefixes):

@@ -23,6 +23,13 @@ from loraforge.trainer import dora
 from loraforge.trainer.family import FamilyDefaults, peft_to_diffusion_model_keys
 from loraforge.trainer.inference import StepHook, check_guidance, cpu_generator, step_kwargs
 from loraforge.trainer.sdxl import tiny_vae
+from loraforge.trainer.tiny_text import (
+    TINY_BOS_ID,
+    TINY_EOS_ID,
+    TINY_PAD_ID,
+    TINY_VOCAB_SIZE,
+    tiny_tokenizer,
+)
 
 FAMILY = "flux"
 STRIDE = 16
@@ -72,14 +79,6 @@ def build_tiny(variant: str, seed: int = 0) -> Any:
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
-    from loraforge.trainer.tiny_text import (
-        TINY_BOS_ID,
-        TINY_EOS_ID,
-        TINY_PAD_ID,
-        TINY_VOCAB_SIZE,
-        tiny_tokenizer,
-    )
-
     torch.manual_seed(seed + 2)
     transformer = FluxTransformer2DModel(
         patch_size=1,
@@ -109,7 +108,8 @@ def build_tiny(variant: str, seed: int = 0) -> Any:
     ).eval()
     torch.manual_seed(seed + 4)
     t5 = T5EncoderModel(
-        T5Config(
+        # PretrainedConfig takes decoder_start_token_id; T5Config's typed signature omits it
+        T5Config(  # type: ignore[call-arg]
             vocab_size=TINY_VOCAB_SIZE,
             d_model=32,
             d_kv=8,
@@ -205,7 +205,8 @@ def predict(
     prompt_embeds = batch["prompt_embeds"].to(noisy)
     txt_ids = torch.zeros(prompt_embeds.shape[1], 3, device=noisy.device, dtype=noisy.dtype)
     guidance = None
-    if model.config.guidance_embeds:
+    config: Any = model.config  # diffusers' config (Module's typing knows tensors and modules)
+    if config.guidance_embeds:
         guidance = torch.full((b,), TRAIN_GUIDANCE, device=noisy.device, dtype=torch.float32)
     out = model(
         hidden_states=packed,

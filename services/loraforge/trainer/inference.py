@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from loraforge.runtime.errors import InvalidInput
+
 StepHook = Callable[[int], None]
 
 
@@ -45,7 +47,5 @@ def step_kwargs(on_step: StepHook | None) -> dict[str, Any]:
 
 def check_guidance(guidance: float) -> float:
     if not 0.0 <= float(guidance) <= 30.0:
-        from loraforge.runtime.errors import InvalidInput
-
         raise InvalidInput(f"guidance {guidance} is outside 0..30; 1 turns CFG off, 4-7 is usual")
     return float(guidance)

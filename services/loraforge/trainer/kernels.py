@@ -17,6 +17,8 @@ from typing import Literal
 
 import torch
 
+from loraforge.trainer.memory import transformer_blocks
+
 AttentionBackend = Literal["auto", "cudnn", "flash", "efficient", "math"]
 
 
@@ -68,9 +70,7 @@ def compile_blocks(model: torch.nn.Module) -> int:
     is a sizeable share of a step once attention runs on cuDNN. Only ``forward`` is
     compiled so block swap's hooks stay eager Python. Returns the number of blocks.
     """
-    from loraforge.trainer.memory import transformer_blocks
-
     blocks = transformer_blocks(model)
     for blk in blocks:
-        blk.forward = torch.compile(blk.forward)  # type: ignore[method-assign]
+        blk.forward = torch.compile(blk.forward)
     return len(blocks)

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from loraforge.runtime.errors import InvalidInput, NotFound
+from loraforge.runtime.settings import load_settings
 from loraforge.trainer import flux, sd15, sdxl, wan
 from loraforge.trainer.preset_table import PRESETS, Preset
 
@@ -47,8 +48,6 @@ def get_preset(name: str) -> Preset:
 
 
 def default_models_dir() -> Path:
-    from loraforge.runtime.settings import load_settings
-
     return Path(load_settings().models.dir)
 
 
@@ -76,33 +75,3 @@ def load_pipeline(
     if p.tiny:
         return p.module.build_tiny(p.variant, TINY_SEED)
     return p.module.load_pretrained(check_provisioned(p, models_dir), p.variant, dtype)
-
-
-def list_presets(models_dir: Path | None = None) -> list[dict[str, Any]]:
-    """One row per preset for ``loraforge presets``: name, family, where the weights come
-    from, whether they are present, and ``defaults``: the resolved training config of a run
-    that sets nothing (trainer/config.py: effective_defaults, the one source of defaults)."""
-    from loraforge.trainer.config import effective_defaults
-
-    rows = []
-    for p in PRESETS.values():
-        if p.tiny:
-            source, present = f"built in code (random weights, seed {TINY_SEED})", True
-        else:
-            path = weights_path(p, models_dir)
-            source = f"{path} (diffusers format; provision from {p.hub_reference})"
-            present = (path / "model_index.json").is_file()
-        rows.append(
-            {
-                "name": p.name,
-                "family": p.family,
-                "variant": p.variant,
-                "tiny": p.tiny,
-                "description": p.description,
-                "weights": source,
-                "provisioned": present,
-                "stride": p.stride,
-                "defaults": effective_defaults(p.name),
-            }
-        )
-    return rows

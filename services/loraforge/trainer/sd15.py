@@ -17,6 +17,13 @@ from loraforge.trainer import dora
 from loraforge.trainer.family import FamilyDefaults, peft_to_kohya_keys
 from loraforge.trainer.inference import StepHook, check_guidance, cpu_generator, step_kwargs
 from loraforge.trainer.sdxl import tiny_vae
+from loraforge.trainer.tiny_text import (
+    TINY_BOS_ID,
+    TINY_EOS_ID,
+    TINY_PAD_ID,
+    TINY_VOCAB_SIZE,
+    tiny_tokenizer,
+)
 
 FAMILY = "sd1.5"
 STRIDE = 64
@@ -48,14 +55,6 @@ DEFAULTS = FamilyDefaults(
 def build_tiny(variant: str, seed: int = 0) -> Any:
     from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
-
-    from loraforge.trainer.tiny_text import (
-        TINY_BOS_ID,
-        TINY_EOS_ID,
-        TINY_PAD_ID,
-        TINY_VOCAB_SIZE,
-        tiny_tokenizer,
-    )
 
     torch.manual_seed(seed + 2)
     unet = UNet2DConditionModel(
@@ -165,7 +164,8 @@ def load_lora_into_pipeline(pipe: Any, files: dict[str, Path], adapter_name: str
     dora.load_lora(pipe, files["unet"], "unet", to_comfy, adapter_name, "unet")
 
 
-#: Guidance of a render when the scenario does not set one: the SD1.5 reference and diffusers default.
+#: Guidance of a render when the scenario does not set one: the SD1.5 reference and diffusers
+#: default.
 RENDER_GUIDANCE = 7.5
 
 

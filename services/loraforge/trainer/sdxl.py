@@ -23,6 +23,13 @@ import torch
 from loraforge.trainer import dora
 from loraforge.trainer.family import FamilyDefaults, peft_to_kohya_keys
 from loraforge.trainer.inference import StepHook, check_guidance, cpu_generator, step_kwargs
+from loraforge.trainer.tiny_text import (
+    TINY_BOS_ID,
+    TINY_EOS_ID,
+    TINY_PAD_ID,
+    TINY_VOCAB_SIZE,
+    tiny_tokenizer,
+)
 
 FAMILY = "sdxl"
 STRIDE = 64
@@ -56,8 +63,6 @@ DEFAULTS = FamilyDefaults(
 def _tiny_clip(seed: int, with_projection: bool) -> Any:
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from loraforge.trainer.tiny_text import TINY_BOS_ID, TINY_EOS_ID, TINY_PAD_ID, TINY_VOCAB_SIZE
-
     torch.manual_seed(seed)
     cfg = CLIPTextConfig(
         vocab_size=TINY_VOCAB_SIZE,
@@ -81,7 +86,8 @@ def tiny_vae(seed: int, latent_channels: int = 4, **kw: Any) -> Any:
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
-    return AutoencoderKL(
+    # a torch module at run time; diffusers' mixins hide Module.eval from mypy
+    return AutoencoderKL(  # type: ignore[attr-defined]
         in_channels=3,
         out_channels=3,
         latent_channels=latent_channels,
@@ -97,8 +103,6 @@ def tiny_vae(seed: int, latent_channels: int = 4, **kw: Any) -> Any:
 
 def build_tiny(variant: str, seed: int = 0) -> Any:
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-
-    from loraforge.trainer.tiny_text import tiny_tokenizer
 
     torch.manual_seed(seed + 2)
     unet = UNet2DConditionModel(
@@ -212,7 +216,8 @@ def load_lora_into_pipeline(pipe: Any, files: dict[str, Path], adapter_name: str
     dora.load_lora(pipe, files["unet"], "unet", to_comfy, adapter_name, "unet")
 
 
-#: Guidance of a render when the scenario does not set one: diffusers' SDXL default (the Stability reference samples use 5-7).
+#: Guidance of a render when the scenario does not set one: diffusers' SDXL default (the
+#: Stability reference samples use 5-7).
 RENDER_GUIDANCE = 5.0
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from loraforge.evaluation.errors import TrialFailed
 from loraforge.evaluation.sweep import TrialScore, training_fields
 from loraforge.trainer.config import RunConfig, resolve
+from loraforge.trainer.train import Trainer
 
 
 def validation_score(val_losses: dict[int, float], job_id: str = "") -> TrialScore:
@@ -57,8 +58,6 @@ def local_trial_runner(
     """A trial runner training ``base`` with each trial's parameters under
     ``out_root/trial-N``; every trial evaluates at the same steps (``base.eval_every``, else
     the cadence of the base config's resolved steps), so the pruner compares like with like."""
-    from loraforge.trainer.train import Trainer
-
     _, resolved = resolve(base)
     counter = {"n": 0}
 

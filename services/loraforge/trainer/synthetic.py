@@ -43,7 +43,7 @@ def write_video_dataset(
     w, h = size
     for c in range(clips):
         path = root / "videos" / f"clip_{c:03d}.mp4"
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
         for i in range(frames):
             writer.write(cv2.cvtColor(_frame(w, h, i / frames, c / clips), cv2.COLOR_RGB2BGR))
         writer.release()

@@ -11,9 +11,10 @@ diffusers pipelines call the same way as the real CLIP / T5 / UMT5 tokenizers
 from __future__ import annotations
 
 import string
+from typing import TYPE_CHECKING
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-from transformers import PreTrainedTokenizerFast
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
 
@@ -179,6 +180,11 @@ def tiny_vocab() -> dict[str, int]:
 
 def tiny_tokenizer(model_max_length: int = 77) -> PreTrainedTokenizerFast:
     """A deterministic tokenizer with ``<s> ... </s>`` around every text."""
+    # heavy: imported when a tiny pipeline is built, so the family modules that import the
+    # vocabulary's constants at their top do not load transformers
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
     vocab = tiny_vocab()
     tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token=UNK, max_input_chars_per_word=64))
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])

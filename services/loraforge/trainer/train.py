@@ -71,7 +71,15 @@ from loraforge.trainer.memory import (
     fp8_base_weights,
     selective_checkpoint,
 )
-from loraforge.trainer.presets import TINY_SEED, Preset, load_pipeline, weights_path
+from loraforge.trainer.presets import (
+    FAMILY_MODULES,
+    TINY_SEED,
+    Preset,
+    get_preset,
+    load_pipeline,
+    weights_path,
+)
+from loraforge.trainer.wan import expert_range
 
 ADAPTER = "default"
 STATE_FILE = "training_state.pt"
@@ -124,18 +132,12 @@ class Trainer:
         # called with the step after each held-out evaluation (previews are rendered there)
         self.on_eval = on_eval
         if not self.validation.samples:
-            self.args = self.args.model_copy(
-                update={
-                    "warnings": [
-                        *self.args.warnings,
-                        (
-                            f"no validation set: the dataset has {len(self.dataset.media)} clip(s) and "
-                            f"validation_split={config.validation_split}; checkpoints cannot be compared on "
-                            "unseen data (add clips, lower validation_split or give validation_dataset)"
-                        ),
-                    ]
-                }
+            warning = (
+                f"no validation set: the dataset has {len(self.dataset.media)} clip(s) and "
+                f"validation_split={config.validation_split}; checkpoints cannot be compared "
+                "on unseen data (add clips, lower validation_split or give validation_dataset)"
             )
+            self.args = self.args.model_copy(update={"warnings": [*self.args.warnings, warning]})
         self.cache = cache_store or (
             cache_mod.LocalCacheStore(config.cache_dir)
             if config.cache_dir
@@ -174,7 +176,9 @@ class Trainer:
 
     # ------------------------------------------------------------ setup
 
-    def _selected_denoisers(self) -> dict[str, torch.nn.Module]:
+    def _selected_denoisers(self) -> dict[str, Any]:
+        """Attribute -> the diffusers model trained (a torch module with diffusers' config and
+        peft's adapter methods, which Module's typing does not know)."""
         all_models = self.family.denoisers(self.pipe)
         if self.variant == "t2v-a14b" and self.config.expert != "both":
             keep = "transformer" if self.config.expert == "high" else "transformer_2"
@@ -314,7 +318,7 @@ class Trainer:
         params = list(self.params.values())
         if self.config.optimizer == "adamw8bit" and self.device.type == "cuda":
             try:
-                import bitsandbytes as bnb  # type: ignore[import-not-found]
+                import bitsandbytes as bnb
 
                 return bnb.optim.AdamW8bit(
                     params, lr=self.args.learning_rate, weight_decay=self.config.weight_decay
@@ -450,8 +454,6 @@ class Trainer:
         """Which denoiser this micro-batch trains, and its timesteps."""
         names = list(self.models)
         if self.variant == "t2v-a14b":
-            from loraforge.trainer.wan import expert_range
-
             name = (
                 names[int(torch.randint(0, len(names), (1,), generator=gen))]
                 if len(names) > 1
@@ -482,8 +484,6 @@ class Trainer:
             for name in self.models:
                 lo, hi = (0.0, 1.0)
                 if self.variant == "t2v-a14b":
-                    from loraforge.trainer.wan import expert_range
-
                     lo, hi = expert_range(self.variant, name)
                 for i in range(len(self.validation.samples)):
                     batch = self._collate(self.val_encoded, self.validation, [i])
@@ -581,11 +581,11 @@ class Trainer:
                 self._validate(result, step)
                 self._after_eval(step)
             cancelled = bool(self.should_cancel and self.should_cancel(step))
-            if (ckpt_every and step % ckpt_every == 0) or cancelled:
-                if step < self.args.steps or cancelled:
-                    result.checkpoints.append(
-                        self._save_checkpoint(ckpt_root, step, opt, sched, gen)
-                    )
+            # the periodic checkpoint (the final step's is the exported LoRA itself), and
+            # the step a cancel stopped at, for the resume
+            periodic = bool(ckpt_every) and step % ckpt_every == 0 and step < self.args.steps
+            if periodic or cancelled:
+                result.checkpoints.append(self._save_checkpoint(ckpt_root, step, opt, sched, gen))
             if cancelled:
                 result.status = "cancelled"
                 break
@@ -736,8 +736,6 @@ def plan(config: RunConfig) -> tuple[Preset, Any, CaptionedDataset, CaptionedDat
 
 def plan_datasets(config: RunConfig, args: Any) -> tuple[CaptionedDataset, CaptionedDataset]:
     """(training set, validation set) of a run config (config.py's validation rule)."""
-    from loraforge.trainer.presets import get_preset
-
     preset = get_preset(config.preset)
 
     def scan(path: Path) -> CaptionedDataset:
@@ -785,8 +783,6 @@ def train(config: RunConfig | dict[str, Any], **kwargs: Any) -> TrainResult:
 
 
 def describe_defaults() -> dict[str, dict[str, Any]]:
-    from loraforge.trainer.presets import FAMILY_MODULES
-
     return {fam: mod.DEFAULTS.as_dict() for fam, mod in FAMILY_MODULES.items()}
 
 

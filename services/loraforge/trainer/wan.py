@@ -29,6 +29,12 @@ from loraforge.runtime.errors import InvalidInput
 from loraforge.trainer import dora
 from loraforge.trainer.family import FamilyDefaults, peft_to_diffusion_model_keys, to_pil_list
 from loraforge.trainer.inference import StepHook, check_guidance, cpu_generator, step_kwargs
+from loraforge.trainer.tiny_text import (
+    TINY_EOS_ID,
+    TINY_PAD_ID,
+    TINY_VOCAB_SIZE,
+    tiny_tokenizer,
+)
 
 FAMILY = "wan"
 STRIDE = 16  # VAE 8x * patch 2
@@ -115,13 +121,6 @@ def build_tiny(variant: str, seed: int = 0) -> Any:
         UMT5EncoderModel,
     )
 
-    from loraforge.trainer.tiny_text import (
-        TINY_EOS_ID,
-        TINY_PAD_ID,
-        TINY_VOCAB_SIZE,
-        tiny_tokenizer,
-    )
-
     torch.manual_seed(seed)
     text_encoder = UMT5EncoderModel(
         UMT5Config(
@@ -139,7 +138,8 @@ def build_tiny(variant: str, seed: int = 0) -> Any:
     ).eval()
     tokenizer = tiny_tokenizer(model_max_length=64)
     torch.manual_seed(seed + 1)
-    vae = AutoencoderKLWan(
+    # a torch module at run time; diffusers' mixins hide Module.eval from mypy
+    vae = AutoencoderKLWan(  # type: ignore[attr-defined]
         base_dim=3,
         z_dim=16,
         dim_mult=[1, 1, 1, 1],

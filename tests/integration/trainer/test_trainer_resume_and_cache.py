@@ -16,11 +16,11 @@ from loraforge.runtime.keys import ProjectRef
 from loraforge.runtime.params import TrainingParams
 from loraforge.runtime.storage import Bucket
 from loraforge.trainer.cache import ObjectStoreCacheStore
-from loraforge.trainer.train import STATE_FILE, Trainer
 from loraforge.trainer.run.context import Workspace, run_config
 from loraforge.trainer.run.fetch import fetch_dataset
 from loraforge.trainer.run.layout import run_prefix
 from loraforge.trainer.run.sync import CheckpointSync
+from loraforge.trainer.train import STATE_FILE, Trainer
 from loraforge.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
 
 from .test_trainer_service import (  # noqa: F401 (fixture)

@@ -12,9 +12,8 @@ import torch
 
 from loraforge.runtime.errors import InvalidInput
 from loraforge.trainer import cli
-from loraforge.trainer.config import RunConfig, effective_defaults, resolve
+from loraforge.trainer.config import RunConfig, effective_defaults, list_presets, resolve
 from loraforge.trainer.dataset import validation_count
-from loraforge.trainer.presets import list_presets
 from loraforge.trainer.train import Trainer, plan
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from loraforge.runtime.errors import InvalidInput, NotFound
-from loraforge.trainer import presets
+from loraforge.trainer import config, presets
 from loraforge.trainer.config import RunConfig, resolve
 from loraforge.trainer.dataset import CaptionedDataset, DatasetConfig, parse_resolution
 from loraforge.trainer.synthetic import write_image_dataset
@@ -37,7 +37,7 @@ def test_registry_names_and_listing(tmp_path: Path) -> None:
     assert sorted(presets.PRESETS) == sorted(REAL + TINY)
     (tmp_path / "sdxl").mkdir()
     (tmp_path / "sdxl" / "model_index.json").write_text("{}")
-    rows = {r["name"]: r for r in presets.list_presets(tmp_path)}
+    rows = {r["name"]: r for r in config.list_presets(tmp_path)}
     assert rows["sdxl"]["provisioned"] is True
     assert rows["flux.1-dev"]["provisioned"] is False
     assert str(tmp_path / "flux.1-dev") in rows["flux.1-dev"]["weights"]
@@ -116,7 +116,7 @@ def test_empty_dataset_refused(tmp_path: Path) -> None:
 
 def test_sd15_config_on_sdxl(one_image: Path) -> None:
     # A config that declares it was made for SD1.5 is refused on an SDXL preset ...
-    with pytest.raises(InvalidInput, match="family 'sd1.5' but preset 'sdxl' is 'sdxl'"):
+    with pytest.raises(InvalidInput, match=r"family 'sd1\.5' but preset 'sdxl' is 'sdxl'"):
         resolve(_cfg(one_image, preset="sdxl", family="sd1.5", resolution=512))
     # ... one that only carries SD1.5 numbers (512 px) gets a warning, not a refusal.
     with pytest.warns(UserWarning, match="far below sdxl's native 1024x1024"):
