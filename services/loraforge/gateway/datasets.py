@@ -24,9 +24,10 @@ import asyncio
 import builtins
 import json
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 from loraforge.curation import layout
 from loraforge.curation.layout import MANIFEST
@@ -35,6 +36,8 @@ from loraforge.gateway.models import Decision
 from loraforge.runtime.errors import InvalidInput, NotFound
 from loraforge.runtime.keys import ProjectRef, validate_key_part
 from loraforge.runtime.storage import Bucket, ObjectStore
+
+T = TypeVar("T")
 
 CAPTION_RUN = "captions/_run.json"  # captioning's run record (trigger, type, template)
 
@@ -79,7 +82,7 @@ class DatasetStore:
     def __init__(self, store: ObjectStore):
         self._store = store
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(fn, *args)
 
     async def _json_or_none(self, key: str) -> Any:
