@@ -14,6 +14,7 @@ import os
 import threading
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -53,7 +54,7 @@ def models_dir() -> Path:
 
 
 @lru_cache(maxsize=1)
-def _models():
+def _models() -> tuple[Any, Any, Any, Any]:  # dlib and its models (dlib ships no types)
     try:
         import dlib
     except ImportError as e:  # pragma: no cover - depends on the image
@@ -72,7 +73,7 @@ def _models():
 # this pool: ~1.7x on 2 cores. Building one costs ~0.5 s, so the pool is filled once per
 # process, next to the other models. The shape predictor (~3 ms) and the ResNet encoder (holds
 # the GIL, one call per clip) stay shared behind a lock.
-_free_detectors: list = []
+_free_detectors: list[Any] = []  # dlib.fhog_object_detector
 _detectors_built = 0
 _detectors_lock = threading.Lock()
 
@@ -88,7 +89,7 @@ def _fill_detector_pool(n: int) -> None:
             _detectors_built += 1
 
 
-def _take_detector():
+def _take_detector() -> Any:
     global _detectors_built
     with _detectors_lock:
         if _free_detectors:
@@ -97,7 +98,7 @@ def _take_detector():
     return _models()[0].get_frontal_face_detector()  # more callers than cores: build one more
 
 
-def _give_detector(det) -> None:
+def _give_detector(det: Any) -> None:
     with _detectors_lock:
         _free_detectors.append(det)
 

@@ -114,7 +114,7 @@ def _anchors() -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
-def _interpreter(name: str):
+def _interpreter(name: str) -> Any:  # ai_edge_litert's Interpreter (ships no types)
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError as e:  # pragma: no cover - depends on the install
@@ -161,7 +161,7 @@ class _Models(threading.local):
         self._landmarks = None
 
     @property
-    def landmarks(self):
+    def landmarks(self) -> Any:  # ai_edge_litert's Interpreter
         if self._landmarks is None:  # 6 MB, only for pose datasets
             self._landmarks = _interpreter("pose_landmark_full.tflite")
         return self._landmarks
@@ -277,7 +277,10 @@ class PeopleDetector:
         it.set_tensor(it.get_input_details()[0]["index"], (small.astype(np.float32) / 255.0)[None])
         it.invoke()
         m = it.get_tensor(it.get_output_details()[0]["index"])[0, :, :, 0]
-        return cv2.resize(m, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
+        prob: np.ndarray = cv2.resize(
+            m, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR
+        )
+        return prob
 
     # -- counting --------------------------------------------------------------------------
 
