@@ -19,16 +19,17 @@ def openapi() -> dict[str, Any]:
     from loraforge.runtime.metrics import Metrics
     from loraforge.runtime.settings import Settings
 
-    # The schema depends only on the routes: the clients are never called here.
+    # The schema depends only on the routes: the clients and stores are never called here,
+    # hence None where the app takes them.
     backends = BackendClients({})
     app = create_app(
         Settings(env="test"),
         Metrics("gateway"),
         backends=backends,
         store=None,  # type: ignore[arg-type]
-        jobs_store=None,
-        state=None,
-    )  # type: ignore[arg-type]
+        jobs_store=None,  # type: ignore[arg-type]
+        state=None,  # type: ignore[arg-type]
+    )
     return app.openapi()
 
 

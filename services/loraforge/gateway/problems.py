@@ -225,6 +225,8 @@ def install(app: FastAPI) -> None:
         detail = "; ".join(f"{'.'.join(p['loc'])}: {p['msg']}" for p in problems[:10])
         return problem_response(422, f"fix these fields: {detail}", request, errors=problems)
 
+    # Starlette types every handler as taking Exception; it calls each one only with the
+    # class it is registered for, which is what these two annotate.
     app.add_exception_handler(RequestValidationError, on_validation)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, on_http)  # type: ignore[arg-type]
     app.add_exception_handler(errors.LoraforgeError, on_error)

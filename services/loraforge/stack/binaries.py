@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from loraforge.runtime.errors import ConfigurationError
 
@@ -205,7 +206,26 @@ def _bindable(host: str, port: int) -> bool:
             return False
 
 
-def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 5.0) -> int | None:
+class Process(Protocol):
+    """What stop_process uses of a process: a Popen, or a handle to one an earlier `up`
+    started (stack/local.py)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float) -> int: ...
+
+    def terminate(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+def stop_process(proc: Process, grace_s: float = 5.0) -> int | None:
     """SIGTERM, bounded wait, then SIGKILL (weed has been seen to ignore SIGTERM for 14 s)."""
     if proc.poll() is not None:
         return proc.returncode

@@ -354,7 +354,7 @@ def _stop_pid(pid: int, grace_s: float) -> None:
         def kill(self) -> None:
             os.kill(self.pid, 9)
 
-    stop_process(_Handle(pid), grace_s=grace_s)  # type: ignore[arg-type]
+    stop_process(_Handle(pid), grace_s=grace_s)
 
 
 def _tail(path: str, lines: int = 15) -> str:
