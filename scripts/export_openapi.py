@@ -10,15 +10,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from loraforge.gateway.app import create_app
+from loraforge.gateway.clients import BackendClients
+from loraforge.runtime.metrics import Metrics
+from loraforge.runtime.settings import Settings
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def openapi() -> dict[str, Any]:
-    from loraforge.gateway.app import create_app
-    from loraforge.gateway.clients import BackendClients
-    from loraforge.runtime.metrics import Metrics
-    from loraforge.runtime.settings import Settings
-
     # The schema depends only on the routes: the clients and stores are never called here,
     # hence None where the app takes them.
     backends = BackendClients({})
