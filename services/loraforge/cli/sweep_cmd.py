@@ -42,6 +42,15 @@ from loraforge.cli.output import (
     show,
 )
 from loraforge.evaluation.errors import TrialFailed
+from loraforge.evaluation.sweep import (
+    TrialScore,
+    best_params_for_reuse,
+    default_space,
+    load_study,
+    run_sweep,
+    schedule_extra,
+    training_fields,
+)
 from loraforge.runtime.errors import InvalidInput, LoraforgeError, Unavailable
 from loraforge.runtime.grpc_client import sync_channel
 from loraforge.runtime.keys import ProjectRef, validate_key_part
@@ -167,13 +176,7 @@ def run_study(
     overrides the family's default search space; `objective` is auto, likeness or
     validation_loss (module docstring).
     Raises LoraforgeError for bad input; the caller decides how to report it."""
-    # the sweep's libraries import optuna and torch (seconds): only `sweep` pays for them
-    from loraforge.evaluation.sweep import (
-        best_params_for_reuse,
-        default_space,
-        load_study,
-        run_sweep,
-    )
+    # the trainer's modules import torch (seconds): only `sweep` pays for them
     from loraforge.trainer.config import checkpoint_interval, effective_defaults
     from loraforge.trainer.presets import get_preset
 
@@ -259,8 +262,6 @@ def choose_objective(objective: str, lora_type: str, preset: Any) -> str:
 def trainer_extra(extra: dict[str, Any]) -> dict[str, Any]:
     """The search space's schedule knobs -> the trainer's RunConfig fields
     (evaluation/sweep.py: schedule_extra)."""
-    from loraforge.evaluation.sweep import schedule_extra  # imports optuna
-
     return schedule_extra(extra)
 
 
@@ -269,7 +270,6 @@ def training_run(
 ) -> dict[str, Any]:
     """Sweep parameters -> TrainingRun fields: what the space searches (alpha from the alpha
     ratio, the family's schedule knobs in `extra`); the rest stays unset = family default."""
-    from loraforge.evaluation.sweep import training_fields  # imports optuna
     from loraforge.trainer.config import effective_defaults  # imports torch
 
     d = effective_defaults(base)  # what the trainer resolves an unset field to
@@ -279,7 +279,6 @@ def training_run(
 
 def trial_score(objective: str, result: dict[str, Any], job_id: str) -> Any:
     """A finished job's result -> the trial's TrialScore (value and why)."""
-    from loraforge.evaluation.sweep import TrialScore  # imports optuna
     from loraforge.trainer.sweep_trials import validation_score  # imports torch
 
     vals = {int(k): float(v) for k, v in (result.get("val_losses") or {}).items()}
