@@ -48,7 +48,6 @@ ALLOWLIST: dict[tuple[str, str], str] = {
     ("loraforge.cli.run_cmd", "loraforge.stack.examples"): (
         "numpy, only for a run without footage (the example clips)"
     ),
-    ("loraforge.cli.sweep_cmd", "loraforge.evaluation.sweep"): "Optuna (evaluation extra)",
     ("loraforge.cli.sweep_cmd", "loraforge.trainer.config"): "torch (trainer extra)",
     ("loraforge.cli.sweep_cmd", "loraforge.trainer.presets"): "torch (trainer extra)",
     ("loraforge.cli.sweep_cmd", "loraforge.trainer.sweep_trials"): "torch (trainer extra)",
