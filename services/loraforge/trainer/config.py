@@ -38,7 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from loraforge.runtime.errors import InvalidInput
 from loraforge.trainer.dataset import check_frames, parse_resolution
-from loraforge.trainer.presets import PRESETS, TINY_SEED, Preset, get_preset, weights_path
+from loraforge.trainer.preset_table import PRESETS, Preset
+from loraforge.trainer.presets import TINY_SEED, get_preset, weights_path
 
 
 class RunConfig(BaseModel):

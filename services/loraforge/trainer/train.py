@@ -71,10 +71,10 @@ from loraforge.trainer.memory import (
     fp8_base_weights,
     selective_checkpoint,
 )
+from loraforge.trainer.preset_table import Preset
 from loraforge.trainer.presets import (
     FAMILY_MODULES,
     TINY_SEED,
-    Preset,
     get_preset,
     load_pipeline,
     weights_path,

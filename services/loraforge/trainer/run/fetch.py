@@ -24,13 +24,15 @@ from loraforge.runtime.errors import InvalidInput
 from loraforge.runtime.keys import ProjectRef, validate_key_part
 from loraforge.runtime.params import TrainingParams
 from loraforge.runtime.storage import ObjectStore
-from loraforge.trainer.checkpoints import ReferenceCandidate, reference_candidates
+from loraforge.trainer.checkpoints import EvalSettings, ReferenceCandidate, reference_candidates
 from loraforge.trainer.presets import get_preset
 from loraforge.trainer.run.options import VALIDATION_CLIPS, validation_clip_ids
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-# keyframes the likeness evaluation may take its reference faces from (most frontal first)
-REFERENCE_KEYFRAMES = 12
+# keyframes the likeness evaluation may take its reference faces from (most frontal first):
+# the evaluation settings' default (a job's own eval_reference_candidates is read after the
+# fetch and only limits the training stills used when there are no keyframes)
+REFERENCE_KEYFRAMES = EvalSettings.reference_candidates
 
 
 @dataclass(frozen=True)
