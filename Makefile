@@ -1,7 +1,8 @@
 # loraforge developer entry points. Each of these does all the set-up on a fresh machine:
 #   make run    the main job on the embedded default (local stack, tiny model, example footage)
-#   make test   the whole test suite (unit + integration against real NATS and S3 servers)
-#   make check  static checks: ruff's rules and formatter, mypy (configured in pyproject.toml)
+#   make test   the static checks, then the whole test suite (unit + integration against real
+#               NATS and S3 servers)
+#   make check  the static checks alone: ruff's rules and formatter, mypy (pyproject.toml)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -40,7 +41,7 @@ check: $(STAMP)
 	$(VENV)/bin/mypy
 
 # pytest exits 5 when it collected nothing (e.g. a filter matched no test): not a failure.
-test: $(STAMP) proto-check
+test: $(STAMP) proto-check check
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 
 test-unit: $(STAMP)

@@ -42,9 +42,6 @@ GATEWAY_FORBIDDEN = (
 # an entry that no longer matches an import fails the test too, so it is removed with the
 # import it excused. Keys: (importing module, module imported from).
 ALLOWLIST: dict[tuple[str, str], str] = {
-    ("loraforge.captioning.worker", "loraforge.captioning.sources.openai_chat"): (
-        "source 'openai' only: its client library (httpx) is not in the captioning extra"
-    ),
     ("loraforge.cli.run_cmd", "loraforge.stack.examples"): (
         "numpy, only for a run without footage (the example clips)"
     ),

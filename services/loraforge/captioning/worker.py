@@ -21,6 +21,7 @@ from loraforge.captioning.captioner import CaptionOptions, caption_clips
 from loraforge.captioning.dataset import CuratedDataset, read_dataset
 from loraforge.captioning.review import CaptionReviewStore
 from loraforge.captioning.sources import AttributeSource, CaptionSource, ClipInput
+from loraforge.captioning.sources.openai_chat import OpenAIChatSource
 from loraforge.captioning.sources.vlm import VlmSource
 from loraforge.runtime.errors import InvalidInput, NotFound
 from loraforge.runtime.events import Event
@@ -49,9 +50,6 @@ def sources_factory(settings: CaptioningSettings) -> SourceFactory:
                 )
             return [AttributeSource(), VlmSource(str(settings.vlm_dir))]
         if name == "openai":
-            # lazy: its client library (httpx) is not in the captioning extra
-            from loraforge.captioning.sources.openai_chat import OpenAIChatSource
-
             if not settings.openai_url or not settings.openai_model:
                 raise InvalidInput(
                     "source 'openai' needs LORAFORGE_CAPTIONING__OPENAI_URL and "

@@ -53,7 +53,8 @@ class LocalCacheStore:
             self.misses += 1
             return None
         self.hits += 1
-        return load_file(str(path))
+        tensors: dict[str, Any] = load_file(str(path))
+        return tensors
 
     def put(self, kind: str, key: str, tensors: dict[str, torch.Tensor]) -> None:
         path = self._path(kind, key)
@@ -126,7 +127,7 @@ class ObjectStoreCacheStore:
                 self.misses += 1
                 return None
             self.store.download(Bucket.MODELS, self.object_key(kind, key), tmp)
-            tensors = load_file(tmp)
+            tensors: dict[str, Any] = load_file(tmp)
             os.replace(tmp, path)
         except (LoraforgeError, OSError, ValueError, RuntimeError) as exc:
             log.warning(

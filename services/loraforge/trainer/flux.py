@@ -108,8 +108,8 @@ def build_tiny(variant: str, seed: int = 0) -> Any:
     ).eval()
     torch.manual_seed(seed + 4)
     t5 = T5EncoderModel(
-        # PretrainedConfig takes decoder_start_token_id; T5Config's typed signature omits it
-        T5Config(  # type: ignore[call-arg]
+        # PretrainedConfig takes decoder_start_token_id (T5Config's signature does not list it)
+        T5Config(
             vocab_size=TINY_VOCAB_SIZE,
             d_model=32,
             d_kv=8,

@@ -88,7 +88,7 @@ def fp8_base_weights(model: torch.nn.Module) -> int:
         def forward(x: torch.Tensor, _m: torch.nn.Linear = module) -> torch.Tensor:
             return _Fp8Linear.apply(x, _m.weight, _m.fp8_scale, _m.bias)
 
-        module.forward = forward  # type: ignore[assignment]  # a bound forward, replaced
+        module.forward = forward  # a bound forward, replaced
         n += 1
     return n
 
@@ -324,8 +324,8 @@ def checkpoint_last_blocks(model: torch.nn.Module, n_blocks: int) -> int:
         def partial(fn, *args, _recompute=recompute):
             return _recompute(fn, *args) if id(fn) in chosen else fn(*args)
 
-        # Module's typing only knows tensors and modules as attributes; diffusers calls this one
-        m._gradient_checkpointing_func = partial  # type: ignore[assignment]
+        # diffusers calls this attribute for each checkpointed block
+        m._gradient_checkpointing_func = partial
     return n_blocks
 
 

@@ -86,8 +86,7 @@ def tiny_vae(seed: int, latent_channels: int = 4, **kw: Any) -> Any:
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
-    # a torch module at run time; diffusers' mixins hide Module.eval from mypy
-    return AutoencoderKL(  # type: ignore[attr-defined]
+    return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         latent_channels=latent_channels,

@@ -138,8 +138,7 @@ def build_tiny(variant: str, seed: int = 0) -> Any:
     ).eval()
     tokenizer = tiny_tokenizer(model_max_length=64)
     torch.manual_seed(seed + 1)
-    # a torch module at run time; diffusers' mixins hide Module.eval from mypy
-    vae = AutoencoderKLWan(  # type: ignore[attr-defined]
+    vae = AutoencoderKLWan(
         base_dim=3,
         z_dim=16,
         dim_mult=[1, 1, 1, 1],

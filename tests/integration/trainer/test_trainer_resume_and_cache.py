@@ -55,7 +55,9 @@ async def _train(stub, request_id: str, jobs):
 
 
 async def test_redelivered_job_resumes_from_its_uploaded_checkpoint(
-    trainer_service, store, tmp_path: Path
+    trainer_service,  # noqa: F811 (the fixture imported above)
+    store,
+    tmp_path: Path,
 ) -> None:
     seed_captioned_dataset(store, tmp_path)
     ref = ProjectRef(TENANT, PROJECT)
@@ -108,7 +110,9 @@ async def test_redelivered_job_resumes_from_its_uploaded_checkpoint(
 
 
 async def test_cache_entries_are_shared_through_the_object_store(
-    trainer_service, store, tmp_path: Path
+    trainer_service,  # noqa: F811 (the fixture imported above)
+    store,
+    tmp_path: Path,
 ) -> None:
     seed_captioned_dataset(store, tmp_path)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{trainer_service.port}")

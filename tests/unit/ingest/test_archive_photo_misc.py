@@ -49,7 +49,7 @@ def test_zip_symlink_rejected(tmp_path: Path, make_zip) -> None:
 def test_zip_expanding_past_limit(tmp_path: Path, make_zip) -> None:
     z = make_zip("big.zip", {"a.bin": b"\x00" * 3_000_000, "b.bin": b"\x00" * 3_000_000})
     assert z.stat().st_size < 100_000
-    with pytest.raises(E.ArchiveTooLarge, match="limit of 5.0 MB"):
+    with pytest.raises(E.ArchiveTooLarge, match=r"limit of 5.0 MB"):
         extract_zip(z, tmp_path / "dest", ArchiveLimits(max_total_bytes=5_000_000))
     assert not list((tmp_path / "dest").rglob("*.bin"))
 
@@ -82,7 +82,7 @@ def test_zip_good_extraction_skips_junk(tmp_path: Path, make_zip) -> None:
 def test_corrupt_zip(tmp_path: Path) -> None:
     p = tmp_path / "broken.zip"
     p.write_bytes(b"PK\x03\x04" + b"\x00" * 50)
-    with pytest.raises(E.CorruptArchive, match="broken.zip"):
+    with pytest.raises(E.CorruptArchive, match=r"broken.zip"):
         extract_zip(p, tmp_path / "dest")
 
 
@@ -147,7 +147,7 @@ def test_truncated_and_tiny_photos(tmp_path: Path) -> None:
     Image.fromarray(photo("astronaut")).save(buf, "JPEG")
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 3])
-    with pytest.raises(E.CorruptMedia, match="cut.jpg: .*truncated"):
+    with pytest.raises(E.CorruptMedia, match=r"cut.jpg: .*truncated"):
         process_source(cut, IngestOptions(), tmp_path / "o")
     tiny = tmp_path / "tiny.png"
     Image.new("RGB", (16, 16)).save(tiny)
@@ -201,7 +201,7 @@ def test_url_source_without_yt_dlp(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(sys.modules, "yt_dlp", None)  # makes the import fail like a missing package
     # URL ingest is off by default (the egress guard); with it on, a page without yt-dlp is
     # tests/unit/runtime/test_egress.py's case.
-    with pytest.raises(E.UrlSourceUnavailable, match="URL ingest is off.*upload the file"):
+    with pytest.raises(E.UrlSourceUnavailable, match=r"URL ingest is off.*upload the file"):
         fetch_url("https://example.com/v", tmp_path)
     with pytest.raises(E.UrlFetchFailed, match="http"):
         fetch_url("file:///etc/passwd", tmp_path)

@@ -53,7 +53,7 @@ def test_no_shot_spans_the_fade(reel: Footage, result) -> None:
     # The shots on both sides end/start at the fade, and the dim ramp is trimmed off
     # (allowing a couple of frames near full brightness).
     before = [s for s in res.shots if s.end_frame <= b0][-1]
-    after = [s for s in res.shots if s.start_frame >= b1][0]
+    after = next(s for s in res.shots if s.start_frame >= b1)
     assert before.ends_with == "fade" and after.starts_with == "fade"
     assert fade_out_start - 3 <= before.end_frame <= fade_out_start + 3
     assert fade_in_end - 3 <= after.start_frame <= fade_in_end + 3

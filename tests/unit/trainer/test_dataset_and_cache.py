@@ -21,7 +21,7 @@ def test_frame_sampling_modes(video_dataset: Path) -> None:
         )
 
     head = scan("head")
-    assert [s.frame_indices for s in head.samples][0] == (0, 1, 2, 3, 4)
+    assert next(s.frame_indices for s in head.samples) == (0, 1, 2, 3, 4)
     uniform = scan("uniform")
     assert uniform.samples[0].frame_indices == (0, 4, 8, 12, 16)  # 17 frames, spread evenly
     slide = scan("slide", slide_stride=4)
@@ -50,7 +50,7 @@ def test_buckets_and_mixed_media(tmp_path: Path, video_dataset: Path) -> None:
     ds = CaptionedDataset.scan(DatasetConfig(root, "64", frames=5, repeats=3), "wan", 16)
     kinds = sorted({s.kind for s in ds.samples})
     assert kinds == ["image", "video"]
-    wide = [s for s in ds.samples if s.kind == "image"][0]
+    wide = next(s for s in ds.samples if s.kind == "image")
     assert wide.bucket[0] > wide.bucket[1]  # 2:1 image -> landscape bucket
     assert len(ds) == 3 * len(ds.samples)
     for batch in ds.batches(epoch=0, batch_size=2, seed=1):

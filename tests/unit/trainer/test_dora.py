@@ -226,5 +226,5 @@ def test_an_unreadable_lora_file_is_refused_with_the_reason(content: bytes, tmp_
     path = tmp_path / "hero.safetensors"
     path.write_bytes(content)
     for load in (lambda: dora.has_dora(path), lambda: check_compatible("hero", path, "tiny-sdxl")):
-        with pytest.raises(InvalidInput, match="not a readable .safetensors LoRA"):
+        with pytest.raises(InvalidInput, match=r"not a readable \.safetensors LoRA"):
             load()

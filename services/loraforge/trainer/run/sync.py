@@ -92,7 +92,8 @@ class CheckpointSync:
                         self.uploaded[step]["key"],
                         downloads / f"step-{step}.safetensors",
                     )
-                return load_file(str(path))
+                tensors: Mapping[str, torch.Tensor] = load_file(str(path))
+                return tensors
 
             states[step] = load
         return states
