@@ -35,7 +35,7 @@ from loraforge.cli.datasets import dataset_ids, resolve_dataset
 from loraforge.cli.remote import ENV_API, CliContext, Remote
 from loraforge.ingest.upload import Uploaded, upload_local
 from loraforge.library import Library, parse_spec
-from loraforge.library.layout import RUN_RECORD, run_prefix
+from loraforge.library.layout import run_prefix, run_record_key
 from loraforge.runtime.errors import (
     AlreadyExists,
     Conflict,
@@ -471,9 +471,9 @@ class GrpcBackend:
         """The run's files from loras/<t>/<p>/runs/RUN_ID/ (`which`: best, last or all)."""
         ref = self.ref(project)
         prefix = run_prefix(ref, run_id)
-        if self.store.stat(Bucket.LORAS, f"{prefix}/{RUN_RECORD}") is None:
+        if self.store.stat(Bucket.LORAS, run_record_key(ref, run_id)) is None:
             raise NotFound(
-                f"run {run_id} of {ref.tenant}/{ref.project} has no {RUN_RECORD} in "
+                f"run {run_id} of {ref.tenant}/{ref.project} has no run.json in "
                 f"loras/{prefix}/: it does not exist or has not finished (check the training job)"
             )
         keys = [o.key for o in self.store.list(Bucket.LORAS, prefix + "/")]

@@ -15,7 +15,7 @@
 
 `_blobs` cannot collide with a LoRA name: names are slugs, which never start with `_`.
 The training runs a version is made from live beside it (`<t>/<p>/runs/<run_id>/`,
-trainer/worker.py).
+trainer/run/layout.py).
 """
 
 from __future__ import annotations
@@ -25,13 +25,12 @@ import re
 from loraforge.runtime.errors import InvalidInput
 from loraforge.runtime.keys import ProjectRef, validate_key_part, validate_slug
 from loraforge.runtime.storage import Bucket
+from loraforge.trainer.run import layout as run_layout
 
 BUCKET = Bucket.LORAS
 LIBRARY = "library"
 BLOBS = "_blobs"
 DEPLOYMENTS = "deployments"
-RUNS = "runs"
-RUN_RECORD = "run.json"
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
@@ -88,12 +87,13 @@ def blobs_prefix(ref: ProjectRef) -> str:
 
 
 def run_prefix(ref: ProjectRef, run_id: str) -> str:
-    """The trainer's run folder (trainer/worker.py: run_prefix), no trailing slash."""
-    return ref.key(RUNS, validate_key_part(run_id))
+    """The trainer's run folder (spelled in trainer/run/layout.py), no trailing slash; the id
+    is checked first because here it comes from a user."""
+    return run_layout.run_prefix(ref, validate_key_part(run_id))
 
 
 def run_record_key(ref: ProjectRef, run_id: str) -> str:
-    return f"{run_prefix(ref, run_id)}/{RUN_RECORD}"
+    return run_layout.record_key(run_prefix(ref, run_id))
 
 
 def deployments_prefix(ref: ProjectRef) -> str:

@@ -1,13 +1,9 @@
 """Training-run files in the `loras` bucket, and render results, through expiring links.
 
-INTERIM layout (the trainer's service layer does not upload yet; its plan is
-`<t>/<p>/runs/<run_id>/` in `loras`, see loraforge.trainer.cli; adjust here when it lands):
-
-    loras  <t>/<p>/runs/<run_id>/config.json
-                                checkpoints/<step>/*.safetensors   (optimizer state etc. not listed)
-                                previews/*.(png|jpg|webp|mp4|gif)
-                                scores.json (or *.json under scores/)
-                                best.safetensors, last.safetensors (or job.result best_key/last_key)
+A run's folder is the trainer's (`trainer/run/layout.py` spells its keys):
+`<t>/<p>/runs/<job_id>/` with the LoRA files (best/last), `checkpoints/step-N/` (the
+adapters are listed; optimizer and resume state are not), `previews/`, `report/` and
+`run.json`.
 """
 
 from __future__ import annotations
@@ -24,6 +20,7 @@ from loraforge.gateway.problems import PROBLEM_RESPONSES
 from loraforge.runtime.errors import NotFound
 from loraforge.runtime.keys import ProjectRef
 from loraforge.runtime.storage import Bucket
+from loraforge.trainer.run import layout as run_layout
 
 router = APIRouter(prefix="/v1/projects/{project}", responses=PROBLEM_RESPONSES)
 JOB_ID = Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")
@@ -31,7 +28,7 @@ MEDIA = {".png", ".jpg", ".jpeg", ".webp", ".mp4", ".gif", ".webm"}
 
 
 def run_prefix(tenant: str, project: str, run_id: str) -> str:
-    return ProjectRef(tenant, project).key("runs", run_id) + "/"
+    return run_layout.run_prefix(ProjectRef(tenant, project), run_id) + "/"
 
 
 async def run_artifacts(g: Gateway, tenant: str, project: str, run_id: str) -> RunArtifacts:
@@ -92,7 +89,11 @@ async def lora(
         job.result.get(f"{which}_key") if isinstance(job.result.get(f"{which}_key"), str) else None
     )
     candidates = [named] if named else []
-    candidates.append(run_prefix(principal.tenant, project, job_id) + f"{which}.safetensors")
+    candidates.append(
+        run_layout.lora_key(
+            run_layout.run_prefix(ProjectRef(principal.tenant, project), job_id), which
+        )
+    )
     for key in candidates:
         if not key.startswith(ProjectRef(principal.tenant, project).prefix):
             continue
