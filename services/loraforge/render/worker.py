@@ -151,7 +151,9 @@ class RenderWork:
                     await asyncio.wait({task}, timeout=self._tick_s)
                     if not task.done():
                         await ctx.progress(0.9 * progress.fraction, progress.message)
-            except Cancelled:
+            except (Cancelled, asyncio.CancelledError):
+                # the job cancelled, or the worker stopping: the render thread stops at its next
+                # step and is waited for, so it never outlives its temporary folder
                 cancelled.set()
                 await asyncio.gather(task, return_exceptions=True)
                 raise
