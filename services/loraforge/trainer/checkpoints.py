@@ -251,7 +251,7 @@ class RunEvaluation:
     reason: str
     basis: str
     objective: str
-    rows: list[dict]
+    rows: list[dict[str, Any]]
     prompts: list[str]
     previews: dict[int, list[Path]]  # step -> PNG files
     report_dir: Path
@@ -261,7 +261,7 @@ class RunEvaluation:
     seconds: float = 0.0
     recommended_weight: float | None = None
     strength_reason: str = ""
-    strength_rows: list[dict] = field(default_factory=list)  # one per adapter weight
+    strength_rows: list[dict[str, Any]] = field(default_factory=list)  # one per adapter weight
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -312,7 +312,7 @@ def adapter_scale(
     LoRA weight. Restored on exit, whatever happens. Yields the number of layers scaled."""
     from peft.tuners.lora import LoraLayer
 
-    saved: list[tuple[dict, Any]] = []
+    saved: list[tuple[dict[str, Any], Any]] = []
     try:
         for model in models:
             for m in model.modules():
@@ -544,7 +544,7 @@ class CheckpointEvaluator:
     # -------------------------------------------- references
 
     def references(
-        self, images: Sequence[tuple[np.ndarray, dict | None, str]], backend: Any
+        self, images: Sequence[tuple[np.ndarray, dict[str, Any] | None, str]], backend: Any
     ) -> tuple[Any, dict[str, Any]]:
         """ReferenceFaces (or None) and a description for the record. `images` are
         (BGR image, pose metadata, name); without any, the training stills are used."""
@@ -618,7 +618,7 @@ class CheckpointEvaluator:
         lora_type: Any = None,
         weights: Sequence[float] = STRENGTH_WEIGHTS,
         on_weight: Callable[[int, float], None] | None = None,
-    ) -> tuple[float | None, str, list[dict]]:
+    ) -> tuple[float | None, str, list[dict[str, Any]]]:
         """(recommended weight, reason, one row per weight) for the LoRA currently loaded.
         Unmeasurable likeness gives the type's default weight; nothing is rendered without
         references."""
@@ -668,7 +668,7 @@ class CheckpointEvaluator:
         self,
         states: Mapping[int, Callable[[], Mapping[str, torch.Tensor]]],
         val_losses: Mapping[int, float],
-        reference_images: Sequence[tuple[np.ndarray, dict | None, str]],
+        reference_images: Sequence[tuple[np.ndarray, dict[str, Any] | None, str]],
         prompts: Sequence[str],
         out_dir: Path,
         title: str = "LoRA evaluation",

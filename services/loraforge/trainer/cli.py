@@ -151,7 +151,8 @@ class DirectoryRunConfigSource:
         path = self.directory / f"{run_id}.json"
         if not path.is_file():
             raise InvalidInput(f"no run config for run {run_id!r} at {path}")
-        return json.loads(path.read_text())
+        config: dict[str, Any] = json.loads(path.read_text())
+        return config
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -271,7 +271,7 @@ class CaptionedDataset:
         rng = random.Random(f"{seed}:{epoch}")
         order = [i for i in range(len(self.samples)) for _ in range(self.config.repeats)]
         rng.shuffle(order)
-        groups: dict[tuple, list[int]] = {}
+        groups: dict[tuple[Any, int], list[int]] = {}
         out: list[list[int]] = []
         for i in order:
             s = self.samples[i]

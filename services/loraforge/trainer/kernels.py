@@ -13,7 +13,7 @@ context must cover the backward too: gradient checkpointing recomputes attention
 from __future__ import annotations
 
 import contextlib
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -22,7 +22,7 @@ from loraforge.trainer.memory import transformer_blocks
 AttentionBackend = Literal["auto", "cudnn", "flash", "efficient", "math"]
 
 
-def _order(choice: str) -> list:
+def _order(choice: str) -> list[Any]:
     from torch.nn.attention import SDPBackend as B
 
     fallback = [B.FLASH_ATTENTION, B.EFFICIENT_ATTENTION, B.MATH]
@@ -41,7 +41,7 @@ AUTO_FLASH_FAMILIES = frozenset({"flux"})
 
 def attention_backend(
     choice: str, device: torch.device, family: str | None = None
-) -> contextlib.AbstractContextManager:
+) -> contextlib.AbstractContextManager[Any]:
     """A context that makes SDPA prefer ``choice`` (falling back when it cannot run)."""
     if device.type != "cuda":
         return contextlib.nullcontext()
@@ -50,7 +50,8 @@ def attention_backend(
         return contextlib.nullcontext()
     from torch.nn.attention import sdpa_kernel
 
-    return sdpa_kernel(_order(kernel), set_priority=True)
+    context: contextlib.AbstractContextManager[Any] = sdpa_kernel(_order(kernel), set_priority=True)
+    return context
 
 
 def resolve_attention(choice: str, cc_major: int, family: str | None = None) -> str | None:

@@ -44,7 +44,9 @@ class TrainerServicer(JobCalls, trainer_pb2_grpc.TrainerServiceServicer):
         return trainer_pb2.DESCRIPTOR.services_by_name["TrainerService"].full_name
 
     async def StartTraining(
-        self, request: trainer_pb2.StartTrainingRequest, context: grpc.aio.ServicerContext
+        self,
+        request: trainer_pb2.StartTrainingRequest,
+        context: grpc.aio.ServicerContext[trainer_pb2.StartTrainingRequest, common_pb2.Job],
     ) -> common_pb2.Job:
         tenant, project = scope_from_wire(request.scope)
         params = training_params_from_wire(request)

@@ -54,14 +54,14 @@ def local_trial_runner(
     *,
     max_steps: int = 0,
     trainer_kwargs: dict[str, Any] | None = None,
-) -> Callable[[dict, Callable[[int, float], None]], TrialScore]:
+) -> Callable[[dict[str, Any], Callable[[int, float], None]], TrialScore]:
     """A trial runner training ``base`` with each trial's parameters under
     ``out_root/trial-N``; every trial evaluates at the same steps (``base.eval_every``, else
     the cadence of the base config's resolved steps), so the pruner compares like with like."""
     _, resolved = resolve(base)
     counter = {"n": 0}
 
-    def run(params: dict, report: Callable[[int, float], None]) -> TrialScore:
+    def run(params: dict[str, Any], report: Callable[[int, float], None]) -> TrialScore:
         fields = training_fields(
             params, resolved.rank, max_steps=max_steps, default_steps=resolved.steps
         )
