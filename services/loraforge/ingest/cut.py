@@ -58,6 +58,15 @@ def proxy_frames(frames: int) -> list[int]:
     return sorted(set(samples) | set(nexts))
 
 
+# Broadcast recordings, DV/SD tapes and 1080i camcorders store interlaced frames: two fields
+# 1/50 s apart woven together. Resampled to the clip rate and scaled as they are, anything that
+# moves gets comb teeth, which a LoRA learns as texture. bwdif rebuilds each frame from its
+# fields; `deint=interlaced` touches only frames the decoder flags as interlaced, so
+# progressive footage passes through unchanged (the same clips, bit for bit). One frame out per
+# frame in: the clip rate comes from the fps filter after it.
+DEINTERLACE = "bwdif=mode=send_frame:parity=auto:deint=interlaced"
+
+
 def _command(
     src: Path,
     job: _Job,
@@ -76,7 +85,8 @@ def _command(
     # Formats are set per branch after the split: a shared format would let the JPEG branch
     # negotiate full-range (yuvj420p) for the video branch too.
     graph = (
-        f"[0:v:0]fps={fps:.6g},scale={w}:{h},setsar=1,split={3 if raw_out else 2}[e][kf]"
+        f"[0:v:0]{DEINTERLACE},fps={fps:.6g},scale={w}:{h},setsar=1,"
+        f"split={3 if raw_out else 2}[e][kf]"
         f"{'[an]' if raw_out else ''};"
         f"[e]scale=out_range=tv,format=yuv420p[enc];"
         f"[kf]select='{picks}',scale=out_range=pc,format=yuvj420p[kfo]"
@@ -175,17 +185,17 @@ def cut_clips(
         proc = run(
             _command(src, job, size, fps, opts, tools, pattern, raw), timeout=_ENCODE_TIMEOUT
         )
-        if proc.returncode != 0 or not job.out.is_file():
+        frames = _frames_written(proc.stdout)
+        if proc.returncode != 0 or not job.out.is_file() or not frames:
+            # ffmpeg can exit 0 having written no frame (a seek that lands where nothing
+            # decodes): an empty file is not a clip
             job.out.unlink(missing_ok=True)
             if raw is not None:
                 raw.unlink(missing_ok=True)
+            why = tail(proc.stderr, 3)[:300] if proc.returncode else "no frame decoded there"
             return SkippedSegment(
-                job.plan.shot_index,
-                job.plan.start,
-                job.plan.end,
-                f"encode failed: {tail(proc.stderr, 3)[:300]}",
+                job.plan.shot_index, job.plan.start, job.plan.end, f"encode failed: {why}"
             )
-        frames = _frames_written(proc.stdout) or job.plan.out_frames
         analysis = _pack_proxy(raw, job, size, frames, fps) if raw is not None else None
         keyframes = []
         # The image2 muxer numbers the selected frames 1..3 in order of keyframe_indices.

@@ -29,6 +29,7 @@ from loraforge.ingest.options import IngestOptions
 from loraforge.ingest.photo import normalize_photo
 from loraforge.ingest.plan import frame_rate_report, plan_clips
 from loraforge.ingest.probe import probe as probe_video
+from loraforge.ingest.remux import seekable
 from loraforge.ingest.shots import analyse, build_shots
 from loraforge.ingest.sniff import MediaKind, sniff
 from loraforge.ingest.tools import MediaTools
@@ -115,81 +116,83 @@ def process_source(
             timings=timings,
         )
 
-    report("probe", 0.0)
-    info = probe_video(path, tools, options.limits)
-    timings["probe"] = time.perf_counter() - t
-    clip_opts = options.clips
-    if info.duration + 1e-6 < clip_opts.min_seconds:
-        raise VideoTooShort(
-            f"{path.name}: the video lasts {info.duration:.2f} s, shorter than the minimum clip "
-            f"length of {clip_opts.min_seconds:g} s; upload a longer video"
-        )
-    report("probe", _DETECT_SPAN[0])
+    # MPEG streams have no keyframe index: probe, analyse and cut a seekable copy
+    with seekable(path, sniffed.format, workdir, tools) as media:
+        report("probe", 0.0)
+        info = probe_video(media, tools, options.limits)
+        timings["probe"] = time.perf_counter() - t
+        clip_opts = options.clips
+        if info.duration + 1e-6 < clip_opts.min_seconds:
+            raise VideoTooShort(
+                f"{path.name}: the video lasts {info.duration:.2f} s, shorter than the minimum "
+                f"clip length of {clip_opts.min_seconds:g} s; upload a longer video"
+            )
+        report("probe", _DETECT_SPAN[0])
 
-    t = time.perf_counter()
-    analysis = analyse(
-        path,
-        info,
-        options.shots,
-        tools,
-        progress=lambda f: report("detect", _lerp(_DETECT_SPAN, f)),
-        cancel_check=cancel_check,
-    )
-    # The decode pass measured what probing estimated.
-    info = dataclasses.replace(
-        info,
-        frame_count=analysis.frame_count,
-        frame_count_exact=True,
-        variable_frame_rate=analysis.variable_frame_rate or info.variable_frame_rate,
-    )
-    shots = build_shots(analysis, options.shots)
-    out_fps = options.cut.fps or analysis.fps
-    plans, skipped = plan_clips(shots, analysis, clip_opts, out_fps)
-    timings["detect"] = time.perf_counter() - t
-    report("detect", _DETECT_SPAN[1])
+        t = time.perf_counter()
+        analysis = analyse(
+            media,
+            info,
+            options.shots,
+            tools,
+            progress=lambda f: report("detect", _lerp(_DETECT_SPAN, f)),
+            cancel_check=cancel_check,
+        )
+        # The decode pass measured what probing estimated.
+        info = dataclasses.replace(
+            info,
+            frame_count=analysis.frame_count,
+            frame_count_exact=True,
+            variable_frame_rate=analysis.variable_frame_rate or info.variable_frame_rate,
+        )
+        shots = build_shots(analysis, options.shots)
+        out_fps = options.cut.fps or analysis.fps
+        plans, skipped = plan_clips(shots, analysis, clip_opts, out_fps)
+        timings["detect"] = time.perf_counter() - t
+        report("detect", _DETECT_SPAN[1])
 
-    if not plans:
-        reasons = (
-            "; ".join(sorted({s.reason.split(":")[0] for s in skipped}))
-            or "no bright, steady shot found"
-        )
-        raise NoUsableClips(
-            f"{path.name}: no segment of at least {clip_opts.min_seconds:g} s without a cut or "
-            f"fade was found ({len(shots)} shots; {reasons}); upload footage with longer "
-            f"continuous shots"
-        )
-    _check_cancel(cancel_check, path)
+        if not plans:
+            reasons = (
+                "; ".join(sorted({s.reason.split(":")[0] for s in skipped}))
+                or "no bright, steady shot found"
+            )
+            raise NoUsableClips(
+                f"{path.name}: no segment of at least {clip_opts.min_seconds:g} s without a cut "
+                f"or fade was found ({len(shots)} shots; {reasons}); upload footage with "
+                f"longer continuous shots"
+            )
+        _check_cancel(cancel_check, path)
 
-    t = time.perf_counter()
-    clips, failed = cut_clips(
-        path,
-        info,
-        plans,
-        workdir,
-        options.cut,
-        tools,
-        progress=lambda f: report("cut", _lerp(_CUT_SPAN, f)),
-        cancel_check=cancel_check,
-    )
-    timings["cut"] = time.perf_counter() - t
-    if not clips:
-        raise NoUsableClips(
-            f"{path.name}: every clip failed to encode ({failed[0].reason}); "
-            f"the file is probably damaged, upload the original again"
+        t = time.perf_counter()
+        clips, failed = cut_clips(
+            media,
+            info,
+            plans,
+            workdir,
+            options.cut,
+            tools,
+            progress=lambda f: report("cut", _lerp(_CUT_SPAN, f)),
+            cancel_check=cancel_check,
         )
-    report("done", 1.0)
-    return SourceResult(
-        source=path,
-        sha256=digest,
-        kind="video",
-        format=sniffed.format,
-        probe=info,
-        shots=tuple(shots),
-        clips=tuple(clips),
-        skipped=tuple(skipped) + tuple(failed),
-        timings=timings,
-        frame_rate=frame_rate_report(analysis, options.cut.fps, plans),
-    )
+        timings["cut"] = time.perf_counter() - t
+        if not clips:
+            raise NoUsableClips(
+                f"{path.name}: every clip failed to encode ({failed[0].reason}); "
+                f"the file is probably damaged, upload the original again"
+            )
+        report("done", 1.0)
+        return SourceResult(
+            source=path,
+            sha256=digest,
+            kind="video",
+            format=sniffed.format,
+            probe=info,
+            shots=tuple(shots),
+            clips=tuple(clips),
+            skipped=tuple(skipped) + tuple(failed),
+            timings=timings,
+            frame_rate=frame_rate_report(analysis, options.cut.fps, plans),
+        )
 
 
 def process_many(

@@ -13,7 +13,11 @@ from pathlib import Path
 
 from loraforge.ingest.errors import AudioOnly, EmptyFile, UnsupportedFormat
 
-VIDEO_FORMATS = ("mp4", "mov", "mkv", "webm", "avi")
+# Besides phone and web containers, what cameras and recorders write: MPEG transport streams
+# (broadcast and DVR recordings; AVCHD camcorders' .MTS/.M2TS, with a 4-byte timestamp before
+# each packet), MPEG program streams (DVD .VOB, SD .MPG), MXF (broadcast and cinema cameras),
+# FLV and ASF/WMV. ffmpeg decodes all of them; cut.py deinterlaces the interlaced ones.
+VIDEO_FORMATS = ("mp4", "mov", "mkv", "webm", "avi", "ts", "m2ts", "mpg", "mxf", "flv", "wmv")
 PHOTO_FORMATS = ("jpg", "png", "webp", "bmp")
 ACCEPTED = "videos (" + ", ".join(VIDEO_FORMATS) + ") or photos (" + ", ".join(PHOTO_FORMATS) + ")"
 
@@ -37,6 +41,23 @@ _QT_BRANDS = {b"qt  "}
 # Brands of audio-only ISO files: reject early with a clear message instead of at probe time.
 _AUDIO_BRANDS = {b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B "}
 _ISO_BOXES = {b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"}
+_ASF_GUID = bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c")
+# SMPTE 377 partition pack key (the first 13 bytes; byte 13 says which kind of partition)
+_MXF_PARTITION = bytes.fromhex("060e2b34020501010d01020101")
+_TS_SYNC = 0x47
+_TS_PACKETS = 6  # sync bytes in a row at the packet period before a stream counts as MPEG-TS
+
+
+def _packet_stream(head: bytes, period: int) -> bool:
+    """MPEG-TS: a sync byte every ``period`` bytes (188; 192 for M2TS, whose 4-byte timestamp
+    comes before each packet), from any offset within the first packet (a recording cut from
+    a live stream can start mid-packet)."""
+    for offset in range(period):
+        if offset + (_TS_PACKETS - 1) * period >= len(head):
+            return False
+        if all(head[offset + k * period] == _TS_SYNC for k in range(_TS_PACKETS)):
+            return True
+    return False
 
 
 def sniff(path: Path) -> Sniffed:
@@ -80,6 +101,18 @@ def sniff(path: Path) -> Sniffed:
         )
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return Sniffed(MediaKind.ARCHIVE, "zip")
+    if head.startswith(b"\x00\x00\x01\xba"):  # MPEG-PS pack header
+        return Sniffed(MediaKind.VIDEO, "mpg")
+    if head.startswith(_MXF_PARTITION):
+        return Sniffed(MediaKind.VIDEO, "mxf")
+    if head.startswith(b"FLV\x01"):
+        return Sniffed(MediaKind.VIDEO, "flv")
+    if head.startswith(_ASF_GUID):
+        return Sniffed(MediaKind.VIDEO, "wmv")
+    if _packet_stream(head, 192):
+        return Sniffed(MediaKind.VIDEO, "m2ts")
+    if _packet_stream(head, 188):
+        return Sniffed(MediaKind.VIDEO, "ts")
 
     raise UnsupportedFormat(f"{path.name}: {_describe(head, path)}; upload {ACCEPTED}")
 
@@ -102,8 +135,6 @@ def _describe(head: bytes, path: Path) -> str:
         return "TIFF images are not supported (convert to PNG or JPEG)"
     if head.startswith(b"\x1f\x8b"):
         return "the content is a gzip archive; only zip archives are accepted"
-    if head[:1] == b"\x47" and len(head) > 188 and head[188:189] == b"\x47":
-        return "MPEG-TS streams are not supported (remux to mp4: ffmpeg -i in.ts -c copy out.mp4)"
     sample = head[:512]
     if sample and all(b in b"\t\n\r" or 32 <= b < 127 or b >= 128 for b in sample):
         try:

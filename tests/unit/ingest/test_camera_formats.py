@@ -1,0 +1,157 @@
+"""What cameras and recorders write, beside phone and web files: MPEG transport streams (a
+broadcast recording with its clock an hour in, an AVCHD camcorder's M2TS, a stream cut
+mid-packet), MPEG-2 program streams, MXF, FLV, ASF/WMV; and interlaced footage, which must
+come out without comb teeth while progressive footage comes out bit for bit as before."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from footage import ShotSpec, ffmpeg, lavfi_video, make_footage, photo, read_frames
+
+from loraforge.ingest import IngestOptions, cut, process_source
+from loraforge.ingest.proxy import read_proxy
+from loraforge.ingest.sniff import MediaKind, Sniffed, sniff
+
+
+def _ff(*args: str) -> None:
+    subprocess.run([ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "args"),
+    [
+        ("ts", ["-c:v", "libx264", "-preset", "ultrafast", "-f", "mpegts"]),
+        (
+            "m2ts",
+            ["-c:v", "libx264", "-preset", "ultrafast", "-mpegts_m2ts_mode", "1", "-f", "mpegts"],
+        ),
+        ("mpg", ["-c:v", "mpeg2video", "-f", "mpeg"]),
+        ("mxf", ["-c:v", "mpeg2video", "-f", "mxf"]),
+        ("flv", ["-c:v", "flv1", "-f", "flv"]),
+        ("wmv", ["-c:v", "wmv2", "-f", "asf"]),
+    ],
+)
+def test_camera_and_recorder_containers_are_sniffed(
+    tmp_path: Path, fmt: str, args: list[str]
+) -> None:
+    # named .dat: the content decides, not the name
+    p = lavfi_video(tmp_path / "a.dat", 0.3, extra=args)
+    assert sniff(p) == Sniffed(MediaKind.VIDEO, fmt)
+
+
+def test_a_transport_stream_cut_mid_packet_is_still_one(tmp_path: Path) -> None:
+    p = lavfi_video(tmp_path / "a.ts", 0.5, extra=["-c:v", "libx264", "-preset", "ultrafast"])
+    cut = tmp_path / "cut.ts"
+    cut.write_bytes(p.read_bytes()[101:])
+    assert sniff(cut) == Sniffed(MediaKind.VIDEO, "ts")
+    # a text file is not a stream because it has a "G" somewhere
+    text = tmp_path / "notes.ts"
+    text.write_bytes(b"G" + b"hello world\n" * 200)
+    with pytest.raises(Exception, match="text"):
+        sniff(text)
+
+
+def _clips(res) -> list[tuple[float, float, int]]:
+    return [(round(c.source_start, 2), round(c.source_end, 2), c.frames) for c in res.clips]
+
+
+def test_broadcast_stream_with_a_late_clock_cuts_like_the_mp4(tmp_path: Path) -> None:
+    """A recording's timestamps start where the broadcaster's clock was (here an hour in), and
+    an AVCHD file's at ~1 s: shots and clips are found at the same times as in an MP4 of the
+    same pictures, and hold the same frames."""
+    specs = [ShotSpec("astronaut", 100, "pan"), ShotSpec("coffee", 100, "zoom")]
+    src = make_footage(tmp_path / "src.mp4", specs, fps=25.0)
+    _ff(
+        "-i",
+        str(src.path),
+        "-c",
+        "copy",
+        "-output_ts_offset",
+        "3600",
+        "-f",
+        "mpegts",
+        str(tmp_path / "rec.ts"),
+    )
+    _ff(
+        "-i",
+        str(src.path),
+        "-c",
+        "copy",
+        "-mpegts_m2ts_mode",
+        "1",
+        "-f",
+        "mpegts",
+        str(tmp_path / "cam.m2ts"),
+    )
+    base = process_source(src.path, IngestOptions(), tmp_path / "o-mp4")
+    assert len(base.clips) == 2
+    for name in ("rec.ts", "cam.m2ts"):
+        res = process_source(tmp_path / name, IngestOptions(), tmp_path / f"o-{name}")
+        assert res.format == name.split(".")[1]
+        assert _clips(res) == _clips(base), name
+        for a, b in zip(res.clips, base.clips, strict=True):
+            fa, fb = read_frames(a.path), read_frames(b.path)
+            assert fa.shape == fb.shape and np.abs(fa - fb).mean() < 2.0, name
+
+
+def _combing(frames: np.ndarray) -> float:
+    """Comb teeth: how much each row differs from the mean of its neighbours (one field against
+    the other) over how much rows two apart do (within one field). ~1 for progressive
+    pictures, several times that where woven fields of a moving picture disagree."""
+    g = frames.mean(axis=-1)
+    one = np.abs(g[:, 1:-1] - (g[:, :-2] + g[:, 2:]) / 2).mean()
+    two = np.abs(g[:, 2:-2] - (g[:, :-4] + g[:, 4:]) / 2).mean()
+    return float(one / two)
+
+
+def test_interlaced_footage_is_deinterlaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """50 pictures a second of a fast pan, woven two at a time into 25 interlaced frames and
+    stored as MPEG-2 in a program stream, as a DV or broadcast SD recording has it."""
+    size = (720, 576)
+    # the astronaut three times side by side, scrolled 5 px a picture (125 px a second)
+    strip = np.tile(
+        cv2.resize(photo("astronaut"), (576, 576), interpolation=cv2.INTER_AREA), (1, 3, 1)
+    )
+    pics = [np.ascontiguousarray(strip[:, 5 * i : 5 * i + 720]) for i in range(200)]
+    raw = tmp_path / "pics.rgb"
+    raw.write_bytes(b"".join(p.tobytes() for p in pics))
+    src = tmp_path / "tape.mpg"
+    _ff(
+        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "720x576", "-r", "50", "-i", str(raw),
+        "-vf", "tinterlace=mode=interleave_top,setfield=tff",
+        "-c:v", "mpeg2video", "-flags", "+ilme+ildct", "-b:v", "12M", "-f", "mpeg", str(src),
+    )  # fmt: skip
+    woven = read_frames(src, size)
+    assert _combing(woven) > 3.0  # the source is combed: the test can fail
+
+    res = process_source(src, IngestOptions(), tmp_path / "out")
+    assert res.clips
+    for c in res.clips:
+        assert _combing(read_frames(c.path, size)) < 1.5
+        # the analysis proxy curation reads comes out of the same filter graph
+        proxy = read_proxy(c.analysis)
+        assert proxy is not None
+        assert _combing(np.stack(list(proxy.frames.values())).astype(np.float32)) < 1.5
+    # cut as before (fps and scale straight on the woven frames): combed, so the measure above
+    # is what the deinterlacer changes
+    monkeypatch.setattr(cut, "DEINTERLACE", "null")
+    res = process_source(src, IngestOptions(), tmp_path / "combed")
+    assert min(_combing(read_frames(c.path, size)) for c in res.clips) > 2.0
+
+
+def test_progressive_footage_passes_the_deinterlacer_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prog = make_footage(tmp_path / "prog.mp4", [ShotSpec("astronaut", 100, "pan")], fps=25.0)
+    with_filter = process_source(prog.path, IngestOptions(), tmp_path / "a")
+    monkeypatch.setattr(cut, "DEINTERLACE", "null")
+    without = process_source(prog.path, IngestOptions(), tmp_path / "b")
+    assert with_filter.clips
+    assert [c.sha256 for c in with_filter.clips] == [c.sha256 for c in without.clips]
