@@ -65,6 +65,21 @@ def proxy_frames(frames: int) -> list[int]:
 # progressive footage passes through unchanged (the same clips, bit for bit). One frame out per
 # frame in: the clip rate comes from the fps filter after it.
 DEINTERLACE = "bwdif=mode=send_frame:parity=auto:deint=interlaced"
+# HDR video (phones record HLG by default; HDR10 and Dolby Vision profile 8 are PQ) read as if it
+# were SDR comes out dim and washed out: BT.2020 colours shown as BT.709, the HDR curve as a
+# gamma. Clips are SDR BT.709, what the models were trained on, so HDR frames are tone-mapped:
+# to linear light with BT.2408's reference white (203 cd/m2) as 1.0, BT.2020 -> BT.709
+# primaries, mobius keeping light up to 0.6 of white as it is and rolling off what lies above
+# (HDR highlights, up to ~5x white) instead of clipping it, back to BT.709. Set on a real photo
+# graded to HLG and to PQ as 10-bit HEVC: mean error against the SDR original 4.2 grey levels
+# (a plain clip at white 4.0, the HEVC round trip; mobius' default 0.3 darkened the picture by
+# 6 levels, 8.8 error; hable 41), where reading it as SDR is off by 20 (HLG) to 34 (PQ). Run
+# after scaling, on the output size.
+HDR_TRANSFERS = frozenset({"smpte2084", "arib-std-b67"})
+TONEMAP = (
+    "zscale=t=linear:npl=203,format=gbrpf32le,zscale=p=bt709,"
+    "tonemap=tonemap=mobius:param=0.6:desat=0,zscale=t=bt709:m=bt709:r=tv,format=yuv420p"
+)
 
 
 def _command(
@@ -76,6 +91,7 @@ def _command(
     tools: MediaTools,
     keyframe_pattern: str,
     raw_out: Path | None = None,
+    hdr: bool = False,
 ) -> list[str]:
     plan = job.plan
     w, h = size
@@ -85,7 +101,7 @@ def _command(
     # Formats are set per branch after the split: a shared format would let the JPEG branch
     # negotiate full-range (yuvj420p) for the video branch too.
     graph = (
-        f"[0:v:0]{DEINTERLACE},fps={fps:.6g},scale={w}:{h},setsar=1,"
+        f"[0:v:0]{DEINTERLACE},fps={fps:.6g},scale={w}:{h},{TONEMAP + ',' if hdr else ''}setsar=1,"
         f"split={3 if raw_out else 2}[e][kf]"
         f"{'[an]' if raw_out else ''};"
         f"[e]scale=out_range=tv,format=yuv420p[enc];"
@@ -172,6 +188,7 @@ def cut_clips(
     size = output_size(probe, opts.max_long_side)
     jobs = [_Job(i, p, outdir / f"{stem}_{i:04d}.mp4") for i, p in enumerate(plans)]
     workers = opts.workers or max(1, min(4, os.cpu_count() or 1))
+    hdr = probe.color_transfer in HDR_TRANSFERS
     done = 0
 
     def one(job: _Job) -> Clip | SkippedSegment:
@@ -183,7 +200,8 @@ def cut_clips(
         fps = job.plan.fps or default_fps  # plan_clips' rate: never above the source's own
         raw = outdir / f"{job.out.stem}_analysis.raw" if opts.analysis_proxy else None
         proc = run(
-            _command(src, job, size, fps, opts, tools, pattern, raw), timeout=_ENCODE_TIMEOUT
+            _command(src, job, size, fps, opts, tools, pattern, raw, hdr),
+            timeout=_ENCODE_TIMEOUT,
         )
         frames = _frames_written(proc.stdout)
         if proc.returncode != 0 or not job.out.is_file() or not frames:

@@ -98,6 +98,7 @@ class SourceProbe(BaseModel):
     pixel_format: str | None = None
     sample_aspect_ratio: float = 1.0
     source: str = "ffprobe"
+    color_transfer: str | None = None
 
 
 class FrameRate(BaseModel):
@@ -111,9 +112,15 @@ class FrameRate(BaseModel):
     clip_fps: list[float]
 
 
-class IngestFailure(BaseModel):
+class IngestFailure(_OmitNone):
     type: str | None  # the error's class name, e.g. "UnsupportedFormat"
     message: str | None
+    # an UnsupportedFormat's: the formats ingest took when it refused the file (sniff.ACCEPTED_
+    # FORMATS). A refusal is a fact about the bytes only while that list stays the same: a later
+    # ingest that takes more formats looks at the file again (worker._reuse)
+    accepted: list[str] | None = None
+
+    _omit_when_none: ClassVar[tuple[str, ...]] = ("accepted",)
 
 
 class SourceManifest(_OmitNone):

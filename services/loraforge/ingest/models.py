@@ -54,6 +54,9 @@ class ProbeResult(_Dictable):
     pixel_format: str | None = None
     sample_aspect_ratio: float = 1.0
     source: str = "ffprobe"  # "ffprobe" or "ffmpeg" (fallback parser)
+    # the stream's transfer function as ffmpeg names it (bt709, smpte2084 = PQ, arib-std-b67 =
+    # HLG, ...); None when the file does not say
+    color_transfer: str | None = None
 
 
 @dataclass(frozen=True)

@@ -115,6 +115,7 @@ def _ffprobe(path: Path, ffprobe: str) -> dict[str, Any]:
         "bitrate": _int(fmt.get("bit_rate")),
         "has_audio": has_audio,
         "pix_fmt": v.get("pix_fmt"),
+        "color_transfer": _transfer(v.get("color_transfer")),
         "source": "ffprobe",
     }
 
@@ -180,6 +181,9 @@ _TBR = re.compile(r"(?P<v>[\d.]+)(?P<k>k?) tbr")
 _ROT_MATRIX = re.compile(
     r"(?:displaymatrix|display matrix): rotation of (?P<r>-?[\d.]+) degrees", re.IGNORECASE
 )
+_COLOUR = re.compile(
+    r"\((?:tv|pc), (?:(?P<csp>[\w-]+)/(?P<pri>[\w-]+)/(?P<trc>[\w-]+)|(?P<all>[\w-]+))[,)]"
+)
 _ROT_TAG = re.compile(r"^\s*rotate\s*:\s*(?P<r>-?\d+)", re.MULTILINE)
 
 
@@ -206,6 +210,9 @@ def _ffmpeg_info(path: Path, ffmpeg: str) -> dict[str, Any]:
     codec = rest.split(",")[0].split()[0]
     fields = _split_top(rest)
     pix_fmt = fields[1].split("(")[0].strip() if len(fields) > 1 else None
+    # "yuv420p10le(tv, bt2020nc/bt2020/arib-std-b67, progressive)": matrix/primaries/transfer
+    # (one name when all three are the same, "bt709")
+    colour = _COLOUR.search(fields[1]) if len(fields) > 1 else None
     size = _SIZE.search(rest)
     sar = _SAR.search(rest)
     fps = _FPS.search(rest)
@@ -238,8 +245,13 @@ def _ffmpeg_info(path: Path, ffmpeg: str) -> dict[str, Any]:
         "bitrate": int(dur["b"]) * 1000 if dur and dur["b"] != "N/A" else None,
         "has_audio": has_audio,
         "pix_fmt": pix_fmt,
+        "color_transfer": _transfer(colour["trc"] or colour["all"]) if colour else None,
         "source": "ffmpeg",
     }
+
+
+def _transfer(name: str | None) -> str | None:
+    return None if not name or name in ("unknown", "reserved", "progressive") else name
 
 
 def _split_top(s: str) -> list[str]:
@@ -320,6 +332,7 @@ def _finish(path: Path, raw: dict[str, Any]) -> ProbeResult:
         bitrate=raw["bitrate"],
         has_audio=bool(raw["has_audio"]),
         pixel_format=raw.get("pix_fmt"),
+        color_transfer=raw.get("color_transfer"),
         sample_aspect_ratio=float(sar),
         source=raw["source"],
     )

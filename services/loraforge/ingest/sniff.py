@@ -19,6 +19,7 @@ from loraforge.ingest.errors import AudioOnly, EmptyFile, UnsupportedFormat
 # FLV and ASF/WMV. ffmpeg decodes all of them; cut.py deinterlaces the interlaced ones.
 VIDEO_FORMATS = ("mp4", "mov", "mkv", "webm", "avi", "ts", "m2ts", "mpg", "mxf", "flv", "wmv")
 PHOTO_FORMATS = ("jpg", "png", "webp", "bmp")
+ACCEPTED_FORMATS = (*VIDEO_FORMATS, *PHOTO_FORMATS, "zip")
 ACCEPTED = "videos (" + ", ".join(VIDEO_FORMATS) + ") or photos (" + ", ".join(PHOTO_FORMATS) + ")"
 
 _HEAD = 4096

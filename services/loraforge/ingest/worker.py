@@ -41,7 +41,7 @@ from pydantic import ValidationError
 
 from loraforge.ingest import layout
 from loraforge.ingest.archive import extract_zip
-from loraforge.ingest.errors import IngestError, MissingFile, NoSourceUsable
+from loraforge.ingest.errors import IngestError, MissingFile, NoSourceUsable, UnsupportedFormat
 from loraforge.ingest.hashing import sha256_file
 from loraforge.ingest.manifest import (
     MANIFEST_VERSION,
@@ -56,7 +56,7 @@ from loraforge.ingest.manifest import (
 from loraforge.ingest.models import FileOutcome, SourceResult
 from loraforge.ingest.options import ClipOptions, CutOptions, IngestOptions
 from loraforge.ingest.pipeline import process_many
-from loraforge.ingest.sniff import MediaKind, sniff
+from loraforge.ingest.sniff import ACCEPTED_FORMATS, MediaKind, sniff
 from loraforge.ingest.tools import MediaTools
 from loraforge.ingest.url import fetch_url
 from loraforge.runtime.egress import EgressPolicy
@@ -325,7 +325,13 @@ class IngestWork:
                 f,
                 sha,
                 original,
-                error=IngestFailure(type=outcome.error_type, message=outcome.error),
+                error=IngestFailure(
+                    type=outcome.error_type,
+                    message=outcome.error,
+                    accepted=list(ACCEPTED_FORMATS)
+                    if outcome.error_type == UnsupportedFormat.__name__
+                    else None,
+                ),
             )
             report = FileReport(
                 source=f.source,
@@ -378,6 +384,13 @@ class IngestWork:
             return False
         if manifest.source_sha256 != sha:
             return False
+        error = manifest.error
+        if (
+            error is not None
+            and error.type == UnsupportedFormat.__name__
+            and error.accepted != list(ACCEPTED_FORMATS)
+        ):
+            return False  # refused by an ingest that took fewer formats: look again
         report = FileReport.from_manifest(manifest, f.source, f.name, mkey, reused=True)
         report.archive = f.archive
         run.reports.append(report)

@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import subprocess
 import time
 
 import grpc
 import pytest
+from footage import ShotSpec, ffmpeg, make_footage
 
+from loraforge.ingest import layout
+from loraforge.ingest.manifest import SourceManifest
 from loraforge.ingest.upload import upload_local
+from loraforge.ingest.worker import ingest_options, options_hash
 from loraforge.runtime.job_service import JobService
 from loraforge.runtime.keys import ProjectRef
+from loraforge.runtime.params import IngestParams
 from loraforge.runtime.servicers import dict_from_struct
 from loraforge.runtime.storage import Bucket
 from loraforge.v1 import common_pb2, ingest_pb2
@@ -217,3 +223,68 @@ async def test_keys_of_another_tenant_or_project_are_refused(ingest, store, medi
     assert final.state == common_pb2.JOB_STATE_FAILED
     assert "is not an object key of acme/jane" in final.message
     assert not any(True for _ in store.list(Bucket.CLIPS, ""))
+
+
+async def test_a_format_an_older_ingest_refused_is_looked_at_again(ingest, store, tmp_path):
+    """Refusals are remembered per content (a re-ingest reuses them), but "unsupported format"
+    is a fact about the ingest that said it too: an MPEG-TS recording refused before ingest
+    took transport streams is ingested now, and the refusal this ingest stores is reused."""
+    src = make_footage(
+        tmp_path / "src.mp4", [ShotSpec("astronaut", 75, "pan"), ShotSpec("coffee", 75, "zoom")]
+    )
+    ts = tmp_path / "recording.ts"
+    await asyncio.to_thread(
+        subprocess.run,
+        [
+            ffmpeg(),
+            "-loglevel",
+            "error",
+            "-i",
+            str(src.path),
+            "-c",
+            "copy",
+            "-f",
+            "mpegts",
+            str(ts),
+        ],
+        check=True,
+    )
+    (up,) = await asyncio.to_thread(upload_local, store, REF, [ts])
+    params = IngestParams(sources=[up.key], min_s=2, max_s=3, fps=16)  # as _start asks
+    opts_hash = options_hash(ingest_options(params))
+    mkey = layout.manifest_key(REF, up.sha256, opts_hash)
+    # as the ingest before MPEG-TS support stored its refusal (no `accepted` list)
+    old = {
+        "manifest_version": 2,
+        "tenant": TENANT,
+        "project": PROJECT,
+        "source_sha256": up.sha256,
+        "source": {"key": up.key, "name": "recording.ts", "submitted_as": up.key},
+        "options_hash": opts_hash,
+        "options": {},
+        "clips_prefix": layout.clips_prefix(REF, up.sha256),
+        "job_id": "an-older-job",
+        "created_at": "2026-12-01T00:00:00+00:00",
+        "error": {
+            "type": "UnsupportedFormat",
+            "message": "recording.ts: MPEG-TS streams are not supported (remux to mp4)",
+        },
+    }
+    store.put_json(Bucket.CLIPS, mkey, SourceManifest.model_validate(old).dump())
+
+    job = await ingest.wait((await ingest.stub.StartIngest(_start([up.key], "ts"), timeout=5)).id)
+    assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.message
+    (report,) = dict_from_struct(job.result)["sources"]
+    assert not report["reused"] and report["clips"] == 2
+    assert store.get_json(Bucket.CLIPS, mkey)["format"] == "ts"
+
+    # a refusal made by this ingest is remembered: the text file is not looked at twice
+    notes = tmp_path / "notes.ts"
+    notes.write_text("not a video\n" * 50)
+    (bad,) = await asyncio.to_thread(upload_local, store, REF, [notes])
+    for rid, reused in (("bad-1", False), ("bad-2", True)):
+        job = await ingest.wait(
+            (await ingest.stub.StartIngest(_start([bad.key], rid), timeout=5)).id
+        )
+        (report,) = dict_from_struct(job.result)["sources"]
+        assert report["error_type"] == "UnsupportedFormat" and report["reused"] is reused

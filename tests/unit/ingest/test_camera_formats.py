@@ -14,8 +14,12 @@ import pytest
 from footage import ShotSpec, ffmpeg, lavfi_video, make_footage, photo, read_frames
 
 from loraforge.ingest import IngestOptions, cut, process_source
+from loraforge.ingest.probe import probe
 from loraforge.ingest.proxy import read_proxy
 from loraforge.ingest.sniff import MediaKind, Sniffed, sniff
+from loraforge.ingest.tools import MediaTools
+
+TOOLS = MediaTools.discover()
 
 
 def _ff(*args: str) -> None:
@@ -155,3 +159,35 @@ def test_progressive_footage_passes_the_deinterlacer_unchanged(
     without = process_source(prog.path, IngestOptions(), tmp_path / "b")
     assert with_filter.clips
     assert [c.sha256 for c in with_filter.clips] == [c.sha256 for c in without.clips]
+
+
+@pytest.mark.parametrize("transfer", ["arib-std-b67", "smpte2084"], ids=["HLG", "PQ"])
+def test_hdr_footage_is_tone_mapped_to_sdr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transfer: str
+) -> None:
+    """A phone's HLG video (or HDR10's PQ) of the same pictures as an SDR file gives clips that
+    look like the SDR file's, not dim and washed out. The HDR file is made from the SDR one the
+    way a grading tool would (BT.2020 primaries, the HDR curve, SDR white at BT.2408's 203
+    cd/m2), as 10-bit HEVC with its colour tags."""
+    sdr = make_footage(tmp_path / "sdr.mp4", [ShotSpec("astronaut", 100, "pan")], fps=25.0)
+    hdr = tmp_path / "hdr.mp4"
+    _ff(
+        "-i", str(sdr.path),
+        "-vf", f"zscale=tin=bt709:t={transfer}:pin=bt709:p=bt2020:min=bt709:m=bt2020nc:r=tv"
+        ":npl=203,format=yuv420p10le",
+        "-c:v", "libx265", "-x265-params", "log-level=error",
+        "-color_primaries", "bt2020", "-color_trc", transfer, "-colorspace", "bt2020nc",
+        str(hdr),
+    )  # fmt: skip
+    for tools in (TOOLS, TOOLS.without_ffprobe()):
+        assert probe(hdr, tools).color_transfer == transfer
+    want = read_frames(process_source(sdr.path, IngestOptions(), tmp_path / "s").clips[0].path)
+
+    def error(out: str) -> float:
+        clips = process_source(hdr, IngestOptions(), tmp_path / out).clips
+        return float(np.abs(read_frames(clips[0].path) - want).mean())
+
+    mapped = error("mapped")
+    monkeypatch.setattr(cut, "HDR_TRANSFERS", frozenset())
+    as_sdr = error("as-sdr")
+    assert mapped < 5.0 and as_sdr > 2 * mapped, (mapped, as_sdr)
