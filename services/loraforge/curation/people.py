@@ -159,6 +159,14 @@ class _Models(threading.local):
         self.detector = _interpreter("pose_detection.tflite")
         self.segmenter = _interpreter("selfie_segmentation.tflite")
         self._landmarks = None
+        # tensor indices, looked up once: the details lists cost as much as a small resize
+        self.det_in = self.detector.get_input_details()[0]["index"]
+        self.det_boxes, self.det_scores = (o["index"] for o in self.detector.get_output_details())
+        self.seg_in = self.segmenter.get_input_details()[0]["index"]
+        self.seg_out = self.segmenter.get_output_details()[0]["index"]
+        # the detector's outputs (boxes, logits) for an all-black input, once computed: a frame
+        # whose people are all blacked out is black, and its input is the same every time
+        self.black: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def landmarks(self) -> Any:  # ai_edge_litert's Interpreter
@@ -180,12 +188,16 @@ KEYPOINT_MIN_VISIBILITY = 0.5
 _LM_SIDE = 256
 
 
-def _letterbox(rgb: np.ndarray, side: int) -> tuple[np.ndarray, float, int, int]:
-    h, w = rgb.shape[:2]
+def _letterbox_place(h: int, w: int, side: int) -> tuple[float, int, int, int, int]:
+    """Where an h x w image goes in a side x side letterbox: scale, offsets, size."""
     f = side / max(h, w)
     nw, nh = max(1, round(w * f)), max(1, round(h * f))
+    return f, (side - nw) // 2, (side - nh) // 2, nw, nh
+
+
+def _letterbox(rgb: np.ndarray, side: int) -> tuple[np.ndarray, float, int, int]:
+    f, ox, oy, nw, nh = _letterbox_place(rgb.shape[0], rgb.shape[1], side)
     out = np.zeros((side, side, 3), np.uint8)
-    ox, oy = (side - nw) // 2, (side - nh) // 2
     out[oy : oy + nh, ox : ox + nw] = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA)
     return out, f, ox, oy
 
@@ -208,13 +220,17 @@ class PeopleDetector:
 
     def persons(self, rgb: np.ndarray, min_score: float) -> list[PersonDetection]:
         """MediaPipe person detector on one RGB image, after non-maximum suppression."""
-        it = self._local.detector
-        img, f, ox, oy = _letterbox(rgb, _DET_SIDE)
-        inp, out = it.get_input_details()[0], it.get_output_details()
-        it.set_tensor(inp["index"], (img.astype(np.float32) / 127.5 - 1.0)[None])
-        it.invoke()
-        raw = it.get_tensor(out[0]["index"])[0]
-        logits = it.get_tensor(out[1]["index"])[0, :, 0].astype(np.float64)
+        models = self._local
+        if rgb.any():
+            img, f, ox, oy = _letterbox(rgb, _DET_SIDE)
+            raw, logits = self._detector_outputs(img)
+        else:
+            # all black (everyone blacked out, a fade): its letterbox is all zeros whatever
+            # its size, the same input as before, so the model's outputs are those it gave then
+            f, ox, oy, _, _ = _letterbox_place(rgb.shape[0], rgb.shape[1], _DET_SIDE)
+            if models.black is None:
+                models.black = self._detector_outputs(np.zeros((_DET_SIDE, _DET_SIDE, 3), np.uint8))
+            raw, logits = models.black
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -100, 100)))
         a = _anchors()
         found: list[PersonDetection] = []
@@ -239,6 +255,17 @@ class PeopleDetector:
             if _upright_body(d) and all(iou(head, o.head) < 0.3 for o in found):
                 found.append(d)
         return found
+
+    def _detector_outputs(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The person detector's raw outputs on a 224 letterbox: boxes (2254, 12) and score
+        logits (2254,) as float64."""
+        models = self._local
+        it = models.detector
+        it.set_tensor(models.det_in, (img.astype(np.float32) / 127.5 - 1.0)[None])
+        it.invoke()
+        raw = it.get_tensor(models.det_boxes)[0]
+        logits = it.get_tensor(models.det_scores)[0, :, 0].astype(np.float64)
+        return raw, logits
 
     def keypoints(self, rgb: np.ndarray, d: PersonDetection) -> tuple[np.ndarray, np.ndarray]:
         """BlazePose's 33 body keypoints of one detected person: (33, 2) image pixels and their
@@ -272,11 +299,12 @@ class PeopleDetector:
 
     def person_mask(self, rgb: np.ndarray) -> np.ndarray:
         """Probability that each pixel is a person, at the image's size."""
-        it = self._local.segmenter
+        models = self._local
+        it = models.segmenter
         small = cv2.resize(rgb, (_SEG_SIDE, _SEG_SIDE), interpolation=cv2.INTER_AREA)
-        it.set_tensor(it.get_input_details()[0]["index"], (small.astype(np.float32) / 255.0)[None])
+        it.set_tensor(models.seg_in, (small.astype(np.float32) / 255.0)[None])
         it.invoke()
-        m = it.get_tensor(it.get_output_details()[0]["index"])[0, :, :, 0]
+        m = it.get_tensor(models.seg_out)[0, :, :, 0]
         prob: np.ndarray = cv2.resize(
             m, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR
         )
@@ -325,14 +353,17 @@ class PeopleDetector:
 
         # the segmenter paints cats and cups as people when nobody is there: its regions are
         # only looked at beside someone found already, as candidates for a second person
-        if people:
+        bands = [_body_band(p.box, sw, sh) for p in people]
+        # the mask is cleared under the known people's bodies: when those cover the whole
+        # frame, no region is left whatever the segmenter says, so it is not run
+        if people and not _covers(bands, sw):
             mask = (self.person_mask(rgb) > MASK_THRESHOLD).astype(np.uint8)
             # crops are checked with the known people blacked out too, so that a region next
             # to the subject does not find the subject again
             view = rgb.copy()
-            for p in people:
-                mask[_body_band(p.box, sw, sh)] = 0
-                view[_body_band(p.box, sw, sh)] = 0
+            for band in bands:
+                mask[band] = 0
+                view[band] = 0
             for x, y, bw, bh in _regions(mask, MIN_REGION_FRACTION * sh * sw):
                 score = 0.0
                 # a tight and a loose crop: a person cut by the region edge needs context (the
@@ -455,6 +486,15 @@ def _body_band(head: Box, width: int, height: int) -> tuple[slice, slice]:
     half = BODY_BAND_HEAD_WIDTHS * head.w
     x0, x1 = int(max(0, cx - half)), int(min(width, cx + half))
     return slice(int(max(0, head.y - head.h)), height), slice(x0, x1)
+
+
+def _covers(bands: Sequence[tuple[slice, slice]], width: int) -> bool:
+    """Whether body bands (``_body_band``: each from its top row down to the bottom) cover the
+    whole frame: every column covered from row 0."""
+    top = np.full(width, 1, np.int64)  # per column, the highest band top over it (1: none)
+    for rows, cols in bands:
+        top[cols] = np.minimum(top[cols], rows.start)
+    return bool((top == 0).all())
 
 
 def _same_head(face: Box, head: Box) -> bool:
