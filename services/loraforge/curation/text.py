@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 
 import cv2
 import numpy as np
@@ -63,6 +64,28 @@ def _model_path(name: str) -> str:
     return str(path)
 
 
+class _TablePreProcess:
+    """rapidocr's detector preprocessing (``DetPreProcess``: resize to multiples of 32, then
+    ``(x * scale - mean) / std`` per channel in float64, to CHW float32) with the normalisation
+    read from a table: the same float operations done once on each of the 256 levels of each
+    channel instead of on every pixel (its float64 passes cost ~2 ms a frame)."""
+
+    def __init__(self, inner: Any) -> None:  # rapidocr's DetPreProcess (untyped)
+        self._inner = inner
+        levels = np.arange(256, dtype=np.uint8).astype("float32") * inner.scale
+        self._table = ((levels[:, None] - inner.mean) / inner.std).astype(np.float32)
+
+    def __call__(self, img: np.ndarray) -> np.ndarray | None:
+        resized = self._inner.resize(img)
+        if resized is None:
+            return None
+        table = self._table
+        if resized.dtype != np.uint8 or resized.ndim != 3 or resized.shape[2] != table.shape[1]:
+            out: np.ndarray = self._inner.permute(self._inner.normalize(resized))
+            return np.expand_dims(out, axis=0).astype(np.float32)
+        return np.stack([table[:, c][resized[..., c]] for c in range(table.shape[1])])[None]
+
+
 class TextReader:
     """PP-OCR detection + recognition, one ONNX Runtime session each (thread-safe runs)."""
 
@@ -93,6 +116,8 @@ class TextReader:
                 "score_mode": "fast",
             }
         )
+        base = self._det.get_preprocess
+        self._det.get_preprocess = lambda max_wh: _TablePreProcess(base(max_wh))
         self._rec = TextRecognizer(
             {
                 **common,
