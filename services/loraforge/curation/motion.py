@@ -29,13 +29,22 @@ def dense_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 2, 9, 2, 5, 1.1, 0)
 
 
+def _magnitude(flow: np.ndarray) -> np.ndarray:
+    """Length of each flow vector, float32: the same float32 operations as
+    ``np.linalg.norm(flow, axis=2)`` (u*u + v*v, then the square root), at a tenth of its cost
+    (norm's reduction over an axis of two is slow)."""
+    u, v = flow[..., 0], flow[..., 1]
+    mag: np.ndarray = np.sqrt(u * u + v * v)
+    return mag
+
+
 def flow_speed(
     a: np.ndarray, b: np.ndarray, fps: float, flow: np.ndarray | None = None
 ) -> tuple[float, np.ndarray]:
     flow = dense_flow(a, b) if flow is None else flow
     w = a.shape[1]
     scale = (fps or 1.0) / w
-    mag = float(np.linalg.norm(flow, axis=2).mean()) * scale
+    mag = float(_magnitude(flow).mean()) * scale
     return mag, np.median(flow.reshape(-1, 2), axis=0) * scale
 
 
@@ -95,8 +104,7 @@ def _pair_components(flow: np.ndarray) -> tuple[float, float, float, float] | No
     or a rotation is measured by how far it moves the pixels, like a translation. b > 0 is a
     clockwise turn on screen (y points down)."""
     _h, _w = flow.shape[:2]
-    mag = np.linalg.norm(flow, axis=2)
-    moving = mag > _MOVING_PX
+    moving = _magnitude(flow) > _MOVING_PX
     if moving.mean() < _MIN_MOVING_SHARE:
         return None
     ys, xs = np.nonzero(moving)
