@@ -10,12 +10,24 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from loraforge.ingest.errors import CorruptMedia, UnsupportedFormat, VideoTooLarge, VideoTooSmall
 from loraforge.ingest.options import ImageFormat, MediaLimits
 
-_PIL_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp"}
+_PIL_FORMATS = {
+    "JPEG": "jpg",
+    "PNG": "png",
+    "WEBP": "webp",
+    "BMP": "bmp",
+    "HEIF": "heic",
+    "AVIF": "avif",
+}
+# HEIC through libheif. It applies the file's rotation and mirroring (what an iPhone stores for
+# a portrait shot) and resets the EXIF orientation to 1, so exif_transpose below does not turn
+# the picture a second time; 10-bit (HDR) photos come out as 8-bit RGB.
+pillow_heif.register_heif_opener()
 
 
 @dataclass(frozen=True)

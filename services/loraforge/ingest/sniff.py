@@ -18,7 +18,7 @@ from loraforge.ingest.errors import AudioOnly, EmptyFile, UnsupportedFormat
 # each packet), MPEG program streams (DVD .VOB, SD .MPG), MXF (broadcast and cinema cameras),
 # FLV and ASF/WMV. ffmpeg decodes all of them; cut.py deinterlaces the interlaced ones.
 VIDEO_FORMATS = ("mp4", "mov", "mkv", "webm", "avi", "ts", "m2ts", "mpg", "mxf", "flv", "wmv")
-PHOTO_FORMATS = ("jpg", "png", "webp", "bmp")
+PHOTO_FORMATS = ("jpg", "png", "webp", "bmp", "heic", "avif")
 ACCEPTED_FORMATS = (*VIDEO_FORMATS, *PHOTO_FORMATS, "zip")
 ACCEPTED = "videos (" + ", ".join(VIDEO_FORMATS) + ") or photos (" + ", ".join(PHOTO_FORMATS) + ")"
 
@@ -41,6 +41,9 @@ class Sniffed:
 _QT_BRANDS = {b"qt  "}
 # Brands of audio-only ISO files: reject early with a clear message instead of at probe time.
 _AUDIO_BRANDS = {b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B "}
+# HEIF still images (iPhone photos: heic; a burst or Live Photo's still: msf1, hevc) and AVIF
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
+_AVIF_BRANDS = {b"avif", b"avis"}
 _ISO_BOXES = {b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"}
 _ASF_GUID = bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c")
 # SMPTE 377 partition pack key (the first 13 bytes; byte 13 says which kind of partition)
@@ -92,11 +95,10 @@ def sniff(path: Path) -> Sniffed:
                 f"{path.name}: this is an audio file ({brand.decode().strip()}) with no video; "
                 f"upload the video itself, not its sound track"
             )
-        if brand.startswith((b"heic", b"heix", b"mif1", b"msf1", b"avif")):
-            raise UnsupportedFormat(
-                f"{path.name}: HEIC/AVIF photos are not supported; "
-                f"export the photo as JPEG or PNG and upload that"
-            )
+        if brand in _AVIF_BRANDS:
+            return Sniffed(MediaKind.PHOTO, "avif")
+        if brand in _HEIF_BRANDS:
+            return Sniffed(MediaKind.PHOTO, "heic")
         return Sniffed(
             MediaKind.VIDEO, "mov" if brand in _QT_BRANDS or head[4:8] != b"ftyp" else "mp4"
         )

@@ -22,19 +22,14 @@ from loraforge.runtime.storage import Bucket, ObjectStore
 
 # What a folder is expanded to (files named explicitly are uploaded whatever their name; the
 # worker then says what is wrong with them).
+# what a folder given to `loraforge ingest` is searched for (a file named directly is sent
+# whatever its name: ingest sniffs the content): phone and web files, camera and recorder
+# files (AVCHD .MTS/.M2TS, broadcast .TS, DVD .VOB/.MPG, MXF, FLV, WMV), phone photos
 MEDIA_SUFFIXES = frozenset(
     {
-        ".mp4",
-        ".mov",
-        ".m4v",
-        ".mkv",
-        ".webm",
-        ".avi",
-        ".jpg",
-        ".jpeg",
-        ".png",
-        ".webp",
-        ".bmp",
+        *(".mp4", ".mov", ".m4v", ".3gp", ".mkv", ".webm", ".avi"),
+        *(".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".vob", ".mxf", ".flv", ".wmv", ".asf"),
+        *(".jpg", ".jpeg", ".png", ".webp", ".bmp", ".heic", ".heif", ".avif"),
         ".zip",
     }
 )
@@ -46,6 +41,13 @@ _CONTENT_TYPES = {
     ".jpg": "image/jpeg",
     ".jpeg": "image/jpeg",
     ".png": "image/png",
+    ".heic": "image/heic",
+    ".avif": "image/avif",
+    ".ts": "video/mp2t",
+    ".mts": "video/mp2t",
+    ".m2ts": "video/mp2t",
+    ".mpg": "video/mpeg",
+    ".mxf": "application/mxf",
     ".zip": "application/zip",
 }
 

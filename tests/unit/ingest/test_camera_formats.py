@@ -18,6 +18,7 @@ from loraforge.ingest.probe import probe
 from loraforge.ingest.proxy import read_proxy
 from loraforge.ingest.sniff import MediaKind, Sniffed, sniff
 from loraforge.ingest.tools import MediaTools
+from loraforge.ingest.upload import expand_paths
 
 TOOLS = MediaTools.discover()
 
@@ -191,3 +192,14 @@ def test_hdr_footage_is_tone_mapped_to_sdr(
     monkeypatch.setattr(cut, "HDR_TRANSFERS", frozenset())
     as_sdr = error("as-sdr")
     assert mapped < 5.0 and as_sdr > 2 * mapped, (mapped, as_sdr)
+
+
+def test_a_folder_of_camera_and_phone_files_is_found(tmp_path: Path) -> None:
+    """`loraforge ingest FOLDER` picks media by name (upper-case camera names included)."""
+    names = ["IMG_0001.HEIC", "00001.MTS", "BDMV/STREAM/00002.M2TS", "VTS_01_1.VOB", "C0001.MXF"]
+    for n in [*names, "notes.txt", ".hidden.mp4", "IMG_0001.AAE"]:
+        (tmp_path / n).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / n).write_bytes(b"x")
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in expand_paths([tmp_path])) == sorted(
+        names
+    )
