@@ -29,9 +29,18 @@ log = logging.getLogger(__name__)
 _ENCODE_TIMEOUT = 600.0
 
 
-def output_size(probe: ProbeResult, max_long_side: int | None) -> tuple[int, int]:
-    """Display size capped to ``max_long_side``; both sides even, as yuv420p/H.264 require."""
+def output_size(
+    probe: ProbeResult, max_long_side: int | None, crop: tuple[int, int, int, int] | None = None
+) -> tuple[int, int]:
+    """Display size (of the picture inside ``crop``, when mattes are cut away) capped to
+    ``max_long_side``; both sides even, as yuv420p/H.264 require."""
     w, h = probe.width, probe.height
+    if crop is not None:
+        # crop is in the graph's frame (stored pixels, turned): the pixel aspect stretches x,
+        # or y when the picture was turned a quarter
+        cw, ch = crop[0], crop[1]
+        sar = probe.sample_aspect_ratio or 1.0
+        w, h = (round(cw * sar), ch) if probe.rotation not in (90, 270) else (cw, round(ch * sar))
     scale = 1.0
     if max_long_side and max(w, h) > max_long_side:
         scale = max_long_side / max(w, h)
@@ -82,6 +91,10 @@ TONEMAP = (
 )
 
 
+def _crop(crop: tuple[int, int, int, int] | None) -> str:
+    return "" if crop is None else "crop={}:{}:{}:{}:exact=1,".format(*crop)
+
+
 def _command(
     src: Path,
     job: _Job,
@@ -101,7 +114,8 @@ def _command(
     # Formats are set per branch after the split: a shared format would let the JPEG branch
     # negotiate full-range (yuvj420p) for the video branch too.
     graph = (
-        f"[0:v:0]{DEINTERLACE},fps={fps:.6g},scale={w}:{h},{TONEMAP + ',' if hdr else ''}setsar=1,"
+        f"[0:v:0]{DEINTERLACE},{_crop(plan.crop)}fps={fps:.6g},scale={w}:{h},"
+        f"{TONEMAP + ',' if hdr else ''}setsar=1,"
         f"split={3 if raw_out else 2}[e][kf]"
         f"{'[an]' if raw_out else ''};"
         f"[e]scale=out_range=tv,format=yuv420p[enc];"
@@ -185,7 +199,6 @@ def cut_clips(
 ) -> tuple[list[Clip], list[SkippedSegment]]:
     outdir.mkdir(parents=True, exist_ok=True)
     default_fps = opts.fps or probe.fps
-    size = output_size(probe, opts.max_long_side)
     jobs = [_Job(i, p, outdir / f"{stem}_{i:04d}.mp4") for i, p in enumerate(plans)]
     workers = opts.workers or max(1, min(4, os.cpu_count() or 1))
     hdr = probe.color_transfer in HDR_TRANSFERS
@@ -198,6 +211,7 @@ def cut_clips(
         ext = opts.keyframe_format
         pattern = str(outdir / f"{job.out.stem}_kf%d.{ext}")
         fps = job.plan.fps or default_fps  # plan_clips' rate: never above the source's own
+        size = output_size(probe, opts.max_long_side, job.plan.crop)
         raw = outdir / f"{job.out.stem}_analysis.raw" if opts.analysis_proxy else None
         proc = run(
             _command(src, job, size, fps, opts, tools, pattern, raw, hdr),
@@ -241,6 +255,7 @@ def cut_clips(
             keyframes=tuple(keyframes),
             sha256=sha256_file(job.out),
             analysis=analysis,
+            crop=job.plan.crop,
         )
 
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -24,6 +24,7 @@ from loraforge.ingest.tools import MediaTools
 from loraforge.runtime.errors import Cancelled
 
 _SHOWINFO = re.compile(rb"\bn:\s*(\d+)\s+pts:\s*(-?\d+)\s+pts_time:\s*(-?[\d.]+)")
+_CROPDETECT = re.compile(rb"Parsed_cropdetect.*\bx1:(\d+) x2:(\d+) y1:(\d+) y2:(\d+)")
 
 
 def analysis_size(probe: ProbeResult, width: int) -> tuple[int, int]:
@@ -37,7 +38,9 @@ class LowResDecode:
     """Iterate BGR frames (OpenCV's channel order, what PySceneDetect detectors expect).
 
     After iteration: ``pts`` holds each frame's time in seconds, ``frames`` the count,
-    ``errors`` the decoder's complaints (empty for a clean file).
+    ``errors`` the decoder's complaints (empty for a clean file), ``pictures`` each full-size
+    frame's picture box from ffmpeg's cropdetect (x1, x2, y1, y2; None for a black frame), for
+    matte.py.
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class LowResDecode:
         self.tools = tools
         self.cancel_check = cancel_check
         self.pts: list[float] = []
+        self.pictures: list[tuple[int, int, int, int] | None] = []
         self.frames = 0
         self.errors: list[str] = []
         self.returncode: int | None = None
@@ -72,9 +76,10 @@ class LowResDecode:
             "-an",
             "-sn",
             "-dn",
-            # area scaling averages pixels like cv2.INTER_AREA; showinfo logs each frame's pts.
+            # area scaling averages pixels like cv2.INTER_AREA; showinfo logs each frame's pts;
+            # cropdetect (reset every frame, none skipped) each full-size frame's picture box
             "-vf",
-            f"scale={w}:{h}:flags=area,showinfo",
+            f"cropdetect=round=2:reset=1:skip=0,scale={w}:{h}:flags=area,showinfo",
             # passthrough: the rawvideo muxer would otherwise duplicate/drop frames to a constant
             # rate, and pipe frames would no longer match showinfo's timestamps.
             "-fps_mode",
@@ -117,6 +122,9 @@ class LowResDecode:
             m = _SHOWINFO.search(line)
             if m:
                 self.pts.append(float(m.group(3)))
+            elif c := _CROPDETECT.search(line):
+                x1, x2, y1, y2 = (int(v) for v in c.groups())
+                self.pictures.append((x1, x2, y1, y2) if x2 >= x1 and y2 >= y1 else None)
             elif (
                 b"rror" in line
                 or b"nvalid" in line

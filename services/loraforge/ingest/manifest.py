@@ -47,7 +47,7 @@ class ClipEntry(_OmitNone):
     """One training item cut from the source: a clip (video) or the normalised photo. The
     fields from `shot_index` on are the core's `models.Clip`, less its local paths."""
 
-    _omit_when_none: ClassVar[tuple[str, ...]] = ("analysis_key",)
+    _omit_when_none: ClassVar[tuple[str, ...]] = ("analysis_key", "crop")
 
     clip_id: str  # `layout.clip_id`: unique per source and options hash
     kind: Literal["clip", "photo"]
@@ -69,6 +69,9 @@ class ClipEntry(_OmitNone):
     # the analysis proxy (`layout.analysis_key`, proxy.py) curation reads instead of the clip;
     # None when the clip has none (photos)
     analysis_key: str | None = None
+    # black mattes cut away (ingest/matte.py): the picture's width, height, x, y in the source
+    # frame; None when the whole frame was kept
+    crop: list[int] | None = None
 
 
 class SourceRef(BaseModel):

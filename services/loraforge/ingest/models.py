@@ -82,6 +82,9 @@ class ClipPlan(_Dictable):
     # Output rate of this clip: the target rate, or the source's own rate where the source is
     # slower (frames are dropped to reach a lower rate, never duplicated to reach a higher one).
     fps: float = 0.0
+    # the picture inside black mattes (matte.matte_crop): width, height, x, y of the frames the
+    # filter graph sees; None: the whole frame
+    crop: tuple[int, int, int, int] | None = None
 
     @property
     def duration(self) -> float:
@@ -111,6 +114,7 @@ class Clip(_Dictable):
     keyframes: tuple[Path, ...]  # first, middle, last frame
     sha256: str = ""
     analysis: Path | None = None  # the analysis proxy curation reads instead of the clip (proxy.py)
+    crop: tuple[int, int, int, int] | None = None  # the plan's: mattes cut away (matte.py)
 
     @property
     def duration(self) -> float:

@@ -24,6 +24,7 @@ from loraforge.ingest.errors import (
     VideoTooShort,
 )
 from loraforge.ingest.hashing import sha256_file
+from loraforge.ingest.matte import frame_size, matte_crop
 from loraforge.ingest.models import Clip, FileOutcome, SourceResult
 from loraforge.ingest.options import IngestOptions
 from loraforge.ingest.photo import normalize_photo
@@ -148,6 +149,14 @@ def process_source(
         shots = build_shots(analysis, options.shots)
         out_fps = options.cut.fps or analysis.fps
         plans, skipped = plan_clips(shots, analysis, clip_opts, out_fps)
+        if analysis.bars:  # black mattes cut away, per clip (matte.py)
+            frame = frame_size(info)
+            plans = [
+                dataclasses.replace(
+                    p, crop=matte_crop(analysis.bars[p.start_frame : p.end_frame], frame)
+                )
+                for p in plans
+            ]
         timings["detect"] = time.perf_counter() - t
         report("detect", _DETECT_SPAN[1])
 

@@ -24,6 +24,7 @@ from scenedetect.detectors import AdaptiveDetector, ContentDetector
 
 from loraforge.ingest.decode import LowResDecode
 from loraforge.ingest.errors import CorruptMedia
+from loraforge.ingest.matte import Bars, flat_dark_runs, frame_bars, frame_size
 from loraforge.ingest.models import ProbeResult, Shot
 from loraforge.ingest.options import ShotOptions
 from loraforge.ingest.probe import durations_vary
@@ -43,6 +44,9 @@ class Analysis:
     variable_frame_rate: bool
     frame_count: int
     decode_errors: tuple[str, ...] = ()
+    # per frame: its black mattes (matte.frame_bars; None for a black frame), or empty when
+    # the decode did not report them
+    bars: tuple[Bars | None, ...] = ()
 
     def time_at(self, frame: int) -> float:
         """Start time of ``frame``; one past the last frame maps to the end of the video."""
@@ -90,8 +94,10 @@ def analyse(
     def timecode(i: int) -> int | scenedetect.FrameTimecode:
         return scenedetect.FrameTimecode(i, fps) if _TAKES_TIMECODE else i
 
+    runs: list[Bars] = []
     i = -1
     for i, frame in enumerate(decode):
+        runs.append(flat_dark_runs(frame))
         # BT.601 luma from BGR; mean over a 256-px frame costs microseconds.
         luma.append(
             float(
@@ -126,6 +132,13 @@ def analyse(
         pts = np.arange(n, dtype=np.float64) / fps
     measured_fps = (n - 1) / (pts[-1] - pts[0]) if n > 1 and pts[-1] > pts[0] else fps
     vfr = durations_vary(sorted(pts.tolist()))
+    bars: tuple[Bars | None, ...] = ()
+    if len(decode.pictures) == n:  # else cropdetect lines went missing: crop nothing
+        full = frame_size(probe)
+        bars = tuple(
+            frame_bars(pic, run, full, decode.size)
+            for pic, run in zip(decode.pictures, runs, strict=True)
+        )
     return Analysis(
         cuts=tuple(sorted({c for c in cuts if 0 < c < n})),
         luma=np.asarray(luma),
@@ -134,6 +147,7 @@ def analyse(
         variable_frame_rate=vfr,
         frame_count=n,
         decode_errors=tuple(decode.errors),
+        bars=bars,
     )
 
 

@@ -481,6 +481,7 @@ class IngestWork:
                     height=clip.height,
                     sha256=clip.sha256,
                     analysis_key=analysis_key,
+                    crop=list(clip.crop) if clip.crop else None,
                 )
             )
         return items

@@ -1,0 +1,118 @@
+"""Black mattes cut away: a film letterboxed into a 16:9 or 4:3 frame, a 4:3 programme
+pillarboxed into 16:9, a windowboxed picture.
+
+A 2.39:1 film in a 1920x1080 frame carries 140 black rows above and below the picture. Kept,
+they are a quarter of every training frame (the LoRA learns black bands; curation refuses such
+clips as `letterbox`), so each clip is cut to the picture inside its mattes, the way a
+transcoder's auto-crop does.
+
+Where the bars are: ffmpeg's ``cropdetect`` on every full-size frame of the analysis decode
+gives the exact rows and columns where the picture starts (decode.py). What makes a bar a matte
+and not a dark part of the picture (a night sky, the dark room of a low-key close-up):
+
+- it is flat: in the small analysis frame its rows (columns) are dark and uniform, where the
+  picture's darkness has grain, gradients and things in it (``flat_dark_runs``);
+- it holds on every frame of the clip: the clip's bar is the smallest of its frames';
+- it comes in pairs of about the same size (top and bottom, left and right), because a matte
+  centres the picture; a dark sky only darkens the top.
+
+Only then is that axis cropped, to even sizes (yuv420p). The clip's other frames, the
+keyframes and the analysis proxy come out of the same cropped graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from loraforge.ingest.models import ProbeResult
+
+# a bar thinner than this share of the side is left alone (a few dark rows of overscan)
+MIN_BAR = 0.02
+# top and bottom (left and right) bars may differ by this share of the larger, or 4 px: mattes
+# are centred, give or take an encoder's rounding
+MAX_ASYMMETRY = 0.15
+# a "picture" smaller than this share of the side after cropping is a dark shot, not mattes
+MIN_PICTURE = 0.4
+# flat and dark in the small analysis frame (0-255): a digital matte is black (16-20 once
+# encoded) with a little compression noise
+_FLAT_MAX = 40
+_FLAT_SPREAD = 12
+
+Bars = tuple[int, int, int, int]  # top, bottom, left, right, in full-size frame pixels
+
+
+def frame_size(probe: ProbeResult) -> tuple[int, int]:
+    """Width and height of the frames ffmpeg's filters see: stored pixels (before the pixel
+    aspect is applied), turned by the display rotation (ffmpeg rotates before the graph)."""
+    w, h = probe.coded_width, probe.coded_height
+    return (h, w) if probe.rotation in (90, 270) else (w, h)
+
+
+def flat_dark_runs(small_bgr: np.ndarray) -> Bars:
+    """How many rows from the top and bottom, and columns from the left and right, of a small
+    frame are flat and dark (matte candidates)."""
+    g = small_bgr.max(axis=2)  # a coloured border is not black, whatever its luma
+    rows = (g.max(axis=1) <= _FLAT_MAX) & (np.ptp(g, axis=1) <= _FLAT_SPREAD)
+    cols = (g.max(axis=0) <= _FLAT_MAX) & (np.ptp(g, axis=0) <= _FLAT_SPREAD)
+
+    def run(flags: np.ndarray) -> int:
+        off = np.flatnonzero(~flags)
+        return int(off[0]) if off.size else len(flags)
+
+    return run(rows), run(rows[::-1]), run(cols), run(cols[::-1])
+
+
+def frame_bars(
+    detected: tuple[int, int, int, int] | None,
+    runs: Bars,
+    size: tuple[int, int],
+    small: tuple[int, int],
+) -> Bars | None:
+    """One frame's mattes: cropdetect's picture box (x1, x2, y1, y2, inclusive; None for a black
+    frame) kept on each side where the small frame's flat dark run reaches it (within 1.5 small
+    pixels), else 0 on that side."""
+    if detected is None:
+        return None
+    x1, x2, y1, y2 = detected
+    w, h = size
+    sx, sy = w / small[0], h / small[1]
+    top, bottom, left, right = y1, h - 1 - y2, x1, w - 1 - x2
+    t, b, lft, r = runs
+    return (
+        top if t * sy >= top - 1.5 * sy else 0,
+        bottom if b * sy >= bottom - 1.5 * sy else 0,
+        left if lft * sx >= left - 1.5 * sx else 0,
+        right if r * sx >= right - 1.5 * sx else 0,
+    )
+
+
+def _pair(a: int, b: int, side: int) -> tuple[int, int]:
+    """The two bars of one axis when they are a centred matte, else (0, 0)."""
+    if min(a, b) < MIN_BAR * side:
+        return 0, 0
+    if abs(a - b) > max(4.0, MAX_ASYMMETRY * max(a, b)):
+        return 0, 0
+    if side - a - b < MIN_PICTURE * side:
+        return 0, 0
+    return a, b
+
+
+def matte_crop(
+    bars: Sequence[Bars | None], size: tuple[int, int]
+) -> tuple[int, int, int, int] | None:
+    """The picture inside the mattes of a clip's frames as ffmpeg's crop wants it: (width,
+    height, x, y), even; None when there is nothing to cut (or no frame says)."""
+    seen = [b for b in bars if b is not None]
+    if not seen:
+        return None
+    w, h = size
+    top, bottom, left, right = (min(b[k] for b in seen) for k in range(4))
+    top, bottom = _pair(top, bottom, h)
+    left, right = _pair(left, right, w)
+    if not (top or bottom or left or right):
+        return None
+    x, y = -(-left // 2) * 2, -(-top // 2) * 2  # round the bars up: no dark line is kept
+    cw, ch = (w - right - x) // 2 * 2, (h - bottom - y) // 2 * 2
+    return cw, ch, x, y

@@ -1,0 +1,113 @@
+"""Black mattes cut away at ingest (ingest/matte.py): a scope film letterboxed into 16:9, a 4:3
+programme pillarboxed, an anamorphic SD letterbox; and what must not be cut: a low-key shot's
+dark, grainy surroundings, a dark sky over a lit street, bars that come and go."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from footage import ShotSpec, encode, read_frames, render_shot
+
+from loraforge.curation.quality import measure_frame
+from loraforge.ingest import IngestOptions, process_source
+from loraforge.ingest.matte import matte_crop
+
+W, H = 640, 360
+
+
+def _matted(picture: list[np.ndarray], box: tuple[int, int, int, int]) -> list[np.ndarray]:
+    """Each picture (RGB) scaled into ``box`` (x, y, w, h) of a black W x H frame."""
+    x, y, w, h = box
+    out = []
+    for p in picture:
+        f = np.zeros((H, W, 3), np.uint8)
+        f[y : y + h, x : x + w] = cv2.resize(p, (w, h), interpolation=cv2.INTER_AREA)
+        out.append(f)
+    return out
+
+
+def _ingest(tmp_path: Path, frames: list[np.ndarray], name: str, **kw) -> list:
+    src = tmp_path / f"{name}.mp4"
+    encode(iter(frames), src, (W, H), 25.0, **kw)
+    return list(process_source(src, IngestOptions(), tmp_path / name).clips)
+
+
+def test_scope_film_letterboxed_in_16_9_is_cut_to_its_picture(tmp_path: Path) -> None:
+    # 2.39:1 inside 640x360: a 268-row picture, 46 black rows above and below
+    pic = render_shot(ShotSpec("astronaut", 100, "pan"), (640, 268))
+    clips = _ingest(tmp_path, _matted(pic, (0, 46, 640, 268)), "scope")
+    assert clips
+    for c in clips:
+        assert c.crop == (640, 268, 0, 46)
+        assert (c.width, c.height) == (640, 268)
+        frames = read_frames(c.path, (c.width, c.height))
+        q = measure_frame(
+            cv2.cvtColor(frames[len(frames) // 2].astype(np.uint8), cv2.COLOR_RGB2BGR)
+        )
+        assert q.bar_top == q.bar_bottom == 0  # curation sees no bars now
+        assert frames[:, :2].mean() > 30 and frames[:, -2:].mean() > 30  # and no dark line
+
+
+def test_pillarboxed_4_3_is_cut_and_anamorphic_sd_keeps_its_shape(tmp_path: Path) -> None:
+    pic = render_shot(ShotSpec("chelsea", 100, "zoom"), (480, 360))
+    (clip,) = _ingest(tmp_path, _matted(pic, (80, 0, 480, 360)), "pillar")[:1]
+    assert clip.crop == (480, 360, 80, 0) and (clip.width, clip.height) == (480, 360)
+
+    # PAL 16:9 anamorphic (720x576 stored, 64:45 pixels) carrying a 2.35:1 letterbox
+    pic = render_shot(ShotSpec("coffee", 100, "pan"), (720, 436))
+    frames = [np.zeros((576, 720, 3), np.uint8) for _ in pic]
+    for f, p in zip(frames, pic, strict=True):
+        f[70:506] = p
+    src = tmp_path / "pal.mp4"
+    encode(iter(frames), src, (720, 576), 25.0, extra=["-vf", "setsar=64/45"])
+    (clip,) = process_source(src, IngestOptions(), tmp_path / "pal").clips[:1]
+    assert clip.crop == (720, 436, 0, 70)
+    # displayed 1024 wide; the picture's aspect as shown: 1024 / 436 = 2.35
+    assert clip.width == 1024 and abs(clip.width / clip.height - 1024 / 436) < 0.01
+
+
+def _grain(rng: np.random.Generator, frame: np.ndarray, sigma: float) -> np.ndarray:
+    noisy = frame.astype(np.float32) + rng.normal(0, sigma, frame.shape)
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+def test_dark_surroundings_of_a_low_key_shot_are_picture_not_matte(tmp_path: Path) -> None:
+    """The astronaut lit by a spot, the room around her falling to near black above and below
+    (symmetric), with film grain: the dark rows are picture, nothing is cut."""
+    rng = np.random.default_rng(0)
+    pic = render_shot(ShotSpec("astronaut", 100, "still"), (W, H))
+    yy = np.abs(np.linspace(-1, 1, H))[:, None, None]
+    light = np.clip(1.6 - 1.8 * yy, 0.02, 1.0)  # near black over the top and bottom fifth
+    frames = [_grain(rng, (p * light).astype(np.uint8), 3.0) for p in pic]
+    clips = _ingest(tmp_path, frames, "lowkey")
+    assert clips and all(c.crop is None and (c.width, c.height) == (W, H) for c in clips)
+
+
+def test_a_dark_sky_is_not_a_letterbox(tmp_path: Path) -> None:
+    """Flat black over the top of the frame only (a night sky): not a centred matte."""
+    pic = render_shot(ShotSpec("coffee", 100, "pan"), (W, H))
+    for p in pic:
+        p[:60] = 0
+    clips = _ingest(tmp_path, pic, "sky")
+    assert clips and all(c.crop is None for c in clips)
+
+
+@pytest.mark.parametrize(
+    ("bars", "want"),
+    [
+        ([(46, 46, 0, 0)] * 5, (640, 268, 0, 46)),  # letterbox
+        ([(46, 46, 0, 0)] * 4 + [(0, 46, 0, 0)], None),  # one frame has picture at the top
+        ([(46, 40, 0, 0)] * 5, (640, 274, 0, 46)),  # off by 6 rows: an encoder's rounding
+        ([(46, 10, 0, 0)] * 5, None),  # not centred
+        ([(5, 5, 0, 0)] * 5, None),  # a few rows of overscan
+        ([(150, 150, 0, 0)] * 5, None),  # 60 rows of "picture" left: a dark shot
+        ([None, (46, 46, 0, 0), None], (640, 268, 0, 46)),  # black frames say nothing
+        ([None, None], None),
+        ([(45, 47, 81, 79)] * 3, (478, 266, 82, 46)),  # windowbox: even sizes, bars rounded up
+    ],
+)
+def test_matte_crop_rules(bars, want) -> None:
+    assert matte_crop(bars, (W, H)) == want
