@@ -354,9 +354,11 @@ class PeopleDetector:
         # the segmenter paints cats and cups as people when nobody is there: its regions are
         # only looked at beside someone found already, as candidates for a second person
         bands = [_body_band(p.box, sw, sh) for p in people]
-        # the mask is cleared under the known people's bodies: when those cover the whole
-        # frame, no region is left whatever the segmenter says, so it is not run
-        if people and not _covers(bands, sw):
+        min_area = MIN_REGION_FRACTION * sh * sw
+        # the mask is cleared under the known people's bodies, and a region counts only its
+        # mask pixels: when fewer than min_area pixels lie outside those bodies, no region can
+        # pass whatever the segmenter says, so it is not run
+        if people and _outside(bands, sw, sh) >= min_area:
             mask = (self.person_mask(rgb) > MASK_THRESHOLD).astype(np.uint8)
             # crops are checked with the known people blacked out too, so that a region next
             # to the subject does not find the subject again
@@ -364,7 +366,7 @@ class PeopleDetector:
             for band in bands:
                 mask[band] = 0
                 view[band] = 0
-            for x, y, bw, bh in _regions(mask, MIN_REGION_FRACTION * sh * sw):
+            for x, y, bw, bh in _regions(mask, min_area):
                 score = 0.0
                 # a tight and a loose crop: a person cut by the region edge needs context (the
                 # loose one only when the tight one did not already confirm the region)
@@ -488,13 +490,13 @@ def _body_band(head: Box, width: int, height: int) -> tuple[slice, slice]:
     return slice(int(max(0, head.y - head.h)), height), slice(x0, x1)
 
 
-def _covers(bands: Sequence[tuple[slice, slice]], width: int) -> bool:
-    """Whether body bands (``_body_band``: each from its top row down to the bottom) cover the
-    whole frame: every column covered from row 0."""
-    top = np.full(width, 1, np.int64)  # per column, the highest band top over it (1: none)
+def _outside(bands: Sequence[tuple[slice, slice]], width: int, height: int) -> int:
+    """How many pixels of the frame no body band (``_body_band``: each from its top row down
+    to the bottom) covers: per column, the rows above the highest band top over it."""
+    top = np.full(width, height, np.int64)
     for rows, cols in bands:
         top[cols] = np.minimum(top[cols], rows.start)
-    return bool((top == 0).all())
+    return int(top.sum())
 
 
 def _same_head(face: Box, head: Box) -> bool:
