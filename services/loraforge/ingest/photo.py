@@ -10,6 +10,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -108,6 +109,11 @@ def normalize_photo(
 def _to_rgb(im: Image.Image) -> Image.Image:
     if im.mode == "RGB":
         return im
+    if im.mode.startswith("I"):
+        # 16-bit greyscale (scans, a raw converter's PNG) opens as I;16 (older PIL: I): PIL's
+        # convert would clip every value above 255 to white; keep the top 8 bits instead
+        top = (np.asarray(im).astype(np.uint32) >> 8).clip(0, 255).astype(np.uint8)
+        return Image.fromarray(top, "L").convert("RGB")
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         # Transparent pixels over white, not PIL's default of whatever colour hides under alpha
         # (often black), which a LoRA would learn as part of the subject.

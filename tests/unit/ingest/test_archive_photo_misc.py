@@ -133,6 +133,17 @@ def test_phone_photos_heic_and_avif_come_out_upright(tmp_path: Path, fmt: str) -
     assert np.abs(out - cw).mean() < 8 < np.abs(out - ccw).mean()
 
 
+def test_16_bit_greyscale_photo_keeps_its_tones(tmp_path: Path) -> None:
+    """A scan or a raw converter's 16-bit greyscale PNG: not turned white by an 8-bit clip."""
+    grey = photo("camera")[..., 0]
+    src = tmp_path / "scan.png"
+    Image.fromarray(grey.astype(np.uint16) * 257).save(src)
+    assert Image.open(src).mode.startswith("I")
+    res = process_source(src, IngestOptions(), tmp_path / "out")
+    out = np.asarray(Image.open(res.clips[0].path).convert("L"), np.float32)
+    assert np.abs(out - grey).mean() < 1.0
+
+
 def test_photo_detected_by_content_and_resized(tmp_path: Path) -> None:
     src = tmp_path / "actually_png.jpg"
     Image.fromarray(photo("coffee")).save(src, "PNG")
