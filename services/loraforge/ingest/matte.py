@@ -16,6 +16,11 @@ and not a dark part of the picture (a night sky, the dark room of a low-key clos
 - it comes in pairs of about the same size (top and bottom, left and right), because a matte
   centres the picture; a dark sky only darkens the top.
 
+One exception to "every frame": subtitles. Films put them in the bottom bar, so on the frames
+that show a line the bottom bar looks thinner. When one bar of the pair holds on every frame
+and the other on at least half of them, at the same size, the pair is a matte and the text in
+it goes with the crop.
+
 Only then is that axis cropped, to even sizes (yuv420p). The clip's other frames, the
 keyframes and the analysis proxy come out of the same cropped graph.
 """
@@ -99,6 +104,18 @@ def _pair(a: int, b: int, side: int) -> tuple[int, int]:
     return a, b
 
 
+def _axis(a: list[int], b: list[int], side: int) -> tuple[int, int]:
+    """One axis' bars over the clip's frames: both held on every frame, else one on every
+    frame and the other on half of them (subtitles in a bar), else none."""
+    a_all, b_all = min(a), min(b)
+    a_half, b_half = sorted(a)[(len(a) - 1) // 2], sorted(b)[(len(b) - 1) // 2]
+    for pair in ((a_all, b_all), (a_all, b_half), (a_half, b_all)):
+        got = _pair(*pair, side)
+        if got != (0, 0):
+            return got
+    return 0, 0
+
+
 def matte_crop(
     bars: Sequence[Bars | None], size: tuple[int, int]
 ) -> tuple[int, int, int, int] | None:
@@ -108,9 +125,8 @@ def matte_crop(
     if not seen:
         return None
     w, h = size
-    top, bottom, left, right = (min(b[k] for b in seen) for k in range(4))
-    top, bottom = _pair(top, bottom, h)
-    left, right = _pair(left, right, w)
+    top, bottom = _axis([b[0] for b in seen], [b[1] for b in seen], h)
+    left, right = _axis([b[2] for b in seen], [b[3] for b in seen], w)
     if not (top or bottom or left or right):
         return None
     x, y = -(-left // 2) * 2, -(-top // 2) * 2  # round the bars up: no dark line is kept

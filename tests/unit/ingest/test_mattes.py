@@ -69,6 +69,17 @@ def test_pillarboxed_4_3_is_cut_and_anamorphic_sd_keeps_its_shape(tmp_path: Path
     assert clip.width == 1024 and abs(clip.width / clip.height - 1024 / 436) < 0.01
 
 
+def test_subtitles_in_the_bottom_bar_go_with_the_crop(tmp_path: Path) -> None:
+    """A letterboxed film with its subtitles in the bottom bar, shown on 40 % of the frames."""
+    pic = render_shot(ShotSpec("astronaut", 100, "pan"), (640, 268))
+    frames = _matted(pic, (0, 46, 640, 268))
+    for f in frames[20:60]:
+        cv2.putText(f, "Where are you going?", (150, 340), cv2.FONT_HERSHEY_SIMPLEX, 0.8,
+                    (235, 235, 235), 2, cv2.LINE_AA)  # fmt: skip
+    clips = _ingest(tmp_path, frames, "subs")
+    assert clips and all(c.crop == (640, 268, 0, 46) for c in clips)
+
+
 def _grain(rng: np.random.Generator, frame: np.ndarray, sigma: float) -> np.ndarray:
     noisy = frame.astype(np.float32) + rng.normal(0, sigma, frame.shape)
     return np.clip(noisy, 0, 255).astype(np.uint8)
@@ -99,7 +110,11 @@ def test_a_dark_sky_is_not_a_letterbox(tmp_path: Path) -> None:
     ("bars", "want"),
     [
         ([(46, 46, 0, 0)] * 5, (640, 268, 0, 46)),  # letterbox
-        ([(46, 46, 0, 0)] * 4 + [(0, 46, 0, 0)], None),  # one frame has picture at the top
+        # something in a bar on some frames (subtitles): the other bar holds on every frame
+        ([(46, 46, 0, 0)] * 3 + [(46, 12, 0, 0)] * 2, (640, 268, 0, 46)),
+        ([(46, 46, 0, 0)] * 4 + [(0, 46, 0, 0)], (640, 268, 0, 46)),
+        ([(46, 12, 0, 0)] * 3 + [(46, 46, 0, 0)] * 2, None),  # ... on most frames: not a matte
+        ([(46, 46, 0, 0), (0, 46, 0, 0), (46, 0, 0, 0)], None),  # neither holds on every frame
         ([(46, 40, 0, 0)] * 5, (640, 274, 0, 46)),  # off by 6 rows: an encoder's rounding
         ([(46, 10, 0, 0)] * 5, None),  # not centred
         ([(5, 5, 0, 0)] * 5, None),  # a few rows of overscan
