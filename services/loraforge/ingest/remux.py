@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from loraforge.ingest.errors import CorruptMedia
+from loraforge.ingest.errors import AudioOnly, CorruptMedia
 from loraforge.ingest.tools import MediaTools, run, tail
 
 # sniff's formats whose seeks need the copy (measured: a seek into the middle of a long GOP
@@ -59,6 +59,11 @@ def seekable(path: Path, fmt: str, workdir: Path, tools: MediaTools) -> Iterator
         timeout=_REMUX_TIMEOUT,
     )
     try:
+        if proc.returncode != 0 and b"matches no streams" in proc.stderr:
+            raise AudioOnly(
+                f"{path.name}: the {fmt.upper()} stream carries no video (a radio or audio "
+                f"recording); upload the video itself"
+            )
         if proc.returncode != 0 or not out.is_file() or out.stat().st_size == 0:
             raise CorruptMedia(
                 f"{path.name}: the {fmt.upper()} stream could not be read "

@@ -14,6 +14,7 @@ import pytest
 from footage import ShotSpec, ffmpeg, lavfi_video, make_footage, photo, read_frames
 
 from loraforge.ingest import IngestOptions, cut, process_source
+from loraforge.ingest.errors import AudioOnly
 from loraforge.ingest.probe import probe
 from loraforge.ingest.proxy import read_proxy
 from loraforge.ingest.sniff import MediaKind, Sniffed, sniff
@@ -59,6 +60,24 @@ def test_a_transport_stream_cut_mid_packet_is_still_one(tmp_path: Path) -> None:
     text.write_bytes(b"G" + b"hello world\n" * 200)
     with pytest.raises(Exception, match="text"):
         sniff(text)
+
+
+def test_a_transport_stream_without_video_says_so(tmp_path: Path) -> None:
+    radio = tmp_path / "radio.ts"
+    _ff(
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:duration=4",
+        "-c:a",
+        "mp2",
+        "-f",
+        "mpegts",
+        str(radio),
+    )
+    with pytest.raises(AudioOnly, match=r"radio\.ts: .*no video"):
+        process_source(radio, IngestOptions(), tmp_path / "out")
+    assert not (tmp_path / "out" / "seekable" / "radio.ts").exists()  # the copy is gone
 
 
 def _clips(res) -> list[tuple[float, float, int]]:
