@@ -6,13 +6,15 @@ and the result is saved without EXIF, so no later stage can rotate it a second t
 
 from __future__ import annotations
 
+import io
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pillow_heif
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from loraforge.ingest.errors import CorruptMedia, UnsupportedFormat, VideoTooLarge, VideoTooSmall
 from loraforge.ingest.options import ImageFormat, MediaLimits
@@ -29,6 +31,8 @@ _PIL_FORMATS = {
 # a portrait shot) and resets the EXIF orientation to 1, so exif_transpose below does not turn
 # the picture a second time; 10-bit (HDR) photos come out as 8-bit RGB.
 pillow_heif.register_heif_opener()
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,7 @@ def normalize_photo(
             raise CorruptMedia(
                 f"{name}: the image data is damaged or truncated ({exc}); upload it again"
             ) from exc
-        upright = _to_rgb(upright)
+        upright = _to_rgb(_to_srgb(upright, im.info.get("icc_profile"), name))
         if max_long_side and max(upright.size) > max_long_side:
             upright.thumbnail((max_long_side, max_long_side), Image.Resampling.LANCZOS)
         out = dest_stem.with_suffix("." + fmt)
@@ -104,6 +108,30 @@ def normalize_photo(
             format=kind,
             exif_orientation=orientation,
         )
+
+
+def _to_srgb(im: Image.Image, icc: bytes | None, name: str) -> Image.Image:
+    """Pixels in the photo's own colour space (an iPhone's Display P3, a camera's Adobe RGB, a
+    print file's CMYK) converted to sRGB by its embedded ICC profile: read as sRGB they come
+    out dull (P3, Adobe RGB) or wrong (CMYK). sRGB photos and photos without a profile are
+    left as they are."""
+    if not icc or im.mode not in ("RGB", "RGBA", "CMYK"):
+        return im
+    try:
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if "srgb" in ImageCms.getProfileDescription(src).lower().replace(" ", ""):
+            return im
+        out = ImageCms.profileToProfile(
+            im,
+            src,
+            _SRGB,
+            renderingIntent=ImageCms.Intent.PERCEPTUAL,
+            outputMode="RGBA" if im.mode == "RGBA" else "RGB",
+        )
+    except (ImageCms.PyCMSError, OSError, ValueError) as exc:
+        log.warning("%s: its colour profile cannot be used (%s); read as sRGB", name, exc)
+        return im
+    return out if out is not None else im
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
+import struct
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import numpy as np
 import pillow_heif
 import pytest
 from footage import photo
-from PIL import Image
+from PIL import Image, ImageCms
 
 from loraforge.ingest import ArchiveLimits, ClipOptions, IngestOptions, Shot, process_source
 from loraforge.ingest import errors as E
@@ -142,6 +143,67 @@ def test_16_bit_greyscale_photo_keeps_its_tones(tmp_path: Path) -> None:
     res = process_source(src, IngestOptions(), tmp_path / "out")
     out = np.asarray(Image.open(res.clips[0].path).convert("L"), np.float32)
     assert np.abs(out - grey).mean() < 1.0
+
+
+def _s15(v: float) -> bytes:
+    return struct.pack(">i", round(v * 65536))
+
+
+def _matrix_profile(desc: str, colorants: list[tuple[float, float, float]]) -> bytes:
+    """A minimal ICC v2 display profile (no profile file ships in any package here): RGB
+    colorants as D50-adapted XYZ, a 2.2 gamma, D50 white."""
+
+    def xyz(v: tuple[float, float, float]) -> bytes:
+        return b"XYZ " + b"\0" * 4 + b"".join(_s15(c) for c in v)
+
+    ascii_desc = desc.encode() + b"\0"
+    tags = [
+        (b"desc", b"desc" + b"\0" * 4 + struct.pack(">I", len(ascii_desc)) + ascii_desc
+         + struct.pack(">IIHB", 0, 0, 0, 0) + b"\0" * 67),
+        (b"wtpt", xyz((0.9642, 1.0, 0.8249))),
+        (b"rXYZ", xyz(colorants[0])),
+        (b"gXYZ", xyz(colorants[1])),
+        (b"bXYZ", xyz(colorants[2])),
+        *((sig, b"curv" + b"\0" * 4 + struct.pack(">IH", 1, round(2.2 * 256)) + b"\0\0")
+          for sig in (b"rTRC", b"gTRC", b"bTRC")),
+        (b"cprt", b"text" + b"\0" * 4 + b"none\0"),
+    ]  # fmt: skip
+    start = 128 + 4 + 12 * len(tags)
+    table, data = b"", b""
+    for sig, body in tags:
+        data += b"\0" * (-(start + len(data)) % 4)
+        table += sig + struct.pack(">II", start + len(data), len(body))
+        data += body
+    header = (
+        struct.pack(">I", start + len(data)) + b"\0" * 4 + struct.pack(">I", 0x02100000)
+        + b"mntrRGB XYZ " + b"\0" * 12 + b"acsp" + b"\0" * 28
+        + _s15(0.9642) + _s15(1.0) + _s15(0.8249) + b"\0" * 48
+    )  # fmt: skip
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+# Display P3 (an iPhone's photos), D50-adapted as in Apple's profile
+DISPLAY_P3 = [(0.5151, 0.2412, -0.0011), (0.2919, 0.6922, 0.0419), (0.1572, 0.0666, 0.7841)]
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "HEIF"])
+def test_a_display_p3_photo_is_converted_to_srgb(tmp_path: Path, fmt: str) -> None:
+    """Its pixels read as sRGB are dull (the astronaut's orange suit and the flag lose a fifth
+    of their saturation); through its embedded profile they come back to the sRGB original."""
+    icc = _matrix_profile("Display P3", DISPLAY_P3)
+    p3 = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+    original = Image.fromarray(photo("astronaut"))
+    encoded = ImageCms.profileToProfile(original, srgb, p3, outputMode="RGB")
+    assert encoded is not None
+    src = tmp_path / "IMG_0002.bin"
+    pillow_heif.register_heif_opener()
+    encoded.save(src, fmt, quality=98, icc_profile=icc)
+    res = process_source(src, IngestOptions(), tmp_path / "out")
+    out = np.asarray(Image.open(res.clips[0].path).convert("RGB"), np.float32)
+    want = np.asarray(original, np.float32)
+    as_srgb = np.abs(np.asarray(encoded, np.float32) - want).mean()
+    assert np.abs(out - want).mean() < 0.5 * as_srgb, (np.abs(out - want).mean(), as_srgb)
 
 
 def test_photo_detected_by_content_and_resized(tmp_path: Path) -> None:
