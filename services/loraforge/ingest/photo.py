@@ -18,6 +18,7 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from loraforge.ingest.errors import CorruptMedia, UnsupportedFormat, VideoTooLarge, VideoTooSmall
 from loraforge.ingest.options import ImageFormat, MediaLimits
+from loraforge.ingest.sniff import RAW_PHOTO
 
 _PIL_FORMATS = {
     "JPEG": "jpg",
@@ -26,7 +27,12 @@ _PIL_FORMATS = {
     "BMP": "bmp",
     "HEIF": "heic",
     "AVIF": "avif",
+    "TIFF": "tiff",
 }
+# TIFF-based camera RAWs open as a TIFF holding the camera's small preview: refused by their
+# DNGVersion tag or their name, not trained on as a thumbnail
+_DNG_VERSION = 50706
+_RAW_SUFFIXES = {".dng", ".nef", ".nrw", ".arw", ".sr2", ".pef", ".3fr", ".erf", ".kdc", ".iiq"}
 # HEIC through libheif. It applies the file's rotation and mirroring (what an iPhone stores for
 # a portrait shot) and resets the EXIF orientation to 1, so exif_transpose below does not turn
 # the picture a second time; 10-bit (HDR) photos come out as 8-bit RGB.
@@ -72,6 +78,10 @@ def normalize_photo(
             raise UnsupportedFormat(
                 f"{name}: {im.format} images are not supported; convert to JPEG or PNG"
             )
+        if kind == "tiff" and (
+            Path(src).suffix.lower() in _RAW_SUFFIXES or _DNG_VERSION in getattr(im, "tag_v2", {})
+        ):
+            raise UnsupportedFormat(f"{name}: {RAW_PHOTO}")
         w, h = im.size
         # Header size check before decoding any pixels.
         if w * h > limits.photo_max_pixels:

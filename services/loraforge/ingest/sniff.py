@@ -18,7 +18,11 @@ from loraforge.ingest.errors import AudioOnly, EmptyFile, UnsupportedFormat
 # each packet), MPEG program streams (DVD .VOB, SD .MPG), MXF (broadcast and cinema cameras),
 # FLV and ASF/WMV. ffmpeg decodes all of them; cut.py deinterlaces the interlaced ones.
 VIDEO_FORMATS = ("mp4", "mov", "mkv", "webm", "avi", "ts", "m2ts", "mpg", "mxf", "flv", "wmv")
-PHOTO_FORMATS = ("jpg", "png", "webp", "bmp", "heic", "avif")
+PHOTO_FORMATS = ("jpg", "png", "webp", "bmp", "heic", "avif", "tiff")
+RAW_PHOTO = (
+    "camera RAW files are not supported; export the photo as JPEG, PNG or TIFF from your raw "
+    "converter (Lightroom, darktable, the camera's app) and upload that"
+)
 ACCEPTED_FORMATS = (*VIDEO_FORMATS, *PHOTO_FORMATS, "zip")
 ACCEPTED = "videos (" + ", ".join(VIDEO_FORMATS) + ") or photos (" + ", ".join(PHOTO_FORMATS) + ")"
 
@@ -83,6 +87,10 @@ def sniff(path: Path) -> Sniffed:
         # The BMP header repeats the file size; checking it avoids taking any text starting
         # with "BM" for a bitmap.
         return Sniffed(MediaKind.PHOTO, "bmp")
+    if head.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
+        if head[8:10] == b"CR":  # Canon's CR2 is a TIFF with its own marker
+            raise UnsupportedFormat(f"{path.name}: {RAW_PHOTO}")
+        return Sniffed(MediaKind.PHOTO, "tiff")  # DNG and other TIFF-based RAWs: photo.py
     if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
         return Sniffed(MediaKind.VIDEO, "avi")
     if head[:4] == b"\x1a\x45\xdf\xa3":
@@ -134,8 +142,6 @@ def _describe(head: bytes, path: Path) -> str:
         return "the content is a WAV audio file, not a video or photo"
     if head.startswith((b"GIF87a", b"GIF89a")):
         return "GIF images are not supported (convert to PNG or MP4)"
-    if head.startswith((b"II*\x00", b"MM\x00*")):
-        return "TIFF images are not supported (convert to PNG or JPEG)"
     if head.startswith(b"\x1f\x8b"):
         return "the content is a gzip archive; only zip archives are accepted"
     sample = head[:512]

@@ -29,7 +29,7 @@ MEDIA_SUFFIXES = frozenset(
     {
         *(".mp4", ".mov", ".m4v", ".3gp", ".mkv", ".webm", ".avi"),
         *(".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".vob", ".mxf", ".flv", ".wmv", ".asf"),
-        *(".jpg", ".jpeg", ".png", ".webp", ".bmp", ".heic", ".heif", ".avif"),
+        *(".jpg", ".jpeg", ".png", ".webp", ".bmp", ".heic", ".heif", ".avif", ".tif", ".tiff"),
         ".zip",
     }
 )

@@ -13,7 +13,7 @@ import numpy as np
 import pillow_heif
 import pytest
 from footage import photo
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, TiffImagePlugin
 
 from loraforge.ingest import ArchiveLimits, ClipOptions, IngestOptions, Shot, process_source
 from loraforge.ingest import errors as E
@@ -204,6 +204,37 @@ def test_a_display_p3_photo_is_converted_to_srgb(tmp_path: Path, fmt: str) -> No
     want = np.asarray(original, np.float32)
     as_srgb = np.abs(np.asarray(encoded, np.float32) - want).mean()
     assert np.abs(out - want).mean() < 0.5 * as_srgb, (np.abs(out - want).mean(), as_srgb)
+
+
+def test_tiff_photos_and_scans_are_taken_and_camera_raws_refused(tmp_path: Path) -> None:
+    """TIFF is what scanners and photo editors write (8-bit LZW, 16-bit greyscale); a DNG or
+    NEF is a TIFF too, holding the camera's small preview: refused, naming the fix."""
+    rgb = tmp_path / "print.tif"
+    Image.fromarray(photo("astronaut")).save(rgb, "TIFF", compression="tiff_lzw")
+    scan = tmp_path / "scan.tiff"
+    Image.fromarray(photo("camera")[..., 0].astype(np.uint16) * 257).save(scan, "TIFF")
+    for src, want in ((rgb, photo("astronaut")), (scan, photo("camera"))):
+        assert sniff(src) == Sniffed(MediaKind.PHOTO, "tiff")
+        res = process_source(src, IngestOptions(), tmp_path / src.stem)
+        out = np.asarray(Image.open(res.clips[0].path).convert("RGB"), np.float32)
+        assert res.format == "tiff" and np.abs(out - want).mean() < 1.0
+
+    dng_tags = TiffImagePlugin.ImageFileDirectory_v2()
+    dng_tags[50706] = b"\x01\x04\x00\x00"  # DNGVersion
+    dng_tags.tagtype[50706] = 1
+    dng = tmp_path / "IMG_0003.bin"
+    Image.fromarray(photo("astronaut")).save(dng, "TIFF", tiffinfo=dng_tags)
+    nef = tmp_path / "DSC_0004.NEF"
+    Image.fromarray(photo("astronaut")).save(nef, "TIFF")
+    for raw in (dng, nef):
+        with pytest.raises(
+            E.UnsupportedFormat, match=r"RAW .*export the photo as JPEG, PNG or TIFF"
+        ):
+            process_source(raw, IngestOptions(), tmp_path / "raw")
+    cr2 = tmp_path / "IMG_0005.CR2"
+    cr2.write_bytes(b"II*\x00\x10\x00\x00\x00CR\x02\x00" + b"\x00" * 200)
+    with pytest.raises(E.UnsupportedFormat, match="RAW"):
+        sniff(cr2)
 
 
 def test_photo_detected_by_content_and_resized(tmp_path: Path) -> None:
