@@ -38,12 +38,17 @@ MIN_BAR = 0.02
 # top and bottom (left and right) bars may differ by this share of the larger, or 4 px: mattes
 # are centred, give or take an encoder's rounding
 MAX_ASYMMETRY = 0.15
-# a "picture" smaller than this share of the side after cropping is a dark shot, not mattes
-MIN_PICTURE = 0.4
+# a "picture" smaller than this share of the side after cropping is a dark shot, not mattes;
+# a phone's 9:16 video pillarboxed into 16:9 keeps 0.32 of the width
+MIN_PICTURE = 0.25
 # flat and dark in the small analysis frame (0-255): a digital matte is black (16-20 once
 # encoded) with a little compression noise
 _FLAT_MAX = 40
 _FLAT_SPREAD = 12
+_REACH = 2.5  # small-frame pixels the flat run may stop short of cropdetect's edge
+# the step a matte ends at: this much brighter (mean of a row, 0-255) within this many rows
+_STEP = 20.0
+_STEP_WITHIN = 3
 
 Bars = tuple[int, int, int, int]  # top, bottom, left, right, in full-size frame pixels
 
@@ -57,16 +62,28 @@ def frame_size(probe: ProbeResult) -> tuple[int, int]:
 
 def flat_dark_runs(small_bgr: np.ndarray) -> Bars:
     """How many rows from the top and bottom, and columns from the left and right, of a small
-    frame are flat and dark (matte candidates)."""
+    frame are flat and dark (matte candidates) and end at a step: within _STEP_WITHIN rows
+    after them the picture is _STEP brighter. A matte ends at once; the dark surroundings of a
+    low-key shot brighten gradually, and their run counts as 0."""
     g = small_bgr.max(axis=2)  # a coloured border is not black, whatever its luma
     rows = (g.max(axis=1) <= _FLAT_MAX) & (np.ptp(g, axis=1) <= _FLAT_SPREAD)
     cols = (g.max(axis=0) <= _FLAT_MAX) & (np.ptp(g, axis=0) <= _FLAT_SPREAD)
+    row_mean, col_mean = g.mean(axis=1), g.mean(axis=0)
 
-    def run(flags: np.ndarray) -> int:
+    def run(flags: np.ndarray, means: np.ndarray) -> int:
         off = np.flatnonzero(~flags)
-        return int(off[0]) if off.size else len(flags)
+        n = int(off[0]) if off.size else len(flags)
+        if n == 0 or n == len(flags):
+            return n
+        after = means[n : n + _STEP_WITHIN]
+        return n if float(after.max()) - float(means[:n].mean()) >= _STEP else 0
 
-    return run(rows), run(rows[::-1]), run(cols), run(cols[::-1])
+    return (
+        run(rows, row_mean),
+        run(rows[::-1], row_mean[::-1]),
+        run(cols, col_mean),
+        run(cols[::-1], col_mean[::-1]),
+    )
 
 
 def frame_bars(
@@ -76,8 +93,9 @@ def frame_bars(
     small: tuple[int, int],
 ) -> Bars | None:
     """One frame's mattes: cropdetect's picture box (x1, x2, y1, y2, inclusive; None for a black
-    frame) kept on each side where the small frame's flat dark run reaches it (within 1.5 small
-    pixels), else 0 on that side."""
+    frame) kept on each side where the small frame's flat dark run reaches it (within 2.5 small
+    pixels: the small frame's column across the edge blends bar and picture), else 0 on that
+    side."""
     if detected is None:
         return None
     x1, x2, y1, y2 = detected
@@ -86,10 +104,10 @@ def frame_bars(
     top, bottom, left, right = y1, h - 1 - y2, x1, w - 1 - x2
     t, b, lft, r = runs
     return (
-        top if t * sy >= top - 1.5 * sy else 0,
-        bottom if b * sy >= bottom - 1.5 * sy else 0,
-        left if lft * sx >= left - 1.5 * sx else 0,
-        right if r * sx >= right - 1.5 * sx else 0,
+        top if t * sy >= top - _REACH * sy else 0,
+        bottom if b * sy >= bottom - _REACH * sy else 0,
+        left if lft * sx >= left - _REACH * sx else 0,
+        right if r * sx >= right - _REACH * sx else 0,
     )
 
 

@@ -55,6 +55,10 @@ def test_pillarboxed_4_3_is_cut_and_anamorphic_sd_keeps_its_shape(tmp_path: Path
     pic = render_shot(ShotSpec("chelsea", 100, "zoom"), (480, 360))
     (clip,) = _ingest(tmp_path, _matted(pic, (80, 0, 480, 360)), "pillar")[:1]
     assert clip.crop == (480, 360, 80, 0) and (clip.width, clip.height) == (480, 360)
+    # a phone's vertical video reposted in a 16:9 frame
+    pic = render_shot(ShotSpec("astronaut", 100, "pan"), (202, 360))
+    (clip,) = _ingest(tmp_path, _matted(pic, (219, 0, 202, 360)), "vertical")[:1]
+    assert clip.crop == (200, 360, 220, 0) and (clip.width, clip.height) == (200, 360)
 
     # PAL 16:9 anamorphic (720x576 stored, 64:45 pixels) carrying a 2.35:1 letterbox
     pic = render_shot(ShotSpec("coffee", 100, "pan"), (720, 436))
@@ -119,6 +123,7 @@ def test_a_dark_sky_is_not_a_letterbox(tmp_path: Path) -> None:
         ([(46, 10, 0, 0)] * 5, None),  # not centred
         ([(5, 5, 0, 0)] * 5, None),  # a few rows of overscan
         ([(150, 150, 0, 0)] * 5, None),  # 60 rows of "picture" left: a dark shot
+        ([(0, 0, 219, 219)] * 5, (200, 360, 220, 0)),  # a 9:16 phone video pillarboxed in 16:9
         ([None, (46, 46, 0, 0), None], (640, 268, 0, 46)),  # black frames say nothing
         ([None, None], None),
         ([(45, 47, 81, 79)] * 3, (478, 266, 82, 46)),  # windowbox: even sizes, bars rounded up
