@@ -28,6 +28,7 @@ _PIL_FORMATS = {
     "HEIF": "heic",
     "AVIF": "avif",
     "TIFF": "tiff",
+    "GIF": "gif",  # a still GIF (animated ones are videos: sniff.py)
 }
 # TIFF-based camera RAWs open as a TIFF holding the camera's small preview: refused by their
 # DNGVersion tag or their name, not trained on as a thumbnail

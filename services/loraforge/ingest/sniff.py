@@ -17,8 +17,21 @@ from loraforge.ingest.errors import AudioOnly, EmptyFile, UnsupportedFormat
 # (broadcast and DVR recordings; AVCHD camcorders' .MTS/.M2TS, with a 4-byte timestamp before
 # each packet), MPEG program streams (DVD .VOB, SD .MPG), MXF (broadcast and cinema cameras),
 # FLV and ASF/WMV. ffmpeg decodes all of them; cut.py deinterlaces the interlaced ones.
-VIDEO_FORMATS = ("mp4", "mov", "mkv", "webm", "avi", "ts", "m2ts", "mpg", "mxf", "flv", "wmv")
-PHOTO_FORMATS = ("jpg", "png", "webp", "bmp", "heic", "avif", "tiff")
+VIDEO_FORMATS = (
+    "mp4",
+    "mov",
+    "mkv",
+    "webm",
+    "avi",
+    "ts",
+    "m2ts",
+    "mpg",
+    "mxf",
+    "flv",
+    "wmv",
+    "gif",
+)
+PHOTO_FORMATS = ("jpg", "png", "webp", "bmp", "heic", "avif", "tiff", "gif")
 RAW_PHOTO = (
     "camera RAW files are not supported; export the photo as JPEG, PNG or TIFF from your raw "
     "converter (Lightroom, darktable, the camera's app) and upload that"
@@ -91,6 +104,9 @@ def sniff(path: Path) -> Sniffed:
         if head[8:10] == b"CR":  # Canon's CR2 is a TIFF with its own marker
             raise UnsupportedFormat(f"{path.name}: {RAW_PHOTO}")
         return Sniffed(MediaKind.PHOTO, "tiff")  # DNG and other TIFF-based RAWs: photo.py
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        # an animated GIF is a short video (effect and reaction loops), a still one a photo
+        return Sniffed(MediaKind.VIDEO if _gif_frames(path) > 1 else MediaKind.PHOTO, "gif")
     if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
         return Sniffed(MediaKind.VIDEO, "avi")
     if head[:4] == b"\x1a\x45\xdf\xa3":
@@ -128,6 +144,18 @@ def sniff(path: Path) -> Sniffed:
     raise UnsupportedFormat(f"{path.name}: {_describe(head, path)}; upload {ACCEPTED}")
 
 
+def _gif_frames(path: Path) -> int:
+    """Frames of a GIF (PIL reads the block structure, not the pixels); 0 when unreadable (the
+    photo path then says what is wrong)."""
+    from PIL import Image  # only GIFs need it: the gateway imports this module without PIL
+
+    try:
+        with Image.open(path) as im:
+            return int(getattr(im, "n_frames", 1))
+    except (OSError, ValueError):
+        return 0
+
+
 def _describe(head: bytes, path: Path) -> str:
     """Say what the content looks like, because "unsupported" alone does not help anyone."""
     audio = {
@@ -140,8 +168,6 @@ def _describe(head: bytes, path: Path) -> str:
             return f"the content is {what}, not a video or photo"
     if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
         return "the content is a WAV audio file, not a video or photo"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "GIF images are not supported (convert to PNG or MP4)"
     if head.startswith(b"\x1f\x8b"):
         return "the content is a gzip archive; only zip archives are accepted"
     sample = head[:512]

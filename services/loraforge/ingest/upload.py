@@ -28,7 +28,7 @@ from loraforge.runtime.storage import Bucket, ObjectStore
 MEDIA_SUFFIXES = frozenset(
     {
         *(".mp4", ".mov", ".m4v", ".3gp", ".mkv", ".webm", ".avi"),
-        *(".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".vob", ".mxf", ".flv", ".wmv", ".asf"),
+        *(".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".vob", ".mxf", ".flv", ".wmv", ".asf", ".gif"),
         *(".jpg", ".jpeg", ".png", ".webp", ".bmp", ".heic", ".heif", ".avif", ".tif", ".tiff"),
         ".zip",
     }

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pillow_heif
 import pytest
-from footage import photo
+from footage import ShotSpec, photo, render_shot
 from PIL import Image, ImageCms, TiffImagePlugin
 
 from loraforge.ingest import ArchiveLimits, ClipOptions, IngestOptions, Shot, process_source
@@ -237,6 +237,25 @@ def test_tiff_photos_and_scans_are_taken_and_camera_raws_refused(tmp_path: Path)
         sniff(cr2)
 
 
+def test_an_animated_gif_is_a_video_and_a_still_one_a_photo(tmp_path: Path) -> None:
+    """Effect and reaction loops come as GIFs: an animated one is cut into clips like any
+    video (its rate from the frame delays), a still one is a photo, a broken one is refused."""
+    pics = [Image.fromarray(f) for f in render_shot(ShotSpec("astronaut", 60, "pan"), (320, 240))]
+    anim = tmp_path / "loop.gif"
+    pics[0].save(anim, save_all=True, append_images=pics[1:], duration=66, loop=0)  # ~15 fps
+    assert sniff(anim) == Sniffed(MediaKind.VIDEO, "gif")
+    res = process_source(anim, IngestOptions(), tmp_path / "anim")
+    assert res.kind == "video" and res.clips and res.clips[0].duration >= 3.0
+    still = tmp_path / "still.gif"
+    pics[0].save(still)
+    assert sniff(still) == Sniffed(MediaKind.PHOTO, "gif")
+    assert process_source(still, IngestOptions(), tmp_path / "still").kind == "photo"
+    broken = tmp_path / "broken.gif"
+    broken.write_bytes(b"GIF89a" + b"\x00" * 100)
+    with pytest.raises(E.IngestError, match=r"broken\.gif"):
+        process_source(broken, IngestOptions(), tmp_path / "broken")
+
+
 def test_photo_detected_by_content_and_resized(tmp_path: Path) -> None:
     src = tmp_path / "actually_png.jpg"
     Image.fromarray(photo("coffee")).save(src, "PNG")
@@ -285,7 +304,6 @@ def test_truncated_and_tiny_photos(tmp_path: Path) -> None:
     ("head", "error", "word"),
     [
         (b"ID3\x03\x00" + b"\x00" * 100, E.UnsupportedFormat, "MP3"),
-        (b"GIF89a" + b"\x00" * 100, E.UnsupportedFormat, "GIF"),
         (b"\x7fELF" + b"\x00" * 100, E.UnsupportedFormat, "not a recognised"),
     ],
 )
