@@ -1,7 +1,10 @@
 """Curation as a user sees it, on 720p H.264 footage built from real photos: `ingest`, then
 `curate`, against ffmpeg decoding the same source files, all in the same run.
 
-    .venv/bin/python bench/curation.py [--seconds 12] [--profile]
+    .venv/bin/python bench/curation.py [--seconds 12] [--profile] [--dump F | --compare F]
+
+A speed change that must not change what curation measures: run with `--dump before.json` on
+the old code, then `--compare before.json` on the new one.
 
 Sources (each `--seconds` long, two shots with a hard cut, 1280x720 H.264):
 - interview: the astronaut (Eileen Collins) close up, slow pan, then a wider framing, 30 fps;
@@ -27,7 +30,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import dataclasses
 import hashlib
+import json
 import os
 import platform
 import pstats
@@ -39,6 +44,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import cv2
 import grpc
@@ -341,6 +347,19 @@ def main() -> None:
     )
     ap.add_argument("--keep", type=Path, default=None)
     ap.add_argument(
+        "--dump",
+        type=Path,
+        default=None,
+        help="write every clip's metrics (ClipMetrics, all fields) to this JSON file",
+    )
+    ap.add_argument(
+        "--compare",
+        type=Path,
+        default=None,
+        help="compare every clip's metrics with a --dump file (a speed-up that should change "
+        "nothing: prints each field that moved by more than 1e-6 relative; exit 1 if any did)",
+    )
+    ap.add_argument(
         "--services",
         action="store_true",
         help="also time ingest and curate through the real services (NATS, S3, gRPC)",
@@ -439,6 +458,38 @@ def main() -> None:
     print(f"decisions from proxies == decisions from decoded clips: {same}")
     if prof:
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+    metrics = {
+        c.metrics.clip_id: {k: v for k, v in dataclasses.asdict(c.metrics).items() if k != "path"}
+        for c in res.clips
+    }
+    if args.dump:
+        args.dump.write_text(json.dumps(metrics, indent=1, sort_keys=True))
+    if args.compare:
+        moved = _compare(json.loads(args.compare.read_text()), json.loads(json.dumps(metrics)))
+        print("\n".join(moved) or "metrics equal to the dump")
+        if moved:
+            sys.exit(1)
+
+
+def _compare(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Fields that differ, numbers by more than 1e-6 relative (float noise), clip by clip."""
+
+    def same(a: Any, b: Any) -> bool:
+        if isinstance(a, float) and isinstance(b, float):
+            return abs(a - b) <= 1e-6 * max(1.0, abs(a))
+        if isinstance(a, list) and isinstance(b, list):
+            return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+        if isinstance(a, dict) and isinstance(b, dict):
+            return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        return bool(a == b)
+
+    out = [f"{cid}: not in this run" for cid in old if cid not in new]
+    for cid, fields in new.items():
+        for k, v in fields.items():
+            was = old.get(cid, {}).get(k, "<missing>")
+            if not same(was, v):
+                out.append(f"{cid}.{k}: {str(was)[:100]} -> {str(v)[:100]}")
+    return out
 
 
 if __name__ == "__main__":
