@@ -152,8 +152,8 @@ def _gif_frames(path: Path) -> int:
     try:
         with Image.open(path) as im:
             return int(getattr(im, "n_frames", 1))
-    except (OSError, ValueError):
-        return 0
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return 0  # a GIF too large to open: photo.py refuses it with the size
 
 
 def _describe(head: bytes, path: Path) -> str:

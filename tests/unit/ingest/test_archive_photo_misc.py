@@ -250,6 +250,14 @@ def test_an_animated_gif_is_a_video_and_a_still_one_a_photo(tmp_path: Path) -> N
     pics[0].save(still)
     assert sniff(still) == Sniffed(MediaKind.PHOTO, "gif")
     assert process_source(still, IngestOptions(), tmp_path / "still").kind == "photo"
+    # a header claiming 60000 x 60000: refused with the size, not an internal error
+    bomb = tmp_path / "bomb.gif"
+    bomb.write_bytes(
+        b"GIF89a" + struct.pack("<HH", 60000, 60000) + b"\x00\x00\x00,"
+        + struct.pack("<HHHH", 0, 0, 60000, 60000) + b"\x00\x02\x02\x44\x01\x00;"
+    )  # fmt: skip
+    with pytest.raises(E.VideoTooLarge, match=r"bomb\.gif: .*too large"):
+        process_source(bomb, IngestOptions(), tmp_path / "bomb")
     broken = tmp_path / "broken.gif"
     broken.write_bytes(b"GIF89a" + b"\x00" * 100)
     with pytest.raises(E.IngestError, match=r"broken\.gif"):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from footage import ShotSpec, ffmpeg, lavfi_video, make_footage, photo, read_frames
 
-from loraforge.ingest import IngestOptions, cut, process_source
+from loraforge.ingest import IngestOptions, cut, process_source, remux
 from loraforge.ingest.errors import AudioOnly
 from loraforge.ingest.probe import probe
 from loraforge.ingest.proxy import read_proxy
@@ -121,6 +121,24 @@ def test_broadcast_stream_with_a_late_clock_cuts_like_the_mp4(tmp_path: Path) ->
         for a, b in zip(res.clips, base.clips, strict=True):
             fa, fb = read_frames(a.path), read_frames(b.path)
             assert fa.shape == fb.shape and np.abs(fa - fb).mean() < 2.0, name
+
+
+def test_a_cut_that_decodes_nothing_is_a_failed_segment_not_a_clip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cut straight from a transport stream whose only keyframe is its first frame (no stream
+    copy), the second shot's seek decodes nothing: ffmpeg exits 0 with an empty file. That is
+    reported as a failed segment, not as a clip."""
+    specs = [ShotSpec("astronaut", 100, "pan"), ShotSpec("coffee", 100, "zoom")]
+    one_gop = ["-c:v", "libx264", "-preset", "ultrafast", "-g", "1000", "-sc_threshold", "0"]
+    src = make_footage(tmp_path / "src.mp4", specs, fps=25.0, codec=one_gop)
+    _ff("-i", str(src.path), "-c", "copy", "-f", "mpegts", str(tmp_path / "rec.ts"))
+    monkeypatch.setattr(remux, "UNINDEXED_FORMATS", frozenset())
+    res = process_source(tmp_path / "rec.ts", IngestOptions(), tmp_path / "out")
+    assert len(res.clips) == 1 and res.clips[0].source_start < 1.0
+    (failed,) = [s for s in res.skipped if s.reason.startswith("encode failed")]
+    assert "no frame decoded" in failed.reason and failed.start > 3.0
+    assert not (tmp_path / "out" / "clip_0001.mp4").exists()
 
 
 def _combing(frames: np.ndarray) -> float:

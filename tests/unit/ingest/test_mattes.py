@@ -13,7 +13,9 @@ from footage import ShotSpec, encode, read_frames, render_shot
 
 from loraforge.curation.quality import measure_frame
 from loraforge.ingest import IngestOptions, process_source
-from loraforge.ingest.matte import matte_crop
+from loraforge.ingest.cut import output_size
+from loraforge.ingest.matte import frame_size, matte_crop
+from loraforge.ingest.models import ProbeResult
 
 W, H = 640, 360
 
@@ -131,3 +133,16 @@ def test_a_dark_sky_is_not_a_letterbox(tmp_path: Path) -> None:
 )
 def test_matte_crop_rules(bars, want) -> None:
     assert matte_crop(bars, (W, H)) == want
+
+
+def test_a_turned_picture_is_cropped_in_the_frame_the_filters_see() -> None:
+    """A phone's portrait video stored sideways (1920x1080, turned 90 degrees to display): the
+    graph's frames are 1080x1920, the crop is in those, and so is the clip's size."""
+    turned = ProbeResult(
+        path=Path("p.mp4"), container="mov", codec="h264", width=1080, height=1920,
+        coded_width=1920, coded_height=1080, rotation=90, fps=30.0, variable_frame_rate=False,
+        duration=5.0, frame_count=150, frame_count_exact=True, bitrate=None, has_audio=False,
+    )  # fmt: skip
+    assert frame_size(turned) == (1080, 1920)
+    assert output_size(turned, None, (1080, 1400, 0, 260)) == (1080, 1400)
+    assert output_size(turned, 1280, (1080, 1400, 0, 260)) == (986, 1280)
