@@ -20,8 +20,9 @@ import cv2
 import numpy as np
 
 from loraforge.curation.errors import BackendUnavailable
+from loraforge.curation.face_proposals import FaceProposals
 from loraforge.curation.face_types import DetectedFace, normalize
-from loraforge.curation.geometry import Box
+from loraforge.curation.geometry import Box, contains_point, iou
 
 RAW_SAME_PERSON_DISTANCE = 0.6
 RAW_DESCRIPTOR_NORM = 1.42
@@ -29,10 +30,23 @@ SAME_PERSON_DISTANCE = RAW_SAME_PERSON_DISTANCE / RAW_DESCRIPTOR_NORM
 DUPLICATE_DISTANCE = 0.15
 # HOG's smallest face is ~80 px; frames whose short side is below this are upsampled once
 # (4x the cost) so that faces filling a third of a small frame are still found.
+HOG_MIN_FACE = 80
 UPSAMPLE_BELOW_SHORT_SIDE = 360
-# detection runs on a copy whose long side is at most this (720p -> 640x360): faces that matter
-# for a LoRA are large, and the detector cost grows with pixel count
+# detection runs on a copy whose long side is at most this (720p -> 640x360): close-ups' faces
+# are large, and the detector cost grows with pixel count. Smaller faces (a medium shot's, 10-22 %
+# of a 16:9 frame's height) are found on a frame where this pass finds none, from BlazeFace's
+# proposals (face_proposals.py): HOG again on a crop of the full-size frame around each.
 DETECT_MAX_SIDE = 640
+# proposals for faces smaller than this share of the frame height are not looked at (a face the
+# policy would reject as too small anyway: its minimum is 10 %)
+SMALL_FACE_MIN_RATIO = 0.06
+# BlazeFace's box covers the forehead too: ~1.2x the height of HOG's box for the same face
+PROPOSAL_TO_HOG = 1 / 1.2
+# a face found on a crop is scanned, landmarked and embedded on a view of the full-size frame
+# scaled so that the face is this tall (HOG's pyramid finds it at 80-96 px), this many face
+# heights on a side (HOG's window and the embedding's aligned chip take the face with margin)
+VIEW_FACE_PX = 110
+VIEW_SIDE_FACES = 2.5
 
 
 def models_dir() -> Path:
@@ -114,6 +128,7 @@ class DlibBackend:
         _fill_detector_pool(max(1, min(os.cpu_count() or 1, 4)))
         # the predictor and encoder are not documented as thread-safe
         self._lock = threading.Lock()
+        self._proposals = FaceProposals()
 
     @staticmethod
     def _work_image(image_bgr: np.ndarray) -> tuple[np.ndarray, float]:
@@ -132,43 +147,124 @@ class DlibBackend:
     def detect(self, image_bgr: np.ndarray, embed_largest: bool = True) -> list[DetectedFace]:
         rgb, f = self._work_image(image_bgr)
         upsample = 1 if min(rgb.shape[:2]) < UPSAMPLE_BELOW_SHORT_SIDE else 0
+        rects, scores = self._hog(rgb, upsample)
+        boxes = [
+            (Box(r.left() / f, r.top() / f, r.width() / f, r.height() / f), float(s))
+            for r, s in zip(rects, scores, strict=True)
+        ]
+        # nothing at the working scale: faces too small for it, where BlazeFace sees one
+        if not boxes and HOG_MIN_FACE / f / (1 + upsample) > (
+            SMALL_FACE_MIN_RATIO * image_bgr.shape[0]
+        ):
+            boxes = self._small_faces(image_bgr)
+        with self._lock:
+            found = []
+            for box, s in boxes:
+                view, scale, origin = self._view(image_bgr, box, (rgb, f))
+                shape = self._predictor(view, self._rect(box, scale, origin))
+                pts = np.array([(p.x, p.y) for p in shape.parts()], np.float32)
+                found.append((box, s, (pts / scale + origin).astype(np.float32), shape, view))
+            found.sort(key=lambda t: (-t[0].area, t[0].x, t[0].y))
+            out = []
+            for i, (box, s, pts, shape, view) in enumerate(found):
+                emb = None
+                if embed_largest and i == 0:
+                    emb = normalize(np.asarray(self._encoder.compute_face_descriptor(view, shape)))
+                out.append(DetectedFace(box, s, pts, emb))
+        return out
+
+    @staticmethod
+    def _hog(rgb: np.ndarray, upsample: int) -> tuple[Any, Any]:
         detector = _take_detector()
         try:
             rects, scores, _ = detector.run(rgb, upsample, 0.0)
         finally:
             _give_detector(detector)
-        with self._lock:
-            found = []
+        return rects, scores
+
+    def _small_faces(self, image_bgr: np.ndarray) -> list[tuple[Box, float]]:
+        """HOG on a crop around each BlazeFace proposal, scaled so the face is VIEW_FACE_PX
+        tall: the faces it confirms (one per proposal, centred inside it), in frame pixels."""
+        h = image_bgr.shape[0]
+        out: list[tuple[Box, float]] = []
+        for p in self._proposals(image_bgr):
+            face_h = p.box.h * PROPOSAL_TO_HOG
+            if face_h < SMALL_FACE_MIN_RATIO * h:
+                continue
+            view, scale, origin = self._crop(image_bgr, p.box.center, face_h)
+            if view.size == 0:
+                continue
+            rects, scores = self._hog(view, 0)
+            hits = []
             for r, s in zip(rects, scores, strict=True):
-                shape = self._predictor(rgb, r)
-                pts = np.array([(p.x, p.y) for p in shape.parts()], np.float32) / f
-                box = Box(r.left() / f, r.top() / f, r.width() / f, r.height() / f)
-                found.append((box, float(s), pts, shape))
-            found.sort(key=lambda t: (-t[0].area, t[0].x, t[0].y))
-            out = []
-            for i, (box, s, pts, shape) in enumerate(found):
-                emb = None
-                if embed_largest and i == 0:
-                    emb = normalize(np.asarray(self._encoder.compute_face_descriptor(rgb, shape)))
-                out.append(DetectedFace(box, s, pts, emb))
+                box = Box(
+                    r.left() / scale + float(origin[0]),
+                    r.top() / scale + float(origin[1]),
+                    r.width() / scale,
+                    r.height() / scale,
+                )
+                if contains_point(p.box, *box.center) and all(iou(box, b) < 0.3 for b, _ in out):
+                    hits.append((float(s), box))
+            if hits:
+                s, box = max(hits, key=lambda t: t[0])
+                out.append((box, s))
         return out
+
+    @staticmethod
+    def _crop(
+        image_bgr: np.ndarray, center: tuple[float, float], face_h: float
+    ) -> tuple[np.ndarray, float, np.ndarray]:
+        """RGB view of the frame around ``center``, VIEW_SIDE_FACES face heights on a side
+        (less at the frame's edges), scaled so a face ``face_h`` tall is VIEW_FACE_PX: the view,
+        its scale, and the frame pixel at its top-left corner."""
+        h, w = image_bgr.shape[:2]
+        half = VIEW_SIDE_FACES * face_h / 2
+        x0, y0 = max(0, int(center[0] - half)), max(0, int(center[1] - half))
+        x1, y1 = min(w, int(center[0] + half) + 1), min(h, int(center[1] + half) + 1)
+        scale = VIEW_FACE_PX / face_h
+        cw, ch = max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))
+        if x1 <= x0 or y1 <= y0:
+            return np.zeros((0, 0, 3), np.uint8), scale, np.array([x0, y0], np.float32)
+        view = cv2.resize(
+            image_bgr[y0:y1, x0:x1],
+            (cw, ch),
+            interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+        )
+        return cv2.cvtColor(view, cv2.COLOR_BGR2RGB), scale, np.array([x0, y0], np.float32)
+
+    def _view(
+        self, image_bgr: np.ndarray, box: Box, work: tuple[np.ndarray, float] | None = None
+    ) -> tuple[np.ndarray, float, np.ndarray]:
+        """What a face's landmarks and embedding are computed on: the working copy for a face
+        HOG sees there, else a crop of the full-size frame (``_crop``) around the face box.
+        The same box gives the same view, so ``embed`` repeats ``detect``'s computation."""
+        rgb, f = work if work is not None else self._work_image(image_bgr)
+        upsample = 1 if min(rgb.shape[:2]) < UPSAMPLE_BELOW_SHORT_SIDE else 0
+        if box.h * f >= 0.85 * HOG_MIN_FACE / (1 + upsample):
+            return rgb, f, np.zeros(2, np.float32)
+        return self._crop(image_bgr, box.center, box.h)
+
+    def _rect(self, box: Box, scale: float, origin: np.ndarray) -> Any:  # dlib.rectangle
+        left = round((box.x - float(origin[0])) * scale)
+        top = round((box.y - float(origin[1])) * scale)
+        return self._dlib.rectangle(
+            left, top, left + round(box.w * scale) - 1, top + round(box.h * scale) - 1
+        )
 
     def embed(self, image_bgr: np.ndarray, face: DetectedFace) -> np.ndarray | None:
         """Embedding of a face that ``detect`` found in this frame (with embed_largest=False).
 
-        Rebuilds dlib's landmark object from the face's landmarks at the working scale (they
-        are integers there), so the result is exactly what ``detect(..., True)`` computes; this
-        lets a caller detect on every frame and embed only the frame it picks afterwards.
+        Rebuilds dlib's landmark object from the face's landmarks on the view ``detect`` used
+        (where they are integers), so the result is exactly what ``detect(..., True)``
+        computes; this lets a caller detect on every frame and embed only the frame it picks.
         """
         if face.landmarks is None:
             return None
-        rgb, f = self._work_image(image_bgr)
+        view, scale, origin = self._view(image_bgr, face.box)
         dl = self._dlib
-        left, top = round(face.box.x * f), round(face.box.y * f)
-        rect = dl.rectangle(
-            left, top, left + round(face.box.w * f) - 1, top + round(face.box.h * f) - 1
+        pts = np.rint((np.asarray(face.landmarks, np.float64) - origin) * scale).astype(int)
+        shape = dl.full_object_detection(
+            self._rect(face.box, scale, origin), [dl.point(int(x), int(y)) for x, y in pts]
         )
-        pts = np.rint(np.asarray(face.landmarks, np.float64) * f).astype(int)
-        shape = dl.full_object_detection(rect, [dl.point(int(x), int(y)) for x, y in pts])
         with self._lock:
-            return normalize(np.asarray(self._encoder.compute_face_descriptor(rgb, shape)))
+            return normalize(np.asarray(self._encoder.compute_face_descriptor(view, shape)))

@@ -16,10 +16,9 @@ not standing whole in the frame. Offline models, each doing what it is good at:
 - For pose datasets, MediaPipe's pose landmark model (``data/pose_landmark_full.tflite``) on the
   main person: 33 body keypoints with their visibility, to tell a whole body from a portrait.
 
-The .tflite files come from the mediapipe 0.10.14 wheel (Apache-2.0, ``data/MEDIAPIPE_LICENSE.txt``;
-9.6 MB together) and run in ``ai-edge-litert``, the TFLite runtime; mediapipe itself cannot be a
-dependency (it pins protobuf<5). The subject's own body is never a second person: mask regions
-in the body band under a known head (face or detector head box) belong to that head.
+The .tflite files come from the mediapipe 0.10.14 wheel (tflite.py; 9.6 MB together). The
+subject's own body is never a second person: mask regions in the body band under a known head
+(face or detector head box) belong to that head.
 
 The detector needs a head, not a face: a head of hair with no face (the astronaut with her face
 covered by her own hair, as someone seen from behind) scores 0.75-0.9. Limit, measured: a second
@@ -34,19 +33,18 @@ which the person detector finds in ~20 ms; upsampling to reach small faces costs
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from loraforge.curation.errors import BackendUnavailable
 from loraforge.curation.geometry import Box, iou
+from loraforge.curation.tflite import interpreter, letterbox, letterbox_place
 
 # Person detector score for someone found in the whole frame. Set on real photos (skimage,
 # matplotlib; detections that pass _upright_body): people score 0.55-0.85 (the astronaut 0.8,
@@ -88,13 +86,6 @@ _DET_SIDE = 224
 _SEG_SIDE = 256
 
 
-def _data(name: str) -> Path:
-    p = Path(str(resources.files("loraforge.curation").joinpath(f"data/{name}")))
-    if not p.is_file():
-        raise BackendUnavailable(f"{p} is missing; reinstall loraforge[curation]")
-    return p
-
-
 @lru_cache(maxsize=1)
 def _anchors() -> np.ndarray:
     """SSD anchor centres of MediaPipe's pose_detection graph (5 layers, strides 8-32, two
@@ -112,18 +103,6 @@ def _anchors() -> np.ndarray:
         out.append(np.repeat(centres, n, axis=0))
         i = j
     return np.concatenate(out).astype(np.float32)
-
-
-def _interpreter(name: str) -> Any:  # ai_edge_litert's Interpreter (ships no types)
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError as e:  # pragma: no cover - depends on the install
-        raise BackendUnavailable(
-            "ai-edge-litert is not installed; install loraforge[curation]"
-        ) from e
-    it = Interpreter(model_path=str(_data(name)), num_threads=1)
-    it.allocate_tensors()
-    return it
 
 
 @dataclass(frozen=True)
@@ -150,14 +129,16 @@ class Person:
     full_body: bool | None = None
     body_height_ratio: float = 0.0  # full-body circle diameter / frame height
     visible_keypoints: tuple[str, ...] = ()  # BODY_PARTS seen in frame (keypoints only)
+    # the detector's head box of a person known by the face (``_band``)
+    head: Box | None = None
 
 
 class _Models(threading.local):
     """TFLite interpreters are not thread-safe; clips are measured on several threads."""
 
     def __init__(self) -> None:
-        self.detector = _interpreter("pose_detection.tflite")
-        self.segmenter = _interpreter("selfie_segmentation.tflite")
+        self.detector = interpreter("pose_detection.tflite")
+        self.segmenter = interpreter("selfie_segmentation.tflite")
         self._landmarks = None
         # tensor indices, looked up once: the details lists cost as much as a small resize
         self.det_in = self.detector.get_input_details()[0]["index"]
@@ -171,7 +152,7 @@ class _Models(threading.local):
     @property
     def landmarks(self) -> Any:  # ai_edge_litert's Interpreter
         if self._landmarks is None:  # 6 MB, only for pose datasets
-            self._landmarks = _interpreter("pose_landmark_full.tflite")
+            self._landmarks = interpreter("pose_landmark_full.tflite")
         return self._landmarks
 
 
@@ -186,20 +167,6 @@ BODY_PARTS: dict[str, tuple[int, ...]] = {
 # keypoint visibility (the model's own probability that the point is not occluded)
 KEYPOINT_MIN_VISIBILITY = 0.5
 _LM_SIDE = 256
-
-
-def _letterbox_place(h: int, w: int, side: int) -> tuple[float, int, int, int, int]:
-    """Where an h x w image goes in a side x side letterbox: scale, offsets, size."""
-    f = side / max(h, w)
-    nw, nh = max(1, round(w * f)), max(1, round(h * f))
-    return f, (side - nw) // 2, (side - nh) // 2, nw, nh
-
-
-def _letterbox(rgb: np.ndarray, side: int) -> tuple[np.ndarray, float, int, int]:
-    f, ox, oy, nw, nh = _letterbox_place(rgb.shape[0], rgb.shape[1], side)
-    out = np.zeros((side, side, 3), np.uint8)
-    out[oy : oy + nh, ox : ox + nw] = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA)
-    return out, f, ox, oy
 
 
 class PeopleDetector:
@@ -222,12 +189,12 @@ class PeopleDetector:
         """MediaPipe person detector on one RGB image, after non-maximum suppression."""
         models = self._local
         if rgb.any():
-            img, f, ox, oy = _letterbox(rgb, _DET_SIDE)
+            img, f, ox, oy = letterbox(rgb, _DET_SIDE)
             raw, logits = self._detector_outputs(img)
         else:
             # all black (everyone blacked out, a fade): its letterbox is all zeros whatever
             # its size, the same input as before, so the model's outputs are those it gave then
-            f, ox, oy, _, _ = _letterbox_place(rgb.shape[0], rgb.shape[1], _DET_SIDE)
+            f, ox, oy, _, _ = letterbox_place(rgb.shape[0], rgb.shape[1], _DET_SIDE)
             if models.black is None:
                 models.black = self._detector_outputs(np.zeros((_DET_SIDE, _DET_SIDE, 3), np.uint8))
             raw, logits = models.black
@@ -353,7 +320,7 @@ class PeopleDetector:
 
         # the segmenter paints cats and cups as people when nobody is there: its regions are
         # only looked at beside someone found already, as candidates for a second person
-        bands = [_body_band(p.box, sw, sh) for p in people]
+        bands = [_band(p, sw, sh) for p in people]
         min_area = MIN_REGION_FRACTION * sh * sw
         # the mask is cleared under the known people's bodies, and a region counts only its
         # mask pixels: when fewer than min_area pixels lie outside those bodies, no region can
@@ -394,6 +361,7 @@ class PeopleDetector:
                 p.full_body,
                 p.body_height_ratio,
                 p.visible_keypoints,
+                p.head.scaled(1 / f) if p.head is not None else None,
             )
             for p in people
         ]
@@ -423,7 +391,11 @@ class PeopleDetector:
         for i, p in enumerate(people):
             if _same_head(p.box, d.head):
                 if p.full_body is None:
-                    people[i] = Person(p.box, p.score, p.source, p.has_face, full, ratio, parts)
+                    people[i] = Person(
+                        p.box, p.score, p.source, p.has_face, full, ratio, parts, d.head
+                    )
+                elif p.head is None:
+                    people[i] = dataclasses.replace(p, head=d.head)
                 return 0
         people.append(Person(d.head, d.score, "detector", False, full, ratio, parts))
         return 1
@@ -488,6 +460,22 @@ def _body_band(head: Box, width: int, height: int) -> tuple[slice, slice]:
     half = BODY_BAND_HEAD_WIDTHS * head.w
     x0, x1 = int(max(0, cx - half)), int(min(width, cx + half))
     return slice(int(max(0, head.y - head.h)), height), slice(x0, x1)
+
+
+def _band(p: Person, width: int, height: int) -> tuple[slice, slice]:
+    """The body band that clears the person mask before its regions are looked at: from the
+    face box, widened to the detector's head box when the detector found this person too (its
+    box is ~2.4x the face box). From the face alone, a small waist-up figure's held-out arm and
+    the helmet in her hand were left outside, and the detector took them for a second person
+    (0.55-0.57). The detector's own rounds still black out the face's band only: the wider one
+    hid the crowd's neighbours from it."""
+    rows, cols = _body_band(p.box, width, height)
+    if p.head is None:
+        return rows, cols
+    r2, c2 = _body_band(p.head, width, height)
+    return slice(min(rows.start, r2.start), height), slice(
+        min(cols.start, c2.start), max(cols.stop, c2.stop)
+    )
 
 
 def _outside(bands: Sequence[tuple[slice, slice]], width: int, height: int) -> int:

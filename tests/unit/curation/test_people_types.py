@@ -99,18 +99,19 @@ def test_nobody_in_a_landscape_or_a_cat(people, backend, scene):
     assert _count(people, backend, getattr(PM, scene)(4)) == []
 
 
-def test_missing_model_runtime_is_a_clear_error(monkeypatch):
-    import loraforge.curation.people as P
+def test_missing_model_runtime_is_a_clear_error(monkeypatch, tmp_path):
+    import importlib.resources
 
-    monkeypatch.setattr(
-        P,
-        "_data",
-        lambda name: (_ for _ in ()).throw(
-            P.BackendUnavailable(f"{name} is missing; reinstall loraforge[curation]")
-        ),
-    )
-    with pytest.raises(P.BackendUnavailable, match="reinstall loraforge"):
+    import loraforge.curation.people as P
+    from loraforge.curation.dlib_backend import DlibBackend
+    from loraforge.curation.errors import BackendUnavailable
+
+    # the package's data folder without its model files, as a broken install leaves it
+    monkeypatch.setattr(importlib.resources, "files", lambda package: tmp_path)
+    with pytest.raises(BackendUnavailable, match=r"pose_detection.*reinstall loraforge"):
         P.PeopleDetector()
+    with pytest.raises(BackendUnavailable, match=r"face_detection.*reinstall loraforge"):
+        DlibBackend()
 
 
 # -- motion direction ------------------------------------------------------------------------

@@ -122,3 +122,17 @@ def test_deterministic(run, backend, small_policy):
     assert [c.metrics.quality_score for c in again.clips] == [
         c.metrics.quality_score for c in first.clips
     ]
+
+
+def test_medium_shot_is_kept_for_a_character(tmp_path, backend, small_policy):
+    # waist-up, her face 13 % of a 854x480 frame: above the policy's 10 % floor, under what HOG
+    # sees on the 640 px working copy; it was rejected as no_face before the face proposals
+    from test_faces_identity import medium_shot
+
+    clip = M.write_clip(tmp_path / "medium.mp4", lambda t: medium_shot(0.13, 854, 480, t))
+    c = curate([MediaItem(clip, source_id="src")], small_policy, backend=backend).clip("medium")
+    m = c.metrics
+    assert c.decision.keep, c.decision.reasons
+    assert m.face_frames_fraction == 1.0 and m.people_count == 1
+    assert m.largest_face_ratio == pytest.approx(0.13, abs=0.03)
+    assert m.subject_source == "face" and m.embedding is not None

@@ -1,0 +1,92 @@
+"""Where small faces may be: MediaPipe's full-range BlazeFace, as proposals for the HOG backend.
+
+dlib's HOG face detector sees faces of ~80 px and more, and the dlib backend runs it on frames
+shrunk to 640 px wide (dlib_backend.DETECT_MAX_SIDE). On 16:9 footage that is faces of 22 % of
+the frame height and more: the face of a waist-up medium shot (10-18 %), which the policy's
+`min_face_height_ratio` (10 %) accepts, was not found, and such clips were rejected as
+`no_face`. Scanning the whole frame at a scale where those faces are 80 px costs 4-6x the HOG
+pass on every frame. BlazeFace's full-range model
+(``data/face_detection_full_range_sparse.tflite``, 192 px input, 7-11 ms a frame here) proposes
+faces from ~10 % of a 16:9 frame's height; the backend runs it only on frames where HOG found no
+face, and HOG again only on a crop around each proposal, scaled so the face is as large as HOG
+sees best. HOG stays the judge: the proposals' own boxes are not used (landmarks and embeddings
+are dlib's, as for every other face), and what BlazeFace takes for a face elsewhere (street
+textures scored 0.56-0.71 here, a face turned on its side 0.56) is not confirmed.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from loraforge.curation.geometry import Box, iou
+from loraforge.curation.tflite import interpreter, letterbox
+
+_SIDE = 192
+_GRID = 48  # one anchor per cell of a 48 x 48 grid (stride 4), fixed size
+MODEL = "face_detection_full_range_sparse.tflite"
+# A proposal below this score is not looked at. Measured on the astronaut composited into a
+# 1280x720 frame: faces of 10-40 % of the frame height score 0.66-0.95, 8 % 0.33; faceless
+# bench frames (coffee, rocket, street pans) gave proposals of up to 0.71, which HOG rejects.
+MIN_SCORE = 0.5
+# at most this many proposals a frame get a HOG pass (~3 ms each)
+MAX_PROPOSALS = 3
+
+
+@dataclass(frozen=True)
+class Proposal:
+    box: Box  # frame pixels; BlazeFace's box covers the forehead: ~1.2x the HOG box
+    score: float
+
+
+@lru_cache(maxsize=1)
+def _anchors() -> np.ndarray:
+    ys, xs = np.mgrid[0:_GRID, 0:_GRID]
+    return np.stack([(xs.ravel() + 0.5) / _GRID, (ys.ravel() + 0.5) / _GRID], axis=1)
+
+
+class _Model(threading.local):
+    def __init__(self) -> None:
+        self.it = interpreter(MODEL)
+        self.inp = self.it.get_input_details()[0]["index"]
+        self.boxes, self.scores = (o["index"] for o in self.it.get_output_details())
+
+
+class FaceProposals:
+    """Candidate face boxes in a BGR frame, best first."""
+
+    def __init__(self, min_score: float = MIN_SCORE) -> None:
+        self.min_score = min_score
+        self._model = _Model()  # fails now, with the fix, if the model or the runtime is missing
+
+    def __call__(self, bgr: np.ndarray) -> list[Proposal]:
+        m = self._model
+        boxed, f, ox, oy = letterbox(bgr, _SIDE)
+        img = cv2.cvtColor(boxed, cv2.COLOR_BGR2RGB)  # the model takes RGB in [-1, 1]
+        m.it.set_tensor(m.inp, (img.astype(np.float32) / 127.5 - 1.0)[None])
+        m.it.invoke()
+        raw = m.it.get_tensor(m.boxes)[0]
+        logits = m.it.get_tensor(m.scores)[0, :, 0].astype(np.float64)
+        scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -100, 100)))
+        a = _anchors()
+        out: list[Proposal] = []
+        for k in np.argsort(-scores):
+            if scores[k] < self.min_score or len(out) == MAX_PROPOSALS:
+                break
+            # box centre as an offset from its anchor, size in input pixels
+            cx = raw[k, 0] / _SIDE + a[k, 0]
+            cy = raw[k, 1] / _SIDE + a[k, 1]
+            bw, bh = raw[k, 2] / _SIDE, raw[k, 3] / _SIDE
+            box = Box(
+                float(((cx - bw / 2) * _SIDE - ox) / f),
+                float(((cy - bh / 2) * _SIDE - oy) / f),
+                float(bw * _SIDE / f),
+                float(bh * _SIDE / f),
+            )
+            if box.w > 0 and box.h > 0 and all(iou(box, p.box) < 0.3 for p in out):
+                out.append(Proposal(box, float(scores[k])))
+        return out
