@@ -75,6 +75,20 @@ def test_face_too_small_in_pixels(backend, base):
     assert codes(small) == ["face_too_small"]
 
 
+@pytest.mark.parametrize("size", [(4032, 3024), (2016, 1512)])
+def test_a_phone_photo_from_a_few_metres_is_measured(backend, size):
+    # a landscape phone photo (12 MP, and the same at 3 MP), the person waist-up with her face
+    # 9 % of the height (140-270 px, above the likeness floor): on the 640 px working copy HOG
+    # sees ~45 px and missed it, so such photos were rejected as no_face; the face proposals
+    # find it on the full-size photo
+    from test_faces_identity import medium_shot
+
+    m = pp.measure_photo("phone", medium_shot(0.09, *size), backend)
+    assert m.face is not None and m.face.h > 2 * pp.MIN_FACE_PX
+    assert m.landmarks is not None and m.embedding is not None
+    assert codes(m) == [], m.evidence()
+
+
 def test_camera_from_far_below_is_an_extreme_angle(backend, base):
     img, m = base["astro"]
     low = pp.measure_photo("low", pm.camera_tilt(img, -35, m.face.center), backend)
