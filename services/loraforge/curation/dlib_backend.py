@@ -1,10 +1,12 @@
-"""dlib face backend: HOG detector, 68-point shape predictor, ResNet-34 embedding.
+"""dlib face backend: HOG detector (with BlazeFace proposals where it finds no face, for faces
+too small for its working copy: face_proposals.py), 68-point shape predictor, ResNet-34 embedding.
 
-Always available offline: the models ship in the face_recognition_models wheel. Thresholds
-(from dlib's own LFW evaluation, 99.38 %): two raw descriptors closer than 0.6 in euclidean
-distance are the same person. Raw descriptors have a norm of ~1.42 (measured: 1.40-1.45), and we
-compare L2-normalised vectors, so the same cut is 0.6 / 1.42 = 0.42 here. Near-copies of one
-shot (crops, re-encodes) sit below ~0.15 on unit vectors; a mirrored shot is ~0.14.
+Always available offline: dlib's models ship in the face_recognition_models wheel, BlazeFace in
+``data/``. Thresholds (from dlib's own LFW evaluation, 99.38 %): two raw descriptors closer
+than 0.6 in euclidean distance are the same person. Raw descriptors have a norm of ~1.42
+(measured: 1.40-1.45), and we compare L2-normalised vectors, so the same cut is 0.6 / 1.42 =
+0.42 here. Near-copies of one shot (crops, re-encodes) sit below ~0.15 on unit vectors; a
+mirrored shot is ~0.14.
 """
 
 from __future__ import annotations
