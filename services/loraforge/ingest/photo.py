@@ -101,7 +101,8 @@ def normalize_photo(
             upright = ImageOps.exif_transpose(im)
         except (OSError, SyntaxError, ValueError) as exc:
             raise CorruptMedia(
-                f"{name}: the image data is damaged or truncated ({exc}); upload it again"
+                f"{name}: the image data is damaged or truncated ({str(exc).strip()}); "
+                "upload it again"
             ) from exc
         upright = _to_rgb(_to_srgb(upright, im.info.get("icc_profile"), name))
         if max_long_side and max(upright.size) > max_long_side:

@@ -134,6 +134,21 @@ def test_phone_photos_heic_and_avif_come_out_upright(tmp_path: Path, fmt: str) -
     assert np.abs(out - cw).mean() < 8 < np.abs(out - ccw).mean()
 
 
+def test_a_truncated_heic_says_it_is_damaged_on_one_line(tmp_path: Path) -> None:
+    """An upload cut short: the header sniffs as HEIC, the image data ends early."""
+    pillow_heif.register_heif_opener()
+    whole = tmp_path / "whole.heic"
+    Image.fromarray(photo("astronaut")).save(whole, "HEIF", quality=90)
+    src = tmp_path / "IMG_0002.HEIC"
+    src.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(E.CorruptMedia) as err:
+        process_source(src, IngestOptions(), tmp_path / "out")
+    msg = str(err.value)
+    # libheif's own reason ends in a newline; the message stays one line
+    assert msg.startswith("IMG_0002.HEIC: the image data is damaged or truncated (")
+    assert "upload it again" in msg and "\n" not in msg
+
+
 def test_16_bit_greyscale_photo_keeps_its_tones(tmp_path: Path) -> None:
     """A scan or a raw converter's 16-bit greyscale PNG: not turned white by an 8-bit clip."""
     grey = photo("camera")[..., 0]
