@@ -452,10 +452,15 @@ def main() -> None:
             "keep" if c.decision.keep else ",".join(c.decision.reason_codes)
         )
     print("decisions: " + "; ".join(f"{k}: {v}" for k, v in per.items()))
-    same = {c.metrics.clip_id: (c.decision.keep, c.decision.reason_codes) for c in res.clips} == {
-        c.metrics.clip_id: (c.decision.keep, c.decision.reason_codes) for c in res_dec.clips
-    }
-    print(f"decisions from proxies == decisions from decoded clips: {same}")
+    # the proxies hold the frames the clip was encoded from, the decoded clip those frames after
+    # x264: measurements differ a little, so a borderline reason may too; keep/reject must not
+    proxy = {c.metrics.clip_id: c.decision for c in res.clips}
+    decoded = {c.metrics.clip_id: c.decision for c in res_dec.clips}
+    same_keep = all(proxy[k].keep == decoded[k].keep for k in proxy)
+    print(f"keep/reject from proxies == from decoded clips: {same_keep}")
+    for k in sorted(proxy):
+        if proxy[k].reason_codes != decoded[k].reason_codes:
+            print(f"  {k}: reasons {proxy[k].reason_codes} (proxy) vs {decoded[k].reason_codes}")
     if prof:
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
     metrics = {

@@ -75,7 +75,8 @@ def curate(
         "--identity-cluster",
         min=0,
         help="Character/expression: the identity cluster to train on (the report lists them; "
-        "0 is the largest) when no --reference names the person.",
+        "0 is the largest) when no --reference names the person; by default, the one with the "
+        "most clips where that person is alone.",
     ),
     build: Annotated[
         list[str] | None,

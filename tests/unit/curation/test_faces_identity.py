@@ -94,6 +94,29 @@ def test_reference_match_and_dbscan(backend, tmp_path):
     assert res["h1"].match and not res["a1"].match and not res["a2"].match
 
 
+def test_the_dataset_is_of_the_person_filmed_alone_not_the_one_in_group_shots(backend):
+    # the astronaut alone in three clips; Grace Hopper alone in two and the largest face of
+    # three group shots: her cluster is larger (5 against 3), but group shots do not say whom
+    # the dataset is of, so the astronaut's is chosen. Before, the largest cluster was.
+    def emb(img, k):  # slightly different crops of one photo: one person, distinct vectors
+        return backend.detect(cv2.resize(img[k : img.shape[0] - k, k:], img.shape[1::-1]))[0]
+
+    a = [emb(M.astronaut(), k).embedding for k in (0, 12, 20)]
+    h = [emb(M.hopper(), k).embedding for k in (0, 5, 10, 15, 20)]
+    clips = [_m(f"a{i}", e) for i, e in enumerate(a)] + [_m(f"h{i}", e) for i, e in enumerate(h)]
+    for c in clips[5:]:  # h2-h4: group shots
+        c.people_count = 3
+    res = assign(clips, backend.same_person_distance)
+    assert {res[c.clip_id].cluster for c in clips[3:]} == {0}  # hers is still cluster 0
+    assert all(res[f"a{i}"].match for i in range(3))
+    assert not any(res[f"h{i}"].match for i in range(5))
+    # all solo: the larger cluster wins, as before
+    for c in clips[5:]:
+        c.people_count = 1
+    res = assign(clips, backend.same_person_distance)
+    assert all(res[f"h{i}"].match for i in range(5)) and not res["a0"].match
+
+
 def test_reference_without_face_is_invalid(backend, tmp_path):
     p = tmp_path / "wall.png"
     cv2.imwrite(str(p), np.full((200, 200, 3), 128, np.uint8))
