@@ -2,8 +2,9 @@
 background (seed 003: "segmented character instances, identity clustering, plain background").
 
 Who the subject is was decided before the builder: the reference photos, else the identity
-cluster the user picked (policy.identity_cluster), else the largest (identity.assign, HDBSCAN
-on the face embeddings of all sources); curation kept and selected that identity's clips.
+cluster the user picked (policy.identity_cluster), else the one alone in the most clips
+(identity.assign, HDBSCAN on the face embeddings of all sources); curation kept and selected that
+identity's clips.
 With the default one-person policy (max_people 1) the kept clips are the items as they are.
 With max_people unset or above 1, per selected clip a few measured frames (the sharpest
 first) are checked:
@@ -296,9 +297,18 @@ class CharacterBuilder:
         }
         missing = []
         if len(clusters) > 1 and ctx.policy.identity_cluster is None and not ctx.references:
+            chosen = next(
+                (
+                    r.metrics.identity_cluster
+                    for r in ctx.result.clips
+                    if r.metrics.identity_match and r.metrics.identity_cluster is not None
+                ),
+                0,
+            )
             missing.append(
-                f"the faces form {len(clusters)} identity clusters; this set is of the largest "
-                "(cluster 0); pick another with --identity-cluster N or give a reference photo"
+                f"the faces form {len(clusters)} identity clusters; this set is of cluster "
+                f"{chosen}, the person alone in the most clips; pick another with "
+                "--identity-cluster N or give a reference photo"
             )
         build = BuildResult(items, dropped, summary, missing)
         if any(it.path is not None for it in items):
