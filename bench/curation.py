@@ -54,7 +54,9 @@ import skimage.data
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "unit" / "ingest"))
+sys.path.insert(0, str(ROOT / "tests" / "unit" / "curation"))
 
+import people_media as PM  # noqa: E402
 from footage import encode  # noqa: E402
 
 from loraforge.curation.faces import make_backend  # noqa: E402
@@ -128,23 +130,8 @@ def spot(frame: np.ndarray, cx: float, cy: float, rng: np.random.Generator) -> n
 
 
 def crowd_frame(t: float) -> np.ndarray:
-    canvas = np.full((H, W, 3), 70, np.uint8)
-    a, h = astronaut(), hopper()
-    people = [
-        (a[0:300, 140:380], 0.05, 0.35, 300),
-        (h[60:460, 60:460], 0.25, 0.25, 360),
-        (a[0:300, 140:380][:, ::-1], 0.47, 0.30, 330),
-        (h[60:460, 60:460][:, ::-1], 0.66, 0.35, 280),
-        (a[0:300, 140:380], 0.83, 0.40, 240),
-    ]
-    for img, x, y, size in people:
-        sw = int(size * img.shape[1] / img.shape[0])
-        tile = cv2.resize(img, (sw, size), interpolation=cv2.INTER_AREA)
-        x0 = int(x * W + 12 * np.sin(t * 2 + x * 9))
-        y0 = int(y * H + 6 * np.cos(t * 3 + x * 5))
-        x1, y1 = min(W, x0 + sw), min(H, y0 + size)
-        canvas[y0:y1, x0:x1] = tile[: y1 - y0, : x1 - x0]
-    return canvas
+    # the same scene the people tests count (tests/unit/curation/people_media.py), in RGB
+    return cv2.cvtColor(PM.crowd(t, W, H), cv2.COLOR_BGR2RGB)
 
 
 def sources(seconds: float) -> dict[str, tuple[float, callable]]:

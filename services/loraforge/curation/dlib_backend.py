@@ -242,6 +242,8 @@ class DlibBackend:
         The same box gives the same view, so ``embed`` repeats ``detect``'s computation."""
         rgb, f = work if work is not None else self._work_image(image_bgr)
         upsample = 1 if min(rgb.shape[:2]) < UPSAMPLE_BELOW_SHORT_SIDE else 0
+        # HOG's own boxes are >= ~73 px on the image it scanned (the face inside its 80 px
+        # window), so every face of the working-copy pass takes the first branch, as before
         if box.h * f >= 0.85 * HOG_MIN_FACE / (1 + upsample):
             return rgb, f, np.zeros(2, np.float32)
         return self._crop(image_bgr, box.center, box.h)

@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from functools import lru_cache
 
 import cv2
 import numpy as np
 
 from loraforge.curation.geometry import Box, iou
-from loraforge.curation.tflite import interpreter, letterbox
+from loraforge.curation.tflite import interpreter, letterbox, ssd_anchors
 
 _SIDE = 192
-_GRID = 48  # one anchor per cell of a 48 x 48 grid (stride 4), fixed size
 MODEL = "face_detection_full_range_sparse.tflite"
 # A proposal below this score is not looked at. Measured on the astronaut composited into a
 # 1280x720 frame: faces of 10-40 % of the frame height score 0.66-0.95, 8 % 0.33; faceless
@@ -41,12 +39,6 @@ MAX_PROPOSALS = 3
 class Proposal:
     box: Box  # frame pixels; BlazeFace's box covers the forehead: ~1.2x the HOG box
     score: float
-
-
-@lru_cache(maxsize=1)
-def _anchors() -> np.ndarray:
-    ys, xs = np.mgrid[0:_GRID, 0:_GRID]
-    return np.stack([(xs.ravel() + 0.5) / _GRID, (ys.ravel() + 0.5) / _GRID], axis=1)
 
 
 class _Model(threading.local):
@@ -72,7 +64,7 @@ class FaceProposals:
         raw = m.it.get_tensor(m.boxes)[0]
         logits = m.it.get_tensor(m.scores)[0, :, 0].astype(np.float64)
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -100, 100)))
-        a = _anchors()
+        a = ssd_anchors(_SIDE, (4,), 1)  # one layer: a 48 x 48 grid, one anchor a cell
         out: list[Proposal] = []
         for k in np.argsort(-scores):
             if scores[k] < self.min_score or len(out) == MAX_PROPOSALS:

@@ -37,14 +37,13 @@ import dataclasses
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import cv2
 import numpy as np
 
 from loraforge.curation.geometry import Box, iou
-from loraforge.curation.tflite import interpreter, letterbox, letterbox_place
+from loraforge.curation.tflite import interpreter, letterbox, letterbox_place, ssd_anchors
 
 # Person detector score for someone found in the whole frame. Set on real photos (skimage,
 # matplotlib; detections that pass _upright_body): people score 0.55-0.85 (the astronaut 0.8,
@@ -84,25 +83,6 @@ WORK_SIDE = 512
 _ANCHOR_STRIDES = (8, 16, 32, 32, 32)
 _DET_SIDE = 224
 _SEG_SIDE = 256
-
-
-@lru_cache(maxsize=1)
-def _anchors() -> np.ndarray:
-    """SSD anchor centres of MediaPipe's pose_detection graph (5 layers, strides 8-32, two
-    anchors per cell per layer, fixed size): 2254 (x, y) in [0, 1]."""
-    out = []
-    i = 0
-    while i < len(_ANCHOR_STRIDES):
-        j = i
-        while j < len(_ANCHOR_STRIDES) and _ANCHOR_STRIDES[j] == _ANCHOR_STRIDES[i]:
-            j += 1
-        n = 2 * (j - i)
-        fm = int(np.ceil(_DET_SIDE / _ANCHOR_STRIDES[i]))
-        ys, xs = np.mgrid[0:fm, 0:fm]
-        centres = np.stack([(xs.ravel() + 0.5) / fm, (ys.ravel() + 0.5) / fm], axis=1)
-        out.append(np.repeat(centres, n, axis=0))
-        i = j
-    return np.concatenate(out).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -199,7 +179,8 @@ class PeopleDetector:
                 models.black = self._detector_outputs(np.zeros((_DET_SIDE, _DET_SIDE, 3), np.uint8))
             raw, logits = models.black
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -100, 100)))
-        a = _anchors()
+        # the pose_detection graph: 5 layers, strides 8-32, two anchors per cell per layer
+        a = ssd_anchors(_DET_SIDE, _ANCHOR_STRIDES, 2)  # 2254
         found: list[PersonDetection] = []
 
         def to_img(x: Any, y: Any) -> tuple[Any, Any]:

@@ -9,6 +9,7 @@ caller keeps one per thread.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -50,3 +51,22 @@ def letterbox(image: np.ndarray, side: int) -> tuple[np.ndarray, float, int, int
     out = np.zeros((side, side, 3), np.uint8)
     out[oy : oy + nh, ox : ox + nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
     return out, f, ox, oy
+
+
+@lru_cache(maxsize=4)
+def ssd_anchors(side: int, strides: tuple[int, ...], per_layer: int) -> np.ndarray:
+    """Anchor centres (x, y in [0, 1]) of MediaPipe's SSD detectors (SsdAnchorsCalculator with
+    fixed-size anchors): per layer, ``per_layer`` anchors on each cell of a side/stride grid;
+    consecutive layers of the same stride share one grid, their anchors side by side."""
+    out = []
+    i = 0
+    while i < len(strides):
+        j = i
+        while j < len(strides) and strides[j] == strides[i]:
+            j += 1
+        fm = int(np.ceil(side / strides[i]))
+        ys, xs = np.mgrid[0:fm, 0:fm]
+        centres = np.stack([(xs.ravel() + 0.5) / fm, (ys.ravel() + 0.5) / fm], axis=1)
+        out.append(np.repeat(centres, per_layer * (j - i), axis=0))
+        i = j
+    return np.concatenate(out).astype(np.float32)

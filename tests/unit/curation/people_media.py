@@ -112,3 +112,25 @@ def cat(t: int = 0) -> np.ndarray:
     """No one at all: skimage's cat (Chelsea), which a person segmenter alone takes for a person."""
     img = cv2.resize(_bgr(skimage.data.chelsea()), (W + 40, H), interpolation=cv2.INTER_AREA)
     return img[:, t : t + W].copy()
+
+
+def crowd(t: float, w: int = 1280, h: int = 720) -> np.ndarray:
+    """Five people side by side at different sizes, swaying: the astronaut and Grace Hopper,
+    each also mirrored, on a grey wall (bench/curation.py's crowd footage)."""
+    canvas = np.full((h, w, 3), 70, np.uint8)
+    a, hop = M.astronaut(), M.hopper()
+    people = [
+        (a[0:300, 140:380], 0.05, 0.35, 300),
+        (hop[60:460, 60:460], 0.25, 0.25, 360),
+        (a[0:300, 140:380][:, ::-1], 0.47, 0.30, 330),
+        (hop[60:460, 60:460][:, ::-1], 0.66, 0.35, 280),
+        (a[0:300, 140:380], 0.83, 0.40, 240),
+    ]
+    for img, x, y, size in people:
+        sw = int(size * img.shape[1] / img.shape[0])
+        tile = cv2.resize(img, (sw, size), interpolation=cv2.INTER_AREA)
+        x0 = int(x * w + 12 * np.sin(t * 2 + x * 9))
+        y0 = int(y * h + 6 * np.cos(t * 3 + x * 5))
+        x1, y1 = min(w, x0 + sw), min(h, y0 + size)
+        canvas[y0:y1, x0:x1] = tile[: y1 - y0, : x1 - x0]
+    return canvas
