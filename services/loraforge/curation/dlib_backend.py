@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from loraforge.curation.errors import BackendUnavailable
-from loraforge.curation.face_proposals import FaceProposals
+from loraforge.curation.face_proposals import RELIABLE_MAX_FACE_RATIO, FaceProposals
 from loraforge.curation.face_types import DetectedFace, normalize
 from loraforge.curation.geometry import Box, contains_point, iou
 
@@ -49,6 +49,19 @@ PROPOSAL_TO_HOG = 1 / 1.2
 # heights on a side (HOG's window and the embedding's aligned chip take the face with margin)
 VIEW_FACE_PX = 110
 VIEW_SIDE_FACES = 2.5
+# HOG also fires, weakly, on face-like prints: the mission patch on the astronaut's suit scored
+# 0.04-0.24 beside her own face (1.1-1.6) in waist-up shots, on 6 of 8 frames, which made the
+# clip "2 persons" and, as large as her face, the patch its main face. On frames with more than
+# one face, a face scoring under WEAK_FACE_SCORE must also be where BlazeFace sees a face with
+# at least CONFIRM_SCORE: the patch got nothing above 0.07 there; real weak faces beside a
+# strong one got 0.5-0.58 (a second person cut by the frame edge, HOG 0.23) and 0.89 (a crowd's
+# face HOG scored 0.02). Real faces in the bench footage score 0.8-1.8 at the working scale; a
+# lone weak face (a zoomed, soft close-up: 0.1-0.6) is kept as it is, since BlazeFace's
+# full-range model misses faces that fill the frame.
+WEAK_FACE_SCORE = 0.5
+CONFIRM_SCORE = 0.25
+# proposals looked at when confirming weak faces (a crowd has more faces than MAX_PROPOSALS)
+CONFIRM_PROPOSALS = 12
 
 
 def models_dir() -> Path:
@@ -159,6 +172,8 @@ class DlibBackend:
             SMALL_FACE_MIN_RATIO * image_bgr.shape[0]
         ):
             boxes = self._small_faces(image_bgr)
+        elif len(boxes) > 1:
+            boxes = self._confirm_weak(image_bgr, boxes)
         with self._lock:
             found = []
             for box, s in boxes:
@@ -166,7 +181,9 @@ class DlibBackend:
                 shape = self._predictor(view, self._rect(box, scale, origin))
                 pts = np.array([(p.x, p.y) for p in shape.parts()], np.float32)
                 found.append((box, s, (pts / scale + origin).astype(np.float32), shape, view))
-            found.sort(key=lambda t: (-t[0].area, t[0].x, t[0].y))
+            # the largest face first; HOG's boxes come in few sizes (its pyramid's levels), so
+            # two faces often tie, and then the stronger one is the frame's main face
+            found.sort(key=lambda t: (-t[0].area, -t[1], t[0].x, t[0].y))
             out = []
             for i, (box, s, pts, shape, view) in enumerate(found):
                 emb = None
@@ -183,6 +200,28 @@ class DlibBackend:
         finally:
             _give_detector(detector)
         return rects, scores
+
+    def _confirm_weak(
+        self, image_bgr: np.ndarray, boxes: list[tuple[Box, float]]
+    ) -> list[tuple[Box, float]]:
+        """Of several faces, those scoring under WEAK_FACE_SCORE that BlazeFace does not also
+        see (a proposal holding the face's centre) are dropped; the strongest face, and faces
+        too large for BlazeFace's judgement, stay."""
+        h = image_bgr.shape[0]
+        strongest = max(range(len(boxes)), key=lambda i: boxes[i][1])
+        doubtful = [
+            i
+            for i, (box, s) in enumerate(boxes)
+            if s < WEAK_FACE_SCORE and i != strongest and box.h < RELIABLE_MAX_FACE_RATIO * h
+        ]
+        if not doubtful:
+            return boxes
+        seen = self._proposals(image_bgr, CONFIRM_PROPOSALS, CONFIRM_SCORE)
+        return [
+            (box, s)
+            for i, (box, s) in enumerate(boxes)
+            if i not in doubtful or any(contains_point(p.box, *box.center) for p in seen)
+        ]
 
     def _small_faces(self, image_bgr: np.ndarray) -> list[tuple[Box, float]]:
         """HOG on a crop around each BlazeFace proposal, scaled so the face is VIEW_FACE_PX

@@ -11,7 +11,9 @@ faces from ~10 % of a 16:9 frame's height; the backend runs it only on frames wh
 face, and HOG again only on a crop around each proposal, scaled so the face is as large as HOG
 sees best. HOG stays the judge: the proposals' own boxes are not used (landmarks and embeddings
 are dlib's, as for every other face), and what BlazeFace takes for a face elsewhere (street
-textures scored 0.56-0.71 here, a face turned on its side 0.56) is not confirmed.
+textures scored 0.56-0.71 here, a face turned on its side 0.56) is not confirmed. The backend
+also asks it for a second opinion on weak HOG faces beside a stronger one
+(dlib_backend.WEAK_FACE_SCORE): a print on a shirt is not a second person.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ MODEL = "face_detection_full_range_sparse.tflite"
 MIN_SCORE = 0.5
 # at most this many proposals a frame get a HOG pass (~3 ms each)
 MAX_PROPOSALS = 3
+# BlazeFace's full-range model is reliable on faces up to about this share of the frame height
+# (the astronaut at 10-40 % scored 0.66-0.95); a face filling the frame scores near 0
+RELIABLE_MAX_FACE_RATIO = 0.4
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,10 @@ class FaceProposals:
         self.min_score = min_score
         self._model = _Model()  # fails now, with the fix, if the model or the runtime is missing
 
-    def __call__(self, bgr: np.ndarray) -> list[Proposal]:
+    def __call__(
+        self, bgr: np.ndarray, limit: int = MAX_PROPOSALS, min_score: float | None = None
+    ) -> list[Proposal]:
+        floor = self.min_score if min_score is None else min_score
         m = self._model
         boxed, f, ox, oy = letterbox(bgr, _SIDE)
         img = cv2.cvtColor(boxed, cv2.COLOR_BGR2RGB)  # the model takes RGB in [-1, 1]
@@ -67,7 +75,7 @@ class FaceProposals:
         a = ssd_anchors(_SIDE, (4,), 1)  # one layer: a 48 x 48 grid, one anchor a cell
         out: list[Proposal] = []
         for k in np.argsort(-scores):
-            if scores[k] < self.min_score or len(out) == MAX_PROPOSALS:
+            if scores[k] < floor or len(out) == limit:
                 break
             # box centre as an offset from its anchor, size in input pixels
             cx = raw[k, 0] / _SIDE + a[k, 0]

@@ -75,6 +75,21 @@ def test_identity_distances(backend):
     assert embedding_distance(a, crop) < backend.duplicate_distance
 
 
+def test_a_weak_second_face_counts_only_where_blazeface_sees_one_too(backend):
+    # waist-up, her face 18 % of 720p: HOG also scores the mission patch on her suit (0.04-0.22,
+    # a box as large as her face) on most frames; BlazeFace sees no face there
+    for t in (0, 10, 20):
+        frame = medium_shot(0.18, t=t)
+        (f,) = backend.detect(frame)
+        assert f.box.y2 < 0.4 * frame.shape[0] and f.score > 1.0
+    # a real second face HOG scores as weakly (Grace Hopper cut by the frame edge: 0.23) is one
+    # BlazeFace sees too, and is kept
+    frame = PM.second_person_cut_by_edge(20)
+    edge = backend.detect(frame, embed_largest=False)
+    assert len(edge) == 2 and min(f.score for f in edge) < 0.5
+    assert max(f.box.x2 for f in edge) > frame.shape[1] - 5
+
+
 def _m(cid, emb):
     return ClipMetrics(cid, cid, cid, "photo", 512, 512, 0, 0, 1, embedding=list(map(float, emb)))
 
@@ -136,14 +151,18 @@ def test_insightface_needs_provisioned_models(tmp_path):
 def test_mirrored_face_flips_yaw_and_profile_bucket(backend):
     a = M.astronaut()
     h, w = a.shape[:2]
-    # squeeze the right side of the picture in depth: the head reads as turned
+    # squeeze the right side of the picture in depth: the head reads as turned (~25 degrees)
     src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
-    dst = np.float32([[0, 0], [w * 0.75, h * 0.12], [w * 0.75, h * 0.88], [0, h]])
+    dst = np.float32([[0, 0], [w * 0.7, h * 0.15], [w * 0.7, h * 0.85], [0, h]])
     turned = cv2.warpPerspective(a, cv2.getPerspectiveTransform(src, dst), (w, h))
-    p = estimate_pose(backend.detect(turned)[0].landmarks, w, h)
-    q = estimate_pose(backend.detect(turned[:, ::-1].copy())[0].landmarks, w, h)
+    faces = [backend.detect(img) for img in (turned, turned[:, ::-1].copy())]
+    # her face, not the mission patch on her suit, which HOG also scores (weakly) in both
+    assert [len(f) for f in faces] == [1, 1]
+    assert faces[0][0].box.y2 < h * 0.4 and faces[1][0].box.y2 < h * 0.4
+    p, q = (estimate_pose(f[0].landmarks, w, h) for f in faces)
     assert abs(p.yaw) > 20 and abs(q.yaw) > 20
-    assert np.sign(p.yaw) == -np.sign(q.yaw)
+    assert np.sign(p.yaw) == -np.sign(q.yaw) and abs(p.yaw + q.yaw) < 5
+    assert bucket(p) == bucket(q) == "three_quarter"
     assert bucket(HeadPose(60, p.pitch, 0)) == "profile_right"
     assert bucket(HeadPose(-60, q.pitch, 0)) == "profile_left"
     # the untouched photo is frontal, and so is its mirror, with yaw of opposite sign

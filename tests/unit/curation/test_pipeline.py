@@ -136,3 +136,18 @@ def test_medium_shot_is_kept_for_a_character(tmp_path, backend, small_policy):
     assert m.face_frames_fraction == 1.0 and m.people_count == 1
     assert m.largest_face_ratio == pytest.approx(0.13, abs=0.03)
     assert m.subject_source == "face" and m.embedding is not None
+
+
+def test_a_print_on_her_suit_is_not_a_second_person(tmp_path, backend, small_policy):
+    # waist-up at 720p, her face 18 % of the height: HOG also fires weakly (0.04-0.22) on the
+    # mission patch on her chest, as large as her face, on 6 of 8 frames; the clip was rejected
+    # as "2 persons in frame" and the patch, first of two equal boxes, was the main face
+    from test_faces_identity import medium_shot
+
+    clip = M.write_clip(tmp_path / "waist.mp4", lambda t: medium_shot(0.18, t=t))
+    c = curate([MediaItem(clip, source_id="src")], small_policy, backend=backend).clip("waist")
+    m = c.metrics
+    assert c.decision.keep, c.decision.reasons
+    assert m.people_count == 1 and m.max_faces == 1
+    assert m.largest_face_ratio == pytest.approx(0.18, abs=0.03)
+    assert m.angle_bucket == "frontal"
