@@ -24,7 +24,7 @@ from loraforge.ingest.tools import MediaTools
 from loraforge.runtime.errors import Cancelled
 
 _SHOWINFO = re.compile(rb"\bn:\s*(\d+)\s+pts:\s*(-?\d+)\s+pts_time:\s*(-?[\d.]+)")
-_CROPDETECT = re.compile(rb"Parsed_cropdetect.*\bx1:(\d+) x2:(\d+) y1:(\d+) y2:(\d+)")
+_CROPDETECT = re.compile(rb"Parsed_cropdetect_(\d+).*\bx1:(\d+) x2:(\d+) y1:(\d+) y2:(\d+)")
 
 
 def analysis_size(probe: ProbeResult, width: int) -> tuple[int, int]:
@@ -34,13 +34,23 @@ def analysis_size(probe: ProbeResult, width: int) -> tuple[int, int]:
     return max(2, w // 2 * 2), h
 
 
+Box = tuple[int, int, int, int]  # cropdetect's x1, x2, y1, y2 (inclusive)
+# cropdetect's thresholds, as fractions of the range (so 10-bit sources read the same). Its
+# default (luma 24 of 255) finds black bars next to a night scene's dark picture but misses bars
+# at a dark grey (a film scan, a lifted black: RGB 16 is luma ~30); 0.13 (luma 33, RGB ~20)
+# finds those but takes a night scene's dark rows for bars too. matte.frame_bars keeps, on each
+# side, the deepest edge that the frame's flat dark run reaches: a loose edge inside a dark
+# picture is not reached (the run stops at the matte's step).
+CROP_LIMITS = (24 / 255, 0.13)
+
+
 class LowResDecode:
     """Iterate BGR frames (OpenCV's channel order, what PySceneDetect detectors expect).
 
     After iteration: ``pts`` holds each frame's time in seconds, ``frames`` the count,
     ``errors`` the decoder's complaints (empty for a clean file), ``pictures`` each full-size
-    frame's picture box from ffmpeg's cropdetect (x1, x2, y1, y2; None for a black frame), for
-    matte.py.
+    frame's picture boxes from ffmpeg's cropdetect at its two thresholds (CROP_LIMITS; each
+    x1, x2, y1, y2, or None where the frame is all below it), for matte.py.
     """
 
     def __init__(
@@ -56,7 +66,8 @@ class LowResDecode:
         self.tools = tools
         self.cancel_check = cancel_check
         self.pts: list[float] = []
-        self.pictures: list[tuple[int, int, int, int] | None] = []
+        self.pictures: list[tuple[Box | None, ...]] = []
+        self._boxes: list[Box | None] = []  # the current frame's, one per threshold
         self.frames = 0
         self.errors: list[str] = []
         self.returncode: int | None = None
@@ -77,9 +88,11 @@ class LowResDecode:
             "-sn",
             "-dn",
             # area scaling averages pixels like cv2.INTER_AREA; showinfo logs each frame's pts;
-            # cropdetect (reset every frame, none skipped) each full-size frame's picture box
+            # cropdetect (reset every frame, none skipped) each full-size frame's picture box,
+            # once at each of CROP_LIMITS (it passes frames through unchanged)
             "-vf",
-            f"cropdetect=round=2:reset=1:skip=0,scale={w}:{h}:flags=area,showinfo",
+            ",".join(f"cropdetect=limit={lim}:round=2:reset=1:skip=0" for lim in CROP_LIMITS)
+            + f",scale={w}:{h}:flags=area,showinfo",
             # passthrough: the rawvideo muxer would otherwise duplicate/drop frames to a constant
             # rate, and pipe frames would no longer match showinfo's timestamps.
             "-fps_mode",
@@ -123,8 +136,12 @@ class LowResDecode:
             if m:
                 self.pts.append(float(m.group(3)))
             elif c := _CROPDETECT.search(line):
-                x1, x2, y1, y2 = (int(v) for v in c.groups())
-                self.pictures.append((x1, x2, y1, y2) if x2 >= x1 and y2 >= y1 else None)
+                k, x1, x2, y1, y2 = (int(v) for v in c.groups())
+                if k == 0:
+                    self._boxes = []
+                self._boxes.append((x1, x2, y1, y2) if x2 >= x1 and y2 >= y1 else None)
+                if k == len(CROP_LIMITS) - 1:
+                    self.pictures.append(tuple(self._boxes))
             elif (
                 b"rror" in line
                 or b"nvalid" in line

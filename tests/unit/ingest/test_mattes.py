@@ -53,6 +53,34 @@ def test_scope_film_letterboxed_in_16_9_is_cut_to_its_picture(tmp_path: Path) ->
         assert frames[:, :2].mean() > 30 and frames[:, -2:].mean() > 30  # and no dark line
 
 
+@pytest.mark.parametrize(("grain", "black"), [(10.0, 0), (16.0, 0), (8.0, 16)])
+def test_mattes_under_film_grain_or_a_lifted_black_are_cut(
+    tmp_path: Path, grain: float, black: int
+) -> None:
+    # a film scan or a graded master: grain over the whole frame, bars included, and bars at
+    # a dark grey rather than black (16 of 255 here). Before, cropdetect's default threshold
+    # (24) missed the grey bars and grain broke the bars' flatness on some frames; the clips
+    # kept their bars and curation refused them as `letterbox`
+    rng = np.random.default_rng(1)
+    pic = render_shot(ShotSpec("astronaut", 100, "pan"), (640, 268))
+    frames = []
+    for f in _matted(pic, (0, 46, 640, 268)):
+        f[:46] = f[-46:] = black
+        frames.append(_grain(rng, f, grain))
+    clips = _ingest(tmp_path, frames, "grainy")
+    assert clips and all(c.crop == (640, 268, 0, 46) for c in clips)
+
+
+def test_black_bars_beside_a_night_scene_are_cut(tmp_path: Path) -> None:
+    # the picture's edge rows are dark (RGB ~23-28): a cropdetect threshold loose enough for
+    # grey bars takes them for bars too; the strict one still finds the matte's edge
+    rng = np.random.default_rng(2)
+    pic = render_shot(ShotSpec("astronaut", 100, "pan"), (640, 268))
+    frames = [_grain(rng, (f * 0.2).astype(np.uint8), 3.0) for f in _matted(pic, (0, 46, 640, 268))]
+    clips = _ingest(tmp_path, frames, "night")
+    assert clips and all(c.crop == (640, 268, 0, 46) for c in clips)
+
+
 def test_pillarboxed_4_3_is_cut_and_anamorphic_sd_keeps_its_shape(tmp_path: Path) -> None:
     pic = render_shot(ShotSpec("chelsea", 100, "zoom"), (480, 360))
     (clip,) = _ingest(tmp_path, _matted(pic, (80, 0, 480, 360)), "pillar")[:1]
@@ -91,14 +119,17 @@ def _grain(rng: np.random.Generator, frame: np.ndarray, sigma: float) -> np.ndar
     return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
-def test_dark_surroundings_of_a_low_key_shot_are_picture_not_matte(tmp_path: Path) -> None:
+@pytest.mark.parametrize("grain", [3.0, 10.0])
+def test_dark_surroundings_of_a_low_key_shot_are_picture_not_matte(
+    tmp_path: Path, grain: float
+) -> None:
     """The astronaut lit by a spot, the room around her falling to near black above and below
     (symmetric), with film grain: the dark rows are picture, nothing is cut."""
     rng = np.random.default_rng(0)
     pic = render_shot(ShotSpec("astronaut", 100, "still"), (W, H))
     yy = np.abs(np.linspace(-1, 1, H))[:, None, None]
     light = np.clip(1.6 - 1.8 * yy, 0.02, 1.0)  # near black over the top and bottom fifth
-    frames = [_grain(rng, (p * light).astype(np.uint8), 3.0) for p in pic]
+    frames = [_grain(rng, (p * light).astype(np.uint8), grain) for p in pic]
     clips = _ingest(tmp_path, frames, "lowkey")
     assert clips and all(c.crop is None and (c.width, c.height) == (W, H) for c in clips)
 
