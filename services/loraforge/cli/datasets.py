@@ -12,20 +12,14 @@ from loraforge.runtime.storage import Bucket, ObjectStore
 
 
 def dataset_ids(store: ObjectStore, project: ProjectRef) -> list[str]:
-    """Committed datasets (those with a dataset.json), newest first.
-
-    ObjectStore.list does not carry modification times, so this asks the S3 client underneath
-    for them (ties, within the server's one-second resolution, break by id)."""
-    prefix = layout.datasets_root(project)
-    found: list[tuple[Any, str]] = []
-    with store._errors(f"list datasets of {project.tenant}/{project.project}"):
-        for obj in store._client.list_objects(
-            store.bucket_name(Bucket.DATASETS), prefix=prefix, recursive=True
-        ):
-            dataset_id = layout.dataset_of_record_key(project, obj.object_name)
-            if dataset_id is not None:
-                found.append((obj.last_modified, dataset_id))
-    found.sort(key=lambda t: (t[0].timestamp() if t[0] else 0.0, t[1]), reverse=True)
+    """Committed datasets (those with a dataset.json), newest first (ties, within the server's
+    one-second resolution, break by id)."""
+    found: list[tuple[float, str]] = []
+    for obj in store.list(Bucket.DATASETS, layout.datasets_root(project)):
+        dataset_id = layout.dataset_of_record_key(project, obj.key)
+        if dataset_id is not None:
+            found.append((obj.modified.timestamp() if obj.modified else 0.0, dataset_id))
+    found.sort(reverse=True)
     return [ds for _, ds in found]
 
 

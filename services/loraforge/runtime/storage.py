@@ -88,6 +88,7 @@ class StoredObject:
     etag: str | None = None
     content_type: str | None = None
     metadata: dict[str, str] | None = None
+    modified: datetime | None = None  # the server's last-modified time (1 s resolution)
 
 
 class _HashingReader(io.RawIOBase):
@@ -340,7 +341,13 @@ class ObjectStore:
             if k.lower().startswith("x-amz-meta-")
         }
         return StoredObject(
-            name, key, st.size or 0, etag=st.etag, content_type=st.content_type, metadata=meta
+            name,
+            key,
+            st.size or 0,
+            etag=st.etag,
+            content_type=st.content_type,
+            metadata=meta,
+            modified=st.last_modified,
         )
 
     def exists(self, bucket: Bucket | str, key: str) -> bool:
@@ -381,7 +388,9 @@ class ObjectStore:
             for obj in self._client.list_objects(name, prefix=prefix, recursive=recursive):
                 if obj.object_name.startswith(STAGING_PREFIX):
                     continue
-                yield StoredObject(name, obj.object_name, obj.size or 0, etag=obj.etag)
+                yield StoredObject(
+                    name, obj.object_name, obj.size or 0, etag=obj.etag, modified=obj.last_modified
+                )
 
     def delete(self, bucket: Bucket | str, key: str) -> None:
         if Bucket(bucket) is Bucket.RAW:

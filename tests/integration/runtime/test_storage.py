@@ -149,3 +149,27 @@ def test_metadata_round_trips_and_put_file_checks_sha(store: ObjectStore, tmp_pa
         store.put_file(
             Bucket.RAW, ProjectRef("acme", "jane").key("sources", "y.mp4"), path, sha256="1" * 64
         )
+
+
+def test_the_newest_committed_dataset_is_the_default(store: ObjectStore) -> None:
+    # `--dataset` left out means the project's newest committed dataset: listing carries the
+    # server's modification times (1 s resolution); a dataset without its record is not there
+    import time
+
+    from loraforge.cli.datasets import dataset_ids, resolve_dataset
+    from loraforge.curation import layout
+
+    ref = ProjectRef("acme", "newest")
+    with pytest.raises(NotFound, match="no curated dataset yet"):
+        resolve_dataset(store, ref, None)
+    store.put_json(Bucket.DATASETS, layout.record_key(ref, "zz-old"), {"n": 1})
+    time.sleep(1.1)
+    store.put_json(Bucket.DATASETS, layout.record_key(ref, "aa-new"), {"n": 2})
+    store.put_bytes(Bucket.DATASETS, layout.manifest_key(ref, "bb-uncommitted"), b"{}")
+    listed = list(store.list(Bucket.DATASETS, layout.datasets_root(ref)))
+    assert all(o.modified is not None for o in listed)
+    assert store.stat(Bucket.DATASETS, layout.record_key(ref, "aa-new")).modified is not None
+    assert dataset_ids(store, ref) == ["aa-new", "zz-old"]
+    assert resolve_dataset(store, ref, None) == ("aa-new", {"n": 2})
+    with pytest.raises(NotFound, match="does not exist"):
+        resolve_dataset(store, ref, "bb-uncommitted")
