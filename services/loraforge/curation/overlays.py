@@ -12,7 +12,9 @@ QUALITY_WIDTH, inside the black bars:
   frames, grouped into blobs. A blob is an overlay only when, in most consecutive pairs,
     - the camera moved (pan, zoom, rotation) and the blob matches where it was far better than
       where the camera would have carried it (a horizon under a horizontal pan matches both
-      ways and does not count), or
+      ways and does not count), while the picture around it did go with the camera (a subject
+      swaying in front of a locked-off camera can pass for a pan; scenery beside her stays;
+      a blob in a corner, where channel bugs sit, is not asked this), or
     - the camera stood still, and on every in-frame side of the blob the picture changed
       (RING_CHANGED_SHARE of each side's pixels) while the blob did not (scenery beside one
       moving person changes on one side only).
@@ -68,6 +70,7 @@ RING_CHANGED_SHARE = 0.3
 LOGO_MIN_AREA = 0.0015  # of the picture, after dilation: smaller blobs are noise
 LOGO_MAX_W, LOGO_MAX_H = 0.45, 0.35  # of the picture: larger static structures are scenery
 OUTER_BAND = 0.3  # a blob whose centre is within 30 % of an edge is in the "logo zone"
+CORNER_BAND = 0.2  # ... and within 20 % of two edges, in a corner (_pair_vote)
 SUBTITLE_BAND = 0.28  # subtitles and lower thirds live in the bottom 28 % of the picture
 TOP_BAND = 0.12  # top captions, channel names
 TEXT_FRAMES = 3  # OCR frames per clip (_ocr_positions): two, and a third when text is seen
@@ -300,9 +303,29 @@ def _pair_vote(
         if valid.sum() < 0.8 * sel.sum():
             return None  # carried out of the frame: no verdict
         moved = _diff(blob_a, fb, valid)
-        if in_place + 2.0 <= STATIC_MATCH_RATIO * moved:
+        if in_place + 2.0 > STATIC_MATCH_RATIO * moved:
+            return None
+        # ... while the picture around it went with the camera. Where that stayed too, the
+        # "camera motion" is the subject's: a talking head swaying in front of a locked-off
+        # camera filled most of the textured picture and passed for a pan, and the lattice of
+        # a tower at the edge of the frame for a logo (its surroundings: 0-1.4 grey levels
+        # apart in place, 3-6 where the "camera" would have carried them). A flat surrounding
+        # (a sky) matches both ways and does not veto. In a corner, where channels put their
+        # bug, the blob keeps its vote: that same sway is what showed a channel bug over a
+        # locked-off interview, which the still-camera test cannot see (its scenery is still)
+        cx, cy = (x + bw / 2) / w, (y + bh / 2) / h
+        if min(cx, 1 - cx) < CORNER_BAND and min(cy, 1 - cy) < CORNER_BAND:
             return "pan"
-        return None
+        still, carried = [], []
+        for sx, sy, sw, sh in _ring_sides(x, y, bw, bh, w, h):
+            ra, rf = a[sy : sy + sh, sx : sx + sw], followed[sy : sy + sh, sx : sx + sw]
+            ok = rf >= 0
+            if ok.mean() >= 0.8:
+                still.append(_diff(ra, b[sy : sy + sh, sx : sx + sw], ok))
+                carried.append(_diff(ra, rf, ok))
+        if still and np.mean(still) + 0.5 <= STATIC_MATCH_RATIO * np.mean(carried):
+            return None
+        return "pan"
     # a still camera: the picture changed on every in-frame side of the blob, the blob did not
     sides = _ring_sides(x, y, bw, bh, w, h)
     if len(sides) < 2:

@@ -192,3 +192,44 @@ def test_text_on_a_locked_off_shot_is_scene_text(tmp_path):
     )
     assert not ov.burned_in_text and not ov.logo_or_watermark
     assert ov.scene_text and "HOTEL" in ov.scene_text[0].text.replace(" ", "").upper()
+
+
+def _sway(tmp_path, name: str, grain: float = 0.0, logo: bool = False):
+    """The astronaut, half the frame's width, sways +-6 px in front of a still camera; behind
+    her the launch towers of skimage's rocket photo; optionally a channel bug, top right."""
+    import people_media as PM
+    import skimage.data
+
+    w, h = 1280, 720
+    bg = cv2.resize(cv2.cvtColor(skimage.data.rocket(), cv2.COLOR_RGB2BGR), (w, h))
+    rng = np.random.default_rng(0)
+
+    def frame(t: int) -> np.ndarray:
+        f = PM.paste(bg.copy(), M.astronaut(), 300 + int(6 * np.sin(t / 5)), h - 700, 700)
+        f = np.clip(f + rng.normal(0, grain, f.shape), 0, 255).astype(np.uint8)
+        return Q.corner_logo(f) if logo else f
+
+    media = load_media(Q.write_h264(tmp_path / f"{name}.mp4", frame, seconds=3, fps=24), 8)
+    grays = [frame_views(f.image).gray for f in media.frames]
+    # she is most of the textured picture: her sway passes for a pan
+    assert sum(m is not None for m in camera_motion(grays)) >= 5
+    return measure_overlays(grays, indices=[f.index for f in media.frames])
+
+
+@pytest.mark.parametrize("grain", [0.0, 4.0])
+def test_a_talking_head_swaying_before_a_locked_off_camera_puts_no_logo_on_the_scenery(
+    tmp_path, grain
+):
+    # a piece of tower lattice at the frame's right edge, static while "the camera moved",
+    # was a logo: the clip was rejected as `watermark`. Its surroundings stayed too.
+    ov = _sway(tmp_path, "sway", grain)
+    assert not ov.logo_or_watermark and ov.watermarks == []
+
+
+def test_a_channel_bug_over_a_locked_off_talking_head_is_still_found(tmp_path):
+    # in a corner a static blob keeps the benefit of the doubt: the same sway is what shows a
+    # channel bug over a locked-off interview (its surroundings are still scenery)
+    ov = _sway(tmp_path, "sway_bug", logo=True)
+    assert ov.logo_or_watermark
+    ((x, y, w, _h),) = [e.box for e in ov.watermarks]
+    assert x > 0.85 and y < 0.1 and w < 0.1
