@@ -4,6 +4,13 @@ Two items are near-copies when their perceptual hashes are close (the picture lo
 AND, when both have a face embedding, the faces are nearly identical too (same person is not
 enough: that is the backend's much looser same-person distance). Groups are transitive (union
 find) and keep their best item by quality score, ties broken by id for determinism.
+
+Items of one source are never near-copies of each other: ingest cuts a source into clips that
+do not overlap, so they are different moments, even where a locked-off shot makes them look
+alike (a 20 s interview on a still camera, cut into 5 clips: pHash and face both matched, and
+4 of them were rejected as copies of the fifth). Copies come from different uploads: the same
+footage again, re-encoded, re-cut or cropped; a zip's photos are each a source of their own.
+Spreading the set over sources and moments is the selection's work, not dedup's.
 """
 
 from __future__ import annotations
@@ -28,9 +35,15 @@ def phash_distance(a: Sequence[str], b: Sequence[str]) -> int:
 def duplicate_groups(
     clips: Sequence[ClipMetrics], max_phash: int, max_embedding_distance: float
 ) -> dict[str, str]:
-    """clip_id -> id of the kept clip of its group, for every clip that lost to a near-copy."""
+    """clip_id -> id of the kept clip of its group, for every clip that lost to a near-copy.
+
+    Pairs are joined closest first (pHash distance, then face distance), and only while their
+    groups share no source: a group holds one clip a source, so the same take uploaded twice
+    pairs each moment with its copy and does not chain every moment of the take into one
+    group through the other upload."""
     items = sorted(clips, key=lambda c: c.clip_id)
     parent = {c.clip_id: c.clip_id for c in items}
+    sources = {c.clip_id: {c.source_id} for c in items}
 
     def find(i: str) -> str:
         while parent[i] != i:
@@ -38,15 +51,25 @@ def duplicate_groups(
             i = parent[i]
         return i
 
+    pairs: list[tuple[int, float, str, str]] = []
     for i, a in enumerate(items):
         for b in items[i + 1 :]:
-            if phash_distance(a.phashes, b.phashes) > max_phash:
+            if a.source_id == b.source_id:
                 continue
+            ph = phash_distance(a.phashes, b.phashes)
+            if ph > max_phash:
+                continue
+            d = 0.0
             if a.embedding is not None and b.embedding is not None:
                 d = float(np.linalg.norm(np.asarray(a.embedding) - np.asarray(b.embedding)))
                 if d > max_embedding_distance:
                     continue
-            parent[find(b.clip_id)] = find(a.clip_id)
+            pairs.append((ph, d, a.clip_id, b.clip_id))
+    for _, _, a_id, b_id in sorted(pairs):
+        ra, rb = find(a_id), find(b_id)
+        if ra != rb and not sources[ra] & sources[rb]:
+            parent[rb] = ra
+            sources[ra] |= sources.pop(rb)
     groups: dict[str, list[ClipMetrics]] = {}
     for c in items:
         groups.setdefault(find(c.clip_id), []).append(c)

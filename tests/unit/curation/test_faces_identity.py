@@ -176,3 +176,25 @@ def test_buckets():
     assert bucket(HeadPose(30, 0, 0)) == bucket(HeadPose(-30, 0, 0)) == "three_quarter"
     assert bucket(HeadPose(-50, 0, 0)) == "profile_left"
     assert bucket(HeadPose(0, 25, 0)) == "below" and bucket(HeadPose(0, -25, 0)) == "above"
+
+
+def test_identity_clusters_hold_clips_of_one_take_and_copies():
+    # clips of one take cut in several have near-identical faces, a re-upload identical ones:
+    # nested clusters and tied distances. scikit-learn 1.9's HDBSCAN epsilon search raised
+    # TypeError on such sets (with NumPy 2.x); the merge is done in identity.clusters now
+    from loraforge.curation.dlib_backend import SAME_PERSON_DISTANCE
+    from loraforge.curation.identity import clusters
+
+    rng = np.random.default_rng(3)
+
+    def unit(v):
+        return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+    person, other = unit(rng.normal(size=(2, 128)))
+    takes = [unit(person + 0.012 * rng.normal(size=128)) for _ in range(3)]
+    clips = np.stack([unit(t + 0.0015 * rng.normal(size=128)) for t in takes for _ in range(3)])
+    again = clips[:3]  # the first take uploaded a second time: the very same faces
+    stranger = unit(other + 0.01 * rng.normal(size=(3, 128)))
+    x = np.vstack([clips, again, stranger])
+    labels = clusters(x, SAME_PERSON_DISTANCE)
+    assert list(labels) == [0] * 12 + [1] * 3  # one person however cut; the stranger apart

@@ -6,10 +6,12 @@ import json
 
 import curation_media as M
 import cv2
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from loraforge.curation.pipeline import MediaItem, curate
+from loraforge.curation.policy import CurationPolicy
 
 
 def _crop_copy(t: int):
@@ -31,8 +33,13 @@ def run(tmp_path_factory, backend, small_policy):
         "lb": lambda t: M.letterbox(M.astronaut_frame(t)),
         "txt": lambda t: M.with_text(M.astronaut_frame(t)),
     }
+    # the cropped copy is another upload of the same footage (clips of one source are
+    # different moments, never copies of each other: dedup.py)
     items = [
-        MediaItem(M.write_clip(d / f"{k}.mp4", fn), source_id="src_a") for k, fn in clips.items()
+        MediaItem(
+            M.write_clip(d / f"{k}.mp4", fn), source_id="src_b" if k == "ast_crop" else "src_a"
+        )
+        for k, fn in clips.items()
     ]
     out = d / "out"
     return curate(items, small_policy, backend=backend, out_dir=out), out, items
@@ -151,3 +158,38 @@ def test_a_print_on_her_suit_is_not_a_second_person(tmp_path, backend, small_pol
     assert m.people_count == 1 and m.max_faces == 1
     assert m.largest_face_ratio == pytest.approx(0.18, abs=0.03)
     assert m.angle_bucket == "frontal"
+
+
+def test_clips_of_one_locked_off_take_are_moments_not_copies(tmp_path, backend):
+    # a 12 s interview on a still camera, cut by ingest into 3 clips: they look alike (pHash and
+    # face both matched) and 2 of them were rejected as near-copies of the third. The same file
+    # uploaded again is another source: its clips are copies of the first upload's
+    import people_media as PM
+    import quality_media as Q
+
+    from loraforge.ingest import IngestOptions, process_source
+
+    w, h = 854, 480
+    bg = cv2.resize(PM.room(), (w, h), interpolation=cv2.INTER_AREA)
+
+    def frame(t: int) -> np.ndarray:
+        s = 470 + int(5 * np.sin(t / 17))  # she sways and leans a little
+        return PM.paste(bg.copy(), M.astronaut(), 200 + int(7 * np.sin(t / 11)), h - s, s)
+
+    src = Q.write_h264(tmp_path / "take.mp4", frame, seconds=12, fps=24)
+    clips = process_source(src, IngestOptions(), tmp_path / "ingest").clips
+    assert len(clips) >= 3
+    items = [
+        MediaItem(c.path, f"{upload}-{i}", upload, analysis=c.analysis)
+        for upload in ("first", "again")
+        for i, c in enumerate(clips)
+    ]
+    res = curate(items, CurationPolicy(min_short_side_px=256), backend=backend)
+    first = [res.clip(f"first-{i}") for i in range(len(clips))]
+    again = [res.clip(f"again-{i}") for i in range(len(clips))]
+    kept = [c for c in first + again if c.decision.keep]
+    assert len(kept) == len(clips), [(c.metrics.clip_id, c.decision.reason_codes) for c in kept]
+    for a, b in zip(first, again, strict=True):  # of each moment, one upload's clip is kept
+        assert a.decision.keep != b.decision.keep
+        loser = b if a.decision.keep else a
+        assert loser.decision.reason_codes == ["near_duplicate"]
