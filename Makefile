@@ -12,7 +12,11 @@ EXTRAS ?= all
 STAMP := $(VENV)/.installed-$(EXTRAS)
 PYTEST_ARGS ?=
 # Test processes for `make test` (pytest-xdist): the suite mostly waits on real servers and
-# service processes; on 2 cores three workers ran it in 11 min against over 18 min of CPU.
+# service processes; on 2 cores three workers ran it in 11 min against over 18 min of CPU
+# (four: slower). `--dist loadfile` keeps a file's tests on one worker, so its module fixtures
+# (a trained run, a started stack, measured clips) are built once. (`loadgroup` with
+# xdist_group marks did nothing under pytest 9.2: xdist 3.8 renames `item._nodeid`, which
+# pytest no longer reads, so a file's tests were spread over the workers.)
 TEST_WORKERS ?= 3
 
 .PHONY: install proto proto-check check test test-unit test-integration test-faults run up down status bench clean
@@ -42,7 +46,7 @@ check: $(STAMP)
 
 # pytest exits 5 when it collected nothing (e.g. a filter matched no test): not a failure.
 test: $(STAMP) proto-check check
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)

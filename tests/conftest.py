@@ -33,7 +33,6 @@ S3_ACCESS = "loraforge-test"
 S3_SECRET = "loraforge-test-secret-" + secrets.token_hex(4)
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     try:
         import torch
@@ -44,13 +43,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords and not has_gpu:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
-        # Under pytest-xdist (`make test`: -n N --dist loadgroup) a file's tests run on one
-        # worker, so its module fixtures (a trained run, a started stack) are built once; the
-        # fault suite's files share one worker and its one local stack.
-        path = item.nodeid.split("::", 1)[0]
-        item.add_marker(
-            pytest.mark.xdist_group("faults" if path.startswith("tests/faults/") else path)
-        )
 
 
 def _docker_reachable() -> bool:
