@@ -2,8 +2,9 @@
 
 Two items are near-copies when their perceptual hashes are close (the picture looks the same)
 AND, when both have a face embedding, the faces are nearly identical too (same person is not
-enough: that is the backend's much looser same-person distance). Groups are transitive (union
-find) and keep their best item by quality score, ties broken by id for determinism.
+enough: that is the backend's much looser same-person distance). Groups are joined closest
+pair first (union find), hold at most one item a source, and keep their best item by quality
+score, ties broken by id for determinism.
 
 Items of one source are never near-copies of each other: ingest cuts a source into clips that
 do not overlap, so they are different moments, even where a locked-off shot makes them look

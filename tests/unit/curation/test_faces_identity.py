@@ -198,3 +198,37 @@ def test_identity_clusters_hold_clips_of_one_take_and_copies():
     x = np.vstack([clips, again, stranger])
     labels = clusters(x, SAME_PERSON_DISTANCE)
     assert list(labels) == [0] * 12 + [1] * 3  # one person however cut; the stranger apart
+
+
+def test_two_takes_of_one_person_and_a_clip_between_them_are_one_identity():
+    # HDBSCAN alone splits the person's two takes (0.13-0.15 apart) into two clusters and
+    # leaves a clip between them (0.14-0.17 from each) as noise; under half the same-person
+    # distance (0.21) they are one person, and the clip joins them. The stranger stays apart.
+    from loraforge.curation.dlib_backend import SAME_PERSON_DISTANCE
+    from loraforge.curation.identity import clusters
+
+    def unit(v):
+        return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        person, other = unit(rng.normal(size=(2, 128)))
+        t1, t2 = (unit(person + 0.009 * rng.normal(size=128)) for _ in range(2))
+        take1, take2 = (unit(t + 0.001 * rng.normal(size=(3, 128))) for t in (t1, t2))
+        between = unit(person + 0.011 * rng.normal(size=128))
+        stranger = unit(other + 0.001 * rng.normal(size=(3, 128)))
+        x = np.vstack([take1, take2, between[None], stranger])
+        assert list(clusters(x, SAME_PERSON_DISTANCE)) == [0] * 7 + [1] * 3
+
+
+def test_of_two_faces_of_equal_size_the_stronger_is_the_main_face(backend):
+    # HOG's boxes come in its pyramid's few sizes, so two faces often tie on area; the main
+    # face (the one measured, posed and embedded) is then the surer one, not the leftmost.
+    # Here a soft copy of her head on the left and the sharp one on the right, both 146 px.
+    head = M.astronaut()[20:280, 90:370]
+    frame = cv2.resize(PM.room(), (1280, 720), interpolation=cv2.INTER_AREA)
+    frame = PM.paste(frame, cv2.GaussianBlur(head, (0, 0), 2.5), 100, 150, 400)
+    frame = PM.paste(frame, head, 700, 150, 400)
+    main, other = backend.detect(frame, embed_largest=False)
+    assert main.box.area == other.box.area  # the tie this is about
+    assert main.score > other.score and main.box.x > other.box.x
