@@ -36,7 +36,7 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 
 from loraforge.runtime.errors import AlreadyExists, Conflict, NotFound
-from loraforge.runtime.events import open_key_value
+from loraforge.runtime.events import current_entries, open_key_value
 from loraforge.runtime.projects import ProjectRegistry
 
 
@@ -75,25 +75,10 @@ class GatewayState:
             raise AlreadyExists(key) from None
 
     async def _keys(self, pattern: str) -> list[str]:
-        watcher = await self._kv.watch(pattern, ignore_deletes=True, meta_only=True)
-        keys: list[str] = []
-        try:
-            async for entry in watcher:
-                if entry is None:
-                    break
-                if entry.operation is None:
-                    keys.append(entry.key)
-        finally:
-            await watcher.stop()
-        return keys
+        return [e.key for e in await current_entries(self._kv, pattern, meta_only=True)]
 
     async def _values(self, pattern: str) -> list[dict[str, Any]]:
-        out = []
-        for key in await self._keys(pattern):
-            value = await self._get(key)
-            if value is not None:
-                out.append(value)
-        return out
+        return [json.loads(e.value) for e in await current_entries(self._kv, pattern)]
 
     # -- API keys ----------------------------------------------------------------------------
     #

@@ -30,6 +30,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -487,6 +488,8 @@ __all__ = [
     "Event",
     "EventBus",
     "Handler",
+    "KeyValueEntry",
+    "current_entries",
     "read_dead_letters",
 ]
 
@@ -505,3 +508,77 @@ async def open_key_value(js: JetStreamContext, bucket: str, *, history: int = 1)
             )
         except Exception:
             return await js.key_value(bucket)
+
+
+# A snapshot's consumer is deleted when the read ends; this is how long the server keeps one
+# whose reader died before it could.
+SNAPSHOT_CONSUMER_IDLE_S = 30.0
+SNAPSHOT_BATCH = 256
+
+
+@dataclass(frozen=True)
+class KeyValueEntry:
+    key: str
+    value: bytes  # empty when read with meta_only
+    revision: int
+
+
+async def current_entries(
+    kv: KeyValue, pattern: str, *, meta_only: bool = False
+) -> list[KeyValueEntry]:
+    """The live (not deleted) entries whose keys match `pattern`, each key once with its
+    newest value (a key written while we read comes with its new revision).
+
+    Why not `kv.watch()`, as nats-py's own `keys()` does:
+    - its watcher's consumer is not deleted when the watch stops. The server keeps it for the
+      inactive threshold (5 min), and the nats-server we ship refused new consumers on the
+      stream once 1000 were held: a gateway listing jobs, projects or keys a few times a
+      second answered "maximum consumers limit reached" within minutes;
+    - it marks the end of the current values by comparing the consumer's pending count with
+      what the client has received, which races with the push delivery: under load a listing
+      came back empty while its project existed.
+    A pull consumer holds nothing back until asked, so its pending count at creation is the
+    snapshot's size; it is deleted as soon as the read is over."""
+    js, stream, prefix = kv._js, kv._stream, kv._pre  # nats-py keeps these private
+    info = await js.add_consumer(
+        stream,
+        js_api.ConsumerConfig(
+            filter_subject=f"{prefix}{pattern}",
+            deliver_policy=js_api.DeliverPolicy.LAST_PER_SUBJECT,
+            ack_policy=js_api.AckPolicy.NONE,
+            headers_only=meta_only,
+            inactive_threshold=SNAPSHOT_CONSUMER_IDLE_S,
+            mem_storage=True,
+            num_replicas=1,
+        ),
+    )
+    assert info.name is not None
+    found: dict[str, KeyValueEntry] = {}
+    try:
+        left = info.num_pending or 0
+        if left:
+            sub = await js.pull_subscribe_bind(consumer=info.name, stream=stream)
+            try:
+                while left > 0:
+                    for msg in await sub.fetch(min(left, SNAPSHOT_BATCH), timeout=10):
+                        key = msg.subject[len(prefix) :]
+                        if _deleted(msg):
+                            found.pop(key, None)
+                        else:
+                            found[key] = KeyValueEntry(
+                                key, b"" if meta_only else msg.data, msg.metadata.sequence.stream
+                            )
+                        left = msg.metadata.num_pending
+            finally:
+                await sub.unsubscribe()
+    finally:
+        with contextlib.suppress(Exception):  # it expires on its own if this fails
+            await js.delete_consumer(stream, info.name)
+    return list(found.values())
+
+
+def _deleted(msg: Msg) -> bool:
+    headers = msg.headers or {}
+    # KV-Operation: DEL / PURGE from clients; Nats-Marker-Reason from the server (2.11+) for
+    # entries that expired or were removed.
+    return headers.get("KV-Operation") in ("DEL", "PURGE") or "Nats-Marker-Reason" in headers

@@ -30,7 +30,7 @@ from loraforge.runtime.errors import (
     NotFound,
     Unavailable,
 )
-from loraforge.runtime.events import open_key_value
+from loraforge.runtime.events import current_entries, open_key_value
 from loraforge.runtime.keys import validate_slug
 from loraforge.runtime.projects import ProjectRegistry
 
@@ -167,7 +167,11 @@ class JobStore:
 
     async def find(self, tenant: str, job_id: str) -> Job:
         """Look a job up by id within a tenant when the project is not known."""
-        keys = await self._keys(f"{tenant}.*.{job_id}")
+        # The server matches the subject filter (nats-py's `keys(filters=...)` would fetch every
+        # key and substring-match on the client).
+        keys = [
+            e.key for e in await current_entries(self._kv, f"{tenant}.*.{job_id}", meta_only=True)
+        ]
         if not keys:
             raise NotFound(f"job {job_id} not found for tenant {tenant}")
         _, project, _ = keys[0].split(".", 2)
@@ -181,16 +185,10 @@ class JobStore:
         kind: str | None = None,
         states: Iterable[JobState] = (),
     ) -> list[Job]:
-        pattern = f"{tenant}.{project or '*'}.*"
+        """The jobs of a tenant (of one project), newest first: one read of the bucket."""
         wanted = set(states)
         jobs = []
-        for key in await self._keys(pattern):
-            try:
-                entry = await self._kv.get(key)
-            except KeyNotFoundError:
-                continue  # deleted between listing and reading
-            if entry.value is None:
-                continue
+        for entry in await current_entries(self._kv, f"{tenant}.{project or '*'}.*"):
             job = _decode(entry.value, entry.revision)
             if (kind is None or job.kind == kind) and (not wanted or job.state in wanted):
                 jobs.append(job)
@@ -199,25 +197,15 @@ class JobStore:
     async def scan(
         self, *, kind: str | None = None, states: Iterable[JobState] = ()
     ) -> builtins.list[Job]:
-        """Every tenant's jobs of `kind` in `states` (the reaper's pass): one watch over the
+        """Every tenant's jobs of `kind` in `states` (the reaper's pass): one read of the
         bucket that carries the values, instead of a read per key."""
         wanted = set(states)
-        found: dict[str, Job] = {}
-        watcher = await self._kv.watch("*.*.*", ignore_deletes=True)
-        try:
-            async for entry in watcher:
-                if entry is None:  # end of the initial values
-                    break
-                if entry.operation is not None or entry.value is None:
-                    continue
-                job = _decode(entry.value, entry.revision)
-                if (kind is None or job.kind == kind) and (not wanted or job.state in wanted):
-                    found[entry.key] = job
-                else:
-                    found.pop(entry.key, None)  # a newer revision left the wanted states
-        finally:
-            await watcher.stop()
-        return list(found.values())
+        jobs = [_decode(e.value, e.revision) for e in await current_entries(self._kv, "*.*.*")]
+        return [
+            job
+            for job in jobs
+            if (kind is None or job.kind == kind) and (not wanted or job.state in wanted)
+        ]
 
     async def update(self, job: Job, **changes: Any) -> Job:
         """Write `job` with `changes` applied, if nobody else wrote since `job.revision`."""
@@ -276,23 +264,6 @@ class JobStore:
         if job.state.terminal:
             return job
         return await self.mutate(tenant, project, job_id, change)
-
-    async def _keys(self, pattern: str) -> builtins.list[str]:
-        # A watch with a subject filter lets the server do the matching; nats-py's
-        # `keys(filters=...)` would fetch every key and substring-match on the client.
-        watcher = await self._kv.watch(pattern, ignore_deletes=True, meta_only=True)
-        # A dict, not a list: a key written while we watch arrives twice (initial value and
-        # live update); callers must see each job once.
-        keys: dict[str, None] = {}
-        try:
-            async for entry in watcher:
-                if entry is None:  # end of the initial values
-                    break
-                if entry.operation is None:
-                    keys[entry.key] = None
-        finally:
-            await watcher.stop()
-        return list(keys)
 
 
 # NATS refuses messages over its max_payload (1 MiB by default); keep job records well below.

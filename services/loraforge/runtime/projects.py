@@ -21,7 +21,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from loraforge.runtime.errors import AlreadyExists, InvalidInput, NotFound
-from loraforge.runtime.events import open_key_value
+from loraforge.runtime.events import current_entries, open_key_value
 from loraforge.runtime.keys import validate_slug
 
 # Project records one process keeps in memory (a few hundred bytes each).
@@ -98,14 +98,5 @@ class ProjectRegistry:
         return dict(record)
 
     async def list(self, tenant: str) -> list[dict[str, Any]]:
-        watcher = await self._kv.watch(f"{tenant}.*", ignore_deletes=True)
-        records = []
-        try:
-            async for entry in watcher:
-                if entry is None:  # end of the current values
-                    break
-                if entry.operation is None and entry.value is not None:
-                    records.append(json.loads(entry.value))
-        finally:
-            await watcher.stop()
+        records = [json.loads(e.value) for e in await current_entries(self._kv, f"{tenant}.*")]
         return sorted(records, key=lambda r: r["name"])
