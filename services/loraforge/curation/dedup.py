@@ -6,6 +6,15 @@ enough: that is the backend's much looser same-person distance). Groups are join
 pair first (union find), hold at most one item a source, and keep their best item by quality
 score, ties broken by id for determinism.
 
+Looking alike is not enough between videos: the same person filmed the same way in two
+uploads (a phone on a tripod, a series of short takes in one room) looks alike too, and those
+are different moments. Two clips are copies only where they share footage: at some alignment
+in time, the frame-to-frame changes of their motion signatures (ingest/proxy.signature_rows:
+every frame as an 8x8 grid of mean greys) agree (``shared_footage``). A re-encode, re-scale,
+slight crop or re-cut keeps those changes; another moment does not, however alike its
+frames. Where neither clip moves enough to tell (a still shot), and for photos (burst shots),
+looking alike decides.
+
 Items of one source are never near-copies of each other: ingest cuts a source into clips that
 do not overlap, so they are different moments, even where a locked-off shot makes them look
 alike (a 20 s interview on a still camera, cut into 5 clips: pHash and face both matched, and
@@ -22,6 +31,26 @@ import imagehash
 import numpy as np
 
 from loraforge.curation.metrics import ClipMetrics
+from loraforge.ingest.proxy import signature_means
+
+# shared_footage: two videos share footage where, at their best alignment in time, overlapping
+# by SHARED_MIN_S and SHARED_MIN_SHARE of the shorter clip (or all of it), the frame-to-frame
+# changes of their grid cells correlate at least SHARED_MIN_CHANGE. Set on clips ingest cut at
+# 16 fps (tests/unit/curation/test_dedup.py): copies (re-scaled and graded, cropped, grain
+# added, trimmed, converted to 25 or 30 fps, a cropped copy of a pan) scored 0.85-0.99. The
+# worst case for the other side is a person swaying a few pixels in front of a locked-off
+# camera: a rigid, smooth motion whose velocity two moments can share for a while. Other
+# moments of it (91 pairs of 1.5-6 s clips a length) reached 0.75, and 0.84 when half the
+# shorter clip was enough (more alignments to pick the best of); a copy overlaps the whole
+# clip, or most of it. (The changes of the changes told the sway's moments apart better, but a
+# cropped copy of a steady pan scored 0.40 on them: under a constant motion they are noise.)
+SHARED_MIN_S = 2.0
+SHARED_MIN_SHARE = 0.75
+SHARED_MIN_CHANGE = 0.8
+# mean change a frame (grey levels of a cell) under which a clip holds too little motion to
+# tell footage by: grain and codec noise average out in a cell to a few hundredths; the
+# swaying person above moves it by 0.3-0.75
+MIN_MOTION = 0.1
 
 
 def phash_distance(a: Sequence[str], b: Sequence[str]) -> int:
@@ -31,6 +60,55 @@ def phash_distance(a: Sequence[str], b: Sequence[str]) -> int:
     ha = [imagehash.hex_to_hash(h) for h in a]
     hb = [imagehash.hex_to_hash(h) for h in b]
     return min(x - y for x in ha for y in hb)
+
+
+def _means(signature: bytes, fps: float, rate: float) -> np.ndarray:
+    """The signature's cell means, resampled to ``rate`` frames a second."""
+    rows = signature_means(signature)
+    if abs(fps - rate) > 1e-3 and len(rows) > 1:
+        src = np.arange(len(rows)) / fps
+        dst = np.arange(0.0, src[-1] + 1e-9, 1.0 / rate)
+        rows = np.stack([np.interp(dst, src, col) for col in rows.T], 1)
+    return rows
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    x, y = x - x.mean(), y - y.mean()
+    norm = float(np.sqrt((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum()) / norm if norm > 0 else 0.0
+
+
+def footage_match(a: bytes, a_fps: float, b: bytes, b_fps: float) -> float | None:
+    """How well two signatures' frame-to-frame changes agree at their best alignment in time
+    (Pearson correlation; alignments overlapping by SHARED_MIN_S and SHARED_MIN_SHARE of the
+    shorter one, or all of it). None where either hardly changes (MIN_MOTION) or is too short
+    to tell."""
+    if a_fps <= 0 or b_fps <= 0:
+        return None
+    rate = max(a_fps, b_fps)
+    da = np.diff(_means(a, a_fps, rate), axis=0)
+    db = np.diff(_means(b, b_fps, rate), axis=0)
+    if min(len(da), len(db)) < 2:
+        return None
+    if min(float(np.abs(da).mean()), float(np.abs(db).mean())) < MIN_MOTION:
+        return None
+    shorter = min(len(da), len(db))
+    need = min(shorter, max(round(SHARED_MIN_S * rate), round(SHARED_MIN_SHARE * shorter)))
+    best = -1.0
+    for offset in range(need - len(db), len(da) - need + 1):  # da[i] against db[i - offset]
+        lo, hi = max(0, offset), min(len(da), len(db) + offset)
+        best = max(best, _pearson(da[lo:hi].ravel(), db[lo - offset : hi - offset].ravel()))
+    return best
+
+
+def shared_footage(a: ClipMetrics, b: ClipMetrics) -> bool | None:
+    """Whether two videos hold the same footage somewhere (a copy, a re-cut: True) or are
+    different moments (False); None where it cannot be told: a photo, a clip without a
+    signature, or one whose picture hardly changes."""
+    if a.signature is None or b.signature is None:
+        return None
+    match = footage_match(a.signature, a.fps, b.signature, b.fps)
+    return None if match is None else match >= SHARED_MIN_CHANGE
 
 
 def duplicate_groups(
@@ -65,6 +143,8 @@ def duplicate_groups(
                 d = float(np.linalg.norm(np.asarray(a.embedding) - np.asarray(b.embedding)))
                 if d > max_embedding_distance:
                     continue
+            if shared_footage(a, b) is False:
+                continue  # alike, but another moment: filmed the same way, not a copy
             pairs.append((ph, d, a.clip_id, b.clip_id))
     for _, _, a_id, b_id in sorted(pairs):
         ra, rb = find(a_id), find(b_id)

@@ -10,7 +10,10 @@ Ingest stores those same frames for each clip it cuts (its analysis proxy, inges
 `load_media(..., analysis=proxy)` reads them from there and does not decode the clip at all;
 without a proxy, or when the policy samples frames the proxy does not hold, the clip is decoded
 as above. Either way frames come at analysis size (long side at most ANALYSIS_LONG_SIDE), so a
-decision does not depend on which path produced them.
+decision does not depend on which path produced them. Both give the clip's motion signature
+too (every frame as an 8x8 grid of mean greys, proxy.signature_rows), which is how dedup tells a
+copy of some footage from another moment filmed the same way; decoding, that means retrieving
+every frame, not only the sampled ones.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from loraforge.curation.errors import UnreadableMedia, UnsupportedMedia
 from loraforge.ingest.proxy import (  # the proxy's format and curation's sampling: one definition
     ANALYSIS_LONG_SIDE,
     FLOW_WIDTH,  # flow on 160 px wide frames: enough to tell shake from a pan, and cheap
+    SIGNATURE_SIDE,
     analysis_size,
     read_proxy,
     sample_indices,
+    signature_rows,
     small_gray,
 )
 
@@ -65,6 +70,9 @@ class SampledMedia:
     duration_s: float
     frame_count: int
     frames: list[Frame] = field(default_factory=list)
+    # every frame of a video as proxy.signature_rows (None: a photo, or a proxy made before
+    # proxies held it)
+    signature: np.ndarray | None = None
 
 
 def media_kind(path: Path) -> str:
@@ -106,19 +114,26 @@ def sample_video(path: Path, n: int = 8) -> SampledMedia:
             raise UnreadableMedia(f"{path.name}: the clip reports no frames; re-encode it")
         wanted = set(sample_indices(count, n))
         frames: list[Frame] = []
+        rows: list[np.ndarray] = []
         pending: tuple[int, np.ndarray] | None = None
         idx = 0
-        last_wanted = max(wanted) + 1
-        while idx <= last_wanted and cap.grab():
+        side = (SIGNATURE_SIDE, SIGNATURE_SIDE)
+        while cap.grab():  # to the end: the signature holds every frame
+            ok, img = cap.retrieve()
+            if not ok:
+                break
+            rows.append(
+                cv2.resize(
+                    cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), side, interpolation=cv2.INTER_AREA
+                )
+            )
             if pending is not None:
-                ok, img = cap.retrieve()
-                nxt = small_gray(img) if ok else None
-                frames.append(Frame(pending[0], pending[0] / fps if fps else 0.0, pending[1], nxt))
+                frames.append(
+                    Frame(pending[0], pending[0] / fps if fps else 0.0, pending[1], small_gray(img))
+                )
                 pending = None
             if idx in wanted:
-                ok, img = cap.retrieve()
-                if ok:
-                    pending = (idx, _to_analysis_size(img))
+                pending = (idx, _to_analysis_size(img))
             idx += 1
         if pending is not None:
             frames.append(Frame(pending[0], pending[0] / fps if fps else 0.0, pending[1], None))
@@ -127,9 +142,10 @@ def sample_video(path: Path, n: int = 8) -> SampledMedia:
     if not frames:
         raise UnreadableMedia(f"{path.name}: no frame could be decoded; re-encode the clip")
     # the container's frame count can be off by a few; trust what was actually decoded
-    count = max(count if idx > last_wanted else idx, 1)
+    count = max(idx, 1)
     duration = count / fps if fps else 0.0
-    return SampledMedia(path, "video", width, height, fps, duration, count, frames)
+    signature = signature_rows(np.stack(rows)) if rows else None
+    return SampledMedia(path, "video", width, height, fps, duration, count, frames, signature)
 
 
 def _to_analysis_size(image: np.ndarray) -> np.ndarray:
@@ -162,6 +178,7 @@ def load_proxy(analysis: Path, clip_path: Path, n: int = 8) -> SampledMedia | No
         proxy.frame_count / fps if fps else 0.0,
         proxy.frame_count,
         frames,
+        proxy.signature,
     )
 
 

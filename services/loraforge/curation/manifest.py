@@ -26,6 +26,7 @@ def rows(result: CurationResult) -> list[dict[str, Any]]:
     out = []
     for c in result.clips:
         row = asdict(c.metrics)
+        del row["signature"]  # dedup's comparison signal, kilobytes of bytes: not for readers
         row.update(
             decision="keep" if c.decision.keep else "reject",
             selected=c.selected,

@@ -123,6 +123,10 @@ class ClipMetrics:
     motion_speed: float = 0.0
     motion_jitter: float = 0.0
     phashes: list[str] = field(default_factory=list)
+    # every frame as ingest/proxy.signature_rows (128 bytes a frame): how the
+    # picture changes over time, which tells a copy of some footage from another moment filmed
+    # the same way (dedup.shared_footage). None for photos. Not written to the manifest.
+    signature: bytes | None = None
     best_frame_index: int = 0
     quality_score: float = 0.0
 
@@ -462,6 +466,8 @@ def measure(
 
     picks = np.linspace(0, n - 1, min(n, PHASH_FRAMES)).round().astype(int)
     # phash looks at a 32x32 DCT: shrink with cv2 first, PIL's full-size resample is slow
+    if media.signature is not None:
+        m.signature = np.ascontiguousarray(media.signature).tobytes()
     m.phashes = [
         str(
             imagehash.phash(

@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from loraforge.ingest import proxy
 from loraforge.ingest.hashing import sha256_file
 from loraforge.ingest.models import Clip, ClipPlan, ProbeResult, SkippedSegment
@@ -116,8 +118,8 @@ def _command(
     graph = (
         f"[0:v:0]{DEINTERLACE},{_crop(plan.crop)}fps={fps:.6g},scale={w}:{h},"
         f"{TONEMAP + ',' if hdr else ''}setsar=1,"
-        f"split={3 if raw_out else 2}[e][kf]"
-        f"{'[an]' if raw_out else ''};"
+        f"split={4 if raw_out else 2}[e][kf]"
+        f"{'[an][sg]' if raw_out else ''};"
         f"[e]scale=out_range=tv,format=yuv420p[enc];"
         f"[kf]select='{picks}',scale=out_range=pc,format=yuvj420p[kfo]"
     )
@@ -131,6 +133,9 @@ def _command(
         # would then be encoded from a BGR->YUV round trip (a different clip).
         flags = ":flags=area" if (aw, ah) != (w, h) else ""
         graph += f";[an]select='{an_picks}',scale={aw}:{ah}{flags},format=bgr24[ano]"
+        # every frame, grey and tiny, for the clip's motion signature (proxy.signature_rows)
+        side = proxy.SIGNATURE_SIDE
+        graph += f";[sg]scale={side}:{side}:flags=area,format=gray[sgo]"
     args = [
         tools.ffmpeg,
         "-nostdin",
@@ -182,6 +187,15 @@ def _command(
             "-pix_fmt",
             "bgr24",
             str(raw_out),
+            "-map",
+            "[sgo]",
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "gray",
+            str(_signature_raw(raw_out)),
         ]
     return args
 
@@ -224,6 +238,7 @@ def cut_clips(
             job.out.unlink(missing_ok=True)
             if raw is not None:
                 raw.unlink(missing_ok=True)
+                _signature_raw(raw).unlink(missing_ok=True)
             why = tail(proc.stderr, 3)[:300] if proc.returncode else "no frame decoded there"
             return SkippedSegment(
                 job.plan.shot_index, job.plan.start, job.plan.end, f"encode failed: {why}"
@@ -284,12 +299,29 @@ def _pack_proxy(
             fps=float(fps),
             width=size[0],
             height=size[1],
+            signature=_signature(_signature_raw(raw), frames),
         )
     except (OSError, ValueError) as exc:
         log.warning("%s: no analysis proxy (%s); curation will decode the clip", job.out.name, exc)
         return None
     finally:
         raw.unlink(missing_ok=True)
+        _signature_raw(raw).unlink(missing_ok=True)
+
+
+def _signature_raw(raw: Path) -> Path:
+    return raw.with_name(raw.name.replace("_analysis.raw", "_signature.raw"))
+
+
+def _signature(path: Path, frames: int) -> np.ndarray | None:
+    """The grey frames ffmpeg wrote for the motion signature -> its rows; None unless there is
+    one for every frame of the clip."""
+    side = proxy.SIGNATURE_SIDE
+    data = path.read_bytes() if path.is_file() else b""
+    if len(data) < frames * side * side:
+        return None
+    gray = np.frombuffer(data, np.uint8, frames * side * side).reshape(frames, side, side)
+    return proxy.signature_rows(gray)
 
 
 def _label(index: int, frames: int) -> str:

@@ -11,6 +11,9 @@ File: a zip (stored, not deflated: the members are compressed images already)
                                  "analysis_width", "analysis_height", "indices", "next"}
     frame-<index>.jpg           a sampled frame at analysis size, BGR, JPEG quality 95, 4:4:4
     next-<index>.png            the frame after it, grey, FLOW_WIDTH wide (lossless)
+    signature.bin               optional (proxies before it lack it): the clip's motion
+                                signature, one row of SIGNATURE_CELLS per frame
+                                (SIGNATURE_DTYPE, signature_rows)
 
 JPEG at quality 95 without chroma subsampling: lossless PNG costs ~0.1 s a 720p frame to
 encode and is 6x larger; at q95/4:4:4 the codec's own error is below the x264 crf 18 error of
@@ -40,6 +43,21 @@ SAMPLE_FRAMES = 8
 ANALYSIS_LONG_SIDE = 1280
 FLOW_WIDTH = 160  # what curation's optical flow runs on (curation.frames uses this one)
 JPEG_QUALITY = 95
+# The motion signature: every frame of the clip as the mean grey of a SIGNATURE_GRID x
+# SIGNATURE_GRID grid over the picture (whatever its shape). How it changes from frame to frame
+# is what tells a copy of some footage (a re-upload, re-encode, re-cut, crop) from another
+# moment filmed the same way (curation/dedup.py: shared_footage). A person swaying a few pixels
+# moves a cell's mean by tenths of a grey level, so the means are kept in 1/256 of a level
+# (uint16, little-endian): rounded to whole levels the same clip read through the proxy and
+# decoded agreed at 0.35-0.68 correlation, a quantisation noise as large as the motion.
+# 8x8 cells: a smaller cell moves more for the same motion. 128 bytes a frame.
+SIGNATURE_GRID = 8
+SIGNATURE_CELLS = SIGNATURE_GRID * SIGNATURE_GRID
+SIGNATURE_SCALE = 256  # stored value = mean grey x this
+SIGNATURE_DTYPE = np.dtype("<u2")
+# ingest's ffmpeg branch writes each frame grey at this square size (whole grey levels);
+# signature_rows averages 8x8 of those pixels a cell, which shrinks their rounding to ~0.04
+SIGNATURE_SIDE = 64
 
 
 def sample_indices(frame_count: int, n: int) -> list[int]:
@@ -67,6 +85,26 @@ def small_gray(image: np.ndarray, width: int = FLOW_WIDTH) -> np.ndarray:
     return cv2.resize(gray, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
 
 
+def signature_rows(gray: np.ndarray) -> np.ndarray:
+    """Grey frames (T x H x W, or one H x W) -> their signature rows (T x SIGNATURE_CELLS, in
+    SIGNATURE_DTYPE): each cell the mean of its share of the picture, x SIGNATURE_SCALE."""
+    frames = gray[None] if gray.ndim == 2 else gray
+    t, h, w = frames.shape
+    g = SIGNATURE_GRID
+    if h % g or w % g:
+        size = (g * max(1, w // g), g * max(1, h // g))
+        frames = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
+        t, h, w = frames.shape
+    cells: np.ndarray = frames.reshape(t, g, h // g, g, w // g).mean(axis=(2, 4), dtype=np.float64)
+    return np.round(cells.reshape(t, g * g) * SIGNATURE_SCALE).astype(SIGNATURE_DTYPE)
+
+
+def signature_means(data: bytes) -> np.ndarray:
+    """Stored signature bytes -> frames x SIGNATURE_CELLS mean greys (float32)."""
+    rows = np.frombuffer(data, SIGNATURE_DTYPE).reshape(-1, SIGNATURE_CELLS)
+    return rows.astype(np.float32) / SIGNATURE_SCALE
+
+
 @dataclass
 class Proxy:
     frame_count: int
@@ -76,6 +114,7 @@ class Proxy:
     indices: list[int]
     frames: dict[int, np.ndarray] = field(default_factory=dict)  # index -> BGR at analysis size
     next_small_gray: dict[int, np.ndarray] = field(default_factory=dict)  # sampled index -> grey
+    signature: np.ndarray | None = None  # frames x SIGNATURE_CELLS (signature_rows)
 
     def covers(self, n: int) -> bool:
         """Whether this proxy holds the frames a policy sampling n frames needs."""
@@ -91,9 +130,11 @@ def write_proxy(
     fps: float,
     width: int,
     height: int,
+    signature: np.ndarray | None = None,
 ) -> Path:
     """``frames``: index -> BGR frame at analysis size, for the sampled indices and the ones
-    after them (``wanted``). Missing ones (a clip shorter than planned) are left out."""
+    after them (``wanted``). Missing ones (a clip shorter than planned) are left out.
+    ``signature``: the clip's motion signature (signature_rows), one row a frame."""
     samples, _ = wanted(frame_count)
     samples = [i for i in samples if i in frames]
     if not samples:
@@ -111,6 +152,10 @@ def write_proxy(
         "indices": samples,
         "next": nexts,
     }
+    if signature is not None:
+        if signature.ndim != 2 or signature.shape[1] != SIGNATURE_CELLS:
+            raise ValueError(f"a motion signature has {SIGNATURE_CELLS} cells a frame")
+        meta["signature_frames"] = int(signature.shape[0])
     jpeg = [
         cv2.IMWRITE_JPEG_QUALITY,
         JPEG_QUALITY,
@@ -124,6 +169,8 @@ def write_proxy(
             z.writestr(f"frame-{i:06d}.jpg", _encode(".jpg", frames[i], jpeg))
         for i in nexts:
             z.writestr(f"next-{i:06d}.png", _encode(".png", small_gray(frames[i + 1]), []))
+        if signature is not None:
+            z.writestr("signature.bin", signature.astype(SIGNATURE_DTYPE).tobytes())
     return out
 
 
@@ -165,6 +212,17 @@ def read_proxy(path: Path, n: int = SAMPLE_FRAMES) -> Proxy | None:
                     proxy.next_small_gray[i] = _decode(
                         z.read(f"next-{i:06d}.png"), cv2.IMREAD_GRAYSCALE
                     )
+            if "signature_frames" in meta:
+                rows = int(meta["signature_frames"])
+                data = z.read("signature.bin")
+                if len(data) != rows * SIGNATURE_CELLS * SIGNATURE_DTYPE.itemsize:
+                    raise ValueError(
+                        f"{Path(path).name}: damaged analysis proxy (signature.bin holds "
+                        f"{len(data)} bytes, not {rows} rows)"
+                    )
+                proxy.signature = np.frombuffer(data, SIGNATURE_DTYPE).reshape(
+                    rows, SIGNATURE_CELLS
+                )
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, TypeError) as exc:
         raise ValueError(f"{Path(path).name}: damaged analysis proxy ({exc})") from None
     return proxy

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import zipfile
 from pathlib import Path
 
@@ -10,10 +11,11 @@ import numpy as np
 import pytest
 from footage import ShotSpec, make_footage, read_frames
 
+from loraforge.curation.dedup import footage_match
 from loraforge.curation.frames import load_media, sample_video
 from loraforge.ingest import IngestOptions, process_source
 from loraforge.ingest.options import CutOptions
-from loraforge.ingest.proxy import proxy_covers, read_proxy
+from loraforge.ingest.proxy import SIGNATURE_CELLS, proxy_covers, read_proxy
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +77,11 @@ def test_proxy_holds_the_clips_sampled_frames_and_leaves_the_clip_unchanged(
         if p.next_small_gray is not None:
             assert np.abs(p.next_small_gray.astype(float) - d.next_small_gray).mean() < 2.0
 
+    # the motion signature: one row a frame, the same changes either way (dedup's copy test)
+    assert proxied.signature.shape == decoded.signature.shape == (clip.frames, SIGNATURE_CELLS)
+    match = footage_match(proxied.signature.tobytes(), 10.0, decoded.signature.tobytes(), 10.0)
+    assert match is not None and match > 0.95, match
+
     # a policy sampling other frames than the proxy holds decodes the clip instead
     assert proxy_covers(clip.analysis, 8) and not proxy_covers(clip.analysis, 12)
     assert read_proxy(clip.analysis, 12) is None
@@ -105,3 +112,25 @@ def test_clip_rate_is_the_target_or_the_slower_source_rate() -> None:
     # variable rate: 2 s at 30 fps, then 10 fps; each window gets the rate it mostly runs at
     vfr = analysis(np.concatenate([np.arange(60) / 30.0, 2.0 + np.arange(60) / 10.0]))
     assert clip_rate(vfr, 0, 60, 16.0) == 16.0 and clip_rate(vfr, 60, 120, 16.0) == 10.0
+
+
+def test_a_damaged_signature_names_the_proxy(street10, tmp_path: Path) -> None:
+    (clip,) = process_source(street10.path, IngestOptions(), tmp_path / "out").clips
+    damaged = tmp_path / "damaged.zip"
+    with zipfile.ZipFile(clip.analysis) as src, zipfile.ZipFile(damaged, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            dst.writestr(item, data[:-7] if item.filename == "signature.bin" else data)
+    with pytest.raises(ValueError, match=r"damaged.zip: damaged analysis proxy \(signature"):
+        read_proxy(damaged)
+    # a proxy written before signatures existed still serves its frames, without one
+    old = tmp_path / "old.zip"
+    with zipfile.ZipFile(clip.analysis) as src, zipfile.ZipFile(old, "w") as dst:
+        meta = json.loads(src.read("proxy.json"))
+        del meta["signature_frames"]
+        dst.writestr("proxy.json", json.dumps(meta))
+        for item in src.infolist():
+            if item.filename not in ("proxy.json", "signature.bin"):
+                dst.writestr(item, src.read(item))
+    proxy = read_proxy(old)
+    assert proxy is not None and proxy.signature is None and len(proxy.frames) == 8

@@ -1,0 +1,172 @@
+"""Copies against other moments filmed the same way: ingest's motion signatures through
+dedup.shared_footage and the curation decision.
+
+The set-up is what a user films for a character LoRA: a phone on a tripod in one room, the
+subject swaying a little while she talks, several short takes uploaded as separate files. The
+takes look alike (keyframe pHash and face both match) but are different moments; a re-upload
+of one of them (re-encoded, re-scaled and graded, trimmed, or converted to another frame rate)
+is a copy. Every file goes through ingest (real ffmpeg), so the signatures are the ones the
+analysis proxy stores and the decoded clips give.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import curation_media as M
+import cv2
+import imageio_ffmpeg
+import numpy as np
+import people_media as PM
+import pytest
+import quality_media as Q
+
+from loraforge.curation.dedup import footage_match, shared_footage
+from loraforge.curation.frames import load_media
+from loraforge.curation.metrics import ClipMetrics
+from loraforge.curation.pipeline import MediaItem, curate
+from loraforge.curation.policy import CurationPolicy
+from loraforge.ingest import IngestOptions, process_source
+
+W, H = 854, 480
+FPS = 24
+
+
+def _sway(seed: int):
+    """Where she is at t seconds: a sum of slow sines with random rates and phases (a person
+    is never periodic), a few pixels each way."""
+    r = np.random.default_rng(seed)
+    rate, phase, amp = (
+        r.uniform(0.08, 0.9, (2, 4)),
+        r.uniform(0, 6.3, (2, 4)),
+        r.uniform(2, 6, (2, 4)),
+    )
+
+    def at(t: float) -> tuple[float, float]:
+        dx, dy = (amp * np.sin(2 * np.pi * rate * t + phase)).sum(axis=1)
+        return float(dx), float(dy)
+
+    return at
+
+
+def _take(path: Path, seed: int, seconds: float = 5.0, start: float = 0.0) -> Path:
+    bg = cv2.resize(PM.room(), (W, H), interpolation=cv2.INTER_AREA)
+    face = M.astronaut()
+    sway = _sway(seed)
+
+    def frame(i: int) -> np.ndarray:
+        dx, dy = sway(start + i / FPS)
+        s = 470 + round(dy)
+        return PM.paste(bg, face, 200 + round(dx), H - s, s)
+
+    return Q.write_h264(path, frame, seconds=seconds, fps=FPS)
+
+
+def _ffmpeg(src: Path, out: Path, *args: str) -> Path:
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y"]
+    subprocess.run([*cmd, *args[:2], "-i", str(src), *args[2:], str(out)], check=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def footage(tmp_path_factory):
+    """name -> the clips ingest cut from that upload."""
+    d = tmp_path_factory.mktemp("takes")
+    take = _take(d / "take.mp4", seed=1)
+    files = {
+        "take": take,
+        "later": _take(d / "later.mp4", seed=1, start=40.0),  # the same person, 40 s on
+        "other": _take(d / "other.mp4", seed=7),  # another take of the same set-up
+        # copies of the first take
+        "regraded": _ffmpeg(
+            take,
+            d / "regraded.mp4",
+            "-ss",
+            "0",
+            "-vf",
+            "scale=640:360,eq=brightness=0.05:contrast=1.15",
+            "-crf",
+            "28",
+        ),
+        "trimmed": _ffmpeg(take, d / "trimmed.mp4", "-ss", "1.0", "-crf", "23"),
+        "at30": _ffmpeg(take, d / "at30.mp4", "-ss", "0", "-vf", "fps=30", "-crf", "20"),
+    }
+    return {
+        k: process_source(f, IngestOptions(), d / f"ingest-{k}").clips for k, f in files.items()
+    }
+
+
+def _metrics(clip, name: str, path: str = "proxy") -> ClipMetrics:
+    return _measured(clip.path, clip.analysis if path == "proxy" else None, name)
+
+
+def _measured(clip: Path, analysis: Path | None, name: str) -> ClipMetrics:
+    """What dedup reads of a clip: its motion signature (the rest is left at its defaults)."""
+    media = load_media(clip, analysis=analysis)
+    assert media.signature is not None and len(media.signature) == media.frame_count
+    return ClipMetrics(
+        clip_id=f"{name}-{clip.stem}",
+        path=str(clip),
+        source_id=name,
+        kind="video",
+        width=media.width,
+        height=media.height,
+        fps=media.fps,
+        duration_s=media.duration_s,
+        frames_sampled=len(media.frames),
+        signature=media.signature.tobytes(),
+    )
+
+
+@pytest.mark.parametrize("path", ["proxy", "decoded"])
+def test_copies_share_footage_and_other_moments_do_not(footage, path) -> None:
+    def shared(a: str, b: str) -> bool:
+        verdicts = [
+            shared_footage(_metrics(x, a, path), _metrics(y, b, path))
+            for x in footage[a]
+            for y in footage[b]
+        ]
+        assert None not in verdicts  # she moves enough to tell
+        return any(verdicts)
+
+    for copy in ("regraded", "trimmed", "at30"):
+        assert shared("take", copy), copy
+    for moment in ("later", "other"):
+        assert not shared("take", moment), moment
+        assert not shared("regraded", moment), moment
+
+
+def test_the_proxy_and_the_decoded_clip_give_one_signature(footage) -> None:
+    for clip in footage["take"]:
+        proxied, decoded = _metrics(clip, "p"), _metrics(clip, "d", "decoded")
+        match = footage_match(proxied.signature, proxied.fps, decoded.signature, decoded.fps)
+        assert match is not None and match > 0.9, match
+
+
+def test_a_still_shot_cannot_be_told_and_looks_decide(tmp_path) -> None:
+    # nothing moves: no footage to compare, so two uploads that look alike stay near-copies
+    still = cv2.resize(PM.room(), (W, H), interpolation=cv2.INTER_AREA)
+    a = Q.write_h264(tmp_path / "a.mp4", lambda i: still, seconds=2.0, fps=FPS)
+    b = _ffmpeg(a, tmp_path / "b.mp4", "-ss", "0", "-vf", "scale=640:360", "-crf", "28")
+    assert shared_footage(_measured(a, None, "a"), _measured(b, None, "b")) is None
+
+
+def test_takes_filmed_the_same_way_are_kept_and_a_reupload_is_a_copy(footage, backend) -> None:
+    # before the signatures, pHash and face matched across the takes and all but one of them
+    # were rejected as near-copies of each other
+    names = ("take", "later", "other", "regraded")
+    items = [
+        MediaItem(c.path, f"{name}-{i}", name, analysis=c.analysis)
+        for name in names
+        for i, c in enumerate(footage[name])
+    ]
+    res = curate(items, CurationPolicy(min_short_side_px=256), backend=backend)
+    codes = {i.clip_id: res.clip(i.clip_id).decision.reason_codes for i in items}
+    for name in ("later", "other"):
+        for i in range(len(footage[name])):
+            assert "near_duplicate" not in codes[f"{name}-{i}"], codes
+    # of each moment of the first take, one upload's clip is kept
+    for i in range(len(footage["take"])):
+        pair = [codes[f"take-{i}"], codes[f"regraded-{i}"]]
+        assert sorted(pair, key=len) == [[], ["near_duplicate"]], codes
