@@ -35,7 +35,8 @@ from loraforge.ingest.proxy import signature_means
 
 # shared_footage: two videos share footage where, at their best alignment in time, overlapping
 # by SHARED_MIN_S and SHARED_MIN_SHARE of the shorter clip (or all of it), the frame-to-frame
-# changes of their grid cells correlate at least SHARED_MIN_CHANGE. Set on clips ingest cut at
+# changes of their grid cells (less the frame's mean change: fades, _local_changes) correlate
+# at least SHARED_MIN_CHANGE. Set on clips ingest cut at
 # 16 fps (tests/unit/curation/test_dedup.py): copies (re-scaled and graded, cropped, grain
 # added, trimmed, converted to 25 or 30 fps, a cropped copy of a pan) scored 0.85-0.99. The
 # worst case for the other side is a person swaying a few pixels in front of a locked-off
@@ -72,6 +73,14 @@ def _means(signature: bytes, fps: float, rate: float) -> np.ndarray:
     return rows
 
 
+def _local_changes(means: np.ndarray) -> np.ndarray:
+    """Frame-to-frame change of each cell less the frame's mean change: a fade, a light going
+    on or a camera's exposure moves every cell at once, and two different clips that both
+    fade in would correlate on that alone."""
+    d = np.diff(means, axis=0)
+    return d - d.mean(axis=1, keepdims=True)
+
+
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:
     x, y = x - x.mean(), y - y.mean()
     norm = float(np.sqrt((x * x).sum() * (y * y).sum()))
@@ -86,8 +95,7 @@ def footage_match(a: bytes, a_fps: float, b: bytes, b_fps: float) -> float | Non
     if a_fps <= 0 or b_fps <= 0:
         return None
     rate = max(a_fps, b_fps)
-    da = np.diff(_means(a, a_fps, rate), axis=0)
-    db = np.diff(_means(b, b_fps, rate), axis=0)
+    da, db = _local_changes(_means(a, a_fps, rate)), _local_changes(_means(b, b_fps, rate))
     if min(len(da), len(db)) < 2:
         return None
     if min(float(np.abs(da).mean()), float(np.abs(db).mean())) < MIN_MOTION:
