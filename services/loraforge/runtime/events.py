@@ -560,7 +560,14 @@ async def current_entries(
             sub = await js.pull_subscribe_bind(consumer=info.name, stream=stream)
             try:
                 while left > 0:
-                    for msg in await sub.fetch(min(left, SNAPSHOT_BATCH), timeout=10):
+                    try:
+                        msgs = await sub.fetch(min(left, SNAPSHOT_BATCH), timeout=2)
+                    except TimeoutError:  # nats-py raises asyncio's or its own subclass
+                        # what was pending went away meanwhile (a key purged, old revisions
+                        # dropped); the consumer knows what is left
+                        left = (await sub.consumer_info()).num_pending or 0
+                        continue
+                    for msg in msgs:
                         key = msg.subject[len(prefix) :]
                         if _deleted(msg):
                             found.pop(key, None)

@@ -73,3 +73,21 @@ async def test_reading_leaves_no_consumer_on_the_server(bus, settings, kv) -> No
     finally:
         await bus.jetstream.delete_key_value(settings.nats.jobs_bucket)
         await bus.jetstream.delete_key_value(f"{settings.nats.jobs_bucket}_projects")
+
+
+async def test_entries_removed_while_reading_end_the_read(bus, kv, monkeypatch) -> None:
+    """Messages counted at the start that are gone when fetched (keys purged, old revisions
+    dropped) neither hang the read nor fail it."""
+    await kv.put("acme.a", b"1")
+    await kv.put("acme.b", b"1")
+    js = bus.jetstream
+    bind = js.pull_subscribe_bind
+
+    async def bind_then_remove(*args, **kwargs):
+        sub = await bind(*args, **kwargs)
+        # after the consumer counted them: a stream purge leaves no marker behind
+        await js.purge_stream(kv._stream, subject=f"{kv._pre}acme.*")
+        return sub
+
+    monkeypatch.setattr(js, "pull_subscribe_bind", bind_then_remove)
+    assert await asyncio.wait_for(current_entries(kv, "acme.*"), timeout=8) == []
