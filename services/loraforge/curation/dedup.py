@@ -33,21 +33,28 @@ import numpy as np
 from loraforge.curation.metrics import ClipMetrics
 from loraforge.ingest.proxy import signature_means
 
-# shared_footage: two videos share footage where, at their best alignment in time, overlapping
-# by SHARED_MIN_S and SHARED_MIN_SHARE of the shorter clip (or all of it), the frame-to-frame
-# changes of their grid cells (less the frame's mean change: fades, _local_changes) correlate
-# at least SHARED_MIN_CHANGE. Set on clips ingest cut at
-# 16 fps (tests/unit/curation/test_dedup.py): copies (re-scaled and graded, cropped, grain
-# added, trimmed, converted to 25 or 30 fps, a cropped copy of a pan) scored 0.85-0.99. The
-# worst case for the other side is a person swaying a few pixels in front of a locked-off
-# camera: a rigid, smooth motion whose velocity two moments can share for a while. Other
-# moments of it (91 pairs of 1.5-6 s clips a length) reached 0.75, and 0.84 when half the
-# shorter clip was enough (more alignments to pick the best of); a copy overlaps the whole
-# clip, or most of it. (The changes of the changes told the sway's moments apart better, but a
-# cropped copy of a steady pan scored 0.40 on them: under a constant motion they are noise.)
+# shared_footage: two videos share footage where, at their best alignment in time (in quarter
+# frames), the frame-to-frame changes of their grid cells (less the frame's mean change: fades,
+# _local_changes) correlate at least SHARED_MIN_CHANGE over SHARED_MIN_S and SHARED_MIN_SHARE
+# of the shorter clip (or all of it), or at least PARTIAL_MIN_CHANGE over SHARED_MIN_S and
+# PARTIAL_MIN_SHARE of it (a trimmed re-upload of a long take: ingest splits it into ~4 s clips
+# elsewhere, so its clips straddle the first upload's). Set on clips ingest cut from 24 fps
+# footage, signatures at the source's rate (tests/unit/curation/test_dedup.py): copies
+# overlapping whole (re-scaled, graded, cropped, grain added, heavily compressed, trimmed at
+# any frame, converted to 25 or 30 fps) scored 0.87-0.99, the same motion rendered again at
+# other instants 0.84-0.88, the straddling clips of a trimmed long take up to 0.99. The worst
+# case for the other side is a person swaying a few pixels in front of a locked-off camera: a
+# rigid, smooth motion whose velocity two moments can share for a while. Other moments of it
+# (91 pairs of 1.5-6 s clips a length, at 24 and 30 fps) reached 0.71 over three quarters of
+# the shorter clip and 0.80 over half of it; at a 16 fps clip's rate (curation decoding a clip
+# that has no proxy) 0.78 and 0.83. (The changes of the changes told those moments apart
+# better, but a cropped copy of a steady pan scored 0.40 on them: under a constant motion they
+# are noise.)
 SHARED_MIN_S = 2.0
 SHARED_MIN_SHARE = 0.75
 SHARED_MIN_CHANGE = 0.8
+PARTIAL_MIN_SHARE = 0.5
+PARTIAL_MIN_CHANGE = 0.9
 # mean change a frame (grey levels of a cell) under which a clip holds too little motion to
 # tell footage by: grain and codec noise average out in a cell to a few hundredths; the
 # swaying person above moves it by 0.3-0.75
@@ -78,35 +85,75 @@ def _local_changes(means: np.ndarray) -> np.ndarray:
     on or a camera's exposure moves every cell at once, and two different clips that both
     fade in would correlate on that alone."""
     d = np.diff(means, axis=0)
-    return d - d.mean(axis=1, keepdims=True)
+    local: np.ndarray = d - d.mean(axis=1, keepdims=True)
+    return local
 
 
-def _pearson(x: np.ndarray, y: np.ndarray) -> float:
-    x, y = x - x.mean(), y - y.mean()
-    norm = float(np.sqrt((x * x).sum() * (y * y).sum()))
-    return float((x * y).sum()) / norm if norm > 0 else 0.0
+def _delayed(means: np.ndarray, delay: float) -> np.ndarray:
+    """The cell means ``delay`` of a frame later (0 <= delay < 1), between frames by linear
+    interpolation; one frame shorter unless the delay is 0."""
+    if delay == 0:
+        return means
+    shifted: np.ndarray = (1 - delay) * means[:-1] + delay * means[1:]
+    return shifted
 
 
-def footage_match(a: bytes, a_fps: float, b: bytes, b_fps: float) -> float | None:
+def _correlations(da: np.ndarray, db: np.ndarray, need: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pearson correlation of da[i] with db[i - o], and the overlap in frames, for every offset
+    o at which they overlap by at least ``need`` frames; all offsets at once: the products
+    through one FFT cross-correlation, the window sums through cumulative sums."""
+    na, nb, cells = len(da), len(db), da.shape[1]
+    size = na + nb
+    spectrum = (np.fft.rfft(da, size, axis=0) * np.conj(np.fft.rfft(db, size, axis=0))).sum(1)
+    products = np.fft.irfft(spectrum, size)  # products[o % size] = sum_j da[j + o] . db[j]
+    offsets = np.arange(need - nb, na - need + 1)
+    lo, hi = np.maximum(0, offsets), np.minimum(na, nb + offsets)
+
+    def window(rows: np.ndarray, start: np.ndarray, stop: np.ndarray) -> tuple[np.ndarray, ...]:
+        sums = np.concatenate([[0.0], np.cumsum(rows.sum(1))])
+        squares = np.concatenate([[0.0], np.cumsum((rows * rows).sum(1))])
+        return sums[stop] - sums[start], squares[stop] - squares[start]
+
+    sa, qa = window(da, lo, hi)
+    sb, qb = window(db, lo - offsets, hi - offsets)
+    n = (hi - lo) * cells
+    cov = products[offsets % size] - sa * sb / n
+    var = np.maximum(qa - sa * sa / n, 0) * np.maximum(qb - sb * sb / n, 0)
+    corr = np.where(var > 0, cov / np.sqrt(np.where(var > 0, var, 1.0)), 0.0)
+    return corr, hi - lo
+
+
+def footage_match(a: bytes, a_fps: float, b: bytes, b_fps: float) -> tuple[float, float] | None:
     """How well two signatures' frame-to-frame changes agree at their best alignment in time
-    (Pearson correlation; alignments overlapping by SHARED_MIN_S and SHARED_MIN_SHARE of the
-    shorter one, or all of it). None where either hardly changes (MIN_MOTION) or is too short
-    to tell."""
+    (Pearson correlation), over alignments that overlap by SHARED_MIN_S and SHARED_MIN_SHARE of
+    the shorter clip (or all of it), and over those that overlap by SHARED_MIN_S and
+    PARTIAL_MIN_SHARE; in quarter frames (two uploads cut at other moments sample the motion
+    at other instants, by up to half a frame). None where either hardly changes (MIN_MOTION)
+    or is too short to tell."""
     if a_fps <= 0 or b_fps <= 0:
         return None
     rate = max(a_fps, b_fps)
-    da, db = _local_changes(_means(a, a_fps, rate)), _local_changes(_means(b, b_fps, rate))
-    if min(len(da), len(db)) < 2:
+    mb = _means(b, b_fps, rate)
+    da, db = _local_changes(_means(a, a_fps, rate)), _local_changes(mb)
+    if min(len(da), len(db)) < 3:
         return None
     if min(float(np.abs(da).mean()), float(np.abs(db).mean())) < MIN_MOTION:
         return None
-    shorter = min(len(da), len(db))
-    need = min(shorter, max(round(SHARED_MIN_S * rate), round(SHARED_MIN_SHARE * shorter)))
-    best = -1.0
-    for offset in range(need - len(db), len(da) - need + 1):  # da[i] against db[i - offset]
-        lo, hi = max(0, offset), min(len(da), len(db) + offset)
-        best = max(best, _pearson(da[lo:hi].ravel(), db[lo - offset : hi - offset].ravel()))
-    return best
+    shorter = min(len(da), len(db)) - 1  # a delayed copy is a frame shorter
+
+    def frames(share: float) -> int:
+        return min(shorter, max(round(SHARED_MIN_S * rate), round(share * shorter)))
+
+    whole, partial = -1.0, -1.0
+    for delay in (0.0, 0.25, 0.5, 0.75):
+        db = _local_changes(_delayed(mb, delay))
+        corr, overlap = _correlations(da, db, frames(PARTIAL_MIN_SHARE))
+        if len(corr):
+            partial = max(partial, float(corr.max()))
+            long_enough = overlap >= frames(SHARED_MIN_SHARE)
+            if long_enough.any():
+                whole = max(whole, float(corr[long_enough].max()))
+    return whole, partial
 
 
 def shared_footage(a: ClipMetrics, b: ClipMetrics) -> bool | None:
@@ -115,8 +162,13 @@ def shared_footage(a: ClipMetrics, b: ClipMetrics) -> bool | None:
     signature, or one whose picture hardly changes."""
     if a.signature is None or b.signature is None:
         return None
-    match = footage_match(a.signature, a.fps, b.signature, b.fps)
-    return None if match is None else match >= SHARED_MIN_CHANGE
+    match = footage_match(
+        a.signature, a.signature_fps or a.fps, b.signature, b.signature_fps or b.fps
+    )
+    if match is None:
+        return None
+    whole, partial = match
+    return whole >= SHARED_MIN_CHANGE or partial >= PARTIAL_MIN_CHANGE
 
 
 def duplicate_groups(

@@ -18,7 +18,7 @@ every frame, not only the sampled ones.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -31,6 +31,7 @@ from loraforge.ingest.proxy import (  # the proxy's format and curation's sampli
     SIGNATURE_SIDE,
     analysis_size,
     read_proxy,
+    read_signature,
     sample_indices,
     signature_rows,
     small_gray,
@@ -73,6 +74,7 @@ class SampledMedia:
     # every frame of a video as proxy.signature_rows (None: a photo, or a proxy made before
     # proxies held it)
     signature: np.ndarray | None = None
+    signature_fps: float = 0.0  # the signature's rate (the source's from a proxy; 0: fps)
 
 
 def media_kind(path: Path) -> str:
@@ -179,6 +181,7 @@ def load_proxy(analysis: Path, clip_path: Path, n: int = 8) -> SampledMedia | No
         proxy.frame_count,
         frames,
         proxy.signature,
+        proxy.signature_fps,
     )
 
 
@@ -189,4 +192,12 @@ def load_media(path: Path, n: int = 8, analysis: Path | None = None) -> SampledM
         media = load_proxy(analysis, path, n)
         if media is not None:
             return media
-    return sample_video(path, n) if media_kind(path) == "video" else load_photo(path)
+    if media_kind(path) != "video":
+        return load_photo(path)
+    media = sample_video(path, n)
+    stored = read_signature(Path(analysis)) if analysis is not None else None
+    if stored is not None:
+        # the source-rate signature ingest stored beats the clip-rate one decoded: a 16 fps
+        # clip drops source frames in a pattern that depends on where it was cut
+        media = replace(media, signature=stored[0], signature_fps=stored[1])
+    return media

@@ -26,7 +26,8 @@ def rows(result: CurationResult) -> list[dict[str, Any]]:
     out = []
     for c in result.clips:
         row = asdict(c.metrics)
-        del row["signature"]  # dedup's comparison signal, kilobytes of bytes: not for readers
+        # dedup's comparison signal, kilobytes of bytes: not for readers
+        del row["signature"], row["signature_fps"]
         row.update(
             decision="keep" if c.decision.keep else "reject",
             selected=c.selected,

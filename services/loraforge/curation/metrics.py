@@ -127,6 +127,7 @@ class ClipMetrics:
     # picture changes over time, which tells a copy of some footage from another moment filmed
     # the same way (dedup.shared_footage). None for photos. Not written to the manifest.
     signature: bytes | None = None
+    signature_fps: float = 0.0  # its rate: the source's where ingest wrote it (0: fps)
     best_frame_index: int = 0
     quality_score: float = 0.0
 
@@ -468,6 +469,7 @@ def measure(
     # phash looks at a 32x32 DCT: shrink with cv2 first, PIL's full-size resample is slow
     if media.signature is not None:
         m.signature = np.ascontiguousarray(media.signature).tobytes()
+        m.signature_fps = media.signature_fps or media.fps
     m.phashes = [
         str(
             imagehash.phash(

@@ -115,11 +115,18 @@ def _command(
     # here are display dimensions and the output carries no rotation flag.
     # Formats are set per branch after the split: a shared format would let the JPEG branch
     # negotiate full-range (yuvj420p) for the video branch too.
+    # With the analysis proxy, the source's own frames are split off for the motion signature
+    # before the clip rate is set: two uploads of the same footage cut at other moments keep
+    # the same source frames, where the 16 fps clips would sample it at other instants (a copy
+    # trimmed by a source frame correlated at 0.79 at the clip rate, 0.99 here).
+    head = f"[0:v:0]{DEINTERLACE},{_crop(plan.crop)}"
+    if raw_out is not None:
+        head += "split=2[pic][sg];[pic]"
     graph = (
-        f"[0:v:0]{DEINTERLACE},{_crop(plan.crop)}fps={fps:.6g},scale={w}:{h},"
+        f"{head}fps={fps:.6g},scale={w}:{h},"
         f"{TONEMAP + ',' if hdr else ''}setsar=1,"
-        f"split={4 if raw_out else 2}[e][kf]"
-        f"{'[an][sg]' if raw_out else ''};"
+        f"split={3 if raw_out else 2}[e][kf]"
+        f"{'[an]' if raw_out else ''};"
         f"[e]scale=out_range=tv,format=yuv420p[enc];"
         f"[kf]select='{picks}',scale=out_range=pc,format=yuvj420p[kfo]"
     )
@@ -133,9 +140,11 @@ def _command(
         # would then be encoded from a BGR->YUV round trip (a different clip).
         flags = ":flags=area" if (aw, ah) != (w, h) else ""
         graph += f";[an]select='{an_picks}',scale={aw}:{ah}{flags},format=bgr24[ano]"
-        # every frame, grey and tiny, for the clip's motion signature (proxy.signature_rows)
+        # every source frame of the clip, grey and tiny: its motion signature
+        # (proxy.signature_rows), tone-mapped like the clip
         side = proxy.SIGNATURE_SIDE
-        graph += f";[sg]scale={side}:{side}:flags=area,format=gray[sgo]"
+        tone = TONEMAP + "," if hdr else ""
+        graph += f";[sg]scale={side}:{side}:flags=area,{tone}format=gray[sgo]"
     args = [
         tools.ffmpeg,
         "-nostdin",
@@ -243,7 +252,7 @@ def cut_clips(
             return SkippedSegment(
                 job.plan.shot_index, job.plan.start, job.plan.end, f"encode failed: {why}"
             )
-        analysis = _pack_proxy(raw, job, size, frames, fps) if raw is not None else None
+        analysis = _pack_proxy(raw, job, size, frames, fps, probe.fps) if raw is not None else None
         keyframes = []
         # The image2 muxer numbers the selected frames 1..3 in order of keyframe_indices.
         for k, idx in enumerate(keyframe_indices(job.plan.out_frames)):
@@ -281,7 +290,7 @@ def cut_clips(
 
 
 def _pack_proxy(
-    raw: Path, job: _Job, size: tuple[int, int], frames: int, fps: float
+    raw: Path, job: _Job, size: tuple[int, int], frames: int, fps: float, source_fps: float
 ) -> Path | None:
     """The raw frames ffmpeg wrote -> the clip's analysis proxy; None (curation then decodes the
     clip) when they do not cover the clip as it came out, e.g. fewer frames than planned."""
@@ -299,7 +308,8 @@ def _pack_proxy(
             fps=float(fps),
             width=size[0],
             height=size[1],
-            signature=_signature(_signature_raw(raw), frames),
+            signature=_signature(_signature_raw(raw)),
+            signature_fps=source_fps,
         )
     except (OSError, ValueError) as exc:
         log.warning("%s: no analysis proxy (%s); curation will decode the clip", job.out.name, exc)
@@ -313,14 +323,15 @@ def _signature_raw(raw: Path) -> Path:
     return raw.with_name(raw.name.replace("_analysis.raw", "_signature.raw"))
 
 
-def _signature(path: Path, frames: int) -> np.ndarray | None:
-    """The grey frames ffmpeg wrote for the motion signature -> its rows; None unless there is
-    one for every frame of the clip."""
+def _signature(path: Path) -> np.ndarray | None:
+    """The grey source frames ffmpeg wrote for the motion signature -> its rows; None when
+    there are fewer than two."""
     side = proxy.SIGNATURE_SIDE
     data = path.read_bytes() if path.is_file() else b""
-    if len(data) < frames * side * side:
+    count = len(data) // (side * side)
+    if count < 2:
         return None
-    gray = np.frombuffer(data, np.uint8, frames * side * side).reshape(frames, side, side)
+    gray = np.frombuffer(data, np.uint8, count * side * side).reshape(count, side, side)
     return proxy.signature_rows(gray)
 
 

@@ -12,8 +12,9 @@ File: a zip (stored, not deflated: the members are compressed images already)
     frame-<index>.jpg           a sampled frame at analysis size, BGR, JPEG quality 95, 4:4:4
     next-<index>.png            the frame after it, grey, FLOW_WIDTH wide (lossless)
     signature.bin               optional (proxies before it lack it): the clip's motion
-                                signature, one row of SIGNATURE_CELLS per frame
-                                (SIGNATURE_DTYPE, signature_rows)
+                                signature, one row of SIGNATURE_CELLS per source frame
+                                (SIGNATURE_DTYPE, signature_rows; proxy.json's
+                                "signature_frames" and "signature_fps")
 
 JPEG at quality 95 without chroma subsampling: lossless PNG costs ~0.1 s a 720p frame to
 encode and is 6x larger; at q95/4:4:4 the codec's own error is below the x264 crf 18 error of
@@ -115,6 +116,7 @@ class Proxy:
     frames: dict[int, np.ndarray] = field(default_factory=dict)  # index -> BGR at analysis size
     next_small_gray: dict[int, np.ndarray] = field(default_factory=dict)  # sampled index -> grey
     signature: np.ndarray | None = None  # frames x SIGNATURE_CELLS (signature_rows)
+    signature_fps: float = 0.0  # its rate: the source's (ingest splits it off before the fps)
 
     def covers(self, n: int) -> bool:
         """Whether this proxy holds the frames a policy sampling n frames needs."""
@@ -131,10 +133,12 @@ def write_proxy(
     width: int,
     height: int,
     signature: np.ndarray | None = None,
+    signature_fps: float = 0.0,
 ) -> Path:
     """``frames``: index -> BGR frame at analysis size, for the sampled indices and the ones
     after them (``wanted``). Missing ones (a clip shorter than planned) are left out.
-    ``signature``: the clip's motion signature (signature_rows), one row a frame."""
+    ``signature``: the clip's motion signature (signature_rows), one row a frame of the
+    source, at ``signature_fps`` (0: the clip's rate)."""
     samples, _ = wanted(frame_count)
     samples = [i for i in samples if i in frames]
     if not samples:
@@ -156,6 +160,7 @@ def write_proxy(
         if signature.ndim != 2 or signature.shape[1] != SIGNATURE_CELLS:
             raise ValueError(f"a motion signature has {SIGNATURE_CELLS} cells a frame")
         meta["signature_frames"] = int(signature.shape[0])
+        meta["signature_fps"] = float(signature_fps or fps)
     jpeg = [
         cv2.IMWRITE_JPEG_QUALITY,
         JPEG_QUALITY,
@@ -187,7 +192,7 @@ def proxy_covers(path: Path, n: int) -> bool:
         return False
 
 
-def read_proxy(path: Path, n: int = SAMPLE_FRAMES) -> Proxy | None:
+def read_proxy(path: Path, n: int = SAMPLE_FRAMES, *, frames: bool = True) -> Proxy | None:
     """The proxy's frames for a policy sampling n frames, or None when it does not hold them
     (other n, other version): the caller then decodes the clip. A damaged file raises ValueError."""
     try:
@@ -202,9 +207,9 @@ def read_proxy(path: Path, n: int = SAMPLE_FRAMES) -> Proxy | None:
                 int(meta["height"]),
                 [int(i) for i in meta["indices"]],
             )
-            if not proxy.covers(n):
+            if frames and not proxy.covers(n):
                 return None
-            samples, _ = wanted(proxy.frame_count, n)
+            samples, _ = wanted(proxy.frame_count, n) if frames else ([], [])
             nexts = set(meta.get("next", []))
             for i in samples:
                 proxy.frames[i] = _decode(z.read(f"frame-{i:06d}.jpg"), cv2.IMREAD_COLOR)
@@ -223,9 +228,23 @@ def read_proxy(path: Path, n: int = SAMPLE_FRAMES) -> Proxy | None:
                 proxy.signature = np.frombuffer(data, SIGNATURE_DTYPE).reshape(
                     rows, SIGNATURE_CELLS
                 )
+                proxy.signature_fps = float(meta.get("signature_fps", proxy.fps))
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, TypeError) as exc:
         raise ValueError(f"{Path(path).name}: damaged analysis proxy ({exc})") from None
     return proxy
+
+
+def read_signature(path: Path) -> tuple[np.ndarray, float] | None:
+    """Only the proxy's motion signature and its rate (a policy sampling other frames than
+    the proxy holds decodes the clip, but the source-rate signature is still the one to
+    compare); None when the proxy has none or is damaged or of another version."""
+    try:
+        proxy = read_proxy(path, 1, frames=False)
+    except (OSError, ValueError):
+        return None
+    if proxy is None or proxy.signature is None:
+        return None
+    return proxy.signature, proxy.signature_fps
 
 
 def _encode(ext: str, image: np.ndarray, params: list[int]) -> bytes:

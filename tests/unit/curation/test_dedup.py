@@ -22,7 +22,7 @@ import people_media as PM
 import pytest
 import quality_media as Q
 
-from loraforge.curation.dedup import footage_match, shared_footage
+from loraforge.curation.dedup import shared_footage
 from loraforge.curation.frames import load_media
 from loraforge.curation.metrics import ClipMetrics
 from loraforge.curation.pipeline import MediaItem, curate
@@ -95,6 +95,8 @@ def footage(tmp_path_factory):
             "28",
         ),
         "trimmed": _ffmpeg(take, d / "trimmed.mp4", "-ss", "1.0", "-crf", "23"),
+        # trimmed by 25 frames: its 16 fps clip keeps other source frames than the first's
+        "nudged": _ffmpeg(take, d / "nudged.mp4", "-ss", f"{25 / FPS:.5f}", "-crf", "23"),
         "at30": _ffmpeg(take, d / "at30.mp4", "-ss", "0", "-vf", "fps=30", "-crf", "20"),
     }
     return {
@@ -109,7 +111,9 @@ def _metrics(clip, name: str, path: str = "proxy") -> ClipMetrics:
 def _measured(clip: Path, analysis: Path | None, name: str) -> ClipMetrics:
     """What dedup reads of a clip: its motion signature (the rest is left at its defaults)."""
     media = load_media(clip, analysis=analysis)
-    assert media.signature is not None and len(media.signature) == media.frame_count
+    assert media.signature is not None
+    rate = media.signature_fps or media.fps  # the source's from the proxy, the clip's decoded
+    assert abs(len(media.signature) - media.duration_s * rate) <= 2
     return ClipMetrics(
         clip_id=f"{name}-{clip.stem}",
         path=str(clip),
@@ -121,6 +125,7 @@ def _measured(clip: Path, analysis: Path | None, name: str) -> ClipMetrics:
         duration_s=media.duration_s,
         frames_sampled=len(media.frames),
         signature=media.signature.tobytes(),
+        signature_fps=rate,
     )
 
 
@@ -142,11 +147,23 @@ def test_copies_share_footage_and_other_moments_do_not(footage, path) -> None:
         assert not shared("regraded", moment), moment
 
 
-def test_the_proxy_and_the_decoded_clip_give_one_signature(footage) -> None:
+def test_a_copy_cut_between_the_clip_rates_frames_is_found_at_the_source_rate(footage) -> None:
+    # the proxy's signature holds every source frame (0.98 here); the 16 fps clips of the two
+    # uploads drop different source frames, and decoded they correlate at under 0.8
+    pairs = [(x, y) for x in footage["take"] for y in footage["nudged"]]
+    assert any(shared_footage(_metrics(x, "a"), _metrics(y, "b")) for x, y in pairs)
+    assert not any(
+        shared_footage(_metrics(x, "a", "decoded"), _metrics(y, "b", "decoded")) for x, y in pairs
+    )
+
+
+def test_a_policy_sampling_other_frames_still_compares_the_stored_signature(footage) -> None:
+    # frames decoded from the clip (the proxy holds 8), the signature still the source-rate one
     for clip in footage["take"]:
-        proxied, decoded = _metrics(clip, "p"), _metrics(clip, "d", "decoded")
-        match = footage_match(proxied.signature, proxied.fps, decoded.signature, decoded.fps)
-        assert match is not None and match > 0.9, match
+        stored = load_media(clip.path, analysis=clip.analysis)
+        other = load_media(clip.path, 12, analysis=clip.analysis)
+        assert len(other.frames) == 12 and other.signature_fps == stored.signature_fps == FPS
+        assert np.array_equal(other.signature, stored.signature)
 
 
 def test_a_still_shot_cannot_be_told_and_looks_decide(tmp_path) -> None:
@@ -155,6 +172,20 @@ def test_a_still_shot_cannot_be_told_and_looks_decide(tmp_path) -> None:
     a = Q.write_h264(tmp_path / "a.mp4", lambda i: still, seconds=2.0, fps=FPS)
     b = _ffmpeg(a, tmp_path / "b.mp4", "-ss", "0", "-vf", "scale=640:360", "-crf", "28")
     assert shared_footage(_measured(a, None, "a"), _measured(b, None, "b")) is None
+
+
+def test_a_trimmed_reupload_of_a_long_take_is_a_copy_clip_by_clip(tmp_path) -> None:
+    # ingest splits a long shot into ~4 s clips; trimmed by 2 s, the second upload's clips
+    # straddle the first's (half of each overlaps one of them), and every one is still a copy
+    take = _take(tmp_path / "long.mp4", seed=3, seconds=14.0)
+    trimmed = _ffmpeg(take, tmp_path / "trimmed.mp4", "-ss", "2.0", "-crf", "23")
+    first = process_source(take, IngestOptions(), tmp_path / "first").clips
+    again = process_source(trimmed, IngestOptions(), tmp_path / "again").clips
+    assert len(first) >= 3 and len(again) >= 2
+    for clip in again:
+        assert any(
+            shared_footage(_metrics(clip, "again"), _metrics(other, "first")) for other in first
+        ), clip.path.name
 
 
 def test_two_takes_that_both_fade_in_are_not_copies(tmp_path) -> None:

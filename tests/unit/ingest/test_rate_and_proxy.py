@@ -78,9 +78,11 @@ def test_proxy_holds_the_clips_sampled_frames_and_leaves_the_clip_unchanged(
             assert np.abs(p.next_small_gray.astype(float) - d.next_small_gray).mean() < 2.0
 
     # the motion signature: one row a frame, the same changes either way (dedup's copy test)
+    # (the proxy's at the source's rate, 10 fps here like the clip's)
+    assert proxied.signature_fps == 10.0
     assert proxied.signature.shape == decoded.signature.shape == (clip.frames, SIGNATURE_CELLS)
     match = footage_match(proxied.signature.tobytes(), 10.0, decoded.signature.tobytes(), 10.0)
-    assert match is not None and match > 0.95, match
+    assert match is not None and min(match) > 0.95, match
 
     # a policy sampling other frames than the proxy holds decodes the clip instead
     assert proxy_covers(clip.analysis, 8) and not proxy_covers(clip.analysis, 12)
