@@ -100,7 +100,10 @@ def load_photo(path: Path) -> SampledMedia:
     return SampledMedia(path, "photo", w, h, 0.0, 0.0, 1, [Frame(0, 0.0, image)])
 
 
-def sample_video(path: Path, n: int = 8) -> SampledMedia:
+def sample_video(path: Path, n: int = 8, *, signature: bool = True) -> SampledMedia:
+    """The n sampled frames (and the frame after each) of a clip, decoded; with ``signature``
+    also its motion signature, which means retrieving every frame to the end, not only the
+    sampled ones (a clip whose proxy holds the signature does without)."""
     path = Path(path)
     if not path.is_file():
         raise UnreadableMedia(f"{path}: clip not found; check the path")
@@ -119,22 +122,23 @@ def sample_video(path: Path, n: int = 8) -> SampledMedia:
         rows: list[np.ndarray] = []
         pending: tuple[int, np.ndarray] | None = None
         idx = 0
+        last_wanted = max(wanted) + 1
         side = (SIGNATURE_SIDE, SIGNATURE_SIDE)
-        while cap.grab():  # to the end: the signature holds every frame
-            ok, img = cap.retrieve()
-            if not ok:
-                break
-            rows.append(
-                cv2.resize(
-                    cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), side, interpolation=cv2.INTER_AREA
-                )
-            )
+        while (signature or idx <= last_wanted) and cap.grab():
+            img = None
+            if signature or pending is not None or idx in wanted:
+                ok, got = cap.retrieve()
+                img = got if ok else None
+            if signature:
+                if img is None:
+                    break
+                gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+                rows.append(cv2.resize(gray, side, interpolation=cv2.INTER_AREA))
             if pending is not None:
-                frames.append(
-                    Frame(pending[0], pending[0] / fps if fps else 0.0, pending[1], small_gray(img))
-                )
+                nxt = small_gray(img) if img is not None else None
+                frames.append(Frame(pending[0], pending[0] / fps if fps else 0.0, pending[1], nxt))
                 pending = None
-            if idx in wanted:
+            if idx in wanted and img is not None:
                 pending = (idx, _to_analysis_size(img))
             idx += 1
         if pending is not None:
@@ -143,11 +147,12 @@ def sample_video(path: Path, n: int = 8) -> SampledMedia:
         cap.release()
     if not frames:
         raise UnreadableMedia(f"{path.name}: no frame could be decoded; re-encode the clip")
-    # the container's frame count can be off by a few; trust what was actually decoded
-    count = max(idx, 1)
+    # the container's frame count can be off by a few; trust what was actually decoded (all of
+    # it with the signature; without, the count holds once decoding got past the samples)
+    count = max(idx if signature or idx <= last_wanted else count, 1)
     duration = count / fps if fps else 0.0
-    signature = signature_rows(np.stack(rows)) if rows else None
-    return SampledMedia(path, "video", width, height, fps, duration, count, frames, signature)
+    rows_ = signature_rows(np.stack(rows)) if rows else None
+    return SampledMedia(path, "video", width, height, fps, duration, count, frames, rows_)
 
 
 def _to_analysis_size(image: np.ndarray) -> np.ndarray:
@@ -194,10 +199,10 @@ def load_media(path: Path, n: int = 8, analysis: Path | None = None) -> SampledM
             return media
     if media_kind(path) != "video":
         return load_photo(path)
-    media = sample_video(path, n)
     stored = read_signature(Path(analysis)) if analysis is not None else None
-    if stored is not None:
-        # the source-rate signature ingest stored beats the clip-rate one decoded: a 16 fps
-        # clip drops source frames in a pattern that depends on where it was cut
-        media = replace(media, signature=stored[0], signature_fps=stored[1])
-    return media
+    if stored is None:
+        return sample_video(path, n)
+    # the source-rate signature ingest stored beats the clip-rate one decoded: a 16 fps clip
+    # drops source frames in a pattern that depends on where it was cut
+    media = sample_video(path, n, signature=False)
+    return replace(media, signature=stored[0], signature_fps=stored[1])
