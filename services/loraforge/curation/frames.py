@@ -10,10 +10,13 @@ Ingest stores those same frames for each clip it cuts (its analysis proxy, inges
 `load_media(..., analysis=proxy)` reads them from there and does not decode the clip at all;
 without a proxy, or when the policy samples frames the proxy does not hold, the clip is decoded
 as above. Either way frames come at analysis size (long side at most ANALYSIS_LONG_SIDE), so a
-decision does not depend on which path produced them. Both give the clip's motion signature
-too (every frame as an 8x8 grid of mean greys, proxy.signature_rows), which is how dedup tells a
-copy of some footage from another moment filmed the same way; decoding, that means retrieving
-every frame, not only the sampled ones.
+decision does not depend on which path produced them.
+
+The clip's motion signature (proxy.signature_rows: each frame as an 8x8 grid of mean greys) is
+how dedup tells a copy of some footage from another moment filmed the same way. The proxy holds
+it at the source's rate, and it is read from there even when the frames are decoded; only a
+clip without one gets it from its decoded frames, at the clip's rate, which means retrieving
+every frame to the end, not only the sampled ones.
 """
 
 from __future__ import annotations
