@@ -481,7 +481,7 @@ def _compare(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         return bool(a == b)
 
     out = [f"{cid}: not in this run" for cid in old if cid not in new]
-    added = sorted({k for cid, f in new.items() for k in f if k not in old.get(cid, {k: 0})})
+    added = sorted({k for cid, f in new.items() if cid in old for k in f if k not in old[cid]})
     if added:
         print(f"fields the dump does not have (not compared): {', '.join(added)}")
     for cid, fields in new.items():

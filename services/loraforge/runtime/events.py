@@ -514,6 +514,7 @@ async def open_key_value(js: JetStreamContext, bucket: str, *, history: int = 1)
 # whose reader died before it could.
 SNAPSHOT_CONSUMER_IDLE_S = 30.0
 SNAPSHOT_BATCH = 256
+SNAPSHOT_EMPTY_FETCHES = 5  # 2 s fetches that bring nothing while entries are pending: give up
 
 
 @dataclass(frozen=True)
@@ -552,12 +553,13 @@ async def current_entries(
             num_replicas=1,
         ),
     )
-    assert info.name is not None
+    name = info.name or info.config.name or ""
     found: dict[str, KeyValueEntry] = {}
     try:
         left = info.num_pending or 0
         if left:
-            sub = await js.pull_subscribe_bind(consumer=info.name, stream=stream)
+            sub = await js.pull_subscribe_bind(consumer=name, stream=stream)
+            empty_fetches = 0
             try:
                 while left > 0:
                     try:
@@ -566,7 +568,15 @@ async def current_entries(
                         # what was pending went away meanwhile (a key purged, old revisions
                         # dropped); the consumer knows what is left
                         left = (await sub.consumer_info()).num_pending or 0
+                        empty_fetches += 1
+                        if left and empty_fetches >= SNAPSHOT_EMPTY_FETCHES:
+                            raise Unavailable(
+                                f"NATS holds {left} entries of {stream} for {pattern!r} but "
+                                f"delivered none in {2 * empty_fetches} s; check the "
+                                "server's health and retry"
+                            ) from None
                         continue
+                    empty_fetches = 0
                     for msg in msgs:
                         key = msg.subject[len(prefix) :]
                         if _deleted(msg):
@@ -580,7 +590,7 @@ async def current_entries(
                 await sub.unsubscribe()
     finally:
         with contextlib.suppress(Exception):  # it expires on its own if this fails
-            await js.delete_consumer(stream, info.name)
+            await js.delete_consumer(stream, name)
     return list(found.values())
 
 

@@ -91,3 +91,28 @@ async def test_entries_removed_while_reading_end_the_read(bus, kv, monkeypatch) 
 
     monkeypatch.setattr(js, "pull_subscribe_bind", bind_then_remove)
     assert await asyncio.wait_for(current_entries(kv, "acme.*"), timeout=8) == []
+
+
+async def test_a_server_that_delivers_nothing_is_a_clear_error(bus, kv, monkeypatch) -> None:
+    """Entries pending that never come (a stalled server) end the read with Unavailable after
+    a bounded wait, not a loop."""
+    from loraforge.runtime.errors import Unavailable
+
+    await kv.put("acme.a", b"1")
+    js = bus.jetstream
+    bind = js.pull_subscribe_bind
+
+    async def bind_stalled(*args, **kwargs):
+        sub = await bind(*args, **kwargs)
+
+        async def fetch(*_a, **_k):
+            raise TimeoutError
+
+        sub.fetch = fetch
+        return sub
+
+    monkeypatch.setattr(js, "pull_subscribe_bind", bind_stalled)
+    with pytest.raises(Unavailable, match=r"holds 1 entries .* delivered none"):
+        await asyncio.wait_for(current_entries(kv, "acme.*"), timeout=20)
+    monkeypatch.undo()
+    assert await _consumers(bus, kv) == 0  # deleted on the way out
