@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -123,8 +124,14 @@ def measure_all(
     workers = max(1, min(workers or (os.cpu_count() or 1), 4))
     if workers == 1:
         return [one(it) for it in _items(items)]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(one, _items(items)))
+    return list(_measuring_threads(workers).map(one, _items(items)))
+
+
+@cache
+def _measuring_threads(workers: int) -> ThreadPoolExecutor:
+    """Threads kept for the process's life: the detectors' TFLite interpreters are per thread
+    (people.py, face_proposals.py), and a pool made per job loaded them again for every job."""
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="curation-measure")
 
 
 def curate(

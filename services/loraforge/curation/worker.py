@@ -574,7 +574,7 @@ class CurationWorker:
         return build_dataset(
             result,
             work / "out",
-            self._people or PeopleDetector(),
+            self._people_detector(),
             self._face_backend(),
             clip_path,
             refs,
@@ -848,7 +848,7 @@ class CurationWorker:
             item = MediaItem(
                 path, clip_id=clip.clip_id, source_id=clip.source_id, analysis=analysis
             )
-            return measure_all([item], policy, backend, self._people, workers=1)[0]
+            return measure_all([item], policy, backend, self._people_detector(), workers=1)[0]
 
     # -- steps -------------------------------------------------------------------------------
 
@@ -907,6 +907,14 @@ class CurationWorker:
                 self._backend = self._backend_factory()
             return self._backend
 
+    def _people_detector(self) -> PeopleDetector:
+        """One for the worker's life, as the face backend: its TFLite interpreters load once per
+        thread that uses them. Made per clip, it loaded both models again for every clip."""
+        with self._backend_lock:
+            if self._people is None:
+                self._people = PeopleDetector()
+            return self._people
+
     async def _curate(
         self,
         items: list[MediaItem],
@@ -920,6 +928,7 @@ class CurationWorker:
     ) -> CurationResult:
         cancelled = threading.Event()
         backend = _CountingBackend(await asyncio.to_thread(self._face_backend), cancelled)
+        people = await asyncio.to_thread(self._people_detector)  # loads models: off the loop
         expected = max(1, n_clips * policy.frames_per_clip + len(refs))
         task = asyncio.ensure_future(
             asyncio.to_thread(
@@ -928,7 +937,7 @@ class CurationWorker:
                 policy,
                 references=refs,
                 backend=backend,
-                people=self._people,
+                people=people,
                 out_dir=out,
                 measured=measured,
                 training_fps=training_fps,

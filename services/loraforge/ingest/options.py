@@ -78,7 +78,9 @@ class ShotOptions:
 class ClipOptions:
     """How shots are turned into training clips."""
 
-    min_seconds: float = 3.0
+    # what `loraforge ingest` and the API ask for when the user sets nothing (IngestParams.min_s;
+    # tests/unit/ingest/test_manifest.py holds the two together)
+    min_seconds: float = 2.0
     # Hosted Wan accepts <= 5 s for wan2.2 and <= 10 s for wan2.5 (see ``for_model``).
     max_seconds: float = 5.0
     # Long shots are split into clips of about this length.

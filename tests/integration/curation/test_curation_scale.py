@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from loraforge.curation.people import PeopleDetector
 from loraforge.curation.pipeline import MediaItem, curate
 from loraforge.curation.policy import CurationPolicy
 from loraforge.curation.worker import discover_clips
@@ -82,8 +83,16 @@ def _start(request_id: str) -> curation_pb2.StartCurationRequest:
 
 
 async def test_two_workers_share_the_clips_and_agree_with_one(
-    curation_service, store, bus, ingested
+    curation_service, store, bus, ingested, monkeypatch
 ):
+    made: list[PeopleDetector] = []
+    real_init = PeopleDetector.__init__
+
+    def counted(self: PeopleDetector, *args: object, **kwargs: object) -> None:
+        made.append(self)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(PeopleDetector, "__init__", counted)
     tasks = await collect(bus, "curation.measure", "test-measure-tasks")  # sees every task
     procs = [await curation_service(auto_curate=False) for _ in range(2)]
     stub = procs[0][1]
@@ -100,6 +109,8 @@ async def test_two_workers_share_the_clips_and_agree_with_one(
     record = store.get_json(Bucket.DATASETS, f"{prefix}/dataset.json")
     assert len(record["measured_by"]) == 2, record["measured_by"]  # both processes measured
     assert sum(record["measured_by"].values()) == 3
+    # a worker loads its person detector's models once, not for every clip it measures
+    assert 1 <= len(made) <= 2, len(made)
     stored = {o.key.removeprefix(prefix + "/") for o in store.list(Bucket.DATASETS, prefix + "/")}
     assert not {k for k in stored if k.startswith("_")}  # claim and per-clip results cleaned up
     rows = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import curation_media as M
 import cv2
@@ -10,7 +11,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from loraforge.curation.pipeline import MediaItem, curate
+from loraforge.curation import people as people_module
+from loraforge.curation.people import PeopleDetector
+from loraforge.curation.pipeline import MediaItem, curate, measure_all
 from loraforge.curation.policy import CurationPolicy
 
 
@@ -129,6 +132,24 @@ def test_deterministic(run, backend, small_policy):
     assert [c.metrics.quality_score for c in again.clips] == [
         c.metrics.quality_score for c in first.clips
     ]
+
+
+def test_a_second_job_loads_no_detector_models(run, backend, small_policy, monkeypatch):
+    """The threads that measure clips outlive a job, so a worker's person detector (TFLite
+    interpreters, one set per thread) loads its models for the first job only."""
+    _res, _, items = run
+    people = PeopleDetector()
+    measure_all(items[:3], small_policy, backend, people, workers=2)
+    loads = []
+    real = people_module._Models.__init__
+
+    def counted(self) -> None:
+        loads.append(threading.get_ident())
+        real(self)
+
+    monkeypatch.setattr(people_module._Models, "__init__", counted)
+    measure_all(items[:3], small_policy, backend, people, workers=2)
+    assert loads == []
 
 
 def test_medium_shot_is_kept_for_a_character(tmp_path, backend, small_policy):

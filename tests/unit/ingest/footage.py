@@ -257,7 +257,7 @@ def lavfi_video(
 REEL = [
     ShotSpec("astronaut", 150, "pan"),
     ShotSpec("coffee", 130, "zoom"),
-    ShotSpec("chelsea", 60, "still"),  # 2 s: shorter than the 3 s minimum
+    ShotSpec("chelsea", 60, "still"),  # 2 s, 1.87 s once trimmed at its cuts: under the 2 s minimum
     ShotSpec("rocket", 210, "pan", fade_out=15, black_after=10),
     ShotSpec("stereo_motorcycle", 140, "zoom", fade_in=15),
     ShotSpec("immunohistochemistry", 110, "pan"),

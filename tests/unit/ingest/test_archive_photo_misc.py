@@ -408,7 +408,8 @@ def test_long_shots_split_within_bounds(seconds: float, expected: int) -> None:
 
 def test_awkward_length_keeps_max_clip_and_reports_rest() -> None:
     a = _analysis(5 * 30 + 15 + 4)  # 5.5 s after trimming: neither one nor two clips of 3-5 s fit
-    plans, skipped = plan_clips([_shot(0, 0, a.frame_count, a)], a, ClipOptions(), 16.0)
+    clips = ClipOptions(min_seconds=3.0)
+    plans, skipped = plan_clips([_shot(0, 0, a.frame_count, a)], a, clips, 16.0)
     assert len(plans) == 1 and plans[0].out_frames == 80
     assert skipped and all("remainder" in s.reason for s in skipped)
 
@@ -420,6 +421,7 @@ def test_trim_only_at_cuts_and_short_shots_skipped() -> None:
         _shot(1, 120, 200, a),
         _shot(2, 200, 300, a, ends="end"),
     ]
-    plans, skipped = plan_clips(shots, a, ClipOptions(trim_frames=3), 16.0)
+    # shot 1 is 80 frames (2.67 s at 30 fps), under a 3 s minimum
+    plans, skipped = plan_clips(shots, a, ClipOptions(min_seconds=3.0, trim_frames=3), 16.0)
     assert [(p.start_frame, p.end_frame) for p in plans] == [(0, 117), (203, 300)]
     assert len(skipped) == 1 and skipped[0].shot_index == 1 and "too short" in skipped[0].reason

@@ -153,12 +153,13 @@ def test_limits_are_configurable(tmp_path: Path) -> None:
 
 
 def test_video_shorter_than_minimum(tmp_path: Path) -> None:
-    p = lavfi_video(tmp_path / "short.mp4", 2)
-    _fails(p, E.VideoTooShort, "2.00 s", "minimum")
+    p = lavfi_video(tmp_path / "short.mp4", 1.5)
+    _fails(p, E.VideoTooShort, "1.50 s", "minimum")
 
 
 def test_only_short_shots(tmp_path: Path) -> None:
-    # Long enough overall, but every shot is under 3 s: nothing to keep, and the error says why.
+    # Long enough overall, but every shot is 2 s, under the 2 s minimum once trimmed at its cuts:
+    # nothing to keep, and the error says why.
     foot = make_footage(
         tmp_path / "choppy.mp4",
         [ShotSpec("astronaut", 60), ShotSpec("coffee", 60), ShotSpec("rocket", 60)],

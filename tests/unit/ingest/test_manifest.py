@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
+from loraforge.ingest import IngestOptions
 from loraforge.ingest.manifest import ClipEntry, SourceManifest, SourceProbe
 from loraforge.ingest.models import Clip, ProbeResult
 from loraforge.ingest.worker import ingest_options, options_hash
@@ -103,6 +104,14 @@ def test_models_follow_the_core_result_types():
     clip = {f.name for f in dataclasses.fields(Clip)} - {"path", "keyframes", "analysis"}
     own = {"clip_id", "kind", "key", "size", "keyframes", "keyframe_keys", "duration"}
     assert set(ClipEntry.model_fields) == clip | own | {"analysis_key"}
+
+
+def test_the_cores_defaults_are_the_ingest_jobs():
+    """One set of defaults: the core alone (a tool, the benchmarks) cuts clips of the lengths and
+    rate that `loraforge ingest` and the API ask for when the user sets nothing."""
+    job = ingest_options(IngestParams(sources=["acme/jane/sources/x.mp4"]))
+    assert job.clips == IngestOptions().clips
+    assert job.cut == IngestOptions().cut
 
 
 def test_the_options_hash_of_existing_manifests_is_kept():
