@@ -25,6 +25,7 @@ Spreading the set over sources and moments is the selection's work, not dedup's.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import imagehash
@@ -143,7 +144,7 @@ def footage_match(a: bytes, a_fps: float, b: bytes, b_fps: float) -> tuple[float
     PARTIAL_MIN_SHARE; in quarter frames (two uploads cut at other moments sample the motion
     at other instants, by up to half a frame). None where either hardly changes (MIN_MOTION)
     or is too short to tell."""
-    if a_fps <= 0 or b_fps <= 0:
+    if not all(math.isfinite(r) and r > 0 for r in (a_fps, b_fps)):
         return None
     rate = max(a_fps, b_fps)
     mb = _means(b, b_fps, rate)

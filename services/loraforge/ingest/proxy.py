@@ -29,6 +29,7 @@ Kept free of curation imports: curation reads this format through ``read_proxy``
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,6 +230,11 @@ def read_proxy(path: Path, n: int = SAMPLE_FRAMES, *, frames: bool = True) -> Pr
                     rows, SIGNATURE_CELLS
                 )
                 proxy.signature_fps = float(meta.get("signature_fps", proxy.fps))
+                if not (math.isfinite(proxy.signature_fps) and proxy.signature_fps > 0):
+                    raise ValueError(
+                        f"{Path(path).name}: damaged analysis proxy (signature_fps "
+                        f"{meta.get('signature_fps')!r} is not a frame rate)"
+                    )
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, TypeError) as exc:
         raise ValueError(f"{Path(path).name}: damaged analysis proxy ({exc})") from None
     return proxy

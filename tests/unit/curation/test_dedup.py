@@ -22,7 +22,7 @@ import people_media as PM
 import pytest
 import quality_media as Q
 
-from loraforge.curation.dedup import shared_footage
+from loraforge.curation.dedup import footage_match, shared_footage
 from loraforge.curation.frames import load_media
 from loraforge.curation.metrics import ClipMetrics
 from loraforge.curation.pipeline import MediaItem, curate
@@ -170,6 +170,17 @@ def test_a_policy_sampling_other_frames_still_compares_the_stored_signature(foot
         other = load_media(clip.path, 12, analysis=clip.analysis)
         assert len(other.frames) == 12 and other.signature_fps == stored.signature_fps == FPS
         assert np.array_equal(other.signature, stored.signature)
+
+
+def test_signatures_that_cannot_be_compared_tell_nothing() -> None:
+    # too short to have changes, or a rate that is no rate (a damaged record): None, so looks
+    # decide, never an exception in the middle of a curation job
+    moving = np.random.default_rng(0).integers(0, 60000, (48, 64)).astype("<u2").tobytes()
+    assert footage_match(moving, FPS, moving, FPS) is not None
+    for short in (b"", np.zeros((1, 64), "<u2").tobytes()):
+        assert footage_match(short, FPS, moving, FPS) is None
+    for rate in (0.0, -24.0, float("nan"), float("inf")):
+        assert footage_match(moving, rate, moving, FPS) is None
 
 
 def test_a_still_shot_cannot_be_told_and_looks_decide(tmp_path) -> None:

@@ -125,6 +125,17 @@ def test_a_damaged_signature_names_the_proxy(street10, tmp_path: Path) -> None:
             dst.writestr(item, data[:-7] if item.filename == "signature.bin" else data)
     with pytest.raises(ValueError, match=r"damaged.zip: damaged analysis proxy \(signature"):
         read_proxy(damaged)
+    # a rate that is no rate: damaged too, not a division by zero in dedup
+    for rate in (0, -24, "nan"):
+        bad = tmp_path / f"rate-{rate}.zip"
+        with zipfile.ZipFile(clip.analysis) as src, zipfile.ZipFile(bad, "w") as dst:
+            for item in src.infolist():
+                data = src.read(item)
+                if item.filename == "proxy.json":
+                    data = json.dumps({**json.loads(data), "signature_fps": rate}).encode()
+                dst.writestr(item, data)
+        with pytest.raises(ValueError, match=r"damaged analysis proxy \(signature_fps"):
+            read_proxy(bad)
     # a proxy written before signatures existed still serves its frames, without one
     old = tmp_path / "old.zip"
     with zipfile.ZipFile(clip.analysis) as src, zipfile.ZipFile(old, "w") as dst:
