@@ -1,5 +1,6 @@
 """dlib face backend: HOG detector (with BlazeFace proposals where it finds no face, for faces
-too small for its working copy: face_proposals.py), 68-point shape predictor, ResNet-34 embedding.
+too small for its working copy: face_proposals.py), 68-point shape predictor, ResNet-34 embedding
+(dlib's network and weights, run by ONNX Runtime: face_resnet.py).
 
 Always available offline: dlib's models ship in the face_recognition_models wheel, BlazeFace in
 ``data/``. Thresholds (from dlib's own LFW evaluation, 99.38 %): two raw descriptors closer
@@ -23,6 +24,8 @@ import numpy as np
 
 from loraforge.curation.errors import BackendUnavailable
 from loraforge.curation.face_proposals import RELIABLE_MAX_FACE_RATIO, FaceProposals
+from loraforge.curation.face_resnet import MODEL_FILE as RESNET_FILE
+from loraforge.curation.face_resnet import FaceResNet
 from loraforge.curation.face_types import DetectedFace, normalize
 from loraforge.curation.geometry import Box, contains_point, iou
 
@@ -83,7 +86,7 @@ def models_dir() -> Path:
 
 
 @lru_cache(maxsize=1)
-def _models() -> tuple[Any, Any, Any, Any]:  # dlib and its models (dlib ships no types)
+def _models() -> tuple[Any, Any, Any, FaceResNet]:  # dlib and its models (dlib ships no types)
     try:
         import dlib
     except ImportError as e:  # pragma: no cover - depends on the image
@@ -93,15 +96,15 @@ def _models() -> tuple[Any, Any, Any, Any]:  # dlib and its models (dlib ships n
         dlib,
         dlib.get_frontal_face_detector(),
         dlib.shape_predictor(str(d / "shape_predictor_68_face_landmarks.dat")),
-        dlib.face_recognition_model_v1(str(d / "dlib_face_recognition_resnet_model_v1.dat")),
+        FaceResNet(dlib, d / RESNET_FILE),
     )
 
 
 # HOG face detectors are not thread-safe, but dlib releases the GIL while one runs, so clips
 # measured on parallel threads (pipeline.measure_all) each take a detector of their own from
 # this pool: ~1.7x on 2 cores. Building one costs ~0.5 s, so the pool is filled once per
-# process, next to the other models. The shape predictor (~3 ms) and the ResNet encoder (holds
-# the GIL, one call per clip) stay shared behind a lock.
+# process, next to the other models. The shape predictor (~3 ms) stays shared behind a lock;
+# the ResNet (FaceResNet: an ONNX Runtime session) takes concurrent calls.
 _free_detectors: list[Any] = []  # dlib.fhog_object_detector
 _detectors_built = 0
 _detectors_lock = threading.Lock()
@@ -141,7 +144,7 @@ class DlibBackend:
         self._dlib, self._detector, self._predictor, self._encoder = _models()
         # one detector per clip the pipeline measures at once (it runs min(cores, 4) threads)
         _fill_detector_pool(max(1, min(os.cpu_count() or 1, 4)))
-        # the predictor and encoder are not documented as thread-safe
+        # the predictor is not documented as thread-safe
         self._lock = threading.Lock()
         self._proposals = FaceProposals()
 
@@ -181,15 +184,15 @@ class DlibBackend:
                 shape = self._predictor(view, self._rect(box, scale, origin))
                 pts = np.array([(p.x, p.y) for p in shape.parts()], np.float32)
                 found.append((box, s, (pts / scale + origin).astype(np.float32), shape, view))
-            # the largest face first; HOG's boxes come in few sizes (its pyramid's levels), so
-            # two faces often tie, and then the stronger one is the frame's main face
-            found.sort(key=lambda t: (-t[0].area, -t[1], t[0].x, t[0].y))
-            out = []
-            for i, (box, s, pts, shape, view) in enumerate(found):
-                emb = None
-                if embed_largest and i == 0:
-                    emb = normalize(np.asarray(self._encoder.compute_face_descriptor(view, shape)))
-                out.append(DetectedFace(box, s, pts, emb))
+        # the largest face first; HOG's boxes come in few sizes (its pyramid's levels), so
+        # two faces often tie, and then the stronger one is the frame's main face
+        found.sort(key=lambda t: (-t[0].area, -t[1], t[0].x, t[0].y))
+        out = []
+        for i, (box, s, pts, shape, view) in enumerate(found):
+            emb = None
+            if embed_largest and i == 0:
+                emb = normalize(self._encoder.descriptor(view, shape))
+            out.append(DetectedFace(box, s, pts, emb))
         return out
 
     @staticmethod
@@ -309,5 +312,4 @@ class DlibBackend:
         shape = dl.full_object_detection(
             self._rect(face.box, scale, origin), [dl.point(int(x), int(y)) for x, y in pts]
         )
-        with self._lock:
-            return normalize(np.asarray(self._encoder.compute_face_descriptor(view, shape)))
+        return normalize(self._encoder.descriptor(view, shape))
