@@ -13,7 +13,6 @@ mirrored shot is ~0.14.
 from __future__ import annotations
 
 import importlib.util
-import os
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -142,8 +141,10 @@ class DlibBackend:
 
     def __init__(self) -> None:
         self._dlib, self._detector, self._predictor, self._encoder = _models()
-        # one detector per clip the pipeline measures at once (it runs min(cores, 4) threads)
-        _fill_detector_pool(max(1, min(os.cpu_count() or 1, 4)))
+        from loraforge.curation.pipeline import measuring_threads  # pipeline imports this module
+
+        # one detector per clip the pipeline measures at once
+        _fill_detector_pool(measuring_threads())
         # the predictor is not documented as thread-safe
         self._lock = threading.Lock()
         self._proposals = FaceProposals()

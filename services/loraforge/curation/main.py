@@ -11,7 +11,13 @@ from loraforge.runtime.job_service import JobWorker
 NAME = "curation"
 
 
-async def mount(clients: Clients, server: GrpcServer, *, auto_curate: bool = True) -> None:
+async def mount(
+    clients: Clients,
+    server: GrpcServer,
+    *,
+    auto_curate: bool = True,
+    measure_concurrency: int | None = None,  # default: pipeline.measuring_threads()
+) -> None:
     # a start for a dataset another job is computing returns that job (CurationJobs)
     jobs = CurationJobs(clients.jobs, clients.bus, clients.store)
     server.add(CurationServicer(jobs))
@@ -20,7 +26,7 @@ async def mount(clients: Clients, server: GrpcServer, *, auto_curate: bool = Tru
     )  # dataset builders' models
     await JobWorker(NAME, clients.jobs, clients.bus, worker).start()
     # every curation process measures clips of any job (the `curation.measure` work queue)
-    await worker.start_measuring()
+    await worker.start_measuring(measure_concurrency)
     # `clips.ingested` -> a curation job (turn off with functools.partial(mount, auto_curate=False))
     await AutoCurator(jobs, clients.bus, clients.store, enabled=auto_curate).start()
 

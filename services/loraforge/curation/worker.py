@@ -51,7 +51,13 @@ from loraforge.curation.faces import DetectedFace, FaceBackend, make_backend
 from loraforge.curation.layout import CLAIM, MEASURED
 from loraforge.curation.metrics import MeasuredClip
 from loraforge.curation.people import PeopleDetector
-from loraforge.curation.pipeline import CurationResult, MediaItem, curate, measure_all
+from loraforge.curation.pipeline import (
+    CurationResult,
+    MediaItem,
+    curate,
+    measure_all,
+    measuring_threads,
+)
 from loraforge.curation.policy import CurationPolicy
 from loraforge.curation.record import DatasetRecord, selection_hash
 from loraforge.ingest import layout as ingest_layout
@@ -774,12 +780,13 @@ class CurationWorker:
             by_worker[doc["worker"]] = by_worker.get(doc["worker"], 0) + 1
         return out, by_worker
 
-    async def start_measuring(self, concurrency: int = 2) -> None:
-        """Take `curation.measure` tasks: `concurrency` clips at a time in this process (two
-        keep both cores busy: dlib and OpenCV release the GIL for most of a clip's work)."""
+    async def start_measuring(self, concurrency: int | None = None) -> None:
+        """Take `curation.measure` tasks: `concurrency` clips at a time in this process
+        (default `pipeline.measuring_threads`: one more than the cores, so that a core does
+        not idle while a task fetches its proxy from the store)."""
         if self._bus is None:
             raise RuntimeError("measuring from the queue needs the worker built with jobs and bus")
-        for _ in range(max(1, concurrency)):
+        for _ in range(max(1, concurrency or measuring_threads())):
             await self._bus.subscribe(MEASURE_DURABLE, MEASURE_EVENT, self.measure_task)
 
     async def measure_task(self, event: Event, delivery: Delivery) -> None:

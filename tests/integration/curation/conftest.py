@@ -24,11 +24,13 @@ def local_clips(tmp_path_factory) -> list[LocalClip]:
 async def curation_service(settings) -> AsyncIterator[Callable]:
     started: list[tuple[ServiceProcess, grpc.aio.Channel]] = []
 
-    async def start(auto_curate: bool = True):
+    async def start(auto_curate: bool = True, measure_concurrency: int | None = None):
         proc = ServiceProcess(
             "curation",
             settings,
-            functools.partial(mount, auto_curate=auto_curate),
+            functools.partial(
+                mount, auto_curate=auto_curate, measure_concurrency=measure_concurrency
+            ),
             drain_delay_s=0.0,
         )
         await proc.start()

@@ -94,7 +94,8 @@ async def test_two_workers_share_the_clips_and_agree_with_one(
 
     monkeypatch.setattr(PeopleDetector, "__init__", counted)
     tasks = await collect(bus, "curation.measure", "test-measure-tasks")  # sees every task
-    procs = [await curation_service(auto_curate=False) for _ in range(2)]
+    # two clips at a time each: the three clips cannot all go to one process
+    procs = [await curation_service(auto_curate=False, measure_concurrency=2) for _ in range(2)]
     stub = procs[0][1]
     job = await stub.StartCuration(_start("user-1"), timeout=10)
     # a second start for the same clips and policy while the first runs: the same job
