@@ -27,6 +27,7 @@ from loraforge.curation.face_resnet import MODEL_FILE as RESNET_FILE
 from loraforge.curation.face_resnet import FaceResNet
 from loraforge.curation.face_types import DetectedFace, normalize
 from loraforge.curation.geometry import Box, contains_point, iou
+from loraforge.curation.threads import measuring_threads
 
 RAW_SAME_PERSON_DISTANCE = 0.6
 RAW_DESCRIPTOR_NORM = 1.42
@@ -141,8 +142,6 @@ class DlibBackend:
 
     def __init__(self) -> None:
         self._dlib, self._detector, self._predictor, self._encoder = _models()
-        from loraforge.curation.pipeline import measuring_threads  # pipeline imports this module
-
         # one detector per clip the pipeline measures at once
         _fill_detector_pool(measuring_threads())
         # the predictor is not documented as thread-safe

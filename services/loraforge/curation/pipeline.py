@@ -7,7 +7,6 @@ that pass every other check, so that a rejected copy never "wins" over a usable 
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +28,7 @@ from loraforge.curation.people import PeopleDetector
 from loraforge.curation.policy import CurationPolicy
 from loraforge.curation.report import write_report
 from loraforge.curation.selection import Selection, select
+from loraforge.curation.threads import measuring_threads
 from loraforge.runtime.errors import InvalidInput
 
 
@@ -125,16 +125,6 @@ def measure_all(
     if workers == 1:
         return [one(it) for it in _items(items)]
     return list(_measuring_threads(workers).map(one, _items(items)))
-
-
-def measuring_threads() -> int:
-    """Clips a process measures at once: one more than its cores (at most 5). dlib, OpenCV,
-    LiteRT and ONNX Runtime release the GIL for most of a clip's work, so with as many clips
-    as cores both stay busy except while a clip reads its proxy (disk or S3) or holds the GIL,
-    and at a job's end, where the last clip ran alone. On 2 cores, the bench's 19 clips took
-    4.26-4.35 s with 3 threads against 4.37-4.53 s with 2."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min((cores or 1) + 1, 5))
 
 
 @cache

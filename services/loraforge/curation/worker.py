@@ -51,15 +51,10 @@ from loraforge.curation.faces import DetectedFace, FaceBackend, make_backend
 from loraforge.curation.layout import CLAIM, MEASURED
 from loraforge.curation.metrics import MeasuredClip
 from loraforge.curation.people import PeopleDetector
-from loraforge.curation.pipeline import (
-    CurationResult,
-    MediaItem,
-    curate,
-    measure_all,
-    measuring_threads,
-)
+from loraforge.curation.pipeline import CurationResult, MediaItem, curate, measure_all
 from loraforge.curation.policy import CurationPolicy
 from loraforge.curation.record import DatasetRecord, selection_hash
+from loraforge.curation.threads import measuring_threads
 from loraforge.ingest import layout as ingest_layout
 from loraforge.ingest.manifest import SourceManifest
 from loraforge.ingest.proxy import proxy_covers
@@ -782,7 +777,7 @@ class CurationWorker:
 
     async def start_measuring(self, concurrency: int | None = None) -> None:
         """Take `curation.measure` tasks: `concurrency` clips at a time in this process
-        (default `pipeline.measuring_threads`: one more than the cores, so that a core does
+        (default `threads.measuring_threads`: one more than the cores, so that a core does
         not idle while a task fetches its proxy from the store)."""
         if self._bus is None:
             raise RuntimeError("measuring from the queue needs the worker built with jobs and bus")
