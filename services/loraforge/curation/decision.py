@@ -7,11 +7,11 @@ are stable identifiers for dashboards and the manifest; messages follow ``code: 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from loraforge.curation.metrics import ClipMetrics
-from loraforge.curation.overlays import Evidence
+from loraforge.curation.overlays import Evidence, same_place
 from loraforge.curation.policy import CurationPolicy
 
 REASON_CODES = (
@@ -39,6 +39,7 @@ REASON_CODES = (
     "motion_direction",
 )
 FLAG_CODES = (
+    "corner_mark",
     "motion_direction",
     "letterbox",
     "blocky",
@@ -240,9 +241,13 @@ def _light_and_detail(
         )
 
 
-def _overlays(m: ClipMetrics, p: CurationPolicy, rs: list[Reason], fl: list[Reason]) -> None:
+def _overlays(
+    m: ClipMetrics, p: CurationPolicy, ctx: DatasetContext, rs: list[Reason], fl: list[Reason]
+) -> None:
     """Burned-in text and watermarks reject (with where and when they were seen); text that
-    belongs to the scene is only flagged (overlays.py states the rule)."""
+    belongs to the scene is only flagged (overlays.py states the rule). A mark in a corner of a
+    locked-off shot (metrics.corner_mark_evidence) rejects only where another shot of the same
+    source shows it at the same place; otherwise it is flagged."""
     if m.burned_in_text and p.reject_burned_in_text:
         ev = m.text_evidence
         what = _where(ev) if ev else "burned-in text or subtitles in the picture"
@@ -260,6 +265,28 @@ def _overlays(m: ClipMetrics, p: CurationPolicy, rs: list[Reason], fl: list[Reas
         fl.append(
             _r("scene_text", "text in the scene (kept; it may be learned): " + _where(ev), ev)
         )
+    if not m.corner_mark_evidence:
+        return
+    seen = ctx.corner_marks_seen_elsewhere.get(m.clip_id)
+    ev = m.corner_mark_evidence
+    if seen is not None and p.reject_watermark and not m.logo_or_watermark:
+        rs.append(
+            _r(
+                "watermark",
+                f"static overlay: {_where(ev)}; clip {seen} of the same source shows a logo "
+                f"at that place",
+                ev,
+            )
+        )
+    elif seen is None:
+        fl.append(
+            _r(
+                "corner_mark",
+                f"static in a corner of a locked-off shot, a channel bug or the scenery "
+                f"(kept; no clip of the source shows a logo there): {_where(ev)}",
+                ev,
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -270,17 +297,43 @@ class DatasetContext:
     # many clips go each way; None when no direction wins outright (a tie)
     motion_majority: str | None = None
     motion_counts: tuple[tuple[str, int], ...] = ()
+    # clip id -> the clip of the same source that shows a logo where this clip has a corner
+    # mark (corner_marks_elsewhere)
+    corner_marks_seen_elsewhere: Mapping[str, str] = field(default_factory=dict)
 
 
 def dataset_context(metrics: list[ClipMetrics], policy: CurationPolicy) -> DatasetContext:
+    elsewhere = corner_marks_elsewhere(metrics)
     if policy.motion_direction_rule == "off":
-        return DatasetContext()
+        return DatasetContext(corner_marks_seen_elsewhere=elsewhere)
     counts = Counter(m.motion_direction for m in metrics if m.motion_direction)
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     majority = (
         ranked[0][0] if ranked and (len(ranked) == 1 or ranked[0][1] > ranked[1][1]) else None
     )
-    return DatasetContext(majority, tuple(ranked))
+    return DatasetContext(majority, tuple(ranked), elsewhere)
+
+
+def corner_marks_elsewhere(metrics: Sequence[ClipMetrics]) -> dict[str, str]:
+    """Clips whose corner mark (a static blob in a corner of a locked-off shot) another clip of
+    the same source shows at the same place as a logo, by the camera moving under it or the
+    picture changing around it: clip id -> that clip's id. On a locked-off shot a channel bug
+    and the scenery in a corner both stay put; a shot that moves tells them apart, and a bug
+    stays at the same pixels through every shot of an upload. (Corner marks of several
+    locked-off shots do not confirm each other: keyframe hashes do not tell two set-ups from
+    two moments of one when a talking head fills the frame.)"""
+    out: dict[str, str] = {}
+    for m in metrics:
+        if not m.corner_mark_evidence:
+            continue
+        for o in metrics:
+            if o is m or o.source_id != m.source_id or not o.logo_or_watermark:
+                continue
+            marks = o.watermark_evidence
+            if any(same_place(e["box"], t["box"]) for e in m.corner_mark_evidence for t in marks):
+                out[m.clip_id] = o.clip_id
+                break
+    return out
 
 
 def _subject(m: ClipMetrics, p: CurationPolicy, rs: list[Reason], fl: list[Reason]) -> None:
@@ -417,7 +470,7 @@ def decide(
         fl.append(
             _r("letterbox", f"black bars cover {bars:.0%} of the frame; crop before training")
         )
-    _overlays(m, p, rs, fl)
+    _overlays(m, p, context or DatasetContext(), rs, fl)
     if m.motion == "shaky" and p.reject_shaky:
         rs.append(_r("shaky", f"camera shake ({m.motion_jitter:.2f} frame widths/s of jitter)"))
     _motion_direction(m, p, context or DatasetContext(), rs, fl)

@@ -117,6 +117,10 @@ class ClipMetrics:
     watermark_evidence: list[Evidence] = field(default_factory=list)  # logos, text logos
     scene_text: bool = False  # text that belongs to the scene (signs, prints): flagged only
     scene_text_evidence: list[Evidence] = field(default_factory=list)
+    # static blobs in a corner of a locked-off shot: a channel bug, or the scenery in that
+    # corner; the clip cannot tell (overlays.static_logos), a clip of the same source that
+    # shows a logo there can (decision.corner_marks_elsewhere)
+    corner_mark_evidence: list[Evidence] = field(default_factory=list)
     camera_shift: float = 0.0  # median camera translation between samples, frame widths
     ocr_frames: list[int] = field(default_factory=list)  # frames the text detector read
     motion: str = "static"
@@ -456,6 +460,7 @@ def measure(
     m.watermark_evidence = [e.as_dict() for e in ov.watermarks]
     m.scene_text = bool(ov.scene_text)
     m.scene_text_evidence = [e.as_dict() for e in ov.scene_text]
+    m.corner_mark_evidence = [e.as_dict() for e in ov.corner_marks]
     m.camera_shift = round(ov.camera_shift, 4)
     m.ocr_frames = ov.ocr_frames
 
