@@ -246,8 +246,8 @@ def _overlays(
 ) -> None:
     """Burned-in text and watermarks reject (with where and when they were seen); text that
     belongs to the scene is only flagged (overlays.py states the rule). A mark in a corner of a
-    locked-off shot (metrics.corner_mark_evidence) rejects only where another shot of the same
-    source shows it at the same place; otherwise it is flagged."""
+    locked-off shot (metrics.corner_mark_evidence) rejects only where a clip of the same source
+    shows a logo at that place (corner_marks_elsewhere); otherwise it is flagged."""
     if m.burned_in_text and p.reject_burned_in_text:
         ev = m.text_evidence
         what = _where(ev) if ev else "burned-in text or subtitles in the picture"

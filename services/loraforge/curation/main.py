@@ -16,7 +16,7 @@ async def mount(
     server: GrpcServer,
     *,
     auto_curate: bool = True,
-    measure_concurrency: int | None = None,  # default: pipeline.measuring_threads()
+    measure_concurrency: int | None = None,  # default: threads.measuring_threads()
 ) -> None:
     # a start for a dataset another job is computing returns that job (CurationJobs)
     jobs = CurationJobs(clients.jobs, clients.bus, clients.store)

@@ -13,8 +13,8 @@ QUALITY_WIDTH, inside the black bars:
     - the camera moved (pan, zoom, rotation) and the blob matches where it was far better than
       where the camera would have carried it (a horizon under a horizontal pan matches both
       ways and does not count), while the picture around it did go with the camera (a subject
-      swaying in front of a locked-off camera can pass for a pan; scenery beside her stays;
-      a blob in a corner, where channel bugs sit, is not asked this), or
+      swaying in front of a locked-off camera can pass for a pan; scenery beside her stays,
+      and so does a tenth or more of the picture's texture: ``_locked_off``), or
     - the camera stood still, and on every in-frame side of the blob the picture changed
       (RING_CHANGED_SHARE of each side's pixels) while the blob did not (scenery beside one
       moving person changes on one side only).
@@ -22,6 +22,10 @@ QUALITY_WIDTH, inside the black bars:
   outer band where channels and stock sites put their marks; in the middle of the picture,
   where a subject the camera tracks also stays put, three quarters of the pairs must show the
   camera moving under it.
+  A blob in a corner, where channels put their bug, that stays while the scenery around it
+  stays too is a corner mark, not a logo: on a locked-off shot a channel bug and a lamp in that
+  corner behave alike. It is flagged with its box; decision.corner_marks_elsewhere rejects it
+  as a watermark where a clip of the same source shows a logo at that place.
   Smooth animation (gradients, colour cycling) leaves no persistent Canny edges at all, and a
   slow pan moves every scene edge except those parallel to it, which the match test discards.
 * Text (PP-OCR detection on TEXT_FRAMES frames, recognition to confirm, see text.py): a line is
@@ -693,10 +697,7 @@ def _merge_near(logos: list[OverlayEvidence], gap: float = 0.02) -> list[Overlay
 def same_place(a: BoxXYWH | Sequence[float], b: BoxXYWH | Sequence[float]) -> bool:
     """Two findings at one place of the frame (intersection over union at least
     TEXT_MATCH_IOU): a channel bug sits at the same pixels in every shot."""
-    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    union = a[2] * a[3] + b[2] * b[3] - ix * iy
-    return union > 0 and ix * iy / union >= TEXT_MATCH_IOU
+    return _iou((a[0], a[1], a[2], a[3]), (b[0], b[1], b[2], b[3])) >= TEXT_MATCH_IOU
 
 
 def _overlaps(a: BoxXYWH, b: BoxXYWH) -> bool:
