@@ -7,7 +7,7 @@ takes a fraction of that and releases the GIL. Nothing is converted ahead or dow
 graph is built in memory from dlib's file as it ships. That file is dlib's serialised network,
 input layer first: each layer's name, then its parameters (tensors as little-endian float32),
 then its settings (filter size, stride, padding). ``read_layers`` reads it into a list and
-refuses anything but the layers this network is made of; ``onnx_model`` writes the graph
+refuses a layer this network does not have; ``onnx_model`` writes the graph
 (ONNX protobuf, encoded here: the ``onnx`` package is not a dependency), folding each affine
 (batch-norm) layer into the convolution before it.
 
@@ -38,6 +38,7 @@ _OPSET = 17
 _IR_VERSION = 8
 _FLOAT, _INT64 = 1, 7  # ONNX TensorProto data types
 _LAYER_NAMES = (
+    b"loss_metric_2",  # written first; the descriptor is what feeds it
     b"input_rgb_image_sized",
     b"con_4",
     b"affine_",
@@ -47,8 +48,11 @@ _LAYER_NAMES = (
     b"add_prev_",
     b"fc_2",
 )
-# a layer's name as dlib writes a string: a one-byte length header, then the bytes
-_NAME = re.compile(b"\x01([\x04-\x15])(" + b"|".join(re.escape(n) for n in _LAYER_NAMES) + b")")
+# a layer's name as dlib writes a string: a one-byte length header, then the bytes (dlib's
+# layer names: con_4, relu_, bn_con_2, ...). Tag and skip layers (the residual connections)
+# have no name; they are implied by the order of the named ones (onnx_model).
+_NAME_HEAD = re.compile(rb"\x01([\x03-\x1f])(?=[a-z])")
+_NAME = re.compile(rb"[a-z][a-z0-9_]*_[a-z0-9]*")
 
 
 @dataclass(frozen=True)
@@ -101,18 +105,27 @@ class _Reader:
         return out
 
     def next_layer(self) -> str | None:
-        m = _NAME.search(self.data, self.pos)
-        while m is not None and m.group(1)[0] != len(m.group(2)):
-            m = _NAME.search(self.data, m.start() + 1)
-        if m is None:
-            return None
-        self.pos = m.end()
-        return m.group(2).decode()
+        """The next layer's name, None at the end. Called after the previous layer's values
+        were read, so only its settings lie in between, never float data. A layer this network
+        does not have (another dlib network, a later model) is refused, not skipped."""
+        for m in _NAME_HEAD.finditer(self.data, self.pos):
+            name = self.data[m.end() : m.end() + m.group(1)[0]]
+            if not _NAME.fullmatch(name):
+                continue
+            if name not in _LAYER_NAMES:
+                self.pos = m.start()
+                raise self.fail(f"a {name.decode()!r} layer, which this network does not have")
+            self.pos = m.end() + len(name)
+            return name.decode()
+        return None
 
 
 def read_layers(path: Path) -> list[Layer]:
     r = _Reader(path.read_bytes(), path)
-    if r.next_layer() != "input_rgb_image_sized":
+    name = r.next_layer()
+    if name == "loss_metric_2":
+        name = r.next_layer()
+    if name != "input_rgb_image_sized":
         raise r.fail("no input layer")
     mean = np.array([r.real() for _ in range(3)], np.float32)
     if (r.int(), r.int()) != (CHIP_SIZE, CHIP_SIZE):
@@ -140,8 +153,10 @@ def read_layers(path: Path) -> list[Layer]:
             if fc.shape[0] not in (n_in, n_in + 1):
                 raise r.fail(f"fully connected layer of {fc.shape} for {n_in} inputs")
             layers.append(Layer("fc", (fc[:n_in], fc[n_in:].ravel())))
-        else:
+        elif name in ("relu_", "add_prev_"):
             layers.append(Layer(name.rstrip("_")))
+        else:
+            raise r.fail(f"a {name!r} layer after the input")
     if [lay.kind for lay in layers[-2:]] != ["avg_pool", "fc"] or layers[-2].window != (0, 0):
         raise r.fail("the network does not end in a global average and a projection")
     return layers
@@ -199,9 +214,11 @@ class _Graph:
         self.inits.append(_tensor(name, a))
         return name
 
-    def node(self, op: str, inputs: list[str], **attrs: int | tuple[int, ...]) -> str:
+    def node(
+        self, op: str, inputs: list[str], out: str = "", **attrs: int | tuple[int, ...]
+    ) -> str:
         self.n += 1
-        out = f"t{self.n}"
+        out = out or f"t{self.n}"
         body = b"".join(_bytes(1, i) for i in inputs) + _bytes(2, out) + _bytes(4, op)
         body += b"".join(_bytes(5, _attr(k, v)) for k, v in attrs.items())
         self.nodes.append(body)
@@ -221,7 +238,7 @@ def _out(size: int, window: int, stride: int, pad: int) -> int:
 
 def onnx_model(layers: list[Layer]) -> bytes:
     """The network as an ONNX model: input ``chips`` (n, 3, 150, 150), float32, already
-    (rgb - mean) / 256 (``preprocess``); output ``descriptor`` (n, 128)."""
+    (rgb - mean) / 256 (``FaceResNet.run`` does that); output ``descriptor`` (n, 128)."""
     g = _Graph()
     x, shape = "chips", (3, CHIP_SIZE, CHIP_SIZE)
     block_in: tuple[str, tuple[int, int, int]] = (x, shape)
@@ -287,13 +304,13 @@ def onnx_model(layers: list[Layer]) -> bytes:
         else:
             raise BackendUnavailable(f"face ResNet: a {lay.kind} layer where none belongs")
         i += 1
-    x = g.node("Identity", [x])
+    g.node("Identity", [x], out="descriptor")
     graph = (
         b"".join(_bytes(1, n) for n in g.nodes)
         + _bytes(2, "dlib_face_resnet")
         + b"".join(_bytes(5, t) for t in g.inits)
         + _bytes(11, _value_info("chips", ("n", 3, CHIP_SIZE, CHIP_SIZE)))
-        + _bytes(12, _value_info(x, ("n", shape[0])))
+        + _bytes(12, _value_info("descriptor", ("n", shape[0])))
     )
     return (
         _int(1, _IR_VERSION)
@@ -324,7 +341,6 @@ class FaceResNet:
         self._session = ort.InferenceSession(
             onnx_model(layers), opts, providers=["CPUExecutionProvider"]
         )
-        self._output = self._session.get_outputs()[0].name
         self._dlib = dlib
 
     def descriptor(self, image_rgb: np.ndarray, shape: Any) -> np.ndarray:
@@ -335,5 +351,5 @@ class FaceResNet:
     def run(self, chips_rgb: np.ndarray) -> np.ndarray:
         """Descriptors of (n, 150, 150, 3) uint8 RGB chips."""
         x = (chips_rgb.astype(np.float32).transpose(0, 3, 1, 2) - self._mean) / 256.0
-        out = self._session.run([self._output], {"chips": np.ascontiguousarray(x)})[0]
+        out = self._session.run(["descriptor"], {"chips": np.ascontiguousarray(x)})[0]
         return np.asarray(out, np.float32)

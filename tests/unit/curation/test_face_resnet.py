@@ -77,6 +77,17 @@ def test_the_layers_read_are_the_networks():
     assert layers[-1].params[0].shape == (256, 128)
 
 
+def test_a_layer_this_network_does_not_have_is_refused_not_skipped(tmp_path: Path):
+    # one of its relus turned into a GELU (a layer dlib has, this network does not): read as if
+    # it were absent, the graph would compute something else without a word
+    data = (models_dir() / MODEL_FILE).read_bytes()
+    at = data.index(b"\x01\x05relu_", 40_000)
+    bad = tmp_path / MODEL_FILE
+    bad.write_bytes(data[:at] + b"\x01\x05gelu_" + data[at + 7 :])
+    with pytest.raises(BackendUnavailable, match="a 'gelu_' layer, which this network does not"):
+        FaceResNet(_models()[0], bad)
+
+
 @pytest.mark.parametrize("damage", ["truncated", "other_network", "empty", "noise"])
 def test_a_file_that_is_not_the_network_names_the_fix(tmp_path: Path, damage: str):
     dlib = _models()[0]

@@ -250,16 +250,12 @@ def test_a_talking_head_swaying_before_a_locked_off_camera_puts_no_logo_on_the_s
     assert not ov.logo_or_watermark and ov.watermarks == []
 
 
-@pytest.mark.parametrize(
-    ("background", "corner_object"), [("coffee", "clock"), ("coffee", "motorcycle")]
-)
-def test_the_scenery_in_a_corner_of_a_locked_off_interview_is_no_logo(
-    tmp_path, background, corner_object
-):
+@pytest.mark.parametrize("corner_object", ["clock", "motorcycle"])
+def test_the_scenery_in_a_corner_of_a_locked_off_interview_is_no_logo(tmp_path, corner_object):
     # a clock on the wall, a motorbike parked in the corner, the edge of a table: static
     # while her sway "moved the camera", and every one of these clips was rejected as
     # `watermark`. They are corner marks now: flagged, with their box
-    ov = _sway(tmp_path, "corner", grain=2.0, background=background, corner_object=corner_object)
+    ov = _sway(tmp_path, "corner", grain=2.0, background="coffee", corner_object=corner_object)
     assert not ov.logo_or_watermark and ov.watermarks == []
     assert ov.corner_marks
     x, y, w, h = ov.corner_marks[0].box

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 
 import curation_media as M
@@ -214,3 +217,17 @@ def test_clips_of_one_locked_off_take_are_moments_not_copies(tmp_path, backend):
         assert a.decision.keep != b.decision.keep
         loser = b if a.decision.keep else a
         assert loser.decision.reason_codes == ["near_duplicate"]
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2,
+    reason="needs CPU affinity and a second core to tell them apart",
+)
+def test_clips_in_flight_follow_the_cores_the_process_may_use():
+    # in a container limited to a cpuset, os.cpu_count() still says the host's cores
+    code = (
+        "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+        "from loraforge.curation.threads import measuring_threads; print(measuring_threads())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "2"  # its one core, and one clip more
