@@ -311,11 +311,16 @@ def measure(
         # picked below, since identity is stable within a clip
         faces = backend.detect(img, embed_largest=False)
         counts.append(len(faces))
+        # the frame at QUALITY_WIDTH: quality is measured on it, and the people detector,
+        # whose models look at 224-256 px, starts from it when it is smaller than the frame
+        views = frame_views(img)
         main = None  # this frame's main person, where people were looked for
         if fr.index in people_at:
-            c, extra, main = _people_in_frame(
-                people.detect(img, [f.box for f in faces], keypoints=body_keypoints)
-            )
+            src, at = (views.small, views.f_small) if views.f_small < 1 else (img, 1.0)
+            found = people.detect(src, [f.box.scaled(at) for f in faces], keypoints=body_keypoints)
+            c, extra, main = _people_in_frame(found)
+            if main is not None:  # in frame pixels (its head box places the subject region)
+                main = main.scaled(1 / at)
             body_counts.append(c)
             extras.append(extra)
             full_bodies.append(bool(main is not None and main.full_body))
@@ -336,7 +341,6 @@ def measure(
                 exprs.append(measure_expression(f.landmarks))
                 if fs * f.box.h > best[0]:
                     best = (fs * f.box.h, pos, f.landmarks)
-        views = frame_views(img)
         qualities.append(measure_frame(img, views))
         grays.append(views.gray)
         smalls.append(views.small)
@@ -471,7 +475,8 @@ def measure(
     m.motion_direction, m.motion_direction_rate = md.label, md.rate
 
     picks = np.linspace(0, n - 1, min(n, PHASH_FRAMES)).round().astype(int)
-    # phash looks at a 32x32 DCT: shrink with cv2 first, PIL's full-size resample is slow
+    # phash looks at a 32x32 DCT: shrink with cv2 first (from the QUALITY_WIDTH copy: from the
+    # full frame costs ~2 ms more), PIL's full-size resample is slow
     if media.signature is not None:
         m.signature = np.ascontiguousarray(media.signature).tobytes()
         m.signature_fps = media.signature_fps or media.fps
@@ -480,7 +485,7 @@ def measure(
             imagehash.phash(
                 Image.fromarray(
                     cv2.cvtColor(
-                        cv2.resize(frames[i].image, (128, 128), interpolation=cv2.INTER_AREA),
+                        cv2.resize(smalls[i], (128, 128), interpolation=cv2.INTER_AREA),
                         cv2.COLOR_BGR2RGB,
                     )
                 )

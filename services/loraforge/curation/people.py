@@ -112,6 +112,11 @@ class Person:
     # the detector's head box of a person known by the face (``_band``)
     head: Box | None = None
 
+    def scaled(self, k: float) -> Person:
+        """The same person in the pixels of the frame scaled by ``k``."""
+        head = self.head.scaled(k) if self.head is not None else None
+        return dataclasses.replace(self, box=self.box.scaled(k), head=head)
+
 
 class _Models(threading.local):
     """TFLite interpreters are not thread-safe; clips are measured on several threads."""
@@ -333,19 +338,7 @@ class PeopleDetector:
                             Box(float(x), float(y), float(bw), float(bh)), score, "region", False
                         )
                     )
-        return [
-            Person(
-                p.box.scaled(1 / f),
-                p.score,
-                p.source,
-                p.has_face,
-                p.full_body,
-                p.body_height_ratio,
-                p.visible_keypoints,
-                p.head.scaled(1 / f) if p.head is not None else None,
-            )
-            for p in people
-        ]
+        return [p.scaled(1 / f) for p in people]
 
     @staticmethod
     def _add_detection(

@@ -57,13 +57,24 @@ def test_medium_shot_faces_are_found(backend, size, ratio):
     assert np.array_equal(backend.embed(frame, bare), f.embedding)
 
 
+def test_hog_looks_at_the_grey_picture(backend):
+    # dlib's face detector was trained on grey images: a colour frame and its grey copy give
+    # the same faces with the same scores (colour HOG: 1.464 against 1.489 on the grey copy)
+    frame = np.full((360, 640, 3), 90, np.uint8)  # the working copy's size: no resampling
+    frame[:, 64:576] = M.astronaut()[:360]
+    grey = cv2.cvtColor(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    colour, plain = backend.detect(frame, embed_largest=False), backend.detect(grey, False)
+    assert len(colour) == 1
+    assert [(f.box, f.score) for f in colour] == [(f.box, f.score) for f in plain]
+
+
 def test_a_face_proposal_is_not_a_face_until_hog_confirms_it(backend):
     from loraforge.curation.face_proposals import FaceProposals
 
     # the medium shot turned on its side: BlazeFace proposes the face, HOG (upright faces only)
     # does not confirm it, so no face is reported
     sideways = np.ascontiguousarray(np.rot90(medium_shot(0.14, 720, 1280)))
-    assert FaceProposals()(sideways)
+    assert FaceProposals()(cv2.cvtColor(sideways, cv2.COLOR_BGR2RGB))
     assert backend.detect(sideways) == []
 
 
