@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -119,6 +121,16 @@ def _solo_choice(
     return max(found, key=lambda lab: (votes[lab], -lab))
 
 
+@cache
+def hdbscan_class() -> Any:  # sklearn.cluster.HDBSCAN (the type, for a preload to call)
+    """scikit-learn's HDBSCAN. Importing scikit-learn costs ~0.9 s, which a command that never
+    clusters should not pay, so it is imported here on first use; a curation service calls
+    this at start (CurationWorker.preload), so its first job does not pay it either."""
+    from sklearn.cluster import HDBSCAN
+
+    return HDBSCAN
+
+
 def clusters(x: np.ndarray, threshold: float) -> np.ndarray:
     """Identity cluster per embedding (-1: noise), 0 the largest cluster.
 
@@ -141,9 +153,7 @@ def clusters(x: np.ndarray, threshold: float) -> np.ndarray:
         if n == 2 and float(np.linalg.norm(x[0] - x[1])) < threshold:
             return np.array([0, 0])
         return np.array([0] * n) if n == 1 else np.array([0, 1])
-    from sklearn.cluster import HDBSCAN
-
-    raw = HDBSCAN(
+    raw = hdbscan_class()(
         min_cluster_size=2, min_samples=1, allow_single_cluster=True, metric="euclidean", copy=True
     ).fit_predict(x)
     eps = 0.5 * threshold

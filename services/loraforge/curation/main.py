@@ -24,6 +24,7 @@ async def mount(
     worker = CurationWorker(
         clients.store, jobs=clients.jobs, bus=clients.bus, models_dir=clients.settings.models.dir
     )  # dataset builders' models
+    worker.preload()  # the models, on a thread: the first job need not load them
     await JobWorker(NAME, clients.jobs, clients.bus, worker).start()
     # every curation process measures clips of any job (the `curation.measure` work queue)
     await worker.start_measuring(measure_concurrency)

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,7 @@ from loraforge.curation.people import PeopleDetector
 from loraforge.curation.policy import CurationPolicy
 from loraforge.curation.report import write_report
 from loraforge.curation.selection import Selection, select
-from loraforge.curation.threads import measuring_threads
+from loraforge.curation.threads import measuring_pool, measuring_threads
 from loraforge.runtime.errors import InvalidInput
 
 
@@ -124,14 +122,7 @@ def measure_all(
     workers = workers or measuring_threads()
     if workers == 1:
         return [one(it) for it in _items(items)]
-    return list(_measuring_threads(workers).map(one, _items(items)))
-
-
-@cache
-def _measuring_threads(workers: int) -> ThreadPoolExecutor:
-    """Threads kept for the process's life: the detectors' TFLite interpreters are per thread
-    (people.py, face_proposals.py), and a pool made per job loaded them again for every job."""
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="curation-measure")
+    return list(measuring_pool(workers).map(one, _items(items)))
 
 
 def curate(

@@ -1,9 +1,12 @@
 """How many threads curation measures clips on, sized once for every caller
-(pipeline.measure_all, the service's `curation.measure` tasks, dlib's detector pool)."""
+(pipeline.measure_all, the service's `curation.measure` tasks, dlib's detector pool), and the
+threads themselves."""
 
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 
 
 def usable_cores() -> int:
@@ -21,3 +24,12 @@ def measuring_threads() -> int:
     pool of their own, so that the last clip runs on every core, measured no better: 4.36-4.45 s
     against 4.31-4.55 s, alternating runs.)"""
     return min(usable_cores() + 1, 5)
+
+
+@cache
+def measuring_pool(workers: int) -> ThreadPoolExecutor:
+    """Threads kept for the process's life that clips are measured on: the detectors' TFLite
+    interpreters are per thread (people.py, face_proposals.py, ~0.05-0.09 s of CPU to load),
+    so a pool made per job loaded them again for every job, and the service's tasks on
+    asyncio's shared executor loaded them on each of its threads."""
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="curation-measure")

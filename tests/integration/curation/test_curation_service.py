@@ -10,12 +10,21 @@ import grpc
 import pyarrow.parquet as pq
 import pytest
 
+from loraforge.curation import identity
 from loraforge.curation import layout as curation_layout
+from loraforge.curation.errors import BackendUnavailable
+from loraforge.curation.faces import FaceBackend
 from loraforge.curation.policy import CurationPolicy
-from loraforge.curation.worker import AutoCurator, dataset_id_for, discover_clips
+from loraforge.curation.worker import (
+    AutoCurator,
+    CurationWorker,
+    dataset_id_for,
+    discover_clips,
+)
 from loraforge.ingest import layout
 from loraforge.runtime.events import Event
 from loraforge.runtime.job_service import JobService
+from loraforge.runtime.jobs import Job, JobStore, new_job_id
 from loraforge.runtime.keys import ProjectRef
 from loraforge.runtime.servicers import struct_from_dict
 from loraforge.runtime.storage import Bucket
@@ -394,3 +403,49 @@ def test_measures_sweep_removes_other_code_and_unreferenced_clips(store, local_c
     # unmarked: the entries, the lost clip's and the marker;
     # other-recent: the entries and the marker
     assert later.removed == (len(names) + 2) + (len(names) + 1) and set(left()) == {"current"}
+
+
+def test_the_worker_loads_its_models_before_the_first_job(store, caplog):
+    # mount() preloads on a thread: the first job finds the models loaded
+    worker = CurationWorker(store)
+    worker.preload().join(timeout=120)
+    assert worker._backend is not None and worker._people is not None
+    assert identity.hdbscan_class.cache_info().currsize == 1
+
+    # a model that cannot load: logged, and the job that needs it fails with the reason
+    def missing() -> FaceBackend:
+        raise BackendUnavailable("dlib is not installed; install loraforge[curation]")
+
+    broken = CurationWorker(store, backend_factory=missing)
+    with caplog.at_level("WARNING"):
+        broken.preload().join(timeout=120)
+    assert "not preloaded: dlib is not installed" in caplog.text
+    with pytest.raises(BackendUnavailable, match="install loraforge"):
+        broken._face_backend()
+
+
+async def test_a_running_job_does_not_follow_a_queued_start_of_its_dataset(
+    curation_service, store, bus, settings, local_clips
+):
+    # Two starts for one dataset raced (a user's curate as the automatic one began), and the
+    # claim written last is that of a job still PENDING: queued, computing nothing, possibly
+    # behind the running job on the same worker. Following it waited forever; the running
+    # job computes the dataset, and the queued one finds it committed when it runs.
+    await asyncio.to_thread(seed_project, store, local_clips)
+    _, stub = await curation_service(auto_curate=False)
+    first = await wait_job(stub, (await stub.StartCuration(start_request("run-1"), timeout=10)).id)
+    assert first.state == common_pb2.JOB_STATE_SUCCEEDED, first.message
+    prefix = f"{TENANT}/{PROJECT}/datasets/{first.result['dataset_id']}"
+    for o in store.list(Bucket.DATASETS, prefix + "/"):  # as if it was never committed
+        store.delete(Bucket.DATASETS, o.key)
+    jobs = await JobStore.open(bus.jetstream, settings.nats.jobs_bucket)
+    params = (await jobs.get(TENANT, PROJECT, first.id)).params
+    queued = await jobs.create(
+        Job(id=new_job_id(), kind="curation", tenant=TENANT, project=PROJECT, params=params)
+    )
+    store.put_json(Bucket.DATASETS, f"{prefix}/{curation_layout.CLAIM}", {"job_id": queued.id})
+    running = await JobService("curation", jobs, bus).start(TENANT, PROJECT, params, "run-2")
+    done = await wait_job(stub, running.id, timeout=30)
+    assert done.state == common_pb2.JOB_STATE_SUCCEEDED, done.message
+    assert done.result["dataset_id"] == first.result["dataset_id"]
+    assert store.stat(Bucket.DATASETS, f"{prefix}/dataset.json") is not None
