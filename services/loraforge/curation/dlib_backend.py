@@ -214,12 +214,12 @@ class DlibBackend:
         (2:1 upsampling, mirrored copies, pyramid_down<6>, an 80x80 window, a nuclear-norm
         regulariser, singular values thresholded), which trains on grey images. On a colour
         image fhog takes each pixel's strongest channel gradient instead: 27 % more work
-        (17.3 against 13.1 ms on a 640x360 frame here), for scores ~7 % higher on average. Measured
-        against colour input on 110 variants of two portraits (5 sizes, turned 25 degrees
-        either way, underexposed, colour casts, blur, grain, low contrast): faces found on 86
-        images against 87 (the one lost: a blurred face colour scored 0.07); on the 152
-        frames of the curation benchmark, the same faces except two frames where the frame
-        edge cuts the face at the eyes (colour scored them 0.00 and 0.01).
+        (17.3 against 13.1 ms on a 640x360 frame here), for scores ~7 % higher on average.
+        Measured against colour input on 110 variants of two portraits (5 sizes, turned 25
+        degrees either way, underexposed, colour casts, blur, grain, low contrast): faces
+        found on 86 images against 87 (the one lost: a blurred face colour scored 0.07); on
+        the 152 frames of the curation benchmark, the same faces except two frames where the
+        frame edge cuts the face at the eyes (colour scored them 0.00 and 0.01).
         """
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         detector = _take_detector()
