@@ -342,8 +342,18 @@ def _subject(m: ClipMetrics, p: CurationPolicy, rs: list[Reason], fl: list[Reaso
     lighting and effect (max_people None)."""
     if p.require_face:
         if m.face_frames_fraction == 0:
+            seen = (
+                f"; a person is in {m.person_frames_fraction:.0%} of the checked frames, with no "
+                "face seen: turned away, the face cut by the frame's edge, or too small or "
+                "blurred to find"
+                if m.person_frames_fraction > 0
+                else ""
+            )
             rs.append(
-                _r("no_face", "no face found in any sampled frame (a visible face is required)")
+                _r(
+                    "no_face",
+                    f"no face found in any sampled frame (a visible face is required){seen}",
+                )
             )
         elif m.face_frames_fraction < p.min_face_frames_fraction:
             rs.append(

@@ -262,6 +262,19 @@ def test_second_person_rejected_for_character(as_character):
         msg = next(r.message for r in c.decision.reasons if r.code == "people_count")
         assert msg == "people_count: 2 persons in frame, 1 without a visible face (max 1)"
     assert "no_face" in res.clip("land").decision.reason_codes
+    land = next(r.message for r in res.clip("land").decision.reasons if r.code == "no_face")
+    assert "a person is in" not in land  # nobody there: only the face is missing
+
+
+def test_no_face_says_when_a_person_is_there_without_one():
+    # a body the person detector sees on 2 of 3 checked frames, no face on any frame: the
+    # reason says so (turned away, face cut by the frame edge), not only "no face"
+    m = ClipMetrics("c", "c.mp4", "s", "video", 1280, 720, 25.0, 3.0, 8)
+    m.person_frames_fraction, m.people_count = 0.6667, 1
+    d = decide(m, CurationPolicy.for_type("character"))
+    (msg,) = [r.message for r in d.reasons if r.code == "no_face"]
+    assert "a person is in 67% of the checked frames, with no face seen" in msg
+    assert "cut by the frame's edge" in msg
 
 
 def test_landscape_kept_for_background_and_people_rejected(clips, backend, people):
