@@ -35,6 +35,13 @@ RAW_SAME_PERSON_DISTANCE = 0.6
 RAW_DESCRIPTOR_NORM = 1.42
 SAME_PERSON_DISTANCE = RAW_SAME_PERSON_DISTANCE / RAW_DESCRIPTOR_NORM
 DUPLICATE_DISTANCE = 0.15
+# HOG's score a face must pass, on grey images (DlibBackend._hog). Grey scores run lower than
+# colour ones for the same face (~0.05 near the threshold, ~7 % at 1.0): on 256 marginal
+# portraits (two faces at 4 sizes, stretched 0.85-1.33x, turned, dark, blurred, grainy,
+# colour-cast, low contrast) grey found 113 at 0, 123 at -0.05 and 140 at -0.1, against 121
+# for colour at dlib's default 0; none of 107 faceless images and frames (skimage's cat, coffee,
+# rocket, horse, clock, textures, street footage at 0.5-2.4x) scored above -0.15 in either.
+HOG_THRESHOLD = -0.05
 # HOG's smallest face is ~80 px; frames whose short side is below this are upsampled once
 # (4x the cost) so that faces filling a third of a small frame are still found.
 HOG_MIN_FACE = 80
@@ -214,17 +221,15 @@ class DlibBackend:
         (2:1 upsampling, mirrored copies, pyramid_down<6>, an 80x80 window, a nuclear-norm
         regulariser, singular values thresholded), which trains on grey images. On a colour
         image fhog takes each pixel's strongest channel gradient instead: 27 % more work
-        (17.3 against 13.1 ms on a 640x360 frame here), for scores ~7 % higher on average.
-        Measured against colour input on 110 variants of two portraits (5 sizes, turned 25
-        degrees either way, underexposed, colour casts, blur, grain, low contrast): faces
-        found on 86 images against 87 (the one lost: a blurred face colour scored 0.07); on
-        the 152 frames of the curation benchmark, the same faces except two frames where the
-        frame edge cuts the face at the eyes (colour scored them 0.00 and 0.01).
+        (17.3 against 13.1 ms on a 640x360 frame here), for scores a little higher, which
+        HOG_THRESHOLD makes up for. At that threshold grey found the faces colour found on all
+        152 frames of the curation benchmark, and kept and rejected the same clips of the
+        example footage (`loraforge run`'s, whose faces are stretched 4:3 and score near 0).
         """
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         detector = _take_detector()
         try:
-            rects, scores, _ = detector.run(gray, upsample, 0.0)
+            rects, scores, _ = detector.run(gray, upsample, HOG_THRESHOLD)
         finally:
             _give_detector(detector)
         return rects, scores
