@@ -69,7 +69,8 @@ VIEW_SIDE_FACES = 2.5
 # strong one got 0.5-0.58 (a second person cut by the frame edge, HOG 0.23) and 0.89 (a crowd's
 # face HOG scored 0.02). Real faces in the bench footage score 0.8-1.8 at the working scale; a
 # lone weak face (a zoomed, soft close-up: 0.1-0.6) is kept as it is, since BlazeFace's
-# full-range model misses faces that fill the frame.
+# full-range model misses faces that fill the frame. (HOG scores here were measured on colour
+# input; grey ones run ~7 % lower, and a weak face may now score down to HOG_THRESHOLD.)
 WEAK_FACE_SCORE = 0.5
 CONFIRM_SCORE = 0.25
 # proposals looked at when confirming weak faces (a crowd has more faces than MAX_PROPOSALS)
