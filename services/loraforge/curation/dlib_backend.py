@@ -217,8 +217,9 @@ class DlibBackend:
     def _hog(rgb: np.ndarray, upsample: int) -> tuple[Any, Any]:
         """dlib's HOG face detector on the grey of an RGB image: ``(rects, scores)``.
 
-        Grey, not colour, because that is what the detector was made for: the training log in
-        dlib's frontal_face_detector.h lists the steps of dlib's fhog_object_detector_ex.cpp
+        Grey, not colour, because that is most likely what the detector was made for: the
+        training log in dlib's frontal_face_detector.h lists the steps of dlib's
+        fhog_object_detector_ex.cpp
         (2:1 upsampling, mirrored copies, pyramid_down<6>, an 80x80 window, a nuclear-norm
         regulariser, singular values thresholded), which trains on grey images. On a colour
         image fhog takes each pixel's strongest channel gradient instead: 27 % more work

@@ -119,7 +119,7 @@ def measure_all(
 
     # several clips in flight (measuring_threads); results keep input order, so the outcome
     # does not depend on scheduling
-    workers = workers or measuring_threads()
+    workers = max(1, workers or measuring_threads())
     if workers == 1:
         return [one(it) for it in _items(items)]
     return list(measuring_pool(workers).map(one, _items(items)))

@@ -1050,9 +1050,13 @@ class CurationWorker:
                     await ctx.progress(
                         _lerp(_UPLOAD, (i + 1) / len(files)), f"stored {i + 1}/{len(files)} files"
                     )
-        finally:
-            for t in tasks:  # a failed upload (or a cancel) stops the others
+        except BaseException:
+            # a failed upload (or a cancel): the files not started are not started, those in
+            # flight (a thread each) end before the job reports it, and their errors are read
+            for t in tasks:
                 t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         return [t.result() for t in tasks]
 
     def _record(

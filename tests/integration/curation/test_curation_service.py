@@ -9,12 +9,14 @@ import time
 import grpc
 import pyarrow.parquet as pq
 import pytest
+from pydantic import SecretStr
 
 from loraforge.curation import identity
 from loraforge.curation import layout as curation_layout
 from loraforge.curation.errors import BackendUnavailable
 from loraforge.curation.faces import FaceBackend
 from loraforge.curation.policy import CurationPolicy
+from loraforge.curation.text import default_reader
 from loraforge.curation.worker import (
     AutoCurator,
     CurationWorker,
@@ -22,12 +24,13 @@ from loraforge.curation.worker import (
     discover_clips,
 )
 from loraforge.ingest import layout
+from loraforge.runtime.errors import LoraforgeError
 from loraforge.runtime.events import Event
 from loraforge.runtime.job_service import JobService
 from loraforge.runtime.jobs import Job, JobStore, new_job_id
 from loraforge.runtime.keys import ProjectRef
 from loraforge.runtime.servicers import struct_from_dict
-from loraforge.runtime.storage import Bucket
+from loraforge.runtime.storage import Bucket, ObjectStore
 from loraforge.v1 import common_pb2, curation_pb2
 
 from .seed import OVERRIDES, PROJECT, TENANT, clip_entry, put_manifest, seed_project
@@ -406,11 +409,15 @@ def test_measures_sweep_removes_other_code_and_unreferenced_clips(store, local_c
 
 
 def test_the_worker_loads_its_models_before_the_first_job(store, caplog):
-    # mount() preloads on a thread: the first job finds the models loaded
+    # mount() preloads on a thread: the first job finds the models loaded (the process-wide
+    # ones emptied first, as in a process that has loaded nothing)
+    identity.hdbscan_class.cache_clear()
+    default_reader.cache_clear()
     worker = CurationWorker(store)
     worker.preload().join(timeout=120)
     assert worker._backend is not None and worker._people is not None
     assert identity.hdbscan_class.cache_info().currsize == 1
+    assert default_reader.cache_info().currsize == 1
 
     # a model that cannot load: logged, and the job that needs it fails with the reason
     def missing() -> FaceBackend:
@@ -449,3 +456,23 @@ async def test_a_running_job_does_not_follow_a_queued_start_of_its_dataset(
     assert done.state == common_pb2.JOB_STATE_SUCCEEDED, done.message
     assert done.result["dataset_id"] == first.result["dataset_id"]
     assert store.stat(Bucket.DATASETS, f"{prefix}/dataset.json") is not None
+
+
+async def test_a_failed_dataset_upload_fails_with_the_stores_error_and_leaves_nothing_running(
+    settings, tmp_path
+):
+    # the datasets are written 4 at a time; when the store refuses them (here: a wrong
+    # secret key), the first error is the job's, no upload is left running behind it, and no
+    # error goes unread
+    out = tmp_path / "out"
+    (out / "thumbs").mkdir(parents=True)
+    for i in range(9):
+        (out / "thumbs" / f"c{i}.jpg").write_bytes(b"x" * 100)
+    refused = ObjectStore.connect(
+        settings.s3.model_copy(update={"secret_key": SecretStr("not-the-key")})
+    )
+    before = asyncio.all_tasks()
+    with pytest.raises(LoraforgeError) as err:
+        await CurationWorker(refused)._upload(out, "t/p/datasets/ds-x", None)  # type: ignore[arg-type]
+    assert asyncio.all_tasks() == before
+    assert "refused our credentials" in str(err.value)  # the store's own message, with the fix
